@@ -1,0 +1,108 @@
+"""``build_app(settings)``: the one ASGI application."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from crm_graphql.db.engine import make_engine, make_sessionmaker
+from crm_graphql.explorer import explorer_routes
+from crm_graphql.http import graphql_endpoint
+from crm_graphql.realtime.bus import Bus
+from crm_graphql.resolvers.context import AppState
+from crm_graphql.schema import schema
+from crm_graphql.services.auth import TokenConfig
+from crm_graphql.settings import ConfigurationError, Settings, resolve_secret_key
+
+log = logging.getLogger("crm_graphql")
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: PostgreSQL and Redis both answer."""
+    app: AppState = request.app.state.crm
+    checks: dict[str, str] = {}
+    try:
+        async with app.sessionmaker() as session:
+            await session.execute(text("SELECT 1"))
+        checks["postgres"] = "ok"
+    except Exception as exc:  # any failure means not ready
+        checks["postgres"] = f"error: {type(exc).__name__}"
+    checks["redis"] = "ok" if await app.bus.ping() else "error"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+    )
+
+
+async def root(request: Request) -> Response:
+    return RedirectResponse("/graphql")
+
+
+def build_app(settings: Settings) -> Starlette:
+    """The Starlette app; its lifespan opens the database pool and Redis and closes them."""
+    if not settings.database_url or not settings.redis_url:
+        raise ConfigurationError(
+            "database_url and redis_url must be set (the CLI starts embedded ones)"
+        )
+    tokens = TokenConfig(
+        secret_key=resolve_secret_key(settings),
+        access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = make_engine(
+            settings.database_url or "", pool_size=settings.db_pool_size, echo=settings.sql_echo
+        )
+        bus = Bus.from_url(settings.redis_url or "")
+        app.state.crm = AppState(
+            settings=settings, sessionmaker=make_sessionmaker(engine), tokens=tokens, bus=bus
+        )
+        app.state.schema = schema
+        try:
+            yield
+        finally:
+            await bus.close()
+            await engine.dispose()
+
+    middleware: list[Middleware] = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                expose_headers=["X-Request-Id"],
+            )
+        )
+    routes: list[Any] = [
+        Route("/", root),
+        Route("/graphql", graphql_endpoint, methods=["GET", "POST"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        *explorer_routes(),
+    ]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def create_app() -> Starlette:
+    """uvicorn factory (``crm_graphql.app:create_app``): settings from the environment."""
+    return build_app(Settings())

@@ -1,0 +1,320 @@
+"""``crm-graphql``: serve, migrate, seed-demo, export-schema, create-workspace, create-user."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_graphql.db.embedded import EmbeddedServers, start_embedded
+from crm_graphql.db.engine import make_engine, make_sessionmaker
+from crm_graphql.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def with_services(
+    settings: Settings, *, need_redis: bool = True
+) -> tuple[Settings, EmbeddedServers | None]:
+    """Fill in embedded PostgreSQL/Redis for URLs the configuration leaves unset, and say
+    which servers are in use. Child processes inherit the URLs through the environment."""
+    need_pg = not settings.database_url
+    need_r = need_redis and not settings.redis_url
+    servers = None
+    if need_pg or need_r:
+        servers = start_embedded(settings.data_dir, postgres=need_pg, redis=need_r)
+        settings = settings.model_copy(
+            update={
+                "database_url": settings.database_url or servers.database_url,
+                "redis_url": settings.redis_url or servers.redis_url,
+            }
+        )
+    assert settings.database_url
+    os.environ["CRM_DATABASE_URL"] = settings.database_url
+    origin = "embedded" if need_pg else "configured"
+    _say(f"PostgreSQL ({origin}): {_safe_url(settings.database_url)}")
+    if need_redis:
+        assert settings.redis_url
+        os.environ["CRM_REDIS_URL"] = settings.redis_url
+        _say(f"Redis ({'embedded' if need_r else 'configured'}): {settings.redis_url}")
+    return settings, servers
+
+
+def alembic_config(database_url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def migrate(database_url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(database_url), revision)
+
+
+async def _with_session(database_url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+def seed_demo(database_url: str, *, seed: int, only_if_empty: bool) -> bool:
+    """Load demo data; with ``only_if_empty`` nothing happens when a workspace exists."""
+    from crm_graphql.services import demo
+
+    async def work(session: AsyncSession) -> bool:
+        if only_if_empty and not await demo.database_is_empty(session):
+            return False
+        summary = await demo.seed_demo(session, seed=seed)
+        _say(f"Loaded demo data (seed {seed}): {summary}")
+        return True
+
+    return asyncio.run(_with_session(database_url, work))
+
+
+def print_demo_logins() -> None:
+    from crm_graphql.services import demo
+
+    _say("Demo logins (email / password / role):")
+    for email, password, role in demo.DEMO_LOGINS:
+        _say(f"  {email} / {password} / {role.value}")
+
+
+# ------------------------------------------------------------------------- commands
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings, _servers = with_services(Settings())
+    assert settings.database_url
+    if args.migrate:
+        migrate(settings.database_url)
+        _say("Database migrated to head")
+    if args.demo:
+        seed_demo(settings.database_url, seed=args.seed, only_if_empty=True)
+        print_demo_logins()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    _say(f"GraphQL API and explorer: http://{host}:{port}/graphql")
+    uvicorn.run(
+        "crm_graphql.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=args.workers if not args.reload else None,
+        reload=args.reload,
+        log_level=args.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings, _servers = with_services(Settings(), need_redis=False)
+    assert settings.database_url
+    if args.downgrade:
+        from alembic import command
+
+        command.downgrade(alembic_config(settings.database_url), args.revision)
+        _say(f"Database downgraded to {args.revision}")
+    else:
+        migrate(settings.database_url, args.revision)
+        _say(f"Database migrated to {args.revision}")
+    return 0
+
+
+def cmd_seed_demo(args: argparse.Namespace) -> int:
+    settings, _servers = with_services(Settings(), need_redis=False)
+    assert settings.database_url
+    if not seed_demo(settings.database_url, seed=args.seed, only_if_empty=args.if_empty):
+        _say("Database already has data; nothing loaded (drop --if-empty to add a demo workspace)")
+    print_demo_logins()
+    return 0
+
+
+def cmd_export_schema(args: argparse.Namespace) -> int:
+    from crm_graphql.schema import schema
+
+    sdl = schema.as_str() + "\n"
+    if args.out == "-":
+        sys.stdout.write(sdl)
+    else:
+        Path(args.out).write_text(sdl)
+        _say(f"Wrote {args.out}")
+    return 0
+
+
+def cmd_create_workspace(args: argparse.Namespace) -> int:
+    from crm_graphql.services import auth
+
+    settings, _servers = with_services(Settings(), need_redis=False)
+    assert settings.database_url
+
+    async def work(session: AsyncSession) -> Any:
+        return await auth.create_workspace(session, name=args.name)
+
+    try:
+        workspace = asyncio.run(_with_session(settings.database_url, work))
+    except IntegrityError:
+        _say(f"error: a workspace named {args.name!r} already exists")
+        return 1
+    _say(f"Created workspace {workspace.name!r} ({workspace.id})")
+    return 0
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from crm_graphql.models import Role, Workspace
+    from crm_graphql.services import auth, fields
+    from crm_graphql.services.errors import DomainError
+
+    settings, _servers = with_services(Settings(), need_redis=False)
+    assert settings.database_url
+
+    async def work(session: AsyncSession) -> Any:
+        workspace = await session.scalar(
+            select(Workspace).where(func.lower(Workspace.name) == args.workspace.lower())
+        )
+        if workspace is None:
+            raise DomainError(f"no workspace named {args.workspace!r}", "workspace", "NOT_FOUND")
+        email = fields.email(args.email)
+        if not email:
+            raise DomainError("an email is required", "email")
+        return await auth.create_user(
+            session,
+            workspace=workspace,
+            email=email,
+            password=args.password,
+            role=Role(args.role),
+            name=args.name,
+        )
+
+    if len(args.password) < 8:
+        _say("error: the password needs at least 8 characters")
+        return 1
+    try:
+        user = asyncio.run(_with_session(settings.database_url, work))
+    except DomainError as error:
+        _say(f"error: {error.message}")
+        return 1
+    except IntegrityError:
+        _say(f"error: a user with email {args.email!r} already exists")
+        return 1
+    _say(f"Created {user.role.value} {user.email} ({user.id})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crm-graphql",
+        description="A CRM whose whole surface is one GraphQL API. Configuration comes from "
+        "CRM_* environment variables; without CRM_DATABASE_URL / CRM_REDIS_URL embedded "
+        "servers are started in CRM_DATA_DIR (default ./.crm-data).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve the API and the explorer",
+        description="Serve /graphql with the GraphiQL explorer.",
+    )
+    serve.add_argument("--host", default=None, help="bind address (default CRM_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default CRM_PORT or 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve.add_argument(
+        "--reload", action="store_true", help="restart on code changes (development)"
+    )
+    serve.add_argument("--migrate", action="store_true", help="migrate the database first")
+    serve.add_argument(
+        "--demo", action="store_true", help="load demo data if the database is empty"
+    )
+    serve.add_argument("--seed", type=int, default=42, help="demo data seed (default 42)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser(
+        "migrate",
+        help="apply database migrations",
+        description="Upgrade (or downgrade) the database schema with Alembic.",
+    )
+    mig.add_argument("revision", nargs="?", default="head", help="target revision (default head)")
+    mig.add_argument("--downgrade", action="store_true", help="downgrade to REVISION (e.g. base)")
+    mig.set_defaults(func=cmd_migrate)
+
+    seed = sub.add_parser(
+        "seed-demo",
+        help="load deterministic demo data",
+        description="Load a demo workspace with users of every role, customers, companies, pipelines, deals, activities, orders and conversations.",
+    )
+    seed.add_argument(
+        "--seed", type=int, default=42, help="random seed; same seed, same data (default 42)"
+    )
+    seed.add_argument(
+        "--if-empty", action="store_true", help="only when the database has no workspace"
+    )
+    seed.set_defaults(func=cmd_seed_demo)
+
+    export = sub.add_parser(
+        "export-schema",
+        help="write the GraphQL SDL",
+        description="Write the schema's SDL (schema.graphql).",
+    )
+    export.add_argument(
+        "--out", default="schema.graphql", help="file, or - for stdout (default schema.graphql)"
+    )
+    export.set_defaults(func=cmd_export_schema)
+
+    ws = sub.add_parser(
+        "create-workspace", help="create a workspace (tenant)", description="Create a workspace."
+    )
+    ws.add_argument("name", metavar="NAME", help="workspace name, unique")
+    ws.set_defaults(func=cmd_create_workspace)
+
+    user = sub.add_parser(
+        "create-user",
+        help="create a user in a workspace",
+        description="Create a user who can log in.",
+    )
+    user.add_argument("--workspace", required=True, help="workspace NAME")
+    user.add_argument("--email", required=True, help="login email (unique)")
+    user.add_argument("--password", required=True, help="password (8+ characters)")
+    user.add_argument("--role", required=True, choices=["admin", "manager", "agent", "viewer"])
+    user.add_argument("--name", default=None, help="display name (default: from the email)")
+    user.set_defaults(func=cmd_create_user)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

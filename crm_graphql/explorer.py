@@ -1,0 +1,334 @@
+"""Self-hosted GraphiQL explorer: the HTML page and its static asset route.
+
+The browser assets (GraphiQL 4 UMD, React 18 UMD, graphql-ws UMD) come from npm,
+pinned by package.json / package-lock.json, and are copied into ``STATIC_DIR`` by
+``scripts/build_explorer_assets.py`` (``make setup``). Nothing is loaded from a CDN,
+so the explorer works offline, subscriptions included.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from html import escape
+from pathlib import Path
+from typing import Final
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import Message, Receive, Scope, Send
+
+__all__ = [
+    "ASSET_FILES",
+    "DEFAULT_STATIC_PREFIX",
+    "STATIC_DIR",
+    "assets_available",
+    "explorer_html",
+    "explorer_response",
+    "explorer_routes",
+    "wants_explorer",
+]
+
+STATIC_DIR: Final[Path] = Path(__file__).resolve().parent / "static" / "explorer"
+DEFAULT_STATIC_PREFIX: Final = "/explorer-static"
+
+# Keep in sync with ASSETS in scripts/build_explorer_assets.py. Order = load order:
+# GraphiQL's UMD reads the React / ReactDOM globals when it runs.
+ASSET_FILES: Final[tuple[str, ...]] = (
+    "react.production.min.js",
+    "react-dom.production.min.js",
+    "graphql-ws.min.js",
+    "graphiql.min.js",
+    "graphiql.min.css",
+)
+
+SETUP_HINT: Final = (
+    "The GraphiQL explorer assets are not installed. Run <code>make setup</code> "
+    "(or <code>python scripts/build_explorer_assets.py</code>) and reload this page. "
+    "The GraphQL API itself works without them: POST queries to this URL."
+)
+ASSET_MISSING: Final = "Explorer assets not built: run `make setup`.\n"
+
+# Shown as the Authorization value in a fresh Headers tab. The page's fetcher drops
+# an Authorization header that still holds this placeholder, so `login` works before
+# the user has pasted a token (a server would reject "Bearer <paste ...>").
+TOKEN_PLACEHOLDER: Final = "Bearer <paste accessToken from login>"
+DEFAULT_HEADERS: Final = json.dumps({"Authorization": TOKEN_PLACEHOLDER}, indent=2)
+
+DEFAULT_QUERY: Final = """\
+# crm_graphql explorer
+#
+# 1. Run "Login" (press the play button, pick Login)
+#    and copy its accessToken.
+# 2. In the Headers tab below, paste the token over
+#    <paste accessToken from login>, keeping "Bearer ".
+# 3. Run "Me". Subscriptions use the same headers: the
+#    WebSocket sends them in its connection_init payload.
+
+mutation Login {
+  login(input: {email: "admin@demo.example", password: "demo-admin"}) {
+    accessToken
+    errors {
+      code
+      message
+    }
+  }
+}
+
+query Me {
+  me {
+    email
+  }
+}
+"""
+
+# The inline init script (runs under a per-response CSP nonce). Reads its settings from
+# the JSON block above it, so no value is ever interpolated into JavaScript source.
+_INIT_JS: Final = """\
+(function () {
+  "use strict";
+  var config = JSON.parse(document.getElementById("crm-explorer-config").textContent);
+  var httpUrl = new URL(config.graphqlPath, window.location.href).href;
+  // Same host and path; ws: for an http page, wss: for an https page.
+  var wsUrl = httpUrl.replace(/^http/, "ws");
+
+  function effectiveHeaders(headers) {
+    var out = {};
+    Object.keys(headers || {}).forEach(function (name) {
+      var value = headers[name];
+      if (name.toLowerCase() === "authorization" && value === config.tokenPlaceholder) return;
+      out[name] = value;
+    });
+    return out;
+  }
+
+  // WebSocket auth: browsers cannot set headers on a WebSocket handshake, so the
+  // headers of the Headers tab are sent as the connection_init payload instead
+  // (flat, e.g. {"Authorization": "Bearer ..."}, as GraphiQL itself does for
+  // subscriptionUrl). One lazy graphql-ws client per distinct header set: editing the
+  // headers (or running a tab with other headers) opens a new, re-authenticated
+  // socket, while subscriptions already running keep theirs. Lazy clients close
+  // their socket once no subscription uses it.
+  var fetchers = new Map();
+  function fetcherFor(headers) {
+    var key = JSON.stringify(headers);
+    var fetcher = fetchers.get(key);
+    if (!fetcher) {
+      var wsClient = graphqlWs.createClient({
+        url: wsUrl,
+        lazy: true,
+        connectionParams: function () { return headers; }
+      });
+      fetcher = GraphiQL.createFetcher({
+        url: httpUrl,
+        subscriptionUrl: wsUrl,
+        wsClient: wsClient
+      });
+      fetchers.set(key, fetcher);
+    }
+    return fetcher;
+  }
+
+  function fetcher(params, opts) {
+    var headers = effectiveHeaders(opts && opts.headers);
+    return fetcherFor(headers)(params, Object.assign({}, opts, { headers: headers }));
+  }
+
+  ReactDOM.createRoot(document.getElementById("graphiql")).render(
+    React.createElement(GraphiQL, {
+      fetcher: fetcher,
+      defaultQuery: config.defaultQuery,
+      defaultHeaders: config.defaultHeaders,
+      isHeadersEditorEnabled: true,
+      defaultEditorToolsVisibility: "headers",
+      // Tokens must not outlive the tab in localStorage.
+      shouldPersistHeaders: false
+    })
+  );
+})();
+"""
+
+_PAGE: Final = """\
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>crm_graphql explorer</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="{prefix}/graphiql.min.css">
+<style>html, body, #graphiql {{ height: 100%; margin: 0; }}</style>
+</head>
+<body>
+<div id="graphiql">Loading the explorer&hellip;</div>
+<script src="{prefix}/react.production.min.js"></script>
+<script src="{prefix}/react-dom.production.min.js"></script>
+<script src="{prefix}/graphql-ws.min.js"></script>
+<script src="{prefix}/graphiql.min.js"></script>
+<script id="crm-explorer-config" type="application/json">{config}</script>
+<script{nonce_attr}>
+{init_js}</script>
+</body>
+</html>
+"""
+
+_MISSING_PAGE: Final = """\
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>crm_graphql explorer</title>
+<link rel="icon" href="data:,">
+<style>body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 40em; margin: 4em auto; }}</style>
+</head>
+<body>
+<h1>crm_graphql explorer</h1>
+<p>{hint}</p>
+</body>
+</html>
+"""
+
+# Host header values we are willing to echo into the CSP (host, IPv4, [IPv6], port).
+_SAFE_NETLOC = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+
+
+def assets_available(directory: Path | None = None) -> bool:
+    """True when every explorer asset has been built into ``directory``."""
+    base = STATIC_DIR if directory is None else directory
+    return all((base / name).is_file() for name in ASSET_FILES)
+
+
+def _json_for_script(value: object) -> str:
+    # Inside <script> only "</" (and "<!--") can end or confuse the element; escaping
+    # "<", ">" and "&" as JSON \u escapes keeps the JSON valid and inert.
+    text = json.dumps(value, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def explorer_html(
+    *,
+    graphql_path: str = "/graphql",
+    static_prefix: str = DEFAULT_STATIC_PREFIX,
+    nonce: str = "",
+) -> str:
+    """The GraphiQL page; ``nonce`` must match the response's CSP ``script-src``."""
+    config = {
+        "graphqlPath": graphql_path,
+        "defaultQuery": DEFAULT_QUERY,
+        "defaultHeaders": DEFAULT_HEADERS,
+        "tokenPlaceholder": TOKEN_PLACEHOLDER,
+    }
+    return _PAGE.format(
+        prefix=escape(static_prefix.rstrip("/"), quote=True),
+        config=_json_for_script(config),
+        nonce_attr=f' nonce="{escape(nonce, quote=True)}"' if nonce else "",
+        init_js=_INIT_JS,
+    )
+
+
+def _content_security_policy(request: Request, nonce: str) -> str:
+    connect = ["'self'"]
+    netloc = request.url.netloc
+    if _SAFE_NETLOC.match(netloc):
+        # 'self' covers same-host ws:/wss: in current browsers (CSP 3); older ones
+        # need the WebSocket origin spelled out. Both schemes: behind a TLS proxy the
+        # app may see http while the browser uses wss.
+        connect += [f"ws://{netloc}", f"wss://{netloc}"]
+    return "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src 'self' 'nonce-{nonce}'",
+            # GraphiQL / CodeMirror set inline styles; no nonce here, or browsers
+            # would ignore 'unsafe-inline'.
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data:",
+            "font-src 'self' data:",
+            "connect-src " + " ".join(connect),
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def _security_headers(csp: str) -> dict[str, str]:
+    return {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+        # The page carries a fresh nonce each time; caching it would reuse one.
+        "Cache-Control": "no-store",
+    }
+
+
+def wants_explorer(request: Request) -> bool:
+    """True for a browser navigation: GET/HEAD whose Accept includes text/html."""
+    return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("accept", "")
+
+
+def explorer_response(
+    request: Request,
+    *,
+    graphql_path: str | None = None,
+    static_prefix: str = DEFAULT_STATIC_PREFIX,
+) -> HTMLResponse:
+    """The explorer page (or a "run make setup" page, 503) with security headers.
+
+    ``graphql_path`` defaults to the path the page was requested at, i.e. the page
+    queries the endpoint it is served from.
+    """
+    if not assets_available():
+        csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
+        return HTMLResponse(
+            _MISSING_PAGE.format(hint=SETUP_HINT),
+            status_code=503,
+            headers=_security_headers(csp),
+        )
+    nonce = secrets.token_urlsafe(18)
+    html = explorer_html(
+        graphql_path=graphql_path or request.url.path,
+        static_prefix=static_prefix,
+        nonce=nonce,
+    )
+    return HTMLResponse(html, headers=_security_headers(_content_security_policy(request, nonce)))
+
+
+class _ExplorerStaticFiles:
+    """StaticFiles over ``directory`` that tolerates the folder not being built yet."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._files: StaticFiles | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        if self._files is None:
+            if not assets_available(self._directory):
+                # Checked per request (not at import) so `make setup` needs no restart.
+                await PlainTextResponse(ASSET_MISSING, status_code=404)(scope, receive, send)
+                return
+            self._files = StaticFiles(directory=self._directory)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                # Same URLs across asset upgrades: make browsers revalidate (ETag).
+                headers.setdefault("Cache-Control", "no-cache")
+            await send(message)
+
+        await self._files(scope, receive, send_with_headers)
+
+
+def explorer_routes(*, static_prefix: str = DEFAULT_STATIC_PREFIX) -> list[BaseRoute]:
+    """Routes serving the explorer's static assets under ``static_prefix``."""
+    return [Mount(static_prefix, app=_ExplorerStaticFiles(STATIC_DIR), name="explorer-static")]

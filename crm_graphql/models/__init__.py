@@ -1,0 +1,51 @@
+"""SQLAlchemy tables, one module per domain; importing this registers them all."""
+
+from crm_graphql.models.activities import Activity, ActivityType
+from crm_graphql.models.audit import AuditLog
+from crm_graphql.models.base import Base, uuid7
+from crm_graphql.models.companies import Company
+from crm_graphql.models.conversations import (
+    Channel,
+    Conversation,
+    ConversationRead,
+    ConversationStatus,
+    Message,
+    MessageAuthorType,
+)
+from crm_graphql.models.customers import Customer, LifecycleStage
+from crm_graphql.models.deals import Deal, DealStatus, Pipeline, Stage
+from crm_graphql.models.events import DeliveryStatus, Event, Webhook, WebhookDelivery
+from crm_graphql.models.orders import Order, OrderStatus
+from crm_graphql.models.workspaces import ApiKey, RefreshToken, Role, User, Workspace
+
+__all__ = [
+    "Activity",
+    "ActivityType",
+    "ApiKey",
+    "AuditLog",
+    "Base",
+    "Channel",
+    "Company",
+    "Conversation",
+    "ConversationRead",
+    "ConversationStatus",
+    "Customer",
+    "Deal",
+    "DealStatus",
+    "DeliveryStatus",
+    "Event",
+    "LifecycleStage",
+    "Message",
+    "MessageAuthorType",
+    "Order",
+    "OrderStatus",
+    "Pipeline",
+    "RefreshToken",
+    "Role",
+    "Stage",
+    "User",
+    "Webhook",
+    "WebhookDelivery",
+    "Workspace",
+    "uuid7",
+]

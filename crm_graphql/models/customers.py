@@ -1,0 +1,75 @@
+"""Customers: the centre of the graph."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, func, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from crm_graphql.models.base import Archivable, Base, WorkspaceScoped, text_enum
+
+
+class LifecycleStage(str, enum.Enum):
+    SUBSCRIBER = "subscriber"
+    LEAD = "lead"
+    QUALIFIED = "qualified"
+    OPPORTUNITY = "opportunity"
+    CUSTOMER = "customer"
+    EVANGELIST = "evangelist"
+    CHURNED = "churned"
+
+
+class Customer(WorkspaceScoped, Archivable, Base):
+    __tablename__ = "customers"
+
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    address: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    lifecycle_stage: Mapped[LifecycleStage] = mapped_column(
+        text_enum(LifecycleStage, "lifecycle_stage"), nullable=False, default=LifecycleStage.LEAD
+    )
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
+    )
+    company_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("companies.id", ondelete="SET NULL")
+    )
+    tags: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{}'")
+    )
+    needs: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{}'")
+    )
+    preferences: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    last_activity_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    merged_into_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("customers.id", ondelete="SET NULL")
+    )
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        Index(
+            "uq_customers_workspace_lower_email",
+            "workspace_id",
+            func.lower(email),
+            unique=True,
+            postgresql_where=text("email IS NOT NULL"),
+        ),
+        Index("ix_customers_workspace_created", "workspace_id", "created_at", "id"),
+        Index("ix_customers_workspace_name", "workspace_id", "name", "id"),
+        Index("ix_customers_workspace_company", "workspace_id", "company_id"),
+        Index("ix_customers_workspace_owner", "workspace_id", "owner_id"),
+        Index("ix_customers_workspace_last_activity", "workspace_id", "last_activity_at", "id"),
+    )

@@ -1,0 +1,103 @@
+"""Sales: pipelines, their ordered stages, and deals moving through them."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    CHAR,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from crm_graphql.models.base import Archivable, Base, WorkspaceScoped, text_enum
+
+
+class DealStatus(str, enum.Enum):
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+
+
+class Pipeline(WorkspaceScoped, Archivable, Base):
+    __tablename__ = "pipelines"
+
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        Index("ix_pipelines_workspace_position", "workspace_id", "position", "id"),
+        Index("ix_pipelines_workspace_created", "workspace_id", "created_at", "id"),
+    )
+
+
+class Stage(WorkspaceScoped, Archivable, Base):
+    __tablename__ = "stages"
+
+    pipeline_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    probability: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        CheckConstraint("probability BETWEEN 0 AND 100", name="probability_range"),
+        Index("ix_stages_workspace_pipeline_position", "workspace_id", "pipeline_id", "position"),
+    )
+
+
+class Deal(WorkspaceScoped, Archivable, Base):
+    __tablename__ = "deals"
+
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    pipeline_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("pipelines.id", ondelete="RESTRICT"), nullable=False
+    )
+    stage_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("stages.id", ondelete="RESTRICT"), nullable=False
+    )
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("customers.id", ondelete="SET NULL")
+    )
+    company_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("companies.id", ondelete="SET NULL")
+    )
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
+    )
+    amount: Mapped[Decimal] = mapped_column(Numeric(14, 2), nullable=False, default=Decimal("0"))
+    currency: Mapped[str] = mapped_column(CHAR(3), nullable=False)
+    status: Mapped[DealStatus] = mapped_column(
+        text_enum(DealStatus, "deal_status"), nullable=False, default=DealStatus.OPEN
+    )
+    expected_close_date: Mapped[date | None] = mapped_column(Date)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lost_reason: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        CheckConstraint("amount >= 0", name="amount_not_negative"),
+        Index("ix_deals_workspace_created", "workspace_id", "created_at", "id"),
+        Index("ix_deals_workspace_customer", "workspace_id", "customer_id"),
+        Index("ix_deals_workspace_company", "workspace_id", "company_id"),
+        Index("ix_deals_workspace_stage", "workspace_id", "stage_id"),
+        Index("ix_deals_workspace_pipeline_status", "workspace_id", "pipeline_id", "status"),
+    )

@@ -1,0 +1,1 @@
+"""The real-time bus: notifications after commit, fanned out between processes by Redis."""

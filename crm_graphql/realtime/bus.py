@@ -1,0 +1,49 @@
+"""Publishing after commit. The event rows in PostgreSQL are the truth; Redis only tells
+other processes that a topic has new rows, so a lost notification loses nothing."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+
+def channel_name(workspace_id: uuid.UUID, topic: str) -> str:
+    return f"crm:{workspace_id}:{topic}"
+
+
+class Bus:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    @classmethod
+    def from_url(cls, url: str) -> Bus:
+        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30))
+
+    async def notify(self, topics: Iterable[tuple[uuid.UUID, str]]) -> None:
+        """Tell subscribers that topics have new events. Failure is logged, not raised: the
+        change is committed and subscribers catch up from PostgreSQL."""
+        topics = list(topics)
+        if not topics:
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for workspace_id, topic in topics:
+                    pipe.publish(channel_name(workspace_id, topic), topic)
+                await pipe.execute()
+        except RedisError:
+            log.warning("could not publish %d notifications to Redis", len(topics), exc_info=True)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except RedisError:
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,117 @@
+"""Turning GraphQL list arguments (filter, orderBy, paging) into service values."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from strawberry.types.unset import UNSET
+
+from crm_graphql.resolvers.ids import MalformedId, from_global_id
+from crm_graphql.services.errors import Invalid
+from crm_graphql.services.querying import PageRequest
+
+_ID_FILTER = "IDFilter"
+_ID_SUFFIX = "_id"
+
+
+def _decode_ids(field_name: str, ops: dict[str, Any]) -> dict[str, Any]:
+    decoded: dict[str, Any] = {}
+    for op, value in ops.items():
+        if op == "is_null" or value is None:
+            decoded[op] = value
+            continue
+        try:
+            if isinstance(value, list):
+                decoded[op] = [from_global_id(v)[1] for v in value]
+            else:
+                decoded[op] = from_global_id(value)[1]
+        except MalformedId as exc:
+            raise Invalid(str(exc), field_name) from exc
+    return decoded
+
+
+def filter_spec(value: Any) -> dict[str, Any] | None:
+    """A filter input object as the plain mapping ``services.querying`` understands:
+    unset operators dropped, ``in_``/``and_`` renamed, global IDs decoded to UUIDs."""
+    if value is None or value is UNSET:
+        return None
+    spec: dict[str, Any] = {}
+    for f in dataclasses.fields(value):
+        raw = getattr(value, f.name)
+        if raw is None or raw is UNSET:
+            continue
+        name = f.name.rstrip("_")
+        if name in ("and", "or"):
+            spec[name] = [filter_spec(v) for v in raw]
+        elif name == "not":
+            spec[name] = filter_spec(raw)
+        elif dataclasses.is_dataclass(raw):
+            ops = {
+                g.name.rstrip("_"): getattr(raw, g.name)
+                for g in dataclasses.fields(raw)
+                if getattr(raw, g.name) is not None and getattr(raw, g.name) is not UNSET
+            }
+            if type(raw).__name__ == _ID_FILTER or name == "id" or name.endswith(_ID_SUFFIX):
+                ops = _decode_ids(name, ops)
+            spec[name] = ops
+        else:
+            spec[name] = raw
+    return spec
+
+
+def order_spec(values: Sequence[Any] | None) -> list[tuple[str, bool]] | None:
+    """``[CustomerOrder]`` -> ``[("created_at", True)]`` (field value, descending)."""
+    if not values:
+        return None
+    return [(v.field.value, v.direction.value == "desc") for v in values]
+
+
+def page_request(
+    info: Any,
+    *,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+) -> PageRequest:
+    settings = info.context.app.settings
+    return PageRequest(
+        first=first,
+        after=after,
+        last=last,
+        before=before,
+        max_size=settings.max_page_size,
+        default_size=settings.default_page_size,
+    )
+
+
+def input_changes(value: Any, *, ids: dict[str, str] | None = None) -> dict[str, Any]:
+    """The fields a client actually sent in a create/update input (unset ones left out),
+    with ID fields decoded (``ids`` maps input field -> expected type name)."""
+    from crm_graphql.resolvers.ids import decode_id
+    from crm_graphql.services.errors import NotFound
+
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(value):
+        raw = getattr(value, f.name)
+        if raw is UNSET or f.name in ("id", "expected_version"):
+            continue
+        if ids and f.name in ids:
+            if raw is not None:
+                decoded = decode_id(raw, ids[f.name])
+                if decoded is None:
+                    raise NotFound(f"{ids[f.name]} not found", _camel(f.name))
+                raw = decoded
+        elif dataclasses.is_dataclass(raw):
+            raw = {k: v for k, v in dataclasses.asdict(raw).items() if v is not UNSET}  # type: ignore[arg-type]
+        elif isinstance(raw, list) and raw and dataclasses.is_dataclass(raw[0]):
+            raw = [{k: v for k, v in dataclasses.asdict(i).items() if v is not UNSET} for i in raw]
+        changes[f.name] = raw
+    return changes
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

@@ -1,0 +1,66 @@
+"""Login, token refresh and logout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from crm_graphql.resolvers.mutations import mutate
+from crm_graphql.services import auth
+from crm_graphql.services.errors import DomainError
+
+
+@dataclass
+class AuthResult:
+    access_token: str | None = None
+    refresh_token: str | None = None
+    expires_at: datetime | None = None
+    user: Any = None
+    errors: list[DomainError] = field(default_factory=list)
+
+
+@dataclass
+class LogoutResult:
+    ok: bool
+    errors: list[DomainError] = field(default_factory=list)
+
+
+def _result(pair: auth.TokenPair) -> AuthResult:
+    return AuthResult(pair.access_token, pair.refresh_token, pair.expires_at, pair.user)
+
+
+async def login(info: Any, input: Any) -> AuthResult:
+    context = info.context
+    try:
+        async with context.unit_of_work() as session:
+            pair = await auth.login(
+                session,
+                context.app.tokens,
+                email=input.email,
+                password=input.password,
+                request_id=context.request_id,
+                client_ip=context.client_ip,
+            )
+    except DomainError as error:
+        return AuthResult(errors=[error])
+    return _result(pair)
+
+
+async def refresh(info: Any, input: Any) -> AuthResult:
+    context = info.context
+    async with context.app.sessionmaker() as session:
+        try:
+            pair = await auth.refresh(session, context.app.tokens, refresh_token=input.refresh_token)
+        except DomainError as error:
+            # Commit anyway: reusing a token revokes its family, and that must stick.
+            await session.commit()
+            return AuthResult(errors=[error])
+        await session.commit()
+    return _result(pair)
+
+
+async def logout(info: Any, input: Any) -> LogoutResult:
+    token = input.refresh_token if input is not None else None
+    outcome = await mutate(info, lambda actor, s: auth.logout(actor, s, refresh_token=token))
+    return LogoutResult(ok=not outcome.errors, errors=outcome.errors)

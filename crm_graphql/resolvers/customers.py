@@ -1,0 +1,134 @@
+"""Customer fields and mutations: arguments to service calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crm_graphql import models
+from crm_graphql.resolvers.arguments import input_changes
+from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
+from crm_graphql.resolvers.mutations import Payload, mutate_payload
+from crm_graphql.services import activities as activity_service
+from crm_graphql.services import conversations as conversation_service
+from crm_graphql.services import customers as customer_service
+from crm_graphql.services import deals as deal_service
+from crm_graphql.services import orders as order_service
+
+CUSTOMER_IDS = {"owner_id": "User", "company_id": "Company"}
+
+
+def address_data(value: Any) -> dict[str, Any] | None:
+    """An ``AddressInput`` (already a dict) stored with the camelCase keys of the API."""
+    if value is None:
+        return None
+    keys = {"postal_code": "postalCode"}
+    return {keys.get(k, k): v for k, v in value.items() if v is not None}
+
+
+def customer_changes(input: Any) -> dict[str, Any]:
+    changes = input_changes(input, ids=CUSTOMER_IDS)
+    if "address" in changes:
+        changes["address"] = address_data(changes["address"])
+    return changes
+
+
+async def customers(info: Any, *args: Any) -> ConnectionValue:
+    first, after, last, before, filter, order_by, include_archived = args
+    return await root_list(
+        info,
+        customer_service.CUSTOMERS,
+        filter=filter,
+        order_by=order_by,
+        first=first,
+        after=after,
+        last=last,
+        before=before,
+        include_archived=include_archived,
+    )
+
+
+
+async def company(info: Any, root: models.Customer) -> Any:
+    return await by_id(info, models.Company, root.company_id)
+
+
+async def owner(info: Any, root: models.Customer) -> Any:
+    return await by_id(info, models.User, root.owner_id)
+
+
+async def merged_into(info: Any, root: models.Customer) -> Any:
+    return await by_id(info, models.Customer, root.merged_into_id)
+
+
+async def deals(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
+    first, after, filter, order_by = args
+    return await child_list(
+        info, deal_service.DEALS, "customer_id", root.id,
+        filter=filter, order_by=order_by, first=first, after=after,
+    )
+
+
+async def activities(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
+    first, after, filter, order_by = args
+    return await child_list(
+        info, activity_service.ACTIVITIES, "customer_id", root.id,
+        filter=filter, order_by=order_by, first=first, after=after,
+    )
+
+
+async def orders(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
+    first, after, filter, order_by = args
+    return await child_list(
+        info, order_service.ORDERS, "customer_id", root.id,
+        filter=filter, order_by=order_by, first=first, after=after,
+    )
+
+
+async def conversations(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
+    first, after, filter, order_by = args
+    return await child_list(
+        info, conversation_service.CONVERSATIONS, "customer_id", root.id,
+        filter=filter, order_by=order_by, first=first, after=after,
+    )
+
+
+async def purchase_summary(info: Any, root: models.Customer) -> customer_service.PurchaseSummary:
+    return await info.context.loaders.purchase_summary.load(root.id)  # type: ignore[no-any-return]
+
+
+async def create_customer(info: Any, input: Any) -> Payload:
+    data = customer_changes(input)
+    return await mutate_payload(
+        info, "customer", lambda actor, s: customer_service.create_customer(actor, s, data)
+    )
+
+
+async def update_customer(info: Any, input: Any) -> Payload:
+    id = decode_id(input.id, "Customer")
+    return await mutate_payload(
+        info,
+        "customer",
+        lambda actor, s: customer_service.update_customer(
+            actor, s, id, customer_changes(input), expected_version=input.expected_version
+        ),
+    )
+
+
+async def archive_customer(info: Any, input: Any) -> Payload:
+    id = decode_id(input.id, "Customer")
+    return await mutate_payload(
+        info,
+        "customer",
+        lambda actor, s: customer_service.archive_customer(
+            actor, s, id, expected_version=input.expected_version
+        ),
+    )
+
+
+async def merge_customers(info: Any, input: Any) -> Payload:
+    survivor = decode_id(input.survivor_id, "Customer")
+    merged = [decode_id(i, "Customer") for i in input.merged_ids]
+    return await mutate_payload(
+        info, "customer", lambda actor, s: customer_service.merge_customers(actor, s, survivor, merged)
+    )

@@ -1,0 +1,118 @@
+"""Per-request DataLoaders: each relation of a page loads in one statement, whatever the
+page size. Keys are scoped by the request's actor, hence by workspace."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from strawberry.dataloader import DataLoader
+
+from crm_graphql.services import customers, querying, records
+
+if TYPE_CHECKING:
+    from crm_graphql.resolvers.context import Context
+
+
+@dataclass(frozen=True)
+class ListArgs:
+    """The arguments of a nested list, hashable so equal requests share one batch."""
+
+    filter_key: str
+    order: tuple[tuple[str, bool], ...]
+    page: querying.PageRequest
+
+    @staticmethod
+    def of(
+        filter: dict[str, Any] | None,
+        order: Sequence[tuple[str, bool]] | None,
+        page: querying.PageRequest,
+    ) -> ListArgs:
+        key = orjson.dumps(filter, default=str, option=orjson.OPT_SORT_KEYS).decode()
+        return ListArgs(key, tuple(order or ()), page)
+
+
+class Loaders:
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self._loaders: dict[Any, DataLoader[Any, Any]] = {}
+        self._filters: dict[str, dict[str, Any] | None] = {}
+
+    def _get(self, key: Any, load_fn: Any) -> DataLoader[Any, Any]:
+        loader = self._loaders.get(key)
+        if loader is None:
+            loader = self._loaders[key] = DataLoader(load_fn=load_fn)
+        return loader
+
+    def by_id(self, model: type[Any]) -> DataLoader[uuid.UUID, Any]:
+        """``CompanyByIdLoader`` and friends: rows by primary key, None when absent."""
+
+        async def load(ids: list[uuid.UUID]) -> list[Any]:
+            actor = self.context.require_actor()
+            async with self.context.read() as session:
+                found = await records.get_many(actor, session, model, ids)
+            return [found.get(i) for i in ids]
+
+        return self._get(("by_id", model), load)
+
+    def remember_filter(self, args: ListArgs, filter: dict[str, Any] | None) -> ListArgs:
+        self._filters[args.filter_key] = filter
+        return args
+
+    def pages(self, spec: querying.ListSpec[Any], parent: str) -> DataLoader[Any, Any]:
+        """``DealsByCustomerIdLoader`` and friends: keyed by (parent id, ListArgs)."""
+
+        async def load(keys: list[tuple[uuid.UUID, ListArgs]]) -> list[Any]:
+            actor = self.context.require_actor()
+            groups: dict[ListArgs, list[uuid.UUID]] = defaultdict(list)
+            for parent_id, args in keys:
+                groups[args].append(parent_id)
+            results: dict[tuple[uuid.UUID, ListArgs], Any] = {}
+            async with self.context.read() as session:
+                for args, ids in groups.items():
+                    pages = await querying.pages_by_parent(
+                        actor,
+                        session,
+                        spec,
+                        parent,
+                        ids,
+                        filter=self._filters.get(args.filter_key),
+                        order=list(args.order) or None,
+                        page=args.page,
+                    )
+                    for pid in ids:
+                        results[(pid, args)] = pages[pid]
+            return [results[k] for k in keys]
+
+        return self._get(("pages", spec.model, parent), load)
+
+    def counts(self, spec: querying.ListSpec[Any], parent: str) -> DataLoader[Any, int]:
+        async def load(keys: list[tuple[uuid.UUID, str]]) -> list[int]:
+            actor = self.context.require_actor()
+            groups: dict[str, list[uuid.UUID]] = defaultdict(list)
+            for parent_id, filter_key in keys:
+                groups[filter_key].append(parent_id)
+            results: dict[tuple[uuid.UUID, str], int] = {}
+            async with self.context.read() as session:
+                for filter_key, ids in groups.items():
+                    counted = await querying.counts_by_parent(
+                        actor, session, spec, parent, ids, filter=self._filters.get(filter_key)
+                    )
+                    results.update({(pid, filter_key): counted[pid] for pid in ids})
+            return [results[k] for k in keys]
+
+        return self._get(("counts", spec.model, parent), load)
+
+    @property
+    def purchase_summary(self) -> DataLoader[uuid.UUID, customers.PurchaseSummary]:
+        async def load(ids: list[uuid.UUID]) -> list[customers.PurchaseSummary]:
+            actor = self.context.require_actor()
+            async with self.context.read() as session:
+                found = await customers.purchase_summaries(actor, session, ids)
+            return [found[i] for i in ids]
+
+        return self._get("purchase_summary", load)

@@ -1,0 +1,72 @@
+"""Running a mutation: one transaction, domain errors as ``UserError`` values."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from asyncpg.exceptions import ForeignKeyViolationError, UniqueViolationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from crm_graphql.services.actor import Actor
+from crm_graphql.services.errors import Conflict, DomainError, Duplicate, Invalid, NotFound
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome(Generic[T]):
+    """A mutation's result: the value, or the errors that stopped it (never both)."""
+
+    value: T | None = None
+    errors: list[DomainError] = field(default_factory=list)
+
+
+def _integrity_error(exc: IntegrityError) -> DomainError:
+    cause = getattr(exc.orig, "__cause__", None)
+    if isinstance(cause, UniqueViolationError):
+        return Duplicate("A record with these values already exists")
+    if isinstance(cause, ForeignKeyViolationError):
+        return NotFound("A referenced record does not exist")
+    return Invalid("The change breaks a data rule")
+
+
+async def mutate(
+    info: Any,
+    action: Callable[[Actor, AsyncSession], Awaitable[T]],
+) -> Outcome[T]:
+    """Run ``action`` in its own transaction. Any domain error rolls everything back, so a
+    failed mutation leaves nothing half-written."""
+    context = info.context
+    actor = context.require_actor()
+    try:
+        async with context.unit_of_work() as session:
+            value = await action(actor, session)
+    except DomainError as error:
+        return Outcome(errors=[error])
+    except StaleDataError:
+        return Outcome(errors=[Conflict("The record was changed concurrently; reload and retry")])
+    except IntegrityError as exc:
+        log.info("integrity error in mutation: %s", exc.orig)
+        return Outcome(errors=[_integrity_error(exc)])
+    return Outcome(value=value)
+
+
+class Payload:
+    """What a ``<Entity>Payload`` type reads: the entity under its field name and errors."""
+
+    def __init__(self, name: str, outcome: Outcome[Any]) -> None:
+        setattr(self, name, outcome.value)
+        self.errors = outcome.errors
+
+
+async def mutate_payload(
+    info: Any, name: str, action: Callable[[Actor, AsyncSession], Awaitable[Any]]
+) -> Payload:
+    """``mutate`` and wrap the outcome as the payload field ``name`` expects."""
+    return Payload(name, await mutate(info, action))

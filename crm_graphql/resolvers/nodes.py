@@ -1,0 +1,45 @@
+"""``node(id)`` and ``nodes(ids)``: any visible object by global ID."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crm_graphql import models
+from crm_graphql.resolvers.ids import MalformedId, from_global_id
+
+NODE_MODELS: dict[str, type[Any]] = {
+    model.__name__: model
+    for model in (
+        models.Customer,
+        models.Company,
+        models.User,
+        models.Deal,
+        models.Pipeline,
+        models.Stage,
+        models.Activity,
+        models.Order,
+        models.Conversation,
+        models.Message,
+    )
+}
+
+
+async def node(info: Any, id: str) -> Any:
+    """The object, or None for an unknown, malformed or other workspace's ID."""
+    info.context.require_actor()
+    try:
+        type_name, uuid_ = from_global_id(id)
+    except MalformedId:
+        return None
+    model = NODE_MODELS.get(type_name)
+    if model is None:
+        return None
+    return await info.context.loaders.by_id(model).load(uuid_)
+
+
+async def nodes(info: Any, ids: list[str]) -> list[Any]:
+    if len(ids) > info.context.app.settings.max_page_size:
+        from crm_graphql.services.errors import Invalid
+
+        raise Invalid(f"At most {info.context.app.settings.max_page_size} ids", "ids")
+    return [await node(info, i) for i in ids]

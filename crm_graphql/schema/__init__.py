@@ -1,0 +1,64 @@
+"""Assembles Query and Mutation from the domain modules and builds the schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.types import Info
+
+from crm_graphql.resolvers import nodes as resolve_nodes
+from crm_graphql.schema.activities import ActivityMutation, ActivityQuery
+from crm_graphql.schema.auth import AuthMutation
+from crm_graphql.schema.companies import CompanyMutation, CompanyQuery
+from crm_graphql.schema.conversations import ConversationQuery
+from crm_graphql.schema.customers import CustomerMutation, CustomerQuery
+from crm_graphql.schema.deals import DealMutation, DealQuery
+from crm_graphql.schema.orders import OrderMutation, OrderQuery
+from crm_graphql.schema.relay import Node
+from crm_graphql.schema.users import UserQuery
+
+
+@strawberry.type(description="Everything a client can read.")
+class Query(
+    UserQuery,
+    CustomerQuery,
+    CompanyQuery,
+    DealQuery,
+    ActivityQuery,
+    OrderQuery,
+    ConversationQuery,
+):
+    @strawberry.field(description="Any object by its global ID (null when not visible).")
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        return await resolve_nodes.node(info, id)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Objects by global IDs, in the same order (null when not visible).")
+    async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
+        return await resolve_nodes.nodes(info, ids)
+
+
+@strawberry.type(description="Everything a client can change.")
+class Mutation(
+    AuthMutation,
+    CustomerMutation,
+    CompanyMutation,
+    DealMutation,
+    ActivityMutation,
+    OrderMutation,
+):
+    pass
+
+
+def build_schema(**kwargs: Any) -> strawberry.Schema:
+    """The schema with parse and validation caches (documents are cached by their text)."""
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[ParserCache(maxsize=1000), ValidationCache(maxsize=1000)],
+        **kwargs,
+    )
+
+
+schema = build_schema()

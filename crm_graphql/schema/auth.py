@@ -1,0 +1,60 @@
+"""Logging in and out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.types import Info
+
+from crm_graphql.resolvers import auth as resolve
+from crm_graphql.schema.relay import UserError
+from crm_graphql.schema.users import User
+
+
+@strawberry.input(description="Credentials of a user.")
+class LoginInput:
+    email: str
+    password: str
+
+
+@strawberry.input(description="A refresh token from `login` or an earlier `refreshToken`.")
+class RefreshTokenInput:
+    refresh_token: str
+
+
+@strawberry.input(description="Ends a login; without a token, every login of the user.")
+class LogoutInput:
+    refresh_token: str | None = None
+
+
+@strawberry.type(description="Tokens of a login. Send `Authorization: Bearer <accessToken>`.")
+class AuthPayload:
+    access_token: str | None = strawberry.field(description="Short-lived JWT (15 minutes).")
+    refresh_token: str | None = strawberry.field(
+        description="Exchange with `refreshToken` for new tokens; each works once."
+    )
+    expires_at: datetime | None = strawberry.field(description="When the access token expires.")
+    user: User | None
+    errors: list[UserError]
+
+
+@strawberry.type(description="Result of `logout`.")
+class LogoutPayload:
+    ok: bool
+    errors: list[UserError]
+
+
+@strawberry.type
+class AuthMutation:
+    @strawberry.mutation(description="Exchange email and password for tokens.")
+    async def login(self, info: Info, input: LoginInput) -> AuthPayload:
+        return await resolve.login(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Exchange a refresh token for new tokens (rotation).")
+    async def refresh_token(self, info: Info, input: RefreshTokenInput) -> AuthPayload:
+        return await resolve.refresh(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Revoke refresh tokens.")
+    async def logout(self, info: Info, input: LogoutInput | None = None) -> LogoutPayload:
+        return await resolve.logout(info, input)  # type: ignore[return-value]

@@ -1,0 +1,250 @@
+"""Customers in GraphQL: the type, its filter and order inputs, mutations' inputs/payloads."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from crm_graphql import models
+from crm_graphql.resolvers import customers as resolve
+from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter, StringFilter, TagsFilter
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.scalars import JSON, Address, AddressInput, LifecycleStage, Money, address_of
+
+if TYPE_CHECKING:
+    from crm_graphql.schema.activities import Activity, ActivityFilter, ActivityOrder
+    from crm_graphql.schema.companies import Company
+    from crm_graphql.schema.conversations import Conversation, ConversationFilter, ConversationOrder
+    from crm_graphql.schema.deals import Deal, DealFilter, DealOrder
+    from crm_graphql.schema.orders import Order, OrderFilter, OrderOrder
+    from crm_graphql.schema.users import User
+
+_activities = "crm_graphql.schema.activities"
+_companies = "crm_graphql.schema.companies"
+_conversations = "crm_graphql.schema.conversations"
+_deals = "crm_graphql.schema.deals"
+_orders = "crm_graphql.schema.orders"
+_users = "crm_graphql.schema.users"
+
+
+@strawberry.type(description="What a customer has bought (paid and fulfilled orders).")
+class PurchaseSummary:
+    order_count: int = strawberry.field(description="Number of paid or fulfilled orders.")
+    totals: list[Money] = strawberry.field(description="Total spent, one entry per currency.")
+    first_order_at: datetime | None = strawberry.field(description="Time of the first order.")
+    last_order_at: datetime | None = strawberry.field(description="Time of the latest order.")
+
+
+@strawberry.type(description="A person the business sells to or serves.")
+class Customer(Node):
+    is_type_of = of_model(models.Customer)
+
+    name: str = strawberry.field(description="Full name.")
+    email: str | None = strawberry.field(description="Email, unique in the workspace.")
+    phone: str | None = strawberry.field(description="Phone number as entered.")
+    lifecycle_stage: LifecycleStage = strawberry.field(description="Funnel position.")
+    tags: list[str] = strawberry.field(description="Free-form labels.")
+    needs: list[str] = strawberry.field(description="What the customer is looking for.")
+    preferences: JSON = strawberry.field(description="Preferences (channel, language ...).")
+    custom_fields: JSON = strawberry.field(description="Workspace-defined fields.")
+    last_activity_at: datetime | None = strawberry.field(description="Latest activity time.")
+    created_at: datetime = strawberry.field(description="When the customer was added.")
+    updated_at: datetime = strawberry.field(description="Last change.")
+    archived_at: datetime | None = strawberry.field(description="Set when archived or merged.")
+    version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
+
+    @strawberry.field(description="Postal address.")
+    def address(self) -> Address | None:
+        return address_of(self.address)  # type: ignore[arg-type]
+
+    @strawberry.field(description="The company the customer works for.")
+    async def company(self, info: Info) -> Annotated[Company, strawberry.lazy(_companies)] | None:
+        return await resolve.company(info, self)
+
+    @strawberry.field(description="The user who owns the relationship.")
+    async def owner(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
+        return await resolve.owner(info, self)
+
+    @strawberry.field(description="The customer this one was merged into, if any.")
+    async def merged_into(self, info: Info) -> Customer | None:
+        return await resolve.merged_into(info, self)
+
+    @strawberry.field(description="Deals with this customer.")
+    async def deals(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: Annotated[DealFilter, strawberry.lazy(_deals)] | None = None,
+        order_by: list[Annotated[DealOrder, strawberry.lazy(_deals)]] | None = None,
+    ) -> Connection[Annotated[Deal, strawberry.lazy(_deals)]]:
+        return await resolve.deals(info, self, first, after, filter, order_by)  # type: ignore[return-value]
+
+    @strawberry.field(description="Timeline of notes, calls, emails, meetings and tasks (newest first).")
+    async def activities(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: Annotated[ActivityFilter, strawberry.lazy(_activities)] | None = None,
+        order_by: list[Annotated[ActivityOrder, strawberry.lazy(_activities)]] | None = None,
+    ) -> Connection[Annotated[Activity, strawberry.lazy(_activities)]]:
+        return await resolve.activities(info, self, first, after, filter, order_by)  # type: ignore[return-value]
+
+    @strawberry.field(description="Purchase history (newest first).")
+    async def orders(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: Annotated[OrderFilter, strawberry.lazy(_orders)] | None = None,
+        order_by: list[Annotated[OrderOrder, strawberry.lazy(_orders)]] | None = None,
+    ) -> Connection[Annotated[Order, strawberry.lazy(_orders)]]:
+        return await resolve.orders(info, self, first, after, filter, order_by)  # type: ignore[return-value]
+
+    @strawberry.field(description="Service conversations with this customer.")
+    async def conversations(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: Annotated[ConversationFilter, strawberry.lazy(_conversations)] | None = None,
+        order_by: list[Annotated[ConversationOrder, strawberry.lazy(_conversations)]] | None = None,
+    ) -> Connection[Annotated[Conversation, strawberry.lazy(_conversations)]]:
+        return await resolve.conversations(info, self, first, after, filter, order_by)  # type: ignore[return-value]
+
+    @strawberry.field(description="Totals of what the customer has bought.")
+    async def purchase_summary(self, info: Info) -> PurchaseSummary:
+        return await resolve.purchase_summary(info, self)  # type: ignore[return-value]
+
+
+@strawberry.input(description="Conditions on customers; fields combine with AND.")
+class CustomerFilter:
+    and_: list[CustomerFilter] | None = strawberry.field(default=None, name="and")
+    or_: list[CustomerFilter] | None = strawberry.field(default=None, name="or")
+    not_: CustomerFilter | None = strawberry.field(default=None, name="not")
+    id: IDFilter | None = None
+    name: StringFilter | None = None
+    email: StringFilter | None = None
+    phone: StringFilter | None = None
+    lifecycle_stage: EnumFilter[LifecycleStage] | None = None
+    owner_id: IDFilter | None = None
+    company_id: IDFilter | None = None
+    tags: TagsFilter | None = None
+    needs: TagsFilter | None = None
+    created_at: DateTimeFilter | None = None
+    updated_at: DateTimeFilter | None = None
+    last_activity_at: DateTimeFilter | None = None
+
+
+@strawberry.enum(description="Fields customers can be ordered by.")
+class CustomerOrderField(enum.Enum):
+    NAME = "name"
+    EMAIL = "email"
+    LIFECYCLE_STAGE = "lifecycle_stage"
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+    LAST_ACTIVITY_AT = "last_activity_at"
+
+
+@strawberry.input(description="One sort key for customers.")
+class CustomerOrder:
+    field: CustomerOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.input(description="A new customer.")
+class CreateCustomerInput:
+    name: str
+    email: str | None = strawberry.UNSET
+    phone: str | None = strawberry.UNSET
+    address: AddressInput | None = strawberry.UNSET
+    lifecycle_stage: LifecycleStage | None = strawberry.UNSET
+    owner_id: strawberry.ID | None = strawberry.UNSET
+    company_id: strawberry.ID | None = strawberry.UNSET
+    tags: list[str] | None = strawberry.UNSET
+    needs: list[str] | None = strawberry.UNSET
+    preferences: JSON | None = strawberry.UNSET
+    custom_fields: JSON | None = strawberry.UNSET
+
+
+@strawberry.input(description="Changes to a customer; fields left out stay as they are.")
+class UpdateCustomerInput:
+    id: strawberry.ID
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the customer's version differs."
+    )
+    name: str | None = strawberry.UNSET
+    email: str | None = strawberry.UNSET
+    phone: str | None = strawberry.UNSET
+    address: AddressInput | None = strawberry.UNSET
+    lifecycle_stage: LifecycleStage | None = strawberry.UNSET
+    owner_id: strawberry.ID | None = strawberry.UNSET
+    company_id: strawberry.ID | None = strawberry.UNSET
+    tags: list[str] | None = strawberry.UNSET
+    needs: list[str] | None = strawberry.UNSET
+    preferences: JSON | None = strawberry.UNSET
+    custom_fields: JSON | None = strawberry.UNSET
+
+
+@strawberry.input(description="Which record to archive.")
+class ArchiveInput:
+    id: strawberry.ID
+    expected_version: int | None = None
+
+
+@strawberry.input(description="Duplicates to fold into one surviving customer.")
+class MergeCustomersInput:
+    survivor_id: strawberry.ID = strawberry.field(description="The customer that remains.")
+    merged_ids: list[strawberry.ID] = strawberry.field(description="Customers merged into it.")
+
+
+@strawberry.type(description="Result of a customer mutation.")
+class CustomerPayload:
+    customer: Customer | None
+    errors: list[UserError]
+
+
+@strawberry.type
+class CustomerQuery:
+    @strawberry.field(description="Customers of the workspace, newest first unless ordered.")
+    async def customers(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: CustomerFilter | None = None,
+        order_by: list[CustomerOrder] | None = None,
+        include_archived: bool = False,
+    ) -> Connection[Customer]:
+        return await resolve.customers(  # type: ignore[return-value]
+            info, first, after, last, before, filter, order_by, include_archived
+        )
+
+
+@strawberry.type
+class CustomerMutation:
+    @strawberry.mutation(description="Add a customer.")
+    async def create_customer(self, info: Info, input: CreateCustomerInput) -> CustomerPayload:
+        return await resolve.create_customer(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Change a customer's fields.")
+    async def update_customer(self, info: Info, input: UpdateCustomerInput) -> CustomerPayload:
+        return await resolve.update_customer(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Hide a customer from lists (history is kept).")
+    async def archive_customer(self, info: Info, input: ArchiveInput) -> CustomerPayload:
+        return await resolve.archive_customer(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Merge duplicates into one customer, moving their deals, activities, "
+        "orders and conversations to it."
+    )
+    async def merge_customers(self, info: Info, input: MergeCustomersInput) -> CustomerPayload:
+        return await resolve.merge_customers(info, input)  # type: ignore[return-value]

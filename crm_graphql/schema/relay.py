@@ -1,0 +1,69 @@
+"""Relay building blocks: the Node interface, connections, page info, user errors."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Generic, TypeVar
+
+import strawberry
+from strawberry.types import Info
+
+from crm_graphql.resolvers.ids import to_global_id
+
+T = TypeVar("T")
+
+
+@strawberry.interface(description="An object with an opaque, globally unique ID.")
+class Node:
+    @strawberry.field(description="Opaque global ID; pass it to `node(id:)` to refetch.")
+    def id(self, info: Info) -> strawberry.ID:
+        return strawberry.ID(to_global_id(type(self).__name__, self.id))  # type: ignore[arg-type]
+
+
+def of_model(model: type[Any]) -> Any:
+    """``is_type_of`` for a GraphQL type whose values are ORM rows of ``model``."""
+
+    def is_type_of(cls: type, obj: Any, info: Info) -> bool:
+        return isinstance(obj, model)
+
+    return classmethod(is_type_of)
+
+
+@strawberry.type(description="Where a page sits in its list.")
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type(description="A node and the cursor that points at it.")
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type(description="A page of a list, paged by keyset cursors.")
+class Connection(Generic[T]):
+    edges: list[Edge[T]] = strawberry.field(description="The page's items with their cursors.")
+    nodes: list[T] = strawberry.field(description="The page's items, without cursors.")
+    page_info: PageInfo = strawberry.field(description="Cursors and whether more pages exist.")
+    total_count: int = strawberry.field(
+        description="Number of items in the whole list (computed only when asked)."
+    )
+
+
+@strawberry.enum(description="Sort direction.")
+class OrderDirection(enum.Enum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+@strawberry.type(description="Why a mutation did not happen, in terms a client can act on.")
+class UserError:
+    code: str = strawberry.field(
+        description="VALIDATION, NOT_FOUND, DUPLICATE, CONFLICT, FORBIDDEN, UNAUTHENTICATED "
+        "or INVALID_CREDENTIALS."
+    )
+    field: str | None = strawberry.field(description="The input field at fault, if one is.")
+    message: str = strawberry.field(description="A sentence for humans.")

@@ -1,0 +1,65 @@
+"""Shared value types: money, addresses, JSON, and the domain enums exposed to GraphQL."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import strawberry
+from strawberry.scalars import JSON
+
+from crm_graphql import models
+
+LifecycleStage = strawberry.enum(models.LifecycleStage, description="Where a customer is in the funnel.")
+Role = strawberry.enum(models.Role, description="What a user may do in the workspace.")
+DealStatus = strawberry.enum(models.DealStatus, description="Open, or closed as won or lost.")
+ActivityType = strawberry.enum(models.ActivityType, description="Kind of timeline entry.")
+OrderStatus = strawberry.enum(models.OrderStatus, description="Where an order stands.")
+Channel = strawberry.enum(models.Channel, description="How a conversation reaches us.")
+ConversationStatus = strawberry.enum(models.ConversationStatus, description="Open, pending or closed.")
+MessageAuthorType = strawberry.enum(models.MessageAuthorType, description="Who wrote a message.")
+
+__all__ = ["JSON"]
+
+
+@strawberry.type(description="An amount of money in one currency.")
+class Money:
+    amount: Decimal = strawberry.field(description="Decimal amount, as a string.")
+    currency: str = strawberry.field(description="ISO 4217 currency code.")
+
+
+@strawberry.type(description="A postal address.")
+class Address:
+    street: str | None = None
+    city: str | None = None
+    region: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+
+
+@strawberry.input(description="A postal address.")
+class AddressInput:
+    street: str | None = None
+    city: str | None = None
+    region: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+
+
+ADDRESS_KEYS = ("street", "city", "region", "postal_code", "country")
+
+
+def address_of(value: dict[str, object] | None) -> Address | None:
+    """Stored address JSON (camelCase keys) as an ``Address``."""
+    if not value:
+        return None
+    return Address(
+        street=_s(value.get("street")),
+        city=_s(value.get("city")),
+        region=_s(value.get("region")),
+        postal_code=_s(value.get("postalCode")),
+        country=_s(value.get("country")),
+    )
+
+
+def _s(value: object) -> str | None:
+    return None if value is None else str(value)

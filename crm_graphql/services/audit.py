@@ -1,0 +1,80 @@
+"""The audit trail: one row per mutation, written in the mutation's own transaction."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_graphql.models import AuditLog
+from crm_graphql.services.actor import Actor
+
+IGNORED_FIELDS = frozenset({"updated_at", "created_at", "version", "password_hash", "secret_hash"})
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-safe copy of a column value for the audit and event payloads."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    return value
+
+
+def snapshot(obj: Any) -> dict[str, Any]:
+    """Column values of an ORM object, to diff before and after a change."""
+    mapper = inspect(obj).mapper
+    return {
+        attr.key: jsonable(getattr(obj, attr.key))
+        for attr in mapper.column_attrs
+        if attr.key not in IGNORED_FIELDS
+    }
+
+
+def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any]:
+    """``{field: {"before": x, "after": y}}`` for every field that changed."""
+    before = before or {}
+    after = after or {}
+    changes: dict[str, Any] = {}
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            changes[key] = {"before": before.get(key), "after": after.get(key)}
+    return changes
+
+
+def record(
+    actor: Actor,
+    session: AsyncSession,
+    *,
+    action: str,
+    entity_type: str,
+    entity_id: uuid.UUID | None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None,
+) -> AuditLog:
+    """Add the audit row of a mutation to the current unit of work."""
+    row = AuditLog(
+        workspace_id=actor.workspace_id,
+        actor_user_id=actor.user_id,
+        actor_api_key_id=actor.api_key_id,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        changes=changes if changes is not None else diff(before, after),
+        request_id=actor.request_id,
+        client_ip=actor.client_ip,
+    )
+    session.add(row)
+    return row

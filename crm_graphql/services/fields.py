@@ -1,0 +1,103 @@
+"""Rules for values several domains share: emails, currency codes, money, names."""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+from crm_graphql.services.errors import Invalid
+
+_EMAIL = re.compile(
+    r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+MAX_AMOUNT = Decimal("999999999999.99")
+
+
+def email(value: str | None, field: str = "email") -> str | None:
+    """A trimmed, lower-cased email, or ``Invalid``."""
+    if value is None:
+        return None
+    cleaned = value.strip().lower()
+    if not cleaned:
+        return None
+    if len(cleaned) > 320 or not _EMAIL.match(cleaned):
+        raise Invalid(f"`{value}` is not a valid email address", field)
+    return cleaned
+
+
+def required_text(value: Any, field: str, *, max_length: int = 200) -> str:
+    cleaned = str(value or "").strip()
+    if not cleaned:
+        raise Invalid(f"`{field}` must not be blank", field)
+    if len(cleaned) > max_length:
+        raise Invalid(f"`{field}` is longer than {max_length} characters", field)
+    return cleaned
+
+
+def optional_text(value: Any, field: str, *, max_length: int = 200) -> str | None:
+    if value is None:
+        return None
+    cleaned = str(value).strip()
+    if len(cleaned) > max_length:
+        raise Invalid(f"`{field}` is longer than {max_length} characters", field)
+    return cleaned or None
+
+
+def currency(value: str | None, field: str = "currency") -> str:
+    code = (value or "").strip().upper()
+    if not _CURRENCY.match(code):
+        raise Invalid("Currency must be a three-letter ISO 4217 code such as EUR", field)
+    return code
+
+
+def amount(value: Any, field: str = "amount") -> Decimal:
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise Invalid(f"`{field}` must be a decimal number", field) from exc
+    if not number.is_finite() or number < 0:
+        raise Invalid(f"`{field}` must be zero or more", field)
+    if number > MAX_AMOUNT or number.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise Invalid(f"`{field}` allows at most 12 digits and 2 decimals", field)
+    return number
+
+
+def tags(values: list[str] | None, field: str = "tags") -> list[str]:
+    """Trimmed, de-duplicated tags in the given order."""
+    result: list[str] = []
+    for value in values or []:
+        tag = value.strip()
+        if not tag:
+            raise Invalid("Tags must not be blank", field)
+        if len(tag) > 64:
+            raise Invalid("A tag is at most 64 characters", field)
+        if tag not in result:
+            result.append(tag)
+    return result
+
+
+def aware_datetime(value: Any, field: str) -> datetime:
+    """A timezone-aware instant, converted to UTC; a naive one is ambiguous, so ``Invalid``."""
+    if not isinstance(value, datetime):
+        raise Invalid(f"`{field}` must be a date and time", field)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise Invalid(f"`{field}` needs a timezone offset, e.g. 2025-01-31T09:00:00Z", field)
+    return value.astimezone(UTC)
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def choice(enum_cls: type[E], value: Any, field: str) -> E:
+    """One member of ``enum_cls``, given as the member or its value."""
+    if isinstance(value, enum_cls):
+        return value
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in enum_cls)
+        raise Invalid(f"`{field}` must be one of: {allowed}", field) from None

@@ -1,0 +1,472 @@
+"""Typed filters, multi-field ordering and keyset pagination for every list.
+
+A filter is a plain mapping: ``{"and": [...], "or": [...], "not": {...}, field: {op: value}}``
+with snake_case operator names (``eq, ne, in, not_in, contains, starts_with, gt, gte, lt,
+lte, is_null, any_of``). Lists never use OFFSET: a cursor carries the values of the sort
+key of the row it points at, and the next page starts strictly after them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Generic, TypeVar
+
+import orjson
+from sqlalchemy import ARRAY, ColumnElement, Select, and_, false, func, not_, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute, aliased
+
+from crm_graphql.services.errors import Invalid
+
+M = TypeVar("M")
+FilterSpec = Mapping[str, Any]
+
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """One ORDER BY term: the column and whether it sorts descending."""
+
+    column: Any
+    descending: bool = False
+
+
+@dataclass
+class Page(Generic[M]):
+    """One page of a list: rows, their cursors, and how to count the whole list."""
+
+    items: list[M]
+    cursors: list[str]
+    has_next_page: bool
+    has_previous_page: bool
+    count_statement: Select[Any] | None = None
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    first: int | None = None
+    after: str | None = None
+    last: int | None = None
+    before: str | None = None
+    max_size: int = MAX_PAGE_SIZE
+    default_size: int = DEFAULT_PAGE_SIZE
+
+    def validated(self) -> tuple[int, bool, str | None]:
+        """(size, forward, cursor), or ``Invalid`` for out-of-range or mixed arguments."""
+        for name, value in (("first", self.first), ("last", self.last)):
+            if value is not None and not 0 <= value <= self.max_size:
+                raise Invalid(f"`{name}` must be between 0 and {self.max_size}", name)
+        if self.first is not None and self.last is not None:
+            raise Invalid("Pass either `first` or `last`, not both", "last")
+        if self.last is not None or (self.before is not None and self.first is None):
+            if self.after is not None:
+                raise Invalid("`after` goes with `first`, `before` with `last`", "after")
+            size = self.last if self.last is not None else self.default_size
+            return size, False, self.before
+        if self.before is not None:
+            raise Invalid("`before` goes with `last`, `after` with `first`", "before")
+        size = self.first if self.first is not None else self.default_size
+        return size, True, self.after
+
+
+# ---------------------------------------------------------------------------- filters
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _is_array(column: Any) -> bool:
+    return isinstance(getattr(column, "type", None), ARRAY)
+
+
+def _operator(column: Any, op: str, value: Any, field_name: str) -> ColumnElement[bool]:
+    if op == "is_null":
+        return column.is_(None) if value else column.is_not(None)
+    if value is None:
+        raise Invalid(f"`{op}` needs a value", field_name)
+    if _is_array(column):
+        if op == "contains":  # every given tag is present
+            return column.contains(list(value) if isinstance(value, list | tuple) else [value])
+        if op == "any_of":
+            return column.overlap(list(value))
+        if op == "eq":
+            return column == list(value)
+        raise Invalid(f"`{op}` is not supported on {field_name}", field_name)
+    if op == "eq":
+        return column == value
+    if op == "ne":
+        return or_(column != value, column.is_(None))
+    if op == "in":
+        return column.in_(list(value)) if value else false()
+    if op == "not_in":
+        return or_(column.not_in(list(value)), column.is_(None)) if value else true()
+    if op == "contains":
+        return column.ilike(f"%{_like_escape(str(value))}%", escape="\\")
+    if op == "starts_with":
+        return column.ilike(f"{_like_escape(str(value))}%", escape="\\")
+    if op == "gt":
+        return column > value
+    if op == "gte":
+        return column >= value
+    if op == "lt":
+        return column < value
+    if op == "lte":
+        return column <= value
+    raise Invalid(f"Unknown operator `{op}`", field_name)
+
+
+def filter_condition(spec: FilterSpec | None, fields: Mapping[str, Any]) -> ColumnElement[bool]:
+    """Translate a filter mapping into one SQL condition over ``fields`` (name -> column)."""
+    if not spec:
+        return true()
+    terms: list[ColumnElement[bool]] = []
+    for key, value in spec.items():
+        if value is None:
+            continue
+        if key == "and":
+            terms.extend(filter_condition(sub, fields) for sub in value)
+        elif key == "or":
+            terms.append(
+                or_(*(filter_condition(sub, fields) for sub in value)) if value else false()
+            )
+        elif key == "not":
+            terms.append(not_(filter_condition(value, fields)))
+        elif key in fields:
+            column = fields[key]
+            if isinstance(value, Mapping):
+                terms.extend(
+                    _operator(column, op, operand, key)
+                    for op, operand in value.items()
+                    if operand is not None or op == "is_null"
+                )
+            else:
+                terms.append(column == value)
+        else:
+            raise Invalid(f"Unknown filter field `{key}`", key)
+    return and_(true(), *terms)
+
+
+# ----------------------------------------------------------------------- keyset cursors
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _python_type(column: Any) -> type | None:
+    try:
+        return column.type.python_type  # type: ignore[no-any-return]
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def _decode_value(column: Any, raw: Any) -> Any:
+    if raw is None:
+        return None
+    kind = _python_type(column)
+    if kind is datetime:
+        return datetime.fromisoformat(raw)
+    if kind is date:
+        return date.fromisoformat(raw)
+    if kind is Decimal:
+        return Decimal(raw)
+    if kind is uuid.UUID:
+        return uuid.UUID(raw)
+    if kind is not None and issubclass(kind, enum.Enum):
+        return kind(raw)
+    return raw
+
+
+def _signature(keys: Sequence[SortKey]) -> str:
+    return ",".join(
+        f"{getattr(k.column, 'key', str(k.column))}{'-' if k.descending else '+'}" for k in keys
+    )
+
+
+def encode_cursor(keys: Sequence[SortKey], values: Sequence[Any]) -> str:
+    raw = orjson.dumps({"s": _signature(keys), "v": [_encode_value(v) for v in values]})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(keys: Sequence[SortKey], cursor: str, field_name: str) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+        if data["s"] != _signature(keys) or len(data["v"]) != len(keys):
+            raise ValueError("cursor of another ordering")
+        return [_decode_value(k.column, v) for k, v in zip(keys, data["v"], strict=True)]
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        InvalidOperation,
+        binascii.Error,
+        orjson.JSONDecodeError,
+    ) as exc:
+        raise Invalid(
+            "Invalid cursor: pass a cursor returned by this list with the same orderBy",
+            field_name,
+        ) from exc
+
+
+def _after_condition(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in the order of ``keys``. PostgreSQL puts NULLs last
+    in ascending and first in descending order; the condition follows the same rule."""
+    clauses: list[ColumnElement[bool]] = []
+    equal: list[ColumnElement[bool]] = []
+    for key, value in zip(keys, values, strict=True):
+        col = key.column
+        if value is None:
+            beyond = col.is_not(None) if key.descending else false()
+            same = col.is_(None)
+        else:
+            beyond = (col < value) if key.descending else or_(col > value, col.is_(None))
+            same = col == value
+        clauses.append(and_(*equal, beyond))
+        equal.append(same)
+    return or_(*clauses)
+
+
+def _order_by(keys: Sequence[SortKey], reverse: bool) -> list[Any]:
+    terms = []
+    for key in keys:
+        descending = key.descending != reverse
+        terms.append(key.column.desc() if descending else key.column.asc())
+    return terms
+
+
+def _reversed(keys: Sequence[SortKey]) -> list[SortKey]:
+    return [SortKey(k.column, not k.descending) for k in keys]
+
+
+def sort_keys(
+    order: Sequence[tuple[str, bool]] | None,
+    fields: Mapping[str, Any],
+    default: Sequence[tuple[str, bool]],
+    id_column: Any,
+) -> list[SortKey]:
+    """Resolve ``[(field, descending)]`` against the allowed sort fields and append the
+    primary key as the tie-breaker every keyset needs."""
+    chosen = list(order) if order else list(default)
+    keys: list[SortKey] = []
+    seen: set[str] = set()
+    for name, descending in chosen:
+        if name not in fields:
+            raise Invalid(f"Cannot order by `{name}`", "orderBy")
+        if name in seen:
+            raise Invalid(f"`{name}` appears twice in orderBy", "orderBy")
+        seen.add(name)
+        keys.append(SortKey(fields[name], descending))
+    if "id" not in seen:
+        keys.append(SortKey(id_column, keys[-1].descending if keys else False))
+    return keys
+
+
+def _row_values(row: Any, keys: Sequence[SortKey]) -> list[Any]:
+    return [getattr(row, k.column.key) for k in keys]
+
+
+async def paginate(
+    session: AsyncSession,
+    statement: Select[tuple[M]],
+    keys: Sequence[SortKey],
+    request: PageRequest,
+) -> Page[M]:
+    """Fetch one page of ``statement`` (already scoped and filtered) by keyset."""
+    size, forward, cursor = request.validated()
+    count_statement = select(func.count()).select_from(statement.order_by(None).subquery())
+    effective = list(keys) if forward else _reversed(keys)
+    stmt = statement
+    if cursor is not None:
+        values = decode_cursor(keys, cursor, "after" if forward else "before")
+        stmt = stmt.where(_after_condition(effective, values))
+    stmt = stmt.order_by(*_order_by(keys, reverse=not forward)).limit(size + 1)
+    rows = list((await session.scalars(stmt)).all()) if size > 0 else []
+    more = len(rows) > size
+    rows = rows[:size]
+    if not forward:
+        rows.reverse()
+    cursors = [encode_cursor(keys, _row_values(r, keys)) for r in rows]
+    return Page(
+        items=rows,
+        cursors=cursors,
+        has_next_page=more if forward else cursor is not None,
+        has_previous_page=cursor is not None if forward else more,
+        count_statement=count_statement,
+    )
+
+
+async def count(session: AsyncSession, statement: Select[Any]) -> int:
+    """Run a count statement prepared by ``paginate`` (``totalCount`` is computed only when
+    a client asks for it)."""
+    return int((await session.execute(statement)).scalar_one())
+
+
+@dataclass
+class ParentPages(Generic[M]):
+    """Pages of one child list for many parents, fetched in one statement."""
+
+    pages: dict[Any, Page[M]] = field(default_factory=dict)
+
+
+async def paginate_per_parent(
+    session: AsyncSession,
+    model: type[M],
+    statement: Select[tuple[M]],
+    parent_column: InstrumentedAttribute[Any],
+    parent_ids: Sequence[Any],
+    keys: Sequence[SortKey],
+    request: PageRequest,
+) -> dict[Any, Page[M]]:
+    """The first page of a child list for every parent at once: one statement with
+    ``row_number() OVER (PARTITION BY parent)``, so nested lists cost the same SQL for 10
+    parents as for 100."""
+    size, forward, cursor = request.validated()
+    if not forward:
+        raise Invalid("Nested lists page forward only: use `first` and `after`", "last")
+    stmt = statement.where(parent_column.in_(list(parent_ids)))
+    if cursor is not None:
+        stmt = stmt.where(_after_condition(keys, decode_cursor(keys, cursor, "after")))
+    rank = func.row_number().over(partition_by=parent_column, order_by=_order_by(keys, False))
+    sub = stmt.add_columns(rank.label("_rank")).subquery()
+    row = aliased(model, sub)
+    rows = (
+        (
+            await session.execute(
+                select(row)
+                .where(sub.c._rank <= size + 1)
+                .order_by(sub.c[parent_column.key], sub.c._rank)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    grouped: dict[Any, list[M]] = {pid: [] for pid in parent_ids}
+    for item in rows:
+        grouped.setdefault(getattr(item, parent_column.key), []).append(item)
+    pages: dict[Any, Page[M]] = {}
+    for pid, items in grouped.items():
+        more = len(items) > size
+        items = items[:size]
+        pages[pid] = Page(
+            items=items,
+            cursors=[encode_cursor(keys, _row_values(r, keys)) for r in items],
+            has_next_page=more,
+            has_previous_page=cursor is not None,
+        )
+    return pages
+
+
+async def count_per_parent(
+    session: AsyncSession,
+    statement: Select[Any],
+    parent_column: InstrumentedAttribute[Any],
+    parent_ids: Sequence[Any],
+) -> dict[Any, int]:
+    """``totalCount`` of a nested list for many parents in one grouped statement."""
+    sub = statement.where(parent_column.in_(list(parent_ids))).order_by(None).subquery()
+    rows = await session.execute(
+        select(sub.c[parent_column.key], func.count()).group_by(sub.c[parent_column.key])
+    )
+    counts = {pid: 0 for pid in parent_ids}
+    counts.update({pid: int(n) for pid, n in rows.all()})
+    return counts
+
+
+# ------------------------------------------------------------------ one spec per list
+
+
+@dataclass(frozen=True)
+class ListSpec(Generic[M]):
+    """What a list of one model may be filtered, ordered and nested by."""
+
+    model: type[M]
+    filter_fields: Mapping[str, Any]
+    order_fields: Mapping[str, Any]
+    default_order: Sequence[tuple[str, bool]]
+    parent_fields: Mapping[str, Any] = field(default_factory=dict)
+    archivable: bool = True
+
+    def statement(
+        self, actor: Any, filter: FilterSpec | None = None, *, include_archived: bool = False
+    ) -> Select[tuple[M]]:
+        """Scoped to the actor's workspace (after a READ check), filtered, archived rows
+        hidden unless asked for."""
+        from crm_graphql.services.actor import Permission, require, scoped
+
+        require(actor, Permission.READ)
+        stmt = scoped(self.model, actor).where(filter_condition(filter, self.filter_fields))
+        if self.archivable and not include_archived:
+            stmt = stmt.where(self.model.archived_at.is_(None))  # type: ignore[attr-defined]
+        return stmt
+
+    def keys(self, order: Sequence[tuple[str, bool]] | None) -> list[SortKey]:
+        return sort_keys(order, self.order_fields, self.default_order, self.model.id)  # type: ignore[attr-defined]
+
+    def parent_column(self, parent: str) -> Any:
+        if parent not in self.parent_fields:
+            raise ValueError(f"{self.model.__name__} cannot be listed by {parent}")
+        return self.parent_fields[parent]
+
+
+async def list_page(
+    actor: Any,
+    session: AsyncSession,
+    spec: ListSpec[M],
+    *,
+    filter: FilterSpec | None = None,
+    order: Sequence[tuple[str, bool]] | None = None,
+    page: PageRequest,
+    include_archived: bool = False,
+) -> Page[M]:
+    """One page of a root list (``customers``, ``deals`` ...)."""
+    stmt = spec.statement(actor, filter, include_archived=include_archived)
+    return await paginate(session, stmt, spec.keys(order), page)
+
+
+async def pages_by_parent(
+    actor: Any,
+    session: AsyncSession,
+    spec: ListSpec[M],
+    parent: str,
+    parent_ids: Sequence[Any],
+    *,
+    filter: FilterSpec | None = None,
+    order: Sequence[tuple[str, bool]] | None = None,
+    page: PageRequest,
+) -> dict[Any, Page[M]]:
+    """First pages of a nested list (a customer's deals ...) for many parents at once."""
+    stmt = spec.statement(actor, filter)
+    return await paginate_per_parent(
+        session, spec.model, stmt, spec.parent_column(parent), parent_ids, spec.keys(order), page
+    )
+
+
+async def counts_by_parent(
+    actor: Any,
+    session: AsyncSession,
+    spec: ListSpec[M],
+    parent: str,
+    parent_ids: Sequence[Any],
+    *,
+    filter: FilterSpec | None = None,
+) -> dict[Any, int]:
+    """``totalCount`` of a nested list for many parents at once."""
+    stmt = spec.statement(actor, filter)
+    return await count_per_parent(session, stmt, spec.parent_column(parent), parent_ids)

@@ -1,0 +1,145 @@
+"""Loading, changing and archiving any workspace row the same way: tenant scope, version
+check, audit row. Domain services call these instead of repeating them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_graphql.services import audit
+from crm_graphql.services.actor import Actor, scoped
+from crm_graphql.services.errors import Conflict, NotFound
+
+M = TypeVar("M")
+
+
+def entity_name(model: type[Any]) -> str:
+    return model.__name__
+
+
+async def get(
+    actor: Actor,
+    session: AsyncSession,
+    model: type[M],
+    id: uuid.UUID | None,
+    *,
+    field: str = "id",
+    for_update: bool = False,
+) -> M:
+    """The row with ``id`` in the actor's workspace, or ``NotFound`` (also for IDs of other
+    workspaces: a caller cannot tell them from unknown ones)."""
+    if id is None:
+        raise NotFound(f"{entity_name(model)} not found", field)
+    stmt = scoped(model, actor).where(model.id == id)  # type: ignore[attr-defined]
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = await session.scalar(stmt)
+    if row is None:
+        raise NotFound(f"{entity_name(model)} not found", field)
+    return row
+
+
+async def get_many(
+    actor: Actor, session: AsyncSession, model: type[M], ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, M]:
+    """Rows by id in the actor's workspace (missing ids are simply absent)."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    rows = await session.scalars(scoped(model, actor).where(model.id.in_(wanted)))  # type: ignore[attr-defined]
+    return {row.id: row for row in rows}  # type: ignore[attr-defined]
+
+
+async def get_for_change(
+    actor: Actor,
+    session: AsyncSession,
+    model: type[M],
+    id: uuid.UUID | None,
+    expected_version: int | None,
+) -> M:
+    """Lock the row for this transaction and check the client's ``expectedVersion``."""
+    row = await get(actor, session, model, id, for_update=True)
+    if expected_version is not None and row.version != expected_version:  # type: ignore[attr-defined]
+        raise Conflict(
+            f"{entity_name(model)} was changed by someone else (version "
+            f"{row.version}, expected {expected_version}); reload and retry"  # type: ignore[attr-defined]
+        )
+    return row
+
+
+async def ensure_in_workspace(
+    actor: Actor,
+    session: AsyncSession,
+    references: Sequence[tuple[type[Any], uuid.UUID | None, str]],
+) -> None:
+    """Every referenced row (model, id, input field) must exist in the actor's workspace."""
+    for model, id, field in references:
+        if id is None:
+            continue
+        found = await session.scalar(
+            select(model.id).where(model.id == id, model.workspace_id == actor.workspace_id)
+        )
+        if found is None:
+            raise NotFound(f"{entity_name(model)} not found", field)
+
+
+def apply(row: Any, changes: Mapping[str, Any]) -> None:
+    for key, value in changes.items():
+        setattr(row, key, value)
+
+
+async def create(actor: Actor, session: AsyncSession, row: M, *, action: str) -> M:
+    """Insert a row of the actor's workspace with its audit entry."""
+    row.workspace_id = actor.workspace_id  # type: ignore[attr-defined]
+    session.add(row)
+    await session.flush()
+    audit.record(
+        actor,
+        session,
+        action=action,
+        entity_type=entity_name(type(row)),
+        entity_id=row.id,  # type: ignore[attr-defined]
+        after=audit.snapshot(row),
+    )
+    return row
+
+
+async def update(
+    actor: Actor, session: AsyncSession, row: M, changes: Mapping[str, Any], *, action: str
+) -> M:
+    """Apply ``changes`` to a locked row, bump its version and audit the difference."""
+    before = audit.snapshot(row)
+    apply(row, changes)
+    await session.flush()
+    after = audit.snapshot(row)
+    audit.record(
+        actor,
+        session,
+        action=action,
+        entity_type=entity_name(type(row)),
+        entity_id=row.id,  # type: ignore[attr-defined]
+        before=before,
+        after=after,
+    )
+    return row
+
+
+async def archive(
+    actor: Actor,
+    session: AsyncSession,
+    model: type[M],
+    id: uuid.UUID | None,
+    expected_version: int | None,
+    *,
+    action: str,
+) -> M:
+    """Hide a row from lists (it stays readable by ID and in history). Idempotent."""
+    row = await get_for_change(actor, session, model, id, expected_version)
+    if row.archived_at is None:  # type: ignore[attr-defined]
+        await update(actor, session, row, {"archived_at": datetime.now(UTC)}, action=action)
+    return row

@@ -1,0 +1,164 @@
+"""Test helpers: database creation, migration, a GraphQL client, a uvicorn runner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+PASSWORD = "correct horse battery staple"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def create_database(server_url: str, name: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(_asyncpg_dsn(server_url))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def drop_database(server_url: str, name: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(_asyncpg_dsn(server_url))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+@dataclass
+class GraphQLResponse:
+    status: int
+    body: dict[str, Any]
+    headers: httpx.Headers
+
+    @property
+    def data(self) -> Any:
+        return self.body.get("data")
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return list(self.body.get("errors") or [])
+
+    def ok(self) -> Any:
+        """The data, after asserting there were no errors."""
+        assert self.status == 200, (self.status, self.body)
+        assert not self.errors, self.errors
+        return self.data
+
+
+class GraphQLClient:
+    """POSTs GraphQL documents to /graphql, optionally with a bearer token."""
+
+    def __init__(self, http: httpx.AsyncClient, token: str | None = None) -> None:
+        self.http = http
+        self.token = token
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/graphql-response+json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    async def __call__(
+        self, query: str, variables: dict[str, Any] | None = None, **kwargs: Any
+    ) -> GraphQLResponse:
+        payload: dict[str, Any] = {"query": query}
+        if variables is not None:
+            payload["variables"] = variables
+        response = await self.http.post("/graphql", json=payload, headers=self.headers(), **kwargs)
+        return GraphQLResponse(response.status_code, response.json(), response.headers)
+
+    async def logged_in(self, email: str, password: str) -> GraphQLClient:
+        result = await self(
+            "mutation($i: LoginInput!) { login(input: $i) { accessToken errors { code } } }",
+            {"i": {"email": email, "password": password}},
+        )
+        token = result.ok()["login"]["accessToken"]
+        assert token, result.body
+        return GraphQLClient(self.http, token)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def run_uvicorn(settings: Any, *, workers: int = 1) -> Iterator[str]:
+    """Start ``crm-graphql serve`` in a child process and wait until /healthz answers."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "CRM_ENV": settings.env,
+            "CRM_DATABASE_URL": settings.database_url,
+            "CRM_REDIS_URL": settings.redis_url,
+            "CRM_SECRET_KEY": settings.secret_key,
+            "CRM_DATA_DIR": str(settings.data_dir),
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crm_graphql.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        cwd=ROOT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not become healthy in 30 s")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
