@@ -271,7 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     seed = sub.add_parser(
         "seed-demo",
         help="load deterministic demo data",
-        description="Load a demo workspace with users of every role, customers, companies, pipelines, deals, activities, orders and conversations.",
+        description=(
+            "Load a demo workspace: users of every role, customers, companies, "
+            "pipelines, deals, activities, orders and conversations."
+        ),
     )
     seed.add_argument(
         "--seed", type=int, default=42, help="random seed; same seed, same data (default 42)"

@@ -12,6 +12,7 @@ from graphql import GraphQLError
 from graphql.error import GraphQLFormattedError
 from starlette.requests import Request
 from starlette.responses import Response
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
@@ -38,7 +39,7 @@ class RequestError(Exception):
 
 def _media_type(request: Request) -> str:
     accept = request.headers.get("accept", "")
-    if GRAPHQL_RESPONSE in accept or not accept or "*/*" in accept and JSON not in accept:
+    if GRAPHQL_RESPONSE in accept or not accept or ("*/*" in accept and JSON not in accept):
         return GRAPHQL_RESPONSE
     return JSON
 
@@ -124,6 +125,10 @@ def _check_params(params: dict[str, Any]) -> None:
         raise RequestError(400, "`operationName` must be a string", "BAD_REQUEST")
 
 
+def _error_body(message: str, code: str) -> dict[str, Any]:
+    return {"errors": [{"message": message, "extensions": {"code": code}}]}
+
+
 def _client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -164,8 +169,9 @@ async def graphql_endpoint(request: Request) -> Response:
         _check_params(params)
         actor = _actor(app, request, request_id)
     except RequestError as exc:
-        body = {"errors": [{"message": str(exc), "extensions": {"code": exc.code}}]}
-        return _respond(body, exc.status, media_type, {**headers, **exc.headers})
+        return _respond(
+            _error_body(str(exc), exc.code), exc.status, media_type, {**headers, **exc.headers}
+        )
     context = Context(app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request))
     allowed = {OperationType.QUERY} if request.method == "GET" else None
     try:
@@ -176,21 +182,20 @@ async def graphql_endpoint(request: Request) -> Response:
             operation_name=params.get("operationName"),
             allowed_operation_types=allowed,
         )
+    except InvalidOperationTypeError:
+        body = _error_body(
+            "Only queries may be sent with GET; POST mutations", "METHOD_NOT_ALLOWED"
+        )
+        return _respond(body, 405, media_type, {**headers, "Allow": "POST"})
     finally:
         await context.close()
     production = app.settings.is_production
-    body: dict[str, Any] = {}
+    body = {}
     if result.errors:
         body["errors"] = [format_error(e, request_id, production=production) for e in result.errors]
     if not _is_request_error(result):
         body["data"] = result.data
         status = 200
     else:
-        status = 405 if request.method == "GET" and _mutation_over_get(result) else 400
-        if status == 405:
-            headers["Allow"] = "POST"
+        status = 400
     return _respond(body, status, media_type, headers)
-
-
-def _mutation_over_get(result: ExecutionResult) -> bool:
-    return any("not allowed" in e.message for e in result.errors or [])

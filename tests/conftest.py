@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -24,6 +25,9 @@ from crm_graphql.services.actor import Actor
 from tests import support
 
 REQUIRE_SERVICES = os.environ.get("CRM_REQUIRE_SERVICES") == "1"
+
+# Still argon2id, at a cost that keeps hundreds of logins in the suite fast.
+auth.use_password_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @pytest.fixture(scope="session")
@@ -176,7 +180,9 @@ async def as_role(
     client: support.GraphQLClient, users: dict[Role, User]
 ) -> dict[Role, support.GraphQLClient]:
     """A logged-in GraphQL client per role (bearer token from the real login mutation)."""
-    return {role: await client.logged_in(user.email, support.PASSWORD) for role, user in users.items()}
+    return {
+        role: await client.logged_in(user.email, support.PASSWORD) for role, user in users.items()
+    }
 
 
 @pytest.fixture(scope="session")

@@ -137,7 +137,16 @@ def run_uvicorn(settings: Any, *, workers: int = 1) -> Iterator[str]:
         }
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crm_graphql.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "crm_graphql.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         cwd=ROOT,
     )

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm_graphql.models.base import Archivable, Base, WorkspaceScoped, text_enum
 
 
-class ActivityType(str, enum.Enum):
+class ActivityType(enum.StrEnum):
     NOTE = "note"
     CALL = "call"
     EMAIL = "email"
@@ -49,7 +49,7 @@ class Activity(WorkspaceScoped, Archivable, Base):
     )
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
     __table_args__ = (
         Index("ix_activities_workspace_occurred", "workspace_id", "occurred_at", "id"),
         Index("ix_activities_workspace_created", "workspace_id", "created_at", "id"),

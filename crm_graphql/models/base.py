@@ -37,6 +37,9 @@ def uuid7() -> uuid.UUID:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    # Server-side defaults and onupdate values (created_at, updated_at, txid) come back
+    # with RETURNING: reading them later must not lazy-load, which async code cannot do.
+    __mapper_args__ = {"eager_defaults": True}
 
 
 E = TypeVar("E", bound=enum.Enum)
@@ -71,7 +74,7 @@ class WorkspaceScoped(Timestamped):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid7)
 
     @declared_attr
-    def workspace_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805
+    def workspace_id(cls) -> Mapped[uuid.UUID]:
         return mapped_column(
             UUID(as_uuid=True),
             ForeignKey("workspaces.id", ondelete="CASCADE"),

@@ -21,7 +21,7 @@ class Company(WorkspaceScoped, Archivable, Base):
     employee_count: Mapped[int | None] = mapped_column(Integer)
     phone: Mapped[str | None] = mapped_column(String(50))
     website: Mapped[str | None] = mapped_column(String(500))
-    address: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    address: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     owner_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
     )
@@ -33,7 +33,7 @@ class Company(WorkspaceScoped, Archivable, Base):
     )
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
     __table_args__ = (
         Index("ix_companies_workspace_created", "workspace_id", "created_at", "id"),
         Index("ix_companies_workspace_name", "workspace_id", "name", "id"),

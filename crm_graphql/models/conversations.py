@@ -25,20 +25,20 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm_graphql.models.base import Base, WorkspaceScoped, text_enum
 
 
-class Channel(str, enum.Enum):
+class Channel(enum.StrEnum):
     CHAT = "chat"
     EMAIL = "email"
     PHONE = "phone"
     SOCIAL = "social"
 
 
-class ConversationStatus(str, enum.Enum):
+class ConversationStatus(enum.StrEnum):
     OPEN = "open"
     PENDING = "pending"
     CLOSED = "closed"
 
 
-class MessageAuthorType(str, enum.Enum):
+class MessageAuthorType(enum.StrEnum):
     AGENT = "agent"
     CUSTOMER = "customer"
     SYSTEM = "system"
@@ -65,7 +65,7 @@ class Conversation(WorkspaceScoped, Base):
     last_message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
     __table_args__ = (
         Index("ix_conversations_workspace_last_message", "workspace_id", "last_message_at", "id"),
         Index("ix_conversations_workspace_created", "workspace_id", "created_at", "id"),

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm_graphql.models.base import Archivable, Base, WorkspaceScoped, text_enum
 
 
-class LifecycleStage(str, enum.Enum):
+class LifecycleStage(enum.StrEnum):
     SUBSCRIBER = "subscriber"
     LEAD = "lead"
     QUALIFIED = "qualified"
@@ -30,7 +30,7 @@ class Customer(WorkspaceScoped, Archivable, Base):
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     email: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(50))
-    address: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    address: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     lifecycle_stage: Mapped[LifecycleStage] = mapped_column(
         text_enum(LifecycleStage, "lifecycle_stage"), nullable=False, default=LifecycleStage.LEAD
     )
@@ -58,7 +58,7 @@ class Customer(WorkspaceScoped, Archivable, Base):
     )
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
     __table_args__ = (
         Index(
             "uq_customers_workspace_lower_email",

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm_graphql.models.base import Archivable, Base, WorkspaceScoped, text_enum
 
 
-class DealStatus(str, enum.Enum):
+class DealStatus(enum.StrEnum):
     OPEN = "open"
     WON = "won"
     LOST = "lost"
@@ -38,7 +38,7 @@ class Pipeline(WorkspaceScoped, Archivable, Base):
     position: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
     __table_args__ = (
         Index("ix_pipelines_workspace_position", "workspace_id", "position", "id"),
         Index("ix_pipelines_workspace_created", "workspace_id", "created_at", "id"),
@@ -56,7 +56,7 @@ class Stage(WorkspaceScoped, Archivable, Base):
     probability: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
     __table_args__ = (
         CheckConstraint("probability BETWEEN 0 AND 100", name="probability_range"),
         Index("ix_stages_workspace_pipeline_position", "workspace_id", "pipeline_id", "position"),
@@ -92,7 +92,7 @@ class Deal(WorkspaceScoped, Archivable, Base):
     lost_reason: Mapped[str | None] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
     __table_args__ = (
         CheckConstraint("amount >= 0", name="amount_not_negative"),
         Index("ix_deals_workspace_created", "workspace_id", "created_at", "id"),

@@ -54,7 +54,7 @@ class Event(Base):
     __table_args__ = (Index("ix_events_workspace_topic_id", "workspace_id", "topic", "id"),)
 
 
-class DeliveryStatus(str, enum.Enum):
+class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     FAILED = "failed"
@@ -74,7 +74,7 @@ class Webhook(WorkspaceScoped, Base):
     )
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
     __table_args__ = (Index("ix_webhooks_workspace_created", "workspace_id", "created_at", "id"),)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm_graphql.models.base import Archivable, Base, WorkspaceScoped, text_enum
 
 
-class OrderStatus(str, enum.Enum):
+class OrderStatus(enum.StrEnum):
     PENDING = "pending"
     PAID = "paid"
     FULFILLED = "fulfilled"
@@ -41,7 +41,7 @@ class Order(WorkspaceScoped, Archivable, Base):
     )
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
     __table_args__ = (
         Index("uq_orders_workspace_number", "workspace_id", "number", unique=True),
         Index("ix_orders_workspace_customer_placed", "workspace_id", "customer_id", "placed_at"),

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm_graphql.models.base import Archivable, Base, Timestamped, WorkspaceScoped, text_enum, uuid7
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     ADMIN = "admin"
     MANAGER = "manager"
     AGENT = "agent"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from crm_graphql.resolvers.mutations import mutate
+from crm_graphql.resolvers.mutations import UserErrorValue, mutate, user_errors
 from crm_graphql.services import auth
 from crm_graphql.services.errors import DomainError
 
@@ -17,13 +17,13 @@ class AuthResult:
     refresh_token: str | None = None
     expires_at: datetime | None = None
     user: Any = None
-    errors: list[DomainError] = field(default_factory=list)
+    errors: list[UserErrorValue] = field(default_factory=list)
 
 
 @dataclass
 class LogoutResult:
     ok: bool
-    errors: list[DomainError] = field(default_factory=list)
+    errors: list[UserErrorValue] = field(default_factory=list)
 
 
 def _result(pair: auth.TokenPair) -> AuthResult:
@@ -43,7 +43,7 @@ async def login(info: Any, input: Any) -> AuthResult:
                 client_ip=context.client_ip,
             )
     except DomainError as error:
-        return AuthResult(errors=[error])
+        return AuthResult(errors=user_errors([error]))
     return _result(pair)
 
 
@@ -51,11 +51,13 @@ async def refresh(info: Any, input: Any) -> AuthResult:
     context = info.context
     async with context.app.sessionmaker() as session:
         try:
-            pair = await auth.refresh(session, context.app.tokens, refresh_token=input.refresh_token)
+            pair = await auth.refresh(
+                session, context.app.tokens, refresh_token=input.refresh_token
+            )
         except DomainError as error:
             # Commit anyway: reusing a token revokes its family, and that must stick.
             await session.commit()
-            return AuthResult(errors=[error])
+            return AuthResult(errors=user_errors([error]))
         await session.commit()
     return _result(pair)
 
@@ -63,4 +65,4 @@ async def refresh(info: Any, input: Any) -> AuthResult:
 async def logout(info: Any, input: Any) -> LogoutResult:
     token = input.refresh_token if input is not None else None
     outcome = await mutate(info, lambda actor, s: auth.logout(actor, s, refresh_token=token))
-    return LogoutResult(ok=not outcome.errors, errors=outcome.errors)
+    return LogoutResult(ok=not outcome.errors, errors=user_errors(outcome.errors))

@@ -48,7 +48,6 @@ async def customers(info: Any, *args: Any) -> ConnectionValue:
     )
 
 
-
 async def company(info: Any, root: models.Customer) -> Any:
     return await by_id(info, models.Company, root.company_id)
 
@@ -64,32 +63,56 @@ async def merged_into(info: Any, root: models.Customer) -> Any:
 async def deals(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
     first, after, filter, order_by = args
     return await child_list(
-        info, deal_service.DEALS, "customer_id", root.id,
-        filter=filter, order_by=order_by, first=first, after=after,
+        info,
+        deal_service.DEALS,
+        "customer_id",
+        root.id,
+        filter=filter,
+        order_by=order_by,
+        first=first,
+        after=after,
     )
 
 
 async def activities(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
     first, after, filter, order_by = args
     return await child_list(
-        info, activity_service.ACTIVITIES, "customer_id", root.id,
-        filter=filter, order_by=order_by, first=first, after=after,
+        info,
+        activity_service.ACTIVITIES,
+        "customer_id",
+        root.id,
+        filter=filter,
+        order_by=order_by,
+        first=first,
+        after=after,
     )
 
 
 async def orders(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
     first, after, filter, order_by = args
     return await child_list(
-        info, order_service.ORDERS, "customer_id", root.id,
-        filter=filter, order_by=order_by, first=first, after=after,
+        info,
+        order_service.ORDERS,
+        "customer_id",
+        root.id,
+        filter=filter,
+        order_by=order_by,
+        first=first,
+        after=after,
     )
 
 
 async def conversations(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
     first, after, filter, order_by = args
     return await child_list(
-        info, conversation_service.CONVERSATIONS, "customer_id", root.id,
-        filter=filter, order_by=order_by, first=first, after=after,
+        info,
+        conversation_service.CONVERSATIONS,
+        "customer_id",
+        root.id,
+        filter=filter,
+        order_by=order_by,
+        first=first,
+        after=after,
     )
 
 
@@ -98,9 +121,10 @@ async def purchase_summary(info: Any, root: models.Customer) -> customer_service
 
 
 async def create_customer(info: Any, input: Any) -> Payload:
-    data = customer_changes(input)
     return await mutate_payload(
-        info, "customer", lambda actor, s: customer_service.create_customer(actor, s, data)
+        info,
+        "customer",
+        lambda actor, s: customer_service.create_customer(actor, s, customer_changes(input)),
     )
 
 
@@ -130,5 +154,7 @@ async def merge_customers(info: Any, input: Any) -> Payload:
     survivor = decode_id(input.survivor_id, "Customer")
     merged = [decode_id(i, "Customer") for i in input.merged_ids]
     return await mutate_payload(
-        info, "customer", lambda actor, s: customer_service.merge_customers(actor, s, survivor, merged)
+        info,
+        "customer",
+        lambda actor, s: customer_service.merge_customers(actor, s, survivor, merged),
     )

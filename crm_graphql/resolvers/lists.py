@@ -107,7 +107,9 @@ async def child_list(
     loaders = info.context.loaders
     spec_filter = filter_spec(filter)
     args = loaders.remember_filter(
-        ListArgs.of(spec_filter, order_spec(order_by), page_request(info, first=first, after=after)),
+        ListArgs.of(
+            spec_filter, order_spec(order_by), page_request(info, first=first, after=after)
+        ),
         spec_filter,
     )
     page = await loaders.pages(spec, parent).load((parent_id, args))

@@ -57,12 +57,26 @@ async def mutate(
     return Outcome(value=value)
 
 
+@dataclass(frozen=True)
+class UserErrorValue:
+    """What ``UserError`` reads. Not the exception itself: graphql-core raises any
+    exception object it finds among the results."""
+
+    code: str
+    field: str | None
+    message: str
+
+
+def user_errors(errors: list[DomainError]) -> list[UserErrorValue]:
+    return [UserErrorValue(e.code, e.field, e.message) for e in errors]
+
+
 class Payload:
     """What a ``<Entity>Payload`` type reads: the entity under its field name and errors."""
 
     def __init__(self, name: str, outcome: Outcome[Any]) -> None:
         setattr(self, name, outcome.value)
-        self.errors = outcome.errors
+        self.errors = user_errors(outcome.errors)
 
 
 async def mutate_payload(

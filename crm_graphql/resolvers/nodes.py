@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from crm_graphql import models
@@ -37,7 +38,7 @@ async def node(info: Any, id: str) -> Any:
     return await info.context.loaders.by_id(model).load(uuid_)
 
 
-async def nodes(info: Any, ids: list[str]) -> list[Any]:
+async def nodes(info: Any, ids: Sequence[str]) -> list[Any]:
     if len(ids) > info.context.app.settings.max_page_size:
         from crm_graphql.services.errors import Invalid
 

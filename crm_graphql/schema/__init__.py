@@ -34,9 +34,11 @@ class Query(
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
         return await resolve_nodes.node(info, id)  # type: ignore[no-any-return]
 
-    @strawberry.field(description="Objects by global IDs, in the same order (null when not visible).")
+    @strawberry.field(
+        description="Objects by global IDs, in the same order (null when not visible)."
+    )
     async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
-        return await resolve_nodes.nodes(info, ids)
+        return await resolve_nodes.nodes(info, list(ids))
 
 
 @strawberry.type(description="Everything a client can change.")
@@ -56,7 +58,7 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
-        extensions=[ParserCache(maxsize=1000), ValidationCache(maxsize=1000)],
+        extensions=[lambda: ParserCache(maxsize=1000), lambda: ValidationCache(maxsize=1000)],
         **kwargs,
     )
 

@@ -11,9 +11,22 @@ from strawberry.types import Info
 
 from crm_graphql import models
 from crm_graphql.resolvers import customers as resolve
-from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter, StringFilter, TagsFilter
+from crm_graphql.schema.filters import (
+    DateTimeFilter,
+    EnumFilter,
+    IDFilter,
+    StringFilter,
+    TagsFilter,
+)
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
-from crm_graphql.schema.scalars import JSON, Address, AddressInput, LifecycleStage, Money, address_of
+from crm_graphql.schema.scalars import (
+    JSON,
+    Address,
+    AddressInput,
+    LifecycleStage,
+    Money,
+    address_of,
+)
 
 if TYPE_CHECKING:
     from crm_graphql.schema.activities import Activity, ActivityFilter, ActivityOrder
@@ -63,15 +76,15 @@ class Customer(Node):
 
     @strawberry.field(description="The company the customer works for.")
     async def company(self, info: Info) -> Annotated[Company, strawberry.lazy(_companies)] | None:
-        return await resolve.company(info, self)
+        return await resolve.company(info, self)  # type: ignore[arg-type]
 
     @strawberry.field(description="The user who owns the relationship.")
     async def owner(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.owner(info, self)
+        return await resolve.owner(info, self)  # type: ignore[arg-type]
 
     @strawberry.field(description="The customer this one was merged into, if any.")
     async def merged_into(self, info: Info) -> Customer | None:
-        return await resolve.merged_into(info, self)
+        return await resolve.merged_into(info, self)  # type: ignore[arg-type]
 
     @strawberry.field(description="Deals with this customer.")
     async def deals(
@@ -82,9 +95,11 @@ class Customer(Node):
         filter: Annotated[DealFilter, strawberry.lazy(_deals)] | None = None,
         order_by: list[Annotated[DealOrder, strawberry.lazy(_deals)]] | None = None,
     ) -> Connection[Annotated[Deal, strawberry.lazy(_deals)]]:
-        return await resolve.deals(info, self, first, after, filter, order_by)  # type: ignore[return-value]
+        return await resolve.deals(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
 
-    @strawberry.field(description="Timeline of notes, calls, emails, meetings and tasks (newest first).")
+    @strawberry.field(
+        description="Timeline of notes, calls, emails, meetings and tasks (newest first)."
+    )
     async def activities(
         self,
         info: Info,
@@ -93,7 +108,7 @@ class Customer(Node):
         filter: Annotated[ActivityFilter, strawberry.lazy(_activities)] | None = None,
         order_by: list[Annotated[ActivityOrder, strawberry.lazy(_activities)]] | None = None,
     ) -> Connection[Annotated[Activity, strawberry.lazy(_activities)]]:
-        return await resolve.activities(info, self, first, after, filter, order_by)  # type: ignore[return-value]
+        return await resolve.activities(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
 
     @strawberry.field(description="Purchase history (newest first).")
     async def orders(
@@ -104,7 +119,7 @@ class Customer(Node):
         filter: Annotated[OrderFilter, strawberry.lazy(_orders)] | None = None,
         order_by: list[Annotated[OrderOrder, strawberry.lazy(_orders)]] | None = None,
     ) -> Connection[Annotated[Order, strawberry.lazy(_orders)]]:
-        return await resolve.orders(info, self, first, after, filter, order_by)  # type: ignore[return-value]
+        return await resolve.orders(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
 
     @strawberry.field(description="Service conversations with this customer.")
     async def conversations(
@@ -115,11 +130,11 @@ class Customer(Node):
         filter: Annotated[ConversationFilter, strawberry.lazy(_conversations)] | None = None,
         order_by: list[Annotated[ConversationOrder, strawberry.lazy(_conversations)]] | None = None,
     ) -> Connection[Annotated[Conversation, strawberry.lazy(_conversations)]]:
-        return await resolve.conversations(info, self, first, after, filter, order_by)  # type: ignore[return-value]
+        return await resolve.conversations(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
 
     @strawberry.field(description="Totals of what the customer has bought.")
     async def purchase_summary(self, info: Info) -> PurchaseSummary:
-        return await resolve.purchase_summary(info, self)  # type: ignore[return-value]
+        return await resolve.purchase_summary(info, self)  # type: ignore[arg-type, return-value]
 
 
 @strawberry.input(description="Conditions on customers; fields combine with AND.")

@@ -11,7 +11,9 @@ import strawberry
 E = TypeVar("E")
 
 
-@strawberry.input(description="Operators on a text field. Matching ignores case for contains/startsWith.")
+@strawberry.input(
+    description="Operators on a text field. Matching ignores case for contains/startsWith."
+)
 class StringFilter:
     eq: str | None = None
     ne: str | None = None

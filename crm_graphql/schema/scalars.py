@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import strawberry
 from strawberry.scalars import JSON
 
 from crm_graphql import models
 
-LifecycleStage = strawberry.enum(models.LifecycleStage, description="Where a customer is in the funnel.")
-Role = strawberry.enum(models.Role, description="What a user may do in the workspace.")
-DealStatus = strawberry.enum(models.DealStatus, description="Open, or closed as won or lost.")
-ActivityType = strawberry.enum(models.ActivityType, description="Kind of timeline entry.")
-OrderStatus = strawberry.enum(models.OrderStatus, description="Where an order stands.")
-Channel = strawberry.enum(models.Channel, description="How a conversation reaches us.")
-ConversationStatus = strawberry.enum(models.ConversationStatus, description="Open, pending or closed.")
-MessageAuthorType = strawberry.enum(models.MessageAuthorType, description="Who wrote a message.")
+if TYPE_CHECKING:
+    # strawberry.enum registers and returns the model's own enum class; say so to mypy.
+    from crm_graphql.models import (
+        ActivityType,
+        Channel,
+        ConversationStatus,
+        DealStatus,
+        LifecycleStage,
+        MessageAuthorType,
+        OrderStatus,
+        Role,
+    )
+else:
+    LifecycleStage = strawberry.enum(
+        models.LifecycleStage, description="Where a customer is in the funnel."
+    )
+    Role = strawberry.enum(models.Role, description="What a user may do in the workspace.")
+    DealStatus = strawberry.enum(models.DealStatus, description="Open, or closed as won or lost.")
+    ActivityType = strawberry.enum(models.ActivityType, description="Kind of timeline entry.")
+    OrderStatus = strawberry.enum(models.OrderStatus, description="Where an order stands.")
+    Channel = strawberry.enum(models.Channel, description="How a conversation reaches us.")
+    ConversationStatus = strawberry.enum(
+        models.ConversationStatus, description="Open, pending or closed."
+    )
+    MessageAuthorType = strawberry.enum(
+        models.MessageAuthorType, description="Who wrote a message."
+    )
 
 __all__ = ["JSON"]
 

@@ -56,7 +56,7 @@ class UserOrder:
 class UserQuery:
     @strawberry.field(description="The logged-in user (null for API keys).")
     async def me(self, info: Info) -> User | None:
-        return await resolve.me(info)  # type: ignore[no-any-return]
+        return await resolve.me(info)  # type: ignore[return-value]
 
     @strawberry.field(description="Users of the workspace.")
     async def users(

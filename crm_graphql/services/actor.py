@@ -13,7 +13,7 @@ from crm_graphql.models import Role
 from crm_graphql.services.errors import Forbidden, Unauthenticated
 
 
-class Permission(str, enum.Enum):
+class Permission(enum.StrEnum):
     READ = "read"
     WRITE = "write"
     MANAGE_PIPELINES = "manage_pipelines"
@@ -57,7 +57,7 @@ def require(actor: Actor | None, permission: Permission) -> Actor:
 M = TypeVar("M")
 
 
-def scoped(model: type[M], actor: Actor) -> Select[tuple[M]]:
+def scoped(model: type[M], actor: Actor) -> Select[M]:
     """``SELECT model`` limited to the actor's workspace: every read starts here."""
     return select(model).where(model.workspace_id == actor.workspace_id)  # type: ignore[attr-defined]
 

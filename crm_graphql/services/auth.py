@@ -40,6 +40,14 @@ class TokenPair:
     user: User
 
 
+def use_password_hasher(hasher: PasswordHasher) -> None:
+    """Swap the argon2id cost parameters (tests use a cheap one; production keeps the
+    library's recommended cost)."""
+    global _hasher, _DUMMY_HASH
+    _hasher = hasher
+    _DUMMY_HASH = hasher.hash("not-a-real-password")
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 

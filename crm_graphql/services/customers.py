@@ -189,7 +189,7 @@ async def merge_customers(
             .values(customer_id=survivor.id)
         )
     now = datetime.now(UTC)
-    fill = {}
+    fill: dict[str, Any] = {}
     for other in merged:
         for key in ("phone", "address", "company_id", "owner_id"):
             if getattr(survivor, key) is None and fill.get(key) is None and getattr(other, key):

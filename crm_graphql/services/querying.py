@@ -284,7 +284,7 @@ def _row_values(row: Any, keys: Sequence[SortKey]) -> list[Any]:
 
 async def paginate(
     session: AsyncSession,
-    statement: Select[tuple[M]],
+    statement: Select[M],
     keys: Sequence[SortKey],
     request: PageRequest,
 ) -> Page[M]:
@@ -328,7 +328,7 @@ class ParentPages(Generic[M]):
 async def paginate_per_parent(
     session: AsyncSession,
     model: type[M],
-    statement: Select[tuple[M]],
+    statement: Select[M],
     parent_column: InstrumentedAttribute[Any],
     parent_ids: Sequence[Any],
     keys: Sequence[SortKey],
@@ -405,7 +405,7 @@ class ListSpec(Generic[M]):
 
     def statement(
         self, actor: Any, filter: FilterSpec | None = None, *, include_archived: bool = False
-    ) -> Select[tuple[M]]:
+    ) -> Select[M]:
         """Scoped to the actor's workspace (after a READ check), filtered, archived rows
         hidden unless asked for."""
         from crm_graphql.services.actor import Permission, require, scoped

@@ -1,0 +1,180 @@
+"""Companies in GraphQL: the type, its filter and order inputs, mutations' inputs/payloads."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from crm_graphql import models
+from crm_graphql.resolvers import companies as resolve
+from crm_graphql.schema.customers import ArchiveInput
+from crm_graphql.schema.filters import DateTimeFilter, IDFilter, IntFilter, StringFilter, TagsFilter
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.scalars import JSON, Address, AddressInput, address_of
+
+if TYPE_CHECKING:
+    from crm_graphql.schema.customers import Customer, CustomerFilter, CustomerOrder
+    from crm_graphql.schema.deals import Deal, DealFilter, DealOrder
+    from crm_graphql.schema.users import User
+
+_customers = "crm_graphql.schema.customers"
+_deals = "crm_graphql.schema.deals"
+_users = "crm_graphql.schema.users"
+
+
+@strawberry.type(description="An organisation customers work for and deals are made with.")
+class Company(Node):
+    is_type_of = of_model(models.Company)
+
+    name: str = strawberry.field(description="Company name.")
+    domain: str | None = strawberry.field(description="Bare web domain, such as acme.com.")
+    industry: str | None = strawberry.field(description="Industry, as entered.")
+    employee_count: int | None = strawberry.field(description="Number of employees.")
+    phone: str | None = strawberry.field(description="Main phone number as entered.")
+    website: str | None = strawberry.field(description="Absolute http(s) address of the website.")
+    tags: list[str] = strawberry.field(description="Free-form labels.")
+    custom_fields: JSON = strawberry.field(description="Workspace-defined fields.")
+    created_at: datetime = strawberry.field(description="When the company was added.")
+    updated_at: datetime = strawberry.field(description="Last change.")
+    archived_at: datetime | None = strawberry.field(description="Set when archived.")
+    version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
+
+    @strawberry.field(description="Postal address.")
+    def address(self) -> Address | None:
+        return address_of(self.address)  # type: ignore[arg-type]
+
+    @strawberry.field(description="The user who owns the account.")
+    async def owner(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
+        return await resolve.owner(info, self)  # type: ignore[arg-type]
+
+    @strawberry.field(description="People who work for the company (newest first unless ordered).")
+    async def customers(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: Annotated[CustomerFilter, strawberry.lazy(_customers)] | None = None,
+        order_by: list[Annotated[CustomerOrder, strawberry.lazy(_customers)]] | None = None,
+    ) -> Connection[Annotated[Customer, strawberry.lazy(_customers)]]:
+        return await resolve.customers(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+
+    @strawberry.field(description="Deals with the company.")
+    async def deals(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: Annotated[DealFilter, strawberry.lazy(_deals)] | None = None,
+        order_by: list[Annotated[DealOrder, strawberry.lazy(_deals)]] | None = None,
+    ) -> Connection[Annotated[Deal, strawberry.lazy(_deals)]]:
+        return await resolve.deals(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+
+
+@strawberry.input(description="Conditions on companies; fields combine with AND.")
+class CompanyFilter:
+    and_: list[CompanyFilter] | None = strawberry.field(default=None, name="and")
+    or_: list[CompanyFilter] | None = strawberry.field(default=None, name="or")
+    not_: CompanyFilter | None = strawberry.field(default=None, name="not")
+    id: IDFilter | None = None
+    name: StringFilter | None = None
+    domain: StringFilter | None = None
+    industry: StringFilter | None = None
+    employee_count: IntFilter | None = None
+    owner_id: IDFilter | None = None
+    tags: TagsFilter | None = None
+    created_at: DateTimeFilter | None = None
+    updated_at: DateTimeFilter | None = None
+
+
+@strawberry.enum(description="Fields companies can be ordered by.")
+class CompanyOrderField(enum.Enum):
+    NAME = "name"
+    EMPLOYEE_COUNT = "employee_count"
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+
+
+@strawberry.input(description="One sort key for companies.")
+class CompanyOrder:
+    field: CompanyOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.input(description="A new company.")
+class CreateCompanyInput:
+    name: str
+    domain: str | None = strawberry.UNSET
+    industry: str | None = strawberry.UNSET
+    employee_count: int | None = strawberry.UNSET
+    phone: str | None = strawberry.UNSET
+    website: str | None = strawberry.UNSET
+    address: AddressInput | None = strawberry.UNSET
+    owner_id: strawberry.ID | None = strawberry.UNSET
+    tags: list[str] | None = strawberry.UNSET
+    custom_fields: JSON | None = strawberry.UNSET
+
+
+@strawberry.input(description="Changes to a company; fields left out stay as they are.")
+class UpdateCompanyInput:
+    id: strawberry.ID
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the company's version differs."
+    )
+    name: str | None = strawberry.UNSET
+    domain: str | None = strawberry.UNSET
+    industry: str | None = strawberry.UNSET
+    employee_count: int | None = strawberry.UNSET
+    phone: str | None = strawberry.UNSET
+    website: str | None = strawberry.UNSET
+    address: AddressInput | None = strawberry.UNSET
+    owner_id: strawberry.ID | None = strawberry.UNSET
+    tags: list[str] | None = strawberry.UNSET
+    custom_fields: JSON | None = strawberry.UNSET
+
+
+@strawberry.type(description="Result of a company mutation.")
+class CompanyPayload:
+    company: Company | None = strawberry.field(description="The company after the change.")
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.type
+class CompanyQuery:
+    @strawberry.field(description="Companies of the workspace, by name unless ordered.")
+    async def companies(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: CompanyFilter | None = None,
+        order_by: list[CompanyOrder] | None = None,
+        include_archived: bool = False,
+    ) -> Connection[Company]:
+        return await resolve.companies(  # type: ignore[return-value]
+            info, first, after, last, before, filter, order_by, include_archived
+        )
+
+
+@strawberry.type
+class CompanyMutation:
+    @strawberry.mutation(description="Add a company.")
+    async def create_company(self, info: Info, input: CreateCompanyInput) -> CompanyPayload:
+        return await resolve.create_company(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Change a company's fields.")
+    async def update_company(self, info: Info, input: UpdateCompanyInput) -> CompanyPayload:
+        return await resolve.update_company(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Hide a company from lists (its customers keep pointing at it)."
+    )
+    async def archive_company(self, info: Info, input: ArchiveInput) -> CompanyPayload:
+        return await resolve.archive_company(info, input)  # type: ignore[return-value]

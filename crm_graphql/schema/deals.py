@@ -1,0 +1,418 @@
+"""Sales in GraphQL: pipelines, their stages and deals, with filters, orders, mutations."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from crm_graphql import models
+from crm_graphql.resolvers import deals as resolve
+from crm_graphql.schema.customers import ArchiveInput
+from crm_graphql.schema.filters import (
+    DateFilter,
+    DateTimeFilter,
+    DecimalFilter,
+    EnumFilter,
+    IDFilter,
+    StringFilter,
+)
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.scalars import DealStatus
+
+if TYPE_CHECKING:
+    from crm_graphql.schema.activities import Activity, ActivityFilter, ActivityOrder
+    from crm_graphql.schema.companies import Company
+    from crm_graphql.schema.customers import Customer
+    from crm_graphql.schema.users import User
+
+_activities = "crm_graphql.schema.activities"
+_companies = "crm_graphql.schema.companies"
+_customers = "crm_graphql.schema.customers"
+_users = "crm_graphql.schema.users"
+
+
+@strawberry.type(description="A sales process: an ordered board of stages deals move through.")
+class Pipeline(Node):
+    is_type_of = of_model(models.Pipeline)
+
+    name: str = strawberry.field(description="Pipeline name.")
+    position: int = strawberry.field(description="Place among the workspace's pipelines (0 first).")
+    created_at: datetime = strawberry.field(description="When the pipeline was created.")
+    updated_at: datetime = strawberry.field(description="Last change.")
+    archived_at: datetime | None = strawberry.field(description="Set when archived.")
+    version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
+
+    @strawberry.field(description="The pipeline's live stages, left to right (by position).")
+    async def stages(self, info: Info) -> list[Stage]:
+        return await resolve.pipeline_stages(info, self)  # type: ignore[arg-type]
+
+    @strawberry.field(description="Deals in the pipeline, whatever their stage.")
+    async def deals(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: DealFilter | None = None,
+        order_by: list[DealOrder] | None = None,
+    ) -> Connection[Deal]:
+        return await resolve.pipeline_deals(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+
+
+@strawberry.type(description="A column of a pipeline's board.")
+class Stage(Node):
+    is_type_of = of_model(models.Stage)
+
+    name: str = strawberry.field(description="Stage name.")
+    position: int = strawberry.field(description="Place in the pipeline (0 leftmost).")
+    probability: int = strawberry.field(description="Chance, in percent, that a deal here is won.")
+    created_at: datetime = strawberry.field(description="When the stage was created.")
+    updated_at: datetime = strawberry.field(description="Last change.")
+    archived_at: datetime | None = strawberry.field(description="Set when archived.")
+    version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
+
+    @strawberry.field(description="The pipeline the stage belongs to.")
+    async def pipeline(self, info: Info) -> Pipeline | None:
+        return await resolve.stage_pipeline(info, self)  # type: ignore[arg-type]
+
+    @strawberry.field(description="Deals sitting in this stage.")
+    async def deals(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: DealFilter | None = None,
+        order_by: list[DealOrder] | None = None,
+    ) -> Connection[Deal]:
+        return await resolve.stage_deals(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+
+
+@strawberry.type(description="A potential sale moving through a pipeline.")
+class Deal(Node):
+    is_type_of = of_model(models.Deal)
+
+    title: str = strawberry.field(description="What is being sold.")
+    amount: Decimal = strawberry.field(description="Expected value, as a decimal string.")
+    currency: str = strawberry.field(description="ISO 4217 currency code of the amount.")
+    status: DealStatus = strawberry.field(description="Open, won or lost.")
+    expected_close_date: date | None = strawberry.field(description="When the deal should close.")
+    closed_at: datetime | None = strawberry.field(description="When the deal was won or lost.")
+    lost_reason: str | None = strawberry.field(description="Why a lost deal was lost.")
+    created_at: datetime = strawberry.field(description="When the deal was opened.")
+    updated_at: datetime = strawberry.field(description="Last change.")
+    archived_at: datetime | None = strawberry.field(description="Set when archived.")
+    version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
+
+    @strawberry.field(description="The customer the deal is with.")
+    async def customer(self, info: Info) -> Annotated[Customer, strawberry.lazy(_customers)] | None:
+        return await resolve.customer(info, self)  # type: ignore[arg-type]
+
+    @strawberry.field(description="The company the deal is with.")
+    async def company(self, info: Info) -> Annotated[Company, strawberry.lazy(_companies)] | None:
+        return await resolve.company(info, self)  # type: ignore[arg-type]
+
+    @strawberry.field(description="The user responsible for the deal.")
+    async def owner(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
+        return await resolve.owner(info, self)  # type: ignore[arg-type]
+
+    @strawberry.field(description="The pipeline the deal moves through.")
+    async def pipeline(self, info: Info) -> Pipeline | None:
+        return await resolve.deal_pipeline(info, self)  # type: ignore[arg-type]
+
+    @strawberry.field(description="The stage the deal is in.")
+    async def stage(self, info: Info) -> Stage | None:
+        return await resolve.deal_stage(info, self)  # type: ignore[arg-type]
+
+    @strawberry.field(description="Timeline of the deal, stage changes included (newest first).")
+    async def activities(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: Annotated[ActivityFilter, strawberry.lazy(_activities)] | None = None,
+        order_by: list[Annotated[ActivityOrder, strawberry.lazy(_activities)]] | None = None,
+    ) -> Connection[Annotated[Activity, strawberry.lazy(_activities)]]:
+        return await resolve.deal_activities(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+
+
+@strawberry.input(description="Conditions on pipelines; fields combine with AND.")
+class PipelineFilter:
+    and_: list[PipelineFilter] | None = strawberry.field(default=None, name="and")
+    or_: list[PipelineFilter] | None = strawberry.field(default=None, name="or")
+    not_: PipelineFilter | None = strawberry.field(default=None, name="not")
+    id: IDFilter | None = None
+    name: StringFilter | None = None
+    created_at: DateTimeFilter | None = None
+    updated_at: DateTimeFilter | None = None
+
+
+@strawberry.enum(description="Fields pipelines can be ordered by.")
+class PipelineOrderField(enum.Enum):
+    POSITION = "position"
+    NAME = "name"
+    CREATED_AT = "created_at"
+
+
+@strawberry.input(description="One sort key for pipelines.")
+class PipelineOrder:
+    field: PipelineOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.input(description="Conditions on deals; fields combine with AND.")
+class DealFilter:
+    and_: list[DealFilter] | None = strawberry.field(default=None, name="and")
+    or_: list[DealFilter] | None = strawberry.field(default=None, name="or")
+    not_: DealFilter | None = strawberry.field(default=None, name="not")
+    id: IDFilter | None = None
+    title: StringFilter | None = None
+    pipeline_id: IDFilter | None = None
+    stage_id: IDFilter | None = None
+    customer_id: IDFilter | None = None
+    company_id: IDFilter | None = None
+    owner_id: IDFilter | None = None
+    status: EnumFilter[DealStatus] | None = None
+    amount: DecimalFilter | None = None
+    currency: StringFilter | None = None
+    expected_close_date: DateFilter | None = None
+    closed_at: DateTimeFilter | None = None
+    created_at: DateTimeFilter | None = None
+    updated_at: DateTimeFilter | None = None
+
+
+@strawberry.enum(description="Fields deals can be ordered by.")
+class DealOrderField(enum.Enum):
+    TITLE = "title"
+    AMOUNT = "amount"
+    EXPECTED_CLOSE_DATE = "expected_close_date"
+    CLOSED_AT = "closed_at"
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+
+
+@strawberry.input(description="One sort key for deals.")
+class DealOrder:
+    field: DealOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.input(description="A stage created together with its pipeline.")
+class PipelineStageInput:
+    name: str
+    probability: int | None = strawberry.field(
+        default=None, description="Percent 0..100; left out: 0."
+    )
+    position: int | None = strawberry.field(
+        default=None, description="Left out: the stage's place in the list."
+    )
+
+
+@strawberry.input(description="A new pipeline, optionally with its stages.")
+class CreatePipelineInput:
+    name: str
+    position: int | None = strawberry.field(
+        default=strawberry.UNSET, description="Left out: after the last pipeline."
+    )
+    stages: list[PipelineStageInput] | None = strawberry.field(
+        default=strawberry.UNSET, description="Stages, left to right."
+    )
+
+
+@strawberry.input(description="Changes to a pipeline; fields left out stay as they are.")
+class UpdatePipelineInput:
+    id: strawberry.ID
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the pipeline's version differs."
+    )
+    name: str | None = strawberry.UNSET
+    position: int | None = strawberry.UNSET
+
+
+@strawberry.input(description="A new stage of an existing pipeline.")
+class CreateStageInput:
+    pipeline_id: strawberry.ID
+    name: str
+    probability: int | None = strawberry.field(
+        default=strawberry.UNSET, description="Percent 0..100; left out: 0."
+    )
+    position: int | None = strawberry.field(
+        default=strawberry.UNSET, description="Left out: after the last stage."
+    )
+
+
+@strawberry.input(description="Changes to a stage; fields left out stay as they are.")
+class UpdateStageInput:
+    id: strawberry.ID
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the stage's version differs."
+    )
+    name: str | None = strawberry.UNSET
+    probability: int | None = strawberry.UNSET
+    position: int | None = strawberry.UNSET
+
+
+@strawberry.input(description="A new deal.")
+class CreateDealInput:
+    title: str
+    currency: str = strawberry.field(description="ISO 4217 currency code, such as EUR.")
+    pipeline_id: strawberry.ID | None = strawberry.field(
+        default=strawberry.UNSET, description="Left out: the pipeline of `stageId`."
+    )
+    stage_id: strawberry.ID | None = strawberry.field(
+        default=strawberry.UNSET, description="Left out: the pipeline's first stage."
+    )
+    amount: Decimal | None = strawberry.field(
+        default=strawberry.UNSET, description="Expected value; left out: 0."
+    )
+    customer_id: strawberry.ID | None = strawberry.UNSET
+    company_id: strawberry.ID | None = strawberry.UNSET
+    owner_id: strawberry.ID | None = strawberry.UNSET
+    status: DealStatus | None = strawberry.UNSET
+    expected_close_date: date | None = strawberry.UNSET
+    lost_reason: str | None = strawberry.UNSET
+
+
+@strawberry.input(
+    description="Changes to a deal; fields left out stay as they are. "
+    "Use `moveDeal` to change its stage."
+)
+class UpdateDealInput:
+    id: strawberry.ID
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the deal's version differs."
+    )
+    title: str | None = strawberry.UNSET
+    amount: Decimal | None = strawberry.UNSET
+    currency: str | None = strawberry.UNSET
+    customer_id: strawberry.ID | None = strawberry.UNSET
+    company_id: strawberry.ID | None = strawberry.UNSET
+    owner_id: strawberry.ID | None = strawberry.UNSET
+    status: DealStatus | None = strawberry.field(
+        default=strawberry.UNSET, description="WON or LOST stamps `closedAt`; OPEN clears it."
+    )
+    expected_close_date: date | None = strawberry.UNSET
+    lost_reason: str | None = strawberry.field(
+        default=strawberry.UNSET, description="Only for lost deals."
+    )
+
+
+@strawberry.input(description="Which deal to move, and to which stage of its pipeline.")
+class MoveDealInput:
+    id: strawberry.ID
+    stage_id: strawberry.ID
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the deal's version differs."
+    )
+
+
+@strawberry.type(description="Result of a pipeline mutation.")
+class PipelinePayload:
+    pipeline: Pipeline | None = strawberry.field(description="The pipeline after the change.")
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.type(description="Result of a stage mutation.")
+class StagePayload:
+    stage: Stage | None = strawberry.field(description="The stage after the change.")
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.type(description="Result of a deal mutation.")
+class DealPayload:
+    deal: Deal | None = strawberry.field(description="The deal after the change.")
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.type
+class DealQuery:
+    @strawberry.field(description="Deals of the workspace, newest first unless ordered.")
+    async def deals(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: DealFilter | None = None,
+        order_by: list[DealOrder] | None = None,
+        include_archived: bool = False,
+    ) -> Connection[Deal]:
+        return await resolve.deals(  # type: ignore[return-value]
+            info, first, after, last, before, filter, order_by, include_archived
+        )
+
+    @strawberry.field(description="Pipelines of the workspace, by position unless ordered.")
+    async def pipelines(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: PipelineFilter | None = None,
+        order_by: list[PipelineOrder] | None = None,
+        include_archived: bool = False,
+    ) -> Connection[Pipeline]:
+        return await resolve.pipelines(  # type: ignore[return-value]
+            info, first, after, last, before, filter, order_by, include_archived
+        )
+
+
+@strawberry.type
+class DealMutation:
+    @strawberry.mutation(description="Create a pipeline, optionally with its stages.")
+    async def create_pipeline(self, info: Info, input: CreatePipelineInput) -> PipelinePayload:
+        return await resolve.create_pipeline(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Rename or reposition a pipeline.")
+    async def update_pipeline(self, info: Info, input: UpdatePipelineInput) -> PipelinePayload:
+        return await resolve.update_pipeline(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Retire a pipeline (refused while it has open deals).")
+    async def archive_pipeline(self, info: Info, input: ArchiveInput) -> PipelinePayload:
+        return await resolve.archive_pipeline(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Add a stage to a pipeline.")
+    async def create_stage(self, info: Info, input: CreateStageInput) -> StagePayload:
+        return await resolve.create_stage(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Rename a stage, or change its probability or position.")
+    async def update_stage(self, info: Info, input: UpdateStageInput) -> StagePayload:
+        return await resolve.update_stage(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Remove a stage from its board (refused while deals sit in it)."
+    )
+    async def archive_stage(self, info: Info, input: ArchiveInput) -> StagePayload:
+        return await resolve.archive_stage(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Open a deal in a pipeline.")
+    async def create_deal(self, info: Info, input: CreateDealInput) -> DealPayload:
+        return await resolve.create_deal(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Change a deal's fields (win, lose or reopen it included).")
+    async def update_deal(self, info: Info, input: UpdateDealInput) -> DealPayload:
+        return await resolve.update_deal(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Take a deal off the board and out of lists (history is kept)."
+    )
+    async def archive_deal(self, info: Info, input: ArchiveInput) -> DealPayload:
+        return await resolve.archive_deal(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Move a deal to another stage of its pipeline; a stage-change activity "
+        "is added to its timeline."
+    )
+    async def move_deal(self, info: Info, input: MoveDealInput) -> DealPayload:
+        return await resolve.move_deal(info, input)  # type: ignore[return-value]

@@ -1,0 +1,158 @@
+"""Orders in GraphQL: the type, its filter and order inputs, mutations' inputs/payloads."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from crm_graphql import models
+from crm_graphql.resolvers import orders as resolve
+from crm_graphql.schema.customers import ArchiveInput
+from crm_graphql.schema.filters import (
+    DateTimeFilter,
+    DecimalFilter,
+    EnumFilter,
+    IDFilter,
+    StringFilter,
+)
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.scalars import JSON, OrderStatus
+
+if TYPE_CHECKING:
+    from crm_graphql.schema.customers import Customer
+
+_customers = "crm_graphql.schema.customers"
+
+
+@strawberry.type(description="A purchase a customer made.")
+class Order(Node):
+    is_type_of = of_model(models.Order)
+
+    number: str = strawberry.field(description="Order number, unique in the workspace (ORD-00042).")
+    status: OrderStatus = strawberry.field(description="Where the order stands.")
+    amount: Decimal = strawberry.field(description="Total amount, as a decimal string.")
+    currency: str = strawberry.field(description="ISO 4217 currency code of the amount.")
+    placed_at: datetime = strawberry.field(description="When the customer placed the order.")
+    items: JSON = strawberry.field(
+        description="Order lines as JSON objects (sku, name, quantity ...)."
+    )
+    created_at: datetime = strawberry.field(description="When the order was recorded.")
+    updated_at: datetime = strawberry.field(description="Last change.")
+    archived_at: datetime | None = strawberry.field(description="Set when archived.")
+    version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
+
+    @strawberry.field(description="The customer who placed the order.")
+    async def customer(self, info: Info) -> Annotated[Customer, strawberry.lazy(_customers)] | None:
+        return await resolve.customer(info, self)  # type: ignore[arg-type]
+
+
+@strawberry.input(description="Conditions on orders; fields combine with AND.")
+class OrderFilter:
+    and_: list[OrderFilter] | None = strawberry.field(default=None, name="and")
+    or_: list[OrderFilter] | None = strawberry.field(default=None, name="or")
+    not_: OrderFilter | None = strawberry.field(default=None, name="not")
+    id: IDFilter | None = None
+    customer_id: IDFilter | None = None
+    number: StringFilter | None = None
+    status: EnumFilter[OrderStatus] | None = None
+    amount: DecimalFilter | None = None
+    currency: StringFilter | None = None
+    placed_at: DateTimeFilter | None = None
+    created_at: DateTimeFilter | None = None
+
+
+@strawberry.enum(description="Fields orders can be ordered by.")
+class OrderOrderField(enum.Enum):
+    PLACED_AT = "placed_at"
+    AMOUNT = "amount"
+    NUMBER = "number"
+    CREATED_AT = "created_at"
+
+
+@strawberry.input(description="One sort key for orders.")
+class OrderOrder:
+    field: OrderOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.input(description="A new order.")
+class CreateOrderInput:
+    customer_id: strawberry.ID = strawberry.field(description="The customer who placed it.")
+    amount: Decimal = strawberry.field(description="Total amount (at most 2 decimals).")
+    currency: str = strawberry.field(description="ISO 4217 currency code, such as EUR.")
+    number: str | None = strawberry.field(
+        default=strawberry.UNSET, description="Left out: the workspace's next ORD-00042 number."
+    )
+    status: OrderStatus | None = strawberry.field(
+        default=strawberry.UNSET, description="Left out: PAID."
+    )
+    placed_at: datetime | None = strawberry.field(
+        default=strawberry.UNSET, description="Left out: now."
+    )
+    items: JSON | None = strawberry.field(
+        default=strawberry.UNSET, description="Order lines, a list of JSON objects."
+    )
+
+
+@strawberry.input(description="Changes to an order; fields left out stay as they are.")
+class UpdateOrderInput:
+    id: strawberry.ID
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the order's version differs."
+    )
+    customer_id: strawberry.ID | None = strawberry.UNSET
+    number: str | None = strawberry.UNSET
+    status: OrderStatus | None = strawberry.UNSET
+    amount: Decimal | None = strawberry.UNSET
+    currency: str | None = strawberry.UNSET
+    placed_at: datetime | None = strawberry.UNSET
+    items: JSON | None = strawberry.UNSET
+
+
+@strawberry.type(description="Result of an order mutation.")
+class OrderPayload:
+    order: Order | None = strawberry.field(description="The order after the change.")
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.type
+class OrderQuery:
+    @strawberry.field(description="Orders of the workspace, latest placed first unless ordered.")
+    async def orders(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: OrderFilter | None = None,
+        order_by: list[OrderOrder] | None = None,
+        include_archived: bool = False,
+    ) -> Connection[Order]:
+        return await resolve.orders(  # type: ignore[return-value]
+            info, first, after, last, before, filter, order_by, include_archived
+        )
+
+
+@strawberry.type
+class OrderMutation:
+    @strawberry.mutation(description="Record a purchase.")
+    async def create_order(self, info: Info, input: CreateOrderInput) -> OrderPayload:
+        return await resolve.create_order(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Change an order's fields.")
+    async def update_order(self, info: Info, input: UpdateOrderInput) -> OrderPayload:
+        return await resolve.update_order(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Hide an order from lists and purchase summaries (it stays readable by ID)."
+    )
+    async def archive_order(self, info: Info, input: ArchiveInput) -> OrderPayload:
+        return await resolve.archive_order(info, input)  # type: ignore[return-value]

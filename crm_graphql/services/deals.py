@@ -1,0 +1,608 @@
+"""Sales: pipelines and their ordered stages, deals, and moving deals across the board."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_graphql.models import (
+    Activity,
+    ActivityType,
+    Company,
+    Customer,
+    Deal,
+    DealStatus,
+    Pipeline,
+    Stage,
+    User,
+)
+from crm_graphql.services import activities, audit, events, fields, querying, records
+from crm_graphql.services.actor import Actor, Permission, require, scope_condition, scoped
+from crm_graphql.services.errors import Invalid, NotFound
+
+PIPELINES = querying.ListSpec(
+    model=Pipeline,
+    filter_fields={
+        "id": Pipeline.id,
+        "name": Pipeline.name,
+        "created_at": Pipeline.created_at,
+        "updated_at": Pipeline.updated_at,
+        "archived_at": Pipeline.archived_at,
+    },
+    order_fields={
+        "position": Pipeline.position,
+        "name": Pipeline.name,
+        "created_at": Pipeline.created_at,
+    },
+    default_order=[("position", False)],
+)
+
+STAGES = querying.ListSpec(
+    model=Stage,
+    filter_fields={
+        "id": Stage.id,
+        "pipeline_id": Stage.pipeline_id,
+        "name": Stage.name,
+        "probability": Stage.probability,
+        "archived_at": Stage.archived_at,
+    },
+    order_fields={
+        "position": Stage.position,
+        "name": Stage.name,
+        "probability": Stage.probability,
+        "created_at": Stage.created_at,
+    },
+    default_order=[("position", False)],
+    parent_fields={"pipeline_id": Stage.pipeline_id},
+)
+
+DEALS = querying.ListSpec(
+    model=Deal,
+    filter_fields={
+        "id": Deal.id,
+        "title": Deal.title,
+        "pipeline_id": Deal.pipeline_id,
+        "stage_id": Deal.stage_id,
+        "customer_id": Deal.customer_id,
+        "company_id": Deal.company_id,
+        "owner_id": Deal.owner_id,
+        "status": Deal.status,
+        "amount": Deal.amount,
+        "currency": Deal.currency,
+        "expected_close_date": Deal.expected_close_date,
+        "closed_at": Deal.closed_at,
+        "created_at": Deal.created_at,
+        "updated_at": Deal.updated_at,
+    },
+    order_fields={
+        "title": Deal.title,
+        "amount": Deal.amount,
+        "expected_close_date": Deal.expected_close_date,
+        "created_at": Deal.created_at,
+        "updated_at": Deal.updated_at,
+        "closed_at": Deal.closed_at,
+    },
+    default_order=[("created_at", True)],
+    parent_fields={
+        "customer_id": Deal.customer_id,
+        "company_id": Deal.company_id,
+        "stage_id": Deal.stage_id,
+        "pipeline_id": Deal.pipeline_id,
+        "owner_id": Deal.owner_id,
+    },
+)
+
+PIPELINE_FIELDS = ("name", "position")
+STAGE_FIELDS = ("name", "probability", "position")
+DEAL_FIELDS = (
+    "title",
+    "customer_id",
+    "company_id",
+    "owner_id",
+    "amount",
+    "currency",
+    "status",
+    "expected_close_date",
+    "lost_reason",
+)
+MAX_POSITION = 1_000_000
+
+M = TypeVar("M", Pipeline, Stage)
+
+
+def pipeline_topic(pipeline_id: uuid.UUID) -> str:
+    """The event stream of one deal board."""
+    return f"pipeline:{pipeline_id}"
+
+
+def _reject_unknown(data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    unknown = set(data) - set(allowed)
+    if unknown:
+        raise Invalid(f"Unknown fields: {', '.join(sorted(unknown))}")
+
+
+def _bounded_int(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(f"`{field}` must be a whole number", field)
+    if not low <= value <= high:
+        raise Invalid(f"`{field}` must be between {low} and {high}", field)
+    return value
+
+
+async def _get_live(
+    actor: Actor, session: AsyncSession, model: type[M], id: uuid.UUID | None, field: str
+) -> M:
+    """A pipeline or stage a deal is about to reference: in the workspace, not archived,
+    and held with FOR KEY SHARE, which waits for (and then sees) a concurrent archive, so
+    no deal can slip into a pipeline or stage that is being archived."""
+    if id is None:
+        raise NotFound(f"{model.__name__} not found", field)
+    row = await session.scalar(
+        select(model)
+        .where(scope_condition(model, actor), model.id == id)
+        .with_for_update(read=True, key_share=True)
+    )
+    if row is None:
+        raise NotFound(f"{model.__name__} not found", field)
+    if row.archived_at is not None:
+        raise Invalid(f"That {model.__name__.lower()} is archived", field)
+    return row
+
+
+def _record(
+    actor: Actor,
+    session: AsyncSession,
+    pipeline_id: uuid.UUID,
+    event_type: str,
+    row: Pipeline | Stage | Deal,
+    payload: dict[str, Any],
+) -> None:
+    """Add an event to the board stream of ``pipeline_id``."""
+    events.record_event(
+        actor,
+        session,
+        topic=pipeline_topic(pipeline_id),
+        type=event_type,
+        entity_type=type(row).__name__,
+        entity_id=row.id,
+        payload=payload,
+    )
+
+
+# ------------------------------------------------------------------------- pipelines
+
+
+async def _next_position(actor: Actor, session: AsyncSession, model: Any, *where: Any) -> int:
+    """One past the last position (archived rows excluded), 0 for the first."""
+    highest = await session.scalar(
+        select(func.max(model.position)).where(
+            model.workspace_id == actor.workspace_id, model.archived_at.is_(None), *where
+        )
+    )
+    return 0 if highest is None else int(highest) + 1
+
+
+def _clean_stage(data: Mapping[str, Any], *, creating: bool, prefix: str = "") -> dict[str, Any]:
+    _reject_unknown(data, STAGE_FIELDS)
+    cleaned: dict[str, Any] = {}
+    if "name" in data or creating:
+        cleaned["name"] = fields.required_text(data.get("name"), f"{prefix}name")
+    if data.get("probability") is not None:
+        cleaned["probability"] = _bounded_int(data["probability"], f"{prefix}probability", 0, 100)
+    elif "probability" in data and not creating:
+        raise Invalid("`probability` must not be empty", f"{prefix}probability")
+    if data.get("position") is not None:
+        cleaned["position"] = _bounded_int(data["position"], f"{prefix}position", 0, MAX_POSITION)
+    elif "position" in data and not creating:
+        raise Invalid("`position` must not be empty", f"{prefix}position")
+    return cleaned
+
+
+def _clean_pipeline(data: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
+    cleaned: dict[str, Any] = {}
+    if "name" in data or creating:
+        cleaned["name"] = fields.required_text(data.get("name"), "name")
+    if data.get("position") is not None:
+        cleaned["position"] = _bounded_int(data["position"], "position", 0, MAX_POSITION)
+    elif "position" in data and not creating:
+        raise Invalid("`position` must not be empty", "position")
+    return cleaned
+
+
+def _pipeline_payload(pipeline: Pipeline) -> dict[str, Any]:
+    return {
+        "pipeline_id": pipeline.id,
+        "name": pipeline.name,
+        "position": pipeline.position,
+        "version": pipeline.version,
+    }
+
+
+def _stage_payload(stage: Stage) -> dict[str, Any]:
+    return {
+        "stage_id": stage.id,
+        "pipeline_id": stage.pipeline_id,
+        "name": stage.name,
+        "position": stage.position,
+        "probability": stage.probability,
+        "version": stage.version,
+    }
+
+
+async def create_pipeline(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Pipeline:
+    """Create a pipeline, optionally with its stages (``stages: [{name, probability,
+    position?}]``, kept in the given order), in one transaction."""
+    require(actor, Permission.MANAGE_PIPELINES)
+    _reject_unknown(data, (*PIPELINE_FIELDS, "stages"))
+    cleaned = _clean_pipeline(data, creating=True)
+    stage_inputs = data.get("stages") or []
+    if not isinstance(stage_inputs, list | tuple):
+        raise Invalid("`stages` must be a list", "stages")
+    stages = []
+    for index, stage_data in enumerate(stage_inputs):
+        if not isinstance(stage_data, Mapping):
+            raise Invalid("Each stage must be an object", f"stages.{index}")
+        stage_cleaned = _clean_stage(stage_data, creating=True, prefix=f"stages.{index}.")
+        stage_cleaned.setdefault("position", index)
+        stages.append(stage_cleaned)
+    if "position" not in cleaned:
+        cleaned["position"] = await _next_position(actor, session, Pipeline)
+    pipeline = await records.create(actor, session, Pipeline(**cleaned), action="createPipeline")
+    _record(actor, session, pipeline.id, "pipeline.created", pipeline, _pipeline_payload(pipeline))
+    for values in stages:
+        stage = await records.create(
+            actor, session, Stage(pipeline_id=pipeline.id, **values), action="createPipeline"
+        )
+        _record(actor, session, pipeline.id, "stage.created", stage, _stage_payload(stage))
+    return pipeline
+
+
+async def update_pipeline(
+    actor: Actor,
+    session: AsyncSession,
+    pipeline_id: uuid.UUID | None,
+    data: Mapping[str, Any],
+    *,
+    expected_version: int | None = None,
+) -> Pipeline:
+    """Rename or reposition a pipeline."""
+    require(actor, Permission.MANAGE_PIPELINES)
+    _reject_unknown(data, PIPELINE_FIELDS)
+    pipeline = await records.get_for_change(actor, session, Pipeline, pipeline_id, expected_version)
+    cleaned = _clean_pipeline(data, creating=False)
+    await records.update(actor, session, pipeline, cleaned, action="updatePipeline")
+    _record(actor, session, pipeline.id, "pipeline.updated", pipeline, _pipeline_payload(pipeline))
+    return pipeline
+
+
+async def _count_deals(actor: Actor, session: AsyncSession, *where: Any) -> int:
+    return int(
+        await session.scalar(
+            select(func.count()).where(
+                Deal.workspace_id == actor.workspace_id, Deal.archived_at.is_(None), *where
+            )
+        )
+        or 0
+    )
+
+
+def _deals_phrase(count: int, kind: str) -> str:
+    return f"{count} {kind}deal{'s' if count != 1 else ''}"
+
+
+async def archive_pipeline(
+    actor: Actor,
+    session: AsyncSession,
+    pipeline_id: uuid.UUID | None,
+    *,
+    expected_version: int | None = None,
+) -> Pipeline:
+    """Retire a pipeline. Refused while it has open deals: win, lose or archive them
+    first, so no live deal disappears from every board."""
+    require(actor, Permission.MANAGE_PIPELINES)
+    pipeline = await records.get_for_change(actor, session, Pipeline, pipeline_id, expected_version)
+    if pipeline.archived_at is not None:
+        return pipeline
+    open_deals = await _count_deals(
+        actor, session, Deal.pipeline_id == pipeline.id, Deal.status == DealStatus.OPEN
+    )
+    if open_deals:
+        raise Invalid(
+            f"The pipeline still has {_deals_phrase(open_deals, 'open ')}; "
+            "win, lose or archive them first",
+            "id",
+        )
+    await records.update(
+        actor, session, pipeline, {"archived_at": datetime.now(UTC)}, action="archivePipeline"
+    )
+    _record(actor, session, pipeline.id, "pipeline.archived", pipeline, _pipeline_payload(pipeline))
+    return pipeline
+
+
+# ---------------------------------------------------------------------------- stages
+
+
+async def create_stage(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Stage:
+    """Add a stage to a pipeline (``pipeline_id``, ``name``, ``probability`` 0..100,
+    ``position``; without a position it goes after the last stage)."""
+    require(actor, Permission.MANAGE_PIPELINES)
+    _reject_unknown(data, (*STAGE_FIELDS, "pipeline_id"))
+    cleaned = _clean_stage({k: v for k, v in data.items() if k != "pipeline_id"}, creating=True)
+    pipeline = await _get_live(actor, session, Pipeline, data.get("pipeline_id"), "pipelineId")
+    if "position" not in cleaned:
+        cleaned["position"] = await _next_position(
+            actor, session, Stage, Stage.pipeline_id == pipeline.id
+        )
+    stage = await records.create(
+        actor, session, Stage(pipeline_id=pipeline.id, **cleaned), action="createStage"
+    )
+    _record(actor, session, pipeline.id, "stage.created", stage, _stage_payload(stage))
+    return stage
+
+
+async def update_stage(
+    actor: Actor,
+    session: AsyncSession,
+    stage_id: uuid.UUID | None,
+    data: Mapping[str, Any],
+    *,
+    expected_version: int | None = None,
+) -> Stage:
+    """Rename a stage, change its probability or its position within its pipeline."""
+    require(actor, Permission.MANAGE_PIPELINES)
+    stage = await records.get_for_change(actor, session, Stage, stage_id, expected_version)
+    cleaned = _clean_stage(data, creating=False)
+    await records.update(actor, session, stage, cleaned, action="updateStage")
+    _record(actor, session, stage.pipeline_id, "stage.updated", stage, _stage_payload(stage))
+    return stage
+
+
+async def archive_stage(
+    actor: Actor,
+    session: AsyncSession,
+    stage_id: uuid.UUID | None,
+    *,
+    expected_version: int | None = None,
+) -> Stage:
+    """Remove a stage from its board. Refused while deals (open or closed, not archived)
+    sit in it: move or archive them first."""
+    require(actor, Permission.MANAGE_PIPELINES)
+    stage = await records.get_for_change(actor, session, Stage, stage_id, expected_version)
+    if stage.archived_at is not None:
+        return stage
+    in_stage = await _count_deals(actor, session, Deal.stage_id == stage.id)
+    if in_stage:
+        raise Invalid(
+            f"{_deals_phrase(in_stage, '')} still sit in this stage; move or archive them first",
+            "id",
+        )
+    await records.update(
+        actor, session, stage, {"archived_at": datetime.now(UTC)}, action="archiveStage"
+    )
+    _record(actor, session, stage.pipeline_id, "stage.archived", stage, _stage_payload(stage))
+    return stage
+
+
+async def first_stage(actor: Actor, session: AsyncSession, pipeline_id: uuid.UUID) -> Stage | None:
+    """The leftmost live stage of a pipeline, where new deals land by default."""
+    return await session.scalar(
+        scoped(Stage, actor)
+        .where(Stage.pipeline_id == pipeline_id, Stage.archived_at.is_(None))
+        .order_by(Stage.position, Stage.id)
+        .limit(1)
+        .with_for_update(read=True, key_share=True)
+    )
+
+
+# ----------------------------------------------------------------------------- deals
+
+
+def _deal_payload(deal: Deal) -> dict[str, Any]:
+    return {
+        "deal_id": deal.id,
+        "pipeline_id": deal.pipeline_id,
+        "stage_id": deal.stage_id,
+        "status": deal.status,
+        "version": deal.version,
+    }
+
+
+def _close_date(value: Any) -> date | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise Invalid("`expectedCloseDate` must be a date (YYYY-MM-DD)", "expectedCloseDate")
+    return value
+
+
+async def _clean_deal(
+    actor: Actor, session: AsyncSession, data: Mapping[str, Any], *, current: Deal | None
+) -> dict[str, Any]:
+    """Validate and normalise the deal's own fields (not its pipeline or stage)."""
+    creating = current is None
+    cleaned: dict[str, Any] = {}
+    if "title" in data or creating:
+        cleaned["title"] = fields.required_text(data.get("title"), "title")
+    if "amount" in data or creating:
+        raw = data.get("amount")
+        if raw is None and not creating:
+            raise Invalid("`amount` must not be empty", "amount")
+        cleaned["amount"] = fields.amount(0 if raw is None else raw)
+    if "currency" in data or creating:
+        cleaned["currency"] = fields.currency(data.get("currency"))
+    if "expected_close_date" in data:
+        cleaned["expected_close_date"] = _close_date(data["expected_close_date"])
+    for key in ("customer_id", "company_id", "owner_id"):
+        if key in data:
+            cleaned[key] = data[key]
+    await records.ensure_in_workspace(
+        actor,
+        session,
+        [
+            (Customer, cleaned.get("customer_id"), "customerId"),
+            (Company, cleaned.get("company_id"), "companyId"),
+            (User, cleaned.get("owner_id"), "ownerId"),
+        ],
+    )
+    previous = current.status if current is not None else DealStatus.OPEN
+    status = previous
+    if data.get("status") is not None:
+        status = cleaned["status"] = fields.choice(DealStatus, data["status"], "status")
+    elif "status" in data and not creating:
+        raise Invalid("`status` must not be empty", "status")
+    if status is not previous:
+        # Closing stamps the time, reopening clears it; won <-> lost re-closes.
+        cleaned["closed_at"] = None if status is DealStatus.OPEN else datetime.now(UTC)
+    if status is DealStatus.LOST:
+        if "lost_reason" in data:
+            cleaned["lost_reason"] = fields.optional_text(
+                data["lost_reason"], "lostReason", max_length=2000
+            )
+    else:
+        if data.get("lost_reason"):
+            raise Invalid("Only a lost deal has a lost reason", "lostReason")
+        if "lost_reason" in data or (current is not None and current.lost_reason):
+            cleaned["lost_reason"] = None
+    return cleaned
+
+
+async def create_deal(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Deal:
+    """Open a deal in a pipeline. Without ``stage_id`` it lands in the pipeline's first
+    stage; with only ``stage_id`` the stage's pipeline is used."""
+    require(actor, Permission.WRITE)
+    _reject_unknown(data, (*DEAL_FIELDS, "pipeline_id", "stage_id"))
+    pipeline_id, stage_id = data.get("pipeline_id"), data.get("stage_id")
+    if pipeline_id is None and stage_id is None:
+        raise Invalid("A deal needs a pipeline", "pipelineId")
+    stage = None
+    if stage_id is not None:
+        stage = await _get_live(actor, session, Stage, stage_id, "stageId")
+        if pipeline_id is None:
+            pipeline_id = stage.pipeline_id
+    pipeline = await _get_live(actor, session, Pipeline, pipeline_id, "pipelineId")
+    if stage is None:
+        stage = await first_stage(actor, session, pipeline.id)
+        if stage is None:
+            raise Invalid("The pipeline has no stages yet; add one first", "pipelineId")
+    elif stage.pipeline_id != pipeline.id:
+        raise Invalid("The stage belongs to another pipeline", "stageId")
+    cleaned = await _clean_deal(
+        actor, session, {k: v for k, v in data.items() if k in DEAL_FIELDS}, current=None
+    )
+    deal = await records.create(
+        actor,
+        session,
+        Deal(pipeline_id=pipeline.id, stage_id=stage.id, **cleaned),
+        action="createDeal",
+    )
+    _record(actor, session, pipeline.id, "deal.created", deal, _deal_payload(deal))
+    return deal
+
+
+async def update_deal(
+    actor: Actor,
+    session: AsyncSession,
+    deal_id: uuid.UUID | None,
+    data: Mapping[str, Any],
+    *,
+    expected_version: int | None = None,
+) -> Deal:
+    """Change a deal's fields. Winning or losing stamps ``closed_at``, reopening clears it.
+    The stage changes only through ``move_deal`` (it writes the board's history)."""
+    require(actor, Permission.WRITE)
+    if "stage_id" in data:
+        raise Invalid("Use moveDeal to change a deal's stage", "stageId")
+    if "pipeline_id" in data:
+        raise Invalid("A deal stays in its pipeline; use moveDeal between stages", "pipelineId")
+    _reject_unknown(data, DEAL_FIELDS)
+    deal = await records.get_for_change(actor, session, Deal, deal_id, expected_version)
+    cleaned = await _clean_deal(actor, session, data, current=deal)
+    before = audit.snapshot(deal)
+    await records.update(actor, session, deal, cleaned, action="updateDeal")
+    changed = sorted(audit.diff(before, audit.snapshot(deal)))
+    if changed:
+        _record(
+            actor,
+            session,
+            deal.pipeline_id,
+            "deal.updated",
+            deal,
+            {**_deal_payload(deal), "changed": changed},
+        )
+    return deal
+
+
+async def archive_deal(
+    actor: Actor,
+    session: AsyncSession,
+    deal_id: uuid.UUID | None,
+    *,
+    expected_version: int | None = None,
+) -> Deal:
+    """Take a deal off the board and out of lists; its history stays."""
+    require(actor, Permission.WRITE)
+    deal = await records.get_for_change(actor, session, Deal, deal_id, expected_version)
+    if deal.archived_at is None:
+        await records.update(
+            actor, session, deal, {"archived_at": datetime.now(UTC)}, action="archiveDeal"
+        )
+        _record(actor, session, deal.pipeline_id, "deal.archived", deal, _deal_payload(deal))
+    return deal
+
+
+async def move_deal(
+    actor: Actor,
+    session: AsyncSession,
+    deal_id: uuid.UUID | None,
+    stage_id: uuid.UUID | None,
+    *,
+    expected_version: int | None = None,
+) -> Deal:
+    """Move a deal to another stage of its pipeline: the deal changes (audited), a
+    stage-change activity lands on the deal's and customer's timeline, and the board gets
+    a ``deal.moved`` event. Moving to the stage it is in changes nothing."""
+    require(actor, Permission.WRITE)
+    deal = await records.get_for_change(actor, session, Deal, deal_id, expected_version)
+    if deal.archived_at is not None:
+        raise Invalid("An archived deal is not on the board", "id")
+    target = await _get_live(actor, session, Stage, stage_id, "stageId")
+    if target.pipeline_id != deal.pipeline_id:
+        raise Invalid("The stage belongs to another pipeline", "stageId")
+    if target.id == deal.stage_id:
+        return deal
+    source = await records.get(actor, session, Stage, deal.stage_id)
+    await records.update(actor, session, deal, {"stage_id": target.id}, action="moveDeal")
+    now = datetime.now(UTC)
+    activity = await activities.record_activity(
+        actor,
+        session,
+        Activity(
+            type=ActivityType.STAGE_CHANGE,
+            subject=f"Moved from {source.name} to {target.name}"[:300],
+            customer_id=deal.customer_id,
+            deal_id=deal.id,
+            author_id=actor.user_id,
+            occurred_at=now,
+            details={"from_stage_id": str(source.id), "to_stage_id": str(target.id)},
+        ),
+        action="moveDeal",
+    )
+    _record(
+        actor,
+        session,
+        deal.pipeline_id,
+        "deal.moved",
+        deal,
+        {
+            **_deal_payload(deal),
+            "from_stage_id": source.id,
+            "to_stage_id": target.id,
+            "activity_id": activity.id,
+        },
+    )
+    return deal
