@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
-from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
-from crm_graphql.resolvers.mutations import Payload, mutate_payload
+from crm_graphql.resolvers.mutations import (
+    Payload,
+    archive_payload,
+    create_payload,
+    update_payload,
+)
 from crm_graphql.services import activities as activity_service
 
 ACTIVITY_IDS = {"customer_id": "Customer", "deal_id": "Deal"}
 
 
 async def activities(info: Any, *args: Any) -> ConnectionValue:
-    first, after, last, before, filter, order_by, include_archived = args
-    return await root_list(
-        info,
-        activity_service.ACTIVITIES,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-        last=last,
-        before=before,
-        include_archived=include_archived,
-    )
+    return await root_list(info, activity_service.ACTIVITIES, *args)
 
 
 async def customer(info: Any, root: models.Activity) -> Any:
@@ -42,33 +36,22 @@ async def author(info: Any, root: models.Activity) -> Any:
 
 
 async def create_activity(info: Any, input: Any) -> Payload:
-    # Arguments are converted inside the mutation so a bad ID becomes a payload error.
-    return await mutate_payload(
+    return await create_payload(
         info,
         "activity",
-        lambda actor, s: activity_service.create_activity(
-            actor, s, input_changes(input, ids=ACTIVITY_IDS)
-        ),
+        activity_service.create_activity,
+        input,
+        partial(input_changes, ids=ACTIVITY_IDS),
     )
 
 
 async def update_activity(info: Any, input: Any) -> Payload:
-    id = decode_id(input.id, "Activity")
-    return await mutate_payload(
-        info,
-        "activity",
-        lambda actor, s: activity_service.update_activity(
-            actor, s, id, input_changes(input), expected_version=input.expected_version
-        ),
+    return await update_payload(
+        info, "activity", "Activity", activity_service.update_activity, input
     )
 
 
 async def archive_activity(info: Any, input: Any) -> Payload:
-    id = decode_id(input.id, "Activity")
-    return await mutate_payload(
-        info,
-        "activity",
-        lambda actor, s: activity_service.archive_activity(
-            actor, s, id, expected_version=input.expected_version
-        ),
+    return await archive_payload(
+        info, "activity", "Activity", activity_service.archive_activity, input
     )

@@ -7,9 +7,13 @@ from typing import Any
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.customers import address_data
-from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
-from crm_graphql.resolvers.mutations import Payload, mutate_payload
+from crm_graphql.resolvers.mutations import (
+    Payload,
+    archive_payload,
+    create_payload,
+    update_payload,
+)
 from crm_graphql.services import companies as company_service
 from crm_graphql.services import customers as customer_service
 from crm_graphql.services import deals as deal_service
@@ -25,18 +29,7 @@ def company_changes(input: Any) -> dict[str, Any]:
 
 
 async def companies(info: Any, *args: Any) -> ConnectionValue:
-    first, after, last, before, filter, order_by, include_archived = args
-    return await root_list(
-        info,
-        company_service.COMPANIES,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-        last=last,
-        before=before,
-        include_archived=include_archived,
-    )
+    return await root_list(info, company_service.COMPANIES, *args)
 
 
 async def owner(info: Any, root: models.Company) -> Any:
@@ -44,59 +37,24 @@ async def owner(info: Any, root: models.Company) -> Any:
 
 
 async def customers(info: Any, root: models.Company, *args: Any) -> ConnectionValue:
-    first, after, filter, order_by = args
-    return await child_list(
-        info,
-        customer_service.CUSTOMERS,
-        "company_id",
-        root.id,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-    )
+    return await child_list(info, customer_service.CUSTOMERS, "company_id", root.id, *args)
 
 
 async def deals(info: Any, root: models.Company, *args: Any) -> ConnectionValue:
-    first, after, filter, order_by = args
-    return await child_list(
-        info,
-        deal_service.DEALS,
-        "company_id",
-        root.id,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-    )
+    return await child_list(info, deal_service.DEALS, "company_id", root.id, *args)
 
 
 async def create_company(info: Any, input: Any) -> Payload:
-    # Arguments are converted inside the mutation so a bad ID becomes a payload error.
-    return await mutate_payload(
-        info,
-        "company",
-        lambda actor, s: company_service.create_company(actor, s, company_changes(input)),
+    return await create_payload(
+        info, "company", company_service.create_company, input, company_changes
     )
 
 
 async def update_company(info: Any, input: Any) -> Payload:
-    id = decode_id(input.id, "Company")
-    return await mutate_payload(
-        info,
-        "company",
-        lambda actor, s: company_service.update_company(
-            actor, s, id, company_changes(input), expected_version=input.expected_version
-        ),
+    return await update_payload(
+        info, "company", "Company", company_service.update_company, input, company_changes
     )
 
 
 async def archive_company(info: Any, input: Any) -> Payload:
-    id = decode_id(input.id, "Company")
-    return await mutate_payload(
-        info,
-        "company",
-        lambda actor, s: company_service.archive_company(
-            actor, s, id, expected_version=input.expected_version
-        ),
-    )
+    return await archive_payload(info, "company", "Company", company_service.archive_company, input)

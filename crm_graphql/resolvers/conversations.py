@@ -11,17 +11,7 @@ from crm_graphql.services import conversations as conversation_service
 
 async def conversations(info: Any, *args: Any) -> ConnectionValue:
     # Conversations are closed, never archived: the list has no `includeArchived`.
-    first, after, last, before, filter, order_by = args
-    return await root_list(
-        info,
-        conversation_service.CONVERSATIONS,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-        last=last,
-        before=before,
-    )
+    return await root_list(info, conversation_service.CONVERSATIONS, *args)
 
 
 async def customer(info: Any, root: models.Conversation) -> Any:
@@ -33,17 +23,7 @@ async def assignee(info: Any, root: models.Conversation) -> Any:
 
 
 async def messages(info: Any, root: models.Conversation, *args: Any) -> ConnectionValue:
-    first, after, filter, order_by = args
-    return await child_list(
-        info,
-        conversation_service.MESSAGES,
-        "conversation_id",
-        root.id,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-    )
+    return await child_list(info, conversation_service.MESSAGES, "conversation_id", root.id, *args)
 
 
 async def author(info: Any, root: models.Message) -> Any:

@@ -8,7 +8,13 @@ from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
-from crm_graphql.resolvers.mutations import Payload, mutate_payload
+from crm_graphql.resolvers.mutations import (
+    Payload,
+    archive_payload,
+    create_payload,
+    mutate_payload,
+    update_payload,
+)
 from crm_graphql.services import activities as activity_service
 from crm_graphql.services import conversations as conversation_service
 from crm_graphql.services import customers as customer_service
@@ -34,18 +40,7 @@ def customer_changes(input: Any) -> dict[str, Any]:
 
 
 async def customers(info: Any, *args: Any) -> ConnectionValue:
-    first, after, last, before, filter, order_by, include_archived = args
-    return await root_list(
-        info,
-        customer_service.CUSTOMERS,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-        last=last,
-        before=before,
-        include_archived=include_archived,
-    )
+    return await root_list(info, customer_service.CUSTOMERS, *args)
 
 
 async def company(info: Any, root: models.Customer) -> Any:
@@ -61,59 +56,19 @@ async def merged_into(info: Any, root: models.Customer) -> Any:
 
 
 async def deals(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
-    first, after, filter, order_by = args
-    return await child_list(
-        info,
-        deal_service.DEALS,
-        "customer_id",
-        root.id,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-    )
+    return await child_list(info, deal_service.DEALS, "customer_id", root.id, *args)
 
 
 async def activities(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
-    first, after, filter, order_by = args
-    return await child_list(
-        info,
-        activity_service.ACTIVITIES,
-        "customer_id",
-        root.id,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-    )
+    return await child_list(info, activity_service.ACTIVITIES, "customer_id", root.id, *args)
 
 
 async def orders(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
-    first, after, filter, order_by = args
-    return await child_list(
-        info,
-        order_service.ORDERS,
-        "customer_id",
-        root.id,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-    )
+    return await child_list(info, order_service.ORDERS, "customer_id", root.id, *args)
 
 
 async def conversations(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
-    first, after, filter, order_by = args
-    return await child_list(
-        info,
-        conversation_service.CONVERSATIONS,
-        "customer_id",
-        root.id,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-    )
+    return await child_list(info, conversation_service.CONVERSATIONS, "customer_id", root.id, *args)
 
 
 async def purchase_summary(info: Any, root: models.Customer) -> customer_service.PurchaseSummary:
@@ -121,32 +76,20 @@ async def purchase_summary(info: Any, root: models.Customer) -> customer_service
 
 
 async def create_customer(info: Any, input: Any) -> Payload:
-    return await mutate_payload(
-        info,
-        "customer",
-        lambda actor, s: customer_service.create_customer(actor, s, customer_changes(input)),
+    return await create_payload(
+        info, "customer", customer_service.create_customer, input, customer_changes
     )
 
 
 async def update_customer(info: Any, input: Any) -> Payload:
-    id = decode_id(input.id, "Customer")
-    return await mutate_payload(
-        info,
-        "customer",
-        lambda actor, s: customer_service.update_customer(
-            actor, s, id, customer_changes(input), expected_version=input.expected_version
-        ),
+    return await update_payload(
+        info, "customer", "Customer", customer_service.update_customer, input, customer_changes
     )
 
 
 async def archive_customer(info: Any, input: Any) -> Payload:
-    id = decode_id(input.id, "Customer")
-    return await mutate_payload(
-        info,
-        "customer",
-        lambda actor, s: customer_service.archive_customer(
-            actor, s, id, expected_version=input.expected_version
-        ),
+    return await archive_payload(
+        info, "customer", "Customer", customer_service.archive_customer, input
     )
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
-from crm_graphql.resolvers.mutations import Payload, mutate_payload
+from crm_graphql.resolvers.mutations import (
+    Payload,
+    archive_payload,
+    create_payload,
+    mutate_payload,
+    update_payload,
+)
 from crm_graphql.services import activities as activity_service
 from crm_graphql.services import deals as deal_service
 
@@ -25,33 +32,11 @@ DEAL_IDS = {
 
 
 async def deals(info: Any, *args: Any) -> ConnectionValue:
-    first, after, last, before, filter, order_by, include_archived = args
-    return await root_list(
-        info,
-        deal_service.DEALS,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-        last=last,
-        before=before,
-        include_archived=include_archived,
-    )
+    return await root_list(info, deal_service.DEALS, *args)
 
 
 async def pipelines(info: Any, *args: Any) -> ConnectionValue:
-    first, after, last, before, filter, order_by, include_archived = args
-    return await root_list(
-        info,
-        deal_service.PIPELINES,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-        last=last,
-        before=before,
-        include_archived=include_archived,
-    )
+    return await root_list(info, deal_service.PIPELINES, *args)
 
 
 # -------------------------------------------------------------------------- relations
@@ -65,17 +50,7 @@ async def pipeline_stages(info: Any, root: models.Pipeline) -> list[Any]:
 
 
 async def pipeline_deals(info: Any, root: models.Pipeline, *args: Any) -> ConnectionValue:
-    first, after, filter, order_by = args
-    return await child_list(
-        info,
-        deal_service.DEALS,
-        "pipeline_id",
-        root.id,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-    )
+    return await child_list(info, deal_service.DEALS, "pipeline_id", root.id, *args)
 
 
 async def stage_pipeline(info: Any, root: models.Stage) -> Any:
@@ -83,17 +58,7 @@ async def stage_pipeline(info: Any, root: models.Stage) -> Any:
 
 
 async def stage_deals(info: Any, root: models.Stage, *args: Any) -> ConnectionValue:
-    first, after, filter, order_by = args
-    return await child_list(
-        info,
-        deal_service.DEALS,
-        "stage_id",
-        root.id,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-    )
+    return await child_list(info, deal_service.DEALS, "stage_id", root.id, *args)
 
 
 async def customer(info: Any, root: models.Deal) -> Any:
@@ -117,17 +82,7 @@ async def deal_stage(info: Any, root: models.Deal) -> Any:
 
 
 async def deal_activities(info: Any, root: models.Deal, *args: Any) -> ConnectionValue:
-    first, after, filter, order_by = args
-    return await child_list(
-        info,
-        activity_service.ACTIVITIES,
-        "deal_id",
-        root.id,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-    )
+    return await child_list(info, activity_service.ACTIVITIES, "deal_id", root.id, *args)
 
 
 # -------------------------------------------------------------------------- mutations
@@ -135,97 +90,47 @@ async def deal_activities(info: Any, root: models.Deal, *args: Any) -> Connectio
 
 
 async def create_pipeline(info: Any, input: Any) -> Payload:
-    return await mutate_payload(
-        info,
-        "pipeline",
-        lambda actor, s: deal_service.create_pipeline(actor, s, input_changes(input)),
+    return await create_payload(
+        info, "pipeline", deal_service.create_pipeline, input, input_changes
     )
 
 
 async def update_pipeline(info: Any, input: Any) -> Payload:
-    id = decode_id(input.id, "Pipeline")
-    return await mutate_payload(
-        info,
-        "pipeline",
-        lambda actor, s: deal_service.update_pipeline(
-            actor, s, id, input_changes(input), expected_version=input.expected_version
-        ),
-    )
+    return await update_payload(info, "pipeline", "Pipeline", deal_service.update_pipeline, input)
 
 
 async def archive_pipeline(info: Any, input: Any) -> Payload:
-    id = decode_id(input.id, "Pipeline")
-    return await mutate_payload(
-        info,
-        "pipeline",
-        lambda actor, s: deal_service.archive_pipeline(
-            actor, s, id, expected_version=input.expected_version
-        ),
-    )
+    return await archive_payload(info, "pipeline", "Pipeline", deal_service.archive_pipeline, input)
 
 
 async def create_stage(info: Any, input: Any) -> Payload:
-    return await mutate_payload(
-        info,
-        "stage",
-        lambda actor, s: deal_service.create_stage(actor, s, input_changes(input, ids=STAGE_IDS)),
+    return await create_payload(
+        info, "stage", deal_service.create_stage, input, partial(input_changes, ids=STAGE_IDS)
     )
 
 
 async def update_stage(info: Any, input: Any) -> Payload:
-    id = decode_id(input.id, "Stage")
-    return await mutate_payload(
-        info,
-        "stage",
-        lambda actor, s: deal_service.update_stage(
-            actor, s, id, input_changes(input), expected_version=input.expected_version
-        ),
-    )
+    return await update_payload(info, "stage", "Stage", deal_service.update_stage, input)
 
 
 async def archive_stage(info: Any, input: Any) -> Payload:
-    id = decode_id(input.id, "Stage")
-    return await mutate_payload(
-        info,
-        "stage",
-        lambda actor, s: deal_service.archive_stage(
-            actor, s, id, expected_version=input.expected_version
-        ),
-    )
+    return await archive_payload(info, "stage", "Stage", deal_service.archive_stage, input)
 
 
 async def create_deal(info: Any, input: Any) -> Payload:
-    return await mutate_payload(
-        info,
-        "deal",
-        lambda actor, s: deal_service.create_deal(actor, s, input_changes(input, ids=DEAL_IDS)),
+    return await create_payload(
+        info, "deal", deal_service.create_deal, input, partial(input_changes, ids=DEAL_IDS)
     )
 
 
 async def update_deal(info: Any, input: Any) -> Payload:
-    id = decode_id(input.id, "Deal")
-    return await mutate_payload(
-        info,
-        "deal",
-        lambda actor, s: deal_service.update_deal(
-            actor,
-            s,
-            id,
-            input_changes(input, ids=DEAL_IDS),
-            expected_version=input.expected_version,
-        ),
+    return await update_payload(
+        info, "deal", "Deal", deal_service.update_deal, input, partial(input_changes, ids=DEAL_IDS)
     )
 
 
 async def archive_deal(info: Any, input: Any) -> Payload:
-    id = decode_id(input.id, "Deal")
-    return await mutate_payload(
-        info,
-        "deal",
-        lambda actor, s: deal_service.archive_deal(
-            actor, s, id, expected_version=input.expected_version
-        ),
-    )
+    return await archive_payload(info, "deal", "Deal", deal_service.archive_deal, input)
 
 
 async def move_deal(info: Any, input: Any) -> Payload:

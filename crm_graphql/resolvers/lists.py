@@ -60,16 +60,16 @@ class ConnectionValue:
 async def root_list(
     info: Any,
     spec: querying.ListSpec[Any],
-    *,
-    filter: Any = None,
-    order_by: Sequence[Any] | None = None,
     first: int | None = None,
     after: str | None = None,
     last: int | None = None,
     before: str | None = None,
+    filter: Any = None,
+    order_by: Sequence[Any] | None = None,
     include_archived: bool = False,
 ) -> ConnectionValue:
-    """A root list (``customers``, ``deals`` ...) page by keyset."""
+    """A root list (``customers``, ``deals`` ...) page by keyset. The arguments come in
+    the order every root list field declares them."""
     context = info.context
     actor = context.require_actor()
     request = page_request(info, first=first, after=after, last=last, before=before)
@@ -97,13 +97,13 @@ async def child_list(
     spec: querying.ListSpec[Any],
     parent: str,
     parent_id: uuid.UUID,
-    *,
-    filter: Any = None,
-    order_by: Sequence[Any] | None = None,
     first: int | None = None,
     after: str | None = None,
+    filter: Any = None,
+    order_by: Sequence[Any] | None = None,
 ) -> ConnectionValue:
-    """A nested list (a customer's deals ...): batched over all parents of the page."""
+    """A nested list (a customer's deals ...): batched over all parents of the page. The
+    arguments come in the order every nested list field declares them."""
     loaders = info.context.loaders
     spec_filter = filter_spec(filter)
     args = loaders.remember_filter(

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
+from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, DomainError, Duplicate, Invalid, NotFound
 
@@ -84,3 +85,46 @@ async def mutate_payload(
 ) -> Payload:
     """``mutate`` and wrap the outcome as the payload field ``name`` expects."""
     return Payload(name, await mutate(info, action))
+
+
+Changes = Callable[[Any], dict[str, Any]]
+
+
+async def create_payload(
+    info: Any, name: str, create: Callable[..., Awaitable[Any]], input: Any, changes: Changes
+) -> Payload:
+    """``create<X>``: the input's fields through ``changes`` (inside the transaction, so
+    a bad ID in them is a payload error) to the service's create function."""
+    return await mutate_payload(info, name, lambda actor, s: create(actor, s, changes(input)))
+
+
+async def update_payload(
+    info: Any,
+    name: str,
+    type_name: str,
+    update: Callable[..., Awaitable[Any]],
+    input: Any,
+    changes: Changes | None = None,
+) -> Payload:
+    """``update<X>``: the sent fields and ``expectedVersion`` to the service."""
+    from crm_graphql.resolvers.arguments import input_changes
+
+    id = decode_id(input.id, type_name)
+    to_changes = changes or input_changes
+    return await mutate_payload(
+        info,
+        name,
+        lambda actor, s: update(
+            actor, s, id, to_changes(input), expected_version=input.expected_version
+        ),
+    )
+
+
+async def archive_payload(
+    info: Any, name: str, type_name: str, archive: Callable[..., Awaitable[Any]], input: Any
+) -> Payload:
+    """``archive<X>``: the ID and ``expectedVersion`` to the service."""
+    id = decode_id(input.id, type_name)
+    return await mutate_payload(
+        info, name, lambda actor, s: archive(actor, s, id, expected_version=input.expected_version)
+    )

@@ -15,15 +15,4 @@ async def me(info: Any) -> models.User | None:
 
 
 async def users(info: Any, *args: Any) -> ConnectionValue:
-    first, after, last, before, filter, order_by, include_archived = args
-    return await root_list(
-        info,
-        user_service.USERS,
-        filter=filter,
-        order_by=order_by,
-        first=first,
-        after=after,
-        last=last,
-        before=before,
-        include_archived=include_archived,
-    )
+    return await root_list(info, user_service.USERS, *args)
