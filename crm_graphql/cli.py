@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -107,10 +108,18 @@ def print_demo_logins() -> None:
 # ------------------------------------------------------------------------- commands
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings, _servers = with_services(Settings())
+    # A single-process uvicorn re-raises the SIGTERM it handled once it has shut down;
+    # with the default disposition that kills the process before atexit handlers run and
+    # leaves the embedded PostgreSQL and Redis running. Exit like on Ctrl-C instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    settings, servers = with_services(Settings())
     assert settings.database_url
     if args.migrate:
         migrate(settings.database_url)
@@ -121,17 +130,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     _say(f"GraphQL API and explorer: http://{host}:{port}/graphql")
-    uvicorn.run(
-        "crm_graphql.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=args.workers if not args.reload else None,
-        reload=args.reload,
-        log_level=args.log_level,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    try:
+        uvicorn.run(
+            "crm_graphql.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=args.workers if not args.reload else None,
+            reload=args.reload,
+            log_level=args.log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if servers is not None:
+            servers.stop()
     return 0
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -125,6 +126,16 @@ def _check_params(params: dict[str, Any]) -> None:
         raise RequestError(400, "`operationName` must be a string", "BAD_REQUEST")
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def _request_id(request: Request) -> str:
+    """The caller's ``X-Request-Id`` when it is a short token (it lands in the audit log and
+    the logs), else a new one."""
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
 def _error_body(message: str, code: str) -> dict[str, Any]:
     return {"errors": [{"message": message, "extensions": {"code": code}}]}
 
@@ -162,7 +173,7 @@ async def graphql_endpoint(request: Request) -> Response:
     if request.method == "GET" and wants_explorer(request):
         return explorer_response(request)
     media_type = _media_type(request)
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = _request_id(request)
     headers = {"X-Request-Id": request_id}
     try:
         params = await _params(request, app.settings.max_request_bytes)

@@ -52,7 +52,11 @@ async def refresh(info: Any, input: Any) -> AuthResult:
     async with context.app.sessionmaker() as session:
         try:
             pair = await auth.refresh(
-                session, context.app.tokens, refresh_token=input.refresh_token
+                session,
+                context.app.tokens,
+                refresh_token=input.refresh_token,
+                request_id=context.request_id,
+                client_ip=context.client_ip,
             )
         except DomainError as error:
             # Commit anyway: reusing a token revokes its family, and that must stick.

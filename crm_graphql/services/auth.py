@@ -117,18 +117,29 @@ async def login(
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     user.last_login_at = _now()
-    actor = Actor(
+    actor = _user_actor(user, request_id, client_ip)
+    audit.record(actor, session, action="login", entity_type="User", entity_id=user.id, changes={})
+    return await _issue_pair(session, config, user, uuid.uuid4())
+
+
+def _user_actor(user: User, request_id: str | None, client_ip: str | None) -> Actor:
+    return Actor(
         workspace_id=user.workspace_id,
         role=user.role,
         user_id=user.id,
         request_id=request_id,
         client_ip=client_ip,
     )
-    audit.record(actor, session, action="login", entity_type="User", entity_id=user.id, changes={})
-    return await _issue_pair(session, config, user, uuid.uuid4())
 
 
-async def refresh(session: AsyncSession, config: TokenConfig, *, refresh_token: str) -> TokenPair:
+async def refresh(
+    session: AsyncSession,
+    config: TokenConfig,
+    *,
+    refresh_token: str,
+    request_id: str | None = None,
+    client_ip: str | None = None,
+) -> TokenPair:
     """Rotate a refresh token. A token used twice means it leaked: the whole family is
     revoked and the caller must log in again."""
     row = await session.scalar(
@@ -138,13 +149,30 @@ async def refresh(session: AsyncSession, config: TokenConfig, *, refresh_token: 
     )
     if row is None or row.revoked_at is not None or row.expires_at <= _now():
         raise Unauthenticated("Invalid or expired refresh token")
+    user = await session.get(User, row.user_id)
     if row.used_at is not None:
         await _revoke_family(session, row.family_id)
+        if user is not None:
+            audit.record(
+                _user_actor(user, request_id, client_ip),
+                session,
+                action="refreshTokenReused",
+                entity_type="User",
+                entity_id=user.id,
+                changes={"family_id": {"before": None, "after": str(row.family_id)}},
+            )
         raise Unauthenticated("Refresh token reused; all sessions of this login were revoked")
-    user = await session.get(User, row.user_id)
     if user is None or not user.is_active or user.archived_at is not None:
         raise Unauthenticated("Invalid or expired refresh token")
     row.used_at = _now()
+    audit.record(
+        _user_actor(user, request_id, client_ip),
+        session,
+        action="refreshToken",
+        entity_type="User",
+        entity_id=user.id,
+        changes={},
+    )
     return await _issue_pair(session, config, user, row.family_id)
 
 

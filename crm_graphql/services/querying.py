@@ -34,10 +34,27 @@ DEFAULT_PAGE_SIZE = 20
 
 @dataclass(frozen=True)
 class SortKey:
-    """One ORDER BY term: the column and whether it sorts descending."""
+    """One ORDER BY term: the column, its direction, and where NULLs go. Lists put NULLs
+    last in both directions (a client sorting by "last activity, newest first" wants
+    customers without activity at the end); a reversed key (backward paging) flips both."""
 
     column: Any
     descending: bool = False
+    nulls_first: bool = False
+
+    @property
+    def nullable(self) -> bool:
+        column = getattr(self.column, "expression", self.column)
+        return bool(getattr(column, "nullable", True))
+
+    def reversed(self) -> SortKey:
+        return SortKey(self.column, not self.descending, not self.nulls_first)
+
+    def term(self) -> Any:
+        term = self.column.desc() if self.descending else self.column.asc()
+        if not self.nullable:  # no NULLS clause: keeps plain index scans usable
+            return term
+        return term.nulls_first() if self.nulls_first else term.nulls_last()
 
 
 @dataclass
@@ -226,33 +243,27 @@ def decode_cursor(keys: Sequence[SortKey], cursor: str, field_name: str) -> list
 
 
 def _after_condition(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:
-    """Rows strictly after ``values`` in the order of ``keys``. PostgreSQL puts NULLs last
-    in ascending and first in descending order; the condition follows the same rule."""
+    """Rows strictly after ``values`` in the order of ``keys``, NULLs placed as each key
+    says."""
     clauses: list[ColumnElement[bool]] = []
     equal: list[ColumnElement[bool]] = []
     for key, value in zip(keys, values, strict=True):
         col = key.column
         if value is None:
-            beyond = col.is_not(None) if key.descending else false()
+            beyond = col.is_not(None) if key.nulls_first else false()
             same = col.is_(None)
         else:
-            beyond = (col < value) if key.descending else or_(col > value, col.is_(None))
+            beyond = (col < value) if key.descending else (col > value)
+            if key.nullable and not key.nulls_first:
+                beyond = or_(beyond, col.is_(None))
             same = col == value
         clauses.append(and_(*equal, beyond))
         equal.append(same)
     return or_(*clauses)
 
 
-def _order_by(keys: Sequence[SortKey], reverse: bool) -> list[Any]:
-    terms = []
-    for key in keys:
-        descending = key.descending != reverse
-        terms.append(key.column.desc() if descending else key.column.asc())
-    return terms
-
-
-def _reversed(keys: Sequence[SortKey]) -> list[SortKey]:
-    return [SortKey(k.column, not k.descending) for k in keys]
+def _order_by(keys: Sequence[SortKey]) -> list[Any]:
+    return [key.term() for key in keys]
 
 
 def sort_keys(
@@ -291,12 +302,12 @@ async def paginate(
     """Fetch one page of ``statement`` (already scoped and filtered) by keyset."""
     size, forward, cursor = request.validated()
     count_statement = select(func.count()).select_from(statement.order_by(None).subquery())
-    effective = list(keys) if forward else _reversed(keys)
+    effective = list(keys) if forward else [k.reversed() for k in keys]
     stmt = statement
     if cursor is not None:
         values = decode_cursor(keys, cursor, "after" if forward else "before")
         stmt = stmt.where(_after_condition(effective, values))
-    stmt = stmt.order_by(*_order_by(keys, reverse=not forward)).limit(size + 1)
+    stmt = stmt.order_by(*_order_by(effective)).limit(size + 1)
     rows = list((await session.scalars(stmt)).all()) if size > 0 else []
     more = len(rows) > size
     rows = rows[:size]
@@ -343,7 +354,7 @@ async def paginate_per_parent(
     stmt = statement.where(parent_column.in_(list(parent_ids)))
     if cursor is not None:
         stmt = stmt.where(_after_condition(keys, decode_cursor(keys, cursor, "after")))
-    rank = func.row_number().over(partition_by=parent_column, order_by=_order_by(keys, False))
+    rank = func.row_number().over(partition_by=parent_column, order_by=_order_by(keys))
     sub = stmt.add_columns(rank.label("_rank")).subquery()
     row = aliased(model, sub)
     rows = (

@@ -230,3 +230,39 @@ async def test_archive_hides_from_lists_but_not_from_node(
     assert "Gone Soon" not in [e["node"]["name"] for e in listed["edges"]]
     with_archived = (await agent("{ customers(includeArchived: true) { nodes { name } } }")).ok()
     assert "Gone Soon" in [n["name"] for n in with_archived["customers"]["nodes"]]
+
+
+async def test_nulls_sort_last_both_ways_and_paging_crosses_them(
+    as_role: dict[Role, support.GraphQLClient],
+) -> None:
+    agent = as_role[Role.AGENT]
+    for name, email in [
+        ("N1", "b@example.com"),
+        ("N2", None),
+        ("N3", "a@example.com"),
+        ("N4", None),
+    ]:
+        await create(agent, name=name, email=email)
+    for direction, expected in [
+        ("ASC", ["N3", "N1", "N2", "N4"]),
+        ("DESC", ["N1", "N3", "N2", "N4"]),
+    ]:
+        order = [{"field": "EMAIL", "direction": direction}, {"field": "NAME"}]
+        whole = (await agent(LIST, {"first": 10, "order": order})).ok()["customers"]
+        assert [e["node"]["name"] for e in whole["edges"]] == expected, direction
+        forward, after = [], None
+        for _ in range(4):
+            page = (await agent(LIST, {"first": 1, "after": after, "order": order})).ok()[
+                "customers"
+            ]
+            forward += [e["node"]["name"] for e in page["edges"]]
+            after = page["pageInfo"]["endCursor"]
+        assert forward == expected
+        backward, before = [], None
+        for _ in range(4):
+            page = (await agent(LIST, {"last": 1, "before": before, "order": order})).ok()[
+                "customers"
+            ]
+            backward = [e["node"]["name"] for e in page["edges"]] + backward
+            before = page["pageInfo"]["startCursor"]
+        assert backward == expected

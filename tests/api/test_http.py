@@ -91,3 +91,20 @@ async def test_health_and_readiness(client: support.GraphQLClient) -> None:
     ready = await client.http.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+
+
+async def test_request_id_is_kept_when_sane_and_replaced_when_not(
+    as_role: dict[Role, support.GraphQLClient],
+) -> None:
+    client = as_role[Role.AGENT]
+    for given, kept in (("abc-123", True), ("x" * 65, False), ("bad id;drop", False)):
+        response = await client.http.post(
+            "/graphql",
+            json={"query": 'mutation { createCustomer(input: {name: "R"}) { errors { code } } }'},
+            headers={**client.headers(), "X-Request-Id": given},
+        )
+        assert (
+            response.status_code == 200
+            and response.json()["data"]["createCustomer"]["errors"] == []
+        )
+        assert (response.headers["x-request-id"] == given) is kept

@@ -1,0 +1,74 @@
+"""Settings: the signing key is configured, or generated once in development; production
+refuses to run without one."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from crm_graphql.app import build_app
+from crm_graphql.settings import ConfigurationError, Settings, resolve_secret_key
+
+
+def _settings(data_dir: Path, **values: object) -> Settings:
+    # Every value explicit, so CRM_* variables of the caller's shell do not matter.
+    return Settings(
+        data_dir=data_dir,
+        database_url="postgresql://postgres@127.0.0.1:1/unused",
+        redis_url="redis://127.0.0.1:1/0",
+        **values,  # type: ignore[arg-type]
+    )
+
+
+def test_production_without_key_raises(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "data", env="production", secret_key=None)
+    with pytest.raises(ConfigurationError, match="CRM_SECRET_KEY"):
+        resolve_secret_key(settings)
+    # Nothing was generated as a fallback.
+    assert not (tmp_path / "data" / "secret_key").exists()
+
+
+def test_development_generates_a_private_key_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "fresh" / "data"  # does not exist yet
+    settings = _settings(data_dir, env="development", secret_key=None)
+    key = resolve_secret_key(settings)
+    assert len(key) >= 32
+    path = data_dir / "secret_key"
+    assert path.read_text().strip() == key
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # Next start (a new Settings, same data dir): the same key, so tokens stay valid.
+    again = resolve_secret_key(_settings(data_dir, env="development", secret_key=None))
+    assert again == key
+    # Another data directory gets a key of its own.
+    other = resolve_secret_key(_settings(tmp_path / "other", env="development", secret_key=None))
+    assert other != key
+
+
+def test_configured_key_wins(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    generated = resolve_secret_key(_settings(data_dir, env="development", secret_key=None))
+    configured = "configured-" + "k" * 40
+    for env in ("development", "test", "production"):
+        settings = _settings(data_dir, env=env, secret_key=configured)
+        assert resolve_secret_key(settings) == configured
+    # The stored development key is left alone.
+    assert (data_dir / "secret_key").read_text().strip() == generated
+
+
+def test_settings_read_crm_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CRM_ENV", "production")
+    monkeypatch.setenv("CRM_SECRET_KEY", "from-the-environment")
+    monkeypatch.setenv("CRM_DATA_DIR", str(tmp_path))
+    settings = Settings()
+    assert settings.is_production
+    assert resolve_secret_key(settings) == "from-the-environment"
+
+
+def test_build_app_refuses_production_without_key(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "data", env="production", secret_key=None)
+    with pytest.raises(ConfigurationError, match="CRM_SECRET_KEY"):
+        build_app(settings)
+    # With a key the same settings build an app (the lifespan, not build_app, connects).
+    assert build_app(settings.model_copy(update={"secret_key": "s" * 40})) is not None
