@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.db.embedded import EmbeddedServers, start_embedded
 from crm_graphql.db.engine import make_engine, make_sessionmaker
-from crm_graphql.settings import Settings
+from crm_graphql.settings import Settings, resolve_secret_key
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -91,7 +91,8 @@ def seed_demo(database_url: str, *, seed: int, only_if_empty: bool) -> bool:
         if only_if_empty and not await demo.database_is_empty(session):
             return False
         summary = await demo.seed_demo(session, seed=seed)
-        _say(f"Loaded demo data (seed {seed}): {summary}")
+        counts = ", ".join(f"{n} {table}" for table, n in summary.counts.items())
+        _say(f"Loaded demo workspace {summary.workspace_name!r} (seed {seed}): {counts}")
         return True
 
     return asyncio.run(_with_session(database_url, work))
@@ -121,6 +122,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings, servers = with_services(Settings())
     assert settings.database_url
+    # Resolved once here so that every worker process signs tokens with the same key.
+    os.environ["CRM_SECRET_KEY"] = resolve_secret_key(settings)
     if args.migrate:
         migrate(settings.database_url)
         _say("Database migrated to head")
@@ -185,6 +188,7 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
 
 def cmd_create_workspace(args: argparse.Namespace) -> int:
     from crm_graphql.services import auth
+    from crm_graphql.services.errors import DomainError
 
     settings, _servers = with_services(Settings(), need_redis=False)
     assert settings.database_url
@@ -194,6 +198,9 @@ def cmd_create_workspace(args: argparse.Namespace) -> int:
 
     try:
         workspace = asyncio.run(_with_session(settings.database_url, work))
+    except DomainError as error:
+        _say(f"error: {error.message}")
+        return 1
     except IntegrityError:
         _say(f"error: a workspace named {args.name!r} already exists")
         return 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -54,12 +56,18 @@ def resolve_secret_key(settings: Settings) -> str:
             "CRM_SECRET_KEY must be set when CRM_ENV=production (e.g. `openssl rand -hex 32`)."
         )
     path = settings.data_dir / "secret_key"
-    if path.exists():
-        key = path.read_text().strip()
-        if key:
-            return key
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: of two processes starting at once, one writes and both read its key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(20):  # the creator may not have written it yet
+            key = path.read_text().strip()
+            if key:
+                return key
+            time.sleep(0.05)
+        raise ConfigurationError(f"{path} is empty: delete it or set CRM_SECRET_KEY") from None
     key = secrets.token_hex(32)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
     return key

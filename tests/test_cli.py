@@ -338,7 +338,7 @@ def test_seed_demo_is_deterministic_and_if_empty_loads_nothing(
     first, second = cli.each([(seed_5, first_url), (seed_5, second_url)])
     for run in (first, second):
         assert run.returncode == 0, run
-        assert "Loaded demo data (seed 5)" in run.stdout, run
+        assert "Loaded demo workspace" in run.stdout and "(seed 5)" in run.stdout, run
         assert "admin@demo.example / demo-admin / admin" in run.stdout, run
 
     names = [row["name"] for row in _fetch(first_url, CUSTOMERS_IN_ORDER)]
@@ -355,7 +355,7 @@ def test_seed_demo_is_deterministic_and_if_empty_loads_nothing(
     again = cli("seed-demo", "--if-empty", database_url=first_url)
     assert again.returncode == 0, again
     assert "nothing loaded" in again.stdout, again
-    assert "Loaded demo data" not in again.stdout, again
+    assert "Loaded demo" not in again.stdout, again
     assert dict(_fetch(first_url, counts_query)[0]) == before
 
 
@@ -375,3 +375,15 @@ def test_export_schema(cli: Cli, tmp_path: Path) -> None:
     assert f"Wrote {out}" in to_file.stdout
     # Exporting needs no database: nothing embedded was started.
     assert not cli.data_dir.exists()
+
+
+def test_create_workspace_rejects_blank_and_overlong_names(
+    cli: Cli, migrated_database: str
+) -> None:
+    blank, long = cli.many(
+        ["create-workspace", "   "], ["create-workspace", "x" * 201], database_url=migrated_database
+    )
+    assert blank.returncode == 1 and "must not be blank" in blank.output, blank
+    assert long.returncode == 1 and "longer than 200" in long.output, long
+    assert "Traceback" not in blank.output + long.output
+    assert _fetch(migrated_database, "SELECT name FROM workspaces") == []

@@ -153,7 +153,7 @@ def test_serve_embedded_migrate_demo_then_stop(served: Served, stop_signal: sign
     assert "PostgreSQL (embedded)" in output, output
     assert "Redis (embedded)" in output, output
     assert "Database migrated to head" in output, output
-    assert "Loaded demo data" in output, output
+    assert "Loaded demo workspace" in output, output
     assert "admin@demo.example / demo-admin / admin" in output, output
     assert "viewer@demo.example / demo-viewer / viewer" in output, output
     # The development secret key was generated into the data directory.

