@@ -21,7 +21,7 @@ run: setup
 	$(BIN)/crm-graphql serve --migrate --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check crm_graphql tests migrations
+	$(BIN)/ruff check crm_graphql tests migrations examples scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy crm_graphql

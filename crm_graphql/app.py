@@ -14,12 +14,16 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from crm_graphql.db.engine import make_engine, make_sessionmaker
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
 from crm_graphql.realtime.bus import Bus
+from crm_graphql.realtime.ephemeral import Ephemeral
+from crm_graphql.realtime.hub import Hub, HubSettings
+from crm_graphql.realtime.ws import GraphQLWebSocket, close_sockets_before_exit, keep_protocol
+from crm_graphql.realtime.ws import close_all as close_all_sockets
 from crm_graphql.resolvers.context import AppState
 from crm_graphql.schema import schema
 from crm_graphql.services.auth import TokenConfig
@@ -71,14 +75,28 @@ def build_app(settings: Settings) -> Starlette:
         engine = make_engine(
             settings.database_url or "", pool_size=settings.db_pool_size, echo=settings.sql_echo
         )
+        sessionmaker = make_sessionmaker(engine)
         bus = Bus.from_url(settings.redis_url or "")
+        hub = Hub(
+            sessionmaker,
+            bus.client,
+            HubSettings(slow_consumer_after=settings.slow_consumer_seconds),
+        )
+        await hub.start()
         app.state.crm = AppState(
-            settings=settings, sessionmaker=make_sessionmaker(engine), tokens=tokens, bus=bus
+            settings=settings, sessionmaker=sessionmaker, tokens=tokens, bus=bus, hub=hub
         )
         app.state.schema = schema
+        ephemeral = Ephemeral(bus.client)
+        await ephemeral.start(app.state.crm)
+        restore_signals = close_sockets_before_exit()
         try:
             yield
         finally:
+            restore_signals()
+            await close_all_sockets()
+            await ephemeral.close()
+            await hub.close()
             await bus.close()
             await engine.dispose()
 
@@ -96,6 +114,7 @@ def build_app(settings: Settings) -> Starlette:
     routes: list[Any] = [
         Route("/", root),
         Route("/graphql", graphql_endpoint, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", GraphQLWebSocket(schema)),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         *explorer_routes(),
@@ -103,6 +122,6 @@ def build_app(settings: Settings) -> Starlette:
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
-def create_app() -> Starlette:
+def create_app() -> Any:
     """uvicorn factory (``crm_graphql.app:create_app``): settings from the environment."""
-    return build_app(Settings())
+    return keep_protocol(build_app(Settings()))

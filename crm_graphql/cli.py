@@ -1,4 +1,5 @@
-"""``crm-graphql``: serve, migrate, seed-demo, export-schema, create-workspace, create-user."""
+"""``crm-graphql``: serve, migrate, seed-demo, export-schema, create-workspace, create-user,
+create-api-key."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.db.embedded import EmbeddedServers, start_embedded
 from crm_graphql.db.engine import make_engine, make_sessionmaker
+from crm_graphql.services.api_keys import SCOPES as SCOPE_NAMES
 from crm_graphql.settings import Settings, resolve_secret_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             reload=args.reload,
             log_level=args.log_level,
             lifespan="on",
+            ws="websockets-sansio",  # realtime.ws.close_slow_consumer relies on it
             timeout_graceful_shutdown=10,
         )
     finally:
@@ -251,6 +254,39 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_create_api_key(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from crm_graphql.models import Role, Workspace
+    from crm_graphql.services import api_keys
+    from crm_graphql.services.actor import Actor
+    from crm_graphql.services.errors import DomainError
+
+    settings, _servers = with_services(Settings(), need_redis=False)
+    assert settings.database_url
+
+    async def work(session: AsyncSession) -> Any:
+        workspace = await session.scalar(
+            select(Workspace).where(func.lower(Workspace.name) == args.workspace.lower())
+        )
+        if workspace is None:
+            raise DomainError(f"no workspace named {args.workspace!r}", "workspace", "NOT_FOUND")
+        # The operator at the command line acts as an admin of the workspace (the audit
+        # row names no user and carries the request id "cli").
+        operator = Actor(workspace_id=workspace.id, role=Role.ADMIN, request_id="cli")
+        return await api_keys.create_api_key(operator, session, name=args.name, scopes=args.scope)
+
+    try:
+        key, token = asyncio.run(_with_session(settings.database_url, work))
+    except DomainError as error:
+        _say(f"error: {error.message}")
+        return 1
+    _say(f"Created API key {key.name!r} ({key.id}) with scopes {', '.join(key.scopes)}")
+    _say("Token (shown only this once; send it as `Authorization: Bearer <token>`):")
+    _say(token)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crm-graphql",
@@ -331,6 +367,25 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--role", required=True, choices=["admin", "manager", "agent", "viewer"])
     user.add_argument("--name", default=None, help="display name (default: from the email)")
     user.set_defaults(func=cmd_create_user)
+
+    key = sub.add_parser(
+        "create-api-key",
+        help="create a partner API key in a workspace",
+        description="Create a scoped API key and print its token once. Scopes: "
+        + ", ".join(sorted(SCOPE_NAMES))
+        + ".",
+    )
+    key.add_argument("--workspace", required=True, help="workspace NAME")
+    key.add_argument("--name", required=True, help="what the key is for, e.g. the integration")
+    key.add_argument(
+        "--scope",
+        required=True,
+        action="append",
+        choices=sorted(SCOPE_NAMES),
+        metavar="SCOPE",
+        help="a scope the key holds; repeat for several",
+    )
+    key.set_defaults(func=cmd_create_api_key)
     return parser
 
 

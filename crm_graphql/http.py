@@ -19,7 +19,8 @@ from strawberry.types.graphql import OperationType
 
 from crm_graphql.explorer import explorer_response, wants_explorer
 from crm_graphql.resolvers.context import AppState, Context
-from crm_graphql.services.auth import actor_from_access_token
+from crm_graphql.resolvers.credentials import MalformedCredentials, actor_for_credentials
+from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
 
 log = logging.getLogger("crm_graphql.http")
@@ -144,17 +145,18 @@ def _client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _actor(app: AppState, request: Request, request_id: str) -> Any:
-    header = request.headers.get("authorization")
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise RequestError(401, "Use `Authorization: Bearer <accessToken>`", "UNAUTHENTICATED")
+async def _actor(app: AppState, request: Request, request_id: str) -> Actor | None:
+    """The caller of an ``Authorization: Bearer`` header (access token or API key); a
+    header that is given but does not hold is a 401, not an anonymous request."""
     try:
-        return actor_from_access_token(
-            app.tokens, token.strip(), request_id=request_id, client_ip=_client_ip(request)
+        return await actor_for_credentials(
+            app,
+            request.headers.get("authorization"),
+            request_id=request_id,
+            client_ip=_client_ip(request),
         )
+    except MalformedCredentials as error:
+        raise RequestError(401, error.message, error.code) from error
     except DomainError as error:
         raise RequestError(
             401, error.message, error.code, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -178,7 +180,7 @@ async def graphql_endpoint(request: Request) -> Response:
     try:
         params = await _params(request, app.settings.max_request_bytes)
         _check_params(params)
-        actor = _actor(app, request, request_id)
+        actor = await _actor(app, request, request_id)
     except RequestError as exc:
         return _respond(
             _error_body(str(exc), exc.code), exc.status, media_type, {**headers, **exc.headers}

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     introspection: bool = True
     cors_origins: list[str] = Field(default_factory=list)
     db_pool_size: int = 10
+    slow_consumer_seconds: float = 10.0
     sql_echo: bool = False
 
     @property

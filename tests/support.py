@@ -171,3 +171,73 @@ def run_uvicorn(settings: Any, *, workers: int = 1) -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+class WSClient:
+    """A real GraphQL-over-WebSocket client (``graphql-transport-ws`` by default, or the
+    legacy ``graphql-ws``)."""
+
+    def __init__(self, ws: Any, protocol: str) -> None:
+        self.ws = ws
+        self.protocol = protocol
+        self._next_id = 0
+
+    @classmethod
+    async def connect(
+        cls,
+        base_url: str,
+        token: str | None,
+        *,
+        protocol: str = "graphql-transport-ws",
+        payload: dict[str, Any] | None = None,
+    ) -> WSClient:
+        import websockets
+
+        url = base_url.replace("http://", "ws://") + "/graphql"
+        ws = await websockets.connect(url, subprotocols=[protocol], open_timeout=10, max_queue=None)
+        client = cls(ws, protocol)
+        init = (
+            payload
+            if payload is not None
+            else ({"Authorization": f"Bearer {token}"} if token else {})
+        )
+        await client.send({"type": "connection_init", "payload": init})
+        return client
+
+    async def send(self, message: dict[str, Any]) -> None:
+        import json
+
+        await self.ws.send(json.dumps(message))
+
+    async def receive(self, timeout: float = 10) -> dict[str, Any]:  # noqa: ASYNC109
+        """The next message, skipping keep-alives."""
+        import json
+
+        while True:
+            raw = await asyncio.wait_for(self.ws.recv(), timeout)
+            message = json.loads(raw)
+            if message.get("type") not in ("ka", "ping", "pong"):
+                return message  # type: ignore[no-any-return]
+
+    async def acknowledged(self) -> None:
+        message = await self.receive()
+        assert message["type"] == "connection_ack", message
+
+    async def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> str:
+        self._next_id += 1
+        op_id = str(self._next_id)
+        kind = "subscribe" if self.protocol == "graphql-transport-ws" else "start"
+        await self.send(
+            {"id": op_id, "type": kind, "payload": {"query": query, "variables": variables or {}}}
+        )
+        return op_id
+
+    async def next_data(self, timeout: float = 10) -> dict[str, Any]:  # noqa: ASYNC109
+        """The data of the next ``next``/``data`` message (errors fail the test)."""
+        message = await self.receive(timeout)
+        assert message["type"] in ("next", "data"), message
+        assert not message["payload"].get("errors"), message
+        return message["payload"]["data"]  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        await self.ws.close()

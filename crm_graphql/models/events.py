@@ -51,7 +51,10 @@ class Event(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
 
-    __table_args__ = (Index("ix_events_workspace_topic_id", "workspace_id", "topic", "id"),)
+    # Streams are read in (txid, id) order per workspace and topic.
+    __table_args__ = (
+        Index("ix_events_workspace_topic_txid_id", "workspace_id", "topic", "txid", "id"),
+    )
 
 
 class DeliveryStatus(enum.StrEnum):

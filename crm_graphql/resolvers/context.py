@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from graphql import GraphQLError
@@ -15,8 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.auth import TokenConfig
 
+# Set by a subscription while one of its events is being resolved (per task).
+EVENT_SCOPE: ContextVar[Context | None] = ContextVar("crm_event_scope", default=None)
+
 if TYPE_CHECKING:
     from crm_graphql.realtime.bus import Bus
+    from crm_graphql.realtime.hub import Hub
     from crm_graphql.resolvers.loaders import Loaders
     from crm_graphql.settings import Settings
 
@@ -29,6 +33,7 @@ class AppState:
     sessionmaker: async_sessionmaker[AsyncSession]
     tokens: TokenConfig
     bus: Bus
+    hub: Hub
 
 
 @dataclass
@@ -41,14 +46,39 @@ class Context:
     actor: Actor | None
     request_id: str
     client_ip: str | None = None
+    # WebSocket connections: the connection_init payload and the socket itself.
+    connection_params: dict[str, Any] | None = None
+    websocket: Any = None
+    parent: Context | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _session: AsyncSession | None = None
+    _loaders: Loaders | None = None
 
-    @cached_property
+    def _active(self) -> Context:
+        """Inside a subscription event, the event's own scope; else this context."""
+        scope = EVENT_SCOPE.get()
+        return scope if scope is not None and scope.parent is self else self
+
+    @property
     def loaders(self) -> Loaders:
         from crm_graphql.resolvers.loaders import Loaders
 
-        return Loaders(self)
+        active = self._active()
+        if active._loaders is None:
+            active._loaders = Loaders(active)
+        return active._loaders
+
+    def event_scope(self) -> Context:
+        """A scope for resolving one subscription event: fresh loaders and a short-lived
+        session, so a long-lived socket neither holds a connection nor serves stale rows."""
+        return Context(
+            app=self.app,
+            actor=self.actor,
+            request_id=self.request_id,
+            client_ip=self.client_ip,
+            websocket=self.websocket,
+            parent=self,
+        )
 
     def require_actor(self) -> Actor:
         """The caller, or a GraphQL error with code UNAUTHENTICATED."""
@@ -61,10 +91,11 @@ class Context:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        async with self._lock:
-            if self._session is None:
-                self._session = self.app.sessionmaker()
-            yield self._session
+        active = self._active()
+        async with active._lock:
+            if active._session is None:
+                active._session = self.app.sessionmaker()
+            yield active._session
 
     @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
@@ -83,7 +114,7 @@ class Context:
             if self._session is not None:
                 await self._session.close()
                 self._session = None
-        self.__dict__.pop("loaders", None)
+        self._loaders = None
 
     async def close(self) -> None:
         await self.reset_reads()

@@ -1,17 +1,35 @@
-"""Conversation and message fields: arguments to service calls."""
+"""Conversation and message fields and mutations: arguments to service calls."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from crm_graphql import models
+from crm_graphql.resolvers.arguments import input_changes
+from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
+from crm_graphql.resolvers.mutations import Payload, create_payload, mutate_payload
 from crm_graphql.services import conversations as conversation_service
+from crm_graphql.services.actor import Actor
+from crm_graphql.services.errors import NotFound
+
+START_IDS = {"customer_id": "Customer", "assignee_id": "User"}
+
+# ------------------------------------------------------------------------------ lists
 
 
 async def conversations(info: Any, *args: Any) -> ConnectionValue:
     # Conversations are closed, never archived: the list has no `includeArchived`.
     return await root_list(info, conversation_service.CONVERSATIONS, *args)
+
+
+async def messages(info: Any, root: models.Conversation, *args: Any) -> ConnectionValue:
+    return await child_list(info, conversation_service.MESSAGES, "conversation_id", root.id, *args)
+
+
+# -------------------------------------------------------------------------- relations
 
 
 async def customer(info: Any, root: models.Conversation) -> Any:
@@ -22,13 +40,96 @@ async def assignee(info: Any, root: models.Conversation) -> Any:
     return await by_id(info, models.User, root.assignee_id)
 
 
-async def messages(info: Any, root: models.Conversation, *args: Any) -> ConnectionValue:
-    return await child_list(info, conversation_service.MESSAGES, "conversation_id", root.id, *args)
-
-
 async def author(info: Any, root: models.Message) -> Any:
     return await by_id(info, models.User, root.author_user_id)
 
 
 async def conversation(info: Any, root: models.Message) -> Any:
     return await by_id(info, models.Conversation, root.conversation_id)
+
+
+async def unread_count(info: Any, root: models.Conversation) -> int | None:
+    loader = info.context.loaders.per_key("unread_count", conversation_service.unread_counts)
+    return await loader.load(root.id)  # type: ignore[no-any-return]
+
+
+async def last_message(info: Any, root: models.Conversation) -> Any:
+    if root.last_message_seq == 0:
+        return None
+    loader = info.context.loaders.per_key("last_message", conversation_service.last_messages)
+    return await loader.load(root.id)
+
+
+# -------------------------------------------------------------------------- mutations
+# Arguments are converted inside the mutation so that a bad ID becomes a payload error.
+
+
+async def start_conversation(info: Any, input: Any) -> Payload:
+    return await create_payload(
+        info,
+        "conversation",
+        conversation_service.start_conversation,
+        input,
+        partial(input_changes, ids=START_IDS),
+    )
+
+
+async def _post(info: Any, post: Callable[..., Awaitable[Any]], input: Any) -> Payload:
+    id = decode_id(input.conversation_id, "Conversation")
+    return await mutate_payload(
+        info,
+        "message",
+        lambda actor, s: post(
+            actor, s, id, body=input.body, client_message_id=input.client_message_id
+        ),
+    )
+
+
+async def send_message(info: Any, input: Any) -> Payload:
+    return await _post(info, conversation_service.send_message, input)
+
+
+async def post_customer_message(info: Any, input: Any) -> Payload:
+    return await _post(info, conversation_service.post_customer_message, input)
+
+
+async def message_payload_conversation(info: Any, message: models.Message | None) -> Any:
+    """The conversation of a message mutation's result, as it is after the commit."""
+    if message is None:
+        return None
+    return await by_id(info, models.Conversation, message.conversation_id)
+
+
+async def assign_conversation(info: Any, input: Any) -> Payload:
+    id = decode_id(input.id, "Conversation")
+    given = input.assignee_id
+    assignee_id = decode_id(given, "User")
+
+    async def assign(actor: Actor, session: Any) -> Any:
+        if given is not None and assignee_id is None:  # never read a bad ID as "unassign"
+            raise NotFound("User not found", "assigneeId")
+        return await conversation_service.assign_conversation(
+            actor, session, id, assignee_id, expected_version=input.expected_version
+        )
+
+    return await mutate_payload(info, "conversation", assign)
+
+
+async def set_conversation_status(info: Any, input: Any) -> Payload:
+    id = decode_id(input.id, "Conversation")
+    return await mutate_payload(
+        info,
+        "conversation",
+        lambda actor, s: conversation_service.set_conversation_status(
+            actor, s, id, input.status, expected_version=input.expected_version
+        ),
+    )
+
+
+async def mark_conversation_read(info: Any, input: Any) -> Payload:
+    id = decode_id(input.id, "Conversation")
+    return await mutate_payload(
+        info,
+        "conversation",
+        lambda actor, s: conversation_service.mark_conversation_read(actor, s, id, input.up_to_seq),
+    )

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from strawberry.dataloader import DataLoader
 
-from crm_graphql.services import customers, querying, records
+from crm_graphql import models
+from crm_graphql.services import conversations, customers, querying, records
 
 if TYPE_CHECKING:
     from crm_graphql.resolvers.context import Context
+
+Batch = Callable[[Any, Any, Sequence[uuid.UUID]], Awaitable[dict[uuid.UUID, Any]]]
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,32 @@ class Loaders:
     def by_id(self, model: type[Any]) -> DataLoader[uuid.UUID, Any]:
         """``CompanyByIdLoader`` and friends: rows by primary key, None when absent."""
 
+        # Conversations and their messages have a visibility rule beyond the workspace.
+        fetch = (
+            conversations.get_many_visible
+            if model in (models.Conversation, models.Message)
+            else records.get_many
+        )
+
         async def load(ids: list[uuid.UUID]) -> list[Any]:
             actor = self.context.require_actor()
             async with self.context.read() as session:
-                found = await records.get_many(actor, session, model, ids)
+                found = await fetch(actor, session, model, ids)
             return [found.get(i) for i in ids]
 
         return self._get(("by_id", model), load)
+
+    def per_key(self, name: str, batch: Batch) -> DataLoader[uuid.UUID, Any]:
+        """A loader of one value per id computed by a service batch function
+        (``UnreadCountByConversationIdLoader`` ...): one call for a whole page."""
+
+        async def load(ids: list[uuid.UUID]) -> list[Any]:
+            actor = self.context.require_actor()
+            async with self.context.read() as session:
+                found = await batch(actor, session, ids)
+            return [found.get(i) for i in ids]
+
+        return self._get(("per_key", name), load)
 
     def remember_filter(self, args: ListArgs, filter: dict[str, Any] | None) -> ListArgs:
         self._filters[args.filter_key] = filter
@@ -109,10 +131,4 @@ class Loaders:
 
     @property
     def purchase_summary(self) -> DataLoader[uuid.UUID, customers.PurchaseSummary]:
-        async def load(ids: list[uuid.UUID]) -> list[customers.PurchaseSummary]:
-            actor = self.context.require_actor()
-            async with self.context.read() as session:
-                found = await customers.purchase_summaries(actor, session, ids)
-            return [found[i] for i in ids]
-
-        return self._get("purchase_summary", load)
+        return self.per_key("purchase_summary", customers.purchase_summaries)

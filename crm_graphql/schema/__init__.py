@@ -12,10 +12,11 @@ from crm_graphql.resolvers import nodes as resolve_nodes
 from crm_graphql.schema.activities import ActivityMutation, ActivityQuery
 from crm_graphql.schema.auth import AuthMutation
 from crm_graphql.schema.companies import CompanyMutation, CompanyQuery
-from crm_graphql.schema.conversations import ConversationQuery
+from crm_graphql.schema.conversations import ConversationMutation, ConversationQuery
 from crm_graphql.schema.customers import CustomerMutation, CustomerQuery
 from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
+from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
 from crm_graphql.schema.users import UserQuery
 
@@ -29,6 +30,7 @@ class Query(
     ActivityQuery,
     OrderQuery,
     ConversationQuery,
+    RealtimeQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
@@ -49,6 +51,8 @@ class Mutation(
     DealMutation,
     ActivityMutation,
     OrderMutation,
+    ConversationMutation,
+    RealtimeMutation,
 ):
     pass
 
@@ -58,6 +62,7 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[lambda: ParserCache(maxsize=1000), lambda: ValidationCache(maxsize=1000)],
         **kwargs,
     )

@@ -1,4 +1,5 @@
-"""Conversations in GraphQL (read side): conversations, their messages, filters, orders."""
+"""Conversations in GraphQL: conversations and their messages, filters, orders, and the
+mutations of live chat (start, send, customer messages, assign, status, read receipts)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from strawberry.types import Info
 from crm_graphql import models
 from crm_graphql.resolvers import conversations as resolve
 from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter, IntFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, of_model
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
 from crm_graphql.schema.scalars import Channel, ConversationStatus, MessageAuthorType
 
 if TYPE_CHECKING:
@@ -60,6 +61,17 @@ class Conversation(Node):
     ) -> Connection[Message]:
         return await resolve.messages(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
 
+    @strawberry.field(description="The latest message (null before the first one).")
+    async def last_message(self, info: Info) -> Message | None:
+        return await resolve.last_message(info, self)  # type: ignore[no-any-return, arg-type]
+
+    @strawberry.field(
+        description="Messages after the caller's read receipt (`markConversationRead`); "
+        "the caller's own messages count as read. Null for API keys, which have no receipts."
+    )
+    async def unread_count(self, info: Info) -> int | None:
+        return await resolve.unread_count(info, self)  # type: ignore[arg-type]
+
 
 @strawberry.type(description="One message of a conversation.")
 class Message(Node):
@@ -96,6 +108,11 @@ class ConversationFilter:
     assignee_id: IDFilter | None = None
     last_message_at: DateTimeFilter | None = None
     created_at: DateTimeFilter | None = None
+    unread: bool | None = strawberry.field(
+        default=None,
+        description="true: conversations with messages after the caller's read receipt; "
+        "false: the ones read to the end.",
+    )
 
 
 @strawberry.enum(description="Fields conversations can be ordered by.")
@@ -152,3 +169,149 @@ class ConversationQuery:
         return await resolve.conversations(  # type: ignore[return-value]
             info, first, after, last, before, filter, order_by
         )
+
+
+@strawberry.input(
+    description="A new conversation with a customer, optionally with its first message."
+)
+class StartConversationInput:
+    customer_id: strawberry.ID
+    channel: Channel
+    subject: str | None = strawberry.UNSET
+    is_private: bool | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Only admins, managers and the assignee see a private conversation.",
+    )
+    assignee_id: strawberry.ID | None = strawberry.field(
+        default=strawberry.UNSET, description="An agent, manager or admin of the workspace."
+    )
+    body: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="First message: the agent's when a user starts the conversation, the "
+        "customer's when a channel integration (API key) does.",
+    )
+    client_message_id: str | None = strawberry.field(
+        default=strawberry.UNSET, description="The sender's own ID of the first message."
+    )
+
+
+@strawberry.input(description="An agent's message.")
+class SendMessageInput:
+    conversation_id: strawberry.ID
+    body: str = strawberry.field(description="Message text, at most 10,000 characters.")
+    client_message_id: str | None = strawberry.field(
+        default=None,
+        description="Your own unique ID of the message (a UUID): sending again with it "
+        "returns the first message instead of a duplicate.",
+    )
+
+
+@strawberry.input(description="A message from the customer, brought by a channel integration.")
+class PostCustomerMessageInput:
+    conversation_id: strawberry.ID
+    body: str = strawberry.field(description="Message text, at most 10,000 characters.")
+    client_message_id: str | None = strawberry.field(
+        default=None,
+        description="The channel's own unique ID of the message: posting again with it "
+        "returns the first message instead of a duplicate.",
+    )
+
+
+@strawberry.input(description="Who handles a conversation.")
+class AssignConversationInput:
+    id: strawberry.ID
+    assignee_id: strawberry.ID | None = strawberry.field(
+        default=None, description="An agent, manager or admin; null: unassign."
+    )
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the conversation's version differs."
+    )
+
+
+@strawberry.input(description="A conversation's new status.")
+class SetConversationStatusInput:
+    id: strawberry.ID
+    status: ConversationStatus
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the conversation's version differs."
+    )
+
+
+@strawberry.input(description="How far the caller has read a conversation.")
+class MarkConversationReadInput:
+    id: strawberry.ID
+    up_to_seq: int | None = strawberry.field(
+        default=None, description="`seq` of the last message read; left out: the latest."
+    )
+
+
+@strawberry.type(description="Result of a conversation mutation.")
+class ConversationPayload:
+    conversation: Conversation | None = strawberry.field(
+        description="The conversation after the change."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.type(description="Result of sending a message.")
+class MessagePayload:
+    message: Message | None = strawberry.field(
+        description="The message: the one created, or the first one on a retry."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+    @strawberry.field(description="The conversation after the message.")
+    async def conversation(self, info: Info) -> Conversation | None:
+        return await resolve.message_payload_conversation(info, self.message)  # type: ignore[no-any-return, arg-type]
+
+
+@strawberry.type
+class ConversationMutation:
+    @strawberry.mutation(
+        description="Start a conversation with a customer, optionally with its first message."
+    )
+    async def start_conversation(
+        self, info: Info, input: StartConversationInput
+    ) -> ConversationPayload:
+        return await resolve.start_conversation(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Send an agent's message. Idempotent by `clientMessageId`; writing into a "
+        "closed conversation reopens it."
+    )
+    async def send_message(self, info: Info, input: SendMessageInput) -> MessagePayload:
+        return await resolve.send_message(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Post a message as the customer: for channel integrations, with an API key "
+        "holding the `conversations:write` scope. Idempotent by `clientMessageId`; a pending or "
+        "closed conversation opens again."
+    )
+    async def post_customer_message(
+        self, info: Info, input: PostCustomerMessageInput
+    ) -> MessagePayload:
+        return await resolve.post_customer_message(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Assign a conversation to a user, or unassign it.")
+    async def assign_conversation(
+        self, info: Info, input: AssignConversationInput
+    ) -> ConversationPayload:
+        return await resolve.assign_conversation(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Open, set pending or close a conversation.")
+    async def set_conversation_status(
+        self, info: Info, input: SetConversationStatusInput
+    ) -> ConversationPayload:
+        return await resolve.set_conversation_status(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Move the caller's read receipt forward (never back); users only."
+    )
+    async def mark_conversation_read(
+        self, info: Info, input: MarkConversationReadInput
+    ) -> ConversationPayload:
+        return await resolve.mark_conversation_read(info, input)  # type: ignore[return-value]

@@ -1,9 +1,113 @@
-"""Service conversations and their messages (read side; live chat comes later)."""
+"""Service conversations and their messages: who may see them, starting one, agent and
+customer messages (gap-free ``seq``, idempotent retries), assignment, status and read
+receipts. Every change writes its audit row and an event on the ``conversations`` topic
+in the same transaction.
+
+Visibility (one rule, here): admins and managers see every conversation of the
+workspace; agents and viewers see the non-private ones and the private ones assigned to
+them; an API key with a ``conversations:*`` scope sees the non-private ones. A
+conversation the actor may not see does not exist for it (``NOT_FOUND``), and neither do
+its messages.
+
+Event payload contract (``topic="conversations"``, ``entity_type="Conversation"``,
+values after the change, IDs as strings, enums as their lower-case values, times ISO 8601
+UTC). Every event carries ``conversation_id, customer_id, assignee_id, is_private,
+status, channel, last_message_seq, version``; and
+
+- ``conversation.started``: ``subject``;
+- ``message.created``: ``message_id, seq, author_type, author_user_id, body,
+  client_message_id, created_at``;
+- ``conversation.assigned``: ``previous_assignee_id``;
+- ``conversation.status_changed``: ``previous_status``;
+- ``conversation.read``: ``user_id, last_read_seq``.
+"""
 
 from __future__ import annotations
 
-from crm_graphql.models import Conversation, Message
-from crm_graphql.services import querying
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select, true, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from crm_graphql.models import (
+    Channel,
+    Conversation,
+    ConversationRead,
+    ConversationStatus,
+    Customer,
+    Message,
+    MessageAuthorType,
+    Role,
+    User,
+)
+from crm_graphql.services import audit, events, fields, querying, records
+from crm_graphql.services.actor import Actor, Permission, require, scoped
+from crm_graphql.services.api_keys import CONVERSATIONS_READ, CONVERSATIONS_WRITE
+from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
+
+TOPIC = "conversations"
+MAX_BODY_LENGTH = 10_000
+MAX_CLIENT_MESSAGE_ID_LENGTH = 100  # the column's width
+ASSIGNABLE_ROLES = frozenset({Role.AGENT, Role.MANAGER, Role.ADMIN})
+START_FIELDS = (
+    "customer_id",
+    "channel",
+    "subject",
+    "is_private",
+    "assignee_id",
+    "body",
+    "client_message_id",
+)
+
+# ------------------------------------------------------------------------ visibility
+
+
+def sees_every_conversation(actor: Actor) -> bool:
+    """Admins and managers (as users) see private conversations of anyone."""
+    return actor.user_id is not None and actor.role in (Role.ADMIN, Role.MANAGER)
+
+
+def _key_reads_conversations(actor: Actor) -> bool:
+    return bool({CONVERSATIONS_READ, CONVERSATIONS_WRITE} & actor.scopes)
+
+
+def can_see(actor: Actor, *, is_private: bool, assignee_id: uuid.UUID | None) -> bool:
+    """Whether ``actor`` may see a conversation with these values (the real-time layer
+    checks every event with it; the workspace is checked by whoever holds the row or
+    the event). Same rule as ``visible_condition``."""
+    if actor.user_id is None:  # an API key
+        return _key_reads_conversations(actor) and not is_private
+    if sees_every_conversation(actor) or not is_private:
+        return True
+    return assignee_id is not None and assignee_id == actor.user_id
+
+
+def visible_condition(actor: Actor) -> ColumnElement[bool]:
+    """``can_see`` as an SQL condition on ``Conversation`` (tenant scope not included)."""
+    if actor.user_id is None:
+        if not _key_reads_conversations(actor):
+            return false()
+        return Conversation.is_private.is_(False)
+    if sees_every_conversation(actor):
+        return true()
+    return or_(Conversation.is_private.is_(False), Conversation.assignee_id == actor.user_id)
+
+
+def unread_condition(actor: Actor) -> ColumnElement[bool]:
+    """A conversation has messages past the actor's read receipt (never, for API keys)."""
+    if actor.user_id is None:
+        return false()
+    read_up_to_last = exists().where(
+        ConversationRead.conversation_id == Conversation.id,
+        ConversationRead.user_id == actor.user_id,
+        ConversationRead.last_read_seq >= Conversation.last_message_seq,
+    )
+    return and_(Conversation.last_message_seq > 0, ~read_up_to_last)
+
 
 CONVERSATIONS = querying.ListSpec(
     model=Conversation,
@@ -26,8 +130,12 @@ CONVERSATIONS = querying.ListSpec(
         "assignee_id": Conversation.assignee_id,
     },
     archivable=False,
+    extra_condition=visible_condition,
+    actor_filter_fields=lambda actor: {"unread": unread_condition(actor)},
 )
 
+# Messages are listed only under a conversation the actor can see (Conversation.messages);
+# there is deliberately no root-level list of messages.
 MESSAGES = querying.ListSpec(
     model=Message,
     filter_fields={
@@ -46,3 +154,640 @@ MESSAGES = querying.ListSpec(
     parent_fields={"conversation_id": Message.conversation_id},
     archivable=False,
 )
+
+
+async def get_visible(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID | None,
+    *,
+    field: str = "id",
+    for_update: bool = False,
+) -> Conversation:
+    """A conversation the actor may see, or ``NotFound`` (also when it exists but is
+    private to someone else). ``for_update`` locks the row for this transaction."""
+    require(actor, Permission.READ)
+    if conversation_id is None:
+        raise NotFound("Conversation not found", field)
+    stmt = scoped(Conversation, actor).where(
+        Conversation.id == conversation_id, visible_condition(actor)
+    )
+    if for_update:
+        # Re-read the locked row even if this session loaded it before.
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    conversation = await session.scalar(stmt)
+    if conversation is None:
+        raise NotFound("Conversation not found", field)
+    return conversation
+
+
+async def get_many_visible(
+    actor: Actor, session: AsyncSession, model: type[Any], ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Any]:
+    """Conversations or messages by id, limited to what the actor may see: the rule of
+    ``records.get_many`` plus visibility, for by-id loading (``node``, ``Message.conversation``).
+    """
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    stmt: Select[Any]
+    if model is Conversation:
+        stmt = scoped(Conversation, actor).where(
+            Conversation.id.in_(wanted), visible_condition(actor)
+        )
+    elif model is Message:
+        stmt = (
+            scoped(Message, actor)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Message.id.in_(wanted), visible_condition(actor))
+        )
+    else:
+        raise ValueError(f"{model.__name__} is not a conversation or message")
+    return {row.id: row for row in await session.scalars(stmt)}
+
+
+async def _get_for_change(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID | None,
+    expected_version: int | None,
+) -> Conversation:
+    conversation = await get_visible(actor, session, conversation_id, for_update=True)
+    if expected_version is not None and conversation.version != expected_version:
+        raise Conflict(
+            f"Conversation was changed by someone else (version {conversation.version}, "
+            f"expected {expected_version}); reload and retry"
+        )
+    return conversation
+
+
+# ------------------------------------------------------------------------- batching
+
+
+async def unread_counts(
+    actor: Actor, session: AsyncSession, conversation_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """Messages past the actor's read receipt, per conversation, in one statement (empty
+    for API keys, which have no receipts)."""
+    if actor.user_id is None or not conversation_ids:
+        return {}
+    unread = func.greatest(
+        Conversation.last_message_seq - func.coalesce(ConversationRead.last_read_seq, 0), 0
+    )
+    rows = await session.execute(
+        select(Conversation.id, unread)
+        .outerjoin(
+            ConversationRead,
+            and_(
+                ConversationRead.conversation_id == Conversation.id,
+                ConversationRead.user_id == actor.user_id,
+            ),
+        )
+        .where(
+            Conversation.workspace_id == actor.workspace_id,
+            Conversation.id.in_(list(conversation_ids)),
+            visible_condition(actor),
+        )
+    )
+    return {id: int(count) for id, count in rows.all()}
+
+
+async def last_messages(
+    actor: Actor, session: AsyncSession, conversation_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Message]:
+    """The latest message of each conversation, in one statement."""
+    if not conversation_ids:
+        return {}
+    rows = await session.scalars(
+        scoped(Message, actor)
+        .join(
+            Conversation,
+            and_(
+                Conversation.id == Message.conversation_id,
+                Conversation.last_message_seq == Message.seq,
+            ),
+        )
+        .where(
+            Message.conversation_id.in_(list(conversation_ids)),
+            Conversation.workspace_id == actor.workspace_id,
+            visible_condition(actor),
+        )
+    )
+    return {message.conversation_id: message for message in rows}
+
+
+# --------------------------------------------------------------------------- events
+
+
+def _event_payload(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation.id,
+        "customer_id": conversation.customer_id,
+        "assignee_id": conversation.assignee_id,
+        "is_private": conversation.is_private,
+        "status": conversation.status,
+        "channel": conversation.channel,
+        "last_message_seq": conversation.last_message_seq,
+        "version": conversation.version,
+    }
+
+
+def _record(
+    actor: Actor,
+    session: AsyncSession,
+    conversation: Conversation,
+    event_type: str,
+    **extra: Any,
+) -> None:
+    events.record_event(
+        actor,
+        session,
+        topic=TOPIC,
+        type=event_type,
+        entity_type="Conversation",
+        entity_id=conversation.id,
+        payload={**_event_payload(conversation), **extra},
+    )
+
+
+def _message_event(
+    actor: Actor, session: AsyncSession, conversation: Conversation, message: Message
+) -> None:
+    _record(
+        actor,
+        session,
+        conversation,
+        "message.created",
+        message_id=message.id,
+        seq=message.seq,
+        author_type=message.author_type,
+        author_user_id=message.author_user_id,
+        body=message.body,
+        client_message_id=message.client_message_id,
+        created_at=message.created_at,
+    )
+
+
+# ------------------------------------------------------------------------ permissions
+
+
+def _require_writer(actor: Actor) -> None:
+    """Users who may write; API keys only with the ``conversations:write`` scope."""
+    require(actor, Permission.WRITE)
+    if actor.api_key_id is not None and CONVERSATIONS_WRITE not in actor.scopes:
+        raise Forbidden(f"This API key lacks the {CONVERSATIONS_WRITE} scope")
+
+
+async def _assignable(actor: Actor, session: AsyncSession, user_id: uuid.UUID) -> User:
+    """An active, non-viewer user of the actor's workspace."""
+    user = await session.scalar(scoped(User, actor).where(User.id == user_id))
+    if user is None:
+        raise NotFound("User not found", "assigneeId")
+    if not user.is_active or user.archived_at is not None:
+        raise Invalid("That user is deactivated", "assigneeId")
+    if user.role not in ASSIGNABLE_ROLES:
+        raise Invalid(
+            f"A {user.role.value} cannot be assigned conversations; pick an agent, "
+            "manager or admin",
+            "assigneeId",
+        )
+    return user
+
+
+# ------------------------------------------------------------------------- messages
+
+
+def _body(value: Any) -> str:
+    body = str(value or "").strip()
+    if not body:
+        raise Invalid("A message needs a body", "body")
+    if len(body) > MAX_BODY_LENGTH:
+        raise Invalid(f"A message is at most {MAX_BODY_LENGTH:,} characters", "body")
+    return body
+
+
+def _client_message_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    cleaned = str(value).strip()
+    if not cleaned:
+        raise Invalid("`clientMessageId` must not be blank", "clientMessageId")
+    if len(cleaned) > MAX_CLIENT_MESSAGE_ID_LENGTH:
+        raise Invalid(
+            f"`clientMessageId` is at most {MAX_CLIENT_MESSAGE_ID_LENGTH} characters",
+            "clientMessageId",
+        )
+    return cleaned
+
+
+async def _upsert_read(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    user_id: uuid.UUID,
+    seq: int,
+) -> int:
+    """Move a user's read receipt forward to ``seq`` (never back); its new position."""
+    insert = pg_insert(ConversationRead).values(
+        workspace_id=actor.workspace_id,
+        conversation_id=conversation_id,
+        user_id=user_id,
+        last_read_seq=seq,
+        read_at=func.now(),
+    )
+    upsert = insert.on_conflict_do_update(
+        index_elements=[ConversationRead.conversation_id, ConversationRead.user_id],
+        set_={
+            "last_read_seq": func.greatest(
+                ConversationRead.last_read_seq, insert.excluded.last_read_seq
+            ),
+            "read_at": func.now(),
+        },
+    ).returning(ConversationRead.last_read_seq)
+    return int((await session.execute(upsert)).scalar_one())
+
+
+async def _append_message(
+    actor: Actor,
+    session: AsyncSession,
+    conversation: Conversation,
+    *,
+    author_type: MessageAuthorType,
+    body: str,
+    client_message_id: str | None,
+    action: str,
+) -> Message:
+    """Add a message to a conversation this transaction has locked (or just created).
+
+    The next ``seq`` comes from the conversation row itself, under its row lock, so
+    concurrent senders get 1, 2, 3 ... without gaps or repeats. A message does not bump
+    the conversation's ``version``: that guards edits of the conversation's own fields
+    (assignee, status), which a busy chat must not turn into conflicts."""
+    seq, at, updated_at = (
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation.id)
+            .values(last_message_seq=Conversation.last_message_seq + 1, last_message_at=func.now())
+            .returning(
+                Conversation.last_message_seq,
+                Conversation.last_message_at,
+                Conversation.updated_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).one()
+    # The row changed behind the ORM's back: tell the loaded object, without marking it
+    # dirty (a flush would then bump the version).
+    set_committed_value(conversation, "last_message_seq", seq)
+    set_committed_value(conversation, "last_message_at", at)
+    set_committed_value(conversation, "updated_at", updated_at)
+    author_user_id = actor.user_id if author_type is MessageAuthorType.AGENT else None
+    message = await records.create(
+        actor,
+        session,
+        Message(
+            conversation_id=conversation.id,
+            seq=seq,
+            author_type=author_type,
+            author_user_id=author_user_id,
+            body=body,
+            client_message_id=client_message_id,
+            created_at=at,
+        ),
+        action=action,
+    )
+    if author_user_id is not None:  # your own message is not unread for you
+        await _upsert_read(actor, session, conversation.id, author_user_id, seq)
+    return message
+
+
+async def _existing_message(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID | None,
+    client_message_id: str,
+) -> Message | None:
+    """The message a retry already created, if the conversation is visible."""
+    return await session.scalar(
+        scoped(Message, actor)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.client_message_id == client_message_id,
+            visible_condition(actor),
+        )
+    )
+
+
+def _same_message(
+    message: Message, actor: Actor, author_type: MessageAuthorType, body: str
+) -> Message:
+    """A retry must repeat the original; reusing an ID for another message is a bug the
+    client must hear about rather than silently lose the new text."""
+    author_user_id = actor.user_id if author_type is MessageAuthorType.AGENT else None
+    if (
+        message.author_type is not author_type
+        or message.author_user_id != author_user_id
+        or message.body != body
+    ):
+        raise Conflict(
+            "This clientMessageId was already used for another message of the conversation",
+            "clientMessageId",
+        )
+    return message
+
+
+def _reopens(status: ConversationStatus, author_type: MessageAuthorType) -> bool:
+    """A customer writing wakes a pending or closed conversation up; an agent writing
+    into a closed one takes it up again. An agent's message keeps a pending conversation
+    pending (it usually asks the customer something)."""
+    if author_type is MessageAuthorType.CUSTOMER:
+        return status is not ConversationStatus.OPEN
+    return status is ConversationStatus.CLOSED
+
+
+async def _post(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID | None,
+    *,
+    author_type: MessageAuthorType,
+    body: Any,
+    client_message_id: Any,
+    action: str,
+) -> Message:
+    text = _body(body)
+    client_id = _client_message_id(client_message_id)
+    if client_id is not None:
+        # A retry of a message that made it: answer without locking or writing anything.
+        existing = await _existing_message(actor, session, conversation_id, client_id)
+        if existing is not None:
+            return _same_message(existing, actor, author_type, text)
+    conversation = await get_visible(
+        actor, session, conversation_id, field="conversationId", for_update=True
+    )
+    if client_id is not None:
+        # Two identical retries racing: the second waited for the first's row lock, and
+        # this new statement sees the first's committed message (READ COMMITTED takes a
+        # snapshot per statement). Every insert of a message holds that lock, so the
+        # unique (conversation_id, client_message_id) constraint is only a backstop.
+        existing = await _existing_message(actor, session, conversation.id, client_id)
+        if existing is not None:
+            return _same_message(existing, actor, author_type, text)
+    previous_status = conversation.status
+    reopen = _reopens(previous_status, author_type)
+    if reopen:
+        await records.update(
+            actor, session, conversation, {"status": ConversationStatus.OPEN}, action=action
+        )
+    message = await _append_message(
+        actor,
+        session,
+        conversation,
+        author_type=author_type,
+        body=text,
+        client_message_id=client_id,
+        action=action,
+    )
+    _message_event(actor, session, conversation, message)
+    if reopen:
+        _record(
+            actor,
+            session,
+            conversation,
+            "conversation.status_changed",
+            previous_status=previous_status,
+        )
+    return message
+
+
+async def send_message(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID | None,
+    *,
+    body: str,
+    client_message_id: str | None = None,
+) -> Message:
+    """An agent's message (users who may write). A retry with the same
+    ``client_message_id`` returns the first message and writes nothing. Writing into a
+    closed conversation reopens it."""
+    require(actor, Permission.WRITE)
+    if actor.user_id is None:
+        raise Forbidden(
+            "An API key posts the customer's side (postCustomerMessage); agent messages "
+            "come from users"
+        )
+    return await _post(
+        actor,
+        session,
+        conversation_id,
+        author_type=MessageAuthorType.AGENT,
+        body=body,
+        client_message_id=client_message_id,
+        action="sendMessage",
+    )
+
+
+async def post_customer_message(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID | None,
+    *,
+    body: str,
+    client_message_id: str | None = None,
+) -> Message:
+    """An inbound message from the customer, brought by a channel integration: only an
+    API key with the ``conversations:write`` scope posts as the customer. A pending or
+    closed conversation becomes open again. Retries are idempotent as for agents."""
+    if actor.api_key_id is None:
+        raise Forbidden("Customer messages come in through a channel integration's API key")
+    _require_writer(actor)
+    return await _post(
+        actor,
+        session,
+        conversation_id,
+        author_type=MessageAuthorType.CUSTOMER,
+        body=body,
+        client_message_id=client_message_id,
+        action="postCustomerMessage",
+    )
+
+
+# -------------------------------------------------------------------- conversations
+
+
+def _reject_unknown(data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    unknown = set(data) - set(allowed)
+    if unknown:
+        raise Invalid(f"Unknown fields: {', '.join(sorted(unknown))}")
+
+
+async def start_conversation(
+    actor: Actor, session: AsyncSession, data: Mapping[str, Any]
+) -> Conversation:
+    """Open a conversation with a customer (``customer_id``, ``channel``, ``subject``,
+    ``is_private``, ``assignee_id``), optionally with its first message (``body``,
+    ``client_message_id``): written by the agent when a user starts it, by the customer
+    when a channel integration (API key) does."""
+    _require_writer(actor)
+    _reject_unknown(data, START_FIELDS)
+    customer_id = data.get("customer_id")
+    if customer_id is None:
+        raise Invalid("A conversation needs a customer", "customerId")
+    customer = await records.get(actor, session, Customer, customer_id, field="customerId")
+    if customer.archived_at is not None:
+        raise Invalid("That customer is archived", "customerId")
+    if data.get("channel") is None:
+        raise Invalid("A conversation needs a channel", "channel")
+    channel = fields.choice(Channel, data["channel"], "channel")
+    subject = fields.optional_text(data.get("subject"), "subject", max_length=300)
+    is_private = data.get("is_private") or False
+    if not isinstance(is_private, bool):
+        raise Invalid("`isPrivate` must be true or false", "isPrivate")
+    if is_private and actor.user_id is None:
+        # A key could not even see the conversation it made.
+        raise Invalid("An API key cannot start a private conversation", "isPrivate")
+    assignee_id = data.get("assignee_id")
+    if assignee_id is not None:
+        await _assignable(actor, session, assignee_id)
+    body = client_id = None
+    if data.get("body") is not None:
+        body = _body(data["body"])
+        client_id = _client_message_id(data.get("client_message_id"))
+    elif data.get("client_message_id") is not None:
+        raise Invalid("`clientMessageId` names the first message: send a `body`", "body")
+    conversation = await records.create(
+        actor,
+        session,
+        Conversation(
+            customer_id=customer.id,
+            channel=channel,
+            status=ConversationStatus.OPEN,
+            subject=subject,
+            assignee_id=assignee_id,
+            is_private=is_private,
+            last_message_seq=0,
+        ),
+        action="startConversation",
+    )
+    _record(actor, session, conversation, "conversation.started", subject=conversation.subject)
+    if body is not None:
+        author = MessageAuthorType.AGENT if actor.user_id else MessageAuthorType.CUSTOMER
+        message = await _append_message(
+            actor,
+            session,
+            conversation,
+            author_type=author,
+            body=body,
+            client_message_id=client_id,
+            action="startConversation",
+        )
+        _message_event(actor, session, conversation, message)
+    return conversation
+
+
+async def assign_conversation(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID | None,
+    assignee_id: uuid.UUID | None,
+    *,
+    expected_version: int | None = None,
+) -> Conversation:
+    """Hand a conversation to an active agent, manager or admin of the workspace, or
+    unassign it (``None``). Assigning the current assignee changes nothing."""
+    _require_writer(actor)
+    conversation = await _get_for_change(actor, session, conversation_id, expected_version)
+    if assignee_id is not None:
+        await _assignable(actor, session, assignee_id)
+    if conversation.assignee_id == assignee_id:
+        return conversation
+    previous = conversation.assignee_id
+    await records.update(
+        actor, session, conversation, {"assignee_id": assignee_id}, action="assignConversation"
+    )
+    _record(
+        actor,
+        session,
+        conversation,
+        "conversation.assigned",
+        previous_assignee_id=previous,
+    )
+    return conversation
+
+
+async def set_conversation_status(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID | None,
+    status: Any,
+    *,
+    expected_version: int | None = None,
+) -> Conversation:
+    """Open, set pending (waiting for the customer) or close a conversation. Setting the
+    status it has changes nothing."""
+    _require_writer(actor)
+    if status is None:
+        raise Invalid("`status` is required", "status")
+    new_status = fields.choice(ConversationStatus, status, "status")
+    conversation = await _get_for_change(actor, session, conversation_id, expected_version)
+    previous = conversation.status
+    if previous is new_status:
+        return conversation
+    await records.update(
+        actor, session, conversation, {"status": new_status}, action="setConversationStatus"
+    )
+    _record(
+        actor,
+        session,
+        conversation,
+        "conversation.status_changed",
+        previous_status=previous,
+    )
+    return conversation
+
+
+async def mark_conversation_read(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID | None,
+    up_to_seq: int | None = None,
+) -> Conversation:
+    """Move the user's read receipt to ``up_to_seq`` (default: the latest message). A
+    receipt never moves back: marking what was already read changes nothing."""
+    require(actor, Permission.READ)
+    if actor.user_id is None:
+        raise Forbidden("Read receipts belong to users; an API key has none")
+    conversation = await get_visible(actor, session, conversation_id)
+    last = conversation.last_message_seq
+    seq = last if up_to_seq is None else up_to_seq
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= last:
+        raise Invalid(f"`upToSeq` must be between 0 and {last}", "upToSeq")
+    previous = await session.scalar(
+        select(ConversationRead.last_read_seq).where(
+            ConversationRead.conversation_id == conversation.id,
+            ConversationRead.user_id == actor.user_id,
+        )
+    )
+    before = int(previous or 0)
+    if seq <= before:
+        return conversation
+    position = await _upsert_read(actor, session, conversation.id, actor.user_id, seq)
+    audit.record(
+        actor,
+        session,
+        action="markConversationRead",
+        entity_type="Conversation",
+        entity_id=conversation.id,
+        changes={"last_read_seq": {"before": before, "after": position}},
+    )
+    _record(
+        actor,
+        session,
+        conversation,
+        "conversation.read",
+        user_id=actor.user_id,
+        last_read_seq=position,
+    )
+    return conversation

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event as sa_event
+from sqlalchemy import literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from crm_graphql.models import Event
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.audit import jsonable
+from crm_graphql.services.errors import Invalid
 
 PENDING_KEY = "crm_pending_events"
 
@@ -51,3 +57,114 @@ def take_committed_topics(session: AsyncSession) -> list[tuple[uuid.UUID, str]]:
 @sa_event.listens_for(Session, "after_rollback")
 def _forget_pending(session: Session) -> None:
     session.info.pop(PENDING_KEY, None)
+
+
+# ------------------------------------------------------------------ reading the log
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """Where an event sits in its stream: ``(txid, id)``. Streams are read in this order
+    and only below the oldest transaction still running, so an event that commits late
+    always lands after every position already handed out: resuming after a position never
+    skips anything."""
+
+    txid: int
+    id: int
+
+    def encode(self) -> str:
+        return base64.urlsafe_b64encode(f"ev:{self.txid}:{self.id}".encode()).decode().rstrip("=")
+
+    @staticmethod
+    def decode(cursor: str) -> Position:
+        try:
+            raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()).decode()
+            tag, txid, id = raw.split(":")
+            if tag != "ev":
+                raise ValueError(tag)
+            return Position(int(txid), int(id))
+        except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+            raise Invalid("Invalid event cursor: pass the `cursor` of an event", "after") from exc
+
+
+ORIGIN = Position(-1, -1)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as read back from the log."""
+
+    position: Position
+    workspace_id: uuid.UUID
+    topic: str
+    type: str
+    entity_type: str
+    entity_id: uuid.UUID | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def cursor(self) -> str:
+        return self.position.encode()
+
+
+_HORIZON = text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+
+
+async def read_events(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    topic: str,
+    after: Position,
+    *,
+    limit: int = 500,
+) -> tuple[list[StoredEvent], bool]:
+    """Committed events of a stream after ``after``, in order, at most ``limit``; and
+    whether committed events exist that must still wait for an older transaction (the
+    caller reads again shortly)."""
+    ready = (Event.txid < _HORIZON).label("ready")
+    rows = await session.execute(
+        select(Event, ready)
+        .where(
+            Event.workspace_id == workspace_id,
+            Event.topic == topic,
+            tuple_(Event.txid, Event.id) > tuple_(literal(after.txid), literal(after.id)),
+        )
+        .order_by(Event.txid, Event.id)
+        .limit(limit + 1)
+    )
+    events: list[StoredEvent] = []
+    held_back = False
+    for event, is_ready in rows.all():
+        if not is_ready:
+            held_back = True
+            break
+        if len(events) == limit:
+            break
+        events.append(
+            StoredEvent(
+                Position(event.txid, event.id),
+                event.workspace_id,
+                event.topic,
+                event.type,
+                event.entity_type,
+                event.entity_id,
+                event.payload,
+                event.created_at,
+            )
+        )
+    return events, held_back
+
+
+async def head(session: AsyncSession, workspace_id: uuid.UUID, topic: str) -> Position:
+    """The position of the stream's newest deliverable event (where a subscriber without
+    a cursor starts: it receives what commits from now on)."""
+    row = (
+        await session.execute(
+            select(Event.txid, Event.id)
+            .where(Event.workspace_id == workspace_id, Event.topic == topic, Event.txid < _HORIZON)
+            .order_by(Event.txid.desc(), Event.id.desc())
+            .limit(1)
+        )
+    ).first()
+    return Position(row[0], row[1]) if row else ORIGIN

@@ -12,7 +12,7 @@ import base64
 import binascii
 import enum
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -413,16 +413,27 @@ class ListSpec(Generic[M]):
     default_order: Sequence[tuple[str, bool]]
     parent_fields: Mapping[str, Any] = field(default_factory=dict)
     archivable: bool = True
+    # Row visibility finer than the workspace (private conversations): a condition built
+    # for the actor, applied to every statement of the list, nested ones included.
+    extra_condition: Callable[[Any], ColumnElement[bool]] | None = None
+    # Filter fields whose SQL depends on the actor (a conversation's `unread` for the
+    # caller), merged over ``filter_fields``.
+    actor_filter_fields: Callable[[Any], Mapping[str, Any]] | None = None
 
     def statement(
         self, actor: Any, filter: FilterSpec | None = None, *, include_archived: bool = False
     ) -> Select[M]:
-        """Scoped to the actor's workspace (after a READ check), filtered, archived rows
-        hidden unless asked for."""
+        """Scoped to the actor's workspace (after a READ check), limited to the rows the
+        actor may see, filtered, archived rows hidden unless asked for."""
         from crm_graphql.services.actor import Permission, require, scoped
 
         require(actor, Permission.READ)
-        stmt = scoped(self.model, actor).where(filter_condition(filter, self.filter_fields))
+        fields = self.filter_fields
+        if self.actor_filter_fields is not None:
+            fields = {**fields, **self.actor_filter_fields(actor)}
+        stmt = scoped(self.model, actor).where(filter_condition(filter, fields))
+        if self.extra_condition is not None:
+            stmt = stmt.where(self.extra_condition(actor))
         if self.archivable and not include_archived:
             stmt = stmt.where(self.model.archived_at.is_(None))  # type: ignore[attr-defined]
         return stmt

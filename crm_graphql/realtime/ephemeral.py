@@ -1,0 +1,522 @@
+"""Ephemeral real time: typing signals and presence. Redis only, never PostgreSQL.
+
+Unlike the event streams of ``realtime.hub`` (PostgreSQL is the truth, Redis a doorbell),
+what passes here may be lost: a typing signal published while Redis is down, or while
+a listener is not reading, is simply gone; the next one replaces it. What must not
+happen is memory growing with a slow listener, or a Redis restart silencing a process.
+
+``Fanout`` (one per process):
+- one Redis pub/sub connection of its own and one subscription per channel, refcounted
+  by the process's local listeners; each message is decoded once and handed to every
+  listener of its channel;
+- each listener is a small bounded queue that drops its *oldest* item when full;
+- every pub/sub command is sent by the one reader task (redis-py's ``PubSub`` is not
+  safe for a concurrent reader and writer: a failed write reconnects the connection
+  under the reader). A new subscription wakes that task at once by a ``PUBLISH`` on the
+  process's own control channel, so it takes effect in a round trip, not at the next
+  read timeout; dropped subscriptions are unsubscribed lazily;
+- on any Redis error the connection is dropped and rebuilt with backoff (0.1 s doubling
+  to 2 s), resubscribing every channel still listened to.
+
+``Presence``: a user actor's WebSocket connection marks the user online in the
+workspace while it is open. Sorted set ``crm:<workspace>:presence`` holds
+``<user_id>:<connection_id>`` members scored by their last heartbeat (Unix seconds);
+each process refreshes its open connections every ``heartbeat`` seconds and removes them
+on close. A user is online while any of their members is younger than ``stale_after``,
+so a crashed process's connections expire by themselves. Every change runs as one Lua
+script that also prunes stale members and publishes ``{user_id, status, at}`` on channel
+``crm:<workspace>:presence`` when a user's first connection opens or their last one
+closes or expires (best effort; the script makes the decision and the publish atomic,
+so concurrent processes never announce a user twice or in the wrong order).
+
+Typing: ``{user_id, user_name, is_typing, at}`` on ``crm:<workspace>:typing:<conversation>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from crm_graphql.realtime.bus import channel_name
+
+if TYPE_CHECKING:
+    from crm_graphql.resolvers.context import Context
+
+log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT = 2.0  # seconds a best-effort Redis call may take before it is given up
+
+
+def typing_channel(workspace_id: uuid.UUID, conversation_id: uuid.UUID) -> str:
+    return channel_name(workspace_id, f"typing:{conversation_id}")
+
+
+def presence_channel(workspace_id: uuid.UUID) -> str:
+    return channel_name(workspace_id, "presence")
+
+
+def presence_key(workspace_id: uuid.UUID) -> str:
+    """The sorted set of a workspace's open connections (a key, not a channel)."""
+    return channel_name(workspace_id, "presence")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class PresenceStatus(enum.Enum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+# --------------------------------------------------------------------------- fan-out
+
+_CLOSED: Any = object()  # queued to a listener when the fan-out shuts down
+
+
+class Listener:
+    """One local consumer of a channel: an async iterator of decoded payloads. Its queue
+    is bounded; when full, the oldest payload is dropped to make room (``dropped``)."""
+
+    def __init__(self, channel: str, size: int) -> None:
+        self.channel = channel
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=size)
+        self.dropped = 0
+
+    def push(self, item: Any) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+            if item is not _CLOSED:
+                self.dropped += 1
+        self.queue.put_nowait(item)
+
+    def __aiter__(self) -> Listener:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self.queue.get()
+        if item is _CLOSED:
+            raise StopAsyncIteration
+        return item
+
+
+@dataclass(eq=False)
+class _Channel:
+    listeners: set[Listener] = field(default_factory=set)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # subscription confirmed
+
+
+@dataclass
+class FanoutSettings:
+    queue_size: int = 32  # payloads a listener may have waiting
+    idle_read: float = 1.0  # seconds the reader waits for a message before housekeeping
+    backoff_max: float = 2.0  # longest wait between reconnection attempts
+    subscribe_wait: float = 1.0  # how long ``listen`` waits for Redis to confirm
+
+
+class Fanout:
+    """Process-wide fan-out of ephemeral Redis channels (see the module's docstring)."""
+
+    def __init__(self, client: redis.Redis, settings: FanoutSettings | None = None) -> None:
+        self.redis = client
+        self.settings = settings or FanoutSettings()
+        self.control = f"crm:ephemeral:{uuid.uuid4().hex}"  # this process's wake-up call
+        self.channels: dict[str, _Channel] = {}
+        self.subscribed: set[str] = set()  # channels SUBSCRIBEd on the current connection
+        self.confirmed: set[str] = set()  # ... and confirmed by Redis
+        self.redis_up = False
+        self._dirty = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        self._reader = asyncio.create_task(self._read(), name="ephemeral fan-out reader")
+
+    async def close(self) -> None:
+        """Stop the reader and end every listener. The reader is asked to stop, not
+        cancelled (it stops within ``idle_read``): cancelling a redis-py pub/sub read
+        right after a reconnection was seen to leave the task hanging."""
+        self._closed = True
+        self._stop.set()
+        if self._reader is not None:
+            done, _ = await asyncio.wait({self._reader}, timeout=self.settings.idle_read + 2)
+            if not done:
+                self._reader.cancel()
+                done, _ = await asyncio.wait({self._reader}, timeout=1)
+            if not done:
+                log.warning("the ephemeral fan-out reader did not stop; leaving it")
+        for channel in self.channels.values():
+            for listener in channel.listeners:
+                listener.push(_CLOSED)
+        self.channels.clear()
+
+    async def publish(self, channel: str, payload: dict[str, Any]) -> int:
+        """Publish ``payload`` as JSON; the number of processes that heard it. Raises
+        ``RedisError`` or ``TimeoutError`` when Redis is unavailable."""
+        data = json.dumps(payload, default=str, separators=(",", ":"))
+        async with asyncio.timeout(REDIS_TIMEOUT):
+            return int(await self.redis.publish(channel, data))
+
+    @contextlib.asynccontextmanager
+    async def listen(self, channel: str) -> AsyncIterator[Listener]:
+        """A listener of ``channel`` for the duration of the block. Waits (at most
+        ``subscribe_wait``) for Redis to confirm the subscription, so that what is published
+        after entering is heard; when Redis is down, the subscription is made once it is
+        back."""
+        if self._closed:
+            raise RuntimeError("the ephemeral fan-out is closed")
+        listener = Listener(channel, self.settings.queue_size)
+        entry = self.channels.get(channel)
+        if entry is None:
+            entry = self.channels[channel] = _Channel()
+            if channel in self.confirmed:  # not yet unsubscribed since its last listener
+                entry.ready.set()
+            self._dirty.set()
+        entry.listeners.add(listener)
+        try:
+            if not entry.ready.is_set():
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    async with asyncio.timeout(self.settings.subscribe_wait):
+                        if self.redis_up:  # else it subscribes as soon as it connects
+                            await self.redis.publish(self.control, "sync")  # wake the reader
+                        await entry.ready.wait()
+            yield listener
+        finally:
+            # No await here: this runs when a subscription is cancelled.
+            entry.listeners.discard(listener)
+            if not entry.listeners and self.channels.get(channel) is entry:
+                del self.channels[channel]
+                self._dirty.set()
+
+    def listeners(self, channel: str) -> int:
+        entry = self.channels.get(channel)
+        return len(entry.listeners) if entry else 0
+
+    # ------------------------------------------------------------------ the reader
+
+    async def _read(self) -> None:
+        backoff = 0.1
+        while not self._closed:
+            pubsub = self.redis.pubsub()
+            try:
+                self.subscribed, self.confirmed = set(), set()
+                await pubsub.subscribe(self.control)
+                self._dirty.set()
+                await self._sync(pubsub)
+                if not self.redis_up:
+                    log.info("ephemeral fan-out connected to Redis")
+                self.redis_up = True
+                backoff = 0.1
+                while not self._closed:
+                    message = await pubsub.get_message(timeout=self.settings.idle_read)
+                    if message is not None:
+                        self._dispatch(message)
+                    await self._sync(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError):
+                if self.redis_up:
+                    log.warning("ephemeral fan-out lost Redis; reconnecting", exc_info=True)
+                self.redis_up = False
+                self.confirmed = set()
+                for entry in self.channels.values():
+                    entry.ready.clear()
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            if not self._closed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                backoff = min(backoff * 2, self.settings.backoff_max)
+
+    async def _sync(self, pubsub: Any) -> None:
+        """Subscribe channels that gained a listener, unsubscribe those that lost all."""
+        if not self._dirty.is_set():
+            return
+        self._dirty.clear()
+        wanted = set(self.channels)
+        if add := wanted - self.subscribed:
+            await pubsub.subscribe(*add)
+            self.subscribed |= add
+        if remove := self.subscribed - wanted:
+            await pubsub.unsubscribe(*remove)
+            self.subscribed -= remove
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = _text(message.get("channel"))
+        kind = message.get("type")
+        if kind == "subscribe":
+            self.confirmed.add(channel)
+            entry = self.channels.get(channel)
+            if entry is not None:
+                entry.ready.set()
+            return
+        if kind == "unsubscribe":
+            self.confirmed.discard(channel)
+            return
+        if kind != "message" or channel == self.control:
+            return
+        entry = self.channels.get(channel)
+        if entry is None or not entry.listeners:
+            return
+        try:
+            payload = json.loads(message["data"])
+        except (TypeError, ValueError):
+            log.warning("ignoring a malformed message on %s", channel)
+            return
+        for listener in list(entry.listeners):
+            listener.push(payload)  # the same decoded object for every listener: read-only
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# -------------------------------------------------------------------------- presence
+
+# KEYS[1]: the workspace's presence set. ARGV: channel, now, cutoff (oldest live score),
+# key ttl, at (ISO time for the events), op ("add" | "remove"), members...
+# Publishes "online" for users who had no live member before and have one after,
+# "offline" for users who had one (or only stale ones, pruned here) and have none after.
+_PRESENCE_SCRIPT = """
+local key, channel = KEYS[1], ARGV[1]
+local now, cutoff, ttl, at, op = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local function users(members)
+  local set = {}
+  for _, m in ipairs(members) do
+    local u = string.match(m, '^([^:]+):')
+    if u then set[u] = true end
+  end
+  return set
+end
+local before = users(redis.call('ZRANGEBYSCORE', key, cutoff, '+inf'))
+local stale = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. cutoff)
+for _, m in ipairs(stale) do redis.call('ZREM', key, m) end
+local candidates = users(stale)
+for u in pairs(before) do candidates[u] = true end
+for i = 7, #ARGV do
+  if op == 'add' then
+    redis.call('ZADD', key, now, ARGV[i])
+  else
+    redis.call('ZREM', key, ARGV[i])
+  end
+end
+local after = users(redis.call('ZRANGEBYSCORE', key, cutoff, '+inf'))
+if redis.call('ZCARD', key) > 0 then redis.call('EXPIRE', key, ttl) end
+local published = 0
+for u in pairs(after) do
+  if not before[u] then
+    redis.call('PUBLISH', channel, cjson.encode({user_id = u, status = 'online', at = at}))
+    published = published + 1
+  end
+end
+for u in pairs(candidates) do
+  if not after[u] then
+    redis.call('PUBLISH', channel, cjson.encode({user_id = u, status = 'offline', at = at}))
+    published = published + 1
+  end
+end
+return published
+"""
+
+SCOPE_KEY = "crm.presence"  # where a WebSocket's ASGI scope keeps its presence entry
+
+
+@dataclass
+class PresenceSettings:
+    heartbeat: float = 15.0  # seconds between refreshes of this process's connections
+    stale_after: float = 45.0  # a member older than this is gone (its process died)
+
+
+@dataclass(frozen=True)
+class _Connection:
+    workspace_id: uuid.UUID
+    user_id: uuid.UUID
+    id: str
+
+    @property
+    def member(self) -> str:
+        return f"{self.user_id}:{self.id}"
+
+
+class Presence:
+    """This process's user connections, mirrored into Redis (see the module docstring).
+    Redis calls are best effort and bounded in time: a connection is never refused or
+    delayed for long because Redis is slow; the next heartbeat repairs what failed."""
+
+    def __init__(self, client: redis.Redis, settings: PresenceSettings | None = None) -> None:
+        self.redis = client
+        self.settings = settings or PresenceSettings()
+        self.connections: dict[str, _Connection] = {}
+        self._script = client.register_script(_PRESENCE_SCRIPT)
+        self._lock = asyncio.Lock()  # one presence change at a time (see ``_beat``)
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._heartbeat = asyncio.create_task(self._beat(), name="presence heartbeat")
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        remaining = list(self.connections.values())
+        self.connections.clear()
+        for workspace_id, members in _by_workspace(remaining).items():
+            await self._change(workspace_id, "remove", functools.partial(list, members))
+
+    def register(self, workspace_id: uuid.UUID, user_id: uuid.UUID) -> str:
+        """Count a new connection of ``user_id`` (heartbeats include it from now on); its
+        id, for ``opened`` and ``closed``."""
+        connection = _Connection(workspace_id, user_id, uuid.uuid4().hex)
+        self.connections[connection.id] = connection
+        return connection.id
+
+    async def opened(self, connection_id: str) -> None:
+        """Tell Redis about a registered connection at once (not at the next heartbeat)."""
+        connection = self.connections.get(connection_id)
+        if connection is not None:
+            await self._change(connection.workspace_id, "add", lambda: [connection.member])
+
+    async def closed(self, connection_id: str) -> None:
+        connection = self.connections.pop(connection_id, None)
+        if connection is not None:
+            await self._change(connection.workspace_id, "remove", lambda: [connection.member])
+
+    async def online_user_ids(self, workspace_id: uuid.UUID) -> list[uuid.UUID]:
+        """Users with a live connection in the workspace, on any process. Raises
+        ``RedisError`` or ``TimeoutError`` when Redis is unavailable."""
+        cutoff = time.time() - self.settings.stale_after
+        async with asyncio.timeout(REDIS_TIMEOUT):
+            members = await self.redis.zrangebyscore(presence_key(workspace_id), cutoff, "+inf")
+        ids: dict[uuid.UUID, None] = {}
+        for member in members:
+            with contextlib.suppress(ValueError):
+                ids[uuid.UUID(_text(member).partition(":")[0])] = None
+        return list(ids)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            for workspace_id in {c.workspace_id for c in self.connections.values()}:
+
+                def members(workspace_id: uuid.UUID = workspace_id) -> list[str]:
+                    # Taken under the lock: a connection closed meanwhile is not revived.
+                    return _by_workspace(self.connections.values()).get(workspace_id, [])
+
+                try:
+                    await self._change(workspace_id, "add", members)
+                except Exception:  # never let the heartbeat die
+                    log.exception("presence heartbeat failed")
+
+    async def _change(
+        self, workspace_id: uuid.UUID, op: str, members: Callable[[], list[str]]
+    ) -> None:
+        """Run the presence script; ``members`` is evaluated once the lock is held."""
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT), self._lock:
+                chosen = members()
+                if not chosen:
+                    return
+                now = time.time()
+                args: list[str | int | float] = [
+                    presence_channel(workspace_id),
+                    repr(now),
+                    repr(now - self.settings.stale_after),
+                    int(self.settings.stale_after * 2),
+                    now_iso(),
+                    op,
+                    *chosen,
+                ]
+                await self._script(keys=[presence_key(workspace_id)], args=args)
+        except (RedisError, OSError, TimeoutError):
+            log.warning("presence %s in workspace %s failed", op, workspace_id, exc_info=True)
+
+
+def _by_workspace(connections: Iterable[_Connection]) -> dict[uuid.UUID, list[str]]:
+    grouped: dict[uuid.UUID, list[str]] = {}
+    for connection in connections:
+        grouped.setdefault(connection.workspace_id, []).append(connection.member)
+    return grouped
+
+
+# --------------------------------------------------------------------- the process
+
+
+class Ephemeral:
+    """The process's fan-out and presence, started and closed by the app's lifespan."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        fanout: FanoutSettings | None = None,
+        presence: PresenceSettings | None = None,
+    ) -> None:
+        self.fanout = Fanout(client, fanout)
+        self.presence = Presence(client, presence)
+        self._app_state: Any = None
+
+    async def start(self, app_state: Any) -> None:
+        """Start, and become what ``of(app_state)`` answers."""
+        await self.fanout.start()
+        await self.presence.start()
+        self._app_state = app_state
+        _INSTALLED[id(app_state)] = self
+
+    async def close(self) -> None:
+        if self._app_state is not None and _INSTALLED.get(id(self._app_state)) is self:
+            del _INSTALLED[id(self._app_state)]
+        await self.presence.close()
+        await self.fanout.close()
+
+
+# Keyed by id(AppState): AppState (resolvers/context.py) has no field for this yet.
+_INSTALLED: dict[int, Ephemeral] = {}
+
+
+def of(app_state: Any) -> Ephemeral:
+    """The running ``Ephemeral`` of an app (its ``AppState``)."""
+    try:
+        return _INSTALLED[id(app_state)]
+    except KeyError:
+        raise RuntimeError("ephemeral real time is not started (see app.py's lifespan)") from None
+
+
+# ------------------------------------------------------- WebSocket connection hooks
+
+
+async def connection_opened(context: Context) -> None:
+    """Called by the WebSocket layer once a connection is authenticated: a user's
+    connection marks them online (API keys have no presence)."""
+    actor = context.actor
+    websocket = context.websocket
+    if actor is None or actor.user_id is None or websocket is None:
+        return
+    ephemeral = _INSTALLED.get(id(context.app))
+    if ephemeral is None:
+        return
+    connection_id = ephemeral.presence.register(actor.workspace_id, actor.user_id)
+    websocket.scope[SCOPE_KEY] = (ephemeral.presence, connection_id)  # before any await
+    await ephemeral.presence.opened(connection_id)
+
+
+async def connection_closed(scope: dict[str, Any]) -> None:
+    """Called by the WebSocket layer when a connection has ended, however it ended."""
+    entry = scope.pop(SCOPE_KEY, None)
+    if entry is not None:
+        presence, connection_id = entry
+        await presence.closed(connection_id)

@@ -1,0 +1,310 @@
+"""The process's real-time hub: one Redis subscription per stream, one reader of the event
+log per stream, any number of subscribers pulling from it at their own pace.
+
+Contract (see DESIGN.md, Real time):
+- PostgreSQL's event log is the truth. Redis only says "stream S has new events"; the hub
+  then reads the log after the last position it holds. A lost notification, a Redis
+  restart or a process crash delays events but never loses them: every stream is also
+  re-read on a timer, and at once after Redis comes back.
+- Each stream keeps a bounded window of its newest events in memory. A subscriber keeps
+  only its own position: it reads from the window while it is inside it and from
+  PostgreSQL (in pages) when it has fallen behind, so memory does not grow with slow
+  consumers.
+- A subscriber that has events waiting but has not taken one for ``slow_consumer_after``
+  seconds is reported through ``on_slow`` (the WebSocket layer closes its connection with
+  close code 4008; the client resumes with its last cursor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_graphql.realtime.bus import channel_name
+from crm_graphql.services import events
+from crm_graphql.services.events import Position, StoredEvent
+
+log = logging.getLogger(__name__)
+
+StreamKey = tuple[uuid.UUID, str]
+SlowHandler = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class HubSettings:
+    window: int = 1024  # events kept in memory per stream
+    page: int = 500  # events read from PostgreSQL at once
+    safety_poll: float = 2.0  # seconds between reads without a notification
+    redis_down_poll: float = 0.25  # seconds between reads while Redis is unreachable
+    slow_consumer_after: float = 10.0  # seconds a subscriber may sit on waiting events
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One subscription's place in a stream."""
+
+    position: Position
+    on_slow: SlowHandler | None = None
+    last_progress: float = field(default_factory=time.monotonic)
+    slow_reported: bool = False
+
+
+class Stream:
+    """The events of one (workspace, topic), as this process knows them."""
+
+    def __init__(self, hub: Hub, key: StreamKey) -> None:
+        self.hub = hub
+        self.key = key
+        self.window: deque[StoredEvent] = deque(maxlen=hub.settings.window)
+        # Every deliverable event after `floor` up to `head` is in `window`.
+        self.floor = events.ORIGIN
+        self.head = events.ORIGIN
+        self.ready = asyncio.Event()  # set once head is known
+        self.changed = asyncio.Condition()
+        self.wake = asyncio.Event()
+        self.subscribers: set[Subscriber] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        async with self.hub.sessionmaker() as session:
+            self.head = self.floor = await events.head(session, *self.key)
+        self.ready.set()
+        self.task = asyncio.create_task(self._read_loop(), name=f"stream {self.key[1]}")
+
+    async def _read_loop(self) -> None:
+        delay = self.hub.settings.safety_poll
+        while True:
+            timeout = delay if self.hub.redis_up else self.hub.settings.redis_down_poll
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+            self.wake.clear()
+            try:
+                held_back = await self._read_new()
+            except Exception:  # the database may be briefly unavailable: retry
+                log.warning("reading stream %s failed; retrying", self.key[1], exc_info=True)
+                delay = 1.0
+                continue
+            # Committed events waiting behind an older open transaction: look again soon.
+            delay = 0.02 if held_back else self.hub.settings.safety_poll
+
+    async def _read_new(self) -> bool:
+        held_back = False
+        while True:
+            async with self.hub.sessionmaker() as session:
+                batch, held_back = await events.read_events(
+                    session, *self.key, self.head, limit=self.hub.settings.page
+                )
+            if not batch:
+                return held_back
+            for event in batch:
+                if len(self.window) == self.window.maxlen:
+                    self.floor = self.window[0].position
+                self.window.append(event)
+            self.head = batch[-1].position
+            async with self.changed:
+                self.changed.notify_all()
+            if len(batch) < self.hub.settings.page:
+                return held_back
+
+    def after(self, position: Position) -> list[StoredEvent] | None:
+        """Events after ``position`` from memory, or None when it is below the window."""
+        if position < self.floor:
+            return None
+        return [e for e in self.window if e.position > position]
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+class Hub:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        redis_client: redis.Redis,
+        settings: HubSettings | None = None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.redis = redis_client
+        self.settings = settings or HubSettings()
+        self.streams: dict[StreamKey, Stream] = {}
+        self._channels: dict[str, StreamKey] = {}
+        self._lock = asyncio.Lock()
+        self._pubsub: Any = None
+        self._listener: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._resubscribe = asyncio.Event()
+        self.redis_up = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="hub redis listener")
+        self._watchdog = asyncio.create_task(self._watch_slow(), name="hub watchdog")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._listener, self._watchdog) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # A pub/sub read cancelled mid-reconnect can linger: never let it block shutdown.
+            await asyncio.wait(tasks, timeout=2)
+        for stream in list(self.streams.values()):
+            await stream.close()
+        self.streams.clear()
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+
+    # ----------------------------------------------------------------- Redis side
+
+    async def _listen(self) -> None:
+        """Keep one pub/sub connection with a subscription per stream; after any failure,
+        reconnect and make every stream re-read the log (it may have missed messages)."""
+        backoff = 0.1
+        while True:
+            try:
+                self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                await self._pubsub.subscribe("crm:hub")  # keeps the connection open
+                channels = list(self._channels)
+                if channels:
+                    await self._pubsub.subscribe(*channels)
+                self.redis_up = True
+                backoff = 0.1
+                self._wake_all()
+                while True:
+                    # Short timeout: channels of new streams get subscribed promptly.
+                    message = await self._pubsub.get_message(timeout=0.1)
+                    if message is not None and message.get("type") == "message":
+                        key = self._channels.get(_text(message["channel"]))
+                        if key is not None and key in self.streams:
+                            self.streams[key].wake.set()
+                    await self._sync_channels()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError):
+                if self.redis_up:
+                    log.warning("Redis connection lost; streams fall back to polling")
+                self.redis_up = False
+                self._wake_all()
+                with contextlib.suppress(Exception):
+                    await self._pubsub.aclose()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _sync_channels(self) -> None:
+        """Subscribe channels of new streams, unsubscribe channels of closed ones."""
+        if not self._resubscribe.is_set():
+            return
+        self._resubscribe.clear()
+        wanted = set(self._channels)
+        current = {_text(c) for c in self._pubsub.channels} - {"crm:hub"}
+        if add := wanted - current:
+            await self._pubsub.subscribe(*add)
+            for channel in add:  # anything committed before the subscription took effect
+                key = self._channels[channel]
+                if key in self.streams:
+                    self.streams[key].wake.set()
+        if remove := current - wanted:
+            await self._pubsub.unsubscribe(*remove)
+
+    def _wake_all(self) -> None:
+        for stream in self.streams.values():
+            stream.wake.set()
+
+    # ------------------------------------------------------------- subscriptions
+
+    async def _stream(self, key: StreamKey) -> Stream:
+        async with self._lock:
+            stream = self.streams.get(key)
+            if stream is None:
+                stream = Stream(self, key)
+                self.streams[key] = stream
+                self._channels[channel_name(*key)] = key
+                self._resubscribe.set()
+                try:
+                    await stream.start()
+                except BaseException:
+                    self.streams.pop(key, None)
+                    self._channels.pop(channel_name(*key), None)
+                    raise
+        return stream
+
+    async def _release(self, stream: Stream, subscriber: Subscriber) -> None:
+        async with self._lock:
+            stream.subscribers.discard(subscriber)
+            if not stream.subscribers and self.streams.get(stream.key) is stream:
+                del self.streams[stream.key]
+                self._channels.pop(channel_name(*stream.key), None)
+                self._resubscribe.set()
+                await stream.close()
+
+    async def follow(
+        self,
+        workspace_id: uuid.UUID,
+        topic: str,
+        after: Position | None,
+        *,
+        on_slow: SlowHandler | None = None,
+    ) -> AsyncIterator[StoredEvent]:
+        """Every event of the stream after ``after`` (or from now on), in order, once each;
+        what was missed comes from PostgreSQL first, then live events follow."""
+        stream = await self._stream((workspace_id, topic))
+        subscriber = Subscriber(after if after is not None else stream.head, on_slow)
+        stream.subscribers.add(subscriber)
+        try:
+            while True:
+                batch = stream.after(subscriber.position)
+                if batch is None:  # fell behind the window: page through the log
+                    async with self.sessionmaker() as session:
+                        batch, _ = await events.read_events(
+                            session,
+                            workspace_id,
+                            topic,
+                            subscriber.position,
+                            limit=self.settings.page,
+                        )
+                if not batch:
+                    async with stream.changed:
+                        # None here means the window moved past us meanwhile: loop, read.
+                        if stream.after(subscriber.position) == []:
+                            subscriber.last_progress = time.monotonic()
+                            await stream.changed.wait()
+                    continue
+                for event in batch:
+                    subscriber.position = event.position
+                    yield event
+                    subscriber.last_progress = time.monotonic()
+        finally:
+            await self._release(stream, subscriber)
+
+    async def _watch_slow(self) -> None:
+        """Report subscribers that sit on waiting events (their socket is not read)."""
+        while True:
+            await asyncio.sleep(min(1.0, self.settings.slow_consumer_after / 2))
+            now = time.monotonic()
+            for stream in list(self.streams.values()):
+                for subscriber in list(stream.subscribers):
+                    waiting = subscriber.position < stream.head
+                    stale = now - subscriber.last_progress > self.settings.slow_consumer_after
+                    if waiting and stale and not subscriber.slow_reported and subscriber.on_slow:
+                        subscriber.slow_reported = True
+                        task = asyncio.create_task(subscriber.on_slow())
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

