@@ -211,10 +211,24 @@ def cmd_create_workspace(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_create_user(args: argparse.Namespace) -> int:
+async def _workspace_named(session: AsyncSession, name: str) -> Any:
+    """The workspace called ``name`` (any case), or a NOT_FOUND domain error."""
     from sqlalchemy import func, select
 
-    from crm_graphql.models import Role, Workspace
+    from crm_graphql.models import Workspace
+    from crm_graphql.services.errors import DomainError
+
+    workspace = await session.scalar(
+        select(Workspace).where(func.lower(Workspace.name) == name.lower())
+    )
+    if workspace is None:
+        raise DomainError(f"no workspace named {name!r}", "workspace", "NOT_FOUND")
+    return workspace
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+
+    from crm_graphql.models import Role
     from crm_graphql.services import auth, fields
     from crm_graphql.services.errors import DomainError
 
@@ -222,11 +236,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     assert settings.database_url
 
     async def work(session: AsyncSession) -> Any:
-        workspace = await session.scalar(
-            select(Workspace).where(func.lower(Workspace.name) == args.workspace.lower())
-        )
-        if workspace is None:
-            raise DomainError(f"no workspace named {args.workspace!r}", "workspace", "NOT_FOUND")
+        workspace = await _workspace_named(session, args.workspace)
         email = fields.email(args.email)
         if not email:
             raise DomainError("an email is required", "email")
@@ -255,9 +265,8 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 
 
 def cmd_create_api_key(args: argparse.Namespace) -> int:
-    from sqlalchemy import func, select
 
-    from crm_graphql.models import Role, Workspace
+    from crm_graphql.models import Role
     from crm_graphql.services import api_keys
     from crm_graphql.services.actor import Actor
     from crm_graphql.services.errors import DomainError
@@ -266,11 +275,7 @@ def cmd_create_api_key(args: argparse.Namespace) -> int:
     assert settings.database_url
 
     async def work(session: AsyncSession) -> Any:
-        workspace = await session.scalar(
-            select(Workspace).where(func.lower(Workspace.name) == args.workspace.lower())
-        )
-        if workspace is None:
-            raise DomainError(f"no workspace named {args.workspace!r}", "workspace", "NOT_FOUND")
+        workspace = await _workspace_named(session, args.workspace)
         # The operator at the command line acts as an admin of the workspace (the audit
         # row names no user and carries the request id "cli").
         operator = Actor(workspace_id=workspace.id, role=Role.ADMIN, request_id="cli")
