@@ -269,3 +269,111 @@ async def test_concurrent_writers_committing_out_of_order_are_delivered_once_in_
         assert replay == subjects
     finally:
         await ws.close()
+
+
+CONVERSATION_EVENTS = """subscription($c: ID!, $after: String) {
+  conversationEvents(conversationId: $c, after: $after) {
+    cursor type message { seq body } conversation { status assignee { email } }
+  }
+}"""
+INBOX = "subscription { inbox { type conversation { subject } message { body } } }"
+
+
+async def _conversation(http: support.GraphQLClient, subject: str, **extra: Any) -> str:
+    customer = (
+        await http('mutation { createCustomer(input: {name: "Chatty"}) { customer { id } } }')
+    ).ok()
+    data = (
+        await http(
+            "mutation($i: StartConversationInput!) { startConversation(input: $i) { conversation { id } errors { code } } }",
+            {
+                "i": {
+                    "customerId": customer["createCustomer"]["customer"]["id"],
+                    "channel": "CHAT",
+                    "subject": subject,
+                    **extra,
+                }
+            },
+        )
+    ).ok()["startConversation"]
+    assert data["errors"] == [], data
+    return data["conversation"]["id"]  # type: ignore[no-any-return]
+
+
+async def _send(http: support.GraphQLClient, conversation: str, body: str) -> None:
+    sent = await http(
+        "mutation($c: ID!, $b: String!) { sendMessage(input: {conversationId: $c, body: $b}) { errors { code } } }",
+        {"c": conversation, "b": body},
+    )
+    assert sent.ok()["sendMessage"]["errors"] == []
+
+
+async def test_unassigned_agent_stops_receiving_a_private_conversation(
+    live_server: str, http: support.GraphQLClient, tokens: dict[Role, str], users: dict[Role, User]
+) -> None:
+    from crm_graphql.resolvers.ids import to_global_id
+
+    agent_id = to_global_id("User", users[Role.AGENT].id)
+    conversation = await _conversation(http, "Private", isPrivate=True, assigneeId=agent_id)
+    ws = await support.WSClient.connect(live_server, tokens[Role.AGENT])
+    try:
+        await ws.acknowledged()
+        await ws.subscribe(CONVERSATION_EVENTS, {"c": conversation})
+        await asyncio.sleep(0.3)
+        await _send(http, conversation, "hello agent")
+        event = (await ws.next_data())["conversationEvents"]
+        assert event["type"] == "message.created" and event["message"]["body"] == "hello agent"
+        manager_id = to_global_id("User", users[Role.MANAGER].id)
+        reassigned = await http(
+            "mutation($c: ID!, $a: ID) { assignConversation(input: {id: $c, assigneeId: $a}) { errors { code } } }",
+            {"c": conversation, "a": manager_id},
+        )
+        assert reassigned.ok()["assignConversation"]["errors"] == []
+        # The agent is told about the reassignment, then the subscription ends.
+        told = await ws.receive()
+        assert (
+            told["type"] == "next"
+            and told["payload"]["data"]["conversationEvents"]["type"] == "conversation.assigned"
+        )
+        assert (
+            told["payload"]["data"]["conversationEvents"]["conversation"] is None
+        )  # no longer visible
+        assert (await ws.receive())["type"] == "complete"
+        await _send(http, conversation, "secret now")
+        with pytest.raises(TimeoutError):
+            await ws.receive(timeout=1.0)
+        # Resubscribing is refused.
+        await ws.subscribe(CONVERSATION_EVENTS, {"c": conversation})
+        refused = await ws.receive()
+        errors = refused["payload"] if refused["type"] == "error" else refused["payload"]["errors"]
+        assert errors[0]["extensions"]["code"] == "NOT_FOUND"
+    finally:
+        await ws.close()
+
+
+async def test_inbox_shows_only_conversations_the_agent_may_see(
+    live_server: str, http: support.GraphQLClient, tokens: dict[Role, str], users: dict[Role, User]
+) -> None:
+    from crm_graphql.resolvers.ids import to_global_id
+
+    manager_id = to_global_id("User", users[Role.MANAGER].id)
+    ws = await support.WSClient.connect(live_server, tokens[Role.AGENT])
+    try:
+        await ws.acknowledged()
+        await ws.subscribe(INBOX)
+        await asyncio.sleep(0.3)
+        hidden = await _conversation(http, "Manager only", isPrivate=True, assigneeId=manager_id)
+        await _send(http, hidden, "not for agents")
+        public = await _conversation(http, "Everyone")
+        await _send(http, public, "hi all")
+        first = (await ws.next_data())["inbox"]
+        second = (await ws.next_data())["inbox"]
+        assert (first["type"], first["conversation"]["subject"]) == (
+            "conversation.started",
+            "Everyone",
+        )
+        assert (second["type"], second["message"]["body"]) == ("message.created", "hi all")
+        with pytest.raises(TimeoutError):
+            await ws.receive(timeout=0.8)
+    finally:
+        await ws.close()
