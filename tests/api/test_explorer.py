@@ -198,3 +198,59 @@ def test_explorer_runs_authenticated_query_offline(
     logs: list[dict[str, Any]] = browser.get_log("browser")  # type: ignore[no-untyped-call]
     console = [entry["message"] for entry in logs]
     assert not [m for m in console if "Content Security Policy" in m], console
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_explorer_runs_a_subscription(
+    live_server: str, live_admin: tuple[str, str], browser: WebDriver
+) -> None:
+    """A subscription started in GraphiQL (over its WebSocket, authenticated by the
+    Headers tab) shows an activity logged afterwards through the API."""
+    import time
+
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    email, password = live_admin
+    token = _login(live_server, email, password)
+    wait = WebDriverWait(browser, TIMEOUT_S, ignored_exceptions=(StaleElementReferenceException,))
+
+    def click(by: str, selector: str) -> None:
+        def attempt(driver: WebDriver) -> bool:
+            driver.find_element(by, selector).click()
+            return True
+
+        wait.until(attempt)
+
+    browser.get(f"{live_server}/graphql")
+    wait.until(lambda d: d.execute_script(JS_EDITORS_READY))
+    browser.execute_script(
+        JS_SET_QUERY, "subscription { activityFeed { type activity { subject } } }"
+    )
+    click(By.XPATH, "//button[normalize-space()='Headers']")
+    browser.execute_script(JS_SET_HEADERS, json.dumps({"Authorization": f"Bearer {token}"}))
+    click(By.CSS_SELECTOR, ".graphiql-execute-button")
+    time.sleep(1.5)  # the socket is open and the subscription registered
+
+    headers = {"Authorization": f"Bearer {token}"}
+    customer = httpx.post(
+        f"{live_server}/graphql",
+        json={
+            "query": 'mutation { createCustomer(input: {name: "Explorer"}) { customer { id } } }'
+        },
+        headers=headers,
+        timeout=TIMEOUT_S,
+    ).json()["data"]["createCustomer"]["customer"]["id"]
+    logged = httpx.post(
+        f"{live_server}/graphql",
+        json={
+            "query": 'mutation($c: ID!) { createActivity(input: {type: NOTE, subject: "Seen live in GraphiQL", customerId: $c}) { errors { code } } }',
+            "variables": {"c": customer},
+        },
+        headers=headers,
+        timeout=TIMEOUT_S,
+    ).json()
+    assert logged["data"]["createActivity"]["errors"] == [], logged
+    wait.until(lambda d: "Seen live in GraphiQL" in d.execute_script(JS_RESULT))
