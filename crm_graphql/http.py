@@ -9,8 +9,10 @@ import uuid
 from typing import Any
 
 import orjson
+from asyncpg.exceptions import PostgresConnectionError
 from graphql import GraphQLError
 from graphql.error import GraphQLFormattedError
+from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -69,6 +71,10 @@ def format_error(
         extensions["code"] = original.code
         if original.field:
             extensions["field"] = original.field
+    elif _database_unreachable(original):
+        log.warning("database unreachable (request %s): %s", request_id, original)
+        extensions = {"code": "UNAVAILABLE", "requestId": request_id}
+        formatted = {**formatted, "message": "The database is unavailable; retry shortly"}
     elif original is not None and not isinstance(original, GraphQLError):
         log.error("unexpected error (request %s)", request_id, exc_info=original)
         extensions = {"code": "INTERNAL", "requestId": request_id}
@@ -79,6 +85,23 @@ def format_error(
         extensions["code"] = "GRAPHQL_VALIDATION_FAILED" if not error.path else "BAD_REQUEST"
     result: dict[str, Any] = {**formatted, "extensions": extensions}
     return result  # type: ignore[return-value]
+
+
+def _database_unreachable(error: BaseException | None) -> bool:
+    """Connection-level failures (server down, restarting, network cut): retryable."""
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig if isinstance(error.orig, BaseException) else error.__cause__
+    return isinstance(error, OSError | PostgresConnectionError) or (
+        type(error).__name__ in _CONNECTION_ERRORS
+    )
+
+
+# asyncpg's errors for a connection that is gone or cannot be made right now.
+_CONNECTION_ERRORS = frozenset(
+    {"ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError"}
+)
 
 
 async def _params(request: Request, max_bytes: int) -> dict[str, Any]:
