@@ -83,12 +83,17 @@ def build_app(settings: Settings) -> Starlette:
             HubSettings(slow_consumer_after=settings.slow_consumer_seconds),
         )
         await hub.start()
+        ephemeral = Ephemeral(bus.client)
+        await ephemeral.start()
         app.state.crm = AppState(
-            settings=settings, sessionmaker=sessionmaker, tokens=tokens, bus=bus, hub=hub
+            settings=settings,
+            sessionmaker=sessionmaker,
+            tokens=tokens,
+            bus=bus,
+            hub=hub,
+            ephemeral=ephemeral,
         )
         app.state.schema = schema
-        ephemeral = Ephemeral(bus.client)
-        await ephemeral.start(app.state.crm)
         restore_signals = close_sockets_before_exit()
         try:
             yield

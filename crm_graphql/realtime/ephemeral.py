@@ -468,32 +468,19 @@ class Ephemeral:
     ) -> None:
         self.fanout = Fanout(client, fanout)
         self.presence = Presence(client, presence)
-        self._app_state: Any = None
 
-    async def start(self, app_state: Any) -> None:
-        """Start, and become what ``of(app_state)`` answers."""
+    async def start(self) -> None:
         await self.fanout.start()
         await self.presence.start()
-        self._app_state = app_state
-        _INSTALLED[id(app_state)] = self
 
     async def close(self) -> None:
-        if self._app_state is not None and _INSTALLED.get(id(self._app_state)) is self:
-            del _INSTALLED[id(self._app_state)]
         await self.presence.close()
         await self.fanout.close()
 
 
-# Keyed by id(AppState): AppState (resolvers/context.py) has no field for this yet.
-_INSTALLED: dict[int, Ephemeral] = {}
-
-
 def of(app_state: Any) -> Ephemeral:
     """The running ``Ephemeral`` of an app (its ``AppState``)."""
-    try:
-        return _INSTALLED[id(app_state)]
-    except KeyError:
-        raise RuntimeError("ephemeral real time is not started (see app.py's lifespan)") from None
+    return app_state.ephemeral  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------- WebSocket connection hooks
@@ -506,9 +493,7 @@ async def connection_opened(context: Context) -> None:
     websocket = context.websocket
     if actor is None or actor.user_id is None or websocket is None:
         return
-    ephemeral = _INSTALLED.get(id(context.app))
-    if ephemeral is None:
-        return
+    ephemeral = of(context.app)
     connection_id = ephemeral.presence.register(actor.workspace_id, actor.user_id)
     websocket.scope[SCOPE_KEY] = (ephemeral.presence, connection_id)  # before any await
     await ephemeral.presence.opened(connection_id)

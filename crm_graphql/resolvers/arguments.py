@@ -8,8 +8,8 @@ from typing import Any
 
 from strawberry.types.unset import UNSET
 
-from crm_graphql.resolvers.ids import MalformedId, from_global_id
-from crm_graphql.services.errors import Invalid
+from crm_graphql.resolvers.ids import MalformedId, decode_id, from_global_id
+from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.services.querying import PageRequest
 
 _ID_FILTER = "IDFilter"
@@ -90,9 +90,6 @@ def page_request(
 def input_changes(value: Any, *, ids: dict[str, str] | None = None) -> dict[str, Any]:
     """The fields a client actually sent in a create/update input (unset ones left out),
     with ID fields decoded (``ids`` maps input field -> expected type name)."""
-    from crm_graphql.resolvers.ids import decode_id
-    from crm_graphql.services.errors import NotFound
-
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(value):
         raw = getattr(value, f.name)

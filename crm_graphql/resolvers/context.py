@@ -20,6 +20,7 @@ EVENT_SCOPE: ContextVar[Context | None] = ContextVar("crm_event_scope", default=
 
 if TYPE_CHECKING:
     from crm_graphql.realtime.bus import Bus
+    from crm_graphql.realtime.ephemeral import Ephemeral
     from crm_graphql.realtime.hub import Hub
     from crm_graphql.resolvers.loaders import Loaders
     from crm_graphql.settings import Settings
@@ -34,6 +35,7 @@ class AppState:
     tokens: TokenConfig
     bus: Bus
     hub: Hub
+    ephemeral: Ephemeral
 
 
 @dataclass
