@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_graphql.models import AuditLog
 from crm_graphql.services.actor import Actor
 
-IGNORED_FIELDS = frozenset({"updated_at", "created_at", "version", "password_hash", "secret_hash"})
+IGNORED_FIELDS = frozenset(
+    {"updated_at", "created_at", "version", "password_hash", "secret_hash", "secret_encrypted"}
+)
 
 
 def jsonable(value: Any) -> Any:
