@@ -16,9 +16,11 @@ from crm_graphql.schema.conversations import ConversationMutation, ConversationQ
 from crm_graphql.schema.customers import CustomerMutation, CustomerQuery
 from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
+from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
 from crm_graphql.schema.users import UserQuery
+from crm_graphql.schema.webhooks import WebhookMutation, WebhookQuery
 
 
 @strawberry.type(description="Everything a client can read.")
@@ -31,6 +33,8 @@ class Query(
     OrderQuery,
     ConversationQuery,
     RealtimeQuery,
+    WebhookQuery,
+    PrivacyQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
@@ -53,6 +57,8 @@ class Mutation(
     OrderMutation,
     ConversationMutation,
     RealtimeMutation,
+    WebhookMutation,
+    PrivacyMutation,
 ):
     pass
 
