@@ -153,6 +153,8 @@ def settings(database_url: str, redis_url: str) -> Any:
         redis_url=redis_url,
         secret_key="test-secret-key-" + "x" * 32,
         data_dir=Path(tempfile.mkdtemp(prefix="crm-test-data-")),
+        # Off in the shared app; webhook tests start apps with their own dispatcher.
+        webhook_dispatcher=False,
     )
 
 

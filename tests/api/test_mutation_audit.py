@@ -315,6 +315,39 @@ def mark_conversation_read_scenario() -> Scenario:
     return Scenario(succeeds, fails)
 
 
+async def webhook(env: Env) -> str:
+    return await env.make("createWebhook", url="https://hooks.example.com/crm")
+
+
+async def _const(value: dict[str, Any]) -> dict[str, Any]:
+    return value
+
+
+def workspace_scenario(good: dict[str, Any], bad: dict[str, Any], error: str) -> Scenario:
+    """A mutation of the workspace's settings: the audit names the workspace."""
+
+    async def succeeds(env: Env) -> Call:
+        return Call(good, entity=to_global_id("Workspace", env.user.workspace_id))
+
+    async def fails(env: Env) -> Call:
+        return Call(bad, error=error)
+
+    return Scenario(succeeds, fails)
+
+
+def of_customer(error_input: dict[str, Any], error: str) -> Scenario:
+    """A mutation taking ``customerId``; the failing call sends ``error_input``."""
+
+    async def succeeds(env: Env) -> Call:
+        customer = await env.customer()
+        return Call({"customerId": customer}, entity=customer)
+
+    async def fails(env: Env) -> Call:
+        return Call(error_input, error=error)
+
+    return Scenario(succeeds, fails)
+
+
 async def customer_input(env: Env) -> dict[str, Any]:
     return {"name": "Ada", "companyId": await env.company()}
 
@@ -393,6 +426,21 @@ SCENARIOS: dict[str, Scenario] = {
         "CONFLICT",
     ),
     "markConversationRead": mark_conversation_read_scenario(),
+    "createWebhook": creating(
+        lambda env: _const({"url": "https://hooks.example.com/in", "eventTypes": ["deal.moved"]}),
+        {"url": "ftp://hooks.example.com"},
+        "VALIDATION",
+    ),
+    "updateWebhook": changing(
+        webhook, {"isActive": False}, {"eventTypes": ["Not A Type"]}, "VALIDATION"
+    ),
+    "deleteWebhook": changing(webhook, {}, {"expectedVersion": STALE_VERSION}, "CONFLICT"),
+    "rotateWebhookSecret": changing(webhook, {}, {"expectedVersion": STALE_VERSION}, "CONFLICT"),
+    "setSensitiveCustomFields": workspace_scenario(
+        {"keys": ["nationalId"]}, {"keys": [" "]}, "VALIDATION"
+    ),
+    "exportCustomerData": of_customer({"customerId": unknown_id("Customer")}, "NOT_FOUND"),
+    "eraseCustomer": of_customer({"customerId": unknown_id("Customer")}, "NOT_FOUND"),
 }
 
 
