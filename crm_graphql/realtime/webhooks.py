@@ -46,6 +46,7 @@ class WebhookDispatcher:
         self._settings = settings
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
         self._client = httpx.AsyncClient(
             timeout=settings.timeout_seconds,
             follow_redirects=False,
@@ -60,14 +61,20 @@ class WebhookDispatcher:
         self._wake.set()
 
     async def close(self) -> None:
+        """Stop after the round in progress (its deliveries are recorded); a round that
+        outlasts the HTTP timeout is cancelled, and its leased deliveries are simply
+        made again by whichever process runs next."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            try:
+                await asyncio.wait_for(self._task, self._settings.timeout_seconds + 5)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
         await self._client.aclose()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 busy = await self.run_once()
             except asyncio.CancelledError:
@@ -75,7 +82,7 @@ class WebhookDispatcher:
             except Exception:  # the database may be away: log, wait, retry
                 log.exception("webhook dispatcher round failed")
                 busy = False
-            if not busy:
+            if not busy and not self._stopping:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
