@@ -41,6 +41,7 @@ from crm_graphql.services.errors import Forbidden, Invalid
 
 ERASED_NAME = "Erased customer"
 REDACTED = "[erased]"
+SENSITIVE = "[sensitive]"
 TOPIC = "customers"
 MAX_SENSITIVE_KEYS = 50
 
@@ -240,6 +241,8 @@ async def set_sensitive_custom_fields(
             changed += 1
         workspace.sensitive_custom_fields = wanted
         await session.flush()
+        if added:
+            await _redact_audited_custom_fields(actor, session, added)
     audit.record(
         actor,
         session,
@@ -252,6 +255,37 @@ async def set_sensitive_custom_fields(
         },
     )
     return SensitiveFieldsChange(wanted, changed)
+
+
+async def _redact_audited_custom_fields(
+    actor: Actor, session: AsyncSession, keys: set[str]
+) -> None:
+    """Values of newly sensitive keys recorded in clear by earlier audit entries are
+    replaced, so the database holds them encrypted only."""
+    await session.execute(text("SET LOCAL crm.audit_redaction = 'on'"))
+    entries = await session.execute(
+        select(AuditLog.id, AuditLog.changes).where(
+            AuditLog.workspace_id == actor.workspace_id,
+            AuditLog.entity_type == "Customer",
+            AuditLog.changes.has_key("custom_fields"),
+        )
+    )
+    for entry_id, changes in entries.all():
+        change = changes["custom_fields"]
+        redacted = {
+            side: (
+                {k: (SENSITIVE if k in keys else v) for k, v in value.items()}
+                if isinstance(value, dict)
+                else value
+            )
+            for side, value in change.items()
+        }
+        if redacted != change:
+            await session.execute(
+                update(AuditLog)
+                .where(AuditLog.id == entry_id)
+                .values(changes={**changes, "custom_fields": redacted})
+            )
 
 
 # ----------------------------------------------------------------- key rotation
