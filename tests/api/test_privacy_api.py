@@ -7,10 +7,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_graphql.models import Base, Customer, Role, User, Workspace
+from crm_graphql.models import AuditLog, Base, Customer, Event, Role, User, Workspace
 from crm_graphql.resolvers.ids import from_global_id
 from crm_graphql.services import api_keys
 from crm_graphql.services.actor import Actor
@@ -178,3 +179,265 @@ async def _ciphertext(sessionmaker: async_sessionmaker[AsyncSession], global_id:
                 Customer.id == from_global_id(global_id)[1]
             )
         )
+
+
+CREATE_ORDER = """mutation($i: CreateOrderInput!) { createOrder(input: $i) { order { id } errors { code } } }"""
+CREATE_DEAL = """mutation($i: CreateDealInput!) { createDeal(input: $i) { deal { id amount } errors { code } } }"""
+CREATE_PIPELINE = """mutation($i: CreatePipelineInput!) {
+  createPipeline(input: $i) { pipeline { id } errors { code } }
+}"""
+CREATE_ACTIVITY = """mutation($i: CreateActivityInput!) {
+  createActivity(input: $i) { activity { id } errors { code } }
+}"""
+START = """mutation($i: StartConversationInput!) {
+  startConversation(input: $i) { conversation { id } errors { code } }
+}"""
+CUSTOMER_SAYS = """mutation($i: PostCustomerMessageInput!) {
+  postCustomerMessage(input: $i) { message { id } errors { code } }
+}"""
+MERGE = """mutation($i: MergeCustomersInput!) { mergeCustomers(input: $i) { customer { id } errors { code } } }"""
+HISTORY = """query($id: ID!) { node(id: $id) { ... on Customer {
+  deals { totalCount nodes { amount title } }
+  activities { totalCount nodes { subject body } }
+  orders { totalCount nodes { amount } }
+  conversations { totalCount nodes { messages { nodes { body } } } }
+} } }"""
+
+PERSONAL = (
+    "Ada Lovelace",
+    "ada@example.com",
+    "+44 20 7946 0000",
+    "Marylebone",
+    NATIONAL_ID,
+    "my card ends 4242",
+    "Call about her late husband",
+    "Ada Byron",
+)
+
+
+@pytest.fixture
+async def ada(
+    as_role: dict[Role, support.GraphQLClient],
+    users: dict[Role, User],
+    client: support.GraphQLClient,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> str:
+    """A customer with everything: contact details, a sensitive field, an order, a deal,
+    a note, a conversation with the customer's own message, a merged duplicate."""
+    admin = as_role[Role.ADMIN]
+    await call(admin, SET_SENSITIVE, "setSensitiveCustomFields", keys=["nationalId"])
+    input = {
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "phone": "+44 20 7946 0000",
+        "address": {"city": "Marylebone"},
+        "tags": ["vip"],
+        "customFields": {"nationalId": NATIONAL_ID, "tier": "gold"},
+    }
+    ada = (await call(admin, CREATE_CUSTOMER, "createCustomer", i=input))["customer"]["id"]
+    await call(admin, UPDATE_CUSTOMER, "updateCustomer", i={"id": ada, "phone": "+44 20 7946 0001"})
+    await call(admin, UPDATE_CUSTOMER, "updateCustomer", i={"id": ada, "phone": "+44 20 7946 0000"})
+    await call(
+        admin,
+        CREATE_ORDER,
+        "createOrder",
+        i={"customerId": ada, "amount": "100.50", "currency": "EUR"},
+    )
+    pipeline = await call(
+        admin, CREATE_PIPELINE, "createPipeline", i={"name": "Sales", "stages": [{"name": "Lead"}]}
+    )
+    await call(
+        admin,
+        CREATE_DEAL,
+        "createDeal",
+        i={
+            "title": "Renewal",
+            "currency": "EUR",
+            "amount": "900",
+            "customerId": ada,
+            "pipelineId": pipeline["pipeline"]["id"],
+        },
+    )
+    await call(
+        admin,
+        CREATE_ACTIVITY,
+        "createActivity",
+        i={
+            "type": "CALL",
+            "subject": "Call about her late husband",
+            "body": "Ada Byron asked",
+            "customerId": ada,
+        },
+    )
+    conversation = (
+        await call(
+            admin,
+            START,
+            "startConversation",
+            i={"customerId": ada, "channel": "CHAT", "body": "Hello Ada Lovelace"},
+        )
+    )["conversation"]["id"]
+    channel = await api_client(
+        sessionmaker, users[Role.ADMIN], client, api_keys.CONVERSATIONS_WRITE
+    )
+    await call(
+        channel,
+        CUSTOMER_SAYS,
+        "postCustomerMessage",
+        i={"conversationId": conversation, "body": "my card ends 4242"},
+    )
+    duplicate = (
+        await call(
+            admin,
+            CREATE_CUSTOMER,
+            "createCustomer",
+            i={"name": "Ada Byron", "phone": "+44 20 7946 0000"},
+        )
+    )["customer"]["id"]
+    await call(admin, MERGE, "mergeCustomers", i={"survivorId": ada, "mergedIds": [duplicate]})
+    return ada  # type: ignore[no-any-return]
+
+
+async def test_export_returns_everything_held_about_a_customer(
+    as_role: dict[Role, support.GraphQLClient],
+    ada: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    for role in (Role.AGENT, Role.VIEWER):
+        denied = (await as_role[role](EXPORT, {"id": ada})).ok()["exportCustomerData"]
+        assert [e["code"] for e in denied["errors"]] == ["FORBIDDEN"] and denied["data"] is None
+    payload = await call(as_role[Role.MANAGER], EXPORT, "exportCustomerData", id=ada)
+    data = payload["data"]
+    assert payload["customer"]["id"] == ada
+    profile = data["customer"]
+    assert (profile["name"], profile["email"], profile["phone"]) == (
+        "Ada Lovelace",
+        "ada@example.com",
+        "+44 20 7946 0000",
+    )
+    assert profile["custom_fields"] == {"nationalId": NATIONAL_ID, "tier": "gold"}
+    assert "custom_fields_encrypted" not in profile
+    assert [o["amount"] for o in data["orders"]] == ["100.50"]
+    assert [d["title"] for d in data["deals"]] == ["Renewal"]
+    assert [a["subject"] for a in data["activities"]] == ["Call about her late husband"]
+    [conversation] = data["conversations"]
+    assert [m["body"] for m in conversation["messages"]] == [
+        "Hello Ada Lovelace",
+        "my card ends 4242",
+    ]
+    actions = [e["action"] for e in data["audit_log"]]
+    assert (
+        actions.count("updateCustomer") == 2
+        and "createCustomer" in actions
+        and "mergeCustomers" in actions
+    )
+    # The export itself is audited, with the manager as actor.
+    async with sessionmaker() as session:
+        rows = list(
+            await session.scalars(
+                select(AuditLog).where(
+                    AuditLog.action == "exportCustomerData",
+                    AuditLog.entity_id == from_global_id(ada)[1],
+                )
+            )
+        )
+    assert len(rows) == 1 and rows[0].changes["exported"]["after"]["messages"] == 2
+
+
+async def test_erase_removes_personal_data_and_keeps_aggregates_and_audit(
+    as_role: dict[Role, support.GraphQLClient],
+    ada: str,
+    workspace: Workspace,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    admin = as_role[Role.ADMIN]
+    before = await raw_rows(sessionmaker, workspace.id)
+    assert all(value in before for value in PERSONAL if value != NATIONAL_ID)
+    history_before = (await admin(HISTORY, {"id": ada})).ok()["node"]
+    async with sessionmaker() as session:
+        audit_count = await session.scalar(
+            select(text("count(*)"))
+            .select_from(AuditLog)
+            .where(AuditLog.workspace_id == workspace.id)
+        )
+
+    denied = (await as_role[Role.MANAGER](ERASE, {"id": ada})).ok()["eraseCustomer"]
+    assert [e["code"] for e in denied["errors"]] == ["FORBIDDEN"]
+
+    # The lead's rule for the audit log, enforced here as a trigger: immutable, except a
+    # redaction of `changes` announced by the transaction.
+    async with sessionmaker() as session, session.begin():
+        await session.execute(text(GUARD_FUNCTION))
+        await session.execute(
+            text(
+                f"CREATE TRIGGER {GUARD} BEFORE UPDATE ON audit_log FOR EACH ROW EXECUTE FUNCTION {GUARD}()"
+            )
+        )
+    try:
+        erased = (await call(admin, ERASE, "eraseCustomer", id=ada))["customer"]
+        again = (await call(admin, ERASE, "eraseCustomer", id=ada))["customer"]  # idempotent
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(text(f"DROP TRIGGER {GUARD} ON audit_log"))
+            await session.execute(text(f"DROP FUNCTION {GUARD}()"))
+
+    assert erased["name"] == "Erased customer" and erased["erasedAt"] and erased["archivedAt"]
+    assert (
+        erased["email"],
+        erased["phone"],
+        erased["address"],
+        erased["tags"],
+        erased["customFields"],
+    ) == (None, None, None, [], {})
+    assert again == erased
+    # Aggregates stay right.
+    assert erased["purchaseSummary"] == {
+        "orderCount": 1,
+        "totals": [{"amount": "100.50", "currency": "EUR"}],
+    }
+    history = (await admin(HISTORY, {"id": ada})).ok()["node"]
+    assert history["deals"] == history_before["deals"]
+    assert history["orders"] == history_before["orders"]
+    assert history["activities"]["totalCount"] == 1
+    assert history["activities"]["nodes"] == [{"subject": "[erased]", "body": None}]
+    bodies = [m["body"] for c in history["conversations"]["nodes"] for m in c["messages"]["nodes"]]
+    assert bodies == ["[erased]", "[erased]"]
+
+    # Nothing personal is left anywhere in the workspace: rows, audit entries, events.
+    after = await raw_rows(sessionmaker, workspace.id)
+    assert [value for value in PERSONAL if value in after] == []
+    async with sessionmaker() as session:
+        audit_after = await session.scalar(
+            select(text("count(*)"))
+            .select_from(AuditLog)
+            .where(AuditLog.workspace_id == workspace.id)
+        )
+        erase_rows = list(
+            await session.scalars(
+                select(AuditLog).where(
+                    AuditLog.workspace_id == workspace.id, AuditLog.action == "eraseCustomer"
+                )
+            )
+        )
+        events = list(
+            await session.scalars(
+                select(Event).where(
+                    Event.workspace_id == workspace.id, Event.type == "customer.erased"
+                )
+            )
+        )
+    assert audit_after == audit_count + 2  # every entry kept, plus one per erase call
+    assert [r.changes["erased"]["after"]["customers"] for r in erase_rows] == [2, 2]
+    assert len(events) == 2 and events[0].payload["customer_id"] == str(from_global_id(ada)[1])
+
+
+GUARD = "test_audit_log_guard"
+GUARD_FUNCTION = f"""
+CREATE FUNCTION {GUARD}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('crm.audit_redaction', true) IS DISTINCT FROM 'on'
+     OR (to_jsonb(NEW) - 'changes') IS DISTINCT FROM (to_jsonb(OLD) - 'changes') THEN
+    RAISE EXCEPTION 'audit_log is append-only';
+  END IF;
+  RETURN NEW;
+END $$"""
