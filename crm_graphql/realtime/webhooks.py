@@ -18,6 +18,7 @@ from crm_graphql.services import webhooks
 from crm_graphql.services.crypto import Keyring
 
 log = logging.getLogger(__name__)
+CLOSE_GRACE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -61,16 +62,15 @@ class WebhookDispatcher:
         self._wake.set()
 
     async def close(self) -> None:
-        """Stop after the round in progress (its deliveries are recorded); a round that
-        outlasts the HTTP timeout is cancelled, and its leased deliveries are simply
-        made again by whichever process runs next."""
+        """Stop after the round in progress (its outcomes are recorded). A round still
+        running after ``CLOSE_GRACE_SECONDS`` (a slow receiver, an unreachable database)
+        is cancelled: shutdown stays quick, and its leased deliveries are made again by
+        whichever process runs next."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, self._settings.timeout_seconds + 5)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, CLOSE_GRACE_SECONDS)
         await self._client.aclose()
 
     async def _run(self) -> None:
