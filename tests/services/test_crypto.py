@@ -17,16 +17,11 @@ from crm_graphql.settings import (
     new_encryption_key_entry,
     resolve_encryption_keys,
 )
+from tests.test_settings import _settings as settings_in
 
 
 def _settings(data_dir: Path, **values: object) -> Settings:
-    return Settings(
-        data_dir=data_dir,
-        database_url="postgresql://postgres@127.0.0.1:1/unused",
-        redis_url="redis://127.0.0.1:1/0",
-        secret_key="s" * 40,
-        **values,  # type: ignore[arg-type]
-    )
+    return settings_in(data_dir, secret_key="s" * 40, **values)
 
 
 def test_values_round_trip_and_never_show_the_plaintext() -> None:
