@@ -119,7 +119,7 @@ class WebhookDelivery(WorkspaceScoped, Base):
 
 class WebhookDispatchCursor(Base):
     """How far the webhook dispatcher has fanned the event log out into deliveries: one
-    row, locked by the process doing it (``FOR UPDATE SKIP LOCKED``), so several server
+    row, moved only by the process holding the fan-out advisory lock, so several server
     processes never enqueue an event twice."""
 
     __tablename__ = "webhook_dispatch_cursor"

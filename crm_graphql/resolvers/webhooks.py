@@ -21,11 +21,14 @@ async def webhooks(info: Any) -> list[models.Webhook]:
 
 
 async def deliveries(info: Any, root: models.Webhook, first: int) -> list[models.WebhookDelivery]:
-    actor = info.context.require_actor()
+    """One statement for the deliveries of every webhook of the page."""
     limit = max(1, min(first, MAX_DELIVERIES))
-    async with info.context.read() as session:
-        found = await webhook_service.recent_deliveries(actor, session, [root.id], limit)
-    return found[root.id]
+
+    async def batch(actor: Any, session: Any, ids: Any) -> dict[Any, Any]:
+        return await webhook_service.recent_deliveries(actor, session, ids, limit)
+
+    loader = info.context.loaders.per_key(f"webhook_deliveries:{limit}", batch)
+    return await loader.load(root.id)  # type: ignore[no-any-return]
 
 
 @dataclass

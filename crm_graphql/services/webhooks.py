@@ -2,8 +2,8 @@
 
 The durable event log is the source: a dispatcher (``realtime/webhooks.py``, started by
 the app) fans committed events out into ``webhook_deliveries`` rows (one per webhook and
-event, enqueued by one process at a time thanks to a cursor row locked ``FOR UPDATE SKIP
-LOCKED``), then claims due deliveries with ``SKIP LOCKED`` and a lease, POSTs them signed
+event, enqueued by one process at a time: the one holding an advisory lock moves a cursor
+row), then claims due deliveries with ``SKIP LOCKED`` and a lease, POSTs them signed
 with the webhook's secret and records the outcome, retrying with exponential backoff.
 Delivery is at least once: a receiver deduplicates by the delivery id it gets in
 ``X-CRM-Delivery`` (the same on every attempt).
@@ -40,7 +40,7 @@ from crm_graphql.models import (
 )
 from crm_graphql.services import api_keys, audit, fields, records
 from crm_graphql.services.actor import Actor, Permission, require, scoped
-from crm_graphql.services.crypto import Keyring, keyring_of
+from crm_graphql.services.crypto import DecryptionError, Keyring, keyring_of
 from crm_graphql.services.errors import Forbidden, Invalid
 from crm_graphql.services.events import _HORIZON as COMMITTED_HORIZON
 
@@ -51,6 +51,7 @@ EVENT_HEADER = "X-CRM-Event"
 MAX_EVENT_TYPES = 50
 _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 CURSOR_ID = 1
+FANOUT_LOCK = 0x63726D5F77680001  # "crm_wh" + 1: the fan-out of events into deliveries
 
 
 def authorize(actor: Actor) -> Actor:
@@ -263,17 +264,20 @@ async def enqueue_deliveries(session: AsyncSession, *, batch_size: int = 500) ->
     """Fan the next committed events out into deliveries of the active webhooks that
     want them, and move the cursor; the caller commits. Returns how many events were
     consumed (0 when another process holds the cursor or nothing is new)."""
-    await session.execute(
-        pg_insert(WebhookDispatchCursor)
-        .values(id=CURSOR_ID, txid=-1, event_id=-1)
-        .on_conflict_do_nothing()
-    )
+    # One process at a time moves the cursor. An advisory lock, not a row lock: a row
+    # lock takes a transaction id, and an xid held by every idle poll would hold back
+    # the event horizon of every reader (docs/decisions/0002-realtime.md).
+    if not await session.scalar(select(func.pg_try_advisory_xact_lock(FANOUT_LOCK))):
+        return 0
     cursor = await session.scalar(
-        select(WebhookDispatchCursor)
-        .where(WebhookDispatchCursor.id == CURSOR_ID)
-        .with_for_update(skip_locked=True)
+        select(WebhookDispatchCursor).where(WebhookDispatchCursor.id == CURSOR_ID)
     )
     if cursor is None:
+        await session.execute(
+            pg_insert(WebhookDispatchCursor)
+            .values(id=CURSOR_ID, txid=-1, event_id=-1)
+            .on_conflict_do_nothing()
+        )
         return 0
     rows = (
         await session.execute(
@@ -400,12 +404,17 @@ async def claim_due(
             delivery.status = DeliveryStatus.FAILED
             delivery.last_error = "webhook deactivated"
             continue
+        try:
+            secret = keyring.decrypt(webhook.secret_encrypted)
+        except DecryptionError as exc:  # a key missing from the configuration
+            delivery.last_error = str(exc)
+            continue  # retried when the lease ends, once the key is configured again
         jobs.append(
             DeliveryJob(
                 delivery.id,
                 delivery.attempts,
                 webhook.url,
-                keyring.decrypt(webhook.secret_encrypted),
+                secret,
                 delivery_body(delivery, event),
                 event.type,
             )

@@ -16,13 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.app import build_app
-from crm_graphql.models import DeliveryStatus, Role, WebhookDelivery
+from crm_graphql.models import DeliveryStatus, Role, Webhook, WebhookDelivery
 from crm_graphql.resolvers.ids import from_global_id, to_global_id
+from crm_graphql.services.crypto import Keyring
 from crm_graphql.services.webhooks import verify_signature
+from crm_graphql.settings import new_encryption_key_entry
 from tests import support
 
 CREATE_WEBHOOK = """mutation($i: CreateWebhookInput!) {
@@ -259,3 +261,35 @@ async def test_inactive_webhooks_receive_nothing(
             listed = await support.GraphQLClient(http, admin.token)(DELIVERIES)
     assert receiver.received == []
     assert listed.ok()["webhooks"][0]["deliveries"] == []
+
+
+async def test_a_secret_that_does_not_decrypt_blocks_only_its_own_webhook(
+    as_role: dict[Role, support.GraphQLClient],
+    receiver: Receiver,
+    settings: Any,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    admin = as_role[Role.ADMIN]
+    broken, _ = await webhook(admin, receiver.url + "?broken", "activity.created")
+    await webhook(admin, receiver.url, "activity.created")
+    foreign = Keyring.from_entries([new_encryption_key_entry("gone")]).encrypt("whsec_x")
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Webhook)
+            .where(Webhook.id == from_global_id(broken)[1])
+            .values(secret_encrypted=foreign)
+        )
+    ada = await customer(admin)
+    async with dispatching_app(settings):
+        made = [await note(admin, ada, f"Note {i}") for i in range(3)]
+        got = await receiver.wait_for(lambda r: set(made) <= set(activities(r)))
+    assert len(got) == 3  # all three to the working webhook, none to the broken one
+    async with sessionmaker() as session:
+        errors = list(
+            await session.scalars(
+                select(WebhookDelivery.last_error).where(
+                    WebhookDelivery.webhook_id == from_global_id(broken)[1]
+                )
+            )
+        )
+    assert len(errors) == 3 and all(e and "'gone'" in e for e in errors)
