@@ -203,3 +203,16 @@ def test_damaged_backups_are_refused_and_leave_the_database_empty(
         assert run.returncode == 1, run
         assert message in run.stdout, run
         assert rows_outside_alembic(url) == 0, run
+
+
+def test_a_database_a_server_only_started_on_counts_as_empty(
+    cli: Cli,  # noqa: F811
+    scratch_database: Callable[[], str],  # noqa: F811
+    small_backup: Path,
+) -> None:
+    url = scratch_database()
+    support.migrate(url)
+    _fetch(url, "INSERT INTO webhook_dispatch_cursor (id, txid, event_id) VALUES (1, 5, 5)")
+    restored = cli("restore", str(small_backup), database_url=url)
+    assert restored.returncode == 0, restored
+    assert [r[0] for r in _fetch(url, "SELECT name FROM workspaces")] == ["Acme"]

@@ -32,6 +32,9 @@ FORMAT = "crm-graphql-backup"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CHUNK = 1 << 20
+# Rows a server writes on its own (the webhook dispatcher's cursor): a database holding
+# only these still counts as empty.
+BOOKKEEPING = frozenset({"webhook_dispatch_cursor"})
 
 
 class BackupError(Exception):
@@ -243,15 +246,15 @@ async def restore(database_url: str, path: Path, *, force: bool = False) -> Mani
             holding = [
                 name
                 for name in present
-                if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {_quote(name)})")
+                if name not in BOOKKEEPING
+                and await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {_quote(name)})")
             ]
             if holding and not force:
                 raise BackupError(
                     f"the database already holds data (tables {', '.join(holding)}); restore "
                     "into an empty database, or pass --force to replace everything"
                 )
-            if holding:
-                await conn.execute(f"TRUNCATE {', '.join(_quote(n) for n in present)}")
+            await conn.execute(f"TRUNCATE {', '.join(_quote(n) for n in present)}")
             await _load(conn, path, manifest.tables)
             await _reset_sequences(conn, present)
         return manifest
