@@ -18,6 +18,7 @@ from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
+from crm_graphql.schema.security import SecurityMutation, SecurityQuery
 from crm_graphql.schema.users import UserQuery
 
 
@@ -31,6 +32,7 @@ class Query(
     OrderQuery,
     ConversationQuery,
     RealtimeQuery,
+    SecurityQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
@@ -53,6 +55,7 @@ class Mutation(
     OrderMutation,
     ConversationMutation,
     RealtimeMutation,
+    SecurityMutation,
 ):
     pass
 

@@ -20,7 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import ApiKey, Role
-from crm_graphql.services import fields, records
+from crm_graphql.services import fields, querying, records
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid, Unauthenticated
 from crm_graphql.services.policy import (  # noqa: F401  (re-exported: the scopes of a key)
@@ -42,6 +42,26 @@ _PREFIX_ALPHABET = string.ascii_letters + string.digits
 # `last_used_at` is a hint for admins ("unused for 90 days"), not an access log: writing
 # it at most once a minute keeps a busy integration from costing a write per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+API_KEYS = querying.ListSpec(
+    model=ApiKey,
+    filter_fields={
+        "id": ApiKey.id,
+        "name": ApiKey.name,
+        "prefix": ApiKey.prefix,
+        "created_at": ApiKey.created_at,
+        "last_used_at": ApiKey.last_used_at,
+        "revoked_at": ApiKey.revoked_at,
+    },
+    order_fields={
+        "name": ApiKey.name,
+        "created_at": ApiKey.created_at,
+        "last_used_at": ApiKey.last_used_at,
+    },
+    default_order=[("created_at", True)],
+    archivable=False,
+)
 
 
 def is_api_key_token(token: str) -> bool:

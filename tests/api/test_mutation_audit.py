@@ -148,8 +148,8 @@ class Env:
         return await self.make("startConversation", customerId=customer, channel="CHAT")
 
     async def api_key(self, *scopes: str) -> tuple[support.GraphQLClient, uuid.UUID]:
-        """A client authenticated by a new API key of ``user``'s workspace (there is no
-        mutation for keys yet), and the key's id."""
+        """A client authenticated by a new API key of ``user``'s workspace (made by the
+        service directly, so its audit row is not the one a scenario checks), and its id."""
         admin = Actor(workspace_id=self.user.workspace_id, role=Role.ADMIN, user_id=self.user.id)
         async with self.sessionmaker() as session, session.begin():
             key, token = await api_keys.create_api_key(
@@ -315,6 +315,21 @@ def mark_conversation_read_scenario() -> Scenario:
     return Scenario(succeeds, fails)
 
 
+def revoke_api_key_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        _, key_id = await env.api_key(api_keys.DEALS_READ)
+        return Call({"id": to_global_id("ApiKey", key_id)})
+
+    async def fails(env: Env) -> Call:
+        return Call({"id": unknown_id("ApiKey")}, error="NOT_FOUND")
+
+    return Scenario(succeeds, fails)
+
+
+async def api_key_input(env: Env) -> dict[str, Any]:
+    return {"name": unique("Partner"), "scopes": ["CUSTOMERS_READ"]}
+
+
 async def customer_input(env: Env) -> dict[str, Any]:
     return {"name": "Ada", "companyId": await env.company()}
 
@@ -393,6 +408,8 @@ SCENARIOS: dict[str, Scenario] = {
         "CONFLICT",
     ),
     "markConversationRead": mark_conversation_read_scenario(),
+    "createApiKey": creating(api_key_input, {"scopes": []}, "VALIDATION"),
+    "revokeApiKey": revoke_api_key_scenario(),
 }
 
 
