@@ -15,7 +15,7 @@ from crm_graphql.models import Role
 from crm_graphql.schema import schema
 from crm_graphql.services.policy import SCOPES
 from tests import support
-from tests.api.scenarios import Call, Env, error_codes, scenario_of
+from tests.api.scenarios import Env, error_codes, prepare
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "permissions.md"
 ROLES = [Role.ADMIN, Role.MANAGER, Role.AGENT, Role.VIEWER]
@@ -89,12 +89,6 @@ def key_cases(row: Row) -> list[tuple[frozenset[str], bool]]:
     if SCOPES - row.scopes:
         cases.append((SCOPES - row.scopes, False))
     return cases
-
-
-async def prepare(name: str, env: Env) -> Call:
-    if name == "setTyping":  # exempt from the audit scenarios: it changes no data
-        return Call({"conversationId": await env.conversation(), "isTyping": True})
-    return await scenario_of(name).succeeds(env)
 
 
 @pytest.mark.parametrize("name", [m for m in MUTATIONS if m in TABLE and not TABLE[m].public])
