@@ -52,6 +52,7 @@ async def test_mutation_is_audited(
     assert {(r.workspace_id, r.actor_user_id, r.actor_api_key_id, r.action) for r in rows} == {
         (workspace.id, *actor, name)
     }
+    assert all(r.client_ip is not None for r in rows), "the audit row misses the client IP"
     entity = call.entity or node_id(payload, call.node)
     assert entity in {to_global_id(r.entity_type, r.entity_id) for r in rows if r.entity_id}, (
         f"no audit row of {name} names the changed entity {entity}"
