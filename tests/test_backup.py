@@ -9,6 +9,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
@@ -116,6 +117,9 @@ def test_backup_wipe_restore_gives_back_every_row(
     forced = cli("restore", "--force", str(out), database_url=url)
     assert forced.returncode == 0, forced
     assert fingerprint(url) == before
+    # The audit log's append-only triggers, off during the forced load, are on again.
+    with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="append-only"):
+        _fetch(url, "DELETE FROM audit_log")
 
 
 def _rewrite(source: Path, target: Path, change: Callable[[str, bytes], bytes]) -> None:

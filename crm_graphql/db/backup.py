@@ -35,6 +35,8 @@ CHUNK = 1 << 20
 # Rows a server writes on its own (the webhook dispatcher's cursor): a database holding
 # only these still counts as empty.
 BOOKKEEPING = frozenset({"webhook_dispatch_cursor"})
+# Tables whose triggers refuse TRUNCATE (migration 0003).
+APPEND_ONLY = frozenset({"audit_log"})
 
 
 class BackupError(Exception):
@@ -254,12 +256,34 @@ async def restore(database_url: str, path: Path, *, force: bool = False) -> Mani
                     f"the database already holds data (tables {', '.join(holding)}); restore "
                     "into an empty database, or pass --force to replace everything"
                 )
-            await conn.execute(f"TRUNCATE {', '.join(_quote(n) for n in present)}")
+            await _empty(conn, present)
             await _load(conn, path, manifest.tables)
             await _reset_sequences(conn, present)
         return manifest
     finally:
         await conn.close()
+
+
+async def _empty(conn: asyncpg.Connection, tables: Sequence[str]) -> None:
+    """Remove every row (a forced restore, or the cursor of a server that only started).
+    The audit log refuses TRUNCATE by trigger; a forced restore replaces the whole
+    database on its owner's say-so, so its triggers are off for this transaction only
+    (DDL is transactional: nobody else ever sees them off)."""
+    holding = [
+        name
+        for name in tables
+        if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {_quote(name)})")
+    ]
+    if set(holding) <= BOOKKEEPING:
+        for name in holding:
+            await conn.execute(f"DELETE FROM {_quote(name)}")
+        return
+    guarded = [name for name in tables if name in APPEND_ONLY]
+    for name in guarded:
+        await conn.execute(f"ALTER TABLE {_quote(name)} DISABLE TRIGGER USER")
+    await conn.execute(f"TRUNCATE {', '.join(_quote(n) for n in tables)}")
+    for name in guarded:
+        await conn.execute(f"ALTER TABLE {_quote(name)} ENABLE TRIGGER USER")
 
 
 async def _load(conn: asyncpg.Connection, path: Path, tables: Sequence[TableDump]) -> None:

@@ -21,6 +21,9 @@ NODE_MODELS: dict[str, type[Any]] = {
         models.Order,
         models.Conversation,
         models.Message,
+        models.ApiKey,
+        models.AuditLog,
+        models.Webhook,
     )
 }
 

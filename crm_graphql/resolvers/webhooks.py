@@ -8,16 +8,15 @@ from typing import Any
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.lists import ConnectionValue, root_list
 from crm_graphql.resolvers.mutations import Payload, mutate, mutate_payload, user_errors
 from crm_graphql.services import webhooks as webhook_service
 
 MAX_DELIVERIES = 100
 
 
-async def webhooks(info: Any) -> list[models.Webhook]:
-    actor = info.context.require_actor()
-    async with info.context.read() as session:
-        return list(await session.scalars(webhook_service.list_webhooks(actor)))
+async def webhooks(info: Any, *args: Any) -> ConnectionValue:
+    return await root_list(info, webhook_service.WEBHOOKS, *args)
 
 
 async def deliveries(info: Any, root: models.Webhook, first: int) -> list[models.WebhookDelivery]:

@@ -19,7 +19,8 @@ from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
-from crm_graphql.schema.users import UserQuery
+from crm_graphql.schema.security import SecurityMutation, SecurityQuery
+from crm_graphql.schema.users import UserMutation, UserQuery
 from crm_graphql.schema.webhooks import WebhookMutation, WebhookQuery
 
 
@@ -33,6 +34,7 @@ class Query(
     OrderQuery,
     ConversationQuery,
     RealtimeQuery,
+    SecurityQuery,
     WebhookQuery,
     PrivacyQuery,
 ):
@@ -50,6 +52,7 @@ class Query(
 @strawberry.type(description="Everything a client can change.")
 class Mutation(
     AuthMutation,
+    UserMutation,
     CustomerMutation,
     CompanyMutation,
     DealMutation,
@@ -57,6 +60,7 @@ class Mutation(
     OrderMutation,
     ConversationMutation,
     RealtimeMutation,
+    SecurityMutation,
     WebhookMutation,
     PrivacyMutation,
 ):

@@ -10,7 +10,8 @@ from strawberry.types import Info
 
 from crm_graphql import models
 from crm_graphql.resolvers import webhooks as resolve
-from crm_graphql.schema.relay import Node, UserError, of_model
+from crm_graphql.schema.filters import DateTimeFilter, IDFilter, StringFilter
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
 
 
 @strawberry.enum(description="Where a webhook delivery stands.")
@@ -118,13 +119,45 @@ class WebhookSecretPayload:
     )
 
 
+@strawberry.input(description="Conditions on webhooks; fields combine with AND.")
+class WebhookFilter:
+    and_: list[WebhookFilter] | None = strawberry.field(default=None, name="and")
+    or_: list[WebhookFilter] | None = strawberry.field(default=None, name="or")
+    not_: WebhookFilter | None = strawberry.field(default=None, name="not")
+    id: IDFilter | None = None
+    url: StringFilter | None = None
+    created_at: DateTimeFilter | None = None
+
+
+@strawberry.enum(description="Fields webhooks can be ordered by.")
+class WebhookOrderField(enum.Enum):
+    URL = "url"
+    CREATED_AT = "created_at"
+
+
+@strawberry.input(description="One sort key for webhooks.")
+class WebhookOrder:
+    field: WebhookOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
 @strawberry.type
 class WebhookQuery:
     @strawberry.field(
-        description="Webhooks of the workspace (admins and API keys with webhooks:manage)."
+        description="Webhooks of the workspace, oldest first (admins and API keys with "
+        "webhooks:manage)."
     )
-    async def webhooks(self, info: Info) -> list[Webhook]:
-        return await resolve.webhooks(info)  # type: ignore[return-value]
+    async def webhooks(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: WebhookFilter | None = None,
+        order_by: list[WebhookOrder] | None = None,
+    ) -> Connection[Webhook]:
+        return await resolve.webhooks(info, first, after, last, before, filter, order_by)  # type: ignore[return-value]
 
 
 @strawberry.type

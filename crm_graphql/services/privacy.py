@@ -30,14 +30,14 @@ from crm_graphql.models import (
     Event,
     Message,
     Order,
-    Role,
     Webhook,
     Workspace,
 )
-from crm_graphql.services import audit, events, fields, records
+from crm_graphql.services import audit, events, fields, policy, records
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.crypto import Keyring, keyring_of
 from crm_graphql.services.errors import Forbidden, Invalid
+from crm_graphql.services.policy import Action
 
 ERASED_NAME = "Erased customer"
 REDACTED = "[erased]"
@@ -80,14 +80,8 @@ PERSONAL_EVENT_KEYS = frozenset({"name", "email", "phone", "subject", "body", "d
 
 def can_read_sensitive(actor: Actor) -> bool:
     """Users who work with customers read sensitive custom fields; viewers and partner
-    API keys do not."""
-    return actor.api_key_id is None and actor.role in (Role.ADMIN, Role.MANAGER, Role.AGENT)
-
-
-def _require_role(actor: Actor, roles: Sequence[Role], what: str) -> None:
-    if actor.api_key_id is not None or actor.role not in roles:
-        names = " or ".join(f"an {r.value}" if r is Role.ADMIN else f"a {r.value}" for r in roles)
-        raise Forbidden(f"Only {names} can {what}")
+    API keys do not (``policy``: ``customers.read_sensitive``)."""
+    return policy.allows(actor, Action.READ_SENSITIVE_FIELDS)
 
 
 # ------------------------------------------------------------ sensitive custom fields
@@ -196,7 +190,7 @@ async def set_sensitive_custom_fields(
     """Choose which customer custom-field keys are sensitive (admins only). Existing
     values move into, or out of, the encrypted part of every customer of the workspace
     in the same transaction."""
-    _require_role(actor, [Role.ADMIN], "choose sensitive fields")
+    policy.authorize(actor, Action.MANAGE_SENSITIVE_FIELDS)
     wanted = _clean_keys(keys)
     workspace = await session.scalar(
         select(Workspace).where(Workspace.id == actor.workspace_id).with_for_update()
@@ -355,7 +349,7 @@ async def export_customer_data(
     """Everything held about a customer, as one JSON document (admins and managers; the
     export is audited): profile with decrypted custom fields, company, orders, deals,
     activities, conversations with their messages, and the audit entries about them."""
-    _require_role(actor, [Role.ADMIN, Role.MANAGER], "export a customer's data")
+    policy.authorize(actor, Action.EXPORT_CUSTOMER_DATA)
     customer = await records.get(actor, session, Customer, customer_id, field="customerId")
     keyring = session.info.get("crm_keyring")
     profile = audit.snapshot(customer)
@@ -475,7 +469,7 @@ async def erase_customer(
     are replaced; customers merged into this one are erased too. Orders, deals, counts and
     the audit trail stay (aggregates remain right), but personal values inside audit
     entries and event payloads about them are redacted."""
-    _require_role(actor, [Role.ADMIN], "erase a customer")
+    policy.authorize(actor, Action.ERASE_CUSTOMER)
     customer = await records.get(
         actor, session, Customer, customer_id, field="customerId", for_update=True
     )

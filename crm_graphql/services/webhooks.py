@@ -38,10 +38,10 @@ from crm_graphql.models import (
     WebhookDelivery,
     WebhookDispatchCursor,
 )
-from crm_graphql.services import api_keys, audit, fields, records
-from crm_graphql.services.actor import Actor, Permission, require, scoped
+from crm_graphql.services import audit, fields, policy, querying, records
+from crm_graphql.services.actor import Actor
 from crm_graphql.services.crypto import DecryptionError, Keyring, keyring_of
-from crm_graphql.services.errors import Forbidden, Invalid
+from crm_graphql.services.errors import Invalid
 from crm_graphql.services.events import _HORIZON as COMMITTED_HORIZON
 
 SECRET_PREFIX = "whsec_"
@@ -54,14 +54,23 @@ CURSOR_ID = 1
 FANOUT_LOCK = 0x63726D5F77680001  # "crm_wh" + 1: the fan-out of events into deliveries
 
 
+WEBHOOKS = querying.ListSpec(
+    model=Webhook,
+    filter_fields={
+        "id": Webhook.id,
+        "url": Webhook.url,
+        "created_at": Webhook.created_at,
+    },
+    order_fields={"url": Webhook.url, "created_at": Webhook.created_at},
+    default_order=[("created_at", False)],
+    archivable=False,
+)
+
+
 def authorize(actor: Actor) -> Actor:
-    """Who manages webhooks: admins, and API keys holding ``webhooks:manage``. The one
-    check every webhook operation goes through (to be replaced by the policy module)."""
-    if actor.api_key_id is not None:
-        if api_keys.WEBHOOKS_MANAGE not in actor.scopes:
-            raise Forbidden(f"This API key lacks the {api_keys.WEBHOOKS_MANAGE} scope")
-        return actor
-    return require(actor, Permission.MANAGE_USERS)
+    """Who manages webhooks (admins, API keys with ``webhooks:manage``): the policy's
+    ``webhooks.manage`` action, checked by every webhook operation."""
+    return policy.authorize(actor, policy.Action.MANAGE_WEBHOOKS)
 
 
 # ------------------------------------------------------------------ subscriptions
@@ -95,12 +104,6 @@ def clean_event_types(values: Sequence[str] | None) -> list[str]:
 
 def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
-
-
-def list_webhooks(actor: Actor) -> Any:
-    """The statement listing the workspace's webhooks, oldest first."""
-    authorize(actor)
-    return scoped(Webhook, actor).order_by(Webhook.created_at, Webhook.id)
 
 
 async def create_webhook(

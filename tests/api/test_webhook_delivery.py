@@ -39,7 +39,7 @@ CREATE_ACTIVITY = """mutation($i: CreateActivityInput!) {
 UPDATE_ACTIVITY = """mutation($i: UpdateActivityInput!) {
   updateActivity(input: $i) { activity { id } errors { code } }
 }"""
-DELIVERIES = "{ webhooks { deliveries { deliveryId status attempts lastStatusCode } } }"
+DELIVERIES = "{ webhooks { nodes { deliveries { deliveryId status attempts lastStatusCode } } } }"
 WAIT_S = 60.0
 
 
@@ -189,7 +189,7 @@ async def test_events_arrive_signed_filtered_and_retried_after_a_500(
     stale = int(time.time()) - 3600
     assert not verify_signature(secret, f"t={stale},v1=00", got[0].body)
 
-    deliveries = (await admin(DELIVERIES)).ok()["webhooks"][0]["deliveries"]
+    deliveries = (await admin(DELIVERIES)).ok()["webhooks"]["nodes"][0]["deliveries"]
     assert sorted((d["status"], d["attempts"], d["lastStatusCode"]) for d in deliveries) == [
         ("DELIVERED", 1, 200),
         ("DELIVERED", 2, 200),
@@ -260,7 +260,7 @@ async def test_inactive_webhooks_receive_nothing(
         ) as http:
             listed = await support.GraphQLClient(http, admin.token)(DELIVERIES)
     assert receiver.received == []
-    assert listed.ok()["webhooks"][0]["deliveries"] == []
+    assert listed.ok()["webhooks"]["nodes"][0]["deliveries"] == []
 
 
 async def test_a_secret_that_does_not_decrypt_blocks_only_its_own_webhook(

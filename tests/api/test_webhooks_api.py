@@ -31,7 +31,7 @@ ROTATE = """mutation($i: WebhookInput!) {
 DELETE = """mutation($i: WebhookInput!) {
   deleteWebhook(input: $i) { webhook { id } errors { code field } }
 }"""
-LIST = "{ webhooks { id url eventTypes isActive deliveries { deliveryId status } } }"
+LIST = "{ webhooks { nodes { id url eventTypes isActive deliveries { deliveryId status } } } }"
 URL = "https://hooks.example.com/crm"
 
 
@@ -61,7 +61,7 @@ async def test_admin_creates_a_webhook_and_sees_its_secret_once(
     assert secret.startswith("whsec_") and len(secret) > 40
     assert webhook["eventTypes"] == ["deal.moved", "message.created"]
     assert webhook["isActive"] is True
-    listed = (await admin(LIST)).ok()["webhooks"]
+    listed = (await admin(LIST)).ok()["webhooks"]["nodes"]
     assert listed == [
         {**{k: webhook[k] for k in ("id", "url", "eventTypes", "isActive")}, "deliveries": []}
     ]
@@ -93,7 +93,7 @@ async def test_admin_creates_a_webhook_and_sees_its_secret_once(
 
     deleted = (await admin(DELETE, {"i": {"id": webhook["id"]}})).ok()["deleteWebhook"]
     assert deleted == {"webhook": {"id": webhook["id"]}, "errors": []}
-    assert (await admin(LIST)).ok()["webhooks"] == []
+    assert (await admin(LIST)).ok()["webhooks"]["nodes"] == []
     again = (await admin(DELETE, {"i": {"id": webhook["id"]}})).ok()["deleteWebhook"]
     assert [e["code"] for e in again["errors"]] == ["NOT_FOUND"]
 
@@ -113,7 +113,7 @@ async def test_bad_input_is_a_validation_error(as_role: dict[Role, support.Graph
         assert [(e["code"], e["field"]) for e in payload["errors"]] == [("VALIDATION", field)], (
             input
         )
-    assert (await admin(LIST)).ok()["webhooks"] == []
+    assert (await admin(LIST)).ok()["webhooks"]["nodes"] == []
 
 
 async def test_only_admins_and_keys_with_the_scope_manage_webhooks(
@@ -142,7 +142,9 @@ async def test_only_admins_and_keys_with_the_scope_manage_webhooks(
     assert "webhooks:manage" in payload["errors"][0]["message"]
     partner = support.GraphQLClient(http, tokens[api_keys.WEBHOOKS_MANAGE])
     made = await create(partner)
-    assert [w["id"] for w in (await partner(LIST)).ok()["webhooks"]] == [made["webhook"]["id"]]
+    assert [w["id"] for w in (await partner(LIST)).ok()["webhooks"]["nodes"]] == [
+        made["webhook"]["id"]
+    ]
 
 
 async def test_webhooks_of_another_workspace_do_not_exist(
@@ -164,10 +166,12 @@ async def test_webhooks_of_another_workspace_do_not_exist(
         )
         email = await session.scalar(select(User.email).where(User.workspace_id == other.id))
     stranger = await client.logged_in(email, support.PASSWORD)
-    assert (await stranger(LIST)).ok()["webhooks"] == []
+    assert (await stranger(LIST)).ok()["webhooks"]["nodes"] == []
     for document, name in ((ROTATE, "rotateWebhookSecret"), (DELETE, "deleteWebhook")):
         payload = (await stranger(document, {"i": {"id": mine["id"]}})).ok()[name]
         assert [e["code"] for e in payload["errors"]] == ["NOT_FOUND"]
     payload = (await stranger(UPDATE, {"i": {"id": mine["id"], "isActive": False}})).ok()
     assert [e["code"] for e in payload["updateWebhook"]["errors"]] == ["NOT_FOUND"]
-    assert [w["isActive"] for w in (await as_role[Role.ADMIN](LIST)).ok()["webhooks"]] == [True]
+    assert [w["isActive"] for w in (await as_role[Role.ADMIN](LIST)).ok()["webhooks"]["nodes"]] == [
+        True
+    ]
