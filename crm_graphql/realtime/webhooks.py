@@ -96,10 +96,22 @@ class WebhookDispatcher:
                 session, self._keyring, limit=self._settings.batch_size, lease=self._settings.lease
             )
         if jobs:
-            await asyncio.gather(*(self._deliver(job) for job in jobs))
+            outcomes = await asyncio.gather(*(self._deliver(job) for job in jobs))
+            # One transaction records the whole round's outcomes.
+            async with self._sessionmaker() as session, session.begin():
+                for job, (status, error) in zip(jobs, outcomes, strict=True):
+                    await webhooks.record_outcome(
+                        session,
+                        job,
+                        status_code=status,
+                        error=error,
+                        max_attempts=self._settings.max_attempts,
+                        retry_base_seconds=self._settings.retry_base_seconds,
+                    )
         return bool(enqueued or jobs)
 
-    async def _deliver(self, job: webhooks.DeliveryJob) -> None:
+    async def _deliver(self, job: webhooks.DeliveryJob) -> tuple[int | None, str | None]:
+        """POST one delivery: (HTTP status or None, error or None)."""
         headers = {
             "Content-Type": "application/json",
             webhooks.DELIVERY_HEADER: str(job.delivery_id),
@@ -115,12 +127,4 @@ class WebhookDispatcher:
                 error = f"HTTP {status}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
-        async with self._sessionmaker() as session, session.begin():
-            await webhooks.record_outcome(
-                session,
-                job,
-                status_code=status,
-                error=error,
-                max_attempts=self._settings.max_attempts,
-                retry_base_seconds=self._settings.retry_base_seconds,
-            )
+        return status, error
