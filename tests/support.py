@@ -134,6 +134,7 @@ def run_uvicorn(settings: Any, *, workers: int = 1) -> Iterator[str]:
             "CRM_REDIS_URL": settings.redis_url,
             "CRM_SECRET_KEY": settings.secret_key,
             "CRM_DATA_DIR": str(settings.data_dir),
+            "CRM_RATE_LIMITS": "true" if settings.rate_limits else "false",
         }
     )
     proc = subprocess.Popen(
