@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,3 +242,26 @@ class WSClient:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+@contextlib.asynccontextmanager
+async def app_client(
+    settings: Any, *, client_ip: str = "127.0.0.1", **overrides: Any
+) -> AsyncIterator[GraphQLClient]:
+    """A client over an app of its own built from ``settings`` with ``overrides`` (e.g.
+    production mode or low limits), seen as coming from ``client_ip``."""
+    from crm_graphql.app import build_app
+
+    app = build_app(settings.model_copy(update=overrides))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield GraphQLClient(http)
+
+
+def random_ip() -> str:
+    """A client address no other test (or concurrent test run) uses: per-address rate
+    limit buckets in the shared Redis stay apart."""
+    import secrets
+
+    return "10." + ".".join(str(secrets.randbelow(256)) for _ in range(3))
