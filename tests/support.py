@@ -123,8 +123,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def run_uvicorn(settings: Any, *, workers: int = 1) -> Iterator[str]:
-    """Start ``crm-graphql serve`` in a child process and wait until /healthz answers."""
+def run_uvicorn(
+    settings: Any, *, workers: int = 1, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Start ``crm-graphql serve`` in a child process and wait until /healthz answers
+    (``extra_env``: more CRM_* variables for it)."""
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -135,6 +138,7 @@ def run_uvicorn(settings: Any, *, workers: int = 1) -> Iterator[str]:
             "CRM_SECRET_KEY": settings.secret_key,
             "CRM_DATA_DIR": str(settings.data_dir),
             "CRM_RATE_LIMITS": "true" if settings.rate_limits else "false",
+            **(extra_env or {}),
         }
     )
     proc = subprocess.Popen(

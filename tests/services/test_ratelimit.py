@@ -57,9 +57,7 @@ async def test_burst_then_one_hit_per_interval(client: redis.Redis, prefix: str)
     assert (await limiter.hit(bucket)).remaining == 2  # full again after a quiet minute
 
 
-async def test_a_batch_counts_all_its_operations_or_none(
-    client: redis.Redis, prefix: str
-) -> None:
+async def test_a_batch_counts_all_its_operations_or_none(client: redis.Redis, prefix: str) -> None:
     limiter = RateLimiter(client, prefix=prefix, clock=FakeClock())
     bucket = Bucket("key:b", limit=5)
     assert (await limiter.hit(bucket, 3)).remaining == 2
