@@ -67,7 +67,8 @@ def _respond(
         orjson.dumps(body),
         status_code=status,
         media_type=f"{media_type}; charset=utf-8",
-        headers=headers,
+        # JSON only: never sniffed into something a browser would run or render.
+        headers={**headers, "X-Content-Type-Options": "nosniff"},
     )
 
 
