@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
@@ -241,6 +241,9 @@ async def _execute(
             "METHOD_NOT_ALLOWED",
             {"Allow": "POST"},
         ) from exc
+    except CannotGetOperationTypeError as exc:
+        # An unknown `operationName`, or several operations and none named.
+        return _error_body(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED"), 400
     finally:
         await context.close()
     production = app.settings.is_production

@@ -8,6 +8,7 @@ shape against the configured limits:
 - selection depth (``ofType`` chains of introspection do not count) -> ``QUERY_TOO_DEEP``
 - aliases in the document                                -> ``TOO_MANY_ALIASES``
 - nesting of input values, literal or variables         -> ``INPUT_TOO_DEEP``
+- text PostgreSQL cannot store (NUL, lone surrogates)    -> ``VALIDATION``
 - cost: every field counts 1, and a paginated field (``first``/``last``) multiplies the
   cost of what it selects by its page size (the default page size when neither is
   given; ``nodes(ids:)`` by the number of ids)           -> ``QUERY_TOO_COSTLY``
@@ -44,6 +45,7 @@ from graphql import (
     ObjectValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    StringValueNode,
     VariableNode,
     get_named_type,
 )
@@ -103,6 +105,7 @@ class Shape:
     introspection: bool
     # None when a page size comes from a variable: computed per request then.
     static_cost: int | None
+    text_problem: str | None = None
 
 
 def _walk(node: Node) -> Iterator[tuple[Node, int]]:
@@ -121,11 +124,13 @@ def _walk(node: Node) -> Iterator[tuple[Node, int]]:
             stack.extend((item, nesting) for item in current)
 
 
-def _document_facts(document: DocumentNode) -> tuple[int, int, bool]:
-    """(aliases, deepest input value, uses introspection) of the whole document."""
+def _document_facts(document: DocumentNode) -> tuple[int, int, bool, str | None]:
+    """(aliases, deepest input value, uses introspection, a text problem of a string
+    literal) of the whole document."""
     aliases = 0
     input_depth = 0
     introspection = False
+    problem: str | None = None
     for node, nesting in _walk(document):
         if isinstance(node, FieldNode):
             if node.alias is not None:
@@ -134,22 +139,42 @@ def _document_facts(document: DocumentNode) -> tuple[int, int, bool]:
                 introspection = True
         elif isinstance(node, ObjectValueNode | ListValueNode):
             input_depth = max(input_depth, nesting + 1)
-    return aliases, input_depth, introspection
+        elif isinstance(node, StringValueNode):
+            problem = problem or text_problem(node.value)
+    return aliases, input_depth, introspection, problem
 
 
-def input_depth(value: Any) -> int:
-    """Nesting of a JSON value (variables), counted without recursion."""
+def text_problem(value: str) -> str | None:
+    """Why PostgreSQL would refuse this text (None when it takes it): a NUL character,
+    or a lone UTF-16 surrogate (JSON parsers other than orjson let one through)."""
+    if "\x00" in value:
+        return "Text must not contain the NUL character (U+0000)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "Text must be valid Unicode (no lone surrogate code points)"
+    return None
+
+
+def inspect_input(value: Any) -> tuple[int, str | None]:
+    """(nesting, the first text problem) of a JSON value such as the variables, walked
+    without recursion: nesting is what is being limited."""
     deepest = 0
+    problem: str | None = None
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         current, depth = stack.pop()
-        if isinstance(current, Mapping):
-            stack.extend((v, depth + 1) for v in current.values())
+        if isinstance(current, str):
+            problem = problem or text_problem(current)
+        elif isinstance(current, Mapping):
+            for key, inner in current.items():
+                problem = problem or text_problem(str(key))
+                stack.append((inner, depth + 1))
             deepest = max(deepest, depth + 1)
         elif isinstance(current, list | tuple):
             stack.extend((v, depth + 1) for v in current)
             deepest = max(deepest, depth + 1)
-    return deepest
+    return deepest, problem
 
 
 class _Measure:
@@ -292,7 +317,7 @@ def measure(
 
 
 def shape_of(schema: GraphQLSchema, document: DocumentNode, limits: QueryLimits) -> Shape:
-    aliases, literal_depth, introspection = _document_facts(document)
+    aliases, literal_depth, introspection, problem = _document_facts(document)
     depth, cost, uses_variables = measure(schema, document, limits)
     return Shape(
         depth=depth,
@@ -300,6 +325,7 @@ def shape_of(schema: GraphQLSchema, document: DocumentNode, limits: QueryLimits)
         input_depth=literal_depth,
         introspection=introspection,
         static_cost=None if uses_variables else cost,
+        text_problem=problem,
     )
 
 
@@ -330,7 +356,12 @@ def limit_errors(
                 actual=shape.depth,
             )
         ]
-    deepest_input = max(shape.input_depth, input_depth(variables) - 1 if variables else 0)
+    variables_depth, problem = inspect_input(variables) if variables else (1, None)
+    problem = shape.text_problem or problem
+    if problem:
+        # PostgreSQL refuses such text; say so before anything reaches it.
+        return [limit_error(problem, "VALIDATION")]
+    deepest_input = max(shape.input_depth, variables_depth - 1)
     if limits.max_input_depth and deepest_input > limits.max_input_depth:
         return [
             limit_error(

@@ -19,7 +19,6 @@ from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
-from crm_graphql.schema.scalars import SCALAR_OVERRIDES
 from crm_graphql.schema.users import UserQuery
 
 
@@ -74,7 +73,6 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=[FormatErrors, OperationLimits],
-        scalar_overrides=SCALAR_OVERRIDES,
         **kwargs,
     )
 

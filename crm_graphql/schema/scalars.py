@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import strawberry
-from graphql import GraphQLError, GraphQLString, ValueNode, value_from_ast_untyped
 from strawberry.scalars import JSON
-from strawberry.schema.types.scalar import DEFAULT_SCALAR_REGISTRY
 
 from crm_graphql import models
 
@@ -86,66 +83,3 @@ def address_of(value: dict[str, object] | None) -> Address | None:
 
 def _s(value: object) -> str | None:
     return None if value is None else str(value)
-
-
-# ---------------------------------------------------------------- text the database takes
-
-
-def checked_text(value: str) -> str:
-    """Text PostgreSQL can store: no NUL character, no lone UTF-16 surrogate (both are
-    refused by the database, which would otherwise turn bad input into a 500)."""
-    if "\x00" in value:
-        raise GraphQLError(
-            "Text must not contain the NUL character (U+0000)", extensions={"code": "VALIDATION"}
-        )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise GraphQLError(
-            "Text must be valid Unicode (no lone surrogate code points)",
-            extensions={"code": "VALIDATION"},
-        ) from None
-    return value
-
-
-def _checked_json(value: Any) -> Any:
-    stack = [value]
-    while stack:  # iterative: nesting is limited elsewhere, but never trust it here
-        item = stack.pop()
-        if isinstance(item, str):
-            checked_text(item)
-        elif isinstance(item, dict):
-            for key, inner in item.items():
-                checked_text(str(key))
-                stack.append(inner)
-        elif isinstance(item, list):
-            stack.extend(item)
-    return value
-
-
-def _parse_string(value: Any) -> str:
-    return checked_text(GraphQLString.parse_value(value))
-
-
-def _parse_string_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> str:
-    return checked_text(GraphQLString.parse_literal(node, variables))
-
-
-def _parse_json_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> Any:
-    return _checked_json(value_from_ast_untyped(node, variables))
-
-
-# The built-in String and JSON scalars with the checks above on input; the schema uses
-# them in place of the originals (``scalar_overrides``), so the SDL does not change.
-SCALAR_OVERRIDES: dict[object, Any] = {
-    str: dataclasses.replace(
-        DEFAULT_SCALAR_REGISTRY[str],
-        parse_value=_parse_string,
-        parse_literal=_parse_string_literal,
-    ),
-    JSON: dataclasses.replace(
-        DEFAULT_SCALAR_REGISTRY[JSON],
-        parse_value=_checked_json,
-        parse_literal=_parse_json_literal,
-    ),
-}

@@ -117,4 +117,3 @@ async def test_explorer_page_security_headers(client: support.GraphQLClient) -> 
     assert headers["cross-origin-opener-policy"] == "same-origin"
     assert "camera=()" in headers["permissions-policy"]
     assert headers["cache-control"] == "no-store"
-
