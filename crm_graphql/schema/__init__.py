@@ -19,6 +19,7 @@ from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
+from crm_graphql.schema.security import SecurityMutation, SecurityQuery
 from crm_graphql.schema.users import UserQuery
 
 
@@ -32,6 +33,7 @@ class Query(
     OrderQuery,
     ConversationQuery,
     RealtimeQuery,
+    SecurityQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
@@ -54,6 +56,7 @@ class Mutation(
     OrderMutation,
     ConversationMutation,
     RealtimeMutation,
+    SecurityMutation,
 ):
     pass
 
