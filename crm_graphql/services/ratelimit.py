@@ -30,9 +30,9 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
@@ -135,7 +135,7 @@ class RateLimiter:
         self.client = client
         self.prefix = prefix
         self.clock = clock
-        self._script: Any = client.register_script(_GCRA)
+        self._sha = hashlib.sha1(_GCRA.encode()).hexdigest()
         self._last_warning = -math.inf
 
     async def hit(self, bucket: Bucket, cost: int = 1) -> Decision:
@@ -150,11 +150,14 @@ class RateLimiter:
         if bucket.limit <= 0:
             return Decision(True, 0, 0, 0, 0, bucket.period, enforced=False)
         now = -1 if self.clock is None else int(self.clock() * 1000)
+        args = (now, int(bucket.period * 1000), bucket.limit, cost, 1 if write else 0)
         try:
-            allowed, retry_ms, remaining, reset_ms = await self._script(
-                keys=[self.prefix + bucket.key],
-                args=[now, int(bucket.period * 1000), bucket.limit, cost, 1 if write else 0],
-            )
+            try:
+                reply = await self.client.evalsha(self._sha, 1, self.prefix + bucket.key, *args)
+            except NoScriptError:  # first use on this Redis (or after a restart)
+                self._sha = await self.client.script_load(_GCRA)
+                reply = await self.client.evalsha(self._sha, 1, self.prefix + bucket.key, *args)
+            allowed, retry_ms, remaining, reset_ms = reply
         except (RedisError, OSError):
             self._warn()
             return Decision(True, bucket.limit, bucket.limit, 0, 0, bucket.period, enforced=False)
