@@ -32,6 +32,22 @@ PAGE = (
 NUL = "a\x00b"
 MEGA = "x" * 1_000_000  # with the JSON around it, over the 1 MB body limit
 BIG = "y" * 900_000  # under the body limit: reaches validation
+# Injection-looking and odd Unicode text: harmless as data, found only where it is.
+ODD_TEXT = (
+    "'; DROP TABLE customers; --",
+    "%",
+    "_",
+    "\\",
+    "%' OR '1'='1",
+    "\\%",
+    "\u202eevil\u202c",  # right-to-left override
+    "a\u200bb",  # zero-width space
+    "\U0001f469\u200d\U0001f4bb",  # emoji with a zero-width joiner
+    "e\u0301",  # combining accent
+    "\ufeff",  # byte order mark
+    "\U0010ffff",  # the last code point
+    "tab\tnew\nline",
+)
 
 
 @dataclass
@@ -364,30 +380,15 @@ def _cases(customer_id: str) -> list[Case]:
             variables={"i": {"name": "n", "email": "'; DROP TABLE x; --"}},
             expect={"VALIDATION"},
         ),
-        Case(
-            "amount nan",
-            query=ORDER,
-            variables={"i": {"customerId": customer_id, "amount": "NaN", "currency": "EUR"}},
-            expect={"VALIDATION", "GRAPHQL_VALIDATION_FAILED"},
-        ),
-        Case(
-            "amount infinity",
-            query=ORDER,
-            variables={"i": {"customerId": customer_id, "amount": "Infinity", "currency": "EUR"}},
-            expect={"VALIDATION", "GRAPHQL_VALIDATION_FAILED"},
-        ),
-        Case(
-            "amount 1e100000",
-            query=ORDER,
-            variables={"i": {"customerId": customer_id, "amount": "1e100000", "currency": "EUR"}},
-            expect={"VALIDATION", "GRAPHQL_VALIDATION_FAILED"},
-        ),
-        Case(
-            "amount not a number",
-            query=ORDER,
-            variables={"i": {"customerId": customer_id, "amount": "12,5", "currency": "EUR"}},
-            expect={"VALIDATION", "GRAPHQL_VALIDATION_FAILED"},
-        ),
+        *[
+            Case(
+                f"amount {amount}",
+                query=ORDER,
+                variables={"i": {"customerId": customer_id, "amount": amount, "currency": "EUR"}},
+                expect={"VALIDATION", "GRAPHQL_VALIDATION_FAILED"},
+            )
+            for amount in ("NaN", "Infinity", "-Infinity", "1e100000", "12,5", "0x10", "1" * 400)
+        ],
         Case(
             "bad currency",
             query=ORDER,
@@ -411,20 +412,7 @@ def _cases(customer_id: str) -> list[Case]:
         *[
             Case(f"filter {op} {value!r}", query=SEARCH, variables={"f": {"name": {op: value}}})
             for op in ("eq", "contains", "startsWith")
-            for value in (
-                "'; DROP TABLE customers; --",
-                "%",
-                "_",
-                "\\",
-                "%' OR '1'='1",
-                "\\%",
-                "\u202eevil\u202c",
-                "a\u200bb",
-                "\U0001f469\u200d\U0001f4bb",
-                "e\u0301",
-                "\ufeff",
-                "\U0010ffff",
-            )
+            for value in ODD_TEXT
         ],
         Case(
             "filter in with many values",
@@ -581,19 +569,7 @@ async def test_hostile_input_battery(
     ] == 1
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "\u202eevil\u202c RTL",
-        "zero\u200bwidth",
-        "\U0001f469\u200d\U0001f4bb emoji",
-        "e\u0301 combining",
-        "\U0010ffff last code point",
-        "tab\tnew\nline",
-        "'; DROP TABLE customers; --",
-        "100% _real_ \\o/",
-    ],
-)
+@pytest.mark.parametrize("name", ODD_TEXT)
 async def test_odd_unicode_round_trips_exactly(
     as_role: dict[Role, support.GraphQLClient], name: str
 ) -> None:
