@@ -182,3 +182,19 @@ async def test_websocket_operations_count_against_the_rate_limit(
         assert extensions["code"] == "RATE_LIMITED" and extensions["retryAfter"] >= 1
     finally:
         await ws.close()
+
+
+async def test_websocket_messages_are_capped_like_http_bodies(
+    production_server: str, token: str
+) -> None:
+    import websockets
+
+    ws = await support.WSClient.connect(production_server, token)
+    try:
+        await ws.acknowledged()
+        await ws.subscribe("{ __typename }", {"pad": "x" * 1_100_000})
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.receive()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # too big
+    finally:
+        await ws.close()
