@@ -269,7 +269,13 @@ async def graphql_endpoint(request: Request) -> Response:
     try:
         params = await _params(request, app.settings.max_request_bytes)
         operations = _operations(params, app.settings.max_batch_operations)
-        actor = await _actor(app, request, request_id)
+        try:
+            actor = await _actor(app, request, request_id)
+        except RequestError:
+            # Bad credentials count against the address, like anonymous requests: guessing
+            # tokens or keys is slowed too (429 once the address is out of budget).
+            await _rate_limit(app, None, request, 1)
+            raise
         headers.update(await _rate_limit(app, actor, request, len(operations)))
         results = []
         for operation in operations:

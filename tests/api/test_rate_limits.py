@@ -102,6 +102,15 @@ async def test_anonymous_requests_are_counted_per_address(settings: Settings) ->
         assert (await elsewhere("{ __typename }")).status == 200
 
 
+async def test_bad_credentials_count_against_the_address(settings: Settings) -> None:
+    async with _limited(settings, rate_limit_anonymous_per_minute=2) as anonymous:
+        guessing = support.GraphQLClient(anonymous.http, "crm_abcdefghij_" + "s" * 43)
+        for _ in range(2):
+            assert (await guessing("{ __typename }")).status == 401
+        _assert_rate_limited(await guessing("{ __typename }"))
+        _assert_rate_limited(await anonymous("{ __typename }"))
+
+
 async def test_login_attempts_are_limited_per_address(settings: Settings) -> None:
     async with _limited(settings, login_attempts_per_minute=3) as anonymous:
         for _ in range(3):
