@@ -68,6 +68,8 @@ DEFAULT_QUERY: Final = """\
 #    <paste accessToken from login>, keeping "Bearer ".
 # 3. Run "Me". Subscriptions use the same headers: the
 #    WebSocket sends them in its connection_init payload.
+# In production the schema (Docs, completion) is only shown
+# to logged-in users: after step 2, press "Re-fetch schema".
 
 mutation Login {
   login(input: {email: "admin@demo.example", password: "demo-admin"}) {
