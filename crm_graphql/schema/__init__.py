@@ -20,7 +20,7 @@ from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
 from crm_graphql.schema.security import SecurityMutation, SecurityQuery
-from crm_graphql.schema.users import UserQuery
+from crm_graphql.schema.users import UserMutation, UserQuery
 
 
 @strawberry.type(description="Everything a client can read.")
@@ -49,6 +49,7 @@ class Query(
 @strawberry.type(description="Everything a client can change.")
 class Mutation(
     AuthMutation,
+    UserMutation,
     CustomerMutation,
     CompanyMutation,
     DealMutation,

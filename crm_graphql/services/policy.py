@@ -61,6 +61,7 @@ class Action(enum.StrEnum):
     POST_CUSTOMER_MESSAGES = "conversations.post_customer"  # a channel integration
     KEEP_READ_RECEIPTS = "conversations.read_receipts"
     READ_USERS = "users.read"
+    MANAGE_USERS = "users.manage"
     MANAGE_API_KEYS = "api_keys.manage"
     READ_AUDIT_LOG = "audit.read"
     MANAGE_WEBHOOKS = "webhooks.manage"
@@ -108,6 +109,7 @@ RULES: dict[Action, Rule] = {
     Action.KEEP_READ_RECEIPTS: Rule(EVERYONE, NO_KEY),
     # Owners, authors and assignees appear all over the graph: any key may read them.
     Action.READ_USERS: Rule(EVERYONE, SCOPES),
+    Action.MANAGE_USERS: Rule(ADMINS, NO_KEY),
     Action.MANAGE_API_KEYS: Rule(ADMINS, NO_KEY),
     Action.READ_AUDIT_LOG: Rule(ADMINS, NO_KEY),
     Action.MANAGE_WEBHOOKS: Rule(ADMINS, _scopes(WEBHOOKS_MANAGE)),
@@ -187,6 +189,7 @@ _VERBS = {
     Action.POST_CUSTOMER_MESSAGES: "post messages as the customer",
     Action.KEEP_READ_RECEIPTS: "keep read receipts",
     Action.READ_USERS: "read users",
+    Action.MANAGE_USERS: "manage users",
     Action.MANAGE_API_KEYS: "manage API keys",
     Action.READ_AUDIT_LOG: "read the audit log",
     Action.MANAGE_WEBHOOKS: "manage webhooks",

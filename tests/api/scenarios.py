@@ -115,6 +115,9 @@ class Env:
     async def customer(self) -> str:
         return await self.make("createCustomer", name=unique("Customer"))
 
+    async def agent_user(self) -> str:
+        return await self.make("createUser", **await user_input(self))
+
     async def company(self) -> str:
         return await self.make("createCompany", name=unique("Company"))
 
@@ -320,6 +323,15 @@ def revoke_api_key_scenario() -> Scenario:
     return Scenario(succeeds, fails)
 
 
+async def user_input(env: Env) -> dict[str, Any]:
+    return {
+        "email": f"new-{uuid.uuid4().hex[:10]}@example.com",
+        "name": unique("Agent"),
+        "role": "AGENT",
+        "password": "a long enough password",
+    }
+
+
 async def api_key_input(env: Env) -> dict[str, Any]:
     return {"name": unique("Partner"), "scopes": ["CUSTOMERS_READ"]}
 
@@ -404,6 +416,8 @@ SCENARIOS: dict[str, Scenario] = {
     "markConversationRead": mark_conversation_read_scenario(),
     "createApiKey": creating(api_key_input, {"scopes": []}, "VALIDATION"),
     "revokeApiKey": revoke_api_key_scenario(),
+    "createUser": creating(user_input, {"password": "short"}, "VALIDATION"),
+    "updateUser": changing(Env.agent_user, {"role": "MANAGER"}, {"name": " "}, "VALIDATION"),
 }
 
 
