@@ -22,13 +22,13 @@ PASSWORD = "correct horse battery staple"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _asyncpg_dsn(url: str) -> str:
+def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def create_database(server_url: str, name: str) -> None:
     async def run() -> None:
-        conn = await asyncpg.connect(_asyncpg_dsn(server_url))
+        conn = await asyncpg.connect(asyncpg_dsn(server_url))
         try:
             await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
@@ -39,7 +39,7 @@ def create_database(server_url: str, name: str) -> None:
 
 def drop_database(server_url: str, name: str) -> None:
     async def run() -> None:
-        conn = await asyncpg.connect(_asyncpg_dsn(server_url))
+        conn = await asyncpg.connect(asyncpg_dsn(server_url))
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
