@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from crm_graphql.realtime.webhooks import WebhookDispatcher
     from crm_graphql.resolvers.loaders import Loaders
     from crm_graphql.services.crypto import Keyring
+    from crm_graphql.services.ratelimit import RateLimiter
     from crm_graphql.settings import Settings
 
 
@@ -38,6 +39,7 @@ class AppState:
     bus: Bus
     hub: Hub
     ephemeral: Ephemeral
+    limiter: RateLimiter
     keyring: Keyring  # encrypts sensitive values; also on every session (crypto.attach)
     webhooks: WebhookDispatcher
 

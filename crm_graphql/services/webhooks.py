@@ -38,11 +38,10 @@ from crm_graphql.models import (
     WebhookDelivery,
     WebhookDispatchCursor,
 )
-from crm_graphql.services import audit, fields, policy, querying, records
+from crm_graphql.services import audit, events, fields, policy, querying, records
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.crypto import DecryptionError, Keyring, keyring_of
 from crm_graphql.services.errors import Invalid
-from crm_graphql.services.events import _HORIZON as COMMITTED_HORIZON
 
 SECRET_PREFIX = "whsec_"
 SIGNATURE_HEADER = "X-CRM-Signature"
@@ -284,7 +283,11 @@ async def enqueue_deliveries(session: AsyncSession, *, batch_size: int = 500) ->
         return 0
     rows = (
         await session.execute(
-            select(Event.id, Event.txid, (Event.txid < COMMITTED_HORIZON).label("ready"))
+            select(
+                Event.id,
+                Event.txid,
+                (Event.txid < literal(await events.horizon(session))).label("ready"),
+            )
             .where(
                 tuple_(Event.txid, Event.id)
                 > tuple_(literal(cursor.txid), literal(cursor.event_id))

@@ -1,7 +1,7 @@
 """data protection
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0006
 Create Date: 2026-11-25 17:47:55.919362
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0004"
-down_revision: str | None = "0003"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
