@@ -397,7 +397,7 @@ async def claim_due(
                 WebhookDelivery.status == DeliveryStatus.PENDING,
                 WebhookDelivery.next_attempt_at <= func.now(),
             )
-            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.event_id)
             .limit(limit)
             .with_for_update(of=WebhookDelivery, skip_locked=True)
         )
