@@ -60,7 +60,7 @@ async def add_activity_and_webhook(url: str) -> None:
             await activities.create_activity(
                 actor, session, {"type": "note", "subject": "Hi", "customer_id": customer.id}
             )
-            await webhooks.create_webhook(actor, session, url="https://hooks.example.com/x")
+            await webhooks.create_webhook(actor, session, url="http://127.0.0.1:9/x")
     finally:
         await engine.dispose()
 

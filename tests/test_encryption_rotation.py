@@ -53,7 +53,7 @@ async def write_under(url: str, keys: list[str]) -> list[str]:
                 await customers.create_customer(
                     actor, session, {"name": "Ada", "custom_fields": {"nationalId": value}}
                 )
-            _, secret = await webhooks.create_webhook(actor, session, url="https://h.example.com")
+            _, secret = await webhooks.create_webhook(actor, session, url="http://127.0.0.1:9")
         return [secret]
     finally:
         await engine.dispose()

@@ -145,7 +145,7 @@ class Env:
         return await self.make("startConversation", customerId=customer, channel="CHAT")
 
     async def webhook(self) -> str:
-        return await self.make("createWebhook", url="https://hooks.example.com/crm")
+        return await self.make("createWebhook", url="http://127.0.0.1:9/crm")
 
     async def api_key(self, *scopes: str) -> tuple[support.GraphQLClient, uuid.UUID]:
         """A client authenticated by a new API key of ``user``'s workspace (made by the
@@ -340,7 +340,7 @@ async def api_key_input(env: Env) -> dict[str, Any]:
 
 
 async def webhook_input(env: Env) -> dict[str, Any]:
-    return {"url": "https://hooks.example.com/in", "eventTypes": ["deal.moved"]}
+    return {"url": "http://127.0.0.1:9/in", "eventTypes": ["deal.moved"]}
 
 
 def workspace_scenario(good: dict[str, Any], bad: dict[str, Any], error: str) -> Scenario:

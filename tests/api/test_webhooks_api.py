@@ -32,7 +32,7 @@ DELETE = """mutation($i: WebhookInput!) {
   deleteWebhook(input: $i) { webhook { id } errors { code field } }
 }"""
 LIST = "{ webhooks { nodes { id url eventTypes isActive deliveries { deliveryId status } } } }"
-URL = "https://hooks.example.com/crm"
+URL = "http://127.0.0.1:9/crm"
 
 
 async def create(client: support.GraphQLClient, **input: Any) -> dict[str, Any]:
