@@ -33,7 +33,7 @@ from crm_graphql.models import (
     Webhook,
     Workspace,
 )
-from crm_graphql.services import audit, events, fields, policy, records
+from crm_graphql.services import activities, audit, events, fields, policy, records
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.crypto import Keyring, keyring_of
 from crm_graphql.services.errors import Forbidden, Invalid
@@ -516,7 +516,10 @@ async def erase_customer(
         return list(changed.scalars())
 
     activity_ids = await scrub(
-        Activity, {"subject": REDACTED, "body": None, "details": {}}, Activity.customer_id.in_(ids)
+        Activity,
+        {"subject": REDACTED, "body": None, "details": {}, "version": Activity.version + 1},
+        Activity.customer_id.in_(ids),
+        Activity.subject != REDACTED,  # erasing again changes nothing
     )
     conversation_ids = await scrub(
         Conversation, {"subject": None}, Conversation.customer_id.in_(ids)
@@ -524,6 +527,18 @@ async def erase_customer(
     message_ids = await scrub(
         Message, {"body": REDACTED}, Message.conversation_id.in_(conversation_ids)
     )
+    # Live activity feeds replace what they show (erasure changed these activities).
+    changed = select(Activity).where(Activity.id.in_(activity_ids))
+    for activity in await session.scalars(changed.execution_options(populate_existing=True)):
+        events.record_event(
+            actor,
+            session,
+            topic=activities.TOPIC,
+            type="activity.updated",
+            entity_type="Activity",
+            entity_id=activity.id,
+            payload={**activities.event_payload(activity), "changed": ["body", "subject"]},
+        )
     counts = {
         "customers": len(ids),
         "activities": len(activity_ids),

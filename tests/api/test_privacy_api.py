@@ -416,3 +416,17 @@ async def test_erase_removes_personal_data_and_keeps_aggregates_and_audit(
     assert audit_after == audit_count + 2  # every entry kept, plus one per erase call
     assert [r.changes["erased"]["after"]["customers"] for r in erase_rows] == [2, 2]
     assert len(events) == 2 and events[0].payload["customer_id"] == str(from_global_id(ada)[1])
+    # Live activity feeds hear of the changed activity (once: erasing again changes nothing).
+    async with sessionmaker() as session:
+        updates = list(
+            await session.scalars(
+                select(Event).where(
+                    Event.workspace_id == workspace.id,
+                    Event.type == "activity.updated",
+                    Event.created_at >= erase_rows[0].created_at,
+                )
+            )
+        )
+    assert [(u.payload["version"], u.payload["changed"]) for u in updates] == [
+        (2, ["body", "subject"])
+    ]
