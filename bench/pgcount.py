@@ -17,8 +17,20 @@ from dataclasses import dataclass, field
 
 # Not the request's work: transaction control, settings, pool pings (";") and the reset
 # asyncpg runs when a connection goes back to its pool.
-CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "START TRANSACTION", "SET ",
-           "SELECT SET_CONFIG", "RESET", "DISCARD", "SELECT PG_ADVISORY_UNLOCK_ALL", ";")
+CONTROL = (
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+    "START TRANSACTION",
+    "SET ",
+    "SELECT SET_CONFIG",
+    "RESET",
+    "DISCARD",
+    "SELECT PG_ADVISORY_UNLOCK_ALL",
+    ";",
+)
 SPECIAL_REQUESTS = {80877103, 80877104, 80877102}  # SSL, GSSENC, cancel
 
 

@@ -51,8 +51,8 @@ def page(select_sql: str, node_sql: str, order_sql: str, limit: int) -> str:
         'nodes', coalesce(json_agg({node_sql} ORDER BY p.rn) FILTER (WHERE p.rn <= {limit}), '[]'),
         'pageInfo', json_build_object(
           'hasNextPage', count(*) > {limit},
-          'endCursor', encode(convert_to((array_agg(p.cursor_key ORDER BY p.rn))[least(count(*), {limit})],
-                                         'UTF8'), 'base64')))
+          'endCursor', replace(encode(convert_to((array_agg(p.cursor_key ORDER BY p.rn))[least(count(*), {limit})],
+                                                 'UTF8'), 'base64'), E'\n', '')))
       FROM (SELECT s.*, row_number() OVER (ORDER BY {order_sql}) AS rn FROM ({select_sql}) s) p
     """
 
@@ -66,11 +66,11 @@ CUSTOMER_PAGE = """
 Q1 = "SELECT json_build_object('data', json_build_object('customers', ({page})))::text".format(
     page=page(
         CUSTOMER_PAGE.format(limit=51),
-        f"""json_build_object('id', {gid('Customer', 'p.id')}, 'name', p.name, 'email', p.email,
+        f"""json_build_object('id', {gid("Customer", "p.id")}, 'name', p.name, 'email', p.email,
               'lifecycleStage', upper(p.lifecycle_stage), 'tags', p.tags,
-              'company', (SELECT json_build_object('id', {gid('Company', 'co.id')}, 'name', co.name)
+              'company', (SELECT json_build_object('id', {gid("Company", "co.id")}, 'name', co.name)
                           FROM companies co WHERE co.workspace_id = $1 AND co.id = p.company_id),
-              'owner', (SELECT json_build_object('id', {gid('User', 'u.id')}, 'name', u.name)
+              'owner', (SELECT json_build_object('id', {gid("User", "u.id")}, 'name', u.name)
                         FROM users u WHERE u.workspace_id = $1 AND u.id = p.owner_id))""",
         "s.created_at DESC, s.id DESC",
         50,
@@ -80,19 +80,19 @@ Q1 = "SELECT json_build_object('data', json_build_object('customers', ({page})))
 Q2 = f"""
 SELECT json_build_object('data', json_build_object('customers', json_build_object('nodes',
   coalesce(json_agg(json_build_object(
-    'id', {gid('Customer', 'c.id')}, 'name', c.name, 'email', c.email,
+    'id', {gid("Customer", "c.id")}, 'name', c.name, 'email', c.email,
     'lifecycleStage', upper(c.lifecycle_stage),
-    'company', (SELECT json_build_object('id', {gid('Company', 'co.id')}, 'name', co.name)
+    'company', (SELECT json_build_object('id', {gid("Company", "co.id")}, 'name', co.name)
                 FROM companies co WHERE co.workspace_id = $1 AND co.id = c.company_id),
     'deals', json_build_object('nodes', coalesce((
       SELECT json_agg(json_build_object(
-        'id', {gid('Deal', 'd.id')}, 'title', d.title, 'amount', d.amount::text,
+        'id', {gid("Deal", "d.id")}, 'title', d.title, 'amount', d.amount::text,
         'currency', d.currency, 'status', upper(d.status),
-        'stage', (SELECT json_build_object('id', {gid('Stage', 'st.id')}, 'name', st.name,
+        'stage', (SELECT json_build_object('id', {gid("Stage", "st.id")}, 'name', st.name,
                                            'probability', st.probability)
                   FROM stages st WHERE st.workspace_id = $1 AND st.id = d.stage_id),
         'activities', json_build_object('nodes', coalesce((
-          SELECT json_agg(json_build_object('id', {gid('Activity', 'a.id')}, 'type', upper(a.type),
+          SELECT json_agg(json_build_object('id', {gid("Activity", "a.id")}, 'type', upper(a.type),
                                             'subject', a.subject, 'occurredAt', a.occurred_at)
                           ORDER BY a.occurred_at DESC, a.id DESC)
           FROM (SELECT * FROM activities a WHERE a.workspace_id = $1 AND a.deal_id = d.id
@@ -101,7 +101,7 @@ SELECT json_build_object('data', json_build_object('customers', json_build_objec
       FROM (SELECT * FROM deals d WHERE d.workspace_id = $1 AND d.customer_id = c.id
             AND d.archived_at IS NULL ORDER BY d.created_at DESC, d.id DESC LIMIT 5) d), '[]')),
     'orders', json_build_object('nodes', coalesce((
-      SELECT json_agg(json_build_object('id', {gid('Order', 'o.id')}, 'number', o.number,
+      SELECT json_agg(json_build_object('id', {gid("Order", "o.id")}, 'number', o.number,
                                         'status', upper(o.status), 'amount', o.amount::text,
                                         'currency', o.currency, 'placedAt', o.placed_at)
                       ORDER BY o.placed_at DESC, o.id DESC)
@@ -127,12 +127,12 @@ FROM (SELECT * FROM customers c WHERE c.workspace_id = $1 AND c.archived_at IS N
 
 Q3 = f"""
 SELECT json_build_object('data', json_build_object('node', (
-  SELECT json_build_object('id', {gid('Customer', 'c.id')}, 'name', c.name, 'email', c.email,
+  SELECT json_build_object('id', {gid("Customer", "c.id")}, 'name', c.name, 'email', c.email,
     'phone', c.phone, 'lifecycleStage', upper(c.lifecycle_stage), 'tags', c.tags,
     'lastActivityAt', c.last_activity_at,
-    'company', (SELECT json_build_object('id', {gid('Company', 'co.id')}, 'name', co.name)
+    'company', (SELECT json_build_object('id', {gid("Company", "co.id")}, 'name', co.name)
                 FROM companies co WHERE co.workspace_id = $1 AND co.id = c.company_id),
-    'owner', (SELECT json_build_object('id', {gid('User', 'u.id')}, 'name', u.name)
+    'owner', (SELECT json_build_object('id', {gid("User", "u.id")}, 'name', u.name)
               FROM users u WHERE u.workspace_id = $1 AND u.id = c.owner_id))
   FROM customers c WHERE c.workspace_id = $1 AND c.id = $2)))::text
 """
@@ -149,10 +149,10 @@ Q4_PAGE = """
 Q4 = "SELECT json_build_object('data', json_build_object('customers', ({page})))::text".format(
     page=page(
         Q4_PAGE,
-        f"""json_build_object('id', {gid('Customer', 'p.id')}, 'name', p.name, 'email', p.email,
+        f"""json_build_object('id', {gid("Customer", "p.id")}, 'name', p.name, 'email', p.email,
               'lifecycleStage', upper(p.lifecycle_stage), 'lastActivityAt', p.last_activity_at,
               'createdAt', p.created_at,
-              'company', (SELECT json_build_object('id', {gid('Company', 'co.id')}, 'name', co.name)
+              'company', (SELECT json_build_object('id', {gid("Company", "co.id")}, 'name', co.name)
                           FROM companies co WHERE co.workspace_id = $1 AND co.id = p.company_id))""",
         "s.last_activity_at DESC NULLS LAST, s.id DESC",
         50,
@@ -225,15 +225,23 @@ async def m1_activity(request: Request) -> Response:
     assert floor.pool is not None
     async with floor.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            INSERT_ACTIVITY, uuid.uuid4(), floor.workspace, v["subject"],
-            uuid.UUID(v["customerId"]), floor.author,
+            INSERT_ACTIVITY,
+            uuid.uuid4(),
+            floor.workspace,
+            v["subject"],
+            uuid.UUID(v["customerId"]),
+            floor.author,
         )
         await conn.execute(
             "UPDATE customers SET last_activity_at = greatest(last_activity_at, $3)"
             " WHERE workspace_id = $1 AND id = $2",
-            floor.workspace, uuid.UUID(v["customerId"]), row["occurred_at"],
+            floor.workspace,
+            uuid.UUID(v["customerId"]),
+            row["occurred_at"],
         )
-    return JSONResponse({"data": {"createActivity": {"activity": {"id": str(row["id"])}, "errors": []}}})
+    return JSONResponse(
+        {"data": {"createActivity": {"activity": {"id": str(row["id"])}, "errors": []}}}
+    )
 
 
 async def m1_move(request: Request) -> Response:
@@ -243,9 +251,13 @@ async def m1_move(request: Request) -> Response:
         version = await conn.fetchval(
             "UPDATE deals SET stage_id = $3, version = version + 1, updated_at = now()"
             " WHERE workspace_id = $1 AND id = $2 RETURNING version",
-            floor.workspace, uuid.UUID(v["id"]), uuid.UUID(v["stageId"]),
+            floor.workspace,
+            uuid.UUID(v["id"]),
+            uuid.UUID(v["stageId"]),
         )
-    return JSONResponse({"data": {"moveDeal": {"deal": {"id": v["id"], "version": version}, "errors": []}}})
+    return JSONResponse(
+        {"data": {"moveDeal": {"deal": {"id": v["id"], "version": version}, "errors": []}}}
+    )
 
 
 async def m1_message(request: Request) -> Response:
@@ -255,12 +267,18 @@ async def m1_message(request: Request) -> Response:
         seq = await conn.fetchval(
             "UPDATE conversations SET last_message_seq = last_message_seq + 1, last_message_at = now()"
             " WHERE workspace_id = $1 AND id = $2 RETURNING last_message_seq",
-            floor.workspace, uuid.UUID(v["conversationId"]),
+            floor.workspace,
+            uuid.UUID(v["conversationId"]),
         )
         await conn.execute(
             "INSERT INTO messages (id, workspace_id, conversation_id, seq, author_type, author_user_id, body)"
             " VALUES ($1, $2, $3, $4, 'agent', $5, $6)",
-            uuid.uuid4(), floor.workspace, uuid.UUID(v["conversationId"]), seq, floor.author, v["body"],
+            uuid.uuid4(),
+            floor.workspace,
+            uuid.UUID(v["conversationId"]),
+            seq,
+            floor.author,
+            v["body"],
         )
     return JSONResponse({"data": {"sendMessage": {"message": {"seq": seq}, "errors": []}}})
 
@@ -282,7 +300,9 @@ async def publish(request: Request) -> Response:
     }
     frame = json.dumps({"id": "1", "type": "next", "payload": {"data": payload}})
     await floor.redis.publish(CHANNEL, frame)
-    return JSONResponse({"data": {"createActivity": {"activity": {"id": str(row["id"])}, "errors": []}}})
+    return JSONResponse(
+        {"data": {"createActivity": {"activity": {"id": str(row["id"])}, "errors": []}}}
+    )
 
 
 async def websocket(ws: WebSocket) -> None:

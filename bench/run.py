@@ -25,13 +25,14 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+from sqlalchemy.engine import make_url
 
 from bench import datagen
 from bench.pgcount import CountingProxy
@@ -45,7 +46,15 @@ VENV_BIN = Path(sys.executable).parent
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 SECRET = "bench-secret-key-not-for-production-0123456789abcdef"
-REDIS_DB_URL = "redis://127.0.0.1:6379/7"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/7"  # a database number of its own
+
+
+class Services:
+    """Where the servers under test find Redis (set from the command line)."""
+
+    redis_url = DEFAULT_REDIS_URL
+
+
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -65,12 +74,19 @@ class Preset:
     rt2_step_seconds: float
     idle_sockets: int
     startup: bool
+    # False (smoke only): time the HTTP runs on the server started for statement
+    # counting, i.e. through the counting proxy, to save two server starts.
+    separate_count_pass: bool = True
+    rt_processes: int = 2  # server processes the subscribers are spread over
+    drain_seconds: float = 2.0  # wait after the last send before counting deliveries
 
 
 PRESETS = {
-    "full": Preset(10, 15, 5, 20, 300, 3, 100, 100, 20, 1000, (1, 2, 5, 10, 20, 50), 10, 1000, True),
+    "full": Preset(
+        10, 15, 5, 20, 300, 3, 100, 100, 20, 1000, (1, 2, 5, 10, 20, 50), 10, 1000, True
+    ),
     "quick": Preset(1, 5, 2, 10, 300, 3, 100, 100, 8, 400, (1, 5, 20, 50), 4, 400, True),
-    "smoke": Preset(0.02, 2, 0.5, 3, 6, 2, 4, 10, 1.5, 10, (2, 10), 1.2, 10, False),
+    "smoke": Preset(0.02, 1, 0.3, 3, 6, 2, 4, 10, 1.5, 10, (5,), 1.5, 10, False, False, 1, 0.5),
 }
 
 READ_SCENARIOS = ("Q1", "Q2", "Q3", "Q4")
@@ -115,7 +131,9 @@ def machine_info() -> dict[str, Any]:
             cpu = line.split(":", 1)[1].strip()
             break
     mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    pg = subprocess.run(["psql", "-At", PG_SERVER, "-c", "show server_version"], capture_output=True, text=True)
+    pg = subprocess.run(
+        ["psql", "-At", PG_SERVER, "-c", "show server_version"], capture_output=True, text=True
+    )
     node = shutil.which("node")
     return {
         "hostname": platform.node(),
@@ -125,7 +143,9 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "postgresql": pg.stdout.strip(),
-        "node": subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip() if node else None,
+        "node": subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+        if node
+        else None,
         "wrk": shutil.which("wrk") is not None,
         "loadavg_at_start": os.getloadavg(),
     }
@@ -164,16 +184,19 @@ def wait_ready(server: Server, path: str, timeout: float = 60) -> float:
             if httpx.get(server.base + path, timeout=2).status_code == 200:
                 return time.monotonic() - started
         time.sleep(0.05)
-    raise RuntimeError(f"{server.name} not ready after {timeout}s: {server.log.read_text()[-2000:]}")
+    raise RuntimeError(
+        f"{server.name} not ready after {timeout}s: {server.log.read_text()[-2000:]}"
+    )
 
 
 def ours_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    """Production settings; the bench's long token lifetime lets one login last a run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
     env.update(
         CRM_ENV="production",
         CRM_SECRET_KEY=SECRET,
         CRM_DATABASE_URL=database_url,
-        CRM_REDIS_URL=REDIS_DB_URL,
+        CRM_REDIS_URL=Services.redis_url,
         CRM_DATA_DIR=str(data_dir),
         CRM_ACCESS_TOKEN_TTL_SECONDS="86400",
         # Rate limits (being added in another branch) would throttle a load generator
@@ -184,30 +207,75 @@ def ours_env(database_url: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
-def start_ours(database_url: str, workdir: Path, tag: str) -> Server:
+def start_ours(database_url: str, workdir: Path, tag: str, *, wait: bool = True) -> Server:
     port = free_port()
     log = workdir / f"ours-{tag}-{port}.log"
     proc = subprocess.Popen(
-        ["taskset", "-c", SERVER_CORE, str(VENV_BIN / "crm-graphql"), "serve", "--port", str(port), "--log-level", "warning"],
-        env=ours_env(database_url, workdir / "crm-data"), stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
+        [
+            "taskset",
+            "-c",
+            SERVER_CORE,
+            str(VENV_BIN / "crm-graphql"),
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=ours_env(database_url, workdir / "crm-data"),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
     )
     server = Server("ours", proc, port, log)
-    wait_ready(server, "/readyz")
+    if wait:
+        wait_ready(server, "/readyz")
     return server
 
 
-def start_raw(database_url: str, workdir: Path, tag: str, workspace: uuid.UUID, author: uuid.UUID) -> Server:
+def start_raw(
+    database_url: str,
+    workdir: Path,
+    tag: str,
+    workspace: uuid.UUID,
+    author: uuid.UUID,
+    *,
+    wait: bool = True,
+) -> Server:
     port = free_port()
     log = workdir / f"raw-{tag}-{port}.log"
-    env = dict(os.environ, BENCH_DATABASE_URL=database_url, BENCH_REDIS_URL=REDIS_DB_URL,
-               BENCH_WORKSPACE_ID=str(workspace), BENCH_AUTHOR_ID=str(author))
+    env = dict(
+        os.environ,
+        BENCH_DATABASE_URL=database_url,
+        BENCH_REDIS_URL=Services.redis_url,
+        BENCH_WORKSPACE_ID=str(workspace),
+        BENCH_AUTHOR_ID=str(author),
+    )
     proc = subprocess.Popen(
-        ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "uvicorn", "bench.raw_floor:app", "--port", str(port),
-         "--log-level", "warning", "--no-access-log", "--ws", "websockets-sansio"],
-        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
+        [
+            "taskset",
+            "-c",
+            SERVER_CORE,
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.raw_floor:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--ws",
+            "websockets-sansio",
+        ],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
     )
     server = Server("raw", proc, port, log)
-    wait_ready(server, "/readyz")
+    if wait:
+        wait_ready(server, "/readyz")
     return server
 
 
@@ -222,11 +290,31 @@ def start_postgraphile(database_url: str, workdir: Path, tag: str) -> Server:
     port = free_port()
     log = workdir / f"postgraphile-{tag}-{port}.log"
     proc = subprocess.Popen(
-        ["taskset", "-c", SERVER_CORE, "node", str(binary), "-c", database_url, "--host", "127.0.0.1", "--port", str(port),
-         "--schema", "public", "--append-plugins",
-         "@graphile-contrib/pg-simplify-inflector,postgraphile-plugin-connection-filter",
-         "--disable-default-mutations", "--disable-query-log", "--dynamic-json", "--legacy-relations", "omit"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=BENCH / "postgraphile",
+        [
+            "taskset",
+            "-c",
+            SERVER_CORE,
+            "node",
+            str(binary),
+            "-c",
+            database_url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--schema",
+            "public",
+            "--append-plugins",
+            "@graphile-contrib/pg-simplify-inflector,postgraphile-plugin-connection-filter",
+            "--disable-default-mutations",
+            "--disable-query-log",
+            "--dynamic-json",
+            "--legacy-relations",
+            "omit",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=BENCH / "postgraphile",
     )
     server = Server("postgraphile", proc, port, log)
     wait_ready_graphql(server)
@@ -263,30 +351,60 @@ class Facts:
 async def load_facts(url: str) -> Facts:
     conn = await asyncpg.connect(datagen.asyncpg_dsn(url))
     try:
-        ws = await conn.fetchval("SELECT id FROM workspaces WHERE name = $1", datagen.MAIN_WORKSPACE)
-        admin = await conn.fetchrow("SELECT id, email FROM users WHERE workspace_id = $1 AND role = 'admin'", ws)
-        customers = [r["id"] for r in await conn.fetch(
-            "SELECT id FROM customers WHERE workspace_id = $1 ORDER BY md5(id::text) LIMIT 1000", ws)]
+        ws = await conn.fetchval(
+            "SELECT id FROM workspaces WHERE name = $1", datagen.MAIN_WORKSPACE
+        )
+        admin = await conn.fetchrow(
+            "SELECT id, email FROM users WHERE workspace_id = $1 AND role = 'admin'", ws
+        )
+        customers = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM customers WHERE workspace_id = $1 ORDER BY md5(id::text) LIMIT 1000",
+                ws,
+            )
+        ]
         stages: dict[uuid.UUID, list[uuid.UUID]] = {}
-        for r in await conn.fetch("SELECT id, pipeline_id FROM stages WHERE workspace_id = $1 ORDER BY position", ws):
+        for r in await conn.fetch(
+            "SELECT id, pipeline_id FROM stages WHERE workspace_id = $1 ORDER BY position", ws
+        ):
             stages.setdefault(r["pipeline_id"], []).append(r["id"])
-        deals = [(r["id"], stages[r["pipeline_id"]][:-2]) for r in await conn.fetch(
-            "SELECT id, pipeline_id FROM deals WHERE workspace_id = $1 AND status = 'open'"
-            " ORDER BY md5(id::text) LIMIT 1000", ws)]
-        rt = [(r["id"], r["assignee_id"]) for r in await conn.fetch(
-            "SELECT id, assignee_id FROM conversations WHERE workspace_id = $1 AND is_private"
-            " ORDER BY created_at, id", ws)]
-        agents = {r["id"]: r["email"] for r in await conn.fetch(
-            "SELECT id, email FROM users WHERE workspace_id = $1 AND role = 'agent'", ws)}
+        deals = [
+            (r["id"], stages[r["pipeline_id"]][:-2])
+            for r in await conn.fetch(
+                "SELECT id, pipeline_id FROM deals WHERE workspace_id = $1 AND status = 'open'"
+                " ORDER BY md5(id::text) LIMIT 1000",
+                ws,
+            )
+        ]
+        rt = [
+            (r["id"], r["assignee_id"])
+            for r in await conn.fetch(
+                "SELECT id, assignee_id FROM conversations WHERE workspace_id = $1 AND is_private"
+                " ORDER BY created_at, id",
+                ws,
+            )
+        ]
+        agents = {
+            r["id"]: r["email"]
+            for r in await conn.fetch(
+                "SELECT id, email FROM users WHERE workspace_id = $1 AND role = 'agent'", ws
+            )
+        }
         return Facts(ws, admin["id"], customers, deals, rt, agents, admin["email"])
     finally:
         await conn.close()
 
 
 def login(base: str, email: str) -> str:
-    r = httpx.post(base + "/graphql", json={
-        "query": "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken errors { code message } } }",
-        "variables": {"e": email, "p": datagen.PASSWORD}}, timeout=30)
+    r = httpx.post(
+        base + "/graphql",
+        json={
+            "query": "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken errors { code message } } }",
+            "variables": {"e": email, "p": datagen.PASSWORD},
+        },
+        timeout=30,
+    )
     token = r.json()["data"]["login"]["accessToken"]
     if not token:
         raise RuntimeError(f"login {email} failed: {r.text}")
@@ -303,13 +421,22 @@ def document(name: str, pg: bool = False, workspace: uuid.UUID | None = None) ->
 
 
 Q4_NAMES = ("an", "ar", "el", "ma", "ri", "on", "ia", "er", "li", "us")
-Q4_STAGES = (("LEAD", "QUALIFIED"), ("CUSTOMER",), ("OPPORTUNITY", "CUSTOMER", "EVANGELIST"), ("SUBSCRIBER", "LEAD"))
+Q4_STAGES = (
+    ("LEAD", "QUALIFIED"),
+    ("CUSTOMER",),
+    ("OPPORTUNITY", "CUSTOMER", "EVANGELIST"),
+    ("SUBSCRIBER", "LEAD"),
+)
 
 
 def q4_variables(rng: random.Random) -> dict[str, Any]:
     start = datagen.START_TIME + timedelta(days=rng.randrange(0, 360))
-    return {"name": rng.choice(Q4_NAMES), "stages": list(rng.choice(Q4_STAGES)),
-            "from": start.isoformat(), "to": (start + timedelta(days=180)).isoformat()}
+    return {
+        "name": rng.choice(Q4_NAMES),
+        "stages": list(rng.choice(Q4_STAGES)),
+        "from": start.isoformat(),
+        "to": (start + timedelta(days=180)).isoformat(),
+    }
 
 
 def bodies(server: str, scenario: str, facts: Facts) -> tuple[str, list[str]]:
@@ -326,11 +453,20 @@ def bodies(server: str, scenario: str, facts: Facts) -> tuple[str, list[str]]:
         lines = []
         for cid in facts.customers[:500]:
             if server == "ours":
-                lines.append(json.dumps({"query": document("q3_node"), "variables": {"id": to_global_id("Customer", cid)}}))
+                lines.append(
+                    json.dumps(
+                        {
+                            "query": document("q3_node"),
+                            "variables": {"id": to_global_id("Customer", cid)},
+                        }
+                    )
+                )
             elif server == "raw":
                 lines.append(json.dumps({"variables": {"id": str(cid)}}))
             else:
-                lines.append(json.dumps({"query": document("q3_node", True), "variables": {"id": str(cid)}}))
+                lines.append(
+                    json.dumps({"query": document("q3_node", True), "variables": {"id": str(cid)}})
+                )
         return ("/raw/q3" if server == "raw" else "/graphql"), lines
     if scenario == "Q4":
         lines = []
@@ -342,7 +478,9 @@ def bodies(server: str, scenario: str, facts: Facts) -> tuple[str, list[str]]:
                 lines.append(json.dumps({"variables": v}))
             else:
                 v = dict(v, stages=[s.lower() for s in v["stages"]])
-                lines.append(json.dumps({"query": document("q4_filtered", True, ws), "variables": v}))
+                lines.append(
+                    json.dumps({"query": document("q4_filtered", True, ws), "variables": v})
+                )
         return ("/raw/q4" if server == "raw" else "/graphql"), lines
     if scenario == "M1":
         lines = []
@@ -358,7 +496,10 @@ def bodies(server: str, scenario: str, facts: Facts) -> tuple[str, list[str]]:
                 v = {"id": str(deal), "stageId": str(rng.choice(stage_ids))}
                 doc, path = "m1_move_deal", "/raw/m1/move"
                 if server == "ours":
-                    v = {"id": to_global_id("Deal", deal), "stageId": to_global_id("Stage", uuid.UUID(v["stageId"]))}
+                    v = {
+                        "id": to_global_id("Deal", deal),
+                        "stageId": to_global_id("Stage", uuid.UUID(v["stageId"])),
+                    }
             else:
                 conv, _ = rng.choice(facts.rt_conversations)
                 v = {"conversationId": str(conv), "body": f"Bench message {i}"}
@@ -373,44 +514,97 @@ def bodies(server: str, scenario: str, facts: Facts) -> tuple[str, list[str]]:
     raise ValueError(scenario)
 
 
-def check_answers(server: Server, path: str, lines: list[str], auth: str | None) -> None:
-    """Every kind of request gets a real answer (no errors) before it is timed."""
+FINGERPRINT_KEYS = ("name", "title", "subject", "number", "amount", "orderCount", "hasNextPage")
+
+
+def fingerprint(value: Any) -> list[Any]:
+    """The values that must agree between servers whose IDs and cursors differ in form:
+    names, titles, subjects, order numbers, amounts, counts, in document order."""
+    found: list[Any] = []
+    if isinstance(value, dict):
+        for key in sorted(value):
+            if key in FINGERPRINT_KEYS:
+                found.append((key, value[key]))
+            found.extend(fingerprint(value[key]))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(fingerprint(item))
+    return found
+
+
+def check_answers(server: Server, path: str, lines: list[str], auth: str | None) -> list[Any]:
+    """Every kind of request gets a real answer (no errors) before it is timed; returns the
+    fingerprint of the first answer (to compare servers)."""
     headers = {"Authorization": auth} if auth else {}
-    for line in lines[:3]:
-        p, body = (line.split("\t", 1) if "\t" in line else (path, line))
-        r = httpx.post(server.base + p, content=body, headers={**headers, "Content-Type": "application/json"}, timeout=30)
+    first: list[Any] = []
+    for index, line in enumerate(lines[:3]):
+        p, body = line.split("\t", 1) if "\t" in line else (path, line)
+        r = httpx.post(
+            server.base + p,
+            content=body,
+            headers={**headers, "Content-Type": "application/json"},
+            timeout=30,
+        )
         answer = r.json()
         if r.status_code != 200 or answer.get("errors") or not answer.get("data"):
             raise RuntimeError(f"{server.name} {p}: bad answer {r.status_code} {r.text[:500]}")
         for value in (answer["data"] or {}).values():
             if isinstance(value, dict) and value.get("errors"):
                 raise RuntimeError(f"{server.name} {p}: user errors {r.text[:500]}")
+        if index == 0:
+            first = fingerprint(answer["data"])
+    return first
 
 
 # ------------------------------------------------------------------------ HTTP scenarios
 
 
-def run_wrk(url: str, bodies_file: Path, auth: str | None, seconds: float, connections: int) -> dict[str, Any]:
-    cmd = ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-           "--timeout", "10s", "-s", str(BENCH / "loadgen" / "bodies.lua"), url, "--", str(bodies_file), auth or ""]
+def run_wrk(
+    url: str, bodies_file: Path, auth: str | None, seconds: float, connections: int
+) -> dict[str, Any]:
+    cmd = [
+        "taskset",
+        "-c",
+        CLIENT_CORE,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BENCH / "loadgen" / "bodies.lua"),
+        url,
+        "--",
+        str(bodies_file),
+        auth or "",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("WRK_JSON "))
-    raw = json.loads(line[len("WRK_JSON "):])
+    raw = json.loads(line[len("WRK_JSON ") :])
     duration = raw["duration_us"] / 1e6
     errors = sum(raw[k] for k in raw if k.startswith("errors_"))
     return {
-        "requests": raw["requests"], "duration_s": round(duration, 2), "req_per_s": round(raw["requests"] / duration, 1),
-        "p50_ms": raw["p50_us"] / 1000, "p95_ms": raw["p95_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
-        "errors": errors, "connections": connections,
+        "requests": raw["requests"],
+        "duration_s": round(duration, 2),
+        "req_per_s": round(raw["requests"] / duration, 1),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p95_ms": raw["p95_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "errors": errors,
+        "connections": connections,
     }
 
 
-def count_statements(server: Server, proxy: CountingProxy, path: str, lines: list[str], auth: str | None, n: int) -> dict[str, Any]:
+def count_statements(
+    server: Server, proxy: CountingProxy, path: str, lines: list[str], auth: str | None, n: int
+) -> dict[str, Any]:
     headers = {"Content-Type": "application/json", **({"Authorization": auth} if auth else {})}
     with httpx.Client(base_url=server.base, headers=headers, timeout=30) as client:
+
         def send(i: int) -> None:
             line = lines[i % len(lines)]
-            p, body = (line.split("\t", 1) if "\t" in line else (path, line))
+            p, body = line.split("\t", 1) if "\t" in line else (path, line)
             client.post(p, content=body).raise_for_status()
 
         for i in range(3):  # pools connected, caches warm
@@ -421,14 +615,28 @@ def count_statements(server: Server, proxy: CountingProxy, path: str, lines: lis
             send(i + 3)
         time.sleep(0.2)
         counts = proxy.reset()
-    return {"sql_per_request": round(counts.work / n, 2), "tx_control_per_request": round(counts.control / n, 2),
-            "sample_sql": counts.texts[:3]}
+    return {
+        "sql_per_request": round(counts.work / n, 2),
+        "tx_control_per_request": round(counts.control / n, 2),
+        "sample_sql": counts.texts[:3],
+    }
 
 
-def http_scenarios(server_name: str, scenarios: list[str], facts: Facts, db_url: str, preset: Preset,
-                   workdir: Path, proxy: CountingProxy) -> dict[str, dict[str, Any]]:
+def http_scenarios(
+    server_name: str,
+    scenarios: list[str],
+    facts: Facts,
+    db_url: str,
+    preset: Preset,
+    workdir: Path,
+    proxy: CountingProxy,
+) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
-    proxy_url = db_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    proxy_url = (
+        make_url(db_url)
+        .set(host="127.0.0.1", port=proxy.port)
+        .render_as_string(hide_password=False)
+    )
 
     def start(url: str, tag: str) -> Server:
         if server_name == "ours":
@@ -446,12 +654,15 @@ def http_scenarios(server_name: str, scenarios: list[str], facts: Facts, db_url:
             auth = "Bearer " + login(server.base, facts.admin_email)
         for s in scenarios:
             path, lines = prepared[s]
-            check_answers(server, path, lines, auth)
+            answer = check_answers(server, path, lines, auth)
             results[s] = count_statements(server, proxy, path, lines, auth, preset.count_requests)
+            results[s]["answer_fingerprint"] = answer if s in READ_SCENARIOS else None
     finally:
-        server.stop()
+        if preset.separate_count_pass:
+            server.stop()
     # Timed pass: direct connections.
-    server = start(db_url, "timed")
+    if preset.separate_count_pass:
+        server = start(db_url, "timed")
     try:
         results["_rss_idle_kib"] = {"value": rss_kib(server.proc.pid)}
         for s in scenarios:
@@ -462,14 +673,38 @@ def http_scenarios(server_name: str, scenarios: list[str], facts: Facts, db_url:
             run_wrk(server.base + path, bodies_file, auth, preset.warmup, conns)
             cpu0 = cpu_seconds(server.proc.pid)
             timed = run_wrk(server.base + path, bodies_file, auth, preset.duration, conns)
-            timed["server_cpu_percent"] = round(100 * (cpu_seconds(server.proc.pid) - cpu0) / timed["duration_s"], 1)
+            timed["server_cpu_percent"] = round(
+                100 * (cpu_seconds(server.proc.pid) - cpu0) / timed["duration_s"], 1
+            )
             timed["rss_kib"] = rss_kib(server.proc.pid)
             results[s].update(timed)
-            say(f"{server_name} {s}: {timed['req_per_s']} req/s, p50 {timed['p50_ms']:.1f} ms, "
-                f"p99 {timed['p99_ms']:.1f} ms, {results[s]['sql_per_request']} SQL/req, errors {timed['errors']}")
+            say(
+                f"{server_name} {s}: {timed['req_per_s']} req/s, p50 {timed['p50_ms']:.1f} ms, "
+                f"p99 {timed['p99_ms']:.1f} ms, {results[s]['sql_per_request']} SQL/req, errors {timed['errors']}"
+            )
     finally:
         server.stop()
     return results
+
+
+def compare_answers(http: dict[str, dict[str, Any]]) -> None:
+    """Mark each comparator's read answers as matching ours or not (names, amounts, counts
+    of the first request of each scenario); the fingerprints themselves are dropped."""
+    for s in READ_SCENARIOS:
+        ours = http.get("ours", {}).get(s, {}).get("answer_fingerprint")
+        for name, scenarios in http.items():
+            r = scenarios.get(s)
+            if r is None:
+                continue
+            mine = r.pop("answer_fingerprint", None)
+            if name != "ours" and ours is not None:
+                r["same_answer_as_ours"] = mine == ours
+                if mine != ours:
+                    say(f"{name} {s}: answer differs from ours")
+    for scenarios in http.values():
+        for r in scenarios.values():
+            if isinstance(r, dict):
+                r.pop("answer_fingerprint", None)
 
 
 # ------------------------------------------------------------------------ WebSocket scenarios
@@ -485,7 +720,11 @@ class Clients:
         self.log = workdir / f"ws-{tag}.log"
         self.proc = subprocess.Popen(
             ["taskset", "-c", CLIENT_CORE, sys.executable, "-m", "bench.ws_clients", str(config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("wb"), cwd=ROOT, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log.open("wb"),
+            cwd=ROOT,
+            text=True,
         )
         self.tag = tag
         self.reports = 0
@@ -525,15 +764,19 @@ class Clients:
                 self.proc.kill()
 
 
-async def send_events(base: str, path: str, auth: str | None, rate: float, seconds: float,
-                      make: Any, start_n: int) -> list[dict[str, Any]]:
+async def send_events(
+    base: str, path: str, auth: str | None, rate: float, seconds: float, make: Any, start_n: int
+) -> list[dict[str, Any]]:
     """Open-loop sender: one request every 1/rate s for ``seconds``; each event's text
     carries ``bench:<n>:<send time ns>``. Returns the events whose request succeeded."""
     sent: list[dict[str, Any]] = []
     failures: list[str] = []
     headers = {"Content-Type": "application/json", **({"Authorization": auth} if auth else {})}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base, headers=headers, timeout=30, limits=limits
+    ) as client:
+
         async def one(n: int) -> None:
             ts = time.time_ns()
             body, group = make(n, f"bench:{n}:{ts}")
@@ -541,8 +784,11 @@ async def send_events(base: str, path: str, auth: str | None, rate: float, secon
                 r = await client.post(path, content=json.dumps(body))
                 answer = r.json()
                 data = answer.get("data") or {}
-                if r.status_code != 200 or answer.get("errors") or any(
-                        isinstance(v, dict) and v.get("errors") for v in data.values()):
+                if (
+                    r.status_code != 200
+                    or answer.get("errors")
+                    or any(isinstance(v, dict) and v.get("errors") for v in data.values())
+                ):
                     failures.append(r.text[:300])
                     return
                 sent.append({"n": n, "ts": ts, "group": group})
@@ -567,7 +813,9 @@ def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, A
     """Live chat: conversationEvents x3 per conversation + inbox subscribers per agent,
     over two server processes; messages sent through sendMessage at a fixed rate."""
     convs = facts.rt_conversations[: preset.rt1_conversations]
-    servers = [start_ours(db_url, workdir, f"rt1-{i}") for i in range(2)]
+    servers = started_together(
+        [start_ours(db_url, workdir, f"rt1-{i}", wait=False) for i in range(preset.rt_processes)]
+    )
     clients = None
     try:
         tokens = {a: login(servers[0].base, facts.agent_emails[a]) for a in {a for _, a in convs}}
@@ -577,15 +825,28 @@ def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, A
         k = 0
         for index, (conv, agent) in enumerate(convs):
             for _ in range(preset.rt1_subscribers_per_conversation):
-                subs.append({"url": f"ws://127.0.0.1:{servers[k % 2].port}/graphql", "token": tokens[agent],
-                             "query": conv_doc, "variables": {"conversationId": to_global_id("Conversation", conv)},
-                             "groups": [index]})
+                subs.append(
+                    {
+                        "url": f"ws://127.0.0.1:{servers[k % len(servers)].port}/graphql",
+                        "token": tokens[agent],
+                        "query": conv_doc,
+                        "variables": {"conversationId": to_global_id("Conversation", conv)},
+                        "groups": [index],
+                    }
+                )
                 k += 1
         for i in range(preset.rt1_inbox_subscribers):
             agent = agents[i % len(agents)]
             groups = [index for index, (_, a) in enumerate(convs) if a == agent]
-            subs.append({"url": f"ws://127.0.0.1:{servers[k % 2].port}/graphql", "token": tokens[agent],
-                         "query": inbox_doc, "variables": {}, "groups": groups})
+            subs.append(
+                {
+                    "url": f"ws://127.0.0.1:{servers[k % len(servers)].port}/graphql",
+                    "token": tokens[agent],
+                    "query": inbox_doc,
+                    "variables": {},
+                    "groups": groups,
+                }
+            )
             k += 1
         clients = Clients(workdir, "rt1", subs)
         opened, failed = clients.ready()
@@ -596,24 +857,41 @@ def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, A
 
         def make(n: int, mark: str) -> tuple[dict[str, Any], int]:
             index = n % len(convs)
-            return {"query": doc, "variables": {"conversationId": to_global_id("Conversation", convs[index][0]),
-                                                 "body": f"RT1 {mark}"}}, index
+            return {
+                "query": doc,
+                "variables": {
+                    "conversationId": to_global_id("Conversation", convs[index][0]),
+                    "body": f"RT1 {mark}",
+                },
+            }, index
 
         cpu0 = [cpu_seconds(s.proc.pid) for s in servers]
         t0 = time.monotonic()
         # Each sender is the conversation's agent; one admin token may post in any of them.
         admin = "Bearer " + login(servers[0].base, facts.admin_email)
-        sent = asyncio.run(send_events(servers[0].base, "/graphql", admin, preset.rt1_rate, preset.rt1_seconds, make, 1))
-        time.sleep(2.0)  # drain
+        sent = asyncio.run(
+            send_events(
+                servers[0].base, "/graphql", admin, preset.rt1_rate, preset.rt1_seconds, make, 1
+            )
+        )
+        time.sleep(preset.drain_seconds)
         wall = time.monotonic() - t0
         result = clients.report(sent)
         result.update(
-            rate_per_s=preset.rt1_rate, seconds=preset.rt1_seconds, subscribers_failed=failed,
-            server_cpu_percent=[round(100 * (cpu_seconds(s.proc.pid) - c) / wall, 1) for s, c in zip(servers, cpu0, strict=True)],
-            rss_kib=[rss_kib(s.proc.pid) for s in servers], rss_before_send_kib=rss_before,
+            rate_per_s=preset.rt1_rate,
+            seconds=preset.rt1_seconds,
+            subscribers_failed=failed,
+            server_cpu_percent=[
+                round(100 * (cpu_seconds(s.proc.pid) - c) / wall, 1)
+                for s, c in zip(servers, cpu0, strict=True)
+            ],
+            rss_kib=[rss_kib(s.proc.pid) for s in servers],
+            rss_before_send_kib=rss_before,
         )
-        say(f"RT1: {result['deliveries']}/{result['deliveries_expected']} delivered, lost {result['lost']}, "
-            f"dup {result['duplicates']}, p99 {result['latency_ms']['p99']} ms, client CPU {result['client_cpu_percent']}%")
+        say(
+            f"RT1: {result['deliveries']}/{result['deliveries_expected']} delivered, lost {result['lost']}, "
+            f"dup {result['duplicates']}, p99 {result['latency_ms']['p99']} ms, client CPU {result['client_cpu_percent']}%"
+        )
         return result
     finally:
         if clients:
@@ -622,30 +900,55 @@ def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, A
             s.stop()
 
 
-def rt2(server_name: str, facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, Any]:
+def rt2(
+    server_name: str, facts: Facts, db_url: str, preset: Preset, workdir: Path
+) -> dict[str, Any]:
     """Broadcast: activityFeed subscribers over two processes, event rate stepped up."""
     if server_name == "ours":
-        servers = [start_ours(db_url, workdir, f"rt2-{i}") for i in range(2)]
+        servers = started_together(
+            [start_ours(db_url, workdir, f"rt2-{i}", wait=False) for i in range(preset.rt_processes)]
+        )
     else:
-        servers = [start_raw(db_url, workdir, f"rt2-{i}", facts.workspace, facts.admin) for i in range(2)]
+        spawned = [
+            start_raw(db_url, workdir, f"rt2-{i}", facts.workspace, facts.admin, wait=False)
+            for i in range(preset.rt_processes)
+        ]
+        servers = started_together(spawned)
     clients = None
     try:
-        agents = sorted(facts.agent_emails)[:10]
-        tokens = [login(servers[0].base, facts.agent_emails[a]) for a in agents] if server_name == "ours" else ["-"]
+        agents = sorted(facts.agent_emails)[: min(10, preset.rt2_subscribers)]
+        tokens = (
+            [login(servers[0].base, facts.agent_emails[a]) for a in agents]
+            if server_name == "ours"
+            else ["-"]
+        )
         doc = document("rt2_activity_feed")
-        subs = [{"url": f"ws://127.0.0.1:{servers[i % 2].port}/graphql", "token": tokens[i % len(tokens)],
-                 "query": doc, "variables": {}, "groups": [0]} for i in range(preset.rt2_subscribers)]
+        subs = [
+            {
+                "url": f"ws://127.0.0.1:{servers[i % len(servers)].port}/graphql",
+                "token": tokens[i % len(tokens)],
+                "query": doc,
+                "variables": {},
+                "groups": [0],
+            }
+            for i in range(preset.rt2_subscribers)
+        ]
         clients = Clients(workdir, f"rt2-{server_name}", subs)
         opened, failed = clients.ready()
         say(f"RT2 {server_name}: {opened} subscribers ready ({failed} failed)")
-        auth = "Bearer " + login(servers[0].base, facts.admin_email) if server_name == "ours" else None
+        auth = (
+            "Bearer " + login(servers[0].base, facts.admin_email) if server_name == "ours" else None
+        )
         path = "/graphql" if server_name == "ours" else "/raw/publish"
         create = document("m1_create_activity")
         customer = to_global_id("Customer", facts.customers[0])
 
         def make(n: int, mark: str) -> tuple[dict[str, Any], int]:
             if server_name == "ours":
-                return {"query": create, "variables": {"customerId": customer, "subject": f"RT2 {mark}"}}, 0
+                return {
+                    "query": create,
+                    "variables": {"customerId": customer, "subject": f"RT2 {mark}"},
+                }, 0
             return {"variables": {"subject": f"RT2 {mark}"}}, 0
 
         steps = []
@@ -654,25 +957,43 @@ def rt2(server_name: str, facts: Facts, db_url: str, preset: Preset, workdir: Pa
         for rate in preset.rt2_steps:
             cpu0 = [cpu_seconds(s.proc.pid) for s in servers]
             t0 = time.monotonic()
-            sent = asyncio.run(send_events(servers[0].base, path, auth, rate, preset.rt2_step_seconds, make, n))
+            sent = asyncio.run(
+                send_events(servers[0].base, path, auth, rate, preset.rt2_step_seconds, make, n)
+            )
             n += round(rate * preset.rt2_step_seconds) + 1
-            time.sleep(2.0)  # drain
+            time.sleep(preset.drain_seconds)
             wall = time.monotonic() - t0
             step = clients.report(sent)
-            step.update(rate_per_s=rate, deliveries_per_s=round(step["deliveries"] / preset.rt2_step_seconds, 1),
-                        server_cpu_percent=[round(100 * (cpu_seconds(s.proc.pid) - c) / wall, 1)
-                                            for s, c in zip(servers, cpu0, strict=True)])
+            step.update(
+                rate_per_s=rate,
+                deliveries_per_s=round(step["deliveries"] / preset.rt2_step_seconds, 1),
+                server_cpu_percent=[
+                    round(100 * (cpu_seconds(s.proc.pid) - c) / wall, 1)
+                    for s, c in zip(servers, cpu0, strict=True)
+                ],
+            )
             p99 = step["latency_ms"]["p99"]
-            step["held"] = bool(step["lost"] == 0 and step["duplicates"] == 0 and p99 is not None and p99 < 250
-                                and len(sent) == round(rate * preset.rt2_step_seconds))
+            step["held"] = bool(
+                step["lost"] == 0
+                and step["duplicates"] == 0
+                and p99 is not None
+                and p99 < 250
+                and len(sent) == round(rate * preset.rt2_step_seconds)
+            )
             steps.append(step)
-            say(f"RT2 {server_name} {rate}/s: {step['deliveries_per_s']} deliveries/s, p50 {step['latency_ms']['p50']} "
-                f"p99 {p99} ms, lost {step['lost']}, held {step['held']}, client CPU {step['client_cpu_percent']}%")
+            say(
+                f"RT2 {server_name} {rate}/s: {step['deliveries_per_s']} deliveries/s, p50 {step['latency_ms']['p50']} "
+                f"p99 {p99} ms, lost {step['lost']}, held {step['held']}, client CPU {step['client_cpu_percent']}%"
+            )
             if not step["held"] and step["lost"] > step["deliveries_expected"] * 0.5:
                 break  # far past capacity: higher steps only pile up
         held = [s["rate_per_s"] for s in steps if s["held"]]
-        return {"subscribers": opened, "subscribers_failed": failed, "steps": steps,
-                "highest_rate_held": max(held) if held else 0}
+        return {
+            "subscribers": opened,
+            "subscribers_failed": failed,
+            "steps": steps,
+            "highest_rate_held": max(held) if held else 0,
+        }
     finally:
         if clients:
             clients.close()
@@ -686,14 +1007,32 @@ def idle_memory(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dic
     try:
         token = login(server.base, facts.admin_email)
         # Warm the process first (schema, pools) with one subscriber, then measure N more.
-        warm = Clients(workdir, "idle-warm", [{"url": f"ws://127.0.0.1:{server.port}/graphql", "token": token,
-                                              "query": document("rt2_activity_feed"), "variables": {}, "groups": [0]}])
+        warm = Clients(
+            workdir,
+            "idle-warm",
+            [
+                {
+                    "url": f"ws://127.0.0.1:{server.port}/graphql",
+                    "token": token,
+                    "query": document("rt2_activity_feed"),
+                    "variables": {},
+                    "groups": [0],
+                }
+            ],
+        )
         warm.ready()
         time.sleep(1)
         before = rss_kib(server.proc.pid)
-        subs = [{"url": f"ws://127.0.0.1:{server.port}/graphql", "token": token,
-                 "query": document("rt2_activity_feed"), "variables": {}, "groups": [0]}
-                for _ in range(preset.idle_sockets)]
+        subs = [
+            {
+                "url": f"ws://127.0.0.1:{server.port}/graphql",
+                "token": token,
+                "query": document("rt2_activity_feed"),
+                "variables": {},
+                "groups": [0],
+            }
+            for _ in range(preset.idle_sockets)
+        ]
         clients = Clients(workdir, "idle", subs)
         opened, failed = clients.ready()
         time.sleep(2)
@@ -701,8 +1040,13 @@ def idle_memory(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dic
         warm.close()
         per = (after - before) / max(1, opened)
         say(f"idle: {opened} subscribed sockets: RSS {before} -> {after} KiB, {per:.1f} KiB each")
-        return {"sockets": opened, "failed": failed, "rss_before_kib": before, "rss_after_kib": after,
-                "kib_per_connection": round(per, 1)}
+        return {
+            "sockets": opened,
+            "failed": failed,
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+            "kib_per_connection": round(per, 1),
+        }
     finally:
         if clients:
             clients.close()
@@ -720,8 +1064,13 @@ def startup(workdir: Path) -> dict[str, Any]:
         port = free_port()
         log = workdir / f"startup-{attempt}.log"
         t0 = time.monotonic()
-        proc = subprocess.Popen([str(VENV_BIN / "crm-graphql"), "serve", "--port", str(port), "--migrate"],
-                                env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=workdir)
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "crm-graphql"), "serve", "--port", str(port), "--migrate"],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
         server = Server("embedded", proc, port, log)
         try:
             wait_ready(server, "/readyz", timeout=120)
@@ -745,37 +1094,77 @@ def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
     targets = []
 
     def add(name: str, value: Any, goal: str, met: bool | None, note: str = "") -> None:
-        targets.append({"target": name, "value": value, "goal": goal,
-                        "status": "n/a" if met is None else ("met" if met else "missed"), "note": note})
+        targets.append(
+            {
+                "target": name,
+                "value": value,
+                "goal": goal,
+                "status": "n/a" if met is None else ("met" if met else "missed"),
+                "note": note,
+            }
+        )
 
     for s in ("Q1", "Q2"):
         r = ratio(ours.get(s, {}).get("req_per_s"), pgl.get(s, {}).get("req_per_s"))
-        add(f"{s} throughput vs PostGraphile", r, ">= 0.5x", None if r is None else r >= 0.5,
-            f"ours/raw floor {ratio(ours.get(s, {}).get('req_per_s'), raw.get(s, {}).get('req_per_s'))}")
+        add(
+            f"{s} throughput vs PostGraphile",
+            r,
+            ">= 0.5x",
+            None if r is None else r >= 0.5,
+            f"ours/raw floor {ratio(ours.get(s, {}).get('req_per_s'), raw.get(s, {}).get('req_per_s'))}",
+        )
     q3 = ours.get("Q3", {}).get("p50_ms")
-    add("Q3 node(id) p50", q3, "< 5 ms", None if q3 is None else q3 < 5, f"wrk -c{CONNECTIONS['Q3']}")
+    add(
+        "Q3 node(id) p50",
+        q3,
+        "< 5 ms",
+        None if q3 is None else q3 < 5,
+        f"wrk -c{CONNECTIONS['Q3']}",
+    )
     q4 = ours.get("Q4", {}).get("p95_ms")
     at10 = result["scale"] >= 10
-    add("Q4 filtered list p95", q4, "< 50 ms at S=10", None if q4 is None or not at10 else q4 < 50,
-        "" if at10 else f"measured at S={result['scale']:g}, target is for S=10")
+    add(
+        "Q4 filtered list p95",
+        q4,
+        "< 50 ms at S=10",
+        None if q4 is None or not at10 else q4 < 50,
+        "" if at10 else f"measured at S={result['scale']:g}, target is for S=10",
+    )
     rt1r = result.get("rt1")
     if rt1r:
         p99 = rt1r["latency_ms"]["p99"]
-        add("RT1 live chat", f"p99 {p99} ms, lost {rt1r['lost']}, dup {rt1r['duplicates']}",
-            "p99 < 100 ms, 0 lost, 0 dup", p99 is not None and p99 < 100 and rt1r["lost"] == 0 and rt1r["duplicates"] == 0)
+        add(
+            "RT1 live chat",
+            f"p99 {p99} ms, lost {rt1r['lost']}, dup {rt1r['duplicates']}",
+            "p99 < 100 ms, 0 lost, 0 dup",
+            p99 is not None and p99 < 100 and rt1r["lost"] == 0 and rt1r["duplicates"] == 0,
+        )
     rt2r = result.get("rt2", {})
     if "ours" in rt2r:
         o, r = rt2r["ours"]["highest_rate_held"], rt2r.get("raw", {}).get("highest_rate_held")
-        add("RT2 highest rate held vs raw floor", f"{o}/s vs {r}/s", ">= 0.5x, 0 lost",
-            None if not r else o >= 0.5 * r)
+        add(
+            "RT2 highest rate held vs raw floor",
+            f"{o}/s vs {r}/s",
+            ">= 0.5x, 0 lost",
+            None if not r else o >= 0.5 * r,
+        )
     idle = result.get("idle_memory")
     if idle:
-        add("memory per idle subscribed connection", f"{idle['kib_per_connection']} KiB", "<= 100 KiB",
-            idle["kib_per_connection"] <= 100)
+        add(
+            "memory per idle subscribed connection",
+            f"{idle['kib_per_connection']} KiB",
+            "<= 100 KiB",
+            idle["kib_per_connection"] <= 100,
+        )
     st = result.get("startup")
     if st:
-        add("embedded serve ready", f"{st['second_start_s']} s (first start with initdb {st['first_start_s']} s)",
-            "< 5 s", st["second_start_s"] < 5, "judged on a start with an existing data dir")
+        add(
+            "embedded serve ready",
+            f"{st['second_start_s']} s (first start with initdb {st['first_start_s']} s)",
+            "< 5 s",
+            st["second_start_s"] < 5,
+            "judged on a start with an existing data dir",
+        )
     return targets
 
 
@@ -789,14 +1178,19 @@ def fmt(value: Any) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
-    out = [f"# Benchmark results ({result['preset']}, {result['started_at']})", "",
-           f"Machine: {m['hostname']}, {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
-           f"Python {m['python']}, PostgreSQL {m['postgresql']}, Node {m['node']}; load average at start "
-           f"{', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}. Scale S={result['scale']:g}. "
-           f"Servers on core {SERVER_CORE}, load generator on core {CLIENT_CORE} (`taskset`); PostgreSQL and Redis unpinned.",
-           "", "## HTTP scenarios", "",
-           "| scenario | server | req/s | p50 ms | p95 ms | p99 ms | SQL/req (+ctl) | RSS MiB | server CPU % | errors | ours/raw | ours/PostGraphile |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        f"# Benchmark results ({result['preset']}, {result['started_at']})",
+        "",
+        f"Machine: {m['hostname']}, {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}, PostgreSQL {m['postgresql']}, Node {m['node']}; load average at start "
+        f"{', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}. Scale S={result['scale']:g}. "
+        f"Servers on core {SERVER_CORE}, load generator on core {CLIENT_CORE} (`taskset`); PostgreSQL and Redis unpinned.",
+        "",
+        "## HTTP scenarios",
+        "",
+        "| scenario | server | req/s | p50 ms | p95 ms | p99 ms | SQL/req (+ctl) | RSS MiB | server CPU % | errors | same answer as ours | ours/raw | ours/PostGraphile |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
     http = result["http"]
     for s in ("Q1", "Q2", "Q3", "Q4", "M1"):
         for name in ("ours", "raw", "postgraphile"):
@@ -809,30 +1203,49 @@ def markdown(result: dict[str, Any]) -> str:
             out.append(
                 f"| {s} | {name} | {fmt(r['req_per_s'])} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} | {fmt(r['p99_ms'])} | "
                 f"{fmt(r['sql_per_request'])} (+{fmt(r['tx_control_per_request'])}) | {fmt(r['rss_kib'] / 1024)} | "
-                f"{fmt(r['server_cpu_percent'])} | {r['errors']} | "
-                f"{fmt(ratio(ours, rr)) if name == 'ours' else ''} | {fmt(ratio(ours, pg)) if name == 'ours' else ''} |")
+                f"{fmt(r['server_cpu_percent'])} | {r['errors']} | {fmt(r.get('same_answer_as_ours'))} | "
+                f"{fmt(ratio(ours, rr)) if name == 'ours' else ''} | {fmt(ratio(ours, pg)) if name == 'ours' else ''} |"
+            )
     if result.get("rt1"):
         r = result["rt1"]
-        out += ["", "## RT1 live chat", "",
-                "| subscribers | msgs/s | deliveries | expected | lost | dup | p50 ms | p95 ms | p99 ms | server CPU % | client CPU % |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
-                f"| {r['subscribers']} | {r['rate_per_s']} | {r['deliveries']} | {r['deliveries_expected']} | {r['lost']} | "
-                f"{r['duplicates']} | {fmt(r['latency_ms']['p50'])} | {fmt(r['latency_ms']['p95'])} | "
-                f"{fmt(r['latency_ms']['p99'])} | {r['server_cpu_percent']} | {r['client_cpu_percent']} |"]
+        out += [
+            "",
+            "## RT1 live chat",
+            "",
+            "| subscribers | msgs/s | deliveries | expected | lost | dup | p50 ms | p95 ms | p99 ms | server CPU % | client CPU % |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+            f"| {r['subscribers']} | {r['rate_per_s']} | {r['deliveries']} | {r['deliveries_expected']} | {r['lost']} | "
+            f"{r['duplicates']} | {fmt(r['latency_ms']['p50'])} | {fmt(r['latency_ms']['p95'])} | "
+            f"{fmt(r['latency_ms']['p99'])} | {r['server_cpu_percent']} | {r['client_cpu_percent']} |",
+        ]
     if result.get("rt2"):
-        out += ["", "## RT2 broadcast capacity", "",
-                "| server | events/s | deliveries/s | p50 ms | p99 ms | lost | dup | held | server CPU % | client CPU % |",
-                "|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+        out += [
+            "",
+            "## RT2 broadcast capacity",
+            "",
+            "| server | events/s | deliveries/s | p50 ms | p99 ms | lost | dup | held | server CPU % | client CPU % |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|---:|",
+        ]
         for name, r in result["rt2"].items():
             for st in r["steps"]:
-                out.append(f"| {name} ({r['subscribers']} subs) | {st['rate_per_s']} | {fmt(st['deliveries_per_s'])} | "
-                           f"{fmt(st['latency_ms']['p50'])} | {fmt(st['latency_ms']['p99'])} | {st['lost']} | "
-                           f"{st['duplicates']} | {'yes' if st['held'] else 'no'} | {st['server_cpu_percent']} | "
-                           f"{st['client_cpu_percent']} |")
+                out.append(
+                    f"| {name} ({r['subscribers']} subs) | {st['rate_per_s']} | {fmt(st['deliveries_per_s'])} | "
+                    f"{fmt(st['latency_ms']['p50'])} | {fmt(st['latency_ms']['p99'])} | {st['lost']} | "
+                    f"{st['duplicates']} | {'yes' if st['held'] else 'no'} | {st['server_cpu_percent']} | "
+                    f"{st['client_cpu_percent']} |"
+                )
             out.append(f"| {name}: highest rate held | {r['highest_rate_held']} | | | | | | | | |")
-    out += ["", "## Targets", "", "| target | measured | goal | status | note |", "|---|---|---|---|---|"]
+    out += [
+        "",
+        "## Targets",
+        "",
+        "| target | measured | goal | status | note |",
+        "|---|---|---|---|---|",
+    ]
     for t in result["targets"]:
-        out.append(f"| {t['target']} | {fmt(t['value'])} | {t['goal']} | **{t['status']}** | {t['note']} |")
+        out.append(
+            f"| {t['target']} | {fmt(t['value'])} | {t['goal']} | **{t['status']}** | {t['note']} |"
+        )
     out += ["", *result.get("notes", [])]
     return "\n".join(out) + "\n"
 
@@ -841,16 +1254,26 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--servers", default="ours,raw,postgraphile")
     parser.add_argument("--scenarios", default="Q1,Q2,Q3,Q4,M1,RT1,RT2,IDLE,STARTUP")
     parser.add_argument("--scale", type=float, default=None, help="override the preset's scale")
-    parser.add_argument("--server-url", default=PG_SERVER, help="PostgreSQL server for the bench database")
+    parser.add_argument(
+        "--server-url", default=PG_SERVER, help="PostgreSQL server (TCP) for the bench database"
+    )
+    parser.add_argument(
+        "--redis-url", default=None, help=f"Redis for the servers (default {DEFAULT_REDIS_URL})"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--no-results-md", action="store_true", help="do not rewrite bench/RESULTS.md")
+    parser.add_argument(
+        "--no-results-md", action="store_true", help="do not rewrite bench/RESULTS.md"
+    )
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
+    Services.redis_url = args.redis_url or DEFAULT_REDIS_URL
     if args.scale is not None:
         preset = Preset(**{**asdict(preset), "scale": args.scale})
     servers = [s for s in args.servers.split(",") if s]
@@ -858,18 +1281,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     notes: list[str] = []
     if "postgraphile" in servers and postgraphile_bin() is None:
         servers.remove("postgraphile")
-        notes.append("PostGraphile skipped: bench/postgraphile/node_modules missing (run `npm ci --prefix bench/postgraphile`).")
+        notes.append(
+            "PostGraphile skipped: bench/postgraphile/node_modules missing (run `npm ci --prefix bench/postgraphile`)."
+        )
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is required (apt-get install wrk)")
     started = datetime.now(UTC)
-    result: dict[str, Any] = {"preset": args.preset, "started_at": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                              "scale": preset.scale, "preset_values": asdict(preset), "machine": machine_info(),
-                              "servers": servers, "http": {}, "notes": notes}
+    result: dict[str, Any] = {
+        "preset": args.preset,
+        "started_at": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "scale": preset.scale,
+        "preset_values": asdict(preset),
+        "machine": machine_info(),
+        "servers": servers,
+        "http": {},
+        "notes": notes,
+    }
     say(f"preset {args.preset}: S={preset.scale:g}, servers {servers}")
     db_url = datagen.ensure_dataset(args.server_url, preset.scale, say=say)
-    subprocess.run(["psql", "-q", db_url, "-f", str(BENCH / "postgraphile" / "purchase_summary.sql")], check=True)
+    subprocess.run(
+        ["psql", "-q", db_url, "-f", str(BENCH / "postgraphile" / "purchase_summary.sql")],
+        check=True,
+    )
     facts = asyncio.run(load_facts(db_url))
-    proxy = CountingProxy("127.0.0.1", 5432)
+    upstream = make_url(args.server_url)
+    proxy = CountingProxy(upstream.host or "127.0.0.1", upstream.port or 5432)
     proxy.start()
     with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp:
         workdir = Path(tmp)
@@ -878,11 +1314,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for name in servers:
                 todo = [s for s in http_list if not (name == "postgraphile" and s == "M1")]
                 if todo:
-                    result["http"][name] = http_scenarios(name, todo, facts, db_url, preset, workdir, proxy)
+                    result["http"][name] = http_scenarios(
+                        name, todo, facts, db_url, preset, workdir, proxy
+                    )
+            compare_answers(result["http"])
             if "ours" in servers and "RT1" in scenarios:
                 result["rt1"] = rt1(facts, db_url, preset, workdir)
             if "RT2" in scenarios:
-                result["rt2"] = {name: rt2(name, facts, db_url, preset, workdir) for name in servers if name in ("ours", "raw")}
+                result["rt2"] = {
+                    name: rt2(name, facts, db_url, preset, workdir)
+                    for name in servers
+                    if name in ("ours", "raw")
+                }
             if "ours" in servers and "IDLE" in scenarios:
                 result["idle_memory"] = idle_memory(facts, db_url, preset, workdir)
             if "STARTUP" in scenarios and preset.startup:
@@ -890,7 +1333,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except Exception:
             keep = RESULTS / "last-failure-logs"
             shutil.rmtree(keep, ignore_errors=True)
-            shutil.copytree(workdir, keep, ignore=shutil.ignore_patterns("crm-data", "embedded-data"))
+            shutil.copytree(
+                workdir, keep, ignore=shutil.ignore_patterns("crm-data", "embedded-data")
+            )
             say(f"failed; server and client logs copied to {keep}")
             raise
         finally:
@@ -922,3 +1367,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     main()
+
+
+def started_together(servers: list[Server]) -> list[Server]:
+    """Wait for servers spawned with ``wait=False`` (they start in parallel)."""
+    for server in servers:
+        wait_ready(server, "/readyz")
+    return servers

@@ -44,15 +44,36 @@ async def run_subscriber(sub: Subscriber, ready: asyncio.Event, failed: list[str
     spec = sub.spec
     try:
         async with connect(
-            spec["url"], subprotocols=["graphql-transport-ws"], compression=None,  # type: ignore[list-item]
-            max_queue=None, open_timeout=60, ping_interval=None,
+            spec["url"],
+            subprotocols=["graphql-transport-ws"],
+            compression=None,  # type: ignore[list-item]
+            max_queue=None,
+            open_timeout=60,
+            ping_interval=None,
         ) as ws:
-            await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {spec['token']}"}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "connection_init",
+                        "payload": {"Authorization": f"Bearer {spec['token']}"},
+                    }
+                )
+            )
             ack = json.loads(await ws.recv())
             if ack.get("type") != "connection_ack":
                 raise RuntimeError(f"no ack: {ack}")
-            await ws.send(json.dumps({"id": "1", "type": "subscribe",
-                                      "payload": {"query": spec["query"], "variables": spec.get("variables") or {}}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "id": "1",
+                        "type": "subscribe",
+                        "payload": {
+                            "query": spec["query"],
+                            "variables": spec.get("variables") or {},
+                        },
+                    }
+                )
+            )
             ready.set()
             await receive(sub, ws)
     except asyncio.CancelledError:
@@ -90,7 +111,9 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[index], 2)
 
 
-def report(subs: list[Subscriber], sent: list[dict[str, Any]], cpu_s: float, wall_s: float) -> dict[str, Any]:
+def report(
+    subs: list[Subscriber], sent: list[dict[str, Any]], cpu_s: float, wall_s: float
+) -> dict[str, Any]:
     by_group: dict[int, list[int]] = {}
     for event in sent:
         by_group.setdefault(int(event["group"]), []).append(int(event["n"]))
