@@ -21,7 +21,7 @@ run: setup
 	$(BIN)/crm-graphql serve --migrate --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check crm_graphql tests migrations examples scripts
+	$(BIN)/ruff check crm_graphql tests migrations examples scripts bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy crm_graphql

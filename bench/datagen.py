@@ -82,7 +82,7 @@ def schema_head() -> str:
 
 def marker(scale: float, seed: int, head: str) -> str:
     return json.dumps(
-        {"crm_bench": DATAGEN_VERSION, "scale": scale, "seed": seed, "revision": head},
+        {"crm_bench": DATAGEN_VERSION, "scale": float(scale), "seed": seed, "revision": head},
         sort_keys=True,
     )
 

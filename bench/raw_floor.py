@@ -142,7 +142,7 @@ Q4_PAGE = """
   FROM customers c
   WHERE c.workspace_id = $1 AND c.archived_at IS NULL
     AND c.name ILIKE '%' || $2 || '%' AND c.lifecycle_stage = ANY($3::text[])
-    AND c.created_at >= $4 AND c.created_at < $5
+    AND c.created_at >= $4 AND c.created_at < $5 AND c.last_activity_at IS NOT NULL
   ORDER BY c.last_activity_at DESC NULLS LAST, c.id DESC LIMIT 51
 """
 

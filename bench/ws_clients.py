@@ -6,6 +6,7 @@ the idle-connection memory probe). Driven by bench/run.py over stdin/stdout:
     stdin "report SENT.json OUT.json": delivery figures for the events listed in SENT.json
       (written by the runner: [{"n": event number, "ts": send time ns, "group": g}, ...]),
       then forget what was received so far; prints "REPORTED".
+    stdin "count": prints "COUNT <deliveries received so far>" (to wait for a drain).
     stdin "quit": close the sockets and exit.
 
 CONFIG: {"subscriptions": [{"url", "token", "query", "variables", "groups": [g, ...]}]}. A
@@ -24,6 +25,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -150,8 +152,16 @@ def report(
     }
 
 
+def read_json(path: str) -> Any:
+    return orjson.loads(Path(path).read_bytes())  # small files: no need to leave the loop
+
+
+def write_json(path: str, value: Any) -> None:
+    Path(path).write_bytes(orjson.dumps(value))
+
+
 async def main(config_path: str) -> None:
-    config = orjson.loads(open(config_path, "rb").read())
+    config = read_json(config_path)
     subs = [Subscriber(spec) for spec in config["subscriptions"]]
     failed: list[str] = []
     tasks = []
@@ -176,13 +186,14 @@ async def main(config_path: str) -> None:
         if not line or line[0] == "quit":
             break
         if line[0] == "report":
-            sent = orjson.loads(open(line[1], "rb").read())
+            sent = read_json(line[1])
             cpu1, wall1 = sum(os.times()[:2]), time.monotonic()
             result = report(subs, sent, cpu1 - cpu0, wall1 - wall0)
             cpu0, wall0 = cpu1, wall1
-            with open(line[2], "wb") as out:
-                out.write(orjson.dumps(result))
+            write_json(line[2], result)
             print("REPORTED", flush=True)
+        elif line[0] == "count":
+            print(f"COUNT {sum(sum(sub.received.values()) for sub in subs)}", flush=True)
         elif line[0] == "reset":
             for sub in subs:
                 sub.received.clear()

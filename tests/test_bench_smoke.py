@@ -19,7 +19,9 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
+)
 def test_bench_runner_measures_ours_and_the_raw_floor(
     server_database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -58,7 +60,9 @@ def test_bench_runner_measures_ours_and_the_raw_floor(
         # Counted deliveries are real: each expected one is either delivered or lost.
         assert step["deliveries"] + step["lost"] >= step["deliveries_expected"] - step["duplicates"]
         assert step["deliveries"] > 0
-        assert all(_number(step["latency_ms"][p]) and step["latency_ms"][p] > 0 for p in ("p50", "p99"))
+        assert all(
+            _number(step["latency_ms"][p]) and step["latency_ms"][p] > 0 for p in ("p50", "p99")
+        )
 
     table = next(tmp_path.glob("*.md")).read_text()
     assert "| Q1 | ours |" in table and "| Q1 | raw |" in table and "## Targets" in table
