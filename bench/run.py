@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -81,6 +82,7 @@ class Preset:
     # After the last send: how long unanswered sends are waited for, and at most how long
     # to wait for deliveries to stop arriving before counting what is missing as lost.
     drain_seconds: float = 10.0
+    max_connections: int = 16  # caps CONNECTIONS (smoke: a request must finish in a run)
 
 
 PRESETS = {
@@ -88,8 +90,8 @@ PRESETS = {
         10, 15, 5, 20, 300, 3, 100, 100, 20, 1000, (1, 2, 5, 10, 20, 50), 10, 1000, True
     ),
     # Quick: fewer subscribers (RT1 400, RT2 400), shorter runs; see 0005-benchmarks.md.
-    "quick": Preset(1, 3, 1, 10, 100, 3, 100, 100, 5, 400, (2, 10, 50), 3, 200, True, True, 2, 4),
-    "smoke": Preset(0.02, 1, 0.3, 3, 6, 2, 4, 10, 1.5, 10, (5,), 1.5, 10, False, False, 1, 1),
+    "quick": Preset(1, 3, 1, 10, 100, 3, 100, 100, 5, 400, (2, 10, 50), 2, 200, True, True, 2, 3),
+    "smoke": Preset(0.02, 2, 0.3, 3, 6, 2, 4, 10, 1.5, 10, (5,), 1.5, 10, False, False, 1, 1, 2),
 }
 
 READ_SCENARIOS = ("Q1", "Q2", "Q3", "Q4")
@@ -594,13 +596,20 @@ def run_wrk(
     raw = json.loads(line[len("WRK_JSON ") :])
     duration = raw["duration_us"] / 1e6
     errors = sum(raw[k] for k in raw if k.startswith("errors_"))
+    if raw["requests"] == 0:  # wrk's histogram is then all zeros: no latency was measured
+        for key in ("p50_us", "p95_us", "p99_us"):
+            raw[key] = None
+    ms = {
+        k: (raw[f"{k}_us"] / 1000 if raw[f"{k}_us"] is not None else None)
+        for k in ("p50", "p95", "p99")
+    }
     return {
         "requests": raw["requests"],
         "duration_s": round(duration, 2),
         "req_per_s": round(raw["requests"] / duration, 1),
-        "p50_ms": raw["p50_us"] / 1000,
-        "p95_ms": raw["p95_us"] / 1000,
-        "p99_ms": raw["p99_us"] / 1000,
+        "p50_ms": ms["p50"],
+        "p95_ms": ms["p95"],
+        "p99_ms": ms["p99"],
         "errors": errors,
         "connections": connections,
     }
@@ -632,8 +641,87 @@ def count_statements(
     }
 
 
+class HttpRunner:
+    """One comparator's HTTP scenarios: a counting pass (statements per request and the
+    answers, through the counting proxy) and a timed pass (direct connections)."""
+
+    def __init__(
+        self,
+        name: str,
+        facts: Facts,
+        db_url: str,
+        preset: Preset,
+        workdir: Path,
+        proxy: CountingProxy,
+    ) -> None:
+        self.name, self.facts, self.db_url = name, facts, db_url
+        self.preset, self.workdir, self.proxy = preset, workdir, proxy
+        self.results: dict[str, dict[str, Any]] = {}
+        self.auth: str | None = None
+        self.prepared: dict[str, tuple[str, list[str]]] = {}
+
+    @contextlib.contextmanager
+    def started(self, *, counting: bool) -> Iterator[Server]:
+        url = self.db_url
+        if counting:
+            proxied = make_url(self.db_url).set(host="127.0.0.1", port=self.proxy.port)
+            url = proxied.render_as_string(hide_password=False)
+        tag = "count" if counting else "timed"
+        if self.name == "ours":
+            server = start_ours(url, self.workdir, tag)
+        elif self.name == "raw":
+            server = start_raw(url, self.workdir, tag, self.facts.workspace, self.facts.admin)
+        else:
+            server = start_postgraphile(url, self.workdir, tag)
+        try:
+            if self.name == "ours" and self.auth is None:
+                self.auth = "Bearer " + login(server.base, self.facts.admin_email)
+            yield server
+        finally:
+            server.stop()
+
+    def request_lines(self, scenario: str) -> tuple[str, list[str]]:
+        if scenario not in self.prepared:
+            self.prepared[scenario] = bodies(self.name, scenario, self.facts)
+        return self.prepared[scenario]
+
+    def count(self, server: Server, scenarios: list[str]) -> None:
+        for s in scenarios:
+            path, lines = self.request_lines(s)
+            answer = check_answers(server, path, lines, self.auth)
+            figures = self.results.setdefault(s, {})
+            figures.update(
+                count_statements(
+                    server, self.proxy, path, lines, self.auth, self.preset.count_requests
+                )
+            )
+            if s in READ_SCENARIOS:
+                figures["answer_fingerprint"] = answer
+
+    def timed(self, server: Server, scenarios: list[str]) -> None:
+        for s in scenarios:
+            path, lines = self.request_lines(s)
+            if s not in READ_SCENARIOS:
+                check_answers(server, path, lines, self.auth)
+            bodies_file = self.workdir / f"{self.name}-{s}.txt"
+            bodies_file.write_text("\n".join(lines) + "\n")
+            conns = min(CONNECTIONS[s], self.preset.max_connections)
+            run_wrk(server.base + path, bodies_file, self.auth, self.preset.warmup, conns)
+            cpu0 = cpu_seconds(server.proc.pid)
+            timed = run_wrk(server.base + path, bodies_file, self.auth, self.preset.duration, conns)
+            timed["server_cpu_percent"] = round(
+                100 * (cpu_seconds(server.proc.pid) - cpu0) / timed["duration_s"], 1
+            )
+            timed["rss_kib"] = rss_kib(server.proc.pid)
+            self.results.setdefault(s, {}).update(timed)
+            say(
+                f"{self.name} {s}: {timed['req_per_s']} req/s, p50 {fmt(timed['p50_ms'])} ms, "
+                f"p99 {fmt(timed['p99_ms'])} ms, errors {timed['errors']}"
+            )
+
+
 def http_scenarios(
-    server_name: str,
+    servers: list[str],
     scenarios: list[str],
     facts: Facts,
     db_url: str,
@@ -641,60 +729,41 @@ def http_scenarios(
     workdir: Path,
     proxy: CountingProxy,
 ) -> dict[str, dict[str, Any]]:
-    results: dict[str, dict[str, Any]] = {}
-    proxy_url = (
-        make_url(db_url)
-        .set(host="127.0.0.1", port=proxy.port)
-        .render_as_string(hide_password=False)
-    )
+    """Every server answers (and is counted on) the reads before any server writes, so all
+    read the same rows; the writes (M1) come last. PostGraphile has no M1."""
+    reads = [s for s in scenarios if s in READ_SCENARIOS]
+    writes = [s for s in scenarios if s == "M1"]
+    runners = [HttpRunner(name, facts, db_url, preset, workdir, proxy) for name in servers]
 
-    def start(url: str, tag: str) -> Server:
-        if server_name == "ours":
-            return start_ours(url, workdir, tag)
-        if server_name == "raw":
-            return start_raw(url, workdir, tag, facts.workspace, facts.admin)
-        return start_postgraphile(url, workdir, tag)
+    def writes_of(runner: HttpRunner) -> list[str]:
+        return [] if runner.name == "postgraphile" else writes
 
-    auth = None
-    prepared = {s: bodies(server_name, s, facts) for s in scenarios}
-    # Counting pass: the server's database connections go through the counting proxy.
-    server = start(proxy_url, "count")
-    try:
-        if server_name == "ours":
-            auth = "Bearer " + login(server.base, facts.admin_email)
-        for s in scenarios:
-            path, lines = prepared[s]
-            answer = check_answers(server, path, lines, auth)
-            results[s] = count_statements(server, proxy, path, lines, auth, preset.count_requests)
-            results[s]["answer_fingerprint"] = answer if s in READ_SCENARIOS else None
-    finally:
-        if preset.separate_count_pass:
-            server.stop()
-    # Timed pass: direct connections.
     if preset.separate_count_pass:
-        server = start(db_url, "timed")
-    try:
-        results["_rss_idle_kib"] = {"value": rss_kib(server.proc.pid)}
-        for s in scenarios:
-            path, lines = prepared[s]
-            bodies_file = workdir / f"{server_name}-{s}.txt"
-            bodies_file.write_text("\n".join(lines) + "\n")
-            conns = CONNECTIONS[s]
-            run_wrk(server.base + path, bodies_file, auth, preset.warmup, conns)
-            cpu0 = cpu_seconds(server.proc.pid)
-            timed = run_wrk(server.base + path, bodies_file, auth, preset.duration, conns)
-            timed["server_cpu_percent"] = round(
-                100 * (cpu_seconds(server.proc.pid) - cpu0) / timed["duration_s"], 1
-            )
-            timed["rss_kib"] = rss_kib(server.proc.pid)
-            results[s].update(timed)
-            say(
-                f"{server_name} {s}: {timed['req_per_s']} req/s, p50 {timed['p50_ms']:.1f} ms, "
-                f"p99 {timed['p99_ms']:.1f} ms, {results[s]['sql_per_request']} SQL/req, errors {timed['errors']}"
-            )
-    finally:
-        server.stop()
-    return results
+        for runner in runners:
+            if reads:
+                with runner.started(counting=True) as server:
+                    runner.count(server, reads)
+        for runner in runners:
+            if reads or writes_of(runner):
+                with runner.started(counting=False) as server:
+                    runner.timed(server, reads + writes_of(runner))
+        for runner in runners:
+            if writes_of(runner):
+                with runner.started(counting=True) as server:
+                    runner.count(server, writes_of(runner))
+    else:  # smoke: one server per comparator, timed through the proxy
+        for runner in runners:
+            with runner.started(counting=True) as server:
+                runner.count(server, reads)
+                runner.timed(server, reads)
+                runner.count(server, writes_of(runner))
+                runner.timed(server, writes_of(runner))
+    http = {runner.name: runner.results for runner in runners if runner.results}
+    compare_answers(http)
+    for runner in runners:
+        for s, figures in runner.results.items():
+            say(f"{runner.name} {s}: {figures.get('sql_per_request')} SQL/req")
+    return http
 
 
 def compare_answers(http: dict[str, dict[str, Any]]) -> None:
@@ -764,7 +833,7 @@ class Clients:
         return int(line[1])
 
     def drain(self, most_seconds: float) -> None:
-        """Wait until no delivery arrived for a second (at most ``most_seconds``): late
+        """Wait until no delivery arrived for two seconds (at most ``most_seconds``): late
         deliveries count as late, not lost."""
         deadline = time.monotonic() + most_seconds
         last, still_since = self.count(), time.monotonic()
@@ -773,7 +842,7 @@ class Clients:
             now = self.count()
             if now != last:
                 last, still_since = now, time.monotonic()
-            elif time.monotonic() - still_since >= 1.0:
+            elif time.monotonic() - still_since >= 2.0:
                 return
 
     def report(self, sent: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1382,19 +1451,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp:
         workdir = Path(tmp)
         try:
-            # Every server reads the same data: all reads first, then the writes (M1).
-            reads = [s for s in scenarios if s in READ_SCENARIOS]
-            for name in servers:
-                if reads:
-                    result["http"][name] = http_scenarios(
-                        name, reads, facts, db_url, preset, workdir, proxy
-                    )
-            for name in servers:
-                if "M1" in scenarios and name != "postgraphile":
-                    result["http"].setdefault(name, {}).update(
-                        http_scenarios(name, ["M1"], facts, db_url, preset, workdir, proxy)
-                    )
-            compare_answers(result["http"])
+            http_list = [s for s in scenarios if s in (*READ_SCENARIOS, "M1")]
+            if http_list:
+                result["http"] = http_scenarios(
+                    servers, http_list, facts, db_url, preset, workdir, proxy
+                )
             if "ours" in servers and "RT1" in scenarios:
                 result["rt1"] = rt1(facts, db_url, preset, workdir)
             if "RT2" in scenarios:
@@ -1428,6 +1489,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "and connection-filter; tenant predicate as `condition: {workspaceId}`; purchaseSummary as a SQL computed column. "
         "No M1 or subscriptions for PostGraphile (its CRUD mutations are not equivalent).",
     ]
+    load = result["machine"]["loadavg_at_start"][0]
+    if load > 0.5:
+        notes.insert(
+            0,
+            f"**Noisy run**: other work was running on the machine (load average {load:.2f} at "
+            "the start, for 2 cores); compare ratios from one run rather than absolute numbers.",
+        )
     result["targets"] = evaluate(result)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
