@@ -656,6 +656,19 @@ def ensure_dataset(
     return url
 
 
+def drop_dataset(server_url: str, scale: float, seed: int = 42) -> None:
+    async def drop() -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(server_url))
+        try:
+            await conn.execute(
+                f'DROP DATABASE IF EXISTS "{database_name(scale, seed)}" WITH (FORCE)'
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -136,9 +137,6 @@ def machine_info() -> dict[str, Any]:
             cpu = line.split(":", 1)[1].strip()
             break
     mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    pg = subprocess.run(
-        ["psql", "-At", PG_SERVER, "-c", "show server_version"], capture_output=True, text=True
-    )
     node = shutil.which("node")
     return {
         "hostname": platform.node(),
@@ -147,7 +145,7 @@ def machine_info() -> dict[str, Any]:
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "postgresql": pg.stdout.strip(),
+        "postgresql": None,  # filled in from the bench database
         "node": subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
         if node
         else None,
@@ -212,27 +210,27 @@ def ours_env(database_url: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
-def start_ours(database_url: str, workdir: Path, tag: str, *, wait: bool = True) -> Server:
+def spawn_pinned(
+    name: str, tag: str, workdir: Path, command: list[str], env: dict[str, str], cwd: Path
+) -> Server:
+    """Start a server on the servers' core; its output goes to a log in ``workdir``."""
     port = free_port()
-    log = workdir / f"ours-{tag}-{port}.log"
+    log = workdir / f"{name}-{tag}-{port}.log"
+    args = [arg.replace("{port}", str(port)) for arg in command]
     proc = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            SERVER_CORE,
-            str(VENV_BIN / "crm-graphql"),
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=ours_env(database_url, workdir / "crm-data"),
+        ["taskset", "-c", SERVER_CORE, *args],
+        env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        cwd=ROOT,
+        cwd=cwd,
     )
-    server = Server("ours", proc, port, log)
+    return Server(name, proc, port, log)
+
+
+def start_ours(database_url: str, workdir: Path, tag: str, *, wait: bool = True) -> Server:
+    command = [str(VENV_BIN / "crm-graphql"), "serve", "--port", "{port}", "--log-level", "warning"]
+    env = ours_env(database_url, workdir / "crm-data")
+    server = spawn_pinned("ours", tag, workdir, command, env, ROOT)
     if wait:
         wait_ready(server, "/readyz")
     return server
@@ -247,8 +245,6 @@ def start_raw(
     *,
     wait: bool = True,
 ) -> Server:
-    port = free_port()
-    log = workdir / f"raw-{tag}-{port}.log"
     env = dict(
         os.environ,
         BENCH_DATABASE_URL=database_url,
@@ -256,29 +252,9 @@ def start_raw(
         BENCH_WORKSPACE_ID=str(workspace),
         BENCH_AUTHOR_ID=str(author),
     )
-    proc = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            SERVER_CORE,
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.raw_floor:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            "--ws",
-            "websockets-sansio",
-        ],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    server = Server("raw", proc, port, log)
+    command = [sys.executable, "-m", "uvicorn", "bench.raw_floor:app", "--port", "{port}"]
+    command += ["--log-level", "warning", "--no-access-log", "--ws", "websockets-sansio"]
+    server = spawn_pinned("raw", tag, workdir, command, env, ROOT)
     if wait:
         wait_ready(server, "/readyz")
     return server
@@ -299,36 +275,14 @@ def postgraphile_bin() -> Path | None:
 def start_postgraphile(database_url: str, workdir: Path, tag: str) -> Server:
     binary = postgraphile_bin()
     assert binary is not None
-    port = free_port()
-    log = workdir / f"postgraphile-{tag}-{port}.log"
-    proc = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            SERVER_CORE,
-            "node",
-            str(binary),
-            "-c",
-            database_url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--schema",
-            "public",
-            "--append-plugins",
-            "@graphile-contrib/pg-simplify-inflector,postgraphile-plugin-connection-filter",
-            "--disable-default-mutations",
-            "--disable-query-log",
-            "--dynamic-json",
-            "--legacy-relations",
-            "omit",
-        ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=BENCH / "postgraphile",
+    command = ["node", str(binary), "-c", database_url, "--host", "127.0.0.1", "--port", "{port}"]
+    command += ["--schema", "public", "--append-plugins"]
+    command += ["@graphile-contrib/pg-simplify-inflector,postgraphile-plugin-connection-filter"]
+    command += ["--disable-default-mutations", "--disable-query-log", "--dynamic-json"]
+    command += ["--legacy-relations", "omit"]
+    server = spawn_pinned(
+        "postgraphile", tag, workdir, command, dict(os.environ), BENCH / "postgraphile"
     )
-    server = Server("postgraphile", proc, port, log)
     wait_ready_graphql(server)
     return server
 
@@ -358,11 +312,15 @@ class Facts:
     rt_conversations: list[tuple[uuid.UUID, uuid.UUID]]  # (conversation, assignee)
     agent_emails: dict[uuid.UUID, str]
     admin_email: str
+    server_version: str
 
 
 async def load_facts(url: str) -> Facts:
     conn = await asyncpg.connect(datagen.asyncpg_dsn(url))
     try:
+        # PostGraphile's Customer.purchaseSummary (a computed column); harmless to others.
+        await conn.execute((BENCH / "postgraphile" / "purchase_summary.sql").read_text())
+        version = await conn.fetchval("SHOW server_version")
         ws = await conn.fetchval(
             "SELECT id FROM workspaces WHERE name = $1", datagen.MAIN_WORKSPACE
         )
@@ -403,7 +361,7 @@ async def load_facts(url: str) -> Facts:
                 "SELECT id, email FROM users WHERE workspace_id = $1 AND role = 'agent'", ws
             )
         }
-        return Facts(ws, admin["id"], customers, deals, rt, agents, admin["email"])
+        return Facts(ws, admin["id"], customers, deals, rt, agents, admin["email"], version)
     finally:
         await conn.close()
 
@@ -926,6 +884,46 @@ async def send_events(
     return sent
 
 
+class HorizonWatch:
+    """Samples, twice a second, the oldest open write transaction in the whole PostgreSQL
+    cluster. Our event streams are read below the cluster-wide xid horizon (decision
+    0002), so a long transaction in *any* database (another test run on a shared server)
+    holds our deliveries back; the report shows it next to each RT measurement."""
+
+    SQL = """
+        SELECT datname, extract(epoch FROM now() - xact_start) AS age FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+        ORDER BY xact_start LIMIT 1
+    """
+
+    def __init__(self, db_url: str) -> None:
+        self.dsn = datagen.asyncpg_dsn(db_url)
+        self.worst: tuple[float, str | None] = (0.0, None)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.thread.start()
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            while not self.stop.is_set():
+                row = await conn.fetchrow(self.SQL)
+                if row is not None and row["age"] is not None and row["age"] > self.worst[0]:
+                    self.worst = (float(row["age"]), row["datname"])
+                await asyncio.sleep(0.5)
+        finally:
+            await conn.close()
+
+    def take(self) -> dict[str, Any]:
+        age, database = self.worst
+        self.worst = (0.0, None)
+        return {"oldest_write_transaction_s": round(age, 1), "in_database": database}
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
 def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, Any]:
     """Live chat: conversationEvents x3 per conversation + inbox subscribers per agent,
     over two server processes; messages sent through sendMessage at a fixed rate."""
@@ -982,10 +980,10 @@ def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, A
                 },
             }, index
 
+        admin = "Bearer " + login(servers[0].base, facts.admin_email)
         cpu0 = [cpu_seconds(s.proc.pid) for s in servers]
         t0 = time.monotonic()
-        # Each sender is the conversation's agent; one admin token may post in any of them.
-        admin = "Bearer " + login(servers[0].base, facts.admin_email)
+        watch = HorizonWatch(db_url)
         sent = asyncio.run(
             send_events(
                 servers[0].base,
@@ -1000,8 +998,10 @@ def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, A
         )
         clients.drain(preset.drain_seconds)
         wall = time.monotonic() - t0
+        watch.close()
         result = clients.report(sent)
         result.update(
+            **watch.take(),
             rate_per_s=preset.rt1_rate,
             seconds=preset.rt1_seconds,
             subscribers_failed=failed,
@@ -1081,9 +1081,11 @@ def rt2(
         steps = []
         n = 1
         clients.command("reset", "RESET")
+        watch = HorizonWatch(db_url)
         for rate in preset.rt2_steps:
             cpu0 = [cpu_seconds(s.proc.pid) for s in servers]
             t0 = time.monotonic()
+            t0_ns = time.time_ns()
             sent = asyncio.run(
                 send_events(
                     servers[0].base,
@@ -1101,8 +1103,17 @@ def rt2(
             wall = time.monotonic() - t0
             step = clients.report(sent)
             step.update(
+                **watch.take(),
                 rate_per_s=rate,
-                deliveries_per_s=round(step["deliveries"] / preset.rt2_step_seconds, 1),
+                # Over the time from the first send to the last delivery (not the send
+                # window: a server that falls behind keeps delivering after it).
+                deliveries_per_s=round(
+                    step["deliveries"]
+                    / max(
+                        preset.rt2_step_seconds, ((step["last_receipt_ns"] or t0_ns) - t0_ns) / 1e9
+                    ),
+                    1,
+                ),
                 server_cpu_percent=[
                     round(100 * (cpu_seconds(s.proc.pid) - c) / wall, 1)
                     for s, c in zip(servers, cpu0, strict=True)
@@ -1123,6 +1134,7 @@ def rt2(
             )
             if not step["held"] and step["lost"] > step["deliveries_expected"] * 0.5:
                 break  # far past capacity: higher steps only pile up
+        watch.close()
         held = [s["rate_per_s"] for s in steps if s["held"]]
         return {
             "subscribers": opened,
@@ -1313,6 +1325,13 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def horizon(figures: dict[str, Any]) -> str:
+    age = figures.get("oldest_write_transaction_s")
+    if age is None:
+        return "–"
+    return f"{age} s ({figures['in_database']})" if figures.get("in_database") else f"{age} s"
+
+
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     out = [
@@ -1349,19 +1368,19 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             "## RT1 live chat",
             "",
-            "| subscribers | msgs/s | deliveries | expected | lost | dup | p50 ms | p95 ms | p99 ms | server CPU % | client CPU % |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+            "| subscribers | msgs/s | deliveries | expected | lost | dup | p50 ms | p95 ms | p99 ms | server CPU % | client CPU % | oldest write tx in cluster |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
             f"| {r['subscribers']} | {r['rate_per_s']} | {r['deliveries']} | {r['deliveries_expected']} | {r['lost']} | "
             f"{r['duplicates']} | {fmt(r['latency_ms']['p50'])} | {fmt(r['latency_ms']['p95'])} | "
-            f"{fmt(r['latency_ms']['p99'])} | {r['server_cpu_percent']} | {r['client_cpu_percent']} |",
+            f"{fmt(r['latency_ms']['p99'])} | {r['server_cpu_percent']} | {r['client_cpu_percent']} | {horizon(r)} |",
         ]
     if result.get("rt2"):
         out += [
             "",
             "## RT2 broadcast capacity",
             "",
-            "| server | events/s | deliveries/s | p50 ms | p99 ms | lost | dup | held | server CPU % | client CPU % |",
-            "|---|---:|---:|---:|---:|---:|---:|---|---|---:|",
+            "| server | events/s | deliveries/s | p50 ms | p99 ms | lost | dup | held | server CPU % | client CPU % | oldest write tx in cluster |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|",
         ]
         for name, r in result["rt2"].items():
             for st in r["steps"]:
@@ -1369,9 +1388,11 @@ def markdown(result: dict[str, Any]) -> str:
                     f"| {name} ({r['subscribers']} subs) | {st['rate_per_s']} | {fmt(st['deliveries_per_s'])} | "
                     f"{fmt(st['latency_ms']['p50'])} | {fmt(st['latency_ms']['p99'])} | {st['lost']} | "
                     f"{st['duplicates']} | {'yes' if st['held'] else 'no'} | {st['server_cpu_percent']} | "
-                    f"{st['client_cpu_percent']} |"
+                    f"{st['client_cpu_percent']} | {horizon(st)} |"
                 )
-            out.append(f"| {name}: highest rate held | {r['highest_rate_held']} | | | | | | | | |")
+            out.append(
+                f"| {name}: highest rate held | {r['highest_rate_held']} | | | | | | | | | |"
+            )
     out += [
         "",
         "## Targets",
@@ -1398,6 +1419,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--servers", default="ours,raw,postgraphile")
     parser.add_argument("--scenarios", default="Q1,Q2,Q3,Q4,M1,RT1,RT2,IDLE,STARTUP")
     parser.add_argument("--scale", type=float, default=None, help="override the preset's scale")
+    parser.add_argument("--seed", type=int, default=42, help="data set seed (default 42)")
+    parser.add_argument(
+        "--drop-data", action="store_true", help="drop the data set's database at the end"
+    )
     parser.add_argument(
         "--server-url", default=PG_SERVER, help="PostgreSQL server (TCP) for the bench database"
     )
@@ -1439,12 +1464,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "notes": notes,
     }
     say(f"preset {args.preset}: S={preset.scale:g}, servers {servers}")
-    db_url = datagen.ensure_dataset(args.server_url, preset.scale, say=say)
-    subprocess.run(
-        ["psql", "-q", db_url, "-f", str(BENCH / "postgraphile" / "purchase_summary.sql")],
-        check=True,
-    )
+    db_url = datagen.ensure_dataset(args.server_url, preset.scale, args.seed, say=say)
+    try:
+        return run_all(args, preset, servers, scenarios, result, notes, db_url, started)
+    finally:
+        if args.drop_data:
+            datagen.drop_dataset(args.server_url, preset.scale, args.seed)
+
+
+def run_all(
+    args: argparse.Namespace,
+    preset: Preset,
+    servers: list[str],
+    scenarios: list[str],
+    result: dict[str, Any],
+    notes: list[str],
+    db_url: str,
+    started: datetime,
+) -> dict[str, Any]:
     facts = asyncio.run(load_facts(db_url))
+    result["machine"]["postgresql"] = facts.server_version
     upstream = make_url(args.server_url)
     proxy = CountingProxy(upstream.host or "127.0.0.1", upstream.port or 5432)
     proxy.start()
@@ -1469,15 +1508,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "STARTUP" in scenarios and preset.startup:
                 result["startup"] = startup(workdir)
         except Exception:
-            keep = RESULTS / "last-failure-logs"
-            shutil.rmtree(keep, ignore_errors=True)
-            shutil.copytree(
-                workdir, keep, ignore=shutil.ignore_patterns("crm-data", "embedded-data")
-            )
-            say(f"failed; server and client logs copied to {keep}")
+            say("failed; see the logs below")
             raise
         finally:
             proxy.stop()
+            # Server, client and sender logs, request bodies and per-step reports.
+            keep = args.out / f"{started.strftime('%Y%m%dT%H%M%SZ')}-logs"
+            shutil.copytree(
+                workdir, keep, ignore=shutil.ignore_patterns("crm-data", "embedded-data")
+            )
+            say(f"logs in {keep}")
     result["finished_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     notes += [
         "Load: wrk (Debian 4.1.0) with bench/loadgen/bodies.lua, 1 thread; -c16 for Q1, Q2, M1 (throughput), "

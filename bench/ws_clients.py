@@ -39,6 +39,7 @@ class Subscriber:
     spec: dict[str, Any]
     received: dict[int, int] = field(default_factory=dict)  # event number -> times seen
     latencies_ns: list[tuple[int, int]] = field(default_factory=list)  # (number, ns)
+    receipts_ns: list[tuple[int, int]] = field(default_factory=list)  # (number, time ns)
     closed: str | None = None
 
 
@@ -98,6 +99,7 @@ async def receive(sub: Subscriber, ws: ClientConnection) -> None:
             n = int(found.group(1))
             sub.received[n] = sub.received.get(n, 0) + 1
             sub.latencies_ns.append((n, now - int(found.group(2))))
+            sub.receipts_ns.append((n, now))
         elif b'"ping"' in data:
             await ws.send('{"type":"pong"}')
         elif b'"error"' in data or b'"complete"' in data:
@@ -122,6 +124,7 @@ def report(
     sent_numbers = {int(e["n"]) for e in sent}
     expected = lost = duplicates = delivered = 0
     latencies: list[float] = []
+    last_receipt_ns = 0
     closed = 0
     for sub in subs:
         want = {n for g in sub.spec.get("groups", []) for n in by_group.get(int(g), [])}
@@ -131,9 +134,13 @@ def report(
         lost += len(want - got.keys())
         duplicates += sum(c - 1 for c in got.values() if c > 1)
         latencies.extend(ns / 1e6 for n, ns in sub.latencies_ns if n in sent_numbers)
+        last_receipt_ns = max(
+            [last_receipt_ns, *(at for n, at in sub.receipts_ns if n in sent_numbers)]
+        )
         closed += sub.closed is not None
         sub.received.clear()
         sub.latencies_ns.clear()
+        sub.receipts_ns.clear()
     return {
         "subscribers": len(subs),
         "closed_subscribers": closed,
@@ -149,6 +156,7 @@ def report(
             "max": round(max(latencies), 2) if latencies else None,
         },
         "client_cpu_percent": round(100 * cpu_s / wall_s, 1) if wall_s > 0 else None,
+        "last_receipt_ns": last_receipt_ns or None,
     }
 
 
@@ -198,6 +206,7 @@ async def main(config_path: str) -> None:
             for sub in subs:
                 sub.received.clear()
                 sub.latencies_ns.clear()
+                sub.receipts_ns.clear()
             cpu0, wall0 = sum(os.times()[:2]), time.monotonic()
             print("RESET", flush=True)
     for task in tasks:

@@ -5,6 +5,7 @@ figures are real measurements. Timings are never asserted here (that is `make be
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,12 @@ def test_bench_runner_measures_ours_and_the_raw_floor(
 ) -> None:
     if not make_url(server_database_url).host or make_url(server_database_url).host.startswith("/"):
         pytest.skip("the statement-counting proxy needs PostgreSQL over TCP")
+    # A data set of its own (random seed), dropped at the end: concurrent runs never share.
+    seed = random.randrange(1_000_000)
     result = run.main([
         "--preset", "smoke", "--servers", "ours,raw", "--scenarios", "Q1,Q3,RT2",
-        "--server-url", server_database_url, "--redis-url", redis_url,
-        "--out", str(tmp_path), "--no-results-md",
+        "--server-url", server_database_url, "--redis-url", redis_url, "--seed", str(seed),
+        "--drop-data", "--out", str(tmp_path), "--no-results-md",
     ])  # fmt: skip
 
     files = list(tmp_path.glob("*.json"))
