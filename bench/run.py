@@ -1293,7 +1293,8 @@ def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
             and rt1r["lost"] == 0
             and rt1r["duplicates"] == 0
             and rt1r["events_sent"] == attempted,
-            "sends unanswered 10 s after the last one are given up (not counted as lost)",
+            f"sends unanswered {result['preset_values']['drain_seconds']:g} s after the last one "
+            "are given up; lost = not delivered by the end of the drain",
         )
     rt2r = result.get("rt2", {})
     if "ours" in rt2r:
