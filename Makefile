@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test lint typecheck schema bench bench-quick clean
+.PHONY: setup run test lint typecheck schema bench bench-quick bench-setup clean
 
 setup: $(STAMP) explorer
 
@@ -21,7 +21,7 @@ run: setup
 	$(BIN)/crm-graphql serve --migrate --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check crm_graphql tests migrations examples scripts
+	$(BIN)/ruff check crm_graphql tests migrations examples scripts bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy crm_graphql
@@ -34,3 +34,20 @@ test: setup lint typecheck
 
 clean:
 	rm -rf $(VENV) .crm-data node_modules crm_graphql/static/explorer
+
+# Benchmarks (issue 7; docs/decisions/0005-benchmarks.md). Never part of `make test`.
+# Needs local PostgreSQL and Redis (BENCH_PG, db 7 of the local Redis), wrk, and Node for
+# the PostGraphile comparator (skipped when its node_modules cannot be installed).
+BENCH_PG ?= postgresql://postgres@127.0.0.1:5432/postgres
+
+bench-setup: $(STAMP)
+	@command -v wrk >/dev/null || (command -v apt-get >/dev/null && apt-get install -y wrk) \
+		|| { echo "wrk is required: apt-get install wrk"; exit 1; }
+	@test -d bench/postgraphile/node_modules || npm ci --prefix bench/postgraphile --no-audit --no-fund \
+		|| echo "PostGraphile comparator unavailable (npm ci failed); the bench will skip it"
+
+bench: bench-setup
+	$(BIN)/python -m bench.run --preset full --server-url $(BENCH_PG)
+
+bench-quick: bench-setup
+	$(BIN)/python -m bench.run --preset quick --server-url $(BENCH_PG)

@@ -1,0 +1,1578 @@
+"""The benchmark runner of issue 7: `make bench` / `make bench-quick`.
+
+    python -m bench.run [--preset full|quick|smoke] [--servers ours,raw,postgraphile]
+
+Generates (or reuses) the data set, starts each server pinned to core 0 (`taskset`), drives
+it from core 1 (`wrk` for HTTP, bench/ws_clients.py for WebSockets), and writes
+bench/results/<timestamp>.json plus a markdown table (stdout, and bench/RESULTS.md unless
+--no-results-md). See docs/decisions/0005-benchmarks.md for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from bench import datagen
+from bench.pgcount import CountingProxy
+from crm_graphql.resolvers.ids import to_global_id
+from crm_graphql.settings import new_encryption_key_entry
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+QUERIES = BENCH / "queries"
+RESULTS = BENCH / "results"
+VENV_BIN = Path(sys.executable).parent
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
+SECRET = "bench-secret-key-not-for-production-0123456789abcdef"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/7"  # a database number of its own
+
+
+class Services:
+    """Where the servers under test find Redis (set from the command line)."""
+
+    redis_url = DEFAULT_REDIS_URL
+
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass
+class Preset:
+    scale: float
+    duration: float  # seconds per timed HTTP run
+    warmup: float
+    count_requests: int  # requests per scenario in the statement-counting pass
+    rt1_conversations: int
+    rt1_subscribers_per_conversation: int
+    rt1_inbox_subscribers: int
+    rt1_rate: float  # messages per second
+    rt1_seconds: float
+    rt2_subscribers: int
+    rt2_steps: tuple[float, ...]
+    rt2_step_seconds: float
+    idle_sockets: int
+    startup: bool
+    # False (smoke only): time the HTTP runs on the server started for statement
+    # counting, i.e. through the counting proxy, to save two server starts.
+    separate_count_pass: bool = True
+    rt_processes: int = 2  # server processes the subscribers are spread over
+    # After the last send: how long unanswered sends are waited for, and at most how long
+    # to wait for deliveries to stop arriving before counting what is missing as lost.
+    drain_seconds: float = 10.0
+    max_connections: int = 16  # caps CONNECTIONS (smoke: a request must finish in a run)
+
+
+PRESETS = {
+    "full": Preset(
+        10, 15, 5, 20, 300, 3, 100, 100, 20, 1000, (1, 2, 5, 10, 20, 50), 10, 1000, True
+    ),
+    # Quick: fewer subscribers (RT1 400, RT2 400), shorter runs; see 0005-benchmarks.md.
+    "quick": Preset(1, 3, 1, 10, 100, 3, 100, 100, 5, 400, (2, 10, 50), 2, 200, True, True, 2, 3),
+    "smoke": Preset(0.02, 2, 0.3, 3, 6, 2, 4, 10, 1.5, 10, (5,), 1.5, 10, False, False, 1, 1, 2),
+}
+
+READ_SCENARIOS = ("Q1", "Q2", "Q3", "Q4")
+CONNECTIONS = {"Q1": 16, "Q2": 16, "Q3": 4, "Q4": 4, "M1": 16}
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process and its descendants, KiB."""
+    total = 0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pids.extend(int(c) for c in children)
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    node = shutil.which("node")
+    return {
+        "hostname": platform.node(),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": None,  # filled in from the bench database
+        "node": subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+        if node
+        else None,
+        "wrk": shutil.which("wrk") is not None,
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+# ------------------------------------------------------------------------ processes
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def wait_ready(server: Server, path: str, timeout: float = 60) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited: {server.log.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.base + path, timeout=2).status_code == 200:
+                return time.monotonic() - started
+        time.sleep(0.05)
+    raise RuntimeError(
+        f"{server.name} not ready after {timeout}s: {server.log.read_text()[-2000:]}"
+    )
+
+
+def ours_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    """Production settings; the bench's long token lifetime lets one login last a run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+    env.update(
+        CRM_ENV="production",
+        CRM_SECRET_KEY=SECRET,
+        CRM_DATABASE_URL=database_url,
+        CRM_REDIS_URL=Services.redis_url,
+        CRM_DATA_DIR=str(data_dir),
+        CRM_ACCESS_TOKEN_TTL_SECONDS="86400",
+        # Rate limits would throttle a load generator that is one actor on one address.
+        CRM_RATE_LIMITS="false",
+        # Production requires encryption keys; the bench data holds no encrypted values.
+        CRM_ENCRYPTION_KEYS=new_encryption_key_entry("bench"),
+        CRM_SLOW_CONSUMER_SECONDS="30",
+    )
+    return env
+
+
+def spawn_pinned(
+    name: str, tag: str, workdir: Path, command: list[str], env: dict[str, str], cwd: Path
+) -> Server:
+    """Start a server on the servers' core; its output goes to a log in ``workdir``."""
+    port = free_port()
+    log = workdir / f"{name}-{tag}-{port}.log"
+    args = [arg.replace("{port}", str(port)) for arg in command]
+    proc = subprocess.Popen(
+        ["taskset", "-c", SERVER_CORE, *args],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+    )
+    return Server(name, proc, port, log)
+
+
+def start_ours(database_url: str, workdir: Path, tag: str, *, wait: bool = True) -> Server:
+    command = [str(VENV_BIN / "crm-graphql"), "serve", "--port", "{port}", "--log-level", "warning"]
+    env = ours_env(database_url, workdir / "crm-data")
+    server = spawn_pinned("ours", tag, workdir, command, env, ROOT)
+    if wait:
+        wait_ready(server, "/readyz")
+    return server
+
+
+def start_raw(
+    database_url: str,
+    workdir: Path,
+    tag: str,
+    workspace: uuid.UUID,
+    author: uuid.UUID,
+    *,
+    wait: bool = True,
+) -> Server:
+    env = dict(
+        os.environ,
+        BENCH_DATABASE_URL=database_url,
+        BENCH_REDIS_URL=Services.redis_url,
+        BENCH_WORKSPACE_ID=str(workspace),
+        BENCH_AUTHOR_ID=str(author),
+    )
+    command = [sys.executable, "-m", "uvicorn", "bench.raw_floor:app", "--port", "{port}"]
+    command += ["--log-level", "warning", "--no-access-log", "--ws", "websockets-sansio"]
+    server = spawn_pinned("raw", tag, workdir, command, env, ROOT)
+    if wait:
+        wait_ready(server, "/readyz")
+    return server
+
+
+def started_together(servers: list[Server]) -> list[Server]:
+    """Wait for servers spawned with ``wait=False`` (they start in parallel)."""
+    for server in servers:
+        wait_ready(server, "/readyz")
+    return servers
+
+
+def postgraphile_bin() -> Path | None:
+    path = BENCH / "postgraphile" / "node_modules" / ".bin" / "postgraphile"
+    return path if path.exists() and shutil.which("node") else None
+
+
+def start_postgraphile(database_url: str, workdir: Path, tag: str) -> Server:
+    binary = postgraphile_bin()
+    assert binary is not None
+    command = ["node", str(binary), "-c", database_url, "--host", "127.0.0.1", "--port", "{port}"]
+    command += ["--schema", "public", "--append-plugins"]
+    command += ["@graphile-contrib/pg-simplify-inflector,postgraphile-plugin-connection-filter"]
+    command += ["--disable-default-mutations", "--disable-query-log", "--dynamic-json"]
+    command += ["--legacy-relations", "omit"]
+    server = spawn_pinned(
+        "postgraphile", tag, workdir, command, dict(os.environ), BENCH / "postgraphile"
+    )
+    wait_ready_graphql(server)
+    return server
+
+
+def wait_ready_graphql(server: Server, timeout: float = 60) -> None:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited: {server.log.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            r = httpx.post(server.base + "/graphql", json={"query": "{__typename}"}, timeout=2)
+            if r.status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} not ready: {server.log.read_text()[-2000:]}")
+
+
+# ------------------------------------------------------------------------ data set facts
+
+
+@dataclass
+class Facts:
+    workspace: uuid.UUID
+    admin: uuid.UUID
+    customers: list[uuid.UUID]
+    deals: list[tuple[uuid.UUID, list[uuid.UUID]]]  # open deal, stages it may move to
+    rt_conversations: list[tuple[uuid.UUID, uuid.UUID]]  # (conversation, assignee)
+    agent_emails: dict[uuid.UUID, str]
+    admin_email: str
+    server_version: str
+
+
+async def load_facts(url: str) -> Facts:
+    conn = await asyncpg.connect(datagen.asyncpg_dsn(url))
+    try:
+        # PostGraphile's Customer.purchaseSummary (a computed column); harmless to others.
+        await conn.execute((BENCH / "postgraphile" / "purchase_summary.sql").read_text())
+        version = await conn.fetchval("SHOW server_version")
+        ws = await conn.fetchval(
+            "SELECT id FROM workspaces WHERE name = $1", datagen.MAIN_WORKSPACE
+        )
+        admin = await conn.fetchrow(
+            "SELECT id, email FROM users WHERE workspace_id = $1 AND role = 'admin'", ws
+        )
+        customers = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM customers WHERE workspace_id = $1 ORDER BY md5(id::text) LIMIT 1000",
+                ws,
+            )
+        ]
+        stages: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for r in await conn.fetch(
+            "SELECT id, pipeline_id FROM stages WHERE workspace_id = $1 ORDER BY position", ws
+        ):
+            stages.setdefault(r["pipeline_id"], []).append(r["id"])
+        deals = [
+            (r["id"], stages[r["pipeline_id"]][:-2])
+            for r in await conn.fetch(
+                "SELECT id, pipeline_id FROM deals WHERE workspace_id = $1 AND status = 'open'"
+                " ORDER BY md5(id::text) LIMIT 1000",
+                ws,
+            )
+        ]
+        rt = [
+            (r["id"], r["assignee_id"])
+            for r in await conn.fetch(
+                "SELECT id, assignee_id FROM conversations WHERE workspace_id = $1 AND is_private"
+                " ORDER BY created_at, id",
+                ws,
+            )
+        ]
+        agents = {
+            r["id"]: r["email"]
+            for r in await conn.fetch(
+                "SELECT id, email FROM users WHERE workspace_id = $1 AND role = 'agent'", ws
+            )
+        }
+        return Facts(ws, admin["id"], customers, deals, rt, agents, admin["email"], version)
+    finally:
+        await conn.close()
+
+
+def login(base: str, email: str) -> str:
+    r = httpx.post(
+        base + "/graphql",
+        json={
+            "query": "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken errors { code message } } }",
+            "variables": {"e": email, "p": datagen.PASSWORD},
+        },
+        timeout=30,
+    )
+    token = r.json()["data"]["login"]["accessToken"]
+    if not token:
+        raise RuntimeError(f"login {email} failed: {r.text}")
+    return str(token)
+
+
+# ------------------------------------------------------------------------ request bodies
+
+
+def document(name: str, pg: bool = False, workspace: uuid.UUID | None = None) -> str:
+    path = QUERIES / ("postgraphile" if pg else "") / f"{name}.graphql"
+    text = path.read_text()
+    return text.replace("$WORKSPACE", str(workspace)) if workspace else text
+
+
+Q4_NAMES = ("an", "ar", "el", "ma", "ri", "on", "ia", "er", "li", "us")
+Q4_STAGES = (
+    ("LEAD", "QUALIFIED"),
+    ("CUSTOMER",),
+    ("OPPORTUNITY", "CUSTOMER", "EVANGELIST"),
+    ("SUBSCRIBER", "LEAD"),
+)
+
+
+def q4_variables(rng: random.Random) -> dict[str, Any]:
+    start = datagen.START_TIME + timedelta(days=rng.randrange(0, 360))
+    return {
+        "name": rng.choice(Q4_NAMES),
+        "stages": list(rng.choice(Q4_STAGES)),
+        "from": start.isoformat(),
+        "to": (start + timedelta(days=180)).isoformat(),
+    }
+
+
+def bodies(server: str, scenario: str, facts: Facts) -> tuple[str, list[str]]:
+    """(URL path, request lines) for wrk; a line may start with its own path and a tab."""
+    rng = random.Random(f"{scenario}-bodies")
+    pg = server == "postgraphile"
+    ws = facts.workspace
+    if scenario in ("Q1", "Q2"):
+        name = {"Q1": "q1_list", "Q2": "q2_deep"}[scenario]
+        if server == "raw":
+            return f"/raw/{scenario.lower()}", ["{}"]
+        return "/graphql", [json.dumps({"query": document(name, pg, ws)})]
+    if scenario == "Q3":
+        lines = []
+        for cid in facts.customers[:500]:
+            if server == "ours":
+                lines.append(
+                    json.dumps(
+                        {
+                            "query": document("q3_node"),
+                            "variables": {"id": to_global_id("Customer", cid)},
+                        }
+                    )
+                )
+            elif server == "raw":
+                lines.append(json.dumps({"variables": {"id": str(cid)}}))
+            else:
+                lines.append(
+                    json.dumps({"query": document("q3_node", True), "variables": {"id": str(cid)}})
+                )
+        return ("/raw/q3" if server == "raw" else "/graphql"), lines
+    if scenario == "Q4":
+        lines = []
+        for _ in range(200):
+            v = q4_variables(rng)
+            if server == "ours":
+                lines.append(json.dumps({"query": document("q4_filtered"), "variables": v}))
+            elif server == "raw":
+                lines.append(json.dumps({"variables": v}))
+            else:
+                v = dict(v, stages=[s.lower() for s in v["stages"]])
+                lines.append(
+                    json.dumps({"query": document("q4_filtered", True, ws), "variables": v})
+                )
+        return ("/raw/q4" if server == "raw" else "/graphql"), lines
+    if scenario == "M1":
+        lines = []
+        for i in range(600):
+            kind = i % 3
+            if kind == 0:
+                v = {"customerId": str(rng.choice(facts.customers)), "subject": f"Bench note {i}"}
+                doc, path = "m1_create_activity", "/raw/m1/activity"
+                if server == "ours":
+                    v["customerId"] = to_global_id("Customer", uuid.UUID(v["customerId"]))
+            elif kind == 1:
+                deal, stage_ids = rng.choice(facts.deals)
+                v = {"id": str(deal), "stageId": str(rng.choice(stage_ids))}
+                doc, path = "m1_move_deal", "/raw/m1/move"
+                if server == "ours":
+                    v = {
+                        "id": to_global_id("Deal", deal),
+                        "stageId": to_global_id("Stage", uuid.UUID(v["stageId"])),
+                    }
+            else:
+                conv, _ = rng.choice(facts.rt_conversations)
+                v = {"conversationId": str(conv), "body": f"Bench message {i}"}
+                doc, path = "m1_send_message", "/raw/m1/message"
+                if server == "ours":
+                    v["conversationId"] = to_global_id("Conversation", conv)
+            if server == "ours":
+                lines.append(json.dumps({"query": document(doc), "variables": v}))
+            else:
+                lines.append(f"{path}\t" + json.dumps({"variables": v}))
+        return "/graphql", lines
+    raise ValueError(scenario)
+
+
+FINGERPRINT_KEYS = ("name", "title", "subject", "number", "amount", "orderCount", "hasNextPage")
+
+
+def fingerprint(value: Any) -> list[Any]:
+    """The values that must agree between servers whose IDs and cursors differ in form:
+    names, titles, subjects, order numbers, amounts, counts, in document order."""
+    found: list[Any] = []
+    if isinstance(value, dict):
+        for key in sorted(value):
+            if key in FINGERPRINT_KEYS:
+                found.append((key, value[key]))
+            found.extend(fingerprint(value[key]))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(fingerprint(item))
+    return found
+
+
+def check_answers(server: Server, path: str, lines: list[str], auth: str | None) -> list[Any]:
+    """Every kind of request gets a real answer (no errors) before it is timed; returns the
+    fingerprint of the first answer (to compare servers)."""
+    headers = {"Authorization": auth} if auth else {}
+    first: list[Any] = []
+    for index, line in enumerate(lines[:3]):
+        p, body = line.split("\t", 1) if "\t" in line else (path, line)
+        r = httpx.post(
+            server.base + p,
+            content=body,
+            headers={**headers, "Content-Type": "application/json"},
+            timeout=30,
+        )
+        answer = r.json()
+        if r.status_code != 200 or answer.get("errors") or not answer.get("data"):
+            raise RuntimeError(f"{server.name} {p}: bad answer {r.status_code} {r.text[:500]}")
+        for value in (answer["data"] or {}).values():
+            if isinstance(value, dict) and value.get("errors"):
+                raise RuntimeError(f"{server.name} {p}: user errors {r.text[:500]}")
+        if index == 0:
+            first = fingerprint(answer["data"])
+    return first
+
+
+# ------------------------------------------------------------------------ HTTP scenarios
+
+
+def run_wrk(
+    url: str, bodies_file: Path, auth: str | None, seconds: float, connections: int
+) -> dict[str, Any]:
+    cmd = [
+        "taskset",
+        "-c",
+        CLIENT_CORE,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BENCH / "loadgen" / "bodies.lua"),
+        url,
+        "--",
+        str(bodies_file),
+        auth or "",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRK_JSON "))
+    raw = json.loads(line[len("WRK_JSON ") :])
+    duration = raw["duration_us"] / 1e6
+    errors = sum(raw[k] for k in raw if k.startswith("errors_"))
+    if raw["requests"] == 0:  # wrk's histogram is then all zeros: no latency was measured
+        for key in ("p50_us", "p95_us", "p99_us"):
+            raw[key] = None
+    ms = {
+        k: (raw[f"{k}_us"] / 1000 if raw[f"{k}_us"] is not None else None)
+        for k in ("p50", "p95", "p99")
+    }
+    return {
+        "requests": raw["requests"],
+        "duration_s": round(duration, 2),
+        "req_per_s": round(raw["requests"] / duration, 1),
+        "p50_ms": ms["p50"],
+        "p95_ms": ms["p95"],
+        "p99_ms": ms["p99"],
+        "errors": errors,
+        "connections": connections,
+    }
+
+
+def count_statements(
+    server: Server, proxy: CountingProxy, path: str, lines: list[str], auth: str | None, n: int
+) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json", **({"Authorization": auth} if auth else {})}
+    with httpx.Client(base_url=server.base, headers=headers, timeout=30) as client:
+
+        def send(i: int) -> None:
+            line = lines[i % len(lines)]
+            p, body = line.split("\t", 1) if "\t" in line else (path, line)
+            client.post(p, content=body).raise_for_status()
+
+        for i in range(3):  # pools connected, caches warm
+            send(i)
+        time.sleep(0.2)
+        proxy.reset()
+        for i in range(n):
+            send(i + 3)
+        time.sleep(0.2)
+        counts = proxy.reset()
+    return {
+        "sql_per_request": round(counts.work / n, 2),
+        "tx_control_per_request": round(counts.control / n, 2),
+        "sample_sql": counts.texts[:3],
+    }
+
+
+class HttpRunner:
+    """One comparator's HTTP scenarios: a counting pass (statements per request and the
+    answers, through the counting proxy) and a timed pass (direct connections)."""
+
+    def __init__(
+        self,
+        name: str,
+        facts: Facts,
+        db_url: str,
+        preset: Preset,
+        workdir: Path,
+        proxy: CountingProxy,
+    ) -> None:
+        self.name, self.facts, self.db_url = name, facts, db_url
+        self.preset, self.workdir, self.proxy = preset, workdir, proxy
+        self.results: dict[str, dict[str, Any]] = {}
+        self.auth: str | None = None
+        self.prepared: dict[str, tuple[str, list[str]]] = {}
+
+    @contextlib.contextmanager
+    def started(self, *, counting: bool) -> Iterator[Server]:
+        url = self.db_url
+        if counting:
+            proxied = make_url(self.db_url).set(host="127.0.0.1", port=self.proxy.port)
+            url = proxied.render_as_string(hide_password=False)
+        tag = "count" if counting else "timed"
+        if self.name == "ours":
+            server = start_ours(url, self.workdir, tag)
+        elif self.name == "raw":
+            server = start_raw(url, self.workdir, tag, self.facts.workspace, self.facts.admin)
+        else:
+            server = start_postgraphile(url, self.workdir, tag)
+        try:
+            if self.name == "ours" and self.auth is None:
+                self.auth = "Bearer " + login(server.base, self.facts.admin_email)
+            yield server
+        finally:
+            server.stop()
+
+    def request_lines(self, scenario: str) -> tuple[str, list[str]]:
+        if scenario not in self.prepared:
+            self.prepared[scenario] = bodies(self.name, scenario, self.facts)
+        return self.prepared[scenario]
+
+    def count(self, server: Server, scenarios: list[str]) -> None:
+        for s in scenarios:
+            path, lines = self.request_lines(s)
+            answer = check_answers(server, path, lines, self.auth)
+            figures = self.results.setdefault(s, {})
+            figures.update(
+                count_statements(
+                    server, self.proxy, path, lines, self.auth, self.preset.count_requests
+                )
+            )
+            if s in READ_SCENARIOS:
+                figures["answer_fingerprint"] = answer
+
+    def timed(self, server: Server, scenarios: list[str]) -> None:
+        for s in scenarios:
+            path, lines = self.request_lines(s)
+            if s not in READ_SCENARIOS:
+                check_answers(server, path, lines, self.auth)
+            bodies_file = self.workdir / f"{self.name}-{s}.txt"
+            bodies_file.write_text("\n".join(lines) + "\n")
+            conns = min(CONNECTIONS[s], self.preset.max_connections)
+            run_wrk(server.base + path, bodies_file, self.auth, self.preset.warmup, conns)
+            cpu0 = cpu_seconds(server.proc.pid)
+            timed = run_wrk(server.base + path, bodies_file, self.auth, self.preset.duration, conns)
+            timed["server_cpu_percent"] = round(
+                100 * (cpu_seconds(server.proc.pid) - cpu0) / timed["duration_s"], 1
+            )
+            timed["rss_kib"] = rss_kib(server.proc.pid)
+            self.results.setdefault(s, {}).update(timed)
+            say(
+                f"{self.name} {s}: {timed['req_per_s']} req/s, p50 {fmt(timed['p50_ms'])} ms, "
+                f"p99 {fmt(timed['p99_ms'])} ms, errors {timed['errors']}"
+            )
+
+
+def http_scenarios(
+    servers: list[str],
+    scenarios: list[str],
+    facts: Facts,
+    db_url: str,
+    preset: Preset,
+    workdir: Path,
+    proxy: CountingProxy,
+) -> dict[str, dict[str, Any]]:
+    """Every server answers (and is counted on) the reads before any server writes, so all
+    read the same rows; the writes (M1) come last. PostGraphile has no M1."""
+    reads = [s for s in scenarios if s in READ_SCENARIOS]
+    writes = [s for s in scenarios if s == "M1"]
+    runners = [HttpRunner(name, facts, db_url, preset, workdir, proxy) for name in servers]
+
+    def writes_of(runner: HttpRunner) -> list[str]:
+        return [] if runner.name == "postgraphile" else writes
+
+    if preset.separate_count_pass:
+        for runner in runners:
+            if reads:
+                with runner.started(counting=True) as server:
+                    runner.count(server, reads)
+        for runner in runners:
+            if reads or writes_of(runner):
+                with runner.started(counting=False) as server:
+                    runner.timed(server, reads + writes_of(runner))
+        for runner in runners:
+            if writes_of(runner):
+                with runner.started(counting=True) as server:
+                    runner.count(server, writes_of(runner))
+    else:  # smoke: one server per comparator, timed through the proxy
+        for runner in runners:
+            with runner.started(counting=True) as server:
+                runner.count(server, reads)
+                runner.timed(server, reads)
+                runner.count(server, writes_of(runner))
+                runner.timed(server, writes_of(runner))
+    http = {runner.name: runner.results for runner in runners if runner.results}
+    compare_answers(http)
+    for runner in runners:
+        for s, figures in runner.results.items():
+            say(f"{runner.name} {s}: {figures.get('sql_per_request')} SQL/req")
+    return http
+
+
+def compare_answers(http: dict[str, dict[str, Any]]) -> None:
+    """Mark each comparator's read answers as matching ours or not (names, amounts, counts
+    of the first request of each scenario); the fingerprints themselves are dropped."""
+    for s in READ_SCENARIOS:
+        ours = http.get("ours", {}).get(s, {}).get("answer_fingerprint")
+        for name, scenarios in http.items():
+            r = scenarios.get(s)
+            if r is None:
+                continue
+            mine = r.pop("answer_fingerprint", None)
+            if name != "ours" and ours is not None:
+                r["same_answer_as_ours"] = mine == ours
+                if mine != ours:
+                    say(f"{name} {s}: answer differs from ours")
+    for scenarios in http.values():
+        for r in scenarios.values():
+            if isinstance(r, dict):
+                r.pop("answer_fingerprint", None)
+
+
+# ------------------------------------------------------------------------ WebSocket scenarios
+
+
+class Clients:
+    """A bench/ws_clients.py process pinned to the client core."""
+
+    def __init__(self, workdir: Path, tag: str, subscriptions: list[dict[str, Any]]) -> None:
+        self.workdir = workdir
+        config = workdir / f"ws-{tag}.json"
+        config.write_text(json.dumps({"subscriptions": subscriptions}))
+        self.log = workdir / f"ws-{tag}.log"
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", CLIENT_CORE, sys.executable, "-m", "bench.ws_clients", str(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log.open("wb"),
+            cwd=ROOT,
+            text=True,
+        )
+        self.tag = tag
+        self.reports = 0
+
+    def ready(self) -> tuple[int, int]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] != "READY":
+            raise RuntimeError(f"ws clients failed: {line} {self.log.read_text()[-2000:]}")
+        return int(line[1]), int(line[2])
+
+    def command(self, text: str, expect: str) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline().strip()
+        if line != expect:
+            raise RuntimeError(f"ws clients: {line!r} {self.log.read_text()[-2000:]}")
+
+    def count(self) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("count\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] != "COUNT":
+            raise RuntimeError(f"ws clients: {line!r} {self.log.read_text()[-2000:]}")
+        return int(line[1])
+
+    def drain(self, most_seconds: float) -> None:
+        """Wait until no delivery arrived for two seconds (at most ``most_seconds``): late
+        deliveries count as late, not lost."""
+        deadline = time.monotonic() + most_seconds
+        last, still_since = self.count(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = self.count()
+            if now != last:
+                last, still_since = now, time.monotonic()
+            elif time.monotonic() - still_since >= 2.0:
+                return
+
+    def report(self, sent: list[dict[str, Any]]) -> dict[str, Any]:
+        self.reports += 1
+        sent_file = self.workdir / f"sent-{self.tag}-{self.reports}.json"
+        out_file = self.workdir / f"report-{self.tag}-{self.reports}.json"
+        sent_file.write_text(json.dumps(sent))
+        self.command(f"report {sent_file} {out_file}", "REPORTED")
+        return dict(json.loads(out_file.read_text()))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+async def send_events(
+    base: str,
+    path: str,
+    auth: str | None,
+    rate: float,
+    seconds: float,
+    make: Any,
+    start_n: int,
+    max_wait: float,
+) -> list[dict[str, Any]]:
+    """Open-loop sender: one request every 1/rate s for ``seconds``; each event's text
+    carries ``bench:<n>:<send time ns>``. Returns the events whose request succeeded."""
+    sent: list[dict[str, Any]] = []
+    failures: list[str] = []
+    headers = {"Content-Type": "application/json", **({"Authorization": auth} if auth else {})}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(
+        base_url=base, headers=headers, timeout=30, limits=limits
+    ) as client:
+
+        async def one(n: int) -> None:
+            ts = time.time_ns()
+            body, group = make(n, f"bench:{n}:{ts}")
+            try:
+                r = await client.post(path, content=json.dumps(body))
+                answer = r.json()
+                data = answer.get("data") or {}
+                if (
+                    r.status_code != 200
+                    or answer.get("errors")
+                    or any(isinstance(v, dict) and v.get("errors") for v in data.values())
+                ):
+                    failures.append(r.text[:300])
+                    return
+                sent.append({"n": n, "ts": ts, "group": group})
+            except httpx.HTTPError as error:
+                failures.append(repr(error))
+
+        tasks = []
+        total = max(1, round(rate * seconds))
+        t0 = time.monotonic()
+        for i in range(total):
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(start_n + i)))
+        # Requests still unanswered long after the last send are given up: their events
+        # do not count as sent (the step is then not held).
+        _, pending = await asyncio.wait(tasks, timeout=max_wait) if tasks else (set(), set())
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            failures.append(
+                f"{len(pending)} requests unanswered {max_wait:.0f} s after the last send"
+            )
+    if failures:
+        say(f"  {len(failures)} sends failed, e.g. {failures[0]}")
+    return sent
+
+
+class HorizonWatch:
+    """Samples, twice a second, the oldest open write transaction in the whole PostgreSQL
+    cluster. Our event streams are read below the cluster-wide xid horizon (decision
+    0002), so a long transaction in *any* database (another test run on a shared server)
+    holds our deliveries back; the report shows it next to each RT measurement."""
+
+    SQL = """
+        SELECT datname, extract(epoch FROM now() - xact_start) AS age FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+        ORDER BY xact_start LIMIT 1
+    """
+
+    def __init__(self, db_url: str) -> None:
+        self.dsn = datagen.asyncpg_dsn(db_url)
+        self.worst: tuple[float, str | None] = (0.0, None)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.thread.start()
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            while not self.stop.is_set():
+                row = await conn.fetchrow(self.SQL)
+                if row is not None and row["age"] is not None and row["age"] > self.worst[0]:
+                    self.worst = (float(row["age"]), row["datname"])
+                await asyncio.sleep(0.5)
+        finally:
+            await conn.close()
+
+    def take(self) -> dict[str, Any]:
+        age, database = self.worst
+        self.worst = (0.0, None)
+        return {"oldest_write_transaction_s": round(age, 1), "in_database": database}
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, Any]:
+    """Live chat: conversationEvents x3 per conversation + inbox subscribers per agent,
+    over two server processes; messages sent through sendMessage at a fixed rate."""
+    convs = facts.rt_conversations[: preset.rt1_conversations]
+    servers = started_together(
+        [start_ours(db_url, workdir, f"rt1-{i}", wait=False) for i in range(preset.rt_processes)]
+    )
+    clients = None
+    try:
+        tokens = {a: login(servers[0].base, facts.agent_emails[a]) for a in {a for _, a in convs}}
+        agents = sorted(tokens)
+        subs: list[dict[str, Any]] = []
+        conv_doc, inbox_doc = document("rt1_conversation"), document("rt1_inbox")
+        k = 0
+        for index, (conv, agent) in enumerate(convs):
+            for _ in range(preset.rt1_subscribers_per_conversation):
+                subs.append(
+                    {
+                        "url": f"ws://127.0.0.1:{servers[k % len(servers)].port}/graphql",
+                        "token": tokens[agent],
+                        "query": conv_doc,
+                        "variables": {"conversationId": to_global_id("Conversation", conv)},
+                        "groups": [index],
+                    }
+                )
+                k += 1
+        for i in range(preset.rt1_inbox_subscribers):
+            agent = agents[i % len(agents)]
+            groups = [index for index, (_, a) in enumerate(convs) if a == agent]
+            subs.append(
+                {
+                    "url": f"ws://127.0.0.1:{servers[k % len(servers)].port}/graphql",
+                    "token": tokens[agent],
+                    "query": inbox_doc,
+                    "variables": {},
+                    "groups": groups,
+                }
+            )
+            k += 1
+        clients = Clients(workdir, "rt1", subs)
+        opened, failed = clients.ready()
+        say(f"RT1: {opened} subscribers ready ({failed} failed) on two processes")
+        rss_before = [rss_kib(s.proc.pid) for s in servers]
+        clients.command("reset", "RESET")
+        doc = document("m1_send_message")
+
+        def make(n: int, mark: str) -> tuple[dict[str, Any], int]:
+            index = n % len(convs)
+            return {
+                "query": doc,
+                "variables": {
+                    "conversationId": to_global_id("Conversation", convs[index][0]),
+                    "body": f"RT1 {mark}",
+                },
+            }, index
+
+        admin = "Bearer " + login(servers[0].base, facts.admin_email)
+        cpu0 = [cpu_seconds(s.proc.pid) for s in servers]
+        t0 = time.monotonic()
+        watch = HorizonWatch(db_url)
+        sent = asyncio.run(
+            send_events(
+                servers[0].base,
+                "/graphql",
+                admin,
+                preset.rt1_rate,
+                preset.rt1_seconds,
+                make,
+                1,
+                preset.drain_seconds,
+            )
+        )
+        clients.drain(preset.drain_seconds)
+        wall = time.monotonic() - t0
+        watch.close()
+        result = clients.report(sent)
+        result.update(
+            **watch.take(),
+            rate_per_s=preset.rt1_rate,
+            seconds=preset.rt1_seconds,
+            subscribers_failed=failed,
+            server_cpu_percent=[
+                round(100 * (cpu_seconds(s.proc.pid) - c) / wall, 1)
+                for s, c in zip(servers, cpu0, strict=True)
+            ],
+            rss_kib=[rss_kib(s.proc.pid) for s in servers],
+            rss_before_send_kib=rss_before,
+        )
+        say(
+            f"RT1: {result['deliveries']}/{result['deliveries_expected']} delivered, lost {result['lost']}, "
+            f"dup {result['duplicates']}, p99 {result['latency_ms']['p99']} ms, client CPU {result['client_cpu_percent']}%"
+        )
+        return result
+    finally:
+        if clients:
+            clients.close()
+        for s in servers:
+            s.stop()
+
+
+def rt2(
+    server_name: str, facts: Facts, db_url: str, preset: Preset, workdir: Path
+) -> dict[str, Any]:
+    """Broadcast: activityFeed subscribers over two processes, event rate stepped up."""
+    if server_name == "ours":
+        servers = started_together(
+            [
+                start_ours(db_url, workdir, f"rt2-{i}", wait=False)
+                for i in range(preset.rt_processes)
+            ]
+        )
+    else:
+        spawned = [
+            start_raw(db_url, workdir, f"rt2-{i}", facts.workspace, facts.admin, wait=False)
+            for i in range(preset.rt_processes)
+        ]
+        servers = started_together(spawned)
+    clients = None
+    try:
+        agents = sorted(facts.agent_emails)[: min(10, preset.rt2_subscribers)]
+        tokens = (
+            [login(servers[0].base, facts.agent_emails[a]) for a in agents]
+            if server_name == "ours"
+            else ["-"]
+        )
+        doc = document("rt2_activity_feed")
+        subs = [
+            {
+                "url": f"ws://127.0.0.1:{servers[i % len(servers)].port}/graphql",
+                "token": tokens[i % len(tokens)],
+                "query": doc,
+                "variables": {},
+                "groups": [0],
+            }
+            for i in range(preset.rt2_subscribers)
+        ]
+        clients = Clients(workdir, f"rt2-{server_name}", subs)
+        opened, failed = clients.ready()
+        say(f"RT2 {server_name}: {opened} subscribers ready ({failed} failed)")
+        auth = (
+            "Bearer " + login(servers[0].base, facts.admin_email) if server_name == "ours" else None
+        )
+        path = "/graphql" if server_name == "ours" else "/raw/publish"
+        create = document("m1_create_activity")
+        customer = to_global_id("Customer", facts.customers[0])
+
+        def make(n: int, mark: str) -> tuple[dict[str, Any], int]:
+            if server_name == "ours":
+                return {
+                    "query": create,
+                    "variables": {"customerId": customer, "subject": f"RT2 {mark}"},
+                }, 0
+            return {"variables": {"subject": f"RT2 {mark}"}}, 0
+
+        steps = []
+        n = 1
+        clients.command("reset", "RESET")
+        watch = HorizonWatch(db_url)
+        for rate in preset.rt2_steps:
+            cpu0 = [cpu_seconds(s.proc.pid) for s in servers]
+            t0 = time.monotonic()
+            t0_ns = time.time_ns()
+            sent = asyncio.run(
+                send_events(
+                    servers[0].base,
+                    path,
+                    auth,
+                    rate,
+                    preset.rt2_step_seconds,
+                    make,
+                    n,
+                    preset.drain_seconds,
+                )
+            )
+            n += round(rate * preset.rt2_step_seconds) + 1
+            clients.drain(preset.drain_seconds)
+            wall = time.monotonic() - t0
+            step = clients.report(sent)
+            step.update(
+                **watch.take(),
+                rate_per_s=rate,
+                # Over the time from the first send to the last delivery (not the send
+                # window: a server that falls behind keeps delivering after it).
+                deliveries_per_s=round(
+                    step["deliveries"]
+                    / max(
+                        preset.rt2_step_seconds, ((step["last_receipt_ns"] or t0_ns) - t0_ns) / 1e9
+                    ),
+                    1,
+                ),
+                server_cpu_percent=[
+                    round(100 * (cpu_seconds(s.proc.pid) - c) / wall, 1)
+                    for s, c in zip(servers, cpu0, strict=True)
+                ],
+            )
+            p99 = step["latency_ms"]["p99"]
+            step["held"] = bool(
+                step["lost"] == 0
+                and step["duplicates"] == 0
+                and p99 is not None
+                and p99 < 250
+                and len(sent) == round(rate * preset.rt2_step_seconds)
+            )
+            steps.append(step)
+            say(
+                f"RT2 {server_name} {rate}/s: {step['deliveries_per_s']} deliveries/s, p50 {step['latency_ms']['p50']} "
+                f"p99 {p99} ms, lost {step['lost']}, held {step['held']}, client CPU {step['client_cpu_percent']}%"
+            )
+            if not step["held"] and step["lost"] > step["deliveries_expected"] * 0.5:
+                break  # far past capacity: higher steps only pile up
+        watch.close()
+        held = [s["rate_per_s"] for s in steps if s["held"]]
+        return {
+            "subscribers": opened,
+            "subscribers_failed": failed,
+            "steps": steps,
+            "highest_rate_held": max(held) if held else 0,
+        }
+    finally:
+        if clients:
+            clients.close()
+        for s in servers:
+            s.stop()
+
+
+def idle_memory(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, Any]:
+    server = start_ours(db_url, workdir, "idle")
+    clients = None
+    try:
+        token = login(server.base, facts.admin_email)
+        # Warm the process first (schema, pools) with one subscriber, then measure N more.
+        warm = Clients(
+            workdir,
+            "idle-warm",
+            [
+                {
+                    "url": f"ws://127.0.0.1:{server.port}/graphql",
+                    "token": token,
+                    "query": document("rt2_activity_feed"),
+                    "variables": {},
+                    "groups": [0],
+                }
+            ],
+        )
+        warm.ready()
+        time.sleep(1)
+        before = rss_kib(server.proc.pid)
+        subs = [
+            {
+                "url": f"ws://127.0.0.1:{server.port}/graphql",
+                "token": token,
+                "query": document("rt2_activity_feed"),
+                "variables": {},
+                "groups": [0],
+            }
+            for _ in range(preset.idle_sockets)
+        ]
+        clients = Clients(workdir, "idle", subs)
+        opened, failed = clients.ready()
+        time.sleep(2)
+        after = rss_kib(server.proc.pid)
+        warm.close()
+        per = (after - before) / max(1, opened)
+        say(f"idle: {opened} subscribed sockets: RSS {before} -> {after} KiB, {per:.1f} KiB each")
+        return {
+            "sockets": opened,
+            "failed": failed,
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+            "kib_per_connection": round(per, 1),
+        }
+    finally:
+        if clients:
+            clients.close()
+        server.stop()
+
+
+def startup(workdir: Path) -> dict[str, Any]:
+    """Embedded mode: spawn `crm-graphql serve` without database/Redis URLs, time until
+    /readyz answers 200: a first start with ``--migrate`` in a new data dir (initdb and
+    migrations included), then a plain restart on the same data dir (the target)."""
+    data = workdir / "embedded-data"
+    times = []
+    for attempt, extra in (("first", ["--migrate"]), ("second", [])):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+        env.update(CRM_DATA_DIR=str(data))
+        port = free_port()
+        log = workdir / f"startup-{attempt}.log"
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "crm-graphql"), "serve", "--port", str(port), *extra],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
+        server = Server("embedded", proc, port, log)
+        try:
+            wait_ready(server, "/readyz", timeout=120)
+            times.append(round(time.monotonic() - t0, 2))
+        finally:
+            server.stop()
+    say(f"startup (embedded): first {times[0]} s, second {times[1]} s")
+    return {"first_start_s": times[0], "second_start_s": times[1]}
+
+
+# ------------------------------------------------------------------------ report
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
+    http = result["http"]
+    ours, raw, pgl = http.get("ours", {}), http.get("raw", {}), http.get("postgraphile", {})
+    targets = []
+
+    def add(name: str, value: Any, goal: str, met: bool | None, note: str = "") -> None:
+        targets.append(
+            {
+                "target": name,
+                "value": value,
+                "goal": goal,
+                "status": "n/a" if met is None else ("met" if met else "missed"),
+                "note": note,
+            }
+        )
+
+    for s in ("Q1", "Q2"):
+        r = ratio(ours.get(s, {}).get("req_per_s"), pgl.get(s, {}).get("req_per_s"))
+        add(
+            f"{s} throughput vs PostGraphile",
+            r,
+            ">= 0.5x",
+            None if r is None else r >= 0.5,
+            f"ours/raw floor {ratio(ours.get(s, {}).get('req_per_s'), raw.get(s, {}).get('req_per_s'))}",
+        )
+    q3 = ours.get("Q3", {}).get("p50_ms")
+    add(
+        "Q3 node(id) p50",
+        q3,
+        "< 5 ms",
+        None if q3 is None else q3 < 5,
+        f"wrk -c{CONNECTIONS['Q3']}",
+    )
+    q4 = ours.get("Q4", {}).get("p95_ms")
+    at10 = result["scale"] >= 10
+    add(
+        "Q4 filtered list p95",
+        q4,
+        "< 50 ms at S=10",
+        None if q4 is None or not at10 else q4 < 50,
+        "" if at10 else f"measured at S={result['scale']:g}, target is for S=10",
+    )
+    rt1r = result.get("rt1")
+    if rt1r:
+        p99 = rt1r["latency_ms"]["p99"]
+        attempted = round(rt1r["rate_per_s"] * rt1r["seconds"])
+        add(
+            "RT1 live chat",
+            f"p99 {p99} ms, lost {rt1r['lost']}, dup {rt1r['duplicates']}, "
+            f"{rt1r['events_sent']} of {attempted} sends answered",
+            "p99 < 100 ms, 0 lost, 0 dup, every send answered",
+            p99 is not None
+            and p99 < 100
+            and rt1r["lost"] == 0
+            and rt1r["duplicates"] == 0
+            and rt1r["events_sent"] == attempted,
+            f"sends unanswered {result['preset_values']['drain_seconds']:g} s after the last one "
+            "are given up; lost = not delivered by the end of the drain",
+        )
+    rt2r = result.get("rt2", {})
+    if "ours" in rt2r:
+        o, r = rt2r["ours"]["highest_rate_held"], rt2r.get("raw", {}).get("highest_rate_held")
+        add(
+            "RT2 highest rate held vs raw floor",
+            f"{o}/s vs {r}/s",
+            ">= 0.5x, 0 lost",
+            None if not r else o >= 0.5 * r,
+        )
+    idle = result.get("idle_memory")
+    if idle:
+        add(
+            "memory per idle subscribed connection",
+            f"{idle['kib_per_connection']} KiB",
+            "<= 100 KiB",
+            idle["kib_per_connection"] <= 100,
+        )
+    st = result.get("startup")
+    if st:
+        add(
+            "embedded serve ready",
+            f"{st['second_start_s']} s (first start with initdb {st['first_start_s']} s)",
+            "< 5 s",
+            st["second_start_s"] < 5,
+            "judged on a start with an existing data dir",
+        )
+    return targets
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+    return str(value)
+
+
+def horizon(figures: dict[str, Any]) -> str:
+    age = figures.get("oldest_write_transaction_s")
+    if age is None:
+        return "–"
+    return f"{age} s ({figures['in_database']})" if figures.get("in_database") else f"{age} s"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    out = [
+        f"# Benchmark results ({result['preset']}, {result['started_at']})",
+        "",
+        f"Machine: {m['hostname']}, {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}, PostgreSQL {m['postgresql']}, Node {m['node']}; load average at start "
+        f"{', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}. Scale S={result['scale']:g}. "
+        f"Servers on core {SERVER_CORE}, load generator on core {CLIENT_CORE} (`taskset`); PostgreSQL and Redis unpinned.",
+        "",
+        "## HTTP scenarios",
+        "",
+        "| scenario | server | req/s | p50 ms | p95 ms | p99 ms | SQL/req (+ctl) | RSS MiB | server CPU % | errors | same answer as ours | ours/raw | ours/PostGraphile |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    http = result["http"]
+    for s in ("Q1", "Q2", "Q3", "Q4", "M1"):
+        for name in ("ours", "raw", "postgraphile"):
+            r = http.get(name, {}).get(s)
+            if not r or "req_per_s" not in r:
+                continue
+            ours = http.get("ours", {}).get(s, {}).get("req_per_s")
+            rr = http.get("raw", {}).get(s, {}).get("req_per_s")
+            pg = http.get("postgraphile", {}).get(s, {}).get("req_per_s")
+            out.append(
+                f"| {s} | {name} | {fmt(r['req_per_s'])} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} | {fmt(r['p99_ms'])} | "
+                f"{fmt(r['sql_per_request'])} (+{fmt(r['tx_control_per_request'])}) | {fmt(r['rss_kib'] / 1024)} | "
+                f"{fmt(r['server_cpu_percent'])} | {r['errors']} | {fmt(r.get('same_answer_as_ours'))} | "
+                f"{fmt(ratio(ours, rr)) if name == 'ours' else ''} | {fmt(ratio(ours, pg)) if name == 'ours' else ''} |"
+            )
+    if result.get("rt1"):
+        r = result["rt1"]
+        out += [
+            "",
+            "## RT1 live chat",
+            "",
+            "| subscribers | msgs/s | sends answered | deliveries | expected | lost | dup | p50 ms | p95 ms | p99 ms | server CPU % | client CPU % | oldest write tx in cluster |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+            f"| {r['subscribers']} | {r['rate_per_s']} | {r['events_sent']} of {round(r['rate_per_s'] * r['seconds'])} | "
+            f"{r['deliveries']} | {r['deliveries_expected']} | {r['lost']} | "
+            f"{r['duplicates']} | {fmt(r['latency_ms']['p50'])} | {fmt(r['latency_ms']['p95'])} | "
+            f"{fmt(r['latency_ms']['p99'])} | {r['server_cpu_percent']} | {r['client_cpu_percent']} | {horizon(r)} |",
+        ]
+    if result.get("rt2"):
+        out += [
+            "",
+            "## RT2 broadcast capacity",
+            "",
+            "| server | events/s | sends answered | deliveries/s | p50 ms | p99 ms | lost | dup | held | server CPU % | client CPU % | oldest write tx in cluster |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|",
+        ]
+        for name, r in result["rt2"].items():
+            for st in r["steps"]:
+                out.append(
+                    f"| {name} ({r['subscribers']} subs) | {st['rate_per_s']} | {st['events_sent']} of "
+                    f"{round(st['rate_per_s'] * result['preset_values']['rt2_step_seconds'])} | {fmt(st['deliveries_per_s'])} | "
+                    f"{fmt(st['latency_ms']['p50'])} | {fmt(st['latency_ms']['p99'])} | {st['lost']} | "
+                    f"{st['duplicates']} | {'yes' if st['held'] else 'no'} | {st['server_cpu_percent']} | "
+                    f"{st['client_cpu_percent']} | {horizon(st)} |"
+                )
+            out.append(
+                f"| {name}: highest rate held | {r['highest_rate_held']} | | | | | | | | | | |"
+            )
+    out += [
+        "",
+        "## Targets",
+        "",
+        "| target | measured | goal | status | note |",
+        "|---|---|---|---|---|",
+    ]
+    for t in result["targets"]:
+        out.append(
+            f"| {t['target']} | {fmt(t['value'])} | {t['goal']} | **{t['status']}** | {t['note']} |"
+        )
+    out += ["", *result.get("notes", [])]
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--servers", default="ours,raw,postgraphile")
+    parser.add_argument("--scenarios", default="Q1,Q2,Q3,Q4,M1,RT1,RT2,IDLE,STARTUP")
+    parser.add_argument("--scale", type=float, default=None, help="override the preset's scale")
+    parser.add_argument("--seed", type=int, default=42, help="data set seed (default 42)")
+    parser.add_argument(
+        "--drop-data", action="store_true", help="drop the data set's database at the end"
+    )
+    parser.add_argument(
+        "--server-url", default=PG_SERVER, help="PostgreSQL server (TCP) for the bench database"
+    )
+    parser.add_argument(
+        "--redis-url", default=None, help=f"Redis for the servers (default {DEFAULT_REDIS_URL})"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--no-results-md", action="store_true", help="do not rewrite bench/RESULTS.md"
+    )
+    parser.add_argument(
+        "--render", type=Path, default=None, help="only re-render a result JSON as markdown"
+    )
+    args = parser.parse_args(argv)
+    if args.render is not None:
+        result = json.loads(args.render.read_text())
+        result["targets"] = evaluate(result)
+        table = markdown(result)
+        args.render.with_suffix(".md").write_text(table)
+        if not args.no_results_md:
+            (BENCH / "RESULTS.md").write_text(table)
+        print(table)
+        return dict(result)
+    preset = PRESETS[args.preset]
+    Services.redis_url = args.redis_url or DEFAULT_REDIS_URL
+    # The runner sends RT events itself: it belongs on the load generator's core (the
+    # servers it spawns are pinned to theirs by taskset).
+    with contextlib.suppress(OSError, ValueError):
+        os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    if args.scale is not None:
+        preset = Preset(**{**asdict(preset), "scale": args.scale})
+    servers = [s for s in args.servers.split(",") if s]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    notes: list[str] = []
+    if "postgraphile" in servers and postgraphile_bin() is None:
+        servers.remove("postgraphile")
+        notes.append(
+            "PostGraphile skipped: bench/postgraphile/node_modules missing (run `npm ci --prefix bench/postgraphile`)."
+        )
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is required (apt-get install wrk)")
+    started = datetime.now(UTC)
+    result: dict[str, Any] = {
+        "preset": args.preset,
+        "started_at": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "scale": preset.scale,
+        "preset_values": asdict(preset),
+        "machine": machine_info(),
+        "servers": servers,
+        "http": {},
+        "notes": notes,
+    }
+    say(f"preset {args.preset}: S={preset.scale:g}, servers {servers}")
+    db_url = datagen.ensure_dataset(args.server_url, preset.scale, args.seed, say=say)
+    try:
+        return run_all(args, preset, servers, scenarios, result, notes, db_url, started)
+    finally:
+        if args.drop_data:
+            datagen.drop_dataset(args.server_url, preset.scale, args.seed)
+
+
+def run_all(
+    args: argparse.Namespace,
+    preset: Preset,
+    servers: list[str],
+    scenarios: list[str],
+    result: dict[str, Any],
+    notes: list[str],
+    db_url: str,
+    started: datetime,
+) -> dict[str, Any]:
+    facts = asyncio.run(load_facts(db_url))
+    result["machine"]["postgresql"] = facts.server_version
+    upstream = make_url(args.server_url)
+    proxy = CountingProxy(upstream.host or "127.0.0.1", upstream.port or 5432)
+    proxy.start()
+    with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp:
+        workdir = Path(tmp)
+        try:
+            http_list = [s for s in scenarios if s in (*READ_SCENARIOS, "M1")]
+            if http_list:
+                result["http"] = http_scenarios(
+                    servers, http_list, facts, db_url, preset, workdir, proxy
+                )
+            if "ours" in servers and "RT1" in scenarios:
+                result["rt1"] = rt1(facts, db_url, preset, workdir)
+            if "RT2" in scenarios:
+                result["rt2"] = {
+                    name: rt2(name, facts, db_url, preset, workdir)
+                    for name in servers
+                    if name in ("ours", "raw")
+                }
+            if "ours" in servers and "IDLE" in scenarios:
+                result["idle_memory"] = idle_memory(facts, db_url, preset, workdir)
+            if "STARTUP" in scenarios and preset.startup:
+                result["startup"] = startup(workdir)
+        except Exception:
+            say("failed; see the logs below")
+            raise
+        finally:
+            proxy.stop()
+            # Server, client and sender logs, request bodies and per-step reports.
+            keep = args.out / f"{started.strftime('%Y%m%dT%H%M%SZ')}-logs"
+            shutil.copytree(
+                workdir, keep, ignore=shutil.ignore_patterns("crm-data", "embedded-data")
+            )
+            say(f"logs in {keep}")
+    result["finished_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    notes += [
+        "Load: wrk (Debian 4.1.0) with bench/loadgen/bodies.lua, 1 thread; -c16 for Q1, Q2, M1 (throughput), "
+        "-c4 for Q3, Q4 (latency targets); fixed duration after a warm-up run.",
+        "SQL/req: counted in a separate pass through a PostgreSQL wire-protocol proxy (bench/pgcount.py): "
+        "Query and Execute messages; transaction control, pool pings and pool resets (BEGIN/COMMIT/SET, `;`, "
+        "asyncpg's reset) shown apart as +ctl.",
+        "PostGraphile 4.14.1 (v5.1.5 failed on this database, see the decision record) with pg-simplify-inflector "
+        "and connection-filter; tenant predicate as `condition: {workspaceId}`; purchaseSummary as a SQL computed column. "
+        "No M1 or subscriptions for PostGraphile (its CRUD mutations are not equivalent).",
+    ]
+    load = result["machine"]["loadavg_at_start"][0]
+    if load > 0.5:
+        notes.insert(
+            0,
+            f"**Noisy run**: other work was running on the machine (load average {load:.2f} at "
+            "the start, for 2 cores); compare ratios from one run rather than absolute numbers.",
+        )
+    result["targets"] = evaluate(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    json_path = args.out / f"{stamp}.json"
+    json_path.write_text(json.dumps(result, indent=2, default=str))
+    table = markdown(result)
+    (args.out / f"{stamp}.md").write_text(table)
+    if not args.no_results_md:
+        (BENCH / "RESULTS.md").write_text(table)
+    print(table)
+    say(f"wrote {json_path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The benchmark runner works end to end on a tiny data set: it starts our server and the
+raw floor, drives them over HTTP (wrk) and WebSocket, and writes a result file whose
+figures are real measurements. Timings are never asserted here (that is `make bench`)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from bench import run
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
+)
+def test_bench_runner_measures_ours_and_the_raw_floor(
+    server_database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    if not make_url(server_database_url).host or make_url(server_database_url).host.startswith("/"):
+        pytest.skip("the statement-counting proxy needs PostgreSQL over TCP")
+    # A data set of its own (random seed), dropped at the end: concurrent runs never share.
+    seed = random.randrange(1_000_000)
+    result = run.main([
+        "--preset", "smoke", "--servers", "ours,raw", "--scenarios", "Q1,Q3,RT2",
+        "--server-url", server_database_url, "--redis-url", redis_url, "--seed", str(seed),
+        "--drop-data", "--out", str(tmp_path), "--no-results-md",
+    ])  # fmt: skip
+
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1
+    saved = json.loads(files[0].read_text())
+    assert saved["targets"] == result["targets"]
+    assert saved["machine"]["nproc"] >= 1 and saved["scale"] == run.PRESETS["smoke"].scale
+
+    for server in ("ours", "raw"):
+        for scenario in ("Q1", "Q3"):
+            figures = saved["http"][server][scenario]
+            assert figures["requests"] > 0 and figures["errors"] == 0, (server, scenario, figures)
+            for key in ("req_per_s", "p50_ms", "p95_ms", "p99_ms", "rss_kib", "sql_per_request"):
+                assert _number(figures[key]) and figures[key] > 0, (server, scenario, key, figures)
+        assert saved["http"]["raw"]["Q1"]["same_answer_as_ours"] is True
+    # Our page of customers takes more than the raw floor's single statement.
+    assert saved["http"]["ours"]["Q1"]["sql_per_request"] >= 1
+
+    for server in ("ours", "raw"):
+        steps = saved["rt2"][server]["steps"]
+        assert steps, server
+        step = steps[0]
+        subscribers = saved["rt2"][server]["subscribers"]
+        assert subscribers == run.PRESETS["smoke"].rt2_subscribers
+        assert step["events_sent"] > 0
+        assert step["deliveries_expected"] == step["events_sent"] * subscribers
+        # Counted deliveries are real: each expected one is either delivered or lost.
+        assert step["deliveries"] + step["lost"] >= step["deliveries_expected"] - step["duplicates"]
+        assert step["deliveries"] > 0
+        assert all(
+            _number(step["latency_ms"][p]) and step["latency_ms"][p] > 0 for p in ("p50", "p99")
+        )
+
+    table = next(tmp_path.glob("*.md")).read_text()
+    assert "| Q1 | ours |" in table and "| Q1 | raw |" in table and "## Targets" in table
