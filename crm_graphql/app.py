@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from crm_graphql.compiled import CompiledReads
 from crm_graphql.db.engine import make_engine, make_sessionmaker
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
@@ -85,6 +86,7 @@ def build_app(settings: Settings) -> Starlette:
         await hub.start()
         ephemeral = Ephemeral(bus.client)
         await ephemeral.start()
+        compiled = await CompiledReads.open(schema, settings) if settings.compiled_reads else None
         app.state.crm = AppState(
             settings=settings,
             sessionmaker=sessionmaker,
@@ -92,6 +94,7 @@ def build_app(settings: Settings) -> Starlette:
             bus=bus,
             hub=hub,
             ephemeral=ephemeral,
+            compiled=compiled,
         )
         app.state.schema = schema
         restore_signals = close_sockets_before_exit()
@@ -100,6 +103,8 @@ def build_app(settings: Settings) -> Starlette:
         finally:
             restore_signals()
             await close_all_sockets()
+            if compiled is not None:
+                await compiled.close()
             await ephemeral.close()
             await hub.close()
             await bus.close()

@@ -208,6 +208,15 @@ async def graphql_endpoint(request: Request) -> Response:
         return _respond(
             _error_body(str(exc), exc.code), exc.status, media_type, {**headers, **exc.headers}
         )
+    if app.compiled is not None:
+        compiled = await app.compiled.execute(
+            actor, params["query"], params.get("variables"), params.get("operationName")
+        )
+        if compiled is not None:
+            if not app.settings.is_production:
+                headers["X-Crm-Read-Path"] = "compiled"
+            media = f"{media_type}; charset=utf-8"
+            return Response(compiled, 200, media_type=media, headers=headers)
     context = Context(app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request))
     allowed = {OperationType.QUERY} if request.method == "GET" else None
     try:

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     slow_consumer_seconds: float = 10.0
     sql_echo: bool = False
+    # Answer the reads the compiler knows with one SQL statement (docs/decisions/0006).
+    compiled_reads: bool = True
 
     @property
     def is_production(self) -> bool:

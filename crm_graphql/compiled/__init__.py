@@ -1,0 +1,198 @@
+"""The compiled read path (DESIGN.md, Performance): a read operation whose every field this
+package knows runs as ONE SQL statement that builds the response JSON in PostgreSQL; the
+bytes go to the client as they come. Anything else returns None and takes the executed
+path, which gives the same answer, errors included (tests/api/test_compiled_differential.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import asyncpg
+import orjson
+from graphql import (
+    FragmentDefinitionNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    parse,
+    specified_rules,
+)
+from graphql.execution.values import get_variable_values
+from sqlalchemy.engine import make_url
+from strawberry import Schema
+from strawberry.schema.schema import validate_document
+
+from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
+from crm_graphql.db.engine import async_url
+from crm_graphql.services.actor import Actor, Permission, require
+from crm_graphql.services.errors import DomainError
+from crm_graphql.settings import Settings
+
+log = logging.getLogger("crm_graphql.compiled")
+
+__all__ = ["CompiledReads", "readable"]
+
+
+def readable(actor: Actor, model: type[Any]) -> bool:
+    """May ``actor`` read rows of ``model``? The one check a compiled plan makes per model
+    it reads; a refusal sends the request down the executed path for its exact error."""
+    try:
+        require(actor, Permission.READ)
+    except DomainError:
+        return False
+    return True
+
+
+class _Document:
+    """A parsed and validated query operation (or None: the executed path handles it)."""
+
+    __slots__ = ("fragments", "operation")
+
+    def __init__(
+        self, operation: OperationDefinitionNode, fragments: dict[str, FragmentDefinitionNode]
+    ) -> None:
+        self.operation = operation
+        self.fragments = fragments
+
+
+class _Lru(OrderedDict[Any, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> Any:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+    def hit(self, key: Any) -> Any:
+        value = self.get(key, _MISS)
+        if value is not _MISS:
+            self.move_to_end(key)
+        return value
+
+
+_MISS = object()
+
+
+class CompiledReads:
+    """Plans cached by (document, operation name, variables, role), run on a read-only
+    asyncpg pool of their own (no ORM in between)."""
+
+    def __init__(self, schema: Schema, settings: Settings, pool: asyncpg.Pool) -> None:
+        self.schema = schema
+        self.settings = settings
+        self.pool = pool
+        self._documents = _Lru(1000)
+        self._plans = _Lru(5000)
+
+    @classmethod
+    async def open(cls, schema: Schema, settings: Settings) -> CompiledReads:
+        url = make_url(async_url(settings.database_url or "")).set(drivername="postgresql")
+        pool = await asyncpg.create_pool(
+            url.render_as_string(hide_password=False),
+            min_size=1,
+            max_size=settings.db_pool_size,
+            statement_cache_size=1000,
+            server_settings={
+                "jit": "off",
+                "application_name": "crm_graphql_compiled",
+                "default_transaction_read_only": "on",
+                "TimeZone": "UTC",
+            },
+        )
+        return cls(schema, settings, pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    def _document(self, query: str, operation_name: str | None) -> _Document | None:
+        key = (query, operation_name)
+        found = self._documents.hit(key)
+        if found is not _MISS:
+            return found  # type: ignore[no-any-return]
+        document: _Document | None = None
+        try:
+            parsed = parse(query)
+        except GraphQLError:
+            parsed = None
+        if parsed is not None and not validate_document(
+            self.schema._schema, parsed, tuple(specified_rules)
+        ):
+            operations = [d for d in parsed.definitions if isinstance(d, OperationDefinitionNode)]
+            if operation_name is not None:
+                operations = [
+                    o for o in operations if o.name is not None and o.name.value == operation_name
+                ]
+            if len(operations) == 1 and operations[0].operation == OperationType.QUERY:
+                fragments = {
+                    d.name.value: d
+                    for d in parsed.definitions
+                    if isinstance(d, FragmentDefinitionNode)
+                }
+                document = _Document(operations[0], fragments)
+        return self._documents.put(key, document)
+
+    def plan(
+        self,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        actor: Actor,
+    ) -> Compiled | None:
+        """The compiled statement for this request, or None for the executed path."""
+        document = self._document(query, operation_name)
+        if document is None:
+            return None
+        key = (
+            query,
+            operation_name,
+            orjson.dumps(variables, option=orjson.OPT_SORT_KEYS) if variables else b"",
+            actor.role,
+        )
+        found = self._plans.hit(key)
+        if found is not _MISS:
+            return found  # type: ignore[no-any-return]
+        compiled: Compiled | None = None
+        coerced = get_variable_values(
+            self.schema._schema, document.operation.variable_definitions or (), variables or {}
+        )
+        if not isinstance(coerced, list):
+            compiler = Compiler(self.schema, self.settings, actor.role, document.fragments, coerced)
+            try:
+                compiled = compiler.operation(document.operation)
+            except Unsupported as reason:
+                log.debug("executed path: %s", reason)
+        return self._plans.put(key, compiled)  # type: ignore[no-any-return]
+
+    async def execute(
+        self,
+        actor: Actor | None,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> bytes | None:
+        """The response body (``{"data": ...}``) or None when the executed path must answer."""
+        if actor is None:
+            return None
+        compiled = self.plan(query, operation_name, variables, actor)
+        if compiled is None or not all(readable(actor, m) for m in compiled.models):
+            return None
+        try:
+            row = await self.pool.fetchrow(compiled.sql, actor.workspace_id, *compiled.params[1:])
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
+            # The executed path answers the same request with its own (coded) error.
+            log.warning("compiled read failed, executing instead: %s\n%s", error, compiled.sql)
+            return None
+        if row is None or any(value is None for value in row):
+            log.error("compiled read returned NULL, executing instead: %s", compiled.sql)
+            return None
+        parts = [f'"{key}":{value}' for key, value in zip(compiled.keys, row, strict=True)]
+        body = ('{"data":{' + ",".join(parts) + "}}").encode()
+        if compiled.reencode:
+            body = orjson.dumps(orjson.loads(body))
+        return body

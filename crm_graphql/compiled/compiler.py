@@ -1,0 +1,692 @@
+"""Turning a validated read operation into one SQL statement whose columns are the JSON
+text of each root field, byte for byte what the executed path would encode.
+
+The statement is built from the same service objects the resolvers call: a list's WHERE
+clause is ``ListSpec.statement(actor, filter)`` (tenant scope, archived rows, filter), its
+order and keyset condition come from ``services.querying``, a relation is scoped with
+``scope_condition``. Those SQLAlchemy expressions are compiled once per plan with the
+workspace as the parameter ``$1``; only the JSON shaping is written here.
+
+Anything the executed path would answer with an error (a page size over the cap, a bad
+cursor, a malformed ID in a filter) or that this module does not know raises
+``Unsupported``: the caller then runs the executed path, so errors stay identical.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLEnumType,
+    GraphQLIncludeDirective,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLScalarType,
+    GraphQLSkipDirective,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    is_abstract_type,
+)
+from graphql.execution.values import VariableValues, get_argument_values, get_directive_values
+from sqlalchemy import ColumnElement, and_, bindparam
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.sql.util import ClauseAdapter
+from strawberry import Schema
+from strawberry.types.arguments import convert_arguments
+
+from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS, ChildList
+from crm_graphql.resolvers.arguments import filter_spec, order_spec
+from crm_graphql.resolvers.ids import MalformedId, from_global_id
+from crm_graphql.resolvers.nodes import NODE_MODELS
+from crm_graphql.services import querying
+from crm_graphql.services.actor import Actor, scope_condition
+from crm_graphql.services.customers import counted_orders_condition
+from crm_graphql.services.errors import DomainError
+from crm_graphql.settings import Settings
+
+
+class Unsupported(Exception):
+    """This operation (with these variables) takes the executed path."""
+
+
+# The workspace of the request: always the statement's first parameter.
+WORKSPACE = bindparam("crm_workspace", uuid.UUID(int=0), type_=PG_UUID(as_uuid=True))
+_DIALECT = asyncpg_dialect.dialect()
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@dataclass
+class Compiled:
+    """One operation with one set of variables, ready to run for any actor."""
+
+    sql: str
+    params: list[Any]  # params[0] is replaced by the actor's workspace at execution
+    keys: list[str]  # response keys of the root fields, one column each
+    models: frozenset[type[Any]]  # what the actor must be allowed to read
+    reencode: bool  # JSONB text inside (spaces after ':'): re-encode compactly
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class _Concat:
+    """A text expression built from literal pieces and SQL expressions (never NULL)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self._pending = ""
+
+    def lit(self, text: str) -> None:
+        self._pending += text
+
+    def expr(self, sql: str) -> None:
+        if self._pending:
+            self.parts.append(_literal(self._pending))
+            self._pending = ""
+        self.parts.append(sql)
+
+    def sql(self) -> str:
+        if self._pending:
+            self.parts.append(_literal(self._pending))
+            self._pending = ""
+        return " || ".join(self.parts) if self.parts else "''"
+
+
+def _iso_datetime(sql: str) -> str:
+    """``datetime.isoformat()`` of a timestamptz in UTC (microseconds only when non-zero)."""
+    return (
+        f"to_char(({sql}) AT TIME ZONE 'UTC', CASE WHEN date_trunc('second', {sql}) = {sql} "
+        """THEN 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"' END)"""
+    )
+
+
+def _quoted(sql: str) -> str:
+    return f"""'"' || {sql} || '"'"""
+
+
+def _base64url(sql: str) -> str:
+    """base64url without padding of a text (what ``ids`` and cursors use)."""
+    return f"translate(encode(convert_to({sql}, 'UTF8'), 'base64'), E'+/=\\n', '-_')"
+
+
+def _unwrap(gql_type: Any) -> tuple[Any, bool]:
+    """(named or list type, nullable)."""
+    nullable = True
+    if isinstance(gql_type, GraphQLNonNull):
+        gql_type, nullable = gql_type.of_type, False
+    return gql_type, nullable
+
+
+@dataclass
+class _State:
+    params: list[Any] = field(default_factory=lambda: [None])
+    aliases: int = 0
+    models: set[type[Any]] = field(default_factory=set)
+    reencode: bool = False
+
+
+class Compiler:
+    """Compiles one operation for one set of coerced variables."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        settings: Settings,
+        role: Any,
+        fragments: dict[str, FragmentDefinitionNode],
+        variables: VariableValues,
+    ) -> None:
+        self.schema = schema
+        self.gschema = schema._schema
+        self.settings = settings
+        # The actor the service helpers build predicates for: the workspace is a parameter.
+        self.actor = Actor(workspace_id=cast(uuid.UUID, WORKSPACE), role=role)
+        self.fragments = fragments
+        self.variables = variables
+        self.state = _State()
+
+    # ------------------------------------------------------------------- plumbing
+
+    def _param(self, value: Any) -> str:
+        if isinstance(value, enum.Enum):
+            value = value.value
+        self.state.params.append(value)
+        return f"${len(self.state.params)}"
+
+    def _alias(self) -> str:
+        self.state.aliases += 1
+        return f"t{self.state.aliases}"
+
+    def _sql(self, expression: Any, model: type[Any], alias: str) -> str:
+        """A service's SQLAlchemy expression over ``model``, as SQL over ``alias``."""
+        table = model.__table__.alias(alias)
+        adapted = ClauseAdapter(table).traverse(expression)
+        compiled = adapted.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+        names = compiled.positiontup or []
+        numbers = [
+            "$1" if name == WORKSPACE.key else self._param(compiled.params[name]) for name in names
+        ]
+        return _PLACEHOLDER.sub(lambda m: numbers[int(m.group(1)) - 1], str(compiled))
+
+    def _included(self, node: Any) -> bool:
+        for directive in node.directives or ():
+            name = directive.name.value
+            if name == "skip":
+                values = get_directive_values(GraphQLSkipDirective, node, self.variables)
+                if values and values.get("if") is True:
+                    return False
+            elif name == "include":
+                values = get_directive_values(GraphQLIncludeDirective, node, self.variables)
+                if values and values.get("if") is False:
+                    return False
+            else:
+                raise Unsupported(f"directive @{name}")
+        return True
+
+    def _applies(self, condition: Any, runtime: GraphQLObjectType) -> bool:
+        if condition is None:
+            return True
+        target = self.gschema.get_type(condition.name.value)
+        if target is runtime:
+            return True
+        return bool(is_abstract_type(target) and self.gschema.is_sub_type(target, runtime))  # type: ignore[arg-type]
+
+    def collect(
+        self, runtime: GraphQLObjectType, selection_sets: Iterable[SelectionSetNode]
+    ) -> dict[str, list[FieldNode]]:
+        """Fields by response key in first-seen order, as graphql-core merges them."""
+        fields: dict[str, list[FieldNode]] = {}
+        visited: set[str] = set()
+
+        def walk(selection_set: SelectionSetNode) -> None:
+            for selection in selection_set.selections:
+                if not self._included(selection):
+                    continue
+                if isinstance(selection, FieldNode):
+                    key = selection.alias.value if selection.alias else selection.name.value
+                    fields.setdefault(key, []).append(selection)
+                elif isinstance(selection, InlineFragmentNode):
+                    if self._applies(selection.type_condition, runtime):
+                        walk(selection.selection_set)
+                elif isinstance(selection, FragmentSpreadNode):
+                    name = selection.name.value
+                    if name in visited:
+                        continue
+                    visited.add(name)
+                    fragment = self.fragments.get(name)
+                    if fragment is None:
+                        raise Unsupported(f"fragment {name}")
+                    if self._applies(fragment.type_condition, runtime):
+                        walk(fragment.selection_set)
+
+        for selection_set in selection_sets:
+            walk(selection_set)
+        return fields
+
+    @staticmethod
+    def _subselections(nodes: list[FieldNode]) -> list[SelectionSetNode]:
+        return [n.selection_set for n in nodes if n.selection_set is not None]
+
+    def _arguments(self, type_name: str, field_name: str, node: FieldNode) -> dict[str, Any]:
+        """Coerced and converted arguments, exactly what the resolver receives."""
+        gql_type = self.gschema.get_type(type_name)
+        assert isinstance(gql_type, GraphQLObjectType)
+        raw = get_argument_values(gql_type.fields[field_name], node, self.variables)
+        definition = self.schema.get_type_by_name(type_name)
+        strawberry_field = next(
+            f
+            for f in definition.fields  # type: ignore[union-attr]
+            if self.schema.config.name_converter.get_graphql_name(f) == field_name
+        )
+        return convert_arguments(
+            raw,
+            strawberry_field.arguments,
+            scalar_registry=self.schema.schema_converter.scalar_registry,
+            config=self.schema.config,
+            info=None,  # type: ignore[arg-type]
+        )
+
+    # --------------------------------------------------------------------- values
+
+    def _value(self, gql_type: Any, sql: str) -> str:
+        """JSON text of a column value as the executed path serialises it (NULL -> null)."""
+        named, nullable = _unwrap(gql_type)
+        if isinstance(named, GraphQLList):
+            item, _ = _unwrap(named.of_type)
+            if not (isinstance(item, GraphQLScalarType) and item.name == "String"):
+                raise Unsupported(f"list of {item}")
+            text = f"array_to_json({sql})::text"
+        elif isinstance(named, GraphQLEnumType):
+            cases = " ".join(
+                f"WHEN {_literal(str(v.value))} THEN {_literal(chr(34) + name + chr(34))}"
+                for name, v in named.values.items()
+            )
+            text = f"CASE {sql} {cases} END"
+        elif isinstance(named, GraphQLScalarType):
+            kind = named.name
+            if kind in ("String", "ID"):
+                text = f"to_json({sql})::text"
+            elif kind == "Int":
+                text = f"({sql})::text"
+            elif kind == "Boolean":
+                text = f"CASE WHEN {sql} THEN 'true' WHEN NOT {sql} THEN 'false' END"
+            elif kind == "DateTime":
+                text = _quoted(_iso_datetime(sql))
+            elif kind == "Date":
+                text = _quoted(f"to_char({sql}, 'YYYY-MM-DD')")
+            elif kind == "Decimal":
+                text = _quoted(f"({sql})::text")
+            elif kind == "JSON":
+                self.state.reencode = True
+                text = f"({sql})::text"
+            else:
+                raise Unsupported(f"scalar {kind}")
+        else:
+            raise Unsupported(f"type {named}")
+        return f"coalesce({text}, 'null')" if nullable else text
+
+    def _global_id(self, type_name: str, alias: str) -> str:
+        return _quoted(_base64url(f"{_literal(type_name + ':')} || {alias}.id::text"))
+
+    def _cursor(self, keys: list[querying.SortKey], alias: str) -> str:
+        """``querying.encode_cursor`` of the row, computed in SQL."""
+        values = []
+        for key in keys:
+            column = getattr(key.column, "expression", key.column)
+            sql = f'{alias}."{column.name}"'
+            kind = querying.python_type(column)
+            if kind is not None and issubclass(kind, enum.Enum | str):
+                text = f"to_json({sql})::text"
+            elif kind is uuid.UUID:
+                text = _quoted(f"{sql}::text")
+            elif kind is int:
+                text = f"({sql})::text"
+            elif kind is not None and kind.__name__ == "datetime":
+                text = _quoted(_iso_datetime(sql))
+            elif kind is not None and kind.__name__ == "date":
+                text = _quoted(f"to_char({sql}, 'YYYY-MM-DD')")
+            elif kind is not None and kind.__name__ == "Decimal":
+                text = _quoted(f"({sql})::text")
+            else:
+                raise Unsupported(f"cursor over {column}")
+            values.append(f"coalesce({text}, 'null')")
+        head = _literal('{"s":' + _json_string(querying.cursor_signature(keys)) + ',"v":[')
+        body = " || ',' || ".join(values)
+        return _quoted(_base64url(f"{head} || {body} || ']}}'"))
+
+    # -------------------------------------------------------------------- objects
+
+    def _object(self, type_name: str, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """JSON text of one row of ``type_name`` read from ``alias``."""
+        info = OBJECT_TYPES.get(type_name)
+        if info is None:
+            raise Unsupported(f"type {type_name}")
+        self.state.models.add(info.model)
+        gql_type = self.gschema.get_type(type_name)
+        assert isinstance(gql_type, GraphQLObjectType)
+        plain = _plain_fields(self.schema, type_name)
+        out = _Concat()
+        out.lit("{")
+        for index, (key, nodes) in enumerate(self.collect(gql_type, selection_sets).items()):
+            out.lit(("," if index else "") + _json_string(key) + ":")
+            name = nodes[0].name.value
+            subselections = self._subselections(nodes)
+            if name == "__typename":
+                out.lit(_json_string(type_name))
+            elif name == "id":
+                out.expr(self._global_id(type_name, alias))
+            elif name in plain:
+                if nodes[0].arguments:
+                    raise Unsupported(f"arguments on {type_name}.{name}")
+                out.expr(self._value(gql_type.fields[name].type, f'{alias}."{plain[name]}"'))
+            elif name in info.relations:
+                relation = info.relations[name]
+                out.expr(
+                    self._by_id(relation.target, f'{alias}."{relation.foreign_key}"', subselections)
+                )
+            elif name in info.lists:
+                child = info.lists[name]
+                args = self._arguments(type_name, name, nodes[0])
+                out.expr(
+                    self._connection(
+                        child.target,
+                        child.spec,
+                        args,
+                        gql_type.fields[name].type,
+                        subselections,
+                        parent=(child, alias),
+                    )
+                )
+            elif name in info.computed and name == "address":
+                out.expr(self._address(alias, subselections))
+            elif name in info.computed and name == "purchaseSummary":
+                out.expr(self._purchase_summary(alias, subselections))
+            else:
+                raise Unsupported(f"{type_name}.{name}")
+        out.lit("}")
+        return out.sql()
+
+    def _by_id(self, type_name: str, id_sql: str, selection_sets: list[SelectionSetNode]) -> str:
+        """A row by id in the workspace (``records.get_many``), or null."""
+        info = OBJECT_TYPES.get(type_name)
+        if info is None:
+            raise Unsupported(f"type {type_name}")
+        alias = self._alias()
+        where = self._sql(scope_condition(info.model, self.actor), info.model, alias)
+        table = info.model.__tablename__
+        body = self._object(type_name, alias, selection_sets)
+        return (
+            f"coalesce((SELECT {body} FROM {table} {alias} "
+            f"WHERE {where} AND {alias}.id = {id_sql}), 'null')"
+        )
+
+    def _address(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        gql_type = self.gschema.get_type("Address")
+        assert isinstance(gql_type, GraphQLObjectType)
+        stored = {
+            "street": "street",
+            "city": "city",
+            "region": "region",
+            "postalCode": "postalCode",
+            "country": "country",
+        }
+        column = f"{alias}.address"
+        out = _Concat()
+        out.lit("{")
+        for index, (key, nodes) in enumerate(self.collect(gql_type, selection_sets).items()):
+            out.lit(("," if index else "") + _json_string(key) + ":")
+            name = nodes[0].name.value
+            if name == "__typename":
+                out.lit('"Address"')
+            elif name in stored:
+                out.expr(f"coalesce(to_json({column} ->> {_literal(stored[name])})::text, 'null')")
+            else:
+                raise Unsupported(f"Address.{name}")
+        out.lit("}")
+        empty = f"{column} IS NULL OR {column} = '{{}}'::jsonb"
+        return f"CASE WHEN {empty} THEN 'null' ELSE {out.sql()} END"
+
+    def _purchase_summary(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        from crm_graphql import models
+
+        self.state.models.add(models.Order)
+        gql_type = self.gschema.get_type("PurchaseSummary")
+        money_type = self.gschema.get_type("Money")
+        assert isinstance(gql_type, GraphQLObjectType) and isinstance(money_type, GraphQLObjectType)
+        orders = self._alias()
+        where = self._sql(counted_orders_condition(self.actor), models.Order, orders)
+        out = _Concat()
+        out.lit("{")
+        for index, (key, nodes) in enumerate(self.collect(gql_type, selection_sets).items()):
+            out.lit(("," if index else "") + _json_string(key) + ":")
+            name = nodes[0].name.value
+            if name == "__typename":
+                out.lit('"PurchaseSummary"')
+            elif name == "orderCount":
+                out.expr("coalesce(sum(s.n), 0)::text")
+            elif name == "firstOrderAt":
+                out.expr(f"coalesce({_quoted(_iso_datetime('min(s.first_at)'))}, 'null')")
+            elif name == "lastOrderAt":
+                out.expr(f"coalesce({_quoted(_iso_datetime('max(s.last_at)'))}, 'null')")
+            elif name == "totals":
+                money = _Concat()
+                money.lit("{")
+                subfields = self.collect(money_type, self._subselections(nodes))
+                for sub_index, (sub_key, sub_nodes) in enumerate(subfields.items()):
+                    money.lit(("," if sub_index else "") + _json_string(sub_key) + ":")
+                    sub_name = sub_nodes[0].name.value
+                    if sub_name == "__typename":
+                        money.lit('"Money"')
+                    elif sub_name == "amount":
+                        money.expr(_quoted("s.total::text"))
+                    elif sub_name == "currency":
+                        money.expr("to_json(btrim(s.currency))::text")
+                    else:
+                        raise Unsupported(f"Money.{sub_name}")
+                money.lit("}")
+                totals = f"string_agg({money.sql()}, ',' ORDER BY s.currency)"
+                out.expr(f"'[' || coalesce({totals}, '') || ']'")
+            else:
+                raise Unsupported(f"PurchaseSummary.{name}")
+        out.lit("}")
+        return (
+            f"(SELECT {out.sql()} FROM (SELECT {orders}.currency, count(*) AS n, "
+            f"sum({orders}.amount) AS total, min({orders}.placed_at) AS first_at, "
+            f"max({orders}.placed_at) AS last_at FROM orders {orders} WHERE {where} "
+            f"AND {orders}.customer_id = {alias}.id GROUP BY {orders}.currency) s)"
+        )
+
+    # ---------------------------------------------------------------- connections
+
+    def _connection(
+        self,
+        type_name: str,
+        spec: querying.ListSpec[Any],
+        args: dict[str, Any],
+        connection_gql_type: Any,
+        selection_sets: list[SelectionSetNode],
+        *,
+        parent: tuple[ChildList, str] | None = None,
+    ) -> str:
+        """One page of a list as the executed path pages it (``paginate`` for a root
+        list, ``paginate_per_parent`` for a nested one), with only the selected parts."""
+        try:
+            request = querying.PageRequest(
+                first=args.get("first"),
+                after=args.get("after"),
+                last=args.get("last"),
+                before=args.get("before"),
+                max_size=self.settings.max_page_size,
+                default_size=self.settings.default_page_size,
+            )
+            size, forward, cursor = request.validated()
+            if parent is not None and not forward:
+                raise Unsupported("nested lists page forward only")
+            filter = filter_spec(args.get("filter"))
+            keys = spec.keys(order_spec(args.get("order_by")))
+            base = spec.statement(
+                self.actor, filter, include_archived=bool(args.get("include_archived"))
+            ).whereclause
+            effective = keys if forward else [k.reversed() for k in keys]
+            condition: ColumnElement[bool] = base  # type: ignore[assignment]
+            if cursor is not None:
+                values = querying.decode_cursor(keys, cursor, "after" if forward else "before")
+                condition = and_(condition, querying.after_condition(effective, values))
+        except DomainError as error:
+            raise Unsupported(f"the executed path answers an error: {error}") from error
+        model = spec.model
+        self.state.models.add(model)
+        table = model.__tablename__
+        alias = self._alias()
+        where = self._sql(condition, model, alias)
+        parent_sql = ""
+        if parent is not None:
+            child, parent_alias = parent
+            column = spec.parent_column(child.parent)
+            parent_sql = f' AND {alias}."{column.key}" = {parent_alias}.id'
+        order = ", ".join(self._sql(term, model, alias) for term in querying.order_terms(effective))
+        limit = size + 1 if (size > 0 or parent is not None) else 0
+
+        connection_type, _ = _unwrap(connection_gql_type)
+        assert isinstance(connection_type, GraphQLObjectType)
+        display = "ASC" if forward else "DESC"
+        reverse = "DESC" if forward else "ASC"
+        page = f"{alias}.crm_rn <= {size}"
+        more = f"CASE WHEN count(*) > {size} THEN 'true' ELSE 'false' END"
+        after_given = "true" if cursor is not None else "false"
+        out = _Concat()
+        out.lit("{")
+        cursor_sql: str | None = None
+        for index, (key, nodes) in enumerate(self.collect(connection_type, selection_sets).items()):
+            out.lit(("," if index else "") + _json_string(key) + ":")
+            name = nodes[0].name.value
+            subselections = self._subselections(nodes)
+            if name == "__typename":
+                out.lit(_json_string(connection_type.name))
+            elif name in ("edges", "nodes"):
+                if name == "nodes":
+                    item = self._object(type_name, alias, subselections)
+                else:
+                    edge_type, _ = _unwrap(connection_type.fields["edges"].type)
+                    edge_type, _ = _unwrap(edge_type.of_type)
+                    item = self._edge(edge_type, type_name, alias, keys, subselections)
+                out.expr(
+                    f"'[' || coalesce(string_agg({item}, ',' ORDER BY {alias}.crm_rn {display}) "
+                    f"FILTER (WHERE {page}), '') || ']'"
+                )
+            elif name == "pageInfo":
+                info_type, _ = _unwrap(connection_type.fields["pageInfo"].type)
+                info = _Concat()
+                info.lit("{")
+                for sub_index, (sub_key, sub_nodes) in enumerate(
+                    self.collect(info_type, subselections).items()
+                ):
+                    info.lit(("," if sub_index else "") + _json_string(sub_key) + ":")
+                    sub_name = sub_nodes[0].name.value
+                    if sub_name == "__typename":
+                        info.lit('"PageInfo"')
+                    elif sub_name == "hasNextPage":
+                        info.expr(more) if forward else info.lit(after_given)
+                    elif sub_name == "hasPreviousPage":
+                        info.lit(after_given) if forward else info.expr(more)
+                    elif sub_name in ("startCursor", "endCursor"):
+                        cursor_sql = cursor_sql or self._cursor(keys, alias)
+                        direction = display if sub_name == "startCursor" else reverse
+                        info.expr(
+                            f"coalesce((array_agg({cursor_sql} ORDER BY {alias}.crm_rn "
+                            f"{direction}) FILTER (WHERE {page}))[1], 'null')"
+                        )
+                    else:
+                        raise Unsupported(f"PageInfo.{sub_name}")
+                info.lit("}")
+                out.expr(info.sql())
+            elif name == "totalCount":
+                counted = self._alias()
+                count_where = self._sql(base, model, counted)
+                count_parent = ""
+                if parent is not None:
+                    count_parent = f' AND {counted}."{column.key}" = {parent[1]}.id'
+                out.expr(
+                    f"(SELECT count(*) FROM {table} {counted} WHERE {count_where}"
+                    f"{count_parent})::text"
+                )
+            else:
+                raise Unsupported(f"{connection_type.name}.{name}")
+        out.lit("}")
+        return (
+            f"(SELECT {out.sql()} FROM (SELECT {alias}.*, row_number() OVER (ORDER BY {order}) "
+            f"AS crm_rn FROM (SELECT {alias}.* FROM {table} {alias} WHERE {where}{parent_sql} "
+            f"ORDER BY {order} LIMIT {limit}) {alias}) {alias} GROUP BY ())"
+        )
+
+    def _edge(
+        self,
+        edge_type: GraphQLObjectType,
+        type_name: str,
+        alias: str,
+        keys: list[querying.SortKey],
+        selection_sets: list[SelectionSetNode],
+    ) -> str:
+        out = _Concat()
+        out.lit("{")
+        for index, (key, nodes) in enumerate(self.collect(edge_type, selection_sets).items()):
+            out.lit(("," if index else "") + _json_string(key) + ":")
+            name = nodes[0].name.value
+            if name == "__typename":
+                out.lit(_json_string(edge_type.name))
+            elif name == "cursor":
+                out.expr(self._cursor(keys, alias))
+            elif name == "node":
+                out.expr(self._object(type_name, alias, self._subselections(nodes)))
+            else:
+                raise Unsupported(f"{edge_type.name}.{name}")
+        out.lit("}")
+        return out.sql()
+
+    # ------------------------------------------------------------------- the root
+
+    def _node(self, global_id: Any, selection_sets: list[SelectionSetNode]) -> str:
+        try:
+            type_name, id = from_global_id(global_id)
+        except MalformedId:
+            return "'null'"
+        if type_name not in NODE_MODELS:
+            return "'null'"
+        return self._by_id(type_name, f"{self._param(id)}::uuid", selection_sets)
+
+    def operation(self, operation: OperationDefinitionNode) -> Compiled:
+        query_type = self.gschema.query_type
+        assert query_type is not None
+        columns: list[str] = []
+        keys: list[str] = []
+        for key, nodes in self.collect(query_type, [operation.selection_set]).items():
+            name = nodes[0].name.value
+            subselections = self._subselections(nodes)
+            if name == "__typename":
+                column = "'\"Query\"'"
+            elif name in ROOT_LISTS:
+                type_name, spec = ROOT_LISTS[name]
+                args = self._arguments("Query", name, nodes[0])
+                column = self._connection(
+                    type_name, spec, args, query_type.fields[name].type, subselections
+                )
+            elif name == "node":
+                args = self._arguments("Query", name, nodes[0])
+                column = self._node(args["id"], subselections)
+            elif name == "nodes":
+                ids = self._arguments("Query", name, nodes[0])["ids"]
+                if len(ids) > self.settings.max_page_size:
+                    raise Unsupported("too many ids")
+                items = [self._node(i, subselections) for i in ids]
+                column = "'[' || " + " || ',' || ".join(items) + " || ']'" if items else "'[]'"
+            else:
+                raise Unsupported(f"Query.{name}")
+            keys.append(key)
+            columns.append(column)
+        if not columns:
+            raise Unsupported("empty operation")
+        # $1 is always bound (some operations never read the workspace: ``nodes(ids: [])``).
+        sql = "SELECT " + ", ".join(columns) + " FROM (SELECT $1::uuid AS workspace) request"
+        return Compiled(
+            sql=sql,
+            params=self.state.params,
+            keys=keys,
+            models=frozenset(self.state.models),
+            reencode=self.state.reencode,
+        )
+
+
+def _json_string(text: str) -> str:
+    import orjson
+
+    return orjson.dumps(text).decode()
+
+
+_PLAIN: dict[str, dict[str, str]] = {}
+
+
+def _plain_fields(schema: Schema, type_name: str) -> dict[str, str]:
+    """GraphQL name -> column name of the fields that read a column as stored."""
+    found = _PLAIN.get(type_name)
+    if found is None:
+        model = OBJECT_TYPES[type_name].model
+        columns = model.__table__.columns
+        definition = schema.get_type_by_name(type_name)
+        found = {}
+        for f in definition.fields:  # type: ignore[union-attr]
+            if f.base_resolver is None and f.python_name in columns and f.python_name != "id":
+                found[schema.config.name_converter.get_graphql_name(f)] = f.python_name
+        _PLAIN[type_name] = found
+    return found
