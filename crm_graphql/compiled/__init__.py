@@ -46,6 +46,10 @@ def readable(actor: Actor, model: type[Any]) -> bool:
     return True
 
 
+async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+    return None
+
+
 class _Document:
     """A parsed and validated query operation (or None: the executed path handles it)."""
 
@@ -98,6 +102,9 @@ class CompiledReads:
             min_size=1,
             max_size=settings.db_pool_size,
             statement_cache_size=1000,
+            # Connections only ever run read-only SELECTs (no SET, LISTEN, cursors, locks):
+            # nothing to reset between requests, which saves a round trip per request.
+            reset=_nothing_to_reset,
             server_settings={
                 "jit": "off",
                 "application_name": "crm_graphql_compiled",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -300,12 +300,13 @@ class Compiler:
     def _global_id(self, type_name: str, alias: str) -> str:
         return _quoted(_base64url(f"{_literal(type_name + ':')} || {alias}.id::text"))
 
-    def _cursor(self, keys: list[querying.SortKey], alias: str) -> str:
-        """``querying.encode_cursor`` of the row, computed in SQL."""
+    def _cursor(self, keys: list[querying.SortKey], read: Callable[[str], str]) -> str:
+        """``querying.encode_cursor`` of a row computed in SQL; ``read(column)`` is the SQL
+        of a key column's value."""
         values = []
         for key in keys:
             column = getattr(key.column, "expression", key.column)
-            sql = f'{alias}."{column.name}"'
+            sql = read(column.name)
             kind = querying.python_type(column)
             if kind is not None and issubclass(kind, enum.Enum | str):
                 text = f"to_json({sql})::text"
@@ -528,7 +529,6 @@ class Compiler:
         after_given = "true" if cursor is not None else "false"
         out = _Concat()
         out.lit("{")
-        cursor_sql: str | None = None
         for index, (key, nodes) in enumerate(self.collect(connection_type, selection_sets).items()):
             out.lit(("," if index else "") + _json_string(key) + ":")
             name = nodes[0].name.value
@@ -562,11 +562,18 @@ class Compiler:
                     elif sub_name == "hasPreviousPage":
                         info.lit(after_given) if forward else info.expr(more)
                     elif sub_name in ("startCursor", "endCursor"):
-                        cursor_sql = cursor_sql or self._cursor(keys, alias)
+                        # The key values of the first/last row of the page, then one cursor.
                         direction = display if sub_name == "startCursor" else reverse
+
+                        def pick(column: str, direction: str = direction) -> str:
+                            return (
+                                f'(array_agg({alias}."{column}" ORDER BY {alias}.crm_rn '
+                                f"{direction}) FILTER (WHERE {page}))[1]"
+                            )
+
                         info.expr(
-                            f"coalesce((array_agg({cursor_sql} ORDER BY {alias}.crm_rn "
-                            f"{direction}) FILTER (WHERE {page}))[1], 'null')"
+                            f"CASE WHEN count(*) FILTER (WHERE {page}) = 0 THEN 'null' "
+                            f"ELSE {self._cursor(keys, pick)} END"
                         )
                     else:
                         raise Unsupported(f"PageInfo.{sub_name}")
@@ -607,7 +614,7 @@ class Compiler:
             if name == "__typename":
                 out.lit(_json_string(edge_type.name))
             elif name == "cursor":
-                out.expr(self._cursor(keys, alias))
+                out.expr(self._cursor(keys, lambda column: f'{alias}."{column}"'))
             elif name == "node":
                 out.expr(self._object(type_name, alias, self._subselections(nodes)))
             else:
