@@ -134,6 +134,11 @@ def admin(actors: dict[Role, Actor]) -> Actor:
 
 
 @pytest.fixture
+def manager(actors: dict[Role, Actor]) -> Actor:
+    return actors[Role.MANAGER]
+
+
+@pytest.fixture
 def agent(actors: dict[Role, Actor]) -> Actor:
     return actors[Role.AGENT]
 

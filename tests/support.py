@@ -103,7 +103,8 @@ class GraphQLClient:
         payload: dict[str, Any] = {"query": query}
         if variables is not None:
             payload["variables"] = variables
-        response = await self.http.post("/graphql", json=payload, headers=self.headers(), **kwargs)
+        headers = {**self.headers(), **kwargs.pop("headers", {})}
+        response = await self.http.post("/graphql", json=payload, headers=headers, **kwargs)
         return GraphQLResponse(response.status_code, response.json(), response.headers)
 
     async def logged_in(self, email: str, password: str) -> GraphQLClient:

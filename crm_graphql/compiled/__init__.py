@@ -27,8 +27,9 @@ from strawberry.schema.schema import validate_document
 
 from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
 from crm_graphql.db.engine import async_url
-from crm_graphql.services.actor import Actor, Permission, require
+from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
+from crm_graphql.services.policy import authorize_read
 from crm_graphql.settings import Settings
 
 log = logging.getLogger("crm_graphql.compiled")
@@ -40,7 +41,7 @@ def readable(actor: Actor, model: type[Any]) -> bool:
     """May ``actor`` read rows of ``model``? The one check a compiled plan makes per model
     it reads; a refusal sends the request down the executed path for its exact error."""
     try:
-        require(actor, Permission.READ)
+        authorize_read(actor, model)
     except DomainError:
         return False
     return True
@@ -160,6 +161,8 @@ class CompiledReads:
             operation_name,
             orjson.dumps(variables, option=orjson.OPT_SORT_KEYS) if variables else b"",
             actor.role,
+            actor.api_key_id is not None,
+            actor.scopes,
         )
         found = self._plans.hit(key)
         if found is not _MISS:
@@ -169,7 +172,7 @@ class CompiledReads:
             self.schema._schema, document.operation.variable_definitions or (), variables or {}
         )
         if not isinstance(coerced, list):
-            compiler = Compiler(self.schema, self.settings, actor.role, document.fragments, coerced)
+            compiler = Compiler(self.schema, self.settings, actor, document.fragments, coerced)
             try:
                 compiled = compiler.operation(document.operation)
             except Unsupported as reason:

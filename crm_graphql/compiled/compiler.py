@@ -144,15 +144,21 @@ class Compiler:
         self,
         schema: Schema,
         settings: Settings,
-        role: Any,
+        actor: Actor,
         fragments: dict[str, FragmentDefinitionNode],
         variables: VariableValues,
     ) -> None:
         self.schema = schema
         self.gschema = schema._schema
         self.settings = settings
-        # The actor the service helpers build predicates for: the workspace is a parameter.
-        self.actor = Actor(workspace_id=cast(uuid.UUID, WORKSPACE), role=role)
+        # The actor the service helpers build predicates for: the workspace is a parameter,
+        # the rest (role, key or not, scopes) is part of the plan's cache key.
+        self.actor = Actor(
+            workspace_id=cast(uuid.UUID, WORKSPACE),
+            role=actor.role,
+            api_key_id=None if actor.api_key_id is None else uuid.UUID(int=0),
+            scopes=actor.scopes,
+        )
         self.fragments = fragments
         self.variables = variables
         self.state = _State()
@@ -634,6 +640,12 @@ class Compiler:
         return self._by_id(type_name, f"{self._param(id)}::uuid", selection_sets)
 
     def operation(self, operation: OperationDefinitionNode) -> Compiled:
+        try:
+            return self._operation(operation)
+        except DomainError as error:  # a read the policy refuses: the executed path says so
+            raise Unsupported(str(error)) from error
+
+    def _operation(self, operation: OperationDefinitionNode) -> Compiled:
         query_type = self.gschema.query_type
         assert query_type is not None
         columns: list[str] = []

@@ -18,7 +18,8 @@ from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
-from crm_graphql.schema.users import UserQuery
+from crm_graphql.schema.security import SecurityMutation, SecurityQuery
+from crm_graphql.schema.users import UserMutation, UserQuery
 
 
 @strawberry.type(description="Everything a client can read.")
@@ -31,6 +32,7 @@ class Query(
     OrderQuery,
     ConversationQuery,
     RealtimeQuery,
+    SecurityQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
@@ -46,6 +48,7 @@ class Query(
 @strawberry.type(description="Everything a client can change.")
 class Mutation(
     AuthMutation,
+    UserMutation,
     CustomerMutation,
     CompanyMutation,
     DealMutation,
@@ -53,6 +56,7 @@ class Mutation(
     OrderMutation,
     ConversationMutation,
     RealtimeMutation,
+    SecurityMutation,
 ):
     pass
 

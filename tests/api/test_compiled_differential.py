@@ -23,8 +23,9 @@ from graphql import OperationDefinitionNode, OperationType, parse
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_graphql.models import Customer, Workspace
-from crm_graphql.services import demo
+from crm_graphql.models import Customer, Role, User, Workspace
+from crm_graphql.services import api_keys, demo
+from crm_graphql.services.actor import Actor
 from tests import support
 
 COMPILED = "compiled"
@@ -389,3 +390,31 @@ def _type_name(node: Any) -> str:
     while hasattr(node, "type"):
         node = node.type
     return str(node.name.value)
+
+
+async def test_api_keys_get_the_answers_their_scopes_allow(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        user = await session.scalar(
+            select(User).where(User.email == demo.demo_logins(demo_domain)[0][0])
+        )
+        assert user is not None
+        admin = Actor(workspace_id=user.workspace_id, role=Role.ADMIN, user_id=user.id)
+        tokens = {}
+        for scopes in (("customers:read",), ("deals:read",), ("customers:read", "deals:read")):
+            _, tokens[scopes] = await api_keys.create_api_key(
+                admin, session, name=f"Diff {'+'.join(scopes)}", scopes=scopes
+            )
+    customers = "{ customers(first: 5) { nodes { name company { name } owner { name } } } }"
+    with_deals = "{ customers(first: 5) { nodes { name deals(first: 2) { totalCount } } } }"
+    deals = "{ deals(first: 3) { nodes { title stage { name } customer { name } } } }"
+    expected = {
+        ("customers:read",): {customers: True, with_deals: False, deals: False},
+        ("deals:read",): {customers: False, with_deals: False, deals: False},
+        ("customers:read", "deals:read"): {customers: True, with_deals: True, deals: True},
+    }
+    for scopes, token in tokens.items():
+        keyed = Pair(pair.compiled, pair.executed, token)
+        for query, compiled in expected[scopes].items():
+            await keyed.same(query, compiled=compiled)
