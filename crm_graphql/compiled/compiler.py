@@ -41,7 +41,6 @@ from graphql.execution.values import VariableValues, get_argument_values, get_di
 from sqlalchemy import ColumnElement, and_, bindparam
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
-from sqlalchemy.sql.util import ClauseAdapter
 from strawberry import Schema
 from strawberry.types.arguments import convert_arguments
 
@@ -176,15 +175,34 @@ class Compiler:
         return f"t{self.state.aliases}"
 
     def _sql(self, expression: Any, model: type[Any], alias: str) -> str:
-        """A service's SQLAlchemy expression over ``model``, as SQL over ``alias``."""
-        table = model.__table__.alias(alias)
-        adapted = ClauseAdapter(table).traverse(expression)
-        compiled = adapted.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
-        names = compiled.positiontup or []
-        numbers = [
-            "$1" if name == WORKSPACE.key else self._param(compiled.params[name]) for name in names
-        ]
-        return _PLACEHOLDER.sub(lambda m: numbers[int(m.group(1)) - 1], str(compiled))
+        """A service's SQLAlchemy expression over ``model``, as SQL over ``alias``, its
+        values appended to the statement's parameters. SQLAlchemy compiles each distinct
+        shape once (``_fragment``); a request with other values reuses the text."""
+        cache_key = expression._generate_cache_key()
+        if cache_key is None:
+            template = _fragment(expression, model)
+            binds: Any = list(_bind_values_in_order(expression))
+        else:
+            binds = cache_key.bindparams
+            lengths = tuple(len(b.effective_value) if b.expanding else -1 for b in binds)
+            memo = (cache_key.key, model.__tablename__, lengths)
+            found = _FRAGMENTS.get(memo)
+            if found is None:
+                found = _FRAGMENTS[memo] = _fragment(expression, model)
+                if len(_FRAGMENTS) > _FRAGMENTS_MAX:
+                    _FRAGMENTS.pop(next(iter(_FRAGMENTS)))
+            template = found
+
+        def value(match: re.Match[str]) -> str:
+            bind = binds[int(match.group(1))]
+            if bind.key == WORKSPACE.key:
+                return "$1"
+            if match.group(2) is None:
+                return self._param(bind.effective_value)
+            return self._param(bind.effective_value[int(match.group(2))])
+
+        text = _TABLE_PREFIX[model.__tablename__].sub(alias + ".", template)
+        return _SLOT.sub(value, text)
 
     def _included(self, node: Any) -> bool:
         for directive in node.directives or ():
@@ -685,6 +703,53 @@ class Compiler:
             models=frozenset(self.state.models),
             reencode=self.state.reencode,
         )
+
+
+# Compiled service fragments: (SQLAlchemy cache key, table, IN-list lengths) -> SQL text
+# over the bare table, each bind a slot ``\x00<bind index>[:<element>]\x00``.
+_FRAGMENTS: dict[Any, str] = {}
+_FRAGMENTS_MAX = 5000
+_SLOT = re.compile("\x00(\\d+)(?::(\\d+))?\x00")
+_POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
+
+
+class _TablePrefixes(dict[str, re.Pattern[str]]):
+    def __missing__(self, table: str) -> re.Pattern[str]:
+        pattern = self[table] = re.compile(rf"(?<![\w.\"]){re.escape(table)}\.")
+        return pattern
+
+
+_TABLE_PREFIX = _TablePrefixes()
+
+
+def _bind_values_in_order(expression: Any) -> list[Any]:
+    from sqlalchemy.sql import visitors
+    from sqlalchemy.sql.elements import BindParameter
+
+    return [e for e in visitors.iterate(expression) if isinstance(e, BindParameter)]
+
+
+def _fragment(expression: Any, model: type[Any]) -> str:
+    """Compile ``expression`` once; binds become slots numbered by their position in the
+    expression's cache key (the order SQLAlchemy extracts values in)."""
+    compiled = expression.compile(dialect=_DIALECT)
+    cache_key = expression._generate_cache_key()
+    order = cache_key.bindparams if cache_key is not None else _bind_values_in_order(expression)
+    index = {id(bind): i for i, bind in enumerate(order)}
+    # ``$n`` numbers only the plain binds; an IN list is a POSTCOMPILE marker instead.
+    plain = [
+        compiled.binds[n] for n in compiled.positiontup or [] if not compiled.binds[n].expanding
+    ]
+    slots = [f"\x00{index[id(bind)]}\x00" for bind in plain]
+    text = str(compiled)
+
+    def expand(match: re.Match[str]) -> str:
+        bind = compiled.binds[match.group(1)]
+        i = index[id(bind)]
+        return ", ".join(f"\x00{i}:{j}\x00" for j in range(len(bind.effective_value)))
+
+    text = _PLACEHOLDER.sub(lambda m: slots[int(m.group(1)) - 1], text)
+    return _POSTCOMPILE.sub(expand, text)
 
 
 def _json_string(text: str) -> str:

@@ -171,6 +171,17 @@ async def test_benchmark_shaped_queries_are_compiled_and_identical(pair: Pair) -
         compiled=True,
     )
     assert body["data"]["customers"]["nodes"], "the filter should match demo customers"
+    # The same shapes with other values reuse compiled fragments: the values must follow.
+    for term, stages in (("e", ["LEAD"]), ("o", ["CUSTOMER", "LEAD"]), ("zz", ["CHURNED"])):
+        for direction in ("ASC", "DESC"):
+            await pair.same(
+                Q4,
+                {
+                    "f": {"name": {"contains": term}, "lifecycleStage": {"in": stages}},
+                    "o": [{"field": "LAST_ACTIVITY_AT", "direction": direction}],
+                },
+                compiled=True,
+            )
 
 
 async def test_unknown_fields_and_mutations_take_the_executed_path(pair: Pair) -> None:
