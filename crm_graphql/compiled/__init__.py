@@ -177,6 +177,8 @@ class CompiledReads:
                 compiled = compiler.operation(document.operation)
             except Unsupported as reason:
                 log.debug("executed path: %s", reason)
+            except Exception:  # a compiler defect must cost speed, not the answer
+                log.exception("cannot compile, executing instead: %s", query)
         return self._plans.put(key, compiled)  # type: ignore[no-any-return]
 
     async def execute(
@@ -204,5 +206,8 @@ class CompiledReads:
         parts = [f'"{key}":{value}' for key, value in zip(compiled.keys, row, strict=True)]
         body = ('{"data":{' + ",".join(parts) + "}}").encode()
         if compiled.reencode:
-            body = orjson.dumps(orjson.loads(body))
+            try:
+                body = orjson.dumps(orjson.loads(body))
+            except orjson.JSONDecodeError:  # numbers orjson cannot hold (ints over 64 bits)
+                return None
         return body
