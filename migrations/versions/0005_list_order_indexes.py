@@ -1,4 +1,4 @@
-"""customers by stage and last activity
+"""list order indexes: customers by stage and last activity, a customer's deals by creation
 
 Revision ID: 0005
 Revises: 0003
@@ -28,7 +28,18 @@ def upgrade() -> None:
         ],
         unique=False,
     )
+    op.drop_index("ix_deals_workspace_customer", table_name="deals")
+    op.create_index(
+        "ix_deals_workspace_customer_created",
+        "deals",
+        ["workspace_id", "customer_id", "created_at", "id"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deals_workspace_customer_created", table_name="deals")
+    op.create_index(
+        "ix_deals_workspace_customer", "deals", ["workspace_id", "customer_id"], unique=False
+    )
     op.drop_index("ix_customers_workspace_stage_last_activity", table_name="customers")
