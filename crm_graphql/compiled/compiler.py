@@ -353,6 +353,28 @@ class Compiler:
 
     # -------------------------------------------------------------------- objects
 
+    def _json_object(
+        self,
+        gql_type: Any,
+        selection_sets: list[SelectionSetNode],
+        value: Callable[[str, list[FieldNode]], str],
+    ) -> str:
+        """JSON text of an object of ``gql_type``: the selected fields in response order,
+        ``__typename`` answered here and every other field by ``value(name, nodes)``, the
+        SQL of its JSON text (raising ``Unsupported`` for a field it does not know)."""
+        assert isinstance(gql_type, GraphQLObjectType)
+        out = _Concat()
+        out.lit("{")
+        for index, (key, nodes) in enumerate(self.collect(gql_type, selection_sets).items()):
+            out.lit(("," if index else "") + _json_string(key) + ":")
+            name = nodes[0].name.value
+            if name == "__typename":
+                out.lit(_json_string(gql_type.name))
+            else:
+                out.expr(value(name, nodes))
+        out.lit("}")
+        return out.sql()
+
     def _object(self, type_name: str, alias: str, selection_sets: list[SelectionSetNode]) -> str:
         """JSON text of one row of ``type_name`` read from ``alias``."""
         info = OBJECT_TYPES.get(type_name)
@@ -362,46 +384,36 @@ class Compiler:
         gql_type = self.gschema.get_type(type_name)
         assert isinstance(gql_type, GraphQLObjectType)
         plain = _plain_fields(self.schema, type_name)
-        out = _Concat()
-        out.lit("{")
-        for index, (key, nodes) in enumerate(self.collect(gql_type, selection_sets).items()):
-            out.lit(("," if index else "") + _json_string(key) + ":")
-            name = nodes[0].name.value
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
             subselections = self._subselections(nodes)
-            if name == "__typename":
-                out.lit(_json_string(type_name))
-            elif name == "id":
-                out.expr(self._global_id(type_name, alias))
-            elif name in plain:
+            if name == "id":
+                return self._global_id(type_name, alias)
+            if name in plain:
                 if nodes[0].arguments:
                     raise Unsupported(f"arguments on {type_name}.{name}")
-                out.expr(self._value(gql_type.fields[name].type, f'{alias}."{plain[name]}"'))
-            elif name in info.relations:
+                return self._value(gql_type.fields[name].type, f'{alias}."{plain[name]}"')
+            if name in info.relations:
                 relation = info.relations[name]
-                out.expr(
-                    self._by_id(relation.target, f'{alias}."{relation.foreign_key}"', subselections)
-                )
-            elif name in info.lists:
+                foreign_key = f'{alias}."{relation.foreign_key}"'
+                return self._by_id(relation.target, foreign_key, subselections)
+            if name in info.lists:
                 child = info.lists[name]
-                args = self._arguments(type_name, name, nodes[0])
-                out.expr(
-                    self._connection(
-                        child.target,
-                        child.spec,
-                        args,
-                        gql_type.fields[name].type,
-                        subselections,
-                        parent=(child, alias),
-                    )
+                return self._connection(
+                    child.target,
+                    child.spec,
+                    self._arguments(type_name, name, nodes[0]),
+                    gql_type.fields[name].type,
+                    subselections,
+                    parent=(child, alias),
                 )
-            elif name in info.computed and name == "address":
-                out.expr(self._address(alias, subselections))
-            elif name in info.computed and name == "purchaseSummary":
-                out.expr(self._purchase_summary(alias, subselections))
-            else:
-                raise Unsupported(f"{type_name}.{name}")
-        out.lit("}")
-        return out.sql()
+            if name in info.computed and name == "address":
+                return self._address(alias, subselections)
+            if name in info.computed and name == "purchaseSummary":
+                return self._purchase_summary(alias, subselections)
+            raise Unsupported(f"{type_name}.{name}")
+
+        return self._json_object(gql_type, selection_sets, value)
 
     def _by_id(self, type_name: str, id_sql: str, selection_sets: list[SelectionSetNode]) -> str:
         """A row by id in the workspace (``records.get_many``), or null."""
@@ -418,76 +430,52 @@ class Compiler:
         )
 
     def _address(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
-        gql_type = self.gschema.get_type("Address")
-        assert isinstance(gql_type, GraphQLObjectType)
-        stored = {
-            "street": "street",
-            "city": "city",
-            "region": "region",
-            "postalCode": "postalCode",
-            "country": "country",
-        }
+        """``address_of`` of the stored JSON (camelCase keys; null when empty)."""
         column = f"{alias}.address"
-        out = _Concat()
-        out.lit("{")
-        for index, (key, nodes) in enumerate(self.collect(gql_type, selection_sets).items()):
-            out.lit(("," if index else "") + _json_string(key) + ":")
-            name = nodes[0].name.value
-            if name == "__typename":
-                out.lit('"Address"')
-            elif name in stored:
-                out.expr(f"coalesce(to_json({column} ->> {_literal(stored[name])})::text, 'null')")
-            else:
+        stored = ("street", "city", "region", "postalCode", "country")
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name not in stored:
                 raise Unsupported(f"Address.{name}")
-        out.lit("}")
+            return f"coalesce(to_json({column} ->> {_literal(name)})::text, 'null')"
+
+        fields = self._json_object(self.gschema.get_type("Address"), selection_sets, value)
         empty = f"{column} IS NULL OR {column} = '{{}}'::jsonb"
-        return f"CASE WHEN {empty} THEN 'null' ELSE {out.sql()} END"
+        return f"CASE WHEN {empty} THEN 'null' ELSE {fields} END"
 
     def _purchase_summary(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``customers.purchase_summaries`` of the row: paid and fulfilled orders grouped
+        by currency, then folded into one summary."""
         from crm_graphql import models
 
         self.state.models.add(models.Order)
-        gql_type = self.gschema.get_type("PurchaseSummary")
-        money_type = self.gschema.get_type("Money")
-        assert isinstance(gql_type, GraphQLObjectType) and isinstance(money_type, GraphQLObjectType)
         orders = self._alias()
         where = self._sql(counted_orders_condition(self.actor), models.Order, orders)
-        out = _Concat()
-        out.lit("{")
-        for index, (key, nodes) in enumerate(self.collect(gql_type, selection_sets).items()):
-            out.lit(("," if index else "") + _json_string(key) + ":")
-            name = nodes[0].name.value
-            if name == "__typename":
-                out.lit('"PurchaseSummary"')
-            elif name == "orderCount":
-                out.expr("coalesce(sum(s.n), 0)::text")
-            elif name == "firstOrderAt":
-                out.expr(f"coalesce({_quoted(_iso_datetime('min(s.first_at)'))}, 'null')")
-            elif name == "lastOrderAt":
-                out.expr(f"coalesce({_quoted(_iso_datetime('max(s.last_at)'))}, 'null')")
-            elif name == "totals":
-                money = _Concat()
-                money.lit("{")
-                subfields = self.collect(money_type, self._subselections(nodes))
-                for sub_index, (sub_key, sub_nodes) in enumerate(subfields.items()):
-                    money.lit(("," if sub_index else "") + _json_string(sub_key) + ":")
-                    sub_name = sub_nodes[0].name.value
-                    if sub_name == "__typename":
-                        money.lit('"Money"')
-                    elif sub_name == "amount":
-                        money.expr(_quoted("s.total::text"))
-                    elif sub_name == "currency":
-                        money.expr("to_json(btrim(s.currency))::text")
-                    else:
-                        raise Unsupported(f"Money.{sub_name}")
-                money.lit("}")
-                totals = f"string_agg({money.sql()}, ',' ORDER BY s.currency)"
-                out.expr(f"'[' || coalesce({totals}, '') || ']'")
-            else:
-                raise Unsupported(f"PurchaseSummary.{name}")
-        out.lit("}")
+
+        def money(name: str, nodes: list[FieldNode]) -> str:
+            if name == "amount":
+                return _quoted("s.total::text")
+            if name == "currency":
+                return "to_json(btrim(s.currency))::text"
+            raise Unsupported(f"Money.{name}")
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name == "orderCount":
+                return "coalesce(sum(s.n), 0)::text"
+            if name == "firstOrderAt":
+                return f"coalesce({_quoted(_iso_datetime('min(s.first_at)'))}, 'null')"
+            if name == "lastOrderAt":
+                return f"coalesce({_quoted(_iso_datetime('max(s.last_at)'))}, 'null')"
+            if name == "totals":
+                item = self._json_object(
+                    self.gschema.get_type("Money"), self._subselections(nodes), money
+                )
+                return f"'[' || coalesce(string_agg({item}, ',' ORDER BY s.currency), '') || ']'"
+            raise Unsupported(f"PurchaseSummary.{name}")
+
+        summary = self._json_object(self.gschema.get_type("PurchaseSummary"), selection_sets, value)
         return (
-            f"(SELECT {out.sql()} FROM (SELECT {orders}.currency, count(*) AS n, "
+            f"(SELECT {summary} FROM (SELECT {orders}.currency, count(*) AS n, "
             f"sum({orders}.amount) AS total, min({orders}.placed_at) AS first_at, "
             f"max({orders}.placed_at) AS last_at FROM orders {orders} WHERE {where} "
             f"AND {orders}.customer_id = {alias}.id GROUP BY {orders}.currency) s)"
@@ -545,106 +533,73 @@ class Compiler:
         limit = size + 1 if (size > 0 or parent is not None) else 0
 
         connection_type, _ = _unwrap(connection_gql_type)
-        assert isinstance(connection_type, GraphQLObjectType)
         display = "ASC" if forward else "DESC"
         reverse = "DESC" if forward else "ASC"
         page = f"{alias}.crm_rn <= {size}"
         more = f"CASE WHEN count(*) > {size} THEN 'true' ELSE 'false' END"
-        after_given = "true" if cursor is not None else "false"
-        out = _Concat()
-        out.lit("{")
-        for index, (key, nodes) in enumerate(self.collect(connection_type, selection_sets).items()):
-            out.lit(("," if index else "") + _json_string(key) + ":")
-            name = nodes[0].name.value
+        cursor_given = "'true'" if cursor is not None else "'false'"
+
+        def boundary_cursor(direction: str) -> str:
+            # The key values of the first/last row of the page, then one cursor of them.
+            def pick(column: str) -> str:
+                return (
+                    f'(array_agg({alias}."{column}" ORDER BY {alias}.crm_rn {direction}) '
+                    f"FILTER (WHERE {page}))[1]"
+                )
+
+            return (
+                f"CASE WHEN count(*) FILTER (WHERE {page}) = 0 THEN 'null' "
+                f"ELSE {self._cursor(keys, pick)} END"
+            )
+
+        def page_info(name: str, nodes: list[FieldNode]) -> str:
+            if name == "hasNextPage":
+                return more if forward else cursor_given
+            if name == "hasPreviousPage":
+                return cursor_given if forward else more
+            if name == "startCursor":
+                return boundary_cursor(display)
+            if name == "endCursor":
+                return boundary_cursor(reverse)
+            raise Unsupported(f"PageInfo.{name}")
+
+        def edge(name: str, nodes: list[FieldNode]) -> str:
+            if name == "cursor":
+                return self._cursor(keys, lambda column: f'{alias}."{column}"')
+            if name == "node":
+                return self._object(type_name, alias, self._subselections(nodes))
+            raise Unsupported(f"edge field {name}")
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
             subselections = self._subselections(nodes)
-            if name == "__typename":
-                out.lit(_json_string(connection_type.name))
-            elif name in ("edges", "nodes"):
+            if name in ("edges", "nodes"):
                 if name == "nodes":
                     item = self._object(type_name, alias, subselections)
                 else:
                     edge_type, _ = _unwrap(connection_type.fields["edges"].type)
                     edge_type, _ = _unwrap(edge_type.of_type)
-                    item = self._edge(edge_type, type_name, alias, keys, subselections)
-                out.expr(
-                    f"'[' || coalesce(string_agg({item}, ',' ORDER BY {alias}.crm_rn {display}) "
-                    f"FILTER (WHERE {page}), '') || ']'"
+                    item = self._json_object(edge_type, subselections, edge)
+                return (
+                    f"'[' || coalesce(string_agg({item}, ',' ORDER BY {alias}.crm_rn "
+                    f"{display}) FILTER (WHERE {page}), '') || ']'"
                 )
-            elif name == "pageInfo":
+            if name == "pageInfo":
                 info_type, _ = _unwrap(connection_type.fields["pageInfo"].type)
-                info = _Concat()
-                info.lit("{")
-                for sub_index, (sub_key, sub_nodes) in enumerate(
-                    self.collect(info_type, subselections).items()
-                ):
-                    info.lit(("," if sub_index else "") + _json_string(sub_key) + ":")
-                    sub_name = sub_nodes[0].name.value
-                    if sub_name == "__typename":
-                        info.lit('"PageInfo"')
-                    elif sub_name == "hasNextPage":
-                        info.expr(more) if forward else info.lit(after_given)
-                    elif sub_name == "hasPreviousPage":
-                        info.lit(after_given) if forward else info.expr(more)
-                    elif sub_name in ("startCursor", "endCursor"):
-                        # The key values of the first/last row of the page, then one cursor.
-                        direction = display if sub_name == "startCursor" else reverse
-
-                        def pick(column: str, direction: str = direction) -> str:
-                            return (
-                                f'(array_agg({alias}."{column}" ORDER BY {alias}.crm_rn '
-                                f"{direction}) FILTER (WHERE {page}))[1]"
-                            )
-
-                        info.expr(
-                            f"CASE WHEN count(*) FILTER (WHERE {page}) = 0 THEN 'null' "
-                            f"ELSE {self._cursor(keys, pick)} END"
-                        )
-                    else:
-                        raise Unsupported(f"PageInfo.{sub_name}")
-                info.lit("}")
-                out.expr(info.sql())
-            elif name == "totalCount":
+                return self._json_object(info_type, subselections, page_info)
+            if name == "totalCount":
                 counted = self._alias()
                 count_where = self._sql(base, model, counted)
-                count_parent = ""
                 if parent is not None:
-                    count_parent = f' AND {counted}."{column.key}" = {parent[1]}.id'
-                out.expr(
-                    f"(SELECT count(*) FROM {table} {counted} WHERE {count_where}"
-                    f"{count_parent})::text"
-                )
-            else:
-                raise Unsupported(f"{connection_type.name}.{name}")
-        out.lit("}")
+                    count_where += f' AND {counted}."{column.key}" = {parent[1]}.id'
+                return f"(SELECT count(*) FROM {table} {counted} WHERE {count_where})::text"
+            raise Unsupported(f"{connection_type.name}.{name}")
+
+        body = self._json_object(connection_type, selection_sets, value)
         return (
-            f"(SELECT {out.sql()} FROM (SELECT {alias}.*, row_number() OVER (ORDER BY {order}) "
+            f"(SELECT {body} FROM (SELECT {alias}.*, row_number() OVER (ORDER BY {order}) "
             f"AS crm_rn FROM (SELECT {alias}.* FROM {table} {alias} WHERE {where}{parent_sql} "
             f"ORDER BY {order} LIMIT {limit}) {alias}) {alias} GROUP BY ())"
         )
-
-    def _edge(
-        self,
-        edge_type: GraphQLObjectType,
-        type_name: str,
-        alias: str,
-        keys: list[querying.SortKey],
-        selection_sets: list[SelectionSetNode],
-    ) -> str:
-        out = _Concat()
-        out.lit("{")
-        for index, (key, nodes) in enumerate(self.collect(edge_type, selection_sets).items()):
-            out.lit(("," if index else "") + _json_string(key) + ":")
-            name = nodes[0].name.value
-            if name == "__typename":
-                out.lit(_json_string(edge_type.name))
-            elif name == "cursor":
-                out.expr(self._cursor(keys, lambda column: f'{alias}."{column}"'))
-            elif name == "node":
-                out.expr(self._object(type_name, alias, self._subselections(nodes)))
-            else:
-                raise Unsupported(f"{edge_type.name}.{name}")
-        out.lit("}")
-        return out.sql()
 
     # ------------------------------------------------------------------- the root
 
