@@ -88,35 +88,55 @@ class CompiledReads:
     """Plans cached by (document, operation name, variables, role), run on a read-only
     asyncpg pool of their own (no ORM in between)."""
 
-    def __init__(self, schema: Schema, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        filtered_pool: asyncpg.Pool | None = None,
+    ) -> None:
         self.schema = schema
         self.settings = settings
         self.pool = pool
+        # Statements of filtered or cursor-paged lists: planned for their values each time.
+        self.filtered_pool = filtered_pool or pool
         self._documents = _Lru(1000)
         self._plans = _Lru(5000)
 
     @classmethod
     async def open(cls, schema: Schema, settings: Settings) -> CompiledReads:
         url = make_url(async_url(settings.database_url or "")).set(drivername="postgresql")
-        pool = await asyncpg.create_pool(
-            url.render_as_string(hide_password=False),
-            min_size=1,
-            max_size=settings.db_pool_size,
-            statement_cache_size=1000,
-            # Connections only ever run read-only SELECTs (no SET, LISTEN, cursors, locks):
-            # nothing to reset between requests, which saves a round trip per request.
-            reset=_nothing_to_reset,
-            server_settings={
-                "jit": "off",
-                "application_name": "crm_graphql_compiled",
-                "default_transaction_read_only": "on",
-                "TimeZone": "UTC",
-            },
+        dsn = url.render_as_string(hide_password=False)
+        server_settings = {
+            "jit": "off",
+            "application_name": "crm_graphql_compiled",
+            "default_transaction_read_only": "on",
+            "TimeZone": "UTC",
+        }
+
+        async def pool(size: int, **extra: str) -> asyncpg.Pool:
+            return await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=size,
+                statement_cache_size=1000,
+                # Connections only ever run read-only SELECTs (no SET, LISTEN, cursors,
+                # locks): nothing to reset between requests, a round trip saved each time.
+                reset=_nothing_to_reset,
+                server_settings={**server_settings, **extra},
+            )
+
+        return cls(
+            schema,
+            settings,
+            await pool(settings.db_pool_size),
+            await pool(max(2, settings.db_pool_size // 2), plan_cache_mode="force_custom_plan"),
         )
-        return cls(schema, settings, pool)
 
     async def close(self) -> None:
         await self.pool.close()
+        if self.filtered_pool is not self.pool:
+            await self.filtered_pool.close()
 
     def _document(self, query: str, operation_name: str | None) -> _Document | None:
         key = (query, operation_name)
@@ -195,7 +215,8 @@ class CompiledReads:
         if compiled is None or not all(readable(actor, m) for m in compiled.models):
             return None
         try:
-            row = await self.pool.fetchrow(compiled.sql, actor.workspace_id, *compiled.params[1:])
+            pool = self.filtered_pool if compiled.custom_plans else self.pool
+            row = await pool.fetchrow(compiled.sql, actor.workspace_id, *compiled.params[1:])
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
             # The executed path answers the same request with its own (coded) error.
             log.warning("compiled read failed, executing instead: %s\n%s", error, compiled.sql)

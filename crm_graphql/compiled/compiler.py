@@ -74,6 +74,9 @@ class Compiled:
     keys: list[str]  # response keys of the root fields, one column each
     models: frozenset[type[Any]]  # what the actor must be allowed to read
     reencode: bool  # JSONB text inside (spaces after ':'): re-encode compactly
+    # A list filtered or paged by client values: plan it for those values each time (a
+    # generic plan for ``name ILIKE $n`` cannot know how selective the value is).
+    custom_plans: bool
 
 
 def _literal(text: str) -> str:
@@ -134,6 +137,7 @@ class _State:
     aliases: int = 0
     models: set[type[Any]] = field(default_factory=set)
     reencode: bool = False
+    custom_plans: bool = False
 
 
 class Compiler:
@@ -512,6 +516,7 @@ class Compiler:
             base = spec.statement(
                 self.actor, filter, include_archived=bool(args.get("include_archived"))
             ).whereclause
+            self.state.custom_plans |= bool(filter) or cursor is not None
             effective = keys if forward else [k.reversed() for k in keys]
             condition: ColumnElement[bool] = base  # type: ignore[assignment]
             if cursor is not None:
@@ -657,6 +662,7 @@ class Compiler:
             keys=keys,
             models=frozenset(self.state.models),
             reencode=self.state.reencode,
+            custom_plans=self.state.custom_plans,
         )
 
 

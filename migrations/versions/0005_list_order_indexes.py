@@ -1,4 +1,4 @@
-"""list order indexes: customers by stage and last activity, a customer's deals by creation
+"""list order indexes: customers by last activity (newest first), a customer's deals by creation
 
 Revision ID: 0005
 Revises: 0003
@@ -18,11 +18,10 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_index(
-        "ix_customers_workspace_stage_last_activity",
+        "ix_customers_workspace_last_activity_desc",
         "customers",
         [
             "workspace_id",
-            "lifecycle_stage",
             sa.text("last_activity_at DESC NULLS LAST"),
             sa.text("id DESC"),
         ],
@@ -42,4 +41,4 @@ def downgrade() -> None:
     op.create_index(
         "ix_deals_workspace_customer", "deals", ["workspace_id", "customer_id"], unique=False
     )
-    op.drop_index("ix_customers_workspace_stage_last_activity", table_name="customers")
+    op.drop_index("ix_customers_workspace_last_activity_desc", table_name="customers")
