@@ -147,6 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             lifespan="on",
             ws="websockets-sansio",  # realtime.ws.close_slow_consumer relies on it
             timeout_graceful_shutdown=10,
+            ws_max_size=settings.max_request_bytes,  # the same cap as HTTP bodies
         )
     finally:
         if servers is not None:

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import orjson
 from graphql import (
+    DocumentNode,
     FragmentDefinitionNode,
     GraphQLError,
     OperationDefinitionNode,
@@ -27,6 +28,7 @@ from strawberry.schema.schema import validate_document
 
 from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
 from crm_graphql.db.engine import async_url
+from crm_graphql.limits import QueryLimits, Shape, limit_errors, shape_of
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
 from crm_graphql.services.policy import authorize_read
@@ -54,13 +56,19 @@ async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
 class _Document:
     """A parsed and validated query operation (or None: the executed path handles it)."""
 
-    __slots__ = ("fragments", "operation")
+    __slots__ = ("document", "fragments", "operation", "shape")
 
     def __init__(
-        self, operation: OperationDefinitionNode, fragments: dict[str, FragmentDefinitionNode]
+        self,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        fragments: dict[str, FragmentDefinitionNode],
+        shape: Shape,
     ) -> None:
+        self.document = document
         self.operation = operation
         self.fragments = fragments
+        self.shape = shape  # what the query limits measure (``crm_graphql.limits``)
 
 
 class _Lru(OrderedDict[Any, Any]):
@@ -100,6 +108,7 @@ class CompiledReads:
         self.pool = pool
         # Statements of filtered or cursor-paged lists: planned for their values each time.
         self.filtered_pool = filtered_pool or pool
+        self.limits = QueryLimits.from_settings(settings)
         self._documents = _Lru(1000)
         self._plans = _Lru(5000)
 
@@ -144,9 +153,16 @@ class CompiledReads:
         if found is not _MISS:
             return found  # type: ignore[no-any-return]
         document: _Document | None = None
+        limits = self.limits
         try:
-            parsed = parse(query)
-        except GraphQLError:
+            # The executed path's parser limits; a document over them gets its error there.
+            parsed = parse(
+                query,
+                max_lexical_tokens=limits.max_tokens or None,
+                max_comments=limits.max_tokens or None,
+            )
+            shape = shape_of(self.schema._schema, parsed, limits)
+        except (GraphQLError, RecursionError):
             parsed = None
         if parsed is not None and not validate_document(
             self.schema._schema, parsed, tuple(specified_rules)
@@ -162,7 +178,7 @@ class CompiledReads:
                     for d in parsed.definitions
                     if isinstance(d, FragmentDefinitionNode)
                 }
-                document = _Document(operations[0], fragments)
+                document = _Document(parsed, operations[0], fragments, shape)
         return self._documents.put(key, document)
 
     def plan(
@@ -188,6 +204,10 @@ class CompiledReads:
         if found is not _MISS:
             return found  # type: ignore[no-any-return]
         compiled: Compiled | None = None
+        if limit_errors(
+            self.schema._schema, document.document, document.shape, self.limits, variables
+        ):
+            return self._plans.put(key, None)  # type: ignore[no-any-return]
         coerced = get_variable_values(
             self.schema._schema, document.operation.variable_definitions or (), variables or {}
         )

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from crm_graphql.realtime.ephemeral import Ephemeral
     from crm_graphql.realtime.hub import Hub
     from crm_graphql.resolvers.loaders import Loaders
+    from crm_graphql.services.ratelimit import RateLimiter
     from crm_graphql.settings import Settings
 
 
@@ -37,6 +38,7 @@ class AppState:
     bus: Bus
     hub: Hub
     ephemeral: Ephemeral
+    limiter: RateLimiter
     # The compiled read path (None when ``settings.compiled_reads`` is off).
     compiled: CompiledReads | None = None
 

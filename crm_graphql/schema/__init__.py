@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import Info
 
+from crm_graphql.limits import OperationLimits
+from crm_graphql.masking import FormatErrors
 from crm_graphql.resolvers import nodes as resolve_nodes
 from crm_graphql.schema.activities import ActivityMutation, ActivityQuery
 from crm_graphql.schema.auth import AuthMutation
@@ -61,13 +62,21 @@ class Mutation(
     pass
 
 
+class CrmSchema(strawberry.Schema):
+    def process_errors(self, errors: Any, execution_context: Any = None) -> None:
+        """Nothing: ``FormatErrors`` logs unexpected errors once, with the request id
+        (Strawberry would log every error, validation and domain errors included)."""
+
+
 def build_schema(**kwargs: Any) -> strawberry.Schema:
-    """The schema with parse and validation caches (documents are cached by their text)."""
-    return strawberry.Schema(
+    """The schema. ``OperationLimits`` parses and validates with caches keyed by the
+    document's text and applies the query limits; ``FormatErrors`` gives every error its
+    client form (codes, masking) on HTTP and WebSocket alike."""
+    return CrmSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=[lambda: ParserCache(maxsize=1000), lambda: ValidationCache(maxsize=1000)],
+        extensions=[FormatErrors, OperationLimits],
         **kwargs,
     )
 

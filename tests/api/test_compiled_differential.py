@@ -207,6 +207,15 @@ async def test_unknown_fields_and_mutations_take_the_executed_path(pair: Pair) -
     await pair.same(
         "{ customers(first: 2) { nodes { id deals(last: 1) { totalCount } } } }", compiled=False
     )
+    # The query limits answer before any SQL: too many aliases, too costly, too deep.
+    aliases = " ".join(f"a{i}: customers(first: 1) {{ totalCount }}" for i in range(60))
+    await pair.same("{ " + aliases + " }", compiled=False)
+    costly = """{ customers(first: 100) { nodes { deals(first: 100) { nodes {
+      activities(first: 100) { nodes { id } } } } } } }"""
+    await pair.same(costly, compiled=False)
+    hop = "deals(first: 1) { nodes { customer { "
+    deep = "{ customers(first: 1) { nodes { " + hop * 4 + "name" + " } } }" * 4 + " } } }"
+    await pair.same(deep, compiled=False)
     # Invalid documents and variables: identical errors.
     await pair.same("{ customers { nodes { nope } } }", compiled=False)
     await pair.same("query($n: Int!) { customers(first: $n) { totalCount } }", {}, compiled=False)

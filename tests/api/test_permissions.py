@@ -76,32 +76,28 @@ def test_the_table_names_every_query_and_mutation_once() -> None:
         assert TABLE[name].kind == "mutation", name
 
 
-async def key_client(env: Env, scopes: frozenset[str]) -> support.GraphQLClient:
-    client, _ = await env.api_key(*sorted(scopes))
-    return client
-
-
-def key_cases(row: Row) -> list[tuple[frozenset[str], bool]]:
-    """(scopes of a key, allowed?): one listed scope alone, and every other scope."""
-    cases: list[tuple[frozenset[str], bool]] = []
+async def callers(
+    row: Row, env: Env, as_role: dict[Role, support.GraphQLClient]
+) -> list[tuple[str, support.GraphQLClient, bool]]:
+    """(who, client, allowed?) per role, then per API key: one with a single listed scope,
+    one with every other scope."""
+    found = [(role.value, as_role[role], role in row.roles) for role in ROLES]
+    keys: list[tuple[frozenset[str], bool]] = []
     if row.scopes:
-        cases.append((frozenset({sorted(row.scopes)[0]}), True))
+        keys.append((frozenset({sorted(row.scopes)[0]}), True))
     if SCOPES - row.scopes:
-        cases.append((SCOPES - row.scopes, False))
-    return cases
+        keys.append((SCOPES - row.scopes, False))
+    for scopes, allowed in keys:
+        client, _ = await env.api_key(*sorted(scopes))
+        found.append((f"key {sorted(scopes)}", client, allowed))
+    return found
 
 
 @pytest.mark.parametrize("name", [m for m in MUTATIONS if m in TABLE and not TABLE[m].public])
 async def test_mutation_follows_the_table(
     name: str, env: Env, as_role: dict[Role, support.GraphQLClient]
 ) -> None:
-    row = TABLE[name]
-    callers: list[tuple[str, support.GraphQLClient, bool]] = [
-        (role.value, as_role[role], role in row.roles) for role in ROLES
-    ]
-    for scopes, allowed in key_cases(row):
-        callers.append((f"key {sorted(scopes)}", await key_client(env, scopes), allowed))
-    for who, client, allowed in callers:
+    for who, client, allowed in await callers(TABLE[name], env, as_role):
         call = dataclasses.replace(await prepare(name, env), client=client)
         result = await env.run(name, call)
         codes = error_codes(result, name)
@@ -125,13 +121,7 @@ def query_document(name: str) -> str:
 async def test_query_follows_the_table(
     name: str, env: Env, as_role: dict[Role, support.GraphQLClient]
 ) -> None:
-    row = TABLE[name]
-    callers: list[tuple[str, support.GraphQLClient, bool]] = [
-        (role.value, as_role[role], role in row.roles) for role in ROLES
-    ]
-    for scopes, allowed in key_cases(row):
-        callers.append((f"key {sorted(scopes)}", await key_client(env, scopes), allowed))
-    for who, client, allowed in callers:
+    for who, client, allowed in await callers(TABLE[name], env, as_role):
         result = await client(query_document(name))
         assert result.status == 200, (name, who, result.body)
         codes = [e.get("extensions", {}).get("code") for e in result.errors]
