@@ -126,7 +126,7 @@ class CompiledReads:
         async def pool(size: int, **extra: str) -> asyncpg.Pool:
             return await asyncpg.create_pool(
                 dsn,
-                min_size=1,
+                min_size=0,  # connections as reads come: an idle app holds none
                 max_size=size,
                 statement_cache_size=1000,
                 # Connections only ever run read-only SELECTs (no SET, LISTEN, cursors,
@@ -237,6 +237,10 @@ class CompiledReads:
         try:
             pool = self.filtered_pool if compiled.custom_plans else self.pool
             row = await pool.fetchrow(compiled.sql, actor.workspace_id, *compiled.params[1:])
+        except asyncpg.InvalidTextRepresentationError as error:
+            # compiler._unrepresentable: stored data the executed path answers with an error.
+            log.debug("compiled read refused a stored value: %s", error)
+            return None
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
             # The executed path answers the same request with its own (coded) error.
             log.warning("compiled read failed, executing instead: %s\n%s", error, compiled.sql)

@@ -62,6 +62,15 @@ class Unsupported(Exception):
 # The workspace of the request: always the statement's first parameter.
 WORKSPACE = bindparam("crm_workspace", uuid.UUID(int=0), type_=PG_UUID(as_uuid=True))
 _DIALECT = asyncpg_dialect.dialect()
+
+
+def _unrepresentable(sql: str) -> str:
+    """For a stored value the executed path would fail on: the statement fails (invalid
+    integer syntax, SQLSTATE 22P02) and the request takes the executed path. It reads the
+    value so that PostgreSQL cannot fold it into a constant and fail every statement."""
+    return f"('executed path: cannot represent ' || ({sql})::text)::int::text"
+
+
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
@@ -444,8 +453,18 @@ class Compiler:
             return f"coalesce(to_json({column} ->> {_literal(name)})::text, 'null')"
 
         fields = self._json_object(self.gschema.get_type("Address"), selection_sets, value)
-        empty = f"{column} IS NULL OR {column} = '{{}}'::jsonb"
-        return f"CASE WHEN {empty} THEN 'null' ELSE {fields} END"
+        # ``address_of`` answers null for a falsy value, reads an object's text fields,
+        # and fails on anything else; so does the statement, and the executed path
+        # answers (with its masked INTERNAL error on that field).
+        falsy = f"{column} IS NULL OR {column} IN ('null', '{{}}', '[]', '\"\"', '0', 'false')"
+        readable = " AND ".join(
+            f"coalesce(jsonb_typeof({column} -> {_literal(key)}), 'null') IN ('null', 'string')"
+            for key in stored
+        )
+        return (
+            f"CASE WHEN {falsy} THEN 'null' WHEN jsonb_typeof({column}) = 'object' AND "
+            f"{readable} THEN {fields} ELSE {_unrepresentable(column)} END"
+        )
 
     def _purchase_summary(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
         """``customers.purchase_summaries`` of the row: paid and fulfilled orders grouped

@@ -45,8 +45,10 @@ class Pair:
         payload: dict[str, Any] = {"query": query}
         if variables is not None:
             payload["variables"] = variables
-        fast = await self.compiled.post("/graphql", json=payload, headers=self.headers)
-        slow = await self.executed.post("/graphql", json=payload, headers=self.headers)
+        # One request id for both: masked errors quote it.
+        headers = {**self.headers, "X-Request-Id": uuid.uuid4().hex}
+        fast = await self.compiled.post("/graphql", json=payload, headers=headers)
+        slow = await self.executed.post("/graphql", json=payload, headers=headers)
         assert "x-crm-read-path" not in slow.headers
         return fast, slow
 
@@ -438,3 +440,44 @@ async def test_api_keys_get_the_answers_their_scopes_allow(
         keyed = Pair(pair.compiled, pair.executed, token)
         for query, compiled in expected[scopes].items():
             await keyed.same(query, compiled=compiled)
+
+
+@pytest.mark.parametrize(
+    ("stored", "compiled"),
+    [
+        (["a list"], False),  # the executed path fails on it (masked INTERNAL error)
+        ({"city": 75001}, False),  # not text: str() in Python, ->> in SQL would differ
+        ({"city": "Paris", "extra": [1]}, True),
+        ([], True),  # falsy: null
+        ("", True),
+        ({}, True),
+    ],
+)
+async def test_stored_addresses_the_api_cannot_represent_take_the_executed_path(
+    pair: Pair,
+    demo_domain: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    stored: Any,
+    compiled: bool,
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        workspace_id = await session.scalar(
+            select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
+        )
+        customer = await session.scalar(
+            select(Customer).where(Customer.workspace_id == workspace_id).limit(1)
+        )
+        assert customer is not None
+        kept = customer.address
+        await session.execute(
+            update(Customer).where(Customer.id == customer.id).values(address=stored)
+        )
+    try:
+        query = "query($id: ID!) { node(id: $id) { ... on Customer { name address { city } } } }"
+        global_id = base64.urlsafe_b64encode(f"Customer:{customer.id}".encode()).decode()
+        await pair.same(query, {"id": global_id.rstrip("=")}, compiled=compiled)
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Customer).where(Customer.id == customer.id).values(address=kept)
+            )
