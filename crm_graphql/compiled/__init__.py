@@ -111,6 +111,8 @@ class CompiledReads:
         self.limits = QueryLimits.from_settings(settings)
         self._documents = _Lru(1000)
         self._plans = _Lru(5000)
+        # Plans that differ only in their values share one statement text.
+        self._statements: dict[str, str] = {}
 
     @classmethod
     async def open(cls, schema: Schema, settings: Settings) -> CompiledReads:
@@ -215,6 +217,9 @@ class CompiledReads:
             compiler = Compiler(self.schema, self.settings, actor, document.fragments, coerced)
             try:
                 compiled = compiler.operation(document.operation)
+                if len(self._statements) > 5000:
+                    self._statements.clear()
+                compiled.sql = self._statements.setdefault(compiled.sql, compiled.sql)
             except Unsupported as reason:
                 log.debug("executed path: %s", reason)
             except Exception:  # a compiler defect must cost speed, not the answer

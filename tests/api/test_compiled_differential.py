@@ -368,7 +368,7 @@ def _test_queries() -> list[str]:
     """Every read operation written in the API tests (string constants that parse as one
     query operation)."""
     found: list[str] = []
-    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+    for path in sorted(Path(__file__).parent.glob("*.py")):
         if path.name == Path(__file__).name:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
