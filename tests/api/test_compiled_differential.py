@@ -283,6 +283,9 @@ GENERATED = [
     "{ customers(last: 0) { totalCount pageInfo { hasNextPage hasPreviousPage } nodes { id } } }",
     "{ customers(includeArchived: true, first: 100) { totalCount nodes { name archivedAt } } }",
     "{ __typename customers(first: 1) { __typename } }",
+    # explicit nulls are the same as leaving an argument or input field out
+    """{ customers(first: null, after: null, filter: {name: null, or: null, lifecycleStage:
+       {in: null, eq: LEAD}}, orderBy: null) { totalCount nodes { name } } }""",
 ]
 
 
