@@ -1,7 +1,7 @@
 """list order indexes: customers by last activity (newest first), a customer's deals by creation
 
 Revision ID: 0005
-Revises: 0006
+Revises: 0004
 Create Date: 2026-11-25 18:20:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0006"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
