@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from crm_graphql.compiled import CompiledReads
 from crm_graphql.db.engine import make_engine, make_sessionmaker
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
@@ -111,6 +112,7 @@ def build_app(settings: Settings) -> Starlette:
         )
         if settings.webhook_dispatcher:
             await dispatcher.start()
+        compiled = await CompiledReads.open(schema, settings) if settings.compiled_reads else None
         app.state.crm = AppState(
             settings=settings,
             sessionmaker=sessionmaker,
@@ -121,6 +123,7 @@ def build_app(settings: Settings) -> Starlette:
             limiter=RateLimiter(bus.client),
             keyring=keyring,
             webhooks=dispatcher,
+            compiled=compiled,
         )
         app.state.schema = schema
         restore_signals = close_sockets_before_exit()
@@ -130,6 +133,8 @@ def build_app(settings: Settings) -> Starlette:
             restore_signals()
             await close_all_sockets()
             await dispatcher.close()
+            if compiled is not None:
+                await compiled.close()
             await ephemeral.close()
             await hub.close()
             await bus.close()

@@ -61,10 +61,11 @@ def _media_type(request: Request) -> str:
 
 
 def _respond(
-    body: dict[str, Any] | list[Any], status: int, media_type: str, headers: dict[str, str]
+    body: dict[str, Any] | list[Any] | bytes, status: int, media_type: str, headers: dict[str, str]
 ) -> Response:
+    """``body`` encoded, or sent as it is when it already is JSON bytes (compiled reads)."""
     return Response(
-        orjson.dumps(body),
+        body if isinstance(body, bytes) else orjson.dumps(body),
         status_code=status,
         media_type=f"{media_type}; charset=utf-8",
         # JSON only: never sniffed into something a browser would run or render.
@@ -277,8 +278,18 @@ async def graphql_endpoint(request: Request) -> Response:
             await _rate_limit(app, None, request, 1)
             raise
         headers.update(await _rate_limit(app, actor, request, len(operations)))
-        results = []
+        results: list[tuple[Any, int]] = []
         for operation in operations:
+            # The compiled read path (docs/decisions/0006): the response as bytes, or None.
+            compiled = app.compiled and await app.compiled.execute(
+                actor,
+                operation["query"],
+                operation.get("variables"),
+                operation.get("operationName"),
+            )
+            if compiled:
+                results.append((compiled, 200))
+                continue
             context = Context(
                 app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request)
             )
@@ -292,8 +303,13 @@ async def graphql_endpoint(request: Request) -> Response:
         )
     if isinstance(params, list):
         # A batch answers 200 with one result per operation, each with its own errors.
-        return _respond([body for body, _ in results], 200, media_type, headers)
+        bodies = [orjson.Fragment(b) if isinstance(b, bytes) else b for b, _ in results]
+        return _respond(bodies, 200, media_type, headers)
     body, status = results[0]
+    if isinstance(body, bytes):
+        if not app.settings.is_production:
+            headers["X-Crm-Read-Path"] = "compiled"
+        return _respond(body, status, media_type, headers)
     retry_after = _retry_after(body)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)

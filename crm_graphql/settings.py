@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     slow_consumer_seconds: float = 10.0
     sql_echo: bool = False
+    # Answer the reads the compiler knows with one SQL statement (docs/decisions/0006).
+    compiled_reads: bool = True
     # Keys encrypting sensitive values at rest, ``kid:base64-of-32-bytes``, current first;
     # older keys stay listed until `crm-graphql rotate-encryption-key` has run.
     encryption_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)

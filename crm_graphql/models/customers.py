@@ -76,4 +76,12 @@ class Customer(WorkspaceScoped, Archivable, Base):
         Index("ix_customers_workspace_company", "workspace_id", "company_id"),
         Index("ix_customers_workspace_owner", "workspace_id", "owner_id"),
         Index("ix_customers_workspace_last_activity", "workspace_id", "last_activity_at", "id"),
+        # "Most recently active first" (NULLS LAST, as lists sort): a filtered list in that
+        # order walks this index and stops after one page instead of sorting every match.
+        Index(
+            "ix_customers_workspace_last_activity_desc",
+            "workspace_id",
+            text("last_activity_at DESC NULLS LAST"),
+            text("id DESC"),
+        ),
     )

@@ -96,7 +96,10 @@ class Deal(WorkspaceScoped, Archivable, Base):
     __table_args__ = (
         CheckConstraint("amount >= 0", name="amount_not_negative"),
         Index("ix_deals_workspace_created", "workspace_id", "created_at", "id"),
-        Index("ix_deals_workspace_customer", "workspace_id", "customer_id"),
+        # A customer's deals, newest first: the nested list's keyset order.
+        Index(
+            "ix_deals_workspace_customer_created", "workspace_id", "customer_id", "created_at", "id"
+        ),
         Index("ix_deals_workspace_company", "workspace_id", "company_id"),
         Index("ix_deals_workspace_stage", "workspace_id", "stage_id"),
         Index("ix_deals_workspace_pipeline_status", "workspace_id", "pipeline_id", "status"),

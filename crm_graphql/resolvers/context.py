@@ -19,6 +19,7 @@ from crm_graphql.services.auth import TokenConfig
 EVENT_SCOPE: ContextVar[Context | None] = ContextVar("crm_event_scope", default=None)
 
 if TYPE_CHECKING:
+    from crm_graphql.compiled import CompiledReads
     from crm_graphql.realtime.bus import Bus
     from crm_graphql.realtime.ephemeral import Ephemeral
     from crm_graphql.realtime.hub import Hub
@@ -42,6 +43,8 @@ class AppState:
     limiter: RateLimiter
     keyring: Keyring  # encrypts sensitive values; also on every session (crypto.attach)
     webhooks: WebhookDispatcher
+    # The compiled read path (None when ``settings.compiled_reads`` is off).
+    compiled: CompiledReads | None = None
 
 
 @dataclass

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import (
@@ -24,7 +24,7 @@ from crm_graphql.models import (
     User,
 )
 from crm_graphql.services import audit, fields, privacy, querying, records
-from crm_graphql.services.actor import Actor
+from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.errors import Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
 
@@ -261,6 +261,15 @@ class PurchaseSummary:
 COUNTED_ORDER_STATUSES = (OrderStatus.PAID, OrderStatus.FULFILLED)
 
 
+def counted_orders_condition(actor: Actor) -> ColumnElement[bool]:
+    """The orders a purchase summary adds up: the actor's workspace, live, paid or fulfilled."""
+    return and_(
+        scope_condition(Order, actor),
+        Order.archived_at.is_(None),
+        Order.status.in_(COUNTED_ORDER_STATUSES),
+    )
+
+
 async def purchase_summaries(
     actor: Actor, session: AsyncSession, customer_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, PurchaseSummary]:
@@ -275,12 +284,7 @@ async def purchase_summaries(
             func.min(Order.placed_at),
             func.max(Order.placed_at),
         )
-        .where(
-            Order.workspace_id == actor.workspace_id,
-            Order.customer_id.in_(list(customer_ids)),
-            Order.archived_at.is_(None),
-            Order.status.in_(COUNTED_ORDER_STATUSES),
-        )
+        .where(counted_orders_condition(actor), Order.customer_id.in_(list(customer_ids)))
         .group_by(Order.customer_id, Order.currency)
         .order_by(Order.customer_id, Order.currency)
     )

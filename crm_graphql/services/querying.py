@@ -186,7 +186,7 @@ def _encode_value(value: Any) -> Any:
     return value
 
 
-def _python_type(column: Any) -> type | None:
+def python_type(column: Any) -> type | None:
     try:
         return column.type.python_type  # type: ignore[no-any-return]
     except (NotImplementedError, AttributeError):
@@ -196,7 +196,7 @@ def _python_type(column: Any) -> type | None:
 def _decode_value(column: Any, raw: Any) -> Any:
     if raw is None:
         return None
-    kind = _python_type(column)
+    kind = python_type(column)
     if kind is datetime:
         return datetime.fromisoformat(raw)
     if kind is date:
@@ -210,14 +210,14 @@ def _decode_value(column: Any, raw: Any) -> Any:
     return raw
 
 
-def _signature(keys: Sequence[SortKey]) -> str:
+def cursor_signature(keys: Sequence[SortKey]) -> str:
     return ",".join(
         f"{getattr(k.column, 'key', str(k.column))}{'-' if k.descending else '+'}" for k in keys
     )
 
 
 def encode_cursor(keys: Sequence[SortKey], values: Sequence[Any]) -> str:
-    raw = orjson.dumps({"s": _signature(keys), "v": [_encode_value(v) for v in values]})
+    raw = orjson.dumps({"s": cursor_signature(keys), "v": [_encode_value(v) for v in values]})
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -225,7 +225,7 @@ def decode_cursor(keys: Sequence[SortKey], cursor: str, field_name: str) -> list
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-        if data["s"] != _signature(keys) or len(data["v"]) != len(keys):
+        if data["s"] != cursor_signature(keys) or len(data["v"]) != len(keys):
             raise ValueError("cursor of another ordering")
         return [_decode_value(k.column, v) for k, v in zip(keys, data["v"], strict=True)]
     except (
@@ -242,7 +242,7 @@ def decode_cursor(keys: Sequence[SortKey], cursor: str, field_name: str) -> list
         ) from exc
 
 
-def _after_condition(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:
+def after_condition(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:
     """Rows strictly after ``values`` in the order of ``keys``, NULLs placed as each key
     says."""
     clauses: list[ColumnElement[bool]] = []
@@ -262,7 +262,7 @@ def _after_condition(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnEl
     return or_(*clauses)
 
 
-def _order_by(keys: Sequence[SortKey]) -> list[Any]:
+def order_terms(keys: Sequence[SortKey]) -> list[Any]:
     return [key.term() for key in keys]
 
 
@@ -306,8 +306,8 @@ async def paginate(
     stmt = statement
     if cursor is not None:
         values = decode_cursor(keys, cursor, "after" if forward else "before")
-        stmt = stmt.where(_after_condition(effective, values))
-    stmt = stmt.order_by(*_order_by(effective)).limit(size + 1)
+        stmt = stmt.where(after_condition(effective, values))
+    stmt = stmt.order_by(*order_terms(effective)).limit(size + 1)
     rows = list((await session.scalars(stmt)).all()) if size > 0 else []
     more = len(rows) > size
     rows = rows[:size]
@@ -353,8 +353,8 @@ async def paginate_per_parent(
         raise Invalid("Nested lists page forward only: use `first` and `after`", "last")
     stmt = statement.where(parent_column.in_(list(parent_ids)))
     if cursor is not None:
-        stmt = stmt.where(_after_condition(keys, decode_cursor(keys, cursor, "after")))
-    rank = func.row_number().over(partition_by=parent_column, order_by=_order_by(keys))
+        stmt = stmt.where(after_condition(keys, decode_cursor(keys, cursor, "after")))
+    rank = func.row_number().over(partition_by=parent_column, order_by=order_terms(keys))
     sub = stmt.add_columns(rank.label("_rank")).subquery()
     row = aliased(model, sub)
     rows = (

@@ -1,0 +1,263 @@
+"""The compiled read path (DESIGN.md, Performance): a read operation whose every field this
+package knows runs as ONE SQL statement that builds the response JSON in PostgreSQL; the
+bytes go to the client as they come. Anything else returns None and takes the executed
+path, which gives the same answer, errors included (tests/api/test_compiled_differential.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import asyncpg
+import orjson
+from graphql import (
+    DocumentNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    parse,
+    specified_rules,
+)
+from graphql.execution.values import get_variable_values
+from sqlalchemy.engine import make_url
+from strawberry import Schema
+from strawberry.schema.schema import validate_document
+
+from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
+from crm_graphql.db.engine import async_url
+from crm_graphql.limits import QueryLimits, Shape, limit_errors, shape_of
+from crm_graphql.services.actor import Actor
+from crm_graphql.services.errors import DomainError
+from crm_graphql.services.policy import authorize_read
+from crm_graphql.settings import Settings
+
+log = logging.getLogger("crm_graphql.compiled")
+
+__all__ = ["CompiledReads", "readable"]
+
+
+def readable(actor: Actor, model: type[Any]) -> bool:
+    """May ``actor`` read rows of ``model``? The one check a compiled plan makes per model
+    it reads; a refusal sends the request down the executed path for its exact error."""
+    try:
+        authorize_read(actor, model)
+    except DomainError:
+        return False
+    return True
+
+
+async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+    return None
+
+
+class _Document:
+    """A parsed and validated query operation (or None: the executed path handles it)."""
+
+    __slots__ = ("document", "fragments", "operation", "shape")
+
+    def __init__(
+        self,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        fragments: dict[str, FragmentDefinitionNode],
+        shape: Shape,
+    ) -> None:
+        self.document = document
+        self.operation = operation
+        self.fragments = fragments
+        self.shape = shape  # what the query limits measure (``crm_graphql.limits``)
+
+
+class _Lru(OrderedDict[Any, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> Any:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+    def hit(self, key: Any) -> Any:
+        value = self.get(key, _MISS)
+        if value is not _MISS:
+            self.move_to_end(key)
+        return value
+
+
+_MISS = object()
+
+
+class CompiledReads:
+    """Plans cached by (document, operation name, variables, role), run on a read-only
+    asyncpg pool of their own (no ORM in between)."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        filtered_pool: asyncpg.Pool | None = None,
+    ) -> None:
+        self.schema = schema
+        self.settings = settings
+        self.pool = pool
+        # Statements of filtered or cursor-paged lists: planned for their values each time.
+        self.filtered_pool = filtered_pool or pool
+        self.limits = QueryLimits.from_settings(settings)
+        self._documents = _Lru(1000)
+        self._plans = _Lru(5000)
+        # Plans that differ only in their values share one statement text.
+        self._statements: dict[str, str] = {}
+
+    @classmethod
+    async def open(cls, schema: Schema, settings: Settings) -> CompiledReads:
+        url = make_url(async_url(settings.database_url or "")).set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        server_settings = {
+            "jit": "off",
+            "application_name": "crm_graphql_compiled",
+            "default_transaction_read_only": "on",
+            "TimeZone": "UTC",
+        }
+
+        async def pool(size: int, **extra: str) -> asyncpg.Pool:
+            return await asyncpg.create_pool(
+                dsn,
+                min_size=0,  # connections as reads come: an idle app holds none
+                max_size=size,
+                statement_cache_size=1000,
+                # Connections only ever run read-only SELECTs (no SET, LISTEN, cursors,
+                # locks): nothing to reset between requests, a round trip saved each time.
+                reset=_nothing_to_reset,
+                server_settings={**server_settings, **extra},
+            )
+
+        return cls(
+            schema,
+            settings,
+            await pool(settings.db_pool_size),
+            await pool(max(2, settings.db_pool_size // 2), plan_cache_mode="force_custom_plan"),
+        )
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self.filtered_pool is not self.pool:
+            await self.filtered_pool.close()
+
+    def _document(self, query: str, operation_name: str | None) -> _Document | None:
+        key = (query, operation_name)
+        found = self._documents.hit(key)
+        if found is not _MISS:
+            return found  # type: ignore[no-any-return]
+        document: _Document | None = None
+        limits = self.limits
+        try:
+            # The executed path's parser limits; a document over them gets its error there.
+            parsed = parse(
+                query,
+                max_lexical_tokens=limits.max_tokens or None,
+                max_comments=limits.max_tokens or None,
+            )
+            shape = shape_of(self.schema._schema, parsed, limits)
+        except (GraphQLError, RecursionError):
+            parsed = None
+        if parsed is not None and not validate_document(
+            self.schema._schema, parsed, tuple(specified_rules)
+        ):
+            operations = [d for d in parsed.definitions if isinstance(d, OperationDefinitionNode)]
+            if operation_name is not None:
+                operations = [
+                    o for o in operations if o.name is not None and o.name.value == operation_name
+                ]
+            if len(operations) == 1 and operations[0].operation == OperationType.QUERY:
+                fragments = {
+                    d.name.value: d
+                    for d in parsed.definitions
+                    if isinstance(d, FragmentDefinitionNode)
+                }
+                document = _Document(parsed, operations[0], fragments, shape)
+        return self._documents.put(key, document)
+
+    def plan(
+        self,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        actor: Actor,
+    ) -> Compiled | None:
+        """The compiled statement for this request, or None for the executed path."""
+        document = self._document(query, operation_name)
+        if document is None:
+            return None
+        key = (
+            query,
+            operation_name,
+            orjson.dumps(variables, option=orjson.OPT_SORT_KEYS) if variables else b"",
+            actor.role,
+            actor.api_key_id is not None,
+            actor.scopes,
+        )
+        found = self._plans.hit(key)
+        if found is not _MISS:
+            return found  # type: ignore[no-any-return]
+        compiled: Compiled | None = None
+        if limit_errors(
+            self.schema._schema, document.document, document.shape, self.limits, variables
+        ):
+            return self._plans.put(key, None)  # type: ignore[no-any-return]
+        coerced = get_variable_values(
+            self.schema._schema, document.operation.variable_definitions or (), variables or {}
+        )
+        if not isinstance(coerced, list):
+            compiler = Compiler(self.schema, self.settings, actor, document.fragments, coerced)
+            try:
+                compiled = compiler.operation(document.operation)
+                if len(self._statements) > 5000:
+                    self._statements.clear()
+                compiled.sql = self._statements.setdefault(compiled.sql, compiled.sql)
+            except Unsupported as reason:
+                log.debug("executed path: %s", reason)
+            except Exception:  # a compiler defect must cost speed, not the answer
+                log.exception("cannot compile, executing instead: %s", query)
+        return self._plans.put(key, compiled)  # type: ignore[no-any-return]
+
+    async def execute(
+        self,
+        actor: Actor | None,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> bytes | None:
+        """The response body (``{"data": ...}``) or None when the executed path must answer."""
+        if actor is None:
+            return None
+        compiled = self.plan(query, operation_name, variables, actor)
+        if compiled is None or not all(readable(actor, m) for m in compiled.models):
+            return None
+        try:
+            pool = self.filtered_pool if compiled.custom_plans else self.pool
+            row = await pool.fetchrow(compiled.sql, actor.workspace_id, *compiled.params[1:])
+        except asyncpg.InvalidTextRepresentationError as error:
+            # compiler._unrepresentable: stored data the executed path answers with an error.
+            log.debug("compiled read refused a stored value: %s", error)
+            return None
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
+            # The executed path answers the same request with its own (coded) error.
+            log.warning("compiled read failed, executing instead: %s\n%s", error, compiled.sql)
+            return None
+        if row is None or any(value is None for value in row):
+            log.error("compiled read returned NULL, executing instead: %s", compiled.sql)
+            return None
+        parts = [f'"{key}":{value}' for key, value in zip(compiled.keys, row, strict=True)]
+        body = ('{"data":{' + ",".join(parts) + "}}").encode()
+        if compiled.reencode:
+            try:
+                body = orjson.dumps(orjson.loads(body))
+            except orjson.JSONDecodeError:  # numbers orjson cannot hold (ints over 64 bits)
+                return None
+        return body
