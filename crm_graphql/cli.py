@@ -145,7 +145,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             reload=args.reload,
             log_level=args.log_level,
             lifespan="on",
-            ws="websockets-sansio",  # realtime.ws.close_slow_consumer relies on it
+            ws="websockets-sansio",  # realtime.ws and realtime.fanout write to it directly
+            # No permessage-deflate: a compression context per socket costs far more memory
+            # than the frames it saves, and every pushed frame would be compressed per socket.
+            ws_per_message_deflate=False,
             timeout_graceful_shutdown=10,
         )
     finally:

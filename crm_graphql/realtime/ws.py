@@ -26,9 +26,12 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
-from crm_graphql.realtime import ephemeral
+from crm_graphql.realtime import ephemeral, fanout
 from crm_graphql.resolvers.context import Context
 
 log = logging.getLogger(__name__)
@@ -58,11 +61,30 @@ class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
         finally:
             self.websocket.close = original_close  # type: ignore[method-assign]
 
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        # Runs as the operation's task: subscriptions may push their frames themselves.
+        fanout.OPERATION.set(fanout.Operation(operation_id, legacy=True))
+        await super().handle_async_results(operation_id, query, operation_name, variables)
+
+
+class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
+    async def run_operation(self, operation: Any) -> None:
+        # Runs as the operation's task: subscriptions may push their frames themselves.
+        fanout.OPERATION.set(fanout.Operation(operation.id, legacy=False))
+        await super().run_operation(operation)
+
 
 class GraphQLWebSocket(GraphQL[Context, None]):
     """Strawberry's WebSocket handling with our context and authentication."""
 
     graphql_ws_handler_class = LegacyHandler
+    graphql_transport_ws_handler_class = TransportHandler
 
     def __init__(self, schema: Any) -> None:
         super().__init__(

@@ -5,20 +5,31 @@ presence) and ``setTyping``/``onlineUsers``, over ``realtime.ephemeral``."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    TypeInfo,
+    TypeInfoVisitor,
+    Visitor,
+    get_named_type,
+    visit,
+)
+from graphql.language.visitor import SKIP
 from redis.exceptions import RedisError
 
 from crm_graphql import models
-from crm_graphql.realtime import ephemeral
-from crm_graphql.realtime.ws import close_slow_consumer
+from crm_graphql.realtime import ephemeral, fanout
+from crm_graphql.realtime.hub import Render
+from crm_graphql.realtime.ws import PROTOCOL_KEY, close_slow_consumer
 from crm_graphql.resolvers.context import EVENT_SCOPE, Context
 from crm_graphql.resolvers.ids import decode_id, to_global_id
 from crm_graphql.resolvers.lists import by_id
@@ -75,18 +86,37 @@ async def _stream(
     deliver: Callable[[Actor, StoredEvent], bool | None],
 ) -> AsyncIterator[EventValue]:
     """Events of ``topic`` for which ``deliver`` says True; None ends the subscription
-    (after the event that ended access, if it was delivered)."""
+    (after the event that ended access, if it was delivered).
+
+    On our WebSocket server the events are pushed (``Hub.push``): rendered once per group
+    of subscribers with the same document, variables and visibility class, and written
+    to each socket directly. Elsewhere each event is yielded and resolved per subscriber."""
     context: Context = info.context
     actor = context.require_actor()
     websocket = context.websocket
+    position = _after(after)
 
     async def on_slow() -> None:
         if websocket is not None:
             await close_slow_consumer(websocket)
 
-    async for event in context.app.hub.follow(
-        actor.workspace_id, topic, _after(after), on_slow=on_slow
-    ):
+    executor = _executor(info)
+    protocol = websocket.scope.get(PROTOCOL_KEY) if websocket is not None else None
+    sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get())
+    if sink is not None and executor is not None:
+        await context.app.hub.push(
+            actor.workspace_id,
+            topic,
+            position,
+            group_key=_group_key(info, executor, actor),
+            render=_renderer(info, executor, actor),
+            accepts=lambda event: deliver(actor, event),
+            sink=sink,
+            on_slow=on_slow,
+        )
+        return
+
+    async for event in context.app.hub.follow(actor.workspace_id, topic, position, on_slow=on_slow):
         verdict = deliver(actor, event)
         if verdict is False:
             continue
@@ -101,6 +131,121 @@ async def _stream(
                 await scope.close()
         if verdict is None:
             return
+
+
+# --------------------------------------------------------------- fan-out groups
+# Members of a group must render every event to the same bytes, so the key holds all
+# that the selection's result depends on: the document, the variables it uses (the root
+# field's own arguments only choose events, which each member checks itself), and what
+# the services decide from the actor (workspace, role, API-key scopes; the user too when
+# the selection reaches conversations or messages, whose visibility and read state are
+# per user).
+
+PER_USER_TYPES = frozenset({"Conversation", "Message"})
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What the grouping needs to know about a subscription document."""
+
+    variables: frozenset[str]  # used by the selection (not the root field's arguments)
+    per_user: bool
+
+
+_shapes: dict[tuple[str, str | None], _Shape] = {}
+
+
+def _executor(info: Any) -> Any:
+    """graphql-core's executor of this subscription (it renders each event), or None."""
+    raw = getattr(info, "_raw_info", info)
+    executor = getattr(
+        getattr(getattr(raw, "async_helpers", None), "gather", None), "__self__", None
+    )
+    return executor if hasattr(executor, "build_per_event_executor") else None
+
+
+def _shape(info: Any, executor: Any) -> _Shape:
+    operation = executor.operation
+    source = operation.loc.source.body if operation.loc is not None else None
+    name = operation.name.value if operation.name is not None else None
+    cached = _shapes.get((source, name)) if source is not None else None
+    if cached is not None:
+        return cached
+    raw = getattr(info, "_raw_info", info)
+    root_arguments = {id(a) for node in raw.field_nodes for a in node.arguments or ()}
+    variables: set[str] = set()
+    types: set[str] = set()
+
+    class Collect(Visitor):
+        def enter_argument(self, node: Any, *_: Any) -> Any:
+            return SKIP if id(node) in root_arguments else None
+
+        def enter_variable(self, node: Any, *_: Any) -> None:
+            variables.add(node.name.value)
+
+        def enter_field(self, node: Any, *_: Any) -> None:
+            field_type = type_info.get_type()
+            if field_type is not None:
+                types.add(get_named_type(field_type).name)
+
+    type_info = TypeInfo(raw.schema)
+    document = DocumentNode(definitions=(operation, *raw.fragments.values()))
+    visit(document, TypeInfoVisitor(type_info, Collect()))
+    text = (source or "").lower()
+    shape = _Shape(frozenset(variables), bool(types & PER_USER_TYPES) or "unread" in text)
+    if source is not None:
+        if len(_shapes) > 1000:
+            _shapes.clear()
+        _shapes[(source, name)] = shape
+    return shape
+
+
+def _group_key(info: Any, executor: Any, actor: Actor) -> Hashable:
+    shape = _shape(info, executor)
+    operation = executor.operation
+    document: Hashable = (
+        (operation.loc.source.body, operation.name.value if operation.name else None)
+        if operation.loc is not None
+        else id(operation)
+    )
+    values = getattr(executor.variable_values, "coerced", executor.variable_values) or {}
+    variables = tuple(sorted((n, repr(values.get(n))) for n in shape.variables))
+    per_user = shape.per_user or "unread" in repr(variables).lower()
+    visibility = (
+        actor.workspace_id,
+        actor.role,
+        actor.api_key_id is not None,
+        tuple(sorted(actor.scopes)),
+        actor.user_id if per_user else None,
+    )
+    return (document, variables, visibility)
+
+
+def _renderer(info: Any, executor: Any, actor: Actor) -> Render:
+    """Render an event for a group: the subscription's selection executed once, in a
+    short-lived scope of its own (fresh loaders and session), encoded once."""
+    app = info.context.app
+    schema = getattr(info, "schema", None)
+
+    async def render(event: StoredEvent) -> bytes:
+        scope = Context(app=app, actor=actor, request_id=uuid.uuid4().hex)
+        run = executor.build_per_event_executor(EventValue(event))
+        run.context_value = scope
+        try:
+            result = run.execute_operation(False)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:  # like Strawberry: an error result, not a dead stream
+            log.exception("rendering a subscription event failed")
+            return fanout.encode_result(None, [GraphQLError(str(exc), original_error=exc)])
+        finally:
+            with contextlib.suppress(Exception):  # a dead connection is the pool's problem
+                await scope.close()
+        if result.errors and schema is not None and hasattr(schema, "process_errors"):
+            schema.process_errors(result.errors)
+        return fanout.encode_result(result.data, result.errors)
+
+    return render
 
 
 async def _check(info: Any, model: type[Any], id: uuid.UUID | None, *, visible: Any = None) -> None:
