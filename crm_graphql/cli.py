@@ -118,6 +118,8 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from crm_graphql.realtime import SERVER_WEBSOCKETS
+
     # A single-process uvicorn re-raises the SIGTERM it handled once it has shut down;
     # with the default disposition that kills the process before atexit handlers run and
     # leaves the embedded PostgreSQL and Redis running. Exit like on Ctrl-C instead.
@@ -145,10 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             reload=args.reload,
             log_level=args.log_level,
             lifespan="on",
-            ws="websockets-sansio",  # realtime.ws and realtime.fanout write to it directly
-            # No permessage-deflate: a compression context per socket costs far more memory
-            # than the frames it saves, and every pushed frame would be compressed per socket.
-            ws_per_message_deflate=False,
+            **SERVER_WEBSOCKETS,
             timeout_graceful_shutdown=10,
         )
     finally:

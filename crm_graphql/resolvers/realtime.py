@@ -177,6 +177,9 @@ def _shape(info: Any, executor: Any) -> _Shape:
     types: set[str] = set()
 
     class Collect(Visitor):
+        def enter_variable_definition(self, node: Any, *_: Any) -> Any:
+            return SKIP  # declared is not used
+
         def enter_argument(self, node: Any, *_: Any) -> Any:
             return SKIP if id(node) in root_arguments else None
 
