@@ -45,8 +45,13 @@ log = logging.getLogger(__name__)
 
 StreamKey = tuple[uuid.UUID, str]
 SlowHandler = Callable[[], Coroutine[Any, Any, None]]
-# An event rendered for a group: the JSON ``payload`` of the protocol's data message.
-Render = Callable[[StoredEvent], Awaitable[bytes]]
+# An event rendered for a group: the JSON ``payload`` of the protocol's data message. The
+# second argument is the member's *variant* of the event (None for the group's common
+# rendering), see ``Variant``.
+Render = Callable[[StoredEvent, Hashable], Awaitable[bytes]]
+# Which rendering of an event a member needs: None (the group's common one) or a key of
+# its own, for the rare events that its actor sees differently from the group.
+Variant = Callable[[StoredEvent], Hashable]
 # Whether a member receives an event: True, False (skip it), None (deliver it, then end).
 Accepts = Callable[[StoredEvent], bool | None]
 
@@ -90,39 +95,39 @@ class Subscriber:
 
 class Group:
     """Members that render every event to the same bytes; each event is rendered once
-    (and the last ``rendered_kept`` payloads are kept for members catching up)."""
+    per variant (and the last ``rendered_kept`` payloads are kept for members catching
+    up)."""
 
     def __init__(self, stream: Stream, key: Hashable, render: Render) -> None:
         self.stream = stream
         self.key = key
         self.render = render
         self.members: dict[Member, None] = {}  # insertion-ordered set
-        self.rendered: OrderedDict[Position, asyncio.Future[bytes]] = OrderedDict()
+        self.rendered: OrderedDict[tuple[Position, Hashable], asyncio.Future[bytes]] = OrderedDict()
 
-    async def payload(self, event: StoredEvent) -> bytes:
+    async def payload(self, event: StoredEvent, variant: Hashable = None) -> bytes:
         """The event rendered for this group: rendered once, in a task of its own so that
         a member that goes away does not cancel it for the others."""
-        task = self.rendered.get(event.position)
+        key = (event.position, variant)
+        task = self.rendered.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._render(event))
-            task.add_done_callback(lambda done: self._forget_failed(event.position, done))
-            self.rendered[event.position] = task
+            task = asyncio.ensure_future(self._render(event, variant))
+            task.add_done_callback(lambda done: self._forget_failed(key, done))
+            self.rendered[key] = task
             while len(self.rendered) > self.stream.hub.settings.rendered_kept:
                 self.rendered.popitem(last=False)
         return await asyncio.shield(task)
 
-    async def _render(self, event: StoredEvent) -> bytes:
+    async def _render(self, event: StoredEvent, variant: Hashable) -> bytes:
         hub = self.stream.hub
         async with hub.render_slots:
-            data = await self.render(event)
+            data = await self.render(event, variant)
         hub.renders += 1
         return data
 
-    def _forget_failed(self, position: Position, task: asyncio.Future[bytes]) -> None:
-        if (task.cancelled() or task.exception() is not None) and self.rendered.get(
-            position
-        ) is task:
-            del self.rendered[position]
+    def _forget_failed(self, key: tuple[Position, Hashable], task: asyncio.Future[bytes]) -> None:
+        if (task.cancelled() or task.exception() is not None) and self.rendered.get(key) is task:
+            del self.rendered[key]
 
 
 @dataclass(eq=False)
@@ -131,6 +136,7 @@ class Member(Subscriber):
 
     group: Group | None = None
     accepts: Accepts | None = None
+    variant: Variant | None = None
     sink: Sink | None = None
     live: bool = False  # at the stream's head; the reader writes its frames
     finished: bool = False  # delivered the event that ended it
@@ -220,25 +226,27 @@ class Stream:
     async def _dispatch(self, batch: list[StoredEvent]) -> None:
         """Write new events to the live members: render each (event, group) once, all
         renders of the batch at once, then write them in event order."""
-        plan: list[tuple[StoredEvent, Group, list[tuple[Member, bool | None]]]] = []
+        Step = tuple[StoredEvent, Group, Hashable, list[tuple[Member, bool | None]]]
+        plan: list[Step] = []
         for group in list(self.groups.values()):
             live = [m for m in group.members if m.live]
             if not live:
                 continue
             for event in batch:
-                takers = []
+                by_variant: dict[Hashable, list[tuple[Member, bool | None]]] = {}
                 for member in live:
                     if event.position > member.position:
                         verdict = member.accepts(event)  # type: ignore[misc]
                         if verdict is not False:
-                            takers.append((member, verdict))
-                if takers:
-                    plan.append((event, group, takers))
+                            variant = member.variant(event) if member.variant else None
+                            by_variant.setdefault(variant, []).append((member, verdict))
+                plan.extend((event, group, v, ms) for v, ms in by_variant.items())
         plan.sort(key=lambda step: step[0].position)
         results = await asyncio.gather(
-            *(group.payload(event) for event, group, _ in plan), return_exceptions=True
+            *(group.payload(event, variant) for event, group, variant, _ in plan),
+            return_exceptions=True,
         )
-        for (event, _, takers), payload in zip(plan, results, strict=True):
+        for (event, _, _, takers), payload in zip(plan, results, strict=True):
             if isinstance(payload, BaseException):
                 # Not skipped: these members catch up by themselves and render it again.
                 log.error("rendering an event of %s failed", self.key[1], exc_info=payload)
@@ -453,6 +461,7 @@ class Hub:
         render: Render,
         accepts: Accepts,
         sink: Sink,
+        variant: Variant | None = None,
         on_slow: SlowHandler | None = None,
     ) -> None:
         """Deliver the stream after ``after`` (or from now on) to ``sink``: every event
@@ -468,6 +477,7 @@ class Hub:
             on_slow,
             group=group,
             accepts=accepts,
+            variant=variant,
             sink=sink,
         )
         group.members[member] = None
@@ -514,7 +524,8 @@ class Hub:
                     continue
                 verdict = member.accepts(event)
                 if verdict is not False:
-                    payload = await member.group.payload(event)
+                    variant = member.variant(event) if member.variant else None
+                    payload = await member.group.payload(event, variant)
                     if not member.sink.write(payload):
                         break  # socket full: wait until it drains, then go on
                     self.deliveries += 1

@@ -21,6 +21,8 @@ from graphql import (
     TypeInfoVisitor,
     Visitor,
     get_named_type,
+    get_nullable_type,
+    is_list_type,
     visit,
 )
 from graphql.language.visitor import SKIP
@@ -104,13 +106,15 @@ async def _stream(
     protocol = websocket.scope.get(PROTOCOL_KEY) if websocket is not None else None
     sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get())
     if sink is not None and executor is not None:
+        plan = _fanout(info, executor, actor)
         await context.app.hub.push(
             actor.workspace_id,
             topic,
             position,
-            group_key=_group_key(info, executor, actor),
-            render=_renderer(info, executor, actor),
+            group_key=plan.group_key,
+            render=plan.render,
             accepts=lambda event: deliver(actor, event),
+            variant=plan.variant,
             sink=sink,
             on_slow=on_slow,
         )
@@ -137,11 +141,23 @@ async def _stream(
 # Members of a group must render every event to the same bytes, so the key holds all
 # that the selection's result depends on: the document, the variables it uses (the root
 # field's own arguments only choose events, which each member checks itself), and what
-# the services decide from the actor (workspace, role, API-key scopes; the user too when
-# the selection reaches conversations or messages, whose visibility and read state are
-# per user).
+# the services decide from the actor: workspace, role, API-key scopes, and the user when
+# the selection's result depends on who reads it.
+#
+# Conversations and messages are visible per user (conversations.can_see). Each member
+# checks the event's own conversation per event. A selection that reaches conversation
+# data only through the event's conversation and message (no lists, no read state) is
+# rendered for a group of users who do not see every conversation with a stand-in actor
+# of their role that is nobody: it sees what every member may see (public
+# conversations). The assignee of a private conversation gets that event rendered with
+# its own actor (a variant). Lists of conversations or messages, or read state, make the
+# selection per user: one group per user.
 
-PER_USER_TYPES = frozenset({"Conversation", "Message"})
+NOBODY = uuid.UUID(int=0)  # the user id of the stand-in actor: no user, no assignments
+CONVERSATION_TYPES = frozenset({"Conversation", "Message"})
+PER_USER_TYPES = frozenset(
+    {"ConversationConnection", "ConversationEdge", "MessageConnection", "MessageEdge"}
+)
 
 
 @dataclass(frozen=True)
@@ -149,18 +165,27 @@ class _Shape:
     """What the grouping needs to know about a subscription document."""
 
     variables: frozenset[str]  # used by the selection (not the root field's arguments)
-    per_user: bool
+    conversations: bool  # reaches a conversation or message
+    per_user: bool  # lists conversations or messages, or read state
 
 
 _shapes: dict[tuple[str, str | None], _Shape] = {}
 
 
+@dataclass(frozen=True)
+class _Fanout:
+    """How one subscriber takes part in fan-out."""
+
+    group_key: Hashable
+    render: Render
+    variant: Callable[[StoredEvent], Hashable] | None
+
+
 def _executor(info: Any) -> Any:
     """graphql-core's executor of this subscription (it renders each event), or None."""
     raw = getattr(info, "_raw_info", info)
-    executor = getattr(
-        getattr(getattr(raw, "async_helpers", None), "gather", None), "__self__", None
-    )
+    gather = getattr(getattr(raw, "async_helpers", None), "gather", None)
+    executor = getattr(gather, "__self__", None)
     return executor if hasattr(executor, "build_per_event_executor") else None
 
 
@@ -175,6 +200,7 @@ def _shape(info: Any, executor: Any) -> _Shape:
     root_arguments = {id(a) for node in raw.field_nodes for a in node.arguments or ()}
     variables: set[str] = set()
     types: set[str] = set()
+    lists: set[str] = set()
 
     class Collect(Visitor):
         def enter_variable_definition(self, node: Any, *_: Any) -> Any:
@@ -189,13 +215,21 @@ def _shape(info: Any, executor: Any) -> _Shape:
         def enter_field(self, node: Any, *_: Any) -> None:
             field_type = type_info.get_type()
             if field_type is not None:
-                types.add(get_named_type(field_type).name)
+                named = get_named_type(field_type).name
+                types.add(named)
+                if is_list_type(get_nullable_type(field_type)):
+                    lists.add(named)
 
     type_info = TypeInfo(raw.schema)
     document = DocumentNode(definitions=(operation, *raw.fragments.values()))
     visit(document, TypeInfoVisitor(type_info, Collect()))
-    text = (source or "").lower()
-    shape = _Shape(frozenset(variables), bool(types & PER_USER_TYPES) or "unread" in text)
+    shape = _Shape(
+        variables=frozenset(variables),
+        conversations=bool(types & CONVERSATION_TYPES),
+        per_user=bool(types & PER_USER_TYPES)
+        or bool(lists & CONVERSATION_TYPES)
+        or "unread" in (source or "").lower(),
+    )
     if source is not None:
         if len(_shapes) > 1000:
             _shapes.clear()
@@ -203,7 +237,7 @@ def _shape(info: Any, executor: Any) -> _Shape:
     return shape
 
 
-def _group_key(info: Any, executor: Any, actor: Actor) -> Hashable:
+def _fanout(info: Any, executor: Any, actor: Actor) -> _Fanout:
     shape = _shape(info, executor)
     operation = executor.operation
     document: Hashable = (
@@ -214,6 +248,8 @@ def _group_key(info: Any, executor: Any, actor: Actor) -> Hashable:
     values = getattr(executor.variable_values, "coerced", executor.variable_values) or {}
     variables = tuple(sorted((n, repr(values.get(n))) for n in shape.variables))
     per_user = shape.per_user or "unread" in repr(variables).lower()
+    by_user = actor.user_id is not None and (shape.conversations or per_user)
+    stand_in = by_user and not per_user and not conversations.sees_every_conversation(actor)
     visibility = (
         actor.workspace_id,
         actor.role,
@@ -221,16 +257,31 @@ def _group_key(info: Any, executor: Any, actor: Actor) -> Hashable:
         tuple(sorted(actor.scopes)),
         actor.user_id if per_user else None,
     )
-    return (document, variables, visibility)
+    common = Actor(workspace_id=actor.workspace_id, role=actor.role, user_id=NOBODY)
+    variant = None
+    if stand_in:
+
+        def variant(event: StoredEvent) -> Hashable:
+            payload = event.payload
+            mine = payload.get("is_private") and _uuid(payload.get("assignee_id")) == actor.user_id
+            return actor if mine else None
+
+    return _Fanout(
+        group_key=(document, variables, visibility),
+        render=_renderer(info, executor, common if stand_in else actor),
+        variant=variant,
+    )
 
 
-def _renderer(info: Any, executor: Any, actor: Actor) -> Render:
-    """Render an event for a group: the subscription's selection executed once, in a
-    short-lived scope of its own (fresh loaders and session), encoded once."""
+def _renderer(info: Any, executor: Any, common: Actor) -> Render:
+    """Render an event for a group: the subscription's selection executed once (per
+    variant: the actor it is rendered for), in a short-lived scope of its own (fresh
+    loaders and session), encoded once."""
     app = info.context.app
     schema = getattr(info, "schema", None)
 
-    async def render(event: StoredEvent) -> bytes:
+    async def render(event: StoredEvent, variant: Hashable) -> bytes:
+        actor = variant if isinstance(variant, Actor) else common
         scope = Context(app=app, actor=actor, request_id=uuid.uuid4().hex)
         run = executor.build_per_event_executor(EventValue(event))
         run.context_value = scope

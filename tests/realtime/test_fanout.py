@@ -33,6 +33,7 @@ FEED = """subscription($f: ActivityFeedFilter, $after: String) {
   activityFeed(filter: $f, after: $after) { cursor type activity { subject type } }
 }"""
 INBOX = "subscription { inbox { cursor type conversation { subject } } }"
+INBOX_UNREAD = "subscription { inbox { cursor type conversation { subject unreadCount } } }"
 
 
 @pytest.fixture
@@ -222,14 +223,15 @@ async def test_a_subscriber_resuming_by_cursor_catches_up_from_shared_renderings
     assert_in_order_once(caught_up + more_resumed)
 
 
-async def test_conversation_selections_are_rendered_per_user(
+async def test_conversation_selections_share_renderings_only_where_visibility_allows(
     served: tuple[str, Starlette],
     settings: Any,
     users: dict[Role, User],
     actors: dict[Role, Actor],
 ) -> None:
-    """Conversations' visibility and read state depend on the user: two agents with the
-    same inbox document are two groups, and each sees only what it may."""
+    """Two agents with the same inbox document share one group: a public conversation is
+    rendered once for both, a private one for its assignee only (and never sent to the
+    other). Read state makes a selection per user: one group each."""
     base_url, app = served
     hub = _hub(app)
     first = users[Role.AGENT]
@@ -244,11 +246,13 @@ async def test_conversation_selections_are_rendered_per_user(
             name="Second Agent",
         )
     customer = await _customer(app, actors[Role.AGENT])
-    one = await _subscribe(base_url, _token(settings, first), INBOX)
-    two = await _subscribe(base_url, _token(settings, second), INBOX)
+    tokens = [_token(settings, first), _token(settings, second)]
+    shared = [await _subscribe(base_url, token, INBOX) for token in tokens]
+    unread = [await _subscribe(base_url, token, INBOX_UNREAD) for token in tokens]
     try:
-        await wait_for(lambda: hub.stats()["members"] == 2, what="subscribed")
-        assert hub.stats()["groups"] == 2, hub.stats()
+        await wait_for(lambda: hub.stats()["members"] == 4, what="subscribed")
+        assert hub.stats()["groups"] == 1 + 2, hub.stats()
+        before = hub.stats()["renders"]
         crm = app.state.crm
         for subject, private in (("private to the first", True), ("public", False)):
             async with crm.sessionmaker() as session:
@@ -265,11 +269,29 @@ async def test_conversation_selections_are_rendered_per_user(
                         },
                     )
                 await crm.bus.notify(take_committed_topics(session))
-        got_one = [json.loads(f)["payload"]["data"]["inbox"] for f in await _frames(one, 2)]
-        got_two = [json.loads(f)["payload"]["data"]["inbox"] for f in await _frames(two, 1)]
-        await _silent(two)
+        got = {
+            name: [json.loads(f)["payload"]["data"]["inbox"] for f in await _frames(ws, count)]
+            for name, ws, count in (
+                ("first", shared[0], 2),
+                ("second", shared[1], 1),
+                ("first unread", unread[0], 2),
+                ("second unread", unread[1], 1),
+            )
+        }
+        await _silent(shared[1])
+        await _silent(unread[1])
+        # private: the assignee's own rendering in each of its two groups; public: the
+        # shared group's common rendering plus one per read-state group.
+        assert hub.stats()["renders"] - before == 2 + 3, hub.stats()
     finally:
-        await one.close()
-        await two.close()
-    assert [e["conversation"]["subject"] for e in got_one] == ["private to the first", "public"]
-    assert [e["conversation"]["subject"] for e in got_two] == ["public"]
+        for ws in shared + unread:
+            await ws.close()
+    subjects = {n: [e["conversation"]["subject"] for e in events] for n, events in got.items()}
+    assert subjects == {
+        "first": ["private to the first", "public"],
+        "second": ["public"],
+        "first unread": ["private to the first", "public"],
+        "second unread": ["public"],
+    }
+    assert got["first"][1] == got["second"][0]
+    assert {e["conversation"]["unreadCount"] for e in got["first unread"]} == {0}
