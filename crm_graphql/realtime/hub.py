@@ -103,7 +103,35 @@ class Group:
         self.key = key
         self.render = render
         self.members: dict[Member, None] = {}  # insertion-ordered set
+        # Members that follow one entity only (a conversation), by entity id: an event is
+        # offered to the members of its entity and to those without one.
+        self.anyone: dict[Member, None] = {}
+        self.by_entity: dict[uuid.UUID, dict[Member, None]] = {}
         self.rendered: OrderedDict[tuple[Position, Hashable], asyncio.Future[bytes]] = OrderedDict()
+
+    def add(self, member: Member) -> None:
+        self.members[member] = None
+        if member.entity is None:
+            self.anyone[member] = None
+        else:
+            self.by_entity.setdefault(member.entity, {})[member] = None
+
+    def discard(self, member: Member) -> None:
+        self.members.pop(member, None)
+        self.anyone.pop(member, None)
+        if member.entity is not None and member.entity in self.by_entity:
+            followers = self.by_entity[member.entity]
+            followers.pop(member, None)
+            if not followers:
+                del self.by_entity[member.entity]
+
+    def candidates(self, event: StoredEvent) -> list[Member]:
+        """Live members that may take the event (their own check still decides)."""
+        followers = self.by_entity.get(event.entity_id) if event.entity_id is not None else None
+        found = [m for m in self.anyone if m.live]
+        if followers:
+            found += [m for m in followers if m.live]
+        return found
 
     async def payload(self, event: StoredEvent, variant: Hashable = None) -> bytes:
         """The event rendered for this group: rendered once, in a task of its own so that
@@ -137,6 +165,7 @@ class Member(Subscriber):
     group: Group | None = None
     accepts: Accepts | None = None
     variant: Variant | None = None
+    entity: uuid.UUID | None = None  # follows only the events of this entity
     sink: Sink | None = None
     live: bool = False  # at the stream's head; the reader writes its frames
     finished: bool = False  # delivered the event that ended it
@@ -229,12 +258,9 @@ class Stream:
         Step = tuple[StoredEvent, Group, Hashable, list[tuple[Member, bool | None]]]
         plan: list[Step] = []
         for group in list(self.groups.values()):
-            live = [m for m in group.members if m.live]
-            if not live:
-                continue
             for event in batch:
                 by_variant: dict[Hashable, list[tuple[Member, bool | None]]] = {}
-                for member in live:
+                for member in group.candidates(event):
                     if event.position > member.position:
                         verdict = member.accepts(event)  # type: ignore[misc]
                         if verdict is not False:
@@ -462,12 +488,15 @@ class Hub:
         accepts: Accepts,
         sink: Sink,
         variant: Variant | None = None,
+        entity: uuid.UUID | None = None,
         on_slow: SlowHandler | None = None,
     ) -> None:
         """Deliver the stream after ``after`` (or from now on) to ``sink``: every event
         ``accepts`` takes, in order, once, rendered once per group. Returns when
         ``accepts`` ended the subscription (after delivering that event); runs until
-        cancelled otherwise. ``render`` is used if this member creates the group."""
+        cancelled otherwise. ``render`` is used if this member creates the group;
+        ``entity`` says that the member takes only events of that entity (an index:
+        ``accepts`` still decides)."""
         stream = await self._stream((workspace_id, topic))
         group = stream.groups.get(group_key)
         if group is None:
@@ -478,9 +507,10 @@ class Hub:
             group=group,
             accepts=accepts,
             variant=variant,
+            entity=entity,
             sink=sink,
         )
-        group.members[member] = None
+        group.add(member)
         stream.subscribers.add(member)
         try:
             while not member.finished:
@@ -495,7 +525,7 @@ class Hub:
                 member.wake = None
         finally:
             member.live = False
-            group.members.pop(member, None)
+            group.discard(member)
             if not group.members and stream.groups.get(group_key) is group:
                 del stream.groups[group_key]
             await self._release(stream, member)

@@ -86,9 +86,13 @@ async def _stream(
     topic: str,
     after: str | None,
     deliver: Callable[[Actor, StoredEvent], bool | None],
+    *,
+    entity: uuid.UUID | None = None,
 ) -> AsyncIterator[EventValue]:
     """Events of ``topic`` for which ``deliver`` says True; None ends the subscription
-    (after the event that ended access, if it was delivered).
+    (after the event that ended access, if it was delivered). With ``entity``, only that
+    entity's events can be for this subscriber (an index for fan-out; ``deliver`` still
+    checks).
 
     On our WebSocket server the events are pushed (``Hub.push``): rendered once per group
     of subscribers with the same document, variables and visibility class, and written
@@ -115,6 +119,7 @@ async def _stream(
             render=plan.render,
             accepts=lambda event: deliver(actor, event),
             variant=plan.variant,
+            entity=entity,
             sink=sink,
             on_slow=on_slow,
         )
@@ -350,7 +355,7 @@ async def conversation_events(
             return False
         return _conversation_verdict(actor, event, ends=True)
 
-    async for value in _stream(info, conversations.TOPIC, after, deliver):
+    async for value in _stream(info, conversations.TOPIC, after, deliver, entity=id):
         yield value
 
 
