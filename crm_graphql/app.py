@@ -19,6 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from crm_graphql.db.engine import make_engine, make_sessionmaker
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
+from crm_graphql.logs import configure_logging
 from crm_graphql.realtime.bus import Bus
 from crm_graphql.realtime.ephemeral import Ephemeral
 from crm_graphql.realtime.hub import Hub, HubSettings
@@ -27,6 +28,7 @@ from crm_graphql.realtime.ws import close_all as close_all_sockets
 from crm_graphql.resolvers.context import AppState
 from crm_graphql.schema import schema
 from crm_graphql.services.auth import TokenConfig
+from crm_graphql.services.ratelimit import RateLimiter
 from crm_graphql.settings import ConfigurationError, Settings, resolve_secret_key
 
 log = logging.getLogger("crm_graphql")
@@ -92,6 +94,7 @@ def build_app(settings: Settings) -> Starlette:
             bus=bus,
             hub=hub,
             ephemeral=ephemeral,
+            limiter=RateLimiter(bus.client),
         )
         app.state.schema = schema
         restore_signals = close_sockets_before_exit()
@@ -113,7 +116,15 @@ def build_app(settings: Settings) -> Starlette:
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST"],
                 allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
-                expose_headers=["X-Request-Id"],
+                expose_headers=[
+                    "X-Request-Id",
+                    "Retry-After",
+                    "RateLimit-Limit",
+                    "RateLimit-Remaining",
+                    "RateLimit-Reset",
+                    "RateLimit-Policy",
+                ],
+                max_age=600,
             )
         )
     routes: list[Any] = [
@@ -129,4 +140,6 @@ def build_app(settings: Settings) -> Starlette:
 
 def create_app() -> Any:
     """uvicorn factory (``crm_graphql.app:create_app``): settings from the environment."""
-    return keep_protocol(build_app(Settings()))
+    settings = Settings()
+    configure_logging(settings)
+    return keep_protocol(build_app(settings))

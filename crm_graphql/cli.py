@@ -149,6 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             lifespan="on",
             **SERVER_WEBSOCKETS,
             timeout_graceful_shutdown=10,
+            ws_max_size=settings.max_request_bytes,  # the same cap as HTTP bodies
         )
     finally:
         if servers is not None:

@@ -68,6 +68,8 @@ DEFAULT_QUERY: Final = """\
 #    <paste accessToken from login>, keeping "Bearer ".
 # 3. Run "Me". Subscriptions use the same headers: the
 #    WebSocket sends them in its connection_init payload.
+# In production the schema (Docs, completion) is only shown
+# to logged-in users: after step 2, press "Re-fetch schema".
 
 mutation Login {
   login(input: {email: "admin@demo.example", password: "demo-admin"}) {
@@ -262,6 +264,9 @@ def _security_headers(csp: str) -> dict[str, str]:
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "X-Frame-Options": "DENY",
+        "Cross-Origin-Opener-Policy": "same-origin",
+        "Cross-Origin-Resource-Policy": "same-origin",
+        "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
         # The page carries a fresh nonce each time; caching it would reuse one.
         "Cache-Control": "no-store",
     }

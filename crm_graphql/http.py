@@ -1,5 +1,11 @@
 """GraphQL over HTTP (the GraphQL-over-HTTP spec): POST JSON, GET for queries only,
-``application/graphql-response+json``; errors coded and unexpected ones masked."""
+``application/graphql-response+json``; errors coded and unexpected ones masked.
+
+A POST body may also be a JSON array of operations (a batch, at most
+``max_batch_operations``): they run one after the other and the answer is the array of
+their results. Every request counts against its caller's rate limit (one per operation)
+before anything is parsed; a refused request is a 429 with ``Retry-After``, and every
+answer carries the ``RateLimit-*`` headers of its bucket."""
 
 from __future__ import annotations
 
@@ -9,19 +15,17 @@ import uuid
 from typing import Any
 
 import orjson
-from asyncpg.exceptions import PostgresConnectionError
-from graphql import GraphQLError
-from graphql.error import GraphQLFormattedError
-from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 from starlette.responses import Response
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from crm_graphql.explorer import explorer_response, wants_explorer
+from crm_graphql.masking import format_error
 from crm_graphql.resolvers.context import AppState, Context
 from crm_graphql.resolvers.credentials import MalformedCredentials, actor_for_credentials
+from crm_graphql.services import ratelimit
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
 
@@ -34,11 +38,19 @@ JSON = "application/json"
 class RequestError(Exception):
     """The HTTP request itself is unusable (not a GraphQL error inside a valid request)."""
 
-    def __init__(self, status: int, message: str, code: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        headers: dict[str, str] | None = None,
+        extensions: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.headers = headers or {}
+        self.extensions = extensions or {}
 
 
 def _media_type(request: Request) -> str:
@@ -49,62 +61,18 @@ def _media_type(request: Request) -> str:
 
 
 def _respond(
-    body: dict[str, Any], status: int, media_type: str, headers: dict[str, str]
+    body: dict[str, Any] | list[Any], status: int, media_type: str, headers: dict[str, str]
 ) -> Response:
     return Response(
         orjson.dumps(body),
         status_code=status,
         media_type=f"{media_type}; charset=utf-8",
-        headers=headers,
+        # JSON only: never sniffed into something a browser would run or render.
+        headers={**headers, "X-Content-Type-Options": "nosniff"},
     )
 
 
-def format_error(
-    error: GraphQLError, request_id: str, *, production: bool
-) -> GraphQLFormattedError:
-    """Domain errors keep their message and code; GraphQL errors get a code; anything else
-    is logged and masked with the request id."""
-    formatted = error.formatted
-    original = error.original_error
-    extensions = dict(formatted.get("extensions") or {})
-    if isinstance(original, DomainError):
-        extensions["code"] = original.code
-        if original.field:
-            extensions["field"] = original.field
-    elif _database_unreachable(original):
-        log.warning("database unreachable (request %s): %s", request_id, original)
-        extensions = {"code": "UNAVAILABLE", "requestId": request_id}
-        formatted = {**formatted, "message": "The database is unavailable; retry shortly"}
-    elif original is not None and not isinstance(original, GraphQLError):
-        log.error("unexpected error (request %s)", request_id, exc_info=original)
-        extensions = {"code": "INTERNAL", "requestId": request_id}
-        formatted = {**formatted, "message": "Internal server error"}
-        if not production:
-            extensions["detail"] = f"{type(original).__name__}: {original}"
-    elif "code" not in extensions:
-        extensions["code"] = "GRAPHQL_VALIDATION_FAILED" if not error.path else "BAD_REQUEST"
-    result: dict[str, Any] = {**formatted, "extensions": extensions}
-    return result  # type: ignore[return-value]
-
-
-def _database_unreachable(error: BaseException | None) -> bool:
-    """Connection-level failures (server down, restarting, network cut): retryable."""
-    if isinstance(error, DBAPIError):
-        if error.connection_invalidated:
-            return True
-        error = error.orig if isinstance(error.orig, BaseException) else error.__cause__
-    return isinstance(error, OSError | PostgresConnectionError) or (
-        type(error).__name__ in _CONNECTION_ERRORS
-    )
-
-
-# asyncpg's errors for a connection that is gone or cannot be made right now.
-_CONNECTION_ERRORS = frozenset(
-    {"ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError"}
-)
-
-
-async def _params(request: Request, max_bytes: int) -> dict[str, Any]:
+async def _params(request: Request, max_bytes: int) -> dict[str, Any] | list[Any]:
     if request.method == "GET":
         q = request.query_params
         params: dict[str, Any] = {"query": q.get("query"), "operationName": q.get("operationName")}
@@ -117,6 +85,8 @@ async def _params(request: Request, max_bytes: int) -> dict[str, Any]:
         return params
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in (JSON, GRAPHQL_RESPONSE, "application/graphql+json"):
+        # Form and text bodies are what a cross-site form can send without a CORS
+        # preflight: never accept them (no CSRF through simple requests).
         raise RequestError(
             415, "POST a JSON body with `Content-Type: application/json`", "UNSUPPORTED_MEDIA_TYPE"
         )
@@ -125,7 +95,7 @@ async def _params(request: Request, max_bytes: int) -> dict[str, Any]:
         raise RequestError(
             413, f"Request body is larger than {max_bytes} bytes", "PAYLOAD_TOO_LARGE"
         )
-    body = b""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_bytes:
@@ -136,8 +106,33 @@ async def _params(request: Request, max_bytes: int) -> dict[str, Any]:
         params = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise RequestError(400, "The body is not valid JSON", "BAD_REQUEST") from exc
-    if not isinstance(params, dict):
-        raise RequestError(400, "The body must be a JSON object", "BAD_REQUEST")
+    if not isinstance(params, dict | list):
+        raise RequestError(
+            400, "The body must be a JSON object (or an array of them)", "BAD_REQUEST"
+        )
+    return params
+
+
+def _operations(params: dict[str, Any] | list[Any], max_batch: int) -> list[dict[str, Any]]:
+    """The operations of a request: one, or the elements of a batch (checked)."""
+    if isinstance(params, dict):
+        _check_params(params)
+        return [params]
+    if not params:
+        raise RequestError(400, "A batch must hold at least one operation", "BAD_REQUEST")
+    if max_batch and len(params) > max_batch:
+        raise RequestError(
+            400,
+            f"A batch may hold at most {max_batch} operations ({len(params)} sent)",
+            "BATCH_TOO_LARGE",
+        )
+    for index, item in enumerate(params):
+        if not isinstance(item, dict):
+            raise RequestError(400, f"Batch item {index} is not a JSON object", "BAD_REQUEST")
+        try:
+            _check_params(item)
+        except RequestError as error:
+            raise RequestError(400, f"Batch item {index}: {error}", error.code) from error
     return params
 
 
@@ -160,8 +155,10 @@ def _request_id(request: Request) -> str:
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-def _error_body(message: str, code: str) -> dict[str, Any]:
-    return {"errors": [{"message": message, "extensions": {"code": code}}]}
+def _error_body(
+    message: str, code: str, extensions: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {"errors": [{"message": message, "extensions": {"code": code, **(extensions or {})}}]}
 
 
 def _client_ip(request: Request) -> str | None:
@@ -193,22 +190,41 @@ def _is_request_error(result: ExecutionResult) -> bool:
     )
 
 
-async def graphql_endpoint(request: Request) -> Response:
-    app: AppState = request.app.state.crm
-    if request.method == "GET" and wants_explorer(request):
-        return explorer_response(request)
-    media_type = _media_type(request)
-    request_id = _request_id(request)
-    headers = {"X-Request-Id": request_id}
-    try:
-        params = await _params(request, app.settings.max_request_bytes)
-        _check_params(params)
-        actor = await _actor(app, request, request_id)
-    except RequestError as exc:
-        return _respond(
-            _error_body(str(exc), exc.code), exc.status, media_type, {**headers, **exc.headers}
+def _codes(body: dict[str, Any]) -> set[Any]:
+    return {(e.get("extensions") or {}).get("code") for e in body.get("errors") or []}
+
+
+def _retry_after(body: dict[str, Any]) -> int | None:
+    hints = [(e.get("extensions") or {}).get("retryAfter") for e in body.get("errors") or []]
+    return max((h for h in hints if isinstance(h, int)), default=None)
+
+
+async def _rate_limit(
+    app: AppState, actor: Actor | None, request: Request, operations: int
+) -> dict[str, str]:
+    """Count the request's operations against its bucket: the ``RateLimit-*`` headers,
+    or ``RequestError(429)`` when the bucket refuses them."""
+    bucket = ratelimit.actor_bucket(actor, _client_ip(request), app.settings)
+    if bucket is None:
+        return {}
+    decision = await app.limiter.hit(bucket, operations)
+    if not decision.allowed:
+        raise RequestError(
+            429,
+            f"Rate limit of {bucket.limit} operations a minute exceeded; "
+            f"retry in {decision.retry_after} s",
+            "RATE_LIMITED",
+            decision.headers(),
+            {"retryAfter": decision.retry_after},
         )
-    context = Context(app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request))
+    return decision.headers()
+
+
+async def _execute(
+    request: Request, context: Context, params: dict[str, Any]
+) -> tuple[dict[str, Any], int]:
+    """One operation: (response body, HTTP status)."""
+    app = context.app
     allowed = {OperationType.QUERY} if request.method == "GET" else None
     try:
         result = await request.app.state.schema.execute(
@@ -218,20 +234,67 @@ async def graphql_endpoint(request: Request) -> Response:
             operation_name=params.get("operationName"),
             allowed_operation_types=allowed,
         )
-    except InvalidOperationTypeError:
-        body = _error_body(
-            "Only queries may be sent with GET; POST mutations", "METHOD_NOT_ALLOWED"
-        )
-        return _respond(body, 405, media_type, {**headers, "Allow": "POST"})
+    except InvalidOperationTypeError as exc:
+        raise RequestError(
+            405,
+            "Only queries may be sent with GET; POST mutations",
+            "METHOD_NOT_ALLOWED",
+            {"Allow": "POST"},
+        ) from exc
+    except CannotGetOperationTypeError as exc:
+        # An unknown `operationName`, or several operations and none named.
+        return _error_body(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED"), 400
     finally:
         await context.close()
     production = app.settings.is_production
-    body = {}
+    body: dict[str, Any] = {}
     if result.errors:
-        body["errors"] = [format_error(e, request_id, production=production) for e in result.errors]
+        body["errors"] = [
+            format_error(e, context.request_id, production=production) for e in result.errors
+        ]
     if not _is_request_error(result):
         body["data"] = result.data
-        status = 200
-    else:
-        status = 400
+    if body.get("data") is None and _codes(body) == {"RATE_LIMITED"}:
+        return body, 429
+    return body, 200 if "data" in body else 400
+
+
+async def graphql_endpoint(request: Request) -> Response:
+    app: AppState = request.app.state.crm
+    if request.method == "GET" and wants_explorer(request):
+        return explorer_response(request)
+    media_type = _media_type(request)
+    request_id = _request_id(request)
+    headers = {"X-Request-Id": request_id}
+    try:
+        params = await _params(request, app.settings.max_request_bytes)
+        operations = _operations(params, app.settings.max_batch_operations)
+        try:
+            actor = await _actor(app, request, request_id)
+        except RequestError:
+            # Bad credentials count against the address, like anonymous requests: guessing
+            # tokens or keys is slowed too (429 once the address is out of budget).
+            await _rate_limit(app, None, request, 1)
+            raise
+        headers.update(await _rate_limit(app, actor, request, len(operations)))
+        results = []
+        for operation in operations:
+            context = Context(
+                app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request)
+            )
+            results.append(await _execute(request, context, operation))
+    except RequestError as exc:
+        return _respond(
+            _error_body(str(exc), exc.code, exc.extensions),
+            exc.status,
+            media_type,
+            {**headers, **exc.headers},
+        )
+    if isinstance(params, list):
+        # A batch answers 200 with one result per operation, each with its own errors.
+        return _respond([body for body, _ in results], 200, media_type, headers)
+    body, status = results[0]
+    retry_after = _retry_after(body)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return _respond(body, status, media_type, headers)

@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IntrospectionPolicy = Literal["on", "off", "authenticated"]
 
 
 class ConfigurationError(RuntimeError):
@@ -36,15 +38,57 @@ class Settings(BaseSettings):
     default_page_size: int = 20
     max_page_size: int = 100
     max_request_bytes: int = 1_000_000
-    introspection: bool = True
+    # Query limits, checked before execution (crm_graphql/limits.py; README "Limits and
+    # security"). 0 switches one off.
+    max_query_depth: int = 12
+    max_aliases: int = 50
+    max_tokens: int = 5000
+    max_query_cost: int = 50_000
+    max_input_depth: int = 20
+    max_batch_operations: int = 10
+    # on | off | authenticated; unset: on, except `authenticated` in production.
+    introspection: IntrospectionPolicy | None = None
     cors_origins: list[str] = Field(default_factory=list)
+    # Rate limits in Redis, shared by every server process (services/ratelimit.py).
+    rate_limits: bool = True
+    rate_limit_user_per_minute: int = 600
+    rate_limit_api_key_per_minute: int = 1200
+    rate_limit_anonymous_per_minute: int = 60
+    login_attempts_per_minute: int = 20
+    login_failures_per_ip: int = 20
+    login_failures_per_email: int = 10
+    login_failure_window_seconds: int = 900
+    # json | text; unset: json in production, text otherwise.
+    log_format: Literal["json", "text"] | None = None
     db_pool_size: int = 10
     slow_consumer_seconds: float = 10.0
     sql_echo: bool = False
 
+    @field_validator("introspection", mode="before")
+    @classmethod
+    def _introspection_words(cls, value: object) -> object:
+        # Older configurations said true/false.
+        words = {"true": "on", "1": "on", "false": "off", "0": "off"}
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, str):
+            return words.get(value.strip().lower(), value.strip().lower()) or None
+        return value
+
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def introspection_policy(self) -> IntrospectionPolicy:
+        """Who may introspect the schema: everyone, no one, or authenticated callers."""
+        if self.introspection is not None:
+            return self.introspection
+        return "authenticated" if self.is_production else "on"
+
+    @property
+    def json_logs(self) -> bool:
+        return (self.log_format or ("json" if self.is_production else "text")) == "json"
 
 
 def resolve_secret_key(settings: Settings) -> str:

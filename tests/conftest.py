@@ -134,6 +134,11 @@ def admin(actors: dict[Role, Actor]) -> Actor:
 
 
 @pytest.fixture
+def manager(actors: dict[Role, Actor]) -> Actor:
+    return actors[Role.MANAGER]
+
+
+@pytest.fixture
 def agent(actors: dict[Role, Actor]) -> Actor:
     return actors[Role.AGENT]
 
@@ -153,6 +158,9 @@ def settings(database_url: str, redis_url: str) -> Any:
         redis_url=redis_url,
         secret_key="test-secret-key-" + "x" * 32,
         data_dir=Path(tempfile.mkdtemp(prefix="crm-test-data-")),
+        # Test runs share one Redis and log in hundreds of times from 127.0.0.1: rate
+        # limits are tested with apps of their own (tests/api/test_rate_limits.py).
+        rate_limits=False,
     )
 
 

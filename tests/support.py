@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,13 @@ PASSWORD = "correct horse battery staple"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _asyncpg_dsn(url: str) -> str:
+def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def create_database(server_url: str, name: str) -> None:
     async def run() -> None:
-        conn = await asyncpg.connect(_asyncpg_dsn(server_url))
+        conn = await asyncpg.connect(asyncpg_dsn(server_url))
         try:
             await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
@@ -39,7 +39,7 @@ def create_database(server_url: str, name: str) -> None:
 
 def drop_database(server_url: str, name: str) -> None:
     async def run() -> None:
-        conn = await asyncpg.connect(_asyncpg_dsn(server_url))
+        conn = await asyncpg.connect(asyncpg_dsn(server_url))
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
@@ -103,7 +103,8 @@ class GraphQLClient:
         payload: dict[str, Any] = {"query": query}
         if variables is not None:
             payload["variables"] = variables
-        response = await self.http.post("/graphql", json=payload, headers=self.headers(), **kwargs)
+        headers = {**self.headers(), **kwargs.pop("headers", {})}
+        response = await self.http.post("/graphql", json=payload, headers=headers, **kwargs)
         return GraphQLResponse(response.status_code, response.json(), response.headers)
 
     async def logged_in(self, email: str, password: str) -> GraphQLClient:
@@ -123,8 +124,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def run_uvicorn(settings: Any, *, workers: int = 1) -> Iterator[str]:
-    """Start ``crm-graphql serve`` in a child process and wait until /healthz answers."""
+def run_uvicorn(
+    settings: Any, *, workers: int = 1, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Start ``crm-graphql serve`` in a child process and wait until /healthz answers
+    (``extra_env``: more CRM_* variables for it)."""
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -134,6 +138,8 @@ def run_uvicorn(settings: Any, *, workers: int = 1) -> Iterator[str]:
             "CRM_REDIS_URL": settings.redis_url,
             "CRM_SECRET_KEY": settings.secret_key,
             "CRM_DATA_DIR": str(settings.data_dir),
+            "CRM_RATE_LIMITS": "true" if settings.rate_limits else "false",
+            **(extra_env or {}),
         }
     )
     proc = subprocess.Popen(
@@ -241,3 +247,26 @@ class WSClient:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+@contextlib.asynccontextmanager
+async def app_client(
+    settings: Any, *, client_ip: str = "127.0.0.1", **overrides: Any
+) -> AsyncIterator[GraphQLClient]:
+    """A client over an app of its own built from ``settings`` with ``overrides`` (e.g.
+    production mode or low limits), seen as coming from ``client_ip``."""
+    from crm_graphql.app import build_app
+
+    app = build_app(settings.model_copy(update=overrides))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield GraphQLClient(http)
+
+
+def random_ip() -> str:
+    """A client address no other test (or concurrent test run) uses: per-address rate
+    limit buckets in the shared Redis stay apart."""
+    import secrets
+
+    return "10." + ".".join(str(secrets.randbelow(256)) for _ in range(3))

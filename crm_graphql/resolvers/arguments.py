@@ -13,7 +13,6 @@ from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.services.querying import PageRequest
 
 _ID_FILTER = "IDFilter"
-_ID_SUFFIX = "_id"
 
 
 def _decode_ids(field_name: str, ops: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +52,7 @@ def filter_spec(value: Any) -> dict[str, Any] | None:
                 for g in dataclasses.fields(raw)
                 if getattr(raw, g.name) is not None and getattr(raw, g.name) is not UNSET
             }
-            if type(raw).__name__ == _ID_FILTER or name == "id" or name.endswith(_ID_SUFFIX):
+            if type(raw).__name__ == _ID_FILTER:
                 ops = _decode_ids(name, ops)
             spec[name] = ops
         else:

@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from crm_graphql.resolvers.mutations import UserErrorValue, mutate, user_errors
-from crm_graphql.services import auth
-from crm_graphql.services.errors import DomainError
+from crm_graphql.services import auth, ratelimit
+from crm_graphql.services.errors import DomainError, InvalidCredentials
 
 
 @dataclass
@@ -32,6 +32,12 @@ def _result(pair: auth.TokenPair) -> AuthResult:
 
 async def login(info: Any, input: Any) -> AuthResult:
     context = info.context
+    app = context.app
+    throttle = ratelimit.LoginThrottle.from_settings(app.settings, app.tokens.secret_key)
+    if throttle is not None:
+        # Raises RateLimited (a top-level RATE_LIMITED error, HTTP 429) before the email
+        # or password is looked at: the same answer for every email.
+        await throttle.before_attempt(app.limiter, client_ip=context.client_ip, email=input.email)
     try:
         async with context.unit_of_work() as session:
             pair = await auth.login(
@@ -43,6 +49,8 @@ async def login(info: Any, input: Any) -> AuthResult:
                 client_ip=context.client_ip,
             )
     except DomainError as error:
+        if throttle is not None and isinstance(error, InvalidCredentials):
+            await throttle.failed(app.limiter, client_ip=context.client_ip, email=input.email)
         return AuthResult(errors=user_errors([error]))
     return _result(pair)
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from crm_graphql.realtime.ephemeral import Ephemeral
     from crm_graphql.realtime.hub import Hub
     from crm_graphql.resolvers.loaders import Loaders
+    from crm_graphql.services.ratelimit import RateLimiter
     from crm_graphql.settings import Settings
 
 
@@ -36,6 +37,7 @@ class AppState:
     bus: Bus
     hub: Hub
     ephemeral: Ephemeral
+    limiter: RateLimiter
 
 
 @dataclass

@@ -21,6 +21,8 @@ NODE_MODELS: dict[str, type[Any]] = {
         models.Order,
         models.Conversation,
         models.Message,
+        models.ApiKey,
+        models.AuditLog,
     )
 }
 

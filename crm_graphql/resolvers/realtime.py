@@ -37,9 +37,10 @@ from crm_graphql.resolvers.ids import decode_id, to_global_id
 from crm_graphql.resolvers.lists import by_id
 from crm_graphql.resolvers.mutations import UserErrorValue, user_errors
 from crm_graphql.services import activities, conversations, deals, records
-from crm_graphql.services.actor import Actor, Permission, require, scoped
-from crm_graphql.services.errors import DomainError, Forbidden, NotFound
+from crm_graphql.services.actor import Actor, scoped
+from crm_graphql.services.errors import DomainError, NotFound
 from crm_graphql.services.events import Position, StoredEvent
+from crm_graphql.services.policy import Action, authorize
 
 log = logging.getLogger(__name__)
 
@@ -537,9 +538,7 @@ async def set_typing(info: Any, input: Any) -> SetTypingValue:
     actor = context.require_actor()
     id = decode_id(input.conversation_id, "Conversation")
     try:
-        require(actor, Permission.WRITE)
-        if actor.user_id is None:
-            raise Forbidden("Typing signals come from users, not API keys")
+        authorize(actor, Action.SEND_AGENT_MESSAGES)
         async with context.app.sessionmaker() as session:
             await conversations.get_visible(actor, session, id, field="conversationId")
             user = await session.scalar(
@@ -599,7 +598,7 @@ async def presence(info: Any) -> AsyncIterator[PresenceValue]:
     context: Context = info.context
     actor = context.require_actor()
     try:
-        require(actor, Permission.READ)
+        authorize(actor, Action.READ_USERS)
     except DomainError as error:
         raise graphql_error(error) from error
     cached = _Cached(context, actor)
@@ -622,7 +621,7 @@ async def online_users(info: Any) -> list[models.User]:
     context: Context = info.context
     actor = context.require_actor()
     try:
-        require(actor, Permission.READ)
+        authorize(actor, Action.READ_USERS)
         ids = await ephemeral.of(context.app).presence.online_user_ids(actor.workspace_id)
     except DomainError as error:
         raise graphql_error(error) from error

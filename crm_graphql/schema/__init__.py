@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import Info
 
+from crm_graphql.limits import OperationLimits
+from crm_graphql.masking import FormatErrors
 from crm_graphql.resolvers import nodes as resolve_nodes
 from crm_graphql.schema.activities import ActivityMutation, ActivityQuery
 from crm_graphql.schema.auth import AuthMutation
@@ -18,7 +19,8 @@ from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
-from crm_graphql.schema.users import UserQuery
+from crm_graphql.schema.security import SecurityMutation, SecurityQuery
+from crm_graphql.schema.users import UserMutation, UserQuery
 
 
 @strawberry.type(description="Everything a client can read.")
@@ -31,6 +33,7 @@ class Query(
     OrderQuery,
     ConversationQuery,
     RealtimeQuery,
+    SecurityQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
@@ -46,6 +49,7 @@ class Query(
 @strawberry.type(description="Everything a client can change.")
 class Mutation(
     AuthMutation,
+    UserMutation,
     CustomerMutation,
     CompanyMutation,
     DealMutation,
@@ -53,17 +57,26 @@ class Mutation(
     OrderMutation,
     ConversationMutation,
     RealtimeMutation,
+    SecurityMutation,
 ):
     pass
 
 
+class CrmSchema(strawberry.Schema):
+    def process_errors(self, errors: Any, execution_context: Any = None) -> None:
+        """Nothing: ``FormatErrors`` logs unexpected errors once, with the request id
+        (Strawberry would log every error, validation and domain errors included)."""
+
+
 def build_schema(**kwargs: Any) -> strawberry.Schema:
-    """The schema with parse and validation caches (documents are cached by their text)."""
-    return strawberry.Schema(
+    """The schema. ``OperationLimits`` parses and validates with caches keyed by the
+    document's text and applies the query limits; ``FormatErrors`` gives every error its
+    client form (codes, masking) on HTTP and WebSocket alike."""
+    return CrmSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=[lambda: ParserCache(maxsize=1000), lambda: ValidationCache(maxsize=1000)],
+        extensions=[FormatErrors, OperationLimits],
         **kwargs,
     )
 

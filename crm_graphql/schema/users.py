@@ -11,7 +11,7 @@ from strawberry.types import Info
 from crm_graphql import models
 from crm_graphql.resolvers import users as resolve
 from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter, StringFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, of_model
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
 from crm_graphql.schema.scalars import Role
 
 
@@ -73,3 +73,43 @@ class UserQuery:
         return await resolve.users(  # type: ignore[return-value]
             info, first, after, last, before, filter, order_by, include_archived
         )
+
+
+@strawberry.input(description="A new login of the workspace.")
+class CreateUserInput:
+    email: str = strawberry.field(description="Login email, unique across the server.")
+    name: str
+    role: Role
+    password: str = strawberry.field(
+        description="First password (12 to 256 characters), handed over by the admin."
+    )
+
+
+@strawberry.input(description="Changes to a user; only the fields sent change.")
+class UpdateUserInput:
+    id: strawberry.ID
+    name: str | None = strawberry.UNSET
+    role: Role | None = strawberry.UNSET
+    is_active: bool | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="False disables the login and revokes its refresh tokens.",
+    )
+
+
+@strawberry.type(description="Result of a change to a user.")
+class UserPayload:
+    user: User | None = strawberry.field(description="The user after the change.")
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.type
+class UserMutation:
+    @strawberry.mutation(description="Add a user to the workspace (admins).")
+    async def create_user(self, info: Info, input: CreateUserInput) -> UserPayload:
+        return await resolve.create_user(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Rename, change the role of, or disable a user (admins).")
+    async def update_user(self, info: Info, input: UpdateUserInput) -> UserPayload:
+        return await resolve.update_user(info, input)  # type: ignore[return-value]

@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import Activity, ActivityType, Customer, Deal
 from crm_graphql.services import audit, events, fields, querying, records
-from crm_graphql.services.actor import Actor, Permission, require
+from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid
+from crm_graphql.services.policy import Action, authorize
 
 ACTIVITIES = querying.ListSpec(
     model=Activity,
@@ -175,7 +176,7 @@ def _clean_common(
 async def create_activity(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Activity:
     """Log a note, call, email, meeting or task on a customer and/or a deal. A deal's
     activity is also on the deal's customer's timeline."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.WRITE_ACTIVITIES)
     unknown = set(data) - set(CREATABLE)
     if unknown:
         raise Invalid(f"Unknown fields: {', '.join(sorted(unknown))}")
@@ -186,7 +187,7 @@ async def create_activity(actor: Actor, session: AsyncSession, data: Mapping[str
         raise Invalid("Link the activity to a customer or a deal", "customerId")
     await records.ensure_in_workspace(actor, session, [(Customer, customer_id, "customerId")])
     if deal_id is not None:
-        deal = await records.get(actor, session, Deal, deal_id, field="dealId")
+        deal = await records.referenced(actor, session, Deal, deal_id, field="dealId")
         if customer_id is None:
             customer_id = deal.customer_id
         elif deal.customer_id is not None and deal.customer_id != customer_id:
@@ -213,7 +214,7 @@ async def update_activity(
     expected_version: int | None = None,
 ) -> Activity:
     """Edit, reschedule or complete an activity (its links to customer and deal stay)."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.WRITE_ACTIVITIES)
     unknown = set(data) - set(EDITABLE)
     if unknown:
         raise Invalid(f"Unknown fields: {', '.join(sorted(unknown))}")
@@ -246,7 +247,7 @@ async def archive_activity(
     expected_version: int | None = None,
 ) -> Activity:
     """Remove an activity from the timeline (it stays readable by ID and in the audit)."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.ARCHIVE_ACTIVITIES)
     activity = await records.get_for_change(actor, session, Activity, activity_id, expected_version)
     _ensure_client_written(activity)
     if activity.archived_at is None:

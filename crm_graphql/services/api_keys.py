@@ -20,27 +20,20 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import ApiKey, Role
-from crm_graphql.services import fields, records
+from crm_graphql.services import fields, querying, records
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.errors import Forbidden, Invalid, Unauthenticated
-
-CUSTOMERS_READ = "customers:read"
-CUSTOMERS_WRITE = "customers:write"
-DEALS_READ = "deals:read"
-DEALS_WRITE = "deals:write"
-CONVERSATIONS_READ = "conversations:read"
-CONVERSATIONS_WRITE = "conversations:write"
-WEBHOOKS_MANAGE = "webhooks:manage"
-SCOPES = frozenset(
-    {
-        CUSTOMERS_READ,
-        CUSTOMERS_WRITE,
-        DEALS_READ,
-        DEALS_WRITE,
-        CONVERSATIONS_READ,
-        CONVERSATIONS_WRITE,
-        WEBHOOKS_MANAGE,
-    }
+from crm_graphql.services.errors import Invalid, Unauthenticated
+from crm_graphql.services.policy import (  # noqa: F401  (re-exported: the scopes of a key)
+    CONVERSATIONS_READ,
+    CONVERSATIONS_WRITE,
+    CUSTOMERS_READ,
+    CUSTOMERS_WRITE,
+    DEALS_READ,
+    DEALS_WRITE,
+    SCOPES,
+    WEBHOOKS_MANAGE,
+    Action,
+    authorize,
 )
 
 TOKEN_PREFIX = "crm_"
@@ -49,6 +42,26 @@ _PREFIX_ALPHABET = string.ascii_letters + string.digits
 # `last_used_at` is a hint for admins ("unused for 90 days"), not an access log: writing
 # it at most once a minute keeps a busy integration from costing a write per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+API_KEYS = querying.ListSpec(
+    model=ApiKey,
+    filter_fields={
+        "id": ApiKey.id,
+        "name": ApiKey.name,
+        "prefix": ApiKey.prefix,
+        "created_at": ApiKey.created_at,
+        "last_used_at": ApiKey.last_used_at,
+        "revoked_at": ApiKey.revoked_at,
+    },
+    order_fields={
+        "name": ApiKey.name,
+        "created_at": ApiKey.created_at,
+        "last_used_at": ApiKey.last_used_at,
+    },
+    default_order=[("created_at", True)],
+    archivable=False,
+)
 
 
 def is_api_key_token(token: str) -> bool:
@@ -92,12 +105,6 @@ def clean_scopes(scopes: Iterable[str] | None, field: str = "scopes") -> list[st
     return cleaned
 
 
-def _require_admin(actor: Actor) -> None:
-    # A user admin, or an operator at the command line (admin role, no user); never a key.
-    if actor.role is not Role.ADMIN or actor.api_key_id is not None:
-        raise Forbidden("Only an admin manages API keys")
-
-
 async def _unused_prefix(session: AsyncSession) -> str:
     while True:  # 62**10 prefixes: a collision is astronomically rare, but cheap to rule out
         prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
@@ -115,7 +122,7 @@ async def create_api_key(
 ) -> tuple[ApiKey, str]:
     """Create a key of the actor's workspace (admins only). Returns the key and its token,
     which is shown this once: only its hash is kept."""
-    _require_admin(actor)
+    authorize(actor, Action.MANAGE_API_KEYS)
     cleaned_name = fields.required_text(name, "name")
     cleaned_scopes = clean_scopes(scopes)
     if expires_at is not None:
@@ -144,7 +151,7 @@ async def revoke_api_key(
     actor: Actor, session: AsyncSession, api_key_id: uuid.UUID | None
 ) -> ApiKey:
     """Revoke a key for good (admins only); its next request is refused. Idempotent."""
-    _require_admin(actor)
+    authorize(actor, Action.MANAGE_API_KEYS)
     key = await records.get(actor, session, ApiKey, api_key_id, for_update=True)
     if key.revoked_at is None:
         await records.update(actor, session, key, {"revoked_at": _now()}, action="revokeApiKey")

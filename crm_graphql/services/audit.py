@@ -1,4 +1,9 @@
-"""The audit trail: one row per mutation, written in the mutation's own transaction."""
+"""The audit trail: one row per mutation, written in the mutation's own transaction.
+
+Append-only: the API has no way to change or delete an entry, and a database trigger
+(migration 0003) refuses UPDATE and DELETE of ``audit_log`` rows, except the redaction of
+personal values by a transaction that sets ``crm.audit_redaction`` (erasing a customer).
+Admins read it through ``AUDIT_LOG``."""
 
 from __future__ import annotations
 
@@ -12,7 +17,25 @@ from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import AuditLog
+from crm_graphql.services import querying
 from crm_graphql.services.actor import Actor
+
+AUDIT_LOG = querying.ListSpec(
+    model=AuditLog,
+    filter_fields={
+        "id": AuditLog.id,
+        "action": AuditLog.action,
+        "entity_type": AuditLog.entity_type,
+        "entity_id": AuditLog.entity_id,
+        "actor_id": AuditLog.actor_user_id,
+        "api_key_id": AuditLog.actor_api_key_id,
+        "request_id": AuditLog.request_id,
+        "created_at": AuditLog.created_at,
+    },
+    order_fields={"created_at": AuditLog.created_at},
+    default_order=[("created_at", True)],
+    archivable=False,
+)
 
 IGNORED_FIELDS = frozenset({"updated_at", "created_at", "version", "password_hash", "secret_hash"})
 

@@ -184,6 +184,15 @@ async def _revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
     )
 
 
+async def revoke_all_refresh_tokens(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """End every login of a user (logout everywhere, or the account disabled)."""
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=_now())
+    )
+
+
 async def logout(actor: Actor, session: AsyncSession, *, refresh_token: str | None) -> None:
     """End a login: revoke the refresh token's family, or every refresh token of the user
     when none is given."""
@@ -199,11 +208,7 @@ async def logout(actor: Actor, session: AsyncSession, *, refresh_token: str | No
         if row is not None:
             await _revoke_family(session, row.family_id)
     else:
-        await session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.user_id == actor.user_id, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=_now())
-        )
+        await revoke_all_refresh_tokens(session, actor.user_id)
     audit.record(
         actor, session, action="logout", entity_type="User", entity_id=actor.user_id, changes={}
     )

@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import Company, User
 from crm_graphql.services import fields, querying, records
-from crm_graphql.services.actor import Actor, Permission, require
+from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid
+from crm_graphql.services.policy import Action, authorize
 
 COMPANIES = querying.ListSpec(
     model=Company,
@@ -132,7 +133,7 @@ async def _clean(
 
 async def create_company(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Company:
     """Add a company to the workspace."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.WRITE_CUSTOMERS)
     cleaned = await _clean(actor, session, data, current=None)
     return await records.create(actor, session, Company(**cleaned), action="createCompany")
 
@@ -146,7 +147,7 @@ async def update_company(
     expected_version: int | None = None,
 ) -> Company:
     """Change the given fields of a company (fields left out stay as they are)."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.WRITE_CUSTOMERS)
     company = await records.get_for_change(actor, session, Company, company_id, expected_version)
     cleaned = await _clean(actor, session, data, current=company)
     return await records.update(actor, session, company, cleaned, action="updateCompany")
@@ -160,7 +161,7 @@ async def archive_company(
     expected_version: int | None = None,
 ) -> Company:
     """Hide a company from lists; its customers keep pointing at it."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.ARCHIVE_CUSTOMERS)
     return await records.archive(
         actor, session, Company, company_id, expected_version, action="archiveCompany"
     )

@@ -45,9 +45,9 @@ from crm_graphql.models import (
     User,
 )
 from crm_graphql.services import audit, events, fields, querying, records
-from crm_graphql.services.actor import Actor, Permission, require, scoped
-from crm_graphql.services.api_keys import CONVERSATIONS_READ, CONVERSATIONS_WRITE
-from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
+from crm_graphql.services.actor import Actor, scoped
+from crm_graphql.services.errors import Conflict, Invalid, NotFound
+from crm_graphql.services.policy import Action, allows, authorize
 
 TOPIC = "conversations"
 MAX_BODY_LENGTH = 10_000
@@ -71,16 +71,12 @@ def sees_every_conversation(actor: Actor) -> bool:
     return actor.user_id is not None and actor.role in (Role.ADMIN, Role.MANAGER)
 
 
-def _key_reads_conversations(actor: Actor) -> bool:
-    return bool({CONVERSATIONS_READ, CONVERSATIONS_WRITE} & actor.scopes)
-
-
 def can_see(actor: Actor, *, is_private: bool, assignee_id: uuid.UUID | None) -> bool:
     """Whether ``actor`` may see a conversation with these values (the real-time layer
     checks every event with it; the workspace is checked by whoever holds the row or
     the event). Same rule as ``visible_condition``."""
     if actor.user_id is None:  # an API key
-        return _key_reads_conversations(actor) and not is_private
+        return allows(actor, Action.READ_CONVERSATIONS) and not is_private
     if sees_every_conversation(actor) or not is_private:
         return True
     return assignee_id is not None and assignee_id == actor.user_id
@@ -89,7 +85,7 @@ def can_see(actor: Actor, *, is_private: bool, assignee_id: uuid.UUID | None) ->
 def visible_condition(actor: Actor) -> ColumnElement[bool]:
     """``can_see`` as an SQL condition on ``Conversation`` (tenant scope not included)."""
     if actor.user_id is None:
-        if not _key_reads_conversations(actor):
+        if not allows(actor, Action.READ_CONVERSATIONS):
             return false()
         return Conversation.is_private.is_(False)
     if sees_every_conversation(actor):
@@ -166,7 +162,7 @@ async def get_visible(
 ) -> Conversation:
     """A conversation the actor may see, or ``NotFound`` (also when it exists but is
     private to someone else). ``for_update`` locks the row for this transaction."""
-    require(actor, Permission.READ)
+    authorize(actor, Action.READ_CONVERSATIONS)
     if conversation_id is None:
         raise NotFound("Conversation not found", field)
     stmt = scoped(Conversation, actor).where(
@@ -329,13 +325,6 @@ def _message_event(
 
 
 # ------------------------------------------------------------------------ permissions
-
-
-def _require_writer(actor: Actor) -> None:
-    """Users who may write; API keys only with the ``conversations:write`` scope."""
-    require(actor, Permission.WRITE)
-    if actor.api_key_id is not None and CONVERSATIONS_WRITE not in actor.scopes:
-        raise Forbidden(f"This API key lacks the {CONVERSATIONS_WRITE} scope")
 
 
 async def _assignable(actor: Actor, session: AsyncSession, user_id: uuid.UUID) -> User:
@@ -572,12 +561,7 @@ async def send_message(
     """An agent's message (users who may write). A retry with the same
     ``client_message_id`` returns the first message and writes nothing. Writing into a
     closed conversation reopens it."""
-    require(actor, Permission.WRITE)
-    if actor.user_id is None:
-        raise Forbidden(
-            "An API key posts the customer's side (postCustomerMessage); agent messages "
-            "come from users"
-        )
+    authorize(actor, Action.SEND_AGENT_MESSAGES)
     return await _post(
         actor,
         session,
@@ -600,9 +584,7 @@ async def post_customer_message(
     """An inbound message from the customer, brought by a channel integration: only an
     API key with the ``conversations:write`` scope posts as the customer. A pending or
     closed conversation becomes open again. Retries are idempotent as for agents."""
-    if actor.api_key_id is None:
-        raise Forbidden("Customer messages come in through a channel integration's API key")
-    _require_writer(actor)
+    authorize(actor, Action.POST_CUSTOMER_MESSAGES)
     return await _post(
         actor,
         session,
@@ -630,12 +612,12 @@ async def start_conversation(
     ``is_private``, ``assignee_id``), optionally with its first message (``body``,
     ``client_message_id``): written by the agent when a user starts it, by the customer
     when a channel integration (API key) does."""
-    _require_writer(actor)
+    authorize(actor, Action.WRITE_CONVERSATIONS)
     _reject_unknown(data, START_FIELDS)
     customer_id = data.get("customer_id")
     if customer_id is None:
         raise Invalid("A conversation needs a customer", "customerId")
-    customer = await records.get(actor, session, Customer, customer_id, field="customerId")
+    customer = await records.referenced(actor, session, Customer, customer_id, field="customerId")
     if customer.archived_at is not None:
         raise Invalid("That customer is archived", "customerId")
     if data.get("channel") is None:
@@ -697,7 +679,7 @@ async def assign_conversation(
 ) -> Conversation:
     """Hand a conversation to an active agent, manager or admin of the workspace, or
     unassign it (``None``). Assigning the current assignee changes nothing."""
-    _require_writer(actor)
+    authorize(actor, Action.WRITE_CONVERSATIONS)
     conversation = await _get_for_change(actor, session, conversation_id, expected_version)
     if assignee_id is not None:
         await _assignable(actor, session, assignee_id)
@@ -727,7 +709,7 @@ async def set_conversation_status(
 ) -> Conversation:
     """Open, set pending (waiting for the customer) or close a conversation. Setting the
     status it has changes nothing."""
-    _require_writer(actor)
+    authorize(actor, Action.WRITE_CONVERSATIONS)
     if status is None:
         raise Invalid("`status` is required", "status")
     new_status = fields.choice(ConversationStatus, status, "status")
@@ -756,9 +738,10 @@ async def mark_conversation_read(
 ) -> Conversation:
     """Move the user's read receipt to ``up_to_seq`` (default: the latest message). A
     receipt never moves back: marking what was already read changes nothing."""
-    require(actor, Permission.READ)
-    if actor.user_id is None:
-        raise Forbidden("Read receipts belong to users; an API key has none")
+    authorize(actor, Action.KEEP_READ_RECEIPTS)
+    user_id = actor.user_id
+    if user_id is None:  # an operator at the command line is no user
+        raise Invalid("Read receipts belong to users")
     conversation = await get_visible(actor, session, conversation_id)
     last = conversation.last_message_seq
     seq = last if up_to_seq is None else up_to_seq
@@ -767,13 +750,13 @@ async def mark_conversation_read(
     previous = await session.scalar(
         select(ConversationRead.last_read_seq).where(
             ConversationRead.conversation_id == conversation.id,
-            ConversationRead.user_id == actor.user_id,
+            ConversationRead.user_id == user_id,
         )
     )
     before = int(previous or 0)
     if seq <= before:
         return conversation
-    position = await _upsert_read(actor, session, conversation.id, actor.user_id, seq)
+    position = await _upsert_read(actor, session, conversation.id, user_id, seq)
     audit.record(
         actor,
         session,

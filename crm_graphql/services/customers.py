@@ -24,8 +24,9 @@ from crm_graphql.models import (
     User,
 )
 from crm_graphql.services import audit, fields, querying, records
-from crm_graphql.services.actor import Actor, Permission, require
+from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Duplicate, Invalid
+from crm_graphql.services.policy import Action, authorize
 
 CUSTOMERS = querying.ListSpec(
     model=Customer,
@@ -122,7 +123,7 @@ async def _clean(
 
 async def create_customer(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Customer:
     """Add a customer to the workspace."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.WRITE_CUSTOMERS)
     cleaned = await _clean(actor, session, data, current=None)
     return await records.create(actor, session, Customer(**cleaned), action="createCustomer")
 
@@ -136,7 +137,7 @@ async def update_customer(
     expected_version: int | None = None,
 ) -> Customer:
     """Change the given fields of a customer (fields left out stay as they are)."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.WRITE_CUSTOMERS)
     customer = await records.get_for_change(actor, session, Customer, customer_id, expected_version)
     cleaned = await _clean(actor, session, data, current=customer)
     return await records.update(actor, session, customer, cleaned, action="updateCustomer")
@@ -150,7 +151,7 @@ async def archive_customer(
     expected_version: int | None = None,
 ) -> Customer:
     """Hide a customer from lists; its history stays."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.ARCHIVE_CUSTOMERS)
     return await records.archive(
         actor, session, Customer, customer_id, expected_version, action="archiveCustomer"
     )
@@ -165,7 +166,7 @@ async def merge_customers(
     """Fold duplicates into one customer: their deals, activities, orders and conversations
     move to the survivor, missing fields are filled from them, tags and needs are united,
     and the duplicates are archived with a pointer to the survivor."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.MERGE_CUSTOMERS)
     if not merged_ids:
         raise Invalid("Name at least one customer to merge", "mergedIds")
     survivor = await records.get_for_change(actor, session, Customer, survivor_id, None)
@@ -259,7 +260,7 @@ async def purchase_summaries(
     actor: Actor, session: AsyncSession, customer_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, PurchaseSummary]:
     """Purchase summaries for many customers in one grouped statement."""
-    require(actor, Permission.READ)
+    authorize(actor, Action.READ_CUSTOMERS)
     rows = await session.execute(
         select(
             Order.customer_id,

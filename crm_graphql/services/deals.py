@@ -22,8 +22,9 @@ from crm_graphql.models import (
     User,
 )
 from crm_graphql.services import activities, audit, events, fields, querying, records
-from crm_graphql.services.actor import Actor, Permission, require, scope_condition, scoped
+from crm_graphql.services.actor import Actor, scope_condition, scoped
 from crm_graphql.services.errors import Invalid, NotFound
+from crm_graphql.services.policy import Action, authorize
 
 PIPELINES = querying.ListSpec(
     model=Pipeline,
@@ -237,7 +238,7 @@ def _stage_payload(stage: Stage) -> dict[str, Any]:
 async def create_pipeline(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Pipeline:
     """Create a pipeline, optionally with its stages (``stages: [{name, probability,
     position?}]``, kept in the given order), in one transaction."""
-    require(actor, Permission.MANAGE_PIPELINES)
+    authorize(actor, Action.MANAGE_PIPELINES)
     _reject_unknown(data, (*PIPELINE_FIELDS, "stages"))
     cleaned = _clean_pipeline(data, creating=True)
     stage_inputs = data.get("stages") or []
@@ -271,7 +272,7 @@ async def update_pipeline(
     expected_version: int | None = None,
 ) -> Pipeline:
     """Rename or reposition a pipeline."""
-    require(actor, Permission.MANAGE_PIPELINES)
+    authorize(actor, Action.MANAGE_PIPELINES)
     _reject_unknown(data, PIPELINE_FIELDS)
     pipeline = await records.get_for_change(actor, session, Pipeline, pipeline_id, expected_version)
     cleaned = _clean_pipeline(data, creating=False)
@@ -304,7 +305,7 @@ async def archive_pipeline(
 ) -> Pipeline:
     """Retire a pipeline. Refused while it has open deals: win, lose or archive them
     first, so no live deal disappears from every board."""
-    require(actor, Permission.MANAGE_PIPELINES)
+    authorize(actor, Action.MANAGE_PIPELINES)
     pipeline = await records.get_for_change(actor, session, Pipeline, pipeline_id, expected_version)
     if pipeline.archived_at is not None:
         return pipeline
@@ -330,7 +331,7 @@ async def archive_pipeline(
 async def create_stage(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Stage:
     """Add a stage to a pipeline (``pipeline_id``, ``name``, ``probability`` 0..100,
     ``position``; without a position it goes after the last stage)."""
-    require(actor, Permission.MANAGE_PIPELINES)
+    authorize(actor, Action.MANAGE_PIPELINES)
     _reject_unknown(data, (*STAGE_FIELDS, "pipeline_id"))
     cleaned = _clean_stage({k: v for k, v in data.items() if k != "pipeline_id"}, creating=True)
     pipeline = await _get_live(actor, session, Pipeline, data.get("pipeline_id"), "pipelineId")
@@ -354,7 +355,7 @@ async def update_stage(
     expected_version: int | None = None,
 ) -> Stage:
     """Rename a stage, change its probability or its position within its pipeline."""
-    require(actor, Permission.MANAGE_PIPELINES)
+    authorize(actor, Action.MANAGE_PIPELINES)
     stage = await records.get_for_change(actor, session, Stage, stage_id, expected_version)
     cleaned = _clean_stage(data, creating=False)
     await records.update(actor, session, stage, cleaned, action="updateStage")
@@ -371,7 +372,7 @@ async def archive_stage(
 ) -> Stage:
     """Remove a stage from its board. Refused while deals (open or closed, not archived)
     sit in it: move or archive them first."""
-    require(actor, Permission.MANAGE_PIPELINES)
+    authorize(actor, Action.MANAGE_PIPELINES)
     stage = await records.get_for_change(actor, session, Stage, stage_id, expected_version)
     if stage.archived_at is not None:
         return stage
@@ -474,7 +475,7 @@ async def _clean_deal(
 async def create_deal(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Deal:
     """Open a deal in a pipeline. Without ``stage_id`` it lands in the pipeline's first
     stage; with only ``stage_id`` the stage's pipeline is used."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.WRITE_DEALS)
     _reject_unknown(data, (*DEAL_FIELDS, "pipeline_id", "stage_id"))
     pipeline_id, stage_id = data.get("pipeline_id"), data.get("stage_id")
     if pipeline_id is None and stage_id is None:
@@ -514,7 +515,7 @@ async def update_deal(
 ) -> Deal:
     """Change a deal's fields. Winning or losing stamps ``closed_at``, reopening clears it.
     The stage changes only through ``move_deal`` (it writes the board's history)."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.WRITE_DEALS)
     if "stage_id" in data:
         raise Invalid("Use moveDeal to change a deal's stage", "stageId")
     if "pipeline_id" in data:
@@ -545,7 +546,7 @@ async def archive_deal(
     expected_version: int | None = None,
 ) -> Deal:
     """Take a deal off the board and out of lists; its history stays."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.ARCHIVE_DEALS)
     deal = await records.get_for_change(actor, session, Deal, deal_id, expected_version)
     if deal.archived_at is None:
         await records.update(
@@ -566,7 +567,7 @@ async def move_deal(
     """Move a deal to another stage of its pipeline: the deal changes (audited), a
     stage-change activity lands on the deal's and customer's timeline, and the board gets
     a ``deal.moved`` event. Moving to the stage it is in changes nothing."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.WRITE_DEALS)
     deal = await records.get_for_change(actor, session, Deal, deal_id, expected_version)
     if deal.archived_at is not None:
         raise Invalid("An archived deal is not on the board", "id")

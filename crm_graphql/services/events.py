@@ -65,9 +65,9 @@ def _forget_pending(session: Session) -> None:
 @dataclass(frozen=True, order=True)
 class Position:
     """Where an event sits in its stream: ``(txid, id)``. Streams are read in this order
-    and only below the oldest transaction still running, so an event that commits late
-    always lands after every position already handed out: resuming after a position never
-    skips anything."""
+    and only below the oldest transaction of this database still running (``horizon``),
+    so an event that commits late always lands after every position already handed out:
+    resuming after a position never skips anything."""
 
     txid: int
     id: int
@@ -108,7 +108,12 @@ class StoredEvent:
         return self.position.encode()
 
 
-_HORIZON = text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+async def horizon(session: AsyncSession) -> int:
+    """The txid below which every transaction of this database that could still write an
+    event has finished (``crm_event_horizon()``, migration 0006): events below it never
+    change any more. Call it in its own statement *before* reading the events, so the
+    read's snapshot is newer than the horizon."""
+    return int(await session.scalar(text("SELECT crm_event_horizon()")))  # type: ignore[arg-type]
 
 
 async def read_events(
@@ -122,7 +127,7 @@ async def read_events(
     """Committed events of a stream after ``after``, in order, at most ``limit``; and
     whether committed events exist that must still wait for an older transaction (the
     caller reads again shortly)."""
-    ready = (Event.txid < _HORIZON).label("ready")
+    ready = (Event.txid < literal(await horizon(session))).label("ready")
     rows = await session.execute(
         select(Event, ready)
         .where(
@@ -162,7 +167,11 @@ async def head(session: AsyncSession, workspace_id: uuid.UUID, topic: str) -> Po
     row = (
         await session.execute(
             select(Event.txid, Event.id)
-            .where(Event.workspace_id == workspace_id, Event.topic == topic, Event.txid < _HORIZON)
+            .where(
+                Event.workspace_id == workspace_id,
+                Event.topic == topic,
+                Event.txid < literal(await horizon(session)),
+            )
             .order_by(Event.txid.desc(), Event.id.desc())
             .limit(1)
         )

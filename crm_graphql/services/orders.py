@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import Customer, Order, OrderStatus
 from crm_graphql.services import fields, querying, records
-from crm_graphql.services.actor import Actor, Permission, require
+from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Duplicate, Invalid
+from crm_graphql.services.policy import Action, authorize
 
 ORDERS = querying.ListSpec(
     model=Order,
@@ -138,7 +139,7 @@ async def _clean(
 async def create_order(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Order:
     """Record a purchase; without a ``number`` the next ``ORD-00042`` of the workspace is
     used."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.WRITE_CUSTOMERS)
     cleaned = await _clean(actor, session, data, current=None)
     return await records.create(actor, session, Order(**cleaned), action="createOrder")
 
@@ -152,7 +153,7 @@ async def update_order(
     expected_version: int | None = None,
 ) -> Order:
     """Change the given fields of an order (fields left out stay as they are)."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.WRITE_CUSTOMERS)
     order = await records.get_for_change(actor, session, Order, order_id, expected_version)
     cleaned = await _clean(actor, session, data, current=order)
     return await records.update(actor, session, order, cleaned, action="updateOrder")
@@ -166,7 +167,7 @@ async def archive_order(
     expected_version: int | None = None,
 ) -> Order:
     """Hide an order from lists and purchase summaries; it stays readable by ID."""
-    require(actor, Permission.WRITE)
+    authorize(actor, Action.ARCHIVE_CUSTOMERS)
     return await records.archive(
         actor, session, Order, order_id, expected_version, action="archiveOrder"
     )

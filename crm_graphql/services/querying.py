@@ -423,11 +423,10 @@ class ListSpec(Generic[M]):
     def statement(
         self, actor: Any, filter: FilterSpec | None = None, *, include_archived: bool = False
     ) -> Select[M]:
-        """Scoped to the actor's workspace (after a READ check), limited to the rows the
+        """Scoped to the actor's workspace (after the model's read check), limited to the rows the
         actor may see, filtered, archived rows hidden unless asked for."""
-        from crm_graphql.services.actor import Permission, require, scoped
+        from crm_graphql.services.actor import scoped
 
-        require(actor, Permission.READ)
         fields = self.filter_fields
         if self.actor_filter_fields is not None:
             fields = {**fields, **self.actor_filter_fields(actor)}

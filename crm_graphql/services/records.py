@@ -8,11 +8,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.services import audit
-from crm_graphql.services.actor import Actor, scoped
+from crm_graphql.services.actor import Actor, in_workspace, scoped
 from crm_graphql.services.errors import Conflict, NotFound
 
 M = TypeVar("M")
@@ -39,6 +38,20 @@ async def get(
     if for_update:
         stmt = stmt.with_for_update()
     row = await session.scalar(stmt)
+    if row is None:
+        raise NotFound(f"{entity_name(model)} not found", field)
+    return row
+
+
+async def referenced(
+    actor: Actor, session: AsyncSession, model: type[M], id: uuid.UUID | None, *, field: str
+) -> M:
+    """The row an input field refers to, in the actor's workspace, or ``NotFound``; the
+    caller's own permission covers using it (see ``actor.in_workspace``)."""
+    row: M | None = None
+    if id is not None:
+        stmt = in_workspace(model, actor).where(model.id == id)  # type: ignore[attr-defined]
+        row = await session.scalar(stmt)
     if row is None:
         raise NotFound(f"{entity_name(model)} not found", field)
     return row
@@ -82,7 +95,7 @@ async def ensure_in_workspace(
         if id is None:
             continue
         found = await session.scalar(
-            select(model.id).where(model.id == id, model.workspace_id == actor.workspace_id)
+            in_workspace(model, actor).with_only_columns(model.id).where(model.id == id)
         )
         if found is None:
             raise NotFound(f"{entity_name(model)} not found", field)

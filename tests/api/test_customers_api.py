@@ -220,7 +220,7 @@ async def test_archive_hides_from_lists_but_not_from_node(
     agent = as_role[Role.AGENT]
     customer = await create(agent, name="Gone Soon")
     archived = (
-        await agent(
+        await as_role[Role.MANAGER](
             "mutation($id: ID!) { archiveCustomer(input: {id: $id}) { customer { archivedAt } errors { code } } }",
             {"id": customer["id"]},
         )

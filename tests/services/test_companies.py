@@ -154,7 +154,7 @@ async def test_update_company_with_stale_version_conflicts(
 
 
 async def test_company_of_another_workspace_is_not_found(
-    sessionmaker: Sessions, agent: Actor, outsider: Actor
+    manager: Actor, sessionmaker: Sessions, agent: Actor, outsider: Actor
 ) -> None:
     foreign = await make_company(sessionmaker, outsider, name="Foreign")
     with pytest.raises(NotFound):
@@ -162,7 +162,7 @@ async def test_company_of_another_workspace_is_not_found(
             await update_company(agent, s, foreign.id, {"name": "Mine now"})
     with pytest.raises(NotFound):
         async with sessionmaker() as s, s.begin():
-            await archive_company(agent, s, foreign.id)
+            await archive_company(manager, s, foreign.id)
     async with sessionmaker() as s:
         page = await querying.list_page(
             agent, s, COMPANIES, filter={"id": {"eq": foreign.id}}, page=querying.PageRequest()
@@ -187,12 +187,12 @@ async def test_viewer_cannot_write_companies(
 
 
 async def test_archive_company_hides_it_from_list_page(
-    sessionmaker: Sessions, agent: Actor
+    manager: Actor, sessionmaker: Sessions, agent: Actor
 ) -> None:
     kept = await make_company(sessionmaker, agent, name="Kept")
     gone = await make_company(sessionmaker, agent, name="Gone")
     async with sessionmaker() as s, s.begin():
-        archived = await archive_company(agent, s, gone.id, expected_version=1)
+        archived = await archive_company(manager, s, gone.id, expected_version=1)
     assert archived.archived_at is not None
     async with sessionmaker() as s:
         page = await querying.list_page(agent, s, COMPANIES, page=querying.PageRequest())

@@ -113,7 +113,7 @@ async def test_failed_merge_changes_nothing(sessionmaker: Any, admin: Actor) -> 
 
 
 async def test_every_customer_mutation_writes_one_audit_row(
-    sessionmaker: Any, agent: Actor
+    manager: Actor, sessionmaker: Any, agent: Actor
 ) -> None:
     async with sessionmaker() as session, session.begin():
         customer = await customers.create_customer(
@@ -124,7 +124,7 @@ async def test_every_customer_mutation_writes_one_audit_row(
             agent, session, customer.id, {"name": "Audited 2"}, expected_version=1
         )
     async with sessionmaker() as session, session.begin():
-        await customers.archive_customer(agent, session, customer.id)
+        await customers.archive_customer(manager, session, customer.id)
     async with sessionmaker() as session:
         rows = (
             await session.scalars(

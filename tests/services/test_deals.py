@@ -237,7 +237,7 @@ async def test_stage_of_another_workspace_is_not_found(
 
 
 async def test_archive_stage_is_refused_while_deals_sit_in_it(
-    sessionmaker: Sessions, admin: Actor, agent: Actor, board: Board
+    manager: Actor, sessionmaker: Sessions, admin: Actor, agent: Actor, board: Board
 ) -> None:
     deal = await make_deal(sessionmaker, agent, board)
     with pytest.raises(Invalid) as error:
@@ -245,7 +245,7 @@ async def test_archive_stage_is_refused_while_deals_sit_in_it(
             await deals.archive_stage(admin, s, board.stages[0].id)
     assert "1 deal still sit" in error.value.message
     async with sessionmaker() as s, s.begin():
-        await deals.archive_deal(agent, s, deal.id)
+        await deals.archive_deal(manager, s, deal.id)
     async with sessionmaker() as s, s.begin():
         archived = await deals.archive_stage(admin, s, board.stages[0].id)
     assert archived.archived_at is not None
@@ -430,14 +430,14 @@ async def test_update_deal_with_stale_version_conflicts(
 
 
 async def test_deal_of_another_workspace_is_not_found(
-    sessionmaker: Sessions, agent: Actor, outsider: Actor, board: Board
+    manager: Actor, sessionmaker: Sessions, agent: Actor, outsider: Actor, board: Board
 ) -> None:
     foreign_board = await make_board(sessionmaker, outsider)
     foreign = await make_deal(sessionmaker, outsider, foreign_board)
     attempts = [
         lambda s: deals.update_deal(agent, s, foreign.id, {"title": "Mine"}),
         lambda s: deals.move_deal(agent, s, foreign.id, foreign_board.stages[1].id),
-        lambda s: deals.archive_deal(agent, s, foreign.id),
+        lambda s: deals.archive_deal(manager, s, foreign.id),
     ]
     for attempt in attempts:
         with pytest.raises(NotFound):
@@ -446,14 +446,14 @@ async def test_deal_of_another_workspace_is_not_found(
 
 
 async def test_archive_deal_hides_it_from_list_page(
-    sessionmaker: Sessions, agent: Actor, board: Board
+    manager: Actor, sessionmaker: Sessions, agent: Actor, board: Board
 ) -> None:
     kept = await make_deal(sessionmaker, agent, board, title="Kept")
     gone = await make_deal(sessionmaker, agent, board, title="Gone")
     async with sessionmaker() as s, s.begin():
-        await deals.archive_deal(agent, s, gone.id, expected_version=1)
+        await deals.archive_deal(manager, s, gone.id, expected_version=1)
     async with sessionmaker() as s, s.begin():  # archiving twice changes nothing
-        await deals.archive_deal(agent, s, gone.id)
+        await deals.archive_deal(manager, s, gone.id)
     async with sessionmaker() as s:
         page = await querying.list_page(agent, s, deals.DEALS, page=querying.PageRequest())
     assert [d.id for d in page.items] == [kept.id]
@@ -551,7 +551,7 @@ async def test_move_deal_with_stale_version_conflicts(
 
 
 async def test_deals_by_customer_come_in_per_parent_pages(
-    sessionmaker: Sessions, agent: Actor, board: Board
+    manager: Actor, sessionmaker: Sessions, agent: Actor, board: Board
 ) -> None:
     ada = await make_customer(sessionmaker, agent, "Ada")
     bob = await make_customer(sessionmaker, agent, "Bob")
@@ -563,7 +563,7 @@ async def test_deals_by_customer_come_in_per_parent_pages(
     bob_deal = await make_deal(sessionmaker, agent, board, customer_id=bob.id, title="Bob")
     archived = await make_deal(sessionmaker, agent, board, customer_id=bob.id, title="Old")
     async with sessionmaker() as s, s.begin():
-        await deals.archive_deal(agent, s, archived.id)
+        await deals.archive_deal(manager, s, archived.id)
     ids = [ada.id, bob.id, cyd.id]
     order = [("title", False)]
     async with sessionmaker() as s:

@@ -214,12 +214,12 @@ async def test_viewer_cannot_write_orders(
 
 
 async def test_archive_order_hides_it_from_list_page(
-    sessionmaker: Sessions, agent: Actor, customer: Customer
+    manager: Actor, sessionmaker: Sessions, agent: Actor, customer: Customer
 ) -> None:
     kept = await make_order(sessionmaker, agent, customer)
     gone = await make_order(sessionmaker, agent, customer)
     async with sessionmaker() as s, s.begin():
-        await archive_order(agent, s, gone.id, expected_version=1)
+        await archive_order(manager, s, gone.id, expected_version=1)
     async with sessionmaker() as s:
         page = await querying.list_page(agent, s, ORDERS, page=querying.PageRequest())
         by_customer = await querying.pages_by_parent(

@@ -1,0 +1,210 @@
+"""Partner API keys and the audit log in GraphQL (admins only; see docs/permissions.md)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import strawberry
+from strawberry.types import Info
+
+from crm_graphql import models
+from crm_graphql.resolvers import security as resolve
+from crm_graphql.schema.filters import DateTimeFilter, IDFilter, StringFilter
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.scalars import JSON
+from crm_graphql.schema.users import User
+from crm_graphql.services import policy
+
+
+@strawberry.enum(description="What a partner API key may do.")
+class ApiKeyScope(enum.Enum):
+    CUSTOMERS_READ = policy.CUSTOMERS_READ
+    CUSTOMERS_WRITE = policy.CUSTOMERS_WRITE
+    DEALS_READ = policy.DEALS_READ
+    DEALS_WRITE = policy.DEALS_WRITE
+    CONVERSATIONS_READ = policy.CONVERSATIONS_READ
+    CONVERSATIONS_WRITE = policy.CONVERSATIONS_WRITE
+    WEBHOOKS_MANAGE = policy.WEBHOOKS_MANAGE
+
+
+@strawberry.type(description="A partner API key. Its secret is shown once, at creation.")
+class ApiKey(Node):
+    is_type_of = of_model(models.ApiKey)
+
+    name: str = strawberry.field(description="What the key is for.")
+    prefix: str = strawberry.field(description="The public part of the token (`crm_<prefix>_…`).")
+    created_at: datetime = strawberry.field(description="When the key was created.")
+    last_used_at: datetime | None = strawberry.field(
+        description="Last request made with the key (to the minute)."
+    )
+    expires_at: datetime | None = strawberry.field(description="When the key stops working.")
+    revoked_at: datetime | None = strawberry.field(description="When the key was revoked.")
+
+    @strawberry.field(description="What the key may do.")
+    def scopes(self) -> list[ApiKeyScope]:
+        return [ApiKeyScope(s) for s in self.scopes]  # type: ignore[attr-defined]
+
+    @strawberry.field(description="The admin who created the key.")
+    async def created_by(self, info: Info) -> User | None:
+        return await resolve.user(info, self.created_by_id)  # type: ignore[attr-defined,return-value]
+
+
+@strawberry.type(description="One audited change: who did what to which entity, and how.")
+class AuditLogEntry(Node):
+    is_type_of = of_model(models.AuditLog)
+
+    action: str = strawberry.field(description="The mutation, e.g. `updateCustomer`.")
+    entity_type: str = strawberry.field(description="Type of the changed entity.")
+    changes: JSON = strawberry.field(
+        description="Changed fields: `{field: {before, after}}` (after only on creation)."
+    )
+    request_id: str | None = strawberry.field(description="The request's `X-Request-Id`.")
+    created_at: datetime = strawberry.field(description="When the change was committed.")
+
+    @strawberry.field(description="Global ID of the changed entity.")
+    def entity_id(self) -> strawberry.ID | None:
+        global_id = resolve.entity_global_id(self)  # type: ignore[arg-type]
+        return None if global_id is None else strawberry.ID(global_id)
+
+    @strawberry.field(description="The changed entity, when it still exists and is readable.")
+    async def entity(self, info: Info) -> Node | None:
+        return await resolve.entity(info, self)  # type: ignore[arg-type,no-any-return]
+
+    @strawberry.field(description="The user who made the change (null for API keys).")
+    async def actor(self, info: Info) -> User | None:
+        return await resolve.user(info, self.actor_user_id)  # type: ignore[attr-defined,return-value]
+
+    @strawberry.field(description="The API key that made the change (null for users).")
+    async def api_key(self, info: Info) -> ApiKey | None:
+        return await resolve.api_key(info, self.actor_api_key_id)  # type: ignore[attr-defined,return-value]
+
+    @strawberry.field(description="The client's IP address.")
+    def client_ip(self) -> str | None:
+        ip = self.client_ip  # type: ignore[attr-defined]
+        return None if ip is None else str(ip)
+
+
+@strawberry.input(description="Conditions on API keys; fields combine with AND.")
+class ApiKeyFilter:
+    and_: list[ApiKeyFilter] | None = strawberry.field(default=None, name="and")
+    or_: list[ApiKeyFilter] | None = strawberry.field(default=None, name="or")
+    not_: ApiKeyFilter | None = strawberry.field(default=None, name="not")
+    id: IDFilter | None = None
+    name: StringFilter | None = None
+    prefix: StringFilter | None = None
+    created_at: DateTimeFilter | None = None
+    last_used_at: DateTimeFilter | None = None
+    revoked_at: DateTimeFilter | None = None
+
+
+@strawberry.enum(description="Fields API keys can be ordered by.")
+class ApiKeyOrderField(enum.Enum):
+    NAME = "name"
+    CREATED_AT = "created_at"
+    LAST_USED_AT = "last_used_at"
+
+
+@strawberry.input(description="One sort key for API keys.")
+class ApiKeyOrder:
+    field: ApiKeyOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.input(description="Conditions on audit entries; fields combine with AND.")
+class AuditLogFilter:
+    and_: list[AuditLogFilter] | None = strawberry.field(default=None, name="and")
+    or_: list[AuditLogFilter] | None = strawberry.field(default=None, name="or")
+    not_: AuditLogFilter | None = strawberry.field(default=None, name="not")
+    action: StringFilter | None = None
+    entity_type: StringFilter | None = None
+    entity_id: IDFilter | None = None
+    actor_id: IDFilter | None = strawberry.field(default=None, description="The acting user.")
+    api_key_id: IDFilter | None = strawberry.field(default=None, description="The acting key.")
+    request_id: StringFilter | None = None
+    created_at: DateTimeFilter | None = None
+
+
+@strawberry.enum(description="Fields audit entries can be ordered by.")
+class AuditLogOrderField(enum.Enum):
+    CREATED_AT = "created_at"
+
+
+@strawberry.input(description="One sort key for audit entries.")
+class AuditLogOrder:
+    field: AuditLogOrderField
+    direction: OrderDirection = OrderDirection.DESC
+
+
+@strawberry.input(description="A new partner API key.")
+class CreateApiKeyInput:
+    name: str = strawberry.field(description="What the key is for (shown in lists).")
+    scopes: list[ApiKeyScope] = strawberry.field(description="What it may do; at least one.")
+    expires_at: datetime | None = strawberry.field(
+        default=None, description="When it stops working (never, when null)."
+    )
+
+
+@strawberry.input(description="The key to revoke.")
+class RevokeApiKeyInput:
+    id: strawberry.ID
+
+
+@strawberry.type(description="Result of createApiKey.")
+class CreateApiKeyPayload:
+    api_key: ApiKey | None = strawberry.field(description="The new key.")
+    token: str | None = strawberry.field(
+        description="The secret token (`crm_<prefix>_<secret>`), shown this once: only its "
+        "hash is kept. Send it as `Authorization: Bearer <token>`."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.type(description="Result of a change to an API key.")
+class ApiKeyPayload:
+    api_key: ApiKey | None = strawberry.field(description="The key after the change.")
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.type
+class SecurityQuery:
+    @strawberry.field(description="The workspace's partner API keys (admins).")
+    async def api_keys(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: ApiKeyFilter | None = None,
+        order_by: list[ApiKeyOrder] | None = None,
+    ) -> Connection[ApiKey]:
+        return await resolve.api_keys_list(info, first, after, last, before, filter, order_by)  # type: ignore[return-value]
+
+    @strawberry.field(description="Every audited change of the workspace, newest first (admins).")
+    async def audit_log(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: AuditLogFilter | None = None,
+        order_by: list[AuditLogOrder] | None = None,
+    ) -> Connection[AuditLogEntry]:
+        return await resolve.audit_log(info, first, after, last, before, filter, order_by)  # type: ignore[return-value]
+
+
+@strawberry.type
+class SecurityMutation:
+    @strawberry.mutation(description="Create a partner API key (admins). The token is shown once.")
+    async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> CreateApiKeyPayload:
+        return await resolve.create_api_key(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Revoke an API key for good (admins). Idempotent.")
+    async def revoke_api_key(self, info: Info, input: RevokeApiKeyInput) -> ApiKeyPayload:
+        return await resolve.revoke_api_key(info, input)  # type: ignore[return-value]

@@ -1,0 +1,55 @@
+"""The event horizon: streams wait for running write transactions of this database only."""
+
+from __future__ import annotations
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_graphql.services import events
+from crm_graphql.services.actor import Actor
+from tests import support
+
+TOPIC = "horizon-test"
+
+
+async def commit_event(sessionmaker: async_sessionmaker[AsyncSession], actor: Actor) -> None:
+    async with sessionmaker() as session, session.begin():
+        events.record_event(
+            actor, session, topic=TOPIC, type="test", entity_type="Test", entity_id=None, payload={}
+        )
+
+
+async def read(sessionmaker: async_sessionmaker[AsyncSession], actor: Actor) -> tuple[int, bool]:
+    async with sessionmaker() as session:
+        batch, held_back = await events.read_events(
+            session, actor.workspace_id, TOPIC, events.ORIGIN
+        )
+    return len(batch), held_back
+
+
+async def test_a_long_write_in_another_database_does_not_hold_events_back(
+    sessionmaker: async_sessionmaker[AsyncSession], admin: Actor, server_database_url: str
+) -> None:
+    other = await asyncpg.connect(support.asyncpg_dsn(server_database_url))
+    try:
+        writing = other.transaction()
+        await writing.start()
+        await other.fetchval("SELECT pg_current_xact_id()")  # holds an xid, like a bulk load
+        await commit_event(sessionmaker, admin)
+        assert await read(sessionmaker, admin) == (1, False)
+    finally:
+        await writing.rollback()
+        await other.close()
+
+
+async def test_a_running_write_of_this_database_holds_later_events_back(
+    sessionmaker: async_sessionmaker[AsyncSession], admin: Actor
+) -> None:
+    async with sessionmaker() as running:
+        await running.execute(text("SELECT pg_current_xact_id()"))  # an older writer, open
+        await commit_event(sessionmaker, admin)
+        # Committed, but behind a transaction that could still write an earlier event.
+        assert await read(sessionmaker, admin) == (0, True)
+        await running.rollback()
+    assert await read(sessionmaker, admin) == (1, False)
