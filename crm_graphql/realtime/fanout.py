@@ -24,10 +24,14 @@ OPERATION: contextvars.ContextVar[Operation | None] = contextvars.ContextVar(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Operation:
     id: str
     legacy: bool  # subscriptions-transport-ws ("data" messages) instead of graphql-ws
+    ended: bool = False  # the client stopped it: send nothing more for it
+
+    def end(self) -> None:
+        self.ended = True
 
 
 def encode_result(data: Any, errors: list[Any] | None) -> bytes:
@@ -44,10 +48,11 @@ class SocketSink:
     mark, so a client that does not read makes the member fall behind instead of growing
     a buffer; ``drained`` waits for the transport to take data again."""
 
-    __slots__ = ("_prefix", "_protocol")
+    __slots__ = ("_operation", "_prefix", "_protocol")
 
     def __init__(self, protocol: Any, operation: Operation) -> None:
         self._protocol = protocol
+        self._operation = operation
         op_id = orjson.dumps(operation.id)
         self._prefix = (
             b'{"type":"data","id":' + op_id + b',"payload":'
@@ -72,12 +77,20 @@ class SocketSink:
     def closed(self) -> bool:
         protocol = self._protocol
         return bool(
-            protocol.close_sent or protocol.disconnected or protocol.conn.state is not State.OPEN
+            self._operation.ended
+            or protocol.close_sent
+            or protocol.disconnected
+            or protocol.conn.state is not State.OPEN
         )
 
     def write(self, payload: bytes) -> bool:
         protocol = self._protocol
-        if protocol.close_sent or protocol.disconnected or not protocol.writable.is_set():
+        if (
+            self._operation.ended
+            or protocol.close_sent
+            or protocol.disconnected
+            or not protocol.writable.is_set()
+        ):
             return False
         conn = protocol.conn
         try:

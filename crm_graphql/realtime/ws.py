@@ -16,7 +16,7 @@ import contextlib
 import logging
 import signal
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -47,7 +47,9 @@ OPEN_SOCKETS: set[WebSocket] = set()
 
 class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
     """subscriptions-transport-ws: after ``connection_error`` close with 4403, like the
-    newer protocol, instead of 1011 (an internal error it is not)."""
+    newer protocol, instead of 1011 (an internal error it is not). Both handlers tell a
+    subscription's resolver its operation (``fanout.OPERATION``) so that it can push its
+    frames, and stop those frames as soon as the client stops the operation."""
 
     async def handle_connection_init(self, message: Any) -> None:
         original_close = self.websocket.close
@@ -61,6 +63,10 @@ class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
         finally:
             self.websocket.close = original_close  # type: ignore[method-assign]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pushed: dict[str, fanout.Operation] = {}
+
     async def handle_async_results(
         self,
         operation_id: str,
@@ -69,15 +75,47 @@ class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
         variables: dict[str, object] | None,
     ) -> None:
         # Runs as the operation's task: subscriptions may push their frames themselves.
-        fanout.OPERATION.set(fanout.Operation(operation_id, legacy=True))
-        await super().handle_async_results(operation_id, query, operation_name, variables)
+        with _pushing(self.pushed, fanout.Operation(operation_id, legacy=True)):
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        _end_pushed(self.pushed, operation_id)
+        await super().cleanup_operation(operation_id)
 
 
 class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pushed: dict[str, fanout.Operation] = {}
+
     async def run_operation(self, operation: Any) -> None:
         # Runs as the operation's task: subscriptions may push their frames themselves.
-        fanout.OPERATION.set(fanout.Operation(operation.id, legacy=False))
-        await super().run_operation(operation)
+        with _pushing(self.pushed, fanout.Operation(operation.id, legacy=False)):
+            await super().run_operation(operation)
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        _end_pushed(self.pushed, operation_id)
+        await super().cleanup_operation(operation_id)
+
+
+@contextlib.contextmanager
+def _pushing(pushed: dict[str, fanout.Operation], operation: fanout.Operation) -> Iterator[None]:
+    """While an operation's task runs, its resolvers find it in ``fanout.OPERATION``."""
+    pushed[operation.id] = operation
+    fanout.OPERATION.set(operation)
+    try:
+        yield
+    finally:
+        if pushed.get(operation.id) is operation:
+            del pushed[operation.id]
+
+
+def _end_pushed(pushed: dict[str, fanout.Operation], operation_id: str) -> None:
+    """The client stopped an operation: pushed frames for it stop at once (its task is
+    cancelled only on the next turn of the loop)."""
+    operation = pushed.pop(operation_id, None)
+    if operation is not None:
+        operation.end()
 
 
 class GraphQLWebSocket(GraphQL[Context, None]):

@@ -223,6 +223,34 @@ async def test_a_subscriber_resuming_by_cursor_catches_up_from_shared_renderings
     assert_in_order_once(caught_up + more_resumed)
 
 
+async def test_the_group_outlives_its_first_member_and_a_stopped_operation_gets_nothing_more(
+    served: tuple[str, Starlette],
+    settings: Any,
+    users: dict[Role, User],
+    actors: dict[Role, Actor],
+) -> None:
+    base_url, app = served
+    hub = _hub(app)
+    token = _token(settings, users[Role.AGENT])
+    customer = await _customer(app, actors[Role.AGENT])
+    first = await _subscribe(base_url, token, FEED)  # its subscription created the group
+    second = await _subscribe(base_url, token, FEED)
+    try:
+        await wait_for(lambda: hub.stats()["members"] == 2, what="subscribed")
+        await _notes(app, actors[Role.AGENT], customer, "both")
+        assert len(await _frames(first, 1)) == len(await _frames(second, 1)) == 1
+        await first.send({"id": "1", "type": "complete"})
+        await wait_for(lambda: hub.stats()["members"] == 1, what="the first stopped")
+        await _notes(app, actors[Role.AGENT], customer, "second only")
+        data = json.loads((await _frames(second, 1))[0])["payload"]["data"]
+        assert data["activityFeed"]["activity"]["subject"] == "second only"
+        await _silent(first)
+        assert hub.stats()["groups"] == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_conversation_selections_share_renderings_only_where_visibility_allows(
     served: tuple[str, Starlette],
     settings: Any,
