@@ -5,6 +5,7 @@ presence) and ``setTyping``/``onlineUsers``, over ``realtime.ephemeral``."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 import time
@@ -263,18 +264,20 @@ def _fanout(info: Any, executor: Any, actor: Actor) -> _Fanout:
         tuple(sorted(actor.scopes)),
         actor.user_id if per_user else None,
     )
-    common = Actor(workspace_id=actor.workspace_id, role=actor.role, user_id=NOBODY)
+    # Renderings only read: the request's id and address (audit) do not matter to them.
+    reader = dataclasses.replace(actor, request_id=None, client_ip=None)
+    common = dataclasses.replace(reader, user_id=NOBODY)
     variant = None
     if stand_in:
 
         def variant(event: StoredEvent) -> Hashable:
             payload = event.payload
             mine = payload.get("is_private") and _uuid(payload.get("assignee_id")) == actor.user_id
-            return actor if mine else None
+            return reader if mine else None
 
     return _Fanout(
         group_key=(document, variables, visibility),
-        render=_renderer(info, executor, common if stand_in else actor),
+        render=_renderer(info, executor, common if stand_in else reader),
         variant=variant,
     )
 
@@ -288,24 +291,47 @@ def _renderer(info: Any, executor: Any, common: Actor) -> Render:
 
     async def render(event: StoredEvent, variant: Hashable) -> bytes:
         actor = variant if isinstance(variant, Actor) else common
-        scope = Context(app=app, actor=actor, request_id=uuid.uuid4().hex)
         run = executor.build_per_event_executor(EventValue(event))
-        run.context_value = scope
         try:
-            result = run.execute_operation(False)
-            if inspect.isawaitable(result):
-                result = await result
+            async with _event_scope(app, actor, event) as scope:
+                run.context_value = scope
+                result = run.execute_operation(False)
+                if inspect.isawaitable(result):
+                    result = await result
         except Exception as exc:  # like Strawberry: an error result, not a dead stream
             log.exception("rendering a subscription event failed")
             return fanout.encode_result(None, [GraphQLError(str(exc), original_error=exc)])
-        finally:
-            with contextlib.suppress(Exception):  # a dead connection is the pool's problem
-                await scope.close()
         if result.errors and schema is not None and hasattr(schema, "process_errors"):
             schema.process_errors(result.errors)
         return fanout.encode_result(result.data, result.errors)
 
     return render
+
+
+_scopes: dict[tuple[int, Position, Actor], tuple[Context, list[int]]] = {}
+
+
+@contextlib.asynccontextmanager
+async def _event_scope(app: Any, actor: Actor, event: StoredEvent) -> AsyncIterator[Context]:
+    """A short-lived scope (loaders, session) for rendering an event as ``actor``.
+    Renderings of the same event for the same actor that run at the same time (groups of
+    different documents: a conversation's events and the inbox) share it, like the
+    fields of one request: each row is read once."""
+    key = (id(app), event.position, actor)
+    entry = _scopes.get(key)
+    if entry is None:
+        entry = _scopes[key] = (Context(app=app, actor=actor, request_id=uuid.uuid4().hex), [0])
+    scope, users = entry
+    users[0] += 1
+    try:
+        yield scope
+    finally:
+        users[0] -= 1
+        if not users[0]:
+            if _scopes.get(key) is entry:
+                del _scopes[key]
+            with contextlib.suppress(Exception):  # a dead connection is the pool's problem
+                await scope.close()
 
 
 async def _check(info: Any, model: type[Any], id: uuid.UUID | None, *, visible: Any = None) -> None:
