@@ -7,6 +7,7 @@ test process, so that the hub's counters can be read."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -27,7 +28,7 @@ from crm_graphql.services.auth import TokenConfig, issue_access_token
 from crm_graphql.services.events import take_committed_topics
 from tests import support
 from tests.realtime.processes import wait_for
-from tests.realtime.streams import assert_in_order_once
+from tests.realtime.streams import assert_in_order_once, head_cursor
 
 FEED = """subscription($f: ActivityFeedFilter, $after: String) {
   activityFeed(filter: $f, after: $after) { cursor type activity { subject type } }
@@ -36,10 +37,12 @@ INBOX = "subscription { inbox { cursor type conversation { subject } } }"
 INBOX_UNREAD = "subscription { inbox { cursor type conversation { subject unreadCount } } }"
 
 
-@pytest.fixture
-async def served(settings: Any) -> AsyncIterator[tuple[str, Starlette]]:
-    """The app under a real uvicorn (configured like ``crm-graphql serve``) in this
-    process: its base URL and the app, whose hub the test inspects."""
+@contextlib.asynccontextmanager
+async def _serving(
+    settings: Any, websockets: dict[str, Any]
+) -> AsyncIterator[tuple[str, Starlette]]:
+    """The app under a real uvicorn in this process: its base URL and the app, whose hub
+    the test inspects."""
     app = build_app(settings)
     port = support.free_port()
     config = uvicorn.Config(
@@ -48,7 +51,7 @@ async def served(settings: Any) -> AsyncIterator[tuple[str, Starlette]]:
         port=port,
         lifespan="on",
         log_level="warning",
-        **SERVER_WEBSOCKETS,
+        **websockets,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -58,6 +61,13 @@ async def served(settings: Any) -> AsyncIterator[tuple[str, Starlette]]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 20)
+
+
+@pytest.fixture
+async def served(settings: Any) -> AsyncIterator[tuple[str, Starlette]]:
+    """Served like ``crm-graphql serve`` serves it."""
+    async with _serving(settings, SERVER_WEBSOCKETS) as served:
+        yield served
 
 
 def _hub(app: Starlette) -> Hub:
@@ -323,3 +333,30 @@ async def test_conversation_selections_share_renderings_only_where_visibility_al
     }
     assert got["first"][1] == got["second"][0]
     assert {e["conversation"]["unreadCount"] for e in got["first unread"]} == {0}
+
+
+async def test_another_websocket_server_gets_per_subscriber_resolution(
+    settings: Any, users: dict[Role, User], actors: dict[Role, Actor]
+) -> None:
+    """Under a server whose connections cannot be written to directly (uvicorn's wsproto
+    implementation), each subscriber resolves its events itself, as before fan-out."""
+    async with _serving(settings, {"ws": "wsproto"}) as (base_url, app):
+        hub = _hub(app)
+        token = _token(settings, users[Role.AGENT])
+        customer = await _customer(app, actors[Role.AGENT])
+        after = await head_cursor(
+            app.state.crm.sessionmaker, users[Role.AGENT].workspace_id, activities.TOPIC
+        )
+        sockets = [await _subscribe(base_url, token, FEED, {"after": after}) for _ in range(2)]
+        try:
+            await _notes(app, actors[Role.AGENT], customer, "one", "two")
+            got = [
+                [json.loads(f)["payload"]["data"]["activityFeed"] for f in await _frames(ws, 2)]
+                for ws in sockets
+            ]
+            assert hub.stats()["groups"] == 0 and hub.stats()["renders"] == 0, hub.stats()
+        finally:
+            for ws in sockets:
+                await ws.close()
+    assert got[0] == got[1]
+    assert [e["activity"]["subject"] for e in got[0]] == ["one", "two"]
