@@ -23,13 +23,20 @@ from crm_graphql.logs import configure_logging
 from crm_graphql.realtime.bus import Bus
 from crm_graphql.realtime.ephemeral import Ephemeral
 from crm_graphql.realtime.hub import Hub, HubSettings
+from crm_graphql.realtime.webhooks import DispatcherSettings, WebhookDispatcher
 from crm_graphql.realtime.ws import GraphQLWebSocket, close_sockets_before_exit, keep_protocol
 from crm_graphql.realtime.ws import close_all as close_all_sockets
 from crm_graphql.resolvers.context import AppState
 from crm_graphql.schema import schema
+from crm_graphql.services import crypto
 from crm_graphql.services.auth import TokenConfig
 from crm_graphql.services.ratelimit import RateLimiter
-from crm_graphql.settings import ConfigurationError, Settings, resolve_secret_key
+from crm_graphql.settings import (
+    ConfigurationError,
+    Settings,
+    resolve_encryption_keys,
+    resolve_secret_key,
+)
 
 log = logging.getLogger("crm_graphql")
 
@@ -71,6 +78,10 @@ def build_app(settings: Settings) -> Starlette:
         access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
     )
+    try:
+        keyring = crypto.Keyring.from_entries(resolve_encryption_keys(settings))
+    except crypto.KeyringError as exc:
+        raise ConfigurationError(f"CRM_ENCRYPTION_KEYS: {exc}") from exc
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -78,6 +89,7 @@ def build_app(settings: Settings) -> Starlette:
             settings.database_url or "", pool_size=settings.db_pool_size, echo=settings.sql_echo
         )
         sessionmaker = make_sessionmaker(engine)
+        crypto.attach(sessionmaker, keyring)
         bus = Bus.from_url(settings.redis_url or "")
         hub = Hub(
             sessionmaker,
@@ -87,6 +99,18 @@ def build_app(settings: Settings) -> Starlette:
         await hub.start()
         ephemeral = Ephemeral(bus.client)
         await ephemeral.start()
+        dispatcher = WebhookDispatcher(
+            sessionmaker,
+            keyring,
+            DispatcherSettings(
+                poll_seconds=settings.webhook_poll_seconds,
+                timeout_seconds=settings.webhook_timeout_seconds,
+                max_attempts=settings.webhook_max_attempts,
+                retry_base_seconds=settings.webhook_retry_base_seconds,
+            ),
+        )
+        if settings.webhook_dispatcher:
+            await dispatcher.start()
         app.state.crm = AppState(
             settings=settings,
             sessionmaker=sessionmaker,
@@ -95,6 +119,8 @@ def build_app(settings: Settings) -> Starlette:
             hub=hub,
             ephemeral=ephemeral,
             limiter=RateLimiter(bus.client),
+            keyring=keyring,
+            webhooks=dispatcher,
         )
         app.state.schema = schema
         restore_signals = close_sockets_before_exit()
@@ -103,6 +129,7 @@ def build_app(settings: Settings) -> Starlette:
         finally:
             restore_signals()
             await close_all_sockets()
+            await dispatcher.close()
             await ephemeral.close()
             await hub.close()
             await bus.close()

@@ -1,5 +1,5 @@
 """``crm-graphql``: serve, migrate, seed-demo, export-schema, create-workspace, create-user,
-create-api-key."""
+create-api-key, backup, restore, new-encryption-key, rotate-encryption-key."""
 
 from __future__ import annotations
 
@@ -19,7 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_graphql.db.embedded import EmbeddedServers, start_embedded
 from crm_graphql.db.engine import make_engine, make_sessionmaker
 from crm_graphql.services.api_keys import SCOPES as SCOPE_NAMES
-from crm_graphql.settings import Settings, resolve_secret_key
+from crm_graphql.settings import (
+    ConfigurationError,
+    Settings,
+    new_encryption_key_entry,
+    resolve_encryption_keys,
+    resolve_secret_key,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -128,6 +134,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     assert settings.database_url
     # Resolved once here so that every worker process signs tokens with the same key.
     os.environ["CRM_SECRET_KEY"] = resolve_secret_key(settings)
+    os.environ["CRM_ENCRYPTION_KEYS"] = ",".join(resolve_encryption_keys(settings))
     if args.migrate:
         migrate(settings.database_url)
         _say("Database migrated to head")
@@ -295,6 +302,83 @@ def cmd_create_api_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from crm_graphql.db import backup
+
+    settings, _servers = with_services(Settings(), need_redis=False)
+    assert settings.database_url
+    out = Path(args.out)
+    try:
+        manifest = asyncio.run(backup.backup(settings.database_url, out))
+    except backup.BackupError as error:
+        _say(f"error: {error}")
+        return 1
+    _say(
+        f"Wrote {out}: {len(manifest.tables)} tables, {manifest.row_count} rows, "
+        f"migration {manifest.revision}"
+    )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from crm_graphql.db import backup
+
+    settings, _servers = with_services(Settings(), need_redis=False)
+    assert settings.database_url
+    path = Path(args.file)
+    try:
+        manifest = backup.read_manifest(path)
+        if asyncio.run(backup.database_revision(settings.database_url)) is None:
+            migrate(settings.database_url, manifest.revision)
+            _say(f"Database migrated to {manifest.revision} (the backup's migration)")
+        manifest = asyncio.run(backup.restore(settings.database_url, path, force=args.force))
+    except backup.BackupError as error:
+        _say(f"error: {error}")
+        return 1
+    _say(
+        f"Restored {path} (made {manifest.created_at}): {len(manifest.tables)} tables, "
+        f"{manifest.row_count} rows; run `crm-graphql migrate` if the code is newer"
+    )
+    return 0
+
+
+def cmd_new_encryption_key(args: argparse.Namespace) -> int:
+    _say(new_encryption_key_entry(args.kid))
+    return 0
+
+
+def cmd_rotate_encryption_key(args: argparse.Namespace) -> int:
+    from crm_graphql.services import crypto, privacy
+
+    settings, _servers = with_services(Settings(), need_redis=False)
+    assert settings.database_url
+    try:
+        keyring = crypto.Keyring.from_entries(resolve_encryption_keys(settings))
+    except (ConfigurationError, crypto.KeyringError) as error:
+        _say(f"error: {error}")
+        return 1
+
+    async def work() -> privacy.RotationReport:
+        engine = make_engine(settings.database_url or "", pool_size=1)
+        try:
+            sessionmaker = make_sessionmaker(engine)
+            crypto.attach(sessionmaker, keyring)
+            return await privacy.rotate_encryption_key(sessionmaker, batch_size=args.batch_size)
+        finally:
+            await engine.dispose()
+
+    try:
+        report = asyncio.run(work())
+    except crypto.DecryptionError as error:
+        _say(f"error: {error}; list every key still in use in CRM_ENCRYPTION_KEYS")
+        return 1
+    _say(
+        f"Re-encrypted {report.reencrypted} values with key {keyring.current_kid!r} "
+        f"({report.current} already current); older keys can now be removed"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crm-graphql",
@@ -394,6 +478,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="a scope the key holds; repeat for several",
     )
     key.set_defaults(func=cmd_create_api_key)
+
+    dump = sub.add_parser(
+        "backup",
+        help="write a backup of the whole database to a file",
+        description="Write every table (one consistent snapshot) and a manifest to one zip "
+        "file. Pure Python: no pg_dump needed; works with embedded and external PostgreSQL.",
+    )
+    dump.add_argument("--out", required=True, metavar="FILE", help="backup file to write")
+    dump.set_defaults(func=cmd_backup)
+
+    load = sub.add_parser(
+        "restore",
+        help="restore a backup file into the database",
+        description="Load a backup into an empty database (migrated to the backup's "
+        "migration first if it has no tables), all or nothing.",
+    )
+    load.add_argument("file", metavar="FILE", help="backup file written by `backup`")
+    load.add_argument(
+        "--force", action="store_true", help="replace the data of a database that is not empty"
+    )
+    load.set_defaults(func=cmd_restore)
+
+    newkey = sub.add_parser(
+        "new-encryption-key",
+        help="print a new entry for CRM_ENCRYPTION_KEYS",
+        description="Print `kid:base64key` (a random 256-bit key). Put it first in "
+        "CRM_ENCRYPTION_KEYS, keep the old keys after it, then run rotate-encryption-key.",
+    )
+    newkey.add_argument("--kid", default=None, help="key id (default: dated and random)")
+    newkey.set_defaults(func=cmd_new_encryption_key)
+
+    rotate = sub.add_parser(
+        "rotate-encryption-key",
+        help="re-encrypt sensitive values with the current key",
+        description="Re-encrypt every sensitive value (webhook secrets, sensitive custom "
+        "fields) with the first key of CRM_ENCRYPTION_KEYS, in batches; idempotent. "
+        "Afterwards the older keys can be removed from the configuration.",
+    )
+    rotate.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
+    rotate.set_defaults(func=cmd_rotate_encryption_key)
     return parser
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IntrospectionPolicy = Literal["on", "off", "authenticated"]
 
@@ -63,6 +66,25 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     slow_consumer_seconds: float = 10.0
     sql_echo: bool = False
+    # Keys encrypting sensitive values at rest, ``kid:base64-of-32-bytes``, current first;
+    # older keys stay listed until `crm-graphql rotate-encryption-key` has run.
+    encryption_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_dispatcher: bool = True
+    webhook_poll_seconds: float = 1.0
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 12
+    webhook_retry_base_seconds: float = 10.0
+
+    @field_validator("encryption_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        """A JSON list, or entries separated by commas or whitespace."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.replace(",", " ").split() if part]
+        return value
 
     @field_validator("introspection", mode="before")
     @classmethod
@@ -100,19 +122,50 @@ def resolve_secret_key(settings: Settings) -> str:
         raise ConfigurationError(
             "CRM_SECRET_KEY must be set when CRM_ENV=production (e.g. `openssl rand -hex 32`)."
         )
-    path = settings.data_dir / "secret_key"
+    return _kept_in_data_dir(
+        settings, "secret_key", "CRM_SECRET_KEY", lambda: secrets.token_hex(32)
+    )
+
+
+def new_encryption_key_entry(kid: str | None = None) -> str:
+    """A fresh ``kid:base64key`` entry for ``CRM_ENCRYPTION_KEYS`` (256-bit AES key)."""
+    kid = kid or time.strftime("k%Y%m%d") + secrets.token_hex(2)
+    return f"{kid}:{base64.b64encode(secrets.token_bytes(32)).decode()}"
+
+
+def resolve_encryption_keys(settings: Settings) -> list[str]:
+    """The encryption key entries: configured, or in development one generated once and
+    kept in the data directory. Production refuses to run without configured keys (a key
+    lost with a data directory would make every encrypted value unreadable)."""
+    if settings.encryption_keys:
+        return list(settings.encryption_keys)
+    if settings.is_production:
+        raise ConfigurationError(
+            "CRM_ENCRYPTION_KEYS must be set when CRM_ENV=production "
+            "(e.g. `python -m crm_graphql.cli new-encryption-key`)."
+        )
+    return [
+        _kept_in_data_dir(
+            settings, "encryption_key", "CRM_ENCRYPTION_KEYS", new_encryption_key_entry
+        )
+    ]
+
+
+def _kept_in_data_dir(settings: Settings, name: str, variable: str, make: Callable[[], str]) -> str:
+    """A value generated once and kept in the data directory file ``name``."""
+    path = settings.data_dir / name
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        # O_EXCL: of two processes starting at once, one writes and both read its key.
+        # O_EXCL: of two processes starting at once, one writes and both read its value.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         for _ in range(20):  # the creator may not have written it yet
-            key = path.read_text().strip()
-            if key:
-                return key
+            value = path.read_text().strip()
+            if value:
+                return value
             time.sleep(0.05)
-        raise ConfigurationError(f"{path} is empty: delete it or set CRM_SECRET_KEY") from None
-    key = secrets.token_hex(32)
+        raise ConfigurationError(f"{path} is empty: delete it or set {variable}") from None
+    value = make()
     with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
-    return key
+        handle.write(value + "\n")
+    return value

@@ -150,17 +150,22 @@ def viewer(actors: dict[Role, Actor]) -> Actor:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str) -> Any:
-    from crm_graphql.settings import Settings
+    from crm_graphql.settings import Settings, new_encryption_key_entry
 
     return Settings(
         env="test",
         database_url=database_url,
         redis_url=redis_url,
         secret_key="test-secret-key-" + "x" * 32,
+        # Explicit, so that apps built from these settings with env="production" start,
+        # and server processes share the test's key.
+        encryption_keys=[new_encryption_key_entry("test")],
         data_dir=Path(tempfile.mkdtemp(prefix="crm-test-data-")),
         # Test runs share one Redis and log in hundreds of times from 127.0.0.1: rate
         # limits are tested with apps of their own (tests/api/test_rate_limits.py).
         rate_limits=False,
+        # Off in the shared app; webhook tests start apps with their own dispatcher.
+        webhook_dispatcher=False,
     )
 
 

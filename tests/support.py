@@ -137,6 +137,7 @@ def run_uvicorn(
             "CRM_DATABASE_URL": settings.database_url,
             "CRM_REDIS_URL": settings.redis_url,
             "CRM_SECRET_KEY": settings.secret_key,
+            "CRM_ENCRYPTION_KEYS": ",".join(settings.encryption_keys),
             "CRM_DATA_DIR": str(settings.data_dir),
             "CRM_RATE_LIMITS": "true" if settings.rate_limits else "false",
             **(extra_env or {}),

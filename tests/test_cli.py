@@ -156,6 +156,10 @@ HELP_MENTIONS: dict[str, tuple[str, ...]] = {
         "agent",
         "viewer",
     ),
+    "backup": ("--out", "FILE", "pg_dump"),
+    "restore": ("FILE", "--force"),
+    "new-encryption-key": ("--kid", "CRM_ENCRYPTION_KEYS"),
+    "rotate-encryption-key": ("--batch-size", "CRM_ENCRYPTION_KEYS"),
 }
 
 

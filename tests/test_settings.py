@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from crm_graphql.app import build_app
-from crm_graphql.settings import ConfigurationError, Settings, resolve_secret_key
+from crm_graphql.settings import (
+    ConfigurationError,
+    Settings,
+    new_encryption_key_entry,
+    resolve_secret_key,
+)
 
 
 def _settings(data_dir: Path, **values: object) -> Settings:
@@ -70,5 +75,6 @@ def test_build_app_refuses_production_without_key(tmp_path: Path) -> None:
     settings = _settings(tmp_path / "data", env="production", secret_key=None)
     with pytest.raises(ConfigurationError, match="CRM_SECRET_KEY"):
         build_app(settings)
-    # With a key the same settings build an app (the lifespan, not build_app, connects).
-    assert build_app(settings.model_copy(update={"secret_key": "s" * 40})) is not None
+    # With keys the same settings build an app (the lifespan, not build_app, connects).
+    keys = {"secret_key": "s" * 40, "encryption_keys": [new_encryption_key_entry()]}
+    assert build_app(settings.model_copy(update=keys)) is not None

@@ -14,7 +14,13 @@ from crm_graphql.models.conversations import (
 )
 from crm_graphql.models.customers import Customer, LifecycleStage
 from crm_graphql.models.deals import Deal, DealStatus, Pipeline, Stage
-from crm_graphql.models.events import DeliveryStatus, Event, Webhook, WebhookDelivery
+from crm_graphql.models.events import (
+    DeliveryStatus,
+    Event,
+    Webhook,
+    WebhookDelivery,
+    WebhookDispatchCursor,
+)
 from crm_graphql.models.orders import Order, OrderStatus
 from crm_graphql.models.workspaces import ApiKey, RefreshToken, Role, User, Workspace
 
@@ -46,6 +52,7 @@ __all__ = [
     "User",
     "Webhook",
     "WebhookDelivery",
+    "WebhookDispatchCursor",
     "Workspace",
     "uuid7",
 ]

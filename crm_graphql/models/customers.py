@@ -52,6 +52,10 @@ class Customer(WorkspaceScoped, Archivable, Base):
     custom_fields: Mapped[dict[str, Any]] = mapped_column(
         JSONB, nullable=False, server_default=text("'{}'::jsonb")
     )
+    # Values of the workspace's sensitive custom fields, one encrypted JSON object
+    # (services/privacy.py); never in ``custom_fields``.
+    custom_fields_encrypted: Mapped[str | None] = mapped_column(Text)
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_activity_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     merged_into_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("customers.id", ondelete="SET NULL")

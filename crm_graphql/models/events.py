@@ -15,8 +15,10 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -51,9 +53,11 @@ class Event(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
 
-    # Streams are read in (txid, id) order per workspace and topic.
+    # Streams are read in (txid, id) order per workspace and topic; the webhook
+    # dispatcher reads the whole log in (txid, id) order.
     __table_args__ = (
         Index("ix_events_workspace_topic_txid_id", "workspace_id", "topic", "txid", "id"),
+        Index("ix_events_txid_id", "txid", "id"),
     )
 
 
@@ -100,6 +104,8 @@ class WebhookDelivery(WorkspaceScoped, Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
+        # One delivery per webhook and event: enqueueing twice is a no-op.
+        UniqueConstraint("webhook_id", "event_id"),
         Index(
             "ix_webhook_deliveries_workspace_webhook", "workspace_id", "webhook_id", "created_at"
         ),
@@ -108,4 +114,19 @@ class WebhookDelivery(WorkspaceScoped, Base):
             "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
         ),
+    )
+
+
+class WebhookDispatchCursor(Base):
+    """How far the webhook dispatcher has fanned the event log out into deliveries: one
+    row, moved only by the process holding the fan-out advisory lock, so several server
+    processes never enqueue an event twice."""
+
+    __tablename__ = "webhook_dispatch_cursor"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    txid: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    event_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )

@@ -25,6 +25,10 @@ class Workspace(Timestamped, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid7)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
+    # Customer custom-field keys whose values are encrypted at rest (services/privacy.py).
+    sensitive_custom_fields: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{}'")
+    )
 
     __table_args__ = (Index("uq_workspaces_lower_name", func.lower(name), unique=True),)
 

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from crm_graphql.realtime.bus import Bus
     from crm_graphql.realtime.ephemeral import Ephemeral
     from crm_graphql.realtime.hub import Hub
+    from crm_graphql.realtime.webhooks import WebhookDispatcher
     from crm_graphql.resolvers.loaders import Loaders
+    from crm_graphql.services.crypto import Keyring
     from crm_graphql.services.ratelimit import RateLimiter
     from crm_graphql.settings import Settings
 
@@ -38,6 +40,8 @@ class AppState:
     hub: Hub
     ephemeral: Ephemeral
     limiter: RateLimiter
+    keyring: Keyring  # encrypts sensitive values; also on every session (crypto.attach)
+    webhooks: WebhookDispatcher
 
 
 @dataclass

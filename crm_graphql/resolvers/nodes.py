@@ -23,6 +23,7 @@ NODE_MODELS: dict[str, type[Any]] = {
         models.Message,
         models.ApiKey,
         models.AuditLog,
+        models.Webhook,
     )
 }
 

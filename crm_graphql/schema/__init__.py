@@ -17,10 +17,12 @@ from crm_graphql.schema.conversations import ConversationMutation, ConversationQ
 from crm_graphql.schema.customers import CustomerMutation, CustomerQuery
 from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
+from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
 from crm_graphql.schema.security import SecurityMutation, SecurityQuery
 from crm_graphql.schema.users import UserMutation, UserQuery
+from crm_graphql.schema.webhooks import WebhookMutation, WebhookQuery
 
 
 @strawberry.type(description="Everything a client can read.")
@@ -34,6 +36,8 @@ class Query(
     ConversationQuery,
     RealtimeQuery,
     SecurityQuery,
+    WebhookQuery,
+    PrivacyQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
@@ -58,6 +62,8 @@ class Mutation(
     ConversationMutation,
     RealtimeMutation,
     SecurityMutation,
+    WebhookMutation,
+    PrivacyMutation,
 ):
     pass
 

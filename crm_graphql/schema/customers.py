@@ -11,6 +11,7 @@ from strawberry.types import Info
 
 from crm_graphql import models
 from crm_graphql.resolvers import customers as resolve
+from crm_graphql.resolvers import privacy as resolve_privacy
 from crm_graphql.schema.filters import (
     DateTimeFilter,
     EnumFilter,
@@ -63,12 +64,21 @@ class Customer(Node):
     tags: list[str] = strawberry.field(description="Free-form labels.")
     needs: list[str] = strawberry.field(description="What the customer is looking for.")
     preferences: JSON = strawberry.field(description="Preferences (channel, language ...).")
-    custom_fields: JSON = strawberry.field(description="Workspace-defined fields.")
     last_activity_at: datetime | None = strawberry.field(description="Latest activity time.")
     created_at: datetime = strawberry.field(description="When the customer was added.")
     updated_at: datetime = strawberry.field(description="Last change.")
     archived_at: datetime | None = strawberry.field(description="Set when archived or merged.")
+    erased_at: datetime | None = strawberry.field(
+        description="Set when the customer's personal data was erased (eraseCustomer)."
+    )
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
+
+    @strawberry.field(
+        description="Workspace-defined fields. Values of sensitive fields (see "
+        "`sensitiveCustomFields`) are encrypted at rest and null for viewers and API keys."
+    )
+    def custom_fields(self, info: Info) -> JSON:
+        return resolve_privacy.custom_fields(info, self)  # type: ignore[arg-type, return-value]
 
     @strawberry.field(description="Postal address.")
     def address(self) -> Address | None:

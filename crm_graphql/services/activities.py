@@ -70,6 +70,11 @@ EDITABLE = ("type", "subject", "body", "occurred_at", "due_at", "completed")
 MAX_BODY = 100_000
 
 
+def event_payload(activity: Activity) -> dict[str, Any]:
+    """The payload of ``activity.*`` events (also written by erasure, services/privacy)."""
+    return _payload(activity)
+
+
 def _payload(activity: Activity) -> dict[str, Any]:
     return {
         "activity_id": activity.id,

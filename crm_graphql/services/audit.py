@@ -37,7 +37,9 @@ AUDIT_LOG = querying.ListSpec(
     archivable=False,
 )
 
-IGNORED_FIELDS = frozenset({"updated_at", "created_at", "version", "password_hash", "secret_hash"})
+IGNORED_FIELDS = frozenset(
+    {"updated_at", "created_at", "version", "password_hash", "secret_hash", "secret_encrypted"}
+)
 
 
 def jsonable(value: Any) -> Any:

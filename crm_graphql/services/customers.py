@@ -23,7 +23,7 @@ from crm_graphql.models import (
     OrderStatus,
     User,
 )
-from crm_graphql.services import audit, fields, querying, records
+from crm_graphql.services import audit, fields, privacy, querying, records
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
@@ -125,6 +125,7 @@ async def create_customer(actor: Actor, session: AsyncSession, data: Mapping[str
     """Add a customer to the workspace."""
     authorize(actor, Action.WRITE_CUSTOMERS)
     cleaned = await _clean(actor, session, data, current=None)
+    await privacy.protect_custom_fields(actor, session, None, cleaned)
     return await records.create(actor, session, Customer(**cleaned), action="createCustomer")
 
 
@@ -140,6 +141,7 @@ async def update_customer(
     authorize(actor, Action.WRITE_CUSTOMERS)
     customer = await records.get_for_change(actor, session, Customer, customer_id, expected_version)
     cleaned = await _clean(actor, session, data, current=customer)
+    await privacy.protect_custom_fields(actor, session, customer, cleaned)
     return await records.update(actor, session, customer, cleaned, action="updateCustomer")
 
 
@@ -201,6 +203,9 @@ async def merge_customers(
         **{k: v for m in reversed(merged) for k, v in m.custom_fields.items()},
         **survivor.custom_fields,
     }
+    fill["custom_fields_encrypted"] = await privacy.merged_sensitive_fields(
+        session, survivor, merged
+    )
     latest = [m.last_activity_at for m in [survivor, *merged] if m.last_activity_at]
     fill["last_activity_at"] = max(latest) if latest else None
     email_from = None

@@ -65,6 +65,8 @@ class Action(enum.StrEnum):
     MANAGE_API_KEYS = "api_keys.manage"
     READ_AUDIT_LOG = "audit.read"
     MANAGE_WEBHOOKS = "webhooks.manage"
+    READ_SENSITIVE_FIELDS = "customers.read_sensitive"  # values of sensitive custom fields
+    MANAGE_SENSITIVE_FIELDS = "customers.sensitive_fields"  # which custom fields are
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ RULES: dict[Action, Rule] = {
     Action.MANAGE_API_KEYS: Rule(ADMINS, NO_KEY),
     Action.READ_AUDIT_LOG: Rule(ADMINS, NO_KEY),
     Action.MANAGE_WEBHOOKS: Rule(ADMINS, _scopes(WEBHOOKS_MANAGE)),
+    # Users who work with customers read sensitive values; viewers and keys get null.
+    Action.READ_SENSITIVE_FIELDS: Rule(WRITERS, NO_KEY),
+    Action.MANAGE_SENSITIVE_FIELDS: Rule(ADMINS, NO_KEY),
 }
 
 # What reading rows of a model takes (``actor.scoped`` checks it on every read).
@@ -193,4 +198,6 @@ _VERBS = {
     Action.MANAGE_API_KEYS: "manage API keys",
     Action.READ_AUDIT_LOG: "read the audit log",
     Action.MANAGE_WEBHOOKS: "manage webhooks",
+    Action.READ_SENSITIVE_FIELDS: "read sensitive custom fields",
+    Action.MANAGE_SENSITIVE_FIELDS: "choose sensitive custom fields",
 }

@@ -144,6 +144,9 @@ class Env:
         customer = await self.customer()
         return await self.make("startConversation", customerId=customer, channel="CHAT")
 
+    async def webhook(self) -> str:
+        return await self.make("createWebhook", url="http://127.0.0.1:9/crm")
+
     async def api_key(self, *scopes: str) -> tuple[support.GraphQLClient, uuid.UUID]:
         """A client authenticated by a new API key of ``user``'s workspace (made by the
         service directly, so its audit row is not the one a scenario checks), and its id."""
@@ -336,6 +339,35 @@ async def api_key_input(env: Env) -> dict[str, Any]:
     return {"name": unique("Partner"), "scopes": ["CUSTOMERS_READ"]}
 
 
+async def webhook_input(env: Env) -> dict[str, Any]:
+    return {"url": "http://127.0.0.1:9/in", "eventTypes": ["deal.moved"]}
+
+
+def workspace_scenario(good: dict[str, Any], bad: dict[str, Any], error: str) -> Scenario:
+    """A mutation of the workspace's settings: the audit names the workspace."""
+
+    async def succeeds(env: Env) -> Call:
+        return Call(good, entity=to_global_id("Workspace", env.user.workspace_id))
+
+    async def fails(env: Env) -> Call:
+        return Call(bad, error=error)
+
+    return Scenario(succeeds, fails)
+
+
+def of_customer() -> Scenario:
+    """A mutation taking ``customerId``; an unknown one is NOT_FOUND."""
+
+    async def succeeds(env: Env) -> Call:
+        customer = await env.customer()
+        return Call({"customerId": customer}, entity=customer)
+
+    async def fails(env: Env) -> Call:
+        return Call({"customerId": unknown_id("Customer")}, error="NOT_FOUND")
+
+    return Scenario(succeeds, fails)
+
+
 async def customer_input(env: Env) -> dict[str, Any]:
     return {"name": "Ada", "companyId": await env.company()}
 
@@ -418,6 +450,19 @@ SCENARIOS: dict[str, Scenario] = {
     "revokeApiKey": revoke_api_key_scenario(),
     "createUser": creating(user_input, {"password": "short"}, "VALIDATION"),
     "updateUser": changing(Env.agent_user, {"role": "MANAGER"}, {"name": " "}, "VALIDATION"),
+    "createWebhook": creating(webhook_input, {"url": "ftp://hooks.example.com"}, "VALIDATION"),
+    "updateWebhook": changing(
+        Env.webhook, {"isActive": False}, {"eventTypes": ["Not A Type"]}, "VALIDATION"
+    ),
+    "deleteWebhook": changing(Env.webhook, {}, {"expectedVersion": STALE_VERSION}, "CONFLICT"),
+    "rotateWebhookSecret": changing(
+        Env.webhook, {}, {"expectedVersion": STALE_VERSION}, "CONFLICT"
+    ),
+    "setSensitiveCustomFields": workspace_scenario(
+        {"keys": ["nationalId"]}, {"keys": [" "]}, "VALIDATION"
+    ),
+    "exportCustomerData": of_customer(),
+    "eraseCustomer": of_customer(),
 }
 
 

@@ -114,6 +114,8 @@ def query_document(name: str) -> str:
         return "{ nodes(ids: []) { id } }"
     if name == "onlineUsers":
         return "{ onlineUsers { id } }"
+    if name == "sensitiveCustomFields":
+        return "{ sensitiveCustomFields }"
     return f"{{ {name}(first: 1) {{ totalCount edges {{ cursor }} }} }}"
 
 

@@ -121,6 +121,7 @@ async def foreign_ids(other: Env) -> dict[str, str]:
         "Conversation": conversation,
         "User": other.user_id,
         "ApiKey": to_global_id("ApiKey", key),
+        "Webhook": await other.webhook(),
     }
 
 

@@ -246,6 +246,7 @@ def server_env(settings: Any, redis_url: str, **extra: str) -> dict[str, str]:
             "CRM_DATABASE_URL": settings.database_url,
             "CRM_REDIS_URL": redis_url,
             "CRM_SECRET_KEY": settings.secret_key,
+            "CRM_ENCRYPTION_KEYS": ",".join(settings.encryption_keys),
             "CRM_DATA_DIR": str(settings.data_dir),
             "CRM_RATE_LIMITS": "true" if settings.rate_limits else "false",
         }

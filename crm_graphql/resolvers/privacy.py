@@ -1,0 +1,60 @@
+"""Data protection fields and mutations: sensitive custom fields, export, erasure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from crm_graphql import models
+from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.mutations import Payload, mutate, mutate_payload, user_errors
+from crm_graphql.services import privacy
+
+
+def custom_fields(info: Any, root: models.Customer) -> dict[str, Any]:
+    actor = info.context.require_actor()
+    return privacy.custom_fields_view(actor, info.context.app.keyring, root)
+
+
+async def sensitive_custom_fields(info: Any) -> list[str]:
+    actor = info.context.require_actor()
+    async with info.context.read() as session:
+        return await privacy.sensitive_custom_fields(actor, session)
+
+
+@dataclass
+class SensitiveFieldsPayload:
+    keys: list[str]
+    customers_changed: int
+    errors: list[Any]
+
+
+async def set_sensitive_custom_fields(info: Any, input: Any) -> SensitiveFieldsPayload:
+    keys = list(input.keys)
+    outcome = await mutate(
+        info, lambda actor, s: privacy.set_sensitive_custom_fields(actor, s, keys)
+    )
+    if outcome.value is None:
+        return SensitiveFieldsPayload([], 0, user_errors(outcome.errors))
+    return SensitiveFieldsPayload(outcome.value.keys, outcome.value.customers_changed, [])
+
+
+@dataclass
+class ExportPayload:
+    customer: models.Customer | None
+    data: dict[str, Any] | None
+    errors: list[Any]
+
+
+async def export_customer_data(info: Any, input: Any) -> ExportPayload:
+    id = decode_id(input.customer_id, "Customer")
+    outcome = await mutate(info, lambda actor, s: privacy.export_customer_data(actor, s, id))
+    customer, data = outcome.value or (None, None)
+    return ExportPayload(customer, data, user_errors(outcome.errors))
+
+
+async def erase_customer(info: Any, input: Any) -> Payload:
+    id = decode_id(input.customer_id, "Customer")
+    return await mutate_payload(
+        info, "customer", lambda actor, s: privacy.erase_customer(actor, s, id)
+    )

@@ -1,0 +1,181 @@
+"""Webhooks in GraphQL: subscriptions to the workspace's events and their deliveries."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import strawberry
+from strawberry.types import Info
+
+from crm_graphql import models
+from crm_graphql.resolvers import webhooks as resolve
+from crm_graphql.schema.filters import DateTimeFilter, IDFilter, StringFilter
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+
+
+@strawberry.enum(description="Where a webhook delivery stands.")
+class WebhookDeliveryStatus(enum.Enum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@strawberry.type(
+    description="One event sent (or to be sent) to a webhook. Retries keep the same "
+    "`deliveryId`, sent as `X-CRM-Delivery`: receivers deduplicate by it."
+)
+class WebhookDelivery:
+    delivery_id: strawberry.ID = strawberry.field(description="Stable across retries.")
+    event_id: int = strawberry.field(description="The event's position in the event log.")
+    status: WebhookDeliveryStatus = strawberry.field(description="Pending, delivered or failed.")
+    attempts: int = strawberry.field(description="HTTP attempts made so far.")
+    last_status_code: int | None = strawberry.field(description="HTTP status of the last try.")
+    last_error: str | None = strawberry.field(description="Why the last attempt failed.")
+    next_attempt_at: datetime | None = strawberry.field(description="When it is tried next.")
+    delivered_at: datetime | None = strawberry.field(description="When the receiver took it.")
+    created_at: datetime = strawberry.field(description="When the event was queued for it.")
+
+
+@strawberry.type(
+    description="A URL that receives the workspace's events as signed HTTP POSTs "
+    '(`X-CRM-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`).'
+)
+class Webhook(Node):
+    is_type_of = of_model(models.Webhook)
+
+    url: str = strawberry.field(description="Where events are POSTed.")
+    event_types: list[str] = strawberry.field(
+        description="Event types delivered, e.g. `message.created`; empty: all."
+    )
+    is_active: bool = strawberry.field(description="Inactive webhooks receive nothing.")
+    created_at: datetime = strawberry.field(description="When the webhook was created.")
+    updated_at: datetime = strawberry.field(description="Last change.")
+    version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
+
+    @strawberry.field(description="The newest deliveries, newest first.")
+    async def deliveries(self, info: Info, first: int = 20) -> list[WebhookDelivery]:
+        rows = await resolve.deliveries(info, self, first)  # type: ignore[arg-type]
+        return [
+            WebhookDelivery(
+                delivery_id=strawberry.ID(str(d.id)),
+                event_id=d.event_id,
+                status=WebhookDeliveryStatus(d.status.value),
+                attempts=d.attempts,
+                last_status_code=d.last_status_code,
+                last_error=d.last_error,
+                next_attempt_at=d.next_attempt_at if d.status.value == "pending" else None,
+                delivered_at=d.delivered_at,
+                created_at=d.created_at,
+            )
+            for d in rows
+        ]
+
+
+@strawberry.input(description="A new webhook.")
+class CreateWebhookInput:
+    url: str = strawberry.field(description="Absolute http(s) URL receiving the POSTs.")
+    event_types: list[str] = strawberry.field(
+        default_factory=list, description="Event types to deliver; empty: all."
+    )
+    is_active: bool = True
+
+
+@strawberry.input(description="Changes to a webhook; fields left out stay as they are.")
+class UpdateWebhookInput:
+    id: strawberry.ID
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the webhook's version differs."
+    )
+    url: str | None = strawberry.UNSET
+    event_types: list[str] | None = strawberry.UNSET
+    is_active: bool | None = strawberry.UNSET
+
+
+@strawberry.input(description="A webhook, by ID.")
+class WebhookInput:
+    id: strawberry.ID
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the webhook's version differs."
+    )
+
+
+@strawberry.type(description="Result of a webhook mutation.")
+class WebhookPayload:
+    webhook: Webhook | None = strawberry.field(description="The webhook after the change.")
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.type(description="A webhook with its signing secret, shown only this once.")
+class WebhookSecretPayload:
+    webhook: Webhook | None = strawberry.field(description="The webhook after the change.")
+    secret: str | None = strawberry.field(
+        description="The signing secret: store it now, it is never shown again."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.input(description="Conditions on webhooks; fields combine with AND.")
+class WebhookFilter:
+    and_: list[WebhookFilter] | None = strawberry.field(default=None, name="and")
+    or_: list[WebhookFilter] | None = strawberry.field(default=None, name="or")
+    not_: WebhookFilter | None = strawberry.field(default=None, name="not")
+    id: IDFilter | None = None
+    url: StringFilter | None = None
+    created_at: DateTimeFilter | None = None
+
+
+@strawberry.enum(description="Fields webhooks can be ordered by.")
+class WebhookOrderField(enum.Enum):
+    URL = "url"
+    CREATED_AT = "created_at"
+
+
+@strawberry.input(description="One sort key for webhooks.")
+class WebhookOrder:
+    field: WebhookOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.type
+class WebhookQuery:
+    @strawberry.field(
+        description="Webhooks of the workspace, oldest first (admins and API keys with "
+        "webhooks:manage)."
+    )
+    async def webhooks(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: WebhookFilter | None = None,
+        order_by: list[WebhookOrder] | None = None,
+    ) -> Connection[Webhook]:
+        return await resolve.webhooks(info, first, after, last, before, filter, order_by)  # type: ignore[return-value]
+
+
+@strawberry.type
+class WebhookMutation:
+    @strawberry.mutation(description="Subscribe a URL to the workspace's events.")
+    async def create_webhook(self, info: Info, input: CreateWebhookInput) -> WebhookSecretPayload:
+        return await resolve.create_webhook(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Change a webhook's URL, event types or activity.")
+    async def update_webhook(self, info: Info, input: UpdateWebhookInput) -> WebhookPayload:
+        return await resolve.update_webhook(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Delete a webhook and its delivery history.")
+    async def delete_webhook(self, info: Info, input: WebhookInput) -> WebhookPayload:
+        return await resolve.delete_webhook(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Give a webhook a new signing secret (shown once); the old one stops."
+    )
+    async def rotate_webhook_secret(self, info: Info, input: WebhookInput) -> WebhookSecretPayload:
+        return await resolve.rotate_webhook_secret(info, input)  # type: ignore[return-value]
