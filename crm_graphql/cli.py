@@ -124,6 +124,8 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from crm_graphql.realtime import SERVER_WEBSOCKETS
+
     # A single-process uvicorn re-raises the SIGTERM it handled once it has shut down;
     # with the default disposition that kills the process before atexit handlers run and
     # leaves the embedded PostgreSQL and Redis running. Exit like on Ctrl-C instead.
@@ -152,7 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             reload=args.reload,
             log_level=args.log_level,
             lifespan="on",
-            ws="websockets-sansio",  # realtime.ws.close_slow_consumer relies on it
+            **SERVER_WEBSOCKETS,
             timeout_graceful_shutdown=10,
             ws_max_size=settings.max_request_bytes,  # the same cap as HTTP bodies
         )

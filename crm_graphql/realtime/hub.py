@@ -13,6 +13,12 @@ Contract (see DESIGN.md, Real time):
 - A subscriber that has events waiting but has not taken one for ``slow_consumer_after``
   seconds is reported through ``on_slow`` (the WebSocket layer closes its connection with
   close code 4008; the client resumes with its last cursor).
+- Fan-out (``push``): subscribers that would resolve an event to the same bytes form a
+  *group* (same document, variables and visibility class). Each event is rendered once
+  per group, and the stream's reader writes the same bytes to every member socket that
+  accepts it (a cheap per-member predicate). A member that is behind (resumed with a
+  cursor, or its socket's buffer is full) catches up by itself, from the window or from
+  PostgreSQL, then joins the live set again. See docs/decisions/0007-fanout.md.
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -39,6 +45,31 @@ log = logging.getLogger(__name__)
 
 StreamKey = tuple[uuid.UUID, str]
 SlowHandler = Callable[[], Coroutine[Any, Any, None]]
+# An event rendered for a group: the JSON ``payload`` of the protocol's data message. The
+# second argument is the member's *variant* of the event (None for the group's common
+# rendering), see ``Variant``.
+Render = Callable[[StoredEvent, Hashable], Awaitable[bytes]]
+# Which rendering of an event a member needs: None (the group's common one) or a key of
+# its own, for the rare events that its actor sees differently from the group.
+Variant = Callable[[StoredEvent], Hashable]
+# Whether a member receives an event: True, False (skip it), None (deliver it, then end).
+Accepts = Callable[[StoredEvent], bool | None]
+
+
+class Sink(Protocol):
+    """Where a member's frames go (``realtime.fanout.SocketSink``)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def write(self, payload: bytes) -> bool:
+        """Send one data message with this payload now; False when the socket cannot
+        take it (buffer full, or closed): nothing was sent."""
+        ...
+
+    async def drained(self) -> None:
+        """Return once the socket can take data again (or is closed)."""
+        ...
 
 
 @dataclass
@@ -48,6 +79,8 @@ class HubSettings:
     safety_poll: float = 2.0  # seconds between reads without a notification
     redis_down_poll: float = 0.25  # seconds between reads while Redis is unreachable
     slow_consumer_after: float = 10.0  # seconds a subscriber may sit on waiting events
+    render_concurrency: int = 4  # group renders of one batch run at once (database sessions)
+    rendered_kept: int = 256  # rendered payloads a group keeps for members catching up
 
 
 @dataclass(eq=False)
@@ -58,6 +91,105 @@ class Subscriber:
     on_slow: SlowHandler | None = None
     last_progress: float = field(default_factory=time.monotonic)
     slow_reported: bool = False
+
+
+class Group:
+    """Members that render every event to the same bytes; each event is rendered once
+    per variant (and the last ``rendered_kept`` payloads are kept for members catching
+    up)."""
+
+    def __init__(self, stream: Stream, key: Hashable, render: Render) -> None:
+        self.stream = stream
+        self.key = key
+        self.render = render
+        self.members: dict[Member, None] = {}  # insertion-ordered set
+        # Members that follow one entity only (a conversation), by entity id: an event is
+        # offered to the members of its entity and to those without one.
+        self.anyone: dict[Member, None] = {}
+        self.by_entity: dict[uuid.UUID, dict[Member, None]] = {}
+        self.rendered: OrderedDict[tuple[Position, Hashable], asyncio.Future[bytes]] = OrderedDict()
+
+    def add(self, member: Member) -> None:
+        self.members[member] = None
+        if member.entity is None:
+            self.anyone[member] = None
+        else:
+            self.by_entity.setdefault(member.entity, {})[member] = None
+
+    def discard(self, member: Member) -> None:
+        self.members.pop(member, None)
+        self.anyone.pop(member, None)
+        if member.entity is not None and member.entity in self.by_entity:
+            followers = self.by_entity[member.entity]
+            followers.pop(member, None)
+            if not followers:
+                del self.by_entity[member.entity]
+
+    def candidates(self, event: StoredEvent) -> list[Member]:
+        """Live members that may take the event (their own check still decides)."""
+        followers = self.by_entity.get(event.entity_id) if event.entity_id is not None else None
+        found = [m for m in self.anyone if m.live]
+        if followers:
+            found += [m for m in followers if m.live]
+        return found
+
+    async def payload(self, event: StoredEvent, variant: Hashable = None) -> bytes:
+        """The event rendered for this group: rendered once, in a task of its own so that
+        a member that goes away does not cancel it for the others."""
+        key = (event.position, variant)
+        task = self.rendered.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._render(event, variant))
+            task.add_done_callback(lambda done: self._forget_failed(key, done))
+            self.rendered[key] = task
+            while len(self.rendered) > self.stream.hub.settings.rendered_kept:
+                self.rendered.popitem(last=False)
+        return await asyncio.shield(task)
+
+    async def _render(self, event: StoredEvent, variant: Hashable) -> bytes:
+        hub = self.stream.hub
+        async with hub.render_slots:
+            data = await self.render(event, variant)
+        hub.renders += 1
+        return data
+
+    def _forget_failed(self, key: tuple[Position, Hashable], task: asyncio.Future[bytes]) -> None:
+        if (task.cancelled() or task.exception() is not None) and self.rendered.get(key) is task:
+            del self.rendered[key]
+
+
+@dataclass(eq=False)
+class Member(Subscriber):
+    """A pushed subscription: one operation on one socket, in one group."""
+
+    group: Group | None = None
+    accepts: Accepts | None = None
+    variant: Variant | None = None
+    entity: uuid.UUID | None = None  # follows only the events of this entity
+    sink: Sink | None = None
+    live: bool = False  # at the stream's head; the reader writes its frames
+    finished: bool = False  # delivered the event that ended it
+    wake: asyncio.Future[None] | None = None  # resolved when it leaves the live set
+
+    def deliver(self, event: StoredEvent, payload: bytes, verdict: bool | None) -> bool:
+        """Write an accepted live event; False when the socket could not take it (the
+        member leaves the live set and catches up once the socket drains)."""
+        assert self.sink is not None
+        if not self.sink.write(payload):
+            self.leave()
+            return False
+        self.position = event.position
+        self.last_progress = time.monotonic()
+        self.group.stream.hub.deliveries += 1  # type: ignore[union-attr]
+        if verdict is None:
+            self.finished = True
+            self.leave()
+        return True
+
+    def leave(self) -> None:
+        self.live = False
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
 
 
 class Stream:
@@ -74,6 +206,7 @@ class Stream:
         self.changed = asyncio.Condition()
         self.wake = asyncio.Event()
         self.subscribers: set[Subscriber] = set()
+        self.groups: dict[Hashable, Group] = {}
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -114,8 +247,48 @@ class Stream:
             self.head = batch[-1].position
             async with self.changed:
                 self.changed.notify_all()
+            if self.groups:
+                await self._dispatch(batch)
             if len(batch) < self.hub.settings.page:
                 return held_back
+
+    async def _dispatch(self, batch: list[StoredEvent]) -> None:
+        """Write new events to the live members: render each (event, group) once, all
+        renders of the batch at once, then write them in event order."""
+        Step = tuple[StoredEvent, Group, Hashable, list[tuple[Member, bool | None]]]
+        plan: list[Step] = []
+        for group in list(self.groups.values()):
+            for event in batch:
+                by_variant: dict[Hashable, list[tuple[Member, bool | None]]] = {}
+                for member in group.candidates(event):
+                    if event.position > member.position:
+                        verdict = member.accepts(event)  # type: ignore[misc]
+                        if verdict is not False:
+                            variant = member.variant(event) if member.variant else None
+                            by_variant.setdefault(variant, []).append((member, verdict))
+                plan.extend((event, group, v, ms) for v, ms in by_variant.items())
+        plan.sort(key=lambda step: step[0].position)
+        results = await asyncio.gather(
+            *(group.payload(event, variant) for event, group, variant, _ in plan),
+            return_exceptions=True,
+        )
+        for (event, _, _, takers), payload in zip(plan, results, strict=True):
+            if isinstance(payload, BaseException):
+                # Not skipped: these members catch up by themselves and render it again.
+                log.error("rendering an event of %s failed", self.key[1], exc_info=payload)
+                for member, _ in takers:
+                    member.leave()
+                continue
+            for member, verdict in takers:
+                if member.live and event.position > member.position:
+                    member.deliver(event, payload, verdict)
+        # Live members have now seen the whole batch (what they accepted was written).
+        last, now = batch[-1].position, time.monotonic()
+        for group in list(self.groups.values()):
+            for member in group.members:
+                if member.live and member.position < last:
+                    member.position = last
+                    member.last_progress = now
 
     def after(self, position: Position) -> list[StoredEvent] | None:
         """Events after ``position`` from memory, or None when it is below the window."""
@@ -149,6 +322,20 @@ class Hub:
         self._resubscribe = asyncio.Event()
         self.redis_up = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.render_slots = asyncio.Semaphore(self.settings.render_concurrency)
+        self.renders = 0  # events rendered for groups (fan-out: once per group and event)
+        self.deliveries = 0  # frames written by push subscriptions
+
+    def stats(self) -> dict[str, int]:
+        """Counters of this process's fan-out (tests and operators)."""
+        groups = [g for s in self.streams.values() for g in s.groups.values()]
+        return {
+            "streams": len(self.streams),
+            "groups": len(groups),
+            "members": sum(len(g.members) for g in groups),
+            "renders": self.renders,
+            "deliveries": self.deliveries,
+        }
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="hub redis listener")
@@ -289,6 +476,94 @@ class Hub:
                     subscriber.last_progress = time.monotonic()
         finally:
             await self._release(stream, subscriber)
+
+    async def push(
+        self,
+        workspace_id: uuid.UUID,
+        topic: str,
+        after: Position | None,
+        *,
+        group_key: Hashable,
+        render: Render,
+        accepts: Accepts,
+        sink: Sink,
+        variant: Variant | None = None,
+        entity: uuid.UUID | None = None,
+        on_slow: SlowHandler | None = None,
+    ) -> None:
+        """Deliver the stream after ``after`` (or from now on) to ``sink``: every event
+        ``accepts`` takes, in order, once, rendered once per group. Returns when
+        ``accepts`` ended the subscription (after delivering that event); runs until
+        cancelled otherwise. ``render`` is used if this member creates the group;
+        ``entity`` says that the member takes only events of that entity (an index:
+        ``accepts`` still decides)."""
+        stream = await self._stream((workspace_id, topic))
+        group = stream.groups.get(group_key)
+        if group is None:
+            group = stream.groups[group_key] = Group(stream, group_key, render)
+        member = Member(
+            after if after is not None else stream.head,
+            on_slow,
+            group=group,
+            accepts=accepts,
+            variant=variant,
+            entity=entity,
+            sink=sink,
+        )
+        group.add(member)
+        stream.subscribers.add(member)
+        try:
+            while not member.finished:
+                if await self._catch_up(stream, member):
+                    return
+                if sink.closed:  # the connection is going: wait to be cancelled
+                    await asyncio.Future()
+                member.wake = asyncio.get_running_loop().create_future()
+                member.live = True  # at the head: the reader writes from now on
+                member.last_progress = time.monotonic()
+                await member.wake
+                member.wake = None
+        finally:
+            member.live = False
+            group.discard(member)
+            if not group.members and stream.groups.get(group_key) is group:
+                del stream.groups[group_key]
+            await self._release(stream, member)
+
+    async def _catch_up(self, stream: Stream, member: Member) -> bool:
+        """Bring a member that is not live to the head of the stream, writing what it
+        accepts at the pace its socket takes it. True when the subscription ended."""
+        assert member.sink is not None and member.group is not None
+        assert member.accepts is not None
+        while True:
+            await member.sink.drained()
+            if member.sink.closed:
+                return False
+            batch = stream.after(member.position)
+            if batch is None:  # fell behind the window: page through the log
+                async with self.sessionmaker() as session:
+                    batch, _ = await events.read_events(
+                        session, *stream.key, member.position, limit=self.settings.page
+                    )
+                if not batch and stream.after(member.position) is None:
+                    return False  # nothing readable up to the head
+            elif not batch:
+                return False  # nothing between it and the head: it goes live now
+            for event in batch:
+                if event.position <= member.position:
+                    continue
+                verdict = member.accepts(event)
+                if verdict is not False:
+                    variant = member.variant(event) if member.variant else None
+                    payload = await member.group.payload(event, variant)
+                    if not member.sink.write(payload):
+                        break  # socket full: wait until it drains, then go on
+                    self.deliveries += 1
+                member.position = event.position
+                member.last_progress = time.monotonic()
+                if verdict is None:
+                    member.finished = True
+                    return True
 
     async def _watch_slow(self) -> None:
         """Report subscribers that sit on waiting events (their socket is not read)."""

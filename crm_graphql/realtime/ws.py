@@ -16,7 +16,7 @@ import contextlib
 import logging
 import signal
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -26,9 +26,12 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
-from crm_graphql.realtime import ephemeral
+from crm_graphql.realtime import ephemeral, fanout
 from crm_graphql.resolvers.context import Context
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,9 @@ OPEN_SOCKETS: set[WebSocket] = set()
 
 class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
     """subscriptions-transport-ws: after ``connection_error`` close with 4403, like the
-    newer protocol, instead of 1011 (an internal error it is not)."""
+    newer protocol, instead of 1011 (an internal error it is not). Both handlers tell a
+    subscription's resolver its operation (``fanout.OPERATION``) so that it can push its
+    frames, and stop those frames as soon as the client stops the operation."""
 
     async def handle_connection_init(self, message: Any) -> None:
         original_close = self.websocket.close
@@ -58,11 +63,66 @@ class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
         finally:
             self.websocket.close = original_close  # type: ignore[method-assign]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pushed: dict[str, fanout.Operation] = {}
+
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        # Runs as the operation's task: subscriptions may push their frames themselves.
+        with _pushing(self.pushed, fanout.Operation(operation_id, legacy=True)):
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        _end_pushed(self.pushed, operation_id)
+        await super().cleanup_operation(operation_id)
+
+
+class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pushed: dict[str, fanout.Operation] = {}
+
+    async def run_operation(self, operation: Any) -> None:
+        # Runs as the operation's task: subscriptions may push their frames themselves.
+        with _pushing(self.pushed, fanout.Operation(operation.id, legacy=False)):
+            await super().run_operation(operation)
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        _end_pushed(self.pushed, operation_id)
+        await super().cleanup_operation(operation_id)
+
+
+@contextlib.contextmanager
+def _pushing(pushed: dict[str, fanout.Operation], operation: fanout.Operation) -> Iterator[None]:
+    """While an operation's task runs, its resolvers find it in ``fanout.OPERATION``."""
+    pushed[operation.id] = operation
+    fanout.OPERATION.set(operation)
+    try:
+        yield
+    finally:
+        if pushed.get(operation.id) is operation:
+            del pushed[operation.id]
+
+
+def _end_pushed(pushed: dict[str, fanout.Operation], operation_id: str) -> None:
+    """The client stopped an operation: pushed frames for it stop at once (its task is
+    cancelled only on the next turn of the loop)."""
+    operation = pushed.pop(operation_id, None)
+    if operation is not None:
+        operation.end()
+
 
 class GraphQLWebSocket(GraphQL[Context, None]):
     """Strawberry's WebSocket handling with our context and authentication."""
 
     graphql_ws_handler_class = LegacyHandler
+    graphql_transport_ws_handler_class = TransportHandler
 
     def __init__(self, schema: Any) -> None:
         super().__init__(

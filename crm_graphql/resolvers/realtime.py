@@ -5,20 +5,34 @@ presence) and ``setTyping``/``onlineUsers``, over ``realtime.ephemeral``."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    TypeInfo,
+    TypeInfoVisitor,
+    Visitor,
+    get_named_type,
+    get_nullable_type,
+    is_list_type,
+    visit,
+)
+from graphql.language.visitor import SKIP
 from redis.exceptions import RedisError
 
 from crm_graphql import models
-from crm_graphql.realtime import ephemeral
-from crm_graphql.realtime.ws import close_slow_consumer
+from crm_graphql.realtime import ephemeral, fanout
+from crm_graphql.realtime.hub import Render
+from crm_graphql.realtime.ws import PROTOCOL_KEY, close_slow_consumer
 from crm_graphql.resolvers.context import EVENT_SCOPE, Context
 from crm_graphql.resolvers.ids import decode_id, to_global_id
 from crm_graphql.resolvers.lists import by_id
@@ -74,20 +88,46 @@ async def _stream(
     topic: str,
     after: str | None,
     deliver: Callable[[Actor, StoredEvent], bool | None],
+    *,
+    entity: uuid.UUID | None = None,
 ) -> AsyncIterator[EventValue]:
     """Events of ``topic`` for which ``deliver`` says True; None ends the subscription
-    (after the event that ended access, if it was delivered)."""
+    (after the event that ended access, if it was delivered). With ``entity``, only that
+    entity's events can be for this subscriber (an index for fan-out; ``deliver`` still
+    checks).
+
+    On our WebSocket server the events are pushed (``Hub.push``): rendered once per group
+    of subscribers with the same document, variables and visibility class, and written
+    to each socket directly. Elsewhere each event is yielded and resolved per subscriber."""
     context: Context = info.context
     actor = context.require_actor()
     websocket = context.websocket
+    position = _after(after)
 
     async def on_slow() -> None:
         if websocket is not None:
             await close_slow_consumer(websocket)
 
-    async for event in context.app.hub.follow(
-        actor.workspace_id, topic, _after(after), on_slow=on_slow
-    ):
+    executor = _executor(info)
+    protocol = websocket.scope.get(PROTOCOL_KEY) if websocket is not None else None
+    sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get())
+    if sink is not None and executor is not None:
+        plan = _fanout(info, executor, actor)
+        await context.app.hub.push(
+            actor.workspace_id,
+            topic,
+            position,
+            group_key=plan.group_key,
+            render=plan.render,
+            accepts=lambda event: deliver(actor, event),
+            variant=plan.variant,
+            entity=entity,
+            sink=sink,
+            on_slow=on_slow,
+        )
+        return
+
+    async for event in context.app.hub.follow(actor.workspace_id, topic, position, on_slow=on_slow):
         verdict = deliver(actor, event)
         if verdict is False:
             continue
@@ -102,6 +142,196 @@ async def _stream(
                 await scope.close()
         if verdict is None:
             return
+
+
+# --------------------------------------------------------------- fan-out groups
+# Members of a group must render every event to the same bytes, so the key holds all
+# that the selection's result depends on: the document, the variables it uses (the root
+# field's own arguments only choose events, which each member checks itself), and what
+# the services decide from the actor: workspace, role, API-key scopes, and the user when
+# the selection's result depends on who reads it.
+#
+# Conversations and messages are visible per user (conversations.can_see). Each member
+# checks the event's own conversation per event. A selection that reaches conversation
+# data only through the event's conversation and message (no lists, no read state) is
+# rendered for a group of users who do not see every conversation with a stand-in actor
+# of their role that is nobody: it sees what every member may see (public
+# conversations). The assignee of a private conversation gets that event rendered with
+# its own actor (a variant). Lists of conversations or messages, or read state, make the
+# selection per user: one group per user.
+
+NOBODY = uuid.UUID(int=0)  # the user id of the stand-in actor: no user, no assignments
+CONVERSATION_TYPES = frozenset({"Conversation", "Message"})
+PER_USER_TYPES = frozenset(
+    {"ConversationConnection", "ConversationEdge", "MessageConnection", "MessageEdge"}
+)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What the grouping needs to know about a subscription document."""
+
+    variables: frozenset[str]  # used by the selection (not the root field's arguments)
+    conversations: bool  # reaches a conversation or message
+    per_user: bool  # lists conversations or messages, or read state
+
+
+_shapes: dict[tuple[str, str | None], _Shape] = {}
+
+
+@dataclass(frozen=True)
+class _Fanout:
+    """How one subscriber takes part in fan-out."""
+
+    group_key: Hashable
+    render: Render
+    variant: Callable[[StoredEvent], Hashable] | None
+
+
+def _executor(info: Any) -> Any:
+    """graphql-core's executor of this subscription (it renders each event), or None."""
+    raw = getattr(info, "_raw_info", info)
+    gather = getattr(getattr(raw, "async_helpers", None), "gather", None)
+    executor = getattr(gather, "__self__", None)
+    return executor if hasattr(executor, "build_per_event_executor") else None
+
+
+def _shape(info: Any, executor: Any) -> _Shape:
+    operation = executor.operation
+    source = operation.loc.source.body if operation.loc is not None else None
+    name = operation.name.value if operation.name is not None else None
+    cached = _shapes.get((source, name)) if source is not None else None
+    if cached is not None:
+        return cached
+    raw = getattr(info, "_raw_info", info)
+    root_arguments = {id(a) for node in raw.field_nodes for a in node.arguments or ()}
+    variables: set[str] = set()
+    types: set[str] = set()
+    lists: set[str] = set()
+
+    class Collect(Visitor):
+        def enter_variable_definition(self, node: Any, *_: Any) -> Any:
+            return SKIP  # declared is not used
+
+        def enter_argument(self, node: Any, *_: Any) -> Any:
+            return SKIP if id(node) in root_arguments else None
+
+        def enter_variable(self, node: Any, *_: Any) -> None:
+            variables.add(node.name.value)
+
+        def enter_field(self, node: Any, *_: Any) -> None:
+            field_type = type_info.get_type()
+            if field_type is not None:
+                named = get_named_type(field_type).name
+                types.add(named)
+                if is_list_type(get_nullable_type(field_type)):
+                    lists.add(named)
+
+    type_info = TypeInfo(raw.schema)
+    document = DocumentNode(definitions=(operation, *raw.fragments.values()))
+    visit(document, TypeInfoVisitor(type_info, Collect()))
+    shape = _Shape(
+        variables=frozenset(variables),
+        conversations=bool(types & CONVERSATION_TYPES),
+        per_user=bool(types & PER_USER_TYPES)
+        or bool(lists & CONVERSATION_TYPES)
+        or "unread" in (source or "").lower(),
+    )
+    if source is not None:
+        if len(_shapes) > 1000:
+            _shapes.clear()
+        _shapes[(source, name)] = shape
+    return shape
+
+
+def _fanout(info: Any, executor: Any, actor: Actor) -> _Fanout:
+    shape = _shape(info, executor)
+    operation = executor.operation
+    document: Hashable = (
+        (operation.loc.source.body, operation.name.value if operation.name else None)
+        if operation.loc is not None
+        else id(operation)
+    )
+    values = getattr(executor.variable_values, "coerced", executor.variable_values) or {}
+    variables = tuple(sorted((n, repr(values.get(n))) for n in shape.variables))
+    per_user = shape.per_user or "unread" in repr(variables).lower()
+    by_user = actor.user_id is not None and (shape.conversations or per_user)
+    stand_in = by_user and not per_user and not conversations.sees_every_conversation(actor)
+    visibility = (
+        actor.workspace_id,
+        actor.role,
+        actor.api_key_id is not None,
+        tuple(sorted(actor.scopes)),
+        actor.user_id if per_user else None,
+    )
+    # Renderings only read: the request's id and address (audit) do not matter to them.
+    reader = dataclasses.replace(actor, request_id=None, client_ip=None)
+    common = dataclasses.replace(reader, user_id=NOBODY)
+    variant = None
+    if stand_in:
+
+        def variant(event: StoredEvent) -> Hashable:
+            payload = event.payload
+            mine = payload.get("is_private") and _uuid(payload.get("assignee_id")) == actor.user_id
+            return reader if mine else None
+
+    return _Fanout(
+        group_key=(document, variables, visibility),
+        render=_renderer(info, executor, common if stand_in else reader),
+        variant=variant,
+    )
+
+
+def _renderer(info: Any, executor: Any, common: Actor) -> Render:
+    """Render an event for a group: the subscription's selection executed once (per
+    variant: the actor it is rendered for), in a short-lived scope of its own (fresh
+    loaders and session), encoded once."""
+    app = info.context.app
+    schema = getattr(info, "schema", None)
+
+    async def render(event: StoredEvent, variant: Hashable) -> bytes:
+        actor = variant if isinstance(variant, Actor) else common
+        run = executor.build_per_event_executor(EventValue(event))
+        try:
+            async with _event_scope(app, actor, event) as scope:
+                run.context_value = scope
+                result = run.execute_operation(False)
+                if inspect.isawaitable(result):
+                    result = await result
+        except Exception as exc:  # like Strawberry: an error result, not a dead stream
+            log.exception("rendering a subscription event failed")
+            return fanout.encode_result(None, [GraphQLError(str(exc), original_error=exc)])
+        if result.errors and schema is not None and hasattr(schema, "process_errors"):
+            schema.process_errors(result.errors)
+        return fanout.encode_result(result.data, result.errors)
+
+    return render
+
+
+_scopes: dict[tuple[int, Position, Actor], tuple[Context, list[int]]] = {}
+
+
+@contextlib.asynccontextmanager
+async def _event_scope(app: Any, actor: Actor, event: StoredEvent) -> AsyncIterator[Context]:
+    """A short-lived scope (loaders, session) for rendering an event as ``actor``.
+    Renderings of the same event for the same actor that run at the same time (groups of
+    different documents: a conversation's events and the inbox) share it, like the
+    fields of one request: each row is read once."""
+    key = (id(app), event.position, actor)
+    entry = _scopes.get(key)
+    if entry is None:
+        entry = _scopes[key] = (Context(app=app, actor=actor, request_id=uuid.uuid4().hex), [0])
+    scope, users = entry
+    users[0] += 1
+    try:
+        yield scope
+    finally:
+        users[0] -= 1
+        if not users[0]:
+            if _scopes.get(key) is entry:
+                del _scopes[key]
+            with contextlib.suppress(Exception):  # a dead connection is the pool's problem
+                await scope.close()
 
 
 async def _check(info: Any, model: type[Any], id: uuid.UUID | None, *, visible: Any = None) -> None:
@@ -152,7 +382,7 @@ async def conversation_events(
             return False
         return _conversation_verdict(actor, event, ends=True)
 
-    async for value in _stream(info, conversations.TOPIC, after, deliver):
+    async for value in _stream(info, conversations.TOPIC, after, deliver, entity=id):
         yield value
 
 

@@ -1,0 +1,104 @@
+"""Writing one rendered event to many sockets (see docs/decisions/0007-fanout.md).
+
+An event is rendered (its selection executed and encoded) once per group of subscribers;
+each member then only wraps the shared payload bytes in its protocol's data message
+(``{"id":..,"type":"next","payload":..}``, or ``{"type":"data","id":..,"payload":..}`` on
+the legacy protocol) and writes the frame straight to its connection, without a task,
+queue or ASGI round trip per socket.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from websockets.exceptions import InvalidState
+from websockets.protocol import State
+
+# The operation being run on a WebSocket (set by realtime.ws per operation task): what a
+# subscription resolver needs to push its frames itself.
+OPERATION: contextvars.ContextVar[Operation | None] = contextvars.ContextVar(
+    "crm_ws_operation", default=None
+)
+
+
+@dataclass(eq=False)
+class Operation:
+    id: str
+    legacy: bool  # subscriptions-transport-ws ("data" messages) instead of graphql-ws
+    ended: bool = False  # the client stopped it: send nothing more for it
+
+    def end(self) -> None:
+        self.ended = True
+
+
+def encode_result(data: Any, errors: list[Any] | None) -> bytes:
+    """The payload of a data message, as Strawberry's WebSocket handlers build it."""
+    payload: dict[str, Any] = {"data": data}
+    if errors:
+        payload["errors"] = [error.formatted for error in errors]
+    return orjson.dumps(payload)
+
+
+class SocketSink:
+    """Frames of one operation, written to a uvicorn ``websockets-sansio`` connection
+    (the server the CLI runs). Writes only while the transport is below its high-water
+    mark, so a client that does not read makes the member fall behind instead of growing
+    a buffer; ``drained`` waits for the transport to take data again."""
+
+    __slots__ = ("_operation", "_prefix", "_protocol")
+
+    def __init__(self, protocol: Any, operation: Operation) -> None:
+        self._protocol = protocol
+        self._operation = operation
+        op_id = orjson.dumps(operation.id)
+        self._prefix = (
+            b'{"type":"data","id":' + op_id + b',"payload":'
+            if operation.legacy
+            else b'{"id":' + op_id + b',"type":"next","payload":'
+        )
+
+    @classmethod
+    def attach(cls, protocol: Any, operation: Operation | None) -> SocketSink | None:
+        """A sink for this connection, or None when the server is not one we can write
+        to directly (the subscription then runs through Strawberry, per subscriber)."""
+        if operation is None or protocol is None:
+            return None
+        needed = ("conn", "transport", "writable", "close_sent", "disconnected")
+        if not all(hasattr(protocol, name) for name in needed):
+            return None
+        if not hasattr(protocol.conn, "send_text"):
+            return None
+        return cls(protocol, operation)
+
+    @property
+    def closed(self) -> bool:
+        protocol = self._protocol
+        return bool(
+            self._operation.ended
+            or protocol.close_sent
+            or protocol.disconnected
+            or protocol.conn.state is not State.OPEN
+        )
+
+    def write(self, payload: bytes) -> bool:
+        protocol = self._protocol
+        if (
+            self._operation.ended
+            or protocol.close_sent
+            or protocol.disconnected
+            or not protocol.writable.is_set()
+        ):
+            return False
+        conn = protocol.conn
+        try:
+            conn.send_text(self._prefix + payload + b"}")
+        except InvalidState:
+            return False
+        protocol.transport.write(b"".join(conn.data_to_send()))
+        return True
+
+    async def drained(self) -> None:
+        await self._protocol.writable.wait()
