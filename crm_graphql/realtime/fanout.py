@@ -10,12 +10,15 @@ queue or ASGI round trip per socket.
 from __future__ import annotations
 
 import contextvars
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from websockets.exceptions import InvalidState
 from websockets.protocol import State
+
+from crm_graphql.masking import format_error
 
 # The operation being run on a WebSocket (set by realtime.ws per operation task): what a
 # subscription resolver needs to push its frames itself.
@@ -34,11 +37,16 @@ class Operation:
         self.ended = True
 
 
-def encode_result(data: Any, errors: list[Any] | None) -> bytes:
-    """The payload of a data message, as Strawberry's WebSocket handlers build it."""
+def encode_result(
+    data: Any, errors: list[Any] | None, *, production: bool, request_id: str | None = None
+) -> bytes:
+    """The payload of a data message, as Strawberry's WebSocket handlers build it, with
+    errors formatted and masked like every other answer (``masking.format_error``; a
+    rendering shared by many sockets gets a request id of its own for the log)."""
     payload: dict[str, Any] = {"data": data}
     if errors:
-        payload["errors"] = [error.formatted for error in errors]
+        rid = request_id or uuid.uuid4().hex
+        payload["errors"] = [format_error(error, rid, production=production) for error in errors]
     return orjson.dumps(payload)
 
 

@@ -288,6 +288,7 @@ def _renderer(info: Any, executor: Any, common: Actor) -> Render:
     loaders and session), encoded once."""
     app = info.context.app
     schema = getattr(info, "schema", None)
+    production = app.settings.is_production
 
     async def render(event: StoredEvent, variant: Hashable) -> bytes:
         actor = variant if isinstance(variant, Actor) else common
@@ -300,10 +301,12 @@ def _renderer(info: Any, executor: Any, common: Actor) -> Render:
                     result = await result
         except Exception as exc:  # like Strawberry: an error result, not a dead stream
             log.exception("rendering a subscription event failed")
-            return fanout.encode_result(None, [GraphQLError(str(exc), original_error=exc)])
+            return fanout.encode_result(
+                None, [GraphQLError(str(exc), original_error=exc)], production=production
+            )
         if result.errors and schema is not None and hasattr(schema, "process_errors"):
             schema.process_errors(result.errors)
-        return fanout.encode_result(result.data, result.errors)
+        return fanout.encode_result(result.data, result.errors, production=production)
 
     return render
 

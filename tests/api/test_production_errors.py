@@ -4,6 +4,7 @@ WebSocket applies the same query limits and rate limits as HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.logs import configure_logging
 from crm_graphql.models import Role, User
-from crm_graphql.services import customers
+from crm_graphql.services import activities, customers
 from crm_graphql.services.actor import Actor
 from crm_graphql.settings import Settings
 from tests import support
@@ -141,6 +142,43 @@ async def test_websocket_masks_unexpected_errors(
         assert set(error["extensions"]) == {"code", "requestId"}
     finally:
         await ws.close()
+
+
+async def test_a_failing_live_event_is_masked_for_every_subscriber(
+    production_server: str,
+    token: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    agent: Actor,
+) -> None:
+    """Events are rendered once per group of subscribers (realtime/fanout.py): an
+    unexpected error in that shared rendering is masked like any other."""
+    feed = "subscription { activityFeed { type activity { customer { address { city } } } } }"
+    sockets = [await support.WSClient.connect(production_server, token) for _ in range(2)]
+    try:
+        for ws in sockets:
+            await ws.acknowledged()
+            await ws.subscribe(feed)
+        await asyncio.sleep(0.5)  # the subscriptions are registered
+        await _customer_with_a_corrupt_address(sessionmaker, agent)
+        async with sessionmaker() as session, session.begin():
+            corrupt = await session.scalar(
+                text("SELECT id FROM customers WHERE workspace_id = :w AND name = 'Corrupt'"),
+                {"w": agent.workspace_id},
+            )
+            await activities.create_activity(
+                agent, session, {"type": "note", "subject": "Hi", "customer_id": corrupt}
+            )
+        for ws in sockets:
+            message = await ws.receive()
+            assert message["type"] == "next", message
+            (error,) = message["payload"]["errors"]
+            assert error["message"] == "Internal server error"
+            assert error["extensions"]["code"] == "INTERNAL"
+            assert set(error["extensions"]) == {"code", "requestId"}
+            assert "list" not in json.dumps(message)
+    finally:
+        for ws in sockets:
+            await ws.close()
 
 
 @pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
