@@ -72,6 +72,11 @@ class Customer(WorkspaceScoped, Archivable, Base):
             postgresql_where=text("email IS NOT NULL"),
         ),
         Index("ix_customers_workspace_created", "workspace_id", "created_at", "id"),
+        # Segments: a lifecycle stage (or a few) within a creation period, whatever the
+        # order asked for (migration 0007 also keeps finer statistics on `name`).
+        Index(
+            "ix_customers_workspace_stage_created", "workspace_id", "lifecycle_stage", "created_at"
+        ),
         Index("ix_customers_workspace_name", "workspace_id", "name", "id"),
         Index("ix_customers_workspace_company", "workspace_id", "company_id"),
         Index("ix_customers_workspace_owner", "workspace_id", "owner_id"),
