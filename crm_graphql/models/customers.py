@@ -75,7 +75,11 @@ class Customer(WorkspaceScoped, Archivable, Base):
         # Segments: a lifecycle stage (or a few) within a creation period, whatever the
         # order asked for (migration 0007 also keeps finer statistics on `name`).
         Index(
-            "ix_customers_workspace_stage_created", "workspace_id", "lifecycle_stage", "created_at"
+            "ix_customers_workspace_stage_created",
+            "workspace_id",
+            "lifecycle_stage",
+            "created_at",
+            postgresql_include=["name", "last_activity_at", "id", "archived_at", "merged_into_id"],
         ),
         Index("ix_customers_workspace_name", "workspace_id", "name", "id"),
         Index("ix_customers_workspace_company", "workspace_id", "company_id"),
