@@ -599,7 +599,9 @@ async def _load(url: str, tables: Tables) -> None:
                 await conn.copy_records_to_table(
                     table, records=tables.rows[table], columns=list(tables.columns[table])
                 )
-        await conn.execute("ANALYZE")
+        # As autovacuum leaves a settled table: statistics, and the visibility map that
+        # index-only scans rely on.
+        await conn.execute("VACUUM (ANALYZE)")
     finally:
         await conn.close()
 
