@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import literal, select, text, tuple_
+from sqlalchemy import exists, literal, select, text, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from crm_graphql.models import Event
 from crm_graphql.services.actor import Actor
@@ -123,28 +123,46 @@ async def read_events(
     after: Position,
     *,
     limit: int = 500,
+    below: int | None = None,
 ) -> tuple[list[StoredEvent], bool]:
     """Committed events of a stream after ``after``, in order, at most ``limit``; and
     whether committed events exist that must still wait for an older transaction (the
-    caller reads again shortly)."""
-    ready = (Event.txid < literal(await horizon(session))).label("ready")
-    rows = await session.execute(
-        select(Event, ready)
-        .where(
-            Event.workspace_id == workspace_id,
-            Event.topic == topic,
-            tuple_(Event.txid, Event.id) > tuple_(literal(after.txid), literal(after.id)),
-        )
+    caller reads again shortly). ``below``: the horizon, if the caller has just taken it
+    (``horizon``) in an earlier statement of this session; taken here otherwise.
+
+    One statement after the horizon: the events below the horizon, and whether any
+    event of the stream sits at or above it. Only deliverable rows are fetched, so a
+    stream held back by a long write (while many events pile up above the horizon) is
+    re-read cheaply."""
+    limit_txid = literal(below if below is not None else await horizon(session))
+    stream = (
+        Event.workspace_id == workspace_id,
+        Event.topic == topic,
+        tuple_(Event.txid, Event.id) > tuple_(literal(after.txid), literal(after.id)),
+    )
+    waiting = select(exists().where(*stream, Event.txid >= limit_txid).label("held_back")).subquery(
+        "waiting"
+    )
+    ready = (
+        select(Event)
+        .where(*stream, Event.txid < limit_txid)
         .order_by(Event.txid, Event.id)
-        .limit(limit + 1)
+        .limit(limit)
+        .subquery("ready")
+        .lateral()
+    )
+    row = aliased(Event, ready)
+    rows = await session.execute(
+        select(waiting.c.held_back, row)
+        .select_from(waiting)
+        .outerjoin(ready, true())
+        .order_by(row.txid, row.id)
     )
     events: list[StoredEvent] = []
     held_back = False
-    for event, is_ready in rows.all():
-        if not is_ready:
-            held_back = True
-            break
-        if len(events) == limit:
+    for held, event in rows.all():
+        held_back = bool(held)
+        if event is None:
             break
         events.append(
             StoredEvent(
