@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import exists, literal, select, text, true, tuple_
+from sqlalchemy import exists, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from crm_graphql.models import Event
 from crm_graphql.services.actor import Actor
@@ -130,52 +130,42 @@ async def read_events(
     caller reads again shortly). ``below``: the horizon, if the caller has just taken it
     (``horizon``) in an earlier statement of this session; taken here otherwise.
 
-    One statement after the horizon: the events below the horizon, and whether any
-    event of the stream sits at or above it. Only deliverable rows are fetched, so a
-    stream held back by a long write (while many events pile up above the horizon) is
-    re-read cheaply."""
+    Only deliverable rows are fetched (below the horizon), so a stream held back by a
+    long write, while events pile up above the horizon, is re-read cheaply; whether any
+    event waits above it comes with the rows (an uncorrelated ``EXISTS``, evaluated once),
+    or in a statement of its own when no row is deliverable."""
     limit_txid = literal(below if below is not None else await horizon(session))
     stream = (
         Event.workspace_id == workspace_id,
         Event.topic == topic,
         tuple_(Event.txid, Event.id) > tuple_(literal(after.txid), literal(after.id)),
     )
-    waiting = select(exists().where(*stream, Event.txid >= limit_txid).label("held_back")).subquery(
-        "waiting"
-    )
-    ready = (
-        select(Event)
-        .where(*stream, Event.txid < limit_txid)
-        .order_by(Event.txid, Event.id)
-        .limit(limit)
-        .subquery("ready")
-        .lateral()
-    )
-    row = aliased(Event, ready)
-    rows = await session.execute(
-        select(waiting.c.held_back, row)
-        .select_from(waiting)
-        .outerjoin(ready, true())
-        .order_by(row.txid, row.id)
-    )
-    events: list[StoredEvent] = []
-    held_back = False
-    for held, event in rows.all():
-        held_back = bool(held)
-        if event is None:
-            break
-        events.append(
-            StoredEvent(
-                Position(event.txid, event.id),
-                event.workspace_id,
-                event.topic,
-                event.type,
-                event.entity_type,
-                event.entity_id,
-                event.payload,
-                event.created_at,
-            )
+    waiting = exists().where(*stream, Event.txid >= limit_txid)
+    rows = (
+        await session.execute(
+            select(Event, waiting.label("held_back"))
+            .where(*stream, Event.txid < limit_txid)
+            .order_by(Event.txid, Event.id)
+            .limit(limit)
         )
+    ).all()
+    if rows:
+        held_back = bool(rows[0][1])
+    else:
+        held_back = bool(await session.scalar(select(waiting)))
+    events = [
+        StoredEvent(
+            Position(event.txid, event.id),
+            event.workspace_id,
+            event.topic,
+            event.type,
+            event.entity_type,
+            event.entity_id,
+            event.payload,
+            event.created_at,
+        )
+        for event, _ in rows
+    ]
     return events, held_back
 
 
