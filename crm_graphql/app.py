@@ -91,9 +91,12 @@ def build_app(settings: Settings) -> Starlette:
         )
         sessionmaker = make_sessionmaker(engine)
         crypto.attach(sessionmaker, keyring)
+        hub_engine = make_engine(settings.database_url or "", pool_size=settings.hub_pool_size)
+        hub_sessionmaker = make_sessionmaker(hub_engine)
+        crypto.attach(hub_sessionmaker, keyring)
         bus = Bus.from_url(settings.redis_url or "")
         hub = Hub(
-            sessionmaker,
+            hub_sessionmaker,
             bus.client,
             HubSettings(slow_consumer_after=settings.slow_consumer_seconds),
         )
@@ -138,6 +141,7 @@ def build_app(settings: Settings) -> Starlette:
             await ephemeral.close()
             await hub.close()
             await bus.close()
+            await hub_engine.dispose()
             await engine.dispose()
 
     middleware: list[Middleware] = []

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # json | text; unset: json in production, text otherwise.
     log_format: Literal["json", "text"] | None = None
     db_pool_size: int = 10
+    # The real-time hub's own connections (stream reads, event renderings), apart from
+    # requests', so that live delivery does not queue behind a burst of mutations.
+    hub_pool_size: int = 4
     slow_consumer_seconds: float = 10.0
     sql_echo: bool = False
     # Answer the reads the compiler knows with one SQL statement (docs/decisions/0006).

@@ -202,6 +202,10 @@ class Stream:
         # Every deliverable event after `floor` up to `head` is in `window`.
         self.floor = events.ORIGIN
         self.head = events.ORIGIN
+        # The horizon of the last read, and whether committed events waited above it:
+        # while both stay the same, re-reading the log cannot find anything deliverable.
+        self.below: int | None = None
+        self.held_back = False
         self.ready = asyncio.Event()  # set once head is known
         self.changed = asyncio.Condition()
         self.wake = asyncio.Event()
@@ -235,9 +239,19 @@ class Stream:
         held_back = False
         while True:
             async with self.hub.sessionmaker() as session:
+                below = await events.horizon(session)
+                if self.held_back and below == self.below:
+                    # Everything below an unchanged horizon was in the last read's
+                    # snapshot: nothing new is deliverable yet, skip the read.
+                    self.hub.skipped_reads += 1
+                    return True
                 batch, held_back = await events.read_events(
-                    session, *self.key, self.head, limit=self.hub.settings.page
+                    session, *self.key, self.head, limit=self.hub.settings.page, below=below
                 )
+            # A full page leaves events below this horizon unread: no skipping then.
+            self.below = below
+            self.held_back = held_back and len(batch) < self.hub.settings.page
+            self.hub.reads += 1
             if not batch:
                 return held_back
             for event in batch:
@@ -325,6 +339,8 @@ class Hub:
         self.render_slots = asyncio.Semaphore(self.settings.render_concurrency)
         self.renders = 0  # events rendered for groups (fan-out: once per group and event)
         self.deliveries = 0  # frames written by push subscriptions
+        self.reads = 0  # stream reads of the event log
+        self.skipped_reads = 0  # re-reads skipped: held back behind the same horizon
 
     def stats(self) -> dict[str, int]:
         """Counters of this process's fan-out (tests and operators)."""
@@ -335,6 +351,8 @@ class Hub:
             "members": sum(len(g.members) for g in groups),
             "renders": self.renders,
             "deliveries": self.deliveries,
+            "reads": self.reads,
+            "skipped_reads": self.skipped_reads,
         }
 
     async def start(self) -> None:

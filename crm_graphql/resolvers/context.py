@@ -61,6 +61,8 @@ class Context:
     connection_params: dict[str, Any] | None = None
     websocket: Any = None
     parent: Context | None = None
+    # Where reads get their session; None: the app's (requests') pool.
+    sessions: async_sessionmaker[AsyncSession] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _session: AsyncSession | None = None
     _loaders: Loaders | None = None
@@ -105,7 +107,7 @@ class Context:
         active = self._active()
         async with active._lock:
             if active._session is None:
-                active._session = self.app.sessionmaker()
+                active._session = (active.sessions or self.app.sessionmaker)()
             yield active._session
 
     @contextlib.asynccontextmanager

@@ -323,7 +323,11 @@ async def _event_scope(app: Any, actor: Actor, event: StoredEvent) -> AsyncItera
     key = (id(app), event.position, actor)
     entry = _scopes.get(key)
     if entry is None:
-        entry = _scopes[key] = (Context(app=app, actor=actor, request_id=uuid.uuid4().hex), [0])
+        # Renderings read through the hub's own pool, like its stream readers.
+        scope = Context(
+            app=app, actor=actor, request_id=uuid.uuid4().hex, sessions=app.hub.sessionmaker
+        )
+        entry = _scopes[key] = (scope, [0])
     scope, users = entry
     users[0] += 1
     try:

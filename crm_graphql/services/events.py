@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import literal, select, text, tuple_
+from sqlalchemy import exists, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -123,41 +123,49 @@ async def read_events(
     after: Position,
     *,
     limit: int = 500,
+    below: int | None = None,
 ) -> tuple[list[StoredEvent], bool]:
     """Committed events of a stream after ``after``, in order, at most ``limit``; and
     whether committed events exist that must still wait for an older transaction (the
-    caller reads again shortly)."""
-    ready = (Event.txid < literal(await horizon(session))).label("ready")
-    rows = await session.execute(
-        select(Event, ready)
-        .where(
-            Event.workspace_id == workspace_id,
-            Event.topic == topic,
-            tuple_(Event.txid, Event.id) > tuple_(literal(after.txid), literal(after.id)),
-        )
-        .order_by(Event.txid, Event.id)
-        .limit(limit + 1)
+    caller reads again shortly). ``below``: the horizon, if the caller has just taken it
+    (``horizon``) in an earlier statement of this session; taken here otherwise.
+
+    Only deliverable rows are fetched (below the horizon), so a stream held back by a
+    long write, while events pile up above the horizon, is re-read cheaply; whether any
+    event waits above it comes with the rows (an uncorrelated ``EXISTS``, evaluated once),
+    or in a statement of its own when no row is deliverable."""
+    limit_txid = literal(below if below is not None else await horizon(session))
+    stream = (
+        Event.workspace_id == workspace_id,
+        Event.topic == topic,
+        tuple_(Event.txid, Event.id) > tuple_(literal(after.txid), literal(after.id)),
     )
-    events: list[StoredEvent] = []
-    held_back = False
-    for event, is_ready in rows.all():
-        if not is_ready:
-            held_back = True
-            break
-        if len(events) == limit:
-            break
-        events.append(
-            StoredEvent(
-                Position(event.txid, event.id),
-                event.workspace_id,
-                event.topic,
-                event.type,
-                event.entity_type,
-                event.entity_id,
-                event.payload,
-                event.created_at,
-            )
+    waiting = exists().where(*stream, Event.txid >= limit_txid)
+    rows = (
+        await session.execute(
+            select(Event, waiting.label("held_back"))
+            .where(*stream, Event.txid < limit_txid)
+            .order_by(Event.txid, Event.id)
+            .limit(limit)
         )
+    ).all()
+    if rows:
+        held_back = bool(rows[0][1])
+    else:
+        held_back = bool(await session.scalar(select(waiting)))
+    events = [
+        StoredEvent(
+            Position(event.txid, event.id),
+            event.workspace_id,
+            event.topic,
+            event.type,
+            event.entity_type,
+            event.entity_id,
+            event.payload,
+            event.created_at,
+        )
+        for event, _ in rows
+    ]
     return events, held_back
 
 

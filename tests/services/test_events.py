@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import asyncpg
+import redis.asyncio as redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.realtime.hub import Hub
 from crm_graphql.services import events
 from crm_graphql.services.actor import Actor
 from tests import support
+from tests.realtime.processes import wait_for
 
 TOPIC = "horizon-test"
 
@@ -53,3 +59,40 @@ async def test_a_running_write_of_this_database_holds_later_events_back(
         assert await read(sessionmaker, admin) == (0, True)
         await running.rollback()
     assert await read(sessionmaker, admin) == (1, False)
+
+
+async def test_a_held_back_stream_skips_rereads_until_the_horizon_moves(
+    sessionmaker: async_sessionmaker[AsyncSession], admin: Actor, redis_url: str
+) -> None:
+    """While an older writer stays open, the hub's reader re-checks only the horizon (the
+    log cannot hold anything deliverable that its last read did not see); once the writer
+    ends, without events of its own and so without a doorbell, the event comes through."""
+    client = redis.Redis.from_url(redis_url)
+    hub = Hub(sessionmaker, client)
+    await hub.start()
+    received: list[events.StoredEvent] = []
+
+    async def follow() -> None:
+        async for event in hub.follow(admin.workspace_id, TOPIC, None):
+            received.append(event)
+
+    follower = asyncio.create_task(follow())
+    try:
+        await wait_for(lambda: bool(hub.streams), what="the stream is read")
+        async with sessionmaker() as running:
+            await running.execute(text("SELECT pg_current_xact_id()"))  # an older writer
+            await commit_event(sessionmaker, admin)
+            await wait_for(lambda: hub.stats()["skipped_reads"] >= 3, what="re-reads skipped")
+            reads = hub.stats()["reads"]
+            await asyncio.sleep(0.2)  # held back: polled every 20 ms, read no more
+            assert hub.stats()["reads"] == reads
+            assert received == []
+            await running.rollback()  # ends without an event: no doorbell rings
+        await wait_for(lambda: len(received) == 1, what="the held-back event")
+        assert received[0].topic == TOPIC
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await hub.close()
+        await client.aclose()
