@@ -88,7 +88,8 @@ class WebhookDispatcher:
                     await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
 
     async def run_once(self) -> bool:
-        """One round: enqueue new events, make the due deliveries. Whether there was work."""
+        """One round: enqueue new events, make the due deliveries. Whether to go again
+        at once."""
         async with self._sessionmaker() as session, session.begin():
             enqueued = await webhooks.enqueue_deliveries(session)
         async with self._sessionmaker() as session, session.begin():
@@ -108,7 +109,10 @@ class WebhookDispatcher:
                         max_attempts=self._settings.max_attempts,
                         retry_base_seconds=self._settings.retry_base_seconds,
                     )
-        return bool(enqueued or jobs)
+        # Go again at once only with a backlog (a full page of events, or deliveries made).
+        # A round per few events would be a write transaction each (the cursor), and every
+        # running writer holds the event horizon back for all stream readers.
+        return enqueued >= webhooks.ENQUEUE_BATCH or bool(jobs)
 
     async def _deliver(self, job: webhooks.DeliveryJob) -> tuple[int | None, str | None]:
         """POST one delivery: (HTTP status or None, error or None)."""

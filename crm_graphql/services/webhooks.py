@@ -262,7 +262,10 @@ def verify_signature(
 # ------------------------------------------------------------------ dispatching
 
 
-async def enqueue_deliveries(session: AsyncSession, *, batch_size: int = 500) -> int:
+ENQUEUE_BATCH = 500
+
+
+async def enqueue_deliveries(session: AsyncSession, *, batch_size: int = ENQUEUE_BATCH) -> int:
     """Fan the next committed events out into deliveries of the active webhooks that
     want them, and move the cursor; the caller commits. Returns how many events were
     consumed (0 when another process holds the cursor or nothing is new)."""
