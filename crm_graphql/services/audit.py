@@ -17,6 +17,7 @@ from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import AuditLog
+from crm_graphql.models.base import uuid7
 from crm_graphql.services import querying
 from crm_graphql.services.actor import Actor
 
@@ -76,6 +77,23 @@ def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[st
         if before.get(key) != after.get(key):
             changes[key] = {"before": before.get(key), "after": after.get(key)}
     return changes
+
+
+def entry(
+    entity_type: str,
+    entity_id: uuid.UUID | None,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An audit row's own values (id, entity, changes) for a service that inserts audit
+    rows with a statement of its own; ``record`` adds the actor's and request's."""
+    return {
+        "id": uuid7(),
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "changes": diff(before, after),
+    }
 
 
 def record(

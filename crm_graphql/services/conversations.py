@@ -28,7 +28,23 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Select,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -45,7 +61,9 @@ from crm_graphql.models import (
     User,
 )
 from crm_graphql.services import audit, events, fields, querying, records
+from crm_graphql.models.base import uuid7
 from crm_graphql.services.actor import Actor, scoped
+from crm_graphql.services.audit import jsonable
 from crm_graphql.services.errors import Conflict, Invalid, NotFound
 from crm_graphql.services.policy import Action, allows, authorize
 
@@ -275,7 +293,8 @@ async def last_messages(
 # --------------------------------------------------------------------------- events
 
 
-def _event_payload(conversation: Conversation) -> dict[str, Any]:
+def _event_payload(conversation: Any) -> dict[str, Any]:
+    """The values every conversation event carries, from the ORM object or a row."""
     return {
         "conversation_id": conversation.id,
         "customer_id": conversation.customer_id,
@@ -306,22 +325,17 @@ def _record(
     )
 
 
-def _message_event(
-    actor: Actor, session: AsyncSession, conversation: Conversation, message: Message
-) -> None:
-    _record(
-        actor,
-        session,
-        conversation,
-        "message.created",
-        message_id=message.id,
-        seq=message.seq,
-        author_type=message.author_type,
-        author_user_id=message.author_user_id,
-        body=message.body,
-        client_message_id=message.client_message_id,
-        created_at=message.created_at,
-    )
+def _message_payload(conversation: dict[str, Any], message: Message) -> dict[str, Any]:
+    return {
+        **conversation,
+        "message_id": message.id,
+        "seq": message.seq,
+        "author_type": message.author_type,
+        "author_user_id": message.author_user_id,
+        "body": message.body,
+        "client_message_id": message.client_message_id,
+        "created_at": message.created_at,
+    }
 
 
 # ------------------------------------------------------------------------ permissions
@@ -396,58 +410,165 @@ async def _upsert_read(
     return int((await session.execute(upsert)).scalar_one())
 
 
+# Posting a message is the hot path of live chat: two statements besides BEGIN/COMMIT.
+# ``_ADVANCE`` locks the conversation (when visible), takes the next ``seq`` and reopens
+# it if needed, returning the row before and after; ``_WRITE_MESSAGE`` inserts the
+# message, moves the author's read receipt, and writes the events and audit rows, whose
+# JSON is built here with the same helpers as every other change (``events``, ``audit``).
+_WRITE_MESSAGE = text(
+    """
+    WITH message AS (
+        INSERT INTO messages (id, workspace_id, conversation_id, seq, author_type,
+                              author_user_id, body, client_message_id, created_at, updated_at)
+        VALUES (:id, :workspace_id, :conversation_id, :seq, :author_type,
+                :author_user_id, :body, :client_message_id, :at, :at)
+    ), receipt AS (
+        INSERT INTO conversation_reads (workspace_id, conversation_id, user_id,
+                                        last_read_seq, read_at)
+        SELECT :workspace_id, :conversation_id, :author_user_id, :seq, now()
+        WHERE CAST(:author_user_id AS uuid) IS NOT NULL
+        ON CONFLICT (conversation_id, user_id) DO UPDATE
+        SET last_read_seq = greatest(conversation_reads.last_read_seq, excluded.last_read_seq),
+            read_at = now()
+    ), event AS (
+        INSERT INTO events (workspace_id, topic, type, entity_type, entity_id, payload)
+        SELECT :workspace_id, :topic, e.value ->> 'type', 'Conversation', :conversation_id,
+               e.value -> 'payload'
+        FROM jsonb_array_elements(:events) WITH ORDINALITY AS e (value, n)
+        ORDER BY e.n
+    )
+    INSERT INTO audit_log (id, workspace_id, actor_user_id, actor_api_key_id, action,
+                           entity_type, entity_id, changes, request_id, client_ip)
+    SELECT CAST(a.value ->> 'id' AS uuid), :workspace_id, :actor_user_id, :actor_api_key_id,
+           :action, a.value ->> 'entity_type', CAST(a.value ->> 'entity_id' AS uuid),
+           a.value -> 'changes', :request_id, CAST(:client_ip AS inet)
+    FROM jsonb_array_elements(:audit) AS a (value)
+    """
+).bindparams(
+    bindparam("workspace_id", type_=UUID(as_uuid=True)),
+    bindparam("conversation_id", type_=UUID(as_uuid=True)),
+    bindparam("id", type_=UUID(as_uuid=True)),
+    bindparam("author_user_id", type_=UUID(as_uuid=True)),
+    bindparam("actor_user_id", type_=UUID(as_uuid=True)),
+    bindparam("actor_api_key_id", type_=UUID(as_uuid=True)),
+    bindparam("at", type_=DateTime(timezone=True)),
+    bindparam("events", type_=JSONB),
+    bindparam("audit", type_=JSONB),
+)
+
+
+def _advance_statement(
+    actor: Actor, conversation_id: uuid.UUID, author_type: MessageAuthorType, *, visible: bool
+) -> Any:
+    table = Conversation.__table__
+    locked = (
+        select(table.c.id, table.c.status.label("previous_status"))
+        .where(table.c.id == conversation_id, table.c.workspace_id == actor.workspace_id)
+        .with_for_update()
+    )
+    if visible:
+        locked = locked.where(visible_condition(actor))
+    old = locked.subquery("locked")
+    if author_type is MessageAuthorType.CUSTOMER:
+        reopen = old.c.previous_status != ConversationStatus.OPEN.value
+    else:
+        reopen = old.c.previous_status == ConversationStatus.CLOSED.value
+    return (
+        update(table)
+        .where(table.c.id == old.c.id)
+        .values(
+            last_message_seq=table.c.last_message_seq + 1,
+            last_message_at=func.now(),
+            status=case((reopen, ConversationStatus.OPEN.value), else_=table.c.status),
+            version=table.c.version + case((reopen, 1), else_=0),
+        )
+        .returning(*table.c, old.c.previous_status)
+    )
+
+
 async def _append_message(
     actor: Actor,
     session: AsyncSession,
-    conversation: Conversation,
+    conversation_id: uuid.UUID,
     *,
     author_type: MessageAuthorType,
     body: str,
     client_message_id: str | None,
     action: str,
-) -> Message:
-    """Add a message to a conversation this transaction has locked (or just created).
+    visible: bool = True,
+) -> tuple[Any, Message]:
+    """Add a message to a conversation: ``NotFound`` unless it exists (and, with
+    ``visible``, the actor may see it). Returns the conversation's row after the change
+    and the new message.
 
     The next ``seq`` comes from the conversation row itself, under its row lock, so
     concurrent senders get 1, 2, 3 ... without gaps or repeats. A message does not bump
     the conversation's ``version``: that guards edits of the conversation's own fields
-    (assignee, status), which a busy chat must not turn into conflicts."""
-    seq, at, updated_at = (
+    (assignee, status), which a busy chat must not turn into conflicts; reopening a
+    conversation (``_reopens``) is such an edit and does."""
+    row = (
         await session.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation.id)
-            .values(last_message_seq=Conversation.last_message_seq + 1, last_message_at=func.now())
-            .returning(
-                Conversation.last_message_seq,
-                Conversation.last_message_at,
-                Conversation.updated_at,
-            )
-            .execution_options(synchronize_session=False)
+            _advance_statement(actor, conversation_id, author_type, visible=visible)
         )
-    ).one()
-    # The row changed behind the ORM's back: tell the loaded object, without marking it
-    # dirty (a flush would then bump the version).
-    set_committed_value(conversation, "last_message_seq", seq)
-    set_committed_value(conversation, "last_message_at", at)
-    set_committed_value(conversation, "updated_at", updated_at)
+    ).one_or_none()
+    if row is None:
+        raise NotFound("Conversation not found", "conversationId")
+    previous = ConversationStatus(row.previous_status)
     author_user_id = actor.user_id if author_type is MessageAuthorType.AGENT else None
-    message = await records.create(
-        actor,
-        session,
-        Message(
-            conversation_id=conversation.id,
-            seq=seq,
-            author_type=author_type,
-            author_user_id=author_user_id,
-            body=body,
-            client_message_id=client_message_id,
-            created_at=at,
-        ),
-        action=action,
+    message = Message(
+        id=uuid7(),
+        workspace_id=actor.workspace_id,
+        conversation_id=row.id,
+        seq=row.last_message_seq,
+        author_type=author_type,
+        author_user_id=author_user_id,
+        body=body,
+        client_message_id=client_message_id,
+        created_at=row.last_message_at,
+        updated_at=row.last_message_at,
     )
-    if author_user_id is not None:  # your own message is not unread for you
-        await _upsert_read(actor, session, conversation.id, author_user_id, seq)
-    return message
+    conversation = _event_payload(row)
+    event_list = [
+        {"type": "message.created", "payload": _message_payload(conversation, message)}
+    ]
+    audit_list = []
+    if previous is not row.status:
+        event_list.append(
+            {
+                "type": "conversation.status_changed",
+                "payload": {**conversation, "previous_status": previous},
+            }
+        )
+        audit_list.append(
+            audit.entry(
+                "Conversation", row.id, before={"status": previous}, after={"status": row.status}
+            )
+        )
+    audit_list.append(audit.entry("Message", message.id, after=audit.snapshot(message)))
+    await session.execute(
+        _WRITE_MESSAGE,
+        {
+            "id": message.id,
+            "workspace_id": actor.workspace_id,
+            "conversation_id": row.id,
+            "seq": message.seq,
+            "author_type": author_type.value,
+            "author_user_id": author_user_id,
+            "body": body,
+            "client_message_id": client_message_id,
+            "at": message.created_at,
+            "topic": TOPIC,
+            "events": jsonable(event_list),
+            "audit": jsonable(audit_list),
+            "actor_user_id": actor.user_id,
+            "actor_api_key_id": actor.api_key_id,
+            "action": action,
+            "request_id": actor.request_id,
+            "client_ip": actor.client_ip,
+        },
+    )
+    events.announce(actor, session, TOPIC)
+    return row, message
 
 
 async def _existing_message(
@@ -505,48 +626,34 @@ async def _post(
     client_message_id: Any,
     action: str,
 ) -> Message:
-    text = _body(body)
+    body_text = _body(body)
     client_id = _client_message_id(client_message_id)
     if client_id is not None:
         # A retry of a message that made it: answer without locking or writing anything.
         existing = await _existing_message(actor, session, conversation_id, client_id)
         if existing is not None:
-            return _same_message(existing, actor, author_type, text)
-    conversation = await get_visible(
-        actor, session, conversation_id, field="conversationId", for_update=True
-    )
+            return _same_message(existing, actor, author_type, body_text)
+    authorize(actor, Action.READ_CONVERSATIONS)
+    if conversation_id is None:
+        raise NotFound("Conversation not found", "conversationId")
     if client_id is not None:
-        # Two identical retries racing: the second waited for the first's row lock, and
-        # this new statement sees the first's committed message (READ COMMITTED takes a
-        # snapshot per statement). Every insert of a message holds that lock, so the
+        # Two identical retries racing: the second waits here for the first's row lock,
+        # and this new statement sees the first's committed message (READ COMMITTED takes
+        # a snapshot per statement). Every insert of a message holds that lock, so the
         # unique (conversation_id, client_message_id) constraint is only a backstop.
-        existing = await _existing_message(actor, session, conversation.id, client_id)
+        await get_visible(actor, session, conversation_id, field="conversationId", for_update=True)
+        existing = await _existing_message(actor, session, conversation_id, client_id)
         if existing is not None:
-            return _same_message(existing, actor, author_type, text)
-    previous_status = conversation.status
-    reopen = _reopens(previous_status, author_type)
-    if reopen:
-        await records.update(
-            actor, session, conversation, {"status": ConversationStatus.OPEN}, action=action
-        )
-    message = await _append_message(
+            return _same_message(existing, actor, author_type, body_text)
+    _, message = await _append_message(
         actor,
         session,
-        conversation,
+        conversation_id,
         author_type=author_type,
-        body=text,
+        body=body_text,
         client_message_id=client_id,
         action=action,
     )
-    _message_event(actor, session, conversation, message)
-    if reopen:
-        _record(
-            actor,
-            session,
-            conversation,
-            "conversation.status_changed",
-            previous_status=previous_status,
-        )
     return message
 
 
@@ -655,17 +762,23 @@ async def start_conversation(
     )
     _record(actor, session, conversation, "conversation.started", subject=conversation.subject)
     if body is not None:
+        # The first message's event and audit row come after the conversation's.
+        await session.flush()
         author = MessageAuthorType.AGENT if actor.user_id else MessageAuthorType.CUSTOMER
-        message = await _append_message(
+        row, _ = await _append_message(
             actor,
             session,
-            conversation,
+            conversation.id,
             author_type=author,
             body=body,
             client_message_id=client_id,
             action="startConversation",
+            visible=False,  # its starter may open a private one for someone else
         )
-        _message_event(actor, session, conversation, message)
+        # The row changed behind the ORM's back: tell the loaded object, without marking
+        # it dirty (a flush would then bump the version).
+        for key in ("last_message_seq", "last_message_at", "updated_at"):
+            set_committed_value(conversation, key, getattr(row, key))
     return conversation
 
 

@@ -44,8 +44,15 @@ def record_event(
         payload=jsonable(payload),
     )
     session.add(row)
-    session.info.setdefault(PENDING_KEY, []).append((actor.workspace_id, topic))
+    announce(actor, session, topic)
     return row
+
+
+def announce(actor: Actor, session: AsyncSession, topic: str) -> None:
+    """Note that this transaction writes an event of ``topic`` (``record_event`` does it;
+    a service inserting event rows with a statement of its own calls it): the topic's
+    listeners are told once the transaction commits."""
+    session.info.setdefault(PENDING_KEY, []).append((actor.workspace_id, topic))
 
 
 def take_committed_topics(session: AsyncSession) -> list[tuple[uuid.UUID, str]]:

@@ -560,6 +560,70 @@ async def test_messages_reopen_conversations(
     ]
 
 
+async def test_a_reopening_message_writes_message_receipt_audit_and_events_together(
+    sessionmaker: Sessions, agent: Actor, customer: Customer
+) -> None:
+    """The message path writes its rows with statements of its own (the hot path of live
+    chat): the same rows, audit entries and events as any other change, in order."""
+    conversation = await start(sessionmaker, agent, customer, body="Hi")
+    async with sessionmaker() as s, s.begin():
+        await conversations.set_conversation_status(agent, s, conversation.id, "closed")
+    version = (await reload(sessionmaker, conversation.id)).version
+    sent = await send(sessionmaker, agent, conversation.id, "Back again", "again-1")
+
+    after = await reload(sessionmaker, conversation.id)
+    assert (after.status, after.version, after.last_message_seq) == (
+        ConversationStatus.OPEN,
+        version + 1,
+        2,
+    )
+    async with sessionmaker() as s:
+        stored = await s.get(Message, sent.id)
+        assert stored is not None
+        assert (stored.seq, stored.body, stored.author_user_id, stored.client_message_id) == (
+            2,
+            "Back again",
+            agent.user_id,
+            "again-1",
+        )
+        assert stored.created_at == stored.updated_at == after.last_message_at
+        assert (sent.id, sent.seq, sent.created_at) == (stored.id, 2, stored.created_at)
+        entries = (
+            await s.scalars(
+                select(AuditLog)
+                .where(AuditLog.action == "sendMessage", AuditLog.workspace_id == agent.workspace_id)
+                .order_by(AuditLog.id)
+            )
+        ).all()
+    assert [(e.entity_type, e.entity_id) for e in entries] == [
+        ("Conversation", conversation.id),
+        ("Message", sent.id),
+    ]
+    assert entries[0].changes == {"status": {"before": "closed", "after": "open"}}
+    assert entries[1].changes == {
+        "id": {"before": None, "after": str(sent.id)},
+        "workspace_id": {"before": None, "after": str(agent.workspace_id)},
+        "conversation_id": {"before": None, "after": str(conversation.id)},
+        "seq": {"before": None, "after": 2},
+        "author_type": {"before": None, "after": "agent"},
+        "author_user_id": {"before": None, "after": str(agent.user_id)},
+        "body": {"before": None, "after": "Back again"},
+        "client_message_id": {"before": None, "after": "again-1"},
+    }
+    assert {(e.actor_user_id, e.actor_api_key_id) for e in entries} == {(agent.user_id, None)}
+    assert await unread(sessionmaker, agent, conversation.id) == 0  # your own message
+
+    created, reopened = (await events_of(sessionmaker, conversation.id))[-2:]
+    assert (created.type, reopened.type) == ("message.created", "conversation.status_changed")
+    assert created.txid == reopened.txid
+    assert created.payload["seq"] == 2 and created.payload["body"] == "Back again"
+    assert created.payload["created_at"] == stored.created_at.isoformat()
+    assert (reopened.payload["previous_status"], reopened.payload["status"]) == ("closed", "open")
+    for event in (created, reopened):
+        assert event.payload["version"] == version + 1
+        assert event.payload["last_message_seq"] == 2
+
+
 # ------------------------------------------------------------------------------ events
 
 
