@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from crm_graphql.compiled import CompiledReads
-from crm_graphql.db.engine import make_engine, make_sessionmaker
+from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
 from crm_graphql.logs import configure_logging
@@ -95,7 +95,11 @@ def build_app(settings: Settings) -> Starlette:
         hub_sessionmaker = make_sessionmaker(hub_engine)
         crypto.attach(hub_sessionmaker, keyring)
         bus = Bus.from_url(settings.redis_url or "")
+        hub_pool = await make_read_pool(
+            settings.database_url or "", settings.hub_pool_size, "crm_graphql_hub"
+        )
         hub = Hub(
+            hub_pool,
             hub_sessionmaker,
             bus.client,
             HubSettings(slow_consumer_after=settings.slow_consumer_seconds),
@@ -140,6 +144,7 @@ def build_app(settings: Settings) -> Starlette:
                 await compiled.close()
             await ephemeral.close()
             await hub.close()
+            await hub_pool.close()
             await bus.close()
             await hub_engine.dispose()
             await engine.dispose()

@@ -26,6 +26,18 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+@contextlib.asynccontextmanager
+async def log_reader(sessionmaker: Any) -> AsyncIterator[asyncpg.Connection]:
+    """A plain asyncpg connection to a sessionmaker's database: the event log is read with
+    plain statements (``services.events``), as the hub does."""
+    url = sessionmaker.kw["bind"].url.render_as_string(hide_password=False)
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 def create_database(server_url: str, name: str) -> None:
     async def run() -> None:
         conn = await asyncpg.connect(asyncpg_dsn(server_url))

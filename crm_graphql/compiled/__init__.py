@@ -22,12 +22,11 @@ from graphql import (
     specified_rules,
 )
 from graphql.execution.values import get_variable_values
-from sqlalchemy.engine import make_url
 from strawberry import Schema
 from strawberry.schema.schema import validate_document
 
 from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
-from crm_graphql.db.engine import async_url
+from crm_graphql.db.engine import make_read_pool
 from crm_graphql.limits import QueryLimits, Shape, limit_errors, shape_of
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
@@ -47,10 +46,6 @@ def readable(actor: Actor, model: type[Any]) -> bool:
     except DomainError:
         return False
     return True
-
-
-async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
-    return None
 
 
 class _Document:
@@ -116,32 +111,14 @@ class CompiledReads:
 
     @classmethod
     async def open(cls, schema: Schema, settings: Settings) -> CompiledReads:
-        url = make_url(async_url(settings.database_url or "")).set(drivername="postgresql")
-        dsn = url.render_as_string(hide_password=False)
-        server_settings = {
-            "jit": "off",
-            "application_name": "crm_graphql_compiled",
-            "default_transaction_read_only": "on",
-            "TimeZone": "UTC",
-        }
-
-        async def pool(size: int, **extra: str) -> asyncpg.Pool:
-            return await asyncpg.create_pool(
-                dsn,
-                min_size=0,  # connections as reads come: an idle app holds none
-                max_size=size,
-                statement_cache_size=1000,
-                # Connections only ever run read-only SELECTs (no SET, LISTEN, cursors,
-                # locks): nothing to reset between requests, a round trip saved each time.
-                reset=_nothing_to_reset,
-                server_settings={**server_settings, **extra},
-            )
-
+        url, name = settings.database_url or "", "crm_graphql_compiled"
         return cls(
             schema,
             settings,
-            await pool(settings.db_pool_size),
-            await pool(max(2, settings.db_pool_size // 2), plan_cache_mode="force_custom_plan"),
+            await make_read_pool(url, settings.db_pool_size, name),
+            await make_read_pool(
+                url, max(2, settings.db_pool_size // 2), name, plan_cache_mode="force_custom_plan"
+            ),
         )
 
     async def close(self) -> None:

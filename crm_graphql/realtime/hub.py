@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hasha
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import asyncpg
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -214,8 +215,8 @@ class Stream:
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        async with self.hub.sessionmaker() as session:
-            self.head = self.floor = await events.head(session, *self.key)
+        async with self.hub.pool.acquire() as conn:
+            self.head = self.floor = await events.head(conn, *self.key)
         self.ready.set()
         self.task = asyncio.create_task(self._read_loop(), name=f"stream {self.key[1]}")
 
@@ -238,15 +239,15 @@ class Stream:
     async def _read_new(self) -> bool:
         held_back = False
         while True:
-            async with self.hub.sessionmaker() as session:
-                below = await events.horizon(session)
+            async with self.hub.pool.acquire() as conn:
+                below = await events.horizon(conn)
                 if self.held_back and below == self.below:
                     # Everything below an unchanged horizon was in the last read's
                     # snapshot: nothing new is deliverable yet, skip the read.
                     self.hub.skipped_reads += 1
                     return True
                 batch, held_back = await events.read_events(
-                    session, *self.key, self.head, limit=self.hub.settings.page, below=below
+                    conn, *self.key, self.head, limit=self.hub.settings.page, below=below
                 )
             # A full page leaves events below this horizon unread: no skipping then.
             self.below = below
@@ -320,10 +321,14 @@ class Stream:
 class Hub:
     def __init__(
         self,
+        pool: asyncpg.Pool,
         sessionmaker: async_sessionmaker[AsyncSession],
         redis_client: redis.Redis,
         settings: HubSettings | None = None,
     ) -> None:
+        # The event log is read with plain statements on ``pool`` (read-only asyncpg
+        # connections); renderings of events read through ``sessionmaker``.
+        self.pool = pool
         self.sessionmaker = sessionmaker
         self.redis = redis_client
         self.settings = settings or HubSettings()
@@ -473,9 +478,9 @@ class Hub:
             while True:
                 batch = stream.after(subscriber.position)
                 if batch is None:  # fell behind the window: page through the log
-                    async with self.sessionmaker() as session:
+                    async with self.pool.acquire() as conn:
                         batch, _ = await events.read_events(
-                            session,
+                            conn,
                             workspace_id,
                             topic,
                             subscriber.position,
@@ -559,9 +564,9 @@ class Hub:
                 return False
             batch = stream.after(member.position)
             if batch is None:  # fell behind the window: page through the log
-                async with self.sessionmaker() as session:
+                async with self.pool.acquire() as conn:
                     batch, _ = await events.read_events(
-                        session, *stream.key, member.position, limit=self.settings.page
+                        conn, *stream.key, member.position, limit=self.settings.page
                     )
                 if not batch and stream.after(member.position) is None:
                     return False  # nothing readable up to the head

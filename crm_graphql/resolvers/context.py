@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from graphql import GraphQLError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -63,6 +64,9 @@ class Context:
     parent: Context | None = None
     # Where reads get their session; None: the app's (requests') pool.
     sessions: async_sessionmaker[AsyncSession] | None = None
+    # Plain asyncpg connections for the loaders that have a path without the ORM
+    # (renderings of live events: the hub's pool); None: every read takes a session.
+    plain_reads: asyncpg.Pool | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _session: AsyncSession | None = None
     _loaders: Loaders | None = None
@@ -101,6 +105,16 @@ class Context:
                 extensions={"code": "UNAUTHENTICATED"},
             )
         return self.actor
+
+    @contextlib.asynccontextmanager
+    async def plain_read(self) -> AsyncIterator[Any]:
+        """A plain asyncpg connection if this scope has them (``plain_reads``), else None."""
+        pool = self._active().plain_reads
+        if pool is None:
+            yield None
+            return
+        async with pool.acquire() as conn:
+            yield conn
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

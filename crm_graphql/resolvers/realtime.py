@@ -325,7 +325,11 @@ async def _event_scope(app: Any, actor: Actor, event: StoredEvent) -> AsyncItera
     if entry is None:
         # Renderings read through the hub's own pool, like its stream readers.
         scope = Context(
-            app=app, actor=actor, request_id=uuid.uuid4().hex, sessions=app.hub.sessionmaker
+            app=app,
+            actor=actor,
+            request_id=uuid.uuid4().hex,
+            sessions=app.hub.sessionmaker,
+            plain_reads=app.hub.pool,
         )
         entry = _scopes[key] = (scope, [0])
     scope, users = entry

@@ -7,10 +7,10 @@ import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import event as sa_event
-from sqlalchemy import exists, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -115,16 +115,43 @@ class StoredEvent:
         return self.position.encode()
 
 
-async def horizon(session: AsyncSession) -> int:
+# Reading the log is the hot path of real time (every stream re-reads it as events
+# come): plain statements on an asyncpg connection (``db.engine.make_read_pool``), no ORM.
+HORIZON_SQL = "SELECT crm_event_horizon()"
+_STREAM = "workspace_id = $1 AND topic = $2 AND (txid, id) > ($3, $4)"
+_READ_SQL = f"""
+    SELECT id, txid, workspace_id, topic, type, entity_type, entity_id, payload, created_at,
+           EXISTS (SELECT FROM events WHERE {_STREAM} AND txid >= $5) AS held_back
+    FROM events WHERE {_STREAM} AND txid < $5
+    ORDER BY txid, id LIMIT $6
+"""
+_WAITING_SQL = f"SELECT EXISTS (SELECT FROM events WHERE {_STREAM} AND txid >= $5)"
+_HEAD_SQL = """
+    SELECT txid, id FROM events WHERE workspace_id = $1 AND topic = $2 AND txid < $3
+    ORDER BY txid DESC, id DESC LIMIT 1
+"""
+
+
+class LogReader(Protocol):
+    """An asyncpg connection (or a pool's proxy of one)."""
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+
+
+async def horizon(conn: LogReader) -> int:
     """The txid below which every transaction of this database that could still write an
     event has finished (``crm_event_horizon()``, migration 0006): events below it never
     change any more. Call it in its own statement *before* reading the events, so the
     read's snapshot is newer than the horizon."""
-    return int(await session.scalar(text("SELECT crm_event_horizon()")))  # type: ignore[arg-type]
+    return int(await conn.fetchval(HORIZON_SQL))
 
 
 async def read_events(
-    session: AsyncSession,
+    conn: LogReader,
     workspace_id: uuid.UUID,
     topic: str,
     after: Position,
@@ -135,60 +162,37 @@ async def read_events(
     """Committed events of a stream after ``after``, in order, at most ``limit``; and
     whether committed events exist that must still wait for an older transaction (the
     caller reads again shortly). ``below``: the horizon, if the caller has just taken it
-    (``horizon``) in an earlier statement of this session; taken here otherwise.
+    (``horizon``) in an earlier statement; taken here otherwise.
 
     Only deliverable rows are fetched (below the horizon), so a stream held back by a
     long write, while events pile up above the horizon, is re-read cheaply; whether any
     event waits above it comes with the rows (an uncorrelated ``EXISTS``, evaluated once),
     or in a statement of its own when no row is deliverable."""
-    limit_txid = literal(below if below is not None else await horizon(session))
-    stream = (
-        Event.workspace_id == workspace_id,
-        Event.topic == topic,
-        tuple_(Event.txid, Event.id) > tuple_(literal(after.txid), literal(after.id)),
-    )
-    waiting = exists().where(*stream, Event.txid >= limit_txid)
-    rows = (
-        await session.execute(
-            select(Event, waiting.label("held_back"))
-            .where(*stream, Event.txid < limit_txid)
-            .order_by(Event.txid, Event.id)
-            .limit(limit)
-        )
-    ).all()
+    limit_txid = below if below is not None else await horizon(conn)
+    stream = (workspace_id, topic, after.txid, after.id, limit_txid)
+    rows = await conn.fetch(_READ_SQL, *stream, limit)
     if rows:
-        held_back = bool(rows[0][1])
+        held_back = bool(rows[0]["held_back"])
     else:
-        held_back = bool(await session.scalar(select(waiting)))
+        held_back = bool(await conn.fetchval(_WAITING_SQL, *stream))
     events = [
         StoredEvent(
-            Position(event.txid, event.id),
-            event.workspace_id,
-            event.topic,
-            event.type,
-            event.entity_type,
-            event.entity_id,
-            event.payload,
-            event.created_at,
+            Position(row["txid"], row["id"]),
+            row["workspace_id"],
+            row["topic"],
+            row["type"],
+            row["entity_type"],
+            row["entity_id"],
+            orjson.loads(row["payload"]),
+            row["created_at"],
         )
-        for event, _ in rows
+        for row in rows
     ]
     return events, held_back
 
 
-async def head(session: AsyncSession, workspace_id: uuid.UUID, topic: str) -> Position:
+async def head(conn: LogReader, workspace_id: uuid.UUID, topic: str) -> Position:
     """The position of the stream's newest deliverable event (where a subscriber without
     a cursor starts: it receives what commits from now on)."""
-    row = (
-        await session.execute(
-            select(Event.txid, Event.id)
-            .where(
-                Event.workspace_id == workspace_id,
-                Event.topic == topic,
-                Event.txid < literal(await horizon(session)),
-            )
-            .order_by(Event.txid.desc(), Event.id.desc())
-            .limit(1)
-        )
-    ).first()
-    return Position(row[0], row[1]) if row else ORIGIN
+    row = await conn.fetchrow(_HEAD_SQL, workspace_id, topic, await horizon(conn))
+    return Position(row["txid"], row["id"]) if row else ORIGIN

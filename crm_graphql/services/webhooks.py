@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, any_, func, literal, or_, select, tuple_, update
+from sqlalchemy import and_, any_, exists, func, literal, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -284,12 +284,28 @@ async def enqueue_deliveries(session: AsyncSession, *, batch_size: int = ENQUEUE
             .on_conflict_do_nothing()
         )
         return 0
+    below = int(await session.scalar(text(events.HORIZON_SQL)))  # type: ignore[arg-type]
+    if not await session.scalar(select(exists().where(Webhook.is_active.is_(True)))):
+        # No webhook wants anything: pass every final event (below the horizon) at once
+        # rather than reading them, as the statement below would, to match nothing.
+        last = (
+            await session.execute(
+                select(Event.txid, Event.id)
+                .where(Event.txid < below)
+                .order_by(Event.txid.desc(), Event.id.desc())
+                .limit(1)
+            )
+        ).first()
+        if last is not None and (last.txid, last.id) > (cursor.txid, cursor.event_id):
+            cursor.txid, cursor.event_id = last.txid, last.id
+            await session.flush()
+        return 0
     rows = (
         await session.execute(
             select(
                 Event.id,
                 Event.txid,
-                (Event.txid < literal(await events.horizon(session))).label("ready"),
+                (Event.txid < literal(below)).label("ready"),
             )
             .where(
                 tuple_(Event.txid, Event.id)

@@ -24,8 +24,8 @@ BOARD = """subscription($p: ID!, $after: String) {
 async def head_cursor(sessionmaker: Any, workspace_id: uuid.UUID, topic: str) -> str:
     """The cursor of the stream's newest event (or its origin): subscribing after it
     yields exactly what is written from now on, however late the server registers it."""
-    async with sessionmaker() as session:
-        return (await events.head(session, workspace_id, topic)).encode()
+    async with support.log_reader(sessionmaker) as conn:
+        return (await events.head(conn, workspace_id, topic)).encode()
 
 
 async def subscribed(

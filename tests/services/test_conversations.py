@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.models import (
@@ -332,28 +332,62 @@ async def test_private_conversation_of_another_agent_does_not_exist_for_an_agent
 
 
 async def test_by_id_loading_hides_invisible_conversations_and_their_messages(
-    sessionmaker: Sessions, agent: Actor, manager: Actor, outsider: Actor, customer: Customer
+    sessionmaker: Sessions,
+    admin: Actor,
+    agent: Actor,
+    other_agent: Actor,
+    manager: Actor,
+    viewer: Actor,
+    outsider: Actor,
+    customer: Customer,
+    channel: Actor,
 ) -> None:
+    """Both ways of loading by id (the ORM's, and the plain one renderings of live events
+    use) apply the same rule and give the same rows."""
     private = await start(sessionmaker, manager, customer, is_private=True, body="Secret")
+    mine = await start(
+        sessionmaker, manager, customer, is_private=True, assignee_id=agent.user_id, body="Hi"
+    )
     public = await start(sessionmaker, manager, customer, body="Hello")
+    async with sessionmaker() as s:
+        await conversations.set_conversation_status(manager, s, public.id, "pending")
+        await s.commit()
+    everything = [private.id, mine.id, public.id]
     async with sessionmaker() as s:
         messages = {
             m.conversation_id: m.id
-            for m in await s.scalars(
-                select(Message).where(Message.conversation_id.in_([private.id, public.id]))
-            )
+            for m in await s.scalars(select(Message).where(Message.conversation_id.in_(everything)))
         }
 
     async def visible(actor: Actor, model: type[Any], ids: list[uuid.UUID]) -> set[uuid.UUID]:
         async with sessionmaker() as s:
-            return set(await conversations.get_many_visible(actor, s, model, ids))
+            found = await conversations.get_many_visible(actor, s, model, ids)
+        async with support.log_reader(sessionmaker) as conn:
+            plain = await conversations.fetch_many_visible(actor, conn, model, ids)
+        columns = [attr.key for attr in inspect(model).column_attrs]
+        assert {i: [getattr(r, c) for c in columns] for i, r in plain.items()} == {
+            i: [getattr(r, c) for c in columns] for i, r in found.items()
+        }
+        return set(found)
 
-    both = [private.id, public.id]
-    assert await visible(manager, Conversation, both) == set(both)
-    assert await visible(agent, Conversation, both) == {public.id}
-    assert await visible(outsider, Conversation, both) == set()
-    assert await visible(agent, Message, list(messages.values())) == {messages[public.id]}
+    ids = [*everything, uuid.uuid4()]
+    assert await visible(manager, Conversation, ids) == set(everything)
+    assert await visible(admin, Conversation, ids) == set(everything)
+    assert await visible(agent, Conversation, ids) == {mine.id, public.id}
+    assert await visible(viewer, Conversation, ids) == {public.id}
+    assert await visible(other_agent, Conversation, ids) == {public.id}
+    assert await visible(channel, Conversation, ids) == {public.id}
+    assert await visible(outsider, Conversation, ids) == set()
+    assert await visible(agent, Message, list(messages.values())) == {
+        messages[mine.id],
+        messages[public.id],
+    }
     assert await visible(manager, Message, list(messages.values())) == set(messages.values())
+    assert await visible(channel, Message, list(messages.values())) == {messages[public.id]}
+    unscoped = await key_actor(sessionmaker, admin, api_keys.DEALS_READ)
+    async with support.log_reader(sessionmaker) as conn:
+        with pytest.raises(Forbidden):
+            await conversations.fetch_many_visible(unscoped, conn, Conversation, everything)
 
 
 async def test_api_keys_see_only_non_private_conversations(
@@ -591,7 +625,9 @@ async def test_a_reopening_message_writes_message_receipt_audit_and_events_toget
         entries = (
             await s.scalars(
                 select(AuditLog)
-                .where(AuditLog.action == "sendMessage", AuditLog.workspace_id == agent.workspace_id)
+                .where(
+                    AuditLog.action == "sendMessage", AuditLog.workspace_id == agent.workspace_id
+                )
                 .order_by(AuditLog.id)
             )
         ).all()

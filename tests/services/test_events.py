@@ -10,6 +10,7 @@ import redis.asyncio as redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.db.engine import make_read_pool
 from crm_graphql.realtime.hub import Hub
 from crm_graphql.services import events
 from crm_graphql.services.actor import Actor
@@ -27,10 +28,8 @@ async def commit_event(sessionmaker: async_sessionmaker[AsyncSession], actor: Ac
 
 
 async def read(sessionmaker: async_sessionmaker[AsyncSession], actor: Actor) -> tuple[int, bool]:
-    async with sessionmaker() as session:
-        batch, held_back = await events.read_events(
-            session, actor.workspace_id, TOPIC, events.ORIGIN
-        )
+    async with support.log_reader(sessionmaker) as conn:
+        batch, held_back = await events.read_events(conn, actor.workspace_id, TOPIC, events.ORIGIN)
     return len(batch), held_back
 
 
@@ -68,7 +67,8 @@ async def test_a_held_back_stream_skips_rereads_until_the_horizon_moves(
     log cannot hold anything deliverable that its last read did not see); once the writer
     ends, without events of its own and so without a doorbell, the event comes through."""
     client = redis.Redis.from_url(redis_url)
-    hub = Hub(sessionmaker, client)
+    pool = await make_read_pool(sessionmaker.kw["bind"].url.render_as_string(False), 2, "test")
+    hub = Hub(pool, sessionmaker, client)
     await hub.start()
     received: list[events.StoredEvent] = []
 
@@ -95,4 +95,5 @@ async def test_a_held_back_stream_skips_rereads_until_the_horizon_moves(
         with contextlib.suppress(asyncio.CancelledError):
             await follower
         await hub.close()
+        await pool.close()
         await client.aclose()
