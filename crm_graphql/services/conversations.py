@@ -102,15 +102,18 @@ def can_see(actor: Actor, *, is_private: bool, assignee_id: uuid.UUID | None) ->
     return assignee_id is not None and assignee_id == actor.user_id
 
 
-def visible_condition(actor: Actor) -> ColumnElement[bool]:
-    """``can_see`` as an SQL condition on ``Conversation`` (tenant scope not included)."""
+def visible_condition(actor: Actor, *, viewer: Any = None) -> ColumnElement[bool]:
+    """``can_see`` as an SQL condition on ``Conversation`` (tenant scope not included).
+    ``viewer``: an SQL expression standing for the actor's user id, for a statement built
+    once and run for many actors of the same kind (bound to their ids)."""
     if actor.user_id is None:
         if not allows(actor, Action.READ_CONVERSATIONS):
             return false()
         return Conversation.is_private.is_(False)
     if sees_every_conversation(actor):
         return true()
-    return or_(Conversation.is_private.is_(False), Conversation.assignee_id == actor.user_id)
+    user = actor.user_id if viewer is None else viewer
+    return or_(Conversation.is_private.is_(False), Conversation.assignee_id == user)
 
 
 def unread_condition(actor: Actor) -> ColumnElement[bool]:
@@ -513,23 +516,41 @@ _WRITE_MESSAGE = text(
 )
 
 
-def _advance_statement(
-    actor: Actor, conversation_id: uuid.UUID, author_type: MessageAuthorType, *, visible: bool
-) -> Any:
+_advance_statements: dict[tuple[Any, ...], Any] = {}
+
+
+def _advance_statement(actor: Actor, author_type: MessageAuthorType, *, visible: bool) -> Any:
+    """``UPDATE conversations`` taking the next ``seq`` (and reopening) of the conversation
+    ``:conversation`` of workspace ``:workspace`` if ``visible_condition`` lets ``:viewer``
+    see it, returning the row and its status before. Built once per kind of actor."""
+    key = (
+        author_type,
+        visible,
+        actor.user_id is None,
+        sees_every_conversation(actor),
+        allows(actor, Action.READ_CONVERSATIONS),
+    )
+    statement = _advance_statements.get(key)
+    if statement is not None:
+        return statement
     table = cast(Table, Conversation.__table__)
     locked = (
         select(table.c.id, table.c.status.label("previous_status"))
-        .where(table.c.id == conversation_id, table.c.workspace_id == actor.workspace_id)
+        .where(
+            table.c.id == bindparam("conversation", type_=UUID(as_uuid=True)),
+            table.c.workspace_id == bindparam("workspace", type_=UUID(as_uuid=True)),
+        )
         .with_for_update()
     )
     if visible:
-        locked = locked.where(visible_condition(actor))
+        viewer = bindparam("viewer", type_=UUID(as_uuid=True))
+        locked = locked.where(visible_condition(actor, viewer=viewer))
     old = locked.subquery("locked")
     if author_type is MessageAuthorType.CUSTOMER:
         reopen = old.c.previous_status != ConversationStatus.OPEN.value
     else:
         reopen = old.c.previous_status == ConversationStatus.CLOSED.value
-    return (
+    statement = _advance_statements[key] = (
         update(table)
         .where(table.c.id == old.c.id)
         .values(
@@ -540,6 +561,7 @@ def _advance_statement(
         )
         .returning(*table.c, old.c.previous_status)
     )
+    return statement
 
 
 async def _append_message(
@@ -564,7 +586,12 @@ async def _append_message(
     conversation (``_reopens``) is such an edit and does."""
     row = (
         await session.execute(
-            _advance_statement(actor, conversation_id, author_type, visible=visible)
+            _advance_statement(actor, author_type, visible=visible),
+            {
+                "conversation": conversation_id,
+                "workspace": actor.workspace_id,
+                "viewer": actor.user_id,
+            },
         )
     ).one_or_none()
     if row is None:
