@@ -54,18 +54,18 @@ class Loaders:
     def by_id(self, model: type[Any]) -> DataLoader[uuid.UUID, Any]:
         """``CompanyByIdLoader`` and friends: rows by primary key, None when absent."""
 
-        # Conversations and their messages have a visibility rule beyond the workspace;
-        # renderings of live events load them on plain connections (the hot path).
+        # Conversations and their messages have a visibility rule beyond the workspace.
+        # Renderings of live events load on plain connections (the hot path).
         visible = model in (models.Conversation, models.Message)
         fetch = conversations.get_many_visible if visible else records.get_many
+        fetch_plain = conversations.fetch_many_visible if visible else records.fetch_many
 
         async def load(ids: list[uuid.UUID]) -> list[Any]:
             actor = self.context.require_actor()
-            if visible:
-                async with self.context.plain_read() as conn:
-                    if conn is not None:
-                        found = await conversations.fetch_many_visible(actor, conn, model, ids)
-                        return [found.get(i) for i in ids]
+            async with self.context.plain_read() as conn:
+                if conn is not None:
+                    found = await fetch_plain(actor, conn, model, ids)
+                    return [found.get(i) for i in ids]
             async with self.context.read() as session:
                 found = await fetch(actor, session, model, ids)
             return [found.get(i) for i in ids]

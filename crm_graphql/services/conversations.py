@@ -45,7 +45,6 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -225,32 +224,22 @@ async def get_many_visible(
     return {row.id: row for row in await session.scalars(stmt)}
 
 
-def _plain_select(model: type[Any], alias: str) -> tuple[str, list[tuple[str, str, Any]]]:
-    """``alias.col AS key`` for every mapped column, and how to turn each value back."""
-    attrs = [
-        (attr.key, attr.columns[0].name, getattr(attr.columns[0].type, "enum_class", None))
-        for attr in sa_inspect(model).column_attrs
-    ]
-    return ", ".join(f"{alias}.{column} AS {key}" for key, column, _ in attrs), attrs
+def _plain_by_id(model: type[Any]) -> str:
+    """Rows of ``model`` (conversations or messages) by id, with the visibility values of
+    their conversation (``visible_private``, ``visible_assignee``)."""
+    columns = records.plain_columns(model).sql
+    if model is Conversation:
+        source, conversation = "conversations t", "t"
+    else:
+        source, conversation = "messages t JOIN conversations c ON c.id = t.conversation_id", "c"
+    return (
+        f"SELECT {columns}, {conversation}.is_private AS visible_private, "
+        f"{conversation}.assignee_id AS visible_assignee FROM {source} "
+        "WHERE t.workspace_id = $1 AND t.id = ANY($2::uuid[])"
+    )
 
 
-_CONVERSATION_COLUMNS, _CONVERSATION_ATTRS = _plain_select(Conversation, "c")
-_MESSAGE_COLUMNS, _MESSAGE_ATTRS = _plain_select(Message, "m")
-_PLAIN_BY_ID = {
-    Conversation: (
-        f"SELECT {_CONVERSATION_COLUMNS}, c.is_private AS visible_private, "
-        "c.assignee_id AS visible_assignee FROM conversations c "
-        "WHERE c.workspace_id = $1 AND c.id = ANY($2::uuid[])",
-        _CONVERSATION_ATTRS,
-    ),
-    Message: (
-        f"SELECT {_MESSAGE_COLUMNS}, c.is_private AS visible_private, "
-        "c.assignee_id AS visible_assignee FROM messages m "
-        "JOIN conversations c ON c.id = m.conversation_id "
-        "WHERE m.workspace_id = $1 AND m.id = ANY($2::uuid[])",
-        _MESSAGE_ATTRS,
-    ),
-}
+_PLAIN_BY_ID = {model: _plain_by_id(model) for model in (Conversation, Message)}
 
 
 async def fetch_many_visible(
@@ -266,16 +255,11 @@ async def fetch_many_visible(
         return {}
     if model not in _PLAIN_BY_ID:
         raise ValueError(f"{model.__name__} is not a conversation or message")
-    sql, attrs = _PLAIN_BY_ID[model]
+    columns = records.plain_columns(model)
     found: dict[uuid.UUID, Any] = {}
-    for row in await conn.fetch(sql, actor.workspace_id, wanted):
+    for row in await conn.fetch(_PLAIN_BY_ID[model], actor.workspace_id, wanted):
         if can_see(actor, is_private=row["visible_private"], assignee_id=row["visible_assignee"]):
-            found[row["id"]] = model(
-                **{
-                    key: (enum(row[key]) if enum is not None and row[key] is not None else row[key])
-                    for key, _, enum in attrs
-                }
-            )
+            found[row["id"]] = columns.load(row)
     return found
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import orjson
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -183,7 +183,7 @@ async def read_events(
             row["type"],
             row["entity_type"],
             row["entity_id"],
-            orjson.loads(row["payload"]),
+            json.loads(row["payload"]),  # as SQLAlchemy does: any JSON number
             row["created_at"],
         )
         for row in rows
