@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from websockets.frames import Frame, Opcode
 
 from crm_graphql.app import build_app
 from crm_graphql.models import ActivityType, Channel, Role, User, Workspace
-from crm_graphql.realtime import SERVER_WEBSOCKETS
+from crm_graphql.realtime import SERVER_WEBSOCKETS, fanout
 from crm_graphql.realtime.hub import Hub
 from crm_graphql.realtime.ws import keep_protocol
 from crm_graphql.services import activities, auth, conversations, customers
@@ -360,3 +361,12 @@ async def test_another_websocket_server_gets_per_subscriber_resolution(
                 await ws.close()
     assert got[0] == got[1]
     assert [e["activity"]["subject"] for e in got[0]] == ["one", "two"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
+def test_pushed_frames_are_the_ones_websockets_builds(size: int) -> None:
+    """Pushed events are framed by fanout itself (server side, no extension): the bytes
+    must be websockets' own, at every length encoding of RFC 6455."""
+    message = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    expected = Frame(Opcode.TEXT, message).serialize(mask=False, extensions=[])
+    assert fanout._text_frame_header(len(message)) + message == expected
