@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_graphql.models import Activity, ActivityType, AuditLog, Customer, Deal, Event, Role
-from crm_graphql.services import auth, customers, deals, querying
+from crm_graphql.models import Activity, ActivityType, AuditLog, Customer, Deal, Event
+from crm_graphql.services import customers, deals, querying
 from crm_graphql.services.activities import (
     ACTIVITIES,
     archive_activity,
@@ -21,24 +21,8 @@ from crm_graphql.services.activities import (
 )
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
-from tests import support
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def outsider(sessionmaker: Sessions) -> Actor:
-    """An admin of a second workspace."""
-    async with sessionmaker() as s, s.begin():
-        other = await auth.create_workspace(s, name=f"Other {uuid.uuid4().hex[:12]}")
-        user = await auth.create_user(
-            s,
-            workspace=other,
-            email=f"other-{uuid.uuid4().hex[:10]}@example.com",
-            password=support.PASSWORD,
-            role=Role.ADMIN,
-        )
-    return Actor(workspace_id=other.id, role=Role.ADMIN, user_id=user.id)
 
 
 async def make_customer(sessionmaker: Sessions, actor: Actor, name: str = "Ada") -> Customer:

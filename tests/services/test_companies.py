@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
@@ -10,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.models import AuditLog, Company, Role
-from crm_graphql.services import auth, querying
+from crm_graphql.services import querying
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.companies import (
     COMPANIES,
@@ -19,24 +18,8 @@ from crm_graphql.services.companies import (
     update_company,
 )
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
-from tests import support
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def outsider(sessionmaker: Sessions) -> Actor:
-    """An admin of a second workspace."""
-    async with sessionmaker() as s, s.begin():
-        other = await auth.create_workspace(s, name=f"Other {uuid.uuid4().hex[:12]}")
-        user = await auth.create_user(
-            s,
-            workspace=other,
-            email=f"other-{uuid.uuid4().hex[:10]}@example.com",
-            password=support.PASSWORD,
-            role=Role.ADMIN,
-        )
-    return Actor(workspace_id=other.id, role=Role.ADMIN, user_id=user.id)
 
 
 async def make_company(sessionmaker: Sessions, actor: Actor, **data: Any) -> Company:

@@ -72,14 +72,6 @@ async def make_user(sessionmaker: Sessions, workspace_id: uuid.UUID, role: Role)
 
 
 @pytest.fixture
-async def outsider(sessionmaker: Sessions) -> Actor:
-    """An admin of a second workspace."""
-    async with sessionmaker() as s, s.begin():
-        other = await auth.create_workspace(s, name=f"Other {uuid.uuid4().hex[:12]}")
-    return await make_user(sessionmaker, other.id, Role.ADMIN)
-
-
-@pytest.fixture
 async def other_agent(sessionmaker: Sessions, agent: Actor) -> Actor:
     return await make_user(sessionmaker, agent.workspace_id, Role.AGENT)
 

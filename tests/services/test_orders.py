@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -12,29 +11,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_graphql.models import AuditLog, Customer, Order, OrderStatus, Role
-from crm_graphql.services import auth, customers, querying
+from crm_graphql.models import AuditLog, Customer, Order, OrderStatus
+from crm_graphql.services import customers, querying
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Duplicate, Forbidden, Invalid, NotFound
 from crm_graphql.services.orders import ORDERS, archive_order, create_order, update_order
-from tests import support
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def outsider(sessionmaker: Sessions) -> Actor:
-    """An admin of a second workspace."""
-    async with sessionmaker() as s, s.begin():
-        other = await auth.create_workspace(s, name=f"Other {uuid.uuid4().hex[:12]}")
-        user = await auth.create_user(
-            s,
-            workspace=other,
-            email=f"other-{uuid.uuid4().hex[:10]}@example.com",
-            password=support.PASSWORD,
-            role=Role.ADMIN,
-        )
-    return Actor(workspace_id=other.id, role=Role.ADMIN, user_id=user.id)
 
 
 async def make_customer(sessionmaker: Sessions, actor: Actor, name: str = "Ada") -> Customer:

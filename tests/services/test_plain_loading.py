@@ -10,11 +10,10 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_graphql.models import Activity, Company, Customer, Deal, Pipeline, Role, Stage, User
+from crm_graphql.models import Activity, Company, Customer, Deal, Pipeline, Stage, User
 from crm_graphql.services import (
     activities,
     api_keys,
-    auth,
     companies,
     customers,
     deals,
@@ -25,21 +24,6 @@ from crm_graphql.services.errors import Forbidden
 from tests import support
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def outsider(sessionmaker: Sessions) -> Actor:
-    """An admin of a second workspace."""
-    async with sessionmaker() as s, s.begin():
-        other = await auth.create_workspace(s, name=f"Other {uuid.uuid4().hex[:12]}")
-        user = await auth.create_user(
-            s,
-            workspace=other,
-            email=f"other-{uuid.uuid4().hex[:10]}@example.com",
-            password=support.PASSWORD,
-            role=Role.ADMIN,
-        )
-    return Actor(workspace_id=other.id, role=Role.ADMIN, user_id=user.id)
 
 
 def values(row: Any) -> list[Any]:
