@@ -191,7 +191,7 @@ def settle_garbage_collector() -> None:
     """Called once the app has started. What start-up built (modules, the schema, mappers)
     lives as long as the process: frozen out of the collector's reach, a full collection
     no longer walks it. Full collections paused every request and live delivery for
-    75-190 ms, several times a minute under live-chat load (decision 0008). Once per
+    75-190 ms, several times a minute under live-chat load (decision 0009). Once per
     process (tests start many apps in one)."""
     if gc.get_threshold() == GC_THRESHOLDS:
         return

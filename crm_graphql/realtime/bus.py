@@ -32,10 +32,6 @@ class Bus:
         if not topics:
             return
         try:
-            if len(topics) == 1:  # the usual case: one round trip without a pipeline
-                workspace_id, topic = topics[0]
-                await self.client.publish(channel_name(workspace_id, topic), topic)
-                return
             async with self.client.pipeline(transaction=False) as pipe:
                 for workspace_id, topic in topics:
                     pipe.publish(channel_name(workspace_id, topic), topic)

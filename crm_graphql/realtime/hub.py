@@ -326,8 +326,9 @@ class Hub:
         redis_client: redis.Redis,
         settings: HubSettings | None = None,
     ) -> None:
-        # The event log is read with plain statements on ``pool`` (read-only asyncpg
-        # connections); renderings of events read through ``sessionmaker``.
+        # The event log, and the rows renderings load by id, are read with plain
+        # statements on ``pool`` (read-only asyncpg connections); the rest of a
+        # rendering's reads go through ``sessionmaker``.
         self.pool = pool
         self.sessionmaker = sessionmaker
         self.redis = redis_client

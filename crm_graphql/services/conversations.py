@@ -454,8 +454,8 @@ async def _upsert_read(
 
 
 # Posting a message is the hot path of live chat: two statements besides BEGIN/COMMIT.
-# ``_ADVANCE`` locks the conversation (when visible), takes the next ``seq`` and reopens
-# it if needed, returning the row before and after; ``_WRITE_MESSAGE`` inserts the
+# ``_advance_statement`` locks the conversation (when visible), takes the next ``seq`` and
+# reopens it if needed, returning the row and its status before; ``_WRITE_MESSAGE`` inserts the
 # message, moves the author's read receipt, and writes the events and audit rows, whose
 # JSON is built here with the same helpers as every other change (``events``, ``audit``).
 _WRITE_MESSAGE = text(

@@ -14,8 +14,9 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.services import audit
-from crm_graphql.services.actor import Actor, in_workspace, scope_condition, scoped
+from crm_graphql.services.actor import Actor, in_workspace, scoped
 from crm_graphql.services.errors import Conflict, NotFound
+from crm_graphql.services.policy import authorize_read
 
 M = TypeVar("M")
 
@@ -78,10 +79,11 @@ async def get_many(
 
 
 class PlainColumns:
-    """``alias.column AS key`` for every mapped column of a model, and how to turn the
-    values asyncpg returns into what the ORM would have loaded (enums, JSON)."""
+    """``t.column AS key`` for every mapped column of a model, how to turn the values
+    asyncpg returns into what the ORM would have loaded (enums, JSON), and the statement
+    reading rows of the actor's workspace by id."""
 
-    def __init__(self, model: type[Any], alias: str) -> None:
+    def __init__(self, model: type[Any]) -> None:
         self.model = model
         self.attrs: list[tuple[str, Any]] = []
         names = []
@@ -91,8 +93,12 @@ class PlainColumns:
             if isinstance(column.type, JSON):
                 convert = json.loads  # what SQLAlchemy's asyncpg dialect decodes with
             self.attrs.append((attr.key, convert))
-            names.append(f"{alias}.{column.name} AS {attr.key}")
+            names.append(f"t.{column.name} AS {attr.key}")
         self.sql = ", ".join(names)
+        self.by_id = (
+            f"SELECT {self.sql} FROM {model.__tablename__} t "  # type: ignore[attr-defined]
+            "WHERE t.workspace_id = $1 AND t.id = ANY($2::uuid[])"
+        )
 
     def load(self, row: Any) -> Any:
         values = {}
@@ -103,14 +109,13 @@ class PlainColumns:
 
 
 _plain_columns: dict[type[Any], PlainColumns] = {}
-_plain_by_id: dict[type[Any], str] = {}
 
 
 def plain_columns(model: type[Any]) -> PlainColumns:
     """The columns of ``model`` over the alias ``t`` (built once per model)."""
     found = _plain_columns.get(model)
     if found is None:
-        found = _plain_columns[model] = PlainColumns(model, "t")
+        found = _plain_columns[model] = PlainColumns(model)
     return found
 
 
@@ -118,20 +123,13 @@ async def fetch_many(
     actor: Actor, conn: Any, model: type[M], ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, M]:
     """``get_many`` on a plain asyncpg connection: rows by id in the actor's workspace,
-    after the same read check (``scope_condition``), as detached objects."""
-    scope_condition(model, actor)
+    after the same read check, as detached objects."""
+    authorize_read(actor, model)
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return {}
     columns = plain_columns(model)
-    sql = _plain_by_id.get(model)
-    if sql is None:
-        table = model.__tablename__  # type: ignore[attr-defined]
-        sql = _plain_by_id[model] = (
-            f"SELECT {columns.sql} FROM {table} t "
-            "WHERE t.workspace_id = $1 AND t.id = ANY($2::uuid[])"
-        )
-    rows = await conn.fetch(sql, actor.workspace_id, wanted)
+    rows = await conn.fetch(columns.by_id, actor.workspace_id, wanted)
     return {row["id"]: columns.load(row) for row in rows}
 
 

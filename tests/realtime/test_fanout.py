@@ -110,6 +110,11 @@ async def _silent(ws: support.WSClient, seconds: float = 0.5) -> None:
     raise AssertionError(f"unexpected message: {message}")
 
 
+def _feed(frames: list[str]) -> list[Any]:
+    """The ``activityFeed`` events of data frames."""
+    return [json.loads(f)["payload"]["data"]["activityFeed"] for f in frames]
+
+
 def _payload_bytes(frame: str) -> str:
     """The payload part of a data message, exactly as written."""
     start = frame.index('"payload":') + len('"payload":')
@@ -183,7 +188,7 @@ async def test_one_rendering_per_event_and_group_and_the_same_bytes_for_every_so
     assert first["id"] == "1" and first["type"] == "next", first
     legacy = json.loads(frames["agent legacy"][0])
     assert legacy["type"] == "data" and legacy["id"] == "1", legacy
-    feed = [json.loads(f)["payload"]["data"]["activityFeed"] for f in frames["agent 1"]]
+    feed = _feed(frames["agent 1"])
     assert [e["activity"]["subject"] for e in feed] == subjects
     assert {e["type"] for e in feed} == {"activity.created"}
     assert_in_order_once(feed)
@@ -206,20 +211,14 @@ async def test_a_subscriber_resuming_by_cursor_catches_up_from_shared_renderings
         await wait_for(lambda: hub.stats()["members"] == 1, what="subscribed")
         before = hub.stats()["renders"]
         await _notes(app, actors[Role.AGENT], customer, *[f"note {i}" for i in range(5)])
-        seen = [json.loads(f)["payload"]["data"]["activityFeed"] for f in await _frames(live, 5)]
+        seen = _feed(await _frames(live, 5))
         # Resume after the first: four events come from the group's renderings, then live.
         resumed = await _subscribe(base_url, token, FEED, {"after": seen[0]["cursor"]})
-        caught_up = [
-            json.loads(f)["payload"]["data"]["activityFeed"] for f in await _frames(resumed, 4)
-        ]
+        caught_up = _feed(await _frames(resumed, 4))
         assert caught_up == seen[1:]
         await _notes(app, actors[Role.AGENT], customer, "note 5", "note 6")
-        more_live = [
-            json.loads(f)["payload"]["data"]["activityFeed"] for f in await _frames(live, 2)
-        ]
-        more_resumed = [
-            json.loads(f)["payload"]["data"]["activityFeed"] for f in await _frames(resumed, 2)
-        ]
+        more_live = _feed(await _frames(live, 2))
+        more_resumed = _feed(await _frames(resumed, 2))
         assert more_resumed == more_live
         await _silent(resumed)
         await _silent(live)
@@ -351,10 +350,7 @@ async def test_another_websocket_server_gets_per_subscriber_resolution(
         sockets = [await _subscribe(base_url, token, FEED, {"after": after}) for _ in range(2)]
         try:
             await _notes(app, actors[Role.AGENT], customer, "one", "two")
-            got = [
-                [json.loads(f)["payload"]["data"]["activityFeed"] for f in await _frames(ws, 2)]
-                for ws in sockets
-            ]
+            got = [_feed(await _frames(ws, 2)) for ws in sockets]
             assert hub.stats()["groups"] == 0 and hub.stats()["renders"] == 0, hub.stats()
         finally:
             for ws in sockets:
