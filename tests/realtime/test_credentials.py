@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx
+import pytest
 import redis.asyncio as redis
 import websockets
 
@@ -90,10 +91,6 @@ async def _login(server: ServerProcess, user: User) -> dict[str, Any]:
     return data["login"]  # type: ignore[no-any-return]
 
 
-async def _feeds(servers: list[ServerProcess], token: str, after: str) -> list[support.WSClient]:
-    return [await subscribed(s.url, token, FEED, {"after": after}) for s in servers]
-
-
 async def _refused(server: ServerProcess, token: str) -> None:
     """A new connection with these credentials is refused (4403)."""
     ws = await support.WSClient.connect(server.url, token)
@@ -107,48 +104,89 @@ async def _refused(server: ServerProcess, token: str) -> None:
         await ws.close()
 
 
-async def _ended_by(
-    change: Callable[[], Awaitable[None]],
-    sockets: list[support.WSClient],
-    control: support.WSClient,
-    writers: list[Api],
-    customer: str,
-    *,
-    code: int,
-    reason: str,
-) -> None:
-    """Every socket is live; ``change`` ends their credentials; events are written from
-    another identity right after it returns, through both processes. Each socket closes
-    with ``code`` and ``reason`` promptly and receives none of them; ``control`` (whose
-    credentials hold) receives them all."""
-    await writers[0].note(customer, "before")
-    for ws in [*sockets, control]:
-        assert _subjects(await take(ws, "activityFeed", 1)) == ["before"]
-    await change()
-    changed = time.monotonic()
-    after = [f"after {i}" for i in range(6)]
-
-    async def write_after() -> None:
-        for i, subject in enumerate(after):
-            await writers[i % len(writers)].note(customer, subject)
-
-    writing = asyncio.create_task(write_after())
-    try:
-        endings = await asyncio.gather(*(_until_closed(ws) for ws in sockets))
-    finally:
-        await writing
-    assert _subjects(await take(control, "activityFeed", len(after))) == after
-    waits = [round(e.at - changed, 3) for e in endings]
-    for ending in endings:
-        assert (ending.code, ending.reason) == (code, reason), ending
-        assert ending.received == [], ending  # nothing committed after the change
-    assert max(waits) < CLOSE_WITHIN, waits
-
-
 async def _close_all(sockets: list[support.WSClient]) -> None:
     for ws in sockets:
         with contextlib.suppress(Exception):
             await ws.close()
+
+
+@dataclass
+class Scene:
+    """Processes A and B, a manager writing notes through each, the workspace's admin,
+    and the feed sockets a test opens (closed after it)."""
+
+    a: ServerProcess
+    b: ServerProcess
+    writers: tuple[Api, Api]  # B's first: changes are made on A
+    admin: Api
+    customer: str
+    after: str  # the feed's head when the test began
+    opened: list[support.WSClient]
+
+    async def feed(self, server: ServerProcess, token: str) -> support.WSClient:
+        ws = await subscribed(server.url, token, FEED, {"after": self.after})
+        self.opened.append(ws)
+        return ws
+
+    async def ended_by(
+        self,
+        change: Callable[[], Awaitable[None]],
+        sockets: list[support.WSClient],
+        control: support.WSClient,
+        *,
+        code: int,
+        reason: str,
+    ) -> None:
+        """Every socket is live; ``change`` ends their credentials; events are written
+        from another identity right after it returns, through both processes. Each
+        socket closes with ``code`` and ``reason`` promptly and receives none of them;
+        ``control`` (whose credentials hold) receives them all."""
+        await self.writers[0].note(self.customer, "before")
+        for ws in [*sockets, control]:
+            assert _subjects(await take(ws, "activityFeed", 1)) == ["before"]
+        await change()
+        changed = time.monotonic()
+        after = [f"after {i}" for i in range(6)]
+
+        async def write_after() -> None:
+            for i, subject in enumerate(after):
+                await self.writers[i % 2].note(self.customer, subject)
+
+        writing = asyncio.create_task(write_after())
+        try:
+            endings = await asyncio.gather(*(_until_closed(ws) for ws in sockets))
+        finally:
+            await writing
+        assert _subjects(await take(control, "activityFeed", len(after))) == after
+        waits = [round(e.at - changed, 3) for e in endings]
+        for ending in endings:
+            assert (ending.code, ending.reason) == (code, reason), ending
+            assert ending.received == [], ending  # nothing committed after the change
+        assert max(waits) < CLOSE_WITHIN, waits
+
+
+@pytest.fixture
+async def scene(
+    servers: Cluster,
+    api: Any,
+    tokens: dict[Role, str],
+    sessionmaker: Any,
+    workspace_id: uuid.UUID,
+) -> AsyncIterator[Scene]:
+    async with api(servers.a) as on_a, api(servers.b) as on_b:
+        scene = Scene(
+            servers.a,
+            servers.b,
+            (on_b, on_a),
+            Api(on_a.http, tokens[Role.ADMIN]),
+            await on_a.customer("Credentials"),
+            await head_cursor(sessionmaker, workspace_id, activities.TOPIC),
+            [],
+        )
+        try:
+            yield scene
+        finally:
+            await _close_all(scene.opened)
 
 
 # ----------------------------------------------------------------------- API keys
@@ -175,68 +213,40 @@ async def _revoke(admin: Api, key_id: str) -> None:
 
 
 async def test_revoking_an_api_key_closes_its_sockets_on_every_process_before_any_later_event(
-    servers: Cluster,
-    api: Any,
-    tokens: dict[Role, str],
-    sessionmaker: Any,
-    workspace_id: uuid.UUID,
+    scene: Scene, tokens: dict[Role, str]
 ) -> None:
-    a, b = servers.a, servers.b
-    async with api(a) as on_a, api(b) as on_b:
-        customer = await on_a.customer("Key holder")
-        admin = Api(on_a.http, tokens[Role.ADMIN])
-        key_id, key = await _api_key(admin)
-        after = await head_cursor(sessionmaker, workspace_id, activities.TOPIC)
-        sockets = await _feeds([a, b, b], key, after)
-        control = await subscribed(b.url, tokens[Role.MANAGER], FEED, {"after": after})
-        try:
-            await _ended_by(
-                lambda: _revoke(admin, key_id),
-                sockets,
-                control,
-                [on_a, on_b],
-                customer,
-                code=4401,
-                reason="API key revoked",
-            )
-            await _refused(b, key)
-        finally:
-            await _close_all([*sockets, control])
+    key_id, key = await _api_key(scene.admin)
+    sockets = [await scene.feed(server, key) for server in (scene.a, scene.b, scene.b)]
+    control = await scene.feed(scene.b, tokens[Role.MANAGER])
+    await scene.ended_by(
+        lambda: _revoke(scene.admin, key_id),
+        sockets,
+        control,
+        code=4401,
+        reason="API key revoked",
+    )
+    await _refused(scene.b, key)
 
 
 async def test_a_key_revoked_while_redis_is_down_still_gets_nothing_more(
-    servers: Cluster,
-    private_redis: RedisServer,
-    api: Any,
-    tokens: dict[Role, str],
-    sessionmaker: Any,
-    workspace_id: uuid.UUID,
+    scene: Scene, private_redis: RedisServer, tokens: dict[Role, str]
 ) -> None:
     """No notice reaches the other process: its stream reads and its poll of the
     counters, not Redis, end the sockets, still before any later event."""
-    a, b = servers.a, servers.b
-    async with api(a) as on_a, api(b) as on_b:
-        customer = await on_a.customer("Key holder, no Redis")
-        admin = Api(on_a.http, tokens[Role.ADMIN])
-        key_id, key = await _api_key(admin)
-        after = await head_cursor(sessionmaker, workspace_id, activities.TOPIC)
-        sockets = await _feeds([a, b], key, after)
-        control = await subscribed(a.url, tokens[Role.MANAGER], FEED, {"after": after})
-        try:
-            private_redis.kill()
-            await _ended_by(
-                lambda: _revoke(admin, key_id),
-                sockets,
-                control,
-                [on_b, on_a],
-                customer,
-                code=4401,
-                reason="API key revoked",
-            )
-        finally:
-            await _close_all([*sockets, control])
-            if private_redis.proc is not None and private_redis.proc.poll() is not None:
-                private_redis.start()
+    key_id, key = await _api_key(scene.admin)
+    sockets = [await scene.feed(server, key) for server in (scene.a, scene.b)]
+    control = await scene.feed(scene.a, tokens[Role.MANAGER])
+    private_redis.kill()
+    try:
+        await scene.ended_by(
+            lambda: _revoke(scene.admin, key_id),
+            sockets,
+            control,
+            code=4401,
+            reason="API key revoked",
+        )
+    finally:
+        private_redis.start()
 
 
 # -------------------------------------------------------------------------- users
@@ -253,113 +263,63 @@ async def _update_user(admin: Api, user: User, **changes: Any) -> None:
 
 
 async def test_disabling_a_user_closes_their_sockets_on_every_process_before_any_later_event(
-    servers: Cluster,
-    api: Any,
-    tokens: dict[Role, str],
-    users: dict[Role, User],
-    sessionmaker: Any,
-    workspace_id: uuid.UUID,
+    scene: Scene, tokens: dict[Role, str], users: dict[Role, User]
 ) -> None:
-    a, b = servers.a, servers.b
     agent = users[Role.AGENT]
-    async with api(a) as on_a, api(b) as on_b:
-        customer = await on_a.customer("Disabled agent's customer")
-        admin = Api(on_a.http, tokens[Role.ADMIN])
-        token = (await _login(a, agent))["accessToken"]
-        after = await head_cursor(sessionmaker, workspace_id, activities.TOPIC)
-        sockets = await _feeds([a, b], token, after)
-        control = await subscribed(a.url, tokens[Role.VIEWER], FEED, {"after": after})
-        try:
-            await _ended_by(
-                lambda: _update_user(admin, agent, isActive=False),
-                sockets,
-                control,
-                [on_b, on_a],
-                customer,
-                code=4401,
-                reason="user disabled",
-            )
-            await _refused(a, token)  # the access token has not expired
-        finally:
-            await _close_all([*sockets, control])
+    token = (await _login(scene.a, agent))["accessToken"]
+    sockets = [await scene.feed(server, token) for server in (scene.a, scene.b)]
+    control = await scene.feed(scene.a, tokens[Role.VIEWER])
+    await scene.ended_by(
+        lambda: _update_user(scene.admin, agent, isActive=False),
+        sockets,
+        control,
+        code=4401,
+        reason="user disabled",
+    )
+    await _refused(scene.a, token)  # the access token has not expired
 
 
 async def test_a_role_change_closes_the_users_sockets_and_a_fresh_token_reconnects(
-    servers: Cluster,
-    api: Any,
-    tokens: dict[Role, str],
-    users: dict[Role, User],
-    sessionmaker: Any,
-    workspace_id: uuid.UUID,
+    scene: Scene, tokens: dict[Role, str], users: dict[Role, User]
 ) -> None:
-    a, b = servers.a, servers.b
     agent = users[Role.AGENT]
-    async with api(a) as on_a, api(b) as on_b:
-        customer = await on_a.customer("Demoted agent's customer")
-        admin = Api(on_a.http, tokens[Role.ADMIN])
-        login = await _login(b, agent)
-        after = await head_cursor(sessionmaker, workspace_id, activities.TOPIC)
-        sockets = await _feeds([a, b], login["accessToken"], after)
-        control = await subscribed(b.url, tokens[Role.MANAGER], FEED, {"after": after})
-        try:
-            await _ended_by(
-                lambda: _update_user(admin, agent, role="VIEWER"),
-                sockets,
-                control,
-                [on_a, on_b],
-                customer,
-                code=4440,
-                reason="role changed: reconnect with a fresh token",
-            )
-            await _refused(b, login["accessToken"])  # it still says "agent"
-            fresh = (await _gql(a, None, REFRESH, t=login["refreshToken"]))["refreshToken"]
-            ws = await subscribed(b.url, fresh["accessToken"], FEED, {"after": after})
-            sockets.append(ws)
-            assert _subjects(await take(ws, "activityFeed", 7))[-1] == "after 5"
-        finally:
-            await _close_all([*sockets, control])
+    login = await _login(scene.b, agent)
+    sockets = [await scene.feed(server, login["accessToken"]) for server in (scene.a, scene.b)]
+    control = await scene.feed(scene.b, tokens[Role.MANAGER])
+    await scene.ended_by(
+        lambda: _update_user(scene.admin, agent, role="VIEWER"),
+        sockets,
+        control,
+        code=4440,
+        reason="role changed: reconnect with a fresh token",
+    )
+    await _refused(scene.b, login["accessToken"])  # it still says "agent"
+    fresh = (await _gql(scene.a, None, REFRESH, t=login["refreshToken"]))["refreshToken"]
+    ws = await scene.feed(scene.b, fresh["accessToken"])
+    assert _subjects(await take(ws, "activityFeed", 7))[-1] == "after 5"
 
 
 async def test_logout_closes_the_sockets_of_that_login_only(
-    servers: Cluster,
-    api: Any,
-    users: dict[Role, User],
-    sessionmaker: Any,
-    workspace_id: uuid.UUID,
+    scene: Scene, users: dict[Role, User]
 ) -> None:
     """``logout(refreshToken)`` ends one login (its access tokens name it): the same
     user's other login keeps its socket."""
-    a, b = servers.a, servers.b
     agent = users[Role.AGENT]
-    async with api(a) as on_a, api(b) as on_b:
-        customer = await on_a.customer("Logged-out agent's customer")
-        first, second = await _login(a, agent), await _login(b, agent)
-        after = await head_cursor(sessionmaker, workspace_id, activities.TOPIC)
-        sockets = await _feeds([a, b], first["accessToken"], after)
-        other_login = await subscribed(a.url, second["accessToken"], FEED, {"after": after})
+    first, second = await _login(scene.a, agent), await _login(scene.b, agent)
+    sockets = [await scene.feed(server, first["accessToken"]) for server in (scene.a, scene.b)]
+    other_login = await scene.feed(scene.a, second["accessToken"])
 
-        async def logout() -> None:
-            data = await _gql(
-                a,
-                first["accessToken"],
-                "mutation($t: String) { logout(input: {refreshToken: $t}) { ok errors { message } } }",
-                t=first["refreshToken"],
-            )
-            assert data["logout"]["ok"], data
+    async def logout() -> None:
+        data = await _gql(
+            scene.a,
+            first["accessToken"],
+            "mutation($t: String) { logout(input: {refreshToken: $t}) { ok errors { message } } }",
+            t=first["refreshToken"],
+        )
+        assert data["logout"]["ok"], data
 
-        try:
-            await _ended_by(
-                logout,
-                sockets,
-                other_login,
-                [on_a, on_b],
-                customer,
-                code=4401,
-                reason="logged out",
-            )
-            await _refused(a, first["accessToken"])
-        finally:
-            await _close_all([*sockets, other_login])
+    await scene.ended_by(logout, sockets, other_login, code=4401, reason="logged out")
+    await _refused(scene.a, first["accessToken"])
 
 
 # ------------------------------------------------------------------------- expiry
