@@ -97,3 +97,24 @@ async def test_a_connection_check_refuses_an_ended_login_a_disabled_user_and_a_s
         ((Kind.USER, user.id), Reason.ROLE_CHANGED),
         ((Kind.USER, user.id), Reason.USER_DISABLED),
     ]
+
+
+async def test_a_replayed_refresh_token_ends_the_connections_of_its_login(
+    sessionmaker: async_sessionmaker[AsyncSession], users: dict[Role, User], admin: Actor
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        pair = await _login(session, users[Role.AGENT])
+    async with sessionmaker() as session, session.begin():
+        await auth.refresh(session, CONFIG, refresh_token=pair.refresh_token)
+    async with sessionmaker() as session:
+        with pytest.raises(Unauthenticated, match="reused"):
+            await auth.refresh(session, CONFIG, refresh_token=pair.refresh_token)
+        await session.commit()  # as the resolver does: the revocation sticks
+    login_id = auth.verify_access_token(CONFIG, pair.access_token).login_id
+    async with support.log_reader(sessionmaker) as conn:
+        found = await credentials.revocations_since(conn, admin.workspace_id, 0)
+    assert [(r.identity, r.reason) for r in found] == [
+        ((Kind.LOGIN, login_id), Reason.LOGIN_REVOKED)
+    ]
+    with pytest.raises(Unauthenticated, match="Logged out"):
+        await _grant(sessionmaker, pair.access_token)
