@@ -22,7 +22,15 @@ from crm_graphql.models.events import (
     WebhookDispatchCursor,
 )
 from crm_graphql.models.orders import Order, OrderStatus
-from crm_graphql.models.workspaces import ApiKey, RefreshToken, Role, User, Workspace
+from crm_graphql.models.workspaces import (
+    ApiKey,
+    CredentialRevocation,
+    RefreshToken,
+    Role,
+    User,
+    Workspace,
+    WorkspaceCredentials,
+)
 
 __all__ = [
     "Activity",
@@ -35,6 +43,7 @@ __all__ = [
     "Conversation",
     "ConversationRead",
     "ConversationStatus",
+    "CredentialRevocation",
     "Customer",
     "Deal",
     "DealStatus",
@@ -54,5 +63,6 @@ __all__ = [
     "WebhookDelivery",
     "WebhookDispatchCursor",
     "Workspace",
+    "WorkspaceCredentials",
     "uuid7",
 ]

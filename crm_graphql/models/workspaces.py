@@ -6,7 +6,18 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -88,3 +99,38 @@ class RefreshToken(WorkspaceScoped, Base):
         Index("ix_refresh_tokens_workspace_user", "workspace_id", "user_id"),
         Index("ix_refresh_tokens_family", "family_id"),
     )
+
+
+class WorkspaceCredentials(Base):
+    """A workspace's credentials counter: every change that ends credentials (a revoked
+    key, a disabled user, a role change, a logout) moves it by one, under this row's lock,
+    so it moves in commit order. Real-time readers read it with the events they deliver
+    (services/credentials.py)."""
+
+    __tablename__ = "workspace_credentials"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class CredentialRevocation(Base):
+    """What one move of the counter ended: an API key, a user's every login, or one login
+    (a refresh-token family). Kept a day: only live connections read it, seconds later."""
+
+    __tablename__ = "credential_revocations"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # api_key, user, login
+    subject_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    reason: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    __table_args__ = (Index("ix_credential_revocations_workspace_seq", "workspace_id", "seq"),)

@@ -13,6 +13,10 @@ Contract (see DESIGN.md, Real time):
 - A subscriber that has events waiting but has not taken one for ``slow_consumer_after``
   seconds is reported through ``on_slow`` (the WebSocket layer closes its connection with
   close code 4008; the client resumes with its last cursor).
+- A subscriber may hold its connection's ``Credential``: nothing is sent to it once its
+  credentials ended (expired or revoked). Every read returns the workspace's credentials
+  counter with its events, and the events are sent only after ``Watch.settle`` applied
+  every revocation up to it (realtime/credentials.py).
 - Fan-out (``push``): subscribers that would resolve an event to the same bytes form a
   *group* (same document, variables and visibility class). Each event is rendered once
   per group, and the stream's reader writes the same bytes to every member socket that
@@ -39,7 +43,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.realtime.bus import channel_name
-from crm_graphql.services import events
+from crm_graphql.realtime.credentials import Credential, Watch
+from crm_graphql.services import credentials, events
 from crm_graphql.services.events import Position, StoredEvent
 
 log = logging.getLogger(__name__)
@@ -92,6 +97,11 @@ class Subscriber:
     on_slow: SlowHandler | None = None
     last_progress: float = field(default_factory=time.monotonic)
     slow_reported: bool = False
+    credential: Credential | None = None  # its connection's: nothing is sent once ended
+
+    @property
+    def ended(self) -> bool:
+        return self.credential is not None and self.credential.ended is not None
 
 
 class Group:
@@ -176,7 +186,7 @@ class Member(Subscriber):
         """Write an accepted live event; False when the socket could not take it (the
         member leaves the live set and catches up once the socket drains)."""
         assert self.sink is not None
-        if not self.sink.write(payload):
+        if self.ended or not self.sink.write(payload):
             self.leave()
             return False
         self.position = event.position
@@ -246,7 +256,7 @@ class Stream:
                     # snapshot: nothing new is deliverable yet, skip the read.
                     self.hub.skipped_reads += 1
                     return True
-                batch, held_back = await events.read_events(
+                batch, held_back, counter = await events.read_events(
                     conn, *self.key, self.head, limit=self.hub.settings.page, below=below
                 )
             # A full page leaves events below this horizon unread: no skipping then.
@@ -255,6 +265,9 @@ class Stream:
             self.hub.reads += 1
             if not batch:
                 return held_back
+            # Before anything of this read reaches a subscriber (the window included):
+            # connections whose credentials ended by this snapshot are ended.
+            await self.hub.credentials.settle(self.key[0], counter)
             for event in batch:
                 if len(self.window) == self.window.maxlen:
                     self.floor = self.window[0].position
@@ -287,6 +300,7 @@ class Stream:
             *(group.payload(event, variant) for event, group, variant, _ in plan),
             return_exceptions=True,
         )
+        self.hub.credentials.expire_due()  # the renders took time: nothing after expiry
         for (event, _, _, takers), payload in zip(plan, results, strict=True):
             if isinstance(payload, BaseException):
                 # Not skipped: these members catch up by themselves and render it again.
@@ -347,6 +361,13 @@ class Hub:
         self.deliveries = 0  # frames written by push subscriptions
         self.reads = 0  # stream reads of the event log
         self.skipped_reads = 0  # re-reads skipped: held back behind the same horizon
+        # Connections' credentials: ended at expiry or revocation, in every process.
+        self.credentials = Watch(
+            pool,
+            redis_up=lambda: self.redis_up,
+            on_workspace=self._watch_credentials,
+            has_streams=lambda workspace_id: any(k[0] == workspace_id for k in self.streams),
+        )
 
     def stats(self) -> dict[str, int]:
         """Counters of this process's fan-out (tests and operators)."""
@@ -359,11 +380,14 @@ class Hub:
             "deliveries": self.deliveries,
             "reads": self.reads,
             "skipped_reads": self.skipped_reads,
+            "connections": self.credentials.count(),
+            "connections_ended": self.credentials.ended,
         }
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="hub redis listener")
         self._watchdog = asyncio.create_task(self._watch_slow(), name="hub watchdog")
+        await self.credentials.start()
 
     async def close(self) -> None:
         tasks = [t for t in (self._listener, self._watchdog) if t is not None]
@@ -372,6 +396,7 @@ class Hub:
         if tasks:
             # A pub/sub read cancelled mid-reconnect can linger: never let it block shutdown.
             await asyncio.wait(tasks, timeout=2)
+        await self.credentials.close()
         for stream in list(self.streams.values()):
             await stream.close()
         self.streams.clear()
@@ -400,8 +425,8 @@ class Hub:
                     message = await self._pubsub.get_message(timeout=0.1)
                     if message is not None and message.get("type") == "message":
                         key = self._channels.get(_text(message["channel"]))
-                        if key is not None and key in self.streams:
-                            self.streams[key].wake.set()
+                        if key is not None:
+                            self._wake(key)
                     await self._sync_channels()
             except asyncio.CancelledError:
                 raise
@@ -425,15 +450,29 @@ class Hub:
         if add := wanted - current:
             await self._pubsub.subscribe(*add)
             for channel in add:  # anything committed before the subscription took effect
-                key = self._channels[channel]
-                if key in self.streams:
-                    self.streams[key].wake.set()
+                self._wake(self._channels[channel])
         if remove := current - wanted:
             await self._pubsub.unsubscribe(*remove)
+
+    def _wake(self, key: StreamKey) -> None:
+        if key in self.streams:
+            self.streams[key].wake.set()
+        elif key[1] == credentials.TOPIC:
+            self.credentials.wake()
 
     def _wake_all(self) -> None:
         for stream in self.streams.values():
             stream.wake.set()
+        self.credentials.wake()
+
+    def _watch_credentials(self, workspace_id: uuid.UUID, watched: bool) -> None:
+        """Listen to the workspace's credentials notices while it has connections here."""
+        channel = channel_name(workspace_id, credentials.TOPIC)
+        if watched:
+            self._channels[channel] = (workspace_id, credentials.TOPIC)
+        else:
+            self._channels.pop(channel, None)
+        self._resubscribe.set()
 
     # ------------------------------------------------------------- subscriptions
 
@@ -469,24 +508,29 @@ class Hub:
         after: Position | None,
         *,
         on_slow: SlowHandler | None = None,
+        credential: Credential | None = None,
     ) -> AsyncIterator[StoredEvent]:
         """Every event of the stream after ``after`` (or from now on), in order, once each;
-        what was missed comes from PostgreSQL first, then live events follow."""
+        what was missed comes from PostgreSQL first, then live events follow. Nothing
+        once ``credential`` ended: it then waits to be cancelled (its socket is closing)."""
         stream = await self._stream((workspace_id, topic))
-        subscriber = Subscriber(after if after is not None else stream.head, on_slow)
+        subscriber = Subscriber(
+            after if after is not None else stream.head, on_slow, credential=credential
+        )
         stream.subscribers.add(subscriber)
         try:
             while True:
                 batch = stream.after(subscriber.position)
                 if batch is None:  # fell behind the window: page through the log
                     async with self.pool.acquire() as conn:
-                        batch, _ = await events.read_events(
+                        batch, _, counter = await events.read_events(
                             conn,
                             workspace_id,
                             topic,
                             subscriber.position,
                             limit=self.settings.page,
                         )
+                    await self.credentials.settle(workspace_id, counter)
                 if not batch:
                     async with stream.changed:
                         # None here means the window moved past us meanwhile: loop, read.
@@ -495,6 +539,9 @@ class Hub:
                             await stream.changed.wait()
                     continue
                 for event in batch:
+                    self.credentials.expire_due()
+                    if subscriber.ended:
+                        await _closing()
                     subscriber.position = event.position
                     yield event
                     subscriber.last_progress = time.monotonic()
@@ -514,13 +561,14 @@ class Hub:
         variant: Variant | None = None,
         entity: uuid.UUID | None = None,
         on_slow: SlowHandler | None = None,
+        credential: Credential | None = None,
     ) -> None:
         """Deliver the stream after ``after`` (or from now on) to ``sink``: every event
         ``accepts`` takes, in order, once, rendered once per group. Returns when
         ``accepts`` ended the subscription (after delivering that event); runs until
         cancelled otherwise. ``render`` is used if this member creates the group;
         ``entity`` says that the member takes only events of that entity (an index:
-        ``accepts`` still decides)."""
+        ``accepts`` still decides). Nothing is written once ``credential`` ended."""
         stream = await self._stream((workspace_id, topic))
         group = stream.groups.get(group_key)
         if group is None:
@@ -533,6 +581,7 @@ class Hub:
             variant=variant,
             entity=entity,
             sink=sink,
+            credential=credential,
         )
         group.add(member)
         stream.subscribers.add(member)
@@ -540,8 +589,8 @@ class Hub:
             while not member.finished:
                 if await self._catch_up(stream, member):
                     return
-                if sink.closed:  # the connection is going: wait to be cancelled
-                    await asyncio.Future()
+                if sink.closed or member.ended:
+                    await _closing()
                 member.wake = asyncio.get_running_loop().create_future()
                 member.live = True  # at the head: the reader writes from now on
                 member.last_progress = time.monotonic()
@@ -561,14 +610,15 @@ class Hub:
         assert member.accepts is not None
         while True:
             await member.sink.drained()
-            if member.sink.closed:
+            if member.sink.closed or member.ended:
                 return False
             batch = stream.after(member.position)
             if batch is None:  # fell behind the window: page through the log
                 async with self.pool.acquire() as conn:
-                    batch, _ = await events.read_events(
+                    batch, _, counter = await events.read_events(
                         conn, *stream.key, member.position, limit=self.settings.page
                     )
+                await self.credentials.settle(stream.key[0], counter)
                 if not batch and stream.after(member.position) is None:
                     return False  # nothing readable up to the head
             elif not batch:
@@ -580,6 +630,9 @@ class Hub:
                 if verdict is not False:
                     variant = member.variant(event) if member.variant else None
                     payload = await member.group.payload(event, variant)
+                    self.credentials.expire_due()
+                    if member.ended:
+                        return False
                     if not member.sink.write(payload):
                         break  # socket full: wait until it drains, then go on
                     self.deliveries += 1
@@ -603,6 +656,12 @@ class Hub:
                         task = asyncio.create_task(subscriber.on_slow())
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)
+
+
+async def _closing() -> None:
+    """Wait to be cancelled: the subscription's socket is closing (its operation's task
+    ends with it)."""
+    await asyncio.Future()
 
 
 def _text(value: Any) -> str:

@@ -2,8 +2,14 @@
 ``graphql-ws`` protocol, credentials in the ``connection_init`` payload.
 
 Close codes (documented in README):
-- 4401 / 4403: missing or invalid credentials (the protocols' own codes; the legacy
-  protocol gets a ``connection_error`` message, then 4403);
+- 4403: missing or invalid credentials in ``connection_init`` (the legacy protocol gets
+  a ``connection_error`` message first); 4401: an operation before ``connection_init``
+  (the protocols' own codes);
+- 4440: the access token expired, or the user's role changed: reconnect with a fresh
+  access token (``refreshToken``) and resume with the last ``cursor`` seen;
+- 4401: the credentials were revoked (API key revoked or expired, user disabled, logged
+  out): reconnecting with them is refused. ``graphql-ws`` clients retry 4440 (calling
+  ``connectionParams`` again) and give up on 4401;
 - 4008: slow consumer — events were waiting and the client did not read them for
   ``slow_consumer_after`` seconds; reconnect and resume with the last ``cursor`` seen;
 - 1001: the server is shutting down; reconnect (to any server) and resume by cursor.
@@ -32,14 +38,19 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from crm_graphql.realtime import ephemeral, fanout
+from crm_graphql.realtime.credentials import Credential
 from crm_graphql.resolvers.context import Context
+from crm_graphql.services.credentials import Reason
 
 log = logging.getLogger(__name__)
 
 MISSING_CREDENTIALS = 'Send {"Authorization": "Bearer <token>"} as the connection_init payload'
 SLOW_CONSUMER = 4008
 PROTOCOL_KEY = "crm.ws_protocol"
+CREDENTIAL_KEY = "crm.credential"
 GOING_AWAY = 1001
+CREDENTIALS_EXPIRED = 4440  # like HTTP 440 "login time-out": renew and reconnect
+CREDENTIALS_REVOKED = 4401  # Unauthorized: graphql-ws does not retry it
 
 # The sockets this process serves, so that shutdown can say goodbye with 1001.
 OPEN_SOCKETS: set[WebSocket] = set()
@@ -146,7 +157,7 @@ class GraphQLWebSocket(GraphQL[Context, None]):
         return context
 
     async def on_ws_connect(self, context: Context) -> Any:
-        from crm_graphql.resolvers.credentials import actor_for_credentials
+        from crm_graphql.resolvers.credentials import connection_credentials
         from crm_graphql.services.errors import DomainError
 
         params = context.connection_params or {}
@@ -159,18 +170,30 @@ class GraphQLWebSocket(GraphQL[Context, None]):
                 }
             )
         try:
-            actor = await actor_for_credentials(
+            found = await connection_credentials(
                 context.app, header, request_id=context.request_id, client_ip=context.client_ip
             )
         except DomainError as error:
             raise ConnectionRejectionError(
                 {"message": error.message, "code": error.code}
             ) from error
-        if actor is None:
+        if found is None:
             raise ConnectionRejectionError(
                 {"message": "Invalid credentials", "code": "UNAUTHENTICATED"}
             )
+        actor, grant = found
+        websocket = context.websocket
+        credential = Credential(grant, lambda reason: _spawn(close_ended(websocket, reason)))
+        # Followed before the connection is acknowledged: no operation runs on it before
+        # revocations that committed after the check are applied.
+        websocket.scope[CREDENTIAL_KEY] = credential
+        await context.app.hub.credentials.register(credential)
+        if credential.ended is not None:
+            raise ConnectionRejectionError(
+                {"message": credential.ended.message, "code": "UNAUTHENTICATED"}
+            )
         context.actor = actor
+        context.credential = credential
         await ephemeral.connection_opened(context)  # presence: a user is online
         return None
 
@@ -179,6 +202,9 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
         finally:
             OPEN_SOCKETS.difference_update({s for s in OPEN_SOCKETS if s.scope is scope})
+            credential = scope.get(CREDENTIAL_KEY) if scope.get("type") == "websocket" else None
+            if credential is not None:
+                scope["app"].state.crm.hub.credentials.unregister(credential)
             await ephemeral.connection_closed(scope)  # presence: maybe offline
 
 
@@ -200,8 +226,20 @@ def _authorization(params: dict[str, Any]) -> str | None:
 async def close_slow_consumer(websocket: WebSocket, cursor_hint: str | None = None) -> None:
     """Cut off a connection that does not read its events (close code 4008)."""
     reason = "slow consumer: reconnect and resume with your last cursor"
+    await close_socket(websocket, SLOW_CONSUMER, reason)
+
+
+async def close_ended(websocket: WebSocket, reason: Reason) -> None:
+    """Close a connection whose credentials ended: 4440 when a fresh access token cures
+    it (expired, role changed), else 4401 (revoked)."""
+    code = CREDENTIALS_EXPIRED if reason.renewable else CREDENTIALS_REVOKED
+    await close_socket(websocket, code, reason.message)
+
+
+async def close_socket(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close a connection from the server's side, even when its client does not read."""
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(websocket.close(code=SLOW_CONSUMER, reason=reason), 1)
+        await asyncio.wait_for(websocket.close(code=code, reason=reason), 1)
         return
     # The ASGI close waits for the socket to drain, which a client that does not read
     # never lets happen. Queue the close frame behind the buffered data ourselves
@@ -215,12 +253,10 @@ async def close_slow_consumer(websocket: WebSocket, cursor_hint: str | None = No
     if conn is None or not hasattr(conn, "send_close"):
         transport.abort()
         return
-    conn.send_close(SLOW_CONSUMER, reason)
+    conn.send_close(code, reason)
     transport.write(b"".join(conn.data_to_send()))
     protocol.close_sent = True
-    protocol.queue.put_nowait(
-        {"type": "websocket.disconnect", "code": SLOW_CONSUMER, "reason": reason}
-    )
+    protocol.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
     asyncio.get_running_loop().call_later(10, transport.abort)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from crm_graphql.resolvers.mutations import UserErrorValue, mutate, user_errors
 from crm_graphql.services import auth, ratelimit
 from crm_graphql.services.errors import DomainError, InvalidCredentials
+from crm_graphql.services.events import take_committed_topics
 
 
 @dataclass
@@ -67,8 +68,10 @@ async def refresh(info: Any, input: Any) -> AuthResult:
                 client_ip=context.client_ip,
             )
         except DomainError as error:
-            # Commit anyway: reusing a token revokes its family, and that must stick.
+            # Commit anyway: reusing a token revokes its family, and that must stick
+            # (and that login's connections close: tell the other processes).
             await session.commit()
+            await context.app.bus.notify(take_committed_topics(session))
             return AuthResult(errors=user_errors([error]))
         await session.commit()
     return _result(pair)

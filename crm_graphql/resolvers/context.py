@@ -22,6 +22,7 @@ EVENT_SCOPE: ContextVar[Context | None] = ContextVar("crm_event_scope", default=
 if TYPE_CHECKING:
     from crm_graphql.compiled import CompiledReads
     from crm_graphql.realtime.bus import Bus
+    from crm_graphql.realtime.credentials import Credential
     from crm_graphql.realtime.ephemeral import Ephemeral
     from crm_graphql.realtime.hub import Hub
     from crm_graphql.realtime.webhooks import WebhookDispatcher
@@ -58,9 +59,11 @@ class Context:
     actor: Actor | None
     request_id: str
     client_ip: str | None = None
-    # WebSocket connections: the connection_init payload and the socket itself.
+    # WebSocket connections: the connection_init payload, the socket itself, and what
+    # its credentials stand on (ended once they expire or are revoked).
     connection_params: dict[str, Any] | None = None
     websocket: Any = None
+    credential: Credential | None = None
     parent: Context | None = None
     # Where reads get their session; None: the app's (requests') pool.
     sessions: async_sessionmaker[AsyncSession] | None = None
@@ -94,15 +97,21 @@ class Context:
             request_id=self.request_id,
             client_ip=self.client_ip,
             websocket=self.websocket,
+            credential=self.credential,
             parent=self,
         )
 
     def require_actor(self) -> Actor:
-        """The caller, or a GraphQL error with code UNAUTHENTICATED."""
+        """The caller, or a GraphQL error with code UNAUTHENTICATED (also on a WebSocket
+        whose credentials ended: it is closing)."""
         if self.actor is None:
             raise GraphQLError(
                 "Authentication required: log in and send `Authorization: Bearer <token>`",
                 extensions={"code": "UNAUTHENTICATED"},
+            )
+        if self.credential is not None and self.credential.ended is not None:
+            raise GraphQLError(
+                self.credential.ended.message, extensions={"code": "UNAUTHENTICATED"}
             )
         return self.actor
 

@@ -124,10 +124,13 @@ async def _stream(
             entity=entity,
             sink=sink,
             on_slow=on_slow,
+            credential=context.credential,
         )
         return
 
-    async for event in context.app.hub.follow(actor.workspace_id, topic, position, on_slow=on_slow):
+    async for event in context.app.hub.follow(
+        actor.workspace_id, topic, position, on_slow=on_slow, credential=context.credential
+    ):
         verdict = deliver(actor, event)
         if verdict is False:
             continue

@@ -55,6 +55,9 @@ class AuthMutation:
     async def refresh_token(self, info: Info, input: RefreshTokenInput) -> AuthPayload:
         return await resolve.refresh(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Revoke refresh tokens.")
+    @strawberry.mutation(
+        description="End a login (without a refresh token, every login of the user): its "
+        "refresh tokens are revoked and its WebSocket connections close."
+    )
     async def logout(self, info: Info, input: LogoutInput | None = None) -> LogoutPayload:
         return await resolve.logout(info, input)  # type: ignore[return-value]

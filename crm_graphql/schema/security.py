@@ -205,6 +205,9 @@ class SecurityMutation:
     async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> CreateApiKeyPayload:
         return await resolve.create_api_key(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Revoke an API key for good (admins). Idempotent.")
+    @strawberry.mutation(
+        description="Revoke an API key for good (admins): its next request is refused and "
+        "its WebSocket connections close. Idempotent."
+    )
     async def revoke_api_key(self, info: Info, input: RevokeApiKeyInput) -> ApiKeyPayload:
         return await resolve.revoke_api_key(info, input)  # type: ignore[return-value]

@@ -110,6 +110,9 @@ class UserMutation:
     async def create_user(self, info: Info, input: CreateUserInput) -> UserPayload:
         return await resolve.create_user(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Rename, change the role of, or disable a user (admins).")
+    @strawberry.mutation(
+        description="Rename, change the role of, or disable a user (admins). A new role or "
+        "disabling closes the user's WebSocket connections."
+    )
     async def update_user(self, info: Info, input: UpdateUserInput) -> UserPayload:
         return await resolve.update_user(info, input)  # type: ignore[return-value]

@@ -20,7 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import ApiKey, Role
-from crm_graphql.services import fields, querying, records
+from crm_graphql.services import credentials, fields, querying, records
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid, Unauthenticated
 from crm_graphql.services.policy import (  # noqa: F401  (re-exported: the scopes of a key)
@@ -150,11 +150,15 @@ async def create_api_key(
 async def revoke_api_key(
     actor: Actor, session: AsyncSession, api_key_id: uuid.UUID | None
 ) -> ApiKey:
-    """Revoke a key for good (admins only); its next request is refused. Idempotent."""
+    """Revoke a key for good (admins only); its next request is refused, and its open
+    WebSocket connections close (``credentials.revoke``). Idempotent."""
     authorize(actor, Action.MANAGE_API_KEYS)
     key = await records.get(actor, session, ApiKey, api_key_id, for_update=True)
     if key.revoked_at is None:
         await records.update(actor, session, key, {"revoked_at": _now()}, action="revokeApiKey")
+        await credentials.revoke(
+            actor, session, credentials.Kind.API_KEY, key.id, credentials.Reason.API_KEY_REVOKED
+        )
     return key
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import RefreshToken, Role, User, Workspace
-from crm_graphql.services import audit, fields
+from crm_graphql.services import audit, credentials, fields
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import InvalidCredentials, Unauthenticated
 
@@ -69,8 +69,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def issue_access_token(config: TokenConfig, user: User) -> tuple[str, datetime]:
-    expires = _now() + config.access_ttl
+def issue_access_token(
+    config: TokenConfig, user: User, login_id: uuid.UUID | None = None
+) -> tuple[str, datetime]:
+    """A signed access token of ``user``; ``login_id`` (claim ``sid``) is the login it
+    belongs to (its refresh-token family), so that logging out of it can end it."""
+    # Whole seconds, as the ``exp`` claim holds it: ``expiresAt`` is exactly the expiry.
+    expires = (_now() + config.access_ttl).replace(microsecond=0)
     claims = {
         "sub": str(user.id),
         "ws": str(user.workspace_id),
@@ -79,6 +84,8 @@ def issue_access_token(config: TokenConfig, user: User) -> tuple[str, datetime]:
         "iat": _now(),
         "typ": "access",
     }
+    if login_id is not None:
+        claims["sid"] = str(login_id)
     return jwt.encode(claims, config.secret_key, algorithm=JWT_ALGORITHM), expires
 
 
@@ -95,7 +102,7 @@ async def _issue_pair(
             expires_at=_now() + config.refresh_ttl,
         )
     )
-    access, expires = issue_access_token(config, user)
+    access, expires = issue_access_token(config, user, family_id)
     return TokenPair(access, refresh, expires, user)
 
 
@@ -155,13 +162,21 @@ async def refresh(
     if row.used_at is not None:
         await _revoke_family(session, row.family_id)
         if user is not None:
+            actor = _user_actor(user, request_id, client_ip)
             audit.record(
-                _user_actor(user, request_id, client_ip),
+                actor,
                 session,
                 action="refreshTokenReused",
                 entity_type="User",
                 entity_id=user.id,
                 changes={"family_id": {"before": None, "after": str(row.family_id)}},
+            )
+            await credentials.revoke(
+                actor,
+                session,
+                credentials.Kind.LOGIN,
+                row.family_id,
+                credentials.Reason.LOGIN_REVOKED,
             )
         raise Unauthenticated("Refresh token reused; all sessions of this login were revoked")
     if user is None or not user.is_active or user.archived_at is not None:
@@ -197,7 +212,8 @@ async def revoke_all_refresh_tokens(session: AsyncSession, user_id: uuid.UUID) -
 
 async def logout(actor: Actor, session: AsyncSession, *, refresh_token: str | None) -> None:
     """End a login: revoke the refresh token's family, or every refresh token of the user
-    when none is given."""
+    when none is given. WebSocket connections opened with the access tokens of that login
+    (of every login, without a refresh token) close."""
     if actor.user_id is None:
         raise Unauthenticated("Only a user can log out")
     if refresh_token:
@@ -209,31 +225,44 @@ async def logout(actor: Actor, session: AsyncSession, *, refresh_token: str | No
         )
         if row is not None:
             await _revoke_family(session, row.family_id)
+            await credentials.revoke(
+                actor, session, credentials.Kind.LOGIN, row.family_id, credentials.Reason.LOGGED_OUT
+            )
     else:
         await revoke_all_refresh_tokens(session, actor.user_id)
+        await credentials.revoke(
+            actor, session, credentials.Kind.USER, actor.user_id, credentials.Reason.LOGGED_OUT
+        )
     audit.record(
         actor, session, action="logout", entity_type="User", entity_id=actor.user_id, changes={}
     )
 
 
-# Verified access tokens: (secret, token) -> (actor without request fields, expiry). A
-# client sends the same token for up to its 15 minutes; verifying its signature and claims
-# again on every request is a good part of a small read's CPU. Expiry is still checked.
-_VERIFIED: dict[tuple[str, str], tuple[Actor, float]] = {}
+@dataclass(frozen=True)
+class AccessToken:
+    """What a verified access token says: its actor (without request fields), when it
+    expires (Unix time) and the login it belongs to (None for tokens without one)."""
+
+    actor: Actor
+    expires_at: float
+    login_id: uuid.UUID | None
+
+
+# Verified access tokens: (secret, token) -> AccessToken. A client sends the same token
+# for up to its 15 minutes; verifying its signature and claims again on every request is
+# a good part of a small read's CPU. Expiry is still checked.
+_VERIFIED: dict[tuple[str, str], AccessToken] = {}
 _VERIFIED_MAX = 10_000
 
 
-def actor_from_access_token(
-    config: TokenConfig, token: str, *, request_id: str | None = None, client_ip: str | None = None
-) -> Actor:
-    """Verify a bearer JWT and build the actor it stands for (no database round trip:
-    access tokens live 15 minutes)."""
+def verify_access_token(config: TokenConfig, token: str) -> AccessToken:
+    """Verify a bearer JWT by its signature and claims alone (no database round trip:
+    access tokens are short-lived). ``Unauthenticated`` when it does not hold."""
     key = (config.secret_key, token)
     cached = _VERIFIED.get(key)
     if cached is not None:
-        actor, expires = cached
-        if time.time() < expires:
-            return dataclasses.replace(actor, request_id=request_id, client_ip=client_ip)
+        if time.time() < cached.expires_at:
+            return cached
         del _VERIFIED[key]
     try:
         claims = jwt.decode(token, config.secret_key, algorithms=[JWT_ALGORITHM])
@@ -244,14 +273,24 @@ def actor_from_access_token(
             role=Role(claims["role"]),
             user_id=uuid.UUID(claims["sub"]),
         )
+        login_id = uuid.UUID(claims["sid"]) if "sid" in claims else None
+        expires_at = float(claims["exp"])
     except jwt.ExpiredSignatureError as exc:
         raise Unauthenticated("Access token expired; use refreshToken") from exc
-    except (jwt.InvalidTokenError, KeyError, ValueError) as exc:
+    except (jwt.InvalidTokenError, KeyError, ValueError, TypeError) as exc:
         raise Unauthenticated("Invalid access token") from exc
-    if isinstance(claims.get("exp"), int | float):
-        if len(_VERIFIED) >= _VERIFIED_MAX:
-            _VERIFIED.clear()
-        _VERIFIED[key] = (actor, float(claims["exp"]))
+    verified = AccessToken(actor, expires_at, login_id)
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()
+    _VERIFIED[key] = verified
+    return verified
+
+
+def actor_from_access_token(
+    config: TokenConfig, token: str, *, request_id: str | None = None, client_ip: str | None = None
+) -> Actor:
+    """The actor a bearer JWT stands for (``verify_access_token``)."""
+    actor = verify_access_token(config, token).actor
     return dataclasses.replace(actor, request_id=request_id, client_ip=client_ip)
 
 

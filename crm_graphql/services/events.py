@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from crm_graphql.models import Event
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.audit import jsonable
+from crm_graphql.services.credentials import COUNTER_SQL
 from crm_graphql.services.errors import Invalid
 
 PENDING_KEY = "crm_pending_events"
@@ -121,7 +122,8 @@ HORIZON_SQL = "SELECT crm_event_horizon()"
 _STREAM = "workspace_id = $1 AND topic = $2 AND (txid, id) > ($3, $4)"
 _READ_SQL = f"""
     SELECT id, txid, workspace_id, topic, type, entity_type, entity_id, payload, created_at,
-           EXISTS (SELECT FROM events WHERE {_STREAM} AND txid >= $5) AS held_back
+           EXISTS (SELECT FROM events WHERE {_STREAM} AND txid >= $5) AS held_back,
+           {COUNTER_SQL} AS credentials
     FROM events WHERE {_STREAM} AND txid < $5
     ORDER BY txid, id LIMIT $6
 """
@@ -158,11 +160,14 @@ async def read_events(
     *,
     limit: int = 500,
     below: int | None = None,
-) -> tuple[list[StoredEvent], bool]:
-    """Committed events of a stream after ``after``, in order, at most ``limit``; and
-    whether committed events exist that must still wait for an older transaction (the
-    caller reads again shortly). ``below``: the horizon, if the caller has just taken it
-    (``horizon``) in an earlier statement; taken here otherwise.
+) -> tuple[list[StoredEvent], bool, int | None]:
+    """Committed events of a stream after ``after``, in order, at most ``limit``; whether
+    committed events exist that must still wait for an older transaction (the caller
+    reads again shortly); and the workspace's credentials counter in the snapshot that
+    read the events (None when there are none): a connection whose credentials were
+    revoked by then must not be sent them (``services.credentials``). ``below``: the
+    horizon, if the caller has just taken it (``horizon``) in an earlier statement;
+    taken here otherwise.
 
     Only deliverable rows are fetched (below the horizon), so a stream held back by a
     long write, while events pile up above the horizon, is re-read cheaply; whether any
@@ -173,8 +178,10 @@ async def read_events(
     rows = await conn.fetch(_READ_SQL, *stream, limit)
     if rows:
         held_back = bool(rows[0]["held_back"])
+        credentials: int | None = int(rows[0]["credentials"])
     else:
         held_back = bool(await conn.fetchval(_WAITING_SQL, *stream))
+        credentials = None
     events = [
         StoredEvent(
             Position(row["txid"], row["id"]),
@@ -188,7 +195,7 @@ async def read_events(
         )
         for row in rows
     ]
-    return events, held_back
+    return events, held_back, credentials
 
 
 async def head(conn: LogReader, workspace_id: uuid.UUID, topic: str) -> Position:

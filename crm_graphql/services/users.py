@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import Role, User
-from crm_graphql.services import auth, fields, querying, records
+from crm_graphql.services import auth, credentials, fields, querying, records
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
@@ -69,8 +69,9 @@ async def update_user(
     actor: Actor, session: AsyncSession, id: uuid.UUID | None, data: Mapping[str, Any]
 ) -> User:
     """Rename a user, change their role, or disable / re-enable their login (admins).
-    Disabling revokes their refresh tokens at once (an access token already issued lives
-    out its 15 minutes). The workspace always keeps an active admin, and admins cannot
+    Disabling revokes their refresh tokens at once, and disabling or a new role closes
+    their WebSocket connections (an access token already issued still works over HTTP
+    until it expires). The workspace always keeps an active admin, and admins cannot
     demote or disable themselves."""
     authorize(actor, Action.MANAGE_USERS)
     unknown = set(data) - set(USER_CHANGES)
@@ -105,7 +106,14 @@ async def update_user(
         )
         if not others:
             raise Invalid("The workspace needs at least one active admin", "role")
+    disabled = user.is_active and changes.get("is_active") is False
+    role_changed = "role" in changes and changes["role"] is not user.role
     await records.update(actor, session, user, changes, action="updateUser")
-    if changes.get("is_active") is False:
+    if disabled:
         await auth.revoke_all_refresh_tokens(session, user.id)
+    if disabled or role_changed:
+        # Access tokens carry the role: connections opened with them close (a fresh
+        # token, which refreshToken gives an enabled user, holds the new role).
+        reason = credentials.Reason.USER_DISABLED if disabled else credentials.Reason.ROLE_CHANGED
+        await credentials.revoke(actor, session, credentials.Kind.USER, user.id, reason)
     return user

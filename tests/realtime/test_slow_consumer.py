@@ -162,7 +162,7 @@ async def test_a_client_that_stops_reading_is_cut_off_with_4008_and_resumes_by_c
     # A fresh connection after the last processed cursor gets exactly the rest.
     last = processed[-1]["cursor"]
     async with support.log_reader(sessionmaker) as conn:
-        rest, _ = await events.read_events(
+        rest, _, _ = await events.read_events(
             conn, workspace_id, activities.TOPIC, Position.decode(last), limit=10 * BACKLOG
         )
     assert len(processed) + len(rest) == 5 + BACKLOG

@@ -29,7 +29,9 @@ async def commit_event(sessionmaker: async_sessionmaker[AsyncSession], actor: Ac
 
 async def read(sessionmaker: async_sessionmaker[AsyncSession], actor: Actor) -> tuple[int, bool]:
     async with support.log_reader(sessionmaker) as conn:
-        batch, held_back = await events.read_events(conn, actor.workspace_id, TOPIC, events.ORIGIN)
+        batch, held_back, _ = await events.read_events(
+            conn, actor.workspace_id, TOPIC, events.ORIGIN
+        )
     return len(batch), held_back
 
 
