@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     login_failures_per_ip: int = 20
     login_failures_per_email: int = 10
     login_failure_window_seconds: int = 900
+    # An address an email logged in from is exempt from that email's failure budget.
+    login_known_address_days: float = 30
     # json | text; unset: json in production, text otherwise.
     log_format: Literal["json", "text"] | None = None
     db_pool_size: int = 10
