@@ -41,6 +41,9 @@ READS = (
 START = """mutation($i: StartConversationInput!) {
   startConversation(input: $i) { conversation { id } errors { code message } }
 }"""
+EVENTS = """subscription($id: ID!) {
+  conversationEvents(conversationId: $id) { cursor type }
+}"""
 CUSTOMER = """mutation { createCustomer(input: {name: "Restart"}) {
   customer { id } errors { code message } } }"""
 
@@ -161,6 +164,18 @@ async def test_postgres_restart_answers_unavailable_never_internal(
                 timeout=20,
                 what="failures while stopped",
             )
+            # A subscription started meanwhile is told the same.
+            ws = await support.WSClient.connect(server.url, token)
+            try:
+                await ws.acknowledged()
+                await ws.subscribe(EVENTS, {"id": conversation})
+                message = await ws.receive()
+            finally:
+                await ws.close()
+            payload = message["payload"]
+            ws_errors = payload if message["type"] == "error" else payload["errors"]
+            assert [e["extensions"]["code"] for e in ws_errors] == ["UNAVAILABLE"], message
+            assert ws_errors[0]["extensions"]["retryAfter"] == 2, message
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - stopped_at)))
             await asyncio.to_thread(private_postgres.start)
             restarted.set()
