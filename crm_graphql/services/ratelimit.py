@@ -54,17 +54,21 @@ log = logging.getLogger(__name__)
 
 MINUTE = 60.0
 
-# KEYS: buckets. ARGV: now in ms (negative: Redis TIME), write (1 to record the hits, 0
-# to only ask), then period ms, limit and cost of each bucket. All buckets allow their
-# hits or none is recorded. Returns {allowed, retry_after_ms, remaining, reset_ms, index}
-# of the first bucket when all allow, else of the bucket that refuses longest (index
-# from 1).
-_GCRA = """
+# ARGV[1]: now in ms, or negative for Redis's own clock (shared by every process).
+_NOW = """
 local now = tonumber(ARGV[1])
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""
+
+# KEYS: buckets. ARGV: now in ms (negative: Redis TIME), write (1 to record the hits, 0
+# to only ask), then period ms, limit and cost of each bucket. All buckets allow their
+# hits or none is recorded. Returns {allowed, retry_after_ms, remaining, reset_ms, index}
+# of the first bucket when all allow, else of the bucket that refuses longest (index
+# from 1).
+_GCRA = _NOW + """
 local first = nil
 local refused = nil
 local writes = {}
@@ -102,12 +106,7 @@ return first
 
 # KEYS: buckets. ARGV: now in ms (negative: Redis TIME), then period ms, limit and cost
 # of each bucket: give the hits back (a reserved attempt that did not use them up).
-_GCRA_RELEASE = """
-local now = tonumber(ARGV[1])
-if now < 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+_GCRA_RELEASE = _NOW + """
 for i, key in ipairs(KEYS) do
   local tat = tonumber(redis.call('GET', key))
   if tat ~= nil then
