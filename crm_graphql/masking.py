@@ -7,7 +7,9 @@ WebSocket transports (which send ``error.formatted`` as is) mask exactly like HT
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -141,9 +143,16 @@ def _service_of(error: BaseException) -> str | None:
         return "PostgreSQL"
     if isinstance(error, RedisConnectionError | RedisTimeoutError):  # LOADING included
         return "Redis"
-    if isinstance(error, OSError):  # refused, reset or timed out below either driver
+    if isinstance(error, ConnectionError | TimeoutError | socket.gaierror) or (
+        isinstance(error, OSError) and error.errno in _UNREACHABLE
+    ):  # refused, reset, timed out, unreachable: below either driver
         return "server"
     return None
+
+
+# Socket errors without a subclass of their own (ECONNREFUSED is ConnectionRefusedError).
+# Not any OSError: a missing file is a bug, not an outage.
+_UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN})
 
 
 # asyncpg's errors for a server that is gone or cannot take connections right now:
