@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from crm_graphql.compiled import CompiledReads
 from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
@@ -152,6 +153,14 @@ def build_app(settings: Settings) -> Starlette:
             await engine.dispose()
 
     middleware: list[Middleware] = []
+    if settings.trusted_proxies:
+        # Outermost, so that every path (HTTP, WebSocket, rate limits, audit rows) sees
+        # the same client address: X-Forwarded-For is believed only from these peers.
+        # `crm-graphql serve` switches uvicorn's own handling off (it trusts 127.0.0.1
+        # by default), so the app alone decides.
+        middleware.append(
+            Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+        )
     if settings.cors_origins:
         middleware.append(
             Middleware(

@@ -157,6 +157,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             **SERVER_WEBSOCKETS,
             timeout_graceful_shutdown=10,
             ws_max_size=settings.max_request_bytes,  # the same cap as HTTP bodies
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default (or from
+            # FORWARDED_ALLOW_IPS): off, the app trusts CRM_TRUSTED_PROXIES alone.
+            proxy_headers=False,
         )
     finally:
         if servers is not None:

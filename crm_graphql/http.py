@@ -5,7 +5,14 @@ A POST body may also be a JSON array of operations (a batch, at most
 ``max_batch_operations``): they run one after the other and the answer is the array of
 their results. Every request counts against its caller's rate limit (one per operation)
 before anything is parsed; a refused request is a 429 with ``Retry-After``, and every
-answer carries the ``RateLimit-*`` headers of its bucket."""
+answer carries the ``RateLimit-*`` headers of its bucket.
+
+PostgreSQL or Redis stopping, starting or gone: the failed fields (or the whole
+operation) get ``UNAVAILABLE`` errors with ``retryAfter``. An operation that produced no
+data (``data`` null, or every root field null) answers 503 with ``Retry-After``; one with
+partial data answers 200 (what it has, and the errors of what it has not). A batch
+answers 503 only when none of its operations produced data: a 503 tells a client to send
+the same request again, which must not repeat the operations that did run."""
 
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from crm_graphql.explorer import explorer_response, wants_explorer
-from crm_graphql.masking import format_error
+from crm_graphql.masking import UNAVAILABLE_RETRY_AFTER, format_error, unavailable_error
 from crm_graphql.resolvers.context import AppState, Context
 from crm_graphql.resolvers.credentials import MalformedCredentials, actor_for_credentials
 from crm_graphql.services import ratelimit
@@ -195,6 +202,12 @@ def _codes(body: dict[str, Any]) -> set[Any]:
     return {(e.get("extensions") or {}).get("code") for e in body.get("errors") or []}
 
 
+def _no_data(body: dict[str, Any]) -> bool:
+    """Nothing was produced: no ``data``, or every root field null."""
+    data = body.get("data")
+    return data is None or all(value is None for value in data.values())
+
+
 def _retry_after(body: dict[str, Any]) -> int | None:
     hints = [(e.get("extensions") or {}).get("retryAfter") for e in body.get("errors") or []]
     return max((h for h in hints if isinstance(h, int)), default=None)
@@ -257,7 +270,34 @@ async def _execute(
         body["data"] = result.data
     if body.get("data") is None and _codes(body) == {"RATE_LIMITED"}:
         return body, 429
+    if "UNAVAILABLE" in _codes(body) and _no_data(body):
+        return body, 503
     return body, 200 if "data" in body else 400
+
+
+async def _operation(
+    request: Request, app: AppState, actor: Actor | None, request_id: str, params: dict[str, Any]
+) -> tuple[dict[str, Any] | bytes, int]:
+    """One operation of the request, by the compiled read path when it can answer it,
+    else executed: (body, HTTP status)."""
+    try:
+        # The compiled read path (docs/decisions/0006): the response as bytes, or None.
+        compiled = app.compiled and await app.compiled.execute(
+            actor, params["query"], params.get("variables"), params.get("operationName")
+        )
+        if compiled:
+            return compiled, 200
+        context = Context(
+            app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request)
+        )
+        return await _execute(request, context, params)
+    except Exception as exc:
+        # Failed outside of GraphQL execution (a pool, a session's close): the same
+        # answer as a failure inside it.
+        error = unavailable_error(exc, request_id)
+        if error is None:
+            raise
+        return {"errors": [error], "data": None}, 503
 
 
 async def graphql_endpoint(request: Request) -> Response:
@@ -278,22 +318,9 @@ async def graphql_endpoint(request: Request) -> Response:
             await _rate_limit(app, None, request, 1)
             raise
         headers.update(await _rate_limit(app, actor, request, len(operations)))
-        results: list[tuple[Any, int]] = []
-        for operation in operations:
-            # The compiled read path (docs/decisions/0006): the response as bytes, or None.
-            compiled = app.compiled and await app.compiled.execute(
-                actor,
-                operation["query"],
-                operation.get("variables"),
-                operation.get("operationName"),
-            )
-            if compiled:
-                results.append((compiled, 200))
-                continue
-            context = Context(
-                app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request)
-            )
-            results.append(await _execute(request, context, operation))
+        results = [
+            await _operation(request, app, actor, request_id, operation) for operation in operations
+        ]
     except RequestError as exc:
         return _respond(
             _error_body(str(exc), exc.code, exc.extensions),
@@ -301,16 +328,28 @@ async def graphql_endpoint(request: Request) -> Response:
             media_type,
             {**headers, **exc.headers},
         )
+    except Exception as exc:
+        # Before any operation ran (an API key looked up while PostgreSQL is down).
+        error = unavailable_error(exc, request_id)
+        if error is None:
+            raise
+        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+        return _respond({"errors": [error]}, 503, media_type, headers)
     if isinstance(params, list):
-        # A batch answers 200 with one result per operation, each with its own errors.
+        # A batch answers 200 with one result per operation, each with its own errors;
+        # 503 when none of them produced anything (module docstring).
+        unavailable = all(status == 503 for _, status in results)
         bodies = [orjson.Fragment(b) if isinstance(b, bytes) else b for b, _ in results]
-        return _respond(bodies, 200, media_type, headers)
+        if unavailable:
+            hints = [_retry_after(b) for b, _ in results if isinstance(b, dict)]
+            headers["Retry-After"] = str(max(h for h in hints if h is not None))
+        return _respond(bodies, 503 if unavailable else 200, media_type, headers)
     body, status = results[0]
     if isinstance(body, bytes):
         if not app.settings.is_production:
             headers["X-Crm-Read-Path"] = "compiled"
         return _respond(body, status, media_type, headers)
     retry_after = _retry_after(body)
-    if retry_after is not None:
+    if retry_after is not None and status in (429, 503):
         headers["Retry-After"] = str(retry_after)
     return _respond(body, status, media_type, headers)

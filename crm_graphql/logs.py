@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -37,3 +39,45 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> loggi
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
     return handler
+
+
+class RepeatedWarning:
+    """A warning that would repeat on every request or write while a dependency is down
+    (PostgreSQL or Redis stopped): logged the first time, then at most once per
+    ``interval`` seconds with how many times it happened since the previous line.
+    ``clock`` (seconds, monotonic) is replaced in tests."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self._pending = 0
+        self._last: float | None = None
+
+    def __call__(
+        self, message: str, *args: object, count: int = 1, exc_info: object = None, **extra: Any
+    ) -> bool:
+        """Count ``count`` occurrences; when the interval has passed, log ``message``
+        formatted with ``args``, then the count, then `` in the last N s`` (empty on
+        the first line): its last two placeholders are ``%d`` and ``%s``. True if logged."""
+        self._pending += count
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval:
+            return False
+        since = "" if self._last is None else f" in the last {now - self._last:.0f} s"
+        self.logger.warning(
+            message,
+            *args,
+            self._pending,
+            since,
+            exc_info=exc_info,  # type: ignore[arg-type]
+            extra=extra or None,
+        )
+        self._pending = 0
+        self._last = now
+        return True

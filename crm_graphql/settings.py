@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import secrets
@@ -52,6 +53,9 @@ class Settings(BaseSettings):
     # on | off | authenticated; unset: on, except `authenticated` in production.
     introspection: IntrospectionPolicy | None = None
     cors_origins: list[str] = Field(default_factory=list)
+    # Peers (IPs or CIDR networks, `*` for any) whose X-Forwarded-For/-Proto are believed;
+    # none by default: the client address is the TCP peer's.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Rate limits in Redis, shared by every server process (services/ratelimit.py).
     rate_limits: bool = True
     rate_limit_user_per_minute: int = 600
@@ -61,6 +65,8 @@ class Settings(BaseSettings):
     login_failures_per_ip: int = 20
     login_failures_per_email: int = 10
     login_failure_window_seconds: int = 900
+    # An address an email logged in from is exempt from that email's failure budget.
+    login_known_address_days: float = 30
     # json | text; unset: json in production, text otherwise.
     log_format: Literal["json", "text"] | None = None
     db_pool_size: int = 10
@@ -80,9 +86,9 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 12
     webhook_retry_base_seconds: float = 10.0
 
-    @field_validator("encryption_keys", mode="before")
+    @field_validator("encryption_keys", "trusted_proxies", mode="before")
     @classmethod
-    def _split_keys(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         """A JSON list, or entries separated by commas or whitespace."""
         if isinstance(value, str):
             text = value.strip()
@@ -90,6 +96,23 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part for part in text.replace(",", " ").split() if part]
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str]) -> list[str]:
+        """Addresses as given, networks in their canonical form (``10.0.0.0/8``); anything
+        else is refused at start-up, where a typo would otherwise trust nobody (or not the
+        intended network)."""
+        entries = []
+        for entry in value:
+            try:
+                if entry == "*" or "/" not in entry:
+                    entries.append(entry if entry == "*" else str(ipaddress.ip_address(entry)))
+                else:
+                    entries.append(str(ipaddress.ip_network(entry, strict=False)))
+            except ValueError as exc:
+                raise ValueError(f"not an IP address or network: {entry!r}") from exc
+        return entries
 
     @field_validator("introspection", mode="before")
     @classmethod

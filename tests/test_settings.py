@@ -78,3 +78,15 @@ def test_build_app_refuses_production_without_key(tmp_path: Path) -> None:
     # With keys the same settings build an app (the lifespan, not build_app, connects).
     keys = {"secret_key": "s" * 40, "encryption_keys": [new_encryption_key_entry()]}
     assert build_app(settings.model_copy(update=keys)) is not None
+
+
+def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CRM_TRUSTED_PROXIES", raising=False)
+    assert Settings().trusted_proxies == []  # none unless configured
+    monkeypatch.setenv("CRM_TRUSTED_PROXIES", "10.0.0.7, 10.1.2.3/8 ::1")
+    assert Settings().trusted_proxies == ["10.0.0.7", "10.0.0.0/8", "::1"]
+    monkeypatch.setenv("CRM_TRUSTED_PROXIES", '["*"]')
+    assert Settings().trusted_proxies == ["*"]
+    monkeypatch.setenv("CRM_TRUSTED_PROXIES", "10.0.0.7,proxy.internal")
+    with pytest.raises(ValueError, match=r"proxy\.internal"):
+        Settings()

@@ -223,7 +223,14 @@ class CompiledReads:
             # compiler._unrepresentable: stored data the executed path answers with an error.
             log.debug("compiled read refused a stored value: %s", error)
             return None
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
+        except (
+            asyncpg.PostgresError,
+            OSError,
+            asyncpg.InterfaceError,
+            # A pooled connection the server ended mid-statement (PostgreSQL restarting)
+            # can be left "another operation is in progress".
+            asyncpg.InternalClientError,
+        ) as error:
             # The executed path answers the same request with its own (coded) error.
             log.warning("compiled read failed, executing instead: %s\n%s", error, compiled.sql)
             return None

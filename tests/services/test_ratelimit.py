@@ -106,3 +106,29 @@ async def test_unreachable_redis_fails_open_with_a_warning(
         assert len(warnings) == 1  # once a minute, not once a request
     finally:
         await down.aclose()
+
+
+async def test_hit_all_counts_in_every_bucket_or_in_none(client: redis.Redis, prefix: str) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(client, prefix=prefix, clock=clock)
+    wide, narrow = Bucket("wide", limit=5, period=60), Bucket("narrow", limit=2, period=60)
+    assert (await limiter.hit_all([wide, narrow])).allowed
+    assert (await limiter.hit_all([wide, narrow])).allowed
+    refused = await limiter.hit_all([wide, narrow])
+    assert not refused.allowed and refused.key == "narrow" and refused.retry_after == 30
+    # Refused whole: the wide bucket still has its three hits.
+    assert (await limiter.hit(wide, 3)).remaining == 0
+
+
+async def test_release_gives_reserved_hits_back(client: redis.Redis, prefix: str) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(client, prefix=prefix, clock=clock)
+    bucket = Bucket("login-fail-pair:x", limit=2, period=900)
+    await limiter.hit_all([bucket])
+    await limiter.hit_all([bucket])
+    assert not (await limiter.peek(bucket)).allowed
+    await limiter.release([bucket])
+    assert (await limiter.peek(bucket)).allowed
+    await limiter.release([bucket, bucket])  # never below an empty bucket
+    assert await client.exists(prefix + bucket.key) == 0
+    assert (await limiter.hit(bucket)).remaining == 1
