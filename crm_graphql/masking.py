@@ -17,6 +17,7 @@ from graphql.error import GraphQLFormattedError
 from sqlalchemy.exc import DBAPIError
 from strawberry.extensions import SchemaExtension
 
+from crm_graphql.execution import response_order
 from crm_graphql.services.errors import DomainError
 from crm_graphql.services.ratelimit import RateLimited
 
@@ -105,7 +106,7 @@ class _Formatted(GraphQLError):
 
 class FormatErrors(SchemaExtension):
     """Replace every error of a result (and of each streamed subscription event) by its
-    client form (``format_error``)."""
+    client form (``format_error``), in response order (``execution.response_order``)."""
 
     _streamed = False
 
@@ -121,7 +122,7 @@ class FormatErrors(SchemaExtension):
             e
             if isinstance(e, _Formatted)
             else _Formatted(format_error(e, request_id, production=production), e)
-            for e in errors
+            for e in response_order(errors, getattr(result, "data", None))
         ]
 
     def on_operation(self) -> Iterator[None]:

@@ -7,6 +7,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
+from crm_graphql.execution import settle_siblings
 from crm_graphql.limits import OperationLimits
 from crm_graphql.masking import FormatErrors
 from crm_graphql.resolvers import nodes as resolve_nodes
@@ -77,7 +78,9 @@ class CrmSchema(strawberry.Schema):
 def build_schema(**kwargs: Any) -> strawberry.Schema:
     """The schema. ``OperationLimits`` parses and validates with caches keyed by the
     document's text and applies the query limits; ``FormatErrors`` gives every error its
-    client form (codes, masking) on HTTP and WebSocket alike."""
+    client form (codes, masking) on HTTP and WebSocket alike. Sibling fields settle
+    before an error propagates (``crm_graphql.execution``)."""
+    settle_siblings()
     return CrmSchema(
         query=Query,
         mutation=Mutation,
