@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -87,6 +88,36 @@ def aware_datetime(value: Any, field: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise Invalid(f"`{field}` needs a timezone offset, e.g. 2025-01-31T09:00:00Z", field)
     return value.astimezone(UTC)
+
+
+# JSON values (custom fields, preferences, order items) keep whole numbers that JSON
+# parsers read exactly: 64 bits, signed or not (README "JSON values").
+_JSON_INT_MIN = -(2**63)
+_JSON_INT_MAX = 2**64 - 1
+
+
+def json_value(value: Any, field: str) -> Any:
+    """``value`` when every number in it is a finite float or a whole number of 64 bits,
+    else ``Invalid`` (walked without recursion: the nesting is limited elsewhere)."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            stack.extend(current.values())
+        elif isinstance(current, list | tuple):
+            stack.extend(current)
+        elif isinstance(current, bool):
+            continue
+        elif isinstance(current, int):
+            if not _JSON_INT_MIN <= current <= _JSON_INT_MAX:
+                raise Invalid(
+                    f"`{field}` holds a whole number outside the 64-bit range "
+                    f"({_JSON_INT_MIN} to {_JSON_INT_MAX}); send it as a string",
+                    field,
+                )
+        elif isinstance(current, float) and not math.isfinite(current):
+            raise Invalid(f"`{field}` holds a number that is not finite", field)
+    return value
 
 
 E = TypeVar("E", bound=enum.Enum)
