@@ -21,6 +21,7 @@ from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
+from crm_graphql.schema.scalars import SCALAR_OVERRIDES
 from crm_graphql.schema.security import SecurityMutation, SecurityQuery
 from crm_graphql.schema.users import UserMutation, UserQuery
 from crm_graphql.schema.webhooks import WebhookMutation, WebhookQuery
@@ -86,6 +87,7 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=[FormatErrors, OperationLimits],
+        scalar_overrides=SCALAR_OVERRIDES,
         **kwargs,
     )
 
