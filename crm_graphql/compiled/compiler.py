@@ -441,7 +441,7 @@ class Compiler:
         self.state.models.add(info.model)
         gql_type = self.gschema.get_type(type_name)
         assert isinstance(gql_type, GraphQLObjectType)
-        plain = _plain_fields(self.schema, type_name)
+        plain = plain_fields(self.schema, type_name)
 
         def value(name: str, nodes: list[FieldNode]) -> str:
             subselections = self._subselections(nodes)
@@ -829,7 +829,7 @@ def _json_string(text: str) -> str:
 _PLAIN: dict[str, dict[str, str]] = {}
 
 
-def _plain_fields(schema: Schema, type_name: str) -> dict[str, str]:
+def plain_fields(schema: Schema, type_name: str) -> dict[str, str]:
     """GraphQL name -> column name of the fields that read a column as stored."""
     found = _PLAIN.get(type_name)
     if found is None:

@@ -104,12 +104,22 @@ def node_type(gql_type: Any) -> Any:
 
 
 class ReadQueries:
-    """Random read operations (document, variables) over ``schema``."""
+    """Random read operations (document, variables) over ``schema``. With ``focus`` (the
+    root fields and, per object type, the fields the compiled path knows), half of the
+    operations keep to those, so that both paths answer many of them."""
 
-    def __init__(self, schema: GraphQLSchema, samples: Samples, rng: random.Random) -> None:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        samples: Samples,
+        rng: random.Random,
+        focus: dict[str, set[str]] | None = None,
+    ) -> None:
         self.schema = schema
         self.samples = samples
         self.rng = rng
+        self.focus = focus or {}
+        self.focused = False
 
     # ------------------------------------------------------------------ operations
 
@@ -119,7 +129,8 @@ class ReadQueries:
         self.aliases = 0
         query = self.schema.query_type
         assert query is not None
-        roots = [n for n in query.fields if n != "__typename"]
+        self.focused = bool(self.focus) and self.rng.random() < 0.5
+        roots = [n for n in self._names(query) if n != "__typename"]
         weights = [
             3 if n in ("node", "nodes") else 1 if node_type(query.fields[n].type) is None else 4
             for n in roots
@@ -151,7 +162,7 @@ class ReadQueries:
             return self._abstract(named, depth)
         assert isinstance(named, GraphQLObjectType)
         names = [
-            n for n in named.fields if (named.name, n) not in VOLATILE and n != "__typename"
+            n for n in self._names(named) if (named.name, n) not in VOLATILE and n != "__typename"
         ]
         if depth >= 4:  # deep enough: leaves only
             names = [n for n in names if _is_leaf(named.fields[n])] or names[:1]
@@ -185,12 +196,18 @@ class ReadQueries:
 
     def _abstract(self, abstract: Any, depth: int) -> str:
         possible = list(self.schema.get_possible_types(abstract))
+        if self.focused:
+            possible = [p for p in possible if p.name in self.focus] or possible
         parts = ["__typename"] if self.rng.random() < 0.7 else []
         if isinstance(abstract, GraphQLInterfaceType) and self.rng.random() < 0.6:
             parts.append("id")
         for concrete in self.rng.sample(possible, min(len(possible), self.rng.randint(1, 3))):
             parts.append(f"... on {concrete.name} {self._selection(concrete, depth)}")
         return "{ " + " ".join(parts) + " }"
+
+    def _names(self, object_type: Any) -> list[str]:
+        allowed = self.focus.get(object_type.name) if self.focused else None
+        return [n for n in object_type.fields if allowed is None or n in allowed]
 
     def _named_fragment(self, object_type: GraphQLObjectType, depth: int) -> str:
         name = f"F{len(self.fragments)}"
