@@ -3,7 +3,6 @@ page size. Keys are scoped by the request's actor, hence by workspace."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,18 +39,6 @@ class ListArgs:
         return ListArgs(key, tuple(order or ()), page)
 
 
-class SharedLoader(DataLoader[Any, Any]):
-    """A DataLoader whose loads outlive a cancelled caller. One future per key is shared by
-    every field that asks for it, and the batch runs on the request's one session: a
-    caller cancelled mid-wait (its parent field failed) must neither cancel the future for
-    the fields still waiting on it (``CancelledError`` in their place) nor, by cancelling
-    every future of a batch, interrupt the batch's statement and leave the session
-    unusable (``PendingRollbackError`` for every later read)."""
-
-    def load(self, key: Any) -> Awaitable[Any]:
-        return asyncio.shield(super().load(key))
-
-
 class Loaders:
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -61,7 +48,7 @@ class Loaders:
     def _get(self, key: Any, load_fn: Any) -> DataLoader[Any, Any]:
         loader = self._loaders.get(key)
         if loader is None:
-            loader = self._loaders[key] = SharedLoader(load_fn=load_fn)
+            loader = self._loaders[key] = DataLoader(load_fn=load_fn)
         return loader
 
     def by_id(self, model: type[Any]) -> DataLoader[uuid.UUID, Any]:
