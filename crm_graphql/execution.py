@@ -49,6 +49,8 @@ def response_order(errors: Sequence[GraphQLError], data: Any) -> list[GraphQLErr
 
 def _position(error: GraphQLError, data: Any) -> tuple[Any, ...]:
     path = error.path or []
+    if not path:
+        return (False,)  # sorted() is stable: the request's errors keep their order
     key: list[tuple[Any, ...]] = []
     node = data
     for depth, segment in enumerate(path):
@@ -63,4 +65,4 @@ def _position(error: GraphQLError, data: Any) -> tuple[Any, ...]:
             key.append((1, location.line, location.column) if location else (1, 0, 0))
             key.extend((2, 0, s) if isinstance(s, int) else (2, 1, s) for s in path[depth:])
             break
-    return (bool(path), tuple(key), error.message)
+    return (True, tuple(key), error.message)

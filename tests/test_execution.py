@@ -78,7 +78,8 @@ def test_errors_come_in_response_order() -> None:
         GraphQLError("x", path=["z", "y", 1, "x"]),
         GraphQLError("item", path=["z", "y", 0]),
         GraphQLError("a", path=["a"]),
-        GraphQLError("request"),
+        GraphQLError("request: second"),
+        GraphQLError("request: first"),
     ]
     ordered = [e.message for e in response_order(errors, data)]
-    assert ordered == ["request", "item", "x", "w", "a", "below a null"]
+    assert ordered == ["request: second", "request: first", "item", "x", "w", "a", "below a null"]
