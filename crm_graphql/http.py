@@ -80,6 +80,11 @@ def _respond(
     )
 
 
+# orjson's message for a document nested deeper than it parses (the tests of deep input in
+# tests/api/test_hostile_input.py fail if the wording changes).
+_DEPTH_LIMIT = "depth limit exceeded"
+
+
 async def _params(request: Request, max_bytes: int) -> dict[str, Any] | list[Any]:
     if request.method == "GET":
         q = request.query_params
@@ -113,6 +118,8 @@ async def _params(request: Request, max_bytes: int) -> dict[str, Any] | list[Any
     try:
         params = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if _DEPTH_LIMIT in str(exc):  # orjson's own nesting limit (1024): too deep anyway
+            raise RequestError(400, "The body is nested too deeply", "INPUT_TOO_DEEP") from exc
         raise RequestError(400, "The body is not valid JSON", "BAD_REQUEST") from exc
     if not isinstance(params, dict | list):
         raise RequestError(

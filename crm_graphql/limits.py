@@ -329,6 +329,31 @@ def shape_of(schema: GraphQLSchema, document: DocumentNode, limits: QueryLimits)
     )
 
 
+def input_errors(
+    shape: Shape, limits: QueryLimits, variables: Mapping[str, Any] | None
+) -> list[GraphQLError]:
+    """Text PostgreSQL refuses and input values nested too deep, in the document or the
+    variables: checked before anything else reads the variables (a cache key encodes
+    them, and an encoder has a nesting limit of its own)."""
+    variables_depth, problem = inspect_input(variables) if variables else (1, None)
+    problem = shape.text_problem or problem
+    if problem:
+        # PostgreSQL refuses such text; say so before anything reaches it.
+        return [limit_error(problem, "VALIDATION")]
+    deepest_input = max(shape.input_depth, variables_depth - 1)
+    if limits.max_input_depth and deepest_input > limits.max_input_depth:
+        return [
+            limit_error(
+                f"An input value is nested {deepest_input} levels deep; at most "
+                f"{limits.max_input_depth} are allowed",
+                "INPUT_TOO_DEEP",
+                limit=limits.max_input_depth,
+                actual=deepest_input,
+            )
+        ]
+    return []
+
+
 def limit_errors(
     schema: GraphQLSchema,
     document: DocumentNode,
@@ -356,22 +381,9 @@ def limit_errors(
                 actual=shape.depth,
             )
         ]
-    variables_depth, problem = inspect_input(variables) if variables else (1, None)
-    problem = shape.text_problem or problem
-    if problem:
-        # PostgreSQL refuses such text; say so before anything reaches it.
-        return [limit_error(problem, "VALIDATION")]
-    deepest_input = max(shape.input_depth, variables_depth - 1)
-    if limits.max_input_depth and deepest_input > limits.max_input_depth:
-        return [
-            limit_error(
-                f"An input value is nested {deepest_input} levels deep; at most "
-                f"{limits.max_input_depth} are allowed",
-                "INPUT_TOO_DEEP",
-                limit=limits.max_input_depth,
-                actual=deepest_input,
-            )
-        ]
+    errors = input_errors(shape, limits, variables)
+    if errors:
+        return errors
     cost = shape.static_cost
     if cost is None:
         cost = measure(schema, document, limits, variables)[1]

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from strawberry.extensions import SchemaExtension
 
+from crm_graphql.execution import response_order
 from crm_graphql.logs import RepeatedWarning
 from crm_graphql.services.errors import DomainError
 from crm_graphql.services.ratelimit import RateLimited
@@ -190,7 +191,7 @@ class _Formatted(GraphQLError):
 
 class FormatErrors(SchemaExtension):
     """Replace every error of a result (and of each streamed subscription event) by its
-    client form (``format_error``)."""
+    client form (``format_error``), in response order (``execution.response_order``)."""
 
     _streamed = False
 
@@ -206,7 +207,7 @@ class FormatErrors(SchemaExtension):
             e
             if isinstance(e, _Formatted)
             else _Formatted(format_error(e, request_id, production=production), e)
-            for e in errors
+            for e in response_order(errors, getattr(result, "data", None))
         ]
 
     def on_operation(self) -> Iterator[None]:

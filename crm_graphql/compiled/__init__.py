@@ -27,7 +27,7 @@ from strawberry.schema.schema import validate_document
 
 from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
 from crm_graphql.db.engine import make_read_pool
-from crm_graphql.limits import QueryLimits, Shape, limit_errors, shape_of
+from crm_graphql.limits import QueryLimits, Shape, input_errors, limit_errors, shape_of
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
 from crm_graphql.services.policy import authorize_read
@@ -171,6 +171,8 @@ class CompiledReads:
         document = self._document(query, operation_name)
         if document is None:
             return None
+        if variables and input_errors(document.shape, self.limits, variables):
+            return None  # the executed path answers with the error, before keying on them
         key = (
             query,
             operation_name,

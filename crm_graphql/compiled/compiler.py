@@ -19,6 +19,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from graphql import (
@@ -118,10 +119,45 @@ class _Concat:
 
 
 def _iso_datetime(sql: str) -> str:
-    """``datetime.isoformat()`` of a timestamptz in UTC (microseconds only when non-zero)."""
-    return (
+    """``datetime.isoformat()`` of a timestamptz in UTC (microseconds only when non-zero).
+    The driver reads -infinity / infinity as Python's first / last instant, answered in
+    UTC (``fields.stored_instant``); an instant outside Python's range is a value the
+    executed path fails on."""
+    text = (
         f"to_char(({sql}) AT TIME ZONE 'UTC', CASE WHEN date_trunc('second', {sql}) = {sql} "
         """THEN 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"' END)"""
+    )
+    return _finite(
+        sql,
+        text,
+        "'0001-01-01 00:00:00+00'::timestamptz",
+        "'9999-12-31 23:59:59.999999+00'::timestamptz",
+        datetime.min.replace(tzinfo=UTC).isoformat(),
+        datetime.max.replace(tzinfo=UTC).isoformat(),
+    )
+
+
+def _iso_date(sql: str) -> str:
+    """``date.isoformat()``; -infinity / infinity as the driver reads them (Python's first
+    and last date)."""
+    return _finite(
+        sql,
+        f"to_char({sql}, 'YYYY-MM-DD')",
+        "'0001-01-01'::date",
+        "'9999-12-31'::date",
+        date.min.isoformat(),
+        date.max.isoformat(),
+    )
+
+
+def _finite(sql: str, text: str, first: str, last: str, before: str, after: str) -> str:
+    """``text`` for a value of Python's range [first, last]; the texts of the driver's
+    readings of -infinity and infinity; any other value fails the statement."""
+    return (
+        f"CASE WHEN {sql} BETWEEN {first} AND {last} THEN {text} "
+        f"WHEN {sql} = '-infinity' THEN {_literal(before)} "
+        f"WHEN {sql} = 'infinity' THEN {_literal(after)} "
+        f"ELSE {_unrepresentable(sql)} END"
     )
 
 
@@ -331,7 +367,7 @@ class Compiler:
             elif kind == "DateTime":
                 text = _quoted(_iso_datetime(sql))
             elif kind == "Date":
-                text = _quoted(f"to_char({sql}, 'YYYY-MM-DD')")
+                text = _quoted(_iso_date(sql))
             elif kind == "Decimal":
                 text = _quoted(f"({sql})::text")
             elif kind == "JSON":
@@ -363,7 +399,7 @@ class Compiler:
             elif kind is not None and kind.__name__ == "datetime":
                 text = _quoted(_iso_datetime(sql))
             elif kind is not None and kind.__name__ == "date":
-                text = _quoted(f"to_char({sql}, 'YYYY-MM-DD')")
+                text = _quoted(_iso_date(sql))
             elif kind is not None and kind.__name__ == "Decimal":
                 text = _quoted(f"({sql})::text")
             else:
@@ -405,7 +441,7 @@ class Compiler:
         self.state.models.add(info.model)
         gql_type = self.gschema.get_type(type_name)
         assert isinstance(gql_type, GraphQLObjectType)
-        plain = _plain_fields(self.schema, type_name)
+        plain = plain_fields(self.schema, type_name)
 
         def value(name: str, nodes: list[FieldNode]) -> str:
             subselections = self._subselections(nodes)
@@ -793,7 +829,7 @@ def _json_string(text: str) -> str:
 _PLAIN: dict[str, dict[str, str]] = {}
 
 
-def _plain_fields(schema: Schema, type_name: str) -> dict[str, str]:
+def plain_fields(schema: Schema, type_name: str) -> dict[str, str]:
     """GraphQL name -> column name of the fields that read a column as stored."""
     found = _PLAIN.get(type_name)
     if found is None:

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from crm_graphql.models.base import load_json
+
 
 def async_url(url: str) -> str:
     """Normalise ``postgres://`` / ``postgresql://`` URLs to the asyncpg dialect."""
@@ -31,6 +33,7 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
         max_overflow=pool_size,
         pool_pre_ping=True,
         echo=echo,
+        json_deserializer=load_json,
         connect_args={"server_settings": {"jit": "off", "application_name": "crm_graphql"}},
     )
 

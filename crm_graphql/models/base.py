@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+import json
 import os
 import time
 import uuid
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import DateTime, Enum, ForeignKey, MetaData, func
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
@@ -40,6 +42,23 @@ class Base(DeclarativeBase):
     # Server-side defaults and onupdate values (created_at, updated_at, txid) come back
     # with RETURNING: reading them later must not lazy-load, which async code cannot do.
     __mapper_args__ = {"eager_defaults": True}
+
+
+def load_json(text: str | bytes) -> Any:
+    """A stored JSON value (JSONB text) as Python, the way every reader decodes it (the
+    ORM, plain connections, encrypted fields). PostgreSQL keeps numbers of any size;
+    clients and orjson handle whole numbers of 64 bits, so a larger one reads as the
+    nearest float, and one beyond a float's range as infinity (answered as ``null``):
+    never an error on read, and the same on the compiled path (README "JSON values")."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # a number beyond a float's range
+        return json.loads(text, parse_int=_whole_number)
+
+
+def _whole_number(text: str) -> int | float:
+    number = int(text)
+    return number if -(2**63) <= number < 2**64 else float(text)
 
 
 E = TypeVar("E", bound=enum.Enum)

@@ -10,7 +10,7 @@ from strawberry.types.unset import UNSET
 
 from crm_graphql.resolvers.ids import MalformedId, decode_id, from_global_id
 from crm_graphql.services.errors import Invalid, NotFound
-from crm_graphql.services.querying import PageRequest
+from crm_graphql.services.querying import PageRequest, camel_case
 
 _ID_FILTER = "IDFilter"
 
@@ -27,7 +27,7 @@ def _decode_ids(field_name: str, ops: dict[str, Any]) -> dict[str, Any]:
             else:
                 decoded[op] = from_global_id(value)[1]
         except MalformedId as exc:
-            raise Invalid(str(exc), field_name) from exc
+            raise Invalid(str(exc), camel_case(field_name)) from exc
     return decoded
 
 
@@ -98,7 +98,7 @@ def input_changes(value: Any, *, ids: dict[str, str] | None = None) -> dict[str,
             if raw is not None:
                 decoded = decode_id(raw, ids[f.name])
                 if decoded is None:
-                    raise NotFound(f"{ids[f.name]} not found", _camel(f.name))
+                    raise NotFound(f"{ids[f.name]} not found", camel_case(f.name))
                 raw = decoded
         elif dataclasses.is_dataclass(raw):
             raw = {k: v for k, v in dataclasses.asdict(raw).items() if v is not UNSET}  # type: ignore[arg-type]
@@ -106,8 +106,3 @@ def input_changes(value: Any, *, ids: dict[str, str] | None = None) -> dict[str,
             raw = [{k: v for k, v in dataclasses.asdict(i).items() if v is not UNSET} for i in raw]
         changes[f.name] = raw
     return changes
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)

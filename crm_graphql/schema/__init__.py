@@ -7,6 +7,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
+from crm_graphql.execution import settle_siblings
 from crm_graphql.limits import OperationLimits
 from crm_graphql.masking import FormatErrors
 from crm_graphql.resolvers import nodes as resolve_nodes
@@ -20,6 +21,7 @@ from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
+from crm_graphql.schema.scalars import SCALAR_OVERRIDES
 from crm_graphql.schema.security import SecurityMutation, SecurityQuery
 from crm_graphql.schema.users import UserMutation, UserQuery
 from crm_graphql.schema.webhooks import WebhookMutation, WebhookQuery
@@ -77,12 +79,15 @@ class CrmSchema(strawberry.Schema):
 def build_schema(**kwargs: Any) -> strawberry.Schema:
     """The schema. ``OperationLimits`` parses and validates with caches keyed by the
     document's text and applies the query limits; ``FormatErrors`` gives every error its
-    client form (codes, masking) on HTTP and WebSocket alike."""
+    client form (codes, masking) on HTTP and WebSocket alike. Sibling fields settle
+    before an error propagates (``crm_graphql.execution``)."""
+    settle_siblings()
     return CrmSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=[FormatErrors, OperationLimits],
+        scalar_overrides=SCALAR_OVERRIDES,
         **kwargs,
     )
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.schema.types.base_scalars import DateTimeDefinition
+from strawberry.types.scalar import ScalarDefinition
 
 from crm_graphql import models
+from crm_graphql.services.fields import stored_instant
 
 if TYPE_CHECKING:
     # strawberry.enum registers and returns the model's own enum class; say so to mypy.
@@ -38,7 +43,18 @@ else:
         models.MessageAuthorType, description="Who wrote a message."
     )
 
-__all__ = ["JSON"]
+__all__ = ["JSON", "SCALAR_OVERRIDES"]
+
+
+def _instant(value: datetime) -> str:
+    return stored_instant(value).isoformat()
+
+
+# Strawberry's DateTime, answering every value with its offset: the database driver reads
+# -infinity / infinity as naive values, which the compiled path answers in UTC as well.
+SCALAR_OVERRIDES: dict[object, ScalarDefinition] = {
+    datetime: dataclasses.replace(DateTimeDefinition, serialize=_instant)
+}
 
 
 @strawberry.type(description="An amount of money in one currency.")

@@ -127,6 +127,8 @@ async def _clean(
             cleaned["custom_fields"] = {}
         elif not isinstance(data["custom_fields"], dict):
             raise Invalid("`customFields` must be a JSON object", "customFields")
+        else:
+            fields.json_value(data["custom_fields"], "customFields")
     await records.ensure_in_workspace(actor, session, [(User, cleaned.get("owner_id"), "ownerId")])
     return cleaned
 

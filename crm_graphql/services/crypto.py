@@ -24,6 +24,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.models.base import load_json
+
 FORMAT = "v1"
 NONCE_BYTES = 12
 KEYRING_INFO_KEY = "crm_keyring"
@@ -100,7 +102,7 @@ class Keyring:
         return self.encrypt(json.dumps(value, separators=(",", ":"), sort_keys=True))
 
     def decrypt_json(self, token: str) -> Any:
-        return json.loads(self.decrypt(token))
+        return load_json(self.decrypt(token))
 
     def is_current(self, token: str) -> bool:
         """Whether the value is already under the current key (rotation skips it)."""

@@ -106,6 +106,8 @@ async def _clean(
                 cleaned[key] = {}
             elif not isinstance(data[key], dict):
                 raise Invalid(f"`{key}` must be a JSON object", key)
+            else:
+                fields.json_value(data[key], "customFields" if key == "custom_fields" else key)
     if "address" in data and data["address"] is not None and not isinstance(data["address"], dict):
         raise Invalid("`address` must be an object", "address")
     if "lifecycle_stage" in data and data["lifecycle_stage"] is None:

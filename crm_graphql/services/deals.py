@@ -416,9 +416,7 @@ def _deal_payload(deal: Deal) -> dict[str, Any]:
 def _close_date(value: Any) -> date | None:
     if value is None:
         return None
-    if isinstance(value, datetime) or not isinstance(value, date):
-        raise Invalid("`expectedCloseDate` must be a date (YYYY-MM-DD)", "expectedCloseDate")
-    return value
+    return fields.calendar_date(value, "expectedCloseDate")
 
 
 async def _clean_deal(

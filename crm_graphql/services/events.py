@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from crm_graphql.models import Event
+from crm_graphql.models.base import load_json
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.audit import jsonable
 from crm_graphql.services.credentials import COUNTER_SQL
@@ -190,7 +190,7 @@ async def read_events(
             row["type"],
             row["entity_type"],
             row["entity_id"],
-            json.loads(row["payload"]),  # as SQLAlchemy does: any JSON number
+            load_json(row["payload"]),  # as the engine decodes JSON columns
             row["created_at"],
         )
         for row in rows

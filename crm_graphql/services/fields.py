@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -80,13 +81,84 @@ def tags(values: list[str] | None, field: str = "tags") -> list[str]:
     return result
 
 
+# The dates and times the API accepts, in UTC (README "Dates and times"). PostgreSQL's
+# driver (asyncpg) stores Python's first and last representable instant and date as
+# -infinity / infinity, and an offset can move a value of the first or last day out of
+# Python's range: one day inside Python's range on each side is safe for every offset.
+EARLIEST_DATE = date(1, 1, 2)
+LATEST_DATE = date(9999, 12, 30)
+EARLIEST = datetime.combine(EARLIEST_DATE, time.min, UTC)
+LATEST = datetime.combine(LATEST_DATE, time.max, UTC)
+_RANGE = "between 0001-01-02T00:00:00Z and 9999-12-30T23:59:59.999999Z"
+_DATE_RANGE = "between 0001-01-02 and 9999-12-30"
+
+
 def aware_datetime(value: Any, field: str) -> datetime:
-    """A timezone-aware instant, converted to UTC; a naive one is ambiguous, so ``Invalid``."""
+    """A timezone-aware instant in the accepted range, converted to UTC; a naive one is
+    ambiguous, so ``Invalid``."""
     if not isinstance(value, datetime):
         raise Invalid(f"`{field}` must be a date and time", field)
     if value.tzinfo is None or value.utcoffset() is None:
         raise Invalid(f"`{field}` needs a timezone offset, e.g. 2025-01-31T09:00:00Z", field)
-    return value.astimezone(UTC)
+    return instant(value, field)
+
+
+def instant(value: datetime, field: str) -> datetime:
+    """``value`` in UTC when it lies in the accepted range (a naive value is read as UTC,
+    as filters allow), else ``Invalid``."""
+    try:
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # an offset moved it out of Python's range
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise Invalid(f"`{field}` must be {_RANGE}", field)
+    return utc
+
+
+def calendar_date(value: Any, field: str) -> date:
+    """A date (not a date and time) in the accepted range, else ``Invalid``."""
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise Invalid(f"`{field}` must be a date (YYYY-MM-DD)", field)
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise Invalid(f"`{field}` must be {_DATE_RANGE}", field)
+    return value
+
+
+def stored_instant(value: datetime) -> datetime:
+    """A stored instant as clients see it (answers and cursors): with its offset. The
+    only naive values the database driver returns are its readings of -infinity and
+    infinity (Python's first and last instant), shown as those instants in UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# JSON values (custom fields, preferences, order items) keep whole numbers that JSON
+# parsers read exactly: 64 bits, signed or not (README "JSON values").
+_JSON_INT_MIN = -(2**63)
+_JSON_INT_MAX = 2**64 - 1
+
+
+def json_value(value: Any, field: str) -> Any:
+    """``value`` when every number in it is a finite float or a whole number of 64 bits,
+    else ``Invalid`` (walked without recursion: the nesting is limited elsewhere)."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            stack.extend(current.values())
+        elif isinstance(current, list | tuple):
+            stack.extend(current)
+        elif isinstance(current, bool):
+            continue
+        elif isinstance(current, int):
+            if not _JSON_INT_MIN <= current <= _JSON_INT_MAX:
+                raise Invalid(
+                    f"`{field}` holds a whole number outside the 64-bit range "
+                    f"({_JSON_INT_MIN} to {_JSON_INT_MAX}); send it as a string",
+                    field,
+                )
+        elif isinstance(current, float) and not math.isfinite(current):
+            raise Invalid(f"`{field}` holds a number that is not finite", field)
+    return value
 
 
 E = TypeVar("E", bound=enum.Enum)

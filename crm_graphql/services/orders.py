@@ -84,7 +84,7 @@ def _items(value: Any) -> list[dict[str, Any]]:
     for index, item in enumerate(value):
         if not isinstance(item, dict):
             raise Invalid(f"`items` must be a list of objects (item {index} is not)", "items")
-    return list(value)
+    return list(fields.json_value(value, "items"))
 
 
 async def _clean(

@@ -14,15 +14,28 @@ import enum
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
 
 import orjson
-from sqlalchemy import ARRAY, ColumnElement, Select, and_, false, func, not_, or_, select, true
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    ColumnElement,
+    Select,
+    and_,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
+from crm_graphql.services import fields
 from crm_graphql.services.errors import Invalid
 
 M = TypeVar("M")
@@ -106,11 +119,50 @@ def _is_array(column: Any) -> bool:
     return isinstance(getattr(column, "type", None), ARRAY)
 
 
+def _operand(column: Any, value: Any, field_name: str) -> Any:
+    """A filter value the database can compare with ``column``: dates and times in the
+    accepted range, decimals finite and within the column's precision (rounded to its
+    scale, as PostgreSQL's cast would), else ``Invalid`` naming the field."""
+    if isinstance(value, list | tuple):
+        return [_operand(column, item, field_name) for item in value]
+    name = camel_case(field_name)
+    if isinstance(value, datetime):
+        fields.instant(value, name)
+    elif isinstance(value, date):
+        fields.calendar_date(value, name)
+    elif isinstance(value, Decimal):
+        return _decimal_operand(column, value, name)
+    return value
+
+
+def _decimal_operand(column: Any, value: Decimal, field_name: str) -> Decimal:
+    precision = getattr(column.type, "precision", None)
+    scale = getattr(column.type, "scale", None) or 0
+    if not value.is_finite():
+        raise Invalid(f"`{field_name}` must be a finite number", field_name)
+    if precision is None:
+        return value
+    whole = precision - scale
+    largest = Decimal(10) ** whole - Decimal(1).scaleb(-scale)
+    if value.adjusted() < whole:
+        value = value.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+        if abs(value) <= largest:
+            return value
+    raise Invalid(f"`{field_name}` must be between -{largest} and {largest}", field_name)
+
+
+def camel_case(name: str) -> str:
+    """A field's name as clients write it (``expected_close_date`` -> ``expectedCloseDate``)."""
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
 def _operator(column: Any, op: str, value: Any, field_name: str) -> ColumnElement[bool]:
     if op == "is_null":
         return column.is_(None) if value else column.is_not(None)
     if value is None:
         raise Invalid(f"`{op}` needs a value", field_name)
+    value = _operand(column, value, field_name)
     if _is_array(column):
         if op == "contains":  # every given tag is present
             return column.contains(list(value) if isinstance(value, list | tuple) else [value])
@@ -167,7 +219,7 @@ def filter_condition(spec: FilterSpec | None, fields: Mapping[str, Any]) -> Colu
                     if operand is not None or op == "is_null"
                 )
             else:
-                terms.append(column == value)
+                terms.append(column == _operand(column, value, key))
         else:
             raise Invalid(f"Unknown filter field `{key}`", key)
     return and_(true(), *terms)
@@ -177,7 +229,9 @@ def filter_condition(spec: FilterSpec | None, fields: Mapping[str, Any]) -> Colu
 
 
 def _encode_value(value: Any) -> Any:
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime):
+        return fields.stored_instant(value).isoformat()
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal | uuid.UUID):
         return str(value)
@@ -193,16 +247,32 @@ def python_type(column: Any) -> type | None:
         return None
 
 
+# How asyncpg reads PostgreSQL's -infinity and infinity (and writes these values back as
+# them): a cursor of such a row must lead back to it.
+_DRIVER_INFINITIES = {datetime.min.replace(tzinfo=UTC): datetime.min}
+_DRIVER_INFINITIES[datetime.max.replace(tzinfo=UTC)] = datetime.max
+
+
 def _decode_value(column: Any, raw: Any) -> Any:
+    """A cursor's value for ``column``, of the column's type (``ValueError`` otherwise:
+    a cursor is client input)."""
     if raw is None:
         return None
     kind = python_type(column)
+    if kind is int:
+        bits = 64 if isinstance(column.type, BigInteger) else 32
+        if isinstance(raw, bool) or not isinstance(raw, int) or not -(2**bits) <= 2 * raw < 2**bits:
+            raise ValueError("not a whole number of the column")
+        return raw
+    if not isinstance(raw, str) or "\x00" in raw:
+        raise ValueError("not a text")
     if kind is datetime:
-        return datetime.fromisoformat(raw)
+        value = fields.stored_instant(datetime.fromisoformat(raw)).astimezone(UTC)
+        return _DRIVER_INFINITIES.get(value, value)
     if kind is date:
         return date.fromisoformat(raw)
     if kind is Decimal:
-        return Decimal(raw)
+        return _decimal_operand(column, Decimal(raw), "cursor")
     if kind is uuid.UUID:
         return uuid.UUID(raw)
     if kind is not None and issubclass(kind, enum.Enum):
@@ -225,14 +295,18 @@ def decode_cursor(keys: Sequence[SortKey], cursor: str, field_name: str) -> list
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-        if data["s"] != cursor_signature(keys) or len(data["v"]) != len(keys):
+        if not isinstance(data, dict) or not isinstance(data.get("v"), list):
+            raise ValueError("not a cursor")
+        if data.get("s") != cursor_signature(keys) or len(data["v"]) != len(keys):
             raise ValueError("cursor of another ordering")
         return [_decode_value(k.column, v) for k, v in zip(keys, data["v"], strict=True)]
     except (
         ValueError,
         KeyError,
         TypeError,
+        OverflowError,
         InvalidOperation,
+        Invalid,
         binascii.Error,
         orjson.JSONDecodeError,
     ) as exc:

@@ -3,7 +3,6 @@ check, audit row. Domain services call these instead of repeating them."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from sqlalchemy import JSON
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_graphql.models.base import load_json
 from crm_graphql.services import audit
 from crm_graphql.services.actor import Actor, in_workspace, scoped
 from crm_graphql.services.errors import Conflict, NotFound
@@ -91,7 +91,7 @@ class PlainColumns:
             column = attr.columns[0]
             convert = getattr(column.type, "enum_class", None)
             if isinstance(column.type, JSON):
-                convert = json.loads  # what SQLAlchemy's asyncpg dialect decodes with
+                convert = load_json  # what the engine decodes JSON columns with
             self.attrs.append((attr.key, convert))
             names.append(f"t.{column.name} AS {attr.key}")
         self.sql = ", ".join(names)

@@ -4,14 +4,21 @@ Two apps share one database: the normal one (compiled reads on) and one with
 ``compiled_reads=False`` (plain Strawberry). Every query of the API tests plus a generated
 set (aliases, fragments, @include/@skip, both paging directions with cursors, filters with
 and/or/not, multi-field orderBy, totalCount, nested lists, node/nodes with foreign and
-malformed IDs, __typename) goes through both; the bodies must be identical.
+malformed IDs, __typename) goes through both; the bodies must be identical. The data
+holds values only direct SQL can store (PostgreSQL's infinities, the ends of the date
+range, JSON numbers beyond 64 bits), and a seeded run of random reads over the read
+schema (``tests/api/differential.py``) goes through both paths as every identity.
 """
 
 from __future__ import annotations
 
 import ast
 import base64
+import os
+import random
+import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,14 +26,18 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from graphql import OperationDefinitionNode, OperationType, parse
-from sqlalchemy import select, update
+from graphql import OperationDefinitionNode, OperationType, get_named_type, parse
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS
+from crm_graphql.compiled.compiler import plain_fields
 from crm_graphql.models import Customer, Role, User, Workspace
+from crm_graphql.schema import schema
 from crm_graphql.services import api_keys, demo
 from crm_graphql.services.actor import Actor
 from tests import support
+from tests.api.differential import ReadQueries, Samples, node_type
 
 COMPILED = "compiled"
 
@@ -95,7 +106,57 @@ async def demo_domain(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
                 address={"street": '1 "Main" St', "postalCode": "75001", "city": None},
             )
         )
+        await _store_edge_values(session, workspace_id)
     return domain
+
+
+# Values only another client (or direct SQL) can store: PostgreSQL's -infinity/infinity,
+# the ends of the accepted range, JSON numbers beyond 64 bits. Each goes to the rows of
+# the customer with the most of them, so a filter on that customer pages through them.
+EDGE_TIMES = (
+    "'infinity'",
+    "'-infinity'",
+    "'0001-01-02 00:00:00+00'",
+    "'9999-12-30 23:59:59.999999+00'",
+    "'0001-01-01 00:00:00.5+00'",
+)
+# Not a finite 0001-01-01 or 9999-12-31: the driver reads those exactly as it reads
+# -infinity and infinity, so such a row is indistinguishable from them (README).
+EDGE_DATES = ("'infinity'", "'-infinity'", "'0001-01-02'", "'9999-12-30'")
+BIG_JSON = """'{"big": 18446744073709551616, "neg": -9223372036854775809, "e": 1e20,
+  "u64": 18446744073709551615, "deep": [{"n": 100000000000000000000000}]}'::jsonb"""
+
+
+async def _store_edge_values(session: AsyncSession, workspace_id: Any) -> None:
+    def cases(values: tuple[str, ...], otherwise: str) -> str:
+        whens = " ".join(f"WHEN {i + 1} THEN {v}" for i, v in enumerate(values))
+        return f"CASE n {whens} ELSE {otherwise} END"
+
+    def rows(table: str) -> str:
+        return f"""(SELECT id, row_number() OVER (ORDER BY id) AS n FROM {table}
+          WHERE customer_id = (SELECT customer_id FROM {table} WHERE workspace_id = :ws
+          GROUP BY customer_id ORDER BY count(*) DESC, customer_id LIMIT 1)) picked"""
+
+    statements = [
+        f"""UPDATE orders t SET placed_at = {cases(EDGE_TIMES, "placed_at")},
+              items = CASE n WHEN 1 THEN {BIG_JSON} ELSE items END
+            FROM {rows("orders")} WHERE t.id = picked.id""",
+        f"""UPDATE deals t SET expected_close_date = {cases(EDGE_DATES, "expected_close_date")},
+              closed_at = CASE n WHEN 1 THEN 'infinity' WHEN 2 THEN '-infinity' ELSE closed_at END
+            FROM {rows("deals")} WHERE t.id = picked.id""",
+        f"""UPDATE activities t SET occurred_at = {cases(EDGE_TIMES, "occurred_at")},
+              due_at = CASE n WHEN 1 THEN '-infinity' WHEN 2 THEN 'infinity' ELSE due_at END,
+              details = CASE n WHEN 2 THEN {BIG_JSON} ELSE details END
+            FROM {rows("activities")} WHERE t.id = picked.id""",
+        """UPDATE customers SET last_activity_at = 'infinity' WHERE id = (SELECT customer_id
+             FROM orders WHERE workspace_id = :ws AND placed_at = 'infinity')""",
+        """UPDATE customers SET last_activity_at = '-infinity' WHERE id = (SELECT customer_id
+             FROM deals WHERE workspace_id = :ws AND expected_close_date = 'infinity')""",
+        f"""UPDATE companies SET custom_fields = {BIG_JSON} WHERE id = (SELECT id FROM companies
+             WHERE workspace_id = :ws ORDER BY name LIMIT 1)""",
+    ]
+    for statement in statements:
+        await session.execute(text(statement), {"ws": workspace_id})
 
 
 @pytest.fixture
@@ -486,3 +547,437 @@ async def test_stored_addresses_the_api_cannot_represent_take_the_executed_path(
             await session.execute(
                 update(Customer).where(Customer.id == customer.id).values(address=kept)
             )
+
+
+# ------------------------------------------------- edge values (issue 12, point 8)
+
+FIRST_INSTANT = "0001-01-01T00:00:00+00:00"  # how -infinity reads
+LAST_INSTANT = "9999-12-31T23:59:59.999999+00:00"  # how infinity reads
+
+
+async def _edge_customer(pair: Pair, root: str, order: str) -> str:
+    """The customer whose rows of ``root`` hold the edge values (the first row in
+    ``order`` descending is the one stored as infinity)."""
+    body = await pair.same(
+        f"{{ {root}(first: 1, orderBy: [{{field: {order}, direction: DESC}}]) "
+        "{ nodes { customer { id } } } }",
+        compiled=True,
+    )
+    return body["data"][root]["nodes"][0]["customer"]["id"]  # type: ignore[no-any-return]
+
+
+async def _walk(
+    pair: Pair, root: str, order: str, customer: str, *, forward: bool, size: int = 2
+) -> list[str]:
+    """The ids of ``root`` filtered to ``customer`` page by page with cursors, on both
+    paths (identical bodies, compiled)."""
+    query = f"""query($f: Int, $a: String, $l: Int, $b: String, $d: OrderDirection,
+      $c: ID) {{ {root}(first: $f, after: $a, last: $l, before: $b, orderBy: [{{field:
+      {order}, direction: $d}}], filter: {{customerId: {{eq: $c}}}}) {{ totalCount
+      edges {{ cursor node {{ id }} }} pageInfo {{ hasNextPage hasPreviousPage startCursor
+      endCursor }} }} }}"""
+    ids: list[str] = []
+    cursor = None
+    for direction in ("ASC", "DESC"):
+        seen: list[str] = []
+        cursor = None
+        while True:
+            variables = {"d": direction, "c": customer}
+            if forward:
+                variables |= {"f": size, "a": cursor}
+            else:
+                variables |= {"l": size, "b": cursor}
+            page = (await pair.same(query, variables, compiled=True))["data"][root]
+            assert all(e["cursor"] for e in page["edges"]), page
+            batch = [e["node"]["id"] for e in page["edges"]]
+            seen = seen + batch if forward else batch + seen
+            info = page["pageInfo"]
+            if not (info["hasNextPage"] if forward else info["hasPreviousPage"]):
+                break
+            cursor = info["endCursor"] if forward else info["startCursor"]
+        assert len(seen) == len(set(seen)) == page["totalCount"], (root, order, direction)
+        ids = ids or seen
+        assert sorted(seen) == sorted(ids)
+    return ids
+
+
+async def test_stored_infinities_and_range_ends_read_the_same_on_both_paths(pair: Pair) -> None:
+    customer = await _edge_customer(pair, "orders", "PLACED_AT")
+    query = """query($c: ID!, $d: OrderDirection) { orders(first: 50, filter: {customerId:
+      {eq: $c}}, orderBy: [{field: PLACED_AT, direction: $d}]) { totalCount edges { cursor
+      node { id number placedAt items customer { lastActivityAt purchaseSummary {
+      firstOrderAt lastOrderAt } } } } } }"""
+    for direction in ("ASC", "DESC"):
+        body = await pair.same(query, {"c": customer, "d": direction}, compiled=True)
+        orders = body["data"]["orders"]
+        assert len(orders["edges"]) == orders["totalCount"] >= 5  # no row dropped
+        placed = [e["node"]["placedAt"] for e in orders["edges"]]
+        assert {FIRST_INSTANT, LAST_INSTANT, "0001-01-02T00:00:00+00:00"} <= set(placed)
+        assert "9999-12-30T23:59:59.999999+00:00" in placed
+        assert "0001-01-01T00:00:00.500000+00:00" in placed
+        assert (placed[0] == FIRST_INSTANT) is (direction == "ASC")
+        assert all(e["cursor"] for e in orders["edges"])
+        summary = orders["edges"][0]["node"]["customer"]
+        assert summary["lastActivityAt"] == LAST_INSTANT
+    ids = [e["node"]["id"] for e in orders["edges"]]
+    node = """query($ids: [ID!]!) { nodes(ids: $ids) { ... on Order { placedAt items } } }"""
+    body = await pair.same(node, {"ids": ids}, compiled=True)
+    assert all(n is not None for n in body["data"]["nodes"])
+    deals = """query($c: ID!) { deals(first: 50, filter: {customerId: {eq: $c}}, orderBy:
+      [{field: EXPECTED_CLOSE_DATE}]) { totalCount nodes { expectedCloseDate closedAt
+      customer { lastActivityAt } } } }"""
+    body = await pair.same(
+        deals, {"c": await _edge_customer(pair, "deals", "EXPECTED_CLOSE_DATE")}, compiled=True
+    )
+    dates = [n["expectedCloseDate"] for n in body["data"]["deals"]["nodes"]]
+    assert dates[:2] == ["0001-01-01", "0001-01-02"]  # -infinity first
+    assert dates[-2:] == ["9999-12-30", "9999-12-31"]
+    assert body["data"]["deals"]["nodes"][0]["customer"]["lastActivityAt"] == FIRST_INSTANT
+    activities = """query($c: ID!) { activities(first: 50, filter: {customerId: {eq: $c}},
+      orderBy: [{field: DUE_AT, direction: DESC}]) { nodes { occurredAt dueAt details } } }"""
+    await pair.same(
+        activities, {"c": await _edge_customer(pair, "activities", "OCCURRED_AT")}, compiled=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("root", "order"),
+    [("orders", "PLACED_AT"), ("deals", "EXPECTED_CLOSE_DATE"), ("activities", "OCCURRED_AT")],
+)
+async def test_paging_through_edge_values_visits_every_row_once(
+    pair: Pair, root: str, order: str
+) -> None:
+    customer = await _edge_customer(pair, root, order)
+    forward = await _walk(pair, root, order, customer, forward=True)
+    backward = await _walk(pair, root, order, customer, forward=False)
+    assert sorted(forward) == sorted(backward)
+
+
+async def test_json_numbers_beyond_64_bits_read_the_same_on_both_paths(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    query = "{ companies(first: 1, orderBy: [{field: NAME}]) { nodes { customFields } } }"
+    body = await pair.same(query, compiled=True)
+    assert body["data"]["companies"]["nodes"][0]["customFields"] == {
+        "big": 1.8446744073709552e19,
+        "neg": -9.223372036854776e18,
+        "e": 1e20,
+        "u64": 18446744073709551615,
+        "deep": [{"n": 1e23}],
+    }
+    # Beyond a float's range: null, on the executed path (orjson cannot re-encode it).
+    async with sessionmaker() as session, session.begin():
+        workspace_id = await session.scalar(
+            select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
+        )
+        kept = await session.scalar(
+            text("SELECT custom_fields FROM companies WHERE workspace_id = :ws ORDER BY name LIMIT 1"),
+            {"ws": workspace_id},
+        )
+        huge = '{"huge": 1e400, "ok": 1}'
+        await session.execute(
+            text(f"""UPDATE companies SET custom_fields = '{huge}'::jsonb WHERE id = (SELECT id
+              FROM companies WHERE workspace_id = :ws ORDER BY name LIMIT 1)"""),
+            {"ws": workspace_id},
+        )
+    try:
+        body = await pair.same(query, compiled=False)
+        assert body["data"]["companies"]["nodes"][0]["customFields"] == {"huge": None, "ok": 1}
+        written = """mutation { createCompany(input: {name: "Floats", customFields: {f: 1e20,
+          u: 18446744073709551615}}) { company { id customFields } errors { code } } }"""
+        created = (await pair.compiled.post("/graphql", json={"query": written}, headers=pair.headers)).json()
+        company = created["data"]["createCompany"]["company"]
+        assert company["customFields"] == {"f": 1e20, "u": 18446744073709551615}
+        read = "query($id: ID!) { node(id: $id) { ... on Company { customFields } } }"
+        body = await pair.same(read, {"id": company["id"]}, compiled=True)
+        assert body["data"]["node"]["customFields"] == company["customFields"]
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(
+                text("""UPDATE companies SET custom_fields = CAST(:kept AS jsonb) WHERE id = (SELECT
+                  id FROM companies WHERE workspace_id = :ws ORDER BY name LIMIT 1)"""),
+                {"ws": workspace_id, "kept": orjson.dumps(kept).decode()},
+            )
+
+
+def _errors(body: Any) -> list[tuple[Any, ...]]:
+    return [
+        (e["extensions"]["code"], e["extensions"].get("field"), tuple(e.get("path") or ()))
+        for e in body.get("errors") or []
+    ]
+
+
+@pytest.mark.parametrize(
+    ("filter", "field"),
+    [
+        ({"amount": {"gt": "Infinity"}}, "amount"),
+        ({"amount": {"lt": "-Infinity"}}, "amount"),
+        ({"amount": {"eq": "NaN"}}, "amount"),
+        ({"amount": {"gte": "1e999999"}}, "amount"),
+        ({"amount": {"lte": "1e20"}}, "amount"),
+        ({"amount": {"ne": "999999999999.995"}}, "amount"),
+        ({"or": [{"amount": {"gt": "1"}}, {"expectedCloseDate": {"lt": "9999-12-31"}}]}, "expectedCloseDate"),
+        ({"not": {"closedAt": {"gte": "0001-01-01T00:00:00Z"}}}, "closedAt"),
+        ({"createdAt": {"lt": "9999-12-31T23:00:00-05:00"}}, "createdAt"),
+        ({"ownerId": {"in": ["x"]}}, "ownerId"),
+    ],
+)
+async def test_filter_values_the_database_cannot_compare_are_validation(
+    pair: Pair, filter: dict[str, Any], field: str
+) -> None:
+    query = "query($f: DealFilter) { deals(first: 5, filter: $f) { totalCount nodes { id } } }"
+    body = await pair.same(query, {"f": filter})
+    assert _errors(body) == [("VALIDATION", field, ("deals",))], body
+    # Tiny decimals round to the column's scale, as PostgreSQL's cast does: no error.
+    body = await pair.same(query, {"f": {"amount": {"gt": "1e-999999"}}}, compiled=True)
+    assert "errors" not in body
+
+
+def _cursor_of(payload: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
+
+
+async def test_cursors_with_values_of_the_wrong_kind_are_validation(pair: Pair) -> None:
+    some = str(uuid.uuid4())
+    cases = {
+        "deals": [
+            {"s": "created_at-,id-", "v": [5, some]},
+            {"s": "created_at-,id-", "v": ["2020-01-01T00:00:00+00:00", 5]},
+            {"s": "created_at-,id-", "v": [["2020"], {"id": 1}]},
+            {"s": "created_at-,id-", "v": ["9999-12-31T23:00:00-05:00", some]},
+            {"s": "created_at-,id-", "v": [True, some]},
+            {"s": "created_at-,id-", "v": "ab"},
+            {"s": "amount+,id+", "v": ["Infinity", some]},
+            {"s": "amount+,id+", "v": ["1e30", some]},
+            {"s": "amount+,id+", "v": [12, some]},
+            {"s": "title+,id+", "v": [12, some]},
+            {"s": "title+,id+", "v": ["a\u0000b", some]},
+            {"s": "expected_close_date+,id+", "v": ["2020-13-01", some]},
+            [1, 2],
+            "text",
+        ],
+        "companies": [
+            {"s": "employee_count+,id+", "v": [2**40, some]},
+            {"s": "employee_count+,id+", "v": ["12", some]},
+            {"s": "employee_count+,id+", "v": [1.5, some]},
+        ],
+    }
+    orders = {
+        "amount+,id+": "[{field: AMOUNT}]",
+        "title+,id+": "[{field: TITLE}]",
+        "expected_close_date+,id+": "[{field: EXPECTED_CLOSE_DATE}]",
+        "employee_count+,id+": "[{field: EMPLOYEE_COUNT}]",
+    }
+    for root, payloads in cases.items():
+        for payload in payloads:
+            signature = payload.get("s") if isinstance(payload, dict) else None
+            order = orders.get(signature or "", "null")
+            for argument, size in (("after", "first"), ("before", "last")):
+                query = f"""query($c: String) {{ {root}({size}: 2, {argument}: $c, orderBy:
+                  {order}) {{ nodes {{ id }} }} }}"""
+                body = await pair.same(query, {"c": _cursor_of(payload)})
+                assert _errors(body) == [("VALIDATION", argument, (root,))], (payload, body)
+
+
+async def test_variables_nested_beyond_the_encoders_limit_answer_input_too_deep(
+    pair: Pair,
+) -> None:
+    query = """query($ids: [ID!], $f: CustomerFilter) { a: customers(first: 1, filter: {ownerId:
+      {in: $ids}}) { totalCount } b: customers(first: 1, filter: $f) { totalCount } }"""
+    for depth in (254, 300, 1000):
+        for name, opener, closer in (("ids", "[", "]"), ("f", '{"or":[', "]}")):
+            raw = orjson.dumps({"query": query}).decode()[:-1]
+            body = f'{raw},"variables":{{"{name}":{opener * depth}{{}}{closer * depth}}}}}'
+            headers = {
+                **pair.headers,
+                "X-Request-Id": uuid.uuid4().hex,
+                "Content-Type": "application/json",
+            }
+            fast = await pair.compiled.post("/graphql", content=body, headers=headers)
+            slow = await pair.executed.post("/graphql", content=body, headers=headers)
+            assert fast.status_code == slow.status_code == 400, (depth, name, fast.text)
+            assert fast.content == slow.content
+            assert fast.json()["errors"][0]["extensions"]["code"] == "INPUT_TOO_DEEP"
+
+
+NESTED_ERRORS = [
+    # the issue's shape: a VALIDATION error deep inside a backward page, siblings loading
+    """{ deals(last: 2) { nodes { title customer { name company { name } deals(first: -100)
+      { totalCount } orders(first: 2) { nodes { number } } } company { name customers(first:
+      2) { nodes { name owner { name } } } } owner { name } } } }""",
+    """{ a: deals(last: 3) { nodes { customer { deals(first: 3) { nodes { customer { deals(
+      first: 1000) { totalCount } } owner { name } } } } stage { name } } }
+      b: customers(first: 3) { nodes { name orders(first: -1) { totalCount } company { name } } }
+      c: orders(first: 2, after: "nope") { totalCount } d: companies(first: 2) { nodes { name } } }""",
+    """{ customers(first: 4) { nodes { a: deals(first: 2, filter: {amount: {gt: "NaN"}}) {
+      totalCount } b: activities(first: 101) { totalCount } c: orders(first: 2) { nodes {
+      number customer { name } } } company { deals(first: 2, filter: {ownerId: {eq: "x"}}) {
+      totalCount } owner { name } } } } }""",
+]
+
+
+@pytest.mark.parametrize("query", NESTED_ERRORS)
+async def test_a_nested_error_stays_in_its_field_and_the_answer_never_changes(
+    pair: Pair, query: str
+) -> None:
+    bodies: set[bytes] = set()
+    headers = {**pair.headers, "X-Request-Id": "same-request"}
+    for _ in range(24):
+        for client in (pair.compiled, pair.executed):
+            response = await client.post("/graphql", json={"query": query}, headers=headers)
+            assert response.status_code == 200
+            bodies.add(response.content)
+    assert len(bodies) == 1, [b[:600] for b in bodies]
+    body = orjson.loads(bodies.pop())
+    codes = {code for code, _, _ in _errors(body)}
+    assert codes == {"VALIDATION"}, body
+    paths = [path for _, _, path in _errors(body)]
+    assert paths == sorted(paths, key=lambda p: [str(s).zfill(8) for s in p])
+
+
+async def test_a_failing_field_does_not_cancel_loads_its_siblings_share(
+    pair: Pair, demo_domain: str
+) -> None:
+    viewer = next(login for login in demo.demo_logins(demo_domain) if login[2] is Role.VIEWER)
+    client = await support.GraphQLClient(pair.compiled).logged_in(viewer[0], viewer[1])
+    as_viewer = Pair(pair.compiled, pair.executed, client.token or "")
+    query = """{ companies { edges { node { owner { isActive } } } nodes { owner { role }
+      deals(filter: {ownerId: {in: ["x"]}}) { totalCount } } } }"""
+    for _ in range(5):
+        body = await as_viewer.same(query)
+        assert _errors(body) == [("VALIDATION", "ownerId", ("companies", "nodes", 0, "deals"))]
+    # A nullable sibling of the failing field keeps its answer.
+    query = """{ customers(first: 10) { nodes { company { owner { role } deals(filter:
+      {ownerId: {in: ["x"]}}) { totalCount } } owner { role isActive } } } }"""
+    body = await as_viewer.same(query)
+    nodes = body["data"]["customers"]["nodes"]
+    assert all(n["owner"] is None or n["owner"]["role"] for n in nodes)
+    assert {code for code, _, _ in _errors(body)} == {"VALIDATION"}
+
+
+# ------------------------------------------------------------------- generated run
+# Random reads over the read schema (tests/api/differential.py) as every role and as API
+# keys with partial scopes, on both paths: identical bytes, never a 5xx or INTERNAL.
+# `make test` runs a bounded, seeded set; a longer run (README, "Fast reads"):
+#   CRM_DIFFERENTIAL_QUERIES=5000 CRM_DIFFERENTIAL_SEED=1 .venv/bin/python -m pytest \
+#     tests/api/test_compiled_differential.py -k generated_reads -s
+GENERATED_QUERIES = int(os.environ.get("CRM_DIFFERENTIAL_QUERIES", "300"))
+GENERATED_SEED = int(os.environ.get("CRM_DIFFERENTIAL_SEED", "12"))
+KEY_SCOPES = [
+    ("customers:read",),
+    ("deals:read",),
+    ("customers:read", "deals:read"),
+    ("conversations:read", "customers:read"),
+]
+
+
+async def _identities(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> list[tuple[str, Pair]]:
+    """A pair per role (demo logins) and per API key of ``KEY_SCOPES``."""
+    found: list[tuple[str, Pair]] = []
+    roles: set[Role] = set()
+    for email, password, role in demo.demo_logins(demo_domain):
+        if role in roles:
+            continue
+        roles.add(role)
+        client = await support.GraphQLClient(pair.compiled).logged_in(email, password)
+        found.append((role.value, Pair(pair.compiled, pair.executed, client.token or "")))
+    async with sessionmaker() as session, session.begin():
+        user = await session.scalar(
+            select(User).where(User.email == demo.demo_logins(demo_domain)[0][0])
+        )
+        assert user is not None
+        admin = Actor(workspace_id=user.workspace_id, role=Role.ADMIN, user_id=user.id)
+        for scopes in KEY_SCOPES:
+            _, token = await api_keys.create_api_key(
+                admin, session, name=f"Generated {'+'.join(scopes)}", scopes=scopes
+            )
+            found.append(("key " + "+".join(scopes), Pair(pair.compiled, pair.executed, token)))
+    return found
+
+
+async def _samples(pair: Pair) -> Samples:
+    """IDs of every node type and cursors of every list in every single-field order."""
+    samples = Samples()
+    query_type = schema._schema.query_type
+    assert query_type is not None
+    for name, definition in query_type.fields.items():
+        node = node_type(definition.type)
+        if node is None:
+            continue
+        order_type = get_named_type(definition.args["orderBy"].type)
+        fields = get_named_type(order_type.fields["field"].type)  # type: ignore[union-attr]
+        orders: list[tuple[tuple[str, str], ...]] = [()]
+        orders += [((f, d),) for f in fields.values for d in ("ASC", "DESC")]  # type: ignore[union-attr]
+        parts = []
+        for index, order in enumerate(orders):
+            order_by = ", ".join(f"{{field: {f}, direction: {d}}}" for f, d in order)
+            parts.append(
+                f"o{index}: {name}(first: 4, orderBy: [{order_by}]) "
+                "{ edges { cursor node { __typename id } } }"
+            )
+        data = (await pair.same("{ " + " ".join(parts) + " }"))["data"]
+        for index, order in enumerate(orders):
+            for edge in data[f"o{index}"]["edges"]:
+                samples.cursors[(node.name, order)].append(edge["cursor"])
+                if edge["node"]["id"] not in samples.ids[edge["node"]["__typename"]]:
+                    samples.ids[edge["node"]["__typename"]].append(edge["node"]["id"])
+    nested = """{ pipelines(first: 5) { nodes { stages { id } } } conversations(first: 5) {
+      nodes { messages(first: 3) { nodes { id } } } } }"""
+    data = (await pair.same(nested))["data"]
+    for pipeline in data["pipelines"]["nodes"]:
+        samples.ids["Stage"].extend(s["id"] for s in pipeline["stages"][:3])
+    for conversation in data["conversations"]["nodes"]:
+        samples.ids["Message"].extend(m["id"] for m in conversation["messages"]["nodes"])
+    return samples
+
+
+def _compilable() -> dict[str, set[str]]:
+    """The root fields and the fields per object type the compiled path knows."""
+    known = {"Query": {*ROOT_LISTS, "node", "nodes"}}
+    for name, info in OBJECT_TYPES.items():
+        plain = plain_fields(schema, name)
+        known[name] = {"id", *plain, *info.relations, *info.lists, *info.computed}
+    return known
+
+
+async def test_generated_reads_are_identical_on_both_paths_for_every_identity(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    rng = random.Random(GENERATED_SEED)
+    generator = ReadQueries(schema._schema, await _samples(pair), rng, _compilable())
+    statuses: Counter[int] = Counter()
+    codes: Counter[str] = Counter()
+    failures: list[str] = []
+    compiled = 0
+    started = time.monotonic()
+    for number in range(GENERATED_QUERIES):
+        document, variables = generator.operation()
+        who, identity = rng.choice(identities)
+        fast, slow = await identity.both(document, variables or None)
+        statuses[slow.status_code] += 1
+        compiled += fast.headers.get("x-crm-read-path") == COMPILED
+        body = orjson.loads(slow.content)
+        found = {
+            (e.get("extensions") or {}).get("code") for e in (body.get("errors") or [])
+        }
+        codes.update(found)
+        problem = None
+        if fast.status_code != slow.status_code or fast.content != slow.content:
+            problem = f"paths differ: {fast.status_code} {fast.text[:800]}\n  vs {slow.text[:800]}"
+        elif slow.status_code >= 500 or "INTERNAL" in found:
+            problem = f"{slow.status_code} {slow.text[:800]}"
+        if problem:
+            failures.append(f"#{number} as {who}: {document}\n  {variables}\n  {problem}")
+    report = (
+        f"{GENERATED_QUERIES} generated reads (seed {GENERATED_SEED}) in "
+        f"{time.monotonic() - started:.1f} s: {compiled} compiled, statuses "
+        f"{dict(sorted(statuses.items()))}, error codes {dict(codes.most_common())}, "
+        f"{len(failures)} failures"
+    )
+    print(report)
+    assert not failures, report + "\n" + "\n".join(failures[:5])
+    # The run must exercise both paths and both kinds of answer.
+    assert compiled > GENERATED_QUERIES // 10 and statuses[200] > GENERATED_QUERIES // 2, report
