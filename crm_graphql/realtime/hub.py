@@ -224,8 +224,12 @@ class Stream:
         delay = self.hub.settings.safety_poll
         while True:
             timeout = delay if self.hub.redis_up else self.hub.settings.redis_down_poll
+            # Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that
+            # comes as the event is set, and a busy stream would then never close
+            # (``close`` waits for this task while holding the hub's lock).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
             self.wake.clear()
             try:
                 held_back = await self._read_new()

@@ -193,3 +193,32 @@ async def test_the_horizon_stays_within_running_transactions_under_looping_write
         await asyncio.gather(*writers)
     assert calls >= 200
     assert not wrong, f"{len(wrong)} of {calls} calls: {wrong[:5]}"
+
+
+async def test_a_stream_woken_as_it_closes_still_closes(
+    sessionmaker: async_sessionmaker[AsyncSession], admin: Actor, redis_url: str
+) -> None:
+    """A stream's reader cancelled just as its doorbell rings stops (on Python 3.11
+    ``asyncio.wait_for`` swallowed that cancellation: the stream never closed, and every
+    later subscription of the process waited for the hub's lock)."""
+    client = redis.Redis.from_url(redis_url)
+    pool = await make_read_pool(sessionmaker.kw["bind"].url.render_as_string(False), 2, "test")
+    hub = Hub(pool, sessionmaker, client)
+    await hub.start()
+    follower = asyncio.create_task(anext(hub.follow(admin.workspace_id, TOPIC, None)))
+    try:
+        await wait_for(lambda: hub.stats()["reads"] >= 1, what="the stream is read")
+        [stream] = hub.streams.values()
+        await asyncio.sleep(0.2)  # its reader waits for the doorbell
+        assert stream.task is not None
+        stream.wake.set()
+        stream.task.cancel()  # as ``Stream.close`` does, before the reader runs again
+        done, _ = await asyncio.wait([stream.task], timeout=5)
+        assert done, "the stream's reader went on after it was cancelled"
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await hub.close()
+        await pool.close()
+        await client.aclose()
