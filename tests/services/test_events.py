@@ -22,10 +22,12 @@ from tests.realtime.processes import wait_for
 TOPIC = "horizon-test"
 
 
-async def commit_event(sessionmaker: async_sessionmaker[AsyncSession], actor: Actor) -> None:
+async def commit_event(
+    sessionmaker: async_sessionmaker[AsyncSession], actor: Actor, type: str = "test"
+) -> None:
     async with sessionmaker() as session, session.begin():
         events.record_event(
-            actor, session, topic=TOPIC, type="test", entity_type="Test", entity_id=None, payload={}
+            actor, session, topic=TOPIC, type=type, entity_type="Test", entity_id=None, payload={}
         )
 
 
@@ -193,6 +195,74 @@ async def test_the_horizon_stays_within_running_transactions_under_looping_write
         await asyncio.gather(*writers)
     assert calls >= 200
     assert not wrong, f"{len(wrong)} of {calls} calls: {wrong[:5]}"
+
+
+async def test_the_snapshot_rule_is_postgresqls(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """``Snapshot.sees`` in Python is ``pg_visible_in_snapshot`` in SQL."""
+    snapshots = ["100:100:", "100:140:100,120,139", "4294967290:4294967310:4294967300"]
+    async with support.log_reader(sessionmaker) as conn:
+        for text_form in snapshots:
+            snapshot = events.Snapshot.parse(text_form)
+            txids = list(range(snapshot.xmin - 3, snapshot.xmax + 3))
+            visible = await conn.fetchval(
+                "SELECT array_agg(pg_visible_in_snapshot(t::text::xid8, $2::text::pg_snapshot) ORDER BY t)"
+                " FROM unnest($1::bigint[]) AS t",
+                txids,
+                text_form,
+            )
+            assert [snapshot.sees(t) for t in txids] == visible, text_form
+
+
+async def test_a_subscription_without_cursor_gets_what_commits_after_it_only(
+    sessionmaker: async_sessionmaker[AsyncSession], admin: Actor, redis_url: str
+) -> None:
+    """An older write transaction holds the horizon back; a younger one commits an event
+    before the subscription starts, the older one after: the subscriber gets the older
+    one's event, not the younger one's (both sort after the start, only one is new)."""
+    client = redis.Redis.from_url(redis_url)
+    pool = await make_read_pool(sessionmaker.kw["bind"].url.render_as_string(False), 2, "test")
+    hub = Hub(pool, sessionmaker, client)
+    await hub.start()
+    received: list[events.StoredEvent] = []
+
+    async def follow() -> None:
+        async for event in hub.follow(admin.workspace_id, TOPIC, None):
+            received.append(event)
+
+    follower: asyncio.Task[None] | None = None
+    try:
+        await commit_event(sessionmaker, admin, "history")
+        async with sessionmaker() as older:
+            events.record_event(
+                admin,
+                older,
+                topic=TOPIC,
+                type="older",
+                entity_type="Test",
+                entity_id=None,
+                payload={},
+            )
+            await older.flush()  # written, with its xid: the horizon stays below it
+            await commit_event(sessionmaker, admin, "younger")  # committed before subscribing
+            follower = asyncio.create_task(follow())
+            await wait_for(
+                lambda: any(s.subscribers for s in hub.streams.values()), what="subscribed"
+            )
+            await older.commit()  # committed after subscribing
+        await commit_event(sessionmaker, admin, "later")
+        hub._wake_all()  # nobody rang the doorbell: the test wrote past the unit of work
+        await wait_for(lambda: len(received) >= 2, what="two events")
+        assert [e.type for e in received] == ["older", "later"]
+    finally:
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+        await hub.close()
+        await pool.close()
+        await client.aclose()
 
 
 async def test_a_stream_woken_as_it_closes_still_closes(
