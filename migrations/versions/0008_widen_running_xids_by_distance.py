@@ -22,59 +22,12 @@ epoch boundaries (tests/services/test_events.py).
 
 from collections.abc import Sequence
 
-from alembic import op
+from alembic import context, op
 
 revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-HORIZON = """
-    CREATE OR REPLACE FUNCTION crm_event_horizon() RETURNS bigint
-    LANGUAGE plpgsql VOLATILE AS $$
-    DECLARE
-        top bigint;
-        oldest bigint;
-    BEGIN
-        top := pg_snapshot_xmax(pg_current_snapshot())::text::bigint;
-        PERFORM pg_stat_clear_snapshot();
-        SELECT min(crm_xid_near(backend_xid, top))
-          INTO oldest
-          FROM pg_stat_activity
-         WHERE datname = current_database()
-           AND backend_xid IS NOT NULL
-           AND pid <> pg_backend_pid();
-        RETURN least(top, coalesce(oldest, top));
-    END
-    $$
-"""
-
-# 0006's version, for the downgrade.
-HORIZON_0006 = """
-    CREATE OR REPLACE FUNCTION crm_event_horizon() RETURNS bigint
-    LANGUAGE plpgsql VOLATILE AS $$
-    DECLARE
-        top bigint;
-        base bigint;
-        oldest bigint;
-    BEGIN
-        top := pg_snapshot_xmax(pg_current_snapshot())::text::bigint;
-        base := top - top % 4294967296;
-        PERFORM pg_stat_clear_snapshot();
-        SELECT min(
-                   base + backend_xid::text::bigint
-                   - CASE WHEN backend_xid::text::bigint >= top % 4294967296
-                          THEN 4294967296 ELSE 0 END
-               )
-          INTO oldest
-          FROM pg_stat_activity
-         WHERE datname = current_database()
-           AND backend_xid IS NOT NULL
-           AND pid <> pg_backend_pid();
-        RETURN least(top, coalesce(oldest, top));
-    END
-    $$
-"""
 
 
 def upgrade() -> None:
@@ -87,9 +40,31 @@ def upgrade() -> None:
         $$
         """
     )
-    op.execute(HORIZON)
+    op.execute(
+        """
+        CREATE OR REPLACE FUNCTION crm_event_horizon() RETURNS bigint
+        LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+            top bigint;
+            oldest bigint;
+        BEGIN
+            top := pg_snapshot_xmax(pg_current_snapshot())::text::bigint;
+            PERFORM pg_stat_clear_snapshot();
+            SELECT min(crm_xid_near(backend_xid, top))
+              INTO oldest
+              FROM pg_stat_activity
+             WHERE datname = current_database()
+               AND backend_xid IS NOT NULL
+               AND pid <> pg_backend_pid();
+            RETURN least(top, coalesce(oldest, top));
+        END
+        $$
+        """
+    )
 
 
 def downgrade() -> None:
-    op.execute(HORIZON_0006)
+    # Back to the horizon as revision 0006 creates it.
+    op.execute("DROP FUNCTION crm_event_horizon()")
+    context.script.get_revision("0006").module.upgrade()
     op.execute("DROP FUNCTION crm_xid_near(xid, bigint)")

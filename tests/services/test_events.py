@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import AsyncIterator
 
 import asyncpg
+import pytest
 import redis.asyncio as redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,6 +31,39 @@ async def commit_event(
         events.record_event(
             actor, session, topic=TOPIC, type=type, entity_type="Test", entity_id=None, payload={}
         )
+
+
+@pytest.fixture
+async def hub(sessionmaker: async_sessionmaker[AsyncSession], redis_url: str) -> AsyncIterator[Hub]:
+    """A hub of its own (as a server process has), on the test's database and Redis."""
+    client = redis.Redis.from_url(redis_url)
+    pool = await make_read_pool(sessionmaker.kw["bind"].url.render_as_string(False), 2, "test")
+    hub = Hub(pool, sessionmaker, client)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.close()
+        await pool.close()
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def following(hub: Hub, actor: Actor) -> AsyncIterator[list[events.StoredEvent]]:
+    """Follow the test topic without a cursor: the events received so far."""
+    received: list[events.StoredEvent] = []
+
+    async def follow() -> None:
+        async for event in hub.follow(actor.workspace_id, TOPIC, None):
+            received.append(event)
+
+    follower = asyncio.create_task(follow())
+    try:
+        yield received
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
 
 
 async def read(sessionmaker: async_sessionmaker[AsyncSession], actor: Actor) -> tuple[int, bool]:
@@ -65,23 +100,12 @@ async def test_a_running_write_of_this_database_holds_later_events_back(
 
 
 async def test_a_held_back_stream_skips_rereads_until_the_horizon_moves(
-    sessionmaker: async_sessionmaker[AsyncSession], admin: Actor, redis_url: str
+    sessionmaker: async_sessionmaker[AsyncSession], admin: Actor, hub: Hub
 ) -> None:
     """While an older writer stays open, the hub's reader re-checks only the horizon (the
     log cannot hold anything deliverable that its last read did not see); once the writer
     ends, without events of its own and so without a doorbell, the event comes through."""
-    client = redis.Redis.from_url(redis_url)
-    pool = await make_read_pool(sessionmaker.kw["bind"].url.render_as_string(False), 2, "test")
-    hub = Hub(pool, sessionmaker, client)
-    await hub.start()
-    received: list[events.StoredEvent] = []
-
-    async def follow() -> None:
-        async for event in hub.follow(admin.workspace_id, TOPIC, None):
-            received.append(event)
-
-    follower = asyncio.create_task(follow())
-    try:
+    async with following(hub, admin) as received:
         await wait_for(lambda: bool(hub.streams), what="the stream is read")
         async with sessionmaker() as running:
             await running.execute(text("SELECT pg_current_xact_id()"))  # an older writer
@@ -94,13 +118,6 @@ async def test_a_held_back_stream_skips_rereads_until_the_horizon_moves(
             await running.rollback()  # ends without an event: no doorbell rings
         await wait_for(lambda: len(received) == 1, what="the held-back event")
         assert received[0].topic == TOPIC
-    finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
-        await hub.close()
-        await pool.close()
-        await client.aclose()
 
 
 # ------------------------------------------------- the horizon across epochs (issue 12)
@@ -216,67 +233,34 @@ async def test_the_snapshot_rule_is_postgresqls(
 
 
 async def test_a_subscription_without_cursor_gets_what_commits_after_it_only(
-    sessionmaker: async_sessionmaker[AsyncSession], admin: Actor, redis_url: str
+    sessionmaker: async_sessionmaker[AsyncSession], admin: Actor, hub: Hub
 ) -> None:
     """An older write transaction holds the horizon back; a younger one commits an event
     before the subscription starts, the older one after: the subscriber gets the older
     one's event, not the younger one's (both sort after the start, only one is new)."""
-    client = redis.Redis.from_url(redis_url)
-    pool = await make_read_pool(sessionmaker.kw["bind"].url.render_as_string(False), 2, "test")
-    hub = Hub(pool, sessionmaker, client)
-    await hub.start()
-    received: list[events.StoredEvent] = []
-
-    async def follow() -> None:
-        async for event in hub.follow(admin.workspace_id, TOPIC, None):
-            received.append(event)
-
-    follower: asyncio.Task[None] | None = None
-    try:
-        await commit_event(sessionmaker, admin, "history")
-        async with sessionmaker() as older:
-            events.record_event(
-                admin,
-                older,
-                topic=TOPIC,
-                type="older",
-                entity_type="Test",
-                entity_id=None,
-                payload={},
-            )
-            await older.flush()  # written, with its xid: the horizon stays below it
-            await commit_event(sessionmaker, admin, "younger")  # committed before subscribing
-            follower = asyncio.create_task(follow())
+    await commit_event(sessionmaker, admin, "history")
+    async with sessionmaker() as older:
+        events.record_event(
+            admin, older, topic=TOPIC, type="older", entity_type="Test", entity_id=None, payload={}
+        )
+        await older.flush()  # written, with its xid: the horizon stays below it
+        await commit_event(sessionmaker, admin, "younger")  # committed before subscribing
+        async with following(hub, admin) as received:
             await wait_for(
                 lambda: any(s.subscribers for s in hub.streams.values()), what="subscribed"
             )
             await older.commit()  # committed after subscribing
-        await commit_event(sessionmaker, admin, "later")
-        hub._wake_all()  # nobody rang the doorbell: the test wrote past the unit of work
-        await wait_for(lambda: len(received) >= 2, what="two events")
-        assert [e.type for e in received] == ["older", "later"]
-    finally:
-        if follower is not None:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
-        await hub.close()
-        await pool.close()
-        await client.aclose()
+            await commit_event(sessionmaker, admin, "later")
+            hub._wake_all()  # nobody rang the doorbell: the test wrote past the unit of work
+            await wait_for(lambda: len(received) >= 2, what="two events")
+            assert [e.type for e in received] == ["older", "later"]
 
 
-async def test_a_stream_woken_as_it_closes_still_closes(
-    sessionmaker: async_sessionmaker[AsyncSession], admin: Actor, redis_url: str
-) -> None:
+async def test_a_stream_woken_as_it_closes_still_closes(admin: Actor, hub: Hub) -> None:
     """A stream's reader cancelled just as its doorbell rings stops (on Python 3.11
     ``asyncio.wait_for`` swallowed that cancellation: the stream never closed, and every
     later subscription of the process waited for the hub's lock)."""
-    client = redis.Redis.from_url(redis_url)
-    pool = await make_read_pool(sessionmaker.kw["bind"].url.render_as_string(False), 2, "test")
-    hub = Hub(pool, sessionmaker, client)
-    await hub.start()
-    follower = asyncio.create_task(anext(hub.follow(admin.workspace_id, TOPIC, None)))
-    try:
+    async with following(hub, admin):
         await wait_for(lambda: hub.stats()["reads"] >= 1, what="the stream is read")
         [stream] = hub.streams.values()
         await asyncio.sleep(0.2)  # its reader waits for the doorbell
@@ -285,10 +269,3 @@ async def test_a_stream_woken_as_it_closes_still_closes(
         stream.task.cancel()  # as ``Stream.close`` does, before the reader runs again
         done, _ = await asyncio.wait([stream.task], timeout=5)
         assert done, "the stream's reader went on after it was cancelled"
-    finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
-        await hub.close()
-        await pool.close()
-        await client.aclose()
