@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from typing import Any
 
 import pytest
 
 from crm_graphql.models import Role
+from crm_graphql.realtime.bus import channel_name
+from crm_graphql.services import conversations
 from tests import support
-from tests.realtime.processes import Cluster
+from tests.realtime.processes import Cluster, RedisServer, wait_for
 from tests.realtime.streams import subscribed
 
 CONVERSATION_EVENTS = """subscription($c: ID!, $after: String) {
@@ -46,7 +49,12 @@ def _out_of_order(seqs: list[int]) -> int:
 
 @pytest.mark.parametrize("senders", [10, 50])
 async def test_concurrent_messages_arrive_in_seq_order_live_and_replayed(
-    servers: Cluster, api: Any, tokens: dict[Role, str], senders: int
+    servers: Cluster,
+    private_redis: RedisServer,
+    api: Any,
+    tokens: dict[Role, str],
+    workspace_id: uuid.UUID,
+    senders: int,
 ) -> None:
     a, b = servers.a, servers.b
     token = tokens[Role.AGENT]
@@ -58,7 +66,10 @@ async def test_concurrent_messages_arrive_in_seq_order_live_and_replayed(
             await subscribed(b.url, token, INBOX, {}),
         ]
         try:
-            # Both subscriptions are running once they deliver the first message.
+            # Both processes follow the stream once they know where their subscription
+            # starts: what commits from then on is for it.
+            channel = channel_name(workspace_id, conversations.TOPIC)
+            await wait_for(lambda: private_redis.numsub_is(channel, 2), what="both subscribed")
             await on_a.send(chat, "first")
             first = [
                 (await _messages(live[0], "conversationEvents", 1))[0],
