@@ -10,6 +10,8 @@ Contract (see DESIGN.md, Real time):
   only its own position: it reads from the window while it is inside it and from
   PostgreSQL (in pages) when it has fallen behind, so memory does not grow with slow
   consumers.
+- A subscriber without a cursor starts at "now" (``events.Now``): just below the event
+  horizon, skipping what had committed when it subscribed; never at the stream's origin.
 - A subscriber that has events waiting but has not taken one for ``slow_consumer_after``
   seconds is reported through ``on_slow`` (the WebSocket layer closes its connection with
   close code 4008; the client resumes with its last cursor).
@@ -45,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_graphql.realtime.bus import channel_name
 from crm_graphql.realtime.credentials import Credential, Watch
 from crm_graphql.services import credentials, events
-from crm_graphql.services.events import Position, StoredEvent
+from crm_graphql.services.events import Now, Position, StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +100,22 @@ class Subscriber:
     last_progress: float = field(default_factory=time.monotonic)
     slow_reported: bool = False
     credential: Credential | None = None  # its connection's: nothing is sent once ended
+    since: Now | None = None  # when it started, if without a cursor
 
     @property
     def ended(self) -> bool:
         return self.credential is not None and self.credential.ended is not None
+
+    def predates(self, event: StoredEvent) -> bool:
+        """Whether the event (after ``position``: events are offered in order) had
+        committed before this subscription started without a cursor: not for it."""
+        if self.since is None:
+            return False
+        txid = event.position.txid
+        if txid >= self.since.before.xmax:
+            self.since = None  # this and every later event committed after it started
+            return False
+        return self.since.before.sees(txid)
 
 
 class Group:
@@ -224,9 +238,9 @@ class Stream:
         self.groups: dict[Hashable, Group] = {}
         self.task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, below: int | None = None) -> None:
         async with self.hub.pool.acquire() as conn:
-            self.head = self.floor = await events.head(conn, *self.key)
+            self.head = self.floor = await events.head(conn, *self.key, below=below)
         self.ready.set()
         self.task = asyncio.create_task(self._read_loop(), name=f"stream {self.key[1]}")
 
@@ -234,8 +248,12 @@ class Stream:
         delay = self.hub.settings.safety_poll
         while True:
             timeout = delay if self.hub.redis_up else self.hub.settings.redis_down_poll
+            # Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that
+            # comes as the event is set, and a busy stream would then never close
+            # (``close`` waits for this task while holding the hub's lock).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
             self.wake.clear()
             try:
                 held_back = await self._read_new()
@@ -289,7 +307,7 @@ class Stream:
             for event in batch:
                 by_variant: dict[Hashable, list[tuple[Member, bool | None]]] = {}
                 for member in group.candidates(event):
-                    if event.position > member.position:
+                    if event.position > member.position and not member.predates(event):
                         verdict = member.accepts(event)  # type: ignore[misc]
                         if verdict is not False:
                             variant = member.variant(event) if member.variant else None
@@ -476,7 +494,9 @@ class Hub:
 
     # ------------------------------------------------------------- subscriptions
 
-    async def _stream(self, key: StreamKey) -> Stream:
+    async def _stream(self, key: StreamKey, since: Now | None) -> Stream:
+        """The stream, started if new: its reader starts below the horizon of ``since``
+        (if given), so that a subscriber starting there reads from memory."""
         async with self._lock:
             stream = self.streams.get(key)
             if stream is None:
@@ -485,7 +505,7 @@ class Hub:
                 self._channels[channel_name(*key)] = key
                 self._resubscribe.set()
                 try:
-                    await stream.start()
+                    await stream.start(since.horizon if since is not None else None)
                 except BaseException:
                     self.streams.pop(key, None)
                     self._channels.pop(channel_name(*key), None)
@@ -513,10 +533,9 @@ class Hub:
         """Every event of the stream after ``after`` (or from now on), in order, once each;
         what was missed comes from PostgreSQL first, then live events follow. Nothing
         once ``credential`` ended: it then waits to be cancelled (its socket is closing)."""
-        stream = await self._stream((workspace_id, topic))
-        subscriber = Subscriber(
-            after if after is not None else stream.head, on_slow, credential=credential
-        )
+        start, since = await self._start(after)
+        stream = await self._stream((workspace_id, topic), since)
+        subscriber = Subscriber(start, on_slow, credential=credential, since=since)
         stream.subscribers.add(subscriber)
         try:
             while True:
@@ -543,6 +562,8 @@ class Hub:
                     if subscriber.ended:
                         await _closing()
                     subscriber.position = event.position
+                    if subscriber.predates(event):
+                        continue
                     yield event
                     subscriber.last_progress = time.monotonic()
         finally:
@@ -569,13 +590,15 @@ class Hub:
         cancelled otherwise. ``render`` is used if this member creates the group;
         ``entity`` says that the member takes only events of that entity (an index:
         ``accepts`` still decides). Nothing is written once ``credential`` ended."""
-        stream = await self._stream((workspace_id, topic))
+        start, since = await self._start(after)
+        stream = await self._stream((workspace_id, topic), since)
         group = stream.groups.get(group_key)
         if group is None:
             group = stream.groups[group_key] = Group(stream, group_key, render)
         member = Member(
-            after if after is not None else stream.head,
+            start,
             on_slow,
+            since=since,
             group=group,
             accepts=accepts,
             variant=variant,
@@ -626,7 +649,7 @@ class Hub:
             for event in batch:
                 if event.position <= member.position:
                     continue
-                verdict = member.accepts(event)
+                verdict = False if member.predates(event) else member.accepts(event)
                 if verdict is not False:
                     variant = member.variant(event) if member.variant else None
                     payload = await member.group.payload(event, variant)
@@ -641,6 +664,14 @@ class Hub:
                 if verdict is None:
                     member.finished = True
                     return True
+
+    async def _start(self, after: Position | None) -> tuple[Position, Now | None]:
+        """Where a subscription starts: after its cursor, or "now" (``events.Now``)."""
+        if after is not None:
+            return after, None
+        async with self.pool.acquire() as conn:
+            now = await events.now(conn)
+        return now.position, now
 
     async def _watch_slow(self) -> None:
         """Report subscribers that sit on waiting events (their socket is not read)."""

@@ -263,12 +263,55 @@ async def fetch_many_visible(
     return found
 
 
+# The order rule of a conversation's events (docs/decisions/0002-realtime.md). Streams are
+# read in (txid, id) order, while ``seq`` (and every value an event carries) is taken
+# under the conversation's lock: the two orders agree only if each writer gets its
+# transaction id while it holds that lock. A transaction-level advisory lock taken while
+# the transaction has no id yet does it (taking it assigns none; any write or ``SELECT ...
+# FOR UPDATE`` does): the next holder waits until this one commits, then gets a larger id.
+# The same statement checks that nothing was written before. The key names the workspace
+# too: a caller guessing another workspace's conversation id never waits for its writers.
+_LOCK_FOR_EVENTS = text(
+    "SELECT pg_current_xact_id_if_assigned() IS NULL AS first, pg_advisory_xact_lock("
+    "hashtextextended('conversation:' || CAST(:workspace AS text) || ':' "
+    "|| CAST(:conversation AS text), 0))"
+).bindparams(
+    bindparam("workspace", type_=UUID(as_uuid=True)),
+    bindparam("conversation", type_=UUID(as_uuid=True)),
+)
+
+
+class WrittenBeforeLock(RuntimeError):
+    """A writer of a conversation's events wrote before taking the conversation's lock:
+    its events could be delivered out of ``seq`` order. A bug, never a user's error."""
+
+
+async def lock_for_events(
+    actor: Actor, session: AsyncSession, conversation_id: uuid.UUID | None
+) -> None:
+    """Serialise the writers of a conversation's events until this transaction ends:
+    every service that writes an event of an existing conversation calls it first, before
+    anything in its transaction writes (``WrittenBeforeLock`` otherwise). A conversation
+    being started needs none: nobody else can write to it before it commits, and whoever
+    writes to it then gets a larger transaction id."""
+    if conversation_id is None:  # nothing to lock: the caller answers NOT_FOUND
+        return
+    values = {"workspace": actor.workspace_id, "conversation": conversation_id}
+    first = (await session.execute(_LOCK_FOR_EVENTS, values)).scalar()
+    if not first:
+        raise WrittenBeforeLock(
+            "lock_for_events must come before the transaction's first write "
+            f"(conversation {conversation_id})"
+        )
+
+
 async def _get_for_change(
     actor: Actor,
     session: AsyncSession,
     conversation_id: uuid.UUID | None,
     expected_version: int | None,
 ) -> Conversation:
+    await lock_for_events(actor, session, conversation_id)
     conversation = await get_visible(actor, session, conversation_id, for_update=True)
     if expected_version is not None and conversation.version != expected_version:
         raise Conflict(
@@ -453,7 +496,8 @@ async def _upsert_read(
     return int((await session.execute(upsert)).scalar_one())
 
 
-# Posting a message is the hot path of live chat: two statements besides BEGIN/COMMIT.
+# Posting a message is the hot path of live chat: three statements besides BEGIN/COMMIT.
+# ``lock_for_events`` orders the conversation's writers (a small statement, no row read);
 # ``_advance_statement`` locks the conversation (when visible), takes the next ``seq`` and
 # reopens it if needed, returning the row and its status before; ``_WRITE_MESSAGE`` inserts the
 # message, moves the author's read receipt, and writes the events and audit rows, whose
@@ -564,10 +608,12 @@ async def _append_message(
     and the new message.
 
     The next ``seq`` comes from the conversation row itself, under its row lock, so
-    concurrent senders get 1, 2, 3 ... without gaps or repeats. A message does not bump
-    the conversation's ``version``: that guards edits of the conversation's own fields
-    (assignee, status), which a busy chat must not turn into conflicts; reopening a
-    conversation (``_reopens``) is such an edit and does."""
+    concurrent senders get 1, 2, 3 ... without gaps or repeats; the caller took
+    ``lock_for_events`` first (unless it is starting the conversation), so the events
+    are read in that order too. A message does not bump the conversation's ``version``:
+    that guards edits of the conversation's own fields (assignee, status), which a busy
+    chat must not turn into conflicts; reopening a conversation (``_reopens``) is such an
+    edit and does."""
     row = (
         await session.execute(
             _advance_statement(actor, author_type, visible=visible),
@@ -701,11 +747,13 @@ async def _post(
     authorize(actor, Action.READ_CONVERSATIONS)
     if conversation_id is None:
         raise NotFound("Conversation not found", "conversationId")
+    await lock_for_events(actor, session, conversation_id)
     if client_id is not None:
-        # Two identical retries racing: the second waits here for the first's row lock,
-        # and this new statement sees the first's committed message (READ COMMITTED takes
-        # a snapshot per statement). Every insert of a message holds that lock, so the
-        # unique (conversation_id, client_message_id) constraint is only a backstop.
+        # Two identical retries racing: the second waits for the first's locks (above
+        # and here), and this new statement sees the first's committed message (READ
+        # COMMITTED takes a snapshot per statement). Every insert of a message holds
+        # these locks, so the unique (conversation_id, client_message_id) constraint is
+        # only a backstop.
         await get_visible(actor, session, conversation_id, field="conversationId", for_update=True)
         existing = await _existing_message(actor, session, conversation_id, client_id)
         if existing is not None:
@@ -920,6 +968,7 @@ async def mark_conversation_read(
     user_id = actor.user_id
     if user_id is None:  # an operator at the command line is no user
         raise Invalid("Read receipts belong to users")
+    await lock_for_events(actor, session, conversation_id)
     conversation = await get_visible(actor, session, conversation_id)
     last = conversation.last_message_seq
     seq = last if up_to_seq is None else up_to_seq

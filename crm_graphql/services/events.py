@@ -96,6 +96,45 @@ class Position:
 
 
 ORIGIN = Position(-1, -1)
+# No event id is greater: ``Position(txid, LAST_ID)`` sorts after every event of ``txid``.
+LAST_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A PostgreSQL snapshot (``pg_current_snapshot()``): which transactions had ended
+    when it was taken. Its rule is ``pg_visible_in_snapshot``'s (tests hold them to each
+    other)."""
+
+    xmin: int
+    xmax: int
+    xip: frozenset[int]
+
+    @staticmethod
+    def parse(text: str) -> Snapshot:
+        """From ``pg_snapshot``'s text form, ``xmin:xmax:xip,xip,...``."""
+        xmin, xmax, xip = text.split(":")
+        return Snapshot(int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x))
+
+    def sees(self, txid: int) -> bool:
+        """Whether transaction ``txid`` had ended: its events, if it committed, were
+        committed when the snapshot was taken."""
+        return txid < self.xmin or (txid < self.xmax and txid not in self.xip)
+
+
+@dataclass(frozen=True)
+class Now:
+    """Where a subscription without a cursor starts: just below the ``horizon``
+    (``position``), skipping the events that ``before`` sees (committed already, yet at
+    or above the horizon because an older transaction was still running). So it receives
+    what commits after it subscribed, and never the stream's history."""
+
+    horizon: int
+    before: Snapshot
+
+    @property
+    def position(self) -> Position:
+        return Position(self.horizon - 1, LAST_ID)
 
 
 @dataclass(frozen=True)
@@ -119,6 +158,10 @@ class StoredEvent:
 # Reading the log is the hot path of real time (every stream re-reads it as events
 # come): plain statements on an asyncpg connection (``db.engine.make_read_pool``), no ORM.
 HORIZON_SQL = "SELECT crm_event_horizon()"
+# The snapshot is the statement's, taken before the horizon: whatever it sees had committed
+# before the subscription started; whatever commits after the statement is at or above
+# the horizon (everything below it had ended) and not seen by the snapshot.
+_NOW_SQL = "SELECT crm_event_horizon(), pg_current_snapshot()::text"
 _STREAM = "workspace_id = $1 AND topic = $2 AND (txid, id) > ($3, $4)"
 _READ_SQL = f"""
     SELECT id, txid, workspace_id, topic, type, entity_type, entity_id, payload, created_at,
@@ -198,8 +241,19 @@ async def read_events(
     return events, held_back, credentials
 
 
-async def head(conn: LogReader, workspace_id: uuid.UUID, topic: str) -> Position:
-    """The position of the stream's newest deliverable event (where a subscriber without
-    a cursor starts: it receives what commits from now on)."""
-    row = await conn.fetchrow(_HEAD_SQL, workspace_id, topic, await horizon(conn))
+async def now(conn: LogReader) -> Now:
+    """Where a subscription without a cursor starts (``Now``); one statement."""
+    below, snapshot = await conn.fetchrow(_NOW_SQL)
+    return Now(int(below), Snapshot.parse(snapshot))
+
+
+async def head(
+    conn: LogReader, workspace_id: uuid.UUID, topic: str, *, below: int | None = None
+) -> Position:
+    """The position of the stream's newest deliverable event, or ``ORIGIN`` when none
+    lies below the horizon: where a reader of the stream can start, having nothing
+    deliverable behind it. ``below``: a horizon taken before (``now``), else one is taken
+    here. Subscribers without a cursor start at ``now()``, not here."""
+    limit_txid = below if below is not None else await horizon(conn)
+    row = await conn.fetchrow(_HEAD_SQL, workspace_id, topic, limit_txid)
     return Position(row["txid"], row["id"]) if row else ORIGIN

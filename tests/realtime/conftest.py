@@ -141,6 +141,28 @@ class Api:
         ).ok()["createDeal"]
         assert not data["errors"], data
 
+    async def conversation(self, customer: str) -> str:
+        """Start a chat with the customer; its ID."""
+        data = (
+            await self.gql(
+                "mutation($c: ID!) { startConversation(input: {customerId: $c, channel: CHAT}) { conversation { id } errors { message } } }",
+                {"c": customer},
+            )
+        ).ok()["startConversation"]
+        assert not data["errors"], data
+        return data["conversation"]["id"]  # type: ignore[no-any-return]
+
+    async def send(self, conversation: str, body: str) -> dict[str, Any]:
+        """Send an agent's message and assert it was written: its ``id`` and ``seq``."""
+        data = (
+            await self.gql(
+                "mutation($c: ID!, $b: String!) { sendMessage(input: {conversationId: $c, body: $b}) { message { id seq } errors { message } } }",
+                {"c": conversation, "b": body},
+            )
+        ).ok()["sendMessage"]
+        assert not data["errors"], data
+        return data["message"]  # type: ignore[no-any-return]
+
 
 @pytest.fixture
 def api(tokens: dict[Role, str]) -> Callable[[ServerProcess], Any]:

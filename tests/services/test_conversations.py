@@ -26,7 +26,7 @@ from crm_graphql.models import (
     User,
     Workspace,
 )
-from crm_graphql.services import api_keys, auth, conversations, customers, querying
+from crm_graphql.services import api_keys, auth, conversations, customers, events, querying
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
 from tests import support
@@ -187,6 +187,94 @@ async def test_concurrent_senders_get_gap_free_seq(
         e for e in await events_of(sessionmaker, conversation.id) if e.type == "message.created"
     ]
     assert sorted(e.payload["seq"] for e in created) == list(range(1, 11))
+
+
+async def test_a_conversations_events_are_stored_in_the_order_of_its_changes(
+    sessionmaker: Sessions,
+    agent: Actor,
+    manager: Actor,
+    customer: Customer,
+    channel: Actor,
+) -> None:
+    """Every writer of a conversation's events at once (agents' and the customer's
+    messages, status, assignment, read receipts): read as streams read them, in
+    (txid, id) order, the messages come in ``seq`` order and every event's
+    ``last_message_seq`` and ``version`` never go back."""
+    conversation = await start(sessionmaker, agent, customer)
+
+    async def change(number: int) -> Any:
+        async with sessionmaker() as s, s.begin():
+            kind = number % 6
+            if kind == 0:
+                return await conversations.post_customer_message(
+                    channel, s, conversation.id, body=f"customer {number}"
+                )
+            if kind == 1:
+                status = "pending" if number % 4 == 1 else "open"
+                return await conversations.set_conversation_status(
+                    manager, s, conversation.id, status
+                )
+            if kind == 2:
+                assignee = agent if number % 4 == 2 else manager
+                return await conversations.assign_conversation(
+                    manager, s, conversation.id, assignee.user_id
+                )
+            if kind == 3:
+                return await conversations.mark_conversation_read(agent, s, conversation.id)
+            sender = agent if kind == 4 else manager
+            return await conversations.send_message(
+                sender, s, conversation.id, body=f"agent {number}"
+            )
+
+    await asyncio.gather(*(change(n) for n in range(60)))
+    async with support.log_reader(sessionmaker) as conn:
+        stream, _, _ = await events.read_events(
+            conn, agent.workspace_id, conversations.TOPIC, events.ORIGIN, limit=1000
+        )
+    mine = [e for e in stream if e.entity_id == conversation.id]
+    messages = [e.payload["seq"] for e in mine if e.type == "message.created"]
+    assert messages == list(range(1, len(messages) + 1)), messages
+    for field in ("last_message_seq", "version"):
+        values = [e.payload[field] for e in mine]
+        assert values == sorted(values), (field, [(e.type, e.payload[field]) for e in mine])
+
+
+@pytest.mark.parametrize(
+    "write",
+    ["send_message", "post_customer_message", "set_status", "assign", "mark_read"],
+)
+async def test_a_writer_of_conversation_events_fails_loudly_after_an_earlier_write(
+    sessionmaker: Sessions,
+    agent: Actor,
+    manager: Actor,
+    customer: Customer,
+    channel: Actor,
+    write: str,
+) -> None:
+    """Each writer of an existing conversation's events takes the conversation's lock
+    before anything in its transaction writes (else its events could be read out of
+    order): code that wrote first is a bug, and says so instead of passing silently."""
+    conversation = await start(sessionmaker, agent, customer, body="Hello")
+    calls = {
+        "send_message": lambda s: conversations.send_message(agent, s, conversation.id, body="Hi"),
+        "post_customer_message": lambda s: conversations.post_customer_message(
+            channel, s, conversation.id, body="Hi"
+        ),
+        "set_status": lambda s: conversations.set_conversation_status(
+            manager, s, conversation.id, "closed"
+        ),
+        "assign": lambda s: conversations.assign_conversation(
+            manager, s, conversation.id, agent.user_id
+        ),
+        "mark_read": lambda s: conversations.mark_conversation_read(agent, s, conversation.id),
+    }
+    async with sessionmaker() as s, s.begin():
+        await customers.create_customer(manager, s, {"name": "Written first"})
+        await s.flush()
+        with pytest.raises(conversations.WrittenBeforeLock):
+            await calls[write](s)
+    async with sessionmaker() as s, s.begin():
+        await calls[write](s)  # first in its transaction: fine
 
 
 async def test_retry_with_the_same_client_message_id_returns_the_first_message(
