@@ -12,7 +12,9 @@ Close codes (documented in README):
   ``connectionParams`` again) and give up on 4401;
 - 4008: slow consumer — events were waiting and the client did not read them for
   ``slow_consumer_after`` seconds; reconnect and resume with the last ``cursor`` seen;
-- 1001: the server is shutting down; reconnect (to any server) and resume by cursor.
+- 1001: the server is shutting down; reconnect (to any server) and resume by cursor;
+- 1013 (Try Again Later): ``connection_init`` came while PostgreSQL or Redis was
+  unavailable, so the credentials could not be checked; reconnect shortly.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
+from crm_graphql.masking import unavailable_service
 from crm_graphql.realtime import ephemeral, fanout
 from crm_graphql.realtime.credentials import Credential
 from crm_graphql.resolvers.context import Context
@@ -51,6 +54,8 @@ CREDENTIAL_KEY = "crm.credential"
 GOING_AWAY = 1001
 CREDENTIALS_EXPIRED = 4440  # like HTTP 440 "login time-out": renew and reconnect
 CREDENTIALS_REVOKED = 4401  # Unauthorized: graphql-ws does not retry it
+TRY_AGAIN_LATER = 1013  # credentials not checkable during an outage: graphql-ws retries it
+REJECTION_KEY = "crm.rejection"  # (code, reason) replacing the protocol's rejection close
 
 # The sockets this process serves, so that shutdown can say goodbye with 1001.
 OPEN_SOCKETS: set[WebSocket] = set()
@@ -63,16 +68,8 @@ class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
     frames, and stop those frames as soon as the client stops the operation."""
 
     async def handle_connection_init(self, message: Any) -> None:
-        original_close = self.websocket.close
-
-        async def close(code: int = 1000, reason: str = "") -> None:
-            await original_close(4403 if code == 1011 else code, reason)
-
-        self.websocket.close = close  # type: ignore[method-assign]
-        try:
+        with _rejection_close(self.websocket, self.context, {1011: 4403}):
             await super().handle_connection_init(message)
-        finally:
-            self.websocket.close = original_close  # type: ignore[method-assign]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -99,6 +96,10 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
         super().__init__(*args, **kwargs)
         self.pushed: dict[str, fanout.Operation] = {}
 
+    async def handle_connection_init(self, message: Any) -> None:
+        with _rejection_close(self.websocket, self.context, {}):
+            await super().handle_connection_init(message)
+
     async def run_operation(self, operation: Any) -> None:
         # Runs as the operation's task: subscriptions may push their frames themselves.
         with _pushing(self.pushed, fanout.Operation(operation.id, legacy=False)):
@@ -107,6 +108,28 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
     async def cleanup_operation(self, operation_id: str) -> None:
         _end_pushed(self.pushed, operation_id)
         await super().cleanup_operation(operation_id)
+
+
+@contextlib.contextmanager
+def _rejection_close(websocket: Any, context: Context, codes: dict[int, int]) -> Iterator[None]:
+    """While ``connection_init`` is handled, the protocol's close (of Strawberry's socket
+    adapter ``websocket``) of a rejected connection uses the code and reason
+    ``on_ws_connect`` chose (``REJECTION_KEY`` in the scope of the context's socket), else
+    ``codes`` maps the protocol's code (the legacy protocol's 1011 is no internal error)."""
+    original_close = websocket.close
+    scope = context.websocket.scope if context.websocket is not None else {}
+
+    async def close(code: int = 1000, reason: str = "") -> None:
+        chosen = scope.pop(REJECTION_KEY, None)
+        if chosen is not None:
+            code, reason = chosen
+        await original_close(codes.get(code, code), reason)
+
+    websocket.close = close
+    try:
+        yield
+    finally:
+        websocket.close = original_close
 
 
 @contextlib.contextmanager
@@ -169,6 +192,7 @@ class GraphQLWebSocket(GraphQL[Context, None]):
                     "code": "UNAUTHENTICATED",
                 }
             )
+        websocket = context.websocket
         try:
             found = await connection_credentials(
                 context.app, header, request_id=context.request_id, client_ip=context.client_ip
@@ -177,17 +201,25 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             raise ConnectionRejectionError(
                 {"message": error.message, "code": error.code}
             ) from error
+        except Exception as exc:
+            if (rejection := _unavailable(websocket, exc)) is None:
+                raise
+            raise rejection from exc
         if found is None:
             raise ConnectionRejectionError(
                 {"message": "Invalid credentials", "code": "UNAUTHENTICATED"}
             )
         actor, grant = found
-        websocket = context.websocket
         credential = Credential(grant, lambda reason: _spawn(close_ended(websocket, reason)))
         # Followed before the connection is acknowledged: no operation runs on it before
         # revocations that committed after the check are applied.
         websocket.scope[CREDENTIAL_KEY] = credential
-        await context.app.hub.credentials.register(credential)
+        try:
+            await context.app.hub.credentials.register(credential)
+        except Exception as exc:
+            if (rejection := _unavailable(websocket, exc)) is None:
+                raise
+            raise rejection from exc
         if credential.ended is not None:
             raise ConnectionRejectionError(
                 {"message": credential.ended.message, "code": "UNAUTHENTICATED"}
@@ -206,6 +238,18 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             if credential is not None:
                 scope["app"].state.crm.hub.credentials.unregister(credential)
             await ephemeral.connection_closed(scope)  # presence: maybe offline
+
+
+def _unavailable(websocket: WebSocket, error: Exception) -> ConnectionRejectionError | None:
+    """The rejection for an error while checking credentials at ``connection_init`` when
+    PostgreSQL or Redis is unavailable, closed with 1013 (the credentials cannot be
+    checked, so no connection without that check); None for any other error."""
+    service = unavailable_service(error)
+    if service is None:
+        return None
+    message = f"{service} is unavailable: reconnect shortly"
+    websocket.scope[REJECTION_KEY] = (TRY_AGAIN_LATER, message)
+    return ConnectionRejectionError({"message": message, "code": "UNAVAILABLE"})
 
 
 def _authorization(params: dict[str, Any]) -> str | None:

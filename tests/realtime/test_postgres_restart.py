@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from crm_graphql.db.engine import make_engine, make_sessionmaker
 from crm_graphql.models import Role
@@ -29,6 +30,7 @@ from crm_graphql.services import auth
 from crm_graphql.services.auth import TokenConfig, issue_access_token
 from tests import support
 from tests.realtime.processes import PostgresCluster, ServerProcess, server_env, wait_for
+from tests.realtime.streams import close_code
 
 SEND = """mutation($i: SendMessageInput!) {
   sendMessage(input: $i) { message { id seq } errors { code message } }
@@ -153,6 +155,8 @@ async def test_postgres_restart_answers_unavailable_never_internal(
         def message(n: int) -> dict[str, Any]:
             return {"i": {"conversationId": conversation, "body": f"message {n}"}}
 
+        open_socket = await support.WSClient.connect(server.url, token)
+        await open_socket.acknowledged()
         workers = [asyncio.create_task(worker(f"send-{i}", SEND, message)) for i in range(3)]
         workers += [asyncio.create_task(worker(f"read-{i}", q, {})) for i, q in enumerate(READS)]
         try:
@@ -164,18 +168,22 @@ async def test_postgres_restart_answers_unavailable_never_internal(
                 timeout=20,
                 what="failures while stopped",
             )
-            # A subscription started meanwhile is told the same.
-            ws = await support.WSClient.connect(server.url, token)
-            try:
-                await ws.acknowledged()
-                await ws.subscribe(EVENTS, {"id": conversation})
-                message = await ws.receive()
-            finally:
-                await ws.close()
+            # A subscription started meanwhile on an open connection is told the same.
+            await open_socket.subscribe(EVENTS, {"id": conversation})
+            message = await open_socket.receive()
             payload = message["payload"]
             ws_errors = payload if message["type"] == "error" else payload["errors"]
             assert [e["extensions"]["code"] for e in ws_errors] == ["UNAVAILABLE"], message
             assert ws_errors[0]["extensions"]["retryAfter"] == 2, message
+            # A connection opened meanwhile cannot have its credentials checked: it is
+            # closed with 1013 (try again later), which clients retry.
+            for protocol in ("graphql-transport-ws", "graphql-ws"):
+                late = await support.WSClient.connect(server.url, token, protocol=protocol)
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    while True:
+                        await late.receive()
+                assert close_code(closed.value) == 1013, (protocol, server.log_tail(60))
+                assert "unavailable" in (closed.value.rcvd.reason or ""), closed.value
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - stopped_at)))
             await asyncio.to_thread(private_postgres.start)
             restarted.set()
@@ -190,6 +198,7 @@ async def test_postgres_restart_answers_unavailable_never_internal(
         finally:
             stop.set()
             await asyncio.gather(*workers)
+            await open_socket.close()
 
     failed = [a for a in answers if a.codes]
     tally = Counter((a.kind.split("-")[0], a.status, ",".join(sorted(a.codes))) for a in failed)
