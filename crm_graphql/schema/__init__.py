@@ -16,6 +16,7 @@ from crm_graphql.schema.companies import CompanyMutation, CompanyQuery
 from crm_graphql.schema.conversations import ConversationMutation, ConversationQuery
 from crm_graphql.schema.customers import CustomerMutation, CustomerQuery
 from crm_graphql.schema.deals import DealMutation, DealQuery
+from crm_graphql.schema.executor import EventExecutor
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
@@ -77,12 +78,14 @@ class CrmSchema(strawberry.Schema):
 def build_schema(**kwargs: Any) -> strawberry.Schema:
     """The schema. ``OperationLimits`` parses and validates with caches keyed by the
     document's text and applies the query limits; ``FormatErrors`` gives every error its
-    client form (codes, masking) on HTTP and WebSocket alike."""
+    client form (codes, masking) on HTTP and WebSocket alike; ``EventExecutor`` runs each
+    subscription event without leaving state in the subscription's executor."""
     return CrmSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=[FormatErrors, OperationLimits],
+        execution_context_class=EventExecutor,
         **kwargs,
     )
 
