@@ -306,7 +306,8 @@ class Soak:
         self.audience: list[int] = []  # write number -> conversation index or FEED
         self.written = bytearray()  # write number -> 1 when its request succeeded
         self.samples: list[dict[str, Any]] = []
-        self.pauses: list[dict[tuple[float, int, float], None]] = [{} for _ in servers]
+        # (unix s, generation, pause ms, CPU ms) of every collection of 5 ms or more
+        self.pauses: list[dict[tuple[float, int, float, float], None]] = [{} for _ in servers]
         self.stalls: list[dict[tuple[float, float], None]] = [{} for _ in servers]
         self.failures: list[str] = []
         self.rng = random.Random(SEED)
@@ -776,6 +777,7 @@ def gc_figures(soak: Soak, process: int) -> dict[str, Any]:
             b - a for a, b in zip(first["collections"], last["collections"], strict=True)
         ],
         "pause_ms_max": last["pause_ms_max"],
+        "pause_cpu_ms_max": last.get("pause_cpu_ms_max"),
         "pause_ms_total": round(last["pause_ms_total"] - first["pause_ms_total"], 1),
         "pauses_over_100ms": last["over_100ms"] - first["over_100ms"],
         "pauses_over_200ms": last["over_200ms"] - first["over_200ms"],
@@ -820,7 +822,9 @@ def interval_rows(soak: Soak) -> list[dict[str, Any]]:
             "unexpected_closes": interval.unexpected_closes,
         }
         for p in range(2):
-            pauses = [ms for at, _, ms in soak.pauses[p] if wall0 + lo <= at < wall0 + hi]
+            pauses = [
+                (ms, cpu) for at, _, ms, cpu in soak.pauses[p] if wall0 + lo <= at < wall0 + hi
+            ]
             stalls = [ms for at, ms in soak.stalls[p] if wall0 + lo <= at < wall0 + hi]
             first, last = (span[0], span[-1]) if len(span) > 1 else (None, None)
             if first is not None and last is not None and last["t"] > first["t"]:
@@ -831,8 +835,8 @@ def interval_rows(soak: Soak) -> list[dict[str, Any]]:
             else:
                 row["cpu_pct"].append(None)
                 row["gc_collections"].append(None)
-            row["gc_pause_ms_max"].append(max(pauses) if pauses else None)
-            row["gc_over_100ms"].append(sum(ms > 100 for ms in pauses))
+            row["gc_pause_ms_max"].append(max(pauses) if pauses else None)  # (wall, CPU)
+            row["gc_over_100ms"].append(sum(ms > 100 for ms, _ in pauses))
             row["loop_stall_ms_max"].append(max(stalls) if stalls else None)
         rows.append(row)
     return rows
@@ -865,13 +869,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"at start {result['machine']['loadavg_at_start'][0]:.2f}. {result['note']}",
         "",
         "| minute | RSS A / B MiB | CPU A / B % | GC collections A / B "
-        "| longest GC pause A / B ms | longest loop stall A / B ms "
+        "| longest GC pause (its CPU) A / B ms | longest loop stall A / B ms "
         "| requests (failed) | request p50 / p95 / p99 ms | deliveries | delivery p50 / p95 / p99 ms "
         "| reconnects (unplanned) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["intervals"]:
-        pauses = " / ".join(fmt(v) if v is not None else "<5" for v in row["gc_pause_ms_max"])
+        pauses = " / ".join(
+            f"{fmt(v[0])} ({fmt(v[1])})" if v else "<5" for v in row["gc_pause_ms_max"]
+        )
         stalls = " / ".join(fmt(v) if v is not None else "<50" for v in row["loop_stall_ms_max"])
         r, d = row["request_ms"], row["delivery_ms"]
         lines.append(
@@ -887,7 +893,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         "| process | RSS subscribed | after warm-up | end | max | after clients left "
-        "| growth after warm-up | slope MB / 10 min | longest GC pause | pauses > 100 / 200 ms "
+        "| growth after warm-up | slope MB / 10 min | longest GC pause (most CPU) "
+        "| pauses > 100 / 200 ms "
         "| GC collections (gen 0/1/2) | longest loop stall |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -897,7 +904,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {fmt(proc['rss_end_mib'])} MiB | {fmt(proc['rss_max_mib'])} MiB "
             f"| {fmt(proc['rss_after_clients_left_mib'])} MiB "
             f"| {fmt(proc['rss_growth_after_warmup_pct'])} % | {fmt(proc['rss_slope_mb_per_10min'])} "
-            f"| {fmt(proc.get('pause_ms_max'))} ms "
+            f"| {fmt(proc.get('pause_ms_max'))} ms ({fmt(proc.get('pause_cpu_ms_max'))} ms) "
             f"| {fmt(proc.get('pauses_over_100ms'))} / {fmt(proc.get('pauses_over_200ms'))} "
             f"| {'/'.join(str(c) for c in proc.get('collections', []))} "
             f"| {fmt(proc.get('loop_lag_ms_max'))} ms |"

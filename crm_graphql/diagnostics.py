@@ -34,35 +34,41 @@ THRESHOLDS_MS = (100.0, 200.0)  # pauses over these are counted apart
 
 
 class GcPauses:
-    """Every collection of this process, timed by ``gc.callbacks``."""
+    """Every collection of this process, timed by ``gc.callbacks``: the pause as the
+    process's clients see it (wall clock) and the CPU time it took (apart from the pause
+    when the machine is busy and the process waits for a core)."""
 
     def __init__(self) -> None:
         self.collections = [0, 0, 0]  # per generation
         self.collected = 0  # unreachable objects freed (garbage in reference cycles)
         self.total_ms = 0.0
         self.max_ms = 0.0
+        self.max_cpu_ms = 0.0
         self.over = dict.fromkeys(THRESHOLDS_MS, 0)
-        self.recent: deque[tuple[float, int, float]] = deque(maxlen=KEPT)  # (unix s, gen, ms)
-        self._started: float | None = None
+        # (unix s, generation, pause ms, CPU ms)
+        self.recent: deque[tuple[float, int, float, float]] = deque(maxlen=KEPT)
+        self._started: tuple[float, float] | None = None
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._started = time.perf_counter()
+            self._started = (time.perf_counter(), time.thread_time())
             return
         if self._started is None:
             return
-        ms = (time.perf_counter() - self._started) * 1000
+        ms = (time.perf_counter() - self._started[0]) * 1000
+        cpu_ms = (time.thread_time() - self._started[1]) * 1000
         self._started = None
         generation = int(info.get("generation", 2))
         self.collections[generation] += 1
         self.collected += int(info.get("collected", 0))
         self.total_ms += ms
         self.max_ms = max(self.max_ms, ms)
+        self.max_cpu_ms = max(self.max_cpu_ms, cpu_ms)
         for threshold in THRESHOLDS_MS:
             if ms > threshold:
                 self.over[threshold] += 1
         if ms >= LONG_PAUSE_MS:
-            self.recent.append((time.time(), generation, round(ms, 2)))
+            self.recent.append((time.time(), generation, round(ms, 2), round(cpu_ms, 2)))
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -70,6 +76,7 @@ class GcPauses:
             "collected": self.collected,
             "pause_ms_total": round(self.total_ms, 2),
             "pause_ms_max": round(self.max_ms, 2),
+            "pause_cpu_ms_max": round(self.max_cpu_ms, 2),
             **{f"over_{t:g}ms": n for t, n in self.over.items()},
             "recent": list(self.recent),
             "thresholds": list(gc.get_threshold()),

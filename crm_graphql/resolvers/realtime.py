@@ -193,7 +193,7 @@ def _executor(info: Any) -> Any:
     raw = getattr(info, "_raw_info", info)
     gather = getattr(getattr(raw, "async_helpers", None), "gather", None)
     executor = getattr(gather, "__self__", None)
-    return executor if hasattr(executor, "build_per_event_executor") else None
+    return executor if hasattr(executor, "detached") else None
 
 
 def _shape(info: Any, executor: Any) -> _Shape:
@@ -290,13 +290,12 @@ def _renderer(info: Any, executor: Any, common: Actor) -> Render:
     The group outlives the member whose subscription created it, so the rendering keeps
     nothing of that member's request: not its ``info`` nor its executor (whose context
     holds the member's socket), only an executor of the same validated operation without
-    a context (``schema.executor.EventExecutor``: each event's executor is built afresh,
-    nothing accumulates in this one)."""
+    one (``schema.executor.EventExecutor.detached``; each event's copy of it has a memo
+    of its own, nothing accumulates there)."""
     app = info.context.app
     schema = getattr(info, "schema", None)
     production = app.settings.is_production
-    operation = executor.build_per_event_executor(None)
-    operation.context_value = None
+    operation = executor.detached()
 
     async def render(event: StoredEvent, variant: Hashable) -> bytes:
         actor = variant if isinstance(variant, Actor) else common

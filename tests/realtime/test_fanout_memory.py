@@ -10,7 +10,6 @@ fail when the library changes in a way that matters (see that module)."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from typing import Any
 
 from graphql import build_schema, parse
@@ -180,11 +179,10 @@ SCHEMA = build_schema(
 )
 DOCUMENT = parse("subscription($n: Int) { event(n: $n) { cursor inner { x leaves { z } } } }")
 PAYLOAD = {"event": {"cursor": "c", "inner": {"x": 1, "leaves": [{"z": 1}, {"z": 2}]}}}
-# What a per-event executor must not share with the subscription's: graphql-core's
-# per-execution state (errors, memos, pending work) and the event itself.
-PER_EVENT = frozenset(
+# What an executor does not share with the one it was made from: graphql-core's
+# per-execution state (errors, memos, pending work).
+OWN_STATE = frozenset(
     {
-        "root_value",
         "collected_errors",
         "async_helpers",
         "pending_incremental_futures",
@@ -200,61 +198,76 @@ PER_EVENT = frozenset(
         "streams",
     }
 )
+REQUEST = frozenset({"root_value", "context_value", "abort_signal"})
 
 
 def _subscription(executor_class: Any) -> Any:
-    executor = executor_class.build(SCHEMA, DOCUMENT, raw_variable_values={"n": 3})
+    executor = executor_class.build(
+        SCHEMA, DOCUMENT, context_value=object(), raw_variable_values={"n": 3}
+    )
     assert not isinstance(executor, list), executor
+    executor.operation_extensions = {"trace": True}  # Strawberry's, carried too
     return executor
 
 
-def _state(executor: Any) -> Iterator[tuple[str, Any]]:
-    """The executor's attributes that hold a size (memos, sets, lists)."""
-    for name, value in vars(executor).items():
-        if hasattr(value, "__len__") and name not in ("variable_values", "fragments"):
-            yield name, value
+def _sizes(executor: Any) -> dict[str, int]:
+    """The sizes of the executor's attributes that have one (memos, sets, lists)."""
+    return {
+        name: len(value)
+        for name, value in vars(executor).items()
+        if hasattr(value, "__len__") and name not in ("variable_values", "fragments")
+    }
 
 
 def test_graphql_core_per_event_executors_still_share_the_subscriptions_memo() -> None:
-    """Why ``EventExecutor`` exists: graphql-core's own per-event executors grow the
-    subscription's executor by every event. When this fails, the library no longer does
-    so, and ``EventExecutor`` (with this test) can go."""
+    """Why ``EventExecutor`` exists: graphql-core's own per-event copies grow the
+    subscription's executor by every event, in its ``_relevant_sub_fields``. When this
+    fails, the library has changed: the memo is no longer shared (``EventExecutor`` can
+    go) or has another name (``EventExecutor`` must follow)."""
     subscription = _subscription(StrawberryGraphQLCoreExecutionContext)
     for _ in range(10):
         result = subscription.build_per_event_executor(PAYLOAD).execute_operation(False)
         assert result.data == PAYLOAD and not result.errors
-    grown = {name: len(value) for name, value in _state(subscription) if len(value)}
+    grown = {name: size for name, size in _sizes(subscription).items() if size}
     assert grown.get("_relevant_sub_fields", 0) >= 10, grown
 
 
 def test_event_executors_leave_the_subscriptions_executor_as_it_was() -> None:
     subscription = _subscription(EventExecutor)
-    empty = {name: len(value) for name, value in _state(subscription)}
+    before = _sizes(subscription)
     for _ in range(10):
         run = subscription.build_per_event_executor(PAYLOAD)
         assert type(run) is EventExecutor
         assert run.execute_operation(False).data == PAYLOAD
-    assert {name: len(value) for name, value in _state(subscription)} == empty
+    assert _sizes(subscription) == before
 
 
-def test_event_executors_carry_everything_else_graphql_cores_copy_carries() -> None:
-    """Built afresh, an event's executor must still be graphql-core's copy in everything
-    but its per-execution state: an attribute the library adds (a new argument, a new
-    memo) fails here until ``EventExecutor`` handles it."""
+def test_an_event_executor_is_graphql_cores_copy_but_for_its_memo() -> None:
+    """An attribute the library adds to its copy (a new memo shared with the original)
+    fails here until ``EventExecutor`` handles it."""
     subscription = _subscription(EventExecutor)
-    subscription.operation_extensions = {"trace": True}  # Strawberry's, carried too
     ours = vars(subscription.build_per_event_executor(PAYLOAD))
     theirs = vars(
         StrawberryGraphQLCoreExecutionContext.build_per_event_executor(subscription, PAYLOAD)
     )
     assert ours.keys() == theirs.keys()
-    differing = {
-        name for name, value in theirs.items() if ours[name] is not value and ours[name] != value
-    }
-    assert differing <= PER_EVENT, differing - PER_EVENT
+    differing = {name for name, value in theirs.items() if ours[name] is not value}
+    assert differing == {"collected_errors", "_relevant_sub_fields"}, differing
+    assert theirs["_relevant_sub_fields"] is subscription._relevant_sub_fields
     assert ours["root_value"] is PAYLOAD
-    assert {name for name in PER_EVENT & theirs.keys() if ours[name] is theirs[name]} <= {
-        "root_value",  # both the event
-        "async_work_finished_hook_task",  # None until used
-        "defer_usage_set",
-    }
+
+
+def test_a_detached_executor_runs_the_operation_and_holds_no_request() -> None:
+    """What a fan-out group keeps: the operation's validated arguments, none of the
+    request (context, root value) and no way back to the executor it came from."""
+    subscription = _subscription(EventExecutor)
+    detached = subscription.detached()
+    mine, original = vars(detached), vars(subscription)
+    assert mine.keys() == original.keys()
+    differing = {name for name, value in original.items() if mine[name] is not value}
+    assert differing <= OWN_STATE | REQUEST, differing - OWN_STATE - REQUEST
+    assert all(mine[name] is None for name in REQUEST), {n: mine[n] for n in REQUEST}
+    assert detached.async_helpers.gather.__self__ is detached
+    assert not any(value is subscription for value in mine.values())
+    result = detached.build_per_event_executor(PAYLOAD).execute_operation(False)
+    assert result.data == PAYLOAD and not result.errors
