@@ -654,11 +654,13 @@ class Soak:
         }
 
     async def progress(self) -> None:
+        """A line per interval as it ends."""
+        printed = 0
         while True:
-            await asyncio.sleep(self.options.interval)
-            done = len(self.intervals) - 1
-            if done >= 1:
-                say(row_text(self, done - 1))
+            await asyncio.sleep(1)
+            while printed < len(self.intervals) - 1:
+                say(row_text(self, printed))
+                printed += 1
 
     async def drain(self) -> float:
         """Wait until no delivery arrived for 3 s (at most 60 s): late is not lost."""

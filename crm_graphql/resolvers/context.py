@@ -141,6 +141,8 @@ class Context:
             if self._session is not None:
                 await self._session.close()
                 self._session = None
+        if self._loaders is not None:
+            self._loaders.clear()  # freed now, not by a garbage collection (they hold it)
         self._loaders = None
 
     async def close(self) -> None:
