@@ -532,9 +532,15 @@ class Soak:
 
     # ---------------------------------------------------------------- sampling
 
-    async def sample(self, http: httpx.AsyncClient, phase: str) -> dict[str, Any]:
+    async def sample(
+        self, http: httpx.AsyncClient, phase: str, census: str | None = None
+    ) -> dict[str, Any]:
+        """RSS, CPU and /debug/runtime of each process; with ``census`` ("count" or
+        "collect", only outside the measured load) the objects alive by type."""
+        query = {"count": "?census=1", "collect": "?census=1&collect=1"}.get(census or "", "")
         entry: dict[str, Any] = {
             "t": round(time.monotonic() - self.t0, 2),
+            "wall": time.time(),
             "phase": phase,
             "rss_kib": [],
             "cpu_s": [],
@@ -546,7 +552,8 @@ class Soak:
             entry["rss_kib"].append(rss_kib(server.proc.pid))
             entry["cpu_s"].append(cpu_seconds(server.proc.pid))
             try:
-                runtime = (await http.get(server.base + "/debug/runtime", timeout=10)).json()
+                url = server.base + "/debug/runtime" + query
+                runtime = (await http.get(url, timeout=60)).json()
             except (httpx.HTTPError, ValueError) as error:
                 entry["gc"].append({"error": repr(error)[:200]})
                 entry["loop_lag_ms_max"].append(None)
@@ -561,6 +568,8 @@ class Soak:
             entry["gc"].append(gc_figures)
             entry["loop_lag_ms_max"].append(loop["lag_ms_max"])
             entry["realtime"].append(runtime["realtime"])
+            if "census" in runtime:
+                entry.setdefault("census", []).append(runtime["census"])
         self.samples.append(entry)
         return entry
 
@@ -613,7 +622,7 @@ class Soak:
                     raise RuntimeError(f"only {members} of {len(self.subs)} subscribed")
                 await asyncio.sleep(0.5)
             say(f"{len(self.subs)} subscribers on two processes; load for {options.minutes:g} min")
-            await self.sample(http, "subscribed")
+            await self.sample(http, "subscribed", census="count")
             self.t0 = time.monotonic()
             self.intervals = []
             sampler = asyncio.create_task(self.sampler(http))
@@ -623,7 +632,7 @@ class Soak:
             self.stopping.set()
             await sampler
             reporter.cancel()
-            await self.sample(http, "drained")
+            await self.sample(http, "drained", census="count")
             lost, duplicates, unexpected, expected = self.account()
             for task in tasks:
                 task.cancel()
@@ -634,7 +643,7 @@ class Soak:
                 if not await self.members(http):
                     break
             await asyncio.sleep(10)
-            left = await self.sample(http, "clients left")
+            left = await self.sample(http, "clients left", census="collect")
         finally:
             self.stopping.set()
             for task in tasks:
@@ -766,27 +775,47 @@ def rss_figures(soak: Soak, process: int) -> dict[str, Any]:
 
 
 def gc_figures(soak: Soak, process: int) -> dict[str, Any]:
+    """Collections, pauses and loop stalls from the start of the load to its end."""
     measured = [
         s
         for s in soak.samples
-        if s["phase"] != "clients left" and "collections" in s["gc"][process]
+        if s["phase"] in ("warm-up", "load", "drained") and "collections" in s["gc"][process]
     ]
     if not measured:
         return {}
     first, last = measured[0]["gc"][process], measured[-1]["gc"][process]
+    lo, hi = measured[0]["wall"] - soak.options.sample, measured[-1]["wall"]
+    pauses = [p for p in soak.pauses[process] if lo <= p[0] <= hi]
+    stalls = [p for p in soak.stalls[process] if lo <= p[0] <= hi]
     return {
         "collections": [
             b - a for a, b in zip(first["collections"], last["collections"], strict=True)
         ],
-        "pause_ms_max": last["pause_ms_max"],
-        "pause_cpu_ms_max": last.get("pause_cpu_ms_max"),
+        "collected": last.get("collected", 0) - first.get("collected", 0),
+        "pause_ms_max": max((p[2] for p in pauses), default=0.0),
+        "pause_cpu_ms_max": max((p[3] for p in pauses), default=0.0),
         "pause_ms_total": round(last["pause_ms_total"] - first["pause_ms_total"], 1),
         "pauses_over_100ms": last["over_100ms"] - first["over_100ms"],
         "pauses_over_200ms": last["over_200ms"] - first["over_200ms"],
-        "loop_lag_ms_max": max((s["loop_lag_ms_max"][process] or 0) for s in measured),
-        "longest_pauses": sorted(soak.pauses[process], key=lambda p: -p[2])[:10],
-        "longest_stalls": sorted(soak.stalls[process], key=lambda p: -p[1])[:10],
+        "loop_lag_ms_max": max((p[1] for p in stalls), default=0.0),
+        "longest_pauses": sorted(pauses, key=lambda p: -p[2])[:10],
+        "longest_stalls": sorted(stalls, key=lambda p: -p[1])[:10],
     }
+
+
+def census_growth(soak: Soak, process: int, phase: str) -> dict[str, int]:
+    """The types whose objects grew most between the subscribed sample and ``phase``."""
+    counts = {}
+    for wanted in ("subscribed", phase):
+        entry = next((s for s in soak.samples if s["phase"] == wanted and "census" in s), None)
+        if entry is None:
+            return {}
+        counts[wanted] = entry["census"][process]
+    before, after = counts["subscribed"], counts[phase]
+    growth = {"(all objects)": after["objects"] - before["objects"]}
+    by_type = {name: n - before["by_type"].get(name, 0) for name, n in after["by_type"].items()}
+    growth.update(sorted(by_type.items(), key=lambda item: -item[1])[:10])
+    return growth
 
 
 def interval_rows(soak: Soak) -> list[dict[str, Any]]:
@@ -911,6 +940,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {'/'.join(str(c) for c in proc.get('collections', []))} "
             f"| {fmt(proc.get('loop_lag_ms_max'))} ms |"
         )
+    lines.append("")
+    for name, proc in zip("AB", result["processes"], strict=True):
+        for label, key in (
+            ("at the end of the load", "objects_grown_by_end"),
+            ("once every client had left (after a collection)", "objects_grown_after_clients_left"),
+        ):
+            grown = ", ".join(f"{t} {n:+d}" for t, n in proc.get(key, {}).items())
+            lines.append(f"- {name}, objects alive {label}, against subscribed: {grown or '-'}")
     d = result["deliveries"]
     lines += [
         "",
@@ -1060,6 +1097,8 @@ def main(argv: list[str] | None = None) -> int:
     processes = []
     for p in range(2):
         figures = {**rss_figures(soak, p), **gc_figures(soak, p)}
+        figures["objects_grown_by_end"] = census_growth(soak, p, "drained")
+        figures["objects_grown_after_clients_left"] = census_growth(soak, p, "clients left")
         figures["rss_after_clients_left_mib"] = round(
             deliveries["rss_after_clients_left_kib"][p] / 1024, 1
         )

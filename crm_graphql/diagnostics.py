@@ -19,7 +19,7 @@ import gc
 import ipaddress
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ KEPT = 256  # recent long pauses and stalls kept
 LONG_PAUSE_MS = 5.0  # pauses at least this long are kept with their time
 LONG_LAG_MS = 50.0  # stalls at least this long are kept with their time
 THRESHOLDS_MS = (100.0, 200.0)  # pauses over these are counted apart
+CENSUS_TYPES = 60  # types listed by a census
 
 
 class GcPauses:
@@ -170,19 +171,31 @@ def _loopback(request: Request) -> bool:
         return False
 
 
+def census(*, collect: bool) -> dict[str, Any]:
+    """Objects the collector tracks (containers: what leaks), by type, the most numerous
+    first; after a full collection with ``collect`` (a pause of its own: ask only when
+    no load is being measured)."""
+    if collect:
+        gc.collect()
+    counts = Counter(type(o).__module__ + "." + type(o).__qualname__ for o in gc.get_objects())
+    return {"objects": sum(counts.values()), "by_type": dict(counts.most_common(CENSUS_TYPES))}
+
+
 async def runtime(request: Request) -> Response:
-    """``GET /debug/runtime`` (with ``CRM_DEBUG_RUNTIME=true``, loopback clients only)."""
+    """``GET /debug/runtime`` (with ``CRM_DEBUG_RUNTIME=true``, loopback clients only);
+    ``?census=1`` adds the objects alive by type (``&collect=1``: after a collection)."""
     diagnostics: Diagnostics | None = getattr(request.app.state, "diagnostics", None)
     if diagnostics is None or not _loopback(request):
         return JSONResponse({"error": "not found"}, 404)
-    return JSONResponse(
-        {
-            "pid": os.getpid(),
-            "at": time.time(),
-            "uptime_s": round(time.time() - diagnostics.started, 1),
-            "rss_kib": rss_kib(),
-            "gc": diagnostics.gc.snapshot(),
-            "loop": diagnostics.loop.snapshot(),
-            "realtime": realtime_state(request.app.state.crm),
-        }
-    )
+    figures: dict[str, Any] = {
+        "pid": os.getpid(),
+        "at": time.time(),
+        "uptime_s": round(time.time() - diagnostics.started, 1),
+        "rss_kib": rss_kib(),
+        "gc": diagnostics.gc.snapshot(),
+        "loop": diagnostics.loop.snapshot(),
+        "realtime": realtime_state(request.app.state.crm),
+    }
+    if request.query_params.get("census"):
+        figures["census"] = census(collect=bool(request.query_params.get("collect")))
+    return JSONResponse(figures)

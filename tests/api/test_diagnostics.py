@@ -33,6 +33,19 @@ async def test_runtime_figures_count_the_collections_and_the_realtime_state(
     realtime = after["realtime"]
     assert realtime["streams"] == realtime["groups"] == realtime["open_sockets"] == 0, realtime
     assert {"window_events", "rendered_kept", "ephemeral_listeners"} <= realtime.keys()
+    assert "census" not in after
+
+
+async def test_a_census_counts_the_objects_alive_by_type(settings: Any) -> None:
+    async with support.app_client(settings, debug_runtime=True) as client:
+        kept = [_Marker() for _ in range(500)]
+        census = (await client.http.get("/debug/runtime?census=1&collect=1")).json()["census"]
+    assert census["by_type"][f"{__name__}._Marker"] == len(kept)
+    assert census["objects"] >= sum(census["by_type"].values())
+
+
+class _Marker:
+    """Counted by the census (instances of a class of their own)."""
 
 
 async def test_runtime_figures_are_not_shown_to_other_addresses(settings: Any) -> None:

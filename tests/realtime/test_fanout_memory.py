@@ -9,6 +9,7 @@ fail when the library changes in a way that matters (see that module)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from typing import Any
 
@@ -17,6 +18,8 @@ from starlette.applications import Starlette
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from crm_graphql.models import Role, User
+from crm_graphql.realtime import SERVER_WEBSOCKETS
+from crm_graphql.realtime.hub import Member, Stream
 from crm_graphql.resolvers.context import Context
 from crm_graphql.schema.executor import EventExecutor
 from crm_graphql.services.actor import Actor
@@ -139,6 +142,41 @@ async def test_a_group_keeps_nothing_of_members_that_left(
     assert contexts == len(sockets), f"{contexts} socket contexts alive, {len(sockets)} open"
     grown = counts[1] - counts[0]
     assert grown < SLACK, f"{grown} graphql-core objects more after {3 * (rounds - 3)} events"
+
+
+async def test_nothing_of_a_departed_subscriber_outlives_its_stream(
+    settings: Any, users: dict[Role, User], actors: dict[Role, Actor]
+) -> None:
+    """Once the last subscriber of a stream has left, neither it (its socket's context,
+    through its slow-consumer handler) nor the stream (its window of events) stays
+    reachable, however long the process then serves no stream. The slow-consumer
+    watchdog runs every 0.2 s here, so it has looked at the subscriber many times."""
+    quick_watchdog = settings.model_copy(update={"slow_consumer_seconds": 0.4})
+    async with _serving(quick_watchdog, SERVER_WEBSOCKETS) as (base_url, app):
+        hub = _hub(app)
+        token = _token(settings, users[Role.AGENT])
+        customer = await _customer(app, actors[Role.AGENT])
+        ws = await _subscribe(base_url, token, FEED)
+        try:
+            await wait_for(lambda: hub.stats()["members"] == 1, what="subscribed")
+            await _notes(app, actors[Role.AGENT], customer, "one", "two")
+            await _frames(ws, 2)
+            await asyncio.sleep(1)  # the watchdog's turns while the subscriber is there
+        finally:
+            await ws.close()
+        await wait_for(lambda: not hub.streams, what="the stream closed")
+
+        def left_behind() -> list[Any]:
+            gc.collect()
+            return [
+                o
+                for o in gc.get_objects()
+                if (type(o) is Member and o.group is not None and o.group.stream.hub is hub)
+                or (type(o) is Stream and o.hub is hub)
+            ]
+
+        await wait_for(lambda: not left_behind(), 5, interval=0.5, what="nothing of it left")
+        assert _socket_contexts() == 0
 
 
 async def test_a_subscription_resolved_per_subscriber_keeps_nothing_per_event(
