@@ -69,6 +69,7 @@ from bench.run import (
     VENV_BIN,
     Server,
     cpu_seconds,
+    login,
     machine_info,
     ours_env,
     rss_kib,
@@ -443,28 +444,11 @@ class Soak:
         if kind == "send":
             c = rng.randrange(len(facts.conversations))
             conv, assignee = facts.conversations[c]
-            n = next(self.numbers)
-            body = {
-                "query": SEND_MESSAGE,
-                "variables": {
-                    "conversationId": to_global_id("Conversation", conv),
-                    "body": f"soak:{n}:{time.time_ns()}",
-                },
-            }
-            self._written(n, c)
-            return assignee, body, n
+            target = {"conversationId": to_global_id("Conversation", conv)}
+            return assignee, *self._write(SEND_MESSAGE, target, "body", c)
         if kind == "note":
-            n = next(self.numbers)
-            customer = rng.choice(facts.customers)
-            body = {
-                "query": CREATE_ACTIVITY,
-                "variables": {
-                    "customerId": to_global_id("Customer", customer),
-                    "subject": f"soak:{n}:{time.time_ns()}",
-                },
-            }
-            self._written(n, FEED)
-            return user, body, n
+            target = {"customerId": to_global_id("Customer", rng.choice(facts.customers))}
+            return user, *self._write(CREATE_ACTIVITY, target, "subject", FEED)
         if kind == "page":
             return user, {"query": CUSTOMER_PAGE}, None
         if kind == "customer":
@@ -479,6 +463,16 @@ class Soak:
             variables = {"id": to_global_id("Conversation", conv)}
             return assignee, {"query": CONVERSATION, "variables": variables}, None
         return user, {"query": CONVERSATION_LIST}, None
+
+    def _write(
+        self, query: str, target: dict[str, str], text: str, audience: int
+    ) -> tuple[dict[str, Any], int]:
+        """The body of the next write (its ``text`` variable marked ``soak:<n>:<send
+        time>``), to be delivered to ``audience``; and its number n."""
+        n = next(self.numbers)
+        self._written(n, audience)
+        variables = {**target, text: f"soak:{n}:{time.time_ns()}"}
+        return {"query": query, "variables": variables}, n
 
     def _written(self, n: int, audience: int) -> None:
         while len(self.audience) <= n:
@@ -734,8 +728,9 @@ def percentile(values: Any, q: float) -> float | None:
 
 
 def slope_mb_per_10min(points: list[tuple[float, float]]) -> float | None:
-    """Least-squares slope of (seconds, KiB) points, in MB per 10 minutes."""
-    if len(points) < 3:
+    """Least-squares slope of (seconds, KiB) points, in MB per 10 minutes (None over less
+    than two minutes: too short to tell)."""
+    if len(points) < 3 or points[-1][0] - points[0][0] < 120:
         return None
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -984,21 +979,6 @@ def start_servers(db_url: str, workdir: Path, redis_url: str) -> list[Server]:
     for server in servers:
         wait_ready(server, "/readyz")
     return servers
-
-
-def login(base: str, email: str) -> str:
-    answer = httpx.post(
-        base + "/graphql",
-        json={
-            "query": "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken errors { code message } } }",
-            "variables": {"e": email, "p": datagen.PASSWORD},
-        },
-        timeout=30,
-    ).json()
-    token = (answer.get("data") or {}).get("login", {}).get("accessToken")
-    if not token:
-        raise RuntimeError(f"login {email} failed: {answer}")
-    return str(token)
 
 
 def server_errors(servers: list[Server]) -> int:
