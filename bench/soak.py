@@ -152,6 +152,8 @@ class Options:
     server_url: str = PG_SERVER
     redis_url: str = DEFAULT_REDIS_URL
     out: Path = RESULTS
+    database: str = DATABASE
+    scale: float = SCALE
     keep_data: bool = False
 
     @property
@@ -636,7 +638,7 @@ class Soak:
                 await asyncio.sleep(0.5)
                 if not await self.members(http):
                     break
-            await asyncio.sleep(10)
+            await asyncio.sleep(min(10.0, 2 * options.sample))  # closing sockets settle
             left = await self.sample(http, "clients left", census="collect")
         finally:
             self.stopping.set()
@@ -1032,19 +1034,34 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--server-url",
         default=default.server_url,
-        help="PostgreSQL server (a database crm_soak is created on it)",
+        help="PostgreSQL server (the database --database is created on it)",
+    )
+    parser.add_argument(
+        "--database", default=default.database, help="generated afresh for each run"
+    )
+    parser.add_argument(
+        "--scale", type=float, default=default.scale, help="of the data set (bench/datagen.py)"
     )
     parser.add_argument("--redis-url", default=default.redis_url)
     parser.add_argument("--out", type=Path, default=default.out)
-    parser.add_argument("--keep-data", action="store_true", help=f"keep the {DATABASE} database")
+    parser.add_argument("--keep-data", action="store_true", help="keep the database")
     args = parser.parse_args(argv)
     return Options(**{k: getattr(args, k) for k in asdict(default)})
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
+    cores = os.sched_getaffinity(0)
     with contextlib.suppress(OSError, ValueError):  # the load belongs on the clients' core
         os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    try:
+        return run_soak(options)
+    finally:
+        os.sched_setaffinity(0, cores)
+
+
+def run_soak(options: Options) -> int:
+    """The whole run: data, servers, load, report; the exit status."""
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     result: dict[str, Any] = {
@@ -1054,7 +1071,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
     }
     db_url = datagen.ensure_dataset(
-        options.server_url, SCALE, SEED, force=True, say=say, name=DATABASE
+        options.server_url, options.scale, SEED, force=True, say=say, name=options.database
     )
     facts = asyncio.run(load_facts(db_url, options.users))
     cursors = asyncio.run(head_cursors(db_url, facts.workspace))
@@ -1073,7 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
             keep = options.out / f"soak-{stamp}-logs"
             shutil.copytree(workdir, keep, ignore=shutil.ignore_patterns("crm-data-*"))
     if not options.keep_data:
-        datagen.drop_dataset(options.server_url, SCALE, SEED, name=DATABASE)
+        datagen.drop_dataset(options.server_url, options.scale, SEED, name=options.database)
     processes = []
     for p in range(2):
         figures = {**rss_figures(soak, p), **gc_figures(soak, p)}
