@@ -19,7 +19,7 @@ copy).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
@@ -32,7 +32,7 @@ class EventExecutor(StrawberryGraphQLCoreExecutionContext):
         with a memo of collected sub-fields of its own. A copy, not a new executor: a new
         one would hold itself through its ``async_helpers`` (a reference cycle), left for
         the garbage collector after every event."""
-        executor: EventExecutor = super().build_per_event_executor(payload)  # type: ignore[assignment]
+        executor = cast("EventExecutor", super().build_per_event_executor(payload))
         executor._relevant_sub_fields = {}
         return executor
 
