@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test lint typecheck schema bench bench-quick bench-setup clean
+.PHONY: setup run test lint typecheck schema bench bench-quick bench-setup soak clean
 
 setup: $(STAMP) explorer
 
@@ -51,3 +51,10 @@ bench: bench-setup
 
 bench-quick: bench-setup
 	$(BIN)/python -m bench.run --preset quick --server-url $(BENCH_PG)
+
+# Soak (issue 12; docs/decisions/0010-soak.md): two server processes under live-chat load
+# for 30 minutes (SOAK_ARGS="--minutes 10" for less); RSS slope, GC pauses, latency per
+# minute. Exits non-zero when RSS grows > 10 % after warm-up or a pause exceeds 200 ms.
+# Needs local PostgreSQL (BENCH_PG: a database crm_soak is created) and Redis (db 8).
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --server-url $(BENCH_PG) $(SOAK_ARGS)

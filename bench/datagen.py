@@ -619,12 +619,19 @@ def _quote(text: str) -> str:
 
 
 def ensure_dataset(
-    server_url: str, scale: float, seed: int = 42, *, force: bool = False, say: Any = print
+    server_url: str,
+    scale: float,
+    seed: int = 42,
+    *,
+    force: bool = False,
+    say: Any = print,
+    name: str | None = None,
 ) -> str:
-    """The URL of a database holding the data set (created unless it already exists)."""
+    """The URL of a database holding the data set (created unless it already exists);
+    ``name`` for a database of another name than the benchmark's own."""
     from crm_graphql.cli import migrate
 
-    name = database_name(scale, seed)
+    name = name or database_name(scale, seed)
     url = database_url(server_url, name)
     comment = marker(scale, seed, schema_head())
     if not asyncio.run(_create(server_url, name, None if force else comment)):
@@ -658,12 +665,12 @@ def ensure_dataset(
     return url
 
 
-def drop_dataset(server_url: str, scale: float, seed: int = 42) -> None:
+def drop_dataset(server_url: str, scale: float, seed: int = 42, *, name: str | None = None) -> None:
     async def drop() -> None:
         conn = await asyncpg.connect(asyncpg_dsn(server_url))
         try:
             await conn.execute(
-                f'DROP DATABASE IF EXISTS "{database_name(scale, seed)}" WITH (FORCE)'
+                f'DROP DATABASE IF EXISTS "{name or database_name(scale, seed)}" WITH (FORCE)'
             )
         finally:
             await conn.close()

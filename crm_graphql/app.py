@@ -20,6 +20,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from crm_graphql.compiled import CompiledReads
 from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
+from crm_graphql.diagnostics import Diagnostics, runtime
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
 from crm_graphql.logs import configure_logging
@@ -137,9 +138,16 @@ def build_app(settings: Settings) -> Starlette:
         app.state.schema = schema
         restore_signals = close_sockets_before_exit()
         settle_garbage_collector()
+        # Soak runs only (CRM_DEBUG_RUNTIME): GC pauses and loop stalls at /debug/runtime.
+        diagnostics = Diagnostics() if settings.debug_runtime else None
+        if diagnostics is not None:
+            await diagnostics.start()
+            app.state.diagnostics = diagnostics
         try:
             yield
         finally:
+            if diagnostics is not None:
+                await diagnostics.stop()
             restore_signals()
             await close_all_sockets()
             await dispatcher.close()
@@ -187,6 +195,8 @@ def build_app(settings: Settings) -> Starlette:
         Route("/readyz", readyz),
         *explorer_routes(),
     ]
+    if settings.debug_runtime:
+        routes.append(Route("/debug/runtime", runtime))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 

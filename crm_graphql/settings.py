@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     hub_pool_size: int = 4
     slow_consumer_seconds: float = 10.0
     sql_echo: bool = False
+    # GET /debug/runtime for soak runs (crm_graphql/diagnostics.py): memory, GC pauses,
+    # loop stalls, real-time state; loopback clients only. Off unless set.
+    debug_runtime: bool = False
     # Answer the reads the compiler knows with one SQL statement (docs/decisions/0006).
     compiled_reads: bool = True
     # Keys encrypting sensitive values at rest, ``kid:base64-of-32-bytes``, current first;

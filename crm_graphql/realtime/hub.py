@@ -677,16 +677,22 @@ class Hub:
         """Report subscribers that sit on waiting events (their socket is not read)."""
         while True:
             await asyncio.sleep(min(1.0, self.settings.slow_consumer_after / 2))
-            now = time.monotonic()
-            for stream in list(self.streams.values()):
-                for subscriber in list(stream.subscribers):
-                    waiting = subscriber.position < stream.head
-                    stale = now - subscriber.last_progress > self.settings.slow_consumer_after
-                    if waiting and stale and not subscriber.slow_reported and subscriber.on_slow:
-                        subscriber.slow_reported = True
-                        task = asyncio.create_task(subscriber.on_slow())
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+            self._report_slow()
+
+    def _report_slow(self) -> None:
+        # A function of its own: the loop variables die with each check. In the
+        # watchdog's frame they kept the last subscriber seen (its socket, through
+        # ``on_slow``) and its stream (the window) alive while no stream existed.
+        now = time.monotonic()
+        for stream in list(self.streams.values()):
+            for subscriber in list(stream.subscribers):
+                waiting = subscriber.position < stream.head
+                stale = now - subscriber.last_progress > self.settings.slow_consumer_after
+                if waiting and stale and not subscriber.slow_reported and subscriber.on_slow:
+                    subscriber.slow_reported = True
+                    task = asyncio.create_task(subscriber.on_slow())
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
 
 
 async def _closing() -> None:

@@ -168,6 +168,8 @@ class Context:
             while self._abandoned:
                 with contextlib.suppress(Exception):  # its connection is already gone
                     await self._abandoned.pop().close()
+        if self._loaders is not None:
+            self._loaders.clear()  # freed now, not by a garbage collection (they hold it)
         self._loaders = None
 
     async def close(self) -> None:

@@ -196,7 +196,7 @@ def _executor(info: Any) -> Any:
     raw = getattr(info, "_raw_info", info)
     gather = getattr(getattr(raw, "async_helpers", None), "gather", None)
     executor = getattr(gather, "__self__", None)
-    return executor if hasattr(executor, "build_per_event_executor") else None
+    return executor if hasattr(executor, "detached") else None
 
 
 def _shape(info: Any, executor: Any) -> _Shape:
@@ -288,14 +288,21 @@ def _fanout(info: Any, executor: Any, actor: Actor) -> _Fanout:
 def _renderer(info: Any, executor: Any, common: Actor) -> Render:
     """Render an event for a group: the subscription's selection executed once (per
     variant: the actor it is rendered for), in a short-lived scope of its own (fresh
-    loaders and session), encoded once."""
+    loaders and session), encoded once.
+
+    The group outlives the member whose subscription created it, so the rendering keeps
+    nothing of that member's request: not its ``info`` nor its executor (whose context
+    holds the member's socket), only an executor of the same validated operation without
+    one (``schema.executor.EventExecutor.detached``; each event's copy of it has a memo
+    of its own, nothing accumulates there)."""
     app = info.context.app
     schema = getattr(info, "schema", None)
     production = app.settings.is_production
+    operation = executor.detached()
 
     async def render(event: StoredEvent, variant: Hashable) -> bytes:
         actor = variant if isinstance(variant, Actor) else common
-        run = executor.build_per_event_executor(EventValue(event))
+        run = operation.build_per_event_executor(EventValue(event))
         try:
             async with _event_scope(app, actor, event) as scope:
                 run.context_value = scope

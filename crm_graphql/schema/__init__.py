@@ -17,6 +17,7 @@ from crm_graphql.schema.companies import CompanyMutation, CompanyQuery
 from crm_graphql.schema.conversations import ConversationMutation, ConversationQuery
 from crm_graphql.schema.customers import CustomerMutation, CustomerQuery
 from crm_graphql.schema.deals import DealMutation, DealQuery
+from crm_graphql.schema.executor import EventExecutor
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
@@ -80,7 +81,8 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
     """The schema. ``OperationLimits`` parses and validates with caches keyed by the
     document's text and applies the query limits; ``FormatErrors`` gives every error its
     client form (codes, masking) on HTTP and WebSocket alike. Sibling fields settle
-    before an error propagates (``crm_graphql.execution``)."""
+    before an error propagates (``crm_graphql.execution``); ``EventExecutor`` runs each
+    subscription event without leaving state in the subscription's executor."""
     settle_siblings()
     return CrmSchema(
         query=Query,
@@ -88,6 +90,7 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
         subscription=Subscription,
         extensions=[FormatErrors, OperationLimits],
         scalar_overrides=SCALAR_OVERRIDES,
+        execution_context_class=EventExecutor,
         **kwargs,
     )
 

@@ -1,0 +1,1151 @@
+"""The soak of issue 12 (point 9): does a long live-chat run keep memory flat, the garbage
+collector's pauses short and latency steady? `make soak` (30 minutes), or
+
+    python -m bench.soak [--minutes 30] [--warmup-minutes 5] [--subscribers 400]
+        [--reconnecting 20] [--reconnect-every 10] [--rate 40] [--interval 60]
+
+Two `crm-graphql serve` processes (production settings, `CRM_DEBUG_RUNTIME=true`) on the
+servers' core, against the local PostgreSQL (a database of its own, generated afresh by
+bench/datagen.py) and Redis (database 8). This process, on the other core, is the load:
+
+- subscribers spread over both processes: 40 % `conversationEvents` (an agent's own
+  conversations, three sockets each: the assignee twice and the manager), 20 % `inbox`
+  and 40 % `activityFeed`, as seven users (a manager and six agents). Every subscriber
+  starts from the streams' head cursor taken before the run, so it expects every event
+  written during the run; `--reconnecting` of them close their socket every
+  `--reconnect-every` seconds and resume with the last cursor they saw;
+- `--rate` requests a second, open loop, from the same seven users, alternating between
+  the processes: 30 % `sendMessage` (by the conversation's assignee), 15 % `createActivity`,
+  55 % reads (a customer page, a customer by id, a conversation with its messages, the
+  user's conversation list). A written text carries `soak:<n>:<send time>`, so every
+  subscriber's copy is matched to its write: lost, duplicated, and the delivery latency.
+
+Every `--sample` seconds the resident memory of each process (/proc) and its
+`/debug/runtime` (garbage-collection pauses timed by `gc.callbacks`, event-loop stalls,
+real-time state) are recorded. Reported per `--interval`: RSS, the longest pause and
+stall, request and delivery latency percentiles; over the run: the RSS slope after the
+warm-up (MB per 10 minutes, least squares), the change after the warm-up in % (median of
+the last minute against the first minute after warm-up), RSS once every client has left,
+the longest pause and the pauses over 100 / 200 ms, lost / duplicated deliveries.
+Results go to bench/results/soak-<time>.json and .md (and the table to stdout); the exit
+status is 1 when RSS after the warm-up grew more than 10 % in a process, a pause
+exceeded 200 ms, or a delivery was lost or duplicated. See docs/decisions/0010-soak.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from array import array
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import uvloop
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from bench import datagen
+from bench.run import (
+    CLIENT_CORE,
+    PG_SERVER,
+    RESULTS,
+    VENV_BIN,
+    Server,
+    cpu_seconds,
+    login,
+    machine_info,
+    ours_env,
+    rss_kib,
+    say,
+    spawn_pinned,
+    wait_ready,
+)
+from crm_graphql.resolvers.ids import to_global_id
+from crm_graphql.services import activities, conversations, events
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"  # a database number of its own
+DATABASE = "crm_soak"
+SCALE = 0.2  # 2,000 customers, 20,000 activities, 400 conversations with 10,000 messages
+SEED = 1012  # not the benchmark's: other workspace ids, other Redis channels
+MARK = re.compile(rb"soak:(\d+):(\d+)")
+FEED = -1  # the audience of an activity: every activityFeed subscriber
+RSS_LIMIT_PCT = 10.0
+PAUSE_LIMIT_MS = 200.0
+
+CONVERSATION_EVENTS = """subscription SoakConversation($conversationId: ID!, $after: String) {
+  conversationEvents(conversationId: $conversationId, after: $after) {
+    cursor type message { id seq body }
+  }
+}"""
+INBOX = """subscription SoakInbox($after: String) {
+  inbox(after: $after) { cursor type conversation { id subject } message { id seq body } }
+}"""
+ACTIVITY_FEED = """subscription SoakFeed($after: String) {
+  activityFeed(after: $after) { cursor type activity { id type subject } }
+}"""
+SEND_MESSAGE = """mutation SoakSend($conversationId: ID!, $body: String!) {
+  sendMessage(input: { conversationId: $conversationId, body: $body }) {
+    message { id seq } errors { code message }
+  }
+}"""
+CREATE_ACTIVITY = """mutation SoakNote($customerId: ID!, $subject: String!) {
+  createActivity(input: { type: NOTE, subject: $subject, customerId: $customerId }) {
+    activity { id } errors { code message }
+  }
+}"""
+CUSTOMER_PAGE = """query SoakCustomers {
+  customers(first: 50) {
+    nodes { id name email company { name } owner { name } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+CUSTOMER = """query SoakCustomer($id: ID!) {
+  node(id: $id) { id ... on Customer { name email lastActivityAt company { name } } }
+}"""
+CONVERSATION = """query SoakConversationPage($id: ID!) {
+  node(id: $id) { ... on Conversation { subject status messages(first: 20) { nodes { seq body } } } }
+}"""
+CONVERSATION_LIST = """query SoakConversationList {
+  me { id name }
+  conversations(first: 20) { nodes { id subject unreadCount } }
+}"""
+# One round of the request mix (30 % sendMessage, 15 % createActivity, 55 % reads).
+MIX: tuple[str, ...] = (
+    ("send",) * 6
+    + ("note",) * 3
+    + ("page",) * 3
+    + ("customer",) * 3
+    + ("conversation",) * 3
+    + ("list",) * 2
+)
+
+
+@dataclass
+class Options:
+    minutes: float = 30.0
+    warmup_minutes: float | None = None  # default: 5, at most a fifth of the run
+    subscribers: int = 400
+    reconnecting: int = 20
+    reconnect_every: float = 10.0
+    rate: float = 40.0
+    interval: float = 60.0
+    sample: float = 5.0
+    users: int = 7
+    server_url: str = PG_SERVER
+    redis_url: str = DEFAULT_REDIS_URL
+    out: Path = RESULTS
+    database: str = DATABASE
+    scale: float = SCALE
+    keep_data: bool = False
+
+    @property
+    def warmup(self) -> float:
+        if self.warmup_minutes is not None:
+            return self.warmup_minutes * 60
+        return min(300.0, self.minutes * 60 / 5)
+
+
+# ------------------------------------------------------------------------ data
+
+
+@dataclass
+class User:
+    id: uuid.UUID
+    email: str
+    manager: bool
+    token: str = ""
+
+
+@dataclass
+class Facts:
+    workspace: uuid.UUID
+    users: list[User]  # the manager first, then the agents
+    conversations: list[tuple[uuid.UUID, int]]  # (conversation, index of its assignee)
+    customers: list[uuid.UUID]
+
+
+async def load_facts(db_url: str, users: int) -> Facts:
+    conn = await asyncpg.connect(datagen.asyncpg_dsn(db_url))
+    try:
+        ws = await conn.fetchval(
+            "SELECT id FROM workspaces WHERE name = $1", datagen.MAIN_WORKSPACE
+        )
+        manager = await conn.fetchrow(
+            "SELECT id, email FROM users WHERE workspace_id = $1 AND role = 'manager'"
+            " ORDER BY created_at, id LIMIT 1",
+            ws,
+        )
+        # The live-chat conversations are assigned to the first agents round-robin.
+        rows = await conn.fetch(
+            "SELECT c.id, c.assignee_id, u.email FROM conversations c"
+            " JOIN users u ON u.id = c.assignee_id"
+            " WHERE c.workspace_id = $1 AND c.is_private ORDER BY c.created_at, c.id",
+            ws,
+        )
+        agents: dict[uuid.UUID, User] = {}
+        for row in rows:
+            if row["assignee_id"] not in agents and len(agents) < users - 1:
+                agents[row["assignee_id"]] = User(row["assignee_id"], row["email"], False)
+        people = [User(manager["id"], manager["email"], True), *agents.values()]
+        index = {user.id: i for i, user in enumerate(people)}
+        convs = [(r["id"], index[r["assignee_id"]]) for r in rows if r["assignee_id"] in index]
+        customers = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM customers WHERE workspace_id = $1 ORDER BY id LIMIT 500", ws
+            )
+        ]
+        return Facts(ws, people, convs, customers)
+    finally:
+        await conn.close()
+
+
+async def head_cursors(db_url: str, workspace: uuid.UUID) -> dict[str, str]:
+    """Where every subscriber starts: the streams' heads before the run."""
+    conn = await asyncpg.connect(datagen.asyncpg_dsn(db_url))
+    try:
+        return {
+            topic: (await events.head(conn, workspace, topic)).encode()
+            for topic in (conversations.TOPIC, activities.TOPIC)
+        }
+    finally:
+        await conn.close()
+
+
+# ------------------------------------------------------------------------ subscribers
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One logical subscription: it keeps its cursor over reconnections."""
+
+    index: int
+    kind: str  # conversation | inbox | feed
+    user: int
+    server: int
+    conversation: int | None = None  # index into Facts.conversations
+    reconnecting: bool = False
+    cursor: str = ""
+    counts: bytearray = field(default_factory=bytearray)  # write number -> times received
+    connections: int = 0
+    unexpected_closes: int = 0
+    errors: int = 0
+    subscribed: bool = False
+    last_error: str | None = None
+
+    def receive(self, n: int) -> None:
+        if n >= len(self.counts):
+            self.counts.extend(bytes(n + 4096 - len(self.counts)))
+        if self.counts[n] < 255:
+            self.counts[n] += 1
+
+
+def plan_subscribers(facts: Facts, options: Options) -> list[Subscriber]:
+    """40 % conversationEvents (three sockets per conversation: its assignee twice and the
+    manager), 20 % inbox, 40 % activityFeed, over the users and both processes."""
+    total = options.subscribers
+    feed = round(total * 0.4)
+    conversation = round(total * 0.4) // 3 * 3
+    inbox = total - feed - conversation
+    subs: list[Subscriber] = []
+    for c in range(conversation // 3):
+        assignee = facts.conversations[c % len(facts.conversations)][1]
+        for user in (assignee, assignee, 0):
+            subs.append(Subscriber(len(subs), "conversation", user, 0, conversation=c))
+    for i in range(inbox):
+        subs.append(Subscriber(len(subs), "inbox", i % len(facts.users), 0))
+    for i in range(feed):
+        subs.append(Subscriber(len(subs), "feed", i % len(facts.users), 0))
+    for sub in subs:
+        sub.server = sub.index % 2
+    step = max(1, len(subs) // max(1, options.reconnecting))
+    for sub in subs[::step][: options.reconnecting]:
+        sub.reconnecting = True
+    return subs
+
+
+# ------------------------------------------------------------------------ the run
+
+
+@dataclass
+class Interval:
+    requests: int = 0
+    request_errors: int = 0
+    request_ms: array = field(default_factory=lambda: array("f"))  # type: ignore[type-arg]
+    deliveries: int = 0
+    delivery_ms: array = field(default_factory=lambda: array("f"))  # type: ignore[type-arg]
+    reconnects: int = 0
+    unexpected_closes: int = 0
+
+
+class Soak:
+    def __init__(self, options: Options, facts: Facts, servers: list[Server]) -> None:
+        self.options = options
+        self.facts = facts
+        self.servers = servers
+        self.subs: list[Subscriber] = []
+        self.cursors: dict[str, str] = {}
+        self.t0 = 0.0
+        self.stopping = asyncio.Event()
+        self.intervals: list[Interval] = []
+        self.audience: list[int] = []  # write number -> conversation index or FEED
+        self.written = bytearray()  # write number -> 1 when its request succeeded
+        self.samples: list[dict[str, Any]] = []
+        # (unix s, generation, pause ms, CPU ms) of every collection of 5 ms or more
+        self.pauses: list[dict[tuple[float, int, float, float], None]] = [{} for _ in servers]
+        self.stalls: list[dict[tuple[float, float], None]] = [{} for _ in servers]
+        self.failures: list[str] = []
+        self.rng = random.Random(SEED)
+        self.numbers = itertools.count()
+
+    def interval(self) -> Interval:
+        index = max(0, int((time.monotonic() - self.t0) / self.options.interval))
+        while len(self.intervals) <= index:
+            self.intervals.append(Interval())
+        return self.intervals[index]
+
+    # ---------------------------------------------------------------- subscribers
+
+    def _subscription(self, sub: Subscriber) -> tuple[str, dict[str, Any], str]:
+        if sub.kind == "conversation":
+            assert sub.conversation is not None
+            conv = self.facts.conversations[sub.conversation][0]
+            variables = {"conversationId": to_global_id("Conversation", conv)}
+            return CONVERSATION_EVENTS, variables, "conversationEvents"
+        if sub.kind == "inbox":
+            return INBOX, {}, "inbox"
+        return ACTIVITY_FEED, {}, "activityFeed"
+
+    async def subscriber(self, sub: Subscriber) -> None:
+        query, variables, root = self._subscription(sub)
+        topic = activities.TOPIC if sub.kind == "feed" else conversations.TOPIC
+        sub.cursor = self.cursors[topic]
+        url = f"ws://127.0.0.1:{self.servers[sub.server].port}/graphql"
+        token = self.facts.users[sub.user].token
+        phase = (sub.index * 7919 % 1000) / 1000 * self.options.reconnect_every
+        first = True
+        while not self.stopping.is_set():
+            until = None
+            if sub.reconnecting:
+                until = time.monotonic() + (phase if first else self.options.reconnect_every)
+                until = max(until, time.monotonic() + 1)
+            try:
+                await self._connection(sub, url, token, query, variables, root, until)
+                if until is not None and not self.stopping.is_set():
+                    self.interval().reconnects += 1  # planned: it resumes by cursor now
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # closed by the server, refused, ...
+                sub.unexpected_closes += 1
+                sub.last_error = repr(error)[:300]
+                self.interval().unexpected_closes += 1
+                await asyncio.sleep(1)
+            first = False
+
+    async def _connection(
+        self,
+        sub: Subscriber,
+        url: str,
+        token: str,
+        query: str,
+        variables: dict[str, Any],
+        root: str,
+        until: float | None,
+    ) -> None:
+        async with connect(
+            url,
+            subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+            compression=None,
+            max_queue=None,
+            open_timeout=60,
+            ping_interval=None,
+        ) as ws:
+            await ws.send(
+                orjson.dumps(
+                    {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+                ).decode()
+            )
+            ack = orjson.loads(await ws.recv())
+            if ack.get("type") != "connection_ack":
+                raise RuntimeError(f"no ack: {ack}")
+            payload = {"query": query, "variables": {**variables, "after": sub.cursor}}
+            message = {"id": "1", "type": "subscribe", "payload": payload}
+            await ws.send(orjson.dumps(message).decode())
+            sub.connections += 1
+            sub.subscribed = True
+            await self._receive(sub, ws, root, until)
+
+    async def _receive(
+        self, sub: Subscriber, ws: ClientConnection, root: str, until: float | None
+    ) -> None:
+        while not self.stopping.is_set():
+            timeout = None if until is None else until - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return  # a planned reconnection: the socket is closed by the caller
+            try:
+                raw = await asyncio.wait_for(ws.recv(), timeout)
+            except TimeoutError:
+                return
+            except ConnectionClosed as closed:
+                if self.stopping.is_set():
+                    return
+                raise RuntimeError(f"closed by the server: {closed}") from closed
+            now = time.time_ns()
+            data = raw if isinstance(raw, bytes) else raw.encode()
+            message = orjson.loads(data)
+            kind = message.get("type")
+            if kind == "ping":
+                await ws.send('{"type":"pong"}')
+                continue
+            if kind != "next":
+                if kind in ("error", "complete"):
+                    sub.errors += 1
+                    raise RuntimeError(f"{kind}: {data[:300]!r}")
+                continue
+            result = message["payload"]
+            if result.get("errors"):
+                sub.errors += 1
+                sub.last_error = str(result["errors"])[:300]
+            event = (result.get("data") or {}).get(root)
+            if not event:
+                continue
+            sub.cursor = event["cursor"]
+            found = MARK.search(data)
+            if found is None:
+                continue
+            n = int(found.group(1))
+            sub.receive(n)
+            current = self.interval()
+            current.deliveries += 1
+            current.delivery_ms.append((now - int(found.group(2))) / 1e6)
+
+    # ---------------------------------------------------------------- requests
+
+    def _request(self, kind: str) -> tuple[int, dict[str, Any], int | None]:
+        """(user, body, audience of a write) of one request of ``kind``."""
+        rng, facts = self.rng, self.facts
+        user = rng.randrange(len(facts.users))
+        if kind == "send":
+            c = rng.randrange(len(facts.conversations))
+            conv, assignee = facts.conversations[c]
+            target = {"conversationId": to_global_id("Conversation", conv)}
+            return assignee, *self._write(SEND_MESSAGE, target, "body", c)
+        if kind == "note":
+            target = {"customerId": to_global_id("Customer", rng.choice(facts.customers))}
+            return user, *self._write(CREATE_ACTIVITY, target, "subject", FEED)
+        if kind == "page":
+            return user, {"query": CUSTOMER_PAGE}, None
+        if kind == "customer":
+            customer = rng.choice(facts.customers)
+            return (
+                user,
+                {"query": CUSTOMER, "variables": {"id": to_global_id("Customer", customer)}},
+                None,
+            )
+        if kind == "conversation":
+            conv, assignee = rng.choice(facts.conversations)
+            variables = {"id": to_global_id("Conversation", conv)}
+            return assignee, {"query": CONVERSATION, "variables": variables}, None
+        return user, {"query": CONVERSATION_LIST}, None
+
+    def _write(
+        self, query: str, target: dict[str, str], text: str, audience: int
+    ) -> tuple[dict[str, Any], int]:
+        """The body of the next write (its ``text`` variable marked ``soak:<n>:<send
+        time>``), to be delivered to ``audience``; and its number n."""
+        n = next(self.numbers)
+        self._written(n, audience)
+        variables = {**target, text: f"soak:{n}:{time.time_ns()}"}
+        return {"query": query, "variables": variables}, n
+
+    def _written(self, n: int, audience: int) -> None:
+        while len(self.audience) <= n:
+            self.audience.append(FEED)
+            self.written.append(0)
+        self.audience[n] = audience
+
+    async def requests(self, clients: list[list[httpx.AsyncClient]]) -> None:
+        """Open loop: one request every 1/rate s until the run ends."""
+        period = 1 / self.options.rate
+        tasks: set[asyncio.Task[None]] = set()
+        mix = list(MIX)
+        end = self.t0 + self.options.minutes * 60
+        for i in itertools.count():
+            at = self.t0 + i * period
+            if at >= end:
+                break
+            delay = at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if i % len(mix) == 0:
+                self.rng.shuffle(mix)
+            user, body, n = self._request(mix[i % len(mix)])
+            task = asyncio.create_task(self._send(clients[i % 2][user], body, n))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(tasks, timeout=60)
+
+    async def _send(self, client: httpx.AsyncClient, body: dict[str, Any], n: int | None) -> None:
+        started = time.perf_counter()
+        ok = False
+        try:
+            response = await client.post("/graphql", content=orjson.dumps(body))
+            answer = response.json()
+            data = answer.get("data") or {}
+            ok = response.status_code == 200 and not answer.get("errors")
+            ok = ok and not any(isinstance(v, dict) and v.get("errors") for v in data.values())
+            if not ok and len(self.failures) < 20:
+                self.failures.append(response.text[:300])
+        except (httpx.HTTPError, ValueError) as error:
+            if len(self.failures) < 20:
+                self.failures.append(repr(error)[:300])
+        current = self.interval()
+        current.requests += 1
+        current.request_ms.append((time.perf_counter() - started) * 1000)
+        if not ok:
+            current.request_errors += 1
+        elif n is not None:
+            self.written[n] = 1
+
+    # ---------------------------------------------------------------- sampling
+
+    async def sample(
+        self, http: httpx.AsyncClient, phase: str, census: str | None = None
+    ) -> dict[str, Any]:
+        """RSS, CPU and /debug/runtime of each process; with ``census`` ("count" or
+        "collect", only outside the measured load) the objects alive by type."""
+        query = {"count": "?census=1", "collect": "?census=1&collect=1"}.get(census or "", "")
+        entry: dict[str, Any] = {
+            "t": round(time.monotonic() - self.t0, 2),
+            "wall": time.time(),
+            "phase": phase,
+            "rss_kib": [],
+            "cpu_s": [],
+            "gc": [],
+            "loop_lag_ms_max": [],
+            "realtime": [],
+        }
+        for i, server in enumerate(self.servers):
+            entry["rss_kib"].append(rss_kib(server.proc.pid))
+            entry["cpu_s"].append(cpu_seconds(server.proc.pid))
+            try:
+                url = server.base + "/debug/runtime" + query
+                runtime = (await http.get(url, timeout=60)).json()
+            except (httpx.HTTPError, ValueError) as error:
+                entry["gc"].append({"error": repr(error)[:200]})
+                entry["loop_lag_ms_max"].append(None)
+                entry["realtime"].append({})
+                continue
+            gc_figures = runtime["gc"]
+            for pause in gc_figures.pop("recent"):
+                self.pauses[i][tuple(pause)] = None  # type: ignore[index]
+            loop = runtime["loop"]
+            for stall in loop["recent"]:
+                self.stalls[i][tuple(stall)] = None  # type: ignore[index]
+            entry["gc"].append(gc_figures)
+            entry["loop_lag_ms_max"].append(loop["lag_ms_max"])
+            entry["realtime"].append(runtime["realtime"])
+            if "census" in runtime:
+                entry.setdefault("census", []).append(runtime["census"])
+        self.samples.append(entry)
+        return entry
+
+    async def sampler(self, http: httpx.AsyncClient) -> None:
+        while not self.stopping.is_set():
+            elapsed = time.monotonic() - self.t0
+            phase = "warm-up" if elapsed < self.options.warmup else "load"
+            await self.sample(http, phase)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.options.sample)
+
+    async def members(self, http: httpx.AsyncClient) -> int:
+        total = 0
+        for server in self.servers:
+            runtime = (await http.get(server.base + "/debug/runtime", timeout=10)).json()
+            total += runtime["realtime"]["members"]
+        return total
+
+    # ---------------------------------------------------------------- the whole run
+
+    async def run(self) -> dict[str, Any]:
+        options = self.options
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        clients = [
+            [
+                httpx.AsyncClient(
+                    base_url=server.base,
+                    headers={
+                        "Content-Type": "application/json",
+                        "Authorization": f"Bearer {user.token}",
+                    },
+                    timeout=30,
+                    limits=limits,
+                )
+                for user in self.facts.users
+            ]
+            for server in self.servers
+        ]
+        http = httpx.AsyncClient(timeout=10)
+        self.t0 = time.monotonic()
+        self.subs = plan_subscribers(self.facts, options)
+        tasks = [asyncio.create_task(self.subscriber(sub)) for sub in self.subs]
+        try:
+            # Every subscriber subscribed (those reconnecting may be between two sockets).
+            deadline = time.monotonic() + 180
+            wanted = len(self.subs) - options.reconnecting
+            while not all(s.subscribed for s in self.subs) or await self.members(http) < wanted:
+                if time.monotonic() > deadline:
+                    members = await self.members(http)
+                    raise RuntimeError(f"only {members} of {len(self.subs)} subscribed")
+                await asyncio.sleep(0.5)
+            say(f"{len(self.subs)} subscribers on two processes; load for {options.minutes:g} min")
+            await self.sample(http, "subscribed", census="count")
+            self.t0 = time.monotonic()
+            self.intervals = []
+            sampler = asyncio.create_task(self.sampler(http))
+            reporter = asyncio.create_task(self.progress())
+            await self.requests(clients)
+            drained = await self.drain()
+            self.stopping.set()
+            await sampler
+            reporter.cancel()
+            await self.sample(http, "drained", census="count")
+            lost, duplicates, unexpected, expected = self.account()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # Every client has left: is the memory given back?
+            for _ in range(120):
+                await asyncio.sleep(0.5)
+                if not await self.members(http):
+                    break
+            await asyncio.sleep(min(10.0, 2 * options.sample))  # closing sockets settle
+            left = await self.sample(http, "clients left", census="collect")
+        finally:
+            self.stopping.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for per_server in clients:
+                for client in per_server:
+                    await client.aclose()
+            await http.aclose()
+        return {
+            "deliveries_expected": expected,
+            "lost": lost,
+            "duplicates": duplicates,
+            "unexpected": unexpected,
+            "drain_seconds": drained,
+            "rss_after_clients_left_kib": left["rss_kib"],
+        }
+
+    async def progress(self) -> None:
+        """A line per interval as it ends."""
+        printed = 0
+        while True:
+            await asyncio.sleep(1)
+            while printed < len(self.intervals) - 1:
+                say(row_text(self, printed))
+                printed += 1
+
+    async def drain(self) -> float:
+        """Wait until no delivery arrived for 3 s (at most 60 s): late is not lost."""
+        started = time.monotonic()
+        last, still = self._received(), time.monotonic()
+        while time.monotonic() - started < 60:
+            await asyncio.sleep(0.25)
+            now = self._received()
+            if now != last:
+                last, still = now, time.monotonic()
+            elif time.monotonic() - still >= 3:
+                break
+        return round(time.monotonic() - started, 1)
+
+    def _received(self) -> int:
+        return sum(i.deliveries for i in self.intervals)
+
+    def account(self) -> tuple[int, int, int, int]:
+        """(lost, duplicated, received without being expected, expected) over every
+        subscriber and every write whose request succeeded."""
+        by_audience: dict[int, list[int]] = {}
+        for n, audience in enumerate(self.audience):
+            if self.written[n]:
+                by_audience.setdefault(audience, []).append(n)
+        lost = duplicates = unexpected = expected_total = 0
+        for sub in self.subs:
+            if sub.kind == "feed":
+                audiences = [FEED]
+            elif sub.kind == "conversation":
+                audiences = [sub.conversation]  # type: ignore[list-item]
+            else:  # inbox: the user's conversations, every conversation for the manager
+                manager = self.facts.users[sub.user].manager
+                audiences = [
+                    c
+                    for c, (_, assignee) in enumerate(self.facts.conversations)
+                    if manager or assignee == sub.user
+                ]
+            counts = sub.counts
+            got = 0
+            for audience in audiences:
+                for n in by_audience.get(audience, ()):
+                    expected_total += 1
+                    seen = counts[n] if n < len(counts) else 0
+                    got += seen
+                    if seen == 0:
+                        lost += 1
+                    elif seen > 1:
+                        duplicates += seen - 1
+            unexpected += sum(counts) - got
+        return lost, duplicates, unexpected, expected_total
+
+
+# ------------------------------------------------------------------------ figures
+
+
+def percentile(values: Any, q: float) -> float | None:
+    if not len(values):
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return round(float(ordered[index]), 1)
+
+
+def slope_mb_per_10min(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, KiB) points, in MB per 10 minutes (None over less
+    than two minutes: too short to tell)."""
+    if len(points) < 3 or points[-1][0] - points[0][0] < 120:
+        return None
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    if den == 0:
+        return None
+    kib_per_s = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den
+    return round(kib_per_s * 600 / 1024, 1)
+
+
+def rss_figures(soak: Soak, process: int) -> dict[str, Any]:
+    options = soak.options
+    load = [
+        (s["t"], s["rss_kib"][process])
+        for s in soak.samples
+        if s["phase"] == "load" and s["t"] >= options.warmup
+    ]
+    first = [kib for t, kib in load if t < options.warmup + 60]
+    end = load[-1][0] if load else 0
+    last = [kib for t, kib in load if t > end - 60]
+    start_mib = statistics.median(first) / 1024 if first else None
+    end_mib = statistics.median(last) / 1024 if last else None
+    growth = round(100 * (end_mib - start_mib) / start_mib, 1) if start_mib and end_mib else None
+    subscribed = next((s for s in soak.samples if s["phase"] == "subscribed"), None)
+    return {
+        "rss_subscribed_mib": round(subscribed["rss_kib"][process] / 1024, 1)
+        if subscribed
+        else None,
+        "rss_after_warmup_mib": round(start_mib, 1) if start_mib else None,
+        "rss_end_mib": round(end_mib, 1) if end_mib else None,
+        "rss_max_mib": round(
+            max((s["rss_kib"][process] for s in soak.samples), default=0) / 1024, 1
+        ),
+        "rss_growth_after_warmup_pct": growth,
+        "rss_slope_mb_per_10min": slope_mb_per_10min(load),
+    }
+
+
+def gc_figures(soak: Soak, process: int) -> dict[str, Any]:
+    """Collections, pauses and loop stalls from the start of the load to its end."""
+    measured = [
+        s
+        for s in soak.samples
+        if s["phase"] in ("warm-up", "load", "drained") and "collections" in s["gc"][process]
+    ]
+    if not measured:
+        return {}
+    first, last = measured[0]["gc"][process], measured[-1]["gc"][process]
+    lo, hi = measured[0]["wall"] - soak.options.sample, measured[-1]["wall"]
+    pauses = [p for p in soak.pauses[process] if lo <= p[0] <= hi]
+    stalls = [p for p in soak.stalls[process] if lo <= p[0] <= hi]
+    return {
+        "collections": [
+            b - a for a, b in zip(first["collections"], last["collections"], strict=True)
+        ],
+        "collected": last.get("collected", 0) - first.get("collected", 0),
+        "pause_ms_max": max((p[2] for p in pauses), default=0.0),
+        "pause_cpu_ms_max": max((p[3] for p in pauses), default=0.0),
+        "pause_ms_total": round(last["pause_ms_total"] - first["pause_ms_total"], 1),
+        "pauses_over_100ms": last["over_100ms"] - first["over_100ms"],
+        "pauses_over_200ms": last["over_200ms"] - first["over_200ms"],
+        "loop_lag_ms_max": max((p[1] for p in stalls), default=0.0),
+        "longest_pauses": sorted(pauses, key=lambda p: -p[2])[:10],
+        "longest_stalls": sorted(stalls, key=lambda p: -p[1])[:10],
+    }
+
+
+def census_growth(soak: Soak, process: int, phase: str) -> dict[str, int]:
+    """The types whose objects grew most between the subscribed sample and ``phase``."""
+    counts = {}
+    for wanted in ("subscribed", phase):
+        entry = next((s for s in soak.samples if s["phase"] == wanted and "census" in s), None)
+        if entry is None:
+            return {}
+        counts[wanted] = entry["census"][process]
+    before, after = counts["subscribed"], counts[phase]
+    growth = {"(all objects)": after["objects"] - before["objects"]}
+    by_type = {name: n - before["by_type"].get(name, 0) for name, n in after["by_type"].items()}
+    growth.update(sorted(by_type.items(), key=lambda item: -item[1])[:10])
+    return growth
+
+
+def interval_rows(soak: Soak) -> list[dict[str, Any]]:
+    rows = []
+    wall0 = time.time() - (time.monotonic() - soak.t0)  # the run's start on the wall clock
+    for index, interval in enumerate(soak.intervals):
+        lo, hi = index * soak.options.interval, (index + 1) * soak.options.interval
+        samples = [
+            s for s in soak.samples if lo <= s["t"] < hi and s["phase"] in ("warm-up", "load")
+        ]
+        if not samples and not interval.requests:
+            continue
+        # CPU and collections over the interval: from the sample before it to its last one.
+        earlier = [s for s in soak.samples if s["t"] < lo and "cpu_s" in s]
+        span = ([earlier[-1]] if earlier else []) + samples
+        row: dict[str, Any] = {
+            "minute": round(hi / 60, 1),
+            "phase": "warm-up"
+            if hi <= soak.options.warmup
+            else ("load" if lo < soak.options.minutes * 60 else "drain"),
+            "rss_mib": [
+                round(samples[-1]["rss_kib"][p] / 1024, 1) if samples else None for p in range(2)
+            ],
+            "cpu_pct": [],
+            "gc_collections": [],
+            "gc_pause_ms_max": [],
+            "gc_over_100ms": [],
+            "loop_stall_ms_max": [],
+            "requests": interval.requests,
+            "request_errors": interval.request_errors,
+            "request_ms": {q: percentile(interval.request_ms, q) for q in (50, 95, 99)},
+            "deliveries": interval.deliveries,
+            "delivery_ms": {q: percentile(interval.delivery_ms, q) for q in (50, 95, 99)},
+            "reconnects": interval.reconnects,
+            "unexpected_closes": interval.unexpected_closes,
+        }
+        for p in range(2):
+            pauses = [
+                (ms, cpu) for at, _, ms, cpu in soak.pauses[p] if wall0 + lo <= at < wall0 + hi
+            ]
+            stalls = [ms for at, ms in soak.stalls[p] if wall0 + lo <= at < wall0 + hi]
+            first, last = (span[0], span[-1]) if len(span) > 1 else (None, None)
+            if first is not None and last is not None and last["t"] > first["t"]:
+                used = last["cpu_s"][p] - first["cpu_s"][p]
+                row["cpu_pct"].append(round(100 * used / (last["t"] - first["t"])))
+                counts = [g.get("collections", [0]) for g in (first["gc"][p], last["gc"][p])]
+                row["gc_collections"].append(sum(counts[1]) - sum(counts[0]))
+            else:
+                row["cpu_pct"].append(None)
+                row["gc_collections"].append(None)
+            row["gc_pause_ms_max"].append(max(pauses) if pauses else None)  # (wall, CPU)
+            row["gc_over_100ms"].append(sum(ms > 100 for ms, _ in pauses))
+            row["loop_stall_ms_max"].append(max(stalls) if stalls else None)
+        rows.append(row)
+    return rows
+
+
+def row_text(soak: Soak, index: int) -> str:
+    interval = soak.intervals[index]
+    return (
+        f"minute {(index + 1) * soak.options.interval / 60:.0f}: {interval.requests} requests "
+        f"({interval.request_errors} failed, p99 {percentile(interval.request_ms, 99)} ms), "
+        f"{interval.deliveries} deliveries (p99 {percentile(interval.delivery_ms, 99)} ms), "
+        f"RSS {[round(k / 1024) for k in soak.samples[-1]['rss_kib']]} MiB"
+    )
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# Soak {result['started_at']} ({result['options']['minutes']:g} min, "
+        f"warm-up {result['warmup_minutes']:g} min)",
+        "",
+        f"Machine: {result['machine']['cpu']}, {result['machine']['nproc']} cores; load average "
+        f"at start {result['machine']['loadavg_at_start'][0]:.2f}. {result['note']}",
+        "",
+        "| minute | RSS A / B MiB | CPU A / B % | GC collections A / B "
+        "| longest GC pause (its CPU) A / B ms | longest loop stall A / B ms "
+        "| requests (failed) | request p50 / p95 / p99 ms | deliveries | delivery p50 / p95 / p99 ms "
+        "| reconnects (unplanned) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["intervals"]:
+        pauses = " / ".join(
+            f"{fmt(v[0])} ({fmt(v[1])})" if v else "<5" for v in row["gc_pause_ms_max"]
+        )
+        stalls = " / ".join(fmt(v) if v is not None else "<50" for v in row["loop_stall_ms_max"])
+        r, d = row["request_ms"], row["delivery_ms"]
+        lines.append(
+            f"| {fmt(row['minute'])}{'' if row['phase'] == 'load' else ' (' + row['phase'] + ')'} "
+            f"| {' / '.join(fmt(v) for v in row['rss_mib'])} "
+            f"| {' / '.join(fmt(v) for v in row['cpu_pct'])} "
+            f"| {' / '.join(fmt(v) for v in row['gc_collections'])} | {pauses} | {stalls} "
+            f"| {row['requests']} ({row['request_errors']}) "
+            f"| {fmt(r[50])} / {fmt(r[95])} / {fmt(r[99])} | {row['deliveries']} "
+            f"| {fmt(d[50])} / {fmt(d[95])} / {fmt(d[99])} "
+            f"| {row['reconnects']} ({row['unexpected_closes']}) |"
+        )
+    lines += [
+        "",
+        "| process | RSS subscribed | after warm-up | end | max | after clients left "
+        "| growth after warm-up | slope MB / 10 min | longest GC pause (most CPU) "
+        "| pauses > 100 / 200 ms "
+        "| GC collections (gen 0/1/2) | longest loop stall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, proc in zip("AB", result["processes"], strict=True):
+        lines.append(
+            f"| {name} | {fmt(proc['rss_subscribed_mib'])} MiB | {fmt(proc['rss_after_warmup_mib'])} MiB "
+            f"| {fmt(proc['rss_end_mib'])} MiB | {fmt(proc['rss_max_mib'])} MiB "
+            f"| {fmt(proc['rss_after_clients_left_mib'])} MiB "
+            f"| {fmt(proc['rss_growth_after_warmup_pct'])} % | {fmt(proc['rss_slope_mb_per_10min'])} "
+            f"| {fmt(proc.get('pause_ms_max'))} ms ({fmt(proc.get('pause_cpu_ms_max'))} ms) "
+            f"| {fmt(proc.get('pauses_over_100ms'))} / {fmt(proc.get('pauses_over_200ms'))} "
+            f"| {'/'.join(str(c) for c in proc.get('collections', []))} "
+            f"| {fmt(proc.get('loop_lag_ms_max'))} ms |"
+        )
+    lines.append("")
+    for name, proc in zip("AB", result["processes"], strict=True):
+        for label, key in (
+            ("at the end of the load", "objects_grown_by_end"),
+            ("once every client had left (after a collection)", "objects_grown_after_clients_left"),
+        ):
+            grown = ", ".join(f"{t} {n:+d}" for t, n in proc.get(key, {}).items())
+            lines.append(f"- {name}, objects alive {label}, against subscribed: {grown or '-'}")
+    d = result["deliveries"]
+    lines += [
+        "",
+        f"Deliveries: {d['deliveries_expected']} expected, {d['lost']} lost, {d['duplicates']} "
+        f"duplicated, {d['unexpected']} not expected (writes whose request failed but committed); "
+        f"drained in {d['drain_seconds']} s. Requests: {result['requests']} "
+        f"({result['request_errors']} failed). Subscribers: {result['subscribers']} "
+        f"({result['reconnecting']} reconnecting every {result['options']['reconnect_every']:g} s: "
+        f"{result['reconnects']} reconnections, {result['unexpected_closes']} unplanned closes).",
+        "",
+        f"**Verdict: {'PASS' if not result['failed'] else 'FAIL: ' + '; '.join(result['failed'])}**",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ main
+
+
+def start_servers(db_url: str, workdir: Path, redis_url: str) -> list[Server]:
+    servers = []
+    for name in ("A", "B"):
+        env = ours_env(db_url, workdir / f"crm-data-{name}")
+        env.update(CRM_REDIS_URL=redis_url, CRM_DEBUG_RUNTIME="true")
+        command = [
+            str(VENV_BIN / "crm-graphql"),
+            "serve",
+            "--port",
+            "{port}",
+            "--log-level",
+            "warning",
+        ]
+        servers.append(spawn_pinned("soak", name, workdir, command, env, ROOT))
+    for server in servers:
+        wait_ready(server, "/readyz")
+    return servers
+
+
+def server_errors(servers: list[Server]) -> int:
+    """Lines logged at ERROR (or worse) by the servers."""
+    count = 0
+    for server in servers:
+        with contextlib.suppress(OSError):
+            for line in server.log.read_text(errors="replace").splitlines():
+                count += (
+                    '"levelname": "ERROR"' in line
+                    or '"level": "ERROR"' in line
+                    or "Traceback" in line
+                )
+    return count
+
+
+def parse(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    default = Options()
+    parser.add_argument(
+        "--minutes", type=float, default=default.minutes, help="length of the load (default 30)"
+    )
+    parser.add_argument(
+        "--warmup-minutes",
+        type=float,
+        default=None,
+        help="not counted in the RSS figures (default 5, at most a fifth of the run)",
+    )
+    parser.add_argument("--subscribers", type=int, default=default.subscribers)
+    parser.add_argument(
+        "--reconnecting",
+        type=int,
+        default=default.reconnecting,
+        help="subscribers that reconnect with their cursor",
+    )
+    parser.add_argument(
+        "--reconnect-every", type=float, default=default.reconnect_every, help="seconds"
+    )
+    parser.add_argument("--rate", type=float, default=default.rate, help="requests per second")
+    parser.add_argument(
+        "--interval", type=float, default=default.interval, help="seconds per report row"
+    )
+    parser.add_argument(
+        "--sample", type=float, default=default.sample, help="seconds between samples"
+    )
+    parser.add_argument(
+        "--users", type=int, default=default.users, help="a manager and users-1 agents"
+    )
+    parser.add_argument(
+        "--server-url",
+        default=default.server_url,
+        help="PostgreSQL server (the database --database is created on it)",
+    )
+    parser.add_argument(
+        "--database", default=default.database, help="generated afresh for each run"
+    )
+    parser.add_argument(
+        "--scale", type=float, default=default.scale, help="of the data set (bench/datagen.py)"
+    )
+    parser.add_argument("--redis-url", default=default.redis_url)
+    parser.add_argument("--out", type=Path, default=default.out)
+    parser.add_argument("--keep-data", action="store_true", help="keep the database")
+    args = parser.parse_args(argv)
+    return Options(**{k: getattr(args, k) for k in asdict(default)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(argv)
+    cores = os.sched_getaffinity(0)
+    with contextlib.suppress(OSError, ValueError):  # the load belongs on the clients' core
+        os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    try:
+        return run_soak(options)
+    finally:
+        os.sched_setaffinity(0, cores)
+
+
+def run_soak(options: Options) -> int:
+    """The whole run: data, servers, load, report; the exit status."""
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    result: dict[str, Any] = {
+        "started_at": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        "warmup_minutes": options.warmup / 60,
+        "machine": machine_info(),
+    }
+    db_url = datagen.ensure_dataset(
+        options.server_url, options.scale, SEED, force=True, say=say, name=options.database
+    )
+    facts = asyncio.run(load_facts(db_url, options.users))
+    cursors = asyncio.run(head_cursors(db_url, facts.workspace))
+    with tempfile.TemporaryDirectory(prefix="crm-soak-") as tmp:
+        workdir = Path(tmp)
+        servers = start_servers(db_url, workdir, options.redis_url)
+        try:
+            for user in facts.users:
+                user.token = login(servers[0].base, user.email)
+            soak = Soak(options, facts, servers)
+            soak.cursors = cursors
+            deliveries = uvloop.run(soak.run())
+        finally:
+            for server in servers:
+                server.stop()
+            keep = options.out / f"soak-{stamp}-logs"
+            shutil.copytree(workdir, keep, ignore=shutil.ignore_patterns("crm-data-*"))
+    if not options.keep_data:
+        datagen.drop_dataset(options.server_url, options.scale, SEED, name=options.database)
+    processes = []
+    for p in range(2):
+        figures = {**rss_figures(soak, p), **gc_figures(soak, p)}
+        figures["objects_grown_by_end"] = census_growth(soak, p, "drained")
+        figures["objects_grown_after_clients_left"] = census_growth(soak, p, "clients left")
+        figures["rss_after_clients_left_mib"] = round(
+            deliveries["rss_after_clients_left_kib"][p] / 1024, 1
+        )
+        processes.append(figures)
+    load = result["machine"]["loadavg_at_start"][0]
+    result.update(
+        note=(
+            f"Other work was running (load average {load:.2f} for 2 cores): latency and pause "
+            "figures are pessimistic."
+            if load > 0.5
+            else "The machine was otherwise idle."
+        ),
+        processes=processes,
+        intervals=interval_rows(soak),
+        deliveries={k: v for k, v in deliveries.items() if k != "rss_after_clients_left_kib"},
+        requests=sum(i.requests for i in soak.intervals),
+        request_errors=sum(i.request_errors for i in soak.intervals),
+        request_failures=soak.failures,
+        subscribers=len(soak.subs),
+        reconnecting=sum(s.reconnecting for s in soak.subs),
+        reconnects=sum(i.reconnects for i in soak.intervals),
+        unexpected_closes=sum(s.unexpected_closes for s in soak.subs),
+        subscriber_errors=[s.last_error for s in soak.subs if s.last_error][:10],
+        server_errors_logged=server_errors(servers),
+        samples=soak.samples,
+    )
+    failed = []
+    for name, proc in zip("AB", processes, strict=True):
+        growth = proc["rss_growth_after_warmup_pct"]
+        if growth is not None and growth > RSS_LIMIT_PCT:
+            failed.append(
+                f"RSS of {name} grew {growth} % after warm-up (limit {RSS_LIMIT_PCT:g} %)"
+            )
+        if proc.get("pause_ms_max", 0) > PAUSE_LIMIT_MS:
+            failed.append(
+                f"a GC pause of {name} took {proc['pause_ms_max']} ms (limit {PAUSE_LIMIT_MS:g})"
+            )
+    if deliveries["lost"] or deliveries["duplicates"]:
+        failed.append(
+            f"{deliveries['lost']} deliveries lost, {deliveries['duplicates']} duplicated"
+        )
+    result["failed"] = failed
+    options.out.mkdir(parents=True, exist_ok=True)
+    (options.out / f"soak-{stamp}.json").write_text(json.dumps(result, indent=1, default=str))
+    table = markdown(result)
+    (options.out / f"soak-{stamp}.md").write_text(table)
+    print(table)
+    say(f"wrote {options.out / f'soak-{stamp}.json'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
