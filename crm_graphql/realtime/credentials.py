@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from crm_graphql.realtime import wait_until_set
 from crm_graphql.services import credentials
 from crm_graphql.services.credentials import Grant, Identity, Reason, Revocation
 
@@ -228,8 +229,7 @@ class Watch:
             timeout = max(0.0, next_poll - now)
             if self._expiries:
                 timeout = min(timeout, max(0.0, self._expiries[0][0] - time.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_until_set(self._wake, timeout)
             notified = self._wake.is_set()
             self._wake.clear()
             self.expire_due()

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from crm_graphql.realtime import wait_until_set
 from crm_graphql.realtime.bus import channel_name
 
 if TYPE_CHECKING:
@@ -239,8 +240,7 @@ class Fanout:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
             if not self._closed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), backoff)
+                await wait_until_set(self._stop, backoff)
                 backoff = min(backoff * 2, self.settings.backoff_max)
 
     async def _sync(self, pubsub: Any) -> None:

@@ -35,7 +35,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.realtime import wait_until_set
 from crm_graphql.realtime.bus import channel_name
 from crm_graphql.realtime.credentials import Credential, Watch
 from crm_graphql.services import credentials, events
@@ -70,9 +71,10 @@ class Sink(Protocol):
     @property
     def closed(self) -> bool: ...
 
-    def write(self, payload: bytes) -> bool:
-        """Send one data message with this payload now; False when the socket cannot
-        take it (buffer full, or closed): nothing was sent."""
+    def write(self, payloads: Sequence[bytes]) -> bool:
+        """Send a data message with each payload now, in order and in one write to the
+        socket; False when the socket cannot take them (buffer full, or closed): nothing
+        was sent."""
         ...
 
     async def drained(self) -> None:
@@ -196,17 +198,20 @@ class Member(Subscriber):
     finished: bool = False  # delivered the event that ended it
     wake: asyncio.Future[None] | None = None  # resolved when it leaves the live set
 
-    def deliver(self, event: StoredEvent, payload: bytes, verdict: bool | None) -> bool:
-        """Write an accepted live event; False when the socket could not take it (the
-        member leaves the live set and catches up once the socket drains)."""
+    def deliver(self, outbox: Outbox) -> bool:
+        """Write the accepted live events of a batch, in one write; False when the socket
+        could not take them (the member leaves the live set and catches up once the
+        socket drains, from before the batch)."""
         assert self.sink is not None
-        if self.ended or not self.sink.write(payload):
+        if self.ended or not self.sink.write(outbox.payloads):
             self.leave()
             return False
-        self.position = event.position
+        self.position = outbox.position
         self.last_progress = time.monotonic()
-        self.group.stream.hub.deliveries += 1  # type: ignore[union-attr]
-        if verdict is None:
+        hub = self.group.stream.hub  # type: ignore[union-attr]
+        hub.deliveries += len(outbox.payloads)
+        hub.writes += 1
+        if outbox.finished:
             self.finished = True
             self.leave()
         return True
@@ -215,6 +220,18 @@ class Member(Subscriber):
         self.live = False
         if self.wake is not None and not self.wake.done():
             self.wake.set_result(None)
+
+
+class Outbox:
+    """What one batch sends a live member: payloads in event order, the position of the
+    last one, and whether that one ended the subscription (nothing after it)."""
+
+    __slots__ = ("finished", "payloads", "position")
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+        self.position = events.ORIGIN
+        self.finished = False
 
 
 class Stream:
@@ -248,12 +265,9 @@ class Stream:
         delay = self.hub.settings.safety_poll
         while True:
             timeout = delay if self.hub.redis_up else self.hub.settings.redis_down_poll
-            # Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that
-            # comes as the event is set, and a busy stream would then never close
-            # (``close`` waits for this task while holding the hub's lock).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.wake.wait()
+            # ``close`` waits for this task while holding the hub's lock: a cancellation
+            # must never be lost here (``wait_until_set``).
+            await wait_until_set(self.wake, timeout)
             self.wake.clear()
             try:
                 held_back = await self._read_new()
@@ -319,16 +333,33 @@ class Stream:
             return_exceptions=True,
         )
         self.hub.credentials.expire_due()  # the renders took time: nothing after expiry
+        # Each member's frames of the batch go out in one write: a syscall per socket and
+        # batch, not per event (a busy stream reads larger batches, so it catches up).
+        outboxes: dict[Member, Outbox] = {}
         for (event, _, _, takers), payload in zip(plan, results, strict=True):
             if isinstance(payload, BaseException):
                 # Not skipped: these members catch up by themselves and render it again.
                 log.error("rendering an event of %s failed", self.key[1], exc_info=payload)
                 for member, _ in takers:
+                    outbox = outboxes.pop(member, None)
+                    if outbox is not None:
+                        member.deliver(outbox)
                     member.leave()
                 continue
             for member, verdict in takers:
-                if member.live and event.position > member.position:
-                    member.deliver(event, payload, verdict)
+                if not member.live or event.position <= member.position:
+                    continue
+                outbox = outboxes.get(member)
+                if outbox is None:
+                    outbox = outboxes[member] = Outbox()
+                elif outbox.finished:
+                    continue
+                outbox.payloads.append(payload)
+                outbox.position = event.position
+                outbox.finished = verdict is None
+        for member, outbox in outboxes.items():
+            if member.live:
+                member.deliver(outbox)
         # Live members have now seen the whole batch (what they accepted was written).
         last, now = batch[-1].position, time.monotonic()
         for group in list(self.groups.values()):
@@ -377,6 +408,7 @@ class Hub:
         self.render_slots = asyncio.Semaphore(self.settings.render_concurrency)
         self.renders = 0  # events rendered for groups (fan-out: once per group and event)
         self.deliveries = 0  # frames written by push subscriptions
+        self.writes = 0  # socket writes of those frames (a live batch's go out at once)
         self.reads = 0  # stream reads of the event log
         self.skipped_reads = 0  # re-reads skipped: held back behind the same horizon
         # Connections' credentials: ended at expiry or revocation, in every process.
@@ -396,6 +428,7 @@ class Hub:
             "members": sum(len(g.members) for g in groups),
             "renders": self.renders,
             "deliveries": self.deliveries,
+            "writes": self.writes,
             "reads": self.reads,
             "skipped_reads": self.skipped_reads,
             "connections": self.credentials.count(),
@@ -656,9 +689,10 @@ class Hub:
                     self.credentials.expire_due()
                     if member.ended:
                         return False
-                    if not member.sink.write(payload):
+                    if not member.sink.write((payload,)):
                         break  # socket full: wait until it drains, then go on
                     self.deliveries += 1
+                    self.writes += 1
                 member.position = event.position
                 member.last_progress = time.monotonic()
                 if verdict is None:

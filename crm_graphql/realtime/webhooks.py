@@ -14,6 +14,7 @@ from datetime import timedelta
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.realtime import wait_until_set
 from crm_graphql.services import webhooks
 from crm_graphql.services.crypto import Keyring
 
@@ -84,8 +85,7 @@ class WebhookDispatcher:
                 busy = False
             if not busy and not self._stopping:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
+                await wait_until_set(self._wake, self._settings.poll_seconds)
 
     async def run_once(self) -> bool:
         """One round: enqueue new events, make the due deliveries. Whether to go again

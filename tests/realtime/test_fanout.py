@@ -195,6 +195,49 @@ async def test_one_rendering_per_event_and_group_and_the_same_bytes_for_every_so
     assert json.loads(frames["agent 1"][0])["payload"].keys() == {"data"}
 
 
+async def test_the_events_of_one_read_reach_each_socket_in_one_write_as_separate_messages(
+    served: tuple[str, Starlette],
+    settings: Any,
+    users: dict[Role, User],
+    actors: dict[Role, Actor],
+) -> None:
+    """Events that one read of the log brings (here: one transaction's) go to each live
+    socket in one write, and still arrive as one message each, in order."""
+    base_url, app = served
+    hub = _hub(app)
+    agent, manager = _token(settings, users[Role.AGENT]), _token(settings, users[Role.MANAGER])
+    customer = await _customer(app, actors[Role.AGENT])
+    sockets = [
+        await _subscribe(base_url, agent, FEED),
+        await _subscribe(base_url, agent, FEED, protocol="graphql-ws"),
+        await _subscribe(base_url, manager, FEED),
+    ]
+    subjects = [f"batched {i}" for i in range(4)]
+    try:
+        await wait_for(lambda: hub.stats()["members"] == len(sockets), what="all subscribed")
+        before = hub.stats()
+        crm = app.state.crm
+        async with crm.sessionmaker() as session:
+            async with session.begin():
+                for subject in subjects:
+                    await activities.create_activity(
+                        actors[Role.AGENT],
+                        session,
+                        {"type": ActivityType.NOTE, "subject": subject, "customer_id": customer},
+                    )
+            await crm.bus.notify(take_committed_topics(session))
+        got = [_feed(await _frames(ws, len(subjects))) for ws in sockets]
+        after = hub.stats()
+    finally:
+        for ws in sockets:
+            await ws.close()
+    for feed in got:
+        assert [e["activity"]["subject"] for e in feed] == subjects
+        assert_in_order_once(feed)
+    assert after["deliveries"] - before["deliveries"] == len(subjects) * len(sockets)
+    assert after["writes"] - before["writes"] == len(sockets), (before, after)
+
+
 async def test_a_subscriber_resuming_by_cursor_catches_up_from_shared_renderings(
     served: tuple[str, Starlette],
     settings: Any,
