@@ -37,7 +37,10 @@ class SearchDocument(Timestamped, Base):
         text_enum(SearchEntity, "search_entity"), nullable=False
     )
     # Weighted lexemes (A: name or title, B: email, phone, domain, subject, C: company
-    # name and tags, D: bodies), one position each: weights need a position.
+    # name and tags), one position each (weights need a position): everything but the
+    # bodies, small, searched first.
+    names: Mapped[str] = mapped_column(TSVECTOR, nullable=False)
+    # ``names`` and the bodies (D: activity and message bodies).
     document: Mapped[str] = mapped_column(TSVECTOR, nullable=False)
     # Whole values an exact query equals (folded name, email, phone digits ...): they
     # rank first.
@@ -49,5 +52,6 @@ class SearchDocument(Timestamped, Base):
         Index("ix_search_documents_workspace_type", "workspace_id", "entity_type", "id"),
         # GIN cannot lead with a uuid column without the btree_gin extension, which the
         # embedded server lacks: the workspace is checked on the rows the index finds.
+        Index("ix_search_documents_names", "names", postgresql_using="gin"),
         Index("ix_search_documents_document", "document", postgresql_using="gin"),
     )

@@ -36,6 +36,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, REAL, TSQUERY
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -435,26 +436,63 @@ async def search(
 
     doc = SearchDocument
     matches = cast(literal(query.tsquery()), TSQUERY)
+    outside_bodies = doc.names.bool_op("@@")(matches)
     tier = case(
         (literal(query.key) == any_(doc.exact_keys), 3),
-        (doc.document.bool_op("@@")(cast(literal(query.tsquery(prefix=False)), TSQUERY)), 2),
+        (doc.names.bool_op("@@")(cast(literal(query.tsquery(prefix=False)), TSQUERY)), 2),
         else_=1,
     )
+    band = case((outside_bodies, 0.5), else_=0.0)
     rank = func.ts_rank(literal(WEIGHTS, ARRAY(REAL)), doc.document, matches, 32)
-    score = (cast(tier, Double) + cast(rank, Double)).label("score")
+    score = (cast(tier, Double) + cast(band, Double) + cast(rank, Double) / 2).label("score")
 
-    # Each kind joins its row under the conditions its own list applies for this actor.
+    def ranked(condition: ColumnElement[bool]) -> Select[Any]:
+        """The best ``size + 1`` visible documents meeting ``condition`` (after the
+        cursor): each kind joins its row under the conditions its own list applies for
+        this actor."""
+        stmt = select(doc.id, doc.entity_type, score)
+        visible = []
+        for source in sources:
+            model = source.spec.model
+            scope = _conditions(source.spec.statement(actor))
+            stmt = stmt.outerjoin(
+                model, and_(doc.entity_type == source.entity, model.id == doc.id, scope)
+            )
+            visible.append(model.id.is_not(None))
+        stmt = stmt.where(
+            _conditions(in_workspace(SearchDocument, actor)),
+            doc.entity_type.in_([s.entity for s in sources]),
+            condition,
+            or_(false(), *visible),
+        )
+        if after is not None:
+            score_after, id_after = after
+            stmt = stmt.where(
+                or_(score < score_after, and_(score == score_after, doc.id > id_after))
+            )
+        return stmt.order_by(score.desc(), doc.id).limit(size + 1)
+
+    # Every hit outside the bodies scores above every hit in bodies only (the band), so
+    # the small index of names and titles answers alone whenever it fills the page; the
+    # bodies are read only when it does not (a one-time filter of the second branch).
+    named = ranked(outside_bodies).cte("named")
+    page_full = select(func.count()).select_from(named).scalar_subquery() > size
+    in_bodies = ranked(
+        and_(doc.document.bool_op("@@")(matches), ~outside_bodies, ~page_full)
+    ).subquery("in_bodies")
+    found = union_all(
+        select(named.c.id, named.c.entity_type, named.c.score),
+        select(in_bodies.c.id, in_bodies.c.entity_type, in_bodies.c.score),
+    ).subquery("found")
+
     rows: dict[SearchEntity, Any] = {}
-    visible = []
-    stmt = select(doc.id, doc.entity_type, score)
+    stmt = select(found.c.id, found.c.entity_type, found.c.score)
     for source in sources:
         model = source.spec.model
-        condition = _conditions(source.spec.statement(actor))
         stmt = stmt.outerjoin(
-            model, and_(doc.entity_type == source.entity, model.id == doc.id, condition)
+            model, and_(found.c.entity_type == source.entity, model.id == found.c.id)
         ).add_columns(model)
         rows[source.entity] = model
-        visible.append(model.id.is_not(None))
     if SearchEntity.CUSTOMER in rows:
         company = aliased(Company)
         stmt = stmt.outerjoin(company, company.id == Customer.company_id).add_columns(
@@ -475,16 +513,7 @@ async def search(
             .scalar_subquery()
         )
         stmt = stmt.add_columns(case((Conversation.id.is_not(None), latest_match)).label("message"))
-    stmt = stmt.where(
-        _conditions(in_workspace(SearchDocument, actor)),
-        doc.entity_type.in_(list(rows)),
-        doc.document.bool_op("@@")(matches),
-        or_(false(), *visible),
-    )
-    if after is not None:
-        score_after, id_after = after
-        stmt = stmt.where(or_(score < score_after, and_(score == score_after, doc.id > id_after)))
-    stmt = stmt.order_by(score.desc(), doc.id).limit(size + 1)
+    stmt = stmt.order_by(found.c.score.desc(), found.c.id).limit(size + 1)
 
     result = (await session.execute(stmt)).all()
     more = len(result) > size

@@ -208,51 +208,75 @@ HELPERS = [
 ]
 
 UPSERT = """
-    INSERT INTO search_documents AS d (id, workspace_id, entity_type, document, exact_keys)
-    {select}
+    INSERT INTO search_documents AS d
+        (id, workspace_id, entity_type, names, document, exact_keys)
+    SELECT s.id, s.workspace_id, '{entity}', s.names, s.names || s.bodies, s.exact_keys
+    FROM ({select}) AS s
     ON CONFLICT (id) DO UPDATE
-    SET document = EXCLUDED.document, exact_keys = EXCLUDED.exact_keys, updated_at = now()
+    SET names = EXCLUDED.names, document = EXCLUDED.document,
+        exact_keys = EXCLUDED.exact_keys, updated_at = now()
 """
 
-# What each kind of object is found by, and with which weight.
+# What each kind of object is found by, and with which weight: (kind, a SELECT of id,
+# workspace_id, names (everything but bodies), bodies and exact_keys for the given ids).
 REFRESH = {
-    "customers": """
-        SELECT c.id, c.workspace_id, 'customer',
+    "customers": (
+        "customer",
+        """
+        SELECT c.id, c.workspace_id,
             crm_search_vector(c.name, 'A') || crm_search_vector(c.email, 'B')
             || crm_search_vector(c.phone, 'B')
             || crm_search_lexemes(crm_search_digit_suffixes(c.phone), 'B')
             || crm_search_vector(co.name, 'C')
-            || crm_search_vector(array_to_string(c.tags, ' '), 'C'),
+            || crm_search_vector(array_to_string(c.tags, ' '), 'C') AS names,
+            ''::tsvector AS bodies,
             array_remove(ARRAY[crm_search_key(c.name), crm_search_key(c.email),
                                crm_search_key(c.phone), crm_search_digits(c.phone)], '')
+                AS exact_keys
         FROM customers c LEFT JOIN companies co ON co.id = c.company_id
         WHERE c.id = ANY(ids)
-    """,
-    "companies": """
-        SELECT co.id, co.workspace_id, 'company',
-            crm_search_vector(co.name, 'A') || crm_search_vector(co.domain, 'B'),
+        """,
+    ),
+    "companies": (
+        "company",
+        """
+        SELECT co.id, co.workspace_id,
+            crm_search_vector(co.name, 'A') || crm_search_vector(co.domain, 'B') AS names,
+            ''::tsvector AS bodies,
             array_remove(ARRAY[crm_search_key(co.name), crm_search_key(co.domain)], '')
+                AS exact_keys
         FROM companies co WHERE co.id = ANY(ids)
-    """,
-    "deals": """
-        SELECT dl.id, dl.workspace_id, 'deal', crm_search_vector(dl.title, 'A'),
-            array_remove(ARRAY[crm_search_key(dl.title)], '')
+        """,
+    ),
+    "deals": (
+        "deal",
+        """
+        SELECT dl.id, dl.workspace_id, crm_search_vector(dl.title, 'A') AS names,
+            ''::tsvector AS bodies,
+            array_remove(ARRAY[crm_search_key(dl.title)], '') AS exact_keys
         FROM deals dl WHERE dl.id = ANY(ids)
-    """,
-    "conversations": """
-        SELECT cv.id, cv.workspace_id, 'conversation',
-            crm_search_vector(cv.subject, 'B') || crm_search_vector(
+        """,
+    ),
+    "conversations": (
+        "conversation",
+        """
+        SELECT cv.id, cv.workspace_id, crm_search_vector(cv.subject, 'B') AS names,
+            crm_search_vector(
                 (SELECT string_agg(m.body, ' ' ORDER BY m.seq) FROM messages m
-                 WHERE m.conversation_id = cv.id), 'D'),
-            array_remove(ARRAY[crm_search_key(cv.subject)], '')
+                 WHERE m.conversation_id = cv.id), 'D') AS bodies,
+            array_remove(ARRAY[crm_search_key(cv.subject)], '') AS exact_keys
         FROM conversations cv WHERE cv.id = ANY(ids)
-    """,
-    "activities": """
-        SELECT a.id, a.workspace_id, 'activity',
-            crm_search_vector(a.subject, 'B') || crm_search_vector(a.body, 'D'),
-            array_remove(ARRAY[crm_search_key(a.subject)], '')
+        """,
+    ),
+    "activities": (
+        "activity",
+        """
+        SELECT a.id, a.workspace_id, crm_search_vector(a.subject, 'B') AS names,
+            crm_search_vector(a.body, 'D') AS bodies,
+            array_remove(ARRAY[crm_search_key(a.subject)], '') AS exact_keys
         FROM activities a WHERE a.id = ANY(ids)
-    """,
+        """,
+    ),
 }
 
 # The columns a document is made of: an update touching none of them keeps it.
@@ -296,6 +320,7 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
+        sa.Column("names", postgresql.TSVECTOR(), nullable=False),
         sa.Column("document", postgresql.TSVECTOR(), nullable=False),
         sa.Column("exact_keys", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False),
         sa.Column(
@@ -324,15 +349,18 @@ def upgrade() -> None:
         ["workspace_id", "entity_type", "id"],
     )
     op.create_index(
+        "ix_search_documents_names", "search_documents", ["names"], postgresql_using="gin"
+    )
+    op.create_index(
         "ix_search_documents_document", "search_documents", ["document"], postgresql_using="gin"
     )
     _execute(_fold_sql())
     for sql in HELPERS:
         _execute(sql)
-    for table, select in REFRESH.items():
+    for table, (entity, select) in REFRESH.items():
         _execute(
             f"CREATE FUNCTION crm_search_refresh_{table}(ids uuid[]) RETURNS void "
-            f"LANGUAGE sql AS $fn$ {UPSERT.format(select=select)} $fn$"
+            f"LANGUAGE sql AS $fn$ {UPSERT.format(entity=entity, select=select)} $fn$"
         )
     _execute(
         """
@@ -454,5 +482,6 @@ def downgrade() -> None:
     ):
         _execute(f"DROP FUNCTION {signature}")
     op.drop_index("ix_search_documents_document", table_name="search_documents")
+    op.drop_index("ix_search_documents_names", table_name="search_documents")
     op.drop_index("ix_search_documents_workspace_type", table_name="search_documents")
     op.drop_table("search_documents")

@@ -661,3 +661,34 @@ async def test_hostile_text_gives_results_or_validation_on_the_real_server(
                     assert isinstance(result.data["search"]["edges"], list), text
             found = await client(SEARCH, {"q": "a&b@example.com"})
             assert [e["node"]["name"] for e in found.ok()["search"]["edges"]] == ["Ana Hostile"]
+
+
+async def test_names_rank_above_bodies_and_pages_cross_from_one_to_the_other(
+    sessionmaker: Sessions, users: dict[Role, User], as_role: Clients
+) -> None:
+    admin = admin_of(users)
+    okapis = await make_customers(
+        sessionmaker, admin, {"name": "Okapi One"}, {"name": "Okapi Two"}, {"name": "Okapi Three"}
+    )
+    async with sessionmaker() as session, session.begin():
+        for body in ("We saw an oka today", "The okapi enclosure"):
+            await activities.create_activity(
+                admin,
+                session,
+                {"type": "note", "subject": "Zoo", "body": body, "customer_id": okapis[0].id},
+            )
+    agent = as_role[Role.AGENT]
+    everything = await search(agent, "oka", first=10)
+    # A whole word in a body ranks below any prefix of a name.
+    assert [e["node"]["__typename"] for e in everything] == ["Customer"] * 3 + ["Activity"] * 2
+    assert all(e["score"] >= 1.5 for e in everything[:3])
+    assert all(1 <= e["score"] < 1.5 for e in everything[3:])
+    seen: list[str] = []
+    after = None
+    for _ in range(5):
+        result = (await agent(SEARCH, {"q": "oka", "first": 2, "after": after})).ok()["search"]
+        seen.extend(e["node"]["id"] for e in result["edges"])
+        if not result["pageInfo"]["hasNextPage"]:
+            break
+        after = result["pageInfo"]["endCursor"]
+    assert seen == [e["node"]["id"] for e in everything]
