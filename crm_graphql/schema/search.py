@@ -51,9 +51,11 @@ class SearchHit:
     cursor: str = strawberry.field(description="Pass as `after` for the hits after this one.")
     node: SearchResult = strawberry.field(description="The object found.")
     score: float = strawberry.field(
-        description="Relevance, higher first: 3 and more for an exact match of a whole name, "
-        "email, phone or title, 2 and more when every word matches whole words, 1 and more "
-        "for prefix matches; the fraction ranks by field (names before bodies)."
+        description="Relevance, higher first: 3.5 to 4 for an exact match of a whole name, "
+        "email, phone or title, 2.5 to 3 when every word is a whole word outside bodies, "
+        "1.5 to 2 for prefixes outside bodies, 1 to 1.5 for hits that need activity or "
+        "message bodies; within a band, names before emails and subjects before company "
+        "names and tags before bodies."
     )
     highlights: list[SearchHighlight] = strawberry.field(
         description="The fields that matched, in the object's field order."
