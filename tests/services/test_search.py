@@ -64,3 +64,67 @@ def test_highlight_marks_matched_prefixes_in_the_original_text() -> None:
         "name", "<mark>Groß</mark>"
     )
     assert search.highlight("name", "nothing here", ["zzz"]) is None
+
+
+def test_the_migration_indexes_the_rows_that_exist(server_database_url: str) -> None:
+    """Rows written before revision 0010 are found after it (the backfill)."""
+    import asyncio
+    import secrets
+    import uuid
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from tests import support
+
+    name = f"crm_mig_search_{secrets.token_hex(4)}"
+    support.create_database(server_database_url, name)
+    url = make_url(server_database_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        support.migrate(url, "0009")
+        workspace, company, customer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+        async def write() -> None:
+            conn = await asyncpg.connect(support.asyncpg_dsn(url))
+            try:
+                await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'W')", workspace)
+                await conn.execute(
+                    "INSERT INTO companies (id, workspace_id, name, version) "
+                    "VALUES ($1, $2, 'Möbius AG', 1)",
+                    company,
+                    workspace,
+                )
+                await conn.execute(
+                    "INSERT INTO customers (id, workspace_id, name, email, phone, company_id, "
+                    "lifecycle_stage, version) "
+                    "VALUES ($1, $2, 'Zoë Old', 'zoe@old.example', '+1 415-555-0100', $3, "
+                    "'lead', 1)",
+                    customer,
+                    workspace,
+                    company,
+                )
+            finally:
+                await conn.close()
+
+        async def read() -> list[Any]:
+            conn = await asyncpg.connect(support.asyncpg_dsn(url))
+            try:
+                return list(
+                    await conn.fetch(
+                        "SELECT id, entity_type FROM search_documents "
+                        "WHERE document @@ $1::tsquery ORDER BY entity_type",
+                        "'mobius':*",
+                    )
+                )
+            finally:
+                await conn.close()
+
+        asyncio.run(write())
+        support.migrate(url, "head")
+        found = asyncio.run(read())
+        assert [(r["id"], r["entity_type"]) for r in found] == [
+            (company, "company"),
+            (customer, "customer"),
+        ]
+    finally:
+        support.drop_database(server_database_url, name)
