@@ -453,7 +453,12 @@ class StatementCounter:
 async def test_pages_are_complete_stable_and_cost_one_statement(
     app: Any, sessionmaker: Sessions, users: dict[Role, User], as_role: Clients
 ) -> None:
-    rows = [{"name": f"Pangolin {i:02d}", "email": f"p{i}@pangolin.example"} for i in range(23)]
+    async with sessionmaker() as session, session.begin():
+        zoo = await companies.create_company(admin_of(users), session, {"name": "Zoo Inc"})
+    rows: list[dict[str, Any]] = [
+        {"name": f"Pangolin {i:02d}", "email": f"p{i}@pangolin.example", "company_id": zoo.id}
+        for i in range(23)
+    ]
     rows += [{"name": "Pangolin"}, {"name": "Pangolins Club"}]
     await make_customers(sessionmaker, admin_of(users), *rows)
     agent = as_role[Role.AGENT]
@@ -471,6 +476,10 @@ async def test_pages_are_complete_stable_and_cost_one_statement(
         after = result["pageInfo"]["endCursor"]
     assert [e["node"]["id"] for e in seen] == [e["node"]["id"] for e in everything]
 
+    # Hits and their rows in one statement; relations of the nodes through the loaders.
+    with_relations = """query($q: String!, $first: Int) { search(query: $q, first: $first) {
+      edges { score highlights { snippet } node { ... on Customer { name company { name }
+        owner { name } deals(first: 3) { totalCount } } } } } }"""
     engine = app.state.crm.sessionmaker.kw["bind"].sync_engine
     counter = StatementCounter()
     event.listen(engine, "before_cursor_execute", counter)
@@ -478,11 +487,14 @@ async def test_pages_are_complete_stable_and_cost_one_statement(
         counts = {}
         for first in (2, 25):
             counter.statements.clear()
-            assert len(await search(agent, "pangolin", first=first)) == first
-            counts[first] = [s for s in counter.statements if "search_documents" in s]
+            result = await agent(with_relations, {"q": "pangolin", "first": first})
+            assert len(result.ok()["search"]["edges"]) == first
+            counts[first] = list(counter.statements)
     finally:
         event.remove(engine, "before_cursor_execute", counter)
-    assert len(counts[2]) == len(counts[25]) == 1, counts
+    assert len(counts[2]) == len(counts[25]), counts
+    assert any("companies" in s and "search_documents" not in s for s in counts[25])
+    assert len([s for s in counts[25] if "search_documents" in s]) == 1, counts[25]
 
 
 async def test_bad_paging_arguments_are_validation_errors(as_role: Clients) -> None:
