@@ -22,6 +22,7 @@ from crm_graphql.models.events import (
     WebhookDispatchCursor,
 )
 from crm_graphql.models.orders import Order, OrderStatus
+from crm_graphql.models.search import SearchDocument, SearchEntity
 from crm_graphql.models.workspaces import (
     ApiKey,
     CredentialRevocation,
@@ -57,6 +58,8 @@ __all__ = [
     "Pipeline",
     "RefreshToken",
     "Role",
+    "SearchDocument",
+    "SearchEntity",
     "Stage",
     "User",
     "Webhook",

@@ -116,6 +116,8 @@ def query_document(name: str) -> str:
         return "{ onlineUsers { id } }"
     if name == "sensitiveCustomFields":
         return "{ sensitiveCustomFields }"
+    if name == "search":
+        return '{ search(query: "a", first: 1) { edges { cursor } } }'
     return f"{{ {name}(first: 1) {{ totalCount edges {{ cursor }} }} }}"
 
 

@@ -1,0 +1,50 @@
+"""``search``: arguments to the search service, hits to connection values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crm_graphql.resolvers.arguments import page_request
+from crm_graphql.resolvers.lists import PageInfoValue
+from crm_graphql.services import search as search_service
+from crm_graphql.services.search import Highlight, SearchEntity
+
+
+@dataclass
+class SearchHitValue:
+    cursor: str
+    node: Any
+    score: float
+    highlights: list[Highlight]
+
+
+@dataclass
+class SearchConnectionValue:
+    edges: list[SearchHitValue]
+    page_info: PageInfoValue
+
+
+async def search(
+    info: Any, query: str, types: Sequence[Any] | None, first: int | None, after: str | None
+) -> SearchConnectionValue:
+    context = info.context
+    actor = context.require_actor()
+    entities = [SearchEntity(t.value) for t in types] if types else None
+    request = page_request(info, first=first, after=after)
+    async with context.read() as session:
+        page = await search_service.search(actor, session, query, entities=entities, page=request)
+    edges = [
+        SearchHitValue(cursor, hit.node, hit.score, hit.highlights)
+        for cursor, hit in zip(page.cursors, page.items, strict=True)
+    ]
+    return SearchConnectionValue(
+        edges=edges,
+        page_info=PageInfoValue(
+            has_next_page=page.has_next_page,
+            has_previous_page=page.has_previous_page,
+            start_cursor=page.cursors[0] if page.cursors else None,
+            end_cursor=page.cursors[-1] if page.cursors else None,
+        ),
+    )
