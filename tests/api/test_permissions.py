@@ -116,6 +116,8 @@ def query_document(name: str) -> str:
         return "{ onlineUsers { id } }"
     if name == "sensitiveCustomFields":
         return "{ sensitiveCustomFields }"
+    if name == "customFieldDefinitions":
+        return "{ customFieldDefinitions(entity: CUSTOMER) { id } }"
     return f"{{ {name}(first: 1) {{ totalCount edges {{ cursor }} }} }}"
 
 
