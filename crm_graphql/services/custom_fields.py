@@ -305,6 +305,8 @@ class Terms:
         if kind is CustomFieldType.TEXT:
             if not isinstance(value, str):
                 raise Invalid(f"`{name}` compares with text", name)
+            if "\x00" in value:  # stored text never holds one (nor can PostgreSQL text)
+                raise Invalid(f"`{name}` must not contain NUL characters", name)
             return value
         if kind is CustomFieldType.NUMBER:
             return _number(value, name)

@@ -576,6 +576,8 @@ async def test_a_cursor_of_another_order_is_refused(
         ({"f": {"customFields": [{"key": "renewal", "gt": "soon"}]}}, "customFields.renewal"),
         ({"f": {"customFields": [{"key": "tier", "eq": "platinum"}]}}, "customFields.tier"),
         ({"f": {"customFields": [{"key": "vip", "eq": "yes"}]}}, "customFields.vip"),
+        ({"f": {"customFields": [{"key": "renewal", "lt": "0001-01-01"}]}}, "customFields.renewal"),
+        ({"f": {"customFields": [{"key": "renewal", "lt": "2025-W01-1"}]}}, "customFields.renewal"),
         ({"f": {"or": [{"customFields": [{"key": "nope", "isNull": True}]}]}}, "customFields.nope"),
         ({"o": [{"customField": "topics"}]}, "orderBy"),
         ({"o": [{"customField": "unknown"}]}, "orderBy"),
