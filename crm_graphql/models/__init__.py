@@ -12,6 +12,11 @@ from crm_graphql.models.conversations import (
     Message,
     MessageAuthorType,
 )
+from crm_graphql.models.custom_fields import (
+    CustomFieldDefinition,
+    CustomFieldEntity,
+    CustomFieldType,
+)
 from crm_graphql.models.customers import Customer, LifecycleStage
 from crm_graphql.models.deals import Deal, DealStatus, Pipeline, Stage
 from crm_graphql.models.events import (
@@ -45,6 +50,9 @@ __all__ = [
     "ConversationRead",
     "ConversationStatus",
     "CredentialRevocation",
+    "CustomFieldDefinition",
+    "CustomFieldEntity",
+    "CustomFieldType",
     "Customer",
     "Deal",
     "DealStatus",

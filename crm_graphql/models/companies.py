@@ -37,4 +37,13 @@ class Company(WorkspaceScoped, Archivable, Base):
     __table_args__ = (
         Index("ix_companies_workspace_created", "workspace_id", "created_at", "id"),
         Index("ix_companies_workspace_name", "workspace_id", "name", "id"),
+        # Custom-field equality (``@>``): jsonb_path_ops GIN. It cannot lead with
+        # workspace_id (that needs the btree_gin extension, which the embedded server lacks);
+        # the planner combines it with the workspace indexes (decision 0012).
+        Index(
+            "ix_companies_custom_fields",
+            "custom_fields",
+            postgresql_using="gin",
+            postgresql_ops={"custom_fields": "jsonb_path_ops"},
+        ),
     )

@@ -82,6 +82,15 @@ class Customer(WorkspaceScoped, Archivable, Base):
             postgresql_include=["name", "last_activity_at", "id", "archived_at", "merged_into_id"],
         ),
         Index("ix_customers_workspace_name", "workspace_id", "name", "id"),
+        # Custom-field equality (``@>``): jsonb_path_ops GIN. It cannot lead with
+        # workspace_id (that needs the btree_gin extension, which the embedded server lacks);
+        # the planner combines it with the workspace indexes (decision 0012).
+        Index(
+            "ix_customers_custom_fields",
+            "custom_fields",
+            postgresql_using="gin",
+            postgresql_ops={"custom_fields": "jsonb_path_ops"},
+        ),
         Index("ix_customers_workspace_company", "workspace_id", "company_id"),
         Index("ix_customers_workspace_owner", "workspace_id", "owner_id"),
         Index("ix_customers_workspace_last_activity", "workspace_id", "last_activity_at", "id"),

@@ -6,6 +6,7 @@ import enum
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     CHAR,
@@ -18,8 +19,9 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    text,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_graphql.models.base import Archivable, Base, WorkspaceScoped, text_enum
@@ -90,12 +92,24 @@ class Deal(WorkspaceScoped, Archivable, Base):
     expected_close_date: Mapped[date | None] = mapped_column(Date)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lost_reason: Mapped[str | None] = mapped_column(Text)
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
     __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
     __table_args__ = (
         CheckConstraint("amount >= 0", name="amount_not_negative"),
         Index("ix_deals_workspace_created", "workspace_id", "created_at", "id"),
+        # Custom-field equality (``@>``): jsonb_path_ops GIN. It cannot lead with
+        # workspace_id (that needs the btree_gin extension, which the embedded server lacks);
+        # the planner combines it with the workspace indexes (decision 0012).
+        Index(
+            "ix_deals_custom_fields",
+            "custom_fields",
+            postgresql_using="gin",
+            postgresql_ops={"custom_fields": "jsonb_path_ops"},
+        ),
         # A customer's deals, newest first: the nested list's keyset order.
         Index(
             "ix_deals_workspace_customer_created", "workspace_id", "customer_id", "created_at", "id"

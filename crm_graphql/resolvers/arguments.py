@@ -10,7 +10,12 @@ from strawberry.types.unset import UNSET
 
 from crm_graphql.resolvers.ids import MalformedId, decode_id, from_global_id
 from crm_graphql.services.errors import Invalid, NotFound
-from crm_graphql.services.querying import PageRequest, camel_case
+from crm_graphql.services.querying import (
+    CUSTOM_FIELDS,
+    CUSTOM_ORDER_PREFIX,
+    PageRequest,
+    camel_case,
+)
 
 _ID_FILTER = "IDFilter"
 
@@ -46,6 +51,8 @@ def filter_spec(value: Any) -> dict[str, Any] | None:
             spec[name] = [filter_spec(v) for v in raw]
         elif name == "not":
             spec[name] = filter_spec(raw)
+        elif name == CUSTOM_FIELDS:
+            spec[name] = [_set_fields(term) for term in raw]
         elif dataclasses.is_dataclass(raw):
             ops = {
                 g.name.rstrip("_"): getattr(raw, g.name)
@@ -60,11 +67,28 @@ def filter_spec(value: Any) -> dict[str, Any] | None:
     return spec
 
 
+def _set_fields(value: Any) -> dict[str, Any]:
+    """An input object's set fields by snake_case name (``in_`` as ``in``)."""
+    return {
+        f.name.rstrip("_"): getattr(value, f.name)
+        for f in dataclasses.fields(value)
+        if getattr(value, f.name) is not None and getattr(value, f.name) is not UNSET
+    }
+
+
 def order_spec(values: Sequence[Any] | None) -> list[tuple[str, bool]] | None:
-    """``[CustomerOrder]`` -> ``[("created_at", True)]`` (field value, descending)."""
+    """``[CustomerOrder]`` -> ``[("created_at", True)]`` (field value, descending); a
+    ``customField`` entry -> ``("custom_fields.<key>", descending)``."""
     if not values:
         return None
-    return [(v.field.value, v.direction.value == "desc") for v in values]
+    spec: list[tuple[str, bool]] = []
+    for v in values:
+        field, custom = getattr(v, "field", None), getattr(v, "custom_field", None)
+        if (field is None) == (custom is None):
+            raise Invalid("Give each orderBy entry either `field` or `customField`", "orderBy")
+        name = field.value if field is not None else CUSTOM_ORDER_PREFIX + str(custom)
+        spec.append((name, v.direction.value == "desc"))
+    return spec
 
 
 def page_request(

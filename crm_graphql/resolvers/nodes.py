@@ -24,6 +24,7 @@ NODE_MODELS: dict[str, type[Any]] = {
         models.ApiKey,
         models.AuditLog,
         models.Webhook,
+        models.CustomFieldDefinition,
     )
 }
 

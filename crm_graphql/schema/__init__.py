@@ -15,6 +15,7 @@ from crm_graphql.schema.activities import ActivityMutation, ActivityQuery
 from crm_graphql.schema.auth import AuthMutation
 from crm_graphql.schema.companies import CompanyMutation, CompanyQuery
 from crm_graphql.schema.conversations import ConversationMutation, ConversationQuery
+from crm_graphql.schema.custom_fields import CustomFieldMutation, CustomFieldQuery
 from crm_graphql.schema.customers import CustomerMutation, CustomerQuery
 from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.executor import EventExecutor
@@ -43,6 +44,7 @@ class Query(
     WebhookQuery,
     PrivacyQuery,
     SearchQuery,
+    CustomFieldQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
@@ -69,6 +71,7 @@ class Mutation(
     SecurityMutation,
     WebhookMutation,
     PrivacyMutation,
+    CustomFieldMutation,
 ):
     pass
 

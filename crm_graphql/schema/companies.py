@@ -12,7 +12,14 @@ from strawberry.types import Info
 from crm_graphql import models
 from crm_graphql.resolvers import companies as resolve
 from crm_graphql.schema.customers import ArchiveInput
-from crm_graphql.schema.filters import DateTimeFilter, IDFilter, IntFilter, StringFilter, TagsFilter
+from crm_graphql.schema.filters import (
+    CustomFieldFilter,
+    DateTimeFilter,
+    IDFilter,
+    IntFilter,
+    StringFilter,
+    TagsFilter,
+)
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
 from crm_graphql.schema.scalars import JSON, Address, AddressInput, address_of
 
@@ -88,6 +95,11 @@ class CompanyFilter:
     tags: TagsFilter | None = None
     created_at: DateTimeFilter | None = None
     updated_at: DateTimeFilter | None = None
+    custom_fields: list[CustomFieldFilter] | None = strawberry.field(
+        default=None,
+        description="Conditions on typed custom fields (`customFieldDefinitions`), all "
+        "of which hold.",
+    )
 
 
 @strawberry.enum(description="Fields companies can be ordered by.")
@@ -100,7 +112,14 @@ class CompanyOrderField(enum.Enum):
 
 @strawberry.input(description="One sort key for companies.")
 class CompanyOrder:
-    field: CompanyOrderField
+    field: CompanyOrderField | None = strawberry.field(
+        default=None, description="A built-in field (or give `customField`)."
+    )
+    custom_field: str | None = strawberry.field(
+        default=None,
+        description="The key of a custom field of companies (not a multi select), instead "
+        "of `field`.",
+    )
     direction: OrderDirection = OrderDirection.ASC
 
 

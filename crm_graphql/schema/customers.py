@@ -13,6 +13,7 @@ from crm_graphql import models
 from crm_graphql.resolvers import customers as resolve
 from crm_graphql.resolvers import privacy as resolve_privacy
 from crm_graphql.schema.filters import (
+    CustomFieldFilter,
     DateTimeFilter,
     EnumFilter,
     IDFilter,
@@ -164,6 +165,11 @@ class CustomerFilter:
     created_at: DateTimeFilter | None = None
     updated_at: DateTimeFilter | None = None
     last_activity_at: DateTimeFilter | None = None
+    custom_fields: list[CustomFieldFilter] | None = strawberry.field(
+        default=None,
+        description="Conditions on typed custom fields (`customFieldDefinitions`), all "
+        "of which hold.",
+    )
 
 
 @strawberry.enum(description="Fields customers can be ordered by.")
@@ -178,7 +184,14 @@ class CustomerOrderField(enum.Enum):
 
 @strawberry.input(description="One sort key for customers.")
 class CustomerOrder:
-    field: CustomerOrderField
+    field: CustomerOrderField | None = strawberry.field(
+        default=None, description="A built-in field (or give `customField`)."
+    )
+    custom_field: str | None = strawberry.field(
+        default=None,
+        description="The key of a custom field of customers (not a multi select), instead "
+        "of `field`.",
+    )
     direction: OrderDirection = OrderDirection.ASC
 
 

@@ -14,6 +14,7 @@ from crm_graphql import models
 from crm_graphql.resolvers import deals as resolve
 from crm_graphql.schema.customers import ArchiveInput
 from crm_graphql.schema.filters import (
+    CustomFieldFilter,
     DateFilter,
     DateTimeFilter,
     DecimalFilter,
@@ -22,7 +23,7 @@ from crm_graphql.schema.filters import (
     StringFilter,
 )
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
-from crm_graphql.schema.scalars import DealStatus
+from crm_graphql.schema.scalars import JSON, DealStatus
 
 if TYPE_CHECKING:
     from crm_graphql.schema.activities import Activity, ActivityFilter, ActivityOrder
@@ -102,6 +103,9 @@ class Deal(Node):
     expected_close_date: date | None = strawberry.field(description="When the deal should close.")
     closed_at: datetime | None = strawberry.field(description="When the deal was won or lost.")
     lost_reason: str | None = strawberry.field(description="Why a lost deal was lost.")
+    custom_fields: JSON = strawberry.field(
+        description="Workspace-defined fields (see `customFieldDefinitions(entity: DEAL)`)."
+    )
     created_at: datetime = strawberry.field(description="When the deal was opened.")
     updated_at: datetime = strawberry.field(description="Last change.")
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
@@ -182,6 +186,11 @@ class DealFilter:
     closed_at: DateTimeFilter | None = None
     created_at: DateTimeFilter | None = None
     updated_at: DateTimeFilter | None = None
+    custom_fields: list[CustomFieldFilter] | None = strawberry.field(
+        default=None,
+        description="Conditions on typed custom fields (`customFieldDefinitions`), all "
+        "of which hold.",
+    )
 
 
 @strawberry.enum(description="Fields deals can be ordered by.")
@@ -196,7 +205,14 @@ class DealOrderField(enum.Enum):
 
 @strawberry.input(description="One sort key for deals.")
 class DealOrder:
-    field: DealOrderField
+    field: DealOrderField | None = strawberry.field(
+        default=None, description="A built-in field (or give `customField`)."
+    )
+    custom_field: str | None = strawberry.field(
+        default=None,
+        description="The key of a custom field of deals (not a multi select), instead "
+        "of `field`.",
+    )
     direction: OrderDirection = OrderDirection.ASC
 
 
@@ -274,6 +290,9 @@ class CreateDealInput:
     status: DealStatus | None = strawberry.UNSET
     expected_close_date: date | None = strawberry.UNSET
     lost_reason: str | None = strawberry.UNSET
+    custom_fields: JSON | None = strawberry.field(
+        default=strawberry.UNSET, description="Values of the workspace's deal custom fields."
+    )
 
 
 @strawberry.input(
@@ -297,6 +316,10 @@ class UpdateDealInput:
     expected_close_date: date | None = strawberry.UNSET
     lost_reason: str | None = strawberry.field(
         default=strawberry.UNSET, description="Only for lost deals."
+    )
+    custom_fields: JSON | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="All custom field values (replaces them); null removes every value.",
     )
 
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Generic, TypeVar
 
 import strawberry
+from strawberry.scalars import JSON
 
 E = TypeVar("E")
 
@@ -80,6 +81,33 @@ class TagsFilter:
         default=None, description="Has every one of these tags."
     )
     any_of: list[str] | None = strawberry.field(default=None, description="Has at least one.")
+
+
+@strawberry.input(
+    description="Operators on one typed custom field, named by `key`. Operands are JSON "
+    "values of the field's type (numbers, `YYYY-MM-DD` dates, booleans, option names); "
+    "each type takes: TEXT eq, in, contains, startsWith, isNull; NUMBER and DATE eq, gt, "
+    "gte, lt, lte, isNull; BOOLEAN eq, isNull; SINGLE_SELECT eq, in, isNull; MULTI_SELECT "
+    "eq (exactly these options), containsAll, containsAny, isNull. Anything else is a "
+    "VALIDATION error on `customFields.<key>`."
+)
+class CustomFieldFilter:
+    key: str = strawberry.field(description="The field's key.")
+    eq: JSON | None = None
+    in_: list[JSON] | None = strawberry.field(default=None, name="in")
+    contains: str | None = strawberry.field(default=None, description="Text, ignoring case.")
+    starts_with: str | None = strawberry.field(default=None, description="Text, ignoring case.")
+    gt: JSON | None = None
+    gte: JSON | None = None
+    lt: JSON | None = None
+    lte: JSON | None = None
+    is_null: bool | None = strawberry.field(default=None, description="True: no value.")
+    contains_all: list[str] | None = strawberry.field(
+        default=None, description="Multi select: has every one of these options."
+    )
+    contains_any: list[str] | None = strawberry.field(
+        default=None, description="Multi select: has at least one of these options."
+    )
 
 
 @strawberry.input(description="Operators on an enumerated field.")

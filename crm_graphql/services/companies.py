@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_graphql.models import Company, User
-from crm_graphql.services import fields, querying, records
+from crm_graphql.models import Company, CustomFieldEntity, User
+from crm_graphql.services import custom_fields, fields, querying, records
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid
 from crm_graphql.services.policy import Action, authorize
@@ -38,6 +38,7 @@ COMPANIES = querying.ListSpec(
     },
     default_order=[("name", False)],
     parent_fields={"owner_id": Company.owner_id},
+    custom_fields=custom_fields.terms_loader(CustomFieldEntity.COMPANY),
 )
 
 EDITABLE = (
@@ -122,13 +123,15 @@ async def _clean(
         raise Invalid("`address` must be an object", "address")
     if "tags" in data:
         cleaned["tags"] = fields.tags(data["tags"])
-    if "custom_fields" in data:
-        if data["custom_fields"] is None:
-            cleaned["custom_fields"] = {}
-        elif not isinstance(data["custom_fields"], dict):
-            raise Invalid("`customFields` must be a JSON object", "customFields")
-        else:
-            fields.json_value(data["custom_fields"], "customFields")
+    typed = await custom_fields.clean_custom_fields(
+        actor,
+        session,
+        CustomFieldEntity.COMPANY,
+        data,
+        current=current.custom_fields if current is not None else None,
+    )
+    if typed is not None:
+        cleaned["custom_fields"] = typed
     await records.ensure_in_workspace(actor, session, [(User, cleaned.get("owner_id"), "ownerId")])
     return cleaned
 

@@ -17,13 +17,14 @@ from crm_graphql.models import (
     Company,
     Conversation,
     Customer,
+    CustomFieldEntity,
     Deal,
     LifecycleStage,
     Order,
     OrderStatus,
     User,
 )
-from crm_graphql.services import audit, fields, privacy, querying, records
+from crm_graphql.services import audit, custom_fields, fields, privacy, querying, records
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.errors import Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
@@ -55,6 +56,7 @@ CUSTOMERS = querying.ListSpec(
     },
     default_order=[("created_at", True)],
     parent_fields={"company_id": Customer.company_id, "owner_id": Customer.owner_id},
+    custom_fields=custom_fields.terms_loader(CustomFieldEntity.CUSTOMER),
 )
 
 EDITABLE = (
@@ -100,14 +102,22 @@ async def _clean(
         cleaned["tags"] = fields.tags(data["tags"])
     if "needs" in data:
         cleaned["needs"] = fields.tags(data["needs"], "needs")
-    for key in ("preferences", "custom_fields"):
-        if key in data:
-            if data[key] is None:
-                cleaned[key] = {}
-            elif not isinstance(data[key], dict):
-                raise Invalid(f"`{key}` must be a JSON object", key)
-            else:
-                fields.json_value(data[key], "customFields" if key == "custom_fields" else key)
+    if "preferences" in data:
+        if data["preferences"] is None:
+            cleaned["preferences"] = {}
+        elif not isinstance(data["preferences"], dict):
+            raise Invalid("`preferences` must be a JSON object", "preferences")
+        else:
+            fields.json_value(data["preferences"], "preferences")
+    typed = await custom_fields.clean_custom_fields(
+        actor,
+        session,
+        CustomFieldEntity.CUSTOMER,
+        data,
+        current=current.custom_fields if current is not None else None,
+    )
+    if typed is not None:
+        cleaned["custom_fields"] = typed
     if "address" in data and data["address"] is not None and not isinstance(data["address"], dict):
         raise Invalid("`address` must be an object", "address")
     if "lifecycle_stage" in data and data["lifecycle_stage"] is None:

@@ -15,13 +15,22 @@ from crm_graphql.models import (
     ActivityType,
     Company,
     Customer,
+    CustomFieldEntity,
     Deal,
     DealStatus,
     Pipeline,
     Stage,
     User,
 )
-from crm_graphql.services import activities, audit, events, fields, querying, records
+from crm_graphql.services import (
+    activities,
+    audit,
+    custom_fields,
+    events,
+    fields,
+    querying,
+    records,
+)
 from crm_graphql.services.actor import Actor, scope_condition, scoped
 from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.services.policy import Action, authorize
@@ -96,6 +105,7 @@ DEALS = querying.ListSpec(
         "pipeline_id": Deal.pipeline_id,
         "owner_id": Deal.owner_id,
     },
+    custom_fields=custom_fields.terms_loader(CustomFieldEntity.DEAL),
 )
 
 PIPELINE_FIELDS = ("name", "position")
@@ -110,6 +120,7 @@ DEAL_FIELDS = (
     "status",
     "expected_close_date",
     "lost_reason",
+    "custom_fields",
 )
 MAX_POSITION = 1_000_000
 
@@ -439,6 +450,15 @@ async def _clean_deal(
     for key in ("customer_id", "company_id", "owner_id"):
         if key in data:
             cleaned[key] = data[key]
+    typed = await custom_fields.clean_custom_fields(
+        actor,
+        session,
+        CustomFieldEntity.DEAL,
+        data,
+        current=current.custom_fields if current is not None else None,
+    )
+    if typed is not None:
+        cleaned["custom_fields"] = typed
     await records.ensure_in_workspace(
         actor,
         session,

@@ -67,6 +67,8 @@ class Action(enum.StrEnum):
     MANAGE_WEBHOOKS = "webhooks.manage"
     READ_SENSITIVE_FIELDS = "customers.read_sensitive"  # values of sensitive custom fields
     MANAGE_SENSITIVE_FIELDS = "customers.sensitive_fields"  # which custom fields are
+    READ_CUSTOM_FIELDS = "custom_fields.read"  # definitions (forms and filters need them)
+    MANAGE_CUSTOM_FIELDS = "custom_fields.manage"  # define, change, archive
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ RULES: dict[Action, Rule] = {
     # Users who work with customers read sensitive values; viewers and keys get null.
     Action.READ_SENSITIVE_FIELDS: Rule(WRITERS, NO_KEY),
     Action.MANAGE_SENSITIVE_FIELDS: Rule(ADMINS, NO_KEY),
+    Action.READ_CUSTOM_FIELDS: Rule(EVERYONE, SCOPES),
+    Action.MANAGE_CUSTOM_FIELDS: Rule(MANAGERS, NO_KEY),
 }
 
 # What reading rows of a model takes (``actor.scoped`` checks it on every read).
@@ -137,6 +141,7 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.AuditLog: Action.READ_AUDIT_LOG,
     models.Webhook: Action.MANAGE_WEBHOOKS,
     models.WebhookDelivery: Action.MANAGE_WEBHOOKS,
+    models.CustomFieldDefinition: Action.READ_CUSTOM_FIELDS,
 }
 
 
@@ -200,4 +205,6 @@ _VERBS = {
     Action.MANAGE_WEBHOOKS: "manage webhooks",
     Action.READ_SENSITIVE_FIELDS: "read sensitive custom fields",
     Action.MANAGE_SENSITIVE_FIELDS: "choose sensitive custom fields",
+    Action.READ_CUSTOM_FIELDS: "read custom field definitions",
+    Action.MANAGE_CUSTOM_FIELDS: "define custom fields",
 }

@@ -26,6 +26,7 @@ from crm_graphql.models import (
     Company,
     Conversation,
     Customer,
+    CustomFieldEntity,
     Deal,
     Event,
     Message,
@@ -33,7 +34,7 @@ from crm_graphql.models import (
     Webhook,
     Workspace,
 )
-from crm_graphql.services import activities, audit, events, fields, policy, records
+from crm_graphql.services import activities, audit, custom_fields, events, fields, policy, records
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.crypto import Keyring, keyring_of
 from crm_graphql.services.errors import Forbidden, Invalid
@@ -198,6 +199,17 @@ async def set_sensitive_custom_fields(
     assert workspace is not None
     before = sorted(workspace.sensitive_custom_fields)
     added, removed = set(wanted) - set(before), set(before) - set(wanted)
+    if added:
+        # A searchable field's values go into search documents in clear (decision 0012).
+        entity = CustomFieldEntity.CUSTOMER
+        defined = (await custom_fields.definitions_of(actor, session, entity)).active
+        searchable = sorted(k for k in added if k in defined and defined[k].searchable)
+        if searchable:
+            raise Invalid(
+                f"The custom fields {', '.join(searchable)} are searchable: make them "
+                "unsearchable (updateCustomFieldDefinition) before marking them sensitive",
+                "keys",
+            )
     changed = 0
     if added or removed:
         keyring = keyring_of(session)
@@ -391,6 +403,7 @@ async def export_customer_data(
         .where(AuditLog.workspace_id == actor.workspace_id, AuditLog.entity_id.in_(ids))
         .order_by(AuditLog.created_at, AuditLog.id)
     )
+    definitions = await custom_fields.workspace_definitions(actor, session)
     by_conversation: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for message in messages:
         by_conversation.setdefault(message.conversation_id, []).append(audit.snapshot(message))
@@ -399,6 +412,14 @@ async def export_customer_data(
         "format_version": 1,
         "exported_at": datetime.now(UTC).isoformat(),
         "customer": profile,
+        # What each custom field is (label, type, exportable or not): the export of a
+        # person's data keeps every value; `exportable` governs list exports.
+        "custom_field_definitions": {
+            entity.value: custom_fields.export_description(
+                d for d in definitions if d.entity is entity
+            )
+            for entity in CustomFieldEntity
+        },
         "company": audit.snapshot(company) if company else None,
         "orders": _rows(orders),
         "deals": _rows(deals),

@@ -12,11 +12,11 @@ import base64
 import binascii
 import enum
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -54,6 +54,10 @@ class SortKey:
     column: Any
     descending: bool = False
     nulls_first: bool = False
+    # A key computed from the row (a custom field): its name in cursors and how to read
+    # its value from a loaded row, as the SQL expression ``column`` computes it.
+    name: str | None = None
+    read: Callable[[Any], Any] | None = field(default=None, compare=False)
 
     @property
     def nullable(self) -> bool:
@@ -61,7 +65,9 @@ class SortKey:
         return bool(getattr(column, "nullable", True))
 
     def reversed(self) -> SortKey:
-        return SortKey(self.column, not self.descending, not self.nulls_first)
+        return SortKey(
+            self.column, not self.descending, not self.nulls_first, self.name, self.read
+        )
 
     def term(self) -> Any:
         term = self.column.desc() if self.descending else self.column.asc()
@@ -194,8 +200,47 @@ def _operator(column: Any, op: str, value: Any, field_name: str) -> ColumnElemen
     raise Invalid(f"Unknown operator `{op}`", field_name)
 
 
-def filter_condition(spec: FilterSpec | None, fields: Mapping[str, Any]) -> ColumnElement[bool]:
-    """Translate a filter mapping into one SQL condition over ``fields`` (name -> column)."""
+# A list's custom fields (``services.custom_fields``): the filter key ``custom_fields`` holds
+# a list of terms ``{"key": ..., op: value}``; an order name ``custom_fields.<key>`` sorts
+# by one field. Both need the workspace's definitions, loaded once per list read.
+CUSTOM_FIELDS = "custom_fields"
+CUSTOM_ORDER_PREFIX = "custom_fields."
+
+
+class CustomFieldTerms(Protocol):
+    """The custom-field definitions of one workspace and entity, as SQL."""
+
+    def condition(self, term: Mapping[str, Any]) -> ColumnElement[bool]: ...
+
+    def sort_key(self, key: str, descending: bool) -> SortKey: ...
+
+
+def uses_custom_fields(
+    spec: FilterSpec | None, order: Sequence[tuple[str, bool]] | None = None
+) -> bool:
+    """Does this filter or order name a custom field (at any depth of and/or/not)?"""
+    if any(name.startswith(CUSTOM_ORDER_PREFIX) for name, _ in order or ()):
+        return True
+    stack: list[Any] = [spec]
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, Mapping):
+            continue
+        if current.get(CUSTOM_FIELDS):
+            return True
+        stack.extend(current.get("and") or ())
+        stack.extend(current.get("or") or ())
+        stack.append(current.get("not"))
+    return False
+
+
+def filter_condition(
+    spec: FilterSpec | None,
+    fields: Mapping[str, Any],
+    custom: CustomFieldTerms | None = None,
+) -> ColumnElement[bool]:
+    """Translate a filter mapping into one SQL condition over ``fields`` (name -> column)
+    and, for ``custom_fields`` terms, the list's custom-field definitions."""
     if not spec:
         return true()
     terms: list[ColumnElement[bool]] = []
@@ -203,13 +248,19 @@ def filter_condition(spec: FilterSpec | None, fields: Mapping[str, Any]) -> Colu
         if value is None:
             continue
         if key == "and":
-            terms.extend(filter_condition(sub, fields) for sub in value)
+            terms.extend(filter_condition(sub, fields, custom) for sub in value)
         elif key == "or":
             terms.append(
-                or_(*(filter_condition(sub, fields) for sub in value)) if value else false()
+                or_(*(filter_condition(sub, fields, custom) for sub in value))
+                if value
+                else false()
             )
         elif key == "not":
-            terms.append(not_(filter_condition(value, fields)))
+            terms.append(not_(filter_condition(value, fields, custom)))
+        elif key == CUSTOM_FIELDS:
+            if custom is None:
+                raise Invalid("This list has no custom fields to filter by", "customFields")
+            terms.extend(custom.condition(term) for term in value)
         elif key in fields:
             column = fields[key]
             if isinstance(value, Mapping):
@@ -264,6 +315,10 @@ def _decode_value(column: Any, raw: Any) -> Any:
         if isinstance(raw, bool) or not isinstance(raw, int) or not -(2**bits) <= 2 * raw < 2**bits:
             raise ValueError("not a whole number of the column")
         return raw
+    if kind is bool:
+        if not isinstance(raw, bool):
+            raise ValueError("not a boolean")
+        return raw
     if not isinstance(raw, str) or "\x00" in raw:
         raise ValueError("not a text")
     if kind is datetime:
@@ -282,7 +337,8 @@ def _decode_value(column: Any, raw: Any) -> Any:
 
 def cursor_signature(keys: Sequence[SortKey]) -> str:
     return ",".join(
-        f"{getattr(k.column, 'key', str(k.column))}{'-' if k.descending else '+'}" for k in keys
+        f"{k.name or getattr(k.column, 'key', str(k.column))}{'-' if k.descending else '+'}"
+        for k in keys
     )
 
 
@@ -345,13 +401,22 @@ def sort_keys(
     fields: Mapping[str, Any],
     default: Sequence[tuple[str, bool]],
     id_column: Any,
+    custom: CustomFieldTerms | None = None,
 ) -> list[SortKey]:
-    """Resolve ``[(field, descending)]`` against the allowed sort fields and append the
-    primary key as the tie-breaker every keyset needs."""
+    """Resolve ``[(field, descending)]`` against the allowed sort fields (and the list's
+    custom fields) and append the primary key as the tie-breaker every keyset needs."""
     chosen = list(order) if order else list(default)
     keys: list[SortKey] = []
     seen: set[str] = set()
     for name, descending in chosen:
+        if name.startswith(CUSTOM_ORDER_PREFIX):
+            if name in seen:
+                raise Invalid(f"`{name}` appears twice in orderBy", "orderBy")
+            seen.add(name)
+            if custom is None:
+                raise Invalid("This list has no custom fields to order by", "orderBy")
+            keys.append(custom.sort_key(name[len(CUSTOM_ORDER_PREFIX) :], descending))
+            continue
         if name not in fields:
             raise Invalid(f"Cannot order by `{name}`", "orderBy")
         if name in seen:
@@ -364,7 +429,7 @@ def sort_keys(
 
 
 def _row_values(row: Any, keys: Sequence[SortKey]) -> list[Any]:
-    return [getattr(row, k.column.key) for k in keys]
+    return [k.read(row) if k.read is not None else getattr(row, k.column.key) for k in keys]
 
 
 async def paginate(
@@ -493,9 +558,17 @@ class ListSpec(Generic[M]):
     # Filter fields whose SQL depends on the actor (a conversation's `unread` for the
     # caller), merged over ``filter_fields``.
     actor_filter_fields: Callable[[Any], Mapping[str, Any]] | None = None
+    # Typed custom fields (``services.custom_fields.terms_loader``): loads the actor's
+    # workspace's definitions for this list, when a filter or order names one.
+    custom_fields: Callable[[Any, AsyncSession], Awaitable[CustomFieldTerms]] | None = None
 
     def statement(
-        self, actor: Any, filter: FilterSpec | None = None, *, include_archived: bool = False
+        self,
+        actor: Any,
+        filter: FilterSpec | None = None,
+        *,
+        include_archived: bool = False,
+        custom: CustomFieldTerms | None = None,
     ) -> Select[M]:
         """Scoped to the actor's workspace (after the model's read check), limited to the rows the
         actor may see, filtered, archived rows hidden unless asked for."""
@@ -504,15 +577,30 @@ class ListSpec(Generic[M]):
         fields = self.filter_fields
         if self.actor_filter_fields is not None:
             fields = {**fields, **self.actor_filter_fields(actor)}
-        stmt = scoped(self.model, actor).where(filter_condition(filter, fields))
+        stmt = scoped(self.model, actor).where(filter_condition(filter, fields, custom))
         if self.extra_condition is not None:
             stmt = stmt.where(self.extra_condition(actor))
         if self.archivable and not include_archived:
             stmt = stmt.where(self.model.archived_at.is_(None))  # type: ignore[attr-defined]
         return stmt
 
-    def keys(self, order: Sequence[tuple[str, bool]] | None) -> list[SortKey]:
-        return sort_keys(order, self.order_fields, self.default_order, self.model.id)  # type: ignore[attr-defined]
+    def keys(
+        self, order: Sequence[tuple[str, bool]] | None, custom: CustomFieldTerms | None = None
+    ) -> list[SortKey]:
+        return sort_keys(order, self.order_fields, self.default_order, self.model.id, custom)  # type: ignore[attr-defined]
+
+    async def custom_terms(
+        self,
+        actor: Any,
+        session: AsyncSession,
+        filter: FilterSpec | None,
+        order: Sequence[tuple[str, bool]] | None = None,
+    ) -> CustomFieldTerms | None:
+        """The list's custom-field definitions when this filter or order needs them (one
+        statement), else None."""
+        if self.custom_fields is None or not uses_custom_fields(filter, order):
+            return None
+        return await self.custom_fields(actor, session)
 
     def parent_column(self, parent: str) -> Any:
         if parent not in self.parent_fields:
@@ -531,8 +619,9 @@ async def list_page(
     include_archived: bool = False,
 ) -> Page[M]:
     """One page of a root list (``customers``, ``deals`` ...)."""
-    stmt = spec.statement(actor, filter, include_archived=include_archived)
-    return await paginate(session, stmt, spec.keys(order), page)
+    custom = await spec.custom_terms(actor, session, filter, order)
+    stmt = spec.statement(actor, filter, include_archived=include_archived, custom=custom)
+    return await paginate(session, stmt, spec.keys(order, custom), page)
 
 
 async def pages_by_parent(
@@ -547,9 +636,11 @@ async def pages_by_parent(
     page: PageRequest,
 ) -> dict[Any, Page[M]]:
     """First pages of a nested list (a customer's deals ...) for many parents at once."""
-    stmt = spec.statement(actor, filter)
+    custom = await spec.custom_terms(actor, session, filter, order)
+    stmt = spec.statement(actor, filter, custom=custom)
+    keys = spec.keys(order, custom)
     return await paginate_per_parent(
-        session, spec.model, stmt, spec.parent_column(parent), parent_ids, spec.keys(order), page
+        session, spec.model, stmt, spec.parent_column(parent), parent_ids, keys, page
     )
 
 
@@ -563,5 +654,6 @@ async def counts_by_parent(
     filter: FilterSpec | None = None,
 ) -> dict[Any, int]:
     """``totalCount`` of a nested list for many parents at once."""
-    stmt = spec.statement(actor, filter)
+    custom = await spec.custom_terms(actor, session, filter)
+    stmt = spec.statement(actor, filter, custom=custom)
     return await count_per_parent(session, stmt, spec.parent_column(parent), parent_ids)

@@ -157,6 +157,16 @@ class Env:
             )
         return support.GraphQLClient(self.admin.http, token), key.id
 
+    async def custom_field(self) -> str:
+        return await self.make(
+            "createCustomFieldDefinition",
+            entity="CUSTOMER",
+            key="f" + uuid.uuid4().hex[:8],
+            label="Tier",
+            type="SINGLE_SELECT",
+            options=["gold", "silver"],
+        )
+
     async def customer_says(self, conversation: str) -> None:
         """A customer message through a channel integration's API key."""
         channel, _ = await self.api_key(api_keys.CONVERSATIONS_WRITE)
@@ -396,6 +406,10 @@ async def order_input(env: Env) -> dict[str, Any]:
     return {"customerId": await env.customer(), "amount": "19.99", "currency": "EUR"}
 
 
+async def custom_field_input(env: Env) -> dict[str, Any]:
+    return {"entity": "DEAL", "key": "r" + uuid.uuid4().hex[:8], "label": "Region", "type": "TEXT"}
+
+
 async def conversation_input(env: Env) -> dict[str, Any]:
     return {"customerId": await env.customer(), "channel": "EMAIL", "body": "Dear Ada"}
 
@@ -463,6 +477,11 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "exportCustomerData": of_customer(),
     "eraseCustomer": of_customer(),
+    "createCustomFieldDefinition": creating(custom_field_input, {"key": "Not A Key"}, "VALIDATION"),
+    "updateCustomFieldDefinition": changing(
+        Env.custom_field, {"addOptions": ["bronze"]}, {"addOptions": ["gold"]}, "VALIDATION"
+    ),
+    "archiveCustomFieldDefinition": archiving(Env.custom_field),
 }
 
 

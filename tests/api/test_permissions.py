@@ -118,6 +118,8 @@ def query_document(name: str) -> str:
         return "{ sensitiveCustomFields }"
     if name == "search":
         return '{ search(query: "a", first: 1) { edges { cursor } } }'
+    if name == "customFieldDefinitions":
+        return "{ customFieldDefinitions(entity: CUSTOMER) { id } }"
     return f"{{ {name}(first: 1) {{ totalCount edges {{ cursor }} }} }}"
 
 

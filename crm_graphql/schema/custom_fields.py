@@ -1,0 +1,145 @@
+"""Typed custom fields in GraphQL: definitions, their query and mutations."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import strawberry
+from strawberry.types import Info
+
+from crm_graphql import models
+from crm_graphql.resolvers import custom_fields as resolve
+from crm_graphql.schema.relay import Node, UserError, of_model
+
+
+@strawberry.enum(description="The records that carry custom fields.")
+class CustomFieldEntity(enum.Enum):
+    CUSTOMER = "customer"
+    COMPANY = "company"
+    DEAL = "deal"
+
+
+@strawberry.enum(description="The type of a custom field's values.")
+class CustomFieldType(enum.Enum):
+    TEXT = "text"
+    NUMBER = "number"
+    DATE = "date"
+    BOOLEAN = "boolean"
+    SINGLE_SELECT = "single_select"
+    MULTI_SELECT = "multi_select"
+
+
+@strawberry.type(
+    description="A typed field of customers, companies or deals: values under `key` in "
+    "their `customFields` are validated on every write and can be filtered and sorted."
+)
+class CustomFieldDefinition(Node):
+    is_type_of = of_model(models.CustomFieldDefinition)
+
+    entity: CustomFieldEntity = strawberry.field(description="What records carry it.")
+    key: str = strawberry.field(description="Stable API name: the key in `customFields`.")
+    label: str = strawberry.field(description="What forms show.")
+    type: CustomFieldType = strawberry.field(description="The type of its values.")
+    options: list[str] = strawberry.field(description="The choices of a select field.")
+    required: bool = strawberry.field(description="Every create and write must give a value.")
+    searchable: bool = strawberry.field(description="Its values are found by search.")
+    exportable: bool = strawberry.field(description="Its values are included in exports.")
+    archived_at: datetime | None = strawberry.field(
+        description="Set when archived: the field no longer validates, filters or sorts."
+    )
+    created_at: datetime = strawberry.field(description="When it was defined.")
+    updated_at: datetime = strawberry.field(description="Last change.")
+    version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
+
+
+@strawberry.input(description="A new custom field.")
+class CreateCustomFieldDefinitionInput:
+    entity: CustomFieldEntity
+    key: str = strawberry.field(
+        description="1-64 letters, digits or _, starting with a lower-case letter."
+    )
+    label: str
+    type: CustomFieldType
+    options: list[str] | None = strawberry.field(
+        default=None, description="The choices of a select field (required for selects)."
+    )
+    required: bool = False
+    searchable: bool = False
+    exportable: bool = True
+
+
+@strawberry.input(description="One option renamed: stored values follow.")
+class CustomFieldOptionRename:
+    from_: str = strawberry.field(name="from")
+    to: str
+
+
+@strawberry.input(description="Changes to a custom field; fields left out stay as they are.")
+class UpdateCustomFieldDefinitionInput:
+    id: strawberry.ID
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the definition's version differs."
+    )
+    label: str | None = strawberry.UNSET
+    type: CustomFieldType | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Only while no record holds a value of the field.",
+    )
+    add_options: list[str] | None = strawberry.UNSET
+    rename_options: list[CustomFieldOptionRename] | None = strawberry.UNSET
+    required: bool | None = strawberry.UNSET
+    searchable: bool | None = strawberry.UNSET
+    exportable: bool | None = strawberry.UNSET
+
+
+@strawberry.input(description="A custom field, by ID.")
+class ArchiveCustomFieldDefinitionInput:
+    id: strawberry.ID
+    expected_version: int | None = strawberry.field(
+        default=None, description="Fail with CONFLICT if the definition's version differs."
+    )
+
+
+@strawberry.type(description="Result of a custom field mutation.")
+class CustomFieldDefinitionPayload:
+    custom_field_definition: CustomFieldDefinition | None = strawberry.field(
+        description="The definition after the change."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.type
+class CustomFieldQuery:
+    @strawberry.field(description="The custom fields of customers, companies or deals.")
+    async def custom_field_definitions(
+        self, info: Info, entity: CustomFieldEntity, include_archived: bool = False
+    ) -> list[CustomFieldDefinition]:
+        return await resolve.definitions(info, entity.value, include_archived)  # type: ignore[return-value]
+
+
+@strawberry.type
+class CustomFieldMutation:
+    @strawberry.mutation(description="Define a custom field (admins and managers).")
+    async def create_custom_field_definition(
+        self, info: Info, input: CreateCustomFieldDefinitionInput
+    ) -> CustomFieldDefinitionPayload:
+        return await resolve.create_definition(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Change a custom field's label, flags or options (admins and managers)."
+    )
+    async def update_custom_field_definition(
+        self, info: Info, input: UpdateCustomFieldDefinitionInput
+    ) -> CustomFieldDefinitionPayload:
+        return await resolve.update_definition(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Retire a custom field; stored values stay (admins and managers)."
+    )
+    async def archive_custom_field_definition(
+        self, info: Info, input: ArchiveCustomFieldDefinitionInput
+    ) -> CustomFieldDefinitionPayload:
+        return await resolve.archive_definition(info, input)  # type: ignore[return-value]
