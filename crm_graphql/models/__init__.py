@@ -22,6 +22,7 @@ from crm_graphql.models.events import (
     WebhookDispatchCursor,
 )
 from crm_graphql.models.orders import Order, OrderStatus
+from crm_graphql.models.segments import Segment
 from crm_graphql.models.workspaces import (
     ApiKey,
     CredentialRevocation,
@@ -57,6 +58,7 @@ __all__ = [
     "Pipeline",
     "RefreshToken",
     "Role",
+    "Segment",
     "Stage",
     "User",
     "Webhook",

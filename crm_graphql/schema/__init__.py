@@ -24,6 +24,7 @@ from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscri
 from crm_graphql.schema.relay import Node
 from crm_graphql.schema.scalars import SCALAR_OVERRIDES
 from crm_graphql.schema.security import SecurityMutation, SecurityQuery
+from crm_graphql.schema.segments import SegmentMutation, SegmentQuery
 from crm_graphql.schema.users import UserMutation, UserQuery
 from crm_graphql.schema.webhooks import WebhookMutation, WebhookQuery
 
@@ -41,6 +42,7 @@ class Query(
     SecurityQuery,
     WebhookQuery,
     PrivacyQuery,
+    SegmentQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
@@ -67,6 +69,7 @@ class Mutation(
     SecurityMutation,
     WebhookMutation,
     PrivacyMutation,
+    SegmentMutation,
 ):
     pass
 

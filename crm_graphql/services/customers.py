@@ -23,7 +23,7 @@ from crm_graphql.models import (
     OrderStatus,
     User,
 )
-from crm_graphql.services import audit, fields, privacy, querying, records
+from crm_graphql.services import audit, fields, privacy, querying, records, rfm
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.errors import Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
@@ -55,6 +55,8 @@ CUSTOMERS = querying.ListSpec(
     },
     default_order=[("created_at", True)],
     parent_fields={"company_id": Customer.company_id, "owner_id": Customer.owner_id},
+    # Fields that read the actor's orders: first order, "ordered in", RFM segment.
+    actor_filter_fields=rfm.customer_filter_fields,
 )
 
 EDITABLE = (

@@ -67,6 +67,8 @@ class Action(enum.StrEnum):
     MANAGE_WEBHOOKS = "webhooks.manage"
     READ_SENSITIVE_FIELDS = "customers.read_sensitive"  # values of sensitive custom fields
     MANAGE_SENSITIVE_FIELDS = "customers.sensitive_fields"  # which custom fields are
+    WRITE_SEGMENTS = "segments.write"  # save, share, change and archive one's own segments
+    MANAGE_SHARED_SEGMENTS = "segments.manage_shared"  # change and archive others' shared ones
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,9 @@ RULES: dict[Action, Rule] = {
     # Users who work with customers read sensitive values; viewers and keys get null.
     Action.READ_SENSITIVE_FIELDS: Rule(WRITERS, NO_KEY),
     Action.MANAGE_SENSITIVE_FIELDS: Rule(ADMINS, NO_KEY),
+    # A segment belongs to a person (private ones are theirs): keys read shared ones only.
+    Action.WRITE_SEGMENTS: Rule(WRITERS, NO_KEY),
+    Action.MANAGE_SHARED_SEGMENTS: Rule(MANAGERS, NO_KEY),
 }
 
 # What reading rows of a model takes (``actor.scoped`` checks it on every read).
@@ -125,6 +130,7 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.Customer: Action.READ_CUSTOMERS,
     models.Company: Action.READ_CUSTOMERS,
     models.Order: Action.READ_CUSTOMERS,
+    models.Segment: Action.READ_CUSTOMERS,
     models.Deal: Action.READ_DEALS,
     models.Pipeline: Action.READ_DEALS,
     models.Stage: Action.READ_DEALS,
@@ -200,4 +206,6 @@ _VERBS = {
     Action.MANAGE_WEBHOOKS: "manage webhooks",
     Action.READ_SENSITIVE_FIELDS: "read sensitive custom fields",
     Action.MANAGE_SENSITIVE_FIELDS: "choose sensitive custom fields",
+    Action.WRITE_SEGMENTS: "save, share or change segments",
+    Action.MANAGE_SHARED_SEGMENTS: "change or archive segments others shared",
 }

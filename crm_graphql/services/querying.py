@@ -194,6 +194,29 @@ def _operator(column: Any, op: str, value: Any, field_name: str) -> ColumnElemen
     raise Invalid(f"Unknown operator `{op}`", field_name)
 
 
+def operators_condition(
+    column: Any, ops: Mapping[str, Any], field_name: str
+) -> ColumnElement[bool]:
+    """Every operator of one filter field (``{"gte": a, "lt": b}``) on ``column``, ANDed."""
+    return and_(
+        true(),
+        *(
+            _operator(column, op, operand, field_name)
+            for op, operand in ops.items()
+            if operand is not None or op == "is_null"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """A filter field that is not a column: its condition is built from all of the field's
+    operators at once (``ordered_at: {gte, lt}`` is "has one order placed in that range",
+    not one order after ``gte`` and maybe another before ``lt``)."""
+
+    build: Callable[[Mapping[str, Any], str], ColumnElement[bool]]
+
+
 def filter_condition(spec: FilterSpec | None, fields: Mapping[str, Any]) -> ColumnElement[bool]:
     """Translate a filter mapping into one SQL condition over ``fields`` (name -> column)."""
     if not spec:
@@ -212,7 +235,11 @@ def filter_condition(spec: FilterSpec | None, fields: Mapping[str, Any]) -> Colu
             terms.append(not_(filter_condition(value, fields)))
         elif key in fields:
             column = fields[key]
-            if isinstance(value, Mapping):
+            if isinstance(column, Predicate):
+                terms.append(
+                    column.build(value if isinstance(value, Mapping) else {"eq": value}, key)
+                )
+            elif isinstance(value, Mapping):
                 terms.extend(
                     _operator(column, op, operand, key)
                     for op, operand in value.items()

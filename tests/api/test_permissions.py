@@ -116,6 +116,8 @@ def query_document(name: str) -> str:
         return "{ onlineUsers { id } }"
     if name == "sensitiveCustomFields":
         return "{ sensitiveCustomFields }"
+    if name == "customerCohorts":
+        return '{ customerCohorts(from: "2026-01-01", to: "2026-03-31") { month } }'
     return f"{{ {name}(first: 1) {{ totalCount edges {{ cursor }} }} }}"
 
 

@@ -122,6 +122,7 @@ async def foreign_ids(other: Env) -> dict[str, str]:
         "User": other.user_id,
         "ApiKey": to_global_id("ApiKey", key),
         "Webhook": await other.webhook(),
+        "Segment": await other.segment(),
     }
 
 
