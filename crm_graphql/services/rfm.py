@@ -39,6 +39,7 @@ from sqlalchemy import (
     not_,
     select,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Subquery
 
@@ -397,12 +398,17 @@ async def cohorts(
         .subquery("firsts")
     )
     start, end = _month(lo), _month(hi)
-    rows = await session.execute(
-        select(firsts.c.cohort, activity.c.month, func.count())
-        .join(activity, activity.c.customer_id == firsts.c.customer_id)
-        .where(firsts.c.cohort.between(start, end), activity.c.month <= end)
-        .group_by(firsts.c.cohort, activity.c.month)
-    )
+    try:
+        rows = await session.execute(
+            select(firsts.c.cohort, activity.c.month, func.count())
+            .join(activity, activity.c.customer_id == firsts.c.customer_id)
+            .where(firsts.c.cohort.between(start, end), activity.c.month <= end)
+            .group_by(firsts.c.cohort, activity.c.month)
+        )
+    except DBAPIError as error:  # a zone Python knows and PostgreSQL does not
+        if getattr(error.orig, "sqlstate", None) == "22023":
+            raise Invalid(f"Unknown time zone `{zone_name[:64]}`", "timeZone") from error
+        raise
     counts: dict[int, dict[int, int]] = {}
     for cohort_month, month, n in rows.all():
         counts.setdefault(_month_index(cohort_month), {})[_month_index(month)] = int(n)

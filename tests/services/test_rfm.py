@@ -156,3 +156,21 @@ async def test_ordered_at_needs_one_order_within_all_bounds(
         assert cid in await matching({"gte": start, "lt": middle})
     with pytest.raises(Invalid):
         CUSTOMERS.statement(agent, {"ordered_at": {"is_null": True}})
+
+
+async def test_a_zone_the_database_does_not_know_is_a_validation_error(
+    sessionmaker: Sessions,
+    viewer: Actor,
+    history: rfm_reference.History,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class ElsewhereOnly:  # a zone Python would accept and PostgreSQL does not know
+        key = "Nowhere/Elsewhere"
+
+    monkeypatch.setattr(rfm, "time_zone", lambda name: ElsewhereOnly())
+    async with sessionmaker() as session:
+        with pytest.raises(Invalid) as raised:
+            await rfm.cohorts(
+                viewer, session, first=date(2000, 1, 1), last=date(2009, 2, 1), zone_name="x"
+            )
+    assert raised.value.field == "timeZone"
