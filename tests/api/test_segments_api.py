@@ -436,3 +436,44 @@ async def test_a_segment_page_with_scores_costs_the_same_statements_at_any_size(
             assert len(page["nodes"]) == min(n, page["totalCount"]) and page["totalCount"] > 3
             counts.append(len(counter.statements))
         assert counts[0] == counts[1] <= 5, counter.statements
+
+
+NESTED = """query($n: Int!, $f: CustomerFilter, $last: Int) {
+  segments(first: $n, filter: {builtIn: false}) { nodes { id name
+    customers(first: 3, filter: $f, orderBy: [{field: NAME}]) {
+      totalCount pageInfo { hasNextPage endCursor } nodes { name } }
+    tail: customers(last: $last, orderBy: [{field: NAME}]) {
+      pageInfo { hasPreviousPage } nodes { name } }
+  } }
+}"""
+
+
+async def test_segments_with_their_customers_cost_the_same_statements_for_any_count(
+    as_role: Clients, counter: StatementCounter
+) -> None:
+    agent = as_role[Role.AGENT]
+    await add_customers(agent, [f"Seg {n:02d}" + (" VIP" if n % 4 == 0 else "") for n in range(40)])
+    for digit in range(8):
+        await create(agent, name=f"S{digit}", filter={"name": {"startsWith": f"Seg {digit % 4}"}})
+    vip = {"lifecycleStage": {"eq": "CUSTOMER"}}
+    counts = []
+    for n in (2, 8):
+        counter.statements.clear()
+        listed = (await agent(NESTED, {"n": n, "f": vip, "last": 2})).ok()["segments"]["nodes"]
+        counts.append(len(counter.statements))
+        assert len(listed) == n
+        for segment in listed:
+            alone = (await agent(MEMBERS, {"id": segment["id"], "first": 3, "filter": vip})).ok()[
+                "customers"
+            ]
+            alone["nodes"] = [{"name": c["name"]} for c in alone["nodes"]]
+            assert segment["customers"] == alone, segment["name"]
+            prefix = f"Seg {int(segment['name'][1]) % 4}"
+            names = sorted(
+                f"Seg {k:02d}" + (" VIP" if k % 4 == 0 else "")
+                for k in range(40)
+                if f"Seg {k:02d}".startswith(prefix)
+            )
+            assert [c["name"] for c in segment["tail"]["nodes"]] == names[-2:]
+            assert segment["tail"]["pageInfo"]["hasPreviousPage"] is True
+    assert counts[0] == counts[1], counter.statements
