@@ -86,6 +86,26 @@ query Me {
     email
   }
 }
+
+# Segments: built-in RFM segments and saved filters; the
+# customers of one ("champions" here), with their scores.
+query Segments {
+  segments(first: 20) {
+    nodes { id name builtIn shared }
+  }
+  customers(segmentId: "U2VnbWVudDo5ZWFmN2ExOS0yZTM1LTU4OTMtODZjNy1hYTJlMGMxMzJjN2I", first: 10) {
+    totalCount
+    nodes {
+      name
+      rfm { recency frequency segment lifetimeValue { amount currency } }
+    }
+  }
+  customerCohorts(from: "2026-01-01", to: "2026-06-30", timeZone: "UTC") {
+    month
+    customers
+    cells { monthsSince share }
+  }
+}
 """
 
 # The inline init script (runs under a per-response CSP nonce). Reads its settings from

@@ -50,7 +50,7 @@ from strawberry.types.arguments import convert_arguments
 from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS, ChildList
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.ids import MalformedId, from_global_id
-from crm_graphql.resolvers.nodes import NODE_MODELS
+from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
 from crm_graphql.services import querying
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.customers import counted_orders_condition
@@ -575,7 +575,13 @@ class Compiler:
             size, forward, cursor = request.validated()
             if parent is not None and not forward:
                 raise Unsupported("nested lists page forward only")
+            if args.get("segment_id") is not None:  # a segment's filter is read at run time
+                raise Unsupported("customers of a segment")
             filter = filter_spec(args.get("filter"))
+            if _computed_filter_fields(spec, self.actor, filter):
+                # Subqueries over other tables (a customer's orders, RFM scores) would be
+                # rewritten onto the list's alias here: the executed path answers.
+                raise Unsupported("a filter field computed by a subquery")
             keys = spec.keys(order_spec(args.get("order_by")))
             base = spec.statement(
                 self.actor, filter, include_archived=bool(args.get("include_archived"))
@@ -697,6 +703,8 @@ class Compiler:
             type_name, id = from_global_id(global_id)
         except MalformedId:
             return "'null'"
+        if type_name in LOADED_NODES:
+            raise Unsupported(f"{type_name} nodes are loaded by their service")
         if type_name not in NODE_MODELS:
             return "'null'"
         return self._by_id(type_name, f"{self._param(id)}::uuid", selection_sets)
@@ -795,6 +803,28 @@ def _fragment(expression: Any, model: type[Any]) -> str:
 
     text = _PLACEHOLDER.sub(lambda m: slots[int(m.group(1)) - 1], text)
     return _POSTCOMPILE.sub(expand, text)
+
+
+def _filter_keys(spec: Any) -> set[str]:
+    keys: set[str] = set()
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if key in ("and", "or"):
+                for sub in value or ():
+                    keys |= _filter_keys(sub)
+            elif key == "not":
+                keys |= _filter_keys(value)
+            else:
+                keys.add(key)
+    return keys
+
+
+def _computed_filter_fields(spec: querying.ListSpec[Any], actor: Any, filter: Any) -> bool:
+    """Whether ``filter`` names a field the list computes for the actor (not a column)."""
+    if spec.actor_filter_fields is None or not filter:
+        return False
+    computed = spec.actor_filter_fields(actor)
+    return bool(_filter_keys(filter) & set(computed))
 
 
 def _null_default(value: Any, default: Any) -> bool:

@@ -28,6 +28,7 @@ from crm_graphql.models.events import (
 )
 from crm_graphql.models.orders import Order, OrderStatus
 from crm_graphql.models.search import SearchDocument, SearchEntity
+from crm_graphql.models.segments import Segment
 from crm_graphql.models.workspaces import (
     ApiKey,
     CredentialRevocation,
@@ -68,6 +69,7 @@ __all__ = [
     "Role",
     "SearchDocument",
     "SearchEntity",
+    "Segment",
     "Stage",
     "User",
     "Webhook",

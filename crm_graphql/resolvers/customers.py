@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from crm_graphql import models
+from crm_graphql.resolvers import segments as segment_resolvers
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
@@ -39,7 +40,9 @@ def customer_changes(input: Any) -> dict[str, Any]:
     return changes
 
 
-async def customers(info: Any, *args: Any) -> ConnectionValue:
+async def customers(info: Any, *args: Any, segment_id: str | None = None) -> ConnectionValue:
+    if segment_id is not None:
+        return await segment_resolvers.customers_in_segment(info, segment_id, *args)
     return await root_list(info, customer_service.CUSTOMERS, *args)
 
 
@@ -73,6 +76,10 @@ async def conversations(info: Any, root: models.Customer, *args: Any) -> Connect
 
 async def purchase_summary(info: Any, root: models.Customer) -> customer_service.PurchaseSummary:
     return await info.context.loaders.purchase_summary.load(root.id)  # type: ignore[no-any-return]
+
+
+async def rfm(info: Any, root: models.Customer) -> Any:
+    return await segment_resolvers.rfm_of(info, root)
 
 
 async def create_customer(info: Any, input: Any) -> Payload:

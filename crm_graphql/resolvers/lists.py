@@ -67,18 +67,24 @@ async def root_list(
     filter: Any = None,
     order_by: Sequence[Any] | None = None,
     include_archived: bool = False,
+    *,
+    within: querying.FilterSpec | None = None,
 ) -> ConnectionValue:
     """A root list (``customers``, ``deals`` ...) page by keyset. The arguments come in
-    the order every root list field declares them."""
+    the order every root list field declares them; ``within`` (a segment's filter)
+    is ANDed with the client's filter."""
     context = info.context
     actor = context.require_actor()
     request = page_request(info, first=first, after=after, last=last, before=before)
+    spec_filter = filter_spec(filter)
+    if within is not None:
+        spec_filter = {"and": [within, spec_filter]} if spec_filter else dict(within)
     async with context.read() as session:
         page = await querying.list_page(
             actor,
             session,
             spec,
-            filter=filter_spec(filter),
+            filter=spec_filter,
             order=order_spec(order_by),
             page=request,
             include_archived=include_archived,

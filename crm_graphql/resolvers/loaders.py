@@ -7,7 +7,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from strawberry.dataloader import DataLoader
@@ -18,6 +18,7 @@ from crm_graphql.services import conversations, customers, querying, records
 if TYPE_CHECKING:
     from crm_graphql.resolvers.context import Context
 
+T = TypeVar("T")
 Batch = Callable[[Any, Any, Sequence[uuid.UUID]], Awaitable[dict[uuid.UUID, Any]]]
 
 
@@ -44,12 +45,22 @@ class Loaders:
         self.context = context
         self._loaders: dict[Any, DataLoader[Any, Any]] = {}
         self._filters: dict[str, dict[str, Any] | None] = {}
+        self._shared: dict[Any, Any] = {}
 
     def clear(self) -> None:
         """Forget every loader: each holds this object through its batch function (a
         reference cycle), so a request's or a live event's loaded rows would otherwise
         wait for the garbage collector (issue 12: its pauses)."""
         self._loaders.clear()
+        self._shared.clear()
+
+    def shared(self, key: Any, make: Callable[[], T]) -> T:
+        """A per-request batching object owned by a resolver module (the customers of
+        many segments), made on first use and forgotten with the loaders."""
+        found = self._shared.get(key)
+        if found is None:
+            found = self._shared[key] = make()
+        return found  # type: ignore[no-any-return]
 
     def _get(self, key: Any, load_fn: Any) -> DataLoader[Any, Any]:
         loader = self._loaders.get(key)

@@ -7,6 +7,7 @@ from typing import Any
 
 from crm_graphql import models
 from crm_graphql.resolvers.ids import MalformedId, from_global_id
+from crm_graphql.services import segments
 
 NODE_MODELS: dict[str, type[Any]] = {
     model.__name__: model
@@ -29,6 +30,11 @@ NODE_MODELS: dict[str, type[Any]] = {
 }
 
 
+# Node types loaded by a service function of their own: visibility beyond the workspace
+# (a private segment is its owner's) or objects that are not rows (built-in segments).
+LOADED_NODES = {"Segment": segments.get_many_visible}
+
+
 async def node(info: Any, id: str) -> Any:
     """The object, or None for an unknown, malformed or other workspace's ID."""
     info.context.require_actor()
@@ -36,6 +42,9 @@ async def node(info: Any, id: str) -> Any:
         type_name, uuid_ = from_global_id(id)
     except MalformedId:
         return None
+    if type_name in LOADED_NODES:
+        loader = info.context.loaders.per_key(f"node:{type_name}", LOADED_NODES[type_name])
+        return await loader.load(uuid_)
     model = NODE_MODELS.get(type_name)
     if model is None:
         return None

@@ -26,6 +26,7 @@ from crm_graphql.schema.relay import Node
 from crm_graphql.schema.scalars import SCALAR_OVERRIDES
 from crm_graphql.schema.search import SearchQuery
 from crm_graphql.schema.security import SecurityMutation, SecurityQuery
+from crm_graphql.schema.segments import SegmentMutation, SegmentQuery
 from crm_graphql.schema.users import UserMutation, UserQuery
 from crm_graphql.schema.webhooks import WebhookMutation, WebhookQuery
 
@@ -45,6 +46,7 @@ class Query(
     PrivacyQuery,
     SearchQuery,
     CustomFieldQuery,
+    SegmentQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
@@ -72,6 +74,7 @@ class Mutation(
     WebhookMutation,
     PrivacyMutation,
     CustomFieldMutation,
+    SegmentMutation,
 ):
     pass
 

@@ -27,6 +27,7 @@ from crm_graphql.schema.scalars import (
     AddressInput,
     LifecycleStage,
     Money,
+    RfmSegment,
     address_of,
 )
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from crm_graphql.schema.conversations import Conversation, ConversationFilter, ConversationOrder
     from crm_graphql.schema.deals import Deal, DealFilter, DealOrder
     from crm_graphql.schema.orders import Order, OrderFilter, OrderOrder
+    from crm_graphql.schema.segments import CustomerRfm
     from crm_graphql.schema.users import User
 
 _activities = "crm_graphql.schema.activities"
@@ -147,6 +149,15 @@ class Customer(Node):
     async def purchase_summary(self, info: Info) -> PurchaseSummary:
         return await resolve.purchase_summary(info, self)  # type: ignore[arg-type, return-value]
 
+    @strawberry.field(
+        description="Recency, frequency and monetary scores, segment and lifetime value "
+        "(null without paid or fulfilled orders, or when archived)."
+    )
+    async def rfm(
+        self, info: Info
+    ) -> Annotated[CustomerRfm, strawberry.lazy("crm_graphql.schema.segments")] | None:
+        return await resolve.rfm(info, self)  # type: ignore[arg-type, return-value]
+
 
 @strawberry.input(description="Conditions on customers; fields combine with AND.")
 class CustomerFilter:
@@ -169,6 +180,18 @@ class CustomerFilter:
         default=None,
         description="Conditions on typed custom fields (`customFieldDefinitions`), all "
         "of which hold.",
+    )
+    first_order_at: DateTimeFilter | None = strawberry.field(
+        default=None, description="Time of the first paid or fulfilled order."
+    )
+    ordered_at: DateTimeFilter | None = strawberry.field(
+        default=None,
+        description="Has a paid or fulfilled order placed within all of these bounds.",
+    )
+    rfm_segment: EnumFilter[RfmSegment] | None = strawberry.field(
+        default=None,
+        description="Built-in RFM segment (customers without orders have none: `ne` and "
+        "`notIn` include them).",
     )
 
 
@@ -260,9 +283,23 @@ class CustomerQuery:
         filter: CustomerFilter | None = None,
         order_by: list[CustomerOrder] | None = None,
         include_archived: bool = False,
+        segment_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description="Only the members of this segment (saved or built-in), within `filter`."
+            ),
+        ] = None,
     ) -> Connection[Customer]:
         return await resolve.customers(  # type: ignore[return-value]
-            info, first, after, last, before, filter, order_by, include_archived
+            info,
+            first,
+            after,
+            last,
+            before,
+            filter,
+            order_by,
+            include_archived,
+            segment_id=segment_id,
         )
 
 

@@ -13,6 +13,7 @@ from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.types.scalar import ScalarDefinition
 
 from crm_graphql import models
+from crm_graphql.services import rfm
 from crm_graphql.services.fields import stored_instant
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
         OrderStatus,
         Role,
     )
+    from crm_graphql.services.rfm import RfmSegment
 else:
     LifecycleStage = strawberry.enum(
         models.LifecycleStage, description="Where a customer is in the funnel."
@@ -41,6 +43,11 @@ else:
     )
     MessageAuthorType = strawberry.enum(
         models.MessageAuthorType, description="Who wrote a message."
+    )
+    RfmSegment = strawberry.enum(
+        rfm.RfmSegment,
+        description="Built-in customer segments by recency, frequency and monetary scores "
+        "(README, Segments).",
     )
 
 __all__ = ["JSON", "SCALAR_OVERRIDES"]

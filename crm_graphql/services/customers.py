@@ -24,7 +24,7 @@ from crm_graphql.models import (
     OrderStatus,
     User,
 )
-from crm_graphql.services import audit, custom_fields, fields, privacy, querying, records
+from crm_graphql.services import audit, custom_fields, fields, privacy, querying, records, rfm
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.errors import Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
@@ -57,6 +57,8 @@ CUSTOMERS = querying.ListSpec(
     default_order=[("created_at", True)],
     parent_fields={"company_id": Customer.company_id, "owner_id": Customer.owner_id},
     custom_fields=custom_fields.terms_loader(CustomFieldEntity.CUSTOMER),
+    # Fields that read the actor's orders: first order, "ordered in", RFM segment.
+    actor_filter_fields=rfm.customer_filter_fields,
 )
 
 EDITABLE = (

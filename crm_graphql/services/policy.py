@@ -69,6 +69,8 @@ class Action(enum.StrEnum):
     MANAGE_SENSITIVE_FIELDS = "customers.sensitive_fields"  # which custom fields are
     READ_CUSTOM_FIELDS = "custom_fields.read"  # definitions (forms and filters need them)
     MANAGE_CUSTOM_FIELDS = "custom_fields.manage"  # define, change, archive
+    WRITE_SEGMENTS = "segments.write"  # save, share, change and archive one's own segments
+    MANAGE_SHARED_SEGMENTS = "segments.manage_shared"  # change and archive others' shared ones
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,9 @@ RULES: dict[Action, Rule] = {
     Action.MANAGE_SENSITIVE_FIELDS: Rule(ADMINS, NO_KEY),
     Action.READ_CUSTOM_FIELDS: Rule(EVERYONE, SCOPES),
     Action.MANAGE_CUSTOM_FIELDS: Rule(MANAGERS, NO_KEY),
+    # A segment belongs to a person (private ones are theirs): keys read shared ones only.
+    Action.WRITE_SEGMENTS: Rule(WRITERS, NO_KEY),
+    Action.MANAGE_SHARED_SEGMENTS: Rule(MANAGERS, NO_KEY),
 }
 
 # What reading rows of a model takes (``actor.scoped`` checks it on every read).
@@ -129,6 +134,7 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.Customer: Action.READ_CUSTOMERS,
     models.Company: Action.READ_CUSTOMERS,
     models.Order: Action.READ_CUSTOMERS,
+    models.Segment: Action.READ_CUSTOMERS,
     models.Deal: Action.READ_DEALS,
     models.Pipeline: Action.READ_DEALS,
     models.Stage: Action.READ_DEALS,
@@ -207,4 +213,6 @@ _VERBS = {
     Action.MANAGE_SENSITIVE_FIELDS: "choose sensitive custom fields",
     Action.READ_CUSTOM_FIELDS: "read custom field definitions",
     Action.MANAGE_CUSTOM_FIELDS: "define custom fields",
+    Action.WRITE_SEGMENTS: "save, share or change segments",
+    Action.MANAGE_SHARED_SEGMENTS: "change or archive segments others shared",
 }

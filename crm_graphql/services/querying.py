@@ -27,10 +27,12 @@ from sqlalchemy import (
     and_,
     false,
     func,
+    literal,
     not_,
     or_,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
@@ -200,6 +202,29 @@ def _operator(column: Any, op: str, value: Any, field_name: str) -> ColumnElemen
     raise Invalid(f"Unknown operator `{op}`", field_name)
 
 
+def operators_condition(
+    column: Any, ops: Mapping[str, Any], field_name: str
+) -> ColumnElement[bool]:
+    """Every operator of one filter field (``{"gte": a, "lt": b}``) on ``column``, ANDed."""
+    return and_(
+        true(),
+        *(
+            _operator(column, op, operand, field_name)
+            for op, operand in ops.items()
+            if operand is not None or op == "is_null"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """A filter field that is not a column: its condition is built from all of the field's
+    operators at once (``ordered_at: {gte, lt}`` is "has one order placed in that range",
+    not one order after ``gte`` and maybe another before ``lt``)."""
+
+    build: Callable[[Mapping[str, Any], str], ColumnElement[bool]]
+
+
 # A list's custom fields (``services.custom_fields``): the filter key ``custom_fields`` holds
 # a list of terms ``{"key": ..., op: value}``; an order name ``custom_fields.<key>`` sorts
 # by one field. Both need the workspace's definitions, loaded once per list read.
@@ -263,7 +288,11 @@ def filter_condition(
             terms.extend(custom.condition(term) for term in value)
         elif key in fields:
             column = fields[key]
-            if isinstance(value, Mapping):
+            if isinstance(column, Predicate):
+                terms.append(
+                    column.build(value if isinstance(value, Mapping) else {"eq": value}, key)
+                )
+            elif isinstance(value, Mapping):
                 terms.extend(
                     _operator(column, op, operand, key)
                     for op, operand in value.items()
@@ -460,6 +489,68 @@ async def paginate(
         has_previous_page=cursor is not None if forward else more,
         count_statement=count_statement,
     )
+
+
+async def paginate_many(
+    session: AsyncSession,
+    model: type[M],
+    statements: Sequence[Select[M]],
+    keys: Sequence[SortKey],
+    request: PageRequest,
+) -> list[Page[M]]:
+    """``paginate`` for several statements of one model at once (the same ordering and
+    paging): one ``UNION ALL`` statement, so N lists with filters of their own (segments)
+    cost one statement, not N."""
+    size, forward, cursor = request.validated()
+    effective = list(keys) if forward else [k.reversed() for k in keys]
+    values = decode_cursor(keys, cursor, "after" if forward else "before") if cursor else None
+    branches = []
+    for index, statement in enumerate(statements):
+        stmt = statement
+        if values is not None:
+            stmt = stmt.where(after_condition(effective, values))
+        rank = func.row_number().over(order_by=order_terms(effective))
+        stmt = stmt.add_columns(literal(index).label("_list"), rank.label("_rank"))
+        branches.append(stmt.order_by(*order_terms(effective)).limit(size + 1))
+    grouped: list[list[M]] = [[] for _ in statements]
+    if size > 0 and branches:
+        sub = union_all(*branches).subquery()
+        row = aliased(model, sub)
+        ordered = select(row, sub.c._list).order_by(sub.c._list, sub.c._rank)
+        for item, index in (await session.execute(ordered)).all():
+            grouped[index].append(item)
+    pages: list[Page[M]] = []
+    for statement, rows in zip(statements, grouped, strict=True):
+        more = len(rows) > size
+        rows = rows[:size]
+        if not forward:
+            rows.reverse()
+        pages.append(
+            Page(
+                items=rows,
+                cursors=[encode_cursor(keys, _row_values(r, keys)) for r in rows],
+                has_next_page=more if forward else cursor is not None,
+                has_previous_page=cursor is not None if forward else more,
+                count_statement=select(func.count()).select_from(
+                    statement.order_by(None).subquery()
+                ),
+            )
+        )
+    return pages
+
+
+async def count_many(session: AsyncSession, statements: Sequence[Select[Any]]) -> list[int]:
+    """``totalCount`` of several lists in one statement."""
+    if not statements:
+        return []
+    counts = [
+        select(literal(i).label("_list"), func.count().label("n")).select_from(
+            s.order_by(None).subquery()
+        )
+        for i, s in enumerate(statements)
+    ]
+    found = {i: n for i, n in (await session.execute(union_all(*counts))).all()}
+    return [int(found.get(i, 0)) for i in range(len(statements))]
 
 
 async def count(session: AsyncSession, statement: Select[Any]) -> int:

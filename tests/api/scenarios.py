@@ -147,6 +147,12 @@ class Env:
     async def webhook(self) -> str:
         return await self.make("createWebhook", url="http://127.0.0.1:9/crm")
 
+    async def segment(self) -> str:
+        """A segment shared with the workspace (managers may change it, agents may not)."""
+        return await self.make(
+            "createSegment", name=unique("Segment"), filter=SEGMENT_FILTER, shared=True
+        )
+
     async def api_key(self, *scopes: str) -> tuple[support.GraphQLClient, uuid.UUID]:
         """A client authenticated by a new API key of ``user``'s workspace (made by the
         service directly, so its audit row is not the one a scenario checks), and its id."""
@@ -414,6 +420,13 @@ async def conversation_input(env: Env) -> dict[str, Any]:
     return {"customerId": await env.customer(), "channel": "EMAIL", "body": "Dear Ada"}
 
 
+SEGMENT_FILTER = {"name": {"contains": "a"}, "lifecycleStage": {"in": ["LEAD", "CUSTOMER"]}}
+
+
+async def segment_input(env: Env) -> dict[str, Any]:
+    return {"name": unique("Segment"), "filter": SEGMENT_FILTER, "description": "Leads"}
+
+
 SCENARIOS: dict[str, Scenario] = {
     "login": login_scenario(),
     "refreshToken": refresh_token_scenario(),
@@ -475,6 +488,11 @@ SCENARIOS: dict[str, Scenario] = {
     "setSensitiveCustomFields": workspace_scenario(
         {"keys": ["nationalId"]}, {"keys": [" "]}, "VALIDATION"
     ),
+    "createSegment": creating(segment_input, {"filter": {"nmae": {"eq": "x"}}}, "VALIDATION"),
+    "updateSegment": changing(
+        Env.segment, {"name": "Renamed"}, {"filter": {"name": {"contans": "a"}}}, "VALIDATION"
+    ),
+    "archiveSegment": archiving(Env.segment),
     "exportCustomerData": of_customer(),
     "eraseCustomer": of_customer(),
     "createCustomFieldDefinition": creating(custom_field_input, {"key": "Not A Key"}, "VALIDATION"),

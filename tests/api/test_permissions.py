@@ -120,6 +120,8 @@ def query_document(name: str) -> str:
         return '{ search(query: "a", first: 1) { edges { cursor } } }'
     if name == "customFieldDefinitions":
         return "{ customFieldDefinitions(entity: CUSTOMER) { id } }"
+    if name == "customerCohorts":
+        return '{ customerCohorts(from: "2026-01-01", to: "2026-03-31") { month } }'
     return f"{{ {name}(first: 1) {{ totalCount edges {{ cursor }} }} }}"
 
 

@@ -123,6 +123,7 @@ async def foreign_ids(other: Env) -> dict[str, str]:
         "ApiKey": to_global_id("ApiKey", key),
         "Webhook": await other.webhook(),
         "CustomFieldDefinition": await other.custom_field(),
+        "Segment": await other.segment(),
     }
 
 

@@ -1,0 +1,50 @@
+-- S2 floor: the same answer as bench/queries/s2_segment_page.graphql for the built-in
+-- "champions" segment, as one JSON document built by PostgreSQL.
+-- Parameters: $1 = the workspace id (uuid).
+-- Scores as services/rfm.py defines them: counted orders = paid or fulfilled, not
+-- archived, of live customers; R by latest order, F by order count, M by total in the
+-- customer's primary currency among customers of that currency; ties by customer id;
+-- champions = R 5 and (F + M + 1) / 2 >= 4.
+WITH per_currency AS (
+  SELECT o.customer_id, o.currency, count(*) AS n, sum(o.amount) AS total,
+         max(o.placed_at) AS last
+  FROM orders o JOIN customers c ON c.id = o.customer_id
+  WHERE o.workspace_id = $1 AND c.workspace_id = $1 AND c.archived_at IS NULL
+    AND o.archived_at IS NULL AND o.status IN ('paid', 'fulfilled')
+  GROUP BY o.customer_id, o.currency
+), per_customer AS (
+  SELECT customer_id, currency, total,
+         sum(n) OVER w AS order_count, max(last) OVER w AS last_order_at,
+         row_number() OVER (PARTITION BY customer_id ORDER BY n DESC, currency) AS rank
+  FROM per_currency
+  WINDOW w AS (PARTITION BY customer_id)
+), scored AS (
+  SELECT customer_id,
+         ntile(5) OVER (ORDER BY last_order_at, customer_id) AS r,
+         ntile(5) OVER (ORDER BY order_count, customer_id) AS f,
+         ntile(5) OVER (PARTITION BY currency ORDER BY total, customer_id) AS m
+  FROM per_customer
+  WHERE rank = 1
+), members AS (
+  SELECT c.id, c.name, c.email, c.lifecycle_stage, c.created_at, s.r, s.f, s.m
+  FROM customers c JOIN scored s ON s.customer_id = c.id
+  WHERE c.workspace_id = $1 AND c.archived_at IS NULL AND s.r = 5 AND (s.f + s.m + 1) / 2 >= 4
+), page AS (
+  SELECT * FROM members ORDER BY created_at DESC, id DESC LIMIT 51
+)
+SELECT json_build_object(
+  'data', json_build_object('customers', json_build_object(
+    'totalCount', (SELECT count(*) FROM members),
+    'nodes', coalesce((
+      SELECT json_agg(json_build_object(
+        'id', rtrim(translate(encode(convert_to('Customer:' || p.id, 'UTF8'), 'base64'),
+                              '+/', '-_'), '='),
+        'name', p.name, 'email', p.email, 'lifecycleStage', upper(p.lifecycle_stage),
+        'rfm', json_build_object('segment', 'CHAMPIONS', 'rScore', p.r, 'fScore', p.f,
+                                 'mScore', p.m)
+      ) ORDER BY p.created_at DESC, p.id DESC)
+      FROM (SELECT * FROM page ORDER BY created_at DESC, id DESC LIMIT 50) p
+    ), '[]'::json),
+    'pageInfo', json_build_object('hasNextPage', (SELECT count(*) > 50 FROM page))
+  ))
+)::text;

@@ -1,0 +1,260 @@
+"""Segments and the customer report: arguments to service calls.
+
+A saved segment's filter is JSON in the client's form; ``customer_filter`` turns it into
+a filter mapping through exactly what the ``customers(filter:)`` argument goes through:
+graphql-core's input coercion against the schema's ``CustomerFilter`` (unknown fields,
+wrong operators or scalars are refused with the path at fault), Strawberry's conversion
+to the input object, then ``arguments.filter_spec``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import date
+from typing import Any
+
+from graphql import GraphQLError, GraphQLInputType, Undefined, coerce_input_value
+from graphql.utilities.validate_input_value import validate_input_value
+from strawberry.dataloader import DataLoader
+from strawberry.types.arguments import convert_argument
+
+from crm_graphql import models
+from crm_graphql.resolvers.arguments import filter_spec, input_changes, order_spec, page_request
+from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.insight import drill_down, input_json
+from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
+from crm_graphql.resolvers.loaders import ListArgs
+from crm_graphql.resolvers.mutations import Payload, mutate_payload
+from crm_graphql.schema.insight import DrillDown
+from crm_graphql.services import customers as customer_service
+from crm_graphql.services import querying, rfm
+from crm_graphql.services import segments as segment_service
+from crm_graphql.services.errors import Invalid
+
+_FILTER_TYPE = "CustomerFilter"
+
+
+def customer_filter(info: Any, value: Any, field: str = "filter") -> dict[str, Any] | None:
+    """A ``CustomerFilter`` in JSON as the filter mapping of the customers list, or
+    ``Invalid`` naming the part of ``field`` at fault (``filter.name.contans``)."""
+    schema = info.schema
+    # Strawberry keeps graphql-core's schema in ``_schema`` (no public accessor in
+    # strawberry-graphql 0.2xx); the compiled path reads it the same way. A change there
+    # fails tests/api/test_segments_api.py (saved filters are validated through it).
+    gql_type: GraphQLInputType = schema._schema.get_type(_FILTER_TYPE)
+    problems: list[tuple[list[Any], GraphQLError]] = []
+
+    def on_error(error: GraphQLError, path: list[Any]) -> None:
+        problems.append((path, error))
+
+    # What graphql-core does with a variable's value: coerce, and explain when it fails.
+    coerced = coerce_input_value(value, gql_type)
+    if coerced is Undefined:
+        validate_input_value(value, gql_type, on_error)
+    if problems or coerced is Undefined:
+        path, error = problems[0] if problems else ([], GraphQLError("Not a CustomerFilter"))
+        raise Invalid(error.message, ".".join([field, *(str(p) for p in path)]))
+    definition = schema.get_type_by_name(_FILTER_TYPE)
+    converted = convert_argument(
+        coerced,
+        definition.origin,
+        scalar_registry=schema.schema_converter.scalar_registry,
+        config=schema.config,
+    )
+    try:
+        return filter_spec(converted)
+    except Invalid as error:
+        raise Invalid(error.message, f"{field}.{error.field}" if error.field else field) from error
+
+
+def _parser(info: Any) -> segment_service.ParseFilter:
+    return lambda value: customer_filter(info, value)
+
+
+async def membership(info: Any, segment_id: str, field: str = "segmentId") -> dict[str, Any]:
+    """The customers filter of a segment the caller may see (``NotFound`` otherwise)."""
+    context = info.context
+    actor = context.require_actor()
+    async with context.read() as session:
+        segment = await segment_service.get_visible(
+            actor, session, decode_id(segment_id, "Segment"), field=field
+        )
+    return segment_service.membership_of(segment, _parser(info))
+
+
+async def segments(
+    info: Any,
+    first: int | None,
+    after: str | None,
+    filter: Any,
+    order_by: Any,
+    include_archived: bool,
+) -> ConnectionValue:
+    context = info.context
+    actor = context.require_actor()
+    request = page_request(info, first=first, after=after)
+    async with context.read() as session:
+        found = await segment_service.segment_page(
+            actor,
+            session,
+            filter=filter_spec(filter),
+            order=order_spec(order_by),
+            page=request,
+            include_archived=include_archived,
+        )
+
+    async def counter() -> int:
+        async with context.read() as session:
+            return await segment_service.count_segments(session, found)
+
+    return ConnectionValue(found.page, counter)
+
+
+async def owner(info: Any, root: Any) -> Any:
+    return await by_id(info, models.User, root.owner_id)
+
+
+class SegmentMembers:
+    """Per request: the customers pages (and counts) of every segment a response lists,
+    one ``UNION ALL`` statement per distinct set of list arguments, so a page of segments
+    with their customers costs the same statements for 2 segments as for 20."""
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+        self.within: dict[uuid.UUID, dict[str, Any]] = {}
+        self.filters: dict[str, dict[str, Any] | None] = {}
+        self.pages: DataLoader[tuple[uuid.UUID, ListArgs], Any] = DataLoader(self._pages)
+        self.counts: DataLoader[tuple[uuid.UUID, str], int] = DataLoader(self._counts)
+
+    def _statement(self, actor: Any, segment_id: uuid.UUID, filter_key: str) -> Any:
+        own, client = self.within[segment_id], self.filters[filter_key]
+        combined = {"and": [own, client]} if client else own
+        return customer_service.CUSTOMERS.statement(actor, combined)
+
+    async def _pages(self, keys: list[tuple[uuid.UUID, ListArgs]]) -> list[Any]:
+        actor = self.context.require_actor()
+        groups: dict[ListArgs, list[uuid.UUID]] = defaultdict(list)
+        for segment_id, args in keys:
+            groups[args].append(segment_id)
+        found: dict[tuple[uuid.UUID, ListArgs], Any] = {}
+        async with self.context.read() as session:
+            for args, ids in groups.items():
+                statements = [self._statement(actor, i, args.filter_key) for i in ids]
+                keys_ = customer_service.CUSTOMERS.keys(list(args.order) or None)
+                pages = await querying.paginate_many(
+                    session, models.Customer, statements, keys_, args.page
+                )
+                found.update({(i, args): page for i, page in zip(ids, pages, strict=True)})
+        return [found[k] for k in keys]
+
+    async def _counts(self, keys: list[tuple[uuid.UUID, str]]) -> list[int]:
+        actor = self.context.require_actor()
+        statements = [self._statement(actor, i, f) for i, f in keys]
+        async with self.context.read() as session:
+            return await querying.count_many(session, statements)
+
+
+async def segment_customers(
+    info: Any,
+    root: Any,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+    filter: Any,
+    order_by: Any,
+) -> ConnectionValue:
+    """``segment.customers``: batched over every segment of the response."""
+    members = info.context.loaders.shared(SegmentMembers, lambda: SegmentMembers(info.context))
+    members.within[root.id] = segment_service.membership_of(root, _parser(info))
+    spec_filter = filter_spec(filter)
+    request = page_request(info, first=first, after=after, last=last, before=before)
+    args = ListArgs.of(spec_filter, order_spec(order_by), request)
+    members.filters[args.filter_key] = spec_filter
+    page = await members.pages.load((root.id, args))
+
+    async def counter() -> int:
+        return int(await members.counts.load((root.id, args.filter_key)))
+
+    return ConnectionValue(page, counter)
+
+
+async def customers_in_segment(info: Any, segment_id: str | None, *args: Any) -> ConnectionValue:
+    """``customers(segmentId:, ...)``: the segment's members, within the client's filter."""
+    within = await membership(info, segment_id) if segment_id is not None else None
+    return await root_list(info, customer_service.CUSTOMERS, *args, within=within)
+
+
+def segment_drill_down(root: Any, caller_filter: Any) -> DrillDown:
+    """A built-in segment's RFM filter, or a saved segment's own filter (already in the
+    client's form), within the caller's filter."""
+    value = segment_service.drill_down(root)
+    if value is not None:
+        return drill_down(value, caller_filter)
+    own = root.filter or {}
+    caller = input_json(caller_filter) if caller_filter is not None else None
+    combined = {"and": [caller, own]} if caller and own else (caller or own)
+    return DrillDown(list="customers", filter=combined)  # type: ignore[arg-type]
+
+
+def drill_down_value(root: Any, caller_filter: Any) -> DrillDown:
+    """The drill-down a report value carries (``root.drill_down``) in the client's form."""
+    return drill_down(root.drill_down, caller_filter)
+
+
+async def rfm_of(info: Any, root: models.Customer) -> rfm.CustomerRfm | None:
+    loader = info.context.loaders.per_key("customer_rfm", rfm.customer_rfm)
+    return await loader.load(root.id)  # type: ignore[no-any-return]
+
+
+async def cohorts(info: Any, first: date, last: date, time_zone: str) -> list[rfm.Cohort]:
+    context = info.context
+    actor = context.require_actor()
+    async with context.read() as session:
+        return await rfm.cohorts(actor, session, first=first, last=last, zone_name=time_zone)
+
+
+def _segment_changes(input: Any) -> dict[str, Any]:
+    return input_changes(input)
+
+
+async def create_segment(info: Any, input: Any) -> Payload:
+    return await mutate_payload(
+        info,
+        "segment",
+        lambda actor, s: segment_service.create_segment(
+            actor, s, _segment_changes(input), parse_filter=_parser(info)
+        ),
+    )
+
+
+async def update_segment(info: Any, input: Any) -> Payload:
+    id = _segment_id(input.id)
+    return await mutate_payload(
+        info,
+        "segment",
+        lambda actor, s: segment_service.update_segment(
+            actor,
+            s,
+            id,
+            _segment_changes(input),
+            parse_filter=_parser(info),
+            expected_version=input.expected_version,
+        ),
+    )
+
+
+async def archive_segment(info: Any, input: Any) -> Payload:
+    id = _segment_id(input.id)
+    return await mutate_payload(
+        info,
+        "segment",
+        lambda actor, s: segment_service.archive_segment(
+            actor, s, id, expected_version=input.expected_version
+        ),
+    )
+
+
+def _segment_id(value: str) -> uuid.UUID | None:
+    return decode_id(value, "Segment")
