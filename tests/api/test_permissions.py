@@ -116,6 +116,13 @@ def query_document(name: str) -> str:
         return "{ onlineUsers { id } }"
     if name == "sensitiveCustomFields":
         return "{ sensitiveCustomFields }"
+    if name.endswith("Aggregate"):
+        return f"{{ {name} {{ count }} }}"
+    if name == "timeSeries":  # the table's row is REVENUE's (orders: customers.read)
+        return (
+            '{ timeSeries(metric: REVENUE, interval: MONTH, from: "2026-01-01T00:00:00Z", '
+            'to: "2026-03-01T00:00:00Z") { count } }'
+        )
     return f"{{ {name}(first: 1) {{ totalCount edges {{ cursor }} }} }}"
 
 
