@@ -869,6 +869,11 @@ def test_a_grouped_aggregate_costs_like_a_full_page_of_its_groups() -> None:
     )
     assert plain == 1 + 4
     assert grouped == 1 + limits.max_page_size * 4
+    series = parse(
+        '{ timeSeries(metric: REVENUE, interval: DAY, from: "2026-01-01T00:00:00Z", '
+        'to: "2026-02-01T00:00:00Z") { start count } }'
+    )
+    assert measure(schema._schema, series, limits)[1] == 1 + limits.max_page_size * 2
 
 
 # ------------------------------------------------------------------------ time series
