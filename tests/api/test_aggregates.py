@@ -184,6 +184,8 @@ async def _seed(
         )
         deals.append(deal)
     session.add_all(deals)
+    await session.flush()
+    deal_ids = [d.id for d in deals]
     orders = []
     for i in range(70):
         customer_id = rng.choice(customer_ids)
@@ -208,8 +210,10 @@ async def _seed(
             subject=f"Activity {i}",
             customer_id=_maybe(rng, customer_ids),
             author_id=_maybe(rng, user_ids),
+            deal_id=_maybe(rng, deal_ids[:6], none=0.5),
             occurred_at=_instant(rng),
             due_at=_maybe(rng, [_instant(rng) for _ in range(4)]),
+            completed_at=_maybe(rng, [_instant(rng) for _ in range(4)], none=0.5),
             created_at=_instant(rng),
         )
         activities.append(activity)
@@ -225,6 +229,7 @@ async def _seed(
             # Private ones: only admins, managers and their assignee see them.
             is_private=i % 3 == 0,
             created_at=_instant(rng),
+            last_message_at=_maybe(rng, [_instant(rng) for _ in range(6)]),
         )
         conversations.append(conversation)
     session.add_all(conversations)
@@ -267,8 +272,10 @@ async def _seed(
             "type": a.type,
             "customer_id": a.customer_id,
             "author_id": a.author_id,
+            "deal_id": a.deal_id,
             "occurred_at": a.occurred_at,
             "due_at": a.due_at,
+            "completed_at": a.completed_at,
             "created_at": a.created_at,
             "archived": False,
         }
@@ -283,6 +290,7 @@ async def _seed(
             "customer_id": c.customer_id,
             "is_private": c.is_private,
             "created_at": c.created_at,
+            "last_message_at": c.last_message_at,
             "archived": False,
         }
         for c in conversations
@@ -1011,3 +1019,51 @@ def test_the_explorers_default_document_has_a_valid_dashboard_example() -> None:
     names = {getattr(d.name, "value", None) for d in document.definitions}
     assert "Dashboard" in names
     assert "dealsAggregate" in DEFAULT_QUERY and "timeSeries" in DEFAULT_QUERY
+
+
+def _every_dimension() -> list[tuple[str, str]]:
+    return [(name, d) for name, spec in aggregates.SPECS.items() for d in spec.dimensions]
+
+
+@pytest.mark.parametrize(("list_name", "dimension"), _every_dimension())
+async def test_every_dimension_of_every_list_groups_like_python(
+    data: Data, as_role: dict[Role, support.GraphQLClient], list_name: str, dimension: str
+) -> None:
+    spec = aggregates.SPECS[list_name]
+    kind = spec.dimensions[dimension].kind
+    field_name = aggregates_camel(dimension)
+    selection = f"{field_name} {{ id }}" if kind is aggregates.Kind.RELATION else field_name
+    type_name = {"activities": "Activity", "companies": "Company"}.get(
+        list_name, list_name[:-1].title()
+    )
+    query = f"""query($g: [{type_name}GroupBy!], $tz: String) {{
+      {list_name}Aggregate(groupBy: $g, timeZone: $tz) {{ count groups {{ count {selection} }} }}
+    }}"""
+    group_by: dict[str, Any] = {"field": dimension.upper()}
+    if kind in (aggregates.Kind.INSTANT, aggregates.Kind.DATE):
+        group_by["interval"] = "MONTH"
+    result = await as_role[Role.ADMIN](query, {"g": [group_by], "tz": "Europe/Berlin"})
+    groups = result.ok()[f"{list_name}Aggregate"]["groups"]
+
+    def key(row: dict[str, Any]) -> Any:
+        if kind is aggregates.Kind.RELATION:
+            type_of = spec.dimensions[dimension].type_name
+            assert type_of is not None
+            return gid(type_of, row[f"{dimension}_id"])
+        if kind is aggregates.Kind.VALUE:
+            return row[dimension].name
+        return bucket(row[dimension], "MONTH", BERLIN)
+
+    rows = live(getattr(data, list_name))
+    expected = expected_groups(rows, [key])
+    got = {
+        node_id(g[field_name]) if kind is aggregates.Kind.RELATION else g[field_name]: g["count"]
+        for g in groups
+    }
+    assert got == {k[0]: len(v) for k, v in expected.items()}
+    assert len(got) > 1 or dimension == "pipeline"  # one pipeline in the data set
+
+
+def aggregates_camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
