@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -1067,3 +1068,11 @@ async def test_every_dimension_of_every_list_groups_like_python(
 def aggregates_camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
+
+
+def test_the_readmes_dashboard_example_is_valid() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Aggregates", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```graphql", 1)[1].split("```", 1)[0]
+    assert "Dashboard" in example
+    assert validate(schema._schema, parse(example)) == []
