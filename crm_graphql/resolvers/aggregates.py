@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import filter_spec
-from crm_graphql.resolvers.insight import drill_down
+from crm_graphql.resolvers.insight import drill_down, input_json
 from crm_graphql.resolvers.lists import by_id
 from crm_graphql.schema.insight import DrillDown
 from crm_graphql.schema.scalars import Money
-from crm_graphql.services import aggregates
+from crm_graphql.services import aggregates, drilldown
 from crm_graphql.services.aggregates import AggregateSpec, GroupBy, Interval, Metric, Stats
 
 MODELS: dict[str, type[Any]] = {
@@ -26,13 +27,27 @@ MODELS: dict[str, type[Any]] = {
 
 
 class MoneyAggregateValue:
-    """What ``MoneyAggregate`` reads: one entry per currency in every list."""
+    """What ``MoneyAggregate`` reads: one entry per currency in every list (built when a
+    client selects it: a dashboard of hundreds of groups often asks for the sum alone)."""
 
     def __init__(self, stats: Stats) -> None:
-        self.sum = [Money(amount=m.sum, currency=m.currency) for m in stats.money]
-        self.avg = [Money(amount=m.avg, currency=m.currency) for m in stats.money]
-        self.min = [Money(amount=m.min, currency=m.currency) for m in stats.money]
-        self.max = [Money(amount=m.max, currency=m.currency) for m in stats.money]
+        self._money = stats.money
+
+    @functools.cached_property
+    def sum(self) -> list[Money]:
+        return [Money(amount=m.sum, currency=m.currency) for m in self._money]
+
+    @functools.cached_property
+    def avg(self) -> list[Money]:
+        return [Money(amount=m.avg, currency=m.currency) for m in self._money]
+
+    @functools.cached_property
+    def min(self) -> list[Money]:
+        return [Money(amount=m.min, currency=m.currency) for m in self._money]
+
+    @functools.cached_property
+    def max(self) -> list[Money]:
+        return [Money(amount=m.max, currency=m.currency) for m in self._money]
 
 
 class StatsValue:
@@ -49,13 +64,33 @@ class StatsValue:
 class GroupValue(StatsValue):
     """One group: every dimension of the list as an attribute (None unless grouped by it)."""
 
-    def __init__(self, spec: AggregateSpec, group: aggregates.Group, caller_filter: Any) -> None:
+    def __init__(self, spec: AggregateSpec, group: aggregates.Group, caller: CallerFilter) -> None:
         super().__init__(spec, group.stats)
         self.spec = spec
         self.keys = group.keys
         for name in spec.dimensions:
             setattr(self, name, group.keys.get(name))
-        self.drill_down: DrillDown = drill_down(group.drill_down, caller_filter)
+        self._drill_down = group.drill_down
+        self._caller = caller
+
+    @functools.cached_property
+    def drill_down(self) -> DrillDown:
+        return self._caller.drill_down(self._drill_down)
+
+
+class CallerFilter:
+    """The caller's filter input, written as JSON once for all the groups of an answer."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    @functools.cached_property
+    def as_json(self) -> Any:
+        return input_json(self.value) if self.value is not None else None
+
+    def drill_down(self, value: drilldown.DrillDown) -> DrillDown:
+        # ``input_json`` leaves a value already in its JSON form as it is.
+        return drill_down(value, self.as_json)
 
 
 class AggregateValue(StatsValue):
@@ -63,7 +98,8 @@ class AggregateValue(StatsValue):
         self, spec: AggregateSpec, result: aggregates.Aggregate, caller_filter: Any
     ) -> None:
         super().__init__(spec, result.totals)
-        self.groups = [GroupValue(spec, g, caller_filter) for g in result.groups]
+        caller = CallerFilter(caller_filter)
+        self.groups = [GroupValue(spec, g, caller) for g in result.groups]
 
 
 async def aggregate(
