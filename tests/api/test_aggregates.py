@@ -78,6 +78,7 @@ class Data:
     activities: list[dict[str, Any]] = field(default_factory=list)
     conversations: list[dict[str, Any]] = field(default_factory=list)
     other_workspace_deals: int = 0
+    other_email: str = ""
 
 
 def _instant(rng: random.Random, edges: bool = True) -> datetime:
@@ -316,7 +317,8 @@ async def data(
             name="Other",
         )
         other_data = await _seed(session, other, {Role.ADMIN: other_user}, seed=14)
-        seeded.other_workspace_deals = len(other_data.deals)
+        seeded.other_workspace_deals = len(live(other_data.deals))
+        seeded.other_email = other_user.email
     yield seeded
 
 
@@ -1076,3 +1078,15 @@ def test_the_readmes_dashboard_example_is_valid() -> None:
     example = section.split("```graphql", 1)[1].split("```", 1)[0]
     assert "Dashboard" in example
     assert validate(schema._schema, parse(example)) == []
+
+
+async def test_each_tenant_counts_its_own_rows_only(
+    data: Data, as_role: dict[Role, support.GraphQLClient], client: support.GraphQLClient
+) -> None:
+    query = "{ dealsAggregate { count } ordersAggregate { count } }"
+    ours = (await as_role[Role.ADMIN](query)).ok()
+    other = await client.logged_in(data.other_email, support.PASSWORD)
+    theirs = (await other(query)).ok()
+    assert ours["dealsAggregate"]["count"] == len(live(data.deals))
+    assert theirs["dealsAggregate"]["count"] == data.other_workspace_deals > 0
+    assert ours["ordersAggregate"]["count"] == len(live(data.orders))
