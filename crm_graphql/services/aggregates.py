@@ -437,35 +437,56 @@ def grouped_statement(
     columns.extend(column.label(f"num_{name}") for name, column in spec.numbers.items())
     rows = base.with_only_columns(*columns, maintain_column_froms=True).subquery("rows")
 
-    # Level 1: per group and currency, and per currency over all rows (GROUPING SETS).
+    # Level 1: per group and currency, by a plain GROUP BY: PostgreSQL hashes it (a
+    # GROUPING SETS over every row would sort them all, spilling to disk).
     keys = [rows.c[f"k{i}"] for i in range(len(dims))]
-    level1_cols: list[Any] = [*keys, rows.c.cur, func.count().label("n")]
-    if keys:
-        level1_cols.append(func.grouping(*keys).label("g"))
-    else:
-        level1_cols.append(literal(1, Integer).label("g"))
+    fine_cols: list[Any] = [*keys, rows.c.cur, func.count().label("n")]
     if money:
-        level1_cols += [
+        fine_cols += [
             func.sum(rows.c.amount).label("m_sum"),
             func.min(rows.c.amount).label("m_min"),
             func.max(rows.c.amount).label("m_max"),
         ]
     for name in spec.numbers:
         column = rows.c[f"num_{name}"]
-        level1_cols += [
+        fine_cols += [
             func.sum(column).label(f"{name}_sum"),
             func.count(column).label(f"{name}_n"),
             func.min(column).label(f"{name}_min"),
             func.max(column).label(f"{name}_max"),
         ]
-    level1 = select(*level1_cols)
-    if keys:
-        level1 = level1.group_by(func.grouping_sets(tuple_(*keys, rows.c.cur), tuple_(rows.c.cur)))
+    fine = select(*fine_cols).group_by(*keys, rows.c.cur).subquery("fine")
+
+    # Level 2: those few rows again, per group and currency and per currency over all
+    # groups (GROUPING SETS): the totals come from the same pass.
+    f = fine.c
+    fine_keys = [f[f"k{i}"] for i in range(len(dims))]
+    level1_cols: list[Any] = [*fine_keys, f.cur, func.sum(f.n).label("n")]
+    if fine_keys:
+        level1_cols.append(func.grouping(*fine_keys).label("g"))
     else:
-        level1 = level1.group_by(rows.c.cur)
+        level1_cols.append(literal(1, Integer).label("g"))
+    if money:
+        level1_cols += [
+            func.sum(f.m_sum).label("m_sum"),
+            func.min(f.m_min).label("m_min"),
+            func.max(f.m_max).label("m_max"),
+        ]
+    for name in spec.numbers:
+        level1_cols += [
+            func.sum(f[f"{name}_sum"]).label(f"{name}_sum"),
+            func.sum(f[f"{name}_n"]).label(f"{name}_n"),
+            func.min(f[f"{name}_min"]).label(f"{name}_min"),
+            func.max(f[f"{name}_max"]).label(f"{name}_max"),
+        ]
+    level1 = select(*level1_cols)
+    if fine_keys:
+        level1 = level1.group_by(func.grouping_sets(tuple_(*fine_keys, f.cur), tuple_(f.cur)))
+    else:
+        level1 = level1.group_by(f.cur)
     per_currency = level1.subquery("per_currency")
 
-    # Level 2: one row per group (and one of totals), currencies folded into JSON.
+    # Level 3: one row per group (and one of totals), currencies folded into JSON.
     pc = per_currency.c
     out: list[Any] = [pc.g]
     for i, (item, dimension) in enumerate(zip(group_by, dims, strict=True)):
