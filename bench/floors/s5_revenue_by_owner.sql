@@ -4,21 +4,25 @@
 -- $4 time zone (text, an IANA name such as 'UTC' or 'Europe/Berlin').
 -- Revenue: paid and fulfilled, not archived orders; a month starts at local midnight on
 -- the 1st in $4; the owner is the owner of the order's customer (null: none).
-WITH per_currency AS (
+WITH fine AS (  -- hashed: a few hundred rows
   SELECT date_trunc('month', o.placed_at, $4) AS month,
          c.owner_id,
          o.currency,
          count(*) AS n,
-         sum(o.amount) AS total,
-         GROUPING(date_trunc('month', o.placed_at, $4), c.owner_id) AS g
+         sum(o.amount) AS total
   FROM orders o
   LEFT JOIN customers c ON c.id = o.customer_id
   WHERE o.workspace_id = $1
     AND o.archived_at IS NULL
     AND o.status IN ('paid', 'fulfilled')
     AND o.placed_at >= $2 AND o.placed_at < $3
-  GROUP BY GROUPING SETS ((date_trunc('month', o.placed_at, $4), c.owner_id, o.currency),
-                          (o.currency))
+  GROUP BY 1, 2, 3
+),
+per_currency AS (  -- per month and owner, and the totals, per currency
+  SELECT month, owner_id, currency, sum(n) AS n, sum(total) AS total,
+         GROUPING(month, owner_id) AS g
+  FROM fine
+  GROUP BY GROUPING SETS ((month, owner_id, currency), (currency))
 ),
 grouped AS (
   SELECT g, month, owner_id, sum(n) AS n,
