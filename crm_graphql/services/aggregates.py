@@ -7,8 +7,9 @@ numeric fields add up, and its money field, which is always aggregated per curre
 An aggregate reads exactly the rows of its list: its FROM is the list's own statement
 (``ListSpec.statement``: tenant, read permission, row visibility, the caller's filter,
 archived rows), never a second scoping. The totals and every group come from one SQL
-statement whatever the number of groups: GROUPING SETS give the per-group and the overall
-rows of one pass. Every group says which filter reproduces it on its list (``DrillDown``).
+statement whatever the number of groups: a hashed GROUP BY per group and currency, then
+GROUPING SETS over those rows for the totals. Every group says which filter reproduces
+it on its list (``DrillDown``).
 
 Time buckets are cut in the caller's time zone (IANA name): a bucket starts at local
 midnight (Monday for weeks) and ends where the next one starts, so a day of a DST change
@@ -409,7 +410,7 @@ def grouped_statement(
     include_archived: bool = False,
     extra: Sequence[Any] = (),
 ) -> Select[Any]:
-    """One statement: a row per group (``g`` = 0) and a row of totals (``g`` = 1), each
+    """One statement: a row per group (``g`` = 0) and a row of totals (``g`` > 0), each
     with ``k<i>`` / ``e<i>`` (key, bucket end), ``n`` (count), ``money`` (JSON per
     currency) and ``<number>_sum/_n/_min/_max``. ``extra``: more conditions on the rows."""
     base = spec.rows.statement(actor, filter, include_archived=include_archived)
