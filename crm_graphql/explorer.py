@@ -106,6 +106,25 @@ query Segments {
     cells { monthsSince share }
   }
 }
+
+query Dashboard {
+  openDealsByStage: dealsAggregate(filter: {status: {eq: OPEN}}, groupBy: [{field: STAGE}]) {
+    count
+    amount { sum { amount currency } }
+    groups {
+      stage { name }
+      count
+      amount { sum { amount currency } avg { amount currency } }
+      drillDown { list filter }
+    }
+  }
+  revenuePerMonth: timeSeries(
+    metric: REVENUE, interval: MONTH, timeZone: "Europe/Berlin"
+    from: "2025-01-01T00:00:00Z", to: "2026-01-01T00:00:00Z"
+  ) {
+    start count amount { amount currency }
+  }
+}
 """
 
 # The inline init script (runs under a per-response CSP nonce). Reads its settings from

@@ -11,7 +11,8 @@ shape against the configured limits:
 - text PostgreSQL cannot store (NUL, lone surrogates)    -> ``VALIDATION``
 - cost: every field counts 1, and a paginated field (``first``/``last``) multiplies the
   cost of what it selects by its page size (the default page size when neither is
-  given; ``nodes(ids:)`` by the number of ids)           -> ``QUERY_TOO_COSTLY``
+  given; ``nodes(ids:)`` by the number of ids; a grouped aggregate or a time series
+  by the largest page size)                                             -> ``QUERY_TOO_COSTLY``
 
 Then per request (never cached): introspection policy for this caller
 (``INTROSPECTION_DISABLED``) and, on WebSockets, the caller's rate limit
@@ -265,6 +266,12 @@ class _Measure:
         return depth + own_level, 1 + multiplier * child_cost
 
     def _multiplier(self, node: FieldNode, args: Mapping[str, Any]) -> int:
+        grouped = "groupBy" in args and self._argument(node, "groupBy") is not None
+        if grouped or "interval" in args:
+            # A grouped aggregate or a time series answers a row per group or bucket (up
+            # to ``services.aggregates.MAX_GROUPS`` / ``MAX_BUCKETS``, from one
+            # statement): it costs like a full page of a list.
+            return self.limits.max_page_size
         if "first" in args or "last" in args:
             sizes = [self._int_argument(node, name) for name in ("first", "last")]
             given = [s for s in sizes if s is not None]

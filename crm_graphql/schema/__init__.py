@@ -12,6 +12,7 @@ from crm_graphql.limits import OperationLimits
 from crm_graphql.masking import FormatErrors
 from crm_graphql.resolvers import nodes as resolve_nodes
 from crm_graphql.schema.activities import ActivityMutation, ActivityQuery
+from crm_graphql.schema.aggregates import AggregateQuery
 from crm_graphql.schema.auth import AuthMutation
 from crm_graphql.schema.companies import CompanyMutation, CompanyQuery
 from crm_graphql.schema.conversations import ConversationMutation, ConversationQuery
@@ -47,6 +48,7 @@ class Query(
     SearchQuery,
     CustomFieldQuery,
     SegmentQuery,
+    AggregateQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:

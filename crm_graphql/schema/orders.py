@@ -58,6 +58,9 @@ class OrderFilter:
     not_: OrderFilter | None = strawberry.field(default=None, name="not")
     id: IDFilter | None = None
     customer_id: IDFilter | None = None
+    customer_owner_id: IDFilter | None = strawberry.field(
+        default=None, description="The owner of the order's customer."
+    )
     number: StringFilter | None = None
     status: EnumFilter[OrderStatus] | None = None
     amount: DecimalFilter | None = None

@@ -21,6 +21,11 @@ ORDERS = querying.ListSpec(
     filter_fields={
         "id": Order.id,
         "customer_id": Order.customer_id,
+        # The owner of the order's customer (orders have none of their own): what
+        # revenue per owner drills down to.
+        "customer_owner_id": select(Customer.owner_id)
+        .where(Customer.id == Order.customer_id)
+        .scalar_subquery(),
         "number": Order.number,
         "status": Order.status,
         "amount": Order.amount,

@@ -122,6 +122,13 @@ def query_document(name: str) -> str:
         return "{ customFieldDefinitions(entity: CUSTOMER) { id } }"
     if name == "customerCohorts":
         return '{ customerCohorts(from: "2026-01-01", to: "2026-03-31") { month } }'
+    if name.endswith("Aggregate"):
+        return f"{{ {name} {{ count }} }}"
+    if name == "timeSeries":  # the table's row is REVENUE's (orders: customers.read)
+        return (
+            '{ timeSeries(metric: REVENUE, interval: MONTH, from: "2026-01-01T00:00:00Z", '
+            'to: "2026-03-01T00:00:00Z") { count } }'
+        )
     return f"{{ {name}(first: 1) {{ totalCount edges {{ cursor }} }} }}"
 
 

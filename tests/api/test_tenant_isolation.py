@@ -173,8 +173,9 @@ def list_filters() -> list[tuple[str, str, str]]:
     assert schema._schema.query_type is not None
     found = []
     for name, field in schema._schema.query_type.fields.items():
-        if "filter" not in field.args:
-            continue
+        connection = get_named_type(field.type)
+        if "filter" not in field.args or "nodes" not in getattr(connection, "fields", {}):
+            continue  # not a list (an aggregate takes a list's filter too)
         node_type = get_named_type(
             get_named_type(field.type).fields["nodes"].type  # type: ignore[union-attr]
         ).name

@@ -1,0 +1,480 @@
+"""Aggregates of every root list, and time series (issue 13, points 4 and 5).
+
+Each root list ``xs`` has a field ``xsAggregate(filter, includeArchived, groupBy, timeZone)``
+taking the list's own filter: ``count``, its money field (``amount``) summed, averaged,
+minimised and maximised per currency, its numeric fields, and with ``groupBy`` (at most two
+dimensions) one group per key combination, each with the same numbers and a ``drillDown``.
+The group types carry one field per dimension: the enum value, the related object (null for
+rows without one) or the local start of a time bucket; null when not grouped by it.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from crm_graphql.resolvers import aggregates as resolve
+from crm_graphql.schema.activities import ActivityFilter
+from crm_graphql.schema.companies import Company, CompanyFilter
+from crm_graphql.schema.conversations import ConversationFilter
+from crm_graphql.schema.customers import Customer, CustomerFilter
+from crm_graphql.schema.deals import Deal, DealFilter, Pipeline, Stage
+from crm_graphql.schema.insight import DrillDown
+from crm_graphql.schema.orders import OrderFilter
+from crm_graphql.schema.scalars import (
+    ActivityType,
+    Channel,
+    ConversationStatus,
+    DealStatus,
+    LifecycleStage,
+    Money,
+    OrderStatus,
+)
+from crm_graphql.schema.users import User
+from crm_graphql.services import aggregates
+from crm_graphql.services.aggregates import Interval, Metric
+
+if TYPE_CHECKING:
+    # strawberry.enum registers and returns the service's own enum class; say so to mypy.
+    from crm_graphql.services.aggregates import Interval as TimeInterval
+    from crm_graphql.services.aggregates import Metric as TimeSeriesMetric
+else:
+    TimeInterval = strawberry.enum(
+        Interval,
+        name="TimeInterval",
+        description="Length of a time bucket: a bucket starts at local midnight (Monday "
+        "for weeks, the 1st for months, January, April, July and October for quarters).",
+    )
+    TimeSeriesMetric = strawberry.enum(
+        Metric,
+        name="TimeSeriesMetric",
+        description="NEW_CUSTOMERS: customers created; REVENUE: paid and fulfilled orders "
+        "by when they were placed; DEALS_WON: deals won, by when they were won.",
+    )
+
+_TIME_ZONE = "IANA time zone the time buckets are cut in (default UTC), such as Europe/Berlin."
+_GROUP_BY = "Up to two dimensions; time fields need an `interval`."
+_DRILL = "The rows behind this group: the list and the filter that reproduce it."
+
+
+@strawberry.type(description="A money field aggregated per currency (currencies never mix).")
+class MoneyAggregate:
+    sum: list[Money] = strawberry.field(description="Total per currency, by currency code.")
+    avg: list[Money] = strawberry.field(description="Mean per currency, rounded half up to cents.")
+    min: list[Money] = strawberry.field(description="Smallest amount per currency.")
+    max: list[Money] = strawberry.field(description="Largest amount per currency.")
+
+
+@strawberry.type(description="A numeric field aggregated over the rows that have a value.")
+class NumberAggregate:
+    sum: Decimal | None = strawberry.field(description="Total (null when no row has a value).")
+    avg: Decimal | None = strawberry.field(description="Mean, rounded half up to 2 decimals.")
+    min: Decimal | None = strawberry.field(description="Smallest value.")
+    max: Decimal | None = strawberry.field(description="Largest value.")
+
+
+# ------------------------------------------------------------------------------ deals
+
+
+@strawberry.enum(description="What deals can be grouped by.")
+class DealGroupField(enum.Enum):
+    STATUS = "status"
+    PIPELINE = "pipeline"
+    STAGE = "stage"
+    OWNER = "owner"
+    COMPANY = "company"
+    CUSTOMER = "customer"
+    CREATED_AT = "created_at"
+    CLOSED_AT = "closed_at"
+    EXPECTED_CLOSE_DATE = "expected_close_date"
+
+
+@strawberry.input(description="One grouping dimension of deals.")
+class DealGroupBy:
+    field: DealGroupField
+    interval: TimeInterval | None = None
+
+
+@strawberry.type(description="Deals sharing the keys they were grouped by.")
+class DealGroup:
+    status: DealStatus | None = strawberry.field(description="Status, when grouped by it.")
+    created_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    closed_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    expected_close_date: date | None = strawberry.field(description="First day of the bucket.")
+    count: int = strawberry.field(description="Number of deals.")
+    amount: MoneyAggregate = strawberry.field(description="Their amounts, per currency.")
+    drill_down: DrillDown = strawberry.field(description=_DRILL)
+
+    @strawberry.field(description="The pipeline, when grouped by it.")
+    async def pipeline(self, info: Info) -> Pipeline | None:
+        return await resolve.related(info, self, "pipeline")  # type: ignore[arg-type]
+
+    @strawberry.field(description="The stage, when grouped by it.")
+    async def stage(self, info: Info) -> Stage | None:
+        return await resolve.related(info, self, "stage")  # type: ignore[arg-type]
+
+    @strawberry.field(description="The owner (null: deals without one), when grouped by it.")
+    async def owner(self, info: Info) -> User | None:
+        return await resolve.related(info, self, "owner")  # type: ignore[arg-type]
+
+    @strawberry.field(description="The company (null: deals without one), when grouped by it.")
+    async def company(self, info: Info) -> Company | None:
+        return await resolve.related(info, self, "company")  # type: ignore[arg-type]
+
+    @strawberry.field(description="The customer (null: deals without one), when grouped by it.")
+    async def customer(self, info: Info) -> Customer | None:
+        return await resolve.related(info, self, "customer")  # type: ignore[arg-type]
+
+
+@strawberry.type(description="Counts and sums of the deals of a filter.")
+class DealAggregate:
+    count: int = strawberry.field(description="Number of deals.")
+    amount: MoneyAggregate = strawberry.field(description="Their amounts, per currency.")
+    groups: list[DealGroup] = strawberry.field(description="One per key combination.")
+
+
+# -------------------------------------------------------------------------- customers
+
+
+@strawberry.enum(description="What customers can be grouped by.")
+class CustomerGroupField(enum.Enum):
+    LIFECYCLE_STAGE = "lifecycle_stage"
+    OWNER = "owner"
+    COMPANY = "company"
+    CREATED_AT = "created_at"
+    LAST_ACTIVITY_AT = "last_activity_at"
+
+
+@strawberry.input(description="One grouping dimension of customers.")
+class CustomerGroupBy:
+    field: CustomerGroupField
+    interval: TimeInterval | None = None
+
+
+@strawberry.type(description="Customers sharing the keys they were grouped by.")
+class CustomerGroup:
+    lifecycle_stage: LifecycleStage | None = strawberry.field(description="When grouped by it.")
+    created_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    last_activity_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    count: int = strawberry.field(description="Number of customers.")
+    drill_down: DrillDown = strawberry.field(description=_DRILL)
+
+    @strawberry.field(description="The owner (null: customers without one), when grouped by it.")
+    async def owner(self, info: Info) -> User | None:
+        return await resolve.related(info, self, "owner")  # type: ignore[arg-type]
+
+    @strawberry.field(description="The company (null: customers without one), when grouped by it.")
+    async def company(self, info: Info) -> Company | None:
+        return await resolve.related(info, self, "company")  # type: ignore[arg-type]
+
+
+@strawberry.type(description="Counts of the customers of a filter.")
+class CustomerAggregate:
+    count: int = strawberry.field(description="Number of customers.")
+    groups: list[CustomerGroup] = strawberry.field(description="One per key combination.")
+
+
+# -------------------------------------------------------------------------- companies
+
+
+@strawberry.enum(description="What companies can be grouped by.")
+class CompanyGroupField(enum.Enum):
+    OWNER = "owner"
+    CREATED_AT = "created_at"
+
+
+@strawberry.input(description="One grouping dimension of companies.")
+class CompanyGroupBy:
+    field: CompanyGroupField
+    interval: TimeInterval | None = None
+
+
+@strawberry.type(description="Companies sharing the keys they were grouped by.")
+class CompanyGroup:
+    created_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    count: int = strawberry.field(description="Number of companies.")
+    employee_count: NumberAggregate = strawberry.field(description="Their employee counts.")
+    drill_down: DrillDown = strawberry.field(description=_DRILL)
+
+    @strawberry.field(description="The owner (null: companies without one), when grouped by it.")
+    async def owner(self, info: Info) -> User | None:
+        return await resolve.related(info, self, "owner")  # type: ignore[arg-type]
+
+
+@strawberry.type(description="Counts and sums of the companies of a filter.")
+class CompanyAggregate:
+    count: int = strawberry.field(description="Number of companies.")
+    employee_count: NumberAggregate = strawberry.field(description="Their employee counts.")
+    groups: list[CompanyGroup] = strawberry.field(description="One per key combination.")
+
+
+# ------------------------------------------------------------------------- activities
+
+
+@strawberry.enum(description="What activities can be grouped by.")
+class ActivityGroupField(enum.Enum):
+    TYPE = "type"
+    AUTHOR = "author"
+    CUSTOMER = "customer"
+    DEAL = "deal"
+    OCCURRED_AT = "occurred_at"
+    DUE_AT = "due_at"
+    COMPLETED_AT = "completed_at"
+    CREATED_AT = "created_at"
+
+
+@strawberry.input(description="One grouping dimension of activities.")
+class ActivityGroupBy:
+    field: ActivityGroupField
+    interval: TimeInterval | None = None
+
+
+@strawberry.type(description="Activities sharing the keys they were grouped by.")
+class ActivityGroup:
+    type: ActivityType | None = strawberry.field(description="Kind, when grouped by it.")
+    occurred_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    due_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    completed_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    created_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    count: int = strawberry.field(description="Number of activities.")
+    drill_down: DrillDown = strawberry.field(description=_DRILL)
+
+    @strawberry.field(description="The author (null: none), when grouped by it.")
+    async def author(self, info: Info) -> User | None:
+        return await resolve.related(info, self, "author")  # type: ignore[arg-type]
+
+    @strawberry.field(description="The customer (null: none), when grouped by it.")
+    async def customer(self, info: Info) -> Customer | None:
+        return await resolve.related(info, self, "customer")  # type: ignore[arg-type]
+
+    @strawberry.field(description="The deal (null: none), when grouped by it.")
+    async def deal(self, info: Info) -> Deal | None:
+        return await resolve.related(info, self, "deal")  # type: ignore[arg-type]
+
+
+@strawberry.type(description="Counts of the activities of a filter.")
+class ActivityAggregate:
+    count: int = strawberry.field(description="Number of activities.")
+    groups: list[ActivityGroup] = strawberry.field(description="One per key combination.")
+
+
+# ----------------------------------------------------------------------------- orders
+
+
+@strawberry.enum(description="What orders can be grouped by.")
+class OrderGroupField(enum.Enum):
+    STATUS = "status"
+    CUSTOMER = "customer"
+    OWNER = "owner"
+    PLACED_AT = "placed_at"
+    CREATED_AT = "created_at"
+
+
+@strawberry.input(description="One grouping dimension of orders.")
+class OrderGroupBy:
+    field: OrderGroupField
+    interval: TimeInterval | None = None
+
+
+@strawberry.type(description="Orders sharing the keys they were grouped by.")
+class OrderGroup:
+    status: OrderStatus | None = strawberry.field(description="Status, when grouped by it.")
+    placed_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    created_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    count: int = strawberry.field(description="Number of orders.")
+    amount: MoneyAggregate = strawberry.field(description="Their amounts, per currency.")
+    drill_down: DrillDown = strawberry.field(description=_DRILL)
+
+    @strawberry.field(description="The customer, when grouped by it.")
+    async def customer(self, info: Info) -> Customer | None:
+        return await resolve.related(info, self, "customer")  # type: ignore[arg-type]
+
+    @strawberry.field(
+        description="The owner of the orders' customer (null: customers without one), "
+        "when grouped by it."
+    )
+    async def owner(self, info: Info) -> User | None:
+        return await resolve.related(info, self, "owner")  # type: ignore[arg-type]
+
+
+@strawberry.type(description="Counts and sums of the orders of a filter.")
+class OrderAggregate:
+    count: int = strawberry.field(description="Number of orders.")
+    amount: MoneyAggregate = strawberry.field(description="Their amounts, per currency.")
+    groups: list[OrderGroup] = strawberry.field(description="One per key combination.")
+
+
+# ---------------------------------------------------------------------- conversations
+
+
+@strawberry.enum(description="What conversations can be grouped by.")
+class ConversationGroupField(enum.Enum):
+    CHANNEL = "channel"
+    STATUS = "status"
+    ASSIGNEE = "assignee"
+    CUSTOMER = "customer"
+    CREATED_AT = "created_at"
+    LAST_MESSAGE_AT = "last_message_at"
+
+
+@strawberry.input(description="One grouping dimension of conversations.")
+class ConversationGroupBy:
+    field: ConversationGroupField
+    interval: TimeInterval | None = None
+
+
+@strawberry.type(description="Conversations sharing the keys they were grouped by.")
+class ConversationGroup:
+    channel: Channel | None = strawberry.field(description="Channel, when grouped by it.")
+    status: ConversationStatus | None = strawberry.field(description="When grouped by it.")
+    created_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    last_message_at: datetime | None = strawberry.field(description="Local start of the bucket.")
+    count: int = strawberry.field(description="Number of conversations.")
+    drill_down: DrillDown = strawberry.field(description=_DRILL)
+
+    @strawberry.field(description="The assignee (null: unassigned), when grouped by it.")
+    async def assignee(self, info: Info) -> User | None:
+        return await resolve.related(info, self, "assignee")  # type: ignore[arg-type]
+
+    @strawberry.field(description="The customer, when grouped by it.")
+    async def customer(self, info: Info) -> Customer | None:
+        return await resolve.related(info, self, "customer")  # type: ignore[arg-type]
+
+
+@strawberry.type(description="Counts of the conversations of a filter.")
+class ConversationAggregate:
+    count: int = strawberry.field(description="Number of conversations.")
+    groups: list[ConversationGroup] = strawberry.field(description="One per key combination.")
+
+
+# ------------------------------------------------------------------------ time series
+
+
+@strawberry.type(description="One bucket of a time series.")
+class TimeSeriesPoint:
+    start: datetime = strawberry.field(description="Local start of the bucket.")
+    end: datetime = strawberry.field(description="Local start of the next bucket.")
+    count: int = strawberry.field(
+        description="New customers, paid or fulfilled orders, or deals won in the bucket."
+    )
+    amount: list[Money] = strawberry.field(
+        description="Revenue (REVENUE) or value won (DEALS_WON) per currency; empty for "
+        "NEW_CUSTOMERS."
+    )
+    drill_down: DrillDown = strawberry.field(description="The rows behind this bucket.")
+
+
+@strawberry.type
+class AggregateQuery:
+    @strawberry.field(description="Counts and money per currency of deals, optionally grouped.")
+    async def deals_aggregate(
+        self,
+        info: Info,
+        filter: DealFilter | None = None,
+        include_archived: bool = False,
+        group_by: Annotated[
+            list[DealGroupBy] | None, strawberry.argument(description=_GROUP_BY)
+        ] = None,
+        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
+    ) -> DealAggregate:
+        return await resolve.aggregate(  # type: ignore[return-value]
+            info, aggregates.DEALS, filter, include_archived, group_by, time_zone
+        )
+
+    @strawberry.field(description="Counts of customers, optionally grouped.")
+    async def customers_aggregate(
+        self,
+        info: Info,
+        filter: CustomerFilter | None = None,
+        include_archived: bool = False,
+        group_by: Annotated[
+            list[CustomerGroupBy] | None, strawberry.argument(description=_GROUP_BY)
+        ] = None,
+        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
+    ) -> CustomerAggregate:
+        return await resolve.aggregate(  # type: ignore[return-value]
+            info, aggregates.CUSTOMERS, filter, include_archived, group_by, time_zone
+        )
+
+    @strawberry.field(description="Counts and employee counts of companies, optionally grouped.")
+    async def companies_aggregate(
+        self,
+        info: Info,
+        filter: CompanyFilter | None = None,
+        include_archived: bool = False,
+        group_by: Annotated[
+            list[CompanyGroupBy] | None, strawberry.argument(description=_GROUP_BY)
+        ] = None,
+        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
+    ) -> CompanyAggregate:
+        return await resolve.aggregate(  # type: ignore[return-value]
+            info, aggregates.COMPANIES, filter, include_archived, group_by, time_zone
+        )
+
+    @strawberry.field(description="Counts of activities, optionally grouped.")
+    async def activities_aggregate(
+        self,
+        info: Info,
+        filter: ActivityFilter | None = None,
+        include_archived: bool = False,
+        group_by: Annotated[
+            list[ActivityGroupBy] | None, strawberry.argument(description=_GROUP_BY)
+        ] = None,
+        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
+    ) -> ActivityAggregate:
+        return await resolve.aggregate(  # type: ignore[return-value]
+            info, aggregates.ACTIVITIES, filter, include_archived, group_by, time_zone
+        )
+
+    @strawberry.field(description="Counts and money per currency of orders, optionally grouped.")
+    async def orders_aggregate(
+        self,
+        info: Info,
+        filter: OrderFilter | None = None,
+        include_archived: bool = False,
+        group_by: Annotated[
+            list[OrderGroupBy] | None, strawberry.argument(description=_GROUP_BY)
+        ] = None,
+        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
+    ) -> OrderAggregate:
+        return await resolve.aggregate(  # type: ignore[return-value]
+            info, aggregates.ORDERS, filter, include_archived, group_by, time_zone
+        )
+
+    @strawberry.field(
+        description="Counts of the conversations the caller sees, optionally grouped."
+    )
+    async def conversations_aggregate(
+        self,
+        info: Info,
+        filter: ConversationFilter | None = None,
+        group_by: Annotated[
+            list[ConversationGroupBy] | None, strawberry.argument(description=_GROUP_BY)
+        ] = None,
+        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
+    ) -> ConversationAggregate:
+        return await resolve.aggregate(  # type: ignore[return-value]
+            info, aggregates.CONVERSATIONS, filter, False, group_by, time_zone
+        )
+
+    @strawberry.field(
+        description="A metric per day, week or month from `from` to `to`, every bucket "
+        "included (empty ones with 0); whole buckets, cut in `timeZone`."
+    )
+    async def time_series(
+        self,
+        info: Info,
+        metric: TimeSeriesMetric,
+        interval: TimeInterval,
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
+    ) -> list[TimeSeriesPoint]:
+        return await resolve.time_series(  # type: ignore[return-value]
+            info, metric, interval, from_, to, time_zone
+        )
