@@ -13,7 +13,7 @@ from crm_graphql.models.conversations import (
     MessageAuthorType,
 )
 from crm_graphql.models.customers import Customer, LifecycleStage
-from crm_graphql.models.deals import Deal, DealStatus, Pipeline, Stage
+from crm_graphql.models.deals import Deal, DealStageChange, DealStatus, Pipeline, Stage
 from crm_graphql.models.events import (
     DeliveryStatus,
     Event,
@@ -46,6 +46,7 @@ __all__ = [
     "CredentialRevocation",
     "Customer",
     "Deal",
+    "DealStageChange",
     "DealStatus",
     "DeliveryStatus",
     "Event",

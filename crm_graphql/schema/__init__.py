@@ -22,6 +22,7 @@ from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
+from crm_graphql.schema.reports import ReportQuery
 from crm_graphql.schema.scalars import SCALAR_OVERRIDES
 from crm_graphql.schema.security import SecurityMutation, SecurityQuery
 from crm_graphql.schema.users import UserMutation, UserQuery
@@ -41,6 +42,7 @@ class Query(
     SecurityQuery,
     WebhookQuery,
     PrivacyQuery,
+    ReportQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:

@@ -19,6 +19,7 @@ from crm_graphql.schema.filters import (
     DecimalFilter,
     EnumFilter,
     IDFilter,
+    IntFilter,
     StringFilter,
 )
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
@@ -182,6 +183,12 @@ class DealFilter:
     closed_at: DateTimeFilter | None = None
     created_at: DateTimeFilter | None = None
     updated_at: DateTimeFilter | None = None
+    furthest_stage_position: IntFilter | None = strawberry.field(
+        default=None,
+        description="The highest position among the stages the deal has been in (its "
+        "current one and every one it was moved out of): `gte: N` are the deals that reached "
+        "the stage at position N or a later one.",
+    )
 
 
 @strawberry.enum(description="Fields deals can be ordered by.")
