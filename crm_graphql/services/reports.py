@@ -276,7 +276,7 @@ async def sales_report(
 
     # Open deals expected to close within the period, by month, owner, currency and stage.
     # A literal unit, not a parameter: the same expression is grouped by.
-    unit = literal_column("'month'")
+    unit: Any = literal_column("'month'")
     month = cast(func.date_trunc(unit, Deal.expected_close_date), Date).label("month")
     forecast_spec = {
         **open_spec,

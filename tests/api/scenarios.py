@@ -298,6 +298,8 @@ def rate_conversation_scenario() -> Scenario:
 
     async def fails(env: Env) -> Call:
         channel, _ = await env.api_key(api_keys.CONVERSATIONS_WRITE)
+        # A first use stamps the key's `last_used_at`, which the failing call must not.
+        (await channel("{ conversations(first: 1) { totalCount } }")).ok()
         input = {"conversationId": await env.conversation(), "score": 6}
         return Call(input, client=channel, error="VALIDATION")
 
