@@ -185,21 +185,24 @@ async def seed_sales(
                 if target != path[-1]:
                     await deal_service.move_deal(admin, s, deal.id, data.stage_ids[target])
                     path.append(target)
-            status = rng.choice(["open", "open", "won", "lost"])
+            status = "won" if i == 2 else rng.choice(["open", "open", "won", "lost"])
             if status != "open":
                 await deal_service.update_deal(admin, s, deal.id, {"status": status})
             created_at = datetime(2025, 12, 10, tzinfo=UTC) + timedelta(
                 minutes=rng.randint(0, 60 * 24 * 130)
             )
-            if i == 0:
-                created_at = datetime(2025, 12, 31, 23, 30, tzinfo=UTC)  # Jan 1 in Paris
-            if i == 1:
+            # In the period in Paris, not in UTC (and the other way round for the last):
+            # a report counting in the wrong time zone is off.
+            if i in (0, 1):
+                created_at = datetime(2025, 12, 31, 23, 30 + i, tzinfo=UTC)  # Jan 1 in Paris
+            if i == 4:
                 created_at = datetime(2026, 3, 31, 22, 30, tzinfo=UTC)  # Apr 1 in Paris
             closed_at = None
             if status != "open":
                 closed_at = created_at + timedelta(minutes=rng.randint(30, 60 * 24 * 60))
                 if i == 2:
-                    closed_at = datetime(2025, 12, 31, 22, 59, tzinfo=UTC)  # Dec 31 in Paris
+                    closed_at = datetime(2025, 12, 31, 23, 10, tzinfo=UTC)  # Jan 1 in Paris
+                    created_at = closed_at - timedelta(days=3)
             await s.execute(
                 text("UPDATE deals SET created_at = :c, closed_at = :x WHERE id = :id"),
                 {"c": created_at, "x": closed_at, "id": deal.id},
@@ -494,6 +497,16 @@ async def test_move_deal_writes_the_stage_history(
 # ---------------------------------------------------------------------------- service
 
 
+BACKLOG_AGES = [
+    timedelta(minutes=30),
+    timedelta(hours=5),
+    timedelta(hours=30),
+    timedelta(days=3),
+    timedelta(days=9),
+    timedelta(days=20),
+]
+
+
 @dataclass
 class ConversationRecord:
     id: uuid.UUID
@@ -523,11 +536,12 @@ async def seed_service(
     records: list[ConversationRecord] = []
     async with sessionmaker() as s, s.begin():
         customer = await customers.create_customer(admin, s, {"name": "Service customer"})
-    for i in range(count + 4):
-        backlog = i >= count  # the last four: open or pending now, of several ages
+    for i in range(count + len(BACKLOG_AGES)):
+        # The last ones: open or pending now, of ages in every band (two in some).
+        age = BACKLOG_AGES[i - count] if i >= count else None
         records.append(
             await seed_conversation(
-                sessionmaker, admin, channel_key, customer.id, assignees, rng, now, backlog, i
+                sessionmaker, admin, channel_key, customer.id, assignees, rng, now, age
             )
         )
     return records
@@ -549,8 +563,7 @@ async def seed_conversation(
     assignees: list[uuid.UUID | None],
     rng: random.Random,
     now: datetime,
-    backlog: bool,
-    i: int,
+    age: timedelta | None,
 ) -> ConversationRecord:
     """One conversation of ``seed_service``: a generated timeline played through the
     services, then given the timeline's times."""
@@ -574,10 +587,8 @@ async def seed_conversation(
         )
     )
     id = conversation.id
-    if backlog:
-        age = [timedelta(minutes=30), timedelta(hours=5), timedelta(days=3)][i % 3]
-        if i % 4 == 3:
-            age = timedelta(days=20)
+    backlog = age is not None
+    if age is not None:
         t0 = now - age
     else:
         t0 = datetime(2025, 12, 20, tzinfo=UTC) + timedelta(minutes=rng.randint(0, 60 * 24 * 110))
