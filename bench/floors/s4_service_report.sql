@@ -27,9 +27,9 @@ WITH c AS (
     FROM c WHERE rated_at >= $2 AND rated_at < $3
     GROUP BY GROUPING SETS ((assignee_id), (channel), ())
 ), backlog AS (
-    SELECT CASE WHEN created_at > $4 - interval '1 hour' THEN 0
-                WHEN created_at > $4 - interval '24 hours' THEN 1
-                WHEN created_at > $4 - interval '7 days' THEN 2 ELSE 3 END AS band,
+    SELECT CASE WHEN created_at > CAST($4 AS timestamptz) - interval '1 hour' THEN 0
+                WHEN created_at > CAST($4 AS timestamptz) - interval '24 hours' THEN 1
+                WHEN created_at > CAST($4 AS timestamptz) - interval '7 days' THEN 2 ELSE 3 END AS band,
            count(*) FILTER (WHERE status = 'open') AS open,
            count(*) FILTER (WHERE status = 'pending') AS pending
     FROM c WHERE status IN ('open', 'pending') GROUP BY 1

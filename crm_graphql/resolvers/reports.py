@@ -17,11 +17,31 @@ from crm_graphql.services import drilldown, reports
 from crm_graphql.services.errors import Invalid
 
 
+class DrillDownValue:
+    """What the GraphQL ``DrillDown`` of a report cell reads: the service's drill-down
+    within the caller's filter, written out only when a client selects it (a report has
+    hundreds of cells, a dashboard selects few drill-downs)."""
+
+    __slots__ = ("_caller", "_value")
+
+    def __init__(self, value: drilldown.DrillDown, caller_filter: Any) -> None:
+        self._value = value
+        self._caller = caller_filter
+
+    @property
+    def list(self) -> str:
+        return self._value.list
+
+    @property
+    def filter(self) -> Any:
+        return drill_down(self._value, self._caller).filter
+
+
 def with_caller_filter(value: Any, caller_filter: Any) -> Any:
     """A service report with each cell's ``DrillDown`` as the API writes it, ANDed with the
     filter the caller applied to the whole report."""
     if isinstance(value, drilldown.DrillDown):
-        return drill_down(value, caller_filter)
+        return DrillDownValue(value, caller_filter)
     if isinstance(value, list):
         return [with_caller_filter(item, caller_filter) for item in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
