@@ -13,13 +13,17 @@ WITH d AS (
 ), open_by_stage AS (
     SELECT stage_id, currency, count(*) AS n, sum(amount) AS amount
     FROM d WHERE status = 'open' GROUP BY stage_id, currency
+), cohort AS (
+    SELECT id, stage_id FROM d WHERE created_at >= $3 AND created_at < $4
 ), furthest AS (
-    SELECT (SELECT max(s.position) FROM stages s
-            WHERE s.workspace_id = $1
-              AND (s.id = d.stage_id OR s.id IN (SELECT c.from_stage_id FROM deal_stage_changes c
-                                                 WHERE c.workspace_id = $1 AND c.deal_id = d.id)))
-           AS position
-    FROM d WHERE d.created_at >= $3 AND d.created_at < $4
+    -- The stages a deal has been in: its current one and every one it was moved out of.
+    SELECT max(position) AS position FROM (
+        SELECT c.id, s.position FROM cohort c JOIN stages s ON s.id = c.stage_id
+        UNION ALL
+        SELECT c.id, s.position FROM cohort c
+        JOIN deal_stage_changes h ON h.workspace_id = $1 AND h.deal_id = c.id
+        JOIN stages s ON s.id = h.from_stage_id
+    ) been GROUP BY id
 ), closed AS (
     SELECT status, currency, count(*) AS n, sum(amount) AS amount,
            sum(extract(epoch FROM closed_at - created_at)) AS seconds
