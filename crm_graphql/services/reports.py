@@ -91,7 +91,9 @@ def period(start: Any, end: Any, time_zone: str | None) -> Period:
     try:
         zone = ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-        raise Invalid(f"Unknown time zone `{name[:60]}`: use an IANA name", "timeZone") from exc
+        raise Invalid(
+            "Unknown time zone: use an IANA name such as Europe/Paris", "timeZone"
+        ) from exc
     if end_date < start_date:
         raise Invalid("`to` is before `from`", "to")
     if (end_date - start_date).days > MAX_PERIOD_DAYS:
