@@ -301,6 +301,17 @@ def generate_workspace(
         "created_at",
         "updated_at",
     )
+    hcols = (
+        "id",
+        "workspace_id",
+        "deal_id",
+        "from_stage_id",
+        "to_stage_id",
+        "changed_at",
+        "created_at",
+        "updated_at",
+    )
+    extra = random.Random(str(ws))  # the report columns' own stream (see below)
     deals: list[tuple[uuid.UUID, int, datetime]] = []
     for _ in range(n["deals"]):
         ci = skewed(len(customers))
@@ -337,6 +348,28 @@ def generate_workspace(
             ),
         )
         deals.append((did, ci, created))
+        # Stage history (``deal_stage_changes``): from the first stage forward, now and then
+        # skipping one, up to the deal's stage. Drawn from ``extra`` so the rest of the data
+        # set stays what it was.
+        position, moved = 0, created
+        while position < si:
+            target = min(si, position + (2 if extra.random() < 0.2 else 1))
+            moved = moved + timedelta(hours=extra.randrange(1, 24 * 20))
+            tables.add(
+                "deal_stage_changes",
+                hcols,
+                (
+                    uuid.UUID(int=extra.getrandbits(128), version=4),
+                    ws,
+                    did,
+                    stage_ids[position],
+                    stage_ids[target],
+                    moved,
+                    moved,
+                    moved,
+                ),
+            )
+            position = target
 
     # Activities: 40% on a deal (and its customer), the rest on a customer.
     atypes = [t.value for t, _ in demo.ACTIVITY_WEIGHTS]
@@ -470,6 +503,12 @@ def generate_workspace(
         "version",
         "created_at",
         "updated_at",
+        "first_customer_message_at",
+        "first_response_at",
+        "closed_at",
+        "rating_score",
+        "rating_comment",
+        "rated_at",
     )
     mcols = (
         "id",
@@ -497,9 +536,14 @@ def generate_workspace(
         cid = ids.at(created)
         at = created
         author = assignee or rng.choice(agents)
+        first_asked = first_answer = None
         for seq in range(1, per_conv[i] + 1):
             at = at + timedelta(seconds=rng.randrange(20, 3600))
             by_customer = seq % 2 == 1
+            if seq == 1:
+                first_asked = at
+            elif seq == 2:
+                first_answer = at
             tables.add(
                 "messages",
                 mcols,
@@ -516,6 +560,12 @@ def generate_workspace(
                 ),
             )
         status = "open" if rt else rng.choice(("open", "pending", "closed", "closed"))
+        closed_at = score = rated_at = None
+        if status == "closed":
+            closed_at = at + timedelta(minutes=extra.randrange(5, 60 * 24 * 3))
+            if extra.random() < 0.6:
+                score = extra.choice((1, 2, 3, 4, 4, 5, 5, 5))
+                rated_at = closed_at + timedelta(minutes=extra.randrange(1, 600))
         tables.add(
             "conversations",
             vcols,
@@ -533,6 +583,12 @@ def generate_workspace(
                 1,
                 created,
                 at,
+                first_asked,
+                first_answer,
+                closed_at,
+                score,
+                "Thanks" if score else None,
+                rated_at,
             ),
         )
 
@@ -568,6 +624,7 @@ COPY_ORDER = (
     "pipelines",
     "stages",
     "deals",
+    "deal_stage_changes",
     "activities",
     "orders",
     "conversations",

@@ -18,7 +18,7 @@ from crm_graphql.models.custom_fields import (
     CustomFieldType,
 )
 from crm_graphql.models.customers import Customer, LifecycleStage
-from crm_graphql.models.deals import Deal, DealStatus, Pipeline, Stage
+from crm_graphql.models.deals import Deal, DealStageChange, DealStatus, Pipeline, Stage
 from crm_graphql.models.events import (
     DeliveryStatus,
     Event,
@@ -56,6 +56,7 @@ __all__ = [
     "CustomFieldType",
     "Customer",
     "Deal",
+    "DealStageChange",
     "DealStatus",
     "DeliveryStatus",
     "Event",

@@ -9,11 +9,13 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -64,9 +66,24 @@ class Conversation(WorkspaceScoped, Base):
     last_message_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    # Service times, kept by the writers in the statement that changes the conversation:
+    # the customer's first message, the first agent message after it, and when it was
+    # closed (cleared when it reopens).
+    first_customer_message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_response_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The customer's satisfaction rating (CSAT), posted by a channel integration; a new
+    # rating replaces the previous one (the audit log keeps both).
+    rating_score: Mapped[int | None] = mapped_column(SmallInteger)
+    rating_comment: Mapped[str | None] = mapped_column(Text)
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
     __table_args__ = (
+        CheckConstraint("rating_score BETWEEN 1 AND 5", name="rating_score_range"),
+        Index("ix_conversations_workspace_closed", "workspace_id", "closed_at"),
+        Index("ix_conversations_workspace_first_response", "workspace_id", "first_response_at"),
+        Index("ix_conversations_workspace_rated", "workspace_id", "rated_at"),
         Index("ix_conversations_workspace_last_message", "workspace_id", "last_message_at", "id"),
         Index("ix_conversations_workspace_created", "workspace_id", "created_at", "id"),
         Index("ix_conversations_workspace_customer", "workspace_id", "customer_id"),

@@ -117,4 +117,29 @@ class Deal(WorkspaceScoped, Archivable, Base):
         Index("ix_deals_workspace_company", "workspace_id", "company_id"),
         Index("ix_deals_workspace_stage", "workspace_id", "stage_id"),
         Index("ix_deals_workspace_pipeline_status", "workspace_id", "pipeline_id", "status"),
+        # Win rate, deal size and cycle time of a period read deals closed in it.
+        Index("ix_deals_workspace_pipeline_closed", "workspace_id", "pipeline_id", "closed_at"),
+    )
+
+
+class DealStageChange(WorkspaceScoped, Base):
+    """One move of a deal from a stage to another (``moveDeal``), written in the move's
+    transaction: the stage history the sales report's conversion is computed from. A deal's
+    first stage is the ``from_stage_id`` of its first change (or its current stage)."""
+
+    __tablename__ = "deal_stage_changes"
+
+    deal_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("deals.id", ondelete="CASCADE"), nullable=False
+    )
+    from_stage_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("stages.id", ondelete="CASCADE"), nullable=False
+    )
+    to_stage_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("stages.id", ondelete="CASCADE"), nullable=False
+    )
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (
+        Index("ix_deal_stage_changes_workspace_deal", "workspace_id", "deal_id", "changed_at"),
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -133,3 +135,28 @@ async def mark_conversation_read(info: Any, input: Any) -> Payload:
         "conversation",
         lambda actor, s: conversation_service.mark_conversation_read(actor, s, id, input.up_to_seq),
     )
+
+
+async def rate_conversation(info: Any, input: Any) -> Payload:
+    id = decode_id(input.conversation_id, "Conversation")
+    return await mutate_payload(
+        info,
+        "conversation",
+        lambda actor, s: conversation_service.rate_conversation(
+            actor, s, id, input.score, input.comment
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class RatingValue:
+    score: int
+    comment: str | None
+    rated_at: datetime
+
+
+def rating(root: models.Conversation) -> RatingValue | None:
+    """The conversation's CSAT rating, from its own columns."""
+    if root.rating_score is None or root.rated_at is None:
+        return None
+    return RatingValue(root.rating_score, root.rating_comment, root.rated_at)

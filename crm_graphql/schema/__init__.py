@@ -24,6 +24,7 @@ from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
+from crm_graphql.schema.reports import ReportQuery
 from crm_graphql.schema.scalars import SCALAR_OVERRIDES
 from crm_graphql.schema.search import SearchQuery
 from crm_graphql.schema.security import SecurityMutation, SecurityQuery
@@ -49,6 +50,7 @@ class Query(
     CustomFieldQuery,
     SegmentQuery,
     AggregateQuery,
+    ReportQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:

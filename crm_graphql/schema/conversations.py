@@ -41,6 +41,21 @@ class Conversation(Node):
     created_at: datetime = strawberry.field(description="When the conversation started.")
     updated_at: datetime = strawberry.field(description="Last change.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
+    first_customer_message_at: datetime | None = strawberry.field(
+        description="When the customer wrote for the first time."
+    )
+    first_response_at: datetime | None = strawberry.field(
+        description="When an agent first answered after the customer's first message."
+    )
+    closed_at: datetime | None = strawberry.field(
+        description="When the conversation was closed (null while open or pending)."
+    )
+
+    @strawberry.field(
+        description="The customer's satisfaction rating (`rateConversation`), null before one."
+    )
+    def rating(self) -> ConversationRating | None:
+        return resolve.rating(self)  # type: ignore[arg-type, return-value]
 
     @strawberry.field(description="The customer the conversation is with.")
     async def customer(self, info: Info) -> Annotated[Customer, strawberry.lazy(_customers)] | None:
@@ -71,6 +86,13 @@ class Conversation(Node):
     )
     async def unread_count(self, info: Info) -> int | None:
         return await resolve.unread_count(info, self)  # type: ignore[arg-type]
+
+
+@strawberry.type(description="A customer's satisfaction rating of a conversation (CSAT).")
+class ConversationRating:
+    score: int = strawberry.field(description="1 (very unsatisfied) to 5 (very satisfied).")
+    comment: str | None = strawberry.field(description="What the customer added, if anything.")
+    rated_at: datetime = strawberry.field(description="When the (latest) rating was given.")
 
 
 @strawberry.type(description="One message of a conversation.")
@@ -108,6 +130,10 @@ class ConversationFilter:
     assignee_id: IDFilter | None = None
     last_message_at: DateTimeFilter | None = None
     created_at: DateTimeFilter | None = None
+    first_response_at: DateTimeFilter | None = None
+    closed_at: DateTimeFilter | None = None
+    rated_at: DateTimeFilter | None = None
+    rating_score: IntFilter | None = None
     unread: bool | None = strawberry.field(
         default=None,
         description="true: conversations with messages after the caller's read receipt; "
@@ -237,6 +263,13 @@ class SetConversationStatusInput:
     )
 
 
+@strawberry.input(description="The customer's rating of a conversation.")
+class RateConversationInput:
+    conversation_id: strawberry.ID
+    score: int = strawberry.field(description="1 (very unsatisfied) to 5 (very satisfied).")
+    comment: str | None = strawberry.field(default=None, description="The customer's words.")
+
+
 @strawberry.input(description="How far the caller has read a conversation.")
 class MarkConversationReadInput:
     id: strawberry.ID
@@ -315,3 +348,13 @@ class ConversationMutation:
         self, info: Info, input: MarkConversationReadInput
     ) -> ConversationPayload:
         return await resolve.mark_conversation_read(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="The customer's satisfaction with a conversation (score 1 to 5 and a "
+        "comment), posted by a channel integration with its API key (`conversations:write`); "
+        "rating again replaces the rating (audited). Users may not rate."
+    )
+    async def rate_conversation(
+        self, info: Info, input: RateConversationInput
+    ) -> ConversationPayload:
+        return await resolve.rate_conversation(info, input)  # type: ignore[return-value]

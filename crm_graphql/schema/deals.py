@@ -20,6 +20,7 @@ from crm_graphql.schema.filters import (
     DecimalFilter,
     EnumFilter,
     IDFilter,
+    IntFilter,
     StringFilter,
 )
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
@@ -190,6 +191,12 @@ class DealFilter:
         default=None,
         description="Conditions on typed custom fields (`customFieldDefinitions`), all "
         "of which hold.",
+    )
+    furthest_stage_position: IntFilter | None = strawberry.field(
+        default=None,
+        description="The highest position among the stages the deal has been in (its "
+        "current one and every one it was moved out of): `gte: N` are the deals that reached "
+        "the stage at position N or a later one.",
     )
 
 

@@ -34,7 +34,7 @@ class ConversationEvent:
     cursor: str = strawberry.field(description=CURSOR_DOC)
     type: str = strawberry.field(
         description="conversation.started, message.created, conversation.assigned, "
-        "conversation.status_changed or conversation.read."
+        "conversation.status_changed, conversation.read or conversation.rated."
     )
     occurred_at: datetime = strawberry.field(description="When the change was committed.")
 

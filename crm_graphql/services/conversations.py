@@ -19,13 +19,20 @@ status, channel, last_message_seq, version``; and
   client_message_id, created_at``;
 - ``conversation.assigned``: ``previous_assignee_id``;
 - ``conversation.status_changed``: ``previous_status``;
-- ``conversation.read``: ``user_id, last_read_seq``.
+- ``conversation.read``: ``user_id, last_read_seq``;
+- ``conversation.rated``: ``rating_score``.
+
+Service times (the service report): ``first_customer_message_at`` (the customer's first
+message), ``first_response_at`` (the first agent message after it) and ``closed_at`` (set
+when the conversation is closed, cleared when it reopens) are kept by the writers below
+in the statement that changes the conversation anyway, never by an extra one.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -70,6 +77,9 @@ from crm_graphql.services.policy import Action, allows, authorize, authorize_rea
 
 TOPIC = "conversations"
 MAX_BODY_LENGTH = 10_000
+MAX_RATING_COMMENT_LENGTH = 2_000
+RATING_SCORES = range(1, 6)
+SATISFIED_SCORES = (4, 5)  # CSAT: the share of ratings that are 4 or 5
 MAX_CLIENT_MESSAGE_ID_LENGTH = 100  # the column's width
 ASSIGNABLE_ROLES = frozenset({Role.AGENT, Role.MANAGER, Role.ADMIN})
 START_FIELDS = (
@@ -137,6 +147,10 @@ CONVERSATIONS = querying.ListSpec(
         "assignee_id": Conversation.assignee_id,
         "last_message_at": Conversation.last_message_at,
         "created_at": Conversation.created_at,
+        "first_response_at": Conversation.first_response_at,
+        "closed_at": Conversation.closed_at,
+        "rated_at": Conversation.rated_at,
+        "rating_score": Conversation.rating_score,
     },
     order_fields={
         "last_message_at": Conversation.last_message_at,
@@ -574,10 +588,23 @@ def _advance_statement(actor: Actor, author_type: MessageAuthorType, *, visible:
         viewer = bindparam("viewer", type_=UUID(as_uuid=True))
         locked = locked.where(visible_condition(actor, viewer=viewer))
     old = locked.subquery("locked")
+    service_times: dict[str, Any]
     if author_type is MessageAuthorType.CUSTOMER:
         reopen = old.c.previous_status != ConversationStatus.OPEN.value
+        service_times = {
+            "first_customer_message_at": func.coalesce(
+                table.c.first_customer_message_at, func.now()
+            )
+        }
     else:
         reopen = old.c.previous_status == ConversationStatus.CLOSED.value
+        # The first agent message after the customer's first one is the first response.
+        answers = and_(
+            table.c.first_response_at.is_(None), table.c.first_customer_message_at.is_not(None)
+        )
+        service_times = {
+            "first_response_at": case((answers, func.now()), else_=table.c.first_response_at)
+        }
     statement = _advance_statements[key] = (
         update(table)
         .where(table.c.id == old.c.id)
@@ -585,7 +612,9 @@ def _advance_statement(actor: Actor, author_type: MessageAuthorType, *, visible:
             last_message_seq=table.c.last_message_seq + 1,
             last_message_at=func.now(),
             status=case((reopen, ConversationStatus.OPEN.value), else_=table.c.status),
+            closed_at=case((reopen, None), else_=table.c.closed_at),
             version=table.c.version + case((reopen, 1), else_=0),
+            **service_times,
         )
         .returning(*table.c, old.c.previous_status)
     )
@@ -943,8 +972,13 @@ async def set_conversation_status(
     previous = conversation.status
     if previous is new_status:
         return conversation
+    closed_at = datetime.now(UTC) if new_status is ConversationStatus.CLOSED else None
     await records.update(
-        actor, session, conversation, {"status": new_status}, action="setConversationStatus"
+        actor,
+        session,
+        conversation,
+        {"status": new_status, "closed_at": closed_at},
+        action="setConversationStatus",
     )
     _record(
         actor,
@@ -1000,4 +1034,36 @@ async def mark_conversation_read(
         user_id=actor.user_id,
         last_read_seq=position,
     )
+    return conversation
+
+
+async def rate_conversation(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID | None,
+    score: Any,
+    comment: Any = None,
+) -> Conversation:
+    """The customer's satisfaction with a conversation (``score`` 1 to 5, an optional
+    ``comment``), brought in by a channel integration's API key (``RATE_CONVERSATIONS``;
+    users may not rate). One rating per conversation: rating again replaces it, and the
+    audit log keeps what it replaced."""
+    authorize(actor, Action.RATE_CONVERSATIONS)
+    if isinstance(score, bool) or not isinstance(score, int) or score not in RATING_SCORES:
+        raise Invalid(
+            f"`score` must be a whole number from {RATING_SCORES[0]} to {RATING_SCORES[-1]}",
+            "score",
+        )
+    text = fields.optional_text(comment, "comment", max_length=MAX_RATING_COMMENT_LENGTH)
+    if text is not None and "\x00" in text:
+        raise Invalid("`comment` must not contain NUL characters", "comment")
+    conversation = await _get_for_change(actor, session, conversation_id, None)
+    await records.update(
+        actor,
+        session,
+        conversation,
+        {"rating_score": score, "rating_comment": text, "rated_at": datetime.now(UTC)},
+        action="rateConversation",
+    )
+    _record(actor, session, conversation, "conversation.rated", rating_score=score)
     return conversation

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, or_, select
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import (
@@ -17,6 +18,7 @@ from crm_graphql.models import (
     Customer,
     CustomFieldEntity,
     Deal,
+    DealStageChange,
     DealStatus,
     Pipeline,
     Stage,
@@ -71,6 +73,37 @@ STAGES = querying.ListSpec(
     parent_fields={"pipeline_id": Stage.pipeline_id},
 )
 
+
+def _furthest_stage_position() -> Any:
+    """The highest position among the stages a deal has been in: its current stage and the
+    stage each of its moves left (``deal_stage_changes``). "Reached stage N or a later one"
+    is ``furthest_stage_position >= position of N``, whether the deal stopped at N or
+    skipped it; the sales report's conversion counts exactly this, and the deals list filters
+    by it, so a conversion cell and its drill-down are the same rows."""
+    # The deal's columns by name, not as ``Deal`` columns: a subquery naming ``Deal``
+    # compiled on its own (the compiled read path compiles each list's WHERE clause alone,
+    # then puts it over its alias of ``deals``) would add ``deals`` to its own FROM list.
+    # As plain ``deals.<column>`` it is correlated to whichever statement reads ``deals``.
+    deal = {
+        name: literal_column(f"{Deal.__tablename__}.{name}", type_=UUID(as_uuid=True))
+        for name in ("id", "workspace_id", "stage_id")
+    }
+    left = select(DealStageChange.from_stage_id).where(
+        DealStageChange.workspace_id == deal["workspace_id"],
+        DealStageChange.deal_id == deal["id"],
+    )
+    return (
+        select(func.max(Stage.position))
+        .where(
+            Stage.workspace_id == deal["workspace_id"],
+            or_(Stage.id == deal["stage_id"], Stage.id.in_(left)),
+        )
+        .scalar_subquery()
+    )
+
+
+FURTHEST_STAGE_POSITION = _furthest_stage_position()
+
 DEALS = querying.ListSpec(
     model=Deal,
     filter_fields={
@@ -88,6 +121,7 @@ DEALS = querying.ListSpec(
         "closed_at": Deal.closed_at,
         "created_at": Deal.created_at,
         "updated_at": Deal.updated_at,
+        "furthest_stage_position": FURTHEST_STAGE_POSITION,
     },
     order_fields={
         "title": Deal.title,
@@ -597,6 +631,15 @@ async def move_deal(
     source = await records.get(actor, session, Stage, deal.stage_id)
     await records.update(actor, session, deal, {"stage_id": target.id}, action="moveDeal")
     now = datetime.now(UTC)
+    session.add(
+        DealStageChange(
+            workspace_id=actor.workspace_id,
+            deal_id=deal.id,
+            from_stage_id=source.id,
+            to_stage_id=target.id,
+            changed_at=now,
+        )
+    )
     activity = await activities.record_activity(
         actor,
         session,

@@ -59,6 +59,7 @@ class Action(enum.StrEnum):
     WRITE_CONVERSATIONS = "conversations.write"  # start, assign, status
     SEND_AGENT_MESSAGES = "conversations.send"  # as the signed-in agent
     POST_CUSTOMER_MESSAGES = "conversations.post_customer"  # a channel integration
+    RATE_CONVERSATIONS = "conversations.rate"  # the customer's CSAT, by a channel integration
     KEEP_READ_RECEIPTS = "conversations.read_receipts"
     READ_USERS = "users.read"
     MANAGE_USERS = "users.manage"
@@ -112,6 +113,9 @@ RULES: dict[Action, Rule] = {
     Action.WRITE_CONVERSATIONS: Rule(WRITERS, _scopes(CONVERSATIONS_WRITE)),
     Action.SEND_AGENT_MESSAGES: Rule(WRITERS, NO_KEY),
     Action.POST_CUSTOMER_MESSAGES: Rule(NOBODY, _scopes(CONVERSATIONS_WRITE)),
+    # A rating is the customer's word, brought in like the customer's messages: an agent
+    # rating their own conversations would make CSAT meaningless.
+    Action.RATE_CONVERSATIONS: Rule(NOBODY, _scopes(CONVERSATIONS_WRITE)),
     Action.KEEP_READ_RECEIPTS: Rule(EVERYONE, NO_KEY),
     # Owners, authors and assignees appear all over the graph: any key may read them.
     Action.READ_USERS: Rule(EVERYONE, SCOPES),
@@ -138,6 +142,7 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.Deal: Action.READ_DEALS,
     models.Pipeline: Action.READ_DEALS,
     models.Stage: Action.READ_DEALS,
+    models.DealStageChange: Action.READ_DEALS,
     models.Activity: Action.READ_ACTIVITIES,
     models.Conversation: Action.READ_CONVERSATIONS,
     models.Message: Action.READ_CONVERSATIONS,
@@ -203,6 +208,7 @@ _VERBS = {
     Action.WRITE_CONVERSATIONS: "start, assign or close conversations",
     Action.SEND_AGENT_MESSAGES: "send agent messages",
     Action.POST_CUSTOMER_MESSAGES: "post messages as the customer",
+    Action.RATE_CONVERSATIONS: "rate conversations as the customer",
     Action.KEEP_READ_RECEIPTS: "keep read receipts",
     Action.READ_USERS: "read users",
     Action.MANAGE_USERS: "manage users",

@@ -68,7 +68,9 @@ end
 # hits or none is recorded. Returns {allowed, retry_after_ms, remaining, reset_ms, index}
 # of the first bucket when all allow, else of the bucket that refuses longest (index
 # from 1).
-_GCRA = _NOW + """
+_GCRA = (
+    _NOW
+    + """
 local first = nil
 local refused = nil
 local writes = {}
@@ -103,10 +105,13 @@ if ARGV[2] == '1' then
 end
 return first
 """
+)
 
 # KEYS: buckets. ARGV: now in ms (negative: Redis TIME), then period ms, limit and cost
 # of each bucket: give the hits back (a reserved attempt that did not use them up).
-_GCRA_RELEASE = _NOW + """
+_GCRA_RELEASE = (
+    _NOW
+    + """
 for i, key in ipairs(KEYS) do
   local tat = tonumber(redis.call('GET', key))
   if tat ~= nil then
@@ -121,6 +126,7 @@ for i, key in ipairs(KEYS) do
 end
 return 1
 """
+)
 _SCRIPTS = (_GCRA, _GCRA_RELEASE)
 
 

@@ -305,6 +305,23 @@ def post_customer_message_scenario() -> Scenario:
     return Scenario(succeeds, fails)
 
 
+def rate_conversation_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        channel, key_id = await env.api_key(api_keys.CONVERSATIONS_WRITE)
+        conversation = await env.conversation()
+        input = {"conversationId": conversation, "score": 5, "comment": "Quick and kind"}
+        return Call(input, entity=conversation, client=channel, api_key_id=key_id)
+
+    async def fails(env: Env) -> Call:
+        channel, _ = await env.api_key(api_keys.CONVERSATIONS_WRITE)
+        # A first use stamps the key's `last_used_at`, which the failing call must not.
+        (await channel("{ conversations(first: 1) { totalCount } }")).ok()
+        input = {"conversationId": await env.conversation(), "score": 6}
+        return Call(input, client=channel, error="VALIDATION")
+
+    return Scenario(succeeds, fails)
+
+
 def assign_conversation_scenario() -> Scenario:
     async def succeeds(env: Env) -> Call:
         conversation = await env.conversation()
@@ -465,6 +482,7 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "sendMessage": send_message_scenario(),
     "postCustomerMessage": post_customer_message_scenario(),
+    "rateConversation": rate_conversation_scenario(),
     "assignConversation": assign_conversation_scenario(),
     "setConversationStatus": changing(
         Env.conversation,

@@ -105,7 +105,15 @@ async def test_mutation_follows_the_table(
         assert codes == expected, f"{name} as {who}: {result.body}"
 
 
-def query_document(name: str) -> str:
+async def query_document(name: str, env: Env) -> str:
+    if name == "salesReport":
+        pipeline = await env.pipeline()
+        period = 'from: "2026-01-01", to: "2026-12-31"'
+        return f'{{ salesReport(pipelineId: "{pipeline}", {period}) {{ winRate {{ won }} }} }}'
+    if name == "serviceReport":
+        return (
+            '{ serviceReport(from: "2026-01-01", to: "2026-12-31") { csat { overall { count } } } }'
+        )
     if name == "me":
         return "{ me { id } }"
     if name == "node":
@@ -137,7 +145,7 @@ async def test_query_follows_the_table(
     name: str, env: Env, as_role: dict[Role, support.GraphQLClient]
 ) -> None:
     for who, client, allowed in await callers(TABLE[name], env, as_role):
-        result = await client(query_document(name))
+        result = await client(await query_document(name, env))
         assert result.status == 200, (name, who, result.body)
         codes = [e.get("extensions", {}).get("code") for e in result.errors]
         if allowed:

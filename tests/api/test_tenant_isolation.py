@@ -175,7 +175,7 @@ def list_filters() -> list[tuple[str, str, str]]:
     for name, field in schema._schema.query_type.fields.items():
         connection = get_named_type(field.type)
         if "filter" not in field.args or "nodes" not in getattr(connection, "fields", {}):
-            continue  # not a list (an aggregate takes a list's filter too)
+            continue  # not a list (aggregates and reports take a list's filter too)
         node_type = get_named_type(
             get_named_type(field.type).fields["nodes"].type  # type: ignore[union-attr]
         ).name
