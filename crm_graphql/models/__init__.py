@@ -21,7 +21,8 @@ from crm_graphql.models.events import (
     WebhookDelivery,
     WebhookDispatchCursor,
 )
-from crm_graphql.models.orders import Order, OrderStatus
+from crm_graphql.models.orders import Order, OrderLine, OrderStatus
+from crm_graphql.models.products import Product
 from crm_graphql.models.workspaces import (
     ApiKey,
     CredentialRevocation,
@@ -53,8 +54,10 @@ __all__ = [
     "Message",
     "MessageAuthorType",
     "Order",
+    "OrderLine",
     "OrderStatus",
     "Pipeline",
+    "Product",
     "RefreshToken",
     "Role",
     "Stage",

@@ -20,6 +20,7 @@ from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.executor import EventExecutor
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
+from crm_graphql.schema.products import ProductMutation, ProductQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
 from crm_graphql.schema.scalars import SCALAR_OVERRIDES
@@ -36,6 +37,7 @@ class Query(
     DealQuery,
     ActivityQuery,
     OrderQuery,
+    ProductQuery,
     ConversationQuery,
     RealtimeQuery,
     SecurityQuery,
@@ -62,6 +64,7 @@ class Mutation(
     DealMutation,
     ActivityMutation,
     OrderMutation,
+    ProductMutation,
     ConversationMutation,
     RealtimeMutation,
     SecurityMutation,
