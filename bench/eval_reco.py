@@ -10,7 +10,7 @@ structure is known:
   order that the customer had not bought before. The baseline recommends the five most
   popular products (by distinct buyers) the customer has not bought.
 - **Churn**: customers order at their own rhythm (a usual interval from 4 to 120 days,
-  each gap varying +-40 %); some stop ordering (churn), some fade (a smaller last order).
+  each gap varying +-50 %); some stop ordering (churn), some fade (a smaller last order).
   ``churn_risks`` as of the evaluation date is compared with recency alone (days since
   the last order) by ROC AUC, churned = positive.
 
@@ -39,7 +39,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.models import Customer, Order, OrderLine, OrderStatus, Product, Role, Workspace
@@ -71,8 +71,17 @@ class ChurnResult:
     recency_auc: float  # days since the last order alone
 
 
-def _id(rng: random.Random) -> uuid.UUID:
-    return uuid.UUID(int=rng.getrandbits(128), version=4)
+class Ids:
+    """IDs whose order is the seed's (the low 64 bits come from it, so ties broken by id
+    fall the same way every run) and that are new in every run (the high 64 bits do
+    not), so runs can share a database."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.run = uuid.uuid4().int >> 64
+
+    def __call__(self) -> uuid.UUID:
+        return uuid.UUID(int=(self.run << 64) | self.rng.getrandbits(64))
 
 
 def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
@@ -94,13 +103,14 @@ class Purchases:
 
 def purchase_world(rng: random.Random, customers: int) -> Purchases:
     """Customers with latent tastes buying from categories of unequal popularity."""
+    new_id = Ids(rng)
     category_weights = [1 / (c + 1) ** 0.7 for c in range(CATEGORIES)]
     catalogue: list[list[uuid.UUID]] = []
     products: list[dict[str, Any]] = []
     for c in range(CATEGORIES):
         ids = []
         for p in range(PRODUCTS_PER_CATEGORY):
-            pid = _id(rng)
+            pid = new_id()
             ids.append(pid)
             products.append(
                 {
@@ -138,7 +148,7 @@ def purchase_world(rng: random.Random, customers: int) -> Purchases:
                 if pid not in basket:
                     basket.append(pid)
             history.append(basket)
-        orders[_id(rng)] = history
+        orders[new_id()] = history
     return Purchases(products, orders)
 
 
@@ -152,20 +162,22 @@ class Rhythm:
 
 def order_histories(rng: random.Random, customers: int) -> list[Rhythm]:
     """Customers ordering at their own usual interval; about 40 % stop (churn)."""
+    new_id = Ids(rng)
     found = []
     for _ in range(customers):
         usual = math.exp(rng.uniform(math.log(4), math.log(120)))  # days
         churned = rng.random() < 0.4
-        silence = usual * (rng.uniform(1.2, 4.0) if churned else rng.uniform(0.0, 1.3))
+        # Some churners left recently, some loyal customers are late: the ranges overlap.
+        silence = usual * (rng.uniform(0.8, 4.0) if churned else rng.uniform(0.0, 1.6))
         moments = [AS_OF - timedelta(days=silence)]
         for _ in range(rng.randint(2, 8)):
-            moments.append(moments[-1] - timedelta(days=usual * rng.uniform(0.6, 1.4)))
+            moments.append(moments[-1] - timedelta(days=usual * rng.uniform(0.5, 1.5)))
         moments.reverse()
         base = rng.uniform(20, 500)
         amounts = [Decimal(f"{base * rng.uniform(0.8, 1.2):.2f}") for _ in moments]
         if churned and rng.random() < 0.5:  # fading before leaving
             amounts[-1] = Decimal(f"{base * rng.uniform(0.3, 0.7):.2f}")
-        found.append(Rhythm(_id(rng), churned, moments, amounts))
+        found.append(Rhythm(new_id(), churned, moments, amounts))
     return found
 
 
@@ -204,6 +216,7 @@ async def _load_purchases(
     session: AsyncSession, actor: Actor, world: Purchases, rng: random.Random
 ) -> None:
     prices = {p["id"]: p["price"] for p in world.products}
+    new_id = Ids(rng)
     await session.execute(
         insert(Product), [{**p, "workspace_id": actor.workspace_id} for p in world.products]
     )
@@ -213,13 +226,13 @@ async def _load_purchases(
         placed = AS_OF - timedelta(days=400)
         for basket in history[:-1]:  # the last order is hidden
             placed += timedelta(days=rng.randint(5, 40))
-            oid = _id(rng)
+            oid = new_id()
             amount = sum((prices[p] for p in basket), Decimal(0))
             orders.append(_order(actor, oid, cid, len(orders), placed, amount))
             for position, pid in enumerate(basket):
                 lines.append(
                     {
-                        "id": _id(rng),
+                        "id": new_id(),
                         "workspace_id": actor.workspace_id,
                         "order_id": oid,
                         "position": position,
@@ -267,6 +280,7 @@ async def evaluate_recommendations(
     async with sessionmaker() as session, session.begin():
         actor = await _workspace(session, "recommendations")
         await _load_purchases(session, actor, world, rng)
+    await _analyze(sessionmaker)
     try:
         found: dict[uuid.UUID, list[uuid.UUID]] = {}
         ids = list(world.orders)
@@ -300,6 +314,7 @@ async def evaluate_churn(
     async with sessionmaker() as session, session.begin():
         actor = await _workspace(session, "churn")
         await _load_rhythms(session, actor, world)
+    await _analyze(sessionmaker)
     try:
         ids = [r.customer_id for r in world]
         risks: dict[uuid.UUID, Any] = {}
@@ -317,6 +332,13 @@ async def evaluate_churn(
     finally:
         if not keep:
             await _drop(sessionmaker, actor)
+
+
+async def _analyze(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Planner statistics for the freshly bulk-loaded tables, as autovacuum would gather
+    on a database in use (without them the planner guesses join sizes badly)."""
+    async with sessionmaker() as session, session.begin():
+        await session.execute(text("ANALYZE customers, orders, order_lines, products"))
 
 
 async def _drop(sessionmaker: async_sessionmaker[AsyncSession], actor: Actor) -> None:

@@ -117,6 +117,18 @@ async def recommendations_for(
     ids = list(dict.fromkeys(customer_ids))
     if not ids:
         return {}
+    rows = await session.execute(recommendation_statement(actor, ids, first))
+    found: dict[uuid.UUID, list[Recommendation]] = {}
+    for product, target, score, together, kind, history, seed_name, total in rows.all():
+        basis = Basis.SIMILAR_CUSTOMERS if kind == 0 else Basis.POPULAR
+        reason = _reason(basis, int(together), seed_name, int(total or 0), bool(history))
+        found.setdefault(target, []).append(Recommendation(product, float(score), reason, basis))
+    return found
+
+
+def recommendation_statement(actor: Actor, ids: Sequence[uuid.UUID], first: int) -> Select[Any]:
+    """The one statement of ``recommendations_for``: (product, customer, score, together,
+    kind, history, seed name, buying customers) ranked per customer."""
     targets = (
         select(Customer.id.label("customer_id"))
         .where(scope_condition(Customer, actor), Customer.id.in_(ids))
@@ -238,7 +250,7 @@ async def recommendations_for(
         select(distinct, rank.label("rank")).where(distinct.c.duplicate == 1).subquery("ranked")
     )
     seed_product = aliased(Product, name="seed_product")
-    rows = await session.execute(
+    return (
         select(
             Product,
             ranked.c.target,
@@ -254,12 +266,6 @@ async def recommendations_for(
         .where(scope_condition(Product, actor), ranked.c.rank <= first)
         .order_by(ranked.c.target, ranked.c.rank)
     )
-    found: dict[uuid.UUID, list[Recommendation]] = {}
-    for product, target, score, together, kind, history, seed_name, total in rows.all():
-        basis = Basis.SIMILAR_CUSTOMERS if kind == 0 else Basis.POPULAR
-        reason = _reason(basis, int(together), seed_name, int(total or 0), bool(history))
-        found.setdefault(target, []).append(Recommendation(product, float(score), reason, basis))
-    return found
 
 
 async def recommendations(
