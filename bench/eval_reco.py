@@ -14,7 +14,7 @@ structure is known:
   ``churn_risks`` as of the evaluation date is compared with recency alone (days since
   the last order) by ROC AUC, churned = positive.
 
-Run on a larger set (writes ``bench/results/reco-eval.json``):
+Run on a larger set (writes ``docs/decisions/0016-results.json``):
 
     .venv/bin/python -m bench.eval_reco --database-url postgresql://postgres@127.0.0.1:5432/postgres
 
@@ -52,7 +52,7 @@ TOP_K = 5
 CATEGORIES = 8
 PRODUCTS_PER_CATEGORY = 6
 BATCH = 100
-RESULTS = Path(__file__).resolve().parent / "results" / "reco-eval.json"
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "decisions" / "0016-results.json"
 
 
 @dataclass(frozen=True)

@@ -387,9 +387,12 @@ async def order_rhythms(
     now: datetime | None = None,
 ) -> dict[uuid.UUID, OrderRhythm]:
     """The churn formula's inputs for the customers with two counted orders or more placed
-    by ``now`` (default: now), in three statements whatever their number."""
+    by ``now``, in three statements whatever their number. Without ``now`` (the API) the
+    reference is the start of the current hour and every order counts: the same question
+    gets the same answer (same bytes) within the hour, and a risk needs no finer clock."""
     authorize(actor, Action.READ_CUSTOMERS)
-    now = now or datetime.now(UTC)
+    placed_by = now
+    now = now or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     ids = list(dict.fromkeys(customer_ids))
     if not ids:
         return {}
@@ -423,7 +426,7 @@ async def order_rhythms(
         .where(
             customers.counted_orders_condition(actor),
             Order.customer_id.in_(ids),
-            Order.placed_at <= now,
+            true() if placed_by is None else Order.placed_at <= placed_by,
         )
         .cte("timeline")
     )
@@ -451,7 +454,7 @@ async def order_rhythms(
         )
     )
     contacted = {
-        cid: at is not None and now - RECENT_CONTACT <= at <= now for cid, at in recent.all()
+        cid: at is not None and now - RECENT_CONTACT <= at for cid, at in recent.all()
     }
     open_counts: dict[uuid.UUID, int] | None = None
     if allows(actor, Action.READ_CONVERSATIONS):
@@ -469,7 +472,7 @@ async def order_rhythms(
         cid: OrderRhythm(
             orders=int(n),
             usual_interval_days=float(median_gap),
-            days_since_last_order=(now - last_at).total_seconds() / 86400,
+            days_since_last_order=max((now - last_at).total_seconds() / 86400, 0.0),
             last_amount=last_amount,
             previous_average=previous,
             open_conversations=None if open_counts is None else open_counts.get(cid, 0),
