@@ -453,9 +453,7 @@ async def order_rhythms(
             scope_condition(Customer, actor), Customer.id.in_(ids)
         )
     )
-    contacted = {
-        cid: at is not None and now - RECENT_CONTACT <= at for cid, at in recent.all()
-    }
+    contacted = {cid: at is not None and now - RECENT_CONTACT <= at for cid, at in recent.all()}
     open_counts: dict[uuid.UUID, int] | None = None
     if allows(actor, Action.READ_CONVERSATIONS):
         open_rows = await session.execute(
