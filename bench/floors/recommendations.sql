@@ -69,7 +69,7 @@ FROM page p
 LEFT JOIN LATERAL (
     SELECT json_agg(json_build_object(
         'product', json_build_object('sku', pr.sku, 'name', pr.name),
-        'score', r.score,
+        'score', round(r.score::numeric, 6),
         'reason', CASE WHEN r.kind = 0
             THEN format('Bought by %s customer%s who also bought %s', r.together,
                         CASE WHEN r.together = 1 THEN '' ELSE 's' END, s.name)

@@ -32,8 +32,8 @@ class Recommendation:
         description="The recommended product."
     )
     score: float = strawberry.field(
-        description="Higher is better: the summed cosine similarity to the customer's "
-        "purchases, or for POPULAR the share of buying customers who bought it."
+        description="Higher is better (6 decimals): the summed cosine similarity to the "
+        "customer's purchases, or for POPULAR the share of buying customers who bought it."
     )
     reason: str = strawberry.field(
         description="One line for an agent, such as `Bought by 12 customers who also bought "

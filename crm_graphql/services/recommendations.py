@@ -57,6 +57,7 @@ from crm_graphql.services.policy import Action, allows, authorize
 
 MAX_RECOMMENDATIONS = 50
 DEFAULT_RECOMMENDATIONS = 5
+SCORE_DECIMALS = 6
 
 
 class Basis(enum.StrEnum):
@@ -123,7 +124,9 @@ async def recommendations_for(
     for product, target, score, together, kind, history, seed_name, total in rows.all():
         basis = Basis.SIMILAR_CUSTOMERS if kind == 0 else Basis.POPULAR
         reason = _reason(basis, int(together), seed_name, int(total or 0), bool(history))
-        found.setdefault(target, []).append(Recommendation(product, float(score), reason, basis))
+        # Six decimals: the sum's last digits depend on the order PostgreSQL adds in.
+        score = round(float(score), SCORE_DECIMALS)
+        found.setdefault(target, []).append(Recommendation(product, score, reason, basis))
     return found
 
 
