@@ -20,13 +20,15 @@ WITH page AS (
     SELECT count(DISTINCT customer_id) AS n FROM bought
 ), mine AS (
     SELECT b.customer_id, b.product_id FROM bought b JOIN page p ON p.id = b.customer_id
+), co AS MATERIALIZED (
+    SELECT peer.product_id AS seed, a.product_id AS candidate, count(*) AS together
+    FROM bought peer
+    JOIN bought a ON a.customer_id = peer.customer_id AND a.product_id <> peer.product_id
+    WHERE peer.product_id IN (SELECT product_id FROM mine)
+    GROUP BY 1, 2
 ), pairs AS (
-    SELECT m.customer_id AS target, m.product_id AS seed, a.product_id AS candidate,
-           count(*) AS together
-    FROM mine m
-    JOIN bought peer ON peer.product_id = m.product_id AND peer.customer_id <> m.customer_id
-    JOIN bought a ON a.customer_id = peer.customer_id AND a.product_id <> m.product_id
-    GROUP BY 1, 2, 3
+    SELECT m.customer_id AS target, m.product_id AS seed, co.candidate, co.together
+    FROM mine m JOIN co ON co.seed = m.product_id
 ), contributions AS (
     SELECT pr.*, pr.together::float8 / sqrt((s.buyers * c.buyers)::float8) AS similarity
     FROM pairs pr

@@ -150,31 +150,39 @@ def recommendation_statement(actor: Actor, ids: Sequence[uuid.UUID], first: int)
         .join(targets, targets.c.customer_id == bought.c.customer_id)
         .cte("mine")
     )
-    peer = bought.alias("peer")  # another customer who bought one of the target's products
+    # How many customers bought both: per pair of (a product some target bought, another
+    # product), counted once for the page rather than once per target. A target cannot be
+    # among the customers counted for a candidate it has not bought, so this is the
+    # matrix-wide count the cosine needs.
+    peer = bought.alias("peer")  # a customer who bought a target's product
     also = bought.alias("also")  # what that customer bought besides
-    pairs = (
+    co = (
         select(
-            mine.c.customer_id.label("target"),
-            mine.c.product_id.label("seed"),
+            peer.c.product_id.label("seed"),
             also.c.product_id.label("candidate"),
             func.count().label("together"),
         )
         .select_from(
-            mine.join(
-                peer,
-                and_(
-                    peer.c.product_id == mine.c.product_id,
-                    peer.c.customer_id != mine.c.customer_id,
-                ),
-            ).join(
+            peer.join(
                 also,
                 and_(
                     also.c.customer_id == peer.c.customer_id,
-                    also.c.product_id != mine.c.product_id,
+                    also.c.product_id != peer.c.product_id,
                 ),
             )
         )
-        .group_by(mine.c.customer_id, mine.c.product_id, also.c.product_id)
+        .where(peer.c.product_id.in_(select(mine.c.product_id)))
+        .group_by(peer.c.product_id, also.c.product_id)
+        .cte("co")
+    )
+    pairs = (
+        select(
+            mine.c.customer_id.label("target"),
+            mine.c.product_id.label("seed"),
+            co.c.candidate,
+            co.c.together,
+        )
+        .join(co, co.c.seed == mine.c.product_id)
         .cte("pairs")
     )
     seed_pop = popularity.alias("seed_pop")
