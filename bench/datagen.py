@@ -29,13 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
 from crm_graphql.services import demo
 from crm_graphql.services.auth import hash_password
+from crm_graphql.services.products import order_lines_from_items
 
 ROOT = Path(__file__).resolve().parent.parent
-DATAGEN_VERSION = 3
+DATAGEN_VERSION = 4
 PASSWORD = "bench-password"
 BASE_TIME = demo.BASE_TIME
 START_TIME = demo.START_TIME
@@ -613,6 +615,18 @@ def generate_workspace(
     for i, c in enumerate(customers):
         c[12] = last_activity.get(i)
         tables.add("customers", ccols2, tuple(c))
+
+    # The catalogue behind the orders' items, as in the demo (ids from the SKU, no draw
+    # from the generator: every other row stays as it was). Order lines come from the
+    # items after the COPY (``_load``), by the same statement as the upgrade.
+    pcols = (
+        "id", "workspace_id", "sku", "name", "category", "price", "currency", "version",
+        "created_at", "updated_at",
+    )  # fmt: skip
+    for sku, pname, price, _ in demo.PRODUCTS:
+        category = demo.PRODUCT_CATEGORIES[sku.split("-")[0]]
+        row = (uuid.uuid5(ws, sku), ws, sku, pname, category, price, demo.CATALOGUE_CURRENCY, 1)
+        tables.add("products", pcols, (*row, ws_created, ws_created))
     return ws
 
 
@@ -626,6 +640,7 @@ COPY_ORDER = (
     "deals",
     "deal_stage_changes",
     "activities",
+    "products",
     "orders",
     "conversations",
     "messages",
@@ -648,6 +663,14 @@ async def _create(server_url: str, name: str, comment: str | None) -> bool:
         await conn.close()
 
 
+# Order lines of every loaded order from its items (``services.products``), as SQL text.
+ORDER_LINES = str(
+    order_lines_from_items().compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+)
+
+
 async def _load(url: str, tables: Tables) -> None:
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
@@ -656,6 +679,7 @@ async def _load(url: str, tables: Tables) -> None:
                 await conn.copy_records_to_table(
                     table, records=tables.rows[table], columns=list(tables.columns[table])
                 )
+            await conn.execute(ORDER_LINES)
         # As autovacuum leaves a settled table: statistics, and the visibility map that
         # index-only scans rely on.
         await conn.execute("VACUUM (ANALYZE)")

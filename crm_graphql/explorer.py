@@ -125,6 +125,25 @@ query Dashboard {
     start count amount { amount currency }
   }
 }
+
+query NextBestOffer {
+  customers(first: 3) {
+    nodes {
+      name
+      recommendations(first: 3) {
+        product {
+          name
+        }
+        score
+        reason
+      }
+      churnRisk {
+        level
+        reasons
+      }
+    }
+  }
+}
 """
 
 # The inline init script (runs under a per-response CSP nonce). Reads its settings from

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crm_graphql import models
-from crm_graphql.services import activities, companies, customers, deals, orders, users
+from crm_graphql.services import activities, companies, customers, deals, orders, products, users
 from crm_graphql.services.querying import ListSpec
 
 
@@ -96,6 +96,7 @@ OBJECT_TYPES: dict[str, ObjectType] = {
         },
     ),
     "Order": ObjectType(models.Order, relations={"customer": Relation("Customer", "customer_id")}),
+    "Product": ObjectType(models.Product),
     "User": ObjectType(models.User),
 }
 
@@ -107,5 +108,6 @@ ROOT_LISTS: dict[str, tuple[str, ListSpec[Any]]] = {
     "pipelines": ("Pipeline", deals.PIPELINES),
     "activities": ("Activity", activities.ACTIVITIES),
     "orders": ("Order", orders.ORDERS),
+    "products": ("Product", products.PRODUCTS),
     "users": ("User", users.USERS),
 }

@@ -26,7 +26,8 @@ from crm_graphql.models.events import (
     WebhookDelivery,
     WebhookDispatchCursor,
 )
-from crm_graphql.models.orders import Order, OrderStatus
+from crm_graphql.models.orders import Order, OrderLine, OrderStatus
+from crm_graphql.models.products import Product
 from crm_graphql.models.search import SearchDocument, SearchEntity
 from crm_graphql.models.segments import Segment
 from crm_graphql.models.workspaces import (
@@ -64,8 +65,10 @@ __all__ = [
     "Message",
     "MessageAuthorType",
     "Order",
+    "OrderLine",
     "OrderStatus",
     "Pipeline",
+    "Product",
     "RefreshToken",
     "Role",
     "SearchDocument",

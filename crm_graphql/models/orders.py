@@ -48,3 +48,36 @@ class Order(WorkspaceScoped, Archivable, Base):
         Index("ix_orders_workspace_placed", "workspace_id", "placed_at", "id"),
         Index("ix_orders_workspace_created", "workspace_id", "created_at", "id"),
     )
+
+
+class OrderLine(WorkspaceScoped, Base):
+    """One line of an order: a product (or, for history recorded before the catalogue, a
+    free line with only what the item said), how many and at what unit price. The line
+    keeps its own SKU and name as sold, so renaming a product does not rewrite history."""
+
+    __tablename__ = "order_lines"
+
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("orders.id", ondelete="CASCADE"), nullable=False
+    )
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    product_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("products.id", ondelete="SET NULL"), nullable=True
+    )
+    sku: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    quantity: Mapped[Decimal] = mapped_column(Numeric(12, 3), nullable=False)
+    unit_price: Mapped[Decimal | None] = mapped_column(Numeric(14, 2), nullable=True)
+    currency: Mapped[str] = mapped_column(CHAR(3), nullable=False)
+
+    __table_args__ = (
+        Index(
+            "uq_order_lines_workspace_order_position",
+            "workspace_id",
+            "order_id",
+            "position",
+            unique=True,
+        ),
+        Index("ix_order_lines_workspace_product", "workspace_id", "product_id"),
+        Index("ix_order_lines_workspace_sku", "workspace_id", text("lower(sku)")),
+    )

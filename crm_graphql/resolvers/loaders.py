@@ -13,7 +13,8 @@ import orjson
 from strawberry.dataloader import DataLoader
 
 from crm_graphql import models
-from crm_graphql.services import conversations, customers, querying, records
+from crm_graphql.services import conversations, customers, orders, querying, records
+from crm_graphql.services import recommendations as recommendation_service
 
 if TYPE_CHECKING:
     from crm_graphql.resolvers.context import Context
@@ -152,3 +153,21 @@ class Loaders:
     @property
     def purchase_summary(self) -> DataLoader[uuid.UUID, customers.PurchaseSummary]:
         return self.per_key("purchase_summary", customers.purchase_summaries)
+
+    @property
+    def order_lines(self) -> DataLoader[uuid.UUID, list[models.OrderLine]]:
+        return self.per_key("order_lines", orders.lines_by_order)
+
+    def recommendations(
+        self, first: int
+    ) -> DataLoader[uuid.UUID, list[recommendation_service.Recommendation] | None]:
+        """``RecommendationsByCustomerIdLoader``, one per ``first`` asked for."""
+
+        async def batch(actor: Any, session: Any, ids: Sequence[uuid.UUID]) -> dict[Any, Any]:
+            return await recommendation_service.recommendations_for(actor, session, ids, first)
+
+        return self.per_key(f"recommendations:{first}", batch)
+
+    @property
+    def churn_risk(self) -> DataLoader[uuid.UUID, recommendation_service.ChurnRisk | None]:
+        return self.per_key("churn_risk", recommendation_service.churn_risks)

@@ -20,6 +20,7 @@ NODE_MODELS: dict[str, type[Any]] = {
         models.Stage,
         models.Activity,
         models.Order,
+        models.Product,
         models.Conversation,
         models.Message,
         models.ApiKey,

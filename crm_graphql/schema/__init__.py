@@ -22,6 +22,7 @@ from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.executor import EventExecutor
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
+from crm_graphql.schema.products import ProductMutation, ProductQuery
 from crm_graphql.schema.realtime import RealtimeMutation, RealtimeQuery, Subscription
 from crm_graphql.schema.relay import Node
 from crm_graphql.schema.reports import ReportQuery
@@ -41,6 +42,7 @@ class Query(
     DealQuery,
     ActivityQuery,
     OrderQuery,
+    ProductQuery,
     ConversationQuery,
     RealtimeQuery,
     SecurityQuery,
@@ -72,6 +74,7 @@ class Mutation(
     DealMutation,
     ActivityMutation,
     OrderMutation,
+    ProductMutation,
     ConversationMutation,
     RealtimeMutation,
     SecurityMutation,

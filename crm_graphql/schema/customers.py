@@ -12,6 +12,7 @@ from strawberry.types import Info
 from crm_graphql import models
 from crm_graphql.resolvers import customers as resolve
 from crm_graphql.resolvers import privacy as resolve_privacy
+from crm_graphql.resolvers import recommendations as resolve_recommendations
 from crm_graphql.schema.filters import (
     CustomFieldFilter,
     DateTimeFilter,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from crm_graphql.schema.conversations import Conversation, ConversationFilter, ConversationOrder
     from crm_graphql.schema.deals import Deal, DealFilter, DealOrder
     from crm_graphql.schema.orders import Order, OrderFilter, OrderOrder
+    from crm_graphql.schema.recommendations import ChurnRisk, Recommendation
     from crm_graphql.schema.segments import CustomerRfm
     from crm_graphql.schema.users import User
 
@@ -45,6 +47,7 @@ _companies = "crm_graphql.schema.companies"
 _conversations = "crm_graphql.schema.conversations"
 _deals = "crm_graphql.schema.deals"
 _orders = "crm_graphql.schema.orders"
+_recommendations = "crm_graphql.schema.recommendations"
 _users = "crm_graphql.schema.users"
 
 
@@ -157,6 +160,26 @@ class Customer(Node):
         self, info: Info
     ) -> Annotated[CustomerRfm, strawberry.lazy("crm_graphql.schema.segments")] | None:
         return await resolve.rfm(info, self)  # type: ignore[arg-type, return-value]
+
+    @strawberry.field(
+        description="Products this customer has not bought that customers with similar "
+        "purchases bought, best first, each with a score and a reason; the most popular "
+        "products when there is no history to go by."
+    )
+    async def recommendations(
+        self, info: Info, first: int = 5
+    ) -> list[Annotated[Recommendation, strawberry.lazy(_recommendations)]]:
+        return await resolve_recommendations.recommendations(info, self, first)  # type: ignore[arg-type, return-value]
+
+    @strawberry.field(
+        description="How likely the customer is to stop buying: days since the last order "
+        "against their own usual interval, order value trend, open conversations, recent "
+        "contact. Null with fewer than two orders."
+    )
+    async def churn_risk(
+        self, info: Info
+    ) -> Annotated[ChurnRisk, strawberry.lazy(_recommendations)] | None:
+        return await resolve_recommendations.churn_risk(info, self)  # type: ignore[arg-type, return-value]
 
 
 @strawberry.input(description="Conditions on customers; fields combine with AND.")

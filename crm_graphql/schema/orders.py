@@ -25,8 +25,44 @@ from crm_graphql.schema.scalars import JSON, OrderStatus
 
 if TYPE_CHECKING:
     from crm_graphql.schema.customers import Customer
+    from crm_graphql.schema.products import Product
 
 _customers = "crm_graphql.schema.customers"
+_products = "crm_graphql.schema.products"
+
+
+@strawberry.type(
+    description="One line of an order: a product (null for a free line recorded before the "
+    "catalogue had its SKU), how many and at what unit price."
+)
+class OrderLine:
+    position: int = strawberry.field(description="Place of the line in the order, from 0.")
+    sku: str | None = strawberry.field(description="SKU as sold.")
+    name: str | None = strawberry.field(description="Name as sold.")
+    quantity: Decimal = strawberry.field(description="How many, as a decimal string.")
+    unit_price: Decimal | None = strawberry.field(
+        description="Price of one, in the order's currency (null when the item had none)."
+    )
+    currency: str = strawberry.field(description="ISO 4217 code: the order's currency.")
+
+    @strawberry.field(description="The catalogue product (null for a free line).")
+    async def product(self, info: Info) -> Annotated[Product, strawberry.lazy(_products)] | None:
+        return await resolve.line_product(info, self)  # type: ignore[arg-type]
+
+
+@strawberry.input(
+    description="An order line: a product by `productId` or `sku` (either one; both must "
+    "agree), the quantity (1 when left out) and unit price (the product's price when left "
+    "out and the product is priced in the order's currency)."
+)
+class OrderLineInput:
+    product_id: strawberry.ID | None = strawberry.UNSET
+    sku: str | None = strawberry.UNSET
+    quantity: Decimal | None = strawberry.UNSET
+    unit_price: Decimal | None = strawberry.UNSET
+    name: str | None = strawberry.field(
+        default=strawberry.UNSET, description="Left out: the product's name."
+    )
 
 
 @strawberry.type(description="A purchase a customer made.")
@@ -49,6 +85,13 @@ class Order(Node):
     @strawberry.field(description="The customer who placed the order.")
     async def customer(self, info: Info) -> Annotated[Customer, strawberry.lazy(_customers)] | None:
         return await resolve.customer(info, self)  # type: ignore[arg-type]
+
+    @strawberry.field(
+        description="Order lines with their products (from `lines`, or from `items` where "
+        "their SKU matches a product)."
+    )
+    async def lines(self, info: Info) -> list[OrderLine]:
+        return await resolve.lines(info, self)  # type: ignore[arg-type, return-value]
 
 
 @strawberry.input(description="Conditions on orders; fields combine with AND.")
@@ -86,7 +129,10 @@ class OrderOrder:
 @strawberry.input(description="A new order.")
 class CreateOrderInput:
     customer_id: strawberry.ID = strawberry.field(description="The customer who placed it.")
-    amount: Decimal = strawberry.field(description="Total amount (at most 2 decimals).")
+    amount: Decimal | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Total amount (at most 2 decimals). Left out: the total of `lines`.",
+    )
     currency: str = strawberry.field(description="ISO 4217 currency code, such as EUR.")
     number: str | None = strawberry.field(
         default=strawberry.UNSET, description="Left out: the workspace's next ORD-00042 number."
@@ -98,7 +144,13 @@ class CreateOrderInput:
         default=strawberry.UNSET, description="Left out: now."
     )
     items: JSON | None = strawberry.field(
-        default=strawberry.UNSET, description="Order lines, a list of JSON objects."
+        default=strawberry.UNSET,
+        description="Order lines, a list of JSON objects (sku, name, quantity, unitPrice); "
+        "prefer `lines`.",
+    )
+    lines: list[OrderLineInput] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Order lines referring to products (`items` is then written from them).",
     )
 
 
@@ -115,6 +167,9 @@ class UpdateOrderInput:
     currency: str | None = strawberry.UNSET
     placed_at: datetime | None = strawberry.UNSET
     items: JSON | None = strawberry.UNSET
+    lines: list[OrderLineInput] | None = strawberry.field(
+        default=strawberry.UNSET, description="Replaces the order's lines (and `items`)."
+    )
 
 
 @strawberry.type(description="Result of an order mutation.")

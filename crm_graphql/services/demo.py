@@ -43,6 +43,7 @@ from crm_graphql.models import (
     Order,
     OrderStatus,
     Pipeline,
+    Product,
     Role,
     Stage,
     User,
@@ -50,6 +51,7 @@ from crm_graphql.models import (
     uuid7,
 )
 from crm_graphql.services.auth import hash_password
+from crm_graphql.services.products import lines_from_items
 
 # The demo's "today": all history lies in the 18 months before it.
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
@@ -149,6 +151,7 @@ async def seed_demo(
         (_table(Stage), data.stages),
         (_table(Deal), data.deals),
         (_table(Activity), data.activities),
+        (_table(Product), data.products),
         (_table(Order), data.orders),
         (_table(Conversation), data.conversations),
         (_table(Message), data.messages),
@@ -158,6 +161,9 @@ async def seed_demo(
         # INSERT (the ORM bulk path would split batches wherever a value is None).
         if rows:
             await session.execute(insert(table), rows)
+    # Order lines from the orders' items, linked to the catalogue by SKU: the same path
+    # as the upgrade of existing data (migration 0015).
+    await lines_from_items(session, workspace_id=data.workspace_id)
     return DemoSummary(
         workspace_id=data.workspace_id,
         workspace_name=workspace_name.strip(),
@@ -386,6 +392,15 @@ PRODUCTS = (
     ("STO-100GB-M", "Extra storage 100 GB, monthly", Decimal("49.00"), False),
 )
 
+PRODUCT_CATEGORIES = {
+    "CRM": "Subscriptions",
+    "ADD": "Add-ons",
+    "SUP": "Support",
+    "SRV": "Services",
+    "STO": "Storage",
+}
+CATALOGUE_CURRENCY = "USD"
+
 ACTIVITY_WEIGHTS = (
     (ActivityType.NOTE, 25),
     (ActivityType.CALL, 20),
@@ -585,6 +600,7 @@ class _DemoData:
     stages: list[dict[str, Any]] = field(default_factory=list)
     deals: list[dict[str, Any]] = field(default_factory=list)
     activities: list[dict[str, Any]] = field(default_factory=list)
+    products: list[dict[str, Any]] = field(default_factory=list)
     orders: list[dict[str, Any]] = field(default_factory=list)
     conversations: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -613,6 +629,7 @@ class _DemoBuilder:
         self._customers(companies)
         self._deals()
         self._activities()
+        self._products()
         self._orders()
         self._conversations()
         return self.data
@@ -1001,6 +1018,23 @@ class _DemoBuilder:
             row["last_activity_at"] = latest.get(row["id"])
             if row["last_activity_at"] is not None:
                 row["updated_at"] = max(row["created_at"], row["last_activity_at"])
+
+    def _products(self) -> None:
+        """The catalogue behind ``PRODUCTS`` (no random draw: the other tables stay as
+        they were before the catalogue existed)."""
+        added = START_TIME - timedelta(days=20)
+        for sku, name, price, _ in PRODUCTS:
+            self.data.products.append(
+                self._row(
+                    sku=sku,
+                    name=name,
+                    category=PRODUCT_CATEGORIES[sku.split("-")[0]],
+                    price=price,
+                    currency=CATALOGUE_CURRENCY,
+                    version=1,
+                    created_at=added,
+                )
+            )
 
     def _orders(self) -> None:
         rng = self.rng

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import BigInteger, cast, func, select
+from sqlalchemy import BigInteger, cast, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_graphql.models import Customer, Order, OrderStatus
-from crm_graphql.services import fields, querying, records
-from crm_graphql.services.actor import Actor
+from crm_graphql.models import Customer, Order, OrderLine, OrderStatus, Product
+from crm_graphql.services import fields, products, querying, records
+from crm_graphql.services.actor import Actor, in_workspace, scope_condition
 from crm_graphql.services.errors import Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
 
@@ -43,7 +44,18 @@ ORDERS = querying.ListSpec(
     parent_fields={"customer_id": Order.customer_id},
 )
 
-EDITABLE = ("customer_id", "number", "status", "amount", "currency", "placed_at", "items")
+EDITABLE = (
+    "customer_id",
+    "number",
+    "status",
+    "amount",
+    "currency",
+    "placed_at",
+    "items",
+    "lines",
+)
+MAX_QUANTITY = Decimal("999999999")
+CENT = Decimal("0.01")
 
 NUMBER_PREFIX = "ORD-"
 NUMBER_DIGITS = 5  # zero-padded: ORD-00001; longer once a workspace passes 99,999 orders
@@ -108,9 +120,10 @@ async def _clean(
             actor, session, [(Customer, data["customer_id"], "customerId")]
         )
     if "amount" in data or creating:
-        if data.get("amount") is None:
-            raise Invalid("`amount` is required", "amount")
-        cleaned["amount"] = fields.amount(data["amount"])
+        if data.get("amount") is not None:
+            cleaned["amount"] = fields.amount(data["amount"])
+        elif not (creating and data.get("lines") is not None):  # else: the lines' total
+            raise Invalid("`amount` is required (or give `lines`)", "amount")
     if "currency" in data or creating:
         cleaned["currency"] = fields.currency(data.get("currency"))
     if data.get("status") is not None:
@@ -126,8 +139,19 @@ async def _clean(
         cleaned["placed_at"] = (
             datetime.now(UTC) if placed_at is None else fields.aware_datetime(placed_at, "placedAt")
         )
+    if data.get("lines") is not None and data.get("items") is not None:
+        raise Invalid("Pass either `lines` or `items`, not both", "lines")
     if "items" in data:
         cleaned["items"] = _items(data["items"])
+    cleaned.pop("lines", None)
+    if data.get("lines") is not None:
+        currency = cleaned.get("currency") or (current.currency if current else None)
+        lines = await _lines(actor, session, data["lines"], currency)
+        cleaned["lines"] = lines
+        cleaned["items"] = [_item_of(line) for line in lines]
+        if creating and data.get("amount") is None:
+            total = sum((line.quantity * (line.unit_price or 0) for line in lines), Decimal(0))
+            cleaned["amount"] = fields.amount(total.quantize(CENT, ROUND_HALF_UP), "amount")
     if "number" in data or creating:
         await _lock_numbers(actor, session)
         if data.get("number") is None:
@@ -143,10 +167,13 @@ async def _clean(
 
 async def create_order(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Order:
     """Record a purchase; without a ``number`` the next ``ORD-00042`` of the workspace is
-    used."""
+    used. Its lines come from ``lines`` (products by ID or SKU) or else from ``items``."""
     authorize(actor, Action.WRITE_CUSTOMERS)
     cleaned = await _clean(actor, session, data, current=None)
-    return await records.create(actor, session, Order(**cleaned), action="createOrder")
+    lines = cleaned.pop("lines", None)
+    order = await records.create(actor, session, Order(**cleaned), action="createOrder")
+    await _write_lines(session, order, lines)
+    return order
 
 
 async def update_order(
@@ -161,7 +188,16 @@ async def update_order(
     authorize(actor, Action.WRITE_CUSTOMERS)
     order = await records.get_for_change(actor, session, Order, order_id, expected_version)
     cleaned = await _clean(actor, session, data, current=order)
-    return await records.update(actor, session, order, cleaned, action="updateOrder")
+    lines = cleaned.pop("lines", None)
+    order = await records.update(actor, session, order, cleaned, action="updateOrder")
+    if lines is not None or {"items", "currency"} & set(cleaned):
+        await session.execute(
+            delete(OrderLine).where(
+                OrderLine.workspace_id == order.workspace_id, OrderLine.order_id == order.id
+            )
+        )
+        await _write_lines(session, order, lines)
+    return order
 
 
 async def archive_order(
@@ -176,3 +212,126 @@ async def archive_order(
     return await records.archive(
         actor, session, Order, order_id, expected_version, action="archiveOrder"
     )
+
+
+# ------------------------------------------------------------------------ order lines
+
+
+def _line_quantity(value: Any, field: str) -> Decimal:
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise Invalid(f"`{field}` must be a number", field) from exc
+    if not number.is_finite() or number <= 0 or number > MAX_QUANTITY:
+        raise Invalid(f"`{field}` must be more than 0 and at most {MAX_QUANTITY}", field)
+    if number.as_tuple().exponent < -3:  # type: ignore[operator]
+        raise Invalid(f"`{field}` allows at most 3 decimals", field)
+    return number
+
+
+async def _lines(
+    actor: Actor, session: AsyncSession, raw: Any, currency: str | None
+) -> list[OrderLine]:
+    """The lines of a ``lines`` input: each names a product by ``product_id`` or ``sku``
+    (unknown, archived or contradicting ones are ``Invalid`` naming ``lines.<i>.<field>``),
+    its quantity (1 when left out) and unit price (the product's when left out, if the
+    product is priced in the order's currency)."""
+    if not isinstance(raw, list):
+        raise Invalid("`lines` must be a list", "lines")
+    ids = [line.get("product_id") for line in raw if line.get("product_id") is not None]
+    skus = [str(line["sku"]).strip().lower() for line in raw if line.get("sku") is not None]
+    by_id: dict[Any, Product] = {}
+    by_sku: dict[str, Product] = {}
+    if ids or skus:
+        found = await session.scalars(
+            in_workspace(Product, actor).where(
+                Product.id.in_(ids) | func.lower(Product.sku).in_(skus)
+            )
+        )
+        for row in found:
+            by_id[row.id] = row
+            by_sku[row.sku.lower()] = row
+    lines: list[OrderLine] = []
+    for index, line in enumerate(raw):
+        path = f"lines.{index}"
+        product: Product | None = None
+        if line.get("product_id") is not None:
+            product = by_id.get(line["product_id"])
+            if product is None:
+                raise Invalid("No product with this ID", f"{path}.productId")
+        if line.get("sku") is not None:
+            sku = products.clean_sku(line["sku"], f"{path}.sku")
+            named = by_sku.get(sku.lower())
+            if named is None:
+                raise Invalid(f"No product with SKU {sku}", f"{path}.sku")
+            if product is not None and named.id != product.id:
+                raise Invalid(f"SKU {sku} is another product than `productId`", f"{path}.sku")
+            product = named
+        if product is None:
+            raise Invalid("A line needs `productId` or `sku`", f"{path}.productId")
+        if product.archived_at is not None:
+            raise Invalid(f"Product {product.sku} is archived", f"{path}.productId")
+        quantity = Decimal(1)
+        if line.get("quantity") is not None:
+            quantity = _line_quantity(line["quantity"], f"{path}.quantity")
+        if line.get("unit_price") is not None:
+            unit_price = fields.amount(line["unit_price"], f"{path}.unitPrice")
+        elif currency is None or product.currency.strip() == currency:
+            unit_price = product.price
+        else:
+            raise Invalid(
+                f"{product.sku} is priced in {product.currency}: give `unitPrice` in {currency}",
+                f"{path}.unitPrice",
+            )
+        name = fields.optional_text(line.get("name"), f"{path}.name", max_length=300)
+        lines.append(
+            OrderLine(
+                position=index,
+                product_id=product.id,
+                sku=product.sku,
+                name=name or product.name,
+                quantity=quantity,
+                unit_price=unit_price,
+            )
+        )
+    return lines
+
+
+def _item_of(line: OrderLine) -> dict[str, Any]:
+    """The ``items`` entry of a line, as clients of ``items`` have always read them."""
+    quantity = line.quantity
+    return {
+        "sku": line.sku,
+        "name": line.name,
+        "quantity": int(quantity) if quantity == quantity.to_integral_value() else str(quantity),
+        "unitPrice": str(line.unit_price),
+    }
+
+
+async def _write_lines(session: AsyncSession, order: Order, lines: list[OrderLine] | None) -> None:
+    """Store ``lines`` for ``order``; without them, its lines from its ``items``."""
+    if lines is None:
+        if order.items:
+            await products.lines_from_items(session, order_id=order.id)
+        return
+    for line in lines:
+        line.workspace_id = order.workspace_id
+        line.order_id = order.id
+        line.currency = order.currency
+    session.add_all(lines)
+    await session.flush()
+
+
+async def lines_by_order(
+    actor: Actor, session: AsyncSession, order_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[OrderLine]]:
+    """The lines of many orders in one statement, in their order."""
+    rows = await session.scalars(
+        select(OrderLine)
+        .where(scope_condition(OrderLine, actor), OrderLine.order_id.in_(list(order_ids)))
+        .order_by(OrderLine.order_id, OrderLine.position)
+    )
+    found: dict[uuid.UUID, list[OrderLine]] = {i: [] for i in order_ids}
+    for line in rows:
+        found.setdefault(line.order_id, []).append(line)
+    return found

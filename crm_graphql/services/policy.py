@@ -42,7 +42,7 @@ SCOPES = frozenset(
 
 
 class Action(enum.StrEnum):
-    READ_CUSTOMERS = "customers.read"  # customers, companies, orders
+    READ_CUSTOMERS = "customers.read"  # customers, companies, orders, products
     WRITE_CUSTOMERS = "customers.write"
     ARCHIVE_CUSTOMERS = "customers.archive"
     MERGE_CUSTOMERS = "customers.merge"
@@ -139,6 +139,8 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.Company: Action.READ_CUSTOMERS,
     models.Order: Action.READ_CUSTOMERS,
     models.Segment: Action.READ_CUSTOMERS,
+    models.OrderLine: Action.READ_CUSTOMERS,
+    models.Product: Action.READ_CUSTOMERS,
     models.Deal: Action.READ_DEALS,
     models.Pipeline: Action.READ_DEALS,
     models.Stage: Action.READ_DEALS,

@@ -140,6 +140,9 @@ class Env:
         customer = await self.customer()
         return await self.make("createOrder", customerId=customer, amount="10", currency="EUR")
 
+    async def product(self) -> str:
+        return await self.make("createProduct", **await product_input(self))
+
     async def conversation(self) -> str:
         customer = await self.customer()
         return await self.make("startConversation", customerId=customer, channel="CHAT")
@@ -431,6 +434,13 @@ async def order_input(env: Env) -> dict[str, Any]:
 
 async def custom_field_input(env: Env) -> dict[str, Any]:
     return {"entity": "DEAL", "key": "r" + uuid.uuid4().hex[:8], "label": "Region", "type": "TEXT"}
+async def product_input(env: Env) -> dict[str, Any]:
+    return {
+        "sku": f"SKU-{uuid.uuid4().hex[:8]}",
+        "name": "Beans",
+        "price": "9.50",
+        "currency": "EUR",
+    }
 
 
 async def conversation_input(env: Env) -> dict[str, Any]:
@@ -477,6 +487,9 @@ SCENARIOS: dict[str, Scenario] = {
         Env.order, {"status": "REFUNDED"}, {"customerId": unknown_id("Customer")}, "NOT_FOUND"
     ),
     "archiveOrder": archiving(Env.order),
+    "createProduct": creating(product_input, {"price": "-1"}, "VALIDATION"),
+    "updateProduct": changing(Env.product, {"name": "Dark beans"}, {"sku": " "}, "VALIDATION"),
+    "archiveProduct": archiving(Env.product),
     "startConversation": creating(
         conversation_input, {"customerId": unknown_id("Customer")}, "NOT_FOUND"
     ),

@@ -118,6 +118,7 @@ async def foreign_ids(other: Env) -> dict[str, str]:
         "Deal": await other.deal(stage),
         "Activity": await other.activity(),
         "Order": await other.order(),
+        "Product": await other.product(),
         "Conversation": conversation,
         "User": other.user_id,
         "ApiKey": to_global_id("ApiKey", key),

@@ -24,7 +24,9 @@ from crm_graphql.models import (
     Event,
     Message,
     Order,
+    OrderLine,
     Pipeline,
+    Product,
     Role,
     Stage,
     User,
@@ -43,6 +45,7 @@ EXPECTED_COUNTS = {
     "deals": 150,
     "activities": 1000,
     "orders": 300,
+    "products": 10,
     "conversations": 20,
 }
 MODELS: dict[str, Any] = {
@@ -54,6 +57,7 @@ MODELS: dict[str, Any] = {
     "deals": Deal,
     "activities": Activity,
     "orders": Order,
+    "products": Product,
     "conversations": Conversation,
     "messages": Message,
 }
@@ -162,6 +166,24 @@ async def _snapshot(session: AsyncSession, workspace_id: uuid.UUID) -> dict[str,
         "messages": messages,
         "users": users,
     }
+
+
+async def test_demo_orders_have_lines_linked_to_the_catalogue(
+    session: AsyncSession, seeded: demo.DemoSummary
+) -> None:
+    ws = seeded.workspace_id
+    items = await session.scalar(
+        select(func.sum(func.jsonb_array_length(Order.items))).where(Order.workspace_id == ws)
+    )
+    lines = await session.scalar(
+        select(func.count()).select_from(OrderLine).where(OrderLine.workspace_id == ws)
+    )
+    linked = await session.scalar(
+        select(func.count())
+        .select_from(OrderLine)
+        .where(OrderLine.workspace_id == ws, OrderLine.product_id.is_not(None))
+    )
+    assert items and lines == items == linked
 
 
 async def test_counts_match_summary(session: AsyncSession, seeded: demo.DemoSummary) -> None:
