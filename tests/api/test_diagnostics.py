@@ -38,7 +38,7 @@ async def test_runtime_figures_count_the_collections_and_the_realtime_state(
 
 async def test_a_census_counts_the_objects_alive_by_type(settings: Any) -> None:
     async with support.app_client(settings, debug_runtime=True) as client:
-        kept = [_Marker() for _ in range(500)]
+        kept = [_Marker() for _ in range(50_000)]  # among the most numerous types
         census = (await client.http.get("/debug/runtime?census=1&collect=1")).json()["census"]
     assert census["by_type"][f"{__name__}._Marker"] == len(kept)
     assert census["objects"] >= sum(census["by_type"].values())
