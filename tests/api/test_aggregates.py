@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from graphql import parse, validate
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql import models
@@ -39,6 +38,7 @@ from crm_graphql.schema import aggregates as aggregate_schema
 from crm_graphql.schema import schema
 from crm_graphql.services import aggregates, auth
 from tests import support
+from tests.api.conftest import StatementCounter
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC_ZONE = ZoneInfo("UTC")
@@ -825,23 +825,6 @@ async def test_bad_grouping_arguments_are_validation_errors(
     assert result.status == 200
     assert [e["extensions"]["code"] for e in result.errors] == ["VALIDATION"], result.body
     assert result.data is None
-
-
-class StatementCounter:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
-
-
-@pytest.fixture
-async def counter(app: Any) -> AsyncIterator[StatementCounter]:
-    engine = app.state.crm.sessionmaker.kw["bind"].sync_engine
-    counting = StatementCounter()
-    event.listen(engine, "before_cursor_execute", counting)
-    yield counting
-    event.remove(engine, "before_cursor_execute", counting)
 
 
 async def test_one_statement_per_aggregate_whatever_the_number_of_groups(

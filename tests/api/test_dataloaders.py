@@ -5,11 +5,9 @@ from __future__ import annotations
 import gc
 import uuid
 import weakref
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from crm_graphql import models
 from crm_graphql.models import Role
@@ -17,6 +15,7 @@ from crm_graphql.resolvers.context import Context
 from crm_graphql.services import customers, demo
 from crm_graphql.services.actor import Actor
 from tests import support
+from tests.api.conftest import StatementCounter
 
 GRAPH = """query($n: Int!) {
   customers(first: $n, orderBy: [{field: NAME}]) {
@@ -43,23 +42,6 @@ async def demo_client(sessionmaker: Any, client: support.GraphQLClient) -> suppo
         )
     email, password, _ = demo.demo_logins(domain)[0]
     return await client.logged_in(email, password)
-
-
-class StatementCounter:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
-
-
-@pytest.fixture
-async def counter(app: Any) -> AsyncIterator[StatementCounter]:
-    engine = app.state.crm.sessionmaker.kw["bind"].sync_engine
-    counting = StatementCounter()
-    event.listen(engine, "before_cursor_execute", counting)
-    yield counting
-    event.remove(engine, "before_cursor_execute", counting)
 
 
 async def test_statements_do_not_grow_with_page_size(

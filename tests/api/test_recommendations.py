@@ -10,13 +10,12 @@ import random
 import re
 import statistics
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bench import eval_reco
@@ -28,6 +27,7 @@ from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.services.policy import CUSTOMERS_READ
 from tests import support
+from tests.api.conftest import StatementCounter
 
 RECOMMENDATIONS = """query($first: Int!) {
   customers(first: 100) { nodes { id name
@@ -346,23 +346,6 @@ async def test_churn_risk_matches_the_formula_computed_in_python(
     overdue = keyed[ids["Overdue"]]
     assert overdue is not None
     assert overdue.score == pytest.approx(expected_churn(*cases["Overdue"][:2], 0, False), abs=1e-4)
-
-
-class StatementCounter:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
-
-
-@pytest.fixture
-async def counter(app: Any) -> AsyncIterator[StatementCounter]:
-    engine = app.state.crm.sessionmaker.kw["bind"].sync_engine
-    counting = StatementCounter()
-    event.listen(engine, "before_cursor_execute", counting)
-    yield counting
-    event.remove(engine, "before_cursor_execute", counting)
 
 
 PAGE = """query($n: Int!) {

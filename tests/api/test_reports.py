@@ -9,14 +9,14 @@ import math
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.models import (
@@ -34,6 +34,7 @@ from crm_graphql.services import conversations as conversation_service
 from crm_graphql.services import deals as deal_service
 from crm_graphql.services.actor import Actor
 from tests import support
+from tests.api.conftest import StatementCounter
 from tests.api.scenarios import Env
 
 # The period of every report here: January to March 2026 in Paris, i.e. from
@@ -1049,23 +1050,6 @@ async def test_rating_another_workspaces_or_a_private_conversation_is_not_found(
 
 
 # -------------------------------------------------------------------------- statements
-
-
-class StatementCounter:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
-
-
-@pytest.fixture
-async def counter(app: Any) -> AsyncIterator[StatementCounter]:
-    engine = app.state.crm.sessionmaker.kw["bind"].sync_engine
-    counting = StatementCounter()
-    event.listen(engine, "before_cursor_execute", counting)
-    yield counting
-    event.remove(engine, "before_cursor_execute", counting)
 
 
 async def test_reports_take_a_fixed_number_of_statements(

@@ -5,14 +5,13 @@ checked against a plain-Python computation, drill-downs, cohorts, statement coun
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.models import Role, Segment, User, Workspace
@@ -21,6 +20,7 @@ from crm_graphql.services import api_keys
 from crm_graphql.services.rfm import RfmSegment
 from crm_graphql.services.segments import BUILT_INS
 from tests import rfm_reference, support
+from tests.api.conftest import StatementCounter
 from tests.api.scenarios import Env
 
 Clients = dict[Role, support.GraphQLClient]
@@ -400,23 +400,6 @@ async def test_cohort_table_matches_python_and_each_cell_drills_down(
             assert listed.ok()["customers"]["totalCount"] == cell["customers"]
     bad = await client(COHORTS, {"from": "2026-01-01", "to": "2026-02-01", "tz": "Nowhere/X"})
     assert [e["extensions"]["code"] for e in bad.errors] == ["VALIDATION"]
-
-
-class StatementCounter:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
-
-
-@pytest.fixture
-async def counter(app: Any) -> AsyncIterator[StatementCounter]:
-    engine = app.state.crm.sessionmaker.kw["bind"].sync_engine
-    counting = StatementCounter()
-    event.listen(engine, "before_cursor_execute", counting)
-    yield counting
-    event.remove(engine, "before_cursor_execute", counting)
 
 
 async def test_a_segment_page_with_scores_costs_the_same_statements_at_any_size(
