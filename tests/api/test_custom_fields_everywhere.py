@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from crm_graphql.models import Role
 from crm_graphql.services import customers as customer_service
@@ -80,7 +81,7 @@ SEGMENT_MEMBERS = """query($id: ID!, $f: CustomerFilter) {
   } }
 }"""
 SEGMENTS_MEMBERS = """query {
-  segments(first: 50, filter: {builtIn: false}) { nodes { id
+  segments(first: 50, filter: {builtIn: false}) { nodes { id filter
     customers(first: 100) { totalCount nodes { id } } } }
 }"""
 MEMBERS = """query($id: ID!, $f: CustomerFilter) {
@@ -263,6 +264,45 @@ async def test_a_customers_aggregate_with_a_custom_field_filter(as_role: Clients
     assert {g["lifecycleStage"]: g["count"] for g in result["groups"]} == dict(expected)
 
 
+async def test_a_companies_aggregate_with_a_custom_field_filter(as_role: Clients) -> None:
+    admin = as_role[Role.ADMIN]
+    await define(admin, entity="COMPANY", key="listed", label="Listed", type="BOOLEAN")
+    rng = random.Random(11)
+    kept = []
+    for i in range(12):
+        listed = rng.random() < 0.5
+        employees = rng.randint(1, 500)
+        ok(
+            await admin(
+                CREATE_COMPANY,
+                {
+                    "i": {
+                        "name": f"Co {i}",
+                        "employeeCount": employees,
+                        "customFields": {"listed": listed},
+                    }
+                },
+            ),
+            "createCompany",
+        )
+        if listed:
+            kept.append(employees)
+    result = (
+        await admin(
+            """query($f: CompanyFilter) { companiesAggregate(filter: $f) {
+              count employeeCount { sum min max } } }""",
+            {"f": {"customFields": [{"key": "listed", "eq": True}]}},
+        )
+    ).ok()["companiesAggregate"]
+    assert result["count"] == len(kept)
+    numbers = result["employeeCount"]
+    assert (Decimal(numbers["sum"]), Decimal(numbers["min"]), Decimal(numbers["max"])) == (
+        sum(kept),
+        min(kept),
+        max(kept),
+    )
+
+
 async def test_a_sales_report_with_a_custom_field_filter(
     as_role: Clients, deals_data: dict[str, Any]
 ) -> None:
@@ -387,6 +427,58 @@ async def test_a_saved_segment_with_a_custom_field_filter(
             found = found[step]
         assert found["totalCount"] == len(both)
         assert {n["id"] for n in found["nodes"]} == both
+
+
+class StatementCounter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement)
+
+
+async def test_segments_members_cost_the_same_statements_for_2_or_6_segments(
+    app: Any, as_role: Clients, customers_data: list[dict[str, Any]]
+) -> None:
+    admin = as_role[Role.ADMIN]
+    engine = app.state.crm.sessionmaker.kw["bind"].sync_engine
+    counts = {}
+    made = 0
+    for total in (2, 6):
+        while made < total:
+            tier = "gold" if made % 2 else "silver"
+            ok(
+                await admin(
+                    CREATE_SEGMENT,
+                    {
+                        "i": {
+                            "name": f"Tier {made}",
+                            "filter": {"customFields": [{"key": "tier", "eq": tier}]},
+                        }
+                    },
+                ),
+                "createSegment",
+            )
+            made += 1
+        counter = StatementCounter()
+        event.listen(engine, "before_cursor_execute", counter)
+        try:
+            listed = (await admin(SEGMENTS_MEMBERS)).ok()["segments"]["nodes"]
+        finally:
+            event.remove(engine, "before_cursor_execute", counter)
+        assert len(listed) == total
+        for segment in listed:
+            want = {
+                r["id"] for r in customers_data if r["values"].get("tier") in segment_tier(segment)
+            }
+            assert {n["id"] for n in segment["customers"]["nodes"]} == want
+            assert segment["customers"]["totalCount"] == len(want)
+        counts[total] = counter.statements
+    assert len(counts[2]) == len(counts[6]), counts
+
+
+def segment_tier(segment: dict[str, Any]) -> set[str]:
+    return {segment["filter"]["customFields"][0]["eq"]}
 
 
 async def test_a_segment_whose_custom_field_filter_is_wrong_is_refused(
