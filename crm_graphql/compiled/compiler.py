@@ -578,11 +578,15 @@ class Compiler:
             if args.get("segment_id") is not None:  # a segment's filter is read at run time
                 raise Unsupported("customers of a segment")
             filter = filter_spec(args.get("filter"))
+            ordering = order_spec(args.get("order_by"))
+            if spec.custom_fields is not None and querying.uses_custom_fields(filter, ordering):
+                # The workspace's definitions are read at run time (ListSpec.custom_terms).
+                raise Unsupported("a filter or order on custom fields")
             if _computed_filter_fields(spec, self.actor, filter):
                 # Subqueries over other tables (a customer's orders, RFM scores) would be
                 # rewritten onto the list's alias here: the executed path answers.
                 raise Unsupported("a filter field computed by a subquery")
-            keys = spec.keys(order_spec(args.get("order_by")))
+            keys = spec.keys(ordering)
             base = spec.statement(
                 self.actor, filter, include_archived=bool(args.get("include_archived"))
             ).whereclause

@@ -127,10 +127,24 @@ class SegmentMembers:
         self.pages: DataLoader[tuple[uuid.UUID, ListArgs], Any] = DataLoader(self._pages)
         self.counts: DataLoader[tuple[uuid.UUID, str], int] = DataLoader(self._counts)
 
-    def _statement(self, actor: Any, segment_id: uuid.UUID, filter_key: str) -> Any:
+    def _filter(self, segment_id: uuid.UUID, filter_key: str) -> dict[str, Any]:
         own, client = self.within[segment_id], self.filters[filter_key]
-        combined = {"and": [own, client]} if client else own
-        return customer_service.CUSTOMERS.statement(actor, combined)
+        return {"and": [own, client]} if client else own
+
+    async def _statements(
+        self,
+        actor: Any,
+        session: Any,
+        keys: list[tuple[uuid.UUID, str]],
+        order: list[tuple[str, bool]] | None = None,
+    ) -> tuple[list[Any], list[querying.SortKey]]:
+        """The members' statements of these segments (and the sort keys of ``order``),
+        with the customers' custom-field definitions read once if any filter needs them."""
+        spec = customer_service.CUSTOMERS
+        filters = [self._filter(i, f) for i, f in keys]
+        custom = await spec.custom_terms_many(actor, session, filters, order)
+        statements = [spec.statement(actor, f, custom=custom) for f in filters]
+        return statements, spec.keys(order, custom)
 
     async def _pages(self, keys: list[tuple[uuid.UUID, ListArgs]]) -> list[Any]:
         actor = self.context.require_actor()
@@ -140,8 +154,9 @@ class SegmentMembers:
         found: dict[tuple[uuid.UUID, ListArgs], Any] = {}
         async with self.context.read() as session:
             for args, ids in groups.items():
-                statements = [self._statement(actor, i, args.filter_key) for i in ids]
-                keys_ = customer_service.CUSTOMERS.keys(list(args.order) or None)
+                statements, keys_ = await self._statements(
+                    actor, session, [(i, args.filter_key) for i in ids], list(args.order) or None
+                )
                 pages = await querying.paginate_many(
                     session, models.Customer, statements, keys_, args.page
                 )
@@ -150,8 +165,8 @@ class SegmentMembers:
 
     async def _counts(self, keys: list[tuple[uuid.UUID, str]]) -> list[int]:
         actor = self.context.require_actor()
-        statements = [self._statement(actor, i, f) for i, f in keys]
         async with self.context.read() as session:
+            statements, _ = await self._statements(actor, session, keys)
             return await querying.count_many(session, statements)
 
 

@@ -37,7 +37,7 @@ SearchResult = Annotated[
 class SearchHighlight:
     field: str = strawberry.field(
         description="Which field: name, email, phone, company, tags, domain, title, subject, "
-        "message or body."
+        "message, body, or `customFields.<key>` for a custom field marked searchable."
     )
     snippet: str = strawberry.field(
         description="The field's text around the match, HTML-escaped, each matched part "
@@ -76,7 +76,8 @@ class SearchQuery:
     @strawberry.field(
         description="Find customers (name, email, phone, company, tags), companies (name, "
         "domain), deals (title), conversations (subject, messages) and activities (subject, "
-        "body) as you type: every word must start a word of the object, case and accents "
+        "body), and customers, companies and deals by their custom fields marked "
+        "`searchable`, as you type: every word must start a word of the object, case and accents "
         "ignored (`ais wil` finds Aisha Williams, `5550199` a phone number, `example.com` "
         "an email). Only what the caller may read in its lists; `types` narrows the kinds "
         "(a kind the caller may not read is FORBIDDEN). Pages forward with `first`/`after`."

@@ -400,9 +400,10 @@ def _representable(expression: Any, kind: Kind) -> Any:
     return case((finite, func.greatest(func.least(expression, high), low)), else_=expression)
 
 
-def grouped_statement(
+async def grouped_statement(
     spec: AggregateSpec,
     actor: Any,
+    session: AsyncSession,
     filter: FilterSpec | None,
     group_by: Sequence[GroupBy],
     zone: str,
@@ -413,7 +414,7 @@ def grouped_statement(
     """One statement: a row per group (``g`` = 0) and a row of totals (``g`` > 0), each
     with ``k<i>`` / ``e<i>`` (key, bucket end), ``n`` (count), ``money`` (JSON per
     currency) and ``<number>_sum/_n/_min/_max``. ``extra``: more conditions on the rows."""
-    base = spec.rows.statement(actor, filter, include_archived=include_archived)
+    base = await spec.rows.filtered(actor, session, filter, include_archived=include_archived)
     for condition in extra:
         base = base.where(condition)
     dims = [spec.dimensions[g.dimension] for g in group_by]
@@ -622,8 +623,10 @@ async def aggregate(
     the actor sees them with ``filter``; grouped by up to two dimensions, in one statement."""
     zone = time_zone(time_zone_name)
     _check_group_by(spec, group_by)
-    statement = grouped_statement(
-        spec, actor, filter, group_by, zone.key, include_archived=include_archived
+    statement = (
+        await grouped_statement(
+            spec, actor, session, filter, group_by, zone.key, include_archived=include_archived
+        )
     ).limit(MAX_GROUPS + 2)
     rows = await _rows(session, statement)
     totals = _empty(spec)
@@ -726,13 +729,16 @@ async def time_series(
         dimension.column >= select(func.min(series.c.start)).scalar_subquery(),
         dimension.column < select(func.max(series.c.end)).scalar_subquery(),
     )
-    grouped = grouped_statement(
-        spec,
-        actor,
-        metric_spec.filter,
-        [GroupBy(metric_spec.dimension, interval)],
-        zone.key,
-        extra=covered,
+    grouped = (
+        await grouped_statement(
+            spec,
+            actor,
+            session,
+            metric_spec.filter,
+            [GroupBy(metric_spec.dimension, interval)],
+            zone.key,
+            extra=covered,
+        )
     ).subquery("grouped")
     columns = [series.c.start, series.c.end, func.coalesce(grouped.c.n, 0).label("n")]
     if spec.money:

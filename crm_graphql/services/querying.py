@@ -67,9 +67,7 @@ class SortKey:
         return bool(getattr(column, "nullable", True))
 
     def reversed(self) -> SortKey:
-        return SortKey(
-            self.column, not self.descending, not self.nulls_first, self.name, self.read
-        )
+        return SortKey(self.column, not self.descending, not self.nulls_first, self.name, self.read)
 
     def term(self) -> Any:
         term = self.column.desc() if self.descending else self.column.asc()
@@ -232,6 +230,12 @@ CUSTOM_FIELDS = "custom_fields"
 CUSTOM_ORDER_PREFIX = "custom_fields."
 
 
+class CustomTermsNotLoaded(RuntimeError):
+    """A programming error: a list statement was built for a filter that names custom
+    fields without the workspace's definitions (``ListSpec.custom_terms``). Use
+    ``ListSpec.filtered`` (or pass ``custom=``): the user's filter is not at fault."""
+
+
 class CustomFieldTerms(Protocol):
     """The custom-field definitions of one workspace and entity, as SQL."""
 
@@ -276,9 +280,7 @@ def filter_condition(
             terms.extend(filter_condition(sub, fields, custom) for sub in value)
         elif key == "or":
             terms.append(
-                or_(*(filter_condition(sub, fields, custom) for sub in value))
-                if value
-                else false()
+                or_(*(filter_condition(sub, fields, custom) for sub in value)) if value else false()
             )
         elif key == "not":
             terms.append(not_(filter_condition(value, fields, custom)))
@@ -662,8 +664,17 @@ class ListSpec(Generic[M]):
         custom: CustomFieldTerms | None = None,
     ) -> Select[M]:
         """Scoped to the actor's workspace (after the model's read check), limited to the rows the
-        actor may see, filtered, archived rows hidden unless asked for."""
+        actor may see, filtered, archived rows hidden unless asked for.
+
+        A filter naming custom fields needs ``custom`` (``custom_terms``): without it this
+        raises ``CustomTermsNotLoaded``, a programming error. ``filtered`` loads them."""
         from crm_graphql.services.actor import scoped
+
+        if custom is None and self.custom_fields is not None and uses_custom_fields(filter):
+            raise CustomTermsNotLoaded(
+                f"{self.model.__name__} filter names custom fields: build it with "  # type: ignore[attr-defined]
+                "ListSpec.filtered (or pass custom=ListSpec.custom_terms(...))"
+            )
 
         fields = self.filter_fields
         if self.actor_filter_fields is not None:
@@ -689,9 +700,36 @@ class ListSpec(Generic[M]):
     ) -> CustomFieldTerms | None:
         """The list's custom-field definitions when this filter or order needs them (one
         statement), else None."""
-        if self.custom_fields is None or not uses_custom_fields(filter, order):
+        return await self.custom_terms_many(actor, session, [filter], order)
+
+    async def custom_terms_many(
+        self,
+        actor: Any,
+        session: AsyncSession,
+        filters: Sequence[FilterSpec | None],
+        order: Sequence[tuple[str, bool]] | None = None,
+    ) -> CustomFieldTerms | None:
+        """``custom_terms`` for many statements of the list at once (a batch of segments'
+        members): loaded once when any of the filters or the order needs them."""
+        if self.custom_fields is None:
+            return None
+        if not uses_custom_fields(None, order) and not any(uses_custom_fields(f) for f in filters):
             return None
         return await self.custom_fields(actor, session)
+
+    async def filtered(
+        self,
+        actor: Any,
+        session: AsyncSession,
+        filter: FilterSpec | None = None,
+        *,
+        include_archived: bool = False,
+    ) -> Select[M]:
+        """``statement`` with the custom-field definitions the filter needs loaded first
+        (one more statement, only when the filter names a custom field): what every read
+        of this list builds on (aggregates, reports, segments ...)."""
+        custom = await self.custom_terms(actor, session, filter)
+        return self.statement(actor, filter, include_archived=include_archived, custom=custom)
 
     def parent_column(self, parent: str) -> Any:
         if parent not in self.parent_fields:
@@ -745,6 +783,5 @@ async def counts_by_parent(
     filter: FilterSpec | None = None,
 ) -> dict[Any, int]:
     """``totalCount`` of a nested list for many parents at once."""
-    custom = await spec.custom_terms(actor, session, filter)
-    stmt = spec.statement(actor, filter, custom=custom)
+    stmt = await spec.filtered(actor, session, filter)
     return await count_per_parent(session, stmt, spec.parent_column(parent), parent_ids)

@@ -234,7 +234,8 @@ async def sales_report(
     - forecast: open deals by expected close month (within the period) and owner, per
       currency, unweighted and weighted.
 
-    Six statements whatever the number of deals."""
+    Six statements whatever the number of deals (one more when ``filter`` names a custom
+    field: the deals' definitions)."""
     span = period(start, end, time_zone)
     pipeline, stages = await _pipeline_and_stages(actor, session, pipeline_id)
     base: dict[str, Any] = {"pipeline_id": {"eq": Ref("Pipeline", pipeline.id)}}
@@ -243,8 +244,12 @@ async def sales_report(
     # What the rows are read by: the ids as UUIDs (``Ref`` is for the client's filter).
     plain = _plain_spec
 
+    # The caller's filter may name custom fields: their definitions are read once, and
+    # every statement below is built with them.
+    custom = await deals.DEALS.custom_terms(actor, session, filter)
+
     def rows(*specs: FilterSpec) -> Any:
-        return deals.DEALS.statement(actor, _all(filter, *(plain(s) for s in specs)))
+        return deals.DEALS.statement(actor, _all(filter, *(plain(s) for s in specs)), custom=custom)
 
     probability = {s.id: Decimal(s.probability) / 100 for s in stages}
 

@@ -1,6 +1,7 @@
 """Search: one ranked list over customers, companies, deals, conversations and activities.
 
-Documents are kept by triggers in the writing transaction (migration 0010); this module
+Documents are kept by triggers in the writing transaction (migrations 0010 and 0016:
+customers', companies' and deals' custom fields marked ``searchable`` too); this module
 folds the query the same way the database folds documents, builds the ``tsquery`` from the
 folded tokens (never from the user's text), and reads one page of hits with their rows in
 one statement, each kind of object scoped by its own list (``ListSpec.statement``: tenant,
@@ -38,7 +39,7 @@ from sqlalchemy import (
     select,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, REAL, TSQUERY
+from sqlalchemy.dialects.postgresql import ARRAY, REAL, TSQUERY, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -46,11 +47,19 @@ from crm_graphql.models import (
     Company,
     Conversation,
     Customer,
+    CustomFieldDefinition,
     Message,
     SearchDocument,
     SearchEntity,
 )
-from crm_graphql.services import activities, companies, conversations, customers, deals
+from crm_graphql.services import (
+    activities,
+    companies,
+    conversations,
+    custom_fields,
+    customers,
+    deals,
+)
 from crm_graphql.services.actor import Actor, in_workspace
 from crm_graphql.services.errors import Invalid
 from crm_graphql.services.policy import READ_ACTIONS, allows, authorize_read
@@ -513,6 +522,22 @@ async def search(
             .scalar_subquery()
         )
         stmt = stmt.add_columns(case((Conversation.id.is_not(None), latest_match)).label("message"))
+    # The searchable custom fields of the hit's kind (none for conversations and
+    # activities): what its document holds of its ``custom_fields``, to highlight.
+    definition = CustomFieldDefinition
+    searchable = (
+        select(
+            func.array_agg(aggregate_order_by(definition.key, definition.created_at, definition.id))
+        )
+        .where(
+            definition.workspace_id == actor.workspace_id,
+            definition.entity == found.c.entity_type,
+            definition.searchable,
+            definition.archived_at.is_(None),
+        )
+        .scalar_subquery()
+    )
+    stmt = stmt.add_columns(searchable.label("searchable_keys"))
     stmt = stmt.order_by(found.c.score.desc(), found.c.id).limit(size + 1)
 
     result = (await session.execute(stmt)).all()
@@ -532,6 +557,11 @@ async def search(
             for name, value in SOURCES[entity].fields(node, extras)
             if (mark := highlight(name, value, query.terms, phone=name == "phone")) is not None
         ]
+        for key in row.searchable_keys or ():
+            text = custom_fields.searchable_text([key], node.custom_fields or {})
+            mark = highlight(custom_fields.field_name(key), text, query.terms)
+            if mark is not None:
+                marks.append(mark)
         hits.append(SearchHit(entity, node, float(row.score), marks))
         cursors.append(_cursor(query, sources, float(row.score), row.id))
     return Page(

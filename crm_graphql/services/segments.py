@@ -276,13 +276,16 @@ async def count_segments(session: AsyncSession, found: SegmentPage) -> int:
 EDITABLE = ("name", "description", "filter", "shared")
 
 
-def _check_membership(actor: Actor, membership: FilterSpec | None) -> None:
-    """The filter must make a customers list (operands in range, known fields): the
-    same statement the list builds, so a saved segment never fails where the list would."""
+async def _check_membership(
+    actor: Actor, session: AsyncSession, membership: FilterSpec | None
+) -> None:
+    """The filter must make a customers list (operands in range, known fields, custom
+    fields defined, of the right type): the same statement the list builds, so a saved
+    segment never fails where the list would."""
     from crm_graphql.services.customers import CUSTOMERS
 
     try:
-        CUSTOMERS.statement(actor, membership)
+        await CUSTOMERS.filtered(actor, session, membership)
     except Invalid as error:
         raise Invalid(
             error.message, f"filter.{error.field}" if error.field else "filter"
@@ -292,7 +295,9 @@ def _check_membership(actor: Actor, membership: FilterSpec | None) -> None:
 ParseFilter = Callable[[Any], FilterSpec | None]
 
 
-def _clean(actor: Actor, data: Mapping[str, Any], parse_filter: ParseFilter) -> dict[str, Any]:
+async def _clean(
+    actor: Actor, session: AsyncSession, data: Mapping[str, Any], parse_filter: ParseFilter
+) -> dict[str, Any]:
     unknown = set(data) - set(EDITABLE)
     if unknown:
         raise Invalid(f"Unknown fields: {', '.join(sorted(unknown))}")
@@ -310,7 +315,7 @@ def _clean(actor: Actor, data: Mapping[str, Any], parse_filter: ParseFilter) -> 
         if not isinstance(data["filter"], dict):
             raise Invalid("`filter` must be a CustomerFilter object", "filter")
         fields.json_value(data["filter"], "filter")
-        _check_membership(actor, parse_filter(data["filter"]))
+        await _check_membership(actor, session, parse_filter(data["filter"]))
     return cleaned
 
 
@@ -332,7 +337,7 @@ async def create_segment(
     part of ``filter`` at fault)."""
     authorize(actor, Action.WRITE_SEGMENTS)
     owner = _require_user(actor)
-    cleaned = _clean(actor, {"shared": False, **data}, parse_filter)
+    cleaned = await _clean(actor, session, {"shared": False, **data}, parse_filter)
     if "name" not in cleaned:
         raise Invalid("`name` is required", "name")
     if "filter" not in cleaned:
@@ -370,7 +375,7 @@ async def update_segment(
 ) -> Segment:
     """Change a segment's name, description, filter or sharing."""
     row = await _for_change(actor, session, segment_id, expected_version)
-    cleaned = _clean(actor, data, parse_filter)
+    cleaned = await _clean(actor, session, data, parse_filter)
     return await records.update(actor, session, row, cleaned, action="updateSegment")
 
 
