@@ -87,6 +87,51 @@ query Me {
   }
 }
 
+# Search as the user types: every word a prefix, case and accents ignored; ranked hits
+# with highlighted snippets (HTML-escaped, matches in <mark>).
+query Search {
+  search(query: "ais wil", first: 5) {
+    edges {
+      score
+      highlights { field snippet }
+      node {
+        __typename
+        ... on Customer { id name email }
+        ... on Company { id name }
+        ... on Deal { id title }
+      }
+    }
+  }
+}
+
+# Typed custom fields: the definitions forms need. Once a key is defined, lists filter and
+# sort by it: customers(filter: {customFields: [{key: "tier", in: ["gold"]}]},
+# orderBy: [{customField: "tier"}]).
+query CustomFields {
+  customFieldDefinitions(entity: CUSTOMER) { key label type options required searchable }
+}
+
+# Sales and service reports for a period; every number has a drillDown (the list filter
+# that gives its rows). $pipeline: an id from `pipelines`.
+query Reports($pipeline: ID!) {
+  salesReport(pipelineId: $pipeline, from: "2026-01-01", to: "2026-12-31", timeZone: "UTC") {
+    stages {
+      stage { name } openCount reachedCount conversionToNext
+      weightedValue { currency amount }
+    }
+    winRate { won lost rate }
+    averageCycleTime { averageDays }
+    forecast { month owner { email } currency amount weightedAmount }
+  }
+  serviceReport(from: "2026-01-01", to: "2026-12-31", timeZone: "UTC") {
+    volume { channel status count }
+    firstResponse { byChannel { channel count p50Seconds p90Seconds } }
+    resolution { byAgent { agent { email } p50Seconds p90Seconds } }
+    backlog { label count drillDown { list filter } }
+    csat { byAgent { agent { email } count csat averageScore } }
+  }
+}
+
 # Segments: built-in RFM segments and saved filters; the
 # customers of one ("champions" here), with their scores.
 query Segments {

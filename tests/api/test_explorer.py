@@ -254,3 +254,28 @@ def test_explorer_runs_a_subscription(
     ).json()
     assert logged["data"]["createActivity"]["errors"] == [], logged
     wait.until(lambda d: "Seen live in GraphiQL" in d.execute_script(JS_RESULT))
+
+
+def test_the_default_document_has_an_example_of_each_insight_feature() -> None:
+    """Search, custom fields, segments, cohorts, aggregates, time series, both reports and
+    the next best offer each appear in a valid operation of the explorer's first page."""
+    from graphql import parse, validate
+
+    from crm_graphql.explorer import DEFAULT_QUERY
+    from crm_graphql.schema import schema
+
+    document = parse(DEFAULT_QUERY)
+    assert validate(schema._schema, document) == []
+    for field in (
+        "search",
+        "customFieldDefinitions",
+        "segments",
+        "customerCohorts",
+        "dealsAggregate",
+        "timeSeries",
+        "salesReport",
+        "serviceReport",
+        "recommendations",
+        "churnRisk",
+    ):
+        assert f"{field}(" in DEFAULT_QUERY or f"{field} {{" in DEFAULT_QUERY, field
