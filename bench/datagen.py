@@ -35,7 +35,7 @@ from crm_graphql.services import demo
 from crm_graphql.services.auth import hash_password
 
 ROOT = Path(__file__).resolve().parent.parent
-DATAGEN_VERSION = 3
+DATAGEN_VERSION = 4
 PASSWORD = "bench-password"
 BASE_TIME = demo.BASE_TIME
 START_TIME = demo.START_TIME
@@ -72,12 +72,16 @@ def database_url(server_url: str, name: str) -> str:
 
 
 def schema_head() -> str:
+    """The schema the data set was made at: the head revision and the chain that leads to
+    it (``0014<0012<0011<...``). The head's id alone is not enough: branches re-chained at
+    a merge keep their ids, and a database made on a branch (0014 after 0009) must not be
+    reused for main (0014 after 0012, with search documents and segments)."""
     from alembic.script import ScriptDirectory
 
     from crm_graphql.cli import alembic_config
 
-    head = ScriptDirectory.from_config(alembic_config("postgresql://unused/x")).get_current_head()
-    return str(head)
+    script = ScriptDirectory.from_config(alembic_config("postgresql://unused/x"))
+    return "<".join(str(r.revision) for r in script.walk_revisions())
 
 
 def marker(scale: float, seed: int, head: str) -> str:
