@@ -35,7 +35,7 @@ from crm_graphql.services import demo
 from crm_graphql.services.auth import hash_password
 
 ROOT = Path(__file__).resolve().parent.parent
-DATAGEN_VERSION = 4
+DATAGEN_VERSION = 5
 PASSWORD = "bench-password"
 BASE_TIME = demo.BASE_TIME
 START_TIME = demo.START_TIME
@@ -138,6 +138,36 @@ def generate_workspace(
     def when(lo: datetime = START_TIME) -> datetime:
         span = max(1, int((BASE_TIME - lo).total_seconds()))
         return lo + timedelta(seconds=rng.randrange(span))
+
+    # Typed custom-field definitions over the customers' generated values (bench CF1):
+    # ids derived from the workspace, so the seeded stream (and every other row) is unchanged.
+    fcols = (
+        "id", "workspace_id", "entity", "key", "label", "type", "options", "required",
+        "searchable", "exportable", "version", "created_at", "updated_at",
+    )  # fmt: skip
+    for key, label, kind, options in (
+        ("source", "Source", "single_select", list(demo.SOURCES)),
+        ("title", "Job title", "text", []),
+    ):
+        tables.add(
+            "custom_field_definitions",
+            fcols,
+            (
+                uuid.uuid5(ws, f"customer:{key}"),
+                ws,
+                "customer",
+                key,
+                label,
+                kind,
+                options,
+                False,
+                False,
+                True,
+                1,
+                ws_created,
+                ws_created,
+            ),
+        )
 
     # Users of every role.
     users: dict[str, list[uuid.UUID]] = {}
@@ -622,6 +652,7 @@ def generate_workspace(
 
 COPY_ORDER = (
     "workspaces",
+    "custom_field_definitions",
     "users",
     "companies",
     "customers",

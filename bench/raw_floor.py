@@ -5,8 +5,8 @@ can at best approach.
 - ``POST /raw/q1`` .. ``/raw/q4``: one SQL statement each that builds the whole JSON
   response (``{"data": ...}`` of the same shape as the GraphQL queries in bench/queries/)
   in PostgreSQL; the bytes go out as they come.
-- ``POST /raw/s1`` .. ``/raw/s5``: issue 13's search, segment page, sales and service
-  reports and revenue by owner, each the hand-written statement of ``bench/floors/`` (read
+- ``POST /raw/s1`` .. ``/raw/s5``, ``/raw/cf1``: issue 13's search, segment page, sales and
+  service reports, revenue by owner and custom-field page, each the hand-written statement of ``bench/floors/`` (read
   from there, so the floor measured is the file), with the request's variables as its
   parameters.
 - ``POST /raw/m1/activity|move|message``: the M1 writes as plain SQL transactions.
@@ -186,6 +186,7 @@ S2 = floor_sql("s2_segment_page")
 S3 = floor_sql("s3_sales_report", "salesReport")
 S4 = floor_sql("s4_service_report", "serviceReport")
 S5 = floor_sql("s5_revenue_by_owner")
+CF1 = floor_sql("cf1_custom_field_page")
 
 
 def day_bounds(start: str, end: str, zone: str | None) -> tuple[datetime, datetime]:
@@ -290,6 +291,11 @@ async def s5(request: Request) -> Response:
     return await floor.json(
         S5, datetime.fromisoformat(v["from"]), datetime.fromisoformat(v["to"]), v["timeZone"]
     )
+
+
+async def cf1(request: Request) -> Response:
+    v = (await request.json())["variables"]
+    return await floor.json(CF1, json.dumps(v["sources"]), v["prefix"])
 
 
 async def m1_activity(request: Request) -> Response:
@@ -427,6 +433,7 @@ app = Starlette(
         Route("/raw/s3", s3, methods=["POST"]),
         Route("/raw/s4", s4, methods=["POST"]),
         Route("/raw/s5", s5, methods=["POST"]),
+        Route("/raw/cf1", cf1, methods=["POST"]),
         Route("/raw/m1/activity", m1_activity, methods=["POST"]),
         Route("/raw/m1/move", m1_move, methods=["POST"]),
         Route("/raw/m1/message", m1_message, methods=["POST"]),
