@@ -37,7 +37,7 @@ from crm_graphql.services.auth import hash_password
 from crm_graphql.services.products import order_lines_from_items
 
 ROOT = Path(__file__).resolve().parent.parent
-DATAGEN_VERSION = 4
+DATAGEN_VERSION = 6
 PASSWORD = "bench-password"
 BASE_TIME = demo.BASE_TIME
 START_TIME = demo.START_TIME
@@ -74,12 +74,16 @@ def database_url(server_url: str, name: str) -> str:
 
 
 def schema_head() -> str:
+    """The schema the data set was made at: the head revision and the chain that leads to
+    it (``0014<0012<0011<...``). The head's id alone is not enough: branches re-chained at
+    a merge keep their ids, and a database made on a branch (0014 after 0009) must not be
+    reused for main (0014 after 0012, with search documents and segments)."""
     from alembic.script import ScriptDirectory
 
     from crm_graphql.cli import alembic_config
 
-    head = ScriptDirectory.from_config(alembic_config("postgresql://unused/x")).get_current_head()
-    return str(head)
+    script = ScriptDirectory.from_config(alembic_config("postgresql://unused/x"))
+    return "<".join(str(r.revision) for r in script.walk_revisions())
 
 
 def marker(scale: float, seed: int, head: str) -> str:
@@ -136,6 +140,36 @@ def generate_workspace(
     def when(lo: datetime = START_TIME) -> datetime:
         span = max(1, int((BASE_TIME - lo).total_seconds()))
         return lo + timedelta(seconds=rng.randrange(span))
+
+    # Typed custom-field definitions over the customers' generated values (bench CF1):
+    # ids derived from the workspace, so the seeded stream (and every other row) is unchanged.
+    fcols = (
+        "id", "workspace_id", "entity", "key", "label", "type", "options", "required",
+        "searchable", "exportable", "version", "created_at", "updated_at",
+    )  # fmt: skip
+    for key, label, kind, options in (
+        ("source", "Source", "single_select", list(demo.SOURCES)),
+        ("title", "Job title", "text", []),
+    ):
+        tables.add(
+            "custom_field_definitions",
+            fcols,
+            (
+                uuid.uuid5(ws, f"customer:{key}"),
+                ws,
+                "customer",
+                key,
+                label,
+                kind,
+                options,
+                False,
+                False,
+                True,
+                1,
+                ws_created,
+                ws_created,
+            ),
+        )
 
     # Users of every role.
     users: dict[str, list[uuid.UUID]] = {}
@@ -632,6 +666,7 @@ def generate_workspace(
 
 COPY_ORDER = (
     "workspaces",
+    "custom_field_definitions",
     "users",
     "companies",
     "customers",

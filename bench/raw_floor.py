@@ -5,6 +5,10 @@ can at best approach.
 - ``POST /raw/q1`` .. ``/raw/q4``: one SQL statement each that builds the whole JSON
   response (``{"data": ...}`` of the same shape as the GraphQL queries in bench/queries/)
   in PostgreSQL; the bytes go out as they come.
+- ``POST /raw/s1`` .. ``/raw/s5``, ``/raw/cf1``: issue 13's search, segment page, sales and
+  service reports, revenue by owner and custom-field page, each the hand-written statement of ``bench/floors/`` (read
+  from there, so the floor measured is the file), with the request's variables as its
+  parameters.
 - ``POST /raw/m1/activity|move|message``: the M1 writes as plain SQL transactions.
 - ``POST /raw/publish``: RT2's event source: insert an activity, then publish its
   pre-encoded ``next`` frame on Redis; every process sends those same bytes to each of its
@@ -22,7 +26,10 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -159,6 +166,37 @@ Q4 = "SELECT json_build_object('data', json_build_object('customers', ({page})))
     )
 )
 
+FLOORS = Path(__file__).resolve().parent / "floors"
+
+
+def floor_sql(name: str, root_field: str | None = None) -> str:
+    """The statement of ``bench/floors/<name>.sql``; ``root_field``: the floor returns the
+    root field's object only, wrapped here into ``{"data": {root_field: ...}}``."""
+    sql = (FLOORS / f"{name}.sql").read_text().strip().rstrip(";")
+    if root_field is None:
+        return sql
+    return (
+        f"SELECT json_build_object('data', json_build_object('{root_field}', f.r))::text"
+        f" FROM (\n{sql}\n) AS f (r)"
+    )
+
+
+S1 = floor_sql("s1_search")
+S2 = floor_sql("s2_segment_page")
+S3 = floor_sql("s3_sales_report", "salesReport")
+S4 = floor_sql("s4_service_report", "serviceReport")
+S5 = floor_sql("s5_revenue_by_owner")
+CF1 = floor_sql("cf1_custom_field_page")
+
+
+def day_bounds(start: str, end: str, zone: str | None) -> tuple[datetime, datetime]:
+    """A report's period: ``start`` 00:00 to the day after ``end`` 00:00 in ``zone``."""
+    tz = ZoneInfo(zone or "UTC")
+    first = datetime.combine(date.fromisoformat(start), time.min, tzinfo=tz)
+    after = datetime.combine(date.fromisoformat(end) + timedelta(days=1), time.min, tzinfo=tz)
+    return first.astimezone(UTC), after.astimezone(UTC)
+
+
 INSERT_ACTIVITY = """
   INSERT INTO activities (id, workspace_id, type, subject, customer_id, author_id, occurred_at, version)
   VALUES ($1, $2, 'note', $3, $4, $5, now(), 1) RETURNING id, occurred_at
@@ -211,13 +249,53 @@ async def q3(request: Request) -> Response:
 
 
 async def q4(request: Request) -> Response:
-    from datetime import datetime
 
     v = (await request.json())["variables"]
     stages = [s.lower() for s in v["stages"]]
     return await floor.json(
         Q4, v["name"], stages, datetime.fromisoformat(v["from"]), datetime.fromisoformat(v["to"])
     )
+
+
+async def s1(request: Request) -> Response:
+    # The bench's queries are 2-4 ASCII letters: their folded word is the lower-case form.
+    word = (await request.json())["variables"]["q"].lower()
+    return await floor.json(S1, f"'{word}':*", f"'{word}'", word)
+
+
+async def s2(request: Request) -> Response:
+    return await floor.json(S2)
+
+
+async def s3(request: Request) -> Response:
+    v = (await request.json())["variables"]
+    first, after = day_bounds(v["from"], v["to"], v.get("tz"))
+    return await floor.json(
+        S3,
+        uuid.UUID(v["pipeline"]),
+        first,
+        after,
+        date.fromisoformat(v["from"]),
+        date.fromisoformat(v["to"]),
+    )
+
+
+async def s4(request: Request) -> Response:
+    v = (await request.json())["variables"]
+    first, after = day_bounds(v["from"], v["to"], v.get("tz"))
+    return await floor.json(S4, first, after, datetime.now(UTC))
+
+
+async def s5(request: Request) -> Response:
+    v = (await request.json())["variables"]
+    return await floor.json(
+        S5, datetime.fromisoformat(v["from"]), datetime.fromisoformat(v["to"]), v["timeZone"]
+    )
+
+
+async def cf1(request: Request) -> Response:
+    v = (await request.json())["variables"]
+    return await floor.json(CF1, json.dumps(v["sources"]), v["prefix"])
 
 
 async def m1_activity(request: Request) -> Response:
@@ -350,6 +428,12 @@ app = Starlette(
         Route("/raw/q2", q2, methods=["POST"]),
         Route("/raw/q3", q3, methods=["POST"]),
         Route("/raw/q4", q4, methods=["POST"]),
+        Route("/raw/s1", s1, methods=["POST"]),
+        Route("/raw/s2", s2, methods=["POST"]),
+        Route("/raw/s3", s3, methods=["POST"]),
+        Route("/raw/s4", s4, methods=["POST"]),
+        Route("/raw/s5", s5, methods=["POST"]),
+        Route("/raw/cf1", cf1, methods=["POST"]),
         Route("/raw/m1/activity", m1_activity, methods=["POST"]),
         Route("/raw/m1/move", m1_move, methods=["POST"]),
         Route("/raw/m1/message", m1_message, methods=["POST"]),

@@ -33,7 +33,7 @@ def test_bench_runner_measures_ours_and_the_raw_floor(
     # A data set of its own (random seed), dropped at the end: concurrent runs never share.
     seed = random.randrange(1_000_000)
     result = run.main([
-        "--preset", "smoke", "--servers", "ours,raw", "--scenarios", "Q1,Q3,RT2",
+        "--preset", "smoke", "--servers", "ours,raw", "--scenarios", "Q1,Q3,S1,S3,RT2",
         "--server-url", server_database_url, "--redis-url", redis_url, "--seed", str(seed),
         "--drop-data", "--out", str(tmp_path), "--no-results-md",
     ])  # fmt: skip
@@ -45,12 +45,20 @@ def test_bench_runner_measures_ours_and_the_raw_floor(
     assert saved["machine"]["nproc"] >= 1 and saved["scale"] == run.PRESETS["smoke"].scale
 
     for server in ("ours", "raw"):
-        for scenario in ("Q1", "Q3"):
+        for scenario in ("Q1", "Q3", "S1", "S3"):
             figures = saved["http"][server][scenario]
             assert figures["requests"] > 0 and figures["errors"] == 0, (server, scenario, figures)
             for key in ("req_per_s", "p50_ms", "p95_ms", "p99_ms", "rss_kib", "sql_per_request"):
                 assert _number(figures[key]) and figures[key] > 0, (server, scenario, key, figures)
         assert saved["http"]["raw"]["Q1"]["same_answer_as_ours"] is True
+    # Issue 13's scenarios: the whole answers (ids aside) equal their SQL floors'.
+    for scenario in ("S1", "S3"):
+        assert saved["http"]["raw"][scenario]["same_answer_as_ours"] is True, scenario
+    assert saved["http"]["raw"]["S1"]["sql_per_request"] == 1
+    measured = {t["target"]: t for t in saved["targets"]}
+    assert measured["S3 throughput vs its SQL floor"]["status"] in ("met", "missed")
+    assert measured["S1 as-you-type search p95"]["status"] == "n/a"  # judged at S=10 only
+    assert "Q2 throughput vs PostGraphile" not in measured  # not run, not judged
     # Our page of customers takes more than the raw floor's single statement.
     assert saved["http"]["ours"]["Q1"]["sql_per_request"] >= 1
 
@@ -71,3 +79,38 @@ def test_bench_runner_measures_ours_and_the_raw_floor(
 
     table = next(tmp_path.glob("*.md")).read_text()
     assert "| Q1 | ours |" in table and "| Q1 | raw |" in table and "## Targets" in table
+    assert "| S3 | ours |" in table and "| S3 | raw |" in table
+
+
+def test_answers_compare_values_not_forms() -> None:
+    """Issue 13's answers are compared whole, ids and cursors aside, numbers as numbers."""
+    ours = {
+        "report": {
+            "stage": {"id": "U3RhZ2U6MQ", "name": "Won"},
+            "amount": "120.50",
+            "rate": 0.1 + 0.2,
+            "rows": [{"channel": "CHAT", "count": 3}],
+            "drillDown": {"list": "deals"},
+            "pageInfo": {"endCursor": "abc"},
+        }
+    }
+    floor = {
+        "report": {
+            "stage": {"id": "1", "name": "Won"},
+            "amount": 120.5,
+            "rate": 0.3,
+            "rows": [{"channel": "CHAT", "count": 3}],
+            "pageInfo": {"endCursor": "x"},
+        }
+    }
+    assert run.answer_key("S3", [ours]) == run.answer_key("S3", [floor])
+    for change in ({"name": "Lost"}, {"amount": "120.51"}):
+        other = json.loads(json.dumps(floor))
+        key = next(iter(change))
+        (other["report"]["stage"] if key == "name" else other["report"])[key] = change[key]
+        assert run.answer_key("S3", [ours]) != run.answer_key("S3", [other]), change
+        assert run.first_difference(run.canonical(ours), run.canonical(other))
+    lower = json.loads(json.dumps(floor))
+    lower["report"]["rows"][0]["channel"] = "chat"
+    assert run.answer_key("S4", [ours]) != run.answer_key("S4", [lower])
+    assert run.answer_key("S3", [ours, ours]) != run.answer_key("S3", [ours])

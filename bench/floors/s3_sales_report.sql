@@ -4,6 +4,7 @@
 -- Parameters: $1 workspace_id (uuid), $2 pipeline_id (uuid), $3 period start (timestamptz,
 -- `from` 00:00 in the time zone), $4 period end (timestamptz, the day after `to` 00:00),
 -- $5 `from` (date), $6 `to` (date).
+-- Lists without rows are empty arrays, as the API answers them.
 WITH d AS (
     SELECT * FROM deals
     WHERE workspace_id = $1 AND pipeline_id = $2 AND archived_at IS NULL
@@ -63,25 +64,25 @@ SELECT json_build_object(
             'lost', coalesce(sum(n) FILTER (WHERE status = 'lost'), 0),
             'rate', (sum(n) FILTER (WHERE status = 'won'))::float / nullif(sum(n), 0))
         FROM closed),
-    'averageDealSize', (
+    'averageDealSize', coalesce((
         SELECT json_agg(json_build_object('currency', currency, 'amount', round(amount / n, 2),
                                           'count', n) ORDER BY currency)
-        FROM closed WHERE status = 'won'),
+        FROM closed WHERE status = 'won'), '[]'),
     'averageCycleTime', (
         SELECT json_build_object('averageDays', sum(seconds) / nullif(sum(n), 0) / 86400,
                                  'count', coalesce(sum(n), 0))
         FROM closed WHERE status = 'won'),
-    'weightedPipeline', (
+    'weightedPipeline', coalesce((
         SELECT json_agg(json_build_object('currency', currency, 'amount', amount)
                         ORDER BY currency)
         FROM (SELECT o.currency, round(sum(o.amount * s.probability / 100.0), 2) AS amount
-              FROM open_by_stage o JOIN st s ON s.id = o.stage_id GROUP BY o.currency) w),
-    'forecast', (
+              FROM open_by_stage o JOIN st s ON s.id = o.stage_id GROUP BY o.currency) w), '[]'),
+    'forecast', coalesce((
         SELECT json_agg(json_build_object(
             'month', f.month,
             'owner', (SELECT json_build_object('id', u.id, 'name', u.name)
                       FROM users u WHERE u.id = f.owner_id),
             'currency', f.currency, 'count', f.n, 'amount', f.amount,
             'weightedAmount', f.weighted) ORDER BY f.month, f.owner_id, f.currency)
-        FROM forecast f)
+        FROM forecast f), '[]')
 );

@@ -4,6 +4,9 @@
 -- Parameters: $1 workspace_id (uuid), $2 period start (timestamptz, `from` 00:00 in the
 -- time zone), $3 period end (timestamptz, the day after `to` 00:00), $4 now (timestamptz,
 -- the backlog's reference instant).
+-- Rows per agent as the service orders them: unassigned first, then by the agent's id;
+-- channels and statuses as the API's enum values (upper case); lists without rows are
+-- empty arrays, as the API answers them.
 WITH c AS (
     SELECT * FROM conversations WHERE workspace_id = $1
 ), frt AS (
@@ -35,34 +38,34 @@ WITH c AS (
     FROM c WHERE status IN ('open', 'pending') GROUP BY 1
 )
 SELECT json_build_object(
-    'volume', (SELECT json_agg(json_build_object('channel', channel, 'status', status,
+    'volume', coalesce((SELECT json_agg(json_build_object('channel', upper(channel), 'status', upper(status),
                                                  'count', n) ORDER BY channel, status)
                FROM (SELECT channel, status, count(*) AS n FROM c
-                     WHERE created_at >= $2 AND created_at < $3 GROUP BY 1, 2) v),
+                     WHERE created_at >= $2 AND created_at < $3 GROUP BY 1, 2) v), '[]'),
     'firstResponse', json_build_object(
         'overall', (SELECT json_build_object('count', n, 'p50Seconds', p50, 'p90Seconds', p90)
                     FROM frt WHERE ga = 1 AND gc = 1),
-        'byAgent', (SELECT json_agg(json_build_object(
+        'byAgent', coalesce((SELECT json_agg(json_build_object(
                         'agent', (SELECT json_build_object('id', u.id, 'name', u.name)
                                   FROM users u WHERE u.id = f.assignee_id),
-                        'count', n, 'p50Seconds', p50, 'p90Seconds', p90) ORDER BY assignee_id)
-                    FROM frt f WHERE ga = 0),
-        'byChannel', (SELECT json_agg(json_build_object('channel', channel, 'count', n,
+                        'count', n, 'p50Seconds', p50, 'p90Seconds', p90) ORDER BY assignee_id NULLS FIRST)
+                    FROM frt f WHERE ga = 0), '[]'),
+        'byChannel', coalesce((SELECT json_agg(json_build_object('channel', upper(channel), 'count', n,
                                                         'p50Seconds', p50, 'p90Seconds', p90)
                                       ORDER BY channel)
-                      FROM frt WHERE gc = 0)),
+                      FROM frt WHERE gc = 0), '[]')),
     'resolution', json_build_object(
         'overall', (SELECT json_build_object('count', n, 'p50Seconds', p50, 'p90Seconds', p90)
                     FROM res WHERE ga = 1 AND gc = 1),
-        'byAgent', (SELECT json_agg(json_build_object(
+        'byAgent', coalesce((SELECT json_agg(json_build_object(
                         'agent', (SELECT json_build_object('id', u.id, 'name', u.name)
                                   FROM users u WHERE u.id = r.assignee_id),
-                        'count', n, 'p50Seconds', p50, 'p90Seconds', p90) ORDER BY assignee_id)
-                    FROM res r WHERE ga = 0),
-        'byChannel', (SELECT json_agg(json_build_object('channel', channel, 'count', n,
+                        'count', n, 'p50Seconds', p50, 'p90Seconds', p90) ORDER BY assignee_id NULLS FIRST)
+                    FROM res r WHERE ga = 0), '[]'),
+        'byChannel', coalesce((SELECT json_agg(json_build_object('channel', upper(channel), 'count', n,
                                                         'p50Seconds', p50, 'p90Seconds', p90)
                                       ORDER BY channel)
-                      FROM res WHERE gc = 0)),
+                      FROM res WHERE gc = 0), '[]')),
     'backlog', (SELECT json_agg(json_build_object(
                     'label', b.label, 'openCount', coalesce(k.open, 0),
                     'pendingCount', coalesce(k.pending, 0),
@@ -75,15 +78,15 @@ SELECT json_build_object(
                                              'csat', happy::float / nullif(n, 0),
                                              'averageScore', average)
                     FROM csat WHERE ga = 1 AND gc = 1),
-        'byAgent', (SELECT json_agg(json_build_object(
+        'byAgent', coalesce((SELECT json_agg(json_build_object(
                         'agent', (SELECT json_build_object('id', u.id, 'name', u.name)
                                   FROM users u WHERE u.id = s.assignee_id),
                         'count', n, 'csat', happy::float / n, 'averageScore', average)
-                        ORDER BY assignee_id)
-                    FROM csat s WHERE ga = 0),
-        'byChannel', (SELECT json_agg(json_build_object('channel', channel, 'count', n,
+                        ORDER BY assignee_id NULLS FIRST)
+                    FROM csat s WHERE ga = 0), '[]'),
+        'byChannel', coalesce((SELECT json_agg(json_build_object('channel', upper(channel), 'count', n,
                                                         'csat', happy::float / n,
                                                         'averageScore', average)
                                       ORDER BY channel)
-                      FROM csat WHERE gc = 0))
+                      FROM csat WHERE gc = 0), '[]'))
 );
