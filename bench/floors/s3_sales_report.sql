@@ -4,7 +4,10 @@
 -- Parameters: $1 workspace_id (uuid), $2 pipeline_id (uuid), $3 period start (timestamptz,
 -- `from` 00:00 in the time zone), $4 period end (timestamptz, the day after `to` 00:00),
 -- $5 `from` (date), $6 `to` (date).
--- Lists without rows are empty arrays, as the API answers them.
+-- Lists without rows are empty arrays, as the API answers them, and every list is in the
+-- API's order (an aggregate without ORDER BY follows the plan: at S=10 a parallel hash
+-- aggregate gave a stage's currencies out of order): currencies alphabetically, forecast
+-- by month, then owner with the unowned first, then currency.
 WITH d AS (
     SELECT * FROM deals
     WHERE workspace_id = $1 AND pipeline_id = $2 AND archived_at IS NULL
@@ -44,11 +47,13 @@ SELECT json_build_object(
             'stage', json_build_object('id', s.id, 'name', s.name, 'probability', s.probability),
             'openCount', coalesce((SELECT sum(n) FROM open_by_stage o WHERE o.stage_id = s.id), 0),
             'openValue', coalesce((SELECT json_agg(json_build_object('currency', o.currency,
-                                                                     'amount', o.amount))
+                                                                     'amount', o.amount)
+                                                   ORDER BY o.currency)
                                    FROM open_by_stage o WHERE o.stage_id = s.id), '[]'),
             'weightedValue', coalesce((SELECT json_agg(json_build_object(
                                            'currency', o.currency,
-                                           'amount', round(o.amount * s.probability / 100.0, 2)))
+                                           'amount', round(o.amount * s.probability / 100.0, 2))
+                                           ORDER BY o.currency)
                                        FROM open_by_stage o WHERE o.stage_id = s.id), '[]'),
             'reachedCount', (SELECT count(*) FROM furthest f WHERE f.position >= s.position),
             'conversionToNext', (
@@ -83,6 +88,6 @@ SELECT json_build_object(
             'owner', (SELECT json_build_object('id', u.id, 'name', u.name)
                       FROM users u WHERE u.id = f.owner_id),
             'currency', f.currency, 'count', f.n, 'amount', f.amount,
-            'weightedAmount', f.weighted) ORDER BY f.month, f.owner_id, f.currency)
+            'weightedAmount', f.weighted) ORDER BY f.month, f.owner_id NULLS FIRST, f.currency)
         FROM forecast f), '[]')
 );
