@@ -67,7 +67,7 @@ SELECT json_build_object(
         SELECT json_build_object(
             'won', coalesce(sum(n) FILTER (WHERE status = 'won'), 0),
             'lost', coalesce(sum(n) FILTER (WHERE status = 'lost'), 0),
-            'rate', (sum(n) FILTER (WHERE status = 'won'))::float / nullif(sum(n), 0))
+            'rate', coalesce(sum(n) FILTER (WHERE status = 'won'), 0)::float / nullif(sum(n), 0))
         FROM closed),
     'averageDealSize', coalesce((
         SELECT json_agg(json_build_object('currency', currency, 'amount', round(amount / n, 2),
