@@ -19,7 +19,6 @@ lasts 23 or 25 hours. Buckets are labelled with their local start.
 from __future__ import annotations
 
 import enum
-import functools
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -322,22 +321,6 @@ class Point:
 # ------------------------------------------------------------------------- validation
 
 
-@functools.cache
-def _known_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
-
-
-def time_zone(name: str | None) -> zoneinfo.ZoneInfo:
-    """The caller's IANA time zone (UTC when not given), else ``Invalid``."""
-    if name is None:
-        name = "UTC"
-    if name not in _known_zones():
-        raise Invalid(
-            "`timeZone` must be an IANA time zone name, such as Europe/Berlin", "timeZone"
-        )
-    return zoneinfo.ZoneInfo(name)
-
-
 def _check_group_by(spec: AggregateSpec, group_by: Sequence[GroupBy]) -> None:
     if len(group_by) > MAX_DIMENSIONS:
         raise Invalid(f"Group by at most {MAX_DIMENSIONS} dimensions", "groupBy")
@@ -621,7 +604,7 @@ async def aggregate(
 ) -> Aggregate:
     """Count, sums per currency and numeric statistics of the rows of ``spec``'s list as
     the actor sees them with ``filter``; grouped by up to two dimensions, in one statement."""
-    zone = time_zone(time_zone_name)
+    zone = fields.time_zone(time_zone_name)
     _check_group_by(spec, group_by)
     statement = (
         await grouped_statement(
@@ -697,7 +680,7 @@ async def time_series(
     """Every bucket from the one holding ``start`` to the one holding the instant before
     ``end`` (whole buckets, empty ones included), with its count and amounts per currency,
     in one statement (``generate_series`` joined to the grouped rows)."""
-    zone = time_zone(time_zone_name)
+    zone = fields.time_zone(time_zone_name)
     start = fields.instant(start, "from")
     end = fields.instant(end, "to")
     if end <= start:
@@ -786,5 +769,4 @@ __all__ = [
     "Stats",
     "aggregate",
     "time_series",
-    "time_zone",
 ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import re
+import zoneinfo
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -173,3 +175,18 @@ def choice(enum_cls: type[E], value: Any, field: str) -> E:
     except ValueError:
         allowed = ", ".join(str(m.value) for m in enum_cls)
         raise Invalid(f"`{field}` must be one of: {allowed}", field) from None
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def time_zone(name: str | None, field: str = "timeZone") -> zoneinfo.ZoneInfo:
+    """The IANA time zone a caller names (UTC when not given), else ``Invalid``. Only the
+    names of the time zone database count (no file paths, no empty or NUL names)."""
+    if name is None:
+        name = "UTC"
+    if name not in _known_zones():
+        raise Invalid(f"`{field}` must be an IANA time zone name, such as Europe/Berlin", field)
+    return zoneinfo.ZoneInfo(name)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
     Date,
@@ -87,13 +86,8 @@ def period(start: Any, end: Any, time_zone: str | None) -> Period:
     """The report period, or ``Invalid`` (unknown time zone, ``to`` before ``from``, too long)."""
     start_date = fields.calendar_date(start, "from")
     end_date = fields.calendar_date(end, "to")
-    name = time_zone or "UTC"
-    try:
-        zone = ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-        raise Invalid(
-            "Unknown time zone: use an IANA name such as Europe/Paris", "timeZone"
-        ) from exc
+    zone = fields.time_zone(time_zone)
+    name = zone.key
     if end_date < start_date:
         raise Invalid("`to` is before `from`", "to")
     if (end_date - start_date).days > MAX_PERIOD_DAYS:
