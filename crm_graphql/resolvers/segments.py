@@ -28,7 +28,7 @@ from crm_graphql.resolvers.loaders import ListArgs
 from crm_graphql.resolvers.mutations import Payload, mutate_payload
 from crm_graphql.schema.insight import DrillDown
 from crm_graphql.services import customers as customer_service
-from crm_graphql.services import querying, rfm
+from crm_graphql.services import rfm
 from crm_graphql.services import segments as segment_service
 from crm_graphql.services.errors import Invalid
 
@@ -127,24 +127,8 @@ class SegmentMembers:
         self.pages: DataLoader[tuple[uuid.UUID, ListArgs], Any] = DataLoader(self._pages)
         self.counts: DataLoader[tuple[uuid.UUID, str], int] = DataLoader(self._counts)
 
-    def _filter(self, segment_id: uuid.UUID, filter_key: str) -> dict[str, Any]:
-        own, client = self.within[segment_id], self.filters[filter_key]
-        return {"and": [own, client]} if client else own
-
-    async def _statements(
-        self,
-        actor: Any,
-        session: Any,
-        keys: list[tuple[uuid.UUID, str]],
-        order: list[tuple[str, bool]] | None = None,
-    ) -> tuple[list[Any], list[querying.SortKey]]:
-        """The members' statements of these segments (and the sort keys of ``order``),
-        with the customers' custom-field definitions read once if any filter needs them."""
-        spec = customer_service.CUSTOMERS
-        filters = [self._filter(i, f) for i, f in keys]
-        custom = await spec.custom_terms_many(actor, session, filters, order)
-        statements = [spec.statement(actor, f, custom=custom) for f in filters]
-        return statements, spec.keys(order, custom)
+    def _filter(self, segment_id: uuid.UUID, filter_key: str) -> Any:
+        return segment_service.within(self.within[segment_id], self.filters[filter_key])
 
     async def _pages(self, keys: list[tuple[uuid.UUID, ListArgs]]) -> list[Any]:
         actor = self.context.require_actor()
@@ -154,11 +138,12 @@ class SegmentMembers:
         found: dict[tuple[uuid.UUID, ListArgs], Any] = {}
         async with self.context.read() as session:
             for args, ids in groups.items():
-                statements, keys_ = await self._statements(
-                    actor, session, [(i, args.filter_key) for i in ids], list(args.order) or None
-                )
-                pages = await querying.paginate_many(
-                    session, models.Customer, statements, keys_, args.page
+                pages = await segment_service.member_pages(
+                    actor,
+                    session,
+                    [self._filter(i, args.filter_key) for i in ids],
+                    list(args.order) or None,
+                    args.page,
                 )
                 found.update({(i, args): page for i, page in zip(ids, pages, strict=True)})
         return [found[k] for k in keys]
@@ -166,8 +151,9 @@ class SegmentMembers:
     async def _counts(self, keys: list[tuple[uuid.UUID, str]]) -> list[int]:
         actor = self.context.require_actor()
         async with self.context.read() as session:
-            statements, _ = await self._statements(actor, session, keys)
-            return await querying.count_many(session, statements)
+            return await segment_service.member_counts(
+                actor, session, [self._filter(i, f) for i, f in keys]
+            )
 
 
 async def segment_customers(

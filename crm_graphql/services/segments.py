@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_graphql.models import Segment
+from crm_graphql.models import Customer, Segment
 from crm_graphql.services import fields, querying, records
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.drilldown import DrillDown
@@ -401,3 +401,46 @@ def membership_of(segment: AnySegment, parse_filter: ParseFilter) -> dict[str, A
         return segment.membership()
     parsed = parse_filter(segment.filter)
     return dict(parsed) if parsed else {}
+
+
+# ---------------------------------------------------------------------- members
+
+
+async def _member_statements(
+    actor: Actor,
+    session: AsyncSession,
+    memberships: Sequence[FilterSpec],
+    order: Sequence[tuple[str, bool]] | None = None,
+) -> tuple[list[Select[Any]], list[querying.SortKey]]:
+    """The customers statements of several memberships (and the sort keys of ``order``),
+    with the customers' custom-field definitions read once if any filter needs them."""
+    from crm_graphql.services.customers import CUSTOMERS
+
+    custom = await CUSTOMERS.custom_terms_many(actor, session, memberships, order)
+    statements = [CUSTOMERS.statement(actor, f, custom=custom) for f in memberships]
+    return statements, CUSTOMERS.keys(order, custom)
+
+
+def within(membership: FilterSpec, client: FilterSpec | None) -> FilterSpec:
+    """A segment's membership narrowed by the caller's own filter."""
+    return {"and": [membership, client]} if client else membership
+
+
+async def member_pages(
+    actor: Actor,
+    session: AsyncSession,
+    memberships: Sequence[FilterSpec],
+    order: Sequence[tuple[str, bool]] | None,
+    page: querying.PageRequest,
+) -> list[querying.Page[Any]]:
+    """One page of customers per membership, ordered and paged alike, in one statement."""
+    statements, keys = await _member_statements(actor, session, memberships, order)
+    return await querying.paginate_many(session, Customer, statements, keys, page)
+
+
+async def member_counts(
+    actor: Actor, session: AsyncSession, memberships: Sequence[FilterSpec]
+) -> list[int]:
+    """``totalCount`` of each membership, in one statement."""
+    statements, _ = await _member_statements(actor, session, memberships)
+    return await querying.count_many(session, statements)
