@@ -16,6 +16,11 @@ from crm_graphql.logs import RepeatedWarning
 log = logging.getLogger(__name__)
 
 
+# The channel of a workspace's data changes: the message is the tables a transaction
+# wrote, comma-separated (``realtime.dashboards`` listens).
+CHANGES = "changes"
+
+
 def channel_name(workspace_id: uuid.UUID, topic: str) -> str:
     return f"crm:{workspace_id}:{topic}"
 
@@ -37,20 +42,28 @@ class Bus:
     def from_url(cls, url: str) -> Bus:
         return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30))
 
-    async def notify(self, topics: Iterable[tuple[uuid.UUID, str]]) -> None:
-        """Tell subscribers that topics have new events. Failure is logged, not raised: the
-        change is committed and subscribers catch up from PostgreSQL."""
-        topics = list(topics)
-        if not topics:
+    async def notify(
+        self,
+        topics: Iterable[tuple[uuid.UUID, str]],
+        changes: Iterable[tuple[uuid.UUID, Iterable[str]]] = (),
+    ) -> None:
+        """Tell subscribers that topics have new events, and live dashboards which tables
+        of a workspace changed. Failure is logged, not raised: the change is committed and
+        subscribers catch up from PostgreSQL (dashboards on their next refresh)."""
+        messages = [(channel_name(w, topic), topic) for w, topic in topics]
+        messages += [(channel_name(w, CHANGES), ",".join(sorted(t))) for w, t in changes]
+        if not messages:
             return
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for workspace_id, topic in topics:
-                    pipe.publish(channel_name(workspace_id, topic), topic)
+                for channel, message in messages:
+                    pipe.publish(channel, message)
                 await pipe.execute()
         except RedisError:
             self.publish_failed(
-                "could not publish %d notifications to Redis%s", count=len(topics), exc_info=True
+                "could not publish %d notifications to Redis%s",
+                count=len(messages),
+                exc_info=True,
             )
 
     async def ping(self) -> bool:

@@ -25,6 +25,8 @@ Contract (see DESIGN.md, Real time):
   accepts it (a cheap per-member predicate). A member that is behind (resumed with a
   cursor, or its socket's buffer is full) catches up by itself, from the window or from
   PostgreSQL, then joins the live set again. See docs/decisions/0007-fanout.md.
+- Live dashboards (``dashboards``) hear the workspaces' change notices on the same Redis
+  connection (docs/decisions/0018-live-dashboards.md).
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.realtime import wait_until_set
-from crm_graphql.realtime.bus import channel_name
+from crm_graphql.realtime.bus import CHANGES, channel_name
 from crm_graphql.realtime.credentials import Credential, Watch
+from crm_graphql.realtime.dashboards import Dashboards, DashboardSettings
 from crm_graphql.services import credentials, events
 from crm_graphql.services.events import Now, Position, StoredEvent
 
@@ -388,6 +391,7 @@ class Hub:
         sessionmaker: async_sessionmaker[AsyncSession],
         redis_client: redis.Redis,
         settings: HubSettings | None = None,
+        dashboards: DashboardSettings | None = None,
     ) -> None:
         # The event log, and the rows renderings load by id, are read with plain
         # statements on ``pool`` (read-only asyncpg connections); the rest of a
@@ -418,6 +422,11 @@ class Hub:
             on_workspace=self._watch_credentials,
             has_streams=lambda workspace_id: any(k[0] == workspace_id for k in self.streams),
         )
+        self.dashboards = Dashboards(
+            lambda workspace_id, on: self._watch(workspace_id, CHANGES, on),
+            redis_up=lambda: self.redis_up,
+            settings=dashboards,
+        )
 
     def stats(self) -> dict[str, int]:
         """Counters of this process's fan-out (tests and operators)."""
@@ -433,6 +442,7 @@ class Hub:
             "skipped_reads": self.skipped_reads,
             "connections": self.credentials.count(),
             "connections_ended": self.credentials.ended,
+            **self.dashboards.stats(),
         }
 
     async def start(self) -> None:
@@ -448,6 +458,7 @@ class Hub:
             # A pub/sub read cancelled mid-reconnect can linger: never let it block shutdown.
             await asyncio.wait(tasks, timeout=2)
         await self.credentials.close()
+        await self.dashboards.close()
         for stream in list(self.streams.values()):
             await stream.close()
         self.streams.clear()
@@ -476,7 +487,10 @@ class Hub:
                     message = await self._pubsub.get_message(timeout=0.1)
                     if message is not None and message.get("type") == "message":
                         key = self._channels.get(_text(message["channel"]))
-                        if key is not None:
+                        if key is not None and key[1] == CHANGES:
+                            tables = _text(message["data"]).split(",")
+                            self.dashboards.changed(key[0], tables)
+                        elif key is not None:
                             self._wake(key)
                     await self._sync_channels()
             except asyncio.CancelledError:
@@ -510,17 +524,23 @@ class Hub:
             self.streams[key].wake.set()
         elif key[1] == credentials.TOPIC:
             self.credentials.wake()
+        elif key[1] == CHANGES:  # newly heard: what committed before is not known
+            self.dashboards.changed(key[0], None)
 
     def _wake_all(self) -> None:
         for stream in self.streams.values():
             stream.wake.set()
         self.credentials.wake()
+        self.dashboards.refresh_all()
 
     def _watch_credentials(self, workspace_id: uuid.UUID, watched: bool) -> None:
         """Listen to the workspace's credentials notices while it has connections here."""
-        channel = channel_name(workspace_id, credentials.TOPIC)
+        self._watch(workspace_id, credentials.TOPIC, watched)
+
+    def _watch(self, workspace_id: uuid.UUID, topic: str, watched: bool) -> None:
+        channel = channel_name(workspace_id, topic)
         if watched:
-            self._channels[channel] = (workspace_id, credentials.TOPIC)
+            self._channels[channel] = (workspace_id, topic)
         else:
             self._channels.pop(channel, None)
         self._resubscribe.set()

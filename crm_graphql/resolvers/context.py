@@ -150,13 +150,17 @@ class Context:
 
     @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
-        """A transaction of its own; commits on success, then announces its events."""
+        """A transaction of its own; commits on success, then announces its events and
+        the tables it wrote (live dashboards)."""
+        from crm_graphql.services.changes import take_written
         from crm_graphql.services.events import take_committed_topics
 
         async with self.app.sessionmaker() as session:
             async with session.begin():
                 yield session
-            await self.app.bus.notify(take_committed_topics(session))
+            written = take_written(session)
+            changes = [(self.actor.workspace_id, written)] if self.actor and written else []
+            await self.app.bus.notify(take_committed_topics(session), changes)
         # Reads after a mutation (its payload) must see the committed change.
         await self.reset_reads()
 

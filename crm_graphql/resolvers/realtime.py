@@ -302,23 +302,31 @@ def _renderer(info: Any, executor: Any, common: Actor) -> Render:
 
     async def render(event: StoredEvent, variant: Hashable) -> bytes:
         actor = variant if isinstance(variant, Actor) else common
-        run = operation.build_per_event_executor(EventValue(event))
-        try:
-            async with _event_scope(app, actor, event) as scope:
-                run.context_value = scope
-                result = run.execute_operation(False)
-                if inspect.isawaitable(result):
-                    result = await result
-        except Exception as exc:  # like Strawberry: an error result, not a dead stream
-            log.exception("rendering a subscription event failed")
-            return fanout.encode_result(
-                None, [GraphQLError(str(exc), original_error=exc)], production=production
-            )
-        if result.errors and schema is not None and hasattr(schema, "process_errors"):
-            schema.process_errors(result.errors)
-        return fanout.encode_result(result.data, result.errors, production=production)
+        async with _event_scope(app, actor, event) as scope:
+            data, errors = await execute_detached(operation, EventValue(event), scope, schema)
+        return fanout.encode_result(data, errors, production=production)
 
     return render
+
+
+async def execute_detached(
+    operation: Any, root: Any, scope: Context, schema: Any
+) -> tuple[Any, list[GraphQLError] | None]:
+    """Execute a detached subscription operation once for ``root`` (an event, a
+    dashboard) in ``scope``: its data and errors (an exception is an error result, like
+    Strawberry gives, not a dead stream)."""
+    run = operation.build_per_event_executor(root)
+    try:
+        run.context_value = scope
+        result = run.execute_operation(False)
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception as exc:
+        log.exception("rendering a subscription failed")
+        return None, [GraphQLError(str(exc), original_error=exc)]
+    if result.errors and schema is not None and hasattr(schema, "process_errors"):
+        schema.process_errors(result.errors)
+    return result.data, result.errors
 
 
 _scopes: dict[tuple[int, Position, Actor], tuple[Context, list[int]]] = {}

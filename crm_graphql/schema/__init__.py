@@ -29,7 +29,7 @@ from crm_graphql.schema.reports import ReportQuery
 from crm_graphql.schema.scalars import SCALAR_OVERRIDES
 from crm_graphql.schema.search import SearchQuery
 from crm_graphql.schema.security import SecurityMutation, SecurityQuery
-from crm_graphql.schema.segments import SegmentMutation, SegmentQuery
+from crm_graphql.schema.segments import CohortQuery, SegmentMutation, SegmentQuery
 from crm_graphql.schema.users import UserMutation, UserQuery
 from crm_graphql.schema.webhooks import WebhookMutation, WebhookQuery
 
@@ -51,6 +51,7 @@ class Query(
     SearchQuery,
     CustomFieldQuery,
     SegmentQuery,
+    CohortQuery,
     AggregateQuery,
     ReportQuery,
 ):

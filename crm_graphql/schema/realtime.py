@@ -11,7 +11,9 @@ import strawberry
 from strawberry.types import Info
 
 from crm_graphql.realtime import ephemeral
+from crm_graphql.resolvers import dashboards as resolve_dashboards
 from crm_graphql.resolvers import realtime as resolve
+from crm_graphql.schema.dashboards import Dashboard
 from crm_graphql.schema.relay import UserError
 from crm_graphql.schema.scalars import ActivityType
 
@@ -219,6 +221,17 @@ class Subscription:
     ) -> AsyncGenerator[DealBoardEvent, None]:
         async for event in resolve.deal_board(info, pipeline_id, after):
             yield event  # type: ignore[misc]
+
+    @strawberry.subscription(
+        description="A live dashboard: the reports and aggregates you select (with their "
+        "arguments, as on `Query`), sent at once and again whenever the data under them "
+        "changes, at most once a second. Only changed answers are sent. Computed once per "
+        "distinct document, variables and visibility on each server, however many "
+        "subscribers watch it."
+    )
+    async def dashboard(self, info: Info) -> AsyncGenerator[Dashboard, None]:
+        async for value in resolve_dashboards.dashboard(info):
+            yield value  # type: ignore[misc]
 
     @strawberry.subscription(
         description="Others typing in a conversation (your own signals are not sent back). "

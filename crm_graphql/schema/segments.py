@@ -224,6 +224,9 @@ class SegmentQuery:
             info, first, after, filter, order_by, include_archived
         )
 
+
+@strawberry.type
+class CohortQuery:
     @strawberry.field(
         description="Cohort table: customers by the month of their first paid or fulfilled "
         "order (`from`..`to`, months in `timeZone`), and per later month the share who "

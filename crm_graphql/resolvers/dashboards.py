@@ -1,0 +1,131 @@
+"""The ``dashboard`` subscription: a selection of reports and aggregates, kept live by
+``realtime.dashboards`` (docs/decisions/0018-live-dashboards.md).
+
+A board is one distinct (document, variables, visibility): every variable counts, since
+the fields' arguments choose the numbers. Visibility is what the services decide from the
+actor (workspace, role, API key or user, scopes), and the user only where a selected
+field counts conversations, which agents and viewers see per user (private ones).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import uuid
+from collections.abc import AsyncIterator, Hashable
+from typing import Any, cast
+
+from graphql import DocumentNode, FieldNode, Visitor, visit
+
+from crm_graphql.masking import unavailable_service
+from crm_graphql.realtime import fanout
+from crm_graphql.realtime.dashboards import Render, Rendering
+from crm_graphql.realtime.ws import PROTOCOL_KEY
+from crm_graphql.resolvers.context import EVENT_SCOPE, Context
+from crm_graphql.resolvers.realtime import _executor, execute_detached
+from crm_graphql.services import changes, conversations
+from crm_graphql.services.actor import Actor
+
+# Dashboard fields whose numbers count conversations: agents and viewers see those per
+# user (private conversations), so their boards are per user. Checked against what each
+# field reads in tests/realtime/test_dashboards.py.
+CONVERSATION_FIELDS = frozenset({"serviceReport", "conversationsAggregate"})
+
+
+@dataclasses.dataclass(frozen=True)
+class DashboardValue:
+    """The root of a dashboard rendering: its fields resolve from the arguments alone."""
+
+
+def _field_names(executor: Any) -> frozenset[str]:
+    names: set[str] = set()
+
+    class Collect(Visitor):
+        def enter_field(self, node: FieldNode, *_: Any) -> None:
+            names.add(node.name.value)
+
+    operation = executor.operation
+    visit(DocumentNode(definitions=(operation, *executor.fragments.values())), Collect())
+    return frozenset(names)
+
+
+def board_key(executor: Any, actor: Actor) -> Hashable:
+    operation = executor.operation
+    document: Hashable = (
+        (operation.loc.source.body, operation.name.value if operation.name else None)
+        if operation.loc is not None
+        else id(operation)
+    )
+    values = getattr(executor.variable_values, "coerced", executor.variable_values) or {}
+    variables = tuple(sorted((name, repr(value)) for name, value in values.items()))
+    per_user = not conversations.sees_every_conversation(
+        actor
+    ) and not CONVERSATION_FIELDS.isdisjoint(_field_names(executor))
+    visibility = (
+        actor.workspace_id,
+        actor.role,
+        actor.api_key_id is not None,
+        tuple(sorted(actor.scopes)),
+        actor.user_id if per_user else None,
+    )
+    return (document, variables, visibility)
+
+
+def _renderer(info: Any, executor: Any, actor: Actor) -> Render:
+    """Execute the subscription's selection once, as ``actor``, in a scope of its own
+    whose sessions note the tables they read. Keeps nothing of the subscriber's request
+    (the board outlives it): an executor of the same operation without its context."""
+    app = info.context.app
+    schema = getattr(info, "schema", None)
+    production = app.settings.is_production
+    operation = executor.detached()
+    # Renderings only read: the request's id and address (audit) do not matter to them.
+    reader = dataclasses.replace(actor, request_id=None, client_ip=None)
+
+    async def render() -> Rendering:
+        reads = changes.reading()
+        scope = Context(
+            app=app,
+            actor=reader,
+            request_id=uuid.uuid4().hex,
+            sessions=cast(Any, functools.partial(app.hub.sessionmaker, info=reads)),
+        )
+        try:
+            data, errors = await execute_detached(operation, DashboardValue(), scope, schema)
+        finally:
+            await scope.close()
+        if any(unavailable_service(e.original_error or e) for e in errors or ()):
+            return Rendering(b"", None, retry=True)
+        payload = fanout.encode_result(data, errors, production=production)
+        return Rendering(payload, changes.read_by(reads) if not errors else None)
+
+    return render
+
+
+async def dashboard(info: Any) -> AsyncIterator[DashboardValue]:
+    """The selection now, then again whenever its numbers change (at most once a
+    second). On our WebSocket server the board writes its rendering to the socket; on
+    another, each change is yielded and executed per subscriber."""
+    context: Context = info.context
+    actor = context.require_actor()
+    executor = _executor(info)
+    dashboards = context.app.hub.dashboards
+    if executor is None:  # not graphql-core's executor: no rendering to share
+        raise RuntimeError("the dashboard subscription needs the schema's executor")
+    key = board_key(executor, actor)
+    render = _renderer(info, executor, actor)
+    websocket = context.websocket
+    protocol = websocket.scope.get(PROTOCOL_KEY) if websocket is not None else None
+    sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get())
+    if sink is not None:
+        await dashboards.push(actor.workspace_id, key, render, sink, credential=context.credential)
+        return
+    async for _ in dashboards.follow(actor.workspace_id, key, render, context.credential):
+        scope = context.event_scope()  # fresh loaders and a session of its own, each time
+        EVENT_SCOPE.set(scope)
+        try:
+            yield DashboardValue()  # resumed once it is executed and sent
+        finally:
+            with contextlib.suppress(Exception):  # a dead connection is the pool's problem
+                await scope.close()
