@@ -171,6 +171,18 @@ query Dashboard {
   }
 }
 
+# The same panels, live: sent at once, then again whenever the numbers change (at most
+# once a second). Run it and create a deal in another tab.
+subscription LiveDashboard {
+  dashboard {
+    openDealsByStage: dealsAggregate(filter: {status: {eq: OPEN}}, groupBy: [{field: STAGE}]) {
+      count
+      groups { stage { name } count amount { sum { amount currency } } }
+    }
+    openConversations: conversationsAggregate(filter: {status: {eq: OPEN}}) { count }
+  }
+}
+
 query NextBestOffer {
   customers(first: 3) {
     nodes {

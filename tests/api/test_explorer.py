@@ -258,7 +258,8 @@ def test_explorer_runs_a_subscription(
 
 def test_the_default_document_has_an_example_of_each_insight_feature() -> None:
     """Search, custom fields, segments, cohorts, aggregates, time series, both reports and
-    the next best offer each appear in a valid operation of the explorer's first page."""
+    the next best offer and the live dashboard each appear in a valid operation of the
+    explorer's first page."""
     from graphql import parse, validate
 
     from crm_graphql.explorer import DEFAULT_QUERY
@@ -277,5 +278,6 @@ def test_the_default_document_has_an_example_of_each_insight_feature() -> None:
         "serviceReport",
         "recommendations",
         "churnRisk",
+        "dashboard",
     ):
         assert f"{field}(" in DEFAULT_QUERY or f"{field} {{" in DEFAULT_QUERY, field

@@ -9,17 +9,23 @@ server processes A and B."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import websockets
+from graphql import parse, validate
 from starlette.applications import Starlette
 
 from crm_graphql.models import Role, User
+from crm_graphql.realtime.dashboards import Board, Viewer
 from crm_graphql.resolvers.context import Context
 from crm_graphql.resolvers.dashboards import CONVERSATION_FIELDS
 from crm_graphql.resolvers.ids import to_global_id
@@ -29,6 +35,7 @@ from crm_graphql.services.actor import Actor
 from tests import support
 from tests.realtime.conftest import Api
 from tests.realtime.processes import Cluster, wait_for
+from tests.realtime.streams import close_code
 from tests.realtime.test_fanout import _hub, _payload_bytes, _serving, _silent, _token, served
 
 __all__ = ["served"]
@@ -343,3 +350,62 @@ async def test_without_direct_socket_writes_each_change_is_executed_per_subscrib
                 assert second["dealsAggregate"]["count"] == 1
             finally:
                 await ws.close()
+
+
+async def test_a_disabled_users_dashboard_closes_and_receives_nothing_after(
+    served: tuple[str, Starlette], settings: Any, users: dict[Role, User], crm: Crm
+) -> None:
+    base_url, _ = served
+    pipeline = await crm.pipeline()
+    agent = users[Role.AGENT]
+    ws = await _open(base_url, _token(settings, agent), DEALS, {"p": pipeline})
+    await _frame(ws)
+    async with httpx.AsyncClient(base_url=base_url, timeout=20) as http:
+        admin = Crm(http, _token(settings, users[Role.ADMIN]))
+        disabled = (
+            await admin.gql(
+                "mutation($i: UpdateUserInput!) { updateUser(input: $i) { errors { message } } }",
+                {"i": {"id": to_global_id("User", agent.id), "isActive": False}},
+            )
+        ).ok()["updateUser"]
+        assert disabled["errors"] == [], disabled
+        await admin.deal(pipeline, "after the end")
+    received: list[str] = []
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            received.append(await asyncio.wait_for(ws.ws.recv(), 10))
+    assert close_code(closed.value) == 4401, closed.value
+    assert received == [], received
+
+
+def test_the_readmes_live_dashboard_example_is_valid() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Live dashboards", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```graphql", 1)[1].split("```", 1)[0]
+    assert "dashboard {" in example
+    assert validate(graphql_schema._schema, parse(example)) == []
+
+
+async def test_boards_leave_nothing_behind_when_their_viewers_go(
+    served: tuple[str, Starlette], settings: Any, users: dict[Role, User], crm: Crm
+) -> None:
+    """Memory per board is its payload and viewers, and ends with its last viewer: 40
+    boards opened and closed leave no board, viewer, task or channel behind."""
+    base_url, app = served
+    hub = _hub(app)
+    token = _token(settings, users[Role.MANAGER])
+    pipelines = [to_global_id("Pipeline", uuid.uuid4()) for _ in range(40)]
+    sockets = [await _open(base_url, token, DEALS, {"p": p}) for p in pipelines]
+    for ws in sockets:
+        await _frame(ws)
+    assert hub.stats()["dashboards"] == 40
+    await crm.deal(await crm.pipeline(), "seen by all 40")
+    for ws in sockets:
+        await ws.close()
+    await wait_for(lambda: hub.stats()["dashboards"] == 0, what="every board dropped")
+    await wait_for(
+        lambda: not any(key[1] == "changes" for key in hub._channels.values()),
+        what="the changes channel unsubscribed",
+    )
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, Board | Viewer)]
