@@ -281,3 +281,64 @@ def test_the_default_document_has_an_example_of_each_insight_feature() -> None:
         "dashboard",
     ):
         assert f"{field}(" in DEFAULT_QUERY or f"{field} {{" in DEFAULT_QUERY, field
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_explorer_shows_a_live_dashboard_that_follows_a_write(
+    live_server: str, live_admin: tuple[str, str], browser: WebDriver, tmp_path: Path
+) -> None:
+    """The explorer's LiveDashboard example, run in GraphiQL: its answer shows at once and
+    again, with the new count, when a deal is created through the API. The screenshot is
+    kept under ``CRM_SCREENSHOTS`` when that is set (to look at)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from crm_graphql.explorer import DEFAULT_QUERY
+
+    email, password = live_admin
+    token = _login(live_server, email, password)
+    headers = {"Authorization": f"Bearer {token}"}
+    wait = WebDriverWait(browser, TIMEOUT_S, ignored_exceptions=(StaleElementReferenceException,))
+
+    def click(by: str, selector: str) -> None:
+        def attempt(driver: WebDriver) -> bool:
+            driver.find_element(by, selector).click()
+            return True
+
+        wait.until(attempt)
+
+    def gql(query: str) -> Any:
+        body = httpx.post(
+            f"{live_server}/graphql", json={"query": query}, headers=headers, timeout=TIMEOUT_S
+        ).json()
+        assert not body.get("errors"), body
+        return body["data"]
+
+    example = "subscription LiveDashboard" + DEFAULT_QUERY.split("subscription LiveDashboard")[1]
+    example = example.split("\nquery ", 1)[0]
+    browser.get(f"{live_server}/graphql")
+    wait.until(lambda d: d.execute_script(JS_EDITORS_READY))
+    browser.execute_script(JS_SET_QUERY, example)
+    click(By.XPATH, "//button[normalize-space()='Headers']")
+    browser.execute_script(JS_SET_HEADERS, json.dumps(headers))
+    click(By.CSS_SELECTOR, ".graphiql-execute-button")
+    wait.until(lambda d: '"openDealsByStage"' in d.execute_script(JS_RESULT))
+    before = gql("{ dealsAggregate(filter: {status: {eq: OPEN}}) { count } }")
+    count = before["dealsAggregate"]["count"]
+    pipeline = gql(
+        'mutation { createPipeline(input: {name: "Explorer", stages: [{name: "Lead"}]}) '
+        "{ pipeline { id } } }"
+    )["createPipeline"]["pipeline"]["id"]
+    gql(
+        f'mutation {{ createDeal(input: {{pipelineId: "{pipeline}", title: "Live", '
+        'currency: "EUR", amount: "1200"}) { deal { id } } }'
+    )
+    wait.until(lambda d: f'"count": {count + 1}' in d.execute_script(JS_RESULT))
+    shot = tmp_path / "explorer-live-dashboard.png"
+    browser.save_screenshot(str(shot))
+    if os.environ.get("CRM_SCREENSHOTS"):
+        target = Path(os.environ["CRM_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        (target / shot.name).write_bytes(shot.read_bytes())
