@@ -23,7 +23,14 @@ from crm_graphql.realtime import fanout
 from crm_graphql.realtime.dashboards import Render, Rendering
 from crm_graphql.realtime.ws import PROTOCOL_KEY
 from crm_graphql.resolvers.context import EVENT_SCOPE, Context
-from crm_graphql.resolvers.realtime import _executor, execute_detached
+from crm_graphql.resolvers.realtime import (
+    _executor,
+    document_key,
+    execute_detached,
+    reading_actor,
+    variable_values,
+    visibility,
+)
 from crm_graphql.services import changes, conversations
 from crm_graphql.services.actor import Actor
 
@@ -51,25 +58,12 @@ def _field_names(executor: Any) -> frozenset[str]:
 
 
 def board_key(executor: Any, actor: Actor) -> Hashable:
-    operation = executor.operation
-    document: Hashable = (
-        (operation.loc.source.body, operation.name.value if operation.name else None)
-        if operation.loc is not None
-        else id(operation)
-    )
-    values = getattr(executor.variable_values, "coerced", executor.variable_values) or {}
+    values = variable_values(executor)
     variables = tuple(sorted((name, repr(value)) for name, value in values.items()))
     per_user = not conversations.sees_every_conversation(
         actor
     ) and not CONVERSATION_FIELDS.isdisjoint(_field_names(executor))
-    visibility = (
-        actor.workspace_id,
-        actor.role,
-        actor.api_key_id is not None,
-        tuple(sorted(actor.scopes)),
-        actor.user_id if per_user else None,
-    )
-    return (document, variables, visibility)
+    return (document_key(executor), variables, visibility(actor, per_user=per_user))
 
 
 def _renderer(info: Any, executor: Any, actor: Actor) -> Render:
@@ -80,8 +74,7 @@ def _renderer(info: Any, executor: Any, actor: Actor) -> Render:
     schema = getattr(info, "schema", None)
     production = app.settings.is_production
     operation = executor.detached()
-    # Renderings only read: the request's id and address (audit) do not matter to them.
-    reader = dataclasses.replace(actor, request_id=None, client_ip=None)
+    reader = reading_actor(actor)
 
     async def render() -> Rendering:
         reads = changes.reading()

@@ -247,28 +247,44 @@ def _shape(info: Any, executor: Any) -> _Shape:
     return shape
 
 
-def _fanout(info: Any, executor: Any, actor: Actor) -> _Fanout:
-    shape = _shape(info, executor)
+def document_key(executor: Any) -> Hashable:
+    """The operation a subscription runs: its document's text and operation name."""
     operation = executor.operation
-    document: Hashable = (
-        (operation.loc.source.body, operation.name.value if operation.name else None)
-        if operation.loc is not None
-        else id(operation)
-    )
-    values = getattr(executor.variable_values, "coerced", executor.variable_values) or {}
-    variables = tuple(sorted((n, repr(values.get(n))) for n in shape.variables))
-    per_user = shape.per_user or "unread" in repr(variables).lower()
-    by_user = actor.user_id is not None and (shape.conversations or per_user)
-    stand_in = by_user and not per_user and not conversations.sees_every_conversation(actor)
-    visibility = (
+    if operation.loc is None:
+        return id(operation)
+    return (operation.loc.source.body, operation.name.value if operation.name else None)
+
+
+def variable_values(executor: Any) -> dict[str, Any]:
+    return getattr(executor.variable_values, "coerced", executor.variable_values) or {}
+
+
+def visibility(actor: Actor, *, per_user: bool) -> Hashable:
+    """What the services decide from the actor: workspace, role, API key or user,
+    API-key scopes, and the user when the result depends on who reads it."""
+    return (
         actor.workspace_id,
         actor.role,
         actor.api_key_id is not None,
         tuple(sorted(actor.scopes)),
         actor.user_id if per_user else None,
     )
-    # Renderings only read: the request's id and address (audit) do not matter to them.
-    reader = dataclasses.replace(actor, request_id=None, client_ip=None)
+
+
+def reading_actor(actor: Actor) -> Actor:
+    """The actor a shared rendering reads as: renderings only read, so the request's id
+    and address (audit) do not matter to them."""
+    return dataclasses.replace(actor, request_id=None, client_ip=None)
+
+
+def _fanout(info: Any, executor: Any, actor: Actor) -> _Fanout:
+    shape = _shape(info, executor)
+    values = variable_values(executor)
+    variables = tuple(sorted((n, repr(values.get(n))) for n in shape.variables))
+    per_user = shape.per_user or "unread" in repr(variables).lower()
+    by_user = actor.user_id is not None and (shape.conversations or per_user)
+    stand_in = by_user and not per_user and not conversations.sees_every_conversation(actor)
+    reader = reading_actor(actor)
     common = dataclasses.replace(reader, user_id=NOBODY)
     variant = None
     if stand_in:
@@ -279,7 +295,7 @@ def _fanout(info: Any, executor: Any, actor: Actor) -> _Fanout:
             return reader if mine else None
 
     return _Fanout(
-        group_key=(document, variables, visibility),
+        group_key=(document_key(executor), variables, visibility(actor, per_user=per_user)),
         render=_renderer(info, executor, common if stand_in else reader),
         variant=variant,
     )

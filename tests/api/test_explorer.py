@@ -112,6 +112,16 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         driver.quit()
 
 
+def _click(wait: Any, by: str, selector: str) -> None:
+    """Click an element once it is there (GraphiQL re-renders: retried while stale)."""
+
+    def attempt(driver: WebDriver) -> bool:
+        driver.find_element(by, selector).click()
+        return True
+
+    wait.until(attempt)
+
+
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme.lower(), parts.netloc.lower()
@@ -169,11 +179,7 @@ def test_explorer_runs_authenticated_query_offline(
     wait = WebDriverWait(browser, TIMEOUT_S, ignored_exceptions=(StaleElementReferenceException,))
 
     def click(by: str, selector: str) -> None:
-        def attempt(driver: WebDriver) -> bool:
-            driver.find_element(by, selector).click()
-            return True
-
-        wait.until(attempt)
+        _click(wait, by, selector)
 
     browser.get(f"{live_server}/graphql")
     wait.until(lambda d: d.execute_script(JS_EDITORS_READY))
@@ -218,11 +224,7 @@ def test_explorer_runs_a_subscription(
     wait = WebDriverWait(browser, TIMEOUT_S, ignored_exceptions=(StaleElementReferenceException,))
 
     def click(by: str, selector: str) -> None:
-        def attempt(driver: WebDriver) -> bool:
-            driver.find_element(by, selector).click()
-            return True
-
-        wait.until(attempt)
+        _click(wait, by, selector)
 
     browser.get(f"{live_server}/graphql")
     wait.until(lambda d: d.execute_script(JS_EDITORS_READY))
@@ -303,11 +305,7 @@ def test_explorer_shows_a_live_dashboard_that_follows_a_write(
     wait = WebDriverWait(browser, TIMEOUT_S, ignored_exceptions=(StaleElementReferenceException,))
 
     def click(by: str, selector: str) -> None:
-        def attempt(driver: WebDriver) -> bool:
-            driver.find_element(by, selector).click()
-            return True
-
-        wait.until(attempt)
+        _click(wait, by, selector)
 
     def gql(query: str) -> Any:
         body = httpx.post(
