@@ -4,7 +4,8 @@
 A board is one distinct (document, variables, visibility): every variable counts, since
 the fields' arguments choose the numbers. Visibility is what the services decide from the
 actor (workspace, role, API key or user, scopes), and the user only where a selected
-field counts conversations, which agents and viewers see per user (private ones).
+field counts conversations, which agents and viewers see per user (private ones), or
+lists segments (private ones are their owner's).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from crm_graphql.services.actor import Actor
 # user (private conversations), so their boards are per user. Checked against what each
 # field reads in tests/realtime/test_dashboards.py.
 CONVERSATION_FIELDS = frozenset({"serviceReport", "conversationsAggregate"})
+# Fields every user sees per user: private segments are their owner's.
+PER_USER_FIELDS = frozenset({"segments"})
 
 
 @dataclasses.dataclass(frozen=True)

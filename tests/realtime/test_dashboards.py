@@ -290,6 +290,7 @@ async def test_each_dashboard_field_that_reads_conversations_is_declared_per_use
         "serviceReport": 'serviceReport(from: "2026-01-01", to: "2026-01-31") { backlog { count } volume { count } }',
         "timeSeries": 'timeSeries(metric: REVENUE, interval: MONTH, from: "2026-01-01T00:00:00Z", to: "2026-03-01T00:00:00Z") { count }',
         "customerCohorts": 'customerCohorts(from: "2026-01-01", to: "2026-03-01") { customers }',
+        "segments": "segments { nodes { customers { totalCount } } }",
     }
     names = set(dashboard.fields)
     reads: dict[str, frozenset[str]] = {}
@@ -409,3 +410,40 @@ async def test_boards_leave_nothing_behind_when_their_viewers_go(
     )
     gc.collect()
     assert not [o for o in gc.get_objects() if isinstance(o, Board | Viewer)]
+
+
+SEGMENTS = """subscription {
+  dashboard { segments(filter: {builtIn: false}) { nodes { name customers { totalCount } } } }
+}"""
+
+
+async def test_segment_sizes_are_live_and_private_segments_stay_their_owners(
+    served: tuple[str, Starlette], settings: Any, users: dict[Role, User], crm: Crm
+) -> None:
+    base_url, app = served
+    hub = _hub(app)
+    manager, admin = users[Role.MANAGER], users[Role.ADMIN]
+    saved = (
+        await crm.gql(
+            'mutation { createSegment(input: {name: "Acme people", shared: false, '
+            'filter: {name: {startsWith: "Acme"}}}) { errors { message } } }'
+        )
+    ).ok()["createSegment"]
+    assert saved["errors"] == [], saved
+    mine = await _open(base_url, _token(settings, manager), SEGMENTS, {})
+    theirs = await _open(base_url, _token(settings, admin), SEGMENTS, {})
+    try:
+        _, data = await _frame(mine)
+        assert data["segments"]["nodes"] == [
+            {"name": "Acme people", "customers": {"totalCount": 0}}
+        ]
+        _, other = await _frame(theirs)
+        assert other["segments"]["nodes"] == []  # another user's private segment
+        assert hub.stats()["dashboards"] == 2
+        await Api(crm.gql.http, crm.gql.token).customer("Acme Ada")
+        _, data = await _frame(mine)
+        assert data["segments"]["nodes"][0]["customers"]["totalCount"] == 1
+        await _silent(theirs, 1.2)
+    finally:
+        await mine.close()
+        await theirs.close()
