@@ -220,7 +220,12 @@ class CompiledReads:
             return None
         try:
             pool = self.filtered_pool if compiled.custom_plans else self.pool
-            row = await pool.fetchrow(compiled.sql, actor.workspace_id, *compiled.params[1:])
+            params = compiled.params[1:]
+            if compiled.user_params:
+                params = list(params)
+                for index in compiled.user_params:
+                    params[index - 1] = actor.user_id
+            row = await pool.fetchrow(compiled.sql, actor.workspace_id, *params)
         except asyncpg.InvalidTextRepresentationError as error:
             # compiler._unrepresentable: stored data the executed path answers with an error.
             log.debug("compiled read refused a stored value: %s", error)

@@ -89,6 +89,8 @@ class Compiled:
     # A list filtered or paged by client values: plan it for those values each time (a
     # generic plan for ``name ILIKE $n`` cannot know how selective the value is).
     custom_plans: bool
+    # Indexes in ``params`` replaced by the actor's user id at execution (``me``).
+    user_params: tuple[int, ...] = ()
 
 
 def _literal(text: str) -> str:
@@ -185,6 +187,7 @@ class _State:
     models: set[type[Any]] = field(default_factory=set)
     reencode: bool = False
     custom_plans: bool = False
+    user_params: list[int] = field(default_factory=list)
 
 
 class Compiler:
@@ -713,6 +716,16 @@ class Compiler:
             return "'null'"
         return self._by_id(type_name, f"{self._param(id)}::uuid", selection_sets)
 
+    def _me(self, selection_sets: list[SelectionSetNode]) -> str:
+        """The caller as a ``User`` (``resolvers.users.me``: the user by id, null for an API
+        key). Plans are shared by the users of a role, so the id is a parameter that
+        execution fills in (``Compiled.user_params``)."""
+        if self.actor.api_key_id is not None:
+            return "'null'"
+        slot = self._param(None)
+        self.state.user_params.append(int(slot[1:]) - 1)
+        return self._by_id("User", f"{slot}::uuid", selection_sets)
+
     def operation(self, operation: OperationDefinitionNode) -> Compiled:
         try:
             return self._operation(operation)
@@ -735,6 +748,8 @@ class Compiler:
                 column = self._connection(
                     type_name, spec, args, query_type.fields[name].type, subselections
                 )
+            elif name == "me":
+                column = self._me(subselections)
             elif name == "node":
                 args = self._arguments("Query", name, nodes[0])
                 column = self._node(args["id"], subselections)
@@ -759,6 +774,7 @@ class Compiler:
             models=frozenset(self.state.models),
             reencode=self.state.reencode,
             custom_plans=self.state.custom_plans,
+            user_params=tuple(self.state.user_params),
         )
 
 

@@ -33,8 +33,9 @@ from graphql import (
     get_named_type,
 )
 
-# Fields whose value changes between two requests of the same reader (a key's last use).
-VOLATILE = {("ApiKey", "lastUsedAt")}
+# Fields whose value changes between two requests of the same reader (a key's last use,
+# the instant a service report's backlog is aged at, and the drill-downs cut at it).
+VOLATILE = {("ApiKey", "lastUsedAt"), ("ServiceReport", "asOf"), ("BacklogBand", "drillDown")}
 
 TEXTS = ["a", "e", "an", "Zoë", "O'Neil", "%_\\", "", " ", "ORD-", "@example.com", "\u2028x"]
 ODD_TEXTS = ["x" * 300, "\x00", "\U0001f600", "NULL", "' OR 1=1 --"]
