@@ -27,11 +27,14 @@ class Relation:
 
 @dataclass(frozen=True)
 class ChildList:
-    """A nested connection read through ``child_list`` (``pages_by_parent``)."""
+    """A nested connection read through ``child_list`` (``pages_by_parent``); with
+    ``items``, a plain list field: the items of one page of the largest size, in the
+    list's default order (``Pipeline.stages``)."""
 
     target: str
     spec: ListSpec[Any]
     parent: str
+    items: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,10 @@ OBJECT_TYPES: dict[str, ObjectType] = {
     ),
     "Pipeline": ObjectType(
         models.Pipeline,
-        lists={"deals": ChildList("Deal", deals.DEALS, "pipeline_id")},
+        lists={
+            "deals": ChildList("Deal", deals.DEALS, "pipeline_id"),
+            "stages": ChildList("Stage", deals.STAGES, "pipeline_id", items=True),
+        },
     ),
     "Stage": ObjectType(
         models.Stage,

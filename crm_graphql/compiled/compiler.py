@@ -460,10 +460,13 @@ class Compiler:
                 return self._by_id(relation.target, foreign_key, subselections)
             if name in info.lists:
                 child = info.lists[name]
+                arguments = self._arguments(type_name, name, nodes[0])
+                if child.items:
+                    arguments = {"first": self.settings.max_page_size}
                 return self._connection(
                     child.target,
                     child.spec,
-                    self._arguments(type_name, name, nodes[0]),
+                    arguments,
                     gql_type.fields[name].type,
                     subselections,
                     parent=(child, alias),
@@ -651,6 +654,13 @@ class Compiler:
                 return self._object(type_name, alias, self._subselections(nodes))
             raise Unsupported(f"edge field {name}")
 
+        def page_items(item: str) -> str:
+            """A JSON array of ``item`` over the page's rows, in the page's order."""
+            return (
+                f"'[' || coalesce(string_agg({item}, ',' ORDER BY {alias}.crm_rn "
+                f"{display}) FILTER (WHERE {page}), '') || ']'"
+            )
+
         def value(name: str, nodes: list[FieldNode]) -> str:
             subselections = self._subselections(nodes)
             if name in ("edges", "nodes"):
@@ -660,10 +670,7 @@ class Compiler:
                     edge_type, _ = _unwrap(connection_type.fields["edges"].type)
                     edge_type, _ = _unwrap(edge_type.of_type)
                     item = self._json_object(edge_type, subselections, edge)
-                return (
-                    f"'[' || coalesce(string_agg({item}, ',' ORDER BY {alias}.crm_rn "
-                    f"{display}) FILTER (WHERE {page}), '') || ']'"
-                )
+                return page_items(item)
             if name == "pageInfo":
                 info_type, _ = _unwrap(connection_type.fields["pageInfo"].type)
                 return self._json_object(info_type, subselections, page_info)
@@ -675,7 +682,10 @@ class Compiler:
                 return f"(SELECT count(*) FROM {table} {counted} WHERE {count_where})::text"
             raise Unsupported(f"{connection_type.name}.{name}")
 
-        body = self._json_object(connection_type, selection_sets, value)
+        if parent is not None and parent[0].items:  # a plain list: the page's items
+            body = page_items(self._object(type_name, alias, selection_sets))
+        else:
+            body = self._json_object(connection_type, selection_sets, value)
         if parent is None and filter:
             # A filtered page picks its ids first, then reads only those rows: the
             # filter and the order can then come from an index alone (index-only scan)
