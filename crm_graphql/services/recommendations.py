@@ -50,7 +50,7 @@ from crm_graphql.models import (
     OrderLine,
     Product,
 )
-from crm_graphql.services import conversations, customers, products
+from crm_graphql.services import conversations, customers, fields, products
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.services.policy import Action, allows, authorize
@@ -464,7 +464,10 @@ async def order_rhythms(
             scope_condition(Customer, actor), Customer.id.in_(ids)
         )
     )
-    contacted = {cid: at is not None and now - RECENT_CONTACT <= at for cid, at in recent.all()}
+    contacted = {
+        cid: at is not None and now - RECENT_CONTACT <= fields.stored_instant(at)
+        for cid, at in recent.all()
+    }
     open_counts: dict[uuid.UUID, int] | None = None
     if allows(actor, Action.READ_CONVERSATIONS):
         open_rows = await session.execute(
@@ -481,7 +484,9 @@ async def order_rhythms(
         cid: OrderRhythm(
             orders=int(n),
             usual_interval_days=float(median_gap),
-            days_since_last_order=max((now - last_at).total_seconds() / 86400, 0.0),
+            days_since_last_order=max(
+                (now - fields.stored_instant(last_at)).total_seconds() / 86400, 0.0
+            ),
             last_amount=last_amount,
             previous_average=previous,
             open_conversations=None if open_counts is None else open_counts.get(cid, 0),

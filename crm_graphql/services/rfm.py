@@ -295,9 +295,12 @@ async def customer_rfm(
     found: dict[uuid.UUID, CustomerRfm | None] = dict.fromkeys(customer_ids)
     for row in rows.mappings():
         currency = row["currency"].strip()
+        # Orders stored at -infinity / infinity: the driver's naive first / last instant.
+        first_order_at = fields.stored_instant(row["first_order_at"])
+        last_order_at = fields.stored_instant(row["last_order_at"])
         found[row["customer_id"]] = CustomerRfm(
             customer_id=row["customer_id"],
-            recency=max(0, (now - row["last_order_at"]).days),
+            recency=max(0, (now - last_order_at).days),
             frequency=int(row["order_count"]),
             monetary=MoneyTotal(row["total"], currency),
             r_score=row["r"],
@@ -305,15 +308,15 @@ async def customer_rfm(
             m_score=row["m"],
             fm_score=row["fm"],
             segment=RfmSegment(row["segment"]),
-            first_order_at=row["first_order_at"],
-            last_order_at=row["last_order_at"],
+            first_order_at=first_order_at,
+            last_order_at=last_order_at,
             lifetime_value=MoneyTotal(
                 lifetime_value(
                     currency_total=row["total"],
                     currency_orders=int(row["currency_orders"]),
                     order_count=int(row["order_count"]),
-                    first_order_at=row["first_order_at"],
-                    last_order_at=row["last_order_at"],
+                    first_order_at=first_order_at,
+                    last_order_at=last_order_at,
                 ),
                 currency,
             ),

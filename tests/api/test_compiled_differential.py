@@ -998,3 +998,19 @@ async def test_generated_reads_are_identical_on_both_paths_for_every_identity(
     assert not failures, report + "\n" + "\n".join(failures[:5])
     # The run must exercise both paths and both kinds of answer.
     assert compiled > GENERATED_QUERIES // 10 and statuses[200] > GENERATED_QUERIES // 2, report
+
+
+async def test_a_customer_with_orders_at_the_ends_of_time_has_scores_not_errors(
+    pair: Pair,
+) -> None:
+    """Orders placed at -infinity / infinity (direct SQL can store them): the customer's RFM
+    scores, lifetime value and churn risk are answered, as numbers, never INTERNAL."""
+    customer = await _edge_customer(pair, "orders", "PLACED_AT")
+    query = """query($c: ID!) { node(id: $c) { ... on Customer { rfm { recency frequency
+      segment firstOrderAt lastOrderAt lifetimeValue { amount currency } }
+      churnRisk { score level reasons daysSinceLastOrder } } } }"""
+    body = await pair.same(query, {"c": customer})
+    assert "errors" not in body, body
+    scored = body["data"]["node"]
+    assert scored["rfm"]["lastOrderAt"] == LAST_INSTANT, scored
+    assert scored["rfm"]["recency"] == 0 and scored["churnRisk"]["level"], scored
