@@ -141,6 +141,7 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.Segment: Action.READ_CUSTOMERS,
     models.OrderLine: Action.READ_CUSTOMERS,
     models.Product: Action.READ_CUSTOMERS,
+    models.RfmScore: Action.READ_CUSTOMERS,
     models.Deal: Action.READ_DEALS,
     models.Pipeline: Action.READ_DEALS,
     models.Stage: Action.READ_DEALS,

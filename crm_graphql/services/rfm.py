@@ -33,17 +33,22 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    delete,
     exists,
     func,
+    insert,
     literal,
     not_,
     select,
+    union_all,
 )
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import Subquery
 
-from crm_graphql.models import Customer, Order
+from crm_graphql.models import Customer, Order, OrderHistoryVersion, RfmScore, RfmSnapshot
 from crm_graphql.services import fields, querying
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.drilldown import DrillDown
@@ -99,10 +104,9 @@ def counted_orders(actor: Actor) -> ColumnElement[bool]:
     )
 
 
-def scores(actor: Actor) -> Subquery:
-    """One row per live customer with counted orders: ``customer_id, order_count,
-    first_order_at, last_order_at, currency, currency_orders, total, r, f, m, fm,
-    segment``, scored over the whole workspace."""
+def live_scores(actor: Actor) -> Subquery:
+    """The definition: one row per live customer with counted orders (``SCORE_COLUMNS``),
+    scored over the whole workspace, computed from the orders as they are."""
     per_currency = (
         select(
             Order.customer_id,
@@ -157,6 +161,144 @@ def scores(actor: Actor) -> Subquery:
         )
     )
     return select(*s, fm.label("fm"), segment.label("segment")).subquery("rfm")
+
+
+# The columns of a score row, in the order of ``live_scores`` and of the snapshot.
+SCORE_COLUMNS = (
+    "customer_id",
+    "order_count",
+    "first_order_at",
+    "last_order_at",
+    "currency",
+    "currency_orders",
+    "total",
+    "r",
+    "f",
+    "m",
+    "fm",
+    "segment",
+)
+
+
+def _history_version(workspace_id: uuid.UUID) -> Any:
+    """The workspace's order-history version (0 before any change was counted)."""
+    return func.coalesce(
+        select(OrderHistoryVersion.version)
+        .where(OrderHistoryVersion.workspace_id == workspace_id)
+        .scalar_subquery(),
+        0,
+    )
+
+
+def snapshot_is_current(workspace_id: uuid.UUID) -> ColumnElement[bool]:
+    """Were the workspace's ``rfm_scores`` computed from the order history as it is now
+    (as the statement sees it: its own transaction's writes included)?"""
+    return exists(
+        select(RfmSnapshot.workspace_id).where(
+            RfmSnapshot.workspace_id == workspace_id,
+            RfmSnapshot.version == _history_version(workspace_id),
+        )
+    )
+
+
+def scores(actor: Actor) -> Subquery:
+    """``live_scores`` as every read uses them: the snapshot's rows when it is current,
+    else the live computation, chosen once per statement (an uncorrelated condition:
+    PostgreSQL runs one branch and skips the other), so a read never sees scores of
+    another order history than its own. ``ensure_snapshot`` before the statement makes
+    the fast branch the one taken."""
+    workspace_id = actor.workspace_id
+    current = snapshot_is_current(workspace_id)
+    live = live_scores(actor)
+    stored = select(*(getattr(RfmScore, name) for name in SCORE_COLUMNS)).where(
+        scope_condition(RfmScore, actor), current
+    )
+    computed = select(*(live.c[name] for name in SCORE_COLUMNS)).where(not_(current))
+    return union_all(stored, computed).subquery("rfm")
+
+
+def _snapshot_lock(workspace_id: uuid.UUID) -> Any:
+    return func.pg_advisory_xact_lock(func.hashtextextended(f"rfm_snapshot:{workspace_id}", 0))
+
+
+async def refresh_snapshot(actor: Actor, engine: AsyncEngine) -> bool:
+    """Make the workspace's snapshot current, in a transaction of its own (committed, so
+    every reader gains): under an advisory lock per workspace (a concurrent reader waits,
+    then finds it current), read the version, then compute every score in one
+    statement from what is committed by then, and record the version read first. Rows
+    computed from more than that version are only ever used while the version is still
+    the one recorded, which it then is not. Returns whether it recomputed."""
+    authorize(actor, Action.READ_CUSTOMERS)
+    workspace_id = actor.workspace_id
+    async with engine.begin() as connection:
+        await connection.execute(select(_snapshot_lock(workspace_id)))
+        version = await connection.scalar(select(_history_version(workspace_id)))
+        recorded = await connection.scalar(
+            select(RfmSnapshot.version).where(RfmSnapshot.workspace_id == workspace_id)
+        )
+        if recorded == version:
+            return False
+        live = live_scores(actor)
+        await connection.execute(delete(RfmScore).where(RfmScore.workspace_id == workspace_id))
+        await connection.execute(
+            insert(RfmScore).from_select(
+                ["workspace_id", *SCORE_COLUMNS],
+                select(
+                    literal(workspace_id, UUID(as_uuid=True)), *(live.c[n] for n in SCORE_COLUMNS)
+                ),
+            )
+        )
+        upsert = pg_insert(RfmSnapshot).values(workspace_id=workspace_id, version=version)
+        await connection.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[RfmSnapshot.workspace_id],
+                set_={"version": upsert.excluded.version, "refreshed_at": func.now()},
+            )
+        )
+    return True
+
+
+_CHECKED = "rfm_snapshot_checked"
+
+
+async def ensure_snapshot(actor: Actor, session: AsyncSession) -> None:
+    """Before a read of ``scores``: refresh the workspace's snapshot when the order history
+    changed since it was computed. Checked once per session (a request's reads): a change
+    committed later in the request is still exact, through the live branch."""
+    checked: set[uuid.UUID] = session.info.setdefault(_CHECKED, set())
+    if actor.workspace_id in checked:
+        return
+    checked.add(actor.workspace_id)
+    if await session.scalar(select(snapshot_is_current(actor.workspace_id))):
+        return
+    bind = session.bind
+    engine = bind if isinstance(bind, AsyncEngine) else getattr(bind, "engine", None)
+    if isinstance(engine, AsyncEngine):
+        await refresh_snapshot(actor, engine)
+
+
+def uses_scores(filters: Sequence[Any]) -> bool:
+    """Does one of these customer filters name ``rfm_segment`` (at any depth)?"""
+    stack: list[Any] = list(filters)
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, Mapping):
+            continue
+        if current.get("rfm_segment") is not None:
+            return True
+        stack.extend(current.get("and") or ())
+        stack.extend(current.get("or") or ())
+        stack.append(current.get("not"))
+    return False
+
+
+async def prepare_customer_filters(
+    actor: Actor, session: AsyncSession, filters: Sequence[Any]
+) -> None:
+    """The customers list's step before a read: the snapshot is made current when a
+    filter reads the scores."""
+    if uses_scores(filters):
+        await ensure_snapshot(actor, session)
 
 
 def segment_predicate(actor: Actor) -> querying.Predicate:
@@ -290,6 +432,7 @@ async def customer_rfm(
 
     authorize(actor, Action.READ_CUSTOMERS)
     now = now or datetime.now(UTC)
+    await ensure_snapshot(actor, session)
     rfm = scores(actor)
     rows = await session.execute(select(rfm).where(rfm.c.customer_id.in_(list(customer_ids))))
     found: dict[uuid.UUID, CustomerRfm | None] = dict.fromkeys(customer_ids)
