@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -107,6 +107,10 @@ def counted_orders(actor: Actor) -> ColumnElement[bool]:
 def live_scores(actor: Actor) -> Subquery:
     """The definition: one row per live customer with counted orders (``SCORE_COLUMNS``),
     scored over the whole workspace, computed from the orders as they are."""
+    return _built(_LIVE, actor, _live_scores)
+
+
+def _live_scores(actor: Actor) -> Subquery:
     per_currency = (
         select(
             Order.customer_id,
@@ -160,7 +164,32 @@ def live_scores(actor: Actor) -> Subquery:
             for seg, r_range, fm_range in SEGMENT_MAP
         )
     )
-    return select(*s, fm.label("fm"), segment.label("segment")).subquery("rfm")
+    # The stored column's type: a condition on the segment then reaches both branches
+    # of ``scores`` (and the snapshot's index) instead of filtering their union.
+    stored_type = cast(segment, RfmScore.__table__.c.segment.type)
+    return select(*s, fm.label("fm"), stored_type.label("segment")).subquery("rfm")
+
+
+# Built statements per workspace. Building the scoring (four nested subqueries, window
+# functions, the segment CASE) costs SQLAlchemy more than the snapshot read it guards,
+# so it is built once per workspace and reused: the SQL depends on the workspace alone
+# (tenant scope, no role or user), and a statement is immutable once built. Callers are
+# still authorized on every call.
+_LIVE: dict[uuid.UUID, Subquery] = {}
+_SCORES: dict[uuid.UUID, Subquery] = {}
+_BUILT_PER_KIND = 1024
+
+
+def _built(
+    cache: dict[uuid.UUID, Subquery], actor: Actor, build: Callable[[Actor], Subquery]
+) -> Subquery:
+    authorize(actor, Action.READ_CUSTOMERS)
+    found = cache.get(actor.workspace_id)
+    if found is None:
+        if len(cache) >= _BUILT_PER_KIND:
+            cache.clear()
+        found = cache[actor.workspace_id] = build(actor)
+    return found
 
 
 # The columns of a score row, in the order of ``live_scores`` and of the snapshot.
@@ -207,6 +236,10 @@ def scores(actor: Actor) -> Subquery:
     PostgreSQL runs one branch and skips the other), so a read never sees scores of
     another order history than its own. ``ensure_snapshot`` before the statement makes
     the fast branch the one taken."""
+    return _built(_SCORES, actor, _scores)
+
+
+def _scores(actor: Actor) -> Subquery:
     workspace_id = actor.workspace_id
     current = snapshot_is_current(workspace_id)
     live = live_scores(actor)
