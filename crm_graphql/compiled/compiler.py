@@ -41,7 +41,7 @@ from graphql import (
     is_abstract_type,
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_directive_values
-from sqlalchemy import ColumnElement, and_, bindparam
+from sqlalchemy import ColumnElement, and_, bindparam, select
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from strawberry import Schema
@@ -51,7 +51,7 @@ from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS, ChildList
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.ids import MalformedId, from_global_id
 from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
-from crm_graphql.services import querying
+from crm_graphql.services import querying, rfm, segments
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.customers import counted_orders_condition
 from crm_graphql.services.errors import DomainError
@@ -89,6 +89,9 @@ class Compiled:
     # A list filtered or paged by client values: plan it for those values each time (a
     # generic plan for ``name ILIKE $n`` cannot know how selective the value is).
     custom_plans: bool
+    # Reads the RFM scores: the workspace's snapshot is made current first
+    # (``rfm.ensure_snapshot``), so that the statement takes its fast branch.
+    reads_rfm_scores: bool = False
 
 
 def _literal(text: str) -> str:
@@ -185,6 +188,7 @@ class _State:
     models: set[type[Any]] = field(default_factory=set)
     reencode: bool = False
     custom_plans: bool = False
+    reads_rfm_scores: bool = False
 
 
 class Compiler:
@@ -469,6 +473,8 @@ class Compiler:
                 return self._address(alias, subselections)
             if name in info.computed and name == "purchaseSummary":
                 return self._purchase_summary(alias, subselections)
+            if name in info.computed and name == "rfm":
+                return self._rfm(alias, subselections)
             raise Unsupported(f"{type_name}.{name}")
 
         return self._json_object(gql_type, selection_sets, value)
@@ -549,6 +555,56 @@ class Compiler:
             f"AND {orders}.customer_id = {alias}.id GROUP BY {orders}.currency) s)"
         )
 
+    def _rfm(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``rfm.customer_rfm`` of the row (null without scores): the fields read as they
+        are stored; the ones computed in Python (recency as of now, money, lifetime value,
+        drill-down) take the executed path."""
+        from crm_graphql import models
+
+        self.state.models.add(models.Order)
+        self.state.reads_rfm_scores = True
+        scores = rfm.scores(self.actor)
+        scores_sql = self._sql(select(scores), models.Customer, alias)
+        gql_type = self.gschema.get_type("CustomerRfm")
+        assert isinstance(gql_type, GraphQLObjectType)
+        columns = {
+            "frequency": "order_count",
+            "rScore": "r",
+            "fScore": "f",
+            "mScore": "m",
+            "fmScore": "fm",
+            "segment": "segment",
+            "firstOrderAt": "first_order_at",
+            "lastOrderAt": "last_order_at",
+        }
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name not in columns or nodes[0].arguments:
+                raise Unsupported(f"CustomerRfm.{name}")
+            return self._value(gql_type.fields[name].type, f"s.{columns[name]}")
+
+        body = self._json_object(gql_type, selection_sets, value)
+        return (
+            f"coalesce((SELECT {body} FROM ({scores_sql}) s "
+            f"WHERE s.customer_id = {alias}.id), 'null')"
+        )
+
+    def _segment_membership(self, segment_id: Any) -> dict[str, Any]:
+        """A built-in segment's customers filter (constants, nothing to read); a saved
+        segment's filter is read at run time, so it takes the executed path, as does an
+        ID the executed path answers with an error."""
+        try:
+            type_name, id = from_global_id(segment_id)
+            built_in = segments.BUILT_IN_BY_ID.get(uuid.UUID(str(id)))
+        except (MalformedId, ValueError) as error:
+            raise Unsupported("a malformed segment ID") from error
+        if type_name != "Segment" or built_in is None:
+            raise Unsupported("customers of a saved segment")
+        from crm_graphql import models
+
+        self.state.models.add(models.Segment)
+        return built_in.membership()
+
     # ---------------------------------------------------------------- connections
 
     def _connection(
@@ -575,9 +631,12 @@ class Compiler:
             size, forward, cursor = request.validated()
             if parent is not None and not forward:
                 raise Unsupported("nested lists page forward only")
-            if args.get("segment_id") is not None:  # a segment's filter is read at run time
-                raise Unsupported("customers of a segment")
             filter = filter_spec(args.get("filter"))
+            if args.get("segment_id") is not None:
+                membership = self._segment_membership(args["segment_id"])
+                filter = dict(segments.within(membership, filter))
+            if rfm.uses_scores([filter]):
+                self.state.reads_rfm_scores = True
             ordering = order_spec(args.get("order_by"))
             if spec.custom_fields is not None and querying.uses_custom_fields(filter, ordering):
                 # The workspace's definitions are read at run time (ListSpec.custom_terms).
@@ -759,6 +818,7 @@ class Compiler:
             models=frozenset(self.state.models),
             reencode=self.state.reencode,
             custom_plans=self.state.custom_plans,
+            reads_rfm_scores=self.state.reads_rfm_scores,
         )
 
 
@@ -827,8 +887,12 @@ def _computed_filter_fields(spec: querying.ListSpec[Any], actor: Any, filter: An
     """Whether ``filter`` names a field the list computes for the actor (not a column)."""
     if spec.actor_filter_fields is None or not filter:
         return False
-    computed = spec.actor_filter_fields(actor)
-    return bool(_filter_keys(filter) & set(computed))
+    computed = {
+        name
+        for name, value in spec.actor_filter_fields(actor).items()
+        if not (isinstance(value, querying.Predicate) and value.compiles)
+    }
+    return bool(_filter_keys(filter) & computed)
 
 
 def _null_default(value: Any, default: Any) -> bool:

@@ -221,6 +221,10 @@ class Predicate:
     not one order after ``gte`` and maybe another before ``lt``)."""
 
     build: Callable[[Mapping[str, Any], str], ColumnElement[bool]]
+    # Its SQL refers to the listed row only as ``<table>.id`` and reads every other table
+    # under a name of its own, so the compiled path may rename the list's table onto an
+    # alias in it (``compiled.compiler``); otherwise such a filter takes the executed path.
+    compiles: bool = False
 
 
 # A list's custom fields (``services.custom_fields``): the filter key ``custom_fields`` holds

@@ -27,6 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Date,
     Integer,
@@ -38,6 +39,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     not_,
     select,
     union_all,
@@ -46,6 +48,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Subquery
 
 from crm_graphql.models import Customer, Order, OrderHistoryVersion, RfmScore, RfmSnapshot
@@ -92,15 +95,21 @@ _CENT = Decimal("0.01")
 MAX_COHORT_MONTHS = 120
 
 
+# The customers the report reads, under a name of their own: a list of customers that
+# embeds the scores (``rfm_segment``, the compiled path's ``rfm``) renames its own
+# ``customers`` references onto its alias, and must not rename these.
+ScoredCustomer = aliased(Customer, name="rfm_customers")
+
+
 def counted_orders(actor: Actor) -> ColumnElement[bool]:
     """Orders the report counts: what a purchase summary adds up, of live customers."""
     from crm_graphql.services.customers import counted_orders_condition
 
     return and_(
         counted_orders_condition(actor),
-        Order.customer_id == Customer.id,
-        scope_condition(Customer, actor),
-        Customer.archived_at.is_(None),
+        Order.customer_id == ScoredCustomer.id,
+        scope_condition(ScoredCustomer, actor),
+        ScoredCustomer.archived_at.is_(None),
     )
 
 
@@ -209,19 +218,20 @@ SCORE_COLUMNS = (
 )
 
 
-def _history_version(workspace_id: uuid.UUID) -> Any:
+def _history_version(workspace_id: Any) -> Any:
     """The workspace's order-history version (0 before any change was counted)."""
     return func.coalesce(
         select(OrderHistoryVersion.version)
         .where(OrderHistoryVersion.workspace_id == workspace_id)
         .scalar_subquery(),
-        0,
+        literal_column("0", BigInteger),
     )
 
 
-def snapshot_is_current(workspace_id: uuid.UUID) -> ColumnElement[bool]:
+def snapshot_is_current(workspace_id: Any) -> ColumnElement[bool]:
     """Were the workspace's ``rfm_scores`` computed from the order history as it is now
-    (as the statement sees it: its own transaction's writes included)?"""
+    (as the statement sees it: its own transaction's writes included)? ``workspace_id``:
+    a value or a bound parameter."""
     return exists(
         select(RfmSnapshot.workspace_id).where(
             RfmSnapshot.workspace_id == workspace_id,
@@ -363,7 +373,9 @@ def segment_predicate(actor: Actor) -> querying.Predicate:
                 raise Invalid(f"`{querying.camel_case(op)}` is not supported on {name}", name)
         return and_(*terms) if terms else Customer.id.is_not(None)
 
-    return querying.Predicate(build)
+    # Self-contained (no reference to the listed row but ``customers.id``): the compiled
+    # path may embed it.
+    return querying.Predicate(build, compiles=True)
 
 
 def first_order_at(actor: Actor) -> Any:
@@ -471,9 +483,12 @@ async def customer_rfm(
     found: dict[uuid.UUID, CustomerRfm | None] = dict.fromkeys(customer_ids)
     for row in rows.mappings():
         currency = row["currency"].strip()
+        # An order placed at +-infinity reads as Python's last / first instant.
+        first = fields.stored_instant(row["first_order_at"])
+        last = fields.stored_instant(row["last_order_at"])
         found[row["customer_id"]] = CustomerRfm(
             customer_id=row["customer_id"],
-            recency=max(0, (now - row["last_order_at"]).days),
+            recency=max(0, (now - last).days),
             frequency=int(row["order_count"]),
             monetary=MoneyTotal(row["total"], currency),
             r_score=row["r"],
@@ -481,15 +496,15 @@ async def customer_rfm(
             m_score=row["m"],
             fm_score=row["fm"],
             segment=RfmSegment(row["segment"]),
-            first_order_at=row["first_order_at"],
-            last_order_at=row["last_order_at"],
+            first_order_at=first,
+            last_order_at=last,
             lifetime_value=MoneyTotal(
                 lifetime_value(
                     currency_total=row["total"],
                     currency_orders=int(row["currency_orders"]),
                     order_count=int(row["order_count"]),
-                    first_order_at=row["first_order_at"],
-                    last_order_at=row["last_order_at"],
+                    first_order_at=first,
+                    last_order_at=last,
                 ),
                 currency,
             ),
