@@ -27,7 +27,12 @@ from crm_graphql.models.events import (
     WebhookDispatchCursor,
 )
 from crm_graphql.models.orders import Order, OrderHistoryVersion, OrderLine, OrderStatus
-from crm_graphql.models.products import Product
+from crm_graphql.models.products import (
+    Product,
+    ProductBuyers,
+    ProductPair,
+    ProductPairSnapshot,
+)
 from crm_graphql.models.rfm import RfmScore, RfmSnapshot
 from crm_graphql.models.search import SearchDocument, SearchEntity
 from crm_graphql.models.segments import Segment
@@ -71,6 +76,9 @@ __all__ = [
     "OrderStatus",
     "Pipeline",
     "Product",
+    "ProductBuyers",
+    "ProductPair",
+    "ProductPairSnapshot",
     "RefreshToken",
     "RfmScore",
     "RfmSnapshot",

@@ -142,6 +142,8 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.OrderLine: Action.READ_CUSTOMERS,
     models.Product: Action.READ_CUSTOMERS,
     models.RfmScore: Action.READ_CUSTOMERS,
+    models.ProductBuyers: Action.READ_CUSTOMERS,
+    models.ProductPair: Action.READ_CUSTOMERS,
     models.Deal: Action.READ_DEALS,
     models.Pipeline: Action.READ_DEALS,
     models.Stage: Action.READ_DEALS,

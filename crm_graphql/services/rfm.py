@@ -27,7 +27,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Date,
     Integer,
@@ -39,20 +38,18 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    literal_column,
     not_,
     select,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Subquery
 
-from crm_graphql.models import Customer, Order, OrderHistoryVersion, RfmScore, RfmSnapshot
-from crm_graphql.services import fields, querying
+from crm_graphql.models import Customer, Order, RfmScore, RfmSnapshot
+from crm_graphql.services import fields, querying, snapshots
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.drilldown import DrillDown
 from crm_graphql.services.errors import Invalid
@@ -218,26 +215,11 @@ SCORE_COLUMNS = (
 )
 
 
-def _history_version(workspace_id: Any) -> Any:
-    """The workspace's order-history version (0 before any change was counted)."""
-    return func.coalesce(
-        select(OrderHistoryVersion.version)
-        .where(OrderHistoryVersion.workspace_id == workspace_id)
-        .scalar_subquery(),
-        literal_column("0", BigInteger),
-    )
-
-
 def snapshot_is_current(workspace_id: Any) -> ColumnElement[bool]:
     """Were the workspace's ``rfm_scores`` computed from the order history as it is now
     (as the statement sees it: its own transaction's writes included)? ``workspace_id``:
     a value or a bound parameter."""
-    return exists(
-        select(RfmSnapshot.workspace_id).where(
-            RfmSnapshot.workspace_id == workspace_id,
-            RfmSnapshot.version == _history_version(workspace_id),
-        )
-    )
+    return snapshots.is_current(RfmSnapshot, workspace_id)
 
 
 def scores(actor: Actor) -> Subquery:
@@ -260,28 +242,13 @@ def _scores(actor: Actor) -> Subquery:
     return union_all(stored, computed).subquery("rfm")
 
 
-def _snapshot_lock(workspace_id: uuid.UUID) -> Any:
-    return func.pg_advisory_xact_lock(func.hashtextextended(f"rfm_snapshot:{workspace_id}", 0))
-
-
 async def refresh_snapshot(actor: Actor, engine: AsyncEngine) -> bool:
-    """Make the workspace's snapshot current, in a transaction of its own (committed, so
-    every reader gains): under an advisory lock per workspace (a concurrent reader waits,
-    then finds it current), read the version, then compute every score in one
-    statement from what is committed by then, and record the version read first. Rows
-    computed from more than that version are only ever used while the version is still
-    the one recorded, which it then is not. Returns whether it recomputed."""
+    """Make the workspace's scores current (``snapshots.refresh``): every score computed
+    in one statement. Returns whether it recomputed."""
     authorize(actor, Action.READ_CUSTOMERS)
-    workspace_id = actor.workspace_id
-    async with engine.begin() as connection:
-        await connection.execute(select(_snapshot_lock(workspace_id)))
-        version = await connection.scalar(select(_history_version(workspace_id)))
-        recorded = await connection.scalar(
-            select(RfmSnapshot.version).where(RfmSnapshot.workspace_id == workspace_id)
-        )
-        if recorded == version:
-            return False
-        live = live_scores(actor)
+    live = live_scores(actor)
+
+    async def fill(connection: AsyncConnection, workspace_id: uuid.UUID) -> dict[str, Any]:
         await connection.execute(delete(RfmScore).where(RfmScore.workspace_id == workspace_id))
         await connection.execute(
             insert(RfmScore).from_select(
@@ -291,33 +258,19 @@ async def refresh_snapshot(actor: Actor, engine: AsyncEngine) -> bool:
                 ),
             )
         )
-        upsert = pg_insert(RfmSnapshot).values(workspace_id=workspace_id, version=version)
-        await connection.execute(
-            upsert.on_conflict_do_update(
-                index_elements=[RfmSnapshot.workspace_id],
-                set_={"version": upsert.excluded.version, "refreshed_at": func.now()},
-            )
-        )
-    return True
+        return {}
 
-
-_CHECKED = "rfm_snapshot_checked"
+    return await snapshots.refresh(engine, RfmSnapshot, actor.workspace_id, fill)
 
 
 async def ensure_snapshot(actor: Actor, session: AsyncSession) -> None:
-    """Before a read of ``scores``: refresh the workspace's snapshot when the order history
-    changed since it was computed. Checked once per session (a request's reads): a change
-    committed later in the request is still exact, through the live branch."""
-    checked: set[uuid.UUID] = session.info.setdefault(_CHECKED, set())
-    if actor.workspace_id in checked:
-        return
-    checked.add(actor.workspace_id)
-    if await session.scalar(select(snapshot_is_current(actor.workspace_id))):
-        return
-    bind = session.bind
-    engine = bind if isinstance(bind, AsyncEngine) else getattr(bind, "engine", None)
-    if isinstance(engine, AsyncEngine):
-        await refresh_snapshot(actor, engine)
+    """Before a read of ``scores``: make the workspace's scores current when the order
+    history changed since they were computed (``snapshots.ensure``)."""
+
+    async def refresh_with(engine: AsyncEngine) -> bool:
+        return await refresh_snapshot(actor, engine)
+
+    await snapshots.ensure(session, RfmSnapshot, actor.workspace_id, refresh_with)
 
 
 def uses_scores(filters: Sequence[Any]) -> bool:

@@ -11,8 +11,10 @@ docs/decisions/0020-rfm-snapshot.md):
   triggers in the writing transaction whenever the order history an order-derived
   snapshot reads changes (orders, order lines, customers' archival and deletion);
 - ``rfm_scores`` and ``rfm_snapshots``: the scores of ``services.rfm.scores`` and the
-  counter value they were computed from. Reads use the rows only while that value is
-  the current one, so membership stays what the read-time definition gives.
+  counter value they were computed from; ``product_buyers``, ``product_pairs`` and
+  ``product_pair_snapshots``: the co-purchase counts recommendations read, likewise.
+  Reads use the rows only while that value is the current one, so they stay what the
+  read-time definitions give.
 """
 
 from collections.abc import Sequence
@@ -150,6 +152,72 @@ def upgrade() -> None:
         ["workspace_id", "segment", "customer_id"],
         unique=False,
     )
+    op.create_table(
+        "product_pair_snapshots",
+        sa.Column("workspace_id", sa.UUID(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("buyers", sa.Integer(), nullable=False),
+        sa.Column(
+            "refreshed_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_product_pair_snapshots_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("workspace_id", name=op.f("pk_product_pair_snapshots")),
+    )
+    op.create_table(
+        "product_buyers",
+        sa.Column("workspace_id", sa.UUID(), nullable=False),
+        sa.Column("product_id", sa.UUID(), nullable=False),
+        sa.Column("buyers", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["product_id"],
+            ["products.id"],
+            name=op.f("fk_product_buyers_product_id_products"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_product_buyers_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("workspace_id", "product_id", name=op.f("pk_product_buyers")),
+    )
+    op.create_table(
+        "product_pairs",
+        sa.Column("workspace_id", sa.UUID(), nullable=False),
+        sa.Column("product_id", sa.UUID(), nullable=False),
+        sa.Column("other_id", sa.UUID(), nullable=False),
+        sa.Column("together", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["other_id"],
+            ["products.id"],
+            name=op.f("fk_product_pairs_other_id_products"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["product_id"],
+            ["products.id"],
+            name=op.f("fk_product_pairs_product_id_products"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_product_pairs_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "workspace_id", "product_id", "other_id", name=op.f("pk_product_pairs")
+        ),
+    )
     op.execute(BUMP)
     for table in WATCHED:
         op.execute(_function(table))
@@ -163,6 +231,9 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_history_{name} ON {table}")
         op.execute(f"DROP FUNCTION crm_{table}_history_changed()")
     op.execute("DROP FUNCTION crm_order_history_changed(uuid[])")
+    op.drop_table("product_pairs")
+    op.drop_table("product_buyers")
+    op.drop_table("product_pair_snapshots")
     op.drop_index("ix_rfm_scores_workspace_segment", table_name="rfm_scores")
     op.drop_table("rfm_scores")
     op.drop_table("rfm_snapshots")
