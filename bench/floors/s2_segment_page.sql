@@ -23,7 +23,6 @@ WITH current_snapshot AS (
   FROM orders o JOIN customers c ON c.id = o.customer_id
   WHERE o.workspace_id = $1 AND c.workspace_id = $1 AND c.archived_at IS NULL
     AND o.archived_at IS NULL AND o.status IN ('paid', 'fulfilled')
-    AND NOT (SELECT yes FROM current_snapshot)
   GROUP BY o.customer_id, o.currency
 ), per_customer AS (
   SELECT customer_id, currency, total,
@@ -42,11 +41,18 @@ WITH current_snapshot AS (
   SELECT customer_id, r, f, m FROM rfm_scores
   WHERE workspace_id = $1 AND segment = 'champions' AND (SELECT yes FROM current_snapshot)
   UNION ALL
-  SELECT customer_id, r, f, m FROM computed WHERE r = 5 AND (f + m + 1) / 2 >= 4
+  SELECT customer_id, r, f, m FROM computed
+  WHERE r = 5 AND (f + m + 1) / 2 >= 4 AND NOT (SELECT yes FROM current_snapshot)
 ), members AS (
+  -- Each member's row by primary key (OFFSET 0 keeps the lookup per member: a generic
+  -- plan otherwise hashes every customer of the database to join ~4% of one workspace's).
   SELECT c.id, c.name, c.email, c.lifecycle_stage, c.created_at, s.r, s.f, s.m
-  FROM customers c JOIN champions s ON s.customer_id = c.id
-  WHERE c.workspace_id = $1 AND c.archived_at IS NULL
+  FROM champions s
+  CROSS JOIN LATERAL (
+    SELECT c.* FROM customers c
+    WHERE c.id = s.customer_id AND c.workspace_id = $1 AND c.archived_at IS NULL
+    OFFSET 0
+  ) c
 ), page AS (
   SELECT * FROM members ORDER BY created_at DESC, id DESC LIMIT 51
 )

@@ -632,6 +632,9 @@ class Compiler:
             if parent is not None and not forward:
                 raise Unsupported("nested lists page forward only")
             filter = filter_spec(args.get("filter"))
+            # Plans are made per execution for the client's values (below); a built-in
+            # segment's membership is a constant, which a generic plan serves as well.
+            client_values = bool(filter)
             if args.get("segment_id") is not None:
                 membership = self._segment_membership(args["segment_id"])
                 filter = dict(segments.within(membership, filter))
@@ -649,7 +652,7 @@ class Compiler:
             base = spec.statement(
                 self.actor, filter, include_archived=bool(args.get("include_archived"))
             ).whereclause
-            self.state.custom_plans |= bool(filter) or cursor is not None
+            self.state.custom_plans |= client_values or cursor is not None
             effective = keys if forward else [k.reversed() for k in keys]
             condition: ColumnElement[bool] = base  # type: ignore[assignment]
             if cursor is not None:
