@@ -33,7 +33,7 @@ from strawberry.schema.schema import validate_document
 from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
 from crm_graphql.db.engine import make_read_pool
 from crm_graphql.limits import QueryLimits, Shape, input_errors, limit_errors, shape_of
-from crm_graphql.services import rfm
+from crm_graphql.services import rfm, snapshots
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
 from crm_graphql.services.policy import authorize_read
@@ -232,8 +232,14 @@ class CompiledReads:
         assert self.engine is not None
         try:
             if not await self.pool.fetchval(_RFM_SNAPSHOT_IS_CURRENT, actor.workspace_id):
-                await rfm.refresh_snapshot(actor, self.engine)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, DBAPIError) as error:
+                await rfm.refresh_snapshot(actor, snapshots.refresh_engine(self.engine))
+        except (
+            asyncpg.PostgresError,
+            OSError,
+            TimeoutError,
+            asyncpg.InterfaceError,
+            DBAPIError,
+        ) as error:
             log.warning("RFM snapshot not refreshed: %s", error)
 
     async def execute(

@@ -16,15 +16,20 @@ summaries read (migration 0018). Reads:
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, exists, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from crm_graphql.models import OrderHistoryVersion
+
+log = logging.getLogger("crm_graphql.snapshots")
 
 # (connection, workspace id): replace the workspace's summary rows, computed from the
 # orders as the connection's next statements see them; returns the values of the
@@ -81,16 +86,36 @@ async def refresh(engine: AsyncEngine, snapshot: Any, workspace_id: uuid.UUID, f
     return True
 
 
+_REFRESH_ENGINES: dict[str, AsyncEngine] = {}
+
+
+def refresh_engine(engine: AsyncEngine) -> AsyncEngine:
+    """Where refreshes connect: the same database as ``engine``, one connection per
+    refresh, opened and closed (rare: once per change of a workspace's order history).
+    Not the requests' pool: a request holding its connection while it waits for another
+    from a pool its peers hold could wait forever; these connections wait only for the
+    advisory lock."""
+    url = engine.url.render_as_string(hide_password=False)
+    found = _REFRESH_ENGINES.get(url)
+    if found is None:
+        found = _REFRESH_ENGINES[url] = create_async_engine(
+            url,
+            poolclass=NullPool,
+            connect_args={"server_settings": {"jit": "off", "application_name": "crm_refresh"}},
+        )
+    return found
+
+
 async def ensure(
     session: AsyncSession,
     snapshot: Any,
     workspace_id: uuid.UUID,
     refresh_with: Callable[[AsyncEngine], Awaitable[bool]],
 ) -> None:
-    """Before a read of a summary: refresh it (``refresh_with`` the session's engine)
-    when the order history changed since it was computed. Checked once per session (a
-    request's reads): a change committed later in the request is still exact, through
-    the live branch."""
+    """Before a read of a summary: refresh it (``refresh_with`` an engine on the
+    session's database) when the order history changed since it was computed. Checked
+    once per session (a request's reads): a change committed later in the request is
+    still exact, through the live branch; so is every read when the refresh fails."""
     checked: set[tuple[str, uuid.UUID]] = session.info.setdefault("current_summaries", set())
     if (snapshot.__tablename__, workspace_id) in checked:
         return
@@ -99,5 +124,11 @@ async def ensure(
         return
     bind = session.bind
     engine = bind if isinstance(bind, AsyncEngine) else getattr(bind, "engine", None)
-    if isinstance(engine, AsyncEngine):
-        await refresh_with(engine)
+    if not isinstance(engine, AsyncEngine):
+        return
+    try:
+        await refresh_with(refresh_engine(engine))
+    except (DBAPIError, OSError, TimeoutError) as error:
+        log.warning(
+            "%s of workspace %s not refreshed: %s", snapshot.__tablename__, workspace_id, error
+        )
