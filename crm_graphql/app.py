@@ -122,7 +122,9 @@ def build_app(settings: Settings) -> Starlette:
         )
         if settings.webhook_dispatcher:
             await dispatcher.start()
-        compiled = await CompiledReads.open(schema, settings) if settings.compiled_reads else None
+        compiled = (
+            await CompiledReads.open(schema, settings, engine) if settings.compiled_reads else None
+        )
         app.state.crm = AppState(
             settings=settings,
             sessionmaker=sessionmaker,

@@ -3,11 +3,19 @@
 -- $first). Customers by name then id; per customer up to five live products it has not
 -- bought: by summed cosine similarity to its purchases (paid and fulfilled orders), then
 -- the most popular ones, ties by product id.
+-- Like the server, it reads the co-purchase summary (product_buyers, product_pairs,
+-- product_pair_snapshots; docs/decisions/0020) while it was computed from the current
+-- order history, and computes the counts from every purchase otherwise.
 WITH page AS (
     SELECT id, name FROM customers
     WHERE workspace_id = $1 AND archived_at IS NULL
     ORDER BY name, id
     LIMIT $2
+), current_summary AS (
+    SELECT s.buyers FROM product_pair_snapshots s
+    WHERE s.workspace_id = $1
+      AND s.version = coalesce(
+        (SELECT v.version FROM order_history_versions v WHERE v.workspace_id = $1), 0)
 ), bought AS (
     SELECT DISTINCT o.customer_id, l.product_id
     FROM orders o
@@ -15,16 +23,31 @@ WITH page AS (
     WHERE o.workspace_id = $1 AND o.archived_at IS NULL
       AND o.status IN ('paid', 'fulfilled') AND l.product_id IS NOT NULL
 ), popularity AS (
-    SELECT product_id, count(*) AS buyers FROM bought GROUP BY product_id
+    SELECT product_id, buyers FROM product_buyers
+    WHERE workspace_id = $1 AND EXISTS (SELECT 1 FROM current_summary)
+    UNION ALL
+    SELECT product_id, count(*) FROM bought
+    WHERE NOT EXISTS (SELECT 1 FROM current_summary) GROUP BY product_id
 ), total AS (
-    SELECT count(DISTINCT customer_id) AS n FROM bought
+    SELECT coalesce((SELECT buyers FROM current_summary),
+                    (SELECT count(DISTINCT customer_id) FROM bought)) AS n
 ), mine AS (
-    SELECT b.customer_id, b.product_id FROM bought b JOIN page p ON p.id = b.customer_id
+    SELECT DISTINCT o.customer_id, l.product_id
+    FROM page p
+    JOIN orders o ON o.customer_id = p.id AND o.workspace_id = $1
+    JOIN order_lines l ON l.order_id = o.id AND l.workspace_id = $1
+    WHERE o.archived_at IS NULL AND o.status IN ('paid', 'fulfilled')
+      AND l.product_id IS NOT NULL
 ), co AS MATERIALIZED (
+    SELECT product_id AS seed, other_id AS candidate, together FROM product_pairs
+    WHERE workspace_id = $1 AND EXISTS (SELECT 1 FROM current_summary)
+      AND product_id IN (SELECT product_id FROM mine)
+    UNION ALL
     SELECT peer.product_id AS seed, a.product_id AS candidate, count(*) AS together
     FROM bought peer
     JOIN bought a ON a.customer_id = peer.customer_id AND a.product_id <> peer.product_id
     WHERE peer.product_id IN (SELECT product_id FROM mine)
+      AND NOT EXISTS (SELECT 1 FROM current_summary)
     GROUP BY 1, 2
 ), pairs AS (
     SELECT m.customer_id AS target, m.product_id AS seed, co.candidate, co.together

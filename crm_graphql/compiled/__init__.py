@@ -22,12 +22,18 @@ from graphql import (
     specified_rules,
 )
 from graphql.execution.values import get_variable_values
+from sqlalchemy import bindparam, select
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from strawberry import Schema
 from strawberry.schema.schema import validate_document
 
 from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
 from crm_graphql.db.engine import make_read_pool
 from crm_graphql.limits import QueryLimits, Shape, input_errors, limit_errors, shape_of
+from crm_graphql.services import rfm, snapshots
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
 from crm_graphql.services.policy import authorize_read
@@ -86,6 +92,13 @@ class _Lru(OrderedDict[Any, Any]):
 
 _MISS = object()
 
+# ``rfm.snapshot_is_current`` of the workspace ($1), for the read-only pool.
+_RFM_SNAPSHOT_IS_CURRENT = str(
+    select(rfm.snapshot_is_current(bindparam("workspace", type_=UUID(as_uuid=True)))).compile(
+        dialect=asyncpg_dialect.dialect()
+    )
+)
+
 
 class CompiledReads:
     """Plans cached by (document, operation name, variables, role), run on a read-only
@@ -97,8 +110,12 @@ class CompiledReads:
         settings: Settings,
         pool: asyncpg.Pool,
         filtered_pool: asyncpg.Pool | None = None,
+        engine: AsyncEngine | None = None,
     ) -> None:
         self.schema = schema
+        # Writes what a plan needs current before it runs (the RFM snapshot); None: the
+        # statements answer from the live computation (exact, slower).
+        self.engine = engine
         self.settings = settings
         self.pool = pool
         # Statements of filtered or cursor-paged lists: planned for their values each time.
@@ -110,7 +127,9 @@ class CompiledReads:
         self._statements: dict[str, str] = {}
 
     @classmethod
-    async def open(cls, schema: Schema, settings: Settings) -> CompiledReads:
+    async def open(
+        cls, schema: Schema, settings: Settings, engine: AsyncEngine | None = None
+    ) -> CompiledReads:
         url, name = settings.database_url or "", "crm_graphql_compiled"
         return cls(
             schema,
@@ -119,6 +138,7 @@ class CompiledReads:
             await make_read_pool(
                 url, max(2, settings.db_pool_size // 2), name, plan_cache_mode="force_custom_plan"
             ),
+            engine,
         )
 
     async def close(self) -> None:
@@ -205,6 +225,23 @@ class CompiledReads:
                 log.exception("cannot compile, executing instead: %s", query)
         return self._plans.put(key, compiled)  # type: ignore[no-any-return]
 
+    async def _current_rfm_snapshot(self, actor: Actor) -> None:
+        """``rfm.ensure_snapshot`` for a compiled read: checked on the read pool, refreshed
+        through the engine (in a transaction of its own) when the order history moved. A
+        failure here costs speed only: the statement then reads the live scores."""
+        assert self.engine is not None
+        try:
+            if not await self.pool.fetchval(_RFM_SNAPSHOT_IS_CURRENT, actor.workspace_id):
+                await rfm.refresh_snapshot(actor, snapshots.refresh_engine(self.engine))
+        except (
+            asyncpg.PostgresError,
+            OSError,
+            TimeoutError,
+            asyncpg.InterfaceError,
+            DBAPIError,
+        ) as error:
+            log.warning("RFM snapshot not refreshed: %s", error)
+
     async def execute(
         self,
         actor: Actor | None,
@@ -218,6 +255,8 @@ class CompiledReads:
         compiled = self.plan(query, operation_name, variables, actor)
         if compiled is None or not all(readable(actor, m) for m in compiled.models):
             return None
+        if compiled.reads_rfm_scores and self.engine is not None:
+            await self._current_rfm_snapshot(actor)
         try:
             pool = self.filtered_pool if compiled.custom_plans else self.pool
             params = compiled.params[1:]

@@ -59,7 +59,7 @@ OBJECT_TYPES: dict[str, ObjectType] = {
             "activities": ChildList("Activity", activities.ACTIVITIES, "customer_id"),
             "orders": ChildList("Order", orders.ORDERS, "customer_id"),
         },
-        computed=frozenset({"address", "purchaseSummary"}),
+        computed=frozenset({"address", "purchaseSummary", "rfm"}),
     ),
     "Company": ObjectType(
         models.Company,

@@ -41,7 +41,7 @@ from graphql import (
     is_abstract_type,
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_directive_values
-from sqlalchemy import ColumnElement, and_, bindparam
+from sqlalchemy import ColumnElement, and_, bindparam, select
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from strawberry import Schema
@@ -51,7 +51,7 @@ from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS, ChildList
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.ids import MalformedId, from_global_id
 from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
-from crm_graphql.services import querying
+from crm_graphql.services import querying, rfm, segments
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.customers import counted_orders_condition
 from crm_graphql.services.errors import DomainError
@@ -91,6 +91,9 @@ class Compiled:
     custom_plans: bool
     # Indexes in ``params`` replaced by the actor's user id at execution (``me``).
     user_params: tuple[int, ...] = ()
+    # Reads the RFM scores: the workspace's snapshot is made current first
+    # (``rfm.ensure_snapshot``), so that the statement takes its fast branch.
+    reads_rfm_scores: bool = False
 
 
 def _literal(text: str) -> str:
@@ -188,6 +191,7 @@ class _State:
     reencode: bool = False
     custom_plans: bool = False
     user_params: list[int] = field(default_factory=list)
+    reads_rfm_scores: bool = False
 
 
 class Compiler:
@@ -475,6 +479,8 @@ class Compiler:
                 return self._address(alias, subselections)
             if name in info.computed and name == "purchaseSummary":
                 return self._purchase_summary(alias, subselections)
+            if name in info.computed and name == "rfm":
+                return self._rfm(alias, subselections)
             raise Unsupported(f"{type_name}.{name}")
 
         return self._json_object(gql_type, selection_sets, value)
@@ -555,6 +561,56 @@ class Compiler:
             f"AND {orders}.customer_id = {alias}.id GROUP BY {orders}.currency) s)"
         )
 
+    def _rfm(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``rfm.customer_rfm`` of the row (null without scores): the fields read as they
+        are stored; the ones computed in Python (recency as of now, money, lifetime value,
+        drill-down) take the executed path."""
+        from crm_graphql import models
+
+        self.state.models.add(models.Order)
+        self.state.reads_rfm_scores = True
+        scores = rfm.scores(self.actor)
+        scores_sql = self._sql(select(scores), models.Customer, alias)
+        gql_type = self.gschema.get_type("CustomerRfm")
+        assert isinstance(gql_type, GraphQLObjectType)
+        columns = {
+            "frequency": "order_count",
+            "rScore": "r",
+            "fScore": "f",
+            "mScore": "m",
+            "fmScore": "fm",
+            "segment": "segment",
+            "firstOrderAt": "first_order_at",
+            "lastOrderAt": "last_order_at",
+        }
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name not in columns or nodes[0].arguments:
+                raise Unsupported(f"CustomerRfm.{name}")
+            return self._value(gql_type.fields[name].type, f"s.{columns[name]}")
+
+        body = self._json_object(gql_type, selection_sets, value)
+        return (
+            f"coalesce((SELECT {body} FROM ({scores_sql}) s "
+            f"WHERE s.customer_id = {alias}.id), 'null')"
+        )
+
+    def _segment_membership(self, segment_id: Any) -> dict[str, Any]:
+        """A built-in segment's customers filter (constants, nothing to read); a saved
+        segment's filter is read at run time, so it takes the executed path, as does an
+        ID the executed path answers with an error."""
+        try:
+            type_name, id = from_global_id(segment_id)
+            built_in = segments.BUILT_IN_BY_ID.get(uuid.UUID(str(id)))
+        except (MalformedId, ValueError) as error:
+            raise Unsupported("a malformed segment ID") from error
+        if type_name != "Segment" or built_in is None:
+            raise Unsupported("customers of a saved segment")
+        from crm_graphql import models
+
+        self.state.models.add(models.Segment)
+        return built_in.membership()
+
     # ---------------------------------------------------------------- connections
 
     def _connection(
@@ -581,9 +637,15 @@ class Compiler:
             size, forward, cursor = request.validated()
             if parent is not None and not forward:
                 raise Unsupported("nested lists page forward only")
-            if args.get("segment_id") is not None:  # a segment's filter is read at run time
-                raise Unsupported("customers of a segment")
             filter = filter_spec(args.get("filter"))
+            # Plans are made per execution for the client's values (below); a built-in
+            # segment's membership is a constant, which a generic plan serves as well.
+            client_values = bool(filter)
+            if args.get("segment_id") is not None:
+                membership = self._segment_membership(args["segment_id"])
+                filter = dict(segments.within(membership, filter))
+            if rfm.uses_scores([filter]):
+                self.state.reads_rfm_scores = True
             ordering = order_spec(args.get("order_by"))
             if spec.custom_fields is not None and querying.uses_custom_fields(filter, ordering):
                 # The workspace's definitions are read at run time (ListSpec.custom_terms).
@@ -596,7 +658,7 @@ class Compiler:
             base = spec.statement(
                 self.actor, filter, include_archived=bool(args.get("include_archived"))
             ).whereclause
-            self.state.custom_plans |= bool(filter) or cursor is not None
+            self.state.custom_plans |= client_values or cursor is not None
             effective = keys if forward else [k.reversed() for k in keys]
             condition: ColumnElement[bool] = base  # type: ignore[assignment]
             if cursor is not None:
@@ -621,6 +683,11 @@ class Compiler:
         reverse = "DESC" if forward else "ASC"
         page = f"{alias}.crm_rn <= {size}"
         more = f"CASE WHEN count(*) > {size} THEN 'true' ELSE 'false' END"
+        # A filtered root list's first page with its totalCount: the filter is evaluated
+        # once, into a materialized set both read (a segment's filter reads summaries
+        # and looks every member up: twice was half the speed of its SQL floor).
+        matched = self._alias() if parent is None and filter and cursor is None else None
+        counted_matches = False
         cursor_given = "'true'" if cursor is not None else "'false'"
 
         def boundary_cursor(direction: str) -> str:
@@ -675,6 +742,10 @@ class Compiler:
                 info_type, _ = _unwrap(connection_type.fields["pageInfo"].type)
                 return self._json_object(info_type, subselections, page_info)
             if name == "totalCount":
+                if matched is not None:
+                    nonlocal counted_matches
+                    counted_matches = True
+                    return f"(SELECT count(*) FROM {matched})::text"
                 counted = self._alias()
                 count_where = self._sql(base, model, counted)
                 if parent is not None:
@@ -693,14 +764,24 @@ class Compiler:
             # filtering made it prefer walking the order's index, which a rare name
             # fragment turns into tens of thousands of rows (Q4: 50 ms against 5).
             picked = self._alias()
-            picked_order = ", ".join(
-                self._sql(term, model, picked) for term in querying.order_terms(effective)
-            )
+            terms = querying.order_terms(effective)
+            picked_where = self._sql(condition, model, picked)
+            if counted_matches:
+                assert matched is not None
+                columns = ", ".join(
+                    f'{picked}."{name}"' for name in _columns_of(terms, model, ("id",))
+                )
+                with_matched = (
+                    f"WITH {matched} AS MATERIALIZED "
+                    f"(SELECT {columns} FROM {table} {picked} WHERE {picked_where}) "
+                )
+                picked, picked_from = matched, matched
+            else:
+                picked_from = f"{table} {picked} WHERE {picked_where}"
+            picked_order = ", ".join(self._sql(term, model, picked) for term in terms)
             rows = (
                 f"SELECT {alias}.* FROM {table} {alias} WHERE {alias}.id IN "
-                f"(SELECT {picked}.id FROM {table} {picked} "
-                f"WHERE {self._sql(condition, model, picked)} "
-                f"ORDER BY {picked_order} LIMIT {limit})"
+                f"(SELECT {picked}.id FROM {picked_from} ORDER BY {picked_order} LIMIT {limit})"
             )
         else:
             where = self._sql(condition, model, alias)
@@ -709,7 +790,8 @@ class Compiler:
                 f"ORDER BY {order} LIMIT {limit}"
             )
         return (
-            f"(SELECT {body} FROM (SELECT {alias}.*, row_number() OVER (ORDER BY {order}) "
+            f"({with_matched if counted_matches else ''}"
+            f"SELECT {body} FROM (SELECT {alias}.*, row_number() OVER (ORDER BY {order}) "
             f"AS crm_rn FROM ({rows}) {alias}) {alias} GROUP BY ())"
         )
 
@@ -785,6 +867,7 @@ class Compiler:
             reencode=self.state.reencode,
             custom_plans=self.state.custom_plans,
             user_params=tuple(self.state.user_params),
+            reads_rfm_scores=self.state.reads_rfm_scores,
         )
 
 
@@ -849,12 +932,33 @@ def _filter_keys(spec: Any) -> set[str]:
     return keys
 
 
+def _columns_of(terms: Iterable[Any], model: type[Any], first: Iterable[str]) -> list[str]:
+    """The names of ``model``'s columns that ``terms`` read, after ``first``."""
+    from sqlalchemy.sql import visitors
+    from sqlalchemy.sql.schema import Column
+
+    names = list(first)
+    for term in terms:
+        for element in visitors.iterate(term):
+            if (
+                isinstance(element, Column)
+                and element.table is model.__table__
+                and element.name not in names
+            ):
+                names.append(element.name)
+    return names
+
+
 def _computed_filter_fields(spec: querying.ListSpec[Any], actor: Any, filter: Any) -> bool:
     """Whether ``filter`` names a field the list computes for the actor (not a column)."""
     if spec.actor_filter_fields is None or not filter:
         return False
-    computed = spec.actor_filter_fields(actor)
-    return bool(_filter_keys(filter) & set(computed))
+    computed = {
+        name
+        for name, value in spec.actor_filter_fields(actor).items()
+        if not (isinstance(value, querying.Predicate) and value.compiles)
+    }
+    return bool(_filter_keys(filter) & computed)
 
 
 def _null_default(value: Any, default: Any) -> bool:

@@ -26,8 +26,14 @@ from crm_graphql.models.events import (
     WebhookDelivery,
     WebhookDispatchCursor,
 )
-from crm_graphql.models.orders import Order, OrderLine, OrderStatus
-from crm_graphql.models.products import Product
+from crm_graphql.models.orders import Order, OrderHistoryVersion, OrderLine, OrderStatus
+from crm_graphql.models.products import (
+    Product,
+    ProductBuyers,
+    ProductPair,
+    ProductPairSnapshot,
+)
+from crm_graphql.models.rfm import RfmScore, RfmSnapshot
 from crm_graphql.models.search import SearchDocument, SearchEntity
 from crm_graphql.models.segments import Segment
 from crm_graphql.models.workspaces import (
@@ -65,11 +71,17 @@ __all__ = [
     "Message",
     "MessageAuthorType",
     "Order",
+    "OrderHistoryVersion",
     "OrderLine",
     "OrderStatus",
     "Pipeline",
     "Product",
+    "ProductBuyers",
+    "ProductPair",
+    "ProductPairSnapshot",
     "RefreshToken",
+    "RfmScore",
+    "RfmSnapshot",
     "Role",
     "SearchDocument",
     "SearchEntity",

@@ -8,7 +8,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CHAR, DateTime, ForeignKey, Index, Integer, Numeric, String, text
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -81,3 +91,19 @@ class OrderLine(WorkspaceScoped, Base):
         Index("ix_order_lines_workspace_product", "workspace_id", "product_id"),
         Index("ix_order_lines_workspace_sku", "workspace_id", text("lower(sku)")),
     )
+
+
+class OrderHistoryVersion(Base):
+    """A counter per workspace, raised by triggers (migration 0018) in the transaction of
+    every change an order-derived snapshot depends on: an order created, deleted, or
+    changed in customer, status, amount, currency, time or archival; an order line
+    created, deleted or moved to another product or order; a customer archived, restored
+    or deleted. A snapshot computed from version ``v`` is exact while the counter is ``v``
+    (docs/decisions/0020-rfm-snapshot.md)."""
+
+    __tablename__ = "order_history_versions"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)

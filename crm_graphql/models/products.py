@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import CHAR, Index, Integer, Numeric, String, func
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    func,
+)
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_graphql.models.base import Archivable, Base, WorkspaceScoped
@@ -27,3 +40,54 @@ class Product(WorkspaceScoped, Archivable, Base):
         Index("ix_products_workspace_created", "workspace_id", "created_at", "id"),
         Index("ix_products_workspace_name", "workspace_id", "name", "id"),
     )
+
+
+# Co-purchase summaries for recommendations (migration 0018, docs/decisions/0020): derived
+# from the counted orders' lines, used only while computed from the current order history.
+
+
+class ProductPairSnapshot(Base):
+    """Which order-history version a workspace's ``product_buyers`` and ``product_pairs``
+    were computed from, and how many customers bought any product then."""
+
+    __tablename__ = "product_pair_snapshots"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    buyers: Mapped[int] = mapped_column(Integer, nullable=False)
+    refreshed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class ProductBuyers(Base):
+    """How many customers bought a product (in a counted order)."""
+
+    __tablename__ = "product_buyers"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    product_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
+    )
+    buyers: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class ProductPair(Base):
+    """How many customers bought both products (each pair in both directions)."""
+
+    __tablename__ = "product_pairs"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    product_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
+    )
+    other_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
+    )
+    together: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, select
+from sqlalchemy import inspect as sa_inspect
 
 from crm_graphql.models import Role
 from crm_graphql.services.policy import authorize_read
@@ -44,6 +45,8 @@ def in_workspace(model: type[M], actor: Actor) -> Select[M]:
 
 def scope_condition(model: Any, actor: Actor) -> Any:
     """The tenant predicate alone (after the same read check as ``scoped``), for
-    statements that are not a plain ``scoped`` select."""
-    authorize_read(actor, model)
+    statements that are not a plain ``scoped`` select. ``model`` may be an alias
+    (``aliased(Customer)``): it is checked as its class."""
+    found = sa_inspect(model, raiseerr=False)
+    authorize_read(actor, getattr(found, "class_", model))
     return model.workspace_id == actor.workspace_id

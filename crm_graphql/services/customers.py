@@ -59,6 +59,7 @@ CUSTOMERS = querying.ListSpec(
     custom_fields=custom_fields.terms_loader(CustomFieldEntity.CUSTOMER),
     # Fields that read the actor's orders: first order, "ordered in", RFM segment.
     actor_filter_fields=rfm.customer_filter_fields,
+    prepare_filters=rfm.prepare_customer_filters,
 )
 
 EDITABLE = (

@@ -221,6 +221,10 @@ class Predicate:
     not one order after ``gte`` and maybe another before ``lt``)."""
 
     build: Callable[[Mapping[str, Any], str], ColumnElement[bool]]
+    # Its SQL refers to the listed row only as ``<table>.id`` and reads every other table
+    # under a name of its own, so the compiled path may rename the list's table onto an
+    # alias in it (``compiled.compiler``); otherwise such a filter takes the executed path.
+    compiles: bool = False
 
 
 # A list's custom fields (``services.custom_fields``): the filter key ``custom_fields`` holds
@@ -654,6 +658,11 @@ class ListSpec(Generic[M]):
     # Typed custom fields (``services.custom_fields.terms_loader``): loads the actor's
     # workspace's definitions for this list, when a filter or order names one.
     custom_fields: Callable[[Any, AsyncSession], Awaitable[CustomFieldTerms]] | None = None
+    # Work a read of these filters needs done before its statement runs (customers: the
+    # RFM snapshot made current when a filter reads the scores).
+    prepare_filters: (
+        Callable[[Any, AsyncSession, Sequence[FilterSpec | None]], Awaitable[None]] | None
+    ) = None
 
     def statement(
         self,
@@ -710,7 +719,10 @@ class ListSpec(Generic[M]):
         order: Sequence[tuple[str, bool]] | None = None,
     ) -> CustomFieldTerms | None:
         """``custom_terms`` for many statements of the list at once (a batch of segments'
-        members): loaded once when any of the filters or the order needs them."""
+        members): loaded once when any of the filters or the order needs them. Every read
+        of the list goes through here first, so it also runs ``prepare_filters``."""
+        if self.prepare_filters is not None:
+            await self.prepare_filters(actor, session, filters)
         if self.custom_fields is None:
             return None
         if not uses_custom_fields(None, order) and not any(uses_custom_fields(f) for f in filters):

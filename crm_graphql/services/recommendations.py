@@ -29,9 +29,11 @@ from sqlalchemy import (
     Select,
     and_,
     cast,
+    delete,
     exists,
     extract,
     func,
+    insert,
     literal,
     null,
     select,
@@ -39,7 +41,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID, aggregate_order_by
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import aliased
 
 from crm_graphql.models import (
@@ -49,8 +51,11 @@ from crm_graphql.models import (
     Order,
     OrderLine,
     Product,
+    ProductBuyers,
+    ProductPair,
+    ProductPairSnapshot,
 )
-from crm_graphql.services import conversations, customers, fields, products
+from crm_graphql.services import conversations, customers, fields, products, snapshots
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.services.policy import Action, allows, authorize
@@ -94,6 +99,54 @@ def purchases(actor: Actor) -> Select[uuid.UUID, uuid.UUID | None]:
     )
 
 
+async def refresh_pairs(actor: Actor, engine: AsyncEngine) -> bool:
+    """Make the workspace's co-purchase summary current (``snapshots.refresh``): buyers
+    per product, customers per pair of products and buying customers, from every
+    purchase. Returns whether it recomputed."""
+    authorize(actor, Action.READ_CUSTOMERS)
+
+    async def fill(connection: AsyncConnection, workspace_id: uuid.UUID) -> dict[str, Any]:
+        workspace = literal(workspace_id, UUID(as_uuid=True))
+        bought = purchases(actor).cte("bought")
+        other = bought.alias("other")
+        for model in (ProductPair, ProductBuyers):
+            await connection.execute(delete(model).where(model.workspace_id == workspace_id))
+        await connection.execute(
+            insert(ProductBuyers).from_select(
+                ["workspace_id", "product_id", "buyers"],
+                select(workspace, bought.c.product_id, func.count()).group_by(bought.c.product_id),
+            )
+        )
+        await connection.execute(
+            insert(ProductPair).from_select(
+                ["workspace_id", "product_id", "other_id", "together"],
+                select(workspace, bought.c.product_id, other.c.product_id, func.count())
+                .join(
+                    other,
+                    and_(
+                        other.c.customer_id == bought.c.customer_id,
+                        other.c.product_id != bought.c.product_id,
+                    ),
+                )
+                .group_by(bought.c.product_id, other.c.product_id),
+            )
+        )
+        buyers = await connection.scalar(select(func.count(func.distinct(bought.c.customer_id))))
+        return {"buyers": buyers}
+
+    return await snapshots.refresh(engine, ProductPairSnapshot, actor.workspace_id, fill)
+
+
+async def ensure_pairs(actor: Actor, session: AsyncSession) -> None:
+    """Before reading recommendations: make the co-purchase summary current when the
+    order history changed since it was computed (``snapshots.ensure``)."""
+
+    async def refresh_with(engine: AsyncEngine) -> bool:
+        return await refresh_pairs(actor, engine)
+
+    await snapshots.ensure(session, ProductPairSnapshot, actor.workspace_id, refresh_with)
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -119,6 +172,7 @@ async def recommendations_for(
     ids = list(dict.fromkeys(customer_ids))
     if not ids:
         return {}
+    await ensure_pairs(actor, session)
     rows = await session.execute(recommendation_statement(actor, ids, first))
     found: dict[uuid.UUID, list[Recommendation]] = {}
     for product, target, score, together, kind, history, seed_name, total in rows.all():
@@ -138,25 +192,33 @@ def recommendation_statement(actor: Actor, ids: Sequence[uuid.UUID], first: int)
         .where(scope_condition(Customer, actor), Customer.id.in_(ids))
         .cte("targets")
     )
+    # The workspace-wide counts come from the co-purchase summary when it was computed
+    # from the current order history, else from every purchase (``snapshots``): one of
+    # each pair of branches runs. Only the page's own purchases are always read.
+    current = snapshots.is_current(ProductPairSnapshot, actor.workspace_id)
     bought = purchases(actor).cte("bought")
-    popularity = (
+    popularity = union_all(
+        select(ProductBuyers.product_id, ProductBuyers.buyers).where(
+            scope_condition(ProductBuyers, actor), current
+        ),
         select(bought.c.product_id, func.count().label("buyers"))
-        .group_by(bought.c.product_id)
-        .cte("popularity")
+        .where(~current)
+        .group_by(bought.c.product_id),
+    ).cte("popularity")
+    buyers_total = func.coalesce(
+        select(ProductPairSnapshot.buyers)
+        .where(ProductPairSnapshot.workspace_id == actor.workspace_id, current)
+        .scalar_subquery(),
+        select(func.count(func.distinct(bought.c.customer_id))).where(~current).scalar_subquery(),
     )
-    buyers_total = select(func.count(func.distinct(bought.c.customer_id))).scalar_subquery()
-    mine = (
-        select(bought.c.customer_id, bought.c.product_id)
-        .join(targets, targets.c.customer_id == bought.c.customer_id)
-        .cte("mine")
-    )
+    mine = purchases(actor).where(Order.customer_id.in_(select(targets.c.customer_id))).cte("mine")
     # How many customers bought both: per pair of (a product some target bought, another
     # product), counted once for the page rather than once per target. A target cannot be
     # among the customers counted for a candidate it has not bought, so this is the
     # matrix-wide count the cosine needs.
     peer = bought.alias("peer")  # a customer who bought a target's product
     also = bought.alias("also")  # what that customer bought besides
-    co = (
+    computed_co = (
         select(
             peer.c.product_id.label("seed"),
             also.c.product_id.label("candidate"),
@@ -171,10 +233,19 @@ def recommendation_statement(actor: Actor, ids: Sequence[uuid.UUID], first: int)
                 ),
             )
         )
-        .where(peer.c.product_id.in_(select(mine.c.product_id)))
+        .where(peer.c.product_id.in_(select(mine.c.product_id)), ~current)
         .group_by(peer.c.product_id, also.c.product_id)
-        .cte("co")
     )
+    stored_co = select(
+        ProductPair.product_id.label("seed"),
+        ProductPair.other_id.label("candidate"),
+        ProductPair.together,
+    ).where(
+        scope_condition(ProductPair, actor),
+        current,
+        ProductPair.product_id.in_(select(mine.c.product_id)),
+    )
+    co = union_all(stored_co, computed_co).cte("co")
     pairs = (
         select(
             mine.c.customer_id.label("target"),

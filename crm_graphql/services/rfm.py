@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -33,18 +33,23 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    delete,
     exists,
     func,
+    insert,
     literal,
     not_,
     select,
+    union_all,
 )
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Subquery
 
-from crm_graphql.models import Customer, Order
-from crm_graphql.services import fields, querying
+from crm_graphql.models import Customer, Order, RfmScore, RfmSnapshot
+from crm_graphql.services import fields, querying, snapshots
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.drilldown import DrillDown
 from crm_graphql.services.errors import Invalid
@@ -87,22 +92,31 @@ _CENT = Decimal("0.01")
 MAX_COHORT_MONTHS = 120
 
 
+# The customers the report reads, under a name of their own: a list of customers that
+# embeds the scores (``rfm_segment``, the compiled path's ``rfm``) renames its own
+# ``customers`` references onto its alias, and must not rename these.
+ScoredCustomer = aliased(Customer, name="rfm_customers")
+
+
 def counted_orders(actor: Actor) -> ColumnElement[bool]:
     """Orders the report counts: what a purchase summary adds up, of live customers."""
     from crm_graphql.services.customers import counted_orders_condition
 
     return and_(
         counted_orders_condition(actor),
-        Order.customer_id == Customer.id,
-        scope_condition(Customer, actor),
-        Customer.archived_at.is_(None),
+        Order.customer_id == ScoredCustomer.id,
+        scope_condition(ScoredCustomer, actor),
+        ScoredCustomer.archived_at.is_(None),
     )
 
 
-def scores(actor: Actor) -> Subquery:
-    """One row per live customer with counted orders: ``customer_id, order_count,
-    first_order_at, last_order_at, currency, currency_orders, total, r, f, m, fm,
-    segment``, scored over the whole workspace."""
+def live_scores(actor: Actor) -> Subquery:
+    """The definition: one row per live customer with counted orders (``SCORE_COLUMNS``),
+    scored over the whole workspace, computed from the orders as they are."""
+    return _built(_LIVE, actor, _live_scores)
+
+
+def _live_scores(actor: Actor) -> Subquery:
     per_currency = (
         select(
             Order.customer_id,
@@ -156,7 +170,131 @@ def scores(actor: Actor) -> Subquery:
             for seg, r_range, fm_range in SEGMENT_MAP
         )
     )
-    return select(*s, fm.label("fm"), segment.label("segment")).subquery("rfm")
+    # The stored column's type: a condition on the segment then reaches both branches
+    # of ``scores`` (and the snapshot's index) instead of filtering their union.
+    stored_type = cast(segment, RfmScore.__table__.c.segment.type)
+    return select(*s, fm.label("fm"), stored_type.label("segment")).subquery("rfm")
+
+
+# Built statements per workspace. Building the scoring (four nested subqueries, window
+# functions, the segment CASE) costs SQLAlchemy more than the snapshot read it guards,
+# so it is built once per workspace and reused: the SQL depends on the workspace alone
+# (tenant scope, no role or user), and a statement is immutable once built. Callers are
+# still authorized on every call.
+_LIVE: dict[uuid.UUID, Subquery] = {}
+_SCORES: dict[uuid.UUID, Subquery] = {}
+_BUILT_PER_KIND = 1024
+
+
+def _built(
+    cache: dict[uuid.UUID, Subquery], actor: Actor, build: Callable[[Actor], Subquery]
+) -> Subquery:
+    authorize(actor, Action.READ_CUSTOMERS)
+    found = cache.get(actor.workspace_id)
+    if found is None:
+        if len(cache) >= _BUILT_PER_KIND:
+            cache.clear()
+        found = cache[actor.workspace_id] = build(actor)
+    return found
+
+
+# The columns of a score row, in the order of ``live_scores`` and of the snapshot.
+SCORE_COLUMNS = (
+    "customer_id",
+    "order_count",
+    "first_order_at",
+    "last_order_at",
+    "currency",
+    "currency_orders",
+    "total",
+    "r",
+    "f",
+    "m",
+    "fm",
+    "segment",
+)
+
+
+def snapshot_is_current(workspace_id: Any) -> ColumnElement[bool]:
+    """Were the workspace's ``rfm_scores`` computed from the order history as it is now
+    (as the statement sees it: its own transaction's writes included)? ``workspace_id``:
+    a value or a bound parameter."""
+    return snapshots.is_current(RfmSnapshot, workspace_id)
+
+
+def scores(actor: Actor) -> Subquery:
+    """``live_scores`` as every read uses them: the snapshot's rows when it is current,
+    else the live computation, chosen once per statement (an uncorrelated condition:
+    PostgreSQL runs one branch and skips the other), so a read never sees scores of
+    another order history than its own. ``ensure_snapshot`` before the statement makes
+    the fast branch the one taken."""
+    return _built(_SCORES, actor, _scores)
+
+
+def _scores(actor: Actor) -> Subquery:
+    workspace_id = actor.workspace_id
+    current = snapshot_is_current(workspace_id)
+    live = live_scores(actor)
+    stored = select(*(getattr(RfmScore, name) for name in SCORE_COLUMNS)).where(
+        scope_condition(RfmScore, actor), current
+    )
+    computed = select(*(live.c[name] for name in SCORE_COLUMNS)).where(not_(current))
+    return union_all(stored, computed).subquery("rfm")
+
+
+async def refresh_snapshot(actor: Actor, engine: AsyncEngine) -> bool:
+    """Make the workspace's scores current (``snapshots.refresh``): every score computed
+    in one statement. Returns whether it recomputed."""
+    authorize(actor, Action.READ_CUSTOMERS)
+    live = live_scores(actor)
+
+    async def fill(connection: AsyncConnection, workspace_id: uuid.UUID) -> dict[str, Any]:
+        await connection.execute(delete(RfmScore).where(RfmScore.workspace_id == workspace_id))
+        await connection.execute(
+            insert(RfmScore).from_select(
+                ["workspace_id", *SCORE_COLUMNS],
+                select(
+                    literal(workspace_id, UUID(as_uuid=True)), *(live.c[n] for n in SCORE_COLUMNS)
+                ),
+            )
+        )
+        return {}
+
+    return await snapshots.refresh(engine, RfmSnapshot, actor.workspace_id, fill)
+
+
+async def ensure_snapshot(actor: Actor, session: AsyncSession) -> None:
+    """Before a read of ``scores``: make the workspace's scores current when the order
+    history changed since they were computed (``snapshots.ensure``)."""
+
+    async def refresh_with(engine: AsyncEngine) -> bool:
+        return await refresh_snapshot(actor, engine)
+
+    await snapshots.ensure(session, RfmSnapshot, actor.workspace_id, refresh_with)
+
+
+def uses_scores(filters: Sequence[Any]) -> bool:
+    """Does one of these customer filters name ``rfm_segment`` (at any depth)?"""
+    stack: list[Any] = list(filters)
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, Mapping):
+            continue
+        if current.get("rfm_segment") is not None:
+            return True
+        stack.extend(current.get("and") or ())
+        stack.extend(current.get("or") or ())
+        stack.append(current.get("not"))
+    return False
+
+
+async def prepare_customer_filters(
+    actor: Actor, session: AsyncSession, filters: Sequence[Any]
+) -> None:
+    """The customers list's step before a read: the snapshot is made current when a
+    filter reads the scores."""
+    if uses_scores(filters):
+        await ensure_snapshot(actor, session)
 
 
 def segment_predicate(actor: Actor) -> querying.Predicate:
@@ -188,7 +326,9 @@ def segment_predicate(actor: Actor) -> querying.Predicate:
                 raise Invalid(f"`{querying.camel_case(op)}` is not supported on {name}", name)
         return and_(*terms) if terms else Customer.id.is_not(None)
 
-    return querying.Predicate(build)
+    # Self-contained (no reference to the listed row but ``customers.id``): the compiled
+    # path may embed it.
+    return querying.Predicate(build, compiles=True)
 
 
 def first_order_at(actor: Actor) -> Any:
@@ -290,17 +430,18 @@ async def customer_rfm(
 
     authorize(actor, Action.READ_CUSTOMERS)
     now = now or datetime.now(UTC)
+    await ensure_snapshot(actor, session)
     rfm = scores(actor)
     rows = await session.execute(select(rfm).where(rfm.c.customer_id.in_(list(customer_ids))))
     found: dict[uuid.UUID, CustomerRfm | None] = dict.fromkeys(customer_ids)
     for row in rows.mappings():
         currency = row["currency"].strip()
-        # Orders stored at -infinity / infinity: the driver's naive first / last instant.
-        first_order_at = fields.stored_instant(row["first_order_at"])
-        last_order_at = fields.stored_instant(row["last_order_at"])
+        # An order placed at +-infinity reads as Python's last / first instant.
+        first = fields.stored_instant(row["first_order_at"])
+        last = fields.stored_instant(row["last_order_at"])
         found[row["customer_id"]] = CustomerRfm(
             customer_id=row["customer_id"],
-            recency=max(0, (now - last_order_at).days),
+            recency=max(0, (now - last).days),
             frequency=int(row["order_count"]),
             monetary=MoneyTotal(row["total"], currency),
             r_score=row["r"],
@@ -308,15 +449,15 @@ async def customer_rfm(
             m_score=row["m"],
             fm_score=row["fm"],
             segment=RfmSegment(row["segment"]),
-            first_order_at=first_order_at,
-            last_order_at=last_order_at,
+            first_order_at=first,
+            last_order_at=last,
             lifetime_value=MoneyTotal(
                 lifetime_value(
                     currency_total=row["total"],
                     currency_orders=int(row["currency_orders"]),
                     order_count=int(row["order_count"]),
-                    first_order_at=first_order_at,
-                    last_order_at=last_order_at,
+                    first_order_at=first,
+                    last_order_at=last,
                 ),
                 currency,
             ),

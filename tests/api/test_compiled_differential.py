@@ -33,9 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS
 from crm_graphql.compiled.compiler import plain_fields
 from crm_graphql.models import Customer, Role, User, Workspace
+from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.schema import schema
 from crm_graphql.services import api_keys, demo
 from crm_graphql.services.actor import Actor
+from crm_graphql.services.segments import BUILT_INS
 from tests import support
 from tests.api.differential import ReadQueries, Samples, node_type
 
@@ -264,6 +266,58 @@ async def test_a_deal_board_is_compiled_with_its_stages(pair: Pair) -> None:
         """{ pipelines(first: 5) { nodes { id name stages { id name position probability
           pipeline { name } deals(first: 3) { totalCount nodes { title amount } } } } } }""",
         compiled=True,
+    )
+
+
+SEGMENT_PAGE = Path("bench/queries/s2_segment_page.graphql").read_text()
+RFM_LIST = """query($f: CustomerFilter, $n: Int) { customers(first: $n, filter: $f) {
+  totalCount pageInfo { hasNextPage endCursor }
+  nodes { name rfm { segment rScore fScore mScore fmScore frequency firstOrderAt lastOrderAt
+                     __typename } } } }"""
+
+
+async def test_segment_pages_with_rfm_scores_are_compiled_and_identical(
+    pair: Pair, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    sizes = {}
+    for built_in in BUILT_INS:
+        body = await pair.same(
+            SEGMENT_PAGE, {"segment": to_global_id("Segment", built_in.id)}, compiled=True
+        )
+        sizes[built_in.rfm_segment] = body["data"]["customers"]["totalCount"]
+    assert sum(sizes.values()) > 0 and len([n for n in sizes.values() if n]) >= 3, sizes
+    for f in (
+        {"rfmSegment": {"in": ["CHAMPIONS", "LOYAL", "LOST"]}},
+        {"rfmSegment": {"ne": "HIBERNATING"}, "name": {"contains": "a"}},
+        {"or": [{"rfmSegment": {"notIn": ["LOST", "LOYAL"]}}, {"rfmSegment": {"eq": "AT_RISK"}}]},
+        None,
+    ):
+        await pair.same(RFM_LIST, {"f": f, "n": 40}, compiled=True)
+    # A committed order change: the next read (either path) follows it.
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "UPDATE orders SET status = 'refunded' WHERE id IN (SELECT id FROM orders "
+                "WHERE status IN ('paid', 'fulfilled') AND archived_at IS NULL "
+                "ORDER BY amount DESC LIMIT 5)"
+            )
+        )
+    await pair.same(RFM_LIST, {"f": None, "n": 40}, compiled=True)
+    for built_in in BUILT_INS:
+        await pair.same(
+            SEGMENT_PAGE, {"segment": to_global_id("Segment", built_in.id)}, compiled=True
+        )
+    # Fields computed in Python, saved segments and bad IDs: the executed path answers.
+    await pair.same(
+        "{ customers(first: 3) { nodes { rfm { recency monetary { amount } } } } }",
+        compiled=False,
+    )
+    await pair.same(
+        SEGMENT_PAGE, {"segment": to_global_id("Segment", uuid.uuid4())}, compiled=False
+    )
+    await pair.same(SEGMENT_PAGE, {"segment": "nope"}, compiled=False)
+    await pair.same(
+        SEGMENT_PAGE, {"segment": to_global_id("Customer", BUILT_INS[0].id)}, compiled=False
     )
 
 
@@ -688,7 +742,9 @@ async def test_json_numbers_beyond_64_bits_read_the_same_on_both_paths(
             select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
         )
         kept = await session.scalar(
-            text("SELECT custom_fields FROM companies WHERE workspace_id = :ws ORDER BY name LIMIT 1"),
+            text(
+                "SELECT custom_fields FROM companies WHERE workspace_id = :ws ORDER BY name LIMIT 1"
+            ),
             {"ws": workspace_id},
         )
         huge = '{"huge": 1e400, "ok": 1}'
@@ -702,7 +758,9 @@ async def test_json_numbers_beyond_64_bits_read_the_same_on_both_paths(
         assert body["data"]["companies"]["nodes"][0]["customFields"] == {"huge": None, "ok": 1}
         written = """mutation { createCompany(input: {name: "Floats", customFields: {f: 1e20,
           u: 18446744073709551615}}) { company { id customFields } errors { code } } }"""
-        created = (await pair.compiled.post("/graphql", json={"query": written}, headers=pair.headers)).json()
+        created = (
+            await pair.compiled.post("/graphql", json={"query": written}, headers=pair.headers)
+        ).json()
         company = created["data"]["createCompany"]["company"]
         assert company["customFields"] == {"f": 1e20, "u": 18446744073709551615}
         read = "query($id: ID!) { node(id: $id) { ... on Company { customFields } } }"
@@ -733,7 +791,10 @@ def _errors(body: Any) -> list[tuple[Any, ...]]:
         ({"amount": {"gte": "1e999999"}}, "amount"),
         ({"amount": {"lte": "1e20"}}, "amount"),
         ({"amount": {"ne": "999999999999.995"}}, "amount"),
-        ({"or": [{"amount": {"gt": "1"}}, {"expectedCloseDate": {"lt": "9999-12-31"}}]}, "expectedCloseDate"),
+        (
+            {"or": [{"amount": {"gt": "1"}}, {"expectedCloseDate": {"lt": "9999-12-31"}}]},
+            "expectedCloseDate",
+        ),
         ({"not": {"closedAt": {"gte": "0001-01-01T00:00:00Z"}}}, "closedAt"),
         ({"createdAt": {"lt": "9999-12-31T23:00:00-05:00"}}, "createdAt"),
         ({"ownerId": {"in": ["x"]}}, "ownerId"),
@@ -977,9 +1038,7 @@ async def test_generated_reads_are_identical_on_both_paths_for_every_identity(
         statuses[slow.status_code] += 1
         compiled += fast.headers.get("x-crm-read-path") == COMPILED
         body = orjson.loads(slow.content)
-        found = {
-            (e.get("extensions") or {}).get("code") for e in (body.get("errors") or [])
-        }
+        found = {(e.get("extensions") or {}).get("code") for e in (body.get("errors") or [])}
         codes.update(found)
         problem = None
         if fast.status_code != slow.status_code or fast.content != slow.content:
