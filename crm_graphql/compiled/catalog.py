@@ -9,11 +9,21 @@ the executed path uses; a field listed nowhere makes the operation take the exec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from crm_graphql import models
-from crm_graphql.services import activities, companies, customers, deals, orders, products, users
+from crm_graphql.services import (
+    activities,
+    companies,
+    conversations,
+    customers,
+    deals,
+    orders,
+    products,
+    users,
+)
 from crm_graphql.services.querying import ListSpec
 
 
@@ -38,12 +48,24 @@ class ChildList:
 
 
 @dataclass(frozen=True)
+class Visibility:
+    """A rule beyond the workspace for reading a row by id: ``condition(actor)`` over
+    ``model``, the row's own (``via`` None) or the one its column ``via`` refers to (a
+    message is visible when its conversation is)."""
+
+    condition: Callable[[Any], Any]
+    model: type[Any]
+    via: str | None = None
+
+
+@dataclass(frozen=True)
 class ObjectType:
     model: type[Any]
     relations: dict[str, Relation] = field(default_factory=dict)
     lists: dict[str, ChildList] = field(default_factory=dict)
     # Fields computed by a dedicated builder of the compiler (``address``, ``purchaseSummary``).
     computed: frozenset[str] = frozenset()
+    visibility: Visibility | None = None
 
 
 OBJECT_TYPES: dict[str, ObjectType] = {
@@ -58,6 +80,9 @@ OBJECT_TYPES: dict[str, ObjectType] = {
             "deals": ChildList("Deal", deals.DEALS, "customer_id"),
             "activities": ChildList("Activity", activities.ACTIVITIES, "customer_id"),
             "orders": ChildList("Order", orders.ORDERS, "customer_id"),
+            "conversations": ChildList(
+                "Conversation", conversations.CONVERSATIONS, "customer_id"
+            ),
         },
         computed=frozenset({"address", "purchaseSummary", "rfm"}),
     ),
@@ -104,6 +129,28 @@ OBJECT_TYPES: dict[str, ObjectType] = {
     "Order": ObjectType(models.Order, relations={"customer": Relation("Customer", "customer_id")}),
     "Product": ObjectType(models.Product),
     "User": ObjectType(models.User),
+    # Visible per user (``conversations.visible_condition``: private ones to admins,
+    # managers and their assignee); the lists carry the rule in their ListSpec.
+    "Conversation": ObjectType(
+        models.Conversation,
+        relations={
+            "customer": Relation("Customer", "customer_id"),
+            "assignee": Relation("User", "assignee_id"),
+        },
+        lists={"messages": ChildList("Message", conversations.MESSAGES, "conversation_id")},
+        computed=frozenset({"rating", "lastMessage", "unreadCount"}),
+        visibility=Visibility(conversations.visible_condition, models.Conversation),
+    ),
+    "Message": ObjectType(
+        models.Message,
+        relations={
+            "author": Relation("User", "author_user_id"),
+            "conversation": Relation("Conversation", "conversation_id"),
+        },
+        visibility=Visibility(
+            conversations.visible_condition, models.Conversation, via="conversation_id"
+        ),
+    ),
 }
 
 # Root connections: field name -> (node type, the list the resolver pages).
@@ -116,4 +163,5 @@ ROOT_LISTS: dict[str, tuple[str, ListSpec[Any]]] = {
     "orders": ("Order", orders.ORDERS),
     "products": ("Product", products.PRODUCTS),
     "users": ("User", users.USERS),
+    "conversations": ("Conversation", conversations.CONVERSATIONS),
 }

@@ -47,7 +47,7 @@ from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from strawberry import Schema
 from strawberry.types.arguments import convert_arguments
 
-from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS, ChildList
+from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS, ChildList, Visibility
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.ids import MalformedId, from_global_id
 from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
@@ -64,6 +64,9 @@ class Unsupported(Exception):
 
 # The workspace of the request: always the statement's first parameter.
 WORKSPACE = bindparam("crm_workspace", uuid.UUID(int=0), type_=PG_UUID(as_uuid=True))
+# The user id of the actor a plan is built for: plans are shared by the users of a role,
+# so it is a parameter filled in at execution (``Compiled.user_params``).
+USER = bindparam("crm_user", uuid.UUID(int=0), type_=PG_UUID(as_uuid=True))
 _DIALECT = asyncpg_dialect.dialect()
 
 
@@ -192,6 +195,7 @@ class _State:
     custom_plans: bool = False
     user_params: list[int] = field(default_factory=list)
     reads_rfm_scores: bool = False
+    user_slot: str | None = None
 
 
 class Compiler:
@@ -213,6 +217,7 @@ class Compiler:
         self.actor = Actor(
             workspace_id=cast(uuid.UUID, WORKSPACE),
             role=actor.role,
+            user_id=None if actor.user_id is None else cast(uuid.UUID, USER),
             api_key_id=None if actor.api_key_id is None else uuid.UUID(int=0),
             scopes=actor.scopes,
         )
@@ -227,6 +232,13 @@ class Compiler:
             value = value.value
         self.state.params.append(value)
         return f"${len(self.state.params)}"
+
+    def _user(self) -> str:
+        """The parameter holding the caller's user id (one per statement)."""
+        if self.state.user_slot is None:
+            self.state.user_slot = self._param(None)
+            self.state.user_params.append(len(self.state.params) - 1)
+        return self.state.user_slot
 
     def _alias(self) -> str:
         self.state.aliases += 1
@@ -255,6 +267,8 @@ class Compiler:
             bind = binds[int(match.group(1))]
             if bind.key == WORKSPACE.key:
                 return "$1"
+            if bind.key == USER.key:
+                return self._user()
             if match.group(2) is None:
                 return self._param(bind.effective_value)
             return self._param(bind.effective_value[int(match.group(2))])
@@ -481,6 +495,12 @@ class Compiler:
                 return self._purchase_summary(alias, subselections)
             if name in info.computed and name == "rfm":
                 return self._rfm(alias, subselections)
+            if name in info.computed and name == "rating":
+                return self._rating(alias, subselections)
+            if name in info.computed and name == "lastMessage":
+                return self._last_message(alias, subselections)
+            if name in info.computed and name == "unreadCount":
+                return self._unread_count(alias)
             raise Unsupported(f"{type_name}.{name}")
 
         return self._json_object(gql_type, selection_sets, value)
@@ -492,11 +512,68 @@ class Compiler:
             raise Unsupported(f"type {type_name}")
         alias = self._alias()
         where = self._sql(scope_condition(info.model, self.actor), info.model, alias)
+        if info.visibility is not None:
+            where += " AND " + self._visible(info.visibility, info.model, alias)
         table = info.model.__tablename__
         body = self._object(type_name, alias, selection_sets)
         return (
             f"coalesce((SELECT {body} FROM {table} {alias} "
             f"WHERE {where} AND {alias}.id = {id_sql}), 'null')"
+        )
+
+    def _visible(self, visibility: Visibility, model: type[Any], alias: str) -> str:
+        """The row's visibility rule (``conversations.get_many_visible``) as SQL."""
+        condition = visibility.condition(self.actor)
+        if visibility.via is None:
+            return self._sql(condition, model, alias)
+        other = self._alias()
+        table = visibility.model.__tablename__
+        rule = self._sql(condition, visibility.model, other)
+        return (
+            f"EXISTS (SELECT 1 FROM {table} {other} "
+            f'WHERE {other}.id = {alias}."{visibility.via}" AND {rule})'
+        )
+
+    def _rating(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``resolvers.conversations.rating``: from the row's own columns, or null."""
+        gql_type = self.gschema.get_type("ConversationRating")
+        assert isinstance(gql_type, GraphQLObjectType)
+        columns = {"score": "rating_score", "comment": "rating_comment", "ratedAt": "rated_at"}
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name not in columns:
+                raise Unsupported(f"ConversationRating.{name}")
+            return self._value(gql_type.fields[name].type, f'{alias}."{columns[name]}"')
+
+        body = self._json_object(gql_type, selection_sets, value)
+        return (
+            f"CASE WHEN {alias}.rating_score IS NULL OR {alias}.rated_at IS NULL "
+            f"THEN 'null' ELSE {body} END"
+        )
+
+    def _last_message(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``conversations.last_messages``: the message whose ``seq`` is the conversation's
+        ``last_message_seq`` (null before the first one)."""
+        from crm_graphql import models
+
+        message = self._alias()
+        where = self._sql(scope_condition(models.Message, self.actor), models.Message, message)
+        body = self._object("Message", message, selection_sets)
+        return (
+            f"CASE WHEN {alias}.last_message_seq = 0 THEN 'null' ELSE coalesce((SELECT {body} "
+            f"FROM messages {message} WHERE {where} AND {message}.conversation_id = {alias}.id "
+            f"AND {message}.seq = {alias}.last_message_seq), 'null') END"
+        )
+
+    def _unread_count(self, alias: str) -> str:
+        """``conversations.unread_counts``: messages past the caller's read receipt; null
+        for API keys (no receipts)."""
+        if self.actor.user_id is None:
+            return "'null'"
+        return (
+            f"greatest({alias}.last_message_seq - coalesce((SELECT r.last_read_seq FROM "
+            f"conversation_reads r WHERE r.conversation_id = {alias}.id "
+            f"AND r.user_id = {self._user()}::uuid), 0), 0)::text"
         )
 
     def _address(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
@@ -812,11 +889,9 @@ class Compiler:
         """The caller as a ``User`` (``resolvers.users.me``: the user by id, null for an API
         key). Plans are shared by the users of a role, so the id is a parameter that
         execution fills in (``Compiled.user_params``)."""
-        if self.actor.api_key_id is not None:
+        if self.actor.user_id is None:
             return "'null'"
-        slot = self._param(None)
-        self.state.user_params.append(int(slot[1:]) - 1)
-        return self._by_id("User", f"{slot}::uuid", selection_sets)
+        return self._by_id("User", f"{self._user()}::uuid", selection_sets)
 
     def operation(self, operation: OperationDefinitionNode) -> Compiled:
         try:
