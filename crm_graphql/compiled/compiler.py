@@ -523,15 +523,17 @@ class Compiler:
 
     def _visible(self, visibility: Visibility, model: type[Any], alias: str) -> str:
         """The row's visibility rule (``conversations.get_many_visible``) as SQL."""
+        # Parenthesised: the rule is an OR (public, or assigned to the caller), and it is
+        # joined to the row's other conditions with AND.
         condition = visibility.condition(self.actor)
         if visibility.via is None:
-            return self._sql(condition, model, alias)
+            return f"({self._sql(condition, model, alias)})"
         other = self._alias()
         table = visibility.model.__tablename__
         rule = self._sql(condition, visibility.model, other)
         return (
             f"EXISTS (SELECT 1 FROM {table} {other} "
-            f'WHERE {other}.id = {alias}."{visibility.via}" AND {rule})'
+            f'WHERE {other}.id = {alias}."{visibility.via}" AND ({rule}))'
         )
 
     def _rating(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:

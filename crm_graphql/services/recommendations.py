@@ -28,6 +28,7 @@ from sqlalchemy import (
     Float,
     Select,
     and_,
+    case,
     cast,
     delete,
     exists,
@@ -479,24 +480,20 @@ async def order_rhythms(
     if not ids:
         return {}
     in_time = (Order.placed_at, Order.id)
+    previous = func.lag(Order.placed_at).over(partition_by=Order.customer_id, order_by=in_time)
     timeline = (
         select(
             Order.customer_id,
             Order.placed_at,
             Order.amount,
             Order.currency,
-            (
-                cast(
-                    extract(
-                        "epoch",
-                        Order.placed_at
-                        - func.lag(Order.placed_at).over(
-                            partition_by=Order.customer_id, order_by=in_time
-                        ),
-                    ),
-                    Float,
-                )
-                / 86400
+            # No gap between orders stored at -infinity or infinity (PostgreSQL cannot
+            # subtract two infinities): they are left out of the usual interval.
+            case(
+                (
+                    and_(func.isfinite(Order.placed_at), func.isfinite(previous)),
+                    cast(extract("epoch", Order.placed_at - previous), Float) / 86400,
+                ),
             ).label("gap_days"),
             func.row_number()
             .over(
@@ -564,6 +561,7 @@ async def order_rhythms(
             contacted_recently=contacted.get(cid, False),
         )
         for cid, n, median_gap, last_at, last_amount, previous in rows
+        if median_gap is not None  # every gap involves an infinite instant: no rhythm
     }
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS
 from crm_graphql.compiled.compiler import plain_fields
 from crm_graphql.models import Customer, Role, User, Workspace
-from crm_graphql.resolvers.ids import to_global_id
+from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from crm_graphql.schema import schema
 from crm_graphql.services import api_keys, demo
 from crm_graphql.services.actor import Actor
@@ -1079,7 +1079,7 @@ async def test_generated_reads_are_identical_on_both_paths_for_every_identity(
 
 
 async def test_a_customer_with_orders_at_the_ends_of_time_has_scores_not_errors(
-    pair: Pair,
+    pair: Pair, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     """Orders placed at -infinity / infinity (direct SQL can store them): the customer's RFM
     scores, lifetime value and churn risk are answered, as numbers, never INTERNAL."""
@@ -1092,3 +1092,23 @@ async def test_a_customer_with_orders_at_the_ends_of_time_has_scores_not_errors(
     scored = body["data"]["node"]
     assert scored["rfm"]["lastOrderAt"] == LAST_INSTANT, scored
     assert scored["rfm"]["recency"] == 0 and scored["churnRisk"]["level"], scored
+    # Two orders at the same infinity: PostgreSQL cannot subtract them (no gap is taken).
+    _, raw_id = from_global_id(customer)
+    async with sessionmaker() as session, session.begin():
+        again = await session.scalar(
+            text(
+                "INSERT INTO orders (id, workspace_id, customer_id, number, status, amount, "
+                "currency, items, placed_at, version) SELECT gen_random_uuid(), workspace_id, "
+                "customer_id, number || '-again', status, amount, currency, items, placed_at, 1 "
+                "FROM orders WHERE customer_id = :c AND placed_at = 'infinity' LIMIT 1 "
+                "RETURNING id"
+            ),
+            {"c": raw_id},
+        )
+    assert again is not None
+    try:
+        body = await pair.same(query, {"c": customer})
+        assert "errors" not in body, body
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(text("DELETE FROM orders WHERE id = :i"), {"i": again})
