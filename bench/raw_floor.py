@@ -260,7 +260,8 @@ async def q4(request: Request) -> Response:
 async def s1(request: Request) -> Response:
     # The bench's queries are 2-4 ASCII letters: their folded word is the lower-case form.
     word = (await request.json())["variables"]["q"].lower()
-    return await floor.json(S1, f"'{word}':*", f"'{word}'", word)
+    upper = word[:-1] + chr(ord(word[-1]) + 1)
+    return await floor.json(S1, word, upper, f"'{word}':*")
 
 
 async def s2(request: Request) -> Response:

@@ -28,7 +28,7 @@ from crm_graphql.models.events import (
 )
 from crm_graphql.models.orders import Order, OrderLine, OrderStatus
 from crm_graphql.models.products import Product
-from crm_graphql.models.search import SearchDocument, SearchEntity
+from crm_graphql.models.search import SearchDocument, SearchEntity, SearchTerm
 from crm_graphql.models.segments import Segment
 from crm_graphql.models.workspaces import (
     ApiKey,
@@ -73,6 +73,7 @@ __all__ = [
     "Role",
     "SearchDocument",
     "SearchEntity",
+    "SearchTerm",
     "Segment",
     "Stage",
     "User",

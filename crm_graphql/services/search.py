@@ -37,9 +37,10 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, REAL, TSQUERY, aggregate_order_by
+from sqlalchemy.dialects.postgresql import TSQUERY, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -51,6 +52,7 @@ from crm_graphql.models import (
     Message,
     SearchDocument,
     SearchEntity,
+    SearchTerm,
 )
 from crm_graphql.services import (
     activities,
@@ -421,8 +423,167 @@ def _conditions(statement: Select[Any]) -> ColumnElement[bool]:
     return clause
 
 
-# ts_rank's weights of D, C, B and A lexemes.
-WEIGHTS = [0.1, 0.2, 0.4, 1.0]
+# The weight of a lexeme by its field (A name or title, B email, phone, domain, subject,
+# C company name, tags and custom fields, D bodies), as migration 0017 stores it in
+# ``search_terms``: powers of two, so that a score computed from the terms table and one
+# computed from the tsvectors are the same double.
+WEIGHTS = {"A": 1.0, "B": 0.5, "C": 0.25, "D": 0.125}
+
+
+def _best_weight(vector: Any, term: str, *, prefix: bool) -> ColumnElement[float]:
+    """The weight of the best field in which ``term`` (a token) starts (or, not
+    ``prefix``, is) a word of ``vector``."""
+    star = ":*" if prefix else ":"
+    return case(
+        *(
+            (vector.bool_op("@@")(cast(literal(f"'{term}'{star}{w}"), TSQUERY)), value)
+            for w, value in WEIGHTS.items()
+            if w != "D"
+        ),
+        else_=WEIGHTS["D"],
+    )
+
+
+def _tier(query: SearchQuery) -> ColumnElement[int]:
+    doc = SearchDocument
+    return case(
+        (literal(query.key) == any_(doc.exact_keys), 3),
+        (doc.names.bool_op("@@")(cast(literal(query.tsquery(prefix=False)), TSQUERY)), 2),
+        else_=1,
+    )
+
+
+def _score(query: SearchQuery, vector: Any, *, band: ColumnElement[Any]) -> ColumnElement[float]:
+    """tier + band + rank / 4. The rank is the mean over the query's terms of the best
+    weight of a field the term matches: as a whole word for the exact and whole-word
+    tiers, as a prefix otherwise."""
+    tier = _tier(query)
+
+    def rank(prefix: bool) -> ColumnElement[float]:
+        total: ColumnElement[float] = literal(0.0, Double)
+        for term in query.terms:
+            total = total + cast(_best_weight(vector, term, prefix=prefix), Double)
+        return total / (4 * len(query.terms))
+
+    return (
+        cast(tier, Double) + cast(band, Double) + case((tier >= 2, rank(False)), else_=rank(True))
+    )
+
+
+def _prefix_range(term: str) -> tuple[str, str | None]:
+    """``[term, upper)``: the strings that start with ``term``, compared code point by code
+    point (byte-wise UTF-8, the terms' "C" collation); ``None`` when unbounded."""
+    chars = list(term)
+    while chars:
+        last = ord(chars.pop()) + 1
+        if 0xD800 <= last <= 0xDFFF:  # no surrogate is a character of a text
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return term, "".join(chars) + chr(last)
+    return term, None
+
+
+def _visible_term(term_row: Any, sources: Sequence[Source], actor: Actor) -> ColumnElement[bool]:
+    """The term's object is one the actor reads in its list (each kind's own scoping)."""
+    return case(
+        *(
+            (
+                term_row.entity_type == source.entity,
+                source.spec.statement(actor)
+                .with_only_columns(literal(1))
+                .where(source.spec.model.id == term_row.id)
+                .exists(),
+            )
+            for source in sources
+        ),
+        else_=false(),
+    )
+
+
+def _named_by_terms(
+    actor: Actor,
+    query: SearchQuery,
+    sources: Sequence[Source],
+    size: int,
+    after: tuple[float, uuid.UUID] | None,
+) -> Select[Any]:
+    """The best ``size + 1`` visible documents whose names one term prefixes, read from
+    ``search_terms`` (migration 0017) without ranking every match: for each term of the
+    prefix's range (found by skipping through the index), its first ``size + 1`` visible
+    documents in the index's order, which is their score's order for that term; a
+    document's score is its best over the terms. Every document of the page is among
+    them (one with a better score in a term's list has a better score overall).
+
+    Same scores as ``_score`` gives from the tsvectors for a one-word query: the whole
+    word (tier 2, or 3 when it is a whole value) or the prefix (tier 1), plus the names'
+    band, plus the term's best weight / 4."""
+    (word,) = query.terms
+    low, high = _prefix_range(word)
+    term = SearchTerm
+    kinds = [s.entity for s in sources]
+    workspace = term.workspace_id == actor.workspace_id
+
+    def in_range(column: Any) -> ColumnElement[bool]:
+        return and_(column >= low, column < high) if high is not None else column >= low
+
+    def entry_score(row: Any) -> ColumnElement[float]:
+        tier = case((row.term == word, case((row.exact, 3), else_=2)), else_=1)
+        return cast(tier, Double) + 0.5 + cast(row.weight, Double) / 4
+
+    first = select(term.term).where(workspace, in_range(term.term)).order_by(term.term).limit(1)
+    vocabulary = first.cte("vocabulary", recursive=True)
+    following = aliased(SearchTerm)
+    next_term = (
+        select(following.term)
+        .where(
+            following.workspace_id == actor.workspace_id,
+            following.term > vocabulary.c.term,
+            *([following.term < high] if high is not None else []),
+        )
+        .order_by(following.term)
+        .limit(1)
+        .scalar_subquery()
+    )
+    vocabulary = vocabulary.union_all(select(next_term).where(vocabulary.c.term.is_not(None)))
+
+    def entries(*conditions: ColumnElement[bool]) -> Select[Any]:
+        row = aliased(SearchTerm)
+        stmt = select(row.id, row.entity_type, entry_score(row).label("score")).where(
+            row.workspace_id == actor.workspace_id,
+            row.entity_type.in_(kinds),
+            *[c(row) for c in conditions],  # type: ignore[operator]
+            _visible_term(row, sources, actor),
+        )
+        if after is not None:
+            # The document's score over all its terms, for the documents after the
+            # cursor only (one of a previous page may have a lower term here).
+            score_after, id_after = after
+            other = aliased(SearchTerm)
+            best = (
+                select(func.max(entry_score(other)))
+                .where(other.id == row.id, in_range(other.term))
+                .scalar_subquery()
+            )
+            stmt = stmt.where(or_(best < score_after, and_(best == score_after, row.id > id_after)))
+        return stmt.order_by(row.weight.desc(), row.id).limit(size + 1)
+
+    per_term = entries(lambda row: row.term == vocabulary.c.term).lateral("per_term")
+    by_term = select(per_term.c.id, per_term.c.entity_type, per_term.c.score).select_from(
+        vocabulary.join(per_term, true())
+    )
+    # Whole values equal to the word rank first: they may sit anywhere in their term's
+    # list, which is ordered by weight alone.
+    exact = entries(lambda row: row.term == word, lambda row: row.exact).subquery("exact")
+    hits = union_all(by_term, select(exact.c.id, exact.c.entity_type, exact.c.score)).subquery(
+        "term_hits"
+    )
+    best_score = func.max(hits.c.score).label("score")
+    return (
+        select(hits.c.id, hits.c.entity_type, best_score)
+        .group_by(hits.c.id, hits.c.entity_type)
+        .order_by(best_score.desc(), hits.c.id)
+        .limit(size + 1)
+    )
 
 
 async def search(
@@ -446,19 +607,12 @@ async def search(
     doc = SearchDocument
     matches = cast(literal(query.tsquery()), TSQUERY)
     outside_bodies = doc.names.bool_op("@@")(matches)
-    tier = case(
-        (literal(query.key) == any_(doc.exact_keys), 3),
-        (doc.names.bool_op("@@")(cast(literal(query.tsquery(prefix=False)), TSQUERY)), 2),
-        else_=1,
-    )
-    band = case((outside_bodies, 0.5), else_=0.0)
-    rank = func.ts_rank(literal(WEIGHTS, ARRAY(REAL)), doc.document, matches, 32)
-    score = (cast(tier, Double) + cast(band, Double) + cast(rank, Double) / 2).label("score")
 
-    def ranked(condition: ColumnElement[bool]) -> Select[Any]:
+    def ranked(condition: ColumnElement[bool], score: ColumnElement[float]) -> Select[Any]:
         """The best ``size + 1`` visible documents meeting ``condition`` (after the
         cursor): each kind joins its row under the conditions its own list applies for
         this actor."""
+        score = score.label("score")
         stmt = select(doc.id, doc.entity_type, score)
         visible = []
         for source in sources:
@@ -482,12 +636,18 @@ async def search(
         return stmt.order_by(score.desc(), doc.id).limit(size + 1)
 
     # Every hit outside the bodies scores above every hit in bodies only (the band), so
-    # the small index of names and titles answers alone whenever it fills the page; the
-    # bodies are read only when it does not (a one-time filter of the second branch).
-    named = ranked(outside_bodies).cte("named")
+    # the names answer alone whenever they fill the page; the bodies are read only when
+    # they do not (a one-time filter of the second branch). A one-word query (as you
+    # type) reads the names through the terms table, in score order; more words are
+    # selective enough for the tsvectors' index.
+    if len(query.terms) == 1:
+        named = _named_by_terms(actor, query, sources, size, after).cte("named")
+    else:
+        named = ranked(outside_bodies, _score(query, doc.names, band=literal(0.5))).cte("named")
     page_full = select(func.count()).select_from(named).scalar_subquery() > size
     in_bodies = ranked(
-        and_(doc.document.bool_op("@@")(matches), ~outside_bodies, ~page_full)
+        and_(doc.document.bool_op("@@")(matches), ~outside_bodies, ~page_full),
+        _score(query, doc.document, band=literal(0.0)),
     ).subquery("in_bodies")
     found = union_all(
         select(named.c.id, named.c.entity_type, named.c.score),
