@@ -82,8 +82,8 @@ class SearchTerm(Base):
         Index(
             "ix_search_terms_ranked",
             "workspace_id",
-            "term",
             text("weight DESC"),
+            "term",
             "id",
             postgresql_include=["entity_type", "exact"],
         ),

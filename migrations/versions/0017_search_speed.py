@@ -90,7 +90,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_search_terms_ranked",
         "search_terms",
-        ["workspace_id", "term", sa.text("weight DESC"), "id"],
+        ["workspace_id", sa.text("weight DESC"), "term", "id"],
         postgresql_include=["entity_type", "exact"],
     )
     op.create_index(
