@@ -7,61 +7,149 @@
 --   $3  the end of the word's prefix range: its last letter + 1, e.g. anb  (text)
 --   $4  the word as a prefix tsquery, e.g. 'ana':*                        (text)
 -- For a 2-4 letter query of ASCII letters, its folded word is its lower-case form.
--- Names first, from search_terms (migration 0017): for each term of the range (skipping
--- through the index), its first 21 visible documents in index order (weight, id), which
--- is their score order for that term; a document scores its best term. Whole values equal
--- to the word (exact) come from their partial index. Bodies only when the names give less
--- than a page (as the service); a one-word hit in bodies only always scores 1 + 0.125/4
--- (tier 1, no names band, the bodies' weight D), so those are in id order.
-WITH RECURSIVE vocabulary (term) AS (
+-- Names first, from search_terms (migration 0017), in the service's stages, best first:
+-- the word is a whole value (3.5 + weight / 4), a whole word (2.5 + weight / 4), or starts
+-- a longer word of weight A, then B, then C (1.5 + weight / 4); within a stage, id order,
+-- the index's. A stage of longer words reads, for each term of its weight in the range
+-- (skipping through the index), its first 21 visible documents, and runs only when the
+-- stages before found less than 21 documents. A document scores its best stage. Bodies
+-- only when the names give less than a page (as the service); a one-word hit in bodies
+-- only always scores 1 + 0.125/4 (tier 1, no names band, the bodies' weight D), so those
+-- are in id order.
+WITH RECURSIVE terms_a (term) AS (
   (SELECT t.term FROM search_terms t
-   WHERE t.workspace_id = $1 AND t.term >= $2 AND t.term < $3 ORDER BY t.term LIMIT 1)
+   WHERE t.workspace_id = $1 AND t.weight = 1 AND t.term > $2 AND t.term < $3
+   ORDER BY t.term LIMIT 1)
   UNION ALL
   SELECT (SELECT t.term FROM search_terms t
-          WHERE t.workspace_id = $1 AND t.term > v.term AND t.term < $3
+          WHERE t.workspace_id = $1 AND t.weight = 1 AND t.term > v.term AND t.term < $3
           ORDER BY t.term LIMIT 1)
-  FROM vocabulary v WHERE v.term IS NOT NULL
-), term_hits AS (
-  SELECT e.id, e.entity_type, e.score
-  FROM vocabulary v CROSS JOIN LATERAL (
-    SELECT t.id, t.entity_type,
-           (CASE WHEN t.term = $2 THEN CASE WHEN t.exact THEN 3 ELSE 2 END ELSE 1 END)::float8
-           + 0.5 + t.weight::float8 / 4 AS score
-    FROM search_terms t
-    WHERE t.workspace_id = $1 AND t.term = v.term
-      AND CASE t.entity_type
-            WHEN 'customer' THEN EXISTS (SELECT FROM customers c WHERE c.id = t.id
-                                         AND c.workspace_id = $1 AND c.archived_at IS NULL)
-            WHEN 'company' THEN EXISTS (SELECT FROM companies co WHERE co.id = t.id
-                                        AND co.workspace_id = $1 AND co.archived_at IS NULL)
-            WHEN 'deal' THEN EXISTS (SELECT FROM deals dl WHERE dl.id = t.id
-                                     AND dl.workspace_id = $1 AND dl.archived_at IS NULL)
-            WHEN 'conversation' THEN EXISTS (SELECT FROM conversations cv WHERE cv.id = t.id
-                                             AND cv.workspace_id = $1)
-            ELSE EXISTS (SELECT FROM activities a WHERE a.id = t.id
-                         AND a.workspace_id = $1 AND a.archived_at IS NULL)
-          END
-    ORDER BY t.weight DESC, t.id
-    LIMIT 21) e
+  FROM terms_a v WHERE v.term IS NOT NULL
+), terms_b (term) AS (
+  (SELECT t.term FROM search_terms t
+   WHERE t.workspace_id = $1 AND t.weight = 0.5 AND t.term > $2 AND t.term < $3
+   ORDER BY t.term LIMIT 1)
   UNION ALL
-  SELECT t.id, t.entity_type, 3.5 + t.weight::float8 / 4
+  SELECT (SELECT t.term FROM search_terms t
+          WHERE t.workspace_id = $1 AND t.weight = 0.5 AND t.term > v.term AND t.term < $3
+          ORDER BY t.term LIMIT 1)
+  FROM terms_b v WHERE v.term IS NOT NULL
+), terms_c (term) AS (
+  (SELECT t.term FROM search_terms t
+   WHERE t.workspace_id = $1 AND t.weight = 0.25 AND t.term > $2 AND t.term < $3
+   ORDER BY t.term LIMIT 1)
+  UNION ALL
+  SELECT (SELECT t.term FROM search_terms t
+          WHERE t.workspace_id = $1 AND t.weight = 0.25 AND t.term > v.term AND t.term < $3
+          ORDER BY t.term LIMIT 1)
+  FROM terms_c v WHERE v.term IS NOT NULL
+),
+stage_0 AS (
+  SELECT t.id, t.entity_type, 3.5 + t.weight::float8 / 4 AS score
   FROM search_terms t
   WHERE t.workspace_id = $1 AND t.term = $2 AND t.exact
-    AND CASE t.entity_type
-          WHEN 'customer' THEN EXISTS (SELECT FROM customers c WHERE c.id = t.id
-                                       AND c.workspace_id = $1 AND c.archived_at IS NULL)
-          WHEN 'company' THEN EXISTS (SELECT FROM companies co WHERE co.id = t.id
-                                      AND co.workspace_id = $1 AND co.archived_at IS NULL)
-          WHEN 'deal' THEN EXISTS (SELECT FROM deals dl WHERE dl.id = t.id
-                                   AND dl.workspace_id = $1 AND dl.archived_at IS NULL)
-          WHEN 'conversation' THEN EXISTS (SELECT FROM conversations cv WHERE cv.id = t.id
-                                           AND cv.workspace_id = $1)
-          ELSE EXISTS (SELECT FROM activities a WHERE a.id = t.id
-                       AND a.workspace_id = $1 AND a.archived_at IS NULL)
-        END
+    AND coalesce(CASE t.entity_type
+             WHEN 'customer' THEN (SELECT true FROM customers c WHERE c.id = t.id
+                                   AND c.workspace_id = $1 AND c.archived_at IS NULL)
+             WHEN 'company' THEN (SELECT true FROM companies co WHERE co.id = t.id
+                                  AND co.workspace_id = $1 AND co.archived_at IS NULL)
+             WHEN 'deal' THEN (SELECT true FROM deals dl WHERE dl.id = t.id
+                               AND dl.workspace_id = $1 AND dl.archived_at IS NULL)
+             WHEN 'conversation' THEN (SELECT true FROM conversations cv WHERE cv.id = t.id
+                                       AND cv.workspace_id = $1)
+             WHEN 'activity' THEN (SELECT true FROM activities a WHERE a.id = t.id
+                                   AND a.workspace_id = $1 AND a.archived_at IS NULL)
+           END, false)
+  ORDER BY t.weight DESC, t.id
+  LIMIT 21
+), stage_1 AS (
+  SELECT e.id, e.entity_type, e.score
+  FROM (VALUES (1::real), (0.5::real), (0.25::real)) AS w (weight) CROSS JOIN LATERAL (
+    SELECT t.id, t.entity_type, 2.5 + t.weight::float8 / 4 AS score
+    FROM search_terms t
+    WHERE t.workspace_id = $1 AND t.weight = w.weight AND t.term = $2 AND NOT t.exact
+      AND coalesce(CASE t.entity_type
+             WHEN 'customer' THEN (SELECT true FROM customers c WHERE c.id = t.id
+                                   AND c.workspace_id = $1 AND c.archived_at IS NULL)
+             WHEN 'company' THEN (SELECT true FROM companies co WHERE co.id = t.id
+                                  AND co.workspace_id = $1 AND co.archived_at IS NULL)
+             WHEN 'deal' THEN (SELECT true FROM deals dl WHERE dl.id = t.id
+                               AND dl.workspace_id = $1 AND dl.archived_at IS NULL)
+             WHEN 'conversation' THEN (SELECT true FROM conversations cv WHERE cv.id = t.id
+                                       AND cv.workspace_id = $1)
+             WHEN 'activity' THEN (SELECT true FROM activities a WHERE a.id = t.id
+                                   AND a.workspace_id = $1 AND a.archived_at IS NULL)
+           END, false)
+    ORDER BY t.id
+    LIMIT 21) e
+), stage_2 AS (
+  SELECT e.id, e.entity_type, e.score
+  FROM terms_a v CROSS JOIN LATERAL (
+    SELECT t.id, t.entity_type, 1.75::float8 AS score
+    FROM search_terms t
+    WHERE t.workspace_id = $1 AND t.weight = 1.0 AND t.term = v.term
+      AND coalesce(CASE t.entity_type
+             WHEN 'customer' THEN (SELECT true FROM customers c WHERE c.id = t.id
+                                   AND c.workspace_id = $1 AND c.archived_at IS NULL)
+             WHEN 'company' THEN (SELECT true FROM companies co WHERE co.id = t.id
+                                  AND co.workspace_id = $1 AND co.archived_at IS NULL)
+             WHEN 'deal' THEN (SELECT true FROM deals dl WHERE dl.id = t.id
+                               AND dl.workspace_id = $1 AND dl.archived_at IS NULL)
+             WHEN 'conversation' THEN (SELECT true FROM conversations cv WHERE cv.id = t.id
+                                       AND cv.workspace_id = $1)
+             WHEN 'activity' THEN (SELECT true FROM activities a WHERE a.id = t.id
+                                   AND a.workspace_id = $1 AND a.archived_at IS NULL)
+           END, false)
+    ORDER BY t.id
+    LIMIT 21) e
+  WHERE (SELECT count(DISTINCT x.id) FROM (SELECT id FROM stage_0 UNION ALL SELECT id FROM stage_1) x) < 21
+), stage_3 AS (
+  SELECT e.id, e.entity_type, e.score
+  FROM terms_b v CROSS JOIN LATERAL (
+    SELECT t.id, t.entity_type, 1.625::float8 AS score
+    FROM search_terms t
+    WHERE t.workspace_id = $1 AND t.weight = 0.5 AND t.term = v.term
+      AND coalesce(CASE t.entity_type
+             WHEN 'customer' THEN (SELECT true FROM customers c WHERE c.id = t.id
+                                   AND c.workspace_id = $1 AND c.archived_at IS NULL)
+             WHEN 'company' THEN (SELECT true FROM companies co WHERE co.id = t.id
+                                  AND co.workspace_id = $1 AND co.archived_at IS NULL)
+             WHEN 'deal' THEN (SELECT true FROM deals dl WHERE dl.id = t.id
+                               AND dl.workspace_id = $1 AND dl.archived_at IS NULL)
+             WHEN 'conversation' THEN (SELECT true FROM conversations cv WHERE cv.id = t.id
+                                       AND cv.workspace_id = $1)
+             WHEN 'activity' THEN (SELECT true FROM activities a WHERE a.id = t.id
+                                   AND a.workspace_id = $1 AND a.archived_at IS NULL)
+           END, false)
+    ORDER BY t.id
+    LIMIT 21) e
+  WHERE (SELECT count(DISTINCT x.id) FROM (SELECT id FROM stage_0 UNION ALL SELECT id FROM stage_1 UNION ALL SELECT id FROM stage_2) x) < 21
+), stage_4 AS (
+  SELECT e.id, e.entity_type, e.score
+  FROM terms_c v CROSS JOIN LATERAL (
+    SELECT t.id, t.entity_type, 1.5625::float8 AS score
+    FROM search_terms t
+    WHERE t.workspace_id = $1 AND t.weight = 0.25 AND t.term = v.term
+      AND coalesce(CASE t.entity_type
+             WHEN 'customer' THEN (SELECT true FROM customers c WHERE c.id = t.id
+                                   AND c.workspace_id = $1 AND c.archived_at IS NULL)
+             WHEN 'company' THEN (SELECT true FROM companies co WHERE co.id = t.id
+                                  AND co.workspace_id = $1 AND co.archived_at IS NULL)
+             WHEN 'deal' THEN (SELECT true FROM deals dl WHERE dl.id = t.id
+                               AND dl.workspace_id = $1 AND dl.archived_at IS NULL)
+             WHEN 'conversation' THEN (SELECT true FROM conversations cv WHERE cv.id = t.id
+                                       AND cv.workspace_id = $1)
+             WHEN 'activity' THEN (SELECT true FROM activities a WHERE a.id = t.id
+                                   AND a.workspace_id = $1 AND a.archived_at IS NULL)
+           END, false)
+    ORDER BY t.id
+    LIMIT 21) e
+  WHERE (SELECT count(DISTINCT x.id) FROM (SELECT id FROM stage_0 UNION ALL SELECT id FROM stage_1 UNION ALL SELECT id FROM stage_2 UNION ALL SELECT id FROM stage_3) x) < 21
 ), best AS (
   SELECT h.id, h.entity_type, max(h.score) AS score
-  FROM term_hits h GROUP BY h.id, h.entity_type
+  FROM (SELECT * FROM stage_0 UNION ALL SELECT * FROM stage_1 UNION ALL SELECT * FROM stage_2
+        UNION ALL SELECT * FROM stage_3 UNION ALL SELECT * FROM stage_4) h
+  GROUP BY h.id, h.entity_type
   ORDER BY score DESC, h.id
   LIMIT 21
 ), named AS (
