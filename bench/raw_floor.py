@@ -412,8 +412,13 @@ async def readyz(request: Request) -> Response:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    # JIT off, as our server runs (crm_graphql/db/engine.py): compiling a generic plan of
+    # a large statement (the S1 floor's stages) takes seconds per execution.
     floor.pool = await asyncpg.create_pool(
-        os.environ["BENCH_DATABASE_URL"], min_size=2, max_size=10
+        os.environ["BENCH_DATABASE_URL"],
+        min_size=2,
+        max_size=10,
+        server_settings={"jit": "off"},
     )
     floor.redis = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
     floor.listener = asyncio.create_task(floor.listen())
