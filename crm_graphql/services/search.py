@@ -44,6 +44,7 @@ from sqlalchemy import (
     true,
     union_all,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import REAL, TSQUERY, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -854,7 +855,18 @@ async def search(
     parameters["limit"] = size + 1
     if after is not None:
         parameters["score_after"], parameters["id_after"] = after
-    result = (await session.execute(stmt, parameters)).all()
+    if shape.terms == 1:
+        # The one-word statement's plan is the same whatever the word (index probes in
+        # stages): planned once per connection, not for every keystroke (its custom
+        # plans cost more than running it). Back to the default for the request's other
+        # reads, which share this transaction.
+        await session.execute(sql_text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        try:
+            result = (await session.execute(stmt, parameters)).all()
+        finally:
+            await session.execute(sql_text("SET LOCAL plan_cache_mode TO DEFAULT"))
+    else:
+        result = (await session.execute(stmt, parameters)).all()
     more = len(result) > size
     hits: list[SearchHit] = []
     cursors: list[str] = []
