@@ -568,8 +568,8 @@ def _named_by_terms(
         start = column > word if strict else column >= word
         return [start, column < high] if bounded else [start]
 
-    def entries(row: Any, score: ColumnElement[float], *conditions: Any) -> Select[Any]:
-        stmt = select(row.id, row.entity_type, score.label("score")).where(
+    def entries(row: Any, score: ColumnElement[Any], *conditions: Any) -> Select[Any]:
+        stmt: Select[Any] = select(row.id, row.entity_type, score.label("score")).where(
             row.workspace_id == actor.workspace_id,
             *conditions,
             row.entity_type.in_(kinds),
@@ -734,7 +734,7 @@ def _build_statement(
         each kind joins its row under the conditions its own list applies for this
         actor."""
         score = score.label("score")
-        stmt = select(doc.id, doc.entity_type, score)
+        stmt: Any = select(doc.id, doc.entity_type, score)
         visible = []
         for source, statement in scoped:
             model = source.spec.model

@@ -857,9 +857,9 @@ async def test_the_terms_table_follows_every_write(
 
     agent = as_role[Role.AGENT]
     admin = admin_of(users)
-    company = (await agent(CREATE_COMPANY, {"i": {"name": "Quokka Quarry"}})).ok()[
-        "createCompany"
-    ]["company"]["id"]
+    company = (await agent(CREATE_COMPANY, {"i": {"name": "Quokka Quarry"}})).ok()["createCompany"][
+        "company"
+    ]["id"]
     one, two, three = await make_customers(
         sessionmaker,
         admin,
