@@ -5,13 +5,13 @@ Revises: 0016
 Create Date: 2026-12-05 19:00:00
 
 As-you-type search (issue 13, point 8; docs/decisions/0019-search-speed.md). A prefix of
-two letters matches a large part of a workspace (``ca`` finds every "call" among the
+two letters matches a large part of a workspace (``wi`` finds every "with" among the
 activities' subjects), and ranking every match before keeping a page cost half a second
 at S=10. ``search_terms`` holds one row per lexeme of each document's ``names`` with the
 lexeme's best weight and whether it is a whole value of the document (``exact_keys``),
-indexed by ``(workspace_id, term, weight DESC, id)``: for each term in a prefix's range,
-the documents come out in the order search ranks them, so a page reads a few rows per
-term instead of every match.
+indexed by ``(workspace_id, weight DESC, term, id)``: for each weight and each term in a
+prefix's range, the documents come out in id order, which is search's order within one
+score, so a page reads a few rows per term instead of every match (decision 0019).
 
 The rows are derived from ``search_documents`` by triggers on that table, in the
 writing transaction: whatever writes a document (the triggers of revisions 0010 and
