@@ -21,6 +21,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -413,12 +414,23 @@ def _after(cursor: str, query: SearchQuery, entities: Sequence[Source]) -> tuple
 
 @dataclass
 class SearchHit:
-    """One result: the object (an ORM row), its score and what matched."""
+    """One result: the object (an ORM row), its score and what matched. ``highlights``
+    are computed when read (a page that does not show them does not pay for them)."""
 
     entity: SearchEntity
     node: Any
     score: float
-    highlights: list[Highlight]
+    # (field, its text, whether it is a phone) for each field the hit can highlight.
+    fields: list[tuple[str, str | None, bool]]
+    terms: Sequence[str]
+
+    @cached_property
+    def highlights(self) -> list[Highlight]:
+        return [
+            mark
+            for name, value, phone in self.fields
+            if (mark := highlight(name, value, self.terms, phone=phone)) is not None
+        ]
 
 
 def _conditions(statement: Select[Any]) -> ColumnElement[bool]:
@@ -878,17 +890,13 @@ async def search(
             "company_name": extra.get("company_name"),
             "message": extra.get("message"),
         }
-        marks = [
-            mark
-            for name, value in SOURCES[entity].fields(node, extras)
-            if (mark := highlight(name, value, query.terms, phone=name == "phone")) is not None
+        fields = [
+            (name, value, name == "phone") for name, value in SOURCES[entity].fields(node, extras)
         ]
         for key in row.searchable_keys or ():
             text = custom_fields.searchable_text([key], node.custom_fields or {})
-            mark = highlight(custom_fields.field_name(key), text, query.terms)
-            if mark is not None:
-                marks.append(mark)
-        hits.append(SearchHit(entity, node, float(row.score), marks))
+            fields.append((custom_fields.field_name(key), text, False))
+        hits.append(SearchHit(entity, node, float(row.score), fields, query.terms))
         cursors.append(_cursor(query, sources, float(row.score), row.id))
     return Page(
         items=hits, cursors=cursors, has_next_page=more, has_previous_page=after is not None
