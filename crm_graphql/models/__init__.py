@@ -34,7 +34,7 @@ from crm_graphql.models.products import (
     ProductPairSnapshot,
 )
 from crm_graphql.models.rfm import RfmScore, RfmSnapshot
-from crm_graphql.models.search import SearchDocument, SearchEntity
+from crm_graphql.models.search import SearchDocument, SearchEntity, SearchTerm
 from crm_graphql.models.segments import Segment
 from crm_graphql.models.workspaces import (
     ApiKey,
@@ -85,6 +85,7 @@ __all__ = [
     "Role",
     "SearchDocument",
     "SearchEntity",
+    "SearchTerm",
     "Segment",
     "Stage",
     "User",

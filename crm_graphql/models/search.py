@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import uuid
 
-from sqlalchemy import ForeignKey, Index, Text, text
+from sqlalchemy import REAL, Boolean, ForeignKey, Index, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -54,4 +54,43 @@ class SearchDocument(Timestamped, Base):
         # embedded server lacks: the workspace is checked on the rows the index finds.
         Index("ix_search_documents_names", "names", postgresql_using="gin"),
         Index("ix_search_documents_document", "document", postgresql_using="gin"),
+    )
+
+
+class SearchTerm(Base):
+    """One lexeme of a document's ``names`` (migration 0017, decision 0019): as-you-type
+    search reads, term by term of the prefix's range, the documents in score order from
+    one index instead of ranking every match. Kept by triggers on ``search_documents``
+    (same transaction), never written by the application."""
+
+    __tablename__ = "search_terms"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    # Compared byte-wise, so that a prefix's range is ``[prefix, next prefix)``.
+    term: Mapped[str] = mapped_column(Text(collation="C"), primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    entity_type: Mapped[SearchEntity] = mapped_column(
+        text_enum(SearchEntity, "search_term_entity"), nullable=False
+    )
+    # The best weight of the lexeme in ``names`` (A 1, B 0.5, C 0.25: exact in binary, so
+    # that scores computed here and from the tsvector agree to the bit).
+    weight: Mapped[float] = mapped_column(REAL, nullable=False)
+    # The lexeme is one of the document's whole values (``exact_keys``).
+    exact: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+    __table_args__ = (
+        Index(
+            "ix_search_terms_ranked",
+            "workspace_id",
+            text("weight DESC"),
+            "term",
+            "id",
+            postgresql_include=["entity_type", "exact"],
+        ),
+        Index(
+            "ix_search_terms_exact",
+            "workspace_id",
+            "term",
+            postgresql_where=text("exact"),
+        ),
     )

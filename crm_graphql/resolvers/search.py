@@ -9,15 +9,25 @@ from typing import Any
 from crm_graphql.resolvers.arguments import page_request
 from crm_graphql.resolvers.lists import PageInfoValue
 from crm_graphql.services import search as search_service
-from crm_graphql.services.search import Highlight, SearchEntity
+from crm_graphql.services.search import Highlight, SearchEntity, SearchHit
 
 
 @dataclass
 class SearchHitValue:
     cursor: str
-    node: Any
-    score: float
-    highlights: list[Highlight]
+    hit: SearchHit
+
+    @property
+    def node(self) -> Any:
+        return self.hit.node
+
+    @property
+    def score(self) -> float:
+        return self.hit.score
+
+    @property
+    def highlights(self) -> list[Highlight]:
+        return self.hit.highlights  # computed only when the query selects them
 
 
 @dataclass
@@ -36,8 +46,7 @@ async def search(
     async with context.read() as session:
         page = await search_service.search(actor, session, query, entities=entities, page=request)
     edges = [
-        SearchHitValue(cursor, hit.node, hit.score, hit.highlights)
-        for cursor, hit in zip(page.cursors, page.items, strict=True)
+        SearchHitValue(cursor, hit) for cursor, hit in zip(page.cursors, page.items, strict=True)
     ]
     return SearchConnectionValue(
         edges=edges,

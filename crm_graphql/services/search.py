@@ -18,17 +18,22 @@ import binascii
 import html
 import math
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
 from sqlalchemy import (
     ColumnElement,
     Double,
+    Integer,
     Select,
+    Text,
     and_,
     any_,
+    bindparam,
     case,
     cast,
     false,
@@ -37,9 +42,11 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, REAL, TSQUERY, aggregate_order_by
+from sqlalchemy import text as sql_text
+from sqlalchemy.dialects.postgresql import REAL, TSQUERY, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -51,6 +58,7 @@ from crm_graphql.models import (
     Message,
     SearchDocument,
     SearchEntity,
+    SearchTerm,
 )
 from crm_graphql.services import (
     activities,
@@ -406,12 +414,23 @@ def _after(cursor: str, query: SearchQuery, entities: Sequence[Source]) -> tuple
 
 @dataclass
 class SearchHit:
-    """One result: the object (an ORM row), its score and what matched."""
+    """One result: the object (an ORM row), its score and what matched. ``highlights``
+    are computed when read (a page that does not show them does not pay for them)."""
 
     entity: SearchEntity
     node: Any
     score: float
-    highlights: list[Highlight]
+    # (field, its text, whether it is a phone) for each field the hit can highlight.
+    fields: list[tuple[str, str | None, bool]]
+    terms: Sequence[str]
+
+    @cached_property
+    def highlights(self) -> list[Highlight]:
+        return [
+            mark
+            for name, value, phone in self.fields
+            if (mark := highlight(name, value, self.terms, phone=phone)) is not None
+        ]
 
 
 def _conditions(statement: Select[Any]) -> ColumnElement[bool]:
@@ -421,76 +440,348 @@ def _conditions(statement: Select[Any]) -> ColumnElement[bool]:
     return clause
 
 
-# ts_rank's weights of D, C, B and A lexemes.
-WEIGHTS = [0.1, 0.2, 0.4, 1.0]
+# The weight of a lexeme by its field (A name or title, B email, phone, domain, subject,
+# C company name, tags and custom fields, D bodies), as migration 0017 stores it in
+# ``search_terms``: powers of two, so that a score computed from the terms table and one
+# computed from the tsvectors are the same double.
+WEIGHTS = {"A": 1.0, "B": 0.5, "C": 0.25, "D": 0.125}
+NAME_WEIGHTS = (WEIGHTS["A"], WEIGHTS["B"], WEIGHTS["C"])
 
 
-async def search(
-    actor: Actor,
-    session: AsyncSession,
-    text: str,
-    *,
-    entities: Sequence[SearchEntity] | None = None,
-    page: PageRequest,
-) -> Page[SearchHit]:
-    """One page of hits for ``text``, best first, in one statement."""
-    sources = readable_sources(actor, entities)
-    query = parse_query(text)
-    if page.last is not None or page.before is not None:
-        raise Invalid("Search pages forward only: use `first` and `after`", "last")
-    size, _, cursor = page.validated()
-    after = _after(cursor, query, sources) if cursor is not None else None
-    if not query.terms or size == 0:
-        return Page(items=[], cursors=[], has_next_page=False, has_previous_page=after is not None)
+def _tsquery(name: str) -> ColumnElement[Any]:
+    return cast(bindparam(name, type_=Text), TSQUERY)
 
+
+def _weight_query(index: int, weight: str, prefix: bool) -> str:
+    """The parameter holding ``'term':*A`` (``'term':A`` when not ``prefix``)."""
+    return f"term_{index}_{weight}_{'prefix' if prefix else 'whole'}"
+
+
+def _score(terms: int, vector: Any, *, band: float) -> ColumnElement[float]:
+    """tier + band + rank / 4. The tier: 3 when the query is one of the object's whole
+    values, 2 when every term is a whole word of its names, else 1. The rank: the mean
+    over the query's terms of the best weight of a field the term matches (as a whole word
+    in tiers 3 and 2, as a prefix in tier 1)."""
     doc = SearchDocument
-    matches = cast(literal(query.tsquery()), TSQUERY)
-    outside_bodies = doc.names.bool_op("@@")(matches)
     tier = case(
-        (literal(query.key) == any_(doc.exact_keys), 3),
-        (doc.names.bool_op("@@")(cast(literal(query.tsquery(prefix=False)), TSQUERY)), 2),
+        (bindparam("key", type_=Text) == any_(doc.exact_keys), 3),
+        (doc.names.bool_op("@@")(_tsquery("whole_query")), 2),
         else_=1,
     )
-    band = case((outside_bodies, 0.5), else_=0.0)
-    rank = func.ts_rank(literal(WEIGHTS, ARRAY(REAL)), doc.document, matches, 32)
-    score = (cast(tier, Double) + cast(band, Double) + cast(rank, Double) / 2).label("score")
 
-    def ranked(condition: ColumnElement[bool]) -> Select[Any]:
-        """The best ``size + 1`` visible documents meeting ``condition`` (after the
-        cursor): each kind joins its row under the conditions its own list applies for
-        this actor."""
-        stmt = select(doc.id, doc.entity_type, score)
+    def rank(prefix: bool) -> ColumnElement[float]:
+        total: ColumnElement[float] = literal(0.0, Double)
+        for index in range(terms):
+            best = case(
+                *(
+                    (vector.bool_op("@@")(_tsquery(_weight_query(index, w, prefix))), value)
+                    for w, value in WEIGHTS.items()
+                    if w != "D"
+                ),
+                else_=WEIGHTS["D"],
+            )
+            total = total + cast(best, Double)
+        return total / (4 * terms)
+
+    return (
+        cast(tier, Double)
+        + literal(band, Double)
+        + case((tier >= 2, rank(False)), else_=rank(True))
+    )
+
+
+def _query_parameters(query: SearchQuery) -> dict[str, Any]:
+    """The values of the statement's query parameters for ``query``."""
+    (word, *_) = query.terms
+    _, high = _prefix_range(word)
+    parameters: dict[str, Any] = {
+        "word": word,
+        "high": high,
+        "key": query.key,
+        "prefix_query": query.tsquery(),
+        "whole_query": query.tsquery(prefix=False),
+        "any_query": query.tsquery(any_term=True),
+    }
+    for index, term in enumerate(query.terms):
+        for w in WEIGHTS:
+            if w != "D":
+                parameters[_weight_query(index, w, True)] = f"'{term}':*{w}"
+                parameters[_weight_query(index, w, False)] = f"'{term}':{w}"
+    return parameters
+
+
+def _prefix_range(term: str) -> tuple[str, str | None]:
+    """``[term, upper)``: the strings that start with ``term``, compared code point by code
+    point (byte-wise UTF-8, the terms' "C" collation); ``None`` when unbounded."""
+    chars = list(term)
+    while chars:
+        last = ord(chars.pop()) + 1
+        if 0xD800 <= last <= 0xDFFF:  # no surrogate is a character of a text
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return term, "".join(chars) + chr(last)
+    return term, None
+
+
+def _visible_term(
+    term_row: Any, scoped: Sequence[tuple[Source, Select[Any]]]
+) -> ColumnElement[bool]:
+    """The term's object is one the actor reads in its list (each kind's own scoping:
+    ``scoped`` pairs each source with its list's statement for the actor)."""
+    return case(
+        *(
+            (
+                term_row.entity_type == source.entity,
+                # A scalar subquery (one row at most, by primary key), not EXISTS:
+                # PostgreSQL may run an EXISTS as a hash of every row of the table.
+                statement.with_only_columns(true())
+                .where(source.spec.model.id == term_row.id)
+                .scalar_subquery()
+                .is_not(None),
+            )
+            for source, statement in scoped
+        ),
+        else_=false(),
+    )
+
+
+def _after_cursor(score: ColumnElement[float], id: Any) -> ColumnElement[bool]:
+    score_after = bindparam("score_after", type_=Double)
+    return or_(score < score_after, and_(score == score_after, id > bindparam("id_after")))
+
+
+def _named_by_terms(
+    actor: Actor,
+    scoped: Sequence[tuple[Source, Select[Any]]],
+    *,
+    bounded: bool,
+    paged: bool,
+) -> Select[Any]:
+    """The best ``limit`` visible documents whose names the one word of the query starts,
+    read from ``search_terms`` (migration 0017) without ranking every match.
+
+    A one-word score takes seven values, best first: the word is a whole value (3.5 +
+    weight / 4), a whole word of weight A, B or C (2.5 + weight / 4), or starts a longer
+    word of weight A, B or C (1.5 + weight / 4): the scores ``_score`` gives from the
+    tsvectors. Within each the order is the id's, which is the index's: a stage reads,
+    for each term of its range (found by skipping through the index), the first ``limit``
+    visible documents of the term. A stage of longer words runs only when the stages
+    before it found less than ``limit`` documents (a one-time filter), so a two-letter
+    prefix of a common name reads the names of weight A and stops there, whatever the
+    number of emails or subjects it also starts. A document's score is its best over the
+    stages; every document of the page is among those read (one before it in a term's
+    list scores at least as much)."""
+    word = bindparam("word", type_=Text)
+    high = bindparam("high", type_=Text)
+    limit = bindparam("limit", type_=Integer)
+    kinds = [source.entity for source, _ in scoped]
+
+    def in_range(column: Any, *, strict: bool) -> list[ColumnElement[bool]]:
+        start = column > word if strict else column >= word
+        return [start, column < high] if bounded else [start]
+
+    def entries(row: Any, score: ColumnElement[Any], *conditions: Any) -> Select[Any]:
+        stmt: Select[Any] = select(row.id, row.entity_type, score.label("score")).where(
+            row.workspace_id == actor.workspace_id,
+            *conditions,
+            row.entity_type.in_(kinds),
+            _visible_term(row, scoped),
+        )
+        if paged:
+            # The document's score over all its terms: one of a previous page may have
+            # a lower term after the cursor.
+            other = aliased(SearchTerm)
+            tier = case((other.term == word, case((other.exact, 3), else_=2)), else_=1)
+            best = (
+                select(func.max(cast(tier, Double) + 0.5 + cast(other.weight, Double) / 4))
+                .where(other.id == row.id, *in_range(other.term, strict=False))
+                .scalar_subquery()
+            )
+            stmt = stmt.where(_after_cursor(best, row.id))
+        return stmt
+
+    stages: list[Select[Any]] = []
+    exact = aliased(SearchTerm)
+    stages.append(
+        entries(exact, 3.5 + cast(exact.weight, Double) / 4, exact.term == word, exact.exact)
+        .order_by(exact.weight.desc(), exact.id)
+        .limit(limit)
+    )
+    # Whole words, one list per weight.
+    weights = union_all(*(select(literal(w, REAL).label("weight")) for w in NAME_WEIGHTS)).subquery(
+        "weights"
+    )
+    whole = aliased(SearchTerm)
+    per_weight = (
+        entries(
+            whole,
+            2.5 + cast(whole.weight, Double) / 4,
+            whole.weight == weights.c.weight,
+            whole.term == word,
+            ~whole.exact,
+        )
+        .order_by(whole.id)
+        .limit(limit)
+        .lateral("whole_words")
+    )
+    stages.append(
+        select(per_weight.c.id, per_weight.c.entity_type, per_weight.c.score).select_from(
+            weights.join(per_weight, true())
+        )
+    )
+    for weight in NAME_WEIGHTS:
+        # The terms of this weight after the word, to the range's end.
+        name = f"terms_{weight:g}".replace(".", "_")
+        head = aliased(SearchTerm)
+        vocabulary = (
+            select(head.term)
+            .where(
+                head.workspace_id == actor.workspace_id,
+                head.weight == literal(weight, REAL),
+                *in_range(head.term, strict=True),
+            )
+            .order_by(head.term)
+            .limit(1)
+            .cte(name, recursive=True)
+        )
+        step = aliased(SearchTerm)
+        next_term = (
+            select(step.term)
+            .where(
+                step.workspace_id == actor.workspace_id,
+                step.weight == literal(weight, REAL),
+                step.term > vocabulary.c.term,
+                *([step.term < high] if bounded else []),
+            )
+            .order_by(step.term)
+            .limit(1)
+            .scalar_subquery()
+        )
+        vocabulary = vocabulary.union_all(select(next_term).where(vocabulary.c.term.is_not(None)))
+        row = aliased(SearchTerm)
+        per_term = (
+            entries(
+                row,
+                literal(1.5 + weight / 4, Double),
+                row.weight == literal(weight, REAL),
+                row.term == vocabulary.c.term,
+            )
+            .order_by(row.id)
+            .limit(limit)
+            .lateral(f"{name}_hits")
+        )
+        stages.append(
+            select(per_term.c.id, per_term.c.entity_type, per_term.c.score).select_from(
+                vocabulary.join(per_term, true())
+            )
+        )
+
+    found: list[Any] = []
+    for number, stage in enumerate(stages):
+        if found:
+            earlier = union_all(*(select(f.c.id) for f in found)).subquery()
+            enough = select(func.count(earlier.c.id.distinct())).scalar_subquery() >= limit
+            stage = select(stage.subquery()).where(~enough)
+        found.append(stage.cte(f"stage_{number}"))
+    hits = union_all(*(select(f.c.id, f.c.entity_type, f.c.score) for f in found)).subquery(
+        "term_hits"
+    )
+    best_score = func.max(hits.c.score).label("score")
+    return (
+        select(hits.c.id, hits.c.entity_type, best_score)
+        .group_by(hits.c.id, hits.c.entity_type)
+        .order_by(best_score.desc(), hits.c.id)
+        .limit(limit)
+    )
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a search statement is built from: who asks (everything its scoping reads), the
+    kinds, and the query's form. The query's own values are parameters."""
+
+    workspace_id: uuid.UUID
+    role: Any
+    user_id: uuid.UUID | None
+    api_key_id: uuid.UUID | None
+    scopes: frozenset[str]
+    kinds: tuple[SearchEntity, ...]
+    terms: int
+    bounded: bool
+    paged: bool
+
+
+# Built statements, per shape: building one (seven stages, five scopes each) costs more
+# than running it. The parameters are bound at execution.
+_STATEMENTS: OrderedDict[_Shape, tuple[Select[Any], dict[SearchEntity, Any]]] = OrderedDict()
+_STATEMENTS_KEPT = 256
+
+
+def _statement(
+    actor: Actor, sources: Sequence[Source], shape: _Shape
+) -> tuple[Select[Any], dict[SearchEntity, Any]]:
+    cached = _STATEMENTS.get(shape)
+    if cached is not None:
+        _STATEMENTS.move_to_end(shape)
+        return cached
+    built = _build_statement(actor, sources, shape)
+    _STATEMENTS[shape] = built
+    if len(_STATEMENTS) > _STATEMENTS_KEPT:
+        _STATEMENTS.popitem(last=False)
+    return built
+
+
+def _build_statement(
+    actor: Actor, sources: Sequence[Source], shape: _Shape
+) -> tuple[Select[Any], dict[SearchEntity, Any]]:
+    """One page of hits with their rows (and the ORM entity of each kind)."""
+    doc = SearchDocument
+    scoped = [(source, source.spec.statement(actor)) for source in sources]
+    matches = _tsquery("prefix_query")
+    outside_bodies = doc.names.bool_op("@@")(matches)
+    limit = bindparam("limit", type_=Integer)
+
+    def ranked(condition: ColumnElement[bool], score: ColumnElement[float]) -> Select[Any]:
+        """The best ``limit`` visible documents meeting ``condition`` (after the cursor):
+        each kind joins its row under the conditions its own list applies for this
+        actor."""
+        score = score.label("score")
+        stmt: Any = select(doc.id, doc.entity_type, score)
         visible = []
-        for source in sources:
+        for source, statement in scoped:
             model = source.spec.model
-            scope = _conditions(source.spec.statement(actor))
             stmt = stmt.outerjoin(
-                model, and_(doc.entity_type == source.entity, model.id == doc.id, scope)
+                model,
+                and_(doc.entity_type == source.entity, model.id == doc.id, _conditions(statement)),
             )
             visible.append(model.id.is_not(None))
         stmt = stmt.where(
             _conditions(in_workspace(SearchDocument, actor)),
-            doc.entity_type.in_([s.entity for s in sources]),
+            doc.entity_type.in_(shape.kinds),
             condition,
             or_(false(), *visible),
         )
-        if after is not None:
-            score_after, id_after = after
-            stmt = stmt.where(
-                or_(score < score_after, and_(score == score_after, doc.id > id_after))
-            )
-        return stmt.order_by(score.desc(), doc.id).limit(size + 1)
+        if shape.paged:
+            stmt = stmt.where(_after_cursor(score, doc.id))
+        return stmt.order_by(score.desc(), doc.id).limit(limit)
 
     # Every hit outside the bodies scores above every hit in bodies only (the band), so
-    # the small index of names and titles answers alone whenever it fills the page; the
-    # bodies are read only when it does not (a one-time filter of the second branch).
-    named = ranked(outside_bodies).cte("named")
-    page_full = select(func.count()).select_from(named).scalar_subquery() > size
+    # the names answer alone whenever they fill the page; the bodies are read only when
+    # they do not (a one-time filter of the second branch). A one-word query (as you
+    # type) reads the names through the terms table, in score order; more words are
+    # selective enough for the tsvectors' index.
+    if shape.terms == 1:
+        named = _named_by_terms(actor, scoped, bounded=shape.bounded, paged=shape.paged)
+    else:
+        named = ranked(outside_bodies, _score(shape.terms, doc.names, band=0.5))
+    named_cte = named.cte("named")
+    page_full = select(func.count()).select_from(named_cte).scalar_subquery() >= limit
     in_bodies = ranked(
-        and_(doc.document.bool_op("@@")(matches), ~outside_bodies, ~page_full)
+        and_(doc.document.bool_op("@@")(matches), ~outside_bodies, ~page_full),
+        _score(shape.terms, doc.document, band=0.0),
     ).subquery("in_bodies")
     found = union_all(
-        select(named.c.id, named.c.entity_type, named.c.score),
+        select(named_cte.c.id, named_cte.c.entity_type, named_cte.c.score),
         select(in_bodies.c.id, in_bodies.c.entity_type, in_bodies.c.score),
     ).subquery("found")
 
@@ -508,13 +799,14 @@ async def search(
             company.name.label("company_name")
         )
     if SearchEntity.CONVERSATION in rows:
-        any_term = cast(literal(query.tsquery(any_term=True)), TSQUERY)
         latest_match = (
             conversations.MESSAGES.statement(actor)
             .with_only_columns(Message.body)
             .where(
                 Message.conversation_id == Conversation.id,
-                func.crm_search_vector(Message.body, literal_column("'D'")).bool_op("@@")(any_term),
+                func.crm_search_vector(Message.body, literal_column("'D'")).bool_op("@@")(
+                    _tsquery("any_query")
+                ),
             )
             .order_by(Message.seq.desc())
             .limit(1)
@@ -538,9 +830,55 @@ async def search(
         .scalar_subquery()
     )
     stmt = stmt.add_columns(searchable.label("searchable_keys"))
-    stmt = stmt.order_by(found.c.score.desc(), found.c.id).limit(size + 1)
+    return stmt.order_by(found.c.score.desc(), found.c.id).limit(limit), rows
 
-    result = (await session.execute(stmt)).all()
+
+async def search(
+    actor: Actor,
+    session: AsyncSession,
+    text: str,
+    *,
+    entities: Sequence[SearchEntity] | None = None,
+    page: PageRequest,
+) -> Page[SearchHit]:
+    """One page of hits for ``text``, best first, in one statement."""
+    sources = readable_sources(actor, entities)
+    query = parse_query(text)
+    if page.last is not None or page.before is not None:
+        raise Invalid("Search pages forward only: use `first` and `after`", "last")
+    size, _, cursor = page.validated()
+    after = _after(cursor, query, sources) if cursor is not None else None
+    if not query.terms or size == 0:
+        return Page(items=[], cursors=[], has_next_page=False, has_previous_page=after is not None)
+
+    parameters = _query_parameters(query)
+    shape = _Shape(
+        workspace_id=actor.workspace_id,
+        role=actor.role,
+        user_id=actor.user_id,
+        api_key_id=actor.api_key_id,
+        scopes=frozenset(actor.scopes),
+        kinds=tuple(s.entity for s in sources),
+        terms=len(query.terms),
+        bounded=parameters["high"] is not None,
+        paged=after is not None,
+    )
+    stmt, rows = _statement(actor, sources, shape)
+    parameters["limit"] = size + 1
+    if after is not None:
+        parameters["score_after"], parameters["id_after"] = after
+    if shape.terms == 1:
+        # The one-word statement's plan is the same whatever the word (index probes in
+        # stages): planned once per connection, not for every keystroke (its custom
+        # plans cost more than running it). Back to the default for the request's other
+        # reads, which share this transaction.
+        await session.execute(sql_text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        try:
+            result = (await session.execute(stmt, parameters)).all()
+        finally:
+            await session.execute(sql_text("SET LOCAL plan_cache_mode TO DEFAULT"))
+    else:
+        result = (await session.execute(stmt, parameters)).all()
     more = len(result) > size
     hits: list[SearchHit] = []
     cursors: list[str] = []
@@ -552,17 +890,13 @@ async def search(
             "company_name": extra.get("company_name"),
             "message": extra.get("message"),
         }
-        marks = [
-            mark
-            for name, value in SOURCES[entity].fields(node, extras)
-            if (mark := highlight(name, value, query.terms, phone=name == "phone")) is not None
+        fields = [
+            (name, value, name == "phone") for name, value in SOURCES[entity].fields(node, extras)
         ]
         for key in row.searchable_keys or ():
             text = custom_fields.searchable_text([key], node.custom_fields or {})
-            mark = highlight(custom_fields.field_name(key), text, query.terms)
-            if mark is not None:
-                marks.append(mark)
-        hits.append(SearchHit(entity, node, float(row.score), marks))
+            fields.append((custom_fields.field_name(key), text, False))
+        hits.append(SearchHit(entity, node, float(row.score), fields, query.terms))
         cursors.append(_cursor(query, sources, float(row.score), row.id))
     return Page(
         items=hits, cursors=cursors, has_next_page=more, has_previous_page=after is not None

@@ -1,7 +1,7 @@
 """rfm scores
 
 Revision ID: 0018
-Revises: 0016 (re-chain onto the previous head at merge)
+Revises: 0017
 Create Date: 2026-12-05 19:00:00
 
 A per-workspace snapshot of the RFM scores (issue 13, point 8;
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0018"
-down_revision: str | None = "0016"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

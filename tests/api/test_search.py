@@ -704,3 +704,199 @@ async def test_names_rank_above_bodies_and_pages_cross_from_one_to_the_other(
             break
         after = result["pageInfo"]["endCursor"]
     assert seen == [e["node"]["id"] for e in everything]
+
+
+def _weights_of(row: dict[str, Any]) -> list[tuple[list[str], float]]:
+    """The tokens of each field a customer is found by, with the field's weight (name A,
+    email and phone B, its digits' suffixes B, tags C)."""
+    digits = "".join(c for c in row.get("phone", "") if c.isdigit())
+    return [
+        (tokens(row["name"]), 1.0),
+        (tokens(row.get("email")), 0.5),
+        (tokens(row.get("phone")), 0.5),
+        ([digits[i:] for i in range(len(digits) - 2)], 0.5),
+        (tokens(" ".join(row.get("tags", []))), 0.25),
+    ]
+
+
+def expected_score(row: dict[str, Any], query: str) -> float | None:
+    """Score of decision 0019, computed in Python: tier + 0.5 (names) + the mean over the
+    terms of the best weight of a field the term matches (as a whole word in the exact and
+    whole-word tiers, as a prefix otherwise) / 4."""
+    terms = list(dict.fromkeys(tokens(query)))
+    fields = _weights_of(row)
+
+    def best(term: str, whole: bool) -> float | None:
+        found = [
+            weight
+            for words, weight in fields
+            if any(w == term if whole else w.startswith(term) for w in words)
+        ]
+        return max(found, default=None)
+
+    if any(best(t, whole=False) is None for t in terms):
+        return None
+    digits = "".join(c for c in row.get("phone", "") if c.isdigit())
+    exact_values = {" ".join(tokens(row["name"])), " ".join(tokens(row.get("email"))), digits}
+    exact_values.add(" ".join(tokens(row.get("phone"))))
+    whole = all(best(t, whole=True) is not None for t in terms)
+    tier = 3 if " ".join(tokens(query)) in exact_values else 2 if whole else 1
+    total = 0.0
+    for term in terms:
+        total += best(term, whole=tier >= 2) or 0.0
+    return tier + 0.5 + total / (4 * len(terms))
+
+
+async def test_scores_match_an_independent_computation(
+    sessionmaker: Sessions, users: dict[Role, User], as_role: Clients
+) -> None:
+    """Every score, to the bit, against the rule computed in Python: one-word queries
+    (read through the terms table) and several words (through the tsvectors) alike."""
+    rng = random.Random(1919)
+    marker = "q" + uuid.uuid4().hex[:6]
+    firsts = ["Mara", "Marek", "Maren", "Mo", "Tomas", "Tom"]
+    lasts = ["Marsh", "Marlow", "Tomlin", "Mo", "Oak"]
+    rows: list[dict[str, Any]] = []
+    for i in range(36):
+        first, last = rng.choice(firsts), rng.choice(lasts)
+        rows.append(
+            {
+                "name": f"{first} {last} {marker}",
+                "email": f"{rng.choice(['mar', 'tom', 'mo', 'oak'])}{i}@{marker}.example",
+                "phone": f"+44 20 {rng.randrange(10**7, 10**8)}",
+                "tags": [rng.choice(["marine", "tomato", "mo", "oak"])],
+            }
+        )
+    rows.append({"name": marker, "tags": ["mar"]})
+    await make_customers(sessionmaker, admin_of(users), *rows)
+    by_email = {row.get("email"): row for row in rows}
+    agent = as_role[Role.AGENT]
+    for query in (marker, "mar", "mo", "tom", "oak", "marsh", "ma", "mar mo", "tom oak", "44 20"):
+        full = query if marker in query else f"{query} {marker}"
+        for text in {full, query} if query != "44 20" else {full}:
+            edges = await search(agent, text, first=100)
+            got = {e["node"]["email"]: e["score"] for e in edges}
+            want = {
+                row.get("email"): score
+                for row in rows
+                if (score := expected_score(row, text)) is not None
+            }
+            if marker in text:
+                assert got == want, text
+            else:  # other tests' customers may match the bare word too
+                assert {k: v for k, v in got.items() if k in by_email} == want, text
+
+
+async def test_pages_of_a_prefix_cross_terms_without_loss_or_repeat(
+    sessionmaker: Sessions, users: dict[Role, User], as_role: Clients
+) -> None:
+    """A prefix's hits come from several terms (``mar`` from marsh, marlow, marek ...),
+    one object from several of them: small pages give the same hits in the same order
+    as one big page, every object once, archived ones never."""
+    admin = admin_of(users)
+    rng = random.Random(7)
+    marker = "p" + uuid.uuid4().hex[:6]
+    words = ["Marsh", "Marlow", "Marek", "Maren", "Marigold", "Mar", "Martha"]
+    rows = [
+        {
+            "name": f"{rng.choice(words)} {rng.choice(words)}",
+            "email": f"{rng.choice(words).lower()}.{i}@{marker}.example",
+            "tags": [rng.choice(words)],
+        }
+        for i in range(40)
+    ]
+    made = await make_customers(sessionmaker, admin, *rows)
+    async with sessionmaker() as session, session.begin():
+        for customer in made[::5]:
+            await customers.archive_customer(admin, session, customer.id)
+    hidden = {to_global_id("Customer", c.id) for c in made[::5]}
+    agent = as_role[Role.AGENT]
+    for query in (f"mar {marker}", "mar"):
+        everything = await search(agent, query, first=100)
+        assert edges_scores_descending(everything)
+        ids = [e["node"]["id"] for e in everything]
+        assert len(ids) == len(set(ids)) and not hidden & set(ids)
+        if marker in query:
+            assert len(ids) == len(made) - len(hidden)
+        for first in (1, 3, 7):
+            seen: list[str] = []
+            after = None
+            while True:
+                variables = {"q": query, "first": first, "after": after}
+                result = (await agent(SEARCH, variables)).ok()["search"]
+                seen.extend(e["node"]["id"] for e in result["edges"])
+                if not result["pageInfo"]["hasNextPage"]:
+                    break
+                after = result["pageInfo"]["endCursor"]
+            assert seen == ids, (query, first)
+
+
+def _lexemes(vector: str) -> dict[str, float]:
+    """``'ana':1A 'smith':2A,5B`` -> {lexeme: best weight}, read from the tsvector's text."""
+    weights = {"A": 1.0, "B": 0.5, "C": 0.25}
+    found: dict[str, float] = {}
+    for item in vector.split(" "):
+        if not item:
+            continue
+        lexeme, _, positions = item.rpartition(":")
+        marks = [p[-1] if p[-1] in weights else "D" for p in positions.split(",")]
+        found[lexeme.strip("'")] = max(weights.get(m, 0.125) for m in marks)
+    return found
+
+
+async def test_the_terms_table_follows_every_write(
+    sessionmaker: Sessions, users: dict[Role, User], as_role: Clients
+) -> None:
+    """``search_terms`` holds, after creates, renames, a company rename, tags, messages,
+    merges, erasure and archiving, exactly the lexemes of each document's names with
+    their best weight and whether they are a whole value (read here from the documents'
+    text, not with the triggers' SQL)."""
+    from sqlalchemy import text
+
+    from crm_graphql.services import privacy
+
+    agent = as_role[Role.AGENT]
+    admin = admin_of(users)
+    company = (await agent(CREATE_COMPANY, {"i": {"name": "Quokka Quarry"}})).ok()["createCompany"][
+        "company"
+    ]["id"]
+    one, two, three = await make_customers(
+        sessionmaker,
+        admin,
+        {"name": "Ada Quokka", "email": "ada@quokka.example", "tags": ["vip", "ada"]},
+        {"name": "Bo", "phone": "+1 (415) 555-0199"},
+        {"name": "Cy Erased", "email": "cy@erase.example"},
+    )
+    customer = to_global_id("Customer", one.id)
+    (await agent(UPDATE_CUSTOMER, {"i": {"id": customer, "companyId": company}})).ok()
+    (await agent(UPDATE_COMPANY, {"i": {"id": company, "name": "Wallaby Works"}})).ok()
+    (await agent(UPDATE_CUSTOMER, {"i": {"id": customer, "name": "Ada Renamed"}})).ok()
+    conversation = (
+        await agent(START, {"i": {"customerId": customer, "channel": "CHAT", "subject": "Hi"}})
+    ).ok()["startConversation"]["conversation"]["id"]
+    (await agent(SEND, {"i": {"conversationId": conversation, "body": "quokka body"}})).ok()
+    async with sessionmaker() as session, session.begin():
+        await customers.merge_customers(admin, session, one.id, [two.id])
+        await privacy.erase_customer(admin, session, three.id)
+    async with sessionmaker() as session:
+        documents = (
+            await session.execute(
+                text(
+                    "SELECT id, workspace_id, entity_type, names::text, exact_keys "
+                    "FROM search_documents"
+                )
+            )
+        ).all()
+        stored = (
+            await session.execute(
+                text("SELECT id, term, workspace_id, entity_type, weight, exact FROM search_terms")
+            )
+        ).all()
+    want = {
+        (d.id, lexeme, d.workspace_id, d.entity_type, weight, lexeme in d.exact_keys)
+        for d in documents
+        for lexeme, weight in _lexemes(d.names).items()
+    }
+    assert {tuple(row) for row in stored} == want
+    mine = {row.term for row in stored if row.id == one.id}
+    assert {"renamed", "wallaby"} <= mine and not {"quarry", "bo"} & mine
