@@ -28,10 +28,20 @@ WRITTEN_KEY = "crm_written_tables"
 READ_KEY = "crm_read_tables"
 
 # A table kept by triggers from the tables it follows (written in the same transaction).
+_SEARCHED = frozenset(
+    {"customers", "companies", "deals", "conversations", "messages", "activities"}
+)
+_ORDER_HISTORY = frozenset({"orders", "order_lines", "customers"})
 DERIVED: dict[str, frozenset[str]] = {
-    "search_documents": frozenset(
-        {"customers", "companies", "deals", "conversations", "messages", "activities"}
-    ),
+    "search_documents": _SEARCHED,
+    "search_terms": _SEARCHED,
+    # services/snapshots.py: summaries of the order history, stamped with its version.
+    "order_history_versions": _ORDER_HISTORY,
+    "rfm_scores": _ORDER_HISTORY,
+    "rfm_snapshots": _ORDER_HISTORY,
+    "product_buyers": _ORDER_HISTORY,
+    "product_pairs": _ORDER_HISTORY,
+    "product_pair_snapshots": _ORDER_HISTORY,
 }
 
 _DIALECT = postgresql.dialect()
