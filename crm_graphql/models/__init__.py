@@ -26,7 +26,7 @@ from crm_graphql.models.events import (
     WebhookDelivery,
     WebhookDispatchCursor,
 )
-from crm_graphql.models.orders import Order, OrderLine, OrderStatus
+from crm_graphql.models.orders import Order, OrderLine, OrderMonthTotal, OrderStatus
 from crm_graphql.models.products import Product
 from crm_graphql.models.search import SearchDocument, SearchEntity
 from crm_graphql.models.segments import Segment
@@ -66,6 +66,7 @@ __all__ = [
     "MessageAuthorType",
     "Order",
     "OrderLine",
+    "OrderMonthTotal",
     "OrderStatus",
     "Pipeline",
     "Product",

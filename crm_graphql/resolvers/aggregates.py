@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from crm_graphql import models
@@ -43,11 +44,30 @@ class MoneyAggregateValue:
 
     @functools.cached_property
     def min(self) -> list[Money]:
-        return [Money(amount=m.min, currency=m.currency) for m in self._money]
+        return [Money(amount=_kept(m.min), currency=m.currency) for m in self._money]
 
     @functools.cached_property
     def max(self) -> list[Money]:
-        return [Money(amount=m.max, currency=m.currency) for m in self._money]
+        return [Money(amount=_kept(m.max), currency=m.currency) for m in self._money]
+
+
+def _kept(value: Decimal | None) -> Decimal:
+    # ``aggregate`` computes extremes whenever the selection names them (``_extremes``).
+    assert value is not None, "min/max selected but not computed"
+    return value
+
+
+EXTREMES = frozenset({"min", "max"})
+
+
+def _extremes(selections: Sequence[Any]) -> bool:
+    """Whether a selection asks for a minimum or maximum anywhere (fragments included)."""
+    for selection in selections:
+        if getattr(selection, "name", None) in EXTREMES:
+            return True
+        if _extremes(getattr(selection, "selections", None) or ()):
+            return True
+    return False
 
 
 class StatsValue:
@@ -124,6 +144,7 @@ async def aggregate(
             group_by=dimensions,
             time_zone_name=time_zone,
             include_archived=include_archived,
+            extremes=_extremes(info.selected_fields),
         )
     return AggregateValue(spec, result, filter)
 

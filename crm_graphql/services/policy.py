@@ -138,6 +138,7 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.Customer: Action.READ_CUSTOMERS,
     models.Company: Action.READ_CUSTOMERS,
     models.Order: Action.READ_CUSTOMERS,
+    models.OrderMonthTotal: Action.READ_CUSTOMERS,  # sums of orders
     models.Segment: Action.READ_CUSTOMERS,
     models.OrderLine: Action.READ_CUSTOMERS,
     models.Product: Action.READ_CUSTOMERS,
