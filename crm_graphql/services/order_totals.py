@@ -221,8 +221,10 @@ def fine_statement(
     )
     edge_columns = [Order.placed_at, Order.status, Order.currency, Order.amount]
     if with_owner:
-        edge_rows = edge_rows.outerjoin(Customer, Customer.id == Order.customer_id)
-        edge_columns.append(Customer.owner_id)
+        # Per row (a few hundred) by primary key: the planner cannot tell how few rows
+        # the windows hold, and would hash every customer of the workspace for a join.
+        owner = select(Customer.owner_id).where(Customer.id == Order.customer_id)
+        edge_columns.append(owner.scalar_subquery().label("owner_id"))
     edge = edge_rows.with_only_columns(*edge_columns, maintain_column_froms=True).cte("edge")
     e = edge.c
     t = OrderMonthTotal
