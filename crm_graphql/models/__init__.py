@@ -18,7 +18,15 @@ from crm_graphql.models.custom_fields import (
     CustomFieldType,
 )
 from crm_graphql.models.customers import Customer, LifecycleStage
-from crm_graphql.models.deals import Deal, DealStageChange, DealStatus, Pipeline, Stage
+from crm_graphql.models.deals import (
+    Deal,
+    DealCohortTotal,
+    DealStageChange,
+    DealStageTotal,
+    DealStatus,
+    Pipeline,
+    Stage,
+)
 from crm_graphql.models.events import (
     DeliveryStatus,
     Event,
@@ -57,7 +65,9 @@ __all__ = [
     "CustomFieldType",
     "Customer",
     "Deal",
+    "DealCohortTotal",
     "DealStageChange",
+    "DealStageTotal",
     "DealStatus",
     "DeliveryStatus",
     "Event",

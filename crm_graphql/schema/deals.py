@@ -217,8 +217,7 @@ class DealOrder:
     )
     custom_field: str | None = strawberry.field(
         default=None,
-        description="The key of a custom field of deals (not a multi select), instead "
-        "of `field`.",
+        description="The key of a custom field of deals (not a multi select), instead of `field`.",
     )
     direction: OrderDirection = OrderDirection.ASC
 

@@ -625,9 +625,7 @@ async def aggregate(
     _check_group_by(spec, group_by)
     pairs = [(g.dimension, g.interval.value if g.interval else None) for g in group_by]
     summary = (
-        order_totals.plan(
-            filter, pairs, include_archived=include_archived, extremes=extremes
-        )
+        order_totals.plan(filter, pairs, include_archived=include_archived, extremes=extremes)
         if spec is ORDERS
         else None
     )

@@ -452,9 +452,7 @@ def searchable_text(keys: Iterable[str], values: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-async def workspace_definitions(
-    actor: Actor, session: AsyncSession
-) -> list[CustomFieldDefinition]:
+async def workspace_definitions(actor: Actor, session: AsyncSession) -> list[CustomFieldDefinition]:
     """Every definition of the workspace (archived ones too), by entity then age."""
     rows = await session.scalars(
         select(CustomFieldDefinition)

@@ -35,7 +35,6 @@ from typing import Any
 from sqlalchemy import (
     DateTime,
     Integer,
-    Select,
     String,
     bindparam,
     func,
@@ -48,10 +47,9 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import Customer, Order, OrderMonthTotal
-from crm_graphql.services import orders
+from crm_graphql.services import fields, orders
 from crm_graphql.services.actor import scope_condition
 
 # Buckets made of whole months: a UTC month's totals fall into one of them (bar the
@@ -95,14 +93,6 @@ class Plan:
     first_month: datetime
     after_months: datetime
     statuses: tuple[str, ...] | None
-
-
-def _month_start(value: datetime) -> datetime:
-    return value.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def _next_month(value: datetime) -> datetime:
-    return _month_start(_month_start(value) + timedelta(days=32))
 
 
 def _statuses(term: Any) -> tuple[str, ...] | None:
@@ -168,8 +158,10 @@ def plan(
         return None
     start, end = period
     try:
-        first_month = start if _month_start(start) == start else _next_month(start)
-        after_months = _month_start(end)
+        first_month = (
+            start if fields.utc_month_start(start) == start else fields.utc_next_month(start)
+        )
+        after_months = fields.utc_month_start(end)
     except (OverflowError, ValueError):  # the calendar's ends: the rows path says why
         return None
     if first_month >= after_months:  # not one whole month: the rows are few
@@ -181,7 +173,7 @@ def _months(first: datetime, after: datetime) -> list[datetime]:
     """Every UTC month start from ``first`` to ``after``, both included."""
     months = [first]
     while months[-1] < after:
-        months.append(_next_month(months[-1]))
+        months.append(fields.utc_next_month(months[-1]))
     return months
 
 
@@ -215,11 +207,10 @@ def fine_statement(
         .subquery("windows")
     )
     with_owner = any(d == "owner" for d, _ in group_by)
-    edge_rows = (
-        orders.ORDERS.statement(actor, filter)
-        .join(windows, (Order.placed_at >= windows.c.lo) & (Order.placed_at < windows.c.hi))
+    edge_rows = orders.ORDERS.statement(actor, filter).join(
+        windows, (Order.placed_at >= windows.c.lo) & (Order.placed_at < windows.c.hi)
     )
-    edge_columns = [Order.placed_at, Order.status, Order.currency, Order.amount]
+    edge_columns: list[Any] = [Order.placed_at, Order.status, Order.currency, Order.amount]
     if with_owner:
         # Per row (a few hundred) by primary key: the planner cannot tell how few rows
         # the windows hold, and would hash every customer of the workspace for a join.
@@ -229,7 +220,7 @@ def fine_statement(
     e = edge.c
     t = OrderMonthTotal
     tz = _zone(zone)
-    fifteen_days = literal_column("interval '15 days'")
+    fifteen_days: Any = literal_column("interval '15 days'")
 
     def keys(instant: Any, owner: Any, status: Any) -> list[Any]:
         out = []
@@ -282,4 +273,3 @@ def fine_statement(
         .having(func.sum(p.n) != 0)
         .subquery("fine")
     )
-

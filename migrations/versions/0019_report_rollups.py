@@ -37,20 +37,27 @@ down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-KEY = "workspace_id, month, owner_id, status, currency"
 
+def _upsert(table: str, key: str, sums: dict[str, str]) -> str:
+    """Add the signed contributions of ``delta`` (the key's columns and the summed ones, as
+    ``delta`` names them) to ``table``, in key order; sums that cancel out are not written."""
+    columns = ", ".join(sums)
+    totals = ", ".join(f"sum({v})" for v in sums.values())
+    nonzero = " OR ".join(f"sum({v}) <> 0" for v in sums.values())
+    added = ", ".join(f"{c} = t.{c} + EXCLUDED.{c}" for c in sums)
+    return f"""
+        INSERT INTO {table} AS t ({key}, {columns})
+        SELECT {key}, {totals} FROM delta
+        GROUP BY {key}
+        HAVING {nonzero}
+        ORDER BY {key}
+        ON CONFLICT ({key}) DO UPDATE SET {added}
+    """
+
+
+KEY = "workspace_id, month, owner_id, status, currency"
 # Signed contributions ``delta(workspace_id, month, owner_id, status, currency, n, amount)``
-# added to the totals in key order; rows whose sums cancel out are not written.
-UPSERT = f"""
-    INSERT INTO order_month_totals AS t ({KEY}, order_count, amount)
-    SELECT {KEY}, sum(n), sum(amount) FROM delta
-    GROUP BY {KEY}
-    HAVING sum(n) <> 0 OR sum(amount) <> 0
-    ORDER BY {KEY}
-    ON CONFLICT ({KEY}) DO UPDATE
-    SET order_count = t.order_count + EXCLUDED.order_count,
-        amount = t.amount + EXCLUDED.amount
-"""
+UPSERT = _upsert("order_month_totals", KEY, {"order_count": "n", "amount": "amount"})
 
 
 def _rows(table: str, sign: str) -> str:
@@ -69,16 +76,86 @@ def _lock(tables: Sequence[str]) -> str:
     return f"PERFORM 1 FROM customers WHERE id IN ({ids}) ORDER BY id FOR SHARE;"
 
 
-def _function(name: str, tables: Sequence[str], body: str) -> str:
+def _function(name: str, body: str, upsert: str = UPSERT, lock: str = "") -> str:
     return f"""
         CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            {_lock(tables)}
+            {lock}
             WITH delta AS ({body})
-            {UPSERT};
+            {upsert};
             RETURN NULL;
         END $$
     """
+
+
+# ------------------------------------------------------------------------------ deals
+
+STAGE_KEY = "workspace_id, pipeline_id, stage_id, owner_id, status, currency, close_month"
+STAGE_UPSERT = _upsert("deal_stage_totals", STAGE_KEY, {"deal_count": "n", "amount": "amount"})
+COHORT_KEY = "workspace_id, pipeline_id, owner_id, month, furthest_position"
+COHORT_UPSERT = _upsert("deal_cohort_totals", COHORT_KEY, {"deal_count": "n"})
+
+
+def _stage_rows(table: str, sign: str) -> str:
+    """Deals per stage, owner, status, currency and expected close month."""
+    return f"""
+        SELECT d.workspace_id, d.pipeline_id, d.stage_id, d.owner_id, d.status, d.currency,
+               date_trunc('month', d.expected_close_date)::date AS close_month,
+               {sign}1 AS n, {sign}d.amount AS amount
+        FROM {table} d JOIN workspaces w ON w.id = d.workspace_id
+        WHERE d.archived_at IS NULL
+    """
+
+
+def _furthest(deal: str, changes: str) -> str:
+    """``services.deals.FURTHEST_STAGE_POSITION`` of ``deal`` with its moves in ``changes``
+    (a relation of deal_stage_changes rows): the highest position among its current stage
+    and the stages it left."""
+    return f"""
+        (SELECT max(s.position) FROM stages s
+         WHERE s.workspace_id = {deal}.workspace_id
+           AND (s.id = {deal}.stage_id OR s.id IN (
+                SELECT h.from_stage_id FROM {changes} h
+                WHERE h.workspace_id = {deal}.workspace_id AND h.deal_id = {deal}.id)))
+    """
+
+
+def _cohort_rows(table: str, sign: str, changes: str = "deal_stage_changes") -> str:
+    """Deals per UTC month of creation, owner and furthest stage position."""
+    return f"""
+        SELECT d.workspace_id, d.pipeline_id, d.owner_id,
+               date_trunc('month', d.created_at, 'UTC') AS month,
+               {_furthest("d", changes)} AS furthest_position, {sign}1 AS n
+        FROM {table} d JOIN workspaces w ON w.id = d.workspace_id
+        WHERE d.archived_at IS NULL
+    """
+
+
+def _moves_rows(moved: str, before: str) -> str:
+    """The deals whose moves changed (``moved``: a transition table's deal ids): out of
+    their furthest position as it was (``before``: their moves before the statement), into
+    the one they have now."""
+    deals = f"""
+        (SELECT * FROM deals WHERE id IN (SELECT m.deal_id FROM {moved} AS m))
+    """
+    return _cohort_rows(deals, "+") + " UNION ALL " + _cohort_rows(deals, "-", changes=before)
+
+
+# Every deal of a workspace again (a stage's position changed, or a stage went with its
+# moves): what the statement triggers cannot follow one row at a time. Writers of deals
+# and moves wait meanwhile (a rare administrative change).
+REBUILD_COHORTS = f"""
+    CREATE OR REPLACE FUNCTION crm_deal_cohorts_rebuild(ws uuid) RETURNS void
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        LOCK TABLE deals, deal_stage_changes IN SHARE ROW EXCLUSIVE MODE;
+        DELETE FROM deal_cohort_totals WHERE workspace_id = ws;
+        WITH delta AS (
+            {_cohort_rows("(SELECT * FROM deals WHERE workspace_id = ws)", "+")}
+        )
+        {COHORT_UPSERT};
+    END $$
+"""
 
 
 def upgrade() -> None:
@@ -106,17 +183,17 @@ def upgrade() -> None:
         postgresql_nulls_not_distinct=True,
     )
     op.execute(
-        _function("crm_order_totals_insert", ["new_rows"], _rows("new_rows", "+"))
+        _function("crm_order_totals_insert", _rows("new_rows", "+"), lock=_lock(["new_rows"]))
     )
     op.execute(
         _function(
             "crm_order_totals_update",
-            ["old_rows", "new_rows"],
             _rows("new_rows", "+") + " UNION ALL " + _rows("old_rows", "-"),
+            lock=_lock(["old_rows", "new_rows"]),
         )
     )
     op.execute(
-        _function("crm_order_totals_delete", ["old_rows"], _rows("old_rows", "-"))
+        _function("crm_order_totals_delete", _rows("old_rows", "-"), lock=_lock(["old_rows"]))
     )
     op.execute(
         """
@@ -196,8 +273,250 @@ def upgrade() -> None:
         """
     )
 
+    _upgrade_deals()
+
+
+def _upgrade_deals() -> None:
+    op.create_table(
+        "deal_stage_totals",
+        sa.Column("workspace_id", sa.UUID(), nullable=False),
+        sa.Column("pipeline_id", sa.UUID(), nullable=False),
+        sa.Column("stage_id", sa.UUID(), nullable=False),
+        sa.Column("owner_id", sa.UUID(), nullable=True),
+        sa.Column("status", sa.String(length=32), nullable=False),
+        sa.Column("currency", sa.CHAR(length=3), nullable=False),
+        sa.Column("close_month", sa.Date(), nullable=True),
+        sa.Column("deal_count", sa.BigInteger(), nullable=False),
+        sa.Column("amount", sa.Numeric(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_deal_stage_totals_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+    )
+    op.create_index(
+        "uq_deal_stage_totals_key",
+        "deal_stage_totals",
+        STAGE_KEY.split(", "),
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    )
+    op.create_table(
+        "deal_cohort_totals",
+        sa.Column("workspace_id", sa.UUID(), nullable=False),
+        sa.Column("pipeline_id", sa.UUID(), nullable=False),
+        sa.Column("owner_id", sa.UUID(), nullable=True),
+        sa.Column("month", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("furthest_position", sa.Integer(), nullable=True),
+        sa.Column("deal_count", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_deal_cohort_totals_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+    )
+    op.create_index(
+        "uq_deal_cohort_totals_key",
+        "deal_cohort_totals",
+        COHORT_KEY.split(", "),
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    )
+    op.execute(REBUILD_COHORTS)
+    # Deals: their stage totals, and their cohort under their current moves. A deleted
+    # deal's moves go with it (the cascade runs before statement triggers), so its cohort
+    # row is taken out before, row by row.
+    op.execute(
+        _function(
+            "crm_deal_totals_insert",
+            _stage_rows("new_rows", "+"),
+            upsert=STAGE_UPSERT
+            + "; WITH delta AS ("
+            + _cohort_rows("new_rows", "+")
+            + ")"
+            + COHORT_UPSERT,
+        )
+    )
+    op.execute(
+        _function(
+            "crm_deal_totals_update",
+            _stage_rows("new_rows", "+") + " UNION ALL " + _stage_rows("old_rows", "-"),
+            upsert=STAGE_UPSERT
+            + "; WITH delta AS ("
+            + _cohort_rows("new_rows", "+")
+            + " UNION ALL "
+            + _cohort_rows("old_rows", "-")
+            + ")"
+            + COHORT_UPSERT,
+        )
+    )
+    op.execute(
+        _function("crm_deal_totals_delete", _stage_rows("old_rows", "-"), upsert=STAGE_UPSERT)
+    )
+    op.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION crm_deal_cohorts_deal_deleted() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            WITH delta AS ({_cohort_rows("(SELECT OLD.*) ", "-")})
+            {COHORT_UPSERT};
+            RETURN OLD;
+        END $$
+        """
+    )
+    # Moves: the deals they belong to are locked FOR SHARE (a deal's update waits for them,
+    # and they for it), then leave their furthest position as it was and take the new one.
+    lock = "PERFORM 1 FROM deals WHERE id IN ({ids}) ORDER BY id FOR SHARE;"
+    op.execute(
+        _function(
+            "crm_deal_cohorts_moves_insert",
+            _moves_rows(
+                "new_rows",
+                "(SELECT * FROM deal_stage_changes WHERE id NOT IN (SELECT id FROM new_rows))",
+            ),
+            upsert=COHORT_UPSERT,
+            lock=lock.format(ids="SELECT deal_id FROM new_rows"),
+        )
+    )
+    op.execute(
+        _function(
+            "crm_deal_cohorts_moves_update",
+            _moves_rows(
+                "(SELECT deal_id FROM new_rows UNION SELECT deal_id FROM old_rows)",
+                "(SELECT * FROM deal_stage_changes WHERE id NOT IN (SELECT id FROM new_rows)"
+                " UNION ALL SELECT * FROM old_rows)",
+            ),
+            upsert=COHORT_UPSERT,
+            lock=lock.format(ids="SELECT deal_id FROM new_rows UNION SELECT deal_id FROM old_rows"),
+        )
+    )
+    op.execute(
+        _function(
+            "crm_deal_cohorts_moves_delete",
+            _moves_rows(
+                "old_rows",
+                "(SELECT * FROM deal_stage_changes UNION ALL SELECT * FROM old_rows)",
+            ),
+            upsert=COHORT_UPSERT,
+            lock=lock.format(ids="SELECT deal_id FROM old_rows"),
+        )
+    )
+    op.execute(
+        """
+        CREATE OR REPLACE FUNCTION crm_deal_cohorts_stages_moved() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        DECLARE ws uuid;
+        BEGIN
+            FOR ws IN SELECT DISTINCT n.workspace_id FROM new_rows n JOIN old_rows o
+                      ON o.id = n.id WHERE o.position IS DISTINCT FROM n.position
+                      ORDER BY 1 LOOP
+                PERFORM crm_deal_cohorts_rebuild(ws);
+            END LOOP;
+            RETURN NULL;
+        END $$
+        """
+    )
+    # A deleted stage takes its moves with it (a cascade whose statement triggers may fire
+    # before or after this one's): the workspace is rebuilt when the transaction commits,
+    # after all of them.
+    op.execute(
+        """
+        CREATE OR REPLACE FUNCTION crm_deal_cohorts_stage_deleted() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM workspaces WHERE id = OLD.workspace_id) THEN
+                PERFORM crm_deal_cohorts_rebuild(OLD.workspace_id);
+            END IF;
+            RETURN NULL;
+        END $$
+        """
+    )
+    op.execute(
+        """
+        CREATE OR REPLACE FUNCTION crm_deal_totals_truncate() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            DELETE FROM deal_stage_totals;
+            DELETE FROM deal_cohort_totals;
+            RETURN NULL;
+        END $$
+        """
+    )
+    for event, tables in (
+        ("insert", "NEW TABLE AS new_rows"),
+        ("update", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+        ("delete", "OLD TABLE AS old_rows"),
+    ):
+        op.execute(
+            f"CREATE TRIGGER deal_totals_{event} AFTER {event.upper()} ON deals "
+            f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION crm_deal_totals_{event}()"
+        )
+        op.execute(
+            f"CREATE TRIGGER deal_cohorts_{event} AFTER {event.upper()} ON deal_stage_changes "
+            f"REFERENCING {tables} FOR EACH STATEMENT "
+            f"EXECUTE FUNCTION crm_deal_cohorts_moves_{event}()"
+        )
+    op.execute(
+        "CREATE TRIGGER deal_cohorts_deal_delete BEFORE DELETE ON deals "
+        "FOR EACH ROW EXECUTE FUNCTION crm_deal_cohorts_deal_deleted()"
+    )
+    op.execute(
+        "CREATE TRIGGER deal_totals_truncate AFTER TRUNCATE ON deals "
+        "FOR EACH STATEMENT EXECUTE FUNCTION crm_deal_totals_truncate()"
+    )
+    op.execute(
+        "CREATE TRIGGER deal_cohorts_stages_update AFTER UPDATE ON stages "
+        "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION crm_deal_cohorts_stages_moved()"
+    )
+    op.execute(
+        "CREATE CONSTRAINT TRIGGER deal_cohorts_stage_delete AFTER DELETE ON stages "
+        "DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION crm_deal_cohorts_stage_deleted()"
+    )
+    # The deals already stored.
+    op.execute(f"WITH delta AS ({_stage_rows('deals', '+')}) {STAGE_UPSERT}")
+    op.execute(f"WITH delta AS ({_cohort_rows('deals', '+')}) {COHORT_UPSERT}")
+    # The sales report's closed deals of a period, from the index alone.
+    op.create_index(
+        "ix_deals_workspace_pipeline_closed_cover",
+        "deals",
+        ["workspace_id", "pipeline_id", "closed_at"],
+        postgresql_include=["status", "currency", "amount", "created_at", "archived_at"],
+    )
+    op.drop_index("ix_deals_workspace_pipeline_closed", table_name="deals")
+
+
+def _downgrade_deals() -> None:
+    op.create_index(
+        "ix_deals_workspace_pipeline_closed", "deals", ["workspace_id", "pipeline_id", "closed_at"]
+    )
+    op.drop_index("ix_deals_workspace_pipeline_closed_cover", table_name="deals")
+    op.execute("DROP TRIGGER IF EXISTS deal_cohorts_stage_delete ON stages")
+    op.execute("DROP TRIGGER IF EXISTS deal_cohorts_stages_update ON stages")
+    op.execute("DROP TRIGGER IF EXISTS deal_totals_truncate ON deals")
+    op.execute("DROP TRIGGER IF EXISTS deal_cohorts_deal_delete ON deals")
+    for event in ("insert", "update", "delete"):
+        op.execute(f"DROP TRIGGER IF EXISTS deal_totals_{event} ON deals")
+        op.execute(f"DROP TRIGGER IF EXISTS deal_cohorts_{event} ON deal_stage_changes")
+        op.execute(f"DROP FUNCTION IF EXISTS crm_deal_totals_{event}()")
+        op.execute(f"DROP FUNCTION IF EXISTS crm_deal_cohorts_moves_{event}()")
+    for name in (
+        "crm_deal_totals_truncate",
+        "crm_deal_cohorts_stages_moved",
+        "crm_deal_cohorts_stage_deleted",
+        "crm_deal_cohorts_deal_deleted",
+    ):
+        op.execute(f"DROP FUNCTION IF EXISTS {name}()")
+    op.execute("DROP FUNCTION IF EXISTS crm_deal_cohorts_rebuild(uuid)")
+    op.drop_table("deal_cohort_totals")
+    op.drop_table("deal_stage_totals")
+
 
 def downgrade() -> None:
+    _downgrade_deals()
     op.execute("DROP TRIGGER IF EXISTS order_totals_customer_delete ON customers")
     op.execute("DROP TRIGGER IF EXISTS order_totals_owner ON customers")
     for name in ("truncate", "delete", "update", "insert"):

@@ -80,9 +80,7 @@ async def data(
         out.customer_owner = {c.id: c.owner_id for c in people}
         instants = _near_month_starts()
         first, last = datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC)
-        instants += [
-            first + (last - first) * rng.random() for _ in range(200)
-        ]
+        instants += [first + (last - first) * rng.random() for _ in range(200)]
         rows = []
         for i, placed_at in enumerate(instants):
             customer = rng.choice(people)
@@ -123,7 +121,8 @@ REVENUE_BY = """query($groupBy: [OrderGroupBy!], $tz: String, $filter: OrderFilt
 }"""
 # The same with the extremes, which the totals do not keep: read from the rows.
 REVENUE_BY_FROM_ROWS = REVENUE_BY.replace(
-    "avg { amount currency } }\n    groups", "avg { amount currency } min { amount currency } }\n    groups"
+    "avg { amount currency } }\n    groups",
+    "avg { amount currency } min { amount currency } }\n    groups",
 )
 
 
@@ -141,7 +140,10 @@ def _money(rows: list[dict[str, Any]]) -> dict[str, tuple[Decimal, Decimal]]:
     for row in rows:
         by[row["currency"]].append(row["amount"])
     return {
-        c: (sum(a, Decimal(0)), (sum(a, Decimal(0)) / len(a)).quantize(Decimal("0.01"), ROUND_HALF_UP))
+        c: (
+            sum(a, Decimal(0)),
+            (sum(a, Decimal(0)) / len(a)).quantize(Decimal("0.01"), ROUND_HALF_UP),
+        )
         for c, a in by.items()
     }
 
@@ -383,7 +385,9 @@ async def test_deleting_a_workspace_takes_its_totals(
     sessionmaker: async_sessionmaker[AsyncSession], data: Data
 ) -> None:
     async with sessionmaker() as session, session.begin():
-        await session.execute(delete(models.Workspace).where(models.Workspace.id == data.workspace.id))
+        await session.execute(
+            delete(models.Workspace).where(models.Workspace.id == data.workspace.id)
+        )
     async with sessionmaker() as session:
         left = await session.scalar(
             text("SELECT count(*) FROM order_month_totals WHERE workspace_id = :ws"),
