@@ -41,9 +41,7 @@ EVERY_DEAL = {"createdAt": {"lt": "9000-01-01T00:00:00Z"}}
 
 
 def _reads_summaries(counter: StatementCounter) -> bool:
-    return any(
-        "deal_cohort_totals" in s or "deal_stage_totals" in s for s in counter.statements
-    )
+    return any("deal_cohort_totals" in s or "deal_stage_totals" in s for s in counter.statements)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +196,9 @@ async def test_the_summaries_follow_deals_moves_and_stages(
             text("SELECT deal_id FROM deal_stage_changes WHERE workspace_id = :ws LIMIT 1"),
             {"ws": ws},
         )
-        await s.execute(delete(models.DealStageChange).where(models.DealStageChange.deal_id == some))
+        await s.execute(
+            delete(models.DealStageChange).where(models.DealStageChange.deal_id == some)
+        )
     await assert_summaries_match_rows(sessionmaker, ws)
     async with sessionmaker() as s, s.begin():
         some = await s.scalar(
