@@ -131,14 +131,42 @@ def _cohort_rows(table: str, sign: str, changes: str = "deal_stage_changes") -> 
     """
 
 
-def _moves_rows(moved: str, before: str) -> str:
-    """The deals whose moves changed (``moved``: a transition table's deal ids): out of
-    their furthest position as it was (``before``: their moves before the statement), into
-    the one they have now."""
-    deals = f"""
-        (SELECT * FROM deals WHERE id IN (SELECT m.deal_id FROM {moved} AS m))
+def _moves_rows(moved: str, added: str | None, removed: str | None) -> str:
+    """The deals whose moves changed (``moved``: their ids) leave their furthest position as
+    it was before the statement (their moves then: the ones stored now but the ``added``
+    rows, and the ``removed`` ones) and take the one they have now. Set-based (hashed
+    anti-join and grouping), so a bulk load of moves costs one pass."""
+    before = """
+        SELECT h.deal_id, h.from_stage_id FROM deal_stage_changes h
+        JOIN d ON d.id = h.deal_id AND h.workspace_id = d.workspace_id
     """
-    return _cohort_rows(deals, "+") + " UNION ALL " + _cohort_rows(deals, "-", changes=before)
+    after = before
+    if added:
+        before += f" WHERE NOT EXISTS (SELECT 1 FROM {added} a WHERE a.id = h.id)"
+    if removed:
+        before += f"""
+            UNION ALL SELECT r.deal_id, r.from_stage_id FROM {removed} r JOIN d ON d.id = r.deal_id
+        """
+    return f"""
+        WITH d AS MATERIALIZED (
+            SELECT x.* FROM deals x JOIN workspaces w ON w.id = x.workspace_id
+            WHERE x.archived_at IS NULL AND x.id IN (SELECT m.deal_id FROM {moved} AS m)
+        ), been AS (
+            SELECT d.id, 1 AS side, d.stage_id FROM d
+            UNION ALL SELECT d.id, -1, d.stage_id FROM d
+            UNION ALL SELECT b.deal_id, -1, b.from_stage_id FROM ({before}) b
+            UNION ALL SELECT a.deal_id, 1, a.from_stage_id FROM ({after}) a
+        ), furthest AS (
+            SELECT been.id, been.side, max(s.position) AS position
+            FROM been JOIN d ON d.id = been.id
+            JOIN stages s ON s.id = been.stage_id AND s.workspace_id = d.workspace_id
+            GROUP BY been.id, been.side
+        )
+        SELECT d.workspace_id, d.pipeline_id, d.owner_id,
+               date_trunc('month', d.created_at, 'UTC') AS month,
+               f.position AS furthest_position, f.side AS n
+        FROM d JOIN furthest f ON f.id = d.id
+    """
 
 
 # Every deal of a workspace again (a stage's position changed, or a stage went with its
@@ -372,10 +400,7 @@ def _upgrade_deals() -> None:
     op.execute(
         _function(
             "crm_deal_cohorts_moves_insert",
-            _moves_rows(
-                "new_rows",
-                "(SELECT * FROM deal_stage_changes WHERE id NOT IN (SELECT id FROM new_rows))",
-            ),
+            _moves_rows("new_rows", added="new_rows", removed=None),
             upsert=COHORT_UPSERT,
             lock=lock.format(ids="SELECT deal_id FROM new_rows"),
         )
@@ -385,8 +410,8 @@ def _upgrade_deals() -> None:
             "crm_deal_cohorts_moves_update",
             _moves_rows(
                 "(SELECT deal_id FROM new_rows UNION SELECT deal_id FROM old_rows)",
-                "(SELECT * FROM deal_stage_changes WHERE id NOT IN (SELECT id FROM new_rows)"
-                " UNION ALL SELECT * FROM old_rows)",
+                added="new_rows",
+                removed="old_rows",
             ),
             upsert=COHORT_UPSERT,
             lock=lock.format(ids="SELECT deal_id FROM new_rows UNION SELECT deal_id FROM old_rows"),
@@ -395,10 +420,7 @@ def _upgrade_deals() -> None:
     op.execute(
         _function(
             "crm_deal_cohorts_moves_delete",
-            _moves_rows(
-                "old_rows",
-                "(SELECT * FROM deal_stage_changes UNION ALL SELECT * FROM old_rows)",
-            ),
+            _moves_rows("old_rows", added=None, removed="old_rows"),
             upsert=COHORT_UPSERT,
             lock=lock.format(ids="SELECT deal_id FROM old_rows"),
         )
