@@ -110,13 +110,15 @@ def _stage_rows(table: str, sign: str) -> str:
 def _furthest(deal: str, changes: str) -> str:
     """``services.deals.FURTHEST_STAGE_POSITION`` of ``deal`` with its moves in ``changes``
     (a relation of deal_stage_changes rows): the highest position among its current stage
-    and the stages it left."""
+    and the stages it left. Written as a join (one index scan of the moves and a key
+    lookup per stage been in), not ``stage IN (moves)``, which rescans the moves per stage."""
     return f"""
-        (SELECT max(s.position) FROM stages s
-         WHERE s.workspace_id = {deal}.workspace_id
-           AND (s.id = {deal}.stage_id OR s.id IN (
-                SELECT h.from_stage_id FROM {changes} h
-                WHERE h.workspace_id = {deal}.workspace_id AND h.deal_id = {deal}.id)))
+        (SELECT max(s.position)
+         FROM (SELECT {deal}.stage_id AS stage_id
+               UNION ALL
+               SELECT h.from_stage_id FROM {changes} h
+               WHERE h.workspace_id = {deal}.workspace_id AND h.deal_id = {deal}.id) AS been
+         JOIN stages s ON s.id = been.stage_id AND s.workspace_id = {deal}.workspace_id)
     """
 
 
