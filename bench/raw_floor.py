@@ -411,8 +411,13 @@ async def readyz(request: Request) -> Response:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    # JIT off, as the server's pool has it (crm_graphql/db/engine.py): a floor whose plan
+    # looks costly (estimates over summary windows) would otherwise compile for seconds.
     floor.pool = await asyncpg.create_pool(
-        os.environ["BENCH_DATABASE_URL"], min_size=2, max_size=10
+        os.environ["BENCH_DATABASE_URL"],
+        min_size=2,
+        max_size=10,
+        server_settings={"jit": "off"},
     )
     floor.redis = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
     floor.listener = asyncio.create_task(floor.listen())

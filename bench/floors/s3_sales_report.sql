@@ -8,8 +8,8 @@
 -- and the forecast from deal_stage_totals (per stage, owner, status, currency, expected
 -- close month), and the deals created in the period by furthest stage from
 -- deal_cohort_totals (per UTC month of creation), corrected by the deals created between
--- each end of the period and the UTC month start nearest to it. Closed deals are read
--- from the rows (a covering index).
+-- each end of the period and the UTC month start nearest to it; the deals won or lost in
+-- the period from deal_close_totals (per UTC month of closing), corrected the same way.
 -- Lists without rows are empty arrays, as the API answers them, and every list is in the
 -- API's order (an aggregate without ORDER BY follows the plan: at S=10 a parallel hash
 -- aggregate gave a stage's currencies out of order): currencies alphabetically, forecast
@@ -60,11 +60,25 @@ WITH d AS NOT MATERIALIZED (
         UNION ALL
         SELECT position, n FROM furthest
     ) parts GROUP BY position
-), closed AS (
-    SELECT status, currency, count(*) AS n, sum(amount) AS amount,
-           sum(extract(epoch FROM closed_at - created_at)) AS seconds
-    FROM d WHERE closed_at >= $3 AND closed_at < $4 AND status IN ('won', 'lost')
-    GROUP BY status, currency
+), closed AS (  -- the summary's whole months, corrected at the ends like the cohort
+    SELECT status, currency, sum(n) AS n, sum(amount) AS amount, sum(seconds) AS seconds
+    FROM (
+        SELECT t.status, t.currency, t.deal_count AS n, t.amount, t.seconds
+        FROM deal_close_totals t, months m
+        WHERE t.workspace_id = $1 AND t.pipeline_id = $2 AND t.status IN ('won', 'lost')
+          AND t.month >= m.first_m AND t.month < m.after_m
+        UNION ALL
+        SELECT d.status, d.currency, e.sign, e.sign * d.amount,
+               e.sign * extract(epoch FROM d.closed_at - d.created_at)
+        FROM months m
+        CROSS JOIN LATERAL (VALUES (least($3, m.first_m), greatest($3, m.first_m),
+                                    CASE WHEN $3 < m.first_m THEN 1 ELSE -1 END),
+                                   (least($4, m.after_m), greatest($4, m.after_m),
+                                    CASE WHEN m.after_m < $4 THEN 1 ELSE -1 END))
+                    AS e(lo, hi, sign)
+        JOIN d ON d.closed_at >= e.lo AND d.closed_at < e.hi AND d.status IN ('won', 'lost')
+    ) parts
+    GROUP BY status, currency HAVING sum(n) <> 0
 ), forecast AS (  -- from the summary (the bench's periods are whole months)
     SELECT t.close_month AS month, t.owner_id, t.currency,
            sum(t.deal_count) AS n, sum(t.amount) AS amount,

@@ -20,6 +20,7 @@ from crm_graphql.models.custom_fields import (
 from crm_graphql.models.customers import Customer, LifecycleStage
 from crm_graphql.models.deals import (
     Deal,
+    DealCloseTotal,
     DealCohortTotal,
     DealStageChange,
     DealStageTotal,
@@ -65,6 +66,7 @@ __all__ = [
     "CustomFieldType",
     "Customer",
     "Deal",
+    "DealCloseTotal",
     "DealCohortTotal",
     "DealStageChange",
     "DealStageTotal",

@@ -236,3 +236,42 @@ class DealCohortTotal(Base):
             postgresql_nulls_not_distinct=True,
         ),
     )
+
+
+class DealCloseTotal(Base):
+    """Closed deals (``closed_at`` set; archived ones left out) counted and summed per
+    pipeline, owner, status, currency and UTC month of closing, with the seconds from
+    creation to closing, kept exact by triggers on deals (migration 0019): the sales
+    report's win rate, deal size and cycle time of a period."""
+
+    __tablename__ = "deal_close_totals"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    )
+    pipeline_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    currency: Mapped[str] = mapped_column(CHAR(3), nullable=False)
+    month: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    deal_count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    amount: Mapped[Decimal] = mapped_column(Numeric, nullable=False)
+    seconds: Mapped[Decimal] = mapped_column(Numeric, nullable=False)
+
+    __mapper_args__ = {
+        "primary_key": [workspace_id, pipeline_id, owner_id, status, currency, month],
+        "eager_defaults": False,
+    }
+    __table_args__ = (
+        Index(
+            "uq_deal_close_totals_key",
+            "workspace_id",
+            "pipeline_id",
+            "owner_id",
+            "status",
+            "currency",
+            "month",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
+    )

@@ -148,6 +148,7 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.DealStageChange: Action.READ_DEALS,
     models.DealStageTotal: Action.READ_DEALS,  # sums of deals
     models.DealCohortTotal: Action.READ_DEALS,
+    models.DealCloseTotal: Action.READ_DEALS,
     models.Activity: Action.READ_ACTIVITIES,
     models.Conversation: Action.READ_CONVERSATIONS,
     models.Message: Action.READ_CONVERSATIONS,

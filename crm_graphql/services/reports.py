@@ -40,6 +40,7 @@ from crm_graphql.models import (
     Conversation,
     ConversationStatus,
     Deal,
+    DealCloseTotal,
     DealCohortTotal,
     DealStageChange,
     DealStageTotal,
@@ -289,16 +290,23 @@ async def sales_report(
     # Deals closed (won or lost) in the period.
     closed_spec = {**base, "closed_at": span.instants()}
     seconds = extract("epoch", Deal.closed_at - Deal.created_at)
-    closed_rows = (
-        await session.execute(
-            rows({**closed_spec, "status": {"in": [DealStatus.WON, DealStatus.LOST]}})
+    closing = [DealStatus.WON, DealStatus.LOST]
+
+    def closed_between(bounds: Mapping[str, Any]) -> Any:
+        return (
+            rows({**base, "closed_at": bounds, "status": {"in": closing}})
             .with_only_columns(
                 Deal.status, Deal.currency, func.count(), func.sum(Deal.amount), func.sum(seconds)
             )
             .group_by(Deal.status, Deal.currency)
             .order_by(Deal.currency)
         )
-    ).all()
+
+    closed_rows: Sequence[Any]
+    if totals and months:
+        closed_rows = await totals.closed(session, span, months, closed_between)
+    else:
+        closed_rows = (await session.execute(closed_between(span.instants()))).all()
 
     # Open deals expected to close within the period, by month, owner, currency and stage.
     # A literal unit, not a parameter: the same expression is grouped by.
@@ -488,6 +496,52 @@ class _DealTotals:
         after = fields.nearest_utc_month_start(span.end)
         return (first, after) if first < after else None
 
+    async def closed(
+        self,
+        session: AsyncSession,
+        span: Period,
+        months: tuple[datetime, datetime],
+        from_rows: Any,
+    ) -> list[tuple[str, str, int, Decimal, Decimal]]:
+        """(status, currency, count, amount, seconds from creation to closing) of the deals
+        won or lost in the period, by currency: the UTC months' totals corrected at both
+        ends like ``reached``."""
+        first, after = months
+        t = DealCloseTotal
+        sums: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, Decimal(0), Decimal(0)])
+        summed = (
+            select(
+                t.status,
+                t.currency,
+                func.sum(t.deal_count),
+                func.sum(t.amount),
+                func.sum(t.seconds),
+            )
+            .where(
+                *self._where(t),
+                t.status.in_([DealStatus.WON.value, DealStatus.LOST.value]),
+                t.month >= first,
+                t.month < after,
+            )
+            .group_by(t.status, t.currency)
+        )
+        parts: list[tuple[int, Any]] = [(1, summed)]
+        for low, high, sign in _edges(span, first, after):
+            parts.append((sign, from_rows({"gte": low, "lt": high})))
+        for sign, statement in parts:
+            for status, currency, n, amount, total_seconds in await session.execute(statement):
+                entry = sums[(str(getattr(status, "value", status)), currency)]
+                entry[0] += sign * int(n)
+                entry[1] += sign * Decimal(amount)
+                entry[2] += sign * Decimal(total_seconds or 0)
+        return [
+            (status, currency, n, amount, total_seconds)
+            for (status, currency), (n, amount, total_seconds) in sorted(
+                sums.items(), key=lambda item: item[0][1]
+            )
+            if n
+        ]
+
     async def reached(
         self,
         session: AsyncSession,
@@ -510,16 +564,24 @@ class _DealTotals:
         )
         for position, n in await session.execute(summed):
             counts[position] += int(n)
-        for low, high, sign in (
-            (span.start, first, 1),  # before the first whole month: added
-            (first, span.start, -1),  # the first month's hours before the period: taken off
-            (after, span.end, 1),
-            (span.end, after, -1),
-        ):
-            if low < high:
-                for position, n in await session.execute(from_rows({"gte": low, "lt": high})):
-                    counts[position] += sign * int(n)
+        for low, high, sign in _edges(span, first, after):
+            for position, n in await session.execute(from_rows({"gte": low, "lt": high})):
+                counts[position] += sign * int(n)
         return [(p, n) for p, n in counts.items() if n]
+
+
+def _edges(span: Period, first: datetime, after: datetime) -> list[tuple[datetime, datetime, int]]:
+    """What the UTC months ``[first, after)`` miss or hold beyond the period, as
+    ``(from, to, sign)``: the hours before the first month start when the period starts
+    earlier (added), the hours of the first month before the period (taken off); the same
+    at the end."""
+    pieces = [
+        (span.start, first, 1),
+        (first, span.start, -1),
+        (after, span.end, 1),
+        (span.end, after, -1),
+    ]
+    return [(low, high, sign) for low, high, sign in pieces if low < high]
 
 
 def _by_furthest_stage(deal_rows: Any) -> Any:

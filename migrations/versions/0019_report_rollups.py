@@ -93,6 +93,10 @@ def _function(name: str, body: str, upsert: str = UPSERT, lock: str = "") -> str
 STAGE_KEY = "workspace_id, pipeline_id, stage_id, owner_id, status, currency, close_month"
 STAGE_UPSERT = _upsert("deal_stage_totals", STAGE_KEY, {"deal_count": "n", "amount": "amount"})
 COHORT_KEY = "workspace_id, pipeline_id, owner_id, month, furthest_position"
+CLOSE_KEY = "workspace_id, pipeline_id, owner_id, status, currency, month"
+CLOSE_UPSERT = _upsert(
+    "deal_close_totals", CLOSE_KEY, {"deal_count": "n", "amount": "amount", "seconds": "seconds"}
+)
 COHORT_UPSERT = _upsert("deal_cohort_totals", COHORT_KEY, {"deal_count": "n"})
 
 
@@ -104,6 +108,19 @@ def _stage_rows(table: str, sign: str) -> str:
                {sign}1 AS n, {sign}d.amount AS amount
         FROM {table} d JOIN workspaces w ON w.id = d.workspace_id
         WHERE d.archived_at IS NULL
+    """
+
+
+def _close_rows(table: str, sign: str) -> str:
+    """Closed deals per UTC month of closing, owner, status and currency, with the seconds
+    from creation to closing (the cycle time)."""
+    return f"""
+        SELECT d.workspace_id, d.pipeline_id, d.owner_id, d.status, d.currency,
+               date_trunc('month', d.closed_at, 'UTC') AS month, {sign}1 AS n,
+               {sign}d.amount AS amount,
+               {sign}extract(epoch FROM d.closed_at - d.created_at) AS seconds
+        FROM {table} d JOIN workspaces w ON w.id = d.workspace_id
+        WHERE d.archived_at IS NULL AND d.closed_at IS NOT NULL
     """
 
 
@@ -354,6 +371,31 @@ def _upgrade_deals() -> None:
         unique=True,
         postgresql_nulls_not_distinct=True,
     )
+    op.create_table(
+        "deal_close_totals",
+        sa.Column("workspace_id", sa.UUID(), nullable=False),
+        sa.Column("pipeline_id", sa.UUID(), nullable=False),
+        sa.Column("owner_id", sa.UUID(), nullable=True),
+        sa.Column("status", sa.String(length=32), nullable=False),
+        sa.Column("currency", sa.CHAR(length=3), nullable=False),
+        sa.Column("month", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("deal_count", sa.BigInteger(), nullable=False),
+        sa.Column("amount", sa.Numeric(), nullable=False),
+        sa.Column("seconds", sa.Numeric(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_deal_close_totals_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+    )
+    op.create_index(
+        "uq_deal_close_totals_key",
+        "deal_close_totals",
+        CLOSE_KEY.split(", "),
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    )
     op.execute(REBUILD_COHORTS)
     # Deals: their stage totals, and their cohort under their current moves. A deleted
     # deal's moves go with it (the cascade runs before statement triggers), so its cohort
@@ -366,7 +408,11 @@ def _upgrade_deals() -> None:
             + "; WITH delta AS ("
             + _cohort_rows("new_rows", "+")
             + ")"
-            + COHORT_UPSERT,
+            + COHORT_UPSERT
+            + "; WITH delta AS ("
+            + _close_rows("new_rows", "+")
+            + ")"
+            + CLOSE_UPSERT,
         )
     )
     op.execute(
@@ -379,11 +425,25 @@ def _upgrade_deals() -> None:
             + " UNION ALL "
             + _cohort_rows("old_rows", "-")
             + ")"
-            + COHORT_UPSERT,
+            + COHORT_UPSERT
+            + "; WITH delta AS ("
+            + _close_rows("new_rows", "+")
+            + " UNION ALL "
+            + _close_rows("old_rows", "-")
+            + ")"
+            + CLOSE_UPSERT,
         )
     )
     op.execute(
-        _function("crm_deal_totals_delete", _stage_rows("old_rows", "-"), upsert=STAGE_UPSERT)
+        _function(
+            "crm_deal_totals_delete",
+            _stage_rows("old_rows", "-"),
+            upsert=STAGE_UPSERT
+            + "; WITH delta AS ("
+            + _close_rows("old_rows", "-")
+            + ")"
+            + CLOSE_UPSERT,
+        )
     )
     op.execute(
         f"""
@@ -464,6 +524,7 @@ def _upgrade_deals() -> None:
         BEGIN
             DELETE FROM deal_stage_totals;
             DELETE FROM deal_cohort_totals;
+            DELETE FROM deal_close_totals;
             RETURN NULL;
         END $$
         """
@@ -503,6 +564,7 @@ def _upgrade_deals() -> None:
     # The deals already stored.
     op.execute(f"WITH delta AS ({_stage_rows('deals', '+')}) {STAGE_UPSERT}")
     op.execute(f"WITH delta AS ({_cohort_rows('deals', '+')}) {COHORT_UPSERT}")
+    op.execute(f"WITH delta AS ({_close_rows('deals', '+')}) {CLOSE_UPSERT}")
     # The sales report's closed deals of a period, from the index alone.
     op.create_index(
         "ix_deals_workspace_pipeline_closed_cover",
@@ -535,6 +597,7 @@ def _downgrade_deals() -> None:
     ):
         op.execute(f"DROP FUNCTION IF EXISTS {name}()")
     op.execute("DROP FUNCTION IF EXISTS crm_deal_cohorts_rebuild(uuid)")
+    op.drop_table("deal_close_totals")
     op.drop_table("deal_cohort_totals")
     op.drop_table("deal_stage_totals")
 

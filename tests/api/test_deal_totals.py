@@ -41,7 +41,8 @@ EVERY_DEAL = {"createdAt": {"lt": "9000-01-01T00:00:00Z"}}
 
 
 def _reads_summaries(counter: StatementCounter) -> bool:
-    return any("deal_cohort_totals" in s or "deal_stage_totals" in s for s in counter.statements)
+    summaries = ("deal_cohort_totals", "deal_stage_totals", "deal_close_totals")
+    return any(name in s for s in counter.statements for name in summaries)
 
 
 @pytest.mark.parametrize(
@@ -120,6 +121,21 @@ COHORT_TOTALS_FROM_ROWS = text(
     GROUP BY 1, 2, 3, 4
     """
 )
+CLOSE_TOTALS_FROM_ROWS = text(
+    """
+    SELECT pipeline_id, owner_id, status, currency, date_trunc('month', closed_at, 'UTC'),
+           count(*), sum(amount), sum(extract(epoch FROM closed_at - created_at))
+    FROM deals WHERE workspace_id = :ws AND archived_at IS NULL AND closed_at IS NOT NULL
+    GROUP BY 1, 2, 3, 4, 5
+    """
+)
+CLOSE_TOTALS = text(
+    """
+    SELECT pipeline_id, owner_id, status, currency, month, deal_count, amount, seconds
+    FROM deal_close_totals
+    WHERE workspace_id = :ws AND (deal_count <> 0 OR amount <> 0 OR seconds <> 0)
+    """
+)
 COHORT_TOTALS = text(
     """
     SELECT pipeline_id, owner_id, month, furthest_position, deal_count
@@ -135,6 +151,7 @@ async def assert_summaries_match_rows(
         for from_rows, kept in (
             (STAGE_TOTALS_FROM_ROWS, STAGE_TOTALS),
             (COHORT_TOTALS_FROM_ROWS, COHORT_TOTALS),
+            (CLOSE_TOTALS_FROM_ROWS, CLOSE_TOTALS),
         ):
             expected = {tuple(r) for r in await s.execute(from_rows, {"ws": workspace_id})}
             assert {tuple(r) for r in await s.execute(kept, {"ws": workspace_id})} == expected
