@@ -11,11 +11,11 @@ from typing import Any
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import filter_spec
 from crm_graphql.resolvers.insight import drill_down, input_json
-from crm_graphql.resolvers.lists import by_id
 from crm_graphql.schema.insight import DrillDown
 from crm_graphql.schema.scalars import Money
 from crm_graphql.services import aggregates, drilldown
 from crm_graphql.services.aggregates import AggregateSpec, GroupBy, Interval, Metric, Stats
+from crm_graphql.services.querying import camel_case
 
 MODELS: dict[str, type[Any]] = {
     "User": models.User,
@@ -92,6 +92,7 @@ class GroupValue(StatsValue):
             setattr(self, name, group.keys.get(name))
         self._drill_down = group.drill_down
         self._caller = caller
+        self.related: dict[str, Any] = {}
 
     @functools.cached_property
     def drill_down(self) -> DrillDown:
@@ -146,14 +147,42 @@ async def aggregate(
             include_archived=include_archived,
             extremes=_extremes(info.selected_fields),
         )
-    return AggregateValue(spec, result, filter)
+    value = AggregateValue(spec, result, filter)
+    await _load_related(info, spec, value.groups, _selected_names(info.selected_fields))
+    return value
 
 
-async def related(info: Any, root: GroupValue, dimension: str) -> Any:
-    """The object a group's key refers to (None for the group of rows without one)."""
-    type_name = root.spec.dimensions[dimension].type_name
-    assert type_name is not None, dimension
-    return await by_id(info, MODELS[type_name], root.keys.get(dimension))
+def related(root: GroupValue, dimension: str) -> Any:
+    """The object a group's key refers to (None for the group of rows without one, or when
+    not selected): loaded for all the groups at once by ``aggregate`` (``_load_related``),
+    so that hundreds of groups resolve it without an awaitable each."""
+    return root.related.get(dimension)
+
+
+def _selected_names(selections: Sequence[Any]) -> set[str]:
+    names: set[str] = set()
+    for selection in selections:
+        name = getattr(selection, "name", None)
+        if name:
+            names.add(name)
+        names |= _selected_names(getattr(selection, "selections", None) or ())
+    return names
+
+
+async def _load_related(
+    info: Any, spec: AggregateSpec, groups: Sequence[GroupValue], names: set[str]
+) -> None:
+    """The related objects of the groups (owners, stages ...) that the selection names, one
+    batch per related type through the per-request loaders."""
+    for dimension_name in {k for g in groups for k in g.keys}:
+        dimension = spec.dimensions[dimension_name]
+        if dimension.type_name is None or camel_case(dimension_name) not in names:
+            continue
+        ids = list({g.keys[dimension_name] for g in groups} - {None})
+        loader = info.context.loaders.by_id(MODELS[dimension.type_name])
+        found = dict(zip(ids, await loader.load_many(ids), strict=True))
+        for group in groups:
+            group.related[dimension_name] = found.get(group.keys[dimension_name])
 
 
 class PointValue:
