@@ -10,7 +10,7 @@ from typing import Any
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import filter_spec
-from crm_graphql.resolvers.insight import drill_down, input_json
+from crm_graphql.resolvers.insight import drill_down, input_json, selected_names
 from crm_graphql.schema.insight import DrillDown
 from crm_graphql.schema.scalars import Money
 from crm_graphql.services import aggregates, drilldown
@@ -148,7 +148,7 @@ async def aggregate(
             extremes=_extremes(info.selected_fields),
         )
     value = AggregateValue(spec, result, filter)
-    await _load_related(info, spec, value.groups, _selected_names(info.selected_fields))
+    await _load_related(info, spec, value.groups, selected_names(info.selected_fields))
     return value
 
 
@@ -157,16 +157,6 @@ def related(root: GroupValue, dimension: str) -> Any:
     not selected): loaded for all the groups at once by ``aggregate`` (``_load_related``),
     so that hundreds of groups resolve it without an awaitable each."""
     return root.related.get(dimension)
-
-
-def _selected_names(selections: Sequence[Any]) -> set[str]:
-    names: set[str] = set()
-    for selection in selections:
-        name = getattr(selection, "name", None)
-        if name:
-            names.add(name)
-        names |= _selected_names(getattr(selection, "selections", None) or ())
-    return names
 
 
 async def _load_related(
