@@ -18,7 +18,16 @@ from crm_graphql.models.custom_fields import (
     CustomFieldType,
 )
 from crm_graphql.models.customers import Customer, LifecycleStage
-from crm_graphql.models.deals import Deal, DealStageChange, DealStatus, Pipeline, Stage
+from crm_graphql.models.deals import (
+    Deal,
+    DealCloseTotal,
+    DealCohortTotal,
+    DealStageChange,
+    DealStageTotal,
+    DealStatus,
+    Pipeline,
+    Stage,
+)
 from crm_graphql.models.events import (
     DeliveryStatus,
     Event,
@@ -26,7 +35,13 @@ from crm_graphql.models.events import (
     WebhookDelivery,
     WebhookDispatchCursor,
 )
-from crm_graphql.models.orders import Order, OrderHistoryVersion, OrderLine, OrderStatus
+from crm_graphql.models.orders import (
+    Order,
+    OrderHistoryVersion,
+    OrderLine,
+    OrderMonthTotal,
+    OrderStatus,
+)
 from crm_graphql.models.products import (
     Product,
     ProductBuyers,
@@ -63,7 +78,10 @@ __all__ = [
     "CustomFieldType",
     "Customer",
     "Deal",
+    "DealCloseTotal",
+    "DealCohortTotal",
     "DealStageChange",
+    "DealStageTotal",
     "DealStatus",
     "DeliveryStatus",
     "Event",
@@ -73,6 +91,7 @@ __all__ = [
     "Order",
     "OrderHistoryVersion",
     "OrderLine",
+    "OrderMonthTotal",
     "OrderStatus",
     "Pipeline",
     "Product",

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     CHAR,
+    BigInteger,
     CheckConstraint,
     Date,
     DateTime,
@@ -118,7 +119,14 @@ class Deal(WorkspaceScoped, Archivable, Base):
         Index("ix_deals_workspace_stage", "workspace_id", "stage_id"),
         Index("ix_deals_workspace_pipeline_status", "workspace_id", "pipeline_id", "status"),
         # Win rate, deal size and cycle time of a period read deals closed in it.
-        Index("ix_deals_workspace_pipeline_closed", "workspace_id", "pipeline_id", "closed_at"),
+        # (covering: the report reads them from the index alone).
+        Index(
+            "ix_deals_workspace_pipeline_closed_cover",
+            "workspace_id",
+            "pipeline_id",
+            "closed_at",
+            postgresql_include=["status", "currency", "amount", "created_at", "archived_at"],
+        ),
     )
 
 
@@ -142,4 +150,128 @@ class DealStageChange(WorkspaceScoped, Base):
 
     __table_args__ = (
         Index("ix_deal_stage_changes_workspace_deal", "workspace_id", "deal_id", "changed_at"),
+    )
+
+
+class DealStageTotal(Base):
+    """Deals counted and summed per pipeline, stage, owner, status, currency and expected
+    close month (archived deals left out): a summary kept exact by triggers in every
+    writing transaction (migration 0019, ``docs/decisions/0021-report-speed.md``), read by
+    the sales report's open-deal and forecast numbers when its filter allows. Never
+    written by the application. No primary key of its own (owner and month may be null):
+    a unique index with NULLS NOT DISTINCT is the key the triggers' upsert names."""
+
+    __tablename__ = "deal_stage_totals"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    )
+    pipeline_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    stage_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    currency: Mapped[str] = mapped_column(CHAR(3), nullable=False)
+    close_month: Mapped[date | None] = mapped_column(Date, nullable=True)
+    deal_count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    amount: Mapped[Decimal] = mapped_column(Numeric, nullable=False)
+
+    __mapper_args__ = {
+        "primary_key": [
+            workspace_id,
+            pipeline_id,
+            stage_id,
+            owner_id,
+            status,
+            currency,
+            close_month,
+        ],
+        "eager_defaults": False,
+    }
+    __table_args__ = (
+        Index(
+            "uq_deal_stage_totals_key",
+            "workspace_id",
+            "pipeline_id",
+            "stage_id",
+            "owner_id",
+            "status",
+            "currency",
+            "close_month",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+
+class DealCohortTotal(Base):
+    """Deals counted per pipeline, owner, UTC month of creation and furthest stage position
+    (``services.deals.FURTHEST_STAGE_POSITION``; archived deals left out), kept exact by
+    triggers on deals, their moves and stages (migration 0019): the sales report's
+    "reached stage N" of the deals created in a period."""
+
+    __tablename__ = "deal_cohort_totals"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    )
+    pipeline_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    month: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    furthest_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    deal_count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+    __mapper_args__ = {
+        "primary_key": [workspace_id, pipeline_id, owner_id, month, furthest_position],
+        "eager_defaults": False,
+    }
+    __table_args__ = (
+        Index(
+            "uq_deal_cohort_totals_key",
+            "workspace_id",
+            "pipeline_id",
+            "owner_id",
+            "month",
+            "furthest_position",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+
+class DealCloseTotal(Base):
+    """Closed deals (``closed_at`` set; archived ones left out) counted and summed per
+    pipeline, owner, status, currency and UTC month of closing, with the seconds from
+    creation to closing, kept exact by triggers on deals (migration 0019): the sales
+    report's win rate, deal size and cycle time of a period."""
+
+    __tablename__ = "deal_close_totals"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    )
+    pipeline_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    currency: Mapped[str] = mapped_column(CHAR(3), nullable=False)
+    month: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    deal_count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    amount: Mapped[Decimal] = mapped_column(Numeric, nullable=False)
+    seconds: Mapped[Decimal] = mapped_column(Numeric, nullable=False)
+
+    __mapper_args__ = {
+        "primary_key": [workspace_id, pipeline_id, owner_id, status, currency, month],
+        "eager_defaults": False,
+    }
+    __table_args__ = (
+        Index(
+            "uq_deal_close_totals_key",
+            "workspace_id",
+            "pipeline_id",
+            "owner_id",
+            "status",
+            "currency",
+            "month",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
     )

@@ -107,3 +107,45 @@ class OrderHistoryVersion(Base):
         UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
     )
     version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class OrderMonthTotal(Base):
+    """Orders summed per UTC calendar month, owner of the customer, status and currency:
+    a summary kept exact by triggers in every writing transaction (migration 0019,
+    ``docs/decisions/0021-report-speed.md``), never written by the application. Archived
+    orders are not in it. Revenue per month in any time zone reads it with the few orders
+    that lie between a UTC month's start and the zone's (``services.order_totals``).
+
+    No primary key of its own: the owner may be null, so the key is a unique index with
+    NULLS NOT DISTINCT, which the triggers' upsert names."""
+
+    __tablename__ = "order_month_totals"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    )
+    month: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # The order's customer's owner (no foreign key: the customers' trigger moves the
+    # totals when an owner changes or is removed, SET NULL included).
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    currency: Mapped[str] = mapped_column(CHAR(3), nullable=False)
+    order_count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    amount: Mapped[Decimal] = mapped_column(Numeric, nullable=False)
+
+    __mapper_args__ = {
+        "primary_key": [workspace_id, month, owner_id, status, currency],
+        "eager_defaults": False,
+    }
+    __table_args__ = (
+        Index(
+            "uq_order_month_totals_key",
+            "workspace_id",
+            "month",
+            "owner_id",
+            "status",
+            "currency",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
+    )

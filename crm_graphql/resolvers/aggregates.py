@@ -5,16 +5,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import filter_spec
-from crm_graphql.resolvers.insight import drill_down, input_json
-from crm_graphql.resolvers.lists import by_id
+from crm_graphql.resolvers.insight import drill_down, input_json, selected_names
 from crm_graphql.schema.insight import DrillDown
 from crm_graphql.schema.scalars import Money
 from crm_graphql.services import aggregates, drilldown
 from crm_graphql.services.aggregates import AggregateSpec, GroupBy, Interval, Metric, Stats
+from crm_graphql.services.querying import camel_case
 
 MODELS: dict[str, type[Any]] = {
     "User": models.User,
@@ -43,11 +44,30 @@ class MoneyAggregateValue:
 
     @functools.cached_property
     def min(self) -> list[Money]:
-        return [Money(amount=m.min, currency=m.currency) for m in self._money]
+        return [Money(amount=_kept(m.min), currency=m.currency) for m in self._money]
 
     @functools.cached_property
     def max(self) -> list[Money]:
-        return [Money(amount=m.max, currency=m.currency) for m in self._money]
+        return [Money(amount=_kept(m.max), currency=m.currency) for m in self._money]
+
+
+def _kept(value: Decimal | None) -> Decimal:
+    # ``aggregate`` computes extremes whenever the selection names them (``_extremes``).
+    assert value is not None, "min/max selected but not computed"
+    return value
+
+
+EXTREMES = frozenset({"min", "max"})
+
+
+def _extremes(selections: Sequence[Any]) -> bool:
+    """Whether a selection asks for a minimum or maximum anywhere (fragments included)."""
+    for selection in selections:
+        if getattr(selection, "name", None) in EXTREMES:
+            return True
+        if _extremes(getattr(selection, "selections", None) or ()):
+            return True
+    return False
 
 
 class StatsValue:
@@ -72,6 +92,7 @@ class GroupValue(StatsValue):
             setattr(self, name, group.keys.get(name))
         self._drill_down = group.drill_down
         self._caller = caller
+        self.related: dict[str, Any] = {}
 
     @functools.cached_property
     def drill_down(self) -> DrillDown:
@@ -124,15 +145,34 @@ async def aggregate(
             group_by=dimensions,
             time_zone_name=time_zone,
             include_archived=include_archived,
+            extremes=_extremes(info.selected_fields),
         )
-    return AggregateValue(spec, result, filter)
+    value = AggregateValue(spec, result, filter)
+    await _load_related(info, spec, value.groups, selected_names(info.selected_fields))
+    return value
 
 
-async def related(info: Any, root: GroupValue, dimension: str) -> Any:
-    """The object a group's key refers to (None for the group of rows without one)."""
-    type_name = root.spec.dimensions[dimension].type_name
-    assert type_name is not None, dimension
-    return await by_id(info, MODELS[type_name], root.keys.get(dimension))
+def related(root: GroupValue, dimension: str) -> Any:
+    """The object a group's key refers to (None for the group of rows without one, or when
+    not selected): loaded for all the groups at once by ``aggregate`` (``_load_related``),
+    so that hundreds of groups resolve it without an awaitable each."""
+    return root.related.get(dimension)
+
+
+async def _load_related(
+    info: Any, spec: AggregateSpec, groups: Sequence[GroupValue], names: set[str]
+) -> None:
+    """The related objects of the groups (owners, stages ...) that the selection names, one
+    batch per related type through the per-request loaders."""
+    for dimension_name in {k for g in groups for k in g.keys}:
+        dimension = spec.dimensions[dimension_name]
+        if dimension.type_name is None or camel_case(dimension_name) not in names:
+            continue
+        ids = list({g.keys[dimension_name] for g in groups} - {None})
+        loader = info.context.loaders.by_id(MODELS[dimension.type_name])
+        found = dict(zip(ids, await loader.load_many(ids), strict=True))
+        for group in groups:
+            group.related[dimension_name] = found.get(group.keys[dimension_name])
 
 
 class PointValue:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -71,3 +71,15 @@ def drill_down(value: drilldown.DrillDown, caller_filter: Any = None) -> DrillDo
 
 
 __all__ = ["drill_down", "input_json", "spec_json"]
+
+
+def selected_names(selections: Sequence[Any]) -> set[str]:
+    """Every field name a selection names, fragments included (``info.selected_fields``):
+    what a resolver loads in one batch before completion instead of per object."""
+    names: set[str] = set()
+    for selection in selections:
+        name = getattr(selection, "name", None)
+        if name:
+            names.add(name)
+        names |= selected_names(getattr(selection, "selections", None) or ())
+    return names

@@ -111,24 +111,24 @@ class DealGroup:
     drill_down: DrillDown = strawberry.field(description=_DRILL)
 
     @strawberry.field(description="The pipeline, when grouped by it.")
-    async def pipeline(self, info: Info) -> Pipeline | None:
-        return await resolve.related(info, self, "pipeline")  # type: ignore[arg-type]
+    def pipeline(self) -> Pipeline | None:
+        return resolve.related(self, "pipeline")  # type: ignore[arg-type]
 
     @strawberry.field(description="The stage, when grouped by it.")
-    async def stage(self, info: Info) -> Stage | None:
-        return await resolve.related(info, self, "stage")  # type: ignore[arg-type]
+    def stage(self) -> Stage | None:
+        return resolve.related(self, "stage")  # type: ignore[arg-type]
 
     @strawberry.field(description="The owner (null: deals without one), when grouped by it.")
-    async def owner(self, info: Info) -> User | None:
-        return await resolve.related(info, self, "owner")  # type: ignore[arg-type]
+    def owner(self) -> User | None:
+        return resolve.related(self, "owner")  # type: ignore[arg-type]
 
     @strawberry.field(description="The company (null: deals without one), when grouped by it.")
-    async def company(self, info: Info) -> Company | None:
-        return await resolve.related(info, self, "company")  # type: ignore[arg-type]
+    def company(self) -> Company | None:
+        return resolve.related(self, "company")  # type: ignore[arg-type]
 
     @strawberry.field(description="The customer (null: deals without one), when grouped by it.")
-    async def customer(self, info: Info) -> Customer | None:
-        return await resolve.related(info, self, "customer")  # type: ignore[arg-type]
+    def customer(self) -> Customer | None:
+        return resolve.related(self, "customer")  # type: ignore[arg-type]
 
 
 @strawberry.type(description="Counts and sums of the deals of a filter.")
@@ -165,12 +165,12 @@ class CustomerGroup:
     drill_down: DrillDown = strawberry.field(description=_DRILL)
 
     @strawberry.field(description="The owner (null: customers without one), when grouped by it.")
-    async def owner(self, info: Info) -> User | None:
-        return await resolve.related(info, self, "owner")  # type: ignore[arg-type]
+    def owner(self) -> User | None:
+        return resolve.related(self, "owner")  # type: ignore[arg-type]
 
     @strawberry.field(description="The company (null: customers without one), when grouped by it.")
-    async def company(self, info: Info) -> Company | None:
-        return await resolve.related(info, self, "company")  # type: ignore[arg-type]
+    def company(self) -> Company | None:
+        return resolve.related(self, "company")  # type: ignore[arg-type]
 
 
 @strawberry.type(description="Counts of the customers of a filter.")
@@ -202,8 +202,8 @@ class CompanyGroup:
     drill_down: DrillDown = strawberry.field(description=_DRILL)
 
     @strawberry.field(description="The owner (null: companies without one), when grouped by it.")
-    async def owner(self, info: Info) -> User | None:
-        return await resolve.related(info, self, "owner")  # type: ignore[arg-type]
+    def owner(self) -> User | None:
+        return resolve.related(self, "owner")  # type: ignore[arg-type]
 
 
 @strawberry.type(description="Counts and sums of the companies of a filter.")
@@ -245,16 +245,16 @@ class ActivityGroup:
     drill_down: DrillDown = strawberry.field(description=_DRILL)
 
     @strawberry.field(description="The author (null: none), when grouped by it.")
-    async def author(self, info: Info) -> User | None:
-        return await resolve.related(info, self, "author")  # type: ignore[arg-type]
+    def author(self) -> User | None:
+        return resolve.related(self, "author")  # type: ignore[arg-type]
 
     @strawberry.field(description="The customer (null: none), when grouped by it.")
-    async def customer(self, info: Info) -> Customer | None:
-        return await resolve.related(info, self, "customer")  # type: ignore[arg-type]
+    def customer(self) -> Customer | None:
+        return resolve.related(self, "customer")  # type: ignore[arg-type]
 
     @strawberry.field(description="The deal (null: none), when grouped by it.")
-    async def deal(self, info: Info) -> Deal | None:
-        return await resolve.related(info, self, "deal")  # type: ignore[arg-type]
+    def deal(self) -> Deal | None:
+        return resolve.related(self, "deal")  # type: ignore[arg-type]
 
 
 @strawberry.type(description="Counts of the activities of a filter.")
@@ -291,15 +291,15 @@ class OrderGroup:
     drill_down: DrillDown = strawberry.field(description=_DRILL)
 
     @strawberry.field(description="The customer, when grouped by it.")
-    async def customer(self, info: Info) -> Customer | None:
-        return await resolve.related(info, self, "customer")  # type: ignore[arg-type]
+    def customer(self) -> Customer | None:
+        return resolve.related(self, "customer")  # type: ignore[arg-type]
 
     @strawberry.field(
         description="The owner of the orders' customer (null: customers without one), "
         "when grouped by it."
     )
-    async def owner(self, info: Info) -> User | None:
-        return await resolve.related(info, self, "owner")  # type: ignore[arg-type]
+    def owner(self) -> User | None:
+        return resolve.related(self, "owner")  # type: ignore[arg-type]
 
 
 @strawberry.type(description="Counts and sums of the orders of a filter.")
@@ -338,12 +338,12 @@ class ConversationGroup:
     drill_down: DrillDown = strawberry.field(description=_DRILL)
 
     @strawberry.field(description="The assignee (null: unassigned), when grouped by it.")
-    async def assignee(self, info: Info) -> User | None:
-        return await resolve.related(info, self, "assignee")  # type: ignore[arg-type]
+    def assignee(self) -> User | None:
+        return resolve.related(self, "assignee")  # type: ignore[arg-type]
 
     @strawberry.field(description="The customer, when grouped by it.")
-    async def customer(self, info: Info) -> Customer | None:
-        return await resolve.related(info, self, "customer")  # type: ignore[arg-type]
+    def customer(self) -> Customer | None:
+        return resolve.related(self, "customer")  # type: ignore[arg-type]
 
 
 @strawberry.type(description="Counts of the conversations of a filter.")

@@ -86,8 +86,8 @@ class ForecastCell:
     drill_down: DrillDown = strawberry.field(description="Those deals.")
 
     @strawberry.field(description="The deals' owner (null: deals without an owner).")
-    async def owner(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.user(info, self.owner_id)  # type: ignore[attr-defined]
+    def owner(self) -> Annotated[User, strawberry.lazy(_users)] | None:
+        return resolve.forecast_owner(self)
 
 
 @strawberry.type(description="A pipeline's sales over a period.")

@@ -65,6 +65,7 @@ from crm_graphql.services import (
     customers,
     deals,
     fields,
+    order_totals,
     orders,
 )
 from crm_graphql.services.drilldown import DrillDown, Ref
@@ -271,8 +272,8 @@ class MoneyStats:
     count: int
     sum: Decimal
     avg: Decimal
-    min: Decimal
-    max: Decimal
+    min: Decimal | None  # None when read from a summary that keeps no extremes
+    max: Decimal | None
 
 
 @dataclass(frozen=True)
@@ -441,6 +442,17 @@ async def grouped_statement(
             func.max(column).label(f"{name}_max"),
         ]
     fine = select(*fine_cols).group_by(*keys, rows.c.cur).subquery("fine")
+    return groups_statement(spec, fine, group_by, zone)
+
+
+def groups_statement(
+    spec: AggregateSpec, fine: Any, group_by: Sequence[GroupBy], zone: str
+) -> Select[Any]:
+    """Levels 2 and 3 of ``grouped_statement`` over ``fine``: a few rows per group and
+    currency (``k<i>``, ``cur``, ``n``, ``m_sum/_min/_max``, ``<number>_sum/_n/_min/_max``),
+    however they were computed (from the rows, or from a summary kept on write)."""
+    dims = [spec.dimensions[g.dimension] for g in group_by]
+    money = spec.money
 
     # Level 2: those few rows again, per group and currency and per currency over all
     # groups (GROUPING SETS): the totals come from the same pass.
@@ -530,8 +542,8 @@ def _stats(spec: AggregateSpec, row: Any) -> Stats:
                     int(n),
                     amount,
                     _average(amount, int(n), scale),
-                    Decimal(low),
-                    Decimal(high),
+                    _decimal(low),
+                    _decimal(high),
                 )
             )
     numbers: dict[str, NumberStats] = {}
@@ -601,16 +613,30 @@ async def aggregate(
     group_by: Sequence[GroupBy] = (),
     time_zone_name: str | None = None,
     include_archived: bool = False,
+    extremes: bool = True,
 ) -> Aggregate:
     """Count, sums per currency and numeric statistics of the rows of ``spec``'s list as
-    the actor sees them with ``filter``; grouped by up to two dimensions, in one statement."""
+    the actor sees them with ``filter``; grouped by up to two dimensions, in one statement.
+
+    ``extremes=False``: the caller needs no minimum or maximum amounts, so orders' revenue
+    may be read from their monthly totals (``order_totals``; the same numbers, with the
+    money's ``min`` and ``max`` left None)."""
     zone = fields.time_zone(time_zone_name)
     _check_group_by(spec, group_by)
-    statement = (
-        await grouped_statement(
+    pairs = [(g.dimension, g.interval.value if g.interval else None) for g in group_by]
+    summary = (
+        order_totals.plan(filter, pairs, include_archived=include_archived, extremes=extremes)
+        if spec is ORDERS
+        else None
+    )
+    if summary is not None and filter is not None:
+        fine = order_totals.fine_statement(actor, filter, summary, pairs, zone.key)
+        statement = groups_statement(spec, fine, group_by, zone.key)
+    else:
+        statement = await grouped_statement(
             spec, actor, session, filter, group_by, zone.key, include_archived=include_archived
         )
-    ).limit(MAX_GROUPS + 2)
+    statement = statement.limit(MAX_GROUPS + 2)
     rows = await _rows(session, statement)
     totals = _empty(spec)
     groups: list[Group] = []

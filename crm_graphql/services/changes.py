@@ -32,6 +32,7 @@ _SEARCHED = frozenset(
     {"customers", "companies", "deals", "conversations", "messages", "activities"}
 )
 _ORDER_HISTORY = frozenset({"orders", "order_lines", "customers"})
+_DEALS = frozenset({"deals", "deal_stage_changes", "stages"})
 DERIVED: dict[str, frozenset[str]] = {
     "search_documents": _SEARCHED,
     "search_terms": _SEARCHED,
@@ -42,6 +43,11 @@ DERIVED: dict[str, frozenset[str]] = {
     "product_buyers": _ORDER_HISTORY,
     "product_pairs": _ORDER_HISTORY,
     "product_pair_snapshots": _ORDER_HISTORY,
+    # services/order_totals.py and the sales report's summaries (migration 0019).
+    "order_month_totals": _ORDER_HISTORY,
+    "deal_stage_totals": _DEALS,
+    "deal_cohort_totals": _DEALS,
+    "deal_close_totals": _DEALS,
 }
 
 _DIALECT = postgresql.dialect()

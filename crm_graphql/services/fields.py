@@ -7,7 +7,7 @@ import functools
 import math
 import re
 import zoneinfo
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -190,3 +190,22 @@ def time_zone(name: str | None, field: str = "timeZone") -> zoneinfo.ZoneInfo:
     if name not in _known_zones():
         raise Invalid(f"`{field}` must be an IANA time zone name, such as Europe/Berlin", field)
     return zoneinfo.ZoneInfo(name)
+
+
+def utc_month_start(value: datetime) -> datetime:
+    """The start of ``value``'s calendar month in UTC."""
+    value = value.astimezone(UTC)
+    return value.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def utc_next_month(value: datetime) -> datetime:
+    """The start of the UTC calendar month after ``value``'s."""
+    return utc_month_start(utc_month_start(value) + timedelta(days=32))
+
+
+def nearest_utc_month_start(value: datetime) -> datetime:
+    """The UTC month start closest to ``value`` (a month boundary in any time zone is within
+    hours of one)."""
+    earlier = utc_month_start(value)
+    later = utc_next_month(value)
+    return earlier if value - earlier <= later - value else later

@@ -138,6 +138,7 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.Customer: Action.READ_CUSTOMERS,
     models.Company: Action.READ_CUSTOMERS,
     models.Order: Action.READ_CUSTOMERS,
+    models.OrderMonthTotal: Action.READ_CUSTOMERS,  # sums of orders
     models.Segment: Action.READ_CUSTOMERS,
     models.OrderLine: Action.READ_CUSTOMERS,
     models.Product: Action.READ_CUSTOMERS,
@@ -148,6 +149,9 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.Pipeline: Action.READ_DEALS,
     models.Stage: Action.READ_DEALS,
     models.DealStageChange: Action.READ_DEALS,
+    models.DealStageTotal: Action.READ_DEALS,  # sums of deals
+    models.DealCohortTotal: Action.READ_DEALS,
+    models.DealCloseTotal: Action.READ_DEALS,
     models.Activity: Action.READ_ACTIVITIES,
     models.Conversation: Action.READ_CONVERSATIONS,
     models.Message: Action.READ_CONVERSATIONS,

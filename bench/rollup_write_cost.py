@@ -1,0 +1,139 @@
+"""What the summary triggers of migration 0019 add to the writes they follow (decision
+0021): each service call below in its own transaction, N times, with the triggers on and
+then off (``ALTER TABLE ... DISABLE TRIGGER`` on a scratch database, restored after).
+
+    python -m bench.rollup_write_cost --database postgresql://postgres@127.0.0.1:5432/scratch [-n 200]
+
+The database must be migrated to head and hold nothing of value: rows are added to a
+new workspace of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+
+from crm_graphql.db.engine import make_engine, make_sessionmaker
+from crm_graphql.models import OrderStatus, Role
+from crm_graphql.services import auth, customers, deals, orders
+from crm_graphql.services.actor import Actor
+
+TRIGGERS = {
+    "orders": ("order_totals_insert", "order_totals_update", "order_totals_delete"),
+    "customers": ("order_totals_owner", "order_totals_customer_delete"),
+    "deals": ("deal_totals_insert", "deal_totals_update", "deal_totals_delete",
+              "deal_cohorts_deal_delete"),
+    "deal_stage_changes": ("deal_cohorts_insert", "deal_cohorts_update", "deal_cohorts_delete"),
+}  # fmt: skip
+
+
+async def _toggle(sessionmaker: Any, on: bool) -> None:
+    verb = "ENABLE" if on else "DISABLE"
+    async with sessionmaker() as session, session.begin():
+        for table, names in TRIGGERS.items():
+            for name in names:
+                await session.execute(text(f"ALTER TABLE {table} {verb} TRIGGER {name}"))
+
+
+async def main(url: str, n: int) -> None:
+    engine = make_engine(url, pool_size=2)
+    sessionmaker = make_sessionmaker(engine)
+    async with sessionmaker() as s, s.begin():
+        ws = await auth.create_workspace(s, name=f"write cost {uuid.uuid4().hex[:6]}")
+        user = await auth.create_user(
+            s, workspace=ws, email=f"{uuid.uuid4().hex[:8]}@example.com",
+            password="write-cost-password", role=Role.ADMIN, name="Admin",
+        )  # fmt: skip
+        other = await auth.create_user(
+            s, workspace=ws, email=f"{uuid.uuid4().hex[:8]}@example.com",
+            password="write-cost-password", role=Role.AGENT, name="Agent",
+        )  # fmt: skip
+    admin = Actor(workspace_id=ws.id, role=Role.ADMIN, user_id=user.id)
+    async with sessionmaker() as s, s.begin():
+        customer = await customers.create_customer(admin, s, {"name": "Buyer"})
+        pipeline = await deals.create_pipeline(
+            admin, s, {"name": "P", "stages": [{"name": f"S{i}", "probability": 10 * i} for i in range(5)]},
+        )  # fmt: skip
+        await s.flush()
+        stage_ids = list(
+            (await s.execute(text("SELECT id FROM stages WHERE pipeline_id = :p ORDER BY position"),
+                             {"p": pipeline.id})).scalars()
+        )  # fmt: skip
+        deal = await deals.create_deal(
+            admin, s, {"title": "D", "pipeline_id": pipeline.id, "currency": "EUR", "amount": 10}
+        )
+    placed = datetime(2025, 1, 1, tzinfo=UTC)
+    state = {"i": 0, "order": None}
+
+    async def create_order(s: Any) -> None:
+        state["i"] += 1
+        order = await orders.create_order(admin, s, {
+            "customer_id": customer.id, "amount": Decimal(state["i"]), "currency": "EUR",
+            "placed_at": placed + timedelta(hours=state["i"]), "status": OrderStatus.PAID,
+        })  # fmt: skip
+        state["order"] = order.id
+
+    async def update_order(s: Any) -> None:
+        state["i"] += 1
+        await orders.update_order(admin, s, state["order"], {"amount": Decimal(state["i"])})
+
+    async def move_deal(s: Any) -> None:
+        state["i"] += 1
+        await deals.move_deal(admin, s, deal.id, stage_ids[state["i"] % len(stage_ids)])
+
+    async def update_deal(s: Any) -> None:
+        state["i"] += 1
+        await deals.update_deal(admin, s, deal.id, {"amount": Decimal(state["i"])})
+
+    async def reassign_customer(s: Any) -> None:  # its orders move between owners
+        state["i"] += 1
+        owner = (user.id, other.id)[state["i"] % 2]
+        await customers.update_customer(admin, s, customer.id, {"owner_id": owner})
+
+    calls: dict[str, Callable[[Any], Awaitable[None]]] = {
+        "createOrder": create_order,
+        "updateOrder (amount)": update_order,
+        "moveDeal": move_deal,
+        "updateDeal (amount)": update_deal,
+        "updateCustomer (owner, with its orders)": reassign_customer,
+    }
+    times: dict[tuple[str, bool], list[float]] = {
+        (c, on): [] for c in calls for on in (True, False)
+    }
+    rounds = 10  # on and off alternate, so that the machine's drift hits both alike
+    try:
+        for _ in range(rounds):
+            for on in (True, False):
+                await _toggle(sessionmaker, on)
+                for name, call in calls.items():
+                    for _ in range(max(1, n // rounds)):
+                        start = time.perf_counter()
+                        async with sessionmaker() as s, s.begin():
+                            await call(s)
+                        times[(name, on)].append(time.perf_counter() - start)
+    finally:
+        await _toggle(sessionmaker, True)
+        await engine.dispose()
+    print(f"median ms per transaction, {n} of each call with the triggers on and {n} off")
+    print(f"{'call':44} {'triggers on':>12} {'off':>8} {'added':>8}")
+    for name in calls:
+        on = statistics.median(times[(name, True)]) * 1000
+        off = statistics.median(times[(name, False)]) * 1000
+        print(f"{name:44} {on:12.2f} {off:8.2f} {on - off:8.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database", required=True)
+    parser.add_argument("-n", type=int, default=200)
+    args = parser.parse_args()
+    asyncio.run(main(args.database, args.n))
