@@ -3,6 +3,7 @@ collector's pauses short and latency steady? `make soak` (30 minutes), or
 
     python -m bench.soak [--minutes 30] [--warmup-minutes 5] [--subscribers 400]
         [--reconnecting 20] [--reconnect-every 10] [--rate 40] [--interval 60]
+        [--dashboards 60] [--dashboard-reconnecting 6]
 
 Two `crm-graphql serve` processes (production settings, `CRM_DEBUG_RUNTIME=true`) on the
 servers' core, against the local PostgreSQL (a database of its own, generated afresh by
@@ -18,18 +19,33 @@ bench/datagen.py) and Redis (database 8). This process, on the other core, is th
   the processes: 30 % `sendMessage` (by the conversation's assignee), 15 % `createActivity`,
   55 % reads (a customer page, a customer by id, a conversation with its messages, the
   user's conversation list). A written text carries `soak:<n>:<send time>`, so every
-  subscriber's copy is matched to its write: lost, duplicated, and the delivery latency.
+  subscriber's copy is matched to its write: lost, duplicated, and the delivery latency;
+- `--dashboards` live dashboard subscribers (decision 0018), apart from that accounting,
+  over the same users and processes: 40 % a service panel (conversations by status: per
+  user for agents), 40 % an activities panel, 20 % a deals panel no write touches, and
+  `--dashboard-reconnecting` of them on an activities-per-month panel that reconnect every
+  `--reconnect-every` seconds with the next of eight time zones (boards created and
+  dropped all through the run). While there are dashboards, a conversation's assignee
+  sets it pending or open again every 3 s (STATUS_EVERY), which changes the service
+  panels. Every dashboard must get a message after each write that changed its panel
+  (sent after its socket's first answer, at least 5 s before the socket closed), the
+  deals panel nothing after its first answer, and every dashboard must show what the same
+  selection answers as a query within 40 s after the load.
 
 Every `--sample` seconds the resident memory of each process (/proc) and its
 `/debug/runtime` (garbage-collection pauses timed by `gc.callbacks`, event-loop stalls,
-real-time state) are recorded. Reported per `--interval`: RSS, the longest pause and
-stall, request and delivery latency percentiles; over the run: the RSS slope after the
-warm-up (MB per 10 minutes, least squares), the change after the warm-up in % (median of
-the last minute against the first minute after warm-up), RSS once every client has left,
-the longest pause and the pauses over 100 / 200 ms, lost / duplicated deliveries.
+real-time state, with the boards, their viewers, renderings and socket writes) are
+recorded. Reported per `--interval`: RSS, the longest pause and stall, request and
+delivery latency percentiles, dashboard messages received, boards; over the run: the RSS
+slope after the warm-up (MB per 10 minutes, least squares), the change after the warm-up
+in % (median of the last minute against the first minute after warm-up), RSS once every
+client has left, the longest pause and the pauses over 100 / 200 ms, lost / duplicated
+deliveries, and the dashboards' figures and checks.
 Results go to bench/results/soak-<time>.json and .md (and the table to stdout); the exit
 status is 1 when RSS after the warm-up grew more than 10 % in a process, a pause
-exceeded 200 ms, or a delivery was lost or duplicated. See docs/decisions/0010-soak.md.
+exceeded 200 ms, a delivery was lost or duplicated, a dashboard stayed silent after a
+change, the untouched panel was sent again, a dashboard differed from the query's answer
+after the load, or a board was left once every client had gone. See docs/decisions/0010-soak.md and 0018-live-dashboards.md.
 """
 
 from __future__ import annotations
@@ -1618,6 +1634,11 @@ def run_soak(options: Options) -> int:
                 f"{len(dash['silent_subscribers'])} dashboard subscribers got no message after "
                 f"a change of their panel ({dash['changes_unanswered']} changes), "
                 f"{dash['sockets_without_answer']} dashboard sockets no answer"
+            )
+        if dash["untouched_panel_messages_after_first"]:
+            failed.append(
+                f"the deals panel, which no write changes, was sent "
+                f"{dash['untouched_panel_messages_after_first']} times after its first answer"
             )
         if dash["stale_at_end"]:
             failed.append(
