@@ -3,6 +3,7 @@ collector's pauses short and latency steady? `make soak` (30 minutes), or
 
     python -m bench.soak [--minutes 30] [--warmup-minutes 5] [--subscribers 400]
         [--reconnecting 20] [--reconnect-every 10] [--rate 40] [--interval 60]
+        [--dashboards 60] [--dashboard-reconnecting 6]
 
 Two `crm-graphql serve` processes (production settings, `CRM_DEBUG_RUNTIME=true`) on the
 servers' core, against the local PostgreSQL (a database of its own, generated afresh by
@@ -18,24 +19,40 @@ bench/datagen.py) and Redis (database 8). This process, on the other core, is th
   the processes: 30 % `sendMessage` (by the conversation's assignee), 15 % `createActivity`,
   55 % reads (a customer page, a customer by id, a conversation with its messages, the
   user's conversation list). A written text carries `soak:<n>:<send time>`, so every
-  subscriber's copy is matched to its write: lost, duplicated, and the delivery latency.
+  subscriber's copy is matched to its write: lost, duplicated, and the delivery latency;
+- `--dashboards` live dashboard subscribers (decision 0018), apart from that accounting,
+  over the same users and processes: 40 % a service panel (conversations by status: per
+  user for agents), 40 % an activities panel, 20 % a deals panel no write touches, and
+  `--dashboard-reconnecting` of them on an activities-per-month panel that reconnect every
+  `--reconnect-every` seconds with the next of eight time zones (boards created and
+  dropped all through the run). While there are dashboards, a conversation's assignee
+  sets it pending or open again every 3 s (STATUS_EVERY), which changes the service
+  panels. Every dashboard must get a message after each write that changed its panel
+  (sent after its socket's first answer, at least 5 s before the socket closed), the
+  deals panel nothing after its first answer, and every dashboard must show what the same
+  selection answers as a query within 40 s after the load.
 
 Every `--sample` seconds the resident memory of each process (/proc) and its
 `/debug/runtime` (garbage-collection pauses timed by `gc.callbacks`, event-loop stalls,
-real-time state) are recorded. Reported per `--interval`: RSS, the longest pause and
-stall, request and delivery latency percentiles; over the run: the RSS slope after the
-warm-up (MB per 10 minutes, least squares), the change after the warm-up in % (median of
-the last minute against the first minute after warm-up), RSS once every client has left,
-the longest pause and the pauses over 100 / 200 ms, lost / duplicated deliveries.
+real-time state, with the boards, their viewers, renderings and socket writes) are
+recorded. Reported per `--interval`: RSS, the longest pause and stall, request and
+delivery latency percentiles, dashboard messages received, boards; over the run: the RSS
+slope after the warm-up (MB per 10 minutes, least squares), the change after the warm-up
+in % (median of the last minute against the first minute after warm-up), RSS once every
+client has left, the longest pause and the pauses over 100 / 200 ms, lost / duplicated
+deliveries, and the dashboards' figures and checks.
 Results go to bench/results/soak-<time>.json and .md (and the table to stdout); the exit
 status is 1 when RSS after the warm-up grew more than 10 % in a process, a pause
-exceeded 200 ms, or a delivery was lost or duplicated. See docs/decisions/0010-soak.md.
+exceeded 200 ms, a delivery was lost or duplicated, a dashboard stayed silent after a
+change, the untouched panel was sent again, a dashboard differed from the query's answer
+after the load, or a board was left once every client had gone. See docs/decisions/0010-soak.md and 0018-live-dashboards.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import itertools
 import json
@@ -49,6 +66,7 @@ import tempfile
 import time
 import uuid
 from array import array
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,6 +155,58 @@ MIX: tuple[str, ...] = (
     + ("list",) * 2
 )
 
+# Live dashboards (docs/decisions/0018-live-dashboards.md): the panels dashboard
+# subscribers watch, as (variable definitions, selection). `service` counts conversations
+# (per-user boards for agents) and changes with the status writes below; `activities`
+# and `zones` change with every createActivity; `deals` is not touched by any write.
+# `zones` is for the reconnecting subscribers: each connection takes the next time zone
+# of ZONES, so boards are created and dropped all through the run.
+PANELS: dict[str, tuple[str, str]] = {
+    "service": (
+        "",
+        "conversationsAggregate(groupBy: [{field: STATUS}]) { count groups { status count } }",
+    ),
+    "activities": (
+        "",
+        "activitiesAggregate(groupBy: [{field: TYPE}]) { count groups { type count } }",
+    ),
+    "deals": (
+        "",
+        "dealsAggregate(groupBy: [{field: STAGE}]) {"
+        " count amount { sum { currency amount } } groups { stage { id name } count } }",
+    ),
+    "zones": (
+        "($zone: String)",
+        "activitiesAggregate(groupBy: [{field: CREATED_AT, interval: MONTH}], timeZone: $zone)"
+        " { count groups { createdAt count } }",
+    ),
+}
+# Of the dashboard subscribers that do not reconnect: 40 % service, 40 % activities,
+# 20 % deals.
+PANEL_CYCLE = ("service", "activities", "deals", "service", "activities")
+ZONES = (
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "America/Sao_Paulo",
+    "Asia/Kolkata",
+    "Africa/Nairobi",
+)
+# Which panels a write changes: a note every activities panel, a status change the
+# service panels of the conversation's assignee and of the managers (who see every one).
+CHANGED_BY = {"note": ("activities", "zones"), "status": ("service",)}
+SET_STATUS = """mutation SoakStatus($id: ID!, $status: ConversationStatus!) {
+  setConversationStatus(input: { id: $id, status: $status }) {
+    conversation { id status } errors { code message }
+  }
+}"""
+STATUS_EVERY = 3.0  # seconds between two status writes (while there are dashboards)
+STATUS_RUN = 10  # status writes in one direction (open -> pending, then back)
+ANSWER_WITHIN = 5.0  # a dashboard connected this long after a change must have a message
+SETTLE_WITHIN = 40.0  # after the load, every dashboard shows the query's answer by then
+
 
 @dataclass
 class Options:
@@ -149,6 +219,8 @@ class Options:
     interval: float = 60.0
     sample: float = 5.0
     users: int = 7
+    dashboards: int = 60
+    dashboard_reconnecting: int = 6
     server_url: str = PG_SERVER
     redis_url: str = DEFAULT_REDIS_URL
     out: Path = RESULTS
@@ -180,6 +252,7 @@ class Facts:
     users: list[User]  # the manager first, then the agents
     conversations: list[tuple[uuid.UUID, int]]  # (conversation, index of its assignee)
     customers: list[uuid.UUID]
+    statuses: list[str] = field(default_factory=list)  # of each conversation, upper case
 
 
 async def load_facts(db_url: str, users: int) -> Facts:
@@ -195,7 +268,7 @@ async def load_facts(db_url: str, users: int) -> Facts:
         )
         # The live-chat conversations are assigned to the first agents round-robin.
         rows = await conn.fetch(
-            "SELECT c.id, c.assignee_id, u.email FROM conversations c"
+            "SELECT c.id, c.assignee_id, c.status, u.email FROM conversations c"
             " JOIN users u ON u.id = c.assignee_id"
             " WHERE c.workspace_id = $1 AND c.is_private ORDER BY c.created_at, c.id",
             ws,
@@ -206,14 +279,15 @@ async def load_facts(db_url: str, users: int) -> Facts:
                 agents[row["assignee_id"]] = User(row["assignee_id"], row["email"], False)
         people = [User(manager["id"], manager["email"], True), *agents.values()]
         index = {user.id: i for i, user in enumerate(people)}
-        convs = [(r["id"], index[r["assignee_id"]]) for r in rows if r["assignee_id"] in index]
+        kept = [r for r in rows if r["assignee_id"] in index]
+        convs = [(r["id"], index[r["assignee_id"]]) for r in kept]
         customers = [
             r["id"]
             for r in await conn.fetch(
                 "SELECT id FROM customers WHERE workspace_id = $1 ORDER BY id LIMIT 500", ws
             )
         ]
-        return Facts(ws, people, convs, customers)
+        return Facts(ws, people, convs, customers, [str(r["status"]).upper() for r in kept])
     finally:
         await conn.close()
 
@@ -231,6 +305,31 @@ async def head_cursors(db_url: str, workspace: uuid.UUID) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------ subscribers
+
+
+@contextlib.asynccontextmanager
+async def subscribed(
+    url: str, token: str, payload: dict[str, Any]
+) -> AsyncIterator[ClientConnection]:
+    """A graphql-transport-ws socket, acknowledged, with one operation (id "1") started."""
+    async with connect(
+        url,
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        compression=None,
+        max_queue=None,
+        open_timeout=60,
+        ping_interval=None,
+    ) as ws:
+        await ws.send(
+            orjson.dumps(
+                {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+            ).decode()
+        )
+        ack = orjson.loads(await ws.recv())
+        if ack.get("type") != "connection_ack":
+            raise RuntimeError(f"no ack: {ack}")
+        await ws.send(orjson.dumps({"id": "1", "type": "subscribe", "payload": payload}).decode())
+        yield ws
 
 
 @dataclass(eq=False)
@@ -282,6 +381,63 @@ def plan_subscribers(facts: Facts, options: Options) -> list[Subscriber]:
     return subs
 
 
+@dataclass
+class Span:
+    """One socket of a dashboard subscriber: when each message arrived (monotonic s; the
+    first is the answer at once) and when the socket closed."""
+
+    opened: float
+    closed: float | None = None
+    times: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
+
+
+@dataclass(eq=False)
+class DashboardSubscriber:
+    """One `dashboard` subscription (decision 0018), counted apart from the event
+    subscribers: its messages are answers, not events to account for one by one."""
+
+    index: int
+    panel: str  # a key of PANELS
+    user: int
+    server: int
+    reconnecting: bool = False
+    variables: dict[str, Any] = field(default_factory=dict)  # of the current socket
+    last: Any = None  # the last answer received on the current socket
+    spans: list[Span] = field(default_factory=list)
+    messages: int = 0
+    errors: int = 0
+    unexpected_closes: int = 0
+    subscribed: bool = False
+    last_error: str | None = None
+
+
+def plan_dashboards(facts: Facts, options: Options) -> list[DashboardSubscriber]:
+    """`--dashboards` subscribers over the users and both processes: 40 % service, 40 %
+    activities and 20 % deals panels, and `--dashboard-reconnecting` on `zones` panels
+    that reconnect every `--reconnect-every` seconds with the next time zone."""
+    total = max(0, options.dashboards)
+    moving = min(total, max(0, options.dashboard_reconnecting))
+    subs = [
+        DashboardSubscriber(i, PANEL_CYCLE[i % len(PANEL_CYCLE)], i % len(facts.users), i % 2)
+        for i in range(total - moving)
+    ]
+    for i in range(moving):
+        index = len(subs)
+        subs.append(
+            DashboardSubscriber(index, "zones", i % len(facts.users), index % 2, reconnecting=True)
+        )
+    return subs
+
+
+def panel_document(panel: str, operation: str) -> str:
+    """The panel as a `dashboard` subscription or as the same selection in a query."""
+    definitions, selection = PANELS[panel]
+    name = f"SoakPanel{panel.capitalize()}{definitions}"
+    if operation == "subscription":
+        return f"subscription {name} {{ dashboard {{ {selection} }} }}"
+    return f"query {name} {{ {selection} }}"
+
+
 # ------------------------------------------------------------------------ the run
 
 
@@ -294,6 +450,10 @@ class Interval:
     delivery_ms: array = field(default_factory=lambda: array("f"))  # type: ignore[type-arg]
     reconnects: int = 0
     unexpected_closes: int = 0
+    dashboard_messages: int = 0
+    dashboard_reconnects: int = 0
+    dashboard_unexpected_closes: int = 0
+    status_writes: int = 0
 
 
 class Soak:
@@ -315,6 +475,11 @@ class Soak:
         self.failures: list[str] = []
         self.rng = random.Random(SEED)
         self.numbers = itertools.count()
+        self.dashboards: list[DashboardSubscriber] = []
+        # (sent, answered: monotonic s, "note" | "status", the assignee of a status write)
+        # of every write that succeeded and changes some panels
+        self.changes: list[tuple[float, float, str, int | None]] = []
+        self.status_errors: list[str] = []
 
     def interval(self) -> Interval:
         index = max(0, int((time.monotonic() - self.t0) / self.options.interval))
@@ -370,25 +535,8 @@ class Soak:
         root: str,
         until: float | None,
     ) -> None:
-        async with connect(
-            url,
-            subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
-            compression=None,
-            max_queue=None,
-            open_timeout=60,
-            ping_interval=None,
-        ) as ws:
-            await ws.send(
-                orjson.dumps(
-                    {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
-                ).decode()
-            )
-            ack = orjson.loads(await ws.recv())
-            if ack.get("type") != "connection_ack":
-                raise RuntimeError(f"no ack: {ack}")
-            payload = {"query": query, "variables": {**variables, "after": sub.cursor}}
-            message = {"id": "1", "type": "subscribe", "payload": payload}
-            await ws.send(orjson.dumps(message).decode())
+        payload = {"query": query, "variables": {**variables, "after": sub.cursor}}
+        async with subscribed(url, token, payload) as ws:
             sub.connections += 1
             sub.subscribed = True
             await self._receive(sub, ws, root, until)
@@ -436,6 +584,205 @@ class Soak:
             current = self.interval()
             current.deliveries += 1
             current.delivery_ms.append((now - int(found.group(2))) / 1e6)
+
+    # ---------------------------------------------------------------- dashboards
+
+    async def dashboard(self, sub: DashboardSubscriber) -> None:
+        url = f"ws://127.0.0.1:{self.servers[sub.server].port}/graphql"
+        token = self.facts.users[sub.user].token
+        query = panel_document(sub.panel, "subscription")
+        phase = (sub.index * 7919 % 1000) / 1000 * self.options.reconnect_every
+        first = True
+        while not self.stopping.is_set():
+            until = None
+            if sub.reconnecting:
+                until = time.monotonic() + (phase if first else self.options.reconnect_every)
+                until = max(until, time.monotonic() + 1)
+            if sub.panel == "zones":  # the next zone: another board than the last socket's
+                sub.variables = {"zone": ZONES[(sub.index * 3 + len(sub.spans)) % len(ZONES)]}
+            span = Span(time.monotonic())
+            sub.spans.append(span)
+            sub.last = None
+            failed = False
+            try:
+                payload = {"query": query, "variables": sub.variables}
+                async with subscribed(url, token, payload) as ws:
+                    await self._watch(sub, ws, span, until)
+                if until is not None and not self.stopping.is_set():
+                    self.interval().dashboard_reconnects += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # closed by the server, refused, ...
+                sub.unexpected_closes += 1
+                sub.last_error = repr(error)[:300]
+                self.interval().dashboard_unexpected_closes += 1
+                failed = True
+            finally:
+                span.closed = time.monotonic()
+            if failed:
+                await asyncio.sleep(1)
+            first = False
+
+    async def _watch(
+        self, sub: DashboardSubscriber, ws: ClientConnection, span: Span, until: float | None
+    ) -> None:
+        while not self.stopping.is_set():
+            timeout = None if until is None else until - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return
+            try:
+                raw = await asyncio.wait_for(ws.recv(), timeout)
+            except TimeoutError:
+                return
+            except ConnectionClosed as closed:
+                if self.stopping.is_set():
+                    return
+                raise RuntimeError(f"closed by the server: {closed}") from closed
+            now = time.monotonic()
+            message = orjson.loads(raw)
+            kind = message.get("type")
+            if kind == "ping":
+                await ws.send('{"type":"pong"}')
+                continue
+            if kind != "next":
+                if kind in ("error", "complete"):
+                    sub.errors += 1
+                    raise RuntimeError(f"{kind}: {str(raw)[:300]}")
+                continue
+            result = message["payload"]
+            if result.get("errors"):
+                sub.errors += 1
+                sub.last_error = str(result["errors"])[:300]
+            data = (result.get("data") or {}).get("dashboard")
+            if data is None:
+                continue
+            span.times.append(now)
+            sub.last = data
+            sub.messages += 1
+            sub.subscribed = True
+            self.interval().dashboard_messages += 1
+
+    async def status_writes(self, clients: list[list[httpx.AsyncClient]]) -> None:
+        """While dashboards watch: every STATUS_EVERY s a conversation's assignee sets it
+        pending or open again (STATUS_RUN in one direction, then back: consecutive
+        writes never cancel out on a board). Agents' messages keep an open or pending
+        conversation as it is, so each of these is a change of the service panels."""
+        end = self.t0 + self.options.minutes * 60
+        towards, run = "PENDING", 0
+        statuses = self.facts.statuses
+        for i in itertools.count(1):
+            at = self.t0 + i * STATUS_EVERY
+            if at >= end:
+                return
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            source = "OPEN" if towards == "PENDING" else "PENDING"
+            choices = [c for c, status in enumerate(statuses) if status == source]
+            if not choices or run >= STATUS_RUN:
+                towards, run = source, 0
+                continue
+            c = self.rng.choice(choices)
+            conversation, assignee = self.facts.conversations[c]
+            body = {
+                "query": SET_STATUS,
+                "variables": {"id": to_global_id("Conversation", conversation), "status": towards},
+            }
+            sent = time.monotonic()
+            try:
+                response = await clients[i % 2][assignee].post(
+                    "/graphql", content=orjson.dumps(body)
+                )
+                answer = response.json()
+                payload = (answer.get("data") or {}).get("setConversationStatus") or {}
+                ok = not answer.get("errors") and not payload.get("errors")
+                done = (payload.get("conversation") or {}).get("status") == towards
+            except (httpx.HTTPError, ValueError) as error:
+                ok = done = False
+                answer = repr(error)
+            self.interval().status_writes += 1
+            if ok and done:
+                statuses[c] = towards
+                run += 1
+                self.changes.append((sent, time.monotonic(), "status", assignee))
+            elif len(self.status_errors) < 20:
+                self.status_errors.append(str(answer)[:300])
+
+    def dashboard_account(self) -> dict[str, Any]:
+        """Did every dashboard subscriber get a message after each write that changed its
+        panel (sent after the socket's first answer, at least ANSWER_WITHIN s before the
+        socket closed)? And how long after the write was sent (the panel's lag)?"""
+        changes = sorted(self.changes)
+        starts = [c[0] for c in changes]
+        checked = unanswered = untouched_resent = unanswered_sockets = 0
+        by_panel = dict.fromkeys(PANELS, 0)
+        lags = array("f")
+        silent: list[int] = []
+        for sub in self.dashboards:
+            manager = self.facts.users[sub.user].manager
+            missed = 0
+            for span in sub.spans:
+                closed = span.closed if span.closed is not None else time.monotonic()
+                if not span.times:
+                    if closed - span.opened >= ANSWER_WITHIN:
+                        unanswered_sockets += 1
+                    continue
+                if sub.panel == "deals":
+                    untouched_resent += len(span.times) - 1
+                first = span.times[0]
+                for sent, answered, kind, assignee in changes[bisect.bisect_right(starts, first) :]:
+                    if answered + ANSWER_WITHIN > closed:
+                        if sent > closed:
+                            break
+                        continue
+                    if sub.panel not in CHANGED_BY[kind]:
+                        continue
+                    if kind == "status" and not manager and assignee != sub.user:
+                        continue
+                    checked += 1
+                    by_panel[sub.panel] += 1
+                    after = bisect.bisect_right(span.times, sent)
+                    if after < len(span.times):
+                        lags.append((span.times[after] - sent) * 1000)
+                    else:
+                        unanswered += 1
+                        missed += 1
+            if missed:
+                silent.append(sub.index)
+        return {
+            "changes_checked": checked,
+            "changes_checked_by_panel": by_panel,
+            "changes_unanswered": unanswered,
+            "silent_subscribers": silent,
+            "sockets_without_answer": unanswered_sockets,
+            "untouched_panel_messages_after_first": untouched_resent,
+            "lag_ms": {q: percentile(lags, q) for q in (50, 95, 99)},
+        }
+
+    async def dashboards_settled(self, clients: list[list[httpx.AsyncClient]]) -> dict[str, Any]:
+        """After the load: does every dashboard show what the same selection answers as a
+        query now (within SETTLE_WITHIN s: a lost notice costs a refresh)?"""
+        started = time.monotonic()
+        pending = list(self.dashboards)
+        while pending:
+            answers: dict[tuple[int, int, str, bytes], Any] = {}
+            still = []
+            for sub in pending:
+                key = (sub.server, sub.user, sub.panel, orjson.dumps(sub.variables))
+                if key not in answers:
+                    body = {"query": panel_document(sub.panel, "query"), "variables": sub.variables}
+                    client = clients[sub.server][sub.user]
+                    with contextlib.suppress(httpx.HTTPError, ValueError):
+                        response = await client.post("/graphql", content=orjson.dumps(body))
+                        answers[key] = response.json().get("data")
+                if sub.last is None or sub.last != answers.get(key):
+                    still.append(sub)
+            pending = still
+            if not pending or time.monotonic() - started > SETTLE_WITHIN:
+                break
+            await asyncio.sleep(1)
+        return {
+            "stale_at_end": [s.index for s in pending],
+            "settled_seconds": round(time.monotonic() - started, 1),
+        }
 
     # ---------------------------------------------------------------- requests
 
@@ -506,6 +853,7 @@ class Soak:
 
     async def _send(self, client: httpx.AsyncClient, body: dict[str, Any], n: int | None) -> None:
         started = time.perf_counter()
+        sent = time.monotonic()
         ok = False
         try:
             response = await client.post("/graphql", content=orjson.dumps(body))
@@ -525,6 +873,8 @@ class Soak:
             current.request_errors += 1
         elif n is not None:
             self.written[n] = 1
+            if self.audience[n] == FEED:  # a note: every activities panel changed
+                self.changes.append((sent, time.monotonic(), "note", None))
 
     # ---------------------------------------------------------------- sampling
 
@@ -577,11 +927,13 @@ class Soak:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.options.sample)
 
-    async def members(self, http: httpx.AsyncClient) -> int:
+    async def members(self, http: httpx.AsyncClient, key: str = "members") -> int:
+        """A figure of the real-time state (members of fan-out groups, dashboard
+        viewers, ...) summed over both processes."""
         total = 0
         for server in self.servers:
             runtime = (await http.get(server.base + "/debug/runtime", timeout=10)).json()
-            total += runtime["realtime"]["members"]
+            total += runtime["realtime"].get(key, 0)
         return total
 
     # ---------------------------------------------------------------- the whole run
@@ -607,24 +959,42 @@ class Soak:
         http = httpx.AsyncClient(timeout=10)
         self.t0 = time.monotonic()
         self.subs = plan_subscribers(self.facts, options)
+        self.dashboards = plan_dashboards(self.facts, options)
         tasks = [asyncio.create_task(self.subscriber(sub)) for sub in self.subs]
+        tasks += [asyncio.create_task(self.dashboard(sub)) for sub in self.dashboards]
         try:
-            # Every subscriber subscribed (those reconnecting may be between two sockets).
+            # Every subscriber subscribed (those reconnecting may be between two sockets),
+            # every dashboard answered once.
             deadline = time.monotonic() + 180
             wanted = len(self.subs) - options.reconnecting
-            while not all(s.subscribed for s in self.subs) or await self.members(http) < wanted:
+            while (
+                not all(s.subscribed for s in self.subs)
+                or not all(d.subscribed for d in self.dashboards)
+                or await self.members(http) < wanted
+            ):
                 if time.monotonic() > deadline:
                     members = await self.members(http)
-                    raise RuntimeError(f"only {members} of {len(self.subs)} subscribed")
+                    answered = sum(d.subscribed for d in self.dashboards)
+                    raise RuntimeError(
+                        f"only {members} of {len(self.subs)} subscribed, "
+                        f"{answered} of {len(self.dashboards)} dashboards answered"
+                    )
                 await asyncio.sleep(0.5)
-            say(f"{len(self.subs)} subscribers on two processes; load for {options.minutes:g} min")
+            say(
+                f"{len(self.subs)} subscribers and {len(self.dashboards)} dashboards on two "
+                f"processes; load for {options.minutes:g} min"
+            )
             await self.sample(http, "subscribed", census="count")
             self.t0 = time.monotonic()
             self.intervals = []
             sampler = asyncio.create_task(self.sampler(http))
             reporter = asyncio.create_task(self.progress())
+            writer = asyncio.create_task(self.status_writes(clients)) if self.dashboards else None
             await self.requests(clients)
+            if writer is not None:
+                await writer
             drained = await self.drain()
+            settled = await self.dashboards_settled(clients)
             self.stopping.set()
             await sampler
             reporter.cancel()
@@ -636,7 +1006,9 @@ class Soak:
             # Every client has left: is the memory given back?
             for _ in range(120):
                 await asyncio.sleep(0.5)
-                if not await self.members(http):
+                if not await self.members(http) and not await self.members(
+                    http, "dashboard_viewers"
+                ):
                     break
             await asyncio.sleep(min(10.0, 2 * options.sample))  # closing sockets settle
             left = await self.sample(http, "clients left", census="collect")
@@ -656,6 +1028,11 @@ class Soak:
             "unexpected": unexpected,
             "drain_seconds": drained,
             "rss_after_clients_left_kib": left["rss_kib"],
+            "dashboards": {**self.dashboard_account(), **settled} if self.dashboards else {},
+            "boards_after_clients_left": [
+                {k: state.get(k) for k in ("dashboards", "dashboard_viewers")}
+                for state in left["realtime"]
+            ],
         }
 
     async def progress(self) -> None:
@@ -815,6 +1192,50 @@ def census_growth(soak: Soak, process: int, phase: str) -> dict[str, int]:
     return growth
 
 
+def dashboard_figures(soak: Soak, run: dict[str, Any]) -> dict[str, Any]:
+    """The dashboard subscribers over the run (decision 0018): messages, the servers'
+    boards, and whether each panel followed the writes that changed it."""
+    if not soak.dashboards:
+        return {}
+    measured = [s for s in soak.samples if s["phase"] in ("warm-up", "load", "drained")]
+
+    def over_run(key: str, p: int) -> int | None:
+        values = [s["realtime"][p].get(key) for s in measured if s["realtime"][p]]
+        return values[-1] - values[0] if len(values) > 1 else None
+
+    return {
+        "subscribers": len(soak.dashboards),
+        "reconnecting": sum(d.reconnecting for d in soak.dashboards),
+        "by_panel": {panel: sum(d.panel == panel for d in soak.dashboards) for panel in PANELS},
+        "messages": sum(d.messages for d in soak.dashboards),
+        "sockets": sum(len(d.spans) for d in soak.dashboards),
+        "reconnects": sum(i.dashboard_reconnects for i in soak.intervals),
+        "unexpected_closes": sum(d.unexpected_closes for d in soak.dashboards),
+        "errors": sum(d.errors for d in soak.dashboards),
+        "subscriber_errors": [d.last_error for d in soak.dashboards if d.last_error][:10],
+        "status_writes": sum(i.status_writes for i in soak.intervals),
+        "status_write_errors": sum(i.status_writes for i in soak.intervals)
+        - sum(kind == "status" for *_, kind, _ in soak.changes),
+        "status_write_failures": soak.status_errors,
+        "boards_max": [
+            max(
+                (s["realtime"][p].get("dashboards", 0) for s in measured if s["realtime"][p]),
+                default=0,
+            )
+            for p in range(2)
+        ],
+        "renders": [over_run("dashboard_renders", p) for p in range(2)],
+        "deliveries": [over_run("dashboard_deliveries", p) for p in range(2)],
+        "boards_after_clients_left": [
+            state.get("dashboards") for state in run["boards_after_clients_left"]
+        ],
+        "viewers_after_clients_left": [
+            state.get("dashboard_viewers") for state in run["boards_after_clients_left"]
+        ],
+        **run["dashboards"],
+    }
+
+
 def interval_rows(soak: Soak) -> list[dict[str, Any]]:
     rows = []
     wall0 = time.time() - (time.monotonic() - soak.t0)  # the run's start on the wall clock
@@ -848,8 +1269,31 @@ def interval_rows(soak: Soak) -> list[dict[str, Any]]:
             "delivery_ms": {q: percentile(interval.delivery_ms, q) for q in (50, 95, 99)},
             "reconnects": interval.reconnects,
             "unexpected_closes": interval.unexpected_closes,
+            "dashboard_messages": interval.dashboard_messages,
+            "dashboard_reconnects": interval.dashboard_reconnects,
+            "dashboard_unexpected_closes": interval.dashboard_unexpected_closes,
+            "status_writes": interval.status_writes,
+            # the servers' boards and viewers at the interval's last sample, and the
+            # renderings and socket writes of boards during it
+            "boards": [],
+            "board_viewers": [],
+            "board_renders": [],
+            "board_deliveries": [],
         }
         for p in range(2):
+            state = samples[-1]["realtime"][p] if samples else {}
+            row["boards"].append(state.get("dashboards"))
+            row["board_viewers"].append(state.get("dashboard_viewers"))
+            for key, name in (
+                ("dashboard_renders", "board_renders"),
+                ("dashboard_deliveries", "board_deliveries"),
+            ):
+                before = span[0]["realtime"][p].get(key) if len(span) > 1 else None
+                after = state.get(key)
+                row[name].append(
+                    after - before if before is not None and after is not None else None
+                )
+
             pauses = [
                 (ms, cpu) for at, _, ms, cpu in soak.pauses[p] if wall0 + lo <= at < wall0 + hi
             ]
@@ -876,6 +1320,8 @@ def row_text(soak: Soak, index: int) -> str:
         f"minute {(index + 1) * soak.options.interval / 60:.0f}: {interval.requests} requests "
         f"({interval.request_errors} failed, p99 {percentile(interval.request_ms, 99)} ms), "
         f"{interval.deliveries} deliveries (p99 {percentile(interval.delivery_ms, 99)} ms), "
+        f"{interval.dashboard_messages} dashboard messages, "
+        f"boards {[r.get('dashboards') for r in soak.samples[-1]['realtime']]}, "
         f"RSS {[round(k / 1024) for k in soak.samples[-1]['rss_kib']]} MiB"
     )
 
@@ -899,8 +1345,9 @@ def markdown(result: dict[str, Any]) -> str:
         "| minute | RSS A / B MiB | CPU A / B % | GC collections A / B "
         "| longest GC pause (its CPU) A / B ms | longest loop stall A / B ms "
         "| requests (failed) | request p50 / p95 / p99 ms | deliveries | delivery p50 / p95 / p99 ms "
-        "| reconnects (unplanned) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| reconnects (unplanned) | dashboard messages | boards (viewers) A / B "
+        "| board renders A / B |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["intervals"]:
         pauses = " / ".join(
@@ -916,7 +1363,10 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {row['requests']} ({row['request_errors']}) "
             f"| {fmt(r[50])} / {fmt(r[95])} / {fmt(r[99])} | {row['deliveries']} "
             f"| {fmt(d[50])} / {fmt(d[95])} / {fmt(d[99])} "
-            f"| {row['reconnects']} ({row['unexpected_closes']}) |"
+            f"| {row['reconnects']} ({row['unexpected_closes']}) "
+            f"| {row['dashboard_messages']} "
+            f"| {' / '.join(f'{fmt(b)} ({fmt(v)})' for b, v in zip(row['boards'], row['board_viewers'], strict=True))} "
+            f"| {' / '.join(fmt(v) for v in row['board_renders'])} |"
         )
     lines += [
         "",
@@ -955,6 +1405,29 @@ def markdown(result: dict[str, Any]) -> str:
         f"({result['reconnecting']} reconnecting every {result['options']['reconnect_every']:g} s: "
         f"{result['reconnects']} reconnections, {result['unexpected_closes']} unplanned closes).",
         "",
+    ]
+    dash = result.get("dashboards") or {}
+    if dash.get("subscribers"):
+        lag = dash["lag_ms"]
+        lines += [
+            f"Dashboards: {dash['subscribers']} subscribers ({dash['reconnecting']} reconnecting "
+            f"with another time zone: {dash['reconnects']} reconnections, "
+            f"{dash['unexpected_closes']} unplanned closes), {dash['messages']} messages "
+            f"({dash['errors']} with errors); boards at most {dash['boards_max']} (A / B), "
+            f"{dash['renders']} renderings and {dash['deliveries']} socket writes (A / B), "
+            f"{fmt(dash['boards_after_clients_left'])} boards once every client had left. "
+            f"Changes checked: {dash['changes_checked']} (write -> panel), "
+            f"{dash['changes_unanswered']} without a message after them "
+            f"(silent subscribers: {len(dash['silent_subscribers'])}); lag from the write "
+            f"to the next message p50 / p95 / p99 {fmt(lag[50])} / {fmt(lag[95])} / "
+            f"{fmt(lag[99])} ms; {dash['untouched_panel_messages_after_first']} messages on "
+            f"the deals panel after its first answer; "
+            f"{len(dash['stale_at_end'])} dashboards differing from the query's answer after "
+            f"the load (checked for {dash['settled_seconds']} s). Status writes: "
+            f"{dash['status_writes']} ({dash['status_write_errors']} failed).",
+            "",
+        ]
+    lines += [
         f"**Verdict: {'PASS' if not result['failed'] else 'FAIL: ' + '; '.join(result['failed'])}**",
         "",
     ]
@@ -1020,6 +1493,18 @@ def parse(argv: list[str] | None) -> Options:
     )
     parser.add_argument(
         "--reconnect-every", type=float, default=default.reconnect_every, help="seconds"
+    )
+    parser.add_argument(
+        "--dashboards",
+        type=int,
+        default=default.dashboards,
+        help="`dashboard` subscribers (0: none, and no status writes)",
+    )
+    parser.add_argument(
+        "--dashboard-reconnecting",
+        type=int,
+        default=default.dashboard_reconnecting,
+        help="of them, reconnecting every --reconnect-every s onto a new board",
     )
     parser.add_argument("--rate", type=float, default=default.rate, help="requests per second")
     parser.add_argument(
@@ -1110,7 +1595,12 @@ def run_soak(options: Options) -> int:
         ),
         processes=processes,
         intervals=interval_rows(soak),
-        deliveries={k: v for k, v in deliveries.items() if k != "rss_after_clients_left_kib"},
+        deliveries={
+            k: v
+            for k, v in deliveries.items()
+            if k not in ("rss_after_clients_left_kib", "dashboards", "boards_after_clients_left")
+        },
+        dashboards=dashboard_figures(soak, deliveries),
         requests=sum(i.requests for i in soak.intervals),
         request_errors=sum(i.request_errors for i in soak.intervals),
         request_failures=soak.failures,
@@ -1137,6 +1627,28 @@ def run_soak(options: Options) -> int:
         failed.append(
             f"{deliveries['lost']} deliveries lost, {deliveries['duplicates']} duplicated"
         )
+    dash = result["dashboards"]
+    if dash.get("subscribers"):
+        if dash["silent_subscribers"] or dash["sockets_without_answer"]:
+            failed.append(
+                f"{len(dash['silent_subscribers'])} dashboard subscribers got no message after "
+                f"a change of their panel ({dash['changes_unanswered']} changes), "
+                f"{dash['sockets_without_answer']} dashboard sockets no answer"
+            )
+        if dash["untouched_panel_messages_after_first"]:
+            failed.append(
+                f"the deals panel, which no write changes, was sent "
+                f"{dash['untouched_panel_messages_after_first']} times after its first answer"
+            )
+        if dash["stale_at_end"]:
+            failed.append(
+                f"{len(dash['stale_at_end'])} dashboards differ from the query's answer "
+                f"{SETTLE_WITHIN:g} s after the load"
+            )
+        if any(dash["boards_after_clients_left"]):
+            failed.append(
+                f"boards left once every client had left: {dash['boards_after_clients_left']}"
+            )
     result["failed"] = failed
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / f"soak-{stamp}.json").write_text(json.dumps(result, indent=1, default=str))
