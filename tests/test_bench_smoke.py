@@ -124,6 +124,17 @@ def test_answers_compare_values_not_forms() -> None:
     lower["report"]["rows"][0]["channel"] = "chat"
     assert run.answer_key("S4", [ours]) != run.answer_key("S4", [lower])
     assert run.answer_key("S3", [ours, ours]) != run.answer_key("S3", [ours])
+    # Instants as instants: PostgreSQL's JSON drops a fraction's trailing zeros.
+    api = {"lastMessage": {"createdAt": "2026-12-05T10:00:00.123400+00:00", "body": "Hi"}}
+    sql = {"lastMessage": {"createdAt": "2026-12-05T11:00:00.1234+01:00", "body": "Hi"}}
+    assert run.answer_key("P2", [api]) == run.answer_key("P2", [sql])
+    later = {"lastMessage": {"createdAt": "2026-12-05T10:00:00.1235+00:00", "body": "Hi"}}
+    assert run.answer_key("P2", [api]) != run.answer_key("P2", [later])
+    # A page is compared whole with the raw floor, by its fingerprint with PostGraphile.
+    lower = {"lastMessage": {"createdAt": "2026-12-05T10:00:00.1234+00:00", "body": "hi"}}
+    key, other = run.answer_key("P3", [api]), run.answer_key("P3", [lower])
+    assert run.comparable(key, "raw") != run.comparable(other, "raw")
+    assert run.comparable(key, "postgraphile") == run.comparable(other, "postgraphile")
 
 
 FLOORS = Path(run.__file__).resolve().parent / "floors"
