@@ -37,7 +37,7 @@ from crm_graphql.services.auth import hash_password
 from crm_graphql.services.products import order_lines_from_items
 
 ROOT = Path(__file__).resolve().parent.parent
-DATAGEN_VERSION = 6
+DATAGEN_VERSION = 7
 PASSWORD = "bench-password"
 BASE_TIME = demo.BASE_TIME
 START_TIME = demo.START_TIME
@@ -558,6 +558,12 @@ def generate_workspace(
         "updated_at",
     )
     agents = users["agent"]
+    # Read receipts (generator version 7) from a stream of their own, so every other row
+    # stays as it was: the assignee has read most conversations nearly to the end, and
+    # each live-chat agent has read some others, so an agent's inbox has unread counts
+    # that differ from the last message's seq.
+    reads = random.Random(f"{ws}:reads")
+    rcols = ("workspace_id", "conversation_id", "user_id", "last_read_seq", "read_at")
     conv_n = n["conversations"]
     per_conv = [0] * conv_n
     for _ in range(n["messages"]):
@@ -602,6 +608,14 @@ def generate_workspace(
             if extra.random() < 0.6:
                 score = extra.choice((1, 2, 3, 4, 4, 5, 5, 5))
                 rated_at = closed_at + timedelta(minutes=extra.randrange(1, 600))
+        readers = {assignee} if assignee and reads.random() < 0.8 else set()
+        readers |= {a for a in agents[:RT_AGENTS] if reads.random() < 0.3}
+        for reader in sorted(readers) if per_conv[i] else ():
+            tables.add(
+                "conversation_reads",
+                rcols,
+                (ws, cid, reader, reads.randint(max(0, per_conv[i] - 4), per_conv[i]), at),
+            )
         tables.add(
             "conversations",
             vcols,
@@ -679,6 +693,7 @@ COPY_ORDER = (
     "orders",
     "conversations",
     "messages",
+    "conversation_reads",
 )
 
 
@@ -710,7 +725,7 @@ async def _load(url: str, tables: Tables) -> None:
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         async with conn.transaction():
-            for table in COPY_ORDER:
+            for table in (t for t in COPY_ORDER if tables.rows.get(t)):
                 await conn.copy_records_to_table(
                     table, records=tables.rows[table], columns=list(tables.columns[table])
                 )
@@ -773,7 +788,7 @@ def ensure_dataset(
     generated = time.monotonic()
     asyncio.run(_load(url, tables))
     asyncio.run(_set_comment(server_url, name, comment))
-    counts = ", ".join(f"{len(tables.rows[t])} {t}" for t in COPY_ORDER)
+    counts = ", ".join(f"{len(tables.rows.get(t, []))} {t}" for t in COPY_ORDER)
     say(
         f"generated {name} in {time.monotonic() - started:.1f}s "
         f"(rows built in {generated - started:.1f}s): {counts}"

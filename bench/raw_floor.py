@@ -9,6 +9,10 @@ can at best approach.
   service reports, revenue by owner and custom-field page, each the hand-written statement of ``bench/floors/`` (read
   from there, so the floor measured is the file), with the request's variables as its
   parameters.
+- ``POST /raw/p1`` .. ``/raw/p4``: issue 14's page-shaped reads (list page with ``me``,
+  inbox page, customer page, deal board), each the statement of ``bench/floors/p*.sql``;
+  the caller's user id comes with the request's variables (``viewer``), as the token
+  names it for our server.
 - ``POST /raw/m1/activity|move|message``: the M1 writes as plain SQL transactions.
 - ``POST /raw/publish``: RT2's event source: insert an activity, then publish its
   pre-encoded ``next`` frame on Redis; every process sends those same bytes to each of its
@@ -187,6 +191,10 @@ S3 = floor_sql("s3_sales_report", "salesReport")
 S4 = floor_sql("s4_service_report", "serviceReport")
 S5 = floor_sql("s5_revenue_by_owner")
 CF1 = floor_sql("cf1_custom_field_page")
+P1 = floor_sql("p1_list_page")
+P2 = floor_sql("p2_inbox_page")
+P3 = floor_sql("p3_customer_page")
+P4 = floor_sql("p4_deal_board")
 
 
 def day_bounds(start: str, end: str, zone: str | None) -> tuple[datetime, datetime]:
@@ -297,6 +305,26 @@ async def s5(request: Request) -> Response:
 async def cf1(request: Request) -> Response:
     v = (await request.json())["variables"]
     return await floor.json(CF1, json.dumps(v["sources"]), v["prefix"])
+
+
+async def p1(request: Request) -> Response:
+    v = (await request.json())["variables"]
+    return await floor.json(P1, uuid.UUID(v["viewer"]))
+
+
+async def p2(request: Request) -> Response:
+    v = (await request.json())["variables"]
+    return await floor.json(P2, uuid.UUID(v["viewer"]))
+
+
+async def p3(request: Request) -> Response:
+    v = (await request.json())["variables"]
+    return await floor.json(P3, uuid.UUID(v["id"]), uuid.UUID(v["viewer"]))
+
+
+async def p4(request: Request) -> Response:
+    v = (await request.json())["variables"]
+    return await floor.json(P4, uuid.UUID(v["id"]))
 
 
 async def m1_activity(request: Request) -> Response:
@@ -440,6 +468,10 @@ app = Starlette(
         Route("/raw/s4", s4, methods=["POST"]),
         Route("/raw/s5", s5, methods=["POST"]),
         Route("/raw/cf1", cf1, methods=["POST"]),
+        Route("/raw/p1", p1, methods=["POST"]),
+        Route("/raw/p2", p2, methods=["POST"]),
+        Route("/raw/p3", p3, methods=["POST"]),
+        Route("/raw/p4", p4, methods=["POST"]),
         Route("/raw/m1/activity", m1_activity, methods=["POST"]),
         Route("/raw/m1/move", m1_move, methods=["POST"]),
         Route("/raw/m1/message", m1_message, methods=["POST"]),

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -103,10 +104,37 @@ PRESETS = {
 # CF1 a page by custom fields) are compared with their floors in bench/floors/ only:
 # PostGraphile has no equivalent. CF1 has no target of its own in the issue.
 ISSUE13_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "CF1")
-READ_SCENARIOS = ("Q1", "Q2", "Q3", "Q4", *ISSUE13_SCENARIOS)
-POSTGRAPHILE_SCENARIOS = ("Q1", "Q2", "Q3", "Q4")
+# Issue 14's page-shaped reads: what a frontend's screens send in one request, each
+# compared with its hand-written SQL floor (bench/floors/p*.sql) and with PostGraphile
+# where it can express the page: P2 needs the caller's conversation visibility and read
+# receipts, which PostGraphile has no notion of; P1's `me` becomes a user looked up by id.
+PAGE_SCENARIOS = ("P1", "P2", "P3", "P4")
+PAGE_DOCUMENTS = {
+    "P1": "p1_list_page",
+    "P2": "p2_inbox_page",
+    "P3": "p3_customer_page",
+    "P4": "p4_deal_board",
+}
+PAGE_TITLES = {
+    "P1": "P1 list page (me + 50 customers)",
+    "P2": "P2 inbox page (20 conversations, as an agent)",
+    "P3": "P3 customer page (node with deals, activities, conversations)",
+    "P4": "P4 deal board (pipeline, stages, 20 deals each)",
+}
+PAGE_FLOOR_SHARE = 0.7
+PAGE_POSTGRAPHILE_SHARE = 1.0
+PAGE_NO_POSTGRAPHILE = {
+    "P2": "PostGraphile has no caller: no conversation visibility rule, no read receipts "
+    "(unreadCount), no lastMessage",
+}
+READ_SCENARIOS = ("Q1", "Q2", "Q3", "Q4", *ISSUE13_SCENARIOS, *PAGE_SCENARIOS)
+POSTGRAPHILE_SCENARIOS = ("Q1", "Q2", "Q3", "Q4", "P1", "P3", "P4")
 HTTP_SCENARIOS = (*READ_SCENARIOS, "M1")
-CONNECTIONS = {"Q1": 16, "Q2": 16, "Q3": 4, "Q4": 4, "M1": 16} | dict.fromkeys(ISSUE13_SCENARIOS, 4)
+CONNECTIONS = (
+    {"Q1": 16, "Q2": 16, "Q3": 4, "Q4": 4, "M1": 16}
+    | dict.fromkeys(ISSUE13_SCENARIOS, 4)
+    | dict.fromkeys(PAGE_SCENARIOS, 16)  # throughput targets, as Q1/Q2
+)
 # Latency targets of issue 13 (p95 at S=10, wrk -c4) and the share of the floor's rate.
 ISSUE13_P95_MS = {"S1": 50, "S2": 150, "S3": 150, "S4": 150, "S5": 150}
 ISSUE13_FLOOR_SHARE = 0.7
@@ -248,9 +276,21 @@ def spawn_pinned(
     return Server(name, proc, port, log)
 
 
-def start_ours(database_url: str, workdir: Path, tag: str, *, wait: bool = True) -> Server:
+def start_ours(
+    database_url: str,
+    workdir: Path,
+    tag: str,
+    *,
+    wait: bool = True,
+    counting: bool = False,
+) -> Server:
+    """``counting``: the statement-counting pass, without the webhook dispatcher, whose poll
+    (every second, six statements and their transaction control, webhooks or not) is no
+    request's work but lands in a request's count whenever it falls in the counted window."""
     command = [str(VENV_BIN / "crm-graphql"), "serve", "--port", "{port}", "--log-level", "warning"]
     env = ours_env(database_url, workdir / "crm-data")
+    if counting:
+        env["CRM_WEBHOOK_DISPATCHER"] = "false"
     server = spawn_pinned("ours", tag, workdir, command, env, ROOT)
     if wait:
         wait_ready(server, "/readyz")
@@ -414,10 +454,52 @@ def login(base: str, email: str) -> str:
 # ------------------------------------------------------------------------ request bodies
 
 
-def document(name: str, pg: bool = False, workspace: uuid.UUID | None = None) -> str:
+def document(
+    name: str, pg: bool = False, workspace: uuid.UUID | None = None, me: uuid.UUID | None = None
+) -> str:
     path = QUERIES / ("postgraphile" if pg else "") / f"{name}.graphql"
     text = path.read_text()
+    if me:
+        text = text.replace("$ME", str(me))
     return text.replace("$WORKSPACE", str(workspace)) if workspace else text
+
+
+def page_viewer(scenario: str, facts: Facts) -> uuid.UUID:
+    """Who sends a page: the inbox (P2) is an agent's, the first live-chat conversation's
+    assignee (private conversations of other agents are hidden from them); the other pages
+    are the admin's, like every other read scenario."""
+    return facts.rt_conversations[0][1] if scenario == "P2" else facts.admin
+
+
+def page_bodies(server: str, scenario: str, facts: Facts) -> tuple[str, list[str]]:
+    """Issue 14's pages: P3 varies the customer (as Q3), P4 the pipeline; the raw floor
+    gets database ids and the caller's user id (which our server takes from the token)."""
+    pg = server == "postgraphile"
+    viewer = str(page_viewer(scenario, facts))
+    if pg and scenario not in POSTGRAPHILE_SCENARIOS:
+        raise ValueError(f"PostGraphile has no {scenario}")
+    ids: list[tuple[str, uuid.UUID | None]] = [("", None)]
+    if scenario == "P3":
+        ids = [("Customer", cid) for cid in facts.customers[:500]]
+    elif scenario == "P4":
+        ids = [("Pipeline", pid) for pid in facts.pipelines]
+    lines = []
+    for type_name, id_ in ids:
+        if server == "raw":
+            v: dict[str, Any] = {"viewer": viewer}
+            if id_ is not None:
+                v["id"] = str(id_)
+            lines.append(json.dumps({"variables": v}))
+            continue
+        body: dict[str, Any] = {
+            "query": document(
+                PAGE_DOCUMENTS[scenario], pg, facts.workspace if pg else None, facts.admin
+            )
+        }
+        if id_ is not None:
+            body["variables"] = {"id": str(id_) if pg else to_global_id(type_name, id_)}
+        lines.append(json.dumps(body))
+    return ("/graphql" if server != "raw" else f"/raw/{scenario.lower()}"), lines
 
 
 Q4_NAMES = ("an", "ar", "el", "ma", "ri", "on", "ia", "er", "li", "us")
@@ -519,6 +601,8 @@ def bodies(server: str, scenario: str, facts: Facts) -> tuple[str, list[str]]:
     rng = random.Random(f"{scenario}-bodies")
     pg = server == "postgraphile"
     ws = facts.workspace
+    if scenario in PAGE_SCENARIOS:
+        return page_bodies(server, scenario, facts)
     if scenario in ISSUE13_SCENARIOS:
         if pg:
             raise ValueError(f"PostGraphile has no {scenario}")
@@ -624,10 +708,15 @@ def fingerprint(value: Any) -> list[Any]:
 UNCOMPARED_KEYS = frozenset({"id", "cursor", "endCursor", "drillDown"})
 
 
+INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?([+-]\d\d:\d\d|Z)")
+
+
 def canonical(value: Any) -> Any:
     """Every value of an answer but ids and cursors, with numbers in one form: a decimal
     string (``"120.50"``) and a JSON number (``120.5``) are the same amount, and floats
-    computed in Python or in PostgreSQL agree to 9 significant digits."""
+    computed in Python or in PostgreSQL agree to 9 significant digits. Instants are
+    compared as instants: PostgreSQL's JSON drops trailing zeros of the fraction of a
+    second (``.1234``) where the API prints ``.123400``, and writes the session's offset."""
     if isinstance(value, dict):
         return {k: canonical(v) for k, v in sorted(value.items()) if k not in UNCOMPARED_KEYS}
     if isinstance(value, list):
@@ -638,6 +727,8 @@ def canonical(value: Any) -> Any:
         return float(f"{value:.9g}")
     if isinstance(value, str) and value.lstrip("-").replace(".", "", 1).isdecimal():
         return float(f"{float(value):.9g}")
+    if isinstance(value, str) and INSTANT.fullmatch(value):
+        return datetime.fromisoformat(value).astimezone(UTC).isoformat()
     return value
 
 
@@ -662,10 +753,24 @@ def answer_key(scenario: str, answers: list[Any]) -> Any:
     """What must agree between servers, of the checked requests' answers: for Q1-Q4 the
     names, titles, amounts and counts of the first one in document order (their answers
     differ in form elsewhere); for issue 13's scenarios each whole answer but ids and
-    cursors (``canonical``)."""
+    cursors (``canonical``); for issue 14's pages both: the whole answers for the raw
+    floor, the fingerprint of the first for PostGraphile (``comparable``)."""
     if scenario in ISSUE13_SCENARIOS:
         return [canonical(a) for a in answers]
+    if scenario in PAGE_SCENARIOS:
+        return {
+            "values": [canonical(a) for a in answers],
+            "fingerprint": fingerprint(answers[0]) if answers else [],
+        }
     return fingerprint(answers[0]) if answers else []
+
+
+def comparable(key: Any, server: str) -> Any:
+    """The part of an ``answer_key`` compared with ``server``'s: PostGraphile's answers
+    differ in form (enum case, connections for lists, ids), so only their fingerprint."""
+    if isinstance(key, dict) and "values" in key:
+        return key["fingerprint"] if server == "postgraphile" else key["values"]
+    return key
 
 
 def check_answers(
@@ -782,7 +887,8 @@ class HttpRunner:
         self.name, self.facts, self.db_url = name, facts, db_url
         self.preset, self.workdir, self.proxy = preset, workdir, proxy
         self.results: dict[str, dict[str, Any]] = {}
-        self.auth: str | None = None
+        self.auth: str | None = None  # the admin's (every scenario but P2)
+        self.page_auth: dict[uuid.UUID, str] = {}  # other callers of issue 14's pages
         self.prepared: dict[str, tuple[str, list[str]]] = {}
 
     @contextlib.contextmanager
@@ -793,7 +899,7 @@ class HttpRunner:
             url = proxied.render_as_string(hide_password=False)
         tag = "count" if counting else "timed"
         if self.name == "ours":
-            server = start_ours(url, self.workdir, tag)
+            server = start_ours(url, self.workdir, tag, counting=counting)
         elif self.name == "raw":
             server = start_raw(url, self.workdir, tag, self.facts.workspace, self.facts.admin)
         else:
@@ -801,9 +907,22 @@ class HttpRunner:
         try:
             if self.name == "ours" and self.auth is None:
                 self.auth = "Bearer " + login(server.base, self.facts.admin_email)
+                agent = page_viewer("P2", self.facts)
+                self.page_auth[agent] = "Bearer " + login(
+                    server.base, self.facts.agent_emails[agent]
+                )
             yield server
         finally:
             server.stop()
+
+    def auth_for(self, scenario: str) -> str | None:
+        """The credentials a scenario's requests carry (the raw floor and PostGraphile
+        take none: a page's caller is in the raw floor's variables)."""
+        if scenario in PAGE_SCENARIOS:
+            viewer = page_viewer(scenario, self.facts)
+            if viewer != self.facts.admin:
+                return self.page_auth.get(viewer)
+        return self.auth
 
     def request_lines(self, scenario: str) -> tuple[str, list[str]]:
         if scenario not in self.prepared:
@@ -813,12 +932,11 @@ class HttpRunner:
     def count(self, server: Server, scenarios: list[str]) -> None:
         for s in scenarios:
             path, lines = self.request_lines(s)
-            answer = check_answers(server, path, lines, self.auth, s)
+            auth = self.auth_for(s)
+            answer = check_answers(server, path, lines, auth, s)
             figures = self.results.setdefault(s, {})
             figures.update(
-                count_statements(
-                    server, self.proxy, path, lines, self.auth, self.preset.count_requests
-                )
+                count_statements(server, self.proxy, path, lines, auth, self.preset.count_requests)
             )
             if s in READ_SCENARIOS:
                 figures["answer_fingerprint"] = answer
@@ -826,14 +944,15 @@ class HttpRunner:
     def timed(self, server: Server, scenarios: list[str]) -> None:
         for s in scenarios:
             path, lines = self.request_lines(s)
+            auth = self.auth_for(s)
             if s not in READ_SCENARIOS:
-                check_answers(server, path, lines, self.auth)
+                check_answers(server, path, lines, auth)
             bodies_file = self.workdir / f"{self.name}-{s}.txt"
             bodies_file.write_text("\n".join(lines) + "\n")
             conns = min(CONNECTIONS[s], self.preset.max_connections)
-            run_wrk(server.base + path, bodies_file, self.auth, self.preset.warmup, conns)
+            run_wrk(server.base + path, bodies_file, auth, self.preset.warmup, conns)
             cpu0 = cpu_seconds(server.proc.pid)
-            timed = run_wrk(server.base + path, bodies_file, self.auth, self.preset.duration, conns)
+            timed = run_wrk(server.base + path, bodies_file, auth, self.preset.duration, conns)
             timed["server_cpu_percent"] = round(
                 100 * (cpu_seconds(server.proc.pid) - cpu0) / timed["duration_s"], 1
             )
@@ -907,11 +1026,12 @@ def compare_answers(http: dict[str, dict[str, Any]]) -> None:
             r = scenarios.get(s)
             if r is None:
                 continue
-            mine = r.pop("answer_fingerprint", None)
+            mine = comparable(r.pop("answer_fingerprint", None), name)
             if name != "ours" and ours is not None:
-                r["same_answer_as_ours"] = mine == ours
-                if mine != ours:
-                    say(f"{name} {s}: answer differs from ours: {first_difference(ours, mine)}")
+                expected = comparable(ours, name)
+                r["same_answer_as_ours"] = mine == expected
+                if mine != expected:
+                    say(f"{name} {s}: answer differs from ours: {first_difference(expected, mine)}")
     for scenarios in http.values():
         for r in scenarios.values():
             if isinstance(r, dict):
@@ -1502,6 +1622,30 @@ def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
             f"floor bench/floors/{ISSUE13_DOCUMENTS[s]}.sql on the raw floor server; "
             f"same answer: {'–' if same is None else 'yes' if same else '**no**'}",
         )
+    for s in PAGE_SCENARIOS:
+        if s not in ours:
+            continue
+        share = ratio(ours[s].get("req_per_s"), raw.get(s, {}).get("req_per_s"))
+        same = raw.get(s, {}).get("same_answer_as_ours")
+        add(
+            f"{PAGE_TITLES[s]} throughput vs its SQL floor",
+            share,
+            f">= {PAGE_FLOOR_SHARE}x",
+            None if share is None else share >= PAGE_FLOOR_SHARE,
+            f"floor bench/floors/{PAGE_DOCUMENTS[s]}.sql on the raw floor server; "
+            f"same answer: {'–' if same is None else 'yes' if same else '**no**'}",
+        )
+        pg_share = ratio(ours[s].get("req_per_s"), pgl.get(s, {}).get("req_per_s"))
+        pg_same = pgl.get(s, {}).get("same_answer_as_ours")
+        add(
+            f"{s} throughput vs PostGraphile",
+            pg_share,
+            f">= {PAGE_POSTGRAPHILE_SHARE}x",
+            None if pg_share is None else pg_share >= PAGE_POSTGRAPHILE_SHARE,
+            PAGE_NO_POSTGRAPHILE.get(s)
+            or f"same answer (names, titles, amounts, counts): "
+            f"{'–' if pg_same is None else 'yes' if pg_same else '**no**'}",
+        )
     rt1r = result.get("rt1")
     if rt1r:
         p99 = rt1r["latency_ms"]["p99"]
@@ -1658,7 +1802,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--servers", default="ours,raw,postgraphile")
     parser.add_argument(
-        "--scenarios", default="Q1,Q2,Q3,Q4,S1,S2,S3,S4,S5,CF1,M1,RT1,RT2,IDLE,STARTUP"
+        "--scenarios",
+        default="Q1,Q2,Q3,Q4,S1,S2,S3,S4,S5,CF1,P1,P2,P3,P4,M1,RT1,RT2,IDLE,STARTUP",
     )
     parser.add_argument("--scale", type=float, default=None, help="override the preset's scale")
     parser.add_argument("--seed", type=int, default=42, help="data set seed (default 42)")
@@ -1774,11 +1919,15 @@ def run_all(
             say(f"logs in {keep}")
     result["finished_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     notes += [
-        "Load: wrk (Debian 4.1.0) with bench/loadgen/bodies.lua, 1 thread; -c16 for Q1, Q2, M1 (throughput), "
+        "Load: wrk (Debian 4.1.0) with bench/loadgen/bodies.lua, 1 thread; -c16 for Q1, Q2, P1-P4, M1 (throughput), "
         "-c4 for Q3, Q4, S1-S5, CF1 (latency targets); fixed duration after a warm-up run.",
         "S1-S5 and CF1 (issue 13) are compared with their hand-written SQL floors (bench/floors/, served by the "
         "raw floor server): same answer = every value of the first three answers but ids, cursors and "
         "drill-down filters, numbers compared as numbers. PostGraphile has no equivalent of them.",
+        "P1-P4 (issue 14's pages: list page with `me`, an agent's inbox, a customer page, a deal board; "
+        "wrk -c16) are compared with their hand-written SQL floors (bench/floors/p*.sql) value by value as "
+        "S1-S5, and with PostGraphile (P1 with `me` as a user looked up by id, P3, P4; not P2) by names, "
+        "titles, amounts and counts as Q1-Q4.",
         "SQL/req: counted in a separate pass through a PostgreSQL wire-protocol proxy (bench/pgcount.py): "
         "Query and Execute messages; transaction control, pool pings and pool resets (BEGIN/COMMIT/SET, `;`, "
         "asyncpg's reset) shown apart as +ctl.",

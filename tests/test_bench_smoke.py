@@ -34,7 +34,7 @@ def test_bench_runner_measures_ours_and_the_raw_floor(
     # A data set of its own (random seed), dropped at the end: concurrent runs never share.
     seed = random.randrange(1_000_000)
     result = run.main([
-        "--preset", "smoke", "--servers", "ours,raw", "--scenarios", "Q1,Q3,S1,S3,RT2",
+        "--preset", "smoke", "--servers", "ours,raw", "--scenarios", "Q1,Q3,S1,S3,P1,P2,P3,P4,RT2",
         "--server-url", server_database_url, "--redis-url", redis_url, "--seed", str(seed),
         "--drop-data", "--out", str(tmp_path), "--no-results-md",
     ])  # fmt: skip
@@ -46,18 +46,26 @@ def test_bench_runner_measures_ours_and_the_raw_floor(
     assert saved["machine"]["nproc"] >= 1 and saved["scale"] == run.PRESETS["smoke"].scale
 
     for server in ("ours", "raw"):
-        for scenario in ("Q1", "Q3", "S1", "S3"):
+        for scenario in ("Q1", "Q3", "S1", "S3", *run.PAGE_SCENARIOS):
             figures = saved["http"][server][scenario]
             assert figures["requests"] > 0 and figures["errors"] == 0, (server, scenario, figures)
             for key in ("req_per_s", "p50_ms", "p95_ms", "p99_ms", "rss_kib", "sql_per_request"):
                 assert _number(figures[key]) and figures[key] > 0, (server, scenario, key, figures)
         assert saved["http"]["raw"]["Q1"]["same_answer_as_ours"] is True
-    # Issue 13's scenarios: the whole answers (ids aside) equal their SQL floors'.
-    for scenario in ("S1", "S3"):
+    # Issue 13's scenarios and issue 14's pages: the whole answers (ids aside) equal their
+    # SQL floors' (the inbox as an agent: visibility and read receipts included).
+    for scenario in ("S1", "S3", *run.PAGE_SCENARIOS):
         assert saved["http"]["raw"][scenario]["same_answer_as_ours"] is True, scenario
+    for scenario in run.PAGE_SCENARIOS:  # each page is one statement on the compiled path
+        assert saved["http"]["ours"][scenario]["sql_per_request"] == 1, scenario
     assert saved["http"]["raw"]["S1"]["sql_per_request"] == 1
     measured = {t["target"]: t for t in saved["targets"]}
     assert measured["S3 throughput vs its SQL floor"]["status"] in ("met", "missed")
+    for scenario in run.PAGE_SCENARIOS:
+        target = measured[f"{run.PAGE_TITLES[scenario]} throughput vs its SQL floor"]
+        assert target["status"] in ("met", "missed"), target
+        # PostGraphile was not run here: no ratio, not judged.
+        assert measured[f"{scenario} throughput vs PostGraphile"]["status"] == "n/a"
     assert measured["S1 as-you-type search p95"]["status"] == "n/a"  # judged at S=10 only
     assert "Q2 throughput vs PostGraphile" not in measured  # not run, not judged
     # Our page of customers takes more than the raw floor's single statement.
@@ -81,6 +89,7 @@ def test_bench_runner_measures_ours_and_the_raw_floor(
     table = next(tmp_path.glob("*.md")).read_text()
     assert "| Q1 | ours |" in table and "| Q1 | raw |" in table and "## Targets" in table
     assert "| S3 | ours |" in table and "| S3 | raw |" in table
+    assert "| P2 | ours |" in table and "| P2 | raw |" in table
 
 
 def test_answers_compare_values_not_forms() -> None:
@@ -115,6 +124,17 @@ def test_answers_compare_values_not_forms() -> None:
     lower["report"]["rows"][0]["channel"] = "chat"
     assert run.answer_key("S4", [ours]) != run.answer_key("S4", [lower])
     assert run.answer_key("S3", [ours, ours]) != run.answer_key("S3", [ours])
+    # Instants as instants: PostgreSQL's JSON drops a fraction's trailing zeros.
+    api = {"lastMessage": {"createdAt": "2026-12-05T10:00:00.123400+00:00", "body": "Hi"}}
+    sql = {"lastMessage": {"createdAt": "2026-12-05T11:00:00.1234+01:00", "body": "Hi"}}
+    assert run.answer_key("P2", [api]) == run.answer_key("P2", [sql])
+    later = {"lastMessage": {"createdAt": "2026-12-05T10:00:00.1235+00:00", "body": "Hi"}}
+    assert run.answer_key("P2", [api]) != run.answer_key("P2", [later])
+    # A page is compared whole with the raw floor, by its fingerprint with PostGraphile.
+    lower = {"lastMessage": {"createdAt": "2026-12-05T10:00:00.1234+00:00", "body": "hi"}}
+    key, other = run.answer_key("P3", [api]), run.answer_key("P3", [lower])
+    assert run.comparable(key, "raw") != run.comparable(other, "raw")
+    assert run.comparable(key, "postgraphile") == run.comparable(other, "postgraphile")
 
 
 FLOORS = Path(run.__file__).resolve().parent / "floors"

@@ -344,6 +344,33 @@ async def test_segment_pages_with_rfm_scores_are_compiled_and_identical(
     )
 
 
+BENCH_PAGES = Path(__file__).resolve().parents[2] / "bench" / "queries"
+
+
+async def test_the_bench_pages_are_compiled(pair: Pair, demo_domain: str) -> None:
+    """Issue 14's page-shaped bench documents (``bench/queries/p*.graphql``: a list page
+    with ``me``, an inbox, a customer page, a deal board) are answered on the compiled
+    path, as the executed path answers them, for the callers the bench sends them as (the
+    inbox as an agent too)."""
+    ids = await _ids(pair)
+    variables = {
+        "p1_list_page": None,
+        "p2_inbox_page": None,
+        "p3_customer_page": {"id": ids["customer"]},
+        "p4_deal_board": {"id": ids["pipeline"]},
+    }
+    documents = {path.stem: path.read_text() for path in BENCH_PAGES.glob("p*.graphql")}
+    assert sorted(documents) == sorted(variables)
+    agent = next(login for login in demo.demo_logins(demo_domain) if login[2] == Role.AGENT)
+    client = await support.GraphQLClient(pair.compiled).logged_in(agent[0], agent[1])
+    as_agent = Pair(pair.compiled, pair.executed, client.token or "")
+    for name, document in sorted(documents.items()):
+        body = await pair.same(document, variables[name], compiled=True)
+        assert "errors" not in body and all(body["data"].values()), (name, body)
+    body = await as_agent.same(documents["p2_inbox_page"], compiled=True)
+    assert body["data"]["conversations"]["nodes"], body
+
+
 async def test_unknown_fields_and_mutations_take_the_executed_path(pair: Pair) -> None:
     # A customer's custom fields are decrypted and filtered per role by a resolver.
     await pair.same("{ customers(first: 3) { nodes { customFields } } }", compiled=False)
