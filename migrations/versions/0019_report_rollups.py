@@ -118,7 +118,10 @@ def _close_rows(table: str, sign: str) -> str:
         SELECT d.workspace_id, d.pipeline_id, d.owner_id, d.status, d.currency,
                date_trunc('month', d.closed_at, 'UTC') AS month, {sign}1 AS n,
                {sign}d.amount AS amount,
-               {sign}extract(epoch FROM d.closed_at - d.created_at) AS seconds
+               -- Instants stored as -infinity / infinity (direct SQL) cannot be
+               -- subtracted: such a deal's month is infinite too, outside any period.
+               {sign}CASE WHEN isfinite(d.closed_at) AND isfinite(d.created_at)
+                   THEN extract(epoch FROM d.closed_at - d.created_at) ELSE 0 END AS seconds
         FROM {table} d JOIN workspaces w ON w.id = d.workspace_id
         WHERE d.archived_at IS NULL AND d.closed_at IS NOT NULL
     """
