@@ -51,7 +51,7 @@ from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS, ChildList, Vi
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.ids import MalformedId, from_global_id
 from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
-from crm_graphql.services import querying, rfm, segments
+from crm_graphql.services import conversations, querying, rfm, segments
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.customers import counted_orders_condition
 from crm_graphql.services.errors import DomainError
@@ -244,10 +244,18 @@ class Compiler:
         self.state.aliases += 1
         return f"t{self.state.aliases}"
 
-    def _sql(self, expression: Any, model: type[Any], alias: str) -> str:
+    def _sql(
+        self,
+        expression: Any,
+        model: type[Any],
+        alias: str,
+        outer: tuple[type[Any], str] | None = None,
+    ) -> str:
         """A service's SQLAlchemy expression over ``model``, as SQL over ``alias``, its
         values appended to the statement's parameters. SQLAlchemy compiles each distinct
-        shape once (``_fragment``); a request with other values reuses the text."""
+        shape once (``_fragment``); a request with other values reuses the text. With
+        ``outer`` (a model and its alias), the expression also reads that model's row,
+        by its table name (``conversations.is_last_message``)."""
         cache_key = expression._generate_cache_key()
         if cache_key is None:
             template = _fragment(expression, model)
@@ -274,6 +282,8 @@ class Compiler:
             return self._param(bind.effective_value[int(match.group(2))])
 
         text = _TABLE_PREFIX[model.__tablename__].sub(alias + ".", template)
+        if outer is not None:
+            text = _TABLE_PREFIX[outer[0].__tablename__].sub(outer[1] + ".", text)
         return _SLOT.sub(value, text)
 
     def _included(self, node: Any) -> bool:
@@ -537,45 +547,55 @@ class Compiler:
         )
 
     def _rating(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
-        """``resolvers.conversations.rating``: from the row's own columns, or null."""
+        """``conversations.rating_of``: from the row's own columns, or null."""
         gql_type = self.gschema.get_type("ConversationRating")
         assert isinstance(gql_type, GraphQLObjectType)
-        columns = {"score": "rating_score", "comment": "rating_comment", "ratedAt": "rated_at"}
+        definition = self.schema.get_type_by_name("ConversationRating")
+        names = self.schema.config.name_converter
+        columns = {
+            names.get_graphql_name(f): conversations.RATING_COLUMNS[f.python_name].key
+            for f in definition.fields  # type: ignore[union-attr]
+        }
 
         def value(name: str, nodes: list[FieldNode]) -> str:
-            if name not in columns:
-                raise Unsupported(f"ConversationRating.{name}")
             return self._value(gql_type.fields[name].type, f'{alias}."{columns[name]}"')
 
         body = self._json_object(gql_type, selection_sets, value)
-        return (
-            f"CASE WHEN {alias}.rating_score IS NULL OR {alias}.rated_at IS NULL "
-            f"THEN 'null' ELSE {body} END"
+        unrated = " OR ".join(
+            f'{alias}."{conversations.RATING_COLUMNS[name].key}" IS NULL'
+            for name in conversations.RATING_REQUIRED
         )
+        return f"CASE WHEN {unrated} THEN 'null' ELSE {body} END"
 
     def _last_message(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
-        """``conversations.last_messages``: the message whose ``seq`` is the conversation's
-        ``last_message_seq`` (null before the first one)."""
+        """``conversations.last_messages``: the message ``is_last_message`` picks, or
+        null before the first one."""
         from crm_graphql import models
 
         message = self._alias()
         where = self._sql(scope_condition(models.Message, self.actor), models.Message, message)
+        latest = self._sql(
+            conversations.is_last_message(),
+            models.Message,
+            message,
+            outer=(models.Conversation, alias),
+        )
         body = self._object("Message", message, selection_sets)
         return (
-            f"CASE WHEN {alias}.last_message_seq = 0 THEN 'null' ELSE coalesce((SELECT {body} "
-            f"FROM messages {message} WHERE {where} AND {message}.conversation_id = {alias}.id "
-            f"AND {message}.seq = {alias}.last_message_seq), 'null') END"
+            f"coalesce((SELECT {body} FROM messages {message} WHERE {where} AND {latest}), "
+            "'null')"
         )
 
     def _unread_count(self, alias: str) -> str:
-        """``conversations.unread_counts``: messages past the caller's read receipt; null
-        for API keys (no receipts)."""
-        if self.actor.user_id is None:
-            return "'null'"
-        return (
-            f"greatest({alias}.last_message_seq - coalesce((SELECT r.last_read_seq FROM "
-            f"conversation_reads r WHERE r.conversation_id = {alias}.id "
-            f"AND r.user_id = {self._user()}::uuid), 0), 0)::text"
+        """``conversations.unread_count`` of the row, for the caller."""
+        from crm_graphql import models
+
+        gql_type = self.gschema.get_type("Conversation")
+        assert isinstance(gql_type, GraphQLObjectType)
+        count = conversations.unread_count(self.actor)
+        return self._value(
+            gql_type.fields["unreadCount"].type,
+            self._sql(count, models.Conversation, alias),
         )
 
     def _address(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -148,15 +146,6 @@ async def rate_conversation(info: Any, input: Any) -> Payload:
     )
 
 
-@dataclass(frozen=True)
-class RatingValue:
-    score: int
-    comment: str | None
-    rated_at: datetime
-
-
-def rating(root: models.Conversation) -> RatingValue | None:
+def rating(root: models.Conversation) -> conversation_service.Rating | None:
     """The conversation's CSAT rating, from its own columns."""
-    if root.rating_score is None or root.rated_at is None:
-        return None
-    return RatingValue(root.rating_score, root.rating_comment, root.rated_at)
+    return conversation_service.rating_of(root)

@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     DateTime,
+    Integer,
     Select,
     Table,
     and_,
@@ -46,6 +48,8 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal_column,
+    null,
     or_,
     select,
     text,
@@ -338,26 +342,74 @@ async def _get_for_change(
 # ------------------------------------------------------------------------- batching
 
 
+# The conversation's columns by name (as in ``deals._furthest_stage_position``): a subquery
+# over them is correlated to whichever statement reads ``conversations``, whether built
+# whole (the executed path) or compiled alone and put over an alias (the compiled path).
+_THIS = {
+    "id": literal_column("conversations.id", type_=UUID(as_uuid=True)),
+    "last_message_seq": literal_column("conversations.last_message_seq", type_=Integer()),
+}
+
+
+def unread_count(actor: Actor) -> ColumnElement[Any]:
+    """The actor's unread messages of a conversation (those past its read receipt), as an
+    SQL value over ``conversations``; NULL for API keys, which have no receipts."""
+    if actor.user_id is None:
+        return null()
+    read_up_to = (
+        select(ConversationRead.last_read_seq)
+        .where(
+            ConversationRead.conversation_id == _THIS["id"],
+            ConversationRead.user_id == actor.user_id,
+        )
+        .scalar_subquery()
+    )
+    return func.greatest(Conversation.last_message_seq - func.coalesce(read_up_to, 0), 0)
+
+
+def is_last_message() -> ColumnElement[bool]:
+    """A message is its conversation's latest: its ``seq`` is the conversation's
+    ``last_message_seq`` (a condition on ``messages`` and ``conversations``)."""
+    return and_(
+        Message.conversation_id == _THIS["id"], Message.seq == _THIS["last_message_seq"]
+    )
+
+
+@dataclass(frozen=True)
+class Rating:
+    """A customer's rating of a conversation (``rate_conversation``)."""
+
+    score: int
+    comment: str | None
+    rated_at: datetime
+
+
+# Where a rating is stored: each field of ``Rating`` and its column. A conversation has a
+# rating when the ``RATING_REQUIRED`` ones are set.
+RATING_COLUMNS = {
+    "score": Conversation.rating_score,
+    "comment": Conversation.rating_comment,
+    "rated_at": Conversation.rated_at,
+}
+RATING_REQUIRED = ("score", "rated_at")
+
+
+def rating_of(conversation: Any) -> Rating | None:
+    """The conversation's rating, from its columns (``RATING_COLUMNS``), or None."""
+    values = {name: getattr(conversation, column.key) for name, column in RATING_COLUMNS.items()}
+    if any(values[name] is None for name in RATING_REQUIRED):
+        return None
+    return Rating(**values)
+
+
 async def unread_counts(
     actor: Actor, session: AsyncSession, conversation_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, int]:
-    """Messages past the actor's read receipt, per conversation, in one statement (empty
-    for API keys, which have no receipts)."""
+    """``unread_count`` per conversation, in one statement (empty for API keys)."""
     if actor.user_id is None or not conversation_ids:
         return {}
-    unread = func.greatest(
-        Conversation.last_message_seq - func.coalesce(ConversationRead.last_read_seq, 0), 0
-    )
     rows = await session.execute(
-        select(Conversation.id, unread)
-        .outerjoin(
-            ConversationRead,
-            and_(
-                ConversationRead.conversation_id == Conversation.id,
-                ConversationRead.user_id == actor.user_id,
-            ),
-        )
-        .where(
+        select(Conversation.id, unread_count(actor)).where(
             Conversation.workspace_id == actor.workspace_id,
             Conversation.id.in_(list(conversation_ids)),
             visible_condition(actor),
@@ -369,18 +421,12 @@ async def unread_counts(
 async def last_messages(
     actor: Actor, session: AsyncSession, conversation_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, Message]:
-    """The latest message of each conversation, in one statement."""
+    """The latest message of each conversation (``is_last_message``), in one statement."""
     if not conversation_ids:
         return {}
     rows = await session.scalars(
         scoped(Message, actor)
-        .join(
-            Conversation,
-            and_(
-                Conversation.id == Message.conversation_id,
-                Conversation.last_message_seq == Message.seq,
-            ),
-        )
+        .join(Conversation, is_last_message())
         .where(
             Message.conversation_id.in_(list(conversation_ids)),
             Conversation.workspace_id == actor.workspace_id,
