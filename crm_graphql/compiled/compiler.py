@@ -582,8 +582,7 @@ class Compiler:
         )
         body = self._object("Message", message, selection_sets)
         return (
-            f"coalesce((SELECT {body} FROM messages {message} WHERE {where} AND {latest}), "
-            "'null')"
+            f"coalesce((SELECT {body} FROM messages {message} WHERE {where} AND {latest}), 'null')"
         )
 
     def _unread_count(self, alias: str) -> str:

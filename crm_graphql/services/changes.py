@@ -29,7 +29,16 @@ READ_KEY = "crm_read_tables"
 
 # A table kept by triggers from the tables it follows (written in the same transaction).
 _SEARCHED = frozenset(
-    {"customers", "companies", "deals", "conversations", "messages", "activities"}
+    {
+        "customers",
+        "companies",
+        "deals",
+        "conversations",
+        "messages",
+        "activities",
+        # which custom fields are searchable
+        "custom_field_definitions",
+    }
 )
 _ORDER_HISTORY = frozenset({"orders", "order_lines", "customers"})
 _DEALS = frozenset({"deals", "deal_stage_changes", "stages"})
@@ -51,7 +60,11 @@ DERIVED: dict[str, frozenset[str]] = {
 }
 
 _DIALECT = postgresql.dialect()
-_WRITES = re.compile(r'\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)', re.IGNORECASE)
+# Not ``ON CONFLICT ... DO UPDATE SET`` nor a row lock (``FOR [NO KEY] UPDATE``).
+_WRITES = re.compile(
+    r'\b(?:INSERT\s+INTO|(?<!FOR )(?<!KEY )UPDATE|DELETE\s+FROM)\s+(?!SET\b)"?(\w+)',
+    re.IGNORECASE,
+)
 _READS = re.compile(r'\b(?:FROM|JOIN)\s+"?(\w+)', re.IGNORECASE)
 _parsed: dict[tuple[bool, str], frozenset[str]] = {}
 
@@ -65,6 +78,11 @@ def _tables(pattern: re.Pattern[str], sql: str) -> frozenset[str]:
             _parsed.clear()
         _parsed[key] = found
     return found
+
+
+def written_tables(sql: str) -> frozenset[str]:
+    """The tables an SQL text writes (``INSERT INTO``, ``UPDATE``, ``DELETE FROM``)."""
+    return _tables(_WRITES, sql)
 
 
 def _sql(statement: Any) -> str:
@@ -84,7 +102,7 @@ def _on_execute(state: ORMExecuteState) -> None:
             info.setdefault(WRITTEN_KEY, set()).add(name)
             return
     if isinstance(statement, TextClause) and not state.is_select:
-        written = _tables(_WRITES, statement.text)
+        written = written_tables(statement.text)
         if written:
             info.setdefault(WRITTEN_KEY, set()).update(written)
     reads = info.get(READ_KEY)

@@ -370,9 +370,7 @@ def unread_count(actor: Actor) -> ColumnElement[Any]:
 def is_last_message() -> ColumnElement[bool]:
     """A message is its conversation's latest: its ``seq`` is the conversation's
     ``last_message_seq`` (a condition on ``messages`` and ``conversations``)."""
-    return and_(
-        Message.conversation_id == _THIS["id"], Message.seq == _THIS["last_message_seq"]
-    )
+    return and_(Message.conversation_id == _THIS["id"], Message.seq == _THIS["last_message_seq"])
 
 
 @dataclass(frozen=True)
