@@ -25,8 +25,8 @@ from crm_graphql.realtime.dashboards import Render, Rendering
 from crm_graphql.realtime.ws import PROTOCOL_KEY
 from crm_graphql.resolvers.context import EVENT_SCOPE, Context
 from crm_graphql.resolvers.realtime import (
-    _executor,
     document_key,
+    event_executor,
     execute_detached,
     reading_actor,
     variable_values,
@@ -105,7 +105,7 @@ async def dashboard(info: Any) -> AsyncIterator[DashboardValue]:
     another, each change is yielded and executed per subscriber."""
     context: Context = info.context
     actor = context.require_actor()
-    executor = _executor(info)
+    executor = event_executor(info)
     dashboards = context.app.hub.dashboards
     if executor is None:  # not graphql-core's executor: no rendering to share
         raise RuntimeError("the dashboard subscription needs the schema's executor")

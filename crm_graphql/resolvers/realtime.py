@@ -108,7 +108,7 @@ async def _stream(
         if websocket is not None:
             await close_slow_consumer(websocket)
 
-    executor = _executor(info)
+    executor = event_executor(info)
     protocol = websocket.scope.get(PROTOCOL_KEY) if websocket is not None else None
     sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get())
     if sink is not None and executor is not None:
@@ -191,7 +191,7 @@ class _Fanout:
     variant: Callable[[StoredEvent], Hashable] | None
 
 
-def _executor(info: Any) -> Any:
+def event_executor(info: Any) -> Any:
     """graphql-core's executor of this subscription (it renders each event), or None."""
     raw = getattr(info, "_raw_info", info)
     gather = getattr(getattr(raw, "async_helpers", None), "gather", None)
