@@ -66,7 +66,7 @@ import tempfile
 import time
 import uuid
 from array import array
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -487,8 +487,6 @@ class Soak:
             self.intervals.append(Interval())
         return self.intervals[index]
 
-    # ---------------------------------------------------------------- subscribers
-
     def _subscription(self, sub: Subscriber) -> tuple[str, dict[str, Any], str]:
         if sub.kind == "conversation":
             assert sub.conversation is not None
@@ -499,12 +497,17 @@ class Soak:
             return INBOX, {}, "inbox"
         return ACTIVITY_FEED, {}, "activityFeed"
 
-    async def subscriber(self, sub: Subscriber) -> None:
-        query, variables, root = self._subscription(sub)
-        topic = activities.TOPIC if sub.kind == "feed" else conversations.TOPIC
-        sub.cursor = self.cursors[topic]
-        url = f"ws://127.0.0.1:{self.servers[sub.server].port}/graphql"
-        token = self.facts.users[sub.user].token
+    async def _keep_connected(
+        self,
+        sub: Subscriber | DashboardSubscriber,
+        connect: Callable[[float | None], Awaitable[None]],
+        planned: str,
+        unexpected: str,
+    ) -> None:
+        """Connect again and again until the soak stops: a reconnecting subscriber closes
+        its socket every ``reconnect_every`` s (first after a phase of its own, so that the
+        reconnections are spread), counted in the interval's ``planned``; an error closes
+        it too, counted in ``unexpected``, and the next connection waits a second."""
         phase = (sub.index * 7919 % 1000) / 1000 * self.options.reconnect_every
         first = True
         while not self.stopping.is_set():
@@ -512,38 +515,26 @@ class Soak:
             if sub.reconnecting:
                 until = time.monotonic() + (phase if first else self.options.reconnect_every)
                 until = max(until, time.monotonic() + 1)
+            first = False
             try:
-                await self._connection(sub, url, token, query, variables, root, until)
+                await connect(until)
                 if until is not None and not self.stopping.is_set():
-                    self.interval().reconnects += 1  # planned: it resumes by cursor now
+                    counted = self.interval()
+                    setattr(counted, planned, getattr(counted, planned) + 1)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # closed by the server, refused, ...
                 sub.unexpected_closes += 1
                 sub.last_error = repr(error)[:300]
-                self.interval().unexpected_closes += 1
+                counted = self.interval()
+                setattr(counted, unexpected, getattr(counted, unexpected) + 1)
                 await asyncio.sleep(1)
-            first = False
 
-    async def _connection(
-        self,
-        sub: Subscriber,
-        url: str,
-        token: str,
-        query: str,
-        variables: dict[str, Any],
-        root: str,
-        until: float | None,
-    ) -> None:
-        payload = {"query": query, "variables": {**variables, "after": sub.cursor}}
-        async with subscribed(url, token, payload) as ws:
-            sub.connections += 1
-            sub.subscribed = True
-            await self._receive(sub, ws, root, until)
-
-    async def _receive(
-        self, sub: Subscriber, ws: ClientConnection, root: str, until: float | None
-    ) -> None:
+    async def _results(
+        self, sub: Subscriber | DashboardSubscriber, ws: ClientConnection, until: float | None
+    ) -> AsyncIterator[tuple[int, bytes, dict[str, Any]]]:
+        """The results the socket receives (receive time in ns, raw message, payload)
+        until ``until`` or the soak's end; pings answered, errors counted."""
         while not self.stopping.is_set():
             timeout = None if until is None else until - time.monotonic()
             if timeout is not None and timeout <= 0:
@@ -572,18 +563,36 @@ class Soak:
             if result.get("errors"):
                 sub.errors += 1
                 sub.last_error = str(result["errors"])[:300]
-            event = (result.get("data") or {}).get(root)
-            if not event:
-                continue
-            sub.cursor = event["cursor"]
-            found = MARK.search(data)
-            if found is None:
-                continue
-            n = int(found.group(1))
-            sub.receive(n)
-            current = self.interval()
-            current.deliveries += 1
-            current.delivery_ms.append((now - int(found.group(2))) / 1e6)
+            yield now, data, result
+
+    # ---------------------------------------------------------------- subscribers
+
+    async def subscriber(self, sub: Subscriber) -> None:
+        query, variables, root = self._subscription(sub)
+        topic = activities.TOPIC if sub.kind == "feed" else conversations.TOPIC
+        sub.cursor = self.cursors[topic]
+        url = f"ws://127.0.0.1:{self.servers[sub.server].port}/graphql"
+        token = self.facts.users[sub.user].token
+
+        async def connect(until: float | None) -> None:
+            payload = {"query": query, "variables": {**variables, "after": sub.cursor}}
+            async with subscribed(url, token, payload) as ws:
+                sub.connections += 1
+                sub.subscribed = True
+                async for now, data, result in self._results(sub, ws, until):
+                    event = (result.get("data") or {}).get(root)
+                    if not event:
+                        continue
+                    sub.cursor = event["cursor"]
+                    found = MARK.search(data)
+                    if found is None:
+                        continue
+                    sub.receive(int(found.group(1)))
+                    current = self.interval()
+                    current.deliveries += 1
+                    current.delivery_ms.append((now - int(found.group(2))) / 1e6)
+
+        await self._keep_connected(sub, connect, "reconnects", "unexpected_closes")
 
     # ---------------------------------------------------------------- dashboards
 
@@ -591,76 +600,31 @@ class Soak:
         url = f"ws://127.0.0.1:{self.servers[sub.server].port}/graphql"
         token = self.facts.users[sub.user].token
         query = panel_document(sub.panel, "subscription")
-        phase = (sub.index * 7919 % 1000) / 1000 * self.options.reconnect_every
-        first = True
-        while not self.stopping.is_set():
-            until = None
-            if sub.reconnecting:
-                until = time.monotonic() + (phase if first else self.options.reconnect_every)
-                until = max(until, time.monotonic() + 1)
+
+        async def connect(until: float | None) -> None:
             if sub.panel == "zones":  # the next zone: another board than the last socket's
                 sub.variables = {"zone": ZONES[(sub.index * 3 + len(sub.spans)) % len(ZONES)]}
             span = Span(time.monotonic())
             sub.spans.append(span)
             sub.last = None
-            failed = False
             try:
                 payload = {"query": query, "variables": sub.variables}
                 async with subscribed(url, token, payload) as ws:
-                    await self._watch(sub, ws, span, until)
-                if until is not None and not self.stopping.is_set():
-                    self.interval().dashboard_reconnects += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # closed by the server, refused, ...
-                sub.unexpected_closes += 1
-                sub.last_error = repr(error)[:300]
-                self.interval().dashboard_unexpected_closes += 1
-                failed = True
+                    async for _, _, result in self._results(sub, ws, until):
+                        data = (result.get("data") or {}).get("dashboard")
+                        if data is None:
+                            continue
+                        span.times.append(time.monotonic())
+                        sub.last = data
+                        sub.messages += 1
+                        sub.subscribed = True
+                        self.interval().dashboard_messages += 1
             finally:
                 span.closed = time.monotonic()
-            if failed:
-                await asyncio.sleep(1)
-            first = False
 
-    async def _watch(
-        self, sub: DashboardSubscriber, ws: ClientConnection, span: Span, until: float | None
-    ) -> None:
-        while not self.stopping.is_set():
-            timeout = None if until is None else until - time.monotonic()
-            if timeout is not None and timeout <= 0:
-                return
-            try:
-                raw = await asyncio.wait_for(ws.recv(), timeout)
-            except TimeoutError:
-                return
-            except ConnectionClosed as closed:
-                if self.stopping.is_set():
-                    return
-                raise RuntimeError(f"closed by the server: {closed}") from closed
-            now = time.monotonic()
-            message = orjson.loads(raw)
-            kind = message.get("type")
-            if kind == "ping":
-                await ws.send('{"type":"pong"}')
-                continue
-            if kind != "next":
-                if kind in ("error", "complete"):
-                    sub.errors += 1
-                    raise RuntimeError(f"{kind}: {str(raw)[:300]}")
-                continue
-            result = message["payload"]
-            if result.get("errors"):
-                sub.errors += 1
-                sub.last_error = str(result["errors"])[:300]
-            data = (result.get("data") or {}).get("dashboard")
-            if data is None:
-                continue
-            span.times.append(now)
-            sub.last = data
-            sub.messages += 1
-            sub.subscribed = True
-            self.interval().dashboard_messages += 1
+        await self._keep_connected(
+            sub, connect, "dashboard_reconnects", "dashboard_unexpected_closes"
+        )
 
     async def status_writes(self, clients: list[list[httpx.AsyncClient]]) -> None:
         """While dashboards watch: every STATUS_EVERY s a conversation's assignee sets it
