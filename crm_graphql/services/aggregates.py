@@ -23,7 +23,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -32,6 +32,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Integer,
+    Numeric,
     Select,
     String,
     Text,
@@ -384,23 +385,13 @@ def _representable(expression: Any, kind: Kind) -> Any:
     return case((finite, func.greatest(func.least(expression, high), low)), else_=expression)
 
 
-async def grouped_statement(
-    spec: AggregateSpec,
-    actor: Any,
-    session: AsyncSession,
-    filter: FilterSpec | None,
-    group_by: Sequence[GroupBy],
-    zone: str,
-    *,
-    include_archived: bool = False,
-    extra: Sequence[Any] = (),
+def grouped_statement(
+    spec: AggregateSpec, base: Select[Any], group_by: Sequence[GroupBy], zone: str
 ) -> Select[Any]:
-    """One statement: a row per group (``g`` = 0) and a row of totals (``g`` > 0), each
-    with ``k<i>`` / ``e<i>`` (key, bucket end), ``n`` (count), ``money`` (JSON per
-    currency) and ``<number>_sum/_n/_min/_max``. ``extra``: more conditions on the rows."""
-    base = await spec.rows.filtered(actor, session, filter, include_archived=include_archived)
-    for condition in extra:
-        base = base.where(condition)
+    """One statement over ``base`` (the list's rows, ``ListSpec.statement``): a row per
+    group (``g`` = 0) and a row of totals (``g`` > 0), each with ``k<i>`` / ``e<i>`` (key,
+    bucket end), ``n`` (count), ``money`` (JSON per currency: ``MONEY_ENTRY``) and
+    ``<number>_sum/_n/_avg/_min/_max``."""
     dims = [spec.dimensions[g.dimension] for g in group_by]
     for dimension in dims:
         if dimension.join is not None:
@@ -443,6 +434,18 @@ async def grouped_statement(
         ]
     fine = select(*fine_cols).group_by(*keys, rows.c.cur).subquery("fine")
     return groups_statement(spec, fine, group_by, zone)
+
+
+# The ``money`` column of a statement's row: a JSON array with one entry per currency,
+# ``[currency, count, sum, min, max, avg]`` (amounts as text; min and max null when read
+# from a summary that keeps none).
+MONEY_ENTRY = ("currency", "count", "sum", "min", "max", "avg")
+
+
+def average(total: Any, n: Any, scale: int) -> Any:
+    """The mean of ``n`` values adding up to ``total``, rounded half up (away from zero) to
+    ``scale`` decimals; NULL without values."""
+    return func.round(cast(total, Numeric) / func.nullif(n, 0), scale)
 
 
 def groups_statement(
@@ -497,13 +500,20 @@ def groups_statement(
     out.append(func.sum(pc.n).label("n"))
     if money:
         entry = func.json_build_array(
-            pc.cur, pc.n, cast(pc.m_sum, Text), cast(pc.m_min, Text), cast(pc.m_max, Text)
+            pc.cur,
+            pc.n,
+            cast(pc.m_sum, Text),
+            cast(pc.m_min, Text),
+            cast(pc.m_max, Text),
+            cast(average(pc.m_sum, pc.n, money.scale), Text),
         )
         out.append(func.json_agg(aggregate_order_by(entry, pc.cur)).label("money"))
     for name in spec.numbers:
+        total, n = func.sum(pc[f"{name}_sum"]), func.sum(pc[f"{name}_n"])
         out += [
-            func.sum(pc[f"{name}_sum"]).label(f"{name}_sum"),
-            func.sum(pc[f"{name}_n"]).label(f"{name}_n"),
+            total.label(f"{name}_sum"),
+            n.label(f"{name}_n"),
+            average(total, n, spec.number_scale).label(f"{name}_avg"),
             func.min(pc[f"{name}_min"]).label(f"{name}_min"),
             func.max(pc[f"{name}_max"]).label(f"{name}_max"),
         ]
@@ -522,37 +532,29 @@ def _decimal(value: Any) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
-def _average(total: Decimal, n: int, scale: int) -> Decimal:
-    return (total / n).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
-
-
 def _stats(spec: AggregateSpec, row: Any) -> Stats:
     money: list[MoneyStats] = []
     if spec.money is not None:
         raw = row.money
         entries = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
-        scale = spec.money.scale
-        for cur, n, total, low, high in entries or ():
+        for cur, n, total, low, high, mean in entries or ():
             if cur is None:
                 continue
-            amount = Decimal(total)
             money.append(
                 MoneyStats(
                     cur.strip(),
                     int(n),
-                    amount,
-                    _average(amount, int(n), scale),
+                    Decimal(total),
+                    Decimal(mean),
                     _decimal(low),
                     _decimal(high),
                 )
             )
     numbers: dict[str, NumberStats] = {}
     for name in spec.numbers:
-        total = _decimal(getattr(row, f"{name}_sum"))
-        n = int(getattr(row, f"{name}_n") or 0)
         numbers[name] = NumberStats(
-            total,
-            _average(total, n, spec.number_scale) if total is not None and n else None,
+            _decimal(getattr(row, f"{name}_sum")),
+            _decimal(getattr(row, f"{name}_avg")),
             _decimal(getattr(row, f"{name}_min")),
             _decimal(getattr(row, f"{name}_max")),
         )
@@ -604,6 +606,36 @@ async def _rows(session: AsyncSession, statement: Select[Any]) -> Sequence[Any]:
         raise
 
 
+def aggregate_statement(
+    actor: Any,
+    spec: AggregateSpec,
+    filter: FilterSpec | None,
+    group_by: Sequence[GroupBy],
+    zone: str,
+    *,
+    include_archived: bool = False,
+    extremes: bool = True,
+    custom: Any = None,
+) -> Select[Any]:
+    """The one statement of ``aggregate`` (``zone``: a known IANA name; ``custom``: the
+    list's custom-field terms when the filter names custom fields). At most
+    ``MAX_GROUPS + 1`` groups: one more than allowed says there are too many."""
+    _check_group_by(spec, group_by)
+    pairs = [(g.dimension, g.interval.value if g.interval else None) for g in group_by]
+    summary = (
+        order_totals.plan(filter, pairs, include_archived=include_archived, extremes=extremes)
+        if spec is ORDERS
+        else None
+    )
+    if summary is not None and filter is not None:
+        fine = order_totals.fine_statement(actor, filter, summary, pairs, zone)
+        statement = groups_statement(spec, fine, group_by, zone)
+    else:
+        base = spec.rows.statement(actor, filter, include_archived=include_archived, custom=custom)
+        statement = grouped_statement(spec, base, group_by, zone)
+    return statement.limit(MAX_GROUPS + 2)
+
+
 async def aggregate(
     actor: Any,
     session: AsyncSession,
@@ -623,20 +655,16 @@ async def aggregate(
     money's ``min`` and ``max`` left None)."""
     zone = fields.time_zone(time_zone_name)
     _check_group_by(spec, group_by)
-    pairs = [(g.dimension, g.interval.value if g.interval else None) for g in group_by]
-    summary = (
-        order_totals.plan(filter, pairs, include_archived=include_archived, extremes=extremes)
-        if spec is ORDERS
-        else None
+    statement = aggregate_statement(
+        actor,
+        spec,
+        filter,
+        group_by,
+        zone.key,
+        include_archived=include_archived,
+        extremes=extremes,
+        custom=await spec.rows.custom_terms(actor, session, filter),
     )
-    if summary is not None and filter is not None:
-        fine = order_totals.fine_statement(actor, filter, summary, pairs, zone.key)
-        statement = groups_statement(spec, fine, group_by, zone.key)
-    else:
-        statement = await grouped_statement(
-            spec, actor, session, filter, group_by, zone.key, include_archived=include_archived
-        )
-    statement = statement.limit(MAX_GROUPS + 2)
     rows = await _rows(session, statement)
     totals = _empty(spec)
     groups: list[Group] = []
@@ -738,16 +766,9 @@ async def time_series(
         dimension.column >= select(func.min(series.c.start)).scalar_subquery(),
         dimension.column < select(func.max(series.c.end)).scalar_subquery(),
     )
-    grouped = (
-        await grouped_statement(
-            spec,
-            actor,
-            session,
-            metric_spec.filter,
-            [GroupBy(metric_spec.dimension, interval)],
-            zone.key,
-            extra=covered,
-        )
+    base = (await spec.rows.filtered(actor, session, metric_spec.filter)).where(*covered)
+    grouped = grouped_statement(
+        spec, base, [GroupBy(metric_spec.dimension, interval)], zone.key
     ).subquery("grouped")
     columns = [series.c.start, series.c.end, func.coalesce(grouped.c.n, 0).label("n")]
     if spec.money:
