@@ -80,9 +80,7 @@ OBJECT_TYPES: dict[str, ObjectType] = {
             "deals": ChildList("Deal", deals.DEALS, "customer_id"),
             "activities": ChildList("Activity", activities.ACTIVITIES, "customer_id"),
             "orders": ChildList("Order", orders.ORDERS, "customer_id"),
-            "conversations": ChildList(
-                "Conversation", conversations.CONVERSATIONS, "customer_id"
-            ),
+            "conversations": ChildList("Conversation", conversations.CONVERSATIONS, "customer_id"),
         },
         computed=frozenset({"address", "purchaseSummary", "rfm"}),
     ),

@@ -47,6 +47,7 @@ from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from strawberry import Schema
 from strawberry.types.arguments import convert_arguments
 
+from crm_graphql.compiled import insight
 from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS, ChildList, Visibility
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.ids import MalformedId, from_global_id
@@ -935,6 +936,15 @@ class Compiler:
                 args = self._arguments("Query", name, nodes[0])
                 column = self._connection(
                     type_name, spec, args, query_type.fields[name].type, subselections
+                )
+            elif (aggregate_spec := insight.aggregate_field(name)) is not None:
+                column = insight.aggregate(
+                    self,
+                    aggregate_spec,
+                    name,
+                    nodes[0],
+                    query_type.fields[name].type,
+                    subselections,
                 )
             elif name == "me":
                 column = self._me(subselections)

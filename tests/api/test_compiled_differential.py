@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS
 from crm_graphql.compiled.compiler import plain_fields
+from crm_graphql.compiled.insight import aggregate_field
 from crm_graphql.models import Customer, Role, User, Workspace
 from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from crm_graphql.schema import schema
@@ -278,9 +279,7 @@ async def test_an_inbox_page_is_compiled_with_unread_counts_and_last_messages(
       nodes { subject unreadCount lastMessage { body } } } } } }"""
     await pair.same(page, compiled=True)
     # Filtered by the caller's read state: the executed path answers.
-    await pair.same(
-        "{ conversations(filter: {unread: true}) { totalCount } }", compiled=False
-    )
+    await pair.same("{ conversations(filter: {unread: true}) { totalCount } }", compiled=False)
 
 
 async def test_a_deal_board_is_compiled_with_its_stages(pair: Pair) -> None:
@@ -290,6 +289,98 @@ async def test_a_deal_board_is_compiled_with_its_stages(pair: Pair) -> None:
           pipeline { name } deals(first: 3) { totalCount nodes { title amount } } } } } }""",
         compiled=True,
     )
+
+
+def _aggregate_selection(field: str) -> str:
+    """Every field of an aggregate and of its groups but the drill-downs (relations with
+    their name): what a dashboard asks for."""
+    query = schema._schema.query_type
+    assert query is not None
+    totals = get_named_type(query.fields[field].type)
+    group = get_named_type(totals.fields["groups"].type)
+
+    def fields_of(named: Any) -> str:
+        parts = []
+        for name, definition in named.fields.items():
+            inner = get_named_type(definition.type)
+            if name in ("drillDown", "groups"):
+                continue
+            if name in ("amount",) or inner.name == "NumberAggregate":
+                parts.append(
+                    f"{name} {{ sum {{ amount currency }} avg {{ amount currency }} "
+                    "min { amount currency } max { amount currency } }"
+                    if inner.name == "MoneyAggregate"
+                    else f"{name} {{ sum avg min max __typename }}"
+                )
+            elif hasattr(inner, "fields"):
+                parts.append(f"{name} {{ id __typename }}")
+            else:
+                parts.append(name)
+        return " ".join(parts)
+
+    return f"{fields_of(totals)} groups {{ {fields_of(group)} }}"
+
+
+async def test_aggregates_are_compiled_and_identical(pair: Pair) -> None:
+    """Every list's aggregate, alone and grouped by each of its dimensions and by two of
+    them, time fields in every interval and in zones with odd offsets (+05:45, -03:30),
+    sums only (orders read their monthly totals then) and with extremes."""
+    query = schema._schema.query_type
+    assert query is not None
+    compiled = 0
+    for field in [n for n in query.fields if aggregate_field(n) is not None]:
+        spec = aggregate_field(field)
+        assert spec is not None
+        group_type = get_named_type(query.fields[field].args["groupBy"].type)
+        enum = get_named_type(group_type.fields["field"].type)  # type: ignore[attr-defined]
+        selection = _aggregate_selection(field)
+        filter_type = get_named_type(query.fields[field].args["filter"].type).name
+        text = (
+            f"query($g: [{group_type.name}!], $z: String, $f: {filter_type}) "
+            f"{{ {field}(groupBy: $g, timeZone: $z, filter: $f) {{ {selection} }} }}"
+        )
+        groupings: list[list[dict[str, Any]]] = [[]]
+        names = list(enum.values)  # type: ignore[attr-defined]
+        for name in names:
+            dimension = spec.dimensions[enum.values[name].value]  # type: ignore[attr-defined]
+            intervals = (
+                ["DAY", "WEEK", "MONTH", "QUARTER", "YEAR"] if dimension.bucketed else [None]
+            )
+            for interval in intervals:
+                groupings.append([{"field": name, "interval": interval}])
+        pair_of = [enum.values[n].value for n in names[:2]]  # type: ignore[attr-defined]
+        groupings.append(
+            [
+                {"field": n, "interval": "MONTH" if spec.dimensions[d].bucketed else None}
+                for n, d in zip(names[:2], pair_of, strict=True)
+            ]
+        )
+        for index, grouping in enumerate(groupings):
+            zone = ("UTC", "Asia/Kathmandu", "America/St_Johns", None)[index % 4]
+            body = await pair.same(text, {"g": grouping, "z": zone, "f": None}, compiled=True)
+            assert "errors" not in body, body
+            compiled += 1
+    # The orders' monthly totals (sums only, a period of whole months) and a filtered list.
+    orders = """query($f: OrderFilter, $z: String) { ordersAggregate(filter: $f, timeZone: $z,
+      groupBy: [{field: PLACED_AT, interval: MONTH}, {field: OWNER}]) {
+      count amount { sum { amount currency } avg { amount } } groups { placedAt count
+      owner { name } amount { sum { amount currency } } } } }"""
+    period = {
+        "status": {"in": ["PAID", "FULFILLED"]},
+        "placedAt": {"gte": "2020-01-01T00:00:00Z", "lt": "2030-01-01T00:00:00Z"},
+    }
+    for zone in ("UTC", "Europe/Berlin", "America/New_York"):
+        body = await pair.same(orders, {"f": period, "z": zone}, compiled=True)
+        assert body["data"]["ordersAggregate"]["count"] > 0, body
+    await pair.same(
+        '{ dealsAggregate(filter: {title: {contains: "a"}}) { count amount { max { amount } } } }',
+        compiled=True,
+    )
+    # Bad arguments: the executed path answers its error.
+    for bad in ('timeZone: "Mars/Olympus"', "groupBy: [{field: STATUS, interval: DAY}]"):
+        body = await pair.same(f"{{ dealsAggregate({bad}) {{ count }} }}", compiled=False)
+        assert body["errors"][0]["extensions"]["code"] == "VALIDATION", body
+    assert compiled > 30
 
 
 SEGMENT_PAGE = Path("bench/queries/s2_segment_page.graphql").read_text()
@@ -1063,6 +1154,16 @@ def _compilable() -> dict[str, set[str]]:
     for name, info in OBJECT_TYPES.items():
         plain = plain_fields(schema, name)
         known[name] = {"id", *plain, *info.relations, *info.lists, *info.computed}
+    query = schema._schema.query_type
+    assert query is not None
+    for name in [n for n in query.fields if aggregate_field(n) is not None]:
+        known["Query"].add(name)
+        totals = get_named_type(query.fields[name].type)
+        known[totals.name] = set(totals.fields)
+        group = get_named_type(totals.fields["groups"].type)
+        known[group.name] = set(group.fields) - {"drillDown"}
+    for name in ("MoneyAggregate", "NumberAggregate", "Money"):
+        known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
     return known
 
 
@@ -1141,6 +1242,4 @@ async def test_a_customer_with_orders_at_the_ends_of_time_has_scores_not_errors(
         assert "errors" not in body, body
     finally:
         async with sessionmaker() as session, session.begin():
-            await session.execute(
-                text("DELETE FROM orders WHERE id = ANY(:i)"), {"i": list(again)}
-            )
+            await session.execute(text("DELETE FROM orders WHERE id = ANY(:i)"), {"i": list(again)})

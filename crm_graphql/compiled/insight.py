@@ -1,0 +1,217 @@
+"""Aggregates on the compiled read path: the statement the executed path runs
+(``services.aggregates.aggregate_statement``, built by the same function for the same
+arguments) with its rows turned into the answer's JSON in PostgreSQL, instead of graphql-core
+completing hundreds of groups field by field in Python.
+
+A row of that statement is a group (``g`` = 0) or the totals (``g`` > 0): keys ``k<i>``,
+count ``n``, money per currency ``money`` (``aggregates.MONEY_ENTRY``) and the numeric fields'
+``<name>_sum/_avg/_min/_max``. Anything not known here (a group's ``drillDown``, a filter on
+custom fields) makes the operation take the executed path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    InlineFragmentNode,
+    SelectionSetNode,
+)
+
+from crm_graphql.resolvers.arguments import filter_spec
+from crm_graphql.services import aggregates, fields, querying, rfm
+from crm_graphql.services.aggregates import AggregateSpec, GroupBy, Kind
+
+if TYPE_CHECKING:
+    from crm_graphql.compiled.compiler import Compiler
+
+
+def aggregate_field(name: str) -> AggregateSpec | None:
+    """The aggregate a root field answers (``<list>Aggregate``), or None."""
+    if not name.endswith("Aggregate"):
+        return None
+    return aggregates.SPECS.get(name.removesuffix("Aggregate"))
+
+
+def _names(c: Compiler, selection_sets: Iterable[SelectionSetNode], wanted: set[str]) -> bool:
+    """Whether a field of one of these names is selected anywhere below (fragments
+    included): ``resolvers.aggregates._extremes`` on the document."""
+    seen: set[str] = set()
+
+    def walk(selection_set: SelectionSetNode) -> bool:
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                if selection.name.value in wanted:
+                    return True
+                if selection.selection_set is not None and walk(selection.selection_set):
+                    return True
+            elif isinstance(selection, InlineFragmentNode):
+                if walk(selection.selection_set):
+                    return True
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                fragment = c.fragments.get(name)
+                if name not in seen and fragment is not None:
+                    seen.add(name)
+                    if walk(fragment.selection_set):
+                        return True
+        return False
+
+    return any(walk(s) for s in selection_sets)
+
+
+def aggregate(
+    c: Compiler,
+    spec: AggregateSpec,
+    field_name: str,
+    node: FieldNode,
+    gql_type: Any,
+    selection_sets: list[SelectionSetNode],
+) -> str:
+    """``resolvers.aggregates.aggregate`` as the SQL of its JSON text."""
+    from crm_graphql.compiled.compiler import Unsupported, _iso_datetime, _literal, _unrepresentable
+
+    args = c._arguments("Query", field_name, node)
+    zone = fields.time_zone(args.get("time_zone")).key
+    filter = filter_spec(args.get("filter"))
+    if spec.rows.custom_fields is not None and querying.uses_custom_fields(filter):
+        raise Unsupported("an aggregate filtered by custom fields (definitions read at run time)")
+    group_by = [GroupBy(g.field.value, g.interval) for g in args.get("group_by") or ()]
+    statement = aggregates.aggregate_statement(
+        c.actor,
+        spec,
+        filter,
+        group_by,
+        zone,
+        include_archived=bool(args.get("include_archived")),
+        extremes=_names(c, selection_sets, {"min", "max"}),
+    )
+    if rfm.uses_scores([filter]):
+        c.state.reads_rfm_scores = True
+    model = spec.rows.model
+    c.state.models.add(model)
+    c.state.custom_plans = True  # planned for the caller's values (periods, statuses)
+    rows = c._sql(statement, model, model.__tablename__)
+    a = c._alias()
+
+    def totals(column: str) -> str:
+        return f"(array_agg({a}.{column}) FILTER (WHERE {a}.g <> 0))[1]"
+
+    def in_group(column: str) -> str:
+        return f"{a}.{column}"
+
+    numbers = {querying.camel_case(name): name for name in spec.numbers}
+    dimensions = {querying.camel_case(name): name for name in spec.dimensions}
+    position = {g.dimension: i for i, g in enumerate(group_by)}
+
+    def stats(name: str, nodes: list[FieldNode], owner: Any, column: Callable[[str], str]) -> str:
+        subselections = c._subselections(nodes)
+        if name == "count":
+            return f"coalesce({column('n')}, 0)::text"
+        if name == "amount" and spec.money is not None:
+            return _money(c, column("money"), owner.fields[name].type, subselections)
+        if name in numbers:
+            number_type = _object_type(owner.fields[name].type)
+            key = numbers[name]
+
+            def number(part: str, _: list[FieldNode]) -> str:
+                return c._value(number_type.fields[part].type, column(f"{key}_{part}"))
+
+            return c._json_object(number_type, subselections, number)
+        raise Unsupported(f"{owner.name}.{name}")
+
+    def local_start(sql: str) -> str:
+        """``_local`` of a bucket's start: on the caller's clock, as ``isoformat`` writes
+        it; in UTC when infinite or beyond the calendar there (``fields.stored_instant``)."""
+        z = _literal(zone)
+        local = f"({sql} AT TIME ZONE {z})"
+        offset = f"({local} - ({sql} AT TIME ZONE 'UTC'))"
+        size = f"(CASE WHEN {offset} < interval '0' THEN -{offset} ELSE {offset} END)"
+        text = (
+            f"to_char({local}, CASE WHEN date_trunc('second', {local}) = {local} "
+            """THEN 'YYYY-MM-DD"T"HH24:MI:SS' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US' END) """
+            f"|| CASE WHEN {offset} < interval '0' THEN '-' ELSE '+' END "
+            f"|| to_char({size}, 'HH24:MI') "
+            f"|| CASE WHEN extract(second FROM {offset}) <> 0 THEN to_char({size}, ':SS') "
+            "ELSE '' END"
+        )
+        return (
+            f"CASE WHEN {sql} IS NULL THEN 'null' "
+            f"WHEN isfinite({sql}) AND {local} BETWEEN '0001-01-01 00:00:00' "
+            f"AND '9999-12-31 23:59:59.999999' THEN '\"' || {text} || '\"' "
+            f"ELSE '\"' || {_iso_datetime(sql)} || '\"' END"
+        )
+
+    aggregate_type = _object_type(gql_type)
+    group_type = _object_type(aggregate_type.fields["groups"].type)
+
+    def group(name: str, nodes: list[FieldNode]) -> str:
+        if name not in dimensions:
+            return stats(name, nodes, group_type, in_group)
+        dimension_name = dimensions[name]
+        if dimension_name not in position:
+            return "'null'"
+        key = in_group(f"k{position[dimension_name]}")
+        dimension = spec.dimensions[dimension_name]
+        if dimension.kind is Kind.RELATION:
+            assert dimension.type_name is not None
+            return c._by_id(dimension.type_name, key, c._subselections(nodes))
+        if dimension.kind is Kind.INSTANT:
+            return local_start(key)
+        return c._value(group_type.fields[name].type, key)
+
+    def value(name: str, nodes: list[FieldNode]) -> str:
+        if name == "groups":
+            item = c._json_object(group_type, c._subselections(nodes), group)
+            return (
+                f"'[' || coalesce(string_agg({item}, ',' ORDER BY {a}.crm_rn) "
+                f"FILTER (WHERE {a}.g = 0), '') || ']'"
+            )
+        return stats(name, nodes, aggregate_type, totals)
+
+    body = c._json_object(aggregate_type, selection_sets, value)
+    # More groups than allowed: the statement fails and the executed path answers the error.
+    too_many = f"count(*) FILTER (WHERE {a}.g = 0) > {aggregates.MAX_GROUPS}"
+    return (
+        f"(SELECT CASE WHEN {too_many} THEN {_unrepresentable('count(*)')} ELSE {body} END "
+        f"FROM (SELECT {a}.*, row_number() OVER () AS crm_rn FROM ({rows}) {a}) {a})"
+    )
+
+
+def _object_type(gql_type: Any) -> GraphQLObjectType:
+    while isinstance(gql_type, GraphQLNonNull | GraphQLList):
+        gql_type = gql_type.of_type
+    assert isinstance(gql_type, GraphQLObjectType)
+    return gql_type
+
+
+def _money(c: Compiler, money: str, gql_type: Any, selection_sets: list[SelectionSetNode]) -> str:
+    """A ``MoneyAggregate`` from a ``money`` column (``aggregates.MONEY_ENTRY``): each of
+    its lists one ``Money`` per currency, in the column's (currency) order."""
+    aggregate_type = _object_type(gql_type)
+    money_type = c.gschema.get_type("Money")
+    assert isinstance(money_type, GraphQLObjectType)
+
+    def value(name: str, nodes: list[FieldNode]) -> str:
+        index = aggregates.MONEY_ENTRY.index(name)
+        e = c._alias()
+
+        def part(field: str, _: list[FieldNode]) -> str:
+            if field == "currency":
+                return f"to_json(btrim({e}.v ->> 0))::text"
+            return c._value(money_type.fields[field].type, f"({e}.v ->> {index})::numeric")
+
+        item = c._json_object(money_type, c._subselections(nodes), part)
+        return (
+            f"('[' || coalesce((SELECT string_agg({item}, ',' ORDER BY {e}.i) "
+            f"FROM json_array_elements({money}) WITH ORDINALITY {e}(v, i) "
+            f"WHERE {e}.v ->> 0 IS NOT NULL), '') || ']')"
+        )
+
+    return c._json_object(aggregate_type, selection_sets, value)
