@@ -5,8 +5,8 @@ completing hundreds of groups field by field in Python.
 
 A row of that statement is a group (``g`` = 0) or the totals (``g`` > 0): keys ``k<i>``,
 count ``n``, money per currency ``money`` (``aggregates.MONEY_ENTRY``) and the numeric fields'
-``<name>_sum/_avg/_min/_max``. Anything not known here (a group's ``drillDown``, a filter on
-custom fields) makes the operation take the executed path.
+``<name>_sum/_avg/_min/_max``. Anything not known here (a filter on custom fields, whose
+definitions are read at run time) makes the operation take the executed path.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from graphql import (
     FieldNode,
     FragmentSpreadNode,
@@ -75,7 +76,19 @@ def aggregate(
     selection_sets: list[SelectionSetNode],
 ) -> str:
     """``resolvers.aggregates.aggregate`` as the SQL of its JSON text."""
-    from crm_graphql.compiled.compiler import Unsupported, _iso_datetime, _literal, _unrepresentable
+    from crm_graphql.compiled.compiler import (
+        Unsupported,
+        _base64url,
+        _iso_date,
+        _iso_datetime,
+        _json_string,
+        _literal,
+        _quoted,
+        _unrepresentable,
+    )
+
+    # Not at import time: resolvers.insight imports the schema, which imports this package.
+    from crm_graphql.resolvers.insight import input_json
 
     args = c._arguments("Query", field_name, node)
     zone = fields.time_zone(args.get("time_zone")).key
@@ -151,7 +164,57 @@ def aggregate(
     aggregate_type = _object_type(gql_type)
     group_type = _object_type(aggregate_type.fields["groups"].type)
 
+    caller = input_json(args["filter"]) if args.get("filter") is not None else None
+
+    def own_filter() -> str:
+        """``aggregates._bounds``' filter of a group, as ``spec_json`` writes it."""
+        # A parameter only when the statement reads it (every one passed must be).
+        caller_sql = c._param(orjson.dumps(caller).decode()) + "::text" if caller else None
+        parts = []
+        for i, item in enumerate(group_by):
+            dimension = spec.dimensions[item.dimension]
+            key, end = in_group(f"k{i}"), in_group(f"e{i}")
+            if dimension.kind is Kind.RELATION:
+                assert dimension.type_name is not None
+                text = _literal(dimension.type_name + ":") + f" || ({key})::text"
+                condition = "'{\"eq\":' || " + _quoted(_base64url(text)) + " || '}'"
+            elif dimension.kind is Kind.VALUE:
+                value = c._value(group_type.fields[querying.camel_case(item.dimension)].type, key)
+                condition = "'{\"eq\":' || " + value + " || '}'"
+            else:
+                iso = _iso_date if dimension.kind is Kind.DATE else _iso_datetime
+                condition = (
+                    "'{\"gte\":' || "
+                    + _quoted(iso(key))
+                    + " || ',\"lt\":' || "
+                    + _quoted(iso(end))
+                    + " || '}'"
+                )
+            field = _json_string(querying.camel_case(dimension.filter_field))
+            parts.append(
+                _literal(("," if i else "") + field + ":")
+                + f" || CASE WHEN {key} IS NULL THEN '{{\"isNull\":true}}' ELSE {condition} END"
+            )
+        if not parts:  # no groups without a grouping; the text only has to be valid
+            return caller_sql or "'{}'"
+        own = "'{' || " + " || ".join(parts) + " || '}'"
+        if caller_sql is None:
+            return own
+        return "'{\"and\":[' || " + caller_sql + " || ',' || " + own + " || ']}'"
+
+    def drill_down(nodes: list[FieldNode]) -> str:
+        drill_type = _object_type(group_type.fields["drillDown"].type)
+
+        def part(name: str, _: list[FieldNode]) -> str:
+            if name == "list":
+                return _literal(_json_string(spec.list))
+            return own_filter()
+
+        return c._json_object(drill_type, c._subselections(nodes), part)
+
     def group(name: str, nodes: list[FieldNode]) -> str:
+        if name == "drillDown":
+            return drill_down(nodes)
         if name not in dimensions:
             return stats(name, nodes, group_type, in_group)
         dimension_name = dimensions[name]

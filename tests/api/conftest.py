@@ -34,12 +34,34 @@ class StatementCounter:
         self.statements.append(statement)
 
 
+class _CountedPool:
+    """A compiled read path's pool whose statements the counter sees."""
+
+    def __init__(self, pool: Any, counting: StatementCounter) -> None:
+        self._pool = pool
+        self._counting = counting
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        self._counting.statements.append(sql)
+        return await self._pool.fetchrow(sql, *args)
+
+
 @pytest.fixture
 async def counter(app: Any) -> AsyncIterator[StatementCounter]:
-    """Counts the statements of the app's engine (a page and its nested lists must cost
-    the same number of statements whatever its size)."""
+    """Counts the statements of the app's engine and of the compiled read path's pools (a
+    page and its nested lists must cost the same number of statements whatever its size)."""
     engine = app.state.crm.sessionmaker.kw["bind"].sync_engine
     counting = StatementCounter()
     event.listen(engine, "before_cursor_execute", counting)
+    compiled = app.state.crm.compiled
+    pools = (compiled.pool, compiled.filtered_pool) if compiled is not None else None
+    if compiled is not None:
+        compiled.pool = _CountedPool(compiled.pool, counting)
+        compiled.filtered_pool = _CountedPool(compiled.filtered_pool, counting)
     yield counting
+    if pools is not None:
+        compiled.pool, compiled.filtered_pool = pools
     event.remove(engine, "before_cursor_execute", counting)
