@@ -61,10 +61,27 @@ class RequestError(Exception):
 
 
 def _media_type(request: Request) -> str:
-    accept = request.headers.get("accept", "")
-    if GRAPHQL_RESPONSE in accept or not accept or ("*/*" in accept and JSON not in accept):
-        return GRAPHQL_RESPONSE
-    return JSON
+    """The answer's media type: ``application/graphql-response+json`` when the client
+    lists it (at a quality no lower than ``application/json``'s), else
+    ``application/json``, which is also what no ``Accept``, ``*/*`` and anything else get
+    (GraphQL over HTTP: a legacy client must keep working)."""
+    best: dict[str, float] = {}
+    for item in request.headers.get("accept", "").split(","):
+        media, _, parameters = item.partition(";")
+        media = media.strip().lower()
+        if media not in (GRAPHQL_RESPONSE, JSON):
+            continue
+        quality = 1.0
+        for parameter in parameters.split(";"):
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        best[media] = max(best.get(media, 0.0), quality)
+    preferred = best.get(GRAPHQL_RESPONSE, 0.0)
+    return GRAPHQL_RESPONSE if preferred > 0 and preferred >= best.get(JSON, 0.0) else JSON
 
 
 def _respond(
@@ -158,6 +175,8 @@ def _check_params(params: dict[str, Any]) -> None:
         raise RequestError(400, "`variables` must be a JSON object", "BAD_REQUEST")
     if params.get("operationName") is not None and not isinstance(params["operationName"], str):
         raise RequestError(400, "`operationName` must be a string", "BAD_REQUEST")
+    if params.get("extensions") is not None and not isinstance(params["extensions"], dict):
+        raise RequestError(400, "`extensions` must be a JSON object", "BAD_REQUEST")
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -191,7 +210,9 @@ async def _actor(app: AppState, request: Request, request_id: str) -> Actor | No
             client_ip=_client_ip(request),
         )
     except MalformedCredentials as error:
-        raise RequestError(401, error.message, error.code) from error
+        raise RequestError(
+            401, error.message, error.code, {"WWW-Authenticate": 'Bearer error="invalid_request"'}
+        ) from error
     except DomainError as error:
         raise RequestError(
             401, error.message, error.code, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -241,8 +262,15 @@ async def _rate_limit(
     return decision.headers()
 
 
+def _request_error_status(media_type: str) -> int:
+    """The status of a GraphQL request error (parse, validation, variable coercion: nothing
+    ran): 400 for ``application/graphql-response+json``; 200 for ``application/json``,
+    whose clients may read no body of a 4xx (GraphQL over HTTP, legacy watershed)."""
+    return 400 if media_type == GRAPHQL_RESPONSE else 200
+
+
 async def _execute(
-    request: Request, context: Context, params: dict[str, Any]
+    request: Request, context: Context, params: dict[str, Any], media_type: str
 ) -> tuple[dict[str, Any], int]:
     """One operation: (response body, HTTP status)."""
     app = context.app
@@ -264,7 +292,8 @@ async def _execute(
         ) from exc
     except CannotGetOperationTypeError as exc:
         # An unknown `operationName`, or several operations and none named.
-        return _error_body(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED"), 400
+        body = _error_body(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED")
+        return body, _request_error_status(media_type)
     finally:
         await context.close()
     production = app.settings.is_production
@@ -279,11 +308,20 @@ async def _execute(
         return body, 429
     if "UNAVAILABLE" in _codes(body) and _no_data(body):
         return body, 503
-    return body, 200 if "data" in body else 400
+    if context.actor is None and _codes(body) == {"UNAUTHENTICATED"} and _no_data(body):
+        # Anonymous and nothing produced for want of credentials: the same 401 as a bad
+        # token gets (README, "HTTP"), so a client has one rule for "log in again".
+        return body, 401
+    return body, 200 if "data" in body else _request_error_status(media_type)
 
 
 async def _operation(
-    request: Request, app: AppState, actor: Actor | None, request_id: str, params: dict[str, Any]
+    request: Request,
+    app: AppState,
+    actor: Actor | None,
+    request_id: str,
+    params: dict[str, Any],
+    media_type: str,
 ) -> tuple[dict[str, Any] | bytes, int]:
     """One operation of the request, by the compiled read path when it can answer it,
     else executed: (body, HTTP status)."""
@@ -297,7 +335,7 @@ async def _operation(
         context = Context(
             app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request)
         )
-        return await _execute(request, context, params)
+        return await _execute(request, context, params, media_type)
     except Exception as exc:
         # Failed outside of GraphQL execution (a pool, a session's close): the same
         # answer as a failure inside it.
@@ -326,7 +364,8 @@ async def graphql_endpoint(request: Request) -> Response:
             raise
         headers.update(await _rate_limit(app, actor, request, len(operations)))
         results = [
-            await _operation(request, app, actor, request_id, operation) for operation in operations
+            await _operation(request, app, actor, request_id, operation, media_type)
+            for operation in operations
         ]
     except RequestError as exc:
         return _respond(
@@ -359,4 +398,7 @@ async def graphql_endpoint(request: Request) -> Response:
     retry_after = _retry_after(body)
     if retry_after is not None and status in (429, 503):
         headers["Retry-After"] = str(retry_after)
+    if status == 401:
+        # No credentials were sent (RFC 6750: no error code then).
+        headers["WWW-Authenticate"] = "Bearer"
     return _respond(body, status, media_type, headers)
