@@ -292,8 +292,10 @@ async def _execute(
         ) from exc
     except CannotGetOperationTypeError as exc:
         # An unknown `operationName`, or several operations and none named.
-        body = _error_body(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED")
-        return body, _request_error_status(media_type)
+        return (
+            _error_body(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED"),
+            _request_error_status(media_type),
+        )
     finally:
         await context.close()
     production = app.settings.is_production
