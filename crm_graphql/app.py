@@ -12,13 +12,13 @@ from typing import Any
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from crm_graphql.compiled import CompiledReads
+from crm_graphql.cors import cors_middleware
 from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
 from crm_graphql.diagnostics import Diagnostics, runtime
 from crm_graphql.explorer import explorer_routes
@@ -171,24 +171,9 @@ def build_app(settings: Settings) -> Starlette:
         middleware.append(
             Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
         )
-    if settings.cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
-                expose_headers=[
-                    "X-Request-Id",
-                    "Retry-After",
-                    "RateLimit-Limit",
-                    "RateLimit-Remaining",
-                    "RateLimit-Reset",
-                    "RateLimit-Policy",
-                ],
-                max_age=600,
-            )
-        )
+    # Always there: without an allowlist a preflight is refused by CORS rules (400, no
+    # CORS headers) rather than by the router (405).
+    middleware.append(cors_middleware(settings.cors_origins, settings.cors_allow_headers))
     routes: list[Any] = [
         Route("/", root),
         Route("/graphql", graphql_endpoint, methods=["GET", "POST"]),

@@ -52,7 +52,11 @@ class Settings(BaseSettings):
     max_batch_operations: int = 10
     # on | off | authenticated; unset: on, except `authenticated` in production.
     introspection: IntrospectionPolicy | None = None
-    cors_origins: list[str] = Field(default_factory=list)
+    # Browser origins allowed to call the API (`https://app.example.com`, `*` for any);
+    # none by default (crm_graphql/cors.py). Comma/space separated or a JSON list.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Request headers allowed cross-origin besides those mainstream clients send.
+    cors_allow_headers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Peers (IPs or CIDR networks, `*` for any) whose X-Forwarded-For/-Proto are believed;
     # none by default: the client address is the TCP peer's.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -89,7 +93,9 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 12
     webhook_retry_base_seconds: float = 10.0
 
-    @field_validator("encryption_keys", "trusted_proxies", mode="before")
+    @field_validator(
+        "encryption_keys", "trusted_proxies", "cors_origins", "cors_allow_headers", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         """A JSON list, or entries separated by commas or whitespace."""
