@@ -18,6 +18,7 @@ from starlette.routing import Route, WebSocketRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from crm_graphql.compiled import CompiledReads
+from crm_graphql.compression import compression_middleware
 from crm_graphql.cors import cors_middleware
 from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
 from crm_graphql.diagnostics import Diagnostics, runtime
@@ -174,6 +175,8 @@ def build_app(settings: Settings) -> Starlette:
     # Always there: without an allowlist a preflight is refused by CORS rules (400, no
     # CORS headers) rather than by the router (405).
     middleware.append(cors_middleware(settings.cors_origins, settings.cors_allow_headers))
+    if settings.compression:
+        middleware.append(compression_middleware(settings.compression_min_bytes))
     routes: list[Any] = [
         Route("/", root),
         Route("/graphql", graphql_endpoint, methods=["GET", "POST"]),

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Request headers allowed cross-origin besides those mainstream clients send.
     cors_allow_headers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # zstd, Brotli or gzip answers (whichever the client accepts, in that order) from this
+    # size on; off when a proxy in front compresses (crm_graphql/compression.py).
+    compression: bool = True
+    compression_min_bytes: int = 1024
     # Peers (IPs or CIDR networks, `*` for any) whose X-Forwarded-For/-Proto are believed;
     # none by default: the client address is the TCP peer's.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
