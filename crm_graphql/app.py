@@ -25,6 +25,7 @@ from crm_graphql.diagnostics import Diagnostics, runtime
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
 from crm_graphql.logs import configure_logging
+from crm_graphql.persisted_queries import PersistedQueries, load_manifest
 from crm_graphql.realtime.bus import Bus
 from crm_graphql.realtime.ephemeral import Ephemeral
 from crm_graphql.realtime.hub import Hub, HubSettings
@@ -87,6 +88,7 @@ def build_app(settings: Settings) -> Starlette:
         keyring = crypto.Keyring.from_entries(resolve_encryption_keys(settings))
     except crypto.KeyringError as exc:
         raise ConfigurationError(f"CRM_ENCRYPTION_KEYS: {exc}") from exc
+    trusted_documents = _trusted_documents(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -136,6 +138,12 @@ def build_app(settings: Settings) -> Starlette:
             limiter=RateLimiter(bus.client),
             keyring=keyring,
             webhooks=dispatcher,
+            persisted=PersistedQueries(
+                bus.client if settings.persisted_queries else None,
+                max_entries=settings.persisted_queries_max_entries,
+                max_bytes=settings.persisted_query_max_bytes,
+                trusted=trusted_documents,
+            ),
             compiled=compiled,
         )
         app.state.schema = schema
@@ -188,6 +196,19 @@ def build_app(settings: Settings) -> Starlette:
     if settings.debug_runtime:
         routes.append(Route("/debug/runtime", runtime))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def _trusted_documents(settings: Settings) -> dict[str, str] | None:
+    """The manifest's documents in trusted-documents mode (checked before start-up: a
+    public deployment must not come up accepting any document)."""
+    if not settings.persisted_only:
+        return None
+    if settings.persisted_queries_manifest is None:
+        raise ConfigurationError("CRM_PERSISTED_ONLY needs CRM_PERSISTED_QUERIES_MANIFEST")
+    try:
+        return load_manifest(settings.persisted_queries_manifest)
+    except ValueError as exc:
+        raise ConfigurationError(f"CRM_PERSISTED_QUERIES_MANIFEST: {exc}") from exc
 
 
 # Young collections after 50,000 allocations instead of 700, the middle generation after

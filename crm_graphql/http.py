@@ -16,6 +16,7 @@ the same request again, which must not repeat the operations that did run."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import uuid
@@ -30,6 +31,7 @@ from strawberry.types.graphql import OperationType
 
 from crm_graphql.explorer import explorer_response, wants_explorer
 from crm_graphql.masking import UNAVAILABLE_RETRY_AFTER, format_error, unavailable_error
+from crm_graphql.persisted_queries import PersistedQueryError
 from crm_graphql.resolvers.context import AppState, Context
 from crm_graphql.resolvers.credentials import MalformedCredentials, actor_for_credentials
 from crm_graphql.services import ratelimit
@@ -169,14 +171,19 @@ def _operations(params: dict[str, Any] | list[Any], max_batch: int) -> list[dict
 
 
 def _check_params(params: dict[str, Any]) -> None:
-    if not isinstance(params.get("query"), str) or not params["query"].strip():
+    if params.get("extensions") is not None and not isinstance(params["extensions"], dict):
+        raise RequestError(400, "`extensions` must be a JSON object", "BAD_REQUEST")
+    query = params.get("query")
+    if query is not None and not isinstance(query, str):
+        raise RequestError(400, "`query` must be a non-empty string", "BAD_REQUEST")
+    # A persisted query may name its document by hash alone (persisted_queries.py).
+    persisted = "persistedQuery" in (params.get("extensions") or {})
+    if not persisted and (not query or not query.strip()):
         raise RequestError(400, "`query` must be a non-empty string", "BAD_REQUEST")
     if params.get("variables") is not None and not isinstance(params["variables"], dict):
         raise RequestError(400, "`variables` must be a JSON object", "BAD_REQUEST")
     if params.get("operationName") is not None and not isinstance(params["operationName"], str):
         raise RequestError(400, "`operationName` must be a string", "BAD_REQUEST")
-    if params.get("extensions") is not None and not isinstance(params["extensions"], dict):
-        raise RequestError(400, "`extensions` must be a JSON object", "BAD_REQUEST")
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -326,18 +333,25 @@ async def _operation(
     media_type: str,
 ) -> tuple[dict[str, Any] | bytes, int]:
     """One operation of the request, by the compiled read path when it can answer it,
-    else executed: (body, HTTP status)."""
+    else executed: (body, HTTP status). Its document may be named by hash (persisted
+    queries); one sent with its hash is kept once it ran without a request error."""
+    try:
+        resolved = await app.persisted.resolve(params)
+    except PersistedQueryError as refused:
+        return _error_body(str(refused), refused.code), refused.status
+    query = resolved.query
     try:
         # The compiled read path (docs/decisions/0006): the response as bytes, or None.
         compiled = app.compiled and await app.compiled.execute(
-            actor, params["query"], params.get("variables"), params.get("operationName")
+            actor, query, params.get("variables"), params.get("operationName")
         )
         if compiled:
-            return compiled, 200
-        context = Context(
-            app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request)
-        )
-        return await _execute(request, context, params, media_type)
+            outcome: tuple[dict[str, Any] | bytes, int] = (compiled, 200)
+        else:
+            context = Context(
+                app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request)
+            )
+            outcome = await _execute(request, context, {**params, "query": query}, media_type)
     except Exception as exc:
         # Failed outside of GraphQL execution (a pool, a session's close): the same
         # answer as a failure inside it.
@@ -345,6 +359,10 @@ async def _operation(
         if error is None:
             raise
         return {"errors": [error], "data": None}, 503
+    body = outcome[0]
+    if resolved.register and (isinstance(body, bytes) or "data" in body):
+        await app.persisted.register(resolved.register, query)
+    return outcome
 
 
 async def graphql_endpoint(request: Request) -> Response:
@@ -396,11 +414,46 @@ async def graphql_endpoint(request: Request) -> Response:
     if isinstance(body, bytes):
         if not app.settings.is_production:
             headers["X-Crm-Read-Path"] = "compiled"
-        return _respond(body, status, media_type, headers)
-    retry_after = _retry_after(body)
-    if retry_after is not None and status in (429, 503):
-        headers["Retry-After"] = str(retry_after)
-    if status == 401:
-        # No credentials were sent (RFC 6750: no error code then).
-        headers["WWW-Authenticate"] = "Bearer"
+    else:
+        retry_after = _retry_after(body)
+        if retry_after is not None and status in (429, 503):
+            headers["Retry-After"] = str(retry_after)
+        if status == 401:
+            # No credentials were sent (RFC 6750: no error code then).
+            headers["WWW-Authenticate"] = "Bearer"
+    if request.method == "GET":
+        return _get_response(request, body, status, media_type, headers, actor is not None)
     return _respond(body, status, media_type, headers)
+
+
+def _get_response(
+    request: Request,
+    body: dict[str, Any] | bytes,
+    status: int,
+    media_type: str,
+    headers: dict[str, str],
+    private: bool,
+) -> Response:
+    """A GET's answer (a query, by text or by hash): a complete success carries an
+    ``ETag`` and may be kept by the browser (``private``, with credentials) or any cache
+    (``public``), to be revalidated each time (``no-cache``: the data changes with every
+    write); ``If-None-Match`` with that ETag gets a 304 without the body. Anything else
+    is ``no-store``."""
+    encoded = body if isinstance(body, bytes) else orjson.dumps(body)
+    # Compiled answers are bytes: any "errors" key in them (or a value that merely looks
+    # like one) makes the answer uncacheable, which errs on the safe side.
+    failed = b'"errors":' in encoded if isinstance(body, bytes) else bool(body.get("errors"))
+    if status != 200 or failed:
+        return _respond(encoded, status, media_type, {**headers, "Cache-Control": "no-store"})
+    etag = f'W/"{hashlib.blake2b(encoded, digest_size=16).hexdigest()}"'
+    headers = {
+        **headers,
+        "ETag": etag,
+        "Cache-Control": f"{'private' if private else 'public'}, no-cache",
+        # The answer depends on who asks and on the media type asked for.
+        "Vary": "Accept, Authorization",
+    }
+    given = request.headers.get("if-none-match", "")
+    if any(tag.strip() in (etag, etag[2:], "*") for tag in given.split(",")):
+        return Response(status_code=304, headers=headers)
+    return _respond(encoded, status, media_type, headers)

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     # size on; off when a proxy in front compresses (crm_graphql/compression.py).
     compression: bool = True
     compression_min_bytes: int = 1024
+    # Automatic persisted queries (Apollo's protocol), kept in Redis for every process:
+    # at most this many documents (least recently used dropped), each at most this big.
+    persisted_queries: bool = True
+    persisted_queries_max_entries: int = 10_000
+    persisted_query_max_bytes: int = 100_000
+    # Trusted documents: only the manifest's documents run (crm_graphql/persisted_queries.py).
+    persisted_only: bool = False
+    persisted_queries_manifest: Path | None = None
     # Peers (IPs or CIDR networks, `*` for any) whose X-Forwarded-For/-Proto are believed;
     # none by default: the client address is the TCP peer's.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
