@@ -1,5 +1,12 @@
-"""GraphQL over HTTP (the GraphQL-over-HTTP spec): POST JSON, GET for queries only,
-``application/graphql-response+json``; errors coded and unexpected ones masked.
+"""GraphQL over HTTP (the GraphQL-over-HTTP spec, audited by graphql-http in the tests):
+POST JSON, GET for queries only; ``application/graphql-response+json`` for clients that
+accept it, ``application/json`` otherwise, whose request errors (parse, validation,
+variable coercion) answer 200 as the spec's legacy rule asks; errors coded and unexpected
+ones masked. An operation may name its document by hash (``persisted_queries.py``); a GET
+answer without errors can be revalidated by ``ETag`` (decisions 0022, 0023).
+
+No credentials and bad credentials answer alike: 401, ``UNAUTHENTICATED``,
+``WWW-Authenticate: Bearer``, when the operation produced nothing for want of them.
 
 A POST body may also be a JSON array of operations (a batch, at most
 ``max_batch_operations``): they run one after the other and the answer is the array of
