@@ -12,18 +12,20 @@ from typing import Any
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from crm_graphql.compiled import CompiledReads
+from crm_graphql.compression import compression_middleware
+from crm_graphql.cors import cors_middleware
 from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
 from crm_graphql.diagnostics import Diagnostics, runtime
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
 from crm_graphql.logs import configure_logging
+from crm_graphql.persisted_queries import PersistedQueries, load_manifest
 from crm_graphql.realtime.bus import Bus
 from crm_graphql.realtime.ephemeral import Ephemeral
 from crm_graphql.realtime.hub import Hub, HubSettings
@@ -86,6 +88,7 @@ def build_app(settings: Settings) -> Starlette:
         keyring = crypto.Keyring.from_entries(resolve_encryption_keys(settings))
     except crypto.KeyringError as exc:
         raise ConfigurationError(f"CRM_ENCRYPTION_KEYS: {exc}") from exc
+    trusted_documents = _trusted_documents(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -135,6 +138,12 @@ def build_app(settings: Settings) -> Starlette:
             limiter=RateLimiter(bus.client),
             keyring=keyring,
             webhooks=dispatcher,
+            persisted=PersistedQueries(
+                bus.client if settings.persisted_queries else None,
+                max_entries=settings.persisted_queries_max_entries,
+                max_bytes=settings.persisted_query_max_bytes,
+                trusted=trusted_documents,
+            ),
             compiled=compiled,
         )
         app.state.schema = schema
@@ -171,24 +180,11 @@ def build_app(settings: Settings) -> Starlette:
         middleware.append(
             Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
         )
-    if settings.cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
-                expose_headers=[
-                    "X-Request-Id",
-                    "Retry-After",
-                    "RateLimit-Limit",
-                    "RateLimit-Remaining",
-                    "RateLimit-Reset",
-                    "RateLimit-Policy",
-                ],
-                max_age=600,
-            )
-        )
+    # Always there: without an allowlist a preflight is refused by CORS rules (400, no
+    # CORS headers) rather than by the router (405).
+    middleware.append(cors_middleware(settings.cors_origins, settings.cors_allow_headers))
+    if settings.compression:
+        middleware.append(compression_middleware(settings.compression_min_bytes))
     routes: list[Any] = [
         Route("/", root),
         Route("/graphql", graphql_endpoint, methods=["GET", "POST"]),
@@ -200,6 +196,19 @@ def build_app(settings: Settings) -> Starlette:
     if settings.debug_runtime:
         routes.append(Route("/debug/runtime", runtime))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def _trusted_documents(settings: Settings) -> dict[str, str] | None:
+    """The manifest's documents in trusted-documents mode (checked before start-up: a
+    public deployment must not come up accepting any document)."""
+    if not settings.persisted_only:
+        return None
+    if settings.persisted_queries_manifest is None:
+        raise ConfigurationError("CRM_PERSISTED_ONLY needs CRM_PERSISTED_QUERIES_MANIFEST")
+    try:
+        return load_manifest(settings.persisted_queries_manifest)
+    except ValueError as exc:
+        raise ConfigurationError(f"CRM_PERSISTED_QUERIES_MANIFEST: {exc}") from exc
 
 
 # Young collections after 50,000 allocations instead of 700, the middle generation after

@@ -2,29 +2,33 @@
 
 The browser assets (GraphiQL 4 UMD, React 18 UMD, graphql-ws UMD) come from npm,
 pinned by package.json / package-lock.json, and are copied into ``STATIC_DIR`` by
-``scripts/build_explorer_assets.py`` (``make setup``). Nothing is loaded from a CDN,
-so the explorer works offline, subscriptions included.
+``scripts/build_explorer_assets.py`` (``make setup``) under content-hashed names listed in
+its ``manifest.json``, with Brotli and gzip copies made there once. Nothing is loaded from
+a CDN, so the explorer works offline, subscriptions included. A hashed name never changes
+content, so the assets are cached for a year (``immutable``); the page itself is never
+cached and names the current files.
 """
 
 from __future__ import annotations
 
 import json
+import mimetypes
 import re
 import secrets
 from html import escape
 from pathlib import Path
 from typing import Final
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount
-from starlette.staticfiles import StaticFiles
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 __all__ = [
     "ASSET_FILES",
     "DEFAULT_STATIC_PREFIX",
+    "MANIFEST",
     "STATIC_DIR",
     "assets_available",
     "explorer_html",
@@ -35,6 +39,12 @@ __all__ = [
 
 STATIC_DIR: Final[Path] = Path(__file__).resolve().parent / "static" / "explorer"
 DEFAULT_STATIC_PREFIX: Final = "/explorer-static"
+
+# Written by scripts/build_explorer_assets.py: asset name -> its content-hashed file name.
+MANIFEST: Final = "manifest.json"
+# Precompressed copies beside each hashed file, in the order the server prefers them.
+PRECOMPRESSED: Final[tuple[tuple[str, str], ...]] = (("br", ".br"), ("gzip", ".gz"))
+IMMUTABLE: Final = "public, max-age=31536000, immutable"
 
 # Keep in sync with ASSETS in scripts/build_explorer_assets.py. Order = load order:
 # GraphiQL's UMD reads the React / ReactDOM globals when it runs.
@@ -278,15 +288,12 @@ _PAGE: Final = """\
 <meta name="referrer" content="no-referrer">
 <title>crm_graphql explorer</title>
 <link rel="icon" href="data:,">
-<link rel="stylesheet" href="{prefix}/graphiql.min.css">
+<link rel="stylesheet" href="{css}">
 <style>html, body, #graphiql {{ height: 100%; margin: 0; }}</style>
 </head>
 <body>
 <div id="graphiql">Loading the explorer&hellip;</div>
-<script src="{prefix}/react.production.min.js"></script>
-<script src="{prefix}/react-dom.production.min.js"></script>
-<script src="{prefix}/graphql-ws.min.js"></script>
-<script src="{prefix}/graphiql.min.js"></script>
+{scripts}
 <script id="crm-explorer-config" type="application/json">{config}</script>
 <script{nonce_attr}>
 {init_js}</script>
@@ -314,10 +321,24 @@ _MISSING_PAGE: Final = """\
 _SAFE_NETLOC = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
+def asset_manifest(directory: Path | None = None) -> dict[str, str] | None:
+    """Asset name -> hashed file name, when every asset has been built into
+    ``directory`` (read per call: `make setup` needs no restart)."""
+    base = STATIC_DIR if directory is None else directory
+    try:
+        manifest = json.loads((base / MANIFEST).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or set(manifest) != set(ASSET_FILES):
+        return None
+    if not all(isinstance(v, str) and (base / v).is_file() for v in manifest.values()):
+        return None
+    return manifest
+
+
 def assets_available(directory: Path | None = None) -> bool:
     """True when every explorer asset has been built into ``directory``."""
-    base = STATIC_DIR if directory is None else directory
-    return all((base / name).is_file() for name in ASSET_FILES)
+    return asset_manifest(directory) is not None
 
 
 def _json_for_script(value: object) -> str:
@@ -332,8 +353,19 @@ def explorer_html(
     graphql_path: str = "/graphql",
     static_prefix: str = DEFAULT_STATIC_PREFIX,
     nonce: str = "",
+    manifest: dict[str, str] | None = None,
 ) -> str:
-    """The GraphiQL page; ``nonce`` must match the response's CSP ``script-src``."""
+    """The GraphiQL page; ``nonce`` must match the response's CSP ``script-src``;
+    ``manifest`` names the built (hashed) asset files (``asset_manifest()``)."""
+    files = manifest if manifest is not None else asset_manifest() or {}
+    prefix = static_prefix.rstrip("/")
+
+    def url(name: str) -> str:
+        return escape(f"{prefix}/{files.get(name, name)}", quote=True)
+
+    scripts = "\n".join(
+        f'<script src="{url(name)}"></script>' for name in ASSET_FILES if name.endswith(".js")
+    )
     config = {
         "graphqlPath": graphql_path,
         "defaultQuery": DEFAULT_QUERY,
@@ -341,7 +373,8 @@ def explorer_html(
         "tokenPlaceholder": TOKEN_PLACEHOLDER,
     }
     return _PAGE.format(
-        prefix=escape(static_prefix.rstrip("/"), quote=True),
+        css=url("graphiql.min.css"),
+        scripts=scripts,
         config=_json_for_script(config),
         nonce_attr=f' nonce="{escape(nonce, quote=True)}"' if nonce else "",
         init_js=_INIT_JS,
@@ -403,7 +436,8 @@ def explorer_response(
     ``graphql_path`` defaults to the path the page was requested at, i.e. the page
     queries the endpoint it is served from.
     """
-    if not assets_available():
+    manifest = asset_manifest()
+    if manifest is None:
         csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
         return HTMLResponse(
             _MISSING_PAGE.format(hint=SETUP_HINT),
@@ -415,38 +449,60 @@ def explorer_response(
         graphql_path=graphql_path or request.url.path,
         static_prefix=static_prefix,
         nonce=nonce,
+        manifest=manifest,
     )
     return HTMLResponse(html, headers=_security_headers(_content_security_policy(request, nonce)))
 
 
+def _accepted_encodings(headers: Headers) -> set[str]:
+    """Content codings ``Accept-Encoding`` allows (``q=0`` excluded)."""
+    accepted = set()
+    for item in headers.get("accept-encoding", "").split(","):
+        coding, _, parameters = item.partition(";")
+        refused = parameters.replace(" ", "").lower() in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+        if coding.strip() and not refused:
+            accepted.add(coding.strip().lower())
+    return accepted
+
+
 class _ExplorerStaticFiles:
-    """StaticFiles over ``directory`` that tolerates the folder not being built yet."""
+    """The built assets of ``directory``, by hashed name only (the manifest's files: no
+    other path of the folder can be asked for), cached as immutable, sent as the
+    precompressed copy the client accepts."""
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
-        self._files: StaticFiles | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             return
-        if self._files is None:
-            if not assets_available(self._directory):
-                # Checked per request (not at import) so `make setup` needs no restart.
-                await PlainTextResponse(ASSET_MISSING, status_code=404)(scope, receive, send)
-                return
-            self._files = StaticFiles(directory=self._directory)
+        await self._response(scope)(scope, receive, send)
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                # Same URLs across asset upgrades: make browsers revalidate (ETag).
-                headers.setdefault("Cache-Control", "no-cache")
-            await send(message)
-
-        await self._files(scope, receive, send_with_headers)
+    def _response(self, scope: Scope) -> Response:
+        if scope["method"] not in ("GET", "HEAD"):
+            return PlainTextResponse("Method Not Allowed", 405, {"Allow": "GET, HEAD"})
+        manifest = asset_manifest(self._directory)
+        if manifest is None:
+            # Checked per request (not at import) so `make setup` needs no restart.
+            return PlainTextResponse(ASSET_MISSING, status_code=404)
+        name = scope["path"].rsplit("/", 1)[-1]
+        if name not in manifest.values():
+            return PlainTextResponse("Not Found", status_code=404)
+        media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        headers = {
+            "Cache-Control": IMMUTABLE,
+            "X-Content-Type-Options": "nosniff",
+            "Vary": "Accept-Encoding",
+        }
+        accepted = _accepted_encodings(Headers(scope=scope))
+        for coding, suffix in PRECOMPRESSED:
+            compressed = self._directory / f"{name}{suffix}"
+            if coding in accepted and compressed.is_file():
+                headers["Content-Encoding"] = coding
+                return FileResponse(compressed, headers=headers, media_type=media_type)
+        return FileResponse(self._directory / name, headers=headers, media_type=media_type)
 
 
 def explorer_routes(*, static_prefix: str = DEFAULT_STATIC_PREFIX) -> list[BaseRoute]:

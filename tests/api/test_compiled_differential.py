@@ -1016,7 +1016,12 @@ async def test_variables_nested_beyond_the_encoders_limit_answer_input_too_deep(
             }
             fast = await pair.compiled.post("/graphql", content=body, headers=headers)
             slow = await pair.executed.post("/graphql", content=body, headers=headers)
-            assert fast.status_code == slow.status_code == 400, (depth, name, fast.text)
+            # Within orjson's nesting limit (1024, the body's own two levels included) the
+            # variables are refused: a request error, answered 200 to an `Accept:
+            # application/json` client. Beyond it the body itself cannot be read: 400.
+            nesting = depth * (opener.count("[") + opener.count("{")) + 2
+            expected = 200 if nesting <= 1024 else 400
+            assert fast.status_code == slow.status_code == expected, (depth, name, fast.text)
             assert fast.content == slow.content
             assert fast.json()["errors"][0]["extensions"]["code"] == "INPUT_TOO_DEEP"
 

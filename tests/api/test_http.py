@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from typing import Any
 
-from crm_graphql.models import Role
+import pytest
+
+from crm_graphql.models import Role, User
+from crm_graphql.services.auth import TokenConfig, issue_access_token
 from tests import support
 
 
@@ -29,6 +34,123 @@ async def test_plain_json_accept_gets_application_json(
     )
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["data"]["me"]["role"] == "AGENT"
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json", "text/plain, */*;q=0.8"])
+async def test_accept_without_graphql_response_json_gets_application_json(
+    as_role: dict[Role, support.GraphQLClient], accept: str | None
+) -> None:
+    client = as_role[Role.AGENT]
+    headers = {"Authorization": f"Bearer {client.token}"}
+    if accept is not None:
+        headers["Accept"] = accept
+    response = await client.http.post(
+        "/graphql", json={"query": "{ me { role } }"}, headers=headers
+    )
+    assert response.headers["content-type"] == "application/json; charset=utf-8"
+    assert response.json() == {"data": {"me": {"role": "AGENT"}}}
+
+
+async def test_graphql_response_json_wins_unless_ranked_below_json(
+    as_role: dict[Role, support.GraphQLClient],
+) -> None:
+    client = as_role[Role.AGENT]
+    for accept, expected in (
+        ("application/graphql-response+json, application/json;q=0.9", "graphql-response+json"),
+        ("application/json, application/graphql-response+json", "graphql-response+json"),
+        ("application/graphql-response+json;q=0.5, application/json", "json"),
+        ("application/graphql-response+json;q=0", "json"),
+    ):
+        response = await client.http.post(
+            "/graphql",
+            json={"query": "{ me { role } }"},
+            headers={"Authorization": f"Bearer {client.token}", "Accept": accept},
+        )
+        assert response.headers["content-type"] == f"application/{expected}; charset=utf-8"
+
+
+async def test_request_errors_are_200_for_application_json(
+    as_role: dict[Role, support.GraphQLClient],
+) -> None:
+    """Parse, validation and variable-coercion failures: 200 for a legacy client (it may
+    not read the body of a 4xx), 400 for application/graphql-response+json."""
+    client = as_role[Role.AGENT]
+    failures = [
+        ({"query": "{ customers { "}, "GRAPHQL_PARSE_FAILED"),
+        ({"query": "{ noSuchField }"}, "GRAPHQL_VALIDATION_FAILED"),
+        (
+            {
+                "query": "query($n: Int) { customers(first: $n) { totalCount } }",
+                "variables": {"n": "ten"},
+            },
+            None,
+        ),
+        ({"query": "query A { me { role } }", "operationName": "B"}, None),
+    ]
+    for payload, code in failures:
+        for accept, status, media in (
+            ("application/json", 200, "application/json"),
+            ("application/graphql-response+json", 400, "application/graphql-response+json"),
+        ):
+            response = await client.http.post(
+                "/graphql",
+                json=payload,
+                headers={"Authorization": f"Bearer {client.token}", "Accept": accept},
+            )
+            assert response.status_code == status, (payload, accept, response.text)
+            assert response.headers["content-type"].startswith(media)
+            body = response.json()
+            assert "data" not in body and body["errors"], body
+            if code:
+                assert body["errors"][0]["extensions"]["code"] == code
+    # A request that is not a GraphQL request at all stays a 400 for everyone.
+    not_graphql = await client.http.post(
+        "/graphql",
+        json={"query": "{ me { role } }", "extensions": "yes"},
+        headers={"Authorization": f"Bearer {client.token}", "Accept": "application/json"},
+    )
+    assert not_graphql.status_code == 400
+    assert not_graphql.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+
+
+async def test_anonymous_and_bad_token_answer_the_same_way(client: support.GraphQLClient) -> None:
+    """No credentials and bad credentials: both 401, ``UNAUTHENTICATED``, and a
+    ``WWW-Authenticate: Bearer`` challenge, whatever the media type; an anonymous operation
+    that produced something (``login``, ``__typename``) is an ordinary 200."""
+    bad = support.GraphQLClient(client.http, "not-a-jwt")
+    for accept in ("application/json", "application/graphql-response+json"):
+        for caller in (client, bad):
+            for query in ("{ me { email } }", "{ customers(first: 1) { totalCount } }"):
+                result = await caller(query, headers={"Accept": accept})
+                assert result.status == 401, (caller.token, query, result.body)
+                assert {e["extensions"]["code"] for e in result.errors} == {"UNAUTHENTICATED"}
+                assert result.headers["www-authenticate"].startswith("Bearer")
+    assert (await client("{ __typename }")).status == 200
+    partial = await client("{ __typename me { email } }")
+    assert partial.status == 200 and partial.data == {"__typename": "Query", "me": None}
+
+
+def test_graphql_http_audit_passes_against_a_live_server(
+    live_server: str, settings: Any, users: dict[Role, User]
+) -> None:
+    """graphql-http's audit suite (the GraphQL over HTTP spec; pinned in package.json)
+    against a real uvicorn: no warning, no error, anonymous and with a token."""
+    token = issue_access_token(TokenConfig(secret_key=settings.secret_key), users[Role.AGENT])[0]
+    for credentials in ([], [token]):
+        run = subprocess.run(
+            support.node_command(
+                "scripts/graphql_http_audit.mjs", f"{live_server}/graphql", *credentials
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = [json.loads(line) for line in run.stdout.splitlines()]
+        failed = [line for line in lines[:-1] if line["status"] != "ok"]
+        assert run.returncode == 0 and failed == [], (failed, run.stderr)
+        summary = lines[-1]
+        assert summary["warn"] == summary["error"] == 0, summary
+        assert summary["ok"] == len(lines) - 1 >= 50, summary
 
 
 async def test_malformed_query_is_400_with_graphql_error(

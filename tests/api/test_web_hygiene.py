@@ -4,6 +4,7 @@ headers on the explorer page and on API answers."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from crm_graphql.models import Role
@@ -17,38 +18,121 @@ PREFLIGHT = {
 }
 
 
-async def test_cors_allowlist(settings: Settings) -> None:
-    async with support.app_client(settings, cors_origins=[ALLOWED]) as client:
-        http = client.http
-        allowed = await http.options("/graphql", headers={"Origin": ALLOWED, **PREFLIGHT})
-        assert allowed.status_code == 200
-        assert allowed.headers["access-control-allow-origin"] == ALLOWED
-        assert "POST" in allowed.headers["access-control-allow-methods"]
-        assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
-        refused = await http.options(
-            "/graphql", headers={"Origin": "https://evil.example", **PREFLIGHT}
+def _cors_headers(response: httpx.Response) -> list[str]:
+    return [name for name in response.headers if name.lower().startswith("access-control-")]
+
+
+# What Apollo Client 3 (client awareness and CSRF prevention on), urql and graphql-sse put
+# in Access-Control-Request-Headers, as browsers send it (lower case, sorted).
+CLIENT_PREFLIGHTS = {
+    "apollo": "apollo-require-preflight,apollographql-client-name,"
+    "apollographql-client-version,authorization,content-type,x-request-id",
+    "urql": "accept,authorization,content-type",
+    "graphql-sse": "accept,authorization,content-type,last-event-id",
+    "traced": "content-type,traceparent,tracestate",
+}
+
+
+def test_cors_preflight_over_real_http(settings: Settings) -> None:
+    """Against a real uvicorn (the allowlist as an operator writes it, comma separated):
+    an allowed origin's preflight is 204 with the headers each client asks for; another
+    origin, or a header off the list, gets no CORS header at all."""
+    origins = f"{ALLOWED}, https://admin.example.com"
+    with support.run_uvicorn(settings, extra_env={"CRM_CORS_ORIGINS": origins}) as base:
+        with httpx.Client(base_url=base, timeout=20) as http:
+            for client, requested in CLIENT_PREFLIGHTS.items():
+                for method in ("POST", "GET"):
+                    preflight = http.options(
+                        "/graphql",
+                        headers={
+                            "Origin": ALLOWED,
+                            "Access-Control-Request-Method": method,
+                            "Access-Control-Request-Headers": requested,
+                        },
+                    )
+                    assert preflight.status_code == 204, (client, preflight.text)
+                    assert preflight.content == b""
+                    assert preflight.headers["access-control-allow-origin"] == ALLOWED
+                    assert method in preflight.headers["access-control-allow-methods"]
+                    allowed = preflight.headers["access-control-allow-headers"].lower()
+                    assert set(requested.split(",")) <= set(allowed.split(", ")), client
+                    assert int(preflight.headers["access-control-max-age"]) > 0
+                    assert "origin" in preflight.headers["vary"].lower()
+            second = http.options(
+                "/graphql", headers={"Origin": "https://admin.example.com", **PREFLIGHT}
+            )
+            assert second.status_code == 204
+            assert second.headers["access-control-allow-origin"] == "https://admin.example.com"
+            for origin, headers in (
+                ("https://evil.example", "content-type"),
+                ("null", "content-type"),
+                (ALLOWED + ".evil.example", "content-type"),
+                (ALLOWED, "content-type,x-not-on-the-list"),
+            ):
+                refused = http.options(
+                    "/graphql",
+                    headers={
+                        "Origin": origin,
+                        "Access-Control-Request-Method": "POST",
+                        "Access-Control-Request-Headers": headers,
+                    },
+                )
+                assert refused.status_code == 400, (origin, headers)
+                assert _cors_headers(refused) == [], (origin, headers, refused.headers)
+            put = http.options(
+                "/graphql",
+                headers={"Origin": ALLOWED, "Access-Control-Request-Method": "PUT"},
+            )
+            assert put.status_code == 400 and _cors_headers(put) == []
+            simple = http.post(
+                "/graphql", json={"query": "{ __typename }"}, headers={"Origin": ALLOWED}
+            )
+            assert simple.status_code == 200
+            assert simple.headers["access-control-allow-origin"] == ALLOWED
+            exposed = simple.headers["access-control-expose-headers"].lower()
+            assert {"x-request-id", "ratelimit-limit", "retry-after"} <= set(exposed.split(", "))
+            other = http.post(
+                "/graphql",
+                json={"query": "{ __typename }"},
+                headers={"Origin": "https://evil.example"},
+            )
+            assert other.status_code == 200 and _cors_headers(other) == []
+            assert "origin" in other.headers["vary"].lower()
+
+
+async def test_cors_extra_headers_are_configurable(settings: Settings) -> None:
+    async with support.app_client(
+        settings, cors_origins=[ALLOWED], cors_allow_headers=["X-Tenant-Hint"]
+    ) as client:
+        preflight = await client.http.options(
+            "/graphql",
+            headers={
+                "Origin": ALLOWED,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type, x-tenant-hint",
+            },
         )
-        assert refused.status_code == 400
-        assert "access-control-allow-origin" not in refused.headers
-        simple = await http.post(
-            "/graphql", json={"query": "{ __typename }"}, headers={"Origin": ALLOWED}
-        )
-        assert simple.headers["access-control-allow-origin"] == ALLOWED
-        assert "ratelimit-limit" in simple.headers["access-control-expose-headers"].lower()
-        other = await http.post(
-            "/graphql", json={"query": "{ __typename }"}, headers={"Origin": "https://evil.example"}
-        )
-        assert "access-control-allow-origin" not in other.headers
+        assert preflight.status_code == 204
+        assert "x-tenant-hint" in preflight.headers["access-control-allow-headers"].lower()
+
+
+def test_cors_origins_are_read_as_a_list_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for value in (f"{ALLOWED},https://b.example", f'["{ALLOWED}", "https://b.example"]'):
+        monkeypatch.setenv("CRM_CORS_ORIGINS", value)
+        assert Settings().cors_origins == [ALLOWED, "https://b.example"]
 
 
 async def test_no_cors_headers_by_default(client: support.GraphQLClient) -> None:
+    """No allowlist: every origin is refused by the CORS rules (not a 405 from the router)."""
     preflight = await client.http.options("/graphql", headers={"Origin": ALLOWED, **PREFLIGHT})
-    assert preflight.status_code == 405
-    assert "access-control-allow-origin" not in preflight.headers
+    assert preflight.status_code == 400
+    assert _cors_headers(preflight) == []
     post = await client.http.post(
         "/graphql", json={"query": "{ __typename }"}, headers={"Origin": ALLOWED}
     )
-    assert post.status_code == 200 and "access-control-allow-origin" not in post.headers
+    assert post.status_code == 200 and _cors_headers(post) == []
 
 
 @pytest.mark.parametrize(
