@@ -731,10 +731,9 @@ def _statement(
     return built
 
 
-def _build_statement(
-    actor: Actor, sources: Sequence[Source], shape: _Shape
-) -> tuple[Select[Any], dict[SearchEntity, Any]]:
-    """One page of hits with their rows (and the ORM entity of each kind)."""
+def _found(actor: Actor, sources: Sequence[Source], shape: _Shape) -> Any:
+    """The hits (``id``, ``entity_type``, ``score``) of one page and one more, unordered;
+    the query's values are parameters (``_query_parameters``, ``limit`` and the cursor's)."""
     doc = SearchDocument
     scoped = [(source, source.spec.statement(actor)) for source in sources]
     matches = _tsquery("prefix_query")
@@ -780,11 +779,18 @@ def _build_statement(
         and_(doc.document.bool_op("@@")(matches), ~outside_bodies, ~page_full),
         _score(shape.terms, doc.document, band=0.0),
     ).subquery("in_bodies")
-    found = union_all(
+    return union_all(
         select(named_cte.c.id, named_cte.c.entity_type, named_cte.c.score),
         select(in_bodies.c.id, in_bodies.c.entity_type, in_bodies.c.score),
     ).subquery("found")
 
+
+def _build_statement(
+    actor: Actor, sources: Sequence[Source], shape: _Shape
+) -> tuple[Select[Any], dict[SearchEntity, Any]]:
+    """One page of hits with their rows (and the ORM entity of each kind)."""
+    found = _found(actor, sources, shape)
+    limit = bindparam("limit", type_=Integer)
     rows: dict[SearchEntity, Any] = {}
     stmt = select(found.c.id, found.c.entity_type, found.c.score)
     for source in sources:
@@ -833,15 +839,24 @@ def _build_statement(
     return stmt.order_by(found.c.score.desc(), found.c.id).limit(limit), rows
 
 
-async def search(
-    actor: Actor,
-    session: AsyncSession,
-    text: str,
-    *,
-    entities: Sequence[SearchEntity] | None = None,
-    page: PageRequest,
-) -> Page[SearchHit]:
-    """One page of hits for ``text``, best first, in one statement."""
+@dataclass(frozen=True)
+class _Request:
+    """What a search runs: the sources, the parsed query, the page size, the cursor's
+    position, and the statement's shape and parameters (None: an empty page, for no
+    terms or ``first: 0``)."""
+
+    sources: list[Source]
+    query: SearchQuery
+    size: int
+    after: tuple[float, uuid.UUID] | None
+    shape: _Shape | None
+    parameters: dict[str, Any]
+
+
+def _request(
+    actor: Actor, text: str, entities: Sequence[SearchEntity] | None, page: PageRequest
+) -> _Request:
+    """A search of ``text`` checked (``Invalid`` arguments, ``Forbidden`` kinds)."""
     sources = readable_sources(actor, entities)
     query = parse_query(text)
     if page.last is not None or page.before is not None:
@@ -849,8 +864,7 @@ async def search(
     size, _, cursor = page.validated()
     after = _after(cursor, query, sources) if cursor is not None else None
     if not query.terms or size == 0:
-        return Page(items=[], cursors=[], has_next_page=False, has_previous_page=after is not None)
-
+        return _Request(sources, query, size, after, None, {})
     parameters = _query_parameters(query)
     shape = _Shape(
         workspace_id=actor.workspace_id,
@@ -863,10 +877,75 @@ async def search(
         bounded=parameters["high"] is not None,
         paged=after is not None,
     )
-    stmt, rows = _statement(actor, sources, shape)
     parameters["limit"] = size + 1
     if after is not None:
         parameters["score_after"], parameters["id_after"] = after
+    return _Request(sources, query, size, after, shape, parameters)
+
+
+@dataclass(frozen=True)
+class HitsStatement:
+    """A search as the compiled read path runs it: ``statement`` gives the page's hits and
+    one more (``id``, ``entity_type``, ``score``, best first) with every value bound;
+    ``signature`` is what its cursors carry (``_cursor``); ``one_term`` statements are
+    planned generically (see ``search``)."""
+
+    statement: Select[Any]
+    size: int
+    signature: str
+    after: bool
+    one_term: bool
+
+
+def hits_statement(
+    actor: Actor, text: str, entities: Sequence[SearchEntity] | None, page: PageRequest
+) -> HitsStatement | None:
+    """``search``'s hits for ``text`` in one statement (None: an empty page)."""
+    request = _request(actor, text, entities, page)
+    shape = request.shape
+    if shape is None:
+        return None
+    found = _found(actor, request.sources, shape)
+    statement = (
+        select(found.c.id, found.c.entity_type, found.c.score)
+        .order_by(found.c.score.desc(), found.c.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    return HitsStatement(
+        statement.params(request.parameters),
+        request.size,
+        _signature(request.query, request.sources),
+        request.after is not None,
+        shape.terms == 1,
+    )
+
+
+def cursor_prefix(signature: str) -> str:
+    """The JSON text a hit's cursor starts with, before its ``score, "id"]}``."""
+    return orjson.dumps({"q": signature}).decode()[:-1] + ',"v":['
+
+
+async def search(
+    actor: Actor,
+    session: AsyncSession,
+    text: str,
+    *,
+    entities: Sequence[SearchEntity] | None = None,
+    page: PageRequest,
+) -> Page[SearchHit]:
+    """One page of hits for ``text``, best first, in one statement."""
+    request = _request(actor, text, entities, page)
+    sources, query, size, after, shape = (
+        request.sources,
+        request.query,
+        request.size,
+        request.after,
+        request.shape,
+    )
+    if shape is None:
+        return Page(items=[], cursors=[], has_next_page=False, has_previous_page=after is not None)
+    parameters = request.parameters
+    stmt, rows = _statement(actor, sources, shape)
     if shape.terms == 1:
         # The one-word statement's plan is the same whatever the word (index probes in
         # stages): planned once per connection, not for every keystroke (its custom
