@@ -251,12 +251,14 @@ class Compiler:
         model: type[Any],
         alias: str,
         outer: tuple[type[Any], str] | None = None,
+        values: dict[str, Any] | None = None,
     ) -> str:
         """A service's SQLAlchemy expression over ``model``, as SQL over ``alias``, its
         values appended to the statement's parameters. SQLAlchemy compiles each distinct
         shape once (``_fragment``); a request with other values reuses the text. With
         ``outer`` (a model and its alias), the expression also reads that model's row,
-        by its table name (``conversations.is_last_message``)."""
+        by its table name (``conversations.is_last_message``). ``values``: the values of
+        binds left without one, by name (a statement built once per shape)."""
         cache_key = expression._generate_cache_key()
         if cache_key is None:
             template = _fragment(expression, model)
@@ -279,6 +281,8 @@ class Compiler:
             if bind.key == USER.key:
                 return self._user()
             if match.group(2) is None:
+                if values is not None and bind.key in values:
+                    return self._param(values[bind.key])
                 return self._param(bind.effective_value)
             return self._param(bind.effective_value[int(match.group(2))])
 
@@ -946,6 +950,8 @@ class Compiler:
                     query_type.fields[name].type,
                     subselections,
                 )
+            elif name == "search":
+                column = insight.search(self, nodes[0], query_type.fields[name].type, subselections)
             elif name == "me":
                 column = self._me(subselections)
             elif name == "node":

@@ -25,8 +25,10 @@ from graphql import (
     SelectionSetNode,
 )
 
+from crm_graphql import models
 from crm_graphql.resolvers.arguments import filter_spec
 from crm_graphql.services import aggregates, fields, querying, rfm
+from crm_graphql.services import search as search_service
 from crm_graphql.services.aggregates import AggregateSpec, GroupBy, Kind
 
 if TYPE_CHECKING:
@@ -278,3 +280,98 @@ def _money(c: Compiler, money: str, gql_type: Any, selection_sets: list[Selectio
         )
 
     return c._json_object(aggregate_type, selection_sets, value)
+
+
+def _score(sql: str) -> str:
+    """A score as orjson writes the float (PostgreSQL's shortest text, with ``.0`` when
+    integral); outside [1e-4, 1e15) the statement fails and the executed path answers."""
+    from crm_graphql.compiled.compiler import _unrepresentable
+
+    return (
+        f"CASE WHEN {sql} = 0 OR ({sql} >= 1e-4 AND {sql} < 1e15) THEN "
+        f"CASE WHEN {sql} = trunc({sql}) THEN trunc({sql})::bigint::text || '.0' "
+        f"ELSE ({sql})::text END ELSE {_unrepresentable(sql)} END"
+    )
+
+
+def search(
+    c: Compiler, node: FieldNode, gql_type: Any, selection_sets: list[SelectionSetNode]
+) -> str:
+    """``resolvers.search.search``: the service's hits statement, each hit's node read by
+    id as a node of its type; highlights (computed in Python) take the executed path."""
+    from crm_graphql.compiled.catalog import OBJECT_TYPES
+    from crm_graphql.compiled.compiler import Unsupported, _base64url, _literal, _quoted
+
+    args = c._arguments("Query", "search", node)
+    entities = [search_service.SearchEntity(t.value) for t in args.get("types") or ()] or None
+    page = querying.PageRequest(
+        first=args.get("first"),
+        after=args.get("after"),
+        max_size=c.settings.max_page_size,
+        default_size=c.settings.default_page_size,
+    )
+    hits = search_service.hits_statement(c.actor, args["query"], entities, page)
+    if hits is None:
+        raise Unsupported("an empty search page")
+    # One word (as you type): one generic plan serves every word (``search``).
+    c.state.custom_plans |= not hits.one_term
+    table = models.SearchDocument.__tablename__
+    rows = c._sql(hits.statement, models.SearchDocument, table, values=hits.parameters)
+    h = c._alias()
+    types = {info.model: name for name, info in OBJECT_TYPES.items()}
+    kinds = {
+        source.entity.value: types[source.spec.model] for source in search_service.SOURCES.values()
+    }
+    in_page = f"{h}.crm_rn <= {hits.size}"
+    prefix = _literal(search_service.cursor_prefix(hits.signature))
+
+    def cursor(row: str) -> str:
+        text = f"{prefix} || {_score(f'{row}.score')} || ',\"' || {row}.id::text || '\"]}}'"
+        return _quoted(_base64url(text))
+
+    results = _object_type(gql_type)
+    edge_type = _object_type(results.fields["edges"].type)
+
+    def edge(name: str, nodes: list[FieldNode]) -> str:
+        if name == "score":
+            return _score(f"{h}.score")
+        if name == "cursor":
+            return cursor(h)
+        if name == "node":
+            cases = " ".join(
+                f"WHEN {_literal(kind)} THEN "
+                + c._by_id(type_name, f"{h}.id", c._subselections(nodes))
+                for kind, type_name in kinds.items()
+            )
+            return f"CASE {h}.entity_type {cases} END"
+        raise Unsupported(f"SearchHit.{name}")  # highlights
+
+    page_info_type = _object_type(results.fields["pageInfo"].type)
+
+    def page_info(name: str, nodes: list[FieldNode]) -> str:
+        if name == "hasNextPage":
+            return f"CASE WHEN count(*) > {hits.size} THEN 'true' ELSE 'false' END"
+        if name == "hasPreviousPage":
+            return "'true'" if hits.after else "'false'"
+        if name in ("startCursor", "endCursor"):
+            direction = "ASC" if name == "startCursor" else "DESC"
+            return (
+                f"coalesce((array_agg({cursor(h)} ORDER BY {h}.crm_rn {direction}) "
+                f"FILTER (WHERE {in_page}))[1], 'null')"
+            )
+        raise Unsupported(f"PageInfo.{name}")
+
+    def value(name: str, nodes: list[FieldNode]) -> str:
+        if name == "edges":
+            item = c._json_object(edge_type, c._subselections(nodes), edge)
+            return (
+                f"'[' || coalesce(string_agg({item}, ',' ORDER BY {h}.crm_rn) "
+                f"FILTER (WHERE {in_page}), '') || ']'"
+            )
+        return c._json_object(page_info_type, c._subselections(nodes), page_info)
+
+    body = c._json_object(results, selection_sets, value)
+    return (
+        f"(SELECT {body} FROM (SELECT {h}.*, row_number() OVER (ORDER BY {h}.score DESC, "
+        f"{h}.id) AS crm_rn FROM ({rows}) {h}) {h} GROUP BY ())"
+    )

@@ -24,6 +24,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Select,
+    SmallInteger,
     and_,
     false,
     func,
@@ -138,6 +139,13 @@ def _operand(column: Any, value: Any, field_name: str) -> Any:
         fields.calendar_date(value, name)
     elif isinstance(value, Decimal):
         return _decimal_operand(column, value, name)
+    elif (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and isinstance(getattr(column, "type", None), SmallInteger)
+        and not -(2**15) <= value < 2**15
+    ):  # a GraphQL Int is 32 bits; the driver cannot send it as a small integer
+        raise Invalid(f"`{name}` must be between {-(2**15)} and {2**15 - 1}", name)
     return value
 
 

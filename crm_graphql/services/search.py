@@ -888,9 +888,11 @@ class HitsStatement:
     """A search as the compiled read path runs it: ``statement`` gives the page's hits and
     one more (``id``, ``entity_type``, ``score``, best first) with every value bound;
     ``signature`` is what its cursors carry (``_cursor``); ``one_term`` statements are
-    planned generically (see ``search``)."""
+    planned generically (see ``search``). The statement's binds take ``parameters``, by
+    name."""
 
     statement: Select[Any]
+    parameters: dict[str, Any]
     size: int
     signature: str
     after: bool
@@ -912,7 +914,8 @@ def hits_statement(
         .limit(bindparam("limit", type_=Integer))
     )
     return HitsStatement(
-        statement.params(request.parameters),
+        statement,
+        request.parameters,
         request.size,
         _signature(request.query, request.sources),
         request.after is not None,

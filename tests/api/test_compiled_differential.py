@@ -389,6 +389,37 @@ async def test_aggregates_are_compiled_and_identical(pair: Pair) -> None:
     assert compiled > 30
 
 
+SEARCH = """query($q: String!, $types: [SearchType!], $first: Int, $after: String) {
+  search(query: $q, types: $types, first: $first, after: $after) {
+    edges { cursor score node { __typename ... on Customer { id name email company { name } }
+      ... on Company { id name domain } ... on Deal { id title amount }
+      ... on Conversation { id subject unreadCount } ... on Activity { id what: subject } } }
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }"""
+
+
+async def test_search_is_compiled_and_identical(pair: Pair) -> None:
+    """As you type (one word, two to four letters), several words, kinds, pages by cursor;
+    highlights (computed in Python) and bad arguments take the executed path."""
+    pages = 0
+    for q in ("a", "an", "ann", "jo", "smi", "example.com", "ann smi", "sales call", "zzzz"):
+        for types in (None, ["CUSTOMER"], ["DEAL", "CONVERSATION", "ACTIVITY"]):
+            variables: dict[str, Any] = {"q": q, "types": types, "first": 5}
+            body = await pair.same(SEARCH, variables, compiled=True)
+            found = body["data"]["search"]
+            if found["pageInfo"]["hasNextPage"]:
+                after = found["pageInfo"]["endCursor"]
+                await pair.same(SEARCH, {**variables, "after": after}, compiled=True)
+                pages += 1
+    assert pages >= 3
+    body = await pair.same('{ search(query: "a") { edges { score } } }', compiled=True)
+    assert body["data"]["search"]["edges"]
+    await pair.same(
+        '{ search(query: "an") { edges { highlights { field snippet } } } }', compiled=False
+    )
+    for bad in ('query: "a", after: "nonsense"', 'query: "a", first: -1', 'query: "x" * 0'):
+        await pair.same(f"{{ search({bad}) {{ edges {{ score }} }} }}", compiled=False)
+
+
 SEGMENT_PAGE = Path("bench/queries/s2_segment_page.graphql").read_text()
 RFM_LIST = """query($f: CustomerFilter, $n: Int) { customers(first: $n, filter: $f) {
   totalCount pageInfo { hasNextPage endCursor }
@@ -1173,6 +1204,9 @@ def _compilable() -> dict[str, set[str]]:
         known[totals.name] = set(totals.fields)
         group = get_named_type(totals.fields["groups"].type)
         known[group.name] = set(group.fields)
+    known["Query"].add("search")
+    known["SearchResults"] = {"edges", "pageInfo"}
+    known["SearchHit"] = {"cursor", "node", "score"}
     for name in ("MoneyAggregate", "NumberAggregate", "Money"):
         known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
     return known

@@ -142,6 +142,25 @@ async def test_filters_refuse_dates_outside_the_range(
             ], (value, result.body)
 
 
+async def test_filters_refuse_whole_numbers_beyond_a_small_integer_column(
+    as_role: dict[Role, support.GraphQLClient],
+) -> None:
+    """A rating (1 to 5, stored in 16 bits) compared with a 32-bit GraphQL Int."""
+    for field in (
+        "conversations(filter: $f) { totalCount }",
+        "conversationsAggregate(filter: $f) { count }",
+    ):
+        query = f"query($f: ConversationFilter) {{ {field} }}"
+        for value in (32768, -32769, 2147483647):
+            for op in ("eq", "gte", "lt"):
+                result = await as_role[Role.ADMIN](query, {"f": {"ratingScore": {op: value}}})
+                assert [e["extensions"] for e in result.errors] == [
+                    {"code": "VALIDATION", "field": "ratingScore"}
+                ], result.body
+        result = await as_role[Role.ADMIN](query, {"f": {"ratingScore": {"lte": 32767}}})
+        assert not result.errors, result.body
+
+
 @pytest.mark.parametrize(
     ("value", "refused"),
     [
