@@ -30,7 +30,7 @@ from strawberry.types.graphql import OperationType
 
 from crm_graphql.explorer import explorer_response, wants_explorer
 from crm_graphql.masking import UNAVAILABLE_RETRY_AFTER, format_error, unavailable_error
-from crm_graphql.resolvers.context import AppState, Context
+from crm_graphql.resolvers.context import AppState, Context, reads_on_replica
 from crm_graphql.resolvers.credentials import MalformedCredentials, actor_for_credentials
 from crm_graphql.services import ratelimit
 from crm_graphql.services.actor import Actor
@@ -296,6 +296,27 @@ async def _operation(
             return compiled, 200
         context = Context(
             app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request)
+        )
+        try:
+            body, status = await _execute(request, context, params)
+        except Exception as exc:
+            if not reads_on_replica(context):
+                raise
+            failure: BaseException | str = exc
+        else:
+            if not reads_on_replica(context) or not _codes(body) & {"UNAVAILABLE", "INTERNAL"}:
+                return body, status
+            failure = "a read on the replica answered with an error"
+        # The replica stopped or cancelled a statement (a recovery conflict): the same
+        # query again, on the primary (docs/decisions/0024); queries change nothing.
+        assert app.replica is not None
+        app.replica.failed(failure)
+        context = Context(
+            app=app,
+            actor=actor,
+            request_id=request_id,
+            client_ip=_client_ip(request),
+            sessions=app.sessionmaker,
         )
         return await _execute(request, context, params)
     except Exception as exc:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from graphql import GraphQLError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.auth import TokenConfig
@@ -21,6 +23,7 @@ EVENT_SCOPE: ContextVar[Context | None] = ContextVar("crm_event_scope", default=
 
 if TYPE_CHECKING:
     from crm_graphql.compiled import CompiledReads
+    from crm_graphql.db.replica import Replica
     from crm_graphql.realtime.bus import Bus
     from crm_graphql.realtime.credentials import Credential
     from crm_graphql.realtime.ephemeral import Ephemeral
@@ -47,6 +50,8 @@ class AppState:
     webhooks: WebhookDispatcher
     # The compiled read path (None when ``settings.compiled_reads`` is off).
     compiled: CompiledReads | None = None
+    # Reads that may lag go here (``CRM_DATABASE_REPLICA_URL``; docs/decisions/0024).
+    replica: Replica | None = None
 
 
 @dataclass
@@ -161,6 +166,9 @@ class Context:
             written = take_written(session)
             changes = [(self.actor.workspace_id, written)] if self.actor and written else []
             await self.app.bus.notify(take_committed_topics(session), changes)
+        if self.app.replica is not None:
+            # The caller reads their own writes: not from a standby behind this commit.
+            await self.app.replica.wrote(self.actor)
         # Reads after a mutation (its payload) must see the committed change.
         await self.reset_reads()
 
@@ -181,3 +189,29 @@ class Context:
 
     def extra(self) -> dict[str, Any]:
         return {"request_id": self.request_id}
+
+
+class LaggingReads(SchemaExtension):
+    """A query operation sent over HTTP reads on the replica when its caller may read
+    there now (``crm_graphql.db.replica``: not just written, replica close enough).
+    Mutations, their payloads and everything on a WebSocket read the primary."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ec = self.execution_context
+        context = ec.context
+        replica = context.app.replica if isinstance(context, Context) else None
+        if (
+            replica is not None
+            and context.sessions is None
+            and context.websocket is None
+            and ec.operation_type is OperationType.QUERY
+            and await replica.may_lag(context.actor)
+        ):
+            context.sessions = replica.sessionmaker
+        yield
+
+
+def reads_on_replica(context: Context) -> bool:
+    """Did this request's reads go to the replica (``LaggingReads``)?"""
+    replica = context.app.replica
+    return replica is not None and context.sessions is replica.sessionmaker
