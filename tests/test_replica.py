@@ -213,8 +213,12 @@ async def people(cluster: Cluster) -> People:
 
 
 async def primary_position(cluster: Cluster) -> int:
+    """The primary's position after one more WAL record: a standby that replayed it has
+    replayed every write before it (a write's kept position may be a page header past
+    its commit record, see ``crm_graphql.db.replica``)."""
     conn = await asyncpg.connect(cluster.url(cluster.primary))
     try:
+        await conn.execute("SELECT pg_logical_emit_message(false, 'crm-test', 'mark')")
         return int(await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"))
     finally:
         await conn.close()

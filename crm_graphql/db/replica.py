@@ -10,7 +10,7 @@ credential checks, rate limits, audit and snapshot refreshes.
 The rule, per caller (a user, or an API key):
 
 - after a unit of work of the caller commits, the primary's WAL position
-  (``pg_current_wal_lsn()``, taken after the commit, so at or past its commit record) is
+  (``pg_current_wal_insert_lsn()``, taken after the commit, so past its commit record) is
   kept in Redis under the caller for ``max_lag`` + 1 seconds (only ever raised);
 - a read goes to the standby only when the standby is up, in recovery, at most
   ``max_lag`` seconds behind, and has replayed past the caller's kept position; else to
@@ -47,7 +47,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("crm_graphql.replica")
 
-# A WAL position as a number of bytes (``pg_lsn`` compares as that).
+# WAL positions as numbers of bytes (``pg_lsn`` compares as that). A write's: the insert
+# position, past the commit record whatever ``synchronous_commit`` says (at worst by a
+# page header: the writer then reads the primary a little longer). The monitor's: the
+# write position, which an idle standby reaches (the insert position may stay a page
+# header ahead of anything it can replay).
+_WRITTEN_POSITION = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint"
 _PRIMARY_POSITION = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
 _STANDBY_POSITION = (
     "SELECT pg_is_in_recovery(), pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint"
@@ -229,7 +234,7 @@ class Replica:
             return
         assert self._primary is not None
         try:
-            position = await self._primary.fetchval(_PRIMARY_POSITION)
+            position = await self._primary.fetchval(_WRITTEN_POSITION)
             await self._keep_highest(
                 keys=[caller_key(actor)], args=[int(position), int((self.max_lag + 1) * 1000)]
             )
