@@ -56,7 +56,7 @@ async def timed(n: int, call: Callable[[], Awaitable[Any]]) -> tuple[float, floa
 
 async def measure(primary: str, standby: str, redis_url: str, n: int) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    replica = await Replica.open(primary, standby, client, pool_size=2, max_lag=5, poll=3600)
+    replica = await Replica(primary, standby, client, pool_size=2, max_lag=5, poll=3600).start()
     workspace = uuid.uuid4()
     reader = Actor(workspace, Role.MANAGER, user_id=uuid.uuid4())
     writer = Actor(workspace, Role.MANAGER, user_id=uuid.uuid4())

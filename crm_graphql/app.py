@@ -131,7 +131,7 @@ def build_app(settings: Settings) -> Starlette:
             await dispatcher.start()
         replica = None
         if settings.database_replica_url:
-            replica = await Replica.open(
+            replica = await Replica(
                 settings.database_url or "",
                 settings.database_replica_url,
                 bus.client,
@@ -139,7 +139,7 @@ def build_app(settings: Settings) -> Starlette:
                 max_lag=settings.replica_max_lag,
                 poll=settings.replica_poll_seconds,
                 primary_engine=engine,
-            )
+            ).start()
             crypto.attach(replica.sessionmaker, keyring)
         compiled = (
             await CompiledReads.open(schema, settings, engine, replica)

@@ -273,7 +273,7 @@ async def test_replica_router_follows_lag_and_the_callers_writes(
     it is at most ``max_lag`` behind; a writer only once it has replayed their write."""
     now = [1000.0]
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    replica = await Replica.open(
+    replica = await Replica(
         cluster.url(cluster.primary),
         cluster.url(cluster.standby),
         client,
@@ -281,7 +281,7 @@ async def test_replica_router_follows_lag_and_the_callers_writes(
         max_lag=5.0,
         poll=3600,  # samples taken by the test only
         clock=lambda: now[0],
-    )
+    ).start()
     writer = Actor(people.workspace_id, Role.MANAGER, user_id=uuid.uuid4())
     reader = Actor(people.workspace_id, Role.MANAGER, user_id=uuid.uuid4())
     primary = await asyncpg.connect(cluster.url(cluster.primary))

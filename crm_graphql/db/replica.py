@@ -40,7 +40,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from crm_graphql.db.engine import async_url, make_engine, make_read_pool, make_sessionmaker
+from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
 
 if TYPE_CHECKING:
     from crm_graphql.services.actor import Actor
@@ -89,6 +89,7 @@ class Replica:
         pool_size: int,
         max_lag: float,
         poll: float,
+        primary_engine: AsyncEngine | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.primary_url = primary_url
@@ -99,10 +100,15 @@ class Replica:
         self.poll = poll
         self.clock = clock
         self.engine: AsyncEngine = make_engine(replica_url, pool_size=pool_size)
-        self.sessionmaker: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
+        # Summaries refreshed from a read on the standby are written to the primary
+        # (``services.snapshots.ensure``).
+        self.sessionmaker: async_sessionmaker[AsyncSession] = make_sessionmaker(
+            self.engine,
+            {"primary_engine": primary_engine} if primary_engine is not None else None,
+        )
         self._keep_highest = redis_client.register_script(_KEEP_HIGHEST)
         self._primary: asyncpg.Pool | None = None  # WAL positions of the primary
-        self._standby: asyncpg.Connection | None = None  # the monitor's
+        self._standby: asyncpg.Pool | None = None  # the replay position of the replica
         self._task: asyncio.Task[None] | None = None
         # (clock, primary position) samples, oldest first, kept for ``max_lag``.
         self._samples: deque[tuple[float, int]] = deque()
@@ -110,50 +116,23 @@ class Replica:
         self.caught_up_at: float | None = None  # the standby holds what committed before
         self._primary_only_until = 0.0
 
-    @classmethod
-    async def open(
-        cls,
-        primary_url: str,
-        replica_url: str,
-        redis_client: redis.Redis,
-        *,
-        pool_size: int,
-        max_lag: float,
-        poll: float,
-        primary_engine: AsyncEngine | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> Replica:
-        """A started replica router: its first sample is taken before it returns."""
-        replica = cls(
-            primary_url,
-            replica_url,
-            redis_client,
-            pool_size=pool_size,
-            max_lag=max_lag,
-            poll=poll,
-            clock=clock,
-        )
-        if primary_engine is not None:
-            # Summaries refreshed from a read on the standby are written to the primary
-            # (``services.snapshots.ensure``).
-            replica.sessionmaker.configure(info={"primary_engine": primary_engine})
-        replica._primary = await make_read_pool(
-            primary_url, max(2, pool_size // 2), "crm_graphql_replica_monitor"
-        )
-        await replica.sample()
-        replica._task = asyncio.create_task(replica._monitor(), name="crm-replica-monitor")
-        return replica
+    async def start(self) -> Replica:
+        """Take the first sample, then sample every ``poll`` seconds until ``close``."""
+        name = "crm_graphql_replica_monitor"
+        self._primary = await make_read_pool(self.primary_url, max(2, self.pool_size // 2), name)
+        self._standby = await make_read_pool(self.replica_url, 1, name)
+        await self.sample()
+        self._task = asyncio.create_task(self._monitor(), name="crm-replica-monitor")
+        return self
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._standby is not None:
-            with contextlib.suppress(Exception):
-                await self._standby.close()
-        if self._primary is not None:
-            await self._primary.close()
+        for pool in (self._standby, self._primary):
+            if pool is not None:
+                await pool.close()
         await self.engine.dispose()
 
     async def _monitor(self) -> None:
@@ -163,7 +142,7 @@ class Replica:
 
     async def sample(self) -> None:
         """One sample of the primary's position, then of the standby's replay."""
-        assert self._primary is not None
+        assert self._primary is not None and self._standby is not None
         now = self.clock()
         try:
             position = await self._primary.fetchval(_PRIMARY_POSITION)
@@ -172,23 +151,12 @@ class Replica:
         else:
             self._samples.append((now, int(position)))
         try:
-            if self._standby is None or self._standby.is_closed():
-                self._standby = await asyncpg.connect(
-                    _plain_dsn(self.replica_url),
-                    timeout=max(1.0, self.poll * 5),
-                    server_settings={"application_name": "crm_graphql_replica_monitor"},
-                )
-            in_recovery, replayed = await self._standby.fetchrow(
-                _STANDBY_POSITION, timeout=max(1.0, self.poll * 5)
-            )
+            async with asyncio.timeout(max(1.0, self.poll * 5)):
+                in_recovery, replayed = await self._standby.fetchrow(_STANDBY_POSITION)
         except UNREACHABLE as error:
             if self.replayed is not None:
                 log.warning("replica unusable, reading from the primary: %s", error)
             self.replayed = None
-            with contextlib.suppress(Exception):
-                if self._standby is not None:
-                    self._standby.terminate()
-            self._standby = None
             return
         if not in_recovery or replayed is None:
             # Promoted (or not a standby at all): its positions are not the primary's.
@@ -250,11 +218,3 @@ class Replica:
         """A read on the standby failed: not used again until the monitor sees it answer."""
         log.warning("read on the replica failed, reading from the primary: %s", error)
         self.replayed = None
-
-
-def _plain_dsn(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return (
-        make_url(async_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
