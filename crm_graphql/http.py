@@ -28,6 +28,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from crm_graphql.db.replica import database_failure
 from crm_graphql.explorer import explorer_response, wants_explorer
 from crm_graphql.masking import UNAVAILABLE_RETRY_AFTER, format_error, unavailable_error
 from crm_graphql.resolvers.context import AppState, Context, reads_on_replica
@@ -300,15 +301,16 @@ async def _operation(
         try:
             body, status = await _execute(request, context, params)
         except Exception as exc:
-            if not reads_on_replica(context):
+            if not reads_on_replica(context) or not database_failure(exc):
                 raise
-            failure: BaseException | str = exc
+            failure: BaseException = exc
         else:
-            if not reads_on_replica(context) or not _codes(body) & {"UNAVAILABLE", "INTERNAL"}:
+            if context.replica_failure is None:
                 return body, status
-            failure = "a read on the replica answered with an error"
-        # The replica stopped or cancelled a statement (a recovery conflict): the same
-        # query again, on the primary (docs/decisions/0024); queries change nothing.
+            failure = context.replica_failure
+        # A read on the replica failed in the database (the replica stopped, or cancelled a
+        # statement: a recovery conflict): the same query again, on the primary
+        # (docs/decisions/0024); queries change nothing.
         assert app.replica is not None
         app.replica.failed(failure)
         context = Context(

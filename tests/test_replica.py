@@ -72,6 +72,8 @@ CUSTOMERS_EXECUTED = (
 )
 SEARCH = """query($q: String!) { search(query: $q, types: [CUSTOMER]) {
   edges { node { ... on Customer { id name } } } } }"""
+SEARCH_AFTER = """query($q: String!, $after: String) { search(query: $q, after: $after) {
+  edges { cursor } } }"""
 FEED = "subscription { activityFeed { type activity { subject } } }"
 
 
@@ -499,6 +501,10 @@ async def test_a_read_the_stopped_standby_fails_is_answered_by_the_primary(
             reader = await support.GraphQLClient(http).logged_in(
                 people.emails["reader"], support.PASSWORD
             )
+            # An error of the request itself is the answer, not a failure of the replica.
+            refused = await reader(SEARCH_AFTER, {"q": "Ada", "after": "not a cursor"})
+            assert [e["extensions"]["code"] for e in refused.errors] == ["VALIDATION"]
+            assert replica.usable()
             cluster.stop(cluster.standby)
             answer = await reader(query)
             assert answer.ok()["customers"]["edges"]  # from the primary

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING
 import asyncpg
 import redis.asyncio as redis
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
@@ -69,6 +71,18 @@ return 1
 """
 # Errors that mean "this server cannot answer now" (not a defect of the statement).
 UNREACHABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+def database_failure(error: BaseException | None) -> bool:
+    """Did ``error`` (or an error it was raised from) come from the database or the way
+    to it? What a read on the replica answered with is then asked of the primary."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (DBAPIError, SQLAlchemyTimeoutError, *UNREACHABLE)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def caller_key(actor: Actor) -> str:
@@ -214,7 +228,7 @@ class Replica:
             )
             self._primary_only_until = self.clock() + self.max_lag + 1
 
-    def failed(self, error: BaseException | str) -> None:
+    def failed(self, error: BaseException) -> None:
         """A read on the standby failed: not used again until the monitor sees it answer."""
         log.warning("read on the replica failed, reading from the primary: %s", error)
         self.replayed = None

@@ -75,6 +75,9 @@ class Context:
     # Plain asyncpg connections for the loaders that have a path without the ORM
     # (renderings of live events: the hub's pool); None: every read takes a session.
     plain_reads: asyncpg.Pool | None = None
+    # What the database answered a read on the replica with, if it failed there (the
+    # request is then executed again on the primary: ``LaggingReads``).
+    replica_failure: BaseException | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _session: AsyncSession | None = None
     _abandoned: list[AsyncSession] = field(default_factory=list)
@@ -209,6 +212,13 @@ class LaggingReads(SchemaExtension):
         ):
             context.sessions = replica.sessionmaker
         yield
+        if replica is not None and reads_on_replica(context):
+            from crm_graphql.db.replica import database_failure
+
+            for error in getattr(ec.result, "errors", None) or ():
+                if database_failure(error.original_error):
+                    context.replica_failure = error.original_error
+                    break
 
 
 def reads_on_replica(context: Context) -> bool:
