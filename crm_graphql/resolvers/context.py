@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from crm_graphql.db.replica import database_failure
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.auth import TokenConfig
 
@@ -213,8 +214,6 @@ class LaggingReads(SchemaExtension):
             context.sessions = replica.sessionmaker
         yield
         if replica is not None and reads_on_replica(context):
-            from crm_graphql.db.replica import database_failure
-
             for error in getattr(ec.result, "errors", None) or ():
                 if database_failure(error.original_error):
                     context.replica_failure = error.original_error
