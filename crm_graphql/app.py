@@ -21,6 +21,7 @@ from crm_graphql.compiled import CompiledReads
 from crm_graphql.compression import compression_middleware
 from crm_graphql.cors import cors_middleware
 from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
+from crm_graphql.db.replica import Replica
 from crm_graphql.diagnostics import Diagnostics, runtime
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
@@ -64,6 +65,12 @@ async def readyz(request: Request) -> Response:
         checks["postgres"] = f"error: {type(exc).__name__}"
     checks["redis"] = "ok" if await app.bus.ping() else "error"
     ready = all(v == "ok" for v in checks.values())
+    if app.replica is not None:
+        # Informational: without the replica, reads that may lag go to the primary.
+        lag = app.replica.lag()
+        checks["replica"] = (
+            "unavailable" if lag is None else "ok" if app.replica.usable() else "lagging"
+        )
     return JSONResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
     )
@@ -125,8 +132,22 @@ def build_app(settings: Settings) -> Starlette:
         )
         if settings.webhook_dispatcher:
             await dispatcher.start()
+        replica = None
+        if settings.database_replica_url:
+            replica = await Replica(
+                settings.database_url or "",
+                settings.database_replica_url,
+                bus.client,
+                pool_size=settings.db_pool_size,
+                max_lag=settings.replica_max_lag,
+                poll=settings.replica_poll_seconds,
+                primary_engine=engine,
+            ).start()
+            crypto.attach(replica.sessionmaker, keyring)
         compiled = (
-            await CompiledReads.open(schema, settings, engine) if settings.compiled_reads else None
+            await CompiledReads.open(schema, settings, engine, replica)
+            if settings.compiled_reads
+            else None
         )
         app.state.crm = AppState(
             settings=settings,
@@ -145,6 +166,7 @@ def build_app(settings: Settings) -> Starlette:
                 trusted=trusted_documents,
             ),
             compiled=compiled,
+            replica=replica,
         )
         app.state.schema = schema
         restore_signals = close_sockets_before_exit()
@@ -164,6 +186,8 @@ def build_app(settings: Settings) -> Starlette:
             await dispatcher.close()
             if compiled is not None:
                 await compiled.close()
+            if replica is not None:
+                await replica.close()
             await ephemeral.close()
             await hub.close()
             await hub_pool.close()

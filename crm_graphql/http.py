@@ -36,10 +36,11 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from crm_graphql.db.replica import database_failure
 from crm_graphql.explorer import explorer_response, wants_explorer
 from crm_graphql.masking import UNAVAILABLE_RETRY_AFTER, format_error, unavailable_error
 from crm_graphql.persisted_queries import PersistedQueryError
-from crm_graphql.resolvers.context import AppState, Context
+from crm_graphql.resolvers.context import AppState, Context, reads_on_replica
 from crm_graphql.resolvers.credentials import MalformedCredentials, actor_for_credentials
 from crm_graphql.services import ratelimit
 from crm_graphql.services.actor import Actor
@@ -331,6 +332,40 @@ async def _execute(
     return body, 200 if "data" in body else _request_error_status(media_type)
 
 
+async def _executed(
+    request: Request,
+    app: AppState,
+    actor: Actor | None,
+    request_id: str,
+    params: dict[str, Any],
+    media_type: str,
+) -> tuple[dict[str, Any] | bytes, int]:
+    """The operation executed by Strawberry; a query whose read on the replica failed in
+    the database (the replica stopped, or cancelled a statement: a recovery conflict) runs
+    again on the primary (docs/decisions/0024): queries change nothing."""
+    context = Context(app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request))
+    try:
+        body, status = await _execute(request, context, params, media_type)
+    except Exception as exc:
+        if not reads_on_replica(context) or not database_failure(exc):
+            raise
+        failure: BaseException = exc
+    else:
+        if context.replica_failure is None:
+            return body, status
+        failure = context.replica_failure
+    assert app.replica is not None
+    app.replica.failed(failure)
+    context = Context(
+        app=app,
+        actor=actor,
+        request_id=request_id,
+        client_ip=_client_ip(request),
+        sessions=app.sessionmaker,
+    )
+    return await _execute(request, context, params, media_type)
+
+
 async def _operation(
     request: Request,
     app: AppState,
@@ -355,10 +390,9 @@ async def _operation(
         if compiled:
             outcome: tuple[dict[str, Any] | bytes, int] = (compiled, 200)
         else:
-            context = Context(
-                app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request)
+            outcome = await _executed(
+                request, app, actor, request_id, {**params, "query": query}, media_type
             )
-            outcome = await _execute(request, context, {**params, "query": query}, media_type)
     except Exception as exc:
         # Failed outside of GraphQL execution (a pool, a session's close): the same
         # answer as a failure inside it.

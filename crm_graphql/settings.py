@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     # json | text; unset: json in production, text otherwise.
     log_format: Literal["json", "text"] | None = None
     db_pool_size: int = 10
+    # A PostgreSQL streaming replica for reads that may lag (docs/decisions/0024): query
+    # operations of callers who did not just write; unset, everything reads the primary.
+    database_replica_url: str | None = None
+    # Seconds the replica may be behind and still serve reads (else the primary does);
+    # also how long a caller's last write position is kept.
+    replica_max_lag: float = 5.0
+    # How often each process samples the primary's and the replica's WAL positions.
+    replica_poll_seconds: float = 0.2
     # The real-time hub's own connections (stream reads, event renderings), apart from
     # requests', so that live delivery does not queue behind a burst of mutations.
     hub_pool_size: int = 4

@@ -32,6 +32,7 @@ from strawberry.schema.schema import validate_document
 
 from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
 from crm_graphql.db.engine import make_read_pool
+from crm_graphql.db.replica import Replica
 from crm_graphql.limits import QueryLimits, Shape, input_errors, limit_errors, shape_of
 from crm_graphql.services import rfm, snapshots
 from crm_graphql.services.actor import Actor
@@ -92,6 +93,17 @@ class _Lru(OrderedDict[Any, Any]):
 
 _MISS = object()
 
+# compiler._unrepresentable: stored data the executed path answers with an error.
+_REFUSED = asyncpg.InvalidTextRepresentationError
+_FAILED = (
+    asyncpg.PostgresError,
+    OSError,
+    asyncpg.InterfaceError,
+    # A pooled connection the server ended mid-statement (PostgreSQL restarting) can be
+    # left "another operation is in progress".
+    asyncpg.InternalClientError,
+)
+
 # ``rfm.snapshot_is_current`` of the workspace ($1), for the read-only pool.
 _RFM_SNAPSHOT_IS_CURRENT = str(
     select(rfm.snapshot_is_current(bindparam("workspace", type_=UUID(as_uuid=True)))).compile(
@@ -111,8 +123,13 @@ class CompiledReads:
         pool: asyncpg.Pool,
         filtered_pool: asyncpg.Pool | None = None,
         engine: AsyncEngine | None = None,
+        replica: Replica | None = None,
+        replica_pools: tuple[asyncpg.Pool, asyncpg.Pool] | None = None,
     ) -> None:
         self.schema = schema
+        # Reads of callers who may lag run on the replica's (pool, filtered pool).
+        self.replica = replica
+        self.replica_pools = replica_pools
         # Writes what a plan needs current before it runs (the RFM snapshot); None: the
         # statements answer from the live computation (exact, slower).
         self.engine = engine
@@ -128,23 +145,29 @@ class CompiledReads:
 
     @classmethod
     async def open(
-        cls, schema: Schema, settings: Settings, engine: AsyncEngine | None = None
+        cls,
+        schema: Schema,
+        settings: Settings,
+        engine: AsyncEngine | None = None,
+        replica: Replica | None = None,
     ) -> CompiledReads:
-        url, name = settings.database_url or "", "crm_graphql_compiled"
-        return cls(
-            schema,
-            settings,
-            await make_read_pool(url, settings.db_pool_size, name),
-            await make_read_pool(
-                url, max(2, settings.db_pool_size // 2), name, plan_cache_mode="force_custom_plan"
-            ),
-            engine,
-        )
+        name, size = "crm_graphql_compiled", settings.db_pool_size
+
+        async def pools(url: str) -> tuple[asyncpg.Pool, asyncpg.Pool]:
+            return (
+                await make_read_pool(url, size, name),
+                await make_read_pool(
+                    url, max(2, size // 2), name, plan_cache_mode="force_custom_plan"
+                ),
+            )
+
+        primary = await pools(settings.database_url or "")
+        lagging = await pools(replica.replica_url) if replica is not None else None
+        return cls(schema, settings, *primary, engine, replica, lagging)
 
     async def close(self) -> None:
-        await self.pool.close()
-        if self.filtered_pool is not self.pool:
-            await self.filtered_pool.close()
+        for pool in {self.pool, self.filtered_pool, *(self.replica_pools or ())}:
+            await pool.close()
 
     def _document(self, query: str, operation_name: str | None) -> _Document | None:
         key = (query, operation_name)
@@ -242,6 +265,15 @@ class CompiledReads:
         ) as error:
             log.warning("RFM snapshot not refreshed: %s", error)
 
+    def _pool(self, compiled: Compiled, lagging: bool) -> asyncpg.Pool:
+        """Where the statement runs: the replica's pools for a read that may lag."""
+        pool, filtered_pool = (
+            self.replica_pools
+            if lagging and self.replica_pools is not None
+            else (self.pool, self.filtered_pool)
+        )
+        return filtered_pool if compiled.custom_plans else pool
+
     async def execute(
         self,
         actor: Actor | None,
@@ -257,26 +289,31 @@ class CompiledReads:
             return None
         if compiled.reads_rfm_scores and self.engine is not None:
             await self._current_rfm_snapshot(actor)
+        lagging = self.replica is not None and await self.replica.may_lag(actor)
         try:
-            pool = self.filtered_pool if compiled.custom_plans else self.pool
             params = compiled.params[1:]
             if compiled.user_params:
                 params = list(params)
                 for index in compiled.user_params:
                     params[index - 1] = actor.user_id
-            row = await pool.fetchrow(compiled.sql, actor.workspace_id, *params)
-        except asyncpg.InvalidTextRepresentationError as error:
+            try:
+                row = await self._pool(compiled, lagging).fetchrow(
+                    compiled.sql, actor.workspace_id, *params
+                )
+            except _FAILED as error:
+                if not lagging or self.replica is None or isinstance(error, _REFUSED):
+                    raise
+                # The replica stopped, or cancelled the statement (a recovery conflict):
+                # the same statement on the primary (docs/decisions/0024).
+                self.replica.failed(error)
+                row = await self._pool(compiled, False).fetchrow(
+                    compiled.sql, actor.workspace_id, *params
+                )
+        except _REFUSED as error:
             # compiler._unrepresentable: stored data the executed path answers with an error.
             log.debug("compiled read refused a stored value: %s", error)
             return None
-        except (
-            asyncpg.PostgresError,
-            OSError,
-            asyncpg.InterfaceError,
-            # A pooled connection the server ended mid-statement (PostgreSQL restarting)
-            # can be left "another operation is in progress".
-            asyncpg.InternalClientError,
-        ) as error:
+        except _FAILED as error:
             # The executed path answers the same request with its own (coded) error.
             log.warning("compiled read failed, executing instead: %s\n%s", error, compiled.sql)
             return None

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from graphql import GraphQLError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
+from crm_graphql.db.replica import database_failure
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.auth import TokenConfig
 
@@ -21,6 +24,7 @@ EVENT_SCOPE: ContextVar[Context | None] = ContextVar("crm_event_scope", default=
 
 if TYPE_CHECKING:
     from crm_graphql.compiled import CompiledReads
+    from crm_graphql.db.replica import Replica
     from crm_graphql.persisted_queries import PersistedQueries
     from crm_graphql.realtime.bus import Bus
     from crm_graphql.realtime.credentials import Credential
@@ -50,6 +54,8 @@ class AppState:
     persisted: PersistedQueries
     # The compiled read path (None when ``settings.compiled_reads`` is off).
     compiled: CompiledReads | None = None
+    # Reads that may lag go here (``CRM_DATABASE_REPLICA_URL``; docs/decisions/0024).
+    replica: Replica | None = None
 
 
 @dataclass
@@ -73,6 +79,9 @@ class Context:
     # Plain asyncpg connections for the loaders that have a path without the ORM
     # (renderings of live events: the hub's pool); None: every read takes a session.
     plain_reads: asyncpg.Pool | None = None
+    # What the database answered a read on the replica with, if it failed there (the
+    # request is then executed again on the primary: ``LaggingReads``).
+    replica_failure: BaseException | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _session: AsyncSession | None = None
     _abandoned: list[AsyncSession] = field(default_factory=list)
@@ -164,6 +173,9 @@ class Context:
             written = take_written(session)
             changes = [(self.actor.workspace_id, written)] if self.actor and written else []
             await self.app.bus.notify(take_committed_topics(session), changes)
+        if self.app.replica is not None:
+            # The caller reads their own writes: not from a standby behind this commit.
+            await self.app.replica.wrote(self.actor)
         # Reads after a mutation (its payload) must see the committed change.
         await self.reset_reads()
 
@@ -184,3 +196,34 @@ class Context:
 
     def extra(self) -> dict[str, Any]:
         return {"request_id": self.request_id}
+
+
+class LaggingReads(SchemaExtension):
+    """A query operation sent over HTTP reads on the replica when its caller may read
+    there now (``crm_graphql.db.replica``: not just written, replica close enough).
+    Mutations, their payloads and everything on a WebSocket read the primary."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ec = self.execution_context
+        context = ec.context
+        replica = context.app.replica if isinstance(context, Context) else None
+        if (
+            replica is not None
+            and context.sessions is None
+            and context.websocket is None
+            and ec.operation_type is OperationType.QUERY
+            and await replica.may_lag(context.actor)
+        ):
+            context.sessions = replica.sessionmaker
+        yield
+        if replica is not None and reads_on_replica(context):
+            for error in getattr(ec.result, "errors", None) or ():
+                if database_failure(error.original_error):
+                    context.replica_failure = error.original_error
+                    break
+
+
+def reads_on_replica(context: Context) -> bool:
+    """Did this request's reads go to the replica (``LaggingReads``)?"""
+    replica = context.app.replica
+    return replica is not None and context.sessions is replica.sessionmaker

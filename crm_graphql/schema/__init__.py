@@ -11,6 +11,7 @@ from crm_graphql.execution import settle_siblings
 from crm_graphql.limits import OperationLimits
 from crm_graphql.masking import FormatErrors
 from crm_graphql.resolvers import nodes as resolve_nodes
+from crm_graphql.resolvers.context import LaggingReads
 from crm_graphql.schema.activities import ActivityMutation, ActivityQuery
 from crm_graphql.schema.aggregates import AggregateQuery
 from crm_graphql.schema.auth import AuthMutation
@@ -98,13 +99,14 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
     document's text and applies the query limits; ``FormatErrors`` gives every error its
     client form (codes, masking) on HTTP and WebSocket alike. Sibling fields settle
     before an error propagates (``crm_graphql.execution``); ``EventExecutor`` runs each
-    subscription event without leaving state in the subscription's executor."""
+    subscription event without leaving state in the subscription's executor;
+    ``LaggingReads`` sends a query's reads to the replica when they may lag."""
     settle_siblings()
     return CrmSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=[FormatErrors, OperationLimits],
+        extensions=[FormatErrors, OperationLimits, LaggingReads],
         scalar_overrides=SCALAR_OVERRIDES,
         execution_context_class=EventExecutor,
         **kwargs,

@@ -124,6 +124,8 @@ async def ensure(
         return
     bind = session.bind
     engine = bind if isinstance(bind, AsyncEngine) else getattr(bind, "engine", None)
+    # A session on a read replica names the primary's engine: refreshes write there.
+    engine = session.info.get("primary_engine", engine)
     if not isinstance(engine, AsyncEngine):
         return
     try:
