@@ -33,7 +33,10 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No ping per checkout (a round trip per session): a disconnect error invalidates
+        # the whole pool, so after a PostgreSQL restart one request answers UNAVAILABLE
+        # and the next ones get new connections (docs/decisions/0005, M1).
+        pool_pre_ping=False,
         echo=echo,
         json_deserializer=load_json,
         connect_args={"server_settings": {"jit": "off", "application_name": "crm_graphql"}},
