@@ -79,20 +79,29 @@ def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[st
     return changes
 
 
-def entry(
+def values(
+    actor: Actor,
+    *,
+    action: str,
     entity_type: str,
     entity_id: uuid.UUID | None,
-    *,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An audit row's own values (id, entity, changes) for a service that inserts audit
-    rows with a statement of its own; ``record`` adds the actor's and request's."""
+    """The values of an audit row: what ``record`` adds, and what a service that writes its
+    change and its audit rows in one statement inserts."""
     return {
         "id": uuid7(),
+        "workspace_id": actor.workspace_id,
+        "actor_user_id": actor.user_id,
+        "actor_api_key_id": actor.api_key_id,
+        "action": action,
         "entity_type": entity_type,
         "entity_id": entity_id,
-        "changes": diff(before, after),
+        "changes": changes if changes is not None else diff(before, after),
+        "request_id": actor.request_id,
+        "client_ip": actor.client_ip,
     }
 
 
@@ -109,15 +118,15 @@ def record(
 ) -> AuditLog:
     """Add the audit row of a mutation to the current unit of work."""
     row = AuditLog(
-        workspace_id=actor.workspace_id,
-        actor_user_id=actor.user_id,
-        actor_api_key_id=actor.api_key_id,
-        action=action,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        changes=changes if changes is not None else diff(before, after),
-        request_id=actor.request_id,
-        client_ip=actor.client_ip,
+        **values(
+            actor,
+            action=action,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            before=before,
+            after=after,
+            changes=changes,
+        )
     )
     session.add(row)
     return row

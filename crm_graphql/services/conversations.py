@@ -38,7 +38,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
-    DateTime,
     Integer,
     Select,
     Table,
@@ -48,6 +47,8 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    insert,
+    inspect,
     literal_column,
     null,
     or_,
@@ -56,17 +57,19 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crm_graphql.models import (
+    AuditLog,
     Channel,
     Conversation,
     ConversationRead,
     ConversationStatus,
     Customer,
+    Event,
     Message,
     MessageAuthorType,
     Role,
@@ -75,7 +78,6 @@ from crm_graphql.models import (
 from crm_graphql.models.base import uuid7
 from crm_graphql.services import audit, events, fields, querying, records
 from crm_graphql.services.actor import Actor, scoped
-from crm_graphql.services.audit import jsonable
 from crm_graphql.services.errors import Conflict, Invalid, NotFound
 from crm_graphql.services.policy import Action, allows, authorize, authorize_read
 
@@ -527,22 +529,17 @@ def _client_message_id(value: Any) -> str | None:
     return cleaned
 
 
-async def _upsert_read(
-    actor: Actor,
-    session: AsyncSession,
-    conversation_id: uuid.UUID,
-    user_id: uuid.UUID,
-    seq: int,
-) -> int:
-    """Move a user's read receipt forward to ``seq`` (never back); its new position."""
+def _read_receipt(workspace_id: uuid.UUID, conversation_id: Any, user_id: Any, seq: Any) -> Any:
+    """``INSERT ... ON CONFLICT`` moving a user's read receipt forward to ``seq`` (never
+    back), returning its new position."""
     insert = pg_insert(ConversationRead).values(
-        workspace_id=actor.workspace_id,
+        workspace_id=workspace_id,
         conversation_id=conversation_id,
         user_id=user_id,
         last_read_seq=seq,
         read_at=func.now(),
     )
-    upsert = insert.on_conflict_do_update(
+    return insert.on_conflict_do_update(
         index_elements=[ConversationRead.conversation_id, ConversationRead.user_id],
         set_={
             "last_read_seq": func.greatest(
@@ -551,55 +548,45 @@ async def _upsert_read(
             "read_at": func.now(),
         },
     ).returning(ConversationRead.last_read_seq)
+
+
+async def _upsert_read(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    user_id: uuid.UUID,
+    seq: int,
+) -> int:
+    """Move a user's read receipt forward to ``seq`` (never back); its new position."""
+    upsert = _read_receipt(actor.workspace_id, conversation_id, user_id, seq)
     return int((await session.execute(upsert)).scalar_one())
 
 
 # Posting a message is the hot path of live chat: three statements besides BEGIN/COMMIT.
 # ``lock_for_events`` orders the conversation's writers (a small statement, no row read);
 # ``_advance_statement`` locks the conversation (when visible), takes the next ``seq`` and
-# reopens it if needed, returning the row and its status before; ``_WRITE_MESSAGE`` inserts the
-# message, moves the author's read receipt, and writes the events and audit rows, whose
-# JSON is built here with the same helpers as every other change (``events``, ``audit``).
-_WRITE_MESSAGE = text(
-    """
-    WITH message AS (
-        INSERT INTO messages (id, workspace_id, conversation_id, seq, author_type,
-                              author_user_id, body, client_message_id, created_at, updated_at)
-        VALUES (:id, :workspace_id, :conversation_id, :seq, :author_type,
-                :author_user_id, :body, :client_message_id, :at, :at)
-    ), receipt AS (
-        INSERT INTO conversation_reads (workspace_id, conversation_id, user_id,
-                                        last_read_seq, read_at)
-        SELECT :workspace_id, :conversation_id, :author_user_id, :seq, now()
-        WHERE CAST(:author_user_id AS uuid) IS NOT NULL
-        ON CONFLICT (conversation_id, user_id) DO UPDATE
-        SET last_read_seq = greatest(conversation_reads.last_read_seq, excluded.last_read_seq),
-            read_at = now()
-    ), event AS (
-        INSERT INTO events (workspace_id, topic, type, entity_type, entity_id, payload)
-        SELECT :workspace_id, :topic, e.value ->> 'type', 'Conversation', :conversation_id,
-               e.value -> 'payload'
-        FROM jsonb_array_elements(:events) WITH ORDINALITY AS e (value, n)
-        ORDER BY e.n
-    )
-    INSERT INTO audit_log (id, workspace_id, actor_user_id, actor_api_key_id, action,
-                           entity_type, entity_id, changes, request_id, client_ip)
-    SELECT CAST(a.value ->> 'id' AS uuid), :workspace_id, :actor_user_id, :actor_api_key_id,
-           :action, a.value ->> 'entity_type', CAST(a.value ->> 'entity_id' AS uuid),
-           a.value -> 'changes', :request_id, CAST(:client_ip AS inet)
-    FROM jsonb_array_elements(:audit) AS a (value)
-    """
-).bindparams(
-    bindparam("workspace_id", type_=UUID(as_uuid=True)),
-    bindparam("conversation_id", type_=UUID(as_uuid=True)),
-    bindparam("id", type_=UUID(as_uuid=True)),
-    bindparam("author_user_id", type_=UUID(as_uuid=True)),
-    bindparam("actor_user_id", type_=UUID(as_uuid=True)),
-    bindparam("actor_api_key_id", type_=UUID(as_uuid=True)),
-    bindparam("at", type_=DateTime(timezone=True)),
-    bindparam("events", type_=JSONB),
-    bindparam("audit", type_=JSONB),
-)
+# reopens it if needed, returning the row and its status before; ``_write_message`` inserts
+# the message, moves the author's read receipt (``_read_receipt``), and writes the event
+# and audit rows, whose values are built by the same functions as every other change's
+# (``events.event_values``, ``audit.values``).
+def _write_message(
+    message: Message,
+    event_rows: list[dict[str, Any]],
+    audit_rows: list[dict[str, Any]],
+) -> Any:
+    """One statement: the message, its author's read receipt, the events and the audit
+    rows (data-modifying CTEs, in the order given)."""
+    table = cast(Table, Message.__table__)
+    # The attributes the message was made with (the other columns keep their defaults).
+    values = {k: v for k, v in inspect(message).dict.items() if k in table.c}
+    ctes = [insert(table).values(values).cte("message")]
+    if message.author_user_id is not None:
+        receipt = _read_receipt(
+            message.workspace_id, message.conversation_id, message.author_user_id, message.seq
+        )
+        ctes.append(receipt.cte("receipt"))
+    ctes.append(insert(cast(Table, Event.__table__)).values(event_rows).cte("event"))
+    return insert(cast(Table, AuditLog.__table__)).values(audit_rows).add_cte(*ctes)
 
 
 _advance_statements: dict[tuple[Any, ...], Any] = {}
@@ -714,43 +701,43 @@ async def _append_message(
         updated_at=row.last_message_at,
     )
     conversation = _event_payload(row)
-    event_list = [{"type": "message.created", "payload": _message_payload(conversation, message)}]
-    audit_list = []
-    if previous is not row.status:
-        event_list.append(
-            {
-                "type": "conversation.status_changed",
-                "payload": {**conversation, "previous_status": previous},
-            }
+
+    def event(type: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return events.event_values(
+            actor,
+            topic=TOPIC,
+            type=type,
+            entity_type="Conversation",
+            entity_id=row.id,
+            payload=payload,
         )
-        audit_list.append(
-            audit.entry(
-                "Conversation", row.id, before={"status": previous}, after={"status": row.status}
+
+    event_rows = [event("message.created", _message_payload(conversation, message))]
+    audit_rows = []
+    if previous is not row.status:
+        event_rows.append(
+            event("conversation.status_changed", {**conversation, "previous_status": previous})
+        )
+        audit_rows.append(
+            audit.values(
+                actor,
+                action=action,
+                entity_type="Conversation",
+                entity_id=row.id,
+                before={"status": previous},
+                after={"status": row.status},
             )
         )
-    audit_list.append(audit.entry("Message", message.id, after=audit.snapshot(message)))
-    await session.execute(
-        _WRITE_MESSAGE,
-        {
-            "id": message.id,
-            "workspace_id": actor.workspace_id,
-            "conversation_id": row.id,
-            "seq": message.seq,
-            "author_type": author_type.value,
-            "author_user_id": author_user_id,
-            "body": body,
-            "client_message_id": client_message_id,
-            "at": message.created_at,
-            "topic": TOPIC,
-            "events": jsonable(event_list),
-            "audit": jsonable(audit_list),
-            "actor_user_id": actor.user_id,
-            "actor_api_key_id": actor.api_key_id,
-            "action": action,
-            "request_id": actor.request_id,
-            "client_ip": actor.client_ip,
-        },
+    audit_rows.append(
+        audit.values(
+            actor,
+            action=action,
+            entity_type="Message",
+            entity_id=message.id,
+            after=audit.snapshot(message),
+        )
     )
+    await session.execute(_write_message(message, event_rows, audit_rows))
     events.announce(actor, session, TOPIC)
     return row, message
 

@@ -23,6 +23,28 @@ from crm_graphql.services.errors import Invalid
 PENDING_KEY = "crm_pending_events"
 
 
+def event_values(
+    actor: Actor,
+    *,
+    topic: str,
+    type: str,
+    entity_type: str,
+    entity_id: uuid.UUID | None,
+    payload: dict[str, Any],
+) -> dict[str, Any]:
+    """The values of an event row: what ``record_event`` adds, and what a service that
+    writes its change and its events in one statement inserts (it then ``announce``s the
+    topic)."""
+    return {
+        "workspace_id": actor.workspace_id,
+        "topic": topic,
+        "type": type,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "payload": jsonable(payload),
+    }
+
+
 def record_event(
     actor: Actor,
     session: AsyncSession,
@@ -37,12 +59,14 @@ def record_event(
     The topic names the stream a subscriber follows (``workspace``, ``pipeline:<id>``,
     ``conversation:<id>`` ...)."""
     row = Event(
-        workspace_id=actor.workspace_id,
-        topic=topic,
-        type=type,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        payload=jsonable(payload),
+        **event_values(
+            actor,
+            topic=topic,
+            type=type,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            payload=payload,
+        )
     )
     session.add(row)
     announce(actor, session, topic)
