@@ -18,6 +18,7 @@ from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import api_keys
 from crm_graphql.services.actor import Actor
 from tests import support
+from tests.factories import create_customer
 
 Sessions = async_sessionmaker[AsyncSession]
 Clients = dict[Role, support.GraphQLClient]
@@ -81,14 +82,6 @@ def error_of(result: support.GraphQLResponse, field: str) -> tuple[str, str | No
     return errors[0]["code"], errors[0]["field"]
 
 
-async def make_customer(client: support.GraphQLClient, name: str = "Ada") -> str:
-    result = await client(
-        "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { customer { id } } }",
-        {"i": {"name": name}},
-    )
-    return result.ok()["createCustomer"]["customer"]["id"]  # type: ignore[no-any-return]
-
-
 async def start(client: support.GraphQLClient, **input: Any) -> dict[str, Any]:
     return payload(await client(START, {"i": {"channel": "CHAT", **input}}), "startConversation")[
         "conversation"
@@ -119,7 +112,7 @@ async def test_agent_chat_with_idempotent_retries_and_ordered_messages(
     as_role: Clients, users: dict[Role, User]
 ) -> None:
     agent = as_role[Role.AGENT]
-    customer = await make_customer(agent)
+    customer = await create_customer(agent)
     conversation = await start(
         agent, customerId=customer, subject="Order 42", body="Hello Ada", clientMessageId="c-0"
     )
@@ -172,7 +165,7 @@ async def test_channel_integration_posts_as_the_customer_with_an_api_key(
 ) -> None:
     agent = as_role[Role.AGENT]
     channel, _ = await channel_client(sessionmaker, client, admin)
-    customer = await make_customer(agent)
+    customer = await create_customer(agent)
     conversation = await start(channel, customerId=customer, body="My parcel is late")
     assert conversation["lastMessage"]["authorType"] == "CUSTOMER"
     assert conversation["lastMessage"]["author"] is None
@@ -218,7 +211,7 @@ async def test_api_key_without_the_write_scope_cannot_post(
     as_role: Clients, client: support.GraphQLClient, sessionmaker: Sessions, admin: Actor
 ) -> None:
     conversation = await start(
-        as_role[Role.AGENT], customerId=await make_customer(as_role[Role.AGENT])
+        as_role[Role.AGENT], customerId=await create_customer(as_role[Role.AGENT])
     )
     reader, _ = await channel_client(sessionmaker, client, admin, api_keys.CONVERSATIONS_READ)
     assert await listed(reader) == {conversation["id"]}
@@ -247,7 +240,7 @@ async def test_private_conversations_are_hidden_from_other_agents(
     as_role: Clients, users: dict[Role, User]
 ) -> None:
     manager, agent = as_role[Role.MANAGER], as_role[Role.AGENT]
-    customer = await make_customer(manager)
+    customer = await create_customer(manager)
     private = await start(
         manager, customerId=customer, isPrivate=True, assigneeId=gid(users[Role.MANAGER]), body="Hi"
     )
@@ -293,7 +286,7 @@ async def test_assign_and_set_status_check_versions_and_assignees(
     as_role: Clients, users: dict[Role, User]
 ) -> None:
     agent = as_role[Role.AGENT]
-    conversation = await start(agent, customerId=await make_customer(agent))
+    conversation = await start(agent, customerId=await create_customer(agent))
     version = conversation["version"]
     viewer = await agent(
         ASSIGN, {"i": {"id": conversation["id"], "assigneeId": gid(users[Role.VIEWER])}}
@@ -340,7 +333,7 @@ async def test_conversations_filter_by_status_channel_assignee_and_unread(
     as_role: Clients, users: dict[Role, User]
 ) -> None:
     agent, manager = as_role[Role.AGENT], as_role[Role.MANAGER]
-    customer = await make_customer(agent)
+    customer = await create_customer(agent)
     mine = await start(agent, customerId=customer, assigneeId=gid(users[Role.AGENT]))
     email = await start(manager, customerId=customer, channel="EMAIL", body="Dear Ada")
     closed = await start(manager, customerId=customer, channel="PHONE")
@@ -380,7 +373,7 @@ async def test_inbox_page_loads_in_a_constant_number_of_statements(
 ) -> None:
     agent = as_role[Role.AGENT]
     channel, _ = await channel_client(sessionmaker, client, admin)
-    customer = await make_customer(agent)
+    customer = await create_customer(agent)
     for i in range(12):
         await start(channel, customerId=customer, body=f"Question {i}")
     statements: list[str] = []
@@ -448,7 +441,7 @@ async def test_create_api_key_command_gives_a_working_token(
     assert token.startswith("crm_")
 
     conversation = await start(
-        as_role[Role.AGENT], customerId=await make_customer(as_role[Role.AGENT])
+        as_role[Role.AGENT], customerId=await create_customer(as_role[Role.AGENT])
     )
     channel = support.GraphQLClient(client.http, token)
     posted = payload(

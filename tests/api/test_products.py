@@ -15,6 +15,7 @@ from crm_graphql.models import Customer, Order, OrderLine, Product, Role, Worksp
 from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import auth, products
 from tests import support
+from tests.factories import create_customer
 
 CREATE = """mutation($i: CreateProductInput!) {
   createProduct(input: $i) { product { id sku name category price currency version archivedAt }
@@ -51,11 +52,6 @@ async def make_product(client: support.GraphQLClient, **fields: Any) -> dict[str
     payload = (await client(CREATE, {"i": values})).ok()["createProduct"]
     assert payload["errors"] == [], payload
     return payload["product"]  # type: ignore[no-any-return]
-
-
-async def make_customer(client: support.GraphQLClient) -> str:
-    result = await client('mutation { createCustomer(input: {name: "Ada"}) { customer { id } } }')
-    return result.ok()["createCustomer"]["customer"]["id"]  # type: ignore[no-any-return]
 
 
 async def test_product_crud_and_validation(as_role: dict[Role, support.GraphQLClient]) -> None:
@@ -126,7 +122,7 @@ async def test_order_lines_by_product_id_or_sku(as_role: dict[Role, support.Grap
     beans = await make_product(agent, sku="BEANS-1", price="12.50")
     mug = await make_product(agent, sku="Mug-1", name="Mug", price="8.00")
     dollars = await make_product(agent, sku="US-1", name="Import", price="3", currency="USD")
-    customer = await make_customer(agent)
+    customer = await create_customer(agent)
     lines = [
         {"productId": beans["id"], "quantity": "2"},
         {"sku": "mug-1"},
@@ -178,7 +174,7 @@ async def test_bad_order_lines_are_validation_errors_with_their_path(
     archived = await make_product(agent, sku="OLD-1")
     await as_role[Role.MANAGER](ARCHIVE, {"i": {"id": archived["id"]}})
     await make_product(agent, sku="US-1", currency="USD")
-    customer = await make_customer(agent)
+    customer = await create_customer(agent)
     # A product of another workspace is unknown here.
     async with sessionmaker() as session, session.begin():
         other = await auth.create_workspace(session, name=f"Other {uuid.uuid4().hex[:8]}")
@@ -246,7 +242,7 @@ async def test_bad_order_lines_are_validation_errors_with_their_path(
 async def test_items_become_lines_linked_by_sku(as_role: dict[Role, support.GraphQLClient]) -> None:
     agent = as_role[Role.AGENT]
     beans = await make_product(agent, sku="BEANS-1")
-    customer = await make_customer(agent)
+    customer = await create_customer(agent)
     items = [
         {"sku": "beans-1", "name": "Beans (old name)", "quantity": 2, "unitPrice": "11.00"},
         {"sku": "GONE-9", "name": "Discontinued", "quantity": "3"},

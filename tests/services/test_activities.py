@@ -21,13 +21,9 @@ from crm_graphql.services.activities import (
 )
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
+from tests.factories import make_customer
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-async def make_customer(sessionmaker: Sessions, actor: Actor, name: str = "Ada") -> Customer:
-    async with sessionmaker() as s, s.begin():
-        return await customers.create_customer(actor, s, {"name": name})
 
 
 @pytest.fixture

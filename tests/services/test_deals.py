@@ -24,9 +24,10 @@ from crm_graphql.models import (
     Role,
     Stage,
 )
-from crm_graphql.services import customers, deals, querying
+from crm_graphql.services import deals, querying
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
+from tests.factories import make_customer
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -63,11 +64,6 @@ async def make_board(
 @pytest.fixture
 async def board(sessionmaker: Sessions, admin: Actor) -> Board:
     return await make_board(sessionmaker, admin)
-
-
-async def make_customer(sessionmaker: Sessions, actor: Actor, name: str = "Ada") -> Customer:
-    async with sessionmaker() as s, s.begin():
-        return await customers.create_customer(actor, s, {"name": name})
 
 
 async def make_deal(sessionmaker: Sessions, actor: Actor, board: Board, **data: Any) -> Deal:
