@@ -141,28 +141,6 @@ def aggregate(
             return c._json_object(number_type, subselections, number)
         raise Unsupported(f"{owner.name}.{name}")
 
-    def local_start(sql: str) -> str:
-        """``_local`` of a bucket's start: on the caller's clock, as ``isoformat`` writes
-        it; in UTC when infinite or beyond the calendar there (``fields.stored_instant``)."""
-        z = _literal(zone)
-        local = f"({sql} AT TIME ZONE {z})"
-        offset = f"({local} - ({sql} AT TIME ZONE 'UTC'))"
-        size = f"(CASE WHEN {offset} < interval '0' THEN -{offset} ELSE {offset} END)"
-        text = (
-            f"to_char({local}, CASE WHEN date_trunc('second', {local}) = {local} "
-            """THEN 'YYYY-MM-DD"T"HH24:MI:SS' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US' END) """
-            f"|| CASE WHEN {offset} < interval '0' THEN '-' ELSE '+' END "
-            f"|| to_char({size}, 'HH24:MI') "
-            f"|| CASE WHEN extract(second FROM {offset}) <> 0 THEN to_char({size}, ':SS') "
-            "ELSE '' END"
-        )
-        return (
-            f"CASE WHEN {sql} IS NULL THEN 'null' "
-            f"WHEN isfinite({sql}) AND {local} BETWEEN '0001-01-01 00:00:00' "
-            f"AND '9999-12-31 23:59:59.999999' THEN '\"' || {text} || '\"' "
-            f"ELSE '\"' || {_iso_datetime(sql)} || '\"' END"
-        )
-
     aggregate_type = _object_type(gql_type)
     group_type = _object_type(aggregate_type.fields["groups"].type)
 
@@ -228,7 +206,7 @@ def aggregate(
             assert dimension.type_name is not None
             return c._by_id(dimension.type_name, key, c._subselections(nodes))
         if dimension.kind is Kind.INSTANT:
-            return local_start(key)
+            return _local_instant(key, zone)
         return c._value(group_type.fields[name].type, key)
 
     def value(name: str, nodes: list[FieldNode]) -> str:
@@ -249,6 +227,32 @@ def aggregate(
     )
 
 
+def _local_instant(sql: str, zone: str) -> str:
+    """JSON text of ``aggregates._local`` of an instant: on the caller's clock, as
+    ``isoformat`` writes it; in UTC when infinite or beyond the calendar there
+    (``fields.stored_instant``); null for NULL."""
+    from crm_graphql.compiled.compiler import _iso_datetime, _literal
+
+    z = _literal(zone)
+    local = f"({sql} AT TIME ZONE {z})"
+    offset = f"({local} - ({sql} AT TIME ZONE 'UTC'))"
+    size = f"(CASE WHEN {offset} < interval '0' THEN -{offset} ELSE {offset} END)"
+    text = (
+        f"to_char({local}, CASE WHEN date_trunc('second', {local}) = {local} "
+        """THEN 'YYYY-MM-DD"T"HH24:MI:SS' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US' END) """
+        f"|| CASE WHEN {offset} < interval '0' THEN '-' ELSE '+' END "
+        f"|| to_char({size}, 'HH24:MI') "
+        f"|| CASE WHEN extract(second FROM {offset}) <> 0 THEN to_char({size}, ':SS') "
+        "ELSE '' END"
+    )
+    return (
+        f"CASE WHEN {sql} IS NULL THEN 'null' "
+        f"WHEN isfinite({sql}) AND {local} BETWEEN '0001-01-01 00:00:00' "
+        f"AND '9999-12-31 23:59:59.999999' THEN '\"' || {text} || '\"' "
+        f"ELSE '\"' || {_iso_datetime(sql)} || '\"' END"
+    )
+
+
 def _object_type(gql_type: Any) -> GraphQLObjectType:
     while isinstance(gql_type, GraphQLNonNull | GraphQLList):
         gql_type = gql_type.of_type
@@ -256,28 +260,34 @@ def _object_type(gql_type: Any) -> GraphQLObjectType:
     return gql_type
 
 
+def _money_list(c: Compiler, money: str, part: str, selection_sets: list[SelectionSetNode]) -> str:
+    """A list of ``Money``, one per currency of a ``money`` column (``MONEY_ENTRY``), in
+    its (currency) order: the ``part`` amount of each (``sum``, ``avg``, ``min``, ``max``)."""
+    money_type = c.gschema.get_type("Money")
+    assert isinstance(money_type, GraphQLObjectType)
+    index = aggregates.MONEY_ENTRY.index(part)
+    e = c._alias()
+
+    def field(name: str, _: list[FieldNode]) -> str:
+        if name == "currency":
+            return f"to_json(btrim({e}.v ->> 0))::text"
+        return c._value(money_type.fields[name].type, f"({e}.v ->> {index})::numeric")
+
+    item = c._json_object(money_type, selection_sets, field)
+    return (
+        f"('[' || coalesce((SELECT string_agg({item}, ',' ORDER BY {e}.i) "
+        f"FROM json_array_elements({money}) WITH ORDINALITY {e}(v, i) "
+        f"WHERE {e}.v ->> 0 IS NOT NULL), '') || ']')"
+    )
+
+
 def _money(c: Compiler, money: str, gql_type: Any, selection_sets: list[SelectionSetNode]) -> str:
     """A ``MoneyAggregate`` from a ``money`` column (``aggregates.MONEY_ENTRY``): each of
     its lists one ``Money`` per currency, in the column's (currency) order."""
     aggregate_type = _object_type(gql_type)
-    money_type = c.gschema.get_type("Money")
-    assert isinstance(money_type, GraphQLObjectType)
 
     def value(name: str, nodes: list[FieldNode]) -> str:
-        index = aggregates.MONEY_ENTRY.index(name)
-        e = c._alias()
-
-        def part(field: str, _: list[FieldNode]) -> str:
-            if field == "currency":
-                return f"to_json(btrim({e}.v ->> 0))::text"
-            return c._value(money_type.fields[field].type, f"({e}.v ->> {index})::numeric")
-
-        item = c._json_object(money_type, c._subselections(nodes), part)
-        return (
-            f"('[' || coalesce((SELECT string_agg({item}, ',' ORDER BY {e}.i) "
-            f"FROM json_array_elements({money}) WITH ORDINALITY {e}(v, i) "
-            f"WHERE {e}.v ->> 0 IS NOT NULL), '') || ']')"
-        )
+        return _money_list(c, money, name, c._subselections(nodes))
 
     return c._json_object(aggregate_type, selection_sets, value)
 
@@ -374,4 +384,65 @@ def search(
     return (
         f"(SELECT {body} FROM (SELECT {h}.*, row_number() OVER (ORDER BY {h}.score DESC, "
         f"{h}.id) AS crm_rn FROM ({rows}) {h}) {h} GROUP BY ())"
+    )
+
+
+def time_series(
+    c: Compiler, node: FieldNode, gql_type: Any, selection_sets: list[SelectionSetNode]
+) -> str:
+    """``resolvers.aggregates.time_series``: the service's statement, a bucket per row."""
+    from crm_graphql.compiled.compiler import _iso_datetime, _literal, _quoted
+    from crm_graphql.resolvers.insight import spec_json
+
+    args = c._arguments("Query", "timeSeries", node)
+    zone = fields.time_zone(args.get("time_zone")).key
+    metric, interval = args["metric"], args["interval"]
+    statement = aggregates.time_series_statement(
+        c.actor, metric, interval, args["from_"], args["to"], zone
+    )
+    spec = aggregates.METRICS[metric].aggregate
+    model = spec.rows.model
+    c.state.models.add(model)
+    rows = c._sql(statement, model, model.__tablename__)
+    p = c._alias()
+    point_type = _object_type(gql_type)
+    drill_type = _object_type(point_type.fields["drillDown"].type)
+    # The bucket's filter as ``spec_json`` writes it: the metric's own parts (constants)
+    # and the time field's bounds (per row), in ``point_filter``'s key order.
+    marker = object()
+    parts = []
+    written = spec_json(aggregates.point_filter(metric, marker))
+    for index, (key, constant) in enumerate(written.items()):
+        prefix = ("," if index else "") + orjson.dumps(key).decode() + ":"
+        if constant is marker:
+            bounds = (
+                "'{\"gte\":' || "
+                + _quoted(_iso_datetime(f"{p}.start"))
+                + " || ',\"lt\":' || "
+                + _quoted(_iso_datetime(f"{p}.end"))
+                + " || '}'"
+            )
+            parts.append(f"{_literal(prefix)} || {bounds}")
+        else:
+            parts.append(_literal(prefix + orjson.dumps(constant).decode()))
+    own = "'{' || " + " || ".join(parts) + " || '}'"
+
+    def drill(name: str, _: list[FieldNode]) -> str:
+        return _literal(orjson.dumps(spec.list).decode()) if name == "list" else own
+
+    def value(name: str, nodes: list[FieldNode]) -> str:
+        if name in ("start", "end"):
+            return _local_instant(f"{p}.{name}", zone)
+        if name == "count":
+            return f"({p}.n)::text"
+        if name == "amount":
+            if spec.money is None:
+                return "'[]'"
+            return _money_list(c, f"{p}.money", "sum", c._subselections(nodes))
+        return c._json_object(drill_type, c._subselections(nodes), drill)
+
+    item = c._json_object(point_type, selection_sets, value)
+    return (
+        f"(SELECT '[' || coalesce(string_agg({item}, ',' ORDER BY {p}.crm_rn), '') || ']' "
+        f"FROM (SELECT {p}.*, row_number() OVER () AS crm_rn FROM ({rows}) {p}) {p})"
     )

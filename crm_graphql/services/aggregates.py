@@ -721,20 +721,17 @@ METRICS = {
 }
 
 
-async def time_series(
+def time_series_statement(
     actor: Any,
-    session: AsyncSession,
     metric: Metric,
     interval: Interval,
     start: datetime,
     end: datetime,
-    *,
-    time_zone_name: str | None = None,
-) -> list[Point]:
-    """Every bucket from the one holding ``start`` to the one holding the instant before
-    ``end`` (whole buckets, empty ones included), with its count and amounts per currency,
-    in one statement (``generate_series`` joined to the grouped rows)."""
-    zone = fields.time_zone(time_zone_name)
+    zone: str,
+) -> Select[Any]:
+    """``time_series``' one statement: a row per bucket (``start``, ``end``, ``n`` and, for
+    money metrics, ``money``: ``MONEY_ENTRY`` per currency), in order. ``zone``: a known
+    IANA name. ``Invalid`` for a period the series cannot have."""
     start = fields.instant(start, "from")
     end = fields.instant(end, "to")
     if end <= start:
@@ -744,7 +741,7 @@ async def time_series(
     metric_spec = METRICS[metric]
     spec = metric_spec.aggregate
     dimension = spec.dimensions[metric_spec.dimension]
-    tz = _text(zone.key)
+    tz = _text(zone)
 
     local = (
         func.generate_series(
@@ -766,27 +763,57 @@ async def time_series(
         dimension.column >= select(func.min(series.c.start)).scalar_subquery(),
         dimension.column < select(func.max(series.c.end)).scalar_subquery(),
     )
-    base = (await spec.rows.filtered(actor, session, metric_spec.filter)).where(*covered)
+    # The metric's filter names no custom field (``METRICS``): no terms to load.
+    base = spec.rows.statement(actor, metric_spec.filter).where(*covered)
     grouped = grouped_statement(
-        spec, base, [GroupBy(metric_spec.dimension, interval)], zone.key
+        spec, base, [GroupBy(metric_spec.dimension, interval)], zone
     ).subquery("grouped")
     columns = [series.c.start, series.c.end, func.coalesce(grouped.c.n, 0).label("n")]
     if spec.money:
         columns.append(grouped.c.money)
-    statement = (
+    return (
         select(*columns)
         .select_from(
             series.outerjoin(grouped, and_(grouped.c.g == 0, grouped.c.k0 == series.c.start))
         )
         .order_by(series.c.start)
     )
+
+
+def point_filter(metric: Metric, bounds: Any) -> dict[str, Any]:
+    """The filter of a bucket's rows: the metric's own, and its time field in ``bounds``."""
+    metric_spec = METRICS[metric]
+    dimension = metric_spec.aggregate.dimensions[metric_spec.dimension]
+    return {**metric_spec.filter, dimension.filter_field: bounds}
+
+
+async def time_series(
+    actor: Any,
+    session: AsyncSession,
+    metric: Metric,
+    interval: Interval,
+    start: datetime,
+    end: datetime,
+    *,
+    time_zone_name: str | None = None,
+) -> list[Point]:
+    """Every bucket from the one holding ``start`` to the one holding the instant before
+    ``end`` (whole buckets, empty ones included), with its count and amounts per currency,
+    in one statement (``generate_series`` joined to the grouped rows)."""
+    zone = fields.time_zone(time_zone_name)
+    statement = time_series_statement(actor, metric, interval, start, end, zone.key)
+    spec = METRICS[metric].aggregate
     points = []
     for row in await _rows(session, statement):
         stats = _stats(spec, row) if row.n else _empty(spec)
         bounds = {"gte": row.start.astimezone(UTC), "lt": row.end.astimezone(UTC)}
-        own = {**metric_spec.filter, dimension.filter_field: bounds}
         points.append(
-            Point(_local(row.start, zone), _local(row.end, zone), stats, DrillDown(spec.list, own))
+            Point(
+                _local(row.start, zone),
+                _local(row.end, zone),
+                stats,
+                DrillDown(spec.list, point_filter(metric, bounds)),
+            )
         )
     return points
 
