@@ -714,6 +714,135 @@ def _group_key(agent_id: Any, channel: Any) -> tuple[str, str]:
     return (str(agent_id or ""), str(channel or ""))
 
 
+@dataclass(frozen=True)
+class ServiceStatements:
+    """The five statements of a service report and the filters behind them (``spec``s,
+    each before the caller's ``filter``):
+
+    - ``volume``: ``channel, status, n`` of the conversations started in the period;
+    - ``first_response``, ``resolution``: ``by_agent, by_channel`` (GROUPING flags),
+      ``assignee_id, channel, n, p50, p90`` per ``GROUPING SETS ((assignee), (channel), ())``;
+    - ``backlog``: ``band`` (index in ``BACKLOG_BANDS``), ``status, n`` now (``as_of``);
+    - ``csat``: ``by_agent, by_channel, assignee_id, channel, n, satisfied, average``."""
+
+    span: Period
+    volume: Any
+    first_response: Any
+    resolution: Any
+    backlog: Any
+    csat: Any
+    started_spec: dict[str, Any]
+    first_response_spec: dict[str, Any]
+    resolution_spec: dict[str, Any]
+    backlog_spec: dict[str, Any]
+    rated_spec: dict[str, Any]
+
+
+SATISFIED_FILTER = {"rating_score": {"gte": min(SATISFIED_SCORES)}}
+
+
+def service_statements(
+    actor: Actor,
+    *,
+    start: Any,
+    end: Any,
+    time_zone: str | None,
+    channels: Sequence[Any] | None,
+    assignee_ids: Sequence[uuid.UUID] | None,
+    filter: FilterSpec | None,
+    as_of: Any,
+) -> ServiceStatements:
+    """``service_report``'s statements; ``as_of``: the instant the backlog is aged at (a
+    value, or an SQL expression such as ``now()``)."""
+    span = period(start, end, time_zone)
+    base: dict[str, Any] = {}
+    if channels:
+        base["channel"] = {"in": [fields.choice(Channel, c, "channels") for c in channels]}
+    if assignee_ids:
+        base["assignee_id"] = _ids("User", assignee_ids)
+
+    def rows(*specs: FilterSpec) -> Any:
+        return conversations.CONVERSATIONS.statement(
+            actor, _all(filter, *(_plain_spec(s) for s in specs))
+        )
+
+    started_spec = {**base, "created_at": span.instants()}
+    volume = (
+        rows(started_spec)
+        .with_only_columns(Conversation.channel, Conversation.status, func.count().label("n"))
+        .group_by(Conversation.channel, Conversation.status)
+        .order_by(Conversation.channel, Conversation.status)
+    )
+
+    def durations(spec: dict[str, Any], since: Any, until: Any) -> Any:
+        seconds = extract("epoch", until - since)
+        return (
+            rows(spec)
+            .with_only_columns(
+                func.grouping(Conversation.assignee_id).label("by_agent"),
+                func.grouping(Conversation.channel).label("by_channel"),
+                Conversation.assignee_id,
+                Conversation.channel,
+                func.count().label("n"),
+                func.percentile_cont(0.5).within_group(seconds).label("p50"),
+                func.percentile_cont(0.9).within_group(seconds).label("p90"),
+            )
+            .group_by(_grouping_sets())
+        )
+
+    first_response_spec = {**base, "first_response_at": span.instants()}
+    resolution_spec = {**base, "closed_at": span.instants()}
+    waiting = [ConversationStatus.OPEN, ConversationStatus.PENDING]
+    backlog_spec = {**base, "status": {"in": waiting}}
+    band = case(
+        *(
+            (Conversation.created_at > as_of - timedelta(hours=upper), index)
+            for index, (_, _, upper) in enumerate(BACKLOG_BANDS)
+            if upper is not None
+        ),
+        else_=len(BACKLOG_BANDS) - 1,
+    ).label("band")
+    rated_spec = {**base, "rated_at": span.instants()}
+    happy = Conversation.rating_score >= min(SATISFIED_SCORES)
+    return ServiceStatements(
+        span=span,
+        volume=volume,
+        first_response=durations(
+            first_response_spec,
+            Conversation.first_customer_message_at,
+            Conversation.first_response_at,
+        ),
+        resolution=durations(resolution_spec, Conversation.created_at, Conversation.closed_at),
+        backlog=rows(backlog_spec)
+        .with_only_columns(band, Conversation.status, func.count().label("n"))
+        .group_by(band, Conversation.status),
+        csat=rows(rated_spec)
+        .with_only_columns(
+            func.grouping(Conversation.assignee_id).label("by_agent"),
+            func.grouping(Conversation.channel).label("by_channel"),
+            Conversation.assignee_id,
+            Conversation.channel,
+            func.count().label("n"),
+            func.count().filter(happy).label("satisfied"),
+            func.avg(Conversation.rating_score).label("average"),
+        )
+        .group_by(_grouping_sets()),
+        started_spec=started_spec,
+        first_response_spec=first_response_spec,
+        resolution_spec=resolution_spec,
+        backlog_spec=backlog_spec,
+        rated_spec=rated_spec,
+    )
+
+
+def backlog_created(as_of: datetime, lower: int, upper: int | None) -> dict[str, Any]:
+    """The ``created_at`` filter of a backlog band's conversations at ``as_of``."""
+    created: dict[str, Any] = {"lte": as_of - timedelta(hours=lower)} if lower else {}
+    if upper is not None:
+        created["gt"] = as_of - timedelta(hours=upper)
+    return created
+
+
 async def service_report(
     actor: Actor,
     session: AsyncSession,
@@ -738,29 +867,19 @@ async def service_report(
     - CSAT of the ratings given in the period: count, share of 4 and 5, average score,
       overall, per agent and per channel.
 
-    Five statements whatever the number of conversations."""
-    span = period(start, end, time_zone)
+    Five statements whatever the number of conversations (``service_statements``)."""
     as_of = now or datetime.now(UTC)
-    base: dict[str, Any] = {}
-    if channels:
-        base["channel"] = {"in": [fields.choice(Channel, c, "channels") for c in channels]}
-    if assignee_ids:
-        base["assignee_id"] = _ids("User", assignee_ids)
-
-    def rows(*specs: FilterSpec) -> Any:
-        return conversations.CONVERSATIONS.statement(
-            actor, _all(filter, *(_plain_spec(s) for s in specs))
-        )
-
-    started_spec = {**base, "created_at": span.instants()}
-    volume_rows = (
-        await session.execute(
-            rows(started_spec)
-            .with_only_columns(Conversation.channel, Conversation.status, func.count())
-            .group_by(Conversation.channel, Conversation.status)
-            .order_by(Conversation.channel, Conversation.status)
-        )
-    ).all()
+    built = service_statements(
+        actor,
+        start=start,
+        end=end,
+        time_zone=time_zone,
+        channels=channels,
+        assignee_ids=assignee_ids,
+        filter=filter,
+        as_of=as_of,
+    )
+    started_spec = built.started_spec
     volume = [
         VolumeCell(
             Channel(channel),
@@ -774,26 +893,11 @@ async def service_report(
                 }
             ),
         )
-        for channel, status, count in volume_rows
+        for channel, status, count in (await session.execute(built.volume)).all()
     ]
 
-    async def durations(spec: dict[str, Any], since: Any, until: Any) -> ServiceTimes:
-        seconds = extract("epoch", until - since)
-        result = (
-            await session.execute(
-                rows(spec)
-                .with_only_columns(
-                    func.grouping(Conversation.assignee_id).label("by_agent"),
-                    func.grouping(Conversation.channel).label("by_channel"),
-                    Conversation.assignee_id,
-                    Conversation.channel,
-                    func.count(),
-                    func.percentile_cont(0.5).within_group(seconds),
-                    func.percentile_cont(0.9).within_group(seconds),
-                )
-                .group_by(_grouping_sets())
-            )
-        ).all()
+    async def durations(statement: Any, spec: dict[str, Any]) -> ServiceTimes:
+        result = (await session.execute(statement)).all()
         overall = TimeStats(None, None, 0, None, None, _conversations(spec))
         by_agent, by_channel = [], []
         for agent_g, channel_g, agent_id, channel, count, p50, p90 in result:
@@ -815,41 +919,16 @@ async def service_report(
         by_channel.sort(key=lambda s: _group_key(None, s.channel))
         return ServiceTimes(overall, by_agent, by_channel)
 
-    first_response = await durations(
-        {**base, "first_response_at": span.instants()},
-        Conversation.first_customer_message_at,
-        Conversation.first_response_at,
-    )
-    resolution = await durations(
-        {**base, "closed_at": span.instants()}, Conversation.created_at, Conversation.closed_at
-    )
+    first_response = await durations(built.first_response, built.first_response_spec)
+    resolution = await durations(built.resolution, built.resolution_spec)
 
-    waiting = [ConversationStatus.OPEN, ConversationStatus.PENDING]
-    backlog_spec = {**base, "status": {"in": waiting}}
-    band = case(
-        *(
-            (Conversation.created_at > as_of - timedelta(hours=upper), index)
-            for index, (_, _, upper) in enumerate(BACKLOG_BANDS)
-            if upper is not None
-        ),
-        else_=len(BACKLOG_BANDS) - 1,
-    ).label("band")
-    backlog_rows = (
-        await session.execute(
-            rows(backlog_spec)
-            .with_only_columns(band, Conversation.status, func.count())
-            .group_by(band, Conversation.status)
-        )
-    ).all()
     per_band: dict[int, dict[ConversationStatus, int]] = defaultdict(dict)
-    for index, status, count in backlog_rows:
+    for index, status, count in (await session.execute(built.backlog)).all():
         per_band[int(index)][ConversationStatus(status)] = int(count)
     backlog = []
     for index, (label, lower, upper) in enumerate(BACKLOG_BANDS):
-        created: dict[str, Any] = {"lte": as_of - timedelta(hours=lower)} if lower else {}
-        if upper is not None:
-            created["gt"] = as_of - timedelta(hours=upper)
-        spec = {**backlog_spec, "created_at": created} if created else backlog_spec
+        created = backlog_created(as_of, lower, upper)
+        spec = {**built.backlog_spec, "created_at": created} if created else built.backlog_spec
         found = per_band.get(index, {})
         opened = found.get(ConversationStatus.OPEN, 0)
         pending = found.get(ConversationStatus.PENDING, 0)
@@ -859,24 +938,7 @@ async def service_report(
             )
         )
 
-    rated_spec = {**base, "rated_at": span.instants()}
-    happy = Conversation.rating_score >= min(SATISFIED_SCORES)
-    csat_rows = (
-        await session.execute(
-            rows(rated_spec)
-            .with_only_columns(
-                func.grouping(Conversation.assignee_id),
-                func.grouping(Conversation.channel),
-                Conversation.assignee_id,
-                Conversation.channel,
-                func.count(),
-                func.count().filter(happy),
-                func.avg(Conversation.rating_score),
-            )
-            .group_by(_grouping_sets())
-        )
-    ).all()
-    satisfied_filter = {"rating_score": {"gte": min(SATISFIED_SCORES)}}
+    rated_spec = built.rated_spec
     overall_csat = CsatStats(
         None,
         None,
@@ -885,10 +947,12 @@ async def service_report(
         None,
         None,
         _conversations(rated_spec),
-        _conversations({**rated_spec, **satisfied_filter}),
+        _conversations({**rated_spec, **SATISFIED_FILTER}),
     )
     csat_agents, csat_channels = [], []
-    for agent_g, channel_g, agent_id, channel, count, satisfied, average in csat_rows:
+    for agent_g, channel_g, agent_id, channel, count, satisfied, average in (
+        await session.execute(built.csat)
+    ).all():
         spec = {**rated_spec, **_group_spec(agent_g, channel_g, agent_id, channel)}
         stats = CsatStats(
             agent_id if not agent_g else None,
@@ -898,7 +962,7 @@ async def service_report(
             int(satisfied) / int(count) if count else None,
             float(average) if average is not None else None,
             _conversations(spec),
-            _conversations({**spec, **satisfied_filter}),
+            _conversations({**spec, **SATISFIED_FILTER}),
         )
         if agent_g and channel_g:
             overall_csat = stats
@@ -910,7 +974,7 @@ async def service_report(
     csat_channels.sort(key=lambda s: _group_key(None, s.channel))
 
     return ServiceReport(
-        period=span,
+        period=built.span,
         as_of=as_of,
         volume=volume,
         first_response=first_response,
