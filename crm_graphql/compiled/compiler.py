@@ -950,6 +950,10 @@ class Compiler:
                     query_type.fields[name].type,
                     subselections,
                 )
+            elif name == "serviceReport":
+                column = insight.service_report(
+                    self, nodes[0], query_type.fields[name].type, subselections
+                )
             elif name == "timeSeries":
                 column = insight.time_series(
                     self, nodes[0], query_type.fields[name].type, subselections

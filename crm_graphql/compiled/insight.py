@@ -446,3 +446,187 @@ def time_series(
         f"(SELECT '[' || coalesce(string_agg({item}, ',' ORDER BY {p}.crm_rn), '') || ']' "
         f"FROM (SELECT {p}.*, row_number() OVER () AS crm_rn FROM ({rows}) {p}) {p})"
     )
+
+
+def _float(sql: str) -> str:
+    """JSON text of a float as the executed path writes it (orjson: PostgreSQL's shortest
+    text, ``.0`` when integral), null for NULL; outside 1e-4 <= |x| < 1e15 (and not 0) the
+    statement fails and the executed path answers."""
+    from crm_graphql.compiled.compiler import _unrepresentable
+
+    x = f"({sql})::float8"
+    return (
+        f"CASE WHEN {x} IS NULL THEN 'null' "
+        f"WHEN {x} = 0 OR (abs({x}) >= 1e-4 AND abs({x}) < 1e15) THEN "
+        f"CASE WHEN {x} = trunc({x}) THEN trunc({x})::bigint::text || '.0' "
+        f"ELSE {x}::text END ELSE {_unrepresentable(x)} END"
+    )
+
+
+def service_report(
+    c: Compiler, node: FieldNode, gql_type: Any, selection_sets: list[SelectionSetNode]
+) -> str:
+    """``resolvers.reports.service_report`` (``reports.service_statements``, the backlog
+    aged at the statement's ``now()``); drill-downs take the executed path."""
+    from sqlalchemy import func
+
+    from crm_graphql.compiled.compiler import (
+        Unsupported,
+        _iso_date,
+        _iso_datetime,
+        _literal,
+        _quoted,
+    )
+    from crm_graphql.resolvers.arguments import filter_spec as caller_filter
+    from crm_graphql.resolvers.reports import _ids
+    from crm_graphql.services import reports
+
+    args = c._arguments("Query", "serviceReport", node)
+    built = reports.service_statements(
+        c.actor,
+        start=args["from_"],
+        end=args["to"],
+        time_zone=args.get("time_zone"),
+        channels=args.get("channels"),
+        assignee_ids=_ids(args.get("assignee_ids"), "User", "assigneeIds"),
+        filter=caller_filter(args.get("filter")),
+        as_of=func.now(),
+    )
+    c.state.models.add(models.Conversation)
+    c.state.custom_plans = True
+    report_type = _object_type(gql_type)
+
+    def rows(statement: Any) -> str:
+        return c._sql(statement, models.Conversation, models.Conversation.__tablename__)
+
+    def objects(statement: Any, where: str, order: str, item: Callable[[str], str]) -> str:
+        r = c._alias()
+        return (
+            f"(SELECT '[' || coalesce(string_agg({item(r)}, ',' ORDER BY {order.format(r=r)}), "
+            f"'') || ']' FROM ({rows(statement)}) {r} WHERE {where.format(r=r)})"
+        )
+
+    def enum(type_: GraphQLObjectType, name: str, sql: str) -> str:
+        return c._value(type_.fields[name].type, sql)
+
+    def stats_object(
+        type_: GraphQLObjectType, selection: list[SelectionSetNode], r: str, extra: dict[str, str]
+    ) -> str:
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name == "agent":
+                return c._by_id("User", f"{r}.assignee_id", c._subselections(nodes))
+            if name == "channel":
+                return enum(type_, "channel", f"{r}.channel")
+            if name == "count":
+                return f"coalesce({r}.n, 0)::text"
+            if name in extra:
+                return extra[name].format(r=r)
+            raise Unsupported(f"{type_.name}.{name}")  # drill-downs
+
+        return c._json_object(type_, selection, value)
+
+    by_agent = (
+        "{r}.by_agent = 0 AND {r}.by_channel = 1",
+        "coalesce({r}.assignee_id::text, '') COLLATE \"C\"",
+    )
+    by_channel = ("{r}.by_agent = 1 AND {r}.by_channel = 0", '{r}.channel::text COLLATE "C"')
+
+    def grouped(
+        statement: Any, type_: Any, selection: list[SelectionSetNode], extra: dict[str, str]
+    ) -> str:
+        """``ServiceTimes`` or ``Csat``: the () row, and the by-agent and by-channel rows
+        sorted as ``reports._group_key`` sorts them."""
+        outer = _object_type(type_)
+        stats_type = _object_type(outer.fields["overall"].type)
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            selection = c._subselections(nodes)
+            if name == "overall":
+                r = c._alias()
+                item = stats_object(stats_type, selection, r, extra)
+                # The () grouping set gives a row even when no conversation counts.
+                return (
+                    f"(SELECT {item} FROM ({rows(statement)}) {r} "
+                    f"WHERE {r}.by_agent = 1 AND {r}.by_channel = 1)"
+                )
+            where, order = by_agent if name == "byAgent" else by_channel
+            return objects(
+                statement, where, order, lambda r: stats_object(stats_type, selection, r, extra)
+            )
+
+        return c._json_object(outer, selection, value)
+
+    times = {"p50Seconds": _float("{r}.p50"), "p90Seconds": _float("{r}.p90")}
+    csat = {
+        "satisfied": "coalesce({r}.satisfied, 0)::text",
+        "csat": _float("{r}.satisfied::float8 / nullif({r}.n, 0)"),
+        "averageScore": _float("{r}.average"),
+    }
+
+    def backlog(selection: list[SelectionSetNode]) -> str:
+        band_type = _object_type(report_type.fields["backlog"].type)
+        r, b = c._alias(), c._alias()
+        bands = ", ".join(
+            f"({i}, {_literal(label)}, {lower}, {'NULL' if upper is None else upper})"
+            for i, (label, lower, upper) in enumerate(reports.BACKLOG_BANDS)
+        )
+        counts = {
+            "openCount": f"coalesce(sum({r}.n) FILTER (WHERE {r}.status = 'open'), 0)",
+            "pendingCount": f"coalesce(sum({r}.n) FILTER (WHERE {r}.status = 'pending'), 0)",
+            "count": f"coalesce(sum({r}.n), 0)",
+        }
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name == "label":
+                return f"to_json({b}.label)::text"
+            if name == "minAgeHours":
+                return f"{b}.lower::text"
+            if name == "maxAgeHours":
+                return f"coalesce({b}.upper::text, 'null')"
+            if name in counts:
+                return f"(SELECT {counts[name]} FROM backlog {r} WHERE {r}.band = {b}.i)::text"
+            raise Unsupported(f"BacklogBand.{name}")
+
+        item = c._json_object(band_type, selection, value)
+        return (
+            f"(WITH backlog AS MATERIALIZED ({rows(built.backlog)}) "
+            f"SELECT '[' || string_agg({item}, ',' ORDER BY {b}.i) || ']' "
+            f"FROM (VALUES {bands}) {b}(i, label, lower, upper))"
+        )
+
+    def value(name: str, nodes: list[FieldNode]) -> str:
+        selection = c._subselections(nodes)
+        field_type = report_type.fields[name].type
+        if name == "asOf":
+            return _quoted(_iso_datetime("now()"))
+        if name == "from":
+            return _quoted(_iso_date(_literal(built.span.start_date.isoformat()) + "::date"))
+        if name == "to":
+            return _quoted(_iso_date(_literal(built.span.end_date.isoformat()) + "::date"))
+        if name == "timeZone":
+            return _literal(orjson.dumps(built.span.time_zone).decode())
+        if name == "volume":
+            cell_type = _object_type(field_type)
+
+            def cell(r: str) -> str:
+                def part(field: str, _: list[FieldNode]) -> str:
+                    if field in ("channel", "status"):
+                        return enum(cell_type, field, f"{r}.{field}")
+                    if field == "count":
+                        return f"{r}.n::text"
+                    raise Unsupported(f"VolumeCell.{field}")
+
+                return c._json_object(cell_type, selection, part)
+
+            return objects(built.volume, "true", "{r}.channel, {r}.status", cell)
+        if name == "firstResponse":
+            return grouped(built.first_response, field_type, selection, times)
+        if name == "resolution":
+            return grouped(built.resolution, field_type, selection, times)
+        if name == "csat":
+            return grouped(built.csat, field_type, selection, csat)
+        if name == "backlog":
+            return backlog(selection)
+        raise Unsupported(f"ServiceReport.{name}")
+
+    return c._json_object(report_type, selection_sets, value)

@@ -802,6 +802,8 @@ def service_statements(
         ),
         else_=len(BACKLOG_BANDS) - 1,
     ).label("band")
+    # Grouped outside: the band's expression written once (its values bound once).
+    aged = rows(backlog_spec).with_only_columns(band, Conversation.status).subquery("aged")
     rated_spec = {**base, "rated_at": span.instants()}
     happy = Conversation.rating_score >= min(SATISFIED_SCORES)
     return ServiceStatements(
@@ -813,9 +815,9 @@ def service_statements(
             Conversation.first_response_at,
         ),
         resolution=durations(resolution_spec, Conversation.created_at, Conversation.closed_at),
-        backlog=rows(backlog_spec)
-        .with_only_columns(band, Conversation.status, func.count().label("n"))
-        .group_by(band, Conversation.status),
+        backlog=select(aged.c.band, aged.c.status, func.count().label("n")).group_by(
+            aged.c.band, aged.c.status
+        ),
         csat=rows(rated_spec)
         .with_only_columns(
             func.grouping(Conversation.assignee_id).label("by_agent"),

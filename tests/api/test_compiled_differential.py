@@ -415,6 +415,49 @@ async def test_time_series_are_compiled_and_identical(pair: Pair) -> None:
         assert body["errors"][0]["extensions"]["code"] == "VALIDATION", body
 
 
+SERVICE_REPORT = Path("bench/queries/s4_service_report.graphql").read_text()
+SERVICE_REPORT_PERIOD = """query($from: Date!, $to: Date!, $tz: String, $channels: [Channel!],
+  $f: ConversationFilter) {
+  serviceReport(from: $from, to: $to, timeZone: $tz, channels: $channels, filter: $f) {
+    from to timeZone __typename
+    volume { channel status count }
+    firstResponse { overall { count p90Seconds agent { name } }
+      byChannel { channel p50Seconds } }
+    csat { overall { csat averageScore satisfied } byAgent { agent { id } count } } } }"""
+
+
+async def test_service_reports_are_compiled_and_identical(pair: Pair) -> None:
+    """The bench's service report and variants (zones, channels, a filter, an empty period);
+    drill-downs take the executed path (asOf is the instant of each answer: left out)."""
+    counted = 0
+    for start, end in (("2020-01-01", "2026-12-31"), ("2025-01-01", "2025-03-31")):
+        for tz in ("UTC", "Asia/Kathmandu", None):
+            body = await pair.same(
+                SERVICE_REPORT, {"from": start, "to": end, "tz": tz}, compiled=True
+            )
+            counted += sum(cell["count"] for cell in body["data"]["serviceReport"]["volume"])
+    assert counted > 0
+    for variables in (
+        {"channels": ["CHAT", "EMAIL"]},
+        {"f": {"status": {"eq": "OPEN"}}},
+        {"f": {"createdAt": {"gte": "2099-01-01T00:00:00Z"}}},
+    ):
+        await pair.same(
+            SERVICE_REPORT_PERIOD,
+            {"from": "2020-01-01", "to": "2026-12-31", "tz": "Europe/Berlin", **variables},
+            compiled=True,
+        )
+    await pair.same(
+        '{ serviceReport(from: "2025-01-01", to: "2025-01-31") { volume { drillDown { filter } } } }',
+        compiled=False,
+    )
+    body = await pair.same(
+        '{ serviceReport(from: "2025-02-01", to: "2025-01-31") { volume { count } } }',
+        compiled=False,
+    )
+    assert body["errors"][0]["extensions"]["code"] == "VALIDATION", body
+
+
 SEARCH = """query($q: String!, $types: [SearchType!], $first: Int, $after: String) {
   search(query: $q, types: $types, first: $first, after: $after) {
     edges { cursor score node { __typename ... on Customer { id name email company { name } }
@@ -1230,7 +1273,14 @@ def _compilable() -> dict[str, set[str]]:
         known[totals.name] = set(totals.fields)
         group = get_named_type(totals.fields["groups"].type)
         known[group.name] = set(group.fields)
-    known["Query"] |= {"search", "timeSeries"}
+    known["Query"] |= {"search", "timeSeries", "serviceReport"}
+    known["ServiceReport"] = {"from", "to", "timeZone", "volume", "firstResponse"}
+    known["ServiceReport"] |= {"resolution", "backlog", "csat"}
+    known["VolumeCell"] = {"channel", "status", "count"}
+    known["ServiceTimes"] = known["Csat"] = {"overall", "byAgent", "byChannel"}
+    known["TimeStats"] = {"agent", "channel", "count", "p50Seconds", "p90Seconds"}
+    known["BacklogBand"] = {"label", "minAgeHours", "maxAgeHours", "openCount", "pendingCount"}
+    known["CsatStats"] = {"agent", "channel", "count", "satisfied", "csat", "averageScore"}
     known["TimeSeriesPoint"] = {"start", "end", "count", "amount", "drillDown"}
     known["SearchResults"] = {"edges", "pageInfo"}
     known["SearchHit"] = {"cursor", "node", "score"}
