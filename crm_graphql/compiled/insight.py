@@ -499,11 +499,12 @@ def service_report(
     def rows(statement: Any) -> str:
         return c._sql(statement, models.Conversation, models.Conversation.__tablename__)
 
-    def objects(statement: Any, where: str, order: str, item: Callable[[str], str]) -> str:
+    def objects(source: str, where: str, order: str, item: Callable[[str], str]) -> str:
+        """A JSON array of ``item`` per row of ``source`` (SQL of a FROM item) in order."""
         r = c._alias()
         return (
             f"(SELECT '[' || coalesce(string_agg({item(r)}, ',' ORDER BY {order.format(r=r)}), "
-            f"'') || ']' FROM ({rows(statement)}) {r} WHERE {where.format(r=r)})"
+            f"'') || ']' FROM {source} {r} WHERE {where.format(r=r)})"
         )
 
     def enum(type_: GraphQLObjectType, name: str, sql: str) -> str:
@@ -538,6 +539,7 @@ def service_report(
         sorted as ``reports._group_key`` sorts them."""
         outer = _object_type(type_)
         stats_type = _object_type(outer.fields["overall"].type)
+        g = c._alias()  # the statement's rows, computed once for the three parts
 
         def value(name: str, nodes: list[FieldNode]) -> str:
             selection = c._subselections(nodes)
@@ -545,16 +547,12 @@ def service_report(
                 r = c._alias()
                 item = stats_object(stats_type, selection, r, extra)
                 # The () grouping set gives a row even when no conversation counts.
-                return (
-                    f"(SELECT {item} FROM ({rows(statement)}) {r} "
-                    f"WHERE {r}.by_agent = 1 AND {r}.by_channel = 1)"
-                )
+                return f"(SELECT {item} FROM {g} {r} WHERE {r}.by_agent = 1 AND {r}.by_channel = 1)"
             where, order = by_agent if name == "byAgent" else by_channel
-            return objects(
-                statement, where, order, lambda r: stats_object(stats_type, selection, r, extra)
-            )
+            return objects(g, where, order, lambda r: stats_object(stats_type, selection, r, extra))
 
-        return c._json_object(outer, selection, value)
+        body = c._json_object(outer, selection, value)
+        return f"(WITH {g} AS MATERIALIZED ({rows(statement)}) SELECT {body})"
 
     times = {"p50Seconds": _float("{r}.p50"), "p90Seconds": _float("{r}.p90")}
     csat = {
@@ -618,7 +616,7 @@ def service_report(
 
                 return c._json_object(cell_type, selection, part)
 
-            return objects(built.volume, "true", "{r}.channel, {r}.status", cell)
+            return objects(f"({rows(built.volume)})", "true", "{r}.channel, {r}.status", cell)
         if name == "firstResponse":
             return grouped(built.first_response, field_type, selection, times)
         if name == "resolution":
