@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import datetime
 from typing import Any
@@ -11,17 +10,8 @@ from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from crm_graphql.enums import ActivityType
 from crm_graphql.models.base import Archivable, Base, WorkspaceScoped, text_enum
-
-
-class ActivityType(enum.StrEnum):
-    NOTE = "note"
-    CALL = "call"
-    EMAIL = "email"
-    MEETING = "meeting"
-    TASK = "task"
-    STAGE_CHANGE = "stage_change"
-    SYSTEM = "system"
 
 
 class Activity(WorkspaceScoped, Archivable, Base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import datetime
 
@@ -24,26 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from crm_graphql.enums import Channel, ConversationStatus, MessageAuthorType
 from crm_graphql.models.base import Base, WorkspaceScoped, text_enum
-
-
-class Channel(enum.StrEnum):
-    CHAT = "chat"
-    EMAIL = "email"
-    PHONE = "phone"
-    SOCIAL = "social"
-
-
-class ConversationStatus(enum.StrEnum):
-    OPEN = "open"
-    PENDING = "pending"
-    CLOSED = "closed"
-
-
-class MessageAuthorType(enum.StrEnum):
-    AGENT = "agent"
-    CUSTOMER = "customer"
-    SYSTEM = "system"
 
 
 class Conversation(WorkspaceScoped, Base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import datetime
 from typing import Any
@@ -11,17 +10,8 @@ from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, func,
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from crm_graphql.enums import LifecycleStage
 from crm_graphql.models.base import Archivable, Base, WorkspaceScoped, text_enum
-
-
-class LifecycleStage(enum.StrEnum):
-    SUBSCRIBER = "subscriber"
-    LEAD = "lead"
-    QUALIFIED = "qualified"
-    OPPORTUNITY = "opportunity"
-    CUSTOMER = "customer"
-    EVANGELIST = "evangelist"
-    CHURNED = "churned"
 
 
 class Customer(WorkspaceScoped, Archivable, Base):

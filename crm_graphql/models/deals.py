@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
@@ -25,13 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from crm_graphql.enums import DealStatus
 from crm_graphql.models.base import Archivable, Base, WorkspaceScoped, text_enum
-
-
-class DealStatus(enum.StrEnum):
-    OPEN = "open"
-    WON = "won"
-    LOST = "lost"
 
 
 class Pipeline(WorkspaceScoped, Archivable, Base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import datetime
 
@@ -21,14 +20,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from crm_graphql.enums import Role
 from crm_graphql.models.base import Archivable, Base, Timestamped, WorkspaceScoped, text_enum, uuid7
-
-
-class Role(enum.StrEnum):
-    ADMIN = "admin"
-    MANAGER = "manager"
-    AGENT = "agent"
-    VIEWER = "viewer"
 
 
 class Workspace(Timestamped, Base):

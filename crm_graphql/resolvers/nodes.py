@@ -31,6 +31,17 @@ NODE_MODELS: dict[str, type[Any]] = {
 }
 
 
+def rows_of(type_name: str) -> Any:
+    """``is_type_of`` for the GraphQL type ``type_name``, whose values are ORM rows of its
+    model (``NODE_MODELS``): the schema names its types, the models stay here."""
+    model = NODE_MODELS[type_name]
+
+    def is_type_of(cls: type, obj: Any, info: Any) -> bool:
+        return isinstance(obj, model)
+
+    return classmethod(is_type_of)
+
+
 # Node types loaded by a service function of their own: visibility beyond the workspace
 # (a private segment is its owner's) or objects that are not rows (built-in segments).
 LOADED_NODES = {"Segment": segments.get_many_visible}

@@ -32,6 +32,12 @@ from crm_graphql.services import rfm
 from crm_graphql.services import segments as segment_service
 from crm_graphql.services.errors import Invalid
 
+
+def is_segment(obj: Any) -> bool:
+    """A value of the ``Segment`` type: a saved segment's row or a built-in one."""
+    return isinstance(obj, models.Segment | segment_service.BuiltInSegment)
+
+
 _FILTER_TYPE = "CustomerFilter"
 
 

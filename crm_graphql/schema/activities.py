@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql import models
 from crm_graphql.resolvers import activities as resolve
+from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.customers import ArchiveInput
 from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 from crm_graphql.schema.scalars import JSON, ActivityType
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ _users = "crm_graphql.schema.users"
     description="A timeline entry: note, call, email, meeting, task, stage change or system entry."
 )
 class Activity(Node):
-    is_type_of = of_model(models.Activity)
+    is_type_of = rows_of("Activity")
 
     type: ActivityType = strawberry.field(description="Kind of entry.")
     subject: str = strawberry.field(description="One-line summary.")

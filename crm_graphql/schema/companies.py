@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql import models
 from crm_graphql.resolvers import companies as resolve
+from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.customers import ArchiveInput
 from crm_graphql.schema.filters import (
     CustomFieldFilter,
@@ -20,7 +20,7 @@ from crm_graphql.schema.filters import (
     StringFilter,
     TagsFilter,
 )
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 from crm_graphql.schema.scalars import JSON, Address, AddressInput, address_of
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ _users = "crm_graphql.schema.users"
 
 @strawberry.type(description="An organisation customers work for and deals are made with.")
 class Company(Node):
-    is_type_of = of_model(models.Company)
+    is_type_of = rows_of("Company")
 
     name: str = strawberry.field(description="Company name.")
     domain: str | None = strawberry.field(description="Bare web domain, such as acme.com.")

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql import models
 from crm_graphql.resolvers import conversations as resolve
+from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter, IntFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 from crm_graphql.schema.scalars import Channel, ConversationStatus, MessageAuthorType
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ _users = "crm_graphql.schema.users"
 
 @strawberry.type(description="A service conversation with a customer over one channel.")
 class Conversation(Node):
-    is_type_of = of_model(models.Conversation)
+    is_type_of = rows_of("Conversation")
 
     channel: Channel = strawberry.field(description="How the conversation reaches us.")
     status: ConversationStatus = strawberry.field(description="Open, pending or closed.")
@@ -97,7 +97,7 @@ class ConversationRating:
 
 @strawberry.type(description="One message of a conversation.")
 class Message(Node):
-    is_type_of = of_model(models.Message)
+    is_type_of = rows_of("Message")
 
     seq: int = strawberry.field(
         description="Position in the conversation: 1, 2, 3 ... without gaps."

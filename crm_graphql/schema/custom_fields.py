@@ -8,9 +8,9 @@ from datetime import datetime
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql import models
 from crm_graphql.resolvers import custom_fields as resolve
-from crm_graphql.schema.relay import Node, UserError, of_model
+from crm_graphql.resolvers.nodes import rows_of
+from crm_graphql.schema.relay import Node, UserError
 
 
 @strawberry.enum(description="The records that carry custom fields.")
@@ -35,7 +35,7 @@ class CustomFieldType(enum.Enum):
     "their `customFields` are validated on every write and can be filtered and sorted."
 )
 class CustomFieldDefinition(Node):
-    is_type_of = of_model(models.CustomFieldDefinition)
+    is_type_of = rows_of("CustomFieldDefinition")
 
     entity: CustomFieldEntity = strawberry.field(description="What records carry it.")
     key: str = strawberry.field(description="Stable API name: the key in `customFields`.")

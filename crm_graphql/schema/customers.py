@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql import models
 from crm_graphql.resolvers import customers as resolve
 from crm_graphql.resolvers import privacy as resolve_privacy
 from crm_graphql.resolvers import recommendations as resolve_recommendations
+from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import (
     CustomFieldFilter,
     DateTimeFilter,
@@ -21,7 +21,7 @@ from crm_graphql.schema.filters import (
     StringFilter,
     TagsFilter,
 )
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 from crm_graphql.schema.scalars import (
     JSON,
     Address,
@@ -61,7 +61,7 @@ class PurchaseSummary:
 
 @strawberry.type(description="A person the business sells to or serves.")
 class Customer(Node):
-    is_type_of = of_model(models.Customer)
+    is_type_of = rows_of("Customer")
 
     name: str = strawberry.field(description="Full name.")
     email: str | None = strawberry.field(description="Email, unique in the workspace.")

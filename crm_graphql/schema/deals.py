@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql import models
 from crm_graphql.resolvers import deals as resolve
+from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.customers import ArchiveInput
 from crm_graphql.schema.filters import (
     CustomFieldFilter,
@@ -23,7 +23,7 @@ from crm_graphql.schema.filters import (
     IntFilter,
     StringFilter,
 )
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 from crm_graphql.schema.scalars import JSON, DealStatus
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ _users = "crm_graphql.schema.users"
 
 @strawberry.type(description="A sales process: an ordered board of stages deals move through.")
 class Pipeline(Node):
-    is_type_of = of_model(models.Pipeline)
+    is_type_of = rows_of("Pipeline")
 
     name: str = strawberry.field(description="Pipeline name.")
     position: int = strawberry.field(description="Place among the workspace's pipelines (0 first).")
@@ -67,7 +67,7 @@ class Pipeline(Node):
 
 @strawberry.type(description="A column of a pipeline's board.")
 class Stage(Node):
-    is_type_of = of_model(models.Stage)
+    is_type_of = rows_of("Stage")
 
     name: str = strawberry.field(description="Stage name.")
     position: int = strawberry.field(description="Place in the pipeline (0 leftmost).")
@@ -95,7 +95,7 @@ class Stage(Node):
 
 @strawberry.type(description="A potential sale moving through a pipeline.")
 class Deal(Node):
-    is_type_of = of_model(models.Deal)
+    is_type_of = rows_of("Deal")
 
     title: str = strawberry.field(description="What is being sold.")
     amount: Decimal = strawberry.field(description="Expected value, as a decimal string.")

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql import models
 from crm_graphql.resolvers import orders as resolve
+from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.customers import ArchiveInput
 from crm_graphql.schema.filters import (
     DateTimeFilter,
@@ -20,7 +20,7 @@ from crm_graphql.schema.filters import (
     IDFilter,
     StringFilter,
 )
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 from crm_graphql.schema.scalars import JSON, OrderStatus
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class OrderLineInput:
 
 @strawberry.type(description="A purchase a customer made.")
 class Order(Node):
-    is_type_of = of_model(models.Order)
+    is_type_of = rows_of("Order")
 
     number: str = strawberry.field(description="Order number, unique in the workspace (ORD-00042).")
     status: OrderStatus = strawberry.field(description="Where the order stands.")

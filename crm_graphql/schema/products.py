@@ -9,16 +9,16 @@ from decimal import Decimal
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql import models
 from crm_graphql.resolvers import products as resolve
+from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.customers import ArchiveInput
 from crm_graphql.schema.filters import DateTimeFilter, DecimalFilter, IDFilter, StringFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 
 
 @strawberry.type(description="A product of the catalogue that order lines refer to.")
 class Product(Node):
-    is_type_of = of_model(models.Product)
+    is_type_of = rows_of("Product")
 
     sku: str = strawberry.field(
         description="Stock keeping unit, unique in the workspace ignoring case."

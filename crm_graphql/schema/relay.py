@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import strawberry
 from strawberry.types import Info
@@ -18,15 +18,6 @@ class Node:
     @strawberry.field(description="Opaque global ID; pass it to `node(id:)` to refetch.")
     def id(self, info: Info) -> strawberry.ID:
         return strawberry.ID(to_global_id(type(self).__name__, self.id))  # type: ignore[arg-type]
-
-
-def of_model(model: type[Any]) -> Any:
-    """``is_type_of`` for a GraphQL type whose values are ORM rows of ``model``."""
-
-    def is_type_of(cls: type, obj: Any, info: Info) -> bool:
-        return isinstance(obj, model)
-
-    return classmethod(is_type_of)
 
 
 @strawberry.type(description="Where a page sits in its list.")

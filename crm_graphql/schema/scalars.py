@@ -12,13 +12,13 @@ from strawberry.scalars import JSON
 from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.types.scalar import ScalarDefinition
 
-from crm_graphql import models
+from crm_graphql import enums
 from crm_graphql.services import rfm
 from crm_graphql.services.fields import stored_instant
 
 if TYPE_CHECKING:
-    # strawberry.enum registers and returns the model's own enum class; say so to mypy.
-    from crm_graphql.models import (
+    # strawberry.enum registers and returns the domain's own enum class; say so to mypy.
+    from crm_graphql.enums import (
         ActivityType,
         Channel,
         ConversationStatus,
@@ -31,19 +31,17 @@ if TYPE_CHECKING:
     from crm_graphql.services.rfm import RfmSegment
 else:
     LifecycleStage = strawberry.enum(
-        models.LifecycleStage, description="Where a customer is in the funnel."
+        enums.LifecycleStage, description="Where a customer is in the funnel."
     )
-    Role = strawberry.enum(models.Role, description="What a user may do in the workspace.")
-    DealStatus = strawberry.enum(models.DealStatus, description="Open, or closed as won or lost.")
-    ActivityType = strawberry.enum(models.ActivityType, description="Kind of timeline entry.")
-    OrderStatus = strawberry.enum(models.OrderStatus, description="Where an order stands.")
-    Channel = strawberry.enum(models.Channel, description="How a conversation reaches us.")
+    Role = strawberry.enum(enums.Role, description="What a user may do in the workspace.")
+    DealStatus = strawberry.enum(enums.DealStatus, description="Open, or closed as won or lost.")
+    ActivityType = strawberry.enum(enums.ActivityType, description="Kind of timeline entry.")
+    OrderStatus = strawberry.enum(enums.OrderStatus, description="Where an order stands.")
+    Channel = strawberry.enum(enums.Channel, description="How a conversation reaches us.")
     ConversationStatus = strawberry.enum(
-        models.ConversationStatus, description="Open, pending or closed."
+        enums.ConversationStatus, description="Open, pending or closed."
     )
-    MessageAuthorType = strawberry.enum(
-        models.MessageAuthorType, description="Who wrote a message."
-    )
+    MessageAuthorType = strawberry.enum(enums.MessageAuthorType, description="Who wrote a message.")
     RfmSegment = strawberry.enum(
         rfm.RfmSegment,
         description="Built-in customer segments by recency, frequency and monetary scores "

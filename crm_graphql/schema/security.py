@@ -8,10 +8,10 @@ from datetime import datetime
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql import models
 from crm_graphql.resolvers import security as resolve
+from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import DateTimeFilter, IDFilter, StringFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 from crm_graphql.schema.scalars import JSON
 from crm_graphql.schema.users import User
 from crm_graphql.services import policy
@@ -30,7 +30,7 @@ class ApiKeyScope(enum.Enum):
 
 @strawberry.type(description="A partner API key. Its secret is shown once, at creation.")
 class ApiKey(Node):
-    is_type_of = of_model(models.ApiKey)
+    is_type_of = rows_of("ApiKey")
 
     name: str = strawberry.field(description="What the key is for.")
     prefix: str = strawberry.field(description="The public part of the token (`crm_<prefix>_…`).")
@@ -52,7 +52,7 @@ class ApiKey(Node):
 
 @strawberry.type(description="One audited change: who did what to which entity, and how.")
 class AuditLogEntry(Node):
-    is_type_of = of_model(models.AuditLog)
+    is_type_of = rows_of("AuditLog")
 
     action: str = strawberry.field(description="The mutation, e.g. `updateCustomer`.")
     entity_type: str = strawberry.field(description="Type of the changed entity.")

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql import models
 from crm_graphql.resolvers import segments as resolve
 from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.schema.customers import ArchiveInput, Customer, CustomerFilter, CustomerOrder
@@ -18,7 +17,6 @@ from crm_graphql.schema.filters import DateTimeFilter, IDFilter, StringFilter
 from crm_graphql.schema.insight import DrillDown
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 from crm_graphql.schema.scalars import JSON, Money, RfmSegment
-from crm_graphql.services import segments as segment_service
 
 if TYPE_CHECKING:
     from crm_graphql.schema.users import User
@@ -33,7 +31,7 @@ _users = "crm_graphql.schema.users"
 class Segment(Node):
     @classmethod
     def is_type_of(cls, obj: Any, info: Info) -> bool:
-        return isinstance(obj, models.Segment | segment_service.BuiltInSegment)
+        return resolve.is_segment(obj)
 
     @strawberry.field(description="Opaque global ID; pass it to `customers(segmentId:)`.")
     def id(self) -> strawberry.ID:

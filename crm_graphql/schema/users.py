@@ -8,16 +8,16 @@ from datetime import datetime
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql import models
 from crm_graphql.resolvers import users as resolve
+from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter, StringFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 from crm_graphql.schema.scalars import Role
 
 
 @strawberry.type(description="A person who logs in to the workspace.")
 class User(Node):
-    is_type_of = of_model(models.User)
+    is_type_of = rows_of("User")
 
     email: str = strawberry.field(description="Login email.")
     name: str = strawberry.field(description="Display name.")

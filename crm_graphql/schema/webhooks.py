@@ -8,10 +8,10 @@ from datetime import datetime
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql import models
 from crm_graphql.resolvers import webhooks as resolve
+from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import DateTimeFilter, IDFilter, StringFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, of_model
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 
 
 @strawberry.enum(description="Where a webhook delivery stands.")
@@ -42,7 +42,7 @@ class WebhookDelivery:
     '(`X-CRM-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`).'
 )
 class Webhook(Node):
-    is_type_of = of_model(models.Webhook)
+    is_type_of = rows_of("Webhook")
 
     url: str = strawberry.field(description="Where events are POSTed.")
     event_types: list[str] = strawberry.field(
