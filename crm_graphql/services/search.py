@@ -887,16 +887,14 @@ def _request(
 class HitsStatement:
     """A search as the compiled read path runs it: ``statement`` gives the page's hits and
     one more (``id``, ``entity_type``, ``score``, best first) with every value bound;
-    ``signature`` is what its cursors carry (``_cursor``); ``one_term`` statements are
-    planned generically (see ``search``). The statement's binds take ``parameters``, by
-    name."""
+    ``signature`` is what its cursors carry (``_cursor``). The statement's binds take
+    ``parameters``, by name."""
 
     statement: Select[Any]
     parameters: dict[str, Any]
     size: int
     signature: str
     after: bool
-    one_term: bool
 
 
 def hits_statement(
@@ -919,7 +917,6 @@ def hits_statement(
         request.size,
         _signature(request.query, request.sources),
         request.after is not None,
-        shape.terms == 1,
     )
 
 
