@@ -212,10 +212,7 @@ def aggregate(
     def value(name: str, nodes: list[FieldNode]) -> str:
         if name == "groups":
             item = c._json_object(group_type, c._subselections(nodes), group)
-            return (
-                f"'[' || coalesce(string_agg({item}, ',' ORDER BY {a}.crm_rn) "
-                f"FILTER (WHERE {a}.g = 0), '') || ']'"
-            )
+            return _json_array(item, f"{a}.crm_rn", f"{a}.g = 0")
         return stats(name, nodes, aggregate_type, totals)
 
     body = c._json_object(aggregate_type, selection_sets, value)
@@ -251,6 +248,12 @@ def _local_instant(sql: str, zone: str) -> str:
         f"AND '9999-12-31 23:59:59.999999' THEN '\"' || {text} || '\"' "
         f"ELSE '\"' || {_iso_datetime(sql)} || '\"' END"
     )
+
+
+def _json_array(item: str, order: str, where: str | None = None) -> str:
+    """SQL of a JSON array (text) of ``item`` over the rows aggregated, in ``order``."""
+    only = f" FILTER (WHERE {where})" if where else ""
+    return f"'[' || coalesce(string_agg({item}, ',' ORDER BY {order}){only}, '') || ']'"
 
 
 def _object_type(gql_type: Any) -> GraphQLObjectType:
@@ -375,10 +378,7 @@ def search(
     def value(name: str, nodes: list[FieldNode]) -> str:
         if name == "edges":
             item = c._json_object(edge_type, c._subselections(nodes), edge)
-            return (
-                f"'[' || coalesce(string_agg({item}, ',' ORDER BY {h}.crm_rn) "
-                f"FILTER (WHERE {in_page}), '') || ']'"
-            )
+            return _json_array(item, f"{h}.crm_rn", in_page)
         return c._json_object(page_info_type, c._subselections(nodes), page_info)
 
     body = c._json_object(results, selection_sets, value)
@@ -444,7 +444,7 @@ def time_series(
 
     item = c._json_object(point_type, selection_sets, value)
     return (
-        f"(SELECT '[' || coalesce(string_agg({item}, ',' ORDER BY {p}.crm_rn), '') || ']' "
+        f"(SELECT {_json_array(item, f'{p}.crm_rn')} "
         f"FROM (SELECT {p}.*, row_number() OVER () AS crm_rn FROM ({rows}) {p}) {p})"
     )
 
@@ -503,10 +503,8 @@ def service_report(
     def objects(source: str, where: str, order: str, item: Callable[[str], str]) -> str:
         """A JSON array of ``item`` per row of ``source`` (SQL of a FROM item) in order."""
         r = c._alias()
-        return (
-            f"(SELECT '[' || coalesce(string_agg({item(r)}, ',' ORDER BY {order.format(r=r)}), "
-            f"'') || ']' FROM {source} {r} WHERE {where.format(r=r)})"
-        )
+        array = _json_array(item(r), order.format(r=r))
+        return f"(SELECT {array} FROM {source} {r} WHERE {where.format(r=r)})"
 
     def enum(type_: GraphQLObjectType, name: str, sql: str) -> str:
         return c._value(type_.fields[name].type, sql)

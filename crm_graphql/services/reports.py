@@ -774,8 +774,8 @@ def service_statements(
         .order_by(Conversation.channel, Conversation.status)
     )
 
-    def durations(spec: dict[str, Any], since: Any, until: Any) -> Any:
-        seconds = extract("epoch", until - since)
+    def per_agent_and_channel(spec: dict[str, Any], *columns: Any) -> Any:
+        """``columns`` per agent, per channel and overall (``GROUPING SETS``)."""
         return (
             rows(spec)
             .with_only_columns(
@@ -784,10 +784,17 @@ def service_statements(
                 Conversation.assignee_id,
                 Conversation.channel,
                 func.count().label("n"),
-                func.percentile_cont(0.5).within_group(seconds).label("p50"),
-                func.percentile_cont(0.9).within_group(seconds).label("p90"),
+                *columns,
             )
             .group_by(_grouping_sets())
+        )
+
+    def durations(spec: dict[str, Any], since: Any, until: Any) -> Any:
+        seconds = extract("epoch", until - since)
+        return per_agent_and_channel(
+            spec,
+            func.percentile_cont(0.5).within_group(seconds).label("p50"),
+            func.percentile_cont(0.9).within_group(seconds).label("p90"),
         )
 
     first_response_spec = {**base, "first_response_at": span.instants()}
@@ -818,17 +825,11 @@ def service_statements(
         backlog=select(aged.c.band, aged.c.status, func.count().label("n")).group_by(
             aged.c.band, aged.c.status
         ),
-        csat=rows(rated_spec)
-        .with_only_columns(
-            func.grouping(Conversation.assignee_id).label("by_agent"),
-            func.grouping(Conversation.channel).label("by_channel"),
-            Conversation.assignee_id,
-            Conversation.channel,
-            func.count().label("n"),
+        csat=per_agent_and_channel(
+            rated_spec,
             func.count().filter(happy).label("satisfied"),
             func.avg(Conversation.rating_score).label("average"),
-        )
-        .group_by(_grouping_sets()),
+        ),
         started_spec=started_spec,
         first_response_spec=first_response_spec,
         resolution_spec=resolution_spec,
