@@ -15,6 +15,7 @@ import json
 import mimetypes
 import re
 import secrets
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 from typing import Final
@@ -30,10 +31,13 @@ __all__ = [
     "DEFAULT_STATIC_PREFIX",
     "MANIFEST",
     "STATIC_DIR",
+    "HashedStaticFiles",
     "assets_available",
+    "content_security_policy",
     "explorer_html",
     "explorer_response",
     "explorer_routes",
+    "security_headers",
     "wants_explorer",
 ]
 
@@ -381,7 +385,9 @@ def explorer_html(
     )
 
 
-def _content_security_policy(request: Request, nonce: str) -> str:
+def content_security_policy(request: Request, nonce: str) -> str:
+    """The explorer's (and the web console's) policy: scripts from this origin or with
+    ``nonce`` only, connections to this origin (HTTP and WebSocket) only."""
     connect = ["'self'"]
     netloc = request.url.netloc
     if _SAFE_NETLOC.match(netloc):
@@ -406,7 +412,8 @@ def _content_security_policy(request: Request, nonce: str) -> str:
     )
 
 
-def _security_headers(csp: str) -> dict[str, str]:
+def security_headers(csp: str) -> dict[str, str]:
+    """Headers of an HTML page of the server: ``csp``, no sniffing, framing or referrer."""
     return {
         "Content-Security-Policy": csp,
         "X-Content-Type-Options": "nosniff",
@@ -442,7 +449,7 @@ def explorer_response(
         return HTMLResponse(
             _MISSING_PAGE.format(hint=SETUP_HINT),
             status_code=503,
-            headers=_security_headers(csp),
+            headers=security_headers(csp),
         )
     nonce = secrets.token_urlsafe(18)
     html = explorer_html(
@@ -451,7 +458,7 @@ def explorer_response(
         nonce=nonce,
         manifest=manifest,
     )
-    return HTMLResponse(html, headers=_security_headers(_content_security_policy(request, nonce)))
+    return HTMLResponse(html, headers=security_headers(content_security_policy(request, nonce)))
 
 
 def _accepted_encodings(headers: Headers) -> set[str]:
@@ -465,13 +472,19 @@ def _accepted_encodings(headers: Headers) -> set[str]:
     return accepted
 
 
-class _ExplorerStaticFiles:
-    """The built assets of ``directory``, by hashed name only (the manifest's files: no
-    other path of the folder can be asked for), cached as immutable, sent as the
-    precompressed copy the client accepts."""
+class HashedStaticFiles:
+    """The built assets of ``directory``, by hashed name only (the files ``manifest``
+    lists: no other path of the folder can be asked for), cached as immutable, sent as
+    the precompressed copy the client accepts. Also serves the web console's assets
+    (crm_graphql/console.py)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Callable[[Path], dict[str, str] | None] = asset_manifest,
+    ) -> None:
         self._directory = directory
+        self._manifest = manifest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -483,7 +496,7 @@ class _ExplorerStaticFiles:
     def _response(self, scope: Scope) -> Response:
         if scope["method"] not in ("GET", "HEAD"):
             return PlainTextResponse("Method Not Allowed", 405, {"Allow": "GET, HEAD"})
-        manifest = asset_manifest(self._directory)
+        manifest = self._manifest(self._directory)
         if manifest is None:
             # Checked per request (not at import) so `make setup` needs no restart.
             return PlainTextResponse(ASSET_MISSING, status_code=404)
@@ -507,4 +520,4 @@ class _ExplorerStaticFiles:
 
 def explorer_routes(*, static_prefix: str = DEFAULT_STATIC_PREFIX) -> list[BaseRoute]:
     """Routes serving the explorer's static assets under ``static_prefix``."""
-    return [Mount(static_prefix, app=_ExplorerStaticFiles(STATIC_DIR), name="explorer-static")]
+    return [Mount(static_prefix, app=HashedStaticFiles(STATIC_DIR), name="explorer-static")]

@@ -1,0 +1,298 @@
+"""The web console at /app: its operations against the schema, its page and assets, and
+its pages driven by a real headless Chromium against a uvicorn with demo data
+(docs/decisions/0027-web-console.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from graphql import build_schema, parse, validate
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_graphql.console import console_manifest
+from crm_graphql.models import Role
+from crm_graphql.services import demo
+from tests.browser import TIMEOUT_S, chromium, keep_screenshot, skip_without_browser
+
+if TYPE_CHECKING:
+    from selenium.webdriver.chrome.webdriver import WebDriver
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATIONS = sorted((ROOT / "console" / "src" / "operations").glob("*.graphql"))
+
+
+def _build_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "build_console_assets", ROOT / "scripts" / "build_console_assets.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_operations(schema_file: Path) -> subprocess.CompletedProcess[str]:
+    """The console build's operation check (console/build.mjs --check-only)."""
+    node: list[str] = _build_script()._node_command()
+    return subprocess.run(
+        [*node, str(ROOT / "console" / "build.mjs"), "--check-only", "--schema", str(schema_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("path", OPERATIONS, ids=lambda p: p.name)
+def test_console_operation_is_valid_against_the_schema(path: Path) -> None:
+    """Each operation of the console is valid against schema.graphql and against the
+    schema the server runs (so a change that breaks the console fails here even before
+    schema.graphql is exported again)."""
+    from crm_graphql.schema import schema
+
+    document = parse(path.read_text())
+    assert validate(build_schema((ROOT / "schema.graphql").read_text()), document) == []
+    assert validate(schema._schema, document) == []
+
+
+def test_console_build_rejects_an_operation_the_schema_no_longer_has(tmp_path: Path) -> None:
+    """The build's check passes on schema.graphql and fails, naming the document, on a
+    schema where a field the console reads is gone."""
+    ok = _check_operations(ROOT / "schema.graphql")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"{len(OPERATIONS)} operations valid" in ok.stdout
+
+    schema_text = (ROOT / "schema.graphql").read_text()
+    broken, removed = re.subn(
+        r'\n  """Totals of what the customer has bought\."""\n  purchaseSummary: PurchaseSummary!\n',
+        "\n",
+        schema_text,
+    )
+    assert removed == 1
+    (tmp_path / "schema.graphql").write_text(broken)
+    failed = _check_operations(tmp_path / "schema.graphql")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "console/src/operations/Customer.graphql" in failed.stderr
+    assert 'Cannot query field "purchaseSummary" on type "Customer"' in failed.stderr
+
+
+def test_console_page_and_assets_are_served_with_the_explorer_policy(live_server: str) -> None:
+    """Every /app path answers the console's page (routes live in the browser) with the
+    explorer's security headers; its bundles are hashed, immutable and precompressed."""
+    manifest = console_manifest()
+    assert manifest is not None, "console not built: run make setup"
+    for path in ("/app", "/app/", "/app/customers", "/app/customers/Q3VzdG9tZXI6MQ"):
+        page = httpx.get(f"{live_server}{path}", timeout=TIMEOUT_S)
+        assert page.status_code == 200, (path, page.status_code)
+        assert page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self' 'nonce-" in csp and "unsafe-eval" not in csp
+        assert "connect-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert page.headers["cache-control"] == "no-store"
+        assert "<script>" not in page.text  # no inline script
+        assert f'src="/app/assets/{manifest["main.js"]}"' in page.text
+
+    script = httpx.get(
+        f"{live_server}/app/assets/{manifest['main.js']}",
+        headers={"Accept-Encoding": "br"},
+        timeout=TIMEOUT_S,
+    )
+    assert script.status_code == 200
+    assert script.headers["content-encoding"] == "br"
+    assert "javascript" in script.headers["content-type"]
+    assert "immutable" in script.headers["cache-control"]
+    assert re.fullmatch(r"main\.[0-9a-f]{16}\.js", manifest["main.js"])
+    # Only the built files: neither a guess nor the manifest itself.
+    for name in ("main.js", "manifest.json", f"{manifest['main.js']}.br"):
+        assert httpx.get(f"{live_server}/app/assets/{name}", timeout=TIMEOUT_S).status_code == 404
+
+
+@pytest.fixture(scope="session")
+async def console_demo(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> dict[Role, tuple[str, str]]:
+    """A demo workspace of its own for the live server: (email, password) per role."""
+    domain = f"console-{uuid.uuid4().hex[:8]}.example"
+    async with sessionmaker() as session, session.begin():
+        await demo.seed_demo(
+            session, seed=15, workspace_name=f"Console {domain}", email_domain=domain
+        )
+    logins: dict[Role, tuple[str, str]] = {}
+    for email, password, role in demo.demo_logins(domain):
+        logins.setdefault(role, (email, password))
+    return logins
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    with chromium(tmp_path / "chromium-profile", window=(1280, 800)) as driver:
+        yield driver
+
+
+RICH_CUSTOMERS = """{ customers(first: 100, orderBy: [{field: NAME}]) { nodes {
+  name deals { totalCount } orders { totalCount } activities { totalCount }
+  conversations { totalCount } } } }"""
+
+
+def _api(base_url: str, login: tuple[str, str], query: str, variables: dict[str, Any]) -> Any:
+    """Run a query as ``login`` over HTTP (what the page should show, from the API)."""
+    token = httpx.post(
+        f"{base_url}/graphql",
+        json={
+            "query": "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+            "variables": {"i": {"email": login[0], "password": login[1]}},
+        },
+        timeout=TIMEOUT_S,
+    ).json()["data"]["login"]["accessToken"]
+    body = httpx.post(
+        f"{base_url}/graphql",
+        json={"query": query, "variables": variables},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=TIMEOUT_S,
+    ).json()
+    assert not body.get("errors"), body
+    return body["data"]
+
+
+def _log_in(browser: WebDriver, base_url: str, login: tuple[str, str]) -> Any:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, TIMEOUT_S)
+    browser.get(f"{base_url}/app/customers")
+    wait.until(ec.visibility_of_element_located((By.ID, "login-email")))
+    browser.find_element(By.ID, "login-email").send_keys(login[0])
+    browser.find_element(By.ID, "login-password").send_keys(login[1])
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "table.customers tbody tr")))
+    return wait
+
+
+def _count_text(browser: WebDriver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(browser.find_element(By.CSS_SELECTOR, "p.count").text)
+
+
+def _no_csp_violations(browser: WebDriver) -> None:
+    logs: list[dict[str, Any]] = browser.get_log("browser")  # type: ignore[no-untyped-call]
+    console = [entry["message"] for entry in logs]
+    assert not [m for m in console if "Content Security Policy" in m], console
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_agent_searches_customers_and_opens_one(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """An agent logs in, sees the customers, narrows them by typing, opens a customer's
+    page with its sections, and logs a note that appears in the timeline."""
+    from selenium.webdriver.common.by import By
+
+    agent = console_demo[Role.AGENT]
+    wait = _log_in(browser, live_server, agent)
+    everyone = _api(live_server, agent, "{ customers { totalCount } }", {})["customers"]
+    wait.until(lambda d: _count_text(d).startswith(f"{everyone['totalCount']} customers"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.customers tbody tr")
+    assert len(rows) == 25  # one page
+    assert browser.find_element(By.XPATH, "//button[normalize-space()='New customer']")
+    keep_screenshot(browser, tmp_path / "console-customers.png")
+
+    # Search as you type: part of the name of a customer with deals, orders and
+    # activities narrows the table to what the API's filter gives.
+    nodes = _api(live_server, agent, RICH_CUSTOMERS, {})["customers"]["nodes"]
+    name = next(
+        c["name"]
+        for c in nodes
+        if all(c[k]["totalCount"] for k in ("deals", "orders", "activities", "conversations"))
+    )
+    fragment = name.split()[-1][:5]
+    expected = _api(
+        live_server,
+        agent,
+        "query($f: CustomerFilter) { customers(filter: $f) { totalCount } }",
+        {"f": {"or": [{"name": {"contains": fragment}}, {"email": {"contains": fragment}}]}},
+    )["customers"]["totalCount"]
+    assert 0 < expected < everyone["totalCount"]
+    browser.find_element(By.ID, "customer-search").send_keys(fragment)
+    wait.until(lambda d: re.match(rf"{expected} customers?$", _count_text(d)))
+    shown = browser.find_elements(By.CSS_SELECTOR, "table.customers tbody tr td:first-child a")
+    assert len(shown) == min(expected, 25)
+    assert name in [a.text for a in shown]
+
+    # The customer's page.
+    browser.find_element(By.LINK_TEXT, name).click()
+    wait.until(lambda d: d.find_element(By.ID, "customer-title").text == name)
+    assert re.search(r"/app/customers/[^/]+$", browser.current_url)
+    for section in (
+        "Contact",
+        "Company",
+        "Purchases",
+        "Deals",
+        "Orders",
+        "Activity",
+        "Conversations",
+    ):
+        assert browser.find_elements(
+            By.XPATH, f"//h2[starts-with(normalize-space(), '{section}')]"
+        ), section
+    assert browser.find_elements(By.CSS_SELECTOR, "ol.timeline li")
+    assert browser.find_elements(By.CSS_SELECTOR, "ul.conversations li")
+    browser.set_window_size(1280, 1500)  # the whole page in the screenshot
+    keep_screenshot(browser, tmp_path / "console-customer.png")
+    browser.set_window_size(1280, 800)
+
+    # Write: a note logged here shows in the timeline.
+    subject = f"Called about renewal {uuid.uuid4().hex[:6]}"
+    browser.find_element(By.ID, "note-subject").send_keys(subject)
+    browser.find_element(By.XPATH, "//button[normalize-space()='Log note']").click()
+    wait.until(lambda d: subject in d.find_element(By.CSS_SELECTOR, "ol.timeline").text)
+
+    # A reload keeps the login (sessionStorage) and opens the same page.
+    browser.refresh()
+    wait.until(lambda d: d.find_elements(By.ID, "customer-title"))
+    assert browser.find_element(By.ID, "customer-title").text == name
+    _no_csp_violations(browser)
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_viewer_sees_no_write_controls(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """A viewer reads the customers and a customer's page but is offered no control that
+    writes (no New customer, no note form); an agent on the same page is."""
+    from selenium.webdriver.common.by import By
+
+    wait = _log_in(browser, live_server, console_demo[Role.VIEWER])
+    assert browser.find_element(By.CSS_SELECTOR, ".role").text == "viewer"
+    assert not browser.find_elements(By.XPATH, "//button[normalize-space()='New customer']")
+    keep_screenshot(browser, tmp_path / "console-viewer.png")
+    browser.find_element(By.CSS_SELECTOR, "table.customers tbody tr td a").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "ol.timeline, .state.empty"))
+    wait.until(lambda d: d.find_elements(By.ID, "timeline-title"))
+    assert not browser.find_elements(By.ID, "note-subject")
+    assert not browser.find_elements(By.CSS_SELECTOR, "main button.primary")
+
+    # Logging out forgets the tokens: the login page again, also after a reload.
+    browser.find_element(By.XPATH, "//button[normalize-space()='Log out']").click()
+    wait.until(lambda d: d.find_elements(By.ID, "login-email"))
+    browser.refresh()
+    wait.until(lambda d: d.find_elements(By.ID, "login-email"))
+    assert browser.execute_script("return sessionStorage.length") == 0
