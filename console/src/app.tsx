@@ -2,8 +2,11 @@ import type { Client } from "@urql/core";
 import { Provider } from "@urql/preact";
 import { useEffect, useState } from "preact/hooks";
 
+import type { LiveConnection } from "./client";
+import { LiveBadge, LiveContext } from "./live";
 import { CustomerPage } from "./pages/customer";
 import { CustomersPage } from "./pages/customers";
+import { DealsPage } from "./pages/deals";
 import { LoginPage } from "./pages/login";
 import { Link, usePath } from "./router";
 import { canWrite, type Session, type SessionStore } from "./session";
@@ -18,6 +21,8 @@ function Route(props: { path: string; session: Session }) {
   const writable = canWrite(props.session.user.role);
   const customer = /^\/customers\/([^/]+)$/.exec(props.path);
   if (customer) return <CustomerPage id={decodeURIComponent(customer[1])} writable={writable} />;
+  const board = /^\/deals(?:\/([^/]+))?$/.exec(props.path);
+  if (board) return <DealsPage pipelineId={board[1] ? decodeURIComponent(board[1]) : null} writable={writable} />;
   if (props.path === "/" || props.path === "/customers") return <CustomersPage writable={writable} />;
   return (
     <section>
@@ -29,7 +34,7 @@ function Route(props: { path: string; session: Session }) {
   );
 }
 
-export function App(props: { store: SessionStore; client: Client }) {
+export function App(props: { store: SessionStore; live: LiveConnection; client: Client }) {
   const [session, reason] = useSession(props.store);
   const path = usePath();
   useEffect(() => {
@@ -37,6 +42,7 @@ export function App(props: { store: SessionStore; client: Client }) {
   }, [session]);
   if (!session) return <LoginPage store={props.store} notice={reason} />;
   return (
+    <LiveContext.Provider value={props.live}>
     <Provider value={props.client}>
       <header class="topbar">
         <Link href="/customers" class="brand">
@@ -46,8 +52,12 @@ export function App(props: { store: SessionStore; client: Client }) {
           <Link href="/customers" class={path.startsWith("/customers") || path === "/" ? "active" : undefined}>
             Customers
           </Link>
+          <Link href="/deals" class={path.startsWith("/deals") ? "active" : undefined}>
+            Deals
+          </Link>
         </nav>
         <div class="who">
+          <LiveBadge />
           <span>{session.user.name}</span>
           <span class="role" data-role={session.user.role}>
             {session.user.role.toLowerCase()}
@@ -61,5 +71,6 @@ export function App(props: { store: SessionStore; client: Client }) {
         <Route path={path} session={session} />
       </main>
     </Provider>
+    </LiveContext.Provider>
   );
 }

@@ -6,18 +6,53 @@ import { createClient as createWsClient } from "graphql-ws";
 
 import { GRAPHQL_PATH, type SessionStore } from "./session";
 
+/** The subscription socket: idle (no subscription), connecting, live, or retrying after
+ * it dropped (shown in the header; the live views reload on every (re)connection, so an
+ * event missed while the socket was down is not lost). */
+export type LiveStatus = "idle" | "connecting" | "live" | "retrying";
+
+export class LiveConnection {
+  status: LiveStatus = "idle";
+  /** Counts connections; a view that depends on live events reloads when it changes. */
+  epoch = 0;
+  private listeners = new Set<() => void>();
+
+  subscribe(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  set(status: LiveStatus): void {
+    if (status === "live") this.epoch += 1;
+    this.status = status;
+    for (const listener of this.listeners) listener();
+  }
+}
+
 function authorization(store: SessionStore): Record<string, string> {
   const session = store.current;
   return session ? { Authorization: `Bearer ${session.accessToken}` } : {};
 }
 
-export function createClient(store: SessionStore): Client {
+export function createClient(store: SessionStore, live: LiveConnection): Client {
+  let connectedBefore = false;
   const ws = createWsClient({
     url: new URL(GRAPHQL_PATH, window.location.href).href.replace(/^http/, "ws"),
     lazy: true,
+    // Moving between live pages closes one subscription and opens another: keep the socket.
+    lazyCloseTimeout: 5_000,
     connectionParams: () => authorization(store),
     retryAttempts: Number.POSITIVE_INFINITY,
     shouldRetry: () => true,
+    on: {
+      connecting: () => live.set(connectedBefore ? "retrying" : "connecting"),
+      connected: () => {
+        connectedBefore = true;
+        live.set("live");
+      },
+      // A lazy client closes once no subscription is left; any other close is retried.
+      closed: (event) => live.set((event as CloseEvent).code === 1000 ? "idle" : "retrying"),
+    },
   });
   return new Client({
     url: GRAPHQL_PATH,

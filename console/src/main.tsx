@@ -1,9 +1,10 @@
 import { render } from "preact";
 
 import { App } from "./app";
-import { createClient } from "./client";
+import { LiveConnection, createClient } from "./client";
 import { SessionStore } from "./session";
 import "./styles.css";
 
 const store = new SessionStore();
-render(<App store={store} client={createClient(store)} />, document.getElementById("console")!);
+const live = new LiveConnection();
+render(<App store={store} live={live} client={createClient(store, live)} />, document.getElementById("console")!);

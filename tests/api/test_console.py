@@ -296,3 +296,185 @@ def test_viewer_sees_no_write_controls(
     browser.refresh()
     wait.until(lambda d: d.find_elements(By.ID, "login-email"))
     assert browser.execute_script("return sessionStorage.length") == 0
+
+
+BOARD = """query($p: ID!) {
+  deals(first: 100, filter: {pipelineId: {eq: $p}, status: {eq: OPEN}},
+        orderBy: [{field: AMOUNT, direction: DESC}]) { nodes { id title version stage { id } } }
+}"""
+PIPELINES = "{ pipelines(first: 50) { nodes { id name stages { id name position } } } }"
+# Drag a card onto a column the way a pointer does: dragstart, dragover, drop, dragend
+# (synthetic events with a DataTransfer; chromedriver cannot drive HTML5 drag and drop).
+JS_DRAG = """
+const card = document.querySelector(`li[data-deal-id="${arguments[0]}"]`);
+const column = document.querySelector(`section[data-stage-id="${arguments[1]}"]`);
+const data = new DataTransfer();
+const fire = (el, type) => el.dispatchEvent(
+  new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: data}));
+fire(card, 'dragstart');
+fire(column, 'dragover');
+fire(column, 'drop');
+fire(card, 'dragend');
+"""
+# Installed before the page's scripts: a WebSocket that never connects, so the board
+# hears of no change made elsewhere (the way a stale board comes about).
+JS_NO_WEBSOCKET = (
+    "window.WebSocket = function () { return {send() {}, close() {}, readyState: 0}; };"
+)
+
+
+def _open_board(browser: WebDriver, base_url: str, login: tuple[str, str]) -> Any:
+    from selenium.webdriver.common.by import By
+
+    wait = _log_in(browser, base_url, login)
+    browser.find_element(By.LINK_TEXT, "Deals").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".board li.deal"))
+    return wait
+
+
+JS_COLUMN_OF = """
+const cards = document.querySelectorAll(`li[data-deal-id="${arguments[0]}"]`);
+return cards.length === 1 ? cards[0].closest('section[data-stage-id]').dataset.stageId : null;
+"""
+
+
+def _column_of(browser: WebDriver, deal_id: str) -> str | None:
+    """The stage id of the column that shows the deal's card (None: not exactly one)."""
+    column: str | None = browser.execute_script(JS_COLUMN_OF, deal_id)
+    return column
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_deal_moved_by_one_agent_appears_on_the_other_agents_board(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """Two users in two browsers look at the same board; one drags a deal to another
+    stage (moveDeal) and the other's board shows it there without a reload."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    agent = console_demo[Role.AGENT]
+    pipeline = _api(live_server, agent, PIPELINES, {})["pipelines"]["nodes"][0]
+    deal = _api(live_server, agent, BOARD, {"p": pipeline["id"]})["deals"]["nodes"][0]
+    target = next(s["id"] for s in pipeline["stages"] if s["id"] != deal["stage"]["id"])
+
+    with chromium(tmp_path / "second-profile", window=(1280, 800)) as other:
+        wait = _open_board(browser, live_server, agent)
+        other_wait = _open_board(other, live_server, console_demo[Role.MANAGER])
+        assert _column_of(other, deal["id"]) == deal["stage"]["id"]
+        # Both boards subscribed (the header's badge says the socket is live).
+        for driver in (browser, other):
+            WebDriverWait(driver, TIMEOUT_S).until(
+                lambda d: d.find_element(By.CSS_SELECTOR, ".live").text == "Live"
+            )
+        browser.execute_script(JS_DRAG, deal["id"], target)
+        wait.until(lambda d: _column_of(d, deal["id"]) == target)
+        other_wait.until(lambda d: _column_of(d, deal["id"]) == target)
+    moved = _api(
+        live_server,
+        agent,
+        "query($id: ID!) { node(id: $id) { ... on Deal { version stage { id } } } }",
+        {"id": deal["id"]},
+    )["node"]
+    assert moved["stage"]["id"] == target and moved["version"] > deal["version"]
+    keep_screenshot(browser, tmp_path / "console-deals.png")
+    _no_csp_violations(browser)
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_moving_a_deal_changed_elsewhere_shows_the_conflict(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+) -> None:
+    """A board that did not hear of a change (its WebSocket never connects) moves a deal
+    with the version it read: the API answers CONFLICT, the board says so and shows the
+    deal where it is now."""
+    from selenium.webdriver.common.by import By
+
+    agent = console_demo[Role.AGENT]
+    pipeline = _api(live_server, agent, PIPELINES, {})["pipelines"]["nodes"][0]
+    deal = _api(live_server, agent, BOARD, {"p": pipeline["id"]})["deals"]["nodes"][1]
+    others = [s["id"] for s in pipeline["stages"] if s["id"] != deal["stage"]["id"]]
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": JS_NO_WEBSOCKET})
+    wait = _open_board(browser, live_server, agent)
+    assert _column_of(browser, deal["id"]) == deal["stage"]["id"]
+
+    moved = _api(
+        live_server,
+        console_demo[Role.MANAGER],
+        "mutation($i: MoveDealInput!) { moveDeal(input: $i) { errors { code } } }",
+        {"i": {"id": deal["id"], "stageId": others[0]}},
+    )
+    assert moved["moveDeal"]["errors"] == []
+    browser.execute_script(JS_DRAG, deal["id"], others[1])
+    wait.until(
+        lambda d: "changed by someone else" in d.find_element(By.CSS_SELECTOR, ".notice").text
+    )
+    wait.until(lambda d: _column_of(d, deal["id"]) == others[0])
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_viewer_board_has_no_move_controls(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+) -> None:
+    """A viewer's cards are not draggable and have no Move control."""
+    from selenium.webdriver.common.by import By
+
+    _open_board(browser, live_server, console_demo[Role.VIEWER])
+    cards = browser.find_elements(By.CSS_SELECTOR, ".board li.deal")
+    assert cards and all(c.get_attribute("draggable") == "false" for c in cards)
+    assert not browser.find_elements(By.CSS_SELECTOR, ".board .move select")
+
+
+JS_SESSION = "return JSON.parse(sessionStorage.getItem('crm-console.session'))"
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_access_token_is_refreshed_before_it_expires(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+) -> None:
+    """A login whose access token expires within the minute is refreshed with
+    `refreshToken` (new access and refresh tokens) and the pages keep working; the
+    tokens never appear in the URL."""
+    from selenium.webdriver.common.by import By
+
+    wait = _log_in(browser, live_server, console_demo[Role.VIEWER])
+    before = browser.execute_script(JS_SESSION)
+    assert before["accessToken"] and before["refreshToken"]
+    # As if the token had been issued 14 minutes ago: due for a refresh now.
+    browser.execute_script(
+        "const s = JSON.parse(sessionStorage.getItem('crm-console.session'));"
+        "s.expiresAt = new Date(Date.now() + 30000).toISOString();"
+        "sessionStorage.setItem('crm-console.session', JSON.stringify(s));"
+    )
+    browser.refresh()
+    wait.until(lambda d: d.execute_script(JS_SESSION)["accessToken"] != before["accessToken"])
+    after = browser.execute_script(JS_SESSION)
+    assert after["refreshToken"] != before["refreshToken"]
+    assert after["expiresAt"] > before["expiresAt"]
+    browser.find_element(By.LINK_TEXT, "Deals").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".board li.deal"))
+    assert before["accessToken"] not in browser.current_url
+    # The old refresh token was used up by the exchange.
+    reused = httpx.post(
+        f"{live_server}/graphql",
+        json={
+            "query": "mutation($i: RefreshTokenInput!) { refreshToken(input: $i) "
+            "{ accessToken errors { code } } }",
+            "variables": {"i": {"refreshToken": before["refreshToken"]}},
+        },
+        timeout=TIMEOUT_S,
+    ).json()["data"]["refreshToken"]
+    assert reused["accessToken"] is None and reused["errors"], reused

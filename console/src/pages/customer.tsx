@@ -4,6 +4,7 @@ import { useState } from "preact/hooks";
 import CreateActivityDocument from "../operations/CreateActivity.graphql";
 import CustomerDocument from "../operations/Customer.graphql";
 import CustomerActivityFeedDocument from "../operations/CustomerActivityFeed.graphql";
+import { useReloadOnReconnect } from "../live";
 import { Link } from "../router";
 import type { UserError } from "../session";
 import {
@@ -107,6 +108,8 @@ export function CustomerPage(props: { id: string; writable: boolean }) {
     reexecute({ requestPolicy: "network-only" });
     return event;
   });
+
+  useReloadOnReconnect(() => reexecute({ requestPolicy: "network-only" }));
 
   const back = (
     <p class="back">
