@@ -57,6 +57,9 @@ export function createClient(store: SessionStore, live: LiveConnection): Client 
   return new Client({
     url: GRAPHQL_PATH,
     requestPolicy: "cache-and-network",
+    // POST, not urql's default GET for queries: search text and ids would otherwise sit in
+    // URLs, i.e. in access logs and proxies' logs.
+    preferGetMethod: false,
     fetchOptions: () => ({ headers: authorization(store) }),
     exchanges: [
       cacheExchange,
