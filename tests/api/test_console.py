@@ -478,3 +478,43 @@ def test_access_token_is_refreshed_before_it_expires(
         timeout=TIMEOUT_S,
     ).json()["data"]["refreshToken"]
     assert reused["accessToken"] is None and reused["errors"], reused
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_new_customer_shows_the_api_errors_at_their_field(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+) -> None:
+    """A wrong password is refused with the API's message; a customer without a name gets
+    the API's validation error under the Name field; with a name it is created and its
+    page opens."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    email, _ = console_demo[Role.AGENT]
+    browser.get(f"{live_server}/app")
+    wait = WebDriverWait(browser, TIMEOUT_S)
+    wait.until(lambda d: d.find_elements(By.ID, "login-email"))
+    browser.find_element(By.ID, "login-email").send_keys(email)
+    browser.find_element(By.ID, "login-password").send_keys("not the password")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait.until(lambda d: "Invalid email or password" in d.find_element(By.TAG_NAME, "form").text)
+    assert browser.find_elements(By.ID, "login-email")  # still the login page
+
+    wait = _log_in(browser, live_server, console_demo[Role.AGENT])
+    browser.find_element(By.XPATH, "//button[normalize-space()='New customer']").click()
+    browser.find_element(By.XPATH, "//button[normalize-space()='Create customer']").click()
+    wait.until(lambda d: d.find_elements(By.ID, "new-name-error"))
+    assert "must not be blank" in browser.find_element(By.ID, "new-name-error").text
+    name_input = browser.find_element(By.ID, "new-name")
+    assert name_input.get_attribute("aria-describedby") == "new-name-error"
+
+    name = f"Console Created {uuid.uuid4().hex[:6]}"
+    name_input.send_keys(name)
+    browser.find_element(By.ID, "new-email").send_keys("created@example.com")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Create customer']").click()
+    wait.until(lambda d: d.find_elements(By.ID, "customer-title"))
+    assert browser.find_element(By.ID, "customer-title").text == name
+    assert "created@example.com" in browser.find_element(By.CSS_SELECTOR, ".cards").text
