@@ -12,7 +12,6 @@ inline script.
 
 from __future__ import annotations
 
-import json
 import secrets
 from html import escape
 from pathlib import Path
@@ -22,7 +21,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from crm_graphql.explorer import HashedStaticFiles, content_security_policy, security_headers
+from crm_graphql.explorer import (
+    HashedStaticFiles,
+    content_security_policy,
+    read_manifest,
+    security_headers,
+)
 
 __all__ = ["ASSET_FILES", "STATIC_DIR", "console_manifest", "console_routes"]
 
@@ -70,15 +74,7 @@ _MISSING_PAGE: Final = """\
 def console_manifest(directory: Path = STATIC_DIR) -> dict[str, str] | None:
     """Bundle name -> hashed file name, when the build is complete in ``directory``
     (read per request: `make setup` needs no restart)."""
-    try:
-        manifest = json.loads((directory / "manifest.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or set(manifest) != set(ASSET_FILES):
-        return None
-    if not all(isinstance(v, str) and (directory / v).is_file() for v in manifest.values()):
-        return None
-    return manifest
+    return read_manifest(directory, ASSET_FILES)
 
 
 async def console_page(request: Request) -> Response:

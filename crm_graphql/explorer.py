@@ -37,6 +37,7 @@ __all__ = [
     "explorer_html",
     "explorer_response",
     "explorer_routes",
+    "read_manifest",
     "security_headers",
     "wants_explorer",
 ]
@@ -325,19 +326,24 @@ _MISSING_PAGE: Final = """\
 _SAFE_NETLOC = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
+def read_manifest(directory: Path, names: tuple[str, ...]) -> dict[str, str] | None:
+    """The ``manifest.json`` of ``directory`` (name -> hashed file name) when it names
+    exactly ``names`` and every file is there, else None (a build missing or half done)."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or set(manifest) != set(names):
+        return None
+    if not all(isinstance(v, str) and (directory / v).is_file() for v in manifest.values()):
+        return None
+    return manifest
+
+
 def asset_manifest(directory: Path | None = None) -> dict[str, str] | None:
     """Asset name -> hashed file name, when every asset has been built into
     ``directory`` (read per call: `make setup` needs no restart)."""
-    base = STATIC_DIR if directory is None else directory
-    try:
-        manifest = json.loads((base / MANIFEST).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or set(manifest) != set(ASSET_FILES):
-        return None
-    if not all(isinstance(v, str) and (base / v).is_file() for v in manifest.values()):
-        return None
-    return manifest
+    return read_manifest(STATIC_DIR if directory is None else directory, ASSET_FILES)
 
 
 def assets_available(directory: Path | None = None) -> bool:

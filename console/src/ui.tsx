@@ -1,6 +1,6 @@
 // Small shared pieces: loading, error and empty states, field errors, formats.
 import type { CombinedError } from "@urql/core";
-import type { ComponentChildren } from "preact";
+import type { ComponentChildren, InputHTMLAttributes } from "preact";
 
 import type { UserError } from "./session";
 
@@ -74,4 +74,32 @@ export function formatDateTime(value: string | null | undefined): string {
 export function humanize(value: string): string {
   const text = value.toLowerCase().replace(/_/g, " ");
   return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** A labelled input with the API's error about `field` under it (and named by it). */
+export function TextField(props: {
+  id: string;
+  label: string;
+  field: string;
+  errors: UserError[];
+  value: string;
+  onInput: (value: string) => void;
+  /** More attributes of the input, such as its type (text by default). */
+  input?: InputHTMLAttributes<HTMLInputElement>;
+}) {
+  const errorId = `${props.id}-error`;
+  return (
+    <div class="field">
+      <label for={props.id}>{props.label}</label>
+      <input
+        {...(props.input ?? { type: "text" })}
+        id={props.id}
+        value={props.value}
+        onInput={(e) => props.onInput(e.currentTarget.value)}
+        aria-describedby={errorId}
+        aria-invalid={props.errors.some((e) => e.field === props.field) || undefined}
+      />
+      <FieldError errors={props.errors} field={props.field} id={errorId} />
+    </div>
+  );
 }

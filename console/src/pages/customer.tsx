@@ -10,9 +10,9 @@ import type { UserError } from "../session";
 import {
   Empty,
   ErrorState,
-  FieldError,
   FormErrors,
   Loading,
+  TextField,
   formatDate,
   formatDateTime,
   formatMoney,
@@ -354,14 +354,7 @@ function NoteForm(props: { customerId: string; onLogged: () => void }) {
 
   return (
     <form class="note" onSubmit={submit} aria-label="Log a note" noValidate>
-      <label for="note-subject">Note</label>
-      <input
-        id="note-subject"
-        value={subject}
-        onInput={(e) => setSubject(e.currentTarget.value)}
-        aria-describedby="note-subject-error"
-      />
-      <FieldError errors={errors} field="subject" id="note-subject-error" />
+      <TextField id="note-subject" label="Note" field="subject" errors={errors} value={subject} onInput={setSubject} />
       <label for="note-body">Details</label>
       <textarea id="note-body" rows={2} value={body} onInput={(e) => setBody(e.currentTarget.value)} />
       <FormErrors errors={errors} fields={["subject"]} />

@@ -6,7 +6,7 @@ import CustomersDocument from "../operations/Customers.graphql";
 import OwnersDocument from "../operations/Owners.graphql";
 import { Link, navigate } from "../router";
 import type { UserError } from "../session";
-import { Empty, ErrorState, FieldError, FormErrors, Loading, formatDate, humanize } from "../ui";
+import { Empty, ErrorState, FormErrors, Loading, TextField, formatDate, humanize } from "../ui";
 
 export const LIFECYCLE_STAGES = [
   "SUBSCRIBER",
@@ -292,38 +292,9 @@ function NewCustomer(props: { onCancel: () => void }) {
     <form class="panel" onSubmit={submit} aria-labelledby="new-customer-title" noValidate>
       <h2 id="new-customer-title">New customer</h2>
       <div class="grid">
-        <div class="field">
-          <label for="new-name">Name</label>
-          <input
-            id="new-name"
-            value={name}
-            onInput={(e) => setName(e.currentTarget.value)}
-            aria-describedby="new-name-error"
-          />
-          <FieldError errors={errors} field="name" id="new-name-error" />
-        </div>
-        <div class="field">
-          <label for="new-email">Email</label>
-          <input
-            id="new-email"
-            type="email"
-            value={email}
-            onInput={(e) => setEmail(e.currentTarget.value)}
-            aria-describedby="new-email-error"
-          />
-          <FieldError errors={errors} field="email" id="new-email-error" />
-        </div>
-        <div class="field">
-          <label for="new-phone">Phone</label>
-          <input
-            id="new-phone"
-            type="tel"
-            value={phone}
-            onInput={(e) => setPhone(e.currentTarget.value)}
-            aria-describedby="new-phone-error"
-          />
-          <FieldError errors={errors} field="phone" id="new-phone-error" />
-        </div>
+        <TextField id="new-name" label="Name" field="name" errors={errors} value={name} onInput={setName} />
+        <TextField id="new-email" label="Email" input={{ type: "email" }} field="email" errors={errors} value={email} onInput={setEmail} />
+        <TextField id="new-phone" label="Phone" input={{ type: "tel" }} field="phone" errors={errors} value={phone} onInput={setPhone} />
         <div class="field">
           <label for="new-stage">Lifecycle stage</label>
           <select id="new-stage" value={stage} onChange={(e) => setStage(e.currentTarget.value)}>

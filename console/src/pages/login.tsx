@@ -1,7 +1,7 @@
 import { useState } from "preact/hooks";
 
 import type { SessionStore, UserError } from "../session";
-import { FieldError, FormErrors } from "../ui";
+import { FormErrors, TextField } from "../ui";
 
 export function LoginPage(props: { store: SessionStore; notice: string | null }) {
   const [email, setEmail] = useState("");
@@ -28,30 +28,24 @@ export function LoginPage(props: { store: SessionStore; notice: string | null })
       <form onSubmit={submit} aria-labelledby="login-title" noValidate>
         <h1 id="login-title">Log in to the console</h1>
         {props.notice && <p class="notice">{props.notice}</p>}
-        <label for="login-email">Email</label>
-        <input
+        <TextField
           id="login-email"
-          name="email"
-          type="email"
-          autoComplete="username"
-          required
+          label="Email"
+          input={{ type: "email", autoComplete: "username" }}
+          field="email"
+          errors={errors}
           value={email}
-          onInput={(e) => setEmail(e.currentTarget.value)}
-          aria-describedby="login-email-error"
+          onInput={setEmail}
         />
-        <FieldError errors={errors} field="email" id="login-email-error" />
-        <label for="login-password">Password</label>
-        <input
+        <TextField
           id="login-password"
-          name="password"
-          type="password"
-          autoComplete="current-password"
-          required
+          label="Password"
+          input={{ type: "password", autoComplete: "current-password" }}
+          field="password"
+          errors={errors}
           value={password}
-          onInput={(e) => setPassword(e.currentTarget.value)}
-          aria-describedby="login-password-error"
+          onInput={setPassword}
         />
-        <FieldError errors={errors} field="password" id="login-password-error" />
         <FormErrors errors={errors} fields={["email", "password"]} />
         {failure && (
           <p class="form-errors" role="alert">
