@@ -18,6 +18,19 @@ export const LIFECYCLE_STAGES = [
   "CHURNED",
 ] as const;
 
+/** An option per lifecycle stage, for a select. */
+function StageOptions() {
+  return (
+    <>
+      {LIFECYCLE_STAGES.map((s) => (
+        <option key={s} value={s}>
+          {humanize(s)}
+        </option>
+      ))}
+    </>
+  );
+}
+
 const PAGE_SIZE = 25;
 const TYPING_PAUSE_MS = 250;
 
@@ -154,11 +167,7 @@ export function CustomersPage(props: { writable: boolean }) {
           <label for="customer-stage">Lifecycle stage</label>
           <select id="customer-stage" value={stage} onChange={(e) => setStage(e.currentTarget.value)}>
             <option value="">Any stage</option>
-            {LIFECYCLE_STAGES.map((s) => (
-              <option key={s} value={s}>
-                {humanize(s)}
-              </option>
-            ))}
+            <StageOptions />
           </select>
         </div>
         <div class="field">
@@ -298,11 +307,7 @@ function NewCustomer(props: { onCancel: () => void }) {
         <div class="field">
           <label for="new-stage">Lifecycle stage</label>
           <select id="new-stage" value={stage} onChange={(e) => setStage(e.currentTarget.value)}>
-            {LIFECYCLE_STAGES.map((s) => (
-              <option key={s} value={s}>
-                {humanize(s)}
-              </option>
-            ))}
+            <StageOptions />
           </select>
         </div>
       </div>
