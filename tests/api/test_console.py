@@ -511,3 +511,80 @@ def test_new_customer_shows_the_api_errors_at_their_field(
     wait.until(lambda d: d.find_elements(By.ID, "customer-title"))
     assert browser.find_element(By.ID, "customer-title").text == name
     assert "created@example.com" in browser.find_element(By.CSS_SELECTOR, ".cards").text
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_customer_filters_sorting_and_paging_match_the_api(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+) -> None:
+    """The stage, owner and tag filters narrow the table to the API's count for the same
+    filter; a click on Name sorts by name (again: descending); Next and Previous page by
+    cursor through the API's order."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    login = console_demo[Role.MANAGER]
+    wait = _log_in(browser, live_server, login)
+
+    def count(filter_: dict[str, Any]) -> int:
+        query = "query($f: CustomerFilter) { customers(filter: $f) { totalCount } }"
+        return int(_api(live_server, login, query, {"f": filter_})["customers"]["totalCount"])
+
+    def shown_count(expected: int) -> None:
+        wait.until(lambda d: re.match(rf"{expected} customers?$", _count_text(d)))
+
+    stage = {"lifecycleStage": {"eq": "CUSTOMER"}}
+    Select(browser.find_element(By.ID, "customer-stage")).select_by_value("CUSTOMER")
+    shown_count(count({"and": [stage]}))
+    owner = _api(
+        live_server, login, "{ users(first: 1, orderBy: [{field: NAME}]) { nodes { id } } }", {}
+    )
+    owner_id = owner["users"]["nodes"][0]["id"]
+    Select(browser.find_element(By.ID, "customer-owner")).select_by_value(owner_id)
+    shown_count(count({"and": [stage, {"ownerId": {"eq": owner_id}}]}))
+    Select(browser.find_element(By.ID, "customer-owner")).select_by_value("")
+    browser.find_element(By.ID, "customer-tag").send_keys("champion")
+    shown_count(count({"and": [stage, {"tags": {"contains": ["champion"]}}]}))
+    # Typed away key by key (WebDriver's clear() fires no input event).
+    browser.find_element(By.ID, "customer-tag").send_keys(Keys.BACKSPACE * len("champion"))
+    Select(browser.find_element(By.ID, "customer-stage")).select_by_value("")
+    total = count({})
+    shown_count(total)
+
+    def first_names() -> list[str]:
+        # In one script: rows re-render while the table changes (no stale elements).
+        names: list[str] = browser.execute_script(
+            "return Array.from(document.querySelectorAll("
+            "'table.customers tbody td:first-child a'), a => a.textContent)"
+        )
+        return names
+
+    def api_names(direction: str, after: str | None = None) -> tuple[list[str], str]:
+        query = """query($d: OrderDirection!, $a: String) {
+          customers(first: 25, after: $a, orderBy: [{field: NAME, direction: $d}]) {
+            nodes { name } pageInfo { endCursor } } }"""
+        page = _api(live_server, login, query, {"d": direction, "a": after})["customers"]
+        return [n["name"] for n in page["nodes"]], page["pageInfo"]["endCursor"]
+
+    ascending, cursor = api_names("ASC")
+    browser.find_element(By.XPATH, "//th//button[starts-with(normalize-space(), 'Name')]").click()
+    wait.until(lambda d: first_names() == ascending)
+    header = browser.find_element(
+        By.XPATH, "//th[.//button[starts-with(normalize-space(), 'Name')]]"
+    )
+    assert header.get_attribute("aria-sort") == "ascending"
+
+    second_page, _ = api_names("ASC", cursor)
+    browser.find_element(By.XPATH, "//button[normalize-space()='Next']").click()
+    wait.until(lambda d: first_names() == second_page)
+    assert "Page 2" in browser.find_element(By.CSS_SELECTOR, ".pager").text
+    browser.find_element(By.XPATH, "//button[normalize-space()='Previous']").click()
+    wait.until(lambda d: first_names() == ascending)
+
+    descending, _ = api_names("DESC")
+    browser.find_element(By.XPATH, "//th//button[starts-with(normalize-space(), 'Name')]").click()
+    wait.until(lambda d: first_names() == descending)
