@@ -77,9 +77,9 @@ def console_manifest(directory: Path = STATIC_DIR) -> dict[str, str] | None:
     return read_manifest(directory, ASSET_FILES)
 
 
-async def console_page(request: Request) -> Response:
+def console_page(request: Request, directory: Path = STATIC_DIR) -> Response:
     """The console's page for any path under /app (503 with a hint before the build)."""
-    manifest = console_manifest()
+    manifest = console_manifest(directory)
     if manifest is None:
         csp = "default-src 'none'; frame-ancestors 'none'"
         return HTMLResponse(_MISSING_PAGE, status_code=503, headers=security_headers(csp))
@@ -93,10 +93,15 @@ async def console_page(request: Request) -> Response:
     return HTMLResponse(html, headers=headers)
 
 
-def console_routes() -> list[BaseRoute]:
-    """The console's assets, then its page for /app and every path below it."""
+def console_routes(directory: Path = STATIC_DIR) -> list[BaseRoute]:
+    """The console's assets (built into ``directory``), then its page for /app and every
+    path below it."""
+
+    async def page(request: Request) -> Response:
+        return console_page(request, directory)
+
     return [
-        Mount(ASSETS_PREFIX, app=HashedStaticFiles(STATIC_DIR, console_manifest)),
-        Route(PREFIX, console_page, methods=["GET", "HEAD"]),
-        Route(PREFIX + "/{path:path}", console_page, methods=["GET", "HEAD"]),
+        Mount(ASSETS_PREFIX, app=HashedStaticFiles(directory, console_manifest)),
+        Route(PREFIX, page, methods=["GET", "HEAD"]),
+        Route(PREFIX + "/{path:path}", page, methods=["GET", "HEAD"]),
     ]

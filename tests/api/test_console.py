@@ -588,3 +588,31 @@ def test_customer_filters_sorting_and_paging_match_the_api(
     descending, _ = api_names("DESC")
     browser.find_element(By.XPATH, "//th//button[starts-with(normalize-space(), 'Name')]").click()
     wait.until(lambda d: first_names() == descending)
+
+
+async def test_console_answers_503_until_built_then_serves_the_build(tmp_path: Path) -> None:
+    """Before the build /app says to run make setup (503); once a build is in place it is
+    served without a restart."""
+    from starlette.applications import Starlette
+
+    from crm_graphql.console import console_routes
+
+    app = Starlette(routes=console_routes(tmp_path))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as http:
+        missing = await http.get("/app/customers")
+        assert missing.status_code == 503
+        assert "make setup" in missing.text
+        assert "frame-ancestors 'none'" in missing.headers["content-security-policy"]
+
+        (tmp_path / "main.0123456789abcdef.js").write_text("export {};\n")
+        (tmp_path / "main.0123456789abcdef.css").write_text("body {}\n")
+        (tmp_path / "manifest.json").write_text(
+            '{"main.js": "main.0123456789abcdef.js", "main.css": "main.0123456789abcdef.css"}'
+        )
+        page = await http.get("/app/customers")
+        assert page.status_code == 200
+        assert 'src="/app/assets/main.0123456789abcdef.js"' in page.text
+        asset = await http.get("/app/assets/main.0123456789abcdef.js")
+        assert asset.status_code == 200 and asset.text == "export {};\n"
