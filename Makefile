@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test lint typecheck schema bench bench-quick bench-setup soak clean
+.PHONY: setup explorer console run test lint typecheck schema bench bench-quick bench-setup soak clean
 
-setup: $(STAMP) explorer
+setup: $(STAMP) explorer console
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 
 explorer: $(STAMP)
 	$(BIN)/python scripts/build_explorer_assets.py
+
+# The web console at /app (console/, docs/decisions/0027-web-console.md): operations
+# checked against schema.graphql, TypeScript checked, bundled by esbuild.
+console: explorer
+	$(BIN)/python scripts/build_console_assets.py
 
 run: setup
 	$(BIN)/crm-graphql serve --migrate --demo
@@ -33,7 +38,7 @@ test: setup lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .crm-data node_modules crm_graphql/static/explorer
+	rm -rf $(VENV) .crm-data node_modules crm_graphql/static/explorer crm_graphql/static/console
 
 # Benchmarks (issue 7; docs/decisions/0005-benchmarks.md). Never part of `make test`.
 # Needs local PostgreSQL and Redis (BENCH_PG, db 7 of the local Redis), wrk, and Node for

@@ -19,6 +19,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from crm_graphql.compiled import CompiledReads
 from crm_graphql.compression import compression_middleware
+from crm_graphql.console import console_routes
 from crm_graphql.cors import cors_middleware
 from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
 from crm_graphql.db.replica import Replica
@@ -216,6 +217,7 @@ def build_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         *explorer_routes(),
+        *console_routes(),
     ]
     if settings.debug_runtime:
         routes.append(Route("/debug/runtime", runtime))

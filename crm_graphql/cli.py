@@ -144,6 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     _say(f"GraphQL API and explorer: http://{host}:{port}/graphql")
+    _say(f"Web console: http://{host}:{port}/app")
     try:
         uvicorn.run(
             "crm_graphql.app:create_app",

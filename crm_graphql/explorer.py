@@ -15,6 +15,7 @@ import json
 import mimetypes
 import re
 import secrets
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 from typing import Final
@@ -30,10 +31,14 @@ __all__ = [
     "DEFAULT_STATIC_PREFIX",
     "MANIFEST",
     "STATIC_DIR",
+    "HashedStaticFiles",
     "assets_available",
+    "content_security_policy",
     "explorer_html",
     "explorer_response",
     "explorer_routes",
+    "read_manifest",
+    "security_headers",
     "wants_explorer",
 ]
 
@@ -321,19 +326,24 @@ _MISSING_PAGE: Final = """\
 _SAFE_NETLOC = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
+def read_manifest(directory: Path, names: tuple[str, ...]) -> dict[str, str] | None:
+    """The ``manifest.json`` of ``directory`` (name -> hashed file name) when it names
+    exactly ``names`` and every file is there, else None (a build missing or half done)."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or set(manifest) != set(names):
+        return None
+    if not all(isinstance(v, str) and (directory / v).is_file() for v in manifest.values()):
+        return None
+    return manifest
+
+
 def asset_manifest(directory: Path | None = None) -> dict[str, str] | None:
     """Asset name -> hashed file name, when every asset has been built into
     ``directory`` (read per call: `make setup` needs no restart)."""
-    base = STATIC_DIR if directory is None else directory
-    try:
-        manifest = json.loads((base / MANIFEST).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or set(manifest) != set(ASSET_FILES):
-        return None
-    if not all(isinstance(v, str) and (base / v).is_file() for v in manifest.values()):
-        return None
-    return manifest
+    return read_manifest(STATIC_DIR if directory is None else directory, ASSET_FILES)
 
 
 def assets_available(directory: Path | None = None) -> bool:
@@ -381,7 +391,9 @@ def explorer_html(
     )
 
 
-def _content_security_policy(request: Request, nonce: str) -> str:
+def content_security_policy(request: Request, nonce: str) -> str:
+    """The explorer's (and the web console's) policy: scripts from this origin or with
+    ``nonce`` only, connections to this origin (HTTP and WebSocket) only."""
     connect = ["'self'"]
     netloc = request.url.netloc
     if _SAFE_NETLOC.match(netloc):
@@ -406,7 +418,8 @@ def _content_security_policy(request: Request, nonce: str) -> str:
     )
 
 
-def _security_headers(csp: str) -> dict[str, str]:
+def security_headers(csp: str) -> dict[str, str]:
+    """Headers of an HTML page of the server: ``csp``, no sniffing, framing or referrer."""
     return {
         "Content-Security-Policy": csp,
         "X-Content-Type-Options": "nosniff",
@@ -442,7 +455,7 @@ def explorer_response(
         return HTMLResponse(
             _MISSING_PAGE.format(hint=SETUP_HINT),
             status_code=503,
-            headers=_security_headers(csp),
+            headers=security_headers(csp),
         )
     nonce = secrets.token_urlsafe(18)
     html = explorer_html(
@@ -451,7 +464,7 @@ def explorer_response(
         nonce=nonce,
         manifest=manifest,
     )
-    return HTMLResponse(html, headers=_security_headers(_content_security_policy(request, nonce)))
+    return HTMLResponse(html, headers=security_headers(content_security_policy(request, nonce)))
 
 
 def _accepted_encodings(headers: Headers) -> set[str]:
@@ -465,13 +478,19 @@ def _accepted_encodings(headers: Headers) -> set[str]:
     return accepted
 
 
-class _ExplorerStaticFiles:
-    """The built assets of ``directory``, by hashed name only (the manifest's files: no
-    other path of the folder can be asked for), cached as immutable, sent as the
-    precompressed copy the client accepts."""
+class HashedStaticFiles:
+    """The built assets of ``directory``, by hashed name only (the files ``manifest``
+    lists: no other path of the folder can be asked for), cached as immutable, sent as
+    the precompressed copy the client accepts. Also serves the web console's assets
+    (crm_graphql/console.py)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Callable[[Path], dict[str, str] | None] = asset_manifest,
+    ) -> None:
         self._directory = directory
+        self._manifest = manifest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -483,7 +502,7 @@ class _ExplorerStaticFiles:
     def _response(self, scope: Scope) -> Response:
         if scope["method"] not in ("GET", "HEAD"):
             return PlainTextResponse("Method Not Allowed", 405, {"Allow": "GET, HEAD"})
-        manifest = asset_manifest(self._directory)
+        manifest = self._manifest(self._directory)
         if manifest is None:
             # Checked per request (not at import) so `make setup` needs no restart.
             return PlainTextResponse(ASSET_MISSING, status_code=404)
@@ -507,4 +526,4 @@ class _ExplorerStaticFiles:
 
 def explorer_routes(*, static_prefix: str = DEFAULT_STATIC_PREFIX) -> list[BaseRoute]:
     """Routes serving the explorer's static assets under ``static_prefix``."""
-    return [Mount(static_prefix, app=_ExplorerStaticFiles(STATIC_DIR), name="explorer-static")]
+    return [Mount(static_prefix, app=HashedStaticFiles(STATIC_DIR), name="explorer-static")]

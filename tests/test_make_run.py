@@ -150,6 +150,7 @@ def test_serve_embedded_migrate_demo_then_stop(served: Served, stop_signal: sign
 
     output = served.output
     assert f"GraphQL API and explorer: {served.base_url}/graphql" in output, output
+    assert f"Web console: {served.base_url}/app" in output, output
     assert "PostgreSQL (embedded)" in output, output
     assert "Redis (embedded)" in output, output
     assert "Database migrated to head" in output, output

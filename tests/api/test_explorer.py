@@ -1,15 +1,9 @@
-"""The self-hosted GraphiQL explorer, driven by a real headless Chromium.
-
-Needs Debian's ``chromium`` and ``chromium-driver`` packages and the ``selenium``
-Python package. Without them the test skips, unless ``CRM_REQUIRE_BROWSER=1`` (CI),
-where it fails instead.
-"""
+"""The self-hosted GraphiQL explorer, driven by a real headless Chromium
+(tests/browser.py: what it needs, and when a missing browser skips or fails)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,25 +13,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.browser import TIMEOUT_S, chromium, keep_screenshot, skip_without_browser
+
 if TYPE_CHECKING:
     from selenium.webdriver.chrome.webdriver import WebDriver
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROME_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",  # we run as root in containers
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # No update checks, safe-browsing lists, sync or field trials: the browser itself
-    # must not talk to anything but the server under test.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,900",
-)
-TIMEOUT_S = 30.0
 
 # GraphiQL 4 uses CodeMirror 5, which exposes its editor object on the wrapper element.
 JS_EDITORS_READY = """
@@ -68,49 +48,11 @@ JS_RESOURCE_URLS = (
 )
 
 
-def _browser_missing() -> str | None:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
-    if missing:
-        return f"{', '.join(missing)} not found (apt-get install chromium chromium-driver)"
-    if importlib.util.find_spec("selenium") is None:
-        return "the selenium package is not installed"
-    return None
-
-
-BROWSER_MISSING = _browser_missing()
-BROWSER_REQUIRED = os.environ.get("CRM_REQUIRE_BROWSER") == "1"
-
-# Decided at collection, so a skipped run never starts the live server for it.
-skip_without_browser = pytest.mark.skipif(
-    BROWSER_MISSING is not None and not BROWSER_REQUIRED,
-    reason=f"headless browser unavailable: {BROWSER_MISSING} "
-    "(set CRM_REQUIRE_BROWSER=1 to fail instead)",
-)
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
     """A headless Chromium that uses only the system binaries (no driver download)."""
-    if BROWSER_MISSING is not None:
-        pytest.fail(f"CRM_REQUIRE_BROWSER=1 but {BROWSER_MISSING}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    # Console messages, to catch Content-Security-Policy violations.
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # An explicit driver path makes selenium skip Selenium Manager (which downloads).
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(TIMEOUT_S)
-    try:
+    with chromium(tmp_path / "chromium-profile") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _click(wait: Any, by: str, selector: str) -> None:
@@ -337,9 +279,4 @@ def test_explorer_shows_a_live_dashboard_that_follows_a_write(
         'currency: "EUR", amount: "1200"}) { deal { id } } }'
     )
     wait.until(lambda d: f'"count": {count + 1}' in d.execute_script(JS_RESULT))
-    shot = tmp_path / "explorer-live-dashboard.png"
-    browser.save_screenshot(str(shot))
-    if os.environ.get("CRM_SCREENSHOTS"):
-        target = Path(os.environ["CRM_SCREENSHOTS"])
-        target.mkdir(parents=True, exist_ok=True)
-        (target / shot.name).write_bytes(shot.read_bytes())
+    keep_screenshot(browser, tmp_path / "explorer-live-dashboard.png")

@@ -1,0 +1,76 @@
+import type { Client } from "@urql/core";
+import { Provider } from "@urql/preact";
+import { useEffect, useState } from "preact/hooks";
+
+import type { LiveConnection } from "./client";
+import { LiveBadge, LiveContext } from "./live";
+import { CustomerPage } from "./pages/customer";
+import { CustomersPage } from "./pages/customers";
+import { DealsPage } from "./pages/deals";
+import { LoginPage } from "./pages/login";
+import { Link, usePath } from "./router";
+import { canWrite, type Session, type SessionStore } from "./session";
+
+function useSession(store: SessionStore): [Session | null, string | null] {
+  const [state, setState] = useState<[Session | null, string | null]>([store.current, null]);
+  useEffect(() => store.subscribe((session, reason) => setState([session, reason])), [store]);
+  return state;
+}
+
+function Route(props: { path: string; session: Session }) {
+  const writable = canWrite(props.session.user.role);
+  const customer = /^\/customers\/([^/]+)$/.exec(props.path);
+  if (customer) return <CustomerPage id={decodeURIComponent(customer[1])} writable={writable} />;
+  const board = /^\/deals(?:\/([^/]+))?$/.exec(props.path);
+  if (board) return <DealsPage pipelineId={board[1] ? decodeURIComponent(board[1]) : null} writable={writable} />;
+  if (props.path === "/" || props.path === "/customers") return <CustomersPage writable={writable} />;
+  return (
+    <section>
+      <h1>Page not found</h1>
+      <p>
+        <Link href="/customers">Go to the customers</Link>
+      </p>
+    </section>
+  );
+}
+
+export function App(props: { store: SessionStore; live: LiveConnection; client: Client }) {
+  const [session, reason] = useSession(props.store);
+  const path = usePath();
+  useEffect(() => {
+    document.title = session ? "crm_graphql console" : "Log in · crm_graphql console";
+  }, [session]);
+  if (!session) return <LoginPage store={props.store} notice={reason} />;
+  return (
+    <LiveContext.Provider value={props.live}>
+    <Provider value={props.client}>
+      <header class="topbar">
+        <Link href="/customers" class="brand">
+          crm_graphql
+        </Link>
+        <nav aria-label="Main">
+          <Link href="/customers" class={path.startsWith("/customers") || path === "/" ? "active" : undefined}>
+            Customers
+          </Link>
+          <Link href="/deals" class={path.startsWith("/deals") ? "active" : undefined}>
+            Deals
+          </Link>
+        </nav>
+        <div class="who">
+          <LiveBadge />
+          <span>{session.user.name}</span>
+          <span class="role" data-role={session.user.role}>
+            {session.user.role.toLowerCase()}
+          </span>
+          <button type="button" class="link" onClick={() => void props.store.logout()}>
+            Log out
+          </button>
+        </div>
+      </header>
+      <main id="main">
+        <Route path={path} session={session} />
+      </main>
+    </Provider>
+    </LiveContext.Provider>
+  );
+}

@@ -1,0 +1,325 @@
+import { useMutation, useQuery } from "@urql/preact";
+import { useEffect, useMemo, useState } from "preact/hooks";
+
+import CreateCustomerDocument from "../operations/CreateCustomer.graphql";
+import CustomersDocument from "../operations/Customers.graphql";
+import OwnersDocument from "../operations/Owners.graphql";
+import { Link, navigate } from "../router";
+import type { UserError } from "../session";
+import { Empty, ErrorState, FormErrors, Loading, TextField, formatDate, humanize } from "../ui";
+
+export const LIFECYCLE_STAGES = [
+  "SUBSCRIBER",
+  "LEAD",
+  "QUALIFIED",
+  "OPPORTUNITY",
+  "CUSTOMER",
+  "EVANGELIST",
+  "CHURNED",
+] as const;
+
+/** An option per lifecycle stage, for a select. */
+function StageOptions() {
+  return (
+    <>
+      {LIFECYCLE_STAGES.map((s) => (
+        <option key={s} value={s}>
+          {humanize(s)}
+        </option>
+      ))}
+    </>
+  );
+}
+
+const PAGE_SIZE = 25;
+const TYPING_PAUSE_MS = 250;
+
+type SortField = "NAME" | "EMAIL" | "LIFECYCLE_STAGE" | "LAST_ACTIVITY_AT" | "CREATED_AT";
+type Direction = "ASC" | "DESC";
+
+interface CustomerRow {
+  id: string;
+  name: string;
+  email: string | null;
+  lifecycleStage: string;
+  tags: string[];
+  lastActivityAt: string | null;
+  company: { id: string; name: string } | null;
+  owner: { id: string; name: string } | null;
+}
+
+interface CustomersData {
+  customers: {
+    totalCount: number;
+    pageInfo: { hasNextPage: boolean; endCursor: string | null };
+    nodes: CustomerRow[];
+  };
+}
+
+interface OwnersData {
+  users: { nodes: { id: string; name: string; role: string }[] };
+}
+
+/** `value`, once it has not changed for `ms` (search as you type without a request per key). */
+function useSettled<T>(value: T, ms: number): T {
+  const [settled, setSettled] = useState(value);
+  useEffect(() => {
+    const timer = window.setTimeout(() => setSettled(value), ms);
+    return () => window.clearTimeout(timer);
+  }, [value, ms]);
+  return settled;
+}
+
+interface Filters {
+  text: string;
+  stage: string;
+  owner: string;
+  tag: string;
+}
+
+/** The API's CustomerFilter for what the user picked (every condition must hold). */
+function customerFilter(filters: Filters): Record<string, unknown> | null {
+  const all: Record<string, unknown>[] = [];
+  const text = filters.text.trim();
+  if (text) all.push({ or: [{ name: { contains: text } }, { email: { contains: text } }] });
+  if (filters.stage) all.push({ lifecycleStage: { eq: filters.stage } });
+  if (filters.owner === "none") all.push({ ownerId: { isNull: true } });
+  else if (filters.owner) all.push({ ownerId: { eq: filters.owner } });
+  const tag = filters.tag.trim();
+  if (tag) all.push({ tags: { contains: [tag] } });
+  return all.length ? { and: all } : null;
+}
+
+const COLUMNS: { label: string; sort?: SortField }[] = [
+  { label: "Name", sort: "NAME" },
+  { label: "Email", sort: "EMAIL" },
+  { label: "Company" },
+  { label: "Owner" },
+  { label: "Stage", sort: "LIFECYCLE_STAGE" },
+  { label: "Tags" },
+  { label: "Last activity", sort: "LAST_ACTIVITY_AT" },
+];
+
+export function CustomersPage(props: { writable: boolean }) {
+  const [text, setText] = useState("");
+  const [tag, setTag] = useState("");
+  const [stage, setStage] = useState("");
+  const [owner, setOwner] = useState("");
+  const [sort, setSort] = useState<{ field: SortField; direction: Direction }>({
+    field: "CREATED_AT",
+    direction: "DESC",
+  });
+  // Keyset paging: the `after` cursor of each page seen, so Previous goes back.
+  const [cursors, setCursors] = useState<(string | null)[]>([null]);
+  const [creating, setCreating] = useState(false);
+
+  const settledText = useSettled(text, TYPING_PAUSE_MS);
+  const settledTag = useSettled(tag, TYPING_PAUSE_MS);
+  const filter = useMemo(
+    () => customerFilter({ text: settledText, stage, owner, tag: settledTag }),
+    [settledText, stage, owner, settledTag],
+  );
+  useEffect(() => setCursors([null]), [filter, sort]);
+
+  const after = cursors[cursors.length - 1];
+  const variables = useMemo(
+    () => ({ first: PAGE_SIZE, after, filter, orderBy: [{ field: sort.field, direction: sort.direction }] }),
+    [after, filter, sort],
+  );
+  const [result, reexecute] = useQuery<CustomersData>({ query: CustomersDocument, variables });
+  const [owners] = useQuery<OwnersData>({ query: OwnersDocument });
+
+  function toggleSort(field: SortField) {
+    setSort((current) =>
+      current.field === field
+        ? { field, direction: current.direction === "ASC" ? "DESC" : "ASC" }
+        : { field, direction: field === "LAST_ACTIVITY_AT" ? "DESC" : "ASC" },
+    );
+  }
+
+  const data = result.data?.customers;
+  const page = cursors.length;
+
+  return (
+    <section aria-labelledby="customers-title">
+      <div class="page-head">
+        <h1 id="customers-title">Customers</h1>
+        {props.writable && !creating && (
+          <button type="button" class="primary" onClick={() => setCreating(true)}>
+            New customer
+          </button>
+        )}
+      </div>
+      {props.writable && creating && <NewCustomer onCancel={() => setCreating(false)} />}
+
+      <form class="filters" role="search" onSubmit={(e) => e.preventDefault()}>
+        <div class="field grow">
+          <label for="customer-search">Search</label>
+          <input
+            id="customer-search"
+            type="search"
+            placeholder="Name or email"
+            value={text}
+            onInput={(e) => setText(e.currentTarget.value)}
+          />
+        </div>
+        <div class="field">
+          <label for="customer-stage">Lifecycle stage</label>
+          <select id="customer-stage" value={stage} onChange={(e) => setStage(e.currentTarget.value)}>
+            <option value="">Any stage</option>
+            <StageOptions />
+          </select>
+        </div>
+        <div class="field">
+          <label for="customer-owner">Owner</label>
+          <select id="customer-owner" value={owner} onChange={(e) => setOwner(e.currentTarget.value)}>
+            <option value="">Anyone</option>
+            <option value="none">No owner</option>
+            {owners.data?.users.nodes.map((u) => (
+              <option key={u.id} value={u.id}>
+                {u.name}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div class="field">
+          <label for="customer-tag">Tag</label>
+          <input id="customer-tag" type="text" value={tag} onInput={(e) => setTag(e.currentTarget.value)} />
+        </div>
+      </form>
+
+      {result.error && !data ? (
+        <ErrorState error={result.error} retry={() => reexecute({ requestPolicy: "network-only" })} />
+      ) : !data ? (
+        <Loading what="customers" />
+      ) : (
+        <>
+          <p class="count" aria-live="polite">
+            {data.totalCount === 1 ? "1 customer" : `${data.totalCount} customers`}
+            {result.stale || result.fetching ? " · updating…" : ""}
+          </p>
+          {data.nodes.length === 0 ? (
+            <Empty>No customers match these filters.</Empty>
+          ) : (
+            <div class="table-wrap">
+              <table class="customers">
+                <thead>
+                  <tr>
+                    {COLUMNS.map((column) => {
+                      const sorted = column.sort === sort.field;
+                      const ariaSort = sorted ? (sort.direction === "ASC" ? "ascending" : "descending") : undefined;
+                      return (
+                        <th key={column.label} scope="col" aria-sort={ariaSort}>
+                          {column.sort ? (
+                            <button type="button" class="sort" onClick={() => toggleSort(column.sort!)}>
+                              {column.label}
+                              <span aria-hidden="true">{sorted ? (sort.direction === "ASC" ? " ▲" : " ▼") : ""}</span>
+                            </button>
+                          ) : (
+                            column.label
+                          )}
+                        </th>
+                      );
+                    })}
+                  </tr>
+                </thead>
+                <tbody>
+                  {data.nodes.map((c) => (
+                    <tr key={c.id}>
+                      <td>
+                        <Link href={`/customers/${encodeURIComponent(c.id)}`}>{c.name}</Link>
+                      </td>
+                      <td>{c.email ?? "—"}</td>
+                      <td>{c.company?.name ?? "—"}</td>
+                      <td>{c.owner?.name ?? "—"}</td>
+                      <td>
+                        <span class="stage" data-stage={c.lifecycleStage}>
+                          {humanize(c.lifecycleStage)}
+                        </span>
+                      </td>
+                      <td>
+                        {c.tags.map((t) => (
+                          <span key={t} class="tag">
+                            {t}
+                          </span>
+                        ))}
+                      </td>
+                      <td>{formatDate(c.lastActivityAt)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+          <nav class="pager" aria-label="Pages">
+            <button type="button" disabled={page === 1} onClick={() => setCursors((c) => c.slice(0, -1))}>
+              Previous
+            </button>
+            <span>Page {page}</span>
+            <button
+              type="button"
+              disabled={!data.pageInfo.hasNextPage}
+              onClick={() => setCursors((c) => [...c, data.pageInfo.endCursor])}
+            >
+              Next
+            </button>
+          </nav>
+        </>
+      )}
+    </section>
+  );
+}
+
+interface CreateCustomerData {
+  createCustomer: { customer: { id: string } | null; errors: UserError[] };
+}
+
+const NEW_CUSTOMER_FIELDS = ["name", "email", "phone", "lifecycleStage"];
+
+function NewCustomer(props: { onCancel: () => void }) {
+  const [name, setName] = useState("");
+  const [email, setEmail] = useState("");
+  const [phone, setPhone] = useState("");
+  const [stage, setStage] = useState("LEAD");
+  const [errors, setErrors] = useState<UserError[]>([]);
+  const [state, create] = useMutation<CreateCustomerData>(CreateCustomerDocument);
+
+  async function submit(event: Event) {
+    event.preventDefault();
+    const input = { name, email: email || null, phone: phone || null, lifecycleStage: stage };
+    const result = await create({ input });
+    const payload = result.data?.createCustomer;
+    if (!payload) {
+      setErrors([{ code: "NETWORK", field: null, message: result.error?.message ?? "Not saved." }]);
+      return;
+    }
+    setErrors(payload.errors);
+    if (payload.customer) navigate(`/customers/${encodeURIComponent(payload.customer.id)}`);
+  }
+
+  return (
+    <form class="panel" onSubmit={submit} aria-labelledby="new-customer-title" noValidate>
+      <h2 id="new-customer-title">New customer</h2>
+      <div class="grid">
+        <TextField id="new-name" label="Name" field="name" errors={errors} value={name} onInput={setName} />
+        <TextField id="new-email" label="Email" input={{ type: "email" }} field="email" errors={errors} value={email} onInput={setEmail} />
+        <TextField id="new-phone" label="Phone" input={{ type: "tel" }} field="phone" errors={errors} value={phone} onInput={setPhone} />
+        <div class="field">
+          <label for="new-stage">Lifecycle stage</label>
+          <select id="new-stage" value={stage} onChange={(e) => setStage(e.currentTarget.value)}>
+            <StageOptions />
+          </select>
+        </div>
+      </div>
+      <FormErrors errors={errors} fields={NEW_CUSTOMER_FIELDS} />
+      <div class="actions">
+        <button type="submit" class="primary" disabled={state.fetching}>
+          {state.fetching ? "Saving…" : "Create customer"}
+        </button>
+        <button type="button" onClick={props.onCancel}>
+          Cancel
+        </button>
+      </div>
+    </form>
+  );
+}

@@ -1,0 +1,618 @@
+"""The web console at /app: its operations against the schema, its page and assets, and
+its pages driven by a real headless Chromium against a uvicorn with demo data
+(docs/decisions/0027-web-console.md)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from graphql import build_schema, parse, validate
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_graphql.console import console_manifest
+from crm_graphql.models import Role
+from crm_graphql.services import demo
+from tests import support
+from tests.browser import TIMEOUT_S, chromium, keep_screenshot, skip_without_browser
+
+if TYPE_CHECKING:
+    from selenium.webdriver.chrome.webdriver import WebDriver
+
+ROOT = support.ROOT
+OPERATIONS = sorted((ROOT / "console" / "src" / "operations").glob("*.graphql"))
+
+
+def _check_operations(schema_file: Path) -> subprocess.CompletedProcess[str]:
+    """The console build's operation check (console/build.mjs --check-only)."""
+    return subprocess.run(
+        support.node_command("console/build.mjs", "--check-only", "--schema", str(schema_file)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("path", OPERATIONS, ids=lambda p: p.name)
+def test_console_operation_is_valid_against_the_schema(path: Path) -> None:
+    """Each operation of the console is valid against schema.graphql and against the
+    schema the server runs (so a change that breaks the console fails here even before
+    schema.graphql is exported again)."""
+    from crm_graphql.schema import schema
+
+    document = parse(path.read_text())
+    assert validate(build_schema((ROOT / "schema.graphql").read_text()), document) == []
+    assert validate(schema._schema, document) == []
+
+
+def test_console_build_rejects_an_operation_the_schema_no_longer_has(tmp_path: Path) -> None:
+    """The build's check passes on schema.graphql and fails, naming the document, on a
+    schema where a field the console reads is gone."""
+    ok = _check_operations(ROOT / "schema.graphql")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"{len(OPERATIONS)} operations valid" in ok.stdout
+
+    schema_text = (ROOT / "schema.graphql").read_text()
+    broken, removed = re.subn(
+        r'\n  """Totals of what the customer has bought\."""\n  purchaseSummary: PurchaseSummary!\n',
+        "\n",
+        schema_text,
+    )
+    assert removed == 1
+    (tmp_path / "schema.graphql").write_text(broken)
+    failed = _check_operations(tmp_path / "schema.graphql")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "console/src/operations/Customer.graphql" in failed.stderr
+    assert 'Cannot query field "purchaseSummary" on type "Customer"' in failed.stderr
+
+
+def test_console_page_and_assets_are_served_with_the_explorer_policy(live_server: str) -> None:
+    """Every /app path answers the console's page (routes live in the browser) with the
+    explorer's security headers; its bundles are hashed, immutable and precompressed."""
+    manifest = console_manifest()
+    assert manifest is not None, "console not built: run make setup"
+    for path in ("/app", "/app/", "/app/customers", "/app/customers/Q3VzdG9tZXI6MQ"):
+        page = httpx.get(f"{live_server}{path}", timeout=TIMEOUT_S)
+        assert page.status_code == 200, (path, page.status_code)
+        assert page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self' 'nonce-" in csp and "unsafe-eval" not in csp
+        assert "connect-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert page.headers["cache-control"] == "no-store"
+        assert "<script>" not in page.text  # no inline script
+        assert f'src="/app/assets/{manifest["main.js"]}"' in page.text
+
+    script = httpx.get(
+        f"{live_server}/app/assets/{manifest['main.js']}",
+        headers={"Accept-Encoding": "br"},
+        timeout=TIMEOUT_S,
+    )
+    assert script.status_code == 200
+    assert script.headers["content-encoding"] == "br"
+    assert "javascript" in script.headers["content-type"]
+    assert "immutable" in script.headers["cache-control"]
+    assert re.fullmatch(r"main\.[0-9a-f]{16}\.js", manifest["main.js"])
+    # Only the built files: neither a guess nor the manifest itself.
+    for name in ("main.js", "manifest.json", f"{manifest['main.js']}.br"):
+        assert httpx.get(f"{live_server}/app/assets/{name}", timeout=TIMEOUT_S).status_code == 404
+
+
+@pytest.fixture(scope="session")
+async def console_demo(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> dict[Role, tuple[str, str]]:
+    """A demo workspace of its own for the live server: (email, password) per role."""
+    domain = f"console-{uuid.uuid4().hex[:8]}.example"
+    async with sessionmaker() as session, session.begin():
+        await demo.seed_demo(
+            session, seed=15, workspace_name=f"Console {domain}", email_domain=domain
+        )
+    logins: dict[Role, tuple[str, str]] = {}
+    for email, password, role in demo.demo_logins(domain):
+        logins.setdefault(role, (email, password))
+    return logins
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    with chromium(tmp_path / "chromium-profile", window=(1280, 800)) as driver:
+        yield driver
+
+
+RICH_CUSTOMERS = """{ customers(first: 100, orderBy: [{field: NAME}]) { nodes {
+  name deals { totalCount } orders { totalCount } activities { totalCount }
+  conversations { totalCount } } } }"""
+
+
+def _api(base_url: str, login: tuple[str, str], query: str, variables: dict[str, Any]) -> Any:
+    """Run a query as ``login`` over HTTP (what the page should show, from the API)."""
+    token = httpx.post(
+        f"{base_url}/graphql",
+        json={
+            "query": "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+            "variables": {"i": {"email": login[0], "password": login[1]}},
+        },
+        timeout=TIMEOUT_S,
+    ).json()["data"]["login"]["accessToken"]
+    body = httpx.post(
+        f"{base_url}/graphql",
+        json={"query": query, "variables": variables},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=TIMEOUT_S,
+    ).json()
+    assert not body.get("errors"), body
+    return body["data"]
+
+
+def _log_in(browser: WebDriver, base_url: str, login: tuple[str, str]) -> Any:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, TIMEOUT_S)
+    browser.get(f"{base_url}/app/customers")
+    wait.until(ec.visibility_of_element_located((By.ID, "login-email")))
+    browser.find_element(By.ID, "login-email").send_keys(login[0])
+    browser.find_element(By.ID, "login-password").send_keys(login[1])
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "table.customers tbody tr")))
+    return wait
+
+
+def _count_text(browser: WebDriver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(browser.find_element(By.CSS_SELECTOR, "p.count").text)
+
+
+def _no_csp_violations(browser: WebDriver) -> None:
+    logs: list[dict[str, Any]] = browser.get_log("browser")  # type: ignore[no-untyped-call]
+    console = [entry["message"] for entry in logs]
+    assert not [m for m in console if "Content Security Policy" in m], console
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_agent_searches_customers_and_opens_one(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """An agent logs in, sees the customers, narrows them by typing, opens a customer's
+    page with its sections, and logs a note that appears in the timeline."""
+    from selenium.webdriver.common.by import By
+
+    agent = console_demo[Role.AGENT]
+    wait = _log_in(browser, live_server, agent)
+    everyone = _api(live_server, agent, "{ customers { totalCount } }", {})["customers"]
+    wait.until(lambda d: _count_text(d).startswith(f"{everyone['totalCount']} customers"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.customers tbody tr")
+    assert len(rows) == 25  # one page
+    assert browser.find_element(By.XPATH, "//button[normalize-space()='New customer']")
+    keep_screenshot(browser, tmp_path / "console-customers.png")
+
+    # Search as you type: part of the name of a customer with deals, orders and
+    # activities narrows the table to what the API's filter gives.
+    nodes = _api(live_server, agent, RICH_CUSTOMERS, {})["customers"]["nodes"]
+    name = next(
+        c["name"]
+        for c in nodes
+        if all(c[k]["totalCount"] for k in ("deals", "orders", "activities", "conversations"))
+    )
+    fragment = name.split()[-1][:5]
+    expected = _api(
+        live_server,
+        agent,
+        "query($f: CustomerFilter) { customers(filter: $f) { totalCount } }",
+        {"f": {"or": [{"name": {"contains": fragment}}, {"email": {"contains": fragment}}]}},
+    )["customers"]["totalCount"]
+    assert 0 < expected < everyone["totalCount"]
+    browser.find_element(By.ID, "customer-search").send_keys(fragment)
+    wait.until(lambda d: re.match(rf"{expected} customers?$", _count_text(d)))
+    shown = browser.find_elements(By.CSS_SELECTOR, "table.customers tbody tr td:first-child a")
+    assert len(shown) == min(expected, 25)
+    assert name in [a.text for a in shown]
+
+    # The customer's page.
+    browser.find_element(By.LINK_TEXT, name).click()
+    wait.until(lambda d: d.find_element(By.ID, "customer-title").text == name)
+    assert re.search(r"/app/customers/[^/]+$", browser.current_url)
+    for section in (
+        "Contact",
+        "Company",
+        "Purchases",
+        "Deals",
+        "Orders",
+        "Activity",
+        "Conversations",
+    ):
+        assert browser.find_elements(
+            By.XPATH, f"//h2[starts-with(normalize-space(), '{section}')]"
+        ), section
+    assert browser.find_elements(By.CSS_SELECTOR, "ol.timeline li")
+    assert browser.find_elements(By.CSS_SELECTOR, "ul.conversations li")
+    browser.set_window_size(1280, 1500)  # the whole page in the screenshot
+    keep_screenshot(browser, tmp_path / "console-customer.png")
+    browser.set_window_size(1280, 800)
+
+    # Write: a note logged here shows in the timeline.
+    subject = f"Called about renewal {uuid.uuid4().hex[:6]}"
+    browser.find_element(By.ID, "note-subject").send_keys(subject)
+    browser.find_element(By.XPATH, "//button[normalize-space()='Log note']").click()
+    wait.until(lambda d: subject in d.find_element(By.CSS_SELECTOR, "ol.timeline").text)
+
+    # A reload keeps the login (sessionStorage) and opens the same page.
+    browser.refresh()
+    wait.until(lambda d: d.find_elements(By.ID, "customer-title"))
+    assert browser.find_element(By.ID, "customer-title").text == name
+    _no_csp_violations(browser)
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_viewer_sees_no_write_controls(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """A viewer reads the customers and a customer's page but is offered no control that
+    writes (no New customer, no note form); an agent on the same page is."""
+    from selenium.webdriver.common.by import By
+
+    wait = _log_in(browser, live_server, console_demo[Role.VIEWER])
+    assert browser.find_element(By.CSS_SELECTOR, ".role").text == "viewer"
+    assert not browser.find_elements(By.XPATH, "//button[normalize-space()='New customer']")
+    keep_screenshot(browser, tmp_path / "console-viewer.png")
+    browser.find_element(By.CSS_SELECTOR, "table.customers tbody tr td a").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "ol.timeline, .state.empty"))
+    wait.until(lambda d: d.find_elements(By.ID, "timeline-title"))
+    assert not browser.find_elements(By.ID, "note-subject")
+    assert not browser.find_elements(By.CSS_SELECTOR, "main button.primary")
+
+    # Logging out forgets the tokens: the login page again, also after a reload.
+    browser.find_element(By.XPATH, "//button[normalize-space()='Log out']").click()
+    wait.until(lambda d: d.find_elements(By.ID, "login-email"))
+    browser.refresh()
+    wait.until(lambda d: d.find_elements(By.ID, "login-email"))
+    assert browser.execute_script("return sessionStorage.length") == 0
+
+
+BOARD = """query($p: ID!) {
+  deals(first: 100, filter: {pipelineId: {eq: $p}, status: {eq: OPEN}},
+        orderBy: [{field: AMOUNT, direction: DESC}]) { nodes { id title version stage { id } } }
+}"""
+PIPELINES = "{ pipelines(first: 50) { nodes { id name stages { id name position } } } }"
+# Drag a card onto a column the way a pointer does: dragstart, dragover, drop, dragend
+# (synthetic events with a DataTransfer; chromedriver cannot drive HTML5 drag and drop).
+JS_DRAG = """
+const card = document.querySelector(`li[data-deal-id="${arguments[0]}"]`);
+const column = document.querySelector(`section[data-stage-id="${arguments[1]}"]`);
+const data = new DataTransfer();
+const fire = (el, type) => el.dispatchEvent(
+  new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: data}));
+fire(card, 'dragstart');
+fire(column, 'dragover');
+fire(column, 'drop');
+fire(card, 'dragend');
+"""
+# Installed before the page's scripts: a WebSocket that never connects, so the board
+# hears of no change made elsewhere (the way a stale board comes about).
+JS_NO_WEBSOCKET = (
+    "window.WebSocket = function () { return {send() {}, close() {}, readyState: 0}; };"
+)
+
+
+def _open_board(browser: WebDriver, base_url: str, login: tuple[str, str]) -> Any:
+    from selenium.webdriver.common.by import By
+
+    wait = _log_in(browser, base_url, login)
+    browser.find_element(By.LINK_TEXT, "Deals").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".board li.deal"))
+    return wait
+
+
+JS_COLUMN_OF = """
+const cards = document.querySelectorAll(`li[data-deal-id="${arguments[0]}"]`);
+return cards.length === 1 ? cards[0].closest('section[data-stage-id]').dataset.stageId : null;
+"""
+
+
+def _column_of(browser: WebDriver, deal_id: str) -> str | None:
+    """The stage id of the column that shows the deal's card (None: not exactly one)."""
+    column: str | None = browser.execute_script(JS_COLUMN_OF, deal_id)
+    return column
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_deal_moved_by_one_agent_appears_on_the_other_agents_board(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """Two users in two browsers look at the same board; one drags a deal to another
+    stage (moveDeal) and the other's board shows it there without a reload."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    agent = console_demo[Role.AGENT]
+    pipeline = _api(live_server, agent, PIPELINES, {})["pipelines"]["nodes"][0]
+    deal = _api(live_server, agent, BOARD, {"p": pipeline["id"]})["deals"]["nodes"][0]
+    target = next(s["id"] for s in pipeline["stages"] if s["id"] != deal["stage"]["id"])
+
+    with chromium(tmp_path / "second-profile", window=(1280, 800)) as other:
+        wait = _open_board(browser, live_server, agent)
+        other_wait = _open_board(other, live_server, console_demo[Role.MANAGER])
+        assert _column_of(other, deal["id"]) == deal["stage"]["id"]
+        # Both boards subscribed (the header's badge says the socket is live).
+        for driver in (browser, other):
+            WebDriverWait(driver, TIMEOUT_S).until(
+                lambda d: d.find_element(By.CSS_SELECTOR, ".live").text == "Live"
+            )
+        browser.execute_script(JS_DRAG, deal["id"], target)
+        wait.until(lambda d: _column_of(d, deal["id"]) == target)
+        other_wait.until(lambda d: _column_of(d, deal["id"]) == target)
+    moved = _api(
+        live_server,
+        agent,
+        "query($id: ID!) { node(id: $id) { ... on Deal { version stage { id } } } }",
+        {"id": deal["id"]},
+    )["node"]
+    assert moved["stage"]["id"] == target and moved["version"] > deal["version"]
+    keep_screenshot(browser, tmp_path / "console-deals.png")
+    _no_csp_violations(browser)
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_moving_a_deal_changed_elsewhere_shows_the_conflict(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+) -> None:
+    """A board that did not hear of a change (its WebSocket never connects) moves a deal
+    with the version it read: the API answers CONFLICT, the board says so and shows the
+    deal where it is now."""
+    from selenium.webdriver.common.by import By
+
+    agent = console_demo[Role.AGENT]
+    pipeline = _api(live_server, agent, PIPELINES, {})["pipelines"]["nodes"][0]
+    deal = _api(live_server, agent, BOARD, {"p": pipeline["id"]})["deals"]["nodes"][1]
+    others = [s["id"] for s in pipeline["stages"] if s["id"] != deal["stage"]["id"]]
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": JS_NO_WEBSOCKET})
+    wait = _open_board(browser, live_server, agent)
+    assert _column_of(browser, deal["id"]) == deal["stage"]["id"]
+
+    moved = _api(
+        live_server,
+        console_demo[Role.MANAGER],
+        "mutation($i: MoveDealInput!) { moveDeal(input: $i) { errors { code } } }",
+        {"i": {"id": deal["id"], "stageId": others[0]}},
+    )
+    assert moved["moveDeal"]["errors"] == []
+    browser.execute_script(JS_DRAG, deal["id"], others[1])
+    wait.until(
+        lambda d: "changed by someone else" in d.find_element(By.CSS_SELECTOR, ".notice").text
+    )
+    wait.until(lambda d: _column_of(d, deal["id"]) == others[0])
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_viewer_board_has_no_move_controls(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+) -> None:
+    """A viewer's cards are not draggable and have no Move control."""
+    from selenium.webdriver.common.by import By
+
+    _open_board(browser, live_server, console_demo[Role.VIEWER])
+    cards = browser.find_elements(By.CSS_SELECTOR, ".board li.deal")
+    assert cards and all(c.get_attribute("draggable") == "false" for c in cards)
+    assert not browser.find_elements(By.CSS_SELECTOR, ".board .move select")
+
+
+JS_SESSION = "return JSON.parse(sessionStorage.getItem('crm-console.session'))"
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_access_token_is_refreshed_before_it_expires(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+) -> None:
+    """A login whose access token expires within the minute is refreshed with
+    `refreshToken` (new tokens, the old refresh token used up) and the pages keep
+    working; the tokens never appear in the URL."""
+    from selenium.webdriver.common.by import By
+
+    wait = _log_in(browser, live_server, console_demo[Role.VIEWER])
+    before = browser.execute_script(JS_SESSION)
+    assert before["accessToken"] and before["refreshToken"]
+    # As if the token had been issued 14 minutes ago: due for a refresh now.
+    browser.execute_script(
+        "const s = JSON.parse(sessionStorage.getItem('crm-console.session'));"
+        "s.expiresAt = new Date(Date.now() + 30000).toISOString();"
+        "sessionStorage.setItem('crm-console.session', JSON.stringify(s));"
+    )
+    browser.refresh()
+    # Refresh tokens rotate; the access token is new too, though within the same second
+    # as the login it may read the same (its claims have a resolution of one second).
+    wait.until(lambda d: d.execute_script(JS_SESSION)["refreshToken"] != before["refreshToken"])
+    after = browser.execute_script(JS_SESSION)
+    assert after["accessToken"] and after["expiresAt"] >= before["expiresAt"]
+    browser.find_element(By.LINK_TEXT, "Deals").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".board li.deal"))
+    assert before["accessToken"] not in browser.current_url
+    # The old refresh token was used up by the exchange.
+    reused = httpx.post(
+        f"{live_server}/graphql",
+        json={
+            "query": "mutation($i: RefreshTokenInput!) { refreshToken(input: $i) "
+            "{ accessToken errors { code } } }",
+            "variables": {"i": {"refreshToken": before["refreshToken"]}},
+        },
+        timeout=TIMEOUT_S,
+    ).json()["data"]["refreshToken"]
+    assert reused["accessToken"] is None and reused["errors"], reused
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_new_customer_shows_the_api_errors_at_their_field(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """A wrong password is refused with the API's message; a customer without a name gets
+    the API's validation error under the Name field; with a name it is created and its
+    page opens."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    email, _ = console_demo[Role.AGENT]
+    browser.get(f"{live_server}/app")
+    wait = WebDriverWait(browser, TIMEOUT_S)
+    wait.until(lambda d: d.find_elements(By.ID, "login-email"))
+    browser.find_element(By.ID, "login-email").send_keys(email)
+    browser.find_element(By.ID, "login-password").send_keys("not the password")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait.until(lambda d: "Invalid email or password" in d.find_element(By.TAG_NAME, "form").text)
+    assert browser.find_elements(By.ID, "login-email")  # still the login page
+    keep_screenshot(browser, tmp_path / "console-login.png")
+
+    wait = _log_in(browser, live_server, console_demo[Role.AGENT])
+    browser.find_element(By.XPATH, "//button[normalize-space()='New customer']").click()
+    browser.find_element(By.XPATH, "//button[normalize-space()='Create customer']").click()
+    wait.until(lambda d: d.find_elements(By.ID, "new-name-error"))
+    assert "must not be blank" in browser.find_element(By.ID, "new-name-error").text
+    name_input = browser.find_element(By.ID, "new-name")
+    assert name_input.get_attribute("aria-describedby") == "new-name-error"
+    assert name_input.get_attribute("aria-invalid") == "true"
+    keep_screenshot(browser, tmp_path / "console-new-customer.png")
+
+    name = f"Console Created {uuid.uuid4().hex[:6]}"
+    name_input.send_keys(name)
+    browser.find_element(By.ID, "new-email").send_keys("created@example.com")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Create customer']").click()
+    wait.until(lambda d: d.find_elements(By.ID, "customer-title"))
+    assert browser.find_element(By.ID, "customer-title").text == name
+    assert "created@example.com" in browser.find_element(By.CSS_SELECTOR, ".cards").text
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_customer_filters_sorting_and_paging_match_the_api(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+) -> None:
+    """The stage, owner and tag filters narrow the table to the API's count for the same
+    filter; a click on Name sorts by name (again: descending); Next and Previous page by
+    cursor through the API's order."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    login = console_demo[Role.MANAGER]
+    wait = _log_in(browser, live_server, login)
+
+    def count(filter_: dict[str, Any]) -> int:
+        query = "query($f: CustomerFilter) { customers(filter: $f) { totalCount } }"
+        return int(_api(live_server, login, query, {"f": filter_})["customers"]["totalCount"])
+
+    def shown_count(expected: int) -> None:
+        wait.until(lambda d: re.match(rf"{expected} customers?$", _count_text(d)))
+
+    stage = {"lifecycleStage": {"eq": "CUSTOMER"}}
+    Select(browser.find_element(By.ID, "customer-stage")).select_by_value("CUSTOMER")
+    shown_count(count({"and": [stage]}))
+    owner = _api(
+        live_server, login, "{ users(first: 1, orderBy: [{field: NAME}]) { nodes { id } } }", {}
+    )
+    owner_id = owner["users"]["nodes"][0]["id"]
+    Select(browser.find_element(By.ID, "customer-owner")).select_by_value(owner_id)
+    shown_count(count({"and": [stage, {"ownerId": {"eq": owner_id}}]}))
+    Select(browser.find_element(By.ID, "customer-owner")).select_by_value("")
+    browser.find_element(By.ID, "customer-tag").send_keys("champion")
+    shown_count(count({"and": [stage, {"tags": {"contains": ["champion"]}}]}))
+    # Typed away key by key (WebDriver's clear() fires no input event).
+    browser.find_element(By.ID, "customer-tag").send_keys(Keys.BACKSPACE * len("champion"))
+    Select(browser.find_element(By.ID, "customer-stage")).select_by_value("")
+    total = count({})
+    shown_count(total)
+
+    def first_names() -> list[str]:
+        # In one script: rows re-render while the table changes (no stale elements).
+        names: list[str] = browser.execute_script(
+            "return Array.from(document.querySelectorAll("
+            "'table.customers tbody td:first-child a'), a => a.textContent)"
+        )
+        return names
+
+    def api_names(direction: str, after: str | None = None) -> tuple[list[str], str]:
+        query = """query($d: OrderDirection!, $a: String) {
+          customers(first: 25, after: $a, orderBy: [{field: NAME, direction: $d}]) {
+            nodes { name } pageInfo { endCursor } } }"""
+        page = _api(live_server, login, query, {"d": direction, "a": after})["customers"]
+        return [n["name"] for n in page["nodes"]], page["pageInfo"]["endCursor"]
+
+    ascending, cursor = api_names("ASC")
+    browser.find_element(By.XPATH, "//th//button[starts-with(normalize-space(), 'Name')]").click()
+    wait.until(lambda d: first_names() == ascending)
+    header = browser.find_element(
+        By.XPATH, "//th[.//button[starts-with(normalize-space(), 'Name')]]"
+    )
+    assert header.get_attribute("aria-sort") == "ascending"
+
+    second_page, _ = api_names("ASC", cursor)
+    browser.find_element(By.XPATH, "//button[normalize-space()='Next']").click()
+    wait.until(lambda d: first_names() == second_page)
+    assert "Page 2" in browser.find_element(By.CSS_SELECTOR, ".pager").text
+    browser.find_element(By.XPATH, "//button[normalize-space()='Previous']").click()
+    wait.until(lambda d: first_names() == ascending)
+
+    descending, _ = api_names("DESC")
+    browser.find_element(By.XPATH, "//th//button[starts-with(normalize-space(), 'Name')]").click()
+    wait.until(lambda d: first_names() == descending)
+
+
+async def test_console_answers_503_until_built_then_serves_the_build(tmp_path: Path) -> None:
+    """Before the build /app says to run make setup (503); once a build is in place it is
+    served without a restart."""
+    from starlette.applications import Starlette
+
+    from crm_graphql.console import console_routes
+
+    app = Starlette(routes=console_routes(tmp_path))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as http:
+        missing = await http.get("/app/customers")
+        assert missing.status_code == 503
+        assert "make setup" in missing.text
+        assert "frame-ancestors 'none'" in missing.headers["content-security-policy"]
+
+        (tmp_path / "main.0123456789abcdef.js").write_text("export {};\n")
+        (tmp_path / "main.0123456789abcdef.css").write_text("body {}\n")
+        (tmp_path / "manifest.json").write_text(
+            '{"main.js": "main.0123456789abcdef.js", "main.css": "main.0123456789abcdef.css"}'
+        )
+        page = await http.get("/app/customers")
+        assert page.status_code == 200
+        assert 'src="/app/assets/main.0123456789abcdef.js"' in page.text
+        asset = await http.get("/app/assets/main.0123456789abcdef.js")
+        assert asset.status_code == 200 and asset.text == "export {};\n"
