@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     # OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`); unset: no tracing.
     otel_endpoint: str | None = None
     otel_service_name: str = "crm-graphql"
+    # Operations answered over HTTP in at least this many seconds are logged (name, type,
+    # outcome, time; the line carries the request id). Unset: none.
+    slow_operation_seconds: float | None = None
 
     @field_validator(
         "encryption_keys", "trusted_proxies", "cors_origins", "cors_allow_headers", mode="before"

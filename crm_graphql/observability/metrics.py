@@ -16,6 +16,7 @@ scrape-time gauges stay those of the worker that answered."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import secrets
 import time
@@ -43,6 +44,8 @@ from starlette.responses import PlainTextResponse, Response
 if TYPE_CHECKING:
     from crm_graphql.resolvers.context import AppState
     from crm_graphql.settings import Settings
+
+log = logging.getLogger("crm_graphql.operations")
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -171,11 +174,18 @@ class ObservedOperation:
     def answered(
         self, settings: Settings, body: dict[str, Any] | bytes, status: int
     ) -> tuple[str, str]:
-        """Count the answer; (operation name, type)."""
+        """Count the answer (and log it when slow); (operation name, type)."""
+        seconds = time.perf_counter() - self.started
         name, kind = describe(self.query, self.operation_name, settings.max_tokens)
         label = operation_name_label(name)
-        OPERATIONS.labels(label, kind, outcome_of(body, status)).inc()
-        OPERATION_SECONDS.labels(label, kind).observe(time.perf_counter() - self.started)
+        outcome = outcome_of(body, status)
+        OPERATIONS.labels(label, kind, outcome).inc()
+        OPERATION_SECONDS.labels(label, kind).observe(seconds)
+        slow = settings.slow_operation_seconds
+        if slow is not None and seconds >= slow:
+            log.warning(
+                "slow operation %s (%s, %s) took %.3f s", name or "-", kind, outcome, seconds
+            )
         if kind == "query" and status == 200:
             READS.labels("compiled" if isinstance(body, bytes) else "executed").inc()
         return name, kind
