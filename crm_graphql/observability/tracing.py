@@ -4,8 +4,9 @@ Off unless ``CRM_OTEL_ENDPOINT`` names an OTLP/HTTP traces endpoint (or a test i
 provider of its own): then this process gets an SDK tracer provider exporting in batches,
 and the server spans each HTTP request and WebSocket connection (the ASGI
 instrumentation), each GraphQL operation (``graphql.operation``: its name, type and the
-read path that answered), parsing, validation and resolvers (Strawberry's OpenTelemetry
-extension, arguments left out: they hold personal data and passwords), the compiled
+read path that answered), parsing, validation, execution and resolvers
+(``observability.graphql``: neither the document nor the arguments, which may hold
+personal data and passwords), the compiled
 statement, every PostgreSQL statement (the asyncpg instrumentation: SQLAlchemy's
 statements too, since it runs on asyncpg) and Redis command, and the live delivery of
 events and webhooks. Every span started while a request runs carries its request id
@@ -71,6 +72,20 @@ def install(provider: TracerProvider) -> None:
     _installed = True
 
 
+def uninstall() -> None:
+    """Stop tracing in this process (tests that installed a provider of their own): the
+    instrumentations are removed; OpenTelemetry keeps its provider, which nothing asks."""
+    global _installed
+    if not _installed:
+        return
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    AsyncPGInstrumentor().uninstrument()
+    RedisInstrumentor().uninstrument()
+    _installed = False
+
+
 def configure(settings: Settings) -> None:
     """Install an OTLP-exporting provider when ``CRM_OTEL_ENDPOINT`` is set."""
     if settings.otel_endpoint is None or _installed:
@@ -100,20 +115,12 @@ def middleware() -> list[Middleware]:
     return [Middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])]
 
 
-def _no_arguments(arguments: dict[str, Any], info: Any) -> dict[str, Any]:
-    return {}
+def graphql_extension() -> SchemaExtension:
+    """Spans for one operation's parsing, validation, execution and each resolver that is
+    not a plain attribute read (``OperationSpans``)."""
+    from crm_graphql.observability.graphql import OperationSpans
 
-
-def graphql_extension(sync: bool) -> SchemaExtension:
-    """Strawberry's OpenTelemetry extension for one operation: spans for the operation,
-    parsing, validation and each resolver, without the resolvers' arguments."""
-    from strawberry.extensions.tracing import (
-        OpenTelemetryExtension,
-        OpenTelemetryExtensionSync,
-    )
-
-    kind = OpenTelemetryExtensionSync if sync else OpenTelemetryExtension
-    return kind(arg_filter=_no_arguments)
+    return OperationSpans()
 
 
 @contextlib.contextmanager

@@ -99,7 +99,7 @@ class CrmSchema(strawberry.Schema):
         traces (``observability.tracing``; nothing to run otherwise)."""
         extensions = super().get_extensions(sync)
         if tracing.enabled():
-            extensions.insert(0, tracing.graphql_extension(sync))
+            extensions.insert(0, tracing.graphql_extension())
         return extensions
 
 
