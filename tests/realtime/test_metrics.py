@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from crm_graphql.models import Role
 from crm_graphql.services import activities
+from tests import support
 from tests.realtime.processes import Cluster, ServerProcess, Spawn, wait_for
 from tests.realtime.streams import FEED, head_cursor, subscribed, take
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+Samples = support.MetricSamples
 
 PAGE = "query CustomerPage { customers(first: 5) { edges { node { id name } } } }"
 BROKEN = "query Broken { noSuchField }"
@@ -30,15 +30,11 @@ async def scrape(base_url: str) -> Samples:
         response = await http.get("/metrics")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
+    return support.metric_samples(response.text)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    return support.metric(samples, name, **labels)
 
 
 def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
