@@ -4,7 +4,6 @@ to a real local receiver when ``CRM_OTEL_ENDPOINT`` is set."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -22,11 +20,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from crm_graphql.models import Role
 from crm_graphql.observability import tracing
-from crm_graphql.realtime import SERVER_WEBSOCKETS
-from crm_graphql.realtime.ws import keep_protocol
 from crm_graphql.services import activities
-from tests import support
-from tests.realtime.processes import Spawn, wait_for
+from tests.realtime.processes import Spawn, serving_in_process, wait_for
 from tests.realtime.streams import FEED, head_cursor, subscribed, take
 
 PAGE = "query CustomerPage { customers(first: 5) { edges { node { id name } } } }"
@@ -61,25 +56,8 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 @pytest.fixture(scope="module")
 async def traced(settings: Any, exporter: InMemorySpanExporter) -> AsyncIterator[TracedServer]:
     """The app, built while tracing, served by uvicorn on a free port of this process."""
-    from crm_graphql.app import build_app
-
-    port = support.free_port()
-    config = uvicorn.Config(
-        keep_protocol(build_app(settings)),
-        host="127.0.0.1",
-        port=port,
-        lifespan="on",
-        log_level="warning",
-        **SERVER_WEBSOCKETS,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    await wait_for(lambda: server.started, timeout=30, what="uvicorn started")
-    try:
-        yield TracedServer(f"http://127.0.0.1:{port}", exporter)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async with serving_in_process(settings) as (url, _):
+        yield TracedServer(url, exporter)
 
 
 async def post(base_url: str, token: str, query: str, request_id: str) -> httpx.Response:
