@@ -106,7 +106,12 @@ def part_one(n: int) -> None:
 class Dropped(SpanExporter):
     """Takes the spans and does nothing with them: the cost is the SDK's, not a wire's."""
 
+    def __init__(self) -> None:
+        self.names: dict[str, int] = {}
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        for span in spans:
+            self.names[span.name] = self.names.get(span.name, 0) + 1
         return SpanExportResult.SUCCESS
 
 
@@ -122,12 +127,20 @@ async def part_two(database_url: str, redis_url: str, n: int) -> None:
         webhook_dispatcher=False,
     )
     token = await _seed(settings)
+    dropped = Dropped()
     rows = []
-    for label in ("tracing off (metrics on)", "tracing on (SDK, batch, spans dropped)"):
+    labels = (
+        "tracing off (metrics on)",
+        "tracing on (SDK, batch, spans dropped)",
+        "tracing off again (metrics on)",
+    )
+    for label in labels:
         if label.startswith("tracing on"):
             provider = TracerProvider()
-            provider.add_span_processor(BatchSpanProcessor(Dropped()))
+            provider.add_span_processor(BatchSpanProcessor(dropped))
             tracing.install(provider)
+        else:
+            tracing.uninstall()
         page_median, page_p90, create_median, create_p90 = await _requests(
             settings, token, n
         )
@@ -138,6 +151,10 @@ async def part_two(database_url: str, redis_url: str, n: int) -> None:
     print("|---|---|---|---|---|")
     for label, *figures in rows:
         print(f"| {label} | " + " | ".join(f"{f:.0f}" for f in figures) + " |")
+    print()
+    print("Spans exported while tracing (both kinds of request, warm-up included):")
+    for name, count in sorted(dropped.names.items(), key=lambda item: -item[1]):
+        print(f"- {name}: {count}")
 
 
 async def _requests(settings: Settings, token: str, n: int) -> tuple[float, ...]:

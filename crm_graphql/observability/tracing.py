@@ -123,6 +123,16 @@ def graphql_extension() -> SchemaExtension:
     return OperationSpans()
 
 
+def quiet() -> contextlib.AbstractContextManager[None]:
+    """No database or Redis spans inside (a background poll, every second, that would
+    otherwise start a trace of its own each time)."""
+    if not _installed:
+        return contextlib.nullcontext()
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    return suppress_instrumentation()
+
+
 @contextlib.contextmanager
 def span(name: str, **attributes: Any) -> Iterator[trace.Span | None]:
     """A span of the current trace while tracing; None (and no cost) otherwise."""

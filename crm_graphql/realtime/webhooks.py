@@ -100,12 +100,16 @@ class WebhookDispatcher:
     async def run_once(self) -> bool:
         """One round: enqueue new events, make the due deliveries. Whether to go again
         at once."""
-        async with self._sessionmaker() as session, session.begin():
-            enqueued = await webhooks.enqueue_deliveries(session)
-        async with self._sessionmaker() as session, session.begin():
-            jobs = await webhooks.claim_due(
-                session, self._keyring, limit=self._settings.batch_size, lease=self._settings.lease
-            )
+        with tracing.quiet():  # polled every second: traced are the deliveries
+            async with self._sessionmaker() as session, session.begin():
+                enqueued = await webhooks.enqueue_deliveries(session)
+            async with self._sessionmaker() as session, session.begin():
+                jobs = await webhooks.claim_due(
+                    session,
+                    self._keyring,
+                    limit=self._settings.batch_size,
+                    lease=self._settings.lease,
+                )
         if jobs:
             outcomes = await asyncio.gather(*(self._deliver(job) for job in jobs))
             # One transaction records the whole round's outcomes.
