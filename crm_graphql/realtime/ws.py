@@ -48,6 +48,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 
 from crm_graphql.masking import unavailable_service
 from crm_graphql.observability import metrics
+from crm_graphql.observability.requests import current_request_id
 from crm_graphql.persisted_queries import PersistedQueryError
 from crm_graphql.realtime import ephemeral, fanout
 from crm_graphql.realtime.credentials import Credential
@@ -225,7 +226,9 @@ class GraphQLWebSocket(GraphQL[Context, None]):
     ) -> Context:
         app = request.app.state.crm
         client_ip = request.client.host if request.client else None
-        context = Context(app=app, actor=None, request_id=uuid.uuid4().hex, client_ip=client_ip)
+        # The connection's id (observability.requests): in its log lines and spans too.
+        request_id = current_request_id() or uuid.uuid4().hex
+        context = Context(app=app, actor=None, request_id=request_id, client_ip=client_ip)
         if isinstance(request, WebSocket):
             context.websocket = request
             OPEN_SOCKETS.add(request)

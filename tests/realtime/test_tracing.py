@@ -4,6 +4,7 @@ to a real local receiver when ``CRM_OTEL_ENDPOINT`` is set."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from crm_graphql.models import Role
 from crm_graphql.observability import tracing
 from crm_graphql.services import activities
+from tests import support
 from tests.realtime.processes import Spawn, serving_in_process, wait_for
 from tests.realtime.streams import FEED, head_cursor, subscribed, take
 
@@ -231,3 +233,34 @@ async def test_a_server_exports_its_spans_over_otlp_when_an_endpoint_is_set(
     span = await wait_for(exported, timeout=20, what="the operation's span at the receiver")
     assert span["service"] == "crm-under-test"
     assert span["graphql.operation.name"] == "CustomerPage"
+
+
+async def test_the_webhook_dispatchers_polls_start_no_traces(
+    settings: Any, exporter: InMemorySpanExporter
+) -> None:
+    polling = {"webhook_dispatcher": True, "webhook_poll_seconds": 0.02}
+    exporter.clear()
+    async with support.app_client(settings, **polling) as client:
+        await asyncio.sleep(0.5)  # the app's dispatcher polls about 25 times meanwhile
+        assert (await client.http.get("/healthz")).status_code == 200
+    spans = exporter.get_finished_spans()
+    statements = [str((s.attributes or {}).get("db.statement", "")) for s in spans]
+    assert not [st for st in statements if "webhook" in st.lower()], statements
+
+
+async def test_a_websocket_connection_keeps_the_request_id_it_came_with(
+    traced: TracedServer, tokens: dict[Role, str]
+) -> None:
+    import websockets
+
+    request_id = f"socket-{uuid.uuid4().hex[:12]}"
+    url = traced.url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(
+        url, subprotocols=["graphql-transport-ws"], additional_headers={"X-Request-Id": request_id}  # type: ignore[list-item]
+    ) as ws:
+        ws_client = support.WSClient(ws, "graphql-transport-ws")
+        await ws_client.send({"type": "connection_init", "payload": {"Authorization": f"Bearer {tokens[Role.AGENT]}"}})
+        await ws_client.acknowledged()
+    # The connection's span, and the Redis and database calls of its credential check.
+    spans = await wait_for(lambda: _with_names(traced, request_id, {"HTTP /graphql"}))
+    assert any((s.attributes or {}).get("db.system") for s in spans), [s.name for s in spans]
