@@ -27,7 +27,7 @@ from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
 from crm_graphql.logs import configure_logging
 from crm_graphql.observability import tracing
-from crm_graphql.observability.metrics import metrics_endpoint
+from crm_graphql.observability.metrics import metrics_endpoint, process_exiting
 from crm_graphql.observability.requests import RequestIds
 from crm_graphql.persisted_queries import PersistedQueries, load_manifest
 from crm_graphql.realtime.bus import Bus
@@ -200,6 +200,7 @@ def build_app(settings: Settings) -> Starlette:
             await bus.close()
             await hub_engine.dispose()
             await engine.dispose()
+            process_exiting()
 
     # Outermost: the request id is set before anything runs, and the access line (written
     # when the answer starts) still sees it.

@@ -255,6 +255,14 @@ class AppMetrics(Collector):
             yield f"asyncpg_{name}", size - idle, idle, asyncpg_pool.get_max_size()
 
 
+def process_exiting() -> None:
+    """In multiprocess mode, a worker that stops takes its live gauges with it."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
+
+
 def _allowed(request: Request, settings: Settings) -> bool:
     mode = settings.metrics
     if mode == "open":

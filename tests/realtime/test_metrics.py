@@ -200,3 +200,21 @@ def _lines_with(server: ServerProcess, request_id: str, count: int) -> list[dict
             assert line["request_id"] == request_id, line
             found.append(line)
     return found if len(found) >= count else None
+
+
+async def test_serve_with_workers_adds_their_metrics_up(
+    settings: Any, tokens: dict[Role, str]
+) -> None:
+    """``crm-graphql serve --workers 2``: one port, two processes; every scrape, whichever
+    worker answers it, reports every operation (the CLI gives them a shared directory)."""
+    name = f"Workers{uuid.uuid4().hex[:8]}"
+    query = f"query {name} {{ customers(first: 1) {{ edges {{ node {{ id }} }} }} }}"
+    labels = {"operation": name, "type": "query", "outcome": "ok"}
+    with support.run_uvicorn(settings, workers=2) as base_url:
+        for _ in range(12):  # a connection each: the workers take turns accepting
+            assert (await graphql(base_url, tokens[Role.MANAGER], query)).status_code == 200
+        for _ in range(4):
+            samples = await scrape(base_url)
+            assert value(samples, "crm_graphql_operations_total", **labels) == 12
+            # Summed from the shared directory: no single process's own collectors.
+            assert not any(sample_name.startswith("process_") for sample_name, _ in samples)
