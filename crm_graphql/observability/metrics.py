@@ -135,7 +135,7 @@ def _describe(query: str | None, operation_name: str | None, max_tokens: int) ->
         return operation_name or "", "unknown"
     try:
         document = parse(query, no_location=True, max_tokens=max_tokens or None)
-    except GraphQLError:
+    except (GraphQLError, RecursionError):  # what execution refused already: a label only
         return operation_name or "", "unknown"
     operation = get_operation_ast(document, operation_name)
     if operation is None:
@@ -161,8 +161,8 @@ def outcome_of(body: dict[str, Any] | bytes, status: int) -> str:
 
 
 class ObservedOperation:
-    """One GraphQL operation of an HTTP request, timed from its start (``Operation`` of
-    ``observability.tracing`` wraps it in a span)."""
+    """One GraphQL operation of an HTTP request, timed from its start (``http._operation``
+    also wraps it in a ``graphql.operation`` span)."""
 
     __slots__ = ("operation_name", "query", "started")
 
