@@ -27,6 +27,9 @@ from crm_graphql.diagnostics import Diagnostics, runtime
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
 from crm_graphql.logs import configure_logging
+from crm_graphql.observability import tracing
+from crm_graphql.observability.metrics import metrics_endpoint, process_exiting
+from crm_graphql.observability.requests import RequestIds
 from crm_graphql.persisted_queries import PersistedQueries, load_manifest
 from crm_graphql.realtime.bus import Bus
 from crm_graphql.realtime.ephemeral import Ephemeral
@@ -97,6 +100,9 @@ def build_app(settings: Settings) -> Starlette:
     except crypto.KeyringError as exc:
         raise ConfigurationError(f"CRM_ENCRYPTION_KEYS: {exc}") from exc
     trusted_documents = _trusted_documents(settings)
+    if settings.metrics == "token" and not settings.metrics_token:
+        raise ConfigurationError("CRM_METRICS=token needs CRM_METRICS_TOKEN")
+    tracing.configure(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -195,16 +201,20 @@ def build_app(settings: Settings) -> Starlette:
             await bus.close()
             await hub_engine.dispose()
             await engine.dispose()
+            process_exiting()
 
-    middleware: list[Middleware] = []
+    # Outermost: the request id is set before anything runs, and the access line (written
+    # when the answer starts) still sees it.
+    middleware: list[Middleware] = [Middleware(RequestIds)]
     if settings.trusted_proxies:
-        # Outermost, so that every path (HTTP, WebSocket, rate limits, audit rows) sees
+        # Next, so that every path (HTTP, WebSocket, rate limits, audit rows) sees
         # the same client address: X-Forwarded-For is believed only from these peers.
         # `crm-graphql serve` switches uvicorn's own handling off (it trusts 127.0.0.1
         # by default), so the app alone decides.
         middleware.append(
             Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
         )
+    middleware.extend(tracing.middleware())  # a server span per request, when tracing
     # Always there: without an allowlist a preflight is refused by CORS rules (400, no
     # CORS headers) rather than by the router (405).
     middleware.append(cors_middleware(settings.cors_origins, settings.cors_allow_headers))
@@ -216,6 +226,7 @@ def build_app(settings: Settings) -> Starlette:
         WebSocketRoute("/graphql", GraphQLWebSocket(schema)),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
         *explorer_routes(),
         *console_routes(),
     ]

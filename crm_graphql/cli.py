@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -145,6 +147,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port or settings.port
     _say(f"GraphQL API and explorer: http://{host}:{port}/graphql")
     _say(f"Web console: http://{host}:{port}/app")
+    metrics_dir = None
+    if args.workers > 1 and not args.reload and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers behind one port: /metrics adds theirs up, whichever answers (README).
+        metrics_dir = tempfile.mkdtemp(prefix="crm-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         uvicorn.run(
             "crm_graphql.app:create_app",
@@ -165,6 +172,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if servers is not None:
             servers.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

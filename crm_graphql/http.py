@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
-import uuid
 from typing import Any
 
 import orjson
@@ -39,6 +37,8 @@ from strawberry.types.graphql import OperationType
 from crm_graphql.db.replica import database_failure
 from crm_graphql.explorer import explorer_response, wants_explorer
 from crm_graphql.masking import UNAVAILABLE_RETRY_AFTER, format_error, unavailable_error
+from crm_graphql.observability import metrics, tracing
+from crm_graphql.observability.requests import current_request_id, request_id_for
 from crm_graphql.persisted_queries import PersistedQueryError
 from crm_graphql.resolvers.context import AppState, Context, reads_on_replica
 from crm_graphql.resolvers.credentials import MalformedCredentials, actor_for_credentials
@@ -194,14 +194,9 @@ def _check_params(params: dict[str, Any]) -> None:
         raise RequestError(400, "`operationName` must be a string", "BAD_REQUEST")
 
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-
 def _request_id(request: Request) -> str:
-    """The caller's ``X-Request-Id`` when it is a short token (it lands in the audit log and
-    the logs), else a new one."""
-    given = request.headers.get("x-request-id", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    """The request's id (``observability.requests``: the middleware made it)."""
+    return current_request_id() or request_id_for(request.headers.get("x-request-id"))
 
 
 def _error_body(
@@ -374,6 +369,32 @@ async def _operation(
     params: dict[str, Any],
     media_type: str,
 ) -> tuple[dict[str, Any] | bytes, int]:
+    """One operation, counted and timed (``/metrics``) and traced."""
+    observed = metrics.ObservedOperation(params.get("operationName"))
+    with tracing.span("graphql.operation") as span:
+        body, status = await _answer(request, app, actor, request_id, params, media_type, observed)
+        name, kind = observed.answered(app.settings, body, status)
+        if span is not None:
+            span.set_attributes(
+                {
+                    "graphql.operation.name": name,
+                    "graphql.operation.type": kind,
+                    "crm.read_path": "compiled" if isinstance(body, bytes) else "executed",
+                    "http.response.status_code": status,
+                }
+            )
+    return body, status
+
+
+async def _answer(
+    request: Request,
+    app: AppState,
+    actor: Actor | None,
+    request_id: str,
+    params: dict[str, Any],
+    media_type: str,
+    observed: metrics.ObservedOperation,
+) -> tuple[dict[str, Any] | bytes, int]:
     """One operation of the request, by the compiled read path when it can answer it,
     else executed: (body, HTTP status). Its document may be named by hash (persisted
     queries); one sent with its hash is kept once it ran without a request error."""
@@ -381,7 +402,7 @@ async def _operation(
         resolved = await app.persisted.resolve(params)
     except PersistedQueryError as refused:
         return _error_body(str(refused), refused.code), refused.status
-    query = resolved.query
+    query = observed.query = resolved.query
     try:
         # The compiled read path (docs/decisions/0006): the response as bytes, or None.
         compiled = app.compiled and await app.compiled.execute(
@@ -429,6 +450,7 @@ async def graphql_endpoint(request: Request) -> Response:
             for operation in operations
         ]
     except RequestError as exc:
+        metrics.refused_request(exc.code)
         return _respond(
             _error_body(str(exc), exc.code, exc.extensions),
             exc.status,

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
+from crm_graphql.observability.requests import RequestIdFilter, WithRequestId
 from crm_graphql.settings import Settings
 
 _HANDLER_NAME = "crm_graphql"
@@ -26,7 +27,9 @@ def json_formatter() -> logging.Formatter:
 
 
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
-    """Send the ``crm_graphql`` loggers to ``stream`` (stderr) in the configured format.
+    """Send the ``crm_graphql`` loggers to ``stream`` (stderr) in the configured format,
+    each line with the request id it was written for (``observability.requests``), and
+    give uvicorn's access lines the request id too (and the JSON format in JSON mode).
     Calling it again replaces the handler it installed."""
     logger = logging.getLogger("crm_graphql")
     for handler in list(logger.handlers):
@@ -34,11 +37,30 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> loggi
             logger.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(json_formatter() if settings.json_logs else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(
+        json_formatter() if settings.json_logs else WithRequestId(logging.Formatter(TEXT_FORMAT))
+    )
+    handler.addFilter(RequestIdFilter())
     logger.addHandler(handler)
+    _access_lines_with_request_id(settings)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
     return handler
+
+
+def _access_lines_with_request_id(settings: Settings) -> None:
+    """uvicorn's access logger (configured by uvicorn before the app is built): each
+    line gets the request id of the request it reports."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RequestIdFilter) for f in access.filters):
+        access.addFilter(RequestIdFilter())
+    for handler in access.handlers:
+        formatter = handler.formatter
+        if settings.json_logs:
+            if not isinstance(formatter, JsonFormatter):
+                handler.setFormatter(json_formatter())
+        elif not isinstance(formatter, WithRequestId):
+            handler.setFormatter(WithRequestId(formatter or logging.Formatter()))
 
 
 class RepeatedWarning:

@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 10.0
     webhook_max_attempts: int = 12
     webhook_retry_base_seconds: float = 10.0
+    # GET /metrics (Prometheus text; crm_graphql/observability/metrics.py): `local` serves
+    # loopback peers only, `token` callers with `Authorization: Bearer <metrics_token>`,
+    # `open` anyone, `off` no one (404).
+    metrics: Literal["off", "local", "token", "open"] = "local"
+    metrics_token: str | None = None
+    # OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`); unset: no tracing.
+    otel_endpoint: str | None = None
+    otel_service_name: str = "crm-graphql"
+    # Operations answered over HTTP in at least this many seconds are logged (name, type,
+    # outcome, time; the line carries the request id). Unset: none.
+    slow_operation_seconds: float | None = None
 
     @field_validator(
         "encryption_keys", "trusted_proxies", "cors_origins", "cors_allow_headers", mode="before"

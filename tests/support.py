@@ -305,3 +305,23 @@ def random_ip() -> str:
     import secrets
 
     return "10." + ".".join(str(secrets.randbelow(256)) for _ in range(3))
+
+
+MetricSamples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def metric_samples(text: str) -> MetricSamples:
+    """Every sample of a /metrics answer, parsed by prometheus_client's parser, keyed by
+    sample name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metric(samples: MetricSamples, name: str, **labels: str) -> float:
+    """One sample's value (0 when absent)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)

@@ -34,6 +34,7 @@ from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
 from crm_graphql.db.engine import make_read_pool
 from crm_graphql.db.replica import Replica
 from crm_graphql.limits import QueryLimits, Shape, input_errors, limit_errors, shape_of
+from crm_graphql.observability import tracing
 from crm_graphql.services import rfm, snapshots
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
@@ -297,9 +298,10 @@ class CompiledReads:
                 for index in compiled.user_params:
                     params[index - 1] = actor.user_id
             try:
-                row = await self._pool(compiled, lagging).fetchrow(
-                    compiled.sql, actor.workspace_id, *params
-                )
+                with tracing.span("compiled statement", **{"crm.replica": lagging}):
+                    row = await self._pool(compiled, lagging).fetchrow(
+                        compiled.sql, actor.workspace_id, *params
+                    )
             except _FAILED as error:
                 if not lagging or self.replica is None or isinstance(error, _REFUSED):
                     raise

@@ -46,6 +46,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.observability import metrics, tracing
 from crm_graphql.realtime import wait_until_set
 from crm_graphql.realtime.bus import CHANGES, channel_name
 from crm_graphql.realtime.credentials import Credential, Watch
@@ -214,6 +215,7 @@ class Member(Subscriber):
         hub = self.group.stream.hub  # type: ignore[union-attr]
         hub.deliveries += len(outbox.payloads)
         hub.writes += 1
+        metrics.DELIVERIES.inc(len(outbox.payloads))
         if outbox.finished:
             self.finished = True
             self.leave()
@@ -316,8 +318,18 @@ class Stream:
                 return held_back
 
     async def _dispatch(self, batch: list[StoredEvent]) -> None:
+        """Write new events to the live members (traced as one ``event delivery``)."""
+        with tracing.span(
+            "event delivery", **{"crm.topic": self.key[1], "crm.events": len(batch)}
+        ) as span:
+            delivered = await self._deliver_batch(batch)
+            if span is not None:
+                span.set_attribute("crm.deliveries", delivered)
+
+    async def _deliver_batch(self, batch: list[StoredEvent]) -> int:
         """Write new events to the live members: render each (event, group) once, all
-        renders of the batch at once, then write them in event order."""
+        renders of the batch at once, then write them in event order. The frames
+        written; the lag of each event written is observed (``/metrics``)."""
         Step = tuple[StoredEvent, Group, Hashable, list[tuple[Member, bool | None]]]
         plan: list[Step] = []
         for group in list(self.groups.values()):
@@ -339,6 +351,7 @@ class Stream:
         # Each member's frames of the batch go out in one write: a syscall per socket and
         # batch, not per event (a busy stream reads larger batches, so it catches up).
         outboxes: dict[Member, Outbox] = {}
+        carried: dict[Member, list[StoredEvent]] = {}  # the events of each outbox
         for (event, _, _, takers), payload in zip(plan, results, strict=True):
             if isinstance(payload, BaseException):
                 # Not skipped: these members catch up by themselves and render it again.
@@ -358,11 +371,20 @@ class Stream:
                 elif outbox.finished:
                     continue
                 outbox.payloads.append(payload)
+                carried.setdefault(member, []).append(event)
                 outbox.position = event.position
                 outbox.finished = verdict is None
+        written: dict[Position, StoredEvent] = {}
+        frames = 0
         for member, outbox in outboxes.items():
-            if member.live:
-                member.deliver(outbox)
+            if member.live and member.deliver(outbox):
+                frames += len(outbox.payloads)
+                written.update((event.position, event) for event in carried.get(member, ()))
+        # Lag from the event's transaction (created_at is its start: transactions that
+        # write events are one round trip) to the write of its frames, once per event.
+        wall = time.time()
+        for event in written.values():
+            metrics.EVENT_LAG.observe(max(0.0, wall - event.created_at.timestamp()))
         # Live members have now seen the whole batch (what they accepted was written).
         last, now = batch[-1].position, time.monotonic()
         for group in list(self.groups.values()):
@@ -370,6 +392,7 @@ class Stream:
                 if member.live and member.position < last:
                     member.position = last
                     member.last_progress = now
+        return frames
 
     def after(self, position: Position) -> list[StoredEvent] | None:
         """Events after ``position`` from memory, or None when it is below the window."""

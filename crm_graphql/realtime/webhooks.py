@@ -14,6 +14,8 @@ from datetime import timedelta
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.models.events import DeliveryStatus
+from crm_graphql.observability import metrics, tracing
 from crm_graphql.realtime import wait_until_set
 from crm_graphql.services import webhooks
 from crm_graphql.services.crypto import Keyring
@@ -34,6 +36,14 @@ class DispatcherSettings:
     def lease(self) -> timedelta:
         # Long enough for one attempt to finish; a process dying mid-attempt only delays.
         return timedelta(seconds=self.timeout_seconds * 3 + 5)
+
+
+# What ``record_outcome`` decided, as counted at /metrics.
+_ATTEMPT_OUTCOMES = {
+    DeliveryStatus.DELIVERED: "delivered",
+    DeliveryStatus.PENDING: "retry",
+    DeliveryStatus.FAILED: "failed",
+}
 
 
 class WebhookDispatcher:
@@ -90,17 +100,21 @@ class WebhookDispatcher:
     async def run_once(self) -> bool:
         """One round: enqueue new events, make the due deliveries. Whether to go again
         at once."""
-        async with self._sessionmaker() as session, session.begin():
-            enqueued = await webhooks.enqueue_deliveries(session)
-        async with self._sessionmaker() as session, session.begin():
-            jobs = await webhooks.claim_due(
-                session, self._keyring, limit=self._settings.batch_size, lease=self._settings.lease
-            )
+        with tracing.quiet():  # polled every second: traced are the deliveries
+            async with self._sessionmaker() as session, session.begin():
+                enqueued = await webhooks.enqueue_deliveries(session)
+            async with self._sessionmaker() as session, session.begin():
+                jobs = await webhooks.claim_due(
+                    session,
+                    self._keyring,
+                    limit=self._settings.batch_size,
+                    lease=self._settings.lease,
+                )
         if jobs:
             outcomes = await asyncio.gather(*(self._deliver(job) for job in jobs))
             # One transaction records the whole round's outcomes.
             async with self._sessionmaker() as session, session.begin():
-                for job, (status, error) in zip(jobs, outcomes, strict=True):
+                recorded = [
                     await webhooks.record_outcome(
                         session,
                         job,
@@ -109,6 +123,10 @@ class WebhookDispatcher:
                         max_attempts=self._settings.max_attempts,
                         retry_base_seconds=self._settings.retry_base_seconds,
                     )
+                    for job, (status, error) in zip(jobs, outcomes, strict=True)
+                ]
+            for outcome in recorded:  # counted once committed
+                metrics.WEBHOOK_ATTEMPTS.labels(_ATTEMPT_OUTCOMES[outcome]).inc()
         # Go again at once only with a backlog (a full page of events, or deliveries made).
         # A round per few events would be a write transaction each (the cursor), and every
         # running writer holds the event horizon back for all stream readers.
@@ -124,11 +142,17 @@ class WebhookDispatcher:
         }
         status: int | None = None
         error: str | None = None
-        try:
-            response = await self._client.post(job.url, content=job.body, headers=headers)
-            status = response.status_code
-            if not 200 <= status < 300:
-                error = f"HTTP {status}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        with tracing.span(
+            "webhook delivery",
+            **{"crm.event_type": job.event_type, "crm.attempt": job.attempt},
+        ) as span:
+            try:
+                response = await self._client.post(job.url, content=job.body, headers=headers)
+                status = response.status_code
+                if not 200 <= status < 300:
+                    error = f"HTTP {status}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            if span is not None and status is not None:
+                span.set_attribute("http.response.status_code", status)
         return status, error

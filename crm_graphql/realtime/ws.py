@@ -47,6 +47,8 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 )
 
 from crm_graphql.masking import unavailable_service
+from crm_graphql.observability import metrics
+from crm_graphql.observability.requests import current_request_id
 from crm_graphql.persisted_queries import PersistedQueryError
 from crm_graphql.realtime import ephemeral, fanout
 from crm_graphql.realtime.credentials import Credential
@@ -117,7 +119,10 @@ class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
         variables: dict[str, object] | None,
     ) -> None:
         # Runs as the operation's task: subscriptions may push their frames themselves.
-        with _pushing(self.pushed, fanout.Operation(operation_id, legacy=True)):
+        with (
+            _pushing(self.pushed, fanout.Operation(operation_id, legacy=True)),
+            metrics.SUBSCRIPTIONS.labels(GRAPHQL_WS_PROTOCOL).track_inprogress(),
+        ):
             await super().handle_async_results(operation_id, query, operation_name, variables)
 
     async def cleanup_operation(self, operation_id: str) -> None:
@@ -147,7 +152,10 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
 
     async def run_operation(self, operation: Any) -> None:
         # Runs as the operation's task: subscriptions may push their frames themselves.
-        with _pushing(self.pushed, fanout.Operation(operation.id, legacy=False)):
+        with (
+            _pushing(self.pushed, fanout.Operation(operation.id, legacy=False)),
+            metrics.SUBSCRIPTIONS.labels(GRAPHQL_TRANSPORT_WS_PROTOCOL).track_inprogress(),
+        ):
             await super().run_operation(operation)
 
     async def cleanup_operation(self, operation_id: str) -> None:
@@ -218,7 +226,9 @@ class GraphQLWebSocket(GraphQL[Context, None]):
     ) -> Context:
         app = request.app.state.crm
         client_ip = request.client.host if request.client else None
-        context = Context(app=app, actor=None, request_id=uuid.uuid4().hex, client_ip=client_ip)
+        # The connection's id (observability.requests): in its log lines and spans too.
+        request_id = current_request_id() or uuid.uuid4().hex
+        context = Context(app=app, actor=None, request_id=request_id, client_ip=client_ip)
         if isinstance(request, WebSocket):
             context.websocket = request
             OPEN_SOCKETS.add(request)
@@ -275,9 +285,14 @@ class GraphQLWebSocket(GraphQL[Context, None]):
         return None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        websocket = scope.get("type") == "websocket"
+        if websocket:
+            metrics.WEBSOCKET_CONNECTIONS.inc()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if websocket:
+                metrics.WEBSOCKET_CONNECTIONS.dec()
             OPEN_SOCKETS.difference_update({s for s in OPEN_SOCKETS if s.scope is scope})
             credential = scope.get(CREDENTIAL_KEY) if scope.get("type") == "websocket" else None
             if credential is not None:

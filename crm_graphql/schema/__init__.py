@@ -10,6 +10,7 @@ from strawberry.types import Info
 from crm_graphql.execution import settle_siblings
 from crm_graphql.limits import OperationLimits
 from crm_graphql.masking import FormatErrors
+from crm_graphql.observability import tracing
 from crm_graphql.resolvers import nodes as resolve_nodes
 from crm_graphql.resolvers.context import LaggingReads
 from crm_graphql.schema.activities import ActivityMutation, ActivityQuery
@@ -92,6 +93,14 @@ class CrmSchema(strawberry.Schema):
     def process_errors(self, errors: Any, execution_context: Any = None) -> None:
         """Nothing: ``FormatErrors`` logs unexpected errors once, with the request id
         (Strawberry would log every error, validation and domain errors included)."""
+
+    def get_extensions(self, sync: bool = False) -> list[Any]:
+        """The schema's extensions, and spans for each operation's steps while the process
+        traces (``observability.tracing``; nothing to run otherwise)."""
+        extensions = super().get_extensions(sync)
+        if tracing.enabled():
+            extensions.insert(0, tracing.graphql_extension())
+        return extensions
 
 
 def build_schema(**kwargs: Any) -> strawberry.Schema:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import NoScriptError, RedisError
 
 from crm_graphql.logs import RepeatedWarning
+from crm_graphql.observability.metrics import RATE_LIMIT_REFUSALS
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
 
@@ -260,6 +261,8 @@ class RateLimiter:
             first = active[0]
             return Decision(True, first.limit, first.limit, 0, 0, first.period, enforced=False)
         bucket = active[int(index) - 1]
+        if write and not allowed:
+            RATE_LIMIT_REFUSALS.labels(bucket.key.partition(":")[0]).inc()
         return Decision(
             allowed=bool(allowed),
             limit=bucket.limit,

@@ -300,3 +300,37 @@ async def test_a_secret_that_does_not_decrypt_blocks_only_its_own_webhook(
             )
         )
     assert len(errors) == 3 and all(e and "'gone'" in e for e in errors)
+
+
+async def test_attempts_are_counted_at_metrics_by_outcome(
+    as_role: dict[Role, support.GraphQLClient], receiver: Receiver, settings: Any
+) -> None:
+    admin = as_role[Role.ADMIN]
+    await webhook(admin, receiver.url, "activity.created")
+    receiver.script = [500]
+    ada = await customer(admin)
+    attempts = "crm_graphql_webhook_attempts_total"
+    async with dispatching_app(settings) as app:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+
+            async def scrape() -> support.MetricSamples:
+                return support.metric_samples((await http.get("/metrics")).text)
+
+            before = await scrape()
+            await note(admin, ada, "Metered call")
+            await receiver.wait_for(lambda r: len(r) >= 2)  # the 500, then the retry
+            deadline = time.monotonic() + WAIT_S
+            while True:  # outcomes are counted once their round has committed
+                after = await scrape()
+                if support.metric(after, attempts, outcome="delivered") > support.metric(
+                    before, attempts, outcome="delivered"
+                ):
+                    break
+                assert time.monotonic() < deadline, "no delivered attempt counted"
+                await asyncio.sleep(0.05)
+    for outcome in ("retry", "delivered"):
+        assert support.metric(after, attempts, outcome=outcome) >= (
+            support.metric(before, attempts, outcome=outcome) + 1
+        ), outcome
+    assert ("crm_graphql_webhook_backlog", frozenset()) in after

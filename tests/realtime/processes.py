@@ -15,14 +15,19 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from sqlalchemy.engine import make_url
+from starlette.applications import Starlette
 
+from crm_graphql.app import build_app
+from crm_graphql.realtime import SERVER_WEBSOCKETS
+from crm_graphql.realtime.ws import keep_protocol
 from tests import support
 
 
@@ -133,6 +138,33 @@ class RedisServer:
 
 
 # ------------------------------------------------------------------- server processes
+
+
+@contextlib.asynccontextmanager
+async def serving_in_process(
+    settings: Any, websockets: dict[str, Any] = SERVER_WEBSOCKETS
+) -> AsyncIterator[tuple[str, Starlette]]:
+    """The app under a real uvicorn in this process: its base URL and the app, whose hub
+    the test inspects."""
+    app = build_app(settings)
+    port = support.free_port()
+    config = uvicorn.Config(
+        keep_protocol(app),
+        host="127.0.0.1",
+        port=port,
+        lifespan="on",
+        log_level="warning",
+        **websockets,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_for(lambda: server.started, what="uvicorn started")
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 20)
+
 
 
 class ServerProcess:

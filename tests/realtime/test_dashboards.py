@@ -34,9 +34,9 @@ from crm_graphql.services import changes
 from crm_graphql.services.actor import Actor
 from tests import support
 from tests.realtime.conftest import Api
-from tests.realtime.processes import Cluster, wait_for
+from tests.realtime.processes import Cluster, serving_in_process, wait_for
 from tests.realtime.streams import close_code
-from tests.realtime.test_fanout import _hub, _payload_bytes, _serving, _silent, _token, served
+from tests.realtime.test_fanout import _hub, _payload_bytes, _silent, _token, served
 
 __all__ = ["served"]
 
@@ -337,7 +337,7 @@ async def test_without_direct_socket_writes_each_change_is_executed_per_subscrib
 ) -> None:
     """Under a WebSocket implementation the board cannot write to (wsproto), the
     subscription yields on each change and Strawberry executes it: same answers."""
-    async with _serving(settings, {"ws": "wsproto"}) as (base_url, _app):
+    async with serving_in_process(settings, {"ws": "wsproto"}) as (base_url, _app):
         async with httpx.AsyncClient(base_url=base_url, timeout=20) as http:
             crm = Crm(http, _token(settings, users[Role.MANAGER]))
             pipeline = await crm.pipeline()

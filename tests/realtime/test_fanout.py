@@ -7,28 +7,24 @@ test process, so that the hub's counters can be read."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from websockets.frames import Frame, Opcode
 
-from crm_graphql.app import build_app
 from crm_graphql.models import ActivityType, Channel, Role, User, Workspace
 from crm_graphql.realtime import SERVER_WEBSOCKETS, fanout
 from crm_graphql.realtime.hub import Hub
-from crm_graphql.realtime.ws import keep_protocol
 from crm_graphql.services import activities, auth, conversations, customers
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.auth import TokenConfig, issue_access_token
 from crm_graphql.services.events import take_committed_topics
 from tests import support
-from tests.realtime.processes import wait_for
+from tests.realtime.processes import serving_in_process, wait_for
 from tests.realtime.streams import assert_in_order_once, head_cursor
 
 FEED = """subscription($f: ActivityFeedFilter, $after: String) {
@@ -38,36 +34,10 @@ INBOX = "subscription { inbox { cursor type conversation { subject } } }"
 INBOX_UNREAD = "subscription { inbox { cursor type conversation { subject unreadCount } } }"
 
 
-@contextlib.asynccontextmanager
-async def _serving(
-    settings: Any, websockets: dict[str, Any]
-) -> AsyncIterator[tuple[str, Starlette]]:
-    """The app under a real uvicorn in this process: its base URL and the app, whose hub
-    the test inspects."""
-    app = build_app(settings)
-    port = support.free_port()
-    config = uvicorn.Config(
-        keep_protocol(app),
-        host="127.0.0.1",
-        port=port,
-        lifespan="on",
-        log_level="warning",
-        **websockets,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_for(lambda: server.started, what="uvicorn started")
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 20)
-
-
 @pytest.fixture
 async def served(settings: Any) -> AsyncIterator[tuple[str, Starlette]]:
     """Served like ``crm-graphql serve`` serves it."""
-    async with _serving(settings, SERVER_WEBSOCKETS) as served:
+    async with serving_in_process(settings, SERVER_WEBSOCKETS) as served:
         yield served
 
 
@@ -383,7 +353,7 @@ async def test_another_websocket_server_gets_per_subscriber_resolution(
 ) -> None:
     """Under a server whose connections cannot be written to directly (uvicorn's wsproto
     implementation), each subscriber resolves its events itself, as before fan-out."""
-    async with _serving(settings, {"ws": "wsproto"}) as (base_url, app):
+    async with serving_in_process(settings, {"ws": "wsproto"}) as (base_url, app):
         hub = _hub(app)
         token = _token(settings, users[Role.AGENT])
         customer = await _customer(app, actors[Role.AGENT])

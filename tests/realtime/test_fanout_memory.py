@@ -23,7 +23,7 @@ from crm_graphql.realtime.hub import Member, Stream
 from crm_graphql.resolvers.context import Context
 from crm_graphql.schema.executor import EventExecutor
 from crm_graphql.services.actor import Actor
-from tests.realtime.processes import wait_for
+from tests.realtime.processes import serving_in_process, wait_for
 from tests.realtime.streams import assert_in_order_once
 from tests.realtime.test_fanout import (
     FEED,
@@ -32,7 +32,6 @@ from tests.realtime.test_fanout import (
     _frames,
     _hub,
     _notes,
-    _serving,
     _subscribe,
     _token,
     served,
@@ -152,7 +151,7 @@ async def test_nothing_of_a_departed_subscriber_outlives_its_stream(
     reachable, however long the process then serves no stream. The slow-consumer
     watchdog runs every 0.2 s here, so it has looked at the subscriber many times."""
     quick_watchdog = settings.model_copy(update={"slow_consumer_seconds": 0.4})
-    async with _serving(quick_watchdog, SERVER_WEBSOCKETS) as (base_url, app):
+    async with serving_in_process(quick_watchdog, SERVER_WEBSOCKETS) as (base_url, app):
         hub = _hub(app)
         token = _token(settings, users[Role.AGENT])
         customer = await _customer(app, actors[Role.AGENT])
@@ -184,7 +183,7 @@ async def test_a_subscription_resolved_per_subscriber_keeps_nothing_per_event(
 ) -> None:
     """Under a server that cannot be pushed to (uvicorn's wsproto), Strawberry runs each
     event with the subscription's own executor: nothing may accumulate there either."""
-    async with _serving(settings, {"ws": "wsproto"}) as (base_url, app):
+    async with serving_in_process(settings, {"ws": "wsproto"}) as (base_url, app):
         hub = _hub(app)
         token = _token(settings, users[Role.AGENT])
         customer = await _customer(app, actors[Role.AGENT])
