@@ -362,7 +362,11 @@ def keep_protocol(app: Any) -> Any:
 
 
 async def close_all(code: int = GOING_AWAY) -> None:
-    """Close every open socket of this process (shutdown): clients reconnect and resume."""
+    """Close every open socket of this process (shutdown), and end its event streams
+    (GraphQL over SSE): clients reconnect and resume."""
+    from crm_graphql.realtime import sse  # it builds on the HTTP endpoint, which is later
+
+    sse.end_all()
     sockets = list(OPEN_SOCKETS)
     OPEN_SOCKETS.clear()
 

@@ -1,0 +1,341 @@
+"""GraphQL over Server-Sent Events on /graphql: the graphql-sse protocol's "distinct
+connections" mode (one operation per response), for clients that cannot or will not open
+a WebSocket (docs/decisions/0026-subscriptions-over-sse.md).
+
+A POST (or a GET, for ``EventSource``) to /graphql whose ``Accept`` lists
+``text/event-stream`` gets an event stream instead of a JSON answer:
+
+- ``event: next`` with ``data: <ExecutionResult>`` for each result, and ``event: complete``
+  once the operation ended (a query or mutation: after its one result). A subscription's
+  event carries its cursor as the SSE ``id``, so a client resumes after it with the
+  ``Last-Event-ID`` header (``EventSource`` sends it by itself): that cursor stands for the
+  subscription's ``after`` argument. Errors before execution (parse, validation, limits, an
+  unknown persisted query) are a ``next`` with the errors, then ``complete``, as the
+  protocol asks (an ``EventSource`` reads no 4xx body);
+- ``:`` comments keep the connection alive every ``KEEP_ALIVE_SECONDS``;
+- the same authentication as a WebSocket (``Authorization: Bearer``, checked and followed
+  as ``connection_init``'s credentials are): none or bad credentials are a 401 before any
+  stream; credentials that end while the stream is open end it: revoked ones with a
+  ``next`` holding an ``UNAUTHENTICATED`` error and ``complete`` (do not reconnect), expired
+  ones (or a changed role) without ``complete``, so that the client reconnects with a fresh
+  access token and resumes;
+- the same limits: request size, one operation (no batch), the caller's rate limit (one
+  operation), the query limits of every operation, the slow-consumer cut (the stream ends
+  without ``complete``; resume by ``Last-Event-ID``), and no stream outlives its server's
+  shutdown (same: reconnect to another server and resume).
+
+The operation runs through Strawberry's streaming execution (``Schema.stream``) with the
+same context and resolvers as a WebSocket's: a subscription follows the hub the way a
+WebSocket operation does where frames cannot be pushed to the socket directly
+(``resolvers.realtime._stream``), one execution per event and stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.responses import Response
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types.graphql import OperationType
+
+# sse.py is HTTP's other answer format: it shares http.py's request handling (request
+# id, body limits, parameter checks, rate limit, error answers).
+from crm_graphql.http import (
+    EVENT_STREAM,
+    JSON,
+    RequestError,
+    _check_params,
+    _client_ip,
+    _error_body,
+    _params,
+    _rate_limit,
+    _request_id,
+    _respond,
+    credentials_refused,
+)
+from crm_graphql.masking import UNAVAILABLE_RETRY_AFTER, format_error, unavailable_error
+from crm_graphql.persisted_queries import PersistedQueryError
+from crm_graphql.realtime.credentials import Credential
+from crm_graphql.realtime.fanout import encode_result
+from crm_graphql.resolvers.context import AppState, Context
+from crm_graphql.resolvers.credentials import connection_credentials
+from crm_graphql.services.credentials import Reason
+
+log = logging.getLogger(__name__)
+
+KEEP_ALIVE_SECONDS = 12.0
+KEEP_ALIVE = b":\n\n"
+COMPLETE = b"event: complete\ndata:\n\n"
+MISSING_CREDENTIALS = "Send `Authorization: Bearer <accessToken or API key>` to open a stream"
+
+# The event streams this process serves, so that shutdown can end them.
+OPEN_STREAMS: set[EventStream] = set()
+
+
+def next_frame(payload: bytes, cursor: str | None = None) -> bytes:
+    """A ``next`` event with an encoded ExecutionResult (orjson writes no newline), with
+    the event's cursor as its ``id``."""
+    head = b"id: " + cursor.encode() + b"\n" if cursor else b""
+    return head + b"event: next\ndata: " + payload + b"\n\n"
+
+
+def _comment(text: str) -> bytes:
+    return b": " + text.replace("\n", " ").encode() + b"\n\n"
+
+
+class EventStream:
+    """One event-stream response, as its operation's resolvers see it
+    (``Context.event_stream``): where to resume, the cursor of the event being resolved
+    (written as that event's ``id``), and how the server ends it."""
+
+    def __init__(self, resume_after: str | None) -> None:
+        self.resume_after = resume_after  # the client's Last-Event-ID
+        self.cursor: str | None = None  # set by the subscription for the event it yields
+        self.stopped = asyncio.Event()
+        self.last: bytes = b""  # written before the stream ends (a reason, or complete)
+
+    def end(self, last: bytes) -> None:
+        """End the stream from the server's side, after writing ``last``."""
+        if not self.stopped.is_set():
+            self.last = last
+            self.stopped.set()
+
+    def slow(self) -> None:
+        """The client did not read its events in time: end without ``complete``; it
+        reconnects and resumes with the last ``id`` it read."""
+        self.end(_comment("slow consumer: reconnect with Last-Event-ID"))
+
+    def credentials_ended(self, reason: Reason) -> None:
+        if reason.renewable:  # reconnect with a fresh access token, resume by Last-Event-ID
+            self.end(_comment(reason.message))
+            return
+        error = {"message": reason.message, "extensions": {"code": "UNAUTHENTICATED"}}
+        self.end(next_frame(orjson.dumps({"errors": [error]})) + COMPLETE)
+
+
+def end_all() -> None:
+    """End every event stream of this process (shutdown): clients reconnect elsewhere
+    and resume by ``Last-Event-ID``."""
+    for stream in list(OPEN_STREAMS):
+        stream.end(_comment("server shutting down: reconnect with Last-Event-ID"))
+
+
+async def event_stream(request: Request) -> Response:
+    """The /graphql answer to a request that accepts ``text/event-stream``."""
+    app: AppState = request.app.state.crm
+    request_id = _request_id(request)
+    headers = {"X-Request-Id": request_id}
+    try:
+        params = await _params(request, app.settings.max_request_bytes)
+        if not isinstance(params, dict):
+            message = "An event stream runs one operation, not a batch"
+            raise RequestError(400, message, "BAD_REQUEST")
+        _check_params(params)
+        try:
+            with credentials_refused():
+                found = await connection_credentials(
+                    app,
+                    request.headers.get("authorization"),
+                    request_id=request_id,
+                    client_ip=_client_ip(request),
+                )
+            if found is None:
+                raise RequestError(
+                    401, MISSING_CREDENTIALS, "UNAUTHENTICATED", {"WWW-Authenticate": "Bearer"}
+                )
+        except RequestError:
+            await _rate_limit(app, None, request, 1)  # guessing is slowed, as on HTTP
+            raise
+        actor, grant = found
+        headers.update(await _rate_limit(app, actor, request, 1))
+    except RequestError as exc:
+        return _respond(
+            _error_body(str(exc), exc.code, exc.extensions),
+            exc.status,
+            JSON,
+            {**headers, **exc.headers},
+        )
+    except Exception as exc:
+        error = unavailable_error(exc, request_id)
+        if error is None:
+            raise
+        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+        return _respond({"errors": [error]}, 503, JSON, headers)
+
+    stream = EventStream(request.headers.get("last-event-id") or None)
+    credential = Credential(grant, stream.credentials_ended)
+    try:
+        await app.hub.credentials.register(credential)
+    except Exception as exc:
+        app.hub.credentials.unregister(credential)
+        error = unavailable_error(exc, request_id)
+        if error is None:
+            raise
+        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+        return _respond({"errors": [error]}, 503, JSON, headers)
+    if credential.ended is not None:
+        app.hub.credentials.unregister(credential)
+        return _respond(
+            _error_body(credential.ended.message, "UNAUTHENTICATED"),
+            401,
+            JSON,
+            {**headers, "WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    context = Context(
+        app=app,
+        actor=actor,
+        request_id=request_id,
+        client_ip=_client_ip(request),
+        credential=credential,
+        event_stream=stream,
+    )
+    return EventStreamResponse(request, context, stream, params, headers)
+
+
+class EventStreamResponse(Response):
+    """The stream itself: the operation's results as they come, keep-alives between them,
+    until the operation completes, the client goes away or the server ends it."""
+
+    def __init__(
+        self,
+        request: Request,
+        context: Context,
+        stream: EventStream,
+        params: dict[str, Any],
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(
+            status_code=200,
+            media_type=f"{EVENT_STREAM}; charset=utf-8",
+            headers={
+                **headers,
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",  # proxies (nginx) pass each event on at once
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+        self.request = request
+        self.context = context
+        self.stream = stream
+        self.params = params
+        # One frame waits at most: the operation reads its next event once the client
+        # took this one (a client that stops reading becomes a slow consumer).
+        self.frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        stream, context = self.stream, self.context
+        OPEN_STREAMS.add(stream)
+        producer = asyncio.create_task(self._produce(), name="event stream")
+        listener = asyncio.create_task(_until_disconnect(receive, stream))
+        stopped = asyncio.create_task(stream.stopped.wait())
+        connected = True
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": KEEP_ALIVE, "more_body": True})
+            while True:
+                getter = asyncio.ensure_future(self.frames.get())
+                done, _ = await asyncio.wait(
+                    {getter, stopped}, timeout=KEEP_ALIVE_SECONDS, return_when="FIRST_COMPLETED"
+                )
+                if getter not in done:
+                    getter.cancel()
+                    if stopped in done:
+                        break
+                    frame: bytes | None = KEEP_ALIVE
+                else:
+                    frame = getter.result()
+                if frame is None:
+                    break
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            if stream.last and not listener.done():
+                await send({"type": "http.response.body", "body": stream.last, "more_body": True})
+            if not listener.done():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            connected = False  # the client went away while we wrote
+        finally:
+            OPEN_STREAMS.discard(stream)
+            for task in (producer, listener, stopped):
+                task.cancel()
+            for task in (producer, listener, stopped):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if context.credential is not None:
+                context.app.hub.credentials.unregister(context.credential)
+            with contextlib.suppress(Exception):
+                await context.close()
+        if not connected:
+            log.debug("event stream %s: client gone", context.request_id)
+
+    async def _produce(self) -> None:
+        """Run the operation; each result becomes a frame. Ends with ``complete`` (the
+        operation ended) and the end of the frames (None)."""
+        context, stream, params = self.context, self.stream, self.params
+        app = context.app
+        production = app.settings.is_production
+        try:
+            resolved = await app.persisted.resolve(params)
+        except PersistedQueryError as refused:
+            refusal = orjson.dumps(_error_body(str(refused), refused.code))
+            await self.frames.put(next_frame(refusal) + COMPLETE)
+            await self.frames.put(None)
+            return
+        allowed = (
+            {OperationType.QUERY, OperationType.SUBSCRIPTION}
+            if self.request.method == "GET"
+            else {OperationType.QUERY, OperationType.MUTATION, OperationType.SUBSCRIPTION}
+        )
+        register = resolved.register  # the hash of a document to keep once it ran
+        try:
+            results = await self.request.app.state.schema.stream(
+                resolved.query,
+                variable_values=params.get("variables"),
+                context_value=context,
+                operation_name=params.get("operationName"),
+                allowed_operation_types=allowed,
+            )
+            async with contextlib.aclosing(results):
+                async for result in results:
+                    cursor, stream.cursor = stream.cursor, None
+                    errors = getattr(result, "errors", None)
+                    data = getattr(result, "data", None)
+                    if register is not None and (data is not None or _executed(errors)):
+                        await app.persisted.register(register, resolved.query)
+                        register = None
+                    payload = encode_result(
+                        data, errors, production=production, request_id=context.request_id
+                    )
+                    await self.frames.put(next_frame(payload, cursor))
+        except InvalidOperationTypeError:
+            message = "Mutations may not be sent with GET: POST them"
+            body = _error_body(message, "METHOD_NOT_ALLOWED")
+            await self.frames.put(next_frame(orjson.dumps(body)))
+        except CannotGetOperationTypeError as exc:
+            body = _error_body(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED")
+            await self.frames.put(next_frame(orjson.dumps(body)))
+        except Exception as exc:  # unavailable services, or a bug: masked like any answer
+            failure = GraphQLError(str(exc), original_error=exc)
+            error = format_error(failure, context.request_id, production=production)
+            await self.frames.put(next_frame(orjson.dumps({"errors": [error]})))
+        await self.frames.put(COMPLETE)
+        await self.frames.put(None)
+
+
+def _executed(errors: Any) -> bool:
+    """Errors of execution (with a path), not of the request (parse, validation)."""
+    return bool(errors) and any(getattr(e, "path", None) for e in errors)
+
+
+async def _until_disconnect(receive: Any, stream: EventStream) -> None:
+    """Wait for the client to go away (the request's body was read already), then stop."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            stream.end(b"")
+            return
