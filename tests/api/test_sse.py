@@ -10,6 +10,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -248,6 +249,21 @@ async def test_revoking_the_api_key_ends_its_stream_with_an_error_and_complete(
     assert error == {"message": "API key revoked", "extensions": {"code": "UNAUTHENTICATED"}}
     async with support.event_stream(http, created["token"], FEED) as stream:
         assert stream.response.status_code == 401
+
+
+async def test_an_expired_access_token_ends_its_stream_without_complete(
+    http: httpx.AsyncClient, settings: Any, users: dict[Role, User]
+) -> None:
+    """Renewable: the client reconnects (with a fresh token) and resumes; the comment
+    says why."""
+    config = TokenConfig(secret_key=settings.secret_key, access_ttl=timedelta(seconds=2))
+    token = issue_access_token(config, users[Role.AGENT])[0]
+    async with support.event_stream(http, token, FEED) as stream:
+        assert stream.response.status_code == 200
+        messages = await stream.ended()
+    assert [(m.event, m.comment) for m in messages] == [
+        (None, "access token expired: reconnect with a fresh token")
+    ]
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "br"])
