@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -61,15 +62,19 @@ from crm_graphql.http import (
 )
 from crm_graphql.masking import UNAVAILABLE_RETRY_AFTER, format_error, unavailable_error
 from crm_graphql.persisted_queries import PersistedQueryError
+from crm_graphql.realtime import wait_until_set
 from crm_graphql.realtime.credentials import Credential
 from crm_graphql.realtime.fanout import encode_result
 from crm_graphql.resolvers.context import AppState, Context
 from crm_graphql.resolvers.credentials import connection_credentials
 from crm_graphql.services.credentials import Reason
+from crm_graphql.services.events import Position
 
 log = logging.getLogger(__name__)
 
 KEEP_ALIVE_SECONDS = 12.0
+# Bytes of frames a stream holds for a client that reads slower than events come.
+HIGH_WATER = 256 * 1024
 KEEP_ALIVE = b":\n\n"
 COMPLETE = b"event: complete\ndata:\n\n"
 MISSING_CREDENTIALS = "Send `Authorization: Bearer <accessToken or API key>` to open a stream"
@@ -91,20 +96,75 @@ def _comment(text: str) -> bytes:
 
 class EventStream:
     """One event-stream response, as its operation's resolvers see it
-    (``Context.event_stream``): where to resume, the cursor of the event being resolved
-    (written as that event's ``id``), and how the server ends it."""
+    (``Context.event_stream``): where to resume, and where frames go.
+
+    It is also the hub's ``Sink`` for a subscription's pushed events
+    (``Hub.push``: rendered once per group of subscribers, WebSocket or event stream):
+    frames wait in a buffer of at most ``HIGH_WATER`` bytes that the response writes out;
+    a full buffer refuses them (the member catches up once it drained, or is cut off as a
+    slow consumer). Where events are not pushed, the subscription sets ``cursor`` for the
+    event it yields, written as that event's id."""
 
     def __init__(self, resume_after: str | None) -> None:
         self.resume_after = resume_after  # the client's Last-Event-ID
-        self.cursor: str | None = None  # set by the subscription for the event it yields
-        self.stopped = asyncio.Event()
+        self.cursor: str | None = None
+        self.stopped = asyncio.Event()  # the server or the client ended it
+        self.finished = False  # the operation completed: nothing more comes
         self.last: bytes = b""  # written before the stream ends (a reason, or complete)
+        self.wake = asyncio.Event()  # frames are waiting, or it stopped or finished
+        self._frames: list[bytes] = []
+        self._size = 0
+        self._room = asyncio.Event()  # the buffer is below HIGH_WATER
+        self._room.set()
+
+    # ------------------------------------------------------------ the hub's Sink
+
+    @property
+    def closed(self) -> bool:
+        return self.stopped.is_set()
+
+    def write(self, payloads: Sequence[bytes], positions: Sequence[Position] = ()) -> bool:
+        if self.closed or not self._room.is_set():
+            return False
+        cursors = [p.encode() for p in positions] if positions else [None] * len(payloads)
+        self._add(b"".join(map(next_frame, payloads, cursors)))
+        return True
+
+    async def drained(self) -> None:
+        await self._room.wait()
+
+    # ------------------------------------------------------------ the response
+
+    async def put(self, frame: bytes) -> None:
+        """Queue a frame of the operation's own results, once there is room."""
+        while not self._room.is_set() and not self.closed:
+            await self._room.wait()
+        self._add(frame)
+
+    def _add(self, frame: bytes) -> None:
+        self._frames.append(frame)
+        self._size += len(frame)
+        if self._size >= HIGH_WATER:
+            self._room.clear()
+        self.wake.set()
+
+    def take(self) -> bytes:
+        """The frames waiting, at once."""
+        frames, self._frames, self._size = self._frames, [], 0
+        self._room.set()
+        return b"".join(frames)
+
+    def finish(self) -> None:
+        self.finished = True
+        self.wake.set()
 
     def end(self, last: bytes) -> None:
         """End the stream from the server's side, after writing ``last``."""
         if not self.stopped.is_set():
             self.last = last
             self.stopped.set()
+            self._room.set()  # whoever waits for room sees it closed
+            self.wake.set()
 
     def slow(self) -> None:
         """The client did not read its events in time: end without ``complete``; it
@@ -210,72 +270,60 @@ class EventStreamResponse(Response):
         params: dict[str, Any],
         headers: dict[str, str],
     ) -> None:
-        super().__init__(
-            status_code=200,
-            media_type=f"{EVENT_STREAM}; charset=utf-8",
-            headers={
+        # As StreamingResponse does: no body set, so no Content-Length.
+        self.status_code = 200
+        self.media_type = f"{EVENT_STREAM}; charset=utf-8"
+        self.background = None
+        self.init_headers(
+            {
                 **headers,
                 "Cache-Control": "no-store",
                 "X-Accel-Buffering": "no",  # proxies (nginx) pass each event on at once
                 "X-Content-Type-Options": "nosniff",
-            },
+            }
         )
         self.request = request
         self.context = context
         self.stream = stream
         self.params = params
-        # One frame waits at most: the operation reads its next event once the client
-        # took this one (a client that stops reading becomes a slow consumer).
-        self.frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         stream, context = self.stream, self.context
         OPEN_STREAMS.add(stream)
         producer = asyncio.create_task(self._produce(), name="event stream")
         listener = asyncio.create_task(_until_disconnect(receive, stream))
-        stopped = asyncio.create_task(stream.stopped.wait())
-        connected = True
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": KEEP_ALIVE, "more_body": True})
             while True:
-                getter = asyncio.ensure_future(self.frames.get())
-                done, _ = await asyncio.wait(
-                    {getter, stopped}, timeout=KEEP_ALIVE_SECONDS, return_when="FIRST_COMPLETED"
-                )
-                if getter not in done:
-                    getter.cancel()
-                    if stopped in done:
-                        break
-                    frame: bytes | None = KEEP_ALIVE
-                else:
-                    frame = getter.result()
-                if frame is None:
+                woke = await wait_until_set(stream.wake, KEEP_ALIVE_SECONDS)
+                stream.wake.clear()
+                frames = stream.take() if woke else KEEP_ALIVE
+                if frames:
+                    await send({"type": "http.response.body", "body": frames, "more_body": True})
+                if stream.finished or stream.closed:
                     break
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-            if stream.last and not listener.done():
-                await send({"type": "http.response.body", "body": stream.last, "more_body": True})
             if not listener.done():
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await send({"type": "http.response.body", "body": stream.last, "more_body": False})
         except OSError:
-            connected = False  # the client went away while we wrote
+            log.debug("event stream %s: the client went away", context.request_id)
         finally:
             OPEN_STREAMS.discard(stream)
-            for task in (producer, listener, stopped):
+            stream.end(b"")  # pushed frames stop here
+            for task in (producer, listener):
                 task.cancel()
-            for task in (producer, listener, stopped):
+            for task in (producer, listener):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             if context.credential is not None:
                 context.app.hub.credentials.unregister(context.credential)
             with contextlib.suppress(Exception):
                 await context.close()
-        if not connected:
-            log.debug("event stream %s: client gone", context.request_id)
 
     async def _produce(self) -> None:
-        """Run the operation; each result becomes a frame. Ends with ``complete`` (the
-        operation ended) and the end of the frames (None)."""
+        """Run the operation; each result it yields becomes a frame (a pushed
+        subscription's frames come through ``EventStream.write``). Ends with ``complete``
+        once the operation ended."""
         context, stream, params = self.context, self.stream, self.params
         app = context.app
         production = app.settings.is_production
@@ -283,8 +331,8 @@ class EventStreamResponse(Response):
             resolved = await app.persisted.resolve(params)
         except PersistedQueryError as refused:
             refusal = orjson.dumps(_error_body(str(refused), refused.code))
-            await self.frames.put(next_frame(refusal) + COMPLETE)
-            await self.frames.put(None)
+            await stream.put(next_frame(refusal) + COMPLETE)
+            stream.finish()
             return
         allowed = (
             {OperationType.QUERY, OperationType.SUBSCRIPTION}
@@ -311,20 +359,20 @@ class EventStreamResponse(Response):
                     payload = encode_result(
                         data, errors, production=production, request_id=context.request_id
                     )
-                    await self.frames.put(next_frame(payload, cursor))
+                    await stream.put(next_frame(payload, cursor))
         except InvalidOperationTypeError:
             message = "Mutations may not be sent with GET: POST them"
             body = _error_body(message, "METHOD_NOT_ALLOWED")
-            await self.frames.put(next_frame(orjson.dumps(body)))
+            await stream.put(next_frame(orjson.dumps(body)))
         except CannotGetOperationTypeError as exc:
             body = _error_body(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED")
-            await self.frames.put(next_frame(orjson.dumps(body)))
+            await stream.put(next_frame(orjson.dumps(body)))
         except Exception as exc:  # unavailable services, or a bug: masked like any answer
             failure = GraphQLError(str(exc), original_error=exc)
             error = format_error(failure, context.request_id, production=production)
-            await self.frames.put(next_frame(orjson.dumps({"errors": [error]})))
-        await self.frames.put(COMPLETE)
-        await self.frames.put(None)
+            await stream.put(next_frame(orjson.dumps({"errors": [error]})))
+        await stream.put(COMPLETE)
+        stream.finish()
 
 
 def _executed(errors: Any) -> bool:

@@ -113,7 +113,8 @@ async def _stream(
 
     executor = event_executor(info)
     protocol = websocket.scope.get(PROTOCOL_KEY) if websocket is not None else None
-    sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get())
+    # A WebSocket of our server, or an event stream (realtime/sse.py): frames pushed.
+    sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get()) or context.event_stream
     if sink is not None and executor is not None:
         plan = _fanout(info, executor, actor)
         await context.app.hub.push(
