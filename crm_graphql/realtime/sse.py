@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -65,6 +65,7 @@ from crm_graphql.persisted_queries import PersistedQueryError
 from crm_graphql.realtime import wait_until_set
 from crm_graphql.realtime.credentials import Credential
 from crm_graphql.realtime.fanout import encode_result
+from crm_graphql.realtime.ws import PROTOCOL_KEY
 from crm_graphql.resolvers.context import AppState, Context
 from crm_graphql.resolvers.credentials import connection_credentials
 from crm_graphql.services.credentials import Reason
@@ -75,6 +76,9 @@ log = logging.getLogger(__name__)
 KEEP_ALIVE_SECONDS = 12.0
 # Bytes of frames a stream holds for a client that reads slower than events come.
 HIGH_WATER = 256 * 1024
+# Seconds a stream the server ended may take to be written out before its connection is
+# dropped (the same grace as a WebSocket's close).
+CUT_OFF_SECONDS = 10.0
 KEEP_ALIVE = b":\n\n"
 COMPLETE = b"event: complete\ndata:\n\n"
 MISSING_CREDENTIALS = "Send `Authorization: Bearer <accessToken or API key>` to open a stream"
@@ -116,6 +120,7 @@ class EventStream:
         self._size = 0
         self._room = asyncio.Event()  # the buffer is below HIGH_WATER
         self._room.set()
+        self.on_end: Callable[[], None] | None = None  # the response's, once ended
 
     # ------------------------------------------------------------ the hub's Sink
 
@@ -165,6 +170,8 @@ class EventStream:
             self.stopped.set()
             self._room.set()  # whoever waits for room sees it closed
             self.wake.set()
+            if self.on_end is not None:
+                self.on_end()
 
     def slow(self) -> None:
         """The client did not read its events in time: end without ``complete``; it
@@ -289,6 +296,17 @@ class EventStreamResponse(Response):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         stream, context = self.stream, self.context
+        # Ended by the server, the response still has to be written out; a client that
+        # does not read lets no write finish: its connection is dropped after
+        # CUT_OFF_SECONDS (uvicorn's request cycle, kept by ws.keep_protocol; without it,
+        # the connection stays until the client reads or goes).
+        transport = getattr(scope.get(PROTOCOL_KEY), "transport", None)
+        cut_off: list[asyncio.TimerHandle] = []
+        if transport is not None:
+            loop = asyncio.get_running_loop()
+            stream.on_end = lambda: cut_off.append(
+                loop.call_later(CUT_OFF_SECONDS, transport.abort)
+            )
         OPEN_STREAMS.add(stream)
         producer = asyncio.create_task(self._produce(), name="event stream")
         listener = asyncio.create_task(_until_disconnect(receive, stream))
@@ -309,6 +327,9 @@ class EventStreamResponse(Response):
             log.debug("event stream %s: the client went away", context.request_id)
         finally:
             OPEN_STREAMS.discard(stream)
+            stream.on_end = None
+            for timer in cut_off:
+                timer.cancel()
             stream.end(b"")  # pushed frames stop here
             for task in (producer, listener):
                 task.cancel()

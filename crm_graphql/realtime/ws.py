@@ -351,10 +351,12 @@ async def close_socket(websocket: WebSocket, code: int, reason: str) -> None:
 
 def keep_protocol(app: Any) -> Any:
     """ASGI wrapper that lets ``close_slow_consumer`` reach the server's protocol object of
-    a WebSocket (the bound ``send`` of uvicorn's protocol)."""
+    a WebSocket (the bound ``send`` of uvicorn's protocol), and an event stream
+    (realtime/sse.py) its request cycle's transport (the bound ``send`` of uvicorn's HTTP
+    request cycle) to cut off a client that does not read."""
 
     async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
+        if scope["type"] in ("websocket", "http"):
             scope[PROTOCOL_KEY] = getattr(send, "__self__", None)
         await app(scope, receive, send)
 

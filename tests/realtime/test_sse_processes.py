@@ -6,16 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import uuid
 from typing import Any
 
 import httpx
 
-from crm_graphql.models import Role
-from crm_graphql.services import activities
+from crm_graphql.models import ActivityType, Role
+from crm_graphql.realtime.bus import Bus, channel_name
+from crm_graphql.services import activities, customers, events
+from crm_graphql.services.actor import Actor
+from crm_graphql.services.events import Position
 from tests import support
-from tests.realtime.processes import Cluster, Spawn
+from tests.realtime.processes import Cluster, RedisServer, Spawn, wait_for
 from tests.realtime.streams import FEED, head_cursor
+from tests.realtime.test_slow_consumer import (
+    BODY,
+    FEED_WITH_BODY,
+    SLOW_AFTER,
+    _write_events,
+)
 
 
 async def test_an_event_written_on_b_reaches_an_event_stream_on_a(
@@ -80,3 +90,89 @@ async def test_shutdown_ends_event_streams_and_their_clients_resume_on_another_s
         ):
             _, result = await stream.next_result()
             assert result["data"]["activityFeed"]["activity"]["subject"] == "while away"
+
+
+async def test_a_stream_that_is_not_read_is_cut_off_and_resumes_by_last_event_id(
+    spawn: Spawn,
+    private_redis: RedisServer,
+    tokens: dict[Role, str],
+    actors: dict[Role, Actor],
+    sessionmaker: Any,
+    workspace_id: uuid.UUID,
+) -> None:
+    """Like a WebSocket's slow consumer (test_slow_consumer.py): the server neither
+    buffers without bound nor keeps the subscription; the client resumes by its last id."""
+    server = await spawn("sse-slow", CRM_SLOW_CONSUMER_SECONDS=str(SLOW_AFTER))
+    agent = actors[Role.AGENT]
+    async with sessionmaker() as session, session.begin():
+        customer = await customers.create_customer(agent, session, {"name": "Firehose"})
+        activity = await activities.create_activity(
+            agent,
+            session,
+            {"type": ActivityType.NOTE, "subject": "big", "body": BODY, "customer_id": customer.id},
+        )
+    channel = channel_name(workspace_id, activities.TOPIC)
+    after = await head_cursor(sessionmaker, workspace_id, activities.TOPIC)
+    bus = Bus.from_url(private_redis.url)
+    # A small receive buffer, no compression: the server's writes back up at once.
+    transport = httpx.AsyncHTTPTransport(
+        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+    )
+    processed: list[tuple[str | None, Any]] = []
+    try:
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=30, transport=transport) as http,
+            support.event_stream(
+                http,
+                tokens[Role.AGENT],
+                FEED_WITH_BODY,
+                {"after": after},
+                headers={"Accept-Encoding": "identity"},
+            ) as stream,
+        ):
+            await wait_for(lambda: private_redis.numsub(channel), what="the server subscribed")
+            await _write_events(sessionmaker, bus, agent, activity.id, 5)
+            processed += [await stream.next_result() for _ in range(5)]
+            assert processed[0][1]["data"]["activityFeed"]["activity"]["body"] == BODY
+
+            # The client stops reading; a backlog far bigger than any buffer arrives.
+            rss_before = server.rss_bytes()
+            await _write_events(sessionmaker, bus, agent, activity.id, BACKLOG)
+            # The server gives up on the stream (its subscription, the process's only one
+            # on this channel, is released) while the client still reads nothing.
+            await wait_for(
+                lambda: _released(private_redis, channel),
+                timeout=SLOW_AFTER + 20,
+                interval=0.2,
+                what="the slow stream cut off",
+            )
+            assert server.rss_bytes() - rss_before < 50 * 2**20
+    finally:
+        await bus.close()
+    ids = [Position.decode(event_id or "") for event_id, _ in processed]
+    assert ids == sorted(set(ids))
+
+    # Resumed with the last id read: exactly the rest.
+    last = processed[-1][0]
+    async with support.log_reader(sessionmaker) as conn:
+        rest, _, _ = await events.read_events(
+            conn, workspace_id, activities.TOPIC, Position.decode(last or ""), limit=10 * BACKLOG
+        )
+    assert len(processed) + len(rest) == 5 + BACKLOG
+    query = "subscription { activityFeed { cursor } }"
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=30) as http,
+        support.event_stream(http, tokens[Role.AGENT], query, last_event_id=last) as stream,
+    ):
+        resumed = [(await stream.next_result())[0] for _ in rest]
+        assert resumed == [e.cursor for e in rest]
+
+
+# 24 MB of frames, written in batches of 250: far more than the stream's buffer,
+# uvicorn's and the sockets' hold (a batch read at once is written at once, as on a
+# WebSocket: the stream stalls after a few of them).
+BACKLOG = 2000
+
+
+async def _released(redis_server: RedisServer, channel: str) -> bool:
+    return await redis_server.numsub(channel) == 0
