@@ -39,10 +39,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from graphql import GraphQLError
+from graphql import GraphQLError, get_operation_ast, parse
 from starlette.requests import Request
 from starlette.responses import Response
-from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.graphql import OperationType
 
 # sse.py is HTTP's other answer format: it shares http.py's request handling (request
@@ -355,9 +355,17 @@ class EventStreamResponse(Response):
             await stream.put(next_frame(refusal) + COMPLETE)
             stream.finish()
             return
+        method = self.request.method
+        not_here = _refusal(
+            resolved.query, params.get("operationName"), method, app.settings.max_tokens
+        )
+        if not_here is not None:
+            await stream.put(next_frame(orjson.dumps(not_here)) + COMPLETE)
+            stream.finish()
+            return
         allowed = (
             {OperationType.QUERY, OperationType.SUBSCRIPTION}
-            if self.request.method == "GET"
+            if method == "GET"
             else {OperationType.QUERY, OperationType.MUTATION, OperationType.SUBSCRIPTION}
         )
         register = resolved.register  # the hash of a document to keep once it ran
@@ -381,19 +389,30 @@ class EventStreamResponse(Response):
                         data, errors, production=production, request_id=context.request_id
                     )
                     await stream.put(next_frame(payload, cursor))
-        except InvalidOperationTypeError:
-            message = "Mutations may not be sent with GET: POST them"
-            body = _error_body(message, "METHOD_NOT_ALLOWED")
-            await stream.put(next_frame(orjson.dumps(body)))
-        except CannotGetOperationTypeError as exc:
-            body = _error_body(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED")
-            await stream.put(next_frame(orjson.dumps(body)))
         except Exception as exc:  # unavailable services, or a bug: masked like any answer
             failure = GraphQLError(str(exc), original_error=exc)
             error = format_error(failure, context.request_id, production=production)
             await stream.put(next_frame(orjson.dumps({"errors": [error]})))
         await stream.put(COMPLETE)
         stream.finish()
+
+
+def _refusal(query: str, operation_name: str | None, method: str, max_tokens: int) -> Any:
+    """The answer to an operation that must not run here, as HTTP gives it: an unknown
+    ``operationName``, a mutation over GET (``Schema.stream`` would report them as
+    unexpected errors); None otherwise (a document that does not parse included: the
+    stream reports that with its code)."""
+    try:
+        document = parse(query, max_tokens=max_tokens or None)
+    except GraphQLError:
+        return None
+    operation = get_operation_ast(document, operation_name)
+    if operation is None:
+        reason = CannotGetOperationTypeError(operation_name).as_http_error_reason()
+        return _error_body(reason, "GRAPHQL_VALIDATION_FAILED")
+    if method == "GET" and operation.operation.value == "mutation":
+        return _error_body("Mutations may not be sent with GET: POST them", "METHOD_NOT_ALLOWED")
+    return None
 
 
 def _executed(errors: Any) -> bool:

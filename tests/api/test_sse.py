@@ -311,3 +311,26 @@ async def test_a_subscription_asked_for_as_json_gets_406_naming_where_to_subscri
         assert error["extensions"]["code"] == "SUBSCRIPTION_NEEDS_STREAM"
         websocket = live_server.replace("http://", "ws://") + "/graphql"
         assert websocket in error["message"] and "text/event-stream" in error["message"]
+
+
+async def test_get_streams_queries_and_subscriptions_but_not_mutations(
+    http: httpx.AsyncClient, tokens: dict[Role, str], users: dict[Role, User]
+) -> None:
+    """GET is for EventSource-style clients (with the Authorization header)."""
+    headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {tokens[Role.AGENT]}"}
+    me = {"data": {"me": {"email": users[Role.AGENT].email}}}
+    expected: list[tuple[dict[str, str], Any]] = [
+        ({"query": "{ me { email } }"}, me),
+        ({"query": "mutation { logout(input: {}) { ok } }"}, "METHOD_NOT_ALLOWED"),
+        ({"query": "query A { me { email } }", "operationName": "B"}, "GRAPHQL_VALIDATION_FAILED"),
+    ]
+    for params, answer in expected:
+        async with http.stream("GET", "/graphql", params=params, headers=headers) as response:
+            assert response.status_code == 200
+            stream = support.EventStreamReader(response)
+            _, result = await stream.next_result()
+            if isinstance(answer, str):
+                assert result["errors"][0]["extensions"]["code"] == answer
+            else:
+                assert result == answer
+            assert [m.event for m in await stream.ended()] == ["complete"]
