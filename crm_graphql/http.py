@@ -473,20 +473,9 @@ async def graphql_endpoint(request: Request) -> Response:
             await _operation(request, app, actor, request_id, operation, media_type)
             for operation in operations
         ]
-    except RequestError as exc:
-        return _respond(
-            _error_body(str(exc), exc.code, exc.extensions),
-            exc.status,
-            media_type,
-            {**headers, **exc.headers},
-        )
     except Exception as exc:
         # Before any operation ran (an API key looked up while PostgreSQL is down).
-        error = unavailable_error(exc, request_id)
-        if error is None:
-            raise
-        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
-        return _respond({"errors": [error]}, 503, media_type, headers)
+        return failed_before(exc, request_id, media_type, headers)
     if isinstance(params, list):
         # A batch answers 200 with one result per operation, each with its own errors;
         # 503 when none of them produced anything (module docstring).
@@ -510,6 +499,26 @@ async def graphql_endpoint(request: Request) -> Response:
     if request.method == "GET":
         return _get_response(request, body, status, media_type, headers, actor is not None)
     return _respond(body, status, media_type, headers)
+
+
+def failed_before(
+    exc: Exception, request_id: str, media_type: str, headers: dict[str, str]
+) -> Response:
+    """The answer to a request that failed before any operation ran: its
+    ``RequestError``, or 503 with ``Retry-After`` when PostgreSQL or Redis is unavailable.
+    Anything else is raised again (call it while handling ``exc``)."""
+    if isinstance(exc, RequestError):
+        return _respond(
+            _error_body(str(exc), exc.code, exc.extensions),
+            exc.status,
+            media_type,
+            {**headers, **exc.headers},
+        )
+    error = unavailable_error(exc, request_id)
+    if error is None:
+        raise exc
+    headers = {**headers, "Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
+    return _respond({"errors": [error]}, 503, media_type, headers)
 
 
 def _get_response(

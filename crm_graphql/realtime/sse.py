@@ -59,8 +59,9 @@ from crm_graphql.http import (
     _request_id,
     _respond,
     credentials_refused,
+    failed_before,
 )
-from crm_graphql.masking import UNAVAILABLE_RETRY_AFTER, format_error, unavailable_error
+from crm_graphql.masking import format_error
 from crm_graphql.persisted_queries import PersistedQueryError
 from crm_graphql.realtime import wait_until_set
 from crm_graphql.realtime.credentials import Credential
@@ -221,19 +222,8 @@ async def event_stream(request: Request) -> Response:
             raise
         actor, grant = found
         headers.update(await _rate_limit(app, actor, request, 1))
-    except RequestError as exc:
-        return _respond(
-            _error_body(str(exc), exc.code, exc.extensions),
-            exc.status,
-            JSON,
-            {**headers, **exc.headers},
-        )
     except Exception as exc:
-        error = unavailable_error(exc, request_id)
-        if error is None:
-            raise
-        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
-        return _respond({"errors": [error]}, 503, JSON, headers)
+        return failed_before(exc, request_id, JSON, headers)
 
     stream = EventStream(request.headers.get("last-event-id") or None)
     credential = Credential(grant, stream.credentials_ended)
@@ -241,11 +231,7 @@ async def event_stream(request: Request) -> Response:
         await app.hub.credentials.register(credential)
     except Exception as exc:
         app.hub.credentials.unregister(credential)
-        error = unavailable_error(exc, request_id)
-        if error is None:
-            raise
-        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
-        return _respond({"errors": [error]}, 503, JSON, headers)
+        return failed_before(exc, request_id, JSON, headers)
     if credential.ended is not None:
         app.hub.credentials.unregister(credential)
         return _respond(

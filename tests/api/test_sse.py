@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -33,12 +32,6 @@ FEED = """subscription($after: String) {
 
 
 @pytest.fixture
-def tokens(settings: Any, users: dict[Role, User]) -> dict[Role, str]:
-    config = TokenConfig(secret_key=settings.secret_key)
-    return {role: issue_access_token(config, user)[0] for role, user in users.items()}
-
-
-@pytest.fixture
 async def http(live_server: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=live_server, timeout=20) as client:
         yield client
@@ -49,17 +42,22 @@ def manager(http: httpx.AsyncClient, tokens: dict[Role, str]) -> support.GraphQL
     return support.GraphQLClient(http, tokens[Role.MANAGER])
 
 
-async def _pipeline(gql: support.GraphQLClient) -> tuple[str, uuid.UUID]:
-    """A new pipeline: its global id and its id."""
+async def _new_board(
+    gql: support.GraphQLClient, sessionmaker: Any, users: dict[Role, User]
+) -> tuple[str, dict[str, str]]:
+    """A new pipeline's global id, and the board subscription's variables that yield
+    exactly what is written on it from now on (``after`` its stream's head)."""
     data = (
         await gql(
             'mutation { createPipeline(input: {name: "Board", stages: [{name: "A"}]}) { pipeline { id } errors { message } } }'
         )
     ).ok()["createPipeline"]
-    global_id = data["pipeline"]["id"]
-    pipeline_id = decode_id(global_id, "Pipeline")
+    pipeline = data["pipeline"]["id"]
+    pipeline_id = decode_id(pipeline, "Pipeline")
     assert pipeline_id is not None
-    return global_id, pipeline_id
+    workspace_id = users[Role.ADMIN].workspace_id
+    topic = deals.pipeline_topic(pipeline_id)
+    return pipeline, {"p": pipeline, "after": await head_cursor(sessionmaker, workspace_id, topic)}
 
 
 async def _deal(gql: support.GraphQLClient, pipeline: str, title: str) -> None:
@@ -70,12 +68,6 @@ async def _deal(gql: support.GraphQLClient, pipeline: str, title: str) -> None:
         )
     ).ok()["createDeal"]
     assert data["errors"] == [], data
-
-
-async def _board_head(sessionmaker: Any, users: dict[Role, User], pipeline_id: uuid.UUID) -> str:
-    """Subscribing after this cursor yields exactly what is written from now on."""
-    workspace_id = users[Role.ADMIN].workspace_id
-    return await head_cursor(sessionmaker, workspace_id, deals.pipeline_topic(pipeline_id))
 
 
 # ------------------------------------------------------------ the official client
@@ -111,9 +103,8 @@ async def test_official_graphql_sse_client_resumes_by_last_event_id_without_loss
     sessionmaker: Any,
     users: dict[Role, User],
 ) -> None:
-    pipeline, pipeline_id = await _pipeline(manager)
-    after = await _board_head(sessionmaker, users, pipeline_id)
-    request = {"query": BOARD, "variables": {"p": pipeline, "after": after}}
+    pipeline, variables = await _new_board(manager, sessionmaker, users)
+    request = {"query": BOARD, "variables": variables}
     argv = support.node_command(
         "tests/clients/graphql_sse_subscription.mjs",
         f"{live_server}/graphql",
@@ -165,9 +156,7 @@ async def test_events_carry_their_cursor_as_id_and_last_event_id_resumes_after_i
     sessionmaker: Any,
     users: dict[Role, User],
 ) -> None:
-    pipeline, pipeline_id = await _pipeline(manager)
-    after = await _board_head(sessionmaker, users, pipeline_id)
-    variables = {"p": pipeline, "after": after}
+    pipeline, variables = await _new_board(manager, sessionmaker, users)
     async with support.event_stream(http, tokens[Role.AGENT], BOARD, variables) as stream:
         assert stream.response.status_code == 200
         assert stream.response.headers["content-type"] == "text/event-stream; charset=utf-8"
@@ -277,13 +266,12 @@ async def test_compression_passes_each_event_on_as_it_comes(
 ) -> None:
     """The stream never ends by itself: an event read from it was not held back until the
     end (starlette-compress flushes each message of a compressed event stream)."""
-    pipeline, pipeline_id = await _pipeline(manager)
-    after = await _board_head(sessionmaker, users, pipeline_id)
+    pipeline, variables = await _new_board(manager, sessionmaker, users)
     async with support.event_stream(
         http,
         tokens[Role.AGENT],
         BOARD,
-        {"p": pipeline, "after": after},
+        variables,
         headers={"Accept-Encoding": encoding},
     ) as stream:
         assert stream.response.headers.get("content-encoding", "identity") == encoding

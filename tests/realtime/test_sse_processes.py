@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
-from crm_graphql.models import ActivityType, Role
+from crm_graphql.models import Role
 from crm_graphql.realtime.bus import Bus, channel_name
-from crm_graphql.services import activities, customers, events
+from crm_graphql.services import activities, events
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.events import Position
 from tests import support
@@ -25,6 +25,7 @@ from tests.realtime.test_slow_consumer import (
     FEED_WITH_BODY,
     SLOW_AFTER,
     _write_events,
+    big_activity,
 )
 
 
@@ -104,13 +105,7 @@ async def test_a_stream_that_is_not_read_is_cut_off_and_resumes_by_last_event_id
     buffers without bound nor keeps the subscription; the client resumes by its last id."""
     server = await spawn("sse-slow", CRM_SLOW_CONSUMER_SECONDS=str(SLOW_AFTER))
     agent = actors[Role.AGENT]
-    async with sessionmaker() as session, session.begin():
-        customer = await customers.create_customer(agent, session, {"name": "Firehose"})
-        activity = await activities.create_activity(
-            agent,
-            session,
-            {"type": ActivityType.NOTE, "subject": "big", "body": BODY, "customer_id": customer.id},
-        )
+    activity_id = await big_activity(sessionmaker, agent)
     channel = channel_name(workspace_id, activities.TOPIC)
     after = await head_cursor(sessionmaker, workspace_id, activities.TOPIC)
     bus = Bus.from_url(private_redis.url)
@@ -131,13 +126,13 @@ async def test_a_stream_that_is_not_read_is_cut_off_and_resumes_by_last_event_id
             ) as stream,
         ):
             await wait_for(lambda: private_redis.numsub(channel), what="the server subscribed")
-            await _write_events(sessionmaker, bus, agent, activity.id, 5)
+            await _write_events(sessionmaker, bus, agent, activity_id, 5)
             processed += [await stream.next_result() for _ in range(5)]
             assert processed[0][1]["data"]["activityFeed"]["activity"]["body"] == BODY
 
             # The client stops reading; a backlog far bigger than any buffer arrives.
             rss_before = server.rss_bytes()
-            await _write_events(sessionmaker, bus, agent, activity.id, BACKLOG)
+            await _write_events(sessionmaker, bus, agent, activity_id, BACKLOG)
             # The server gives up on the stream (its subscription, the process's only one
             # on this channel, is released) while the client still reads nothing.
             await wait_for(
