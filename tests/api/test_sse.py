@@ -322,3 +322,36 @@ async def test_get_streams_queries_and_subscriptions_but_not_mutations(
             else:
                 assert result == answer
             assert [m.event for m in await stream.ended()] == ["complete"]
+
+
+async def test_a_live_dashboard_streams_its_answer_then_each_change(
+    http: httpx.AsyncClient,
+    manager: support.GraphQLClient,
+    tokens: dict[Role, str],
+    sessionmaker: Any,
+    users: dict[Role, User],
+) -> None:
+    """Dashboards push their renderings to the stream as to a socket (no ids: no cursor)."""
+    pipeline, _ = await _new_board(manager, sessionmaker, users)
+    query = """subscription($p: ID!) {
+      dashboard { dealsAggregate(filter: {pipelineId: {eq: $p}}) { count } }
+    }"""
+    async with support.event_stream(http, tokens[Role.MANAGER], query, {"p": pipeline}) as stream:
+        event_id, result = await stream.next_result()
+        assert event_id is None
+        assert result == {"data": {"dashboard": {"dealsAggregate": {"count": 0}}}}
+        await _deal(manager, pipeline, "counted")
+        _, result = await stream.next_result()
+        assert result == {"data": {"dashboard": {"dealsAggregate": {"count": 1}}}}
+
+
+async def test_an_unknown_persisted_query_is_a_next_event_then_complete(
+    http: httpx.AsyncClient, tokens: dict[Role, str]
+) -> None:
+    body = {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "0" * 64}}}
+    headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {tokens[Role.AGENT]}"}
+    async with http.stream("POST", "/graphql", json=body, headers=headers) as response:
+        stream = support.EventStreamReader(response)
+        _, result = await stream.next_result()
+        assert result["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+        assert [m.event for m in await stream.ended()] == ["complete"]
