@@ -25,9 +25,10 @@ A POST (or a GET, for ``EventSource``) to /graphql whose ``Accept`` lists
   shutdown (same: reconnect to another server and resume).
 
 The operation runs through Strawberry's streaming execution (``Schema.stream``) with the
-same context and resolvers as a WebSocket's: a subscription follows the hub the way a
-WebSocket operation does where frames cannot be pushed to the socket directly
-(``resolvers.realtime._stream``), one execution per event and stream.
+same context and resolvers as a WebSocket's; a subscription's events (and a live
+dashboard's renderings) are pushed to the stream by the hub exactly as to a WebSocket of
+our server: rendered once per group of subscribers, WebSocket and SSE alike
+(``resolvers.realtime._stream``, ``EventStream`` as the hub's sink).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ from crm_graphql.services.events import Position
 log = logging.getLogger(__name__)
 
 KEEP_ALIVE_SECONDS = 12.0
-# Bytes of frames a stream holds for a client that reads slower than events come.
+# Bytes of frames from which a stream refuses more for a client that reads slower than
+# events come (a batch of events is taken or refused whole, as by a WebSocket's sink).
 HIGH_WATER = 256 * 1024
 # Seconds a stream the server ended may take to be written out before its connection is
 # dropped (the same grace as a WebSocket's close).
@@ -105,10 +107,11 @@ class EventStream:
 
     It is also the hub's ``Sink`` for a subscription's pushed events
     (``Hub.push``: rendered once per group of subscribers, WebSocket or event stream):
-    frames wait in a buffer of at most ``HIGH_WATER`` bytes that the response writes out;
-    a full buffer refuses them (the member catches up once it drained, or is cut off as a
-    slow consumer). Where events are not pushed, the subscription sets ``cursor`` for the
-    event it yields, written as that event's id."""
+    frames wait in a buffer that the response writes out, which takes a write (a batch of
+    events) while it holds less than ``HIGH_WATER`` bytes and refuses it after (the member
+    catches up once it drained, or is cut off as a slow consumer). Where events are not
+    pushed, the subscription sets ``cursor`` for the event it yields, written as that
+    event's id."""
 
     def __init__(self, resume_after: str | None) -> None:
         self.resume_after = resume_after  # the client's Last-Event-ID
