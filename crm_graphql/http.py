@@ -23,8 +23,10 @@ the same request again, which must not repeat the operations that did run."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -50,6 +52,7 @@ log = logging.getLogger("crm_graphql.http")
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
+EVENT_STREAM = "text/event-stream"
 
 
 class RequestError(Exception):
@@ -75,11 +78,24 @@ def _media_type(request: Request) -> str:
     lists it (at a quality no lower than ``application/json``'s), else
     ``application/json``, which is also what no ``Accept``, ``*/*`` and anything else get
     (GraphQL over HTTP: a legacy client must keep working)."""
+    best = _accepted(request)
+    preferred = best.get(GRAPHQL_RESPONSE, 0.0)
+    return GRAPHQL_RESPONSE if preferred > 0 and preferred >= best.get(JSON, 0.0) else JSON
+
+
+def event_stream_wanted(request: Request) -> bool:
+    """Whether the client asks for an event stream (GraphQL over SSE,
+    crm_graphql/realtime/sse.py): its ``Accept`` lists ``text/event-stream``."""
+    return _accepted(request).get(EVENT_STREAM, 0.0) > 0
+
+
+def _accepted(request: Request) -> dict[str, float]:
+    """The media types ``Accept`` lists by name (not ``*/*``), with their quality."""
     best: dict[str, float] = {}
     for item in request.headers.get("accept", "").split(","):
         media, _, parameters = item.partition(";")
         media = media.strip().lower()
-        if media not in (GRAPHQL_RESPONSE, JSON):
+        if not media or "*" in media:
             continue
         quality = 1.0
         for parameter in parameters.split(";"):
@@ -90,8 +106,7 @@ def _media_type(request: Request) -> str:
                 except ValueError:
                     quality = 0.0
         best[media] = max(best.get(media, 0.0), quality)
-    preferred = best.get(GRAPHQL_RESPONSE, 0.0)
-    return GRAPHQL_RESPONSE if preferred > 0 and preferred >= best.get(JSON, 0.0) else JSON
+    return best
 
 
 def _respond(
@@ -212,13 +227,20 @@ def _client_ip(request: Request) -> str | None:
 async def _actor(app: AppState, request: Request, request_id: str) -> Actor | None:
     """The caller of an ``Authorization: Bearer`` header (access token or API key); a
     header that is given but does not hold is a 401, not an anonymous request."""
-    try:
+    with credentials_refused():
         return await actor_for_credentials(
             app,
             request.headers.get("authorization"),
             request_id=request_id,
             client_ip=_client_ip(request),
         )
+
+
+@contextlib.contextmanager
+def credentials_refused() -> Iterator[None]:
+    """Credentials that were given but do not hold: a 401 ``RequestError``."""
+    try:
+        yield
     except MalformedCredentials as error:
         raise RequestError(
             401, error.message, error.code, {"WWW-Authenticate": 'Bearer error="invalid_request"'}
@@ -284,7 +306,9 @@ async def _execute(
 ) -> tuple[dict[str, Any], int]:
     """One operation: (response body, HTTP status)."""
     app = context.app
-    allowed = {OperationType.QUERY} if request.method == "GET" else None
+    allowed = {OperationType.QUERY}
+    if request.method != "GET":
+        allowed.add(OperationType.MUTATION)
     try:
         result = await request.app.state.schema.execute(
             params["query"],
@@ -294,6 +318,8 @@ async def _execute(
             allowed_operation_types=allowed,
         )
     except InvalidOperationTypeError as exc:
+        if exc.operation_type == OperationType.SUBSCRIPTION:
+            raise _subscription_elsewhere(request) from exc
         raise RequestError(
             405,
             "Only queries may be sent with GET; POST mutations",
@@ -325,6 +351,20 @@ async def _execute(
         # token gets (README, "HTTP"), so a client has one rule for "log in again".
         return body, 401
     return body, 200 if "data" in body else _request_error_status(media_type)
+
+
+def _subscription_elsewhere(request: Request) -> RequestError:
+    """A subscription asked for as one JSON answer: 406, saying where streams are served
+    (a WebSocket, or an event stream here: crm_graphql/realtime/sse.py)."""
+    url = request.url.replace(query="", fragment="")
+    websocket = url.replace(scheme="wss" if url.scheme == "https" else "ws")
+    return RequestError(
+        406,
+        f"A subscription is a stream, not one JSON answer: subscribe over a WebSocket at "
+        f"{websocket} (graphql-transport-ws or graphql-ws), or POST it to {url} with "
+        "`Accept: text/event-stream` (GraphQL over Server-Sent Events)",
+        "SUBSCRIPTION_NEEDS_STREAM",
+    )
 
 
 async def _executed(
@@ -431,6 +471,11 @@ async def graphql_endpoint(request: Request) -> Response:
     app: AppState = request.app.state.crm
     if request.method == "GET" and wants_explorer(request):
         return explorer_response(request)
+    if event_stream_wanted(request):
+        # GraphQL over Server-Sent Events; that module builds on this one.
+        from crm_graphql.realtime.sse import event_stream
+
+        return await event_stream(request)
     media_type = _media_type(request)
     request_id = _request_id(request)
     headers = {"X-Request-Id": request_id}
@@ -449,21 +494,9 @@ async def graphql_endpoint(request: Request) -> Response:
             await _operation(request, app, actor, request_id, operation, media_type)
             for operation in operations
         ]
-    except RequestError as exc:
-        metrics.refused_request(exc.code)
-        return _respond(
-            _error_body(str(exc), exc.code, exc.extensions),
-            exc.status,
-            media_type,
-            {**headers, **exc.headers},
-        )
     except Exception as exc:
         # Before any operation ran (an API key looked up while PostgreSQL is down).
-        error = unavailable_error(exc, request_id)
-        if error is None:
-            raise
-        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
-        return _respond({"errors": [error]}, 503, media_type, headers)
+        return failed_before(exc, request_id, media_type, headers)
     if isinstance(params, list):
         # A batch answers 200 with one result per operation, each with its own errors;
         # 503 when none of them produced anything (module docstring).
@@ -487,6 +520,27 @@ async def graphql_endpoint(request: Request) -> Response:
     if request.method == "GET":
         return _get_response(request, body, status, media_type, headers, actor is not None)
     return _respond(body, status, media_type, headers)
+
+
+def failed_before(
+    exc: Exception, request_id: str, media_type: str, headers: dict[str, str]
+) -> Response:
+    """The answer to a request that failed before any operation ran: its
+    ``RequestError``, or 503 with ``Retry-After`` when PostgreSQL or Redis is unavailable.
+    Anything else is raised again (call it while handling ``exc``)."""
+    if isinstance(exc, RequestError):
+        metrics.refused_request(exc.code)
+        return _respond(
+            _error_body(str(exc), exc.code, exc.extensions),
+            exc.status,
+            media_type,
+            {**headers, **exc.headers},
+        )
+    error = unavailable_error(exc, request_id)
+    if error is None:
+        raise exc
+    headers = {**headers, "Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
+    return _respond({"errors": [error]}, 503, media_type, headers)
 
 
 def _get_response(

@@ -22,6 +22,7 @@ from crm_graphql.db.engine import make_engine, make_sessionmaker
 from crm_graphql.models import Role, User, Workspace
 from crm_graphql.services import auth
 from crm_graphql.services.actor import Actor
+from crm_graphql.services.auth import TokenConfig, issue_access_token
 from tests import support
 
 REQUIRE_SERVICES = os.environ.get("CRM_REQUIRE_SERVICES") == "1"
@@ -146,6 +147,13 @@ def agent(actors: dict[Role, Actor]) -> Actor:
 @pytest.fixture
 def viewer(actors: dict[Role, Actor]) -> Actor:
     return actors[Role.VIEWER]
+
+
+@pytest.fixture
+def tokens(settings: Any, users: dict[Role, User]) -> dict[Role, str]:
+    """An access token per role (of ``users``), signed with the servers' key."""
+    config = TokenConfig(secret_key=settings.secret_key)
+    return {role: issue_access_token(config, user)[0] for role, user in users.items()}
 
 
 @pytest.fixture(scope="session")

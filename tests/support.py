@@ -325,3 +325,89 @@ def metric_samples(text: str) -> MetricSamples:
 def metric(samples: MetricSamples, name: str, **labels: str) -> float:
     """One sample's value (0 when absent)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@dataclass
+class SSEEvent:
+    """One message of an event stream (GraphQL over SSE): its ``event``, ``id`` and
+    ``data`` fields, or a ``comment`` (keep-alive, or why the server ended the stream)."""
+
+    event: str | None = None
+    id: str | None = None
+    data: str | None = None
+    comment: str | None = None
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.data or "null")
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[SSEEvent]:
+    """The messages of a streamed ``text/event-stream`` response as they arrive."""
+    buffer = ""
+    async for chunk in response.aiter_text():
+        buffer += chunk.replace("\r\n", "\n")
+        while "\n\n" in buffer:
+            raw, buffer = buffer.split("\n\n", 1)
+            message = SSEEvent()
+            for line in raw.split("\n"):
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if name == "":
+                    message.comment = value
+                elif name in ("event", "id"):
+                    setattr(message, name, value)
+                elif name == "data":
+                    message.data = value if message.data is None else f"{message.data}\n{value}"
+            yield message
+
+
+class EventStreamReader:
+    """Reads the messages of a GraphQL-over-SSE response, skipping keep-alives."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._messages = sse_events(response)
+
+    async def message(self, timeout: float = 15) -> SSEEvent:  # noqa: ASYNC109
+        """The next message that is not an empty keep-alive comment."""
+        while True:
+            message = await asyncio.wait_for(anext(self._messages), timeout)
+            if message.comment != "" or message.event is not None:
+                return message
+
+    async def next_result(self, timeout: float = 15) -> tuple[str | None, Any]:  # noqa: ASYNC109
+        """(id, ExecutionResult) of the next ``next`` event."""
+        message = await self.message(timeout)
+        assert message.event == "next", message
+        return message.id, message.json()
+
+    async def ended(self, timeout: float = 15) -> list[SSEEvent]:  # noqa: ASYNC109
+        """Every message until the server ends the response."""
+        messages: list[SSEEvent] = []
+        with contextlib.suppress(StopAsyncIteration):
+            while True:
+                messages.append(await self.message(timeout))
+        return messages
+
+
+@contextlib.asynccontextmanager
+async def event_stream(
+    http: httpx.AsyncClient,
+    token: str | None,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    last_event_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[EventStreamReader]:
+    """A GraphQL-over-SSE request (POST, ``Accept: text/event-stream``), streamed."""
+    sent = {"Accept": "text/event-stream", **(headers or {})}
+    if token:
+        sent["Authorization"] = f"Bearer {token}"
+    if last_event_id:
+        sent["Last-Event-ID"] = last_event_id
+    body = {"query": query, "variables": variables or {}}
+    async with http.stream("POST", "/graphql", json=body, headers=sent) as response:
+        yield EventStreamReader(response)

@@ -101,7 +101,7 @@ class SocketSink:
             or protocol.conn.state is not State.OPEN
         )
 
-    def write(self, payloads: Sequence[bytes]) -> bool:
+    def write(self, payloads: Sequence[bytes], positions: Sequence[Any] = ()) -> bool:
         protocol = self._protocol
         if (
             self._operation.ended

@@ -75,10 +75,11 @@ class Sink(Protocol):
     @property
     def closed(self) -> bool: ...
 
-    def write(self, payloads: Sequence[bytes]) -> bool:
+    def write(self, payloads: Sequence[bytes], positions: Sequence[Position] = ()) -> bool:
         """Send a data message with each payload now, in order and in one write to the
         socket; False when the socket cannot take them (buffer full, or closed): nothing
-        was sent."""
+        was sent. ``positions``: the payloads' events, when they are events (an event
+        stream writes their cursors)."""
         ...
 
     async def drained(self) -> None:
@@ -207,7 +208,7 @@ class Member(Subscriber):
         could not take them (the member leaves the live set and catches up once the
         socket drains, from before the batch)."""
         assert self.sink is not None
-        if self.ended or not self.sink.write(outbox.payloads):
+        if self.ended or not self.sink.write(outbox.payloads, outbox.positions):
             self.leave()
             return False
         self.position = outbox.position
@@ -228,13 +229,15 @@ class Member(Subscriber):
 
 
 class Outbox:
-    """What one batch sends a live member: payloads in event order, the position of the
-    last one, and whether that one ended the subscription (nothing after it)."""
+    """What one batch sends a live member: payloads in event order with their events'
+    positions, the position of the last one, and whether that one ended the subscription
+    (nothing after it)."""
 
-    __slots__ = ("finished", "payloads", "position")
+    __slots__ = ("finished", "payloads", "position", "positions")
 
     def __init__(self) -> None:
         self.payloads: list[bytes] = []
+        self.positions: list[Position] = []
         self.position = events.ORIGIN
         self.finished = False
 
@@ -372,6 +375,7 @@ class Stream:
                     continue
                 outbox.payloads.append(payload)
                 carried.setdefault(member, []).append(event)
+                outbox.positions.append(event.position)
                 outbox.position = event.position
                 outbox.finished = verdict is None
         written: dict[Position, StoredEvent] = {}
@@ -732,7 +736,7 @@ class Hub:
                     self.credentials.expire_due()
                     if member.ended:
                         return False
-                    if not member.sink.write((payload,)):
+                    if not member.sink.write((payload,), (event.position,)):
                         break  # socket full: wait until it drains, then go on
                     self.deliveries += 1
                     self.writes += 1

@@ -366,10 +366,12 @@ async def close_socket(websocket: WebSocket, code: int, reason: str) -> None:
 
 def keep_protocol(app: Any) -> Any:
     """ASGI wrapper that lets ``close_slow_consumer`` reach the server's protocol object of
-    a WebSocket (the bound ``send`` of uvicorn's protocol)."""
+    a WebSocket (the bound ``send`` of uvicorn's protocol), and an event stream
+    (realtime/sse.py) its request cycle's transport (the bound ``send`` of uvicorn's HTTP
+    request cycle) to cut off a client that does not read."""
 
     async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
+        if scope["type"] in ("websocket", "http"):
             scope[PROTOCOL_KEY] = getattr(send, "__self__", None)
         await app(scope, receive, send)
 
@@ -377,7 +379,11 @@ def keep_protocol(app: Any) -> Any:
 
 
 async def close_all(code: int = GOING_AWAY) -> None:
-    """Close every open socket of this process (shutdown): clients reconnect and resume."""
+    """Close every open socket of this process (shutdown), and end its event streams
+    (GraphQL over SSE): clients reconnect and resume."""
+    from crm_graphql.realtime import sse  # it builds on the HTTP endpoint, which is later
+
+    sse.end_all()
     sockets = list(OPEN_SOCKETS)
     OPEN_SOCKETS.clear()
 

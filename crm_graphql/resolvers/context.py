@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from crm_graphql.realtime.credentials import Credential
     from crm_graphql.realtime.ephemeral import Ephemeral
     from crm_graphql.realtime.hub import Hub
+    from crm_graphql.realtime.sse import EventStream
     from crm_graphql.realtime.webhooks import WebhookDispatcher
     from crm_graphql.resolvers.loaders import Loaders
     from crm_graphql.services.crypto import Keyring
@@ -73,6 +74,9 @@ class Context:
     connection_params: dict[str, Any] | None = None
     websocket: Any = None
     credential: Credential | None = None
+    # A GraphQL-over-SSE response (realtime/sse.py): where its subscription resumes, and
+    # the cursor of the event being resolved (written as the event's id).
+    event_stream: EventStream | None = None
     parent: Context | None = None
     # Where reads get their session; None: the app's (requests') pool.
     sessions: async_sessionmaker[AsyncSession] | None = None

@@ -113,7 +113,8 @@ async def dashboard(info: Any) -> AsyncIterator[DashboardValue]:
     render = _renderer(info, executor, actor)
     websocket = context.websocket
     protocol = websocket.scope.get(PROTOCOL_KEY) if websocket is not None else None
-    sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get())
+    # A WebSocket of our server, or an event stream (realtime/sse.py): frames pushed.
+    sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get()) or context.event_stream
     if sink is not None:
         await dashboards.push(actor.workspace_id, key, render, sink, credential=context.credential)
         return

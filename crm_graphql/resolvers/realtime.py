@@ -102,15 +102,19 @@ async def _stream(
     context: Context = info.context
     actor = context.require_actor()
     websocket = context.websocket
-    position = _after(after)
+    event_stream = context.event_stream  # over SSE: Last-Event-ID resumes like `after`
+    position = _after(event_stream.resume_after if event_stream else None) or _after(after)
 
     async def on_slow() -> None:
         if websocket is not None:
             await close_slow_consumer(websocket)
+        elif event_stream is not None:
+            event_stream.slow()
 
     executor = event_executor(info)
     protocol = websocket.scope.get(PROTOCOL_KEY) if websocket is not None else None
-    sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get())
+    # A WebSocket of our server, or an event stream (realtime/sse.py): frames pushed.
+    sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get()) or context.event_stream
     if sink is not None and executor is not None:
         plan = _fanout(info, executor, actor)
         await context.app.hub.push(
@@ -136,6 +140,8 @@ async def _stream(
             continue
         scope = context.event_scope()
         EVENT_SCOPE.set(scope)
+        if event_stream is not None:
+            event_stream.cursor = event.cursor
         try:
             # Resumed once the event's selection is resolved and sent: hand the
             # connection back before waiting for the next event.

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from crm_graphql.models import Role, User
-from crm_graphql.services.auth import TokenConfig, issue_access_token
 from tests import support
 
 BOARD = """subscription($p: ID!, $after: String) {
@@ -20,12 +19,6 @@ BOARD = """subscription($p: ID!, $after: String) {
 FEED = """subscription($after: String) {
   activityFeed(after: $after) { cursor type activity { subject type } }
 }"""
-
-
-@pytest.fixture
-def tokens(settings: Any, users: dict[Role, User]) -> dict[Role, str]:
-    config = TokenConfig(secret_key=settings.secret_key)
-    return {role: issue_access_token(config, user)[0] for role, user in users.items()}
 
 
 @pytest.fixture

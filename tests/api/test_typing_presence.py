@@ -28,7 +28,6 @@ from crm_graphql.realtime.ephemeral import (
 from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import api_keys, auth, conversations, customers
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.auth import TokenConfig, issue_access_token
 from tests import support
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -42,12 +41,6 @@ SET_TYPING = """mutation($i: SetTypingInput!) {
 }"""
 PRESENCE = "subscription { presence { status at user { id name } } }"
 ONLINE = "query { onlineUsers { id name } }"
-
-
-@pytest.fixture
-def tokens(settings: Any, users: dict[Role, User]) -> dict[Role, str]:
-    config = TokenConfig(secret_key=settings.secret_key)
-    return {role: issue_access_token(config, user)[0] for role, user in users.items()}
 
 
 @pytest.fixture

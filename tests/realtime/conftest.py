@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from crm_graphql.models import Role, User
-from crm_graphql.services.auth import TokenConfig, issue_access_token
 from tests import support
 from tests.realtime.processes import Cluster, RedisServer, ServerProcess, Spawn, server_env
 
@@ -82,12 +81,6 @@ async def spawn(settings: Any, redis_up: RedisServer, logs_dir: Path) -> AsyncIt
     finally:
         for server in started:
             server.stop()
-
-
-@pytest.fixture
-def tokens(settings: Any, users: dict[Role, User]) -> dict[Role, str]:
-    config = TokenConfig(secret_key=settings.secret_key)
-    return {role: issue_access_token(config, user)[0] for role, user in users.items()}
 
 
 @pytest.fixture

@@ -97,6 +97,18 @@ async def _write_events(
         done += batch
 
 
+async def big_activity(sessionmaker: Any, agent: Actor) -> uuid.UUID:
+    """An activity whose rendering is BODY-big (what ``_write_events``' events show)."""
+    async with sessionmaker() as session, session.begin():
+        customer = await customers.create_customer(agent, session, {"name": "Firehose"})
+        activity = await activities.create_activity(
+            agent,
+            session,
+            {"type": ActivityType.NOTE, "subject": "big", "body": BODY, "customer_id": customer.id},
+        )
+    return activity.id
+
+
 async def test_a_client_that_stops_reading_is_cut_off_with_4008_and_resumes_by_cursor(
     spawn: Spawn,
     private_redis: RedisServer,
@@ -107,13 +119,7 @@ async def test_a_client_that_stops_reading_is_cut_off_with_4008_and_resumes_by_c
 ) -> None:
     server = await spawn("slow", CRM_SLOW_CONSUMER_SECONDS=str(SLOW_AFTER))
     agent = actors[Role.AGENT]
-    async with sessionmaker() as session, session.begin():
-        customer = await customers.create_customer(agent, session, {"name": "Firehose"})
-        activity = await activities.create_activity(
-            agent,
-            session,
-            {"type": ActivityType.NOTE, "subject": "big", "body": BODY, "customer_id": customer.id},
-        )
+    activity_id = await big_activity(sessionmaker, agent)
     channel = channel_name(workspace_id, activities.TOPIC)
     after = await head_cursor(sessionmaker, workspace_id, activities.TOPIC)
     bus = Bus.from_url(private_redis.url)
@@ -121,14 +127,14 @@ async def test_a_client_that_stops_reading_is_cut_off_with_4008_and_resumes_by_c
     try:
         await wait_for(lambda: private_redis.numsub(channel), what="the server subscribed")
         # While the client reads, events flow.
-        await _write_events(sessionmaker, bus, agent, activity.id, 5)
+        await _write_events(sessionmaker, bus, agent, activity_id, 5)
         processed = [await _next_event(ws) for _ in range(5)]
         assert processed[0]["activity"]["body"] == BODY
 
         # The client stops reading; a backlog far bigger than any socket buffer arrives.
         rss_before = server.rss_bytes()
         stopped_at = time.monotonic()
-        await _write_events(sessionmaker, bus, agent, activity.id, BACKLOG)
+        await _write_events(sessionmaker, bus, agent, activity_id, BACKLOG)
         written_in = time.monotonic() - stopped_at
         peak = rss_before
 
