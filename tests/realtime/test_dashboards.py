@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
 import json
 import time
 import uuid
@@ -189,6 +188,7 @@ async def test_at_most_once_a_second_and_the_last_answer_is_the_final_state(
                 await crm.deal(pipeline, f"deal {n}", "10")
                 await asyncio.sleep(0.15)
 
+        started = time.monotonic()
         writer = asyncio.create_task(write())
         while not arrivals or arrivals[-1][1] < writes:
             _, data = await _frame(ws)
@@ -197,8 +197,11 @@ async def test_at_most_once_a_second_and_the_last_answer_is_the_final_state(
         await _silent(ws, 1.5)
     finally:
         await ws.close()
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
-    assert all(gap > 0.9 for gap in gaps), arrivals
+    # At most once a second: n messages sent at least a second apart, from the first write
+    # on, need n - 1 seconds; the last one arrived no earlier than it was sent. (Gaps seen
+    # by the client can shrink on a loaded machine: one message late, the next on time.)
+    elapsed = arrivals[-1][0] - started
+    assert len(arrivals) <= int(elapsed / 0.95) + 1, (elapsed, arrivals)
     assert len(arrivals) < writes, arrivals  # coalesced, not one per write
     counts = [count for _, count in arrivals]
     assert counts == sorted(set(counts)), counts  # only changes, never backwards
