@@ -661,7 +661,7 @@ class Compiler:
             f"(SELECT {summary} FROM (SELECT {orders}.currency, count(*) AS n, "
             f"sum({orders}.amount) AS total, min({orders}.placed_at) AS first_at, "
             f"max({orders}.placed_at) AS last_at FROM orders {orders} WHERE {where} "
-            f"AND {orders}.customer_id = {alias}.id GROUP BY {orders}.currency) s)"
+            f"AND {orders}.customer_id = {alias}.id GROUP BY {orders}.currency) s GROUP BY ())"
         )
 
     def _rfm(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
