@@ -16,18 +16,16 @@ import argparse
 import asyncio
 import statistics
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from bench.scratch import scratch_sales
 from crm_graphql.db.engine import make_engine, make_sessionmaker
-from crm_graphql.models import Channel, Role
-from crm_graphql.services import activities, auth, changes, conversations, customers, deals
-from crm_graphql.services.actor import Actor
+from crm_graphql.models import Channel
+from crm_graphql.services import activities, changes, conversations, deals
 
 LISTENERS = (("do_orm_execute", changes._on_execute), ("after_flush", changes._on_flush))
 
@@ -55,26 +53,14 @@ _COUNTED: dict[str, Any] = {}
 async def main(url: str, n: int) -> None:
     engine = make_engine(url, pool_size=2)
     sessionmaker = make_sessionmaker(engine)
+    scratch = await scratch_sales(sessionmaker, "changes cost")
+    admin, customer, deal, stage_ids = (
+        scratch.admin,
+        scratch.customer,
+        scratch.deal,
+        scratch.stage_ids,
+    )
     async with sessionmaker() as s, s.begin():
-        ws = await auth.create_workspace(s, name=f"changes cost {uuid.uuid4().hex[:6]}")
-        user = await auth.create_user(
-            s, workspace=ws, email=f"{uuid.uuid4().hex[:8]}@example.com",
-            password="changes-cost-password", role=Role.ADMIN, name="Admin",
-        )  # fmt: skip
-    admin = Actor(workspace_id=ws.id, role=Role.ADMIN, user_id=user.id)
-    async with sessionmaker() as s, s.begin():
-        customer = await customers.create_customer(admin, s, {"name": "Buyer"})
-        pipeline = await deals.create_pipeline(
-            admin, s, {"name": "P", "stages": [{"name": f"S{i}", "probability": 10 * i} for i in range(5)]},
-        )  # fmt: skip
-        await s.flush()
-        stage_ids = list(
-            (await s.execute(text("SELECT id FROM stages WHERE pipeline_id = :p ORDER BY position"),
-                             {"p": pipeline.id})).scalars()
-        )  # fmt: skip
-        deal = await deals.create_deal(
-            admin, s, {"title": "D", "pipeline_id": pipeline.id, "currency": "EUR", "amount": 10}
-        )
         conversation = await conversations.start_conversation(
             admin, s, {"customer_id": customer.id, "channel": Channel.CHAT, "subject": "Bench"}
         )

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import statistics
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,10 +21,10 @@ from typing import Any
 
 from sqlalchemy import text
 
+from bench.scratch import scratch_sales
 from crm_graphql.db.engine import make_engine, make_sessionmaker
-from crm_graphql.models import OrderStatus, Role
-from crm_graphql.services import auth, customers, deals, orders
-from crm_graphql.services.actor import Actor
+from crm_graphql.models import OrderStatus
+from crm_graphql.services import customers, deals, orders
 
 TRIGGERS = {
     "orders": ("order_totals_insert", "order_totals_update", "order_totals_delete"),
@@ -47,30 +46,13 @@ async def _toggle(sessionmaker: Any, on: bool) -> None:
 async def main(url: str, n: int) -> None:
     engine = make_engine(url, pool_size=2)
     sessionmaker = make_sessionmaker(engine)
-    async with sessionmaker() as s, s.begin():
-        ws = await auth.create_workspace(s, name=f"write cost {uuid.uuid4().hex[:6]}")
-        user = await auth.create_user(
-            s, workspace=ws, email=f"{uuid.uuid4().hex[:8]}@example.com",
-            password="write-cost-password", role=Role.ADMIN, name="Admin",
-        )  # fmt: skip
-        other = await auth.create_user(
-            s, workspace=ws, email=f"{uuid.uuid4().hex[:8]}@example.com",
-            password="write-cost-password", role=Role.AGENT, name="Agent",
-        )  # fmt: skip
-    admin = Actor(workspace_id=ws.id, role=Role.ADMIN, user_id=user.id)
-    async with sessionmaker() as s, s.begin():
-        customer = await customers.create_customer(admin, s, {"name": "Buyer"})
-        pipeline = await deals.create_pipeline(
-            admin, s, {"name": "P", "stages": [{"name": f"S{i}", "probability": 10 * i} for i in range(5)]},
-        )  # fmt: skip
-        await s.flush()
-        stage_ids = list(
-            (await s.execute(text("SELECT id FROM stages WHERE pipeline_id = :p ORDER BY position"),
-                             {"p": pipeline.id})).scalars()
-        )  # fmt: skip
-        deal = await deals.create_deal(
-            admin, s, {"title": "D", "pipeline_id": pipeline.id, "currency": "EUR", "amount": 10}
-        )
+    scratch = await scratch_sales(sessionmaker, "write cost")
+    admin, customer, deal, stage_ids = (
+        scratch.admin,
+        scratch.customer,
+        scratch.deal,
+        scratch.stage_ids,
+    )
     placed = datetime(2025, 1, 1, tzinfo=UTC)
     state = {"i": 0, "order": None}
 
@@ -96,7 +78,7 @@ async def main(url: str, n: int) -> None:
 
     async def reassign_customer(s: Any) -> None:  # its orders move between owners
         state["i"] += 1
-        owner = (user.id, other.id)[state["i"] % 2]
+        owner = (scratch.user_id, scratch.agent_id)[state["i"] % 2]
         await customers.update_customer(admin, s, customer.id, {"owner_id": owner})
 
     calls: dict[str, Callable[[Any], Awaitable[None]]] = {
