@@ -295,18 +295,6 @@ def _money(c: Compiler, money: str, gql_type: Any, selection_sets: list[Selectio
     return c._json_object(aggregate_type, selection_sets, value)
 
 
-def _score(sql: str) -> str:
-    """A score as orjson writes the float (PostgreSQL's shortest text, with ``.0`` when
-    integral); outside [1e-4, 1e15) the statement fails and the executed path answers."""
-    from crm_graphql.compiled.compiler import _unrepresentable
-
-    return (
-        f"CASE WHEN {sql} = 0 OR ({sql} >= 1e-4 AND {sql} < 1e15) THEN "
-        f"CASE WHEN {sql} = trunc({sql}) THEN trunc({sql})::bigint::text || '.0' "
-        f"ELSE ({sql})::text END ELSE {_unrepresentable(sql)} END"
-    )
-
-
 def search(
     c: Compiler, node: FieldNode, gql_type: Any, selection_sets: list[SelectionSetNode]
 ) -> str:
@@ -340,7 +328,7 @@ def search(
     prefix = _literal(search_service.cursor_prefix(hits.signature))
 
     def cursor(row: str) -> str:
-        text = f"{prefix} || {_score(f'{row}.score')} || ',\"' || {row}.id::text || '\"]}}'"
+        text = f"{prefix} || {_float(f'{row}.score')} || ',\"' || {row}.id::text || '\"]}}'"
         return _quoted(_base64url(text))
 
     results = _object_type(gql_type)
@@ -348,7 +336,7 @@ def search(
 
     def edge(name: str, nodes: list[FieldNode]) -> str:
         if name == "score":
-            return _score(f"{h}.score")
+            return _float(f"{h}.score")
         if name == "cursor":
             return cursor(h)
         if name == "node":
@@ -450,9 +438,10 @@ def time_series(
 
 
 def _float(sql: str) -> str:
-    """JSON text of a float as the executed path writes it (orjson: PostgreSQL's shortest
-    text, ``.0`` when integral), null for NULL; outside 1e-4 <= |x| < 1e15 (and not 0) the
-    statement fails and the executed path answers."""
+    """JSON text of a float (a search score, a duration, a share) as the executed path
+    writes it (orjson: PostgreSQL's shortest text, ``.0`` when integral), null for NULL;
+    outside 1e-4 <= |x| < 1e15 (and not 0) the statement fails and the executed path
+    answers."""
     from crm_graphql.compiled.compiler import _unrepresentable
 
     x = f"({sql})::float8"
