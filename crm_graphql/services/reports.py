@@ -18,17 +18,23 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Date,
+    Float,
+    Numeric,
+    String,
     and_,
     case,
     cast,
     extract,
     func,
+    literal,
     literal_column,
+    or_,
     select,
     tuple_,
     union_all,
@@ -55,7 +61,6 @@ from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.services.querying import FilterSpec
 
 MAX_PERIOD_DAYS = 3_700  # ten years and change: a report reads, it does not export
-CENT = Decimal("0.01")
 SATISFIED_SCORES = conversations.SATISFIED_SCORES
 # Open backlog age bands: [lower, upper) of a conversation's age, in hours.
 BACKLOG_BANDS: tuple[tuple[str, int, int | None], ...] = (
@@ -117,10 +122,6 @@ def _ids(type_name: str, ids: Sequence[uuid.UUID]) -> dict[str, Any]:
 
 def _ref_or_none(type_name: str, id: uuid.UUID | None) -> dict[str, Any]:
     return {"is_null": True} if id is None else {"eq": Ref(type_name, id)}
-
-
-def _money(value: Any) -> Decimal:
-    return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 # ------------------------------------------------------------------------------- sales
@@ -208,6 +209,298 @@ async def _pipeline_and_stages(
     return pipeline, list(stages)
 
 
+@dataclass(frozen=True)
+class SalesStatements:
+    """A sales report's statements, each giving its numbers as the API shows them (amounts
+    rounded to cents, shares and averages as floats), and the filters behind its cells
+    (``*_spec``, each before the caller's filter; the ``*_cell`` methods give one cell's).
+    Both read paths run these statements: the executed one arranges their rows in Python,
+    the compiled one writes them as JSON in PostgreSQL.
+
+    - ``stages``: ``id, reached, conversion`` per live stage of the pipeline in board
+      order (position, id): of the deals created in the period, how many reached the stage
+      or a later one, and the share of those that went on to the next stage or a later one;
+    - ``open``: open deals now, ``all_stages, all_currencies`` (GROUPING flags),
+      ``stage_id, currency, n, amount, weighted`` per ``GROUPING SETS ((stage, currency),
+      (stage), (currency))`` over the live stages (weighted: amount x stage probability);
+    - ``closed``: deals won or lost in the period, ``overall`` (GROUPING flag), ``status,
+      currency, n, average_amount`` per status and currency, and on the overall row ``won,
+      lost, rate, average_days`` (created to closed, over the won deals);
+    - ``forecast``: open deals expected to close in the period, ``month, owner_id,
+      currency, n, amount, weighted, first_day, last_day`` (the month within the period)
+      in the report's order (month, owner, currency)."""
+
+    span: Period
+    pipeline_id: uuid.UUID
+    stages: Any
+    open: Any
+    closed: Any
+    forecast: Any
+    open_spec: dict[str, Any]
+    cohort_spec: dict[str, Any]
+    closed_spec: dict[str, Any]
+    won_spec: dict[str, Any]
+    lost_spec: dict[str, Any]
+
+    def stage_cell(self, stage_id: uuid.UUID) -> dict[str, Any]:
+        return {**self.open_spec, "stage_id": {"eq": Ref("Stage", stage_id)}}
+
+    def stage_currency_cell(self, stage_id: uuid.UUID, currency: str) -> dict[str, Any]:
+        return {**self.stage_cell(stage_id), "currency": {"eq": currency}}
+
+    def reached_cell(self, position: int) -> dict[str, Any]:
+        return {**self.cohort_spec, "furthest_stage_position": {"gte": position}}
+
+    def currency_cell(self, currency: str) -> dict[str, Any]:
+        return {**self.open_spec, "currency": {"eq": currency}}
+
+    def won_currency_cell(self, currency: str) -> dict[str, Any]:
+        return {**self.won_spec, "currency": {"eq": currency}}
+
+    def closed_cell(self) -> dict[str, Any]:
+        return {**self.closed_spec, "status": {"in": [DealStatus.WON, DealStatus.LOST]}}
+
+    def forecast_cell(
+        self, owner_id: uuid.UUID | None, currency: str, first_day: date, last_day: date
+    ) -> dict[str, Any]:
+        return {
+            **self.open_spec,
+            "owner_id": _ref_or_none("User", owner_id),
+            "currency": {"eq": currency},
+            "expected_close_date": {"gte": first_day, "lte": last_day},
+        }
+
+
+def sales_statements(
+    actor: Actor,
+    *,
+    pipeline_id: uuid.UUID,
+    start: Any,
+    end: Any,
+    time_zone: str | None,
+    owner_ids: Sequence[uuid.UUID] | None,
+    filter: FilterSpec | None,
+    custom: Any = None,
+) -> SalesStatements:
+    """``sales_report``'s statements for a pipeline the caller sees (``custom``: the
+    deals' custom-field definitions when ``filter`` names custom fields)."""
+    span = period(start, end, time_zone)
+    base: dict[str, Any] = {"pipeline_id": {"eq": Ref("Pipeline", pipeline_id)}}
+    if owner_ids:
+        base["owner_id"] = _ids("User", owner_ids)
+
+    def rows(*specs: FilterSpec) -> Any:
+        # What the rows are read by: the ids as UUIDs (``Ref`` is for the client's filter).
+        return deals.DEALS.statement(
+            actor, _all(filter, *(_plain_spec(s) for s in specs)), custom=custom
+        )
+
+    live = (
+        scoped(Stage, actor)
+        .where(Stage.pipeline_id == pipeline_id, Stage.archived_at.is_(None))
+        .with_only_columns(
+            Stage.id,
+            Stage.position,
+            Stage.probability,
+            func.lead(Stage.position).over(order_by=(Stage.position, Stage.id)).label("next"),
+            func.row_number().over(order_by=(Stage.position, Stage.id)).label("i"),
+        )
+        .subquery("live")
+    )
+
+    # Without a filter of the caller's, the numbers of open deals and of the cohort come
+    # from the summaries kept on write (``DealStageTotal``, ``DealCohortTotal``), which
+    # give exactly the rows' answer (decision 0021); a filter reads the rows.
+    totals = _DealTotals(actor, pipeline_id, owner_ids) if not filter else None
+    months = totals.cohort_months(span) if totals else None
+
+    # Of the deals created in the period, how many reached each stage or a later one.
+    cohort_spec = {**base, "created_at": span.instants()}
+    if totals and months:
+        reach_rows = totals.reached(
+            span, months, lambda bounds: _by_furthest_stage(rows({**base, "created_at": bounds}))
+        )
+    else:
+        reach_rows = _by_furthest_stage(rows(cohort_spec))
+    reach = reach_rows.cte("reach")
+
+    def reached(position: Any) -> Any:
+        return (
+            select(cast(func.coalesce(func.sum(reach.c.n), 0), BigInteger))
+            .where(reach.c.position >= position)
+            .scalar_subquery()
+        )
+
+    here, following = reached(live.c.position), reached(live.c.next)
+    stages = select(
+        live.c.id,
+        live.c.position,
+        here.label("reached"),
+        case(
+            (and_(live.c.next.is_not(None), here != 0), cast(following, Float) / cast(here, Float)),
+            else_=None,
+        ).label("conversion"),
+    ).order_by(live.c.i)
+
+    # Open deals per live stage and currency, per stage and per currency.
+    open_spec = {**base, "status": {"eq": DealStatus.OPEN}}
+    if totals:
+        open_rows = totals.open_by_stage()
+    else:
+        open_rows = (
+            rows(open_spec)
+            .with_only_columns(
+                Deal.stage_id,
+                Deal.currency,
+                func.count().label("n"),
+                func.sum(Deal.amount).label("amount"),
+            )
+            .group_by(Deal.stage_id, Deal.currency)
+        )
+    o = open_rows.subquery("open")
+    open_ = (
+        select(
+            func.grouping(o.c.stage_id).label("all_stages"),
+            func.grouping(o.c.currency).label("all_currencies"),
+            o.c.stage_id,
+            o.c.currency,
+            cast(func.sum(o.c.n), BigInteger).label("n"),
+            _cents(func.sum(o.c.amount)).label("amount"),
+            _cents(func.sum(_weighted(o.c.amount, live.c.probability))).label("weighted"),
+        )
+        .join_from(o, live, live.c.id == o.c.stage_id)
+        .group_by(
+            func.grouping_sets(
+                tuple_(o.c.stage_id, o.c.currency), tuple_(o.c.stage_id), tuple_(o.c.currency)
+            )
+        )
+        .order_by(o.c.stage_id, _c(o.c.currency))
+    )
+
+    # Deals closed (won or lost) in the period.
+    closed_spec = {**base, "closed_at": span.instants()}
+    seconds = extract("epoch", Deal.closed_at - Deal.created_at)
+    closing = [DealStatus.WON, DealStatus.LOST]
+
+    def closed_between(bounds: Mapping[str, Any]) -> Any:
+        return (
+            rows({**base, "closed_at": bounds, "status": {"in": closing}})
+            .with_only_columns(
+                cast(Deal.status, String).label("status"),
+                Deal.currency,
+                func.count().label("n"),
+                func.sum(Deal.amount).label("amount"),
+                func.sum(seconds).label("seconds"),
+            )
+            .group_by(Deal.status, Deal.currency)
+        )
+
+    if totals and months:
+        closed_rows = totals.closed(span, months, closed_between)
+    else:
+        closed_rows = closed_between(span.instants())
+    u = closed_rows.subquery("closed")
+    n = func.sum(u.c.n)
+    won_n = func.coalesce(func.sum(u.c.n).filter(u.c.status == DealStatus.WON.value), 0)
+    lost_n = func.coalesce(func.sum(u.c.n).filter(u.c.status == DealStatus.LOST.value), 0)
+    won_seconds = func.sum(u.c.seconds).filter(u.c.status == DealStatus.WON.value)
+    overall = func.grouping(u.c.status)
+    closed = (
+        select(
+            overall.label("overall"),
+            u.c.status,
+            u.c.currency,
+            cast(n, BigInteger).label("n"),
+            # Exact to 20 places before rounding (numeric division keeps only 16 digits).
+            _cents(cast(func.sum(u.c.amount), Numeric(40, 20)) / func.nullif(n, 0)).label(
+                "average_amount"
+            ),
+            cast(won_n, BigInteger).label("won"),
+            cast(lost_n, BigInteger).label("lost"),
+            (cast(won_n, Float) / cast(func.nullif(won_n + lost_n, 0), Float)).label("rate"),
+            (
+                cast(won_seconds, Float) / cast(func.nullif(won_n, 0), Float) / literal(86_400.0)
+            ).label("average_days"),
+        )
+        .group_by(func.grouping_sets(tuple_(u.c.status, u.c.currency), tuple_()))
+        .having(or_(overall == 1, n != 0))
+        .order_by(u.c.status, _c(u.c.currency))
+    )
+
+    # Open deals expected to close within the period, by month, owner and currency.
+    forecast_spec = {
+        **open_spec,
+        "expected_close_date": {"gte": span.start_date, "lte": span.end_date},
+    }
+    forecast_rows = totals.forecast(span.start_date, span.end_date) if totals else None
+    if forecast_rows is None:
+        # A literal unit, not a parameter: the same expression is grouped by.
+        unit: Any = literal_column("'month'")
+        month = cast(func.date_trunc(unit, Deal.expected_close_date), Date).label("month")
+        forecast_rows = (
+            rows(forecast_spec)
+            .with_only_columns(
+                month,
+                Deal.owner_id,
+                Deal.currency,
+                Deal.stage_id,
+                func.count().label("n"),
+                func.sum(Deal.amount).label("amount"),
+            )
+            .group_by(month, Deal.owner_id, Deal.currency, Deal.stage_id)
+        )
+    f = forecast_rows.subquery("forecast")
+    month_end = cast(f.c.month + literal_column("interval '1 month - 1 day'"), Date)
+    forecast = (
+        select(
+            f.c.month,
+            f.c.owner_id,
+            f.c.currency,
+            cast(func.sum(f.c.n), BigInteger).label("n"),
+            _cents(func.sum(f.c.amount)).label("amount"),
+            _cents(func.sum(_weighted(f.c.amount, func.coalesce(live.c.probability, 0)))).label(
+                "weighted"
+            ),
+            func.greatest(f.c.month, span.start_date).label("first_day"),
+            func.least(month_end, span.end_date).label("last_day"),
+        )
+        .join_from(f, live, live.c.id == f.c.stage_id, isouter=True)
+        .group_by(f.c.month, f.c.owner_id, f.c.currency)
+        .order_by(f.c.month, _c(func.coalesce(cast(f.c.owner_id, String), "")), _c(f.c.currency))
+    )
+
+    won_spec = {**closed_spec, "status": {"eq": DealStatus.WON}}
+    return SalesStatements(
+        span=span,
+        pipeline_id=pipeline_id,
+        stages=stages,
+        open=open_,
+        closed=closed,
+        forecast=forecast,
+        open_spec=open_spec,
+        cohort_spec=cohort_spec,
+        closed_spec=closed_spec,
+        won_spec=won_spec,
+        lost_spec={**closed_spec, "status": {"eq": DealStatus.LOST}},
+    )
+
+
+def _cents(amount: Any) -> Any:
+    """An amount as the API shows it: rounded to cents, halves away from zero."""
+    return func.round(amount, 2)
+
+
+def _weighted(amount: Any, probability: Any) -> Any:
+    """Amount x probability (a stage's percentage), exact (numeric multiplication)."""
+    return amount * probability * literal(Decimal("0.01"), Numeric)
+
+
+def _c(text: Any) -> Any:
+    """Text in code-point order (how Python sorts strings), whatever the database's
+    collation."""
+    return text.collate("C")
+
+
 async def sales_report(
     actor: Actor,
     session: AsyncSession,
@@ -232,210 +525,95 @@ async def sales_report(
       currency, unweighted and weighted.
 
     Six statements whatever the number of deals (one more when ``filter`` names a custom
-    field: the deals' definitions)."""
+    field: the deals' definitions): the pipeline, its stages, and ``sales_statements``."""
     span = period(start, end, time_zone)
     pipeline, stages = await _pipeline_and_stages(actor, session, pipeline_id)
-    base: dict[str, Any] = {"pipeline_id": {"eq": Ref("Pipeline", pipeline.id)}}
-    if owner_ids:
-        base["owner_id"] = _ids("User", owner_ids)
-    # What the rows are read by: the ids as UUIDs (``Ref`` is for the client's filter).
-    plain = _plain_spec
-
-    # The caller's filter may name custom fields: their definitions are read once, and
-    # every statement below is built with them.
-    custom = await deals.DEALS.custom_terms(actor, session, filter)
-
-    def rows(*specs: FilterSpec) -> Any:
-        return deals.DEALS.statement(actor, _all(filter, *(plain(s) for s in specs)), custom=custom)
-
-    probability = {s.id: Decimal(s.probability) / 100 for s in stages}
-
-    # Without a filter of the caller's, the numbers of open deals and of the cohort come
-    # from the summaries kept on write (``DealStageTotal``, ``DealCohortTotal``), which
-    # give exactly the rows' answer (decision 0021); a filter reads the rows.
-    totals = _DealTotals(actor, pipeline.id, owner_ids) if not filter else None
-
-    # Open deals per stage and currency.
-    open_spec = {**base, "status": {"eq": DealStatus.OPEN}}
-    open_statement = (
-        totals.open_by_stage()
-        if totals
-        else rows(open_spec)
-        .with_only_columns(Deal.stage_id, Deal.currency, func.count(), func.sum(Deal.amount))
-        .group_by(Deal.stage_id, Deal.currency)
-        .order_by(Deal.stage_id, Deal.currency)
+    built = sales_statements(
+        actor,
+        pipeline_id=pipeline.id,
+        start=span.start_date,
+        end=span.end_date,
+        time_zone=span.time_zone,
+        owner_ids=owner_ids,
+        filter=filter,
+        custom=await deals.DEALS.custom_terms(actor, session, filter),
     )
-    open_rows = (await session.execute(open_statement)).all()
-    by_stage: dict[uuid.UUID, list[tuple[str, int, Decimal]]] = defaultdict(list)
-    for stage_id, currency, count, amount in open_rows:
-        by_stage[stage_id].append((currency, int(count), Decimal(amount)))
+    numbers = {row.id: row for row in await session.execute(built.stages)}
+    open_cells: dict[uuid.UUID, list[Any]] = defaultdict(list)
+    open_counts: dict[uuid.UUID, int] = {}
+    by_currency = []
+    for row in await session.execute(built.open):
+        if not row.all_stages and not row.all_currencies:
+            open_cells[row.stage_id].append(row)
+        elif not row.all_stages:
+            open_counts[row.stage_id] = row.n
+        else:
+            by_currency.append(row)
 
-    # Deals created in the period, by the furthest stage they reached.
-    cohort_spec = {**base, "created_at": span.instants()}
-    reach_rows: Sequence[tuple[Any, int]]
-    months = totals.cohort_months(span) if totals else None
-    if totals and months:
-        reach_rows = await totals.reached(
-            session,
-            span,
-            months,
-            lambda bounds: _by_furthest_stage(rows({**base, "created_at": bounds})),
-        )
-    else:
-        reach_rows = (await session.execute(_by_furthest_stage(rows(cohort_spec)))).all()
+    sales_stages = []
+    for stage in stages:
+        cells = open_cells.get(stage.id, [])
 
-    def reached(position: int) -> int:
-        return sum(int(n) for p, n in reach_rows if p is not None and p >= position)
+        def money(row: Any, amount: Decimal, stage: Stage = stage) -> MoneyCell:
+            spec = built.stage_currency_cell(stage.id, row.currency)
+            return MoneyCell(row.currency, amount, row.n, _deals(spec))
 
-    # Deals closed (won or lost) in the period.
-    closed_spec = {**base, "closed_at": span.instants()}
-    seconds = extract("epoch", Deal.closed_at - Deal.created_at)
-    closing = [DealStatus.WON, DealStatus.LOST]
-
-    def closed_between(bounds: Mapping[str, Any]) -> Any:
-        return (
-            rows({**base, "closed_at": bounds, "status": {"in": closing}})
-            .with_only_columns(
-                Deal.status, Deal.currency, func.count(), func.sum(Deal.amount), func.sum(seconds)
-            )
-            .group_by(Deal.status, Deal.currency)
-            .order_by(Deal.currency)
-        )
-
-    closed_rows: Sequence[Any]
-    if totals and months:
-        closed_rows = await totals.closed(session, span, months, closed_between)
-    else:
-        closed_rows = (await session.execute(closed_between(span.instants()))).all()
-
-    # Open deals expected to close within the period, by month, owner, currency and stage.
-    # A literal unit, not a parameter: the same expression is grouped by.
-    unit: Any = literal_column("'month'")
-    month = cast(func.date_trunc(unit, Deal.expected_close_date), Date).label("month")
-    forecast_spec = {
-        **open_spec,
-        "expected_close_date": {"gte": span.start_date, "lte": span.end_date},
-    }
-    forecast_statement = totals.forecast(span.start_date, span.end_date) if totals else None
-    if forecast_statement is None:
-        forecast_statement = (
-            rows(forecast_spec)
-            .with_only_columns(
-                month,
-                Deal.owner_id,
-                Deal.currency,
-                Deal.stage_id,
-                func.count(),
-                func.sum(Deal.amount),
-            )
-            .group_by(month, Deal.owner_id, Deal.currency, Deal.stage_id)
-        )
-    forecast_rows = (await session.execute(forecast_statement)).all()
-
-    sales_stages: list[SalesStage] = []
-    weighted_total: dict[str, tuple[Decimal, int]] = {}
-    for index, stage in enumerate(stages):
-        stage_spec = {**open_spec, "stage_id": {"eq": Ref("Stage", stage.id)}}
-        open_value, weighted_value = [], []
-        for currency, count, amount in by_stage.get(stage.id, []):
-            cell = _deals({**stage_spec, "currency": {"eq": currency}})
-            weighted = amount * probability[stage.id]
-            open_value.append(MoneyCell(currency, _money(amount), count, cell))
-            weighted_value.append(MoneyCell(currency, _money(weighted), count, cell))
-            total, n = weighted_total.get(currency, (Decimal(0), 0))
-            weighted_total[currency] = (total + weighted, n + count)
-        here = reached(stage.position)
-        following = reached(stages[index + 1].position) if index + 1 < len(stages) else None
+        found = numbers.get(stage.id)
         sales_stages.append(
             SalesStage(
                 stage=stage,
-                open_count=sum(c for _, c, _ in by_stage.get(stage.id, [])),
-                open_value=open_value,
-                weighted_value=weighted_value,
-                reached_count=here,
-                conversion_to_next=(following / here if following is not None and here else None),
-                drill_down=_deals(stage_spec),
-                reached_drill_down=_deals(
-                    {**cohort_spec, "furthest_stage_position": {"gte": stage.position}}
-                ),
+                open_count=open_counts.get(stage.id, 0),
+                open_value=[money(row, row.amount) for row in cells],
+                weighted_value=[money(row, row.weighted) for row in cells],
+                reached_count=found.reached if found else 0,
+                conversion_to_next=found.conversion if found else None,
+                drill_down=_deals(built.stage_cell(stage.id)),
+                reached_drill_down=_deals(built.reached_cell(stage.position)),
             )
         )
 
-    counts = {DealStatus.WON: 0, DealStatus.LOST: 0}
-    won_seconds = 0.0
-    deal_size: list[MoneyCell] = []
-    won_spec = {**closed_spec, "status": {"eq": DealStatus.WON}}
-    for status, currency, count, amount, total_seconds in closed_rows:
-        counts[DealStatus(status)] += int(count)
-        if DealStatus(status) is DealStatus.WON:
-            won_seconds += float(total_seconds or 0)
-            deal_size.append(
-                MoneyCell(
-                    currency,
-                    _money(Decimal(amount) / int(count)),
-                    int(count),
-                    _deals({**won_spec, "currency": {"eq": currency}}),
-                )
-            )
-    won, lost = counts[DealStatus.WON], counts[DealStatus.LOST]
+    deal_size, won, lost, rate, average_days = [], 0, 0, None, None
+    for row in await session.execute(built.closed):
+        if row.overall:
+            won, lost, rate, average_days = row.won, row.lost, row.rate, row.average_days
+        elif row.status == DealStatus.WON.value:
+            spec = built.won_currency_cell(row.currency)
+            deal_size.append(MoneyCell(row.currency, row.average_amount, row.n, _deals(spec)))
 
-    forecast: dict[tuple[date, uuid.UUID | None, str], list[Any]] = {}
-    for month_start, owner_id, currency, stage_id, count, amount in forecast_rows:
-        entry = forecast.setdefault((month_start, owner_id, currency), [0, Decimal(0), Decimal(0)])
-        entry[0] += int(count)
-        entry[1] += Decimal(amount)
-        entry[2] += Decimal(amount) * probability.get(stage_id, Decimal(0))
-    forecast_cells = []
-    for (month_start, owner_id, currency), (count, amount, weighted) in sorted(
-        forecast.items(), key=lambda item: (item[0][0], str(item[0][1] or ""), item[0][2])
-    ):
-        next_month = (month_start.replace(day=28) + timedelta(days=4)).replace(day=1)
-        cell_spec = {
-            **open_spec,
-            "owner_id": _ref_or_none("User", owner_id),
-            "currency": {"eq": currency},
-            "expected_close_date": {
-                "gte": max(month_start, span.start_date),
-                "lte": min(next_month - timedelta(days=1), span.end_date),
-            },
-        }
-        forecast_cells.append(
-            ForecastCell(
-                month_start,
-                owner_id,
-                currency,
-                count,
-                _money(amount),
-                _money(weighted),
-                _deals(cell_spec),
-            )
+    forecast = [
+        ForecastCell(
+            row.month,
+            row.owner_id,
+            row.currency,
+            row.n,
+            row.amount,
+            row.weighted,
+            _deals(built.forecast_cell(row.owner_id, row.currency, row.first_day, row.last_day)),
         )
+        for row in await session.execute(built.forecast)
+    ]
 
     return SalesReport(
         pipeline=pipeline,
-        period=span,
+        period=built.span,
         stages=sales_stages,
         win_rate=WinRate(
             won=won,
             lost=lost,
-            rate=won / (won + lost) if won + lost else None,
-            drill_down=_deals({**closed_spec, "status": {"in": [DealStatus.WON, DealStatus.LOST]}}),
-            won_drill_down=_deals(won_spec),
-            lost_drill_down=_deals({**closed_spec, "status": {"eq": DealStatus.LOST}}),
+            rate=rate,
+            drill_down=_deals(built.closed_cell()),
+            won_drill_down=_deals(built.won_spec),
+            lost_drill_down=_deals(built.lost_spec),
         ),
         average_deal_size=deal_size,
         average_cycle_time=CycleTime(
-            average_days=won_seconds / won / 86_400 if won else None,
-            count=won,
-            drill_down=_deals(won_spec),
+            average_days=average_days, count=won, drill_down=_deals(built.won_spec)
         ),
         weighted_pipeline=[
-            MoneyCell(
-                currency, _money(total), n, _deals({**open_spec, "currency": {"eq": currency}})
-            )
-            for currency, (total, n) in sorted(weighted_total.items())
+            MoneyCell(row.currency, row.weighted, row.n, _deals(built.currency_cell(row.currency)))
+            for row in by_currency
         ],
-        forecast=forecast_cells,
+        forecast=forecast,
     )
 
 
@@ -461,7 +639,12 @@ class _DealTotals:
         """(stage, currency, count, amount) of the open deals, as the rows give them."""
         t = DealStageTotal
         return (
-            select(t.stage_id, t.currency, func.sum(t.deal_count), func.sum(t.amount))
+            select(
+                t.stage_id,
+                t.currency,
+                func.sum(t.deal_count).label("n"),
+                func.sum(t.amount).label("amount"),
+            )
             .where(*self._where(t), t.status == DealStatus.OPEN.value)
             .group_by(t.stage_id, t.currency)
             .having(func.sum(t.deal_count) != 0)
@@ -475,9 +658,9 @@ class _DealTotals:
         if first.day != 1 or (last + timedelta(days=1)).day != 1:
             return None
         t = DealStageTotal
-        keys = (t.close_month, t.owner_id, t.currency, t.stage_id)
+        keys = (t.close_month.label("month"), t.owner_id, t.currency, t.stage_id)
         return (
-            select(*keys, func.sum(t.deal_count), func.sum(t.amount))
+            select(*keys, func.sum(t.deal_count).label("n"), func.sum(t.amount).label("amount"))
             .where(
                 *self._where(t),
                 t.status == DealStatus.OPEN.value,
@@ -496,26 +679,19 @@ class _DealTotals:
         after = fields.nearest_utc_month_start(span.end)
         return (first, after) if first < after else None
 
-    async def closed(
-        self,
-        session: AsyncSession,
-        span: Period,
-        months: tuple[datetime, datetime],
-        from_rows: Any,
-    ) -> list[tuple[str, str, int, Decimal, Decimal]]:
-        """(status, currency, count, amount, seconds from creation to closing) of the deals
-        won or lost in the period, by currency: the UTC months' totals corrected at both
-        ends like ``reached``."""
+    def closed(self, span: Period, months: tuple[datetime, datetime], from_rows: Any) -> Any:
+        """(status, currency, n, amount, seconds from creation to closing) parts of the
+        deals won or lost in the period, to be summed per status and currency: the UTC
+        months' totals corrected at both ends like ``reached``."""
         first, after = months
         t = DealCloseTotal
-        sums: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, Decimal(0), Decimal(0)])
         summed = (
             select(
                 t.status,
                 t.currency,
-                func.sum(t.deal_count),
-                func.sum(t.amount),
-                func.sum(t.seconds),
+                func.sum(t.deal_count).label("n"),
+                func.sum(t.amount).label("amount"),
+                func.sum(t.seconds).label("seconds"),
             )
             .where(
                 *self._where(t),
@@ -525,49 +701,49 @@ class _DealTotals:
             )
             .group_by(t.status, t.currency)
         )
-        parts: list[tuple[int, Any]] = [(1, summed)]
-        for low, high, sign in _edges(span, first, after):
-            parts.append((sign, from_rows({"gte": low, "lt": high})))
-        for sign, statement in parts:
-            for status, currency, n, amount, total_seconds in await session.execute(statement):
-                entry = sums[(str(getattr(status, "value", status)), currency)]
-                entry[0] += sign * int(n)
-                entry[1] += sign * Decimal(amount)
-                entry[2] += sign * Decimal(total_seconds or 0)
-        return [
-            (status, currency, n, amount, total_seconds)
-            for (status, currency), (n, amount, total_seconds) in sorted(
-                sums.items(), key=lambda item: item[0][1]
-            )
-            if n
-        ]
+        return _signed(summed, span, months, from_rows, ("status", "currency"))
 
-    async def reached(
-        self,
-        session: AsyncSession,
-        span: Period,
-        months: tuple[datetime, datetime],
-        from_rows: Any,
-    ) -> list[tuple[Any, int]]:
-        """(furthest stage position, count) of the deals created in the period: the UTC
-        months' totals, plus the deals created between the period's start and the nearest
-        month start when the start comes first, minus those between that month start and
-        the period's start when it comes after (the reverse at the end): hours of deals,
-        read by ``from_rows(created_at bounds)`` (their furthest positions, from the rows)."""
+    def reached(self, span: Period, months: tuple[datetime, datetime], from_rows: Any) -> Any:
+        """(furthest stage position, n) parts of the deals created in the period, to be
+        summed per position: the UTC months' totals, plus the deals created between the
+        period's start and the nearest month start when the start comes first, minus those
+        between that month start and the period's start when it comes after (the reverse
+        at the end): hours of deals, read by ``from_rows(created_at bounds)`` (their
+        furthest positions, from the rows)."""
         first, after = months
         t = DealCohortTotal
-        counts: dict[Any, int] = defaultdict(int)
         summed = (
-            select(t.furthest_position, func.sum(t.deal_count))
+            select(t.furthest_position.label("position"), func.sum(t.deal_count).label("n"))
             .where(*self._where(t), t.month >= first, t.month < after)
             .group_by(t.furthest_position)
         )
-        for position, n in await session.execute(summed):
-            counts[position] += int(n)
-        for low, high, sign in _edges(span, first, after):
-            for position, n in await session.execute(from_rows({"gte": low, "lt": high})):
-                counts[position] += sign * int(n)
-        return [(p, n) for p, n in counts.items() if n]
+        return _signed(summed, span, months, from_rows, ("position",))
+
+
+def _signed(
+    summed: Any,
+    span: Period,
+    months: tuple[datetime, datetime],
+    from_rows: Any,
+    keys: tuple[str, ...],
+) -> Any:
+    """``summed`` (the UTC months' totals) and, for each of ``_edges``, ``from_rows(bounds)``
+    with its sums signed (+ what the months miss, - what they hold beyond the period): the
+    same columns, ``keys`` then sums, to be summed again per key."""
+    parts = [summed]
+    for low, high, sign in _edges(span, *months):
+        edge = from_rows({"gte": low, "lt": high}).subquery()
+        parts.append(
+            select(
+                *(edge.c[key] for key in keys),
+                *(
+                    (column * sign).label(column.name)
+                    for column in edge.c
+                    if column.name not in keys
+                ),
+            )
+        )
+    return union_all(*parts)
 
 
 def _edges(span: Period, first: datetime, after: datetime) -> list[tuple[datetime, datetime, int]]:
@@ -605,7 +781,9 @@ def _by_furthest_stage(deal_rows: Any) -> Any:
     )
     been = union_all(current, left).subquery()
     per_deal = select(func.max(been.c.position).label("furthest")).group_by(been.c.id).subquery()
-    return select(per_deal.c.furthest, func.count()).group_by(per_deal.c.furthest)
+    return select(per_deal.c.furthest.label("position"), func.count().label("n")).group_by(
+        per_deal.c.furthest
+    )
 
 
 def _plain_spec(spec: Any) -> Any:
