@@ -954,6 +954,10 @@ class Compiler:
                 column = insight.service_report(
                     self, nodes[0], query_type.fields[name].type, subselections
                 )
+            elif name == "salesReport":
+                column = insight.sales_report(
+                    self, nodes[0], query_type.fields[name].type, subselections
+                )
             elif name == "timeSeries":
                 column = insight.time_series(
                     self, nodes[0], query_type.fields[name].type, subselections

@@ -11,6 +11,7 @@ definitions are read at run time) makes the operation take the executed path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from graphql import (
 )
 
 from crm_graphql import models
+from crm_graphql.enums import DealStatus
 from crm_graphql.resolvers.arguments import filter_spec
 from crm_graphql.services import aggregates, fields, querying, rfm
 from crm_graphql.services import search as search_service
@@ -616,3 +618,292 @@ def service_report(
         raise Unsupported(f"ServiceReport.{name}")
 
     return c._json_object(report_type, selection_sets, value)
+
+
+def _slot(name: str) -> Any:
+    """A stand-in value for a drill-down filter template (``_template``): no client value
+    and no value of a report's own is this text (typed ``Any``: it stands in for ids,
+    dates and numbers alike)."""
+    return f"\x01crm slot {name}\x01"
+
+
+def _template(value: Any, slots: dict[str, str]) -> str:
+    """SQL of the JSON text of ``value`` as orjson writes it (the executed path's answer),
+    in which each string of ``slots`` (a ``_slot``, or what the code under test made of
+    one, such as a global ID) is replaced by the SQL of the JSON text of its row's value."""
+    from crm_graphql.compiled.compiler import _literal
+
+    text = orjson.dumps(value).decode()
+    tokens = {orjson.dumps(key).decode(): sql for key, sql in slots.items()}
+    parts, at = [], 0
+    if tokens:
+        for match in re.finditer("|".join(re.escape(t) for t in tokens), text):
+            parts += [_literal(text[at : match.start()]), tokens[match.group()]]
+            at = match.end()
+    parts.append(_literal(text[at:]))
+    return "(" + " || ".join(p for p in parts if p != "''") + ")"
+
+
+def sales_report(
+    c: Compiler, node: FieldNode, gql_type: Any, selection_sets: list[SelectionSetNode]
+) -> str:
+    """``resolvers.reports.sales_report``: the statements of ``reports.sales_statements``,
+    their rows written as JSON; each cell's drill-down is the executed path's filter for a
+    cell of stand-in values (``_template``) with the row's values put in."""
+    from crm_graphql.compiled.compiler import (
+        Unsupported,
+        _base64url,
+        _iso_date,
+        _json_string,
+        _literal,
+        _quoted,
+        _unrepresentable,
+    )
+    from crm_graphql.resolvers.arguments import filter_spec as caller_filter
+    from crm_graphql.resolvers.ids import decode_id, to_global_id
+    from crm_graphql.resolvers.insight import drill_down
+    from crm_graphql.resolvers.reports import _ids
+    from crm_graphql.services import reports
+    from crm_graphql.services.actor import scoped
+    from crm_graphql.services.drilldown import DrillDown
+
+    args = c._arguments("Query", "salesReport", node)
+    pipeline_id = decode_id(args["pipeline_id"], "Pipeline")
+    filter = caller_filter(args.get("filter"))
+    if pipeline_id is None:
+        raise Unsupported("a pipeline that is not found (the executed path says so)")
+    if querying.uses_custom_fields(filter):
+        raise Unsupported("a report filtered by custom fields (definitions read at run time)")
+    built = reports.sales_statements(
+        c.actor,
+        pipeline_id=pipeline_id,
+        start=args["from_"],
+        end=args["to"],
+        time_zone=args.get("time_zone"),
+        owner_ids=_ids(args.get("owner_ids"), "User", "ownerIds"),
+        filter=filter,
+    )
+    c.state.models.update((models.Deal, models.Pipeline, models.Stage))
+    c.state.custom_plans = True
+    report_type = _object_type(gql_type)
+    caller = args.get("filter")
+
+    def rows(statement: Any) -> str:
+        """The rows of a statement, numbered in its order (``rn``)."""
+        r = c._alias()
+        sql = c._sql(statement, models.Deal, models.Deal.__tablename__)
+        return f"SELECT {r}.*, row_number() OVER () AS rn FROM ({sql}) {r}"
+
+    parts: dict[str, str] = {}  # CTE name -> SQL, for the parts the selection reads
+
+    def part(name: str, statement: Any) -> str:
+        if name not in parts:
+            parts[name] = f"{c._alias()}"
+            ctes.append(f"{parts[name]} AS MATERIALIZED ({rows(statement)})")
+        return parts[name]
+
+    ctes: list[str] = []
+
+    def global_id(type_name: str, sql: str) -> str:
+        return _quoted(_base64url(f"{_literal(type_name + ':')} || ({sql})::text"))
+
+    def drill(nodes: list[FieldNode], spec: dict[str, Any], slots: dict[str, str]) -> str:
+        drill_type = c.gschema.get_type("DrillDown")
+
+        def field(name: str, _: list[FieldNode]) -> str:
+            if name == "list":
+                return _literal(_json_string("deals"))
+            return _template(drill_down(DrillDown("deals", spec), caller).filter, slots)
+
+        return c._json_object(drill_type, c._subselections(nodes), field)
+
+    stage_slot, currency_slot = _slot("stage"), _slot("currency")
+    stage_token = to_global_id("Stage", stage_slot)
+
+    def money_cells(
+        source: str, where: str, amount: str, nodes: list[FieldNode], cell: Callable[..., Any]
+    ) -> str:
+        """``MoneyCell``s of the rows of ``source`` (``where``, in order): ``cell(r)`` gives
+        a row's drill-down spec with stand-ins and their SQL."""
+        cell_type = _object_type(c.gschema.get_type("MoneyCell"))
+        r = c._alias()
+
+        def field(name: str, sub: list[FieldNode]) -> str:
+            if name == "currency":
+                return f"to_json({r}.currency)::text"
+            if name == "amount":
+                return c._value(cell_type.fields[name].type, f"{r}.{amount}")
+            if name == "count":
+                return f"{r}.n::text"
+            return drill(sub, *cell(r))
+
+        item = c._json_object(cell_type, c._subselections(nodes), field)
+        return (
+            f"(SELECT {_json_array(item, f'{r}.rn')} FROM {source} {r} WHERE {where.format(r=r)})"
+        )
+
+    def currency_slots(r: str) -> dict[str, str]:
+        return {currency_slot: f"to_json({r}.currency)::text"}
+
+    def stages(nodes: list[FieldNode]) -> str:
+        stage_type = _object_type(report_type.fields["stages"].type)
+        s = c._alias()
+
+        def field(name: str, sub: list[FieldNode]) -> str:
+            if name == "stage":
+                return c._by_id("Stage", f"{s}.id", c._subselections(sub))
+            if name in ("openCount", "openValue", "weightedValue"):
+                o = part("open", built.open)
+                if name == "openCount":
+                    return (
+                        f"coalesce((SELECT {o}.n FROM {o} WHERE {o}.all_stages = 0 "
+                        f"AND {o}.all_currencies = 1 AND {o}.stage_id = {s}.id), 0)::text"
+                    )
+                return money_cells(
+                    o,
+                    "{r}.all_stages = 0 AND {r}.all_currencies = 0 AND {r}.stage_id = " + f"{s}.id",
+                    "amount" if name == "openValue" else "weighted",
+                    sub,
+                    lambda r: (
+                        built.stage_currency_cell(stage_slot, currency_slot),
+                        {stage_token: global_id("Stage", f"{s}.id"), **currency_slots(r)},
+                    ),
+                )
+            if name == "reachedCount":
+                return f"{s}.reached::text"
+            if name == "conversionToNext":
+                return _float(f"{s}.conversion")
+            if name == "drillDown":
+                spec = built.stage_cell(stage_slot)
+                return drill(sub, spec, {stage_token: global_id("Stage", f"{s}.id")})
+            if name == "reachedDrillDown":
+                position = _slot("position")
+                spec = built.reached_cell(position)
+                return drill(sub, spec, {position: f"{s}.position::text"})
+            raise Unsupported(f"SalesStage.{name}")
+
+        item = c._json_object(stage_type, c._subselections(nodes), field)
+        return f"(SELECT {_json_array(item, f'{s}.rn')} FROM {part('stages', built.stages)} {s})"
+
+    def overall(column: str) -> str:
+        cl = part("closed", built.closed)
+        return f"(SELECT {cl}.{column} FROM {cl} WHERE {cl}.overall = 1)"
+
+    def count(column: str) -> str:
+        return f"coalesce({overall(column)}, 0)::text"
+
+    def win_rate(nodes: list[FieldNode]) -> str:
+        win_type = _object_type(report_type.fields["winRate"].type)
+        specs = {
+            "drillDown": built.closed_cell(),
+            "wonDrillDown": built.won_spec,
+            "lostDrillDown": built.lost_spec,
+        }
+
+        def field(name: str, sub: list[FieldNode]) -> str:
+            if name in ("won", "lost"):
+                return count(name)
+            if name == "rate":
+                return _float(overall("rate"))
+            return drill(sub, specs[name], {})
+
+        return c._json_object(win_type, c._subselections(nodes), field)
+
+    def cycle_time(nodes: list[FieldNode]) -> str:
+        cycle_type = _object_type(report_type.fields["averageCycleTime"].type)
+
+        def field(name: str, sub: list[FieldNode]) -> str:
+            if name == "averageDays":
+                return _float(overall("average_days"))
+            if name == "count":
+                return count("won")
+            return drill(sub, built.won_spec, {})
+
+        return c._json_object(cycle_type, c._subselections(nodes), field)
+
+    def forecast(nodes: list[FieldNode]) -> str:
+        cell_type = _object_type(report_type.fields["forecast"].type)
+        f = c._alias()
+        owner_slot, first, last = _slot("owner"), _slot("first"), _slot("last")
+        owner_token = to_global_id("User", owner_slot)
+
+        def field(name: str, sub: list[FieldNode]) -> str:
+            if name == "month":
+                return _quoted(_iso_date(f"{f}.month"))
+            if name == "currency":
+                return f"to_json({f}.currency)::text"
+            if name == "count":
+                return f"{f}.n::text"
+            if name in ("amount", "weightedAmount"):
+                column = "amount" if name == "amount" else "weighted"
+                return c._value(cell_type.fields[name].type, f"{f}.{column}")
+            if name == "owner":
+                return c._by_id("User", f"{f}.owner_id", c._subselections(sub))
+            if name == "drillDown":
+                slots = {
+                    **currency_slots(f),
+                    first: _quoted(_iso_date(f"{f}.first_day")),
+                    last: _quoted(_iso_date(f"{f}.last_day")),
+                }
+                none = drill(sub, built.forecast_cell(None, currency_slot, first, last), slots)
+                owned = drill(
+                    sub,
+                    built.forecast_cell(owner_slot, currency_slot, first, last),
+                    {**slots, owner_token: global_id("User", f"{f}.owner_id")},
+                )
+                return f"CASE WHEN {f}.owner_id IS NULL THEN {none} ELSE {owned} END"
+            raise Unsupported(f"ForecastCell.{name}")
+
+        item = c._json_object(cell_type, c._subselections(nodes), field)
+        return (
+            f"(SELECT {_json_array(item, f'{f}.rn')} FROM {part('forecast', built.forecast)} {f})"
+        )
+
+    def value(name: str, nodes: list[FieldNode]) -> str:
+        selection = c._subselections(nodes)
+        if name == "pipeline":
+            return c._by_id("Pipeline", f"{c._param(pipeline_id)}::uuid", selection)
+        if name == "stages":
+            return stages(nodes)
+        if name == "winRate":
+            return win_rate(nodes)
+        if name == "averageCycleTime":
+            return cycle_time(nodes)
+        if name in ("averageDealSize", "weightedPipeline"):
+            if name == "averageDealSize":
+                source = part("closed", built.closed)
+                where = f"{{r}}.overall = 0 AND {{r}}.status = {_literal(DealStatus.WON.value)}"
+                amount, cell = "average_amount", built.won_currency_cell
+            else:
+                source = part("open", built.open)
+                where = "{r}.all_stages = 1 AND {r}.all_currencies = 0"
+                amount, cell = "weighted", built.currency_cell
+            return money_cells(
+                source, where, amount, nodes, lambda r: (cell(currency_slot), currency_slots(r))
+            )
+        if name == "forecast":
+            return forecast(nodes)
+        if name == "from":
+            return _quoted(_iso_date(_literal(built.span.start_date.isoformat()) + "::date"))
+        if name == "to":
+            return _quoted(_iso_date(_literal(built.span.end_date.isoformat()) + "::date"))
+        if name == "timeZone":
+            return _literal(orjson.dumps(built.span.time_zone).decode())
+        raise Unsupported(f"SalesReport.{name}")
+
+    body = c._json_object(report_type, selection_sets, value)
+    seen = c._sql(
+        scoped(models.Pipeline, c.actor)
+        .where(models.Pipeline.id == pipeline_id)
+        .with_only_columns(models.Pipeline.id),
+        models.Pipeline,
+        models.Pipeline.__tablename__,
+    )
+    # A pipeline the caller does not see: the statement fails, the executed path answers
+    # (NotFound). What fails reads a row count, so that planning cannot fold it.
+    x = c._alias()
+    missing = _unrepresentable(f"(SELECT count(*) FROM ({seen}) {x})")
+    checked = f"CASE WHEN EXISTS ({seen}) THEN {body} ELSE {missing} END"
+    if not ctes:
+        return f"(SELECT {checked})"
+    return f"(WITH {', '.join(ctes)} SELECT {checked})"
