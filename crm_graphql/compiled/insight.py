@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -459,7 +460,8 @@ def service_report(
     c: Compiler, node: FieldNode, gql_type: Any, selection_sets: list[SelectionSetNode]
 ) -> str:
     """``resolvers.reports.service_report`` (``reports.service_statements``, the backlog
-    aged at the statement's ``now()``); drill-downs take the executed path."""
+    aged at the statement's ``now()``); each drill-down the executed path's filter for a
+    cell of stand-in values (``_template``) with the row's values put in."""
     from sqlalchemy import func
 
     from crm_graphql.compiled.compiler import (
@@ -470,6 +472,7 @@ def service_report(
         _quoted,
     )
     from crm_graphql.resolvers.arguments import filter_spec as caller_filter
+    from crm_graphql.resolvers.ids import to_global_id
     from crm_graphql.resolvers.reports import _ids
     from crm_graphql.services import reports
 
@@ -500,10 +503,51 @@ def service_report(
     def enum(type_: GraphQLObjectType, name: str, sql: str) -> str:
         return c._value(type_.fields[name].type, sql)
 
+    caller = args.get("filter")
+    agent_slot, channel_slot = _slot("agent"), _slot("channel")
+    agent_token = to_global_id("User", agent_slot)
+
+    def drill(nodes: list[FieldNode], spec: dict[str, Any], slots: dict[str, str]) -> str:
+        return _drill_down(c, nodes, "conversations", spec, caller, slots)
+
+    def group_drill(
+        nodes: list[FieldNode],
+        type_: GraphQLObjectType,
+        r: str,
+        spec: dict[str, Any],
+        kind: str,
+        satisfied: bool,
+    ) -> str:
+        """The drill-down of a row of ``grouped``: overall, one agent's (or the
+        unassigned) or one channel's conversations of ``spec`` (``satisfied``: those rated
+        4 or 5 of them)."""
+        cell = reports.ServiceStatements.group_cell
+        more = reports.ServiceStatements.satisfied_cell if satisfied else dict
+        if kind == "byChannel":
+            channel = enum(type_, "channel", f"{r}.channel")
+            in_channel = more(cell(spec, False, True, None, channel_slot))
+            return drill(nodes, in_channel, {channel_slot: channel})
+        if kind == "overall":
+            return drill(nodes, more(spec), {})
+        unassigned = drill(nodes, more(cell(spec, True, False, None, None)), {})
+        assigned = drill(
+            nodes,
+            more(cell(spec, True, False, agent_slot, None)),
+            {agent_token: _global_id("User", f"{r}.assignee_id")},
+        )
+        return f"CASE WHEN {r}.assignee_id IS NULL THEN {unassigned} ELSE {assigned} END"
+
     def stats_object(
-        type_: GraphQLObjectType, selection: list[SelectionSetNode], r: str, extra: dict[str, str]
+        type_: GraphQLObjectType,
+        selection: list[SelectionSetNode],
+        r: str,
+        extra: dict[str, str],
+        spec: dict[str, Any],
+        kind: str,
     ) -> str:
         def value(name: str, nodes: list[FieldNode]) -> str:
+            if name in ("drillDown", "satisfiedDrillDown"):
+                return group_drill(nodes, type_, r, spec, kind, name == "satisfiedDrillDown")
             if name == "agent":
                 return c._by_id("User", f"{r}.assignee_id", c._subselections(nodes))
             if name == "channel":
@@ -512,7 +556,7 @@ def service_report(
                 return f"coalesce({r}.n, 0)::text"
             if name in extra:
                 return extra[name].format(r=r)
-            raise Unsupported(f"{type_.name}.{name}")  # drill-downs
+            raise Unsupported(f"{type_.name}.{name}")
 
         return c._json_object(type_, selection, value)
 
@@ -523,7 +567,11 @@ def service_report(
     by_channel = ("{r}.by_agent = 1 AND {r}.by_channel = 0", '{r}.channel::text COLLATE "C"')
 
     def grouped(
-        statement: Any, type_: Any, selection: list[SelectionSetNode], extra: dict[str, str]
+        statement: Any,
+        type_: Any,
+        selection: list[SelectionSetNode],
+        extra: dict[str, str],
+        spec: dict[str, Any],
     ) -> str:
         """``ServiceTimes`` or ``Csat``: the () row, and the by-agent and by-channel rows
         sorted as ``reports._group_key`` sorts them."""
@@ -535,11 +583,13 @@ def service_report(
             selection = c._subselections(nodes)
             if name == "overall":
                 r = c._alias()
-                item = stats_object(stats_type, selection, r, extra)
+                item = stats_object(stats_type, selection, r, extra, spec, name)
                 # The () grouping set gives a row even when no conversation counts.
                 return f"(SELECT {item} FROM {g} {r} WHERE {r}.by_agent = 1 AND {r}.by_channel = 1)"
             where, order = by_agent if name == "byAgent" else by_channel
-            return objects(g, where, order, lambda r: stats_object(stats_type, selection, r, extra))
+            return objects(
+                g, where, order, lambda r: stats_object(stats_type, selection, r, extra, spec, name)
+            )
 
         body = c._json_object(outer, selection, value)
         return f"(WITH {g} AS MATERIALIZED ({rows(statement)}) SELECT {body})"
@@ -573,6 +623,13 @@ def service_report(
                 return f"coalesce({b}.upper::text, 'null')"
             if name in counts:
                 return f"(SELECT {counts[name]} FROM backlog {r} WHERE {r}.band = {b}.i)::text"
+            if name == "drillDown":
+                now = _Now()  # the bands' bounds: now() less their ages
+                specs = [built.backlog_cell(now, lo, hi) for _, lo, hi in reports.BACKLOG_BANDS]
+                cases = " ".join(
+                    f"WHEN {i} THEN {drill(nodes, spec, now.slots)}" for i, spec in enumerate(specs)
+                )
+                return f"CASE {b}.i {cases} END"
             raise Unsupported(f"BacklogBand.{name}")
 
         item = c._json_object(band_type, selection, value)
@@ -597,22 +654,31 @@ def service_report(
             cell_type = _object_type(field_type)
 
             def cell(r: str) -> str:
-                def part(field: str, _: list[FieldNode]) -> str:
+                def part(field: str, sub: list[FieldNode]) -> str:
                     if field in ("channel", "status"):
                         return enum(cell_type, field, f"{r}.{field}")
                     if field == "count":
                         return f"{r}.n::text"
+                    if field == "drillDown":
+                        status_slot = _slot("status")
+                        slots = {
+                            channel_slot: enum(cell_type, "channel", f"{r}.channel"),
+                            status_slot: enum(cell_type, "status", f"{r}.status"),
+                        }
+                        return drill(sub, built.volume_cell(channel_slot, status_slot), slots)
                     raise Unsupported(f"VolumeCell.{field}")
 
                 return c._json_object(cell_type, selection, part)
 
             return objects(f"({rows(built.volume)})", "true", "{r}.channel, {r}.status", cell)
         if name == "firstResponse":
-            return grouped(built.first_response, field_type, selection, times)
+            return grouped(
+                built.first_response, field_type, selection, times, built.first_response_spec
+            )
         if name == "resolution":
-            return grouped(built.resolution, field_type, selection, times)
+            return grouped(built.resolution, field_type, selection, times, built.resolution_spec)
         if name == "csat":
-            return grouped(built.csat, field_type, selection, csat)
+            return grouped(built.csat, field_type, selection, csat, built.rated_spec)
         if name == "backlog":
             return backlog(selection)
         raise Unsupported(f"ServiceReport.{name}")
@@ -644,6 +710,53 @@ def _template(value: Any, slots: dict[str, str]) -> str:
     return "(" + " || ".join(p for p in parts if p != "''") + ")"
 
 
+def _global_id(type_name: str, sql: str) -> str:
+    """JSON text of the global ID of ``type_name`` with the id ``sql``."""
+    from crm_graphql.compiled.compiler import _base64url, _literal, _quoted
+
+    return _quoted(_base64url(f"{_literal(type_name + ':')} || ({sql})::text"))
+
+
+def _drill_down(
+    c: Compiler,
+    nodes: list[FieldNode],
+    list_name: str,
+    spec: dict[str, Any],
+    caller: Any,
+    slots: dict[str, str],
+) -> str:
+    """A report cell's ``DrillDown`` (``resolvers.insight.drill_down`` of the cell's
+    ``spec`` within the ``caller``'s filter), its stand-ins replaced by ``slots``."""
+    from crm_graphql.compiled.compiler import _json_string, _literal
+    from crm_graphql.resolvers.insight import drill_down
+    from crm_graphql.services.drilldown import DrillDown
+
+    drill_type = c.gschema.get_type("DrillDown")
+
+    def field(name: str, _: list[FieldNode]) -> str:
+        if name == "list":
+            return _literal(_json_string(list_name))
+        return _template(drill_down(DrillDown(list_name, spec), caller).filter, slots)
+
+    return c._json_object(drill_type, c._subselections(nodes), field)
+
+
+class _Now:
+    """Stands in for the statement's ``now()`` in a drill-down filter: ``now - delta``
+    is a stand-in whose SQL (in ``slots``) is that instant as the executed path writes it."""
+
+    def __init__(self) -> None:
+        self.slots: dict[str, str] = {}
+
+    def __sub__(self, delta: timedelta) -> Any:
+        from crm_graphql.compiled.compiler import _iso_datetime, _quoted
+
+        seconds = int(delta.total_seconds())
+        slot = _slot(f"now - {seconds} s")
+        self.slots[slot] = _quoted(_iso_datetime(f"(now() - interval '{seconds} seconds')"))
+        return slot
+
+
 def sales_report(
     c: Compiler, node: FieldNode, gql_type: Any, selection_sets: list[SelectionSetNode]
 ) -> str:
@@ -652,20 +765,16 @@ def sales_report(
     cell of stand-in values (``_template``) with the row's values put in."""
     from crm_graphql.compiled.compiler import (
         Unsupported,
-        _base64url,
         _iso_date,
-        _json_string,
         _literal,
         _quoted,
         _unrepresentable,
     )
     from crm_graphql.resolvers.arguments import filter_spec as caller_filter
     from crm_graphql.resolvers.ids import decode_id, to_global_id
-    from crm_graphql.resolvers.insight import drill_down
     from crm_graphql.resolvers.reports import _ids
     from crm_graphql.services import reports
     from crm_graphql.services.actor import scoped
-    from crm_graphql.services.drilldown import DrillDown
 
     args = c._arguments("Query", "salesReport", node)
     pipeline_id = decode_id(args["pipeline_id"], "Pipeline")
@@ -704,18 +813,10 @@ def sales_report(
 
     ctes: list[str] = []
 
-    def global_id(type_name: str, sql: str) -> str:
-        return _quoted(_base64url(f"{_literal(type_name + ':')} || ({sql})::text"))
+    global_id = _global_id
 
     def drill(nodes: list[FieldNode], spec: dict[str, Any], slots: dict[str, str]) -> str:
-        drill_type = c.gschema.get_type("DrillDown")
-
-        def field(name: str, _: list[FieldNode]) -> str:
-            if name == "list":
-                return _literal(_json_string("deals"))
-            return _template(drill_down(DrillDown("deals", spec), caller).filter, slots)
-
-        return c._json_object(drill_type, c._subselections(nodes), field)
+        return _drill_down(c, nodes, "deals", spec, caller, slots)
 
     stage_slot, currency_slot = _slot("stage"), _slot("currency")
     stage_token = to_global_id("Stage", stage_slot)

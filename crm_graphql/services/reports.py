@@ -872,16 +872,6 @@ def _conversations(spec: FilterSpec) -> DrillDown:
     return DrillDown("conversations", dict(spec))
 
 
-def _group_spec(agent: int, channel: int, agent_id: Any, channel_value: Any) -> dict[str, Any]:
-    """The filter of one group of a ``GROUPING SETS ((assignee), (channel), ())`` row."""
-    spec: dict[str, Any] = {}
-    if not agent:
-        spec["assignee_id"] = _ref_or_none("User", agent_id)
-    if not channel:
-        spec["channel"] = {"eq": Channel(channel_value)}
-    return spec
-
-
 def _grouping_sets() -> Any:
     return func.grouping_sets(
         tuple_(Conversation.assignee_id), tuple_(Conversation.channel), tuple_()
@@ -914,6 +904,33 @@ class ServiceStatements:
     resolution_spec: dict[str, Any]
     backlog_spec: dict[str, Any]
     rated_spec: dict[str, Any]
+
+    def volume_cell(self, channel: Any, status: Any) -> dict[str, Any]:
+        return {**self.started_spec, "channel": {"eq": channel}, "status": {"eq": status}}
+
+    @staticmethod
+    def group_cell(
+        spec: dict[str, Any], by_agent: bool, by_channel: bool, agent_id: Any, channel: Any
+    ) -> dict[str, Any]:
+        """The filter of one group of a ``GROUPING SETS ((assignee), (channel), ())`` row of
+        ``spec``'s conversations (``by_agent``: the assignee's group, None for unassigned)."""
+        cell = dict(spec)
+        if by_agent:
+            cell["assignee_id"] = _ref_or_none("User", agent_id)
+        if by_channel:
+            cell["channel"] = {"eq": channel}
+        return cell
+
+    @staticmethod
+    def satisfied_cell(spec: dict[str, Any]) -> dict[str, Any]:
+        return {**spec, **SATISFIED_FILTER}
+
+    def backlog_cell(self, as_of: Any, lower: int, upper: int | None) -> dict[str, Any]:
+        """The open conversations aged ``lower`` to ``upper`` hours at ``as_of``."""
+        created: dict[str, Any] = {"lte": as_of - timedelta(hours=lower)} if lower else {}
+        if upper is not None:
+            created["gt"] = as_of - timedelta(hours=upper)
+        return {**self.backlog_spec, "created_at": created} if created else self.backlog_spec
 
 
 SATISFIED_FILTER = {"rating_score": {"gte": min(SATISFIED_SCORES)}}
@@ -1016,14 +1033,6 @@ def service_statements(
     )
 
 
-def backlog_created(as_of: datetime, lower: int, upper: int | None) -> dict[str, Any]:
-    """The ``created_at`` filter of a backlog band's conversations at ``as_of``."""
-    created: dict[str, Any] = {"lte": as_of - timedelta(hours=lower)} if lower else {}
-    if upper is not None:
-        created["gt"] = as_of - timedelta(hours=upper)
-    return created
-
-
 async def service_report(
     actor: Actor,
     session: AsyncSession,
@@ -1060,19 +1069,12 @@ async def service_report(
         filter=filter,
         as_of=as_of,
     )
-    started_spec = built.started_spec
     volume = [
         VolumeCell(
             Channel(channel),
             ConversationStatus(status),
             int(count),
-            _conversations(
-                {
-                    **started_spec,
-                    "channel": {"eq": Channel(channel)},
-                    "status": {"eq": ConversationStatus(status)},
-                }
-            ),
+            _conversations(built.volume_cell(Channel(channel), ConversationStatus(status))),
         )
         for channel, status, count in (await session.execute(built.volume)).all()
     ]
@@ -1088,7 +1090,11 @@ async def service_report(
                 int(count),
                 float(p50) if p50 is not None else None,
                 float(p90) if p90 is not None else None,
-                _conversations({**spec, **_group_spec(agent_g, channel_g, agent_id, channel)}),
+                _conversations(
+                    built.group_cell(
+                        spec, not agent_g, not channel_g, agent_id, channel and Channel(channel)
+                    )
+                ),
             )
             if agent_g and channel_g:
                 overall = stats
@@ -1108,8 +1114,7 @@ async def service_report(
         per_band[int(index)][ConversationStatus(status)] = int(count)
     backlog = []
     for index, (label, lower, upper) in enumerate(BACKLOG_BANDS):
-        created = backlog_created(as_of, lower, upper)
-        spec = {**built.backlog_spec, "created_at": created} if created else built.backlog_spec
+        spec = built.backlog_cell(as_of, lower, upper)
         found = per_band.get(index, {})
         opened = found.get(ConversationStatus.OPEN, 0)
         pending = found.get(ConversationStatus.PENDING, 0)
@@ -1128,13 +1133,15 @@ async def service_report(
         None,
         None,
         _conversations(rated_spec),
-        _conversations({**rated_spec, **SATISFIED_FILTER}),
+        _conversations(built.satisfied_cell(rated_spec)),
     )
     csat_agents, csat_channels = [], []
     for agent_g, channel_g, agent_id, channel, count, satisfied, average in (
         await session.execute(built.csat)
     ).all():
-        spec = {**rated_spec, **_group_spec(agent_g, channel_g, agent_id, channel)}
+        spec = built.group_cell(
+            rated_spec, not agent_g, not channel_g, agent_id, channel and Channel(channel)
+        )
         stats = CsatStats(
             agent_id if not agent_g else None,
             Channel(channel) if not channel_g else None,
@@ -1143,7 +1150,7 @@ async def service_report(
             int(satisfied) / int(count) if count else None,
             float(average) if average is not None else None,
             _conversations(spec),
-            _conversations({**spec, **SATISFIED_FILTER}),
+            _conversations(built.satisfied_cell(spec)),
         )
         if agent_g and channel_g:
             overall_csat = stats

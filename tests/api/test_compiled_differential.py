@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -420,15 +421,23 @@ SERVICE_REPORT_PERIOD = """query($from: Date!, $to: Date!, $tz: String, $channel
   $f: ConversationFilter) {
   serviceReport(from: $from, to: $to, timeZone: $tz, channels: $channels, filter: $f) {
     from to timeZone __typename
-    volume { channel status count }
-    firstResponse { overall { count p90Seconds agent { name } }
-      byChannel { channel p50Seconds } }
-    csat { overall { csat averageScore satisfied } byAgent { agent { id } count } } } }"""
+    volume { channel status count drillDown { list filter } }
+    firstResponse { overall { count p90Seconds agent { name } drillDown { filter } }
+      byAgent { agent { id } drillDown { filter } }
+      byChannel { channel p50Seconds drillDown { list filter } } }
+    resolution { byAgent { count drillDown { filter } } }
+    csat { overall { csat averageScore satisfied satisfiedDrillDown { filter } }
+      byAgent { agent { id } count drillDown { filter } satisfiedDrillDown { filter } }
+      byChannel { channel drillDown { filter } satisfiedDrillDown { filter } } } } }"""
+BACKLOG = """query($f: ConversationFilter) {
+  serviceReport(from: "2025-01-01", to: "2025-01-31", filter: $f) {
+    asOf backlog { label minAgeHours maxAgeHours count drillDown { list filter } } } }"""
 
 
 async def test_service_reports_are_compiled_and_identical(pair: Pair) -> None:
-    """The bench's service report and variants (zones, channels, a filter, an empty period);
-    drill-downs take the executed path (asOf is the instant of each answer: left out)."""
+    """The bench's service report and variants (zones, channels, a filter, an empty period),
+    drill-downs included; the backlog's drill-downs are instants before each answer's asOf
+    (the instant of each answer): compared with asOf put in."""
     counted = 0
     for start, end in (("2020-01-01", "2026-12-31"), ("2025-01-01", "2025-03-31")):
         for tz in ("UTC", "Asia/Kathmandu", None):
@@ -438,6 +447,7 @@ async def test_service_reports_are_compiled_and_identical(pair: Pair) -> None:
             counted += sum(cell["count"] for cell in body["data"]["serviceReport"]["volume"])
     assert counted > 0
     for variables in (
+        {},
         {"channels": ["CHAT", "EMAIL"]},
         {"f": {"status": {"eq": "OPEN"}}},
         {"f": {"createdAt": {"gte": "2099-01-01T00:00:00Z"}}},
@@ -447,10 +457,22 @@ async def test_service_reports_are_compiled_and_identical(pair: Pair) -> None:
             {"from": "2020-01-01", "to": "2026-12-31", "tz": "Europe/Berlin", **variables},
             compiled=True,
         )
-    await pair.same(
-        '{ serviceReport(from: "2025-01-01", to: "2025-01-31") { volume { drillDown { filter } } } }',
-        compiled=False,
-    )
+    for variables in ({}, {"f": {"channel": {"eq": "CHAT"}}}):
+        fast, slow = await pair.both(BACKLOG, variables)
+        assert fast.headers.get("x-crm-read-path") == COMPILED
+        answers = [orjson.loads(r.content)["data"]["serviceReport"] for r in (fast, slow)]
+        for answer in answers:  # each band's bounds are its ages before the answer's asOf
+            as_of = datetime.fromisoformat(answer["asOf"])
+            for band in answer["backlog"]:
+                text = orjson.dumps(band["drillDown"]["filter"]).decode()
+                for hours in (band["minAgeHours"], band["maxAgeHours"]):
+                    if hours:
+                        instant = (as_of - timedelta(hours=hours)).isoformat()
+                        assert instant in text, (instant, text)
+                        text = text.replace(instant, f"asOf-{hours}h")
+                band["drillDown"]["filter"] = orjson.loads(text)
+            answer["asOf"] = None
+        assert answers[0] == answers[1]
     body = await pair.same(
         '{ serviceReport(from: "2025-02-01", to: "2025-01-31") { volume { count } } }',
         compiled=False,
@@ -1341,11 +1363,12 @@ def _compilable() -> dict[str, set[str]]:
     known["DrillDown"] = {"list", "filter"}
     known["ServiceReport"] = {"from", "to", "timeZone", "volume", "firstResponse"}
     known["ServiceReport"] |= {"resolution", "backlog", "csat"}
-    known["VolumeCell"] = {"channel", "status", "count"}
+    known["VolumeCell"] = {"channel", "status", "count", "drillDown"}
     known["ServiceTimes"] = known["Csat"] = {"overall", "byAgent", "byChannel"}
-    known["TimeStats"] = {"agent", "channel", "count", "p50Seconds", "p90Seconds"}
+    known["TimeStats"] = {"agent", "channel", "count", "p50Seconds", "p90Seconds", "drillDown"}
     known["BacklogBand"] = {"label", "minAgeHours", "maxAgeHours", "openCount", "pendingCount"}
     known["CsatStats"] = {"agent", "channel", "count", "satisfied", "csat", "averageScore"}
+    known["CsatStats"] |= {"drillDown", "satisfiedDrillDown"}
     known["TimeSeriesPoint"] = {"start", "end", "count", "amount", "drillDown"}
     known["SearchResults"] = {"edges", "pageInfo"}
     known["SearchHit"] = {"cursor", "node", "score"}
