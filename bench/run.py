@@ -97,7 +97,7 @@ PRESETS = {
     ),
     # Quick: fewer subscribers (RT1 400, RT2 400), shorter runs; see 0005-benchmarks.md.
     "quick": Preset(1, 3, 1, 10, 100, 3, 100, 100, 5, 400, (2, 10, 50), 2, 200, True, True, 2, 3),
-    "smoke": Preset(0.02, 2, 0.3, 3, 6, 2, 4, 10, 1.5, 10, (5,), 1.5, 10, False, False, 1, 1, 2),
+    "smoke": Preset(0.02, 1, 0.2, 3, 6, 2, 4, 10, 1.5, 10, (5,), 1.5, 10, False, False, 1, 1, 2),
 }
 
 # Issue 13's scenarios (S1 search, S2 segment page, S3/S4 reports, S5 revenue by owner,
