@@ -71,3 +71,21 @@ async def revoke_api_key(info: Any, input: Any) -> Payload:
     return await mutate_payload(
         info, "api_key", lambda actor, s: api_keys.revoke_api_key(actor, s, id)
     )
+
+
+async def set_api_key_budget(info: Any, input: Any) -> Payload:
+    id = decode_id(input.id, "ApiKey")
+    settings = info.context.app.settings
+    return await mutate_payload(
+        info,
+        "api_key",
+        lambda actor, s: api_keys.set_api_key_budget(
+            actor,
+            s,
+            id,
+            rate_limit_per_minute=input.rate_limit_per_minute,
+            max_query_cost=input.max_query_cost,
+            server_rate_limit_per_minute=settings.rate_limit_api_key_per_minute,
+            server_max_query_cost=settings.max_query_cost,
+        ),
+    )

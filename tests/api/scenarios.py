@@ -362,6 +362,11 @@ def revoke_api_key_scenario() -> Scenario:
     return Scenario(succeeds, fails)
 
 
+async def _api_key(env: Env) -> str:
+    _, key_id = await env.api_key(api_keys.DEALS_READ)
+    return to_global_id("ApiKey", key_id)
+
+
 async def user_input(env: Env) -> dict[str, Any]:
     return {
         "email": f"new-{uuid.uuid4().hex[:10]}@example.com",
@@ -434,6 +439,8 @@ async def order_input(env: Env) -> dict[str, Any]:
 
 async def custom_field_input(env: Env) -> dict[str, Any]:
     return {"entity": "DEAL", "key": "r" + uuid.uuid4().hex[:8], "label": "Region", "type": "TEXT"}
+
+
 async def product_input(env: Env) -> dict[str, Any]:
     return {
         "sku": f"SKU-{uuid.uuid4().hex[:8]}",
@@ -506,6 +513,12 @@ SCENARIOS: dict[str, Scenario] = {
     "markConversationRead": mark_conversation_read_scenario(),
     "createApiKey": creating(api_key_input, {"scopes": []}, "VALIDATION"),
     "revokeApiKey": revoke_api_key_scenario(),
+    "setApiKeyBudget": changing(
+        _api_key,
+        {"rateLimitPerMinute": 100, "maxQueryCost": 500},
+        {"maxQueryCost": 0},
+        "VALIDATION",
+    ),
     "createUser": creating(user_input, {"password": "short"}, "VALIDATION"),
     "updateUser": changing(Env.agent_user, {"role": "MANAGER"}, {"name": " "}, "VALIDATION"),
     "createWebhook": creating(webhook_input, {"url": "ftp://hooks.example.com"}, "VALIDATION"),
