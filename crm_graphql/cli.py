@@ -1,5 +1,5 @@
-"""``crm-graphql``: serve, migrate, seed-demo, export-schema, create-workspace, create-user,
-create-api-key, backup, restore, new-encryption-key, rotate-encryption-key."""
+"""``crm-graphql``: serve, migrate, seed-demo, export-schema, export-events, create-workspace,
+create-user, create-api-key, backup, restore, new-encryption-key, rotate-encryption-key."""
 
 from __future__ import annotations
 
@@ -208,6 +208,18 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
         sys.stdout.write(sdl)
     else:
         Path(args.out).write_text(sdl)
+        _say(f"Wrote {args.out}")
+    return 0
+
+
+def cmd_export_events(args: argparse.Namespace) -> int:
+    from crm_graphql.event_catalogue import markdown
+
+    text = markdown()
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text)
         _say(f"Wrote {args.out}")
     return 0
 
@@ -454,6 +466,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="schema.graphql", help="file, or - for stdout (default schema.graphql)"
     )
     export.set_defaults(func=cmd_export_schema)
+
+    events = sub.add_parser(
+        "export-events",
+        help="write the webhook event catalogue",
+        description="Write the webhook event catalogue (docs/events.md).",
+    )
+    events.add_argument(
+        "--out", default="docs/events.md", help="file, or - for stdout (default docs/events.md)"
+    )
+    events.set_defaults(func=cmd_export_events)
 
     ws = sub.add_parser(
         "create-workspace", help="create a workspace (tenant)", description="Create a workspace."

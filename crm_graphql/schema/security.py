@@ -64,9 +64,15 @@ class AuditLogEntry(Node):
 
     action: str = strawberry.field(description="The mutation, e.g. `updateCustomer`.")
     entity_type: str = strawberry.field(description="Type of the changed entity.")
-    changes: JSON = strawberry.field(
-        description="Changed fields: `{field: {before, after}}` (after only on creation)."
+
+    @strawberry.field(
+        description="Changed fields: `{field: {before, after}}` (after only on creation), "
+        "in the API's names: camelCase fields (`ownerId`), other objects by global ID, "
+        "enum values as the schema spells them (`OPEN`)."
     )
+    def changes(self) -> JSON:
+        return resolve.entry_changes(self)  # type: ignore[arg-type, return-value]
+
     request_id: str | None = strawberry.field(description="The request's `X-Request-Id`.")
     created_at: datetime = strawberry.field(description="When the change was committed.")
 

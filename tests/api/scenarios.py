@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,8 +15,16 @@ from graphql import GraphQLObjectType, get_named_type
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_graphql.models import AuditLog, Base, Role, User
-from crm_graphql.resolvers.ids import to_global_id
+from crm_graphql.models import (
+    AuditLog,
+    Base,
+    DeliveryStatus,
+    Event,
+    Role,
+    User,
+    WebhookDelivery,
+)
+from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from crm_graphql.schema import schema
 from crm_graphql.services import api_keys
 from crm_graphql.services.actor import Actor
@@ -149,6 +158,33 @@ class Env:
 
     async def webhook(self) -> str:
         return await self.make("createWebhook", url="http://127.0.0.1:9/crm")
+
+    async def webhook_delivery(self, status: DeliveryStatus) -> str:
+        """A delivery of a new webhook in ``status`` (written directly: deliveries are made
+        by the dispatcher, not by a mutation); a pending one is due in a day, so no
+        dispatcher of another test makes it meanwhile."""
+        webhook_id = from_global_id(await self.webhook())[1]
+        due = datetime.now(UTC) + timedelta(days=1 if status is DeliveryStatus.PENDING else 0)
+        async with self.sessionmaker() as session, session.begin():
+            event = Event(
+                workspace_id=self.user.workspace_id,
+                topic="workspace",
+                type="pipeline.created",
+                entity_type="Pipeline",
+                payload={},
+            )
+            session.add(event)
+            await session.flush()
+            delivery = WebhookDelivery(
+                workspace_id=self.user.workspace_id,
+                webhook_id=webhook_id,
+                event_id=event.id,
+                status=status,
+                attempts=1,
+                next_attempt_at=due,
+            )
+            session.add(delivery)
+        return to_global_id("WebhookDelivery", delivery.id)
 
     async def segment(self) -> str:
         """A segment shared with the workspace (managers may change it, agents may not)."""
@@ -384,6 +420,17 @@ async def webhook_input(env: Env) -> dict[str, Any]:
     return {"url": "http://127.0.0.1:9/in", "eventTypes": ["deal.moved"]}
 
 
+def redeliver_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        id = await env.webhook_delivery(DeliveryStatus.FAILED)
+        return Call({"id": id}, entity=id, node="delivery")
+
+    async def fails(env: Env) -> Call:
+        return Call({"id": await env.webhook_delivery(DeliveryStatus.PENDING)}, error="CONFLICT")
+
+    return Scenario(succeeds, fails)
+
+
 def workspace_scenario(good: dict[str, Any], bad: dict[str, Any], error: str) -> Scenario:
     """A mutation of the workspace's settings: the audit names the workspace."""
 
@@ -526,6 +573,7 @@ SCENARIOS: dict[str, Scenario] = {
         Env.webhook, {"isActive": False}, {"eventTypes": ["Not A Type"]}, "VALIDATION"
     ),
     "deleteWebhook": changing(Env.webhook, {}, {"expectedVersion": STALE_VERSION}, "CONFLICT"),
+    "redeliverWebhookDelivery": redeliver_scenario(),
     "rotateWebhookSecret": changing(
         Env.webhook, {}, {"expectedVersion": STALE_VERSION}, "CONFLICT"
     ),

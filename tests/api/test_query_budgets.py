@@ -150,13 +150,13 @@ async def test_an_admin_sets_a_keys_budgets_and_the_key_is_held_to_them(
         assert refused.errors[0]["extensions"]["code"] == "RATE_LIMITED"
         assert refused.headers["ratelimit-limit"] == "4"
 
-        # Every change is audited.
+        # Every change is audited, in the API's names.
         entries = (await admin(AUDIT, {"id": key_id})).ok()["auditLog"]["nodes"]
         assert [e["changes"] for e in entries] == [
-            {"max_query_cost": {"before": 20, "after": None}},
+            {"maxQueryCost": {"before": 20, "after": None}},
             {
-                "max_query_cost": {"before": None, "after": 20},
-                "rate_limit_per_minute": {"before": None, "after": 4},
+                "maxQueryCost": {"before": None, "after": 20},
+                "rateLimitPerMinute": {"before": None, "after": 4},
             },
         ]
 
