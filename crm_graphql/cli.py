@@ -200,28 +200,26 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(text: str, out: str) -> int:
+    """Write a generated file to ``out`` (``-``: stdout)."""
+    if out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(out).write_text(text)
+        _say(f"Wrote {out}")
+    return 0
+
+
 def cmd_export_schema(args: argparse.Namespace) -> int:
     from crm_graphql.schema import schema
 
-    sdl = schema.as_str() + "\n"
-    if args.out == "-":
-        sys.stdout.write(sdl)
-    else:
-        Path(args.out).write_text(sdl)
-        _say(f"Wrote {args.out}")
-    return 0
+    return _export(schema.as_str() + "\n", args.out)
 
 
 def cmd_export_events(args: argparse.Namespace) -> int:
     from crm_graphql.event_catalogue import markdown
 
-    text = markdown()
-    if args.out == "-":
-        sys.stdout.write(text)
-    else:
-        Path(args.out).write_text(text)
-        _say(f"Wrote {args.out}")
-    return 0
+    return _export(markdown(), args.out)
 
 
 def cmd_create_workspace(args: argparse.Namespace) -> int:

@@ -637,8 +637,9 @@ def _get_response(
         **headers,
         "ETag": etag,
         "Cache-Control": f"{'private' if private else 'public'}, no-cache",
-        # The answer depends on who asks and on the media type asked for.
-        "Vary": "Accept, Authorization",
+        # The answer depends on who asks, on the media type asked for, and on whether the
+        # cost figures were (``extensions.cost``).
+        "Vary": f"Accept, Authorization, {COST_HEADER}",
     }
     given = request.headers.get("if-none-match", "")
     if any(tag.strip() in (etag, etag[2:], "*") for tag in given.split(",")):

@@ -57,7 +57,11 @@ async def _start_conversation(base_url: str, token: str, subject: str) -> None:
         assert started.ok()["startConversation"]["errors"] == []
 
 
-async def _run_example(command: list[str], env: dict[str, str], trigger: Any) -> dict[str, Any]:
+async def _run_example(
+    command: list[str], env: dict[str, str], trigger: Any = None, seconds: float = 20
+) -> dict[str, Any]:
+    """Run an example to its end (``trigger``, when given, once it has had time to connect
+    and subscribe): the last JSON line it printed."""
     proc = await asyncio.create_subprocess_exec(
         *command,
         cwd=support.ROOT,
@@ -66,9 +70,10 @@ async def _run_example(command: list[str], env: dict[str, str], trigger: Any) ->
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        await asyncio.sleep(1.5)  # connected and subscribed
-        await trigger()
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), 20)
+        if trigger is not None:
+            await asyncio.sleep(1.5)  # connected and subscribed
+            await trigger()
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), seconds)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -193,23 +198,6 @@ async def _customers(
     return names[::-1]
 
 
-async def _run(command: list[str], env: dict[str, str], seconds: float) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=support.ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), seconds)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr.decode()
-    return json.loads(stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
 def _frontend_bundle(tmp_path: Any) -> list[str]:
     """examples/frontend type-checked (tsc) and bundled for Node (esbuild): the command
     that runs it."""
@@ -258,7 +246,7 @@ async def test_the_frontend_client_pages_waits_out_rate_limits_and_reports_failu
         "CRM_TOKEN": token,
         "CRM_PAGE_SIZE": "1",
     }
-    result = await _run(command, env, 120)
+    result = await _run_example(command, env, seconds=120)
     # 23 pages of one customer against a budget of 20 a minute: it waited, lost nothing.
     assert result["pages"] == [[name] for name in names]
     assert result["totalCount"] == 23
@@ -305,7 +293,7 @@ async def test_the_partner_integration_pages_waits_and_verifies_a_real_webhook(
         "CRM_API_KEY": key["token"],
         "CRM_PAGE_SIZE": "1",
     }
-    result = await _run([sys.executable, "examples/partner.py"], env, 150)
+    result = await _run_example([sys.executable, "examples/partner.py"], env, seconds=150)
     assert result["customers"] == names and result["pages"] == 22
     assert result["rateLimitedWaits"] and all(1 <= w <= 3 for w in result["rateLimitedWaits"])
     throttle = result["lastCost"]["throttleStatus"]

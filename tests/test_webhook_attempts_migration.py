@@ -5,29 +5,17 @@ keep the body they were written against (payload version 1); new ones get versio
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import pytest
 from alembic import command
-from sqlalchemy.engine import make_url
 
 from tests import support
 
 REVISION = "0021"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def scratch_url(server_database_url: str) -> Iterator[str]:
-    name = f"crm_mig_{secrets.token_hex(4)}"
-    support.create_database(server_database_url, name)
-    yield make_url(server_database_url).set(database=name).render_as_string(hide_password=False)
-    support.drop_database(server_database_url, name)
 
 
 async def _seed(url: str) -> dict[str, Any]:

@@ -34,6 +34,12 @@ def _limited(settings: Settings, **overrides: Any) -> Any:
     )
 
 
+def _server_with_key_limits(settings: Settings) -> Any:
+    """An app of its own with rate limits on: 50 operations a minute per key, a cost of
+    1000 per operation."""
+    return _limited(settings, rate_limit_api_key_per_minute=50, max_query_cost=1000)
+
+
 async def _key(admin: support.GraphQLClient) -> tuple[str, support.GraphQLClient]:
     created = (
         await admin(CREATE_KEY, {"i": {"name": "Partner", "scopes": ["CUSTOMERS_READ"]}})
@@ -107,9 +113,7 @@ async def test_each_operation_of_a_batch_reports_its_own_cost(
 async def test_an_admin_sets_a_keys_budgets_and_the_key_is_held_to_them(
     settings: Settings, users: dict[Role, User]
 ) -> None:
-    async with _limited(
-        settings, rate_limit_api_key_per_minute=50, max_query_cost=1000
-    ) as anonymous:
+    async with _server_with_key_limits(settings) as anonymous:
         admin = await anonymous.logged_in(users[Role.ADMIN].email, support.PASSWORD)
         key_id, partner = await _key(admin)
         budget = {"id": key_id, "rateLimitPerMinute": 4, "maxQueryCost": 20}
@@ -164,9 +168,7 @@ async def test_an_admin_sets_a_keys_budgets_and_the_key_is_held_to_them(
 async def test_a_key_budget_is_at_most_the_servers(
     settings: Settings, users: dict[Role, User]
 ) -> None:
-    async with _limited(
-        settings, rate_limit_api_key_per_minute=50, max_query_cost=1000
-    ) as anonymous:
+    async with _server_with_key_limits(settings) as anonymous:
         admin = await anonymous.logged_in(users[Role.ADMIN].email, support.PASSWORD)
         key_id, _ = await _key(admin)
         for field, value in (
@@ -185,3 +187,17 @@ async def test_a_key_budget_is_at_most_the_servers(
         manager = await anonymous.logged_in(users[Role.MANAGER].email, support.PASSWORD)
         refused = await manager(SET_BUDGET, {"i": {"id": key_id, "rateLimitPerMinute": 5}})
         assert [e["code"] for e in refused.ok()["setApiKeyBudget"]["errors"]] == ["FORBIDDEN"]
+
+
+async def test_a_get_answer_varies_with_the_ask_for_its_cost(client: support.GraphQLClient) -> None:
+    params = {"query": "{ __typename }"}
+    plain = await client.http.get("/graphql", params=params, headers={"Accept": "application/json"})
+    asked = await client.http.get(
+        "/graphql", params=params, headers={"Accept": "application/json", **ASK}
+    )
+    assert plain.status_code == asked.status_code == 200
+    assert "extensions" not in plain.json()
+    assert asked.json()["extensions"]["cost"]["requestedQueryCost"] == 0
+    # Caches keep the two apart: they differ, and so do their validators.
+    assert "X-CRM-Cost" in asked.headers["vary"] and "X-CRM-Cost" in plain.headers["vary"]
+    assert plain.headers["etag"] != asked.headers["etag"]
