@@ -1,5 +1,5 @@
-"""``crm-graphql``: serve, migrate, seed-demo, export-schema, create-workspace, create-user,
-create-api-key, backup, restore, new-encryption-key, rotate-encryption-key."""
+"""``crm-graphql``: serve, migrate, seed-demo, export-schema, export-events, create-workspace,
+create-user, create-api-key, backup, restore, new-encryption-key, rotate-encryption-key."""
 
 from __future__ import annotations
 
@@ -200,16 +200,26 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(text: str, out: str) -> int:
+    """Write a generated file to ``out`` (``-``: stdout)."""
+    if out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(out).write_text(text)
+        _say(f"Wrote {out}")
+    return 0
+
+
 def cmd_export_schema(args: argparse.Namespace) -> int:
     from crm_graphql.schema import schema
 
-    sdl = schema.as_str() + "\n"
-    if args.out == "-":
-        sys.stdout.write(sdl)
-    else:
-        Path(args.out).write_text(sdl)
-        _say(f"Wrote {args.out}")
-    return 0
+    return _export(schema.as_str() + "\n", args.out)
+
+
+def cmd_export_events(args: argparse.Namespace) -> int:
+    from crm_graphql.event_catalogue import markdown
+
+    return _export(markdown(), args.out)
 
 
 def cmd_create_workspace(args: argparse.Namespace) -> int:
@@ -454,6 +464,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="schema.graphql", help="file, or - for stdout (default schema.graphql)"
     )
     export.set_defaults(func=cmd_export_schema)
+
+    events = sub.add_parser(
+        "export-events",
+        help="write the webhook event catalogue",
+        description="Write the webhook event catalogue (docs/events.md).",
+    )
+    events.add_argument(
+        "--out", default="docs/events.md", help="file, or - for stdout (default docs/events.md)"
+    )
+    events.set_defaults(func=cmd_export_events)
 
     ws = sub.add_parser(
         "create-workspace", help="create a workspace (tenant)", description="Create a workspace."

@@ -18,12 +18,14 @@ from starlette.types import Message, Send
 
 # What browser GraphQL clients send besides the CORS-safelisted headers: credentials and
 # JSON bodies; Apollo Client's client awareness and CSRF-prevention headers; graphql-sse's
-# reconnection; W3C trace context (OpenTelemetry's fetch instrumentation); our request id.
+# reconnection; W3C trace context (OpenTelemetry's fetch instrumentation); our request id
+# and our ask for the query's cost (``http.cost_wanted``).
 CLIENT_HEADERS: tuple[str, ...] = (
     "Authorization",
     "Content-Type",
     "Accept",
     "X-Request-Id",
+    "X-CRM-Cost",
     "apollographql-client-name",
     "apollographql-client-version",
     "apollo-require-preflight",

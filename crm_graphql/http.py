@@ -38,6 +38,7 @@ from strawberry.types.graphql import OperationType
 
 from crm_graphql.db.replica import database_failure
 from crm_graphql.explorer import explorer_response, wants_explorer
+from crm_graphql.limits import QueryLimits, requested_cost
 from crm_graphql.masking import UNAVAILABLE_RETRY_AFTER, format_error, unavailable_error
 from crm_graphql.observability import metrics, tracing
 from crm_graphql.observability.requests import current_request_id, request_id_for
@@ -278,9 +279,17 @@ async def _rate_limit(
 ) -> dict[str, str]:
     """Count the request's operations against its bucket: the ``RateLimit-*`` headers,
     or ``RequestError(429)`` when the bucket refuses them."""
+    decision = await _rate_decision(app, actor, request, operations)
+    return {} if decision is None else decision.headers()
+
+
+async def _rate_decision(
+    app: AppState, actor: Actor | None, request: Request, operations: int
+) -> ratelimit.Decision | None:
+    """``_rate_limit``'s decision (None when rate limits are off)."""
     bucket = ratelimit.actor_bucket(actor, _client_ip(request), app.settings)
     if bucket is None:
-        return {}
+        return None
     decision = await app.limiter.hit(bucket, operations)
     if not decision.allowed:
         raise RequestError(
@@ -291,7 +300,49 @@ async def _rate_limit(
             decision.headers(),
             {"retryAfter": decision.retry_after},
         )
-    return decision.headers()
+    return decision
+
+
+COST_HEADER = "X-CRM-Cost"
+_COST_WANTED = frozenset({"1", "true", "yes", "include"})
+
+
+def cost_wanted(request: Request) -> bool:
+    """Whether the client asks for ``extensions.cost`` in its answers (``X-CRM-Cost: 1``;
+    README, "Query cost and budgets")."""
+    return request.headers.get(COST_HEADER, "").strip().lower() in _COST_WANTED
+
+
+def cost_report(
+    request: Request,
+    actor: Actor | None,
+    query: str | None,
+    variables: Any,
+    throttle: ratelimit.Decision | None,
+) -> dict[str, Any]:
+    """``extensions.cost`` of one operation: the cost the limits computed for it, the
+    most the caller may ask for in one operation, and its rate budget after this request
+    (``throttleStatus``: null when no rate limit applies)."""
+    limits = QueryLimits.from_settings(request.app.state.crm.settings).for_actor(actor)
+    cost = requested_cost(
+        request.app.state.schema._schema,  # graphql-core's schema: what the limits measure
+        query,
+        limits,
+        variables if isinstance(variables, dict) else None,
+    )
+    return {
+        "requestedQueryCost": cost,
+        "maximumQueryCost": limits.max_cost or None,
+        "throttleStatus": None if throttle is None else throttle.throttle_status(),
+    }
+
+
+def with_extensions(body: dict[str, Any] | bytes, extensions: dict[str, Any]) -> Any:
+    """``body`` with a top-level ``extensions`` entry, last: the same bytes whether the
+    body came compiled (JSON bytes) or executed (a dict)."""
+    if isinstance(body, bytes):
+        return body[:-1] + b',"extensions":' + orjson.dumps(extensions) + b"}"
+    return {**body, "extensions": extensions}
 
 
 def _request_error_status(media_type: str) -> int:
@@ -408,11 +459,19 @@ async def _operation(
     request_id: str,
     params: dict[str, Any],
     media_type: str,
+    *,
+    report_cost: bool = False,
+    throttle: ratelimit.Decision | None = None,
 ) -> tuple[dict[str, Any] | bytes, int]:
-    """One operation, counted and timed (``/metrics``) and traced."""
+    """One operation, counted and timed (``/metrics``) and traced; with its
+    ``extensions.cost`` when ``report_cost`` (``throttle``: the request's rate
+    decision)."""
     observed = metrics.ObservedOperation(params.get("operationName"))
     with tracing.span("graphql.operation") as span:
         body, status = await _answer(request, app, actor, request_id, params, media_type, observed)
+        if report_cost:
+            report = cost_report(request, actor, observed.query, params.get("variables"), throttle)
+            body = with_extensions(body, {"cost": report})
         name, kind = observed.answered(app.settings, body, status)
         if span is not None:
             span.set_attributes(
@@ -489,9 +548,20 @@ async def graphql_endpoint(request: Request) -> Response:
             # tokens or keys is slowed too (429 once the address is out of budget).
             await _rate_limit(app, None, request, 1)
             raise
-        headers.update(await _rate_limit(app, actor, request, len(operations)))
+        decision = await _rate_decision(app, actor, request, len(operations))
+        if decision is not None:
+            headers.update(decision.headers())
         results = [
-            await _operation(request, app, actor, request_id, operation, media_type)
+            await _operation(
+                request,
+                app,
+                actor,
+                request_id,
+                operation,
+                media_type,
+                report_cost=cost_wanted(request),
+                throttle=decision,
+            )
             for operation in operations
         ]
     except Exception as exc:
@@ -567,8 +637,9 @@ def _get_response(
         **headers,
         "ETag": etag,
         "Cache-Control": f"{'private' if private else 'public'}, no-cache",
-        # The answer depends on who asks and on the media type asked for.
-        "Vary": "Accept, Authorization",
+        # The answer depends on who asks, on the media type asked for, and on whether the
+        # cost figures were (``extensions.cost``).
+        "Vary": f"Accept, Authorization, {COST_HEADER}",
     }
     given = request.headers.get("if-none-match", "")
     if any(tag.strip() in (etag, etag[2:], "*") for tag in given.split(",")):

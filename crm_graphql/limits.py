@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from graphql import (
@@ -49,6 +49,7 @@ from graphql import (
     StringValueNode,
     VariableNode,
     get_named_type,
+    parse,
 )
 from graphql.error import GraphQLSyntaxError
 from graphql.type import GraphQLInterfaceType, GraphQLObjectType
@@ -57,6 +58,7 @@ from strawberry.schema.schema import validate_document
 
 if TYPE_CHECKING:
     from crm_graphql.resolvers.context import Context
+    from crm_graphql.services.actor import Actor
     from crm_graphql.settings import Settings
 
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
@@ -87,6 +89,13 @@ class QueryLimits:
             default_page_size=settings.default_page_size,
             max_page_size=settings.max_page_size,
         )
+
+    def for_actor(self, actor: Actor | None) -> QueryLimits:
+        """These limits for one caller: an API key's own cost budget (set by an admin,
+        never above the server's) replaces the server's."""
+        if actor is None or actor.max_query_cost is None:
+            return self
+        return replace(self, max_cost=actor.max_query_cost)
 
 
 def limit_error(message: str, code: str, **extensions: Any) -> GraphQLError:
@@ -439,6 +448,42 @@ class _DocumentCache:
 
 _CACHE = _DocumentCache(CACHE_SIZE)
 
+
+def requested_cost(
+    schema: GraphQLSchema,
+    query: str | None,
+    limits: QueryLimits,
+    variables: Mapping[str, Any] | None,
+) -> int | None:
+    """The cost of an operation as the limits measure it (``QUERY_TOO_COSTLY`` compares
+    it with ``max_cost``), for the answer's ``extensions.cost``; None when the document
+    does not parse. Shares the document cache with ``OperationLimits``, so the compiled
+    and the executed path report the same number for the same request."""
+    if not query:
+        return None
+    key = (query, limits.max_tokens)
+    entry = _CACHE.get(key)
+    if entry is None:
+        try:
+            document = parse(
+                query,
+                max_lexical_tokens=limits.max_tokens or None,
+                max_comments=limits.max_tokens or None,
+            )
+        except GraphQLError:
+            return None
+        entry = _Entry(document)
+        _CACHE.put(key, entry)
+    try:
+        if entry.shape is None:
+            entry.shape = shape_of(schema, entry.document, limits)
+        if entry.shape.static_cost is not None:
+            return entry.shape.static_cost
+        return measure(schema, entry.document, limits, variables)[1]
+    except RecursionError:
+        return None
+
+
 # graphql-core's messages for the two parser limits (see test_limits: a change of
 # wording upstream fails a test rather than silently losing the code).
 _TOKEN_LIMIT_MESSAGE = "Document contains more than"
@@ -496,7 +541,7 @@ class OperationLimits(SchemaExtension):
         if entry is None or ec.graphql_document is not entry.document:
             yield  # a document from elsewhere: Strawberry validates it
             return
-        limits = QueryLimits.from_settings(settings)
+        limits = QueryLimits.from_settings(settings).for_actor(context.actor)
         schema = ec.schema._schema
         if entry.shape is None:
             try:

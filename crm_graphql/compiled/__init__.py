@@ -224,14 +224,14 @@ class CompiledReads:
             actor.role,
             actor.api_key_id is not None,
             actor.scopes,
+            actor.max_query_cost,
         )
         found = self._plans.hit(key)
         if found is not _MISS:
             return found  # type: ignore[no-any-return]
         compiled: Compiled | None = None
-        if limit_errors(
-            self.schema._schema, document.document, document.shape, self.limits, variables
-        ):
+        limits = self.limits.for_actor(actor)
+        if limit_errors(self.schema._schema, document.document, document.shape, limits, variables):
             return self._plans.put(key, None)  # type: ignore[no-any-return]
         coerced = get_variable_values(
             self.schema._schema, document.operation.variable_definitions or (), variables or {}

@@ -33,6 +33,7 @@ from crm_graphql.models.events import (
     Event,
     Webhook,
     WebhookDelivery,
+    WebhookDeliveryAttempt,
     WebhookDispatchCursor,
 )
 from crm_graphql.models.orders import (
@@ -110,6 +111,7 @@ __all__ = [
     "User",
     "Webhook",
     "WebhookDelivery",
+    "WebhookDeliveryAttempt",
     "WebhookDispatchCursor",
     "Workspace",
     "WorkspaceCredentials",

@@ -80,6 +80,11 @@ class Webhook(WorkspaceScoped, Base):
         UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
     )
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    # The body's form (crm_graphql/event_catalogue.py): 2, the API's names; 1, the stored
+    # form, which webhooks created before version 2 keep until moved.
+    payload_version: Mapped[int] = mapped_column(
+        SmallInteger, nullable=False, server_default=text("2")
+    )
 
     __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
     __table_args__ = (Index("ix_webhooks_workspace_created", "workspace_id", "created_at", "id"),)
@@ -114,6 +119,31 @@ class WebhookDelivery(WorkspaceScoped, Base):
             "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
         ),
+    )
+
+
+class WebhookDeliveryAttempt(Base):
+    """One HTTP attempt of a delivery: what the receiver answered (or why there was no
+    answer), how long it took and when. Written with the delivery's outcome."""
+
+    __tablename__ = "webhook_delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    )
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False
+    )
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    # NULL for attempts recorded before attempts were (migration 0021 keeps the last one).
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (
+        Index("ix_webhook_delivery_attempts_delivery", "delivery_id", "attempt", "id"),
     )
 
 

@@ -8,10 +8,12 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Identity,
     Index,
+    Integer,
     String,
     Text,
     func,
@@ -69,8 +71,18 @@ class ApiKey(WorkspaceScoped, Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The key's own budgets (``setApiKeyBudget``); NULL: the server's defaults.
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    max_query_cost: Mapped[int | None] = mapped_column(Integer)
 
-    __table_args__ = (Index("ix_api_keys_workspace_created", "workspace_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_api_keys_workspace_created", "workspace_id", "created_at", "id"),
+        CheckConstraint(
+            "(rate_limit_per_minute IS NULL OR rate_limit_per_minute > 0)"
+            " AND (max_query_cost IS NULL OR max_query_cost > 0)",
+            name="budget_positive",
+        ),
+    )
 
 
 class RefreshToken(WorkspaceScoped, Base):

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,6 +36,17 @@ class DispatcherSettings:
     def lease(self) -> timedelta:
         # Long enough for one attempt to finish; a process dying mid-attempt only delays.
         return timedelta(seconds=self.timeout_seconds * 3 + 5)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One POST of a delivery: the receiver's status (None: no answer), the error, when
+    it started and how long it took."""
+
+    status_code: int | None
+    error: str | None
+    attempted_at: datetime
+    duration_ms: int
 
 
 # What ``record_outcome`` decided, as counted at /metrics.
@@ -118,12 +129,14 @@ class WebhookDispatcher:
                     await webhooks.record_outcome(
                         session,
                         job,
-                        status_code=status,
-                        error=error,
+                        status_code=outcome.status_code,
+                        error=outcome.error,
                         max_attempts=self._settings.max_attempts,
                         retry_base_seconds=self._settings.retry_base_seconds,
+                        attempted_at=outcome.attempted_at,
+                        duration_ms=outcome.duration_ms,
                     )
-                    for job, (status, error) in zip(jobs, outcomes, strict=True)
+                    for job, outcome in zip(jobs, outcomes, strict=True)
                 ]
             for outcome in recorded:  # counted once committed
                 metrics.WEBHOOK_ATTEMPTS.labels(_ATTEMPT_OUTCOMES[outcome]).inc()
@@ -132,11 +145,11 @@ class WebhookDispatcher:
         # running writer holds the event horizon back for all stream readers.
         return enqueued >= webhooks.ENQUEUE_BATCH or bool(jobs)
 
-    async def _deliver(self, job: webhooks.DeliveryJob) -> tuple[int | None, str | None]:
-        """POST one delivery: (HTTP status or None, error or None)."""
+    async def _deliver(self, job: webhooks.DeliveryJob) -> Attempt:
+        """POST one delivery: how the receiver answered, when and how fast."""
         headers = {
             "Content-Type": "application/json",
-            webhooks.DELIVERY_HEADER: str(job.delivery_id),
+            webhooks.DELIVERY_HEADER: job.delivery_key,
             webhooks.EVENT_HEADER: job.event_type,
             webhooks.SIGNATURE_HEADER: webhooks.sign(job.secret, int(time.time()), job.body),
         }
@@ -146,6 +159,8 @@ class WebhookDispatcher:
             "webhook delivery",
             **{"crm.event_type": job.event_type, "crm.attempt": job.attempt},
         ) as span:
+            attempted_at = datetime.now(UTC)
+            started = time.perf_counter()
             try:
                 response = await self._client.post(job.url, content=job.body, headers=headers)
                 status = response.status_code
@@ -153,6 +168,7 @@ class WebhookDispatcher:
                     error = f"HTTP {status}"
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
+            duration_ms = round((time.perf_counter() - started) * 1000)
             if span is not None and status is not None:
                 span.set_attribute("http.response.status_code", status)
-        return status, error
+        return Attempt(status, error, attempted_at, duration_ms)

@@ -26,6 +26,7 @@ NODE_MODELS: dict[str, type[Any]] = {
         models.ApiKey,
         models.AuditLog,
         models.Webhook,
+        models.WebhookDelivery,
         models.CustomFieldDefinition,
     )
 }

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import enum
+import functools
 import uuid
 from typing import Any
+
+from sqlalchemy import Enum as SqlEnum
 
 from crm_graphql import models
 from crm_graphql.resolvers.ids import decode_id, to_global_id
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
 from crm_graphql.resolvers.mutations import Payload, mutate, mutate_payload, user_errors
 from crm_graphql.resolvers.nodes import NODE_MODELS
-from crm_graphql.services import api_keys, audit
+from crm_graphql.services import api_keys, audit, querying
 
 
 async def api_keys_list(info: Any, *args: Any) -> ConnectionValue:
@@ -33,6 +37,60 @@ def entity_global_id(entry: models.AuditLog) -> str | None:
     if entry.entity_id is None:
         return None
     return to_global_id(entry.entity_type, entry.entity_id)
+
+
+@functools.cache
+def _node_of_table() -> dict[str, str]:
+    """Node type name of each table whose rows are nodes (a foreign key's target)."""
+    return {model.__table__.name: name for name, model in NODE_MODELS.items()}
+
+
+@functools.cache
+def _value_translators(entity_type: str) -> dict[str, Any]:
+    """How each stored column of ``entity_type`` reads in the API: a foreign key to a
+    node as that node's global ID, an enum as the schema spells its value. Derived from
+    the model, so a new column needs nothing here."""
+    model = NODE_MODELS.get(entity_type)
+    if model is None:
+        return {}
+    translators: dict[str, Any] = {}
+    for column in model.__table__.columns:
+        targets = [_node_of_table().get(fk.column.table.name) for fk in column.foreign_keys]
+        node = next((t for t in targets if t is not None), None)
+        enum_class = getattr(column.type, "enum_class", None)
+        if node is not None:
+            translators[column.key] = functools.partial(_global_id, node)
+        elif isinstance(column.type, SqlEnum) and enum_class is not None:
+            translators[column.key] = functools.partial(_enum_name, enum_class)
+    return translators
+
+
+def _global_id(node: str, value: Any) -> Any:
+    try:
+        return to_global_id(node, uuid.UUID(str(value)))
+    except ValueError:  # not a UUID (a redacted value): as stored
+        return value
+
+
+def _enum_name(enum_class: type[enum.Enum], value: Any) -> Any:
+    try:
+        return enum_class(value).name
+    except ValueError:
+        return value
+
+
+def entry_changes(entry: models.AuditLog) -> dict[str, Any]:
+    """An audit entry's ``changes`` in the API's language: the API's camelCase names,
+    references to other objects as their global IDs, enum values as the schema spells
+    them. The stored entry is unchanged (append-only); it is read this way, old or new."""
+    translators = _value_translators(entry.entity_type)
+    changed: dict[str, Any] = {}
+    for key, change in (entry.changes or {}).items():
+        translate = translators.get(key)
+        if translate is not None and isinstance(change, dict):
+            change = {k: None if v is None else translate(v) for k, v in change.items()}
+        changed[querying.camel_case(key)] = change
+    return changed
 
 
 async def entity(info: Any, entry: models.AuditLog) -> Any:
@@ -70,4 +128,22 @@ async def revoke_api_key(info: Any, input: Any) -> Payload:
     id = decode_id(input.id, "ApiKey")
     return await mutate_payload(
         info, "api_key", lambda actor, s: api_keys.revoke_api_key(actor, s, id)
+    )
+
+
+async def set_api_key_budget(info: Any, input: Any) -> Payload:
+    id = decode_id(input.id, "ApiKey")
+    settings = info.context.app.settings
+    return await mutate_payload(
+        info,
+        "api_key",
+        lambda actor, s: api_keys.set_api_key_budget(
+            actor,
+            s,
+            id,
+            rate_limit_per_minute=input.rate_limit_per_minute,
+            max_query_cost=input.max_query_cost,
+            server_rate_limit_per_minute=settings.rate_limit_api_key_per_minute,
+            server_max_query_cost=settings.max_query_cost,
+        ),
     )

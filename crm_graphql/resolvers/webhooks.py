@@ -30,6 +30,21 @@ async def deliveries(info: Any, root: models.Webhook, first: int) -> list[models
     return await loader.load(root.id)  # type: ignore[no-any-return]
 
 
+async def delivery_attempts(
+    info: Any, root: models.WebhookDelivery
+) -> list[models.WebhookDeliveryAttempt]:
+    """One statement for the attempts of every delivery listed."""
+    loader = info.context.loaders.per_key("webhook_delivery_attempts", webhook_service.attempts_of)
+    return await loader.load(root.id)  # type: ignore[no-any-return]
+
+
+async def redeliver(info: Any, input: Any) -> Payload:
+    id = decode_id(input.id, "WebhookDelivery")
+    return await mutate_payload(
+        info, "delivery", lambda actor, s: webhook_service.redeliver(actor, s, id)
+    )
+
+
 @dataclass
 class SecretPayload:
     """What ``WebhookSecretPayload`` reads: the webhook, its new secret, errors."""

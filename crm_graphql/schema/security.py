@@ -40,6 +40,14 @@ class ApiKey(Node):
     )
     expires_at: datetime | None = strawberry.field(description="When the key stops working.")
     revoked_at: datetime | None = strawberry.field(description="When the key was revoked.")
+    rate_limit_per_minute: int | None = strawberry.field(
+        description="The key's own rate budget, operations a minute (`setApiKeyBudget`); "
+        "null: the server's default for API keys (`CRM_RATE_LIMIT_API_KEY_PER_MINUTE`)."
+    )
+    max_query_cost: int | None = strawberry.field(
+        description="The key's own largest cost of one operation (`setApiKeyBudget`); "
+        "null: the server's (`CRM_MAX_QUERY_COST`)."
+    )
 
     @strawberry.field(description="What the key may do.")
     def scopes(self) -> list[ApiKeyScope]:
@@ -56,9 +64,15 @@ class AuditLogEntry(Node):
 
     action: str = strawberry.field(description="The mutation, e.g. `updateCustomer`.")
     entity_type: str = strawberry.field(description="Type of the changed entity.")
-    changes: JSON = strawberry.field(
-        description="Changed fields: `{field: {before, after}}` (after only on creation)."
+
+    @strawberry.field(
+        description="Changed fields: `{field: {before, after}}` (after only on creation), "
+        "in the API's names: camelCase fields (`ownerId`), other objects by global ID, "
+        "enum values as the schema spells them (`OPEN`)."
     )
+    def changes(self) -> JSON:
+        return resolve.entry_changes(self)  # type: ignore[arg-type, return-value]
+
     request_id: str | None = strawberry.field(description="The request's `X-Request-Id`.")
     created_at: datetime = strawberry.field(description="When the change was committed.")
 
@@ -150,6 +164,24 @@ class RevokeApiKeyInput:
     id: strawberry.ID
 
 
+@strawberry.input(
+    description="A key's budgets. Each is at most the server's own limit; null gives the "
+    "key the server's default again."
+)
+class SetApiKeyBudgetInput:
+    id: strawberry.ID = strawberry.field(description="The key.")
+    rate_limit_per_minute: int | None = strawberry.field(
+        default=None,
+        description="Operations a minute (each operation of a batch, each WebSocket "
+        "operation counts one); over it the key gets `RATE_LIMITED` (429, `Retry-After`).",
+    )
+    max_query_cost: int | None = strawberry.field(
+        default=None,
+        description="The largest cost of one operation (`extensions.cost."
+        "requestedQueryCost`); over it the key gets `QUERY_TOO_COSTLY`.",
+    )
+
+
 @strawberry.type(description="Result of createApiKey.")
 class CreateApiKeyPayload:
     api_key: ApiKey | None = strawberry.field(description="The new key.")
@@ -211,3 +243,11 @@ class SecurityMutation:
     )
     async def revoke_api_key(self, info: Info, input: RevokeApiKeyInput) -> ApiKeyPayload:
         return await resolve.revoke_api_key(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Set a partner API key's rate and cost budgets (admins; audited). Its "
+        "next request is held to them; open WebSocket connections keep the budgets they "
+        "connected with."
+    )
+    async def set_api_key_budget(self, info: Info, input: SetApiKeyBudgetInput) -> ApiKeyPayload:
+        return await resolve.set_api_key_budget(info, input)  # type: ignore[return-value]

@@ -21,20 +21,59 @@ class WebhookDeliveryStatus(enum.Enum):
     FAILED = "failed"
 
 
+@strawberry.type(description="One HTTP attempt of a webhook delivery.")
+class WebhookDeliveryAttempt:
+    attempt: int = strawberry.field(description="1 for the first attempt, then 2, 3 ...")
+    status_code: int | None = strawberry.field(
+        description="The receiver's HTTP status (null: no answer, see `error`)."
+    )
+    error: str | None = strawberry.field(
+        description="Why the attempt failed (a non-2xx status, a timeout, a refused "
+        "connection); null when it succeeded."
+    )
+    duration_ms: int | None = strawberry.field(
+        description="How long the receiver took to answer, in milliseconds (null for "
+        "attempts made before attempts were recorded: only their outcome was kept)."
+    )
+    attempted_at: datetime = strawberry.field(description="When the attempt started.")
+
+
 @strawberry.type(
-    description="One event sent (or to be sent) to a webhook. Retries keep the same "
-    "`deliveryId`, sent as `X-CRM-Delivery`: receivers deduplicate by it."
+    description="One event sent (or to be sent) to a webhook. Retries and redeliveries "
+    "keep the same delivery, whose `id` is sent as `X-CRM-Delivery`: receivers "
+    "deduplicate by it."
 )
-class WebhookDelivery:
-    delivery_id: strawberry.ID = strawberry.field(description="Stable across retries.")
+class WebhookDelivery(Node):
+    is_type_of = rows_of("WebhookDelivery")
+
     event_id: int = strawberry.field(description="The event's position in the event log.")
-    status: WebhookDeliveryStatus = strawberry.field(description="Pending, delivered or failed.")
     attempts: int = strawberry.field(description="HTTP attempts made so far.")
     last_status_code: int | None = strawberry.field(description="HTTP status of the last try.")
     last_error: str | None = strawberry.field(description="Why the last attempt failed.")
-    next_attempt_at: datetime | None = strawberry.field(description="When it is tried next.")
     delivered_at: datetime | None = strawberry.field(description="When the receiver took it.")
     created_at: datetime = strawberry.field(description="When the event was queued for it.")
+
+    @strawberry.field(
+        description="The delivery's raw UUID: `X-CRM-Delivery` and `id` of the bodies of "
+        "webhooks on payload version 1 (version 2 sends the global `id`)."
+    )
+    def delivery_id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.id))
+
+    @strawberry.field(description="Pending, delivered or failed.")
+    def status(self) -> WebhookDeliveryStatus:
+        return WebhookDeliveryStatus(self.status.value)  # type: ignore[attr-defined]
+
+    @strawberry.field(description="When it is tried next (pending deliveries only).")
+    def next_attempt_at(self) -> datetime | None:
+        pending = self.status.value == "pending"  # type: ignore[attr-defined]
+        return self.next_attempt_at if pending else None  # type: ignore[attr-defined,return-value]
+
+    @strawberry.field(
+        description="Every attempt, oldest first: status code, error, duration and time."
+    )
+    async def attempt_history(self, info: Info) -> list[WebhookDeliveryAttempt]:
+        return await resolve.delivery_attempts(info, self)  # type: ignore[arg-type,return-value]
 
 
 @strawberry.type(
@@ -53,23 +92,18 @@ class Webhook(Node):
     updated_at: datetime = strawberry.field(description="Last change.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    @strawberry.field(description="The newest deliveries, newest first.")
+    payload_version: int = strawberry.field(
+        description="The form of the bodies it receives: 2, the API's names (global IDs, "
+        "camelCase, the event catalogue in docs/events.md); 1, the stored form, kept for "
+        "webhooks created before version 2."
+    )
+
+    @strawberry.field(
+        description="The newest deliveries, newest first, each with its attempts "
+        "(`attemptHistory`)."
+    )
     async def deliveries(self, info: Info, first: int = 20) -> list[WebhookDelivery]:
-        rows = await resolve.deliveries(info, self, first)  # type: ignore[arg-type]
-        return [
-            WebhookDelivery(
-                delivery_id=strawberry.ID(str(d.id)),
-                event_id=d.event_id,
-                status=WebhookDeliveryStatus(d.status.value),
-                attempts=d.attempts,
-                last_status_code=d.last_status_code,
-                last_error=d.last_error,
-                next_attempt_at=d.next_attempt_at if d.status.value == "pending" else None,
-                delivered_at=d.delivered_at,
-                created_at=d.created_at,
-            )
-            for d in rows
-        ]
+        return await resolve.deliveries(info, self, first)  # type: ignore[arg-type,return-value]
 
 
 @strawberry.input(description="A new webhook.")
@@ -78,7 +112,10 @@ class CreateWebhookInput:
     event_types: list[str] = strawberry.field(
         default_factory=list, description="Event types to deliver; empty: all."
     )
-    is_active: bool = True
+    is_active: bool = strawberry.field(default=True, description="Receives events at once.")
+    payload_version: int = strawberry.field(
+        default=2, description="The form of the bodies (see `Webhook.payloadVersion`)."
+    )
 
 
 @strawberry.input(description="Changes to a webhook; fields left out stay as they are.")
@@ -90,6 +127,10 @@ class UpdateWebhookInput:
     url: str | None = strawberry.UNSET
     event_types: list[str] | None = strawberry.UNSET
     is_active: bool | None = strawberry.UNSET
+    payload_version: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Move the webhook to another payload version (1 or 2).",
+    )
 
 
 @strawberry.input(description="A webhook, by ID.")
@@ -113,6 +154,21 @@ class WebhookSecretPayload:
     webhook: Webhook | None = strawberry.field(description="The webhook after the change.")
     secret: str | None = strawberry.field(
         description="The signing secret: store it now, it is never shown again."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
+
+
+@strawberry.input(description="A webhook delivery to send again.")
+class RedeliverWebhookDeliveryInput:
+    id: strawberry.ID = strawberry.field(description="The delivery (`WebhookDelivery.id`).")
+
+
+@strawberry.type(description="Result of redeliverWebhookDelivery.")
+class WebhookDeliveryPayload:
+    delivery: WebhookDelivery | None = strawberry.field(
+        description="The delivery, pending again (its attempts follow in `attemptHistory`)."
     )
     errors: list[UserError] = strawberry.field(
         description="Why nothing changed (empty on success)."
@@ -179,3 +235,13 @@ class WebhookMutation:
     )
     async def rotate_webhook_secret(self, info: Info, input: WebhookInput) -> WebhookSecretPayload:
         return await resolve.rotate_webhook_secret(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Send a delivered or failed webhook delivery again, now (the same "
+        "delivery id: receivers that kept it can tell); then retried like any delivery. "
+        "`CONFLICT` while it is still pending."
+    )
+    async def redeliver_webhook_delivery(
+        self, info: Info, input: RedeliverWebhookDeliveryInput
+    ) -> WebhookDeliveryPayload:
+        return await resolve.redeliver(info, input)  # type: ignore[return-value]

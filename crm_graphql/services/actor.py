@@ -24,6 +24,9 @@ class Actor:
     scopes: frozenset[str] = field(default_factory=frozenset)
     request_id: str | None = None
     client_ip: str | None = None
+    # An API key's own budgets (``api_keys.set_api_key_budget``); None: the server's.
+    rate_limit_per_minute: int | None = None
+    max_query_cost: int | None = None
 
 
 M = TypeVar("M")

@@ -162,6 +162,51 @@ async def revoke_api_key(
     return key
 
 
+def _budget(value: int | None, ceiling: int, field: str, what: str) -> int | None:
+    """A budget of a key: None (the server's default), or 1 to ``ceiling`` (the server's
+    own limit; 0 when the server sets none)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Invalid(f"`{field}` must be a positive whole number (or null)", field)
+    if ceiling and value > ceiling:
+        raise Invalid(
+            f"`{field}` may be at most the server's {what}, {ceiling}: a key's budget can "
+            "only be tighter than the server's",
+            field,
+        )
+    return value
+
+
+async def set_api_key_budget(
+    actor: Actor,
+    session: AsyncSession,
+    api_key_id: uuid.UUID | None,
+    *,
+    rate_limit_per_minute: int | None,
+    max_query_cost: int | None,
+    server_rate_limit_per_minute: int,
+    server_max_query_cost: int,
+) -> ApiKey:
+    """Set a key's budgets (admins only): operations a minute and the largest cost of one
+    operation, each at most the server's (``server_*``; 0: no ceiling); None gives the
+    key the server's default again. Audited; the next request of the key is held to it."""
+    authorize(actor, Action.MANAGE_API_KEYS)
+    changes = {
+        "rate_limit_per_minute": _budget(
+            rate_limit_per_minute,
+            server_rate_limit_per_minute,
+            "rateLimitPerMinute",
+            "rate limit for API keys",
+        ),
+        "max_query_cost": _budget(
+            max_query_cost, server_max_query_cost, "maxQueryCost", "largest query cost"
+        ),
+    }
+    key = await records.get(actor, session, ApiKey, api_key_id, for_update=True)
+    return await records.update(actor, session, key, changes, action="setApiKeyBudget")
+
+
 async def authenticate_api_key(
     session: AsyncSession,
     token: str,
@@ -204,4 +249,6 @@ async def authenticate_api_key(
         scopes=frozenset(key.scopes),
         request_id=request_id,
         client_ip=client_ip,
+        rate_limit_per_minute=key.rate_limit_per_minute,
+        max_query_cost=key.max_query_cost,
     )

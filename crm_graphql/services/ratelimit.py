@@ -8,7 +8,8 @@ processes whose clocks disagree still share one bucket.
 
 Buckets:
 - ``user:<id>`` / ``key:<id>``: every request (and WebSocket operation) of a logged-in
-  user or a partner API key; an HTTP batch counts one per operation;
+  user or a partner API key (at the key's own budget when an admin set one); an HTTP
+  batch counts one per operation;
 - ``ip:<address>``: requests without credentials (they can only log in or refresh);
 - ``login:<address>``: ``login`` attempts per client address;
 - failed logins: ``login-fail-ip:<address>`` per address, ``login-fail-pair:<hmac of
@@ -168,6 +169,21 @@ class Decision:
             headers["Retry-After"] = str(self.retry_after)
         return headers
 
+    def throttle_status(self) -> dict[str, Any] | None:
+        """What ``extensions.cost.throttleStatus`` reports (the ``RateLimit-*`` headers in
+        the names Shopify's clients read): the bucket's size, what is left of it, how
+        many operations it gets back a second and in how many seconds it is full. None
+        when nothing was enforced."""
+        if not self.enforced:
+            return None
+        return {
+            "maximumAvailable": self.limit,
+            "currentlyAvailable": max(0, self.remaining),
+            "restoreRate": round(self.limit / self.period, 3),
+            "resetSeconds": self.reset,
+            "windowSeconds": int(self.period),
+        }
+
 
 class RateLimited(DomainError):
     """Too many requests: retry after ``retry_after`` seconds."""
@@ -285,7 +301,9 @@ def actor_bucket(actor: Actor | None, client_ip: str | None, settings: Settings)
     if not settings.rate_limits:
         return None
     if actor is not None and actor.api_key_id is not None:
-        return Bucket(f"key:{actor.api_key_id}", settings.rate_limit_api_key_per_minute)
+        # A key's own budget (set by an admin) or the server's for every key.
+        limit = actor.rate_limit_per_minute or settings.rate_limit_api_key_per_minute
+        return Bucket(f"key:{actor.api_key_id}", limit)
     if actor is not None and actor.user_id is not None:
         return Bucket(f"user:{actor.user_id}", settings.rate_limit_user_per_minute)
     return Bucket(f"ip:{client_ip or 'unknown'}", settings.rate_limit_anonymous_per_minute)

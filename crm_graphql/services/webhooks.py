@@ -6,7 +6,13 @@ event, enqueued by one process at a time: the one holding an advisory lock moves
 row), then claims due deliveries with ``SKIP LOCKED`` and a lease, POSTs them signed
 with the webhook's secret and records the outcome, retrying with exponential backoff.
 Delivery is at least once: a receiver deduplicates by the delivery id it gets in
-``X-CRM-Delivery`` (the same on every attempt).
+``X-CRM-Delivery`` (the same on every attempt, and on a redelivery). Every attempt is
+kept (``webhook_delivery_attempts``: status code, error, duration, time); an admin can
+send a finished delivery again (``redeliver``).
+
+Bodies speak the API's language (``crm_graphql/event_catalogue.py``, payload version 2):
+global IDs, camelCase names, enum values as the schema spells them. Webhooks created
+before version 2 keep the stored form (version 1) until moved.
 
 Signature: ``X-CRM-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``
 keyed with the webhook secret (shown once, on create and rotate; stored encrypted).
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import random
 import re
 import secrets
@@ -31,17 +38,22 @@ from sqlalchemy import and_, any_, exists, func, literal, or_, select, text, tup
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_graphql import event_catalogue
 from crm_graphql.models import (
     DeliveryStatus,
     Event,
     Webhook,
     WebhookDelivery,
+    WebhookDeliveryAttempt,
     WebhookDispatchCursor,
 )
+from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import audit, events, fields, policy, querying, records
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.crypto import DecryptionError, Keyring, keyring_of
-from crm_graphql.services.errors import Invalid
+from crm_graphql.services.errors import Conflict, Invalid
+
+log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
 SIGNATURE_HEADER = "X-CRM-Signature"
@@ -101,6 +113,13 @@ def clean_event_types(values: Sequence[str] | None) -> list[str]:
     return sorted(cleaned)
 
 
+def clean_payload_version(value: Any) -> int:
+    if value not in event_catalogue.PAYLOAD_VERSIONS:
+        known = ", ".join(str(v) for v in event_catalogue.PAYLOAD_VERSIONS)
+        raise Invalid(f"`payloadVersion` must be one of {known}", "payloadVersion")
+    return int(value)
+
+
 def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
@@ -112,6 +131,7 @@ async def create_webhook(
     url: str,
     event_types: Sequence[str] | None = None,
     is_active: bool = True,
+    payload_version: int = event_catalogue.PAYLOAD_VERSION,
 ) -> tuple[Webhook, str]:
     """Subscribe a URL to the workspace's events. Returns the webhook and its signing
     secret, shown this once (it is stored encrypted, never returned again)."""
@@ -123,6 +143,7 @@ async def create_webhook(
         secret_encrypted=keyring_of(session).encrypt(secret),
         is_active=bool(is_active),
         created_by_id=actor.user_id,
+        payload_version=clean_payload_version(payload_version),
     )
     return await records.create(actor, session, webhook, action="createWebhook"), secret
 
@@ -135,10 +156,10 @@ async def update_webhook(
     *,
     expected_version: int | None = None,
 ) -> Webhook:
-    """Change a webhook's URL, event types or whether it is active."""
+    """Change a webhook's URL, event types, payload version or whether it is active."""
     authorize(actor)
     webhook = await records.get_for_change(actor, session, Webhook, webhook_id, expected_version)
-    unknown = set(data) - {"url", "event_types", "is_active"}
+    unknown = set(data) - {"url", "event_types", "is_active", "payload_version"}
     if unknown:
         raise Invalid(f"Unknown fields: {', '.join(sorted(unknown))}")
     changes: dict[str, Any] = {}
@@ -150,6 +171,8 @@ async def update_webhook(
         if data["is_active"] is None:
             raise Invalid("`isActive` must be true or false", "isActive")
         changes["is_active"] = bool(data["is_active"])
+    if "payload_version" in data:
+        changes["payload_version"] = clean_payload_version(data["payload_version"])
     return await records.update(actor, session, webhook, changes, action="updateWebhook")
 
 
@@ -232,6 +255,56 @@ async def recent_deliveries(
     for row in rows:
         result[row.webhook_id].append(row)
     return result
+
+
+async def attempts_of(
+    actor: Actor, session: AsyncSession, delivery_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[WebhookDeliveryAttempt]]:
+    """Every attempt of each delivery, oldest first (one statement for all)."""
+    authorize(actor)
+    rows = await session.scalars(
+        select(WebhookDeliveryAttempt)
+        .where(
+            WebhookDeliveryAttempt.workspace_id == actor.workspace_id,
+            WebhookDeliveryAttempt.delivery_id.in_(list(delivery_ids)),
+        )
+        .order_by(WebhookDeliveryAttempt.attempt, WebhookDeliveryAttempt.id)
+    )
+    result: dict[uuid.UUID, list[WebhookDeliveryAttempt]] = {id: [] for id in delivery_ids}
+    for row in rows:
+        result[row.delivery_id].append(row)
+    return result
+
+
+async def redeliver(
+    actor: Actor, session: AsyncSession, delivery_id: uuid.UUID | None
+) -> WebhookDelivery:
+    """Send a delivered or failed delivery again, now: the same delivery (its id, so a
+    receiver that kept it can tell), one more attempt, then retried like any delivery
+    while ``CRM_WEBHOOK_MAX_ATTEMPTS`` allows. ``CONFLICT`` while it is still pending;
+    ``VALIDATION`` when its webhook is inactive. Audited."""
+    authorize(actor)
+    delivery = await records.get(
+        actor, session, WebhookDelivery, delivery_id, field="id", for_update=True
+    )
+    if delivery.status == DeliveryStatus.PENDING:
+        raise Conflict("The delivery is still pending: it is sent at `nextAttemptAt`", "id")
+    webhook = await session.get_one(Webhook, delivery.webhook_id)
+    if not webhook.is_active:
+        raise Invalid("The webhook is inactive: activate it to redeliver", "id")
+    previous = delivery.status
+    delivery.status = DeliveryStatus.PENDING
+    delivery.next_attempt_at = datetime.now(UTC)
+    await session.flush()
+    audit.record(
+        actor,
+        session,
+        action="redeliverWebhookDelivery",
+        entity_type="WebhookDelivery",
+        entity_id=delivery.id,
+        changes={"status": {"before": previous.value, "after": delivery.status.value}},
+    )
+    return delivery
 
 
 # ------------------------------------------------------------------ signatures
@@ -378,11 +451,37 @@ class DeliveryJob:
     secret: str
     body: bytes
     event_type: str
+    workspace_id: uuid.UUID
+    delivery_key: str  # ``X-CRM-Delivery``: the delivery's global ID (its UUID in version 1)
 
 
-def delivery_body(delivery: WebhookDelivery, event: Event) -> bytes:
+def delivery_key(delivery: WebhookDelivery, webhook: Webhook) -> str:
+    """What identifies a delivery to its receiver (``X-CRM-Delivery``, ``deliveryId``)."""
+    if webhook.payload_version == 1:
+        return str(delivery.id)
+    return to_global_id("WebhookDelivery", delivery.id)
+
+
+def delivery_body(delivery: WebhookDelivery, event: Event, webhook: Webhook) -> bytes:
+    """The JSON a webhook receives, in its payload version (``event_catalogue``)."""
     import orjson
 
+    if webhook.payload_version != 1:
+        return orjson.dumps(
+            {
+                "payloadVersion": webhook.payload_version,
+                "deliveryId": delivery_key(delivery, webhook),
+                "webhookId": to_global_id("Webhook", delivery.webhook_id),
+                "event": event_catalogue.partner_event(
+                    id=event.id,
+                    type=event.type,
+                    entity_type=event.entity_type,
+                    entity_id=event.entity_id,
+                    payload=event.payload,
+                    created_at=event.created_at.isoformat(),
+                ),
+            }
+        )
     return orjson.dumps(
         {
             "id": str(delivery.id),
@@ -434,14 +533,23 @@ async def claim_due(
         except DecryptionError as exc:  # a key missing from the configuration
             delivery.last_error = str(exc)
             continue  # retried when the lease ends, once the key is configured again
+        try:
+            body = delivery_body(delivery, event, webhook)
+        except event_catalogue.UnknownEvent as exc:  # a defect: tests keep events in it
+            log.error("webhook delivery %s not sent: %s", delivery.id, exc)
+            delivery.status = DeliveryStatus.FAILED
+            delivery.last_error = str(exc)
+            continue
         jobs.append(
             DeliveryJob(
                 delivery.id,
                 delivery.attempts,
                 webhook.url,
                 secret,
-                delivery_body(delivery, event),
+                body,
                 event.type,
+                delivery.workspace_id,
+                delivery_key(delivery, webhook),
             )
         )
     await session.flush()
@@ -462,12 +570,26 @@ async def record_outcome(
     error: str | None,
     max_attempts: int,
     retry_base_seconds: float,
+    attempted_at: datetime | None = None,
+    duration_ms: int | None = None,
 ) -> DeliveryStatus:
-    """Store how an attempt went: delivered (2xx), retried later, or failed for good
-    after ``max_attempts``. Ignored if another process took the delivery over meanwhile
-    (its lease ran out). The caller commits."""
+    """Store how an attempt went: the attempt itself (always: it was made), and the
+    delivery's state: delivered (2xx), retried later, or failed for good after
+    ``max_attempts``; that part is ignored if another process took the delivery over
+    meanwhile (its lease ran out). The caller commits."""
     ok = status_code is not None and 200 <= status_code < 300
     now = datetime.now(UTC)
+    session.add(
+        WebhookDeliveryAttempt(
+            workspace_id=job.workspace_id,
+            delivery_id=job.delivery_id,
+            attempt=job.attempt,
+            status_code=status_code,
+            error=(error or "")[:500] or None,
+            duration_ms=duration_ms,
+            attempted_at=attempted_at or now,
+        )
+    )
     if ok:
         values: dict[str, Any] = {"status": DeliveryStatus.DELIVERED, "delivered_at": now}
     elif job.attempt >= max_attempts:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,8 +15,16 @@ from graphql import GraphQLObjectType, get_named_type
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_graphql.models import AuditLog, Base, Role, User
-from crm_graphql.resolvers.ids import to_global_id
+from crm_graphql.models import (
+    AuditLog,
+    Base,
+    DeliveryStatus,
+    Event,
+    Role,
+    User,
+    WebhookDelivery,
+)
+from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from crm_graphql.schema import schema
 from crm_graphql.services import api_keys
 from crm_graphql.services.actor import Actor
@@ -148,7 +157,39 @@ class Env:
         return await self.make("startConversation", customerId=customer, channel="CHAT")
 
     async def webhook(self) -> str:
-        return await self.make("createWebhook", url="http://127.0.0.1:9/crm")
+        """A webhook no test event goes to (only erasures): server processes of the test
+        session dispatch deliveries in the background, which would change the rows a test
+        compares before and after a call."""
+        return await self.make(
+            "createWebhook", url="http://127.0.0.1:9/crm", eventTypes=["customer.erased"]
+        )
+
+    async def webhook_delivery(self, status: DeliveryStatus) -> str:
+        """A delivery of a new webhook in ``status`` (written directly: deliveries are made
+        by the dispatcher, not by a mutation); a pending one is due in a day, so no
+        dispatcher of another test makes it meanwhile."""
+        webhook_id = from_global_id(await self.webhook())[1]
+        due = datetime.now(UTC) + timedelta(days=1 if status is DeliveryStatus.PENDING else 0)
+        async with self.sessionmaker() as session, session.begin():
+            event = Event(
+                workspace_id=self.user.workspace_id,
+                topic="workspace",
+                type="pipeline.created",
+                entity_type="Pipeline",
+                payload={},
+            )
+            session.add(event)
+            await session.flush()
+            delivery = WebhookDelivery(
+                workspace_id=self.user.workspace_id,
+                webhook_id=webhook_id,
+                event_id=event.id,
+                status=status,
+                attempts=1,
+                next_attempt_at=due,
+            )
+            session.add(delivery)
+        return to_global_id("WebhookDelivery", delivery.id)
 
     async def segment(self) -> str:
         """A segment shared with the workspace (managers may change it, agents may not)."""
@@ -362,6 +403,11 @@ def revoke_api_key_scenario() -> Scenario:
     return Scenario(succeeds, fails)
 
 
+async def _api_key(env: Env) -> str:
+    _, key_id = await env.api_key(api_keys.DEALS_READ)
+    return to_global_id("ApiKey", key_id)
+
+
 async def user_input(env: Env) -> dict[str, Any]:
     return {
         "email": f"new-{uuid.uuid4().hex[:10]}@example.com",
@@ -377,6 +423,17 @@ async def api_key_input(env: Env) -> dict[str, Any]:
 
 async def webhook_input(env: Env) -> dict[str, Any]:
     return {"url": "http://127.0.0.1:9/in", "eventTypes": ["deal.moved"]}
+
+
+def redeliver_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        id = await env.webhook_delivery(DeliveryStatus.FAILED)
+        return Call({"id": id}, entity=id, node="delivery")
+
+    async def fails(env: Env) -> Call:
+        return Call({"id": await env.webhook_delivery(DeliveryStatus.PENDING)}, error="CONFLICT")
+
+    return Scenario(succeeds, fails)
 
 
 def workspace_scenario(good: dict[str, Any], bad: dict[str, Any], error: str) -> Scenario:
@@ -434,6 +491,8 @@ async def order_input(env: Env) -> dict[str, Any]:
 
 async def custom_field_input(env: Env) -> dict[str, Any]:
     return {"entity": "DEAL", "key": "r" + uuid.uuid4().hex[:8], "label": "Region", "type": "TEXT"}
+
+
 async def product_input(env: Env) -> dict[str, Any]:
     return {
         "sku": f"SKU-{uuid.uuid4().hex[:8]}",
@@ -506,6 +565,12 @@ SCENARIOS: dict[str, Scenario] = {
     "markConversationRead": mark_conversation_read_scenario(),
     "createApiKey": creating(api_key_input, {"scopes": []}, "VALIDATION"),
     "revokeApiKey": revoke_api_key_scenario(),
+    "setApiKeyBudget": changing(
+        _api_key,
+        {"rateLimitPerMinute": 100, "maxQueryCost": 500},
+        {"maxQueryCost": 0},
+        "VALIDATION",
+    ),
     "createUser": creating(user_input, {"password": "short"}, "VALIDATION"),
     "updateUser": changing(Env.agent_user, {"role": "MANAGER"}, {"name": " "}, "VALIDATION"),
     "createWebhook": creating(webhook_input, {"url": "ftp://hooks.example.com"}, "VALIDATION"),
@@ -513,6 +578,7 @@ SCENARIOS: dict[str, Scenario] = {
         Env.webhook, {"isActive": False}, {"eventTypes": ["Not A Type"]}, "VALIDATION"
     ),
     "deleteWebhook": changing(Env.webhook, {}, {"expectedVersion": STALE_VERSION}, "CONFLICT"),
+    "redeliverWebhookDelivery": redeliver_scenario(),
     "rotateWebhookSecret": changing(
         Env.webhook, {}, {"expectedVersion": STALE_VERSION}, "CONFLICT"
     ),

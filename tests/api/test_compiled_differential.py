@@ -251,6 +251,22 @@ async def test_benchmark_shaped_queries_are_compiled_and_identical(pair: Pair) -
             )
 
 
+async def test_the_cost_asked_for_is_reported_the_same_on_both_paths(pair: Pair) -> None:
+    pair.headers = {**pair.headers, "X-CRM-Cost": "1"}
+    for query, variables in ((Q1, None), (Q2, None), (Q4, {"f": {"name": {"contains": "a"}}})):
+        body = await pair.same(query, variables, compiled=True)
+        assert body["extensions"]["cost"]["requestedQueryCost"] > 0
+    # An operation over the cost limit: refused alike.
+    body = await pair.same(
+        "{ customers(first: 100) { nodes { deals(first: 100) { nodes {"
+        " activities(first: 100) { nodes { id } } } } } } }"
+    )
+    assert body["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY"
+    assert (
+        body["extensions"]["cost"]["requestedQueryCost"] == body["errors"][0]["extensions"]["cost"]
+    )
+
+
 async def test_me_is_compiled_alone_and_beside_lists(pair: Pair) -> None:
     """Every page asks for the caller: ``me`` (the caller's own row; plans are shared by a
     role's users, the id is bound per request) does not send a page to the executed path."""

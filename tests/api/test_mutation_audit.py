@@ -11,10 +11,12 @@ audit unnoticed.
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_graphql.models import Workspace
-from crm_graphql.resolvers.ids import to_global_id
+from crm_graphql import event_catalogue
+from crm_graphql.models import Event, Workspace
+from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from tests.api.scenarios import (
     EXEMPT,
     MUTATION_NAMES,
@@ -57,6 +59,18 @@ async def test_mutation_is_audited(
     assert entity in {to_global_id(r.entity_type, r.entity_id) for r in rows if r.entity_id}, (
         f"no audit row of {name} names the changed entity {entity}"
     )
+    # What it wrote to the event log reaches webhooks in the catalogue's terms: every
+    # type and field declared (docs/events.md), IDs as global IDs of their node type.
+    async with sessionmaker() as session:
+        written = list(
+            await session.scalars(select(Event).where(Event.workspace_id == workspace.id))
+        )
+    for event in written:
+        data = event_catalogue.partner_payload(event.type, event.payload)
+        for field in event_catalogue.CATALOGUE[event.type].fields:
+            value = data.get(field.name)
+            if field.node is not None and isinstance(value, str):
+                assert from_global_id(value)[0] == field.node, (name, event.type, field.key)
 
 
 @pytest.mark.parametrize("name", MUTATION_NAMES)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.models import Role, User
+from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from tests import support
 
 CREATE_KEY = """mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) {
@@ -251,6 +252,42 @@ async def test_admins_read_the_audit_log_with_filters(
             "query($id: ID!) { node(id: $id) { id } }", {"id": first["id"]}
         )
         assert [e["extensions"]["code"] for e in refused_node.errors] == ["FORBIDDEN"]
+
+
+async def test_audit_entries_speak_the_apis_language_old_entries_too(
+    as_role: dict[Role, support.GraphQLClient],
+    users: dict[Role, User],
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    admin = as_role[Role.ADMIN]
+    made = await admin(CREATE_CUSTOMER, {"i": {"name": "Named", "lifecycleStage": "LEAD"}})
+    customer = made.ok()["createCustomer"]["customer"]["id"]
+    company = (
+        await admin('mutation { createCompany(input: {name: "Named Co"}) { company { id } } }')
+    ).ok()["createCompany"]["company"]["id"]
+    owner = to_global_id("User", users[Role.AGENT].id)
+    change = {"id": customer, "ownerId": owner, "companyId": company, "lifecycleStage": "CUSTOMER"}
+    update = "mutation($i: UpdateCustomerInput!) { updateCustomer(input: $i) { errors { code } } }"
+    assert (await admin(update, {"i": change})).ok()["updateCustomer"]["errors"] == []
+
+    entries = (await admin(AUDIT, {"f": {"entityId": {"eq": customer}}})).ok()["auditLog"]
+    updated = next(e["node"] for e in entries["edges"] if e["node"]["action"] == "updateCustomer")
+    # camelCase names, references as global IDs, enum values as the schema spells them.
+    assert updated["changes"] == {
+        "ownerId": {"before": None, "after": owner},
+        "companyId": {"before": None, "after": company},
+        "lifecycleStage": {"before": "LEAD", "after": "CUSTOMER"},
+    }
+    # The stored entry is as it was written (append-only): read the same way.
+    async with sessionmaker() as session:
+        stored = await session.scalar(
+            text(
+                "SELECT changes FROM audit_log WHERE action = 'updateCustomer' AND entity_id = :id"
+            ),
+            {"id": from_global_id(customer)[1]},
+        )
+    assert stored["owner_id"]["after"] == str(users[Role.AGENT].id)
+    assert stored["lifecycle_stage"] == {"before": "lead", "after": "customer"}
 
 
 async def test_the_database_refuses_to_change_or_delete_audit_entries(

@@ -20,7 +20,7 @@ from graphql import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_graphql.models import Role, User, Workspace
+from crm_graphql.models import DeliveryStatus, Role, User, Workspace
 from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from crm_graphql.schema import schema
 from crm_graphql.services import api_keys, auth
@@ -123,6 +123,7 @@ async def foreign_ids(other: Env) -> dict[str, str]:
         "User": other.user_id,
         "ApiKey": to_global_id("ApiKey", key),
         "Webhook": await other.webhook(),
+        "WebhookDelivery": await other.webhook_delivery(DeliveryStatus.FAILED),
         "CustomFieldDefinition": await other.custom_field(),
         "Segment": await other.segment(),
     }

@@ -1,6 +1,8 @@
 """Webhook delivery end to end: events of the log reach a real local HTTP receiver,
-signed, retried after a failure, still delivered after the server restarts, and never
-twice when two server processes dispatch at once."""
+signed, in the API's language (payload version 2, docs/events.md; version 1 for webhooks
+that keep the stored form), retried after a failure, every attempt listed, sent again on
+request, still delivered after the server restarts, and never twice when two server
+processes dispatch at once."""
 
 from __future__ import annotations
 
@@ -40,6 +42,11 @@ UPDATE_ACTIVITY = """mutation($i: UpdateActivityInput!) {
   updateActivity(input: $i) { activity { id } errors { code } }
 }"""
 DELIVERIES = "{ webhooks { nodes { deliveries { deliveryId status attempts lastStatusCode } } } }"
+ATTEMPTS = """query($id: ID!) { node(id: $id) { ... on Webhook { deliveries {
+  id status attempts lastStatusCode lastError deliveredAt
+  attemptHistory { attempt statusCode error durationMs attemptedAt } } } } }"""
+REDELIVER = """mutation($i: RedeliverWebhookDeliveryInput!) { redeliverWebhookDelivery(input: $i) {
+  delivery { id status attempts } errors { code field message } } }"""
 WAIT_S = 60.0
 
 
@@ -77,7 +84,7 @@ class Receiver:
             if done(snapshot):
                 return snapshot
             await asyncio.sleep(0.05)
-        got = [(r.headers.get("x-crm-delivery"), r.json["event"]["payload"]) for r in snapshot]
+        got = [(r.headers.get("x-crm-delivery"), r.json["event"]) for r in snapshot]
         pytest.fail(f"the receiver did not get what was expected; got {got}")
 
 
@@ -142,14 +149,23 @@ async def customer(client: support.GraphQLClient) -> str:
 
 
 async def note(client: support.GraphQLClient, customer_id: str, subject: str) -> str:
-    """Log a note; its activity id as event payloads carry it."""
+    """Log a note; its activity's (global) ID, as event payloads carry it."""
     input = {"type": "NOTE", "subject": subject, "customerId": customer_id}
     payload = await make(client, CREATE_ACTIVITY, "createActivity", input)
-    return str(from_global_id(payload["activity"]["id"])[1])
+    return payload["activity"]["id"]  # type: ignore[no-any-return]
 
 
 def activities(received: list[Received]) -> list[str]:
-    return [r.json["event"]["payload"].get("activity_id") for r in received]
+    """The activity of each request: ``activityId`` (version 2) or the raw UUID of
+    ``activity_id`` (version 1) as a global ID."""
+    found = []
+    for r in received:
+        event = r.json["event"]
+        if "data" in event:
+            found.append(event["data"].get("activityId"))
+        else:
+            found.append(to_global_id("Activity", event["payload"]["activity_id"]))
+    return found
 
 
 async def test_events_arrive_signed_filtered_and_retried_after_a_500(
@@ -161,7 +177,7 @@ async def test_events_arrive_signed_filtered_and_retried_after_a_500(
     ada = await customer(admin)
     async with dispatching_app(settings):
         first = await note(admin, ada, "First call")
-        edit = {"id": to_global_id("Activity", first), "subject": "Edited"}
+        edit = {"id": first, "subject": "Edited"}
         await make(admin, UPDATE_ACTIVITY, "updateActivity", edit)
         second = await note(admin, ada, "Second call")
         got = await receiver.wait_for(
@@ -189,10 +205,28 @@ async def test_events_arrive_signed_filtered_and_retried_after_a_500(
         assert not verify_signature("whsec_other", request.headers["x-crm-signature"], request.body)
         assert not verify_signature(secret, request.headers["x-crm-signature"], request.body + b" ")
         body = request.json
-        assert body["id"] == request.headers["x-crm-delivery"]
-        assert body["webhook_id"] == str(from_global_id(hook_id)[1])
-        assert body["event"]["type"] == "activity.created"
-        assert body["event"]["entity_type"] == "Activity"
+        assert body["payloadVersion"] == 2
+        assert body["deliveryId"] == request.headers["x-crm-delivery"]
+        assert from_global_id(body["deliveryId"])[0] == "WebhookDelivery"
+        assert body["webhookId"] == hook_id
+        event = body["event"]
+        assert event["type"] == "activity.created"
+        assert event["entityType"] == "Activity"
+        assert event["entityId"] == event["data"]["activityId"]
+        assert isinstance(event["id"], int) and event["createdAt"].endswith("+00:00")
+        # The catalogue's fields, in the API's names and values (docs/events.md).
+        data = event["data"]
+        assert set(data) == {
+            "activityId",
+            "type",
+            "customerId",
+            "dealId",
+            "authorId",
+            "occurredAt",
+            "version",
+        }
+        assert data["type"] == "NOTE" and data["customerId"] == ada and data["dealId"] is None
+        assert from_global_id(data["authorId"])[0] == "User"
     stale = int(time.time()) - 3600
     assert not verify_signature(secret, f"t={stale},v1=00", got[0].body)
 
@@ -201,6 +235,18 @@ async def test_events_arrive_signed_filtered_and_retried_after_a_500(
         ("DELIVERED", 1, 200),
         ("DELIVERED", 2, 200),
     ]
+    # Every attempt is listed, with its status code, error, duration and time.
+    listed = (await admin(ATTEMPTS, {"id": hook_id})).ok()["node"]["deliveries"]
+    by_id = {d["id"]: d for d in listed}
+    history = by_id[failed.headers["x-crm-delivery"]]["attemptHistory"]
+    assert [(a["attempt"], a["statusCode"], a["error"]) for a in history] == [
+        (1, 500, "HTTP 500"),
+        (2, 200, None),
+    ]
+    assert all(a["durationMs"] >= 0 for a in history)
+    assert history[0]["attemptedAt"] < history[1]["attemptedAt"]
+    single = by_id[other[0].headers["x-crm-delivery"]]["attemptHistory"]
+    assert [(a["attempt"], a["statusCode"]) for a in single] == [(1, 200)]
 
 
 async def test_a_pending_delivery_is_made_after_a_restart(
@@ -226,7 +272,8 @@ async def test_a_pending_delivery_is_made_after_a_restart(
     count = len(receiver.received)
     async with dispatching_app(settings):  # a new server process
         got = await receiver.wait_for(lambda r: len(r) > count and activities(r)[-1] == down)
-    assert got[-1].headers["x-crm-delivery"] == failed[0].headers["x-crm-delivery"] == str(row.id)
+    delivery_id = to_global_id("WebhookDelivery", row.id)
+    assert got[-1].headers["x-crm-delivery"] == failed[0].headers["x-crm-delivery"] == delivery_id
     assert verify_signature(secret, got[-1].headers["x-crm-signature"], got[-1].body)
     async with sessionmaker() as session:
         status = await session.scalar(
@@ -337,3 +384,129 @@ async def test_attempts_are_counted_at_metrics_by_outcome(
                 assert time.monotonic() < deadline, counted(after)
                 await asyncio.sleep(0.05)
     assert ("crm_graphql_webhook_backlog", frozenset()) in after
+
+
+async def _deliveries(admin: support.GraphQLClient, hook_id: str) -> list[dict[str, Any]]:
+    return (await admin(ATTEMPTS, {"id": hook_id})).ok()["node"]["deliveries"]  # type: ignore[no-any-return]
+
+
+async def _until(
+    admin: support.GraphQLClient, hook_id: str, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The webhook's one delivery, once ``done`` holds for it (outcomes are recorded after
+    the receiver saw the request)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        listed = await _deliveries(admin, hook_id)
+        if len(listed) == 1 and done(listed[0]):
+            return listed[0]
+        assert time.monotonic() < deadline, listed
+        await asyncio.sleep(0.05)
+
+
+async def test_a_finished_delivery_is_sent_again_on_request(
+    as_role: dict[Role, support.GraphQLClient], receiver: Receiver, settings: Any
+) -> None:
+    admin = as_role[Role.ADMIN]
+    hook_id, secret = await webhook(admin, receiver.url, "activity.created")
+    ada = await customer(admin)
+    async with dispatching_app(settings):
+        made = await note(admin, ada, "Once")
+        first = await receiver.wait_for(lambda r: len(r) >= 1)
+        delivery = await _until(admin, hook_id, lambda d: d["status"] == "DELIVERED")
+        assert delivery["id"] == first[0].headers["x-crm-delivery"]
+        redone = (await admin(REDELIVER, {"i": {"id": delivery["id"]}})).ok()
+        payload = redone["redeliverWebhookDelivery"]
+        assert payload["errors"] == []
+        assert payload["delivery"]["status"] == "PENDING"
+        again = await receiver.wait_for(lambda r: len(r) >= 2)
+        done = await _until(
+            admin, hook_id, lambda d: d["status"] == "DELIVERED" and d["attempts"] == 2
+        )
+    # The same delivery, the same event, signed anew.
+    assert again[1].headers["x-crm-delivery"] == delivery["id"]
+    assert again[1].json == again[0].json
+    assert activities(again) == [made, made]
+    assert verify_signature(secret, again[1].headers["x-crm-signature"], again[1].body)
+    assert [(a["attempt"], a["statusCode"]) for a in done["attemptHistory"]] == [
+        (1, 200),
+        (2, 200),
+    ]
+    # Audited, in the API's names.
+    entries = (
+        await admin(
+            """{ auditLog(filter: {action: {eq: "redeliverWebhookDelivery"}}) {
+              nodes { entityId entityType changes } } }"""
+        )
+    ).ok()["auditLog"]["nodes"]
+    assert entries == [
+        {
+            "entityId": delivery["id"],
+            "entityType": "WebhookDelivery",
+            "changes": {"status": {"before": "DELIVERED", "after": "PENDING"}},
+        }
+    ]
+
+
+async def test_redelivery_is_refused_while_pending_and_for_an_inactive_webhook(
+    as_role: dict[Role, support.GraphQLClient], receiver: Receiver, settings: Any
+) -> None:
+    admin = as_role[Role.ADMIN]
+    hook_id, _ = await webhook(admin, receiver.url, "activity.created")
+    receiver.default = 503
+    ada = await customer(admin)
+    async with dispatching_app(settings):
+        await note(admin, ada, "Refused")
+        await receiver.wait_for(lambda r: len(r) >= 1)
+        pending = await _until(admin, hook_id, lambda d: len(d["attemptHistory"]) >= 1)
+        assert pending["status"] == "PENDING"
+        refused = (await admin(REDELIVER, {"i": {"id": pending["id"]}})).ok()
+        assert [(e["code"], e["field"]) for e in refused["redeliverWebhookDelivery"]["errors"]] == [
+            ("CONFLICT", "id")
+        ]
+        # Deactivated: its pending delivery fails, and cannot be sent again.
+        update = """mutation($i: UpdateWebhookInput!) { updateWebhook(input: $i) {
+          errors { code } } }"""
+        await admin(update, {"i": {"id": hook_id, "isActive": False}})
+        failed = await _until(admin, hook_id, lambda d: d["status"] == "FAILED")
+    inactive = (await admin(REDELIVER, {"i": {"id": failed["id"]}})).ok()
+    assert [e["code"] for e in inactive["redeliverWebhookDelivery"]["errors"]] == ["VALIDATION"]
+    history = failed["attemptHistory"]
+    assert history and all(a["statusCode"] == 503 and a["error"] == "HTTP 503" for a in history)
+
+
+async def test_a_version_1_webhook_keeps_the_stored_form_until_moved(
+    as_role: dict[Role, support.GraphQLClient], receiver: Receiver, settings: Any
+) -> None:
+    admin = as_role[Role.ADMIN]
+    created = await make(
+        admin,
+        CREATE_WEBHOOK,
+        "createWebhook",
+        {"url": receiver.url, "eventTypes": ["activity.created"], "payloadVersion": 1},
+    )
+    hook_id = created["webhook"]["id"]
+    ada = await customer(admin)
+    async with dispatching_app(settings):
+        old = await note(admin, ada, "Old form")
+        got = await receiver.wait_for(lambda r: len(r) >= 1)
+        body = got[0].json
+        assert set(body) == {"id", "webhook_id", "workspace_id", "event"}
+        assert body["id"] == got[0].headers["x-crm-delivery"]
+        assert to_global_id("WebhookDelivery", body["id"]) != body["id"]
+        assert body["webhook_id"] == str(from_global_id(hook_id)[1])
+        assert body["event"]["payload"]["activity_id"] == str(from_global_id(old)[1])
+        assert body["event"]["payload"]["type"] == "note"
+
+        update = """mutation($i: UpdateWebhookInput!) { updateWebhook(input: $i) {
+          webhook { payloadVersion } errors { code field } } }"""
+        wrong = (await admin(update, {"i": {"id": hook_id, "payloadVersion": 3}})).ok()
+        assert wrong["updateWebhook"]["errors"] == [
+            {"code": "VALIDATION", "field": "payloadVersion"}
+        ]
+        moved = (await admin(update, {"i": {"id": hook_id, "payloadVersion": 2}})).ok()
+        assert moved["updateWebhook"]["webhook"] == {"payloadVersion": 2}
+        new = await note(admin, ada, "New form")
+        got = await receiver.wait_for(lambda r: len(r) >= 2)
+    assert got[1].json["payloadVersion"] == 2
+    assert got[1].json["event"]["data"]["activityId"] == new

@@ -1,0 +1,203 @@
+"""Open query budgets (README, "Query cost and budgets"): an answer reports its computed
+cost and the caller's rate budget in ``extensions.cost`` when asked with ``X-CRM-Cost``;
+admins set a partner API key's rate and cost budgets with ``setApiKeyBudget``, which the
+key is then held to, over the compiled and the executed read paths alike, and which are
+audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crm_graphql.models import Role, User
+from crm_graphql.settings import Settings
+from tests import support
+
+CUSTOMERS = "query($n: Int) { customers(first: $n) { nodes { id name } } }"
+ASK = {"X-CRM-Cost": "1"}
+
+CREATE_KEY = """mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) {
+  token apiKey { id rateLimitPerMinute maxQueryCost } errors { code } } }"""
+SET_BUDGET = """mutation($i: SetApiKeyBudgetInput!) { setApiKeyBudget(input: $i) {
+  apiKey { id rateLimitPerMinute maxQueryCost } errors { code field message } } }"""
+AUDIT = """query($id: ID!) { auditLog(filter: {action: {eq: "setApiKeyBudget"},
+  entityId: {eq: $id}}) { nodes { action changes entityId } } }"""
+
+
+def _cost_of_customers(page: int) -> int:
+    """``customers`` (1) plus ``page`` times ``nodes { id name }`` (3): decision 0003."""
+    return 1 + page * 3
+
+
+def _limited(settings: Settings, **overrides: Any) -> Any:
+    return support.app_client(
+        settings, client_ip=support.random_ip(), rate_limits=True, **overrides
+    )
+
+
+def _server_with_key_limits(settings: Settings) -> Any:
+    """An app of its own with rate limits on: 50 operations a minute per key, a cost of
+    1000 per operation."""
+    return _limited(settings, rate_limit_api_key_per_minute=50, max_query_cost=1000)
+
+
+async def _key(admin: support.GraphQLClient) -> tuple[str, support.GraphQLClient]:
+    created = (
+        await admin(CREATE_KEY, {"i": {"name": "Partner", "scopes": ["CUSTOMERS_READ"]}})
+    ).ok()["createApiKey"]
+    assert created["apiKey"]["rateLimitPerMinute"] is None
+    assert created["apiKey"]["maxQueryCost"] is None
+    return created["apiKey"]["id"], support.GraphQLClient(admin.http, created["token"])
+
+
+async def test_the_cost_and_rate_budget_are_reported_when_asked_and_only_then(
+    settings: Settings, users: dict[Role, User]
+) -> None:
+    async with _limited(settings, rate_limit_user_per_minute=7) as anonymous:
+        client = await anonymous.logged_in(users[Role.AGENT].email, support.PASSWORD)
+        plain = await client(CUSTOMERS, {"n": 10})
+        plain.ok()
+        assert "extensions" not in plain.body
+        assert plain.headers["ratelimit-remaining"] == "6"
+        for page, remaining in ((10, 5), (3, 4)):
+            asked = await client(CUSTOMERS, {"n": page}, headers=ASK)
+            asked.ok()
+            # The read took the compiled path, and still reports its cost.
+            assert asked.headers["x-crm-read-path"] == "compiled"
+            cost = asked.body["extensions"]["cost"]
+            assert cost["requestedQueryCost"] == _cost_of_customers(page)
+            assert cost["maximumQueryCost"] == settings.max_query_cost
+            throttle = cost["throttleStatus"]
+            assert throttle["maximumAvailable"] == 7 == int(asked.headers["ratelimit-limit"])
+            assert throttle["currentlyAvailable"] == remaining
+            assert str(remaining) == asked.headers["ratelimit-remaining"]
+            assert throttle["restoreRate"] == round(7 / 60, 3)
+            assert throttle["windowSeconds"] == 60
+            assert throttle["resetSeconds"] == int(asked.headers["ratelimit-reset"])
+        # An executed operation (a mutation) reports its cost too; a document that does
+        # not parse has none.
+        broken = await client("{ customers(first: 1) {", headers=ASK)
+        assert broken.body["extensions"]["cost"]["requestedQueryCost"] is None
+        mutation = await client("mutation { logout { ok errors { code } } }", headers=ASK)
+        assert mutation.body["extensions"]["cost"]["requestedQueryCost"] == 4
+        assert "x-crm-read-path" not in mutation.headers
+    # Without rate limits there is no throttle status, the cost is still reported.
+    async with support.app_client(settings) as anonymous:
+        client = await anonymous.logged_in(users[Role.AGENT].email, support.PASSWORD)
+        asked = await client(CUSTOMERS, {"n": 2}, headers=ASK)
+        assert asked.body["extensions"]["cost"] == {
+            "requestedQueryCost": _cost_of_customers(2),
+            "maximumQueryCost": settings.max_query_cost,
+            "throttleStatus": None,
+        }
+
+
+async def test_each_operation_of_a_batch_reports_its_own_cost(
+    settings: Settings, users: dict[Role, User]
+) -> None:
+    async with _limited(settings, rate_limit_user_per_minute=10) as anonymous:
+        client = await anonymous.logged_in(users[Role.AGENT].email, support.PASSWORD)
+        batch = [
+            {"query": CUSTOMERS, "variables": {"n": 1}},
+            {"query": CUSTOMERS, "variables": {"n": 4}},
+        ]
+        response = await client.http.post(
+            "/graphql", json=batch, headers={**client.headers(), **ASK}
+        )
+        assert response.status_code == 200
+        costs = [r["extensions"]["cost"] for r in response.json()]
+        assert [c["requestedQueryCost"] for c in costs] == [4, 13]
+        # One rate decision for the whole batch (both operations were charged at once).
+        assert {c["throttleStatus"]["currentlyAvailable"] for c in costs} == {8}
+
+
+async def test_an_admin_sets_a_keys_budgets_and_the_key_is_held_to_them(
+    settings: Settings, users: dict[Role, User]
+) -> None:
+    async with _server_with_key_limits(settings) as anonymous:
+        admin = await anonymous.logged_in(users[Role.ADMIN].email, support.PASSWORD)
+        key_id, partner = await _key(admin)
+        budget = {"id": key_id, "rateLimitPerMinute": 4, "maxQueryCost": 20}
+        set_ = (await admin(SET_BUDGET, {"i": budget})).ok()["setApiKeyBudget"]
+        assert set_["errors"] == []
+        assert set_["apiKey"] == budget
+
+        within = await partner(CUSTOMERS, {"n": 5}, headers=ASK)
+        within.ok()
+        assert within.headers["ratelimit-limit"] == "4"
+        assert within.headers["ratelimit-policy"] == "4;w=60"
+        cost = within.body["extensions"]["cost"]
+        assert cost["requestedQueryCost"] == _cost_of_customers(5) <= 20
+        assert cost["maximumQueryCost"] == 20
+        assert cost["throttleStatus"]["maximumAvailable"] == 4
+        assert cost["throttleStatus"]["currentlyAvailable"] == 3
+
+        over = await partner(CUSTOMERS, {"n": 10}, headers=ASK)
+        assert over.status == 400
+        assert over.errors[0]["extensions"] == {
+            "code": "QUERY_TOO_COSTLY",
+            "limit": 20,
+            "cost": _cost_of_customers(10),
+        }
+        assert over.body["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] == 2
+
+        # The cost budget back to the server's: the same read passes; the rate budget stays.
+        reset_cost = {**budget, "maxQueryCost": None}
+        assert (await admin(SET_BUDGET, {"i": reset_cost})).ok()["setApiKeyBudget"][
+            "apiKey"
+        ] == reset_cost
+        again = await partner(CUSTOMERS, {"n": 10}, headers=ASK)
+        again.ok()
+        assert again.body["extensions"]["cost"]["maximumQueryCost"] == 1000
+        assert (await partner(CUSTOMERS, {"n": 1})).status == 200
+        refused = await partner(CUSTOMERS, {"n": 1})
+        assert refused.status == 429
+        assert refused.errors[0]["extensions"]["code"] == "RATE_LIMITED"
+        assert refused.headers["ratelimit-limit"] == "4"
+
+        # Every change is audited, in the API's names.
+        entries = (await admin(AUDIT, {"id": key_id})).ok()["auditLog"]["nodes"]
+        assert [e["changes"] for e in entries] == [
+            {"maxQueryCost": {"before": 20, "after": None}},
+            {
+                "maxQueryCost": {"before": None, "after": 20},
+                "rateLimitPerMinute": {"before": None, "after": 4},
+            },
+        ]
+
+
+async def test_a_key_budget_is_at_most_the_servers(
+    settings: Settings, users: dict[Role, User]
+) -> None:
+    async with _server_with_key_limits(settings) as anonymous:
+        admin = await anonymous.logged_in(users[Role.ADMIN].email, support.PASSWORD)
+        key_id, _ = await _key(admin)
+        for field, value in (
+            ("rateLimitPerMinute", 51),
+            ("maxQueryCost", 1001),
+            ("rateLimitPerMinute", 0),
+            ("maxQueryCost", -5),
+        ):
+            result = await admin(SET_BUDGET, {"i": {"id": key_id, field: value}})
+            payload = result.ok()["setApiKeyBudget"]
+            assert payload["apiKey"] is None
+            assert [(e["code"], e["field"]) for e in payload["errors"]] == [
+                ("VALIDATION", field)
+            ], payload
+        # Not an admin: refused.
+        manager = await anonymous.logged_in(users[Role.MANAGER].email, support.PASSWORD)
+        refused = await manager(SET_BUDGET, {"i": {"id": key_id, "rateLimitPerMinute": 5}})
+        assert [e["code"] for e in refused.ok()["setApiKeyBudget"]["errors"]] == ["FORBIDDEN"]
+
+
+async def test_a_get_answer_varies_with_the_ask_for_its_cost(client: support.GraphQLClient) -> None:
+    params = {"query": "{ __typename }"}
+    plain = await client.http.get("/graphql", params=params, headers={"Accept": "application/json"})
+    asked = await client.http.get(
+        "/graphql", params=params, headers={"Accept": "application/json", **ASK}
+    )
+    assert plain.status_code == asked.status_code == 200
+    assert "extensions" not in plain.json()
+    assert asked.json()["extensions"]["cost"]["requestedQueryCost"] == 0
+    # Caches keep the two apart: they differ, and so do their validators.
+    assert "X-CRM-Cost" in asked.headers["vary"] and "X-CRM-Cost" in plain.headers["vary"]
+    assert plain.headers["etag"] != asked.headers["etag"]
