@@ -195,8 +195,8 @@ async def test_concurrent_writers_committing_out_of_order_are_delivered_once_in_
     from crm_graphql.db.engine import make_engine, make_sessionmaker
     from crm_graphql.models import ActivityType
     from crm_graphql.realtime.bus import Bus
+    from crm_graphql.realtime.unit_of_work import unit_of_work
     from crm_graphql.services import activities, customers
-    from crm_graphql.services.events import take_committed_topics
 
     agent = actors[Role.AGENT]
     engine = make_engine(database_url, pool_size=20)  # one connection per writer
@@ -213,20 +213,18 @@ async def test_concurrent_writers_committing_out_of_order_are_delivered_once_in_
     started = asyncio.Barrier(20)
 
     async def writer(i: int) -> str:
-        async with sessionmaker() as session:
-            async with session.begin():
-                activity = await activities.create_activity(
-                    agent,
-                    session,
-                    {
-                        "type": ActivityType.NOTE,
-                        "subject": f"note {i}",
-                        "customer_id": people[i].id,
-                    },
-                )
-                await started.wait()  # all 20 hold their event rows, uncommitted
-                await asyncio.sleep(rng.random() * 0.4)
-            await bus.notify(take_committed_topics(session))
+        async with unit_of_work(sessionmaker, bus, agent.workspace_id) as session:
+            activity = await activities.create_activity(
+                agent,
+                session,
+                {
+                    "type": ActivityType.NOTE,
+                    "subject": f"note {i}",
+                    "customer_id": people[i].id,
+                },
+            )
+            await started.wait()  # all 20 hold their event rows, uncommitted
+            await asyncio.sleep(rng.random() * 0.4)
         return str(activity.id)
 
     try:

@@ -19,10 +19,10 @@ from websockets.frames import Frame, Opcode
 from crm_graphql.models import ActivityType, Channel, Role, User, Workspace
 from crm_graphql.realtime import SERVER_WEBSOCKETS, fanout
 from crm_graphql.realtime.hub import Hub
+from crm_graphql.realtime.unit_of_work import unit_of_work
 from crm_graphql.services import activities, auth, conversations, customers
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.auth import TokenConfig, issue_access_token
-from crm_graphql.services.events import take_committed_topics
 from tests import support
 from tests.realtime.processes import serving_in_process, wait_for
 from tests.realtime.streams import assert_in_order_once, head_cursor
@@ -95,14 +95,12 @@ async def _notes(app: Starlette, actor: Actor, customer_id: uuid.UUID, *subjects
     """Log notes through the service, one transaction each, announced like mutations do."""
     crm = app.state.crm
     for subject in subjects:
-        async with crm.sessionmaker() as session:
-            async with session.begin():
-                await activities.create_activity(
-                    actor,
-                    session,
-                    {"type": ActivityType.NOTE, "subject": subject, "customer_id": customer_id},
-                )
-            await crm.bus.notify(take_committed_topics(session))
+        async with unit_of_work(crm.sessionmaker, crm.bus, actor.workspace_id) as session:
+            await activities.create_activity(
+                actor,
+                session,
+                {"type": ActivityType.NOTE, "subject": subject, "customer_id": customer_id},
+            )
 
 
 async def _customer(app: Starlette, actor: Actor) -> uuid.UUID:
@@ -187,15 +185,14 @@ async def test_the_events_of_one_read_reach_each_socket_in_one_write_as_separate
         await wait_for(lambda: hub.stats()["members"] == len(sockets), what="all subscribed")
         before = hub.stats()
         crm = app.state.crm
-        async with crm.sessionmaker() as session:
-            async with session.begin():
-                for subject in subjects:
-                    await activities.create_activity(
-                        actors[Role.AGENT],
-                        session,
-                        {"type": ActivityType.NOTE, "subject": subject, "customer_id": customer},
-                    )
-            await crm.bus.notify(take_committed_topics(session))
+        agent = actors[Role.AGENT]
+        async with unit_of_work(crm.sessionmaker, crm.bus, agent.workspace_id) as session:
+            for subject in subjects:
+                await activities.create_activity(
+                    agent,
+                    session,
+                    {"type": ActivityType.NOTE, "subject": subject, "customer_id": customer},
+                )
         got = [_feed(await _frames(ws, len(subjects))) for ws in sockets]
         after = hub.stats()
     finally:
@@ -306,20 +303,19 @@ async def test_conversation_selections_share_renderings_only_where_visibility_al
         before = hub.stats()["renders"]
         crm = app.state.crm
         for subject, private in (("private to the first", True), ("public", False)):
-            async with crm.sessionmaker() as session:
-                async with session.begin():
-                    await conversations.start_conversation(
-                        actors[Role.MANAGER],
-                        session,
-                        {
-                            "customer_id": customer,
-                            "channel": Channel.CHAT,
-                            "subject": subject,
-                            "is_private": private,
-                            "assignee_id": first.id if private else None,
-                        },
-                    )
-                await crm.bus.notify(take_committed_topics(session))
+            manager = actors[Role.MANAGER]
+            async with unit_of_work(crm.sessionmaker, crm.bus, manager.workspace_id) as session:
+                await conversations.start_conversation(
+                    manager,
+                    session,
+                    {
+                        "customer_id": customer,
+                        "channel": Channel.CHAT,
+                        "subject": subject,
+                        "is_private": private,
+                        "assignee_id": first.id if private else None,
+                    },
+                )
         got = {
             name: [json.loads(f)["payload"]["data"]["inbox"] for f in await _frames(ws, count)]
             for name, ws, count in (
