@@ -375,3 +375,108 @@ def test_pushed_frames_are_the_ones_websockets_builds(size: int) -> None:
     message = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     expected = Frame(Opcode.TEXT, message).serialize(mask=False, extensions=[])
     assert fanout._text_frame_header(len(message)) + message == expected
+
+
+async def test_the_verdict_is_judged_once_per_event_and_group_however_many_subscribers(
+    served: tuple[str, Starlette],
+    settings: Any,
+    users: dict[Role, User],
+    actors: dict[Role, Actor],
+) -> None:
+    """Twelve agents' sockets (six agents, two each) on one inbox document are one group,
+    two managers' sockets another: each conversation event is judged once per group, not
+    once per socket. The verdict names who differs: a private conversation reaches its
+    assignee's sockets (rendered as the assignee) and the managers' only, and a
+    reassignment also reaches the agent who lost it; the other agents get nothing."""
+    base_url, app = served
+    hub = _hub(app)
+    crm = app.state.crm
+    agents = [users[Role.AGENT]]
+    async with crm.sessionmaker() as session, session.begin():
+        workspace = await session.get(Workspace, agents[0].workspace_id)
+        for i in range(5):
+            agents.append(
+                await auth.create_user(
+                    session,
+                    workspace=workspace,
+                    email=f"agent{i}-{uuid.uuid4().hex[:10]}@example.com",
+                    password=support.PASSWORD,
+                    role=Role.AGENT,
+                    name=f"Agent {i}",
+                )
+            )
+    customer = await _customer(app, actors[Role.AGENT])
+    by_agent = {
+        agent.id: [await _subscribe(base_url, _token(settings, agent), INBOX) for _ in range(2)]
+        for agent in agents
+    }
+    manager_token = _token(settings, users[Role.MANAGER])
+    managers = [await _subscribe(base_url, manager_token, INBOX) for _ in range(2)]
+    sockets = [ws for pair in by_agent.values() for ws in pair] + managers
+    first, second = agents[0].id, agents[1].id
+    manager = actors[Role.MANAGER]
+
+    async def write(change: Any) -> Any:
+        async with unit_of_work(crm.sessionmaker, crm.bus, manager.workspace_id) as session:
+            return await change(session)
+
+    def start(subject: str, assignee: uuid.UUID | None) -> Any:
+        data = {
+            "customer_id": customer,
+            "channel": Channel.CHAT,
+            "subject": subject,
+            "is_private": assignee is not None,
+            "assignee_id": assignee,
+        }
+        return lambda session: conversations.start_conversation(manager, session, data)
+
+    try:
+        await wait_for(lambda: hub.stats()["members"] == len(sockets), what="subscribed")
+        assert hub.stats()["groups"] == 2, hub.stats()
+        before = hub.stats()
+        await write(start("public", None))
+        private = await write(start("private", first))
+        await write(lambda s: conversations.assign_conversation(manager, s, private.id, second))
+        # The managers see all three events; the group verdicts are counted with them.
+        for ws in managers:
+            seen = [json.loads(f)["payload"]["data"]["inbox"] for f in await _frames(ws, 3)]
+            assert [(e["type"], e["conversation"]["subject"]) for e in seen] == [
+                ("conversation.started", "public"),
+                ("conversation.started", "private"),
+                ("conversation.assigned", "private"),
+            ]
+        got = {
+            agent_id: [
+                [json.loads(f)["payload"]["data"]["inbox"] for f in await _frames(ws, expected)]
+                for ws in pair
+            ]
+            for agent_id, pair in by_agent.items()
+            for expected in [{first: 3, second: 2}.get(agent_id, 1)]
+        }
+        for ws in sockets:
+            await _silent(ws, 0.3)
+        after = hub.stats()
+    finally:
+        for ws in sockets:
+            await ws.close()
+    assert after["verdicts"] - before["verdicts"] == 3 * 2, (before, after)
+    subjects = {
+        agent_id: [
+            [(e["type"], (e["conversation"] or {}).get("subject")) for e in events]
+            for events in pair
+        ]
+        for agent_id, pair in got.items()
+    }
+    public = ("conversation.started", "public")
+    for agent_id, pair in subjects.items():
+        if agent_id == first:  # assignee, then told it lost it (rendered for everyone)
+            expected = [
+                public,
+                ("conversation.started", "private"),
+                ("conversation.assigned", None),
+            ]
+        elif agent_id == second:  # nothing while it is the first's; then its own
+            expected = [public, ("conversation.assigned", "private")]
+        else:
+            expected = [public]
+        assert pair == [expected, expected], agent_id
