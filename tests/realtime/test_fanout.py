@@ -108,6 +108,20 @@ async def _customer(app: Starlette, actor: Actor) -> uuid.UUID:
         return (await customers.create_customer(actor, session, {"name": "Fan-out"})).id  # type: ignore[no-any-return]
 
 
+async def _agent(app: Starlette, workspace_id: uuid.UUID, name: str) -> User:
+    """Another agent of the workspace."""
+    async with app.state.crm.sessionmaker() as session, session.begin():
+        workspace = await session.get(Workspace, workspace_id)
+        return await auth.create_user(
+            session,
+            workspace=workspace,
+            email=f"agent-{uuid.uuid4().hex[:10]}@example.com",
+            password=support.PASSWORD,
+            role=Role.AGENT,
+            name=name,
+        )
+
+
 async def test_one_rendering_per_event_and_group_and_the_same_bytes_for_every_socket(
     served: tuple[str, Starlette],
     settings: Any,
@@ -283,16 +297,7 @@ async def test_conversation_selections_share_renderings_only_where_visibility_al
     base_url, app = served
     hub = _hub(app)
     first = users[Role.AGENT]
-    async with app.state.crm.sessionmaker() as session, session.begin():
-        workspace = await session.get(Workspace, first.workspace_id)
-        second = await auth.create_user(
-            session,
-            workspace=workspace,
-            email=f"agent2-{uuid.uuid4().hex[:10]}@example.com",
-            password=support.PASSWORD,
-            role=Role.AGENT,
-            name="Second Agent",
-        )
+    second = await _agent(app, first.workspace_id, "Second Agent")
     customer = await _customer(app, actors[Role.AGENT])
     tokens = [_token(settings, first), _token(settings, second)]
     shared = [await _subscribe(base_url, token, INBOX) for token in tokens]
@@ -392,19 +397,7 @@ async def test_the_verdict_is_judged_once_per_event_and_group_however_many_subsc
     hub = _hub(app)
     crm = app.state.crm
     agents = [users[Role.AGENT]]
-    async with crm.sessionmaker() as session, session.begin():
-        workspace = await session.get(Workspace, agents[0].workspace_id)
-        for i in range(5):
-            agents.append(
-                await auth.create_user(
-                    session,
-                    workspace=workspace,
-                    email=f"agent{i}-{uuid.uuid4().hex[:10]}@example.com",
-                    password=support.PASSWORD,
-                    role=Role.AGENT,
-                    name=f"Agent {i}",
-                )
-            )
+    agents += [await _agent(app, agents[0].workspace_id, f"Agent {i}") for i in range(5)]
     customer = await _customer(app, actors[Role.AGENT])
     by_agent = {
         agent.id: [await _subscribe(base_url, _token(settings, agent), INBOX) for _ in range(2)]
