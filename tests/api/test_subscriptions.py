@@ -368,3 +368,42 @@ async def test_inbox_shows_only_conversations_the_agent_may_see(
             await ws.receive(timeout=0.8)
     finally:
         await ws.close()
+
+
+async def test_an_api_keys_inbox_gets_nothing_of_a_private_conversation(
+    live_server: str, http: support.GraphQLClient, tokens: dict[Role, str], users: dict[Role, User]
+) -> None:
+    """An API key sees public conversations only: neither a private conversation's start
+    nor its first assignment (no previous assignee, like a key's own missing user)
+    reaches its inbox; a public conversation's events do."""
+    from crm_graphql.resolvers.ids import to_global_id
+
+    admin = support.GraphQLClient(http.http, tokens[Role.ADMIN])
+    created = (
+        await admin(
+            'mutation { createApiKey(input: {name: "Inbox", scopes: [CONVERSATIONS_READ]}) '
+            "{ token errors { code } } }"
+        )
+    ).ok()["createApiKey"]
+    assert created["errors"] == [], created
+    ws = await support.WSClient.connect(live_server, created["token"])
+    try:
+        await ws.acknowledged()
+        await ws.subscribe(INBOX)
+        await asyncio.sleep(0.3)
+        private = await _conversation(http, "Private", isPrivate=True)
+        assigned = await http(
+            "mutation($c: ID!, $a: ID) { assignConversation(input: {id: $c, assigneeId: $a}) { errors { code } } }",
+            {"c": private, "a": to_global_id("User", users[Role.AGENT].id)},
+        )
+        assert assigned.ok()["assignConversation"]["errors"] == []
+        await _conversation(http, "Public")
+        event = (await ws.next_data())["inbox"]
+        assert (event["type"], event["conversation"]["subject"]) == (
+            "conversation.started",
+            "Public",
+        )
+        with pytest.raises(TimeoutError):
+            await ws.receive(timeout=0.8)
+    finally:
+        await ws.close()
