@@ -32,12 +32,14 @@ from crm_graphql.observability.metrics import metrics_endpoint, process_exiting
 from crm_graphql.observability.requests import RequestIds
 from crm_graphql.persisted_queries import PersistedQueries, load_manifest
 from crm_graphql.realtime.bus import Bus
+from crm_graphql.realtime.connections import Connections
 from crm_graphql.realtime.ephemeral import Ephemeral
 from crm_graphql.realtime.hub import Hub, HubSettings
 from crm_graphql.realtime.webhooks import DispatcherSettings, WebhookDispatcher
 from crm_graphql.realtime.ws import GraphQLWebSocket, close_sockets_before_exit, keep_protocol
 from crm_graphql.realtime.ws import close_all as close_all_sockets
-from crm_graphql.resolvers.context import AppState
+from crm_graphql.resolvers.context import AppState, Context
+from crm_graphql.resolvers.credentials import connection_credentials
 from crm_graphql.schema import schema
 from crm_graphql.services import crypto
 from crm_graphql.services.auth import TokenConfig
@@ -232,7 +234,11 @@ def build_app(settings: Settings) -> Starlette:
     ]
     if settings.debug_runtime:
         routes.append(Route("/debug/runtime", runtime))
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    # How a WebSocket or an event stream becomes a GraphQL context (realtime/ imports
+    # nothing of resolvers/: it is handed them here).
+    app.state.connections = Connections(context=Context, authenticate=connection_credentials)
+    return app
 
 
 def _trusted_documents(settings: Settings) -> dict[str, str] | None:

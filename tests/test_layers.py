@@ -12,6 +12,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "crm_graphql"
 FORBIDDEN = {
     # The schema declares the API: it names types and calls resolvers, never storage.
     "schema": ("crm_graphql.models",),
+    # The live path is one subsystem under the API: publish-after-commit, streams,
+    # fan-out groups and verdicts. It is handed the GraphQL context class and the
+    # credentials check (realtime/connections.py), never reaches into resolvers.
+    "realtime": ("crm_graphql.resolvers",),
 }
 
 
@@ -31,6 +35,7 @@ def test_packages_import_only_what_their_layer_may() -> None:
     for package, forbidden in FORBIDDEN.items():
         files = sorted((PACKAGE / package).rglob("*.py"))
         assert files, package
+        assert any(_imports(path) for path in files), package  # the reader reads imports
         for path in files:
             for name in sorted(_imports(path)):
                 if any(name == f or name.startswith(f + ".") for f in forbidden):

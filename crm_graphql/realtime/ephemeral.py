@@ -54,7 +54,7 @@ from crm_graphql.realtime import wait_until_set
 from crm_graphql.realtime.bus import channel_name
 
 if TYPE_CHECKING:
-    from crm_graphql.resolvers.context import Context
+    from crm_graphql.realtime.connections import LiveContext
 
 log = logging.getLogger(__name__)
 
@@ -486,7 +486,7 @@ def of(app_state: Any) -> Ephemeral:
 # ------------------------------------------------------- WebSocket connection hooks
 
 
-async def connection_opened(context: Context) -> None:
+async def connection_opened(context: LiveContext) -> None:
     """Called by the WebSocket layer once a connection is authenticated: a user's
     connection marks them online (API keys have no presence)."""
     actor = context.actor

@@ -19,12 +19,15 @@ Contract (see DESIGN.md, Real time):
   credentials ended (expired or revoked). Every read returns the workspace's credentials
   counter with its events, and the events are sent only after ``Watch.settle`` applied
   every revocation up to it (realtime/credentials.py).
-- Fan-out (``push``): subscribers that would resolve an event to the same bytes form a
-  *group* (same document, variables and visibility class). Each event is rendered once
-  per group, and the stream's reader writes the same bytes to every member socket that
-  accepts it (a cheap per-member predicate). A member that is behind (resumed with a
-  cursor, or its socket's buffer is full) catches up by itself, from the window or from
-  PostgreSQL, then joins the live set again. See docs/decisions/0007-fanout.md.
+- Fan-out (``push``): subscribers that would resolve an event to the same bytes and
+  receive the same verdict form a *group* (same document, variables, visibility class
+  and rule: realtime/groups.py). Each event is judged once per group (its verdict says
+  who receives it: everyone, or named users; realtime/verdicts.py) and rendered once per
+  group, and the stream's reader writes the same bytes to every member socket it gives
+  the event to. A member that is behind (resumed with a cursor, or its socket's buffer
+  is full) catches up by itself, from the window or from PostgreSQL, with the group's
+  kept verdicts and renderings, then joins the live set again. See
+  docs/decisions/0007-fanout.md and 0031-realtime-in-one-place.md.
 - Live dashboards (``dashboards``) hear the workspaces' change notices on the same Redis
   connection (docs/decisions/0018-live-dashboards.md).
 """
@@ -51,6 +54,7 @@ from crm_graphql.realtime import wait_until_set
 from crm_graphql.realtime.bus import CHANGES, channel_name
 from crm_graphql.realtime.credentials import Credential, Watch
 from crm_graphql.realtime.dashboards import Dashboards, DashboardSettings
+from crm_graphql.realtime.verdicts import Selection, Take, Verdict
 from crm_graphql.services import credentials, events
 from crm_graphql.services.events import Now, Position, StoredEvent
 
@@ -59,14 +63,12 @@ log = logging.getLogger(__name__)
 StreamKey = tuple[uuid.UUID, str]
 SlowHandler = Callable[[], Coroutine[Any, Any, None]]
 # An event rendered for a group: the JSON ``payload`` of the protocol's data message. The
-# second argument is the member's *variant* of the event (None for the group's common
-# rendering), see ``Variant``.
+# second argument is the *variant* of the event (None for the group's common rendering;
+# a member's ``own`` when the verdict says so: its actor sees it differently).
 Render = Callable[[StoredEvent, Hashable], Awaitable[bytes]]
-# Which rendering of an event a member needs: None (the group's common one) or a key of
-# its own, for the rare events that its actor sees differently from the group.
-Variant = Callable[[StoredEvent], Hashable]
-# Whether a member receives an event: True, False (skip it), None (deliver it, then end).
-Accepts = Callable[[StoredEvent], bool | None]
+# Which members of a group receive an event (realtime/verdicts.py): judged once per event
+# and group.
+Judge = Callable[[StoredEvent], Verdict]
 
 
 class Sink(Protocol):
@@ -95,7 +97,7 @@ class HubSettings:
     redis_down_poll: float = 0.25  # seconds between reads while Redis is unreachable
     slow_consumer_after: float = 10.0  # seconds a subscriber may sit on waiting events
     render_concurrency: int = 4  # group renders of one batch run at once (database sessions)
-    rendered_kept: int = 256  # rendered payloads a group keeps for members catching up
+    rendered_kept: int = 256  # payloads and verdicts a group keeps for members catching up
 
 
 @dataclass(eq=False)
@@ -126,20 +128,24 @@ class Subscriber:
 
 
 class Group:
-    """Members that render every event to the same bytes; each event is rendered once
-    per variant (and the last ``rendered_kept`` payloads are kept for members catching
-    up)."""
+    """Members that render every event to the same bytes and receive the same verdict:
+    each event is judged once (``verdict``) and rendered once per variant (the last
+    ``rendered_kept`` verdicts and payloads are kept for members catching up)."""
 
-    def __init__(self, stream: Stream, key: Hashable, render: Render) -> None:
+    def __init__(self, stream: Stream, key: Hashable, render: Render, judge: Judge) -> None:
         self.stream = stream
         self.key = key
         self.render = render
+        self.judge = judge
         self.members: dict[Member, None] = {}  # insertion-ordered set
         # Members that follow one entity only (a conversation), by entity id: an event is
         # offered to the members of its entity and to those without one.
         self.anyone: dict[Member, None] = {}
         self.by_entity: dict[uuid.UUID, dict[Member, None]] = {}
+        # Members by user: a verdict that names users reaches their members directly.
+        self.by_user: dict[uuid.UUID, dict[Member, None]] = {}
         self.rendered: OrderedDict[tuple[Position, Hashable], asyncio.Future[bytes]] = OrderedDict()
+        self.verdicts: OrderedDict[Position, Verdict] = OrderedDict()
 
     def add(self, member: Member) -> None:
         self.members[member] = None
@@ -147,22 +153,47 @@ class Group:
             self.anyone[member] = None
         else:
             self.by_entity.setdefault(member.entity, {})[member] = None
+        if member.user is not None:
+            self.by_user.setdefault(member.user, {})[member] = None
 
     def discard(self, member: Member) -> None:
         self.members.pop(member, None)
         self.anyone.pop(member, None)
-        if member.entity is not None and member.entity in self.by_entity:
-            followers = self.by_entity[member.entity]
-            followers.pop(member, None)
-            if not followers:
-                del self.by_entity[member.entity]
+        _pop(self.by_entity, member.entity, member)
+        _pop(self.by_user, member.user, member)
 
-    def candidates(self, event: StoredEvent) -> list[Member]:
-        """Live members that may take the event (their own check still decides)."""
-        followers = self.by_entity.get(event.entity_id) if event.entity_id is not None else None
-        found = [m for m in self.anyone if m.live]
-        if followers:
-            found += [m for m in followers if m.live]
+    def offered(self, event: StoredEvent) -> bool:
+        """Whether any member follows the event's stream or entity (else no verdict)."""
+        return bool(self.anyone) or (
+            event.entity_id is not None and event.entity_id in self.by_entity
+        )
+
+    def verdict(self, event: StoredEvent) -> Verdict:
+        """The event judged for this group: once, kept for members catching up."""
+        found = self.verdicts.get(event.position)
+        if found is None:
+            found = self.verdicts[event.position] = self.judge(event)
+            self.stream.hub.verdicts += 1
+            while len(self.verdicts) > self.stream.hub.settings.rendered_kept:
+                self.verdicts.popitem(last=False)
+        return found
+
+    def takers(self, event: StoredEvent, verdict: Verdict) -> list[tuple[Member, Take]]:
+        """The live members that receive the event by ``verdict``, with their share."""
+        found: list[tuple[Member, Take]] = []
+        if verdict.everyone is not None:  # its entity's followers and stream-wide members
+            followers = self.by_entity.get(event.entity_id) if event.entity_id else None
+            for members in (self.anyone, followers or {}):
+                for member in members:
+                    take = verdict.take(member.user)
+                    if member.live and take is not None and member.chooses(event):
+                        found.append((member, take))
+            return found
+        for user, take in verdict.users.items():  # only the members of the users named
+            if take is not None:
+                for member in self.by_user.get(user, ()):
+                    if member.live and member.follows(event):
+                        found.append((member, take))
         return found
 
     async def payload(self, event: StoredEvent, variant: Hashable = None) -> bytes:
@@ -190,18 +221,44 @@ class Group:
             del self.rendered[key]
 
 
+def _pop(index: dict[uuid.UUID, dict[Member, None]], key: uuid.UUID | None, member: Member) -> None:
+    if key is None:
+        return
+    members = index.get(key)
+    if members is not None:
+        members.pop(member, None)
+        if not members:
+            del index[key]
+
+
 @dataclass(eq=False)
 class Member(Subscriber):
     """A pushed subscription: one operation on one socket, in one group."""
 
     group: Group | None = None
-    accepts: Accepts | None = None
-    variant: Variant | None = None
+    user: uuid.UUID | None = None  # its actor's user: verdicts may name it
+    own: Hashable = None  # the variant it is rendered as when a verdict says ``own``
     entity: uuid.UUID | None = None  # follows only the events of this entity
+    selects: Selection | None = None  # ... and of those only what this chooses
     sink: Sink | None = None
     live: bool = False  # at the stream's head; the reader writes its frames
     finished: bool = False  # delivered the event that ended it
     wake: asyncio.Future[None] | None = None  # resolved when it leaves the live set
+
+    def follows(self, event: StoredEvent) -> bool:
+        """Whether the event is of what it follows (its entity, or the whole stream) and
+        chooses."""
+        if self.entity is not None and event.entity_id != self.entity:
+            return False
+        return self.chooses(event)
+
+    def chooses(self, event: StoredEvent) -> bool:
+        """Whether its selection takes the event (the entity is the group's index)."""
+        return self.selects is None or self.selects(event)
+
+    def variant(self, take: Take) -> Hashable:
+        """Which rendering of an event it needs for its share of the verdict."""
+        return self.own if take.own else None
 
     def deliver(self, outbox: Outbox) -> bool:
         """Write the accepted live events of a batch, in one write; False when the socket
@@ -333,17 +390,16 @@ class Stream:
         """Write new events to the live members: render each (event, group) once, all
         renders of the batch at once, then write them in event order. The frames
         written; the lag of each event written is observed (``/metrics``)."""
-        Step = tuple[StoredEvent, Group, Hashable, list[tuple[Member, bool | None]]]
+        Step = tuple[StoredEvent, Group, Hashable, list[tuple[Member, Take]]]
         plan: list[Step] = []
         for group in list(self.groups.values()):
             for event in batch:
-                by_variant: dict[Hashable, list[tuple[Member, bool | None]]] = {}
-                for member in group.candidates(event):
+                if not group.offered(event):
+                    continue
+                by_variant: dict[Hashable, list[tuple[Member, Take]]] = {}
+                for member, take in group.takers(event, group.verdict(event)):
                     if event.position > member.position and not member.predates(event):
-                        verdict = member.accepts(event)  # type: ignore[misc]
-                        if verdict is not False:
-                            variant = member.variant(event) if member.variant else None
-                            by_variant.setdefault(variant, []).append((member, verdict))
+                        by_variant.setdefault(member.variant(take), []).append((member, take))
                 plan.extend((event, group, v, ms) for v, ms in by_variant.items())
         plan.sort(key=lambda step: step[0].position)
         results = await asyncio.gather(
@@ -365,7 +421,7 @@ class Stream:
                         member.deliver(outbox)
                     member.leave()
                 continue
-            for member, verdict in takers:
+            for member, take in takers:
                 if not member.live or event.position <= member.position:
                     continue
                 outbox = outboxes.get(member)
@@ -377,7 +433,7 @@ class Stream:
                 carried.setdefault(member, []).append(event)
                 outbox.positions.append(event.position)
                 outbox.position = event.position
-                outbox.finished = verdict is None
+                outbox.finished = take.last
         written: dict[Position, StoredEvent] = {}
         frames = 0
         for member, outbox in outboxes.items():
@@ -438,6 +494,7 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self.render_slots = asyncio.Semaphore(self.settings.render_concurrency)
         self.renders = 0  # events rendered for groups (fan-out: once per group and event)
+        self.verdicts = 0  # events judged for groups (once per group and event)
         self.deliveries = 0  # frames written by push subscriptions
         self.writes = 0  # socket writes of those frames (a live batch's go out at once)
         self.reads = 0  # stream reads of the event log
@@ -463,6 +520,7 @@ class Hub:
             "groups": len(groups),
             "members": sum(len(g.members) for g in groups),
             "renders": self.renders,
+            "verdicts": self.verdicts,
             "deliveries": self.deliveries,
             "writes": self.writes,
             "reads": self.reads,
@@ -657,32 +715,37 @@ class Hub:
         *,
         group_key: Hashable,
         render: Render,
-        accepts: Accepts,
+        judge: Judge,
         sink: Sink,
-        variant: Variant | None = None,
+        user: uuid.UUID | None = None,
+        own: Hashable = None,
         entity: uuid.UUID | None = None,
+        selects: Selection | None = None,
         on_slow: SlowHandler | None = None,
         credential: Credential | None = None,
     ) -> None:
         """Deliver the stream after ``after`` (or from now on) to ``sink``: every event
-        ``accepts`` takes, in order, once, rendered once per group. Returns when
-        ``accepts`` ended the subscription (after delivering that event); runs until
-        cancelled otherwise. ``render`` is used if this member creates the group;
-        ``entity`` says that the member takes only events of that entity (an index:
-        ``accepts`` still decides). Nothing is written once ``credential`` ended."""
+        its group's verdict gives it (``judge``: once per event and group; ``user`` is
+        the member's, which a verdict may name), in order, once, rendered once per group
+        and variant (``own``: its variant when a verdict says so). Returns when a verdict
+        ended the subscription (after delivering that event); runs until cancelled
+        otherwise. ``render`` and ``judge`` are used if this member creates the group;
+        ``entity`` says that the member takes only events of that entity, ``selects``
+        which of them it chooses. Nothing is written once ``credential`` ended."""
         start, since = await self._start(after)
         stream = await self._stream((workspace_id, topic), since)
         group = stream.groups.get(group_key)
         if group is None:
-            group = stream.groups[group_key] = Group(stream, group_key, render)
+            group = stream.groups[group_key] = Group(stream, group_key, render, judge)
         member = Member(
             start,
             on_slow,
             since=since,
             group=group,
-            accepts=accepts,
-            variant=variant,
+            user=user,
+            own=own,
             entity=entity,
+            selects=selects,
             sink=sink,
             credential=credential,
         )
@@ -710,7 +773,6 @@ class Hub:
         """Bring a member that is not live to the head of the stream, writing what it
         accepts at the pace its socket takes it. True when the subscription ended."""
         assert member.sink is not None and member.group is not None
-        assert member.accepts is not None
         while True:
             await member.sink.drained()
             if member.sink.closed or member.ended:
@@ -729,10 +791,11 @@ class Hub:
             for event in batch:
                 if event.position <= member.position:
                     continue
-                verdict = False if member.predates(event) else member.accepts(event)
-                if verdict is not False:
-                    variant = member.variant(event) if member.variant else None
-                    payload = await member.group.payload(event, variant)
+                take = None
+                if member.follows(event) and not member.predates(event):
+                    take = member.group.verdict(event).take(member.user)
+                if take is not None:
+                    payload = await member.group.payload(event, member.variant(take))
                     self.credentials.expire_due()
                     if member.ended:
                         return False
@@ -742,7 +805,7 @@ class Hub:
                     self.writes += 1
                 member.position = event.position
                 member.last_progress = time.monotonic()
-                if verdict is None:
+                if take is not None and take.last:
                     member.finished = True
                     return True
 

@@ -28,7 +28,7 @@ The operation runs through Strawberry's streaming execution (``Schema.stream``) 
 same context and resolvers as a WebSocket's; a subscription's events (and a live
 dashboard's renderings) are pushed to the stream by the hub exactly as to a WebSocket of
 our server: rendered once per group of subscribers, WebSocket and SSE alike
-(``resolvers.realtime._stream``, ``EventStream`` as the hub's sink).
+(``realtime.streams.subscribe``, ``EventStream`` as the hub's sink).
 """
 
 from __future__ import annotations
@@ -64,12 +64,11 @@ from crm_graphql.http import (
 )
 from crm_graphql.masking import format_error
 from crm_graphql.persisted_queries import PersistedQueryError
-from crm_graphql.realtime import wait_until_set
+from crm_graphql.realtime import connections, wait_until_set
+from crm_graphql.realtime.connections import LiveContext
 from crm_graphql.realtime.credentials import Credential
 from crm_graphql.realtime.fanout import encode_result
 from crm_graphql.realtime.ws import PROTOCOL_KEY
-from crm_graphql.resolvers.context import AppState, Context
-from crm_graphql.resolvers.credentials import connection_credentials
 from crm_graphql.services.credentials import Reason
 from crm_graphql.services.events import Position
 
@@ -199,7 +198,8 @@ def end_all() -> None:
 
 async def event_stream(request: Request) -> Response:
     """The /graphql answer to a request that accepts ``text/event-stream``."""
-    app: AppState = request.app.state.crm
+    app = request.app.state.crm
+    live = connections.of(request.app)
     request_id = _request_id(request)
     headers = {"X-Request-Id": request_id}
     try:
@@ -210,7 +210,7 @@ async def event_stream(request: Request) -> Response:
         _check_params(params)
         try:
             with credentials_refused():
-                found = await connection_credentials(
+                found = await live.authenticate(
                     app,
                     request.headers.get("authorization"),
                     request_id=request_id,
@@ -243,7 +243,7 @@ async def event_stream(request: Request) -> Response:
             JSON,
             {**headers, "WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
-    context = Context(
+    context = live.context(
         app=app,
         actor=actor,
         request_id=request_id,
@@ -261,7 +261,7 @@ class EventStreamResponse(Response):
     def __init__(
         self,
         request: Request,
-        context: Context,
+        context: LiveContext,
         stream: EventStream,
         params: dict[str, Any],
         headers: dict[str, str],

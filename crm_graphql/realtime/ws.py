@@ -50,10 +50,11 @@ from crm_graphql.masking import unavailable_service
 from crm_graphql.observability import metrics
 from crm_graphql.observability.requests import current_request_id
 from crm_graphql.persisted_queries import PersistedQueryError
-from crm_graphql.realtime import ephemeral, fanout
+from crm_graphql.realtime import connections, ephemeral, fanout
+from crm_graphql.realtime.connections import LiveContext
 from crm_graphql.realtime.credentials import Credential
-from crm_graphql.resolvers.context import Context
 from crm_graphql.services.credentials import Reason
+from crm_graphql.services.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ REJECTION_KEY = "crm.rejection"  # (code, reason) replacing the protocol's rejec
 OPEN_SOCKETS: set[WebSocket] = set()
 
 
-async def _trusted(context: Context, payload: Any) -> tuple[Any, GraphQLFormattedError | None]:
+async def _trusted(context: LiveContext, payload: Any) -> tuple[Any, GraphQLFormattedError | None]:
     """In trusted-documents mode (``CRM_PERSISTED_ONLY``), an operation's payload with its
     manifest document (it may name it by hash), or the error refusing it; as it is
     otherwise. The same rule as HTTP's (crm_graphql/persisted_queries.py)."""
@@ -164,7 +165,7 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
 
 
 @contextlib.contextmanager
-def _rejection_close(websocket: Any, context: Context, codes: dict[int, int]) -> Iterator[None]:
+def _rejection_close(websocket: Any, context: LiveContext, codes: dict[int, int]) -> Iterator[None]:
     """While ``connection_init`` is handled, the protocol's close (of Strawberry's socket
     adapter ``websocket``) of a rejected connection uses the code and reason
     ``on_ws_connect`` chose (``REJECTION_KEY`` in the scope of the context's socket), else
@@ -205,8 +206,9 @@ def _end_pushed(pushed: dict[str, fanout.Operation], operation_id: str) -> None:
         operation.end()
 
 
-class GraphQLWebSocket(GraphQL[Context, None]):
-    """Strawberry's WebSocket handling with our context and authentication."""
+class GraphQLWebSocket(GraphQL[LiveContext, None]):
+    """Strawberry's WebSocket handling with our context and authentication (the app's
+    ``connections.Connections``)."""
 
     graphql_ws_handler_class = LegacyHandler
     graphql_transport_ws_handler_class = TransportHandler
@@ -223,21 +225,19 @@ class GraphQLWebSocket(GraphQL[Context, None]):
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
-    ) -> Context:
+    ) -> LiveContext:
         app = request.app.state.crm
         client_ip = request.client.host if request.client else None
         # The connection's id (observability.requests): in its log lines and spans too.
         request_id = current_request_id() or uuid.uuid4().hex
-        context = Context(app=app, actor=None, request_id=request_id, client_ip=client_ip)
+        new_context = connections.of(request.app).context
+        context = new_context(app=app, actor=None, request_id=request_id, client_ip=client_ip)
         if isinstance(request, WebSocket):
             context.websocket = request
             OPEN_SOCKETS.add(request)
         return context
 
-    async def on_ws_connect(self, context: Context) -> Any:
-        from crm_graphql.resolvers.credentials import connection_credentials
-        from crm_graphql.services.errors import DomainError
-
+    async def on_ws_connect(self, context: LiveContext) -> Any:
         params = context.connection_params or {}
         header = _authorization(params)
         if not header:
@@ -249,7 +249,8 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             )
         websocket = context.websocket
         try:
-            found = await connection_credentials(
+            authenticate = connections.of(websocket.app).authenticate
+            found = await authenticate(
                 context.app, header, request_id=context.request_id, client_ip=context.client_ip
             )
         except DomainError as error:

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from crm_graphql.realtime.unit_of_work import publish_after_commit
 from crm_graphql.resolvers.mutations import UserErrorValue, mutate, user_errors
 from crm_graphql.services import auth, ratelimit
 from crm_graphql.services.errors import DomainError, InvalidCredentials
-from crm_graphql.services.events import take_committed_topics
 
 
 @dataclass
@@ -80,7 +80,7 @@ async def refresh(info: Any, input: Any) -> AuthResult:
             # Commit anyway: reusing a token revokes its family, and that must stick
             # (and that login's connections close: tell the other processes).
             await session.commit()
-            await context.app.bus.notify(take_committed_topics(session))
+            await publish_after_commit(context.app.bus, session)
             return AuthResult(errors=user_errors([error]))
         await session.commit()
     return _result(pair)

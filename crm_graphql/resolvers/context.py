@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+import uuid
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,6 +18,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from crm_graphql.db.replica import database_failure
+from crm_graphql.realtime.unit_of_work import unit_of_work
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.auth import TokenConfig
 
@@ -105,10 +108,11 @@ class Context:
             active._loaders = Loaders(active)
         return active._loaders
 
-    def event_scope(self) -> Context:
-        """A scope for resolving one subscription event: fresh loaders and a short-lived
-        session, so a long-lived socket neither holds a connection nor serves stale rows."""
-        return Context(
+    def enter_event_scope(self) -> Context:
+        """A scope for resolving one subscription event, in force for this task from now
+        on: fresh loaders and a short-lived session, so a long-lived socket neither holds
+        a connection nor serves stale rows."""
+        scope = Context(
             app=self.app,
             actor=self.actor,
             request_id=self.request_id,
@@ -117,6 +121,14 @@ class Context:
             credential=self.credential,
             parent=self,
         )
+        EVENT_SCOPE.set(scope)
+        return scope
+
+    def rendering_scopes(self) -> Callable[[Actor], Context]:
+        """Makes scopes for renderings shared by a fan-out group (realtime/groups.py): as
+        an actor, reading through the hub's own pool like its stream readers. Keeps the
+        app, nothing of this request (the group outlives it)."""
+        return functools.partial(_rendering_scope, self.app)
 
     def require_actor(self) -> Actor:
         """The caller, or a GraphQL error with code UNAUTHENTICATED (also on a WebSocket
@@ -167,16 +179,10 @@ class Context:
     @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
         """A transaction of its own; commits on success, then announces its events and
-        the tables it wrote (live dashboards)."""
-        from crm_graphql.services.changes import take_written
-        from crm_graphql.services.events import take_committed_topics
-
-        async with self.app.sessionmaker() as session:
-            async with session.begin():
-                yield session
-            written = take_written(session)
-            changes = [(self.actor.workspace_id, written)] if self.actor and written else []
-            await self.app.bus.notify(take_committed_topics(session), changes)
+        the tables it wrote (``realtime.unit_of_work``)."""
+        workspace_id = self.actor.workspace_id if self.actor else None
+        async with unit_of_work(self.app.sessionmaker, self.app.bus, workspace_id) as session:
+            yield session
         if self.app.replica is not None:
             # The caller reads their own writes: not from a standby behind this commit.
             await self.app.replica.wrote(self.actor)
@@ -200,6 +206,16 @@ class Context:
 
     def extra(self) -> dict[str, Any]:
         return {"request_id": self.request_id}
+
+
+def _rendering_scope(app: AppState, actor: Actor) -> Context:
+    return Context(
+        app=app,
+        actor=actor,
+        request_id=uuid.uuid4().hex,
+        sessions=app.hub.sessionmaker,
+        plain_reads=app.hub.pool,
+    )
 
 
 class LaggingReads(SchemaExtension):

@@ -22,9 +22,7 @@ from graphql import DocumentNode, FieldNode, Visitor, visit
 from crm_graphql.masking import unavailable_service
 from crm_graphql.realtime import fanout
 from crm_graphql.realtime.dashboards import Render, Rendering
-from crm_graphql.realtime.ws import PROTOCOL_KEY
-from crm_graphql.resolvers.context import EVENT_SCOPE, Context
-from crm_graphql.resolvers.realtime import (
+from crm_graphql.realtime.groups import (
     document_key,
     event_executor,
     execute_detached,
@@ -32,6 +30,8 @@ from crm_graphql.resolvers.realtime import (
     variable_values,
     visibility,
 )
+from crm_graphql.realtime.ws import PROTOCOL_KEY
+from crm_graphql.resolvers.context import Context
 from crm_graphql.services import changes, conversations
 from crm_graphql.services.actor import Actor
 
@@ -119,8 +119,7 @@ async def dashboard(info: Any) -> AsyncIterator[DashboardValue]:
         await dashboards.push(actor.workspace_id, key, render, sink, credential=context.credential)
         return
     async for _ in dashboards.follow(actor.workspace_id, key, render, context.credential):
-        scope = context.event_scope()  # fresh loaders and a session of its own, each time
-        EVENT_SCOPE.set(scope)
+        scope = context.enter_event_scope()  # fresh loaders and a session, each time
         try:
             yield DashboardValue()  # resumed once it is executed and sent
         finally:

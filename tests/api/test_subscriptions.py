@@ -195,8 +195,8 @@ async def test_concurrent_writers_committing_out_of_order_are_delivered_once_in_
     from crm_graphql.db.engine import make_engine, make_sessionmaker
     from crm_graphql.models import ActivityType
     from crm_graphql.realtime.bus import Bus
+    from crm_graphql.realtime.unit_of_work import unit_of_work
     from crm_graphql.services import activities, customers
-    from crm_graphql.services.events import take_committed_topics
 
     agent = actors[Role.AGENT]
     engine = make_engine(database_url, pool_size=20)  # one connection per writer
@@ -213,20 +213,18 @@ async def test_concurrent_writers_committing_out_of_order_are_delivered_once_in_
     started = asyncio.Barrier(20)
 
     async def writer(i: int) -> str:
-        async with sessionmaker() as session:
-            async with session.begin():
-                activity = await activities.create_activity(
-                    agent,
-                    session,
-                    {
-                        "type": ActivityType.NOTE,
-                        "subject": f"note {i}",
-                        "customer_id": people[i].id,
-                    },
-                )
-                await started.wait()  # all 20 hold their event rows, uncommitted
-                await asyncio.sleep(rng.random() * 0.4)
-            await bus.notify(take_committed_topics(session))
+        async with unit_of_work(sessionmaker, bus, agent.workspace_id) as session:
+            activity = await activities.create_activity(
+                agent,
+                session,
+                {
+                    "type": ActivityType.NOTE,
+                    "subject": f"note {i}",
+                    "customer_id": people[i].id,
+                },
+            )
+            await started.wait()  # all 20 hold their event rows, uncommitted
+            await asyncio.sleep(rng.random() * 0.4)
         return str(activity.id)
 
     try:
@@ -366,6 +364,45 @@ async def test_inbox_shows_only_conversations_the_agent_may_see(
             "Everyone",
         )
         assert (second["type"], second["message"]["body"]) == ("message.created", "hi all")
+        with pytest.raises(TimeoutError):
+            await ws.receive(timeout=0.8)
+    finally:
+        await ws.close()
+
+
+async def test_an_api_keys_inbox_gets_nothing_of_a_private_conversation(
+    live_server: str, http: support.GraphQLClient, tokens: dict[Role, str], users: dict[Role, User]
+) -> None:
+    """An API key sees public conversations only: neither a private conversation's start
+    nor its first assignment (no previous assignee, like a key's own missing user)
+    reaches its inbox; a public conversation's events do."""
+    from crm_graphql.resolvers.ids import to_global_id
+
+    admin = support.GraphQLClient(http.http, tokens[Role.ADMIN])
+    created = (
+        await admin(
+            'mutation { createApiKey(input: {name: "Inbox", scopes: [CONVERSATIONS_READ]}) '
+            "{ token errors { code } } }"
+        )
+    ).ok()["createApiKey"]
+    assert created["errors"] == [], created
+    ws = await support.WSClient.connect(live_server, created["token"])
+    try:
+        await ws.acknowledged()
+        await ws.subscribe(INBOX)
+        await asyncio.sleep(0.3)
+        private = await _conversation(http, "Private", isPrivate=True)
+        assigned = await http(
+            "mutation($c: ID!, $a: ID) { assignConversation(input: {id: $c, assigneeId: $a}) { errors { code } } }",
+            {"c": private, "a": to_global_id("User", users[Role.AGENT].id)},
+        )
+        assert assigned.ok()["assignConversation"]["errors"] == []
+        await _conversation(http, "Public")
+        event = (await ws.next_data())["inbox"]
+        assert (event["type"], event["conversation"]["subject"]) == (
+            "conversation.started",
+            "Public",
+        )
         with pytest.raises(TimeoutError):
             await ws.receive(timeout=0.8)
     finally:

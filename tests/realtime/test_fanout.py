@@ -19,10 +19,10 @@ from websockets.frames import Frame, Opcode
 from crm_graphql.models import ActivityType, Channel, Role, User, Workspace
 from crm_graphql.realtime import SERVER_WEBSOCKETS, fanout
 from crm_graphql.realtime.hub import Hub
+from crm_graphql.realtime.unit_of_work import unit_of_work
 from crm_graphql.services import activities, auth, conversations, customers
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.auth import TokenConfig, issue_access_token
-from crm_graphql.services.events import take_committed_topics
 from tests import support
 from tests.realtime.processes import serving_in_process, wait_for
 from tests.realtime.streams import assert_in_order_once, head_cursor
@@ -95,19 +95,31 @@ async def _notes(app: Starlette, actor: Actor, customer_id: uuid.UUID, *subjects
     """Log notes through the service, one transaction each, announced like mutations do."""
     crm = app.state.crm
     for subject in subjects:
-        async with crm.sessionmaker() as session:
-            async with session.begin():
-                await activities.create_activity(
-                    actor,
-                    session,
-                    {"type": ActivityType.NOTE, "subject": subject, "customer_id": customer_id},
-                )
-            await crm.bus.notify(take_committed_topics(session))
+        async with unit_of_work(crm.sessionmaker, crm.bus, actor.workspace_id) as session:
+            await activities.create_activity(
+                actor,
+                session,
+                {"type": ActivityType.NOTE, "subject": subject, "customer_id": customer_id},
+            )
 
 
 async def _customer(app: Starlette, actor: Actor) -> uuid.UUID:
     async with app.state.crm.sessionmaker() as session, session.begin():
         return (await customers.create_customer(actor, session, {"name": "Fan-out"})).id  # type: ignore[no-any-return]
+
+
+async def _agent(app: Starlette, workspace_id: uuid.UUID, name: str) -> User:
+    """Another agent of the workspace."""
+    async with app.state.crm.sessionmaker() as session, session.begin():
+        workspace = await session.get(Workspace, workspace_id)
+        return await auth.create_user(
+            session,
+            workspace=workspace,
+            email=f"agent-{uuid.uuid4().hex[:10]}@example.com",
+            password=support.PASSWORD,
+            role=Role.AGENT,
+            name=name,
+        )
 
 
 async def test_one_rendering_per_event_and_group_and_the_same_bytes_for_every_socket(
@@ -187,15 +199,14 @@ async def test_the_events_of_one_read_reach_each_socket_in_one_write_as_separate
         await wait_for(lambda: hub.stats()["members"] == len(sockets), what="all subscribed")
         before = hub.stats()
         crm = app.state.crm
-        async with crm.sessionmaker() as session:
-            async with session.begin():
-                for subject in subjects:
-                    await activities.create_activity(
-                        actors[Role.AGENT],
-                        session,
-                        {"type": ActivityType.NOTE, "subject": subject, "customer_id": customer},
-                    )
-            await crm.bus.notify(take_committed_topics(session))
+        agent = actors[Role.AGENT]
+        async with unit_of_work(crm.sessionmaker, crm.bus, agent.workspace_id) as session:
+            for subject in subjects:
+                await activities.create_activity(
+                    agent,
+                    session,
+                    {"type": ActivityType.NOTE, "subject": subject, "customer_id": customer},
+                )
         got = [_feed(await _frames(ws, len(subjects))) for ws in sockets]
         after = hub.stats()
     finally:
@@ -286,16 +297,7 @@ async def test_conversation_selections_share_renderings_only_where_visibility_al
     base_url, app = served
     hub = _hub(app)
     first = users[Role.AGENT]
-    async with app.state.crm.sessionmaker() as session, session.begin():
-        workspace = await session.get(Workspace, first.workspace_id)
-        second = await auth.create_user(
-            session,
-            workspace=workspace,
-            email=f"agent2-{uuid.uuid4().hex[:10]}@example.com",
-            password=support.PASSWORD,
-            role=Role.AGENT,
-            name="Second Agent",
-        )
+    second = await _agent(app, first.workspace_id, "Second Agent")
     customer = await _customer(app, actors[Role.AGENT])
     tokens = [_token(settings, first), _token(settings, second)]
     shared = [await _subscribe(base_url, token, INBOX) for token in tokens]
@@ -306,20 +308,19 @@ async def test_conversation_selections_share_renderings_only_where_visibility_al
         before = hub.stats()["renders"]
         crm = app.state.crm
         for subject, private in (("private to the first", True), ("public", False)):
-            async with crm.sessionmaker() as session:
-                async with session.begin():
-                    await conversations.start_conversation(
-                        actors[Role.MANAGER],
-                        session,
-                        {
-                            "customer_id": customer,
-                            "channel": Channel.CHAT,
-                            "subject": subject,
-                            "is_private": private,
-                            "assignee_id": first.id if private else None,
-                        },
-                    )
-                await crm.bus.notify(take_committed_topics(session))
+            manager = actors[Role.MANAGER]
+            async with unit_of_work(crm.sessionmaker, crm.bus, manager.workspace_id) as session:
+                await conversations.start_conversation(
+                    manager,
+                    session,
+                    {
+                        "customer_id": customer,
+                        "channel": Channel.CHAT,
+                        "subject": subject,
+                        "is_private": private,
+                        "assignee_id": first.id if private else None,
+                    },
+                )
         got = {
             name: [json.loads(f)["payload"]["data"]["inbox"] for f in await _frames(ws, count)]
             for name, ws, count in (
@@ -379,3 +380,106 @@ def test_pushed_frames_are_the_ones_websockets_builds(size: int) -> None:
     message = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     expected = Frame(Opcode.TEXT, message).serialize(mask=False, extensions=[])
     assert fanout._text_frame_header(len(message)) + message == expected
+
+
+def _inbox(frame: str) -> Any:
+    """The ``inbox`` event of a data frame (a rendering that failed fails the test)."""
+    payload = json.loads(frame)["payload"]
+    assert not payload.get("errors"), payload
+    return payload["data"]["inbox"]
+
+
+async def test_the_verdict_is_judged_once_per_event_and_group_however_many_subscribers(
+    served: tuple[str, Starlette],
+    settings: Any,
+    users: dict[Role, User],
+    actors: dict[Role, Actor],
+) -> None:
+    """Twelve agents' sockets (six agents, two each) on one inbox document are one group,
+    two managers' sockets another: each conversation event is judged once per group, not
+    once per socket. The verdict names who differs: a private conversation reaches its
+    assignee's sockets (rendered as the assignee) and the managers' only, and a
+    reassignment also reaches the agent who lost it; the other agents get nothing."""
+    base_url, app = served
+    hub = _hub(app)
+    crm = app.state.crm
+    agents = [users[Role.AGENT]]
+    agents += [await _agent(app, agents[0].workspace_id, f"Agent {i}") for i in range(5)]
+    customer = await _customer(app, actors[Role.AGENT])
+    by_agent = {
+        agent.id: [await _subscribe(base_url, _token(settings, agent), INBOX) for _ in range(2)]
+        for agent in agents
+    }
+    manager_token = _token(settings, users[Role.MANAGER])
+    managers = [await _subscribe(base_url, manager_token, INBOX) for _ in range(2)]
+    sockets = [ws for pair in by_agent.values() for ws in pair] + managers
+    first, second = agents[0].id, agents[1].id
+    manager = actors[Role.MANAGER]
+
+    async def write(change: Any) -> Any:
+        async with unit_of_work(crm.sessionmaker, crm.bus, manager.workspace_id) as session:
+            return await change(session)
+
+    def start(subject: str, assignee: uuid.UUID | None) -> Any:
+        data = {
+            "customer_id": customer,
+            "channel": Channel.CHAT,
+            "subject": subject,
+            "is_private": assignee is not None,
+            "assignee_id": assignee,
+        }
+        return lambda session: conversations.start_conversation(manager, session, data)
+
+    try:
+        await wait_for(lambda: hub.stats()["members"] == len(sockets), what="subscribed")
+        assert hub.stats()["groups"] == 2, hub.stats()
+        before = hub.stats()
+        await write(start("public", None))
+        private = await write(start("private", first))
+        # An event renders the conversation as it is when rendered: the first agent reads
+        # the private one before it is handed to the second.
+        early = {id(ws): [_inbox(f) for f in await _frames(ws, 2)] for ws in by_agent[first]}
+        await write(lambda s: conversations.assign_conversation(manager, s, private.id, second))
+        # The managers see all three events; the group verdicts are counted with them.
+        for ws in managers:
+            seen = [_inbox(f) for f in await _frames(ws, 3)]
+            assert [(e["type"], e["conversation"]["subject"]) for e in seen] == [
+                ("conversation.started", "public"),
+                ("conversation.started", "private"),
+                ("conversation.assigned", "private"),
+            ]
+        got = {
+            agent_id: [
+                early.get(id(ws), []) + [_inbox(f) for f in await _frames(ws, expected)]
+                for ws in pair
+            ]
+            for agent_id, pair in by_agent.items()
+            for expected in [{first: 1, second: 2}.get(agent_id, 1)]
+        }
+        for ws in sockets:
+            await _silent(ws, 0.3)
+        after = hub.stats()
+    finally:
+        for ws in sockets:
+            await ws.close()
+    assert after["verdicts"] - before["verdicts"] == 3 * 2, (before, after)
+    subjects = {
+        agent_id: [
+            [(e["type"], (e["conversation"] or {}).get("subject")) for e in events]
+            for events in pair
+        ]
+        for agent_id, pair in got.items()
+    }
+    public = ("conversation.started", "public")
+    for agent_id, pair in subjects.items():
+        if agent_id == first:  # assignee, then told it lost it (rendered for everyone)
+            expected = [
+                public,
+                ("conversation.started", "private"),
+                ("conversation.assigned", None),
+            ]
+        elif agent_id == second:  # nothing while it is the first's; then its own
+            expected = [public, ("conversation.assigned", "private")]
+        else:
+            expected = [public]
+        assert pair == [expected, expected], agent_id

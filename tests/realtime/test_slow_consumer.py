@@ -16,10 +16,11 @@ import websockets
 
 from crm_graphql.models import ActivityType, Role
 from crm_graphql.realtime.bus import Bus, channel_name
+from crm_graphql.realtime.unit_of_work import unit_of_work
 from crm_graphql.realtime.ws import SLOW_CONSUMER
 from crm_graphql.services import activities, customers, events
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.events import Position, record_event, take_committed_topics
+from crm_graphql.services.events import Position, record_event
 from tests import support
 from tests.realtime.processes import RedisServer, Spawn, wait_for
 from tests.realtime.streams import assert_in_order_once, close_code, head_cursor
@@ -81,19 +82,17 @@ async def _write_events(
     done = 0
     while done < count:
         batch = min(250, count - done)
-        async with sessionmaker() as session:
-            async with session.begin():
-                for _ in range(batch):
-                    record_event(
-                        actor,
-                        session,
-                        topic=activities.TOPIC,
-                        type="activity.created",
-                        entity_type="Activity",
-                        entity_id=activity_id,
-                        payload={"activity_id": activity_id, "type": "NOTE"},
-                    )
-            await bus.notify(take_committed_topics(session))
+        async with unit_of_work(sessionmaker, bus, actor.workspace_id) as session:
+            for _ in range(batch):
+                record_event(
+                    actor,
+                    session,
+                    topic=activities.TOPIC,
+                    type="activity.created",
+                    entity_type="Activity",
+                    entity_id=activity_id,
+                    payload={"activity_id": activity_id, "type": "NOTE"},
+                )
         done += batch
 
 
