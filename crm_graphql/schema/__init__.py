@@ -32,6 +32,7 @@ from crm_graphql.schema.scalars import SCALAR_OVERRIDES
 from crm_graphql.schema.search import SearchQuery
 from crm_graphql.schema.security import SecurityMutation, SecurityQuery
 from crm_graphql.schema.segments import CohortQuery, SegmentMutation, SegmentQuery
+from crm_graphql.schema.sync import SyncQuery
 from crm_graphql.schema.users import UserMutation, UserQuery
 from crm_graphql.schema.webhooks import WebhookMutation, WebhookQuery
 
@@ -56,6 +57,7 @@ class Query(
     CohortQuery,
     AggregateQuery,
     ReportQuery,
+    SyncQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     # strawberry.enum registers and returns the domain's own enum class; say so to mypy.
     from crm_graphql.enums import (
         ActivityType,
+        ChangeKind,
         Channel,
         ConversationStatus,
         DealStatus,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
         MessageAuthorType,
         OrderStatus,
         Role,
+        SyncedType,
     )
     from crm_graphql.services.rfm import RfmSegment
 else:
@@ -42,6 +44,14 @@ else:
         enums.ConversationStatus, description="Open, pending or closed."
     )
     MessageAuthorType = strawberry.enum(enums.MessageAuthorType, description="Who wrote a message.")
+    ChangeKind = strawberry.enum(
+        enums.ChangeKind,
+        description="What a change did: created, updated, archived (merged duplicates too) "
+        "or erased (a customer's personal data removed).",
+    )
+    SyncedType = strawberry.enum(
+        enums.SyncedType, description="The types whose changes `changes` carries."
+    )
     RfmSegment = strawberry.enum(
         rfm.RfmSegment,
         description="Built-in customer segments by recency, frequency and monetary scores "
