@@ -197,7 +197,8 @@ async def read_changes(
         for row in rows[:first]
     ]
     if has_more:
-        resume = changes[-1].position
+        # ``first: 0`` reads nothing and stays where it was.
+        resume = changes[-1].position if changes else position
     else:
         # Everything below the horizon was read: resume past it (not just past the last
         # change shown), so the next read does not walk again what it left out.

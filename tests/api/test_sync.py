@@ -295,3 +295,14 @@ async def test_concurrent_writers_on_two_processes_are_seen_once_each_in_commit_
     positions = [Position.decode(c["cursor"]) for c in seen]
     assert positions == sorted(positions)
     assert [c["cursor"] for c in everything] == [c["cursor"] for c in seen]
+
+
+async def test_a_page_of_none_reads_nothing_and_keeps_the_cursor(
+    as_role: dict[Role, support.GraphQLClient],
+) -> None:
+    """``first: 0`` (found by the generated reads of the differential test)."""
+    admin = as_role[Role.ADMIN]
+    _, start = await read_all(admin)
+    await create_customer(admin, "Someone")
+    page = (await admin(CHANGES, {"after": start, "first": 0})).ok()["changes"]
+    assert page == {"cursor": start, "hasMore": True, "changes": []}
