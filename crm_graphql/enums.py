@@ -91,3 +91,11 @@ class SyncedType(enum.StrEnum):
     PRODUCT = "Product"
     CONVERSATION = "Conversation"
     MESSAGE = "Message"
+
+
+class DuplicateField(enum.StrEnum):
+    """What two customers that look like one person agree on."""
+
+    EMAIL = "email"  # the same mailbox
+    PHONE = "phone"  # the same number
+    NAME = "name"  # similar names within the same company

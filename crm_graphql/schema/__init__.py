@@ -21,6 +21,7 @@ from crm_graphql.schema.conversations import ConversationMutation, ConversationQ
 from crm_graphql.schema.custom_fields import CustomFieldMutation, CustomFieldQuery
 from crm_graphql.schema.customers import CustomerMutation, CustomerQuery
 from crm_graphql.schema.deals import DealMutation, DealQuery
+from crm_graphql.schema.duplicates import DuplicateQuery
 from crm_graphql.schema.executor import EventExecutor
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
@@ -58,6 +59,7 @@ class Query(
     AggregateQuery,
     ReportQuery,
     SyncQuery,
+    DuplicateQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:

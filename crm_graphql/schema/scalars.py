@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         Channel,
         ConversationStatus,
         DealStatus,
+        DuplicateField,
         LifecycleStage,
         MessageAuthorType,
         OrderStatus,
@@ -48,6 +49,11 @@ else:
         enums.ChangeKind,
         description="What a change did: created, updated, archived (merged duplicates too) "
         "or erased (a customer's personal data removed).",
+    )
+    DuplicateField = strawberry.enum(
+        enums.DuplicateField,
+        description="What two likely duplicate customers agree on: the same mailbox (EMAIL), "
+        "the same phone number (PHONE), similar names within the same company (NAME).",
     )
     SyncedType = strawberry.enum(
         enums.SyncedType, description="The types whose changes `changes` carries."

@@ -116,7 +116,7 @@ async def _clean(
     if "employee_count" in data:
         cleaned["employee_count"] = _employee_count(data["employee_count"])
     if "phone" in data:
-        cleaned["phone"] = fields.optional_text(data["phone"], "phone", max_length=50)
+        cleaned["phone"] = fields.phone(data["phone"])
     if "website" in data:
         cleaned["website"] = website(data["website"])
     if "address" in data and data["address"] is not None and not isinstance(data["address"], dict):

@@ -100,7 +100,7 @@ async def _clean(
             if taken is not None:
                 raise Duplicate("Another customer in this workspace has this email", "email")
     if "phone" in data:
-        cleaned["phone"] = fields.optional_text(data["phone"], "phone", max_length=50)
+        cleaned["phone"] = fields.phone(data["phone"])
     if "tags" in data:
         cleaned["tags"] = fields.tags(data["tags"])
     if "needs" in data:
