@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy.engine import make_url
 
 from crm_graphql.models import Base
 from tests import support
-
-
-@pytest.fixture
-def scratch_url(server_database_url: str) -> Iterator[str]:
-    name = f"crm_mig_{secrets.token_hex(4)}"
-    support.create_database(server_database_url, name)
-    yield make_url(server_database_url).set(database=name).render_as_string(hide_password=False)
-    support.drop_database(server_database_url, name)
 
 
 async def _diff(url: str) -> list[object]:

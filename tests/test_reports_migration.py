@@ -5,28 +5,16 @@ and, for closed ones, the audit log."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 from alembic import command
-from sqlalchemy.engine import make_url
 
 from tests import support
 
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
 REVISION = "0014"
-
-
-@pytest.fixture
-def scratch_url(server_database_url: str) -> Iterator[str]:
-    name = f"crm_mig_{secrets.token_hex(4)}"
-    support.create_database(server_database_url, name)
-    yield make_url(server_database_url).set(database=name).render_as_string(hide_password=False)
-    support.drop_database(server_database_url, name)
 
 
 def at(minutes: int) -> datetime:

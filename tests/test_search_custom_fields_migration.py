@@ -4,26 +4,14 @@ downgrade takes them out of the search documents again."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
-import pytest
 from alembic import command
-from sqlalchemy.engine import make_url
 
 from tests import support
 
 REVISION = "0016"
-
-
-@pytest.fixture
-def scratch_url(server_database_url: str) -> Iterator[str]:
-    name = f"crm_mig_{secrets.token_hex(4)}"
-    support.create_database(server_database_url, name)
-    yield make_url(server_database_url).set(database=name).render_as_string(hide_password=False)
-    support.drop_database(server_database_url, name)
 
 
 async def _seed(url: str) -> dict[str, uuid.UUID]:

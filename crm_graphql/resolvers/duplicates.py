@@ -45,14 +45,12 @@ async def duplicate_candidates(
             customer_id=customer,
             min_score=duplicate_service.MIN_SCORE if min_score is None else min_score,
         )
-    cursors = [c.cursor for c in page.candidates]
     return CandidatesValue(
         candidates=page.candidates,
-        page_info=PageInfoValue(
-            has_next_page=page.has_next_page,
-            has_previous_page=after is not None,
-            start_cursor=cursors[0] if cursors else None,
-            end_cursor=cursors[-1] if cursors else None,
+        page_info=PageInfoValue.of(
+            [c.cursor for c in page.candidates],
+            has_next=page.has_next_page,
+            has_previous=after is not None,
         ),
     )
 
