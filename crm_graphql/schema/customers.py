@@ -293,6 +293,35 @@ class CustomerPayload:
     errors: list[UserError]
 
 
+@strawberry.input(description="Customers to create or update, matched by email.")
+class UpsertCustomersInput:
+    records: list[CreateCustomerInput] = strawberry.field(
+        description="1 to 1,000 customers. A record whose email (case ignored) a customer "
+        "already has updates that customer with the fields it gives; any other creates one."
+    )
+
+
+@strawberry.type(description="What became of one record of `upsertCustomers`.")
+class UpsertCustomerResult:
+    index: int = strawberry.field(description="The record's position in `records`, from 0.")
+    customer: Customer | None = strawberry.field(description="Null when the record failed.")
+    created: bool = strawberry.field(description="Created (true) or updated (false).")
+    errors: list[UserError] = strawberry.field(
+        description="Why the record failed (it changed nothing); `field` names its field."
+    )
+
+
+@strawberry.type(description="Result of `upsertCustomers`: one result per record, in order.")
+class UpsertCustomersPayload:
+    results: list[UpsertCustomerResult] = strawberry.field(description="In the records' order.")
+    created: int = strawberry.field(description="How many records created a customer.")
+    updated: int = strawberry.field(description="How many records updated one.")
+    failed: int = strawberry.field(description="How many records failed.")
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing was done at all (permission, too many records)."
+    )
+
+
 @strawberry.type
 class CustomerQuery:
     @strawberry.field(description="Customers of the workspace, newest first unless ordered.")
@@ -346,3 +375,14 @@ class CustomerMutation:
     )
     async def merge_customers(self, info: Info, input: MergeCustomersInput) -> CustomerPayload:
         return await resolve.merge_customers(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Create or update up to 1,000 customers in one call, matched by email "
+        "(case ignored). Each record succeeds or fails on its own (a failed one changes "
+        "nothing) and is audited like `createCustomer` / `updateCustomer`. Counted against "
+        "the caller's rate limit by records, not requests: a call of 500 records spends 500."
+    )
+    async def upsert_customers(
+        self, info: Info, input: UpsertCustomersInput
+    ) -> UpsertCustomersPayload:
+        return await resolve.upsert_customers(info, input)  # type: ignore[return-value]

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import (
@@ -26,7 +27,7 @@ from crm_graphql.models import (
 )
 from crm_graphql.services import audit, custom_fields, fields, privacy, querying, records, rfm
 from crm_graphql.services.actor import Actor, scope_condition
-from crm_graphql.services.errors import Duplicate, Invalid
+from crm_graphql.services.errors import DomainError, Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
 
 CUSTOMERS = querying.ListSpec(
@@ -136,12 +137,18 @@ async def _clean(
     return cleaned
 
 
-async def create_customer(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Customer:
-    """Add a customer to the workspace."""
+async def create_customer(
+    actor: Actor,
+    session: AsyncSession,
+    data: Mapping[str, Any],
+    *,
+    action: str = "createCustomer",
+) -> Customer:
+    """Add a customer to the workspace (audited as ``action``)."""
     authorize(actor, Action.WRITE_CUSTOMERS)
     cleaned = await _clean(actor, session, data, current=None)
     await privacy.protect_custom_fields(actor, session, None, cleaned)
-    return await records.create(actor, session, Customer(**cleaned), action="createCustomer")
+    return await records.create(actor, session, Customer(**cleaned), action=action)
 
 
 async def update_customer(
@@ -151,13 +158,15 @@ async def update_customer(
     data: Mapping[str, Any],
     *,
     expected_version: int | None = None,
+    action: str = "updateCustomer",
 ) -> Customer:
-    """Change the given fields of a customer (fields left out stay as they are)."""
+    """Change the given fields of a customer (fields left out stay as they are; audited
+    as ``action``)."""
     authorize(actor, Action.WRITE_CUSTOMERS)
     customer = await records.get_for_change(actor, session, Customer, customer_id, expected_version)
     cleaned = await _clean(actor, session, data, current=customer)
     await privacy.protect_custom_fields(actor, session, customer, cleaned)
-    return await records.update(actor, session, customer, cleaned, action="updateCustomer")
+    return await records.update(actor, session, customer, cleaned, action=action)
 
 
 async def archive_customer(
@@ -172,6 +181,64 @@ async def archive_customer(
     return await records.archive(
         actor, session, Customer, customer_id, expected_version, action="archiveCustomer"
     )
+
+
+MAX_UPSERT_RECORDS = 1000
+ACTION = "upsertCustomers"
+
+
+@dataclass
+class UpsertResult:
+    """What became of one record of ``upsert_customers``: the customer (None when the
+    record failed), whether it was created, and why it failed."""
+
+    customer: Customer | None
+    created: bool
+    errors: list[DomainError]
+
+
+async def upsert_customers(
+    actor: Actor,
+    session: AsyncSession,
+    records: Sequence[Mapping[str, Any] | DomainError],
+) -> list[UpsertResult]:
+    """Create or update up to ``MAX_UPSERT_RECORDS`` customers, matched by email (case
+    ignored): a record whose email a customer of the workspace has updates that customer
+    with the fields it gives, any other record creates one. Each record runs in a
+    savepoint: one that fails (an error given in ``records`` too) changes nothing and
+    gets its errors, the others go on. Every change is audited as its single mutation
+    would be, under ``upsertCustomers``."""
+    authorize(actor, Action.WRITE_CUSTOMERS)
+    if not records:
+        raise Invalid("Give at least one record", "records")
+    if len(records) > MAX_UPSERT_RECORDS:
+        raise Invalid(f"At most {MAX_UPSERT_RECORDS} records at a time", "records")
+    results: list[UpsertResult] = []
+    for data in records:
+        try:
+            async with session.begin_nested():
+                if isinstance(data, DomainError):
+                    raise data
+                email = fields.email(data.get("email"))
+                existing = None
+                if email:
+                    existing = await session.scalar(
+                        select(Customer.id).where(
+                            Customer.workspace_id == actor.workspace_id,
+                            func.lower(Customer.email) == email,
+                        )
+                    )
+                if existing is not None:
+                    row = await update_customer(actor, session, existing, data, action=ACTION)
+                else:
+                    row = await create_customer(actor, session, data, action=ACTION)
+            results.append(UpsertResult(row, existing is None, []))
+        except DomainError as error:
+            results.append(UpsertResult(None, False, [error]))
+        except IntegrityError:  # a concurrent writer took the email meanwhile
+            duplicate = Duplicate("Another customer in this workspace has this email", "email")
+            results.append(UpsertResult(None, False, [duplicate]))
+    return results
 
 
 async def merge_customers(

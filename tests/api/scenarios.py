@@ -269,6 +269,18 @@ def merge_customers_scenario() -> Scenario:
     return Scenario(succeeds, fails)
 
 
+def upsert_customers_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        existing = await env.make("createCustomer", name=unique("Customer"), email="up@example.com")
+        records = [{"name": "Updated", "email": "UP@example.com"}, {"name": unique("New")}]
+        return Call({"records": records}, entity=existing)
+
+    async def fails(env: Env) -> Call:
+        return Call({"records": []}, error="VALIDATION")
+
+    return Scenario(succeeds, fails)
+
+
 def move_deal_scenario() -> Scenario:
     async def succeeds(env: Env) -> Call:
         pipeline = await env.pipeline()
@@ -462,6 +474,7 @@ SCENARIOS: dict[str, Scenario] = {
     "updateCustomer": changing(Env.customer, {"name": "Renamed"}, {"email": "nope"}, "VALIDATION"),
     "archiveCustomer": archiving(Env.customer),
     "mergeCustomers": merge_customers_scenario(),
+    "upsertCustomers": upsert_customers_scenario(),
     "createCompany": creating(company_input, {"name": " "}, "VALIDATION"),
     "updateCompany": changing(Env.company, {"industry": "Retail"}, {"name": ""}, "VALIDATION"),
     "archiveCompany": archiving(Env.company),
