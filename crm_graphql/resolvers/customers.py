@@ -28,7 +28,7 @@ from crm_graphql.services import customers as customer_service
 from crm_graphql.services import deals as deal_service
 from crm_graphql.services import orders as order_service
 from crm_graphql.services import ratelimit
-from crm_graphql.services.errors import DomainError
+from crm_graphql.services.errors import DomainError, Invalid
 
 CUSTOMER_IDS = {"owner_id": "User", "company_id": "Company"}
 
@@ -149,6 +149,13 @@ async def upsert_customers(info: Any, input: Any) -> UpsertPayload:
     records = [_record(r) for r in input.records]
     # The request counted one against the caller's rate limit; the other records count too.
     bucket = ratelimit.actor_bucket(actor, context.client_ip, context.app.settings)
+    if bucket is not None and len(records) > bucket.limit:
+        # No wait would let it through: say so rather than "retry in N s" forever.
+        too_many = Invalid(
+            f"At most {bucket.limit} records a call for this caller (its rate limit a minute)",
+            "records",
+        )
+        return UpsertPayload([], 0, 0, 0, user_errors([too_many]))
     if bucket is not None and 1 < len(records) <= customer_service.MAX_UPSERT_RECORDS:
         decision = await context.app.limiter.hit(bucket, len(records) - 1)
         if not decision.allowed:

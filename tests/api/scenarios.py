@@ -271,8 +271,9 @@ def merge_customers_scenario() -> Scenario:
 
 def upsert_customers_scenario() -> Scenario:
     async def succeeds(env: Env) -> Call:
-        existing = await env.make("createCustomer", name=unique("Customer"), email="up@example.com")
-        records = [{"name": "Updated", "email": "UP@example.com"}, {"name": unique("New")}]
+        email = f"{uuid.uuid4().hex[:10]}@example.com"
+        existing = await env.make("createCustomer", name=unique("Customer"), email=email)
+        records = [{"name": "Updated", "email": email.upper()}, {"name": unique("New")}]
         return Call({"records": records}, entity=existing)
 
     async def fails(env: Env) -> Call:

@@ -105,3 +105,14 @@ async def test_records_count_against_the_rate_limit(
         # The refused call counted one (its request) and wrote nothing: three hits are left.
         small = await client(UPSERT, {"i": {"records": records[:3]}})
         assert small.ok()["upsertCustomers"]["created"] == 3
+        # More records than the whole budget could ever hold: said as such, not "retry".
+        over = await client(UPSERT, {"i": {"records": [{"name": "X"}] * 11}})
+        assert over.status == 429  # this request itself found the bucket empty
+    async with support.app_client(
+        settings, client_ip=support.random_ip(), rate_limits=True, rate_limit_user_per_minute=10
+    ) as anonymous:
+        client = await anonymous.logged_in(users[Role.MANAGER].email, support.PASSWORD)
+        over = (await client(UPSERT, {"i": {"records": [{"name": "X"}] * 11}})).ok()
+        assert [(e["code"], e["field"]) for e in over["upsertCustomers"]["errors"]] == [
+            ("VALIDATION", "records")
+        ]
