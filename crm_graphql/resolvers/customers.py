@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
-
-from graphql import GraphQLError
 
 from crm_graphql import models
 from crm_graphql.resolvers import segments as segment_resolvers
@@ -14,21 +11,18 @@ from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
 from crm_graphql.resolvers.mutations import (
     Payload,
-    UserErrorValue,
+    UpsertPayload,
     archive_payload,
     create_payload,
-    mutate,
     mutate_payload,
     update_payload,
-    user_errors,
+    upsert_payload,
 )
 from crm_graphql.services import activities as activity_service
 from crm_graphql.services import conversations as conversation_service
 from crm_graphql.services import customers as customer_service
 from crm_graphql.services import deals as deal_service
 from crm_graphql.services import orders as order_service
-from crm_graphql.services import ratelimit
-from crm_graphql.services.errors import DomainError, Invalid
 
 CUSTOMER_IDS = {"owner_id": "User", "company_id": "Company"}
 
@@ -118,67 +112,7 @@ async def merge_customers(info: Any, input: Any) -> Payload:
     )
 
 
-@dataclass
-class UpsertResultValue:
-    index: int
-    customer: models.Customer | None
-    created: bool
-    errors: list[UserErrorValue]
-
-
-@dataclass
-class UpsertPayload:
-    results: list[UpsertResultValue]
-    created: int
-    updated: int
-    failed: int
-    errors: list[UserErrorValue]
-
-
-def _record(input: Any) -> dict[str, Any] | DomainError:
-    """A record's fields, or the error its IDs give (that record fails, not the call)."""
-    try:
-        return customer_changes(input)
-    except DomainError as error:
-        return error
-
-
 async def upsert_customers(info: Any, input: Any) -> UpsertPayload:
-    context = info.context
-    actor = context.require_actor()
-    records = [_record(r) for r in input.records]
-    # The request counted one against the caller's rate limit; the other records count too.
-    bucket = ratelimit.actor_bucket(actor, context.client_ip, context.app.settings)
-    if bucket is not None and len(records) > bucket.limit:
-        # No wait would let it through: say so rather than "retry in N s" forever.
-        too_many = Invalid(
-            f"At most {bucket.limit} records a call for this caller (its rate limit a minute)",
-            "records",
-        )
-        return UpsertPayload([], 0, 0, 0, user_errors([too_many]))
-    if bucket is not None and 1 < len(records) <= customer_service.MAX_UPSERT_RECORDS:
-        decision = await context.app.limiter.hit(bucket, len(records) - 1)
-        if not decision.allowed:
-            limited = ratelimit.RateLimited(
-                decision.retry_after,
-                f"Rate limit of {bucket.limit} records a minute exceeded by {len(records)} "
-                f"records; retry in {decision.retry_after} s",
-            )
-            raise GraphQLError(
-                limited.message,
-                extensions={"code": limited.code, "retryAfter": decision.retry_after},
-            )
-    outcome = await mutate(
-        info, lambda actor, s: customer_service.upsert_customers(actor, s, records)
-    )
-    results = [
-        UpsertResultValue(i, r.customer, r.created, user_errors(r.errors))
-        for i, r in enumerate(outcome.value or [])
-    ]
-    return UpsertPayload(
-        results=results,
-        created=sum(1 for r in results if r.customer is not None and r.created),
-        updated=sum(1 for r in results if r.customer is not None and not r.created),
-        failed=sum(1 for r in results if r.customer is None),
-        errors=user_errors(outcome.errors),
+    return await upsert_payload(
+        info, "customer", input.records, customer_changes, customer_service.upsert_customers
     )

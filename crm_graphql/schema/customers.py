@@ -12,6 +12,7 @@ from strawberry.types import Info
 from crm_graphql.resolvers import customers as resolve
 from crm_graphql.resolvers import privacy as resolve_privacy
 from crm_graphql.resolvers import recommendations as resolve_recommendations
+from crm_graphql.resolvers.mutations import UpsertPayload, UpsertResultValue
 from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import (
     CustomFieldFilter,
@@ -21,7 +22,15 @@ from crm_graphql.schema.filters import (
     StringFilter,
     TagsFilter,
 )
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
+from crm_graphql.schema.relay import (
+    Connection,
+    Node,
+    OrderDirection,
+    UpsertRecordResult,
+    UpsertSummary,
+    UserError,
+    upserts_of,
+)
 from crm_graphql.schema.scalars import (
     JSON,
     Address,
@@ -302,24 +311,17 @@ class UpsertCustomersInput:
 
 
 @strawberry.type(description="What became of one record of `upsertCustomers`.")
-class UpsertCustomerResult:
-    index: int = strawberry.field(description="The record's position in `records`, from 0.")
+class UpsertCustomerResult(UpsertRecordResult):
+    is_type_of = upserts_of(UpsertResultValue)
+
     customer: Customer | None = strawberry.field(description="Null when the record failed.")
-    created: bool = strawberry.field(description="Created (true) or updated (false).")
-    errors: list[UserError] = strawberry.field(
-        description="Why the record failed (it changed nothing); `field` names its field."
-    )
 
 
 @strawberry.type(description="Result of `upsertCustomers`: one result per record, in order.")
-class UpsertCustomersPayload:
+class UpsertCustomersPayload(UpsertSummary):
+    is_type_of = upserts_of(UpsertPayload)
+
     results: list[UpsertCustomerResult] = strawberry.field(description="In the records' order.")
-    created: int = strawberry.field(description="How many records created a customer.")
-    updated: int = strawberry.field(description="How many records updated one.")
-    failed: int = strawberry.field(description="How many records failed.")
-    errors: list[UserError] = strawberry.field(
-        description="Why nothing was done at all (permission, too many records)."
-    )
 
 
 @strawberry.type

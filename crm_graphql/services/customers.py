@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import (
@@ -183,62 +182,35 @@ async def archive_customer(
     )
 
 
-MAX_UPSERT_RECORDS = 1000
-ACTION = "upsertCustomers"
-
-
-@dataclass
-class UpsertResult:
-    """What became of one record of ``upsert_customers``: the customer (None when the
-    record failed), whether it was created, and why it failed."""
-
-    customer: Customer | None
-    created: bool
-    errors: list[DomainError]
+UPSERT_ACTION = "upsertCustomers"
 
 
 async def upsert_customers(
-    actor: Actor,
-    session: AsyncSession,
-    records: Sequence[Mapping[str, Any] | DomainError],
-) -> list[UpsertResult]:
-    """Create or update up to ``MAX_UPSERT_RECORDS`` customers, matched by email (case
-    ignored): a record whose email a customer of the workspace has updates that customer
-    with the fields it gives, any other record creates one. Each record runs in a
-    savepoint: one that fails (an error given in ``records`` too) changes nothing and
-    gets its errors, the others go on. Every change is audited as its single mutation
-    would be, under ``upsertCustomers``."""
+    actor: Actor, session: AsyncSession, batch: Sequence[Mapping[str, Any] | DomainError]
+) -> list[records.Upserted[Customer]]:
+    """Create or update up to ``records.MAX_UPSERT_RECORDS`` customers, matched by email
+    (case ignored): a record whose email a customer of the workspace has updates that
+    customer with the fields it gives, any other record creates one; each on its own
+    (``records.upsert_each``), audited as ``upsertCustomers``."""
     authorize(actor, Action.WRITE_CUSTOMERS)
-    if not records:
-        raise Invalid("Give at least one record", "records")
-    if len(records) > MAX_UPSERT_RECORDS:
-        raise Invalid(f"At most {MAX_UPSERT_RECORDS} records at a time", "records")
-    results: list[UpsertResult] = []
-    for data in records:
-        try:
-            async with session.begin_nested():
-                if isinstance(data, DomainError):
-                    raise data
-                email = fields.email(data.get("email"))
-                existing = None
-                if email:
-                    existing = await session.scalar(
-                        select(Customer.id).where(
-                            Customer.workspace_id == actor.workspace_id,
-                            func.lower(Customer.email) == email,
-                        )
-                    )
-                if existing is not None:
-                    row = await update_customer(actor, session, existing, data, action=ACTION)
-                else:
-                    row = await create_customer(actor, session, data, action=ACTION)
-            results.append(UpsertResult(row, existing is None, []))
-        except DomainError as error:
-            results.append(UpsertResult(None, False, [error]))
-        except IntegrityError:  # a concurrent writer took the email meanwhile
-            duplicate = Duplicate("Another customer in this workspace has this email", "email")
-            results.append(UpsertResult(None, False, [duplicate]))
-    return results
+
+    async def existing(data: Mapping[str, Any]) -> uuid.UUID | None:
+        email = fields.email(data.get("email"))
+        if not email:
+            return None
+        return await session.scalar(
+            select(Customer.id).where(
+                Customer.workspace_id == actor.workspace_id, func.lower(Customer.email) == email
+            )
+        )
+
+    return await records.upsert_each(
+        session,
+        batch,
+        existing=existing,
+        create=lambda data: create_customer(actor, session, data, action=UPSERT_ACTION),
+        update=lambda id, data: update_customer(actor, session, id, data, action=UPSERT_ACTION),
+    )
 
 
 async def merge_customers(

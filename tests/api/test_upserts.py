@@ -116,3 +116,37 @@ async def test_records_count_against_the_rate_limit(
         assert [(e["code"], e["field"]) for e in over["upsertCustomers"]["errors"]] == [
             ("VALIDATION", "records")
         ]
+
+
+UPSERT_COMPANIES = """mutation($i: UpsertCompaniesInput!) {
+  upsertCompanies(input: $i) {
+    created updated failed
+    results { index created company { id name domain phone } errors { code field } }
+    errors { code field }
+  }
+}"""
+
+
+async def test_companies_are_matched_by_domain(
+    as_role: dict[Role, support.GraphQLClient],
+) -> None:
+    agent = as_role[Role.AGENT]
+    made = await agent(
+        "mutation($i: CreateCompanyInput!) { createCompany(input: $i) { company { id } } }",
+        {"i": {"name": "Acme", "domain": "acme.example"}},
+    )
+    acme = made.ok()["createCompany"]["company"]["id"]
+    records = [
+        {"name": "Acme Ltd", "domain": "ACME.example", "phone": "+44 20 7946 0100"},
+        {"name": "Globex", "domain": "globex.example"},
+        {"name": "Broken", "domain": "https://not a domain/"},
+        {"name": "No domain"},
+    ]
+    result = (await agent(UPSERT_COMPANIES, {"i": {"records": records}})).ok()["upsertCompanies"]
+    assert (result["created"], result["updated"], result["failed"]) == (2, 1, 1)
+    first, second, third, fourth = result["results"]
+    assert first["company"] == {
+        "id": acme, "name": "Acme Ltd", "domain": "acme.example", "phone": "+442079460100"
+    }  # fmt: skip
+    assert first["created"] is False and second["created"] is True and fourth["created"] is True
+    assert third["company"] is None and third["errors"] == [{"code": "VALIDATION", "field": "domain"}]
