@@ -23,9 +23,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 
-from bench.scratch import scratch_sales
+from bench.scratch import scratch_sales, time_with_triggers
 from crm_graphql.db.engine import make_engine, make_sessionmaker
 from crm_graphql.models import Customer
 from crm_graphql.services import companies, customers, deals, duplicates, sync
@@ -34,14 +34,6 @@ from tests.planted_duplicates import generate
 
 TABLES = ("customers", "deals")
 TRIGGERS = ("changes_created", "changes_updated", "changes_deleted")
-
-
-async def _toggle(sessionmaker: Any, on: bool) -> None:
-    verb = "ENABLE" if on else "DISABLE"
-    async with sessionmaker() as session, session.begin():
-        for table in TABLES:
-            for name in TRIGGERS:
-                await session.execute(text(f"ALTER TABLE {table} {verb} TRIGGER {name}"))
 
 
 async def writes(sessionmaker: Any, n: int) -> None:
@@ -75,27 +67,8 @@ async def writes(sessionmaker: Any, n: int) -> None:
         "updateDeal (amount)": update_deal,
         "INSERT of 1,000 customers": bulk_insert,
     }
-    times: dict[tuple[str, bool], list[float]] = {(c, on): [] for c in calls for on in (1, 0)}
-    rounds = 10  # on and off alternate, so that the machine's drift hits both alike
-    try:
-        for _ in range(rounds):
-            for on in (True, False):
-                await _toggle(sessionmaker, on)
-                for name, call in calls.items():
-                    repeat = 1 if name.startswith("INSERT") else max(1, n // rounds)
-                    for _ in range(repeat):
-                        start = time.perf_counter()
-                        async with sessionmaker() as s, s.begin():
-                            await call(s)
-                        times[(name, on)].append(time.perf_counter() - start)
-    finally:
-        await _toggle(sessionmaker, True)
-    print(f"median ms per transaction, triggers on and off ({n} of each call, 10 bulk inserts)")
-    print(f"{'call':32} {'on':>10} {'off':>10} {'added':>8}")
-    for name in calls:
-        on = statistics.median(times[(name, True)]) * 1000
-        off = statistics.median(times[(name, False)]) * 1000
-        print(f"{name:32} {on:10.2f} {off:10.2f} {on - off:8.2f}")
+    repeat = {name: 1 if name.startswith("INSERT") else max(1, n // 10) for name in calls}
+    await time_with_triggers(sessionmaker, {t: TRIGGERS for t in TABLES}, calls, repeat)
 
 
 async def reads(sessionmaker: Any, log: int) -> None:
@@ -120,7 +93,7 @@ async def reads(sessionmaker: Any, log: int) -> None:
     after = first.cursor
     pages = 1
     while True:  # walk the log, as a partner's first sync does
-        elapsed, found = await page(after)
+        _, found = await page(after)
         pages += 1
         if pages == log // 200:
             middle = after

@@ -5,7 +5,7 @@ import DuplicateCandidatesDocument from "../operations/DuplicateCandidates.graph
 import MergeCustomersDocument from "../operations/MergeCustomers.graphql";
 import { Link } from "../router";
 import type { UserError } from "../session";
-import { Empty, ErrorState, FormErrors, Loading, formatDate, humanize } from "../ui";
+import { Empty, ErrorState, FormErrors, Loading, Pager, formatDate, humanize } from "../ui";
 
 const PAGE_SIZE = 20;
 
@@ -88,7 +88,6 @@ export function DuplicatesPage(props: { mergeable: boolean }) {
   }
 
   const data = result.data?.duplicateCandidates;
-  const page = cursors.length;
   return (
     <section aria-labelledby="duplicates-title">
       <div class="page-head">
@@ -157,19 +156,7 @@ export function DuplicatesPage(props: { mergeable: boolean }) {
               </tbody>
             </table>
           </div>
-          <nav class="pager" aria-label="Pages">
-            <button type="button" disabled={page === 1} onClick={() => setCursors((c) => c.slice(0, -1))}>
-              Previous
-            </button>
-            <span>Page {page}</span>
-            <button
-              type="button"
-              disabled={!data.pageInfo.hasNextPage}
-              onClick={() => setCursors((c) => [...c, data.pageInfo.endCursor])}
-            >
-              Next
-            </button>
-          </nav>
+          <Pager cursors={cursors} setCursors={setCursors} pageInfo={data.pageInfo} />
         </>
       )}
     </section>
