@@ -99,9 +99,9 @@ def generate(seed: int = 17, people: int = 600, companies: int = 60) -> Planted:
     phones: set[str] = set()
     for n in range(people):
         company = rng.randrange(companies) if rng.random() < 0.8 else None
-        while True:
+        while True:  # one name per company (namesakes without a company are not compared)
             first, last = rng.choice(FIRST), rng.choice(LAST)
-            if (f"{first} {last}", company) not in used:
+            if company is None or (f"{first} {last}", company) not in used:
                 break
         used.add((f"{first} {last}", company))
         domain = rng.choice(DOMAINS)

@@ -55,7 +55,7 @@ def test_the_score_adds_evidence_and_a_shared_number_needs_alike_names() -> None
 async def test_planted_duplicates_are_found_and_look_alikes_are_not(
     sessionmaker: async_sessionmaker[AsyncSession], outsider: Actor
 ) -> None:
-    """820 generated customers at 60 companies, 110 of them planted duplicates of others
+    """819 generated customers at 60 companies, 110 of them planted duplicates of others
     (another +tag or Gmail dots, the number spelled otherwise, a typo, the family name
     first, an initial, a new family name with the same number), among colleagues with
     one family name, namesakes at other companies and colleagues sharing a switchboard.
