@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -57,12 +58,15 @@ def email_key(email: str | None) -> str | None:
     return f"{local}@{domain}" if local else None
 
 
+_NON_DIGITS = re.compile(r"\D+")
+
+
 def phone_key(phone: str | None) -> str | None:
     """The number's digits (its extension left out): equal for two spellings of one
     E.164 number, and for local numbers kept as given that differ only in punctuation."""
     if not phone:
         return None
-    digits = "".join(c for c in phone.split(";", 1)[0] if c.isdigit())
+    digits = _NON_DIGITS.sub("", phone.split(";", 1)[0])
     return digits if len(digits) >= 6 else None
 
 
