@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
-
-from bench.scratch import scratch_sales
+from bench.scratch import scratch_sales, time_with_triggers
 from crm_graphql.db.engine import make_engine, make_sessionmaker
 from crm_graphql.models import OrderStatus
 from crm_graphql.services import customers, deals, orders
@@ -33,14 +29,6 @@ TRIGGERS = {
               "deal_cohorts_deal_delete"),
     "deal_stage_changes": ("deal_cohorts_insert", "deal_cohorts_update", "deal_cohorts_delete"),
 }  # fmt: skip
-
-
-async def _toggle(sessionmaker: Any, on: bool) -> None:
-    verb = "ENABLE" if on else "DISABLE"
-    async with sessionmaker() as session, session.begin():
-        for table, names in TRIGGERS.items():
-            for name in names:
-                await session.execute(text(f"ALTER TABLE {table} {verb} TRIGGER {name}"))
 
 
 async def main(url: str, n: int) -> None:
@@ -88,29 +76,12 @@ async def main(url: str, n: int) -> None:
         "updateDeal (amount)": update_deal,
         "updateCustomer (owner, with its orders)": reassign_customer,
     }
-    times: dict[tuple[str, bool], list[float]] = {
-        (c, on): [] for c in calls for on in (True, False)
-    }
-    rounds = 10  # on and off alternate, so that the machine's drift hits both alike
     try:
-        for _ in range(rounds):
-            for on in (True, False):
-                await _toggle(sessionmaker, on)
-                for name, call in calls.items():
-                    for _ in range(max(1, n // rounds)):
-                        start = time.perf_counter()
-                        async with sessionmaker() as s, s.begin():
-                            await call(s)
-                        times[(name, on)].append(time.perf_counter() - start)
+        await time_with_triggers(
+            sessionmaker, TRIGGERS, calls, {name: max(1, n // 10) for name in calls}
+        )
     finally:
-        await _toggle(sessionmaker, True)
         await engine.dispose()
-    print(f"median ms per transaction, {n} of each call with the triggers on and {n} off")
-    print(f"{'call':44} {'triggers on':>12} {'off':>8} {'added':>8}")
-    for name in calls:
-        on = statistics.median(times[(name, True)]) * 1000
-        off = statistics.median(times[(name, False)]) * 1000
-        print(f"{name:44} {on:12.2f} {off:8.2f} {on - off:8.2f}")
 
 
 if __name__ == "__main__":

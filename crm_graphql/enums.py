@@ -65,3 +65,37 @@ class ActivityType(enum.StrEnum):
     TASK = "task"
     STAGE_CHANGE = "stage_change"
     SYSTEM = "system"
+
+
+class ChangeKind(enum.StrEnum):
+    """What happened to a row, as the ``changes`` feed names it (the event type is
+    ``change.<kind>``, written by the triggers of migration 0020)."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    ARCHIVED = "archived"
+    ERASED = "erased"
+
+
+class SyncedType(enum.StrEnum):
+    """The types whose changes the ``changes`` feed carries (values: GraphQL type names,
+    the change rows' ``entity_type``)."""
+
+    CUSTOMER = "Customer"
+    COMPANY = "Company"
+    DEAL = "Deal"
+    PIPELINE = "Pipeline"
+    STAGE = "Stage"
+    ACTIVITY = "Activity"
+    ORDER = "Order"
+    PRODUCT = "Product"
+    CONVERSATION = "Conversation"
+    MESSAGE = "Message"
+
+
+class DuplicateField(enum.StrEnum):
+    """What two customers that look like one person agree on."""
+
+    EMAIL = "email"  # the same mailbox
+    PHONE = "phone"  # the same number
+    NAME = "name"  # similar names within the same company

@@ -76,6 +76,16 @@ def database_url(server_database_url: str) -> Iterator[str]:
     support.drop_database(server_database_url, name)
 
 
+@pytest.fixture
+def scratch_url(server_database_url: str) -> Iterator[str]:
+    """An empty database of its own (migration tests migrate it as they need), dropped
+    afterwards."""
+    name = f"crm_mig_{secrets.token_hex(4)}"
+    support.create_database(server_database_url, name)
+    yield make_url(server_database_url).set(database=name).render_as_string(hide_password=False)
+    support.drop_database(server_database_url, name)
+
+
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(database_url, pool_size=5)

@@ -7,9 +7,10 @@ import { LiveBadge, LiveContext } from "./live";
 import { CustomerPage } from "./pages/customer";
 import { CustomersPage } from "./pages/customers";
 import { DealsPage } from "./pages/deals";
+import { DuplicatesPage } from "./pages/duplicates";
 import { LoginPage } from "./pages/login";
 import { Link, usePath } from "./router";
-import { canWrite, type Session, type SessionStore } from "./session";
+import { canMerge, canWrite, type Session, type SessionStore } from "./session";
 
 function useSession(store: SessionStore): [Session | null, string | null] {
   const [state, setState] = useState<[Session | null, string | null]>([store.current, null]);
@@ -24,6 +25,7 @@ function Route(props: { path: string; session: Session }) {
   const board = /^\/deals(?:\/([^/]+))?$/.exec(props.path);
   if (board) return <DealsPage pipelineId={board[1] ? decodeURIComponent(board[1]) : null} writable={writable} />;
   if (props.path === "/" || props.path === "/customers") return <CustomersPage writable={writable} />;
+  if (props.path === "/duplicates") return <DuplicatesPage mergeable={canMerge(props.session.user.role)} />;
   return (
     <section>
       <h1>Page not found</h1>
@@ -54,6 +56,9 @@ export function App(props: { store: SessionStore; live: LiveConnection; client: 
           </Link>
           <Link href="/deals" class={path.startsWith("/deals") ? "active" : undefined}>
             Deals
+          </Link>
+          <Link href="/duplicates" class={path.startsWith("/duplicates") ? "active" : undefined}>
+            Duplicates
           </Link>
         </nav>
         <div class="who">

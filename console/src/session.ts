@@ -46,6 +46,11 @@ export function canWrite(role: Role): boolean {
   return role !== "VIEWER";
 }
 
+/** Roles that may merge duplicate customers (the API's `customers.merge`). */
+export function canMerge(role: Role): boolean {
+  return role === "ADMIN" || role === "MANAGER";
+}
+
 /** POST one operation without the client's exchanges (login and refresh must not loop
  * through the auth handling they serve). */
 async function post<T>(query: string, variables: Record<string, unknown>, token?: string): Promise<T> {

@@ -103,3 +103,27 @@ export function TextField(props: {
     </div>
   );
 }
+
+/** Previous / Next by keyset cursor: `cursors` holds the `after` of each page seen. */
+export function Pager(props: {
+  cursors: (string | null)[];
+  setCursors: (update: (cursors: (string | null)[]) => (string | null)[]) => void;
+  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+}) {
+  const page = props.cursors.length;
+  return (
+    <nav class="pager" aria-label="Pages">
+      <button type="button" disabled={page === 1} onClick={() => props.setCursors((c) => c.slice(0, -1))}>
+        Previous
+      </button>
+      <span>Page {page}</span>
+      <button
+        type="button"
+        disabled={!props.pageInfo.hasNextPage}
+        onClick={() => props.setCursors((c) => [...c, props.pageInfo.endCursor])}
+      >
+        Next
+      </button>
+    </nav>
+  );
+}

@@ -10,9 +10,11 @@ from crm_graphql.resolvers.customers import address_data
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
 from crm_graphql.resolvers.mutations import (
     Payload,
+    UpsertPayload,
     archive_payload,
     create_payload,
     update_payload,
+    upsert_payload,
 )
 from crm_graphql.services import companies as company_service
 from crm_graphql.services import customers as customer_service
@@ -58,3 +60,9 @@ async def update_company(info: Any, input: Any) -> Payload:
 
 async def archive_company(info: Any, input: Any) -> Payload:
     return await archive_payload(info, "company", "Company", company_service.archive_company, input)
+
+
+async def upsert_companies(info: Any, input: Any) -> UpsertPayload:
+    return await upsert_payload(
+        info, "company", input.records, company_changes, company_service.upsert_companies
+    )

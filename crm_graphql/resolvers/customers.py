@@ -11,10 +11,12 @@ from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
 from crm_graphql.resolvers.mutations import (
     Payload,
+    UpsertPayload,
     archive_payload,
     create_payload,
     mutate_payload,
     update_payload,
+    upsert_payload,
 )
 from crm_graphql.services import activities as activity_service
 from crm_graphql.services import conversations as conversation_service
@@ -107,4 +109,10 @@ async def merge_customers(info: Any, input: Any) -> Payload:
         info,
         "customer",
         lambda actor, s: customer_service.merge_customers(actor, s, survivor, merged),
+    )
+
+
+async def upsert_customers(info: Any, input: Any) -> UpsertPayload:
+    return await upsert_payload(
+        info, "customer", input.records, customer_changes, customer_service.upsert_customers
     )

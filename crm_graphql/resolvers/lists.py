@@ -25,6 +25,16 @@ class PageInfoValue:
     start_cursor: str | None
     end_cursor: str | None
 
+    @staticmethod
+    def of(cursors: Sequence[str], *, has_next: bool, has_previous: bool) -> PageInfoValue:
+        """The page info of a page whose items have these cursors."""
+        return PageInfoValue(
+            has_next_page=has_next,
+            has_previous_page=has_previous,
+            start_cursor=cursors[0] if cursors else None,
+            end_cursor=cursors[-1] if cursors else None,
+        )
+
 
 class ConnectionValue:
     """What a ``Connection`` type reads. ``total_count`` is an awaitable made on access,
@@ -44,12 +54,10 @@ class ConnectionValue:
 
     @property
     def page_info(self) -> PageInfoValue:
-        cursors = self.page.cursors
-        return PageInfoValue(
-            has_next_page=self.page.has_next_page,
-            has_previous_page=self.page.has_previous_page,
-            start_cursor=cursors[0] if cursors else None,
-            end_cursor=cursors[-1] if cursors else None,
+        return PageInfoValue.of(
+            self.page.cursors,
+            has_next=self.page.has_next_page,
+            has_previous=self.page.has_previous_page,
         )
 
     @property

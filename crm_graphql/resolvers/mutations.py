@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from asyncpg.exceptions import ForeignKeyViolationError, UniqueViolationError
+from graphql import GraphQLError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.services import ratelimit
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, DomainError, Duplicate, Invalid, NotFound
+from crm_graphql.services.records import MAX_UPSERT_RECORDS, Upserted
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -127,4 +130,78 @@ async def archive_payload(
     id = decode_id(input.id, type_name)
     return await mutate_payload(
         info, name, lambda actor, s: archive(actor, s, id, expected_version=input.expected_version)
+    )
+
+
+class UpsertResultValue:
+    """What an ``Upsert<X>Result`` type reads: the row under its field name."""
+
+    def __init__(self, name: str, index: int, upserted: Upserted[Any]) -> None:
+        setattr(self, name, upserted.row)
+        self.index = index
+        self.created = upserted.created
+        self.errors = user_errors(upserted.errors)
+
+
+@dataclass
+class UpsertPayload:
+    """What an ``Upsert<X>sPayload`` type reads."""
+
+    results: list[UpsertResultValue]
+    created: int
+    updated: int
+    failed: int
+    errors: list[UserErrorValue]
+
+
+def _upsert_record(changes: Changes, input: Any) -> dict[str, Any] | DomainError:
+    """A record's fields, or the error its IDs give (that record fails, not the call)."""
+    try:
+        return changes(input)
+    except DomainError as error:
+        return error
+
+
+async def upsert_payload(
+    info: Any,
+    name: str,
+    inputs: Sequence[Any],
+    changes: Changes,
+    upsert: Callable[[Actor, AsyncSession, list[Any]], Awaitable[list[Upserted[Any]]]],
+) -> UpsertPayload:
+    """``upsert<X>s``: the records through ``changes`` to the service's batch upsert, in
+    one transaction (a savepoint per record), counted against the caller's rate limit by
+    records: the request counted one, the other records count here before anything runs."""
+    context = info.context
+    actor = context.require_actor()
+    batch = [_upsert_record(changes, i) for i in inputs]
+    bucket = ratelimit.actor_bucket(actor, context.client_ip, context.app.settings)
+    if bucket is not None and len(batch) > bucket.limit:
+        # No wait would let it through: say so rather than "retry in N s" forever.
+        too_many = Invalid(
+            f"At most {bucket.limit} records a call for this caller (its rate limit a minute)",
+            "records",
+        )
+        return UpsertPayload([], 0, 0, 0, user_errors([too_many]))
+    if bucket is not None and 1 < len(batch) <= MAX_UPSERT_RECORDS:
+        decision = await context.app.limiter.hit(bucket, len(batch) - 1)
+        if not decision.allowed:
+            limited = ratelimit.RateLimited(
+                decision.retry_after,
+                f"Rate limit of {bucket.limit} records a minute exceeded by {len(batch)} "
+                f"records; retry in {decision.retry_after} s",
+            )
+            raise GraphQLError(
+                limited.message,
+                extensions={"code": limited.code, "retryAfter": decision.retry_after},
+            )
+    outcome = await mutate(info, lambda actor, s: upsert(actor, s, batch))
+    results = [UpsertResultValue(name, i, r) for i, r in enumerate(outcome.value or [])]
+    done = [r for r in outcome.value or [] if r.row is not None]
+    return UpsertPayload(
+        results=results,
+        created=sum(1 for r in done if r.created),
+        updated=sum(1 for r in done if not r.created),
+        failed=len(results) - len(done),
+        errors=user_errors(outcome.errors),
     )

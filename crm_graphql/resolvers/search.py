@@ -50,10 +50,7 @@ async def search(
     ]
     return SearchConnectionValue(
         edges=edges,
-        page_info=PageInfoValue(
-            has_next_page=page.has_next_page,
-            has_previous_page=page.has_previous_page,
-            start_cursor=page.cursors[0] if page.cursors else None,
-            end_cursor=page.cursors[-1] if page.cursors else None,
+        page_info=PageInfoValue.of(
+            page.cursors, has_next=page.has_next_page, has_previous=page.has_previous_page
         ),
     )

@@ -21,6 +21,7 @@ from crm_graphql.schema.conversations import ConversationMutation, ConversationQ
 from crm_graphql.schema.custom_fields import CustomFieldMutation, CustomFieldQuery
 from crm_graphql.schema.customers import CustomerMutation, CustomerQuery
 from crm_graphql.schema.deals import DealMutation, DealQuery
+from crm_graphql.schema.duplicates import DuplicateQuery
 from crm_graphql.schema.executor import EventExecutor
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
@@ -32,6 +33,7 @@ from crm_graphql.schema.scalars import SCALAR_OVERRIDES
 from crm_graphql.schema.search import SearchQuery
 from crm_graphql.schema.security import SecurityMutation, SecurityQuery
 from crm_graphql.schema.segments import CohortQuery, SegmentMutation, SegmentQuery
+from crm_graphql.schema.sync import SyncQuery
 from crm_graphql.schema.users import UserMutation, UserQuery
 from crm_graphql.schema.webhooks import WebhookMutation, WebhookQuery
 
@@ -56,6 +58,8 @@ class Query(
     CohortQuery,
     AggregateQuery,
     ReportQuery,
+    SyncQuery,
+    DuplicateQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:

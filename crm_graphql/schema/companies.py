@@ -10,6 +10,7 @@ import strawberry
 from strawberry.types import Info
 
 from crm_graphql.resolvers import companies as resolve
+from crm_graphql.resolvers.mutations import UpsertPayload, UpsertResultValue
 from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.customers import ArchiveInput
 from crm_graphql.schema.filters import (
@@ -20,7 +21,15 @@ from crm_graphql.schema.filters import (
     StringFilter,
     TagsFilter,
 )
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
+from crm_graphql.schema.relay import (
+    Connection,
+    Node,
+    OrderDirection,
+    UpsertRecordResult,
+    UpsertSummary,
+    UserError,
+    upserts_of,
+)
 from crm_graphql.schema.scalars import JSON, Address, AddressInput, address_of
 
 if TYPE_CHECKING:
@@ -163,6 +172,29 @@ class CompanyPayload:
     )
 
 
+@strawberry.input(description="Companies to create or update, matched by domain.")
+class UpsertCompaniesInput:
+    records: list[CreateCompanyInput] = strawberry.field(
+        description="1 to 1,000 companies. A record whose domain (case ignored) a company "
+        "already has updates that company (the oldest of several) with the fields it gives; "
+        "any other creates one."
+    )
+
+
+@strawberry.type(description="What became of one record of `upsertCompanies`.")
+class UpsertCompanyResult(UpsertRecordResult):
+    is_type_of = upserts_of(UpsertResultValue)
+
+    company: Company | None = strawberry.field(description="Null when the record failed.")
+
+
+@strawberry.type(description="Result of `upsertCompanies`: one result per record, in order.")
+class UpsertCompaniesPayload(UpsertSummary):
+    is_type_of = upserts_of(UpsertPayload)
+
+    results: list[UpsertCompanyResult] = strawberry.field(description="In the records' order.")
+
+
 @strawberry.type
 class CompanyQuery:
     @strawberry.field(description="Companies of the workspace, by name unless ordered.")
@@ -187,6 +219,16 @@ class CompanyMutation:
     @strawberry.mutation(description="Add a company.")
     async def create_company(self, info: Info, input: CreateCompanyInput) -> CompanyPayload:
         return await resolve.create_company(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Create or update up to 1,000 companies in one call, matched by domain "
+        "(case ignored). Each record succeeds or fails on its own (a failed one changes "
+        "nothing) and is audited; counted against the caller's rate limit by records."
+    )
+    async def upsert_companies(
+        self, info: Info, input: UpsertCompaniesInput
+    ) -> UpsertCompaniesPayload:
+        return await resolve.upsert_companies(info, input)  # type: ignore[return-value]
 
     @strawberry.mutation(description="Change a company's fields.")
     async def update_company(self, info: Info, input: UpdateCompanyInput) -> CompanyPayload:

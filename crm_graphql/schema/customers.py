@@ -12,6 +12,7 @@ from strawberry.types import Info
 from crm_graphql.resolvers import customers as resolve
 from crm_graphql.resolvers import privacy as resolve_privacy
 from crm_graphql.resolvers import recommendations as resolve_recommendations
+from crm_graphql.resolvers.mutations import UpsertPayload, UpsertResultValue
 from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import (
     CustomFieldFilter,
@@ -21,7 +22,15 @@ from crm_graphql.schema.filters import (
     StringFilter,
     TagsFilter,
 )
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
+from crm_graphql.schema.relay import (
+    Connection,
+    Node,
+    OrderDirection,
+    UpsertRecordResult,
+    UpsertSummary,
+    UserError,
+    upserts_of,
+)
 from crm_graphql.schema.scalars import (
     JSON,
     Address,
@@ -293,6 +302,28 @@ class CustomerPayload:
     errors: list[UserError]
 
 
+@strawberry.input(description="Customers to create or update, matched by email.")
+class UpsertCustomersInput:
+    records: list[CreateCustomerInput] = strawberry.field(
+        description="1 to 1,000 customers. A record whose email (case ignored) a customer "
+        "already has updates that customer with the fields it gives; any other creates one."
+    )
+
+
+@strawberry.type(description="What became of one record of `upsertCustomers`.")
+class UpsertCustomerResult(UpsertRecordResult):
+    is_type_of = upserts_of(UpsertResultValue)
+
+    customer: Customer | None = strawberry.field(description="Null when the record failed.")
+
+
+@strawberry.type(description="Result of `upsertCustomers`: one result per record, in order.")
+class UpsertCustomersPayload(UpsertSummary):
+    is_type_of = upserts_of(UpsertPayload)
+
+    results: list[UpsertCustomerResult] = strawberry.field(description="In the records' order.")
+
+
 @strawberry.type
 class CustomerQuery:
     @strawberry.field(description="Customers of the workspace, newest first unless ordered.")
@@ -346,3 +377,14 @@ class CustomerMutation:
     )
     async def merge_customers(self, info: Info, input: MergeCustomersInput) -> CustomerPayload:
         return await resolve.merge_customers(info, input)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Create or update up to 1,000 customers in one call, matched by email "
+        "(case ignored). Each record succeeds or fails on its own (a failed one changes "
+        "nothing) and is audited like `createCustomer` / `updateCustomer`. Counted against "
+        "the caller's rate limit by records, not requests: a call of 500 records spends 500."
+    )
+    async def upsert_customers(
+        self, info: Info, input: UpsertCustomersInput
+    ) -> UpsertCustomersPayload:
+        return await resolve.upsert_customers(info, input)  # type: ignore[return-value]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import strawberry
 from strawberry.types import Info
@@ -58,3 +58,32 @@ class UserError:
     )
     field: str | None = strawberry.field(description="The input field at fault, if one is.")
     message: str = strawberry.field(description="A sentence for humans.")
+
+
+def upserts_of(value_class: type) -> Any:
+    """``is_type_of`` for the types implementing the upsert interfaces, whose values are
+    the resolvers' (``resolvers.mutations.UpsertPayload`` / ``UpsertResultValue``)."""
+
+    def is_type_of(cls: type, obj: Any, info: Any) -> bool:
+        return isinstance(obj, value_class)
+
+    return classmethod(is_type_of)
+
+
+@strawberry.interface(description="What became of one record of a batch upsert.")
+class UpsertRecordResult:
+    index: int = strawberry.field(description="The record's position in `records`, from 0.")
+    created: bool = strawberry.field(description="Created (true) or updated (false).")
+    errors: list[UserError] = strawberry.field(
+        description="Why the record failed (it changed nothing); `field` names its field."
+    )
+
+
+@strawberry.interface(description="The counts and errors of a batch upsert.")
+class UpsertSummary:
+    created: int = strawberry.field(description="How many records created a row.")
+    updated: int = strawberry.field(description="How many records updated one.")
+    failed: int = strawberry.field(description="How many records failed.")
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing was done at all (permission, too many records)."
+    )

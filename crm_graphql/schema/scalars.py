@@ -20,13 +20,16 @@ if TYPE_CHECKING:
     # strawberry.enum registers and returns the domain's own enum class; say so to mypy.
     from crm_graphql.enums import (
         ActivityType,
+        ChangeKind,
         Channel,
         ConversationStatus,
         DealStatus,
+        DuplicateField,
         LifecycleStage,
         MessageAuthorType,
         OrderStatus,
         Role,
+        SyncedType,
     )
     from crm_graphql.services.rfm import RfmSegment
 else:
@@ -42,6 +45,19 @@ else:
         enums.ConversationStatus, description="Open, pending or closed."
     )
     MessageAuthorType = strawberry.enum(enums.MessageAuthorType, description="Who wrote a message.")
+    ChangeKind = strawberry.enum(
+        enums.ChangeKind,
+        description="What a change did: created, updated, archived (merged duplicates too) "
+        "or erased (a customer's personal data removed).",
+    )
+    DuplicateField = strawberry.enum(
+        enums.DuplicateField,
+        description="What two likely duplicate customers agree on: the same mailbox (EMAIL), "
+        "the same phone number (PHONE), similar names within the same company (NAME).",
+    )
+    SyncedType = strawberry.enum(
+        enums.SyncedType, description="The types whose changes `changes` carries."
+    )
     RfmSegment = strawberry.enum(
         rfm.RfmSegment,
         description="Built-in customer segments by recency, frequency and monetary scores "

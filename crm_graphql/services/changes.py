@@ -24,6 +24,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.elements import TextClause
 
+from crm_graphql.services import sync
+
 WRITTEN_KEY = "crm_written_tables"
 READ_KEY = "crm_read_tables"
 
@@ -57,6 +59,8 @@ DERIVED: dict[str, frozenset[str]] = {
     "deal_stage_totals": _DEALS,
     "deal_cohort_totals": _DEALS,
     "deal_close_totals": _DEALS,
+    # The change feed's rows (migration 0020), beside the events services write.
+    "events": frozenset(model.__tablename__ for model in sync.MODELS.values()),
 }
 
 _DIALECT = postgresql.dialect()

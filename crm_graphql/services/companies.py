@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import Company, CustomFieldEntity, User
 from crm_graphql.services import custom_fields, fields, querying, records
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.errors import Invalid
+from crm_graphql.services.errors import DomainError, Invalid
 from crm_graphql.services.policy import Action, authorize
 
 COMPANIES = querying.ListSpec(
@@ -116,7 +117,7 @@ async def _clean(
     if "employee_count" in data:
         cleaned["employee_count"] = _employee_count(data["employee_count"])
     if "phone" in data:
-        cleaned["phone"] = fields.optional_text(data["phone"], "phone", max_length=50)
+        cleaned["phone"] = fields.phone(data["phone"])
     if "website" in data:
         cleaned["website"] = website(data["website"])
     if "address" in data and data["address"] is not None and not isinstance(data["address"], dict):
@@ -136,11 +137,17 @@ async def _clean(
     return cleaned
 
 
-async def create_company(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Company:
-    """Add a company to the workspace."""
+async def create_company(
+    actor: Actor,
+    session: AsyncSession,
+    data: Mapping[str, Any],
+    *,
+    action: str = "createCompany",
+) -> Company:
+    """Add a company to the workspace (audited as ``action``)."""
     authorize(actor, Action.WRITE_CUSTOMERS)
     cleaned = await _clean(actor, session, data, current=None)
-    return await records.create(actor, session, Company(**cleaned), action="createCompany")
+    return await records.create(actor, session, Company(**cleaned), action=action)
 
 
 async def update_company(
@@ -150,12 +157,46 @@ async def update_company(
     data: Mapping[str, Any],
     *,
     expected_version: int | None = None,
+    action: str = "updateCompany",
 ) -> Company:
-    """Change the given fields of a company (fields left out stay as they are)."""
+    """Change the given fields of a company (fields left out stay as they are; audited as
+    ``action``)."""
     authorize(actor, Action.WRITE_CUSTOMERS)
     company = await records.get_for_change(actor, session, Company, company_id, expected_version)
     cleaned = await _clean(actor, session, data, current=company)
-    return await records.update(actor, session, company, cleaned, action="updateCompany")
+    return await records.update(actor, session, company, cleaned, action=action)
+
+
+UPSERT_ACTION = "upsertCompanies"
+
+
+async def upsert_companies(
+    actor: Actor, session: AsyncSession, batch: Sequence[Mapping[str, Any] | DomainError]
+) -> list[records.Upserted[Company]]:
+    """Create or update up to ``records.MAX_UPSERT_RECORDS`` companies, matched by domain
+    (``example.com``, case ignored): a record whose domain a company of the workspace has
+    updates that company (the oldest, if several have it), any other creates one; each on
+    its own (``records.upsert_each``), audited as ``upsertCompanies``."""
+    authorize(actor, Action.WRITE_CUSTOMERS)
+
+    async def existing(data: Mapping[str, Any]) -> uuid.UUID | None:
+        key = domain(data.get("domain"))
+        if not key:
+            return None
+        return await session.scalar(
+            select(Company.id)
+            .where(Company.workspace_id == actor.workspace_id, func.lower(Company.domain) == key)
+            .order_by(Company.created_at, Company.id)
+            .limit(1)
+        )
+
+    return await records.upsert_each(
+        session,
+        batch,
+        existing=existing,
+        create=lambda data: create_company(actor, session, data, action=UPSERT_ACTION),
+        update=lambda id, data: update_company(actor, session, id, data, action=UPSERT_ACTION),
+    )
 
 
 async def archive_company(

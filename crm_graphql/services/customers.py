@@ -26,7 +26,7 @@ from crm_graphql.models import (
 )
 from crm_graphql.services import audit, custom_fields, fields, privacy, querying, records, rfm
 from crm_graphql.services.actor import Actor, scope_condition
-from crm_graphql.services.errors import Duplicate, Invalid
+from crm_graphql.services.errors import DomainError, Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
 
 CUSTOMERS = querying.ListSpec(
@@ -100,7 +100,7 @@ async def _clean(
             if taken is not None:
                 raise Duplicate("Another customer in this workspace has this email", "email")
     if "phone" in data:
-        cleaned["phone"] = fields.optional_text(data["phone"], "phone", max_length=50)
+        cleaned["phone"] = fields.phone(data["phone"])
     if "tags" in data:
         cleaned["tags"] = fields.tags(data["tags"])
     if "needs" in data:
@@ -136,12 +136,18 @@ async def _clean(
     return cleaned
 
 
-async def create_customer(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Customer:
-    """Add a customer to the workspace."""
+async def create_customer(
+    actor: Actor,
+    session: AsyncSession,
+    data: Mapping[str, Any],
+    *,
+    action: str = "createCustomer",
+) -> Customer:
+    """Add a customer to the workspace (audited as ``action``)."""
     authorize(actor, Action.WRITE_CUSTOMERS)
     cleaned = await _clean(actor, session, data, current=None)
     await privacy.protect_custom_fields(actor, session, None, cleaned)
-    return await records.create(actor, session, Customer(**cleaned), action="createCustomer")
+    return await records.create(actor, session, Customer(**cleaned), action=action)
 
 
 async def update_customer(
@@ -151,13 +157,15 @@ async def update_customer(
     data: Mapping[str, Any],
     *,
     expected_version: int | None = None,
+    action: str = "updateCustomer",
 ) -> Customer:
-    """Change the given fields of a customer (fields left out stay as they are)."""
+    """Change the given fields of a customer (fields left out stay as they are; audited
+    as ``action``)."""
     authorize(actor, Action.WRITE_CUSTOMERS)
     customer = await records.get_for_change(actor, session, Customer, customer_id, expected_version)
     cleaned = await _clean(actor, session, data, current=customer)
     await privacy.protect_custom_fields(actor, session, customer, cleaned)
-    return await records.update(actor, session, customer, cleaned, action="updateCustomer")
+    return await records.update(actor, session, customer, cleaned, action=action)
 
 
 async def archive_customer(
@@ -171,6 +179,37 @@ async def archive_customer(
     authorize(actor, Action.ARCHIVE_CUSTOMERS)
     return await records.archive(
         actor, session, Customer, customer_id, expected_version, action="archiveCustomer"
+    )
+
+
+UPSERT_ACTION = "upsertCustomers"
+
+
+async def upsert_customers(
+    actor: Actor, session: AsyncSession, batch: Sequence[Mapping[str, Any] | DomainError]
+) -> list[records.Upserted[Customer]]:
+    """Create or update up to ``records.MAX_UPSERT_RECORDS`` customers, matched by email
+    (case ignored): a record whose email a customer of the workspace has updates that
+    customer with the fields it gives, any other record creates one; each on its own
+    (``records.upsert_each``), audited as ``upsertCustomers``."""
+    authorize(actor, Action.WRITE_CUSTOMERS)
+
+    async def existing(data: Mapping[str, Any]) -> uuid.UUID | None:
+        email = fields.email(data.get("email"))
+        if not email:
+            return None
+        return await session.scalar(
+            select(Customer.id).where(
+                Customer.workspace_id == actor.workspace_id, func.lower(Customer.email) == email
+            )
+        )
+
+    return await records.upsert_each(
+        session,
+        batch,
+        existing=existing,
+        create=lambda data: create_customer(actor, session, data, action=UPSERT_ACTION),
+        update=lambda id, data: update_customer(actor, session, id, data, action=UPSERT_ACTION),
     )
 
 

@@ -50,6 +50,7 @@ from crm_graphql.models import (
     Workspace,
     uuid7,
 )
+from crm_graphql.services import fields
 from crm_graphql.services.auth import hash_password
 from crm_graphql.services.products import lines_from_items
 
@@ -659,6 +660,10 @@ class _DemoBuilder:
     def _digits(self, pattern: str) -> str:
         return "".join(str(self.rng.randint(0, 9)) if c == "#" else c for c in pattern)
 
+    def _phone(self, country: Country) -> str | None:
+        """A fictitious number of the country, stored as every write stores one (E.164)."""
+        return fields.phone(self._digits(country.phone_format))
+
     def _country(self) -> Country:
         return self.rng.choices(COUNTRIES, weights=[c.weight for c in COUNTRIES])[0]
 
@@ -737,7 +742,7 @@ class _DemoBuilder:
                 domain=domain,
                 industry=industry,
                 employee_count=employees,
-                phone=self._digits(country.phone_format),
+                phone=self._phone(country),
                 website=f"https://www.{domain}",
                 address=address,
                 owner_id=rng.choice(self.sellers),
@@ -810,7 +815,7 @@ class _DemoBuilder:
             row = self._row(
                 name=name,
                 email=email,
-                phone=self._digits(country.phone_format) if rng.random() < 0.85 else None,
+                phone=self._phone(country) if rng.random() < 0.85 else None,
                 address=address if rng.random() < 0.9 else null(),  # SQL NULL, not JSON null
                 lifecycle_stage=stage,
                 owner_id=owner,

@@ -21,6 +21,9 @@ from crm_graphql.services.credentials import COUNTER_SQL
 from crm_graphql.services.errors import Invalid
 
 PENDING_KEY = "crm_pending_events"
+# The change feed's rows (``services.sync``), written by database triggers (migration
+# 0020): read by pulling, never announced, never sent to webhooks.
+CHANGES_TOPIC = "changes"
 
 
 def event_values(

@@ -11,6 +11,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
+import phonenumbers
+
 from crm_graphql.services.errors import Invalid
 
 _EMAIL = re.compile(
@@ -30,6 +32,28 @@ def email(value: str | None, field: str = "email") -> str | None:
     if len(cleaned) > 320 or not _EMAIL.match(cleaned):
         raise Invalid(f"`{value}` is not a valid email address", field)
     return cleaned
+
+
+MAX_PHONE_LENGTH = 50  # the column's width
+
+
+def phone(value: Any, field: str = "phone") -> str | None:
+    """A phone number in E.164 (``+442079460000``; ``;ext=12`` after it for an
+    extension) when it names its country (``+44 ...`` or ``0044 ...``) and has a possible
+    length for it; otherwise the trimmed text as given (a local number this server cannot
+    place in a country). Blank is None; longer than the column is ``Invalid``."""
+    cleaned = optional_text(value, field, max_length=MAX_PHONE_LENGTH)
+    if cleaned is None:
+        return None
+    international = "+" + cleaned[2:].lstrip() if cleaned.startswith("00") else cleaned
+    try:
+        number = phonenumbers.parse(international, None)
+    except phonenumbers.NumberParseException:
+        return cleaned
+    if not phonenumbers.is_possible_number(number):
+        return cleaned
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return f"{e164};ext={number.extension}" if number.extension else e164
 
 
 def required_text(value: Any, field: str, *, max_length: int = 200) -> str:

@@ -4,18 +4,20 @@ check, audit row. Domain services call these instead of repeating them."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import JSON
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models.base import load_json
 from crm_graphql.services import audit
 from crm_graphql.services.actor import Actor, in_workspace, scoped
-from crm_graphql.services.errors import Conflict, NotFound
+from crm_graphql.services.errors import Conflict, DomainError, Duplicate, Invalid, NotFound
 from crm_graphql.services.policy import authorize_read
 
 M = TypeVar("M")
@@ -221,3 +223,48 @@ async def archive(
     if row.archived_at is None:  # type: ignore[attr-defined]
         await update(actor, session, row, {"archived_at": datetime.now(UTC)}, action=action)
     return row
+
+
+MAX_UPSERT_RECORDS = 1000
+
+
+@dataclass
+class Upserted(Generic[M]):
+    """What became of one record of a batch upsert: the row (None when the record
+    failed), whether it was created, and why it failed."""
+
+    row: M | None
+    created: bool
+    errors: list[DomainError]
+
+
+async def upsert_each(
+    session: AsyncSession,
+    batch: Sequence[Mapping[str, Any] | DomainError],
+    *,
+    existing: Callable[[Mapping[str, Any]], Awaitable[uuid.UUID | None]],
+    create: Callable[[Mapping[str, Any]], Awaitable[M]],
+    update: Callable[[uuid.UUID, Mapping[str, Any]], Awaitable[M]],
+) -> list[Upserted[M]]:
+    """Up to ``MAX_UPSERT_RECORDS`` records, each created, or updated when ``existing``
+    finds the row its key names, in a savepoint of its own: a record that fails (or an
+    error given in its place) changes nothing and gets its errors; the others go on."""
+    if not batch:
+        raise Invalid("Give at least one record", "records")
+    if len(batch) > MAX_UPSERT_RECORDS:
+        raise Invalid(f"At most {MAX_UPSERT_RECORDS} records at a time", "records")
+    results: list[Upserted[M]] = []
+    for data in batch:
+        try:
+            async with session.begin_nested():
+                if isinstance(data, DomainError):
+                    raise data
+                found = await existing(data)
+                row = await (update(found, data) if found is not None else create(data))
+            results.append(Upserted(row, found is None, []))
+        except DomainError as error:
+            results.append(Upserted(None, False, [error]))
+        except IntegrityError:  # a concurrent writer took the key meanwhile
+            taken = Duplicate("Another record of this workspace has these values")
+            results.append(Upserted(None, False, [taken]))
+    return results

@@ -418,7 +418,9 @@ async def enqueue_deliveries(session: AsyncSession, *, batch_size: int = ENQUEUE
                 ),
             ),
         )
-        .where(Event.id.in_(ids))
+        # The change feed is pulled (``changes``), not pushed: webhooks keep the domain
+        # events they were made for.
+        .where(Event.id.in_(ids), Event.topic != events.CHANGES_TOPIC)
     )
     await session.execute(
         pg_insert(WebhookDelivery)

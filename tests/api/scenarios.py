@@ -310,6 +310,32 @@ def merge_customers_scenario() -> Scenario:
     return Scenario(succeeds, fails)
 
 
+def upsert_customers_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        email = f"{uuid.uuid4().hex[:10]}@example.com"
+        existing = await env.make("createCustomer", name=unique("Customer"), email=email)
+        records = [{"name": "Updated", "email": email.upper()}, {"name": unique("New")}]
+        return Call({"records": records}, entity=existing)
+
+    async def fails(env: Env) -> Call:
+        return Call({"records": []}, error="VALIDATION")
+
+    return Scenario(succeeds, fails)
+
+
+def upsert_companies_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        domain = f"{uuid.uuid4().hex[:10]}.example.com"
+        existing = await env.make("createCompany", name=unique("Company"), domain=domain)
+        records = [{"name": "Updated", "domain": domain.upper()}, {"name": unique("New")}]
+        return Call({"records": records}, entity=existing)
+
+    async def fails(env: Env) -> Call:
+        return Call({"records": [{"name": str(i)} for i in range(1001)]}, error="VALIDATION")
+
+    return Scenario(succeeds, fails)
+
+
 def move_deal_scenario() -> Scenario:
     async def succeeds(env: Env) -> Call:
         pipeline = await env.pipeline()
@@ -521,9 +547,11 @@ SCENARIOS: dict[str, Scenario] = {
     "updateCustomer": changing(Env.customer, {"name": "Renamed"}, {"email": "nope"}, "VALIDATION"),
     "archiveCustomer": archiving(Env.customer),
     "mergeCustomers": merge_customers_scenario(),
+    "upsertCustomers": upsert_customers_scenario(),
     "createCompany": creating(company_input, {"name": " "}, "VALIDATION"),
     "updateCompany": changing(Env.company, {"industry": "Retail"}, {"name": ""}, "VALIDATION"),
     "archiveCompany": archiving(Env.company),
+    "upsertCompanies": upsert_companies_scenario(),
     "createPipeline": creating(
         pipeline_input, {"stages": [{"name": "Lead", "probability": 150}]}, "VALIDATION"
     ),

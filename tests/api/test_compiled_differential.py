@@ -1469,3 +1469,15 @@ async def test_a_customer_with_orders_at_the_ends_of_time_has_scores_not_errors(
     finally:
         async with sessionmaker() as session, session.begin():
             await session.execute(text("DELETE FROM orders WHERE id = ANY(:i)"), {"i": list(again)})
+
+
+async def test_the_change_feed_takes_the_executed_path_with_a_page_beside_it(pair: Pair) -> None:
+    """``changes`` (issue 17) is not compiled: it reads the horizon first, on the primary.
+    The compiler refuses the operation (an unknown root field), a compiled list beside it
+    included, and the answer is the executed path's."""
+    body = await pair.same(
+        """{ changes(first: 5) { hasMore changes { nodeId type kind fields } }
+             customers(first: 2) { nodes { id name } } }""",
+        compiled=False,
+    )
+    assert len(body["data"]["changes"]["changes"]) == 5

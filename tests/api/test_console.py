@@ -616,3 +616,69 @@ async def test_console_answers_503_until_built_then_serves_the_build(tmp_path: P
         assert 'src="/app/assets/main.0123456789abcdef.js"' in page.text
         asset = await http.get("/app/assets/main.0123456789abcdef.js")
         assert asset.status_code == 200 and asset.text == "export {};\n"
+
+
+CREATE_CUSTOMER = """mutation($i: CreateCustomerInput!) {
+  createCustomer(input: $i) { customer { id } errors { message } } }"""
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_manager_merges_a_likely_duplicate_and_a_viewer_only_reviews(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """The duplicates page lists the pairs ``duplicateCandidates`` finds; a manager merges
+    one (it leaves the list, the customer page of the survivor stays); a viewer sees the
+    same pairs without a merge button."""
+    from selenium.webdriver.common.by import By
+
+    manager = console_demo[Role.MANAGER]
+    tag = uuid.uuid4().hex[:6]
+    ids = [
+        _api(live_server, manager, CREATE_CUSTOMER, {"i": input})["createCustomer"]["customer"][
+            "id"
+        ]
+        for input in (
+            {"name": f"Imogen Duplicate {tag}", "phone": "+44 20 7946 0999"},
+            {"name": f"Imogen Duplicate {tag}", "phone": "0044 (0)20 7946 0999"},
+            # a second pair, left for the viewer
+            {"name": f"Otto Twice {tag}", "email": f"otto.{tag}@example.com"},
+            {"name": f"Otto Twice {tag}", "email": f"otto.{tag}+news@example.com"},
+        )
+    ]
+    wanted = _api(
+        live_server, manager, "{ duplicateCandidates(first: 100) { candidates { score } } }", {}
+    )["duplicateCandidates"]["candidates"]
+    assert wanted
+
+    wait = _log_in(browser, live_server, manager)
+    browser.find_element(By.LINK_TEXT, "Duplicates").click()
+    pair = f"tr[data-pair='{ids[0]} {ids[1]}']"
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, pair))
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.duplicates tbody tr")
+    assert len(rows) == min(len(wanted), 20)
+    row = browser.find_element(By.CSS_SELECTOR, pair)
+    assert "Phone" in row.text and "100%" in row.text
+    keep_screenshot(browser, tmp_path / "console-duplicates.png")
+    row.find_element(By.XPATH, ".//button[normalize-space()='Merge']").click()
+    wait.until(lambda d: "was merged into" in d.find_element(By.CSS_SELECTOR, "p.notice").text)
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, pair))
+    merged = _api(
+        live_server,
+        manager,
+        "query($id: ID!) { node(id: $id) { ... on Customer { mergedInto { id } } } }",
+        {"id": ids[1]},
+    )
+    assert merged["node"]["mergedInto"]["id"] == ids[0]
+    _no_csp_violations(browser)
+
+    browser.find_element(By.XPATH, "//button[normalize-space()='Log out']").click()
+    wait = _log_in(browser, live_server, console_demo[Role.VIEWER])
+    browser.get(f"{live_server}/app/duplicates")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-pair='{ids[2]} {ids[3]}']"))
+    assert "Email" in browser.find_element(By.CSS_SELECTOR, "table.duplicates tbody").text
+    assert not browser.find_elements(By.XPATH, "//button[normalize-space()='Merge']")
+    keep_screenshot(browser, tmp_path / "console-duplicates-viewer.png")

@@ -124,6 +124,10 @@ async def query_document(name: str, env: Env) -> str:
         return "{ onlineUsers { id } }"
     if name == "sensitiveCustomFields":
         return "{ sensitiveCustomFields }"
+    if name == "duplicateCandidates":
+        return "{ duplicateCandidates(first: 1) { candidates { score } } }"
+    if name == "changes":
+        return "{ changes(first: 1) { cursor } }"
     if name == "search":
         return '{ search(query: "a", first: 1) { edges { cursor } } }'
     if name == "customFieldDefinitions":

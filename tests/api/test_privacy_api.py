@@ -206,7 +206,7 @@ HISTORY = """query($id: ID!) { node(id: $id) { ... on Customer {
 PERSONAL = (
     "Ada Lovelace",
     "ada@example.com",
-    "+44 20 7946 0000",
+    "+442079460000",  # as stored (E.164)
     "Marylebone",
     NATIONAL_ID,
     "my card ends 4242",
@@ -313,7 +313,7 @@ async def test_export_returns_everything_held_about_a_customer(
     assert (profile["name"], profile["email"], profile["phone"]) == (
         "Ada Lovelace",
         "ada@example.com",
-        "+44 20 7946 0000",
+        "+442079460000",
     )
     assert profile["custom_fields"] == {"nationalId": NATIONAL_ID, "tier": "gold"}
     assert "custom_fields_encrypted" not in profile

@@ -23,6 +23,7 @@ from crm_graphql.services import (
     conversations,
     customers,
     deals,
+    fields,
 )
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.search import tokens
@@ -135,7 +136,8 @@ async def test_email_and_phone_fragments(
     ):
         assert names(await search(agent, query)) == ["Aisha W"], query
     hit = (await search(agent, "5550199"))[0]
-    assert {"field": "phone", "snippet": "+1 (415) <mark>555-0199</mark>"} in hit["highlights"]
+    # stored in E.164 (+14155550199): the digits after the country code matched
+    assert {"field": "phone", "snippet": "+1415<mark>5550199</mark>"} in hit["highlights"]
     hit = (await search(agent, "example.com"))[0]
     assert {
         "field": "email",
@@ -706,14 +708,19 @@ async def test_names_rank_above_bodies_and_pages_cross_from_one_to_the_other(
     assert seen == [e["node"]["id"] for e in everything]
 
 
+def _stored_phone(row: dict[str, Any]) -> str:
+    """The phone number as writes store it (E.164 when it names its country)."""
+    return fields.phone(row.get("phone")) or ""
+
+
 def _weights_of(row: dict[str, Any]) -> list[tuple[list[str], float]]:
     """The tokens of each field a customer is found by, with the field's weight (name A,
     email and phone B, its digits' suffixes B, tags C)."""
-    digits = "".join(c for c in row.get("phone", "") if c.isdigit())
+    digits = "".join(c for c in _stored_phone(row) if c.isdigit())
     return [
         (tokens(row["name"]), 1.0),
         (tokens(row.get("email")), 0.5),
-        (tokens(row.get("phone")), 0.5),
+        (tokens(_stored_phone(row)), 0.5),
         ([digits[i:] for i in range(len(digits) - 2)], 0.5),
         (tokens(" ".join(row.get("tags", []))), 0.25),
     ]
@@ -736,9 +743,9 @@ def expected_score(row: dict[str, Any], query: str) -> float | None:
 
     if any(best(t, whole=False) is None for t in terms):
         return None
-    digits = "".join(c for c in row.get("phone", "") if c.isdigit())
+    digits = "".join(c for c in _stored_phone(row) if c.isdigit())
     exact_values = {" ".join(tokens(row["name"])), " ".join(tokens(row.get("email"))), digits}
-    exact_values.add(" ".join(tokens(row.get("phone"))))
+    exact_values.add(" ".join(tokens(_stored_phone(row))))
     whole = all(best(t, whole=True) is not None for t in terms)
     tier = 3 if " ".join(tokens(query)) in exact_values else 2 if whole else 1
     total = 0.0

@@ -29,6 +29,7 @@ from crm_graphql.models import (
 from crm_graphql.services import api_keys, auth, conversations, customers, events, querying
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from crm_graphql.services.events import CHANGES_TOPIC
 from tests import support
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -141,7 +142,9 @@ async def reload(sessionmaker: Sessions, conversation_id: uuid.UUID) -> Conversa
 async def events_of(sessionmaker: Sessions, conversation_id: uuid.UUID) -> list[Event]:
     async with sessionmaker() as s:
         rows = await s.scalars(
-            select(Event).where(Event.entity_id == conversation_id).order_by(Event.id)
+            select(Event)
+            .where(Event.entity_id == conversation_id, Event.topic != CHANGES_TOPIC)
+            .order_by(Event.id)
         )
         return list(rows)
 

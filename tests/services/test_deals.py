@@ -27,6 +27,7 @@ from crm_graphql.models import (
 from crm_graphql.services import deals, querying
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
+from crm_graphql.services.events import CHANGES_TOPIC
 from tests.factories import make_customer
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -78,7 +79,9 @@ async def make_deal(sessionmaker: Sessions, actor: Actor, board: Board, **data: 
 async def events_of(sessionmaker: Sessions, entity_id: uuid.UUID) -> list[tuple[str, str]]:
     async with sessionmaker() as s:
         rows = await s.execute(
-            select(Event.topic, Event.type).where(Event.entity_id == entity_id).order_by(Event.id)
+            select(Event.topic, Event.type)
+            .where(Event.entity_id == entity_id, Event.topic != CHANGES_TOPIC)
+            .order_by(Event.id)
         )
         return [(topic, type_) for topic, type_ in rows.all()]
 

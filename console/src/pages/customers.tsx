@@ -6,7 +6,7 @@ import CustomersDocument from "../operations/Customers.graphql";
 import OwnersDocument from "../operations/Owners.graphql";
 import { Link, navigate } from "../router";
 import type { UserError } from "../session";
-import { Empty, ErrorState, FormErrors, Loading, TextField, formatDate, humanize } from "../ui";
+import { Empty, ErrorState, FormErrors, Loading, Pager, TextField, formatDate, humanize } from "../ui";
 
 export const LIFECYCLE_STAGES = [
   "SUBSCRIBER",
@@ -138,7 +138,6 @@ export function CustomersPage(props: { writable: boolean }) {
   }
 
   const data = result.data?.customers;
-  const page = cursors.length;
 
   return (
     <section aria-labelledby="customers-title">
@@ -251,19 +250,7 @@ export function CustomersPage(props: { writable: boolean }) {
               </table>
             </div>
           )}
-          <nav class="pager" aria-label="Pages">
-            <button type="button" disabled={page === 1} onClick={() => setCursors((c) => c.slice(0, -1))}>
-              Previous
-            </button>
-            <span>Page {page}</span>
-            <button
-              type="button"
-              disabled={!data.pageInfo.hasNextPage}
-              onClick={() => setCursors((c) => [...c, data.pageInfo.endCursor])}
-            >
-              Next
-            </button>
-          </nav>
+          <Pager cursors={cursors} setCursors={setCursors} pageInfo={data.pageInfo} />
         </>
       )}
     </section>

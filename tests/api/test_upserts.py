@@ -1,0 +1,152 @@
+"""``upsertCustomers`` (issue 17, point 2, first part): up to 1,000 customers in one call,
+matched by email, each record succeeding or failing on its own with its errors, audited
+per record, and counted against the rate limit by records."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_graphql.models import AuditLog, Customer, Role, User, Workspace
+from crm_graphql.resolvers.ids import to_global_id
+from crm_graphql.settings import Settings
+from tests import support
+from tests.factories import create_customer
+
+UPSERT = """mutation($i: UpsertCustomersInput!) {
+  upsertCustomers(input: $i) {
+    created updated failed
+    results { index created customer { id name email phone } errors { code field message } }
+    errors { code field message }
+  }
+}"""
+
+
+async def test_records_create_or_update_by_email_and_fail_alone(
+    as_role: dict[Role, support.GraphQLClient],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    workspace: Workspace,
+) -> None:
+    agent = as_role[Role.AGENT]
+    ada = await create_customer(agent, "Ada", email="ada@example.com", phone="+44 20 7946 0000")
+    records: list[dict[str, Any]] = [
+        {"name": "Ada Lovelace", "email": "ADA@example.com"},  # updates Ada
+        {"name": "Grace", "email": "grace@example.com", "phone": "+1 202 555 0100"},
+        {"name": "Broken", "email": "not-an-email"},
+        {"name": "Lost", "companyId": to_global_id("Company", uuid.uuid4())},
+        {"name": "Grace Hopper", "email": "grace@example.com"},  # the one just created
+        {"name": " "},
+    ]
+    result = (await agent(UPSERT, {"i": {"records": records}})).ok()["upsertCustomers"]
+    assert result["errors"] == []
+    assert (result["created"], result["updated"], result["failed"]) == (1, 2, 3)
+    outcomes = {r["index"]: r for r in result["results"]}
+    assert [r["index"] for r in result["results"]] == list(range(6))
+    assert outcomes[0]["customer"] == {
+        "id": ada, "name": "Ada Lovelace", "email": "ada@example.com", "phone": "+442079460000"
+    }  # fmt: skip
+    assert outcomes[0]["created"] is False
+    assert outcomes[1]["created"] is True and outcomes[1]["customer"]["phone"] == "+12025550100"
+    grace = outcomes[1]["customer"]["id"]
+    assert outcomes[4]["customer"]["id"] == grace and outcomes[4]["created"] is False
+    assert outcomes[4]["customer"]["name"] == "Grace Hopper"
+    failures = {i: [(e["code"], e["field"]) for e in outcomes[i]["errors"]] for i in (2, 3, 5)}
+    assert failures == {
+        2: [("VALIDATION", "email")],
+        3: [("NOT_FOUND", "companyId")],
+        5: [("VALIDATION", "name")],
+    }
+    assert all(outcomes[i]["customer"] is None for i in (2, 3, 5))
+    async with sessionmaker() as session:
+        names = set(
+            await session.scalars(select(Customer.name).where(Customer.workspace_id == workspace.id))
+        )
+        audited = await session.scalar(
+            select(func.count()).where(
+                AuditLog.workspace_id == workspace.id, AuditLog.action == "upsertCustomers"
+            )
+        )
+    assert names == {"Ada Lovelace", "Grace Hopper"}  # the failed records wrote nothing
+    assert audited == 3
+
+
+async def test_too_many_records_or_none_do_nothing_and_viewers_may_not(
+    as_role: dict[Role, support.GraphQLClient],
+) -> None:
+    admin, viewer = as_role[Role.ADMIN], as_role[Role.VIEWER]
+    many = [{"name": f"C{i}"} for i in range(1001)]
+    for records, code in ((many, "VALIDATION"), ([], "VALIDATION")):
+        payload = (await admin(UPSERT, {"i": {"records": records}})).ok()["upsertCustomers"]
+        assert [e["code"] for e in payload["errors"]] == [code]
+        assert payload["results"] == []
+    payload = (await viewer(UPSERT, {"i": {"records": [{"name": "X"}]}})).ok()["upsertCustomers"]
+    assert [e["code"] for e in payload["errors"]] == ["FORBIDDEN"]
+
+
+async def test_records_count_against_the_rate_limit(
+    settings: Settings, users: dict[Role, User]
+) -> None:
+    async with support.app_client(
+        settings, client_ip=support.random_ip(), rate_limits=True, rate_limit_user_per_minute=10
+    ) as anonymous:
+        client = await anonymous.logged_in(users[Role.AGENT].email, support.PASSWORD)
+        records = [{"name": f"Limited {i}"} for i in range(6)]
+        first = await client(UPSERT, {"i": {"records": records}})
+        assert first.ok()["upsertCustomers"]["created"] == 6
+        refused = await client(UPSERT, {"i": {"records": records}})  # 6 more than the 4 left
+        assert refused.status == 429, refused.body
+        error = refused.errors[0]
+        assert error["extensions"]["code"] == "RATE_LIMITED"
+        assert error["extensions"]["retryAfter"] >= 1
+        assert "records" in error["message"]
+        # The refused call counted one (its request) and wrote nothing: three hits are left.
+        small = await client(UPSERT, {"i": {"records": records[:3]}})
+        assert small.ok()["upsertCustomers"]["created"] == 3
+        # More records than the whole budget could ever hold: said as such, not "retry".
+        over = await client(UPSERT, {"i": {"records": [{"name": "X"}] * 11}})
+        assert over.status == 429  # this request itself found the bucket empty
+    async with support.app_client(
+        settings, client_ip=support.random_ip(), rate_limits=True, rate_limit_user_per_minute=10
+    ) as anonymous:
+        client = await anonymous.logged_in(users[Role.MANAGER].email, support.PASSWORD)
+        over = (await client(UPSERT, {"i": {"records": [{"name": "X"}] * 11}})).ok()
+        assert [(e["code"], e["field"]) for e in over["upsertCustomers"]["errors"]] == [
+            ("VALIDATION", "records")
+        ]
+
+
+UPSERT_COMPANIES = """mutation($i: UpsertCompaniesInput!) {
+  upsertCompanies(input: $i) {
+    created updated failed
+    results { index created company { id name domain phone } errors { code field } }
+    errors { code field }
+  }
+}"""
+
+
+async def test_companies_are_matched_by_domain(
+    as_role: dict[Role, support.GraphQLClient],
+) -> None:
+    agent = as_role[Role.AGENT]
+    made = await agent(
+        "mutation($i: CreateCompanyInput!) { createCompany(input: $i) { company { id } } }",
+        {"i": {"name": "Acme", "domain": "acme.example"}},
+    )
+    acme = made.ok()["createCompany"]["company"]["id"]
+    records = [
+        {"name": "Acme Ltd", "domain": "ACME.example", "phone": "+44 20 7946 0100"},
+        {"name": "Globex", "domain": "globex.example"},
+        {"name": "Broken", "domain": "https://not a domain/"},
+        {"name": "No domain"},
+    ]
+    result = (await agent(UPSERT_COMPANIES, {"i": {"records": records}})).ok()["upsertCompanies"]
+    assert (result["created"], result["updated"], result["failed"]) == (2, 1, 1)
+    first, second, third, fourth = result["results"]
+    assert first["company"] == {
+        "id": acme, "name": "Acme Ltd", "domain": "acme.example", "phone": "+442079460100"
+    }  # fmt: skip
+    assert first["created"] is False and second["created"] is True and fourth["created"] is True
+    assert third["company"] is None and third["errors"] == [{"code": "VALIDATION", "field": "domain"}]
