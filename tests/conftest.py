@@ -166,15 +166,6 @@ def tokens(settings: Any, users: dict[Role, User]) -> dict[Role, str]:
     return {role: issue_access_token(config, user)[0] for role, user in users.items()}
 
 
-@pytest.fixture
-def scratch_url(server_database_url: str) -> Iterator[str]:
-    """An empty database of its own on the test server (migration tests), dropped after."""
-    name = f"crm_mig_{secrets.token_hex(4)}"
-    support.create_database(server_database_url, name)
-    yield make_url(server_database_url).set(database=name).render_as_string(hide_password=False)
-    support.drop_database(server_database_url, name)
-
-
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str) -> Any:
     from crm_graphql.settings import Settings, new_encryption_key_entry

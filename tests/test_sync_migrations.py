@@ -37,7 +37,7 @@ CHANGES = """SELECT entity_id, type, payload->'fields' FROM events
 
 async def test_existing_rows_get_their_changes_and_normalised_contacts(scratch_url: str) -> None:
     config = support.alembic_config(scratch_url)
-    await asyncio.to_thread(command.upgrade, config, "0019")
+    await asyncio.to_thread(command.upgrade, config, "0021")
     ws, ada, bob, acme = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await _execute(
         scratch_url,
@@ -59,7 +59,7 @@ async def test_existing_rows_get_their_changes_and_normalised_contacts(scratch_u
             bob,
         ),
     )
-    await asyncio.to_thread(command.upgrade, config, "0020")
+    await asyncio.to_thread(command.upgrade, config, "0022")
     backfilled = await _fetch(scratch_url, CHANGES)
     assert sorted((str(e), t) for e, t, _ in backfilled) == sorted(
         [
@@ -97,7 +97,7 @@ async def test_existing_rows_get_their_changes_and_normalised_contacts(scratch_u
     count = len(await _fetch(scratch_url, CHANGES))
     assert count == len(backfilled) + len(after) + 1
 
-    await asyncio.to_thread(command.downgrade, config, "0019")
+    await asyncio.to_thread(command.downgrade, config, "0021")
     assert await _fetch(scratch_url, CHANGES) == []
     await _execute(scratch_url, ("UPDATE customers SET name = 'Ada' WHERE id = $1", ada))
     assert await _fetch(scratch_url, CHANGES) == []

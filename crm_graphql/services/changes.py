@@ -59,7 +59,7 @@ DERIVED: dict[str, frozenset[str]] = {
     "deal_stage_totals": _DEALS,
     "deal_cohort_totals": _DEALS,
     "deal_close_totals": _DEALS,
-    # The change feed's rows (migration 0020), beside the events services write.
+    # The change feed's rows (migration 0022), beside the events services write.
     "events": frozenset(model.__tablename__ for model in sync.MODELS.values()),
 }
 

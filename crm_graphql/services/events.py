@@ -22,7 +22,7 @@ from crm_graphql.services.errors import Invalid
 
 PENDING_KEY = "crm_pending_events"
 # The change feed's rows (``services.sync``), written by database triggers (migration
-# 0020): read by pulling, never announced, never sent to webhooks.
+# 0022): read by pulling, never announced, never sent to webhooks.
 CHANGES_TOPIC = "changes"
 
 

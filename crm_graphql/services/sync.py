@@ -2,7 +2,7 @@
 synced types, in commit order, from a resumable cursor (docs/decisions/0032).
 
 The changes are rows of the event log (topic ``changes``) written by database triggers
-in the writing transaction (migration 0020), whatever statement wrote the row. They are
+in the writing transaction (migration 0022), whatever statement wrote the row. They are
 read the way live streams read the log (``services.events``): in ``(txid, id)`` order and
 only below the horizon, the oldest transaction of this database still running, so a
 change that commits late always sorts after every cursor already handed out. Resuming

@@ -1,7 +1,7 @@
 """changes: every create, update, archive and erase of the synced tables in the event log
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0022
+Revises: 0021
 Create Date: 2026-12-06 01:00:00
 
 The ``changes`` query (issue 17, point 4; docs/decisions/0032-sync-and-clean-data.md)
@@ -29,8 +29,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0020"
-down_revision: str | None = "0019"
+revision: str = "0022"
+down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

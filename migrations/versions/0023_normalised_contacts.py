@@ -1,7 +1,7 @@
 """normalised contacts: existing emails trimmed and lower-cased, phones in E.164
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0023
+Revises: 0022
 Create Date: 2026-12-06 01:30:00
 
 Writes normalise emails (``services.fields.email``) and phone numbers
@@ -16,7 +16,7 @@ so duplicates are found by equal values (docs/decisions/0032-sync-and-clean-data
 - Customer and company phones: E.164 where the number names its country; others stay
   as they are.
 
-Each changed row is an ``updated`` change in the change feed (migration 0020's
+Each changed row is an ``updated`` change in the change feed (migration 0022's
 triggers), as any other write. The downgrade leaves the values as they are: an E.164
 number is the same number, and the original spacing is not kept anywhere (a restore
 from a backup taken before the upgrade is the way back to it).
@@ -29,8 +29,8 @@ from alembic import op
 
 from crm_graphql.services import fields
 
-revision: str = "0021"
-down_revision: str | None = "0020"
+revision: str = "0023"
+down_revision: str | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
