@@ -7,6 +7,7 @@ import { LiveBadge, LiveContext } from "./live";
 import { CustomerPage } from "./pages/customer";
 import { CustomersPage } from "./pages/customers";
 import { DealsPage } from "./pages/deals";
+import { InboxPage } from "./pages/inbox";
 import { LoginPage } from "./pages/login";
 import { Link, usePath } from "./router";
 import { canWrite, type Session, type SessionStore } from "./session";
@@ -23,6 +24,11 @@ function Route(props: { path: string; session: Session }) {
   if (customer) return <CustomerPage id={decodeURIComponent(customer[1])} writable={writable} />;
   const board = /^\/deals(?:\/([^/]+))?$/.exec(props.path);
   if (board) return <DealsPage pipelineId={board[1] ? decodeURIComponent(board[1]) : null} writable={writable} />;
+  const inbox = /^\/inbox(?:\/([^/]+))?$/.exec(props.path);
+  if (inbox) {
+    const id = inbox[1] ? decodeURIComponent(inbox[1]) : null;
+    return <InboxPage conversationId={id} user={props.session.user} writable={writable} />;
+  }
   if (props.path === "/" || props.path === "/customers") return <CustomersPage writable={writable} />;
   return (
     <section>
@@ -54,6 +60,9 @@ export function App(props: { store: SessionStore; live: LiveConnection; client: 
           </Link>
           <Link href="/deals" class={path.startsWith("/deals") ? "active" : undefined}>
             Deals
+          </Link>
+          <Link href="/inbox" class={path.startsWith("/inbox") ? "active" : undefined}>
+            Inbox
           </Link>
         </nav>
         <div class="who">
