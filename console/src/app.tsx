@@ -10,7 +10,7 @@ import { DealsPage } from "./pages/deals";
 import { InboxPage } from "./pages/inbox";
 import { LoginPage } from "./pages/login";
 import { Link, usePath } from "./router";
-import { canWrite, type Session, type SessionStore } from "./session";
+import { canManage, canWrite, type Session, type SessionStore } from "./session";
 
 function useSession(store: SessionStore): [Session | null, string | null] {
   const [state, setState] = useState<[Session | null, string | null]>([store.current, null]);
@@ -20,8 +20,9 @@ function useSession(store: SessionStore): [Session | null, string | null] {
 
 function Route(props: { path: string; session: Session }) {
   const writable = canWrite(props.session.user.role);
+  const manager = canManage(props.session.user.role);
   const customer = /^\/customers\/([^/]+)$/.exec(props.path);
-  if (customer) return <CustomerPage id={decodeURIComponent(customer[1])} writable={writable} />;
+  if (customer) return <CustomerPage id={decodeURIComponent(customer[1])} writable={writable} manager={manager} />;
   const board = /^\/deals(?:\/([^/]+))?$/.exec(props.path);
   if (board) return <DealsPage pipelineId={board[1] ? decodeURIComponent(board[1]) : null} writable={writable} />;
   const inbox = /^\/inbox(?:\/([^/]+))?$/.exec(props.path);

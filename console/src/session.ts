@@ -46,6 +46,12 @@ export function canWrite(role: Role): boolean {
   return role !== "VIEWER";
 }
 
+/** Roles that may take the manager's actions (archive a customer, ...); the API decides
+ * the same (services/policy.py, MANAGERS). */
+export function canManage(role: Role): boolean {
+  return role === "ADMIN" || role === "MANAGER";
+}
+
 /** POST one operation without the client's exchanges (login and refresh must not loop
  * through the auth handling they serve). */
 async function post<T>(query: string, variables: Record<string, unknown>, token?: string): Promise<T> {

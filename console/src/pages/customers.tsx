@@ -3,9 +3,10 @@ import { useEffect, useMemo, useState } from "preact/hooks";
 
 import CreateCustomerDocument from "../operations/CreateCustomer.graphql";
 import CustomersDocument from "../operations/Customers.graphql";
-import OwnersDocument from "../operations/Owners.graphql";
+import SegmentsDocument from "../operations/Segments.graphql";
 import { Link, navigate } from "../router";
 import type { UserError } from "../session";
+import { useTeam } from "../team";
 import { Empty, ErrorState, FormErrors, Loading, TextField, formatDate, humanize } from "../ui";
 
 export const LIFECYCLE_STAGES = [
@@ -19,7 +20,7 @@ export const LIFECYCLE_STAGES = [
 ] as const;
 
 /** An option per lifecycle stage, for a select. */
-function StageOptions() {
+export function StageOptions() {
   return (
     <>
       {LIFECYCLE_STAGES.map((s) => (
@@ -56,8 +57,8 @@ interface CustomersData {
   };
 }
 
-interface OwnersData {
-  users: { nodes: { id: string; name: string; role: string }[] };
+interface SegmentsData {
+  segments: { nodes: { id: string; name: string; builtIn: boolean }[] };
 }
 
 /** `value`, once it has not changed for `ms` (search as you type without a request per key). */
@@ -105,6 +106,7 @@ export function CustomersPage(props: { writable: boolean }) {
   const [tag, setTag] = useState("");
   const [stage, setStage] = useState("");
   const [owner, setOwner] = useState("");
+  const [segment, setSegment] = useState("");
   const [sort, setSort] = useState<{ field: SortField; direction: Direction }>({
     field: "CREATED_AT",
     direction: "DESC",
@@ -119,15 +121,22 @@ export function CustomersPage(props: { writable: boolean }) {
     () => customerFilter({ text: settledText, stage, owner, tag: settledTag }),
     [settledText, stage, owner, settledTag],
   );
-  useEffect(() => setCursors([null]), [filter, sort]);
+  useEffect(() => setCursors([null]), [filter, sort, segment]);
 
   const after = cursors[cursors.length - 1];
   const variables = useMemo(
-    () => ({ first: PAGE_SIZE, after, filter, orderBy: [{ field: sort.field, direction: sort.direction }] }),
-    [after, filter, sort],
+    () => ({
+      first: PAGE_SIZE,
+      after,
+      filter,
+      orderBy: [{ field: sort.field, direction: sort.direction }],
+      segmentId: segment || null,
+    }),
+    [after, filter, sort, segment],
   );
   const [result, reexecute] = useQuery<CustomersData>({ query: CustomersDocument, variables });
-  const [owners] = useQuery<OwnersData>({ query: OwnersDocument });
+  const team = useTeam();
+  const [segments] = useQuery<SegmentsData>({ query: SegmentsDocument });
 
   function toggleSort(field: SortField) {
     setSort((current) =>
@@ -175,9 +184,21 @@ export function CustomersPage(props: { writable: boolean }) {
           <select id="customer-owner" value={owner} onChange={(e) => setOwner(e.currentTarget.value)}>
             <option value="">Anyone</option>
             <option value="none">No owner</option>
-            {owners.data?.users.nodes.map((u) => (
+            {team.map((u) => (
               <option key={u.id} value={u.id}>
                 {u.name}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div class="field">
+          <label for="customer-segment">Segment</label>
+          <select id="customer-segment" value={segment} onChange={(e) => setSegment(e.currentTarget.value)}>
+            <option value="">All customers</option>
+            {segments.data?.segments.nodes.map((s) => (
+              <option key={s.id} value={s.id}>
+                {s.name}
+                {s.builtIn ? " (RFM)" : ""}
               </option>
             ))}
           </select>

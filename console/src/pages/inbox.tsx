@@ -8,11 +8,11 @@ import { resumable } from "../client";
 import InboxConversationsDocument from "../operations/InboxConversations.graphql";
 import InboxEventsDocument from "../operations/InboxEvents.graphql";
 import OnlineUsersDocument from "../operations/OnlineUsers.graphql";
-import OwnersDocument from "../operations/Owners.graphql";
 import PresenceEventsDocument from "../operations/PresenceEvents.graphql";
 import { useLiveConnection } from "../live";
 import { navigate } from "../router";
-import type { SessionUser } from "../session";
+import { canWrite, type SessionUser } from "../session";
+import { useTeam } from "../team";
 import { Empty, Loading, formatDateTime, humanize } from "../ui";
 import { VirtualList } from "../virtual";
 import { ChatPane } from "./chat";
@@ -247,10 +247,6 @@ function useConversationList(filters: InboxFilters, me: string, selectedId: stri
   return { state, loadMore, reload, patch, fetchOne };
 }
 
-interface OwnersData {
-  users: { nodes: { id: string; name: string; role: string }[] };
-}
-
 /** Ids of the users online now: `onlineUsers`, then `presence` changes (read again on
  * every reconnection: presence events have no cursor). */
 function useOnline(): Set<string> {
@@ -291,9 +287,8 @@ export function InboxPage(props: { conversationId: string | null; user: SessionU
   const [filters, setFilters] = useState<InboxFilters>({ view: "all", status: "OPEN", channel: "" });
   const me = props.user.id;
   const { state, loadMore, reload, patch, fetchOne } = useConversationList(filters, me, props.conversationId);
-  const [owners] = useQuery<OwnersData>({ query: OwnersDocument });
   const online = useOnline();
-  const team = (owners.data?.users.nodes ?? []).filter((u) => u.role !== "VIEWER");
+  const team = useTeam().filter((u) => canWrite(u.role));
 
   // The open conversation: from the list, else (a shared link, another filter) fetched.
   const listed = state.items.find((c) => c.id === props.conversationId) ?? null;
