@@ -1,4 +1,5 @@
 import type { Client } from "@urql/core";
+import type { ComponentType } from "preact";
 import { Provider } from "@urql/preact";
 import { useEffect, useState } from "preact/hooks";
 
@@ -11,11 +12,37 @@ import { InboxPage } from "./pages/inbox";
 import { LoginPage } from "./pages/login";
 import { Link, usePath } from "./router";
 import { canManage, canWrite, type Session, type SessionStore } from "./session";
+import { Loading } from "./ui";
 
 function useSession(store: SessionStore): [Session | null, string | null] {
   const [state, setState] = useState<[Session | null, string | null]>([store.current, null]);
   useEffect(() => store.subscribe((session, reason) => setState([session, reason])), [store]);
   return state;
+}
+
+/** The dashboard, loaded when first opened (it brings the charting library). */
+function LazyDashboard() {
+  const [page, setPage] = useState<{ Page: ComponentType } | null>(null);
+  const [failed, setFailed] = useState(false);
+  const [attempt, setAttempt] = useState(0);
+  useEffect(() => {
+    import("./pages/dashboard").then(
+      (module) => setPage({ Page: module.DashboardPage }),
+      () => setFailed(true),
+    );
+  }, [attempt]);
+  if (page) return <page.Page />;
+  if (failed) {
+    return (
+      <div class="state error" role="alert">
+        <p>The dashboard could not be loaded.</p>
+        <button type="button" onClick={() => { setFailed(false); setAttempt((n) => n + 1); }}>
+          Retry
+        </button>
+      </div>
+    );
+  }
+  return <Loading what="the dashboard" />;
 }
 
 function Route(props: { path: string; session: Session }) {
@@ -30,6 +57,7 @@ function Route(props: { path: string; session: Session }) {
     const id = inbox[1] ? decodeURIComponent(inbox[1]) : null;
     return <InboxPage conversationId={id} user={props.session.user} writable={writable} />;
   }
+  if (props.path === "/dashboard") return <LazyDashboard />;
   if (props.path === "/" || props.path === "/customers") return <CustomersPage writable={writable} />;
   return (
     <section>
@@ -64,6 +92,9 @@ export function App(props: { store: SessionStore; live: LiveConnection; client: 
           </Link>
           <Link href="/inbox" class={path.startsWith("/inbox") ? "active" : undefined}>
             Inbox
+          </Link>
+          <Link href="/dashboard" class={path.startsWith("/dashboard") ? "active" : undefined}>
+            Dashboard
           </Link>
         </nav>
         <div class="who">

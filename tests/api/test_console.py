@@ -1033,3 +1033,80 @@ def test_edit_customer_shows_the_api_errors_at_their_field(
     )["node"]
     assert saved["name"] == renamed and sorted(saved["tags"]) == ["console", "vip"]
     assert saved["version"] > 1
+
+
+# ------------------------------------------------------------------------ dashboard
+
+SALES_REPORT = """query($p: ID!, $from: Date!, $to: Date!, $tz: String) {
+  salesReport(pipelineId: $p, from: $from, to: $to, timeZone: $tz) {
+    winRate { won lost } stages { stage { id name } reachedCount } } }"""
+JS_WIN_RATE_TITLE = "return document.getElementById('winrate-title')?.textContent ?? ''"
+JS_CANVASES_DRAWN = """
+return Array.from(document.querySelectorAll('.charts canvas'),
+  c => c.width > 0 && c.height > 0 && c.toDataURL().length > 2000);
+"""
+JS_TODAY = "const d = new Date(); return [d.getFullYear(), d.getMonth() + 1, d.getDate()]"
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_dashboard_charts_the_reports_and_updates_live(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """The dashboard draws the funnel, revenue, win rate and service charts from the
+    API's reports for the chosen period; a deal won elsewhere updates the win rate
+    without a reload (the `dashboard` subscription)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    manager = console_demo[Role.MANAGER]
+    wait = _log_in(browser, live_server, manager)
+    browser.find_element(By.LINK_TEXT, "Dashboard").click()
+    wait.until(lambda d: d.find_elements(By.ID, "winrate-title"))
+    pipeline = _api(live_server, manager, PIPELINES, {})["pipelines"]["nodes"][0]
+    zone = browser.execute_script("return Intl.DateTimeFormat().resolvedOptions().timeZone")
+
+    def win_rate_shown(won: int, lost: int) -> None:
+        wait.until(lambda d: f"({won} won, {lost} lost)" in d.execute_script(JS_WIN_RATE_TITLE))
+
+    # The demo's history is the year before its base time (2026-01-01).
+    Select(browser.find_element(By.ID, "dashboard-period")).select_by_value("year:2025")
+    year_2025 = {"p": pipeline["id"], "from": "2025-01-01", "to": "2025-12-31", "tz": zone}
+    report = _api(live_server, manager, SALES_REPORT, year_2025)["salesReport"]
+    assert report["winRate"]["won"] and report["winRate"]["lost"]
+    win_rate_shown(report["winRate"]["won"], report["winRate"]["lost"])
+    wait.until(lambda d: d.execute_script(JS_CANVASES_DRAWN) == [True] * 4)
+    funnel = browser.find_element(By.CSS_SELECTOR, "#funnel-title ~ .chart canvas")
+    first = report["stages"][0]
+    assert f"{first['stage']['name']} {first['reachedCount']} reached" in (
+        funnel.get_attribute("aria-label") or ""
+    )
+    browser.set_window_size(1280, 1150)  # the whole page in the screenshot
+    keep_screenshot(browser, tmp_path / "console-dashboard.png")
+    browser.set_window_size(1280, 800)
+
+    # Live: the last 12 months count a deal won now, as soon as it is.
+    Select(browser.find_element(By.ID, "dashboard-period")).select_by_value("last12")
+    year, month, day = browser.execute_script(JS_TODAY)
+    start_year, start_month = (year, month - 11) if month == 12 else (year - 1, month + 1)
+    last12 = {
+        "p": pipeline["id"],
+        "from": f"{start_year}-{start_month:02d}-01",
+        "to": f"{year}-{month:02d}-{day:02d}",
+        "tz": zone,
+    }
+    before = _api(live_server, manager, SALES_REPORT, last12)["salesReport"]["winRate"]
+    win_rate_shown(before["won"], before["lost"])
+    deal = _api(live_server, manager, BOARD, {"p": pipeline["id"]})["deals"]["nodes"][-1]
+    won = _api(
+        live_server,
+        manager,
+        "mutation($i: UpdateDealInput!) { updateDeal(input: $i) { errors { code } } }",
+        {"i": {"id": deal["id"], "status": "WON"}},
+    )
+    assert won["updateDeal"]["errors"] == []
+    win_rate_shown(before["won"] + 1, before["lost"])
+    _no_csp_violations(browser)
