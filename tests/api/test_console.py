@@ -942,6 +942,29 @@ def test_viewer_inbox_is_read_only(
     assert "Read only" in browser.find_element(By.CSS_SELECTOR, ".chat").text
 
 
+def _new_customer(base_url: str, login: tuple[str, str], name: str) -> str:
+    created = _api(
+        base_url,
+        login,
+        "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { customer { id } } }",
+        {"i": {"name": name}},
+    )["createCustomer"]["customer"]
+    customer_id: str = created["id"]
+    return customer_id
+
+
+def _open_customer(
+    browser: WebDriver, base_url: str, login: tuple[str, str], customer_id: str, name: str
+) -> Any:
+    """Log in as ``login`` and open the customer's page."""
+    from selenium.webdriver.common.by import By
+
+    wait = _log_in(browser, base_url, login)
+    browser.get(f"{base_url}/app/customers/{customer_id}")
+    wait.until(lambda d: d.find_element(By.ID, "customer-title").text == name)
+    return wait
+
+
 @pytest.mark.browser
 @skip_without_browser
 def test_agent_sees_no_manager_actions(
@@ -956,25 +979,16 @@ def test_agent_sees_no_manager_actions(
 
     agent, manager = console_demo[Role.AGENT], console_demo[Role.MANAGER]
     name = f"Archivable {uuid.uuid4().hex[:6]}"
-    created = _api(
-        live_server,
-        manager,
-        "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { customer { id } } }",
-        {"i": {"name": name}},
-    )["createCustomer"]["customer"]
+    customer_id = _new_customer(live_server, manager, name)
 
-    wait = _log_in(browser, live_server, agent)
-    browser.get(f"{live_server}/app/customers/{created['id']}")
-    wait.until(lambda d: d.find_element(By.ID, "customer-title").text == name)
+    wait = _open_customer(browser, live_server, agent, customer_id, name)
     assert browser.find_elements(By.XPATH, "//button[normalize-space()='Edit']")
     assert not browser.find_elements(
         By.XPATH, "//button[starts-with(normalize-space(), 'Archive')]"
     )
 
     browser.find_element(By.XPATH, "//button[normalize-space()='Log out']").click()
-    wait = _log_in(browser, live_server, manager)
-    browser.get(f"{live_server}/app/customers/{created['id']}")
-    wait.until(lambda d: d.find_element(By.ID, "customer-title").text == name)
+    wait = _open_customer(browser, live_server, manager, customer_id, name)
     browser.find_element(By.XPATH, "//button[normalize-space()='Archive']").click()
     browser.find_element(By.XPATH, f"//button[normalize-space()='Archive {name}']").click()
     wait.until(lambda d: d.current_url.endswith("/app/customers"))
@@ -982,7 +996,7 @@ def test_agent_sees_no_manager_actions(
         live_server,
         manager,
         "query($id: ID!) { node(id: $id) { ... on Customer { archivedAt } } }",
-        {"id": created["id"]},
+        {"id": customer_id},
     )["node"]
     assert archived["archivedAt"]
 
@@ -1002,15 +1016,8 @@ def test_edit_customer_shows_the_api_errors_at_their_field(
 
     agent = console_demo[Role.AGENT]
     name = f"Editable {uuid.uuid4().hex[:6]}"
-    created = _api(
-        live_server,
-        agent,
-        "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { customer { id } } }",
-        {"i": {"name": name}},
-    )["createCustomer"]["customer"]
-    wait = _log_in(browser, live_server, agent)
-    browser.get(f"{live_server}/app/customers/{created['id']}")
-    wait.until(lambda d: d.find_element(By.ID, "customer-title").text == name)
+    customer_id = _new_customer(live_server, agent, name)
+    wait = _open_customer(browser, live_server, agent, customer_id, name)
     browser.find_element(By.XPATH, "//button[normalize-space()='Edit']").click()
     name_input = browser.find_element(By.ID, "edit-name")
     name_input.send_keys(Keys.BACKSPACE * len(name))
@@ -1029,7 +1036,7 @@ def test_edit_customer_shows_the_api_errors_at_their_field(
         live_server,
         agent,
         "query($id: ID!) { node(id: $id) { ... on Customer { name tags version } } }",
-        {"id": created["id"]},
+        {"id": customer_id},
     )["node"]
     assert saved["name"] == renamed and sorted(saved["tags"]) == ["console", "vip"]
     assert saved["version"] > 1

@@ -10,7 +10,7 @@ import { useReloadOnReconnect } from "../live";
 import { Link, navigate } from "../router";
 import type { UserError } from "../session";
 import { useTeam } from "../team";
-import { StageOptions } from "./customers";
+import { ContactFields, type Contact, contactInput } from "./customers";
 import {
   Empty,
   ErrorState,
@@ -424,10 +424,12 @@ const EDIT_FIELDS = ["name", "email", "phone", "lifecycleStage", "ownerId", "tag
 function EditCustomer(props: { customer: Customer; onDone: (saved: boolean) => void }) {
   const c = props.customer;
   const team = useTeam();
-  const [name, setName] = useState(c.name);
-  const [email, setEmail] = useState(c.email ?? "");
-  const [phone, setPhone] = useState(c.phone ?? "");
-  const [stage, setStage] = useState(c.lifecycleStage);
+  const [contact, setContact] = useState<Contact>({
+    name: c.name,
+    email: c.email ?? "",
+    phone: c.phone ?? "",
+    lifecycleStage: c.lifecycleStage,
+  });
   const [owner, setOwner] = useState(c.owner?.id ?? "");
   const [tags, setTags] = useState(c.tags.join(", "));
   const [errors, setErrors] = useState<UserError[]>([]);
@@ -438,10 +440,7 @@ function EditCustomer(props: { customer: Customer; onDone: (saved: boolean) => v
     const input = {
       id: c.id,
       expectedVersion: c.version,
-      name,
-      email: email || null,
-      phone: phone || null,
-      lifecycleStage: stage,
+      ...contactInput(contact),
       ownerId: owner || null,
       tags: tags.split(",").map((t) => t.trim()).filter(Boolean),
     };
@@ -463,15 +462,7 @@ function EditCustomer(props: { customer: Customer; onDone: (saved: boolean) => v
     <form class="panel" onSubmit={submit} aria-labelledby="edit-customer-title" noValidate>
       <h2 id="edit-customer-title">Edit customer</h2>
       <div class="grid">
-        <TextField id="edit-name" label="Name" field="name" errors={errors} value={name} onInput={setName} />
-        <TextField id="edit-email" label="Email" input={{ type: "email" }} field="email" errors={errors} value={email} onInput={setEmail} />
-        <TextField id="edit-phone" label="Phone" input={{ type: "tel" }} field="phone" errors={errors} value={phone} onInput={setPhone} />
-        <div class="field">
-          <label for="edit-stage">Lifecycle stage</label>
-          <select id="edit-stage" value={stage} onChange={(e) => setStage(e.currentTarget.value)}>
-            <StageOptions />
-          </select>
-        </div>
+        <ContactFields prefix="edit" errors={errors} value={contact} onChange={setContact} />
         <div class="field">
           <label for="edit-owner">Owner</label>
           <select id="edit-owner" value={owner} onChange={(e) => setOwner(e.currentTarget.value)} aria-describedby="edit-owner-error">

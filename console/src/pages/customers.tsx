@@ -20,7 +20,7 @@ export const LIFECYCLE_STAGES = [
 ] as const;
 
 /** An option per lifecycle stage, for a select. */
-export function StageOptions() {
+function StageOptions() {
   return (
     <>
       {LIFECYCLE_STAGES.map((s) => (
@@ -297,17 +297,52 @@ interface CreateCustomerData {
 
 const NEW_CUSTOMER_FIELDS = ["name", "email", "phone", "lifecycleStage"];
 
+/** A customer's contact fields as a form holds them (empty text: no value). */
+export interface Contact {
+  name: string;
+  email: string;
+  phone: string;
+  lifecycleStage: string;
+}
+
+/** The create / update input's part for the contact fields. */
+export function contactInput(contact: Contact): Record<string, unknown> {
+  const { name, email, phone, lifecycleStage } = contact;
+  return { name, email: email || null, phone: phone || null, lifecycleStage };
+}
+
+/** Name, email, phone and lifecycle stage, each with the API's error about it. */
+export function ContactFields(props: {
+  prefix: string;
+  errors: UserError[];
+  value: Contact;
+  onChange: (contact: Contact) => void;
+}) {
+  const { prefix, errors, value } = props;
+  const set = (field: keyof Contact) => (text: string) => props.onChange({ ...value, [field]: text });
+  return (
+    <>
+      <TextField id={`${prefix}-name`} label="Name" field="name" errors={errors} value={value.name} onInput={set("name")} />
+      <TextField id={`${prefix}-email`} label="Email" input={{ type: "email" }} field="email" errors={errors} value={value.email} onInput={set("email")} />
+      <TextField id={`${prefix}-phone`} label="Phone" input={{ type: "tel" }} field="phone" errors={errors} value={value.phone} onInput={set("phone")} />
+      <div class="field">
+        <label for={`${prefix}-stage`}>Lifecycle stage</label>
+        <select id={`${prefix}-stage`} value={value.lifecycleStage} onChange={(e) => set("lifecycleStage")(e.currentTarget.value)}>
+          <StageOptions />
+        </select>
+      </div>
+    </>
+  );
+}
+
 function NewCustomer(props: { onCancel: () => void }) {
-  const [name, setName] = useState("");
-  const [email, setEmail] = useState("");
-  const [phone, setPhone] = useState("");
-  const [stage, setStage] = useState("LEAD");
+  const [contact, setContact] = useState<Contact>({ name: "", email: "", phone: "", lifecycleStage: "LEAD" });
   const [errors, setErrors] = useState<UserError[]>([]);
   const [state, create] = useMutation<CreateCustomerData>(CreateCustomerDocument);
 
   async function submit(event: Event) {
     event.preventDefault();
-    const input = { name, email: email || null, phone: phone || null, lifecycleStage: stage };
+    const input = contactInput(contact);
     const result = await create({ input });
     const payload = result.data?.createCustomer;
     if (!payload) {
@@ -322,15 +357,7 @@ function NewCustomer(props: { onCancel: () => void }) {
     <form class="panel" onSubmit={submit} aria-labelledby="new-customer-title" noValidate>
       <h2 id="new-customer-title">New customer</h2>
       <div class="grid">
-        <TextField id="new-name" label="Name" field="name" errors={errors} value={name} onInput={setName} />
-        <TextField id="new-email" label="Email" input={{ type: "email" }} field="email" errors={errors} value={email} onInput={setEmail} />
-        <TextField id="new-phone" label="Phone" input={{ type: "tel" }} field="phone" errors={errors} value={phone} onInput={setPhone} />
-        <div class="field">
-          <label for="new-stage">Lifecycle stage</label>
-          <select id="new-stage" value={stage} onChange={(e) => setStage(e.currentTarget.value)}>
-            <StageOptions />
-          </select>
-        </div>
+        <ContactFields prefix="new" errors={errors} value={contact} onChange={setContact} />
       </div>
       <FormErrors errors={errors} fields={NEW_CUSTOMER_FIELDS} />
       <div class="actions">

@@ -11,6 +11,7 @@ import DashboardLiveDocument from "../operations/DashboardLive.graphql";
 import PipelinesDocument from "../operations/Pipelines.graphql";
 import { useLiveStatus } from "../live";
 import { Empty, ErrorState, Loading, formatMoney, humanize } from "../ui";
+import { PipelineSelect } from "./deals";
 
 interface Money {
   amount: string;
@@ -117,16 +118,7 @@ export function DashboardPage() {
       <div class="page-head">
         <h1 id="dashboard-title">Dashboard</h1>
         <div class="head-actions">
-          <div class="field">
-            <label for="dashboard-pipeline">Pipeline</label>
-            <select id="dashboard-pipeline" value={pipeline.id} onChange={(e) => setPipelineId(e.currentTarget.value)}>
-              {all.map((p) => (
-                <option key={p.id} value={p.id}>
-                  {p.name}
-                </option>
-              ))}
-            </select>
-          </div>
+          <PipelineSelect id="dashboard-pipeline" pipelines={all} value={pipeline.id} onChange={setPipelineId} />
           <div class="field">
             <label for="dashboard-period">Period</label>
             <select id="dashboard-period" value={choice} onChange={(e) => setChoice(e.currentTarget.value)}>
