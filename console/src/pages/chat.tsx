@@ -78,14 +78,17 @@ function merged(current: Map<number, Message>, more: Message[]): Map<number, Mes
 }
 
 export function ChatPane(props: {
-  conversation: InboxConversation;
+  id: string;
+  /** Its row (header: customer, status, assignee); null until known, while the history
+   * already loads. */
+  conversation: InboxConversation | null;
   user: SessionUser;
   writable: boolean;
   team: { id: string; name: string }[];
   online: Set<string>;
   onChange: (id: string, change: Partial<InboxConversation>) => void;
 }) {
-  const c = props.conversation;
+  const { id, conversation: c } = props;
   const client = useClient();
   const live = useLiveConnection();
   const [messages, setMessages] = useState<Map<number, Message>>(new Map());
@@ -107,8 +110,8 @@ export function ChatPane(props: {
 
   const fetchMessages = useCallback(
     (variables: Record<string, unknown>) =>
-      client.query<MessagesData>(ConversationMessagesDocument, { id: c.id, ...variables }, { requestPolicy: "network-only" }).toPromise(),
-    [client, c.id],
+      client.query<MessagesData>(ConversationMessagesDocument, { id, ...variables }, { requestPolicy: "network-only" }).toPromise(),
+    [client, id],
   );
 
   /** Everything after the newest message held (a gap, or what happened while the
@@ -177,21 +180,21 @@ export function ChatPane(props: {
     const stop = resumable<ConversationEvent>(
       live,
       ConversationEventsDocument,
-      { conversationId: c.id },
+      { conversationId: id },
       "conversationEvents",
       {
         event: (event) => {
           cursorSeen = true;
           if (event.conversation) {
             const { status, version, assignee } = event.conversation;
-            props.onChange(c.id, { status, version, assignee });
+            props.onChange(id, { status, version, assignee });
           }
           const m = event.message;
           if (m) {
             const gap = maxSeq.current > 0 && m.seq > maxSeq.current + 1;
             add([m]);
             if (gap) void fillGap();
-            props.onChange(c.id, {
+            props.onChange(id, {
               lastMessageSeq: Math.max(m.seq, maxSeq.current),
               lastMessageAt: m.createdAt,
               lastMessage: { body: m.body, authorType: m.authorType },
@@ -213,7 +216,7 @@ export function ChatPane(props: {
       unlisten();
     };
     // props.onChange is stable (useCallback in the page).
-  }, [live, c.id, add, fillGap]);
+  }, [live, id, add, fillGap]);
 
   // Read receipts: up to the newest message shown, while the tab is visible.
   const [, markRead] = useMutation(MarkConversationReadDocument);
@@ -222,11 +225,11 @@ export function ChatPane(props: {
     if (!newest) return;
     const timer = window.setTimeout(() => {
       if (document.visibilityState !== "visible") return;
-      void markRead({ input: { id: c.id, upToSeq: newest } });
-      props.onChange(c.id, { unreadCount: 0 });
+      void markRead({ input: { id, upToSeq: newest } });
+      props.onChange(id, { unreadCount: 0 });
     }, READ_DELAY_MS);
     return () => window.clearTimeout(timer);
-  }, [newest, c.id]);
+  }, [newest, id]);
 
   // Scrolling: stay at the bottom for new messages; keep the place when older ones load.
   useLayoutEffect(() => {
@@ -250,7 +253,7 @@ export function ChatPane(props: {
   // Typing, both ways.
   const [typing, setTyping] = useState<Record<string, { name: string; until: number }>>({});
   useSubscription<{ typing: { isTyping: boolean; user: Person | null } }>(
-    { query: TypingEventsDocument, variables: { conversationId: c.id } },
+    { query: TypingEventsDocument, variables: { conversationId: id } },
     (_, event) => {
       const who = event.typing.user;
       if (who && who.id !== props.user.id) {
@@ -283,7 +286,7 @@ export function ChatPane(props: {
     if (isTyping && now - typingSent.current < TYPING_REPEAT_MS) return;
     if (!isTyping && typingSent.current === 0) return;
     typingSent.current = isTyping ? now : 0;
-    void sendTyping({ input: { conversationId: c.id, isTyping } });
+    void sendTyping({ input: { conversationId: id, isTyping } });
   }
 
   // Sending.
@@ -292,7 +295,7 @@ export function ChatPane(props: {
   async function attempt(item: Pending) {
     setPending((p) => p.map((x) => (x.clientMessageId === item.clientMessageId ? { ...x, failed: null } : x)));
     const result = await sendMessage({
-      input: { conversationId: c.id, body: item.body, clientMessageId: item.clientMessageId },
+      input: { conversationId: id, body: item.body, clientMessageId: item.clientMessageId },
     });
     const payload = result.data?.sendMessage;
     if (payload?.message) {
@@ -318,24 +321,25 @@ export function ChatPane(props: {
   const [, assign] = useMutation<{ assignConversation: Payload<{ conversation: { id: string; version: number; assignee: Person | null } | null }> }>(AssignConversationDocument);
   const [, setStatus] = useMutation<{ setConversationStatus: Payload<{ conversation: { id: string; version: number; status: string } | null }> }>(SetConversationStatusDocument);
   async function assignTo(assigneeId: string | null) {
-    const result = await assign({ input: { id: c.id, assigneeId } });
+    const result = await assign({ input: { id, assigneeId } });
     const payload = result.data?.assignConversation;
-    if (payload?.conversation) props.onChange(c.id, payload.conversation);
+    if (payload?.conversation) props.onChange(id, payload.conversation);
     setNotice(payload?.errors[0]?.message ?? (result.error ? result.error.message : null));
   }
   async function changeStatus(status: string) {
-    const result = await setStatus({ input: { id: c.id, status } });
+    const result = await setStatus({ input: { id, status } });
     const payload = result.data?.setConversationStatus;
-    if (payload?.conversation) props.onChange(c.id, payload.conversation);
+    if (payload?.conversation) props.onChange(id, payload.conversation);
     setNotice(payload?.errors[0]?.message ?? (result.error ? result.error.message : null));
   }
 
   const shown = [...messages.values()].sort((a, b) => a.seq - b.seq);
   const confirmedIds = new Set(shown.map((m) => m.clientMessageId));
   const waiting = pending.filter((p) => !confirmedIds.has(p.clientMessageId));
-  const assignee = c.assignee;
+  const assignee = c?.assignee ?? null;
   return (
     <article class="chat" aria-labelledby="chat-title">
+      {c ? (
       <header class="chat-head">
         <div>
           <h2 id="chat-title">
@@ -388,6 +392,11 @@ export function ChatPane(props: {
           </div>
         )}
       </header>
+      ) : (
+        <header class="chat-head">
+          <h2 id="chat-title">Loading the conversation…</h2>
+        </header>
+      )}
       {notice && (
         <p class="notice" role="alert">
           {notice}

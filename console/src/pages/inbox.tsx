@@ -189,22 +189,22 @@ function useConversationList(filters: InboxFilters, me: string, selectedId: stri
       }
       const fromOther =
         event.type === "message.created" && event.message !== null && event.message.author?.id !== user;
+      if (matches(changed, f, user) && !current.current.state.items.some((c) => c.id === changed.id)) {
+        // New to this list: its own unread count comes with a query of it.
+        void fetchOne(changed.id).then((one) => {
+          if (!one) return;
+          setState((x) => ({
+            ...x,
+            items: x.items.map((c) => (c.id === one.id ? { ...c, unreadCount: one.unreadCount } : c)),
+          }));
+        });
+      }
       setState((s) => {
         const index = s.items.findIndex((c) => c.id === changed.id);
         const before = index >= 0 ? s.items[index] : null;
         if (!matches(changed, f, user)) {
           if (!before) return s;
           return { ...s, items: s.items.filter((c) => c.id !== changed.id), total: Math.max(0, s.total - 1) };
-        }
-        if (!before) {
-          // New to this list: its own unread count comes with a query of it.
-          void fetchOne(changed.id).then((one) => {
-            if (!one) return;
-            setState((x) => {
-              if (!x.items.some((c) => c.id === one.id)) return x;
-              return { ...x, items: x.items.map((c) => (c.id === one.id ? { ...c, unreadCount: one.unreadCount } : c)) };
-            });
-          });
         }
         const unread =
           (before?.unreadCount ?? 0) + (fromOther && changed.id !== open ? 1 : 0);
@@ -419,9 +419,10 @@ export function InboxPage(props: { conversationId: string | null; user: SessionU
         </p>
       </div>
       <div class="inbox-chat">
-        {selected ? (
+        {props.conversationId ? (
           <ChatPane
-            key={selected.id}
+            key={props.conversationId}
+            id={props.conversationId}
             conversation={selected}
             user={props.user}
             writable={props.writable}
@@ -429,8 +430,6 @@ export function InboxPage(props: { conversationId: string | null; user: SessionU
             online={online}
             onChange={change}
           />
-        ) : props.conversationId && !fetched ? (
-          <Loading what="the conversation" />
         ) : (
           <Empty>Pick a conversation.</Empty>
         )}
