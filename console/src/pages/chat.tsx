@@ -117,10 +117,13 @@ export function ChatPane(props: {
   /** Everything after the newest message held (a gap, or what happened while the
    * socket was down before any event gave a cursor). */
   const filling = useRef(false);
+  const firstPage = useRef<Promise<void> | null>(null);
   const fillGap = useCallback(async () => {
     if (filling.current) return;
     filling.current = true;
     try {
+      // After the newest page only: before it, "after the newest held" is everything.
+      await firstPage.current;
       let after: string | null = null;
       for (;;) {
         const result = await fetchMessages({
@@ -160,7 +163,7 @@ export function ChatPane(props: {
 
   // The newest page first, then older pages when scrolled to the top.
   useEffect(() => {
-    void (async () => {
+    firstPage.current = (async () => {
       const result = await fetchMessages({ first: HISTORY_PAGE, orderBy: [{ field: "SEQ", direction: "DESC" }] });
       const page = result.data?.node?.messages;
       if (!page) {
