@@ -4,7 +4,8 @@
 //      schema.graphql (graphql-js `validate`), holds one operation named like its file;
 //   2. TypeScript type-checks src/ (tsc --noEmit);
 //   3. esbuild bundles src/main.tsx (and its CSS) minified, named by content hash, each
-//      with a Brotli and a gzip copy, and writes manifest.json (name -> hashed file).
+//      with a Brotli and a gzip copy, and writes manifest.json (name -> hashed file);
+//      pages loaded on demand (the dashboard) are chunks, listed in the manifest too.
 //
 // Usage: node console/build.mjs [--out DIR] [--schema FILE] [--check-only]
 import { spawnSync } from "node:child_process";
@@ -79,6 +80,10 @@ async function bundle() {
     bundle: true,
     minify: true,
     format: "esm",
+    // The dashboard (and Chart.js) is a chunk loaded when the page is opened, so the
+    // first load of /app does not carry the charting library.
+    splitting: true,
+    chunkNames: "[name].[hash]",
     target: ["es2020"],
     jsx: "automatic",
     jsxImportSource: "preact",
@@ -93,8 +98,9 @@ async function bundle() {
   const keep = new Set(["manifest.json"]);
   const sizes = [];
   for (const file of result.outputFiles) {
-    const name = basename(file.path); // main.js, main.css
-    const hashed = hashedName(name, file.contents);
+    const name = basename(file.path); // main.js, main.css, or a chunk: dashboard.<hash>.js
+    // A chunk keeps esbuild's name, content-hashed already: main.js imports it by it.
+    const hashed = name.startsWith("main.") ? hashedName(name, file.contents) : name;
     manifest[name] = hashed;
     const brotli = brotliCompressSync(file.contents, {
       params: { [constants.BROTLI_PARAM_QUALITY]: 11 },

@@ -3,7 +3,9 @@
 The console is a TypeScript app in ``console/`` that talks to the server only through
 the public GraphQL API. ``make setup`` builds it (``scripts/build_console_assets.py``
 runs ``console/build.mjs``) into ``STATIC_DIR``: content-hashed ``main.<hash>.js`` and
-``main.<hash>.css`` with Brotli and gzip copies, and ``manifest.json`` naming them. The
+``main.<hash>.css``, the chunks ``main.js`` imports (pages loaded on demand, such as the
+dashboard with its charting library), with Brotli and gzip copies, and ``manifest.json``
+naming them all. The
 server sends the page for every path under ``/app`` (the app routes in the browser, so a
 reload or a link opens the same view) and the assets under ``/app/assets``, immutable.
 The page carries the explorer's security headers and Content-Security-Policy; it has no
@@ -74,7 +76,7 @@ _MISSING_PAGE: Final = """\
 def console_manifest(directory: Path = STATIC_DIR) -> dict[str, str] | None:
     """Bundle name -> hashed file name, when the build is complete in ``directory``
     (read per request: `make setup` needs no restart)."""
-    return read_manifest(directory, ASSET_FILES)
+    return read_manifest(directory, ASSET_FILES, chunks=True)
 
 
 def console_page(request: Request, directory: Path = STATIC_DIR) -> Response:

@@ -326,14 +326,19 @@ _MISSING_PAGE: Final = """\
 _SAFE_NETLOC = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
-def read_manifest(directory: Path, names: tuple[str, ...]) -> dict[str, str] | None:
+def read_manifest(
+    directory: Path, names: tuple[str, ...], *, chunks: bool = False
+) -> dict[str, str] | None:
     """The ``manifest.json`` of ``directory`` (name -> hashed file name) when it names
-    exactly ``names`` and every file is there, else None (a build missing or half done)."""
+    exactly ``names`` (with ``chunks``: at least, the rest being chunks the bundles load)
+    and every file is there, else None (a build missing or half done)."""
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    if not isinstance(manifest, dict) or set(manifest) != set(names):
+    if not isinstance(manifest, dict):
+        return None
+    if not (set(names) <= set(manifest) if chunks else set(manifest) == set(names)):
         return None
     if not all(isinstance(v, str) and (directory / v).is_file() for v in manifest.values()):
         return None

@@ -1,4 +1,5 @@
 import type { Client } from "@urql/core";
+import type { ComponentType } from "preact";
 import { Provider } from "@urql/preact";
 import { useEffect, useState } from "preact/hooks";
 
@@ -8,9 +9,11 @@ import { CustomerPage } from "./pages/customer";
 import { CustomersPage } from "./pages/customers";
 import { DealsPage } from "./pages/deals";
 import { DuplicatesPage } from "./pages/duplicates";
+import { InboxPage } from "./pages/inbox";
 import { LoginPage } from "./pages/login";
 import { Link, usePath } from "./router";
-import { canMerge, canWrite, type Session, type SessionStore } from "./session";
+import { canManage, canWrite, type Session, type SessionStore } from "./session";
+import { Loading } from "./ui";
 
 function useSession(store: SessionStore): [Session | null, string | null] {
   const [state, setState] = useState<[Session | null, string | null]>([store.current, null]);
@@ -18,14 +21,46 @@ function useSession(store: SessionStore): [Session | null, string | null] {
   return state;
 }
 
+/** The dashboard, loaded when first opened (it brings the charting library). */
+function LazyDashboard() {
+  const [page, setPage] = useState<{ Page: ComponentType } | null>(null);
+  const [failed, setFailed] = useState(false);
+  const [attempt, setAttempt] = useState(0);
+  useEffect(() => {
+    import("./pages/dashboard").then(
+      (module) => setPage({ Page: module.DashboardPage }),
+      () => setFailed(true),
+    );
+  }, [attempt]);
+  if (page) return <page.Page />;
+  if (failed) {
+    return (
+      <div class="state error" role="alert">
+        <p>The dashboard could not be loaded.</p>
+        <button type="button" onClick={() => { setFailed(false); setAttempt((n) => n + 1); }}>
+          Retry
+        </button>
+      </div>
+    );
+  }
+  return <Loading what="the dashboard" />;
+}
+
 function Route(props: { path: string; session: Session }) {
   const writable = canWrite(props.session.user.role);
+  const manager = canManage(props.session.user.role);
   const customer = /^\/customers\/([^/]+)$/.exec(props.path);
-  if (customer) return <CustomerPage id={decodeURIComponent(customer[1])} writable={writable} />;
+  if (customer) return <CustomerPage id={decodeURIComponent(customer[1])} writable={writable} manager={manager} />;
   const board = /^\/deals(?:\/([^/]+))?$/.exec(props.path);
   if (board) return <DealsPage pipelineId={board[1] ? decodeURIComponent(board[1]) : null} writable={writable} />;
+  const inbox = /^\/inbox(?:\/([^/]+))?$/.exec(props.path);
+  if (inbox) {
+    const id = inbox[1] ? decodeURIComponent(inbox[1]) : null;
+    return <InboxPage conversationId={id} user={props.session.user} writable={writable} />;
+  }
+  if (props.path === "/dashboard") return <LazyDashboard />;
   if (props.path === "/" || props.path === "/customers") return <CustomersPage writable={writable} />;
-  if (props.path === "/duplicates") return <DuplicatesPage mergeable={canMerge(props.session.user.role)} />;
+  if (props.path === "/duplicates") return <DuplicatesPage mergeable={manager} />;
   return (
     <section>
       <h1>Page not found</h1>
@@ -56,6 +91,12 @@ export function App(props: { store: SessionStore; live: LiveConnection; client: 
           </Link>
           <Link href="/deals" class={path.startsWith("/deals") ? "active" : undefined}>
             Deals
+          </Link>
+          <Link href="/inbox" class={path.startsWith("/inbox") ? "active" : undefined}>
+            Inbox
+          </Link>
+          <Link href="/dashboard" class={path.startsWith("/dashboard") ? "active" : undefined}>
+            Dashboard
           </Link>
           <Link href="/duplicates" class={path.startsWith("/duplicates") ? "active" : undefined}>
             Duplicates

@@ -2,7 +2,7 @@
 // subscriptions on the same /graphql path. Both send the session's access token; the
 // WebSocket sends it in connection_init (browsers cannot set handshake headers).
 import { Client, cacheExchange, fetchExchange, mapExchange, subscriptionExchange } from "@urql/core";
-import { createClient as createWsClient } from "graphql-ws";
+import { createClient as createWsClient, type Client as WsClient } from "graphql-ws";
 
 import { GRAPHQL_PATH, type SessionStore } from "./session";
 
@@ -11,8 +11,16 @@ import { GRAPHQL_PATH, type SessionStore } from "./session";
  * event missed while the socket was down is not lost). */
 export type LiveStatus = "idle" | "connecting" | "live" | "retrying";
 
+/** Reconnection waits: 0.5 s doubling up to 5 s, plus up to 1 s of jitter (so a restarted
+ * server is not hit by every console at once). graphql-ws's default doubles without end. */
+export function retryDelayMs(retries: number): number {
+  return Math.min(500 * 2 ** retries, 5_000) + Math.random() * 1_000;
+}
+
 export class LiveConnection {
   status: LiveStatus = "idle";
+  /** The graphql-ws client, for streams that resume by cursor (see `resumable`). */
+  socket: WsClient | null = null;
   /** Counts connections; a view that depends on live events reloads when it changes. */
   epoch = 0;
   private listeners = new Set<() => void>();
@@ -43,6 +51,7 @@ export function createClient(store: SessionStore, live: LiveConnection): Client 
     lazyCloseTimeout: 5_000,
     connectionParams: () => authorization(store),
     retryAttempts: Number.POSITIVE_INFINITY,
+    retryWait: (retries) => new Promise((resolve) => window.setTimeout(resolve, retryDelayMs(retries))),
     shouldRetry: () => true,
     on: {
       connecting: () => live.set(connectedBefore ? "retrying" : "connecting"),
@@ -54,6 +63,7 @@ export function createClient(store: SessionStore, live: LiveConnection): Client 
       closed: (event) => live.set((event as CloseEvent).code === 1000 ? "idle" : "retrying"),
     },
   });
+  live.socket = ws;
   return new Client({
     url: GRAPHQL_PATH,
     requestPolicy: "cache-and-network",
@@ -85,5 +95,46 @@ export function createClient(store: SessionStore, live: LiveConnection): Client 
         },
       }),
     ],
+  });
+}
+
+/** A subscription whose field takes `after: <cursor>` and whose events carry `cursor`:
+ * graphql-ws subscribes again by itself after every reconnection, sending the payload
+ * object it was given; its `after` is a getter, so each (re)subscription asks for what
+ * came after the last event this page received, not after the first cursor. Nothing is
+ * lost while the socket was down, and nothing is sent twice. Returns the unsubscribe. */
+export function resumable<E extends { cursor: string }>(
+  live: LiveConnection,
+  query: string,
+  variables: Record<string, unknown>,
+  field: string,
+  handlers: { event: (event: E) => void; error?: (message: string) => void },
+  after: string | null = null,
+): () => void {
+  const socket = live.socket;
+  if (!socket) throw new Error("no live connection");
+  let last = after;
+  const payload = {
+    query,
+    variables: {
+      ...variables,
+      get after() {
+        return last;
+      },
+    },
+  };
+  return socket.subscribe<Record<string, E>>(payload, {
+    next(result) {
+      const event = result.data?.[field];
+      if (event) {
+        last = event.cursor;
+        handlers.event(event);
+      } else if (result.errors?.length) handlers.error?.(result.errors[0].message);
+    },
+    error(error) {
+      const errors = error as { message?: string }[];
+      handlers.error?.(Array.isArray(errors) ? (errors[0]?.message ?? "refused") : "connection failed");
+    },
+    complete() {},
   });
 }

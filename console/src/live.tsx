@@ -7,7 +7,7 @@ import type { LiveConnection, LiveStatus } from "./client";
 
 export const LiveContext = createContext<LiveConnection | null>(null);
 
-function useLiveConnection(): LiveConnection {
+export function useLiveConnection(): LiveConnection {
   const live = useContext(LiveContext);
   if (!live) throw new Error("LiveContext missing");
   return live;

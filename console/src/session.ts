@@ -46,8 +46,9 @@ export function canWrite(role: Role): boolean {
   return role !== "VIEWER";
 }
 
-/** Roles that may merge duplicate customers (the API's `customers.merge`). */
-export function canMerge(role: Role): boolean {
+/** Roles that may take the manager's actions (archive a customer, ...); the API decides
+ * the same (services/policy.py, MANAGERS). */
+export function canManage(role: Role): boolean {
   return role === "ADMIN" || role === "MANAGER";
 }
 

@@ -1133,6 +1133,11 @@ class _DemoBuilder:
                 is_private=False,
                 last_message_seq=count,
                 last_message_at=times[-1],
+                # What sending the messages would have set (services.conversations):
+                # the customer writes first, an agent answers second.
+                first_customer_message_at=times[0],
+                first_response_at=times[1],
+                closed_at=times[-1] if status is ConversationStatus.CLOSED else None,
                 created_at=start,
                 updated_at=times[-1],
             )

@@ -105,19 +105,34 @@ def test_console_page_and_assets_are_served_with_the_explorer_policy(live_server
 
 
 @pytest.fixture(scope="session")
-async def console_demo(
+async def console_logins(
     sessionmaker: async_sessionmaker[AsyncSession],
-) -> dict[Role, tuple[str, str]]:
-    """A demo workspace of its own for the live server: (email, password) per role."""
+) -> list[tuple[str, str, Role]]:
+    """A demo workspace of its own for the live server: (email, password, role) of every
+    demo user."""
     domain = f"console-{uuid.uuid4().hex[:8]}.example"
     async with sessionmaker() as session, session.begin():
         await demo.seed_demo(
             session, seed=15, workspace_name=f"Console {domain}", email_domain=domain
         )
+    return demo.demo_logins(domain)
+
+
+@pytest.fixture(scope="session")
+def console_demo(console_logins: list[tuple[str, str, Role]]) -> dict[Role, tuple[str, str]]:
+    """(email, password) of the first demo user of each role."""
     logins: dict[Role, tuple[str, str]] = {}
-    for email, password, role in demo.demo_logins(domain):
+    for email, password, role in console_logins:
         logins.setdefault(role, (email, password))
     return logins
+
+
+@pytest.fixture(scope="session")
+def two_agents(console_logins: list[tuple[str, str, Role]]) -> list[tuple[str, str]]:
+    """(email, password) of two different agents."""
+    agents = [(email, password) for email, password, role in console_logins if role is Role.AGENT]
+    assert len(agents) >= 2
+    return agents[:2]
 
 
 @pytest.fixture
@@ -336,23 +351,23 @@ def _column_of(browser: WebDriver, deal_id: str) -> str | None:
 @skip_without_browser
 def test_deal_moved_by_one_agent_appears_on_the_other_agents_board(
     live_server: str,
-    console_demo: dict[Role, tuple[str, str]],
+    two_agents: list[tuple[str, str]],
     browser: WebDriver,
     tmp_path: Path,
 ) -> None:
-    """Two users in two browsers look at the same board; one drags a deal to another
+    """Two agents in two browsers look at the same board; one drags a deal to another
     stage (moveDeal) and the other's board shows it there without a reload."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    agent = console_demo[Role.AGENT]
+    agent, other_agent = two_agents
     pipeline = _api(live_server, agent, PIPELINES, {})["pipelines"]["nodes"][0]
     deal = _api(live_server, agent, BOARD, {"p": pipeline["id"]})["deals"]["nodes"][0]
     target = next(s["id"] for s in pipeline["stages"] if s["id"] != deal["stage"]["id"])
 
     with chromium(tmp_path / "second-profile", window=(1280, 800)) as other:
         wait = _open_board(browser, live_server, agent)
-        other_wait = _open_board(other, live_server, console_demo[Role.MANAGER])
+        other_wait = _open_board(other, live_server, other_agent)
         assert _column_of(other, deal["id"]) == deal["stage"]["id"]
         # Both boards subscribed (the header's badge says the socket is live).
         for driver in (browser, other):
@@ -513,6 +528,9 @@ def test_new_customer_shows_the_api_errors_at_their_field(
     assert "created@example.com" in browser.find_element(By.CSS_SELECTOR, ".cards").text
 
 
+SEGMENT_SIZES = "{ segments(first: 50) { nodes { id customers { totalCount } } } }"
+
+
 @pytest.mark.browser
 @skip_without_browser
 def test_customer_filters_sorting_and_paging_match_the_api(
@@ -520,8 +538,8 @@ def test_customer_filters_sorting_and_paging_match_the_api(
     console_demo: dict[Role, tuple[str, str]],
     browser: WebDriver,
 ) -> None:
-    """The stage, owner and tag filters narrow the table to the API's count for the same
-    filter; a click on Name sorts by name (again: descending); Next and Previous page by
+    """The stage, owner, tag and segment filters narrow the table to the API's count for
+    the same filter; a click on Name sorts by name (again: descending); Next and Previous page by
     cursor through the API's order."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -553,6 +571,14 @@ def test_customer_filters_sorting_and_paging_match_the_api(
     browser.find_element(By.ID, "customer-tag").send_keys(Keys.BACKSPACE * len("champion"))
     Select(browser.find_element(By.ID, "customer-stage")).select_by_value("")
     total = count({})
+    shown_count(total)
+
+    # A segment (saved or built-in): the API's members of it.
+    segments = _api(live_server, login, SEGMENT_SIZES, {})["segments"]["nodes"]
+    segment = next(s for s in segments if 0 < s["customers"]["totalCount"] < total)
+    Select(browser.find_element(By.ID, "customer-segment")).select_by_value(segment["id"])
+    shown_count(segment["customers"]["totalCount"])
+    Select(browser.find_element(By.ID, "customer-segment")).select_by_value("")
     shown_count(total)
 
     def first_names() -> list[str]:
@@ -616,6 +642,481 @@ async def test_console_answers_503_until_built_then_serves_the_build(tmp_path: P
         assert 'src="/app/assets/main.0123456789abcdef.js"' in page.text
         asset = await http.get("/app/assets/main.0123456789abcdef.js")
         assert asset.status_code == 200 and asset.text == "export {};\n"
+
+
+# ---------------------------------------------------------------------------- inbox
+
+START_CONVERSATION = """mutation($i: StartConversationInput!) {
+  startConversation(input: $i) { conversation { id } errors { code field message } } }"""
+SEND_MESSAGE = """mutation($i: SendMessageInput!) {
+  sendMessage(input: $i) { message { seq body clientMessageId } errors { code message } } }"""
+MESSAGES = """query($id: ID!) { node(id: $id) { ... on Conversation {
+  lastMessageSeq messages(first: 100) { nodes { seq body clientMessageId } } } } }"""
+JS_SHOWN_MESSAGES = """
+return Array.from(document.querySelectorAll('.messages li.message[data-seq]'),
+  li => [Number(li.dataset.seq), li.querySelector('.body').textContent]);
+"""
+# Installed before the page's scripts: every WebSocket the page opens is kept in
+# window.__crmSockets, and while `block` is set new ones go to a path the server refuses
+# (the way a network outage looks to the page: the socket drops and reconnecting fails).
+JS_SOCKET_CONTROL = """
+window.__crmSockets = {open: [], block: false};
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(url, protocols) {
+    super(window.__crmSockets.block ? url + '-unreachable' : url, protocols);
+    window.__crmSockets.open.push(this);
+  }
+};
+"""
+JS_DROP_SOCKETS = """
+window.__crmSockets.block = true;
+for (const socket of window.__crmSockets.open) socket.close(3000, 'test: connection dropped');
+"""
+
+
+def _me(base_url: str, login: tuple[str, str]) -> dict[str, str]:
+    me: dict[str, str] = _api(base_url, login, "{ me { id name } }", {})["me"]
+    return me
+
+
+def _new_conversation(base_url: str, login: tuple[str, str], subject: str) -> str:
+    """A conversation of its own for a test: started by ``login`` with a customer of the
+    demo workspace, open, unassigned, with a first message."""
+    customer = _api(
+        base_url, login, "{ customers(first: 1, orderBy: [{field: NAME}]) { nodes { id } } }", {}
+    )["customers"]["nodes"][0]
+    started = _api(
+        base_url,
+        login,
+        START_CONVERSATION,
+        {
+            "i": {
+                "customerId": customer["id"],
+                "channel": "CHAT",
+                "subject": subject,
+                "body": f"Opening message of {subject}",
+            }
+        },
+    )["startConversation"]
+    assert started["errors"] == [], started
+    conversation_id: str = started["conversation"]["id"]
+    return conversation_id
+
+
+def _send(base_url: str, login: tuple[str, str], conversation_id: str, body: str) -> None:
+    sent = _api(
+        base_url, login, SEND_MESSAGE, {"i": {"conversationId": conversation_id, "body": body}}
+    )["sendMessage"]
+    assert sent["errors"] == [], sent
+
+
+def _api_messages(base_url: str, login: tuple[str, str], conversation_id: str) -> list[Any]:
+    node = _api(base_url, login, MESSAGES, {"id": conversation_id})["node"]
+    messages: list[Any] = node["messages"]["nodes"]
+    assert [m["seq"] for m in messages] == list(range(1, node["lastMessageSeq"] + 1))
+    return messages
+
+
+def _shown_messages(browser: WebDriver) -> list[tuple[int, str]]:
+    return [(int(seq), str(body)) for seq, body in browser.execute_script(JS_SHOWN_MESSAGES)]
+
+
+def _open_inbox(
+    browser: WebDriver, base_url: str, login: tuple[str, str], conversation_id: str
+) -> Any:
+    """Log in and open the conversation in the inbox; wait until its history shows and
+    the socket is live."""
+    from selenium.webdriver.common.by import By
+
+    wait = _log_in(browser, base_url, login)
+    browser.find_element(By.LINK_TEXT, "Inbox").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "button.conversation"))
+    browser.get(f"{base_url}/app/inbox/{conversation_id}")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".messages li.message[data-seq]"))
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".live").text == "Live")
+    return wait
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_message_sent_by_one_agent_appears_live_for_the_other(
+    live_server: str,
+    two_agents: list[tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """Two agents in two browsers open the same conversation: each sees the other online;
+    one types and the other sees "… is typing"; one sends (Enter) and both see the
+    message once, confirmed with its seq, sent with a client message id; the other's
+    inbox row shows it as the latest message."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    agent, other_agent = two_agents
+    me, other_me = _me(live_server, agent), _me(live_server, other_agent)
+    subject = f"Live chat {uuid.uuid4().hex[:6]}"
+    conversation_id = _new_conversation(live_server, agent, subject)
+
+    with chromium(tmp_path / "second-profile", window=(1280, 800)) as other:
+        wait = _open_inbox(browser, live_server, agent, conversation_id)
+        other_wait = _open_inbox(other, live_server, other_agent, conversation_id)
+        # Presence: each sees the other online.
+        wait.until(lambda d: other_me["name"] in d.find_element(By.CSS_SELECTOR, ".online").text)
+        other_wait.until(lambda d: me["name"] in d.find_element(By.CSS_SELECTOR, ".online").text)
+
+        composer = browser.find_element(By.ID, "composer")
+        composer.send_keys("Hello from ")
+        other_wait.until(
+            lambda d: f"{me['name']} is typing" in d.find_element(By.CSS_SELECTOR, ".typing").text
+        )
+        body = f"Hello from the console {uuid.uuid4().hex[:6]}"
+        composer.send_keys(body.removeprefix("Hello from ") + Keys.ENTER)
+        for waiting in (wait, other_wait):
+            waiting.until(lambda d: body in [b for _, b in _shown_messages(d)])
+        # Sending ends the typing signal.
+        other_wait.until(lambda d: "typing" not in d.find_element(By.CSS_SELECTOR, ".typing").text)
+        assert not browser.find_elements(By.CSS_SELECTOR, "li.message.pending")
+        keep_screenshot(browser, tmp_path / "console-inbox.png")
+
+        messages = _api_messages(live_server, agent, conversation_id)
+        sent = [m for m in messages if m["body"] == body]
+        assert len(sent) == 1 and re.fullmatch(r"[0-9a-f-]{36}", sent[0]["clientMessageId"])
+        expected = [(m["seq"], m["body"]) for m in messages]
+        for driver in (browser, other):
+            assert _shown_messages(driver) == expected
+        row = other.find_element(
+            By.CSS_SELECTOR, f'button[data-conversation-id="{conversation_id}"]'
+        )
+        other_wait.until(lambda d: body in row.find_element(By.CSS_SELECTOR, ".preview").text)
+    _no_csp_violations(browser)
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_inbox_resumes_by_cursor_after_a_dropped_connection(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """The page's socket drops and cannot reconnect for a while; messages posted through
+    the API meanwhile all show once it is back, in seq order, none lost and none twice,
+    and the inbox row shows the latest."""
+    from selenium.webdriver.common.by import By
+
+    agent, manager = console_demo[Role.AGENT], console_demo[Role.MANAGER]
+    conversation_id = _new_conversation(live_server, manager, f"Outage {uuid.uuid4().hex[:6]}")
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": JS_SOCKET_CONTROL})
+    wait = _open_inbox(browser, live_server, agent, conversation_id)
+    # One message live first: from then on the page holds a cursor of the stream.
+    _send(live_server, manager, conversation_id, "Before the outage")
+    wait.until(lambda d: "Before the outage" in [b for _, b in _shown_messages(d)])
+
+    browser.execute_script(JS_DROP_SOCKETS)
+    wait.until(lambda d: "retrying" in d.find_element(By.CSS_SELECTOR, ".live").text)
+    keep_screenshot(browser, tmp_path / "console-inbox-retrying.png")
+    during = [f"While the agent was offline {n}" for n in range(1, 6)]
+    for body in during:
+        _send(live_server, manager, conversation_id, body)
+    assert "retrying" in browser.find_element(By.CSS_SELECTOR, ".live").text
+    browser.execute_script("window.__crmSockets.block = false;")
+
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".live").text == "Live")
+    wait.until(lambda d: during[-1] in [b for _, b in _shown_messages(d)])
+    expected = [(m["seq"], m["body"]) for m in _api_messages(live_server, agent, conversation_id)]
+    assert _shown_messages(browser) == expected
+    row = browser.find_element(By.CSS_SELECTOR, f'button[data-conversation-id="{conversation_id}"]')
+    wait.until(lambda d: during[-1] in row.find_element(By.CSS_SELECTOR, ".preview").text)
+    # Still live after the outage, and still exactly once each.
+    _send(live_server, manager, conversation_id, "After the outage")
+    wait.until(lambda d: "After the outage" in [b for _, b in _shown_messages(d)])
+    expected = [(m["seq"], m["body"]) for m in _api_messages(live_server, agent, conversation_id)]
+    assert _shown_messages(browser) == expected
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_a_send_that_failed_is_retried_with_the_same_client_message_id(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+) -> None:
+    """Sent while the network is down, a message stays in the chat as pending with the
+    reason and a Retry; the retry, once the network is back, sends the same client message
+    id, and the message is there once."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    agent = console_demo[Role.AGENT]
+    conversation_id = _new_conversation(live_server, agent, f"Retry {uuid.uuid4().hex[:6]}")
+    wait = _open_inbox(browser, live_server, agent, conversation_id)
+    conditions = {"latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, **conditions})
+    body = f"Sent while offline {uuid.uuid4().hex[:6]}"
+    browser.find_element(By.ID, "composer").send_keys(body + Keys.ENTER)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "li.message.pending.failed"))
+    pending = browser.find_element(By.CSS_SELECTOR, "li.message.pending.failed")
+    assert body in pending.text and "Retry" in pending.text
+    client_id = pending.get_attribute("data-client-id")
+    assert body not in [m["body"] for m in _api_messages(live_server, agent, conversation_id)]
+
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": False, **conditions})
+    pending.find_element(By.XPATH, ".//button[normalize-space()='Retry']").click()
+    wait.until(lambda d: body in [b for _, b in _shown_messages(d)])
+    assert not browser.find_elements(By.CSS_SELECTOR, "li.message.pending")
+    sent = [m for m in _api_messages(live_server, agent, conversation_id) if m["body"] == body]
+    assert [m["clientMessageId"] for m in sent] == [client_id]
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_inbox_assign_close_filters_and_keyboard(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+) -> None:
+    """An agent assigns a conversation to themselves (it then shows under Mine, not
+    under Unassigned), moves through the list with j/k, focuses the reply with r, and
+    closes it with c (it leaves the list of open conversations); the API agrees."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    agent = console_demo[Role.AGENT]
+    me = _me(live_server, agent)
+    conversation_id = _new_conversation(live_server, agent, f"Assign {uuid.uuid4().hex[:6]}")
+    wait = _open_inbox(browser, live_server, agent, conversation_id)
+    row = f'button[data-conversation-id="{conversation_id}"]'
+
+    Select(browser.find_element(By.ID, "inbox-view")).select_by_value("unassigned")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+    browser.find_element(By.XPATH, "//button[normalize-space()='Assign to me']").click()
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))  # no longer unassigned
+    Select(browser.find_element(By.ID, "inbox-view")).select_by_value("mine")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+    assert me["name"] in browser.find_element(By.CSS_SELECTOR, ".chat-head .assignee").text
+
+    # Keyboard: j / k move the selection, r focuses the reply box, c closes.
+    Select(browser.find_element(By.ID, "inbox-view")).select_by_value("all")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "button.conversation")) > 1)
+    body = browser.find_element(By.TAG_NAME, "body")
+    browser.execute_script("document.activeElement.blur()")
+    body.send_keys("j")
+    wait.until(lambda d: conversation_id not in d.current_url)
+    body.send_keys("k")
+    wait.until(lambda d: d.current_url.endswith(conversation_id))
+    body.send_keys("r")
+    assert browser.switch_to.active_element.get_attribute("id") == "composer"
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    body.send_keys("c")
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))  # the list shows open ones
+    state = _api(
+        live_server,
+        agent,
+        "query($id: ID!) { node(id: $id) { ... on Conversation { status assignee { id } } } }",
+        {"id": conversation_id},
+    )["node"]
+    assert state == {"status": "CLOSED", "assignee": {"id": me["id"]}}
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_viewer_inbox_is_read_only(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+) -> None:
+    """A viewer reads the conversation but gets no reply box, no assignment and no
+    close control."""
+    from selenium.webdriver.common.by import By
+
+    conversation_id = _new_conversation(
+        live_server, console_demo[Role.AGENT], f"Viewer {uuid.uuid4().hex[:6]}"
+    )
+    _open_inbox(browser, live_server, console_demo[Role.VIEWER], conversation_id)
+    assert _shown_messages(browser)
+    for selector in ("#composer", "#assign-conversation", "#close-conversation", ".chat-actions"):
+        assert not browser.find_elements(By.CSS_SELECTOR, selector), selector
+    assert "Read only" in browser.find_element(By.CSS_SELECTOR, ".chat").text
+
+
+def _new_customer(base_url: str, login: tuple[str, str], name: str) -> str:
+    created = _api(
+        base_url,
+        login,
+        "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { customer { id } } }",
+        {"i": {"name": name}},
+    )["createCustomer"]["customer"]
+    customer_id: str = created["id"]
+    return customer_id
+
+
+def _open_customer(
+    browser: WebDriver, base_url: str, login: tuple[str, str], customer_id: str, name: str
+) -> Any:
+    """Log in as ``login`` and open the customer's page."""
+    from selenium.webdriver.common.by import By
+
+    wait = _log_in(browser, base_url, login)
+    browser.get(f"{base_url}/app/customers/{customer_id}")
+    wait.until(lambda d: d.find_element(By.ID, "customer-title").text == name)
+    return wait
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_agent_sees_no_manager_actions(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """On a customer's page an agent may edit but is offered no Archive (a manager's
+    action); a manager is, and archiving takes the customer off the list."""
+    from selenium.webdriver.common.by import By
+
+    agent, manager = console_demo[Role.AGENT], console_demo[Role.MANAGER]
+    name = f"Archivable {uuid.uuid4().hex[:6]}"
+    customer_id = _new_customer(live_server, manager, name)
+
+    wait = _open_customer(browser, live_server, agent, customer_id, name)
+    assert browser.find_elements(By.XPATH, "//button[normalize-space()='Edit']")
+    assert not browser.find_elements(
+        By.XPATH, "//button[starts-with(normalize-space(), 'Archive')]"
+    )
+
+    browser.find_element(By.XPATH, "//button[normalize-space()='Log out']").click()
+    wait = _open_customer(browser, live_server, manager, customer_id, name)
+    browser.find_element(By.XPATH, "//button[normalize-space()='Archive']").click()
+    browser.find_element(By.XPATH, f"//button[normalize-space()='Archive {name}']").click()
+    wait.until(lambda d: d.current_url.endswith("/app/customers"))
+    archived = _api(
+        live_server,
+        manager,
+        "query($id: ID!) { node(id: $id) { ... on Customer { archivedAt } } }",
+        {"id": customer_id},
+    )["node"]
+    assert archived["archivedAt"]
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_edit_customer_shows_the_api_errors_at_their_field(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """Editing a customer: a blank name gets the API's error under Name; a valid change
+    is saved (with the version read) and the page shows it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    agent = console_demo[Role.AGENT]
+    name = f"Editable {uuid.uuid4().hex[:6]}"
+    customer_id = _new_customer(live_server, agent, name)
+    wait = _open_customer(browser, live_server, agent, customer_id, name)
+    browser.find_element(By.XPATH, "//button[normalize-space()='Edit']").click()
+    name_input = browser.find_element(By.ID, "edit-name")
+    name_input.send_keys(Keys.BACKSPACE * len(name))
+    browser.find_element(By.XPATH, "//button[normalize-space()='Save']").click()
+    wait.until(lambda d: d.find_elements(By.ID, "edit-name-error"))
+    assert "must not be blank" in browser.find_element(By.ID, "edit-name-error").text
+    assert name_input.get_attribute("aria-invalid") == "true"
+    keep_screenshot(browser, tmp_path / "console-customer-edit.png")
+
+    renamed = f"{name} Renamed"
+    name_input.send_keys(renamed)
+    browser.find_element(By.ID, "edit-tags").send_keys("vip, console")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Save']").click()
+    wait.until(lambda d: d.find_element(By.ID, "customer-title").text == renamed)
+    saved = _api(
+        live_server,
+        agent,
+        "query($id: ID!) { node(id: $id) { ... on Customer { name tags version } } }",
+        {"id": customer_id},
+    )["node"]
+    assert saved["name"] == renamed and sorted(saved["tags"]) == ["console", "vip"]
+    assert saved["version"] > 1
+
+
+# ------------------------------------------------------------------------ dashboard
+
+SALES_REPORT = """query($p: ID!, $from: Date!, $to: Date!, $tz: String) {
+  salesReport(pipelineId: $p, from: $from, to: $to, timeZone: $tz) {
+    winRate { won lost } stages { stage { id name } reachedCount } } }"""
+JS_WIN_RATE_TITLE = "return document.getElementById('winrate-title')?.textContent ?? ''"
+JS_CANVASES_DRAWN = """
+return Array.from(document.querySelectorAll('.charts canvas'),
+  c => c.width > 0 && c.height > 0 && c.toDataURL().length > 2000);
+"""
+JS_TODAY = "const d = new Date(); return [d.getFullYear(), d.getMonth() + 1, d.getDate()]"
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_dashboard_charts_the_reports_and_updates_live(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """The dashboard draws the funnel, revenue, win rate and service charts from the
+    API's reports for the chosen period; a deal won elsewhere updates the win rate
+    without a reload (the `dashboard` subscription)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    manager = console_demo[Role.MANAGER]
+    wait = _log_in(browser, live_server, manager)
+    browser.find_element(By.LINK_TEXT, "Dashboard").click()
+    wait.until(lambda d: d.find_elements(By.ID, "winrate-title"))
+    pipeline = _api(live_server, manager, PIPELINES, {})["pipelines"]["nodes"][0]
+    zone = browser.execute_script("return Intl.DateTimeFormat().resolvedOptions().timeZone")
+
+    def win_rate_shown(won: int, lost: int) -> None:
+        wait.until(lambda d: f"({won} won, {lost} lost)" in d.execute_script(JS_WIN_RATE_TITLE))
+
+    # The demo's history is the year before its base time (2026-01-01).
+    Select(browser.find_element(By.ID, "dashboard-period")).select_by_value("year:2025")
+    year_2025 = {"p": pipeline["id"], "from": "2025-01-01", "to": "2025-12-31", "tz": zone}
+    report = _api(live_server, manager, SALES_REPORT, year_2025)["salesReport"]
+    assert report["winRate"]["won"] and report["winRate"]["lost"]
+    win_rate_shown(report["winRate"]["won"], report["winRate"]["lost"])
+    wait.until(lambda d: d.execute_script(JS_CANVASES_DRAWN) == [True] * 4)
+    funnel = browser.find_element(By.CSS_SELECTOR, "#funnel-title ~ .chart canvas")
+    first = report["stages"][0]
+    assert f"{first['stage']['name']} {first['reachedCount']} reached" in (
+        funnel.get_attribute("aria-label") or ""
+    )
+    browser.set_window_size(1280, 1150)  # the whole page in the screenshot
+    keep_screenshot(browser, tmp_path / "console-dashboard.png")
+    browser.set_window_size(1280, 800)
+
+    # Live: the last 12 months count a deal won now, as soon as it is.
+    Select(browser.find_element(By.ID, "dashboard-period")).select_by_value("last12")
+    year, month, day = browser.execute_script(JS_TODAY)
+    start_year, start_month = (year, month - 11) if month == 12 else (year - 1, month + 1)
+    last12 = {
+        "p": pipeline["id"],
+        "from": f"{start_year}-{start_month:02d}-01",
+        "to": f"{year}-{month:02d}-{day:02d}",
+        "tz": zone,
+    }
+    before = _api(live_server, manager, SALES_REPORT, last12)["salesReport"]["winRate"]
+    win_rate_shown(before["won"], before["lost"])
+    deal = _api(live_server, manager, BOARD, {"p": pipeline["id"]})["deals"]["nodes"][-1]
+    won = _api(
+        live_server,
+        manager,
+        "mutation($i: UpdateDealInput!) { updateDeal(input: $i) { errors { code } } }",
+        {"i": {"id": deal["id"], "status": "WON"}},
+    )
+    assert won["updateDeal"]["errors"] == []
+    win_rate_shown(before["won"] + 1, before["lost"])
+    _no_csp_violations(browser)
 
 
 CREATE_CUSTOMER = """mutation($i: CreateCustomerInput!) {

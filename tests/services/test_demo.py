@@ -348,6 +348,25 @@ async def test_data_is_consistent(session: AsyncSession, seeded: demo.DemoSummar
     ).all()
     assert [tuple(r) for r in stages] == [("Renewals", 4), ("Sales", 6)]
 
+    # conversations: service times as sending the messages would have set them (the
+    # customer's first message, the first agent answer after it, closed at the last one)
+    assert (
+        await one(
+            """SELECT count(*) FROM conversations c WHERE c.workspace_id = :ws AND (
+             c.first_customer_message_at IS DISTINCT FROM (SELECT min(created_at) FROM messages m
+               WHERE m.conversation_id = c.id AND m.author_type = 'customer')
+             OR c.first_response_at IS DISTINCT FROM (SELECT min(created_at) FROM messages m
+               WHERE m.conversation_id = c.id AND m.author_type = 'agent')
+             OR (c.status = 'closed') <> (c.closed_at IS NOT NULL)
+             OR c.closed_at IS DISTINCT FROM CASE WHEN c.status = 'closed'
+               THEN c.last_message_at END)"""
+        )
+        == 0
+    )
+    assert await one(
+        "SELECT count(*) FROM conversations WHERE workspace_id = :ws AND first_response_at IS NOT NULL"
+    )
+
     # deals: status agrees with stage and closed_at; money has 2 decimals
     assert (
         await one(

@@ -4,12 +4,17 @@ import { useState } from "preact/hooks";
 import CreateActivityDocument from "../operations/CreateActivity.graphql";
 import CustomerDocument from "../operations/Customer.graphql";
 import CustomerActivityFeedDocument from "../operations/CustomerActivityFeed.graphql";
+import ArchiveCustomerDocument from "../operations/ArchiveCustomer.graphql";
+import UpdateCustomerDocument from "../operations/UpdateCustomer.graphql";
 import { useReloadOnReconnect } from "../live";
-import { Link } from "../router";
+import { Link, navigate } from "../router";
 import type { UserError } from "../session";
+import { useTeam } from "../team";
+import { ContactFields, type Contact, contactInput } from "./customers";
 import {
   Empty,
   ErrorState,
+  FieldError,
   FormErrors,
   Loading,
   TextField,
@@ -27,6 +32,7 @@ interface Named {
 interface CustomerData {
   node: {
     id: string;
+    version: number;
     name: string;
     email: string | null;
     phone: string | null;
@@ -97,7 +103,8 @@ interface CustomerData {
 
 type Customer = NonNullable<CustomerData["node"]>;
 
-export function CustomerPage(props: { id: string; writable: boolean }) {
+export function CustomerPage(props: { id: string; writable: boolean; manager: boolean }) {
+  const [editing, setEditing] = useState(false);
   const [result, reexecute] = useQuery<CustomerData>({
     query: CustomerDocument,
     variables: { id: props.id },
@@ -142,7 +149,24 @@ export function CustomerPage(props: { id: string; writable: boolean }) {
         <span class="stage" data-stage={customer.lifecycleStage}>
           {humanize(customer.lifecycleStage)}
         </span>
+        <div class="head-actions">
+          {props.writable && !editing && (
+            <button type="button" onClick={() => setEditing(true)}>
+              Edit
+            </button>
+          )}
+          {props.manager && <ArchiveButton customer={customer} />}
+        </div>
       </div>
+      {editing && (
+        <EditCustomer
+          customer={customer}
+          onDone={(saved) => {
+            setEditing(false);
+            if (saved) reexecute({ requestPolicy: "network-only" });
+          }}
+        />
+      )}
       <div class="cards">
         <Contact customer={customer} />
         <CompanyCard customer={customer} />
@@ -390,5 +414,109 @@ function Conversations({ customer }: { customer: Customer }) {
         </ul>
       )}
     </section>
+  );
+}
+
+const EDIT_FIELDS = ["name", "email", "phone", "lifecycleStage", "ownerId", "tags"];
+
+/** Edit the contact fields with `updateCustomer` (expectedVersion: a change made
+ * elsewhere meanwhile is refused, not overwritten); the API's errors show at their field. */
+function EditCustomer(props: { customer: Customer; onDone: (saved: boolean) => void }) {
+  const c = props.customer;
+  const team = useTeam();
+  const [contact, setContact] = useState<Contact>({
+    name: c.name,
+    email: c.email ?? "",
+    phone: c.phone ?? "",
+    lifecycleStage: c.lifecycleStage,
+  });
+  const [owner, setOwner] = useState(c.owner?.id ?? "");
+  const [tags, setTags] = useState(c.tags.join(", "));
+  const [errors, setErrors] = useState<UserError[]>([]);
+  const [state, update] = useMutation<{ updateCustomer: { customer: { id: string } | null; errors: UserError[] } }>(UpdateCustomerDocument);
+
+  async function submit(event: Event) {
+    event.preventDefault();
+    const input = {
+      id: c.id,
+      expectedVersion: c.version,
+      ...contactInput(contact),
+      ownerId: owner || null,
+      tags: tags.split(",").map((t) => t.trim()).filter(Boolean),
+    };
+    const result = await update({ input });
+    const payload = result.data?.updateCustomer;
+    if (!payload) {
+      setErrors([{ code: "NETWORK", field: null, message: result.error?.message ?? "Not saved." }]);
+      return;
+    }
+    if (payload.errors.some((e) => e.code === "CONFLICT")) {
+      setErrors([{ code: "CONFLICT", field: null, message: "Someone else changed this customer meanwhile: close the form to see the latest, then edit again." }]);
+      return;
+    }
+    setErrors(payload.errors);
+    if (payload.customer) props.onDone(true);
+  }
+
+  return (
+    <form class="panel" onSubmit={submit} aria-labelledby="edit-customer-title" noValidate>
+      <h2 id="edit-customer-title">Edit customer</h2>
+      <div class="grid">
+        <ContactFields prefix="edit" errors={errors} value={contact} onChange={setContact} />
+        <div class="field">
+          <label for="edit-owner">Owner</label>
+          <select id="edit-owner" value={owner} onChange={(e) => setOwner(e.currentTarget.value)} aria-describedby="edit-owner-error">
+            <option value="">No owner</option>
+            {team.map((u) => (
+              <option key={u.id} value={u.id}>
+                {u.name}
+              </option>
+            ))}
+          </select>
+          <FieldError errors={errors} field="ownerId" id="edit-owner-error" />
+        </div>
+        <TextField id="edit-tags" label="Tags (comma-separated)" field="tags" errors={errors} value={tags} onInput={setTags} />
+      </div>
+      <FormErrors errors={errors} fields={EDIT_FIELDS} />
+      <div class="actions">
+        <button type="submit" class="primary" disabled={state.fetching}>
+          {state.fetching ? "Saving…" : "Save"}
+        </button>
+        <button type="button" onClick={() => props.onDone(false)}>
+          Cancel
+        </button>
+      </div>
+    </form>
+  );
+}
+
+/** A manager's action: archive the customer (asks once more before it does). */
+function ArchiveButton(props: { customer: Customer }) {
+  const [asking, setAsking] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const [, archive] = useMutation<{ archiveCustomer: { customer: { id: string } | null; errors: UserError[] } }>(ArchiveCustomerDocument);
+  async function confirm() {
+    const result = await archive({ input: { id: props.customer.id, expectedVersion: props.customer.version } });
+    const payload = result.data?.archiveCustomer;
+    if (payload?.customer) navigate("/customers");
+    else setError(payload?.errors[0]?.message ?? result.error?.message ?? "Not archived.");
+  }
+  if (!asking) {
+    return (
+      <button type="button" class="danger" onClick={() => setAsking(true)}>
+        Archive
+      </button>
+    );
+  }
+  return (
+    <span class="confirm" role="group" aria-label="Archive this customer?">
+      {error && <span class="field-error" role="alert">{error} </span>}
+      <button type="button" class="danger" onClick={() => void confirm()}>
+        Archive {props.customer.name}
+      </button>
+      <button type="button" onClick={() => setAsking(false)}>
+        Cancel
+      </button>
+    </span>
   );
 }

@@ -3,9 +3,10 @@ import { useEffect, useMemo, useState } from "preact/hooks";
 
 import CreateCustomerDocument from "../operations/CreateCustomer.graphql";
 import CustomersDocument from "../operations/Customers.graphql";
-import OwnersDocument from "../operations/Owners.graphql";
+import SegmentsDocument from "../operations/Segments.graphql";
 import { Link, navigate } from "../router";
 import type { UserError } from "../session";
+import { useTeam } from "../team";
 import { Empty, ErrorState, FormErrors, Loading, Pager, TextField, formatDate, humanize } from "../ui";
 
 export const LIFECYCLE_STAGES = [
@@ -56,8 +57,8 @@ interface CustomersData {
   };
 }
 
-interface OwnersData {
-  users: { nodes: { id: string; name: string; role: string }[] };
+interface SegmentsData {
+  segments: { nodes: { id: string; name: string; builtIn: boolean }[] };
 }
 
 /** `value`, once it has not changed for `ms` (search as you type without a request per key). */
@@ -105,6 +106,7 @@ export function CustomersPage(props: { writable: boolean }) {
   const [tag, setTag] = useState("");
   const [stage, setStage] = useState("");
   const [owner, setOwner] = useState("");
+  const [segment, setSegment] = useState("");
   const [sort, setSort] = useState<{ field: SortField; direction: Direction }>({
     field: "CREATED_AT",
     direction: "DESC",
@@ -119,15 +121,22 @@ export function CustomersPage(props: { writable: boolean }) {
     () => customerFilter({ text: settledText, stage, owner, tag: settledTag }),
     [settledText, stage, owner, settledTag],
   );
-  useEffect(() => setCursors([null]), [filter, sort]);
+  useEffect(() => setCursors([null]), [filter, sort, segment]);
 
   const after = cursors[cursors.length - 1];
   const variables = useMemo(
-    () => ({ first: PAGE_SIZE, after, filter, orderBy: [{ field: sort.field, direction: sort.direction }] }),
-    [after, filter, sort],
+    () => ({
+      first: PAGE_SIZE,
+      after,
+      filter,
+      orderBy: [{ field: sort.field, direction: sort.direction }],
+      segmentId: segment || null,
+    }),
+    [after, filter, sort, segment],
   );
   const [result, reexecute] = useQuery<CustomersData>({ query: CustomersDocument, variables });
-  const [owners] = useQuery<OwnersData>({ query: OwnersDocument });
+  const team = useTeam();
+  const [segments] = useQuery<SegmentsData>({ query: SegmentsDocument });
 
   function toggleSort(field: SortField) {
     setSort((current) =>
@@ -174,9 +183,21 @@ export function CustomersPage(props: { writable: boolean }) {
           <select id="customer-owner" value={owner} onChange={(e) => setOwner(e.currentTarget.value)}>
             <option value="">Anyone</option>
             <option value="none">No owner</option>
-            {owners.data?.users.nodes.map((u) => (
+            {team.map((u) => (
               <option key={u.id} value={u.id}>
                 {u.name}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div class="field">
+          <label for="customer-segment">Segment</label>
+          <select id="customer-segment" value={segment} onChange={(e) => setSegment(e.currentTarget.value)}>
+            <option value="">All customers</option>
+            {segments.data?.segments.nodes.map((s) => (
+              <option key={s.id} value={s.id}>
+                {s.name}
+                {s.builtIn ? " (RFM)" : ""}
               </option>
             ))}
           </select>
@@ -263,17 +284,52 @@ interface CreateCustomerData {
 
 const NEW_CUSTOMER_FIELDS = ["name", "email", "phone", "lifecycleStage"];
 
+/** A customer's contact fields as a form holds them (empty text: no value). */
+export interface Contact {
+  name: string;
+  email: string;
+  phone: string;
+  lifecycleStage: string;
+}
+
+/** The create / update input's part for the contact fields. */
+export function contactInput(contact: Contact): Record<string, unknown> {
+  const { name, email, phone, lifecycleStage } = contact;
+  return { name, email: email || null, phone: phone || null, lifecycleStage };
+}
+
+/** Name, email, phone and lifecycle stage, each with the API's error about it. */
+export function ContactFields(props: {
+  prefix: string;
+  errors: UserError[];
+  value: Contact;
+  onChange: (contact: Contact) => void;
+}) {
+  const { prefix, errors, value } = props;
+  const set = (field: keyof Contact) => (text: string) => props.onChange({ ...value, [field]: text });
+  return (
+    <>
+      <TextField id={`${prefix}-name`} label="Name" field="name" errors={errors} value={value.name} onInput={set("name")} />
+      <TextField id={`${prefix}-email`} label="Email" input={{ type: "email" }} field="email" errors={errors} value={value.email} onInput={set("email")} />
+      <TextField id={`${prefix}-phone`} label="Phone" input={{ type: "tel" }} field="phone" errors={errors} value={value.phone} onInput={set("phone")} />
+      <div class="field">
+        <label for={`${prefix}-stage`}>Lifecycle stage</label>
+        <select id={`${prefix}-stage`} value={value.lifecycleStage} onChange={(e) => set("lifecycleStage")(e.currentTarget.value)}>
+          <StageOptions />
+        </select>
+      </div>
+    </>
+  );
+}
+
 function NewCustomer(props: { onCancel: () => void }) {
-  const [name, setName] = useState("");
-  const [email, setEmail] = useState("");
-  const [phone, setPhone] = useState("");
-  const [stage, setStage] = useState("LEAD");
+  const [contact, setContact] = useState<Contact>({ name: "", email: "", phone: "", lifecycleStage: "LEAD" });
   const [errors, setErrors] = useState<UserError[]>([]);
   const [state, create] = useMutation<CreateCustomerData>(CreateCustomerDocument);
 
   async function submit(event: Event) {
     event.preventDefault();
-    const input = { name, email: email || null, phone: phone || null, lifecycleStage: stage };
+    const input = contactInput(contact);
     const result = await create({ input });
     const payload = result.data?.createCustomer;
     if (!payload) {
@@ -288,15 +344,7 @@ function NewCustomer(props: { onCancel: () => void }) {
     <form class="panel" onSubmit={submit} aria-labelledby="new-customer-title" noValidate>
       <h2 id="new-customer-title">New customer</h2>
       <div class="grid">
-        <TextField id="new-name" label="Name" field="name" errors={errors} value={name} onInput={setName} />
-        <TextField id="new-email" label="Email" input={{ type: "email" }} field="email" errors={errors} value={email} onInput={setEmail} />
-        <TextField id="new-phone" label="Phone" input={{ type: "tel" }} field="phone" errors={errors} value={phone} onInput={setPhone} />
-        <div class="field">
-          <label for="new-stage">Lifecycle stage</label>
-          <select id="new-stage" value={stage} onChange={(e) => setStage(e.currentTarget.value)}>
-            <StageOptions />
-          </select>
-        </div>
+        <ContactFields prefix="new" errors={errors} value={contact} onChange={setContact} />
       </div>
       <FormErrors errors={errors} fields={NEW_CUSTOMER_FIELDS} />
       <div class="actions">

@@ -49,6 +49,27 @@ function columnTotal(deals: BoardDeal[]): string {
   return [...sums].map(([currency, sum]) => formatMoney(String(sum), currency)).join(" + ");
 }
 
+/** A labelled choice of pipeline (the board's, the dashboard's). */
+export function PipelineSelect(props: {
+  id: string;
+  pipelines: { id: string; name: string }[];
+  value: string;
+  onChange: (id: string) => void;
+}) {
+  return (
+    <div class="field">
+      <label for={props.id}>Pipeline</label>
+      <select id={props.id} value={props.value} onChange={(e) => props.onChange(e.currentTarget.value)}>
+        {props.pipelines.map((p) => (
+          <option key={p.id} value={p.id}>
+            {p.name}
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+}
+
 export function DealsPage(props: { pipelineId: string | null; writable: boolean }) {
   const [pipelines, reloadPipelines] = useQuery<PipelinesData>({ query: PipelinesDocument });
   if (pipelines.error && !pipelines.data) {
@@ -62,20 +83,7 @@ export function DealsPage(props: { pipelineId: string | null; writable: boolean 
     <section aria-labelledby="deals-title">
       <div class="page-head">
         <h1 id="deals-title">Deals</h1>
-        <div class="field">
-          <label for="board-pipeline">Pipeline</label>
-          <select
-            id="board-pipeline"
-            value={pipeline.id}
-            onChange={(e) => navigate(`/deals/${encodeURIComponent(e.currentTarget.value)}`)}
-          >
-            {all.map((p) => (
-              <option key={p.id} value={p.id}>
-                {p.name}
-              </option>
-            ))}
-          </select>
-        </div>
+        <PipelineSelect id="board-pipeline" pipelines={all} value={pipeline.id} onChange={(id) => navigate(`/deals/${encodeURIComponent(id)}`)} />
       </div>
       <Board key={pipeline.id} pipelineId={pipeline.id} stages={pipeline.stages} writable={props.writable} />
     </section>
