@@ -21,6 +21,7 @@ from crm_graphql.schema.conversations import ConversationMutation, ConversationQ
 from crm_graphql.schema.custom_fields import CustomFieldMutation, CustomFieldQuery
 from crm_graphql.schema.customers import CustomerMutation, CustomerQuery
 from crm_graphql.schema.deals import DealMutation, DealQuery
+from crm_graphql.schema.descriptions import describe_schema
 from crm_graphql.schema.executor import EventExecutor
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
@@ -111,7 +112,7 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
     subscription event without leaving state in the subscription's executor;
     ``LaggingReads`` sends a query's reads to the replica when they may lag."""
     settle_siblings()
-    return CrmSchema(
+    built = CrmSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -120,6 +121,10 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
         execution_context_class=EventExecutor,
         **kwargs,
     )
+    # Strawberry serves, introspects and prints the graphql-core schema it keeps in
+    # ``_schema`` (no public accessor in 0.341): the derived descriptions go there, once.
+    describe_schema(built._schema)
+    return built
 
 
 schema = build_schema()
