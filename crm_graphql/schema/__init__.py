@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.types import Info
@@ -59,13 +59,24 @@ class Query(
     ReportQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
-    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+    async def node(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="A global ID.")],
+    ) -> Node | None:
         return await resolve_nodes.node(info, id)  # type: ignore[no-any-return]
 
     @strawberry.field(
         description="Objects by global IDs, in the same order (null when not visible)."
     )
-    async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
+    async def nodes(
+        self,
+        info: Info,
+        ids: Annotated[
+            list[strawberry.ID],
+            strawberry.argument(description="Global IDs, at most the maximum page size of them."),
+        ],
+    ) -> list[Node | None]:
         return await resolve_nodes.nodes(info, list(ids))
 
 

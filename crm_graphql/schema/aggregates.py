@@ -34,6 +34,7 @@ from crm_graphql.schema.scalars import (
     LifecycleStage,
     Money,
     OrderStatus,
+    exposed,
 )
 from crm_graphql.schema.users import User
 from crm_graphql.services import aggregates
@@ -44,17 +45,24 @@ if TYPE_CHECKING:
     from crm_graphql.services.aggregates import Interval as TimeInterval
     from crm_graphql.services.aggregates import Metric as TimeSeriesMetric
 else:
-    TimeInterval = strawberry.enum(
+    TimeInterval = exposed(
         Interval,
+        "Length of a time bucket: a bucket starts at local midnight (Monday for weeks, the "
+        "1st for months, January, April, July and October for quarters).",
         name="TimeInterval",
-        description="Length of a time bucket: a bucket starts at local midnight (Monday "
-        "for weeks, the 1st for months, January, April, July and October for quarters).",
+        DAY="One day, from local midnight.",
+        WEEK="Seven days, from Monday.",
+        MONTH="A calendar month, from the 1st.",
+        QUARTER="Three months, from January, April, July or October.",
+        YEAR="A calendar year, from January 1st.",
     )
-    TimeSeriesMetric = strawberry.enum(
+    TimeSeriesMetric = exposed(
         Metric,
+        "What a time series counts.",
         name="TimeSeriesMetric",
-        description="NEW_CUSTOMERS: customers created; REVENUE: paid and fulfilled orders "
-        "by when they were placed; DEALS_WON: deals won, by when they were won.",
+        NEW_CUSTOMERS="Customers created, by when they were created.",
+        REVENUE="Paid and fulfilled orders and their amounts, by when they were placed.",
+        DEALS_WON="Deals won and their amounts, by when they were won.",
     )
 
 _TIME_ZONE = "IANA time zone the time buckets are cut in (default UTC), such as Europe/Berlin."
@@ -270,7 +278,9 @@ class ActivityAggregate:
 class OrderGroupField(enum.Enum):
     STATUS = "status"
     CUSTOMER = "customer"
-    OWNER = "owner"
+    OWNER = strawberry.enum_value(
+        "owner", description="The owner of the order's customer (orders have none of their own)."
+    )
     PLACED_AT = "placed_at"
     CREATED_AT = "created_at"
 
@@ -469,10 +479,23 @@ class AggregateQuery:
     async def time_series(
         self,
         info: Info,
-        metric: TimeSeriesMetric,
-        interval: TimeInterval,
-        from_: Annotated[datetime, strawberry.argument(name="from")],
-        to: datetime,
+        metric: Annotated[TimeSeriesMetric, strawberry.argument(description="What to count.")],
+        interval: Annotated[
+            TimeInterval, strawberry.argument(description="The length of each bucket.")
+        ],
+        from_: Annotated[
+            datetime,
+            strawberry.argument(
+                name="from", description="The first bucket is the one holding this instant."
+            ),
+        ],
+        to: Annotated[
+            datetime,
+            strawberry.argument(
+                description="The period ends here (excluded): the last bucket holds the "
+                "instant before it."
+            ),
+        ],
         time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
     ) -> list[TimeSeriesPoint]:
         return await resolve.time_series(  # type: ignore[return-value]

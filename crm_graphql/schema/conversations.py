@@ -132,8 +132,14 @@ class ConversationFilter:
     created_at: DateTimeFilter | None = None
     first_response_at: DateTimeFilter | None = None
     closed_at: DateTimeFilter | None = None
-    rated_at: DateTimeFilter | None = None
-    rating_score: IntFilter | None = None
+    rated_at: DateTimeFilter | None = strawberry.field(
+        default=None,
+        description="When the customer's latest rating was given (no rating: no value).",
+    )
+    rating_score: IntFilter | None = strawberry.field(
+        default=None,
+        description="The score of the customer's rating, 1 to 5 (no rating: no value).",
+    )
     unread: bool | None = strawberry.field(
         default=None,
         description="true: conversations with messages after the caller's read receipt; "
@@ -161,7 +167,10 @@ class MessageFilter:
     id: IDFilter | None = None
     seq: IntFilter | None = None
     author_type: EnumFilter[MessageAuthorType] | None = None
-    author_user_id: IDFilter | None = None
+    author_user_id: IDFilter | None = strawberry.field(
+        default=None,
+        description="The user who wrote the message (customers' and system messages have none).",
+    )
     created_at: DateTimeFilter | None = None
 
 
@@ -201,9 +210,13 @@ class ConversationQuery:
     description="A new conversation with a customer, optionally with its first message."
 )
 class StartConversationInput:
-    customer_id: strawberry.ID
-    channel: Channel
-    subject: str | None = strawberry.UNSET
+    customer_id: strawberry.ID = strawberry.field(
+        description="The customer the conversation is with."
+    )
+    channel: Channel = strawberry.field(description="How the conversation takes place.")
+    subject: str | None = strawberry.field(
+        default=strawberry.UNSET, description="A short summary shown in inboxes."
+    )
     is_private: bool | None = strawberry.field(
         default=strawberry.UNSET,
         description="Only admins, managers and the assignee see a private conversation.",
@@ -223,7 +236,7 @@ class StartConversationInput:
 
 @strawberry.input(description="An agent's message.")
 class SendMessageInput:
-    conversation_id: strawberry.ID
+    conversation_id: strawberry.ID = strawberry.field(description="The conversation to write in.")
     body: str = strawberry.field(description="Message text, at most 10,000 characters.")
     client_message_id: str | None = strawberry.field(
         default=None,
@@ -234,7 +247,9 @@ class SendMessageInput:
 
 @strawberry.input(description="A message from the customer, brought by a channel integration.")
 class PostCustomerMessageInput:
-    conversation_id: strawberry.ID
+    conversation_id: strawberry.ID = strawberry.field(
+        description="The conversation the customer wrote in."
+    )
     body: str = strawberry.field(description="Message text, at most 10,000 characters.")
     client_message_id: str | None = strawberry.field(
         default=None,
@@ -245,7 +260,7 @@ class PostCustomerMessageInput:
 
 @strawberry.input(description="Who handles a conversation.")
 class AssignConversationInput:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(description="The conversation to assign.")
     assignee_id: strawberry.ID | None = strawberry.field(
         default=None, description="An agent, manager or admin; null: unassign."
     )
@@ -256,8 +271,8 @@ class AssignConversationInput:
 
 @strawberry.input(description="A conversation's new status.")
 class SetConversationStatusInput:
-    id: strawberry.ID
-    status: ConversationStatus
+    id: strawberry.ID = strawberry.field(description="The conversation to change.")
+    status: ConversationStatus = strawberry.field(description="The new status.")
     expected_version: int | None = strawberry.field(
         default=None, description="Fail with CONFLICT if the conversation's version differs."
     )
@@ -265,14 +280,14 @@ class SetConversationStatusInput:
 
 @strawberry.input(description="The customer's rating of a conversation.")
 class RateConversationInput:
-    conversation_id: strawberry.ID
+    conversation_id: strawberry.ID = strawberry.field(description="The conversation being rated.")
     score: int = strawberry.field(description="1 (very unsatisfied) to 5 (very satisfied).")
     comment: str | None = strawberry.field(default=None, description="The customer's words.")
 
 
 @strawberry.input(description="How far the caller has read a conversation.")
 class MarkConversationReadInput:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(description="The conversation the caller has read.")
     up_to_seq: int | None = strawberry.field(
         default=None, description="`seq` of the last message read; left out: the latest."
     )

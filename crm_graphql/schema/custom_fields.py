@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
@@ -15,19 +16,23 @@ from crm_graphql.schema.relay import Node, UserError
 
 @strawberry.enum(description="The records that carry custom fields.")
 class CustomFieldEntity(enum.Enum):
-    CUSTOMER = "customer"
-    COMPANY = "company"
-    DEAL = "deal"
+    CUSTOMER = strawberry.enum_value("customer", description="Custom fields of customers.")
+    COMPANY = strawberry.enum_value("company", description="Custom fields of companies.")
+    DEAL = strawberry.enum_value("deal", description="Custom fields of deals.")
 
 
 @strawberry.enum(description="The type of a custom field's values.")
 class CustomFieldType(enum.Enum):
-    TEXT = "text"
-    NUMBER = "number"
-    DATE = "date"
-    BOOLEAN = "boolean"
-    SINGLE_SELECT = "single_select"
-    MULTI_SELECT = "multi_select"
+    TEXT = strawberry.enum_value("text", description="Any text.")
+    NUMBER = strawberry.enum_value("number", description="A number (JSON number).")
+    DATE = strawberry.enum_value("date", description="A calendar date, `YYYY-MM-DD`.")
+    BOOLEAN = strawberry.enum_value("boolean", description="True or false.")
+    SINGLE_SELECT = strawberry.enum_value(
+        "single_select", description="One of the field's `options`."
+    )
+    MULTI_SELECT = strawberry.enum_value(
+        "multi_select", description="A list of the field's `options`, each at most once."
+    )
 
 
 @strawberry.type(
@@ -71,8 +76,8 @@ class CreateCustomFieldDefinitionInput:
 
 @strawberry.input(description="One option renamed: stored values follow.")
 class CustomFieldOptionRename:
-    from_: str = strawberry.field(name="from")
-    to: str
+    from_: str = strawberry.field(name="from", description="The option's current name.")
+    to: str = strawberry.field(description="Its new name; stored values are renamed with it.")
 
 
 @strawberry.input(description="Changes to a custom field; fields left out stay as they are.")
@@ -86,8 +91,13 @@ class UpdateCustomFieldDefinitionInput:
         default=strawberry.UNSET,
         description="Only while no record holds a value of the field.",
     )
-    add_options: list[str] | None = strawberry.UNSET
-    rename_options: list[CustomFieldOptionRename] | None = strawberry.UNSET
+    add_options: list[str] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Options to add to a select field (existing ones stay).",
+    )
+    rename_options: list[CustomFieldOptionRename] | None = strawberry.field(
+        default=strawberry.UNSET, description="Options to rename; values already stored follow."
+    )
     required: bool | None = strawberry.UNSET
     searchable: bool | None = strawberry.UNSET
     exportable: bool | None = strawberry.UNSET
@@ -115,9 +125,14 @@ class CustomFieldDefinitionPayload:
 class CustomFieldQuery:
     @strawberry.field(description="The custom fields of customers, companies or deals.")
     async def custom_field_definitions(
-        self, info: Info, entity: CustomFieldEntity, include_archived: bool = False
+        self,
+        info: Info,
+        entity: Annotated[
+            CustomFieldEntity, strawberry.argument(description="Whose custom fields to list.")
+        ],
+        include_archived: bool = False,
     ) -> list[CustomFieldDefinition]:
-        return await resolve.definitions(info, entity.value, include_archived)  # type: ignore[return-value]
+        return await resolve.definitions(info, str(entity.value), include_archived)  # type: ignore[return-value]
 
 
 @strawberry.type

@@ -31,6 +31,7 @@ from crm_graphql.schema.scalars import (
     RfmSegment,
     address_of,
 )
+from crm_graphql.services import recommendations as recommendation_rules
 
 if TYPE_CHECKING:
     from crm_graphql.schema.activities import Activity, ActivityFilter, ActivityOrder
@@ -167,7 +168,14 @@ class Customer(Node):
         "products when there is no history to go by."
     )
     async def recommendations(
-        self, info: Info, first: int = 5
+        self,
+        info: Info,
+        first: Annotated[
+            int,
+            strawberry.argument(
+                description=f"How many products, 0 to {recommendation_rules.MAX_RECOMMENDATIONS}."
+            ),
+        ] = 5,
     ) -> list[Annotated[Recommendation, strawberry.lazy(_recommendations)]]:
         return await resolve_recommendations.recommendations(info, self, first)  # type: ignore[arg-type, return-value]
 
@@ -277,7 +285,9 @@ class UpdateCustomerInput:
 
 @strawberry.input(description="Which record to archive.")
 class ArchiveInput:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(
+        description="The record to archive (its type follows from the mutation)."
+    )
     expected_version: int | None = None
 
 
@@ -289,8 +299,12 @@ class MergeCustomersInput:
 
 @strawberry.type(description="Result of a customer mutation.")
 class CustomerPayload:
-    customer: Customer | None
-    errors: list[UserError]
+    customer: Customer | None = strawberry.field(
+        description="The customer after the change (null when nothing changed)."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
 
 
 @strawberry.type

@@ -224,7 +224,7 @@ class DealOrder:
 
 @strawberry.input(description="A stage created together with its pipeline.")
 class PipelineStageInput:
-    name: str
+    name: str = strawberry.field(description="The stage's name, such as `Proposal`.")
     probability: int | None = strawberry.field(
         default=None, description="Percent 0..100; left out: 0."
     )
@@ -331,8 +331,10 @@ class UpdateDealInput:
 
 @strawberry.input(description="Which deal to move, and to which stage of its pipeline.")
 class MoveDealInput:
-    id: strawberry.ID
-    stage_id: strawberry.ID
+    id: strawberry.ID = strawberry.field(description="The deal to move.")
+    stage_id: strawberry.ID = strawberry.field(
+        description="The stage to move it to, of the deal's own pipeline."
+    )
     expected_version: int | None = strawberry.field(
         default=None, description="Fail with CONFLICT if the deal's version differs."
     )

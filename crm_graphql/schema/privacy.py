@@ -37,7 +37,9 @@ class SensitiveCustomFieldsPayload:
 
 @strawberry.input(description="A customer, by ID.")
 class CustomerDataInput:
-    customer_id: strawberry.ID
+    customer_id: strawberry.ID = strawberry.field(
+        description="The customer whose data to export or erase."
+    )
 
 
 @strawberry.type(description="Everything held about a customer.")

@@ -123,9 +123,11 @@ class SalesReport:
 
 @strawberry.type(description="Conversations of one channel and status.")
 class VolumeCell:
-    channel: Channel
-    status: ConversationStatus
-    count: int
+    channel: Channel = strawberry.field(description="The conversations' channel.")
+    status: ConversationStatus = strawberry.field(description="The conversations' status now.")
+    count: int = strawberry.field(
+        description="Conversations of this channel and status started in the period."
+    )
     drill_down: DrillDown = strawberry.field(description="Those conversations.")
 
 
@@ -144,9 +146,11 @@ class TimeStats:
 
 @strawberry.type(description="A service time overall, per agent and per channel.")
 class ServiceTimes:
-    overall: TimeStats
-    by_agent: list[TimeStats]
-    by_channel: list[TimeStats]
+    overall: TimeStats = strawberry.field(description="All conversations measured.")
+    by_agent: list[TimeStats] = strawberry.field(
+        description="One entry per assignee (unassigned conversations together)."
+    )
+    by_channel: list[TimeStats] = strawberry.field(description="One entry per channel.")
 
 
 @strawberry.type(description="Open and pending conversations of one age band, now.")
@@ -154,8 +158,8 @@ class BacklogBand:
     label: str = strawberry.field(description="The band, such as `1 to 24 hours`.")
     min_age_hours: int = strawberry.field(description="Age from (included), in hours.")
     max_age_hours: int | None = strawberry.field(description="Age up to (excluded); null: no end.")
-    open_count: int
-    pending_count: int
+    open_count: int = strawberry.field(description="Open conversations of this age.")
+    pending_count: int = strawberry.field(description="Pending conversations of this age.")
     count: int = strawberry.field(description="Open and pending.")
     drill_down: DrillDown = strawberry.field(description="Those conversations.")
 
@@ -179,9 +183,11 @@ class CsatStats:
 
 @strawberry.type(description="CSAT overall, per agent and per channel.")
 class Csat:
-    overall: CsatStats
-    by_agent: list[CsatStats]
-    by_channel: list[CsatStats]
+    overall: CsatStats = strawberry.field(description="All rated conversations of the period.")
+    by_agent: list[CsatStats] = strawberry.field(
+        description="One entry per assignee (unassigned conversations together)."
+    )
+    by_channel: list[CsatStats] = strawberry.field(description="One entry per channel.")
 
 
 @strawberry.type(description="Customer service over a period.")
@@ -215,6 +221,20 @@ class ServiceReport:
         return self.period.time_zone  # type: ignore[attr-defined, no-any-return]
 
 
+# The period of a report: whole days in a time zone (also the cohorts' months).
+FirstDay = Annotated[
+    date, strawberry.argument(name="from", description="The period's first day (included).")
+]
+LastDay = Annotated[date, strawberry.argument(description="The period's last day (included).")]
+DaysTimeZone = Annotated[
+    str | None,
+    strawberry.argument(
+        description="IANA time zone the days begin and end in, such as Europe/Berlin (UTC "
+        "when left out)."
+    ),
+]
+
+
 @strawberry.type
 class ReportQuery:
     @strawberry.field(
@@ -226,11 +246,16 @@ class ReportQuery:
     async def sales_report(
         self,
         info: Info,
-        pipeline_id: strawberry.ID,
-        from_: Annotated[date, strawberry.argument(name="from")],
-        to: date,
-        time_zone: str | None = None,
-        owner_ids: list[strawberry.ID] | None = None,
+        pipeline_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The pipeline to report on.")
+        ],
+        from_: FirstDay,
+        to: LastDay,
+        time_zone: DaysTimeZone = None,
+        owner_ids: Annotated[
+            list[strawberry.ID] | None,
+            strawberry.argument(description="Only deals owned by these users."),
+        ] = None,
         filter: DealFilter | None = None,
     ) -> SalesReport:
         return await resolve.sales_report(  # type: ignore[return-value]
@@ -246,11 +271,17 @@ class ReportQuery:
     async def service_report(
         self,
         info: Info,
-        from_: Annotated[date, strawberry.argument(name="from")],
-        to: date,
-        time_zone: str | None = None,
-        channels: list[Channel] | None = None,
-        assignee_ids: list[strawberry.ID] | None = None,
+        from_: FirstDay,
+        to: LastDay,
+        time_zone: DaysTimeZone = None,
+        channels: Annotated[
+            list[Channel] | None,
+            strawberry.argument(description="Only conversations of these channels."),
+        ] = None,
+        assignee_ids: Annotated[
+            list[strawberry.ID] | None,
+            strawberry.argument(description="Only conversations assigned to these users."),
+        ] = None,
         filter: ConversationFilter | None = None,
     ) -> ServiceReport:
         return await resolve.service_report(  # type: ignore[return-value]

@@ -169,20 +169,26 @@ class Money:
 
 @strawberry.type(description="A postal address.")
 class Address:
-    street: str | None = None
-    city: str | None = None
-    region: str | None = None
-    postal_code: str | None = None
-    country: str | None = None
+    street: str | None = strawberry.field(
+        default=None, description="Street and number, as entered."
+    )
+    city: str | None = strawberry.field(default=None, description="City or town.")
+    region: str | None = strawberry.field(default=None, description="State, province or county.")
+    postal_code: str | None = strawberry.field(default=None, description="Postal or ZIP code.")
+    country: str | None = strawberry.field(
+        default=None, description="Country, as entered (an ISO 3166 code where the client has one)."
+    )
 
 
 @strawberry.input(description="A postal address.")
 class AddressInput:
-    street: str | None = None
-    city: str | None = None
-    region: str | None = None
-    postal_code: str | None = None
-    country: str | None = None
+    street: str | None = strawberry.field(default=None, description="Street and number.")
+    city: str | None = strawberry.field(default=None, description="City or town.")
+    region: str | None = strawberry.field(default=None, description="State, province or county.")
+    postal_code: str | None = strawberry.field(default=None, description="Postal or ZIP code.")
+    country: str | None = strawberry.field(
+        default=None, description="Country (an ISO 3166 code where you have one)."
+    )
 
 
 ADDRESS_KEYS = ("street", "city", "region", "postal_code", "country")

@@ -15,16 +15,19 @@ from crm_graphql.schema.companies import Company
 from crm_graphql.schema.conversations import Conversation
 from crm_graphql.schema.customers import Customer
 from crm_graphql.schema.deals import Deal
+from crm_graphql.schema.descriptions import CONNECTION_ARGUMENTS
 from crm_graphql.schema.relay import PageInfo
 
 
 @strawberry.enum(description="Kinds of objects search returns.")
 class SearchType(enum.Enum):
-    CUSTOMER = "customer"
-    COMPANY = "company"
-    DEAL = "deal"
-    CONVERSATION = "conversation"
-    ACTIVITY = "activity"
+    CUSTOMER = strawberry.enum_value("customer", description="Customers.")
+    COMPANY = strawberry.enum_value("company", description="Companies.")
+    DEAL = strawberry.enum_value("deal", description="Deals.")
+    CONVERSATION = strawberry.enum_value(
+        "conversation", description="Conversations the caller may see."
+    )
+    ACTIVITY = strawberry.enum_value("activity", description="Timeline activities.")
 
 
 SearchResult = Annotated[
@@ -85,9 +88,22 @@ class SearchQuery:
     async def search(
         self,
         info: Info,
-        query: str,
-        types: list[SearchType] | None = None,
-        first: int | None = None,
-        after: str | None = None,
+        query: Annotated[
+            str, strawberry.argument(description="The words to find, as the user types them.")
+        ],
+        types: Annotated[
+            list[SearchType] | None,
+            strawberry.argument(description="Only these kinds of objects (all when left out)."),
+        ] = None,
+        first: Annotated[
+            int | None,
+            strawberry.argument(
+                description="How many results, 0 to the maximum page size (the default page "
+                "size when left out)."
+            ),
+        ] = None,
+        after: Annotated[
+            str | None, strawberry.argument(description=CONNECTION_ARGUMENTS["after"])
+        ] = None,
     ) -> SearchResults:
         return await resolve.search(info, query, types, first, after)  # type: ignore[return-value]

@@ -142,8 +142,12 @@ class UpdateSegmentInput:
 
 @strawberry.type(description="Result of a segment mutation.")
 class SegmentPayload:
-    segment: Segment | None
-    errors: list[UserError]
+    segment: Segment | None = strawberry.field(
+        description="The segment after the change (null when nothing changed)."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
 
 
 @strawberry.type(
@@ -233,9 +237,21 @@ class CohortQuery:
     async def customer_cohorts(
         self,
         info: Info,
-        from_: Annotated[date, strawberry.argument(name="from")],
-        to: date,
-        time_zone: str = "UTC",
+        from_: Annotated[
+            date,
+            strawberry.argument(
+                name="from", description="A day of the first cohort's month (included)."
+            ),
+        ],
+        to: Annotated[
+            date,
+            strawberry.argument(
+                description="A day of the last month (included), for cohorts and repeat orders."
+            ),
+        ],
+        time_zone: Annotated[
+            str, strawberry.argument(description="IANA time zone the months are cut in.")
+        ] = "UTC",
     ) -> list[Cohort]:
         return await resolve.cohorts(info, from_, to, time_zone)  # type: ignore[return-value]
 
