@@ -1,5 +1,5 @@
-"""``crm-graphql``: serve, migrate, seed-demo, export-schema, create-workspace, create-user,
-create-api-key, backup, restore, new-encryption-key, rotate-encryption-key."""
+"""``crm-graphql``: serve, migrate, seed-demo, export-schema, check-schema, create-workspace,
+create-user, create-api-key, backup, restore, new-encryption-key, rotate-encryption-key."""
 
 from __future__ import annotations
 
@@ -210,6 +210,19 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
         Path(args.out).write_text(sdl)
         _say(f"Wrote {args.out}")
     return 0
+
+
+def cmd_check_schema(args: argparse.Namespace) -> int:
+    from crm_graphql import schema_contract
+
+    problems = schema_contract.check_files(
+        Path(args.schema), Path(args.released), Path(args.changelog)
+    )
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        _say(f"{args.schema} keeps the contract of {args.released}")
+    return 1 if problems else 0
 
 
 def cmd_create_workspace(args: argparse.Namespace) -> int:
@@ -454,6 +467,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="schema.graphql", help="file, or - for stdout (default schema.graphql)"
     )
     export.set_defaults(func=cmd_export_schema)
+
+    contract = sub.add_parser(
+        "check-schema",
+        help="refuse breaking schema changes the changelog does not list",
+        description="Compare the SDL with the last released schema: every breaking change "
+        "must be listed in CHANGELOG.md (Unreleased, Breaking) with its deprecation "
+        "(docs/decisions/0030-schema-contract.md). Exits 1 when one is not.",
+    )
+    contract.add_argument("--schema", default="schema.graphql", help="the SDL to check")
+    contract.add_argument(
+        "--released", default="schema/released.graphql", help="the last release's SDL"
+    )
+    contract.add_argument("--changelog", default="CHANGELOG.md", help="the changelog")
+    contract.set_defaults(func=cmd_check_schema)
 
     ws = sub.add_parser(
         "create-workspace", help="create a workspace (tenant)", description="Create a workspace."

@@ -112,7 +112,7 @@ class DealBoardEvent:
     async def stage(self, info: Info) -> Annotated[Stage, strawberry.lazy(_deals)] | None:
         return await resolve.event_stage(info, self)  # type: ignore[arg-type]
 
-    @strawberry.field(description="The pipeline.")
+    @strawberry.field(description="The pipeline of the board the event belongs to.")
     async def pipeline(self, info: Info) -> Annotated[Pipeline, strawberry.lazy(_deals)] | None:
         return await resolve.event_pipeline(info, self)  # type: ignore[arg-type]
 
@@ -162,7 +162,7 @@ class TypingEvent:
 @strawberry.type(description="A user came online (first open connection) or went offline.")
 class PresenceEvent:
     user: Annotated[User, strawberry.lazy(_users)] | None = strawberry.field(
-        description="The user."
+        description="The user who came online or went offline."
     )
     status: PresenceStatus = strawberry.field(description="Online or offline now.")
     at: datetime = strawberry.field(description="When it changed.")

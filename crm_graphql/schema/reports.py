@@ -32,7 +32,7 @@ class MoneyCell:
 
 @strawberry.type(description="One stage of a pipeline in the sales report.")
 class SalesStage:
-    stage: Stage = strawberry.field(description="The stage.")
+    stage: Stage = strawberry.field(description="The stage these figures are about.")
     open_count: int = strawberry.field(description="Open deals in the stage now.")
     open_value: list[MoneyCell] = strawberry.field(description="Their amount, per currency.")
     weighted_value: list[MoneyCell] = strawberry.field(
@@ -92,7 +92,7 @@ class ForecastCell:
 
 @strawberry.type(description="A pipeline's sales over a period.")
 class SalesReport:
-    pipeline: Pipeline = strawberry.field(description="The pipeline.")
+    pipeline: Pipeline = strawberry.field(description="The pipeline reported on.")
     stages: list[SalesStage] = strawberry.field(
         description="The pipeline's live stages, left to right."
     )

@@ -109,8 +109,8 @@ else:
         enums.Channel,
         "How a conversation reaches us.",
         CHAT="Live chat.",
-        EMAIL="Email.",
-        PHONE="Phone.",
+        EMAIL="Emails.",
+        PHONE="Phone calls.",
         SOCIAL="A social network.",
     )
     ConversationStatus = exposed(
@@ -124,7 +124,7 @@ else:
         enums.MessageAuthorType,
         "Who wrote a message.",
         AGENT="A user of the workspace.",
-        CUSTOMER="The customer.",
+        CUSTOMER="The customer the conversation is with.",
         SYSTEM="Written by the server itself, not by a person.",
     )
     RfmSegment = exposed(
