@@ -95,7 +95,7 @@ async def _with_session(database_url: str, work: Callable[[AsyncSession], Awaita
 
 def seed_demo(database_url: str, *, seed: int, only_if_empty: bool) -> bool:
     """Load demo data; with ``only_if_empty`` nothing happens when a workspace exists."""
-    from crm_graphql.services import demo
+    from crm_graphql import demo
 
     async def work(session: AsyncSession) -> bool:
         if only_if_empty and not await demo.database_is_empty(session):
@@ -109,7 +109,7 @@ def seed_demo(database_url: str, *, seed: int, only_if_empty: bool) -> bool:
 
 
 def print_demo_logins() -> None:
-    from crm_graphql.services import demo
+    from crm_graphql import demo
 
     _say("Demo logins (email / password / role):")
     for email, password, role in demo.DEMO_LOGINS:
@@ -374,7 +374,8 @@ def cmd_new_encryption_key(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_encryption_key(args: argparse.Namespace) -> int:
-    from crm_graphql.services import crypto, privacy
+    from crm_graphql import crypto
+    from crm_graphql.services import privacy
 
     settings, _servers = with_services(Settings(), need_redis=False)
     assert settings.database_url

@@ -535,7 +535,7 @@ def _introspection_errors(settings: Settings, context: Context) -> list[GraphQLE
 
 async def _websocket_rate_limit(context: Context) -> list[GraphQLError]:
     """Each operation started on a socket counts against its caller's rate limit."""
-    from crm_graphql.services import ratelimit
+    from crm_graphql import ratelimit
 
     settings = context.app.settings
     bucket = ratelimit.actor_bucket(context.actor, context.client_ip, settings)

@@ -24,8 +24,8 @@ from strawberry.extensions import SchemaExtension
 
 from crm_graphql.execution import response_order
 from crm_graphql.logs import RepeatedWarning
+from crm_graphql.ratelimit import RateLimited
 from crm_graphql.services.errors import DomainError
-from crm_graphql.services.ratelimit import RateLimited
 
 if TYPE_CHECKING:
     from strawberry.types.execution import StreamExecutionResult

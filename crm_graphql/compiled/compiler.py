@@ -3,7 +3,7 @@ text of each root field, byte for byte what the executed path would encode.
 
 The statement is built from the same service objects the resolvers call: a list's WHERE
 clause is ``ListSpec.statement(actor, filter)`` (tenant scope, archived rows, filter), its
-order and keyset condition come from ``services.querying``, a relation is scoped with
+order and keyset condition come from ``storage.querying``, a relation is scoped with
 ``scope_condition``. Those SQLAlchemy expressions are compiled once per plan with the
 workspace as the parameter ``$1``; only the JSON shaping is written here.
 
@@ -52,11 +52,12 @@ from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS, ChildList, Vi
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.ids import MalformedId, from_global_id
 from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
-from crm_graphql.services import conversations, querying, rfm, segments
+from crm_graphql.services import conversations, rfm, segments
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.customers import counted_orders_condition
 from crm_graphql.services.errors import DomainError
 from crm_graphql.settings import Settings
+from crm_graphql.storage import querying
 
 
 class Unsupported(Exception):

@@ -15,7 +15,7 @@ from crm_graphql.schema.insight import DrillDown
 from crm_graphql.schema.scalars import Money
 from crm_graphql.services import aggregates, drilldown
 from crm_graphql.services.aggregates import AggregateSpec, GroupBy, Interval, Metric, Stats
-from crm_graphql.services.querying import camel_case
+from crm_graphql.storage.querying import camel_case
 
 MODELS: dict[str, type[Any]] = {
     "User": models.User,

@@ -10,7 +10,7 @@ from strawberry.types.unset import UNSET
 
 from crm_graphql.resolvers.ids import MalformedId, decode_id, from_global_id
 from crm_graphql.services.errors import Invalid, NotFound
-from crm_graphql.services.querying import (
+from crm_graphql.storage.querying import (
     CUSTOM_FIELDS,
     CUSTOM_ORDER_PREFIX,
     PageRequest,
@@ -37,7 +37,7 @@ def _decode_ids(field_name: str, ops: dict[str, Any]) -> dict[str, Any]:
 
 
 def filter_spec(value: Any) -> dict[str, Any] | None:
-    """A filter input object as the plain mapping ``services.querying`` understands:
+    """A filter input object as the plain mapping ``storage.querying`` understands:
     unset operators dropped, ``in_``/``and_`` renamed, global IDs decoded to UUIDs."""
     if value is None or value is UNSET:
         return None

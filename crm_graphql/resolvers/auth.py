@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from crm_graphql import ratelimit
 from crm_graphql.resolvers.mutations import UserErrorValue, mutate, user_errors
-from crm_graphql.services import auth, ratelimit
+from crm_graphql.services import auth
 from crm_graphql.services.errors import DomainError, InvalidCredentials
 from crm_graphql.services.events import take_committed_topics
 

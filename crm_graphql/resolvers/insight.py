@@ -16,7 +16,7 @@ from strawberry.utils.str_converters import to_camel_case
 from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.schema.insight import DrillDown
 from crm_graphql.services import drilldown
-from crm_graphql.services.querying import camel_case
+from crm_graphql.storage.querying import camel_case
 
 
 def _scalar(value: Any) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 from crm_graphql.resolvers.arguments import filter_spec, order_spec, page_request
 from crm_graphql.resolvers.loaders import ListArgs
-from crm_graphql.services import querying
+from crm_graphql.storage import querying
 
 
 @dataclass

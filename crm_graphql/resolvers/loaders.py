@@ -13,8 +13,9 @@ import orjson
 from strawberry.dataloader import DataLoader
 
 from crm_graphql import models
-from crm_graphql.services import conversations, customers, orders, querying, records
+from crm_graphql.services import conversations, customers, orders
 from crm_graphql.services import recommendations as recommendation_service
+from crm_graphql.storage import querying, records
 
 if TYPE_CHECKING:
     from crm_graphql.resolvers.context import Context

@@ -11,7 +11,7 @@ from strawberry.scalars import JSON
 
 E = TypeVar("E")
 
-# What each operator means, on every type it is offered for (services.querying applies them).
+# What each operator means, on every type it is offered for (storage.querying applies them).
 OPERATORS = {
     "eq": "Equal to this value.",
     "ne": "Not equal to this value; records without a value match too.",

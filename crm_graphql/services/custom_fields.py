@@ -48,10 +48,11 @@ from crm_graphql.models import (
     Deal,
     Workspace,
 )
-from crm_graphql.services import fields, querying, records
+from crm_graphql.services import fields
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid
 from crm_graphql.services.policy import Action, allows, authorize
+from crm_graphql.storage import querying, records
 
 MODELS: dict[CustomFieldEntity, type[Any]] = {
     CustomFieldEntity.CUSTOMER: Customer,

@@ -12,10 +12,11 @@ from sqlalchemy import BigInteger, cast, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import Customer, Order, OrderLine, OrderStatus, Product
-from crm_graphql.services import fields, products, querying, records
+from crm_graphql.services import fields, products
 from crm_graphql.services.actor import Actor, in_workspace, scope_condition
 from crm_graphql.services.errors import Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
+from crm_graphql.storage import querying, records
 
 ORDERS = querying.ListSpec(
     model=Order,

@@ -31,6 +31,7 @@ from sqlalchemy import and_, any_, exists, func, literal, or_, select, text, tup
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_graphql.crypto import DecryptionError, Keyring, keyring_of
 from crm_graphql.models import (
     DeliveryStatus,
     Event,
@@ -38,10 +39,10 @@ from crm_graphql.models import (
     WebhookDelivery,
     WebhookDispatchCursor,
 )
-from crm_graphql.services import audit, events, fields, policy, querying, records
+from crm_graphql.services import audit, events, fields, policy
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.crypto import DecryptionError, Keyring, keyring_of
 from crm_graphql.services.errors import Invalid
+from crm_graphql.storage import querying, records
 
 SECRET_PREFIX = "whsec_"
 SIGNATURE_HEADER = "X-CRM-Signature"

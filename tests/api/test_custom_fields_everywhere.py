@@ -17,8 +17,8 @@ from sqlalchemy import event
 
 from crm_graphql.models import Role
 from crm_graphql.services import customers as customer_service
-from crm_graphql.services import querying
 from crm_graphql.services.actor import Actor
+from crm_graphql.storage import querying
 from tests import support
 
 Clients = dict[Role, support.GraphQLClient]
