@@ -1,17 +1,16 @@
 """Data protection fields and mutations: sensitive custom fields, export, erasure."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Any
 
 from crm_graphql import models
 from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.mutations import Payload, mutate, mutate_payload, user_errors
 from crm_graphql.services import privacy
 
 
-def custom_fields(info: Any, root: models.Customer) -> dict[str, Any]:
+def custom_fields(root: models.Customer, info: Info) -> dict[str, Any]:
     actor = info.context.require_actor()
     return privacy.custom_fields_view(actor, info.context.app.keyring, root)
 
