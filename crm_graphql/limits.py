@@ -461,7 +461,7 @@ class OperationLimits(SchemaExtension):
     _key: tuple[str, int] | None = None
 
     def _context(self) -> Context:
-        return self.execution_context.context  # type: ignore[no-any-return]
+        return self.execution_context.context
 
     def on_parse(self) -> Iterator[None]:
         ec = self.execution_context

@@ -313,7 +313,7 @@ class Compiler:
         target = self.gschema.get_type(condition.name.value)
         if target is runtime:
             return True
-        return bool(is_abstract_type(target) and self.gschema.is_sub_type(target, runtime))  # type: ignore[arg-type]
+        return bool(is_abstract_type(target) and self.gschema.is_sub_type(target, runtime))
 
     def collect(
         self, runtime: GraphQLObjectType, selection_sets: Iterable[SelectionSetNode]
@@ -374,7 +374,7 @@ class Compiler:
             strawberry_field.arguments,
             scalar_registry=self.schema.schema_converter.scalar_registry,
             config=self.schema.config,
-            info=None,  # type: ignore[arg-type]
+            info=None,
         )
 
     # --------------------------------------------------------------------- values

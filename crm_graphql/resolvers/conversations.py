@@ -50,7 +50,7 @@ async def conversation(info: Any, root: models.Message) -> Any:
 
 async def unread_count(info: Any, root: models.Conversation) -> int | None:
     loader = info.context.loaders.per_key("unread_count", conversation_service.unread_counts)
-    return await loader.load(root.id)  # type: ignore[no-any-return]
+    return await loader.load(root.id)
 
 
 async def last_message(info: Any, root: models.Conversation) -> Any:

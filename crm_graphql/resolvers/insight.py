@@ -38,7 +38,7 @@ def input_json(value: Any) -> Any:
         return [input_json(v) for v in value]
     if has_object_definition(value):
         out: dict[str, Any] = {}
-        for f in value.__strawberry_definition__.fields:  # type: ignore[attr-defined]
+        for f in value.__strawberry_definition__.fields:
             raw = getattr(value, f.python_name)
             if raw is None or raw is UNSET:
                 continue

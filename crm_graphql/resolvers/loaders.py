@@ -62,7 +62,7 @@ class Loaders:
         found = self._shared.get(key)
         if found is None:
             found = self._shared[key] = make()
-        return found  # type: ignore[no-any-return]
+        return found
 
     def _get(self, key: Any, load_fn: Any) -> DataLoader[Any, Any]:
         loader = self._loaders.get(key)

@@ -40,7 +40,7 @@ async def customer(info: Any, root: models.Order) -> Any:
 
 
 async def lines(info: Any, root: models.Order) -> list[models.OrderLine]:
-    return await info.context.loaders.order_lines.load(root.id)  # type: ignore[no-any-return]
+    return await info.context.loaders.order_lines.load(root.id)
 
 
 async def line_product(info: Any, root: models.OrderLine) -> Any:

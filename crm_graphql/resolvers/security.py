@@ -22,11 +22,11 @@ async def audit_log(info: Any, *args: Any) -> ConnectionValue:
 
 
 async def user(info: Any, id: uuid.UUID | None) -> models.User | None:
-    return await by_id(info, models.User, id)  # type: ignore[no-any-return]
+    return await by_id(info, models.User, id)
 
 
 async def api_key(info: Any, id: uuid.UUID | None) -> models.ApiKey | None:
-    return await by_id(info, models.ApiKey, id)  # type: ignore[no-any-return]
+    return await by_id(info, models.ApiKey, id)
 
 
 def entity_global_id(entry: models.AuditLog) -> str | None:

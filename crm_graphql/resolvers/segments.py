@@ -212,7 +212,7 @@ def drill_down_value(root: Any, caller_filter: Any) -> DrillDown:
 
 async def rfm_of(info: Any, root: models.Customer) -> rfm.CustomerRfm | None:
     loader = info.context.loaders.per_key("customer_rfm", rfm.customer_rfm)
-    return await loader.load(root.id)  # type: ignore[no-any-return]
+    return await loader.load(root.id)
 
 
 async def cohorts(info: Any, first: date, last: date, time_zone: str) -> list[rfm.Cohort]:

@@ -14,7 +14,7 @@ from crm_graphql.services import users as user_service
 
 async def me(info: Any) -> models.User | None:
     actor = info.context.require_actor()
-    return await by_id(info, models.User, actor.user_id)  # type: ignore[no-any-return]
+    return await by_id(info, models.User, actor.user_id)
 
 
 async def users(info: Any, *args: Any) -> ConnectionValue:

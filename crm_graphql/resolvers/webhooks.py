@@ -27,7 +27,7 @@ async def deliveries(info: Any, root: models.Webhook, first: int) -> list[models
         return await webhook_service.recent_deliveries(actor, session, ids, limit)
 
     loader = info.context.loaders.per_key(f"webhook_deliveries:{limit}", batch)
-    return await loader.load(root.id)  # type: ignore[no-any-return]
+    return await loader.load(root.id)
 
 
 @dataclass

@@ -64,7 +64,7 @@ class Query(
         info: Info,
         id: Annotated[strawberry.ID, strawberry.argument(description="A global ID.")],
     ) -> Node | None:
-        return await resolve_nodes.node(info, id)  # type: ignore[no-any-return]
+        return await resolve_nodes.node(info, id)
 
     @strawberry.field(
         description="Objects by global IDs, in the same order (null when not visible)."

@@ -50,7 +50,7 @@ class Company(Node):
 
     @strawberry.field(description="Postal address.")
     def address(self) -> Address | None:
-        return address_of(self.address)  # type: ignore[arg-type]
+        return address_of(self.address)
 
     owner = strawberry.field(
         resolver=resolve.owner,

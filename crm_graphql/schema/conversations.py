@@ -78,7 +78,7 @@ class Conversation(Node):
 
     @strawberry.field(description="The latest message (null before the first one).")
     async def last_message(self, info: Info) -> Message | None:
-        return await resolve.last_message(info, self)  # type: ignore[no-any-return, arg-type]
+        return await resolve.last_message(info, self)  # type: ignore[arg-type]
 
     @strawberry.field(
         description="Messages after the caller's read receipt (`markConversationRead`); "
@@ -314,7 +314,7 @@ class MessagePayload:
 
     @strawberry.field(description="The conversation after the message.")
     async def conversation(self, info: Info) -> Conversation | None:
-        return await resolve.message_payload_conversation(info, self.message)  # type: ignore[no-any-return, arg-type]
+        return await resolve.message_payload_conversation(info, self.message)  # type: ignore[arg-type]
 
 
 @strawberry.type

@@ -70,7 +70,7 @@ class ConversationEvent:
 
     @strawberry.field(description="Up to which message it was read (conversation.read).")
     def last_read_seq(self) -> int | None:
-        return self.event.payload.get("last_read_seq")  # type: ignore[attr-defined, no-any-return]
+        return self.event.payload.get("last_read_seq")  # type: ignore[attr-defined]
 
     @strawberry.field(description="The assignee before the change (conversation.assigned).")
     async def previous_assignee(

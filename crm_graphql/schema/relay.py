@@ -17,7 +17,7 @@ T = TypeVar("T")
 class Node:
     @strawberry.field(description="Opaque global ID; pass it to `node(id:)` to refetch.")
     def id(self, info: Info) -> strawberry.ID:
-        return strawberry.ID(to_global_id(type(self).__name__, self.id))  # type: ignore[arg-type]
+        return strawberry.ID(to_global_id(type(self).__name__, self.id))
 
 
 @strawberry.type(description="Where a page sits in its list.")

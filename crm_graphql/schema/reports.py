@@ -110,15 +110,15 @@ class SalesReport:
 
     @strawberry.field(name="from", description="First day of the period.")
     def from_(self) -> date:
-        return self.period.start_date  # type: ignore[attr-defined, no-any-return]
+        return self.period.start_date  # type: ignore[attr-defined]
 
     @strawberry.field(description="Last day of the period (included).")
     def to(self) -> date:
-        return self.period.end_date  # type: ignore[attr-defined, no-any-return]
+        return self.period.end_date  # type: ignore[attr-defined]
 
     @strawberry.field(description="Time zone the days are counted in.")
     def time_zone(self) -> str:
-        return self.period.time_zone  # type: ignore[attr-defined, no-any-return]
+        return self.period.time_zone  # type: ignore[attr-defined]
 
 
 @strawberry.type(description="Conversations of one channel and status.")
@@ -210,15 +210,15 @@ class ServiceReport:
 
     @strawberry.field(name="from", description="First day of the period.")
     def from_(self) -> date:
-        return self.period.start_date  # type: ignore[attr-defined, no-any-return]
+        return self.period.start_date  # type: ignore[attr-defined]
 
     @strawberry.field(description="Last day of the period (included).")
     def to(self) -> date:
-        return self.period.end_date  # type: ignore[attr-defined, no-any-return]
+        return self.period.end_date  # type: ignore[attr-defined]
 
     @strawberry.field(description="Time zone the days are counted in.")
     def time_zone(self) -> str:
-        return self.period.time_zone  # type: ignore[attr-defined, no-any-return]
+        return self.period.time_zone  # type: ignore[attr-defined]
 
 
 # The period of a report: whole days in a time zone (also the cohorts' months).
@@ -258,7 +258,7 @@ class ReportQuery:
         ] = None,
         filter: DealFilter | None = None,
     ) -> SalesReport:
-        return await resolve.sales_report(  # type: ignore[return-value]
+        return await resolve.sales_report(
             info, pipeline_id, from_, to, time_zone, owner_ids, filter
         )
 
@@ -284,6 +284,6 @@ class ReportQuery:
         ] = None,
         filter: ConversationFilter | None = None,
     ) -> ServiceReport:
-        return await resolve.service_report(  # type: ignore[return-value]
+        return await resolve.service_report(
             info, from_, to, time_zone, channels, assignee_ids, filter
         )

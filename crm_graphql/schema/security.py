@@ -63,7 +63,7 @@ class ApiKey(Node):
 
     @strawberry.field(description="What the key may do.")
     def scopes(self) -> list[ApiKeyScope]:
-        return [ApiKeyScope(s) for s in self.scopes]  # type: ignore[attr-defined]
+        return [ApiKeyScope(s) for s in self.scopes]
 
     @strawberry.field(description="The admin who created the key.")
     async def created_by(self, info: Info) -> User | None:
@@ -89,7 +89,7 @@ class AuditLogEntry(Node):
 
     @strawberry.field(description="The changed entity, when it still exists and is readable.")
     async def entity(self, info: Info) -> Node | None:
-        return await resolve.entity(info, self)  # type: ignore[arg-type,no-any-return]
+        return await resolve.entity(info, self)  # type: ignore[arg-type]
 
     @strawberry.field(description="The user who made the change (null for API keys).")
     async def actor(self, info: Info) -> User | None:
@@ -101,7 +101,7 @@ class AuditLogEntry(Node):
 
     @strawberry.field(description="The client's IP address.")
     def client_ip(self) -> str | None:
-        ip = self.client_ip  # type: ignore[attr-defined]
+        ip = self.client_ip
         return None if ip is None else str(ip)
 
 

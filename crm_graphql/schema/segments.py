@@ -35,7 +35,7 @@ class Segment(Node):
 
     @strawberry.field(description="Opaque global ID; pass it to `customers(segmentId:)`.")
     def id(self) -> strawberry.ID:
-        return strawberry.ID(to_global_id("Segment", self.id))  # type: ignore[arg-type]
+        return strawberry.ID(to_global_id("Segment", self.id))
 
     name: str = strawberry.field(description="Segment name.")
     description: str | None = strawberry.field(description="What the segment is for.")

@@ -96,7 +96,7 @@ class PlainColumns:
             names.append(f"t.{column.name} AS {attr.key}")
         self.sql = ", ".join(names)
         self.by_id = (
-            f"SELECT {self.sql} FROM {model.__tablename__} t "  # type: ignore[attr-defined]
+            f"SELECT {self.sql} FROM {model.__tablename__} t "
             "WHERE t.workspace_id = $1 AND t.id = ANY($2::uuid[])"
         )
 
