@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import auth as resolve
 from crm_graphql.schema.relay import UserError
@@ -58,17 +57,21 @@ class LogoutPayload:
 
 @strawberry.type
 class AuthMutation:
-    @strawberry.mutation(description="Exchange email and password for tokens.")
-    async def login(self, info: Info, input: LoginInput) -> AuthPayload:
-        return await resolve.login(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Exchange a refresh token for new tokens (rotation).")
-    async def refresh_token(self, info: Info, input: RefreshTokenInput) -> AuthPayload:
-        return await resolve.refresh(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="End a login (without a refresh token, every login of the user): its "
-        "refresh tokens are revoked and its WebSocket connections close."
+    login = strawberry.mutation(
+        resolver=resolve.login,
+        graphql_type=AuthPayload,
+        description="Exchange email and password for tokens.",
     )
-    async def logout(self, info: Info, input: LogoutInput | None = None) -> LogoutPayload:
-        return await resolve.logout(info, input)  # type: ignore[return-value]
+
+    refresh_token = strawberry.mutation(
+        resolver=resolve.refresh,
+        graphql_type=AuthPayload,
+        description="Exchange a refresh token for new tokens (rotation).",
+    )
+
+    logout = strawberry.mutation(
+        resolver=resolve.logout,
+        graphql_type=LogoutPayload,
+        description="End a login (without a refresh token, every login of the user): its "
+        "refresh tokens are revoked and its WebSocket connections close.",
+    )
