@@ -1,11 +1,12 @@
 """Custom field definitions: arguments to service calls."""
 
-from __future__ import annotations
+from typing import TYPE_CHECKING, Annotated, Any
 
-from typing import Any
+import strawberry
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.mutations import (
     Payload,
     archive_payload,
@@ -13,6 +14,18 @@ from crm_graphql.resolvers.mutations import (
     update_payload,
 )
 from crm_graphql.services import custom_fields as service
+
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.custom_fields import (
+        ArchiveCustomFieldDefinitionInput,
+        CreateCustomFieldDefinitionInput,
+        UpdateCustomFieldDefinitionInput,
+    )
+
+_custom_fields = "crm_graphql.schema.custom_fields"
+
 
 NAME = "custom_field_definition"
 TYPE = "CustomFieldDefinition"
@@ -37,13 +50,22 @@ def _changes(input: Any) -> dict[str, Any]:
     return changes
 
 
-async def create_definition(info: Any, input: Any) -> Payload:
+async def create_definition(
+    info: Info,
+    input: Annotated["CreateCustomFieldDefinitionInput", strawberry.lazy(_custom_fields)],
+) -> Payload:
     return await create_payload(info, NAME, service.create_definition, input, _changes)
 
 
-async def update_definition(info: Any, input: Any) -> Payload:
+async def update_definition(
+    info: Info,
+    input: Annotated["UpdateCustomFieldDefinitionInput", strawberry.lazy(_custom_fields)],
+) -> Payload:
     return await update_payload(info, NAME, TYPE, service.update_definition, input, _changes)
 
 
-async def archive_definition(info: Any, input: Any) -> Payload:
+async def archive_definition(
+    info: Info,
+    input: Annotated["ArchiveCustomFieldDefinitionInput", strawberry.lazy(_custom_fields)],
+) -> Payload:
     return await archive_payload(info, NAME, TYPE, service.archive_definition, input)

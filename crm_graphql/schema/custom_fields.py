@@ -137,24 +137,20 @@ class CustomFieldQuery:
 
 @strawberry.type
 class CustomFieldMutation:
-    @strawberry.mutation(description="Define a custom field (admins and managers).")
-    async def create_custom_field_definition(
-        self, info: Info, input: CreateCustomFieldDefinitionInput
-    ) -> CustomFieldDefinitionPayload:
-        return await resolve.create_definition(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="Change a custom field's label, flags or options (admins and managers)."
+    create_custom_field_definition = strawberry.mutation(
+        resolver=resolve.create_definition,
+        graphql_type=CustomFieldDefinitionPayload,
+        description="Define a custom field (admins and managers).",
     )
-    async def update_custom_field_definition(
-        self, info: Info, input: UpdateCustomFieldDefinitionInput
-    ) -> CustomFieldDefinitionPayload:
-        return await resolve.update_definition(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(
-        description="Retire a custom field; stored values stay (admins and managers)."
+    update_custom_field_definition = strawberry.mutation(
+        resolver=resolve.update_definition,
+        graphql_type=CustomFieldDefinitionPayload,
+        description="Change a custom field's label, flags or options (admins and managers).",
     )
-    async def archive_custom_field_definition(
-        self, info: Info, input: ArchiveCustomFieldDefinitionInput
-    ) -> CustomFieldDefinitionPayload:
-        return await resolve.archive_definition(info, input)  # type: ignore[return-value]
+
+    archive_custom_field_definition = strawberry.mutation(
+        resolver=resolve.archive_definition,
+        graphql_type=CustomFieldDefinitionPayload,
+        description="Retire a custom field; stored values stay (admins and managers).",
+    )
