@@ -148,8 +148,9 @@ async def post_customer_message(
     return await _post(info, conversation_service.post_customer_message, input)
 
 
-async def message_payload_conversation(info: Any, message: models.Message | None) -> Any:
+async def message_payload_conversation(root: Payload, info: Info) -> Any:
     """The conversation of a message mutation's result, as it is after the commit."""
+    message: models.Message | None = getattr(root, "message", None)
     if message is None:
         return None
     return await by_id(info, models.Conversation, message.conversation_id)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from crm_graphql.schema.custom_fields import (
         ArchiveCustomFieldDefinitionInput,
         CreateCustomFieldDefinitionInput,
+        CustomFieldEntity,
         UpdateCustomFieldDefinitionInput,
     )
 
@@ -32,13 +33,22 @@ TYPE = "CustomFieldDefinition"
 
 
 async def definitions(
-    info: Any, entity: str, include_archived: bool
+    info: Info,
+    entity: Annotated[
+        "CustomFieldEntity",
+        strawberry.lazy(_custom_fields),
+        strawberry.argument(description="Whose custom fields to list."),
+    ],
+    include_archived: bool = False,
 ) -> list[models.CustomFieldDefinition]:
     context = info.context
     actor = context.require_actor()
     async with context.read() as session:
         return await service.list_definitions(
-            actor, session, models.CustomFieldEntity(entity), include_archived=include_archived
+            actor,
+            session,
+            models.CustomFieldEntity[entity.name],
+            include_archived=include_archived,
         )
 
 

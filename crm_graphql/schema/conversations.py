@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import conversations as resolve
 from crm_graphql.resolvers.nodes import rows_of
@@ -306,9 +305,11 @@ class MessagePayload:
         description="Why nothing changed (empty on success)."
     )
 
-    @strawberry.field(description="The conversation after the message.")
-    async def conversation(self, info: Info) -> Conversation | None:
-        return await resolve.message_payload_conversation(info, self.message)  # type: ignore[arg-type]
+    conversation = strawberry.field(
+        resolver=resolve.message_payload_conversation,
+        graphql_type=Conversation | None,
+        description="The conversation after the message.",
+    )
 
 
 @strawberry.type

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import custom_fields as resolve
 from crm_graphql.resolvers.nodes import rows_of
@@ -123,16 +121,11 @@ class CustomFieldDefinitionPayload:
 
 @strawberry.type
 class CustomFieldQuery:
-    @strawberry.field(description="The custom fields of customers, companies or deals.")
-    async def custom_field_definitions(
-        self,
-        info: Info,
-        entity: Annotated[
-            CustomFieldEntity, strawberry.argument(description="Whose custom fields to list.")
-        ],
-        include_archived: bool = False,
-    ) -> list[CustomFieldDefinition]:
-        return await resolve.definitions(info, str(entity.value), include_archived)  # type: ignore[return-value]
+    custom_field_definitions = strawberry.field(
+        resolver=resolve.definitions,
+        graphql_type=list[CustomFieldDefinition],
+        description="The custom fields of customers, companies or deals.",
+    )
 
 
 @strawberry.type
