@@ -7,13 +7,12 @@ wrong operators or scalars are refused with the path at fault), Strawberry's con
 to the input object, then ``arguments.filter_spec``.
 """
 
-from __future__ import annotations
-
 import uuid
 from collections import defaultdict
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import strawberry
 from graphql import GraphQLError, GraphQLInputType, Undefined, coerce_input_value
 from graphql.utilities.validate_input_value import validate_input_value
 from strawberry.dataloader import DataLoader
@@ -22,6 +21,7 @@ from strawberry.types.arguments import convert_argument
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import filter_spec, input_changes, order_spec, page_request
 from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.insight import drill_down, input_json
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
 from crm_graphql.resolvers.loaders import ListArgs
@@ -31,6 +31,20 @@ from crm_graphql.services import customers as customer_service
 from crm_graphql.services import rfm
 from crm_graphql.services import segments as segment_service
 from crm_graphql.services.errors import Invalid
+
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.customers import ArchiveInput, CustomerFilter, CustomerOrder
+    from crm_graphql.schema.segments import (
+        CreateSegmentInput,
+        SegmentFilter,
+        SegmentOrder,
+        UpdateSegmentInput,
+    )
+
+_customers = "crm_graphql.schema.customers"
+_segments = "crm_graphql.schema.segments"
 
 
 def is_segment(obj: Any) -> bool:
@@ -90,12 +104,12 @@ async def membership(info: Any, segment_id: str, field: str = "segmentId") -> di
 
 
 async def segments(
-    info: Any,
-    first: int | None,
-    after: str | None,
-    filter: Any,
-    order_by: Any,
-    include_archived: bool,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: Annotated["SegmentFilter", strawberry.lazy(_segments)] | None = None,
+    order_by: list[Annotated["SegmentOrder", strawberry.lazy(_segments)]] | None = None,
+    include_archived: bool = False,
 ) -> ConnectionValue:
     context = info.context
     actor = context.require_actor()
@@ -117,7 +131,7 @@ async def segments(
     return ConnectionValue(found.page, counter)
 
 
-async def owner(info: Any, root: Any) -> Any:
+async def owner(root: Any, info: Info) -> Any:
     return await by_id(info, models.User, root.owner_id)
 
 
@@ -163,14 +177,14 @@ class SegmentMembers:
 
 
 async def segment_customers(
-    info: Any,
     root: Any,
-    first: int | None,
-    after: str | None,
-    last: int | None,
-    before: str | None,
-    filter: Any,
-    order_by: Any,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+    filter: Annotated["CustomerFilter", strawberry.lazy(_customers)] | None = None,
+    order_by: list[Annotated["CustomerOrder", strawberry.lazy(_customers)]] | None = None,
 ) -> ConnectionValue:
     """``segment.customers``: batched over every segment of the response."""
     members = info.context.loaders.shared(SegmentMembers, lambda: SegmentMembers(info.context))
@@ -226,7 +240,10 @@ def _segment_changes(input: Any) -> dict[str, Any]:
     return input_changes(input)
 
 
-async def create_segment(info: Any, input: Any) -> Payload:
+async def create_segment(
+    info: Info,
+    input: Annotated["CreateSegmentInput", strawberry.lazy(_segments)],
+) -> Payload:
     return await mutate_payload(
         info,
         "segment",
@@ -236,7 +253,10 @@ async def create_segment(info: Any, input: Any) -> Payload:
     )
 
 
-async def update_segment(info: Any, input: Any) -> Payload:
+async def update_segment(
+    info: Info,
+    input: Annotated["UpdateSegmentInput", strawberry.lazy(_segments)],
+) -> Payload:
     id = _segment_id(input.id)
     return await mutate_payload(
         info,
@@ -252,7 +272,10 @@ async def update_segment(info: Any, input: Any) -> Payload:
     )
 
 
-async def archive_segment(info: Any, input: Any) -> Payload:
+async def archive_segment(
+    info: Info,
+    input: Annotated["ArchiveInput", strawberry.lazy(_customers)],
+) -> Payload:
     id = _segment_id(input.id)
     return await mutate_payload(
         info,

@@ -7,7 +7,6 @@ import enum
 from typing import Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import search as resolve
 from crm_graphql.schema.activities import Activity
@@ -15,7 +14,6 @@ from crm_graphql.schema.companies import Company
 from crm_graphql.schema.conversations import Conversation
 from crm_graphql.schema.customers import Customer
 from crm_graphql.schema.deals import Deal
-from crm_graphql.schema.descriptions import CONNECTION_ARGUMENTS
 from crm_graphql.schema.relay import PageInfo
 
 
@@ -76,34 +74,14 @@ class SearchResults:
 
 @strawberry.type
 class SearchQuery:
-    @strawberry.field(
+    search = strawberry.field(
+        resolver=resolve.search,
+        graphql_type=SearchResults,
         description="Find customers (name, email, phone, company, tags), companies (name, "
         "domain), deals (title), conversations (subject, messages) and activities (subject, "
         "body), and customers, companies and deals by their custom fields marked "
         "`searchable`, as you type: every word must start a word of the object, case and accents "
         "ignored (`ais wil` finds Aisha Williams, `5550199` a phone number, `example.com` "
         "an email). Only what the caller may read in its lists; `types` narrows the kinds "
-        "(a kind the caller may not read is FORBIDDEN). Pages forward with `first`/`after`."
+        "(a kind the caller may not read is FORBIDDEN). Pages forward with `first`/`after`.",
     )
-    async def search(
-        self,
-        info: Info,
-        query: Annotated[
-            str, strawberry.argument(description="The words to find, as the user types them.")
-        ],
-        types: Annotated[
-            list[SearchType] | None,
-            strawberry.argument(description="Only these kinds of objects (all when left out)."),
-        ] = None,
-        first: Annotated[
-            int | None,
-            strawberry.argument(
-                description="How many results, 0 to the maximum page size (the default page "
-                "size when left out)."
-            ),
-        ] = None,
-        after: Annotated[
-            str | None, strawberry.argument(description=CONNECTION_ARGUMENTS["after"])
-        ] = None,
-    ) -> SearchResults:
-        return await resolve.search(info, query, types, first, after)  # type: ignore[return-value]
