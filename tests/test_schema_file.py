@@ -12,4 +12,3 @@ def test_schema_graphql_is_current() -> None:
     assert stored == current, (
         "schema.graphql is stale: run `make schema` (crm-graphql export-schema)"
     )
-

@@ -39,8 +39,7 @@ CONNECTION_ARGUMENTS = {
     "or an edge's `cursor`).",
     "last": "How many items to return from the end, 0 to the maximum page size, for paging "
     "backwards; not together with `first`. Goes with `before`.",
-    "before": "Return the items before this cursor (`pageInfo.startCursor` of the page "
-    "after).",
+    "before": "Return the items before this cursor (`pageInfo.startCursor` of the page after).",
     "orderBy": "Sort keys, the first deciding first; the ID breaks ties, so pages never "
     "overlap or skip. The list's own order when left out.",
 }
@@ -157,8 +156,10 @@ def _about(subject: GraphQLObjectType, field_name: str, verb: str | None) -> str
         return None
     if relation and field_name not in subject.fields:
         target = f"the ID of `{relation}`"
-        return f"{verb} {target}: {field.description}" if verb else (
-            f"ID of `{relation}`: {field.description}"
+        return (
+            f"{verb} {target}: {field.description}"
+            if verb
+            else (f"ID of `{relation}`: {field.description}")
         )
     return f"{verb} `{field_name}`: {field.description}" if verb else field.description
 

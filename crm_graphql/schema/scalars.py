@@ -129,8 +129,7 @@ else:
     )
     RfmSegment = exposed(
         rfm.RfmSegment,
-        "Built-in customer segments by recency, frequency and monetary scores "
-        "(README, Segments).",
+        "Built-in customer segments by recency, frequency and monetary scores (README, Segments).",
         **rfm_segments(
             CHAMPIONS="Bought recently, often and for much.",
             LOYAL="Buy often and for much, less recently.",
