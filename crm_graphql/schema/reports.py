@@ -8,11 +8,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import reports as resolve
-from crm_graphql.schema.conversations import ConversationFilter
-from crm_graphql.schema.deals import DealFilter, Pipeline, Stage
+from crm_graphql.schema.deals import Pipeline, Stage
 from crm_graphql.schema.insight import DrillDown
 from crm_graphql.schema.scalars import Channel, ConversationStatus
 
@@ -108,17 +106,15 @@ class SalesReport:
         description="Open deals by expected close month (within the period) and owner."
     )
 
-    @strawberry.field(name="from", description="First day of the period.")
-    def from_(self) -> date:
-        return self.period.start_date  # type: ignore[attr-defined]
-
-    @strawberry.field(description="Last day of the period (included).")
-    def to(self) -> date:
-        return self.period.end_date  # type: ignore[attr-defined]
-
-    @strawberry.field(description="Time zone the days are counted in.")
-    def time_zone(self) -> str:
-        return self.period.time_zone  # type: ignore[attr-defined]
+    from_ = strawberry.field(
+        resolver=resolve.first_day, name="from", description="First day of the period."
+    )
+    to = strawberry.field(
+        resolver=resolve.last_day, description="Last day of the period (included)."
+    )
+    time_zone = strawberry.field(
+        resolver=resolve.time_zone, description="Time zone the days are counted in."
+    )
 
 
 @strawberry.type(description="Conversations of one channel and status.")
@@ -139,9 +135,11 @@ class TimeStats:
     p90_seconds: float | None = strawberry.field(description="90th percentile (percentile_cont).")
     drill_down: DrillDown = strawberry.field(description="The conversations measured.")
 
-    @strawberry.field(description="The assignee (by agent; null there: unassigned).")
-    async def agent(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.user(info, self.agent_id)  # type: ignore[attr-defined]
+    agent = strawberry.field(
+        resolver=resolve.agent,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="The assignee (by agent; null there: unassigned).",
+    )
 
 
 @strawberry.type(description="A service time overall, per agent and per channel.")
@@ -176,9 +174,11 @@ class CsatStats:
         description="The conversations rated 4 or 5."
     )
 
-    @strawberry.field(description="The assignee (by agent; null there: unassigned).")
-    async def agent(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.user(info, self.agent_id)  # type: ignore[attr-defined]
+    agent = strawberry.field(
+        resolver=resolve.agent,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="The assignee (by agent; null there: unassigned).",
+    )
 
 
 @strawberry.type(description="CSAT overall, per agent and per channel.")
@@ -208,82 +208,33 @@ class ServiceReport:
     )
     csat: Csat = strawberry.field(description="Of the ratings given in the period.")
 
-    @strawberry.field(name="from", description="First day of the period.")
-    def from_(self) -> date:
-        return self.period.start_date  # type: ignore[attr-defined]
-
-    @strawberry.field(description="Last day of the period (included).")
-    def to(self) -> date:
-        return self.period.end_date  # type: ignore[attr-defined]
-
-    @strawberry.field(description="Time zone the days are counted in.")
-    def time_zone(self) -> str:
-        return self.period.time_zone  # type: ignore[attr-defined]
-
-
-# The period of a report: whole days in a time zone (also the cohorts' months).
-FirstDay = Annotated[
-    date, strawberry.argument(name="from", description="The period's first day (included).")
-]
-LastDay = Annotated[date, strawberry.argument(description="The period's last day (included).")]
-DaysTimeZone = Annotated[
-    str | None,
-    strawberry.argument(
-        description="IANA time zone the days begin and end in, such as Europe/Berlin (UTC "
-        "when left out)."
-    ),
-]
+    from_ = strawberry.field(
+        resolver=resolve.first_day, name="from", description="First day of the period."
+    )
+    to = strawberry.field(
+        resolver=resolve.last_day, description="Last day of the period (included)."
+    )
+    time_zone = strawberry.field(
+        resolver=resolve.time_zone, description="Time zone the days are counted in."
+    )
 
 
 @strawberry.type
 class ReportQuery:
-    @strawberry.field(
+    sales_report = strawberry.field(
+        resolver=resolve.sales_report,
+        graphql_type=SalesReport,
         description="A pipeline's sales over the days `from` to `to` (included) in `timeZone` "
         "(IANA, default UTC): per stage open deals and conversion, win rate, average deal size "
         "and cycle time, weighted pipeline and forecast per owner. Counts what the caller's "
-        "`deals` list shows, within `filter` and `ownerIds`; every number has its drill-down."
+        "`deals` list shows, within `filter` and `ownerIds`; every number has its drill-down.",
     )
-    async def sales_report(
-        self,
-        info: Info,
-        pipeline_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The pipeline to report on.")
-        ],
-        from_: FirstDay,
-        to: LastDay,
-        time_zone: DaysTimeZone = None,
-        owner_ids: Annotated[
-            list[strawberry.ID] | None,
-            strawberry.argument(description="Only deals owned by these users."),
-        ] = None,
-        filter: DealFilter | None = None,
-    ) -> SalesReport:
-        return await resolve.sales_report(
-            info, pipeline_id, from_, to, time_zone, owner_ids, filter
-        )
 
-    @strawberry.field(
+    service_report = strawberry.field(
+        resolver=resolve.service_report,
+        graphql_type=ServiceReport,
         description="Customer service over the days `from` to `to` (included) in `timeZone`: "
         "volume by channel and status, first-response and resolution times (p50, p90) per "
         "agent and channel, open backlog by age, CSAT per agent and channel. Counts what the "
-        "caller's `conversations` list shows, within `filter`, `channels` and `assigneeIds`."
+        "caller's `conversations` list shows, within `filter`, `channels` and `assigneeIds`.",
     )
-    async def service_report(
-        self,
-        info: Info,
-        from_: FirstDay,
-        to: LastDay,
-        time_zone: DaysTimeZone = None,
-        channels: Annotated[
-            list[Channel] | None,
-            strawberry.argument(description="Only conversations of these channels."),
-        ] = None,
-        assignee_ids: Annotated[
-            list[strawberry.ID] | None,
-            strawberry.argument(description="Only conversations assigned to these users."),
-        ] = None,
-        filter: ConversationFilter | None = None,
-    ) -> ServiceReport:
-        return await resolve.service_report(
-            info, from_, to, time_zone, channels, assignee_ids, filter
-        )
