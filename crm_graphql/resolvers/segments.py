@@ -229,11 +229,28 @@ async def rfm_of(info: Any, root: models.Customer) -> rfm.CustomerRfm | None:
     return await loader.load(root.id)
 
 
-async def cohorts(info: Any, first: date, last: date, time_zone: str) -> list[rfm.Cohort]:
+async def cohorts(
+    info: Info,
+    from_: Annotated[
+        date,
+        strawberry.argument(
+            name="from", description="A day of the first cohort's month (included)."
+        ),
+    ],
+    to: Annotated[
+        date,
+        strawberry.argument(
+            description="A day of the last month (included), for cohorts and repeat orders."
+        ),
+    ],
+    time_zone: Annotated[
+        str, strawberry.argument(description="IANA time zone the months are cut in.")
+    ] = "UTC",
+) -> list[rfm.Cohort]:
     context = info.context
     actor = context.require_actor()
     async with context.read() as session:
-        return await rfm.cohorts(actor, session, first=first, last=last, zone_name=time_zone)
+        return await rfm.cohorts(actor, session, first=from_, last=to, zone_name=time_zone)
 
 
 def _segment_changes(input: Any) -> dict[str, Any]:

@@ -212,31 +212,13 @@ class SegmentQuery:
 
 @strawberry.type
 class CohortQuery:
-    @strawberry.field(
+    customer_cohorts = strawberry.field(
+        resolver=resolve.cohorts,
+        graphql_type=list[Cohort],
         description="Cohort table: customers by the month of their first paid or fulfilled "
         "order (`from`..`to`, months in `timeZone`), and per later month the share who "
-        "ordered again."
+        "ordered again.",
     )
-    async def customer_cohorts(
-        self,
-        info: Info,
-        from_: Annotated[
-            date,
-            strawberry.argument(
-                name="from", description="A day of the first cohort's month (included)."
-            ),
-        ],
-        to: Annotated[
-            date,
-            strawberry.argument(
-                description="A day of the last month (included), for cohorts and repeat orders."
-            ),
-        ],
-        time_zone: Annotated[
-            str, strawberry.argument(description="IANA time zone the months are cut in.")
-        ] = "UTC",
-    ) -> list[Cohort]:
-        return await resolve.cohorts(info, from_, to, time_zone)  # type: ignore[return-value]
 
 
 @strawberry.type
