@@ -9,6 +9,7 @@ from typing import Any
 from strawberry.types.unset import UNSET
 
 from crm_graphql.resolvers.ids import MalformedId, decode_id, from_global_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.storage.querying import (
     CUSTOM_FIELDS,
@@ -92,7 +93,7 @@ def order_spec(values: Sequence[Any] | None) -> list[tuple[str, bool]] | None:
 
 
 def page_request(
-    info: Any,
+    info: Info,
     *,
     first: int | None = None,
     after: str | None = None,

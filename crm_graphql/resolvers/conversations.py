@@ -123,7 +123,7 @@ async def start_conversation(
     )
 
 
-async def _post(info: Any, post: Callable[..., Awaitable[Any]], input: Any) -> Payload:
+async def _post(info: Info, post: Callable[..., Awaitable[Any]], input: Any) -> Payload:
     id = decode_id(input.conversation_id, "Conversation")
     return await mutate_payload(
         info,

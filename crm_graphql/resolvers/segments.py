@@ -13,10 +13,11 @@ from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
-from graphql import GraphQLError, GraphQLInputType, Undefined, coerce_input_value
+from graphql import GraphQLError, GraphQLInputObjectType, Undefined, coerce_input_value
 from graphql.utilities.validate_input_value import validate_input_value
 from strawberry.dataloader import DataLoader
 from strawberry.types.arguments import convert_argument
+from strawberry.types.base import StrawberryObjectDefinition
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import filter_spec, input_changes, order_spec, page_request
@@ -55,14 +56,15 @@ def is_segment(obj: Any) -> bool:
 _FILTER_TYPE = "CustomerFilter"
 
 
-def customer_filter(info: Any, value: Any, field: str = "filter") -> dict[str, Any] | None:
+def customer_filter(info: Info, value: Any, field: str = "filter") -> dict[str, Any] | None:
     """A ``CustomerFilter`` in JSON as the filter mapping of the customers list, or
     ``Invalid`` naming the part of ``field`` at fault (``filter.name.contans``)."""
     schema = info.schema
     # Strawberry keeps graphql-core's schema in ``_schema`` (no public accessor in
     # strawberry-graphql 0.2xx); the compiled path reads it the same way. A change there
     # fails tests/api/test_segments_api.py (saved filters are validated through it).
-    gql_type: GraphQLInputType = schema._schema.get_type(_FILTER_TYPE)
+    gql_type = schema._schema.get_type(_FILTER_TYPE)
+    assert isinstance(gql_type, GraphQLInputObjectType), _FILTER_TYPE
     problems: list[tuple[list[Any], GraphQLError]] = []
 
     def on_error(error: GraphQLError, path: list[Any]) -> None:
@@ -76,6 +78,7 @@ def customer_filter(info: Any, value: Any, field: str = "filter") -> dict[str, A
         path, error = problems[0] if problems else ([], GraphQLError("Not a CustomerFilter"))
         raise Invalid(error.message, ".".join([field, *(str(p) for p in path)]))
     definition = schema.get_type_by_name(_FILTER_TYPE)
+    assert isinstance(definition, StrawberryObjectDefinition), _FILTER_TYPE
     converted = convert_argument(
         coerced,
         definition.origin,
@@ -88,11 +91,11 @@ def customer_filter(info: Any, value: Any, field: str = "filter") -> dict[str, A
         raise Invalid(error.message, f"{field}.{error.field}" if error.field else field) from error
 
 
-def _parser(info: Any) -> segment_service.ParseFilter:
+def _parser(info: Info) -> segment_service.ParseFilter:
     return lambda value: customer_filter(info, value)
 
 
-async def membership(info: Any, segment_id: str, field: str = "segmentId") -> dict[str, Any]:
+async def membership(info: Info, segment_id: str, field: str = "segmentId") -> dict[str, Any]:
     """The customers filter of a segment the caller may see (``NotFound`` otherwise)."""
     context = info.context
     actor = context.require_actor()
@@ -201,7 +204,7 @@ async def segment_customers(
     return ConnectionValue(page, counter)
 
 
-async def customers_in_segment(info: Any, segment_id: str | None, *args: Any) -> ConnectionValue:
+async def customers_in_segment(info: Info, segment_id: str | None, *args: Any) -> ConnectionValue:
     """``customers(segmentId:, ...)``: the segment's members, within the client's filter."""
     within = await membership(info, segment_id) if segment_id is not None else None
     return await root_list(info, customer_service.CUSTOMERS, *args, within=within)
@@ -224,7 +227,7 @@ def drill_down_value(root: Any, caller_filter: Any) -> DrillDown:
     return drill_down(root.drill_down, caller_filter)
 
 
-async def rfm_of(info: Any, root: models.Customer) -> rfm.CustomerRfm | None:
+async def rfm_of(info: Info, root: models.Customer) -> rfm.CustomerRfm | None:
     loader = info.context.loaders.per_key("customer_rfm", rfm.customer_rfm)
     return await loader.load(root.id)
 
