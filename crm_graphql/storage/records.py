@@ -12,13 +12,13 @@ from sqlalchemy import JSON
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_graphql.models.base import load_json
+from crm_graphql.models.base import Archivable, WorkspaceScoped, load_json
 from crm_graphql.services import audit
 from crm_graphql.services.actor import Actor, in_workspace, scoped
 from crm_graphql.services.errors import Conflict, NotFound
 from crm_graphql.services.policy import authorize_read
 
-M = TypeVar("M")
+M = TypeVar("M", bound=WorkspaceScoped)
 
 
 def entity_name(model: type[Any]) -> str:
@@ -38,7 +38,7 @@ async def get(
     workspaces: a caller cannot tell them from unknown ones)."""
     if id is None:
         raise NotFound(f"{entity_name(model)} not found", field)
-    stmt = scoped(model, actor).where(model.id == id)  # type: ignore[attr-defined]
+    stmt = scoped(model, actor).where(model.id == id)
     if for_update:
         stmt = stmt.with_for_update()
     row = await session.scalar(stmt)
@@ -54,7 +54,7 @@ async def referenced(
     caller's own permission covers using it (see ``actor.in_workspace``)."""
     row: M | None = None
     if id is not None:
-        stmt = in_workspace(model, actor).where(model.id == id)  # type: ignore[attr-defined]
+        stmt = in_workspace(model, actor).where(model.id == id)
         row = await session.scalar(stmt)
     if row is None:
         raise NotFound(f"{entity_name(model)} not found", field)
@@ -68,8 +68,8 @@ async def get_many(
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return {}
-    rows = await session.scalars(scoped(model, actor).where(model.id.in_(wanted)))  # type: ignore[attr-defined]
-    return {row.id: row for row in rows}  # type: ignore[attr-defined]
+    rows = await session.scalars(scoped(model, actor).where(model.id.in_(wanted)))
+    return {row.id: row for row in rows}
 
 
 # ----------------------------------------------------- loading on plain connections
@@ -173,7 +173,7 @@ def apply(row: Any, changes: Mapping[str, Any]) -> None:
 
 async def create(actor: Actor, session: AsyncSession, row: M, *, action: str) -> M:
     """Insert a row of the actor's workspace with its audit entry."""
-    row.workspace_id = actor.workspace_id  # type: ignore[attr-defined]
+    row.workspace_id = actor.workspace_id
     session.add(row)
     await session.flush()
     audit.record(
@@ -181,7 +181,7 @@ async def create(actor: Actor, session: AsyncSession, row: M, *, action: str) ->
         session,
         action=action,
         entity_type=entity_name(type(row)),
-        entity_id=row.id,  # type: ignore[attr-defined]
+        entity_id=row.id,
         after=audit.snapshot(row),
     )
     return row
@@ -200,7 +200,7 @@ async def update(
         session,
         action=action,
         entity_type=entity_name(type(row)),
-        entity_id=row.id,  # type: ignore[attr-defined]
+        entity_id=row.id,
         before=before,
         after=after,
     )
@@ -218,6 +218,7 @@ async def archive(
 ) -> M:
     """Hide a row from lists (it stays readable by ID and in history). Idempotent."""
     row = await get_for_change(actor, session, model, id, expected_version)
-    if row.archived_at is None:  # type: ignore[attr-defined]
+    assert isinstance(row, Archivable), f"{entity_name(model)} cannot be archived"
+    if row.archived_at is None:
         await update(actor, session, row, {"archived_at": datetime.now(UTC)}, action=action)
     return row
