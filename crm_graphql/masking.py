@@ -66,8 +66,8 @@ def format_error(
         extensions["code"] = "GRAPHQL_VALIDATION_FAILED" if not error.path else "BAD_REQUEST"
     if extensions.get("code") == "UNAVAILABLE":
         extensions.setdefault("retryAfter", UNAVAILABLE_RETRY_AFTER)
-    result: dict[str, Any] = {**formatted, "extensions": extensions}
-    return result  # type: ignore[return-value]
+    result: GraphQLFormattedError = {**formatted, "extensions": extensions}
+    return result
 
 
 # Seconds a client (or load balancer) waits before retrying a request that failed because

@@ -46,6 +46,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from strawberry import Schema
 from strawberry.types.arguments import convert_arguments
+from strawberry.types.base import StrawberryObjectDefinition
 
 from crm_graphql.compiled import insight
 from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS, ChildList, Visibility
@@ -364,9 +365,10 @@ class Compiler:
             if not _null_default(value, definition_of_field.args[name].default_value)
         }
         definition = self.schema.get_type_by_name(type_name)
+        assert isinstance(definition, StrawberryObjectDefinition), type_name
         strawberry_field = next(
             f
-            for f in definition.fields  # type: ignore[union-attr]
+            for f in definition.fields
             if self.schema.config.name_converter.get_graphql_name(f) == field_name
         )
         return convert_arguments(
@@ -557,10 +559,11 @@ class Compiler:
         gql_type = self.gschema.get_type("ConversationRating")
         assert isinstance(gql_type, GraphQLObjectType)
         definition = self.schema.get_type_by_name("ConversationRating")
+        assert isinstance(definition, StrawberryObjectDefinition)
         names = self.schema.config.name_converter
         columns = {
             names.get_graphql_name(f): conversations.RATING_COLUMNS[f.python_name].key
-            for f in definition.fields  # type: ignore[union-attr]
+            for f in definition.fields
         }
 
         def value(name: str, nodes: list[FieldNode]) -> str:
@@ -764,7 +767,8 @@ class Compiler:
             ).whereclause
             self.state.custom_plans |= client_values or cursor is not None
             effective = keys if forward else [k.reversed() for k in keys]
-            condition: ColumnElement[bool] = base  # type: ignore[assignment]
+            assert base is not None  # the statement is scoped: it always has a WHERE
+            condition: ColumnElement[bool] = base
             if cursor is not None:
                 values = querying.decode_cursor(keys, cursor, "after" if forward else "before")
                 condition = and_(condition, querying.after_condition(effective, values))
@@ -1121,8 +1125,9 @@ def plain_fields(schema: Schema, type_name: str) -> dict[str, str]:
         model = OBJECT_TYPES[type_name].model
         columns = model.__table__.columns
         definition = schema.get_type_by_name(type_name)
+        assert isinstance(definition, StrawberryObjectDefinition), type_name
         found = {}
-        for f in definition.fields:  # type: ignore[union-attr]
+        for f in definition.fields:
             if f.base_resolver is None and f.python_name in columns and f.python_name != "id":
                 found[schema.config.name_converter.get_graphql_name(f)] = f.python_name
         _PLAIN[type_name] = found

@@ -125,8 +125,8 @@ def input_changes(value: Any, *, ids: dict[str, str] | None = None) -> dict[str,
                 if decoded is None:
                     raise NotFound(f"{ids[f.name]} not found", camel_case(f.name))
                 raw = decoded
-        elif dataclasses.is_dataclass(raw):
-            raw = {k: v for k, v in dataclasses.asdict(raw).items() if v is not UNSET}  # type: ignore[arg-type]
+        elif dataclasses.is_dataclass(raw) and not isinstance(raw, type):
+            raw = {k: v for k, v in dataclasses.asdict(raw).items() if v is not UNSET}
         elif isinstance(raw, list) and raw and dataclasses.is_dataclass(raw[0]):
             raw = [{k: v for k, v in dataclasses.asdict(i).items() if v is not UNSET} for i in raw]
         changes[f.name] = raw

@@ -9,6 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from strawberry.scalars import JSON
 from strawberry.types.base import has_object_definition
 from strawberry.types.unset import UNSET
 from strawberry.utils.str_converters import to_camel_case
@@ -67,7 +68,7 @@ def drill_down(value: drilldown.DrillDown, caller_filter: Any = None) -> DrillDo
         combined: dict[str, Any] = {"and": [caller, own]}
     else:
         combined = caller or own or {}
-    return DrillDown(list=value.list, filter=combined)  # type: ignore[arg-type]
+    return DrillDown(list=value.list, filter=JSON(combined))
 
 
 __all__ = ["drill_down", "input_json", "spec_json"]

@@ -16,6 +16,7 @@ import strawberry
 from graphql import GraphQLError, GraphQLInputObjectType, Undefined, coerce_input_value
 from graphql.utilities.validate_input_value import validate_input_value
 from strawberry.dataloader import DataLoader
+from strawberry.scalars import JSON
 from strawberry.types.arguments import convert_argument
 from strawberry.types.base import StrawberryObjectDefinition
 
@@ -219,7 +220,7 @@ def segment_drill_down(root: Any, caller_filter: Any) -> DrillDown:
     own = root.filter or {}
     caller = input_json(caller_filter) if caller_filter is not None else None
     combined = {"and": [caller, own]} if caller and own else (caller or own)
-    return DrillDown(list="customers", filter=combined)  # type: ignore[arg-type]
+    return DrillDown(list="customers", filter=JSON(combined))
 
 
 def drill_down_value(root: Any, caller_filter: Any) -> DrillDown:

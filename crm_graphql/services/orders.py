@@ -225,7 +225,9 @@ def _line_quantity(value: Any, field: str) -> Decimal:
         raise Invalid(f"`{field}` must be a number", field) from exc
     if not number.is_finite() or number <= 0 or number > MAX_QUANTITY:
         raise Invalid(f"`{field}` must be more than 0 and at most {MAX_QUANTITY}", field)
-    if number.as_tuple().exponent < -3:  # type: ignore[operator]
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)  # a finite number's
+    if exponent < -3:
         raise Invalid(f"`{field}` allows at most 3 decimals", field)
     return number
 
