@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup explorer console run test lint typecheck schema bench bench-quick bench-setup soak clean
+.PHONY: setup explorer console run test lint typecheck schema contract bench bench-quick bench-setup soak clean
 
 setup: $(STAMP) explorer console
 
@@ -34,7 +34,12 @@ typecheck: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/crm-graphql export-schema --out schema.graphql
 
-test: setup lint typecheck
+# The schema contract (docs/decisions/0030-schema-contract.md): no breaking change against
+# schema/released.graphql unless CHANGELOG.md lists it with its deprecation.
+contract: $(STAMP)
+	$(BIN)/crm-graphql check-schema
+
+test: setup lint typecheck contract
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

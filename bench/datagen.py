@@ -32,7 +32,7 @@ import asyncpg
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
-from crm_graphql.services import demo
+from crm_graphql import demo
 from crm_graphql.services.auth import hash_password
 from crm_graphql.services.products import order_lines_from_items
 

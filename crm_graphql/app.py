@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from crm_graphql import crypto
 from crm_graphql.compiled import CompiledReads
 from crm_graphql.compression import compression_middleware
 from crm_graphql.console import console_routes
@@ -31,6 +32,7 @@ from crm_graphql.observability import tracing
 from crm_graphql.observability.metrics import metrics_endpoint, process_exiting
 from crm_graphql.observability.requests import RequestIds
 from crm_graphql.persisted_queries import PersistedQueries, load_manifest
+from crm_graphql.ratelimit import RateLimiter
 from crm_graphql.realtime.bus import Bus
 from crm_graphql.realtime.connections import Connections
 from crm_graphql.realtime.ephemeral import Ephemeral
@@ -41,9 +43,7 @@ from crm_graphql.realtime.ws import close_all as close_all_sockets
 from crm_graphql.resolvers.context import AppState, Context
 from crm_graphql.resolvers.credentials import connection_credentials
 from crm_graphql.schema import schema
-from crm_graphql.services import crypto
 from crm_graphql.services.auth import TokenConfig
-from crm_graphql.services.ratelimit import RateLimiter
 from crm_graphql.settings import (
     ConfigurationError,
     Settings,

@@ -1,5 +1,6 @@
-"""``crm-graphql``: serve, migrate, seed-demo, export-schema, export-events, create-workspace,
-create-user, create-api-key, backup, restore, new-encryption-key, rotate-encryption-key."""
+"""``crm-graphql``: serve, migrate, seed-demo, export-schema, export-events, check-schema,
+create-workspace, create-user, create-api-key, backup, restore, new-encryption-key,
+rotate-encryption-key."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ async def _with_session(database_url: str, work: Callable[[AsyncSession], Awaita
 
 def seed_demo(database_url: str, *, seed: int, only_if_empty: bool) -> bool:
     """Load demo data; with ``only_if_empty`` nothing happens when a workspace exists."""
-    from crm_graphql.services import demo
+    from crm_graphql import demo
 
     async def work(session: AsyncSession) -> bool:
         if only_if_empty and not await demo.database_is_empty(session):
@@ -109,7 +110,7 @@ def seed_demo(database_url: str, *, seed: int, only_if_empty: bool) -> bool:
 
 
 def print_demo_logins() -> None:
-    from crm_graphql.services import demo
+    from crm_graphql import demo
 
     _say("Demo logins (email / password / role):")
     for email, password, role in demo.DEMO_LOGINS:
@@ -220,6 +221,19 @@ def cmd_export_events(args: argparse.Namespace) -> int:
     from crm_graphql.event_catalogue import markdown
 
     return _export(markdown(), args.out)
+
+
+def cmd_check_schema(args: argparse.Namespace) -> int:
+    from crm_graphql import schema_contract
+
+    problems = schema_contract.check_files(
+        Path(args.schema), Path(args.released), Path(args.changelog)
+    )
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        _say(f"{args.schema} keeps the contract of {args.released}")
+    return 1 if problems else 0
 
 
 def cmd_create_workspace(args: argparse.Namespace) -> int:
@@ -371,7 +385,8 @@ def cmd_new_encryption_key(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_encryption_key(args: argparse.Namespace) -> int:
-    from crm_graphql.services import crypto, privacy
+    from crm_graphql import crypto
+    from crm_graphql.services import privacy
 
     settings, _servers = with_services(Settings(), need_redis=False)
     assert settings.database_url
@@ -474,6 +489,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="docs/events.md", help="file, or - for stdout (default docs/events.md)"
     )
     events.set_defaults(func=cmd_export_events)
+    contract = sub.add_parser(
+        "check-schema",
+        help="refuse breaking schema changes the changelog does not list",
+        description="Compare the SDL with the last released schema: every breaking change "
+        "must be listed in CHANGELOG.md (Unreleased, Breaking) with its deprecation "
+        "(docs/decisions/0030-schema-contract.md). Exits 1 when one is not.",
+    )
+    contract.add_argument("--schema", default="schema.graphql", help="the SDL to check")
+    contract.add_argument(
+        "--released", default="schema/released.graphql", help="the last release's SDL"
+    )
+    contract.add_argument("--changelog", default="CHANGELOG.md", help="the changelog")
+    contract.set_defaults(func=cmd_check_schema)
 
     ws = sub.add_parser(
         "create-workspace", help="create a workspace (tenant)", description="Create a workspace."

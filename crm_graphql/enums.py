@@ -69,7 +69,7 @@ class ActivityType(enum.StrEnum):
 
 class ChangeKind(enum.StrEnum):
     """What happened to a row, as the ``changes`` feed names it (the event type is
-    ``change.<kind>``, written by the triggers of migration 0020)."""
+    ``change.<kind>``, written by the triggers of migration 0022)."""
 
     CREATED = "created"
     UPDATED = "updated"

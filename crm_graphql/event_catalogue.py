@@ -26,7 +26,7 @@ from crm_graphql.enums import (
     MessageAuthorType,
 )
 from crm_graphql.resolvers.ids import to_global_id
-from crm_graphql.services.querying import camel_case
+from crm_graphql.storage.querying import camel_case
 
 # The payload version of ``partner_event``. 1 was the stored form itself (snake_case,
 # raw UUIDs), still sent to webhooks created with ``payloadVersion: 1``.

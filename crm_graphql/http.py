@@ -36,6 +36,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from crm_graphql import ratelimit
 from crm_graphql.db.replica import database_failure
 from crm_graphql.explorer import explorer_response, wants_explorer
 from crm_graphql.limits import QueryLimits, requested_cost
@@ -45,7 +46,6 @@ from crm_graphql.observability.requests import current_request_id, request_id_fo
 from crm_graphql.persisted_queries import PersistedQueryError
 from crm_graphql.resolvers.context import AppState, Context, reads_on_replica
 from crm_graphql.resolvers.credentials import MalformedCredentials, actor_for_credentials
-from crm_graphql.services import ratelimit
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
 

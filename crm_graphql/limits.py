@@ -506,7 +506,7 @@ class OperationLimits(SchemaExtension):
     _key: tuple[str, int] | None = None
 
     def _context(self) -> Context:
-        return self.execution_context.context  # type: ignore[no-any-return]
+        return self.execution_context.context
 
     def on_parse(self) -> Iterator[None]:
         ec = self.execution_context
@@ -580,7 +580,7 @@ def _introspection_errors(settings: Settings, context: Context) -> list[GraphQLE
 
 async def _websocket_rate_limit(context: Context) -> list[GraphQLError]:
     """Each operation started on a socket counts against its caller's rate limit."""
-    from crm_graphql.services import ratelimit
+    from crm_graphql import ratelimit
 
     settings = context.app.settings
     bucket = ratelimit.actor_bucket(context.actor, context.client_ip, settings)

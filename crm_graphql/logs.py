@@ -82,7 +82,12 @@ class RepeatedWarning:
         self._last: float | None = None
 
     def __call__(
-        self, message: str, *args: object, count: int = 1, exc_info: object = None, **extra: Any
+        self,
+        message: str,
+        *args: object,
+        count: int = 1,
+        exc_info: BaseException | bool | None = None,
+        **extra: Any,
     ) -> bool:
         """Count ``count`` occurrences; when the interval has passed, log ``message``
         formatted with ``args``, then the count, then `` in the last N s`` (empty on
@@ -97,7 +102,7 @@ class RepeatedWarning:
             *args,
             self._pending,
             since,
-            exc_info=exc_info,  # type: ignore[arg-type]
+            exc_info=exc_info,
             extra=extra or None,
         )
         self._pending = 0

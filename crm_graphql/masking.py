@@ -24,8 +24,8 @@ from strawberry.extensions import SchemaExtension
 
 from crm_graphql.execution import response_order
 from crm_graphql.logs import RepeatedWarning
+from crm_graphql.ratelimit import RateLimited
 from crm_graphql.services.errors import DomainError
-from crm_graphql.services.ratelimit import RateLimited
 
 if TYPE_CHECKING:
     from strawberry.types.execution import StreamExecutionResult
@@ -66,8 +66,8 @@ def format_error(
         extensions["code"] = "GRAPHQL_VALIDATION_FAILED" if not error.path else "BAD_REQUEST"
     if extensions.get("code") == "UNAVAILABLE":
         extensions.setdefault("retryAfter", UNAVAILABLE_RETRY_AFTER)
-    result: dict[str, Any] = {**formatted, "extensions": extensions}
-    return result  # type: ignore[return-value]
+    result: GraphQLFormattedError = {**formatted, "extensions": extensions}
+    return result
 
 
 # Seconds a client (or load balancer) waits before retrying a request that failed because

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     # Peers (IPs or CIDR networks, `*` for any) whose X-Forwarded-For/-Proto are believed;
     # none by default: the client address is the TCP peer's.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    # Rate limits in Redis, shared by every server process (services/ratelimit.py).
+    # Rate limits in Redis, shared by every server process (ratelimit.py).
     rate_limits: bool = True
     rate_limit_user_per_minute: int = 600
     rate_limit_api_key_per_minute: int = 1200

@@ -12,11 +12,9 @@ from crm_graphql.models import Customer
 from crm_graphql.services import customers
 from crm_graphql.services.actor import Actor
 from tests import support
+from tests.documents import CREATE_CUSTOMER
 
 Sessions = async_sessionmaker[AsyncSession]
-
-CREATE_CUSTOMER = """mutation($i: CreateCustomerInput!) {
-  createCustomer(input: $i) { customer { id } errors { code field message } } }"""
 
 
 async def make_customer(

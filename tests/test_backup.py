@@ -14,11 +14,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
+from crm_graphql import crypto
+from crm_graphql.crypto import Keyring
 from crm_graphql.db.engine import make_engine, make_sessionmaker
 from crm_graphql.models import Customer, Role, Workspace
-from crm_graphql.services import activities, crypto, webhooks
+from crm_graphql.services import activities, webhooks
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.crypto import Keyring
 from crm_graphql.settings import new_encryption_key_entry
 from tests import support
 from tests.test_cli import Cli, _fetch, cli, scratch_database  # noqa: F401

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from crm_graphql import crypto
+from crm_graphql.crypto import Keyring
 from crm_graphql.db.engine import make_engine, make_sessionmaker
 from crm_graphql.models import Customer, Role, Webhook
-from crm_graphql.services import auth, crypto, customers, privacy, webhooks
+from crm_graphql.services import auth, customers, privacy, webhooks
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.crypto import Keyring
 from crm_graphql.settings import new_encryption_key_entry
 from tests import support
 from tests.test_cli import Cli, Run, _fetch, cli, scratch_database  # noqa: F401

@@ -174,7 +174,7 @@ class CompiledReads:
         key = (query, operation_name)
         found = self._documents.hit(key)
         if found is not _MISS:
-            return found  # type: ignore[no-any-return]
+            return found
         document: _Document | None = None
         limits = self.limits
         try:
@@ -228,11 +228,11 @@ class CompiledReads:
         )
         found = self._plans.hit(key)
         if found is not _MISS:
-            return found  # type: ignore[no-any-return]
+            return found
         compiled: Compiled | None = None
         limits = self.limits.for_actor(actor)
         if limit_errors(self.schema._schema, document.document, document.shape, limits, variables):
-            return self._plans.put(key, None)  # type: ignore[no-any-return]
+            return self._plans.put(key, None)
         coerced = get_variable_values(
             self.schema._schema, document.operation.variable_definitions or (), variables or {}
         )
@@ -247,7 +247,7 @@ class CompiledReads:
                 log.debug("executed path: %s", reason)
             except Exception:  # a compiler defect must cost speed, not the answer
                 log.exception("cannot compile, executing instead: %s", query)
-        return self._plans.put(key, compiled)  # type: ignore[no-any-return]
+        return self._plans.put(key, compiled)
 
     async def _current_rfm_snapshot(self, actor: Actor) -> None:
         """``rfm.ensure_snapshot`` for a compiled read: checked on the read pool, refreshed

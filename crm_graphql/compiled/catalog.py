@@ -24,7 +24,7 @@ from crm_graphql.services import (
     products,
     users,
 )
-from crm_graphql.services.querying import ListSpec
+from crm_graphql.storage.querying import ListSpec
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ text of each root field, byte for byte what the executed path would encode.
 
 The statement is built from the same service objects the resolvers call: a list's WHERE
 clause is ``ListSpec.statement(actor, filter)`` (tenant scope, archived rows, filter), its
-order and keyset condition come from ``services.querying``, a relation is scoped with
+order and keyset condition come from ``storage.querying``, a relation is scoped with
 ``scope_condition``. Those SQLAlchemy expressions are compiled once per plan with the
 workspace as the parameter ``$1``; only the JSON shaping is written here.
 
@@ -46,17 +46,19 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from strawberry import Schema
 from strawberry.types.arguments import convert_arguments
+from strawberry.types.base import StrawberryObjectDefinition
 
 from crm_graphql.compiled import insight
 from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS, ChildList, Visibility
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.ids import MalformedId, from_global_id
 from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
-from crm_graphql.services import conversations, querying, rfm, segments
+from crm_graphql.services import conversations, rfm, segments
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.customers import counted_orders_condition
 from crm_graphql.services.errors import DomainError
 from crm_graphql.settings import Settings
+from crm_graphql.storage import querying
 
 
 class Unsupported(Exception):
@@ -312,7 +314,7 @@ class Compiler:
         target = self.gschema.get_type(condition.name.value)
         if target is runtime:
             return True
-        return bool(is_abstract_type(target) and self.gschema.is_sub_type(target, runtime))  # type: ignore[arg-type]
+        return bool(is_abstract_type(target) and self.gschema.is_sub_type(target, runtime))
 
     def collect(
         self, runtime: GraphQLObjectType, selection_sets: Iterable[SelectionSetNode]
@@ -363,9 +365,10 @@ class Compiler:
             if not _null_default(value, definition_of_field.args[name].default_value)
         }
         definition = self.schema.get_type_by_name(type_name)
+        assert isinstance(definition, StrawberryObjectDefinition), type_name
         strawberry_field = next(
             f
-            for f in definition.fields  # type: ignore[union-attr]
+            for f in definition.fields
             if self.schema.config.name_converter.get_graphql_name(f) == field_name
         )
         return convert_arguments(
@@ -373,7 +376,7 @@ class Compiler:
             strawberry_field.arguments,
             scalar_registry=self.schema.schema_converter.scalar_registry,
             config=self.schema.config,
-            info=None,  # type: ignore[arg-type]
+            info=None,
         )
 
     # --------------------------------------------------------------------- values
@@ -556,10 +559,11 @@ class Compiler:
         gql_type = self.gschema.get_type("ConversationRating")
         assert isinstance(gql_type, GraphQLObjectType)
         definition = self.schema.get_type_by_name("ConversationRating")
+        assert isinstance(definition, StrawberryObjectDefinition)
         names = self.schema.config.name_converter
         columns = {
             names.get_graphql_name(f): conversations.RATING_COLUMNS[f.python_name].key
-            for f in definition.fields  # type: ignore[union-attr]
+            for f in definition.fields
         }
 
         def value(name: str, nodes: list[FieldNode]) -> str:
@@ -763,7 +767,8 @@ class Compiler:
             ).whereclause
             self.state.custom_plans |= client_values or cursor is not None
             effective = keys if forward else [k.reversed() for k in keys]
-            condition: ColumnElement[bool] = base  # type: ignore[assignment]
+            assert base is not None  # the statement is scoped: it always has a WHERE
+            condition: ColumnElement[bool] = base
             if cursor is not None:
                 values = querying.decode_cursor(keys, cursor, "after" if forward else "before")
                 condition = and_(condition, querying.after_condition(effective, values))
@@ -1124,8 +1129,9 @@ def plain_fields(schema: Schema, type_name: str) -> dict[str, str]:
         model = OBJECT_TYPES[type_name].model
         columns = model.__table__.columns
         definition = schema.get_type_by_name(type_name)
+        assert isinstance(definition, StrawberryObjectDefinition), type_name
         found = {}
-        for f in definition.fields:  # type: ignore[union-attr]
+        for f in definition.fields:
             if f.base_resolver is None and f.python_name in columns and f.python_name != "id":
                 found[schema.config.name_converter.get_graphql_name(f)] = f.python_name
         _PLAIN[type_name] = found

@@ -30,9 +30,10 @@ from graphql import (
 from crm_graphql import models
 from crm_graphql.enums import DealStatus
 from crm_graphql.resolvers.arguments import filter_spec
-from crm_graphql.services import aggregates, fields, querying, rfm
+from crm_graphql.services import aggregates, fields, rfm
 from crm_graphql.services import search as search_service
 from crm_graphql.services.aggregates import AggregateSpec, GroupBy, Kind
+from crm_graphql.storage import querying
 
 if TYPE_CHECKING:
     from crm_graphql.compiled.compiler import Compiler

@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.crypto import Keyring
 from crm_graphql.models.events import DeliveryStatus
 from crm_graphql.observability import metrics, tracing
 from crm_graphql.realtime import wait_until_set
 from crm_graphql.services import webhooks
-from crm_graphql.services.crypto import Keyring
 
 log = logging.getLogger(__name__)
 CLOSE_GRACE_SECONDS = 3.0

@@ -1,21 +1,59 @@
 """Aggregate and time-series fields: arguments to ``services.aggregates`` calls."""
 
-from __future__ import annotations
-
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import filter_spec
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.insight import drill_down, input_json, selected_names
 from crm_graphql.schema.insight import DrillDown
 from crm_graphql.schema.scalars import Money
 from crm_graphql.services import aggregates, drilldown
-from crm_graphql.services.aggregates import AggregateSpec, GroupBy, Interval, Metric, Stats
-from crm_graphql.services.querying import camel_case
+from crm_graphql.services.aggregates import AggregateSpec, GroupBy, Stats
+from crm_graphql.storage.querying import camel_case
+
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.activities import ActivityFilter
+    from crm_graphql.schema.aggregates import (
+        ActivityGroupBy,
+        CompanyGroupBy,
+        ConversationGroupBy,
+        CustomerGroupBy,
+        DealGroupBy,
+        OrderGroupBy,
+        TimeInterval,
+        TimeSeriesMetric,
+    )
+    from crm_graphql.schema.companies import CompanyFilter
+    from crm_graphql.schema.conversations import ConversationFilter
+    from crm_graphql.schema.customers import CustomerFilter
+    from crm_graphql.schema.deals import DealFilter
+    from crm_graphql.schema.orders import OrderFilter
+
+_activities = "crm_graphql.schema.activities"
+_aggregates = "crm_graphql.schema.aggregates"
+_companies = "crm_graphql.schema.companies"
+_conversations = "crm_graphql.schema.conversations"
+_customers = "crm_graphql.schema.customers"
+_deals = "crm_graphql.schema.deals"
+_orders = "crm_graphql.schema.orders"
+
+TimeZone = Annotated[
+    str | None,
+    strawberry.argument(
+        description="IANA time zone the time buckets are cut in (default UTC), such as "
+        "Europe/Berlin."
+    ),
+]
+GROUP_BY = strawberry.argument(description="Up to two dimensions; time fields need an `interval`.")
 
 MODELS: dict[str, type[Any]] = {
     "User": models.User,
@@ -84,7 +122,9 @@ class StatsValue:
 class GroupValue(StatsValue):
     """One group: every dimension of the list as an attribute (None unless grouped by it)."""
 
-    def __init__(self, spec: AggregateSpec, group: aggregates.Group, caller: CallerFilter) -> None:
+    def __init__(
+        self, spec: AggregateSpec, group: aggregates.Group, caller: "CallerFilter"
+    ) -> None:
         super().__init__(spec, group.stats)
         self.spec = spec
         self.keys = group.keys
@@ -124,7 +164,7 @@ class AggregateValue(StatsValue):
 
 
 async def aggregate(
-    info: Any,
+    info: Info,
     spec: AggregateSpec,
     filter: Any = None,
     include_archived: bool = False,
@@ -152,15 +192,97 @@ async def aggregate(
     return value
 
 
-def related(root: GroupValue, dimension: str) -> Any:
-    """The object a group's key refers to (None for the group of rows without one, or when
-    not selected): loaded for all the groups at once by ``aggregate`` (``_load_related``),
-    so that hundreds of groups resolve it without an awaitable each."""
-    return root.related.get(dimension)
+def related_of(dimension: str) -> Callable[[GroupValue], Any]:
+    """The resolver of a group's field ``dimension``: the object the group's key refers to
+    (None for the group of rows without one, or when not selected), loaded for all the
+    groups at once by ``aggregate`` (``_load_related``), so that hundreds of groups resolve
+    it without an awaitable each."""
+
+    def related(root: GroupValue) -> Any:
+        return root.related.get(dimension)
+
+    return related
+
+
+async def deals_aggregate(
+    info: Info,
+    filter: Annotated["DealFilter", strawberry.lazy(_deals)] | None = None,
+    include_archived: bool = False,
+    group_by: Annotated[
+        list[Annotated["DealGroupBy", strawberry.lazy(_aggregates)]] | None, GROUP_BY
+    ] = None,
+    time_zone: TimeZone = None,
+) -> AggregateValue:
+    return await aggregate(info, aggregates.DEALS, filter, include_archived, group_by, time_zone)
+
+
+async def customers_aggregate(
+    info: Info,
+    filter: Annotated["CustomerFilter", strawberry.lazy(_customers)] | None = None,
+    include_archived: bool = False,
+    group_by: Annotated[
+        list[Annotated["CustomerGroupBy", strawberry.lazy(_aggregates)]] | None, GROUP_BY
+    ] = None,
+    time_zone: TimeZone = None,
+) -> AggregateValue:
+    return await aggregate(
+        info, aggregates.CUSTOMERS, filter, include_archived, group_by, time_zone
+    )
+
+
+async def companies_aggregate(
+    info: Info,
+    filter: Annotated["CompanyFilter", strawberry.lazy(_companies)] | None = None,
+    include_archived: bool = False,
+    group_by: Annotated[
+        list[Annotated["CompanyGroupBy", strawberry.lazy(_aggregates)]] | None, GROUP_BY
+    ] = None,
+    time_zone: TimeZone = None,
+) -> AggregateValue:
+    return await aggregate(
+        info, aggregates.COMPANIES, filter, include_archived, group_by, time_zone
+    )
+
+
+async def activities_aggregate(
+    info: Info,
+    filter: Annotated["ActivityFilter", strawberry.lazy(_activities)] | None = None,
+    include_archived: bool = False,
+    group_by: Annotated[
+        list[Annotated["ActivityGroupBy", strawberry.lazy(_aggregates)]] | None, GROUP_BY
+    ] = None,
+    time_zone: TimeZone = None,
+) -> AggregateValue:
+    return await aggregate(
+        info, aggregates.ACTIVITIES, filter, include_archived, group_by, time_zone
+    )
+
+
+async def orders_aggregate(
+    info: Info,
+    filter: Annotated["OrderFilter", strawberry.lazy(_orders)] | None = None,
+    include_archived: bool = False,
+    group_by: Annotated[
+        list[Annotated["OrderGroupBy", strawberry.lazy(_aggregates)]] | None, GROUP_BY
+    ] = None,
+    time_zone: TimeZone = None,
+) -> AggregateValue:
+    return await aggregate(info, aggregates.ORDERS, filter, include_archived, group_by, time_zone)
+
+
+async def conversations_aggregate(
+    info: Info,
+    filter: Annotated["ConversationFilter", strawberry.lazy(_conversations)] | None = None,
+    group_by: Annotated[
+        list[Annotated["ConversationGroupBy", strawberry.lazy(_aggregates)]] | None, GROUP_BY
+    ] = None,
+    time_zone: TimeZone = None,
+) -> AggregateValue:
+    return await aggregate(info, aggregates.CONVERSATIONS, filter, False, group_by, time_zone)
 
 
 async def _load_related(
-    info: Any, spec: AggregateSpec, groups: Sequence[GroupValue], names: set[str]
+    info: Info, spec: AggregateSpec, groups: Sequence[GroupValue], names: set[str]
 ) -> None:
     """The related objects of the groups (owners, stages ...) that the selection names, one
     batch per related type through the per-request loaders."""
@@ -185,17 +307,36 @@ class PointValue:
 
 
 async def time_series(
-    info: Any,
-    metric: Metric,
-    interval: Interval,
-    start: datetime,
-    end: datetime,
-    time_zone: str | None = None,
+    info: Info,
+    metric: Annotated[
+        "TimeSeriesMetric",
+        strawberry.lazy(_aggregates),
+        strawberry.argument(description="What to count."),
+    ],
+    interval: Annotated[
+        "TimeInterval",
+        strawberry.lazy(_aggregates),
+        strawberry.argument(description="The length of each bucket."),
+    ],
+    from_: Annotated[
+        datetime,
+        strawberry.argument(
+            name="from", description="The first bucket is the one holding this instant."
+        ),
+    ],
+    to: Annotated[
+        datetime,
+        strawberry.argument(
+            description="The period ends here (excluded): the last bucket holds the "
+            "instant before it."
+        ),
+    ],
+    time_zone: TimeZone = None,
 ) -> list[PointValue]:
     context = info.context
     actor = context.require_actor()
     async with context.read() as session:
         points = await aggregates.time_series(
-            actor, session, metric, interval, start, end, time_zone_name=time_zone
+            actor, session, metric, interval, from_, to, time_zone_name=time_zone
         )
     return [PointValue(p) for p in points]

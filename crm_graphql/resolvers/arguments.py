@@ -9,8 +9,9 @@ from typing import Any
 from strawberry.types.unset import UNSET
 
 from crm_graphql.resolvers.ids import MalformedId, decode_id, from_global_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.services.errors import Invalid, NotFound
-from crm_graphql.services.querying import (
+from crm_graphql.storage.querying import (
     CUSTOM_FIELDS,
     CUSTOM_ORDER_PREFIX,
     PageRequest,
@@ -37,7 +38,7 @@ def _decode_ids(field_name: str, ops: dict[str, Any]) -> dict[str, Any]:
 
 
 def filter_spec(value: Any) -> dict[str, Any] | None:
-    """A filter input object as the plain mapping ``services.querying`` understands:
+    """A filter input object as the plain mapping ``storage.querying`` understands:
     unset operators dropped, ``in_``/``and_`` renamed, global IDs decoded to UUIDs."""
     if value is None or value is UNSET:
         return None
@@ -92,7 +93,7 @@ def order_spec(values: Sequence[Any] | None) -> list[tuple[str, bool]] | None:
 
 
 def page_request(
-    info: Any,
+    info: Info,
     *,
     first: int | None = None,
     after: str | None = None,
@@ -124,8 +125,8 @@ def input_changes(value: Any, *, ids: dict[str, str] | None = None) -> dict[str,
                 if decoded is None:
                     raise NotFound(f"{ids[f.name]} not found", camel_case(f.name))
                 raw = decoded
-        elif dataclasses.is_dataclass(raw):
-            raw = {k: v for k, v in dataclasses.asdict(raw).items() if v is not UNSET}  # type: ignore[arg-type]
+        elif dataclasses.is_dataclass(raw) and not isinstance(raw, type):
+            raw = {k: v for k, v in dataclasses.asdict(raw).items() if v is not UNSET}
         elif isinstance(raw, list) and raw and dataclasses.is_dataclass(raw[0]):
             raw = [{k: v for k, v in dataclasses.asdict(i).items() if v is not UNSET} for i in raw]
         changes[f.name] = raw

@@ -1,15 +1,24 @@
 """Login, token refresh and logout."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import strawberry
+
+from crm_graphql import ratelimit
 from crm_graphql.realtime.unit_of_work import publish_after_commit
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.mutations import UserErrorValue, mutate, user_errors
-from crm_graphql.services import auth, ratelimit
+from crm_graphql.services import auth
 from crm_graphql.services.errors import DomainError, InvalidCredentials
+
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.auth import LoginInput, LogoutInput, RefreshTokenInput
+
+_auth = "crm_graphql.schema.auth"
 
 
 @dataclass
@@ -31,7 +40,7 @@ def _result(pair: auth.TokenPair) -> AuthResult:
     return AuthResult(pair.access_token, pair.refresh_token, pair.expires_at, pair.user)
 
 
-async def login(info: Any, input: Any) -> AuthResult:
+async def login(info: Info, input: Annotated["LoginInput", strawberry.lazy(_auth)]) -> AuthResult:
     context = info.context
     app = context.app
     throttle = ratelimit.LoginThrottle.from_settings(app.settings, app.tokens.secret_key)
@@ -65,7 +74,10 @@ async def login(info: Any, input: Any) -> AuthResult:
     return _result(pair)
 
 
-async def refresh(info: Any, input: Any) -> AuthResult:
+async def refresh(
+    info: Info,
+    input: Annotated["RefreshTokenInput", strawberry.lazy(_auth)],
+) -> AuthResult:
     context = info.context
     async with context.app.sessionmaker() as session:
         try:
@@ -86,7 +98,10 @@ async def refresh(info: Any, input: Any) -> AuthResult:
     return _result(pair)
 
 
-async def logout(info: Any, input: Any) -> LogoutResult:
+async def logout(
+    info: Info,
+    input: Annotated["LogoutInput", strawberry.lazy(_auth)] | None = None,
+) -> LogoutResult:
     token = input.refresh_token if input is not None else None
     outcome = await mutate(info, lambda actor, s: auth.logout(actor, s, refresh_token=token))
     return LogoutResult(ok=not outcome.errors, errors=user_errors(outcome.errors))

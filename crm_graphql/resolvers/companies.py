@@ -1,12 +1,13 @@
 """Company fields and mutations: arguments to service calls."""
 
-from __future__ import annotations
+from typing import TYPE_CHECKING, Annotated, Any
 
-from typing import Any
+import strawberry
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.customers import address_data
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
 from crm_graphql.resolvers.mutations import (
     Payload,
@@ -20,6 +21,24 @@ from crm_graphql.services import companies as company_service
 from crm_graphql.services import customers as customer_service
 from crm_graphql.services import deals as deal_service
 
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.companies import (
+        CompanyFilter,
+        CompanyOrder,
+        CreateCompanyInput,
+        UpdateCompanyInput,
+        UpsertCompaniesInput,
+    )
+    from crm_graphql.schema.customers import ArchiveInput, CustomerFilter, CustomerOrder
+    from crm_graphql.schema.deals import DealFilter, DealOrder
+
+_companies = "crm_graphql.schema.companies"
+_customers = "crm_graphql.schema.customers"
+_deals = "crm_graphql.schema.deals"
+
+
 COMPANY_IDS = {"owner_id": "User"}
 
 
@@ -30,39 +49,88 @@ def company_changes(input: Any) -> dict[str, Any]:
     return changes
 
 
-async def companies(info: Any, *args: Any) -> ConnectionValue:
-    return await root_list(info, company_service.COMPANIES, *args)
+async def companies(
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+    filter: Annotated["CompanyFilter", strawberry.lazy(_companies)] | None = None,
+    order_by: list[Annotated["CompanyOrder", strawberry.lazy(_companies)]] | None = None,
+    include_archived: bool = False,
+) -> ConnectionValue:
+    return await root_list(
+        info,
+        company_service.COMPANIES,
+        first,
+        after,
+        last,
+        before,
+        filter,
+        order_by,
+        include_archived,
+    )
 
 
-async def owner(info: Any, root: models.Company) -> Any:
+async def owner(root: models.Company, info: Info) -> Any:
     return await by_id(info, models.User, root.owner_id)
 
 
-async def customers(info: Any, root: models.Company, *args: Any) -> ConnectionValue:
-    return await child_list(info, customer_service.CUSTOMERS, "company_id", root.id, *args)
+async def customers(
+    root: models.Company,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: Annotated["CustomerFilter", strawberry.lazy(_customers)] | None = None,
+    order_by: list[Annotated["CustomerOrder", strawberry.lazy(_customers)]] | None = None,
+) -> ConnectionValue:
+    return await child_list(
+        info, customer_service.CUSTOMERS, "company_id", root.id, first, after, filter, order_by
+    )
 
 
-async def deals(info: Any, root: models.Company, *args: Any) -> ConnectionValue:
-    return await child_list(info, deal_service.DEALS, "company_id", root.id, *args)
+async def deals(
+    root: models.Company,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: Annotated["DealFilter", strawberry.lazy(_deals)] | None = None,
+    order_by: list[Annotated["DealOrder", strawberry.lazy(_deals)]] | None = None,
+) -> ConnectionValue:
+    return await child_list(
+        info, deal_service.DEALS, "company_id", root.id, first, after, filter, order_by
+    )
 
 
-async def create_company(info: Any, input: Any) -> Payload:
+async def create_company(
+    info: Info,
+    input: Annotated["CreateCompanyInput", strawberry.lazy(_companies)],
+) -> Payload:
     return await create_payload(
         info, "company", company_service.create_company, input, company_changes
     )
 
 
-async def update_company(info: Any, input: Any) -> Payload:
+async def update_company(
+    info: Info,
+    input: Annotated["UpdateCompanyInput", strawberry.lazy(_companies)],
+) -> Payload:
     return await update_payload(
         info, "company", "Company", company_service.update_company, input, company_changes
     )
 
 
-async def archive_company(info: Any, input: Any) -> Payload:
+async def archive_company(
+    info: Info,
+    input: Annotated["ArchiveInput", strawberry.lazy(_customers)],
+) -> Payload:
     return await archive_payload(info, "company", "Company", company_service.archive_company, input)
 
 
-async def upsert_companies(info: Any, input: Any) -> UpsertPayload:
+async def upsert_companies(
+    info: Info,
+    input: Annotated["UpsertCompaniesInput", strawberry.lazy(_companies)],
+) -> UpsertPayload:
     return await upsert_payload(
         info, "company", input.records, company_changes, company_service.upsert_companies
     )

@@ -27,8 +27,10 @@ EVENT_SCOPE: ContextVar[Context | None] = ContextVar("crm_event_scope", default=
 
 if TYPE_CHECKING:
     from crm_graphql.compiled import CompiledReads
+    from crm_graphql.crypto import Keyring
     from crm_graphql.db.replica import Replica
     from crm_graphql.persisted_queries import PersistedQueries
+    from crm_graphql.ratelimit import RateLimiter
     from crm_graphql.realtime.bus import Bus
     from crm_graphql.realtime.credentials import Credential
     from crm_graphql.realtime.ephemeral import Ephemeral
@@ -36,8 +38,6 @@ if TYPE_CHECKING:
     from crm_graphql.realtime.sse import EventStream
     from crm_graphql.realtime.webhooks import WebhookDispatcher
     from crm_graphql.resolvers.loaders import Loaders
-    from crm_graphql.services.crypto import Keyring
-    from crm_graphql.services.ratelimit import RateLimiter
     from crm_graphql.settings import Settings
 
 

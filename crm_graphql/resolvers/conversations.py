@@ -1,59 +1,105 @@
 """Conversation and message fields and mutations: arguments to service calls."""
 
-from __future__ import annotations
-
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
 from crm_graphql.resolvers.mutations import Payload, create_payload, mutate_payload
 from crm_graphql.services import conversations as conversation_service
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import NotFound
 
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.conversations import (
+        AssignConversationInput,
+        ConversationFilter,
+        ConversationOrder,
+        MarkConversationReadInput,
+        MessageFilter,
+        MessageOrder,
+        PostCustomerMessageInput,
+        RateConversationInput,
+        SendMessageInput,
+        SetConversationStatusInput,
+        StartConversationInput,
+    )
+
+_conversations = "crm_graphql.schema.conversations"
+
+
 START_IDS = {"customer_id": "Customer", "assignee_id": "User"}
 
 # ------------------------------------------------------------------------------ lists
 
 
-async def conversations(info: Any, *args: Any) -> ConnectionValue:
-    # Conversations are closed, never archived: the list has no `includeArchived`.
-    return await root_list(info, conversation_service.CONVERSATIONS, *args)
+async def conversations(
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+    filter: Annotated["ConversationFilter", strawberry.lazy(_conversations)] | None = None,
+    order_by: list[Annotated["ConversationOrder", strawberry.lazy(_conversations)]] | None = None,
+) -> ConnectionValue:
+    return await root_list(
+        info, conversation_service.CONVERSATIONS, first, after, last, before, filter, order_by
+    )
 
 
-async def messages(info: Any, root: models.Conversation, *args: Any) -> ConnectionValue:
-    return await child_list(info, conversation_service.MESSAGES, "conversation_id", root.id, *args)
+async def messages(
+    root: models.Conversation,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: Annotated["MessageFilter", strawberry.lazy(_conversations)] | None = None,
+    order_by: list[Annotated["MessageOrder", strawberry.lazy(_conversations)]] | None = None,
+) -> ConnectionValue:
+    return await child_list(
+        info,
+        conversation_service.MESSAGES,
+        "conversation_id",
+        root.id,
+        first,
+        after,
+        filter,
+        order_by,
+    )
 
 
 # -------------------------------------------------------------------------- relations
 
 
-async def customer(info: Any, root: models.Conversation) -> Any:
+async def customer(root: models.Conversation, info: Info) -> Any:
     return await by_id(info, models.Customer, root.customer_id)
 
 
-async def assignee(info: Any, root: models.Conversation) -> Any:
+async def assignee(root: models.Conversation, info: Info) -> Any:
     return await by_id(info, models.User, root.assignee_id)
 
 
-async def author(info: Any, root: models.Message) -> Any:
+async def author(root: models.Message, info: Info) -> Any:
     return await by_id(info, models.User, root.author_user_id)
 
 
-async def conversation(info: Any, root: models.Message) -> Any:
+async def conversation(root: models.Message, info: Info) -> Any:
     return await by_id(info, models.Conversation, root.conversation_id)
 
 
-async def unread_count(info: Any, root: models.Conversation) -> int | None:
+async def unread_count(root: models.Conversation, info: Info) -> int | None:
     loader = info.context.loaders.per_key("unread_count", conversation_service.unread_counts)
-    return await loader.load(root.id)  # type: ignore[no-any-return]
+    return await loader.load(root.id)
 
 
-async def last_message(info: Any, root: models.Conversation) -> Any:
+async def last_message(root: models.Conversation, info: Info) -> Any:
     if root.last_message_seq == 0:
         return None
     loader = info.context.loaders.per_key("last_message", conversation_service.last_messages)
@@ -64,7 +110,10 @@ async def last_message(info: Any, root: models.Conversation) -> Any:
 # Arguments are converted inside the mutation so that a bad ID becomes a payload error.
 
 
-async def start_conversation(info: Any, input: Any) -> Payload:
+async def start_conversation(
+    info: Info,
+    input: Annotated["StartConversationInput", strawberry.lazy(_conversations)],
+) -> Payload:
     return await create_payload(
         info,
         "conversation",
@@ -74,7 +123,7 @@ async def start_conversation(info: Any, input: Any) -> Payload:
     )
 
 
-async def _post(info: Any, post: Callable[..., Awaitable[Any]], input: Any) -> Payload:
+async def _post(info: Info, post: Callable[..., Awaitable[Any]], input: Any) -> Payload:
     id = decode_id(input.conversation_id, "Conversation")
     return await mutate_payload(
         info,
@@ -85,22 +134,32 @@ async def _post(info: Any, post: Callable[..., Awaitable[Any]], input: Any) -> P
     )
 
 
-async def send_message(info: Any, input: Any) -> Payload:
+async def send_message(
+    info: Info,
+    input: Annotated["SendMessageInput", strawberry.lazy(_conversations)],
+) -> Payload:
     return await _post(info, conversation_service.send_message, input)
 
 
-async def post_customer_message(info: Any, input: Any) -> Payload:
+async def post_customer_message(
+    info: Info,
+    input: Annotated["PostCustomerMessageInput", strawberry.lazy(_conversations)],
+) -> Payload:
     return await _post(info, conversation_service.post_customer_message, input)
 
 
-async def message_payload_conversation(info: Any, message: models.Message | None) -> Any:
+async def message_payload_conversation(root: Payload, info: Info) -> Any:
     """The conversation of a message mutation's result, as it is after the commit."""
+    message: models.Message | None = getattr(root, "message", None)
     if message is None:
         return None
     return await by_id(info, models.Conversation, message.conversation_id)
 
 
-async def assign_conversation(info: Any, input: Any) -> Payload:
+async def assign_conversation(
+    info: Info,
+    input: Annotated["AssignConversationInput", strawberry.lazy(_conversations)],
+) -> Payload:
     id = decode_id(input.id, "Conversation")
     given = input.assignee_id
     assignee_id = decode_id(given, "User")
@@ -115,7 +174,10 @@ async def assign_conversation(info: Any, input: Any) -> Payload:
     return await mutate_payload(info, "conversation", assign)
 
 
-async def set_conversation_status(info: Any, input: Any) -> Payload:
+async def set_conversation_status(
+    info: Info,
+    input: Annotated["SetConversationStatusInput", strawberry.lazy(_conversations)],
+) -> Payload:
     id = decode_id(input.id, "Conversation")
     return await mutate_payload(
         info,
@@ -126,7 +188,10 @@ async def set_conversation_status(info: Any, input: Any) -> Payload:
     )
 
 
-async def mark_conversation_read(info: Any, input: Any) -> Payload:
+async def mark_conversation_read(
+    info: Info,
+    input: Annotated["MarkConversationReadInput", strawberry.lazy(_conversations)],
+) -> Payload:
     id = decode_id(input.id, "Conversation")
     return await mutate_payload(
         info,
@@ -135,7 +200,10 @@ async def mark_conversation_read(info: Any, input: Any) -> Payload:
     )
 
 
-async def rate_conversation(info: Any, input: Any) -> Payload:
+async def rate_conversation(
+    info: Info,
+    input: Annotated["RateConversationInput", strawberry.lazy(_conversations)],
+) -> Payload:
     id = decode_id(input.conversation_id, "Conversation")
     return await mutate_payload(
         info,

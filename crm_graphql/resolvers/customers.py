@@ -1,13 +1,14 @@
 """Customer fields and mutations: arguments to service calls."""
 
-from __future__ import annotations
+from typing import TYPE_CHECKING, Annotated, Any
 
-from typing import Any
+import strawberry
 
 from crm_graphql import models
 from crm_graphql.resolvers import segments as segment_resolvers
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
 from crm_graphql.resolvers.mutations import (
     Payload,
@@ -23,6 +24,30 @@ from crm_graphql.services import conversations as conversation_service
 from crm_graphql.services import customers as customer_service
 from crm_graphql.services import deals as deal_service
 from crm_graphql.services import orders as order_service
+
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.activities import ActivityFilter, ActivityOrder
+    from crm_graphql.schema.conversations import ConversationFilter, ConversationOrder
+    from crm_graphql.schema.customers import (
+        ArchiveInput,
+        CreateCustomerInput,
+        CustomerFilter,
+        CustomerOrder,
+        MergeCustomersInput,
+        UpdateCustomerInput,
+        UpsertCustomersInput,
+    )
+    from crm_graphql.schema.deals import DealFilter, DealOrder
+    from crm_graphql.schema.orders import OrderFilter, OrderOrder
+
+_activities = "crm_graphql.schema.activities"
+_conversations = "crm_graphql.schema.conversations"
+_customers = "crm_graphql.schema.customers"
+_deals = "crm_graphql.schema.deals"
+_orders = "crm_graphql.schema.orders"
+
 
 CUSTOMER_IDS = {"owner_id": "User", "company_id": "Company"}
 
@@ -42,67 +67,157 @@ def customer_changes(input: Any) -> dict[str, Any]:
     return changes
 
 
-async def customers(info: Any, *args: Any, segment_id: str | None = None) -> ConnectionValue:
+async def customers(
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+    filter: Annotated["CustomerFilter", strawberry.lazy(_customers)] | None = None,
+    order_by: list[Annotated["CustomerOrder", strawberry.lazy(_customers)]] | None = None,
+    include_archived: bool = False,
+    segment_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(
+            description="Only the members of this segment (saved or built-in), within `filter`."
+        ),
+    ] = None,
+) -> ConnectionValue:
     if segment_id is not None:
-        return await segment_resolvers.customers_in_segment(info, segment_id, *args)
-    return await root_list(info, customer_service.CUSTOMERS, *args)
+        return await segment_resolvers.customers_in_segment(
+            info,
+            segment_id,
+            first,
+            after,
+            last,
+            before,
+            filter,
+            order_by,
+            include_archived,
+        )
+    return await root_list(
+        info,
+        customer_service.CUSTOMERS,
+        first,
+        after,
+        last,
+        before,
+        filter,
+        order_by,
+        include_archived,
+    )
 
 
-async def company(info: Any, root: models.Customer) -> Any:
+async def company(root: models.Customer, info: Info) -> Any:
     return await by_id(info, models.Company, root.company_id)
 
 
-async def owner(info: Any, root: models.Customer) -> Any:
+async def owner(root: models.Customer, info: Info) -> Any:
     return await by_id(info, models.User, root.owner_id)
 
 
-async def merged_into(info: Any, root: models.Customer) -> Any:
+async def merged_into(root: models.Customer, info: Info) -> Any:
     return await by_id(info, models.Customer, root.merged_into_id)
 
 
-async def deals(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
-    return await child_list(info, deal_service.DEALS, "customer_id", root.id, *args)
+async def deals(
+    root: models.Customer,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: Annotated["DealFilter", strawberry.lazy(_deals)] | None = None,
+    order_by: list[Annotated["DealOrder", strawberry.lazy(_deals)]] | None = None,
+) -> ConnectionValue:
+    return await child_list(
+        info, deal_service.DEALS, "customer_id", root.id, first, after, filter, order_by
+    )
 
 
-async def activities(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
-    return await child_list(info, activity_service.ACTIVITIES, "customer_id", root.id, *args)
+async def activities(
+    root: models.Customer,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: Annotated["ActivityFilter", strawberry.lazy(_activities)] | None = None,
+    order_by: list[Annotated["ActivityOrder", strawberry.lazy(_activities)]] | None = None,
+) -> ConnectionValue:
+    return await child_list(
+        info, activity_service.ACTIVITIES, "customer_id", root.id, first, after, filter, order_by
+    )
 
 
-async def orders(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
-    return await child_list(info, order_service.ORDERS, "customer_id", root.id, *args)
+async def orders(
+    root: models.Customer,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: Annotated["OrderFilter", strawberry.lazy(_orders)] | None = None,
+    order_by: list[Annotated["OrderOrder", strawberry.lazy(_orders)]] | None = None,
+) -> ConnectionValue:
+    return await child_list(
+        info, order_service.ORDERS, "customer_id", root.id, first, after, filter, order_by
+    )
 
 
-async def conversations(info: Any, root: models.Customer, *args: Any) -> ConnectionValue:
-    return await child_list(info, conversation_service.CONVERSATIONS, "customer_id", root.id, *args)
+async def conversations(
+    root: models.Customer,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: Annotated["ConversationFilter", strawberry.lazy(_conversations)] | None = None,
+    order_by: list[Annotated["ConversationOrder", strawberry.lazy(_conversations)]] | None = None,
+) -> ConnectionValue:
+    return await child_list(
+        info,
+        conversation_service.CONVERSATIONS,
+        "customer_id",
+        root.id,
+        first,
+        after,
+        filter,
+        order_by,
+    )
 
 
-async def purchase_summary(info: Any, root: models.Customer) -> customer_service.PurchaseSummary:
-    return await info.context.loaders.purchase_summary.load(root.id)  # type: ignore[no-any-return]
+async def purchase_summary(root: models.Customer, info: Info) -> customer_service.PurchaseSummary:
+    return await info.context.loaders.purchase_summary.load(root.id)
 
 
-async def rfm(info: Any, root: models.Customer) -> Any:
+async def rfm(root: models.Customer, info: Info) -> Any:
     return await segment_resolvers.rfm_of(info, root)
 
 
-async def create_customer(info: Any, input: Any) -> Payload:
+async def create_customer(
+    info: Info,
+    input: Annotated["CreateCustomerInput", strawberry.lazy(_customers)],
+) -> Payload:
     return await create_payload(
         info, "customer", customer_service.create_customer, input, customer_changes
     )
 
 
-async def update_customer(info: Any, input: Any) -> Payload:
+async def update_customer(
+    info: Info,
+    input: Annotated["UpdateCustomerInput", strawberry.lazy(_customers)],
+) -> Payload:
     return await update_payload(
         info, "customer", "Customer", customer_service.update_customer, input, customer_changes
     )
 
 
-async def archive_customer(info: Any, input: Any) -> Payload:
+async def archive_customer(
+    info: Info,
+    input: Annotated["ArchiveInput", strawberry.lazy(_customers)],
+) -> Payload:
     return await archive_payload(
         info, "customer", "Customer", customer_service.archive_customer, input
     )
 
 
-async def merge_customers(info: Any, input: Any) -> Payload:
+async def merge_customers(
+    info: Info,
+    input: Annotated["MergeCustomersInput", strawberry.lazy(_customers)],
+) -> Payload:
     survivor = decode_id(input.survivor_id, "Customer")
     merged = [decode_id(i, "Customer") for i in input.merged_ids]
     return await mutate_payload(
@@ -112,7 +227,10 @@ async def merge_customers(info: Any, input: Any) -> Payload:
     )
 
 
-async def upsert_customers(info: Any, input: Any) -> UpsertPayload:
+async def upsert_customers(
+    info: Info,
+    input: Annotated["UpsertCustomersInput", strawberry.lazy(_customers)],
+) -> UpsertPayload:
     return await upsert_payload(
         info, "customer", input.records, customer_changes, customer_service.upsert_customers
     )

@@ -32,6 +32,7 @@ from crm_graphql.realtime.groups import (
 )
 from crm_graphql.realtime.ws import PROTOCOL_KEY
 from crm_graphql.resolvers.context import Context
+from crm_graphql.resolvers.info import Info
 from crm_graphql.services import changes, conversations
 from crm_graphql.services.actor import Actor
 
@@ -69,7 +70,7 @@ def board_key(executor: Any, actor: Actor) -> Hashable:
     return (document_key(executor), variables, visibility(actor, per_user=per_user))
 
 
-def _renderer(info: Any, executor: Any, actor: Actor) -> Render:
+def _renderer(info: Info, executor: Any, actor: Actor) -> Render:
     """Execute the subscription's selection once, as ``actor``, in a scope of its own
     whose sessions note the tables they read. Keeps nothing of the subscriber's request
     (the board outlives it): an executor of the same operation without its context."""
@@ -99,7 +100,7 @@ def _renderer(info: Any, executor: Any, actor: Actor) -> Render:
     return render
 
 
-async def dashboard(info: Any) -> AsyncIterator[DashboardValue]:
+async def dashboard(info: Info) -> AsyncIterator[DashboardValue]:
     """The selection now, then again whenever its numbers change (at most once a
     second). On our WebSocket server the board writes its rendering to the socket; on
     another, each change is yielded and executed per subscriber."""

@@ -1,13 +1,14 @@
 """Pipeline, stage and deal fields and mutations: arguments to service calls."""
 
-from __future__ import annotations
-
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
 from crm_graphql.resolvers.mutations import (
     Payload,
@@ -18,6 +19,30 @@ from crm_graphql.resolvers.mutations import (
 )
 from crm_graphql.services import activities as activity_service
 from crm_graphql.services import deals as deal_service
+
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.activities import ActivityFilter, ActivityOrder
+    from crm_graphql.schema.customers import ArchiveInput
+    from crm_graphql.schema.deals import (
+        CreateDealInput,
+        CreatePipelineInput,
+        CreateStageInput,
+        DealFilter,
+        DealOrder,
+        MoveDealInput,
+        PipelineFilter,
+        PipelineOrder,
+        UpdateDealInput,
+        UpdatePipelineInput,
+        UpdateStageInput,
+    )
+
+_activities = "crm_graphql.schema.activities"
+_customers = "crm_graphql.schema.customers"
+_deals = "crm_graphql.schema.deals"
+
 
 STAGE_IDS = {"pipeline_id": "Pipeline"}
 DEAL_IDS = {
@@ -31,109 +56,187 @@ DEAL_IDS = {
 # ------------------------------------------------------------------------------ lists
 
 
-async def deals(info: Any, *args: Any) -> ConnectionValue:
-    return await root_list(info, deal_service.DEALS, *args)
+async def deals(
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+    filter: Annotated["DealFilter", strawberry.lazy(_deals)] | None = None,
+    order_by: list[Annotated["DealOrder", strawberry.lazy(_deals)]] | None = None,
+    include_archived: bool = False,
+) -> ConnectionValue:
+    return await root_list(
+        info, deal_service.DEALS, first, after, last, before, filter, order_by, include_archived
+    )
 
 
-async def pipelines(info: Any, *args: Any) -> ConnectionValue:
-    return await root_list(info, deal_service.PIPELINES, *args)
+async def pipelines(
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+    filter: Annotated["PipelineFilter", strawberry.lazy(_deals)] | None = None,
+    order_by: list[Annotated["PipelineOrder", strawberry.lazy(_deals)]] | None = None,
+    include_archived: bool = False,
+) -> ConnectionValue:
+    return await root_list(
+        info, deal_service.PIPELINES, first, after, last, before, filter, order_by, include_archived
+    )
 
 
 # -------------------------------------------------------------------------- relations
 
 
-async def pipeline_stages(info: Any, root: models.Pipeline) -> list[Any]:
-    # A board shows all its columns: one page of the largest allowed size, by position.
+async def pipeline_stages(root: models.Pipeline, info: Info) -> list[Any]:
     page_size = info.context.app.settings.max_page_size
     stages = await child_list(info, deal_service.STAGES, "pipeline_id", root.id, first=page_size)
     return stages.page.items
 
 
-async def pipeline_deals(info: Any, root: models.Pipeline, *args: Any) -> ConnectionValue:
-    return await child_list(info, deal_service.DEALS, "pipeline_id", root.id, *args)
+async def pipeline_deals(
+    root: models.Pipeline,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: Annotated["DealFilter", strawberry.lazy(_deals)] | None = None,
+    order_by: list[Annotated["DealOrder", strawberry.lazy(_deals)]] | None = None,
+) -> ConnectionValue:
+    return await child_list(
+        info, deal_service.DEALS, "pipeline_id", root.id, first, after, filter, order_by
+    )
 
 
-async def stage_pipeline(info: Any, root: models.Stage) -> Any:
+async def stage_pipeline(root: models.Stage, info: Info) -> Any:
     return await by_id(info, models.Pipeline, root.pipeline_id)
 
 
-async def stage_deals(info: Any, root: models.Stage, *args: Any) -> ConnectionValue:
-    return await child_list(info, deal_service.DEALS, "stage_id", root.id, *args)
+async def stage_deals(
+    root: models.Stage,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: Annotated["DealFilter", strawberry.lazy(_deals)] | None = None,
+    order_by: list[Annotated["DealOrder", strawberry.lazy(_deals)]] | None = None,
+) -> ConnectionValue:
+    return await child_list(
+        info, deal_service.DEALS, "stage_id", root.id, first, after, filter, order_by
+    )
 
 
-async def customer(info: Any, root: models.Deal) -> Any:
+async def customer(root: models.Deal, info: Info) -> Any:
     return await by_id(info, models.Customer, root.customer_id)
 
 
-async def company(info: Any, root: models.Deal) -> Any:
+async def company(root: models.Deal, info: Info) -> Any:
     return await by_id(info, models.Company, root.company_id)
 
 
-async def owner(info: Any, root: models.Deal) -> Any:
+async def owner(root: models.Deal, info: Info) -> Any:
     return await by_id(info, models.User, root.owner_id)
 
 
-async def deal_pipeline(info: Any, root: models.Deal) -> Any:
+async def deal_pipeline(root: models.Deal, info: Info) -> Any:
     return await by_id(info, models.Pipeline, root.pipeline_id)
 
 
-async def deal_stage(info: Any, root: models.Deal) -> Any:
+async def deal_stage(root: models.Deal, info: Info) -> Any:
     return await by_id(info, models.Stage, root.stage_id)
 
 
-async def deal_activities(info: Any, root: models.Deal, *args: Any) -> ConnectionValue:
-    return await child_list(info, activity_service.ACTIVITIES, "deal_id", root.id, *args)
+async def deal_activities(
+    root: models.Deal,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: Annotated["ActivityFilter", strawberry.lazy(_activities)] | None = None,
+    order_by: list[Annotated["ActivityOrder", strawberry.lazy(_activities)]] | None = None,
+) -> ConnectionValue:
+    return await child_list(
+        info, activity_service.ACTIVITIES, "deal_id", root.id, first, after, filter, order_by
+    )
 
 
 # -------------------------------------------------------------------------- mutations
 # Arguments are converted inside the mutation so that a bad ID becomes a payload error.
 
 
-async def create_pipeline(info: Any, input: Any) -> Payload:
+async def create_pipeline(
+    info: Info,
+    input: Annotated["CreatePipelineInput", strawberry.lazy(_deals)],
+) -> Payload:
     return await create_payload(
         info, "pipeline", deal_service.create_pipeline, input, input_changes
     )
 
 
-async def update_pipeline(info: Any, input: Any) -> Payload:
+async def update_pipeline(
+    info: Info,
+    input: Annotated["UpdatePipelineInput", strawberry.lazy(_deals)],
+) -> Payload:
     return await update_payload(info, "pipeline", "Pipeline", deal_service.update_pipeline, input)
 
 
-async def archive_pipeline(info: Any, input: Any) -> Payload:
+async def archive_pipeline(
+    info: Info,
+    input: Annotated["ArchiveInput", strawberry.lazy(_customers)],
+) -> Payload:
     return await archive_payload(info, "pipeline", "Pipeline", deal_service.archive_pipeline, input)
 
 
-async def create_stage(info: Any, input: Any) -> Payload:
+async def create_stage(
+    info: Info,
+    input: Annotated["CreateStageInput", strawberry.lazy(_deals)],
+) -> Payload:
     return await create_payload(
         info, "stage", deal_service.create_stage, input, partial(input_changes, ids=STAGE_IDS)
     )
 
 
-async def update_stage(info: Any, input: Any) -> Payload:
+async def update_stage(
+    info: Info,
+    input: Annotated["UpdateStageInput", strawberry.lazy(_deals)],
+) -> Payload:
     return await update_payload(info, "stage", "Stage", deal_service.update_stage, input)
 
 
-async def archive_stage(info: Any, input: Any) -> Payload:
+async def archive_stage(
+    info: Info,
+    input: Annotated["ArchiveInput", strawberry.lazy(_customers)],
+) -> Payload:
     return await archive_payload(info, "stage", "Stage", deal_service.archive_stage, input)
 
 
-async def create_deal(info: Any, input: Any) -> Payload:
+async def create_deal(
+    info: Info,
+    input: Annotated["CreateDealInput", strawberry.lazy(_deals)],
+) -> Payload:
     return await create_payload(
         info, "deal", deal_service.create_deal, input, partial(input_changes, ids=DEAL_IDS)
     )
 
 
-async def update_deal(info: Any, input: Any) -> Payload:
+async def update_deal(
+    info: Info,
+    input: Annotated["UpdateDealInput", strawberry.lazy(_deals)],
+) -> Payload:
     return await update_payload(
         info, "deal", "Deal", deal_service.update_deal, input, partial(input_changes, ids=DEAL_IDS)
     )
 
 
-async def archive_deal(info: Any, input: Any) -> Payload:
+async def archive_deal(
+    info: Info,
+    input: Annotated["ArchiveInput", strawberry.lazy(_customers)],
+) -> Payload:
     return await archive_payload(info, "deal", "Deal", deal_service.archive_deal, input)
 
 
-async def move_deal(info: Any, input: Any) -> Payload:
+async def move_deal(
+    info: Info,
+    input: Annotated["MoveDealInput", strawberry.lazy(_deals)],
+) -> Payload:
     id = decode_id(input.id, "Deal")
     stage_id = decode_id(input.stage_id, "Stage")
     return await mutate_payload(

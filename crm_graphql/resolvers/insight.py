@@ -9,6 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from strawberry.scalars import JSON
 from strawberry.types.base import has_object_definition
 from strawberry.types.unset import UNSET
 from strawberry.utils.str_converters import to_camel_case
@@ -16,7 +17,7 @@ from strawberry.utils.str_converters import to_camel_case
 from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.schema.insight import DrillDown
 from crm_graphql.services import drilldown
-from crm_graphql.services.querying import camel_case
+from crm_graphql.storage.querying import camel_case
 
 
 def _scalar(value: Any) -> Any:
@@ -38,7 +39,7 @@ def input_json(value: Any) -> Any:
         return [input_json(v) for v in value]
     if has_object_definition(value):
         out: dict[str, Any] = {}
-        for f in value.__strawberry_definition__.fields:  # type: ignore[attr-defined]
+        for f in value.__strawberry_definition__.fields:
             raw = getattr(value, f.python_name)
             if raw is None or raw is UNSET:
                 continue
@@ -67,7 +68,7 @@ def drill_down(value: drilldown.DrillDown, caller_filter: Any = None) -> DrillDo
         combined: dict[str, Any] = {"and": [caller, own]}
     else:
         combined = caller or own or {}
-    return DrillDown(list=value.list, filter=combined)  # type: ignore[arg-type]
+    return DrillDown(list=value.list, filter=JSON(combined))
 
 
 __all__ = ["drill_down", "input_json", "spec_json"]

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from crm_graphql.resolvers.arguments import filter_spec, order_spec, page_request
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.loaders import ListArgs
-from crm_graphql.services import querying
+from crm_graphql.storage import querying
 
 
 @dataclass
@@ -66,7 +67,7 @@ class ConnectionValue:
 
 
 async def root_list(
-    info: Any,
+    info: Info,
     spec: querying.ListSpec[Any],
     first: int | None = None,
     after: str | None = None,
@@ -107,7 +108,7 @@ async def root_list(
 
 
 async def child_list(
-    info: Any,
+    info: Info,
     spec: querying.ListSpec[Any],
     parent: str,
     parent_id: uuid.UUID,
@@ -134,7 +135,7 @@ async def child_list(
     return ConnectionValue(page, counter)
 
 
-async def by_id(info: Any, model: type[Any], id: uuid.UUID | None) -> Any:
+async def by_id(info: Info, model: type[Any], id: uuid.UUID | None) -> Any:
     """A related row through the per-request loader (None when unset or invisible)."""
     if id is None:
         return None

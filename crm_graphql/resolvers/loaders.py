@@ -13,8 +13,9 @@ import orjson
 from strawberry.dataloader import DataLoader
 
 from crm_graphql import models
-from crm_graphql.services import conversations, customers, orders, querying, records
+from crm_graphql.services import conversations, customers, orders
 from crm_graphql.services import recommendations as recommendation_service
+from crm_graphql.storage import querying, records
 
 if TYPE_CHECKING:
     from crm_graphql.resolvers.context import Context
@@ -61,7 +62,7 @@ class Loaders:
         found = self._shared.get(key)
         if found is None:
             found = self._shared[key] = make()
-        return found  # type: ignore[no-any-return]
+        return found
 
     def _get(self, key: Any, load_fn: Any) -> DataLoader[Any, Any]:
         loader = self._loaders.get(key)

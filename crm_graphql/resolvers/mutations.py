@@ -13,11 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
+from crm_graphql import ratelimit
 from crm_graphql.resolvers.ids import decode_id
-from crm_graphql.services import ratelimit
+from crm_graphql.resolvers.info import Info
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, DomainError, Duplicate, Invalid, NotFound
-from crm_graphql.services.records import MAX_UPSERT_RECORDS, Upserted
+from crm_graphql.storage.records import MAX_UPSERT_RECORDS, Upserted
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def _integrity_error(exc: IntegrityError) -> DomainError:
 
 
 async def mutate(
-    info: Any,
+    info: Info,
     action: Callable[[Actor, AsyncSession], Awaitable[T]],
 ) -> Outcome[T]:
     """Run ``action`` in its own transaction. Any domain error rolls everything back, so a
@@ -84,7 +85,7 @@ class Payload:
 
 
 async def mutate_payload(
-    info: Any, name: str, action: Callable[[Actor, AsyncSession], Awaitable[Any]]
+    info: Info, name: str, action: Callable[[Actor, AsyncSession], Awaitable[Any]]
 ) -> Payload:
     """``mutate`` and wrap the outcome as the payload field ``name`` expects."""
     return Payload(name, await mutate(info, action))
@@ -94,7 +95,7 @@ Changes = Callable[[Any], dict[str, Any]]
 
 
 async def create_payload(
-    info: Any, name: str, create: Callable[..., Awaitable[Any]], input: Any, changes: Changes
+    info: Info, name: str, create: Callable[..., Awaitable[Any]], input: Any, changes: Changes
 ) -> Payload:
     """``create<X>``: the input's fields through ``changes`` (inside the transaction, so
     a bad ID in them is a payload error) to the service's create function."""
@@ -102,7 +103,7 @@ async def create_payload(
 
 
 async def update_payload(
-    info: Any,
+    info: Info,
     name: str,
     type_name: str,
     update: Callable[..., Awaitable[Any]],
@@ -124,7 +125,7 @@ async def update_payload(
 
 
 async def archive_payload(
-    info: Any, name: str, type_name: str, archive: Callable[..., Awaitable[Any]], input: Any
+    info: Info, name: str, type_name: str, archive: Callable[..., Awaitable[Any]], input: Any
 ) -> Payload:
     """``archive<X>``: the ID and ``expectedVersion`` to the service."""
     id = decode_id(input.id, type_name)

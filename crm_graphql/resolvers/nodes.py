@@ -7,6 +7,7 @@ from typing import Any
 
 from crm_graphql import models
 from crm_graphql.resolvers.ids import MalformedId, from_global_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.services import segments
 
 NODE_MODELS: dict[str, type[Any]] = {
@@ -37,7 +38,7 @@ def rows_of(type_name: str) -> Any:
     model (``NODE_MODELS``): the schema names its types, the models stay here."""
     model = NODE_MODELS[type_name]
 
-    def is_type_of(cls: type, obj: Any, info: Any) -> bool:
+    def is_type_of(cls: type, obj: Any, info: Info) -> bool:
         return isinstance(obj, model)
 
     return classmethod(is_type_of)
@@ -48,7 +49,7 @@ def rows_of(type_name: str) -> Any:
 LOADED_NODES = {"Segment": segments.get_many_visible}
 
 
-async def node(info: Any, id: str) -> Any:
+async def node(info: Info, id: str) -> Any:
     """The object, or None for an unknown, malformed or other workspace's ID."""
     info.context.require_actor()
     try:
@@ -64,7 +65,7 @@ async def node(info: Any, id: str) -> Any:
     return await info.context.loaders.by_id(model).load(uuid_)
 
 
-async def nodes(info: Any, ids: Sequence[str]) -> list[Any]:
+async def nodes(info: Info, ids: Sequence[str]) -> list[Any]:
     if len(ids) > info.context.app.settings.max_page_size:
         from crm_graphql.services.errors import Invalid
 

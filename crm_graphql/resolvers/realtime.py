@@ -24,10 +24,11 @@ from crm_graphql.resolvers.context import Context
 from crm_graphql.resolvers.ids import decode_id, to_global_id
 from crm_graphql.resolvers.lists import by_id
 from crm_graphql.resolvers.mutations import UserErrorValue, user_errors
-from crm_graphql.services import activities, conversations, deals, records
+from crm_graphql.services import activities, conversations, deals
 from crm_graphql.services.actor import Actor, scoped
 from crm_graphql.services.errors import DomainError, NotFound
 from crm_graphql.services.policy import Action, authorize
+from crm_graphql.storage import records
 
 log = logging.getLogger(__name__)
 

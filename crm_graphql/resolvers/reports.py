@@ -1,20 +1,45 @@
 """Report arguments to service calls; every cell's drill-down within the caller's filter."""
 
-from __future__ import annotations
-
 import dataclasses
 import uuid
 from collections.abc import Sequence
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import filter_spec
 from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.insight import drill_down, selected_names
 from crm_graphql.resolvers.lists import by_id
 from crm_graphql.services import drilldown, reports
 from crm_graphql.services.errors import Invalid
+
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.conversations import ConversationFilter
+    from crm_graphql.schema.deals import DealFilter
+    from crm_graphql.schema.scalars import Channel
+
+_conversations = "crm_graphql.schema.conversations"
+_deals = "crm_graphql.schema.deals"
+_scalars = "crm_graphql.schema.scalars"
+
+# The period of a report: whole days in a time zone.
+FirstDay = Annotated[
+    date, strawberry.argument(name="from", description="The period's first day (included).")
+]
+LastDay = Annotated[date, strawberry.argument(description="The period's last day (included).")]
+DaysTimeZone = Annotated[
+    str | None,
+    strawberry.argument(
+        description="IANA time zone the days begin and end in, such as Europe/Berlin (UTC "
+        "when left out)."
+    ),
+]
 
 
 class DrillDownValue:
@@ -71,14 +96,19 @@ def _ids(values: Sequence[str] | None, type_name: str, field: str) -> list[uuid.
 
 
 async def sales_report(
-    info: Any,
-    pipeline_id: str,
-    start: date,
-    end: date,
-    time_zone: str | None,
-    owner_ids: Sequence[str] | None,
-    filter: Any,
-) -> Any:
+    info: Info,
+    pipeline_id: Annotated[
+        strawberry.ID, strawberry.argument(description="The pipeline to report on.")
+    ],
+    from_: FirstDay,
+    to: LastDay,
+    time_zone: DaysTimeZone = None,
+    owner_ids: Annotated[
+        list[strawberry.ID] | None,
+        strawberry.argument(description="Only deals owned by these users."),
+    ] = None,
+    filter: Annotated["DealFilter", strawberry.lazy(_deals)] | None = None,
+) -> reports.SalesReport:
     context = info.context
     actor = context.require_actor()
     owners = _ids(owner_ids, "User", "ownerIds")
@@ -87,19 +117,20 @@ async def sales_report(
             actor,
             session,
             pipeline_id=decode_id(pipeline_id, "Pipeline"),
-            start=start,
-            end=end,
+            start=from_,
+            end=to,
             time_zone=time_zone,
             owner_ids=owners,
             filter=filter_spec(filter),
         )
-    value = with_caller_filter(report, filter)
+    value: reports.SalesReport = with_caller_filter(report, filter)
     if "owner" in selected_names(info.selected_fields):
         # The forecast's owners in one batch (a report has hundreds of cells): each cell then
         # resolves its owner synchronously, not with an awaitable of its own.
         cells = value.forecast
-        ids = list({c.owner_id for c in cells} - {None})
-        found = dict(zip(ids, await context.loaders.by_id(models.User).load_many(ids), strict=True))
+        ids = [i for i in {c.owner_id for c in cells} if i is not None]
+        users = await context.loaders.by_id(models.User).load_many(ids)
+        found: dict[uuid.UUID | None, Any] = dict(zip(ids, users, strict=True))
         for cell in cells:
             setattr(cell, _OWNER, found.get(cell.owner_id))
     return value
@@ -114,14 +145,20 @@ def forecast_owner(cell: Any) -> Any:
 
 
 async def service_report(
-    info: Any,
-    start: date,
-    end: date,
-    time_zone: str | None,
-    channels: Sequence[Any] | None,
-    assignee_ids: Sequence[str] | None,
-    filter: Any,
-) -> Any:
+    info: Info,
+    from_: FirstDay,
+    to: LastDay,
+    time_zone: DaysTimeZone = None,
+    channels: Annotated[
+        list[Annotated["Channel", strawberry.lazy(_scalars)]] | None,
+        strawberry.argument(description="Only conversations of these channels."),
+    ] = None,
+    assignee_ids: Annotated[
+        list[strawberry.ID] | None,
+        strawberry.argument(description="Only conversations assigned to these users."),
+    ] = None,
+    filter: Annotated["ConversationFilter", strawberry.lazy(_conversations)] | None = None,
+) -> reports.ServiceReport:
     context = info.context
     actor = context.require_actor()
     assignees = _ids(assignee_ids, "User", "assigneeIds")
@@ -129,15 +166,29 @@ async def service_report(
         report = await reports.service_report(
             actor,
             session,
-            start=start,
-            end=end,
+            start=from_,
+            end=to,
             time_zone=time_zone,
             channels=channels,
             assignee_ids=assignees,
             filter=filter_spec(filter),
         )
-    return with_caller_filter(report, filter)
+    answer: reports.ServiceReport = with_caller_filter(report, filter)
+    return answer
 
 
-async def user(info: Any, user_id: uuid.UUID | None) -> Any:
-    return await by_id(info, models.User, user_id)
+async def agent(root: reports.TimeStats | reports.CsatStats, info: Info) -> Any:
+    """The assignee a service time or CSAT row is about (None: unassigned, or overall)."""
+    return await by_id(info, models.User, root.agent_id)
+
+
+def first_day(root: reports.SalesReport | reports.ServiceReport) -> date:
+    return root.period.start_date
+
+
+def last_day(root: reports.SalesReport | reports.ServiceReport) -> date:
+    return root.period.end_date
+
+
+def time_zone(root: reports.SalesReport | reports.ServiceReport) -> str:
+    return root.period.time_zone

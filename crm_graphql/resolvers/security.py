@@ -11,26 +11,28 @@ from sqlalchemy import Enum as SqlEnum
 
 from crm_graphql import models
 from crm_graphql.resolvers.ids import decode_id, to_global_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
 from crm_graphql.resolvers.mutations import Payload, mutate, mutate_payload, user_errors
 from crm_graphql.resolvers.nodes import NODE_MODELS
-from crm_graphql.services import api_keys, audit, querying
+from crm_graphql.services import api_keys, audit
+from crm_graphql.storage import querying
 
 
-async def api_keys_list(info: Any, *args: Any) -> ConnectionValue:
+async def api_keys_list(info: Info, *args: Any) -> ConnectionValue:
     return await root_list(info, api_keys.API_KEYS, *args)
 
 
-async def audit_log(info: Any, *args: Any) -> ConnectionValue:
+async def audit_log(info: Info, *args: Any) -> ConnectionValue:
     return await root_list(info, audit.AUDIT_LOG, *args)
 
 
-async def user(info: Any, id: uuid.UUID | None) -> models.User | None:
-    return await by_id(info, models.User, id)  # type: ignore[no-any-return]
+async def user(info: Info, id: uuid.UUID | None) -> models.User | None:
+    return await by_id(info, models.User, id)
 
 
-async def api_key(info: Any, id: uuid.UUID | None) -> models.ApiKey | None:
-    return await by_id(info, models.ApiKey, id)  # type: ignore[no-any-return]
+async def api_key(info: Info, id: uuid.UUID | None) -> models.ApiKey | None:
+    return await by_id(info, models.ApiKey, id)
 
 
 def entity_global_id(entry: models.AuditLog) -> str | None:
@@ -93,7 +95,7 @@ def entry_changes(entry: models.AuditLog) -> dict[str, Any]:
     return changed
 
 
-async def entity(info: Any, entry: models.AuditLog) -> Any:
+async def entity(info: Info, entry: models.AuditLog) -> Any:
     model = NODE_MODELS.get(entry.entity_type)
     if model is None or entry.entity_id is None:
         return None
@@ -109,7 +111,7 @@ class CreatedKey:
         self.errors = errors
 
 
-async def create_api_key(info: Any, input: Any) -> CreatedKey:
+async def create_api_key(info: Info, input: Any) -> CreatedKey:
     outcome = await mutate(
         info,
         lambda actor, s: api_keys.create_api_key(
@@ -124,7 +126,7 @@ async def create_api_key(info: Any, input: Any) -> CreatedKey:
     return CreatedKey(key, token, user_errors(outcome.errors))
 
 
-async def revoke_api_key(info: Any, input: Any) -> Payload:
+async def revoke_api_key(info: Info, input: Any) -> Payload:
     id = decode_id(input.id, "ApiKey")
     return await mutate_payload(
         info, "api_key", lambda actor, s: api_keys.revoke_api_key(actor, s, id)

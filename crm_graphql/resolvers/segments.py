@@ -7,21 +7,23 @@ wrong operators or scalars are refused with the path at fault), Strawberry's con
 to the input object, then ``arguments.filter_spec``.
 """
 
-from __future__ import annotations
-
 import uuid
 from collections import defaultdict
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from graphql import GraphQLError, GraphQLInputType, Undefined, coerce_input_value
+import strawberry
+from graphql import GraphQLError, GraphQLInputObjectType, Undefined, coerce_input_value
 from graphql.utilities.validate_input_value import validate_input_value
 from strawberry.dataloader import DataLoader
+from strawberry.scalars import JSON
 from strawberry.types.arguments import convert_argument
+from strawberry.types.base import StrawberryObjectDefinition
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import filter_spec, input_changes, order_spec, page_request
 from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.insight import drill_down, input_json
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
 from crm_graphql.resolvers.loaders import ListArgs
@@ -32,6 +34,20 @@ from crm_graphql.services import rfm
 from crm_graphql.services import segments as segment_service
 from crm_graphql.services.errors import Invalid
 
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.customers import ArchiveInput, CustomerFilter, CustomerOrder
+    from crm_graphql.schema.segments import (
+        CreateSegmentInput,
+        SegmentFilter,
+        SegmentOrder,
+        UpdateSegmentInput,
+    )
+
+_customers = "crm_graphql.schema.customers"
+_segments = "crm_graphql.schema.segments"
+
 
 def is_segment(obj: Any) -> bool:
     """A value of the ``Segment`` type: a saved segment's row or a built-in one."""
@@ -41,14 +57,15 @@ def is_segment(obj: Any) -> bool:
 _FILTER_TYPE = "CustomerFilter"
 
 
-def customer_filter(info: Any, value: Any, field: str = "filter") -> dict[str, Any] | None:
+def customer_filter(info: Info, value: Any, field: str = "filter") -> dict[str, Any] | None:
     """A ``CustomerFilter`` in JSON as the filter mapping of the customers list, or
     ``Invalid`` naming the part of ``field`` at fault (``filter.name.contans``)."""
     schema = info.schema
     # Strawberry keeps graphql-core's schema in ``_schema`` (no public accessor in
     # strawberry-graphql 0.2xx); the compiled path reads it the same way. A change there
     # fails tests/api/test_segments_api.py (saved filters are validated through it).
-    gql_type: GraphQLInputType = schema._schema.get_type(_FILTER_TYPE)
+    gql_type = schema._schema.get_type(_FILTER_TYPE)
+    assert isinstance(gql_type, GraphQLInputObjectType), _FILTER_TYPE
     problems: list[tuple[list[Any], GraphQLError]] = []
 
     def on_error(error: GraphQLError, path: list[Any]) -> None:
@@ -62,6 +79,7 @@ def customer_filter(info: Any, value: Any, field: str = "filter") -> dict[str, A
         path, error = problems[0] if problems else ([], GraphQLError("Not a CustomerFilter"))
         raise Invalid(error.message, ".".join([field, *(str(p) for p in path)]))
     definition = schema.get_type_by_name(_FILTER_TYPE)
+    assert isinstance(definition, StrawberryObjectDefinition), _FILTER_TYPE
     converted = convert_argument(
         coerced,
         definition.origin,
@@ -74,11 +92,11 @@ def customer_filter(info: Any, value: Any, field: str = "filter") -> dict[str, A
         raise Invalid(error.message, f"{field}.{error.field}" if error.field else field) from error
 
 
-def _parser(info: Any) -> segment_service.ParseFilter:
+def _parser(info: Info) -> segment_service.ParseFilter:
     return lambda value: customer_filter(info, value)
 
 
-async def membership(info: Any, segment_id: str, field: str = "segmentId") -> dict[str, Any]:
+async def membership(info: Info, segment_id: str, field: str = "segmentId") -> dict[str, Any]:
     """The customers filter of a segment the caller may see (``NotFound`` otherwise)."""
     context = info.context
     actor = context.require_actor()
@@ -90,12 +108,12 @@ async def membership(info: Any, segment_id: str, field: str = "segmentId") -> di
 
 
 async def segments(
-    info: Any,
-    first: int | None,
-    after: str | None,
-    filter: Any,
-    order_by: Any,
-    include_archived: bool,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: Annotated["SegmentFilter", strawberry.lazy(_segments)] | None = None,
+    order_by: list[Annotated["SegmentOrder", strawberry.lazy(_segments)]] | None = None,
+    include_archived: bool = False,
 ) -> ConnectionValue:
     context = info.context
     actor = context.require_actor()
@@ -117,7 +135,7 @@ async def segments(
     return ConnectionValue(found.page, counter)
 
 
-async def owner(info: Any, root: Any) -> Any:
+async def owner(root: Any, info: Info) -> Any:
     return await by_id(info, models.User, root.owner_id)
 
 
@@ -163,14 +181,14 @@ class SegmentMembers:
 
 
 async def segment_customers(
-    info: Any,
     root: Any,
-    first: int | None,
-    after: str | None,
-    last: int | None,
-    before: str | None,
-    filter: Any,
-    order_by: Any,
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+    filter: Annotated["CustomerFilter", strawberry.lazy(_customers)] | None = None,
+    order_by: list[Annotated["CustomerOrder", strawberry.lazy(_customers)]] | None = None,
 ) -> ConnectionValue:
     """``segment.customers``: batched over every segment of the response."""
     members = info.context.loaders.shared(SegmentMembers, lambda: SegmentMembers(info.context))
@@ -187,7 +205,7 @@ async def segment_customers(
     return ConnectionValue(page, counter)
 
 
-async def customers_in_segment(info: Any, segment_id: str | None, *args: Any) -> ConnectionValue:
+async def customers_in_segment(info: Info, segment_id: str | None, *args: Any) -> ConnectionValue:
     """``customers(segmentId:, ...)``: the segment's members, within the client's filter."""
     within = await membership(info, segment_id) if segment_id is not None else None
     return await root_list(info, customer_service.CUSTOMERS, *args, within=within)
@@ -202,7 +220,7 @@ def segment_drill_down(root: Any, caller_filter: Any) -> DrillDown:
     own = root.filter or {}
     caller = input_json(caller_filter) if caller_filter is not None else None
     combined = {"and": [caller, own]} if caller and own else (caller or own)
-    return DrillDown(list="customers", filter=combined)  # type: ignore[arg-type]
+    return DrillDown(list="customers", filter=JSON(combined))
 
 
 def drill_down_value(root: Any, caller_filter: Any) -> DrillDown:
@@ -210,23 +228,43 @@ def drill_down_value(root: Any, caller_filter: Any) -> DrillDown:
     return drill_down(root.drill_down, caller_filter)
 
 
-async def rfm_of(info: Any, root: models.Customer) -> rfm.CustomerRfm | None:
+async def rfm_of(info: Info, root: models.Customer) -> rfm.CustomerRfm | None:
     loader = info.context.loaders.per_key("customer_rfm", rfm.customer_rfm)
-    return await loader.load(root.id)  # type: ignore[no-any-return]
+    return await loader.load(root.id)
 
 
-async def cohorts(info: Any, first: date, last: date, time_zone: str) -> list[rfm.Cohort]:
+async def cohorts(
+    info: Info,
+    from_: Annotated[
+        date,
+        strawberry.argument(
+            name="from", description="A day of the first cohort's month (included)."
+        ),
+    ],
+    to: Annotated[
+        date,
+        strawberry.argument(
+            description="A day of the last month (included), for cohorts and repeat orders."
+        ),
+    ],
+    time_zone: Annotated[
+        str, strawberry.argument(description="IANA time zone the months are cut in.")
+    ] = "UTC",
+) -> list[rfm.Cohort]:
     context = info.context
     actor = context.require_actor()
     async with context.read() as session:
-        return await rfm.cohorts(actor, session, first=first, last=last, zone_name=time_zone)
+        return await rfm.cohorts(actor, session, first=from_, last=to, zone_name=time_zone)
 
 
 def _segment_changes(input: Any) -> dict[str, Any]:
     return input_changes(input)
 
 
-async def create_segment(info: Any, input: Any) -> Payload:
+async def create_segment(
+    info: Info,
+    input: Annotated["CreateSegmentInput", strawberry.lazy(_segments)],
+) -> Payload:
     return await mutate_payload(
         info,
         "segment",
@@ -236,7 +274,10 @@ async def create_segment(info: Any, input: Any) -> Payload:
     )
 
 
-async def update_segment(info: Any, input: Any) -> Payload:
+async def update_segment(
+    info: Info,
+    input: Annotated["UpdateSegmentInput", strawberry.lazy(_segments)],
+) -> Payload:
     id = _segment_id(input.id)
     return await mutate_payload(
         info,
@@ -252,7 +293,10 @@ async def update_segment(info: Any, input: Any) -> Payload:
     )
 
 
-async def archive_segment(info: Any, input: Any) -> Payload:
+async def archive_segment(
+    info: Info,
+    input: Annotated["ArchiveInput", strawberry.lazy(_customers)],
+) -> Payload:
     id = _segment_id(input.id)
     return await mutate_payload(
         info,

@@ -8,6 +8,7 @@ from typing import Any
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, root_list
 from crm_graphql.resolvers.mutations import Payload, mutate, mutate_payload, user_errors
 from crm_graphql.services import webhooks as webhook_service
@@ -15,11 +16,11 @@ from crm_graphql.services import webhooks as webhook_service
 MAX_DELIVERIES = 100
 
 
-async def webhooks(info: Any, *args: Any) -> ConnectionValue:
+async def webhooks(info: Info, *args: Any) -> ConnectionValue:
     return await root_list(info, webhook_service.WEBHOOKS, *args)
 
 
-async def deliveries(info: Any, root: models.Webhook, first: int) -> list[models.WebhookDelivery]:
+async def deliveries(info: Info, root: models.Webhook, first: int) -> list[models.WebhookDelivery]:
     """One statement for the deliveries of every webhook of the page."""
     limit = max(1, min(first, MAX_DELIVERIES))
 
@@ -27,7 +28,7 @@ async def deliveries(info: Any, root: models.Webhook, first: int) -> list[models
         return await webhook_service.recent_deliveries(actor, session, ids, limit)
 
     loader = info.context.loaders.per_key(f"webhook_deliveries:{limit}", batch)
-    return await loader.load(root.id)  # type: ignore[no-any-return]
+    return await loader.load(root.id)
 
 
 async def delivery_attempts(
@@ -54,14 +55,14 @@ class SecretPayload:
     errors: list[Any]
 
 
-async def create_webhook(info: Any, input: Any) -> SecretPayload:
+async def create_webhook(info: Info, input: Any) -> SecretPayload:
     data = input_changes(input)
     outcome = await mutate(info, lambda actor, s: webhook_service.create_webhook(actor, s, **data))
     webhook, secret = outcome.value or (None, None)
     return SecretPayload(webhook, secret, user_errors(outcome.errors))
 
 
-async def rotate_webhook_secret(info: Any, input: Any) -> SecretPayload:
+async def rotate_webhook_secret(info: Info, input: Any) -> SecretPayload:
     id = decode_id(input.id, "Webhook")
     outcome = await mutate(
         info,
@@ -73,7 +74,7 @@ async def rotate_webhook_secret(info: Any, input: Any) -> SecretPayload:
     return SecretPayload(webhook, secret, user_errors(outcome.errors))
 
 
-async def update_webhook(info: Any, input: Any) -> Payload:
+async def update_webhook(info: Info, input: Any) -> Payload:
     id = decode_id(input.id, "Webhook")
     data = input_changes(input)
     return await mutate_payload(
@@ -85,7 +86,7 @@ async def update_webhook(info: Any, input: Any) -> Payload:
     )
 
 
-async def delete_webhook(info: Any, input: Any) -> Payload:
+async def delete_webhook(info: Info, input: Any) -> Payload:
     id = decode_id(input.id, "Webhook")
     return await mutate_payload(
         info,

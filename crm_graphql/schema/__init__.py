@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.types import Info
@@ -21,6 +21,7 @@ from crm_graphql.schema.conversations import ConversationMutation, ConversationQ
 from crm_graphql.schema.custom_fields import CustomFieldMutation, CustomFieldQuery
 from crm_graphql.schema.customers import CustomerMutation, CustomerQuery
 from crm_graphql.schema.deals import DealMutation, DealQuery
+from crm_graphql.schema.descriptions import describe_schema
 from crm_graphql.schema.duplicates import DuplicateQuery
 from crm_graphql.schema.executor import EventExecutor
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
@@ -62,13 +63,24 @@ class Query(
     DuplicateQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
-    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
-        return await resolve_nodes.node(info, id)  # type: ignore[no-any-return]
+    async def node(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="A global ID.")],
+    ) -> Node | None:
+        return await resolve_nodes.node(info, id)
 
     @strawberry.field(
         description="Objects by global IDs, in the same order (null when not visible)."
     )
-    async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
+    async def nodes(
+        self,
+        info: Info,
+        ids: Annotated[
+            list[strawberry.ID],
+            strawberry.argument(description="Global IDs, at most the maximum page size of them."),
+        ],
+    ) -> list[Node | None]:
         return await resolve_nodes.nodes(info, list(ids))
 
 
@@ -115,7 +127,7 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
     subscription event without leaving state in the subscription's executor;
     ``LaggingReads`` sends a query's reads to the replica when they may lag."""
     settle_siblings()
-    return CrmSchema(
+    built = CrmSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -124,6 +136,10 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
         execution_context_class=EventExecutor,
         **kwargs,
     )
+    # Strawberry serves, introspects and prints the graphql-core schema it keeps in
+    # ``_schema`` (no public accessor in 0.341): the derived descriptions go there, once.
+    describe_schema(built._schema)
+    return built
 
 
 schema = build_schema()

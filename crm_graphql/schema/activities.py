@@ -7,11 +7,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import activities as resolve
 from crm_graphql.resolvers.nodes import rows_of
-from crm_graphql.schema.customers import ArchiveInput
 from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 from crm_graphql.schema.scalars import JSON, ActivityType
@@ -48,17 +46,23 @@ class Activity(Node):
     )
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    @strawberry.field(description="The customer whose timeline the entry is on.")
-    async def customer(self, info: Info) -> Annotated[Customer, strawberry.lazy(_customers)] | None:
-        return await resolve.customer(info, self)  # type: ignore[arg-type]
+    customer = strawberry.field(
+        resolver=resolve.customer,
+        graphql_type=Annotated["Customer", strawberry.lazy(_customers)] | None,
+        description="The customer whose timeline the entry is on.",
+    )
 
-    @strawberry.field(description="The deal the entry is about.")
-    async def deal(self, info: Info) -> Annotated[Deal, strawberry.lazy(_deals)] | None:
-        return await resolve.deal(info, self)  # type: ignore[arg-type]
+    deal = strawberry.field(
+        resolver=resolve.deal,
+        graphql_type=Annotated["Deal", strawberry.lazy(_deals)] | None,
+        description="The deal the entry is about.",
+    )
 
-    @strawberry.field(description="The user who logged the entry (null for system entries).")
-    async def author(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.author(info, self)  # type: ignore[arg-type]
+    author = strawberry.field(
+        resolver=resolve.author,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="The user who logged the entry (null for system entries).",
+    )
 
 
 @strawberry.input(description="Conditions on activities; fields combine with AND.")
@@ -139,33 +143,29 @@ class ActivityPayload:
 
 @strawberry.type
 class ActivityQuery:
-    @strawberry.field(description="Activities of the workspace, latest first unless ordered.")
-    async def activities(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: ActivityFilter | None = None,
-        order_by: list[ActivityOrder] | None = None,
-        include_archived: bool = False,
-    ) -> Connection[Activity]:
-        return await resolve.activities(  # type: ignore[return-value]
-            info, first, after, last, before, filter, order_by, include_archived
-        )
+    activities = strawberry.field(
+        resolver=resolve.activities,
+        graphql_type=Connection[Activity],
+        description="Activities of the workspace, latest first unless ordered.",
+    )
 
 
 @strawberry.type
 class ActivityMutation:
-    @strawberry.mutation(description="Log a note, call, email, meeting or task.")
-    async def create_activity(self, info: Info, input: CreateActivityInput) -> ActivityPayload:
-        return await resolve.create_activity(info, input)  # type: ignore[return-value]
+    create_activity = strawberry.mutation(
+        resolver=resolve.create_activity,
+        graphql_type=ActivityPayload,
+        description="Log a note, call, email, meeting or task.",
+    )
 
-    @strawberry.mutation(description="Edit, reschedule or complete an activity.")
-    async def update_activity(self, info: Info, input: UpdateActivityInput) -> ActivityPayload:
-        return await resolve.update_activity(info, input)  # type: ignore[return-value]
+    update_activity = strawberry.mutation(
+        resolver=resolve.update_activity,
+        graphql_type=ActivityPayload,
+        description="Edit, reschedule or complete an activity.",
+    )
 
-    @strawberry.mutation(description="Remove an activity from the timeline (history is kept).")
-    async def archive_activity(self, info: Info, input: ArchiveInput) -> ActivityPayload:
-        return await resolve.archive_activity(info, input)  # type: ignore[return-value]
+    archive_activity = strawberry.mutation(
+        resolver=resolve.archive_activity,
+        graphql_type=ActivityPayload,
+        description="Remove an activity from the timeline (history is kept).",
+    )

@@ -13,19 +13,15 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import aggregates as resolve
-from crm_graphql.schema.activities import ActivityFilter
-from crm_graphql.schema.companies import Company, CompanyFilter
-from crm_graphql.schema.conversations import ConversationFilter
-from crm_graphql.schema.customers import Customer, CustomerFilter
-from crm_graphql.schema.deals import Deal, DealFilter, Pipeline, Stage
+from crm_graphql.schema.companies import Company
+from crm_graphql.schema.customers import Customer
+from crm_graphql.schema.deals import Deal, Pipeline, Stage
 from crm_graphql.schema.insight import DrillDown
-from crm_graphql.schema.orders import OrderFilter
 from crm_graphql.schema.scalars import (
     ActivityType,
     Channel,
@@ -34,9 +30,9 @@ from crm_graphql.schema.scalars import (
     LifecycleStage,
     Money,
     OrderStatus,
+    exposed,
 )
 from crm_graphql.schema.users import User
-from crm_graphql.services import aggregates
 from crm_graphql.services.aggregates import Interval, Metric
 
 if TYPE_CHECKING:
@@ -44,21 +40,26 @@ if TYPE_CHECKING:
     from crm_graphql.services.aggregates import Interval as TimeInterval
     from crm_graphql.services.aggregates import Metric as TimeSeriesMetric
 else:
-    TimeInterval = strawberry.enum(
+    TimeInterval = exposed(
         Interval,
+        "Length of a time bucket: a bucket starts at local midnight (Monday for weeks, the "
+        "1st for months, January, April, July and October for quarters).",
         name="TimeInterval",
-        description="Length of a time bucket: a bucket starts at local midnight (Monday "
-        "for weeks, the 1st for months, January, April, July and October for quarters).",
+        DAY="One day, from local midnight.",
+        WEEK="Seven days, from Monday.",
+        MONTH="A calendar month, from the 1st.",
+        QUARTER="Three months, from January, April, July or October.",
+        YEAR="A calendar year, from January 1st.",
     )
-    TimeSeriesMetric = strawberry.enum(
+    TimeSeriesMetric = exposed(
         Metric,
+        "What a time series counts.",
         name="TimeSeriesMetric",
-        description="NEW_CUSTOMERS: customers created; REVENUE: paid and fulfilled orders "
-        "by when they were placed; DEALS_WON: deals won, by when they were won.",
+        NEW_CUSTOMERS="Customers created, by when they were created.",
+        REVENUE="Paid and fulfilled orders and their amounts, by when they were placed.",
+        DEALS_WON="Deals won and their amounts, by when they were won.",
     )
 
-_TIME_ZONE = "IANA time zone the time buckets are cut in (default UTC), such as Europe/Berlin."
-_GROUP_BY = "Up to two dimensions; time fields need an `interval`."
 _DRILL = "The rows behind this group: the list and the filter that reproduce it."
 
 
@@ -110,25 +111,35 @@ class DealGroup:
     amount: MoneyAggregate = strawberry.field(description="Their amounts, per currency.")
     drill_down: DrillDown = strawberry.field(description=_DRILL)
 
-    @strawberry.field(description="The pipeline, when grouped by it.")
-    def pipeline(self) -> Pipeline | None:
-        return resolve.related(self, "pipeline")  # type: ignore[arg-type]
+    pipeline = strawberry.field(
+        resolver=resolve.related_of("pipeline"),
+        graphql_type=Pipeline | None,
+        description="The pipeline, when grouped by it.",
+    )
 
-    @strawberry.field(description="The stage, when grouped by it.")
-    def stage(self) -> Stage | None:
-        return resolve.related(self, "stage")  # type: ignore[arg-type]
+    stage = strawberry.field(
+        resolver=resolve.related_of("stage"),
+        graphql_type=Stage | None,
+        description="The stage, when grouped by it.",
+    )
 
-    @strawberry.field(description="The owner (null: deals without one), when grouped by it.")
-    def owner(self) -> User | None:
-        return resolve.related(self, "owner")  # type: ignore[arg-type]
+    owner = strawberry.field(
+        resolver=resolve.related_of("owner"),
+        graphql_type=User | None,
+        description="The owner (null: deals without one), when grouped by it.",
+    )
 
-    @strawberry.field(description="The company (null: deals without one), when grouped by it.")
-    def company(self) -> Company | None:
-        return resolve.related(self, "company")  # type: ignore[arg-type]
+    company = strawberry.field(
+        resolver=resolve.related_of("company"),
+        graphql_type=Company | None,
+        description="The company (null: deals without one), when grouped by it.",
+    )
 
-    @strawberry.field(description="The customer (null: deals without one), when grouped by it.")
-    def customer(self) -> Customer | None:
-        return resolve.related(self, "customer")  # type: ignore[arg-type]
+    customer = strawberry.field(
+        resolver=resolve.related_of("customer"),
+        graphql_type=Customer | None,
+        description="The customer (null: deals without one), when grouped by it.",
+    )
 
 
 @strawberry.type(description="Counts and sums of the deals of a filter.")
@@ -164,13 +175,17 @@ class CustomerGroup:
     count: int = strawberry.field(description="Number of customers.")
     drill_down: DrillDown = strawberry.field(description=_DRILL)
 
-    @strawberry.field(description="The owner (null: customers without one), when grouped by it.")
-    def owner(self) -> User | None:
-        return resolve.related(self, "owner")  # type: ignore[arg-type]
+    owner = strawberry.field(
+        resolver=resolve.related_of("owner"),
+        graphql_type=User | None,
+        description="The owner (null: customers without one), when grouped by it.",
+    )
 
-    @strawberry.field(description="The company (null: customers without one), when grouped by it.")
-    def company(self) -> Company | None:
-        return resolve.related(self, "company")  # type: ignore[arg-type]
+    company = strawberry.field(
+        resolver=resolve.related_of("company"),
+        graphql_type=Company | None,
+        description="The company (null: customers without one), when grouped by it.",
+    )
 
 
 @strawberry.type(description="Counts of the customers of a filter.")
@@ -201,9 +216,11 @@ class CompanyGroup:
     employee_count: NumberAggregate = strawberry.field(description="Their employee counts.")
     drill_down: DrillDown = strawberry.field(description=_DRILL)
 
-    @strawberry.field(description="The owner (null: companies without one), when grouped by it.")
-    def owner(self) -> User | None:
-        return resolve.related(self, "owner")  # type: ignore[arg-type]
+    owner = strawberry.field(
+        resolver=resolve.related_of("owner"),
+        graphql_type=User | None,
+        description="The owner (null: companies without one), when grouped by it.",
+    )
 
 
 @strawberry.type(description="Counts and sums of the companies of a filter.")
@@ -244,17 +261,23 @@ class ActivityGroup:
     count: int = strawberry.field(description="Number of activities.")
     drill_down: DrillDown = strawberry.field(description=_DRILL)
 
-    @strawberry.field(description="The author (null: none), when grouped by it.")
-    def author(self) -> User | None:
-        return resolve.related(self, "author")  # type: ignore[arg-type]
+    author = strawberry.field(
+        resolver=resolve.related_of("author"),
+        graphql_type=User | None,
+        description="The author (null: none), when grouped by it.",
+    )
 
-    @strawberry.field(description="The customer (null: none), when grouped by it.")
-    def customer(self) -> Customer | None:
-        return resolve.related(self, "customer")  # type: ignore[arg-type]
+    customer = strawberry.field(
+        resolver=resolve.related_of("customer"),
+        graphql_type=Customer | None,
+        description="The customer (null: none), when grouped by it.",
+    )
 
-    @strawberry.field(description="The deal (null: none), when grouped by it.")
-    def deal(self) -> Deal | None:
-        return resolve.related(self, "deal")  # type: ignore[arg-type]
+    deal = strawberry.field(
+        resolver=resolve.related_of("deal"),
+        graphql_type=Deal | None,
+        description="The deal (null: none), when grouped by it.",
+    )
 
 
 @strawberry.type(description="Counts of the activities of a filter.")
@@ -270,7 +293,9 @@ class ActivityAggregate:
 class OrderGroupField(enum.Enum):
     STATUS = "status"
     CUSTOMER = "customer"
-    OWNER = "owner"
+    OWNER = strawberry.enum_value(
+        "owner", description="The owner of the order's customer (orders have none of their own)."
+    )
     PLACED_AT = "placed_at"
     CREATED_AT = "created_at"
 
@@ -290,16 +315,18 @@ class OrderGroup:
     amount: MoneyAggregate = strawberry.field(description="Their amounts, per currency.")
     drill_down: DrillDown = strawberry.field(description=_DRILL)
 
-    @strawberry.field(description="The customer, when grouped by it.")
-    def customer(self) -> Customer | None:
-        return resolve.related(self, "customer")  # type: ignore[arg-type]
-
-    @strawberry.field(
-        description="The owner of the orders' customer (null: customers without one), "
-        "when grouped by it."
+    customer = strawberry.field(
+        resolver=resolve.related_of("customer"),
+        graphql_type=Customer | None,
+        description="The customer, when grouped by it.",
     )
-    def owner(self) -> User | None:
-        return resolve.related(self, "owner")  # type: ignore[arg-type]
+
+    owner = strawberry.field(
+        resolver=resolve.related_of("owner"),
+        graphql_type=User | None,
+        description="The owner of the orders' customer (null: customers without one), "
+        "when grouped by it.",
+    )
 
 
 @strawberry.type(description="Counts and sums of the orders of a filter.")
@@ -337,13 +364,17 @@ class ConversationGroup:
     count: int = strawberry.field(description="Number of conversations.")
     drill_down: DrillDown = strawberry.field(description=_DRILL)
 
-    @strawberry.field(description="The assignee (null: unassigned), when grouped by it.")
-    def assignee(self) -> User | None:
-        return resolve.related(self, "assignee")  # type: ignore[arg-type]
+    assignee = strawberry.field(
+        resolver=resolve.related_of("assignee"),
+        graphql_type=User | None,
+        description="The assignee (null: unassigned), when grouped by it.",
+    )
 
-    @strawberry.field(description="The customer, when grouped by it.")
-    def customer(self) -> Customer | None:
-        return resolve.related(self, "customer")  # type: ignore[arg-type]
+    customer = strawberry.field(
+        resolver=resolve.related_of("customer"),
+        graphql_type=Customer | None,
+        description="The customer, when grouped by it.",
+    )
 
 
 @strawberry.type(description="Counts of the conversations of a filter.")
@@ -371,110 +402,45 @@ class TimeSeriesPoint:
 
 @strawberry.type
 class AggregateQuery:
-    @strawberry.field(description="Counts and money per currency of deals, optionally grouped.")
-    async def deals_aggregate(
-        self,
-        info: Info,
-        filter: DealFilter | None = None,
-        include_archived: bool = False,
-        group_by: Annotated[
-            list[DealGroupBy] | None, strawberry.argument(description=_GROUP_BY)
-        ] = None,
-        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
-    ) -> DealAggregate:
-        return await resolve.aggregate(  # type: ignore[return-value]
-            info, aggregates.DEALS, filter, include_archived, group_by, time_zone
-        )
-
-    @strawberry.field(description="Counts of customers, optionally grouped.")
-    async def customers_aggregate(
-        self,
-        info: Info,
-        filter: CustomerFilter | None = None,
-        include_archived: bool = False,
-        group_by: Annotated[
-            list[CustomerGroupBy] | None, strawberry.argument(description=_GROUP_BY)
-        ] = None,
-        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
-    ) -> CustomerAggregate:
-        return await resolve.aggregate(  # type: ignore[return-value]
-            info, aggregates.CUSTOMERS, filter, include_archived, group_by, time_zone
-        )
-
-    @strawberry.field(description="Counts and employee counts of companies, optionally grouped.")
-    async def companies_aggregate(
-        self,
-        info: Info,
-        filter: CompanyFilter | None = None,
-        include_archived: bool = False,
-        group_by: Annotated[
-            list[CompanyGroupBy] | None, strawberry.argument(description=_GROUP_BY)
-        ] = None,
-        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
-    ) -> CompanyAggregate:
-        return await resolve.aggregate(  # type: ignore[return-value]
-            info, aggregates.COMPANIES, filter, include_archived, group_by, time_zone
-        )
-
-    @strawberry.field(description="Counts of activities, optionally grouped.")
-    async def activities_aggregate(
-        self,
-        info: Info,
-        filter: ActivityFilter | None = None,
-        include_archived: bool = False,
-        group_by: Annotated[
-            list[ActivityGroupBy] | None, strawberry.argument(description=_GROUP_BY)
-        ] = None,
-        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
-    ) -> ActivityAggregate:
-        return await resolve.aggregate(  # type: ignore[return-value]
-            info, aggregates.ACTIVITIES, filter, include_archived, group_by, time_zone
-        )
-
-    @strawberry.field(description="Counts and money per currency of orders, optionally grouped.")
-    async def orders_aggregate(
-        self,
-        info: Info,
-        filter: OrderFilter | None = None,
-        include_archived: bool = False,
-        group_by: Annotated[
-            list[OrderGroupBy] | None, strawberry.argument(description=_GROUP_BY)
-        ] = None,
-        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
-    ) -> OrderAggregate:
-        return await resolve.aggregate(  # type: ignore[return-value]
-            info, aggregates.ORDERS, filter, include_archived, group_by, time_zone
-        )
-
-    @strawberry.field(
-        description="Counts of the conversations the caller sees, optionally grouped."
+    deals_aggregate = strawberry.field(
+        resolver=resolve.deals_aggregate,
+        graphql_type=DealAggregate,
+        description="Counts and money per currency of deals, optionally grouped.",
     )
-    async def conversations_aggregate(
-        self,
-        info: Info,
-        filter: ConversationFilter | None = None,
-        group_by: Annotated[
-            list[ConversationGroupBy] | None, strawberry.argument(description=_GROUP_BY)
-        ] = None,
-        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
-    ) -> ConversationAggregate:
-        return await resolve.aggregate(  # type: ignore[return-value]
-            info, aggregates.CONVERSATIONS, filter, False, group_by, time_zone
-        )
 
-    @strawberry.field(
+    customers_aggregate = strawberry.field(
+        resolver=resolve.customers_aggregate,
+        graphql_type=CustomerAggregate,
+        description="Counts of customers, optionally grouped.",
+    )
+
+    companies_aggregate = strawberry.field(
+        resolver=resolve.companies_aggregate,
+        graphql_type=CompanyAggregate,
+        description="Counts and employee counts of companies, optionally grouped.",
+    )
+
+    activities_aggregate = strawberry.field(
+        resolver=resolve.activities_aggregate,
+        graphql_type=ActivityAggregate,
+        description="Counts of activities, optionally grouped.",
+    )
+
+    orders_aggregate = strawberry.field(
+        resolver=resolve.orders_aggregate,
+        graphql_type=OrderAggregate,
+        description="Counts and money per currency of orders, optionally grouped.",
+    )
+
+    conversations_aggregate = strawberry.field(
+        resolver=resolve.conversations_aggregate,
+        graphql_type=ConversationAggregate,
+        description="Counts of the conversations the caller sees, optionally grouped.",
+    )
+
+    time_series = strawberry.field(
+        resolver=resolve.time_series,
+        graphql_type=list[TimeSeriesPoint],
         description="A metric per day, week or month from `from` to `to`, every bucket "
-        "included (empty ones with 0); whole buckets, cut in `timeZone`."
+        "included (empty ones with 0); whole buckets, cut in `timeZone`.",
     )
-    async def time_series(
-        self,
-        info: Info,
-        metric: TimeSeriesMetric,
-        interval: TimeInterval,
-        from_: Annotated[datetime, strawberry.argument(name="from")],
-        to: datetime,
-        time_zone: Annotated[str | None, strawberry.argument(description=_TIME_ZONE)] = None,
-    ) -> list[TimeSeriesPoint]:
-        return await resolve.time_series(  # type: ignore[return-value]
-            info, metric, interval, from_, to, time_zone
-        )

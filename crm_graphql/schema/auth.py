@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import auth as resolve
 from crm_graphql.schema.relay import UserError
@@ -14,18 +13,23 @@ from crm_graphql.schema.users import User
 
 @strawberry.input(description="Credentials of a user.")
 class LoginInput:
-    email: str
-    password: str
+    email: str = strawberry.field(description="The user's email (case is ignored).")
+    password: str = strawberry.field(description="The user's password.")
 
 
 @strawberry.input(description="A refresh token from `login` or an earlier `refreshToken`.")
 class RefreshTokenInput:
-    refresh_token: str
+    refresh_token: str = strawberry.field(
+        description="The refresh token; it is used up by this call."
+    )
 
 
 @strawberry.input(description="Ends a login; without a token, every login of the user.")
 class LogoutInput:
-    refresh_token: str | None = None
+    refresh_token: str | None = strawberry.field(
+        default=None,
+        description="The refresh token of the login to end; left out: every login of the user.",
+    )
 
 
 @strawberry.type(description="Tokens of a login. Send `Authorization: Bearer <accessToken>`.")
@@ -35,29 +39,39 @@ class AuthPayload:
         description="Exchange with `refreshToken` for new tokens; each works once."
     )
     expires_at: datetime | None = strawberry.field(description="When the access token expires.")
-    user: User | None
-    errors: list[UserError]
+    user: User | None = strawberry.field(
+        description="The signed-in user (null when the login failed)."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why no tokens were issued (empty on success)."
+    )
 
 
 @strawberry.type(description="Result of `logout`.")
 class LogoutPayload:
-    ok: bool
-    errors: list[UserError]
+    ok: bool = strawberry.field(description="The login (or every login) was ended.")
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing was ended (empty on success)."
+    )
 
 
 @strawberry.type
 class AuthMutation:
-    @strawberry.mutation(description="Exchange email and password for tokens.")
-    async def login(self, info: Info, input: LoginInput) -> AuthPayload:
-        return await resolve.login(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Exchange a refresh token for new tokens (rotation).")
-    async def refresh_token(self, info: Info, input: RefreshTokenInput) -> AuthPayload:
-        return await resolve.refresh(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="End a login (without a refresh token, every login of the user): its "
-        "refresh tokens are revoked and its WebSocket connections close."
+    login = strawberry.mutation(
+        resolver=resolve.login,
+        graphql_type=AuthPayload,
+        description="Exchange email and password for tokens.",
     )
-    async def logout(self, info: Info, input: LogoutInput | None = None) -> LogoutPayload:
-        return await resolve.logout(info, input)  # type: ignore[return-value]
+
+    refresh_token = strawberry.mutation(
+        resolver=resolve.refresh,
+        graphql_type=AuthPayload,
+        description="Exchange a refresh token for new tokens (rotation).",
+    )
+
+    logout = strawberry.mutation(
+        resolver=resolve.logout,
+        graphql_type=LogoutPayload,
+        description="End a login (without a refresh token, every login of the user): its "
+        "refresh tokens are revoked and its WebSocket connections close.",
+    )

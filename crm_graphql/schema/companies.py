@@ -7,12 +7,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import companies as resolve
 from crm_graphql.resolvers.mutations import UpsertPayload, UpsertResultValue
 from crm_graphql.resolvers.nodes import rows_of
-from crm_graphql.schema.customers import ArchiveInput
 from crm_graphql.schema.filters import (
     CustomFieldFilter,
     DateTimeFilter,
@@ -33,8 +31,8 @@ from crm_graphql.schema.relay import (
 from crm_graphql.schema.scalars import JSON, Address, AddressInput, address_of
 
 if TYPE_CHECKING:
-    from crm_graphql.schema.customers import Customer, CustomerFilter, CustomerOrder
-    from crm_graphql.schema.deals import Deal, DealFilter, DealOrder
+    from crm_graphql.schema.customers import Customer
+    from crm_graphql.schema.deals import Deal
     from crm_graphql.schema.users import User
 
 _customers = "crm_graphql.schema.customers"
@@ -61,33 +59,25 @@ class Company(Node):
 
     @strawberry.field(description="Postal address.")
     def address(self) -> Address | None:
-        return address_of(self.address)  # type: ignore[arg-type]
+        return address_of(self.address)
 
-    @strawberry.field(description="The user who owns the account.")
-    async def owner(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.owner(info, self)  # type: ignore[arg-type]
+    owner = strawberry.field(
+        resolver=resolve.owner,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="The user who owns the account.",
+    )
 
-    @strawberry.field(description="People who work for the company (newest first unless ordered).")
-    async def customers(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        filter: Annotated[CustomerFilter, strawberry.lazy(_customers)] | None = None,
-        order_by: list[Annotated[CustomerOrder, strawberry.lazy(_customers)]] | None = None,
-    ) -> Connection[Annotated[Customer, strawberry.lazy(_customers)]]:
-        return await resolve.customers(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+    customers = strawberry.field(
+        resolver=resolve.customers,
+        graphql_type=Connection[Annotated["Customer", strawberry.lazy(_customers)]],
+        description="People who work for the company (newest first unless ordered).",
+    )
 
-    @strawberry.field(description="Deals with the company.")
-    async def deals(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        filter: Annotated[DealFilter, strawberry.lazy(_deals)] | None = None,
-        order_by: list[Annotated[DealOrder, strawberry.lazy(_deals)]] | None = None,
-    ) -> Connection[Annotated[Deal, strawberry.lazy(_deals)]]:
-        return await resolve.deals(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+    deals = strawberry.field(
+        resolver=resolve.deals,
+        graphql_type=Connection[Annotated["Deal", strawberry.lazy(_deals)]],
+        description="Deals with the company.",
+    )
 
 
 @strawberry.input(description="Conditions on companies; fields combine with AND.")
@@ -197,45 +187,37 @@ class UpsertCompaniesPayload(UpsertSummary):
 
 @strawberry.type
 class CompanyQuery:
-    @strawberry.field(description="Companies of the workspace, by name unless ordered.")
-    async def companies(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: CompanyFilter | None = None,
-        order_by: list[CompanyOrder] | None = None,
-        include_archived: bool = False,
-    ) -> Connection[Company]:
-        return await resolve.companies(  # type: ignore[return-value]
-            info, first, after, last, before, filter, order_by, include_archived
-        )
+    companies = strawberry.field(
+        resolver=resolve.companies,
+        graphql_type=Connection[Company],
+        description="Companies of the workspace, by name unless ordered.",
+    )
 
 
 @strawberry.type
 class CompanyMutation:
-    @strawberry.mutation(description="Add a company.")
-    async def create_company(self, info: Info, input: CreateCompanyInput) -> CompanyPayload:
-        return await resolve.create_company(info, input)  # type: ignore[return-value]
+    create_company = strawberry.mutation(
+        resolver=resolve.create_company,
+        graphql_type=CompanyPayload,
+        description="Add a company.",
+    )
 
-    @strawberry.mutation(
+    update_company = strawberry.mutation(
+        resolver=resolve.update_company,
+        graphql_type=CompanyPayload,
+        description="Change a company's fields.",
+    )
+
+    archive_company = strawberry.mutation(
+        resolver=resolve.archive_company,
+        graphql_type=CompanyPayload,
+        description="Hide a company from lists (its customers keep pointing at it).",
+    )
+
+    upsert_companies = strawberry.mutation(
+        resolver=resolve.upsert_companies,
+        graphql_type=UpsertCompaniesPayload,
         description="Create or update up to 1,000 companies in one call, matched by domain "
         "(case ignored). Each record succeeds or fails on its own (a failed one changes "
-        "nothing) and is audited; counted against the caller's rate limit by records."
+        "nothing) and is audited; counted against the caller's rate limit by records.",
     )
-    async def upsert_companies(
-        self, info: Info, input: UpsertCompaniesInput
-    ) -> UpsertCompaniesPayload:
-        return await resolve.upsert_companies(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Change a company's fields.")
-    async def update_company(self, info: Info, input: UpdateCompanyInput) -> CompanyPayload:
-        return await resolve.update_company(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="Hide a company from lists (its customers keep pointing at it)."
-    )
-    async def archive_company(self, info: Info, input: ArchiveInput) -> CompanyPayload:
-        return await resolve.archive_company(info, input)  # type: ignore[return-value]

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import conversations as resolve
 from crm_graphql.resolvers.nodes import rows_of
@@ -51,41 +50,42 @@ class Conversation(Node):
         description="When the conversation was closed (null while open or pending)."
     )
 
-    @strawberry.field(
-        description="The customer's satisfaction rating (`rateConversation`), null before one."
+    rating = strawberry.field(
+        resolver=resolve.rating,
+        graphql_type=Annotated["ConversationRating", strawberry.lazy(__name__)] | None,
+        description="The customer's satisfaction rating (`rateConversation`), null before one.",
     )
-    def rating(self) -> ConversationRating | None:
-        return resolve.rating(self)  # type: ignore[arg-type, return-value]
 
-    @strawberry.field(description="The customer the conversation is with.")
-    async def customer(self, info: Info) -> Annotated[Customer, strawberry.lazy(_customers)] | None:
-        return await resolve.customer(info, self)  # type: ignore[arg-type]
+    customer = strawberry.field(
+        resolver=resolve.customer,
+        graphql_type=Annotated["Customer", strawberry.lazy(_customers)] | None,
+        description="The customer the conversation is with.",
+    )
 
-    @strawberry.field(description="The agent handling the conversation.")
-    async def assignee(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.assignee(info, self)  # type: ignore[arg-type]
+    assignee = strawberry.field(
+        resolver=resolve.assignee,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="The agent handling the conversation.",
+    )
 
-    @strawberry.field(description="Messages, oldest first (by `seq`) unless ordered.")
-    async def messages(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        filter: MessageFilter | None = None,
-        order_by: list[MessageOrder] | None = None,
-    ) -> Connection[Message]:
-        return await resolve.messages(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+    messages = strawberry.field(
+        resolver=resolve.messages,
+        graphql_type=Connection[Annotated["Message", strawberry.lazy(__name__)]],
+        description="Messages, oldest first (by `seq`) unless ordered.",
+    )
 
-    @strawberry.field(description="The latest message (null before the first one).")
-    async def last_message(self, info: Info) -> Message | None:
-        return await resolve.last_message(info, self)  # type: ignore[no-any-return, arg-type]
+    last_message = strawberry.field(
+        resolver=resolve.last_message,
+        graphql_type=Annotated["Message", strawberry.lazy(__name__)] | None,
+        description="The latest message (null before the first one).",
+    )
 
-    @strawberry.field(
+    unread_count = strawberry.field(
+        resolver=resolve.unread_count,
+        graphql_type=int | None,
         description="Messages after the caller's read receipt (`markConversationRead`); "
-        "the caller's own messages count as read. Null for API keys, which have no receipts."
+        "the caller's own messages count as read. Null for API keys, which have no receipts.",
     )
-    async def unread_count(self, info: Info) -> int | None:
-        return await resolve.unread_count(info, self)  # type: ignore[arg-type]
 
 
 @strawberry.type(description="A customer's satisfaction rating of a conversation (CSAT).")
@@ -109,13 +109,17 @@ class Message(Node):
     )
     created_at: datetime = strawberry.field(description="When the message was received.")
 
-    @strawberry.field(description="The agent who wrote the message (null for customer and system).")
-    async def author(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.author(info, self)  # type: ignore[arg-type]
+    author = strawberry.field(
+        resolver=resolve.author,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="The agent who wrote the message (null for customer and system).",
+    )
 
-    @strawberry.field(description="The conversation the message belongs to.")
-    async def conversation(self, info: Info) -> Conversation | None:
-        return await resolve.conversation(info, self)  # type: ignore[arg-type]
+    conversation = strawberry.field(
+        resolver=resolve.conversation,
+        graphql_type=Conversation | None,
+        description="The conversation the message belongs to.",
+    )
 
 
 @strawberry.input(description="Conditions on conversations; fields combine with AND.")
@@ -132,8 +136,14 @@ class ConversationFilter:
     created_at: DateTimeFilter | None = None
     first_response_at: DateTimeFilter | None = None
     closed_at: DateTimeFilter | None = None
-    rated_at: DateTimeFilter | None = None
-    rating_score: IntFilter | None = None
+    rated_at: DateTimeFilter | None = strawberry.field(
+        default=None,
+        description="When the customer's latest rating was given (no rating: no value).",
+    )
+    rating_score: IntFilter | None = strawberry.field(
+        default=None,
+        description="The score of the customer's rating, 1 to 5 (no rating: no value).",
+    )
     unread: bool | None = strawberry.field(
         default=None,
         description="true: conversations with messages after the caller's read receipt; "
@@ -161,7 +171,10 @@ class MessageFilter:
     id: IDFilter | None = None
     seq: IntFilter | None = None
     author_type: EnumFilter[MessageAuthorType] | None = None
-    author_user_id: IDFilter | None = None
+    author_user_id: IDFilter | None = strawberry.field(
+        default=None,
+        description="The user who wrote the message (customers' and system messages have none).",
+    )
     created_at: DateTimeFilter | None = None
 
 
@@ -179,31 +192,24 @@ class MessageOrder:
 
 @strawberry.type
 class ConversationQuery:
-    @strawberry.field(
-        description="Conversations of the workspace, latest message first unless ordered."
+    conversations = strawberry.field(
+        resolver=resolve.conversations,
+        graphql_type=Connection[Conversation],
+        description="Conversations of the workspace, latest message first unless ordered.",
     )
-    async def conversations(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: ConversationFilter | None = None,
-        order_by: list[ConversationOrder] | None = None,
-    ) -> Connection[Conversation]:
-        return await resolve.conversations(  # type: ignore[return-value]
-            info, first, after, last, before, filter, order_by
-        )
 
 
 @strawberry.input(
     description="A new conversation with a customer, optionally with its first message."
 )
 class StartConversationInput:
-    customer_id: strawberry.ID
-    channel: Channel
-    subject: str | None = strawberry.UNSET
+    customer_id: strawberry.ID = strawberry.field(
+        description="The customer the conversation is with."
+    )
+    channel: Channel = strawberry.field(description="How the conversation takes place.")
+    subject: str | None = strawberry.field(
+        default=strawberry.UNSET, description="A short summary shown in inboxes."
+    )
     is_private: bool | None = strawberry.field(
         default=strawberry.UNSET,
         description="Only admins, managers and the assignee see a private conversation.",
@@ -223,7 +229,7 @@ class StartConversationInput:
 
 @strawberry.input(description="An agent's message.")
 class SendMessageInput:
-    conversation_id: strawberry.ID
+    conversation_id: strawberry.ID = strawberry.field(description="The conversation to write in.")
     body: str = strawberry.field(description="Message text, at most 10,000 characters.")
     client_message_id: str | None = strawberry.field(
         default=None,
@@ -234,7 +240,9 @@ class SendMessageInput:
 
 @strawberry.input(description="A message from the customer, brought by a channel integration.")
 class PostCustomerMessageInput:
-    conversation_id: strawberry.ID
+    conversation_id: strawberry.ID = strawberry.field(
+        description="The conversation the customer wrote in."
+    )
     body: str = strawberry.field(description="Message text, at most 10,000 characters.")
     client_message_id: str | None = strawberry.field(
         default=None,
@@ -245,7 +253,7 @@ class PostCustomerMessageInput:
 
 @strawberry.input(description="Who handles a conversation.")
 class AssignConversationInput:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(description="The conversation to assign.")
     assignee_id: strawberry.ID | None = strawberry.field(
         default=None, description="An agent, manager or admin; null: unassign."
     )
@@ -256,8 +264,8 @@ class AssignConversationInput:
 
 @strawberry.input(description="A conversation's new status.")
 class SetConversationStatusInput:
-    id: strawberry.ID
-    status: ConversationStatus
+    id: strawberry.ID = strawberry.field(description="The conversation to change.")
+    status: ConversationStatus = strawberry.field(description="The new status.")
     expected_version: int | None = strawberry.field(
         default=None, description="Fail with CONFLICT if the conversation's version differs."
     )
@@ -265,14 +273,14 @@ class SetConversationStatusInput:
 
 @strawberry.input(description="The customer's rating of a conversation.")
 class RateConversationInput:
-    conversation_id: strawberry.ID
+    conversation_id: strawberry.ID = strawberry.field(description="The conversation being rated.")
     score: int = strawberry.field(description="1 (very unsatisfied) to 5 (very satisfied).")
     comment: str | None = strawberry.field(default=None, description="The customer's words.")
 
 
 @strawberry.input(description="How far the caller has read a conversation.")
 class MarkConversationReadInput:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(description="The conversation the caller has read.")
     up_to_seq: int | None = strawberry.field(
         default=None, description="`seq` of the last message read; left out: the latest."
     )
@@ -297,64 +305,58 @@ class MessagePayload:
         description="Why nothing changed (empty on success)."
     )
 
-    @strawberry.field(description="The conversation after the message.")
-    async def conversation(self, info: Info) -> Conversation | None:
-        return await resolve.message_payload_conversation(info, self.message)  # type: ignore[no-any-return, arg-type]
+    conversation = strawberry.field(
+        resolver=resolve.message_payload_conversation,
+        graphql_type=Conversation | None,
+        description="The conversation after the message.",
+    )
 
 
 @strawberry.type
 class ConversationMutation:
-    @strawberry.mutation(
-        description="Start a conversation with a customer, optionally with its first message."
+    start_conversation = strawberry.mutation(
+        resolver=resolve.start_conversation,
+        graphql_type=ConversationPayload,
+        description="Start a conversation with a customer, optionally with its first message.",
     )
-    async def start_conversation(
-        self, info: Info, input: StartConversationInput
-    ) -> ConversationPayload:
-        return await resolve.start_conversation(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(
+    send_message = strawberry.mutation(
+        resolver=resolve.send_message,
+        graphql_type=MessagePayload,
         description="Send an agent's message. Idempotent by `clientMessageId`; writing into a "
-        "closed conversation reopens it."
+        "closed conversation reopens it.",
     )
-    async def send_message(self, info: Info, input: SendMessageInput) -> MessagePayload:
-        return await resolve.send_message(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(
+    post_customer_message = strawberry.mutation(
+        resolver=resolve.post_customer_message,
+        graphql_type=MessagePayload,
         description="Post a message as the customer: for channel integrations, with an API key "
         "holding the `conversations:write` scope. Idempotent by `clientMessageId`; a pending or "
-        "closed conversation opens again."
+        "closed conversation opens again.",
     )
-    async def post_customer_message(
-        self, info: Info, input: PostCustomerMessageInput
-    ) -> MessagePayload:
-        return await resolve.post_customer_message(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Assign a conversation to a user, or unassign it.")
-    async def assign_conversation(
-        self, info: Info, input: AssignConversationInput
-    ) -> ConversationPayload:
-        return await resolve.assign_conversation(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Open, set pending or close a conversation.")
-    async def set_conversation_status(
-        self, info: Info, input: SetConversationStatusInput
-    ) -> ConversationPayload:
-        return await resolve.set_conversation_status(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="Move the caller's read receipt forward (never back); users only."
+    assign_conversation = strawberry.mutation(
+        resolver=resolve.assign_conversation,
+        graphql_type=ConversationPayload,
+        description="Assign a conversation to a user, or unassign it.",
     )
-    async def mark_conversation_read(
-        self, info: Info, input: MarkConversationReadInput
-    ) -> ConversationPayload:
-        return await resolve.mark_conversation_read(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(
+    set_conversation_status = strawberry.mutation(
+        resolver=resolve.set_conversation_status,
+        graphql_type=ConversationPayload,
+        description="Open, set pending or close a conversation.",
+    )
+
+    mark_conversation_read = strawberry.mutation(
+        resolver=resolve.mark_conversation_read,
+        graphql_type=ConversationPayload,
+        description="Move the caller's read receipt forward (never back); users only.",
+    )
+
+    rate_conversation = strawberry.mutation(
+        resolver=resolve.rate_conversation,
+        graphql_type=ConversationPayload,
         description="The customer's satisfaction with a conversation (score 1 to 5 and a "
         "comment), posted by a channel integration with its API key (`conversations:write`); "
-        "rating again replaces the rating (audited). Users may not rate."
+        "rating again replaces the rating (audited). Users may not rate.",
     )
-    async def rate_conversation(
-        self, info: Info, input: RateConversationInput
-    ) -> ConversationPayload:
-        return await resolve.rate_conversation(info, input)  # type: ignore[return-value]

@@ -6,7 +6,6 @@ import enum
 from datetime import datetime
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import custom_fields as resolve
 from crm_graphql.resolvers.nodes import rows_of
@@ -15,19 +14,23 @@ from crm_graphql.schema.relay import Node, UserError
 
 @strawberry.enum(description="The records that carry custom fields.")
 class CustomFieldEntity(enum.Enum):
-    CUSTOMER = "customer"
-    COMPANY = "company"
-    DEAL = "deal"
+    CUSTOMER = strawberry.enum_value("customer", description="Custom fields of customers.")
+    COMPANY = strawberry.enum_value("company", description="Custom fields of companies.")
+    DEAL = strawberry.enum_value("deal", description="Custom fields of deals.")
 
 
 @strawberry.enum(description="The type of a custom field's values.")
 class CustomFieldType(enum.Enum):
-    TEXT = "text"
-    NUMBER = "number"
-    DATE = "date"
-    BOOLEAN = "boolean"
-    SINGLE_SELECT = "single_select"
-    MULTI_SELECT = "multi_select"
+    TEXT = strawberry.enum_value("text", description="Any text.")
+    NUMBER = strawberry.enum_value("number", description="A number (JSON number).")
+    DATE = strawberry.enum_value("date", description="A calendar date, `YYYY-MM-DD`.")
+    BOOLEAN = strawberry.enum_value("boolean", description="True or false.")
+    SINGLE_SELECT = strawberry.enum_value(
+        "single_select", description="One of the field's `options`."
+    )
+    MULTI_SELECT = strawberry.enum_value(
+        "multi_select", description="A list of the field's `options`, each at most once."
+    )
 
 
 @strawberry.type(
@@ -71,8 +74,8 @@ class CreateCustomFieldDefinitionInput:
 
 @strawberry.input(description="One option renamed: stored values follow.")
 class CustomFieldOptionRename:
-    from_: str = strawberry.field(name="from")
-    to: str
+    from_: str = strawberry.field(name="from", description="The option's current name.")
+    to: str = strawberry.field(description="Its new name; stored values are renamed with it.")
 
 
 @strawberry.input(description="Changes to a custom field; fields left out stay as they are.")
@@ -86,8 +89,13 @@ class UpdateCustomFieldDefinitionInput:
         default=strawberry.UNSET,
         description="Only while no record holds a value of the field.",
     )
-    add_options: list[str] | None = strawberry.UNSET
-    rename_options: list[CustomFieldOptionRename] | None = strawberry.UNSET
+    add_options: list[str] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Options to add to a select field (existing ones stay).",
+    )
+    rename_options: list[CustomFieldOptionRename] | None = strawberry.field(
+        default=strawberry.UNSET, description="Options to rename; values already stored follow."
+    )
     required: bool | None = strawberry.UNSET
     searchable: bool | None = strawberry.UNSET
     exportable: bool | None = strawberry.UNSET
@@ -113,33 +121,29 @@ class CustomFieldDefinitionPayload:
 
 @strawberry.type
 class CustomFieldQuery:
-    @strawberry.field(description="The custom fields of customers, companies or deals.")
-    async def custom_field_definitions(
-        self, info: Info, entity: CustomFieldEntity, include_archived: bool = False
-    ) -> list[CustomFieldDefinition]:
-        return await resolve.definitions(info, entity.value, include_archived)  # type: ignore[return-value]
+    custom_field_definitions = strawberry.field(
+        resolver=resolve.definitions,
+        graphql_type=list[CustomFieldDefinition],
+        description="The custom fields of customers, companies or deals.",
+    )
 
 
 @strawberry.type
 class CustomFieldMutation:
-    @strawberry.mutation(description="Define a custom field (admins and managers).")
-    async def create_custom_field_definition(
-        self, info: Info, input: CreateCustomFieldDefinitionInput
-    ) -> CustomFieldDefinitionPayload:
-        return await resolve.create_definition(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="Change a custom field's label, flags or options (admins and managers)."
+    create_custom_field_definition = strawberry.mutation(
+        resolver=resolve.create_definition,
+        graphql_type=CustomFieldDefinitionPayload,
+        description="Define a custom field (admins and managers).",
     )
-    async def update_custom_field_definition(
-        self, info: Info, input: UpdateCustomFieldDefinitionInput
-    ) -> CustomFieldDefinitionPayload:
-        return await resolve.update_definition(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(
-        description="Retire a custom field; stored values stay (admins and managers)."
+    update_custom_field_definition = strawberry.mutation(
+        resolver=resolve.update_definition,
+        graphql_type=CustomFieldDefinitionPayload,
+        description="Change a custom field's label, flags or options (admins and managers).",
     )
-    async def archive_custom_field_definition(
-        self, info: Info, input: ArchiveCustomFieldDefinitionInput
-    ) -> CustomFieldDefinitionPayload:
-        return await resolve.archive_definition(info, input)  # type: ignore[return-value]
+
+    archive_custom_field_definition = strawberry.mutation(
+        resolver=resolve.archive_definition,
+        graphql_type=CustomFieldDefinitionPayload,
+        description="Retire a custom field; stored values stay (admins and managers).",
+    )

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import customers as resolve
 from crm_graphql.resolvers import privacy as resolve_privacy
@@ -42,11 +41,11 @@ from crm_graphql.schema.scalars import (
 )
 
 if TYPE_CHECKING:
-    from crm_graphql.schema.activities import Activity, ActivityFilter, ActivityOrder
+    from crm_graphql.schema.activities import Activity
     from crm_graphql.schema.companies import Company
-    from crm_graphql.schema.conversations import Conversation, ConversationFilter, ConversationOrder
-    from crm_graphql.schema.deals import Deal, DealFilter, DealOrder
-    from crm_graphql.schema.orders import Order, OrderFilter, OrderOrder
+    from crm_graphql.schema.conversations import Conversation
+    from crm_graphql.schema.deals import Deal
+    from crm_graphql.schema.orders import Order
     from crm_graphql.schema.recommendations import ChurnRisk, Recommendation
     from crm_graphql.schema.segments import CustomerRfm
     from crm_graphql.schema.users import User
@@ -88,107 +87,88 @@ class Customer(Node):
     )
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    @strawberry.field(
+    custom_fields = strawberry.field(
+        resolver=resolve_privacy.custom_fields,
+        graphql_type=JSON,
         description="Workspace-defined fields. Values of sensitive fields (see "
-        "`sensitiveCustomFields`) are encrypted at rest and null for viewers and API keys."
+        "`sensitiveCustomFields`) are encrypted at rest and null for viewers and API keys.",
     )
-    def custom_fields(self, info: Info) -> JSON:
-        return resolve_privacy.custom_fields(info, self)  # type: ignore[arg-type, return-value]
 
     @strawberry.field(description="Postal address.")
     def address(self) -> Address | None:
-        return address_of(self.address)  # type: ignore[arg-type]
+        return address_of(self.address)
 
-    @strawberry.field(description="The company the customer works for.")
-    async def company(self, info: Info) -> Annotated[Company, strawberry.lazy(_companies)] | None:
-        return await resolve.company(info, self)  # type: ignore[arg-type]
-
-    @strawberry.field(description="The user who owns the relationship.")
-    async def owner(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.owner(info, self)  # type: ignore[arg-type]
-
-    @strawberry.field(description="The customer this one was merged into, if any.")
-    async def merged_into(self, info: Info) -> Customer | None:
-        return await resolve.merged_into(info, self)  # type: ignore[arg-type]
-
-    @strawberry.field(description="Deals with this customer.")
-    async def deals(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        filter: Annotated[DealFilter, strawberry.lazy(_deals)] | None = None,
-        order_by: list[Annotated[DealOrder, strawberry.lazy(_deals)]] | None = None,
-    ) -> Connection[Annotated[Deal, strawberry.lazy(_deals)]]:
-        return await resolve.deals(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
-
-    @strawberry.field(
-        description="Timeline of notes, calls, emails, meetings and tasks (newest first)."
+    company = strawberry.field(
+        resolver=resolve.company,
+        graphql_type=Annotated["Company", strawberry.lazy(_companies)] | None,
+        description="The company the customer works for.",
     )
-    async def activities(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        filter: Annotated[ActivityFilter, strawberry.lazy(_activities)] | None = None,
-        order_by: list[Annotated[ActivityOrder, strawberry.lazy(_activities)]] | None = None,
-    ) -> Connection[Annotated[Activity, strawberry.lazy(_activities)]]:
-        return await resolve.activities(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
 
-    @strawberry.field(description="Purchase history (newest first).")
-    async def orders(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        filter: Annotated[OrderFilter, strawberry.lazy(_orders)] | None = None,
-        order_by: list[Annotated[OrderOrder, strawberry.lazy(_orders)]] | None = None,
-    ) -> Connection[Annotated[Order, strawberry.lazy(_orders)]]:
-        return await resolve.orders(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+    owner = strawberry.field(
+        resolver=resolve.owner,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="The user who owns the relationship.",
+    )
 
-    @strawberry.field(description="Service conversations with this customer.")
-    async def conversations(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        filter: Annotated[ConversationFilter, strawberry.lazy(_conversations)] | None = None,
-        order_by: list[Annotated[ConversationOrder, strawberry.lazy(_conversations)]] | None = None,
-    ) -> Connection[Annotated[Conversation, strawberry.lazy(_conversations)]]:
-        return await resolve.conversations(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+    merged_into = strawberry.field(
+        resolver=resolve.merged_into,
+        graphql_type=Annotated["Customer", strawberry.lazy(__name__)] | None,
+        description="The customer this one was merged into, if any.",
+    )
 
-    @strawberry.field(description="Totals of what the customer has bought.")
-    async def purchase_summary(self, info: Info) -> PurchaseSummary:
-        return await resolve.purchase_summary(info, self)  # type: ignore[arg-type, return-value]
+    deals = strawberry.field(
+        resolver=resolve.deals,
+        graphql_type=Connection[Annotated["Deal", strawberry.lazy(_deals)]],
+        description="Deals with this customer.",
+    )
 
-    @strawberry.field(
+    activities = strawberry.field(
+        resolver=resolve.activities,
+        graphql_type=Connection[Annotated["Activity", strawberry.lazy(_activities)]],
+        description="Timeline of notes, calls, emails, meetings and tasks (newest first).",
+    )
+
+    orders = strawberry.field(
+        resolver=resolve.orders,
+        graphql_type=Connection[Annotated["Order", strawberry.lazy(_orders)]],
+        description="Purchase history (newest first).",
+    )
+
+    conversations = strawberry.field(
+        resolver=resolve.conversations,
+        graphql_type=Connection[Annotated["Conversation", strawberry.lazy(_conversations)]],
+        description="Service conversations with this customer.",
+    )
+
+    purchase_summary = strawberry.field(
+        resolver=resolve.purchase_summary,
+        graphql_type=PurchaseSummary,
+        description="Totals of what the customer has bought.",
+    )
+
+    rfm = strawberry.field(
+        resolver=resolve.rfm,
+        graphql_type=Annotated["CustomerRfm", strawberry.lazy("crm_graphql.schema.segments")]
+        | None,
         description="Recency, frequency and monetary scores, segment and lifetime value "
-        "(null without paid or fulfilled orders, or when archived)."
+        "(null without paid or fulfilled orders, or when archived).",
     )
-    async def rfm(
-        self, info: Info
-    ) -> Annotated[CustomerRfm, strawberry.lazy("crm_graphql.schema.segments")] | None:
-        return await resolve.rfm(info, self)  # type: ignore[arg-type, return-value]
 
-    @strawberry.field(
+    recommendations = strawberry.field(
+        resolver=resolve_recommendations.recommendations,
+        graphql_type=list[Annotated["Recommendation", strawberry.lazy(_recommendations)]],
         description="Products this customer has not bought that customers with similar "
         "purchases bought, best first, each with a score and a reason; the most popular "
-        "products when there is no history to go by."
+        "products when there is no history to go by.",
     )
-    async def recommendations(
-        self, info: Info, first: int = 5
-    ) -> list[Annotated[Recommendation, strawberry.lazy(_recommendations)]]:
-        return await resolve_recommendations.recommendations(info, self, first)  # type: ignore[arg-type, return-value]
 
-    @strawberry.field(
+    churn_risk = strawberry.field(
+        resolver=resolve_recommendations.churn_risk,
+        graphql_type=Annotated["ChurnRisk", strawberry.lazy(_recommendations)] | None,
         description="How likely the customer is to stop buying: days since the last order "
         "against their own usual interval, order value trend, open conversations, recent "
-        "contact. Null with fewer than two orders."
+        "contact. Null with fewer than two orders.",
     )
-    async def churn_risk(
-        self, info: Info
-    ) -> Annotated[ChurnRisk, strawberry.lazy(_recommendations)] | None:
-        return await resolve_recommendations.churn_risk(info, self)  # type: ignore[arg-type, return-value]
 
 
 @strawberry.input(description="Conditions on customers; fields combine with AND.")
@@ -286,7 +266,9 @@ class UpdateCustomerInput:
 
 @strawberry.input(description="Which record to archive.")
 class ArchiveInput:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(
+        description="The record to archive (its type follows from the mutation)."
+    )
     expected_version: int | None = None
 
 
@@ -298,8 +280,12 @@ class MergeCustomersInput:
 
 @strawberry.type(description="Result of a customer mutation.")
 class CustomerPayload:
-    customer: Customer | None
-    errors: list[UserError]
+    customer: Customer | None = strawberry.field(
+        description="The customer after the change (null when nothing changed)."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
 
 
 @strawberry.input(description="Customers to create or update, matched by email.")
@@ -326,65 +312,45 @@ class UpsertCustomersPayload(UpsertSummary):
 
 @strawberry.type
 class CustomerQuery:
-    @strawberry.field(description="Customers of the workspace, newest first unless ordered.")
-    async def customers(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: CustomerFilter | None = None,
-        order_by: list[CustomerOrder] | None = None,
-        include_archived: bool = False,
-        segment_id: Annotated[
-            strawberry.ID | None,
-            strawberry.argument(
-                description="Only the members of this segment (saved or built-in), within `filter`."
-            ),
-        ] = None,
-    ) -> Connection[Customer]:
-        return await resolve.customers(  # type: ignore[return-value]
-            info,
-            first,
-            after,
-            last,
-            before,
-            filter,
-            order_by,
-            include_archived,
-            segment_id=segment_id,
-        )
+    customers = strawberry.field(
+        resolver=resolve.customers,
+        graphql_type=Connection[Customer],
+        description="Customers of the workspace, newest first unless ordered.",
+    )
 
 
 @strawberry.type
 class CustomerMutation:
-    @strawberry.mutation(description="Add a customer.")
-    async def create_customer(self, info: Info, input: CreateCustomerInput) -> CustomerPayload:
-        return await resolve.create_customer(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Change a customer's fields.")
-    async def update_customer(self, info: Info, input: UpdateCustomerInput) -> CustomerPayload:
-        return await resolve.update_customer(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Hide a customer from lists (history is kept).")
-    async def archive_customer(self, info: Info, input: ArchiveInput) -> CustomerPayload:
-        return await resolve.archive_customer(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="Merge duplicates into one customer, moving their deals, activities, "
-        "orders and conversations to it."
+    create_customer = strawberry.mutation(
+        resolver=resolve.create_customer,
+        graphql_type=CustomerPayload,
+        description="Add a customer.",
     )
-    async def merge_customers(self, info: Info, input: MergeCustomersInput) -> CustomerPayload:
-        return await resolve.merge_customers(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(
+    update_customer = strawberry.mutation(
+        resolver=resolve.update_customer,
+        graphql_type=CustomerPayload,
+        description="Change a customer's fields.",
+    )
+
+    archive_customer = strawberry.mutation(
+        resolver=resolve.archive_customer,
+        graphql_type=CustomerPayload,
+        description="Hide a customer from lists (history is kept).",
+    )
+
+    merge_customers = strawberry.mutation(
+        resolver=resolve.merge_customers,
+        graphql_type=CustomerPayload,
+        description="Merge duplicates into one customer, moving their deals, activities, "
+        "orders and conversations to it.",
+    )
+
+    upsert_customers = strawberry.mutation(
+        resolver=resolve.upsert_customers,
+        graphql_type=UpsertCustomersPayload,
         description="Create or update up to 1,000 customers in one call, matched by email "
         "(case ignored). Each record succeeds or fails on its own (a failed one changes "
         "nothing) and is audited like `createCustomer` / `updateCustomer`. Counted against "
-        "the caller's rate limit by records, not requests: a call of 500 records spends 500."
+        "the caller's rate limit by records, not requests: a call of 500 records spends 500.",
     )
-    async def upsert_customers(
-        self, info: Info, input: UpsertCustomersInput
-    ) -> UpsertCustomersPayload:
-        return await resolve.upsert_customers(info, input)  # type: ignore[return-value]

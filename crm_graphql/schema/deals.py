@@ -8,11 +8,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import deals as resolve
 from crm_graphql.resolvers.nodes import rows_of
-from crm_graphql.schema.customers import ArchiveInput
 from crm_graphql.schema.filters import (
     CustomFieldFilter,
     DateFilter,
@@ -27,7 +25,7 @@ from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 from crm_graphql.schema.scalars import JSON, DealStatus
 
 if TYPE_CHECKING:
-    from crm_graphql.schema.activities import Activity, ActivityFilter, ActivityOrder
+    from crm_graphql.schema.activities import Activity
     from crm_graphql.schema.companies import Company
     from crm_graphql.schema.customers import Customer
     from crm_graphql.schema.users import User
@@ -49,20 +47,17 @@ class Pipeline(Node):
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    @strawberry.field(description="The pipeline's live stages, left to right (by position).")
-    async def stages(self, info: Info) -> list[Stage]:
-        return await resolve.pipeline_stages(info, self)  # type: ignore[arg-type]
+    stages = strawberry.field(
+        resolver=resolve.pipeline_stages,
+        graphql_type=list[Annotated["Stage", strawberry.lazy(__name__)]],
+        description="The pipeline's live stages, left to right (by position).",
+    )
 
-    @strawberry.field(description="Deals in the pipeline, whatever their stage.")
-    async def deals(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        filter: DealFilter | None = None,
-        order_by: list[DealOrder] | None = None,
-    ) -> Connection[Deal]:
-        return await resolve.pipeline_deals(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+    deals = strawberry.field(
+        resolver=resolve.pipeline_deals,
+        graphql_type=Connection[Annotated["Deal", strawberry.lazy(__name__)]],
+        description="Deals in the pipeline, whatever their stage.",
+    )
 
 
 @strawberry.type(description="A column of a pipeline's board.")
@@ -77,20 +72,17 @@ class Stage(Node):
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    @strawberry.field(description="The pipeline the stage belongs to.")
-    async def pipeline(self, info: Info) -> Pipeline | None:
-        return await resolve.stage_pipeline(info, self)  # type: ignore[arg-type]
+    pipeline = strawberry.field(
+        resolver=resolve.stage_pipeline,
+        graphql_type=Pipeline | None,
+        description="The pipeline the stage belongs to.",
+    )
 
-    @strawberry.field(description="Deals sitting in this stage.")
-    async def deals(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        filter: DealFilter | None = None,
-        order_by: list[DealOrder] | None = None,
-    ) -> Connection[Deal]:
-        return await resolve.stage_deals(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+    deals = strawberry.field(
+        resolver=resolve.stage_deals,
+        graphql_type=Connection[Annotated["Deal", strawberry.lazy(__name__)]],
+        description="Deals sitting in this stage.",
+    )
 
 
 @strawberry.type(description="A potential sale moving through a pipeline.")
@@ -112,36 +104,41 @@ class Deal(Node):
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    @strawberry.field(description="The customer the deal is with.")
-    async def customer(self, info: Info) -> Annotated[Customer, strawberry.lazy(_customers)] | None:
-        return await resolve.customer(info, self)  # type: ignore[arg-type]
+    customer = strawberry.field(
+        resolver=resolve.customer,
+        graphql_type=Annotated["Customer", strawberry.lazy(_customers)] | None,
+        description="The customer the deal is with.",
+    )
 
-    @strawberry.field(description="The company the deal is with.")
-    async def company(self, info: Info) -> Annotated[Company, strawberry.lazy(_companies)] | None:
-        return await resolve.company(info, self)  # type: ignore[arg-type]
+    company = strawberry.field(
+        resolver=resolve.company,
+        graphql_type=Annotated["Company", strawberry.lazy(_companies)] | None,
+        description="The company the deal is with.",
+    )
 
-    @strawberry.field(description="The user responsible for the deal.")
-    async def owner(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.owner(info, self)  # type: ignore[arg-type]
+    owner = strawberry.field(
+        resolver=resolve.owner,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="The user responsible for the deal.",
+    )
 
-    @strawberry.field(description="The pipeline the deal moves through.")
-    async def pipeline(self, info: Info) -> Pipeline | None:
-        return await resolve.deal_pipeline(info, self)  # type: ignore[arg-type]
+    pipeline = strawberry.field(
+        resolver=resolve.deal_pipeline,
+        graphql_type=Pipeline | None,
+        description="The pipeline the deal moves through.",
+    )
 
-    @strawberry.field(description="The stage the deal is in.")
-    async def stage(self, info: Info) -> Stage | None:
-        return await resolve.deal_stage(info, self)  # type: ignore[arg-type]
+    stage = strawberry.field(
+        resolver=resolve.deal_stage,
+        graphql_type=Stage | None,
+        description="The stage the deal is in.",
+    )
 
-    @strawberry.field(description="Timeline of the deal, stage changes included (newest first).")
-    async def activities(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        filter: Annotated[ActivityFilter, strawberry.lazy(_activities)] | None = None,
-        order_by: list[Annotated[ActivityOrder, strawberry.lazy(_activities)]] | None = None,
-    ) -> Connection[Annotated[Activity, strawberry.lazy(_activities)]]:
-        return await resolve.deal_activities(info, self, first, after, filter, order_by)  # type: ignore[arg-type, return-value]
+    activities = strawberry.field(
+        resolver=resolve.deal_activities,
+        graphql_type=Connection[Annotated["Activity", strawberry.lazy(_activities)]],
+        description="Timeline of the deal, stage changes included (newest first).",
+    )
 
 
 @strawberry.input(description="Conditions on pipelines; fields combine with AND.")
@@ -224,7 +221,7 @@ class DealOrder:
 
 @strawberry.input(description="A stage created together with its pipeline.")
 class PipelineStageInput:
-    name: str
+    name: str = strawberry.field(description="The stage's name, such as `Proposal`.")
     probability: int | None = strawberry.field(
         default=None, description="Percent 0..100; left out: 0."
     )
@@ -331,8 +328,10 @@ class UpdateDealInput:
 
 @strawberry.input(description="Which deal to move, and to which stage of its pipeline.")
 class MoveDealInput:
-    id: strawberry.ID
-    stage_id: strawberry.ID
+    id: strawberry.ID = strawberry.field(description="The deal to move.")
+    stage_id: strawberry.ID = strawberry.field(
+        description="The stage to move it to, of the deal's own pipeline."
+    )
     expected_version: int | None = strawberry.field(
         default=None, description="Fail with CONFLICT if the deal's version differs."
     )
@@ -364,84 +363,78 @@ class DealPayload:
 
 @strawberry.type
 class DealQuery:
-    @strawberry.field(description="Deals of the workspace, newest first unless ordered.")
-    async def deals(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: DealFilter | None = None,
-        order_by: list[DealOrder] | None = None,
-        include_archived: bool = False,
-    ) -> Connection[Deal]:
-        return await resolve.deals(  # type: ignore[return-value]
-            info, first, after, last, before, filter, order_by, include_archived
-        )
+    deals = strawberry.field(
+        resolver=resolve.deals,
+        graphql_type=Connection[Deal],
+        description="Deals of the workspace, newest first unless ordered.",
+    )
 
-    @strawberry.field(description="Pipelines of the workspace, by position unless ordered.")
-    async def pipelines(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: PipelineFilter | None = None,
-        order_by: list[PipelineOrder] | None = None,
-        include_archived: bool = False,
-    ) -> Connection[Pipeline]:
-        return await resolve.pipelines(  # type: ignore[return-value]
-            info, first, after, last, before, filter, order_by, include_archived
-        )
+    pipelines = strawberry.field(
+        resolver=resolve.pipelines,
+        graphql_type=Connection[Pipeline],
+        description="Pipelines of the workspace, by position unless ordered.",
+    )
 
 
 @strawberry.type
 class DealMutation:
-    @strawberry.mutation(description="Create a pipeline, optionally with its stages.")
-    async def create_pipeline(self, info: Info, input: CreatePipelineInput) -> PipelinePayload:
-        return await resolve.create_pipeline(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Rename or reposition a pipeline.")
-    async def update_pipeline(self, info: Info, input: UpdatePipelineInput) -> PipelinePayload:
-        return await resolve.update_pipeline(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Retire a pipeline (refused while it has open deals).")
-    async def archive_pipeline(self, info: Info, input: ArchiveInput) -> PipelinePayload:
-        return await resolve.archive_pipeline(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Add a stage to a pipeline.")
-    async def create_stage(self, info: Info, input: CreateStageInput) -> StagePayload:
-        return await resolve.create_stage(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Rename a stage, or change its probability or position.")
-    async def update_stage(self, info: Info, input: UpdateStageInput) -> StagePayload:
-        return await resolve.update_stage(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="Remove a stage from its board (refused while deals sit in it)."
+    create_pipeline = strawberry.mutation(
+        resolver=resolve.create_pipeline,
+        graphql_type=PipelinePayload,
+        description="Create a pipeline, optionally with its stages.",
     )
-    async def archive_stage(self, info: Info, input: ArchiveInput) -> StagePayload:
-        return await resolve.archive_stage(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Open a deal in a pipeline.")
-    async def create_deal(self, info: Info, input: CreateDealInput) -> DealPayload:
-        return await resolve.create_deal(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Change a deal's fields (win, lose or reopen it included).")
-    async def update_deal(self, info: Info, input: UpdateDealInput) -> DealPayload:
-        return await resolve.update_deal(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="Take a deal off the board and out of lists (history is kept)."
+    update_pipeline = strawberry.mutation(
+        resolver=resolve.update_pipeline,
+        graphql_type=PipelinePayload,
+        description="Rename or reposition a pipeline.",
     )
-    async def archive_deal(self, info: Info, input: ArchiveInput) -> DealPayload:
-        return await resolve.archive_deal(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(
+    archive_pipeline = strawberry.mutation(
+        resolver=resolve.archive_pipeline,
+        graphql_type=PipelinePayload,
+        description="Retire a pipeline (refused while it has open deals).",
+    )
+
+    create_stage = strawberry.mutation(
+        resolver=resolve.create_stage,
+        graphql_type=StagePayload,
+        description="Add a stage to a pipeline.",
+    )
+
+    update_stage = strawberry.mutation(
+        resolver=resolve.update_stage,
+        graphql_type=StagePayload,
+        description="Rename a stage, or change its probability or position.",
+    )
+
+    archive_stage = strawberry.mutation(
+        resolver=resolve.archive_stage,
+        graphql_type=StagePayload,
+        description="Remove a stage from its board (refused while deals sit in it).",
+    )
+
+    create_deal = strawberry.mutation(
+        resolver=resolve.create_deal,
+        graphql_type=DealPayload,
+        description="Open a deal in a pipeline.",
+    )
+
+    update_deal = strawberry.mutation(
+        resolver=resolve.update_deal,
+        graphql_type=DealPayload,
+        description="Change a deal's fields (win, lose or reopen it included).",
+    )
+
+    archive_deal = strawberry.mutation(
+        resolver=resolve.archive_deal,
+        graphql_type=DealPayload,
+        description="Take a deal off the board and out of lists (history is kept).",
+    )
+
+    move_deal = strawberry.mutation(
+        resolver=resolve.move_deal,
+        graphql_type=DealPayload,
         description="Move a deal to another stage of its pipeline; a stage-change activity "
-        "is added to its timeline."
+        "is added to its timeline.",
     )
-    async def move_deal(self, info: Info, input: MoveDealInput) -> DealPayload:
-        return await resolve.move_deal(info, input)  # type: ignore[return-value]

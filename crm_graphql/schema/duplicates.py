@@ -3,6 +3,8 @@ with ``mergeCustomers`` (docs/decisions/0032)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
@@ -49,9 +51,7 @@ class DuplicateCandidate:
 @strawberry.type(description="A page of likely duplicates, best first (forward only).")
 class DuplicateCandidates:
     candidates: list[DuplicateCandidate] = strawberry.field(description="Best first.")
-    page_info: PageInfo = strawberry.field(
-        description="Cursors and whether more candidates exist."
-    )
+    page_info: PageInfo = strawberry.field(description="Cursors and whether more candidates exist.")
 
 
 @strawberry.type
@@ -68,10 +68,22 @@ class DuplicateQuery:
     async def duplicate_candidates(
         self,
         info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        customer_id: strawberry.ID | None = None,
-        min_score: float | None = None,
+        first: Annotated[
+            int | None,
+            strawberry.argument(description="How many pairs at most, best first."),
+        ] = None,
+        after: Annotated[
+            str | None,
+            strawberry.argument(description="The `cursor` of the previous page's last pair."),
+        ] = None,
+        customer_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(description="Only the pairs this customer is in."),
+        ] = None,
+        min_score: Annotated[
+            float | None,
+            strawberry.argument(description="Only pairs scoring at least this (0 to 1)."),
+        ] = None,
     ) -> DuplicateCandidates:
         return await resolve.duplicate_candidates(  # type: ignore[return-value]
             info, first, after, customer_id, min_score

@@ -4,75 +4,96 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
 
 E = TypeVar("E")
 
+# What each operator means, on every type it is offered for (storage.querying applies them).
+OPERATORS = {
+    "eq": "Equal to this value.",
+    "ne": "Not equal to this value; records without a value match too.",
+    "in": "Equal to one of these values (an empty list matches nothing).",
+    "not_in": "Equal to none of these values; records without a value match too.",
+    "contains": "Contains this text, ignoring case.",
+    "starts_with": "Starts with this text, ignoring case.",
+    "gt": "Greater than (for times and dates: after) this value.",
+    "gte": "Greater than or equal to (for times and dates: at or after) this value.",
+    "lt": "Less than (for times and dates: before) this value.",
+    "lte": "Less than or equal to (for times and dates: at or before) this value.",
+    "is_null": "True: has no value; false: has one.",
+}
+
+
+def operator(name: str) -> Any:
+    """The input field of the operator ``name``, described by ``OPERATORS``."""
+    graphql_name = "in" if name == "in" else None
+    return strawberry.field(default=None, name=graphql_name, description=OPERATORS[name])
+
 
 @strawberry.input(
     description="Operators on a text field. Matching ignores case for contains/startsWith."
 )
 class StringFilter:
-    eq: str | None = None
-    ne: str | None = None
-    in_: list[str] | None = strawberry.field(default=None, name="in")
-    not_in: list[str] | None = None
-    contains: str | None = None
-    starts_with: str | None = None
-    is_null: bool | None = None
+    eq: str | None = operator("eq")
+    ne: str | None = operator("ne")
+    in_: list[str] | None = operator("in")
+    not_in: list[str] | None = operator("not_in")
+    contains: str | None = operator("contains")
+    starts_with: str | None = operator("starts_with")
+    is_null: bool | None = operator("is_null")
 
 
 @strawberry.input(description="Operators on a reference to another object (global IDs).")
 class IDFilter:
-    eq: strawberry.ID | None = None
-    ne: strawberry.ID | None = None
-    in_: list[strawberry.ID] | None = strawberry.field(default=None, name="in")
-    not_in: list[strawberry.ID] | None = None
-    is_null: bool | None = None
+    eq: strawberry.ID | None = operator("eq")
+    ne: strawberry.ID | None = operator("ne")
+    in_: list[strawberry.ID] | None = operator("in")
+    not_in: list[strawberry.ID] | None = operator("not_in")
+    is_null: bool | None = operator("is_null")
 
 
 @strawberry.input(description="Operators on a point in time (ISO 8601).")
 class DateTimeFilter:
-    eq: datetime | None = None
-    gt: datetime | None = None
-    gte: datetime | None = None
-    lt: datetime | None = None
-    lte: datetime | None = None
-    is_null: bool | None = None
+    eq: datetime | None = operator("eq")
+    gt: datetime | None = operator("gt")
+    gte: datetime | None = operator("gte")
+    lt: datetime | None = operator("lt")
+    lte: datetime | None = operator("lte")
+    is_null: bool | None = operator("is_null")
 
 
 @strawberry.input(description="Operators on a calendar date.")
 class DateFilter:
-    eq: date | None = None
-    gt: date | None = None
-    gte: date | None = None
-    lt: date | None = None
-    lte: date | None = None
-    is_null: bool | None = None
+    eq: date | None = operator("eq")
+    gt: date | None = operator("gt")
+    gte: date | None = operator("gte")
+    lt: date | None = operator("lt")
+    lte: date | None = operator("lte")
+    is_null: bool | None = operator("is_null")
 
 
 @strawberry.input(description="Operators on a decimal amount.")
 class DecimalFilter:
-    eq: Decimal | None = None
-    ne: Decimal | None = None
-    gt: Decimal | None = None
-    gte: Decimal | None = None
-    lt: Decimal | None = None
-    lte: Decimal | None = None
+    eq: Decimal | None = operator("eq")
+    ne: Decimal | None = operator("ne")
+    gt: Decimal | None = operator("gt")
+    gte: Decimal | None = operator("gte")
+    lt: Decimal | None = operator("lt")
+    lte: Decimal | None = operator("lte")
 
 
 @strawberry.input(description="Operators on a whole number.")
 class IntFilter:
-    eq: int | None = None
-    ne: int | None = None
-    gt: int | None = None
-    gte: int | None = None
-    lt: int | None = None
-    lte: int | None = None
-    is_null: bool | None = None
+    eq: int | None = operator("eq")
+    ne: int | None = operator("ne")
+    gt: int | None = operator("gt")
+    gte: int | None = operator("gte")
+    lt: int | None = operator("lt")
+    lte: int | None = operator("lte")
+    is_null: bool | None = operator("is_null")
 
 
 @strawberry.input(description="Operators on a list of tags.")
@@ -93,14 +114,14 @@ class TagsFilter:
 )
 class CustomFieldFilter:
     key: str = strawberry.field(description="The field's key.")
-    eq: JSON | None = None
-    in_: list[JSON] | None = strawberry.field(default=None, name="in")
+    eq: JSON | None = operator("eq")
+    in_: list[JSON] | None = operator("in")
     contains: str | None = strawberry.field(default=None, description="Text, ignoring case.")
     starts_with: str | None = strawberry.field(default=None, description="Text, ignoring case.")
-    gt: JSON | None = None
-    gte: JSON | None = None
-    lt: JSON | None = None
-    lte: JSON | None = None
+    gt: JSON | None = operator("gt")
+    gte: JSON | None = operator("gte")
+    lt: JSON | None = operator("lt")
+    lte: JSON | None = operator("lte")
     is_null: bool | None = strawberry.field(default=None, description="True: no value.")
     contains_all: list[str] | None = strawberry.field(
         default=None, description="Multi select: has every one of these options."
@@ -112,7 +133,7 @@ class CustomFieldFilter:
 
 @strawberry.input(description="Operators on an enumerated field.")
 class EnumFilter(Generic[E]):
-    eq: E | None = None
-    ne: E | None = None
-    in_: list[E] | None = strawberry.field(default=None, name="in")
-    not_in: list[E] | None = None
+    eq: E | None = operator("eq")
+    ne: E | None = operator("ne")
+    in_: list[E] | None = operator("in")
+    not_in: list[E] | None = operator("not_in")

@@ -8,11 +8,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import orders as resolve
 from crm_graphql.resolvers.nodes import rows_of
-from crm_graphql.schema.customers import ArchiveInput
 from crm_graphql.schema.filters import (
     DateTimeFilter,
     DecimalFilter,
@@ -45,9 +43,11 @@ class OrderLine:
     )
     currency: str = strawberry.field(description="ISO 4217 code: the order's currency.")
 
-    @strawberry.field(description="The catalogue product (null for a free line).")
-    async def product(self, info: Info) -> Annotated[Product, strawberry.lazy(_products)] | None:
-        return await resolve.line_product(info, self)  # type: ignore[arg-type]
+    product = strawberry.field(
+        resolver=resolve.line_product,
+        graphql_type=Annotated["Product", strawberry.lazy(_products)] | None,
+        description="The catalogue product (null for a free line).",
+    )
 
 
 @strawberry.input(
@@ -82,16 +82,18 @@ class Order(Node):
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    @strawberry.field(description="The customer who placed the order.")
-    async def customer(self, info: Info) -> Annotated[Customer, strawberry.lazy(_customers)] | None:
-        return await resolve.customer(info, self)  # type: ignore[arg-type]
-
-    @strawberry.field(
-        description="Order lines with their products (from `lines`, or from `items` where "
-        "their SKU matches a product)."
+    customer = strawberry.field(
+        resolver=resolve.customer,
+        graphql_type=Annotated["Customer", strawberry.lazy(_customers)] | None,
+        description="The customer who placed the order.",
     )
-    async def lines(self, info: Info) -> list[OrderLine]:
-        return await resolve.lines(info, self)  # type: ignore[arg-type, return-value]
+
+    lines = strawberry.field(
+        resolver=resolve.lines,
+        graphql_type=list[OrderLine],
+        description="Order lines with their products (from `lines`, or from `items` where "
+        "their SKU matches a product).",
+    )
 
 
 @strawberry.input(description="Conditions on orders; fields combine with AND.")
@@ -182,35 +184,29 @@ class OrderPayload:
 
 @strawberry.type
 class OrderQuery:
-    @strawberry.field(description="Orders of the workspace, latest placed first unless ordered.")
-    async def orders(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: OrderFilter | None = None,
-        order_by: list[OrderOrder] | None = None,
-        include_archived: bool = False,
-    ) -> Connection[Order]:
-        return await resolve.orders(  # type: ignore[return-value]
-            info, first, after, last, before, filter, order_by, include_archived
-        )
+    orders = strawberry.field(
+        resolver=resolve.orders,
+        graphql_type=Connection[Order],
+        description="Orders of the workspace, latest placed first unless ordered.",
+    )
 
 
 @strawberry.type
 class OrderMutation:
-    @strawberry.mutation(description="Record a purchase.")
-    async def create_order(self, info: Info, input: CreateOrderInput) -> OrderPayload:
-        return await resolve.create_order(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Change an order's fields.")
-    async def update_order(self, info: Info, input: UpdateOrderInput) -> OrderPayload:
-        return await resolve.update_order(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="Hide an order from lists and purchase summaries (it stays readable by ID)."
+    create_order = strawberry.mutation(
+        resolver=resolve.create_order,
+        graphql_type=OrderPayload,
+        description="Record a purchase.",
     )
-    async def archive_order(self, info: Info, input: ArchiveInput) -> OrderPayload:
-        return await resolve.archive_order(info, input)  # type: ignore[return-value]
+
+    update_order = strawberry.mutation(
+        resolver=resolve.update_order,
+        graphql_type=OrderPayload,
+        description="Change an order's fields.",
+    )
+
+    archive_order = strawberry.mutation(
+        resolver=resolve.archive_order,
+        graphql_type=OrderPayload,
+        description="Hide an order from lists and purchase summaries (it stays readable by ID).",
+    )

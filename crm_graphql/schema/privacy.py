@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import privacy as resolve
 from crm_graphql.schema.relay import UserError
@@ -37,7 +36,9 @@ class SensitiveCustomFieldsPayload:
 
 @strawberry.input(description="A customer, by ID.")
 class CustomerDataInput:
-    customer_id: strawberry.ID
+    customer_id: strawberry.ID = strawberry.field(
+        description="The customer whose data to export or erase."
+    )
 
 
 @strawberry.type(description="Everything held about a customer.")
@@ -56,39 +57,33 @@ class ExportCustomerDataPayload:
 
 @strawberry.type
 class PrivacyQuery:
-    @strawberry.field(
+    sensitive_custom_fields = strawberry.field(
+        resolver=resolve.sensitive_custom_fields,
+        graphql_type=list[str],
         description="Customer custom-field keys whose values are encrypted at rest and "
-        "hidden (null) from viewers and API keys."
+        "hidden (null) from viewers and API keys.",
     )
-    async def sensitive_custom_fields(self, info: Info) -> list[str]:
-        return await resolve.sensitive_custom_fields(info)
 
 
 @strawberry.type
 class PrivacyMutation:
-    @strawberry.mutation(
+    set_sensitive_custom_fields = strawberry.mutation(
+        resolver=resolve.set_sensitive_custom_fields,
+        graphql_type=SensitiveCustomFieldsPayload,
         description="Choose the sensitive customer custom fields (admins); stored values "
-        "are encrypted or decrypted accordingly."
+        "are encrypted or decrypted accordingly.",
     )
-    async def set_sensitive_custom_fields(
-        self, info: Info, input: SetSensitiveCustomFieldsInput
-    ) -> SensitiveCustomFieldsPayload:
-        return await resolve.set_sensitive_custom_fields(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(
+    export_customer_data = strawberry.mutation(
+        resolver=resolve.export_customer_data,
+        graphql_type=ExportCustomerDataPayload,
         description="Everything held about a customer as one JSON document (admins and "
-        "managers; audited)."
+        "managers; audited).",
     )
-    async def export_customer_data(
-        self, info: Info, input: CustomerDataInput
-    ) -> ExportCustomerDataPayload:
-        return await resolve.export_customer_data(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(
+    erase_customer = strawberry.mutation(
+        resolver=resolve.erase_customer,
+        graphql_type=Annotated["CustomerPayload", strawberry.lazy(_customers)],
         description="Erase a customer's personal data for good (admins; idempotent). "
-        "Orders, deals, counts and the audit trail stay; personal values are redacted."
+        "Orders, deals, counts and the audit trail stay; personal values are redacted.",
     )
-    async def erase_customer(
-        self, info: Info, input: CustomerDataInput
-    ) -> Annotated[CustomerPayload, strawberry.lazy(_customers)]:
-        return await resolve.erase_customer(info, input)  # type: ignore[return-value]

@@ -7,11 +7,9 @@ from datetime import datetime
 from decimal import Decimal
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import products as resolve
 from crm_graphql.resolvers.nodes import rows_of
-from crm_graphql.schema.customers import ArchiveInput
 from crm_graphql.schema.filters import DateTimeFilter, DecimalFilter, IDFilter, StringFilter
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 
@@ -98,37 +96,29 @@ class ProductPayload:
 
 @strawberry.type
 class ProductQuery:
-    @strawberry.field(description="The product catalogue, by name unless ordered.")
-    async def products(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: ProductFilter | None = None,
-        order_by: list[ProductOrder] | None = None,
-        include_archived: bool = False,
-    ) -> Connection[Product]:
-        return await resolve.products(  # type: ignore[return-value]
-            info, first, after, last, before, filter, order_by, include_archived
-        )
+    products = strawberry.field(
+        resolver=resolve.products,
+        graphql_type=Connection[Product],
+        description="The product catalogue, by name unless ordered.",
+    )
 
 
 @strawberry.type
 class ProductMutation:
-    @strawberry.mutation(
-        description="Add a product; past order lines with its SKU and no product link to it."
+    create_product = strawberry.mutation(
+        resolver=resolve.create_product,
+        graphql_type=ProductPayload,
+        description="Add a product; past order lines with its SKU and no product link to it.",
     )
-    async def create_product(self, info: Info, input: CreateProductInput) -> ProductPayload:
-        return await resolve.create_product(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Change a product's fields (lines already sold keep theirs).")
-    async def update_product(self, info: Info, input: UpdateProductInput) -> ProductPayload:
-        return await resolve.update_product(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="Take a product out of the catalogue (it stays readable by ID)."
+    update_product = strawberry.mutation(
+        resolver=resolve.update_product,
+        graphql_type=ProductPayload,
+        description="Change a product's fields (lines already sold keep theirs).",
     )
-    async def archive_product(self, info: Info, input: ArchiveInput) -> ProductPayload:
-        return await resolve.archive_product(info, input)  # type: ignore[return-value]
+
+    archive_product = strawberry.mutation(
+        resolver=resolve.archive_product,
+        graphql_type=ProductPayload,
+        description="Take a product out of the catalogue (it stays readable by ID).",
+    )

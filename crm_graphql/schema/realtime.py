@@ -15,7 +15,7 @@ from crm_graphql.resolvers import dashboards as resolve_dashboards
 from crm_graphql.resolvers import realtime as resolve
 from crm_graphql.schema.dashboards import Dashboard
 from crm_graphql.schema.relay import UserError
-from crm_graphql.schema.scalars import ActivityType
+from crm_graphql.schema.scalars import ActivityType, exposed
 
 if TYPE_CHECKING:
     from crm_graphql.schema.activities import Activity
@@ -29,6 +29,18 @@ _deals = "crm_graphql.schema.deals"
 _users = "crm_graphql.schema.users"
 
 CURSOR_DOC = "Position of this event; pass it as `after` to resume right after it."
+
+# The resume argument of every subscription with a durable stream.
+ResumeAfter = Annotated[
+    str | None,
+    strawberry.argument(
+        description="The `cursor` of the last event you received: what happened since comes "
+        "first, then live events, in order and once. Left out: live events from now."
+    ),
+]
+ConversationArgument = Annotated[
+    strawberry.ID, strawberry.argument(description="The conversation to follow.")
+]
 
 
 @strawberry.type(description="Something that happened in a conversation.")
@@ -58,7 +70,7 @@ class ConversationEvent:
 
     @strawberry.field(description="Up to which message it was read (conversation.read).")
     def last_read_seq(self) -> int | None:
-        return self.event.payload.get("last_read_seq")  # type: ignore[attr-defined, no-any-return]
+        return self.event.payload.get("last_read_seq")  # type: ignore[attr-defined]
 
     @strawberry.field(description="The assignee before the change (conversation.assigned).")
     async def previous_assignee(
@@ -100,16 +112,22 @@ class DealBoardEvent:
     async def stage(self, info: Info) -> Annotated[Stage, strawberry.lazy(_deals)] | None:
         return await resolve.event_stage(info, self)  # type: ignore[arg-type]
 
-    @strawberry.field(description="The pipeline.")
+    @strawberry.field(description="The pipeline of the board the event belongs to.")
     async def pipeline(self, info: Info) -> Annotated[Pipeline, strawberry.lazy(_deals)] | None:
         return await resolve.event_pipeline(info, self)  # type: ignore[arg-type]
 
 
 @strawberry.input(description="Which activities to follow; fields combine with AND.")
 class ActivityFeedFilter:
-    customer_id: strawberry.ID | None = None
-    deal_id: strawberry.ID | None = None
-    types: list[ActivityType] | None = None
+    customer_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Only activities on this customer's timeline."
+    )
+    deal_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Only activities about this deal."
+    )
+    types: list[ActivityType] | None = strawberry.field(
+        default=None, description="Only activities of these kinds."
+    )
 
 
 # ------------------------------------------------------ ephemeral: typing, presence
@@ -117,8 +135,11 @@ class ActivityFeedFilter:
 if TYPE_CHECKING:
     from crm_graphql.realtime.ephemeral import PresenceStatus
 else:
-    PresenceStatus = strawberry.enum(
-        ephemeral.PresenceStatus, description="Whether a user has the app open."
+    PresenceStatus = exposed(
+        ephemeral.PresenceStatus,
+        "Whether a user has the app open.",
+        ONLINE="Has at least one live connection (WebSocket) open.",
+        OFFLINE="Has no live connection left open.",
     )
 
 TYPING_DOC = (
@@ -141,7 +162,7 @@ class TypingEvent:
 @strawberry.type(description="A user came online (first open connection) or went offline.")
 class PresenceEvent:
     user: Annotated[User, strawberry.lazy(_users)] | None = strawberry.field(
-        description="The user."
+        description="The user who came online or went offline."
     )
     status: PresenceStatus = strawberry.field(description="Online or offline now.")
     at: datetime = strawberry.field(description="When it changed.")
@@ -149,7 +170,9 @@ class PresenceEvent:
 
 @strawberry.input(description="The caller is typing in a conversation, or stopped.")
 class SetTypingInput:
-    conversation_id: strawberry.ID
+    conversation_id: strawberry.ID = strawberry.field(
+        description="The conversation the caller is typing in."
+    )
     is_typing: bool = strawberry.field(default=True, description="False: stopped typing.")
 
 
@@ -191,7 +214,7 @@ class Subscription:
         description="Messages, status, assignment and read receipts of a conversation."
     )
     async def conversation_events(
-        self, info: Info, conversation_id: strawberry.ID, after: str | None = None
+        self, info: Info, conversation_id: ConversationArgument, after: ResumeAfter = None
     ) -> AsyncGenerator[ConversationEvent, None]:
         async for event in resolve.conversation_events(info, conversation_id, after):
             yield event  # type: ignore[misc]
@@ -201,14 +224,14 @@ class Subscription:
         "new messages."
     )
     async def inbox(
-        self, info: Info, after: str | None = None
+        self, info: Info, after: ResumeAfter = None
     ) -> AsyncGenerator[ConversationEvent, None]:
         async for event in resolve.inbox(info, after):
             yield event  # type: ignore[misc]
 
     @strawberry.subscription(description="Activities logged in the workspace.")
     async def activity_feed(
-        self, info: Info, filter: ActivityFeedFilter | None = None, after: str | None = None
+        self, info: Info, filter: ActivityFeedFilter | None = None, after: ResumeAfter = None
     ) -> AsyncGenerator[ActivityFeedEvent, None]:
         async for event in resolve.activity_feed(info, filter, after):
             yield event  # type: ignore[misc]
@@ -217,7 +240,12 @@ class Subscription:
         description="The deal board of a pipeline: deals created, moved, updated, won or lost."
     )
     async def deal_board(
-        self, info: Info, pipeline_id: strawberry.ID, after: str | None = None
+        self,
+        info: Info,
+        pipeline_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The pipeline whose board to follow.")
+        ],
+        after: ResumeAfter = None,
     ) -> AsyncGenerator[DealBoardEvent, None]:
         async for event in resolve.deal_board(info, pipeline_id, after):
             yield event  # type: ignore[misc]
@@ -238,7 +266,7 @@ class Subscription:
         "Ends if the conversation stops being visible to you. " + TYPING_DOC
     )
     async def typing(
-        self, info: Info, conversation_id: strawberry.ID
+        self, info: Info, conversation_id: ConversationArgument
     ) -> AsyncGenerator[TypingEvent, None]:
         async for event in resolve.typing(info, conversation_id):
             yield event  # type: ignore[misc]

@@ -6,21 +6,41 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
+from crm_graphql.schema.scalars import exposed
 from crm_graphql.services import recommendations
+
+
+def risk_levels(**meanings: str) -> dict[str, str]:
+    """Each band's meaning with the scores it covers (``recommendations.HIGH_FROM`` ...)."""
+    low, high = recommendations.MEDIUM_FROM, recommendations.HIGH_FROM
+    return {
+        "LOW": f"{meanings['LOW']} Score below {low}.",
+        "MEDIUM": f"{meanings['MEDIUM']} Score from {low} to below {high}.",
+        "HIGH": f"{meanings['HIGH']} Score {high} or more.",
+    }
+
 
 if TYPE_CHECKING:
     from crm_graphql.schema.products import Product
     from crm_graphql.services.recommendations import Basis as RecommendationBasis
     from crm_graphql.services.recommendations import RiskLevel
 else:
-    RecommendationBasis = strawberry.enum(
+    RecommendationBasis = exposed(
         recommendations.Basis,
+        "Why a product is recommended: bought together with this customer's purchases, or "
+        "popular (the fallback).",
         name="RecommendationBasis",
-        description="Why a product is recommended: bought together with this customer's "
-        "purchases, or popular (the fallback).",
+        SIMILAR_CUSTOMERS="Bought by customers who bought what this customer bought.",
+        POPULAR="Bought by the most customers (when the customer's history says too little).",
     )
-    RiskLevel = strawberry.enum(
-        recommendations.RiskLevel, description="Churn risk band of a score."
+    RiskLevel = exposed(
+        recommendations.RiskLevel,
+        "Churn risk band of a score.",
+        **risk_levels(
+            LOW="Likely to buy again.",
+            MEDIUM="Buying less often than usual.",
+            HIGH="Overdue by their own rhythm: act now.",
+        ),
     )
 
 _products = "crm_graphql.schema.products"

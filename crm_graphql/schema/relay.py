@@ -17,21 +17,31 @@ T = TypeVar("T")
 class Node:
     @strawberry.field(description="Opaque global ID; pass it to `node(id:)` to refetch.")
     def id(self, info: Info) -> strawberry.ID:
-        return strawberry.ID(to_global_id(type(self).__name__, self.id))  # type: ignore[arg-type]
+        return strawberry.ID(to_global_id(type(self).__name__, self.id))
 
 
 @strawberry.type(description="Where a page sits in its list.")
 class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
+    has_next_page: bool = strawberry.field(
+        description="More items follow this page (pass `endCursor` as `after` to get them)."
+    )
+    has_previous_page: bool = strawberry.field(
+        description="Items come before this page (pass `startCursor` as `before` to get them)."
+    )
+    start_cursor: str | None = strawberry.field(
+        description="The cursor of the page's first item (null for an empty page)."
+    )
+    end_cursor: str | None = strawberry.field(
+        description="The cursor of the page's last item (null for an empty page)."
+    )
 
 
 @strawberry.type(description="A node and the cursor that points at it.")
 class Edge(Generic[T]):
-    cursor: str
-    node: T
+    cursor: str = strawberry.field(
+        description="Points at this item: pass it as `after` or `before` to page from here."
+    )
+    node: T = strawberry.field(description="The item.")
 
 
 @strawberry.type(description="A page of a list, paged by keyset cursors.")
@@ -46,8 +56,8 @@ class Connection(Generic[T]):
 
 @strawberry.enum(description="Sort direction.")
 class OrderDirection(enum.Enum):
-    ASC = "asc"
-    DESC = "desc"
+    ASC = strawberry.enum_value("asc", description="Smallest, earliest or A first.")
+    DESC = strawberry.enum_value("desc", description="Largest, latest or Z first.")
 
 
 @strawberry.type(description="Why a mutation did not happen, in terms a client can act on.")

@@ -8,11 +8,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import reports as resolve
-from crm_graphql.schema.conversations import ConversationFilter
-from crm_graphql.schema.deals import DealFilter, Pipeline, Stage
+from crm_graphql.schema.deals import Pipeline, Stage
 from crm_graphql.schema.insight import DrillDown
 from crm_graphql.schema.scalars import Channel, ConversationStatus
 
@@ -32,7 +30,7 @@ class MoneyCell:
 
 @strawberry.type(description="One stage of a pipeline in the sales report.")
 class SalesStage:
-    stage: Stage = strawberry.field(description="The stage.")
+    stage: Stage = strawberry.field(description="The stage these figures are about.")
     open_count: int = strawberry.field(description="Open deals in the stage now.")
     open_value: list[MoneyCell] = strawberry.field(description="Their amount, per currency.")
     weighted_value: list[MoneyCell] = strawberry.field(
@@ -92,7 +90,7 @@ class ForecastCell:
 
 @strawberry.type(description="A pipeline's sales over a period.")
 class SalesReport:
-    pipeline: Pipeline = strawberry.field(description="The pipeline.")
+    pipeline: Pipeline = strawberry.field(description="The pipeline reported on.")
     stages: list[SalesStage] = strawberry.field(
         description="The pipeline's live stages, left to right."
     )
@@ -108,24 +106,24 @@ class SalesReport:
         description="Open deals by expected close month (within the period) and owner."
     )
 
-    @strawberry.field(name="from", description="First day of the period.")
-    def from_(self) -> date:
-        return self.period.start_date  # type: ignore[attr-defined, no-any-return]
-
-    @strawberry.field(description="Last day of the period (included).")
-    def to(self) -> date:
-        return self.period.end_date  # type: ignore[attr-defined, no-any-return]
-
-    @strawberry.field(description="Time zone the days are counted in.")
-    def time_zone(self) -> str:
-        return self.period.time_zone  # type: ignore[attr-defined, no-any-return]
+    from_ = strawberry.field(
+        resolver=resolve.first_day, name="from", description="First day of the period."
+    )
+    to = strawberry.field(
+        resolver=resolve.last_day, description="Last day of the period (included)."
+    )
+    time_zone = strawberry.field(
+        resolver=resolve.time_zone, description="Time zone the days are counted in."
+    )
 
 
 @strawberry.type(description="Conversations of one channel and status.")
 class VolumeCell:
-    channel: Channel
-    status: ConversationStatus
-    count: int
+    channel: Channel = strawberry.field(description="The conversations' channel.")
+    status: ConversationStatus = strawberry.field(description="The conversations' status now.")
+    count: int = strawberry.field(
+        description="Conversations of this channel and status started in the period."
+    )
     drill_down: DrillDown = strawberry.field(description="Those conversations.")
 
 
@@ -137,16 +135,20 @@ class TimeStats:
     p90_seconds: float | None = strawberry.field(description="90th percentile (percentile_cont).")
     drill_down: DrillDown = strawberry.field(description="The conversations measured.")
 
-    @strawberry.field(description="The assignee (by agent; null there: unassigned).")
-    async def agent(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.user(info, self.agent_id)  # type: ignore[attr-defined]
+    agent = strawberry.field(
+        resolver=resolve.agent,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="The assignee (by agent; null there: unassigned).",
+    )
 
 
 @strawberry.type(description="A service time overall, per agent and per channel.")
 class ServiceTimes:
-    overall: TimeStats
-    by_agent: list[TimeStats]
-    by_channel: list[TimeStats]
+    overall: TimeStats = strawberry.field(description="All conversations measured.")
+    by_agent: list[TimeStats] = strawberry.field(
+        description="One entry per assignee (unassigned conversations together)."
+    )
+    by_channel: list[TimeStats] = strawberry.field(description="One entry per channel.")
 
 
 @strawberry.type(description="Open and pending conversations of one age band, now.")
@@ -154,8 +156,8 @@ class BacklogBand:
     label: str = strawberry.field(description="The band, such as `1 to 24 hours`.")
     min_age_hours: int = strawberry.field(description="Age from (included), in hours.")
     max_age_hours: int | None = strawberry.field(description="Age up to (excluded); null: no end.")
-    open_count: int
-    pending_count: int
+    open_count: int = strawberry.field(description="Open conversations of this age.")
+    pending_count: int = strawberry.field(description="Pending conversations of this age.")
     count: int = strawberry.field(description="Open and pending.")
     drill_down: DrillDown = strawberry.field(description="Those conversations.")
 
@@ -172,16 +174,20 @@ class CsatStats:
         description="The conversations rated 4 or 5."
     )
 
-    @strawberry.field(description="The assignee (by agent; null there: unassigned).")
-    async def agent(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.user(info, self.agent_id)  # type: ignore[attr-defined]
+    agent = strawberry.field(
+        resolver=resolve.agent,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="The assignee (by agent; null there: unassigned).",
+    )
 
 
 @strawberry.type(description="CSAT overall, per agent and per channel.")
 class Csat:
-    overall: CsatStats
-    by_agent: list[CsatStats]
-    by_channel: list[CsatStats]
+    overall: CsatStats = strawberry.field(description="All rated conversations of the period.")
+    by_agent: list[CsatStats] = strawberry.field(
+        description="One entry per assignee (unassigned conversations together)."
+    )
+    by_channel: list[CsatStats] = strawberry.field(description="One entry per channel.")
 
 
 @strawberry.type(description="Customer service over a period.")
@@ -202,57 +208,33 @@ class ServiceReport:
     )
     csat: Csat = strawberry.field(description="Of the ratings given in the period.")
 
-    @strawberry.field(name="from", description="First day of the period.")
-    def from_(self) -> date:
-        return self.period.start_date  # type: ignore[attr-defined, no-any-return]
-
-    @strawberry.field(description="Last day of the period (included).")
-    def to(self) -> date:
-        return self.period.end_date  # type: ignore[attr-defined, no-any-return]
-
-    @strawberry.field(description="Time zone the days are counted in.")
-    def time_zone(self) -> str:
-        return self.period.time_zone  # type: ignore[attr-defined, no-any-return]
+    from_ = strawberry.field(
+        resolver=resolve.first_day, name="from", description="First day of the period."
+    )
+    to = strawberry.field(
+        resolver=resolve.last_day, description="Last day of the period (included)."
+    )
+    time_zone = strawberry.field(
+        resolver=resolve.time_zone, description="Time zone the days are counted in."
+    )
 
 
 @strawberry.type
 class ReportQuery:
-    @strawberry.field(
+    sales_report = strawberry.field(
+        resolver=resolve.sales_report,
+        graphql_type=SalesReport,
         description="A pipeline's sales over the days `from` to `to` (included) in `timeZone` "
         "(IANA, default UTC): per stage open deals and conversion, win rate, average deal size "
         "and cycle time, weighted pipeline and forecast per owner. Counts what the caller's "
-        "`deals` list shows, within `filter` and `ownerIds`; every number has its drill-down."
+        "`deals` list shows, within `filter` and `ownerIds`; every number has its drill-down.",
     )
-    async def sales_report(
-        self,
-        info: Info,
-        pipeline_id: strawberry.ID,
-        from_: Annotated[date, strawberry.argument(name="from")],
-        to: date,
-        time_zone: str | None = None,
-        owner_ids: list[strawberry.ID] | None = None,
-        filter: DealFilter | None = None,
-    ) -> SalesReport:
-        return await resolve.sales_report(  # type: ignore[return-value]
-            info, pipeline_id, from_, to, time_zone, owner_ids, filter
-        )
 
-    @strawberry.field(
+    service_report = strawberry.field(
+        resolver=resolve.service_report,
+        graphql_type=ServiceReport,
         description="Customer service over the days `from` to `to` (included) in `timeZone`: "
         "volume by channel and status, first-response and resolution times (p50, p90) per "
         "agent and channel, open backlog by age, CSAT per agent and channel. Counts what the "
-        "caller's `conversations` list shows, within `filter`, `channels` and `assigneeIds`."
+        "caller's `conversations` list shows, within `filter`, `channels` and `assigneeIds`.",
     )
-    async def service_report(
-        self,
-        info: Info,
-        from_: Annotated[date, strawberry.argument(name="from")],
-        to: date,
-        time_zone: str | None = None,
-        channels: list[Channel] | None = None,
-        assignee_ids: list[strawberry.ID] | None = None,
-        filter: ConversationFilter | None = None,
-    ) -> ServiceReport:
-        return await resolve.service_report(  # type: ignore[return-value]
-            info, from_, to, time_zone, channels, assignee_ids, filter
-        )

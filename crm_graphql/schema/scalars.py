@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -15,6 +16,32 @@ from strawberry.types.scalar import ScalarDefinition
 from crm_graphql import enums
 from crm_graphql.services import rfm
 from crm_graphql.services.fields import stored_instant
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def exposed(domain: type[E], description: str, name: str | None = None, **values: str) -> Any:
+    """``domain``, an enum of the services, as a GraphQL enum with a description for each
+    value (every value needs one: a missing or unknown name is an error at import)."""
+    exposed_enum: Any = strawberry.enum(domain, name=name, description=description)
+    definition = exposed_enum.__strawberry_definition__
+    if set(values) != {value.name for value in definition.values}:
+        raise ValueError(f"{domain.__name__}: describe exactly its values")
+    for value in definition.values:
+        value.description = values[value.name]
+    return exposed_enum
+
+
+def rfm_segments(**meanings: str) -> dict[str, str]:
+    """Each segment's meaning with the scores that make it (``rfm.SEGMENT_MAP``)."""
+    described = {}
+    for segment, (r_low, r_high), (fm_low, fm_high) in rfm.SEGMENT_MAP:
+        r = f"{r_low}" if r_low == r_high else f"{r_low}-{r_high}"
+        fm = f"{fm_low}" if fm_low == fm_high else f"{fm_low}-{fm_high}"
+        scores = f"Recency {r}, frequency and monetary {fm}."
+        described[segment.name] = f"{meanings[segment.name]} {scores}"
+    return described
+
 
 if TYPE_CHECKING:
     # strawberry.enum registers and returns the domain's own enum class; say so to mypy.
@@ -33,38 +60,126 @@ if TYPE_CHECKING:
     )
     from crm_graphql.services.rfm import RfmSegment
 else:
-    LifecycleStage = strawberry.enum(
-        enums.LifecycleStage, description="Where a customer is in the funnel."
+    LifecycleStage = exposed(
+        enums.LifecycleStage,
+        "Where a customer is in the funnel.",
+        SUBSCRIBER="Receives news or content; not yet a sales lead.",
+        LEAD="Showed interest; not yet qualified.",
+        QUALIFIED="Has a need, budget and intent that sales confirmed.",
+        OPPORTUNITY="Has an open deal.",
+        CUSTOMER="Has bought.",
+        EVANGELIST="A customer who recommends the business to others.",
+        CHURNED="Was a customer and stopped buying.",
     )
-    Role = strawberry.enum(enums.Role, description="What a user may do in the workspace.")
-    DealStatus = strawberry.enum(enums.DealStatus, description="Open, or closed as won or lost.")
-    ActivityType = strawberry.enum(enums.ActivityType, description="Kind of timeline entry.")
-    OrderStatus = strawberry.enum(enums.OrderStatus, description="Where an order stands.")
-    Channel = strawberry.enum(enums.Channel, description="How a conversation reaches us.")
-    ConversationStatus = strawberry.enum(
-        enums.ConversationStatus, description="Open, pending or closed."
+    Role = exposed(
+        enums.Role,
+        "What a user may do in the workspace (docs/permissions.md has the full table).",
+        ADMIN="Everything, including users, API keys, webhooks, the audit log and erasure.",
+        MANAGER="Everything an agent does, plus archiving, merging, pipelines, custom field "
+        "definitions, shared segments and customer data exports.",
+        AGENT="Reads everything and creates and changes customers, companies, deals, "
+        "activities, orders, products and conversations.",
+        VIEWER="Reads, changes nothing.",
     )
-    MessageAuthorType = strawberry.enum(enums.MessageAuthorType, description="Who wrote a message.")
-    ChangeKind = strawberry.enum(
+    DealStatus = exposed(
+        enums.DealStatus,
+        "Open, or closed as won or lost.",
+        OPEN="Still being worked on.",
+        WON="Closed: the customer bought.",
+        LOST="Closed: the customer did not buy (see `lostReason`).",
+    )
+    ActivityType = exposed(
+        enums.ActivityType,
+        "Kind of timeline entry.",
+        NOTE="A written note.",
+        CALL="A phone call.",
+        EMAIL="An email sent or received.",
+        MEETING="A meeting.",
+        TASK="Something to do, with a due time, done when completed.",
+        STAGE_CHANGE="A deal moved to another stage (written by the server).",
+        SYSTEM="Recorded by the server itself.",
+    )
+    OrderStatus = exposed(
+        enums.OrderStatus,
+        "Where an order stands.",
+        PENDING="Placed, not paid yet.",
+        PAID="Paid (counted in purchase summaries and reports).",
+        FULFILLED="Paid and delivered (counted in purchase summaries and reports).",
+        CANCELLED="Called off before it was paid.",
+        REFUNDED="Paid, then paid back.",
+    )
+    Channel = exposed(
+        enums.Channel,
+        "How a conversation reaches us.",
+        CHAT="Live chat.",
+        EMAIL="Emails.",
+        PHONE="Phone calls.",
+        SOCIAL="A social network.",
+    )
+    ConversationStatus = exposed(
+        enums.ConversationStatus,
+        "Open, pending or closed.",
+        OPEN="Being handled by the team.",
+        PENDING="Waiting for the customer; their next message opens it again.",
+        CLOSED="Done; any new message opens it again.",
+    )
+    MessageAuthorType = exposed(
+        enums.MessageAuthorType,
+        "Who wrote a message.",
+        AGENT="A user of the workspace.",
+        CUSTOMER="The customer the conversation is with.",
+        SYSTEM="Written by the server itself, not by a person.",
+    )
+    ChangeKind = exposed(
         enums.ChangeKind,
-        description="What a change did: created, updated, archived (merged duplicates too) "
-        "or erased (a customer's personal data removed).",
+        "What a change did: created, updated, archived (merged duplicates too) or erased "
+        "(a customer's personal data removed).",
+        CREATED="The object was created (or existed when the change feed was installed).",
+        UPDATED="Some of its fields changed (listed in the change's `fields`).",
+        ARCHIVED="It was archived, or merged into another customer.",
+        ERASED="A customer's personal data was erased (GDPR).",
     )
-    DuplicateField = strawberry.enum(
+    DuplicateField = exposed(
         enums.DuplicateField,
-        description="What two likely duplicate customers agree on: the same mailbox (EMAIL), "
-        "the same phone number (PHONE), similar names within the same company (NAME).",
+        "What two likely duplicate customers agree on.",
+        EMAIL="The same mailbox (case, `+tags` and Gmail dots ignored).",
+        PHONE="The same phone number (E.164).",
+        NAME="Similar names within the same company.",
     )
-    SyncedType = strawberry.enum(
-        enums.SyncedType, description="The types whose changes `changes` carries."
+    SyncedType = exposed(
+        enums.SyncedType,
+        "The types whose changes `changes` carries.",
+        CUSTOMER="Customers.",
+        COMPANY="Companies.",
+        DEAL="Deals.",
+        PIPELINE="Pipelines.",
+        STAGE="Pipeline stages.",
+        ACTIVITY="Activities (notes, calls, emails, meetings, tasks).",
+        ORDER="Orders.",
+        PRODUCT="Products of the catalogue.",
+        CONVERSATION="Conversations.",
+        MESSAGE="Messages of conversations.",
     )
-    RfmSegment = strawberry.enum(
+    RfmSegment = exposed(
         rfm.RfmSegment,
-        description="Built-in customer segments by recency, frequency and monetary scores "
-        "(README, Segments).",
+        "Built-in customer segments by recency, frequency and monetary scores (README, Segments).",
+        **rfm_segments(
+            CHAMPIONS="Bought recently, often and for much.",
+            LOYAL="Buy often and for much, less recently.",
+            POTENTIAL_LOYALISTS="Recent customers with a few purchases.",
+            NEW_CUSTOMERS="Bought for the first time very recently.",
+            PROMISING="Recent, with little bought so far.",
+            NEED_ATTENTION="Middling on every score.",
+            ABOUT_TO_SLEEP="Not recent, little bought.",
+            AT_RISK="Bought often and for much, but long ago.",
+            CANNOT_LOSE="The biggest buyers, but long ago.",
+            HIBERNATING="Long ago, little bought.",
+            LOST="The longest ago and the least bought.",
+        ),
     )
 
-__all__ = ["JSON", "SCALAR_OVERRIDES"]
+
+__all__ = ["JSON", "SCALAR_OVERRIDES", "exposed"]
 
 
 def _instant(value: datetime) -> str:
@@ -86,20 +201,26 @@ class Money:
 
 @strawberry.type(description="A postal address.")
 class Address:
-    street: str | None = None
-    city: str | None = None
-    region: str | None = None
-    postal_code: str | None = None
-    country: str | None = None
+    street: str | None = strawberry.field(
+        default=None, description="Street and number, as entered."
+    )
+    city: str | None = strawberry.field(default=None, description="City or town.")
+    region: str | None = strawberry.field(default=None, description="State, province or county.")
+    postal_code: str | None = strawberry.field(default=None, description="Postal or ZIP code.")
+    country: str | None = strawberry.field(
+        default=None, description="Country, as entered (an ISO 3166 code where the client has one)."
+    )
 
 
 @strawberry.input(description="A postal address.")
 class AddressInput:
-    street: str | None = None
-    city: str | None = None
-    region: str | None = None
-    postal_code: str | None = None
-    country: str | None = None
+    street: str | None = strawberry.field(default=None, description="Street and number.")
+    city: str | None = strawberry.field(default=None, description="City or town.")
+    region: str | None = strawberry.field(default=None, description="State, province or county.")
+    postal_code: str | None = strawberry.field(default=None, description="Postal or ZIP code.")
+    country: str | None = strawberry.field(
+        default=None, description="Country (an ISO 3166 code where you have one)."
+    )
 
 
 ADDRESS_KEYS = ("street", "city", "region", "postal_code", "country")

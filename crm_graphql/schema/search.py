@@ -7,7 +7,6 @@ import enum
 from typing import Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import search as resolve
 from crm_graphql.schema.activities import Activity
@@ -20,11 +19,13 @@ from crm_graphql.schema.relay import PageInfo
 
 @strawberry.enum(description="Kinds of objects search returns.")
 class SearchType(enum.Enum):
-    CUSTOMER = "customer"
-    COMPANY = "company"
-    DEAL = "deal"
-    CONVERSATION = "conversation"
-    ACTIVITY = "activity"
+    CUSTOMER = strawberry.enum_value("customer", description="Customers.")
+    COMPANY = strawberry.enum_value("company", description="Companies.")
+    DEAL = strawberry.enum_value("deal", description="Deals.")
+    CONVERSATION = strawberry.enum_value(
+        "conversation", description="Conversations the caller may see."
+    )
+    ACTIVITY = strawberry.enum_value("activity", description="Timeline activities.")
 
 
 SearchResult = Annotated[
@@ -73,21 +74,14 @@ class SearchResults:
 
 @strawberry.type
 class SearchQuery:
-    @strawberry.field(
+    search = strawberry.field(
+        resolver=resolve.search,
+        graphql_type=SearchResults,
         description="Find customers (name, email, phone, company, tags), companies (name, "
         "domain), deals (title), conversations (subject, messages) and activities (subject, "
         "body), and customers, companies and deals by their custom fields marked "
         "`searchable`, as you type: every word must start a word of the object, case and accents "
         "ignored (`ais wil` finds Aisha Williams, `5550199` a phone number, `example.com` "
         "an email). Only what the caller may read in its lists; `types` narrows the kinds "
-        "(a kind the caller may not read is FORBIDDEN). Pages forward with `first`/`after`."
+        "(a kind the caller may not read is FORBIDDEN). Pages forward with `first`/`after`.",
     )
-    async def search(
-        self,
-        info: Info,
-        query: str,
-        types: list[SearchType] | None = None,
-        first: int | None = None,
-        after: str | None = None,
-    ) -> SearchResults:
-        return await resolve.search(info, query, types, first, after)  # type: ignore[return-value]

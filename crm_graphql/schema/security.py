@@ -19,13 +19,33 @@ from crm_graphql.services import policy
 
 @strawberry.enum(description="What a partner API key may do.")
 class ApiKeyScope(enum.Enum):
-    CUSTOMERS_READ = policy.CUSTOMERS_READ
-    CUSTOMERS_WRITE = policy.CUSTOMERS_WRITE
-    DEALS_READ = policy.DEALS_READ
-    DEALS_WRITE = policy.DEALS_WRITE
-    CONVERSATIONS_READ = policy.CONVERSATIONS_READ
-    CONVERSATIONS_WRITE = policy.CONVERSATIONS_WRITE
-    WEBHOOKS_MANAGE = policy.WEBHOOKS_MANAGE
+    CUSTOMERS_READ = strawberry.enum_value(
+        policy.CUSTOMERS_READ,
+        description="Read customers, companies, orders, products and activities.",
+    )
+    CUSTOMERS_WRITE = strawberry.enum_value(
+        policy.CUSTOMERS_WRITE,
+        description="Read, create, change and archive customers, companies, orders and products.",
+    )
+    DEALS_READ = strawberry.enum_value(
+        policy.DEALS_READ, description="Read deals, pipelines, stages and activities."
+    )
+    DEALS_WRITE = strawberry.enum_value(
+        policy.DEALS_WRITE,
+        description="Read, create, change, move and archive deals; log activities.",
+    )
+    CONVERSATIONS_READ = strawberry.enum_value(
+        policy.CONVERSATIONS_READ,
+        description="Read conversations that are not private, and their messages.",
+    )
+    CONVERSATIONS_WRITE = strawberry.enum_value(
+        policy.CONVERSATIONS_WRITE,
+        description="Start, assign and close conversations; post customers' messages and ratings.",
+    )
+    WEBHOOKS_MANAGE = strawberry.enum_value(
+        policy.WEBHOOKS_MANAGE,
+        description="Create, change, rotate and delete webhook subscriptions.",
+    )
 
 
 @strawberry.type(description="A partner API key. Its secret is shown once, at creation.")
@@ -51,7 +71,7 @@ class ApiKey(Node):
 
     @strawberry.field(description="What the key may do.")
     def scopes(self) -> list[ApiKeyScope]:
-        return [ApiKeyScope(s) for s in self.scopes]  # type: ignore[attr-defined]
+        return [ApiKeyScope(s) for s in self.scopes]
 
     @strawberry.field(description="The admin who created the key.")
     async def created_by(self, info: Info) -> User | None:
@@ -83,7 +103,7 @@ class AuditLogEntry(Node):
 
     @strawberry.field(description="The changed entity, when it still exists and is readable.")
     async def entity(self, info: Info) -> Node | None:
-        return await resolve.entity(info, self)  # type: ignore[arg-type,no-any-return]
+        return await resolve.entity(info, self)  # type: ignore[arg-type]
 
     @strawberry.field(description="The user who made the change (null for API keys).")
     async def actor(self, info: Info) -> User | None:
@@ -95,7 +115,7 @@ class AuditLogEntry(Node):
 
     @strawberry.field(description="The client's IP address.")
     def client_ip(self) -> str | None:
-        ip = self.client_ip  # type: ignore[attr-defined]
+        ip = self.client_ip
         return None if ip is None else str(ip)
 
 
@@ -130,18 +150,26 @@ class AuditLogFilter:
     and_: list[AuditLogFilter] | None = strawberry.field(default=None, name="and")
     or_: list[AuditLogFilter] | None = strawberry.field(default=None, name="or")
     not_: AuditLogFilter | None = strawberry.field(default=None, name="not")
-    action: StringFilter | None = None
-    entity_type: StringFilter | None = None
-    entity_id: IDFilter | None = None
+    action: StringFilter | None = strawberry.field(
+        default=None, description="The mutation that made the change, such as `updateCustomer`."
+    )
+    entity_type: StringFilter | None = strawberry.field(
+        default=None, description="The type of the changed entity, such as `Customer`."
+    )
+    entity_id: IDFilter | None = strawberry.field(default=None, description="The changed entity.")
     actor_id: IDFilter | None = strawberry.field(default=None, description="The acting user.")
     api_key_id: IDFilter | None = strawberry.field(default=None, description="The acting key.")
-    request_id: StringFilter | None = None
-    created_at: DateTimeFilter | None = None
+    request_id: StringFilter | None = strawberry.field(
+        default=None, description="The `X-Request-Id` of the request that made the change."
+    )
+    created_at: DateTimeFilter | None = strawberry.field(
+        default=None, description="When the change was committed."
+    )
 
 
 @strawberry.enum(description="Fields audit entries can be ordered by.")
 class AuditLogOrderField(enum.Enum):
-    CREATED_AT = "created_at"
+    CREATED_AT = strawberry.enum_value("created_at", description="When the change was committed.")
 
 
 @strawberry.input(description="One sort key for audit entries.")
@@ -161,7 +189,7 @@ class CreateApiKeyInput:
 
 @strawberry.input(description="The key to revoke.")
 class RevokeApiKeyInput:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(description="The API key to revoke.")
 
 
 @strawberry.input(

@@ -12,7 +12,7 @@ from strawberry.types import Info
 
 from crm_graphql.resolvers import segments as resolve
 from crm_graphql.resolvers.ids import to_global_id
-from crm_graphql.schema.customers import ArchiveInput, Customer, CustomerFilter, CustomerOrder
+from crm_graphql.schema.customers import Customer, CustomerFilter
 from crm_graphql.schema.filters import DateTimeFilter, IDFilter, StringFilter
 from crm_graphql.schema.insight import DrillDown
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
@@ -35,7 +35,7 @@ class Segment(Node):
 
     @strawberry.field(description="Opaque global ID; pass it to `customers(segmentId:)`.")
     def id(self) -> strawberry.ID:
-        return strawberry.ID(to_global_id("Segment", self.id))  # type: ignore[arg-type]
+        return strawberry.ID(to_global_id("Segment", self.id))
 
     name: str = strawberry.field(description="Segment name.")
     description: str | None = strawberry.field(description="What the segment is for.")
@@ -61,24 +61,17 @@ class Segment(Node):
         description="Pass as `expectedVersion` to update safely (null for built-in segments)."
     )
 
-    @strawberry.field(description="The user who saved the segment.")
-    async def owner(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.owner(info, self)
+    owner = strawberry.field(
+        resolver=resolve.owner,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="The user who saved the segment.",
+    )
 
-    @strawberry.field(description="The segment's customers now, paged like `customers`.")
-    async def customers(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: CustomerFilter | None = None,
-        order_by: list[CustomerOrder] | None = None,
-    ) -> Connection[Customer]:
-        return await resolve.segment_customers(  # type: ignore[return-value]
-            info, self, first, after, last, before, filter, order_by
-        )
+    customers = strawberry.field(
+        resolver=resolve.segment_customers,
+        graphql_type=Connection[Customer],
+        description="The segment's customers now, paged like `customers`.",
+    )
 
     @strawberry.field(
         description="The `customers` filter that lists this segment's customers, within "
@@ -142,8 +135,12 @@ class UpdateSegmentInput:
 
 @strawberry.type(description="Result of a segment mutation.")
 class SegmentPayload:
-    segment: Segment | None
-    errors: list[UserError]
+    segment: Segment | None = strawberry.field(
+        description="The segment after the change (null when nothing changed)."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing changed (empty on success)."
+    )
 
 
 @strawberry.type(
@@ -205,51 +202,41 @@ class Cohort:
 
 @strawberry.type
 class SegmentQuery:
-    @strawberry.field(
+    segments = strawberry.field(
+        resolver=resolve.segments,
+        graphql_type=Connection[Segment],
         description="Built-in RFM segments first, then the saved segments the caller may see "
-        "(shared ones and their own), by name unless ordered. Pages forward."
+        "(shared ones and their own), by name unless ordered. Pages forward.",
     )
-    async def segments(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        filter: SegmentFilter | None = None,
-        order_by: list[SegmentOrder] | None = None,
-        include_archived: bool = False,
-    ) -> Connection[Segment]:
-        return await resolve.segments(  # type: ignore[return-value]
-            info, first, after, filter, order_by, include_archived
-        )
 
 
 @strawberry.type
 class CohortQuery:
-    @strawberry.field(
+    customer_cohorts = strawberry.field(
+        resolver=resolve.cohorts,
+        graphql_type=list[Cohort],
         description="Cohort table: customers by the month of their first paid or fulfilled "
         "order (`from`..`to`, months in `timeZone`), and per later month the share who "
-        "ordered again."
+        "ordered again.",
     )
-    async def customer_cohorts(
-        self,
-        info: Info,
-        from_: Annotated[date, strawberry.argument(name="from")],
-        to: date,
-        time_zone: str = "UTC",
-    ) -> list[Cohort]:
-        return await resolve.cohorts(info, from_, to, time_zone)  # type: ignore[return-value]
 
 
 @strawberry.type
 class SegmentMutation:
-    @strawberry.mutation(description="Save a customer filter as a segment.")
-    async def create_segment(self, info: Info, input: CreateSegmentInput) -> SegmentPayload:
-        return await resolve.create_segment(info, input)  # type: ignore[return-value]
+    create_segment = strawberry.mutation(
+        resolver=resolve.create_segment,
+        graphql_type=SegmentPayload,
+        description="Save a customer filter as a segment.",
+    )
 
-    @strawberry.mutation(description="Change a segment's name, description, filter or sharing.")
-    async def update_segment(self, info: Info, input: UpdateSegmentInput) -> SegmentPayload:
-        return await resolve.update_segment(info, input)  # type: ignore[return-value]
+    update_segment = strawberry.mutation(
+        resolver=resolve.update_segment,
+        graphql_type=SegmentPayload,
+        description="Change a segment's name, description, filter or sharing.",
+    )
 
-    @strawberry.mutation(description="Hide a segment from `segments` (readable by ID).")
-    async def archive_segment(self, info: Info, input: ArchiveInput) -> SegmentPayload:
-        return await resolve.archive_segment(info, input)  # type: ignore[return-value]
+    archive_segment = strawberry.mutation(
+        resolver=resolve.archive_segment,
+        graphql_type=SegmentPayload,
+        description="Hide a segment from `segments` (readable by ID).",
+    )

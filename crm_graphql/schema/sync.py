@@ -4,6 +4,7 @@ webhooks (docs/decisions/0032)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
@@ -68,8 +69,23 @@ class SyncQuery:
     async def changes(
         self,
         info: Info,
-        after: str | None = None,
-        types: list[SyncedType] | None = None,
-        first: int | None = None,
+        after: Annotated[
+            str | None,
+            strawberry.argument(
+                description="The `cursor` of the previous page; omitted: from the start of "
+                "the feed."
+            ),
+        ] = None,
+        types: Annotated[
+            list[SyncedType] | None,
+            strawberry.argument(
+                description="Only changes of these types (each needs its read permission); "
+                "omitted: every type the caller may read."
+            ),
+        ] = None,
+        first: Annotated[
+            int | None,
+            strawberry.argument(description="How many changes at most (the page size limit)."),
+        ] = None,
     ) -> ChangePage:
         return await resolve.changes(info, after, types, first)  # type: ignore[return-value]

@@ -6,7 +6,6 @@ import enum
 from datetime import datetime
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import users as resolve
 from crm_graphql.resolvers.nodes import rows_of
@@ -54,25 +53,17 @@ class UserOrder:
 
 @strawberry.type
 class UserQuery:
-    @strawberry.field(description="The logged-in user (null for API keys).")
-    async def me(self, info: Info) -> User | None:
-        return await resolve.me(info)  # type: ignore[return-value]
+    me = strawberry.field(
+        resolver=resolve.me,
+        graphql_type=User | None,
+        description="The logged-in user (null for API keys).",
+    )
 
-    @strawberry.field(description="Users of the workspace.")
-    async def users(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: UserFilter | None = None,
-        order_by: list[UserOrder] | None = None,
-        include_archived: bool = False,
-    ) -> Connection[User]:
-        return await resolve.users(  # type: ignore[return-value]
-            info, first, after, last, before, filter, order_by, include_archived
-        )
+    users = strawberry.field(
+        resolver=resolve.users,
+        graphql_type=Connection[User],
+        description="Users of the workspace.",
+    )
 
 
 @strawberry.input(description="A new login of the workspace.")
@@ -106,13 +97,15 @@ class UserPayload:
 
 @strawberry.type
 class UserMutation:
-    @strawberry.mutation(description="Add a user to the workspace (admins).")
-    async def create_user(self, info: Info, input: CreateUserInput) -> UserPayload:
-        return await resolve.create_user(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="Rename, change the role of, or disable a user (admins). A new role or "
-        "disabling closes the user's WebSocket connections."
+    create_user = strawberry.mutation(
+        resolver=resolve.create_user,
+        graphql_type=UserPayload,
+        description="Add a user to the workspace (admins).",
     )
-    async def update_user(self, info: Info, input: UpdateUserInput) -> UserPayload:
-        return await resolve.update_user(info, input)  # type: ignore[return-value]
+
+    update_user = strawberry.mutation(
+        resolver=resolve.update_user,
+        graphql_type=UserPayload,
+        description="Rename, change the role of, or disable a user (admins). A new role or "
+        "disabling closes the user's WebSocket connections.",
+    )

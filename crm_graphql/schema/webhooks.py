@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
 
 from crm_graphql.resolvers import webhooks as resolve
 from crm_graphql.resolvers.nodes import rows_of
+from crm_graphql.resolvers.webhooks import MAX_DELIVERIES
 from crm_graphql.schema.filters import DateTimeFilter, IDFilter, StringFilter
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
 
 
 @strawberry.enum(description="Where a webhook delivery stands.")
 class WebhookDeliveryStatus(enum.Enum):
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    FAILED = "failed"
+    PENDING = strawberry.enum_value(
+        "pending", description="Not delivered yet: waiting for its first attempt or a retry."
+    )
+    DELIVERED = strawberry.enum_value("delivered", description="The receiver answered 2xx.")
+    FAILED = strawberry.enum_value(
+        "failed", description="Given up after the last attempt (see `attempts` and `lastError`)."
+    )
 
 
 @strawberry.type(description="One HTTP attempt of a webhook delivery.")
@@ -102,7 +108,16 @@ class Webhook(Node):
         description="The newest deliveries, newest first, each with its attempts "
         "(`attemptHistory`)."
     )
-    async def deliveries(self, info: Info, first: int = 20) -> list[WebhookDelivery]:
+    async def deliveries(
+        self,
+        info: Info,
+        first: Annotated[
+            int,
+            strawberry.argument(
+                description=f"How many of the newest deliveries (taken as 1 to {MAX_DELIVERIES})."
+            ),
+        ] = 20,
+    ) -> list[WebhookDelivery]:
         return await resolve.deliveries(info, self, first)  # type: ignore[arg-type,return-value]
 
 

@@ -11,10 +11,11 @@ from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import Activity, ActivityType, Customer, Deal
-from crm_graphql.services import audit, events, fields, querying, records
+from crm_graphql.services import audit, events, fields
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid
 from crm_graphql.services.policy import Action, authorize
+from crm_graphql.storage import querying, records
 
 ACTIVITIES = querying.ListSpec(
     model=Activity,

@@ -71,7 +71,7 @@ from crm_graphql.services import (
 )
 from crm_graphql.services.drilldown import DrillDown, Ref
 from crm_graphql.services.errors import Invalid
-from crm_graphql.services.querying import FilterSpec, ListSpec
+from crm_graphql.storage.querying import FilterSpec, ListSpec
 
 MAX_DIMENSIONS = 2
 # More groups than this is a report nobody reads: the caller narrows the filter or picks a

@@ -20,7 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import ApiKey, Role
-from crm_graphql.services import credentials, fields, querying, records
+from crm_graphql.services import credentials, fields
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid, Unauthenticated
 from crm_graphql.services.policy import (  # noqa: F401  (re-exported: the scopes of a key)
@@ -35,6 +35,7 @@ from crm_graphql.services.policy import (  # noqa: F401  (re-exported: the scope
     Action,
     authorize,
 )
+from crm_graphql.storage import querying, records
 
 TOKEN_PREFIX = "crm_"
 PREFIX_LENGTH = 10

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import AuditLog
 from crm_graphql.models.base import uuid7
-from crm_graphql.services import querying
 from crm_graphql.services.actor import Actor
+from crm_graphql.storage import querying
 
 AUDIT_LOG = querying.ListSpec(
     model=AuditLog,

@@ -12,10 +12,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import Company, CustomFieldEntity, User
-from crm_graphql.services import custom_fields, fields, querying, records
+from crm_graphql.services import custom_fields, fields
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError, Invalid
 from crm_graphql.services.policy import Action, authorize
+from crm_graphql.storage import querying, records
 
 COMPANIES = querying.ListSpec(
     model=Company,

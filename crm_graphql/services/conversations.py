@@ -76,10 +76,11 @@ from crm_graphql.models import (
     User,
 )
 from crm_graphql.models.base import uuid7
-from crm_graphql.services import audit, events, fields, querying, records
+from crm_graphql.services import audit, events, fields
 from crm_graphql.services.actor import Actor, scoped
 from crm_graphql.services.errors import Conflict, Invalid, NotFound
 from crm_graphql.services.policy import Action, allows, authorize, authorize_read
+from crm_graphql.storage import querying, records
 
 TOPIC = "conversations"
 MAX_BODY_LENGTH = 10_000

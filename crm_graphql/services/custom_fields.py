@@ -48,10 +48,11 @@ from crm_graphql.models import (
     Deal,
     Workspace,
 )
-from crm_graphql.services import fields, querying, records
+from crm_graphql.services import fields
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid
 from crm_graphql.services.policy import Action, allows, authorize
+from crm_graphql.storage import querying, records
 
 MODELS: dict[CustomFieldEntity, type[Any]] = {
     CustomFieldEntity.CUSTOMER: Customer,
@@ -298,7 +299,7 @@ class Terms:
 
     def _has(self, key: str, value: Any) -> ColumnElement[bool]:
         # ``custom_fields @> {"key": value}``: served by the jsonb_path_ops GIN index.
-        return self.column.contains({key: value})  # type: ignore[no-any-return]
+        return self.column.contains({key: value})
 
     def _operand(self, definition: CustomFieldDefinition, value: Any, name: str) -> Any:
         kind = definition.type
@@ -344,7 +345,7 @@ class Terms:
             if not isinstance(value, bool):
                 raise Invalid(f"`{name}` isNull takes true or false", name)
             present = self.column.has_key(key)
-            return not_(present) if value else present  # type: ignore[no-any-return]
+            return not_(present) if value else present
         if definition.type is CustomFieldType.MULTI_SELECT:
             if not isinstance(value, list):
                 raise Invalid(f"`{name}` compares with a list of options", name)
@@ -368,9 +369,9 @@ class Terms:
         if op == "eq":
             return self._has(key, operand)
         if op == "contains":
-            return self.typed(definition).icontains(operand, autoescape=True)  # type: ignore[no-any-return]
+            return self.typed(definition).icontains(operand, autoescape=True)
         if op == "starts_with":
-            return self.typed(definition).istartswith(operand, autoescape=True)  # type: ignore[no-any-return]
+            return self.typed(definition).istartswith(operand, autoescape=True)
         typed = self.typed(definition)
         bound = Decimal(str(operand)) if definition.type is CustomFieldType.NUMBER else operand
         if definition.type is CustomFieldType.DATE:

@@ -24,10 +24,11 @@ from crm_graphql.models import (
     OrderStatus,
     User,
 )
-from crm_graphql.services import audit, custom_fields, fields, privacy, querying, records, rfm
+from crm_graphql.services import audit, custom_fields, fields, privacy, rfm
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.errors import DomainError, Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
+from crm_graphql.storage import querying, records
 
 CUSTOMERS = querying.ListSpec(
     model=Customer,

@@ -24,18 +24,11 @@ from crm_graphql.models import (
     Stage,
     User,
 )
-from crm_graphql.services import (
-    activities,
-    audit,
-    custom_fields,
-    events,
-    fields,
-    querying,
-    records,
-)
+from crm_graphql.services import activities, audit, custom_fields, events, fields
 from crm_graphql.services.actor import Actor, scope_condition, scoped
 from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.services.policy import Action, authorize
+from crm_graphql.storage import querying, records
 
 PIPELINES = querying.ListSpec(
     model=Pipeline,

@@ -1,7 +1,7 @@
 """The rows behind a number (issue 13): every aggregate group and report cell says which
 root list, filtered how, reproduces it, so a dashboard and its detail never disagree.
 
-Services describe that filter in their own terms (the mapping ``services.querying``
+Services describe that filter in their own terms (the mapping ``storage.querying``
 understands: snake_case fields and operators, UUIDs, enums, dates); a reference to another
 object is a ``Ref`` so the API layer can write it as the global ID a client sends back.
 """

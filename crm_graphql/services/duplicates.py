@@ -30,9 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.enums import DuplicateField
 from crm_graphql.models import Customer
-from crm_graphql.services import records, search
+from crm_graphql.services import search
 from crm_graphql.services.actor import Actor, scoped
 from crm_graphql.services.errors import Invalid
+from crm_graphql.storage import records
 
 EMAIL_WEIGHT = 0.9
 PHONE_WEIGHT = 0.8

@@ -88,7 +88,9 @@ def amount(value: Any, field: str = "amount") -> Decimal:
         raise Invalid(f"`{field}` must be a decimal number", field) from exc
     if not number.is_finite() or number < 0:
         raise Invalid(f"`{field}` must be zero or more", field)
-    if number > MAX_AMOUNT or number.as_tuple().exponent < -2:  # type: ignore[operator]
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)  # a finite number's
+    if number > MAX_AMOUNT or exponent < -2:
         raise Invalid(f"`{field}` allows at most 12 digits and 2 decimals", field)
     return number
 

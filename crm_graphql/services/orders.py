@@ -12,10 +12,11 @@ from sqlalchemy import BigInteger, cast, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import Customer, Order, OrderLine, OrderStatus, Product
-from crm_graphql.services import fields, products, querying, records
+from crm_graphql.services import fields, products
 from crm_graphql.services.actor import Actor, in_workspace, scope_condition
 from crm_graphql.services.errors import Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
+from crm_graphql.storage import querying, records
 
 ORDERS = querying.ListSpec(
     model=Order,
@@ -224,7 +225,9 @@ def _line_quantity(value: Any, field: str) -> Decimal:
         raise Invalid(f"`{field}` must be a number", field) from exc
     if not number.is_finite() or number <= 0 or number > MAX_QUANTITY:
         raise Invalid(f"`{field}` must be more than 0 and at most {MAX_QUANTITY}", field)
-    if number.as_tuple().exponent < -3:  # type: ignore[operator]
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)  # a finite number's
+    if exponent < -3:
         raise Invalid(f"`{field}` allows at most 3 decimals", field)
     return number
 

@@ -20,6 +20,7 @@ from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.crypto import Keyring, keyring_of
 from crm_graphql.models import (
     Activity,
     AuditLog,
@@ -34,11 +35,11 @@ from crm_graphql.models import (
     Webhook,
     Workspace,
 )
-from crm_graphql.services import activities, audit, custom_fields, events, fields, policy, records
+from crm_graphql.services import activities, audit, custom_fields, events, fields, policy
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.crypto import Keyring, keyring_of
 from crm_graphql.services.errors import Forbidden, Invalid
 from crm_graphql.services.policy import Action
+from crm_graphql.storage import records
 
 ERASED_NAME = "Erased customer"
 REDACTED = "[erased]"

@@ -12,10 +12,11 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import OrderLine, Product
-from crm_graphql.services import fields, querying, records
+from crm_graphql.services import fields
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
+from crm_graphql.storage import querying, records
 
 PRODUCTS = querying.ListSpec(
     model=Product,

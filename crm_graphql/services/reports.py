@@ -58,7 +58,7 @@ from crm_graphql.services import conversations, deals, fields
 from crm_graphql.services.actor import Actor, scope_condition, scoped
 from crm_graphql.services.drilldown import DrillDown, Ref
 from crm_graphql.services.errors import Invalid, NotFound
-from crm_graphql.services.querying import FilterSpec
+from crm_graphql.storage.querying import FilterSpec
 
 MAX_PERIOD_DAYS = 3_700  # ten years and change: a report reads, it does not export
 SATISFIED_SCORES = conversations.SATISFIED_SCORES

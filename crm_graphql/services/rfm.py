@@ -49,11 +49,12 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Subquery
 
 from crm_graphql.models import Customer, Order, RfmScore, RfmSnapshot
-from crm_graphql.services import fields, querying, snapshots
+from crm_graphql.services import fields, snapshots
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.drilldown import DrillDown
 from crm_graphql.services.errors import Invalid
 from crm_graphql.services.policy import Action, authorize
+from crm_graphql.storage import querying
 
 
 class RfmSegment(enum.StrEnum):

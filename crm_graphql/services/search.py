@@ -71,7 +71,7 @@ from crm_graphql.services import (
 from crm_graphql.services.actor import Actor, in_workspace
 from crm_graphql.services.errors import Invalid
 from crm_graphql.services.policy import READ_ACTIONS, allows, authorize_read
-from crm_graphql.services.querying import ListSpec, Page, PageRequest
+from crm_graphql.storage.querying import ListSpec, Page, PageRequest
 
 # ------------------------------------------------------------------------------ folding
 # The character table of ``crm_search_fold`` (migration 0010), generated once from Unicode

@@ -22,12 +22,13 @@ from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import Customer, Segment
-from crm_graphql.services import fields, querying, records
+from crm_graphql.services import fields
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.drilldown import DrillDown
 from crm_graphql.services.errors import Forbidden, Invalid, NotFound
 from crm_graphql.services.policy import Action, authorize, authorize_read
 from crm_graphql.services.rfm import RfmSegment
+from crm_graphql.storage import querying, records
 
 FilterSpec = querying.FilterSpec
 

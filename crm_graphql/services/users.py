@@ -10,10 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import Role, User
-from crm_graphql.services import auth, credentials, fields, querying, records
+from crm_graphql.services import auth, credentials, fields
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Duplicate, Invalid
 from crm_graphql.services.policy import Action, authorize
+from crm_graphql.storage import querying, records
 
 USERS = querying.ListSpec(
     model=User,

@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql import event_catalogue
+from crm_graphql.crypto import DecryptionError, Keyring, keyring_of
 from crm_graphql.models import (
     DeliveryStatus,
     Event,
@@ -48,10 +49,10 @@ from crm_graphql.models import (
     WebhookDispatchCursor,
 )
 from crm_graphql.resolvers.ids import to_global_id
-from crm_graphql.services import audit, events, fields, policy, querying, records
+from crm_graphql.services import audit, events, fields, policy
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.crypto import DecryptionError, Keyring, keyring_of
 from crm_graphql.services.errors import Conflict, Invalid
+from crm_graphql.storage import querying, records
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import pytest
 from graphql import build_schema, parse, validate
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql import demo
 from crm_graphql.console import console_manifest
 from crm_graphql.models import Role
-from crm_graphql.services import demo
 from tests import support
 from tests.browser import TIMEOUT_S, chromium, keep_screenshot, skip_without_browser
 

@@ -20,6 +20,7 @@ from crm_graphql.resolvers.ids import from_global_id
 from crm_graphql.services import auth, custom_fields
 from crm_graphql.services.actor import Actor
 from tests import support
+from tests.documents import ARCHIVE_CUSTOM_FIELD_DEFINITION, UPDATE_CUSTOMER
 
 DEFINE = """mutation($i: CreateCustomFieldDefinitionInput!) {
   createCustomFieldDefinition(input: $i) {
@@ -33,19 +34,11 @@ CHANGE = """mutation($i: UpdateCustomFieldDefinitionInput!) {
     errors { code field message }
   }
 }"""
-ARCHIVE = """mutation($i: ArchiveCustomFieldDefinitionInput!) {
-  archiveCustomFieldDefinition(input: $i) {
-    customFieldDefinition { id archivedAt } errors { code field message }
-  }
-}"""
 DEFINITIONS = """query($e: CustomFieldEntity!, $a: Boolean) {
   customFieldDefinitions(entity: $e, includeArchived: $a) { id key type options archivedAt }
 }"""
 CREATE_CUSTOMER = """mutation($i: CreateCustomerInput!) {
   createCustomer(input: $i) { customer { id customFields } errors { code field message } }
-}"""
-UPDATE_CUSTOMER = """mutation($i: UpdateCustomerInput!) {
-  updateCustomer(input: $i) { customer { id customFields } errors { code field message } }
 }"""
 CREATE_COMPANY = """mutation($i: CreateCompanyInput!) {
   createCompany(input: $i) { company { id customFields } errors { code field message } }
@@ -178,7 +171,7 @@ async def test_definitions_are_isolated_between_workspaces(
     assert (await other(DEFINITIONS, {"e": "CUSTOMER"})).ok() == {"customFieldDefinitions": []}
     stolen = await other(CHANGE, {"i": {"id": ours["id"], "label": "Mine"}})
     assert error_of(stolen, "updateCustomFieldDefinition")["code"] == "NOT_FOUND"
-    archived = await other(ARCHIVE, {"i": {"id": ours["id"]}})
+    archived = await other(ARCHIVE_CUSTOM_FIELD_DEFINITION, {"i": {"id": ours["id"]}})
     assert error_of(archived, "archiveCustomFieldDefinition")["code"] == "NOT_FOUND"
     node = await other("query($id: ID!) { node(id: $id) { id } }", {"id": ours["id"]})
     assert node.ok() == {"node": None}
@@ -381,7 +374,7 @@ async def test_an_archived_field_no_longer_validates_or_filters_and_keeps_its_va
     admin, agent = as_role[Role.ADMIN], as_role[Role.AGENT]
     tier = await define(admin, key="tier", label="Tier", type="SINGLE_SELECT", options=["gold"])
     customer = await create_customer(agent, "Ada", {"tier": "gold"})
-    (await admin(ARCHIVE, {"i": {"id": tier["id"]}})).ok()
+    (await admin(ARCHIVE_CUSTOM_FIELD_DEFINITION, {"i": {"id": tier["id"]}})).ok()
     listed = (await admin(DEFINITIONS, {"e": "CUSTOMER", "a": True})).ok()["customFieldDefinitions"]
     assert listed[0]["archivedAt"] is not None
     assert (await admin(DEFINITIONS, {"e": "CUSTOMER"})).ok() == {"customFieldDefinitions": []}

@@ -17,9 +17,10 @@ from sqlalchemy import event
 
 from crm_graphql.models import Role
 from crm_graphql.services import customers as customer_service
-from crm_graphql.services import querying
 from crm_graphql.services.actor import Actor
+from crm_graphql.storage import querying
 from tests import support
+from tests.documents import ARCHIVE_CUSTOM_FIELD_DEFINITION, CREATE_CUSTOMER, UPDATE_CUSTOMER
 
 Clients = dict[Role, support.GraphQLClient]
 
@@ -33,11 +34,6 @@ CHANGE = """mutation($i: UpdateCustomFieldDefinitionInput!) {
     customFieldDefinition { id searchable version } errors { code field message }
   }
 }"""
-ARCHIVE = """mutation($i: ArchiveCustomFieldDefinitionInput!) {
-  archiveCustomFieldDefinition(input: $i) {
-    customFieldDefinition { id archivedAt } errors { code field message }
-  }
-}"""
 PIPELINE = """mutation($i: CreatePipelineInput!) {
   createPipeline(input: $i) {
     pipeline { id stages { id name position } } errors { code field message }
@@ -45,12 +41,6 @@ PIPELINE = """mutation($i: CreatePipelineInput!) {
 }"""
 CREATE_DEAL = """mutation($i: CreateDealInput!) {
   createDeal(input: $i) { deal { id } errors { code field message } }
-}"""
-CREATE_CUSTOMER = """mutation($i: CreateCustomerInput!) {
-  createCustomer(input: $i) { customer { id } errors { code field message } }
-}"""
-UPDATE_CUSTOMER = """mutation($i: UpdateCustomerInput!) {
-  updateCustomer(input: $i) { customer { id } errors { code field message } }
 }"""
 CREATE_COMPANY = """mutation($i: CreateCompanyInput!) {
   createCompany(input: $i) { company { id } errors { code field message } }
@@ -600,7 +590,10 @@ async def test_search_finds_searchable_custom_field_values_only(as_role: Clients
         "updateCustomFieldDefinition",
     )
     assert list(await hits(agent, "redkite")) == [customer["id"]]
-    ok(await admin(ARCHIVE, {"i": {"id": codename["id"]}}), "archiveCustomFieldDefinition")
+    ok(
+        await admin(ARCHIVE_CUSTOM_FIELD_DEFINITION, {"i": {"id": codename["id"]}}),
+        "archiveCustomFieldDefinition",
+    )
     assert await hits(agent, "redkite") == {}
     assert list(await hits(agent, "plain person")) == [customer["id"]]  # the rest stays
 

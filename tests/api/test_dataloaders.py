@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from crm_graphql import models
+from crm_graphql import demo, models
 from crm_graphql.models import Role
 from crm_graphql.resolvers.context import Context
-from crm_graphql.services import customers, demo
+from crm_graphql.services import customers
 from crm_graphql.services.actor import Actor
 from tests import support
 from tests.api.conftest import StatementCounter

@@ -7,6 +7,7 @@ from typing import Any
 from crm_graphql.models import Role, User
 from crm_graphql.resolvers.ids import to_global_id
 from tests import support
+from tests.documents import CREATE_CUSTOMER
 
 CREATE_PIPELINE = """mutation($i: CreatePipelineInput!) {
   createPipeline(input: $i) {
@@ -34,9 +35,6 @@ UPDATE_DEAL = """mutation($i: UpdateDealInput!) {
 }"""
 MOVE_DEAL = """mutation($i: MoveDealInput!) {
   moveDeal(input: $i) { deal { id version stage { id name } } errors { code field message } }
-}"""
-CREATE_CUSTOMER = """mutation($i: CreateCustomerInput!) {
-  createCustomer(input: $i) { customer { id } errors { code } }
 }"""
 DEAL_TIMELINE = """query($id: ID!) {
   node(id: $id) {

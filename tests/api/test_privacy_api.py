@@ -16,6 +16,7 @@ from crm_graphql.resolvers.ids import from_global_id
 from crm_graphql.services import api_keys
 from crm_graphql.services.actor import Actor
 from tests import support
+from tests.documents import CREATE_ACTIVITY, START_CONVERSATION, UPDATE_CUSTOMER
 
 SET_SENSITIVE = """mutation($keys: [String!]!) {
   setSensitiveCustomFields(input: {keys: $keys}) { keys customersChanged errors { code } }
@@ -25,9 +26,6 @@ CUSTOMER_FIELDS = """id name email phone tags customFields erasedAt archivedAt
 CREATE_CUSTOMER = f"""mutation($i: CreateCustomerInput!) {{
   createCustomer(input: $i) {{ customer {{ {CUSTOMER_FIELDS} }} errors {{ code field }} }}
 }}"""
-UPDATE_CUSTOMER = """mutation($i: UpdateCustomerInput!) {
-  updateCustomer(input: $i) { customer { id customFields } errors { code field message } }
-}"""
 READ = f"query($id: ID!) {{ node(id: $id) {{ ... on Customer {{ {CUSTOMER_FIELDS} }} }} }}"
 EXPORT = """mutation($id: ID!) {
   exportCustomerData(input: {customerId: $id}) { customer { id } data errors { code } }
@@ -186,12 +184,6 @@ CREATE_DEAL = """mutation($i: CreateDealInput!) { createDeal(input: $i) { deal {
 CREATE_PIPELINE = """mutation($i: CreatePipelineInput!) {
   createPipeline(input: $i) { pipeline { id } errors { code } }
 }"""
-CREATE_ACTIVITY = """mutation($i: CreateActivityInput!) {
-  createActivity(input: $i) { activity { id } errors { code } }
-}"""
-START = """mutation($i: StartConversationInput!) {
-  startConversation(input: $i) { conversation { id } errors { code } }
-}"""
 CUSTOMER_SAYS = """mutation($i: PostCustomerMessageInput!) {
   postCustomerMessage(input: $i) { message { id } errors { code } }
 }"""
@@ -272,7 +264,7 @@ async def ada(
     conversation = (
         await call(
             admin,
-            START,
+            START_CONVERSATION,
             "startConversation",
             i={"customerId": ada, "channel": "CHAT", "body": "Hello Ada Lovelace"},
         )

@@ -19,9 +19,10 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bench import eval_reco
+from crm_graphql import demo
 from crm_graphql.models import Channel, Customer, OrderStatus, Role, Workspace
 from crm_graphql.resolvers.ids import from_global_id, to_global_id
-from crm_graphql.services import auth, conversations, customers, demo, orders, products
+from crm_graphql.services import auth, conversations, customers, orders, products
 from crm_graphql.services import recommendations as reco
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid, NotFound

@@ -28,6 +28,7 @@ from crm_graphql.services import (
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.search import tokens
 from tests import support
+from tests.documents import CREATE_CUSTOMER, START_CONVERSATION, UPDATE_CUSTOMER
 
 Sessions = async_sessionmaker[AsyncSession]
 Clients = dict[Role, support.GraphQLClient]
@@ -279,16 +280,10 @@ async def test_highlights_are_html_safe(
     assert len(snippet) < 200
 
 
-CREATE_CUSTOMER = """mutation($i: CreateCustomerInput!) {
-  createCustomer(input: $i) { customer { id } errors { code } } }"""
 UPDATE_COMPANY = """mutation($i: UpdateCompanyInput!) {
   updateCompany(input: $i) { company { id } errors { code } } }"""
 CREATE_COMPANY = """mutation($i: CreateCompanyInput!) {
   createCompany(input: $i) { company { id } errors { code } } }"""
-UPDATE_CUSTOMER = """mutation($i: UpdateCustomerInput!) {
-  updateCustomer(input: $i) { customer { id } errors { code } } }"""
-START = """mutation($i: StartConversationInput!) {
-  startConversation(input: $i) { conversation { id } errors { code } } }"""
 SEND = """mutation($i: SendMessageInput!) {
   sendMessage(input: $i) { message { id } errors { code } } }"""
 
@@ -311,7 +306,10 @@ async def test_writes_are_found_by_the_next_request(as_role: Clients) -> None:
     assert await search(agent, "fresh") == []
     assert names(await search(agent, "renamed")) == ["Kim Renamed"]
     conversation = (
-        await agent(START, {"i": {"customerId": customer, "channel": "CHAT", "subject": "Hello"}})
+        await agent(
+            START_CONVERSATION,
+            {"i": {"customerId": customer, "channel": "CHAT", "subject": "Hello"}},
+        )
     ).ok()["startConversation"]["conversation"]["id"]
     (
         await agent(SEND, {"i": {"conversationId": conversation, "body": "Your capybara shipped"}})
@@ -879,7 +877,9 @@ async def test_the_terms_table_follows_every_write(
     (await agent(UPDATE_COMPANY, {"i": {"id": company, "name": "Wallaby Works"}})).ok()
     (await agent(UPDATE_CUSTOMER, {"i": {"id": customer, "name": "Ada Renamed"}})).ok()
     conversation = (
-        await agent(START, {"i": {"customerId": customer, "channel": "CHAT", "subject": "Hi"}})
+        await agent(
+            START_CONVERSATION, {"i": {"customerId": customer, "channel": "CHAT", "subject": "Hi"}}
+        )
     ).ok()["startConversation"]["conversation"]["id"]
     (await agent(SEND, {"i": {"conversationId": conversation, "body": "quokka body"}})).ok()
     async with sessionmaker() as session, session.begin():

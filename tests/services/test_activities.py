@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.models import Activity, ActivityType, AuditLog, Customer, Deal, Event
-from crm_graphql.services import customers, deals, querying
+from crm_graphql.services import customers, deals
 from crm_graphql.services.activities import (
     ACTIVITIES,
     archive_activity,
@@ -22,6 +22,7 @@ from crm_graphql.services.activities import (
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
 from crm_graphql.services.events import CHANGES_TOPIC
+from crm_graphql.storage import querying
 from tests.factories import make_customer
 
 Sessions = async_sessionmaker[AsyncSession]

@@ -9,7 +9,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.models import AuditLog, Company, Role
-from crm_graphql.services import querying
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.companies import (
     COMPANIES,
@@ -18,6 +17,7 @@ from crm_graphql.services.companies import (
     update_company,
 )
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
+from crm_graphql.storage import querying
 
 Sessions = async_sessionmaker[AsyncSession]
 

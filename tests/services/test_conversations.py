@@ -26,10 +26,11 @@ from crm_graphql.models import (
     User,
     Workspace,
 )
-from crm_graphql.services import api_keys, auth, conversations, customers, events, querying
+from crm_graphql.services import api_keys, auth, conversations, customers, events
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
 from crm_graphql.services.events import CHANGES_TOPIC
+from crm_graphql.storage import querying
 from tests import support
 
 Sessions = async_sessionmaker[AsyncSession]

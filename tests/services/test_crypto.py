@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crm_graphql.app import build_app
-from crm_graphql.services.crypto import DecryptionError, Keyring, KeyringError, key_id
+from crm_graphql.crypto import DecryptionError, Keyring, KeyringError, key_id
 from crm_graphql.settings import (
     ConfigurationError,
     Settings,

@@ -24,10 +24,11 @@ from crm_graphql.models import (
     Role,
     Stage,
 )
-from crm_graphql.services import deals, querying
+from crm_graphql.services import deals
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
 from crm_graphql.services.events import CHANGES_TOPIC
+from crm_graphql.storage import querying
 from tests.factories import make_customer
 
 Sessions = async_sessionmaker[AsyncSession]

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql import demo
 from crm_graphql.db.engine import make_engine, make_sessionmaker
 from crm_graphql.models import (
     Activity,
@@ -32,7 +33,7 @@ from crm_graphql.models import (
     User,
     Workspace,
 )
-from crm_graphql.services import auth, demo
+from crm_graphql.services import auth
 from crm_graphql.services.errors import InvalidCredentials
 from crm_graphql.services.events import CHANGES_TOPIC
 from tests import support

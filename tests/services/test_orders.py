@@ -12,10 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.models import AuditLog, Customer, Order, OrderStatus
-from crm_graphql.services import querying
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Duplicate, Forbidden, Invalid, NotFound
 from crm_graphql.services.orders import ORDERS, archive_order, create_order, update_order
+from crm_graphql.storage import querying
 from tests.factories import make_customer
 
 Sessions = async_sessionmaker[AsyncSession]

@@ -11,16 +11,10 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.models import Activity, Company, Customer, Deal, Pipeline, Stage, User
-from crm_graphql.services import (
-    activities,
-    api_keys,
-    companies,
-    customers,
-    deals,
-    records,
-)
+from crm_graphql.services import activities, api_keys, companies, customers, deals
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Forbidden
+from crm_graphql.storage import records
 from tests import support
 
 Sessions = async_sessionmaker[AsyncSession]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from crm_graphql.services.ratelimit import Bucket, RateLimiter
+from crm_graphql.ratelimit import Bucket, RateLimiter
 
 
 class FakeClock:
@@ -98,7 +98,7 @@ async def test_unreachable_redis_fails_open_with_a_warning(
     down = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
     try:
         limiter = RateLimiter(down)
-        with caplog.at_level(logging.WARNING, logger="crm_graphql.services.ratelimit"):
+        with caplog.at_level(logging.WARNING, logger="crm_graphql.ratelimit"):
             decisions = [await limiter.hit(Bucket("user:c", limit=1)) for _ in range(3)]
         assert all(d.allowed and not d.enforced for d in decisions)
         assert decisions[0].headers() == {}

@@ -336,7 +336,7 @@ def _encode_value(value: Any) -> Any:
 
 def python_type(column: Any) -> type | None:
     try:
-        return column.type.python_type  # type: ignore[no-any-return]
+        return column.type.python_type
     except (NotImplementedError, AttributeError):
         return None
 
@@ -689,7 +689,7 @@ class ListSpec(Generic[M]):
 
         if custom is None and self.custom_fields is not None and uses_custom_fields(filter):
             raise CustomTermsNotLoaded(
-                f"{self.model.__name__} filter names custom fields: build it with "  # type: ignore[attr-defined]
+                f"{self.model.__name__} filter names custom fields: build it with "
                 "ListSpec.filtered (or pass custom=ListSpec.custom_terms(...))"
             )
 

@@ -14,13 +14,13 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_graphql.models.base import load_json
+from crm_graphql.models.base import Archivable, WorkspaceScoped, load_json
 from crm_graphql.services import audit
 from crm_graphql.services.actor import Actor, in_workspace, scoped
 from crm_graphql.services.errors import Conflict, DomainError, Duplicate, Invalid, NotFound
 from crm_graphql.services.policy import authorize_read
 
-M = TypeVar("M")
+M = TypeVar("M", bound=WorkspaceScoped)
 
 
 def entity_name(model: type[Any]) -> str:
@@ -40,7 +40,7 @@ async def get(
     workspaces: a caller cannot tell them from unknown ones)."""
     if id is None:
         raise NotFound(f"{entity_name(model)} not found", field)
-    stmt = scoped(model, actor).where(model.id == id)  # type: ignore[attr-defined]
+    stmt = scoped(model, actor).where(model.id == id)
     if for_update:
         stmt = stmt.with_for_update()
     row = await session.scalar(stmt)
@@ -56,7 +56,7 @@ async def referenced(
     caller's own permission covers using it (see ``actor.in_workspace``)."""
     row: M | None = None
     if id is not None:
-        stmt = in_workspace(model, actor).where(model.id == id)  # type: ignore[attr-defined]
+        stmt = in_workspace(model, actor).where(model.id == id)
         row = await session.scalar(stmt)
     if row is None:
         raise NotFound(f"{entity_name(model)} not found", field)
@@ -70,8 +70,8 @@ async def get_many(
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return {}
-    rows = await session.scalars(scoped(model, actor).where(model.id.in_(wanted)))  # type: ignore[attr-defined]
-    return {row.id: row for row in rows}  # type: ignore[attr-defined]
+    rows = await session.scalars(scoped(model, actor).where(model.id.in_(wanted)))
+    return {row.id: row for row in rows}
 
 
 # ----------------------------------------------------- loading on plain connections
@@ -98,7 +98,7 @@ class PlainColumns:
             names.append(f"t.{column.name} AS {attr.key}")
         self.sql = ", ".join(names)
         self.by_id = (
-            f"SELECT {self.sql} FROM {model.__tablename__} t "  # type: ignore[attr-defined]
+            f"SELECT {self.sql} FROM {model.__tablename__} t "
             "WHERE t.workspace_id = $1 AND t.id = ANY($2::uuid[])"
         )
 
@@ -175,7 +175,7 @@ def apply(row: Any, changes: Mapping[str, Any]) -> None:
 
 async def create(actor: Actor, session: AsyncSession, row: M, *, action: str) -> M:
     """Insert a row of the actor's workspace with its audit entry."""
-    row.workspace_id = actor.workspace_id  # type: ignore[attr-defined]
+    row.workspace_id = actor.workspace_id
     session.add(row)
     await session.flush()
     audit.record(
@@ -183,7 +183,7 @@ async def create(actor: Actor, session: AsyncSession, row: M, *, action: str) ->
         session,
         action=action,
         entity_type=entity_name(type(row)),
-        entity_id=row.id,  # type: ignore[attr-defined]
+        entity_id=row.id,
         after=audit.snapshot(row),
     )
     return row
@@ -202,7 +202,7 @@ async def update(
         session,
         action=action,
         entity_type=entity_name(type(row)),
-        entity_id=row.id,  # type: ignore[attr-defined]
+        entity_id=row.id,
         before=before,
         after=after,
     )
@@ -220,7 +220,8 @@ async def archive(
 ) -> M:
     """Hide a row from lists (it stays readable by ID and in history). Idempotent."""
     row = await get_for_change(actor, session, model, id, expected_version)
-    if row.archived_at is None:  # type: ignore[attr-defined]
+    assert isinstance(row, Archivable), f"{entity_name(model)} cannot be archived"
+    if row.archived_at is None:
         await update(actor, session, row, {"archived_at": datetime.now(UTC)}, action=action)
     return row
 
