@@ -218,8 +218,11 @@ async def as_role(
 
 @pytest.fixture(scope="session")
 def live_server(settings: Any) -> Iterator[str]:
-    """A real uvicorn process serving the app on a free port (browser and socket tests)."""
-    with support.run_uvicorn(settings) as base_url:
+    """A real uvicorn process serving the app on a free port (browser and socket tests).
+    Without a webhook dispatcher, like the shared app: it lives all session, and a
+    dispatcher there would race the webhook tests' own for their deliveries."""
+    extra_env = {"CRM_WEBHOOK_DISPATCHER": "false"}
+    with support.run_uvicorn(settings, extra_env=extra_env) as base_url:
         yield base_url
 
 
