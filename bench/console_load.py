@@ -122,7 +122,7 @@ def measure_inbox(url: str, database_url: str, runs: int) -> None:
 
     from bench.console_inbox_data import seed_inbox
     from crm_graphql.db.engine import make_engine, make_sessionmaker
-    from crm_graphql.resolvers.ids import to_global_id
+    from crm_graphql.global_ids import to_global_id
 
     async def seed() -> Any:
         engine = make_engine(database_url, pool_size=2)

@@ -40,7 +40,7 @@ from sqlalchemy.engine import make_url
 from bench import datagen
 from bench.pgcount import CountingProxy
 from crm_graphql import demo
-from crm_graphql.resolvers.ids import from_global_id, to_global_id
+from crm_graphql.global_ids import from_global_id, to_global_id
 from crm_graphql.services.rfm import RfmSegment
 from crm_graphql.services.segments import BUILT_INS
 from crm_graphql.settings import new_encryption_key_entry

@@ -95,7 +95,7 @@ from bench.run import (
     spawn_pinned,
     wait_ready,
 )
-from crm_graphql.resolvers.ids import to_global_id
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.services import activities, conversations, events
 
 ROOT = Path(__file__).resolve().parent.parent

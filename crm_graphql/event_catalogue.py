@@ -25,7 +25,7 @@ from crm_graphql.enums import (
     DealStatus,
     MessageAuthorType,
 )
-from crm_graphql.resolvers.ids import to_global_id
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.storage.querying import camel_case
 
 # The payload version of ``partner_event``. 1 was the stored form itself (snake_case,
@@ -317,7 +317,7 @@ def markdown(types: Iterable[EventType] | None = None) -> str:
         "",
         "Headers: `X-CRM-Delivery` (the `deliveryId`: the same on retries and "
         "redeliveries, deduplicate by it), `X-CRM-Event` (the type), `X-CRM-Signature: "
-        "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\" keyed by the webhook's "
+        't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" keyed by the webhook\'s '
         "secret>` (refuse a signature older than 5 minutes). Answer 2xx; anything else is "
         "retried with exponential backoff. `webhooks { nodes { deliveries { status "
         "attemptHistory { statusCode error durationMs attemptedAt } } } }` lists what was "

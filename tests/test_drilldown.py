@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from graphql import GraphQLInputType, coerce_input_value
 
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import DealStatus
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.resolvers.insight import drill_down, input_json, spec_json
 from crm_graphql.schema import schema
 from crm_graphql.schema.deals import DealFilter

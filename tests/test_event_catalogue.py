@@ -10,7 +10,7 @@ import uuid
 
 from crm_graphql import event_catalogue
 from crm_graphql.enums import DealStatus
-from crm_graphql.resolvers.ids import to_global_id
+from crm_graphql.global_ids import to_global_id
 from tests import support
 
 # An event type as services name it, in a string literal.

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import from_global_id
 from crm_graphql.models import Role, User
-from crm_graphql.resolvers.ids import from_global_id
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.auth import TokenConfig, issue_access_token
 from tests import factories, support

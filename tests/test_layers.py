@@ -16,6 +16,17 @@ FORBIDDEN = {
     # fan-out groups and verdicts. It is handed the GraphQL context class and the
     # credentials check (realtime/connections.py), never reaches into resolvers.
     "realtime": ("crm_graphql.resolvers",),
+    # Services decide; they are called by the API and never call back into it.
+    "services": ("crm_graphql.resolvers", "crm_graphql.schema", "crm_graphql.compiled"),
+    # Storage is the services' query building (scoped by the services' actor and policy);
+    # models sit under both.
+    "storage": ("crm_graphql.resolvers", "crm_graphql.schema", "crm_graphql.compiled"),
+    "models": (
+        "crm_graphql.resolvers",
+        "crm_graphql.schema",
+        "crm_graphql.compiled",
+        "crm_graphql.services",
+    ),
 }
 
 

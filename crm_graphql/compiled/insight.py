@@ -484,9 +484,9 @@ def service_report(
         _literal,
         _quoted,
     )
+    from crm_graphql.global_ids import to_global_id
     from crm_graphql.resolvers.arguments import filter_spec as caller_filter
-    from crm_graphql.resolvers.ids import to_global_id
-    from crm_graphql.resolvers.reports import _ids
+    from crm_graphql.resolvers.arguments import typed_ids
     from crm_graphql.services import reports
 
     args = c._arguments("Query", "serviceReport", node)
@@ -496,7 +496,7 @@ def service_report(
         end=args["to"],
         time_zone=args.get("time_zone"),
         channels=args.get("channels"),
-        assignee_ids=_ids(args.get("assignee_ids"), "User", "assigneeIds"),
+        assignee_ids=typed_ids(args.get("assignee_ids"), "User", "assigneeIds"),
         filter=caller_filter(args.get("filter")),
         as_of=func.now(),
     )
@@ -779,9 +779,9 @@ def sales_report(
         _quoted,
         _unrepresentable,
     )
+    from crm_graphql.global_ids import decode_id, to_global_id
     from crm_graphql.resolvers.arguments import filter_spec as caller_filter
-    from crm_graphql.resolvers.ids import decode_id, to_global_id
-    from crm_graphql.resolvers.reports import _ids
+    from crm_graphql.resolvers.arguments import typed_ids
     from crm_graphql.services import reports
     from crm_graphql.services.actor import scoped
 
@@ -798,7 +798,7 @@ def sales_report(
         start=args["from_"],
         end=args["to"],
         time_zone=args.get("time_zone"),
-        owner_ids=_ids(args.get("owner_ids"), "User", "ownerIds"),
+        owner_ids=typed_ids(args.get("owner_ids"), "User", "ownerIds"),
         filter=filter,
     )
     c.state.models.update((models.Deal, models.Pipeline, models.Stage))

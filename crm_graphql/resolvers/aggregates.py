@@ -12,7 +12,6 @@ from crm_graphql import models
 from crm_graphql.resolvers.arguments import filter_spec
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.insight import drill_down, input_json, selected_names
-from crm_graphql.schema.insight import DrillDown
 from crm_graphql.schema.scalars import Money
 from crm_graphql.services import aggregates, drilldown
 from crm_graphql.services.aggregates import AggregateSpec, GroupBy, Stats
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from crm_graphql.schema.conversations import ConversationFilter
     from crm_graphql.schema.customers import CustomerFilter
     from crm_graphql.schema.deals import DealFilter
+    from crm_graphql.schema.insight import DrillDown
     from crm_graphql.schema.orders import OrderFilter
 
 _activities = "crm_graphql.schema.activities"
@@ -135,7 +135,7 @@ class GroupValue(StatsValue):
         self.related: dict[str, Any] = {}
 
     @functools.cached_property
-    def drill_down(self) -> DrillDown:
+    def drill_down(self) -> "DrillDown":
         return self._caller.drill_down(self._drill_down)
 
 
@@ -149,7 +149,7 @@ class CallerFilter:
     def as_json(self) -> Any:
         return input_json(self.value) if self.value is not None else None
 
-    def drill_down(self, value: drilldown.DrillDown) -> DrillDown:
+    def drill_down(self, value: drilldown.DrillDown) -> "DrillDown":
         # ``input_json`` leaves a value already in its JSON form as it is.
         return drill_down(value, self.as_json)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from strawberry.types.unset import UNSET
 
-from crm_graphql.resolvers.ids import MalformedId, decode_id, from_global_id
+from crm_graphql.global_ids import MalformedId, decode_id, from_global_id
 from crm_graphql.resolvers.info import Info
 from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.storage.querying import (
@@ -35,6 +36,20 @@ def _decode_ids(field_name: str, ops: dict[str, Any]) -> dict[str, Any]:
         except MalformedId as exc:
             raise Invalid(str(exc), camel_case(field_name)) from exc
     return decoded
+
+
+def typed_ids(values: Sequence[str] | None, type_name: str, field: str) -> list[uuid.UUID] | None:
+    """Global IDs of one type; an ID that is malformed or of another type is a VALIDATION
+    error naming the argument (an unknown one simply matches nothing)."""
+    if not values:
+        return None
+    ids = []
+    for value in values:
+        id = decode_id(value, type_name)
+        if id is None:
+            raise Invalid(f"`{field}` takes {type_name} IDs", field)
+        ids.append(id)
+    return ids
 
 
 def filter_spec(value: Any) -> dict[str, Any] | None:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from crm_graphql import models
+from crm_graphql.global_ids import decode_id
 from crm_graphql.resolvers.arguments import page_request
-from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.resolvers.lists import PageInfoValue
 from crm_graphql.services import duplicates as duplicate_service
 from crm_graphql.services.duplicates import Candidate

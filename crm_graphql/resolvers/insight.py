@@ -7,17 +7,19 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strawberry.scalars import JSON
 from strawberry.types.base import has_object_definition
 from strawberry.types.unset import UNSET
 from strawberry.utils.str_converters import to_camel_case
 
-from crm_graphql.resolvers.ids import to_global_id
-from crm_graphql.schema.insight import DrillDown
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.services import drilldown
 from crm_graphql.storage.querying import camel_case
+
+if TYPE_CHECKING:  # the schema imports this module: its types are imported when called
+    from crm_graphql.schema.insight import DrillDown
 
 
 def _scalar(value: Any) -> Any:
@@ -62,6 +64,8 @@ def spec_json(spec: Any) -> Any:
 def drill_down(value: drilldown.DrillDown, caller_filter: Any = None) -> DrillDown:
     """The GraphQL ``DrillDown`` of a service's one, within the filter the caller applied
     to the numbers (``caller_filter``: the Strawberry input object, or None)."""
+    from crm_graphql.schema.insight import DrillDown
+
     own = spec_json(value.filter)
     caller = input_json(caller_filter) if caller_filter is not None else None
     if caller and own:

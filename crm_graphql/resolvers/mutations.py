@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from crm_graphql import ratelimit
-from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.global_ids import decode_id
 from crm_graphql.resolvers.info import Info
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, DomainError, Duplicate, Invalid, NotFound

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from crm_graphql import models
-from crm_graphql.resolvers.ids import MalformedId, from_global_id
+from crm_graphql.global_ids import MalformedId, from_global_id
 from crm_graphql.resolvers.info import Info
 from crm_graphql.services import segments
 

@@ -5,8 +5,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 
 from crm_graphql import models
+from crm_graphql.global_ids import decode_id
 from crm_graphql.resolvers.arguments import input_changes
-from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
 from crm_graphql.resolvers.mutations import (

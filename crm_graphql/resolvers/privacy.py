@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 
 from crm_graphql import models
-from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.global_ids import decode_id
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.mutations import Payload, mutate, mutate_payload, user_errors
 from crm_graphql.services import privacy

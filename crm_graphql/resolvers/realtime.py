@@ -17,11 +17,11 @@ from graphql import GraphQLError
 from redis.exceptions import RedisError
 
 from crm_graphql import models
+from crm_graphql.global_ids import decode_id, to_global_id
 from crm_graphql.realtime import ephemeral, streams, verdicts
 from crm_graphql.realtime.groups import EventValue
 from crm_graphql.realtime.streams import graphql_error
 from crm_graphql.resolvers.context import Context
-from crm_graphql.resolvers.ids import decode_id, to_global_id
 from crm_graphql.resolvers.lists import by_id
 from crm_graphql.resolvers.mutations import UserErrorValue, user_errors
 from crm_graphql.services import activities, conversations, deals

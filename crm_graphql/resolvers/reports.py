@@ -2,20 +2,18 @@
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
 from crm_graphql import models
-from crm_graphql.resolvers.arguments import filter_spec
-from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.global_ids import decode_id
+from crm_graphql.resolvers.arguments import filter_spec, typed_ids
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.insight import drill_down, selected_names
 from crm_graphql.resolvers.lists import by_id
 from crm_graphql.services import drilldown, reports
-from crm_graphql.services.errors import Invalid
 
 # Annotations here are evaluated where they stand (no postponed annotations): Strawberry
 # reads the GraphQL arguments from them, and the schema's types by lazy reference.
@@ -81,20 +79,6 @@ def with_caller_filter(value: Any, caller_filter: Any) -> Any:
     return value
 
 
-def _ids(values: Sequence[str] | None, type_name: str, field: str) -> list[uuid.UUID] | None:
-    """Global IDs of one type; an ID that is malformed or of another type is a VALIDATION
-    error naming the argument (an unknown one simply matches nothing)."""
-    if not values:
-        return None
-    ids = []
-    for value in values:
-        id = decode_id(value, type_name)
-        if id is None:
-            raise Invalid(f"`{field}` takes {type_name} IDs", field)
-        ids.append(id)
-    return ids
-
-
 async def sales_report(
     info: Info,
     pipeline_id: Annotated[
@@ -111,7 +95,7 @@ async def sales_report(
 ) -> reports.SalesReport:
     context = info.context
     actor = context.require_actor()
-    owners = _ids(owner_ids, "User", "ownerIds")
+    owners = typed_ids(owner_ids, "User", "ownerIds")
     async with context.read() as session:
         report = await reports.sales_report(
             actor,
@@ -161,7 +145,7 @@ async def service_report(
 ) -> reports.ServiceReport:
     context = info.context
     actor = context.require_actor()
-    assignees = _ids(assignee_ids, "User", "assigneeIds")
+    assignees = typed_ids(assignee_ids, "User", "assigneeIds")
     async with context.read() as session:
         report = await reports.service_report(
             actor,

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Enum as SqlEnum
 
 from crm_graphql import models
-from crm_graphql.resolvers.ids import decode_id, to_global_id
+from crm_graphql.global_ids import decode_id, to_global_id
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
 from crm_graphql.resolvers.mutations import Payload, mutate, mutate_payload, user_errors

@@ -21,8 +21,8 @@ from strawberry.types.arguments import convert_argument
 from strawberry.types.base import StrawberryObjectDefinition
 
 from crm_graphql import models
+from crm_graphql.global_ids import decode_id
 from crm_graphql.resolvers.arguments import filter_spec, input_changes, order_spec, page_request
-from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.insight import drill_down, input_json
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list

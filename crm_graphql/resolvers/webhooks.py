@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from crm_graphql import models
+from crm_graphql.global_ids import decode_id
 from crm_graphql.resolvers.arguments import input_changes
-from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, root_list
 from crm_graphql.resolvers.mutations import Payload, mutate, mutate_payload, user_errors

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql.resolvers.ids import to_global_id
+from crm_graphql.global_ids import to_global_id
 
 T = TypeVar("T")
 

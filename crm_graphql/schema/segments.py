@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.types import Info
 
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.resolvers import segments as resolve
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.schema.customers import Customer, CustomerFilter
 from crm_graphql.schema.filters import DateTimeFilter, IDFilter, StringFilter
 from crm_graphql.schema.insight import DrillDown

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql import event_catalogue
 from crm_graphql.crypto import DecryptionError, Keyring, keyring_of
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import (
     DeliveryStatus,
     Event,
@@ -48,7 +49,6 @@ from crm_graphql.models import (
     WebhookDeliveryAttempt,
     WebhookDispatchCursor,
 )
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import audit, events, fields, policy
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Invalid

@@ -15,6 +15,7 @@ from graphql import GraphQLObjectType, get_named_type
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import from_global_id, to_global_id
 from crm_graphql.models import (
     AuditLog,
     Base,
@@ -24,7 +25,6 @@ from crm_graphql.models import (
     User,
     WebhookDelivery,
 )
-from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from crm_graphql.schema import schema
 from crm_graphql.services import api_keys
 from crm_graphql.services.actor import Actor

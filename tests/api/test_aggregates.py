@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql import models
 from crm_graphql.explorer import DEFAULT_QUERY
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.limits import QueryLimits, measure
 from crm_graphql.models import (
     ActivityType,
@@ -33,7 +34,6 @@ from crm_graphql.models import (
     User,
     Workspace,
 )
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.schema import aggregates as aggregate_schema
 from crm_graphql.schema import schema
 from crm_graphql.services import aggregates, auth

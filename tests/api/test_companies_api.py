@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import Role, User, Workspace
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import auth
 from tests import support
 

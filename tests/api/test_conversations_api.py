@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import Role, User, Workspace
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import api_keys
 from crm_graphql.services.actor import Actor
 from tests import support

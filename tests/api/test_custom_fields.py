@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import from_global_id
 from crm_graphql.models import Customer, CustomFieldEntity, Role, User, Workspace
-from crm_graphql.resolvers.ids import from_global_id
 from crm_graphql.services import auth, custom_fields
 from crm_graphql.services.actor import Actor
 from tests import support

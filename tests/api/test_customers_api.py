@@ -128,9 +128,7 @@ async def test_foreign_and_unknown_ids_are_not_found(
     ).ok()
     assert still["node"]["name"] == "Not yours"
     # Referencing another workspace's user as owner is NOT_FOUND too.
-    owner = __import__("crm_graphql.resolvers.ids", fromlist=["x"]).to_global_id(
-        "User", stranger.id
-    )
+    owner = __import__("crm_graphql.global_ids", fromlist=["x"]).to_global_id("User", stranger.id)
     payload = (await agent(CREATE, {"i": {"name": "Z", "ownerId": owner}})).ok()["createCustomer"]
     assert (
         payload["errors"][0]["code"] == "NOT_FOUND" and payload["errors"][0]["field"] == "ownerId"

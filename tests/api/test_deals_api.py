@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import Role, User
-from crm_graphql.resolvers.ids import to_global_id
 from tests import support
 from tests.documents import CREATE_CUSTOMER
 

@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql import event_catalogue
+from crm_graphql.global_ids import from_global_id, to_global_id
 from crm_graphql.models import Event, Workspace
-from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from crm_graphql.services import events
 from tests.api.scenarios import (
     EXEMPT,

@@ -21,8 +21,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql import models
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import OrderStatus, Role, User, Workspace
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import customers, orders
 from crm_graphql.services.actor import Actor
 from tests import support

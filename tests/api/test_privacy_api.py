@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import from_global_id
 from crm_graphql.models import AuditLog, Base, Customer, Event, Role, User, Workspace
-from crm_graphql.resolvers.ids import from_global_id
 from crm_graphql.services import api_keys
 from crm_graphql.services.actor import Actor
 from tests import support

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bench import eval_reco
 from crm_graphql import demo
+from crm_graphql.global_ids import from_global_id, to_global_id
 from crm_graphql.models import Channel, Customer, OrderStatus, Role, Workspace
-from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from crm_graphql.services import auth, conversations, customers, orders, products
 from crm_graphql.services import recommendations as reco
 from crm_graphql.services.actor import Actor

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import (
     AuditLog,
     Conversation,
@@ -28,7 +29,6 @@ from crm_graphql.models import (
     User,
     Workspace,
 )
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import api_keys, auth, customers
 from crm_graphql.services import conversations as conversation_service
 from crm_graphql.services import deals as deal_service

@@ -13,8 +13,8 @@ import httpx
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import Channel, Role, User, Workspace
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import (
     activities,
     api_keys,

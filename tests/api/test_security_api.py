@@ -14,8 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import from_global_id, to_global_id
 from crm_graphql.models import Role, User
-from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from tests import support
 
 CREATE_KEY = """mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) {

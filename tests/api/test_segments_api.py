@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import Role, Segment, User, Workspace
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import api_keys
 from crm_graphql.services.rfm import RfmSegment
 from crm_graphql.services.segments import BUILT_INS

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from crm_graphql.global_ids import decode_id
 from crm_graphql.models import Role, User
-from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.services import deals
 from crm_graphql.services.auth import TokenConfig, issue_access_token
 from crm_graphql.services.events import Position

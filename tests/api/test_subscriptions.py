@@ -163,7 +163,7 @@ async def test_subscribe_before_init_is_unauthorized(live_server: str) -> None:
 async def test_foreign_pipeline_gives_an_error_not_events(
     live_server: str, tokens: dict[Role, str], sessionmaker: Any
 ) -> None:
-    from crm_graphql.resolvers.ids import to_global_id
+    from crm_graphql.global_ids import to_global_id
     from crm_graphql.services import auth, deals
     from crm_graphql.services.actor import Actor
 
@@ -302,7 +302,7 @@ async def _send(http: support.GraphQLClient, conversation: str, body: str) -> No
 async def test_unassigned_agent_stops_receiving_a_private_conversation(
     live_server: str, http: support.GraphQLClient, tokens: dict[Role, str], users: dict[Role, User]
 ) -> None:
-    from crm_graphql.resolvers.ids import to_global_id
+    from crm_graphql.global_ids import to_global_id
 
     agent_id = to_global_id("User", users[Role.AGENT].id)
     conversation = await _conversation(http, "Private", isPrivate=True, assigneeId=agent_id)
@@ -345,7 +345,7 @@ async def test_unassigned_agent_stops_receiving_a_private_conversation(
 async def test_inbox_shows_only_conversations_the_agent_may_see(
     live_server: str, http: support.GraphQLClient, tokens: dict[Role, str], users: dict[Role, User]
 ) -> None:
-    from crm_graphql.resolvers.ids import to_global_id
+    from crm_graphql.global_ids import to_global_id
 
     manager_id = to_global_id("User", users[Role.MANAGER].id)
     ws = await support.WSClient.connect(live_server, tokens[Role.AGENT])
@@ -376,7 +376,7 @@ async def test_an_api_keys_inbox_gets_nothing_of_a_private_conversation(
     """An API key sees public conversations only: neither a private conversation's start
     nor its first assignment (no previous assignee, like a key's own missing user)
     reaches its inbox; a public conversation's events do."""
-    from crm_graphql.resolvers.ids import to_global_id
+    from crm_graphql.global_ids import to_global_id
 
     admin = support.GraphQLClient(http.http, tokens[Role.ADMIN])
     created = (

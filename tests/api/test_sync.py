@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import Role, User
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import customers
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.events import Position

@@ -20,8 +20,8 @@ from graphql import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import from_global_id, to_global_id
 from crm_graphql.models import DeliveryStatus, Role, User, Workspace
-from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from crm_graphql.schema import schema
 from crm_graphql.services import api_keys, auth
 from tests import support

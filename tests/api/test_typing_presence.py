@@ -16,6 +16,7 @@ import redis.asyncio as redis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import AuditLog, Channel, Event, Role, User, Workspace
 from crm_graphql.realtime.ephemeral import (
     Fanout,
@@ -25,7 +26,6 @@ from crm_graphql.realtime.ephemeral import (
     presence_channel,
     presence_key,
 )
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import api_keys, auth, conversations, customers
 from crm_graphql.services.actor import Actor
 from tests import support

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import AuditLog, Customer, Role, User, Workspace
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.settings import Settings
 from tests import support
 from tests.factories import create_customer

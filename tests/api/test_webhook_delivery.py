@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.app import build_app
 from crm_graphql.crypto import Keyring
+from crm_graphql.global_ids import from_global_id, to_global_id
 from crm_graphql.models import DeliveryStatus, Role, Webhook, WebhookDelivery
-from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from crm_graphql.services.webhooks import verify_signature
 from crm_graphql.settings import new_encryption_key_entry
 from tests import support

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import from_global_id
 from crm_graphql.models import Role, User, Webhook, Workspace
-from crm_graphql.resolvers.ids import from_global_id
 from crm_graphql.services import api_keys, auth
 from crm_graphql.services.actor import Actor
 from tests import support

@@ -21,10 +21,10 @@ import redis.asyncio as redis
 import websockets
 
 from crm_graphql.db.engine import make_read_pool
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import Role, User
 from crm_graphql.realtime.credentials import Credential
 from crm_graphql.realtime.hub import Hub
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.services import activities, api_keys, credentials, events
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.credentials import Reason

@@ -23,11 +23,11 @@ import websockets
 from graphql import parse, validate
 from starlette.applications import Starlette
 
+from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import Role, User
 from crm_graphql.realtime.dashboards import Board, Viewer
 from crm_graphql.resolvers.context import Context
 from crm_graphql.resolvers.dashboards import CONVERSATION_FIELDS
-from crm_graphql.resolvers.ids import to_global_id
 from crm_graphql.schema import schema as graphql_schema
 from crm_graphql.services import changes
 from crm_graphql.services.actor import Actor

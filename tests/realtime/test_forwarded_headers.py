@@ -142,7 +142,7 @@ async def _create_customer_over_websocket(
 ) -> str:
     """The raw id of a customer created by a mutation sent over a WebSocket that came
     through the proxy at ``source``."""
-    from crm_graphql.resolvers.ids import decode_id
+    from crm_graphql.global_ids import decode_id
 
     url = server.url.replace("http://", "ws://") + "/graphql"
     async with websockets.connect(

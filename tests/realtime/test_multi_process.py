@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import websockets
 
+from crm_graphql.global_ids import decode_id
 from crm_graphql.models import Role
 from crm_graphql.realtime.bus import channel_name
-from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.services import activities, deals
 from tests.realtime.processes import Cluster, RedisServer, Spawn, wait_for
 from tests.realtime.streams import (

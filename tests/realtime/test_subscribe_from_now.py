@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_graphql.global_ids import decode_id
 from crm_graphql.models import Role
 from crm_graphql.realtime.bus import channel_name
-from crm_graphql.resolvers.ids import decode_id
 from crm_graphql.services import conversations
 from crm_graphql.services.actor import Actor
 from tests import support

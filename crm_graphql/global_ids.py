@@ -1,4 +1,5 @@
-"""Opaque Relay global IDs: base64url of ``TypeName:uuid``."""
+"""Opaque Relay global IDs: base64url of ``TypeName:uuid``. The API's one naming of a
+record, used by the resolvers, the compiled reads, the event catalogue and webhooks."""
 
 from __future__ import annotations
 
