@@ -49,10 +49,10 @@ from strawberry.types.arguments import convert_arguments
 from strawberry.types.base import StrawberryObjectDefinition
 
 from crm_graphql.compiled import insight
-from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS, ChildList, Visibility
 from crm_graphql.global_ids import MalformedId, from_global_id
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
+from crm_graphql.resolvers.readmodel import OBJECT_TYPES, ROOT_LISTS, ChildList, Visibility
 from crm_graphql.services import conversations, rfm, segments
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.customers import counted_orders_condition

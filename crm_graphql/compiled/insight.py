@@ -304,8 +304,8 @@ def search(
 ) -> str:
     """``resolvers.search.search``: the service's hits statement, each hit's node read by
     id as a node of its type; highlights (computed in Python) take the executed path."""
-    from crm_graphql.compiled.catalog import OBJECT_TYPES
     from crm_graphql.compiled.compiler import Unsupported, _base64url, _literal, _quoted
+    from crm_graphql.resolvers.readmodel import OBJECT_TYPES
 
     args = c._arguments("Query", "search", node)
     entities = [search_service.SearchEntity(t.value) for t in args.get("types") or ()] or None

@@ -1,14 +1,13 @@
 """Activity fields and mutations: arguments to service calls."""
 
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
-from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.info import Info
-from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
+from crm_graphql.resolvers.lists import ConnectionValue, root_list
 from crm_graphql.resolvers.mutations import (
     Payload,
     archive_payload,
@@ -56,18 +55,6 @@ async def activities(
         order_by,
         include_archived,
     )
-
-
-async def customer(root: models.Activity, info: Info) -> Any:
-    return await by_id(info, models.Customer, root.customer_id)
-
-
-async def deal(root: models.Activity, info: Info) -> Any:
-    return await by_id(info, models.Deal, root.deal_id)
-
-
-async def author(root: models.Activity, info: Info) -> Any:
-    return await by_id(info, models.User, root.author_id)
 
 
 async def create_activity(

@@ -4,11 +4,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
-from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.customers import address_data
 from crm_graphql.resolvers.info import Info
-from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
+from crm_graphql.resolvers.lists import ConnectionValue, root_list
 from crm_graphql.resolvers.mutations import (
     Payload,
     UpsertPayload,
@@ -18,8 +17,6 @@ from crm_graphql.resolvers.mutations import (
     upsert_payload,
 )
 from crm_graphql.services import companies as company_service
-from crm_graphql.services import customers as customer_service
-from crm_graphql.services import deals as deal_service
 
 # Annotations here are evaluated where they stand (no postponed annotations): Strawberry
 # reads the GraphQL arguments from them, and the schema's types by lazy reference.
@@ -31,8 +28,7 @@ if TYPE_CHECKING:
         UpdateCompanyInput,
         UpsertCompaniesInput,
     )
-    from crm_graphql.schema.customers import ArchiveInput, CustomerFilter, CustomerOrder
-    from crm_graphql.schema.deals import DealFilter, DealOrder
+    from crm_graphql.schema.customers import ArchiveInput
 
 _companies = "crm_graphql.schema.companies"
 _customers = "crm_graphql.schema.customers"
@@ -69,36 +65,6 @@ async def companies(
         filter,
         order_by,
         include_archived,
-    )
-
-
-async def owner(root: models.Company, info: Info) -> Any:
-    return await by_id(info, models.User, root.owner_id)
-
-
-async def customers(
-    root: models.Company,
-    info: Info,
-    first: int | None = None,
-    after: str | None = None,
-    filter: Annotated["CustomerFilter", strawberry.lazy(_customers)] | None = None,
-    order_by: list[Annotated["CustomerOrder", strawberry.lazy(_customers)]] | None = None,
-) -> ConnectionValue:
-    return await child_list(
-        info, customer_service.CUSTOMERS, "company_id", root.id, first, after, filter, order_by
-    )
-
-
-async def deals(
-    root: models.Company,
-    info: Info,
-    first: int | None = None,
-    after: str | None = None,
-    filter: Annotated["DealFilter", strawberry.lazy(_deals)] | None = None,
-    order_by: list[Annotated["DealOrder", strawberry.lazy(_deals)]] | None = None,
-) -> ConnectionValue:
-    return await child_list(
-        info, deal_service.DEALS, "company_id", root.id, first, after, filter, order_by
     )
 
 

@@ -10,7 +10,7 @@ from crm_graphql import models
 from crm_graphql.global_ids import decode_id
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.info import Info
-from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
+from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
 from crm_graphql.resolvers.mutations import Payload, create_payload, mutate_payload
 from crm_graphql.services import conversations as conversation_service
 from crm_graphql.services.actor import Actor
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
         ConversationFilter,
         ConversationOrder,
         MarkConversationReadInput,
-        MessageFilter,
-        MessageOrder,
         PostCustomerMessageInput,
         RateConversationInput,
         SendMessageInput,
@@ -55,43 +53,7 @@ async def conversations(
     )
 
 
-async def messages(
-    root: models.Conversation,
-    info: Info,
-    first: int | None = None,
-    after: str | None = None,
-    filter: Annotated["MessageFilter", strawberry.lazy(_conversations)] | None = None,
-    order_by: list[Annotated["MessageOrder", strawberry.lazy(_conversations)]] | None = None,
-) -> ConnectionValue:
-    return await child_list(
-        info,
-        conversation_service.MESSAGES,
-        "conversation_id",
-        root.id,
-        first,
-        after,
-        filter,
-        order_by,
-    )
-
-
 # -------------------------------------------------------------------------- relations
-
-
-async def customer(root: models.Conversation, info: Info) -> Any:
-    return await by_id(info, models.Customer, root.customer_id)
-
-
-async def assignee(root: models.Conversation, info: Info) -> Any:
-    return await by_id(info, models.User, root.assignee_id)
-
-
-async def author(root: models.Message, info: Info) -> Any:
-    return await by_id(info, models.User, root.author_user_id)
-
-
-async def conversation(root: models.Message, info: Info) -> Any:
-    return await by_id(info, models.Conversation, root.conversation_id)
 
 
 async def unread_count(root: models.Conversation, info: Info) -> int | None:

@@ -9,7 +9,7 @@ from crm_graphql.global_ids import decode_id
 from crm_graphql.resolvers import segments as segment_resolvers
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.info import Info
-from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
+from crm_graphql.resolvers.lists import ConnectionValue, root_list
 from crm_graphql.resolvers.mutations import (
     Payload,
     UpsertPayload,
@@ -19,17 +19,11 @@ from crm_graphql.resolvers.mutations import (
     update_payload,
     upsert_payload,
 )
-from crm_graphql.services import activities as activity_service
-from crm_graphql.services import conversations as conversation_service
 from crm_graphql.services import customers as customer_service
-from crm_graphql.services import deals as deal_service
-from crm_graphql.services import orders as order_service
 
 # Annotations here are evaluated where they stand (no postponed annotations): Strawberry
 # reads the GraphQL arguments from them, and the schema's types by lazy reference.
 if TYPE_CHECKING:
-    from crm_graphql.schema.activities import ActivityFilter, ActivityOrder
-    from crm_graphql.schema.conversations import ConversationFilter, ConversationOrder
     from crm_graphql.schema.customers import (
         ArchiveInput,
         CreateCustomerInput,
@@ -39,8 +33,6 @@ if TYPE_CHECKING:
         UpdateCustomerInput,
         UpsertCustomersInput,
     )
-    from crm_graphql.schema.deals import DealFilter, DealOrder
-    from crm_graphql.schema.orders import OrderFilter, OrderOrder
 
 _activities = "crm_graphql.schema.activities"
 _conversations = "crm_graphql.schema.conversations"
@@ -105,77 +97,6 @@ async def customers(
         filter,
         order_by,
         include_archived,
-    )
-
-
-async def company(root: models.Customer, info: Info) -> Any:
-    return await by_id(info, models.Company, root.company_id)
-
-
-async def owner(root: models.Customer, info: Info) -> Any:
-    return await by_id(info, models.User, root.owner_id)
-
-
-async def merged_into(root: models.Customer, info: Info) -> Any:
-    return await by_id(info, models.Customer, root.merged_into_id)
-
-
-async def deals(
-    root: models.Customer,
-    info: Info,
-    first: int | None = None,
-    after: str | None = None,
-    filter: Annotated["DealFilter", strawberry.lazy(_deals)] | None = None,
-    order_by: list[Annotated["DealOrder", strawberry.lazy(_deals)]] | None = None,
-) -> ConnectionValue:
-    return await child_list(
-        info, deal_service.DEALS, "customer_id", root.id, first, after, filter, order_by
-    )
-
-
-async def activities(
-    root: models.Customer,
-    info: Info,
-    first: int | None = None,
-    after: str | None = None,
-    filter: Annotated["ActivityFilter", strawberry.lazy(_activities)] | None = None,
-    order_by: list[Annotated["ActivityOrder", strawberry.lazy(_activities)]] | None = None,
-) -> ConnectionValue:
-    return await child_list(
-        info, activity_service.ACTIVITIES, "customer_id", root.id, first, after, filter, order_by
-    )
-
-
-async def orders(
-    root: models.Customer,
-    info: Info,
-    first: int | None = None,
-    after: str | None = None,
-    filter: Annotated["OrderFilter", strawberry.lazy(_orders)] | None = None,
-    order_by: list[Annotated["OrderOrder", strawberry.lazy(_orders)]] | None = None,
-) -> ConnectionValue:
-    return await child_list(
-        info, order_service.ORDERS, "customer_id", root.id, first, after, filter, order_by
-    )
-
-
-async def conversations(
-    root: models.Customer,
-    info: Info,
-    first: int | None = None,
-    after: str | None = None,
-    filter: Annotated["ConversationFilter", strawberry.lazy(_conversations)] | None = None,
-    order_by: list[Annotated["ConversationOrder", strawberry.lazy(_conversations)]] | None = None,
-) -> ConnectionValue:
-    return await child_list(
-        info,
-        conversation_service.CONVERSATIONS,
-        "customer_id",
-        root.id,
-        first,
-        after,
-        filter,
-        order_by,
     )
 
 

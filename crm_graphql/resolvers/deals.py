@@ -1,15 +1,14 @@
 """Pipeline, stage and deal fields and mutations: arguments to service calls."""
 
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
-from crm_graphql import models
 from crm_graphql.global_ids import decode_id
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.info import Info
-from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
+from crm_graphql.resolvers.lists import ConnectionValue, root_list
 from crm_graphql.resolvers.mutations import (
     Payload,
     archive_payload,
@@ -17,13 +16,11 @@ from crm_graphql.resolvers.mutations import (
     mutate_payload,
     update_payload,
 )
-from crm_graphql.services import activities as activity_service
 from crm_graphql.services import deals as deal_service
 
 # Annotations here are evaluated where they stand (no postponed annotations): Strawberry
 # reads the GraphQL arguments from them, and the schema's types by lazy reference.
 if TYPE_CHECKING:
-    from crm_graphql.schema.activities import ActivityFilter, ActivityOrder
     from crm_graphql.schema.customers import ArchiveInput
     from crm_graphql.schema.deals import (
         CreateDealInput,
@@ -87,75 +84,6 @@ async def pipelines(
 
 
 # -------------------------------------------------------------------------- relations
-
-
-async def pipeline_stages(root: models.Pipeline, info: Info) -> list[Any]:
-    page_size = info.context.app.settings.max_page_size
-    stages = await child_list(info, deal_service.STAGES, "pipeline_id", root.id, first=page_size)
-    return stages.page.items
-
-
-async def pipeline_deals(
-    root: models.Pipeline,
-    info: Info,
-    first: int | None = None,
-    after: str | None = None,
-    filter: Annotated["DealFilter", strawberry.lazy(_deals)] | None = None,
-    order_by: list[Annotated["DealOrder", strawberry.lazy(_deals)]] | None = None,
-) -> ConnectionValue:
-    return await child_list(
-        info, deal_service.DEALS, "pipeline_id", root.id, first, after, filter, order_by
-    )
-
-
-async def stage_pipeline(root: models.Stage, info: Info) -> Any:
-    return await by_id(info, models.Pipeline, root.pipeline_id)
-
-
-async def stage_deals(
-    root: models.Stage,
-    info: Info,
-    first: int | None = None,
-    after: str | None = None,
-    filter: Annotated["DealFilter", strawberry.lazy(_deals)] | None = None,
-    order_by: list[Annotated["DealOrder", strawberry.lazy(_deals)]] | None = None,
-) -> ConnectionValue:
-    return await child_list(
-        info, deal_service.DEALS, "stage_id", root.id, first, after, filter, order_by
-    )
-
-
-async def customer(root: models.Deal, info: Info) -> Any:
-    return await by_id(info, models.Customer, root.customer_id)
-
-
-async def company(root: models.Deal, info: Info) -> Any:
-    return await by_id(info, models.Company, root.company_id)
-
-
-async def owner(root: models.Deal, info: Info) -> Any:
-    return await by_id(info, models.User, root.owner_id)
-
-
-async def deal_pipeline(root: models.Deal, info: Info) -> Any:
-    return await by_id(info, models.Pipeline, root.pipeline_id)
-
-
-async def deal_stage(root: models.Deal, info: Info) -> Any:
-    return await by_id(info, models.Stage, root.stage_id)
-
-
-async def deal_activities(
-    root: models.Deal,
-    info: Info,
-    first: int | None = None,
-    after: str | None = None,
-    filter: Annotated["ActivityFilter", strawberry.lazy(_activities)] | None = None,
-    order_by: list[Annotated["ActivityOrder", strawberry.lazy(_activities)]] | None = None,
-) -> ConnectionValue:
-    return await child_list(
-        info, activity_service.ACTIVITIES, "deal_id", root.id, first, after, filter, order_by
-    )
 
 
 # -------------------------------------------------------------------------- mutations

@@ -62,10 +62,6 @@ async def orders(
     )
 
 
-async def customer(root: models.Order, info: Info) -> Any:
-    return await by_id(info, models.Customer, root.customer_id)
-
-
 async def lines(root: models.Order, info: Info) -> list[models.OrderLine]:
     return await info.context.loaders.order_lines.load(root.id)
 

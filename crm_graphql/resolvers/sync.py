@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from crm_graphql.compiled.catalog import OBJECT_TYPES
 from crm_graphql.enums import ChangeKind, SyncedType
 from crm_graphql.global_ids import to_global_id
+from crm_graphql.resolvers.readmodel import OBJECT_TYPES
 from crm_graphql.services import sync as sync_service
 from crm_graphql.services.errors import Invalid
 from crm_graphql.services.sync import Change

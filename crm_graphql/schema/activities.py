@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import strawberry
 
 from crm_graphql.resolvers import activities as resolve
 from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, declared
 from crm_graphql.schema.scalars import JSON, ActivityType
 
 if TYPE_CHECKING:
-    from crm_graphql.schema.customers import Customer
-    from crm_graphql.schema.deals import Deal
-    from crm_graphql.schema.users import User
+    pass
 
 _customers = "crm_graphql.schema.customers"
 _deals = "crm_graphql.schema.deals"
@@ -46,23 +44,11 @@ class Activity(Node):
     )
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    customer = strawberry.field(
-        resolver=resolve.customer,
-        graphql_type=Annotated["Customer", strawberry.lazy(_customers)] | None,
-        description="The customer whose timeline the entry is on.",
-    )
+    customer = declared("Activity", "customer")
 
-    deal = strawberry.field(
-        resolver=resolve.deal,
-        graphql_type=Annotated["Deal", strawberry.lazy(_deals)] | None,
-        description="The deal the entry is about.",
-    )
+    deal = declared("Activity", "deal")
 
-    author = strawberry.field(
-        resolver=resolve.author,
-        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
-        description="The user who logged the entry (null for system entries).",
-    )
+    author = declared("Activity", "author")
 
 
 @strawberry.input(description="Conditions on activities; fields combine with AND.")

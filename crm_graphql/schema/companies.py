@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import strawberry
 
@@ -26,14 +26,13 @@ from crm_graphql.schema.relay import (
     UpsertRecordResult,
     UpsertSummary,
     UserError,
+    declared,
     upserts_of,
 )
 from crm_graphql.schema.scalars import JSON, Address, AddressInput, address_of
 
 if TYPE_CHECKING:
-    from crm_graphql.schema.customers import Customer
-    from crm_graphql.schema.deals import Deal
-    from crm_graphql.schema.users import User
+    pass
 
 _customers = "crm_graphql.schema.customers"
 _deals = "crm_graphql.schema.deals"
@@ -61,23 +60,11 @@ class Company(Node):
     def address(self) -> Address | None:
         return address_of(self.address)
 
-    owner = strawberry.field(
-        resolver=resolve.owner,
-        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
-        description="The user who owns the account.",
-    )
+    owner = declared("Company", "owner")
 
-    customers = strawberry.field(
-        resolver=resolve.customers,
-        graphql_type=Connection[Annotated["Customer", strawberry.lazy(_customers)]],
-        description="People who work for the company (newest first unless ordered).",
-    )
+    customers = declared("Company", "customers")
 
-    deals = strawberry.field(
-        resolver=resolve.deals,
-        graphql_type=Connection[Annotated["Deal", strawberry.lazy(_deals)]],
-        description="Deals with the company.",
-    )
+    deals = declared("Company", "deals")
 
 
 @strawberry.input(description="Conditions on companies; fields combine with AND.")

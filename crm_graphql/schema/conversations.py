@@ -12,12 +12,11 @@ import strawberry
 from crm_graphql.resolvers import conversations as resolve
 from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter, IntFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, declared
 from crm_graphql.schema.scalars import Channel, ConversationStatus, MessageAuthorType
 
 if TYPE_CHECKING:
-    from crm_graphql.schema.customers import Customer
-    from crm_graphql.schema.users import User
+    pass
 
 _customers = "crm_graphql.schema.customers"
 _users = "crm_graphql.schema.users"
@@ -56,23 +55,11 @@ class Conversation(Node):
         description="The customer's satisfaction rating (`rateConversation`), null before one.",
     )
 
-    customer = strawberry.field(
-        resolver=resolve.customer,
-        graphql_type=Annotated["Customer", strawberry.lazy(_customers)] | None,
-        description="The customer the conversation is with.",
-    )
+    customer = declared("Conversation", "customer")
 
-    assignee = strawberry.field(
-        resolver=resolve.assignee,
-        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
-        description="The agent handling the conversation.",
-    )
+    assignee = declared("Conversation", "assignee")
 
-    messages = strawberry.field(
-        resolver=resolve.messages,
-        graphql_type=Connection[Annotated["Message", strawberry.lazy(__name__)]],
-        description="Messages, oldest first (by `seq`) unless ordered.",
-    )
+    messages = declared("Conversation", "messages")
 
     last_message = strawberry.field(
         resolver=resolve.last_message,
@@ -109,17 +96,9 @@ class Message(Node):
     )
     created_at: datetime = strawberry.field(description="When the message was received.")
 
-    author = strawberry.field(
-        resolver=resolve.author,
-        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
-        description="The agent who wrote the message (null for customer and system).",
-    )
+    author = declared("Message", "author")
 
-    conversation = strawberry.field(
-        resolver=resolve.conversation,
-        graphql_type=Conversation | None,
-        description="The conversation the message belongs to.",
-    )
+    conversation = declared("Message", "conversation")
 
 
 @strawberry.input(description="Conditions on conversations; fields combine with AND.")

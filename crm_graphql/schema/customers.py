@@ -28,6 +28,7 @@ from crm_graphql.schema.relay import (
     UpsertRecordResult,
     UpsertSummary,
     UserError,
+    declared,
     upserts_of,
 )
 from crm_graphql.schema.scalars import (
@@ -41,14 +42,8 @@ from crm_graphql.schema.scalars import (
 )
 
 if TYPE_CHECKING:
-    from crm_graphql.schema.activities import Activity
-    from crm_graphql.schema.companies import Company
-    from crm_graphql.schema.conversations import Conversation
-    from crm_graphql.schema.deals import Deal
-    from crm_graphql.schema.orders import Order
     from crm_graphql.schema.recommendations import ChurnRisk, Recommendation
     from crm_graphql.schema.segments import CustomerRfm
-    from crm_graphql.schema.users import User
 
 _activities = "crm_graphql.schema.activities"
 _companies = "crm_graphql.schema.companies"
@@ -98,47 +93,19 @@ class Customer(Node):
     def address(self) -> Address | None:
         return address_of(self.address)
 
-    company = strawberry.field(
-        resolver=resolve.company,
-        graphql_type=Annotated["Company", strawberry.lazy(_companies)] | None,
-        description="The company the customer works for.",
-    )
+    company = declared("Customer", "company")
 
-    owner = strawberry.field(
-        resolver=resolve.owner,
-        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
-        description="The user who owns the relationship.",
-    )
+    owner = declared("Customer", "owner")
 
-    merged_into = strawberry.field(
-        resolver=resolve.merged_into,
-        graphql_type=Annotated["Customer", strawberry.lazy(__name__)] | None,
-        description="The customer this one was merged into, if any.",
-    )
+    merged_into = declared("Customer", "mergedInto")
 
-    deals = strawberry.field(
-        resolver=resolve.deals,
-        graphql_type=Connection[Annotated["Deal", strawberry.lazy(_deals)]],
-        description="Deals with this customer.",
-    )
+    deals = declared("Customer", "deals")
 
-    activities = strawberry.field(
-        resolver=resolve.activities,
-        graphql_type=Connection[Annotated["Activity", strawberry.lazy(_activities)]],
-        description="Timeline of notes, calls, emails, meetings and tasks (newest first).",
-    )
+    activities = declared("Customer", "activities")
 
-    orders = strawberry.field(
-        resolver=resolve.orders,
-        graphql_type=Connection[Annotated["Order", strawberry.lazy(_orders)]],
-        description="Purchase history (newest first).",
-    )
+    orders = declared("Customer", "orders")
 
-    conversations = strawberry.field(
-        resolver=resolve.conversations,
-        graphql_type=Connection[Annotated["Conversation", strawberry.lazy(_conversations)]],
-        description="Service conversations with this customer.",
-    )
+    conversations = declared("Customer", "conversations")
 
     purchase_summary = strawberry.field(
         resolver=resolve.purchase_summary,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import strawberry
 
@@ -21,14 +21,11 @@ from crm_graphql.schema.filters import (
     IntFilter,
     StringFilter,
 )
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, declared
 from crm_graphql.schema.scalars import JSON, DealStatus
 
 if TYPE_CHECKING:
-    from crm_graphql.schema.activities import Activity
-    from crm_graphql.schema.companies import Company
-    from crm_graphql.schema.customers import Customer
-    from crm_graphql.schema.users import User
+    pass
 
 _activities = "crm_graphql.schema.activities"
 _companies = "crm_graphql.schema.companies"
@@ -47,17 +44,9 @@ class Pipeline(Node):
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    stages = strawberry.field(
-        resolver=resolve.pipeline_stages,
-        graphql_type=list[Annotated["Stage", strawberry.lazy(__name__)]],
-        description="The pipeline's live stages, left to right (by position).",
-    )
+    stages = declared("Pipeline", "stages")
 
-    deals = strawberry.field(
-        resolver=resolve.pipeline_deals,
-        graphql_type=Connection[Annotated["Deal", strawberry.lazy(__name__)]],
-        description="Deals in the pipeline, whatever their stage.",
-    )
+    deals = declared("Pipeline", "deals")
 
 
 @strawberry.type(description="A column of a pipeline's board.")
@@ -72,17 +61,9 @@ class Stage(Node):
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    pipeline = strawberry.field(
-        resolver=resolve.stage_pipeline,
-        graphql_type=Pipeline | None,
-        description="The pipeline the stage belongs to.",
-    )
+    pipeline = declared("Stage", "pipeline")
 
-    deals = strawberry.field(
-        resolver=resolve.stage_deals,
-        graphql_type=Connection[Annotated["Deal", strawberry.lazy(__name__)]],
-        description="Deals sitting in this stage.",
-    )
+    deals = declared("Stage", "deals")
 
 
 @strawberry.type(description="A potential sale moving through a pipeline.")
@@ -104,41 +85,17 @@ class Deal(Node):
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    customer = strawberry.field(
-        resolver=resolve.customer,
-        graphql_type=Annotated["Customer", strawberry.lazy(_customers)] | None,
-        description="The customer the deal is with.",
-    )
+    customer = declared("Deal", "customer")
 
-    company = strawberry.field(
-        resolver=resolve.company,
-        graphql_type=Annotated["Company", strawberry.lazy(_companies)] | None,
-        description="The company the deal is with.",
-    )
+    company = declared("Deal", "company")
 
-    owner = strawberry.field(
-        resolver=resolve.owner,
-        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
-        description="The user responsible for the deal.",
-    )
+    owner = declared("Deal", "owner")
 
-    pipeline = strawberry.field(
-        resolver=resolve.deal_pipeline,
-        graphql_type=Pipeline | None,
-        description="The pipeline the deal moves through.",
-    )
+    pipeline = declared("Deal", "pipeline")
 
-    stage = strawberry.field(
-        resolver=resolve.deal_stage,
-        graphql_type=Stage | None,
-        description="The stage the deal is in.",
-    )
+    stage = declared("Deal", "stage")
 
-    activities = strawberry.field(
-        resolver=resolve.deal_activities,
-        graphql_type=Connection[Annotated["Activity", strawberry.lazy(_activities)]],
-        description="Timeline of the deal, stage changes included (newest first).",
-    )
+    activities = declared("Deal", "activities")
 
 
 @strawberry.input(description="Conditions on pipelines; fields combine with AND.")

@@ -18,11 +18,10 @@ from crm_graphql.schema.filters import (
     IDFilter,
     StringFilter,
 )
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, declared
 from crm_graphql.schema.scalars import JSON, OrderStatus
 
 if TYPE_CHECKING:
-    from crm_graphql.schema.customers import Customer
     from crm_graphql.schema.products import Product
 
 _customers = "crm_graphql.schema.customers"
@@ -82,11 +81,7 @@ class Order(Node):
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    customer = strawberry.field(
-        resolver=resolve.customer,
-        graphql_type=Annotated["Customer", strawberry.lazy(_customers)] | None,
-        description="The customer who placed the order.",
-    )
+    customer = declared("Order", "customer")
 
     lines = strawberry.field(
         resolver=resolve.lines,

@@ -9,6 +9,7 @@ import strawberry
 from strawberry.types import Info
 
 from crm_graphql.global_ids import to_global_id
+from crm_graphql.resolvers import readmodel
 
 T = TypeVar("T")
 
@@ -96,4 +97,25 @@ class UpsertSummary:
     failed: int = strawberry.field(description="How many records failed.")
     errors: list[UserError] = strawberry.field(
         description="Why nothing was done at all (permission, too many records)."
+    )
+
+
+def declared(type_name: str, name: str) -> Any:
+    """The relation or nested list ``name`` of ``type_name`` as the read model declares it
+    (``resolvers.readmodel.OBJECT_TYPES``): its GraphQL type, arguments, description and
+    resolver are derived from that one entry, which the compiled path reads too."""
+    object_type = readmodel.OBJECT_TYPES[type_name]
+    relation = object_type.relations.get(name)
+    if relation is not None:
+        return strawberry.field(
+            resolver=readmodel.relation_resolver(relation),
+            graphql_type=readmodel.lazy_type(relation.target) | None,
+            description=relation.description,
+        )
+    nested = object_type.lists[name]
+    target = readmodel.lazy_type(nested.target)
+    return strawberry.field(
+        resolver=readmodel.list_resolver(nested),
+        graphql_type=readmodel.generic(list if nested.items else Connection, target),
+        description=nested.description,
     )

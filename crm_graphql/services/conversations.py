@@ -107,29 +107,52 @@ def sees_every_conversation(actor: Actor) -> bool:
     return actor.user_id is not None and actor.role in (Role.ADMIN, Role.MANAGER)
 
 
+@dataclass(frozen=True)
+class Seen:
+    """Which conversations an actor sees (beyond the workspace), decided once per actor
+    and read two ways: on a row's values (``can_see``, every live event) and as SQL
+    (``visible_condition``, every list and lookup). ``every``: all of them (admins and
+    managers); otherwise the non-private ones when ``public``, and those assigned to
+    ``assignee``."""
+
+    every: bool
+    public: bool
+    assignee: uuid.UUID | None
+
+
+def seen_by(actor: Actor) -> Seen:
+    if actor.user_id is None:  # an API key: its scope, never private conversations
+        return Seen(every=False, public=allows(actor, Action.READ_CONVERSATIONS), assignee=None)
+    if sees_every_conversation(actor):
+        return Seen(every=True, public=True, assignee=None)
+    return Seen(every=False, public=True, assignee=actor.user_id)
+
+
 def can_see(actor: Actor, *, is_private: bool, assignee_id: uuid.UUID | None) -> bool:
     """Whether ``actor`` may see a conversation with these values (the real-time layer
     checks every event with it; the workspace is checked by whoever holds the row or
-    the event). Same rule as ``visible_condition``."""
-    if actor.user_id is None:  # an API key
-        return allows(actor, Action.READ_CONVERSATIONS) and not is_private
-    if sees_every_conversation(actor) or not is_private:
-        return True
-    return assignee_id is not None and assignee_id == actor.user_id
+    the event)."""
+    seen = seen_by(actor)
+    return (
+        seen.every
+        or (seen.public and not is_private)
+        or (seen.assignee is not None and assignee_id == seen.assignee)
+    )
 
 
 def visible_condition(actor: Actor, *, viewer: Any = None) -> ColumnElement[bool]:
     """``can_see`` as an SQL condition on ``Conversation`` (tenant scope not included).
     ``viewer``: an SQL expression standing for the actor's user id, for a statement built
     once and run for many actors of the same kind (bound to their ids)."""
-    if actor.user_id is None:
-        if not allows(actor, Action.READ_CONVERSATIONS):
-            return false()
-        return Conversation.is_private.is_(False)
-    if sees_every_conversation(actor):
+    seen = seen_by(actor)
+    if seen.every:
         return true()
-    user = actor.user_id if viewer is None else viewer
-    return or_(Conversation.is_private.is_(False), Conversation.assignee_id == user)
+    terms: list[ColumnElement[bool]] = []
+    if seen.public:
+        terms.append(Conversation.is_private.is_(False))
+    if seen.assignee is not None:
+        terms.append(Conversation.assignee_id == (seen.assignee if viewer is None else viewer))
+    return or_(*terms) if terms else false()
 
 
 def unread_condition(actor: Actor) -> ColumnElement[bool]:

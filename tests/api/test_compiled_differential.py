@@ -32,11 +32,11 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql import demo
-from crm_graphql.compiled.catalog import OBJECT_TYPES, ROOT_LISTS
 from crm_graphql.compiled.compiler import plain_fields
 from crm_graphql.compiled.insight import aggregate_field
 from crm_graphql.global_ids import from_global_id, to_global_id
 from crm_graphql.models import Customer, Role, User, Workspace
+from crm_graphql.resolvers.readmodel import OBJECT_TYPES, ROOT_LISTS
 from crm_graphql.schema import schema
 from crm_graphql.services import api_keys
 from crm_graphql.services.actor import Actor
