@@ -11,7 +11,7 @@ import strawberry
 from crm_graphql.resolvers import activities as resolve
 from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, declared
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, read_model
 from crm_graphql.schema.scalars import JSON, ActivityType
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ _users = "crm_graphql.schema.users"
 @strawberry.type(
     description="A timeline entry: note, call, email, meeting, task, stage change or system entry."
 )
+@read_model("Activity")
 class Activity(Node):
     is_type_of = rows_of("Activity")
 
@@ -43,12 +44,6 @@ class Activity(Node):
         description="Set when removed from the timeline."
     )
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
-
-    customer = declared("Activity", "customer")
-
-    deal = declared("Activity", "deal")
-
-    author = declared("Activity", "author")
 
 
 @strawberry.input(description="Conditions on activities; fields combine with AND.")

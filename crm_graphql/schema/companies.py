@@ -26,7 +26,7 @@ from crm_graphql.schema.relay import (
     UpsertRecordResult,
     UpsertSummary,
     UserError,
-    declared,
+    read_model,
     upserts_of,
 )
 from crm_graphql.schema.scalars import JSON, Address, AddressInput, address_of
@@ -40,6 +40,7 @@ _users = "crm_graphql.schema.users"
 
 
 @strawberry.type(description="An organisation customers work for and deals are made with.")
+@read_model("Company")
 class Company(Node):
     is_type_of = rows_of("Company")
 
@@ -59,12 +60,6 @@ class Company(Node):
     @strawberry.field(description="Postal address.")
     def address(self) -> Address | None:
         return address_of(self.address)
-
-    owner = declared("Company", "owner")
-
-    customers = declared("Company", "customers")
-
-    deals = declared("Company", "deals")
 
 
 @strawberry.input(description="Conditions on companies; fields combine with AND.")

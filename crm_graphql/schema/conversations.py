@@ -12,7 +12,7 @@ import strawberry
 from crm_graphql.resolvers import conversations as resolve
 from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter, IntFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, declared
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, read_model
 from crm_graphql.schema.scalars import Channel, ConversationStatus, MessageAuthorType
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ _users = "crm_graphql.schema.users"
 
 
 @strawberry.type(description="A service conversation with a customer over one channel.")
+@read_model("Conversation")
 class Conversation(Node):
     is_type_of = rows_of("Conversation")
 
@@ -55,12 +56,6 @@ class Conversation(Node):
         description="The customer's satisfaction rating (`rateConversation`), null before one.",
     )
 
-    customer = declared("Conversation", "customer")
-
-    assignee = declared("Conversation", "assignee")
-
-    messages = declared("Conversation", "messages")
-
     last_message = strawberry.field(
         resolver=resolve.last_message,
         graphql_type=Annotated["Message", strawberry.lazy(__name__)] | None,
@@ -83,6 +78,7 @@ class ConversationRating:
 
 
 @strawberry.type(description="One message of a conversation.")
+@read_model("Message")
 class Message(Node):
     is_type_of = rows_of("Message")
 
@@ -95,10 +91,6 @@ class Message(Node):
         description="The sender's own ID, which makes retried sends idempotent."
     )
     created_at: datetime = strawberry.field(description="When the message was received.")
-
-    author = declared("Message", "author")
-
-    conversation = declared("Message", "conversation")
 
 
 @strawberry.input(description="Conditions on conversations; fields combine with AND.")

@@ -28,7 +28,7 @@ from crm_graphql.schema.relay import (
     UpsertRecordResult,
     UpsertSummary,
     UserError,
-    declared,
+    read_model,
     upserts_of,
 )
 from crm_graphql.schema.scalars import (
@@ -63,6 +63,7 @@ class PurchaseSummary:
 
 
 @strawberry.type(description="A person the business sells to or serves.")
+@read_model("Customer")
 class Customer(Node):
     is_type_of = rows_of("Customer")
 
@@ -92,20 +93,6 @@ class Customer(Node):
     @strawberry.field(description="Postal address.")
     def address(self) -> Address | None:
         return address_of(self.address)
-
-    company = declared("Customer", "company")
-
-    owner = declared("Customer", "owner")
-
-    merged_into = declared("Customer", "mergedInto")
-
-    deals = declared("Customer", "deals")
-
-    activities = declared("Customer", "activities")
-
-    orders = declared("Customer", "orders")
-
-    conversations = declared("Customer", "conversations")
 
     purchase_summary = strawberry.field(
         resolver=resolve.purchase_summary,

@@ -21,7 +21,7 @@ from crm_graphql.schema.filters import (
     IntFilter,
     StringFilter,
 )
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, declared
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, read_model
 from crm_graphql.schema.scalars import JSON, DealStatus
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ _users = "crm_graphql.schema.users"
 
 
 @strawberry.type(description="A sales process: an ordered board of stages deals move through.")
+@read_model("Pipeline")
 class Pipeline(Node):
     is_type_of = rows_of("Pipeline")
 
@@ -44,12 +45,9 @@ class Pipeline(Node):
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    stages = declared("Pipeline", "stages")
-
-    deals = declared("Pipeline", "deals")
-
 
 @strawberry.type(description="A column of a pipeline's board.")
+@read_model("Stage")
 class Stage(Node):
     is_type_of = rows_of("Stage")
 
@@ -61,12 +59,9 @@ class Stage(Node):
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
 
-    pipeline = declared("Stage", "pipeline")
-
-    deals = declared("Stage", "deals")
-
 
 @strawberry.type(description="A potential sale moving through a pipeline.")
+@read_model("Deal")
 class Deal(Node):
     is_type_of = rows_of("Deal")
 
@@ -84,18 +79,6 @@ class Deal(Node):
     updated_at: datetime = strawberry.field(description="Last change.")
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
-
-    customer = declared("Deal", "customer")
-
-    company = declared("Deal", "company")
-
-    owner = declared("Deal", "owner")
-
-    pipeline = declared("Deal", "pipeline")
-
-    stage = declared("Deal", "stage")
-
-    activities = declared("Deal", "activities")
 
 
 @strawberry.input(description="Conditions on pipelines; fields combine with AND.")

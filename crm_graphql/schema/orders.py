@@ -18,7 +18,7 @@ from crm_graphql.schema.filters import (
     IDFilter,
     StringFilter,
 )
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, declared
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, read_model
 from crm_graphql.schema.scalars import JSON, OrderStatus
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class OrderLineInput:
 
 
 @strawberry.type(description="A purchase a customer made.")
+@read_model("Order")
 class Order(Node):
     is_type_of = rows_of("Order")
 
@@ -80,8 +81,6 @@ class Order(Node):
     updated_at: datetime = strawberry.field(description="Last change.")
     archived_at: datetime | None = strawberry.field(description="Set when archived.")
     version: int = strawberry.field(description="Pass as `expectedVersion` to update safely.")
-
-    customer = declared("Order", "customer")
 
     lines = strawberry.field(
         resolver=resolve.lines,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import strawberry
 from strawberry.types import Info
+from strawberry.utils.str_converters import to_snake_case
 
 from crm_graphql.global_ids import to_global_id
 from crm_graphql.resolvers import readmodel
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 
 @strawberry.interface(description="An object with an opaque, globally unique ID.")
@@ -98,6 +101,21 @@ class UpsertSummary:
     errors: list[UserError] = strawberry.field(
         description="Why nothing was done at all (permission, too many records)."
     )
+
+
+def read_model(type_name: str) -> Callable[[type[C]], type[C]]:
+    """Gives the class (under its ``@strawberry.type``) every relation and nested list the
+    read model declares for ``type_name`` (``resolvers.readmodel.OBJECT_TYPES``): adding
+    one there adds the field to the schema, its resolver and the compiled path's
+    knowledge of it."""
+
+    def add_fields(cls: type[C]) -> type[C]:
+        object_type = readmodel.OBJECT_TYPES[type_name]
+        for name in (*object_type.relations, *object_type.lists):
+            setattr(cls, to_snake_case(name), declared(type_name, name))
+        return cls
+
+    return add_fields
 
 
 def declared(type_name: str, name: str) -> Any:
