@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup explorer console run test lint typecheck schema contract bench bench-quick bench-setup soak clean
+.PHONY: setup explorer console run test test-all lint typecheck schema contract bench bench-quick bench-setup soak clean
 
 setup: $(STAMP) explorer console
 
@@ -39,8 +39,17 @@ schema: $(STAMP)
 contract: $(STAMP)
 	$(BIN)/crm-graphql check-schema
 
+# Two pytest workers (pytest-xdist), a test file per worker at a time: the suite's servers,
+# browsers and databases are per worker. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 test: setup lint typecheck contract
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
+
+# Everything, the long load runs (marked slow) included.
+test-all: setup lint typecheck contract
+	$(BIN)/python -m pytest $(PYTEST_XDIST) -m "" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .crm-data node_modules crm_graphql/static/explorer crm_graphql/static/console

@@ -166,7 +166,6 @@ async def serving_in_process(
         await asyncio.wait_for(task, 20)
 
 
-
 class ServerProcess:
     """``python -m crm_graphql.cli serve`` in a child process (one uvicorn process)."""
 
@@ -211,9 +210,9 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    async def wait_ready(self, timeout: float = 30) -> None:  # noqa: ASYNC109
+    async def wait_ready(self, timeout: float = support.SERVER_START_S) -> None:  # noqa: ASYNC109
         deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=1) as http:
+        async with httpx.AsyncClient(timeout=5) as http:
             while True:
                 if not self.alive():
                     raise RuntimeError(f"server {self.name} exited:\n{self.log_tail()}")

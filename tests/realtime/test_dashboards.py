@@ -84,6 +84,18 @@ async def _frame(ws: support.WSClient, timeout: float = 10) -> tuple[str, dict[s
             return _payload_bytes(text), message["payload"]["data"]["dashboard"]
 
 
+async def _settled(hub: Any, quiet: float = 0.5) -> dict[str, Any]:
+    """The hub's figures once no dashboard has rendered for ``quiet`` seconds."""
+    stats = hub.stats()
+    for _ in range(40):
+        await asyncio.sleep(quiet)
+        now = hub.stats()
+        if now["dashboard_renders"] == stats["dashboard_renders"]:
+            return now
+        stats = now
+    raise AssertionError(f"dashboards kept rendering: {stats}")
+
+
 async def _open(base_url: str, token: str, query: str, variables: dict[str, Any]) -> Any:
     ws = await support.WSClient.connect(base_url, token)
     await ws.acknowledged()
@@ -221,7 +233,9 @@ async def test_computed_once_per_document_variables_and_visibility_not_per_socke
     try:
         for ws in sockets:
             await _frame(ws)
-        stats = hub.stats()
+        # The server's hub is shared with the module's other tests: a board of an earlier
+        # test may still render its last coalesced change (seen on a loaded machine).
+        stats = await _settled(hub)
         # manager x pipeline, admin x pipeline (another role), manager x other pipeline.
         assert stats["dashboards"] == 3 and stats["dashboard_viewers"] == 9, stats
         await crm.deal(pipeline, "one for eight")
