@@ -99,3 +99,23 @@ class DuplicateField(enum.StrEnum):
     EMAIL = "email"  # the same mailbox
     PHONE = "phone"  # the same number
     NAME = "name"  # similar names within the same company
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where a webhook delivery stands."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class ApiKeyScope(enum.StrEnum):
+    """What a partner API key may do (``services.policy`` grants actions by them)."""
+
+    CUSTOMERS_READ = "customers:read"
+    CUSTOMERS_WRITE = "customers:write"
+    DEALS_READ = "deals:read"
+    DEALS_WRITE = "deals:write"
+    CONVERSATIONS_READ = "conversations:read"
+    CONVERSATIONS_WRITE = "conversations:write"
+    WEBHOOKS_MANAGE = "webhooks:manage"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import datetime
 from typing import Any
@@ -25,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from crm_graphql.enums import DeliveryStatus
 from crm_graphql.models.base import Base, WorkspaceScoped, text_enum
 
 
@@ -59,12 +59,6 @@ class Event(Base):
         Index("ix_events_workspace_topic_txid_id", "workspace_id", "topic", "txid", "id"),
         Index("ix_events_txid_id", "txid", "id"),
     )
-
-
-class DeliveryStatus(enum.StrEnum):
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    FAILED = "failed"
 
 
 class Webhook(WorkspaceScoped, Base):

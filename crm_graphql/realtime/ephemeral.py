@@ -480,7 +480,7 @@ class Ephemeral:
 
 def of(app_state: Any) -> Ephemeral:
     """The running ``Ephemeral`` of an app (its ``AppState``)."""
-    return app_state.ephemeral  # type: ignore[no-any-return]
+    return app_state.ephemeral
 
 
 # ------------------------------------------------------- WebSocket connection hooks

@@ -264,13 +264,13 @@ class Member(Subscriber):
         """Write the accepted live events of a batch, in one write; False when the socket
         could not take them (the member leaves the live set and catches up once the
         socket drains, from before the batch)."""
-        assert self.sink is not None
+        assert self.sink is not None and self.group is not None  # made by its hub's push()
         if self.ended or not self.sink.write(outbox.payloads, outbox.positions):
             self.leave()
             return False
         self.position = outbox.position
         self.last_progress = time.monotonic()
-        hub = self.group.stream.hub  # type: ignore[union-attr]
+        hub = self.group.stream.hub
         hub.deliveries += len(outbox.payloads)
         hub.writes += 1
         metrics.DELIVERIES.inc(len(outbox.payloads))

@@ -1,14 +1,14 @@
 """``duplicateCandidates``: arguments to the duplicates service, pairs to page values."""
 
-from __future__ import annotations
-
-import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+import strawberry
 
 from crm_graphql import models
 from crm_graphql.global_ids import decode_id
 from crm_graphql.resolvers.arguments import page_request
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import PageInfoValue
 from crm_graphql.services import duplicates as duplicate_service
 from crm_graphql.services.duplicates import Candidate
@@ -24,11 +24,23 @@ class CandidatesValue:
 
 
 async def duplicate_candidates(
-    info: Any,
-    first: int | None,
-    after: str | None,
-    customer_id: str | None,
-    min_score: float | None,
+    info: Info,
+    first: Annotated[
+        int | None,
+        strawberry.argument(description="How many pairs at most, best first."),
+    ] = None,
+    after: Annotated[
+        str | None,
+        strawberry.argument(description="The `cursor` of the previous page's last pair."),
+    ] = None,
+    customer_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(description="Only the pairs this customer is in."),
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        strawberry.argument(description="Only pairs scoring at least this (0 to 1)."),
+    ] = None,
 ) -> CandidatesValue:
     context = info.context
     actor = context.require_actor()
@@ -55,5 +67,9 @@ async def duplicate_candidates(
     )
 
 
-async def customer(info: Any, id: uuid.UUID) -> Any:
-    return await info.context.loaders.by_id(models.Customer).load(id)
+async def customer(root: Candidate, info: Info) -> Any:
+    return await info.context.loaders.by_id(models.Customer).load(root.customer_id)
+
+
+async def duplicate(root: Candidate, info: Info) -> Any:
+    return await info.context.loaders.by_id(models.Customer).load(root.duplicate_id)

@@ -3,18 +3,18 @@
 object it names; resolve the fields of its events. Also the ephemeral ones (typing,
 presence) and ``setTyping``/``onlineUsers``, over ``realtime.ephemeral``."""
 
-from __future__ import annotations
-
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import strawberry
 from graphql import GraphQLError
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql import models
 from crm_graphql.global_ids import decode_id, to_global_id
@@ -22,6 +22,7 @@ from crm_graphql.realtime import ephemeral, streams, verdicts
 from crm_graphql.realtime.groups import EventValue
 from crm_graphql.realtime.streams import graphql_error
 from crm_graphql.resolvers.context import Context
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import by_id
 from crm_graphql.resolvers.mutations import UserErrorValue, user_errors
 from crm_graphql.services import activities, conversations, deals
@@ -30,10 +31,37 @@ from crm_graphql.services.errors import DomainError, NotFound
 from crm_graphql.services.policy import Action, authorize
 from crm_graphql.storage import records
 
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the subscriptions' arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.realtime import ActivityFeedFilter, SetTypingInput
+
+_realtime = "crm_graphql.schema.realtime"
+
 log = logging.getLogger(__name__)
 
+# The resume argument of every subscription with a durable stream.
+ResumeAfter = Annotated[
+    str | None,
+    strawberry.argument(
+        description="The `cursor` of the last event you received: what happened since comes "
+        "first, then live events, in order and once. Left out: live events from now."
+    ),
+]
+ConversationArgument = Annotated[
+    strawberry.ID, strawberry.argument(description="The conversation to follow.")
+]
+PipelineArgument = Annotated[
+    strawberry.ID, strawberry.argument(description="The pipeline whose board to follow.")
+]
 
-async def _check(info: Any, model: type[Any], id: uuid.UUID | None, *, visible: Any = None) -> None:
+# A service check that the caller may see an object (``conversations.get_visible``).
+Visible = Callable[[Actor, AsyncSession, uuid.UUID | None], Awaitable[object]]
+
+
+async def _check(
+    info: Info, model: type[Any], id: uuid.UUID | None, *, visible: Visible | None = None
+) -> None:
     """The object must exist in the actor's workspace (and be visible) at subscribe time."""
     context: Context = info.context
     actor = context.require_actor()
@@ -52,7 +80,7 @@ def _uuid(value: Any) -> uuid.UUID | None:
 
 
 async def conversation_events(
-    info: Any, conversation_id: str, after: str | None
+    info: Info, conversation_id: ConversationArgument, after: ResumeAfter = None
 ) -> AsyncIterator[EventValue]:
     """Messages, status changes, assignments and read receipts of one conversation."""
     id = decode_id(conversation_id, "Conversation")
@@ -62,7 +90,7 @@ async def conversation_events(
         yield value
 
 
-async def inbox(info: Any, after: str | None) -> AsyncIterator[EventValue]:
+async def inbox(info: Info, after: ResumeAfter = None) -> AsyncIterator[EventValue]:
     """Every conversation event the agent may see: new conversations, assignments,
     status changes, new messages."""
     rule = verdicts.ConversationAccess(ends=False)
@@ -70,7 +98,11 @@ async def inbox(info: Any, after: str | None) -> AsyncIterator[EventValue]:
         yield value
 
 
-async def activity_feed(info: Any, filter: Any, after: str | None) -> AsyncIterator[EventValue]:
+async def activity_feed(
+    info: Info,
+    filter: Annotated["ActivityFeedFilter", strawberry.lazy(_realtime)] | None = None,
+    after: ResumeAfter = None,
+) -> AsyncIterator[EventValue]:
     """Activities logged in the workspace, optionally for one customer, deal or type."""
     customer_id = (
         decode_id(filter.customer_id, "Customer") if filter and filter.customer_id else None
@@ -92,7 +124,9 @@ async def activity_feed(info: Any, filter: Any, after: str | None) -> AsyncItera
         yield value
 
 
-async def deal_board(info: Any, pipeline_id: str, after: str | None) -> AsyncIterator[EventValue]:
+async def deal_board(
+    info: Info, pipeline_id: PipelineArgument, after: ResumeAfter = None
+) -> AsyncIterator[EventValue]:
     """Deals created, moved, updated, won or lost in one pipeline (and its stages)."""
     id = decode_id(pipeline_id, "Pipeline")
     await _check(info, models.Pipeline, id)
@@ -105,46 +139,53 @@ async def deal_board(info: Any, pipeline_id: str, after: str | None) -> AsyncIte
 # ------------------------------------------------------------------ event fields
 
 
-async def event_conversation(info: Any, value: EventValue) -> Any:
+async def event_conversation(root: EventValue, info: Info) -> Any:
     return await by_id(
-        info, models.Conversation, value.payload_id("conversation_id") or value.event.entity_id
+        info, models.Conversation, root.payload_id("conversation_id") or root.event.entity_id
     )
 
 
-async def event_message(info: Any, value: EventValue) -> Any:
-    return await by_id(info, models.Message, value.payload_id("message_id"))
+async def event_message(root: EventValue, info: Info) -> Any:
+    return await by_id(info, models.Message, root.payload_id("message_id"))
 
 
-async def event_user(info: Any, value: EventValue, key: str) -> Any:
-    return await by_id(info, models.User, value.payload_id(key))
+async def event_read_by(root: EventValue, info: Info) -> Any:
+    return await by_id(info, models.User, root.payload_id("user_id"))
 
 
-async def event_activity(info: Any, value: EventValue) -> Any:
+def event_last_read_seq(root: EventValue) -> int | None:
+    value = root.event.payload.get("last_read_seq")
+    return None if value is None else int(value)
+
+
+async def event_previous_assignee(root: EventValue, info: Info) -> Any:
+    return await by_id(info, models.User, root.payload_id("previous_assignee_id"))
+
+
+async def event_activity(root: EventValue, info: Info) -> Any:
     return await by_id(
         info,
         models.Activity,
-        value.event.entity_id if value.event.entity_type == "Activity" else None,
+        root.event.entity_id if root.event.entity_type == "Activity" else None,
     )
 
 
-async def event_deal(info: Any, value: EventValue) -> Any:
+async def event_deal(root: EventValue, info: Info) -> Any:
     deal_id = (
-        value.event.entity_id if value.event.entity_type == "Deal" else value.payload_id("deal_id")
+        root.event.entity_id if root.event.entity_type == "Deal" else root.payload_id("deal_id")
     )
     return await by_id(info, models.Deal, deal_id)
 
 
-async def event_stage(info: Any, value: EventValue) -> Any:
+async def event_stage(root: EventValue, info: Info) -> Any:
     stage_id = (
-        value.event.entity_id
-        if value.event.entity_type == "Stage"
-        else value.payload_id("stage_id")
+        root.event.entity_id if root.event.entity_type == "Stage" else root.payload_id("stage_id")
     )
     return await by_id(info, models.Stage, stage_id)
 
 
-async def event_pipeline(info: Any, value: EventValue) -> Any:
-    return await by_id(info, models.Pipeline, value.payload_id("pipeline_id"))
+async def event_pipeline(root: EventValue, info: Info) -> Any:
+    return await by_id(info, models.Pipeline, root.payload_id("pipeline_id"))
 
 
 # ------------------------------------------------- ephemeral: typing and presence
@@ -225,7 +266,9 @@ def _at(value: Any) -> datetime:
         return datetime.now(UTC)
 
 
-async def set_typing(info: Any, input: Any) -> SetTypingValue:
+async def set_typing(
+    info: Info, input: Annotated["SetTypingInput", strawberry.lazy(_realtime)]
+) -> SetTypingValue:
     """Tell the others in a conversation that the caller is (or stopped) typing. Users
     who may write only; the conversation must be visible to them."""
     context: Context = info.context
@@ -257,7 +300,7 @@ async def set_typing(info: Any, input: Any) -> SetTypingValue:
     return SetTypingValue(ok=True, errors=[])
 
 
-async def typing(info: Any, conversation_id: str) -> AsyncIterator[TypingValue]:
+async def typing(info: Info, conversation_id: ConversationArgument) -> AsyncIterator[TypingValue]:
     """Typing signals of the others in a conversation (not the caller's own). Ends when
     the conversation stops being visible to the caller (checked every few seconds)."""
     context: Context = info.context
@@ -286,7 +329,7 @@ async def typing(info: Any, conversation_id: str) -> AsyncIterator[TypingValue]:
             )
 
 
-async def presence(info: Any) -> AsyncIterator[PresenceValue]:
+async def presence(info: Info) -> AsyncIterator[PresenceValue]:
     """Users of the workspace coming online (first connection) and going offline (last
     connection closed, or their server gone for 45 s)."""
     context: Context = info.context
@@ -310,7 +353,7 @@ async def presence(info: Any) -> AsyncIterator[PresenceValue]:
             )
 
 
-async def online_users(info: Any) -> list[models.User]:
+async def online_users(info: Info) -> list[models.User]:
     """Users with an open WebSocket connection in the workspace, by name."""
     context: Context = info.context
     actor = context.require_actor()

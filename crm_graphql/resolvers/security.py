@@ -1,15 +1,15 @@
 """API keys and the audit log: GraphQL arguments to service calls."""
 
-from __future__ import annotations
-
 import enum
 import functools
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import strawberry
 from sqlalchemy import Enum as SqlEnum
 
 from crm_graphql import models
+from crm_graphql.enums import ApiKeyScope
 from crm_graphql.global_ids import decode_id, to_global_id
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
@@ -18,27 +18,72 @@ from crm_graphql.resolvers.nodes import NODE_MODELS
 from crm_graphql.services import api_keys, audit
 from crm_graphql.storage import querying
 
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.security import (
+        ApiKeyFilter,
+        ApiKeyOrder,
+        AuditLogFilter,
+        AuditLogOrder,
+        CreateApiKeyInput,
+        RevokeApiKeyInput,
+        SetApiKeyBudgetInput,
+    )
 
-async def api_keys_list(info: Info, *args: Any) -> ConnectionValue:
-    return await root_list(info, api_keys.API_KEYS, *args)
+_security = "crm_graphql.schema.security"
 
 
-async def audit_log(info: Info, *args: Any) -> ConnectionValue:
-    return await root_list(info, audit.AUDIT_LOG, *args)
+async def api_keys_list(
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+    filter: Annotated["ApiKeyFilter", strawberry.lazy(_security)] | None = None,
+    order_by: list[Annotated["ApiKeyOrder", strawberry.lazy(_security)]] | None = None,
+) -> ConnectionValue:
+    return await root_list(
+        info, api_keys.API_KEYS, first, after, last, before, filter, order_by
+    )
 
 
-async def user(info: Info, id: uuid.UUID | None) -> models.User | None:
-    return await by_id(info, models.User, id)
+async def audit_log(
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+    filter: Annotated["AuditLogFilter", strawberry.lazy(_security)] | None = None,
+    order_by: list[Annotated["AuditLogOrder", strawberry.lazy(_security)]] | None = None,
+) -> ConnectionValue:
+    return await root_list(info, audit.AUDIT_LOG, first, after, last, before, filter, order_by)
 
 
-async def api_key(info: Info, id: uuid.UUID | None) -> models.ApiKey | None:
-    return await by_id(info, models.ApiKey, id)
+def api_key_scopes(root: models.ApiKey) -> list[ApiKeyScope]:
+    return [ApiKeyScope(scope) for scope in root.scopes]
 
 
-def entity_global_id(entry: models.AuditLog) -> str | None:
-    if entry.entity_id is None:
+async def created_by(root: models.ApiKey, info: Info) -> models.User | None:
+    return await by_id(info, models.User, root.created_by_id)
+
+
+async def entry_actor(root: models.AuditLog, info: Info) -> models.User | None:
+    return await by_id(info, models.User, root.actor_user_id)
+
+
+async def entry_api_key(root: models.AuditLog, info: Info) -> models.ApiKey | None:
+    return await by_id(info, models.ApiKey, root.actor_api_key_id)
+
+
+def entry_client_ip(root: models.AuditLog) -> str | None:
+    return None if root.client_ip is None else str(root.client_ip)
+
+
+def entity_global_id(root: models.AuditLog) -> strawberry.ID | None:
+    if root.entity_id is None:
         return None
-    return to_global_id(entry.entity_type, entry.entity_id)
+    return strawberry.ID(to_global_id(root.entity_type, root.entity_id))
 
 
 @functools.cache
@@ -81,13 +126,13 @@ def _enum_name(enum_class: type[enum.Enum], value: Any) -> Any:
         return value
 
 
-def entry_changes(entry: models.AuditLog) -> dict[str, Any]:
+def entry_changes(root: models.AuditLog) -> dict[str, Any]:
     """An audit entry's ``changes`` in the API's language: the API's camelCase names,
     references to other objects as their global IDs, enum values as the schema spells
     them. The stored entry is unchanged (append-only); it is read this way, old or new."""
-    translators = _value_translators(entry.entity_type)
+    translators = _value_translators(root.entity_type)
     changed: dict[str, Any] = {}
-    for key, change in (entry.changes or {}).items():
+    for key, change in (root.changes or {}).items():
         translate = translators.get(key)
         if translate is not None and isinstance(change, dict):
             change = {k: None if v is None else translate(v) for k, v in change.items()}
@@ -95,11 +140,11 @@ def entry_changes(entry: models.AuditLog) -> dict[str, Any]:
     return changed
 
 
-async def entity(info: Info, entry: models.AuditLog) -> Any:
-    model = NODE_MODELS.get(entry.entity_type)
-    if model is None or entry.entity_id is None:
+async def entity(root: models.AuditLog, info: Info) -> Any:
+    model = NODE_MODELS.get(root.entity_type)
+    if model is None or root.entity_id is None:
         return None
-    return await by_id(info, model, entry.entity_id)
+    return await by_id(info, model, root.entity_id)
 
 
 class CreatedKey:
@@ -111,7 +156,9 @@ class CreatedKey:
         self.errors = errors
 
 
-async def create_api_key(info: Info, input: Any) -> CreatedKey:
+async def create_api_key(
+    info: Info, input: Annotated["CreateApiKeyInput", strawberry.lazy(_security)]
+) -> CreatedKey:
     outcome = await mutate(
         info,
         lambda actor, s: api_keys.create_api_key(
@@ -126,14 +173,18 @@ async def create_api_key(info: Info, input: Any) -> CreatedKey:
     return CreatedKey(key, token, user_errors(outcome.errors))
 
 
-async def revoke_api_key(info: Info, input: Any) -> Payload:
+async def revoke_api_key(
+    info: Info, input: Annotated["RevokeApiKeyInput", strawberry.lazy(_security)]
+) -> Payload:
     id = decode_id(input.id, "ApiKey")
     return await mutate_payload(
         info, "api_key", lambda actor, s: api_keys.revoke_api_key(actor, s, id)
     )
 
 
-async def set_api_key_budget(info: Any, input: Any) -> Payload:
+async def set_api_key_budget(
+    info: Info, input: Annotated["SetApiKeyBudgetInput", strawberry.lazy(_security)]
+) -> Payload:
     id = decode_id(input.id, "ApiKey")
     settings = info.context.app.settings
     return await mutate_payload(

@@ -1,17 +1,22 @@
 """``changes``: arguments to the change feed, its columns to this API's field names."""
 
-from __future__ import annotations
-
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+import strawberry
 
 from crm_graphql.enums import ChangeKind, SyncedType
 from crm_graphql.global_ids import to_global_id
+from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.readmodel import OBJECT_TYPES
 from crm_graphql.services import sync as sync_service
 from crm_graphql.services.errors import Invalid
 from crm_graphql.services.sync import Change
+
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's enum (the domain's SyncedType,
+# exposed by schema.scalars) by lazy reference.
+_scalars = "crm_graphql.schema.scalars"
 
 # Columns a field of another name shows (sensitive custom fields, encrypted; the
 # conversation's rating, an object).
@@ -78,7 +83,25 @@ class ChangePageValue:
 
 
 async def changes(
-    info: Any, after: str | None, types: Sequence[SyncedType] | None, first: int | None
+    info: Info,
+    after: Annotated[
+        str | None,
+        strawberry.argument(
+            description="The `cursor` of the previous page; omitted: from the start of "
+            "the feed."
+        ),
+    ] = None,
+    types: Annotated[
+        list[Annotated["SyncedType", strawberry.lazy(_scalars)]] | None,
+        strawberry.argument(
+            description="Only changes of these types (each needs its read permission); "
+            "omitted: every type the caller may read."
+        ),
+    ] = None,
+    first: Annotated[
+        int | None,
+        strawberry.argument(description="How many changes at most (the page size limit)."),
+    ] = None,
 ) -> ChangePageValue:
     context = info.context
     actor = context.require_actor()
@@ -98,8 +121,8 @@ async def changes(
     return ChangePageValue(values, page.cursor, page.has_more)
 
 
-async def node(info: Any, value: ChangeValue) -> Any:
+async def node(root: ChangeValue, info: Info) -> Any:
     """The changed object as it is now, through the request's loaders (null when not
     visible)."""
-    model = sync_service.MODELS[value.change.type]
-    return await info.context.loaders.by_id(model).load(value.change.entity_id)
+    model = sync_service.MODELS[root.change.type]
+    return await info.context.loaders.by_id(model).load(root.change.entity_id)

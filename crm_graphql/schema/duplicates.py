@@ -3,10 +3,7 @@ with ``mergeCustomers`` (docs/decisions/0032)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import duplicates as resolve
 from crm_graphql.schema.customers import Customer
@@ -39,13 +36,17 @@ class DuplicateCandidate:
         description="How alike the two names are, 0 to 1 (case, accents and word order ignored)."
     )
 
-    @strawberry.field(description="The older of the two: the suggested survivor of a merge.")
-    async def customer(self, info: Info) -> Customer:
-        return await resolve.customer(info, self.customer_id)  # type: ignore[attr-defined]
+    customer = strawberry.field(
+        resolver=resolve.customer,
+        graphql_type=Customer,
+        description="The older of the two: the suggested survivor of a merge.",
+    )
 
-    @strawberry.field(description="The newer one: the suggested duplicate to merge into it.")
-    async def duplicate(self, info: Info) -> Customer:
-        return await resolve.customer(info, self.duplicate_id)  # type: ignore[attr-defined]
+    duplicate = strawberry.field(
+        resolver=resolve.duplicate,
+        graphql_type=Customer,
+        description="The newer one: the suggested duplicate to merge into it.",
+    )
 
 
 @strawberry.type(description="A page of likely duplicates, best first (forward only).")
@@ -56,35 +57,14 @@ class DuplicateCandidates:
 
 @strawberry.type
 class DuplicateQuery:
-    @strawberry.field(
+    duplicate_candidates = strawberry.field(
+        resolver=resolve.duplicate_candidates,
+        graphql_type=DuplicateCandidates,
         description="Customers that look like the same person entered twice: the same mailbox "
         "(case, `+tags` and, at Gmail, dots ignored), the same phone number (numbers are "
         "stored in E.164), or similar names within the same company; each pair with a score "
         "and the fields that matched, best first. Only live customers (not archived, merged "
         "or erased) the caller may read; `customerId`: only that customer's pairs; "
         "`minScore` (0 to 1, default 0.55) drops weaker pairs. Review them, then merge with "
-        "`mergeCustomers`."
+        "`mergeCustomers`.",
     )
-    async def duplicate_candidates(
-        self,
-        info: Info,
-        first: Annotated[
-            int | None,
-            strawberry.argument(description="How many pairs at most, best first."),
-        ] = None,
-        after: Annotated[
-            str | None,
-            strawberry.argument(description="The `cursor` of the previous page's last pair."),
-        ] = None,
-        customer_id: Annotated[
-            strawberry.ID | None,
-            strawberry.argument(description="Only the pairs this customer is in."),
-        ] = None,
-        min_score: Annotated[
-            float | None,
-            strawberry.argument(description="Only pairs scoring at least this (0 to 1)."),
-        ] = None,
-    ) -> DuplicateCandidates:
-        return await resolve.duplicate_candidates(  # type: ignore[return-value]
-            info, first, after, customer_id, min_score
-        )

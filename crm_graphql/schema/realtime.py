@@ -3,12 +3,10 @@ presence (ephemeral: Redis only, never stored)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.realtime import ephemeral
 from crm_graphql.resolvers import dashboards as resolve_dashboards
@@ -30,18 +28,6 @@ _users = "crm_graphql.schema.users"
 
 CURSOR_DOC = "Position of this event; pass it as `after` to resume right after it."
 
-# The resume argument of every subscription with a durable stream.
-ResumeAfter = Annotated[
-    str | None,
-    strawberry.argument(
-        description="The `cursor` of the last event you received: what happened since comes "
-        "first, then live events, in order and once. Left out: live events from now."
-    ),
-]
-ConversationArgument = Annotated[
-    strawberry.ID, strawberry.argument(description="The conversation to follow.")
-]
-
 
 @strawberry.type(description="Something that happened in a conversation.")
 class ConversationEvent:
@@ -52,31 +38,35 @@ class ConversationEvent:
     )
     occurred_at: datetime = strawberry.field(description="When the change was committed.")
 
-    @strawberry.field(description="The conversation as it is now.")
-    async def conversation(
-        self, info: Info
-    ) -> Annotated[Conversation, strawberry.lazy(_conversations)] | None:
-        return await resolve.event_conversation(info, self)  # type: ignore[arg-type]
+    conversation = strawberry.field(
+        resolver=resolve.event_conversation,
+        graphql_type=Annotated["Conversation", strawberry.lazy(_conversations)] | None,
+        description="The conversation as it is now.",
+    )
 
-    @strawberry.field(description="The new message (message.created).")
-    async def message(
-        self, info: Info
-    ) -> Annotated[Message, strawberry.lazy(_conversations)] | None:
-        return await resolve.event_message(info, self)  # type: ignore[arg-type]
+    message = strawberry.field(
+        resolver=resolve.event_message,
+        graphql_type=Annotated["Message", strawberry.lazy(_conversations)] | None,
+        description="The new message (message.created).",
+    )
 
-    @strawberry.field(description="Who read the conversation (conversation.read).")
-    async def read_by(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.event_user(info, self, "user_id")  # type: ignore[arg-type]
+    read_by = strawberry.field(
+        resolver=resolve.event_read_by,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="Who read the conversation (conversation.read).",
+    )
 
-    @strawberry.field(description="Up to which message it was read (conversation.read).")
-    def last_read_seq(self) -> int | None:
-        return self.event.payload.get("last_read_seq")  # type: ignore[attr-defined]
+    last_read_seq = strawberry.field(
+        resolver=resolve.event_last_read_seq,
+        graphql_type=int | None,
+        description="Up to which message it was read (conversation.read).",
+    )
 
-    @strawberry.field(description="The assignee before the change (conversation.assigned).")
-    async def previous_assignee(
-        self, info: Info
-    ) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.event_user(info, self, "previous_assignee_id")  # type: ignore[arg-type]
+    previous_assignee = strawberry.field(
+        resolver=resolve.event_previous_assignee,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="The assignee before the change (conversation.assigned).",
+    )
 
 
 @strawberry.type(description="An activity logged, changed or archived.")
@@ -87,11 +77,11 @@ class ActivityFeedEvent:
     )
     occurred_at: datetime = strawberry.field(description="When the change was committed.")
 
-    @strawberry.field(description="The activity as it is now.")
-    async def activity(
-        self, info: Info
-    ) -> Annotated[Activity, strawberry.lazy(_activities)] | None:
-        return await resolve.event_activity(info, self)  # type: ignore[arg-type]
+    activity = strawberry.field(
+        resolver=resolve.event_activity,
+        graphql_type=Annotated["Activity", strawberry.lazy(_activities)] | None,
+        description="The activity as it is now.",
+    )
 
 
 @strawberry.type(description="A change on a pipeline's deal board.")
@@ -104,17 +94,23 @@ class DealBoardEvent:
     )
     occurred_at: datetime = strawberry.field(description="When the change was committed.")
 
-    @strawberry.field(description="The deal as it is now (deal events).")
-    async def deal(self, info: Info) -> Annotated[Deal, strawberry.lazy(_deals)] | None:
-        return await resolve.event_deal(info, self)  # type: ignore[arg-type]
+    deal = strawberry.field(
+        resolver=resolve.event_deal,
+        graphql_type=Annotated["Deal", strawberry.lazy(_deals)] | None,
+        description="The deal as it is now (deal events).",
+    )
 
-    @strawberry.field(description="The deal's stage, or the changed stage (stage events).")
-    async def stage(self, info: Info) -> Annotated[Stage, strawberry.lazy(_deals)] | None:
-        return await resolve.event_stage(info, self)  # type: ignore[arg-type]
+    stage = strawberry.field(
+        resolver=resolve.event_stage,
+        graphql_type=Annotated["Stage", strawberry.lazy(_deals)] | None,
+        description="The deal's stage, or the changed stage (stage events).",
+    )
 
-    @strawberry.field(description="The pipeline of the board the event belongs to.")
-    async def pipeline(self, info: Info) -> Annotated[Pipeline, strawberry.lazy(_deals)] | None:
-        return await resolve.event_pipeline(info, self)  # type: ignore[arg-type]
+    pipeline = strawberry.field(
+        resolver=resolve.event_pipeline,
+        graphql_type=Annotated["Pipeline", strawberry.lazy(_deals)] | None,
+        description="The pipeline of the board the event belongs to.",
+    )
 
 
 @strawberry.input(description="Which activities to follow; fields combine with AND.")
@@ -187,22 +183,22 @@ class SetTypingPayload:
 
 @strawberry.type
 class RealtimeQuery:
-    @strawberry.field(
+    online_users = strawberry.field(
+        resolver=resolve.online_users,
+        graphql_type=list[Annotated["User", strawberry.lazy(_users)]],
         description="Users of the workspace with the app open now (an open WebSocket "
-        "connection on any server), by name."
+        "connection on any server), by name.",
     )
-    async def online_users(self, info: Info) -> list[Annotated[User, strawberry.lazy(_users)]]:
-        return await resolve.online_users(info)  # type: ignore[return-value]
 
 
 @strawberry.type
 class RealtimeMutation:
-    @strawberry.mutation(
+    set_typing = strawberry.mutation(
+        resolver=resolve.set_typing,
+        graphql_type=SetTypingPayload,
         description="Tell the others in a conversation that you are typing, or stopped. "
-        "Changes no data and writes no audit entry. " + TYPING_DOC
+        "Changes no data and writes no audit entry. " + TYPING_DOC,
     )
-    async def set_typing(self, info: Info, input: SetTypingInput) -> SetTypingPayload:
-        return await resolve.set_typing(info, input)  # type: ignore[return-value]
 
 
 @strawberry.type(
@@ -210,71 +206,51 @@ class RealtimeMutation:
     "`after: <cursor>` to receive what you missed first, then live events, in order, once."
 )
 class Subscription:
-    @strawberry.subscription(
-        description="Messages, status, assignment and read receipts of a conversation."
+    conversation_events = strawberry.subscription(
+        resolver=resolve.conversation_events,
+        graphql_type=ConversationEvent,
+        description="Messages, status, assignment and read receipts of a conversation.",
     )
-    async def conversation_events(
-        self, info: Info, conversation_id: ConversationArgument, after: ResumeAfter = None
-    ) -> AsyncGenerator[ConversationEvent, None]:
-        async for event in resolve.conversation_events(info, conversation_id, after):
-            yield event  # type: ignore[misc]
 
-    @strawberry.subscription(
+    inbox = strawberry.subscription(
+        resolver=resolve.inbox,
+        graphql_type=ConversationEvent,
         description="Conversations you may see: new ones, assignments, status changes, "
-        "new messages."
+        "new messages.",
     )
-    async def inbox(
-        self, info: Info, after: ResumeAfter = None
-    ) -> AsyncGenerator[ConversationEvent, None]:
-        async for event in resolve.inbox(info, after):
-            yield event  # type: ignore[misc]
 
-    @strawberry.subscription(description="Activities logged in the workspace.")
-    async def activity_feed(
-        self, info: Info, filter: ActivityFeedFilter | None = None, after: ResumeAfter = None
-    ) -> AsyncGenerator[ActivityFeedEvent, None]:
-        async for event in resolve.activity_feed(info, filter, after):
-            yield event  # type: ignore[misc]
-
-    @strawberry.subscription(
-        description="The deal board of a pipeline: deals created, moved, updated, won or lost."
+    activity_feed = strawberry.subscription(
+        resolver=resolve.activity_feed,
+        graphql_type=ActivityFeedEvent,
+        description="Activities logged in the workspace.",
     )
-    async def deal_board(
-        self,
-        info: Info,
-        pipeline_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The pipeline whose board to follow.")
-        ],
-        after: ResumeAfter = None,
-    ) -> AsyncGenerator[DealBoardEvent, None]:
-        async for event in resolve.deal_board(info, pipeline_id, after):
-            yield event  # type: ignore[misc]
 
-    @strawberry.subscription(
+    deal_board = strawberry.subscription(
+        resolver=resolve.deal_board,
+        graphql_type=DealBoardEvent,
+        description="The deal board of a pipeline: deals created, moved, updated, won or lost.",
+    )
+
+    dashboard = strawberry.subscription(
+        resolver=resolve_dashboards.dashboard,
+        graphql_type=Dashboard,
         description="A live dashboard: the reports and aggregates you select (with their "
         "arguments, as on `Query`), sent at once and again whenever the data under them "
         "changes, at most once a second. Only changed answers are sent. Computed once per "
         "distinct document, variables and visibility on each server, however many "
-        "subscribers watch it."
+        "subscribers watch it.",
     )
-    async def dashboard(self, info: Info) -> AsyncGenerator[Dashboard, None]:
-        async for value in resolve_dashboards.dashboard(info):
-            yield value  # type: ignore[misc]
 
-    @strawberry.subscription(
+    typing = strawberry.subscription(
+        resolver=resolve.typing,
+        graphql_type=TypingEvent,
         description="Others typing in a conversation (your own signals are not sent back). "
-        "Ends if the conversation stops being visible to you. " + TYPING_DOC
+        "Ends if the conversation stops being visible to you. " + TYPING_DOC,
     )
-    async def typing(
-        self, info: Info, conversation_id: ConversationArgument
-    ) -> AsyncGenerator[TypingEvent, None]:
-        async for event in resolve.typing(info, conversation_id):
-            yield event  # type: ignore[misc]
 
-    @strawberry.subscription(
+    presence = strawberry.subscription(
+        resolver=resolve.presence,
+        graphql_type=PresenceEvent,
         description="Users of the workspace coming online and going offline. Ephemeral: "
-        "no cursor; read `onlineUsers` first, then follow changes."
+        "no cursor; read `onlineUsers` first, then follow changes.",
     )
-    async def presence(self, info: Info) -> AsyncGenerator[PresenceEvent, None]:
-        async for event in resolve.presence(info):
-            yield event  # type: ignore[misc]

@@ -4,47 +4,34 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import strawberry
-from strawberry.types import Info
 
+from crm_graphql import enums
 from crm_graphql.resolvers import security as resolve
 from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import DateTimeFilter, IDFilter, StringFilter
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
-from crm_graphql.schema.scalars import JSON
+from crm_graphql.schema.scalars import JSON, exposed
 from crm_graphql.schema.users import User
-from crm_graphql.services import policy
 
-
-@strawberry.enum(description="What a partner API key may do.")
-class ApiKeyScope(enum.Enum):
-    CUSTOMERS_READ = strawberry.enum_value(
-        policy.CUSTOMERS_READ,
-        description="Read customers, companies, orders, products and activities.",
-    )
-    CUSTOMERS_WRITE = strawberry.enum_value(
-        policy.CUSTOMERS_WRITE,
-        description="Read, create, change and archive customers, companies, orders and products.",
-    )
-    DEALS_READ = strawberry.enum_value(
-        policy.DEALS_READ, description="Read deals, pipelines, stages and activities."
-    )
-    DEALS_WRITE = strawberry.enum_value(
-        policy.DEALS_WRITE,
-        description="Read, create, change, move and archive deals; log activities.",
-    )
-    CONVERSATIONS_READ = strawberry.enum_value(
-        policy.CONVERSATIONS_READ,
-        description="Read conversations that are not private, and their messages.",
-    )
-    CONVERSATIONS_WRITE = strawberry.enum_value(
-        policy.CONVERSATIONS_WRITE,
-        description="Start, assign and close conversations; post customers' messages and ratings.",
-    )
-    WEBHOOKS_MANAGE = strawberry.enum_value(
-        policy.WEBHOOKS_MANAGE,
-        description="Create, change, rotate and delete webhook subscriptions.",
+if TYPE_CHECKING:
+    # exposed() registers and returns the domain's own enum class; say so to mypy.
+    from crm_graphql.enums import ApiKeyScope
+else:
+    ApiKeyScope = exposed(
+        enums.ApiKeyScope,
+        "What a partner API key may do.",
+        CUSTOMERS_READ="Read customers, companies, orders, products and activities.",
+        CUSTOMERS_WRITE="Read, create, change and archive customers, companies, orders and "
+        "products.",
+        DEALS_READ="Read deals, pipelines, stages and activities.",
+        DEALS_WRITE="Read, create, change, move and archive deals; log activities.",
+        CONVERSATIONS_READ="Read conversations that are not private, and their messages.",
+        CONVERSATIONS_WRITE="Start, assign and close conversations; post customers' messages "
+        "and ratings.",
+        WEBHOOKS_MANAGE="Create, change, rotate and delete webhook subscriptions.",
     )
 
 
@@ -69,13 +56,17 @@ class ApiKey(Node):
         "null: the server's (`CRM_MAX_QUERY_COST`)."
     )
 
-    @strawberry.field(description="What the key may do.")
-    def scopes(self) -> list[ApiKeyScope]:
-        return [ApiKeyScope(s) for s in self.scopes]
+    scopes = strawberry.field(
+        resolver=resolve.api_key_scopes,
+        graphql_type=list[ApiKeyScope],
+        description="What the key may do.",
+    )
 
-    @strawberry.field(description="The admin who created the key.")
-    async def created_by(self, info: Info) -> User | None:
-        return await resolve.user(info, self.created_by_id)  # type: ignore[attr-defined,return-value]
+    created_by = strawberry.field(
+        resolver=resolve.created_by,
+        graphql_type=User | None,
+        description="The admin who created the key.",
+    )
 
 
 @strawberry.type(description="One audited change: who did what to which entity, and how.")
@@ -85,38 +76,46 @@ class AuditLogEntry(Node):
     action: str = strawberry.field(description="The mutation, e.g. `updateCustomer`.")
     entity_type: str = strawberry.field(description="Type of the changed entity.")
 
-    @strawberry.field(
+    changes = strawberry.field(
+        resolver=resolve.entry_changes,
+        graphql_type=JSON,
         description="Changed fields: `{field: {before, after}}` (after only on creation), "
         "in the API's names: camelCase fields (`ownerId`), other objects by global ID, "
-        "enum values as the schema spells them (`OPEN`)."
+        "enum values as the schema spells them (`OPEN`).",
     )
-    def changes(self) -> JSON:
-        return resolve.entry_changes(self)  # type: ignore[arg-type, return-value]
 
     request_id: str | None = strawberry.field(description="The request's `X-Request-Id`.")
     created_at: datetime = strawberry.field(description="When the change was committed.")
 
-    @strawberry.field(description="Global ID of the changed entity.")
-    def entity_id(self) -> strawberry.ID | None:
-        global_id = resolve.entity_global_id(self)  # type: ignore[arg-type]
-        return None if global_id is None else strawberry.ID(global_id)
+    entity_id = strawberry.field(
+        resolver=resolve.entity_global_id,
+        graphql_type=strawberry.ID | None,
+        description="Global ID of the changed entity.",
+    )
 
-    @strawberry.field(description="The changed entity, when it still exists and is readable.")
-    async def entity(self, info: Info) -> Node | None:
-        return await resolve.entity(info, self)  # type: ignore[arg-type]
+    entity = strawberry.field(
+        resolver=resolve.entity,
+        graphql_type=Node | None,
+        description="The changed entity, when it still exists and is readable.",
+    )
 
-    @strawberry.field(description="The user who made the change (null for API keys).")
-    async def actor(self, info: Info) -> User | None:
-        return await resolve.user(info, self.actor_user_id)  # type: ignore[attr-defined,return-value]
+    actor = strawberry.field(
+        resolver=resolve.entry_actor,
+        graphql_type=User | None,
+        description="The user who made the change (null for API keys).",
+    )
 
-    @strawberry.field(description="The API key that made the change (null for users).")
-    async def api_key(self, info: Info) -> ApiKey | None:
-        return await resolve.api_key(info, self.actor_api_key_id)  # type: ignore[attr-defined,return-value]
+    api_key = strawberry.field(
+        resolver=resolve.entry_api_key,
+        graphql_type=ApiKey | None,
+        description="The API key that made the change (null for users).",
+    )
 
-    @strawberry.field(description="The client's IP address.")
-    def client_ip(self) -> str | None:
-        ip = self.client_ip
-        return None if ip is None else str(ip)
+    client_ip = strawberry.field(
+        resolver=resolve.entry_client_ip,
+        graphql_type=str | None,
+        description="The client's IP address.",
+    )
 
 
 @strawberry.input(description="Conditions on API keys; fields combine with AND.")
@@ -232,50 +231,38 @@ class ApiKeyPayload:
 
 @strawberry.type
 class SecurityQuery:
-    @strawberry.field(description="The workspace's partner API keys (admins).")
-    async def api_keys(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: ApiKeyFilter | None = None,
-        order_by: list[ApiKeyOrder] | None = None,
-    ) -> Connection[ApiKey]:
-        return await resolve.api_keys_list(info, first, after, last, before, filter, order_by)  # type: ignore[return-value]
+    api_keys = strawberry.field(
+        resolver=resolve.api_keys_list,
+        graphql_type=Connection[ApiKey],
+        description="The workspace's partner API keys (admins).",
+    )
 
-    @strawberry.field(description="Every audited change of the workspace, newest first (admins).")
-    async def audit_log(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: AuditLogFilter | None = None,
-        order_by: list[AuditLogOrder] | None = None,
-    ) -> Connection[AuditLogEntry]:
-        return await resolve.audit_log(info, first, after, last, before, filter, order_by)  # type: ignore[return-value]
+    audit_log = strawberry.field(
+        resolver=resolve.audit_log,
+        graphql_type=Connection[AuditLogEntry],
+        description="Every audited change of the workspace, newest first (admins).",
+    )
 
 
 @strawberry.type
 class SecurityMutation:
-    @strawberry.mutation(description="Create a partner API key (admins). The token is shown once.")
-    async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> CreateApiKeyPayload:
-        return await resolve.create_api_key(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="Revoke an API key for good (admins): its next request is refused and "
-        "its WebSocket connections close. Idempotent."
+    create_api_key = strawberry.mutation(
+        resolver=resolve.create_api_key,
+        graphql_type=CreateApiKeyPayload,
+        description="Create a partner API key (admins). The token is shown once.",
     )
-    async def revoke_api_key(self, info: Info, input: RevokeApiKeyInput) -> ApiKeyPayload:
-        return await resolve.revoke_api_key(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(
+    revoke_api_key = strawberry.mutation(
+        resolver=resolve.revoke_api_key,
+        graphql_type=ApiKeyPayload,
+        description="Revoke an API key for good (admins): its next request is refused and "
+        "its WebSocket connections close. Idempotent.",
+    )
+
+    set_api_key_budget = strawberry.mutation(
+        resolver=resolve.set_api_key_budget,
+        graphql_type=ApiKeyPayload,
         description="Set a partner API key's rate and cost budgets (admins; audited). Its "
         "next request is held to them; open WebSocket connections keep the budgets they "
-        "connected with."
+        "connected with.",
     )
-    async def set_api_key_budget(self, info: Info, input: SetApiKeyBudgetInput) -> ApiKeyPayload:
-        return await resolve.set_api_key_budget(info, input)  # type: ignore[return-value]

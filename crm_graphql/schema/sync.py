@@ -4,10 +4,8 @@ webhooks (docs/decisions/0032)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from crm_graphql.resolvers import sync as resolve
 from crm_graphql.schema.relay import Node
@@ -33,11 +31,11 @@ class Change:
         "commit order, which this time need not follow."
     )
 
-    @strawberry.field(
-        description="The object as it is now (null when the caller may no longer see it)."
+    node = strawberry.field(
+        resolver=resolve.node,
+        graphql_type=Node | None,
+        description="The object as it is now (null when the caller may no longer see it).",
     )
-    async def node(self, info: Info) -> Node | None:
-        return await resolve.node(info, self)  # type: ignore[arg-type]
 
 
 @strawberry.type(description="A page of changes and where to resume.")
@@ -56,7 +54,9 @@ class ChangePage:
 
 @strawberry.type
 class SyncQuery:
-    @strawberry.field(
+    changes = strawberry.field(
+        resolver=resolve.changes,
+        graphql_type=ChangePage,
         description="Every create, update, archive and erase of customers, companies, "
         "deals, pipelines, stages, activities, orders, products, conversations and "
         "messages, in commit order, after the cursor `after` (from the start when null): "
@@ -64,28 +64,5 @@ class SyncQuery:
         "or repeated, whatever writes concurrently. Only what the caller may read: types "
         "it may not read are left out (FORBIDDEN when named in `types`), private "
         "conversations and their messages only for those who may see them. `first`: up "
-        "to the largest page size (the default)."
+        "to the largest page size (the default).",
     )
-    async def changes(
-        self,
-        info: Info,
-        after: Annotated[
-            str | None,
-            strawberry.argument(
-                description="The `cursor` of the previous page; omitted: from the start of "
-                "the feed."
-            ),
-        ] = None,
-        types: Annotated[
-            list[SyncedType] | None,
-            strawberry.argument(
-                description="Only changes of these types (each needs its read permission); "
-                "omitted: every type the caller may read."
-            ),
-        ] = None,
-        first: Annotated[
-            int | None,
-            strawberry.argument(description="How many changes at most (the page size limit)."),
-        ] = None,
-    ) -> ChangePage:
-        return await resolve.changes(info, after, types, first)  # type: ignore[return-value]

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING
 
 import strawberry
-from strawberry.types import Info
 
+from crm_graphql import enums
 from crm_graphql.resolvers import webhooks as resolve
 from crm_graphql.resolvers.nodes import rows_of
-from crm_graphql.resolvers.webhooks import MAX_DELIVERIES
 from crm_graphql.schema.filters import DateTimeFilter, IDFilter, StringFilter
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
+from crm_graphql.schema.scalars import exposed
 
-
-@strawberry.enum(description="Where a webhook delivery stands.")
-class WebhookDeliveryStatus(enum.Enum):
-    PENDING = strawberry.enum_value(
-        "pending", description="Not delivered yet: waiting for its first attempt or a retry."
-    )
-    DELIVERED = strawberry.enum_value("delivered", description="The receiver answered 2xx.")
-    FAILED = strawberry.enum_value(
-        "failed", description="Given up after the last attempt (see `attempts` and `lastError`)."
+if TYPE_CHECKING:
+    # exposed() registers and returns the domain's own enum class; say so to mypy.
+    from crm_graphql.enums import DeliveryStatus as WebhookDeliveryStatus
+else:
+    WebhookDeliveryStatus = exposed(
+        enums.DeliveryStatus,
+        "Where a webhook delivery stands.",
+        name="WebhookDeliveryStatus",
+        PENDING="Not delivered yet: waiting for its first attempt or a retry.",
+        DELIVERED="The receiver answered 2xx.",
+        FAILED="Given up after the last attempt (see `attempts` and `lastError`).",
     )
 
 
@@ -59,27 +61,30 @@ class WebhookDelivery(Node):
     delivered_at: datetime | None = strawberry.field(description="When the receiver took it.")
     created_at: datetime = strawberry.field(description="When the event was queued for it.")
 
-    @strawberry.field(
+    delivery_id = strawberry.field(
+        resolver=resolve.delivery_id,
+        graphql_type=strawberry.ID,
         description="The delivery's raw UUID: `X-CRM-Delivery` and `id` of the bodies of "
-        "webhooks on payload version 1 (version 2 sends the global `id`)."
+        "webhooks on payload version 1 (version 2 sends the global `id`).",
     )
-    def delivery_id(self) -> strawberry.ID:
-        return strawberry.ID(str(self.id))
 
-    @strawberry.field(description="Pending, delivered or failed.")
-    def status(self) -> WebhookDeliveryStatus:
-        return WebhookDeliveryStatus(self.status.value)  # type: ignore[attr-defined]
-
-    @strawberry.field(description="When it is tried next (pending deliveries only).")
-    def next_attempt_at(self) -> datetime | None:
-        pending = self.status.value == "pending"  # type: ignore[attr-defined]
-        return self.next_attempt_at if pending else None  # type: ignore[attr-defined,return-value]
-
-    @strawberry.field(
-        description="Every attempt, oldest first: status code, error, duration and time."
+    status = strawberry.field(
+        resolver=resolve.delivery_status,
+        graphql_type=WebhookDeliveryStatus,
+        description="Pending, delivered or failed.",
     )
-    async def attempt_history(self, info: Info) -> list[WebhookDeliveryAttempt]:
-        return await resolve.delivery_attempts(info, self)  # type: ignore[arg-type,return-value]
+
+    next_attempt_at = strawberry.field(
+        resolver=resolve.next_attempt_at,
+        graphql_type=datetime | None,
+        description="When it is tried next (pending deliveries only).",
+    )
+
+    attempt_history = strawberry.field(
+        resolver=resolve.delivery_attempts,
+        graphql_type=list[WebhookDeliveryAttempt],
+        description="Every attempt, oldest first: status code, error, duration and time.",
+    )
 
 
 @strawberry.type(
@@ -104,21 +109,12 @@ class Webhook(Node):
         "webhooks created before version 2."
     )
 
-    @strawberry.field(
+    deliveries = strawberry.field(
+        resolver=resolve.deliveries,
+        graphql_type=list[WebhookDelivery],
         description="The newest deliveries, newest first, each with its attempts "
-        "(`attemptHistory`)."
+        "(`attemptHistory`).",
     )
-    async def deliveries(
-        self,
-        info: Info,
-        first: Annotated[
-            int,
-            strawberry.argument(
-                description=f"How many of the newest deliveries (taken as 1 to {MAX_DELIVERIES})."
-            ),
-        ] = 20,
-    ) -> list[WebhookDelivery]:
-        return await resolve.deliveries(info, self, first)  # type: ignore[arg-type,return-value]
 
 
 @strawberry.input(description="A new webhook.")
@@ -214,49 +210,44 @@ class WebhookOrder:
 
 @strawberry.type
 class WebhookQuery:
-    @strawberry.field(
+    webhooks = strawberry.field(
+        resolver=resolve.webhooks,
+        graphql_type=Connection[Webhook],
         description="Webhooks of the workspace, oldest first (admins and API keys with "
-        "webhooks:manage)."
+        "webhooks:manage).",
     )
-    async def webhooks(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: WebhookFilter | None = None,
-        order_by: list[WebhookOrder] | None = None,
-    ) -> Connection[Webhook]:
-        return await resolve.webhooks(info, first, after, last, before, filter, order_by)  # type: ignore[return-value]
 
 
 @strawberry.type
 class WebhookMutation:
-    @strawberry.mutation(description="Subscribe a URL to the workspace's events.")
-    async def create_webhook(self, info: Info, input: CreateWebhookInput) -> WebhookSecretPayload:
-        return await resolve.create_webhook(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Change a webhook's URL, event types or activity.")
-    async def update_webhook(self, info: Info, input: UpdateWebhookInput) -> WebhookPayload:
-        return await resolve.update_webhook(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Delete a webhook and its delivery history.")
-    async def delete_webhook(self, info: Info, input: WebhookInput) -> WebhookPayload:
-        return await resolve.delete_webhook(info, input)  # type: ignore[return-value]
-
-    @strawberry.mutation(
-        description="Give a webhook a new signing secret (shown once); the old one stops."
+    create_webhook = strawberry.mutation(
+        resolver=resolve.create_webhook,
+        graphql_type=WebhookSecretPayload,
+        description="Subscribe a URL to the workspace's events.",
     )
-    async def rotate_webhook_secret(self, info: Info, input: WebhookInput) -> WebhookSecretPayload:
-        return await resolve.rotate_webhook_secret(info, input)  # type: ignore[return-value]
 
-    @strawberry.mutation(
+    update_webhook = strawberry.mutation(
+        resolver=resolve.update_webhook,
+        graphql_type=WebhookPayload,
+        description="Change a webhook's URL, event types or activity.",
+    )
+
+    delete_webhook = strawberry.mutation(
+        resolver=resolve.delete_webhook,
+        graphql_type=WebhookPayload,
+        description="Delete a webhook and its delivery history.",
+    )
+
+    rotate_webhook_secret = strawberry.mutation(
+        resolver=resolve.rotate_webhook_secret,
+        graphql_type=WebhookSecretPayload,
+        description="Give a webhook a new signing secret (shown once); the old one stops.",
+    )
+
+    redeliver_webhook_delivery = strawberry.mutation(
+        resolver=resolve.redeliver,
+        graphql_type=WebhookDeliveryPayload,
         description="Send a delivered or failed webhook delivery again, now (the same "
         "delivery id: receivers that kept it can tell); then retried like any delivery. "
-        "`CONFLICT` while it is still pending."
+        "`CONFLICT` while it is still pending.",
     )
-    async def redeliver_webhook_delivery(
-        self, info: Info, input: RedeliverWebhookDeliveryInput
-    ) -> WebhookDeliveryPayload:
-        return await resolve.redeliver(info, input)  # type: ignore[return-value]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Mapped, declared_attr
 
 from crm_graphql.models import Role
 from crm_graphql.services.policy import authorize_read
@@ -29,7 +30,15 @@ class Actor:
     max_query_cost: int | None = None
 
 
-M = TypeVar("M")
+class Tenanted(Protocol):
+    """A model of a workspace's rows: its ``workspace_id`` column scopes every read."""
+
+    # Declared as the models declare it (``WorkspaceScoped``): on the class, the column.
+    @declared_attr
+    def workspace_id(cls) -> Mapped[uuid.UUID]: ...
+
+
+M = TypeVar("M", bound=Tenanted)
 
 
 def scoped(model: type[M], actor: Actor) -> Select[M]:
@@ -43,7 +52,7 @@ def in_workspace(model: type[M], actor: Actor) -> Select[M]:
     """``SELECT model`` limited to the actor's workspace *without* the read check: only for
     rows an input refers to (a conversation's customer), which the caller may use by
     holding the write permission of the referring entity; never to return data."""
-    return select(model).where(model.workspace_id == actor.workspace_id)  # type: ignore[attr-defined]
+    return select(model).where(model.workspace_id == actor.workspace_id)
 
 
 def scope_condition(model: Any, actor: Actor) -> Any:

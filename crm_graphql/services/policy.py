@@ -15,19 +15,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from crm_graphql import models
+from crm_graphql.enums import ApiKeyScope
 from crm_graphql.models import Role
 from crm_graphql.services.errors import Forbidden, Unauthenticated
 
 if TYPE_CHECKING:
     from crm_graphql.services.actor import Actor
 
-CUSTOMERS_READ = "customers:read"
-CUSTOMERS_WRITE = "customers:write"
-DEALS_READ = "deals:read"
-DEALS_WRITE = "deals:write"
-CONVERSATIONS_READ = "conversations:read"
-CONVERSATIONS_WRITE = "conversations:write"
-WEBHOOKS_MANAGE = "webhooks:manage"
+# The scopes as the stored strings (``api_keys.scopes``); declared in ``enums.ApiKeyScope``.
+CUSTOMERS_READ = ApiKeyScope.CUSTOMERS_READ.value
+CUSTOMERS_WRITE = ApiKeyScope.CUSTOMERS_WRITE.value
+DEALS_READ = ApiKeyScope.DEALS_READ.value
+DEALS_WRITE = ApiKeyScope.DEALS_WRITE.value
+CONVERSATIONS_READ = ApiKeyScope.CONVERSATIONS_READ.value
+CONVERSATIONS_WRITE = ApiKeyScope.CONVERSATIONS_WRITE.value
+WEBHOOKS_MANAGE = ApiKeyScope.WEBHOOKS_MANAGE.value
 SCOPES = frozenset(
     {
         CUSTOMERS_READ,

@@ -158,7 +158,7 @@ async def read_changes(
     position = decode_cursor(after)
     # The horizon in its own statement, before the read: the read's snapshot is newer,
     # so every change below the horizon that will ever commit is in it.
-    below = int(await session.scalar(text(HORIZON_SQL)))  # type: ignore[arg-type]
+    below = int(await session.scalar(text(HORIZON_SQL)))
     condition, joins = _visible(actor, wanted)
     stmt = select(
         Event.id,

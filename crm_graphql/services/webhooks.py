@@ -358,7 +358,7 @@ async def enqueue_deliveries(session: AsyncSession, *, batch_size: int = ENQUEUE
             .on_conflict_do_nothing()
         )
         return 0
-    below = int(await session.scalar(text(events.HORIZON_SQL)))  # type: ignore[arg-type]
+    below = int(await session.scalar(text(events.HORIZON_SQL)))
     if not await session.scalar(select(exists().where(Webhook.is_active.is_(True)))):
         # No webhook wants anything: pass every final event (below the horizon) at once
         # rather than reading them, as the statement below would, to match nothing.
@@ -612,7 +612,7 @@ async def record_outcome(
         .values(values)
         .execution_options(synchronize_session=False)
     )
-    return values.get("status", DeliveryStatus.PENDING)  # type: ignore[no-any-return]
+    return values.get("status", DeliveryStatus.PENDING)
 
 
 async def pending_count(session: AsyncSession) -> int:

@@ -36,12 +36,28 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Mapped, aliased, declared_attr
 
+from crm_graphql.models.base import Archivable
 from crm_graphql.services import fields
 from crm_graphql.services.errors import Invalid
 
 M = TypeVar("M")
+
+
+class Row(Protocol):
+    """A listed model: a workspace's rows (``workspace_id`` scopes the list) with a
+    primary key ``id`` (the keyset's last sort key)."""
+
+    # Declared so that, on the class, each is the column (``WorkspaceScoped``'s way).
+    @declared_attr
+    def id(cls) -> Mapped[Any]: ...
+
+    @declared_attr
+    def workspace_id(cls) -> Mapped[uuid.UUID]: ...
+
+
+R = TypeVar("R", bound=Row)
 FilterSpec = Mapping[str, Any]
 
 MAX_PAGE_SIZE = 100
@@ -648,10 +664,10 @@ async def count_per_parent(
 
 
 @dataclass(frozen=True)
-class ListSpec(Generic[M]):
+class ListSpec(Generic[R]):
     """What a list of one model may be filtered, ordered and nested by."""
 
-    model: type[M]
+    model: type[R]
     filter_fields: Mapping[str, Any]
     order_fields: Mapping[str, Any]
     default_order: Sequence[tuple[str, bool]]
@@ -672,6 +688,10 @@ class ListSpec(Generic[M]):
         Callable[[Any, AsyncSession, Sequence[FilterSpec | None]], Awaitable[None]] | None
     ) = None
 
+    def __post_init__(self) -> None:
+        if self.archivable and not issubclass(self.model, Archivable):
+            raise TypeError(f"{self.model.__name__} has no archived_at: not archivable")
+
     def statement(
         self,
         actor: Any,
@@ -679,7 +699,7 @@ class ListSpec(Generic[M]):
         *,
         include_archived: bool = False,
         custom: CustomFieldTerms | None = None,
-    ) -> Select[M]:
+    ) -> Select[R]:
         """Scoped to the actor's workspace (after the model's read check), limited to the rows the
         actor may see, filtered, archived rows hidden unless asked for.
 
@@ -699,14 +719,14 @@ class ListSpec(Generic[M]):
         stmt = scoped(self.model, actor).where(filter_condition(filter, fields, custom))
         if self.extra_condition is not None:
             stmt = stmt.where(self.extra_condition(actor))
-        if self.archivable and not include_archived:
-            stmt = stmt.where(self.model.archived_at.is_(None))  # type: ignore[attr-defined]
+        if self.archivable and not include_archived and issubclass(self.model, Archivable):
+            stmt = stmt.where(self.model.archived_at.is_(None))
         return stmt
 
     def keys(
         self, order: Sequence[tuple[str, bool]] | None, custom: CustomFieldTerms | None = None
     ) -> list[SortKey]:
-        return sort_keys(order, self.order_fields, self.default_order, self.model.id, custom)  # type: ignore[attr-defined]
+        return sort_keys(order, self.order_fields, self.default_order, self.model.id, custom)
 
     async def custom_terms(
         self,
@@ -744,7 +764,7 @@ class ListSpec(Generic[M]):
         filter: FilterSpec | None = None,
         *,
         include_archived: bool = False,
-    ) -> Select[M]:
+    ) -> Select[R]:
         """``statement`` with the custom-field definitions the filter needs loaded first
         (one more statement, only when the filter names a custom field): what every read
         of this list builds on (aggregates, reports, segments ...)."""
@@ -760,13 +780,13 @@ class ListSpec(Generic[M]):
 async def list_page(
     actor: Any,
     session: AsyncSession,
-    spec: ListSpec[M],
+    spec: ListSpec[R],
     *,
     filter: FilterSpec | None = None,
     order: Sequence[tuple[str, bool]] | None = None,
     page: PageRequest,
     include_archived: bool = False,
-) -> Page[M]:
+) -> Page[R]:
     """One page of a root list (``customers``, ``deals`` ...)."""
     custom = await spec.custom_terms(actor, session, filter, order)
     stmt = spec.statement(actor, filter, include_archived=include_archived, custom=custom)
@@ -776,14 +796,14 @@ async def list_page(
 async def pages_by_parent(
     actor: Any,
     session: AsyncSession,
-    spec: ListSpec[M],
+    spec: ListSpec[R],
     parent: str,
     parent_ids: Sequence[Any],
     *,
     filter: FilterSpec | None = None,
     order: Sequence[tuple[str, bool]] | None = None,
     page: PageRequest,
-) -> dict[Any, Page[M]]:
+) -> dict[Any, Page[R]]:
     """First pages of a nested list (a customer's deals ...) for many parents at once."""
     custom = await spec.custom_terms(actor, session, filter, order)
     stmt = spec.statement(actor, filter, custom=custom)
@@ -796,7 +816,7 @@ async def pages_by_parent(
 async def counts_by_parent(
     actor: Any,
     session: AsyncSession,
-    spec: ListSpec[M],
+    spec: ListSpec[R],
     parent: str,
     parent_ids: Sequence[Any],
     *,

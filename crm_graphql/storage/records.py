@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from sqlalchemy import JSON
 from sqlalchemy import inspect as sa_inspect
@@ -21,6 +21,13 @@ from crm_graphql.services.errors import Conflict, DomainError, Duplicate, Invali
 from crm_graphql.services.policy import authorize_read
 
 M = TypeVar("M", bound=WorkspaceScoped)
+
+
+@runtime_checkable
+class Versioned(Protocol):
+    """A row that takes ``expectedVersion``: its ``version`` grows with every change."""
+
+    version: int
 
 
 def entity_name(model: type[Any]) -> str:
@@ -144,10 +151,14 @@ async def get_for_change(
 ) -> M:
     """Lock the row for this transaction and check the client's ``expectedVersion``."""
     row = await get(actor, session, model, id, for_update=True)
-    if expected_version is not None and row.version != expected_version:  # type: ignore[attr-defined]
+    if expected_version is None:
+        return row
+    if not isinstance(row, Versioned):
+        raise TypeError(f"{entity_name(model)} has no version to check")
+    if row.version != expected_version:
         raise Conflict(
             f"{entity_name(model)} was changed by someone else (version "
-            f"{row.version}, expected {expected_version}); reload and retry"  # type: ignore[attr-defined]
+            f"{row.version}, expected {expected_version}); reload and retry"
         )
     return row
 
