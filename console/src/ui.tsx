@@ -127,3 +127,17 @@ export function Pager(props: {
     </nav>
   );
 }
+
+/** A form's Submit (disabled and saying "Saving…" while `busy`) and Cancel buttons. */
+export function FormActions(props: { busy: boolean; submit: string; onCancel: () => void }) {
+  return (
+    <div class="actions">
+      <button type="submit" class="primary" disabled={props.busy}>
+        {props.busy ? "Saving…" : props.submit}
+      </button>
+      <button type="button" onClick={props.onCancel}>
+        Cancel
+      </button>
+    </div>
+  );
+}

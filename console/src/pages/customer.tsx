@@ -15,6 +15,7 @@ import {
   Empty,
   ErrorState,
   FieldError,
+  FormActions,
   FormErrors,
   Loading,
   TextField,
@@ -478,14 +479,7 @@ function EditCustomer(props: { customer: Customer; onDone: (saved: boolean) => v
         <TextField id="edit-tags" label="Tags (comma-separated)" field="tags" errors={errors} value={tags} onInput={setTags} />
       </div>
       <FormErrors errors={errors} fields={EDIT_FIELDS} />
-      <div class="actions">
-        <button type="submit" class="primary" disabled={state.fetching}>
-          {state.fetching ? "Saving…" : "Save"}
-        </button>
-        <button type="button" onClick={() => props.onDone(false)}>
-          Cancel
-        </button>
-      </div>
+      <FormActions busy={state.fetching} submit="Save" onCancel={() => props.onDone(false)} />
     </form>
   );
 }

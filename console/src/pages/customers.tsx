@@ -9,7 +9,7 @@ import SegmentsDocument from "../operations/Segments.graphql";
 import { Link, navigate } from "../router";
 import type { UserError } from "../session";
 import { useTeam } from "../team";
-import { Empty, ErrorState, FormErrors, Loading, Pager, TextField, formatDate, humanize } from "../ui";
+import { Empty, ErrorState, FormActions, FormErrors, Loading, Pager, TextField, formatDate, humanize } from "../ui";
 
 export const LIFECYCLE_STAGES = [
   "SUBSCRIBER",
@@ -383,14 +383,7 @@ function SaveSegment(props: { filter: Record<string, unknown>; onCancel: () => v
         </div>
       </div>
       <FormErrors errors={errors} fields={["name", "description"]} />
-      <div class="actions">
-        <button type="submit" class="primary" disabled={state.fetching}>
-          {state.fetching ? "Saving…" : "Save segment"}
-        </button>
-        <button type="button" onClick={props.onCancel}>
-          Cancel
-        </button>
-      </div>
+      <FormActions busy={state.fetching} submit="Save segment" onCancel={props.onCancel} />
     </form>
   );
 }
@@ -464,14 +457,7 @@ function NewCustomer(props: { onCancel: () => void }) {
         <ContactFields prefix="new" errors={errors} value={contact} onChange={setContact} />
       </div>
       <FormErrors errors={errors} fields={NEW_CUSTOMER_FIELDS} />
-      <div class="actions">
-        <button type="submit" class="primary" disabled={state.fetching}>
-          {state.fetching ? "Saving…" : "Create customer"}
-        </button>
-        <button type="button" onClick={props.onCancel}>
-          Cancel
-        </button>
-      </div>
+      <FormActions busy={state.fetching} submit="Create customer" onCancel={props.onCancel} />
     </form>
   );
 }
