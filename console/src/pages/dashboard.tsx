@@ -125,10 +125,25 @@ function MoneyLines(props: { cells: (Money & { drillDown?: DrillDown })[]; label
   );
 }
 
+/** The pipeline and period chosen, kept in the URL's fragment: Back from a drill-down, a
+ * reload or a shared link shows the same dashboard. */
+function useChoices(): [string | null, string, (pipelineId: string | null, period: string) => void] {
+  const read = () => new URLSearchParams(window.location.hash.slice(1));
+  const [state, setState] = useState(() => ({ pipeline: read().get("pipeline"), period: read().get("period") ?? "last12" }));
+  const choose = (pipeline: string | null, period: string) => {
+    setState({ pipeline, period });
+    const params = new URLSearchParams({ period });
+    if (pipeline) params.set("pipeline", pipeline);
+    window.history.replaceState(null, "", `${window.location.pathname}#${params.toString()}`);
+  };
+  return [state.pipeline, state.period, choose];
+}
+
 export function DashboardPage() {
   const [pipelines, reloadPipelines] = useQuery<PipelinesData>({ query: PipelinesDocument });
-  const [pipelineId, setPipelineId] = useState<string | null>(null);
-  const [choice, setChoice] = useState("last12");
+  const [pipelineId, choice, choose] = useChoices();
+  const setPipelineId = (id: string) => choose(id, choice);
+  const setChoice = (period: string) => choose(pipelineId, period);
   const thisYear = new Date().getFullYear();
 
   if (pipelines.error && !pipelines.data) {
