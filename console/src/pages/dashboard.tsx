@@ -172,12 +172,17 @@ export function DashboardPage() {
           </div>
         </div>
       </div>
-      <Reports pipelineId={pipeline.id} {...period(choice)} />
+      <Reports
+        pipelineId={pipeline.id}
+        {...period(choice)}
+        earlier={[0, 1, 2].map((back) => `year:${thisYear - back}`).filter((c) => c !== choice)}
+        choose={setChoice}
+      />
     </section>
   );
 }
 
-function Reports(props: { pipelineId: string; from: string; to: string }) {
+function Reports(props: { pipelineId: string; from: string; to: string; earlier: string[]; choose: (period: string) => void }) {
   const variables = useMemo(
     () => ({
       pipelineId: props.pipelineId,
@@ -197,7 +202,28 @@ function Reports(props: { pipelineId: string; from: string; to: string }) {
   if (!result.data) {
     return <Loading what={status === "retrying" ? "the reports (server unavailable, retrying)" : "the reports"} />;
   }
-  return <Charts data={result.data.dashboard} />;
+  const data = result.data.dashboard;
+  const quiet =
+    data.salesReport.winRate.won + data.salesReport.winRate.lost === 0 &&
+    data.timeSeries.every((p) => p.count === 0) &&
+    data.serviceReport.resolution.overall.count === 0;
+  return (
+    <>
+      {quiet && (
+        // An empty period says so, with the way to another (the demo's history, for one,
+        // ends on its own "today").
+        <div class="notice" role="status">
+          No deal was closed, no order paid and no conversation closed in this period.{" "}
+          {props.earlier.map((choice) => (
+            <button key={choice} type="button" class="link" onClick={() => props.choose(choice)}>
+              Show {choice.slice(5)}
+            </button>
+          ))}
+        </div>
+      )}
+      <Charts data={data} />
+    </>
+  );
 }
 
 const MONTH = new Intl.DateTimeFormat(undefined, { month: "short", year: "numeric", timeZone: "UTC" });
