@@ -281,13 +281,19 @@ def test_viewer_sees_no_write_controls(
     tmp_path: Path,
 ) -> None:
     """A viewer reads the customers and a customer's page but is offered no control that
-    writes (no New customer, no note form); an agent on the same page is."""
+    writes (no New customer, no Save as segment, no note form); an agent on the same page
+    is."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     wait = _log_in(browser, live_server, console_demo[Role.VIEWER])
     assert browser.find_element(By.CSS_SELECTOR, ".role").text == "viewer"
     assert not browser.find_elements(By.XPATH, "//button[normalize-space()='New customer']")
     keep_screenshot(browser, tmp_path / "console-viewer.png")
+    # A filter set: still no Save as segment (saving is a writer's).
+    Select(browser.find_element(By.ID, "customer-stage")).select_by_value("LEAD")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.customers tbody tr, .state.empty"))
+    assert not browser.find_elements(By.XPATH, "//button[normalize-space()='Save as segment']")
     browser.find_element(By.CSS_SELECTOR, "table.customers tbody tr td a").click()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "ol.timeline, .state.empty"))
     wait.until(lambda d: d.find_elements(By.ID, "timeline-title"))
