@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -1196,6 +1197,8 @@ DRILLED_DEALS = """query($f: DealFilter) { deals(first: 100, filter: $f) { nodes
 JS_RECORD_IDS = (
     "return Array.from(document.querySelectorAll('table.records tbody tr'), r => r.dataset.id)"
 )
+OLD_CONVERSATION = """{ conversations(first: 1,
+  filter: {createdAt: {lt: "2026-01-01T00:00:00Z"}, status: {eq: CLOSED}}) { nodes { id } } }"""
 JS_KPI = "return document.querySelector(`[data-kpi='${arguments[0]}']`)?.textContent ?? ''"
 
 
@@ -1208,13 +1211,16 @@ def test_dashboard_backlog_csat_and_drill_downs_open_the_records(
     tmp_path: Path,
 ) -> None:
     """The backlog and CSAT charts show the service report's figures; a click on the win
-    rate's Won slice opens exactly the deals of its drill-down, and a backlog band's link
-    opens the inbox narrowed to that band's conversations (the count the report gives)."""
+    rate's Won slice opens exactly the deals of its drill-down, and the youngest backlog
+    band's link opens the inbox narrowed to that band's conversations (the count the
+    report gives), where a conversation started meanwhile joins live (the API judges it
+    within the drill-down's filter)."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     manager = console_demo[Role.MANAGER]
+    _new_conversation(live_server, manager, f"Backlog {uuid.uuid4().hex[:6]}")  # under 1 hour
     wait = _log_in(browser, live_server, manager)
     browser.find_element(By.LINK_TEXT, "Dashboard").click()
     wait.until(lambda d: d.find_elements(By.ID, "winrate-title"))
@@ -1265,13 +1271,25 @@ def test_dashboard_backlog_csat_and_drill_downs_open_the_records(
     # Back on the dashboard, a backlog band's link: the inbox holds that band only.
     browser.back()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#backlog-title ~ .drills a"))
-    band = next(b for b in service["backlog"] if b["count"])
+    band = service["backlog"][0]
+    assert band["count"] >= 1
     link = browser.find_element(By.PARTIAL_LINK_TEXT, f"{band['label']} ({band['count']})")
     link.click()
     wait.until(lambda d: "/app/inbox" in d.current_url)
     noun = "conversation" if band["count"] == 1 else "conversations"
     wait.until(lambda d: _count_text(d) == f"{band['count']} {noun}")
     assert band["label"] in browser.find_element(By.CSS_SELECTOR, ".drill-banner").text
+    # A message in an old conversation (outside the band) does not bring it in; a
+    # conversation started now (inside it) joins.
+    old = _api(live_server, manager, OLD_CONVERSATION, {})["conversations"]["nodes"][0]["id"]
+    _send(live_server, manager, old, "Still there?")
+    joined = _new_conversation(live_server, manager, f"Joins {uuid.uuid4().hex[:6]}")
+    wait.until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, f"button[data-conversation-id='{joined}']")
+    )
+    time.sleep(1)  # the old conversation's event came first: its answer has had time
+    assert _count_text(browser) == f"{band['count'] + 1} conversations"
+    assert not browser.find_elements(By.CSS_SELECTOR, f"button[data-conversation-id='{old}']")
     # The filter rides in the fragment: the server never sees it.
     assert "#filter=" in browser.current_url and "?" not in browser.current_url
     browser.find_element(By.LINK_TEXT, "Show the whole inbox").click()
