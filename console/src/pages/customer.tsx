@@ -19,6 +19,7 @@ import {
   FormErrors,
   Loading,
   TextField,
+  answered,
   formatDate,
   formatDateTime,
   formatMoney,
@@ -364,12 +365,8 @@ function NoteForm(props: { customerId: string; onLogged: () => void }) {
     event.preventDefault();
     const input = { type: "NOTE", subject, body: body || null, customerId: props.customerId };
     const result = await create({ input });
-    const payload = result.data?.createActivity;
-    if (!payload) {
-      setErrors([{ code: "NETWORK", field: null, message: result.error?.message ?? "Not saved." }]);
-      return;
-    }
-    setErrors(payload.errors);
+    const payload = answered(result.data?.createActivity, result.error, setErrors);
+    if (!payload) return;
     if (payload.activity) {
       setSubject("");
       setBody("");

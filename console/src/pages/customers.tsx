@@ -9,7 +9,7 @@ import SegmentsDocument from "../operations/Segments.graphql";
 import { Link, navigate } from "../router";
 import type { UserError } from "../session";
 import { useTeam } from "../team";
-import { Empty, ErrorState, FormActions, FormErrors, Loading, Pager, TextField, formatDate, humanize } from "../ui";
+import { Empty, ErrorState, FormActions, FormErrors, Loading, Pager, TextField, answered, formatDate, humanize } from "../ui";
 
 export const LIFECYCLE_STAGES = [
   "SUBSCRIBER",
@@ -361,12 +361,8 @@ function SaveSegment(props: { filter: Record<string, unknown>; onCancel: () => v
     event.preventDefault();
     const input = { name, description: description.trim() || null, filter: props.filter, shared };
     const result = await create({ input });
-    const payload = result.data?.createSegment;
-    if (!payload) {
-      setErrors([{ code: "NETWORK", field: null, message: result.error?.message ?? "Not saved." }]);
-      return;
-    }
-    setErrors(payload.errors);
+    const payload = answered(result.data?.createSegment, result.error, setErrors);
+    if (!payload) return;
     if (payload.segment) props.onSaved(payload.segment);
   }
 
@@ -441,12 +437,8 @@ function NewCustomer(props: { onCancel: () => void }) {
     event.preventDefault();
     const input = contactInput(contact);
     const result = await create({ input });
-    const payload = result.data?.createCustomer;
-    if (!payload) {
-      setErrors([{ code: "NETWORK", field: null, message: result.error?.message ?? "Not saved." }]);
-      return;
-    }
-    setErrors(payload.errors);
+    const payload = answered(result.data?.createCustomer, result.error, setErrors);
+    if (!payload) return;
     if (payload.customer) navigate(`/customers/${encodeURIComponent(payload.customer.id)}`);
   }
 
