@@ -257,6 +257,11 @@ function DrillLinks(props: { items: DrillItem[] }) {
   );
 }
 
+/** A group's drill-down, unless it is empty (a figure of nothing links nowhere). */
+function some(group: { count: number; drillDown: DrillDown }): DrillDown | undefined {
+  return group.count ? group.drillDown : undefined;
+}
+
 /** A figure that opens its records. */
 function Figure(props: { drill?: DrillDown; label: string; children: ComponentChildren }) {
   return props.drill ? (
@@ -398,7 +403,7 @@ function Charts({ data }: { data: DashboardData["dashboard"] }) {
         <div>
           <dt>Win rate</dt>
           <dd data-kpi="win-rate">
-            <Figure drill={sales.winRate.drillDown} label="deals won or lost in the period">
+            <Figure drill={sales.winRate.won + sales.winRate.lost ? sales.winRate.drillDown : undefined} label="deals won or lost in the period">
               {percent(sales.winRate.rate)}
             </Figure>
           </dd>
@@ -424,7 +429,7 @@ function Charts({ data }: { data: DashboardData["dashboard"] }) {
         <div>
           <dt>First response (median)</dt>
           <dd>
-            <Figure drill={service.firstResponse.overall.drillDown} label="conversations first answered in the period">
+            <Figure drill={some(service.firstResponse.overall)} label="conversations first answered in the period">
               {hours(service.firstResponse.overall.p50Seconds)}
             </Figure>
           </dd>
@@ -432,7 +437,7 @@ function Charts({ data }: { data: DashboardData["dashboard"] }) {
         <div>
           <dt>Resolution (median)</dt>
           <dd>
-            <Figure drill={service.resolution.overall.drillDown} label="conversations closed in the period">
+            <Figure drill={some(service.resolution.overall)} label="conversations closed in the period">
               {hours(service.resolution.overall.p50Seconds)}
             </Figure>
           </dd>
@@ -440,7 +445,7 @@ function Charts({ data }: { data: DashboardData["dashboard"] }) {
         <div>
           <dt>CSAT</dt>
           <dd data-kpi="csat">
-            <Figure drill={service.csat.overall.drillDown} label="conversations rated in the period">
+            <Figure drill={some(service.csat.overall)} label="conversations rated in the period">
               {percent(service.csat.overall.csat)}
             </Figure>
           </dd>
@@ -448,7 +453,7 @@ function Charts({ data }: { data: DashboardData["dashboard"] }) {
         <div>
           <dt>Open backlog</dt>
           <dd data-kpi="backlog">
-            <Figure drill={backlogDrill} label="open and pending conversations">
+            <Figure drill={backlog ? backlogDrill : undefined} label="open and pending conversations">
               {backlog}
             </Figure>
           </dd>
