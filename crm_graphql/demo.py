@@ -547,6 +547,17 @@ AGENT_FOLLOW_UPS = (
     "Thanks, that helps a lot.",
     "Let me try to reproduce it on our side.",
 )
+# Customers' satisfaction ratings of closed conversations (1 to 5), mostly content.
+RATING_SCORES = (1, 2, 3, 4, 5)
+RATING_WEIGHTS = (5, 8, 12, 35, 40)
+RATING_COMMENTS = {
+    1: "Nobody solved my problem.",
+    2: "Slow, and I had to explain it twice.",
+    3: "Solved in the end.",
+    4: "Quick and friendly, thanks.",
+    5: "Excellent help, solved at once!",
+}
+
 MESSAGE_GAPS: dict[Channel, tuple[int, int]] = {  # minutes between messages
     Channel.CHAT: (1, 6),
     Channel.EMAIL: (45, 20 * 60),
@@ -1160,6 +1171,23 @@ class _DemoBuilder:
                         created_at=moment,
                     )
                 )
+
+        self._ratings()
+
+    def _ratings(self) -> None:
+        """Most closed conversations rated by their customer (CSAT) a little after closing,
+        mostly 4 or 5, as a channel integration would post them. Drawn after every other
+        row, so the rest of the demo is the same as before ratings existed."""
+        rng = self.rng
+        for conversation in self.data.conversations:
+            closed = conversation["closed_at"]
+            rated = closed is not None and rng.random() < 0.75
+            score = rng.choices(RATING_SCORES, RATING_WEIGHTS)[0] if rated else None
+            conversation["rating_score"] = score
+            conversation["rating_comment"] = RATING_COMMENTS[score] if score else None
+            conversation["rated_at"] = (
+                closed + timedelta(minutes=rng.randint(5, 600)) if rated else None
+            )
 
     def _script(self, topic: Topic, count: int, *, resolved: bool) -> list[str]:
         """``count`` message bodies, customer first and then alternating."""

@@ -4,6 +4,7 @@ import { Provider } from "@urql/preact";
 import { useEffect, useState } from "preact/hooks";
 
 import type { LiveConnection } from "./client";
+import { useDrill } from "./drill";
 import { LiveBadge, LiveContext } from "./live";
 import { CustomerPage } from "./pages/customer";
 import { CustomersPage } from "./pages/customers";
@@ -11,6 +12,7 @@ import { DealsPage } from "./pages/deals";
 import { DuplicatesPage } from "./pages/duplicates";
 import { InboxPage } from "./pages/inbox";
 import { LoginPage } from "./pages/login";
+import { DealList, OrdersPage } from "./pages/records";
 import { Link, usePath } from "./router";
 import { canManage, canWrite, type Session, type SessionStore } from "./session";
 import { Loading } from "./ui";
@@ -49,17 +51,22 @@ function LazyDashboard() {
 function Route(props: { path: string; session: Session }) {
   const writable = canWrite(props.session.user.role);
   const manager = canManage(props.session.user.role);
+  // A report's drill-down (the URL's fragment) narrows the list pages.
+  const drill = useDrill();
   const customer = /^\/customers\/([^/]+)$/.exec(props.path);
   if (customer) return <CustomerPage id={decodeURIComponent(customer[1])} writable={writable} manager={manager} />;
   const board = /^\/deals(?:\/([^/]+))?$/.exec(props.path);
+  if (board && drill && !board[1]) return <DealList drill={drill} />;
   if (board) return <DealsPage pipelineId={board[1] ? decodeURIComponent(board[1]) : null} writable={writable} />;
   const inbox = /^\/inbox(?:\/([^/]+))?$/.exec(props.path);
   if (inbox) {
     const id = inbox[1] ? decodeURIComponent(inbox[1]) : null;
-    return <InboxPage conversationId={id} user={props.session.user} writable={writable} />;
+    // Leaving a drill-down starts the inbox afresh (its default filters).
+    return <InboxPage key={drill ? "drill" : "inbox"} conversationId={id} user={props.session.user} writable={writable} drill={drill} />;
   }
   if (props.path === "/dashboard") return <LazyDashboard />;
-  if (props.path === "/" || props.path === "/customers") return <CustomersPage writable={writable} />;
+  if (props.path === "/" || props.path === "/customers") return <CustomersPage writable={writable} drill={drill} />;
+  if (props.path === "/orders") return <OrdersPage drill={drill} />;
   if (props.path === "/duplicates") return <DuplicatesPage mergeable={manager} />;
   return (
     <section>

@@ -127,3 +127,33 @@ export function Pager(props: {
     </nav>
   );
 }
+
+/** A form's Submit (disabled and saying "Saving…" while `busy`) and Cancel buttons. */
+export function FormActions(props: { busy: boolean; submit: string; onCancel: () => void }) {
+  return (
+    <div class="actions">
+      <button type="submit" class="primary" disabled={props.busy}>
+        {props.busy ? "Saving…" : props.submit}
+      </button>
+      <button type="button" onClick={props.onCancel}>
+        Cancel
+      </button>
+    </div>
+  );
+}
+
+/** A mutation's payload, its errors shown by `setErrors`; with no answer (the server
+ * unreachable, a GraphQL error), null and that failure shown as the form's error. */
+export function answered<P extends { errors: UserError[] }>(
+  payload: P | null | undefined,
+  error: CombinedError | undefined,
+  setErrors: (errors: UserError[]) => void,
+  failed = "Not saved.",
+): P | null {
+  if (!payload) {
+    setErrors([{ code: "NETWORK", field: null, message: error?.message ?? failed }]);
+    return null;
+  }
+  setErrors(payload.errors);
+  return payload;
+}

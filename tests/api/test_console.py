@@ -4,8 +4,10 @@ its pages driven by a real headless Chromium against a uvicorn with demo data
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,13 +282,19 @@ def test_viewer_sees_no_write_controls(
     tmp_path: Path,
 ) -> None:
     """A viewer reads the customers and a customer's page but is offered no control that
-    writes (no New customer, no note form); an agent on the same page is."""
+    writes (no New customer, no Save as segment, no note form); an agent on the same page
+    is."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     wait = _log_in(browser, live_server, console_demo[Role.VIEWER])
     assert browser.find_element(By.CSS_SELECTOR, ".role").text == "viewer"
     assert not browser.find_elements(By.XPATH, "//button[normalize-space()='New customer']")
     keep_screenshot(browser, tmp_path / "console-viewer.png")
+    # A filter set: still no Save as segment (saving is a writer's).
+    Select(browser.find_element(By.ID, "customer-stage")).select_by_value("LEAD")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.customers tbody tr, .state.empty"))
+    assert not browser.find_elements(By.XPATH, "//button[normalize-space()='Save as segment']")
     browser.find_element(By.CSS_SELECTOR, "table.customers tbody tr td a").click()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "ol.timeline, .state.empty"))
     wait.until(lambda d: d.find_elements(By.ID, "timeline-title"))
@@ -614,6 +622,65 @@ def test_customer_filters_sorting_and_paging_match_the_api(
     descending, _ = api_names("DESC")
     browser.find_element(By.XPATH, "//th//button[starts-with(normalize-space(), 'Name')]").click()
     wait.until(lambda d: first_names() == descending)
+
+
+SEGMENTS = "{ segments(first: 100) { nodes { id name builtIn filter customers { totalCount } } } }"
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_customer_filters_saved_as_a_segment(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """*Save as segment* saves the table's filters with `createSegment` (a missing name is
+    shown at its field); the new segment is then chosen and lists the same customers. The
+    segment choice offers the saved segments and the built-in RFM ones apart."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    login = console_demo[Role.AGENT]
+    wait = _log_in(browser, live_server, login)
+    groups = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#customer-segment optgroup'),"
+        " g => [g.label, g.children.length])"
+    )
+    segments = _api(live_server, login, SEGMENTS, {})["segments"]["nodes"]
+    built_in = sum(1 for s in segments if s["builtIn"])
+    assert ["RFM segments", built_in] in groups
+
+    Select(browser.find_element(By.ID, "customer-stage")).select_by_value("CUSTOMER")
+    stage = {"lifecycleStage": {"eq": "CUSTOMER"}}
+    query = "query($f: CustomerFilter) { customers(filter: $f) { totalCount } }"
+    expected = _api(live_server, login, query, {"f": stage})["customers"]["totalCount"]
+    wait.until(lambda d: re.match(rf"{expected} customers?$", _count_text(d)))
+    browser.find_element(By.XPATH, "//button[normalize-space()='Save as segment']").click()
+    browser.find_element(By.XPATH, "//button[normalize-space()='Save segment']").click()
+    wait.until(lambda d: d.find_elements(By.ID, "segment-name-error"))
+    assert browser.find_element(By.ID, "segment-name").get_attribute("aria-invalid") == "true"
+    keep_screenshot(browser, tmp_path / "console-save-segment.png")
+
+    name = f"Customers {uuid.uuid4().hex[:6]}"
+    browser.find_element(By.ID, "segment-name").send_keys(name)
+    browser.find_element(By.XPATH, "//button[normalize-space()='Save segment']").click()
+    wait.until(lambda d: name in d.find_element(By.CSS_SELECTOR, "p.notice").text)
+    saved = next(
+        s for s in _api(live_server, login, SEGMENTS, {})["segments"]["nodes"] if s["name"] == name
+    )
+    assert saved["filter"] == {"and": [stage]} and not saved["builtIn"]
+    assert saved["customers"]["totalCount"] == expected
+    # The new segment is the filter now; the stage it holds is cleared.
+    wait.until(
+        lambda d: (
+            Select(d.find_element(By.ID, "customer-segment")).first_selected_option.text == name
+        )
+    )
+    assert Select(browser.find_element(By.ID, "customer-stage")).first_selected_option.text == (
+        "Any stage"
+    )
+    wait.until(lambda d: re.match(rf"{expected} customers?$", _count_text(d)))
 
 
 async def test_console_answers_503_until_built_then_serves_the_build(tmp_path: Path) -> None:
@@ -1085,13 +1152,14 @@ def test_dashboard_charts_the_reports_and_updates_live(
     report = _api(live_server, manager, SALES_REPORT, year_2025)["salesReport"]
     assert report["winRate"]["won"] and report["winRate"]["lost"]
     win_rate_shown(report["winRate"]["won"], report["winRate"]["lost"])
-    wait.until(lambda d: d.execute_script(JS_CANVASES_DRAWN) == [True] * 4)
+    # funnel, revenue, win rate, service times, backlog and CSAT (the demo rates conversations)
+    wait.until(lambda d: d.execute_script(JS_CANVASES_DRAWN) == [True] * 6)
     funnel = browser.find_element(By.CSS_SELECTOR, "#funnel-title ~ .chart canvas")
     first = report["stages"][0]
     assert f"{first['stage']['name']} {first['reachedCount']} reached" in (
         funnel.get_attribute("aria-label") or ""
     )
-    browser.set_window_size(1280, 1150)  # the whole page in the screenshot
+    browser.set_window_size(1280, 1560)  # the whole page in the screenshot
     keep_screenshot(browser, tmp_path / "console-dashboard.png")
     browser.set_window_size(1280, 800)
 
@@ -1116,6 +1184,116 @@ def test_dashboard_charts_the_reports_and_updates_live(
     )
     assert won["updateDeal"]["errors"] == []
     win_rate_shown(before["won"] + 1, before["lost"])
+    _no_csp_violations(browser)
+
+
+DRILL_REPORTS = """query($p: ID!, $from: Date!, $to: Date!, $tz: String) {
+  salesReport(pipelineId: $p, from: $from, to: $to, timeZone: $tz) {
+    winRate { won wonDrillDown { list filter } } }
+  serviceReport(from: $from, to: $to, timeZone: $tz) {
+    backlog { label count drillDown { list filter } }
+    csat { overall { count } byAgent { agent { name } count csat } } } }"""
+DRILLED_DEALS = """query($f: DealFilter) { deals(first: 100, filter: $f) { nodes { id } } }"""
+JS_RECORD_IDS = (
+    "return Array.from(document.querySelectorAll('table.records tbody tr'), r => r.dataset.id)"
+)
+OLD_CONVERSATION = """{ conversations(first: 1,
+  filter: {createdAt: {lt: "2026-01-01T00:00:00Z"}, status: {eq: CLOSED}}) { nodes { id } } }"""
+JS_KPI = "return document.querySelector(`[data-kpi='${arguments[0]}']`)?.textContent ?? ''"
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_dashboard_backlog_csat_and_drill_downs_open_the_records(
+    live_server: str,
+    console_demo: dict[Role, tuple[str, str]],
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    """The backlog and CSAT charts show the service report's figures; a click on the win
+    rate's Won slice opens exactly the deals of its drill-down, and the youngest backlog
+    band's link opens the inbox narrowed to that band's conversations (the count the
+    report gives), where a conversation started meanwhile joins live (the API judges it
+    within the drill-down's filter)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    manager = console_demo[Role.MANAGER]
+    _new_conversation(live_server, manager, f"Backlog {uuid.uuid4().hex[:6]}")  # under 1 hour
+    wait = _log_in(browser, live_server, manager)
+    browser.find_element(By.LINK_TEXT, "Dashboard").click()
+    wait.until(lambda d: d.find_elements(By.ID, "winrate-title"))
+    Select(browser.find_element(By.ID, "dashboard-period")).select_by_value("year:2025")
+    pipeline = _api(live_server, manager, PIPELINES, {})["pipelines"]["nodes"][0]
+    zone = browser.execute_script("return Intl.DateTimeFormat().resolvedOptions().timeZone")
+    year = {"p": pipeline["id"], "from": "2025-01-01", "to": "2025-12-31", "tz": zone}
+    reports = _api(live_server, manager, DRILL_REPORTS, year)
+    won = reports["salesReport"]["winRate"]
+    service = reports["serviceReport"]
+    wait.until(lambda d: f"({won['won']} won," in d.execute_script(JS_WIN_RATE_TITLE))
+    wait.until(lambda d: d.execute_script(JS_CANVASES_DRAWN) == [True] * 6)
+
+    backlog = sum(band["count"] for band in service["backlog"])
+    assert backlog > 0 and browser.execute_script(JS_KPI, "backlog") == str(backlog)
+    csat = browser.find_element(By.CSS_SELECTOR, "#csat-title ~ .chart canvas")
+    label = csat.get_attribute("aria-label") or ""
+    rated = [a for a in service["csat"]["byAgent"] if a["count"]]
+    assert rated and service["csat"]["overall"]["count"] == sum(a["count"] for a in rated)
+    for agent in rated:
+        name = agent["agent"]["name"] if agent["agent"] else "Unassigned"
+        shown = math.floor(agent["csat"] * 100 + 0.5)  # JavaScript's Math.round
+        assert f"{name} {shown}% of {agent['count']}" in label
+
+    # A click on the doughnut's Won slice (it starts at the top and runs clockwise).
+    doughnut = browser.find_element(By.CSS_SELECTOR, "#winrate-title ~ .chart canvas")
+    size = doughnut.size
+    legend = 32  # the legend under the doughnut
+    radius = min(size["width"], size["height"] - legend) / 2
+    ActionChains(browser).move_to_element_with_offset(
+        doughnut, 6, int(-legend / 2 - 0.75 * radius)
+    ).click().perform()
+    expected = _api(live_server, manager, DRILLED_DEALS, {"f": won["wonDrillDown"]["filter"]})
+    wanted = sorted(d["id"] for d in expected["deals"]["nodes"])
+    assert len(wanted) == won["won"]
+    wait.until(
+        lambda d: (
+            "/app/deals" in d.current_url and d.find_elements(By.CSS_SELECTOR, ".drill-banner")
+        )
+    )
+    noun = "deal" if len(wanted) == 1 else "deals"
+    wait.until(lambda d: _count_text(d) == f"{len(wanted)} {noun}")
+    shown = browser.execute_script(JS_RECORD_IDS)
+    assert len(shown) == min(25, len(wanted)) and set(shown) <= set(wanted)
+    assert "deals won in the period" in browser.find_element(By.CSS_SELECTOR, ".drill-banner").text
+    keep_screenshot(browser, tmp_path / "console-drill-deals.png")
+
+    # Back on the dashboard, a backlog band's link: the inbox holds that band only.
+    browser.back()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#backlog-title ~ .drills a"))
+    band = service["backlog"][0]
+    assert band["count"] >= 1
+    link = browser.find_element(By.PARTIAL_LINK_TEXT, f"{band['label']} ({band['count']})")
+    link.click()
+    wait.until(lambda d: "/app/inbox" in d.current_url)
+    noun = "conversation" if band["count"] == 1 else "conversations"
+    wait.until(lambda d: _count_text(d) == f"{band['count']} {noun}")
+    assert band["label"] in browser.find_element(By.CSS_SELECTOR, ".drill-banner").text
+    # A message in an old conversation (outside the band) does not bring it in; a
+    # conversation started now (inside it) joins.
+    old = _api(live_server, manager, OLD_CONVERSATION, {})["conversations"]["nodes"][0]["id"]
+    _send(live_server, manager, old, "Still there?")
+    joined = _new_conversation(live_server, manager, f"Joins {uuid.uuid4().hex[:6]}")
+    wait.until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, f"button[data-conversation-id='{joined}']")
+    )
+    time.sleep(1)  # the old conversation's event came first: its answer has had time
+    assert _count_text(browser) == f"{band['count'] + 1} conversations"
+    assert not browser.find_elements(By.CSS_SELECTOR, f"button[data-conversation-id='{old}']")
+    # The filter rides in the fragment: the server never sees it.
+    assert "#filter=" in browser.current_url and "?" not in browser.current_url
+    browser.find_element(By.LINK_TEXT, "Show the whole inbox").click()
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".drill-banner"))
     _no_csp_violations(browser)
 
 

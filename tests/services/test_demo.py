@@ -367,6 +367,18 @@ async def test_data_is_consistent(session: AsyncSession, seeded: demo.DemoSummar
     assert await one(
         "SELECT count(*) FROM conversations WHERE workspace_id = :ws AND first_response_at IS NOT NULL"
     )
+    # CSAT: some closed conversations rated after closing, none of the others
+    assert await one(
+        "SELECT count(*) FROM conversations WHERE workspace_id = :ws AND rating_score IS NOT NULL"
+    )
+    assert (
+        await one(
+            """SELECT count(*) FROM conversations WHERE workspace_id = :ws
+             AND ((rating_score IS NULL) <> (rated_at IS NULL)
+               OR (rated_at IS NOT NULL AND (closed_at IS NULL OR rated_at <= closed_at)))"""
+        )
+        == 0
+    )
 
     # deals: status agrees with stage and closed_at; money has 2 decimals
     assert (

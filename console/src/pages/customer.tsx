@@ -15,9 +15,11 @@ import {
   Empty,
   ErrorState,
   FieldError,
+  FormActions,
   FormErrors,
   Loading,
   TextField,
+  answered,
   formatDate,
   formatDateTime,
   formatMoney,
@@ -363,12 +365,8 @@ function NoteForm(props: { customerId: string; onLogged: () => void }) {
     event.preventDefault();
     const input = { type: "NOTE", subject, body: body || null, customerId: props.customerId };
     const result = await create({ input });
-    const payload = result.data?.createActivity;
-    if (!payload) {
-      setErrors([{ code: "NETWORK", field: null, message: result.error?.message ?? "Not saved." }]);
-      return;
-    }
-    setErrors(payload.errors);
+    const payload = answered(result.data?.createActivity, result.error, setErrors);
+    if (!payload) return;
     if (payload.activity) {
       setSubject("");
       setBody("");
@@ -478,14 +476,7 @@ function EditCustomer(props: { customer: Customer; onDone: (saved: boolean) => v
         <TextField id="edit-tags" label="Tags (comma-separated)" field="tags" errors={errors} value={tags} onInput={setTags} />
       </div>
       <FormErrors errors={errors} fields={EDIT_FIELDS} />
-      <div class="actions">
-        <button type="submit" class="primary" disabled={state.fetching}>
-          {state.fetching ? "Saving…" : "Save"}
-        </button>
-        <button type="button" onClick={() => props.onDone(false)}>
-          Cancel
-        </button>
-      </div>
+      <FormActions busy={state.fetching} submit="Save" onCancel={() => props.onDone(false)} />
     </form>
   );
 }

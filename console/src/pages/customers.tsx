@@ -1,13 +1,15 @@
 import { useMutation, useQuery } from "@urql/preact";
 import { useEffect, useMemo, useState } from "preact/hooks";
 
+import { type Drill, DrillBanner, both } from "../drill";
 import CreateCustomerDocument from "../operations/CreateCustomer.graphql";
+import CreateSegmentDocument from "../operations/CreateSegment.graphql";
 import CustomersDocument from "../operations/Customers.graphql";
 import SegmentsDocument from "../operations/Segments.graphql";
 import { Link, navigate } from "../router";
 import type { UserError } from "../session";
 import { useTeam } from "../team";
-import { Empty, ErrorState, FormErrors, Loading, Pager, TextField, formatDate, humanize } from "../ui";
+import { Empty, ErrorState, FormActions, FormErrors, Loading, Pager, TextField, answered, formatDate, humanize } from "../ui";
 
 export const LIFECYCLE_STAGES = [
   "SUBSCRIBER",
@@ -57,8 +59,23 @@ interface CustomersData {
   };
 }
 
+interface Segment {
+  id: string;
+  name: string;
+  builtIn: boolean;
+  shared: boolean;
+  filter: Record<string, unknown> | null;
+  rfmSegment: string | null;
+}
+
 interface SegmentsData {
-  segments: { nodes: { id: string; name: string; builtIn: boolean }[] };
+  segments: { nodes: Segment[] };
+}
+
+/** A segment as a CustomerFilter: a saved one's filter, a built-in one's RFM segment. */
+function segmentFilter(segment: Segment): Record<string, unknown> | null {
+  if (segment.filter) return segment.filter;
+  return segment.rfmSegment ? { rfmSegment: { eq: segment.rfmSegment } } : null;
 }
 
 /** `value`, once it has not changed for `ms` (search as you type without a request per key). */
@@ -101,7 +118,7 @@ const COLUMNS: { label: string; sort?: SortField }[] = [
   { label: "Last activity", sort: "LAST_ACTIVITY_AT" },
 ];
 
-export function CustomersPage(props: { writable: boolean }) {
+export function CustomersPage(props: { writable: boolean; drill?: Drill | null }) {
   const [text, setText] = useState("");
   const [tag, setTag] = useState("");
   const [stage, setStage] = useState("");
@@ -117,9 +134,10 @@ export function CustomersPage(props: { writable: boolean }) {
 
   const settledText = useSettled(text, TYPING_PAUSE_MS);
   const settledTag = useSettled(tag, TYPING_PAUSE_MS);
+  const drill = props.drill ?? null;
   const filter = useMemo(
-    () => customerFilter({ text: settledText, stage, owner, tag: settledTag }),
-    [settledText, stage, owner, settledTag],
+    () => both(drill?.filter, customerFilter({ text: settledText, stage, owner, tag: settledTag })),
+    [settledText, stage, owner, settledTag, drill],
   );
   useEffect(() => setCursors([null]), [filter, sort, segment]);
 
@@ -136,7 +154,14 @@ export function CustomersPage(props: { writable: boolean }) {
   );
   const [result, reexecute] = useQuery<CustomersData>({ query: CustomersDocument, variables });
   const team = useTeam();
-  const [segments] = useQuery<SegmentsData>({ query: SegmentsDocument });
+  const [segments, reloadSegments] = useQuery<SegmentsData>({ query: SegmentsDocument });
+  const [saving, setSaving] = useState(false);
+  const [saved, setSaved] = useState<string | null>(null);
+  const segmentList = segments.data?.segments.nodes ?? [];
+  const chosen = segmentList.find((s) => s.id === segment) ?? null;
+  // What "Save as segment" saves: the filters shown, within the segment chosen (if any).
+  const toSave = both(chosen ? segmentFilter(chosen) : null, filter);
+  const savable = props.writable && filter !== null && toSave !== null;
 
   function toggleSort(field: SortField) {
     setSort((current) =>
@@ -194,19 +219,46 @@ export function CustomersPage(props: { writable: boolean }) {
           <label for="customer-segment">Segment</label>
           <select id="customer-segment" value={segment} onChange={(e) => setSegment(e.currentTarget.value)}>
             <option value="">All customers</option>
-            {segments.data?.segments.nodes.map((s) => (
-              <option key={s.id} value={s.id}>
-                {s.name}
-                {s.builtIn ? " (RFM)" : ""}
-              </option>
-            ))}
+            <SegmentOptions label="Saved segments" segments={segmentList.filter((s) => !s.builtIn)} />
+            <SegmentOptions label="RFM segments" segments={segmentList.filter((s) => s.builtIn)} />
           </select>
         </div>
         <div class="field">
           <label for="customer-tag">Tag</label>
           <input id="customer-tag" type="text" value={tag} onInput={(e) => setTag(e.currentTarget.value)} />
         </div>
+        {savable && !saving && (
+          <div class="field end">
+            <button type="button" onClick={() => { setSaving(true); setSaved(null); }}>
+              Save as segment
+            </button>
+          </div>
+        )}
       </form>
+      {drill && <DrillBanner drill={drill} clear="/customers" clearLabel="Show all customers" />}
+      {saving && toSave && (
+        <SaveSegment
+          filter={toSave}
+          onCancel={() => setSaving(false)}
+          onSaved={(saved) => {
+            // The new segment is the filter now: choose it, clear what it holds.
+            setSaving(false);
+            setSaved(saved.name);
+            reloadSegments({ requestPolicy: "network-only" });
+            setSegment(saved.id);
+            setText("");
+            setTag("");
+            setStage("");
+            setOwner("");
+            if (drill) navigate("/customers", true);
+          }}
+        />
+      )}
+      {saved && (
+        <p class="notice" role="status">
+          Saved the segment “{saved}”.
+        </p>
+      )}
 
       {result.error && !data ? (
         <ErrorState error={result.error} retry={() => reexecute({ requestPolicy: "network-only" })} />
@@ -278,6 +330,60 @@ export function CustomersPage(props: { writable: boolean }) {
   );
 }
 
+function SegmentOptions(props: { label: string; segments: Segment[] }) {
+  if (!props.segments.length) return null;
+  return (
+    <optgroup label={props.label}>
+      {props.segments.map((s) => (
+        <option key={s.id} value={s.id}>
+          {s.name}
+          {s.shared ? " (shared)" : ""}
+        </option>
+      ))}
+    </optgroup>
+  );
+}
+
+interface CreateSegmentData {
+  createSegment: { segment: Segment | null; errors: UserError[] };
+}
+
+/** Save `filter` as a segment: a name, a description, shared or not; the API's errors at
+ * their field. */
+function SaveSegment(props: { filter: Record<string, unknown>; onCancel: () => void; onSaved: (segment: Segment) => void }) {
+  const [name, setName] = useState("");
+  const [description, setDescription] = useState("");
+  const [shared, setShared] = useState(false);
+  const [errors, setErrors] = useState<UserError[]>([]);
+  const [state, create] = useMutation<CreateSegmentData>(CreateSegmentDocument);
+
+  async function submit(event: Event) {
+    event.preventDefault();
+    const input = { name, description: description.trim() || null, filter: props.filter, shared };
+    const result = await create({ input });
+    const payload = answered(result.data?.createSegment, result.error, setErrors);
+    if (!payload) return;
+    if (payload.segment) props.onSaved(payload.segment);
+  }
+
+  return (
+    <form class="panel" onSubmit={submit} aria-labelledby="save-segment-title" noValidate>
+      <h2 id="save-segment-title">Save these filters as a segment</h2>
+      <div class="grid">
+        <TextField id="segment-name" label="Name" field="name" errors={errors} value={name} onInput={setName} />
+        <TextField id="segment-description" label="Description" field="description" errors={errors} value={description} onInput={setDescription} />
+        <div class="field checkbox">
+          <label>
+            <input type="checkbox" checked={shared} onChange={(e) => setShared(e.currentTarget.checked)} /> Shared with the workspace
+          </label>
+        </div>
+      </div>
+      <FormErrors errors={errors} fields={["name", "description"]} />
+      <FormActions busy={state.fetching} submit="Save segment" onCancel={props.onCancel} />
+    </form>
+  );
+}
+
 interface CreateCustomerData {
   createCustomer: { customer: { id: string } | null; errors: UserError[] };
 }
@@ -331,12 +437,8 @@ function NewCustomer(props: { onCancel: () => void }) {
     event.preventDefault();
     const input = contactInput(contact);
     const result = await create({ input });
-    const payload = result.data?.createCustomer;
-    if (!payload) {
-      setErrors([{ code: "NETWORK", field: null, message: result.error?.message ?? "Not saved." }]);
-      return;
-    }
-    setErrors(payload.errors);
+    const payload = answered(result.data?.createCustomer, result.error, setErrors);
+    if (!payload) return;
     if (payload.customer) navigate(`/customers/${encodeURIComponent(payload.customer.id)}`);
   }
 
@@ -347,14 +449,7 @@ function NewCustomer(props: { onCancel: () => void }) {
         <ContactFields prefix="new" errors={errors} value={contact} onChange={setContact} />
       </div>
       <FormErrors errors={errors} fields={NEW_CUSTOMER_FIELDS} />
-      <div class="actions">
-        <button type="submit" class="primary" disabled={state.fetching}>
-          {state.fetching ? "Saving…" : "Create customer"}
-        </button>
-        <button type="button" onClick={props.onCancel}>
-          Cancel
-        </button>
-      </div>
+      <FormActions busy={state.fetching} submit="Create customer" onCancel={props.onCancel} />
     </form>
   );
 }

@@ -3,13 +3,16 @@
 // `dashboard` subscription: the answer comes at once and again whenever the data under
 // it changes (at most once a second), so the charts are live without polling.
 import type { ChartConfiguration } from "chart.js";
+import type { ComponentChildren } from "preact";
 import { useQuery, useSubscription } from "@urql/preact";
 import { useMemo, useState } from "preact/hooks";
 
 import { ChartCanvas, PALETTE } from "../chart";
+import { type DrillDown, DrillLink, drillHref } from "../drill";
 import DashboardLiveDocument from "../operations/DashboardLive.graphql";
 import PipelinesDocument from "../operations/Pipelines.graphql";
 import { useLiveStatus } from "../live";
+import { navigate } from "../router";
 import { Empty, ErrorState, Loading, formatMoney, humanize } from "../ui";
 import { PipelineSelect } from "./deals";
 
@@ -22,23 +25,42 @@ interface Times {
   count: number;
   p50Seconds: number | null;
   p90Seconds: number | null;
+  drillDown: DrillDown;
+}
+
+interface Rated {
+  count: number;
+  satisfied: number;
+  csat: number | null;
+  averageScore: number | null;
+  drillDown: DrillDown;
 }
 
 interface DashboardData {
   dashboard: {
     salesReport: {
-      stages: { stage: { id: string; name: string }; openCount: number; reachedCount: number; conversionToNext: number | null }[];
-      winRate: { won: number; lost: number; rate: number | null };
-      averageDealSize: Money[];
-      weightedPipeline: Money[];
+      stages: {
+        stage: { id: string; name: string };
+        openCount: number;
+        reachedCount: number;
+        conversionToNext: number | null;
+        drillDown: DrillDown;
+        reachedDrillDown: DrillDown;
+      }[];
+      winRate: { won: number; lost: number; rate: number | null; drillDown: DrillDown; wonDrillDown: DrillDown; lostDrillDown: DrillDown };
+      averageDealSize: (Money & { drillDown: DrillDown })[];
+      weightedPipeline: (Money & { drillDown: DrillDown })[];
       averageCycleTime: { averageDays: number | null; count: number };
     };
-    timeSeries: { start: string; count: number; amount: Money[] }[];
+    timeSeries: { start: string; count: number; amount: Money[]; drillDown: DrillDown }[];
     serviceReport: {
       firstResponse: { overall: Times; byChannel: (Times & { channel: string })[] };
       resolution: { overall: Times; byChannel: (Times & { channel: string })[] };
-      backlog: { label: string; count: number }[];
-      csat: { overall: { count: number; csat: number | null; averageScore: number | null } };
+      backlog: { label: string; openCount: number; pendingCount: number; count: number; drillDown: DrillDown }[];
+      csat: {
+        overall: Rated;
+        byAgent: (Rated & { agent: { id: string; name: string } | null; satisfiedDrillDown: DrillDown })[];
+      };
     };
   };
 }
@@ -86,24 +108,42 @@ function money(cells: Money[]): string {
   return cells.length ? cells.map((c) => formatMoney(c.amount, c.currency)).join(" + ") : "—";
 }
 
-/** Amounts per currency, one per line (currencies never add up). */
-function MoneyLines(props: { cells: Money[] }) {
+/** Amounts per currency, one per line (currencies never add up); with `label`, each
+ * opens the deals behind it. */
+function MoneyLines(props: { cells: (Money & { drillDown?: DrillDown })[]; label?: (cell: Money) => string }) {
   if (!props.cells.length) return <>—</>;
   return (
     <>
       {props.cells.map((c) => (
         <span key={c.currency} class="line">
-          {formatMoney(c.amount, c.currency)}
+          <Figure drill={props.label ? c.drillDown : undefined} label={props.label?.(c) ?? ""}>
+            {formatMoney(c.amount, c.currency)}
+          </Figure>
         </span>
       ))}
     </>
   );
 }
 
+/** The pipeline and period chosen, kept in the URL's fragment: Back from a drill-down, a
+ * reload or a shared link shows the same dashboard. */
+function useChoices(): [string | null, string, (pipelineId: string | null, period: string) => void] {
+  const read = () => new URLSearchParams(window.location.hash.slice(1));
+  const [state, setState] = useState(() => ({ pipeline: read().get("pipeline"), period: read().get("period") ?? "last12" }));
+  const choose = (pipeline: string | null, period: string) => {
+    setState({ pipeline, period });
+    const params = new URLSearchParams({ period });
+    if (pipeline) params.set("pipeline", pipeline);
+    window.history.replaceState(null, "", `${window.location.pathname}#${params.toString()}`);
+  };
+  return [state.pipeline, state.period, choose];
+}
+
 export function DashboardPage() {
   const [pipelines, reloadPipelines] = useQuery<PipelinesData>({ query: PipelinesDocument });
-  const [pipelineId, setPipelineId] = useState<string | null>(null);
-  const [choice, setChoice] = useState("last12");
+  const [pipelineId, choice, choose] = useChoices();
+  const setPipelineId = (id: string) => choose(id, choice);
+  const setChoice = (period: string) => choose(pipelineId, period);
   const thisYear = new Date().getFullYear();
 
   if (pipelines.error && !pipelines.data) {
@@ -132,12 +172,17 @@ export function DashboardPage() {
           </div>
         </div>
       </div>
-      <Reports pipelineId={pipeline.id} {...period(choice)} />
+      <Reports
+        pipelineId={pipeline.id}
+        {...period(choice)}
+        earlier={[0, 1, 2].map((back) => `year:${thisYear - back}`).filter((c) => c !== choice)}
+        choose={setChoice}
+      />
     </section>
   );
 }
 
-function Reports(props: { pipelineId: string; from: string; to: string }) {
+function Reports(props: { pipelineId: string; from: string; to: string; earlier: string[]; choose: (period: string) => void }) {
   const variables = useMemo(
     () => ({
       pipelineId: props.pipelineId,
@@ -157,10 +202,76 @@ function Reports(props: { pipelineId: string; from: string; to: string }) {
   if (!result.data) {
     return <Loading what={status === "retrying" ? "the reports (server unavailable, retrying)" : "the reports"} />;
   }
-  return <Charts data={result.data.dashboard} />;
+  const data = result.data.dashboard;
+  const quiet =
+    data.salesReport.winRate.won + data.salesReport.winRate.lost === 0 &&
+    data.timeSeries.every((p) => p.count === 0) &&
+    data.serviceReport.resolution.overall.count === 0;
+  return (
+    <>
+      {quiet && (
+        // An empty period says so, with the way to another (the demo's history, for one,
+        // ends on its own "today").
+        <div class="notice" role="status">
+          No deal was closed, no order paid and no conversation closed in this period.{" "}
+          {props.earlier.map((choice) => (
+            <button key={choice} type="button" class="link" onClick={() => props.choose(choice)}>
+              Show {choice.slice(5)}
+            </button>
+          ))}
+        </div>
+      )}
+      <Charts data={data} />
+    </>
+  );
 }
 
 const MONTH = new Intl.DateTimeFormat(undefined, { month: "short", year: "numeric", timeZone: "UTC" });
+
+/** Open the records behind a number (a bar, a slice, a key figure). */
+function open(drill: DrillDown | undefined, label: string): void {
+  const href = drill ? drillHref(drill, label) : null;
+  if (href) navigate(href);
+}
+
+interface DrillItem {
+  drill: DrillDown;
+  label: string;
+  text: string;
+}
+
+/** The chart's drill-downs as links: the keyboard's (and a screen reader's) way to the
+ * records a click on a bar opens. */
+function DrillLinks(props: { items: DrillItem[] }) {
+  const items = props.items;
+  if (!items.length) return null;
+  return (
+    <p class="drills">
+      <span>Records:</span>
+      {items.map((item) => (
+        <DrillLink key={item.label} drill={item.drill} label={item.label}>
+          {item.text}
+        </DrillLink>
+      ))}
+    </p>
+  );
+}
+
+/** A group's drill-down, unless it is empty (a figure of nothing links nowhere). */
+function some(group: { count: number; drillDown: DrillDown }): DrillDown | undefined {
+  return group.count ? group.drillDown : undefined;
+}
+
+/** A figure that opens its records. */
+function Figure(props: { drill?: DrillDown; label: string; children: ComponentChildren }) {
+  return props.drill ? (
+    <DrillLink drill={props.drill} label={props.label}>
+      {props.children}
+    </DrillLink>
+  ) : (
+    <>{props.children}</>
+  );
+}
 
 function Charts({ data }: { data: DashboardData["dashboard"] }) {
   const sales = data.salesReport;
@@ -180,6 +291,8 @@ function Charts({ data }: { data: DashboardData["dashboard"] }) {
     }),
     [sales.stages],
   );
+  const reachedLabel = (name: string) => `deals created in the period that reached ${name}`;
+  const openLabel = (name: string) => `open deals in ${name}`;
 
   const currencies = [...new Set(data.timeSeries.flatMap((p) => p.amount.map((a) => a.currency)))].sort();
   const revenue = useMemo<ChartConfiguration>(
@@ -197,6 +310,7 @@ function Charts({ data }: { data: DashboardData["dashboard"] }) {
     }),
     [data.timeSeries],
   );
+  const ordersLabel = (start: string) => `paid and fulfilled orders of ${MONTH.format(new Date(start))}`;
 
   const winRate = useMemo<ChartConfiguration>(
     () => ({
@@ -228,18 +342,71 @@ function Charts({ data }: { data: DashboardData["dashboard"] }) {
     }),
     [service.firstResponse, service.resolution],
   );
+  const answeredLabel = (channel: string) => `${humanize(channel).toLowerCase()} conversations first answered in the period`;
+  const closedLabel = (channel: string) => `${humanize(channel).toLowerCase()} conversations closed in the period`;
+
+  const backlogChart = useMemo<ChartConfiguration>(
+    () => ({
+      type: "bar",
+      data: {
+        labels: service.backlog.map((b) => b.label),
+        datasets: [
+          { label: "Open", data: service.backlog.map((b) => b.openCount), backgroundColor: PALETTE[0] },
+          { label: "Pending", data: service.backlog.map((b) => b.pendingCount), backgroundColor: PALETTE[2] },
+        ],
+      },
+      options: {
+        maintainAspectRatio: false,
+        animation: false,
+        scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
+      },
+    }),
+    [service.backlog],
+  );
+  const bandLabel = (label: string) => `open and pending conversations aged ${label}`;
+
+  const rated = service.csat.byAgent.filter((a) => a.count > 0);
+  const agentName = (a: { agent: { name: string } | null }) => a.agent?.name ?? "Unassigned";
+  const csatChart = useMemo<ChartConfiguration>(
+    () => ({
+      type: "bar",
+      data: {
+        labels: rated.map((a) => `${agentName(a)} (${a.count})`),
+        datasets: [
+          { label: "Satisfied (4 or 5), %", data: rated.map((a) => Math.round((a.csat ?? 0) * 1000) / 10), backgroundColor: PALETTE[1] },
+        ],
+      },
+      options: {
+        indexAxis: "y",
+        maintainAspectRatio: false,
+        animation: false,
+        scales: { x: { beginAtZero: true, max: 100 } },
+        plugins: { legend: { display: false } },
+      },
+    }),
+    [service.csat.byAgent],
+  );
+  const ratedLabel = (a: { agent: { name: string } | null }) => `conversations of ${agentName(a)} rated in the period`;
 
   const revenueTotal = currencies.map((currency) => ({
     currency,
     amount: String(data.timeSeries.reduce((sum, p) => sum + Number(p.amount.find((a) => a.currency === currency)?.amount ?? 0), 0)),
   }));
   const backlog = service.backlog.reduce((sum, b) => sum + b.count, 0);
+  // The whole backlog: any of its bands (each band's drill-down is one age range).
+  const backlogDrill: DrillDown | undefined = service.backlog.length
+    ? { list: service.backlog[0].drillDown.list, filter: { or: service.backlog.map((b) => b.drillDown.filter) } }
+    : undefined;
   return (
     <>
       <dl class="kpis" aria-label="Key figures">
         <div>
           <dt>Win rate</dt>
-          <dd data-kpi="win-rate">{percent(sales.winRate.rate)}</dd>
+          <dd data-kpi="win-rate">
+            <Figure drill={sales.winRate.won + sales.winRate.lost ? sales.winRate.drillDown : undefined} label="deals won or lost in the period">
+              {percent(sales.winRate.rate)}
+            </Figure>
+          </dd>
         </div>
         <div>
           <dt>Revenue</dt>
@@ -250,30 +417,46 @@ function Charts({ data }: { data: DashboardData["dashboard"] }) {
         <div>
           <dt>Average deal won</dt>
           <dd class="money">
-            <MoneyLines cells={sales.averageDealSize} />
+            <MoneyLines cells={sales.averageDealSize} label={(c) => `deals won in ${c.currency} in the period`} />
           </dd>
         </div>
         <div>
           <dt>Weighted pipeline</dt>
           <dd class="money">
-            <MoneyLines cells={sales.weightedPipeline} />
+            <MoneyLines cells={sales.weightedPipeline} label={(c) => `open deals in ${c.currency}`} />
           </dd>
         </div>
         <div>
           <dt>First response (median)</dt>
-          <dd>{hours(service.firstResponse.overall.p50Seconds)}</dd>
+          <dd>
+            <Figure drill={some(service.firstResponse.overall)} label="conversations first answered in the period">
+              {hours(service.firstResponse.overall.p50Seconds)}
+            </Figure>
+          </dd>
         </div>
         <div>
           <dt>Resolution (median)</dt>
-          <dd>{hours(service.resolution.overall.p50Seconds)}</dd>
+          <dd>
+            <Figure drill={some(service.resolution.overall)} label="conversations closed in the period">
+              {hours(service.resolution.overall.p50Seconds)}
+            </Figure>
+          </dd>
         </div>
         <div>
           <dt>CSAT</dt>
-          <dd>{percent(service.csat.overall.csat)}</dd>
+          <dd data-kpi="csat">
+            <Figure drill={some(service.csat.overall)} label="conversations rated in the period">
+              {percent(service.csat.overall.csat)}
+            </Figure>
+          </dd>
         </div>
         <div>
           <dt>Open backlog</dt>
-          <dd data-kpi="backlog">{backlog}</dd>
+          <dd data-kpi="backlog">
+            <Figure drill={backlog ? backlogDrill : undefined} label="open and pending conversations">
+              {backlog}
+            </Figure>
+          </dd>
         </div>
       </dl>
       <div class="charts">
@@ -282,6 +465,17 @@ function Charts({ data }: { data: DashboardData["dashboard"] }) {
           <ChartCanvas
             config={funnel}
             label={`Deals per stage: ${sales.stages.map((s) => `${s.stage.name} ${s.reachedCount} reached, ${s.openCount} open`).join("; ")}`}
+            onPick={(dataset, i) => {
+              const s = sales.stages[i];
+              if (!s) return;
+              if (dataset === 0) open(s.reachedDrillDown, reachedLabel(s.stage.name));
+              else open(s.drillDown, openLabel(s.stage.name));
+            }}
+          />
+          <DrillLinks
+            items={sales.stages
+              .filter((s) => s.openCount > 0)
+              .map((s) => ({ drill: s.drillDown, label: openLabel(s.stage.name), text: `${s.stage.name} (${s.openCount} open)` }))}
           />
         </section>
         <section class="card" aria-labelledby="revenue-title">
@@ -289,23 +483,104 @@ function Charts({ data }: { data: DashboardData["dashboard"] }) {
           <ChartCanvas
             config={revenue}
             label={`Revenue per month: ${data.timeSeries.map((p) => `${MONTH.format(new Date(p.start))} ${money(p.amount)}`).join("; ")}`}
+            onPick={(_, i) => {
+              const p = data.timeSeries[i];
+              if (p) open(p.drillDown, ordersLabel(p.start));
+            }}
+          />
+          <DrillLinks
+            items={data.timeSeries
+              .filter((p) => p.count > 0)
+              .map((p) => ({ drill: p.drillDown, label: ordersLabel(p.start), text: `${MONTH.format(new Date(p.start))} (${p.count})` }))}
           />
         </section>
         <section class="card" aria-labelledby="winrate-title">
           <h2 id="winrate-title">
             Win rate {percent(sales.winRate.rate)} ({sales.winRate.won} won, {sales.winRate.lost} lost)
           </h2>
-          <ChartCanvas config={winRate} label={`${sales.winRate.won} deals won and ${sales.winRate.lost} lost in the period`} />
+          <ChartCanvas
+            config={winRate}
+            label={`${sales.winRate.won} deals won and ${sales.winRate.lost} lost in the period`}
+            onPick={(_, i) =>
+              i === 0
+                ? open(sales.winRate.wonDrillDown, "deals won in the period")
+                : open(sales.winRate.lostDrillDown, "deals lost in the period")
+            }
+          />
+          <DrillLinks
+            items={[
+              { drill: sales.winRate.wonDrillDown, label: "deals won in the period", text: `${sales.winRate.won} won` },
+              { drill: sales.winRate.lostDrillDown, label: "deals lost in the period", text: `${sales.winRate.lost} lost` },
+            ]}
+          />
         </section>
         <section class="card" aria-labelledby="service-title">
           <h2 id="service-title">Service times by channel</h2>
           {service.firstResponse.overall.count === 0 && service.resolution.overall.count === 0 ? (
             <Empty>No conversation was answered or closed in the period.</Empty>
           ) : (
-          <ChartCanvas
-            config={times}
-            label={`First response median per channel: ${service.firstResponse.byChannel.map((c) => `${humanize(c.channel)} ${hours(c.p50Seconds)}`).join("; ")}`}
-          />
+            <>
+              <ChartCanvas
+                config={times}
+                label={`First response median per channel: ${service.firstResponse.byChannel.map((c) => `${humanize(c.channel)} ${hours(c.p50Seconds)}`).join("; ")}`}
+                onPick={(dataset, i) => {
+                  const channel = channels[i];
+                  if (channel === undefined) return;
+                  if (dataset < 2) open(service.firstResponse.byChannel[i].drillDown, answeredLabel(channel));
+                  else open(resolutionOf(channel)?.drillDown, closedLabel(channel));
+                }}
+              />
+              <DrillLinks
+                items={service.firstResponse.byChannel
+                  .filter((c) => c.count > 0)
+                  .map((c) => ({ drill: c.drillDown, label: answeredLabel(c.channel), text: `${humanize(c.channel)} (${c.count})` }))}
+              />
+            </>
+          )}
+        </section>
+        <section class="card" aria-labelledby="backlog-title">
+          <h2 id="backlog-title">Backlog by age ({backlog} open or pending)</h2>
+          {backlog === 0 ? (
+            <Empty>No open or pending conversation.</Empty>
+          ) : (
+            <>
+              <ChartCanvas
+                config={backlogChart}
+                label={`Open and pending conversations by age: ${service.backlog.map((b) => `${b.label} ${b.openCount} open, ${b.pendingCount} pending`).join("; ")}`}
+                onPick={(_, i) => {
+                  const band = service.backlog[i];
+                  if (band) open(band.drillDown, bandLabel(band.label));
+                }}
+              />
+              <DrillLinks
+                items={service.backlog
+                  .filter((b) => b.count > 0)
+                  .map((b) => ({ drill: b.drillDown, label: bandLabel(b.label), text: `${b.label} (${b.count})` }))}
+              />
+            </>
+          )}
+        </section>
+        <section class="card" aria-labelledby="csat-title">
+          <h2 id="csat-title">
+            CSAT by agent {percent(service.csat.overall.csat)} ({service.csat.overall.count} ratings)
+          </h2>
+          {rated.length === 0 ? (
+            <Empty>No conversation was rated in the period.</Empty>
+          ) : (
+            <>
+              <ChartCanvas
+                config={csatChart}
+                height={Math.max(160, 40 + rated.length * 32)}
+                label={`Share of ratings of 4 or 5 per agent: ${rated.map((a) => `${agentName(a)} ${percent(a.csat)} of ${a.count}`).join("; ")}`}
+                onPick={(_, i) => {
+                  const a = rated[i];
+                  if (a) open(a.drillDown, ratedLabel(a));
+                }}
+              />
+              <DrillLinks
+                items={rated.map((a) => ({ drill: a.drillDown, label: ratedLabel(a), text: `${agentName(a)} (${a.count})` }))}
+              />
+            </>
           )}
         </section>
       </div>

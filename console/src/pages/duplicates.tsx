@@ -5,7 +5,7 @@ import DuplicateCandidatesDocument from "../operations/DuplicateCandidates.graph
 import MergeCustomersDocument from "../operations/MergeCustomers.graphql";
 import { Link } from "../router";
 import type { UserError } from "../session";
-import { Empty, ErrorState, FormErrors, Loading, Pager, formatDate, humanize } from "../ui";
+import { Empty, ErrorState, FormErrors, Loading, Pager, answered, formatDate, humanize } from "../ui";
 
 const PAGE_SIZE = 20;
 
@@ -75,12 +75,8 @@ export function DuplicatesPage(props: { mergeable: boolean }) {
     const outcome = await merge({
       input: { survivorId: candidate.customer.id, mergedIds: [candidate.duplicate.id] },
     });
-    const payload = outcome.data?.mergeCustomers;
-    if (!payload) {
-      setErrors([{ code: "NETWORK", field: null, message: outcome.error?.message ?? "Not merged." }]);
-      return;
-    }
-    setErrors(payload.errors);
+    const payload = answered(outcome.data?.mergeCustomers, outcome.error, setErrors, "Not merged.");
+    if (!payload) return;
     if (payload.customer) {
       setMerged(`${candidate.duplicate.name} was merged into ${payload.customer.name}.`);
       reexecute({ requestPolicy: "network-only" });

@@ -5,6 +5,7 @@ import { useClient, useQuery, useSubscription } from "@urql/preact";
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
 
 import { resumable } from "../client";
+import { type Drill, DrillBanner, both } from "../drill";
 import InboxConversationsDocument from "../operations/InboxConversations.graphql";
 import InboxEventsDocument from "../operations/InboxEvents.graphql";
 import OnlineUsersDocument from "../operations/OnlineUsers.graphql";
@@ -105,15 +106,16 @@ interface ListState {
 
 const EMPTY: ListState = { items: [], total: 0, endCursor: null, hasNext: false, loading: true, error: null };
 
-/** The conversations of the filters: first page, more pages on demand, live changes. */
-function useConversationList(filters: InboxFilters, me: string, selectedId: string | null) {
+/** The conversations of the filters (and of a report's drill-down, when one is given):
+ * first page, more pages on demand, live changes. */
+function useConversationList(filters: InboxFilters, me: string, selectedId: string | null, drill: Drill | null) {
   const client = useClient();
   const live = useLiveConnection();
   const [state, setState] = useState<ListState>(EMPTY);
   const generation = useRef(0);
-  const current = useRef({ filters, me, selectedId, state });
-  current.current = { filters, me, selectedId, state };
-  const filter = useMemo(() => conversationFilter(filters, me), [filters, me]);
+  const current = useRef({ filters, me, selectedId, state, drill });
+  current.current = { filters, me, selectedId, state, drill };
+  const filter = useMemo(() => both(drill?.filter, conversationFilter(filters, me)), [filters, me, drill]);
 
   const fetchPage = useCallback(
     async (after: string | null, gen: number) => {
@@ -161,11 +163,12 @@ function useConversationList(filters: InboxFilters, me: string, selectedId: stri
     void fetchPage(s.endCursor, generation.current);
   }, [fetchPage]);
 
-  /** One conversation as the list query shows it (exact unread count), or null. */
+  /** One conversation as the list query shows it (exact unread count), or null; with
+   * `within`, only if it is one of `within`'s. */
   const fetchOne = useCallback(
-    async (id: string): Promise<InboxConversation | null> => {
+    async (id: string, within?: Record<string, unknown> | null): Promise<InboxConversation | null> => {
       const result = await client
-        .query<ConversationsData>(InboxConversationsDocument, { first: 1, filter: { id: { eq: id } } }, { requestPolicy: "network-only" })
+        .query<ConversationsData>(InboxConversationsDocument, { first: 1, filter: both({ id: { eq: id } }, within) }, { requestPolicy: "network-only" })
         .toPromise();
       return result.data?.conversations.nodes[0] ?? null;
     },
@@ -178,9 +181,23 @@ function useConversationList(filters: InboxFilters, me: string, selectedId: stri
 
   const apply = useCallback(
     (event: InboxEvent) => {
-      const { filters: f, me: user, selectedId: open } = current.current;
+      const { filters: f, me: user, selectedId: open, drill: narrowed } = current.current;
       const changed = event.conversation;
       if (!changed) return;
+      if (narrowed) {
+        // A drill-down's filter is the API's to judge: a conversation it does not hold
+        // yet joins the list only if the API finds it within that filter.
+        const held = current.current.state.items.some((c) => c.id === changed.id);
+        if (!held) {
+          void fetchOne(changed.id, filter).then((one) => {
+            if (!one) return;
+            setState((x) =>
+              x.items.some((c) => c.id === one.id) ? x : { ...x, items: [...x.items, one].sort(byLatest), total: x.total + 1 },
+            );
+          });
+          return;
+        }
+      }
       if (event.type === "conversation.read") {
         if (event.readBy?.id === user && event.lastReadSeq !== null && event.lastReadSeq >= changed.lastMessageSeq) {
           patch(changed.id, { unreadCount: 0 });
@@ -217,7 +234,7 @@ function useConversationList(filters: InboxFilters, me: string, selectedId: stri
         return { ...s, items, total: before ? s.total : s.total + 1 };
       });
     },
-    [fetchOne, patch],
+    [fetchOne, patch, filter],
   );
 
   // Live: the inbox stream, resumed by cursor after a dropped connection. Until its
@@ -283,10 +300,12 @@ function isTypingTarget(target: EventTarget | null): boolean {
   return !!element && (element.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(element.tagName));
 }
 
-export function InboxPage(props: { conversationId: string | null; user: SessionUser; writable: boolean }) {
-  const [filters, setFilters] = useState<InboxFilters>({ view: "all", status: "OPEN", channel: "" });
+export function InboxPage(props: { conversationId: string | null; user: SessionUser; writable: boolean; drill?: Drill | null }) {
+  const drill = props.drill ?? null;
+  // A drill-down shows its conversations whatever their status; the filters narrow it further.
+  const [filters, setFilters] = useState<InboxFilters>({ view: "all", status: drill ? "" : "OPEN", channel: "" });
   const me = props.user.id;
-  const { state, loadMore, reload, patch, fetchOne } = useConversationList(filters, me, props.conversationId);
+  const { state, loadMore, reload, patch, fetchOne } = useConversationList(filters, me, props.conversationId, drill);
   const online = useOnline();
   const team = useTeam().filter((u) => canWrite(u.role));
 
@@ -303,7 +322,8 @@ export function InboxPage(props: { conversationId: string | null; user: SessionU
   const selected = listed ?? (fetched?.id === props.conversationId ? fetched : null);
   const selectedIndex = state.items.findIndex((c) => c.id === props.conversationId);
 
-  const open = (id: string) => navigate(`/inbox/${encodeURIComponent(id)}`, true);
+  // The drill-down (the URL's fragment) stays while conversations are opened.
+  const open = (id: string) => navigate(`/inbox/${encodeURIComponent(id)}${window.location.hash}`, true);
   const change = useCallback(
     (id: string, update: Partial<InboxConversation>) => {
       patch(id, update);
@@ -353,6 +373,7 @@ export function InboxPage(props: { conversationId: string | null; user: SessionU
             )}
           </p>
         </div>
+        {drill && <DrillBanner drill={drill} clear="/inbox" clearLabel="Show the whole inbox" />}
         <form class="filters compact" onSubmit={(e) => e.preventDefault()} aria-label="Filter conversations">
           <div class="field">
             <label for="inbox-view">Show</label>
