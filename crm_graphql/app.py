@@ -25,6 +25,7 @@ from crm_graphql.cors import cors_middleware
 from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
 from crm_graphql.db.replica import Replica
 from crm_graphql.diagnostics import Diagnostics, runtime
+from crm_graphql.downloads import download_routes
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
 from crm_graphql.logs import configure_logging
@@ -229,6 +230,7 @@ def build_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
+        *download_routes(),
         *explorer_routes(),
         *console_routes(),
     ]

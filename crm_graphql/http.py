@@ -429,7 +429,13 @@ async def _executed(
     """The operation executed by Strawberry; a query whose read on the replica failed in
     the database (the replica stopped, or cancelled a statement: a recovery conflict) runs
     again on the primary (docs/decisions/0024): queries change nothing."""
-    context = Context(app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request))
+    context = Context(
+        app=app,
+        actor=actor,
+        request_id=request_id,
+        client_ip=_client_ip(request),
+        base_url=str(request.base_url),
+    )
     try:
         body, status = await _execute(request, context, params, media_type)
     except Exception as exc:
@@ -447,6 +453,7 @@ async def _executed(
         actor=actor,
         request_id=request_id,
         client_ip=_client_ip(request),
+        base_url=str(request.base_url),
         sessions=app.sessionmaker,
     )
     return await _execute(request, context, params, media_type)

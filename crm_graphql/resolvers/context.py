@@ -72,6 +72,8 @@ class Context:
     actor: Actor | None
     request_id: str
     client_ip: str | None = None
+    # The URL the request reached the API at (``/`` of it), for links it hands out.
+    base_url: str | None = None
     # WebSocket connections: the connection_init payload, the socket itself, and what
     # its credentials stand on (ended once they expire or are revoked).
     connection_params: dict[str, Any] | None = None

@@ -60,12 +60,20 @@ _FILTER_TYPE = "CustomerFilter"
 def customer_filter(info: Info, value: Any, field: str = "filter") -> dict[str, Any] | None:
     """A ``CustomerFilter`` in JSON as the filter mapping of the customers list, or
     ``Invalid`` naming the part of ``field`` at fault (``filter.name.contans``)."""
-    schema = info.schema
+    return list_filter(info.schema, _FILTER_TYPE, value, field)
+
+
+def list_filter(
+    schema: Any, type_name: str, value: Any, field: str = "filter"
+) -> dict[str, Any] | None:
+    """A list's filter input (``CustomerFilter``, ``DealFilter`` ...) in JSON as the filter
+    mapping of the list, or ``Invalid`` naming the part of ``field`` at fault: what a
+    saved segment and an export's link hold, parsed as the list's ``filter`` argument."""
     # Strawberry keeps graphql-core's schema in ``_schema`` (no public accessor in
     # strawberry-graphql 0.2xx); the compiled path reads it the same way. A change there
     # fails tests/api/test_segments_api.py (saved filters are validated through it).
-    gql_type = schema._schema.get_type(_FILTER_TYPE)
-    assert isinstance(gql_type, GraphQLInputObjectType), _FILTER_TYPE
+    gql_type = schema._schema.get_type(type_name)
+    assert isinstance(gql_type, GraphQLInputObjectType), type_name
     problems: list[tuple[list[Any], GraphQLError]] = []
 
     def on_error(error: GraphQLError, path: list[Any]) -> None:
@@ -76,10 +84,10 @@ def customer_filter(info: Info, value: Any, field: str = "filter") -> dict[str, 
     if coerced is Undefined:
         validate_input_value(value, gql_type, on_error)
     if problems or coerced is Undefined:
-        path, error = problems[0] if problems else ([], GraphQLError("Not a CustomerFilter"))
+        path, error = problems[0] if problems else ([], GraphQLError(f"Not a {type_name}"))
         raise Invalid(error.message, ".".join([field, *(str(p) for p in path)]))
-    definition = schema.get_type_by_name(_FILTER_TYPE)
-    assert isinstance(definition, StrawberryObjectDefinition), _FILTER_TYPE
+    definition = schema.get_type_by_name(type_name)
+    assert isinstance(definition, StrawberryObjectDefinition), type_name
     converted = convert_argument(
         coerced,
         definition.origin,

@@ -24,6 +24,7 @@ from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.descriptions import describe_schema
 from crm_graphql.schema.duplicates import DuplicateQuery
 from crm_graphql.schema.executor import EventExecutor
+from crm_graphql.schema.exports import ExportMutation
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.products import ProductMutation, ProductQuery
@@ -101,6 +102,7 @@ class Mutation(
     PrivacyMutation,
     CustomFieldMutation,
     SegmentMutation,
+    ExportMutation,
 ):
     pass
 
