@@ -12,10 +12,12 @@ from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
 from crm_graphql.resolvers.mutations import (
     Payload,
+    UpsertPayload,
     archive_payload,
     create_payload,
     mutate_payload,
     update_payload,
+    upsert_payload,
 )
 from crm_graphql.services import activities as activity_service
 from crm_graphql.services import deals as deal_service
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
         UpdateDealInput,
         UpdatePipelineInput,
         UpdateStageInput,
+        UpsertDealsInput,
     )
 
 _activities = "crm_graphql.schema.activities"
@@ -245,4 +248,18 @@ async def move_deal(
         lambda actor, s: deal_service.move_deal(
             actor, s, id, stage_id, expected_version=input.expected_version
         ),
+    )
+
+
+async def upsert_deals(
+    info: Info,
+    input: Annotated["UpsertDealsInput", strawberry.lazy(_deals)],
+) -> UpsertPayload:
+    match_on = input.match_on
+    return await upsert_payload(
+        info,
+        "deal",
+        input.records,
+        partial(input_changes, ids=DEAL_IDS),
+        lambda actor, s, batch: deal_service.upsert_deals(actor, s, batch, match_on=match_on),
     )

@@ -336,6 +336,44 @@ def upsert_companies_scenario() -> Scenario:
     return Scenario(succeeds, fails)
 
 
+def upsert_deals_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        key = "x" + uuid.uuid4().hex[:8]
+        await env.make(
+            "createCustomFieldDefinition", entity="DEAL", key=key, label="Their id", type="TEXT"
+        )
+        stage = await env.stage()
+        existing = await env.make(
+            "createDeal", title=unique("Deal"), stageId=stage, currency="EUR",
+            customFields={key: "ext-1"},
+        )  # fmt: skip
+        records = [
+            {"title": "Updated", "currency": "EUR", "customFields": {key: "ext-1"}},
+            {"title": unique("New"), "stageId": stage, "currency": "EUR",
+             "customFields": {key: "ext-2"}},
+        ]  # fmt: skip
+        return Call({"records": records, "matchOn": key}, entity=existing)
+
+    async def fails(env: Env) -> Call:
+        records = [{"title": str(i), "currency": "EUR"} for i in range(1001)]
+        return Call({"records": records}, error="VALIDATION")
+
+    return Scenario(succeeds, fails)
+
+
+def create_export_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        # Nothing changes: the audit row names the workspace whose data leaves.
+        workspace = to_global_id("Workspace", env.user.workspace_id)
+        return Call({"type": "CUSTOMERS", "format": "CSV"}, entity=workspace)
+
+    async def fails(env: Env) -> Call:
+        input = {"type": "CUSTOMERS", "format": "CSV", "fields": ["id", "nope"]}
+        return Call(input, error="VALIDATION")
+
+    return Scenario(succeeds, fails)
+
+
 def move_deal_scenario() -> Scenario:
     async def succeeds(env: Env) -> Call:
         pipeline = await env.pipeline()
@@ -564,6 +602,8 @@ SCENARIOS: dict[str, Scenario] = {
     "updateDeal": changing(Env.deal, {"amount": "99.50"}, {"lostReason": "Price"}, "VALIDATION"),
     "archiveDeal": archiving(Env.deal),
     "moveDeal": move_deal_scenario(),
+    "upsertDeals": upsert_deals_scenario(),
+    "createExport": create_export_scenario(),
     "createActivity": creating(activity_input, {"customerId": None}, "VALIDATION"),
     "updateActivity": changing(
         Env.activity, {"subject": "Edited"}, {"dueAt": "2030-01-01T09:00:00Z"}, "VALIDATION"
