@@ -16,6 +16,7 @@ from crm_graphql.resolvers.context import LaggingReads
 from crm_graphql.schema.activities import ActivityMutation, ActivityQuery
 from crm_graphql.schema.aggregates import AggregateQuery
 from crm_graphql.schema.auth import AuthMutation
+from crm_graphql.schema.bulk import BulkQuery
 from crm_graphql.schema.companies import CompanyMutation, CompanyQuery
 from crm_graphql.schema.conversations import ConversationMutation, ConversationQuery
 from crm_graphql.schema.custom_fields import CustomFieldMutation, CustomFieldQuery
@@ -62,6 +63,7 @@ class Query(
     ReportQuery,
     SyncQuery,
     DuplicateQuery,
+    BulkQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(

@@ -175,11 +175,12 @@ async def archive_customer(
     customer_id: uuid.UUID | None,
     *,
     expected_version: int | None = None,
+    action: str = "archiveCustomer",
 ) -> Customer:
-    """Hide a customer from lists; its history stays."""
+    """Hide a customer from lists; its history stays (audited as ``action``)."""
     authorize(actor, Action.ARCHIVE_CUSTOMERS)
     return await records.archive(
-        actor, session, Customer, customer_id, expected_version, action="archiveCustomer"
+        actor, session, Customer, customer_id, expected_version, action=action
     )
 
 

@@ -126,6 +126,8 @@ async def query_document(name: str, env: Env) -> str:
         return "{ sensitiveCustomFields }"
     if name == "duplicateCandidates":
         return "{ duplicateCandidates(first: 1) { candidates { score } } }"
+    if name == "bulkCustomerChangePreview":  # the table's row is for adding a tag
+        return '{ bulkCustomerChangePreview(input: {addTags: ["x"]}) { count } }'
     if name == "changes":
         return "{ changes(first: 1) { cursor } }"
     if name == "search":
