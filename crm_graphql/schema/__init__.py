@@ -24,6 +24,7 @@ from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.descriptions import describe_schema
 from crm_graphql.schema.duplicates import DuplicateQuery
 from crm_graphql.schema.executor import EventExecutor
+from crm_graphql.schema.jobs import JobMutation, JobQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.products import ProductMutation, ProductQuery
@@ -61,6 +62,7 @@ class Query(
     ReportQuery,
     SyncQuery,
     DuplicateQuery,
+    JobQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(
@@ -101,6 +103,7 @@ class Mutation(
     PrivacyMutation,
     CustomFieldMutation,
     SegmentMutation,
+    JobMutation,
 ):
     pass
 
