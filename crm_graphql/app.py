@@ -28,6 +28,7 @@ from crm_graphql.diagnostics import Diagnostics, runtime
 from crm_graphql.downloads import download_routes
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
+from crm_graphql.job_runner import JobRunner, RunnerSettings
 from crm_graphql.logs import configure_logging
 from crm_graphql.observability import tracing
 from crm_graphql.observability.metrics import metrics_endpoint, process_exiting
@@ -142,6 +143,17 @@ def build_app(settings: Settings) -> Starlette:
         )
         if settings.webhook_dispatcher:
             await dispatcher.start()
+        runner = None
+        if settings.job_runner:
+            runner = JobRunner(
+                sessionmaker,
+                bus,
+                RunnerSettings(
+                    poll_seconds=settings.job_poll_seconds,
+                    lease_seconds=settings.job_lease_seconds,
+                ),
+            )
+            await runner.start()
         replica = None
         if settings.database_replica_url:
             replica = await Replica(
@@ -177,6 +189,7 @@ def build_app(settings: Settings) -> Starlette:
             ),
             compiled=compiled,
             replica=replica,
+            jobs=runner,
         )
         app.state.schema = schema
         restore_signals = close_sockets_before_exit()
@@ -194,6 +207,8 @@ def build_app(settings: Settings) -> Starlette:
             restore_signals()
             await close_all_sockets()
             await dispatcher.close()
+            if runner is not None:
+                await runner.close()
             if compiled is not None:
                 await compiled.close()
             if replica is not None:

@@ -99,3 +99,24 @@ class DuplicateField(enum.StrEnum):
     EMAIL = "email"  # the same mailbox
     PHONE = "phone"  # the same number
     NAME = "name"  # similar names within the same company
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ImportType(enum.StrEnum):
+    CUSTOMERS = "customers"
+    COMPANIES = "companies"
+    DEALS = "deals"
+    ORDERS = "orders"
+    ACTIVITIES = "activities"
+
+
+class ImportMode(enum.StrEnum):
+    ALL_OR_NOTHING = "all-or-nothing"
+    GOOD_ROWS = "good-rows"

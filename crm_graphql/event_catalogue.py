@@ -23,6 +23,7 @@ from crm_graphql.enums import (
     Channel,
     ConversationStatus,
     DealStatus,
+    JobStatus,
     MessageAuthorType,
 )
 from crm_graphql.resolvers.ids import to_global_id
@@ -131,6 +132,14 @@ DEAL = (
     _enum("status", DealStatus, "Open, won or lost."),
     VERSION,
 )
+JOB = (
+    _id("job_id", "Job", "The job."),
+    _enum("status", JobStatus, "Its status then."),
+    Field("done", "Int", "Items (rows) processed."),
+    Field("total", "Int", "Items in all (null while unknown)."),
+    Field("counts", "JSON", "Items by outcome (`created`, `updated`, `failed` ...)."),
+    Field("error_count", "Int", "Bad items so far."),
+)
 
 
 def _events(*types: EventType) -> dict[str, EventType]:
@@ -237,6 +246,19 @@ CATALOGUE: dict[str, EventType] = _events(
             ),
         ),
     ),
+    EventType(
+        "job.progress",
+        "Job",
+        "A background job (an import, a bulk action) started or went on a step (a chunk "
+        "of rows): one event per step, never per row.",
+        JOB,
+    ),
+    EventType(
+        "job.finished",
+        "Job",
+        "A background job ended: succeeded, failed or cancelled (its last event).",
+        JOB,
+    ),
 )
 
 
@@ -317,7 +339,7 @@ def markdown(types: Iterable[EventType] | None = None) -> str:
         "",
         "Headers: `X-CRM-Delivery` (the `deliveryId`: the same on retries and "
         "redeliveries, deduplicate by it), `X-CRM-Event` (the type), `X-CRM-Signature: "
-        "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\" keyed by the webhook's "
+        't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" keyed by the webhook\'s '
         "secret>` (refuse a signature older than 5 minutes). Answer 2xx; anything else is "
         "retried with exponential backoff. `webhooks { nodes { deliveries { status "
         "attemptHistory { statusCode error durationMs attemptedAt } } } }` lists what was "

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from crm_graphql.compiled import CompiledReads
     from crm_graphql.crypto import Keyring
     from crm_graphql.db.replica import Replica
+    from crm_graphql.job_runner import JobRunner
     from crm_graphql.persisted_queries import PersistedQueries
     from crm_graphql.ratelimit import RateLimiter
     from crm_graphql.realtime.bus import Bus
@@ -60,6 +61,8 @@ class AppState:
     compiled: CompiledReads | None = None
     # Reads that may lag go here (``CRM_DATABASE_REPLICA_URL``; docs/decisions/0024).
     replica: Replica | None = None
+    # Runs queued jobs (None when ``settings.job_runner`` is off: another process does).
+    jobs: JobRunner | None = None
 
 
 @dataclass

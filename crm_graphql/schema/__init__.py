@@ -26,6 +26,7 @@ from crm_graphql.schema.descriptions import describe_schema
 from crm_graphql.schema.duplicates import DuplicateQuery
 from crm_graphql.schema.executor import EventExecutor
 from crm_graphql.schema.exports import ExportMutation
+from crm_graphql.schema.jobs import JobMutation, JobQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.products import ProductMutation, ProductQuery
@@ -64,6 +65,7 @@ class Query(
     SyncQuery,
     DuplicateQuery,
     BulkQuery,
+    JobQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(
@@ -105,6 +107,7 @@ class Mutation(
     CustomFieldMutation,
     SegmentMutation,
     ExportMutation,
+    JobMutation,
 ):
     pass
 

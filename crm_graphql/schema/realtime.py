@@ -12,8 +12,10 @@ from strawberry.types import Info
 
 from crm_graphql.realtime import ephemeral
 from crm_graphql.resolvers import dashboards as resolve_dashboards
+from crm_graphql.resolvers import jobs as resolve_jobs
 from crm_graphql.resolvers import realtime as resolve
 from crm_graphql.schema.dashboards import Dashboard
+from crm_graphql.schema.jobs import JobProgressEvent
 from crm_graphql.schema.relay import UserError
 from crm_graphql.schema.scalars import ActivityType, exposed
 
@@ -260,6 +262,19 @@ class Subscription:
     async def dashboard(self, info: Info) -> AsyncGenerator[Dashboard, None]:
         async for value in resolve_dashboards.dashboard(info):
             yield value  # type: ignore[misc]
+
+    @strawberry.subscription(
+        description="A background job's progress: its events so far (from the start, or "
+        "after `after`), then live ones, ending after `job.finished`."
+    )
+    async def job_progress(
+        self,
+        info: Info,
+        job_id: Annotated[strawberry.ID, strawberry.argument(description="The job to follow.")],
+        after: ResumeAfter = None,
+    ) -> AsyncGenerator[JobProgressEvent, None]:
+        async for event in resolve_jobs.job_progress(info, job_id, after):
+            yield event  # type: ignore[misc]
 
     @strawberry.subscription(
         description="Others typing in a conversation (your own signals are not sent back). "

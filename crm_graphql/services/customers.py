@@ -67,6 +67,7 @@ EDITABLE = (
     "name",
     "email",
     "phone",
+    "external_id",
     "address",
     "lifecycle_stage",
     "owner_id",
@@ -76,6 +77,11 @@ EDITABLE = (
     "preferences",
     "custom_fields",
 )
+
+
+def external_id(value: Any) -> str | None:
+    """An external id as stored: trimmed, at most 200 characters, None when blank."""
+    return fields.optional_text(value, "externalId", max_length=200)
 
 
 async def _clean(
@@ -102,6 +108,20 @@ async def _clean(
                 raise Duplicate("Another customer in this workspace has this email", "email")
     if "phone" in data:
         cleaned["phone"] = fields.phone(data["phone"])
+    if "external_id" in data:
+        cleaned["external_id"] = external_id(data["external_id"])
+        if cleaned["external_id"]:
+            taken = await session.scalar(
+                select(Customer.id).where(
+                    Customer.workspace_id == actor.workspace_id,
+                    Customer.external_id == cleaned["external_id"],
+                    Customer.id != (current.id if current else None),
+                )
+            )
+            if taken is not None:
+                raise Duplicate(
+                    "Another customer in this workspace has this external id", "externalId"
+                )
     if "tags" in data:
         cleaned["tags"] = fields.tags(data["tags"])
     if "needs" in data:

@@ -26,7 +26,7 @@ from crm_graphql.models import (
 )
 from crm_graphql.resolvers.ids import from_global_id, to_global_id
 from crm_graphql.schema import schema
-from crm_graphql.services import api_keys
+from crm_graphql.services import api_keys, jobs
 from crm_graphql.services.actor import Actor
 from tests import support
 
@@ -34,6 +34,7 @@ assert schema._schema.mutation_type is not None
 MUTATIONS = schema._schema.mutation_type.fields
 MUTATION_NAMES = sorted(MUTATIONS)
 STALE_VERSION = 999
+IDLE_JOB_KIND = "test-idle"  # no runner runs it
 
 
 def document(name: str) -> str:
@@ -196,6 +197,15 @@ class Env:
         return await self.make(
             "createSegment", name=unique("Segment"), filter=SEGMENT_FILTER, shared=True
         )
+
+    async def job(self) -> str:
+        """A queued job of ``user`` of a kind no runner knows, so it stays queued."""
+        actor = Actor(workspace_id=self.user.workspace_id, role=Role.ADMIN, user_id=self.user.id)
+        async with self.sessionmaker() as session, session.begin():
+            job = await jobs.create_job(
+                actor, session, kind=IDLE_JOB_KIND, params={}, action="testJob"
+            )
+        return to_global_id("Job", job.id)
 
     async def api_key(self, *scopes: str) -> tuple[support.GraphQLClient, uuid.UUID]:
         """A client authenticated by a new API key of ``user``'s workspace (made by the
@@ -370,6 +380,19 @@ def create_export_scenario() -> Scenario:
     async def fails(env: Env) -> Call:
         input = {"type": "CUSTOMERS", "format": "CSV", "fields": ["id", "nope"]}
         return Call(input, error="VALIDATION")
+
+    return Scenario(succeeds, fails)
+
+
+def cancel_job_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        job = await env.job()
+        return Call({"id": job}, entity=job)
+
+    async def fails(env: Env) -> Call:
+        job = await env.job()
+        (await env.run("cancelJob", Call({"id": job}))).ok()
+        return Call({"id": job}, error="CONFLICT")  # finished already
 
     return Scenario(succeeds, fails)
 
@@ -665,6 +688,7 @@ SCENARIOS: dict[str, Scenario] = {
         Env.custom_field, {"addOptions": ["bronze"]}, {"addOptions": ["gold"]}, "VALIDATION"
     ),
     "archiveCustomFieldDefinition": archiving(Env.custom_field),
+    "cancelJob": cancel_job_scenario(),
 }
 
 
