@@ -425,9 +425,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from crm_graphql import crypto
     from crm_graphql.models import Role
-    from crm_graphql.schema import schema  # first: it loads the resolvers in their order
-
-    from crm_graphql.resolvers.exports import plan_of  # isort: skip
+    from crm_graphql.resolvers.exports import plan_of
+    from crm_graphql.schema import schema
     from crm_graphql.services import exports
     from crm_graphql.services.actor import Actor
     from crm_graphql.services.errors import DomainError

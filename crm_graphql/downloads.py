@@ -18,9 +18,8 @@ from starlette.routing import Route
 
 from crm_graphql.observability.requests import current_request_id
 from crm_graphql.resolvers.context import AppState
-from crm_graphql.schema import schema  # first: it loads the resolvers in their order
-
-from crm_graphql.resolvers.exports import DOWNLOAD_PATH, plan_of  # isort: skip
+from crm_graphql.resolvers.exports import DOWNLOAD_PATH, plan_of
+from crm_graphql.schema import schema
 from crm_graphql.services import exports
 from crm_graphql.services.errors import DomainError
 

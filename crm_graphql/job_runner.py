@@ -24,7 +24,8 @@ from crm_graphql.models import Job
 from crm_graphql.realtime import wait_until_set
 from crm_graphql.realtime.bus import Bus
 from crm_graphql.realtime.unit_of_work import publish_after_commit, unit_of_work
-from crm_graphql.services import jobs
+from crm_graphql.resolvers.bulk import run_bulk_change_job
+from crm_graphql.services import bulk, jobs
 from crm_graphql.services.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,9 @@ class JobContext:
 Handler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
 
 # Every job kind: what runs it.
-HANDLERS: dict[str, Handler] = {}
+HANDLERS: dict[str, Handler] = {
+    bulk.JOB_KIND: run_bulk_change_job,
+}
 
 
 class JobRunner:

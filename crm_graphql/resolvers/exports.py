@@ -9,12 +9,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.filters import customers_filter
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.mutations import Payload, mutate_payload
-from crm_graphql.resolvers.segments import list_filter
 from crm_graphql.services import audit, exports
-from crm_graphql.services import segments as segment_service
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid
 
@@ -35,18 +33,16 @@ async def export_filter(
     """The list filter of ``request``: its ``filter`` parsed as the list's filter argument,
     within the members of its segment (customers only; one the actor may see)."""
     kind = exports.kind_of(request.type)
-    parsed = list_filter(schema, FILTER_TYPES[kind.name], request.filter, "filter")
-    if request.segment_id is None:
-        return parsed
-    if kind.name != "customers":
+    if request.segment_id is not None and kind.name != "customers":
         raise Invalid("Segments are of customers: export `customers` with it", "segmentId")
-    segment = await segment_service.get_visible(
-        actor, session, decode_id(request.segment_id, "Segment"), field="segmentId"
+    return await customers_filter(
+        schema,
+        actor,
+        session,
+        request.filter,
+        request.segment_id,
+        filter_type=FILTER_TYPES[kind.name],
     )
-    membership = segment_service.membership_of(
-        segment, lambda value: list_filter(schema, "CustomerFilter", value)
-    )
-    return dict(segment_service.within(membership, parsed))
 
 
 async def plan_of(

@@ -16,7 +16,7 @@ from crm_graphql.resolvers.context import LaggingReads
 from crm_graphql.schema.activities import ActivityMutation, ActivityQuery
 from crm_graphql.schema.aggregates import AggregateQuery
 from crm_graphql.schema.auth import AuthMutation
-from crm_graphql.schema.bulk import BulkQuery
+from crm_graphql.schema.bulk import BulkMutation, BulkQuery
 from crm_graphql.schema.companies import CompanyMutation, CompanyQuery
 from crm_graphql.schema.conversations import ConversationMutation, ConversationQuery
 from crm_graphql.schema.custom_fields import CustomFieldMutation, CustomFieldQuery
@@ -108,6 +108,7 @@ class Mutation(
     SegmentMutation,
     ExportMutation,
     JobMutation,
+    BulkMutation,
 ):
     pass
 

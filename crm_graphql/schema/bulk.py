@@ -10,7 +10,8 @@ from crm_graphql.resolvers import bulk as resolve
 from crm_graphql.schema.scalars import JSON, LifecycleStage
 
 if TYPE_CHECKING:
-    from crm_graphql.schema.customers import Customer, CustomerFilter
+    from crm_graphql.schema.customers import Customer
+    from crm_graphql.schema.jobs import JobPayload
 
 _customers = "crm_graphql.schema.customers"
 
@@ -20,9 +21,10 @@ _customers = "crm_graphql.schema.customers"
     "removed, an owner, a lifecycle stage, custom fields, archiving (any together)."
 )
 class BulkCustomerChangeInput:
-    filter: Annotated[CustomerFilter, strawberry.lazy(_customers)] | None = strawberry.field(
+    filter: JSON | None = strawberry.field(
         default=None,
-        description="Which customers, as the `customers` list's `filter`. All when left out.",
+        description="Which customers: a `CustomerFilter` as JSON, exactly as the `customers` "
+        "list's `filter` argument takes it. All when left out.",
     )
     segment_id: strawberry.ID | None = strawberry.field(
         default=None, description="Only the members of this segment, within `filter`."
@@ -63,4 +65,17 @@ class BulkQuery:
         graphql_type=BulkChangePreview,
         description="How many customers a bulk change would go over, and the first of them, "
         "checked against the caller's permissions for the change (nothing is changed).",
+    )
+
+
+@strawberry.type
+class BulkMutation:
+    start_bulk_customer_change = strawberry.mutation(
+        resolver=resolve.start_bulk_customer_change,
+        graphql_type=Annotated["JobPayload", strawberry.lazy("crm_graphql.schema.jobs")],
+        description="Start a bulk change of customers as a job (kind `bulk_change_customers`): "
+        "checked like its preview, then run in batches, each customer changed and audited "
+        "on its own (action `bulkChangeCustomers`; one that fails keeps its values and is "
+        "listed in the job's `errors`). Follow it with `job` or `jobProgress`; `cancelJob` "
+        "stops it after the current batch (what is done stays).",
     )

@@ -32,6 +32,7 @@ from crm_graphql.services.policy import Action, authorize
 from crm_graphql.storage import querying, records
 
 ACTION = "bulkChangeCustomers"
+JOB_KIND = "bulk_change_customers"
 BATCH_SIZE = 200
 MAX_SAMPLE = 100
 KEEP: Any = object()  # the owner is left as it is

@@ -384,6 +384,16 @@ def create_export_scenario() -> Scenario:
     return Scenario(succeeds, fails)
 
 
+def start_bulk_change_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        return Call({"filter": {"tags": {"anyOf": ["none-such"]}}, "addTags": ["seen"]})
+
+    async def fails(env: Env) -> Call:
+        return Call({"addTags": ["a"], "removeTags": ["a"]}, error="VALIDATION")
+
+    return Scenario(succeeds, fails)
+
+
 def cancel_job_scenario() -> Scenario:
     async def succeeds(env: Env) -> Call:
         job = await env.job()
@@ -627,6 +637,7 @@ SCENARIOS: dict[str, Scenario] = {
     "moveDeal": move_deal_scenario(),
     "upsertDeals": upsert_deals_scenario(),
     "createExport": create_export_scenario(),
+    "startBulkCustomerChange": start_bulk_change_scenario(),
     "createActivity": creating(activity_input, {"customerId": None}, "VALIDATION"),
     "updateActivity": changing(
         Env.activity, {"subject": "Edited"}, {"dueAt": "2030-01-01T09:00:00Z"}, "VALIDATION"
