@@ -61,6 +61,8 @@ class BulkChange:
         archive: bool = False,
     ) -> BulkChange:
         """A validated change (``Invalid`` when it changes nothing)."""
+        if custom_fields is not None and not isinstance(custom_fields, Mapping):
+            raise Invalid("`customFields` must be a JSON object", "customFields")
         change = BulkChange(
             add_tags=tuple(fields.tags(list(add_tags or []), "addTags")),
             remove_tags=tuple(fields.tags(list(remove_tags or []), "removeTags")),
@@ -71,22 +73,13 @@ class BulkChange:
         )
         if set(change.add_tags) & set(change.remove_tags):
             raise Invalid("A tag cannot be both added and removed", "removeTags")
-        if custom_fields is not None and not isinstance(custom_fields, Mapping):
-            raise Invalid("`customFields` must be a JSON object", "customFields")
         if not change.changes_anything:
             raise Invalid("Say what to change: tags, owner, stage, custom fields or archive")
         return change
 
     @property
     def changes_anything(self) -> bool:
-        return bool(
-            self.add_tags
-            or self.remove_tags
-            or self.owner_id is not KEEP
-            or self.lifecycle_stage is not None
-            or self.custom_fields
-            or self.archive
-        )
+        return self.edits or self.archive
 
     @property
     def edits(self) -> bool:
@@ -98,23 +91,6 @@ class BulkChange:
             or self.lifecycle_stage is not None
             or self.custom_fields
         )
-
-    def describe(self) -> dict[str, Any]:
-        """The change as its audit and job rows keep it."""
-        described: dict[str, Any] = {}
-        if self.add_tags:
-            described["addTags"] = list(self.add_tags)
-        if self.remove_tags:
-            described["removeTags"] = list(self.remove_tags)
-        if self.owner_id is not KEEP:
-            described["ownerId"] = str(self.owner_id) if self.owner_id else None
-        if self.lifecycle_stage is not None:
-            described["lifecycleStage"] = str(self.lifecycle_stage.value)
-        if self.custom_fields:
-            described["customFields"] = sorted(self.custom_fields)
-        if self.archive:
-            described["archive"] = True
-        return described
 
 
 async def _check(actor: Actor, session: AsyncSession, change: BulkChange) -> None:
