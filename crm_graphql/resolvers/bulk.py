@@ -11,7 +11,7 @@ from strawberry import UNSET
 
 from crm_graphql.enums import LifecycleStage
 from crm_graphql.models import Job
-from crm_graphql.resolvers.filters import customers_filter
+from crm_graphql.resolvers.filters import filter_within_segment
 from crm_graphql.resolvers.ids import decode_id, to_global_id
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.mutations import Payload, mutate_payload
@@ -70,7 +70,7 @@ async def _planned(
     schema: Any, actor: Actor, session: AsyncSession, params: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, bulk.BulkChange]:
     change = change_of(params)
-    filter = await customers_filter(
+    filter = await filter_within_segment(
         schema, actor, session, params.get("filter"), params.get("segmentId")
     )
     return filter, change

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_graphql.resolvers.filters import customers_filter
+from crm_graphql.resolvers.filters import filter_within_segment
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.mutations import Payload, mutate_payload
 from crm_graphql.services import audit, exports
@@ -35,7 +35,7 @@ async def export_filter(
     kind = exports.kind_of(request.type)
     if request.segment_id is not None and kind.name != "customers":
         raise Invalid("Segments are of customers: export `customers` with it", "segmentId")
-    return await customers_filter(
+    return await filter_within_segment(
         schema,
         actor,
         session,

@@ -56,7 +56,7 @@ def list_filter(
         raise Invalid(error.message, f"{field}.{error.field}" if error.field else field) from error
 
 
-async def customers_filter(
+async def filter_within_segment(
     schema: Any,
     actor: Actor,
     session: AsyncSession,
