@@ -210,7 +210,6 @@ class ExportPlan:
     format: str
     columns: list[Column]
     custom_keys: list[str]
-    sensitive_keys: frozenset[str]
     statement: Any
     filter: Mapping[str, Any] | None
     rows: int = 0
@@ -241,13 +240,12 @@ async def plan_export(
         if name not in names:
             known = ", ".join(names)
             raise Invalid(f"Unknown field {name!r}; fields are {known}", f"fields.{index}")
-    columns = [c for c in kind.columns if c.name in wanted]
+    by_name = {c.name: c for c in kind.columns}
+    columns = [by_name[name] for name in wanted if name != CUSTOM_FIELDS]  # in the asked order
     custom_keys: list[str] = []
-    sensitive: frozenset[str] = frozenset()
     if CUSTOM_FIELDS in wanted:
         definitions = await custom_fields.definitions_of(actor, session, kind.entity)
         custom_keys = [d.key for d in definitions.active.values() if d.exportable]
-        sensitive = definitions.sensitive
     statement = await kind.spec.filtered(actor, session, filter, include_archived=include_archived)
     keys = kind.spec.keys(None)
     selected = [c.column for c in columns]
@@ -262,7 +260,6 @@ async def plan_export(
         format=format,
         columns=columns,
         custom_keys=custom_keys,
-        sensitive_keys=sensitive,
         statement=statement,
         filter=filter,
     )

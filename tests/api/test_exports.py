@@ -76,7 +76,8 @@ async def test_csv_and_jsonl_follow_the_lists_filter_newest_first(
     assert rows[0]["phone"] == "+12025550100" and json.loads(rows[0]["tags"]) == ["vip", "navy"]
     assert rows[1]["name"] == 'Ada, "the first"' and rows[1]["lifecycleStage"] == "LEAD"
 
-    link = await _link(agent, type="CUSTOMERS", format="JSONL", filter=vip, fields=["id", "email"])
+    link = await _link(agent, type="CUSTOMERS", format="JSONL", filter=vip, fields=["email", "id"])
+    assert link["fields"] == ["email", "id"]  # in the order asked
     response = await _download(agent, link["url"])
     assert response.headers["content-type"].startswith("application/x-ndjson")
     assert _jsonl(response.content) == [
