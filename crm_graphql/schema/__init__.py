@@ -24,6 +24,7 @@ from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.descriptions import describe_schema
 from crm_graphql.schema.duplicates import DuplicateQuery
 from crm_graphql.schema.executor import EventExecutor
+from crm_graphql.schema.imports import ImportMutation
 from crm_graphql.schema.jobs import JobMutation, JobQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
@@ -104,6 +105,7 @@ class Mutation(
     CustomFieldMutation,
     SegmentMutation,
     JobMutation,
+    ImportMutation,
 ):
     pass
 
