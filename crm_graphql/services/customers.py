@@ -485,6 +485,7 @@ async def _matches(
         .where(scope_condition(Customer, actor), column.in_(values))
         .order_by(Customer.created_at, Customer.id)
         .with_for_update(of=Customer)
+        .execution_options(populate_existing=True)
     )
     found: dict[str, list[Customer]] = {}
     for value, customer in rows.all():
