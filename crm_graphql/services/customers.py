@@ -9,14 +9,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+import orjson
+from sqlalchemy import ColumnElement, and_, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.crypto import KEYRING_INFO_KEY
 from crm_graphql.models import (
     Activity,
-    AuditLog,
     Company,
     Conversation,
     Customer,
@@ -674,8 +673,7 @@ async def import_customers(
             )
         )
     if write and values:
-        await _upsert_rows(session, values)
-        await session.execute(insert(AuditLog).values(audits))
+        await _upsert_rows(session, values, audits)
     return outcomes
 
 
@@ -684,18 +682,88 @@ _CREATE_DEFAULTS = frozenset(
 )
 
 
-async def _upsert_rows(session: AsyncSession, values: list[dict[str, Any]]) -> None:
-    """One statement: new rows inserted, existing ones (by id, locked by ``_matches``)
-    given their new values and version. The change feed's and search's statement
-    triggers see it as one write."""
-    table = Customer.__table__
-    assert isinstance(table, Table)
-    stmt = pg_insert(table).values(values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.id],
-        set_={
-            **{c: stmt.excluded[c] for c in UPSERTED},
-            "updated_at": func.now(),
-        },
+# The import's staging tables: rows arrive by binary COPY (no statement to compile per
+# chunk), then move into their tables in one statement each. JSON travels as text and is
+# cast there. Temporary: per connection, emptied at commit and before each chunk.
+_STAGING = """
+    CREATE TEMP TABLE IF NOT EXISTS crm_import_customers (
+        id uuid, workspace_id uuid, name text, email text, phone text, external_id text,
+        address text, lifecycle_stage text, owner_id uuid, company_id uuid, tags text[],
+        needs text[], preferences text, custom_fields text, custom_fields_encrypted text,
+        erased_at timestamptz, last_activity_at timestamptz, merged_into_id uuid,
+        archived_at timestamptz, version integer
+    ) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE IF NOT EXISTS crm_import_audit (
+        id uuid, workspace_id uuid, actor_user_id uuid, actor_api_key_id uuid, action text,
+        entity_type text, entity_id uuid, changes text, request_id text, client_ip text
+    ) ON COMMIT DELETE ROWS;
+    TRUNCATE crm_import_customers, crm_import_audit;
+"""
+_JSON_COLUMNS = frozenset({"address", "preferences", "custom_fields"})
+_AUDIT_COLUMNS = (
+    "id",
+    "workspace_id",
+    "actor_user_id",
+    "actor_api_key_id",
+    "action",
+    "entity_type",
+    "entity_id",
+    "changes",
+    "request_id",
+    "client_ip",
+)
+_SELECTED = ", ".join(f"{c}::jsonb" if c in _JSON_COLUMNS else c for c in COLUMNS)
+_MOVE_CUSTOMERS = text(
+    f"INSERT INTO customers ({', '.join(COLUMNS)}) SELECT {_SELECTED} FROM crm_import_customers "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in UPSERTED)
+    + ", updated_at = now()"
+)
+_MOVE_AUDIT = text(
+    f"INSERT INTO audit_log ({', '.join(_AUDIT_COLUMNS)}) SELECT "
+    + ", ".join(
+        "changes::jsonb" if c == "changes" else "client_ip::inet" if c == "client_ip" else c
+        for c in _AUDIT_COLUMNS
     )
-    await session.execute(stmt)
+    + " FROM crm_import_audit"
+)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(audit.jsonable(value)).decode()
+
+
+async def _upsert_rows(
+    session: AsyncSession, values: list[dict[str, Any]], audits: list[dict[str, Any]]
+) -> None:
+    """Two statements: new rows inserted, existing ones (by id, locked by ``_matches``)
+    given their new values and version; then their audit rows. The change feed's and
+    search's statement triggers see one write of the chunk."""
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    assert raw is not None
+    await raw.execute(_STAGING)
+    await raw.copy_records_to_table(
+        "crm_import_customers",
+        records=[
+            tuple(
+                _json(row[c])
+                if c in _JSON_COLUMNS
+                else row[c].value
+                if c == "lifecycle_stage"
+                else row[c]
+                for c in COLUMNS
+            )
+            for row in values
+        ],
+        columns=list(COLUMNS),
+    )
+    await raw.copy_records_to_table(
+        "crm_import_audit",
+        records=[
+            tuple(_json(a[c]) if c == "changes" else a[c] for c in _AUDIT_COLUMNS) for a in audits
+        ],
+        columns=list(_AUDIT_COLUMNS),
+    )
+    await session.execute(_MOVE_CUSTOMERS)
+    await session.execute(_MOVE_AUDIT)
