@@ -142,6 +142,20 @@ JOB = (
 )
 
 
+def _imported(node: str, plural: str) -> EventType:
+    return EventType(
+        f"{node.lower()}.imported",
+        node,
+        f"An import wrote {plural}: one event per chunk of up to 1,000 rows (not one per "
+        "row; the change feed has every row).",
+        (
+            _id("job_id", "Job", "The import job."),
+            Field("created_ids", "[ID!]", f"The {plural} it created.", node=node),
+            Field("updated_ids", "[ID!]", f"The {plural} it changed.", node=node),
+        ),
+    )
+
+
 def _events(*types: EventType) -> dict[str, EventType]:
     return {t.type: t for t in types}
 
@@ -246,6 +260,11 @@ CATALOGUE: dict[str, EventType] = _events(
             ),
         ),
     ),
+    _imported("Customer", "customers"),
+    _imported("Company", "companies"),
+    _imported("Deal", "deals"),
+    _imported("Order", "orders"),
+    _imported("Activity", "activities"),
     EventType(
         "job.progress",
         "Job",

@@ -25,7 +25,7 @@ from crm_graphql.realtime import wait_until_set
 from crm_graphql.realtime.bus import Bus
 from crm_graphql.realtime.unit_of_work import publish_after_commit, unit_of_work
 from crm_graphql.resolvers.bulk import run_bulk_change_job
-from crm_graphql.services import bulk, jobs
+from crm_graphql.services import bulk, imports, jobs
 from crm_graphql.services.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class JobContext:
     # its rolled-back transaction did not keep.
     progress: jobs.Progress = field(init=False)
     cancel_requested: bool = False
+    # Told of every report (the CLI's progress bar).
+    on_progress: Callable[[jobs.Progress], None] | None = None
 
     def __post_init__(self) -> None:
         self.progress = self.claimed.progress
@@ -80,6 +82,8 @@ class JobContext:
             async with self.transaction() as own:
                 stop = await jobs.report(own, self.claimed, self.progress, committed=committed)
         self.cancel_requested = self.cancel_requested or stop
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
 
 
 Handler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
@@ -87,6 +91,7 @@ Handler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
 # Every job kind: what runs it.
 HANDLERS: dict[str, Handler] = {
     bulk.JOB_KIND: run_bulk_change_job,
+    imports.JOB_KIND: imports.run_import_job,
 }
 
 
@@ -97,11 +102,14 @@ class JobRunner:
         bus: Bus,
         settings: RunnerSettings,
         handlers: dict[str, Handler] | None = None,
+        *,
+        on_progress: Callable[[jobs.Progress], None] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._bus = bus
         self._settings = settings
         self._handlers = handlers if handlers is not None else HANDLERS
+        self._on_progress = on_progress
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
@@ -157,7 +165,7 @@ class JobRunner:
 
     async def run(self, claimed: jobs.Claimed) -> None:
         """Run a claimed job, with its heartbeat, and record how it ended."""
-        context = JobContext(claimed, self._sessionmaker, self._bus)
+        context = JobContext(claimed, self._sessionmaker, self._bus, on_progress=self._on_progress)
         handler = self._handlers.get(claimed.kind)
         result: dict[str, Any] | None = None
         message: str | None = None

@@ -26,6 +26,7 @@ from crm_graphql.schema.descriptions import describe_schema
 from crm_graphql.schema.duplicates import DuplicateQuery
 from crm_graphql.schema.executor import EventExecutor
 from crm_graphql.schema.exports import ExportMutation
+from crm_graphql.schema.imports import ImportMutation
 from crm_graphql.schema.jobs import JobMutation, JobQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
@@ -109,6 +110,7 @@ class Mutation(
     ExportMutation,
     JobMutation,
     BulkMutation,
+    ImportMutation,
 ):
     pass
 

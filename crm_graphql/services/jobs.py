@@ -297,6 +297,19 @@ async def claim_next(
     return Claimed(job.id, job.claim, job.kind, dict(job.params), Progress.of(job), actor)
 
 
+async def claim_new(session: AsyncSession, job: Job, actor: Actor) -> Claimed:
+    """Claim a job just created in this transaction, to run it here (the CLI): no runner
+    ever sees it queued. Run as ``actor``."""
+    now = datetime.now(UTC)
+    job.status = JobStatus.RUNNING
+    job.claim = uuid.uuid4()
+    job.attempts = 1
+    job.heartbeat_at = job.started_at = now
+    await session.flush()
+    _record(session, job, PROGRESS)
+    return Claimed(job.id, job.claim, job.kind, dict(job.params), Progress.of(job), actor)
+
+
 async def actor_of(session: AsyncSession, job: Job) -> Actor:
     """The actor a job runs as: its creator with the role or scopes it has now.
     ``Forbidden`` when the creator can no longer act (a user disabled or removed, a key

@@ -394,6 +394,11 @@ def start_bulk_change_scenario() -> Scenario:
     return Scenario(succeeds, fails)
 
 
+async def import_input(env: Env) -> dict[str, Any]:
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    return {"type": "CUSTOMERS", "content": f"name,email\nImported,{email}\n"}
+
+
 def cancel_job_scenario() -> Scenario:
     async def succeeds(env: Env) -> Call:
         job = await env.job()
@@ -700,6 +705,7 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "archiveCustomFieldDefinition": archiving(Env.custom_field),
     "cancelJob": cancel_job_scenario(),
+    "startImport": creating(import_input, {"content": " "}, "VALIDATION"),
 }
 
 
