@@ -29,19 +29,17 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.crypto import keyring_of
-from crm_graphql.enums import Role
-from crm_graphql.models import ApiKey, Company, Customer, CustomFieldEntity, Deal, User
+from crm_graphql.models import Company, Customer, CustomFieldEntity, Deal
 from crm_graphql.resolvers.ids import to_global_id
-from crm_graphql.services import audit, custom_fields, privacy
+from crm_graphql.services import audit, credentials, custom_fields, privacy
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.companies import COMPANIES
 from crm_graphql.services.customers import CUSTOMERS
 from crm_graphql.services.deals import DEALS
-from crm_graphql.services.errors import DomainError, Forbidden, Invalid
+from crm_graphql.services.errors import DomainError, Invalid
 from crm_graphql.services.policy import authorize_read
 from crm_graphql.storage import querying
 
@@ -468,31 +466,13 @@ def open_link(secret: str, token: str, *, now: float | None = None) -> LinkClaim
 async def creator_actor(
     session: AsyncSession, claims: LinkClaims, *, request_id: str | None = None
 ) -> Actor:
-    """The actor of the link's creator as it stands now: a user still active (with their
-    current role), or an API key neither revoked nor expired (with its current scopes).
-    ``Forbidden`` otherwise: a link outlives no credential."""
-    if claims.api_key_id is not None:
-        key = await session.scalar(
-            select(ApiKey).where(
-                ApiKey.id == claims.api_key_id, ApiKey.workspace_id == claims.workspace_id
-            )
-        )
-        if key is None or key.revoked_at is not None:
-            raise Forbidden("The API key that made this link was revoked")
-        if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
-            raise Forbidden("The API key that made this link has expired")
-        return Actor(
-            workspace_id=key.workspace_id,
-            role=Role.AGENT,
-            api_key_id=key.id,
-            scopes=frozenset(key.scopes),
-            request_id=request_id,
-        )
-    user = await session.scalar(
-        select(User).where(User.id == claims.user_id, User.workspace_id == claims.workspace_id)
-    )
-    if user is None or not user.is_active or user.archived_at is not None:
-        raise Forbidden("The user who made this link is disabled")
-    return Actor(
-        workspace_id=user.workspace_id, role=user.role, user_id=user.id, request_id=request_id
+    """The actor of the link's creator as it stands now (``credentials.standing_actor``):
+    a link outlives no credential."""
+    return await credentials.standing_actor(
+        session,
+        workspace_id=claims.workspace_id,
+        user_id=claims.user_id,
+        api_key_id=claims.api_key_id,
+        what="made this link",
+        request_id=request_id,
     )

@@ -22,10 +22,10 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.enums import JobStatus, Role
-from crm_graphql.models import ApiKey, Job, JobFile, User
-from crm_graphql.services import events
+from crm_graphql.models import Job, JobFile
+from crm_graphql.services import credentials, events
 from crm_graphql.services.actor import Actor, in_workspace, scope_condition
-from crm_graphql.services.errors import Conflict, DomainError, Forbidden, NotFound
+from crm_graphql.services.errors import Conflict, DomainError, NotFound
 from crm_graphql.services.policy import Action, allows, authorize
 from crm_graphql.storage import records
 
@@ -314,26 +314,12 @@ async def actor_of(session: AsyncSession, job: Job) -> Actor:
     """The actor a job runs as: its creator with the role or scopes it has now.
     ``Forbidden`` when the creator can no longer act (a user disabled or removed, a key
     revoked, expired or deleted)."""
-    if job.created_by_api_key_id is not None:
-        key = await session.get(ApiKey, job.created_by_api_key_id)
-        if key is None or key.revoked_at is not None:
-            raise Forbidden("The API key that started the job was revoked")
-        if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
-            raise Forbidden("The API key that started the job has expired")
-        return Actor(
-            workspace_id=key.workspace_id,
-            role=Role.AGENT,
-            api_key_id=key.id,
-            scopes=frozenset(key.scopes),
-            request_id=f"job:{job.id}",
-        )
-    user = await session.get(User, job.created_by_id) if job.created_by_id else None
-    if user is None or not user.is_active or user.archived_at is not None:
-        raise Forbidden("The user who started the job can no longer act")
-    return Actor(
-        workspace_id=user.workspace_id,
-        role=user.role,
-        user_id=user.id,
+    return await credentials.standing_actor(
+        session,
+        workspace_id=job.workspace_id,
+        user_id=job.created_by_id,
+        api_key_id=job.created_by_api_key_id,
+        what="started the job",
         request_id=f"job:{job.id}",
     )
 
