@@ -348,3 +348,47 @@ def test_cli_export_writes_the_file_and_audits_it(
         env=env, cwd=support.ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 1 and "filter" in bad.stdout
+
+
+async def test_companies_and_deals_export_with_their_own_filters(
+    as_role: dict[Role, support.GraphQLClient],
+) -> None:
+    manager = as_role[Role.MANAGER]
+    made = await manager(
+        "mutation($i: CreateCompanyInput!) { createCompany(input: $i) { company { id } } }",
+        {"i": {"name": "Acme", "domain": "acme.example", "industry": "Retail"}},
+    )
+    acme = made.ok()["createCompany"]["company"]["id"]
+    await manager(
+        "mutation($i: CreateCompanyInput!) { createCompany(input: $i) { company { id } } }",
+        {"i": {"name": "Globex", "industry": "Energy"}},
+    )
+    link = await _link(
+        manager, type="COMPANIES", format="JSONL", filter={"industry": {"eq": "Retail"}},
+        fields=["id", "name", "domain"],
+    )  # fmt: skip
+    assert _jsonl((await _download(manager, link["url"])).content) == [
+        {"id": acme, "name": "Acme", "domain": "acme.example"}
+    ]
+    stage = (
+        await manager(
+            """mutation($i: CreatePipelineInput!) {
+                 createPipeline(input: $i) { pipeline { stages { id } } } }""",
+            {"i": {"name": "Sales", "stages": [{"name": "Lead"}]}},
+        )
+    ).ok()["createPipeline"]["pipeline"]["stages"][0]["id"]
+    for title, amount in (("Small", "10.50"), ("Big", "9000")):
+        await manager(
+            "mutation($i: CreateDealInput!) { createDeal(input: $i) { deal { id } } }",
+            {"i": {"title": title, "stageId": stage, "currency": "EUR", "amount": amount,
+                   "companyId": acme}},
+        )  # fmt: skip
+    link = await _link(
+        manager, type="DEALS", format="CSV", filter={"amount": {"gt": "100"}},
+        fields=["title", "amount", "currency", "status", "stageId", "companyId"],
+    )  # fmt: skip
+    rows = _csv((await _download(manager, link["url"])).content)
+    assert rows == [
+        {"title": "Big", "amount": "9000.00", "currency": "EUR", "status": "OPEN",
+         "stageId": stage, "companyId": acme}
+    ]  # fmt: skip
