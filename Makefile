@@ -67,6 +67,7 @@ bench-setup: $(STAMP)
 
 bench: bench-setup
 	$(BIN)/python -m bench.run --preset full --server-url $(BENCH_PG)
+	$(BIN)/python -m bench.import_speed --server-url $(BENCH_PG) --redis-url redis://127.0.0.1:6379/7
 
 bench-quick: bench-setup
 	$(BIN)/python -m bench.run --preset quick --server-url $(BENCH_PG)

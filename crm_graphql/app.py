@@ -25,8 +25,10 @@ from crm_graphql.cors import cors_middleware
 from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
 from crm_graphql.db.replica import Replica
 from crm_graphql.diagnostics import Diagnostics, runtime
+from crm_graphql.downloads import download_routes
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
+from crm_graphql.job_runner import JobRunner, RunnerSettings
 from crm_graphql.logs import configure_logging
 from crm_graphql.observability import tracing
 from crm_graphql.observability.metrics import metrics_endpoint, process_exiting
@@ -141,6 +143,17 @@ def build_app(settings: Settings) -> Starlette:
         )
         if settings.webhook_dispatcher:
             await dispatcher.start()
+        runner = None
+        if settings.job_runner:
+            runner = JobRunner(
+                sessionmaker,
+                bus,
+                RunnerSettings(
+                    poll_seconds=settings.job_poll_seconds,
+                    lease_seconds=settings.job_lease_seconds,
+                ),
+            )
+            await runner.start()
         replica = None
         if settings.database_replica_url:
             replica = await Replica(
@@ -176,6 +189,7 @@ def build_app(settings: Settings) -> Starlette:
             ),
             compiled=compiled,
             replica=replica,
+            jobs=runner,
         )
         app.state.schema = schema
         restore_signals = close_sockets_before_exit()
@@ -193,6 +207,8 @@ def build_app(settings: Settings) -> Starlette:
             restore_signals()
             await close_all_sockets()
             await dispatcher.close()
+            if runner is not None:
+                await runner.close()
             if compiled is not None:
                 await compiled.close()
             if replica is not None:
@@ -229,6 +245,7 @@ def build_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
+        *download_routes(),
         *explorer_routes(),
         *console_routes(),
     ]

@@ -1,6 +1,6 @@
 """``crm-graphql``: serve, migrate, seed-demo, export-schema, export-events, check-schema,
 create-workspace, create-user, create-api-key, backup, restore, new-encryption-key,
-rotate-encryption-key."""
+rotate-encryption-key, import."""
 
 from __future__ import annotations
 
@@ -339,6 +339,155 @@ def cmd_create_api_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import a CSV or JSON Lines file as a job run by this process, with a progress bar
+    and a summary (docs/decisions/0033-jobs-and-import.md)."""
+    from crm_graphql import crypto
+    from crm_graphql.enums import ImportMode, ImportType
+    from crm_graphql.services.errors import DomainError
+
+    path = Path(args.file)
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        _say(f"error: cannot read {args.file}: {error.strerror}")
+        return 1
+    mapping: dict[str, str] = {}
+    for item in args.mapping or []:
+        column, sep, target = item.partition("=")
+        if not sep or not column.strip():
+            _say(f"error: --mapping {item!r}: write COLUMN=FIELD (or COLUMN= to skip it)")
+            return 1
+        mapping[column.strip()] = target.strip()
+    settings, _servers = with_services(Settings())
+    assert settings.database_url and settings.redis_url
+    try:
+        keyring = crypto.Keyring.from_entries(resolve_encryption_keys(settings))
+    except (ConfigurationError, crypto.KeyringError) as error:
+        _say(f"error: {error}")
+        return 1
+    bar = ProgressBar(sys.stderr, enabled=not args.quiet)
+
+    async def work() -> Any:
+        from crm_graphql.job_runner import JobRunner, RunnerSettings
+        from crm_graphql.models import Job
+        from crm_graphql.realtime.bus import Bus
+        from crm_graphql.services import imports, jobs
+
+        engine = make_engine(settings.database_url or "", pool_size=3)
+        bus = Bus.from_url(settings.redis_url or "")
+        try:
+            sessionmaker = make_sessionmaker(engine)
+            crypto.attach(sessionmaker, keyring)
+            async with sessionmaker() as session, session.begin():
+                actor = await _cli_actor(session, args.workspace, args.as_user)
+                options = imports.ImportOptions(
+                    type=ImportType(args.type),
+                    format=imports.file_format(path.name, args.format),
+                    mapping=mapping,
+                    key=args.key,
+                    mode=ImportMode(args.mode),
+                    dry_run=args.dry_run,
+                )
+                job = await imports.start_import(
+                    actor, session, options, file_name=path.name, content=content
+                )
+                claimed = await jobs.claim_new(session, job, actor)
+            runner = JobRunner(sessionmaker, bus, RunnerSettings(), on_progress=bar.update)
+            await runner.run(claimed)
+            async with sessionmaker() as session:
+                return await session.get(Job, claimed.id)
+        finally:
+            await bus.close()
+            await engine.dispose()
+
+    try:
+        job = asyncio.run(work())
+    except DomainError as error:
+        _say(f"error: {error.message}")
+        return 1
+    bar.close()
+    return _import_summary(job, args.errors)
+
+
+class ProgressBar:
+    """``[#####-----]  45,000 / 100,000 rows`` on a terminal, redrawn in place."""
+
+    def __init__(self, stream: Any, *, enabled: bool, width: int = 30) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.width = width
+        self.drawn = False
+
+    def update(self, progress: Any) -> None:
+        if not self.enabled:
+            return
+        total = max(progress.total or 0, progress.done, 1)
+        filled = int(self.width * progress.done / total)
+        failed = progress.counts.get("failed", 0)
+        self.stream.write(
+            f"\r[{'#' * filled}{'-' * (self.width - filled)}] {progress.done:,} / {total:,} "
+            f"rows, {failed:,} bad"
+        )
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+async def _cli_actor(session: AsyncSession, workspace_name: str, email: str | None) -> Any:
+    """Who a CLI import acts as: the user ``email`` of the workspace (with their role),
+    else the operator as an admin of the workspace (audited with request id "cli")."""
+    from sqlalchemy import func, select
+
+    from crm_graphql.models import Role, User
+    from crm_graphql.services.actor import Actor
+    from crm_graphql.services.errors import DomainError
+
+    workspace = await _workspace_named(session, workspace_name)
+    if email is None:
+        return Actor(workspace_id=workspace.id, role=Role.ADMIN, request_id="cli")
+    user = await session.scalar(
+        select(User).where(
+            User.workspace_id == workspace.id, func.lower(User.email) == email.lower()
+        )
+    )
+    if user is None or not user.is_active:
+        raise DomainError(f"no active user {email!r} in {workspace_name!r}", "as", "NOT_FOUND")
+    return Actor(workspace_id=workspace.id, role=user.role, user_id=user.id, request_id="cli")
+
+
+def _import_summary(job: Any, shown: int) -> int:
+    """Print what the import did; 0 when every row was good, 2 with bad rows, 1 when it
+    failed."""
+    result = job.result or {}
+    counts = job.counts or {}
+    _say(
+        f"Import {job.status.value}: {job.done:,} rows; "
+        + ", ".join(
+            f"{counts.get(k, 0):,} {k}" for k in ("created", "updated", "unchanged", "failed")
+        )
+    )
+    if result.get("dryRun"):
+        _say("Dry run: nothing was written.")
+    elif result and not result.get("written", True):
+        _say("Nothing was written: all-or-nothing, and some rows are bad.")
+    if result.get("message"):
+        _say(f"error: {result['message']}")
+    for error in job.errors[:shown]:
+        where = f"line {error['line']}" if error.get("line") else "file"
+        field = f" {error['field']}" if error.get("field") else ""
+        _say(f"  {where}{field}: {error['message']} ({error['code']})")
+    if job.error_count > shown:
+        _say(f"  ... and {job.error_count - shown:,} more bad rows")
+    if job.status.value != "succeeded":
+        return 1
+    return 2 if job.error_count else 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from crm_graphql.db import backup
 
@@ -417,6 +566,71 @@ def cmd_rotate_encryption_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Stream a list (filtered, segmented) to a file or stdout, as the workspace's operator
+    (an admin: what an admin reads through the API), audited with the row count."""
+    import contextlib
+    import json
+
+    from crm_graphql import crypto
+    from crm_graphql.models import Role
+    from crm_graphql.resolvers.exports import plan_of
+    from crm_graphql.schema import schema
+    from crm_graphql.services import exports
+    from crm_graphql.services.actor import Actor
+    from crm_graphql.services.errors import DomainError
+
+    with contextlib.redirect_stdout(sys.stderr):  # standard output may be the file itself
+        settings, _servers = with_services(Settings(), need_redis=False)
+    assert settings.database_url
+    try:
+        filter_value = json.loads(args.filter) if args.filter else None
+    except json.JSONDecodeError as error:
+        _say(f"error: --filter is not JSON: {error}")
+        return 2
+    request = exports.ExportRequest(
+        type=args.type,
+        format=args.format,
+        filter=filter_value,
+        segment_id=args.segment,
+        fields=tuple(f.strip() for f in args.fields.split(",")) if args.fields else None,
+    )
+    keyring = crypto.Keyring.from_entries(resolve_encryption_keys(settings))
+
+    async def work() -> int:
+        engine = make_engine(settings.database_url or "", pool_size=2)
+        sessionmaker = make_sessionmaker(engine)
+        crypto.attach(sessionmaker, keyring)
+        # A blocking file, written a chunk at a time between the cursor's round trips.
+        out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: ASYNC230
+        try:
+            async with sessionmaker() as session, session.begin():
+                workspace = await _workspace_named(session, args.workspace)
+                operator = Actor(workspace_id=workspace.id, role=Role.ADMIN, request_id="cli")
+                plan = await plan_of(schema, operator, session, request)
+                async for chunk in exports.encoded(plan, session):
+                    out.write(chunk)
+                exports.record_export(plan, session, via="cli", completed=True)
+            out.flush()
+            return plan.rows
+        finally:
+            if args.out:
+                out.close()
+            await engine.dispose()
+
+    try:
+        rows = asyncio.run(work())
+    except DomainError as error:
+        _say(f"error: {error.field + ': ' if error.field else ''}{error.message}")
+        return 1
+    print(
+        f"Exported {rows} {args.type} as {args.format}" + (f" to {args.out}" if args.out else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crm-graphql",
@@ -444,6 +658,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=42, help="demo data seed (default 42)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
+
+    exp = sub.add_parser(
+        "export",
+        help="export customers, companies or deals to CSV or JSON Lines",
+        description="Stream a list, filtered as the API's list filter (JSON) or by a segment, "
+        "to CSV or JSON Lines, in constant memory; audited with the number of rows.",
+    )
+    exp.add_argument("--workspace", required=True, help="workspace NAME")
+    exp.add_argument("--type", required=True, choices=["customers", "companies", "deals"])
+    exp.add_argument("--format", default="csv", choices=["csv", "jsonl"], help="default csv")
+    exp.add_argument(
+        "--filter",
+        default=None,
+        help='the list\'s filter as JSON, e.g. \'{"tags": {"anyOf": ["vip"]}}\'',
+    )
+    exp.add_argument("--segment", default=None, help="a segment's ID (customers only)")
+    exp.add_argument("--fields", default=None, help="comma-separated API field names")
+    exp.add_argument("--out", default=None, help="file to write (default: standard output)")
+    exp.set_defaults(func=cmd_export)
 
     mig = sub.add_parser(
         "migrate",
@@ -579,6 +812,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
     rotate.set_defaults(func=cmd_rotate_encryption_key)
+
+    imp = sub.add_parser(
+        "import",
+        help="import customers, companies, deals, orders or activities from CSV or JSONL",
+        description="Import a CSV (header row) or JSON Lines file into a workspace, as a "
+        "job run by this command, with a progress bar and a summary. Columns match the "
+        "API's field names (case, spaces, _ and - ignored), custom.<key> for custom "
+        "fields, address.<part> for address parts. Exit status: 0 every row imported, "
+        "2 some rows bad (listed), 1 failed.",
+    )
+    imp.add_argument("file", metavar="FILE", help="the .csv or .jsonl file")
+    imp.add_argument(
+        "--type", required=True, choices=["customers", "companies", "deals", "orders", "activities"]
+    )
+    imp.add_argument("--workspace", required=True, help="workspace NAME")
+    imp.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="EMAIL",
+        help="act as this user of the workspace (default: the operator, as an admin)",
+    )
+    imp.add_argument(
+        "--mapping",
+        action="append",
+        metavar="COLUMN=FIELD",
+        help="map a column to a field (COLUMN= skips it); repeatable",
+    )
+    imp.add_argument(
+        "--key",
+        help="customers' upsert key: email (default), externalId or custom:<field>",
+    )
+    imp.add_argument(
+        "--mode",
+        choices=["all-or-nothing", "good-rows"],
+        default="good-rows",
+        help="with bad rows: write nothing, or write the good ones (default)",
+    )
+    imp.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
+    imp.add_argument("--format", choices=["csv", "jsonl"], help="default: by the file's extension")
+    imp.add_argument("--errors", type=int, default=20, help="bad rows to list (default 20)")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(func=cmd_import)
     return parser
 
 

@@ -119,3 +119,23 @@ class ApiKeyScope(enum.StrEnum):
     CONVERSATIONS_READ = "conversations:read"
     CONVERSATIONS_WRITE = "conversations:write"
     WEBHOOKS_MANAGE = "webhooks:manage"
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ImportType(enum.StrEnum):
+    CUSTOMERS = "customers"
+    COMPANIES = "companies"
+    DEALS = "deals"
+    ORDERS = "orders"
+    ACTIVITIES = "activities"
+
+
+class ImportMode(enum.StrEnum):
+    ALL_OR_NOTHING = "all-or-nothing"
+    GOOD_ROWS = "good-rows"

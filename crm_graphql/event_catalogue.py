@@ -23,6 +23,7 @@ from crm_graphql.enums import (
     Channel,
     ConversationStatus,
     DealStatus,
+    JobStatus,
     MessageAuthorType,
 )
 from crm_graphql.global_ids import to_global_id
@@ -131,6 +132,28 @@ DEAL = (
     _enum("status", DealStatus, "Open, won or lost."),
     VERSION,
 )
+JOB = (
+    _id("job_id", "Job", "The job."),
+    _enum("status", JobStatus, "Its status then."),
+    Field("done", "Int", "Items (rows) processed."),
+    Field("total", "Int", "Items in all (null while unknown)."),
+    Field("counts", "JSON", "Items by outcome (`created`, `updated`, `failed` ...)."),
+    Field("error_count", "Int", "Bad items so far."),
+)
+
+
+def _imported(node: str, plural: str) -> EventType:
+    return EventType(
+        f"{node.lower()}.imported",
+        node,
+        f"An import wrote {plural}: one event per chunk of up to 1,000 rows (not one per "
+        "row; the change feed has every row).",
+        (
+            _id("job_id", "Job", "The import job."),
+            Field("created_ids", "[ID!]", f"The {plural} it created.", node=node),
+            Field("updated_ids", "[ID!]", f"The {plural} it changed.", node=node),
+        ),
+    )
 
 
 def _events(*types: EventType) -> dict[str, EventType]:
@@ -236,6 +259,24 @@ CATALOGUE: dict[str, EventType] = _events(
                 "How many customers, activities, conversations and messages were erased.",
             ),
         ),
+    ),
+    _imported("Customer", "customers"),
+    _imported("Company", "companies"),
+    _imported("Deal", "deals"),
+    _imported("Order", "orders"),
+    _imported("Activity", "activities"),
+    EventType(
+        "job.progress",
+        "Job",
+        "A background job (an import, a bulk action) started or went on a step (a chunk "
+        "of rows): one event per step, never per row.",
+        JOB,
+    ),
+    EventType(
+        "job.finished",
+        "Job",
+        "A background job ended: succeeded, failed or cancelled (its last event).",
+        JOB,
     ),
 )
 

@@ -128,7 +128,9 @@ def _respond(
 _DEPTH_LIMIT = "depth limit exceeded"
 
 
-async def _params(request: Request, max_bytes: int) -> dict[str, Any] | list[Any]:
+async def _params(
+    request: Request, max_bytes: int, max_upload_bytes: int = 0
+) -> dict[str, Any] | list[Any]:
     if request.method == "GET":
         q = request.query_params
         params: dict[str, Any] = {"query": q.get("query"), "operationName": q.get("operationName")}
@@ -140,6 +142,8 @@ async def _params(request: Request, max_bytes: int) -> dict[str, Any] | list[Any
                     raise RequestError(400, f"`{key}` is not valid JSON", "BAD_REQUEST") from exc
         return params
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == MULTIPART and max_upload_bytes:
+        return await _multipart_params(request, max_upload_bytes)
     if content_type not in (JSON, GRAPHQL_RESPONSE, "application/graphql+json"):
         # Form and text bodies are what a cross-site form can send without a CORS
         # preflight: never accept them (no CSRF through simple requests).
@@ -169,6 +173,74 @@ async def _params(request: Request, max_bytes: int) -> dict[str, Any] | list[Any
             400, "The body must be a JSON object (or an array of them)", "BAD_REQUEST"
         )
     return params
+
+
+MULTIPART = "multipart/form-data"
+# A header no cross-site form can send without a CORS preflight: multipart requests must
+# carry one, so an upload is never a simple (CSRF-able) request. Credentials count.
+PREFLIGHT_HEADERS = ("authorization", "graphql-preflight", "apollo-require-preflight")
+
+
+async def _multipart_params(request: Request, max_bytes: int) -> dict[str, Any]:
+    """A GraphQL multipart request (github.com/jaydenseric/graphql-multipart-request-spec):
+    the ``operations`` JSON, the ``map`` of file fields to variable paths, and the files,
+    which become the variables' values (Starlette ``UploadFile``s, spooled to disk past
+    1 MB; ``Upload`` arguments receive them)."""
+    if not any(request.headers.get(h) for h in PREFLIGHT_HEADERS):
+        raise RequestError(
+            400,
+            "A multipart request needs `Authorization` (or `GraphQL-Preflight: 1`): "
+            "uploads are never simple cross-site requests",
+            "PREFLIGHT_REQUIRED",
+        )
+    length = request.headers.get("content-length")
+    if not (length and length.isdigit()):
+        raise RequestError(411, "A multipart request needs a Content-Length", "LENGTH_REQUIRED")
+    if int(length) > max_bytes:
+        raise RequestError(
+            413, f"Request body is larger than {max_bytes} bytes", "PAYLOAD_TOO_LARGE"
+        )
+    try:
+        form = await request.form(max_files=10, max_fields=20, max_part_size=max_bytes)
+    except Exception as exc:  # python-multipart's and Starlette's parse errors
+        raise RequestError(400, f"Not a valid multipart body: {exc}", "BAD_REQUEST") from exc
+    try:
+        operations = orjson.loads(str(form.get("operations") or ""))
+        mapping = orjson.loads(str(form.get("map") or "{}"))
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(
+            400, "`operations` and `map` must be JSON (the multipart request spec)", "BAD_REQUEST"
+        ) from exc
+    if not isinstance(operations, dict) or not isinstance(mapping, dict):
+        raise RequestError(
+            400, "`operations` must be one operation and `map` an object", "BAD_REQUEST"
+        )
+    for key, paths in mapping.items():
+        upload = form.get(key)
+        if upload is None or isinstance(upload, str) or not isinstance(paths, list):
+            raise RequestError(400, f"`map` names a missing file {key!r}", "BAD_REQUEST")
+        for path in paths:
+            _put(operations, str(path), upload)
+    return operations
+
+
+def _put(operations: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``variables.input.file`` (a path of the spec) to ``value``."""
+    *parents, last = path.split(".")
+    target: Any = operations
+    try:
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        if isinstance(target, list):
+            target[int(last)] = value
+        elif isinstance(target, dict) and last in target:
+            target[last] = value
+        else:
+            raise KeyError(last)
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        raise RequestError(
+            400, f"`map` path {path!r} is not a null variable of `operations`", "BAD_REQUEST"
+        ) from exc
 
 
 def _operations(params: dict[str, Any] | list[Any], max_batch: int) -> list[dict[str, Any]]:
@@ -429,7 +501,13 @@ async def _executed(
     """The operation executed by Strawberry; a query whose read on the replica failed in
     the database (the replica stopped, or cancelled a statement: a recovery conflict) runs
     again on the primary (docs/decisions/0024): queries change nothing."""
-    context = Context(app=app, actor=actor, request_id=request_id, client_ip=_client_ip(request))
+    context = Context(
+        app=app,
+        actor=actor,
+        request_id=request_id,
+        client_ip=_client_ip(request),
+        base_url=str(request.base_url),
+    )
     try:
         body, status = await _execute(request, context, params, media_type)
     except Exception as exc:
@@ -447,6 +525,7 @@ async def _executed(
         actor=actor,
         request_id=request_id,
         client_ip=_client_ip(request),
+        base_url=str(request.base_url),
         sessions=app.sessionmaker,
     )
     return await _execute(request, context, params, media_type)
@@ -539,7 +618,9 @@ async def graphql_endpoint(request: Request) -> Response:
     request_id = _request_id(request)
     headers = {"X-Request-Id": request_id}
     try:
-        params = await _params(request, app.settings.max_request_bytes)
+        params = await _params(
+            request, app.settings.max_request_bytes, app.settings.max_upload_bytes
+        )
         operations = _operations(params, app.settings.max_batch_operations)
         try:
             actor = await _actor(app, request, request_id)

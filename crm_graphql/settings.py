@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 10.0
     webhook_max_attempts: int = 12
     webhook_retry_base_seconds: float = 10.0
+    # Background jobs (imports, bulk actions; crm_graphql/job_runner.py): this process
+    # claims and runs queued jobs; a run silent for `job_lease_seconds` is presumed dead
+    # and its job claimed again (docs/decisions/0033).
+    job_runner: bool = True
+    job_poll_seconds: float = 1.0
+    job_lease_seconds: float = 60.0
+    # Largest GraphQL multipart request (an import's file), in bytes.
+    max_upload_bytes: int = 200 * 1024 * 1024
     # GET /metrics (Prometheus text; crm_graphql/observability/metrics.py): `local` serves
     # loopback peers only, `token` callers with `Authorization: Bearer <metrics_token>`,
     # `open` anyone, `off` no one (404).

@@ -36,6 +36,7 @@ from crm_graphql.models.events import (
     WebhookDeliveryAttempt,
     WebhookDispatchCursor,
 )
+from crm_graphql.models.jobs import Job, JobFile
 from crm_graphql.models.orders import (
     Order,
     OrderHistoryVersion,
@@ -86,6 +87,8 @@ __all__ = [
     "DealStatus",
     "DeliveryStatus",
     "Event",
+    "Job",
+    "JobFile",
     "LifecycleStage",
     "Message",
     "MessageAuthorType",

@@ -20,6 +20,9 @@ class Customer(WorkspaceScoped, Archivable, Base):
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     email: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(50))
+    # The customer's id in another system (imports and sync match by it); unique per
+    # workspace when given.
+    external_id: Mapped[str | None] = mapped_column(String(200))
     address: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     lifecycle_stage: Mapped[LifecycleStage] = mapped_column(
         text_enum(LifecycleStage, "lifecycle_stage"), nullable=False, default=LifecycleStage.LEAD
@@ -60,6 +63,13 @@ class Customer(WorkspaceScoped, Archivable, Base):
             func.lower(email),
             unique=True,
             postgresql_where=text("email IS NOT NULL"),
+        ),
+        Index(
+            "uq_customers_workspace_external_id",
+            "workspace_id",
+            "external_id",
+            unique=True,
+            postgresql_where=text("external_id IS NOT NULL"),
         ),
         Index("ix_customers_workspace_created", "workspace_id", "created_at", "id"),
         # Segments: a lifecycle stage (or a few) within a creation period, whatever the

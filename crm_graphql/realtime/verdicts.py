@@ -142,3 +142,17 @@ class ConversationAccess:
 
 def _uuid(value: Any) -> uuid.UUID | None:
     return uuid.UUID(value) if value else None
+
+
+@dataclass(frozen=True)
+class UntilFinished:
+    """Every event of a stream that ends: the subscription ends after the event of type
+    ``last`` (a job's ``job.finished``)."""
+
+    last: str
+
+    def __call__(self, event: StoredEvent, audience: Actor) -> Verdict:
+        return LAST_FOR_ALL if event.type == self.last else ALL
+
+
+LAST_FOR_ALL = Verdict(LAST)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from crm_graphql.compiled import CompiledReads
     from crm_graphql.crypto import Keyring
     from crm_graphql.db.replica import Replica
+    from crm_graphql.job_runner import JobRunner
     from crm_graphql.persisted_queries import PersistedQueries
     from crm_graphql.ratelimit import RateLimiter
     from crm_graphql.realtime.bus import Bus
@@ -60,6 +61,8 @@ class AppState:
     compiled: CompiledReads | None = None
     # Reads that may lag go here (``CRM_DATABASE_REPLICA_URL``; docs/decisions/0024).
     replica: Replica | None = None
+    # Runs queued jobs (None when ``settings.job_runner`` is off: another process does).
+    jobs: JobRunner | None = None
 
 
 @dataclass
@@ -72,6 +75,8 @@ class Context:
     actor: Actor | None
     request_id: str
     client_ip: str | None = None
+    # The URL the request reached the API at (``/`` of it), for links it hands out.
+    base_url: str | None = None
     # WebSocket connections: the connection_init payload, the socket itself, and what
     # its credentials stand on (ended once they expire or are revoked).
     connection_params: dict[str, Any] | None = None

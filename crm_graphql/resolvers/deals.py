@@ -11,10 +11,12 @@ from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, root_list
 from crm_graphql.resolvers.mutations import (
     Payload,
+    UpsertPayload,
     archive_payload,
     create_payload,
     mutate_payload,
     update_payload,
+    upsert_payload,
 )
 from crm_graphql.services import deals as deal_service
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
         UpdateDealInput,
         UpdatePipelineInput,
         UpdateStageInput,
+        UpsertDealsInput,
     )
 
 _activities = "crm_graphql.schema.activities"
@@ -173,4 +176,18 @@ async def move_deal(
         lambda actor, s: deal_service.move_deal(
             actor, s, id, stage_id, expected_version=input.expected_version
         ),
+    )
+
+
+async def upsert_deals(
+    info: Info,
+    input: Annotated["UpsertDealsInput", strawberry.lazy(_deals)],
+) -> UpsertPayload:
+    match_on = input.match_on
+    return await upsert_payload(
+        info,
+        "deal",
+        input.records,
+        partial(input_changes, ids=DEAL_IDS),
+        lambda actor, s, batch: deal_service.upsert_deals(actor, s, batch, match_on=match_on),
     )

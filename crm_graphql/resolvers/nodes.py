@@ -8,7 +8,7 @@ from typing import Any
 from crm_graphql import models
 from crm_graphql.global_ids import MalformedId, from_global_id
 from crm_graphql.resolvers.info import Info
-from crm_graphql.services import segments
+from crm_graphql.services import jobs, segments
 
 NODE_MODELS: dict[str, type[Any]] = {
     model.__name__: model
@@ -29,6 +29,7 @@ NODE_MODELS: dict[str, type[Any]] = {
         models.Webhook,
         models.WebhookDelivery,
         models.CustomFieldDefinition,
+        models.Job,
     )
 }
 
@@ -46,7 +47,10 @@ def rows_of(type_name: str) -> Any:
 
 # Node types loaded by a service function of their own: visibility beyond the workspace
 # (a private segment is its owner's) or objects that are not rows (built-in segments).
-LOADED_NODES = {"Segment": segments.get_many_visible}
+LOADED_NODES: dict[str, Any] = {
+    "Segment": segments.get_many_visible,
+    "Job": jobs.get_many_visible,
+}
 
 
 async def node(info: Info, id: str) -> Any:

@@ -13,16 +13,13 @@ from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
-from graphql import GraphQLError, GraphQLInputObjectType, Undefined, coerce_input_value
-from graphql.utilities.validate_input_value import validate_input_value
 from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
-from strawberry.types.arguments import convert_argument
-from strawberry.types.base import StrawberryObjectDefinition
 
 from crm_graphql import models
 from crm_graphql.global_ids import decode_id
 from crm_graphql.resolvers.arguments import filter_spec, input_changes, order_spec, page_request
+from crm_graphql.resolvers.filters import list_filter
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.insight import drill_down, input_json
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
@@ -32,7 +29,6 @@ from crm_graphql.schema.insight import DrillDown
 from crm_graphql.services import customers as customer_service
 from crm_graphql.services import rfm
 from crm_graphql.services import segments as segment_service
-from crm_graphql.services.errors import Invalid
 
 # Annotations here are evaluated where they stand (no postponed annotations): Strawberry
 # reads the GraphQL arguments from them, and the schema's types by lazy reference.
@@ -60,36 +56,7 @@ _FILTER_TYPE = "CustomerFilter"
 def customer_filter(info: Info, value: Any, field: str = "filter") -> dict[str, Any] | None:
     """A ``CustomerFilter`` in JSON as the filter mapping of the customers list, or
     ``Invalid`` naming the part of ``field`` at fault (``filter.name.contans``)."""
-    schema = info.schema
-    # Strawberry keeps graphql-core's schema in ``_schema`` (no public accessor in
-    # strawberry-graphql 0.2xx); the compiled path reads it the same way. A change there
-    # fails tests/api/test_segments_api.py (saved filters are validated through it).
-    gql_type = schema._schema.get_type(_FILTER_TYPE)
-    assert isinstance(gql_type, GraphQLInputObjectType), _FILTER_TYPE
-    problems: list[tuple[list[Any], GraphQLError]] = []
-
-    def on_error(error: GraphQLError, path: list[Any]) -> None:
-        problems.append((path, error))
-
-    # What graphql-core does with a variable's value: coerce, and explain when it fails.
-    coerced = coerce_input_value(value, gql_type)
-    if coerced is Undefined:
-        validate_input_value(value, gql_type, on_error)
-    if problems or coerced is Undefined:
-        path, error = problems[0] if problems else ([], GraphQLError("Not a CustomerFilter"))
-        raise Invalid(error.message, ".".join([field, *(str(p) for p in path)]))
-    definition = schema.get_type_by_name(_FILTER_TYPE)
-    assert isinstance(definition, StrawberryObjectDefinition), _FILTER_TYPE
-    converted = convert_argument(
-        coerced,
-        definition.origin,
-        scalar_registry=schema.schema_converter.scalar_registry,
-        config=schema.config,
-    )
-    try:
-        return filter_spec(converted)
-    except Invalid as error:
-        raise Invalid(error.message, f"{field}.{error.field}" if error.field else field) from error
+    return list_filter(info.schema, _FILTER_TYPE, value, field)
 
 
 def _parser(info: Info) -> segment_service.ParseFilter:

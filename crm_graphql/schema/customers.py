@@ -70,6 +70,10 @@ class Customer(Node):
     name: str = strawberry.field(description="Full name.")
     email: str | None = strawberry.field(description="Email, unique in the workspace.")
     phone: str | None = strawberry.field(description="Phone number as entered.")
+    external_id: str | None = strawberry.field(
+        description="The customer's id in another system (imports and sync match by it); "
+        "unique in the workspace."
+    )
     lifecycle_stage: LifecycleStage = strawberry.field(description="Funnel position.")
     tags: list[str] = strawberry.field(description="Free-form labels.")
     needs: list[str] = strawberry.field(description="What the customer is looking for.")
@@ -189,6 +193,7 @@ class CreateCustomerInput:
     name: str
     email: str | None = strawberry.UNSET
     phone: str | None = strawberry.UNSET
+    external_id: str | None = strawberry.UNSET
     address: AddressInput | None = strawberry.UNSET
     lifecycle_stage: LifecycleStage | None = strawberry.UNSET
     owner_id: strawberry.ID | None = strawberry.UNSET
@@ -208,6 +213,7 @@ class UpdateCustomerInput:
     name: str | None = strawberry.UNSET
     email: str | None = strawberry.UNSET
     phone: str | None = strawberry.UNSET
+    external_id: str | None = strawberry.UNSET
     address: AddressInput | None = strawberry.UNSET
     lifecycle_stage: LifecycleStage | None = strawberry.UNSET
     owner_id: strawberry.ID | None = strawberry.UNSET

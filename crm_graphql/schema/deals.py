@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import strawberry
 
 from crm_graphql.resolvers import deals as resolve
+from crm_graphql.resolvers.mutations import UpsertPayload, UpsertResultValue
 from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import (
     CustomFieldFilter,
@@ -21,7 +22,16 @@ from crm_graphql.schema.filters import (
     IntFilter,
     StringFilter,
 )
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, read_model
+from crm_graphql.schema.relay import (
+    Connection,
+    Node,
+    OrderDirection,
+    UpsertRecordResult,
+    UpsertSummary,
+    UserError,
+    read_model,
+    upserts_of,
+)
 from crm_graphql.schema.scalars import JSON, DealStatus
 
 if TYPE_CHECKING:
@@ -301,6 +311,34 @@ class DealPayload:
     )
 
 
+@strawberry.input(description="Deals to create or update, matched by a deal custom field.")
+class UpsertDealsInput:
+    records: list[CreateDealInput] = strawberry.field(
+        description="1 to 1,000 deals. With `matchOn`, a record whose `customFields` value of "
+        "that key a deal already has updates that deal with the fields it gives (`stageId` "
+        "moves it within its pipeline, `pipelineId` is then ignored); any other creates one."
+    )
+    match_on: str | None = strawberry.field(
+        default=None,
+        description="The key of a deal custom field holding your own identifier of a deal "
+        "(e.g. `externalId`); every record must give it. Left out: every record creates a deal.",
+    )
+
+
+@strawberry.type(description="What became of one record of `upsertDeals`.")
+class UpsertDealResult(UpsertRecordResult):
+    is_type_of = upserts_of(UpsertResultValue)
+
+    deal: Deal | None = strawberry.field(description="Null when the record failed.")
+
+
+@strawberry.type(description="Result of `upsertDeals`: one result per record, in order.")
+class UpsertDealsPayload(UpsertSummary):
+    is_type_of = upserts_of(UpsertPayload)
+
+    results: list[UpsertDealResult] = strawberry.field(description="In the records' order.")
+
+
 @strawberry.type
 class DealQuery:
     deals = strawberry.field(
@@ -364,6 +402,16 @@ class DealMutation:
         resolver=resolve.update_deal,
         graphql_type=DealPayload,
         description="Change a deal's fields (win, lose or reopen it included).",
+    )
+
+    upsert_deals = strawberry.mutation(
+        resolver=resolve.upsert_deals,
+        graphql_type=UpsertDealsPayload,
+        description="Create or update up to 1,000 deals in one call, matched by a deal custom "
+        "field (`matchOn`). Each record succeeds or fails on its own (a failed one changes "
+        "nothing) and is audited like `createDeal` / `updateDeal` (a stage change as "
+        "`moveDeal`). Counted against the caller's rate limit by records, not requests: a call "
+        "of 500 records spends 500.",
     )
 
     archive_deal = strawberry.mutation(

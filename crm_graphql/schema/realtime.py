@@ -10,8 +10,10 @@ import strawberry
 
 from crm_graphql.realtime import ephemeral
 from crm_graphql.resolvers import dashboards as resolve_dashboards
+from crm_graphql.resolvers import jobs as resolve_jobs
 from crm_graphql.resolvers import realtime as resolve
 from crm_graphql.schema.dashboards import Dashboard
+from crm_graphql.schema.jobs import JobProgressEvent
 from crm_graphql.schema.relay import UserError
 from crm_graphql.schema.scalars import ActivityType, exposed
 
@@ -239,6 +241,13 @@ class Subscription:
         "changes, at most once a second. Only changed answers are sent. Computed once per "
         "distinct document, variables and visibility on each server, however many "
         "subscribers watch it.",
+    )
+
+    job_progress = strawberry.subscription(
+        resolver=resolve_jobs.job_progress,
+        graphql_type=JobProgressEvent,
+        description="A background job's progress: its events so far (from the start, or "
+        "after `after`), then live ones, ending after `job.finished`.",
     )
 
     typing = strawberry.subscription(

@@ -16,6 +16,7 @@ from crm_graphql.resolvers.context import LaggingReads
 from crm_graphql.schema.activities import ActivityMutation, ActivityQuery
 from crm_graphql.schema.aggregates import AggregateQuery
 from crm_graphql.schema.auth import AuthMutation
+from crm_graphql.schema.bulk import BulkMutation, BulkQuery
 from crm_graphql.schema.companies import CompanyMutation, CompanyQuery
 from crm_graphql.schema.conversations import ConversationMutation, ConversationQuery
 from crm_graphql.schema.custom_fields import CustomFieldMutation, CustomFieldQuery
@@ -24,6 +25,9 @@ from crm_graphql.schema.deals import DealMutation, DealQuery
 from crm_graphql.schema.descriptions import describe_schema
 from crm_graphql.schema.duplicates import DuplicateQuery
 from crm_graphql.schema.executor import EventExecutor
+from crm_graphql.schema.exports import ExportMutation
+from crm_graphql.schema.imports import ImportMutation
+from crm_graphql.schema.jobs import JobMutation, JobQuery
 from crm_graphql.schema.orders import OrderMutation, OrderQuery
 from crm_graphql.schema.privacy import PrivacyMutation, PrivacyQuery
 from crm_graphql.schema.products import ProductMutation, ProductQuery
@@ -61,6 +65,8 @@ class Query(
     ReportQuery,
     SyncQuery,
     DuplicateQuery,
+    BulkQuery,
+    JobQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(
@@ -101,6 +107,10 @@ class Mutation(
     PrivacyMutation,
     CustomFieldMutation,
     SegmentMutation,
+    ExportMutation,
+    JobMutation,
+    BulkMutation,
+    ImportMutation,
 ):
     pass
 

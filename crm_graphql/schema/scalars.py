@@ -52,6 +52,9 @@ if TYPE_CHECKING:
         ConversationStatus,
         DealStatus,
         DuplicateField,
+        ImportMode,
+        ImportType,
+        JobStatus,
         LifecycleStage,
         MessageAuthorType,
         OrderStatus,
@@ -159,6 +162,30 @@ else:
         PRODUCT="Products of the catalogue.",
         CONVERSATION="Conversations.",
         MESSAGE="Messages of conversations.",
+    )
+    JobStatus = exposed(
+        enums.JobStatus,
+        "Where a background job stands.",
+        QUEUED="Waiting for a server process to start it.",
+        RUNNING="Being run (see `done` and `total`).",
+        SUCCEEDED="Finished; see `counts`, `errors` and `result`.",
+        FAILED="Stopped by an error (`result.message`); what it committed stays, see its kind.",
+        CANCELLED="Stopped at its creator's (or a manager's) request.",
+    )
+    ImportType = exposed(
+        enums.ImportType,
+        "What the rows of an import file are.",
+        CUSTOMERS="Customers (upserted by email, external id or a custom field).",
+        COMPANIES="Companies (upserted by domain when the file has one).",
+        DEALS="Deals (each row creates one).",
+        ORDERS="Orders (each row creates one).",
+        ACTIVITIES="Activities: notes, calls, emails, meetings, tasks (each row logs one).",
+    )
+    ImportMode = exposed(
+        enums.ImportMode,
+        "What an import does with bad rows.",
+        ALL_OR_NOTHING="Any bad row: nothing is written, every bad row is reported.",
+        GOOD_ROWS="The good rows are written, the bad ones reported and skipped.",
     )
     RfmSegment = exposed(
         rfm.RfmSegment,

@@ -36,11 +36,12 @@ from crm_graphql.models import (
     ApiKey,
     CredentialRevocation,
     RefreshToken,
+    Role,
     User,
     WorkspaceCredentials,
 )
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.errors import Unauthenticated
+from crm_graphql.services.errors import Forbidden, Unauthenticated
 
 if TYPE_CHECKING:
     from crm_graphql.services.auth import AccessToken
@@ -230,6 +231,45 @@ async def access_token_grant(session: AsyncSession, token: AccessToken) -> Grant
         int(row[0]),
         token.expires_at,
         Reason.TOKEN_EXPIRED,
+    )
+
+
+async def standing_actor(
+    session: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    api_key_id: uuid.UUID | None,
+    what: str,
+    request_id: str | None = None,
+) -> Actor:
+    """The actor of whoever did ``what`` earlier (``"started the job"``, ``"made this
+    link"``) as they stand now: a user still active, with their current role, or an API
+    key neither revoked nor expired, with its current scopes. ``Forbidden`` otherwise: work
+    done later on someone's behalf outlives none of their credentials."""
+    if api_key_id is not None:
+        key = await session.get(ApiKey, api_key_id)
+        if key is None or key.workspace_id != workspace_id or key.revoked_at is not None:
+            raise Forbidden(f"The API key that {what} was revoked")
+        if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+            raise Forbidden(f"The API key that {what} has expired")
+        return Actor(
+            workspace_id=key.workspace_id,
+            role=Role.AGENT,
+            api_key_id=key.id,
+            scopes=frozenset(key.scopes),
+            request_id=request_id,
+        )
+    user = await session.get(User, user_id) if user_id is not None else None
+    if (
+        user is None
+        or user.workspace_id != workspace_id
+        or not user.is_active
+        or user.archived_at is not None
+    ):
+        raise Forbidden(f"The user who {what} can no longer act")
+    return Actor(
+        workspace_id=user.workspace_id, role=user.role, user_id=user.id, request_id=request_id
     )
 
 

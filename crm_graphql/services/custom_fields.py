@@ -147,6 +147,29 @@ def clean_value(definition: CustomFieldDefinition, value: Any) -> Any:
     return chosen or None
 
 
+def value_from_text(definition: CustomFieldDefinition, text: str) -> Any:
+    """A value of ``definition`` written as text (a CSV cell) in the form ``clean_value``
+    takes: numbers, true/false, options separated by ``;``. What cannot be read stays
+    text, for ``clean_value`` to refuse with its own message."""
+    kind = definition.type
+    stripped = text.strip()
+    if kind is CustomFieldType.NUMBER:
+        try:
+            return int(stripped)
+        except ValueError:
+            try:
+                return float(stripped)
+            except ValueError:
+                return text
+    if kind is CustomFieldType.BOOLEAN:
+        return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
+            stripped.lower(), text
+        )
+    if kind is CustomFieldType.MULTI_SELECT:
+        return [part.strip() for part in stripped.split(";") if part.strip()]
+    return text
+
+
 @dataclass(frozen=True)
 class Definitions:
     """The definitions of one entity in one workspace (archived ones included: their keys
@@ -205,6 +228,21 @@ async def clean_custom_fields(
     of an unknown key, of the wrong type, an option not in the list or a required field
     missing is ``Invalid`` with ``customFields.<key>``. Without any definition of the
     entity, values stay free-form JSON (as before definitions existed)."""
+    if "custom_fields" not in data and current is not None:
+        return None
+    definitions = await definitions_of(actor, session, entity)
+    return clean_with(definitions, actor, data, current=current)
+
+
+def clean_with(
+    definitions: Definitions,
+    actor: Actor,
+    data: Mapping[str, Any],
+    *,
+    current: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
+    """``clean_custom_fields`` with the definitions already read (``definitions_of``):
+    writers of many rows (imports) read them once."""
     given = data.get("custom_fields") if "custom_fields" in data else None
     if "custom_fields" not in data and current is not None:
         return None
@@ -212,7 +250,6 @@ async def clean_custom_fields(
         raise Invalid("`customFields` must be a JSON object", "customFields")
     given = dict(given or {})
     fields.json_value(given, "customFields")
-    definitions = await definitions_of(actor, session, entity)
     if not definitions.items:
         return given if "custom_fields" in data else None
     active = definitions.active
@@ -229,8 +266,8 @@ async def clean_custom_fields(
             if key in definitions.all_keys:
                 raise Invalid(f"`{name}` is archived: its value can be kept or removed", name)
             raise Invalid(
-                f"`{name}` is not a custom field of {_entity_label(entity)}: define it first "
-                "(values of keys defined nowhere are kept, not changed or added)",
+                f"`{name}` is not a custom field of {_entity_label(definitions.entity)}: define "
+                "it first (values of keys defined nowhere are kept, not changed or added)",
                 name,
             )
         if value is not None:

@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select, update
+import orjson
+from sqlalchemy import ColumnElement, and_, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_graphql.crypto import KEYRING_INFO_KEY
 from crm_graphql.models import (
     Activity,
     Company,
@@ -24,9 +26,10 @@ from crm_graphql.models import (
     OrderStatus,
     User,
 )
+from crm_graphql.models.base import uuid7
 from crm_graphql.services import audit, custom_fields, fields, privacy, rfm
-from crm_graphql.services.actor import Actor, scope_condition
-from crm_graphql.services.errors import DomainError, Duplicate, Invalid
+from crm_graphql.services.actor import Actor, in_workspace, scope_condition
+from crm_graphql.services.errors import DomainError, Duplicate, Invalid, NotFound
 from crm_graphql.services.policy import Action, authorize
 from crm_graphql.storage import querying, records
 
@@ -67,6 +70,7 @@ EDITABLE = (
     "name",
     "email",
     "phone",
+    "external_id",
     "address",
     "lifecycle_stage",
     "owner_id",
@@ -78,30 +82,27 @@ EDITABLE = (
 )
 
 
-async def _clean(
-    actor: Actor, session: AsyncSession, data: Mapping[str, Any], *, current: Customer | None
-) -> dict[str, Any]:
-    """Validate and normalise the provided fields; unknown keys are a programming error."""
+def external_id(value: Any) -> str | None:
+    """An external id as stored: trimmed, at most 200 characters, None when blank."""
+    return fields.optional_text(value, "externalId", max_length=200)
+
+
+def clean_values(data: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
+    """The given fields validated and in their stored form (no database needed: the
+    custom fields, uniqueness and references are checked by the callers); unknown keys
+    are a programming error."""
     unknown = set(data) - set(EDITABLE)
     if unknown:
         raise Invalid(f"Unknown fields: {', '.join(sorted(unknown))}")
     cleaned = dict(data)
-    if "name" in data or current is None:
+    if "name" in data or creating:
         cleaned["name"] = fields.required_text(data.get("name"), "name")
     if "email" in data:
         cleaned["email"] = fields.email(data["email"])
-        if cleaned["email"]:
-            taken = await session.scalar(
-                select(Customer.id).where(
-                    Customer.workspace_id == actor.workspace_id,
-                    func.lower(Customer.email) == cleaned["email"],
-                    Customer.id != (current.id if current else None),
-                )
-            )
-            if taken is not None:
-                raise Duplicate("Another customer in this workspace has this email", "email")
     if "phone" in data:
         cleaned["phone"] = fields.phone(data["phone"])
+    if "external_id" in data:
+        cleaned["external_id"] = external_id(data["external_id"])
     if "tags" in data:
         cleaned["tags"] = fields.tags(data["tags"])
     if "needs" in data:
@@ -113,6 +114,44 @@ async def _clean(
             raise Invalid("`preferences` must be a JSON object", "preferences")
         else:
             fields.json_value(data["preferences"], "preferences")
+    if "address" in data and data["address"] is not None and not isinstance(data["address"], dict):
+        raise Invalid("`address` must be an object", "address")
+    if "lifecycle_stage" in data and data["lifecycle_stage"] is None:
+        cleaned["lifecycle_stage"] = LifecycleStage.LEAD
+    return cleaned
+
+
+EMAIL_TAKEN = "Another customer in this workspace has this email"
+EXTERNAL_ID_TAKEN = "Another customer in this workspace has this external id"
+
+
+async def _clean(
+    actor: Actor, session: AsyncSession, data: Mapping[str, Any], *, current: Customer | None
+) -> dict[str, Any]:
+    """Validate and normalise the provided fields (``clean_values``), then what needs the
+    database: unique email and external id, custom fields, references."""
+    cleaned = clean_values(data, creating=current is None)
+    other = Customer.id != (current.id if current else None)
+    if cleaned.get("email"):
+        taken = await session.scalar(
+            select(Customer.id).where(
+                Customer.workspace_id == actor.workspace_id,
+                func.lower(Customer.email) == cleaned["email"],
+                other,
+            )
+        )
+        if taken is not None:
+            raise Duplicate(EMAIL_TAKEN, "email")
+    if cleaned.get("external_id"):
+        taken = await session.scalar(
+            select(Customer.id).where(
+                Customer.workspace_id == actor.workspace_id,
+                Customer.external_id == cleaned["external_id"],
+                other,
+            )
+        )
+        if taken is not None:
+            raise Duplicate(EXTERNAL_ID_TAKEN, "externalId")
     typed = await custom_fields.clean_custom_fields(
         actor,
         session,
@@ -122,10 +161,6 @@ async def _clean(
     )
     if typed is not None:
         cleaned["custom_fields"] = typed
-    if "address" in data and data["address"] is not None and not isinstance(data["address"], dict):
-        raise Invalid("`address` must be an object", "address")
-    if "lifecycle_stage" in data and data["lifecycle_stage"] is None:
-        cleaned["lifecycle_stage"] = LifecycleStage.LEAD
     await records.ensure_in_workspace(
         actor,
         session,
@@ -175,11 +210,12 @@ async def archive_customer(
     customer_id: uuid.UUID | None,
     *,
     expected_version: int | None = None,
+    action: str = "archiveCustomer",
 ) -> Customer:
-    """Hide a customer from lists; its history stays."""
+    """Hide a customer from lists; its history stays (audited as ``action``)."""
     authorize(actor, Action.ARCHIVE_CUSTOMERS)
     return await records.archive(
-        actor, session, Customer, customer_id, expected_version, action="archiveCustomer"
+        actor, session, Customer, customer_id, expected_version, action=action
     )
 
 
@@ -354,3 +390,381 @@ async def purchase_summaries(
         cid: PurchaseSummary(*acc[cid]) if cid in acc else PurchaseSummary(0, [], None, None)
         for cid in customer_ids
     }
+
+
+# ------------------------------------------------------------------ imports
+
+
+IMPORT_KEYS = ("email", "externalId")  # and "custom:<key>"
+COLUMNS = (
+    "id",
+    "workspace_id",
+    "name",
+    "email",
+    "phone",
+    "external_id",
+    "address",
+    "lifecycle_stage",
+    "owner_id",
+    "company_id",
+    "tags",
+    "needs",
+    "preferences",
+    "custom_fields",
+    "custom_fields_encrypted",
+    "erased_at",
+    "last_activity_at",
+    "merged_into_id",
+    "archived_at",
+    "version",
+)
+UPSERTED = tuple(c for c in COLUMNS if c not in ("id", "workspace_id"))
+
+
+@dataclass
+class ImportState:
+    """What an import of many chunks reads once and remembers across them: the custom
+    field definitions, the sensitive keys, and the keys, emails and external ids of the
+    rows seen so far (a second row with one of them is an error, not a second write)."""
+
+    definitions: custom_fields.Definitions
+    sensitive: list[str]
+    keyring: Any
+    keys: dict[str, int]
+    emails: dict[str, int]
+    external_ids: dict[str, int]
+
+    @staticmethod
+    async def read(actor: Actor, session: AsyncSession) -> ImportState:
+        definitions = await custom_fields.definitions_of(actor, session, CustomFieldEntity.CUSTOMER)
+        sensitive = await privacy.sensitive_custom_fields(actor, session)
+        # Sessions of the server and the CLI always have one; sensitive values need it.
+        keyring = session.info.get(KEYRING_INFO_KEY)
+        return ImportState(definitions, sensitive, keyring, {}, {}, {})
+
+
+@dataclass
+class ImportOutcome:
+    """What became of one record of an import: ``created``, ``updated`` or
+    ``unchanged`` with the customer's id, or the error that stopped it."""
+
+    outcome: str | None = None
+    id: uuid.UUID | None = None
+    error: DomainError | None = None
+
+
+def _key_value(data: Mapping[str, Any], key: str) -> str | None:
+    """The record's value of the upsert key in its stored form (None: it has none)."""
+    if key == "email":
+        return fields.email(data.get("email"))
+    if key == "externalId":
+        return external_id(data.get("external_id"))
+    custom = key.removeprefix("custom:")
+    value = (data.get("custom_fields") or {}).get(custom)
+    return None if value is None or value == "" else str(value)
+
+
+def _key_field(key: str) -> str:
+    return f"customFields.{key.removeprefix('custom:')}" if key.startswith("custom:") else key
+
+
+async def _matches(
+    actor: Actor, session: AsyncSession, key: str, values: list[str]
+) -> dict[str, list[Customer]]:
+    """The workspace's customers holding each key value, locked for the update."""
+    if not values:
+        return {}
+    if key == "email":
+        column: Any = func.lower(Customer.email)
+    elif key == "externalId":
+        column = Customer.external_id
+    else:
+        column = Customer.custom_fields[key.removeprefix("custom:")].astext
+    rows = await session.execute(
+        select(column, Customer)
+        .where(scope_condition(Customer, actor), column.in_(values))
+        .order_by(Customer.created_at, Customer.id)
+        .with_for_update(of=Customer)
+        .execution_options(populate_existing=True)
+    )
+    found: dict[str, list[Customer]] = {}
+    for value, customer in rows.all():
+        found.setdefault(value, []).append(customer)
+    return found
+
+
+async def _holders(
+    actor: Actor, session: AsyncSession, column: Any, values: set[str]
+) -> dict[str, uuid.UUID]:
+    if not values:
+        return {}
+    rows = await session.execute(
+        select(column, Customer.id).where(
+            Customer.workspace_id == actor.workspace_id, column.in_(list(values))
+        )
+    )
+    return {value: id for value, id in rows.all()}
+
+
+async def _existing(
+    actor: Actor, session: AsyncSession, model: Any, ids: set[uuid.UUID]
+) -> set[uuid.UUID]:
+    if not ids:
+        return set()
+    rows = await session.scalars(
+        in_workspace(model, actor).with_only_columns(model.id).where(model.id.in_(list(ids)))
+    )
+    return set(rows.all())
+
+
+async def import_customers(
+    actor: Actor,
+    session: AsyncSession,
+    batch: Sequence[tuple[int, Mapping[str, Any]]],
+    *,
+    key: str,
+    state: ImportState,
+    write: bool,
+    action: str = "importCustomers",
+) -> list[ImportOutcome]:
+    """Create or update many customers (an import's chunk of ``(line, fields)``) in a few
+    statements: matched by ``key`` (``email``, ``externalId`` or ``custom:<key>``; a
+    record without a value creates a customer), validated like ``create_customer`` and
+    ``update_customer`` (a record's missing fields stay as they are, its custom fields
+    are merged into the customer's), each written with its audit row. A bad record gets
+    its error and changes nothing; with ``write`` False nothing is written at all (a dry
+    run, or the rest of an import that will be rolled back)."""
+    authorize(actor, Action.WRITE_CUSTOMERS)
+    outcomes = [ImportOutcome() for _ in batch]
+    keys: list[str | None] = []
+    for outcome, (line, data) in zip(outcomes, batch, strict=True):
+        value = None
+        try:
+            value = _key_value(data, key)
+            if value is not None and value in state.keys:
+                raise Duplicate(
+                    f"Line {state.keys[value]} has the same {_key_field(key)}", _key_field(key)
+                )
+        except DomainError as error:
+            outcome.error, value = error, None
+        if value is not None:
+            state.keys[value] = line
+        keys.append(value)
+    matched = await _matches(actor, session, key, sorted({k for k in keys if k is not None}))
+
+    cleaned_rows: list[tuple[int, dict[str, Any], Customer | None]] = []
+    for index, (outcome, (_, data), value) in enumerate(zip(outcomes, batch, keys, strict=True)):
+        if outcome.error is not None:
+            continue
+        found = matched.get(value, []) if value is not None else []
+        try:
+            if len(found) > 1:
+                raise Duplicate(
+                    f"{len(found)} customers have this {_key_field(key)}: it matches none of "
+                    "them for sure",
+                    _key_field(key),
+                )
+            current = found[0] if found else None
+            given = dict(data)
+            if current is not None and "custom_fields" in given:
+                view = privacy.custom_fields_view(actor, state.keyring, current)
+                given["custom_fields"] = {**view, **(given["custom_fields"] or {})}
+            cleaned = clean_values(given, creating=current is None)
+            typed = custom_fields.clean_with(
+                state.definitions,
+                actor,
+                given,
+                current=current.custom_fields if current is not None else None,
+            )
+            if typed is not None:
+                cleaned["custom_fields"] = typed
+            if state.sensitive or (current is not None and current.custom_fields_encrypted):
+                privacy.protect_with(
+                    actor,
+                    state.keyring,
+                    state.sensitive,
+                    current.custom_fields_encrypted if current is not None else None,
+                    cleaned,
+                )
+        except DomainError as error:
+            outcome.error = error
+            continue
+        cleaned_rows.append((index, cleaned, current))
+
+    # Unique emails and external ids: against the workspace and the rows seen before.
+    for field, column, seen, message in (
+        ("email", func.lower(Customer.email), state.emails, EMAIL_TAKEN),
+        ("external_id", Customer.external_id, state.external_ids, EXTERNAL_ID_TAKEN),
+    ):
+        wanted = {c[field] for _, c, _ in cleaned_rows if c.get(field)}
+        holders = await _holders(actor, session, column, wanted)
+        api_field = "email" if field == "email" else "externalId"
+        for index, cleaned, current in cleaned_rows:
+            value = cleaned.get(field)
+            if not value or outcomes[index].error is not None:
+                continue
+            line = batch[index][0]
+            holder = holders.get(value)
+            if holder is not None and (current is None or holder != current.id):
+                outcomes[index].error = Duplicate(message, api_field)
+            elif seen.get(value, line) != line:
+                outcomes[index].error = Duplicate(
+                    f"Line {seen[value]} has the same {api_field}", api_field
+                )
+            else:
+                seen[value] = line
+
+    # References: owners and companies of the workspace.
+    for field, model, api_field in (
+        ("owner_id", User, "ownerId"),
+        ("company_id", Company, "companyId"),
+    ):
+        ids = {c[field] for _, c, _ in cleaned_rows if c.get(field)}
+        present = await _existing(actor, session, model, ids)
+        for index, cleaned, _ in cleaned_rows:
+            if (
+                cleaned.get(field)
+                and cleaned[field] not in present
+                and outcomes[index].error is None
+            ):
+                outcomes[index].error = NotFound(f"{model.__name__} not found", api_field)
+
+    values: list[dict[str, Any]] = []
+    audits: list[dict[str, Any]] = []
+    for index, cleaned, current in cleaned_rows:
+        outcome = outcomes[index]
+        if outcome.error is not None:
+            continue
+        if current is None:
+            row = {
+                "id": uuid7(),
+                "workspace_id": actor.workspace_id,
+                "lifecycle_stage": LifecycleStage.LEAD,
+                "tags": [],
+                "needs": [],
+                "preferences": {},
+                "custom_fields": {},
+                "version": 1,
+                **{c: None for c in UPSERTED if c not in _CREATE_DEFAULTS},
+                **cleaned,
+            }
+            outcome.outcome, outcome.id = "created", row["id"]
+            before: dict[str, Any] | None = None
+        else:
+            before = audit.snapshot(current)
+            row = {c: getattr(current, c) for c in COLUMNS}
+            changed = {c: v for c, v in cleaned.items() if audit.jsonable(v) != before.get(c)}
+            outcome.id = current.id
+            if not changed:
+                outcome.outcome = "unchanged"
+                continue
+            row.update(changed)
+            row["version"] = current.version + 1
+            outcome.outcome = "updated"
+        values.append(row)
+        after = {c: audit.jsonable(v) for c, v in row.items() if c not in audit.IGNORED_FIELDS}
+        audits.append(
+            audit.values(
+                actor,
+                action=action,
+                entity_type="Customer",
+                entity_id=row["id"],
+                before=before,
+                after=after,
+            )
+        )
+    if write and values:
+        await _upsert_rows(session, values, audits)
+    return outcomes
+
+
+_CREATE_DEFAULTS = frozenset(
+    {"lifecycle_stage", "tags", "needs", "preferences", "custom_fields", "version"}
+)
+
+
+# The import's staging tables: rows arrive by binary COPY (no statement to compile per
+# chunk), then move into their tables in one statement each. JSON travels as text and is
+# cast there. Temporary: per connection, emptied at commit and before each chunk.
+_STAGING = """
+    CREATE TEMP TABLE IF NOT EXISTS crm_import_customers (
+        id uuid, workspace_id uuid, name text, email text, phone text, external_id text,
+        address text, lifecycle_stage text, owner_id uuid, company_id uuid, tags text[],
+        needs text[], preferences text, custom_fields text, custom_fields_encrypted text,
+        erased_at timestamptz, last_activity_at timestamptz, merged_into_id uuid,
+        archived_at timestamptz, version integer
+    ) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE IF NOT EXISTS crm_import_audit (
+        id uuid, workspace_id uuid, actor_user_id uuid, actor_api_key_id uuid, action text,
+        entity_type text, entity_id uuid, changes text, request_id text, client_ip text
+    ) ON COMMIT DELETE ROWS;
+    TRUNCATE crm_import_customers, crm_import_audit;
+"""
+_JSON_COLUMNS = frozenset({"address", "preferences", "custom_fields"})
+_AUDIT_COLUMNS = (
+    "id",
+    "workspace_id",
+    "actor_user_id",
+    "actor_api_key_id",
+    "action",
+    "entity_type",
+    "entity_id",
+    "changes",
+    "request_id",
+    "client_ip",
+)
+_SELECTED = ", ".join(f"{c}::jsonb" if c in _JSON_COLUMNS else c for c in COLUMNS)
+_MOVE_CUSTOMERS = text(
+    f"INSERT INTO customers ({', '.join(COLUMNS)}) SELECT {_SELECTED} FROM crm_import_customers "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in UPSERTED)
+    + ", updated_at = now()"
+)
+_MOVE_AUDIT = text(
+    f"INSERT INTO audit_log ({', '.join(_AUDIT_COLUMNS)}) SELECT "
+    + ", ".join(
+        "changes::jsonb" if c == "changes" else "client_ip::inet" if c == "client_ip" else c
+        for c in _AUDIT_COLUMNS
+    )
+    + " FROM crm_import_audit"
+)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(audit.jsonable(value)).decode()
+
+
+async def _upsert_rows(
+    session: AsyncSession, values: list[dict[str, Any]], audits: list[dict[str, Any]]
+) -> None:
+    """Two statements: new rows inserted, existing ones (by id, locked by ``_matches``)
+    given their new values and version; then their audit rows. The change feed's and
+    search's statement triggers see one write of the chunk."""
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    assert raw is not None
+    await raw.execute(_STAGING)
+    await raw.copy_records_to_table(
+        "crm_import_customers",
+        records=[
+            tuple(
+                _json(row[c])
+                if c in _JSON_COLUMNS
+                else row[c].value
+                if c == "lifecycle_stage"
+                else row[c]
+                for c in COLUMNS
+            )
+            for row in values
+        ],
+        columns=list(COLUMNS),
+    )
+    await raw.copy_records_to_table(
+        "crm_import_audit",
+        records=[
+            tuple(_json(a[c]) if c == "changes" else a[c] for c in _AUDIT_COLUMNS) for a in audits
+        ],
+        columns=list(_AUDIT_COLUMNS),
+    )
+    await session.execute(_MOVE_CUSTOMERS)
+    await session.execute(_MOVE_AUDIT)

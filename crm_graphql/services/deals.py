@@ -26,7 +26,7 @@ from crm_graphql.models import (
 )
 from crm_graphql.services import activities, audit, custom_fields, events, fields
 from crm_graphql.services.actor import Actor, scope_condition, scoped
-from crm_graphql.services.errors import Invalid, NotFound
+from crm_graphql.services.errors import DomainError, Invalid, NotFound
 from crm_graphql.services.policy import Action, authorize
 from crm_graphql.storage import querying, records
 
@@ -517,9 +517,15 @@ async def _clean_deal(
     return cleaned
 
 
-async def create_deal(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Deal:
-    """Open a deal in a pipeline. Without ``stage_id`` it lands in the pipeline's first
-    stage; with only ``stage_id`` the stage's pipeline is used."""
+async def create_deal(
+    actor: Actor,
+    session: AsyncSession,
+    data: Mapping[str, Any],
+    *,
+    action: str = "createDeal",
+) -> Deal:
+    """Open a deal in a pipeline (audited as ``action``). Without ``stage_id`` it lands in
+    the pipeline's first stage; with only ``stage_id`` the stage's pipeline is used."""
     authorize(actor, Action.WRITE_DEALS)
     _reject_unknown(data, (*DEAL_FIELDS, "pipeline_id", "stage_id"))
     pipeline_id, stage_id = data.get("pipeline_id"), data.get("stage_id")
@@ -544,7 +550,7 @@ async def create_deal(actor: Actor, session: AsyncSession, data: Mapping[str, An
         actor,
         session,
         Deal(pipeline_id=pipeline.id, stage_id=stage.id, **cleaned),
-        action="createDeal",
+        action=action,
     )
     _record(actor, session, pipeline.id, "deal.created", deal, _deal_payload(deal))
     return deal
@@ -557,9 +563,11 @@ async def update_deal(
     data: Mapping[str, Any],
     *,
     expected_version: int | None = None,
+    action: str = "updateDeal",
 ) -> Deal:
-    """Change a deal's fields. Winning or losing stamps ``closed_at``, reopening clears it.
-    The stage changes only through ``move_deal`` (it writes the board's history)."""
+    """Change a deal's fields (audited as ``action``). Winning or losing stamps
+    ``closed_at``, reopening clears it. The stage changes only through ``move_deal`` (it
+    writes the board's history)."""
     authorize(actor, Action.WRITE_DEALS)
     if "stage_id" in data:
         raise Invalid("Use moveDeal to change a deal's stage", "stageId")
@@ -569,7 +577,7 @@ async def update_deal(
     deal = await records.get_for_change(actor, session, Deal, deal_id, expected_version)
     cleaned = await _clean_deal(actor, session, data, current=deal)
     before = audit.snapshot(deal)
-    await records.update(actor, session, deal, cleaned, action="updateDeal")
+    await records.update(actor, session, deal, cleaned, action=action)
     changed = sorted(audit.diff(before, audit.snapshot(deal)))
     if changed:
         _record(
@@ -581,6 +589,62 @@ async def update_deal(
             {**_deal_payload(deal), "changed": changed},
         )
     return deal
+
+
+UPSERT_ACTION = "upsertDeals"
+
+
+async def upsert_deals(
+    actor: Actor,
+    session: AsyncSession,
+    batch: Sequence[Mapping[str, Any] | DomainError],
+    *,
+    match_on: str | None = None,
+) -> list[records.Upserted[Deal]]:
+    """Create or update up to ``records.MAX_UPSERT_RECORDS`` deals, matched by the deal
+    custom field ``match_on`` (the other system's id, say): a record whose value of that
+    field a deal of the workspace has updates that deal (the oldest, if several have it)
+    with the fields it gives (a ``stage_id`` moves it, as ``moveDeal``; its pipeline stays),
+    any other creates one. Without ``match_on`` every record creates a deal. Each on its own
+    (``records.upsert_each``), audited as ``upsertDeals``."""
+    authorize(actor, Action.WRITE_DEALS)
+    if match_on is not None:
+        definitions = await custom_fields.definitions_of(actor, session, CustomFieldEntity.DEAL)
+        if match_on not in definitions.active:
+            raise Invalid(f"`{match_on}` is not a custom field of deals", "matchOn")
+
+    async def existing(data: Mapping[str, Any]) -> uuid.UUID | None:
+        if match_on is None:
+            return None
+        value = (data.get("custom_fields") or {}).get(match_on)
+        if value is None:
+            raise Invalid(
+                f"Give `customFields.{match_on}`: records are matched on it",
+                f"customFields.{match_on}",
+            )
+        return await session.scalar(
+            select(Deal.id)
+            .where(
+                Deal.workspace_id == actor.workspace_id,
+                Deal.custom_fields.contains({match_on: value}),
+            )
+            .order_by(Deal.created_at, Deal.id)
+            .limit(1)
+        )
+
+    async def create(data: Mapping[str, Any]) -> Deal:
+        return await create_deal(actor, session, data, action=UPSERT_ACTION)
+
+    async def change(deal_id: uuid.UUID, data: Mapping[str, Any]) -> Deal:
+        own = {k: v for k, v in data.items() if k in DEAL_FIELDS}
+        deal = await update_deal(actor, session, deal_id, own, action=UPSERT_ACTION)
+        if data.get("stage_id") is not None:
+            deal = await move_deal(actor, session, deal_id, data["stage_id"])
+        return deal
+
+    return await records.upsert_each(
+        session, batch, existing=existing, create=create, update=change
+    )
 
 
 async def archive_deal(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -21,6 +23,9 @@ from crm_graphql.services.credentials import COUNTER_SQL
 from crm_graphql.services.errors import Invalid
 
 PENDING_KEY = "crm_pending_events"
+# Set by a bulk writer (``coalescing``): the events its rows' services would write, kept
+# here instead, so that it writes one event per batch rather than one per row.
+COALESCE_KEY = "crm_coalesced_events"
 # The change feed's rows (``services.sync``), written by database triggers (migration
 # 0022): read by pulling, never announced, never sent to webhooks.
 CHANGES_TOPIC = "changes"
@@ -57,10 +62,15 @@ def record_event(
     entity_type: str,
     entity_id: uuid.UUID | None,
     payload: dict[str, Any],
-) -> Event:
+) -> Event | None:
     """Add an event row to the unit of work; it becomes visible only if the change commits.
     The topic names the stream a subscriber follows (``workspace``, ``pipeline:<id>``,
-    ``conversation:<id>`` ...)."""
+    ``conversation:<id>`` ...). Under ``coalescing`` the event is noted, not written
+    (None)."""
+    coalesced = session.info.get(COALESCE_KEY)
+    if coalesced is not None:
+        coalesced.append(Coalesced(type, entity_type, entity_id))
+        return None
     row = Event(
         **event_values(
             actor,
@@ -74,6 +84,28 @@ def record_event(
     session.add(row)
     announce(actor, session, topic)
     return row
+
+
+@dataclass(frozen=True)
+class Coalesced:
+    """An event a service would have written under ``coalescing``."""
+
+    type: str
+    entity_type: str
+    entity_id: uuid.UUID | None
+
+
+@contextlib.contextmanager
+def coalescing(session: AsyncSession) -> Iterator[list[Coalesced]]:
+    """While open, events the services record on ``session`` are collected in the list
+    it gives instead of written: a bulk writer (an import) writes one event per batch
+    of them."""
+    collected: list[Coalesced] = []
+    session.info[COALESCE_KEY] = collected
+    try:
+        yield collected
+    finally:
+        session.info.pop(COALESCE_KEY, None)
 
 
 def announce(actor: Actor, session: AsyncSession, topic: str) -> None:

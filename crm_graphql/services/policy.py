@@ -74,6 +74,8 @@ class Action(enum.StrEnum):
     MANAGE_CUSTOM_FIELDS = "custom_fields.manage"  # define, change, archive
     WRITE_SEGMENTS = "segments.write"  # save, share, change and archive one's own segments
     MANAGE_SHARED_SEGMENTS = "segments.manage_shared"  # change and archive others' shared ones
+    READ_JOBS = "jobs.read"  # one's own jobs; admins and managers every job (services.jobs)
+    MANAGE_JOBS = "jobs.manage"  # cancel others' jobs
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,10 @@ RULES: dict[Action, Rule] = {
     # A segment belongs to a person (private ones are theirs): keys read shared ones only.
     Action.WRITE_SEGMENTS: Rule(WRITERS, NO_KEY),
     Action.MANAGE_SHARED_SEGMENTS: Rule(MANAGERS, NO_KEY),
+    # A job is read and cancelled by whoever started it (any key may start one its scopes
+    # allow: an import needs the write scope of what it imports).
+    Action.READ_JOBS: Rule(EVERYONE, SCOPES),
+    Action.MANAGE_JOBS: Rule(MANAGERS, NO_KEY),
 }
 
 # What reading rows of a model takes (``actor.scoped`` checks it on every read).
@@ -164,6 +170,7 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.Webhook: Action.MANAGE_WEBHOOKS,
     models.WebhookDelivery: Action.MANAGE_WEBHOOKS,
     models.CustomFieldDefinition: Action.READ_CUSTOM_FIELDS,
+    models.Job: Action.READ_JOBS,
 }
 
 
@@ -232,4 +239,6 @@ _VERBS = {
     Action.MANAGE_CUSTOM_FIELDS: "define custom fields",
     Action.WRITE_SEGMENTS: "save, share or change segments",
     Action.MANAGE_SHARED_SEGMENTS: "change or archive segments others shared",
+    Action.READ_JOBS: "read jobs",
+    Action.MANAGE_JOBS: "see or cancel other people's jobs",
 }

@@ -135,9 +135,23 @@ async def protect_custom_fields(
     fields cannot set them, and leaves the current ones as they are."""
     if "custom_fields" not in cleaned:
         return
-    keys = set(await sensitive_custom_fields(actor, session))
+    keys = await sensitive_custom_fields(actor, session)
     current = customer.custom_fields_encrypted if customer is not None else None
-    if not keys and not current:
+    if keys or current:
+        protect_with(actor, keyring_of(session), keys, current, cleaned)
+
+
+def protect_with(
+    actor: Actor,
+    keyring: Keyring,
+    keys: Sequence[str],
+    current: str | None,
+    cleaned: dict[str, Any],
+) -> None:
+    """``protect_custom_fields`` with the workspace's sensitive keys already read and the
+    customer's current encrypted fields (``current``): writers of many rows read the keys
+    once."""
+    if "custom_fields" not in cleaned or (not keys and not current):
         return
     given = dict(cleaned["custom_fields"] or {})
     secret = {k: v for k, v in given.items() if k in keys}
@@ -148,7 +162,6 @@ async def protect_custom_fields(
                 f"The fields {', '.join(sorted(secret))} are sensitive: this caller cannot set them"
             )
         return
-    keyring = keyring_of(session)
     cleaned["custom_fields_encrypted"] = _seal(
         keyring, {k: v for k, v in secret.items() if v is not None}, current
     )

@@ -26,7 +26,7 @@ from crm_graphql.models import (
     WebhookDelivery,
 )
 from crm_graphql.schema import schema
-from crm_graphql.services import api_keys
+from crm_graphql.services import api_keys, jobs
 from crm_graphql.services.actor import Actor
 from tests import support
 
@@ -34,6 +34,7 @@ assert schema._schema.mutation_type is not None
 MUTATIONS = schema._schema.mutation_type.fields
 MUTATION_NAMES = sorted(MUTATIONS)
 STALE_VERSION = 999
+IDLE_JOB_KIND = "test-idle"  # no runner runs it
 
 
 def document(name: str) -> str:
@@ -197,6 +198,15 @@ class Env:
             "createSegment", name=unique("Segment"), filter=SEGMENT_FILTER, shared=True
         )
 
+    async def job(self) -> str:
+        """A queued job of ``user`` of a kind no runner knows, so it stays queued."""
+        actor = Actor(workspace_id=self.user.workspace_id, role=Role.ADMIN, user_id=self.user.id)
+        async with self.sessionmaker() as session, session.begin():
+            job = await jobs.create_job(
+                actor, session, kind=IDLE_JOB_KIND, params={}, action="testJob"
+            )
+        return to_global_id("Job", job.id)
+
     async def api_key(self, *scopes: str) -> tuple[support.GraphQLClient, uuid.UUID]:
         """A client authenticated by a new API key of ``user``'s workspace (made by the
         service directly, so its audit row is not the one a scenario checks), and its id."""
@@ -332,6 +342,72 @@ def upsert_companies_scenario() -> Scenario:
 
     async def fails(env: Env) -> Call:
         return Call({"records": [{"name": str(i)} for i in range(1001)]}, error="VALIDATION")
+
+    return Scenario(succeeds, fails)
+
+
+def upsert_deals_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        key = "x" + uuid.uuid4().hex[:8]
+        await env.make(
+            "createCustomFieldDefinition", entity="DEAL", key=key, label="Their id", type="TEXT"
+        )
+        stage = await env.stage()
+        existing = await env.make(
+            "createDeal", title=unique("Deal"), stageId=stage, currency="EUR",
+            customFields={key: "ext-1"},
+        )  # fmt: skip
+        records = [
+            {"title": "Updated", "currency": "EUR", "customFields": {key: "ext-1"}},
+            {"title": unique("New"), "stageId": stage, "currency": "EUR",
+             "customFields": {key: "ext-2"}},
+        ]  # fmt: skip
+        return Call({"records": records, "matchOn": key}, entity=existing)
+
+    async def fails(env: Env) -> Call:
+        records = [{"title": str(i), "currency": "EUR"} for i in range(1001)]
+        return Call({"records": records}, error="VALIDATION")
+
+    return Scenario(succeeds, fails)
+
+
+def create_export_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        # Nothing changes: the audit row names the workspace whose data leaves.
+        workspace = to_global_id("Workspace", env.user.workspace_id)
+        return Call({"type": "CUSTOMERS", "format": "CSV"}, entity=workspace)
+
+    async def fails(env: Env) -> Call:
+        input = {"type": "CUSTOMERS", "format": "CSV", "fields": ["id", "nope"]}
+        return Call(input, error="VALIDATION")
+
+    return Scenario(succeeds, fails)
+
+
+def start_bulk_change_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        return Call({"filter": {"tags": {"anyOf": ["none-such"]}}, "addTags": ["seen"]})
+
+    async def fails(env: Env) -> Call:
+        return Call({"addTags": ["a"], "removeTags": ["a"]}, error="VALIDATION")
+
+    return Scenario(succeeds, fails)
+
+
+async def import_input(env: Env) -> dict[str, Any]:
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    return {"type": "CUSTOMERS", "content": f"name,email\nImported,{email}\n"}
+
+
+def cancel_job_scenario() -> Scenario:
+    async def succeeds(env: Env) -> Call:
+        job = await env.job()
+        return Call({"id": job}, entity=job)
+
+    async def fails(env: Env) -> Call:
+        job = await env.job()
+        (await env.run("cancelJob", Call({"id": job}))).ok()
+        return Call({"id": job}, error="CONFLICT")  # finished already
 
     return Scenario(succeeds, fails)
 
@@ -564,6 +640,9 @@ SCENARIOS: dict[str, Scenario] = {
     "updateDeal": changing(Env.deal, {"amount": "99.50"}, {"lostReason": "Price"}, "VALIDATION"),
     "archiveDeal": archiving(Env.deal),
     "moveDeal": move_deal_scenario(),
+    "upsertDeals": upsert_deals_scenario(),
+    "createExport": create_export_scenario(),
+    "startBulkCustomerChange": start_bulk_change_scenario(),
     "createActivity": creating(activity_input, {"customerId": None}, "VALIDATION"),
     "updateActivity": changing(
         Env.activity, {"subject": "Edited"}, {"dueAt": "2030-01-01T09:00:00Z"}, "VALIDATION"
@@ -625,6 +704,8 @@ SCENARIOS: dict[str, Scenario] = {
         Env.custom_field, {"addOptions": ["bronze"]}, {"addOptions": ["gold"]}, "VALIDATION"
     ),
     "archiveCustomFieldDefinition": archiving(Env.custom_field),
+    "cancelJob": cancel_job_scenario(),
+    "startImport": creating(import_input, {"content": " "}, "VALIDATION"),
 }
 
 

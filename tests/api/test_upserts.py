@@ -150,3 +150,103 @@ async def test_companies_are_matched_by_domain(
     }  # fmt: skip
     assert first["created"] is False and second["created"] is True and fourth["created"] is True
     assert third["company"] is None and third["errors"] == [{"code": "VALIDATION", "field": "domain"}]
+
+
+UPSERT_DEALS = """mutation($i: UpsertDealsInput!) {
+  upsertDeals(input: $i) {
+    created updated failed
+    results { index created deal { id title amount stage { id } customFields } errors { code field } }
+    errors { code field }
+  }
+}"""
+
+
+async def test_deals_are_matched_by_a_custom_field_and_fail_alone(
+    as_role: dict[Role, support.GraphQLClient],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    workspace: Workspace,
+) -> None:
+    manager = as_role[Role.MANAGER]
+    defined = await manager(
+        """mutation($i: CreateCustomFieldDefinitionInput!) {
+             createCustomFieldDefinition(input: $i) { errors { code } } }""",
+        {"i": {"entity": "DEAL", "key": "externalId", "label": "External id", "type": "TEXT"}},
+    )
+    assert defined.ok()["createCustomFieldDefinition"]["errors"] == []
+    pipeline = (
+        await manager(
+            """mutation($i: CreatePipelineInput!) {
+                 createPipeline(input: $i) { pipeline { id stages { id } } } }""",
+            {"i": {"name": "Sales", "stages": [{"name": "Lead"}, {"name": "Won"}]}},
+        )
+    ).ok()["createPipeline"]["pipeline"]
+    lead, won = (s["id"] for s in pipeline["stages"])
+    made = await manager(
+        """mutation($i: CreateDealInput!) { createDeal(input: $i) { deal { id } } }""",
+        {"i": {"title": "Old", "stageId": lead, "currency": "EUR",
+               "customFields": {"externalId": "ERP-1"}}},
+    )  # fmt: skip
+    old = made.ok()["createDeal"]["deal"]["id"]
+    records: list[dict[str, Any]] = [
+        {"title": "Renamed", "currency": "EUR", "amount": "120.50", "stageId": won,
+         "customFields": {"externalId": "ERP-1"}},  # updates and moves Old
+        {"title": "Fresh", "currency": "EUR", "stageId": lead,
+         "customFields": {"externalId": "ERP-2"}},
+        {"title": "Keyless", "currency": "EUR", "stageId": lead},  # no key to match on
+        {"title": "Bad money", "currency": "EURO", "stageId": lead,
+         "customFields": {"externalId": "ERP-3"}},
+        {"title": "Fresh again", "currency": "EUR", "customFields": {"externalId": "ERP-2"}},
+    ]  # fmt: skip
+    result = (
+        await manager(UPSERT_DEALS, {"i": {"records": records, "matchOn": "externalId"}})
+    ).ok()["upsertDeals"]
+    assert result["errors"] == []
+    assert (result["created"], result["updated"], result["failed"]) == (1, 2, 2)
+    first, second, third, fourth, fifth = result["results"]
+    assert first["deal"]["id"] == old and first["created"] is False
+    assert first["deal"]["title"] == "Renamed" and first["deal"]["stage"]["id"] == won
+    assert first["deal"]["amount"] == "120.50"
+    assert second["created"] is True and second["deal"]["stage"]["id"] == lead
+    assert fifth["deal"]["id"] == second["deal"]["id"] and fifth["deal"]["title"] == "Fresh again"
+    assert third["errors"] == [{"code": "VALIDATION", "field": "customFields.externalId"}]
+    assert fourth["errors"] == [{"code": "VALIDATION", "field": "currency"}]
+    async with sessionmaker() as session:
+        actions = list(
+            await session.scalars(
+                select(AuditLog.action).where(
+                    AuditLog.workspace_id == workspace.id,
+                    AuditLog.action.in_(["upsertDeals", "moveDeal"]),
+                )
+            )
+        )
+    # Two updates and a creation; the move is audited as moveDeal (the deal, its activity).
+    assert actions.count("upsertDeals") == 3 and "moveDeal" in actions
+
+    unknown = (
+        await manager(UPSERT_DEALS, {"i": {"records": records[:1], "matchOn": "nope"}})
+    ).ok()["upsertDeals"]
+    assert unknown["errors"] == [{"code": "VALIDATION", "field": "matchOn"}]
+    viewer = (await as_role[Role.VIEWER](UPSERT_DEALS, {"i": {"records": records[:1]}})).ok()
+    assert [e["code"] for e in viewer["upsertDeals"]["errors"]] == ["FORBIDDEN"]
+
+
+async def test_deal_records_count_against_the_rate_limit(
+    settings: Settings, users: dict[Role, User], as_role: dict[Role, support.GraphQLClient]
+) -> None:
+    stage = (
+        await as_role[Role.MANAGER](
+            """mutation($i: CreatePipelineInput!) {
+                 createPipeline(input: $i) { pipeline { stages { id } } } }""",
+            {"i": {"name": "Limited", "stages": [{"name": "Lead"}]}},
+        )
+    ).ok()["createPipeline"]["pipeline"]["stages"][0]["id"]
+    async with support.app_client(
+        settings, client_ip=support.random_ip(), rate_limits=True, rate_limit_user_per_minute=10
+    ) as anonymous:
+        client = await anonymous.logged_in(users[Role.AGENT].email, support.PASSWORD)
+        records = [{"title": f"D{i}", "currency": "EUR", "stageId": stage} for i in range(6)]
+        first = await client(UPSERT_DEALS, {"i": {"records": records}})
+        assert first.ok()["upsertDeals"]["created"] == 6
+        refused = await client(UPSERT_DEALS, {"i": {"records": records}})
+        assert refused.status == 429, refused.body
+        assert refused.errors[0]["extensions"]["code"] == "RATE_LIMITED"
