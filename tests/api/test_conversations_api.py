@@ -18,6 +18,7 @@ from crm_graphql.models import Role, User, Workspace
 from crm_graphql.services import api_keys
 from crm_graphql.services.actor import Actor
 from tests import support
+from tests.api.conftest import StatementCounter
 from tests.factories import create_customer
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -376,13 +377,11 @@ async def test_inbox_page_loads_in_a_constant_number_of_statements(
     customer = await create_customer(agent)
     for i in range(12):
         await start(channel, customerId=customer, body=f"Question {i}")
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+    counter = StatementCounter()
+    statements = counter.statements
 
     engine = app.state.crm.sessionmaker.kw["bind"].sync_engine
-    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "before_cursor_execute", counter)
     try:
         counts = {}
         for n in (2, 12):
@@ -392,7 +391,7 @@ async def test_inbox_page_loads_in_a_constant_number_of_statements(
             assert all(c["unreadCount"] == 1 and c["lastMessage"]["seq"] == 1 for c in nodes)
             counts[n] = len(statements)
     finally:
-        event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine, "before_cursor_execute", counter)
     assert counts[2] == counts[12], counts
 
 

@@ -20,6 +20,7 @@ from crm_graphql.models import Customer, CustomFieldEntity, Role, User, Workspac
 from crm_graphql.services import auth, custom_fields
 from crm_graphql.services.actor import Actor
 from tests import support
+from tests.api.conftest import StatementCounter
 from tests.documents import ARCHIVE_CUSTOM_FIELD_DEFINITION, UPDATE_CUSTOMER
 
 DEFINE = """mutation($i: CreateCustomFieldDefinitionInput!) {
@@ -679,17 +680,15 @@ async def test_a_filtered_and_sorted_page_costs_the_same_statements_at_any_size(
     app: Any, as_role: dict[Role, support.GraphQLClient], populated: dict[str, Row]
 ) -> None:
     engine = app.state.crm.sessionmaker.kw["bind"].sync_engine
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+    counter = StatementCounter()
+    statements = counter.statements
 
     variables = {
         "f": {"customFields": [{"key": "score", "isNull": False}]},
         "o": [{"customField": "score", "direction": "DESC"}],
     }
     counts = {}
-    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "before_cursor_execute", counter)
     try:
         for size in (2, 30):
             statements.clear()
@@ -697,7 +696,7 @@ async def test_a_filtered_and_sorted_page_costs_the_same_statements_at_any_size(
             assert len(page["customers"]["edges"]) == min(size, sum("score" in v for v in populated.values()))
             counts[size] = len(statements)
     finally:
-        event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine, "before_cursor_execute", counter)
     assert counts[2] == counts[30], counts
 
 

@@ -20,6 +20,7 @@ from crm_graphql.services import customers as customer_service
 from crm_graphql.services.actor import Actor
 from crm_graphql.storage import querying
 from tests import support
+from tests.api.conftest import StatementCounter
 from tests.documents import ARCHIVE_CUSTOM_FIELD_DEFINITION, CREATE_CUSTOMER, UPDATE_CUSTOMER
 
 Clients = dict[Role, support.GraphQLClient]
@@ -417,14 +418,6 @@ async def test_a_saved_segment_with_a_custom_field_filter(
             found = found[step]
         assert found["totalCount"] == len(both)
         assert {n["id"] for n in found["nodes"]} == both
-
-
-class StatementCounter:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
 
 
 async def test_segments_members_cost_the_same_statements_for_2_or_6_segments(

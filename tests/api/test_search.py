@@ -28,6 +28,7 @@ from crm_graphql.services import (
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.search import tokens
 from tests import support
+from tests.api.conftest import StatementCounter
 from tests.documents import CREATE_CUSTOMER, START_CONVERSATION, UPDATE_CUSTOMER
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -440,14 +441,6 @@ async def test_api_keys_find_only_the_kinds_their_scopes_read(
     webhooks_key, _ = await env.api_key(api_keys.WEBHOOKS_MANAGE)
     refused = await webhooks_key(SEARCH, {"q": "ibis"})
     assert [e["extensions"]["code"] for e in refused.errors] == ["FORBIDDEN"]
-
-
-class StatementCounter:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
 
 
 async def test_pages_are_complete_stable_and_cost_one_statement(
