@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from strawberry.types.unset import UNSET
 
@@ -20,6 +21,13 @@ from crm_graphql.storage.querying import (
 )
 
 _ID_FILTER = "IDFilter"
+
+
+def plain_value(member: enum.Enum) -> str:
+    """The string value of a schema enum's member declared with ``strawberry.enum_value``
+    (``ImportFormat``, ``ExportType`` ...): mypy reads such a member's value as its
+    ``EnumValueDefinition``, but ``strawberry.enum`` has made it the plain value."""
+    return cast(str, member.value)
 
 
 def _decode_ids(field_name: str, ops: dict[str, Any]) -> dict[str, Any]:

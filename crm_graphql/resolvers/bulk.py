@@ -29,7 +29,7 @@ _bulk = "crm_graphql.schema.bulk"
 START_ACTION = "startBulkCustomerChange"
 
 
-def params_of(input: Any) -> dict[str, Any]:
+def params_of(input: "BulkCustomerChangeInput") -> dict[str, Any]:
     """The input in the client's terms, as JSON (what a job keeps)."""
     params: dict[str, Any] = {
         "filter": input.filter,

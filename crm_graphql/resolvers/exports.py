@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_graphql.resolvers.arguments import plain_value
 from crm_graphql.resolvers.filters import filter_within_segment
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.mutations import Payload, mutate_payload
@@ -68,11 +69,11 @@ class ExportLinkValue:
     fields: list[str]
 
 
-def _request_of(input: Any) -> exports.ExportRequest:
+def _request_of(input: "CreateExportInput") -> exports.ExportRequest:
     fields = input.fields
     return exports.ExportRequest(
-        type=input.type.value,
-        format=input.format.value,
+        type=plain_value(input.type),
+        format=plain_value(input.format),
         filter=input.filter,
         segment_id=input.segment_id,
         fields=tuple(fields) if fields is not None else None,

@@ -1,17 +1,27 @@
 """``startImport``: the file and options to the import service, then the runner woken."""
 
-from __future__ import annotations
+from typing import TYPE_CHECKING, Annotated
 
-from typing import Any
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_graphql.enums import ImportMode, ImportType
+from crm_graphql.models import Job
+from crm_graphql.resolvers.arguments import plain_value
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.mutations import Payload, mutate_payload
 from crm_graphql.services import imports
+from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Invalid
 
+# Annotations here are evaluated where they stand (no postponed annotations): Strawberry
+# reads the GraphQL arguments from them, and the schema's types by lazy reference.
+if TYPE_CHECKING:
+    from crm_graphql.schema.imports import StartImportInput
 
-async def _content(info: Info, input: Any) -> tuple[str, bytes]:
+_imports = "crm_graphql.schema.imports"
+
+
+async def _content(info: Info, input: "StartImportInput") -> tuple[str, bytes]:
     """The file's name and bytes: the upload's, or ``content``; at most the server's
     upload size."""
     limit = info.context.app.settings.max_upload_bytes
@@ -22,6 +32,7 @@ async def _content(info: Info, input: Any) -> tuple[str, bytes]:
         name = input.file_name or ""
     else:
         upload = input.file
+        assert upload is not None  # exactly one of `file` and `content`, checked above
         if not hasattr(upload, "read"):
             raise Invalid("`file` must be an upload (a GraphQL multipart request)", "file")
         data = await upload.read(limit + 1)
@@ -31,15 +42,18 @@ async def _content(info: Info, input: Any) -> tuple[str, bytes]:
     return name, data
 
 
-async def start_import(info: Info, input: Any) -> Payload:
-    async def start(actor: Any, session: Any) -> Any:
+async def start_import(
+    info: Info, input: Annotated["StartImportInput", strawberry.lazy(_imports)]
+) -> Payload:
+    async def start(actor: Actor, session: AsyncSession) -> Job:
         name, content = await _content(info, input)
+        given = plain_value(input.format) if input.format else None
         options = imports.ImportOptions(
-            type=ImportType(input.type.value),
-            format=imports.file_format(name, input.format.value if input.format else None),
+            type=input.type,
+            format=imports.file_format(name, given),
             mapping={m.column: m.field for m in input.mapping or []},
             key=input.key,
-            mode=ImportMode(input.mode.value),
+            mode=input.mode,
             dry_run=input.dry_run,
         )
         return await imports.start_import(

@@ -7,7 +7,6 @@ import enum
 
 import strawberry
 from strawberry.file_uploads import Upload
-from strawberry.types import Info
 
 from crm_graphql.resolvers import imports as resolve
 from crm_graphql.schema.jobs import JobPayload
@@ -75,11 +74,11 @@ class StartImportInput:
 
 @strawberry.type
 class ImportMutation:
-    @strawberry.mutation(
+    start_import = strawberry.mutation(
+        resolver=resolve.start_import,
+        graphql_type=JobPayload,
         description="Queue an import of a CSV or JSON Lines file as a job: follow it with "
         "`job(id:)` or the `jobProgress` subscription; its `errors` name each bad row's "
         "line, field and reason, its `result` what was written. Needs the permission to "
-        "write what it imports."
+        "write what it imports.",
     )
-    async def start_import(self, info: Info, input: StartImportInput) -> JobPayload:
-        return await resolve.start_import(info, input)  # type: ignore[return-value]

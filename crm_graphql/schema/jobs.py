@@ -7,19 +7,17 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
-from crm_graphql.global_ids import to_global_id
 from crm_graphql.resolvers import jobs as resolve
 from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.relay import Node, UserError
 from crm_graphql.schema.scalars import JSON, JobStatus
+from crm_graphql.services.jobs import MAX_ERRORS
 
 if TYPE_CHECKING:
     from crm_graphql.schema.users import User
 
 _users = "crm_graphql.schema.users"
-MAX_JOB_ERRORS = 1000
 
 
 @strawberry.type(description="How many items of a job ended one way (`created`, `updated` ...).")
@@ -56,7 +54,7 @@ class Job(Node):
         description="Items it has in all (null until it knows: a file is read first)."
     )
     error_count: int = strawberry.field(
-        description=f"Bad items in all (`errors` lists the first {MAX_JOB_ERRORS})."
+        description=f"Bad items in all (`errors` lists the first {MAX_ERRORS})."
     )
     cancel_requested: bool = strawberry.field(
         description="`cancelJob` was called; a running job stops at its next step."
@@ -69,23 +67,23 @@ class Job(Node):
     started_at: datetime | None = strawberry.field(description="When a process first ran it.")
     finished_at: datetime | None = strawberry.field(description="When it ended.")
 
-    @strawberry.field(description="Items by outcome (`created`, `updated`, `failed` ...).")
-    def counts(self) -> list[JobCount]:
-        return resolve.counts_of(self.counts)  # type: ignore[arg-type,return-value]
+    counts = strawberry.field(
+        resolver=resolve.counts,
+        graphql_type=list[JobCount],
+        description="Items by outcome (`created`, `updated`, `failed` ...).",
+    )
 
-    @strawberry.field(description="The first bad items, in file order.")
-    def errors(
-        self,
-        first: Annotated[
-            int,
-            strawberry.argument(description=f"How many (at most the {MAX_JOB_ERRORS} kept)."),
-        ] = 100,
-    ) -> list[JobError]:
-        return resolve.errors(self, first)  # type: ignore[arg-type,return-value]
+    errors = strawberry.field(
+        resolver=resolve.errors,
+        graphql_type=list[JobError],
+        description="The first bad items, in file order.",
+    )
 
-    @strawberry.field(description="Who started it (null for an API key).")
-    async def created_by(self, info: Info) -> Annotated[User, strawberry.lazy(_users)] | None:
-        return await resolve.created_by(info, self)  # type: ignore[arg-type]
+    created_by = strawberry.field(
+        resolver=resolve.created_by,
+        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
+        description="Who started it (null for an API key).",
+    )
 
 
 @strawberry.input(description="A job, by ID.")
@@ -111,47 +109,49 @@ class JobProgressEvent:
     )
     occurred_at: datetime = strawberry.field(description="When it was committed.")
 
-    @strawberry.field(description="The job.")
-    def job_id(self) -> strawberry.ID:
-        return strawberry.ID(to_global_id("Job", self.event.entity_id))  # type: ignore[attr-defined]
+    job_id = strawberry.field(
+        resolver=resolve.event_job_id, graphql_type=strawberry.ID, description="The job."
+    )
 
-    @strawberry.field(description="Its status then.")
-    def status(self) -> JobStatus:
-        return JobStatus(self.event.payload["status"])  # type: ignore[attr-defined,no-any-return]
+    status = strawberry.field(
+        resolver=resolve.event_status, graphql_type=JobStatus, description="Its status then."
+    )
 
-    @strawberry.field(description="Items processed then.")
-    def done(self) -> int:
-        return int(self.event.payload.get("done") or 0)  # type: ignore[attr-defined]
+    done = strawberry.field(
+        resolver=resolve.event_done, graphql_type=int, description="Items processed then."
+    )
 
-    @strawberry.field(description="Items in all (null while unknown).")
-    def total(self) -> int | None:
-        return self.event.payload.get("total")  # type: ignore[attr-defined,no-any-return]
+    total = strawberry.field(
+        resolver=resolve.event_total,
+        graphql_type=int | None,
+        description="Items in all (null while unknown).",
+    )
 
-    @strawberry.field(description="Bad items then.")
-    def error_count(self) -> int:
-        return int(self.event.payload.get("error_count") or 0)  # type: ignore[attr-defined]
+    error_count = strawberry.field(
+        resolver=resolve.event_error_count, graphql_type=int, description="Bad items then."
+    )
 
-    @strawberry.field(description="Items by outcome then.")
-    def counts(self) -> list[JobCount]:
-        return resolve.event_counts(self)  # type: ignore[arg-type,return-value]
+    counts = strawberry.field(
+        resolver=resolve.event_counts,
+        graphql_type=list[JobCount],
+        description="Items by outcome then.",
+    )
 
 
 @strawberry.type
 class JobQuery:
-    @strawberry.field(description="A background job by ID (null when unknown or not yours to see).")
-    async def job(
-        self,
-        info: Info,
-        id: Annotated[strawberry.ID, strawberry.argument(description="The job's global ID.")],
-    ) -> Job | None:
-        return await resolve.job(info, id)  # type: ignore[return-value]
+    job = strawberry.field(
+        resolver=resolve.job,
+        graphql_type=Job | None,
+        description="A background job by ID (null when unknown or not yours to see).",
+    )
 
 
 @strawberry.type
 class JobMutation:
-    @strawberry.mutation(
+    cancel_job = strawberry.mutation(
+        resolver=resolve.cancel_job,
+        graphql_type=JobPayload,
         description="Stop a job: a queued one at once, a running one at its next step (what "
-        "it committed by then stays: see its kind). CONFLICT once it has finished."
+        "it committed by then stays: see its kind). CONFLICT once it has finished.",
     )
-    async def cancel_job(self, info: Info, input: CancelJobInput) -> JobPayload:
-        return await resolve.cancel_job(info, input)  # type: ignore[return-value]
