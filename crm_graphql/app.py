@@ -28,6 +28,8 @@ from crm_graphql.diagnostics import Diagnostics, runtime
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
 from crm_graphql.logs import configure_logging
+from crm_graphql.mail.channel import email_config, listen_address, open_channel
+from crm_graphql.mail.inbound import attachment_endpoint, inbound_email_endpoint
 from crm_graphql.observability import tracing
 from crm_graphql.observability.metrics import metrics_endpoint, process_exiting
 from crm_graphql.observability.requests import RequestIds
@@ -102,6 +104,9 @@ def build_app(settings: Settings) -> Starlette:
     except crypto.KeyringError as exc:
         raise ConfigurationError(f"CRM_ENCRYPTION_KEYS: {exc}") from exc
     trusted_documents = _trusted_documents(settings)
+    mail_config = email_config(settings, tokens.secret_key)
+    if settings.smtp_listen:
+        listen_address(settings.smtp_listen)  # a typo stops start-up, not the listener
     if settings.metrics == "token" and not settings.metrics_token:
         raise ConfigurationError("CRM_METRICS=token needs CRM_METRICS_TOKEN")
     tracing.configure(settings)
@@ -141,6 +146,8 @@ def build_app(settings: Settings) -> Starlette:
         )
         if settings.webhook_dispatcher:
             await dispatcher.start()
+        mail = await open_channel(settings, mail_config, sessionmaker)
+        app.state.mail = mail.channel
         replica = None
         if settings.database_replica_url:
             replica = await Replica(
@@ -193,6 +200,7 @@ def build_app(settings: Settings) -> Starlette:
             restore_signals()
             await close_all_sockets()
             await dispatcher.close()
+            await mail.close()
             if compiled is not None:
                 await compiled.close()
             if replica is not None:
@@ -229,6 +237,8 @@ def build_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
+        Route("/inbound/email", inbound_email_endpoint, methods=["POST"]),
+        Route("/attachments/{id}", attachment_endpoint, methods=["GET"]),
         *explorer_routes(),
         *console_routes(),
     ]

@@ -99,3 +99,17 @@ class DuplicateField(enum.StrEnum):
     EMAIL = "email"  # the same mailbox
     PHONE = "phone"  # the same number
     NAME = "name"  # similar names within the same company
+
+
+class EmailDeliveryStatus(enum.StrEnum):
+    """Where an agent's message sent as email stands (``services/email.py``)."""
+
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class EmailDirection(enum.StrEnum):
+    OUTBOUND = "outbound"
+    INBOUND = "inbound"

@@ -8,11 +8,12 @@ import strawberry
 
 from crm_graphql import models
 from crm_graphql.resolvers.arguments import input_changes
-from crm_graphql.resolvers.ids import decode_id
+from crm_graphql.resolvers.ids import decode_id, to_global_id
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list, root_list
 from crm_graphql.resolvers.mutations import Payload, create_payload, mutate_payload
 from crm_graphql.services import conversations as conversation_service
+from crm_graphql.services import email as email_service
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import NotFound
 
@@ -92,6 +93,20 @@ async def author(root: models.Message, info: Info) -> Any:
 
 async def conversation(root: models.Message, info: Info) -> Any:
     return await by_id(info, models.Conversation, root.conversation_id)
+
+
+async def delivery(root: models.Message, info: Info) -> Any:
+    loader = info.context.loaders.per_key("email_delivery", email_service.deliveries)
+    return await loader.load(root.id)
+
+
+async def attachments(root: models.Message, info: Info) -> list[Any]:
+    loader = info.context.loaders.per_key("attachments", email_service.attachments_of)
+    return list(await loader.load(root.id) or [])
+
+
+def attachment_url(root: models.MessageAttachment) -> str:
+    return f"/attachments/{to_global_id('MessageAttachment', root.id)}"
 
 
 async def unread_count(root: models.Conversation, info: Info) -> int | None:

@@ -48,7 +48,8 @@ class ConversationEvent:
     cursor: str = strawberry.field(description=CURSOR_DOC)
     type: str = strawberry.field(
         description="conversation.started, message.created, conversation.assigned, "
-        "conversation.status_changed, conversation.read or conversation.rated."
+        "conversation.status_changed, conversation.read, conversation.rated or "
+        "message.delivery_changed (an email's delivery status: see `message.delivery`)."
     )
     occurred_at: datetime = strawberry.field(description="When the change was committed.")
 
@@ -58,7 +59,10 @@ class ConversationEvent:
     ) -> Annotated[Conversation, strawberry.lazy(_conversations)] | None:
         return await resolve.event_conversation(info, self)  # type: ignore[arg-type]
 
-    @strawberry.field(description="The new message (message.created).")
+    @strawberry.field(
+        description="The new message (message.created), or the message whose email "
+        "delivery changed (message.delivery_changed)."
+    )
     async def message(
         self, info: Info
     ) -> Annotated[Message, strawberry.lazy(_conversations)] | None:

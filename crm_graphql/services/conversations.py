@@ -76,7 +76,7 @@ from crm_graphql.models import (
     User,
 )
 from crm_graphql.models.base import uuid7
-from crm_graphql.services import audit, events, fields
+from crm_graphql.services import audit, email, events, fields
 from crm_graphql.services.actor import Actor, scoped
 from crm_graphql.services.errors import Conflict, Invalid, NotFound
 from crm_graphql.services.policy import Action, allows, authorize, authorize_read
@@ -440,7 +440,7 @@ async def last_messages(
 # --------------------------------------------------------------------------- events
 
 
-def _event_payload(conversation: Any) -> dict[str, Any]:
+def event_payload(conversation: Any) -> dict[str, Any]:
     """The values every conversation event carries, from the ORM object or a row."""
     return {
         "conversation_id": conversation.id,
@@ -468,7 +468,7 @@ def _record(
         type=event_type,
         entity_type="Conversation",
         entity_id=conversation.id,
-        payload={**_event_payload(conversation), **extra},
+        payload={**event_payload(conversation), **extra},
     )
 
 
@@ -701,7 +701,7 @@ async def _append_message(
         created_at=row.last_message_at,
         updated_at=row.last_message_at,
     )
-    conversation = _event_payload(row)
+    conversation = event_payload(row)
 
     def event(type: str, payload: dict[str, Any]) -> dict[str, Any]:
         return events.event_values(
@@ -740,6 +740,8 @@ async def _append_message(
     )
     await session.execute(_write_message(message, event_rows, audit_rows))
     events.announce(actor, session, TOPIC)
+    if email.mailed(row.channel, author_type):
+        await email.queue_outbound(actor, session, row, message)
     return row, message
 
 
