@@ -151,8 +151,9 @@ class EmailDelivery:
         description="Sent mail: pending, retrying, sent or failed. Null for received mail."
     )
     attempts: int = strawberry.field(description="Attempts made to hand it to the relay.")
-    error: str | None = strawberry.field(
-        description="Why the last attempt failed (retrying) or why it was given up (failed)."
+    last_error: str | None = strawberry.field(
+        name="error",
+        description="Why the last attempt failed (retrying) or why it was given up (failed).",
     )
     next_attempt_at: datetime | None = strawberry.field(
         description="When the next attempt is made (pending and retrying)."

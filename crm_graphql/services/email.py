@@ -58,9 +58,10 @@ from crm_graphql.models import (
     EmailMessage,
     Message,
     MessageAttachment,
+    User,
     Workspace,
 )
-from crm_graphql.services import conversations, customers, events
+from crm_graphql.services import conversations, customers, events, webhooks
 from crm_graphql.services.actor import Actor, scoped
 from crm_graphql.services.errors import NotFound
 from crm_graphql.services.policy import (
@@ -305,8 +306,6 @@ async def claim_due(
     """Claim up to ``limit`` due mails for this process (rows locked by another process
     are skipped; a claimed row is leased, so a process dying mid-send only delays it).
     The caller commits."""
-    from crm_graphql.models import User
-
     rows = (
         await session.execute(
             select(EmailMessage, Message, Workspace.name, User.name)
@@ -344,8 +343,6 @@ async def claim_due(
 
 def backoff(attempt: int, base_seconds: float, cap_seconds: float = 3600.0) -> float:
     """Seconds before the next attempt: exponential, capped (as webhook deliveries)."""
-    from crm_graphql.services import webhooks
-
     return webhooks.backoff(attempt, base_seconds, cap_seconds)
 
 
