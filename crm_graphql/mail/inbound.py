@@ -176,13 +176,18 @@ class _Handler:
             received = await self._channel.receive(raw, list(envelope.rcpt_tos))
         except email.MailRejected as rejected:
             reply = _SMTP_REPLIES.get(rejected.status, "550 5.6.0")
-            return f"{reply} {rejected.message}"
+            return f"{reply} {_ascii(rejected.message)}"
         except DomainError as error:
-            return f"550 5.6.0 {error.message}"
+            return f"550 5.6.0 {_ascii(error.message)}"
         except Exception:  # the database may be away: the sender keeps it and retries
             log.exception("inbound mail not stored")
             return "451 4.3.0 Temporary failure, try again later"
         return f"250 OK {to_global_id('Message', received.message_id)}"
+
+
+def _ascii(text: str) -> str:
+    """An SMTP reply's text: one line of ASCII."""
+    return " ".join(text.split()).encode("ascii", "replace").decode()
 
 
 class SmtpListener:

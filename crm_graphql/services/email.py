@@ -694,7 +694,7 @@ async def _route(
     raise MailRejected(
         422,
         "None of the recipients is an address of this CRM "
-        f"(reply+…@{config.domain} or inbox+…@{config.domain})",
+        f"(reply+...@{config.domain} or inbox+...@{config.domain})",
     )
 
 

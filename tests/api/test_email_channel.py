@@ -340,7 +340,10 @@ async def messages_of(client: support.GraphQLClient, conversation: str) -> dict[
 
 
 async def test_a_signed_reply_threads_into_the_conversation_with_its_attachments(
-    settings: Any, relay: Relay, tokens: dict[Role, str], users: dict[Role, User]
+    settings: Any,
+    relay: Relay,
+    tokens: dict[Role, str],
+    sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     pdf = b"%PDF-1.4 invoice " + bytes(range(256)) * 4
     async with mail_app(settings, relay.port) as app, client_of(app, tokens[Role.AGENT]) as agent:
@@ -368,7 +371,7 @@ async def test_a_signed_reply_threads_into_the_conversation_with_its_attachments
         )
         anonymous = await agent.http.get(attachment["url"])
         # Another workspace's admin: the attachment does not exist for them.
-        async with settings_sessionmaker(settings) as session, session.begin():
+        async with sessionmaker() as session, session.begin():
             other = await auth.create_workspace(session, name=f"Other {uuid.uuid4().hex[:8]}")
             outsider = await auth.create_user(
                 session,
@@ -398,18 +401,6 @@ async def test_a_signed_reply_threads_into_the_conversation_with_its_attachments
     assert "attachment;" in download.headers["content-disposition"]
     assert anonymous.status_code == 401
     assert foreign.status_code == 404
-
-
-@contextlib.asynccontextmanager
-async def settings_sessionmaker(settings: Any) -> AsyncIterator[AsyncSession]:
-    from crm_graphql.db.engine import make_engine, make_sessionmaker
-
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            yield session
-    finally:
-        await engine.dispose()
 
 
 async def test_mail_to_the_inbox_address_opens_a_conversation_for_a_new_customer(
