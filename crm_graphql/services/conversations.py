@@ -750,15 +750,18 @@ async def _existing_message(
     session: AsyncSession,
     conversation_id: uuid.UUID | None,
     client_message_id: str,
+    *,
+    visible: bool = True,
 ) -> Message | None:
-    """The message a retry already created, if the conversation is visible."""
+    """The message a retry already created, if the conversation is visible (or, without
+    ``visible``, exists in the workspace)."""
     return await session.scalar(
         scoped(Message, actor)
         .join(Conversation, Conversation.id == Message.conversation_id)
         .where(
             Message.conversation_id == conversation_id,
             Message.client_message_id == client_message_id,
-            visible_condition(actor),
+            visible_condition(actor) if visible else true(),
         )
     )
 
@@ -799,12 +802,15 @@ async def _post(
     body: Any,
     client_message_id: Any,
     action: str,
+    visible: bool = True,
 ) -> Message:
     body_text = _body(body)
     client_id = _client_message_id(client_message_id)
     if client_id is not None:
         # A retry of a message that made it: answer without locking or writing anything.
-        existing = await _existing_message(actor, session, conversation_id, client_id)
+        existing = await _existing_message(
+            actor, session, conversation_id, client_id, visible=visible
+        )
         if existing is not None:
             return _same_message(existing, actor, author_type, body_text)
     authorize(actor, Action.READ_CONVERSATIONS)
@@ -817,8 +823,13 @@ async def _post(
         # COMMITTED takes a snapshot per statement). Every insert of a message holds
         # these locks, so the unique (conversation_id, client_message_id) constraint is
         # only a backstop.
-        await get_visible(actor, session, conversation_id, field="conversationId", for_update=True)
-        existing = await _existing_message(actor, session, conversation_id, client_id)
+        if visible:
+            await get_visible(
+                actor, session, conversation_id, field="conversationId", for_update=True
+            )
+        existing = await _existing_message(
+            actor, session, conversation_id, client_id, visible=visible
+        )
         if existing is not None:
             return _same_message(existing, actor, author_type, body_text)
     _, message = await _append_message(
@@ -829,6 +840,7 @@ async def _post(
         body=body_text,
         client_message_id=client_id,
         action=action,
+        visible=visible,
     )
     return message
 
@@ -876,6 +888,32 @@ async def post_customer_message(
         body=body,
         client_message_id=client_message_id,
         action="postCustomerMessage",
+    )
+
+
+async def post_routed_customer_message(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    *,
+    body: str,
+    client_message_id: str | None = None,
+    action: str = "postCustomerMessage",
+) -> Message:
+    """``post_customer_message`` for a channel that routed the message itself (the email
+    channel, by a signed reply address or the customer's own thread): it goes in even if
+    the conversation is private, which the channel's key cannot read; the route is what
+    proves the customer may write there. Never for a conversation id a caller chose."""
+    authorize(actor, Action.POST_CUSTOMER_MESSAGES)
+    return await _post(
+        actor,
+        session,
+        conversation_id,
+        author_type=MessageAuthorType.CUSTOMER,
+        body=body,
+        client_message_id=client_message_id,
+        action=action,
+        visible=False,
     )
 
 

@@ -530,26 +530,40 @@ async def test_hostile_mail_gets_a_clear_4xx_and_never_another_tenants_conversat
 
 
 @pytest.fixture(scope="module")
-def mail_server(settings: Any) -> Iterator[tuple[str, int]]:
-    """A real uvicorn with inbound mail over HTTP and the built-in SMTP listener."""
+def mail_server(settings: Any) -> Iterator[tuple[str, int, Relay]]:
+    """A real uvicorn sending to a relay of the test's, taking inbound mail over HTTP
+    and with the built-in SMTP listener."""
     smtp_port = support.free_port()
+    relay = Relay(support.free_port())
+    relay.start()
     extra = {
         "CRM_WEBHOOK_DISPATCHER": "false",
         "CRM_MAIL_FROM": MAIL_FROM,
+        "CRM_SMTP_HOST": "127.0.0.1",
+        "CRM_SMTP_PORT": str(relay.port),
+        "CRM_SMTP_STARTTLS": "false",
+        "CRM_MAIL_POLL_SECONDS": "0.1",
         "CRM_INBOUND_EMAIL_SECRET": SECRET,
         "CRM_SMTP_LISTEN": f"127.0.0.1:{smtp_port}",
     }
-    with support.run_uvicorn(settings, extra_env=extra) as base_url:
-        yield base_url, smtp_port
+    try:
+        with support.run_uvicorn(settings, extra_env=extra) as base_url:
+            yield base_url, smtp_port, relay
+    finally:
+        relay.stop()
 
 
-async def test_a_reply_is_delivered_live_and_the_smtp_listener_takes_mail_too(
-    settings: Any, mail_server: tuple[str, int], tokens: dict[Role, str], workspace: Workspace
+async def test_delivery_and_replies_are_live_and_the_smtp_listener_takes_mail_too(
+    settings: Any,
+    mail_server: tuple[str, int, Relay],
+    tokens: dict[Role, str],
+    workspace: Workspace,
 ) -> None:
-    base_url, smtp_port = mail_server
+    base_url, smtp_port, relay = mail_server
     async with httpx.AsyncClient(base_url=base_url, timeout=20) as http:
         agent = support.GraphQLClient(http, tokens[Role.AGENT])
-        conversation = await email_conversation(agent, unique_address())
+        ada = unique_address()
+        conversation = await email_conversation(agent, ada)
         reply_to = email_service.reply_address(
             config(settings), workspace.id, from_global_id(conversation)[1]
         )
@@ -558,6 +572,16 @@ async def test_a_reply_is_delivered_live_and_the_smtp_listener_takes_mail_too(
             await ws.acknowledged()
             await ws.subscribe(EVENTS, {"c": conversation})
             await asyncio.sleep(0.3)
+            # The agent's answer, then its delivery, live.
+            await send(agent, conversation, "We are on it")
+            created = (await ws.next_data())["conversationEvents"]
+            assert created["type"] == "message.created"
+            assert created["message"]["body"] == "We are on it"
+            changed = (await ws.next_data())["conversationEvents"]
+            assert changed["type"] == "message.delivery_changed"
+            assert changed["message"]["delivery"] == {"status": "SENT"}
+            [(_, sent)] = await relay.wait_for(1, ada)
+            assert str(sent["Reply-To"]) == reply_to
             posted = await post_mail(http, mime(to=reply_to, body="Posted over HTTP"))
             assert posted.status_code == 201, posted.text
             live = (await ws.next_data())["conversationEvents"]
@@ -583,6 +607,7 @@ async def test_a_reply_is_delivered_live_and_the_smtp_listener_takes_mail_too(
             await ws.close()
         thread = await messages_of(agent, conversation)
     assert [e["node"]["body"] for e in thread["messages"]["edges"]] == [
+        "We are on it",
         "Posted over HTTP",
         "Delivered over SMTP",
     ]
