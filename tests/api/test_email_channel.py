@@ -223,7 +223,9 @@ async def test_an_agents_message_is_mailed_with_threading_headers_and_a_reply_ad
     assert mail["To"] == ada
     assert mail["Subject"] == "Invoice 42"
     assert "Agent User" in mail["From"] and f"support@{DOMAIN}" in mail["From"]
-    assert mail.get_content().strip() == "Hello Ada,\nyour invoice is attached."
+    # SMTP's line ends are CRLF.
+    assert mail.get_content().split() == "Hello Ada,\nyour invoice is attached.".split()
+    assert mail.get_content_type() == "text/plain"
     first_id = str(mail["Message-ID"]).strip("<>")
     assert first_id == sent["rfcMessageId"] and first_id.endswith("@" + DOMAIN)
     assert sent["attempts"] == 1 and sent["error"] is None and sent["sentAt"]
