@@ -8,6 +8,7 @@ from typing import Any
 from crm_graphql import models
 from crm_graphql.resolvers.ids import MalformedId, from_global_id
 from crm_graphql.resolvers.info import Info
+from crm_graphql.resolvers.loaders import Batch
 from crm_graphql.services import email, segments
 
 NODE_MODELS: dict[str, type[Any]] = {
@@ -47,7 +48,7 @@ def rows_of(type_name: str) -> Any:
 
 # Node types loaded by a service function of their own: visibility beyond the workspace
 # (a private segment is its owner's) or objects that are not rows (built-in segments).
-LOADED_NODES = {
+LOADED_NODES: dict[str, Batch] = {
     "Segment": segments.get_many_visible,
     "MessageAttachment": email.attachments_by_id,
 }
