@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.mail.dispatcher import MailDispatcher, RelaySettings
 from crm_graphql.mail.inbound import MailChannel, SmtpListener
+from crm_graphql.realtime.outbox import DispatcherSettings
 from crm_graphql.services import email
 from crm_graphql.settings import ConfigurationError, Settings
 
@@ -67,10 +68,13 @@ async def open_channel(
                 password=settings.smtp_password,
                 starttls=settings.smtp_starttls,
                 use_tls=settings.smtp_tls,
-                timeout_seconds=settings.smtp_timeout_seconds,
-                poll_seconds=settings.mail_poll_seconds,
-                max_attempts=settings.mail_max_attempts,
-                retry_base_seconds=settings.mail_retry_base_seconds,
+                pacing=DispatcherSettings(
+                    poll_seconds=settings.mail_poll_seconds,
+                    timeout_seconds=settings.smtp_timeout_seconds,
+                    max_attempts=settings.mail_max_attempts,
+                    retry_base_seconds=settings.mail_retry_base_seconds,
+                    batch_size=20,
+                ),
             ),
         )
         await dispatcher.start()

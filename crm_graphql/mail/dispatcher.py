@@ -1,31 +1,25 @@
 """The mail dispatcher: a background task of every server process (started by the
 app's lifespan when a relay is configured) that sends the outbox (``email_messages``
 rows written in their message's transaction) over SMTP. Processes share the work through
-the database (``FOR UPDATE SKIP LOCKED`` and a lease), as webhook deliveries do, so a
-restart loses nothing: a claimed mail whose process died is sent again when its lease
-ends."""
+the database (``FOR UPDATE SKIP LOCKED`` and a lease), the loop is the webhook
+dispatcher's (``realtime/outbox.py``), so a restart loses nothing: a claimed mail whose
+process died is sent again when its lease ends."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
 
 import aiosmtplib
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_graphql.realtime import wait_until_set
+from crm_graphql.realtime.outbox import DispatcherSettings, OutboxDispatcher
 from crm_graphql.services import email
-
-log = logging.getLogger(__name__)
-CLOSE_GRACE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
 class RelaySettings:
-    """The SMTP relay mail is handed to, and how the dispatcher paces itself."""
+    """The SMTP relay mail is handed to; ``pacing``: polls, timeout, attempts, backoff."""
 
     host: str
     port: int = 587
@@ -34,16 +28,11 @@ class RelaySettings:
     # None: STARTTLS when the server offers it; True: required; False: never.
     starttls: bool | None = None
     use_tls: bool = False  # implicit TLS (port 465)
-    timeout_seconds: float = 30.0
-    poll_seconds: float = 1.0
-    max_attempts: int = 8
-    retry_base_seconds: float = 30.0
-    batch_size: int = 20
-
-    @property
-    def lease(self) -> timedelta:
-        # Long enough for one attempt; a process dying mid-send only delays the mail.
-        return timedelta(seconds=self.timeout_seconds * 3 + 5)
+    pacing: DispatcherSettings = field(
+        default_factory=lambda: DispatcherSettings(
+            timeout_seconds=30.0, max_attempts=8, retry_base_seconds=30.0, batch_size=20
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -54,56 +43,27 @@ class SendResult:
     permanent: bool = False
 
 
-class MailDispatcher:
+class MailDispatcher(OutboxDispatcher):
+    name = "mail-dispatcher"
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         config: email.EmailConfig,
         relay: RelaySettings,
     ) -> None:
+        super().__init__(relay.pacing)
         self._sessionmaker = sessionmaker
         self._config = config
         self._relay = relay
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="mail-dispatcher")
-
-    def wake(self) -> None:
-        """Look for mail now instead of at the next poll."""
-        self._wake.set()
-
-    async def close(self) -> None:
-        """Stop after the round in progress; one still running after
-        ``CLOSE_GRACE_SECONDS`` is cancelled (its leased mails are sent by whichever
-        process runs next)."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, CLOSE_GRACE_SECONDS)
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                busy = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the database may be away: log, wait, retry
-                log.exception("mail dispatcher round failed")
-                busy = False
-            if not busy and not self._stopping:
-                self._wake.clear()
-                await wait_until_set(self._wake, self._relay.poll_seconds)
 
     async def run_once(self) -> bool:
         """One round: claim the due mails, send them, record each outcome. Whether any
         mail was claimed (then go again at once)."""
+        pacing = self._settings
         async with self._sessionmaker() as session, session.begin():
             jobs = await email.claim_due(
-                session, self._config, limit=self._relay.batch_size, lease=self._relay.lease
+                session, self._config, limit=pacing.batch_size, lease=pacing.lease
             )
         if not jobs:
             return False
@@ -116,8 +76,8 @@ class MailDispatcher:
                     job,
                     error=result.error,
                     permanent=result.permanent,
-                    max_attempts=self._relay.max_attempts,
-                    retry_base_seconds=self._relay.retry_base_seconds,
+                    max_attempts=pacing.max_attempts,
+                    retry_base_seconds=pacing.retry_base_seconds,
                 )
         return True
 
@@ -134,7 +94,7 @@ class MailDispatcher:
                 password=relay.password,
                 start_tls=relay.starttls,
                 use_tls=relay.use_tls,
-                timeout=relay.timeout_seconds,
+                timeout=self._settings.timeout_seconds,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             reasons = "; ".join(f"{r.message} ({r.code})" for r in exc.recipients)

@@ -875,35 +875,17 @@ async def post_customer_message(
     *,
     body: str,
     client_message_id: str | None = None,
+    routed: bool = False,
+    action: str = "postCustomerMessage",
 ) -> Message:
     """An inbound message from the customer, brought by a channel integration: only an
     API key with the ``conversations:write`` scope posts as the customer. A pending or
-    closed conversation becomes open again. Retries are idempotent as for agents."""
-    authorize(actor, Action.POST_CUSTOMER_MESSAGES)
-    return await _post(
-        actor,
-        session,
-        conversation_id,
-        author_type=MessageAuthorType.CUSTOMER,
-        body=body,
-        client_message_id=client_message_id,
-        action="postCustomerMessage",
-    )
+    closed conversation becomes open again. Retries are idempotent as for agents.
 
-
-async def post_routed_customer_message(
-    actor: Actor,
-    session: AsyncSession,
-    conversation_id: uuid.UUID,
-    *,
-    body: str,
-    client_message_id: str | None = None,
-    action: str = "postCustomerMessage",
-) -> Message:
-    """``post_customer_message`` for a channel that routed the message itself (the email
-    channel, by a signed reply address or the customer's own thread): it goes in even if
-    the conversation is private, which the channel's key cannot read; the route is what
-    proves the customer may write there. Never for a conversation id a caller chose."""
+    ``routed``: the channel chose the conversation itself (the email channel, by a signed
+    reply address or the customer's own thread), so the message goes in even if the
+    conversation is private, which a key cannot read: the route is what proves the
+    customer may write there. Never for a conversation id a caller chose."""
     authorize(actor, Action.POST_CUSTOMER_MESSAGES)
     return await _post(
         actor,
@@ -913,7 +895,7 @@ async def post_routed_customer_message(
         body=body,
         client_message_id=client_message_id,
         action=action,
-        visible=False,
+        visible=not routed,
     )
 
 

@@ -812,12 +812,13 @@ async def receive(
             select(Message.id).where(Message.conversation_id == conversation_id, Message.seq == 1)
         )
     else:
-        message = await conversations.post_routed_customer_message(
+        message = await conversations.post_customer_message(
             actor,
             session,
             conversation_id,
             body=mail.body,
             client_message_id=client_id,
+            routed=True,
             action="receiveEmail",
         )
         message_id = message.id
