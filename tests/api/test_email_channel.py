@@ -13,7 +13,10 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import os
 import smtplib
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -633,3 +636,25 @@ def _smtp_refusal(port: int, recipient: str, raw: bytes) -> str:
         except smtplib.SMTPDataError as error:
             return f"{error.smtp_code} {error.smtp_error.decode()}"
     return "250 accepted"
+
+
+def test_the_cli_prints_the_workspace_inbox_address(settings: Any, workspace: Workspace) -> None:
+    env = {
+        **os.environ,
+        "CRM_DATABASE_URL": settings.database_url,
+        "CRM_SECRET_KEY": settings.secret_key,
+        "CRM_MAIL_FROM": MAIL_FROM,
+        "CRM_DATA_DIR": str(settings.data_dir),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "crm_graphql.cli", "email-address", "--workspace", workspace.name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # The last line (the first ones say which PostgreSQL was used).
+    printed = done.stdout.strip().splitlines()[-1]
+    assert printed == email_service.inbox_address(config(settings), workspace.id)
