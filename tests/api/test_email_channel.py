@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -298,6 +299,31 @@ async def test_mail_fails_with_the_reason_after_the_attempt_limit_or_a_refusal(
         message = await send(agent, conversation, "Hello?")
         refused = await delivery_when(agent, message, lambda d: d["status"] == "FAILED", "FAILED")
     assert refused["attempts"] == 1 and "No such user here" in refused["error"]
+
+
+async def test_mail_is_not_lost_while_nobody_sends_or_when_a_sender_dies_mid_send(
+    settings: Any,
+    relay: Relay,
+    client: support.GraphQLClient,
+    tokens: dict[Role, str],
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    # Written through a server that sends no mail (the shared app has no relay).
+    agent = support.GraphQLClient(client.http, tokens[Role.AGENT])
+    ada = unique_address()
+    conversation = await email_conversation(agent, ada)
+    message = await send(agent, conversation, "Written while nobody sends")
+    # A process claims it and dies before sending: its lease runs out.
+    async with sessionmaker() as session, session.begin():
+        claimed = await email_service.claim_due(
+            session, config(settings), limit=1000, lease=timedelta(seconds=1)
+        )
+    assert from_global_id(message)[1] in {job.message_id for job in claimed}
+    async with mail_app(settings, relay.port) as app, client_of(app, tokens[Role.AGENT]) as fresh:
+        [(_, mail)] = await relay.wait_for(1, ada)
+        sent = await delivery_when(fresh, message, lambda d: d["status"] == "SENT", "SENT")
+    assert mail.get_content().strip() == "Written while nobody sends"
+    assert sent["attempts"] == 2  # the dead process's claim, then the one that sent
 
 
 # -------------------------------------------------------------------------- inbound
