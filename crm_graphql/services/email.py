@@ -28,6 +28,7 @@ import base64
 import hashlib
 import hmac
 import html
+import logging
 import re
 import uuid
 from collections.abc import Sequence
@@ -69,6 +70,7 @@ from crm_graphql.services.policy import (
     CUSTOMERS_WRITE,
 )
 
+log = logging.getLogger(__name__)
 CONFIG_INFO_KEY = "crm_email_config"
 DELIVERY_CHANGED = "message.delivery_changed"
 MAX_REFERENCES = 20  # how many earlier Message-IDs a sent mail names in References
@@ -271,6 +273,10 @@ class OutboundJob:
     content: bytes
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def outbound_mime(
     config: EmailConfig,
     row: EmailMessage,
@@ -285,9 +291,10 @@ def outbound_mime(
     display = display or workspace_name
     if agent_name:
         display = f"{agent_name} ({display})"
-    mail["From"] = formataddr((display, address or row.sender))
+    # Names and subjects are people's text: one line each, never a header of their own.
+    mail["From"] = formataddr((_one_line(display), address or row.sender))
     mail["To"] = ", ".join(row.recipients)
-    mail["Subject"] = row.subject or ""
+    mail["Subject"] = _one_line(row.subject or "")
     mail["Date"] = format_datetime(message.created_at or datetime.now(UTC))
     mail["Message-ID"] = f"<{row.rfc_message_id}>"
     if row.in_reply_to:
@@ -325,6 +332,16 @@ async def claim_due(
     for row, message, workspace_name, agent_name in rows:
         row.attempts += 1
         row.next_attempt_at = datetime.now(UTC) + lease
+        try:
+            content = outbound_mime(config, row, message, workspace_name, agent_name)
+        except (ValueError, TypeError, UnicodeError) as exc:
+            # A mail that cannot be written would be claimed again forever: it fails now,
+            # with the reason (a defect to report, not something retrying cures).
+            log.error("mail %s cannot be written: %s", row.id, exc)
+            row.status = EmailDeliveryStatus.FAILED
+            row.next_attempt_at = None
+            row.last_error = f"The mail could not be written: {exc}"[:MAX_ERROR]
+            continue
         jobs.append(
             OutboundJob(
                 row.id,
@@ -334,7 +351,7 @@ async def claim_due(
                 row.attempts,
                 row.sender,
                 list(row.recipients),
-                outbound_mime(config, row, message, workspace_name, agent_name),
+                content,
             )
         )
     await session.flush()

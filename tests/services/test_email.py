@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.enums import EmailDeliveryStatus, EmailDirection
-from crm_graphql.models import EmailMessage
+from crm_graphql.models import EmailMessage, Message
 from crm_graphql.services import conversations, customers, email
 from crm_graphql.services.actor import Actor
 
@@ -150,3 +150,20 @@ async def test_a_reply_reaches_a_private_conversation_once(
     async with sessionmaker() as session:
         messages = await conversations.get_visible(manager, session, conversation.id)
     assert messages.last_message_seq == 1
+
+
+def test_a_subject_or_name_cannot_add_headers() -> None:
+    row = EmailMessage(
+        workspace_id=uuid.uuid4(),
+        message_id=uuid.uuid4(),
+        conversation_id=uuid.uuid4(),
+        rfc_message_id="m@acme.test",
+        sender="support@acme.test",
+        recipients=["ada@customer.test"],
+        subject="Invoice\r\nBcc: everyone@example.com",
+        references=[],
+    )
+    message = Message(body="Hello", created_at=None)
+    raw = email.outbound_mime(CONFIG, row, message, "Acme", "Eve\nBcc: x@y.test")
+    headers = raw.split(b"\r\n\r\n", 1)[0].decode()
+    assert "\r\nBcc:" not in headers and "Subject: Invoice Bcc: everyone@example.com" in headers
