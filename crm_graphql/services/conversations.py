@@ -20,7 +20,9 @@ status, channel, last_message_seq, version``; and
 - ``conversation.assigned``: ``previous_assignee_id``;
 - ``conversation.status_changed``: ``previous_status``;
 - ``conversation.read``: ``user_id, last_read_seq``;
-- ``conversation.rated``: ``rating_score``.
+- ``conversation.rated``: ``rating_score``;
+- ``message.delivery_changed`` (written by ``services/email.py``, for an agent's message
+  sent as email): ``message_id, delivery_status, attempts, error``.
 
 Service times (the service report): ``first_customer_message_at`` (the customer's first
 message), ``first_response_at`` (the first agent message after it) and ``closed_at`` (set
