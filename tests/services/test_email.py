@@ -9,12 +9,12 @@ import uuid
 from email.message import EmailMessage as MimeMessage
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.enums import EmailDeliveryStatus, EmailDirection
-from crm_graphql.models import EmailMessage, Message
-from crm_graphql.services import conversations, customers, email
+from crm_graphql.models import EmailMessage, Message, MessageAttachment
+from crm_graphql.services import conversations, customers, email, privacy
 from crm_graphql.services.actor import Actor
 
 CONFIG = email.EmailConfig(mail_from="Acme <support@acme.test>", signing_key=b"k" * 32)
@@ -167,3 +167,53 @@ def test_a_subject_or_name_cannot_add_headers() -> None:
     raw = email.outbound_mime(CONFIG, row, message, "Acme", "Eve\nBcc: x@y.test")
     headers = raw.split(b"\r\n\r\n", 1)[0].decode()
     assert "\r\nBcc:" not in headers and "Subject: Invoice Bcc: everyone@example.com" in headers
+
+
+async def test_erasing_the_customer_erases_their_mail_and_stops_what_is_unsent(
+    sessionmaker: async_sessionmaker[AsyncSession], admin: Actor
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        customer = await customers.create_customer(
+            admin, session, {"name": "Di", "email": "di@c.test"}
+        )
+        conversation = await conversations.start_conversation(
+            admin, session, {"customer_id": customer.id, "channel": "email", "subject": "Di"}
+        )
+    raw = _mail(
+        From="Di <di@c.test>",
+        To=email.reply_address(CONFIG, admin.workspace_id, conversation.id),
+        Subject="Private matters",
+        Message_ID="<di-1@c.test>",
+    )
+    async with sessionmaker() as session, session.begin():
+        received = await email.receive(session, CONFIG, raw)
+        session.add(
+            MessageAttachment(
+                workspace_id=admin.workspace_id,
+                message_id=received.message_id,
+                position=1,
+                filename="passport.jpg",
+                content_type="image/jpeg",
+                size=3,
+                content=b"abc",
+            )
+        )
+    async with sessionmaker() as session, session.begin():
+        await conversations.send_message(admin, session, conversation.id, body="Answer")
+    async with sessionmaker() as session, session.begin():
+        await privacy.erase_customer(admin, session, customer.id)
+    async with sessionmaker() as session:
+        rows = list(
+            await session.scalars(
+                select(EmailMessage).where(EmailMessage.conversation_id == conversation.id)
+            )
+        )
+        attachments = await session.scalar(
+            select(func.count())
+            .select_from(MessageAttachment)
+            .where(MessageAttachment.message_id == received.message_id)
+        )
+    assert len(rows) == 2 and attachments == 0
+    assert all(r.sender == "[erased]" and r.recipients == [] and r.subject is None for r in rows)
+    [outbound] = [r for r in rows if r.direction is EmailDirection.OUTBOUND]
+    assert outbound.status is EmailDeliveryStatus.FAILED and "erased" in (outbound.last_error or "")
