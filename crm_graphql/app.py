@@ -30,6 +30,8 @@ from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
 from crm_graphql.job_runner import JobRunner, RunnerSettings
 from crm_graphql.logs import configure_logging
+from crm_graphql.mail.channel import email_config, listen_address, open_channel
+from crm_graphql.mail.inbound import attachment_endpoint, inbound_email_endpoint
 from crm_graphql.observability import tracing
 from crm_graphql.observability.metrics import metrics_endpoint, process_exiting
 from crm_graphql.observability.requests import RequestIds
@@ -104,6 +106,9 @@ def build_app(settings: Settings) -> Starlette:
     except crypto.KeyringError as exc:
         raise ConfigurationError(f"CRM_ENCRYPTION_KEYS: {exc}") from exc
     trusted_documents = _trusted_documents(settings)
+    mail_config = email_config(settings, tokens.secret_key)
+    if settings.smtp_listen:
+        listen_address(settings.smtp_listen)  # a typo stops start-up, not the listener
     if settings.metrics == "token" and not settings.metrics_token:
         raise ConfigurationError("CRM_METRICS=token needs CRM_METRICS_TOKEN")
     tracing.configure(settings)
@@ -154,6 +159,8 @@ def build_app(settings: Settings) -> Starlette:
                 ),
             )
             await runner.start()
+        mail = await open_channel(settings, mail_config, sessionmaker)
+        app.state.mail = mail.channel
         replica = None
         if settings.database_replica_url:
             replica = await Replica(
@@ -209,6 +216,7 @@ def build_app(settings: Settings) -> Starlette:
             await dispatcher.close()
             if runner is not None:
                 await runner.close()
+            await mail.close()
             if compiled is not None:
                 await compiled.close()
             if replica is not None:
@@ -246,6 +254,8 @@ def build_app(settings: Settings) -> Starlette:
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
         *download_routes(),
+        Route("/inbound/email", inbound_email_endpoint, methods=["POST"]),
+        Route("/attachments/{id}", attachment_endpoint, methods=["GET"]),
         *explorer_routes(),
         *console_routes(),
     ]

@@ -1,6 +1,6 @@
 """``crm-graphql``: serve, migrate, seed-demo, export-schema, export-events, check-schema,
-create-workspace, create-user, create-api-key, backup, restore, new-encryption-key,
-rotate-encryption-key, import."""
+create-workspace, create-user, create-api-key, email-address, backup, restore,
+new-encryption-key, rotate-encryption-key, import, export."""
 
 from __future__ import annotations
 
@@ -487,6 +487,28 @@ def _import_summary(job: Any, shown: int) -> int:
         return 1
     return 2 if job.error_count else 0
 
+def cmd_email_address(args: argparse.Namespace) -> int:
+    """The workspace's inbound address (docs/decisions/0035-email-channel.md)."""
+    from crm_graphql.mail.channel import email_config
+    from crm_graphql.services import email
+    from crm_graphql.services.errors import DomainError
+    from crm_graphql.settings import resolve_secret_key
+
+    settings, _servers = with_services(Settings(), need_redis=False)
+    assert settings.database_url
+
+    async def work(session: AsyncSession) -> Any:
+        return await _workspace_named(session, args.workspace)
+
+    try:
+        workspace = asyncio.run(_with_session(settings.database_url, work))
+    except DomainError as error:
+        _say(f"error: {error.message}")
+        return 1
+    config = email_config(settings, resolve_secret_key(settings))
+    _say(email.inbox_address(config, workspace.id))
+    return 0
+
 
 def cmd_backup(args: argparse.Namespace) -> int:
     from crm_graphql.db import backup
@@ -772,6 +794,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a scope the key holds; repeat for several",
     )
     key.set_defaults(func=cmd_create_api_key)
+
+    inbox = sub.add_parser(
+        "email-address",
+        help="print a workspace's inbound email address",
+        description="Print the address whose mail opens conversations in the workspace "
+        "(forward the support mailbox there). Uses CRM_SECRET_KEY, CRM_MAIL_FROM and "
+        "CRM_MAIL_REPLY_DOMAIN as the server does.",
+    )
+    inbox.add_argument("--workspace", required=True, help="workspace NAME")
+    inbox.set_defaults(func=cmd_email_address)
 
     dump = sub.add_parser(
         "backup",

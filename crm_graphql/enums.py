@@ -139,3 +139,16 @@ class ImportType(enum.StrEnum):
 class ImportMode(enum.StrEnum):
     ALL_OR_NOTHING = "all-or-nothing"
     GOOD_ROWS = "good-rows"
+
+class EmailDeliveryStatus(enum.StrEnum):
+    """Where an agent's message sent as email stands (``services/email.py``)."""
+
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class EmailDirection(enum.StrEnum):
+    OUTBOUND = "outbound"
+    INBOUND = "inbound"

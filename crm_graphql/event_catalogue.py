@@ -23,6 +23,7 @@ from crm_graphql.enums import (
     Channel,
     ConversationStatus,
     DealStatus,
+    EmailDeliveryStatus,
     JobStatus,
     MessageAuthorType,
 )
@@ -239,6 +240,18 @@ CATALOGUE: dict[str, EventType] = _events(
             Field("body", "String", "Its text."),
             Field("client_message_id", "String", "The sender's id for idempotent retries."),
             Field("created_at", "DateTime", "When it was written."),
+        ),
+    ),
+    EventType(
+        "message.delivery_changed",
+        "Conversation",
+        "An agent's message in an EMAIL conversation was sent, is being retried, or failed.",
+        (
+            *CONVERSATION,
+            _id("message_id", "Message", "The message."),
+            _enum("delivery_status", EmailDeliveryStatus, "Where its email stands now."),
+            Field("attempts", "Int", "Attempts made so far."),
+            Field("error", "String", "Why the last attempt failed (null once sent)."),
         ),
     ),
     EventType(

@@ -21,15 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.enums import JobStatus
 from crm_graphql.models import Job
-from crm_graphql.realtime import wait_until_set
 from crm_graphql.realtime.bus import Bus
+from crm_graphql.realtime.outbox import PollingLoop
 from crm_graphql.realtime.unit_of_work import publish_after_commit, unit_of_work
 from crm_graphql.resolvers.bulk import run_bulk_change_job
 from crm_graphql.services import bulk, imports, jobs
 from crm_graphql.services.errors import DomainError
 
 log = logging.getLogger(__name__)
-CLOSE_GRACE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,12 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-class JobRunner:
+class JobRunner(PollingLoop):
+    """Claims queued jobs and runs them to their end, one at a time, in a polling loop of
+    the server process (``realtime.outbox.PollingLoop``)."""
+
+    name = "job-runner"
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
@@ -105,45 +109,20 @@ class JobRunner:
         *,
         on_progress: Callable[[jobs.Progress], None] | None = None,
     ) -> None:
+        super().__init__(settings.poll_seconds)
         self._sessionmaker = sessionmaker
         self._bus = bus
         self._settings = settings
         self._handlers = handlers if handlers is not None else HANDLERS
         self._on_progress = on_progress
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="job-runner")
-
-    def wake(self) -> None:
-        """Look for a job now (one was just queued) instead of at the next poll."""
-        self._wake.set()
 
     async def close(self) -> None:
-        """Stop. A run still going after ``CLOSE_GRACE_SECONDS`` is cancelled: its
+        """Stop. A run still going is cancelled at once (a job may run for minutes): its
         transaction rolls back, and another process (or this one, restarted) claims the
         job again once its lease runs out."""
-        self._stopping = True
-        self._wake.set()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, CLOSE_GRACE_SECONDS)
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                busy = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the database may be away: log, wait, retry
-                log.exception("job runner round failed")
-                busy = False
-            if not busy and not self._stopping:
-                self._wake.clear()
-                await wait_until_set(self._wake, self._settings.poll_seconds)
+        await super().close()
 
     async def run_once(self) -> bool:
         """Claim one job and run it to its end. Whether there was one."""

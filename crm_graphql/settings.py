@@ -120,6 +120,35 @@ class Settings(BaseSettings):
     job_lease_seconds: float = 60.0
     # Largest GraphQL multipart request (an import's file), in bytes.
     max_upload_bytes: int = 200 * 1024 * 1024
+
+    # The email channel (docs/decisions/0035-email-channel.md; README "Email channel").
+    # The SMTP relay agents' messages in EMAIL conversations are sent through; unset: mail
+    # waits in the outbox (nothing is sent, nothing is lost).
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    # STARTTLS: unset, when the relay offers it; true, required; false, never.
+    smtp_starttls: bool | None = None
+    # Implicit TLS from the first byte (port 465) instead of STARTTLS.
+    smtp_tls: bool = False
+    smtp_timeout_seconds: float = 30.0
+    mail_dispatcher: bool = True
+    mail_poll_seconds: float = 1.0
+    mail_max_attempts: int = 8
+    mail_retry_base_seconds: float = 30.0
+    # The From of sent mail (`Support <support@example.com>`); its domain names reply and
+    # inbox addresses unless CRM_MAIL_REPLY_DOMAIN is set (the domain whose mail reaches
+    # this server: its MX, or the mail system posting to /inbound/email).
+    mail_from: str | None = None
+    mail_reply_domain: str | None = None
+    # POST /inbound/email takes raw MIME signed with this secret (X-CRM-Signature, as
+    # webhooks sign); unset: the endpoint is off (404).
+    inbound_email_secret: str | None = None
+    # The built-in SMTP listener for inbound mail (`127.0.0.1:2525`); unset: off.
+    smtp_listen: str | None = None
+    # The largest inbound mail taken, attachments included (bigger: 413 / SMTP 552).
+    inbound_email_max_bytes: int = 10_000_000
     # GET /metrics (Prometheus text; crm_graphql/observability/metrics.py): `local` serves
     # loopback peers only, `token` callers with `Authorization: Bearer <metrics_token>`,
     # `open` anyone, `off` no one (404).

@@ -28,6 +28,7 @@ from crm_graphql.models.deals import (
     Pipeline,
     Stage,
 )
+from crm_graphql.models.email import EmailMessage, MessageAttachment
 from crm_graphql.models.events import (
     DeliveryStatus,
     Event,
@@ -86,11 +87,13 @@ __all__ = [
     "DealStageTotal",
     "DealStatus",
     "DeliveryStatus",
+    "EmailMessage",
     "Event",
     "Job",
     "JobFile",
     "LifecycleStage",
     "Message",
+    "MessageAttachment",
     "MessageAuthorType",
     "Order",
     "OrderHistoryVersion",

@@ -5,11 +5,9 @@ work through the database (``FOR UPDATE SKIP LOCKED``), so running several is sa
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,25 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_graphql.crypto import Keyring
 from crm_graphql.models.events import DeliveryStatus
 from crm_graphql.observability import metrics, tracing
-from crm_graphql.realtime import wait_until_set
+from crm_graphql.realtime.outbox import DispatcherSettings, OutboxDispatcher
 from crm_graphql.services import webhooks
 
-log = logging.getLogger(__name__)
-CLOSE_GRACE_SECONDS = 3.0
-
-
-@dataclass(frozen=True)
-class DispatcherSettings:
-    poll_seconds: float = 1.0
-    timeout_seconds: float = 10.0
-    max_attempts: int = 12
-    retry_base_seconds: float = 10.0
-    batch_size: int = 50
-
-    @property
-    def lease(self) -> timedelta:
-        # Long enough for one attempt to finish; a process dying mid-attempt only delays.
-        return timedelta(seconds=self.timeout_seconds * 3 + 5)
+__all__ = ["DispatcherSettings", "WebhookDispatcher"]
 
 
 @dataclass(frozen=True)
@@ -57,56 +40,27 @@ _ATTEMPT_OUTCOMES = {
 }
 
 
-class WebhookDispatcher:
+class WebhookDispatcher(OutboxDispatcher):
+    name = "webhook-dispatcher"
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         keyring: Keyring,
         settings: DispatcherSettings,
     ) -> None:
+        super().__init__(settings)
         self._sessionmaker = sessionmaker
         self._keyring = keyring
-        self._settings = settings
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._stopping = False
         self._client = httpx.AsyncClient(
             timeout=settings.timeout_seconds,
             follow_redirects=False,
             headers={"User-Agent": "crm-graphql-webhooks/1"},
         )
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
-
-    def wake(self) -> None:
-        """Look for work now instead of at the next poll."""
-        self._wake.set()
-
     async def close(self) -> None:
-        """Stop after the round in progress (its outcomes are recorded). A round still
-        running after ``CLOSE_GRACE_SECONDS`` (a slow receiver, an unreachable database)
-        is cancelled: shutdown stays quick, and its leased deliveries are made again by
-        whichever process runs next."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, CLOSE_GRACE_SECONDS)
+        await super().close()
         await self._client.aclose()
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                busy = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the database may be away: log, wait, retry
-                log.exception("webhook dispatcher round failed")
-                busy = False
-            if not busy and not self._stopping:
-                self._wake.clear()
-                await wait_until_set(self._wake, self._settings.poll_seconds)
 
     async def run_once(self) -> bool:
         """One round: enqueue new events, make the due deliveries. Whether to go again

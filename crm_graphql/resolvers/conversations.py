@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 
 from crm_graphql import models
-from crm_graphql.global_ids import decode_id
+from crm_graphql.global_ids import decode_id, to_global_id
 from crm_graphql.resolvers.arguments import input_changes
 from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, root_list
 from crm_graphql.resolvers.mutations import Payload, create_payload, mutate_payload
 from crm_graphql.services import conversations as conversation_service
+from crm_graphql.services import email as email_service
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import NotFound
 
@@ -54,6 +55,20 @@ async def conversations(
 
 
 # -------------------------------------------------------------------------- relations
+
+
+async def delivery(root: models.Message, info: Info) -> Any:
+    loader = info.context.loaders.per_key("email_delivery", email_service.deliveries)
+    return await loader.load(root.id)
+
+
+async def attachments(root: models.Message, info: Info) -> list[Any]:
+    loader = info.context.loaders.per_key("attachments", email_service.attachments_of)
+    return list(await loader.load(root.id) or [])
+
+
+def attachment_url(root: models.MessageAttachment) -> str:
+    return f"/attachments/{to_global_id('MessageAttachment', root.id)}"
 
 
 async def unread_count(root: models.Conversation, info: Info) -> int | None:

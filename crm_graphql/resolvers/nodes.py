@@ -8,7 +8,8 @@ from typing import Any
 from crm_graphql import models
 from crm_graphql.global_ids import MalformedId, from_global_id
 from crm_graphql.resolvers.info import Info
-from crm_graphql.services import jobs, segments
+from crm_graphql.resolvers.loaders import Batch
+from crm_graphql.services import email, jobs, segments
 
 NODE_MODELS: dict[str, type[Any]] = {
     model.__name__: model
@@ -24,6 +25,7 @@ NODE_MODELS: dict[str, type[Any]] = {
         models.Product,
         models.Conversation,
         models.Message,
+        models.MessageAttachment,
         models.ApiKey,
         models.AuditLog,
         models.Webhook,
@@ -47,9 +49,10 @@ def rows_of(type_name: str) -> Any:
 
 # Node types loaded by a service function of their own: visibility beyond the workspace
 # (a private segment is its owner's) or objects that are not rows (built-in segments).
-LOADED_NODES: dict[str, Any] = {
+LOADED_NODES: dict[str, Batch] = {
     "Segment": segments.get_many_visible,
     "Job": jobs.get_many_visible,
+    "MessageAttachment": email.attachments_by_id,
 }
 
 

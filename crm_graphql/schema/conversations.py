@@ -13,7 +13,13 @@ from crm_graphql.resolvers import conversations as resolve
 from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import DateTimeFilter, EnumFilter, IDFilter, IntFilter
 from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, read_model
-from crm_graphql.schema.scalars import Channel, ConversationStatus, MessageAuthorType
+from crm_graphql.schema.scalars import (
+    Channel,
+    ConversationStatus,
+    EmailDeliveryStatus,
+    EmailDirection,
+    MessageAuthorType,
+)
 
 if TYPE_CHECKING:
     pass
@@ -91,6 +97,60 @@ class Message(Node):
         description="The sender's own ID, which makes retried sends idempotent."
     )
     created_at: datetime = strawberry.field(description="When the message was received.")
+
+    delivery = strawberry.field(
+        resolver=resolve.delivery,
+        graphql_type=Annotated["EmailDelivery", strawberry.lazy(__name__)] | None,
+        description="How the message travelled by email: for an agent's message in an "
+        "EMAIL conversation, its delivery status; for a customer's mail, what it came "
+        "with. Null for messages of other channels.",
+    )
+
+    attachments = strawberry.field(
+        resolver=resolve.attachments,
+        graphql_type=list[Annotated["MessageAttachment", strawberry.lazy(__name__)]],
+        description="Files that came with the message (a customer's mail), in their order.",
+    )
+
+
+@strawberry.type(description="The email of a message: sent to the customer, or received.")
+class EmailDelivery:
+    direction: EmailDirection = strawberry.field(
+        description="Outbound: the agent's message, sent; inbound: the customer's mail."
+    )
+    status: EmailDeliveryStatus | None = strawberry.field(
+        description="Sent mail: pending, retrying, sent or failed. Null for received mail."
+    )
+    attempts: int = strawberry.field(description="Attempts made to hand it to the relay.")
+    last_error: str | None = strawberry.field(
+        name="error",
+        description="Why the last attempt failed (retrying) or why it was given up (failed).",
+    )
+    next_attempt_at: datetime | None = strawberry.field(
+        description="When the next attempt is made (pending and retrying)."
+    )
+    sent_at: datetime | None = strawberry.field(description="When the relay accepted it.")
+    rfc_message_id: str = strawberry.field(
+        description="Its Message-ID header (without angle brackets), which replies name."
+    )
+    sender: str = strawberry.field(description="The From address.")
+    recipients: list[str] = strawberry.field(description="The To addresses.")
+    subject: str | None = strawberry.field(description="The Subject line.")
+
+
+@strawberry.type(description="A file that came with a message.")
+class MessageAttachment(Node):
+    is_type_of = rows_of("MessageAttachment")
+
+    filename: str = strawberry.field(description="Its name, as the sender gave it.")
+    content_type: str = strawberry.field(description="Its MIME type, as the sender gave it.")
+    size: int = strawberry.field(description="Its size in bytes.")
+    url = strawberry.field(
+        resolver=resolve.attachment_url,
+        graphql_type=str,
+        description="Where to download it (`GET`, with the same `Authorization: Bearer` "
+        "header as the API; whoever may see the conversation may download it).",
+    )
 
 
 @strawberry.input(description="Conditions on conversations; fields combine with AND.")

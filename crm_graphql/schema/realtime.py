@@ -36,7 +36,8 @@ class ConversationEvent:
     cursor: str = strawberry.field(description=CURSOR_DOC)
     type: str = strawberry.field(
         description="conversation.started, message.created, conversation.assigned, "
-        "conversation.status_changed, conversation.read or conversation.rated."
+        "conversation.status_changed, conversation.read, conversation.rated or "
+        "message.delivery_changed (an email's delivery status: see `message.delivery`)."
     )
     occurred_at: datetime = strawberry.field(description="When the change was committed.")
 
@@ -49,7 +50,8 @@ class ConversationEvent:
     message = strawberry.field(
         resolver=resolve.event_message,
         graphql_type=Annotated["Message", strawberry.lazy(_conversations)] | None,
-        description="The new message (message.created).",
+        description="The new message (message.created), or the message whose email "
+        "delivery changed (message.delivery_changed).",
     )
 
     read_by = strawberry.field(

@@ -52,6 +52,8 @@ if TYPE_CHECKING:
         ConversationStatus,
         DealStatus,
         DuplicateField,
+        EmailDeliveryStatus,
+        EmailDirection,
         ImportMode,
         ImportType,
         JobStatus,
@@ -125,6 +127,20 @@ else:
         OPEN="Being handled by the team.",
         PENDING="Waiting for the customer; their next message opens it again.",
         CLOSED="Done; any new message opens it again.",
+    )
+    EmailDeliveryStatus = exposed(
+        enums.EmailDeliveryStatus,
+        "Where an agent's message sent as email stands.",
+        PENDING="Waiting to be handed to the mail relay.",
+        RETRYING="The last attempt failed (see `error`); another follows at `nextAttemptAt`.",
+        SENT="The mail relay accepted the mail.",
+        FAILED="Not sent, for good: see `error` for the reason.",
+    )
+    EmailDirection = exposed(
+        enums.EmailDirection,
+        "Which way an email went.",
+        OUTBOUND="Sent to the customer (an agent's message).",
+        INBOUND="Received from the customer.",
     )
     MessageAuthorType = exposed(
         enums.MessageAuthorType,

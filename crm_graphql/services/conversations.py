@@ -20,7 +20,9 @@ status, channel, last_message_seq, version``; and
 - ``conversation.assigned``: ``previous_assignee_id``;
 - ``conversation.status_changed``: ``previous_status``;
 - ``conversation.read``: ``user_id, last_read_seq``;
-- ``conversation.rated``: ``rating_score``.
+- ``conversation.rated``: ``rating_score``;
+- ``message.delivery_changed`` (written by ``services/email.py``, for an agent's message
+  sent as email): ``message_id, delivery_status, attempts, error``.
 
 Service times (the service report): ``first_customer_message_at`` (the customer's first
 message), ``first_response_at`` (the first agent message after it) and ``closed_at`` (set
@@ -76,7 +78,7 @@ from crm_graphql.models import (
     User,
 )
 from crm_graphql.models.base import uuid7
-from crm_graphql.services import audit, events, fields
+from crm_graphql.services import audit, email, events, fields
 from crm_graphql.services.actor import Actor, scoped
 from crm_graphql.services.errors import Conflict, Invalid, NotFound
 from crm_graphql.services.policy import Action, allows, authorize, authorize_read
@@ -463,7 +465,7 @@ async def last_messages(
 # --------------------------------------------------------------------------- events
 
 
-def _event_payload(conversation: Any) -> dict[str, Any]:
+def event_payload(conversation: Any) -> dict[str, Any]:
     """The values every conversation event carries, from the ORM object or a row."""
     return {
         "conversation_id": conversation.id,
@@ -491,7 +493,7 @@ def _record(
         type=event_type,
         entity_type="Conversation",
         entity_id=conversation.id,
-        payload={**_event_payload(conversation), **extra},
+        payload={**event_payload(conversation), **extra},
     )
 
 
@@ -724,7 +726,7 @@ async def _append_message(
         created_at=row.last_message_at,
         updated_at=row.last_message_at,
     )
-    conversation = _event_payload(row)
+    conversation = event_payload(row)
 
     def event(type: str, payload: dict[str, Any]) -> dict[str, Any]:
         return events.event_values(
@@ -763,6 +765,8 @@ async def _append_message(
     )
     await session.execute(_write_message(message, event_rows, audit_rows))
     events.announce(actor, session, TOPIC)
+    if email.mailed(row.channel, author_type):
+        await email.queue_outbound(actor, session, row, message)
     return row, message
 
 
@@ -771,15 +775,18 @@ async def _existing_message(
     session: AsyncSession,
     conversation_id: uuid.UUID | None,
     client_message_id: str,
+    *,
+    visible: bool = True,
 ) -> Message | None:
-    """The message a retry already created, if the conversation is visible."""
+    """The message a retry already created, if the conversation is visible (or, without
+    ``visible``, exists in the workspace)."""
     return await session.scalar(
         scoped(Message, actor)
         .join(Conversation, Conversation.id == Message.conversation_id)
         .where(
             Message.conversation_id == conversation_id,
             Message.client_message_id == client_message_id,
-            visible_condition(actor),
+            visible_condition(actor) if visible else true(),
         )
     )
 
@@ -820,12 +827,15 @@ async def _post(
     body: Any,
     client_message_id: Any,
     action: str,
+    visible: bool = True,
 ) -> Message:
     body_text = _body(body)
     client_id = _client_message_id(client_message_id)
     if client_id is not None:
         # A retry of a message that made it: answer without locking or writing anything.
-        existing = await _existing_message(actor, session, conversation_id, client_id)
+        existing = await _existing_message(
+            actor, session, conversation_id, client_id, visible=visible
+        )
         if existing is not None:
             return _same_message(existing, actor, author_type, body_text)
     authorize(actor, Action.READ_CONVERSATIONS)
@@ -838,8 +848,13 @@ async def _post(
         # COMMITTED takes a snapshot per statement). Every insert of a message holds
         # these locks, so the unique (conversation_id, client_message_id) constraint is
         # only a backstop.
-        await get_visible(actor, session, conversation_id, field="conversationId", for_update=True)
-        existing = await _existing_message(actor, session, conversation_id, client_id)
+        if visible:
+            await get_visible(
+                actor, session, conversation_id, field="conversationId", for_update=True
+            )
+        existing = await _existing_message(
+            actor, session, conversation_id, client_id, visible=visible
+        )
         if existing is not None:
             return _same_message(existing, actor, author_type, body_text)
     _, message = await _append_message(
@@ -850,6 +865,7 @@ async def _post(
         body=body_text,
         client_message_id=client_id,
         action=action,
+        visible=visible,
     )
     return message
 
@@ -884,10 +900,17 @@ async def post_customer_message(
     *,
     body: str,
     client_message_id: str | None = None,
+    routed: bool = False,
+    action: str = "postCustomerMessage",
 ) -> Message:
     """An inbound message from the customer, brought by a channel integration: only an
     API key with the ``conversations:write`` scope posts as the customer. A pending or
-    closed conversation becomes open again. Retries are idempotent as for agents."""
+    closed conversation becomes open again. Retries are idempotent as for agents.
+
+    ``routed``: the channel chose the conversation itself (the email channel, by a signed
+    reply address or the customer's own thread), so the message goes in even if the
+    conversation is private, which a key cannot read: the route is what proves the
+    customer may write there. Never for a conversation id a caller chose."""
     authorize(actor, Action.POST_CUSTOMER_MESSAGES)
     return await _post(
         actor,
@@ -896,7 +919,8 @@ async def post_customer_message(
         author_type=MessageAuthorType.CUSTOMER,
         body=body,
         client_message_id=client_message_id,
-        action="postCustomerMessage",
+        action=action,
+        visible=not routed,
     )
 
 

@@ -164,6 +164,8 @@ READ_ACTIONS: dict[type[Any], Action] = {
     models.Conversation: Action.READ_CONVERSATIONS,
     models.Message: Action.READ_CONVERSATIONS,
     models.ConversationRead: Action.READ_CONVERSATIONS,
+    models.EmailMessage: Action.READ_CONVERSATIONS,
+    models.MessageAttachment: Action.READ_CONVERSATIONS,
     models.User: Action.READ_USERS,
     models.ApiKey: Action.MANAGE_API_KEYS,
     models.AuditLog: Action.READ_AUDIT_LOG,

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.crypto import Keyring, keyring_of
+from crm_graphql.enums import EmailDeliveryStatus
 from crm_graphql.models import (
     Activity,
     AuditLog,
@@ -29,13 +30,15 @@ from crm_graphql.models import (
     Customer,
     CustomFieldEntity,
     Deal,
+    EmailMessage,
     Event,
     Message,
+    MessageAttachment,
     Order,
     Webhook,
     Workspace,
 )
-from crm_graphql.services import activities, audit, custom_fields, events, fields, policy
+from crm_graphql.services import activities, audit, custom_fields, email, events, fields, policy
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Forbidden, Invalid
 from crm_graphql.services.policy import Action
@@ -561,6 +564,28 @@ async def erase_customer(
     )
     message_ids = await scrub(
         Message, {"body": REDACTED}, Message.conversation_id.in_(conversation_ids)
+    )
+    # Their mails: addresses and subjects go, attachments go, and what was not sent yet
+    # is not sent (to an address erased).
+    in_conversations = EmailMessage.conversation_id.in_(conversation_ids)
+    await scrub(
+        EmailMessage,
+        {
+            "status": EmailDeliveryStatus.FAILED,
+            "next_attempt_at": None,
+            "last_error": "Not sent: the customer's data was erased",
+        },
+        in_conversations,
+        EmailMessage.status.in_(email.OPEN_STATUSES),
+    )
+    await scrub(
+        EmailMessage, {"sender": REDACTED, "recipients": [], "subject": None}, in_conversations
+    )
+    await session.execute(
+        delete(MessageAttachment).where(
+            MessageAttachment.workspace_id == actor.workspace_id,
+            MessageAttachment.message_id.in_(message_ids),
+        )
     )
     # Live activity feeds replace what they show (erasure changed these activities).
     changed = select(Activity).where(Activity.id.in_(activity_ids))

@@ -1,0 +1,885 @@
+"""The email channel of conversations (docs/decisions/0035-email-channel.md).
+
+Outbound: an agent's message in an EMAIL conversation is queued as an ``email_messages``
+row in the message's own transaction (the outbox); the mail dispatcher
+(``crm_graphql/mail/dispatcher.py``) claims due rows after commit (``SKIP LOCKED`` and a
+lease, as webhook deliveries), sends them over SMTP and records the outcome here:
+``sent``, ``retrying`` (with backoff) or ``failed`` with the reason. Every change of the
+state is a ``message.delivery_changed`` event of the conversation, so agents see it live.
+
+Mail carries threading headers (``Message-ID``, ``In-Reply-To``, ``References``) and a
+``Reply-To`` naming the conversation: ``reply+<conversation>.<signature>@<domain>``,
+signed with the server's key, so a reply comes back to the right conversation and a
+forged address is refused.
+
+Inbound: ``receive`` takes a raw MIME mail (posted to ``POST /inbound/email`` or handed
+over by the built-in SMTP listener) and routes it by its recipient: a reply address (the
+conversation) or a workspace's inbox address ``inbox+<workspace>.<signature>@<domain>``
+(a new conversation, unless its ``In-Reply-To``/``References`` name a mail of that
+workspace's conversation with the same customer). The sender becomes, or is found as, the
+customer; the message is posted by the channel through the same service path as any
+customer message (events, unread counts, subscriptions). Nothing is looked up outside
+the workspace the signed address names, so another tenant's Message-IDs never match.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email import policy as email_policy
+from email.headerregistry import Address
+from email.message import EmailMessage as MimeMessage
+from email.message import Message as MimePart
+from email.parser import BytesParser
+from email.utils import format_datetime, formataddr, getaddresses, parseaddr
+from html.parser import HTMLParser
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_graphql.enums import (
+    Channel,
+    EmailDeliveryStatus,
+    EmailDirection,
+    MessageAuthorType,
+    Role,
+)
+from crm_graphql.models import (
+    Conversation,
+    Customer,
+    EmailMessage,
+    Message,
+    MessageAttachment,
+    User,
+    Workspace,
+)
+from crm_graphql.services import conversations, customers, events, webhooks
+from crm_graphql.services.actor import Actor, scoped
+from crm_graphql.services.errors import NotFound
+from crm_graphql.services.policy import (
+    CONVERSATIONS_WRITE,
+    CUSTOMERS_WRITE,
+)
+
+log = logging.getLogger(__name__)
+CONFIG_INFO_KEY = "crm_email_config"
+DELIVERY_CHANGED = "message.delivery_changed"
+MAX_REFERENCES = 20  # how many earlier Message-IDs a sent mail names in References
+MAX_FILENAME = 255
+MAX_SUBJECT = 300
+TOKEN_SIGNATURE_BYTES = 10
+# Error texts are kept short: they are shown to agents and carried by events.
+MAX_ERROR = 500
+OPEN_STATUSES = (EmailDeliveryStatus.PENDING, EmailDeliveryStatus.RETRYING)
+# The fixed identity under which the channel writes (audit rows, events); one per
+# workspace, never a real API key.
+_CHANNEL_NAMESPACE = uuid.UUID("6d61696c-2d63-6861-6e6e-656c00000001")
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    """What the email channel needs to know (built from ``Settings`` by the app)."""
+
+    mail_from: str | None = None  # CRM_MAIL_FROM, e.g. ``Support <support@example.com>``
+    reply_domain: str | None = None  # CRM_MAIL_REPLY_DOMAIN; default: MAIL_FROM's domain
+    signing_key: bytes = b""  # derived from CRM_SECRET_KEY
+    max_mail_bytes: int = 10_000_000
+
+    @property
+    def domain(self) -> str:
+        """The domain of reply and inbox addresses, and of our Message-IDs."""
+        if self.reply_domain:
+            return self.reply_domain.lower()
+        address = parseaddr(self.mail_from or "")[1]
+        return address.rsplit("@", 1)[1].lower() if "@" in address else "localhost"
+
+
+def attach(sessionmaker: async_sessionmaker[AsyncSession], config: EmailConfig) -> None:
+    """Give every session of ``sessionmaker`` the channel's configuration."""
+    info = dict(sessionmaker.kw.get("info") or {})
+    info[CONFIG_INFO_KEY] = config
+    sessionmaker.configure(info=info)
+
+
+def config_of(session: AsyncSession) -> EmailConfig:
+    """The configuration the session was opened with (defaults without one: mail is
+    still queued, and goes out once a server with a relay runs)."""
+    config = session.info.get(CONFIG_INFO_KEY)
+    return config if isinstance(config, EmailConfig) else EmailConfig()
+
+
+def channel_actor(workspace_id: uuid.UUID, *, request_id: str | None = None) -> Actor:
+    """Who the email channel is in a workspace: a channel integration (it posts as the
+    customer and may add customers), under a fixed id per workspace."""
+    return Actor(
+        workspace_id=workspace_id,
+        role=Role.AGENT,
+        api_key_id=uuid.uuid5(_CHANNEL_NAMESPACE, str(workspace_id)),
+        scopes=frozenset({CONVERSATIONS_WRITE, CUSTOMERS_WRITE}),
+        request_id=request_id,
+    )
+
+
+# ------------------------------------------------------------------------ addresses
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode().rstrip("=").lower()
+
+
+def _unb32(text: str) -> bytes:
+    padded = text.upper() + "=" * (-len(text) % 8)
+    return base64.b32decode(padded)
+
+
+def _signature(config: EmailConfig, kind: str, *ids: uuid.UUID) -> bytes:
+    message = ":".join([kind, *(str(i) for i in ids)]).encode()
+    return hmac.new(config.signing_key, message, hashlib.sha256).digest()[:TOKEN_SIGNATURE_BYTES]
+
+
+def reply_address(config: EmailConfig, workspace_id: uuid.UUID, conversation_id: uuid.UUID) -> str:
+    """The Reply-To of a conversation's mail: replies to it thread into it."""
+    token = _b32(conversation_id.bytes)
+    signature = _b32(_signature(config, "reply", workspace_id, conversation_id))
+    return f"reply+{token}.{signature}@{config.domain}"
+
+
+def inbox_address(config: EmailConfig, workspace_id: uuid.UUID) -> str:
+    """A workspace's inbound address: mail to it opens (or threads into) conversations."""
+    token = _b32(workspace_id.bytes)
+    signature = _b32(_signature(config, "inbox", workspace_id))
+    return f"inbox+{token}.{signature}@{config.domain}"
+
+
+class MailRejected(Exception):
+    """An inbound mail that is not taken: ``status`` is the HTTP answer (the SMTP
+    listener maps it to a reply code), ``message`` says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where an address sends mail: a conversation (reply address) or a workspace."""
+
+    kind: str  # "reply" or "inbox"
+    token: bytes
+    signature: bytes
+
+
+_ADDRESS = re.compile(r"^(reply|inbox)\+([a-z2-7]{26})\.([a-z2-7]{16})$")
+
+
+def route_of(config: EmailConfig, address: str) -> Route | None:
+    """The route an address of our domain encodes (signature not yet checked), or None
+    for any other address."""
+    local, _, domain = address.strip().lower().rpartition("@")
+    if domain != config.domain:
+        return None
+    found = _ADDRESS.match(local)
+    if found is None:
+        return None
+    try:
+        return Route(found[1], _unb32(found[2]), _unb32(found[3]))
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------- outbound
+
+
+def rfc_message_id(config: EmailConfig, message_id: uuid.UUID) -> str:
+    """The Message-ID (without brackets) of the mail of one of our messages."""
+    return f"{message_id}@{config.domain}"
+
+
+async def queue_outbound(
+    actor: Actor, session: AsyncSession, conversation: Any, message: Message
+) -> EmailMessage:
+    """Put an agent's message of an EMAIL conversation in the outbox, in the message's
+    transaction: sent after commit by the dispatcher. A customer without an email address
+    makes it ``failed`` at once, with that reason (the agent sees it)."""
+    config = config_of(session)
+    address = await session.scalar(
+        select(Customer.email).where(
+            Customer.id == conversation.customer_id,
+            Customer.workspace_id == actor.workspace_id,
+        )
+    )
+    earlier = list(
+        (
+            await session.execute(
+                select(EmailMessage.rfc_message_id, EmailMessage.direction)
+                .where(
+                    EmailMessage.workspace_id == actor.workspace_id,
+                    EmailMessage.conversation_id == conversation.id,
+                )
+                .order_by(EmailMessage.created_at.desc(), EmailMessage.id.desc())
+                .limit(MAX_REFERENCES)
+            )
+        ).all()
+    )
+    earlier.reverse()
+    references = [rfc for rfc, _ in earlier]
+    inbound = [rfc for rfc, direction in earlier if direction == EmailDirection.INBOUND]
+    in_reply_to = inbound[-1] if inbound else (references[-1] if references else None)
+    subject = conversation.subject or "Your conversation with us"
+    if references and not subject.lower().startswith("re:"):
+        subject = f"Re: {subject}"
+    row = EmailMessage(
+        workspace_id=actor.workspace_id,
+        message_id=message.id,
+        conversation_id=conversation.id,
+        direction=EmailDirection.OUTBOUND,
+        rfc_message_id=rfc_message_id(config, message.id),
+        sender=parseaddr(config.mail_from or "")[1] or f"support@{config.domain}",
+        recipients=[address] if address else [],
+        subject=subject[:MAX_SUBJECT],
+        in_reply_to=in_reply_to,
+        references=references,
+        status=EmailDeliveryStatus.PENDING if address else EmailDeliveryStatus.FAILED,
+        attempts=0,
+        next_attempt_at=func.now() if address else None,
+        last_error=None if address else "The customer has no email address",
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+@dataclass(frozen=True)
+class OutboundJob:
+    """A claimed outbox row: the mail to send, to whom."""
+
+    email_id: uuid.UUID
+    workspace_id: uuid.UUID
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    attempt: int
+    sender: str
+    recipients: list[str]
+    content: bytes
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def outbound_mime(
+    config: EmailConfig,
+    row: EmailMessage,
+    message: Message,
+    workspace_name: str,
+    agent_name: str | None,
+) -> bytes:
+    """The mail of an agent's message: text body, threading headers, a Reply-To that
+    brings the answer back to the conversation."""
+    mail = MimeMessage(policy=email_policy.SMTP)
+    display, address = parseaddr(config.mail_from or "")
+    display = display or workspace_name
+    if agent_name:
+        display = f"{agent_name} ({display})"
+    # Names and subjects are people's text: one line each, never a header of their own.
+    mail["From"] = formataddr((_one_line(display), address or row.sender))
+    mail["To"] = ", ".join(row.recipients)
+    mail["Subject"] = _one_line(row.subject or "")
+    mail["Date"] = format_datetime(message.created_at or datetime.now(UTC))
+    mail["Message-ID"] = f"<{row.rfc_message_id}>"
+    if row.in_reply_to:
+        mail["In-Reply-To"] = f"<{row.in_reply_to}>"
+    if row.references:
+        mail["References"] = " ".join(f"<{rfc}>" for rfc in row.references)
+    mail["Reply-To"] = reply_address(config, row.workspace_id, row.conversation_id)
+    mail["Auto-Submitted"] = "no"
+    mail.set_content(message.body)
+    return mail.as_bytes()
+
+
+async def claim_due(
+    session: AsyncSession, config: EmailConfig, *, limit: int, lease: timedelta
+) -> list[OutboundJob]:
+    """Claim up to ``limit`` due mails for this process (rows locked by another process
+    are skipped; a claimed row is leased, so a process dying mid-send only delays it).
+    The caller commits."""
+    rows = (
+        await session.execute(
+            select(EmailMessage, Message, Workspace.name, User.name)
+            .join(Message, Message.id == EmailMessage.message_id)
+            .join(Workspace, Workspace.id == EmailMessage.workspace_id)
+            .outerjoin(User, User.id == Message.author_user_id)
+            .where(
+                EmailMessage.status.in_(OPEN_STATUSES),
+                EmailMessage.next_attempt_at <= func.now(),
+            )
+            .order_by(EmailMessage.next_attempt_at, EmailMessage.id)
+            .limit(limit)
+            .with_for_update(of=EmailMessage, skip_locked=True)
+        )
+    ).all()
+    jobs = []
+    for row, message, workspace_name, agent_name in rows:
+        row.attempts += 1
+        row.next_attempt_at = datetime.now(UTC) + lease
+        try:
+            content = outbound_mime(config, row, message, workspace_name, agent_name)
+        except (ValueError, TypeError, UnicodeError) as exc:
+            # A mail that cannot be written would be claimed again forever: it fails now,
+            # with the reason (a defect to report, not something retrying cures).
+            log.error("mail %s cannot be written: %s", row.id, exc)
+            row.status = EmailDeliveryStatus.FAILED
+            row.next_attempt_at = None
+            row.last_error = f"The mail could not be written: {exc}"[:MAX_ERROR]
+            continue
+        jobs.append(
+            OutboundJob(
+                row.id,
+                row.workspace_id,
+                row.conversation_id,
+                row.message_id,
+                row.attempts,
+                row.sender,
+                list(row.recipients),
+                content,
+            )
+        )
+    await session.flush()
+    return jobs
+
+
+def backoff(attempt: int, base_seconds: float, cap_seconds: float = 3600.0) -> float:
+    """Seconds before the next attempt: exponential, capped (as webhook deliveries)."""
+    return webhooks.backoff(attempt, base_seconds, cap_seconds)
+
+
+async def record_outcome(
+    session: AsyncSession,
+    job: OutboundJob,
+    *,
+    error: str | None,
+    permanent: bool,
+    max_attempts: int,
+    retry_base_seconds: float,
+) -> EmailDeliveryStatus | None:
+    """Store how a send went: ``sent``; ``failed`` (a permanent refusal, or the last
+    attempt); else ``retrying`` at a later time. Ignored (None) if another process took
+    the row over meanwhile (its lease ran out). Writes the ``message.delivery_changed``
+    event; call it in a transaction of its own (it takes the conversation's event lock
+    first). The caller commits."""
+    actor = channel_actor(job.workspace_id)
+    await conversations.lock_for_events(actor, session, job.conversation_id)
+    now = datetime.now(UTC)
+    values: dict[str, Any]
+    if error is None:
+        values = {"status": EmailDeliveryStatus.SENT, "sent_at": now, "next_attempt_at": None}
+    elif permanent or job.attempt >= max_attempts:
+        values = {"status": EmailDeliveryStatus.FAILED, "next_attempt_at": None}
+    else:
+        delay = backoff(job.attempt, retry_base_seconds)
+        values = {
+            "status": EmailDeliveryStatus.RETRYING,
+            "next_attempt_at": now + timedelta(seconds=delay),
+        }
+    values["last_error"] = (error or "")[:MAX_ERROR] or None
+    changed = await session.scalar(
+        update(EmailMessage)
+        .where(
+            EmailMessage.id == job.email_id,
+            EmailMessage.attempts == job.attempt,
+            EmailMessage.status.in_(OPEN_STATUSES),
+        )
+        .values(values)
+        .returning(EmailMessage.id)
+        .execution_options(synchronize_session=False)
+    )
+    if changed is None:
+        return None
+    conversation = await session.get_one(Conversation, job.conversation_id)
+    events.record_event(
+        actor,
+        session,
+        topic=conversations.TOPIC,
+        type=DELIVERY_CHANGED,
+        entity_type="Conversation",
+        entity_id=job.conversation_id,
+        payload={
+            **conversations.event_payload(conversation),
+            "message_id": job.message_id,
+            "delivery_status": values["status"],
+            "attempts": job.attempt,
+            "error": values["last_error"],
+        },
+    )
+    return values["status"]
+
+
+async def due_count(session: AsyncSession) -> int:
+    """Mails still to send (for health and tests)."""
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(EmailMessage)
+            .where(EmailMessage.status.in_(OPEN_STATUSES))
+        )
+        or 0
+    )
+
+
+# ---------------------------------------------------------------------------- reads
+
+
+async def deliveries(
+    actor: Actor, session: AsyncSession, message_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, EmailMessage]:
+    """The mail of each message (sent or received), of conversations the actor sees."""
+    if not message_ids:
+        return {}
+    rows = await session.scalars(
+        scoped(EmailMessage, actor)
+        .join(Conversation, Conversation.id == EmailMessage.conversation_id)
+        .where(
+            EmailMessage.message_id.in_(list(message_ids)),
+            conversations.visible_condition(actor),
+        )
+    )
+    return {row.message_id: row for row in rows}
+
+
+async def attachments_of(
+    actor: Actor, session: AsyncSession, message_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[MessageAttachment]]:
+    """The attachments of each message (without their bytes), in their order."""
+    result: dict[uuid.UUID, list[MessageAttachment]] = {id: [] for id in message_ids}
+    if not message_ids:
+        return result
+    rows = await session.scalars(
+        scoped(MessageAttachment, actor)
+        .join(Message, Message.id == MessageAttachment.message_id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            MessageAttachment.message_id.in_(list(message_ids)),
+            conversations.visible_condition(actor),
+        )
+        .order_by(MessageAttachment.message_id, MessageAttachment.position)
+    )
+    for row in rows:
+        result[row.message_id].append(row)
+    return result
+
+
+async def attachments_by_id(
+    actor: Actor, session: AsyncSession, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, MessageAttachment]:
+    """Attachments by id (``node``), of conversations the actor sees."""
+    if not ids:
+        return {}
+    rows = await session.scalars(
+        scoped(MessageAttachment, actor)
+        .join(Message, Message.id == MessageAttachment.message_id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(MessageAttachment.id.in_(list(ids)), conversations.visible_condition(actor))
+    )
+    return {row.id: row for row in rows}
+
+
+async def attachment_for_download(
+    actor: Actor, session: AsyncSession, attachment_id: uuid.UUID | None
+) -> MessageAttachment:
+    """An attachment with its bytes, if the actor may see its conversation."""
+    if attachment_id is None:
+        raise NotFound("Attachment not found", "id")
+    found = await session.scalar(
+        scoped(MessageAttachment, actor)
+        .join(Message, Message.id == MessageAttachment.message_id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(MessageAttachment.id == attachment_id, conversations.visible_condition(actor))
+        .execution_options(populate_existing=True)
+    )
+    if found is None:
+        raise NotFound("Attachment not found", "id")
+    await session.refresh(found, ["content"])
+    return found
+
+
+# -------------------------------------------------------------------------- inbound
+
+
+@dataclass
+class ParsedMail:
+    """What an inbound mail says, read defensively (any field may be missing)."""
+
+    rfc_message_id: str
+    sender: str
+    sender_name: str
+    recipients: list[str]
+    subject: str | None
+    in_reply_to: list[str]
+    references: list[str]
+    body: str
+    attachments: list[tuple[str, str, bytes]] = field(default_factory=list)
+    kept_original: bool = False
+
+
+_MESSAGE_ID = re.compile(r"<([^<>\s]{1,900})>")
+
+
+def _header(mail: MimePart, name: str) -> str:
+    """A header as text, whatever its encoding (a broken one reads as its raw text)."""
+    try:
+        value = mail.get(name)
+    except Exception:  # the default policy parses lazily and may raise on odd headers
+        raw = [v for k, v in mail.raw_items() if k.lower() == name.lower()]
+        value = raw[0] if raw else None
+    return str(value or "").replace("\x00", "").strip()
+
+
+def _ids(value: str) -> list[str]:
+    return [found.lower() for found in _MESSAGE_ID.findall(value)]
+
+
+def _clean_text(text: str) -> str:
+    return text.replace("\x00", "").replace("\r\n", "\n").strip()
+
+
+class _TextOfHtml(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in ("br", "p", "div", "li", "tr"):
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def _html_text(markup: str) -> str:
+    reader = _TextOfHtml()
+    try:
+        reader.feed(markup)
+        reader.close()
+    except Exception:  # HTMLParser is lenient; anything left is kept as it was
+        return html.unescape(re.sub(r"<[^>]*>", " ", markup))
+    return re.sub(r"\n{3,}", "\n\n", "".join(reader.parts))
+
+
+def _part_text(part: MimePart) -> str:
+    """A text part's content; an unknown or wrong charset reads as UTF-8 with
+    replacement characters rather than failing."""
+    try:
+        content = part.get_content()  # type: ignore[attr-defined]
+        if isinstance(content, str):
+            return content
+    except (LookupError, UnicodeError, ValueError, AssertionError, KeyError):
+        pass
+    payload = part.get_payload(decode=True)
+    if isinstance(payload, bytes):
+        return payload.decode("utf-8", errors="replace")
+    return str(part.get_payload() or "")
+
+
+def _filename(part: MimePart, position: int) -> str:
+    try:
+        name = part.get_filename()
+    except Exception:
+        name = None
+    name = re.sub(r"[\x00-\x1f/\\]", "_", str(name or "")).strip() or f"attachment-{position}"
+    return name[-MAX_FILENAME:]
+
+
+def parse_mail(raw: bytes) -> ParsedMail:
+    """Read an inbound mail. Broken MIME, unknown charsets and missing headers give what
+    can be read; a mail whose text cannot be read keeps its original as an attachment."""
+    mail = BytesParser(policy=email_policy.default).parsebytes(raw)
+    from_name, sender = parseaddr(_header(mail, "From"))
+    sender = sender.strip().lower()
+    recipients = [
+        address.strip().lower()
+        for _, address in getaddresses(
+            [
+                _header(mail, name)
+                for name in ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To")
+            ]
+        )
+        if "@" in address
+    ]
+    own_ids = _ids(_header(mail, "Message-ID"))
+    rfc_id = own_ids[0] if own_ids else f"{hashlib.sha256(raw).hexdigest()}@inbound.invalid"
+    subject = _header(mail, "Subject")[:MAX_SUBJECT] or None
+    text = ""
+    kept_original = False
+    attachments: list[tuple[str, str, bytes]] = []
+    try:
+        body_part = mail.get_body(preferencelist=("plain", "html"))
+        if body_part is not None:
+            text = _part_text(body_part)
+            if body_part.get_content_type() == "text/html":
+                text = _html_text(text)
+        for position, part in enumerate(mail.iter_attachments(), start=1):
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes):  # a message/rfc822 part, kept as it is
+                payload = part.as_bytes()
+            attachments.append((_filename(part, position), part.get_content_type()[:255], payload))
+    except Exception:  # MIME too broken to walk: keep it whole for a person to read
+        text, attachments, kept_original = "", [], True
+    if not mail.is_multipart() and not text and mail.get_content_maintype() == "text":
+        text = _part_text(mail)
+    text = _clean_text(text)
+    if len(text) > conversations.MAX_BODY_LENGTH:
+        kept_original = True
+        text = (
+            text[: conversations.MAX_BODY_LENGTH - 40].rstrip()
+            + "\n\n[truncated: see original.eml]"
+        )
+    if kept_original:
+        attachments.append(("original.eml", "message/rfc822", raw))
+    if not text:
+        text = "(no text; see the attachments)" if attachments else "(empty message)"
+    return ParsedMail(
+        rfc_message_id=rfc_id,
+        sender=sender,
+        sender_name=_clean_text(from_name)[:200],
+        recipients=recipients,
+        subject=subject,
+        in_reply_to=_ids(_header(mail, "In-Reply-To")),
+        references=_ids(_header(mail, "References")),
+        body=text,
+        attachments=attachments,
+        kept_original=kept_original,
+    )
+
+
+@dataclass(frozen=True)
+class Received:
+    """Where an inbound mail went."""
+
+    workspace_id: uuid.UUID
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    started_conversation: bool
+    duplicate: bool
+
+
+async def _route(
+    session: AsyncSession, config: EmailConfig, addresses: Sequence[str]
+) -> tuple[uuid.UUID, uuid.UUID | None]:
+    """(workspace, conversation or None) of the first address of ours; a forged one is
+    refused (403), a mail for none of ours too (422)."""
+    for address in addresses:
+        route = route_of(config, address)
+        if route is None:
+            continue
+        try:
+            target = uuid.UUID(bytes=route.token)
+        except ValueError:
+            continue
+        if route.kind == "inbox":
+            expected = _signature(config, "inbox", target)
+            if not hmac.compare_digest(expected, route.signature):
+                raise MailRejected(403, f"The address {address} is not a valid inbox address")
+            if await session.get(Workspace, target) is None:
+                raise MailRejected(422, f"No workspace receives mail at {address}")
+            return target, None
+        workspace_id = await session.scalar(
+            select(Conversation.workspace_id).where(Conversation.id == target)
+        )
+        expected_for = workspace_id or uuid.UUID(int=0)
+        expected = _signature(config, "reply", expected_for, target)
+        if workspace_id is None or not hmac.compare_digest(expected, route.signature):
+            raise MailRejected(403, f"The reply address {address} is not one this server gave out")
+        return workspace_id, target
+    raise MailRejected(
+        422,
+        "None of the recipients is an address of this CRM "
+        f"(reply+...@{config.domain} or inbox+...@{config.domain})",
+    )
+
+
+async def _customer_for(actor: Actor, session: AsyncSession, mail: ParsedMail) -> Customer:
+    """The customer who wrote: found by email (a merged record leads to the one kept),
+    else added as a new customer, the way a help desk adds an unknown requester."""
+    found = await session.scalar(
+        select(Customer)
+        .where(
+            Customer.workspace_id == actor.workspace_id,
+            func.lower(Customer.email) == mail.sender,
+        )
+        .limit(1)
+    )
+    for _ in range(5):  # follow merges to the surviving record
+        if found is None or found.archived_at is None:
+            break
+        merged_into = getattr(found, "merged_into_id", None)
+        if merged_into is None:
+            break
+        found = await session.get(Customer, merged_into)
+    if found is not None:
+        if found.archived_at is not None:
+            raise MailRejected(
+                422, f"The customer {mail.sender} is archived: restore them to take their mail"
+            )
+        return found
+    name = mail.sender_name or mail.sender.split("@", 1)[0]
+    return await customers.create_customer(
+        actor, session, {"name": name, "email": mail.sender}, action="receiveEmail"
+    )
+
+
+async def _threaded_conversation(
+    actor: Actor, session: AsyncSession, mail: ParsedMail
+) -> uuid.UUID | None:
+    """The workspace's conversation one of the mail's In-Reply-To/References names, if
+    the sender is that conversation's customer (knowing a Message-ID is not enough to
+    write into someone's conversation)."""
+    named = [*mail.in_reply_to, *reversed(mail.references)]
+    if not named:
+        return None
+    rows = (
+        await session.execute(
+            select(EmailMessage.rfc_message_id, EmailMessage.conversation_id)
+            .join(Conversation, Conversation.id == EmailMessage.conversation_id)
+            .join(Customer, Customer.id == Conversation.customer_id)
+            .where(
+                EmailMessage.workspace_id == actor.workspace_id,
+                EmailMessage.rfc_message_id.in_(named),
+                func.lower(Customer.email) == mail.sender,
+            )
+        )
+    ).all()
+    by_id = dict(rows)
+    for rfc in named:
+        if rfc in by_id:
+            return by_id[rfc]
+    return None
+
+
+async def receive(
+    session: AsyncSession,
+    config: EmailConfig,
+    raw: bytes,
+    *,
+    envelope_recipients: Sequence[str] = (),
+) -> Received:
+    """Take an inbound mail into its conversation (see the module's docstring). A mail
+    received before (same Message-ID in that workspace) is not posted twice. Raises
+    ``MailRejected`` for mail that cannot be taken. The caller commits."""
+    if len(raw) > config.max_mail_bytes:
+        raise MailRejected(413, f"A mail is at most {config.max_mail_bytes:,} bytes")
+    if not raw.strip():
+        raise MailRejected(400, "The mail is empty")
+    mail = parse_mail(raw)
+    if "@" not in mail.sender:
+        raise MailRejected(422, "The mail has no sender address (From)")
+    try:
+        sender = Address(addr_spec=mail.sender).addr_spec
+    except Exception:
+        raise MailRejected(422, f"The sender {mail.sender!r} is not an email address") from None
+    mail.sender = sender.lower()
+    workspace_id, conversation_id = await _route(
+        session, config, [*envelope_recipients, *mail.recipients]
+    )
+    actor = channel_actor(workspace_id, request_id=f"email:{mail.rfc_message_id[:80]}")
+    seen = await session.scalar(
+        select(EmailMessage).where(
+            EmailMessage.workspace_id == workspace_id,
+            EmailMessage.rfc_message_id == mail.rfc_message_id,
+        )
+    )
+    if seen is not None:
+        return Received(workspace_id, seen.conversation_id, seen.message_id, False, True)
+    if conversation_id is None:
+        conversation_id = await _threaded_conversation(actor, session, mail)
+    started = conversation_id is None
+    client_id = hashlib.sha256(mail.rfc_message_id.encode()).hexdigest()[:64]
+    if conversation_id is None:
+        customer = await _customer_for(actor, session, mail)
+        conversation = await conversations.start_conversation(
+            actor,
+            session,
+            {
+                "customer_id": customer.id,
+                "channel": Channel.EMAIL,
+                "subject": _subject_of_thread(mail.subject),
+                "body": mail.body,
+                "client_message_id": client_id,
+            },
+        )
+        conversation_id = conversation.id
+        message_id = await session.scalar(
+            select(Message.id).where(Message.conversation_id == conversation_id, Message.seq == 1)
+        )
+    else:
+        message = await conversations.post_customer_message(
+            actor,
+            session,
+            conversation_id,
+            body=mail.body,
+            client_message_id=client_id,
+            routed=True,
+            action="receiveEmail",
+        )
+        message_id = message.id
+    assert message_id is not None
+    session.add(
+        EmailMessage(
+            workspace_id=workspace_id,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            direction=EmailDirection.INBOUND,
+            rfc_message_id=mail.rfc_message_id,
+            sender=mail.sender,
+            recipients=mail.recipients[:50],
+            subject=mail.subject,
+            in_reply_to=mail.in_reply_to[0] if mail.in_reply_to else None,
+            references=mail.references[-MAX_REFERENCES:],
+            attempts=0,
+        )
+    )
+    for position, (filename, content_type, content) in enumerate(mail.attachments, start=1):
+        session.add(
+            MessageAttachment(
+                workspace_id=workspace_id,
+                message_id=message_id,
+                position=position,
+                filename=filename,
+                content_type=content_type or "application/octet-stream",
+                size=len(content),
+                content=content,
+            )
+        )
+    await session.flush()
+    return Received(workspace_id, conversation_id, message_id, started, False)
+
+
+def _subject_of_thread(subject: str | None) -> str | None:
+    """A conversation's subject from a mail's: without its ``Re:``/``Fwd:`` prefixes."""
+    if subject is None:
+        return None
+    cleaned = re.sub(r"^(\s*(re|fwd?|aw|wg|sv)\s*(\[\d+\])?\s*:\s*)+", "", subject, flags=re.I)
+    return cleaned.strip()[:MAX_SUBJECT] or None
+
+
+def mailed(channel: Any, author_type: MessageAuthorType) -> bool:
+    """Whether a message goes out as mail: an agent's, in an EMAIL conversation (the
+    customer's came by mail)."""
+    return channel == Channel.EMAIL and author_type is MessageAuthorType.AGENT
