@@ -92,3 +92,24 @@ def keep_screenshot(driver: WebDriver, path: Path) -> None:
         target = Path(os.environ["CRM_SCREENSHOTS"])
         target.mkdir(parents=True, exist_ok=True)
         (target / path.name).write_bytes(path.read_bytes())
+
+
+def click_when_settled(
+    driver: WebDriver, by: str, selector: str, timeout: float = TIMEOUT_S
+) -> None:
+    """Click the first element ``selector`` finds once it stays in the page: a list that
+    re-renders (a filter's answer arriving) replaces the element found a moment before."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def clicked(d: WebDriver) -> bool:
+        try:
+            found = d.find_elements(by, selector)
+            if not found:
+                return False
+            found[0].click()
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    WebDriverWait(driver, timeout).until(clicked)

@@ -22,7 +22,13 @@ from crm_graphql import demo
 from crm_graphql.console import console_manifest
 from crm_graphql.models import Role
 from tests import support
-from tests.browser import TIMEOUT_S, chromium, keep_screenshot, skip_without_browser
+from tests.browser import (
+    TIMEOUT_S,
+    chromium,
+    click_when_settled,
+    keep_screenshot,
+    skip_without_browser,
+)
 
 if TYPE_CHECKING:
     from selenium.webdriver.chrome.webdriver import WebDriver
@@ -295,7 +301,7 @@ def test_viewer_sees_no_write_controls(
     Select(browser.find_element(By.ID, "customer-stage")).select_by_value("LEAD")
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.customers tbody tr, .state.empty"))
     assert not browser.find_elements(By.XPATH, "//button[normalize-space()='Save as segment']")
-    browser.find_element(By.CSS_SELECTOR, "table.customers tbody tr td a").click()
+    click_when_settled(browser, By.CSS_SELECTOR, "table.customers tbody tr td a")
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "ol.timeline, .state.empty"))
     wait.until(lambda d: d.find_elements(By.ID, "timeline-title"))
     assert not browser.find_elements(By.ID, "note-subject")

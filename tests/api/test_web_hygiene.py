@@ -139,11 +139,10 @@ async def test_no_cors_headers_by_default(client: support.GraphQLClient) -> None
     "content",
     [
         {"data": {"query": "{ __typename }"}},  # application/x-www-form-urlencoded
-        {"files": {"query": ("q", b"{ __typename }")}},  # multipart/form-data
         {"content": b'{"query": "{ __typename }"}', "headers": {"Content-Type": "text/plain"}},
         {"content": b'{"query": "{ __typename }"}'},  # no content type at all
     ],
-    ids=["urlencoded", "multipart", "text-plain", "none"],
+    ids=["urlencoded", "text-plain", "none"],
 )
 async def test_form_and_text_bodies_are_415(
     as_role: dict[Role, support.GraphQLClient], content: dict[str, object]
@@ -158,6 +157,25 @@ async def test_form_and_text_bodies_are_415(
     assert response.status_code == 415
     assert response.json()["errors"][0]["extensions"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
     count = await client('{ customers(filter: {name: {eq: "Via form"}}) { totalCount } }')
+    assert count.ok()["customers"]["totalCount"] == 0
+
+
+async def test_multipart_is_only_the_graphql_upload_spec_and_never_a_simple_request(
+    as_role: dict[Role, support.GraphQLClient],
+) -> None:
+    """multipart/form-data is taken for GraphQL uploads (``operations`` and ``map``) only,
+    and only with a header no cross-site form can send (credentials or a preflight one):
+    a plain form post runs nothing."""
+    client = as_role[Role.AGENT]
+    mutation = 'mutation { createCustomer(input: {name: "Via multipart"}) { errors { code } } }'
+    form = {"files": {"query": ("q", mutation.encode())}}
+    not_the_spec = await client.http.post("/graphql", headers=client.headers(), **form)  # type: ignore[arg-type]
+    assert not_the_spec.status_code == 400
+    assert not_the_spec.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    anonymous = await client.http.post("/graphql", **form)  # type: ignore[arg-type]
+    assert anonymous.status_code == 400
+    assert anonymous.json()["errors"][0]["extensions"]["code"] == "PREFLIGHT_REQUIRED"
+    count = await client('{ customers(filter: {name: {eq: "Via multipart"}}) { totalCount } }')
     assert count.ok()["customers"]["totalCount"] == 0
 
 
