@@ -126,6 +126,7 @@ async def foreign_ids(other: Env) -> dict[str, str]:
         "WebhookDelivery": await other.webhook_delivery(DeliveryStatus.FAILED),
         "CustomFieldDefinition": await other.custom_field(),
         "Segment": await other.segment(),
+        "Job": await other.job(),
     }
 
 
