@@ -396,21 +396,11 @@ async def purchase_summaries(
 
 
 IMPORT_KEYS = ("email", "externalId")  # and "custom:<key>"
+# The rows an import writes: the editable fields and what the import sets itself.
 COLUMNS = (
     "id",
     "workspace_id",
-    "name",
-    "email",
-    "phone",
-    "external_id",
-    "address",
-    "lifecycle_stage",
-    "owner_id",
-    "company_id",
-    "tags",
-    "needs",
-    "preferences",
-    "custom_fields",
+    *EDITABLE,
     "custom_fields_encrypted",
     "erased_at",
     "last_activity_at",
