@@ -952,7 +952,13 @@ def sales_report(
                 column = "amount" if name == "amount" else "weighted"
                 return c._value(cell_type.fields[name].type, f"{f}.{column}")
             if name == "owner":
-                return c._by_id("User", f"{f}.owner_id", c._subselections(sub))
+                # Joined once (below), not looked up per forecast row.
+                owners = c._alias()
+                joins.append(
+                    f" LEFT JOIN {c._by_id_joined('User', c._subselections(sub))} {owners}"
+                    f" ON {owners}.id = {f}.owner_id"
+                )
+                return f"coalesce({owners}.body, 'null')"
             if name == "drillDown":
                 slots = {
                     **currency_slots(f),
@@ -968,9 +974,11 @@ def sales_report(
                 return f"CASE WHEN {f}.owner_id IS NULL THEN {none} ELSE {owned} END"
             raise Unsupported(f"ForecastCell.{name}")
 
+        joins: list[str] = []
         item = c._json_object(cell_type, c._subselections(nodes), field)
         return (
-            f"(SELECT {_json_array(item, f'{f}.rn')} FROM {part('forecast', built.forecast)} {f})"
+            f"(SELECT {_json_array(item, f'{f}.rn')} "
+            f"FROM {part('forecast', built.forecast)} {f}{''.join(joins)})"
         )
 
     def value(name: str, nodes: list[FieldNode]) -> str:
