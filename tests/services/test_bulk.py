@@ -109,7 +109,7 @@ async def test_a_failing_customer_is_reported_and_the_others_go_on(
     change = bulk.BulkChange.of(add_tags=["archived-batch"], archive=True)
     outcome = await bulk.run(manager, sessionmaker, {"tags": {"any_of": [tag]}}, change)
     assert outcome.changed == 2
-    assert [(f.customer_id, f.error.field) for f in outcome.failures] == [(ids[1], "tags")]
+    assert [(f.record_id, f.error.field) for f in outcome.failures] == [(ids[1], "tags")]
     async with sessionmaker() as session:
         archived = dict(
             (await session.execute(
