@@ -222,21 +222,24 @@ async def _other_workspace(
 
 async def _audited(
     sessionmaker: async_sessionmaker[AsyncSession], action: str, entity_type: str, job_id: str
-) -> tuple[set[uuid.UUID], set[str | None]]:
-    """The records audited with ``action`` by the job's run, and the request ids seen on
-    every audit row of that action in the workspace(s)."""
+) -> dict[uuid.UUID, set[str]]:
+    """The records the job's run audited as ``action`` (rows with the job's request id),
+    each with the fields its rows changed."""
     job = from_global_id(job_id)[1]
     async with sessionmaker() as session:
         rows = (
             await session.execute(
-                select(AuditLog.entity_id, AuditLog.request_id).where(
+                select(AuditLog.entity_id, AuditLog.changes).where(
                     AuditLog.action == action,
                     AuditLog.entity_type == entity_type,
                     AuditLog.request_id == f"job:{job}",
                 )
             )
         ).all()
-    return {r.entity_id for r in rows}, {r.request_id for r in rows}
+    audited: dict[uuid.UUID, set[str]] = {}
+    for entity_id, changes in rows:
+        audited.setdefault(entity_id, set()).update(changes)
+    return audited
 
 
 def _uuid(global_id: str) -> uuid.UUID:
@@ -308,9 +311,9 @@ async def test_bulk_company_change_goes_over_exactly_the_filtered_companies_audi
         row = rows[_uuid(untouched)]
         assert (row.owner_id, row.archived_at, row.custom_fields) == (None, None, {})
     assert rows[_uuid(theirs)].tags == [tag]
-    audited, request_ids = await _audited(sessionmaker, "bulkChangeCompanies", "Company", job_id)
-    assert audited == {_uuid(m) for m in members}
-    assert request_ids == {f"job:{_uuid(job_id)}"}
+    audited = await _audited(sessionmaker, "bulkChangeCompanies", "Company", job_id)
+    changed = {"tags", "owner_id", "custom_fields", "archived_at"}
+    assert audited == {_uuid(m): changed for m in members}
 
 
 async def test_bulk_deal_change_moves_within_the_pipeline_as_move_deal_does(
@@ -408,8 +411,8 @@ async def test_bulk_deal_change_moves_within_the_pipeline_as_move_deal_does(
     assert rows[_uuid(theirs)].owner_id is None
     assert sorted(history) == sorted((d, _uuid(lead), _uuid(won)) for d in moved)
     assert timeline == moved and board == moved
-    audited, request_ids = await _audited(sessionmaker, "bulkChangeDeals", "Deal", job_id)
-    assert audited == moved and request_ids == {f"job:{_uuid(job_id)}"}
+    audited = await _audited(sessionmaker, "bulkChangeDeals", "Deal", job_id)
+    assert audited == {deal_id: {"stage_id", "owner_id", "custom_fields"} for deal_id in moved}
 
 
 async def test_bulk_changes_of_companies_and_deals_need_the_single_record_rights(
