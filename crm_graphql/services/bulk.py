@@ -239,7 +239,11 @@ async def _check(
         raise Invalid(f"{target.entity} records have no tags", "addTags")
     for name in change.values:
         if name not in target.settable:
-            raise Invalid(f"A bulk change cannot set `{name}` of {target.entity} records", name)
+            head, *rest = name.split("_")
+            field_name = head + "".join(part.title() for part in rest)
+            raise Invalid(
+                f"A bulk change cannot set `{field_name}` of {target.entity} records", field_name
+            )
     if "owner_id" in change.values:
         await records.ensure_in_workspace(
             actor, session, [(User, change.values["owner_id"], "ownerId")]
