@@ -231,10 +231,9 @@ def _authorize(actor: Actor, target: Target, change: BulkChange) -> None:
 async def _check(
     actor: Actor, session: AsyncSession, target: Target, change: BulkChange, members: Any
 ) -> None:
-    """The permissions the change needs, and its values valid for every record of the set
+    """The change's values valid for its kind and for every record of the set
     (``members``), before any record changes: a bad value is refused as a whole, not
     record by record."""
-    _authorize(actor, target, change)
     if (change.add_tags or change.remove_tags) and not target.tags:
         raise Invalid(f"{target.entity} records have no tags", "addTags")
     for name in change.values:
@@ -283,6 +282,7 @@ async def preview(
     list's order), after the same checks as the change itself (nothing changes)."""
     if not 0 <= sample <= MAX_SAMPLE:
         raise Invalid(f"`sample` is 0 to {MAX_SAMPLE}", "sample")
+    _authorize(actor, target, change)  # before the set is even read
     statement = await _members(actor, session, target, filter)
     await _check(actor, session, target, change, statement)
     model = target.model
