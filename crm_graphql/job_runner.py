@@ -89,7 +89,7 @@ Handler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
 
 # Every job kind: what runs it.
 HANDLERS: dict[str, Handler] = {
-    bulk.JOB_KIND: run_bulk_change_job,
+    **{target.job_kind: run_bulk_change_job for target in bulk.TARGETS},
     imports.JOB_KIND: imports.run_import_job,
 }
 

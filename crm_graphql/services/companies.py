@@ -206,9 +206,11 @@ async def archive_company(
     company_id: uuid.UUID | None,
     *,
     expected_version: int | None = None,
+    action: str = "archiveCompany",
 ) -> Company:
-    """Hide a company from lists; its customers keep pointing at it."""
+    """Hide a company from lists; its customers keep pointing at it (audited as
+    ``action``)."""
     authorize(actor, Action.ARCHIVE_CUSTOMERS)
     return await records.archive(
-        actor, session, Company, company_id, expected_version, action="archiveCompany"
+        actor, session, Company, company_id, expected_version, action=action
     )

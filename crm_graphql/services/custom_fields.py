@@ -252,8 +252,22 @@ def clean_with(
     fields.json_value(given, "customFields")
     if not definitions.items:
         return given if "custom_fields" in data else None
+    cleaned = clean_given(definitions, given, stored=dict(current or {}))
     active = definitions.active
-    stored = dict(current or {})
+    hidden = definitions.sensitive if not _reads_sensitive(actor) else frozenset()
+    for key, definition in active.items():
+        if definition.required and key not in cleaned and key not in hidden:
+            raise Invalid(f"`{field_name(key)}` is required", field_name(key))
+    return cleaned
+
+
+def clean_given(
+    definitions: Definitions, given: Mapping[str, Any], *, stored: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The values ``given`` validated against the definitions (``Invalid`` naming the
+    key), nulls dropped; a key defined nowhere may only keep its ``stored`` value. A bulk
+    change checks its values with it before it touches any record."""
+    active = definitions.active
     cleaned: dict[str, Any] = {}
     for key, value in given.items():
         definition = active.get(key)
@@ -272,10 +286,6 @@ def clean_with(
             )
         if value is not None:
             cleaned[key] = value
-    hidden = definitions.sensitive if not _reads_sensitive(actor) else frozenset()
-    for key, definition in active.items():
-        if definition.required and key not in cleaned and key not in hidden:
-            raise Invalid(f"`{field_name(key)}` is required", field_name(key))
     return cleaned
 
 

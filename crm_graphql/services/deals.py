@@ -636,15 +636,57 @@ async def upsert_deals(
         return await create_deal(actor, session, data, action=UPSERT_ACTION)
 
     async def change(deal_id: uuid.UUID, data: Mapping[str, Any]) -> Deal:
-        own = {k: v for k, v in data.items() if k in DEAL_FIELDS}
-        deal = await update_deal(actor, session, deal_id, own, action=UPSERT_ACTION)
-        if data.get("stage_id") is not None:
-            deal = await move_deal(actor, session, deal_id, data["stage_id"])
-        return deal
+        return await change_deal(actor, session, deal_id, data, action=UPSERT_ACTION)
 
     return await records.upsert_each(
         session, batch, existing=existing, create=create, update=change
     )
+
+
+async def change_deal(
+    actor: Actor,
+    session: AsyncSession,
+    deal_id: uuid.UUID,
+    data: Mapping[str, Any],
+    *,
+    action: str,
+    move_action: str = "moveDeal",
+) -> Deal:
+    """Change a deal's own fields (``update_deal``, audited as ``action``) and, given a
+    ``stage_id``, move it there within its pipeline (``move_deal``, audited as
+    ``move_action``): what a write that may carry a stage (an upsert, a bulk change) does.
+    Other keys (an upsert's ``pipeline_id``) are left alone: the pipeline stays."""
+    own = {k: v for k, v in data.items() if k in DEAL_FIELDS}
+    stage_id = data.get("stage_id")
+    if stage_id is None:
+        return await update_deal(actor, session, deal_id, own, action=action)
+    if own:
+        await update_deal(actor, session, deal_id, own, action=action)
+    return await move_deal(actor, session, deal_id, stage_id, action=move_action)
+
+
+async def check_stage_for_deals(
+    actor: Actor, session: AsyncSession, stage_id: uuid.UUID | None, deals: Any
+) -> Stage:
+    """The stage a set of deals (``deals``: a statement selecting them) is about to move
+    to, checked before any of them moves: in the workspace, live, and of the pipeline of
+    every deal of the set (a deal stays in its pipeline, as ``move_deal`` requires)."""
+    stage = await records.get(actor, session, Stage, stage_id, field="stageId")
+    if stage.archived_at is not None:
+        raise Invalid("That stage is archived", "stageId")
+    elsewhere = await session.scalar(
+        select(func.count()).select_from(
+            deals.with_only_columns(Deal.id).where(Deal.pipeline_id != stage.pipeline_id).subquery()
+        )
+    )
+    if elsewhere:
+        raise Invalid(
+            f"{_deals_phrase(int(elsewhere), '')} of the set "
+            f"{'is' if elsewhere == 1 else 'are'} in another pipeline than the stage's "
+            "(a deal stays in its pipeline): narrow the filter to the stage's pipeline",
+            "stageId",
+        )
+    return stage
 
 
 async def archive_deal(
@@ -653,13 +695,15 @@ async def archive_deal(
     deal_id: uuid.UUID | None,
     *,
     expected_version: int | None = None,
+    action: str = "archiveDeal",
 ) -> Deal:
-    """Take a deal off the board and out of lists; its history stays."""
+    """Take a deal off the board and out of lists; its history stays (audited as
+    ``action``)."""
     authorize(actor, Action.ARCHIVE_DEALS)
     deal = await records.get_for_change(actor, session, Deal, deal_id, expected_version)
     if deal.archived_at is None:
         await records.update(
-            actor, session, deal, {"archived_at": datetime.now(UTC)}, action="archiveDeal"
+            actor, session, deal, {"archived_at": datetime.now(UTC)}, action=action
         )
         _record(actor, session, deal.pipeline_id, "deal.archived", deal, _deal_payload(deal))
     return deal
@@ -672,10 +716,11 @@ async def move_deal(
     stage_id: uuid.UUID | None,
     *,
     expected_version: int | None = None,
+    action: str = "moveDeal",
 ) -> Deal:
-    """Move a deal to another stage of its pipeline: the deal changes (audited), a
-    stage-change activity lands on the deal's and customer's timeline, and the board gets
-    a ``deal.moved`` event. Moving to the stage it is in changes nothing."""
+    """Move a deal to another stage of its pipeline: the deal changes (audited as
+    ``action``), a stage-change activity lands on the deal's and customer's timeline, and
+    the board gets a ``deal.moved`` event. Moving to the stage it is in changes nothing."""
     authorize(actor, Action.WRITE_DEALS)
     deal = await records.get_for_change(actor, session, Deal, deal_id, expected_version)
     if deal.archived_at is not None:
@@ -686,7 +731,7 @@ async def move_deal(
     if target.id == deal.stage_id:
         return deal
     source = await records.get(actor, session, Stage, deal.stage_id)
-    await records.update(actor, session, deal, {"stage_id": target.id}, action="moveDeal")
+    await records.update(actor, session, deal, {"stage_id": target.id}, action=action)
     now = datetime.now(UTC)
     session.add(
         DealStageChange(
@@ -709,7 +754,7 @@ async def move_deal(
             occurred_at=now,
             details={"from_stage_id": str(source.id), "to_stage_id": str(target.id)},
         ),
-        action="moveDeal",
+        action=action,
     )
     _record(
         actor,

@@ -384,14 +384,21 @@ def create_export_scenario() -> Scenario:
     return Scenario(succeeds, fails)
 
 
-def start_bulk_change_scenario() -> Scenario:
+def start_bulk_change_scenario(
+    change: dict[str, Any], refused: dict[str, Any], error: str
+) -> Scenario:
+    """A bulk change over an empty set (``change``), and one refused before its job."""
+
     async def succeeds(env: Env) -> Call:
-        return Call({"filter": {"tags": {"anyOf": ["none-such"]}}, "addTags": ["seen"]})
+        return Call(change)
 
     async def fails(env: Env) -> Call:
-        return Call({"addTags": ["a"], "removeTags": ["a"]}, error="VALIDATION")
+        return Call(refused, error=error)
 
     return Scenario(succeeds, fails)
+
+
+_NO_TAG = {"tags": {"anyOf": ["none-such"]}}
 
 
 async def import_input(env: Env) -> dict[str, Any]:
@@ -642,7 +649,21 @@ SCENARIOS: dict[str, Scenario] = {
     "moveDeal": move_deal_scenario(),
     "upsertDeals": upsert_deals_scenario(),
     "createExport": create_export_scenario(),
-    "startBulkCustomerChange": start_bulk_change_scenario(),
+    "startBulkCustomerChange": start_bulk_change_scenario(
+        {"filter": _NO_TAG, "addTags": ["seen"]},
+        {"addTags": ["a"], "removeTags": ["a"]},
+        "VALIDATION",
+    ),
+    "startBulkCompanyChange": start_bulk_change_scenario(
+        {"filter": _NO_TAG, "addTags": ["seen"]},
+        {"addTags": ["a"], "removeTags": ["a"]},
+        "VALIDATION",
+    ),
+    "startBulkDealChange": start_bulk_change_scenario(
+        {"filter": {"title": {"eq": "none-such"}}, "ownerId": None},
+        {"stageId": unknown_id("Stage")},
+        "NOT_FOUND",
+    ),
     "createActivity": creating(activity_input, {"customerId": None}, "VALIDATION"),
     "updateActivity": changing(
         Env.activity, {"subject": "Edited"}, {"dueAt": "2030-01-01T09:00:00Z"}, "VALIDATION"

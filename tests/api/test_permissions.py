@@ -130,6 +130,10 @@ async def query_document(name: str, env: Env) -> str:
         return "{ duplicateCandidates(first: 1) { candidates { score } } }"
     if name == "bulkCustomerChangePreview":  # the table's row is for adding a tag
         return '{ bulkCustomerChangePreview(input: {addTags: ["x"]}) { count } }'
+    if name == "bulkCompanyChangePreview":  # the table's row is for adding a tag
+        return '{ bulkCompanyChangePreview(input: {addTags: ["x"]}) { count } }'
+    if name == "bulkDealChangePreview":  # the table's row is for unassigning the owner
+        return "{ bulkDealChangePreview(input: {ownerId: null}) { count } }"
     if name == "changes":
         return "{ changes(first: 1) { cursor } }"
     if name == "search":

@@ -109,7 +109,7 @@ async def test_a_failing_customer_is_reported_and_the_others_go_on(
     change = bulk.BulkChange.of(add_tags=["archived-batch"], archive=True)
     outcome = await bulk.run(manager, sessionmaker, {"tags": {"any_of": [tag]}}, change)
     assert outcome.changed == 2
-    assert [(f.customer_id, f.error.field) for f in outcome.failures] == [(ids[1], "tags")]
+    assert [(f.record_id, f.error.field) for f in outcome.failures] == [(ids[1], "tags")]
     async with sessionmaker() as session:
         archived = dict(
             (await session.execute(
@@ -134,3 +134,20 @@ async def test_the_change_needs_its_permissions_and_a_real_owner(
         bulk.BulkChange.of()
     with pytest.raises(Invalid):
         bulk.BulkChange.of(add_tags=["a"], remove_tags=["a"])
+
+
+async def test_a_change_offers_only_what_its_kind_of_record_can_set(
+    sessionmaker: async_sessionmaker[AsyncSession], manager: Actor
+) -> None:
+    async with sessionmaker() as session:
+        with pytest.raises(Invalid) as tags:  # deals have no tags
+            await bulk.preview(
+                manager, session, None, bulk.BulkChange.of(add_tags=["x"]), target=bulk.DEALS
+            )
+        assert tags.value.field == "addTags"
+        qualified = bulk.BulkChange.of(lifecycle_stage=LifecycleStage.QUALIFIED)
+        with pytest.raises(Invalid) as stage:  # a lifecycle stage is a customer's
+            await bulk.preview(manager, session, None, qualified, target=bulk.COMPANIES)
+        assert stage.value.field == "lifecycleStage"
+        found = await bulk.preview(manager, session, None, qualified, target=bulk.CUSTOMERS)
+        assert found.count == 0
