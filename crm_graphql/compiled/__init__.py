@@ -31,7 +31,7 @@ from strawberry import Schema
 from strawberry.schema.schema import validate_document
 
 from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
-from crm_graphql.db.engine import make_read_pool
+from crm_graphql.db.engine import PlanCache, make_read_pool
 from crm_graphql.db.replica import Replica
 from crm_graphql.limits import QueryLimits, Shape, input_errors, limit_errors, shape_of
 from crm_graphql.observability import tracing
@@ -40,6 +40,9 @@ from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
 from crm_graphql.services.policy import authorize_read
 from crm_graphql.settings import Settings
+
+# The read pools of one database, by plan cache mode.
+Pools = dict[PlanCache, asyncpg.Pool]
 
 log = logging.getLogger("crm_graphql.compiled")
 
@@ -121,23 +124,21 @@ class CompiledReads:
         self,
         schema: Schema,
         settings: Settings,
-        pool: asyncpg.Pool,
-        filtered_pool: asyncpg.Pool | None = None,
+        pools: Pools,
         engine: AsyncEngine | None = None,
         replica: Replica | None = None,
-        replica_pools: tuple[asyncpg.Pool, asyncpg.Pool] | None = None,
+        replica_pools: Pools | None = None,
     ) -> None:
         self.schema = schema
-        # Reads of callers who may lag run on the replica's (pool, filtered pool).
+        # Reads of callers who may lag run on the replica's pools.
         self.replica = replica
         self.replica_pools = replica_pools
         # Writes what a plan needs current before it runs (the RFM snapshot); None: the
         # statements answer from the live computation (exact, slower).
         self.engine = engine
         self.settings = settings
-        self.pool = pool
-        # Statements of filtered or cursor-paged lists: planned for their values each time.
-        self.filtered_pool = filtered_pool or pool
+        # A pool per ``plan_cache_mode`` (``Compiled.plan_cache``).
+        self.pools = pools
         self.limits = QueryLimits.from_settings(settings)
         self._documents = _Lru(1000)
         self._plans = _Lru(5000)
@@ -154,20 +155,24 @@ class CompiledReads:
     ) -> CompiledReads:
         name, size = "crm_graphql_compiled", settings.db_pool_size
 
-        async def pools(url: str) -> tuple[asyncpg.Pool, asyncpg.Pool]:
-            return (
-                await make_read_pool(url, size, name),
-                await make_read_pool(
-                    url, max(2, size // 2), name, plan_cache_mode="force_custom_plan"
-                ),
-            )
+        async def pools(url: str) -> Pools:
+            # Connections open as reads come: a mode no statement asks for holds none.
+            return {
+                mode: await make_read_pool(
+                    url,
+                    size if mode is PlanCache.AUTO else max(2, size // 2),
+                    name,
+                    plan_cache_mode=mode.value,
+                )
+                for mode in PlanCache
+            }
 
         primary = await pools(settings.database_url or "")
         lagging = await pools(replica.replica_url) if replica is not None else None
-        return cls(schema, settings, *primary, engine, replica, lagging)
+        return cls(schema, settings, primary, engine, replica, lagging)
 
     async def close(self) -> None:
-        for pool in {self.pool, self.filtered_pool, *(self.replica_pools or ())}:
+        for pool in {*self.pools.values(), *(self.replica_pools or {}).values()}:
             await pool.close()
 
     def _document(self, query: str, operation_name: str | None) -> _Document | None:
@@ -255,7 +260,8 @@ class CompiledReads:
         failure here costs speed only: the statement then reads the live scores."""
         assert self.engine is not None
         try:
-            if not await self.pool.fetchval(_RFM_SNAPSHOT_IS_CURRENT, actor.workspace_id):
+            pool = self.pools[PlanCache.AUTO]
+            if not await pool.fetchval(_RFM_SNAPSHOT_IS_CURRENT, actor.workspace_id):
                 await rfm.refresh_snapshot(actor, snapshots.refresh_engine(self.engine))
         except (
             asyncpg.PostgresError,
@@ -267,13 +273,10 @@ class CompiledReads:
             log.warning("RFM snapshot not refreshed: %s", error)
 
     def _pool(self, compiled: Compiled, lagging: bool) -> asyncpg.Pool:
-        """Where the statement runs: the replica's pools for a read that may lag."""
-        pool, filtered_pool = (
-            self.replica_pools
-            if lagging and self.replica_pools is not None
-            else (self.pool, self.filtered_pool)
-        )
-        return filtered_pool if compiled.custom_plans else pool
+        """Where the statement runs: the pool of its plan cache mode, the replica's for a
+        read that may lag."""
+        pools = self.replica_pools if lagging and self.replica_pools is not None else self.pools
+        return pools[compiled.plan_cache]
 
     async def execute(
         self,

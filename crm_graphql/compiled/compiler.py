@@ -49,6 +49,7 @@ from strawberry.types.arguments import convert_arguments
 from strawberry.types.base import StrawberryObjectDefinition
 
 from crm_graphql.compiled import insight
+from crm_graphql.db.engine import PLAN_CACHE_PRECEDENCE, PlanCache
 from crm_graphql.global_ids import MalformedId, from_global_id
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
@@ -92,9 +93,8 @@ class Compiled:
     keys: list[str]  # response keys of the root fields, one column each
     models: frozenset[type[Any]]  # what the actor must be allowed to read
     reencode: bool  # JSONB text inside (spaces after ':'): re-encode compactly
-    # A list filtered or paged by client values: plan it for those values each time (a
-    # generic plan for ``name ILIKE $n`` cannot know how selective the value is).
-    custom_plans: bool
+    # How PostgreSQL plans it (``PlanCache``): the pool of that ``plan_cache_mode`` runs it.
+    plan_cache: PlanCache
     # Indexes in ``params`` replaced by the actor's user id at execution (``me``).
     user_params: tuple[int, ...] = ()
     # Reads the RFM scores: the workspace's snapshot is made current first
@@ -195,10 +195,15 @@ class _State:
     aliases: int = 0
     models: set[type[Any]] = field(default_factory=set)
     reencode: bool = False
-    custom_plans: bool = False
+    plan_cache: PlanCache = field(default_factory=lambda: PlanCache.AUTO)
     user_params: list[int] = field(default_factory=list)
     reads_rfm_scores: bool = False
     user_slot: str | None = None
+
+    def plan(self, mode: PlanCache) -> None:
+        """Ask for ``mode``: a part planned for its values makes the whole statement so
+        (the safe choice), over a part that asks for the generic plan, over the default."""
+        self.plan_cache = max(self.plan_cache, mode, key=PLAN_CACHE_PRECEDENCE.index)
 
 
 class Compiler:
@@ -780,7 +785,8 @@ class Compiler:
             base = spec.statement(
                 self.actor, filter, include_archived=bool(args.get("include_archived"))
             ).whereclause
-            self.state.custom_plans |= client_values or cursor is not None
+            if client_values or cursor is not None:
+                self.state.plan(PlanCache.CUSTOM)
             effective = keys if forward else [k.reversed() for k in keys]
             assert base is not None  # the statement is scoped: it always has a WHERE
             condition: ColumnElement[bool] = base
@@ -1009,7 +1015,7 @@ class Compiler:
             keys=keys,
             models=frozenset(self.state.models),
             reencode=self.state.reencode,
-            custom_plans=self.state.custom_plans,
+            plan_cache=self.state.plan_cache,
             user_params=tuple(self.state.user_params),
             reads_rfm_scores=self.state.reads_rfm_scores,
         )

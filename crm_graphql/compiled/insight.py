@@ -28,6 +28,7 @@ from graphql import (
 )
 
 from crm_graphql import models
+from crm_graphql.db.engine import PlanCache
 from crm_graphql.enums import DealStatus
 from crm_graphql.resolvers.arguments import filter_spec
 from crm_graphql.services import aggregates, fields, rfm
@@ -115,7 +116,7 @@ def aggregate(
         c.state.reads_rfm_scores = True
     model = spec.rows.model
     c.state.models.add(model)
-    c.state.custom_plans = True  # planned for the caller's values (periods, statuses)
+    c.state.plan(PlanCache.CUSTOM)  # planned for the caller's values (periods, statuses)
     rows = c._sql(statement, model, model.__tablename__)
     a = c._alias()
 
@@ -318,9 +319,9 @@ def search(
     hits = search_service.hits_statement(c.actor, args["query"], entities, page)
     if hits is None:
         raise Unsupported("an empty search page")
-    # Planned for each word: a generic plan of the one-word statement ran 12.3 ms a search
-    # on the bench data against 8.4 ms planned each time (``bench`` S1, decision 0006).
-    c.state.custom_plans = True
+    # One generic plan for every word: planning the one-word statement took 5 to 7 ms, the
+    # generic plan runs in under 1 ms at S=10 (``bench`` S1, decision 0006).
+    c.state.plan(PlanCache.GENERIC)
     table = models.SearchDocument.__tablename__
     rows = c._sql(hits.statement, models.SearchDocument, table, values=hits.parameters)
     h = c._alias()
@@ -501,7 +502,7 @@ def service_report(
         as_of=func.now(),
     )
     c.state.models.add(models.Conversation)
-    c.state.custom_plans = True
+    c.state.plan(PlanCache.CUSTOM)
     report_type = _object_type(gql_type)
 
     def rows(statement: Any) -> str:
@@ -806,7 +807,8 @@ def sales_report(
     # at the period's ends: one plan serves every pipeline and period (PostgreSQL's own
     # choice after five executions; planning is a tenth of the statement's time). A filter
     # of the caller's reads the deals: planned for its values.
-    c.state.custom_plans = bool(filter)
+    if filter:
+        c.state.plan(PlanCache.CUSTOM)
     report_type = _object_type(gql_type)
     caller = args.get("filter")
 

@@ -41,6 +41,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from crm_graphql.db.engine import PlanCache
+
 if TYPE_CHECKING:
     from crm_graphql.resolvers.context import AppState
     from crm_graphql.settings import Settings
@@ -104,6 +106,14 @@ RATE_LIMIT_REFUSALS = Counter(
 # Operation names come from clients: past this many distinct names in a process, the
 # others are counted as "other" (a label value per name is a time series each).
 MAX_OPERATION_NAMES = 200
+
+# The compiled read path's pools in ``crm_db_pool_*`` labels, by plan cache mode.
+POOL_SUFFIXES = {
+    PlanCache.AUTO: "",
+    PlanCache.CUSTOM: "_filtered",
+    PlanCache.GENERIC: "_generic",
+}
+
 _names: set[str] = set()
 
 
@@ -243,11 +253,13 @@ class AppMetrics(Collector):
             yield f"sqlalchemy_{name}", pool.checkedout(), pool.checkedin(), pool.size()
         asyncpg_pools: dict[str, Any] = {"hub_reads": app.hub.pool}
         if app.compiled is not None:
-            asyncpg_pools["compiled"] = app.compiled.pool
-            asyncpg_pools["compiled_filtered"] = app.compiled.filtered_pool
-            if app.compiled.replica_pools is not None:
-                asyncpg_pools["compiled_replica"] = app.compiled.replica_pools[0]
-                asyncpg_pools["compiled_replica_filtered"] = app.compiled.replica_pools[1]
+            for prefix, pools in (
+                ("compiled", app.compiled.pools),
+                ("compiled_replica", app.compiled.replica_pools or {}),
+            ):
+                for mode, mode_pool in pools.items():
+                    suffix = POOL_SUFFIXES[mode]
+                    asyncpg_pools[f"{prefix}{suffix}"] = mode_pool
         for name, asyncpg_pool in asyncpg_pools.items():
             if asyncpg_pool is None:
                 continue

@@ -65,11 +65,10 @@ async def counter(app: Any) -> AsyncIterator[StatementCounter]:
     counting = StatementCounter()
     event.listen(engine, "before_cursor_execute", counting)
     compiled = app.state.crm.compiled
-    pools = (compiled.pool, compiled.filtered_pool) if compiled is not None else None
+    pools = dict(compiled.pools) if compiled is not None else None
     if compiled is not None:
-        compiled.pool = _CountedPool(compiled.pool, counting)
-        compiled.filtered_pool = _CountedPool(compiled.filtered_pool, counting)
+        compiled.pools = {mode: _CountedPool(pool, counting) for mode, pool in pools.items()}
     yield counting
     if pools is not None:
-        compiled.pool, compiled.filtered_pool = pools
+        compiled.pools = pools
     event.remove(engine, "before_cursor_execute", counting)
