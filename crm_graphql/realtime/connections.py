@@ -41,6 +41,7 @@ class LiveContext(Protocol):
     websocket: Any
     credential: Credential | None
     event_stream: EventStream | None
+    cost_wanted: bool  # asked for extensions.cost (limits.OwedCost)
 
     def require_actor(self) -> Actor: ...
 

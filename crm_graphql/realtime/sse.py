@@ -56,12 +56,15 @@ from crm_graphql.http import (
     _client_ip,
     _error_body,
     _params,
+    _rate_decision,
     _rate_limit,
     _request_id,
     _respond,
+    cost_wanted,
     credentials_refused,
     failed_before,
 )
+from crm_graphql.limits import with_extensions
 from crm_graphql.masking import format_error
 from crm_graphql.persisted_queries import PersistedQueryError
 from crm_graphql.realtime import connections, wait_until_set
@@ -224,7 +227,9 @@ async def event_stream(request: Request) -> Response:
             await _rate_limit(app, None, request, 1)  # guessing is slowed, as on HTTP
             raise
         actor, grant = found
-        headers.update(await _rate_limit(app, actor, request, 1))
+        decision = await _rate_decision(app, actor, request, 1)
+        if decision is not None:
+            headers.update(decision.headers())
     except Exception as exc:
         return failed_before(exc, request_id, JSON, headers)
 
@@ -250,6 +255,10 @@ async def event_stream(request: Request) -> Response:
         client_ip=_client_ip(request),
         credential=credential,
         event_stream=stream,
+        # Asked with the same header as HTTP: each answer's extensions.cost (a
+        # subscription's first event), with this request's rate decision.
+        cost_wanted=cost_wanted(request),
+        rate_decision=decision,
     )
     return EventStreamResponse(request, context, stream, params, headers)
 
@@ -377,6 +386,9 @@ class EventStreamResponse(Response):
                     payload = encode_result(
                         data, errors, production=production, request_id=context.request_id
                     )
+                    extensions = getattr(result, "extensions", None)
+                    if extensions:  # extensions.cost, when asked (limits.OperationLimits)
+                        payload = with_extensions(payload, extensions)
                     await stream.put(next_frame(payload, cursor))
         except Exception as exc:  # unavailable services, or a bug: masked like any answer
             failure = GraphQLError(str(exc), original_error=exc)
