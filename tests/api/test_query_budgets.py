@@ -332,6 +332,19 @@ async def test_an_operation_over_websocket_or_sse_reports_what_http_reports_for_
         assert cost["throttleStatus"]["currentlyAvailable"] == 1
         assert stream.response.headers["ratelimit-remaining"] == "1"
         assert [m.event for m in await stream.ended()] == ["complete"]
+    # Refused before it ran (over the key's cost budget): the report comes with the
+    # errors, as over HTTP.
+    async with support.event_stream(
+        live_http, partner.token, CUSTOMERS, {"n": 70}, headers=headers
+    ) as stream:
+        _, result = await stream.next_result()
+        assert result["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY"
+        cost = result["extensions"]["cost"]
+        assert (cost["requestedQueryCost"], cost["maximumQueryCost"]) == (
+            _cost_of_customers(70),
+            200,
+        )
+        assert cost["throttleStatus"]["currentlyAvailable"] == 0
 
 
 @pytest.mark.parametrize("transport", ["graphql-transport-ws", "graphql-ws", "sse"])
