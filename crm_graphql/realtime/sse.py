@@ -54,6 +54,7 @@ from crm_graphql.http import (
     RequestError,
     _check_params,
     _client_ip,
+    _cost_report,
     _error_body,
     _params,
     _rate_decision,
@@ -349,8 +350,8 @@ class EventStreamResponse(Response):
         try:
             resolved = await app.persisted.resolve(params)
         except PersistedQueryError as refused:
-            refusal = orjson.dumps(_error_body(str(refused), refused.code))
-            await stream.put(next_frame(refusal) + COMPLETE)
+            refusal = self._reported(_error_body(str(refused), refused.code), None)
+            await stream.put(next_frame(orjson.dumps(refusal)) + COMPLETE)
             stream.finish()
             return
         method = self.request.method
@@ -358,6 +359,7 @@ class EventStreamResponse(Response):
             resolved.query, params.get("operationName"), method, app.settings.max_tokens
         )
         if not_here is not None:
+            not_here = self._reported(not_here, resolved.query)
             await stream.put(next_frame(orjson.dumps(not_here)) + COMPLETE)
             stream.finish()
             return
@@ -396,6 +398,16 @@ class EventStreamResponse(Response):
             await stream.put(next_frame(orjson.dumps({"errors": [error]})))
         await stream.put(COMPLETE)
         stream.finish()
+
+    def _reported(self, body: dict[str, Any], query: str | None) -> dict[str, Any]:
+        """An answer given without running the operation, with its ``extensions.cost``
+        when asked, as HTTP gives it (what runs gets it from ``OperationLimits``)."""
+        context = self.context
+        if not context.cost_wanted:
+            return body
+        variables = self.params.get("variables")
+        report = _cost_report(self.request, context.actor, query, variables, context.rate_decision)
+        return with_extensions(body, {"cost": report})
 
 
 def _refusal(query: str, operation_name: str | None, method: str, max_tokens: int) -> Any:

@@ -433,3 +433,32 @@ async def test_without_the_ask_answers_carry_no_cost(
         finally:
             await ws.close()
     assert event == {"data": {"dealBoard": {"type": "deal.created", "deal": {"title": "Quiet"}}}}
+
+
+async def test_an_event_stream_refused_before_it_runs_reports_as_http_does(
+    live_http: httpx.AsyncClient, tokens: dict[Role, str]
+) -> None:
+    """An unknown persisted query, an unknown operation name: no cost (nothing to
+    measure) and the same maximum as over HTTP, with the rate budget they spent."""
+    auth = {"Authorization": f"Bearer {tokens[Role.AGENT]}", **ASK}
+    unknown_hash = {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "0" * 64}}}
+    unknown_name = {"query": CUSTOMERS, "variables": {"n": 2}, "operationName": "Nope"}
+    for body, code in (
+        (unknown_hash, "PERSISTED_QUERY_NOT_FOUND"),
+        (unknown_name, "GRAPHQL_VALIDATION_FAILED"),
+    ):
+        over_http = await live_http.post("/graphql", json=body, headers=auth)
+        http_cost = over_http.json()["extensions"]["cost"]
+        headers = {**auth, "Accept": "text/event-stream"}
+        async with live_http.stream("POST", "/graphql", json=body, headers=headers) as response:
+            _, result = await support.EventStreamReader(response).next_result()
+        assert result["errors"][0]["extensions"]["code"] == code
+        cost = result["extensions"]["cost"]
+        assert cost["requestedQueryCost"] == http_cost["requestedQueryCost"]
+        assert cost["maximumQueryCost"] == http_cost["maximumQueryCost"] == 1000
+        assert cost["throttleStatus"]["maximumAvailable"] == 600  # the user's budget
+        assert (
+            cost["throttleStatus"]["currentlyAvailable"]
+            < http_cost["throttleStatus"]["currentlyAvailable"]
+        )
+    assert http_cost["requestedQueryCost"] == _cost_of_customers(2)
