@@ -638,12 +638,10 @@ class OperationLimits(SchemaExtension):
         if not errors and context.websocket is not None:
             errors, self._throttle = await _websocket_rate_limit(context)
         ec.pre_execution_errors = errors
-        yield
-
-    def on_execute(self) -> Iterator[None]:
-        # Runs in the operation's task, before its resolvers: a subscription that pushes
-        # its frames finds the report it owes here.
-        OWED_COST.set(self._owed_cost())
+        if context.cost_wanted:
+            # In the operation's task, before its resolvers: a subscription that pushes
+            # its frames finds the report it owes here (``fanout.owing``).
+            OWED_COST.set(self._owed_cost())
         yield
 
     def get_results(self) -> dict[str, Any]:
