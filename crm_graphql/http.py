@@ -39,7 +39,7 @@ from strawberry.types.graphql import OperationType
 from crm_graphql import ratelimit
 from crm_graphql.db.replica import database_failure
 from crm_graphql.explorer import explorer_response, wants_explorer
-from crm_graphql.limits import QueryLimits, requested_cost
+from crm_graphql.limits import COST_HEADER, QueryLimits, cost_asked, cost_report, with_extensions
 from crm_graphql.masking import UNAVAILABLE_RETRY_AFTER, format_error, unavailable_error
 from crm_graphql.observability import metrics, tracing
 from crm_graphql.observability.requests import current_request_id, request_id_for
@@ -375,46 +375,24 @@ async def _rate_decision(
     return decision
 
 
-COST_HEADER = "X-CRM-Cost"
-_COST_WANTED = frozenset({"1", "true", "yes", "include"})
-
-
 def cost_wanted(request: Request) -> bool:
     """Whether the client asks for ``extensions.cost`` in its answers (``X-CRM-Cost: 1``;
     README, "Query cost and budgets")."""
-    return request.headers.get(COST_HEADER, "").strip().lower() in _COST_WANTED
+    return cost_asked(request.headers.get(COST_HEADER))
 
 
-def cost_report(
+def _cost_report(
     request: Request,
     actor: Actor | None,
     query: str | None,
     variables: Any,
     throttle: ratelimit.Decision | None,
 ) -> dict[str, Any]:
-    """``extensions.cost`` of one operation: the cost the limits computed for it, the
-    most the caller may ask for in one operation, and its rate budget after this request
-    (``throttleStatus``: null when no rate limit applies)."""
+    """``limits.cost_report`` of one operation of this request, with the caller's limits
+    (``throttle``: the request's rate decision)."""
     limits = QueryLimits.from_settings(request.app.state.crm.settings).for_actor(actor)
-    cost = requested_cost(
-        request.app.state.schema._schema,  # graphql-core's schema: what the limits measure
-        query,
-        limits,
-        variables if isinstance(variables, dict) else None,
-    )
-    return {
-        "requestedQueryCost": cost,
-        "maximumQueryCost": limits.max_cost or None,
-        "throttleStatus": None if throttle is None else throttle.throttle_status(),
-    }
-
-
-def with_extensions(body: dict[str, Any] | bytes, extensions: dict[str, Any]) -> Any:
-    """``body`` with a top-level ``extensions`` entry, last: the same bytes whether the
-    body came compiled (JSON bytes) or executed (a dict)."""
-    if isinstance(body, bytes):
-        return body[:-1] + b',"extensions":' + orjson.dumps(extensions) + b"}"
-    return {**body, "extensions": extensions}
+    # graphql-core's schema: what the limits measure.
+    return cost_report(request.app.state.schema._schema, limits, query, variables, throttle)
 
 
 def _request_error_status(media_type: str) -> int:
@@ -549,7 +527,7 @@ async def _operation(
     with tracing.span("graphql.operation") as span:
         body, status = await _answer(request, app, actor, request_id, params, media_type, observed)
         if report_cost:
-            report = cost_report(request, actor, observed.query, params.get("variables"), throttle)
+            report = _cost_report(request, actor, observed.query, params.get("variables"), throttle)
             body = with_extensions(body, {"cost": report})
         name, kind = observed.answered(app.settings, body, status)
         if span is not None:

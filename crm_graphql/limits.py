@@ -29,9 +29,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from graphql import (
     DocumentNode,
     FieldNode,
@@ -55,8 +57,10 @@ from graphql.error import GraphQLSyntaxError
 from graphql.type import GraphQLInterfaceType, GraphQLObjectType
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
+from strawberry.types.graphql import OperationType
 
 if TYPE_CHECKING:
+    from crm_graphql.ratelimit import Decision
     from crm_graphql.resolvers.context import Context
     from crm_graphql.services.actor import Actor
     from crm_graphql.settings import Settings
@@ -484,6 +488,75 @@ def requested_cost(
         return None
 
 
+# ------------------------------------------------------------------- cost reports
+
+# The ask for ``extensions.cost`` (README, "Query cost and budgets"): a header over HTTP
+# and SSE, the same name among a WebSocket's ``connection_init`` parameters.
+COST_HEADER = "X-CRM-Cost"
+_COST_WANTED = frozenset({"1", "true", "yes", "include"})
+
+
+def cost_asked(value: Any) -> bool:
+    """Whether a ``X-CRM-Cost`` value asks for the cost report (a header's text, or a
+    ``connection_init`` parameter's JSON ``true`` or ``1``)."""
+    if isinstance(value, bool | int):
+        return value == 1
+    return isinstance(value, str) and value.strip().lower() in _COST_WANTED
+
+
+def cost_report(
+    schema: GraphQLSchema,
+    limits: QueryLimits,
+    query: str | None,
+    variables: Any,
+    throttle: Decision | None,
+) -> dict[str, Any]:
+    """``extensions.cost`` of one operation, over HTTP, a WebSocket or an event stream:
+    the cost the limits computed for it, the most the caller may ask for in one
+    operation (``limits``: the caller's), and its rate budget after this operation was
+    counted (``throttleStatus``: null when no rate limit applies)."""
+    return {
+        "requestedQueryCost": requested_cost(
+            schema, query, limits, variables if isinstance(variables, dict) else None
+        ),
+        "maximumQueryCost": limits.max_cost or None,
+        "throttleStatus": None if throttle is None else throttle.throttle_status(),
+    }
+
+
+def with_extensions(body: dict[str, Any] | bytes, extensions: dict[str, Any]) -> Any:
+    """``body`` (a JSON object) with a top-level ``extensions`` entry, last: the same
+    bytes whether the body came encoded (the compiled path's answer, a pushed event's
+    payload) or as a dict (executed)."""
+    if isinstance(body, bytes):
+        return body[:-1] + b',"extensions":' + orjson.dumps(extensions) + b"}"
+    return {**body, "extensions": extensions}
+
+
+@dataclass
+class OwedCost:
+    """The cost report an operation over a WebSocket or an event stream owes its client
+    (who asked for it): with each answer of a query or mutation (it has one), with only
+    the first event of a subscription (the cost and budget are the operation's, counted
+    once when it started)."""
+
+    report: dict[str, Any]
+    sent: bool = False
+
+    def take(self) -> dict[str, Any] | None:
+        """The report, the first time only."""
+        if self.sent:
+            return None
+        self.sent = True
+        return self.report
+
+
+# The report owed by the operation this task runs (set by ``OperationLimits`` before it
+# executes): a subscription whose events are pushed (``realtime.fanout.owing``) puts it
+# into its first frame.
+OWED_COST: ContextVar[OwedCost | None] = ContextVar("crm_owed_cost", default=None)
+
+
 # graphql-core's messages for the two parser limits (see test_limits: a change of
 # wording upstream fails a test rather than silently losing the code).
 _TOKEN_LIMIT_MESSAGE = "Document contains more than"
@@ -504,6 +577,8 @@ class OperationLimits(SchemaExtension):
 
     _entry: _Entry | None = None
     _key: tuple[str, int] | None = None
+    _throttle: Decision | None = None  # a WebSocket operation's rate decision
+    _owed: OwedCost | None = None
 
     def _context(self) -> Context:
         return self.execution_context.context
@@ -561,9 +636,43 @@ class OperationLimits(SchemaExtension):
         if not errors and entry.shape.introspection:
             errors = _introspection_errors(settings, context)
         if not errors and context.websocket is not None:
-            errors = await _websocket_rate_limit(context)
+            errors, self._throttle = await _websocket_rate_limit(context)
         ec.pre_execution_errors = errors
+        if context.cost_wanted:
+            # In the operation's task, before its resolvers: a subscription that pushes
+            # its frames finds the report it owes here (``fanout.owing``).
+            OWED_COST.set(self._owed_cost())
         yield
+
+    def get_results(self) -> dict[str, Any]:
+        """``extensions.cost`` for an answer over a WebSocket or an event stream whose
+        client asked for it (``Context.cost_wanted``): with a query's or mutation's
+        answer, with a subscription's first event (``OwedCost``). HTTP adds its own,
+        after whichever read path answered (``http._operation``)."""
+        owed = self._owed_cost()
+        if owed is None:
+            return {}
+        report = owed.take() if self._subscription() else owed.report
+        return {} if report is None else {"cost": report}
+
+    def _subscription(self) -> bool:
+        try:
+            return self.execution_context.operation_type is OperationType.SUBSCRIPTION
+        except RuntimeError:  # no operation to tell (the document did not parse)
+            return False
+
+    def _owed_cost(self) -> OwedCost | None:
+        """The report this operation owes, computed once (None when not asked)."""
+        context = self._context()
+        if self._owed is None and context.cost_wanted:
+            ec = self.execution_context
+            limits = QueryLimits.from_settings(context.app.settings).for_actor(context.actor)
+            # An event stream was counted by its request (realtime/sse.py), a socket's
+            # operation here (on_validate).
+            throttle = self._throttle if context.websocket is not None else context.rate_decision
+            report = cost_report(ec.schema._schema, limits, ec.query, ec.variables, throttle)
+            self._owed = OwedCost(report)
+        return self._owed
 
 
 def _introspection_errors(settings: Settings, context: Context) -> list[GraphQLError]:
@@ -578,16 +687,18 @@ def _introspection_errors(settings: Settings, context: Context) -> list[GraphQLE
     return [limit_error(message, "INTROSPECTION_DISABLED")]
 
 
-async def _websocket_rate_limit(context: Context) -> list[GraphQLError]:
-    """Each operation started on a socket counts against its caller's rate limit."""
+async def _websocket_rate_limit(context: Context) -> tuple[list[GraphQLError], Decision | None]:
+    """Each operation started on a socket counts against its caller's rate limit: the
+    errors refusing it (none when allowed), and the decision (None when rate limits are
+    off)."""
     from crm_graphql import ratelimit
 
     settings = context.app.settings
     bucket = ratelimit.actor_bucket(context.actor, context.client_ip, settings)
     if bucket is None:
-        return []
+        return [], None
     decision = await context.app.limiter.hit(bucket)
     if decision.allowed:
-        return []
+        return [], decision
     error = ratelimit.RateLimited(decision.retry_after)
-    return [limit_error(error.message, error.code, retryAfter=decision.retry_after)]
+    return [limit_error(error.message, error.code, retryAfter=decision.retry_after)], decision

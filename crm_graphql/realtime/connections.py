@@ -19,6 +19,7 @@ from crm_graphql.services.actor import Actor
 from crm_graphql.services.credentials import Grant
 
 if TYPE_CHECKING:
+    from crm_graphql.ratelimit import Decision
     from crm_graphql.realtime.credentials import Credential
     from crm_graphql.realtime.sse import EventStream
 
@@ -41,6 +42,8 @@ class LiveContext(Protocol):
     websocket: Any
     credential: Credential | None
     event_stream: EventStream | None
+    cost_wanted: bool  # asked for extensions.cost (limits.OwedCost)
+    rate_decision: Decision | None  # an event stream's, made by its request
 
     def require_actor(self) -> Actor: ...
 

@@ -20,6 +20,7 @@ import orjson
 from websockets.exceptions import InvalidState
 from websockets.protocol import Side, State
 
+from crm_graphql.limits import OWED_COST, OwedCost, with_extensions
 from crm_graphql.masking import format_error
 
 # The operation being run on a WebSocket (set by realtime.ws per operation task): what a
@@ -50,6 +51,42 @@ def encode_result(
         rid = request_id or uuid.uuid4().hex
         payload["errors"] = [format_error(error, rid, production=production) for error in errors]
     return orjson.dumps(payload)
+
+
+class Reporting:
+    """A pushed subscription's sink whose first frame carries the cost report the
+    operation owes (``limits.OwedCost``: its client asked for it), spliced into that
+    payload alone; the frames after it, and every other member's, are the shared bytes
+    as rendered."""
+
+    __slots__ = ("_owed", "_sink")
+
+    def __init__(self, sink: Any, owed: OwedCost) -> None:
+        self._sink = sink
+        self._owed = owed
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._sink.closed)
+
+    def write(self, payloads: Sequence[bytes], positions: Sequence[Any] = ()) -> bool:
+        if self._owed.sent or not payloads:
+            return bool(self._sink.write(payloads, positions))
+        first = with_extensions(payloads[0], {"cost": self._owed.report})
+        if not self._sink.write([first, *payloads[1:]], positions):
+            return False  # nothing was sent: the next write carries it
+        self._owed.take()
+        return True
+
+    async def drained(self) -> None:
+        await self._sink.drained()
+
+
+def owing(sink: Any) -> Any:
+    """``sink``, or (the operation owes a cost report: ``limits.OWED_COST``) ``sink``
+    whose first frame carries it."""
+    owed = OWED_COST.get()
+    return sink if owed is None or owed.sent else Reporting(sink, owed)
 
 
 def _text_frame_header(length: int) -> bytes:

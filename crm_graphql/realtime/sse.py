@@ -54,14 +54,18 @@ from crm_graphql.http import (
     RequestError,
     _check_params,
     _client_ip,
+    _cost_report,
     _error_body,
     _params,
+    _rate_decision,
     _rate_limit,
     _request_id,
     _respond,
+    cost_wanted,
     credentials_refused,
     failed_before,
 )
+from crm_graphql.limits import with_extensions
 from crm_graphql.masking import format_error
 from crm_graphql.persisted_queries import PersistedQueryError
 from crm_graphql.realtime import connections, wait_until_set
@@ -224,7 +228,9 @@ async def event_stream(request: Request) -> Response:
             await _rate_limit(app, None, request, 1)  # guessing is slowed, as on HTTP
             raise
         actor, grant = found
-        headers.update(await _rate_limit(app, actor, request, 1))
+        decision = await _rate_decision(app, actor, request, 1)
+        if decision is not None:
+            headers.update(decision.headers())
     except Exception as exc:
         return failed_before(exc, request_id, JSON, headers)
 
@@ -250,6 +256,10 @@ async def event_stream(request: Request) -> Response:
         client_ip=_client_ip(request),
         credential=credential,
         event_stream=stream,
+        # Asked with the same header as HTTP: each answer's extensions.cost (a
+        # subscription's first event), with this request's rate decision.
+        cost_wanted=cost_wanted(request),
+        rate_decision=decision,
     )
     return EventStreamResponse(request, context, stream, params, headers)
 
@@ -340,8 +350,8 @@ class EventStreamResponse(Response):
         try:
             resolved = await app.persisted.resolve(params)
         except PersistedQueryError as refused:
-            refusal = orjson.dumps(_error_body(str(refused), refused.code))
-            await stream.put(next_frame(refusal) + COMPLETE)
+            refusal = self._reported(_error_body(str(refused), refused.code), None)
+            await stream.put(next_frame(orjson.dumps(refusal)) + COMPLETE)
             stream.finish()
             return
         method = self.request.method
@@ -349,6 +359,7 @@ class EventStreamResponse(Response):
             resolved.query, params.get("operationName"), method, app.settings.max_tokens
         )
         if not_here is not None:
+            not_here = self._reported(not_here, resolved.query)
             await stream.put(next_frame(orjson.dumps(not_here)) + COMPLETE)
             stream.finish()
             return
@@ -377,6 +388,9 @@ class EventStreamResponse(Response):
                     payload = encode_result(
                         data, errors, production=production, request_id=context.request_id
                     )
+                    extensions = getattr(result, "extensions", None)
+                    if extensions:  # extensions.cost, when asked (limits.OperationLimits)
+                        payload = with_extensions(payload, extensions)
                     await stream.put(next_frame(payload, cursor))
         except Exception as exc:  # unavailable services, or a bug: masked like any answer
             failure = GraphQLError(str(exc), original_error=exc)
@@ -384,6 +398,16 @@ class EventStreamResponse(Response):
             await stream.put(next_frame(orjson.dumps({"errors": [error]})))
         await stream.put(COMPLETE)
         stream.finish()
+
+    def _reported(self, body: dict[str, Any], query: str | None) -> dict[str, Any]:
+        """An answer given without running the operation, with its ``extensions.cost``
+        when asked, as HTTP gives it (what runs gets it from ``OperationLimits``)."""
+        context = self.context
+        if not context.cost_wanted:
+            return body
+        variables = self.params.get("variables")
+        report = _cost_report(self.request, context.actor, query, variables, context.rate_decision)
+        return with_extensions(body, {"cost": report})
 
 
 def _refusal(query: str, operation_name: str | None, method: str, max_tokens: int) -> Any:

@@ -74,6 +74,7 @@ async def subscribe(
     # A WebSocket of our server, or an event stream (realtime/sse.py): frames pushed.
     sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get()) or event_stream
     if sink is not None and executor is not None:
+        sink = fanout.owing(sink)  # its first frame with extensions.cost, when asked
         plan = groups.plan(info, executor, actor, rule)
         await hub.push(
             actor.workspace_id,

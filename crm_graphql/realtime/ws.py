@@ -46,6 +46,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
     ErrorMessage as LegacyErrorMessage,
 )
 
+from crm_graphql.limits import COST_HEADER, cost_asked
 from crm_graphql.masking import unavailable_service
 from crm_graphql.observability import metrics
 from crm_graphql.observability.requests import current_request_id
@@ -282,6 +283,8 @@ class GraphQLWebSocket(GraphQL[LiveContext, None]):
             )
         context.actor = actor
         context.credential = credential
+        # Asked once for the connection, as an HTTP client asks with the header.
+        context.cost_wanted = cost_asked(_header(params, COST_HEADER))
         await ephemeral.connection_opened(context)  # presence: a user is online
         return None
 
@@ -313,15 +316,26 @@ def _unavailable(websocket: WebSocket, error: Exception) -> ConnectionRejectionE
     return ConnectionRejectionError({"message": message, "code": "UNAVAILABLE"})
 
 
-def _authorization(params: dict[str, Any]) -> str | None:
-    """The Authorization value from a connection_init payload: ``Authorization`` in any
-    case, a nested ``headers`` object (some clients), or a bare ``token``."""
+def _header(params: dict[str, Any], name: str) -> Any:
+    """A header's value among a connection_init payload's parameters: ``name`` in any
+    case, at the top or in a nested ``headers`` object (some clients send their HTTP
+    headers so); None when absent."""
     nested = params.get("headers")
     candidates: list[dict[str, Any]] = [params, nested if isinstance(nested, dict) else {}]
     for source in candidates:
         for key, value in source.items():
-            if key.lower() == "authorization" and isinstance(value, str) and value.strip():
-                return value.strip()
+            blank = value is None or (isinstance(value, str) and not value.strip())
+            if isinstance(key, str) and key.lower() == name.lower() and not blank:
+                return value
+    return None
+
+
+def _authorization(params: dict[str, Any]) -> str | None:
+    """The Authorization value from a connection_init payload: ``Authorization`` (see
+    ``_header``), or a bare ``token``."""
+    value = _header(params, "authorization")
+    if isinstance(value, str) and value.strip():
+        return value.strip()
     token = params.get("token")
     if isinstance(token, str) and token.strip():
         return f"Bearer {token.strip()}"

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from crm_graphql.db.replica import Replica
     from crm_graphql.job_runner import JobRunner
     from crm_graphql.persisted_queries import PersistedQueries
-    from crm_graphql.ratelimit import RateLimiter
+    from crm_graphql.ratelimit import Decision, RateLimiter
     from crm_graphql.realtime.bus import Bus
     from crm_graphql.realtime.credentials import Credential
     from crm_graphql.realtime.ephemeral import Ephemeral
@@ -85,6 +85,11 @@ class Context:
     # A GraphQL-over-SSE response (realtime/sse.py): where its subscription resumes, and
     # the cursor of the event being resolved (written as the event's id).
     event_stream: EventStream | None = None
+    # The connection (WebSocket: its ``connection_init``; event stream: its request)
+    # asked for ``extensions.cost`` with its answers; an event stream's rate decision,
+    # made by its request (a WebSocket's operations are counted one by one).
+    cost_wanted: bool = False
+    rate_decision: Decision | None = None
     parent: Context | None = None
     # Where reads get their session; None: the app's (requests') pool.
     sessions: async_sessionmaker[AsyncSession] | None = None

@@ -117,6 +117,7 @@ async def dashboard(info: Info) -> AsyncIterator[DashboardValue]:
     # A WebSocket of our server, or an event stream (realtime/sse.py): frames pushed.
     sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get()) or context.event_stream
     if sink is not None:
+        sink = fanout.owing(sink)  # its first frame with extensions.cost, when asked
         await dashboards.push(actor.workspace_id, key, render, sink, credential=context.credential)
         return
     async for _ in dashboards.follow(actor.workspace_id, key, render, context.credential):

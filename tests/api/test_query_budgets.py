@@ -6,7 +6,12 @@ audited."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
+
+import httpx
+import pytest
 
 from crm_graphql.models import Role, User
 from crm_graphql.settings import Settings
@@ -40,10 +45,12 @@ def _server_with_key_limits(settings: Settings) -> Any:
     return _limited(settings, rate_limit_api_key_per_minute=50, max_query_cost=1000)
 
 
-async def _key(admin: support.GraphQLClient) -> tuple[str, support.GraphQLClient]:
-    created = (
-        await admin(CREATE_KEY, {"i": {"name": "Partner", "scopes": ["CUSTOMERS_READ"]}})
-    ).ok()["createApiKey"]
+async def _key(
+    admin: support.GraphQLClient, scopes: tuple[str, ...] | list[str] = ("CUSTOMERS_READ",)
+) -> tuple[str, support.GraphQLClient]:
+    created = (await admin(CREATE_KEY, {"i": {"name": "Partner", "scopes": list(scopes)}})).ok()[
+        "createApiKey"
+    ]
     assert created["apiKey"]["rateLimitPerMinute"] is None
     assert created["apiKey"]["maxQueryCost"] is None
     return created["apiKey"]["id"], support.GraphQLClient(admin.http, created["token"])
@@ -201,3 +208,257 @@ async def test_a_get_answer_varies_with_the_ask_for_its_cost(client: support.Gra
     # Caches keep the two apart: they differ, and so do their validators.
     assert "X-CRM-Cost" in asked.headers["vary"] and "X-CRM-Cost" in plain.headers["vary"]
     assert plain.headers["etag"] != asked.headers["etag"]
+
+
+# ------------------------------------------------------- over WebSockets and SSE
+
+PIPELINE = """mutation { createPipeline(input: {name: "Board", stages: [{name: "A"}]}) {
+  pipeline { id } errors { message } } }"""
+DEAL = """mutation($p: ID!, $t: String!) { createDeal(input: {pipelineId: $p, title: $t,
+  currency: "EUR"}) { deal { id } errors { message } } }"""
+BOARD = "subscription($p: ID!) { dealBoard(pipelineId: $p) { type deal { title } } }"
+# dealBoard, type, deal, title: 1 each (HTTP runs no subscription to compare with).
+BOARD_COST = 4
+NEW_CUSTOMER = """mutation($n: String!) { createCustomer(input: {name: $n}) {
+  customer { id name } errors { code } } }"""
+PARTNER_SCOPES = ["CUSTOMERS_READ", "CUSTOMERS_WRITE", "DEALS_READ"]
+
+
+@pytest.fixture(scope="module")
+def limited_server(settings: Settings) -> Iterator[str]:
+    """A real uvicorn with rate limits on: 50 operations a minute per key by default, a
+    cost of at most 1000 per operation."""
+    env = {
+        "CRM_RATE_LIMITS": "true",
+        "CRM_RATE_LIMIT_API_KEY_PER_MINUTE": "50",
+        "CRM_MAX_QUERY_COST": "1000",
+        "CRM_WEBHOOK_DISPATCHER": "false",
+    }
+    with support.run_uvicorn(settings, extra_env=env) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+async def live_http(limited_server: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=limited_server, timeout=20) as http:
+        yield http
+
+
+async def _partner(
+    http: httpx.AsyncClient, admin_token: str, **budget: int
+) -> support.GraphQLClient:
+    """A new API key (``PARTNER_SCOPES``) with ``budget`` set by an admin."""
+    admin = support.GraphQLClient(http, admin_token)
+    key_id, partner = await _key(admin, PARTNER_SCOPES)
+    if budget:
+        set_ = (await admin(SET_BUDGET, {"i": {"id": key_id, **budget}})).ok()
+        assert set_["setApiKeyBudget"]["errors"] == []
+    return partner
+
+
+async def _ws(
+    base_url: str, token: str, protocol: str, ask: dict[str, Any] | None
+) -> support.WSClient:
+    """A WebSocket whose connection_init carries the key and ``ask`` (or none)."""
+    payload = {"Authorization": f"Bearer {token}", **(ask or {})}
+    ws = await support.WSClient.connect(base_url, None, protocol=protocol, payload=payload)
+    await ws.acknowledged()
+    return ws
+
+
+async def _payload(ws: support.WSClient, op_id: str) -> dict[str, Any]:
+    """The payload of the operation's next ``next``/``data`` message."""
+    message = await ws.receive()
+    assert message["type"] in ("next", "data") and message["id"] == op_id, message
+    return message["payload"]  # type: ignore[no-any-return]
+
+
+async def test_an_operation_over_websocket_or_sse_reports_what_http_reports_for_it(
+    limited_server: str, live_http: httpx.AsyncClient, tokens: dict[Role, str]
+) -> None:
+    """The same document and key: the same cost and maximum (the key's own budget) as
+    over HTTP, and the key's rate budget after this operation."""
+    partner = await _partner(live_http, tokens[Role.ADMIN], rateLimitPerMinute=6, maxQueryCost=200)
+    over_http = await partner(CUSTOMERS, {"n": 7}, headers=ASK)
+    over_http.ok()
+    http_cost = over_http.body["extensions"]["cost"]
+    assert http_cost["requestedQueryCost"] == _cost_of_customers(7)
+    assert http_cost["maximumQueryCost"] == 200
+    assert http_cost["throttleStatus"]["maximumAvailable"] == 6
+    # One operation back every 10 s: the figures below are exact unless the machine
+    # stalls that long between two operations.
+    available = http_cost["throttleStatus"]["currentlyAvailable"]
+    assert available == 5
+
+    ws = await _ws(limited_server, partner.token or "", "graphql-transport-ws", {"X-CRM-Cost": 1})
+    try:
+        op = await ws.subscribe(CUSTOMERS, {"n": 7})
+        answer = await _payload(ws, op)
+        assert answer["data"] == over_http.data
+        cost = answer["extensions"]["cost"]
+        assert {k: cost[k] for k in ("requestedQueryCost", "maximumQueryCost")} == {
+            "requestedQueryCost": http_cost["requestedQueryCost"],
+            "maximumQueryCost": 200,
+        }
+        throttle = cost["throttleStatus"]
+        assert throttle["currentlyAvailable"] == 4  # counted once more, on the socket
+        for same in ("maximumAvailable", "restoreRate", "windowSeconds"):
+            assert throttle[same] == http_cost["throttleStatus"][same]
+        assert (await ws.receive())["type"] == "complete"
+        # A mutation too, with its own cost.
+        op = await ws.subscribe(NEW_CUSTOMER, {"n": "Over a socket"})
+        answer = await _payload(ws, op)
+        assert answer["data"]["createCustomer"]["errors"] == []
+        mutation_cost = answer["extensions"]["cost"]
+    finally:
+        await ws.close()
+    again = await partner(NEW_CUSTOMER, {"n": "Over HTTP"}, headers=ASK)
+    assert (
+        again.body["extensions"]["cost"]["requestedQueryCost"]
+        == mutation_cost["requestedQueryCost"]
+        == 6
+    )
+    assert mutation_cost["throttleStatus"]["currentlyAvailable"] == 3
+
+    headers = {**ASK, "Accept": "text/event-stream"}
+    async with support.event_stream(
+        live_http, partner.token, CUSTOMERS, {"n": 7}, headers=headers
+    ) as stream:
+        _, result = await stream.next_result()
+        assert list(result) == ["data", "extensions"]  # last, as over HTTP
+        cost = result["extensions"]["cost"]
+        assert cost["requestedQueryCost"] == http_cost["requestedQueryCost"]
+        assert cost["maximumQueryCost"] == 200
+        assert cost["throttleStatus"]["currentlyAvailable"] == 1
+        assert stream.response.headers["ratelimit-remaining"] == "1"
+        assert [m.event for m in await stream.ended()] == ["complete"]
+    # Refused before it ran (over the key's cost budget): the report comes with the
+    # errors, as over HTTP.
+    async with support.event_stream(
+        live_http, partner.token, CUSTOMERS, {"n": 70}, headers=headers
+    ) as stream:
+        _, result = await stream.next_result()
+        assert result["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY"
+        cost = result["extensions"]["cost"]
+        assert (cost["requestedQueryCost"], cost["maximumQueryCost"]) == (
+            _cost_of_customers(70),
+            200,
+        )
+        assert cost["throttleStatus"]["currentlyAvailable"] == 0
+
+
+@pytest.mark.parametrize("transport", ["graphql-transport-ws", "graphql-ws", "sse"])
+async def test_a_subscription_reports_its_cost_with_its_first_event_only(
+    limited_server: str, live_http: httpx.AsyncClient, tokens: dict[Role, str], transport: str
+) -> None:
+    manager = support.GraphQLClient(live_http, tokens[Role.MANAGER])
+    pipeline = (await manager(PIPELINE)).ok()["createPipeline"]["pipeline"]["id"]
+    partner = await _partner(live_http, tokens[Role.ADMIN], maxQueryCost=300)
+    token = partner.token or ""
+    titles = ["First", "Second"]
+
+    async def deals() -> None:
+        await asyncio.sleep(0.5)  # the subscription is registered
+        for title in titles:
+            data = (await manager(DEAL, {"p": pipeline, "t": title})).ok()["createDeal"]
+            assert data["errors"] == [], data
+
+    if transport == "sse":
+        headers = {**ASK, "Accept": "text/event-stream"}
+        async with support.event_stream(
+            live_http, token, BOARD, {"p": pipeline}, headers=headers
+        ) as stream:
+            writer = asyncio.create_task(deals())
+            events = [(await stream.next_result())[1] for _ in titles]
+            await writer
+    else:
+        # Both places a client may put the ask: beside Authorization, or among the
+        # HTTP headers it sends in the payload (the legacy client here).
+        ask: dict[str, Any] = (
+            {"X-CRM-Cost": True}
+            if transport == "graphql-transport-ws"
+            else {"headers": {"x-crm-cost": "1"}}
+        )
+        ws = await _ws(limited_server, token, transport, ask)
+        try:
+            op = await ws.subscribe(BOARD, {"p": pipeline})
+            writer = asyncio.create_task(deals())
+            events = [await _payload(ws, op) for _ in titles]
+            await writer
+        finally:
+            await ws.close()
+    assert [e["data"]["dealBoard"]["deal"]["title"] for e in events] == titles
+    first, second = events
+    cost = first["extensions"]["cost"]
+    assert cost["requestedQueryCost"] == BOARD_COST
+    assert cost["maximumQueryCost"] == 300
+    assert cost["throttleStatus"]["maximumAvailable"] == 50  # the server's, for keys
+    assert "extensions" not in second
+
+
+@pytest.mark.parametrize("transport", ["graphql-transport-ws", "graphql-ws", "sse"])
+async def test_without_the_ask_answers_carry_no_cost(
+    limited_server: str, live_http: httpx.AsyncClient, tokens: dict[Role, str], transport: str
+) -> None:
+    manager = support.GraphQLClient(live_http, tokens[Role.MANAGER])
+    pipeline = (await manager(PIPELINE)).ok()["createPipeline"]["pipeline"]["id"]
+    token = tokens[Role.AGENT]
+
+    async def deal() -> None:
+        await asyncio.sleep(0.5)  # the subscription is registered
+        (await manager(DEAL, {"p": pipeline, "t": "Quiet"})).ok()
+
+    if transport == "sse":
+        headers = {"Accept": "text/event-stream"}
+        async with support.event_stream(live_http, token, CUSTOMERS, {"n": 1}) as stream:
+            _, result = await stream.next_result()
+            assert set(result) == {"data"}
+        async with support.event_stream(
+            live_http, token, BOARD, {"p": pipeline}, headers=headers
+        ) as stream:
+            writer = asyncio.create_task(deal())
+            _, event = await stream.next_result()
+            await writer
+    else:
+        ws = await _ws(limited_server, token, transport, None)
+        try:
+            if transport == "graphql-transport-ws":
+                op = await ws.subscribe(CUSTOMERS, {"n": 1})
+                assert set(await _payload(ws, op)) == {"data"}
+                assert (await ws.receive())["type"] == "complete"
+            op = await ws.subscribe(BOARD, {"p": pipeline})
+            writer = asyncio.create_task(deal())
+            event = await _payload(ws, op)
+            await writer
+        finally:
+            await ws.close()
+    assert event == {"data": {"dealBoard": {"type": "deal.created", "deal": {"title": "Quiet"}}}}
+
+
+async def test_an_event_stream_refused_before_it_runs_reports_as_http_does(
+    live_http: httpx.AsyncClient, tokens: dict[Role, str]
+) -> None:
+    """An unknown persisted query, an unknown operation name: no cost (nothing to
+    measure) and the same maximum as over HTTP, with the rate budget they spent."""
+    auth = {"Authorization": f"Bearer {tokens[Role.AGENT]}", **ASK}
+    unknown_hash = {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "0" * 64}}}
+    unknown_name = {"query": CUSTOMERS, "variables": {"n": 2}, "operationName": "Nope"}
+    for body, code in (
+        (unknown_hash, "PERSISTED_QUERY_NOT_FOUND"),
+        (unknown_name, "GRAPHQL_VALIDATION_FAILED"),
+    ):
+        over_http = await live_http.post("/graphql", json=body, headers=auth)
+        http_cost = over_http.json()["extensions"]["cost"]
+        headers = {**auth, "Accept": "text/event-stream"}
+        async with live_http.stream("POST", "/graphql", json=body, headers=headers) as response:
+            _, result = await support.EventStreamReader(response).next_result()
+        assert result["errors"][0]["extensions"]["code"] == code
+        cost = result["extensions"]["cost"]
+        assert cost["requestedQueryCost"] == http_cost["requestedQueryCost"]
+        assert cost["maximumQueryCost"] == http_cost["maximumQueryCost"] == 1000
+        assert cost["throttleStatus"]["maximumAvailable"] == 600  # the user's budget
+        assert (
+            cost["throttleStatus"]["currentlyAvailable"]
+            < http_cost["throttleStatus"]["currentlyAvailable"]
+        )
+    assert http_cost["requestedQueryCost"] == _cost_of_customers(2)
