@@ -209,7 +209,13 @@ def aggregate(
         dimension = spec.dimensions[dimension_name]
         if dimension.kind is Kind.RELATION:
             assert dimension.type_name is not None
-            return c._by_id(dimension.type_name, key, c._subselections(nodes))
+            # Joined once (below), not looked up per group.
+            related = c._alias()
+            joins.append(
+                f" LEFT JOIN {c._by_id_joined(dimension.type_name, c._subselections(nodes))}"
+                f" {related} ON {related}.id = {key}"
+            )
+            return f"coalesce({related}.body, 'null')"
         if dimension.kind is Kind.INSTANT:
             return _local_instant(key, zone)
         return c._value(group_type.fields[name].type, key)
@@ -220,12 +226,14 @@ def aggregate(
             return _json_array(item, f"{a}.crm_rn", f"{a}.g = 0")
         return stats(name, nodes, aggregate_type, totals)
 
+    joins: list[str] = []
     body = c._json_object(aggregate_type, selection_sets, value)
     # More groups than allowed: the statement fails and the executed path answers the error.
     too_many = f"count(*) FILTER (WHERE {a}.g = 0) > {aggregates.MAX_GROUPS}"
     return (
         f"(SELECT CASE WHEN {too_many} THEN {_unrepresentable('count(*)')} ELSE {body} END "
-        f"FROM (SELECT {a}.*, row_number() OVER () AS crm_rn FROM ({rows}) {a}) {a})"
+        f"FROM (SELECT {a}.*, row_number() OVER () AS crm_rn FROM ({rows}) {a}) {a}"
+        f"{''.join(joins)})"
     )
 
 
