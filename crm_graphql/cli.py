@@ -101,7 +101,7 @@ def seed_demo(database_url: str, *, seed: int, only_if_empty: bool) -> bool:
     async def work(session: AsyncSession) -> bool:
         if only_if_empty and not await demo.database_is_empty(session):
             return False
-        summary = await demo.seed_demo(session, seed=seed)
+        summary = await demo.seed_demo(session, seed=seed, now=demo.today())
         counts = ", ".join(f"{n} {table}" for table, n in summary.counts.items())
         _say(f"Loaded demo workspace {summary.workspace_name!r} (seed {seed}): {counts}")
         return True

@@ -54,10 +54,19 @@ from crm_graphql.services import fields
 from crm_graphql.services.auth import hash_password
 from crm_graphql.services.products import lines_from_items
 
-# The demo's "today": all history lies in the 18 months before it.
+# The demo's "today" by default (tests and the bench's data set: fixed, so their figures
+# and dates repeat): all history lies in the 18 months before it. The CLI's demo
+# (`make run`, `seed-demo`) is anchored on the day it is loaded instead (``today``).
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 HISTORY = timedelta(days=548)
 START_TIME = BASE_TIME - HISTORY
+
+
+def today() -> datetime:
+    """The start of the current UTC day: the anchor of a demo loaded now, so that its
+    dashboard's last 12 months, its inbox and its open tasks are current (the same seed
+    gives the same data, shifted to the day)."""
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 DEFAULT_EMAIL_DOMAIN = "demo.example"
 
@@ -117,8 +126,10 @@ async def seed_demo(
     seed: int = 42,
     workspace_name: str = "Demo",
     email_domain: str = DEFAULT_EMAIL_DOMAIN,
+    now: datetime = BASE_TIME,
 ) -> DemoSummary:
-    """Create a workspace named ``workspace_name`` filled with demo data.
+    """Create a workspace named ``workspace_name`` filled with demo data, its history in
+    the 18 months before ``now``.
 
     User logins are ``<role>@<email_domain>`` (see ``demo_logins``); user emails are unique
     across the server, so a second demo workspace in one database needs another domain.
@@ -134,14 +145,14 @@ async def seed_demo(
             strict=True,
         )
     )
-    data = _DemoBuilder(random.Random(seed), uuid7(), domain, hashes).build()
+    data = _DemoBuilder(random.Random(seed), uuid7(), domain, hashes, now).build()
 
     await session.execute(
         insert(Workspace).values(
             id=data.workspace_id,
             name=workspace_name.strip(),
-            created_at=START_TIME - timedelta(days=30),
-            updated_at=START_TIME - timedelta(days=30),
+            created_at=now - HISTORY - timedelta(days=30),
+            updated_at=now - HISTORY - timedelta(days=30),
         )
     )
     tables: list[tuple[Table, list[dict[str, Any]]]] = [
@@ -623,8 +634,16 @@ class _DemoBuilder:
     Only ``self.rng`` decides content; no set is iterated, so the order is reproducible."""
 
     def __init__(
-        self, rng: random.Random, workspace_id: uuid.UUID, domain: str, hashes: dict[str, str]
+        self,
+        rng: random.Random,
+        workspace_id: uuid.UUID,
+        domain: str,
+        hashes: dict[str, str],
+        now: datetime = BASE_TIME,
     ) -> None:
+        # The demo's "today" and the start of its history.
+        self.now = now
+        self.start = now - HISTORY
         self.rng = rng
         self.ws = workspace_id
         self.domain = domain
@@ -649,7 +668,7 @@ class _DemoBuilder:
     # -- helpers
 
     def _row(self, **values: Any) -> dict[str, Any]:
-        created = values.setdefault("created_at", BASE_TIME)
+        created = values.setdefault("created_at", self.now)
         values.setdefault("updated_at", created)
         return {"id": uuid7(), "workspace_id": self.ws, **values}
 
@@ -691,10 +710,9 @@ class _DemoBuilder:
             "country": country.code,
         }
 
-    @staticmethod
-    def _age(person: _Person) -> int:
+    def _age(self, person: _Person) -> int:
         """Days the customer has been in the CRM (a week at least)."""
-        return max(7, (BASE_TIME - person.created_at).days)
+        return max(7, (self.now - person.created_at).days)
 
     @staticmethod
     def _deal_ceiling(person: _Person) -> int:
@@ -712,7 +730,7 @@ class _DemoBuilder:
     # -- tables
 
     def _users(self) -> None:
-        joined = START_TIME - timedelta(days=21)
+        joined = self.start - timedelta(days=21)
         for index, user in enumerate(DEMO_USERS):
             created = joined + timedelta(days=index, hours=9)
             row = self._row(
@@ -759,7 +777,7 @@ class _DemoBuilder:
                 owner_id=rng.choice(self.sellers),
                 tags=rng.sample(COMPANY_TAGS, rng.randint(0, 3)),
                 custom_fields=custom,
-                created_at=self._moment(START_TIME, START_TIME + timedelta(days=270)),
+                created_at=self._moment(self.start, self.start + timedelta(days=270)),
             )
             self.data.companies.append(row)
             # bigger companies have more contacts in the CRM
@@ -788,13 +806,13 @@ class _DemoBuilder:
                 domain = company["domain"]
                 created = self._moment(
                     company["created_at"] + timedelta(days=1),
-                    BASE_TIME - timedelta(days=2),
+                    self.now - timedelta(days=2),
                     recent=True,
                 )
             else:
                 country = self._country()
                 domain = rng.choice(FREE_MAIL_DOMAINS)
-                created = self._moment(START_TIME, BASE_TIME - timedelta(days=2), recent=True)
+                created = self._moment(self.start, self.now - timedelta(days=2), recent=True)
             f, la = _ascii(first), _ascii(last)
             local = rng.choice(
                 (f"{f}.{la}", f"{f[0]}.{la}", f"{f}{la}", f"{f}_{la}", f"{f[0]}{la}")
@@ -858,7 +876,7 @@ class _DemoBuilder:
     def _pipeline(
         self, name: str, position: int, stages: tuple[tuple[str, int], ...]
     ) -> tuple[uuid.UUID, list[uuid.UUID]]:
-        created = START_TIME - timedelta(days=20)
+        created = self.start - timedelta(days=20)
         pipeline = self._row(name=name, position=position, created_at=created)
         self.data.pipelines.append(pipeline)
         ids = []
@@ -897,8 +915,8 @@ class _DemoBuilder:
             else:
                 person = rng.choices(sales_people, weights=sales_w)[0]
                 pipeline_id, stage_ids = sales
-            created = self._moment(person.created_at, BASE_TIME - timedelta(days=1))
-            age = (BASE_TIME - created).days
+            created = self._moment(person.created_at, self.now - timedelta(days=1))
+            age = (self.now - created).days
             closed = rng.random() < min(0.85, age / 240)
             lost_reason: str | None = None
             closed_at: datetime | None = None
@@ -913,7 +931,7 @@ class _DemoBuilder:
                     lost_reason = rng.choice(RENEWAL_LOST_REASONS if renewal else LOST_REASONS)
                 closed_at = self._moment(
                     created + timedelta(days=min(10, age // 2)),
-                    min(created + timedelta(days=150), BASE_TIME - timedelta(hours=1)),
+                    min(created + timedelta(days=150), self.now - timedelta(hours=1)),
                 )
                 expected = (created + timedelta(days=rng.randint(20, 120))).date()
             else:
@@ -922,8 +940,8 @@ class _DemoBuilder:
                 weights = (60, 40) if renewal else (30, 25, 25, 20)
                 stage_id = rng.choices(open_stages, weights=weights)[0]
                 expected = (created + timedelta(days=rng.randint(20, 150))).date()
-                if expected < BASE_TIME.date() - timedelta(days=30):
-                    expected = BASE_TIME.date() + timedelta(days=rng.randint(5, 120))
+                if expected < self.now.date() - timedelta(days=30):
+                    expected = self.now.date() + timedelta(days=rng.randint(5, 120))
             ceiling = self._deal_ceiling(person)
             if renewal:
                 year = closed_at.year if closed_at else expected.year
@@ -976,7 +994,7 @@ class _DemoBuilder:
             if person.deals and rng.random() < 0.45:
                 deal = rng.choice(person.deals)
                 start = max(start, deal["created_at"])
-            occurred = self._moment(start, BASE_TIME - timedelta(minutes=5))
+            occurred = self._moment(start, self.now - timedelta(minutes=5))
             kind = rng.choices(types, weights=type_weights)[0]
             offer = rng.choice(SALES_OFFERS).lower()
             company = person.company_name or f"{person.first}'s team"
@@ -1007,9 +1025,9 @@ class _DemoBuilder:
                     hour=rng.choice((9, 12, 17)), minute=0
                 )
                 details = {"priority": rng.choice(("low", "normal", "normal", "high"))}
-                if due_at < BASE_TIME and rng.random() < 0.8:
+                if due_at < self.now and rng.random() < 0.8:
                     completed_at = self._moment(
-                        occurred, min(due_at + timedelta(days=2), BASE_TIME - timedelta(minutes=1))
+                        occurred, min(due_at + timedelta(days=2), self.now - timedelta(minutes=1))
                     )
             author = person.owner_id if rng.random() < 0.6 else rng.choice(self.writers)
             self.data.activities.append(
@@ -1038,7 +1056,7 @@ class _DemoBuilder:
     def _products(self) -> None:
         """The catalogue behind ``PRODUCTS`` (no random draw: the other tables stay as
         they were before the catalogue existed)."""
-        added = START_TIME - timedelta(days=20)
+        added = self.start - timedelta(days=20)
         for sku, name, price, _ in PRODUCTS:
             self.data.products.append(
                 self._row(
@@ -1059,7 +1077,7 @@ class _DemoBuilder:
         drafts = []
         for _ in range(ORDER_COUNT):
             person = rng.choices(buyers, weights=buyer_weights)[0]
-            placed = self._moment(person.created_at, BASE_TIME - timedelta(hours=1))
+            placed = self._moment(person.created_at, self.now - timedelta(hours=1))
             items = []
             total = Decimal("0")
             for sku, name, price, seats in rng.sample(PRODUCTS, rng.choice((1, 1, 2, 2, 3, 4))):
@@ -1068,7 +1086,7 @@ class _DemoBuilder:
                     {"sku": sku, "name": name, "quantity": quantity, "unitPrice": str(price)}
                 )
                 total += price * quantity
-            age = BASE_TIME - placed
+            age = self.now - placed
             if age < timedelta(days=3):
                 status = rng.choice((OrderStatus.PENDING, OrderStatus.PAID))
             elif age < timedelta(days=14):
@@ -1087,7 +1105,7 @@ class _DemoBuilder:
                 )[0]
             changed = placed
             if status is not OrderStatus.PENDING:
-                changed = min(placed + timedelta(days=rng.randint(0, 6)), BASE_TIME)
+                changed = min(placed + timedelta(days=rng.randint(0, 6)), self.now)
             drafts.append((placed, person, status, items, _money(total), changed))
         drafts.sort(key=lambda d: d[0])
         for number, (placed, person, status, items, total, changed) in enumerate(drafts, 10001):
@@ -1107,7 +1125,7 @@ class _DemoBuilder:
 
     def _conversations(self) -> None:
         rng = self.rng
-        established = [p for p in self.people if p.created_at < BASE_TIME - timedelta(days=80)]
+        established = [p for p in self.people if p.created_at < self.now - timedelta(days=80)]
         people = rng.sample(established or self.people, CONVERSATION_COUNT)
         channels = [list(Channel)[i % len(Channel)] for i in range(CONVERSATION_COUNT)]
         rng.shuffle(channels)
@@ -1119,10 +1137,10 @@ class _DemoBuilder:
             duration = sum(gaps, timedelta())
             active = rng.random() < 0.6  # still going on, or a past one
             if active:
-                start = self._moment(BASE_TIME - timedelta(days=6), BASE_TIME - timedelta(hours=1))
+                start = self._moment(self.now - timedelta(days=6), self.now - timedelta(hours=1))
             else:
-                start = self._moment(BASE_TIME - timedelta(days=90), BASE_TIME - timedelta(days=20))
-            start = min(start, BASE_TIME - timedelta(minutes=1) - duration)
+                start = self._moment(self.now - timedelta(days=90), self.now - timedelta(days=20))
+            start = min(start, self.now - timedelta(minutes=1) - duration)
             times = [start]
             for gap in gaps:
                 times.append(times[-1] + gap)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -493,6 +494,36 @@ async def test_data_is_consistent(session: AsyncSession, seeded: demo.DemoSummar
         assert low.tzinfo is not None
         # spread over the period, not bunched up
         assert high - low > demo.HISTORY / 3 or table == "messages", table
+
+
+async def test_a_demo_loaded_now_ends_today_with_the_same_data_shifted(
+    sessionmaker: async_sessionmaker[AsyncSession], seeded: demo.DemoSummary
+) -> None:
+    """The CLI's demo (``make run``) is anchored on the day it is loaded: its history is
+    the 18 months before that day, so the console's "last 12 months" are full; the same
+    seed gives the same records, each moment shifted by the same distance."""
+    today = demo.today()
+    assert today.tzinfo is not None and today <= datetime.now(UTC) < today + timedelta(days=1)
+    tag = _unique()
+    async with sessionmaker() as session, session.begin():
+        shifted = await demo.seed_demo(
+            session, workspace_name=f"Demo {tag}", email_domain=f"{tag}.demo.example", now=today
+        )
+    query = text(
+        "SELECT name, created_at FROM customers WHERE workspace_id = :ws ORDER BY created_at, name"
+    )
+    activity_bounds = text(
+        "SELECT min(occurred_at), max(occurred_at) FROM activities WHERE workspace_id = :ws"
+    )
+    async with sessionmaker() as session:
+        fixed = (await session.execute(query, {"ws": seeded.workspace_id})).all()
+        moved = (await session.execute(query, {"ws": shifted.workspace_id})).all()
+        low, high = (await session.execute(activity_bounds, {"ws": shifted.workspace_id})).one()
+    assert [name for name, _ in moved] == [name for name, _ in fixed]
+    distance = today - demo.BASE_TIME
+    assert all(m - f == distance for (_, m), (_, f) in zip(moved, fixed, strict=True))
+    assert today - demo.HISTORY <= low <= high <= today
+    assert high > today - timedelta(days=7)  # the latest activity is days old, not months
 
 
 async def test_same_seed_gives_the_same_data(
