@@ -293,10 +293,12 @@ class CompiledReads:
         lagging = self.replica is not None and await self.replica.may_lag(actor)
         try:
             params = compiled.params[1:]
-            if compiled.user_params:
+            if compiled.user_params or compiled.api_key_params:
                 params = list(params)
                 for index in compiled.user_params:
                     params[index - 1] = actor.user_id
+                for index in compiled.api_key_params:
+                    params[index - 1] = actor.api_key_id
             try:
                 with tracing.span("compiled statement", **{"crm.replica": lagging}):
                     row = await self._pool(compiled, lagging).fetchrow(

@@ -70,6 +70,8 @@ WORKSPACE = bindparam("crm_workspace", uuid.UUID(int=0), type_=PG_UUID(as_uuid=T
 # The user id of the actor a plan is built for: plans are shared by the users of a role,
 # so it is a parameter filled in at execution (``Compiled.user_params``).
 USER = bindparam("crm_user", uuid.UUID(int=0), type_=PG_UUID(as_uuid=True))
+# Likewise the API key of a plan built for a key (plans are shared by keys of one scope set).
+API_KEY = bindparam("crm_api_key", uuid.UUID(int=0), type_=PG_UUID(as_uuid=True))
 _DIALECT = asyncpg_dialect.dialect()
 
 
@@ -97,6 +99,8 @@ class Compiled:
     custom_plans: bool
     # Indexes in ``params`` replaced by the actor's user id at execution (``me``).
     user_params: tuple[int, ...] = ()
+    # Indexes in ``params`` replaced by the actor's API key id at execution (a key's jobs).
+    api_key_params: tuple[int, ...] = ()
     # Reads the RFM scores: the workspace's snapshot is made current first
     # (``rfm.ensure_snapshot``), so that the statement takes its fast branch.
     reads_rfm_scores: bool = False
@@ -172,6 +176,33 @@ def _finite(sql: str, text: str, first: str, last: str, before: str, after: str)
     )
 
 
+def _json_int(sql: str, *, nullable: bool) -> str:
+    """A GraphQL ``Int`` read from a JSON value (``int(n)`` of a stored count): a whole
+    number within 32 bits; JSON null (or a missing key) as null when ``nullable``. Any
+    other value fails the statement and the executed path answers."""
+    number = f"({sql})::numeric"
+    whole = (
+        f"CASE WHEN {number} = trunc({number}) AND abs({number}) <= 2147483647 "
+        f"THEN ({number})::bigint::text ELSE {_unrepresentable(sql)} END"
+    )
+    text = f"CASE WHEN jsonb_typeof({sql}) = 'number' THEN {whole} "
+    if nullable:
+        text += f"WHEN {sql} IS NULL OR {sql} = 'null' THEN 'null' "
+    return text + f"ELSE {_unrepresentable(sql)} END"
+
+
+def _json_text(sql: str, *, missing: str) -> str:
+    """A GraphQL ``String`` read from a JSON value with ``dict.get``: a JSON string as it
+    is, a missing key as ``missing`` (JSON text), JSON null as null (the executed path
+    then answers its own error for a non-null field: the statement fails)."""
+    nulls = "'null'" if missing == "null" else _unrepresentable(sql)
+    return (
+        f"CASE WHEN jsonb_typeof({sql}) = 'string' THEN ({sql})::text "
+        f"WHEN {sql} IS NULL THEN {_literal(missing)} "
+        f"WHEN {sql} = 'null' THEN {nulls} ELSE {_unrepresentable(sql)} END"
+    )
+
+
 def _quoted(sql: str) -> str:
     return f"""'"' || {sql} || '"'"""
 
@@ -199,6 +230,8 @@ class _State:
     user_params: list[int] = field(default_factory=list)
     reads_rfm_scores: bool = False
     user_slot: str | None = None
+    api_key_params: list[int] = field(default_factory=list)
+    api_key_slot: str | None = None
 
 
 class Compiler:
@@ -221,7 +254,7 @@ class Compiler:
             workspace_id=cast(uuid.UUID, WORKSPACE),
             role=actor.role,
             user_id=None if actor.user_id is None else cast(uuid.UUID, USER),
-            api_key_id=None if actor.api_key_id is None else uuid.UUID(int=0),
+            api_key_id=None if actor.api_key_id is None else cast(uuid.UUID, API_KEY),
             scopes=actor.scopes,
         )
         self.fragments = fragments
@@ -242,6 +275,13 @@ class Compiler:
             self.state.user_slot = self._param(None)
             self.state.user_params.append(len(self.state.params) - 1)
         return self.state.user_slot
+
+    def _api_key(self) -> str:
+        """The parameter holding the caller's API key id (one per statement)."""
+        if self.state.api_key_slot is None:
+            self.state.api_key_slot = self._param(None)
+            self.state.api_key_params.append(len(self.state.params) - 1)
+        return self.state.api_key_slot
 
     def _alias(self) -> str:
         self.state.aliases += 1
@@ -282,6 +322,8 @@ class Compiler:
                 return "$1"
             if bind.key == USER.key:
                 return self._user()
+            if bind.key == API_KEY.key:
+                return self._api_key()
             if match.group(2) is None:
                 if values is not None and bind.key in values:
                     return self._param(values[bind.key])
@@ -519,6 +561,11 @@ class Compiler:
                 return self._last_message(alias, subselections)
             if name in info.computed and name == "unreadCount":
                 return self._unread_count(alias)
+            if name in info.computed and name == "counts":
+                return self._job_counts(alias, subselections)
+            if name in info.computed and name == "errors":
+                first = self._arguments(type_name, name, nodes[0])["first"]
+                return self._job_errors(alias, first, subselections)
             raise Unsupported(f"{type_name}.{name}")
 
         return self._json_object(gql_type, selection_sets, value)
@@ -604,6 +651,58 @@ class Compiler:
         return self._value(
             gql_type.fields["unreadCount"].type,
             self._sql(count, models.Conversation, alias),
+        )
+
+    def _job_counts(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``resolvers.jobs.counts``: the stored object's entries sorted by name (Python's
+        code-point order is the "C" collation's), each count a whole number."""
+        gql_type = self.gschema.get_type("JobCount")
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name == "name":
+                return "to_json(c.key)::text"
+            if name == "count":
+                return _json_int("c.value", nullable=False)
+            raise Unsupported(f"JobCount.{name}")
+
+        item = self._json_object(gql_type, selection_sets, value)
+        column = f"{alias}.counts"
+        return (
+            f"CASE WHEN jsonb_typeof({column}) = 'object' THEN (SELECT '[' || "
+            f"coalesce(string_agg({item}, ',' ORDER BY c.key COLLATE \"C\"), '') || ']' "
+            f"FROM jsonb_each({column}) c) ELSE {_unrepresentable(column)} END"
+        )
+
+    def _job_errors(self, alias: str, first: int, selection_sets: list[SelectionSetNode]) -> str:
+        """``resolvers.jobs.errors``: the first ``first`` stored errors, each read as the
+        resolver reads it (``code`` VALIDATION and ``message`` empty when missing); a value
+        the API cannot represent takes the executed path."""
+        gql_type = self.gschema.get_type("JobError")
+        entry = "e.v"
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name == "line":
+                return _json_int(f"{entry} -> 'line'", nullable=True)
+            if name == "field":
+                return _json_text(f"{entry} -> 'field'", missing="null")
+            if name == "code":
+                return _json_text(f"{entry} -> 'code'", missing=_json_string("VALIDATION"))
+            if name == "message":
+                return _json_text(f"{entry} -> 'message'", missing=_json_string(""))
+            raise Unsupported(f"JobError.{name}")
+
+        item = self._json_object(gql_type, selection_sets, value)
+        item = (
+            f"CASE WHEN jsonb_typeof({entry}) = 'object' THEN {item} "
+            f"ELSE {_unrepresentable(entry)} END"
+        )
+        column = f"{alias}.errors"
+        return (
+            f"CASE WHEN jsonb_typeof({column}) = 'array' THEN (SELECT '[' || "
+            f"coalesce(string_agg({item}, ',' ORDER BY e.n), '') || ']' "
+            f"FROM jsonb_array_elements({column}) WITH ORDINALITY e(v, n) "
+            f"WHERE e.n <= greatest(0, {self._param(first)}::int)) "
+            f"ELSE {_unrepresentable(column)} END"
         )
 
     def _address(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
@@ -910,7 +1009,9 @@ class Compiler:
             type_name, id = from_global_id(global_id)
         except MalformedId:
             return "'null'"
-        if type_name in LOADED_NODES:
+        if type_name in LOADED_NODES and type_name not in OBJECT_TYPES:
+            # A job is a row with its visibility rule declared (``Visibility``); the
+            # others are not rows (built-in segments) or not declared.
             raise Unsupported(f"{type_name} nodes are loaded by their service")
         if type_name not in NODE_MODELS:
             return "'null'"
@@ -923,6 +1024,17 @@ class Compiler:
         if self.actor.user_id is None:
             return "'null'"
         return self._by_id("User", f"{self._user()}::uuid", selection_sets)
+
+    def _job(self, global_id: Any, selection_sets: list[SelectionSetNode]) -> str:
+        """``resolvers.jobs.job``: the job by id if the caller may see it, else null (a
+        malformed ID or one of another type included, as ``decode_id`` answers)."""
+        try:
+            type_name, id = from_global_id(global_id)
+        except MalformedId:
+            return "'null'"
+        if type_name != "Job":
+            return "'null'"
+        return self._by_id("Job", f"{self._param(id)}::uuid", selection_sets)
 
     def operation(self, operation: OperationDefinitionNode) -> Compiled:
         try:
@@ -971,6 +1083,8 @@ class Compiler:
                 column = insight.search(self, nodes[0], query_type.fields[name].type, subselections)
             elif name == "me":
                 column = self._me(subselections)
+            elif name == "job":
+                column = self._job(self._arguments("Query", name, nodes[0])["id"], subselections)
             elif name == "node":
                 args = self._arguments("Query", name, nodes[0])
                 column = self._node(args["id"], subselections)
@@ -996,6 +1110,7 @@ class Compiler:
             reencode=self.state.reencode,
             custom_plans=self.state.custom_plans,
             user_params=tuple(self.state.user_params),
+            api_key_params=tuple(self.state.api_key_params),
             reads_rfm_scores=self.state.reads_rfm_scores,
         )
 

@@ -31,6 +31,7 @@ from crm_graphql.services import (
     conversations,
     customers,
     deals,
+    jobs,
     orders,
     products,
     users,
@@ -235,6 +236,17 @@ OBJECT_TYPES: dict[str, ObjectType] = {
         visibility=Visibility(
             conversations.visible_condition, models.Conversation, via="conversation_id"
         ),
+    ),
+    # Seen by whoever queued it (a user or an API key), and by admins and managers
+    # (``jobs.visible_condition``, what ``job(id)`` and ``node(id)`` load through).
+    "Job": ObjectType(
+        models.Job,
+        _SCHEMA + "jobs",
+        relations={
+            "createdBy": Relation("User", "created_by_id", "Who started it (null for an API key).")
+        },
+        computed=frozenset({"counts", "errors"}),
+        visibility=Visibility(jobs.visible_condition, models.Job),
     ),
 }
 

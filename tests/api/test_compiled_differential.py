@@ -112,7 +112,77 @@ async def demo_domain(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
             )
         )
         await _store_edge_values(session, workspace_id)
+        await _store_jobs(session, workspace_id, domain)
     return domain
+
+
+# Jobs as the runner leaves them (kinds no runner knows, so none is picked up), queued by
+# users of each role, with stored counts, errors and results; the last one holds values
+# the API cannot represent as stored (a fractional count, a line given as text).
+JOBS: list[dict[str, Any]] = [
+    {
+        "status": "succeeded",
+        "counts": {"updated": 2, "created": 5, "failed": 1, "B": 3, "é": 4, "_": 0},
+        "errors": [
+            {"line": 3, "field": "email", "code": "VALIDATION", "message": 'Bad "email"\n'},
+            {"line": None, "code": "NOT_FOUND", "message": "Zoë ✓"},
+            {"message": "no code, no line"},
+            {"line": 2147483647, "field": None, "code": "DUPLICATE"},
+        ],
+        "result": {"created": 5, "file": "é.csv", "nested": {"b": [1, 2.5, None]}},
+        "total": 8,
+        "done": 8,
+        "error_count": 4,
+    },
+    {"status": "queued", "counts": {}, "errors": [], "result": None, "total": None, "done": 0},
+    {
+        "status": "failed",
+        "counts": {"failed": 1e2},
+        "errors": [{"line": 1, "code": "INTERNAL", "message": "x"}] * 3,
+        "result": {"message": "boom"},
+        "total": 3,
+        "done": 1,
+        "error_count": 120,
+        "cancel_requested": True,
+    },
+    {"status": "cancelled", "counts": {"created": 2.5}, "errors": [{"line": "7", "field": 5}]},
+]
+
+
+async def _store_jobs(session: AsyncSession, workspace_id: Any, domain: str) -> None:
+    """``JOBS``, each queued by the demo user of the next role in turn."""
+    from crm_graphql.enums import JobStatus
+    from crm_graphql.models import Job
+
+    users = [
+        await session.scalar(select(User.id).where(User.email == email))
+        for email, _, _ in demo.demo_logins(domain)
+    ]
+    now = datetime(2026, 12, 1, 9, 30, 0, 123456).astimezone()
+    for index, values in enumerate(JOBS):
+        finished = values["status"] != "queued"
+        session.add(
+            Job(
+                workspace_id=workspace_id,
+                kind="differential",
+                status=JobStatus(values["status"]),
+                params={},
+                done=values.get("done", 0),
+                total=values.get("total"),
+                checkpoint=0,
+                counts=values["counts"],
+                errors=values["errors"],
+                error_count=values.get("error_count", len(values["errors"])),
+                result=values.get("result"),
+                created_by_id=users[index % len(users)],
+                cancel_requested=values.get("cancel_requested", False),
+                attempts=1,
+                created_at=now - timedelta(hours=index),
+                started_at=now if finished else None,
+                finished_at=now + timedelta(minutes=index) if finished else None,
+            )
+        )
+    await session.flush()
 
 
 # Values only another client (or direct SQL) can store: PostgreSQL's -infinity/infinity,
@@ -1316,11 +1386,103 @@ async def _identities(
         assert user is not None
         admin = Actor(workspace_id=user.workspace_id, role=Role.ADMIN, user_id=user.id)
         for scopes in KEY_SCOPES:
-            _, token = await api_keys.create_api_key(
+            key, token = await api_keys.create_api_key(
                 admin, session, name=f"Generated {'+'.join(scopes)}", scopes=scopes
             )
+            # A job of the key's own: visible to it and to admins and managers only.
+            session.add(_key_job(user.workspace_id, key.id))
             found.append(("key " + "+".join(scopes), Pair(pair.compiled, pair.executed, token)))
     return found
+
+
+def _key_job(workspace_id: Any, key_id: Any) -> Any:
+    from crm_graphql.enums import JobStatus
+    from crm_graphql.models import Job
+
+    return Job(
+        workspace_id=workspace_id,
+        kind="differential",
+        status=JobStatus.RUNNING,
+        params={},
+        done=3,
+        total=None,
+        checkpoint=0,
+        counts={"created": 3},
+        errors=[],
+        error_count=0,
+        created_by_api_key_id=key_id,
+        cancel_requested=False,
+        attempts=1,
+    )
+
+
+async def _job_ids(sessionmaker: async_sessionmaker[AsyncSession], domain: str) -> list[str]:
+    """Global IDs of the jobs of the demo workspace, newest first."""
+    from crm_graphql.models import Job
+
+    async with sessionmaker() as session:
+        rows = await session.scalars(
+            select(Job.id)
+            .join(Workspace, Workspace.id == Job.workspace_id)
+            .where(Workspace.name == f"Diff {domain}")
+            .order_by(Job.created_at.desc(), Job.id)
+        )
+        return [to_global_id("Job", id) for id in rows]
+
+
+JOB_FIELDS = """id __typename kind status done total errorCount cancelRequested result
+  createdAt startedAt finishedAt counts { name count } errors { line field code message }
+  e1: errors(first: 1) { code line } none: errors(first: -3) { code }
+  createdBy { id name role }"""
+
+
+async def test_jobs_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``job(id)`` and a job by ``node(id)`` as every identity: their own jobs, others'
+    (null but for admins and managers), malformed and foreign IDs; stored values the API
+    cannot represent as they are take the executed path."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    ids = await _job_ids(sessionmaker, demo_domain)
+    # The keys' jobs are the newest (each call of ``_identities`` makes keys), then JOBS.
+    assert len(ids) >= len(JOBS) + len(KEY_SCOPES)
+    unrepresentable = ids[-1]
+    others = ["x", to_global_id("Customer", uuid.uuid4()), to_global_id("Job", uuid.uuid4())]
+    query = f"""query($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} }}
+      node(id: $id) {{ id ... on Job {{ kind counts {{ count }} createdBy {{ email }} }} }} }}"""
+    seen: Counter[str] = Counter()
+    compiled = 0
+    for who, identity in identities:
+        for id in [*ids, *others]:
+            fast, slow = await identity.both(query, {"id": id})
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content), (
+                who,
+                id,
+                fast.text,
+                slow.text,
+            )
+            body = orjson.loads(slow.content)  # a key may not read a customer's node
+            taken = fast.headers.get("x-crm-read-path") == COMPILED
+            compiled += taken
+            if body["data"]["job"] is not None:
+                seen[who] += 1
+                assert taken is (id != unrepresentable), (who, id)
+    # Admins and managers see every job; an agent its own; a key only its own.
+    assert seen["admin"] == seen["manager"] == len(ids), seen
+    assert seen["agent"] == 1 and seen["viewer"] == 0, seen
+    assert all(seen[f"key {'+'.join(scopes)}"] == 1 for scopes in KEY_SCOPES), seen
+    assert compiled > len(identities) * len(others), compiled
+    # The stored errors and counts read as the resolver reads them.
+    admin = identities[0][1]
+    job = (await admin.same(query, {"id": ids[-len(JOBS)]}, compiled=True))["data"]["job"]
+    assert [c["name"] for c in job["counts"]] == ["B", "_", "created", "failed", "updated", "é"]
+    assert job["errors"][2] == {
+        "line": None,
+        "field": None,
+        "code": "VALIDATION",
+        "message": "no code, no line",
+    }
+    assert job["e1"] == [{"code": "VALIDATION", "line": 3}] and job["none"] == []
 
 
 async def _samples(pair: Pair) -> Samples:
@@ -1373,7 +1535,9 @@ def _compilable() -> dict[str, set[str]]:
         known[totals.name] = set(totals.fields)
         group = get_named_type(totals.fields["groups"].type)
         known[group.name] = set(group.fields)
-    known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport"}
+    known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job"}
+    known["JobCount"] = {"name", "count"}
+    known["JobError"] = {"line", "field", "code", "message"}
     for name in ("SalesReport", "SalesStage", "WinRate", "CycleTime", "ForecastCell"):
         known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
     known["MoneyCell"] = {"currency", "amount", "count", "drillDown"}
@@ -1399,7 +1563,9 @@ async def test_generated_reads_are_identical_on_both_paths_for_every_identity(
 ) -> None:
     identities = await _identities(pair, demo_domain, sessionmaker)
     rng = random.Random(GENERATED_SEED)
-    generator = ReadQueries(schema._schema, await _samples(pair), rng, _compilable())
+    samples = await _samples(pair)
+    samples.ids["Job"] = await _job_ids(sessionmaker, demo_domain)
+    generator = ReadQueries(schema._schema, samples, rng, _compilable())
     statuses: Counter[int] = Counter()
     codes: Counter[str] = Counter()
     failures: list[str] = []
