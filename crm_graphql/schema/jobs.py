@@ -75,7 +75,6 @@ class Job(Node):
     )
 
 
-
 @strawberry.input(description="A job, by ID.")
 class CancelJobInput:
     id: strawberry.ID = strawberry.field(description="The job (`Job.id`).")
