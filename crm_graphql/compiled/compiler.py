@@ -41,14 +41,14 @@ from graphql import (
     is_abstract_type,
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_directive_values
-from sqlalchemy import ColumnElement, and_, bindparam, select
+from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, select
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from strawberry import Schema
 from strawberry.types.arguments import convert_arguments
 from strawberry.types.base import StrawberryObjectDefinition
 
-from crm_graphql.compiled import insight
+from crm_graphql.compiled import insight, sync
 from crm_graphql.global_ids import MalformedId, from_global_id
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
@@ -70,6 +70,9 @@ WORKSPACE = bindparam("crm_workspace", uuid.UUID(int=0), type_=PG_UUID(as_uuid=T
 # The user id of the actor a plan is built for: plans are shared by the users of a role,
 # so it is a parameter filled in at execution (``Compiled.user_params``).
 USER = bindparam("crm_user", uuid.UUID(int=0), type_=PG_UUID(as_uuid=True))
+# The change feed's horizon (``services.sync.changes_statement``): taken by its own
+# statement right before the plan runs, on the primary (``Compiled.horizon_params``).
+HORIZON = bindparam("crm_horizon", 0, type_=BigInteger())
 # Likewise the API key of a plan built for a key (plans are shared by keys of one scope set).
 API_KEY = bindparam("crm_api_key", uuid.UUID(int=0), type_=PG_UUID(as_uuid=True))
 _DIALECT = asyncpg_dialect.dialect()
@@ -101,6 +104,9 @@ class Compiled:
     user_params: tuple[int, ...] = ()
     # Indexes in ``params`` replaced by the actor's API key id at execution (a key's jobs).
     api_key_params: tuple[int, ...] = ()
+    # Indexes in ``params`` replaced by ``crm_event_horizon()``, read in a statement of its
+    # own just before this one and on the primary (``changes``: docs/decisions/0032).
+    horizon_params: tuple[int, ...] = ()
     # Reads the RFM scores: the workspace's snapshot is made current first
     # (``rfm.ensure_snapshot``), so that the statement takes its fast branch.
     reads_rfm_scores: bool = False
@@ -232,6 +238,8 @@ class _State:
     user_slot: str | None = None
     api_key_params: list[int] = field(default_factory=list)
     api_key_slot: str | None = None
+    horizon_params: list[int] = field(default_factory=list)
+    horizon_slot: str | None = None
 
 
 class Compiler:
@@ -283,6 +291,13 @@ class Compiler:
             self.state.api_key_params.append(len(self.state.params) - 1)
         return self.state.api_key_slot
 
+    def horizon(self) -> str:
+        """The parameter holding the change feed's horizon (one per statement)."""
+        if self.state.horizon_slot is None:
+            self.state.horizon_slot = self._param(None)
+            self.state.horizon_params.append(len(self.state.params) - 1)
+        return self.state.horizon_slot
+
     def _alias(self) -> str:
         self.state.aliases += 1
         return f"t{self.state.aliases}"
@@ -324,6 +339,8 @@ class Compiler:
                 return self._user()
             if bind.key == API_KEY.key:
                 return self._api_key()
+            if bind.key == HORIZON.key:
+                return self.horizon()
             if match.group(2) is None:
                 if values is not None and bind.key in values:
                     return self._param(values[bind.key])
@@ -1083,6 +1100,8 @@ class Compiler:
                 column = insight.search(self, nodes[0], query_type.fields[name].type, subselections)
             elif name == "me":
                 column = self._me(subselections)
+            elif name == "changes":
+                column = sync.changes(self, nodes[0], query_type.fields[name].type, subselections)
             elif name == "job":
                 column = self._job(self._arguments("Query", name, nodes[0])["id"], subselections)
             elif name == "node":
@@ -1111,6 +1130,7 @@ class Compiler:
             custom_plans=self.state.custom_plans,
             user_params=tuple(self.state.user_params),
             api_key_params=tuple(self.state.api_key_params),
+            horizon_params=tuple(self.state.horizon_params),
             reads_rfm_scores=self.state.reads_rfm_scores,
         )
 
