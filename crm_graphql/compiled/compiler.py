@@ -65,6 +65,33 @@ class Unsupported(Exception):
     """This operation (with these variables) takes the executed path."""
 
 
+# Read fields the compiler refuses on purpose, and why (docs/decisions/0006-compiled-reads.md,
+# "What stays executed"): every other field of ``Query``, and of the read model's object
+# types, is compiled (``tests/test_compiled_coverage.py`` fails for a field in neither).
+EXECUTED_ROOT_FIELDS: dict[str, str] = {
+    "onlineUsers": "presence lives in Redis (open sockets), not in PostgreSQL",
+    "duplicateCandidates": "pairs are scored in Python (rapidfuzz's token_sort_ratio)",
+    "bulkCustomerChangePreview": "checks the change itself (tags, owner, custom fields) "
+    "as the mutation does, reading custom-field definitions at run time",
+    "segments": "built-in RFM segments are Python constants listed before the saved ones",
+    "customerCohorts": "cells and drill-downs are assembled in Python from one statement",
+    "customFieldDefinitions": "an admin's settings screen: not compiled yet",
+    "apiKeys": "an admin's settings screen: not compiled yet (scopes, creator)",
+    "auditLog": "an admin's screen: each entry's changes are translated to the API's names, "
+    "IDs and enum spellings in Python (resolvers.security.entry_changes)",
+    "webhooks": "an admin's settings screen: not compiled yet (secrets, deliveries)",
+}
+EXECUTED_OBJECT_FIELDS: dict[tuple[str, str], str] = {
+    ("Customer", "customFields"): "sensitive keys are decrypted (or hidden) per caller",
+    ("Customer", "rfm"): "recency, money and lifetime value are computed in Python",
+    ("Customer", "recommendations"): "scored in Python against co-purchases",
+    ("Customer", "churnRisk"): "scored in Python, with its reasons",
+    ("Order", "lines"): "not compiled yet (the order's line rows)",
+    ("Message", "delivery"): "not compiled yet (the email channel's delivery state)",
+    ("Message", "attachments"): "not compiled yet (attachments are loaded by their service)",
+}
+
+
 # The workspace of the request: always the statement's first parameter.
 WORKSPACE = bindparam("crm_workspace", uuid.UUID(int=0), type_=PG_UUID(as_uuid=True))
 # The user id of the actor a plan is built for: plans are shared by the users of a role,
@@ -1042,6 +1069,19 @@ class Compiler:
             return "'null'"
         return self._by_id("User", f"{self._user()}::uuid", selection_sets)
 
+    def _sensitive_custom_fields(self) -> str:
+        """``privacy.sensitive_custom_fields``: the workspace's keys as stored (none for
+        a workspace that is gone); a NULL key, which the API cannot show, fails the
+        statement."""
+        from crm_graphql import models
+
+        keys = "w.sensitive_custom_fields"
+        return (
+            f"coalesce((SELECT CASE WHEN array_position({keys}, NULL) IS NULL "
+            f"THEN array_to_json({keys})::text ELSE {_unrepresentable(keys)} END "
+            f"FROM {models.Workspace.__tablename__} w WHERE w.id = $1), '[]')"
+        )
+
     def _job(self, global_id: Any, selection_sets: list[SelectionSetNode]) -> str:
         """``resolvers.jobs.job``: the job by id if the caller may see it, else null (a
         malformed ID or one of another type included, as ``decode_id`` answers)."""
@@ -1102,6 +1142,8 @@ class Compiler:
                 column = self._me(subselections)
             elif name == "changes":
                 column = sync.changes(self, nodes[0], query_type.fields[name].type, subselections)
+            elif name == "sensitiveCustomFields":
+                column = self._sensitive_custom_fields()
             elif name == "job":
                 column = self._job(self._arguments("Query", name, nodes[0])["id"], subselections)
             elif name == "node":

@@ -1485,6 +1485,28 @@ async def test_jobs_are_compiled_and_identical(
     assert job["e1"] == [{"code": "VALIDATION", "line": 3}] and job["none"] == []
 
 
+async def test_sensitive_custom_field_keys_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``sensitiveCustomFields`` as every identity: none, then keys with awkward texts."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    query = "{ sensitiveCustomFields a: sensitiveCustomFields me { id } }"
+    for who, identity in identities:
+        body = await identity.same(query, compiled=True)
+        assert body["data"]["sensitiveCustomFields"] == [], (who, body)
+    keys = ["ssn", 'é "q" \\ \u2028', "x" * 100]
+    set_keys = text("UPDATE workspaces SET sensitive_custom_fields = :k WHERE name = :w")
+    async with sessionmaker() as session, session.begin():
+        await session.execute(set_keys, {"k": keys, "w": f"Diff {demo_domain}"})
+    try:
+        for who, identity in identities:
+            body = await identity.same(query, compiled=True)
+            assert body["data"]["a"] == keys, (who, body)
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(set_keys, {"k": [], "w": f"Diff {demo_domain}"})
+
+
 async def _samples(pair: Pair) -> Samples:
     """IDs of every node type and cursors of every list in every single-field order."""
     samples = Samples()
@@ -1535,7 +1557,10 @@ def _compilable() -> dict[str, set[str]]:
         known[totals.name] = set(totals.fields)
         group = get_named_type(totals.fields["groups"].type)
         known[group.name] = set(group.fields)
-    known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job"}
+    known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job", "changes"}
+    known["Query"].add("sensitiveCustomFields")
+    for name in ("ChangePage", "Change"):
+        known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
     known["JobCount"] = {"name", "count"}
     known["JobError"] = {"line", "field", "code", "message"}
     for name in ("SalesReport", "SalesStage", "WinRate", "CycleTime", "ForecastCell"):
@@ -1565,6 +1590,9 @@ async def test_generated_reads_are_identical_on_both_paths_for_every_identity(
     rng = random.Random(GENERATED_SEED)
     samples = await _samples(pair)
     samples.ids["Job"] = await _job_ids(sessionmaker, demo_domain)
+    # The change feed's cursors (its `after` takes no list's cursor).
+    feed = await pair.same("{ changes(first: 60) { changes { cursor } } }", compiled=True)
+    samples.cursors[("", ())] += [c["cursor"] for c in feed["data"]["changes"]["changes"][::7]]
     generator = ReadQueries(schema._schema, samples, rng, _compilable())
     statuses: Counter[int] = Counter()
     codes: Counter[str] = Counter()
