@@ -86,7 +86,6 @@ EXECUTED_OBJECT_FIELDS: dict[tuple[str, str], str] = {
     ("Customer", "rfm"): "recency, money and lifetime value are computed in Python",
     ("Customer", "recommendations"): "scored in Python against co-purchases",
     ("Customer", "churnRisk"): "scored in Python, with its reasons",
-    ("Order", "lines"): "not compiled yet (the order's line rows)",
     ("Message", "delivery"): "not compiled yet (the email channel's delivery state)",
     ("Message", "attachments"): "not compiled yet (attachments are loaded by their service)",
 }
@@ -605,6 +604,8 @@ class Compiler:
                 return self._last_message(alias, subselections)
             if name in info.computed and name == "unreadCount":
                 return self._unread_count(alias)
+            if name in info.computed and name == "lines":
+                return self._order_lines(alias, subselections)
             if name in info.computed and name == "counts":
                 return self._job_counts(alias, subselections)
             if name in info.computed and name == "errors":
@@ -695,6 +696,39 @@ class Compiler:
         return self._value(
             gql_type.fields["unreadCount"].type,
             self._sql(count, models.Conversation, alias),
+        )
+
+    def _order_lines(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``orders.lines_by_order`` of the row: its lines in their order, each line's
+        columns as stored and its product read by id like any relation."""
+        from crm_graphql import models
+
+        self.state.models.add(models.OrderLine)
+        gql_type = self.gschema.get_type("OrderLine")
+        assert isinstance(gql_type, GraphQLObjectType)
+        definition = self.schema.get_type_by_name("OrderLine")
+        assert isinstance(definition, StrawberryObjectDefinition)
+        names = self.schema.config.name_converter
+        columns = {
+            names.get_graphql_name(f): f.python_name
+            for f in definition.fields
+            if f.base_resolver is None
+        }
+        line = self._alias()
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name == "product":
+                return self._by_id("Product", f"{line}.product_id", self._subselections(nodes))
+            if name in columns:
+                return self._value(gql_type.fields[name].type, f'{line}."{columns[name]}"')
+            raise Unsupported(f"OrderLine.{name}")
+
+        item = self._json_object(gql_type, selection_sets, value)
+        where = self._sql(scope_condition(models.OrderLine, self.actor), models.OrderLine, line)
+        return (
+            f"(SELECT '[' || coalesce(string_agg({item}, ',' ORDER BY {line}.position), '') "
+            f"|| ']' FROM {models.OrderLine.__tablename__} {line} "
+            f"WHERE {where} AND {line}.order_id = {alias}.id)"
         )
 
     def _job_counts(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:

@@ -195,6 +195,7 @@ OBJECT_TYPES: dict[str, ObjectType] = {
         relations={
             "customer": Relation("Customer", "customer_id", "The customer who placed the order.")
         },
+        computed=frozenset({"lines"}),
     ),
     "Product": ObjectType(models.Product, _SCHEMA + "products"),
     "User": ObjectType(models.User, _SCHEMA + "users"),

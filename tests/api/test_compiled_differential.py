@@ -1485,6 +1485,27 @@ async def test_jobs_are_compiled_and_identical(
     assert job["e1"] == [{"code": "VALIDATION", "line": 3}] and job["none"] == []
 
 
+ORDER_LINES = """{ orders(first: 30) { nodes { number lines { position sku name quantity
+  unitPrice currency product { id name sku price currency } __typename } } }
+  customers(first: 5) { nodes { orders(first: 3) { nodes { l: lines { quantity } } } } } }"""
+
+
+async def test_order_lines_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``Order.lines`` (with each line's product) as every identity."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    lines = 0
+    for who, identity in identities:
+        fast, slow = await identity.both(ORDER_LINES)
+        assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
+        body = orjson.loads(fast.content)
+        if body.get("data"):
+            assert fast.headers.get("x-crm-read-path") == COMPILED, who
+            lines += sum(len(o["lines"]) for o in body["data"]["orders"]["nodes"])
+    assert lines > 0
+
+
 async def test_sensitive_custom_field_keys_are_compiled_and_identical(
     pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -1559,6 +1580,7 @@ def _compilable() -> dict[str, set[str]]:
         known[group.name] = set(group.fields)
     known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job", "changes"}
     known["Query"].add("sensitiveCustomFields")
+    known["OrderLine"] = set(schema._schema.type_map["OrderLine"].fields)  # type: ignore[attr-defined]
     for name in ("ChangePage", "Change"):
         known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
     known["JobCount"] = {"name", "count"}
