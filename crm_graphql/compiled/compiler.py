@@ -75,7 +75,6 @@ EXECUTED_ROOT_FIELDS: dict[str, str] = {
     "as the mutation does, reading custom-field definitions at run time",
     "segments": "built-in RFM segments are Python constants listed before the saved ones",
     "customerCohorts": "cells and drill-downs are assembled in Python from one statement",
-    "customFieldDefinitions": "an admin's settings screen: not compiled yet",
     "apiKeys": "an admin's settings screen: not compiled yet (scopes, creator)",
     "auditLog": "an admin's screen: each entry's changes are translated to the API's names, "
     "IDs and enum spellings in Python (resolvers.security.entry_changes)",
@@ -1103,6 +1102,33 @@ class Compiler:
             return "'null'"
         return self._by_id("User", f"{self._user()}::uuid", selection_sets)
 
+    def _custom_field_definitions(
+        self, args: dict[str, Any], selection_sets: list[SelectionSetNode]
+    ) -> str:
+        """``custom_fields.list_definitions``: its read check, its statement and order,
+        and the archived ones only when asked for (``listed_condition``)."""
+        from crm_graphql import models
+        from crm_graphql.services import custom_fields
+        from crm_graphql.services.policy import Action, authorize
+
+        authorize(self.actor, Action.READ_CUSTOM_FIELDS)
+        model = models.CustomFieldDefinition
+        # The schema's enum to the model's, by name (``resolvers.custom_fields``).
+        entity = models.CustomFieldEntity[args["entity"].name]
+        statement = custom_fields.definitions_statement(self.actor, entity)
+        statement = statement.where(
+            custom_fields.listed_condition(bool(args.get("include_archived")))
+        )
+        table = model.__tablename__
+        rows = self._sql(statement, model, table)
+        alias = self._alias()
+        order = ", ".join(self._sql(term, model, alias) for term in custom_fields.DEFINITIONS_ORDER)
+        body = self._object("CustomFieldDefinition", alias, selection_sets)
+        return (
+            f"(SELECT '[' || coalesce(string_agg({body}, ',' ORDER BY {order}), '') || ']' "
+            f"FROM ({rows}) {alias})"
+        )
+
     def _sensitive_custom_fields(self) -> str:
         """``privacy.sensitive_custom_fields``: the workspace's keys as stored (none for
         a workspace that is gone); a NULL key, which the API cannot show, fails the
@@ -1176,6 +1202,9 @@ class Compiler:
                 column = self._me(subselections)
             elif name == "changes":
                 column = sync.changes(self, nodes[0], query_type.fields[name].type, subselections)
+            elif name == "customFieldDefinitions":
+                args = self._arguments("Query", name, nodes[0])
+                column = self._custom_field_definitions(args, subselections)
             elif name == "sensitiveCustomFields":
                 column = self._sensitive_custom_fields()
             elif name == "job":

@@ -238,6 +238,8 @@ OBJECT_TYPES: dict[str, ObjectType] = {
             conversations.visible_condition, models.Conversation, via="conversation_id"
         ),
     ),
+    # Listed by ``customFieldDefinitions`` (oldest first), read by ``node(id)``.
+    "CustomFieldDefinition": ObjectType(models.CustomFieldDefinition, _SCHEMA + "custom_fields"),
     # Seen by whoever queued it (a user or an API key), and by admins and managers
     # (``jobs.visible_condition``, what ``job(id)`` and ``node(id)`` load through).
     "Job": ObjectType(

@@ -1506,6 +1506,83 @@ async def test_order_lines_are_compiled_and_identical(
     assert lines > 0
 
 
+DEFINITIONS = """query($e: CustomFieldEntity!, $a: Boolean!) {
+  customFieldDefinitions(entity: $e, includeArchived: $a) { id __typename entity key label
+    type options required searchable exportable archivedAt createdAt updatedAt version } }"""
+
+
+async def test_custom_field_definitions_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``customFieldDefinitions`` of each entity, with and without the archived ones, as
+    every identity, and a definition by ``node(id)``."""
+    from crm_graphql.models import CustomFieldDefinition, CustomFieldEntity, CustomFieldType
+
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    async with sessionmaker() as session, session.begin():
+        workspace_id = await session.scalar(
+            select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
+        )
+        created = datetime(2026, 11, 30, 8, 0, 0).astimezone()
+        rows = [
+            CustomFieldDefinition(
+                workspace_id=workspace_id,
+                entity=entity,
+                key=key,
+                label=label,
+                type=kind,
+                options=options,
+                required=index == 1,
+                searchable=index == 2,
+                exportable=index != 0,
+                archived_at=created if index == 3 else None,
+                created_at=created + timedelta(seconds=index // 2),
+            )
+            for index, (entity, key, label, kind, options) in enumerate(
+                [
+                    (
+                        CustomFieldEntity.CUSTOMER,
+                        "tier",
+                        'Tier "A"',
+                        CustomFieldType.SINGLE_SELECT,
+                        ["gold", 'é "q"', "\u2028"],
+                    ),
+                    (CustomFieldEntity.CUSTOMER, "since", "Since", CustomFieldType.DATE, []),
+                    (CustomFieldEntity.CUSTOMER, "code", "Code \\", CustomFieldType.TEXT, []),
+                    (CustomFieldEntity.CUSTOMER, "old", "Old", CustomFieldType.NUMBER, []),
+                    (CustomFieldEntity.DEAL, "source", "Source", CustomFieldType.TEXT, []),
+                ]
+            )
+        ]
+        session.add_all(rows)
+        await session.flush()
+        ids = [to_global_id("CustomFieldDefinition", row.id) for row in rows]
+    try:
+        listed = Counter[str]()
+        for who, identity in identities:
+            for entity in ("CUSTOMER", "COMPANY", "DEAL"):
+                for archived in (False, True):
+                    fast, slow = await identity.both(DEFINITIONS, {"e": entity, "a": archived})
+                    assert (fast.status_code, fast.content) == (slow.status_code, slow.content)
+                    body = orjson.loads(fast.content)
+                    if body.get("data"):
+                        assert fast.headers.get("x-crm-read-path") == COMPILED, who
+                        listed[who] += len(body["data"]["customFieldDefinitions"])
+            for id in ids:
+                await identity.same(
+                    "query($id: ID!) { node(id: $id) { id ... on "
+                    "CustomFieldDefinition { key options } } }",
+                    {"id": id},
+                )
+        assert listed["admin"] == 4 + 5, listed
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(
+                text("DELETE FROM custom_field_definitions WHERE workspace_id = :w"),
+                {"w": workspace_id},
+            )
+
+
 async def test_sensitive_custom_field_keys_are_compiled_and_identical(
     pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -1579,7 +1656,7 @@ def _compilable() -> dict[str, set[str]]:
         group = get_named_type(totals.fields["groups"].type)
         known[group.name] = set(group.fields)
     known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job", "changes"}
-    known["Query"].add("sensitiveCustomFields")
+    known["Query"] |= {"sensitiveCustomFields", "customFieldDefinitions"}
     known["OrderLine"] = set(schema._schema.type_map["OrderLine"].fields)  # type: ignore[attr-defined]
     for name in ("ChangePage", "Change"):
         known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
