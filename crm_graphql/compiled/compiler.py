@@ -75,7 +75,6 @@ EXECUTED_ROOT_FIELDS: dict[str, str] = {
     "as the mutation does, reading custom-field definitions at run time",
     "segments": "built-in RFM segments are Python constants listed before the saved ones",
     "customerCohorts": "cells and drill-downs are assembled in Python from one statement",
-    "apiKeys": "an admin's settings screen: not compiled yet (scopes, creator)",
     "auditLog": "an admin's screen: each entry's changes are translated to the API's names, "
     "IDs and enum spellings in Python (resolvers.security.entry_changes)",
     "webhooks": "an admin's settings screen: not compiled yet (secrets, deliveries)",
@@ -603,6 +602,8 @@ class Compiler:
                 return self._last_message(alias, subselections)
             if name in info.computed and name == "unreadCount":
                 return self._unread_count(alias)
+            if name in info.computed and name == "scopes":
+                return self._scopes(alias, gql_type.fields[name].type)
             if name in info.computed and name == "lines":
                 return self._order_lines(alias, subselections)
             if name in info.computed and name == "counts":
@@ -695,6 +696,18 @@ class Compiler:
         return self._value(
             gql_type.fields["unreadCount"].type,
             self._sql(count, models.Conversation, alias),
+        )
+
+    def _scopes(self, alias: str, gql_type: Any) -> str:
+        """``resolvers.security.api_key_scopes``: the stored scopes in their order, each
+        by its enum name; a scope the enum does not know fails the statement (the
+        executed path answers its error)."""
+        list_type, _ = _unwrap(gql_type)
+        scope = list_type.of_type  # non-null: an unknown value is NULL here, not null
+        item = f"coalesce({self._value(scope, 'u.s')}, {_unrepresentable('u.s')})"
+        return (
+            f"(SELECT '[' || coalesce(string_agg({item}, ',' ORDER BY u.n), '') || ']' "
+            f"FROM unnest({alias}.scopes) WITH ORDINALITY u(s, n))"
         )
 
     def _order_lines(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:

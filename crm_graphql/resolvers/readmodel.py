@@ -27,6 +27,7 @@ from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list
 from crm_graphql.services import (
     activities,
+    api_keys,
     companies,
     conversations,
     customers,
@@ -238,6 +239,15 @@ OBJECT_TYPES: dict[str, ObjectType] = {
             conversations.visible_condition, models.Conversation, via="conversation_id"
         ),
     ),
+    # Partner keys, read by admins (``api_keys.API_KEYS``).
+    "ApiKey": ObjectType(
+        models.ApiKey,
+        _SCHEMA + "security",
+        relations={
+            "createdBy": Relation("User", "created_by_id", "The admin who created the key.")
+        },
+        computed=frozenset({"scopes"}),
+    ),
     # Listed by ``customFieldDefinitions`` (oldest first), read by ``node(id)``.
     "CustomFieldDefinition": ObjectType(models.CustomFieldDefinition, _SCHEMA + "custom_fields"),
     # Seen by whoever queued it (a user or an API key), and by admins and managers
@@ -264,6 +274,7 @@ ROOT_LISTS: dict[str, tuple[str, ListSpec[Any]]] = {
     "products": ("Product", products.PRODUCTS),
     "users": ("User", users.USERS),
     "conversations": ("Conversation", conversations.CONVERSATIONS),
+    "apiKeys": ("ApiKey", api_keys.API_KEYS),
 }
 
 

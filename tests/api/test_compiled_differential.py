@@ -1583,6 +1583,37 @@ async def test_custom_field_definitions_are_compiled_and_identical(
             )
 
 
+API_KEYS = """query($after: String, $o: [ApiKeyOrder!]) {
+  apiKeys(first: 3, after: $after, orderBy: $o) { totalCount pageInfo { hasNextPage
+    endCursor } edges { cursor node { id __typename name prefix createdAt expiresAt
+    revokedAt rateLimitPerMinute maxQueryCost scopes createdBy { id email } } } } }"""
+
+
+async def test_api_keys_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``apiKeys`` paged to the end in two orders as an admin (the keys' scopes in their
+    stored order, their creator); everyone else is refused by the executed path."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    admin = dict(identities)["admin"]
+    seen = 0
+    for order in (None, [{"field": "NAME", "direction": "DESC"}]):
+        after = None
+        while True:
+            body = await admin.same(API_KEYS, {"after": after, "o": order}, compiled=True)
+            page = body["data"]["apiKeys"]
+            seen += len(page["edges"])
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+    assert seen >= 2 * len(KEY_SCOPES), seen
+    for who, identity in identities:
+        if who != "admin":
+            fast, slow = await identity.both(API_KEYS, {"after": None, "o": None})
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
+            assert b"FORBIDDEN" in slow.content and "x-crm-read-path" not in fast.headers
+
+
 async def test_sensitive_custom_field_keys_are_compiled_and_identical(
     pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
