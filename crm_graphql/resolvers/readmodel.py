@@ -36,6 +36,7 @@ from crm_graphql.services import (
     orders,
     products,
     users,
+    webhooks,
 )
 from crm_graphql.storage.querying import ListSpec
 
@@ -248,6 +249,9 @@ OBJECT_TYPES: dict[str, ObjectType] = {
         },
         computed=frozenset({"scopes"}),
     ),
+    # Webhook subscriptions (``webhooks.WEBHOOKS``); their deliveries are loaded by the
+    # webhook service (executed: decision 0006).
+    "Webhook": ObjectType(models.Webhook, _SCHEMA + "webhooks"),
     # Listed by ``customFieldDefinitions`` (oldest first), read by ``node(id)``.
     "CustomFieldDefinition": ObjectType(models.CustomFieldDefinition, _SCHEMA + "custom_fields"),
     # Seen by whoever queued it (a user or an API key), and by admins and managers
@@ -275,6 +279,7 @@ ROOT_LISTS: dict[str, tuple[str, ListSpec[Any]]] = {
     "users": ("User", users.USERS),
     "conversations": ("Conversation", conversations.CONVERSATIONS),
     "apiKeys": ("ApiKey", api_keys.API_KEYS),
+    "webhooks": ("Webhook", webhooks.WEBHOOKS),
 }
 
 

@@ -1614,6 +1614,58 @@ async def test_api_keys_are_compiled_and_identical(
             assert b"FORBIDDEN" in slow.content and "x-crm-read-path" not in fast.headers
 
 
+WEBHOOKS = """query($o: [WebhookOrder!]) { webhooks(first: 10, orderBy: $o) { totalCount
+  edges { cursor node { id __typename url eventTypes isActive createdAt updatedAt version
+  payloadVersion } } } }"""
+
+
+async def test_webhooks_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``webhooks`` and a webhook by ``node(id)`` as every identity (admins read them; the
+    others are refused by the executed path)."""
+    from crm_graphql.models import Webhook
+
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    async with sessionmaker() as session, session.begin():
+        workspace_id = await session.scalar(
+            select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
+        )
+        rows = [
+            Webhook(
+                workspace_id=workspace_id,
+                url=f'https://example.com/hook/{index}?q="x"',
+                event_types=types,
+                secret_encrypted="not read by reads",
+                is_active=index != 1,
+                payload_version=1 + index % 2,
+            )
+            for index, types in enumerate([[], ["message.created", "deal.é"], ["customer.updated"]])
+        ]
+        session.add_all(rows)
+        await session.flush()
+        ids = [to_global_id("Webhook", row.id) for row in rows]
+    try:
+        compiled = 0
+        for who, identity in identities:
+            for order in (None, [{"field": "CREATED_AT", "direction": "DESC"}]):
+                fast, slow = await identity.both(WEBHOOKS, {"o": order})
+                assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
+                compiled += fast.headers.get("x-crm-read-path") == COMPILED
+            for id in ids:
+                node = "query($id: ID!) { node(id: $id) { ... on Webhook { url eventTypes } } }"
+                fast, slow = await identity.both(node, {"id": id})
+                assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
+        assert compiled >= 2, compiled
+        body = await dict(identities)["admin"].same(WEBHOOKS, {"o": None}, compiled=True)
+        assert body["data"]["webhooks"]["totalCount"] == 3, body
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(
+                text("DELETE FROM webhooks WHERE workspace_id = :w"), {"w": workspace_id}
+            )
+
+
 async def test_sensitive_custom_field_keys_are_compiled_and_identical(
     pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
