@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import os
 import random
 import time
@@ -1511,53 +1512,100 @@ DEFINITIONS = """query($e: CustomFieldEntity!, $a: Boolean!) {
     type options required searchable exportable archivedAt createdAt updatedAt version } }"""
 
 
+async def _store_webhooks(session: AsyncSession, workspace_id: Any) -> list[str]:
+    """Webhooks, one inactive, one on payload version 1; their global IDs."""
+    from crm_graphql.models import Webhook
+
+    rows = [
+        Webhook(
+            workspace_id=workspace_id,
+            url=f'https://example.com/hook/{index}?q="x"',
+            event_types=types,
+            secret_encrypted="not read by reads",
+            is_active=index != 1,
+            payload_version=1 + index % 2,
+        )
+        for index, types in enumerate([[], ["message.created", "deal.é"], ["customer.updated"]])
+    ]
+    session.add_all(rows)
+    await session.flush()
+    return [to_global_id("Webhook", row.id) for row in rows]
+
+
+@contextlib.asynccontextmanager
+async def _settings_rows(
+    sessionmaker: async_sessionmaker[AsyncSession], domain: str
+) -> AsyncIterator[dict[str, list[str]]]:
+    """Custom-field definitions and webhooks in the demo workspace while the block runs
+    (they change what other tests of the module read: custom-field filters, deliveries),
+    their global IDs by type."""
+    async with sessionmaker() as session, session.begin():
+        workspace_id = await session.scalar(
+            select(Workspace.id).where(Workspace.name == f"Diff {domain}")
+        )
+        stored = {
+            "CustomFieldDefinition": await _store_definitions(session, workspace_id),
+            "Webhook": await _store_webhooks(session, workspace_id),
+        }
+    try:
+        yield stored
+    finally:
+        async with sessionmaker() as session, session.begin():
+            for table in ("custom_field_definitions", "webhooks"):
+                await session.execute(
+                    text(f"DELETE FROM {table} WHERE workspace_id = :w"), {"w": workspace_id}
+                )
+
+
+async def _store_definitions(session: AsyncSession, workspace_id: Any) -> list[str]:
+    """Custom-field definitions of customers (one archived, a select with awkward options)
+    and of deals; their global IDs."""
+    from crm_graphql.models import CustomFieldDefinition, CustomFieldEntity, CustomFieldType
+
+    created = datetime(2026, 11, 30, 8, 0, 0).astimezone()
+    rows = [
+        CustomFieldDefinition(
+            workspace_id=workspace_id,
+            entity=entity,
+            key=key,
+            label=label,
+            type=kind,
+            options=options,
+            required=index == 1,
+            searchable=index == 2,
+            exportable=index != 0,
+            archived_at=created if index == 3 else None,
+            created_at=created + timedelta(seconds=index // 2),
+        )
+        for index, (entity, key, label, kind, options) in enumerate(
+            [
+                (
+                    CustomFieldEntity.CUSTOMER,
+                    "tier",
+                    'Tier "A"',
+                    CustomFieldType.SINGLE_SELECT,
+                    ["gold", 'é "q"', "\u2028"],
+                ),
+                (CustomFieldEntity.CUSTOMER, "since", "Since", CustomFieldType.DATE, []),
+                (CustomFieldEntity.CUSTOMER, "code", "Code \\", CustomFieldType.TEXT, []),
+                (CustomFieldEntity.CUSTOMER, "old", "Old", CustomFieldType.NUMBER, []),
+                (CustomFieldEntity.DEAL, "source", "Source", CustomFieldType.TEXT, []),
+            ]
+        )
+    ]
+    session.add_all(rows)
+    await session.flush()
+    return [to_global_id("CustomFieldDefinition", row.id) for row in rows]
+
+
 async def test_custom_field_definitions_are_compiled_and_identical(
     pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     """``customFieldDefinitions`` of each entity, with and without the archived ones, as
     every identity, and a definition by ``node(id)``."""
-    from crm_graphql.models import CustomFieldDefinition, CustomFieldEntity, CustomFieldType
-
     identities = await _identities(pair, demo_domain, sessionmaker)
-    async with sessionmaker() as session, session.begin():
-        workspace_id = await session.scalar(
-            select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
-        )
-        created = datetime(2026, 11, 30, 8, 0, 0).astimezone()
-        rows = [
-            CustomFieldDefinition(
-                workspace_id=workspace_id,
-                entity=entity,
-                key=key,
-                label=label,
-                type=kind,
-                options=options,
-                required=index == 1,
-                searchable=index == 2,
-                exportable=index != 0,
-                archived_at=created if index == 3 else None,
-                created_at=created + timedelta(seconds=index // 2),
-            )
-            for index, (entity, key, label, kind, options) in enumerate(
-                [
-                    (
-                        CustomFieldEntity.CUSTOMER,
-                        "tier",
-                        'Tier "A"',
-                        CustomFieldType.SINGLE_SELECT,
-                        ["gold", 'é "q"', "\u2028"],
-                    ),
-                    (CustomFieldEntity.CUSTOMER, "since", "Since", CustomFieldType.DATE, []),
-                    (CustomFieldEntity.CUSTOMER, "code", "Code \\", CustomFieldType.TEXT, []),
-                    (CustomFieldEntity.CUSTOMER, "old", "Old", CustomFieldType.NUMBER, []),
-                    (CustomFieldEntity.DEAL, "source", "Source", CustomFieldType.TEXT, []),
-                ]
-            )
-        ]
-        session.add_all(rows)
-        await session.flush()
-        ids = [to_global_id("CustomFieldDefinition", row.id) for row in rows]
-    try:
+    async with _settings_rows(sessionmaker, demo_domain) as stored:
+        ids = stored["CustomFieldDefinition"]
         listed = Counter[str]()
         for who, identity in identities:
             for entity in ("CUSTOMER", "COMPANY", "DEAL"):
@@ -1575,12 +1623,6 @@ async def test_custom_field_definitions_are_compiled_and_identical(
                     {"id": id},
                 )
         assert listed["admin"] == 4 + 5, listed
-    finally:
-        async with sessionmaker() as session, session.begin():
-            await session.execute(
-                text("DELETE FROM custom_field_definitions WHERE workspace_id = :w"),
-                {"w": workspace_id},
-            )
 
 
 API_KEYS = """query($after: String, $o: [ApiKeyOrder!]) {
@@ -1624,28 +1666,9 @@ async def test_webhooks_are_compiled_and_identical(
 ) -> None:
     """``webhooks`` and a webhook by ``node(id)`` as every identity (admins read them; the
     others are refused by the executed path)."""
-    from crm_graphql.models import Webhook
-
     identities = await _identities(pair, demo_domain, sessionmaker)
-    async with sessionmaker() as session, session.begin():
-        workspace_id = await session.scalar(
-            select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
-        )
-        rows = [
-            Webhook(
-                workspace_id=workspace_id,
-                url=f'https://example.com/hook/{index}?q="x"',
-                event_types=types,
-                secret_encrypted="not read by reads",
-                is_active=index != 1,
-                payload_version=1 + index % 2,
-            )
-            for index, types in enumerate([[], ["message.created", "deal.é"], ["customer.updated"]])
-        ]
-        session.add_all(rows)
-        await session.flush()
-        ids = [to_global_id("Webhook", row.id) for row in rows]
-    try:
+    async with _settings_rows(sessionmaker, demo_domain) as stored:
+        ids = stored["Webhook"]
         compiled = 0
         for who, identity in identities:
             for order in (None, [{"field": "CREATED_AT", "direction": "DESC"}]):
@@ -1659,11 +1682,6 @@ async def test_webhooks_are_compiled_and_identical(
         assert compiled >= 2, compiled
         body = await dict(identities)["admin"].same(WEBHOOKS, {"o": None}, compiled=True)
         assert body["data"]["webhooks"]["totalCount"] == 3, body
-    finally:
-        async with sessionmaker() as session, session.begin():
-            await session.execute(
-                text("DELETE FROM webhooks WHERE workspace_id = :w"), {"w": workspace_id}
-            )
 
 
 async def test_sensitive_custom_field_keys_are_compiled_and_identical(
@@ -1769,9 +1787,22 @@ async def test_generated_reads_are_identical_on_both_paths_for_every_identity(
     pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     identities = await _identities(pair, demo_domain, sessionmaker)
+    async with _settings_rows(sessionmaker, demo_domain) as stored:
+        await _generated_reads(pair, demo_domain, sessionmaker, identities, stored)
+
+
+async def _generated_reads(
+    pair: Pair,
+    demo_domain: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    identities: list[tuple[str, Pair]],
+    stored: dict[str, list[str]],
+) -> None:
     rng = random.Random(GENERATED_SEED)
     samples = await _samples(pair)
     samples.ids["Job"] = await _job_ids(sessionmaker, demo_domain)
+    for type_name, ids in stored.items():
+        samples.ids[type_name] = list(dict.fromkeys([*samples.ids[type_name], *ids]))
     # The change feed's cursors (its `after` takes no list's cursor).
     feed = await pair.same("{ changes(first: 60) { changes { cursor } } }", compiled=True)
     samples.cursors[("", ())] += [c["cursor"] for c in feed["data"]["changes"]["changes"][::7]]
