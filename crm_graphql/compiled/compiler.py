@@ -85,8 +85,6 @@ EXECUTED_OBJECT_FIELDS: dict[tuple[str, str], str] = {
     ("Customer", "churnRisk"): "scored in Python, with its reasons",
     ("Webhook", "deliveries"): "not compiled yet (deliveries with their attempts, loaded "
     "by the webhook service)",
-    ("Message", "delivery"): "not compiled yet (the email channel's delivery state)",
-    ("Message", "attachments"): "not compiled yet (attachments are loaded by their service)",
 }
 
 
@@ -603,6 +601,10 @@ class Compiler:
                 return self._last_message(alias, subselections)
             if name in info.computed and name == "unreadCount":
                 return self._unread_count(alias)
+            if name in info.computed and name == "delivery":
+                return self._delivery(alias, subselections)
+            if name in info.computed and name == "attachments":
+                return self._attachments(alias, subselections)
             if name in info.computed and name == "scopes":
                 return self._scopes(alias, gql_type.fields[name].type)
             if name in info.computed and name == "lines":
@@ -697,6 +699,76 @@ class Compiler:
         return self._value(
             gql_type.fields["unreadCount"].type,
             self._sql(count, models.Conversation, alias),
+        )
+
+    def _row_object(
+        self,
+        type_name: str,
+        row: str,
+        selection_sets: list[SelectionSetNode],
+        computed: dict[str, str] | None = None,
+    ) -> str:
+        """JSON of a row read by a service statement, for a type that is no read-model
+        type: its fields without a resolver read their column as stored (``computed``:
+        the SQL of the others' JSON)."""
+        gql_type = self.gschema.get_type(type_name)
+        assert isinstance(gql_type, GraphQLObjectType)
+        definition = self.schema.get_type_by_name(type_name)
+        assert isinstance(definition, StrawberryObjectDefinition)
+        names = self.schema.config.name_converter
+        columns = {
+            names.get_graphql_name(f): f.python_name
+            for f in definition.fields
+            if f.base_resolver is None and f.python_name != "id"
+        }
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if computed is not None and name in computed:
+                return computed[name]
+            if name in columns:
+                return self._value(gql_type.fields[name].type, f'{row}."{columns[name]}"')
+            raise Unsupported(f"{type_name}.{name}")
+
+        return self._json_object(gql_type, selection_sets, value)
+
+    def _delivery(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``email.deliveries`` of the message: its mail if it has one and the caller sees
+        its conversation, else null."""
+        from crm_graphql import models
+        from crm_graphql.services import email
+
+        model = models.EmailMessage
+        self.state.models.add(model)
+        rows = self._sql(email.deliveries_statement(self.actor), model, model.__tablename__)
+        mail = self._alias()
+        body = self._row_object("EmailDelivery", mail, selection_sets)
+        return (
+            f"coalesce((SELECT {body} FROM ({rows}) {mail} "
+            f"WHERE {mail}.message_id = {alias}.id), 'null')"
+        )
+
+    def _attachments(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``email.attachments_of`` of the message: its files in their order, each with
+        the download URL ``resolvers.conversations.attachment_url`` gives."""
+        from crm_graphql import models
+        from crm_graphql.services import email
+
+        model = models.MessageAttachment
+        self.state.models.add(model)
+        rows = self._sql(email.attachments_statement(self.actor), model, model.__tablename__)
+        file = self._alias()
+        order = ", ".join(self._sql(term, model, file) for term in email.ATTACHMENTS_ORDER)
+        global_id = _base64url(f"'MessageAttachment:' || {file}.id::text")
+        url = _quoted(f"'/attachments/' || {global_id}")
+        body = self._row_object(
+            "MessageAttachment",
+            file,
+            selection_sets,
+            {"id": self._global_id("MessageAttachment", file), "url": url},
+        )
+        return (
+            f"(SELECT '[' || coalesce(string_agg({body}, ',' ORDER BY {order}), '') || ']' "
+            f"FROM ({rows}) {file} WHERE {file}.message_id = {alias}.id)"
         )
 
     def _scopes(self, alias: str, gql_type: Any) -> str:

@@ -236,6 +236,8 @@ OBJECT_TYPES: dict[str, ObjectType] = {
                 "Conversation", "conversation_id", "The conversation the message belongs to."
             ),
         },
+        # The email channel's mail and files (``email.deliveries``, ``attachments_of``).
+        computed=frozenset({"delivery", "attachments"}),
         visibility=Visibility(
             conversations.visible_condition, models.Conversation, via="conversation_id"
         ),

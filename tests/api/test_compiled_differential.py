@@ -1684,6 +1684,106 @@ async def test_webhooks_are_compiled_and_identical(
         assert body["data"]["webhooks"]["totalCount"] == 3, body
 
 
+MAIL = """query($m: ID!) { node(id: $m) { id ... on Message { body delivery { direction
+  status attempts error nextAttemptAt sentAt rfcMessageId sender recipients subject
+  __typename } attachments { id __typename filename contentType size url } } } }"""
+INBOX_MAIL = """{ conversations(first: 40) { nodes { messages(first: 20) { nodes { id
+  delivery { direction status } attachments { filename url } } } } } }"""
+
+
+async def test_email_deliveries_and_attachments_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A message's ``delivery`` and ``attachments`` (the email channel) as every identity:
+    a received mail with files, a sent one that failed, and one in a private conversation
+    (its mail seen only by those who see the conversation)."""
+    from crm_graphql.enums import EmailDeliveryStatus, EmailDirection
+    from crm_graphql.models import Conversation, EmailMessage, Message, MessageAttachment
+
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    async with sessionmaker() as session, session.begin():
+        workspace_id = await session.scalar(
+            select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
+        )
+        picked = (
+            await session.execute(
+                select(Message.id, Message.conversation_id)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Message.workspace_id == workspace_id)
+                .order_by(Conversation.last_message_at.desc().nulls_last(), Message.seq)
+                .limit(60)
+            )
+        ).all()
+        by_conversation = list({c: m for m, c in reversed(picked)}.items())[:3]
+        assert len(by_conversation) == 3
+        moment = datetime(2026, 12, 1, 10, 0, 0, 5).astimezone()
+        for index, (conversation_id, message_id) in enumerate(by_conversation):
+            session.add(
+                EmailMessage(
+                    workspace_id=workspace_id,
+                    message_id=message_id,
+                    conversation_id=conversation_id,
+                    direction=EmailDirection.INBOUND if index != 1 else EmailDirection.OUTBOUND,
+                    rfc_message_id=f"<{uuid.uuid4()}@example.com>",
+                    sender='"Zoë" <zoe@example.com>',
+                    recipients=["a@example.com", 'b"c@example.com'][: index + 1],
+                    subject=None if index == 2 else 'Re: "order" ✓',
+                    references=[],
+                    status=EmailDeliveryStatus.FAILED if index == 1 else None,
+                    attempts=3 if index == 1 else 0,
+                    last_error="relay said no\n" if index == 1 else None,
+                    next_attempt_at=moment if index == 1 else None,
+                    sent_at=None,
+                )
+            )
+        for position, name in enumerate(["invoice.pdf", 'a "b".txt', "Zoë.png"]):
+            session.add(
+                MessageAttachment(
+                    workspace_id=workspace_id,
+                    message_id=by_conversation[0][1],
+                    position=2 - position,
+                    filename=name,
+                    content_type="application/octet-stream",
+                    size=10 * position,
+                    content=b"x" * (10 * position),
+                )
+            )
+        private = by_conversation[2][0]
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == private)
+            .values(is_private=True, assignee_id=None)
+        )
+    messages = [to_global_id("Message", m) for _, m in by_conversation]
+    try:
+        seen = Counter[str]()
+        for who, identity in identities:
+            for message in messages:
+                fast, slow = await identity.both(MAIL, {"m": message})
+                assert (fast.status_code, fast.content) == (slow.status_code, slow.content), (
+                    who,
+                    fast.text,
+                    slow.text,
+                )
+                node = (orjson.loads(fast.content).get("data") or {}).get("node")
+                if node is not None:
+                    assert fast.headers.get("x-crm-read-path") == COMPILED, who
+                    seen[who] += bool(node["delivery"]) + len(node["attachments"])
+            fast, slow = await identity.both(INBOX_MAIL)
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
+        # Three mails and three files; agents and viewers miss the private conversation's.
+        assert seen["admin"] == seen["manager"] == 6 and seen["agent"] == 5, seen
+    finally:
+        async with sessionmaker() as session, session.begin():
+            for table in ("message_attachments", "email_messages"):
+                await session.execute(
+                    text(f"DELETE FROM {table} WHERE workspace_id = :w"), {"w": workspace_id}
+                )
+            await session.execute(
+                update(Conversation).where(Conversation.id == private).values(is_private=False)
+            )
+
+
 async def test_sensitive_custom_field_keys_are_compiled_and_identical(
     pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -1758,6 +1858,8 @@ def _compilable() -> dict[str, set[str]]:
         known[group.name] = set(group.fields)
     known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job", "changes"}
     known["Query"] |= {"sensitiveCustomFields", "customFieldDefinitions"}
+    for name in ("EmailDelivery", "MessageAttachment"):
+        known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
     known["OrderLine"] = set(schema._schema.type_map["OrderLine"].fields)  # type: ignore[attr-defined]
     for name in ("ChangePage", "Change"):
         known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
