@@ -1536,9 +1536,9 @@ async def _store_webhooks(session: AsyncSession, workspace_id: Any) -> list[str]
 async def _settings_rows(
     sessionmaker: async_sessionmaker[AsyncSession], domain: str
 ) -> AsyncIterator[dict[str, list[str]]]:
-    """Custom-field definitions and webhooks in the demo workspace while the block runs
-    (they change what other tests of the module read: custom-field filters, deliveries),
-    their global IDs by type."""
+    """Custom-field definitions, webhooks and mail in the demo workspace while the block
+    runs (they change what other tests of the module read: custom-field filters,
+    deliveries), their global IDs by type."""
     async with sessionmaker() as session, session.begin():
         workspace_id = await session.scalar(
             select(Workspace.id).where(Workspace.name == f"Diff {domain}")
@@ -1546,12 +1546,16 @@ async def _settings_rows(
         stored = {
             "CustomFieldDefinition": await _store_definitions(session, workspace_id),
             "Webhook": await _store_webhooks(session, workspace_id),
+            "Message": [
+                to_global_id("Message", m) for _, m in await _store_mail(session, workspace_id)
+            ],
         }
     try:
         yield stored
     finally:
         async with sessionmaker() as session, session.begin():
-            for table in ("custom_field_definitions", "webhooks"):
+            tables = ("custom_field_definitions", "webhooks", "message_attachments")
+            for table in (*tables, "email_messages"):
                 await session.execute(
                     text(f"DELETE FROM {table} WHERE workspace_id = :w"), {"w": workspace_id}
                 )
@@ -1691,63 +1695,73 @@ INBOX_MAIL = """{ conversations(first: 40) { nodes { messages(first: 20) { nodes
   delivery { direction status } attachments { filename url } } } } } }"""
 
 
+async def _store_mail(session: AsyncSession, workspace_id: Any) -> list[tuple[Any, Any]]:
+    """Mail of three messages of three conversations: received with files, sent and
+    failed, received without a subject; their (conversation id, message id)."""
+    from crm_graphql.enums import EmailDeliveryStatus, EmailDirection
+    from crm_graphql.models import Conversation, EmailMessage, Message, MessageAttachment
+
+    picked = (
+        await session.execute(
+            select(Message.id, Message.conversation_id)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Message.workspace_id == workspace_id)
+            .order_by(Conversation.last_message_at.desc().nulls_last(), Message.seq)
+            .limit(60)
+        )
+    ).all()
+    by_conversation = list({c: m for m, c in reversed(picked)}.items())[:3]
+    assert len(by_conversation) == 3
+    moment = datetime(2026, 12, 1, 10, 0, 0, 5).astimezone()
+    for index, (conversation_id, message_id) in enumerate(by_conversation):
+        session.add(
+            EmailMessage(
+                workspace_id=workspace_id,
+                message_id=message_id,
+                conversation_id=conversation_id,
+                direction=EmailDirection.INBOUND if index != 1 else EmailDirection.OUTBOUND,
+                rfc_message_id=f"<{uuid.uuid4()}@example.com>",
+                sender='"Zoë" <zoe@example.com>',
+                recipients=["a@example.com", 'b"c@example.com'][: index + 1],
+                subject=None if index == 2 else 'Re: "order" ✓',
+                references=[],
+                status=EmailDeliveryStatus.FAILED if index == 1 else None,
+                attempts=3 if index == 1 else 0,
+                last_error="relay said no\n" if index == 1 else None,
+                next_attempt_at=moment if index == 1 else None,
+                sent_at=None,
+            )
+        )
+    for position, name in enumerate(["invoice.pdf", 'a "b".txt', "Zoë.png"]):
+        session.add(
+            MessageAttachment(
+                workspace_id=workspace_id,
+                message_id=by_conversation[0][1],
+                position=2 - position,
+                filename=name,
+                content_type="application/octet-stream",
+                size=10 * position,
+                content=b"x" * (10 * position),
+            )
+        )
+    await session.flush()
+    return by_conversation
+
+
 async def test_email_deliveries_and_attachments_are_compiled_and_identical(
     pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     """A message's ``delivery`` and ``attachments`` (the email channel) as every identity:
     a received mail with files, a sent one that failed, and one in a private conversation
     (its mail seen only by those who see the conversation)."""
-    from crm_graphql.enums import EmailDeliveryStatus, EmailDirection
-    from crm_graphql.models import Conversation, EmailMessage, Message, MessageAttachment
+    from crm_graphql.models import Conversation
 
     identities = await _identities(pair, demo_domain, sessionmaker)
     async with sessionmaker() as session, session.begin():
         workspace_id = await session.scalar(
             select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
         )
-        picked = (
-            await session.execute(
-                select(Message.id, Message.conversation_id)
-                .join(Conversation, Conversation.id == Message.conversation_id)
-                .where(Message.workspace_id == workspace_id)
-                .order_by(Conversation.last_message_at.desc().nulls_last(), Message.seq)
-                .limit(60)
-            )
-        ).all()
-        by_conversation = list({c: m for m, c in reversed(picked)}.items())[:3]
-        assert len(by_conversation) == 3
-        moment = datetime(2026, 12, 1, 10, 0, 0, 5).astimezone()
-        for index, (conversation_id, message_id) in enumerate(by_conversation):
-            session.add(
-                EmailMessage(
-                    workspace_id=workspace_id,
-                    message_id=message_id,
-                    conversation_id=conversation_id,
-                    direction=EmailDirection.INBOUND if index != 1 else EmailDirection.OUTBOUND,
-                    rfc_message_id=f"<{uuid.uuid4()}@example.com>",
-                    sender='"Zoë" <zoe@example.com>',
-                    recipients=["a@example.com", 'b"c@example.com'][: index + 1],
-                    subject=None if index == 2 else 'Re: "order" ✓',
-                    references=[],
-                    status=EmailDeliveryStatus.FAILED if index == 1 else None,
-                    attempts=3 if index == 1 else 0,
-                    last_error="relay said no\n" if index == 1 else None,
-                    next_attempt_at=moment if index == 1 else None,
-                    sent_at=None,
-                )
-            )
-        for position, name in enumerate(["invoice.pdf", 'a "b".txt', "Zoë.png"]):
-            session.add(
-                MessageAttachment(
-                    workspace_id=workspace_id,
-                    message_id=by_conversation[0][1],
-                    position=2 - position,
-                    filename=name,
-                    content_type="application/octet-stream",
-                    size=10 * position,
-                    content=b"x" * (10 * position),
-                )
-            )
+        by_conversation = await _store_mail(session, workspace_id)
         private = by_conversation[2][0]
         await session.execute(
             update(Conversation)
