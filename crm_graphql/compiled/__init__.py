@@ -35,7 +35,7 @@ from crm_graphql.db.engine import PlanCache, make_read_pool
 from crm_graphql.db.replica import Replica
 from crm_graphql.limits import QueryLimits, Shape, input_errors, limit_errors, shape_of
 from crm_graphql.observability import tracing
-from crm_graphql.services import rfm, snapshots
+from crm_graphql.services import events, rfm, snapshots
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import DomainError
 from crm_graphql.services.policy import authorize_read
@@ -293,13 +293,26 @@ class CompiledReads:
             return None
         if compiled.reads_rfm_scores and self.engine is not None:
             await self._current_rfm_snapshot(actor)
-        lagging = self.replica is not None and await self.replica.may_lag(actor)
+        # The change feed reads the primary: its horizon is the primary's transactions.
+        lagging = (
+            not compiled.horizon_params
+            and self.replica is not None
+            and await self.replica.may_lag(actor)
+        )
         try:
             params = compiled.params[1:]
-            if compiled.user_params:
+            if compiled.user_params or compiled.api_key_params or compiled.horizon_params:
                 params = list(params)
                 for index in compiled.user_params:
                     params[index - 1] = actor.user_id
+                for index in compiled.api_key_params:
+                    params[index - 1] = actor.api_key_id
+                if compiled.horizon_params:
+                    # In its own statement, before the read: the read's snapshot is then
+                    # newer (``services.sync.read_changes``).
+                    below = await events.horizon(self._pool(compiled, False))
+                    for index in compiled.horizon_params:
+                        params[index - 1] = below
             try:
                 with tracing.span("compiled statement", **{"crm.replica": lagging}):
                     row = await self._pool(compiled, lagging).fetchrow(

@@ -41,14 +41,14 @@ from graphql import (
     is_abstract_type,
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_directive_values
-from sqlalchemy import ColumnElement, and_, bindparam, select
+from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, select
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from strawberry import Schema
 from strawberry.types.arguments import convert_arguments
 from strawberry.types.base import StrawberryObjectDefinition
 
-from crm_graphql.compiled import insight
+from crm_graphql.compiled import insight, sync
 from crm_graphql.db.engine import PLAN_CACHE_PRECEDENCE, PlanCache
 from crm_graphql.global_ids import MalformedId, from_global_id
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
@@ -66,11 +66,39 @@ class Unsupported(Exception):
     """This operation (with these variables) takes the executed path."""
 
 
+# Read fields the compiler refuses on purpose, and why (docs/decisions/0006-compiled-reads.md,
+# "What stays executed"): every other field of ``Query``, and of the read model's object
+# types, is compiled (``tests/test_compiled_coverage.py`` fails for a field in neither).
+EXECUTED_ROOT_FIELDS: dict[str, str] = {
+    "onlineUsers": "presence lives in Redis (open sockets), not in PostgreSQL",
+    "duplicateCandidates": "pairs are scored in Python (rapidfuzz's token_sort_ratio)",
+    "bulkCustomerChangePreview": "checks the change itself (tags, owner, custom fields) "
+    "as the mutation does, reading custom-field definitions at run time",
+    "segments": "built-in RFM segments are Python constants listed before the saved ones",
+    "customerCohorts": "cells and drill-downs are assembled in Python from one statement",
+    "auditLog": "an admin's screen: each entry's changes are translated to the API's names, "
+    "IDs and enum spellings in Python (resolvers.security.entry_changes)",
+}
+EXECUTED_OBJECT_FIELDS: dict[tuple[str, str], str] = {
+    ("Customer", "customFields"): "sensitive keys are decrypted (or hidden) per caller",
+    ("Customer", "rfm"): "recency, money and lifetime value are computed in Python",
+    ("Customer", "recommendations"): "scored in Python against co-purchases",
+    ("Customer", "churnRisk"): "scored in Python, with its reasons",
+    ("Webhook", "deliveries"): "not compiled yet (deliveries with their attempts, loaded "
+    "by the webhook service)",
+}
+
+
 # The workspace of the request: always the statement's first parameter.
 WORKSPACE = bindparam("crm_workspace", uuid.UUID(int=0), type_=PG_UUID(as_uuid=True))
 # The user id of the actor a plan is built for: plans are shared by the users of a role,
 # so it is a parameter filled in at execution (``Compiled.user_params``).
 USER = bindparam("crm_user", uuid.UUID(int=0), type_=PG_UUID(as_uuid=True))
+# The change feed's horizon (``services.sync.changes_statement``): taken by its own
+# statement right before the plan runs, on the primary (``Compiled.horizon_params``).
+HORIZON = bindparam("crm_horizon", 0, type_=BigInteger())
+# Likewise the API key of a plan built for a key (plans are shared by keys of one scope set).
+API_KEY = bindparam("crm_api_key", uuid.UUID(int=0), type_=PG_UUID(as_uuid=True))
 _DIALECT = asyncpg_dialect.dialect()
 
 
@@ -97,6 +125,11 @@ class Compiled:
     plan_cache: PlanCache
     # Indexes in ``params`` replaced by the actor's user id at execution (``me``).
     user_params: tuple[int, ...] = ()
+    # Indexes in ``params`` replaced by the actor's API key id at execution (a key's jobs).
+    api_key_params: tuple[int, ...] = ()
+    # Indexes in ``params`` replaced by ``crm_event_horizon()``, read in a statement of its
+    # own just before this one and on the primary (``changes``: docs/decisions/0032).
+    horizon_params: tuple[int, ...] = ()
     # Reads the RFM scores: the workspace's snapshot is made current first
     # (``rfm.ensure_snapshot``), so that the statement takes its fast branch.
     reads_rfm_scores: bool = False
@@ -172,6 +205,33 @@ def _finite(sql: str, text: str, first: str, last: str, before: str, after: str)
     )
 
 
+def _json_int(sql: str, *, nullable: bool) -> str:
+    """A GraphQL ``Int`` read from a JSON value (``int(n)`` of a stored count): a whole
+    number within 32 bits; JSON null (or a missing key) as null when ``nullable``. Any
+    other value fails the statement and the executed path answers."""
+    number = f"({sql})::numeric"
+    whole = (
+        f"CASE WHEN {number} = trunc({number}) AND abs({number}) <= 2147483647 "
+        f"THEN ({number})::bigint::text ELSE {_unrepresentable(sql)} END"
+    )
+    text = f"CASE WHEN jsonb_typeof({sql}) = 'number' THEN {whole} "
+    if nullable:
+        text += f"WHEN {sql} IS NULL OR {sql} = 'null' THEN 'null' "
+    return text + f"ELSE {_unrepresentable(sql)} END"
+
+
+def _json_text(sql: str, *, missing: str) -> str:
+    """A GraphQL ``String`` read from a JSON value with ``dict.get``: a JSON string as it
+    is, a missing key as ``missing`` (JSON text), JSON null as null (the executed path
+    then answers its own error for a non-null field: the statement fails)."""
+    nulls = "'null'" if missing == "null" else _unrepresentable(sql)
+    return (
+        f"CASE WHEN jsonb_typeof({sql}) = 'string' THEN ({sql})::text "
+        f"WHEN {sql} IS NULL THEN {_literal(missing)} "
+        f"WHEN {sql} = 'null' THEN {nulls} ELSE {_unrepresentable(sql)} END"
+    )
+
+
 def _quoted(sql: str) -> str:
     return f"""'"' || {sql} || '"'"""
 
@@ -199,6 +259,10 @@ class _State:
     user_params: list[int] = field(default_factory=list)
     reads_rfm_scores: bool = False
     user_slot: str | None = None
+    api_key_params: list[int] = field(default_factory=list)
+    api_key_slot: str | None = None
+    horizon_params: list[int] = field(default_factory=list)
+    horizon_slot: str | None = None
 
     def plan(self, mode: PlanCache) -> None:
         """Ask for ``mode``: a part planned for its values makes the whole statement so
@@ -226,7 +290,7 @@ class Compiler:
             workspace_id=cast(uuid.UUID, WORKSPACE),
             role=actor.role,
             user_id=None if actor.user_id is None else cast(uuid.UUID, USER),
-            api_key_id=None if actor.api_key_id is None else uuid.UUID(int=0),
+            api_key_id=None if actor.api_key_id is None else cast(uuid.UUID, API_KEY),
             scopes=actor.scopes,
         )
         self.fragments = fragments
@@ -247,6 +311,20 @@ class Compiler:
             self.state.user_slot = self._param(None)
             self.state.user_params.append(len(self.state.params) - 1)
         return self.state.user_slot
+
+    def _api_key(self) -> str:
+        """The parameter holding the caller's API key id (one per statement)."""
+        if self.state.api_key_slot is None:
+            self.state.api_key_slot = self._param(None)
+            self.state.api_key_params.append(len(self.state.params) - 1)
+        return self.state.api_key_slot
+
+    def horizon(self) -> str:
+        """The parameter holding the change feed's horizon (one per statement)."""
+        if self.state.horizon_slot is None:
+            self.state.horizon_slot = self._param(None)
+            self.state.horizon_params.append(len(self.state.params) - 1)
+        return self.state.horizon_slot
 
     def _alias(self) -> str:
         self.state.aliases += 1
@@ -287,6 +365,10 @@ class Compiler:
                 return "$1"
             if bind.key == USER.key:
                 return self._user()
+            if bind.key == API_KEY.key:
+                return self._api_key()
+            if bind.key == HORIZON.key:
+                return self.horizon()
             if match.group(2) is None:
                 if values is not None and bind.key in values:
                     return self._param(values[bind.key])
@@ -524,6 +606,19 @@ class Compiler:
                 return self._last_message(alias, subselections)
             if name in info.computed and name == "unreadCount":
                 return self._unread_count(alias)
+            if name in info.computed and name == "delivery":
+                return self._delivery(alias, subselections)
+            if name in info.computed and name == "attachments":
+                return self._attachments(alias, subselections)
+            if name in info.computed and name == "scopes":
+                return self._scopes(alias, gql_type.fields[name].type)
+            if name in info.computed and name == "lines":
+                return self._order_lines(alias, subselections)
+            if name in info.computed and name == "counts":
+                return self._job_counts(alias, subselections)
+            if name in info.computed and name == "errors":
+                first = self._arguments(type_name, name, nodes[0])["first"]
+                return self._job_errors(alias, first, subselections)
             raise Unsupported(f"{type_name}.{name}")
 
         return self._json_object(gql_type, selection_sets, value)
@@ -624,6 +719,173 @@ class Compiler:
         return self._value(
             gql_type.fields["unreadCount"].type,
             self._sql(count, models.Conversation, alias),
+        )
+
+    def _row_object(
+        self,
+        type_name: str,
+        row: str,
+        selection_sets: list[SelectionSetNode],
+        computed: dict[str, str] | None = None,
+    ) -> str:
+        """JSON of a row read by a service statement, for a type that is no read-model
+        type: its fields without a resolver read their column as stored (``computed``:
+        the SQL of the others' JSON)."""
+        gql_type = self.gschema.get_type(type_name)
+        assert isinstance(gql_type, GraphQLObjectType)
+        definition = self.schema.get_type_by_name(type_name)
+        assert isinstance(definition, StrawberryObjectDefinition)
+        names = self.schema.config.name_converter
+        columns = {
+            names.get_graphql_name(f): f.python_name
+            for f in definition.fields
+            if f.base_resolver is None and f.python_name != "id"
+        }
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if computed is not None and name in computed:
+                return computed[name]
+            if name in columns:
+                return self._value(gql_type.fields[name].type, f'{row}."{columns[name]}"')
+            raise Unsupported(f"{type_name}.{name}")
+
+        return self._json_object(gql_type, selection_sets, value)
+
+    def _delivery(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``email.deliveries`` of the message: its mail if it has one and the caller sees
+        its conversation, else null."""
+        from crm_graphql import models
+        from crm_graphql.services import email
+
+        model = models.EmailMessage
+        self.state.models.add(model)
+        rows = self._sql(email.deliveries_statement(self.actor), model, model.__tablename__)
+        mail = self._alias()
+        body = self._row_object("EmailDelivery", mail, selection_sets)
+        return (
+            f"coalesce((SELECT {body} FROM ({rows}) {mail} "
+            f"WHERE {mail}.message_id = {alias}.id), 'null')"
+        )
+
+    def _attachments(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``email.attachments_of`` of the message: its files in their order, each with
+        the download URL ``resolvers.conversations.attachment_url`` gives."""
+        from crm_graphql import models
+        from crm_graphql.services import email
+
+        model = models.MessageAttachment
+        self.state.models.add(model)
+        rows = self._sql(email.attachments_statement(self.actor), model, model.__tablename__)
+        file = self._alias()
+        order = ", ".join(self._sql(term, model, file) for term in email.ATTACHMENTS_ORDER)
+        global_id = _base64url(f"'MessageAttachment:' || {file}.id::text")
+        url = _quoted(f"'/attachments/' || {global_id}")
+        body = self._row_object(
+            "MessageAttachment",
+            file,
+            selection_sets,
+            {"id": self._global_id("MessageAttachment", file), "url": url},
+        )
+        return (
+            f"(SELECT '[' || coalesce(string_agg({body}, ',' ORDER BY {order}), '') || ']' "
+            f"FROM ({rows}) {file} WHERE {file}.message_id = {alias}.id)"
+        )
+
+    def _scopes(self, alias: str, gql_type: Any) -> str:
+        """``resolvers.security.api_key_scopes``: the stored scopes in their order, each
+        by its enum name; a scope the enum does not know fails the statement (the
+        executed path answers its error)."""
+        list_type, _ = _unwrap(gql_type)
+        scope = list_type.of_type  # non-null: an unknown value is NULL here, not null
+        item = f"coalesce({self._value(scope, 'u.s')}, {_unrepresentable('u.s')})"
+        return (
+            f"(SELECT '[' || coalesce(string_agg({item}, ',' ORDER BY u.n), '') || ']' "
+            f"FROM unnest({alias}.scopes) WITH ORDINALITY u(s, n))"
+        )
+
+    def _order_lines(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``orders.lines_by_order`` of the row: its lines in their order, each line's
+        columns as stored and its product read by id like any relation."""
+        from crm_graphql import models
+
+        self.state.models.add(models.OrderLine)
+        gql_type = self.gschema.get_type("OrderLine")
+        assert isinstance(gql_type, GraphQLObjectType)
+        definition = self.schema.get_type_by_name("OrderLine")
+        assert isinstance(definition, StrawberryObjectDefinition)
+        names = self.schema.config.name_converter
+        columns = {
+            names.get_graphql_name(f): f.python_name
+            for f in definition.fields
+            if f.base_resolver is None
+        }
+        line = self._alias()
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name == "product":
+                return self._by_id("Product", f"{line}.product_id", self._subselections(nodes))
+            if name in columns:
+                return self._value(gql_type.fields[name].type, f'{line}."{columns[name]}"')
+            raise Unsupported(f"OrderLine.{name}")
+
+        item = self._json_object(gql_type, selection_sets, value)
+        where = self._sql(scope_condition(models.OrderLine, self.actor), models.OrderLine, line)
+        return (
+            f"(SELECT '[' || coalesce(string_agg({item}, ',' ORDER BY {line}.position), '') "
+            f"|| ']' FROM {models.OrderLine.__tablename__} {line} "
+            f"WHERE {where} AND {line}.order_id = {alias}.id)"
+        )
+
+    def _job_counts(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``resolvers.jobs.counts``: the stored object's entries sorted by name (Python's
+        code-point order is the "C" collation's), each count a whole number."""
+        gql_type = self.gschema.get_type("JobCount")
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name == "name":
+                return "to_json(c.key)::text"
+            if name == "count":
+                return _json_int("c.value", nullable=False)
+            raise Unsupported(f"JobCount.{name}")
+
+        item = self._json_object(gql_type, selection_sets, value)
+        column = f"{alias}.counts"
+        return (
+            f"CASE WHEN jsonb_typeof({column}) = 'object' THEN (SELECT '[' || "
+            f"coalesce(string_agg({item}, ',' ORDER BY c.key COLLATE \"C\"), '') || ']' "
+            f"FROM jsonb_each({column}) c) ELSE {_unrepresentable(column)} END"
+        )
+
+    def _job_errors(self, alias: str, first: int, selection_sets: list[SelectionSetNode]) -> str:
+        """``resolvers.jobs.errors``: the first ``first`` stored errors, each read as the
+        resolver reads it (``code`` VALIDATION and ``message`` empty when missing); a value
+        the API cannot represent takes the executed path."""
+        gql_type = self.gschema.get_type("JobError")
+        entry = "e.v"
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name == "line":
+                return _json_int(f"{entry} -> 'line'", nullable=True)
+            if name == "field":
+                return _json_text(f"{entry} -> 'field'", missing="null")
+            if name == "code":
+                return _json_text(f"{entry} -> 'code'", missing=_json_string("VALIDATION"))
+            if name == "message":
+                return _json_text(f"{entry} -> 'message'", missing=_json_string(""))
+            raise Unsupported(f"JobError.{name}")
+
+        item = self._json_object(gql_type, selection_sets, value)
+        item = (
+            f"CASE WHEN jsonb_typeof({entry}) = 'object' THEN {item} "
+            f"ELSE {_unrepresentable(entry)} END"
+        )
+        column = f"{alias}.errors"
+        return (
+            f"CASE WHEN jsonb_typeof({column}) = 'array' THEN (SELECT '[' || "
+            f"coalesce(string_agg({item}, ',' ORDER BY e.n), '') || ']' "
+            f"FROM jsonb_array_elements({column}) WITH ORDINALITY e(v, n) "
+            f"WHERE e.n <= greatest(0, {self._param(first)}::int)) "
+            f"ELSE {_unrepresentable(column)} END"
         )
 
     def _address(self, alias: str, selection_sets: list[SelectionSetNode]) -> str:
@@ -931,7 +1193,9 @@ class Compiler:
             type_name, id = from_global_id(global_id)
         except MalformedId:
             return "'null'"
-        if type_name in LOADED_NODES:
+        if type_name in LOADED_NODES and type_name not in OBJECT_TYPES:
+            # A job is a row with its visibility rule declared (``Visibility``); the
+            # others are not rows (built-in segments) or not declared.
             raise Unsupported(f"{type_name} nodes are loaded by their service")
         if type_name not in NODE_MODELS:
             return "'null'"
@@ -944,6 +1208,57 @@ class Compiler:
         if self.actor.user_id is None:
             return "'null'"
         return self._by_id("User", f"{self._user()}::uuid", selection_sets)
+
+    def _custom_field_definitions(
+        self, args: dict[str, Any], selection_sets: list[SelectionSetNode]
+    ) -> str:
+        """``custom_fields.list_definitions``: its read check, its statement and order,
+        and the archived ones only when asked for (``listed_condition``)."""
+        from crm_graphql import models
+        from crm_graphql.services import custom_fields
+        from crm_graphql.services.policy import Action, authorize
+
+        authorize(self.actor, Action.READ_CUSTOM_FIELDS)
+        model = models.CustomFieldDefinition
+        # The schema's enum to the model's, by name (``resolvers.custom_fields``).
+        entity = models.CustomFieldEntity[args["entity"].name]
+        statement = custom_fields.definitions_statement(self.actor, entity)
+        statement = statement.where(
+            custom_fields.listed_condition(bool(args.get("include_archived")))
+        )
+        table = model.__tablename__
+        rows = self._sql(statement, model, table)
+        alias = self._alias()
+        order = ", ".join(self._sql(term, model, alias) for term in custom_fields.DEFINITIONS_ORDER)
+        body = self._object("CustomFieldDefinition", alias, selection_sets)
+        return (
+            f"(SELECT '[' || coalesce(string_agg({body}, ',' ORDER BY {order}), '') || ']' "
+            f"FROM ({rows}) {alias})"
+        )
+
+    def _sensitive_custom_fields(self) -> str:
+        """``privacy.sensitive_custom_fields``: the workspace's keys as stored (none for
+        a workspace that is gone); a NULL key, which the API cannot show, fails the
+        statement."""
+        from crm_graphql import models
+
+        keys = "w.sensitive_custom_fields"
+        return (
+            f"coalesce((SELECT CASE WHEN array_position({keys}, NULL) IS NULL "
+            f"THEN array_to_json({keys})::text ELSE {_unrepresentable(keys)} END "
+            f"FROM {models.Workspace.__tablename__} w WHERE w.id = $1), '[]')"
+        )
+
+    def _job(self, global_id: Any, selection_sets: list[SelectionSetNode]) -> str:
+        """``resolvers.jobs.job``: the job by id if the caller may see it, else null (a
+        malformed ID or one of another type included, as ``decode_id`` answers)."""
+        try:
+            type_name, id = from_global_id(global_id)
+        except MalformedId:
+            return "'null'"
+        if type_name != "Job":
+            return "'null'"
+        return self._by_id("Job", f"{self._param(id)}::uuid", selection_sets)
 
     def operation(self, operation: OperationDefinitionNode) -> Compiled:
         try:
@@ -992,6 +1307,15 @@ class Compiler:
                 column = insight.search(self, nodes[0], query_type.fields[name].type, subselections)
             elif name == "me":
                 column = self._me(subselections)
+            elif name == "changes":
+                column = sync.changes(self, nodes[0], query_type.fields[name].type, subselections)
+            elif name == "customFieldDefinitions":
+                args = self._arguments("Query", name, nodes[0])
+                column = self._custom_field_definitions(args, subselections)
+            elif name == "sensitiveCustomFields":
+                column = self._sensitive_custom_fields()
+            elif name == "job":
+                column = self._job(self._arguments("Query", name, nodes[0])["id"], subselections)
             elif name == "node":
                 args = self._arguments("Query", name, nodes[0])
                 column = self._node(args["id"], subselections)
@@ -1017,6 +1341,8 @@ class Compiler:
             reencode=self.state.reencode,
             plan_cache=self.state.plan_cache,
             user_params=tuple(self.state.user_params),
+            api_key_params=tuple(self.state.api_key_params),
+            horizon_params=tuple(self.state.horizon_params),
             reads_rfm_scores=self.state.reads_rfm_scores,
         )
 

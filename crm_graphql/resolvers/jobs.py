@@ -15,7 +15,6 @@ from crm_graphql.realtime.groups import EventValue
 from crm_graphql.realtime.streams import graphql_error
 from crm_graphql.resolvers.context import Context
 from crm_graphql.resolvers.info import Info
-from crm_graphql.resolvers.lists import by_id
 from crm_graphql.resolvers.mutations import Payload, mutate_payload
 from crm_graphql.resolvers.realtime import ResumeAfter
 from crm_graphql.services import jobs as job_service
@@ -93,11 +92,6 @@ def errors(
         JobError(e.get("line"), e.get("field"), e.get("code", "VALIDATION"), e.get("message", ""))
         for e in root.errors[: max(0, first)]
     ]
-
-
-async def created_by(root: models.Job, info: Info) -> models.User | None:
-    user: models.User | None = await by_id(info, models.User, root.created_by_id)
-    return user
 
 
 # jobProgress

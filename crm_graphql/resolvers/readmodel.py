@@ -27,13 +27,16 @@ from crm_graphql.resolvers.info import Info
 from crm_graphql.resolvers.lists import ConnectionValue, by_id, child_list
 from crm_graphql.services import (
     activities,
+    api_keys,
     companies,
     conversations,
     customers,
     deals,
+    jobs,
     orders,
     products,
     users,
+    webhooks,
 )
 from crm_graphql.storage.querying import ListSpec
 
@@ -194,6 +197,7 @@ OBJECT_TYPES: dict[str, ObjectType] = {
         relations={
             "customer": Relation("Customer", "customer_id", "The customer who placed the order.")
         },
+        computed=frozenset({"lines"}),
     ),
     "Product": ObjectType(models.Product, _SCHEMA + "products"),
     "User": ObjectType(models.User, _SCHEMA + "users"),
@@ -232,9 +236,36 @@ OBJECT_TYPES: dict[str, ObjectType] = {
                 "Conversation", "conversation_id", "The conversation the message belongs to."
             ),
         },
+        # The email channel's mail and files (``email.deliveries``, ``attachments_of``).
+        computed=frozenset({"delivery", "attachments"}),
         visibility=Visibility(
             conversations.visible_condition, models.Conversation, via="conversation_id"
         ),
+    ),
+    # Partner keys, read by admins (``api_keys.API_KEYS``).
+    "ApiKey": ObjectType(
+        models.ApiKey,
+        _SCHEMA + "security",
+        relations={
+            "createdBy": Relation("User", "created_by_id", "The admin who created the key.")
+        },
+        computed=frozenset({"scopes"}),
+    ),
+    # Webhook subscriptions (``webhooks.WEBHOOKS``); their deliveries are loaded by the
+    # webhook service (executed: decision 0006).
+    "Webhook": ObjectType(models.Webhook, _SCHEMA + "webhooks"),
+    # Listed by ``customFieldDefinitions`` (oldest first), read by ``node(id)``.
+    "CustomFieldDefinition": ObjectType(models.CustomFieldDefinition, _SCHEMA + "custom_fields"),
+    # Seen by whoever queued it (a user or an API key), and by admins and managers
+    # (``jobs.visible_condition``, what ``job(id)`` and ``node(id)`` load through).
+    "Job": ObjectType(
+        models.Job,
+        _SCHEMA + "jobs",
+        relations={
+            "createdBy": Relation("User", "created_by_id", "Who started it (null for an API key).")
+        },
+        computed=frozenset({"counts", "errors"}),
+        visibility=Visibility(jobs.visible_condition, models.Job),
     ),
 }
 
@@ -249,6 +280,8 @@ ROOT_LISTS: dict[str, tuple[str, ListSpec[Any]]] = {
     "products": ("Product", products.PRODUCTS),
     "users": ("User", users.USERS),
     "conversations": ("Conversation", conversations.CONVERSATIONS),
+    "apiKeys": ("ApiKey", api_keys.API_KEYS),
+    "webhooks": ("Webhook", webhooks.WEBHOOKS),
 }
 
 

@@ -43,9 +43,7 @@ async def api_keys_list(
     filter: Annotated["ApiKeyFilter", strawberry.lazy(_security)] | None = None,
     order_by: list[Annotated["ApiKeyOrder", strawberry.lazy(_security)]] | None = None,
 ) -> ConnectionValue:
-    return await root_list(
-        info, api_keys.API_KEYS, first, after, last, before, filter, order_by
-    )
+    return await root_list(info, api_keys.API_KEYS, first, after, last, before, filter, order_by)
 
 
 async def audit_log(
@@ -62,10 +60,6 @@ async def audit_log(
 
 def api_key_scopes(root: models.ApiKey) -> list[ApiKeyScope]:
     return [ApiKeyScope(scope) for scope in root.scopes]
-
-
-async def created_by(root: models.ApiKey, info: Info) -> models.User | None:
-    return await by_id(info, models.User, root.created_by_id)
 
 
 async def entry_actor(root: models.AuditLog, info: Info) -> models.User | None:

@@ -4,20 +4,14 @@ cancelling them (docs/decisions/0033)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
 from crm_graphql.resolvers import jobs as resolve
 from crm_graphql.resolvers.nodes import rows_of
-from crm_graphql.schema.relay import Node, UserError
+from crm_graphql.schema.relay import Node, UserError, read_model
 from crm_graphql.schema.scalars import JSON, JobStatus
 from crm_graphql.services.jobs import MAX_ERRORS
-
-if TYPE_CHECKING:
-    from crm_graphql.schema.users import User
-
-_users = "crm_graphql.schema.users"
 
 
 @strawberry.type(description="How many items of a job ended one way (`created`, `updated` ...).")
@@ -44,6 +38,7 @@ class JobError:
     "queued, then run by one server process, with its progress. Seen by whoever started "
     "it, and by admins and managers."
 )
+@read_model("Job")
 class Job(Node):
     is_type_of = rows_of("Job")
 
@@ -77,12 +72,6 @@ class Job(Node):
         resolver=resolve.errors,
         graphql_type=list[JobError],
         description="The first bad items, in file order.",
-    )
-
-    created_by = strawberry.field(
-        resolver=resolve.created_by,
-        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
-        description="Who started it (null for an API key).",
     )
 
 

@@ -12,7 +12,7 @@ from crm_graphql import enums
 from crm_graphql.resolvers import security as resolve
 from crm_graphql.resolvers.nodes import rows_of
 from crm_graphql.schema.filters import DateTimeFilter, IDFilter, StringFilter
-from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError
+from crm_graphql.schema.relay import Connection, Node, OrderDirection, UserError, read_model
 from crm_graphql.schema.scalars import JSON, exposed
 from crm_graphql.schema.users import User
 
@@ -36,6 +36,7 @@ else:
 
 
 @strawberry.type(description="A partner API key. Its secret is shown once, at creation.")
+@read_model("ApiKey")
 class ApiKey(Node):
     is_type_of = rows_of("ApiKey")
 
@@ -60,12 +61,6 @@ class ApiKey(Node):
         resolver=resolve.api_key_scopes,
         graphql_type=list[ApiKeyScope],
         description="What the key may do.",
-    )
-
-    created_by = strawberry.field(
-        resolver=resolve.created_by,
-        graphql_type=User | None,
-        description="The admin who created the key.",
     )
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Date,
     Integer,
     Numeric,
+    Select,
     and_,
     case,
     cast,
@@ -188,19 +189,40 @@ class Definitions:
         return frozenset(d.key for d in self.items)
 
 
-async def definitions_of(
-    actor: Actor, session: AsyncSession, entity: CustomFieldEntity
-) -> Definitions:
-    """Every definition of ``entity`` in the actor's workspace (one statement) and, for
-    customers with definitions, the workspace's sensitive keys (a second one)."""
-    rows = await session.scalars(
+# Definitions are listed oldest first.
+DEFINITIONS_ORDER = (CustomFieldDefinition.created_at, CustomFieldDefinition.id)
+
+
+def definitions_statement(actor: Actor, entity: CustomFieldEntity) -> Select[Any]:
+    """Every definition of ``entity`` in the actor's workspace, in ``DEFINITIONS_ORDER``
+    (what ``definitions_of`` reads, and the compiled read path lists)."""
+    return (
         select(CustomFieldDefinition)
         .where(
             CustomFieldDefinition.workspace_id == actor.workspace_id,
             CustomFieldDefinition.entity == entity,
         )
-        .order_by(CustomFieldDefinition.created_at, CustomFieldDefinition.id)
+        .order_by(*DEFINITIONS_ORDER)
     )
+
+
+def listed(definition: CustomFieldDefinition, include_archived: bool) -> bool:
+    """Whether ``list_definitions`` lists the definition (``listed_condition`` in SQL)."""
+    return include_archived or definition.archived_at is None
+
+
+def listed_condition(include_archived: bool) -> ColumnElement[bool]:
+    """``listed`` as SQL, for the compiled read path (the differential test holds the two
+    to each other)."""
+    return true() if include_archived else CustomFieldDefinition.archived_at.is_(None)
+
+
+async def definitions_of(
+    actor: Actor, session: AsyncSession, entity: CustomFieldEntity
+) -> Definitions:
+    """Every definition of ``entity`` in the actor's workspace (one statement) and, for
+    customers with definitions, the workspace's sensitive keys (a second one)."""
+    rows = await session.scalars(definitions_statement(actor, entity))
     items = tuple(rows.all())
     sensitive: frozenset[str] = frozenset()
     if entity is CustomFieldEntity.CUSTOMER and items:
@@ -544,7 +566,7 @@ async def list_definitions(
     custom fields: forms need them)."""
     authorize(actor, Action.READ_CUSTOM_FIELDS)
     definitions = await definitions_of(actor, session, entity)
-    return [d for d in definitions.items if include_archived or d.archived_at is None]
+    return [d for d in definitions.items if listed(d, include_archived)]
 
 
 def _options(values: Any, field: str) -> list[str]:

@@ -43,7 +43,7 @@ from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 from html.parser import HTMLParser
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.enums import (
@@ -439,6 +439,16 @@ async def due_count(session: AsyncSession) -> int:
 # ---------------------------------------------------------------------------- reads
 
 
+def deliveries_statement(actor: Actor) -> Select[Any]:
+    """The mail of messages (sent or received) of conversations the actor sees: what
+    ``deliveries`` reads for some messages, and the compiled read path per message."""
+    return (
+        scoped(EmailMessage, actor)
+        .join(Conversation, Conversation.id == EmailMessage.conversation_id)
+        .where(conversations.visible_condition(actor))
+    )
+
+
 async def deliveries(
     actor: Actor, session: AsyncSession, message_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, EmailMessage]:
@@ -446,14 +456,26 @@ async def deliveries(
     if not message_ids:
         return {}
     rows = await session.scalars(
-        scoped(EmailMessage, actor)
-        .join(Conversation, Conversation.id == EmailMessage.conversation_id)
-        .where(
-            EmailMessage.message_id.in_(list(message_ids)),
-            conversations.visible_condition(actor),
-        )
+        deliveries_statement(actor).where(EmailMessage.message_id.in_(list(message_ids)))
     )
     return {row.message_id: row for row in rows}
+
+
+# A message's attachments are listed in their order.
+ATTACHMENTS_ORDER = (MessageAttachment.message_id, MessageAttachment.position)
+
+
+def attachments_statement(actor: Actor) -> Select[Any]:
+    """The attachments (without their bytes) of messages of conversations the actor
+    sees, in ``ATTACHMENTS_ORDER``: what ``attachments_of`` reads for some messages, and
+    the compiled read path per message."""
+    return (
+        scoped(MessageAttachment, actor)
+        .join(Message, Message.id == MessageAttachment.message_id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(conversations.visible_condition(actor))
+        .order_by(*ATTACHMENTS_ORDER)
+    )
 
 
 async def attachments_of(
@@ -464,14 +486,7 @@ async def attachments_of(
     if not message_ids:
         return result
     rows = await session.scalars(
-        scoped(MessageAttachment, actor)
-        .join(Message, Message.id == MessageAttachment.message_id)
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(
-            MessageAttachment.message_id.in_(list(message_ids)),
-            conversations.visible_condition(actor),
-        )
-        .order_by(MessageAttachment.message_id, MessageAttachment.position)
+        attachments_statement(actor).where(MessageAttachment.message_id.in_(list(message_ids)))
     )
     for row in rows:
         result[row.message_id].append(row)

@@ -149,7 +149,13 @@ class Position:
             tag, txid, id = raw.split(":")
             if tag != "ev":
                 raise ValueError(tag)
-            return Position(int(txid), int(id))
+            position = Position(int(txid), int(id))
+            # Both are bigint columns: a larger number is no position of the log.
+            if not (
+                _INT64_MIN <= position.txid <= LAST_ID and _INT64_MIN <= position.id <= LAST_ID
+            ):
+                raise ValueError(raw)
+            return position
         except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
             raise Invalid("Invalid event cursor: pass the `cursor` of an event", "after") from exc
 
@@ -157,6 +163,7 @@ class Position:
 ORIGIN = Position(-1, -1)
 # No event id is greater: ``Position(txid, LAST_ID)`` sorts after every event of ``txid``.
 LAST_ID = 2**63 - 1
+_INT64_MIN = -(2**63)
 
 
 @dataclass(frozen=True)

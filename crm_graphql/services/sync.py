@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select, text, true, tuple_
+from sqlalchemy import Select, and_, case, func, literal, or_, select, text, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -159,6 +159,38 @@ async def read_changes(
     # The horizon in its own statement, before the read: the read's snapshot is newer,
     # so every change below the horizon that will ever commit is in it.
     below = int(await session.scalar(text(HORIZON_SQL)))
+    rows = (await session.execute(changes_statement(actor, wanted, position, below, first))).all()
+    has_more = len(rows) > first
+    changes = [
+        Change(
+            Position(row.txid, row.id),
+            SyncedType(row.entity_type),
+            row.entity_id,
+            ChangeKind(row.type.removeprefix(EVENT_PREFIX)),
+            list(row.fields or ()),
+            row.created_at,
+        )
+        for row in rows[:first]
+    ]
+    if has_more:
+        # ``first: 0`` reads nothing and stays where it was.
+        resume = changes[-1].position if changes else position
+    else:
+        # Everything below the horizon was read: resume past it (not just past the last
+        # change shown), so the next read does not walk again what it left out.
+        resume = max(position, Position(below - 1, LAST_ID))
+        if changes:
+            resume = max(resume, changes[-1].position)
+    return ChangePage(changes, resume.encode(), has_more)
+
+
+def changes_statement(
+    actor: Actor, wanted: list[SyncedType], position: Position, below: Any, first: int
+) -> Select[Any]:
+    """The change rows of ``wanted`` after ``position`` and below the horizon ``below``
+    (a value, or a bind the compiled read path fills in), in commit order: ``first`` and
+    one more, to tell whether there are more. The executed and the compiled path both
+    read this statement."""
     condition, joins = _visible(actor, wanted)
     stmt = select(
         Event.id,
@@ -183,26 +215,4 @@ async def read_changes(
         .order_by(Event.txid, Event.id)
         .limit(first + 1)
     )
-    rows = (await session.execute(stmt)).all()
-    has_more = len(rows) > first
-    changes = [
-        Change(
-            Position(row.txid, row.id),
-            SyncedType(row.entity_type),
-            row.entity_id,
-            ChangeKind(row.type.removeprefix(EVENT_PREFIX)),
-            list(row.fields or ()),
-            row.created_at,
-        )
-        for row in rows[:first]
-    ]
-    if has_more:
-        # ``first: 0`` reads nothing and stays where it was.
-        resume = changes[-1].position if changes else position
-    else:
-        # Everything below the horizon was read: resume past it (not just past the last
-        # change shown), so the next read does not walk again what it left out.
-        resume = max(position, Position(below - 1, LAST_ID))
-        if changes:
-            resume = max(resume, changes[-1].position)
-    return ChangePage(changes, resume.encode(), has_more)
+    return stmt

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import os
 import random
 import time
@@ -112,7 +113,77 @@ async def demo_domain(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
             )
         )
         await _store_edge_values(session, workspace_id)
+        await _store_jobs(session, workspace_id, domain)
     return domain
+
+
+# Jobs as the runner leaves them (kinds no runner knows, so none is picked up), queued by
+# users of each role, with stored counts, errors and results; the last one holds values
+# the API cannot represent as stored (a fractional count, a line given as text).
+JOBS: list[dict[str, Any]] = [
+    {
+        "status": "succeeded",
+        "counts": {"updated": 2, "created": 5, "failed": 1, "B": 3, "é": 4, "_": 0},
+        "errors": [
+            {"line": 3, "field": "email", "code": "VALIDATION", "message": 'Bad "email"\n'},
+            {"line": None, "code": "NOT_FOUND", "message": "Zoë ✓"},
+            {"message": "no code, no line"},
+            {"line": 2147483647, "field": None, "code": "DUPLICATE"},
+        ],
+        "result": {"created": 5, "file": "é.csv", "nested": {"b": [1, 2.5, None]}},
+        "total": 8,
+        "done": 8,
+        "error_count": 4,
+    },
+    {"status": "queued", "counts": {}, "errors": [], "result": None, "total": None, "done": 0},
+    {
+        "status": "failed",
+        "counts": {"failed": 1e2},
+        "errors": [{"line": 1, "code": "INTERNAL", "message": "x"}] * 3,
+        "result": {"message": "boom"},
+        "total": 3,
+        "done": 1,
+        "error_count": 120,
+        "cancel_requested": True,
+    },
+    {"status": "cancelled", "counts": {"created": 2.5}, "errors": [{"line": "7", "field": 5}]},
+]
+
+
+async def _store_jobs(session: AsyncSession, workspace_id: Any, domain: str) -> None:
+    """``JOBS``, each queued by the demo user of the next role in turn."""
+    from crm_graphql.enums import JobStatus
+    from crm_graphql.models import Job
+
+    users = [
+        await session.scalar(select(User.id).where(User.email == email))
+        for email, _, _ in demo.demo_logins(domain)
+    ]
+    now = datetime(2026, 12, 1, 9, 30, 0, 123456).astimezone()
+    for index, values in enumerate(JOBS):
+        finished = values["status"] != "queued"
+        session.add(
+            Job(
+                workspace_id=workspace_id,
+                kind="differential",
+                status=JobStatus(values["status"]),
+                params={},
+                done=values.get("done", 0),
+                total=values.get("total"),
+                checkpoint=0,
+                counts=values["counts"],
+                errors=values["errors"],
+                error_count=values.get("error_count", len(values["errors"])),
+                result=values.get("result"),
+                created_by_id=users[index % len(users)],
+                cancel_requested=values.get("cancel_requested", False),
+                attempts=1,
+                created_at=now - timedelta(hours=index),
+                started_at=now if finished else None,
+                finished_at=now + timedelta(minutes=index) if finished else None,
+            )
+        )
+    await session.flush()
 
 
 # Values only another client (or direct SQL) can store: PostgreSQL's -infinity/infinity,
@@ -1316,11 +1387,437 @@ async def _identities(
         assert user is not None
         admin = Actor(workspace_id=user.workspace_id, role=Role.ADMIN, user_id=user.id)
         for scopes in KEY_SCOPES:
-            _, token = await api_keys.create_api_key(
+            key, token = await api_keys.create_api_key(
                 admin, session, name=f"Generated {'+'.join(scopes)}", scopes=scopes
             )
+            # A job of the key's own: visible to it and to admins and managers only.
+            session.add(_key_job(user.workspace_id, key.id))
             found.append(("key " + "+".join(scopes), Pair(pair.compiled, pair.executed, token)))
     return found
+
+
+def _key_job(workspace_id: Any, key_id: Any) -> Any:
+    from crm_graphql.enums import JobStatus
+    from crm_graphql.models import Job
+
+    return Job(
+        workspace_id=workspace_id,
+        kind="differential",
+        status=JobStatus.RUNNING,
+        params={},
+        done=3,
+        total=None,
+        checkpoint=0,
+        counts={"created": 3},
+        errors=[],
+        error_count=0,
+        created_by_api_key_id=key_id,
+        cancel_requested=False,
+        attempts=1,
+    )
+
+
+async def _job_ids(sessionmaker: async_sessionmaker[AsyncSession], domain: str) -> list[str]:
+    """Global IDs of the jobs of the demo workspace, newest first."""
+    from crm_graphql.models import Job
+
+    async with sessionmaker() as session:
+        rows = await session.scalars(
+            select(Job.id)
+            .join(Workspace, Workspace.id == Job.workspace_id)
+            .where(Workspace.name == f"Diff {domain}")
+            .order_by(Job.created_at.desc(), Job.id)
+        )
+        return [to_global_id("Job", id) for id in rows]
+
+
+JOB_FIELDS = """id __typename kind status done total errorCount cancelRequested result
+  createdAt startedAt finishedAt counts { name count } errors { line field code message }
+  e1: errors(first: 1) { code line } none: errors(first: -3) { code }
+  createdBy { id name role }"""
+
+
+async def test_jobs_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``job(id)`` and a job by ``node(id)`` as every identity: their own jobs, others'
+    (null but for admins and managers), malformed and foreign IDs; stored values the API
+    cannot represent as they are take the executed path."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    ids = await _job_ids(sessionmaker, demo_domain)
+    # The keys' jobs are the newest (each call of ``_identities`` makes keys), then JOBS.
+    assert len(ids) >= len(JOBS) + len(KEY_SCOPES)
+    unrepresentable = ids[-1]
+    others = ["x", to_global_id("Customer", uuid.uuid4()), to_global_id("Job", uuid.uuid4())]
+    query = f"""query($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} }}
+      node(id: $id) {{ id ... on Job {{ kind counts {{ count }} createdBy {{ email }} }} }} }}"""
+    seen: Counter[str] = Counter()
+    compiled = 0
+    for who, identity in identities:
+        for id in [*ids, *others]:
+            fast, slow = await identity.both(query, {"id": id})
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content), (
+                who,
+                id,
+                fast.text,
+                slow.text,
+            )
+            body = orjson.loads(slow.content)  # a key may not read a customer's node
+            taken = fast.headers.get("x-crm-read-path") == COMPILED
+            compiled += taken
+            if body["data"]["job"] is not None:
+                seen[who] += 1
+                assert taken is (id != unrepresentable), (who, id)
+    # Admins and managers see every job; an agent its own; a key only its own.
+    assert seen["admin"] == seen["manager"] == len(ids), seen
+    assert seen["agent"] == 1 and seen["viewer"] == 0, seen
+    assert all(seen[f"key {'+'.join(scopes)}"] == 1 for scopes in KEY_SCOPES), seen
+    assert compiled > len(identities) * len(others), compiled
+    # The stored errors and counts read as the resolver reads them.
+    admin = identities[0][1]
+    job = (await admin.same(query, {"id": ids[-len(JOBS)]}, compiled=True))["data"]["job"]
+    assert [c["name"] for c in job["counts"]] == ["B", "_", "created", "failed", "updated", "é"]
+    assert job["errors"][2] == {
+        "line": None,
+        "field": None,
+        "code": "VALIDATION",
+        "message": "no code, no line",
+    }
+    assert job["e1"] == [{"code": "VALIDATION", "line": 3}] and job["none"] == []
+
+
+ORDER_LINES = """{ orders(first: 30) { nodes { number lines { position sku name quantity
+  unitPrice currency product { id name sku price currency } __typename } } }
+  customers(first: 5) { nodes { orders(first: 3) { nodes { l: lines { quantity } } } } } }"""
+
+
+async def test_order_lines_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``Order.lines`` (with each line's product) as every identity."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    lines = 0
+    for who, identity in identities:
+        fast, slow = await identity.both(ORDER_LINES)
+        assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
+        body = orjson.loads(fast.content)
+        if body.get("data"):
+            assert fast.headers.get("x-crm-read-path") == COMPILED, who
+            lines += sum(len(o["lines"]) for o in body["data"]["orders"]["nodes"])
+    assert lines > 0
+
+
+DEFINITIONS = """query($e: CustomFieldEntity!, $a: Boolean!) {
+  customFieldDefinitions(entity: $e, includeArchived: $a) { id __typename entity key label
+    type options required searchable exportable archivedAt createdAt updatedAt version } }"""
+
+
+async def _store_webhooks(session: AsyncSession, workspace_id: Any) -> list[str]:
+    """Webhooks, one inactive, one on payload version 1; their global IDs."""
+    from crm_graphql.models import Webhook
+
+    rows = [
+        Webhook(
+            workspace_id=workspace_id,
+            url=f'https://example.com/hook/{index}?q="x"',
+            event_types=types,
+            secret_encrypted="not read by reads",
+            is_active=index != 1,
+            payload_version=1 + index % 2,
+        )
+        for index, types in enumerate([[], ["message.created", "deal.é"], ["customer.updated"]])
+    ]
+    session.add_all(rows)
+    await session.flush()
+    return [to_global_id("Webhook", row.id) for row in rows]
+
+
+@contextlib.asynccontextmanager
+async def _settings_rows(
+    sessionmaker: async_sessionmaker[AsyncSession], domain: str
+) -> AsyncIterator[dict[str, list[str]]]:
+    """Custom-field definitions, webhooks and mail in the demo workspace while the block
+    runs (they change what other tests of the module read: custom-field filters,
+    deliveries), their global IDs by type."""
+    async with sessionmaker() as session, session.begin():
+        workspace_id = await session.scalar(
+            select(Workspace.id).where(Workspace.name == f"Diff {domain}")
+        )
+        stored = {
+            "CustomFieldDefinition": await _store_definitions(session, workspace_id),
+            "Webhook": await _store_webhooks(session, workspace_id),
+            "Message": [
+                to_global_id("Message", m) for _, m in await _store_mail(session, workspace_id)
+            ],
+        }
+    try:
+        yield stored
+    finally:
+        async with sessionmaker() as session, session.begin():
+            tables = ("custom_field_definitions", "webhooks", "message_attachments")
+            for table in (*tables, "email_messages"):
+                await session.execute(
+                    text(f"DELETE FROM {table} WHERE workspace_id = :w"), {"w": workspace_id}
+                )
+
+
+async def _store_definitions(session: AsyncSession, workspace_id: Any) -> list[str]:
+    """Custom-field definitions of customers (one archived, a select with awkward options)
+    and of deals; their global IDs."""
+    from crm_graphql.models import CustomFieldDefinition, CustomFieldEntity, CustomFieldType
+
+    created = datetime(2026, 11, 30, 8, 0, 0).astimezone()
+    rows = [
+        CustomFieldDefinition(
+            workspace_id=workspace_id,
+            entity=entity,
+            key=key,
+            label=label,
+            type=kind,
+            options=options,
+            required=index == 1,
+            searchable=index == 2,
+            exportable=index != 0,
+            archived_at=created if index == 3 else None,
+            created_at=created + timedelta(seconds=index // 2),
+        )
+        for index, (entity, key, label, kind, options) in enumerate(
+            [
+                (
+                    CustomFieldEntity.CUSTOMER,
+                    "tier",
+                    'Tier "A"',
+                    CustomFieldType.SINGLE_SELECT,
+                    ["gold", 'é "q"', "\u2028"],
+                ),
+                (CustomFieldEntity.CUSTOMER, "since", "Since", CustomFieldType.DATE, []),
+                (CustomFieldEntity.CUSTOMER, "code", "Code \\", CustomFieldType.TEXT, []),
+                (CustomFieldEntity.CUSTOMER, "old", "Old", CustomFieldType.NUMBER, []),
+                (CustomFieldEntity.DEAL, "source", "Source", CustomFieldType.TEXT, []),
+            ]
+        )
+    ]
+    session.add_all(rows)
+    await session.flush()
+    return [to_global_id("CustomFieldDefinition", row.id) for row in rows]
+
+
+async def test_custom_field_definitions_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``customFieldDefinitions`` of each entity, with and without the archived ones, as
+    every identity, and a definition by ``node(id)``."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    async with _settings_rows(sessionmaker, demo_domain) as stored:
+        ids = stored["CustomFieldDefinition"]
+        listed = Counter[str]()
+        for who, identity in identities:
+            for entity in ("CUSTOMER", "COMPANY", "DEAL"):
+                for archived in (False, True):
+                    fast, slow = await identity.both(DEFINITIONS, {"e": entity, "a": archived})
+                    assert (fast.status_code, fast.content) == (slow.status_code, slow.content)
+                    body = orjson.loads(fast.content)
+                    if body.get("data"):
+                        assert fast.headers.get("x-crm-read-path") == COMPILED, who
+                        listed[who] += len(body["data"]["customFieldDefinitions"])
+            for id in ids:
+                await identity.same(
+                    "query($id: ID!) { node(id: $id) { id ... on "
+                    "CustomFieldDefinition { key options } } }",
+                    {"id": id},
+                )
+        assert listed["admin"] == 4 + 5, listed
+
+
+API_KEYS = """query($after: String, $o: [ApiKeyOrder!]) {
+  apiKeys(first: 3, after: $after, orderBy: $o) { totalCount pageInfo { hasNextPage
+    endCursor } edges { cursor node { id __typename name prefix createdAt expiresAt
+    revokedAt rateLimitPerMinute maxQueryCost scopes createdBy { id email } } } } }"""
+
+
+async def test_api_keys_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``apiKeys`` paged to the end in two orders as an admin (the keys' scopes in their
+    stored order, their creator); everyone else is refused by the executed path."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    admin = dict(identities)["admin"]
+    seen = 0
+    for order in (None, [{"field": "NAME", "direction": "DESC"}]):
+        after = None
+        while True:
+            body = await admin.same(API_KEYS, {"after": after, "o": order}, compiled=True)
+            page = body["data"]["apiKeys"]
+            seen += len(page["edges"])
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+    assert seen >= 2 * len(KEY_SCOPES), seen
+    for who, identity in identities:
+        if who != "admin":
+            fast, slow = await identity.both(API_KEYS, {"after": None, "o": None})
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
+            assert b"FORBIDDEN" in slow.content and "x-crm-read-path" not in fast.headers
+
+
+WEBHOOKS = """query($o: [WebhookOrder!]) { webhooks(first: 10, orderBy: $o) { totalCount
+  edges { cursor node { id __typename url eventTypes isActive createdAt updatedAt version
+  payloadVersion } } } }"""
+
+
+async def test_webhooks_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``webhooks`` and a webhook by ``node(id)`` as every identity (admins read them; the
+    others are refused by the executed path)."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    async with _settings_rows(sessionmaker, demo_domain) as stored:
+        ids = stored["Webhook"]
+        compiled = 0
+        for who, identity in identities:
+            for order in (None, [{"field": "CREATED_AT", "direction": "DESC"}]):
+                fast, slow = await identity.both(WEBHOOKS, {"o": order})
+                assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
+                compiled += fast.headers.get("x-crm-read-path") == COMPILED
+            for id in ids:
+                node = "query($id: ID!) { node(id: $id) { ... on Webhook { url eventTypes } } }"
+                fast, slow = await identity.both(node, {"id": id})
+                assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
+        assert compiled >= 2, compiled
+        body = await dict(identities)["admin"].same(WEBHOOKS, {"o": None}, compiled=True)
+        assert body["data"]["webhooks"]["totalCount"] == 3, body
+
+
+MAIL = """query($m: ID!) { node(id: $m) { id ... on Message { body delivery { direction
+  status attempts error nextAttemptAt sentAt rfcMessageId sender recipients subject
+  __typename } attachments { id __typename filename contentType size url } } } }"""
+INBOX_MAIL = """{ conversations(first: 40) { nodes { messages(first: 20) { nodes { id
+  delivery { direction status } attachments { filename url } } } } } }"""
+
+
+async def _store_mail(session: AsyncSession, workspace_id: Any) -> list[tuple[Any, Any]]:
+    """Mail of three messages of three conversations: received with files, sent and
+    failed, received without a subject; their (conversation id, message id)."""
+    from crm_graphql.enums import EmailDeliveryStatus, EmailDirection
+    from crm_graphql.models import Conversation, EmailMessage, Message, MessageAttachment
+
+    picked = (
+        await session.execute(
+            select(Message.id, Message.conversation_id)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Message.workspace_id == workspace_id)
+            .order_by(Conversation.last_message_at.desc().nulls_last(), Message.seq)
+            .limit(60)
+        )
+    ).all()
+    by_conversation = list({c: m for m, c in reversed(picked)}.items())[:3]
+    assert len(by_conversation) == 3
+    moment = datetime(2026, 12, 1, 10, 0, 0, 5).astimezone()
+    for index, (conversation_id, message_id) in enumerate(by_conversation):
+        session.add(
+            EmailMessage(
+                workspace_id=workspace_id,
+                message_id=message_id,
+                conversation_id=conversation_id,
+                direction=EmailDirection.INBOUND if index != 1 else EmailDirection.OUTBOUND,
+                rfc_message_id=f"<{uuid.uuid4()}@example.com>",
+                sender='"Zoë" <zoe@example.com>',
+                recipients=["a@example.com", 'b"c@example.com'][: index + 1],
+                subject=None if index == 2 else 'Re: "order" ✓',
+                references=[],
+                status=EmailDeliveryStatus.FAILED if index == 1 else None,
+                attempts=3 if index == 1 else 0,
+                last_error="relay said no\n" if index == 1 else None,
+                next_attempt_at=moment if index == 1 else None,
+                sent_at=None,
+            )
+        )
+    for position, name in enumerate(["invoice.pdf", 'a "b".txt', "Zoë.png"]):
+        session.add(
+            MessageAttachment(
+                workspace_id=workspace_id,
+                message_id=by_conversation[0][1],
+                position=2 - position,
+                filename=name,
+                content_type="application/octet-stream",
+                size=10 * position,
+                content=b"x" * (10 * position),
+            )
+        )
+    await session.flush()
+    return by_conversation
+
+
+async def test_email_deliveries_and_attachments_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A message's ``delivery`` and ``attachments`` (the email channel) as every identity:
+    a received mail with files, a sent one that failed, and one in a private conversation
+    (its mail seen only by those who see the conversation)."""
+    from crm_graphql.models import Conversation
+
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    async with sessionmaker() as session, session.begin():
+        workspace_id = await session.scalar(
+            select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
+        )
+        by_conversation = await _store_mail(session, workspace_id)
+        private = by_conversation[2][0]
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == private)
+            .values(is_private=True, assignee_id=None)
+        )
+    messages = [to_global_id("Message", m) for _, m in by_conversation]
+    try:
+        seen = Counter[str]()
+        for who, identity in identities:
+            for message in messages:
+                fast, slow = await identity.both(MAIL, {"m": message})
+                assert (fast.status_code, fast.content) == (slow.status_code, slow.content), (
+                    who,
+                    fast.text,
+                    slow.text,
+                )
+                node = (orjson.loads(fast.content).get("data") or {}).get("node")
+                if node is not None:
+                    assert fast.headers.get("x-crm-read-path") == COMPILED, who
+                    seen[who] += bool(node["delivery"]) + len(node["attachments"])
+            fast, slow = await identity.both(INBOX_MAIL)
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
+        # Three mails and three files; agents and viewers miss the private conversation's.
+        assert seen["admin"] == seen["manager"] == 6 and seen["agent"] == 5, seen
+    finally:
+        async with sessionmaker() as session, session.begin():
+            for table in ("message_attachments", "email_messages"):
+                await session.execute(
+                    text(f"DELETE FROM {table} WHERE workspace_id = :w"), {"w": workspace_id}
+                )
+            await session.execute(
+                update(Conversation).where(Conversation.id == private).values(is_private=False)
+            )
+
+
+async def test_sensitive_custom_field_keys_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``sensitiveCustomFields`` as every identity: none, then keys with awkward texts."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    query = "{ sensitiveCustomFields a: sensitiveCustomFields me { id } }"
+    for who, identity in identities:
+        body = await identity.same(query, compiled=True)
+        assert body["data"]["sensitiveCustomFields"] == [], (who, body)
+    keys = ["ssn", 'é "q" \\ \u2028', "x" * 100]
+    set_keys = text("UPDATE workspaces SET sensitive_custom_fields = :k WHERE name = :w")
+    async with sessionmaker() as session, session.begin():
+        await session.execute(set_keys, {"k": keys, "w": f"Diff {demo_domain}"})
+    try:
+        for who, identity in identities:
+            body = await identity.same(query, compiled=True)
+            assert body["data"]["a"] == keys, (who, body)
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(set_keys, {"k": [], "w": f"Diff {demo_domain}"})
 
 
 async def _samples(pair: Pair) -> Samples:
@@ -1373,7 +1870,15 @@ def _compilable() -> dict[str, set[str]]:
         known[totals.name] = set(totals.fields)
         group = get_named_type(totals.fields["groups"].type)
         known[group.name] = set(group.fields)
-    known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport"}
+    known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job", "changes"}
+    known["Query"] |= {"sensitiveCustomFields", "customFieldDefinitions"}
+    for name in ("EmailDelivery", "MessageAttachment"):
+        known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
+    known["OrderLine"] = set(schema._schema.type_map["OrderLine"].fields)  # type: ignore[attr-defined]
+    for name in ("ChangePage", "Change"):
+        known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
+    known["JobCount"] = {"name", "count"}
+    known["JobError"] = {"line", "field", "code", "message"}
     for name in ("SalesReport", "SalesStage", "WinRate", "CycleTime", "ForecastCell"):
         known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
     known["MoneyCell"] = {"currency", "amount", "count", "drillDown"}
@@ -1398,8 +1903,26 @@ async def test_generated_reads_are_identical_on_both_paths_for_every_identity(
     pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     identities = await _identities(pair, demo_domain, sessionmaker)
+    async with _settings_rows(sessionmaker, demo_domain) as stored:
+        await _generated_reads(pair, demo_domain, sessionmaker, identities, stored)
+
+
+async def _generated_reads(
+    pair: Pair,
+    demo_domain: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    identities: list[tuple[str, Pair]],
+    stored: dict[str, list[str]],
+) -> None:
     rng = random.Random(GENERATED_SEED)
-    generator = ReadQueries(schema._schema, await _samples(pair), rng, _compilable())
+    samples = await _samples(pair)
+    samples.ids["Job"] = await _job_ids(sessionmaker, demo_domain)
+    for type_name, ids in stored.items():
+        samples.ids[type_name] = list(dict.fromkeys([*samples.ids[type_name], *ids]))
+    # The change feed's cursors (its `after` takes no list's cursor).
+    feed = await pair.same("{ changes(first: 60) { changes { cursor } } }", compiled=True)
+    samples.cursors[("", ())] += [c["cursor"] for c in feed["data"]["changes"]["changes"][::7]]
+    generator = ReadQueries(schema._schema, samples, rng, _compilable())
     statuses: Counter[int] = Counter()
     codes: Counter[str] = Counter()
     failures: list[str] = []
@@ -1472,13 +1995,102 @@ async def test_a_customer_with_orders_at_the_ends_of_time_has_scores_not_errors(
             await session.execute(text("DELETE FROM orders WHERE id = ANY(:i)"), {"i": list(again)})
 
 
-async def test_the_change_feed_takes_the_executed_path_with_a_page_beside_it(pair: Pair) -> None:
-    """``changes`` (issue 17) is not compiled: it reads the horizon first, on the primary.
-    The compiler refuses the operation (an unknown root field), a compiled list beside it
-    included, and the answer is the executed path's."""
+CHANGES = """query($first: Int, $after: String, $types: [SyncedType!]) {
+  changes(first: $first, after: $after, types: $types) { hasMore cursor __typename
+    changes { cursor nodeId type kind fields at
+      node { __typename id ... on Customer { name email } ... on Conversation { subject
+        status } ... on Message { body } ... on Deal { title stage { name } } } } } }"""
+
+
+def _without_resume(body: bytes) -> Any:
+    """The answer with the page's resume cursor taken out when it points past the
+    horizon (``hasMore`` false): every transaction of the database server moves that."""
+    parsed = orjson.loads(body)
+    page = (parsed.get("data") or {}).get("changes")
+    if page is not None and page["hasMore"] is False:
+        page["cursor"] = "past the horizon"
+    return parsed
+
+
+async def test_the_change_feed_is_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``changes`` as every identity, walked to its end by cursor in pages of 0, 7 and the
+    largest size, and narrowed by type; refusals (a type a key may not read, a malformed
+    cursor, a page size over the cap) take the executed path and answer its errors."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    # One private conversation nobody is assigned: admins and managers see its changes.
+    async with sessionmaker() as session, session.begin():
+        private = await session.scalar(
+            text(
+                """UPDATE conversations SET is_private = true, assignee_id = NULL
+                   WHERE id = (SELECT c.id FROM conversations c JOIN workspaces w
+                     ON w.id = c.workspace_id WHERE w.name = :w ORDER BY c.id LIMIT 1)
+                   RETURNING id"""
+            ),
+            {"w": f"Diff {demo_domain}"},
+        )
+    try:
+        await _walk_the_change_feed(pair, identities)
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(
+                text("UPDATE conversations SET is_private = false WHERE id = :c"), {"c": private}
+            )
+
+
+async def _walk_the_change_feed(pair: Pair, identities: list[tuple[str, Pair]]) -> None:
+    compiled = 0
+    walked: dict[str, int] = {}
+    for who, identity in identities:
+        walks = ((100, None, 100), (7, None, 4), (0, None, 1), (11, ["CONVERSATION", "MESSAGE"], 4))
+        for size, types, pages in walks:
+            after = None
+            total = 0
+            for _ in range(pages):
+                variables = {"first": size, "after": after, "types": types}
+                fast, slow = await identity.both(CHANGES, variables)
+                assert fast.status_code == slow.status_code, (who, fast.text, slow.text)
+                assert _without_resume(fast.content) == _without_resume(slow.content), (
+                    who,
+                    variables,
+                    fast.text[:2000],
+                    slow.text[:2000],
+                )
+                taken = fast.headers.get("x-crm-read-path") == COMPILED
+                compiled += taken
+                page = orjson.loads(fast.content)["data"]
+                if page is None:  # refused (a key without conversations:read)
+                    assert not taken
+                    break
+                assert taken, (who, variables)
+                total += len(page["changes"]["changes"])
+                if not page["changes"]["hasMore"] or size == 0:
+                    break
+                after = page["changes"]["cursor"]
+            walked[f"{who} {size} {types}"] = total
+    # Private conversations (and their messages) are left out for agents and viewers.
+    assert walked["admin 100 None"] == walked["manager 100 None"], walked
+    assert walked["admin 100 None"] > walked["agent 100 None"] > 0, walked
+    assert walked["agent 11 ['CONVERSATION', 'MESSAGE']"] > 0, walked
+    for variables in (
+        {"first": 101},
+        {"first": -1},
+        {"after": "nope"},
+        {"after": base64.urlsafe_b64encode(b"ev:99999999999999999999:1").decode()},
+        {"types": ["USER"]},
+    ):
+        fast, slow = await pair.both(CHANGES, variables)
+        assert (fast.status_code, fast.content) == (slow.status_code, slow.content), variables
+        assert fast.headers.get("x-crm-read-path") != COMPILED, variables
+        assert b"INTERNAL" not in slow.content, slow.text
+
+
+async def test_the_change_feed_is_compiled_beside_a_page(pair: Pair) -> None:
+    """The feed and a list in one operation: one compiled statement (after the horizon's)."""
     body = await pair.same(
         """{ changes(first: 5) { hasMore changes { nodeId type kind fields } }
              customers(first: 2) { nodes { id name } } }""",
-        compiled=False,
+        compiled=True,
     )
     assert len(body["data"]["changes"]["changes"]) == 5

@@ -267,3 +267,20 @@ async def test_a_stream_woken_as_it_closes_still_closes(admin: Actor, hub: Hub) 
         stream.task.cancel()  # as ``Stream.close`` does, before the reader runs again
         done, _ = await asyncio.wait([stream.task], timeout=5)
         assert done, "the stream's reader went on after it was cancelled"
+
+
+def test_a_cursor_beyond_64_bits_names_no_position() -> None:
+    """Positions are bigint columns: a larger number is refused as an invalid cursor (a
+    VALIDATION error on `after`), not sent to the database (which answered INTERNAL)."""
+    import base64
+
+    from crm_graphql.services.errors import Invalid
+
+    def cursor(txid: int, id: int) -> str:
+        return base64.urlsafe_b64encode(f"ev:{txid}:{id}".encode()).decode().rstrip("=")
+
+    last = events.LAST_ID
+    assert events.Position.decode(cursor(last, -last - 1)) == events.Position(last, -last - 1)
+    for txid, id in ((last + 1, 1), (1, last + 1), (-last - 2, 1), (10**20, 1)):
+        with pytest.raises(Invalid):
+            events.Position.decode(cursor(txid, id))
