@@ -72,8 +72,11 @@ class Unsupported(Exception):
 EXECUTED_ROOT_FIELDS: dict[str, str] = {
     "onlineUsers": "presence lives in Redis (open sockets), not in PostgreSQL",
     "duplicateCandidates": "pairs are scored in Python (rapidfuzz's token_sort_ratio)",
-    "bulkCustomerChangePreview": "checks the change itself (tags, owner, custom fields) "
-    "as the mutation does, reading custom-field definitions at run time",
+    **{
+        f"bulk{kind}ChangePreview": "checks the change itself (tags, owner, stage, custom "
+        "fields) as the mutation does, reading custom-field definitions at run time"
+        for kind in ("Customer", "Company", "Deal")
+    },
     "segments": "built-in RFM segments are Python constants listed before the saved ones",
     "customerCohorts": "cells and drill-downs are assembled in Python from one statement",
     "auditLog": "an admin's screen: each entry's changes are translated to the API's names, "
