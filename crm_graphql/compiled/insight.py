@@ -217,7 +217,9 @@ def aggregate(
             )
             return f"coalesce({related}.body, 'null')"
         if dimension.kind is Kind.INSTANT:
-            return _local_instant(key, zone)
+            clock = c._alias()
+            joins.append(_clock(key, zone, clock))
+            return _local_instant(key, zone, clock)
         return c._value(group_type.fields[name].type, key)
 
     def value(name: str, nodes: list[FieldNode]) -> str:
@@ -237,15 +239,19 @@ def aggregate(
     )
 
 
-def _local_instant(sql: str, zone: str) -> str:
+def _local_instant(sql: str, zone: str, clock: str | None = None) -> str:
     """JSON text of ``aggregates._local`` of an instant: on the caller's clock, as
     ``isoformat`` writes it; in UTC when infinite or beyond the calendar there
-    (``fields.stored_instant``); null for NULL."""
+    (``fields.stored_instant``); null for NULL. ``clock``: the alias of ``_clock``'s
+    columns for ``sql``, computed once per row instead of in every use below."""
     from crm_graphql.compiled.compiler import _iso_datetime, _literal
 
     z = _literal(zone)
-    local = f"({sql} AT TIME ZONE {z})"
-    offset = f"({local} - ({sql} AT TIME ZONE 'UTC'))"
+    if clock is None:
+        local = f"({sql} AT TIME ZONE {z})"
+        offset = f"({local} - ({sql} AT TIME ZONE 'UTC'))"
+    else:
+        local, offset = f"{clock}.local", f"{clock}.utc_offset"
     size = f"(CASE WHEN {offset} < interval '0' THEN -{offset} ELSE {offset} END)"
     text = (
         f"to_char({local}, CASE WHEN date_trunc('second', {local}) = {local} "
@@ -260,6 +266,23 @@ def _local_instant(sql: str, zone: str) -> str:
         f"WHEN isfinite({sql}) AND {local} BETWEEN '0001-01-01 00:00:00' "
         f"AND '9999-12-31 23:59:59.999999' THEN '\"' || {text} || '\"' "
         f"ELSE '\"' || {_iso_datetime(sql)} || '\"' END"
+    )
+
+
+def _clock(sql: str, zone: str, alias: str) -> str:
+    """A join giving, per row, the instant ``sql`` on the caller's clock (``local``) and
+    that clock's offset from UTC (``utc_offset``) for ``_local_instant``: each of its
+    uses would otherwise convert the instant again (sixteen conversions a value).
+    ``OFFSET 0`` keeps PostgreSQL from folding it back into every use."""
+    from crm_graphql.compiled.compiler import _literal
+
+    z = _literal(zone)
+    # Infinite instants have no offset (their difference is an error): ``_local_instant``
+    # writes them in UTC without reading it.
+    return (
+        f" CROSS JOIN LATERAL (SELECT ({sql} AT TIME ZONE {z}) AS local, "
+        f"CASE WHEN isfinite({sql}) THEN ({sql} AT TIME ZONE {z}) - ({sql} AT TIME ZONE 'UTC') "
+        f"END AS utc_offset OFFSET 0) {alias}"
     )
 
 
