@@ -87,8 +87,6 @@ EXECUTED_OBJECT_FIELDS: dict[tuple[str, str], str] = {
     ("Customer", "rfm"): "recency, money and lifetime value are computed in Python",
     ("Customer", "recommendations"): "scored in Python against co-purchases",
     ("Customer", "churnRisk"): "scored in Python, with its reasons",
-    ("Webhook", "deliveries"): "not compiled yet (deliveries with their attempts, loaded "
-    "by the webhook service)",
 }
 
 
@@ -613,6 +611,9 @@ class Compiler:
                 return self._delivery(alias, subselections)
             if name in info.computed and name == "attachments":
                 return self._attachments(alias, subselections)
+            if name in info.computed and name == "deliveries":
+                first = self._arguments(type_name, name, nodes[0])["first"]
+                return self._webhook_deliveries(alias, first, subselections)
             if name in info.computed and name == "scopes":
                 return self._scopes(alias, gql_type.fields[name].type)
             if name in info.computed and name == "lines":
@@ -730,10 +731,11 @@ class Compiler:
         row: str,
         selection_sets: list[SelectionSetNode],
         computed: dict[str, str] | None = None,
+        nested: Callable[[str, list[FieldNode]], str] | None = None,
     ) -> str:
         """JSON of a row read by a service statement, for a type that is no read-model
         type: its fields without a resolver read their column as stored (``computed``:
-        the SQL of the others' JSON)."""
+        the SQL of the others' JSON; ``nested``: of those with a selection of their own)."""
         gql_type = self.gschema.get_type(type_name)
         assert isinstance(gql_type, GraphQLObjectType)
         definition = self.schema.get_type_by_name(type_name)
@@ -750,6 +752,8 @@ class Compiler:
                 return computed[name]
             if name in columns:
                 return self._value(gql_type.fields[name].type, f'{row}."{columns[name]}"')
+            if nested is not None:
+                return nested(name, nodes)
             raise Unsupported(f"{type_name}.{name}")
 
         return self._json_object(gql_type, selection_sets, value)
@@ -792,6 +796,67 @@ class Compiler:
         return (
             f"(SELECT '[' || coalesce(string_agg({body}, ',' ORDER BY {order}), '') || ']' "
             f"FROM ({rows}) {file} WHERE {file}.message_id = {alias}.id)"
+        )
+
+    def _webhook_deliveries(
+        self, alias: str, first: int, selection_sets: list[SelectionSetNode]
+    ) -> str:
+        """``webhooks.recent_deliveries`` of the webhook: its newest deliveries (as many as
+        ``deliveries_limit`` takes), each with its attempts (``attempts_of``)."""
+        from crm_graphql import enums, models
+        from crm_graphql.resolvers.webhooks import deliveries_limit
+        from crm_graphql.services import webhooks
+
+        model = models.WebhookDelivery
+        self.state.models.add(model)
+        rows = self._sql(webhooks.deliveries_statement(self.actor), model, model.__tablename__)
+        row = self._alias()
+        order = ", ".join(self._sql(term, model, row) for term in webhooks.DELIVERIES_ORDER)
+        pending = _literal(enums.DeliveryStatus.PENDING.value)
+        gql_type = self.gschema.get_type("WebhookDelivery")
+        assert isinstance(gql_type, GraphQLObjectType)
+        next_attempt = self._value(
+            gql_type.fields["nextAttemptAt"].type,
+            f"CASE WHEN {row}.status = {pending} THEN {row}.next_attempt_at END",
+        )
+
+        def computed(name: str, nodes: list[FieldNode]) -> str:
+            if name == "attemptHistory":
+                return self._delivery_attempts(row, self._subselections(nodes))
+            raise Unsupported(f"WebhookDelivery.{name}")
+
+        body = self._row_object(
+            "WebhookDelivery",
+            row,
+            selection_sets,
+            {
+                "id": self._global_id("WebhookDelivery", row),
+                "deliveryId": f"to_json({row}.id::text)::text",
+                "status": self._value(gql_type.fields["status"].type, f"{row}.status"),
+                "nextAttemptAt": next_attempt,
+            },
+            computed,
+        )
+        limit = self._param(deliveries_limit(first))
+        return (
+            f"(SELECT '[' || coalesce(string_agg({body}, ',' ORDER BY {order}), '') || ']' "
+            f"FROM (SELECT * FROM ({rows}) {row} WHERE {row}.webhook_id = {alias}.id "
+            f"ORDER BY {order} LIMIT {limit}::int) {row})"
+        )
+
+    def _delivery_attempts(self, delivery: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``webhooks.attempts_of`` of the delivery: every attempt, oldest first, as stored."""
+        from crm_graphql import models
+        from crm_graphql.services import webhooks
+
+        model = models.WebhookDeliveryAttempt
+        rows = self._sql(webhooks.attempts_statement(self.actor), model, model.__tablename__)
+        row = self._alias()
+        order = ", ".join(self._sql(term, model, row) for term in webhooks.ATTEMPTS_ORDER)
+        body = self._row_object("WebhookDeliveryAttempt", row, selection_sets)
+        return (
+            f"(SELECT '[' || coalesce(string_agg({body}, ',' ORDER BY {order}), '') || ']' "
+            f"FROM ({rows}) {row} WHERE {row}.delivery_id = {delivery}.id)"
         )
 
     def _scopes(self, alias: str, gql_type: Any) -> str:

@@ -1365,6 +1365,7 @@ KEY_SCOPES = [
     ("deals:read",),
     ("customers:read", "deals:read"),
     ("conversations:read", "customers:read"),
+    ("webhooks:manage",),
 ]
 
 
@@ -1513,8 +1514,11 @@ DEFINITIONS = """query($e: CustomFieldEntity!, $a: Boolean!) {
 
 
 async def _store_webhooks(session: AsyncSession, workspace_id: Any) -> list[str]:
-    """Webhooks, one inactive, one on payload version 1; their global IDs."""
-    from crm_graphql.models import Webhook
+    """Webhooks, one inactive, one on payload version 1, the first two with deliveries
+    (pending, delivered, failed, some at the same instant) and their attempts; the
+    webhooks' global IDs."""
+    from crm_graphql.enums import DeliveryStatus
+    from crm_graphql.models import Event, Webhook, WebhookDelivery, WebhookDeliveryAttempt
 
     rows = [
         Webhook(
@@ -1528,6 +1532,44 @@ async def _store_webhooks(session: AsyncSession, workspace_id: Any) -> list[str]
         for index, types in enumerate([[], ["message.created", "deal.é"], ["customer.updated"]])
     ]
     session.add_all(rows)
+    await session.flush()
+    events = (
+        await session.scalars(
+            select(Event.id).where(Event.workspace_id == workspace_id).order_by(Event.id).limit(5)
+        )
+    ).all()
+    assert len(events) == 5
+    moment = datetime(2026, 12, 1, 10, 0, 0, 5).astimezone()
+    statuses = [DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED]
+    for number, event_id in enumerate(events):
+        status = statuses[number % 3]
+        delivery = WebhookDelivery(
+            workspace_id=workspace_id,
+            webhook_id=rows[number % 2].id,
+            event_id=event_id,
+            status=status,
+            attempts=number,
+            last_status_code=None if number % 2 else 500 + number,
+            last_error=None if status == DeliveryStatus.DELIVERED else 'timed out "é"\n',
+            next_attempt_at=moment + timedelta(minutes=number),
+            delivered_at=moment if status == DeliveryStatus.DELIVERED else None,
+            # Two deliveries at one instant: the id orders them.
+            created_at=moment - timedelta(hours=min(number, 3)),
+        )
+        session.add(delivery)
+        await session.flush()
+        for attempt in range(number, 0, -1):
+            session.add(
+                WebhookDeliveryAttempt(
+                    workspace_id=workspace_id,
+                    delivery_id=delivery.id,
+                    attempt=attempt,
+                    status_code=None if attempt == 2 else 200 + attempt,
+                    error="refused" if attempt == 2 else None,
+                    duration_ms=None if attempt == 1 else 15 * attempt,
+                    attempted_at=moment + timedelta(seconds=attempt),
+                )
+            )
     await session.flush()
     return [to_global_id("Webhook", row.id) for row in rows]
 
@@ -1663,13 +1705,18 @@ async def test_api_keys_are_compiled_and_identical(
 WEBHOOKS = """query($o: [WebhookOrder!]) { webhooks(first: 10, orderBy: $o) { totalCount
   edges { cursor node { id __typename url eventTypes isActive createdAt updatedAt version
   payloadVersion } } } }"""
+DELIVERIES = """query($n: Int!) { webhooks(first: 10) { nodes { url deliveries { id
+  status } recent: deliveries(first: $n) { id __typename eventId attempts lastStatusCode
+  lastError deliveredAt createdAt deliveryId status nextAttemptAt attemptHistory {
+  __typename attempt statusCode error durationMs attemptedAt } } } } }"""
 
 
 async def test_webhooks_are_compiled_and_identical(
     pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    """``webhooks`` and a webhook by ``node(id)`` as every identity (admins read them; the
-    others are refused by the executed path)."""
+    """``webhooks``, a webhook by ``node(id)`` and each webhook's newest deliveries with
+    their attempts, as every identity (admins read them; the others are refused by the
+    executed path)."""
     identities = await _identities(pair, demo_domain, sessionmaker)
     async with _settings_rows(sessionmaker, demo_domain) as stored:
         ids = stored["Webhook"]
@@ -1679,13 +1726,27 @@ async def test_webhooks_are_compiled_and_identical(
                 fast, slow = await identity.both(WEBHOOKS, {"o": order})
                 assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
                 compiled += fast.headers.get("x-crm-read-path") == COMPILED
+            for first in (2, 0, -3, 1000):
+                fast, slow = await identity.both(DELIVERIES, {"n": first})
+                assert (fast.status_code, fast.content) == (slow.status_code, slow.content), (
+                    who,
+                    fast.text,
+                    slow.text,
+                )
+                compiled += fast.headers.get("x-crm-read-path") == COMPILED
             for id in ids:
-                node = "query($id: ID!) { node(id: $id) { ... on Webhook { url eventTypes } } }"
+                node = """query($id: ID!) { node(id: $id) { ... on Webhook { url eventTypes
+                  deliveries(first: 2) { eventId attemptHistory { attempt } } } } }"""
                 fast, slow = await identity.both(node, {"id": id})
                 assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
-        assert compiled >= 2, compiled
+        assert compiled >= 6, compiled
         body = await dict(identities)["admin"].same(WEBHOOKS, {"o": None}, compiled=True)
         assert body["data"]["webhooks"]["totalCount"] == 3, body
+        body = await dict(identities)["admin"].same(DELIVERIES, {"n": 1000}, compiled=True)
+        hooks = {hook["url"]: hook for hook in body["data"]["webhooks"]["nodes"]}
+        listed = [len(hook["recent"]) for _, hook in sorted(hooks.items())]
+        attempts = sum(len(d["attemptHistory"]) for h in hooks.values() for d in h["recent"])
+        assert listed == [3, 2, 0] and attempts == 1 + 2 + 3 + 4, (listed, attempts)
 
 
 MAIL = """query($m: ID!) { node(id: $m) { id ... on Message { body delivery { direction
@@ -1872,7 +1933,7 @@ def _compilable() -> dict[str, set[str]]:
         known[group.name] = set(group.fields)
     known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job", "changes"}
     known["Query"] |= {"sensitiveCustomFields", "customFieldDefinitions"}
-    for name in ("EmailDelivery", "MessageAttachment"):
+    for name in ("EmailDelivery", "MessageAttachment", "WebhookDelivery", "WebhookDeliveryAttempt"):
         known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
     known["OrderLine"] = set(schema._schema.type_map["OrderLine"].fields)  # type: ignore[attr-defined]
     for name in ("ChangePage", "Change"):
