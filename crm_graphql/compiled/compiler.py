@@ -49,6 +49,7 @@ from strawberry.types.arguments import convert_arguments
 from strawberry.types.base import StrawberryObjectDefinition
 
 from crm_graphql.compiled import insight, sync
+from crm_graphql.compiled import segments as compiled_segments
 from crm_graphql.db.engine import PLAN_CACHE_PRECEDENCE, PlanCache
 from crm_graphql.global_ids import MalformedId, from_global_id
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
@@ -77,7 +78,6 @@ EXECUTED_ROOT_FIELDS: dict[str, str] = {
         "fields) as the mutation does, reading custom-field definitions at run time"
         for kind in ("Customer", "Company", "Deal")
     },
-    "segments": "built-in RFM segments are Python constants listed before the saved ones",
     "customerCohorts": "cells and drill-downs are assembled in Python from one statement",
     "auditLog": "an admin's screen: each entry's changes are translated to the API's names, "
     "IDs and enum spellings in Python (resolvers.security.entry_changes)",
@@ -87,6 +87,10 @@ EXECUTED_OBJECT_FIELDS: dict[tuple[str, str], str] = {
     ("Customer", "rfm"): "recency, money and lifetime value are computed in Python",
     ("Customer", "recommendations"): "scored in Python against co-purchases",
     ("Customer", "churnRisk"): "scored in Python, with its reasons",
+    ("Segment", "customers"): "a saved segment's stored filter is parsed in Python at read "
+    "time (the statement depends on data it would read)",
+    ("Segment", "drillDown"): "not compiled yet (the stored filter combined with the "
+    "caller's in Python)",
 }
 
 
@@ -1377,6 +1381,10 @@ class Compiler:
                 column = self._me(subselections)
             elif name == "changes":
                 column = sync.changes(self, nodes[0], query_type.fields[name].type, subselections)
+            elif name == "segments":
+                column = compiled_segments.segments(
+                    self, nodes[0], query_type.fields[name].type, subselections
+                )
             elif name == "customFieldDefinitions":
                 args = self._arguments("Query", name, nodes[0])
                 column = self._custom_field_definitions(args, subselections)

@@ -1578,7 +1578,7 @@ async def _store_webhooks(session: AsyncSession, workspace_id: Any) -> list[str]
 async def _settings_rows(
     sessionmaker: async_sessionmaker[AsyncSession], domain: str
 ) -> AsyncIterator[dict[str, list[str]]]:
-    """Custom-field definitions, webhooks and mail in the demo workspace while the block
+    """Custom-field definitions, webhooks, segments and mail in the demo workspace while the block
     runs (they change what other tests of the module read: custom-field filters,
     deliveries), their global IDs by type."""
     async with sessionmaker() as session, session.begin():
@@ -1588,6 +1588,7 @@ async def _settings_rows(
         stored = {
             "CustomFieldDefinition": await _store_definitions(session, workspace_id),
             "Webhook": await _store_webhooks(session, workspace_id),
+            "Segment": await _store_segments(session, workspace_id),
             "Message": [
                 to_global_id("Message", m) for _, m in await _store_mail(session, workspace_id)
             ],
@@ -1596,7 +1597,7 @@ async def _settings_rows(
         yield stored
     finally:
         async with sessionmaker() as session, session.begin():
-            tables = ("custom_field_definitions", "webhooks", "message_attachments")
+            tables = ("custom_field_definitions", "webhooks", "segments", "message_attachments")
             for table in (*tables, "email_messages"):
                 await session.execute(
                     text(f"DELETE FROM {table} WHERE workspace_id = :w"), {"w": workspace_id}
@@ -1747,6 +1748,131 @@ async def test_webhooks_are_compiled_and_identical(
         listed = [len(hook["recent"]) for _, hook in sorted(hooks.items())]
         attempts = sum(len(d["attemptHistory"]) for h in hooks.values() for d in h["recent"])
         assert listed == [3, 2, 0] and attempts == 1 + 2 + 3 + 4, (listed, attempts)
+
+
+SEGMENTS = """query($n: Int, $a: String, $f: SegmentFilter, $o: [SegmentOrder!], $x: Boolean) {
+  segments(first: $n, after: $a, filter: $f, orderBy: $o, includeArchived: $x) { totalCount
+  edges { cursor node { id __typename name description filter shared builtIn rfmSegment
+  archivedAt createdAt updatedAt version owner { id name } } }
+  pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }"""
+
+
+async def _store_segments(session: AsyncSession, workspace_id: Any) -> list[str]:
+    """Saved segments: shared, private to the first admin and to another user, archived,
+    two of one name; their global IDs."""
+    from crm_graphql.models import Segment
+
+    users = (
+        await session.scalars(
+            select(User).where(User.workspace_id == workspace_id).order_by(User.created_at)
+        )
+    ).all()
+    admin = next(u for u in users if u.role == Role.ADMIN)
+    other = next(u for u in users if u.role == Role.AGENT)
+    rows = [
+        Segment(
+            workspace_id=workspace_id,
+            name=name,
+            description=description,
+            filter=filter,
+            shared=shared,
+            owner_id=owner,
+            archived_at=archived,
+        )
+        for name, description, filter, shared, owner, archived in [
+            ("Big spenders", None, {"lifecycleStage": {"eq": "CUSTOMER"}}, True, admin.id, None),
+            ("Mine", 'my "own" é', {"name": {"contains": "a"}}, False, admin.id, None),
+            ("Theirs", None, {}, False, other.id, None),
+            (
+                "Old",
+                None,
+                {"email": {"isNull": True}},
+                True,
+                None,
+                datetime(2026, 1, 1, 0, 0, 1).astimezone(),
+            ),
+            (
+                "Big spenders",
+                "twin",
+                {"and": [{}, {"tags": {"contains": "x"}}]},
+                True,
+                other.id,
+                None,
+            ),
+        ]
+    ]
+    session.add_all(rows)
+    await session.flush()
+    return [to_global_id("Segment", row.id) for row in rows]
+
+
+async def test_segments_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``segments`` (built-in RFM segments, then the saved ones the caller sees) as every
+    identity: every page size around the built-ins' count, both kinds of cursor walked to
+    the end, filters that hide the built-ins, orders, archived ones, bad arguments."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    async with sessionmaker() as session, session.begin():
+        workspace_id = await session.scalar(
+            select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
+        )
+        await _store_segments(session, workspace_id)
+    built_ins = len(BUILT_INS)
+    arguments: list[dict[str, Any]] = [
+        {},
+        {"n": 0},
+        {"n": built_ins - 1},
+        {"n": built_ins},
+        {"n": built_ins + 1},
+        {"n": 100},
+        {"n": 101},
+        {"n": 3, "f": {"builtIn": True}},
+        {"n": 3, "f": {"builtIn": False}, "o": [{"field": "NAME", "direction": "DESC"}]},
+        {"f": {"name": {"startsWith": "Big"}}, "o": [{"field": "CREATED_AT"}]},
+        {"f": {"builtIn": True, "shared": True}},
+        {"x": True, "o": [{"field": "UPDATED_AT", "direction": "DESC"}]},
+        {"a": "not a cursor"},
+        {"f": {"id": {"eq": "bad"}}},
+    ]
+    try:
+        seen: Counter[str] = Counter()
+        for who, identity in identities:
+            for variables in arguments:
+                fast, slow = await identity.both(SEGMENTS, variables)
+                assert (fast.status_code, fast.content) == (slow.status_code, slow.content), (
+                    who,
+                    variables,
+                    fast.text,
+                    slow.text,
+                )
+                seen[who] += fast.headers.get("x-crm-read-path") == COMPILED
+            for size in (1, 4, built_ins):
+                after = None
+                for _ in range(40):
+                    variables = {"n": size, "a": after, "x": True}
+                    fast, slow = await identity.both(SEGMENTS, variables)
+                    assert fast.content == slow.content, (who, variables, fast.text, slow.text)
+                    page = (orjson.loads(fast.content).get("data") or {}).get("segments")
+                    if not page or not page["pageInfo"]["hasNextPage"]:
+                        break
+                    after = page["pageInfo"]["endCursor"]
+                else:
+                    raise AssertionError("the pages never end")
+        # Everyone who may read customers is compiled but for the three errors (a page over
+        # the cap, a cursor and an ID that are not); the others are refused.
+        assert seen["admin"] == seen["key customers:read"] == len(arguments) - 3, seen
+        assert seen["key deals:read"] == 0, seen
+        admin = dict(identities)["admin"]
+        body = await admin.same(SEGMENTS, {"n": 100, "x": True}, compiled=True)
+        names = [e["node"]["name"] for e in body["data"]["segments"]["edges"]]
+        assert names[built_ins:] == ["Big spenders", "Big spenders", "Mine", "Old"], names
+        assert body["data"]["segments"]["totalCount"] == built_ins + 4, body
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(
+                text("DELETE FROM segments WHERE workspace_id = :w"), {"w": workspace_id}
+            )
 
 
 MAIL = """query($m: ID!) { node(id: $m) { id ... on Message { body delivery { direction
@@ -1932,7 +2058,9 @@ def _compilable() -> dict[str, set[str]]:
         group = get_named_type(totals.fields["groups"].type)
         known[group.name] = set(group.fields)
     known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job", "changes"}
-    known["Query"] |= {"sensitiveCustomFields", "customFieldDefinitions"}
+    known["Query"] |= {"sensitiveCustomFields", "customFieldDefinitions", "segments"}
+    # A segment's members and drill-down stay executed (decision 0006).
+    known["Segment"] = set(schema._schema.type_map["Segment"].fields) - {"customers", "drillDown"}  # type: ignore[attr-defined]
     for name in ("EmailDelivery", "MessageAttachment", "WebhookDelivery", "WebhookDeliveryAttempt"):
         known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
     known["OrderLine"] = set(schema._schema.type_map["OrderLine"].fields)  # type: ignore[attr-defined]
