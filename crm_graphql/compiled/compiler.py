@@ -78,7 +78,6 @@ EXECUTED_ROOT_FIELDS: dict[str, str] = {
         "fields) as the mutation does, reading custom-field definitions at run time"
         for kind in ("Customer", "Company", "Deal")
     },
-    "customerCohorts": "cells and drill-downs are assembled in Python from one statement",
     "auditLog": "an admin's screen: each entry's changes are translated to the API's names, "
     "IDs and enum spellings in Python (resolvers.security.entry_changes)",
 }
@@ -1383,6 +1382,10 @@ class Compiler:
                 column = sync.changes(self, nodes[0], query_type.fields[name].type, subselections)
             elif name == "segments":
                 column = compiled_segments.segments(
+                    self, nodes[0], query_type.fields[name].type, subselections
+                )
+            elif name == "customerCohorts":
+                column = compiled_segments.customer_cohorts(
                     self, nodes[0], query_type.fields[name].type, subselections
                 )
             elif name == "customFieldDefinitions":

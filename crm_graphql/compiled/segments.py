@@ -1,11 +1,14 @@
-"""``segments`` on the compiled read path.
+"""``segments`` and ``customerCohorts`` on the compiled read path.
 
-The page ``services.segments.plan_segment_page`` plans (the one definition
+``segments``: the page ``services.segments.plan_segment_page`` plans (the one definition
 of which built-in segments a page shows, with their cursors, and which saved ones
 follow), written as one statement. The built-in segments are the service's own constants
 (``BUILT_INS``) written into the statement as literal rows, each attribute read from the
 constant as the executed path reads it; the saved segments are the service's statement,
-paged by the list's own keyset helpers."""
+paged by the list's own keyset helpers.
+
+``customerCohorts``: ``rfm.cohort_counts_statement``, the statement ``rfm.cohorts``
+reads, with each cohort's cells and drill-downs assembled in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import enum
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from graphql import FieldNode, GraphQLObjectType, SelectionSetNode, get_named_type
 from sqlalchemy import and_
 from sqlalchemy.dialects import postgresql
@@ -218,3 +222,107 @@ def segments(
 
     body = c._json_object(connection_type, selection_sets, value)
     return f"(SELECT {body} FROM ({' UNION ALL '.join(branches)}) {r} GROUP BY ())"
+
+
+def customer_cohorts(
+    c: Compiler, node: FieldNode, gql_type: Any, selection_sets: list[SelectionSetNode]
+) -> str:
+    """``rfm.cohorts``: the service's statement of counts per cohort and month, each
+    cohort with a cell per month up to ``to``, written as JSON in PostgreSQL. The
+    drill-downs' filters are the service's (``cohort_filter``, ``cell_filter``) over the
+    month ranges ``in_month`` computes here in Python, one per month of the period."""
+    from crm_graphql.compiled.compiler import Unsupported, _json_string, _literal
+    from crm_graphql.compiled.insight import _float
+    from crm_graphql.resolvers.insight import spec_json
+    from crm_graphql.services import rfm
+
+    args = c._arguments("Query", "customerCohorts", node)
+    try:
+        zone = rfm.time_zone(args["time_zone"])
+        lo, hi = rfm.cohort_months(args["from_"], args["to"])
+        statement = rfm.cohort_counts_statement(c.actor, zone, lo, hi)
+    except DomainError as error:
+        raise Unsupported(f"the executed path answers an error: {error}") from error
+    c.state.models.add(models.Order)
+    c.state.plan(PlanCache.CUSTOM)
+    rows = c._sql(statement, models.Order, models.Order.__tablename__)
+    counts, cohort, cell, found = c._alias(), c._alias(), c._alias(), c._alias()
+
+    def month_index(sql: str) -> str:
+        return f"(extract(year FROM {sql})::int * 12 + extract(month FROM {sql})::int - 1)"
+
+    # Each month's range as JSON text, a constant of the plan, looked up by month index.
+    ranges = [orjson.dumps(spec_json(rfm.in_month(i, zone))).decode() for i in range(lo, hi + 1)]
+    range_of = f"(ARRAY[{', '.join(_literal(r) for r in ranges)}])[(%s) - {lo - 1}]"
+
+    def filter_json(template: dict[str, Any], months: dict[str, str]) -> str:
+        """The filter ``template`` (the service's, with markers for the ranges) as JSON
+        text, each marker replaced by the range of its month."""
+        text = orjson.dumps(spec_json(template)).decode()
+        for marker, month in months.items():
+            head, tail = text.split(_json_string(marker))
+            text = head + "\x00" + month + "\x00" + tail
+        parts = text.split("\x00")
+        return " || ".join(
+            _literal(part) if i % 2 == 0 else range_of % part for i, part in enumerate(parts)
+        )
+
+    cohort_type = _object_type(gql_type)
+    cell_type = _object_type(cohort_type.fields["cells"].type)
+    drill_type = _object_type(cohort_type.fields["drillDown"].type)
+    # The filters are JSON values written with PostgreSQL's spacing: re-encoded once.
+    c.state.reencode = True
+
+    def drill_down(nodes: list[FieldNode], filter_sql: str) -> str:
+        def part(name: str, _: list[FieldNode]) -> str:
+            if name == "list":
+                return _literal(_json_string(rfm.COHORT_LIST))
+            if name == "filter":
+                return filter_sql
+            raise Unsupported(f"DrillDown.{name}")
+
+        return c._json_object(drill_type, c._subselections(nodes), part)
+
+    cohort_filter = filter_json(rfm.cohort_filter("crm:cohort"), {"crm:cohort": f"{cohort}.ci"})
+    cell_filter = filter_json(
+        rfm.cell_filter("crm:cohort", "crm:month"),
+        {"crm:cohort": f"{cohort}.ci", "crm:month": f"{cohort}.ci + {cell}.k"},
+    )
+    customers = f"coalesce({found}.n, 0)"
+
+    def cell_value(name: str, nodes: list[FieldNode]) -> str:
+        if name == "monthsSince":
+            return f"({cell}.k)::text"
+        if name == "customers":
+            return f"({customers})::text"
+        if name == "share":
+            return _float(f"{customers}::float8 / {cohort}.n")
+        if name == "drillDown":
+            return drill_down(nodes, cell_filter)
+        raise Unsupported(f"CohortCell.{name}")
+
+    def cohort_value(name: str, nodes: list[FieldNode]) -> str:
+        if name == "month":
+            return c._value(cohort_type.fields["month"].type, f"{cohort}.cohort")
+        if name == "customers":
+            return f"({cohort}.n)::text"
+        if name == "cells":
+            item = c._json_object(cell_type, c._subselections(nodes), cell_value)
+            return (
+                f"(SELECT '[' || coalesce(string_agg({item}, ',' ORDER BY {cell}.k), '') "
+                f"|| ']' FROM generate_series(0, {hi} - {cohort}.ci) {cell}(k) "
+                f"LEFT JOIN {counts} {found} ON {found}.ci = {cohort}.ci "
+                f"AND {found}.mi = {cohort}.ci + {cell}.k)"
+            )
+        if name == "drillDown":
+            return drill_down(nodes, cohort_filter)
+        raise Unsupported(f"Cohort.{name}")
+
+    item = c._json_object(cohort_type, selection_sets, cohort_value)
+    k = c._alias()
+    return (
+        f"(WITH {counts} AS MATERIALIZED (SELECT {month_index(f'{k}.cohort')} AS ci, "
+        f"{month_index(f'{k}.month')} AS mi, {k}.count AS n, {k}.cohort FROM ({rows}) {k}) "
+        f"SELECT '[' || coalesce(string_agg({item}, ',' ORDER BY {cohort}.ci), '') || ']' "
+        f"FROM {counts} {cohort} WHERE {cohort}.mi = {cohort}.ci)"
+    )

@@ -1875,6 +1875,51 @@ async def test_segments_are_compiled_and_identical(
             )
 
 
+COHORTS = """query($from: Date!, $to: Date!, $tz: String!) {
+  customerCohorts(from: $from, to: $to, timeZone: $tz) { month customers __typename
+    drillDown { list filter } cells { monthsSince customers share drillDown { filter list } }
+  } again: customerCohorts(from: $from, to: $to, timeZone: $tz) { customers } }"""
+
+
+async def test_customer_cohorts_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``customerCohorts`` as every identity over periods in several zones (months cut
+    at local midnight, a zone a day ahead, one off the hour), and the periods the
+    executed path refuses."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    periods = [
+        ("2017-01-01", "2026-12-31", "UTC"),
+        ("2024-03-15", "2026-11-02", "Europe/Amsterdam"),
+        ("2025-01-01", "2025-12-31", "Pacific/Kiritimati"),
+        ("2023-06-30", "2026-06-01", "America/St_Johns"),
+        ("2026-12-01", "2026-12-31", "UTC"),
+        ("2026-02-01", "2026-01-01", "UTC"),
+        ("2000-01-01", "2026-12-31", "UTC"),
+        ("2026-01-01", "2026-02-01", "Mars/Olympus"),
+    ]
+    compiled: Counter[str] = Counter()
+    for who, identity in identities:
+        for start, end, zone in periods:
+            variables = {"from": start, "to": end, "tz": zone}
+            fast, slow = await identity.both(COHORTS, variables)
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content), (
+                who,
+                variables,
+                fast.text[:2000],
+                slow.text[:2000],
+            )
+            compiled[who] += fast.headers.get("x-crm-read-path") == COMPILED
+    # The last three periods are errors; those who may not read customers are refused.
+    assert compiled["admin"] == compiled["key customers:read"] == len(periods) - 3, compiled
+    assert compiled["key deals:read"] == 0, compiled
+    body = await dict(identities)["admin"].same(
+        COHORTS, {"from": "2017-01-01", "to": "2026-12-31", "tz": "UTC"}, compiled=True
+    )
+    cohorts = body["data"]["customerCohorts"]
+    assert len(cohorts) > 2 and sum(c["customers"] for c in cohorts) > 10, cohorts
+
+
 MAIL = """query($m: ID!) { node(id: $m) { id ... on Message { body delivery { direction
   status attempts error nextAttemptAt sentAt rfcMessageId sender recipients subject
   __typename } attachments { id __typename filename contentType size url } } } }"""
@@ -2059,6 +2104,9 @@ def _compilable() -> dict[str, set[str]]:
         known[group.name] = set(group.fields)
     known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job", "changes"}
     known["Query"] |= {"sensitiveCustomFields", "customFieldDefinitions", "segments"}
+    known["Query"] |= {"customerCohorts"}
+    known["Cohort"] = {"month", "customers", "cells", "drillDown"}
+    known["CohortCell"] = {"monthsSince", "customers", "share", "drillDown"}
     # A segment's members and drill-down stay executed (decision 0006).
     known["Segment"] = set(schema._schema.type_map["Segment"].fields) - {"customers", "drillDown"}  # type: ignore[attr-defined]
     for name in ("EmailDelivery", "MessageAttachment", "WebhookDelivery", "WebhookDeliveryAttempt"):
