@@ -88,8 +88,6 @@ EXECUTED_OBJECT_FIELDS: dict[tuple[str, str], str] = {
     ("Customer", "churnRisk"): "scored in Python, with its reasons",
     ("Segment", "customers"): "a saved segment's stored filter is parsed in Python at read "
     "time (the statement depends on data it would read)",
-    ("Segment", "drillDown"): "not compiled yet (the stored filter combined with the "
-    "caller's in Python)",
 }
 
 

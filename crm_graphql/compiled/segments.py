@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -73,6 +74,70 @@ def _constant(value: Any, sql_type: str) -> str:
     if isinstance(value, int):
         return f"{value}::{sql_type}"
     raise Unsupported(f"a built-in segment's {type(value).__name__}")
+
+
+# Stands for a saved segment's own filter in the drill-down the resolver builds from it.
+_OWN = {"crm:own": True}
+
+
+def _drill_down(
+    c: Compiler,
+    row: str,
+    built_ins: list[segment_service.BuiltInSegment],
+    caller: Any,
+    segment_type: GraphQLObjectType,
+    nodes: list[FieldNode],
+) -> str:
+    """``resolvers.segments.segment_drill_down`` of the row within the caller's filter.
+    The resolver itself builds every answer here, in Python: for each built-in segment
+    of the page, and for a saved segment once with an empty filter and once with a
+    marker where its own (non-empty) filter goes, which the statement replaces with the
+    stored filter."""
+    from crm_graphql.compiled.compiler import Unsupported, _json_string, _literal, _unrepresentable
+    from crm_graphql.resolvers.segments import segment_drill_down
+
+    drill_type = _object_type(segment_type.fields["drillDown"].type)
+    # The filters are JSON values written with PostgreSQL's spacing: re-encoded once.
+    c.state.reencode = True
+
+    def drill(list_sql: str, filter_sql: str) -> str:
+        def part(name: str, _: list[FieldNode]) -> str:
+            if name == "list":
+                return list_sql
+            if name == "filter":
+                return filter_sql
+            raise Unsupported(f"DrillDown.{name}")
+
+        return c._json_object(drill_type, c._subselections(nodes), part)
+
+    def answer(root: Any) -> Any:
+        return segment_drill_down(root, caller)
+
+    cases = " ".join(
+        f"WHEN {_literal(str(b.id))}::uuid THEN "
+        + drill(
+            _literal(_json_string(answer(b).list)),
+            _literal(orjson.dumps(answer(b).filter).decode()),
+        )
+        for b in built_ins
+    )
+    empty = answer(SimpleNamespace(filter={}))
+    marked = answer(SimpleNamespace(filter=_OWN))
+    head, tail = orjson.dumps(marked.filter).decode().split(orjson.dumps(_OWN).decode())
+    own = f"{row}.filter"
+    saved = (
+        f"CASE WHEN jsonb_typeof({own}) <> 'object' THEN {_unrepresentable(own)} "
+        f"WHEN {own} = '{{}}'::jsonb THEN "
+        + drill(_literal(_json_string(empty.list)), _literal(orjson.dumps(empty.filter).decode()))
+        + " ELSE "
+        + drill(
+            _literal(_json_string(marked.list)),
+            f"{_literal(head)} || ({own})::text || {_literal(tail)}",
+        )
+        + " END"
+    )
+    built = f"CASE {row}.id {cases} END" if cases else "NULL"
+    return f"CASE WHEN {row}.built_in THEN {built} ELSE {saved} END"
 
 
 def segments(
@@ -160,8 +225,10 @@ def segments(
             return c._by_id("User", f"{r}.owner_id", c._subselections(nodes))
         if name in plain and not nodes[0].arguments:
             return c._value(segment_type.fields[name].type, f'{r}."{plain[name]}"')
-        # ``customers`` (a saved segment's stored filter is parsed in Python) and
-        # ``drillDown``: decision 0006.
+        if name == "drillDown":
+            caller = c._arguments("Segment", name, nodes[0]).get("filter")
+            return _drill_down(c, r, plan.built_ins, caller, segment_type, nodes)
+        # ``customers``: a saved segment's stored filter is parsed in Python (decision 0006).
         raise Unsupported(f"Segment.{name}")
 
     def items(item: str) -> str:

@@ -1750,10 +1750,12 @@ async def test_webhooks_are_compiled_and_identical(
         assert listed == [3, 2, 0] and attempts == 1 + 2 + 3 + 4, (listed, attempts)
 
 
-SEGMENTS = """query($n: Int, $a: String, $f: SegmentFilter, $o: [SegmentOrder!], $x: Boolean) {
+SEGMENTS = """query($n: Int, $a: String, $f: SegmentFilter, $o: [SegmentOrder!], $x: Boolean,
+  $cf: CustomerFilter) {
   segments(first: $n, after: $a, filter: $f, orderBy: $o, includeArchived: $x) { totalCount
   edges { cursor node { id __typename name description filter shared builtIn rfmSegment
-  archivedAt createdAt updatedAt version owner { id name } } }
+  archivedAt createdAt updatedAt version owner { id name } drillDown { list filter }
+  within: drillDown(filter: $cf) { __typename filter list } } }
   pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }"""
 
 
@@ -1783,6 +1785,7 @@ async def _store_segments(session: AsyncSession, workspace_id: Any) -> list[str]
             ("Big spenders", None, {"lifecycleStage": {"eq": "CUSTOMER"}}, True, admin.id, None),
             ("Mine", 'my "own" é', {"name": {"contains": "a"}}, False, admin.id, None),
             ("Theirs", None, {}, False, other.id, None),
+            ("Everyone", None, {}, True, None, None),
             (
                 "Old",
                 None,
@@ -1832,6 +1835,9 @@ async def test_segments_are_compiled_and_identical(
         {"f": {"name": {"startsWith": "Big"}}, "o": [{"field": "CREATED_AT"}]},
         {"f": {"builtIn": True, "shared": True}},
         {"x": True, "o": [{"field": "UPDATED_AT", "direction": "DESC"}]},
+        {"cf": {"name": {"contains": 'a "b"'}}, "n": 30},
+        {"cf": {}, "n": 30, "x": True},
+        {"cf": {"or": [{"tags": {"contains": "vip"}}, {"rfmSegment": {"eq": "LOST"}}]}},
         {"a": "not a cursor"},
         {"f": {"id": {"eq": "bad"}}},
     ]
@@ -1866,8 +1872,8 @@ async def test_segments_are_compiled_and_identical(
         admin = dict(identities)["admin"]
         body = await admin.same(SEGMENTS, {"n": 100, "x": True}, compiled=True)
         names = [e["node"]["name"] for e in body["data"]["segments"]["edges"]]
-        assert names[built_ins:] == ["Big spenders", "Big spenders", "Mine", "Old"], names
-        assert body["data"]["segments"]["totalCount"] == built_ins + 4, body
+        assert names[built_ins:] == ["Big spenders", "Big spenders", "Everyone", "Mine", "Old"]
+        assert body["data"]["segments"]["totalCount"] == built_ins + 5, body
     finally:
         async with sessionmaker() as session, session.begin():
             await session.execute(
@@ -2107,8 +2113,9 @@ def _compilable() -> dict[str, set[str]]:
     known["Query"] |= {"customerCohorts"}
     known["Cohort"] = {"month", "customers", "cells", "drillDown"}
     known["CohortCell"] = {"monthsSince", "customers", "share", "drillDown"}
-    # A segment's members and drill-down stay executed (decision 0006).
-    known["Segment"] = set(schema._schema.type_map["Segment"].fields) - {"customers", "drillDown"}  # type: ignore[attr-defined]
+    # A segment's members stay executed (decision 0006).
+    segment_fields = schema._schema.type_map["Segment"].fields  # type: ignore[attr-defined]
+    known["Segment"] = set(segment_fields) - {"customers"}
     for name in ("EmailDelivery", "MessageAttachment", "WebhookDelivery", "WebhookDeliveryAttempt"):
         known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
     known["OrderLine"] = set(schema._schema.type_map["OrderLine"].fields)  # type: ignore[attr-defined]
