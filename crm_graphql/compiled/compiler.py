@@ -48,7 +48,7 @@ from strawberry import Schema
 from strawberry.types.arguments import convert_arguments
 from strawberry.types.base import StrawberryObjectDefinition
 
-from crm_graphql.compiled import insight, sync
+from crm_graphql.compiled import audit, insight, sync
 from crm_graphql.compiled import segments as compiled_segments
 from crm_graphql.db.engine import PLAN_CACHE_PRECEDENCE, PlanCache
 from crm_graphql.global_ids import MalformedId, from_global_id
@@ -78,8 +78,6 @@ EXECUTED_ROOT_FIELDS: dict[str, str] = {
         "fields) as the mutation does, reading custom-field definitions at run time"
         for kind in ("Customer", "Company", "Deal")
     },
-    "auditLog": "an admin's screen: each entry's changes are translated to the API's names, "
-    "IDs and enum spellings in Python (resolvers.security.entry_changes)",
 }
 EXECUTED_OBJECT_FIELDS: dict[tuple[str, str], str] = {
     ("Customer", "customFields"): "sensitive keys are decrypted (or hidden) per caller",
@@ -1080,9 +1078,17 @@ class Compiler:
         selection_sets: list[SelectionSetNode],
         *,
         parent: tuple[ChildList, str] | None = None,
+        row_json: Callable[[str, list[SelectionSetNode]], str] | None = None,
     ) -> str:
         """One page of a list as the executed path pages it (``paginate`` for a root
-        list, ``paginate_per_parent`` for a nested one), with only the selected parts."""
+        list, ``paginate_per_parent`` for a nested one), with only the selected parts.
+        ``row_json(alias, selection_sets)``: the JSON of a row of a type that is no
+        read-model type (by default the read model's ``_object``)."""
+        if row_json is None:
+
+            def row_json(alias: str, selection_sets: list[SelectionSetNode]) -> str:
+                return self._object(type_name, alias, selection_sets)
+
         try:
             request = querying.PageRequest(
                 first=args.get("first"),
@@ -1178,7 +1184,7 @@ class Compiler:
             if name == "cursor":
                 return self._cursor(keys, lambda column: f'{alias}."{column}"')
             if name == "node":
-                return self._object(type_name, alias, self._subselections(nodes))
+                return row_json(alias, self._subselections(nodes))
             raise Unsupported(f"edge field {name}")
 
         def page_items(item: str) -> str:
@@ -1192,7 +1198,7 @@ class Compiler:
             subselections = self._subselections(nodes)
             if name in ("edges", "nodes"):
                 if name == "nodes":
-                    item = self._object(type_name, alias, subselections)
+                    item = row_json(alias, subselections)
                 else:
                     edge_type, _ = _unwrap(connection_type.fields["edges"].type)
                     edge_type, _ = _unwrap(edge_type.of_type)
@@ -1214,7 +1220,7 @@ class Compiler:
             raise Unsupported(f"{connection_type.name}.{name}")
 
         if parent is not None and parent[0].items:  # a plain list: the page's items
-            body = page_items(self._object(type_name, alias, selection_sets))
+            body = page_items(row_json(alias, selection_sets))
         else:
             body = self._json_object(connection_type, selection_sets, value)
         if parent is None and filter:
@@ -1380,6 +1386,10 @@ class Compiler:
                 column = sync.changes(self, nodes[0], query_type.fields[name].type, subselections)
             elif name == "segments":
                 column = compiled_segments.segments(
+                    self, nodes[0], query_type.fields[name].type, subselections
+                )
+            elif name == "auditLog":
+                column = audit.audit_log(
                     self, nodes[0], query_type.fields[name].type, subselections
                 )
             elif name == "customerCohorts":
@@ -1548,9 +1558,13 @@ _PLAIN: dict[str, dict[str, str]] = {}
 
 def plain_fields(schema: Schema, type_name: str) -> dict[str, str]:
     """GraphQL name -> column name of the fields that read a column as stored."""
+    return plain_columns(schema, type_name, OBJECT_TYPES[type_name].model)
+
+
+def plain_columns(schema: Schema, type_name: str, model: type[Any]) -> dict[str, str]:
+    """``plain_fields`` of a GraphQL type whose rows are ``model``'s."""
     found = _PLAIN.get(type_name)
     if found is None:
-        model = OBJECT_TYPES[type_name].model
         columns = model.__table__.columns
         definition = schema.get_type_by_name(type_name)
         assert isinstance(definition, StrawberryObjectDefinition), type_name

@@ -1926,6 +1926,129 @@ async def test_customer_cohorts_are_compiled_and_identical(
     assert len(cohorts) > 2 and sum(c["customers"] for c in cohorts) > 10, cohorts
 
 
+AUDIT_LOG = """query($n: Int, $a: String, $f: AuditLogFilter, $o: [AuditLogOrder!]) {
+  auditLog(first: $n, after: $a, filter: $f, orderBy: $o) { totalCount
+  edges { cursor node { id __typename action entityType entityId changes requestId createdAt
+    clientIp actor { id name } apiKey { id name } entity { __typename id
+      ... on Customer { name } ... on Deal { title stage { name } } } } }
+  pageInfo { hasNextPage endCursor } } }"""
+
+
+async def _store_audit_entries(session: AsyncSession, workspace_id: Any) -> dict[str, str]:
+    """Audit entries the writers make (references, enums, nulls, a gone entity) and ones
+    only old or odd data holds (a key that is no column, a reference that is no UUID or
+    not in its canonical text, an IPv6 client); their actions by kind."""
+    from crm_graphql.models import AuditLog, Deal
+
+    customer = await session.scalar(
+        select(Customer).where(Customer.workspace_id == workspace_id).limit(1)
+    )
+    deal = await session.scalar(select(Deal).where(Deal.workspace_id == workspace_id).limit(1))
+    user = await session.scalar(select(User).where(User.workspace_id == workspace_id).limit(1))
+    assert customer is not None and deal is not None and user is not None
+    # The log is append-only: they stay, dated long before the rest (newest-first pages
+    # of the other tests end before them).
+    moment = datetime(2001, 1, 1, 0, 0, 0, 5).astimezone()
+    plain = {
+        "owner_id": {"before": None, "after": str(user.id).upper()},
+        "lifecycle_stage": {"before": "lead", "after": "customer"},
+        "status": {"before": "open", "after": "not an enum value"},
+        "name": {"before": 'Zoë "Z"', "after": None},
+        "tags": {"before": [], "after": ["a", "b"]},
+        "company_id": "not a change object",
+        "custom_fields": {"before": {"x": 1.5}, "after": {"x": None}},
+    }
+    kinds = {
+        "plain": ("Customer", customer.id, plain, "203.0.113.9"),
+        "deal": (
+            "Deal",
+            deal.id,
+            {"stage_id": {"before": str(deal.stage_id), "after": None}, "status": {"after": "won"}},
+            "10.1.0.0/16",
+        ),
+        "gone": ("Customer", uuid.uuid4(), {}, None),
+        "none": ("Workspace", None, {"name": {"after": "x"}}, None),
+        "odd key": ("Customer", customer.id, {"weird key": {"after": 1}}, None),
+        "odd id": (
+            "Customer",
+            customer.id,
+            {"owner_id": {"after": "{" + str(user.id) + "}"}},
+            None,
+        ),
+        "ipv6": ("Deal", deal.id, {}, "::ffff:1.2.3.4"),
+        "delivery": ("WebhookDelivery", uuid.uuid4(), {}, None),
+    }
+    for number, (kind, (entity_type, entity_id, changes, ip)) in enumerate(kinds.items()):
+        session.add(
+            AuditLog(
+                workspace_id=workspace_id,
+                actor_user_id=user.id if number % 2 else None,
+                action=f"differential {kind}",
+                entity_type=entity_type,
+                entity_id=entity_id,
+                changes=changes,
+                request_id=None if number % 3 else f"req-{number}",
+                client_ip=ip,
+                created_at=moment + timedelta(seconds=number),
+            )
+        )
+    await session.flush()
+    return {kind: f"differential {kind}" for kind in kinds}
+
+
+async def test_the_audit_log_is_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``auditLog`` as every identity (admins read it): entries as the writers make them
+    are compiled (changes in the API's names), odd ones take the executed path; pages
+    walked with cursors, filtered and ordered."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    async with sessionmaker() as session, session.begin():
+        workspace_id = await session.scalar(
+            select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
+        )
+        actions = await _store_audit_entries(session, workspace_id)
+    compiled: Counter[str] = Counter()
+    for who, identity in identities:
+        for kind, action in actions.items():
+            variables = {"f": {"action": {"eq": action}}}
+            fast, slow = await identity.both(AUDIT_LOG, variables)
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content), (
+                who,
+                kind,
+                fast.text,
+                slow.text,
+            )
+            if fast.headers.get("x-crm-read-path") == COMPILED:
+                compiled[kind] += 1
+        for variables in (
+            {"n": 7},
+            {"n": 0},
+            {"o": [{"field": "CREATED_AT", "direction": "ASC"}], "n": 3},
+            {"f": {"action": {"startsWith": "differential"}}},
+        ):
+            fast, slow = await identity.both(AUDIT_LOG, variables)
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content), who
+    # Only admins read the audit log; odd entries take the executed path.
+    assert set(compiled) == {"plain", "deal", "gone", "none"}, compiled
+    assert all(n == 1 for n in compiled.values()), compiled
+    admin = dict(identities)["admin"]
+    body = await admin.same(AUDIT_LOG, {"f": {"action": {"eq": actions["plain"]}}})
+    changes = body["data"]["auditLog"]["edges"][0]["node"]["changes"]
+    assert changes["lifecycleStage"] == {"before": "LEAD", "after": "CUSTOMER"}, changes
+    seen = 0
+    after = None
+    while True:
+        fast, slow = await admin.both(AUDIT_LOG, {"n": 25, "a": after})
+        assert fast.content == slow.content, (fast.text, slow.text)
+        page = orjson.loads(fast.content)["data"]["auditLog"]
+        seen += len(page["edges"])
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert seen == page["totalCount"], (seen, page["totalCount"])
+
+
 MAIL = """query($m: ID!) { node(id: $m) { id ... on Message { body delivery { direction
   status attempts error nextAttemptAt sentAt rfcMessageId sender recipients subject
   __typename } attachments { id __typename filename contentType size url } } } }"""
@@ -2110,7 +2233,9 @@ def _compilable() -> dict[str, set[str]]:
         known[group.name] = set(group.fields)
     known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job", "changes"}
     known["Query"] |= {"sensitiveCustomFields", "customFieldDefinitions", "segments"}
-    known["Query"] |= {"customerCohorts"}
+    known["Query"] |= {"customerCohorts", "auditLog"}
+    audit_fields = schema._schema.type_map["AuditLogEntry"].fields  # type: ignore[attr-defined]
+    known["AuditLogEntry"] = set(audit_fields)
     known["Cohort"] = {"month", "customers", "cells", "drillDown"}
     known["CohortCell"] = {"monthsSince", "customers", "share", "drillDown"}
     # A segment's members stay executed (decision 0006).
