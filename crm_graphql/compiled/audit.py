@@ -18,7 +18,7 @@ import orjson
 from graphql import FieldNode, GraphQLObjectType, SelectionSetNode, get_named_type
 
 from crm_graphql.resolvers import security
-from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
+from crm_graphql.resolvers.nodes import NODE_MODELS
 from crm_graphql.resolvers.readmodel import OBJECT_TYPES
 from crm_graphql.services import audit
 from crm_graphql.storage import querying
@@ -108,18 +108,15 @@ def _changes(c: Compiler, entry: str) -> str:
 def _entity(c: Compiler, entry: str, selection_sets: list[SelectionSetNode]) -> str:
     """``resolvers.security.entity``: the entity read by id as its type, null for a type
     that is no node or an entry without one."""
-    from crm_graphql.compiled.compiler import Unsupported, _literal, _unrepresentable
+    from crm_graphql.compiled.compiler import _literal, _unrepresentable
 
     cases = []
     for type_name in NODE_MODELS:
-        found = _unrepresentable(f"{entry}.entity_type")
-        # Types loaded by a service of their own, or no read-model type: the executed
-        # path answers.
-        if type_name in OBJECT_TYPES or type_name not in LOADED_NODES:
-            try:
-                found = c._by_id(type_name, f"{entry}.entity_id", selection_sets)
-            except Unsupported:
-                pass
+        if type_name in OBJECT_TYPES:
+            # A selection the compiler refuses under a read-model type refuses the page.
+            found = c._by_id(type_name, f"{entry}.entity_id", selection_sets)
+        else:  # no read-model type (its own loader, say): the executed path answers
+            found = _unrepresentable(f"{entry}.entity_type")
         cases.append(f"WHEN {_literal(type_name)} THEN {found}")
     return (
         f"CASE WHEN {entry}.entity_id IS NULL THEN 'null' ELSE CASE {entry}.entity_type "

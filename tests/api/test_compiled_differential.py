@@ -2033,6 +2033,9 @@ async def test_the_audit_log_is_compiled_and_identical(
     assert set(compiled) == {"plain", "deal", "gone", "none"}, compiled
     assert all(n == 1 for n in compiled.values()), compiled
     admin = dict(identities)["admin"]
+    # A field the compiler refuses under an entity's type refuses the page.
+    refused = "{ auditLog(first: 20) { nodes { entity { ... on Customer { customFields } } } } }"
+    await admin.same(refused, compiled=False)
     body = await admin.same(AUDIT_LOG, {"f": {"action": {"eq": actions["plain"]}}})
     changes = body["data"]["auditLog"]["edges"][0]["node"]["changes"]
     assert changes["lifecycleStage"] == {"before": "LEAD", "after": "CUSTOMER"}, changes
