@@ -48,7 +48,8 @@ from strawberry import Schema
 from strawberry.types.arguments import convert_arguments
 from strawberry.types.base import StrawberryObjectDefinition
 
-from crm_graphql.compiled import insight, sync
+from crm_graphql.compiled import audit, insight, sync
+from crm_graphql.compiled import segments as compiled_segments
 from crm_graphql.db.engine import PLAN_CACHE_PRECEDENCE, PlanCache
 from crm_graphql.global_ids import MalformedId, from_global_id
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
@@ -77,18 +78,14 @@ EXECUTED_ROOT_FIELDS: dict[str, str] = {
         "fields) as the mutation does, reading custom-field definitions at run time"
         for kind in ("Customer", "Company", "Deal")
     },
-    "segments": "built-in RFM segments are Python constants listed before the saved ones",
-    "customerCohorts": "cells and drill-downs are assembled in Python from one statement",
-    "auditLog": "an admin's screen: each entry's changes are translated to the API's names, "
-    "IDs and enum spellings in Python (resolvers.security.entry_changes)",
 }
 EXECUTED_OBJECT_FIELDS: dict[tuple[str, str], str] = {
     ("Customer", "customFields"): "sensitive keys are decrypted (or hidden) per caller",
     ("Customer", "rfm"): "recency, money and lifetime value are computed in Python",
     ("Customer", "recommendations"): "scored in Python against co-purchases",
     ("Customer", "churnRisk"): "scored in Python, with its reasons",
-    ("Webhook", "deliveries"): "not compiled yet (deliveries with their attempts, loaded "
-    "by the webhook service)",
+    ("Segment", "customers"): "a saved segment's stored filter is parsed in Python at read "
+    "time (the statement depends on data it would read)",
 }
 
 
@@ -613,6 +610,9 @@ class Compiler:
                 return self._delivery(alias, subselections)
             if name in info.computed and name == "attachments":
                 return self._attachments(alias, subselections)
+            if name in info.computed and name == "deliveries":
+                first = self._arguments(type_name, name, nodes[0])["first"]
+                return self._webhook_deliveries(alias, first, subselections)
             if name in info.computed and name == "scopes":
                 return self._scopes(alias, gql_type.fields[name].type)
             if name in info.computed and name == "lines":
@@ -730,10 +730,11 @@ class Compiler:
         row: str,
         selection_sets: list[SelectionSetNode],
         computed: dict[str, str] | None = None,
+        nested: Callable[[str, list[FieldNode]], str] | None = None,
     ) -> str:
         """JSON of a row read by a service statement, for a type that is no read-model
         type: its fields without a resolver read their column as stored (``computed``:
-        the SQL of the others' JSON)."""
+        the SQL of the others' JSON; ``nested``: of those with a selection of their own)."""
         gql_type = self.gschema.get_type(type_name)
         assert isinstance(gql_type, GraphQLObjectType)
         definition = self.schema.get_type_by_name(type_name)
@@ -750,6 +751,8 @@ class Compiler:
                 return computed[name]
             if name in columns:
                 return self._value(gql_type.fields[name].type, f'{row}."{columns[name]}"')
+            if nested is not None:
+                return nested(name, nodes)
             raise Unsupported(f"{type_name}.{name}")
 
         return self._json_object(gql_type, selection_sets, value)
@@ -792,6 +795,67 @@ class Compiler:
         return (
             f"(SELECT '[' || coalesce(string_agg({body}, ',' ORDER BY {order}), '') || ']' "
             f"FROM ({rows}) {file} WHERE {file}.message_id = {alias}.id)"
+        )
+
+    def _webhook_deliveries(
+        self, alias: str, first: int, selection_sets: list[SelectionSetNode]
+    ) -> str:
+        """``webhooks.recent_deliveries`` of the webhook: its newest deliveries (as many as
+        ``deliveries_limit`` takes), each with its attempts (``attempts_of``)."""
+        from crm_graphql import enums, models
+        from crm_graphql.resolvers.webhooks import deliveries_limit
+        from crm_graphql.services import webhooks
+
+        model = models.WebhookDelivery
+        self.state.models.add(model)
+        rows = self._sql(webhooks.deliveries_statement(self.actor), model, model.__tablename__)
+        row = self._alias()
+        order = ", ".join(self._sql(term, model, row) for term in webhooks.DELIVERIES_ORDER)
+        pending = _literal(enums.DeliveryStatus.PENDING.value)
+        gql_type = self.gschema.get_type("WebhookDelivery")
+        assert isinstance(gql_type, GraphQLObjectType)
+        next_attempt = self._value(
+            gql_type.fields["nextAttemptAt"].type,
+            f"CASE WHEN {row}.status = {pending} THEN {row}.next_attempt_at END",
+        )
+
+        def computed(name: str, nodes: list[FieldNode]) -> str:
+            if name == "attemptHistory":
+                return self._delivery_attempts(row, self._subselections(nodes))
+            raise Unsupported(f"WebhookDelivery.{name}")
+
+        body = self._row_object(
+            "WebhookDelivery",
+            row,
+            selection_sets,
+            {
+                "id": self._global_id("WebhookDelivery", row),
+                "deliveryId": f"to_json({row}.id::text)::text",
+                "status": self._value(gql_type.fields["status"].type, f"{row}.status"),
+                "nextAttemptAt": next_attempt,
+            },
+            computed,
+        )
+        limit = self._param(deliveries_limit(first))
+        return (
+            f"(SELECT '[' || coalesce(string_agg({body}, ',' ORDER BY {order}), '') || ']' "
+            f"FROM (SELECT * FROM ({rows}) {row} WHERE {row}.webhook_id = {alias}.id "
+            f"ORDER BY {order} LIMIT {limit}::int) {row})"
+        )
+
+    def _delivery_attempts(self, delivery: str, selection_sets: list[SelectionSetNode]) -> str:
+        """``webhooks.attempts_of`` of the delivery: every attempt, oldest first, as stored."""
+        from crm_graphql import models
+        from crm_graphql.services import webhooks
+
+        model = models.WebhookDeliveryAttempt
+        rows = self._sql(webhooks.attempts_statement(self.actor), model, model.__tablename__)
+        row = self._alias()
+        order = ", ".join(self._sql(term, model, row) for term in webhooks.ATTEMPTS_ORDER)
+        body = self._row_object("WebhookDeliveryAttempt", row, selection_sets)
+        return (
+            f"(SELECT '[' || coalesce(string_agg({body}, ',' ORDER BY {order}), '') || ']' "
+            f"FROM ({rows}) {row} WHERE {row}.delivery_id = {delivery}.id)"
         )
 
     def _scopes(self, alias: str, gql_type: Any) -> str:
@@ -1014,9 +1078,17 @@ class Compiler:
         selection_sets: list[SelectionSetNode],
         *,
         parent: tuple[ChildList, str] | None = None,
+        row_json: Callable[[str, list[SelectionSetNode]], str] | None = None,
     ) -> str:
         """One page of a list as the executed path pages it (``paginate`` for a root
-        list, ``paginate_per_parent`` for a nested one), with only the selected parts."""
+        list, ``paginate_per_parent`` for a nested one), with only the selected parts.
+        ``row_json(alias, selection_sets)``: the JSON of a row of a type that is no
+        read-model type (by default the read model's ``_object``)."""
+        if row_json is None:
+
+            def row_json(alias: str, selection_sets: list[SelectionSetNode]) -> str:
+                return self._object(type_name, alias, selection_sets)
+
         try:
             request = querying.PageRequest(
                 first=args.get("first"),
@@ -1112,7 +1184,7 @@ class Compiler:
             if name == "cursor":
                 return self._cursor(keys, lambda column: f'{alias}."{column}"')
             if name == "node":
-                return self._object(type_name, alias, self._subselections(nodes))
+                return row_json(alias, self._subselections(nodes))
             raise Unsupported(f"edge field {name}")
 
         def page_items(item: str) -> str:
@@ -1126,7 +1198,7 @@ class Compiler:
             subselections = self._subselections(nodes)
             if name in ("edges", "nodes"):
                 if name == "nodes":
-                    item = self._object(type_name, alias, subselections)
+                    item = row_json(alias, subselections)
                 else:
                     edge_type, _ = _unwrap(connection_type.fields["edges"].type)
                     edge_type, _ = _unwrap(edge_type.of_type)
@@ -1148,7 +1220,7 @@ class Compiler:
             raise Unsupported(f"{connection_type.name}.{name}")
 
         if parent is not None and parent[0].items:  # a plain list: the page's items
-            body = page_items(self._object(type_name, alias, selection_sets))
+            body = page_items(row_json(alias, selection_sets))
         else:
             body = self._json_object(connection_type, selection_sets, value)
         if parent is None and filter:
@@ -1312,6 +1384,18 @@ class Compiler:
                 column = self._me(subselections)
             elif name == "changes":
                 column = sync.changes(self, nodes[0], query_type.fields[name].type, subselections)
+            elif name == "segments":
+                column = compiled_segments.segments(
+                    self, nodes[0], query_type.fields[name].type, subselections
+                )
+            elif name == "auditLog":
+                column = audit.audit_log(
+                    self, nodes[0], query_type.fields[name].type, subselections
+                )
+            elif name == "customerCohorts":
+                column = compiled_segments.customer_cohorts(
+                    self, nodes[0], query_type.fields[name].type, subselections
+                )
             elif name == "customFieldDefinitions":
                 args = self._arguments("Query", name, nodes[0])
                 column = self._custom_field_definitions(args, subselections)
@@ -1474,9 +1558,13 @@ _PLAIN: dict[str, dict[str, str]] = {}
 
 def plain_fields(schema: Schema, type_name: str) -> dict[str, str]:
     """GraphQL name -> column name of the fields that read a column as stored."""
+    return plain_columns(schema, type_name, OBJECT_TYPES[type_name].model)
+
+
+def plain_columns(schema: Schema, type_name: str, model: type[Any]) -> dict[str, str]:
+    """``plain_fields`` of a GraphQL type whose rows are ``model``'s."""
     found = _PLAIN.get(type_name)
     if found is None:
-        model = OBJECT_TYPES[type_name].model
         columns = model.__table__.columns
         definition = schema.get_type_by_name(type_name)
         assert isinstance(definition, StrawberryObjectDefinition), type_name

@@ -251,9 +251,9 @@ OBJECT_TYPES: dict[str, ObjectType] = {
         },
         computed=frozenset({"scopes"}),
     ),
-    # Webhook subscriptions (``webhooks.WEBHOOKS``); their deliveries are loaded by the
-    # webhook service (executed: decision 0006).
-    "Webhook": ObjectType(models.Webhook, _SCHEMA + "webhooks"),
+    # Webhook subscriptions (``webhooks.WEBHOOKS``); their newest deliveries with their
+    # attempts (``webhooks.recent_deliveries``, ``attempts_of``).
+    "Webhook": ObjectType(models.Webhook, _SCHEMA + "webhooks", computed=frozenset({"deliveries"})),
     # Listed by ``customFieldDefinitions`` (oldest first), read by ``node(id)``.
     "CustomFieldDefinition": ObjectType(models.CustomFieldDefinition, _SCHEMA + "custom_fields"),
     # Seen by whoever queued it (a user or an API key), and by admins and managers

@@ -87,7 +87,7 @@ def _node_of_table() -> dict[str, str]:
 
 
 @functools.cache
-def _value_translators(entity_type: str) -> dict[str, Any]:
+def value_translators(entity_type: str) -> dict[str, Any]:
     """How each stored column of ``entity_type`` reads in the API: a foreign key to a
     node as that node's global ID, an enum as the schema spells its value. Derived from
     the model, so a new column needs nothing here."""
@@ -100,20 +100,22 @@ def _value_translators(entity_type: str) -> dict[str, Any]:
         node = next((t for t in targets if t is not None), None)
         enum_class = getattr(column.type, "enum_class", None)
         if node is not None:
-            translators[column.key] = functools.partial(_global_id, node)
+            translators[column.key] = functools.partial(reference_id, node)
         elif isinstance(column.type, SqlEnum) and enum_class is not None:
-            translators[column.key] = functools.partial(_enum_name, enum_class)
+            translators[column.key] = functools.partial(enum_name, enum_class)
     return translators
 
 
-def _global_id(node: str, value: Any) -> Any:
+def reference_id(node: str, value: Any) -> Any:
+    """A stored reference to a ``node`` as its global ID (as stored when no UUID)."""
     try:
         return to_global_id(node, uuid.UUID(str(value)))
     except ValueError:  # not a UUID (a redacted value): as stored
         return value
 
 
-def _enum_name(enum_class: type[enum.Enum], value: Any) -> Any:
+def enum_name(enum_class: type[enum.Enum], value: Any) -> Any:
+    """A stored enum value by the schema's name of it (as stored when unknown)."""
     try:
         return enum_class(value).name
     except ValueError:
@@ -124,7 +126,7 @@ def entry_changes(root: models.AuditLog) -> dict[str, Any]:
     """An audit entry's ``changes`` in the API's language: the API's camelCase names,
     references to other objects as their global IDs, enum values as the schema spells
     them. The stored entry is unchanged (append-only); it is read this way, old or new."""
-    translators = _value_translators(root.entity_type)
+    translators = value_translators(root.entity_type)
     changed: dict[str, Any] = {}
     for key, change in (root.changes or {}).items():
         translate = translators.get(key)

@@ -46,6 +46,12 @@ async def webhooks(
     )
 
 
+def deliveries_limit(first: int) -> int:
+    """How many deliveries ``Webhook.deliveries(first)`` lists: ``first``, taken as 1 to
+    ``MAX_DELIVERIES``."""
+    return max(1, min(first, MAX_DELIVERIES))
+
+
 async def deliveries(
     root: models.Webhook,
     info: Info,
@@ -57,7 +63,7 @@ async def deliveries(
     ] = 20,
 ) -> list[models.WebhookDelivery]:
     """One statement for the deliveries of every webhook of the page."""
-    limit = max(1, min(first, MAX_DELIVERIES))
+    limit = deliveries_limit(first)
 
     async def batch(actor: Any, session: Any, ids: Any) -> dict[Any, Any]:
         return await webhook_service.recent_deliveries(actor, session, ids, limit)

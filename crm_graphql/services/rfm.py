@@ -30,6 +30,7 @@ from sqlalchemy import (
     ColumnElement,
     Date,
     Integer,
+    Select,
     and_,
     case,
     cast,
@@ -501,19 +502,13 @@ def _instant(month_index: int, zone: ZoneInfo) -> datetime:
     return datetime(month.year, month.month, 1, tzinfo=zone).astimezone(UTC)
 
 
-def _in_month(month_index: int, zone: ZoneInfo) -> dict[str, datetime]:
+def in_month(month_index: int, zone: ZoneInfo) -> dict[str, datetime]:
     return {"gte": _instant(month_index, zone), "lt": _instant(month_index + 1, zone)}
 
 
-async def cohorts(
-    actor: Actor, session: AsyncSession, *, first: date, last: date, zone_name: str = "UTC"
-) -> list[Cohort]:
-    """Customers grouped by the month of their first counted order (``first`` .. ``last``,
-    months in ``zone_name``); per cohort, for each month since up to ``last``, how many
-    of them placed a counted order that month and their share of the cohort (month 0 is
-    the whole cohort). One statement."""
-    authorize(actor, Action.READ_CUSTOMERS)
-    zone = time_zone(zone_name)
+def cohort_months(first: date, last: date) -> tuple[int, int]:
+    """The month indexes of ``first`` and ``last`` (year * 12 + month - 1), or ``Invalid``
+    for a period ``cohorts`` refuses."""
     for value, name in ((first, "from"), (last, "to")):
         fields.calendar_date(value, name)
     lo, hi = _month_index(first), _month_index(last)
@@ -523,6 +518,14 @@ async def cohorts(
         raise Invalid(f"At most {MAX_COHORT_MONTHS} cohort months", "to")
     if not _month_index(date(2, 1, 1)) <= lo or hi >= _month_index(date(9999, 12, 1)):
         raise Invalid("Cohort months must lie between 0002-01 and 9999-11", "from")
+    return lo, hi
+
+
+def cohort_counts_statement(actor: Actor, zone: ZoneInfo, lo: int, hi: int) -> Select[Any]:
+    """Rows ``(cohort, month, count)``: per cohort month (the local month of a customer's
+    first counted order, ``lo`` .. ``hi``) and month since, how many of its customers
+    placed a counted order; what ``cohorts`` reads, and the compiled read path."""
+    authorize(actor, Action.READ_CUSTOMERS)
     local_month = cast(func.date_trunc("month", func.timezone(zone.key, Order.placed_at)), Date)
     activity = (
         select(Order.customer_id, local_month.label("month"))
@@ -536,13 +539,41 @@ async def cohorts(
         .subquery("firsts")
     )
     start, end = _month(lo), _month(hi)
+    return (
+        select(firsts.c.cohort, activity.c.month, func.count().label("count"))
+        .join(activity, activity.c.customer_id == firsts.c.customer_id)
+        .where(firsts.c.cohort.between(start, end), activity.c.month <= end)
+        .group_by(firsts.c.cohort, activity.c.month)
+    )
+
+
+# The list a cohort's (and a cell's) drill-down opens.
+COHORT_LIST = "customers"
+
+
+def cohort_filter(cohort: Any) -> dict[str, Any]:
+    """The customers filter of a cohort, from its month's range (``in_month``)."""
+    return {"first_order_at": cohort}
+
+
+def cell_filter(cohort: Any, month: Any) -> dict[str, Any]:
+    """The customers filter of a cohort's customers who ordered in a month, from the
+    two months' ranges."""
+    return {**cohort_filter(cohort), "ordered_at": month}
+
+
+async def cohorts(
+    actor: Actor, session: AsyncSession, *, first: date, last: date, zone_name: str = "UTC"
+) -> list[Cohort]:
+    """Customers grouped by the month of their first counted order (``first`` .. ``last``,
+    months in ``zone_name``); per cohort, for each month since up to ``last``, how many
+    of them placed a counted order that month and their share of the cohort (month 0 is
+    the whole cohort). One statement."""
+    authorize(actor, Action.READ_CUSTOMERS)
+    zone = time_zone(zone_name)
+    lo, hi = cohort_months(first, last)
     try:
-        rows = await session.execute(
-            select(firsts.c.cohort, activity.c.month, func.count())
-            .join(activity, activity.c.customer_id == firsts.c.customer_id)
-            .where(firsts.c.cohort.between(start, end), activity.c.month <= end)
-            .group_by(firsts.c.cohort, activity.c.month)
-        )
+        rows = await session.execute(cohort_counts_statement(actor, zone, lo, hi))
     except DBAPIError as error:  # a zone Python knows and PostgreSQL does not
         if getattr(error.orig, "sqlstate", None) == "22023":
             raise Invalid(f"Unknown time zone `{zone_name[:64]}`", "timeZone") from error
@@ -554,19 +585,24 @@ async def cohorts(
     for index in sorted(counts):
         per_month = counts[index]
         size = per_month[index]
-        cohort_filter = {"first_order_at": _in_month(index, zone)}
         cells = [
             CohortCell(
                 months_since=k,
                 customers=per_month.get(index + k, 0),
                 share=per_month.get(index + k, 0) / size,
                 drill_down=DrillDown(
-                    "customers", {**cohort_filter, "ordered_at": _in_month(index + k, zone)}
+                    COHORT_LIST,
+                    cell_filter(in_month(index, zone), in_month(index + k, zone)),
                 ),
             )
             for k in range(hi - index + 1)
         ]
         result.append(
-            Cohort(_month(index), size, cells, DrillDown("customers", dict(cohort_filter)))
+            Cohort(
+                _month(index),
+                size,
+                cells,
+                DrillDown(COHORT_LIST, cohort_filter(in_month(index, zone))),
+            )
         )
     return result

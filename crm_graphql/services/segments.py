@@ -171,7 +171,8 @@ async def get_visible(
 _BUILT_IN_CURSOR = "builtIn"
 
 
-def _built_in_cursor(index: int) -> str:
+def built_in_cursor(index: int) -> str:
+    """The cursor of the built-in segment at ``index`` of ``BUILT_INS``."""
     raw = orjson.dumps({"s": _BUILT_IN_CURSOR, "v": [index]})
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -206,18 +207,40 @@ class SegmentPage:
     count_statement: Select[Any] | None
 
 
-async def segment_page(
+@dataclass
+class SegmentPagePlan:
+    """What a page of ``segments`` is made of, decided before anything is read (by
+    ``segment_page`` and by the compiled read path): the page's built-in segments and
+    their cursors, and the saved segments to read after them."""
+
+    size: int
+    cursor: str | None
+    built_ins: list[BuiltInSegment]
+    built_in_cursors: list[str]
+    # The built-ins alone overflow the page: there is a next page, no saved one is read.
+    more: bool
+    # How many built-in segments the list counts (``totalCount``).
+    listed_built_ins: int
+    # The saved segments the caller may see that the filter keeps, and whether the list
+    # shows them at all.
+    statement: Select[Any]
+    show_saved: bool
+    keys: list[querying.SortKey]
+    # The saved page to read after the built-ins (None: none): up to ``remaining`` of
+    # them are shown, one more says there are more.
+    saved: querying.PageRequest | None
+    remaining: int
+
+
+def plan_segment_page(
     actor: Actor,
-    session: AsyncSession,
     *,
     filter: FilterSpec | None,
     order: Sequence[tuple[str, bool]] | None,
     page: querying.PageRequest,
     include_archived: bool = False,
-) -> SegmentPage:
-    """The segments the caller may see. Built-in segments come first (in their fixed
-    order) unless ``built_in`` is false or the filter names any other field; saved ones
-    follow, filtered and ordered as asked. Pages forward only."""
+) -> SegmentPagePlan:
+    """The plan of a page of ``segment_page``, or ``Invalid`` for its arguments."""
     authorize_read(actor, Segment)
     size, forward, cursor = page.validated()
     if not forward:
@@ -235,31 +258,61 @@ async def segment_page(
         else:
             start = position + 1
     heads = list(BUILT_INS[start:]) if show_built_ins else []
-    items: list[Any] = heads[:size]
-    cursors = [_built_in_cursor(BUILT_INS.index(b)) for b in items]
+    items = heads[:size]
     more = len(heads) > size
-    statement = SEGMENTS.statement(actor, spec, include_archived=include_archived)
+    saved = None
     if show_saved and not more:
-        remaining = size - len(items)
-        saved = await querying.paginate(
-            session,
-            statement,
-            keys,
-            querying.PageRequest(first=remaining + 1, after=saved_cursor, max_size=size + 1),
+        saved = querying.PageRequest(
+            first=size - len(items) + 1, after=saved_cursor, max_size=size + 1
         )
-        items.extend(saved.items[:remaining])
-        cursors.extend(saved.cursors[:remaining])
-        more = len(saved.items) > remaining or saved.has_next_page
     elif saved_cursor is not None:
         querying.decode_cursor(keys, saved_cursor, "after")
+    return SegmentPagePlan(
+        size=size,
+        cursor=cursor,
+        built_ins=items,
+        built_in_cursors=[built_in_cursor(BUILT_INS.index(b)) for b in items],
+        more=more,
+        listed_built_ins=len(BUILT_INS) if show_built_ins else 0,
+        statement=SEGMENTS.statement(actor, spec, include_archived=include_archived),
+        show_saved=show_saved,
+        keys=keys,
+        saved=saved,
+        remaining=size - len(items),
+    )
+
+
+async def segment_page(
+    actor: Actor,
+    session: AsyncSession,
+    *,
+    filter: FilterSpec | None,
+    order: Sequence[tuple[str, bool]] | None,
+    page: querying.PageRequest,
+    include_archived: bool = False,
+) -> SegmentPage:
+    """The segments the caller may see. Built-in segments come first (in their fixed
+    order) unless ``built_in`` is false or the filter names any other field; saved ones
+    follow, filtered and ordered as asked. Pages forward only."""
+    plan = plan_segment_page(
+        actor, filter=filter, order=order, page=page, include_archived=include_archived
+    )
+    items: list[Any] = list(plan.built_ins)
+    cursors = list(plan.built_in_cursors)
+    more = plan.more
+    if plan.saved is not None:
+        saved = await querying.paginate(session, plan.statement, plan.keys, plan.saved)
+        items.extend(saved.items[: plan.remaining])
+        cursors.extend(saved.cursors[: plan.remaining])
+        more = len(saved.items) > plan.remaining or saved.has_next_page
     count = (
-        select(func.count()).select_from(statement.order_by(None).subquery())
-        if show_saved
+        select(func.count()).select_from(plan.statement.order_by(None).subquery())
+        if plan.show_saved
         else None
     )
     return SegmentPage(
-        querying.Page(items, cursors, more, cursor is not None),
-        len(BUILT_INS) if show_built_ins else 0,
+        querying.Page(items, cursors, more, plan.cursor is not None),
+        plan.listed_built_ins,
         count,
     )
 

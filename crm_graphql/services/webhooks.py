@@ -34,7 +34,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, any_, exists, func, literal, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Select,
+    and_,
+    any_,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -225,32 +237,48 @@ async def delete_webhook(
     return webhook
 
 
+# A webhook's deliveries are listed newest first; a delivery's attempts oldest first.
+DELIVERIES_ORDER = (WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+ATTEMPTS_ORDER = (WebhookDeliveryAttempt.attempt, WebhookDeliveryAttempt.id)
+
+
+def deliveries_statement(actor: Actor) -> Select[Any]:
+    """The deliveries of the workspace's webhooks, for those who manage webhooks: what
+    ``recent_deliveries`` ranks for some webhooks, and the compiled read path per
+    webhook (newest ``DELIVERIES_ORDER`` first)."""
+    authorize(actor)
+    return select(WebhookDelivery).where(WebhookDelivery.workspace_id == actor.workspace_id)
+
+
+def attempts_statement(actor: Actor) -> Select[Any]:
+    """The attempts of the workspace's deliveries, in ``ATTEMPTS_ORDER``: what
+    ``attempts_of`` reads for some deliveries, and the compiled read path per delivery."""
+    authorize(actor)
+    return (
+        select(WebhookDeliveryAttempt)
+        .where(WebhookDeliveryAttempt.workspace_id == actor.workspace_id)
+        .order_by(*ATTEMPTS_ORDER)
+    )
+
+
 async def recent_deliveries(
     actor: Actor, session: AsyncSession, webhook_ids: Sequence[uuid.UUID], limit: int
 ) -> dict[uuid.UUID, list[WebhookDelivery]]:
     """The newest ``limit`` deliveries of each webhook (one statement for all)."""
-    authorize(actor)
+    listed = deliveries_statement(actor).where(WebhookDelivery.webhook_id.in_(list(webhook_ids)))
     ranked = (
-        select(
+        listed.with_only_columns(
             WebhookDelivery.id,
             func.row_number()
-            .over(
-                partition_by=WebhookDelivery.webhook_id,
-                order_by=(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc()),
-            )
+            .over(partition_by=WebhookDelivery.webhook_id, order_by=DELIVERIES_ORDER)
             .label("rank"),
         )
-        .where(
-            WebhookDelivery.workspace_id == actor.workspace_id,
-            WebhookDelivery.webhook_id.in_(list(webhook_ids)),
-        )
-        .subquery()
-    )
+    ).subquery()
     rows = await session.scalars(
         select(WebhookDelivery)
         .join(ranked, ranked.c.id == WebhookDelivery.id)
         .where(ranked.c.rank <= limit)
-        .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+        .order_by(*DELIVERIES_ORDER)
     )
     result: dict[uuid.UUID, list[WebhookDelivery]] = {id: [] for id in webhook_ids}
     for row in rows:
@@ -262,14 +290,8 @@ async def attempts_of(
     actor: Actor, session: AsyncSession, delivery_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, list[WebhookDeliveryAttempt]]:
     """Every attempt of each delivery, oldest first (one statement for all)."""
-    authorize(actor)
     rows = await session.scalars(
-        select(WebhookDeliveryAttempt)
-        .where(
-            WebhookDeliveryAttempt.workspace_id == actor.workspace_id,
-            WebhookDeliveryAttempt.delivery_id.in_(list(delivery_ids)),
-        )
-        .order_by(WebhookDeliveryAttempt.attempt, WebhookDeliveryAttempt.id)
+        attempts_statement(actor).where(WebhookDeliveryAttempt.delivery_id.in_(list(delivery_ids)))
     )
     result: dict[uuid.UUID, list[WebhookDeliveryAttempt]] = {id: [] for id in delivery_ids}
     for row in rows:
