@@ -70,7 +70,13 @@ def snapshot(obj: Any) -> dict[str, Any]:
 
 def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any]:
     """``{field: {"before": x, "after": y}}`` for every field that changed."""
-    before = before or {}
+    if not before:
+        # A created record (an import writes many): every field it has is a change.
+        return {
+            k: {"before": None, "after": v}
+            for k, v in sorted((after or {}).items())
+            if v is not None
+        }
     after = after or {}
     changes: dict[str, Any] = {}
     for key in sorted(set(before) | set(after)):

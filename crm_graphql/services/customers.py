@@ -752,7 +752,9 @@ async def _upsert_rows(
     await raw.copy_records_to_table(
         "crm_import_audit",
         records=[
-            tuple(_json(a[c]) if c == "changes" else a[c] for c in _AUDIT_COLUMNS) for a in audits
+            # ``changes`` holds JSON values already (``audit.jsonable``).
+            tuple(orjson.dumps(a[c]).decode() if c == "changes" else a[c] for c in _AUDIT_COLUMNS)
+            for a in audits
         ],
         columns=list(_AUDIT_COLUMNS),
     )
