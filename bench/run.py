@@ -284,13 +284,16 @@ def start_ours(
     wait: bool = True,
     counting: bool = False,
 ) -> Server:
-    """``counting``: the statement-counting pass, without the webhook dispatcher, whose poll
-    (every second, six statements and their transaction control, webhooks or not) is no
-    request's work but lands in a request's count whenever it falls in the counted window."""
+    """``counting``: the statement-counting pass, without the webhook dispatcher, the job
+    runner and the mail dispatcher, whose polls (every second, statements and their
+    transaction control, whether there is work or not) are no request's work but land in a
+    request's count whenever they fall in the counted window."""
     command = [str(VENV_BIN / "crm-graphql"), "serve", "--port", "{port}", "--log-level", "warning"]
     env = ours_env(database_url, workdir / "crm-data")
     if counting:
         env["CRM_WEBHOOK_DISPATCHER"] = "false"
+        env["CRM_JOB_RUNNER"] = "false"
+        env["CRM_MAIL_DISPATCHER"] = "false"
     server = spawn_pinned("ours", tag, workdir, command, env, ROOT)
     if wait:
         wait_ready(server, "/readyz")
