@@ -2503,6 +2503,12 @@ async def test_bulk_change_previews_are_compiled_and_identical(
             select(Pipeline.id).where(Pipeline.workspace_id == workspace_id).limit(1)
         )
         stage = await session.scalar(select(Stage.id).where(Stage.pipeline_id == pipeline))
+        # A key that may make the changes (the generated keys only read).
+        writes = ("customers:read", "customers:write", "deals:read", "deals:write")
+        admin = Actor(workspace_id=workspace_id, role=Role.ADMIN, user_id=owner)
+        _, token = await api_keys.create_api_key(admin, session, name="Bulk", scopes=writes)
+        await session.commit()
+    identities.append(("key writes", Pair(pair.compiled, pair.executed, token)))
     owner_id = to_global_id("User", owner)
     stranger = to_global_id("User", uuid.uuid4())
     built_in = to_global_id("Segment", BUILT_INS[0].id)
@@ -2565,8 +2571,10 @@ async def test_bulk_change_previews_are_compiled_and_identical(
                 assert not plain, (variables, fast.text[:500])
     # Admins may make every change: each case that reads nothing more is compiled.
     assert compiled["admin"] == sum(1 for *_, plain in cases if plain), compiled
-    # Keys without write scopes are refused by the change's permission check.
+    # Keys without write scopes are refused by the change's permission check; a key
+    # with them is compiled as an admin is.
     assert compiled["key customers:read"] == 0, compiled
+    assert compiled["key writes"] == compiled["admin"], compiled
     body = await dict(identities)["admin"].same(
         BULK_PREVIEWS["Customer"], {"i": {"addTags": ["bulk"]}, "n": 100}, compiled=True
     )
