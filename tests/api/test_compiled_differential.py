@@ -33,6 +33,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql import demo
+from crm_graphql.compiled import bulk as compiled_bulk
 from crm_graphql.compiled.compiler import plain_fields
 from crm_graphql.compiled.insight import aggregate_field
 from crm_graphql.global_ids import from_global_id, to_global_id
@@ -2237,6 +2238,10 @@ def _compilable() -> dict[str, set[str]]:
     known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job", "changes"}
     known["Query"] |= {"sensitiveCustomFields", "customFieldDefinitions", "segments"}
     known["Query"] |= {"customerCohorts", "auditLog"}
+    # The bulk-change previews (those whose change reads no data: decision 0006).
+    known["Query"] |= set(compiled_bulk.PREVIEWS)
+    for name in ("BulkChangePreview", "BulkCompanyChangePreview", "BulkDealChangePreview"):
+        known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
     audit_fields = schema._schema.type_map["AuditLogEntry"].fields  # type: ignore[attr-defined]
     known["AuditLogEntry"] = set(audit_fields)
     known["Cohort"] = {"month", "customers", "cells", "drillDown"}
