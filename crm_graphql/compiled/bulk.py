@@ -87,7 +87,7 @@ def preview(
     assert base is not None  # scoped: it always has a WHERE
     model = spec.model
     c.state.models.add(model)
-    if client_values or references:
+    if client_values:
         c.state.plan(PlanCache.CUSTOM)
     table = model.__tablename__
     preview_type = get_named_type(gql_type)
