@@ -49,6 +49,7 @@ from strawberry.types.arguments import convert_arguments
 from strawberry.types.base import StrawberryObjectDefinition
 
 from crm_graphql.compiled import audit, insight, sync
+from crm_graphql.compiled import bulk as compiled_bulk
 from crm_graphql.compiled import segments as compiled_segments
 from crm_graphql.db.engine import PLAN_CACHE_PRECEDENCE, PlanCache
 from crm_graphql.global_ids import MalformedId, from_global_id
@@ -73,11 +74,6 @@ class Unsupported(Exception):
 EXECUTED_ROOT_FIELDS: dict[str, str] = {
     "onlineUsers": "presence lives in Redis (open sockets), not in PostgreSQL",
     "duplicateCandidates": "pairs are scored in Python (rapidfuzz's token_sort_ratio)",
-    **{
-        f"bulk{kind}ChangePreview": "checks the change itself (tags, owner, stage, custom "
-        "fields) as the mutation does, reading custom-field definitions at run time"
-        for kind in ("Customer", "Company", "Deal")
-    },
 }
 EXECUTED_OBJECT_FIELDS: dict[tuple[str, str], str] = {
     ("Customer", "customFields"): "sensitive keys are decrypted (or hidden) per caller",
@@ -1395,6 +1391,10 @@ class Compiler:
             elif name == "customerCohorts":
                 column = compiled_segments.customer_cohorts(
                     self, nodes[0], query_type.fields[name].type, subselections
+                )
+            elif name in compiled_bulk.PREVIEWS:
+                column = compiled_bulk.preview(
+                    self, name, nodes[0], query_type.fields[name].type, subselections
                 )
             elif name == "customFieldDefinitions":
                 args = self._arguments("Query", name, nodes[0])

@@ -228,12 +228,14 @@ def _authorize(actor: Actor, target: Target, change: BulkChange) -> None:
         authorize(actor, target.archive)
 
 
-async def _check(
-    actor: Actor, session: AsyncSession, target: Target, change: BulkChange, members: Any
-) -> None:
-    """The change's values valid for its kind and for every record of the set
-    (``members``), before any record changes: a bad value is refused as a whole, not
-    record by record."""
+def check_request(actor: Actor, target: Target, change: BulkChange, sample: int) -> None:
+    """A preview's checks that read nothing: the sample's size, the permissions the change
+    takes (before the set is even read) and the fields a change of the kind may set. They
+    depend on the caller's role and scopes and on the request alone, so the compiled read
+    path runs them when it plans (``compiled.bulk``)."""
+    if not 0 <= sample <= MAX_SAMPLE:
+        raise Invalid(f"`sample` is 0 to {MAX_SAMPLE}", "sample")
+    _authorize(actor, target, change)
     if (change.add_tags or change.remove_tags) and not target.tags:
         raise Invalid(f"{target.entity} records have no tags", "addTags")
     for name in change.values:
@@ -243,13 +245,31 @@ async def _check(
             raise Invalid(
                 f"A bulk change cannot set `{field_name}` of {target.entity} records", field_name
             )
-    if "owner_id" in change.values:
-        await records.ensure_in_workspace(
-            actor, session, [(User, change.values["owner_id"], "ownerId")]
-        )
-    for name, check in target.set_checks.items():
-        if name in change.values:
-            await check(actor, session, change.values[name], members)
+
+
+def references(change: BulkChange) -> list[tuple[type[Any], Any, str]]:
+    """The rows the change's values name, each of which must be of the workspace
+    (``records.ensure_in_workspace``): its owner (none when it unassigns)."""
+    if change.values.get("owner_id") is not None:
+        return [(User, change.values["owner_id"], "ownerId")]
+    return []
+
+
+def set_checks(target: Target, change: BulkChange) -> list[tuple[str, SetCheck]]:
+    """The target's checks of a value against the whole set that this change's values
+    call for (a deal's stage)."""
+    return [(name, check) for name, check in target.set_checks.items() if name in change.values]
+
+
+async def _check(
+    actor: Actor, session: AsyncSession, target: Target, change: BulkChange, members: Any
+) -> None:
+    """The change's values valid for every record of the set (``members``), before any
+    record changes: a bad value is refused as a whole, not record by record. (What reads
+    nothing is ``check_request``.)"""
+    await records.ensure_in_workspace(actor, session, references(change))
+    for name, check in set_checks(target, change):
+        await check(actor, session, change.values[name], members)
     if change.custom_fields:
         fields.json_value(dict(change.custom_fields), "customFields")
         definitions = await custom_fields.definitions_of(actor, session, target.custom_field_entity)
@@ -280,9 +300,7 @@ async def preview(
 ) -> BulkPreview:
     """How many records ``change`` would touch and the first ``sample`` of them (in the
     list's order), after the same checks as the change itself (nothing changes)."""
-    if not 0 <= sample <= MAX_SAMPLE:
-        raise Invalid(f"`sample` is 0 to {MAX_SAMPLE}", "sample")
-    _authorize(actor, target, change)  # before the set is even read
+    check_request(actor, target, change, sample)
     statement = await _members(actor, session, target, filter)
     await _check(actor, session, target, change, statement)
     model = target.model

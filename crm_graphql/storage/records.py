@@ -163,6 +163,13 @@ async def get_for_change(
     return row
 
 
+def reference_statement(actor: Actor, model: type[Any], id: uuid.UUID) -> Any:
+    """The id of the row ``id`` of ``model`` if it is of the actor's workspace: the check
+    of a row an input refers to (``ensure_in_workspace``; the compiled read path runs it
+    in its statement)."""
+    return in_workspace(model, actor).with_only_columns(model.id).where(model.id == id)
+
+
 async def ensure_in_workspace(
     actor: Actor,
     session: AsyncSession,
@@ -172,9 +179,7 @@ async def ensure_in_workspace(
     for model, id, field in references:
         if id is None:
             continue
-        found = await session.scalar(
-            in_workspace(model, actor).with_only_columns(model.id).where(model.id == id)
-        )
+        found = await session.scalar(reference_statement(actor, model, id))
         if found is None:
             raise NotFound(f"{entity_name(model)} not found", field)
 

@@ -33,6 +33,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql import demo
+from crm_graphql.compiled import bulk as compiled_bulk
 from crm_graphql.compiled.compiler import plain_fields
 from crm_graphql.compiled.insight import aggregate_field
 from crm_graphql.global_ids import from_global_id, to_global_id
@@ -2237,6 +2238,10 @@ def _compilable() -> dict[str, set[str]]:
     known["Query"] |= {"search", "timeSeries", "serviceReport", "salesReport", "job", "changes"}
     known["Query"] |= {"sensitiveCustomFields", "customFieldDefinitions", "segments"}
     known["Query"] |= {"customerCohorts", "auditLog"}
+    # The bulk-change previews (those whose change reads no data: decision 0006).
+    known["Query"] |= set(compiled_bulk.PREVIEWS)
+    for name in ("BulkChangePreview", "BulkCompanyChangePreview", "BulkDealChangePreview"):
+        known[name] = set(schema._schema.type_map[name].fields)  # type: ignore[attr-defined]
     audit_fields = schema._schema.type_map["AuditLogEntry"].fields  # type: ignore[attr-defined]
     known["AuditLogEntry"] = set(audit_fields)
     known["Cohort"] = {"month", "customers", "cells", "drillDown"}
@@ -2466,3 +2471,117 @@ async def test_the_change_feed_is_compiled_beside_a_page(pair: Pair) -> None:
         compiled=True,
     )
     assert len(body["data"]["changes"]["changes"]) == 5
+
+
+BULK_PREVIEWS = {
+    "Customer": """query($i: BulkCustomerChangeInput!, $n: Int) {
+  bulkCustomerChangePreview(input: $i, sample: $n) { count __typename
+    customers { id __typename name email tags lifecycleStage owner { id name } company { name } } }
+  again: bulkCustomerChangePreview(input: $i, sample: 0) { customers { id } count } }""",
+    "Company": """query($i: BulkCompanyChangeInput!, $n: Int) {
+  bulkCompanyChangePreview(input: $i, sample: $n) { count
+    companies { id name tags owner { id } } } }""",
+    "Deal": """query($i: BulkDealChangeInput!, $n: Int) {
+  bulkDealChangePreview(input: $i, sample: $n) { __typename count
+    deals { id title amount currency status stage { name } owner { id name } } } }""",
+}
+
+
+async def test_bulk_change_previews_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The three bulk-change previews as every identity: changes each permission refuses
+    or allows, owners of the workspace, unknown and unassigning, filters, built-in and
+    unknown segments, sample sizes around the cap, and the checks that read data (a
+    deal's stage, custom fields), which take the executed path."""
+    from crm_graphql.models import Pipeline, Stage
+
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    async with sessionmaker() as session:
+        workspace_id = await session.scalar(
+            select(Workspace.id).where(Workspace.name == f"Diff {demo_domain}")
+        )
+        owner = await session.scalar(
+            select(User.id).where(User.workspace_id == workspace_id).order_by(User.id).limit(1)
+        )
+        pipeline = await session.scalar(
+            select(Pipeline.id).where(Pipeline.workspace_id == workspace_id).limit(1)
+        )
+        stage = await session.scalar(select(Stage.id).where(Stage.pipeline_id == pipeline))
+        # A key that may make the changes (the generated keys only read).
+        writes = ("customers:read", "customers:write", "deals:read", "deals:write")
+        admin = Actor(workspace_id=workspace_id, role=Role.ADMIN, user_id=owner)
+        _, token = await api_keys.create_api_key(admin, session, name="Bulk", scopes=writes)
+        await session.commit()
+    identities.append(("key writes", Pair(pair.compiled, pair.executed, token)))
+    owner_id = to_global_id("User", owner)
+    stranger = to_global_id("User", uuid.uuid4())
+    built_in = to_global_id("Segment", BUILT_INS[0].id)
+    cases: list[tuple[str, dict[str, Any], bool]] = [
+        # (kind, variables, compiled for those who may make the change)
+        ("Customer", {"i": {"addTags": ["bulk"]}}, True),
+        ("Customer", {"i": {"removeTags": ["vip"], "filter": {"tags": {"contains": "vip"}}}}, True),
+        (
+            "Customer",
+            {"i": {"lifecycleStage": "CUSTOMER", "filter": {"name": {"contains": "a"}}}, "n": 100},
+            True,
+        ),
+        ("Customer", {"i": {"ownerId": owner_id}, "n": 3}, True),
+        ("Customer", {"i": {"ownerId": None, "archive": True}, "n": 0}, True),
+        ("Customer", {"i": {"archive": True, "segmentId": built_in}}, True),
+        ("Customer", {"i": {"ownerId": stranger}}, False),
+        ("Customer", {"i": {"ownerId": "not an id"}}, False),
+        (
+            "Customer",
+            {"i": {"addTags": ["x"], "segmentId": to_global_id("Segment", uuid.uuid4())}},
+            False,
+        ),
+        ("Customer", {"i": {"customFields": {"tier": "gold"}}}, False),
+        ("Customer", {"i": {}}, False),
+        ("Customer", {"i": {"addTags": ["x"], "removeTags": ["x"]}}, False),
+        ("Customer", {"i": {"addTags": ["x"], "filter": {"nope": 1}}}, False),
+        ("Customer", {"i": {"addTags": ["x"]}, "n": 101}, False),
+        ("Company", {"i": {"addTags": ["bulk"], "filter": {"name": {"startsWith": "A"}}}}, True),
+        ("Company", {"i": {"ownerId": owner_id, "archive": True}, "n": 100}, True),
+        ("Company", {"i": {"ownerId": stranger}}, False),
+        ("Deal", {"i": {"ownerId": owner_id}}, True),
+        (
+            "Deal",
+            {
+                "i": {
+                    "archive": True,
+                    "filter": {"pipelineId": {"eq": to_global_id("Pipeline", pipeline)}},
+                },
+                "n": 5,
+            },
+            True,
+        ),
+        ("Deal", {"i": {"stageId": to_global_id("Stage", stage)}}, False),
+        ("Deal", {"i": {"ownerId": stranger, "archive": True}}, False),
+    ]
+    compiled: Counter[str] = Counter()
+    for who, identity in identities:
+        for kind, variables, plain in cases:
+            fast, slow = await identity.both(BULK_PREVIEWS[kind], variables)
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content), (
+                who,
+                variables,
+                fast.text[:2000],
+                slow.text[:2000],
+            )
+            if fast.headers.get("x-crm-read-path") == COMPILED:
+                compiled[who] += 1
+                assert "errors" not in orjson.loads(fast.content), (who, variables)
+            elif who == "admin":
+                assert not plain, (variables, fast.text[:500])
+    # Admins may make every change: each case that reads nothing more is compiled.
+    assert compiled["admin"] == sum(1 for *_, plain in cases if plain), compiled
+    # Keys without write scopes are refused by the change's permission check; a key
+    # with them is compiled as an admin is.
+    assert compiled["key customers:read"] == 0, compiled
+    assert compiled["key writes"] == compiled["admin"], compiled
+    body = await dict(identities)["admin"].same(
+        BULK_PREVIEWS["Customer"], {"i": {"addTags": ["bulk"]}, "n": 100}, compiled=True
+    )
+    found = body["data"]["bulkCustomerChangePreview"]
+    assert found["count"] > 10 and len(found["customers"]) == min(found["count"], 100), found
