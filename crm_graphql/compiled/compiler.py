@@ -1362,36 +1362,10 @@ class Compiler:
                     query_type.fields[name].type,
                     subselections,
                 )
-            elif name == "serviceReport":
-                column = insight.service_report(
-                    self, nodes[0], query_type.fields[name].type, subselections
-                )
-            elif name == "salesReport":
-                column = insight.sales_report(
-                    self, nodes[0], query_type.fields[name].type, subselections
-                )
-            elif name == "timeSeries":
-                column = insight.time_series(
-                    self, nodes[0], query_type.fields[name].type, subselections
-                )
-            elif name == "search":
-                column = insight.search(self, nodes[0], query_type.fields[name].type, subselections)
+            elif (build := ROOT_FIELD_BUILDERS.get(name)) is not None:
+                column = build(self, nodes[0], query_type.fields[name].type, subselections)
             elif name == "me":
                 column = self._me(subselections)
-            elif name == "changes":
-                column = sync.changes(self, nodes[0], query_type.fields[name].type, subselections)
-            elif name == "segments":
-                column = compiled_segments.segments(
-                    self, nodes[0], query_type.fields[name].type, subselections
-                )
-            elif name == "auditLog":
-                column = audit.audit_log(
-                    self, nodes[0], query_type.fields[name].type, subselections
-                )
-            elif name == "customerCohorts":
-                column = compiled_segments.customer_cohorts(
-                    self, nodes[0], query_type.fields[name].type, subselections
-                )
             elif name in compiled_bulk.PREVIEWS:
                 column = compiled_bulk.preview(
                     self, name, nodes[0], query_type.fields[name].type, subselections
@@ -1574,3 +1548,19 @@ def plain_columns(schema: Schema, type_name: str, model: type[Any]) -> dict[str,
                 found[schema.config.name_converter.get_graphql_name(f)] = f.python_name
         _PLAIN[type_name] = found
     return found
+
+
+# Root fields compiled by a module of their own, each from (compiler, field node, field
+# type, selection sets).
+ROOT_FIELD_BUILDERS: dict[
+    str, Callable[[Compiler, FieldNode, Any, list[SelectionSetNode]], str]
+] = {
+    "serviceReport": insight.service_report,
+    "salesReport": insight.sales_report,
+    "timeSeries": insight.time_series,
+    "search": insight.search,
+    "changes": sync.changes,
+    "segments": compiled_segments.segments,
+    "auditLog": audit.audit_log,
+    "customerCohorts": compiled_segments.customer_cohorts,
+}
