@@ -590,34 +590,35 @@ class Compiler:
                     subselections,
                     parent=(child, alias),
                 )
-            if name in info.computed and name == "address":
-                return self._address(alias, subselections)
-            if name in info.computed and name == "purchaseSummary":
-                return self._purchase_summary(alias, subselections)
-            if name in info.computed and name == "rfm":
-                return self._rfm(alias, subselections)
-            if name in info.computed and name == "rating":
-                return self._rating(alias, subselections)
-            if name in info.computed and name == "lastMessage":
-                return self._last_message(alias, subselections)
-            if name in info.computed and name == "unreadCount":
-                return self._unread_count(alias)
-            if name in info.computed and name == "delivery":
-                return self._delivery(alias, subselections)
-            if name in info.computed and name == "attachments":
-                return self._attachments(alias, subselections)
-            if name in info.computed and name == "deliveries":
-                first = self._arguments(type_name, name, nodes[0])["first"]
-                return self._webhook_deliveries(alias, first, subselections)
-            if name in info.computed and name == "scopes":
-                return self._scopes(alias, gql_type.fields[name].type)
-            if name in info.computed and name == "lines":
-                return self._order_lines(alias, subselections)
-            if name in info.computed and name == "counts":
-                return self._job_counts(alias, subselections)
-            if name in info.computed and name == "errors":
-                first = self._arguments(type_name, name, nodes[0])["first"]
-                return self._job_errors(alias, first, subselections)
+            if name in info.computed:
+                if name == "address":
+                    return self._address(alias, subselections)
+                if name == "purchaseSummary":
+                    return self._purchase_summary(alias, subselections)
+                if name == "rfm":
+                    return self._rfm(alias, subselections)
+                if name == "rating":
+                    return self._rating(alias, subselections)
+                if name == "lastMessage":
+                    return self._last_message(alias, subselections)
+                if name == "unreadCount":
+                    return self._unread_count(alias)
+                if name == "delivery":
+                    return self._delivery(alias, subselections)
+                if name == "attachments":
+                    return self._attachments(alias, subselections)
+                if name == "deliveries":
+                    first = self._arguments(type_name, name, nodes[0])["first"]
+                    return self._webhook_deliveries(alias, first, subselections)
+                if name == "scopes":
+                    return self._scopes(alias, gql_type.fields[name].type)
+                if name == "lines":
+                    return self._order_lines(alias, subselections)
+                if name == "counts":
+                    return self._job_counts(alias, subselections)
+                if name == "errors":
+                    first = self._arguments(type_name, name, nodes[0])["first"]
+                    return self._job_errors(alias, first, subselections)
             raise Unsupported(f"{type_name}.{name}")
 
         return self._json_object(gql_type, selection_sets, value)
