@@ -33,6 +33,7 @@ from strawberry.schema.schema import validate_document
 from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
 from crm_graphql.db.engine import PlanCache, make_read_pool
 from crm_graphql.db.replica import Replica
+from crm_graphql.jsonbytes import dumps_kept
 from crm_graphql.limits import QueryLimits, Shape, input_errors, limit_errors, shape_of
 from crm_graphql.observability import tracing
 from crm_graphql.services import events, rfm, snapshots
@@ -223,9 +224,9 @@ class CompiledReads:
         if variables and input_errors(document.shape, self.limits, variables):
             return None  # the executed path answers with the error, before keying on them
         key = (
-            query,
-            operation_name,
-            orjson.dumps(variables, option=orjson.OPT_SORT_KEYS) if variables else b"",
+            document,  # the query and operation name, its text held once (``_documents``)
+            # A key of the plan cache: right-sized (``jsonbytes``).
+            dumps_kept(variables, option=orjson.OPT_SORT_KEYS) if variables else b"",
             actor.role,
             actor.api_key_id is not None,
             actor.scopes,

@@ -20,6 +20,7 @@ import orjson
 from websockets.exceptions import InvalidState
 from websockets.protocol import Side, State
 
+from crm_graphql.jsonbytes import dumps_kept
 from crm_graphql.limits import OWED_COST, OwedCost, with_extensions
 from crm_graphql.masking import format_error
 
@@ -50,7 +51,8 @@ def encode_result(
     if errors:
         rid = request_id or uuid.uuid4().hex
         payload["errors"] = [format_error(error, rid, production=production) for error in errors]
-    return orjson.dumps(payload)
+    # Kept: in a group's window of renderings and by dashboards (``jsonbytes``).
+    return dumps_kept(payload)
 
 
 class Reporting:
