@@ -192,9 +192,39 @@ def census(*, collect: bool) -> dict[str, Any]:
     return {"objects": sum(counts.values()), "by_type": dict(counts.most_common(CENSUS_TYPES))}
 
 
+GARBAGE_WINDOW_MAX_S = 30.0
+
+
+async def garbage(seconds: float) -> dict[str, Any]:
+    """What the process leaves to the collector (objects in reference cycles, which only a
+    collection frees, and whose number a young collection's pause follows) over the next
+    ``seconds``, by type: the collector saves instead of freeing (``DEBUG_SAVEALL``) while
+    the load runs on, then one collection counts them. The saved garbage lives until then:
+    for short windows of a soak run, never in production."""
+    gc.collect()
+    gc.garbage.clear()
+    flags = gc.get_debug()
+    gc.set_debug(flags | gc.DEBUG_SAVEALL)
+    try:
+        await asyncio.sleep(seconds)
+        gc.collect()
+        counts = Counter(_type_name(type(o)) for o in gc.garbage)
+    finally:
+        gc.set_debug(flags)
+        gc.garbage.clear()
+    total = sum(counts.values())
+    return {
+        "seconds": seconds,
+        "objects": total,
+        "per_second": round(total / seconds, 1) if seconds else None,
+        "by_type": dict(counts.most_common(CENSUS_TYPES)),
+    }
+
+
 async def runtime(request: Request) -> Response:
     """``GET /debug/runtime`` (with ``CRM_DEBUG_RUNTIME=true``, loopback clients only);
-    ``?census=1`` adds the objects alive by type (``&collect=1``: after a collection)."""
+    ``?census=1`` adds the objects alive by type (``&collect=1``: after a collection);
+    ``?garbage=S`` the cyclic garbage left over the next S seconds, by type."""
     diagnostics: Diagnostics | None = getattr(request.app.state, "diagnostics", None)
     if diagnostics is None or not _loopback(request):
         return JSONResponse({"error": "not found"}, 404)
@@ -209,4 +239,14 @@ async def runtime(request: Request) -> Response:
     }
     if request.query_params.get("census"):
         figures["census"] = census(collect=bool(request.query_params.get("collect")))
+    if request.query_params.get("garbage"):
+        try:
+            seconds = float(request.query_params["garbage"])
+        except ValueError:
+            seconds = -1.0
+        if not 0 < seconds <= GARBAGE_WINDOW_MAX_S:
+            return JSONResponse(
+                {"error": f"garbage: seconds in (0, {GARBAGE_WINDOW_MAX_S:g}]"}, 400
+            )
+        figures["garbage"] = await garbage(seconds)
     return JSONResponse(figures)

@@ -48,6 +48,37 @@ class _Marker:
     """Counted by the census (instances of a class of their own)."""
 
 
+class _Cycle:
+    """An object in a reference cycle of its own: only a collection frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_garbage_counts_what_only_a_collection_frees_over_the_window(
+    settings: Any,
+) -> None:
+    import asyncio
+
+    async def leave_cycles() -> None:
+        await asyncio.sleep(0.05)  # once the window has opened
+        for _ in range(300):
+            _Cycle()
+
+    async with support.app_client(settings, debug_runtime=True) as client:
+        _Cycle()  # before the window: not counted
+        task = asyncio.ensure_future(leave_cycles())
+        answer = (await client.http.get("/debug/runtime?garbage=0.5")).json()["garbage"]
+        await task
+        refused = await client.http.get("/debug/runtime?garbage=600")
+        unreadable = await client.http.get("/debug/runtime?garbage=soon")
+    assert answer["by_type"][f"{__name__}._Cycle"] == 300
+    assert answer["objects"] >= 300
+    assert answer["seconds"] == 0.5
+    assert refused.status_code == unreadable.status_code == 400
+    assert not gc.garbage and not gc.get_debug() & gc.DEBUG_SAVEALL
+
+
 async def test_runtime_figures_are_not_shown_to_other_addresses(settings: Any) -> None:
     async with support.app_client(
         settings, client_ip=support.random_ip(), debug_runtime=True
