@@ -179,18 +179,37 @@ async def _get_live(
     """A pipeline or stage a deal is about to reference: in the workspace, not archived,
     and held with FOR KEY SHARE, which waits for (and then sees) a concurrent archive, so
     no deal can slip into a pipeline or stage that is being archived."""
+    row, _ = await _get_live_and(actor, session, model, id, field, None)
+    return row
+
+
+async def _get_live_and(
+    actor: Actor,
+    session: AsyncSession,
+    model: type[M],
+    id: uuid.UUID | None,
+    field: str,
+    other_id: uuid.UUID | None,
+) -> tuple[M, M | None]:
+    """``_get_live`` of ``id``, and in the same statement (one round trip) the row
+    ``other_id`` of the workspace, held alike, whatever its state (None when absent)."""
     if id is None:
         raise NotFound(f"{model.__name__} not found", field)
-    row = await session.scalar(
-        select(model)
-        .where(scope_condition(model, actor), model.id == id)
-        .with_for_update(read=True, key_share=True)
-    )
+    wanted = {id} if other_id is None else {id, other_id}
+    rows = {
+        row.id: row
+        for row in await session.scalars(
+            select(model)
+            .where(scope_condition(model, actor), model.id.in_(wanted))
+            .with_for_update(read=True, key_share=True)
+        )
+    }
+    row = rows.get(id)
     if row is None:
         raise NotFound(f"{model.__name__} not found", field)
     if row.archived_at is not None:
         raise Invalid(f"That {model.__name__.lower()} is archived", field)
-    return row
+    return row, rows.get(other_id) if other_id is not None else None
 
 
 def _record(
@@ -725,12 +744,15 @@ async def move_deal(
     deal = await records.get_for_change(actor, session, Deal, deal_id, expected_version)
     if deal.archived_at is not None:
         raise Invalid("An archived deal is not on the board", "id")
-    target = await _get_live(actor, session, Stage, stage_id, "stageId")
+    # The stage it leaves is read with the one it enters (one statement).
+    target, left = await _get_live_and(actor, session, Stage, stage_id, "stageId", deal.stage_id)
     if target.pipeline_id != deal.pipeline_id:
         raise Invalid("The stage belongs to another pipeline", "stageId")
     if target.id == deal.stage_id:
         return deal
-    source = await records.get(actor, session, Stage, deal.stage_id)
+    if left is None:  # a deal's stage is in its workspace (foreign key)
+        raise NotFound("Stage not found", "stageId")
+    source = left
     await records.update(actor, session, deal, {"stage_id": target.id}, action=action)
     now = datetime.now(UTC)
     session.add(
