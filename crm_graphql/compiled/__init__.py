@@ -285,8 +285,11 @@ class CompiledReads:
         query: str,
         variables: dict[str, Any] | None,
         operation_name: str | None,
+        *,
+        primary: bool = False,
     ) -> bytes | None:
-        """The response body (``{"data": ...}``) or None when the executed path must answer."""
+        """The response body (``{"data": ...}``) or None when the executed path must answer.
+        ``primary``: never on the replica (a live dashboard renders what a write changed)."""
         if actor is None:
             return None
         compiled = self.plan(query, operation_name, variables, actor)
@@ -296,7 +299,8 @@ class CompiledReads:
             await self._current_rfm_snapshot(actor)
         # The change feed reads the primary: its horizon is the primary's transactions.
         lagging = (
-            not compiled.horizon_params
+            not primary
+            and not compiled.horizon_params
             and self.replica is not None
             and await self.replica.may_lag(actor)
         )

@@ -15,10 +15,21 @@ import dataclasses
 import functools
 import uuid
 from collections.abc import AsyncIterator, Hashable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from graphql import DocumentNode, FieldNode, Visitor, visit
+import orjson
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    OperationDefinitionNode,
+    OperationType,
+    Undefined,
+    Visitor,
+    print_ast,
+    visit,
+)
 
+from crm_graphql.jsonbytes import kept
 from crm_graphql.masking import unavailable_service
 from crm_graphql.realtime import fanout
 from crm_graphql.realtime.dashboards import Render, Rendering
@@ -35,6 +46,9 @@ from crm_graphql.resolvers.context import Context
 from crm_graphql.resolvers.info import Info
 from crm_graphql.services import changes, conversations
 from crm_graphql.services.actor import Actor
+
+if TYPE_CHECKING:
+    from crm_graphql.compiled import CompiledReads
 
 # Dashboard fields whose numbers count conversations: agents and viewers see those per
 # user (private conversations), so their boards are per user. Checked against what each
@@ -70,17 +84,78 @@ def board_key(executor: Any, actor: Actor) -> Hashable:
     return (document_key(executor), variables, visibility(actor, per_user=per_user))
 
 
+@dataclasses.dataclass(frozen=True)
+class _AsQuery:
+    """A board's selection as a query operation, which the compiled read path answers:
+    ``Dashboard`` has ``Query``'s fields (the same declarations and resolvers)."""
+
+    text: str
+    key: bytes  # the response key of the ``dashboard`` field, as JSON
+    variables: dict[str, Any]
+
+
+def _as_query(executor: Any) -> _AsQuery | None:
+    """None when the selection is not one plain ``dashboard`` field (the executed path
+    renders it, as it does whatever the compiled path declines)."""
+    operation = executor.operation
+    selections = operation.selection_set.selections
+    if len(selections) != 1 or not isinstance(selections[0], FieldNode):
+        return None
+    field = selections[0]
+    if field.directives or field.selection_set is None:
+        return None
+    sources = getattr(executor.variable_values, "sources", None)
+    if sources is None:
+        return None
+    query = OperationDefinitionNode(
+        operation=OperationType.QUERY,
+        name=operation.name,
+        variable_definitions=operation.variable_definitions,
+        directives=(),
+        selection_set=field.selection_set,
+    )
+    document = DocumentNode(definitions=(query, *executor.fragment_definitions.values()))
+    key = field.alias.value if field.alias else field.name.value
+    # As sent: a variable left to its default is left out, and the default applies again.
+    variables = {n: s.value for n, s in sources.items() if s.value is not Undefined}
+    return _AsQuery(print_ast(document), orjson.dumps(key), variables)
+
+
+async def _compiled_rendering(
+    compiled: CompiledReads, reader: Actor, query: _AsQuery
+) -> Rendering | None:
+    """The rendering from one compiled statement on the primary, the tables it reads
+    found in its text as a session notes them (``changes.read_by_statement``); None:
+    the executed path renders (and retries when the database is away)."""
+    plan = compiled.plan(query.text, None, query.variables, reader)
+    if plan is None:
+        return None
+    body = await compiled.execute(reader, query.text, query.variables, None, primary=True)
+    if body is None:
+        return None
+    data = body[len(b'{"data":') : -1]
+    payload = kept(b'{"data":{' + query.key + b":" + data + b"}}")
+    return Rendering(payload, changes.read_by_statement(plan.sql))
+
+
 def _renderer(info: Info, executor: Any, actor: Actor) -> Render:
-    """Execute the subscription's selection once, as ``actor``, in a scope of its own
-    whose sessions note the tables they read. Keeps nothing of the subscriber's request
-    (the board outlives it): an executor of the same operation without its context."""
+    """Render the subscription's selection once, as ``actor``: as one compiled statement
+    when the compiled path answers it, else executed in a scope of its own whose sessions
+    note the tables they read. Keeps nothing of the subscriber's request (the board
+    outlives it): an executor of the same operation without its context."""
     app = info.context.app
     schema = getattr(info, "schema", None)
     production = app.settings.is_production
     operation = executor.detached()
     reader = reading_actor(actor)
+    compiled = app.compiled
+    as_query = _as_query(executor) if compiled is not None else None
 
     async def render() -> Rendering:
+        if compiled is not None and as_query is not None:
+            rendering = await _compiled_rendering(compiled, reader, as_query)
+            if rendering is not None:
+                return rendering
         reads = changes.reading()
         scope = Context(
             app=app,

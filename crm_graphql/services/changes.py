@@ -148,6 +148,13 @@ def read_by(info: dict[str, Any]) -> frozenset[str]:
     return frozenset(tables)
 
 
+def read_by_statement(sql: str) -> frozenset[str]:
+    """The tables an SQL text reads (``FROM`` and ``JOIN``, as sessions note them), each
+    derived table standing for the tables it follows: ``read_by`` of a statement sent
+    without a session (a compiled read)."""
+    return read_by({READ_KEY: _tables(_READS, sql)})
+
+
 def affects(read: frozenset[str] | None, written: Iterable[str]) -> bool:
     """Whether a change to ``written`` may change a result that read ``read`` (None: not
     known, so any change may)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import websockets
 from graphql import parse, validate
@@ -298,6 +299,73 @@ async def test_conversation_numbers_are_per_user_for_agents_and_shared_by_manage
     finally:
         for ws in sockets.values():
             await ws.close()
+
+
+# A selection of every ``Dashboard`` field (the others: ``<name> { count }``).
+DASHBOARD_SAMPLES: dict[str, str] = {
+    "salesReport": 'salesReport(pipelineId: "UGlwZWxpbmU6MA==", from: "2026-01-01", to: "2026-01-31") { winRate { won } }',
+    "serviceReport": 'serviceReport(from: "2026-01-01", to: "2026-01-31") { backlog { count } volume { count } }',
+    "timeSeries": 'timeSeries(metric: REVENUE, interval: MONTH, from: "2026-01-01T00:00:00Z", to: "2026-03-01T00:00:00Z") { count }',
+    "customerCohorts": 'customerCohorts(from: "2026-01-01", to: "2026-03-01") { customers }',
+    "segments": "segments { nodes { customers { totalCount } } }",
+    "dealsAggregate": "dealsAggregate(groupBy: [{field: STAGE}]) { count amount { sum { currency amount } } groups { stage { id name } count } }",
+    "conversationsAggregate": "conversationsAggregate(groupBy: [{field: STATUS}]) { count groups { status count } }",
+    "activitiesAggregate": 'activitiesAggregate(groupBy: [{field: CREATED_AT, interval: MONTH}], timeZone: "Asia/Tokyo") { count groups { createdAt count } }',
+}
+
+
+async def _executed_reads(crm: Any, actor: Actor, query: str) -> tuple[Any, frozenset[str]]:
+    """The executed answer of ``query`` and the tables its sessions read."""
+    info = changes.reading()
+    scope = Context(
+        app=crm,
+        actor=actor,
+        request_id="t",
+        sessions=lambda info=info: crm.sessionmaker(info=info),  # type: ignore[misc]
+    )
+    try:
+        result = await graphql_schema.execute(query, context_value=scope)
+    finally:
+        await scope.close()
+    return result, changes.read_by(info)
+
+
+@pytest.mark.parametrize("role", [Role.MANAGER, Role.AGENT])
+async def test_compiled_renderings_read_what_the_executed_ones_read_and_answer_alike(
+    served: tuple[str, Starlette], users: dict[Role, User], crm: Crm, role: Role
+) -> None:
+    """A board renders with one compiled statement when the compiled path answers its
+    selection: the same answer as the executed rendering, and the tables found in the
+    statement's text (what a later write is matched against) include every table the
+    executed rendering's sessions read, so no write that changes it goes unnoticed."""
+    _, app = served
+    state = app.state.crm
+    assert state.compiled is not None
+    pipeline = await crm.pipeline()
+    await crm.deal(pipeline, "a deal to count", "10")
+    user = users[role]
+    actor = Actor(workspace_id=user.workspace_id, role=role, user_id=user.id)
+    compiled_fields = []
+    for name in sorted(graphql_schema._schema.get_type("Dashboard").fields):
+        query = "query { " + DASHBOARD_SAMPLES.get(name, f"{name} {{ count }}") + " }"
+        executed, executed_reads = await _executed_reads(state, actor, query)
+        plan = state.compiled.plan(query, None, None, actor)
+        if plan is None:
+            continue  # rendered on the executed path
+        body = await state.compiled.execute(actor, query, None, None, primary=True)
+        if body is None:
+            continue
+        compiled_fields.append(name)
+        assert executed.errors is None, (name, executed.errors)
+        assert orjson.loads(body) == {"data": executed.data}, name
+        assert executed_reads <= changes.read_by_statement(plan.sql), (
+            name,
+            executed_reads - changes.read_by_statement(plan.sql),
+        )
+    # The panels of the soak and the console's dashboard take the compiled path.
+    assert {"dealsAggregate", "conversationsAggregate", "activitiesAggregate"} <= set(
+        compiled_fields
+    ), compiled_fields
 
 
 async def test_each_dashboard_field_that_reads_conversations_is_declared_per_user(
