@@ -374,34 +374,14 @@ async def test_each_dashboard_field_that_reads_conversations_is_declared_per_use
     """``CONVERSATION_FIELDS`` (boards per user for agents) holds exactly the dashboard
     fields whose rendering reads conversations."""
     _, app = served
-    dashboard = graphql_schema._schema.get_type("Dashboard")
-    samples: dict[str, str] = {
-        "salesReport": 'salesReport(pipelineId: "UGlwZWxpbmU6MA==", from: "2026-01-01", to: "2026-01-31") { winRate { won } }',
-        "serviceReport": 'serviceReport(from: "2026-01-01", to: "2026-01-31") { backlog { count } volume { count } }',
-        "timeSeries": 'timeSeries(metric: REVENUE, interval: MONTH, from: "2026-01-01T00:00:00Z", to: "2026-03-01T00:00:00Z") { count }',
-        "customerCohorts": 'customerCohorts(from: "2026-01-01", to: "2026-03-01") { customers }',
-        "segments": "segments { nodes { customers { totalCount } } }",
-    }
-    names = set(dashboard.fields)
+    names = set(graphql_schema._schema.get_type("Dashboard").fields)
     reads: dict[str, frozenset[str]] = {}
-    crm = app.state.crm
     manager = users[Role.MANAGER]
     actor = Actor(workspace_id=manager.workspace_id, role=Role.MANAGER, user_id=manager.id)
     for name in sorted(names):
-        field = samples.get(name, f"{name} {{ count }}")
-        info = changes.reading()
-        scope = Context(
-            app=crm,
-            actor=actor,
-            request_id="t",
-            sessions=lambda info=info: crm.sessionmaker(info=info),  # type: ignore[misc]
-        )
-        try:
-            result = await graphql_schema.execute("query { " + field + " }", context_value=scope)
-        finally:
-            await scope.close()
+        query = "query { " + DASHBOARD_SAMPLES.get(name, f"{name} {{ count }}") + " }"
+        result, reads[name] = await _executed_reads(app.state.crm, actor, query)
         assert result.errors is None or name == "salesReport", (name, result.errors)
-        reads[name] = changes.read_by(info)
     reading_conversations = {n for n, t in reads.items() if "conversations" in t}
     assert reading_conversations == set(CONVERSATION_FIELDS), reads
 
