@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from crm_graphql.db.engine import PlanCache
 from crm_graphql.db.replica import database_failure
 from crm_graphql.realtime.unit_of_work import unit_of_work
 from crm_graphql.services.actor import Actor
@@ -198,6 +199,11 @@ class Context:
             await self.app.replica.wrote(self.actor)
         # Reads after a mutation (its payload) must see the committed change.
         await self.reset_reads()
+        if self.plain_reads is None and self.app.compiled is not None:
+            # Its rows by id (a moved deal's stage) load on plain connections of the
+            # primary's read pool, as live renderings do: one statement, no transaction
+            # (BEGIN, SELECT, ROLLBACK) and no ORM around it (issue 14, point 4).
+            self.plain_reads = self.app.compiled.pools[PlanCache.AUTO]
 
     async def reset_reads(self) -> None:
         async with self._lock:

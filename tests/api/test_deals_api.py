@@ -7,6 +7,7 @@ from typing import Any
 from crm_graphql.global_ids import to_global_id
 from crm_graphql.models import Role, User
 from tests import support
+from tests.api.conftest import StatementCounter
 from tests.documents import CREATE_CUSTOMER
 
 CREATE_PIPELINE = """mutation($i: CreatePipelineInput!) {
@@ -136,6 +137,30 @@ async def test_move_deal_adds_stage_change_to_the_deal_timeline(
     assert entry["author"] == {"id": to_global_id("User", users[Role.ADMIN].id)}
     assert entry["deal"] == {"id": deal["id"]}
     assert entry["customer"] == {"id": customer["id"]}  # also on the customer's timeline
+
+
+async def test_a_move_reads_its_stages_once_and_its_payload_without_a_session(
+    as_role: dict[Role, support.GraphQLClient], counter: StatementCounter
+) -> None:
+    """M1's move (issue 14, point 4): the stages it leaves and enters in one statement
+    of its transaction; the payload's stage after the commit on a plain connection (one
+    statement, no ORM session and no transaction around it)."""
+    admin = as_role[Role.ADMIN]
+    pipeline = await make_pipeline(admin)
+    lead, proposal = pipeline["stages"][0], pipeline["stages"][1]
+    deal = await make_deal(
+        admin, title="Counted", pipelineId=pipeline["id"], amount="10", currency="EUR"
+    )
+    assert deal["stage"]["id"] == lead["id"]
+    counter.statements.clear()
+    moved = payload(
+        await admin(MOVE_DEAL, {"i": {"id": deal["id"], "stageId": proposal["id"]}}), "moveDeal"
+    )
+    assert moved["errors"] == []
+    assert moved["deal"]["stage"] == {"id": proposal["id"], "name": proposal["name"]}
+    stage_reads = [s for s in counter.statements if "FROM stages" in s]
+    assert len(stage_reads) == 1, counter.statements  # 3 before: target, source, payload
+    assert "FOR KEY SHARE" in stage_reads[0]
 
 
 async def test_board_counts_deals_per_stage(as_role: dict[Role, support.GraphQLClient]) -> None:
