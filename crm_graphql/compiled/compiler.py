@@ -1328,8 +1328,9 @@ class Compiler:
         from crm_graphql import models
         from crm_graphql.services import workspaces
 
+        # Every member reads the workspace (no read rule per model, as for
+        # ``sensitiveCustomFields``); its settings are behind the check below.
         model = models.Workspace
-        self.state.models.add(model)
         gql_type = self.gschema.get_type("Workspace")
         sender_type = self.gschema.get_type("EmailSender")
         assert isinstance(gql_type, GraphQLObjectType)

@@ -1317,13 +1317,9 @@ async def _reported_mail(
     if a reply address routed it); else the latest mail of the conversation a reply
     address names. Without the bounce address (the proof that the report came for that
     very mail), a recipient it names must be one the mail went to."""
-    outbound = (
-        select(EmailMessage)
-        .where(
-            EmailMessage.workspace_id == routed.workspace_id,
-            EmailMessage.direction == EmailDirection.OUTBOUND,
-        )
-        .with_for_update()
+    outbound = select(EmailMessage).where(
+        EmailMessage.workspace_id == routed.workspace_id,
+        EmailMessage.direction == EmailDirection.OUTBOUND,
     )
     if routed.email_id is not None:
         return await session.scalar(outbound.where(EmailMessage.id == routed.email_id))
@@ -1396,16 +1392,25 @@ async def receive_report(
             mail.workspace_id, mail.conversation_id, mail.message_id, action, False, None
         )
     reason = _bounce_reason(failed[0])
-    if mail.bounced_at is not None:  # the same report again, or another for the same mail
+    # The conversation's event lock first (before any write), then the change itself only
+    # if no report changed it before: the same report twice is one change and one event.
+    await conversations.lock_for_events(actor, session, mail.conversation_id)
+    changed = await session.scalar(
+        update(EmailMessage)
+        .where(EmailMessage.id == mail.id, EmailMessage.bounced_at.is_(None))
+        .values(
+            status=EmailDeliveryStatus.FAILED,
+            last_error=reason,
+            next_attempt_at=None,
+            bounced_at=func.now(),
+        )
+        .returning(EmailMessage.id)
+        .execution_options(synchronize_session=False)
+    )
+    if changed is None:
         return Bounced(
             mail.workspace_id, mail.conversation_id, mail.message_id, "failed", False, reason
         )
-    await conversations.lock_for_events(actor, session, mail.conversation_id)
-    mail.status = EmailDeliveryStatus.FAILED
-    mail.last_error = reason
-    mail.next_attempt_at = None
-    mail.bounced_at = datetime.now(UTC)
-    await session.flush()
     await _delivery_changed(
         actor,
         session,
