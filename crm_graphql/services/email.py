@@ -24,7 +24,9 @@ the workspace the signed address names, so another tenant's Message-IDs never ma
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import html
@@ -100,6 +102,10 @@ class EmailConfig:
     max_attachments_total_bytes: int = 15 * 1024 * 1024
     # CRM_MAIL_FROM_DOMAINS: where a workspace's own From may be (empty: anywhere).
     from_domains: frozenset[str] = frozenset()
+    # Bytes of files one claim of the dispatcher loads at most (besides its first mail's):
+    # a mail is about six times its files in memory while written (15 MB of files peaked
+    # at 89 MB), and a batch's mails are held until the relay took them.
+    max_batch_file_bytes: int = 50 * 1024 * 1024
 
     @property
     def domain(self) -> str:
@@ -484,15 +490,35 @@ async def _outgoing_files(
     return files
 
 
+def within_budget(sizes: Sequence[int], budget: int) -> list[bool]:
+    """Which of the due mails (their files' bytes, in claiming order) one claim takes:
+    the first always, then each that still fits in ``budget`` with those taken before."""
+    taken: list[bool] = []
+    for size in sizes:
+        take = not taken or size <= budget
+        if take:
+            budget = max(0, budget - size)
+        taken.append(take)
+    return taken
+
+
 async def claim_due(
     session: AsyncSession, config: EmailConfig, *, limit: int, lease: timedelta
 ) -> list[OutboundJob]:
     """Claim up to ``limit`` due mails for this process (rows locked by another process
     are skipped; a claimed row is leased, so a process dying mid-send only delays it).
-    Each goes out from its own bounce address (``bounce_address``). The caller commits."""
+    Each goes out from its own bounce address (``bounce_address``). Mails with files are
+    claimed up to ``max_batch_file_bytes`` of them (``within_budget``): the others stay
+    due for the next round, so a batch of large mails does not take the process's
+    memory. The caller commits."""
+    file_bytes = (
+        select(func.coalesce(func.sum(MessageAttachment.size), 0))
+        .where(MessageAttachment.message_id == EmailMessage.message_id)
+        .scalar_subquery()
+    )
     rows = (
         await session.execute(
-            select(EmailMessage, Message, Workspace, User.name)
+            select(EmailMessage, Message, Workspace, User.name, file_bytes)
             .join(Message, Message.id == EmailMessage.message_id)
             .join(Workspace, Workspace.id == EmailMessage.workspace_id)
             .outerjoin(User, User.id == Message.author_user_id)
@@ -505,20 +531,26 @@ async def claim_due(
             .with_for_update(of=EmailMessage, skip_locked=True)
         )
     ).all()
-    files = await _outgoing_files(session, [message.id for _, message, _, _ in rows])
+    # The rows left out are not claimed: their locks end with this transaction.
+    taken = within_budget([size for *_, size in rows], config.max_batch_file_bytes)
+    claimed = [found for found, take in zip(rows, taken, strict=True) if take]
+    files = await _outgoing_files(session, [message.id for _, message, _, _, _ in claimed])
     jobs = []
-    for row, message, workspace, agent_name in rows:
+    for row, message, workspace, agent_name, size in claimed:
         row.attempts += 1
         row.next_attempt_at = datetime.now(UTC) + lease
+        write = functools.partial(
+            outbound_mime,
+            config,
+            row,
+            message,
+            display_name_of(config, workspace),
+            agent_name,
+            files[message.id],
+        )
         try:
-            content = outbound_mime(
-                config,
-                row,
-                message,
-                display_name_of(config, workspace),
-                agent_name,
-                files[message.id],
-            )
+            # Encoding megabytes of files is CPU work: off the event loop.
+            content = await asyncio.to_thread(write) if size else write()
         except (ValueError, TypeError, UnicodeError) as exc:
             # A mail that cannot be written would be claimed again forever: it fails now,
             # with the reason (a defect to report, not something retrying cures).
