@@ -493,6 +493,7 @@ def _import_summary(job: Any, shown: int) -> int:
         return 1
     return 2 if job.error_count else 0
 
+
 def cmd_email_address(args: argparse.Namespace) -> int:
     """The workspace's inbound address (docs/decisions/0035-email-channel.md)."""
     from crm_graphql.mail.channel import email_config

@@ -68,6 +68,7 @@ def today() -> datetime:
     gives the same data, shifted to the day)."""
     return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
+
 DEFAULT_EMAIL_DOMAIN = "demo.example"
 
 COMPANY_COUNT = 40

@@ -120,6 +120,7 @@ class ApiKeyScope(enum.StrEnum):
     CONVERSATIONS_WRITE = "conversations:write"
     WEBHOOKS_MANAGE = "webhooks:manage"
 
+
 class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -139,6 +140,7 @@ class ImportType(enum.StrEnum):
 class ImportMode(enum.StrEnum):
     ALL_OR_NOTHING = "all-or-nothing"
     GOOD_ROWS = "good-rows"
+
 
 class EmailDeliveryStatus(enum.StrEnum):
     """Where an agent's message sent as email stands (``services/email.py``)."""

@@ -222,9 +222,7 @@ class PersistedQueries:
 
 def _checked_hash(extension: Any) -> str:
     if not isinstance(extension, dict) or extension.get("version") != 1:
-        raise PersistedQueryError(
-            400, "extensions.persistedQuery.version must be 1", "BAD_REQUEST"
-        )
+        raise PersistedQueryError(400, "extensions.persistedQuery.version must be 1", "BAD_REQUEST")
     hash_ = extension.get("sha256Hash")
     if not isinstance(hash_, str) or not _SHA256.match(hash_):
         raise PersistedQueryError(

@@ -149,6 +149,15 @@ class Settings(BaseSettings):
     smtp_listen: str | None = None
     # The largest inbound mail taken, attachments included (bigger: 413 / SMTP 552).
     inbound_email_max_bytes: int = 10_000_000
+    # The domains a workspace's own From (setWorkspaceEmailFrom) may be at, subdomains
+    # included: those the relay may send for (SPF, DKIM). Comma/space separated; empty: any.
+    mail_from_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Files an agent attaches to a message (sendMessage's `attachments`): at most this many,
+    # each at most ..._max_bytes, all together at most ..._total_bytes (a mail grows by a
+    # third in base64: 15 MB of files make a 20 MB mail, under the common 25 MB limits).
+    message_attachments_max_count: int = 10
+    message_attachment_max_bytes: int = 10 * 1024 * 1024
+    message_attachments_max_total_bytes: int = 15 * 1024 * 1024
     # GET /metrics (Prometheus text; crm_graphql/observability/metrics.py): `local` serves
     # loopback peers only, `token` callers with `Authorization: Bearer <metrics_token>`,
     # `open` anyone, `off` no one (404).
@@ -162,7 +171,12 @@ class Settings(BaseSettings):
     slow_operation_seconds: float | None = None
 
     @field_validator(
-        "encryption_keys", "trusted_proxies", "cors_origins", "cors_allow_headers", mode="before"
+        "encryption_keys",
+        "trusted_proxies",
+        "cors_origins",
+        "cors_allow_headers",
+        "mail_from_domains",
+        mode="before",
     )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
@@ -173,6 +187,15 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part for part in text.replace(",", " ").split() if part]
         return value
+
+    @field_validator("mail_from_domains")
+    @classmethod
+    def _mail_domains(cls, value: list[str]) -> list[str]:
+        """Domains in lower case and their ASCII form, without a leading ``@`` or dot."""
+        try:
+            return [d.strip().lstrip("@.").encode("idna").decode().lower() for d in value]
+        except UnicodeError as exc:
+            raise ValueError(f"not a domain name in CRM_MAIL_FROM_DOMAINS: {exc}") from exc
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -1321,6 +1321,42 @@ class Compiler:
             f"FROM {models.Workspace.__tablename__} w WHERE w.id = $1), '[]')"
         )
 
+    def _workspace(self, selection_sets: list[SelectionSetNode]) -> str:
+        """``resolvers.workspaces.workspace``: the caller's workspace row; ``emailFrom``
+        as ``workspaces.email_from_of`` reads it, behind the same check (refused for
+        others than admins: the executed path answers FORBIDDEN)."""
+        from crm_graphql import models
+        from crm_graphql.services import workspaces
+
+        # Every member reads the workspace (no read rule per model, as for
+        # ``sensitiveCustomFields``); its settings are behind the check below.
+        model = models.Workspace
+        gql_type = self.gschema.get_type("Workspace")
+        sender_type = self.gschema.get_type("EmailSender")
+        assert isinstance(gql_type, GraphQLObjectType)
+        assert isinstance(sender_type, GraphQLObjectType)
+        row = self._alias()
+        sender_columns = {"address": "email_from_address", "name": "email_from_name"}
+
+        def sender(name: str, nodes: list[FieldNode]) -> str:
+            if name not in sender_columns:
+                raise Unsupported(f"EmailSender.{name}")
+            return self._value(sender_type.fields[name].type, f"{row}.{sender_columns[name]}")
+
+        def value(name: str, nodes: list[FieldNode]) -> str:
+            if name == "id":
+                return self._global_id("Workspace", row)
+            if name == "name":
+                return self._value(gql_type.fields[name].type, f"{row}.name")
+            if name == "emailFrom":
+                workspaces.authorize_settings(self.actor)
+                body = self._json_object(sender_type, self._subselections(nodes), sender)
+                return f"CASE WHEN {row}.email_from_address IS NULL THEN 'null' ELSE {body} END"
+            raise Unsupported(f"Workspace.{name}")
+
+        body = self._json_object(gql_type, selection_sets, value)
+        return f"(SELECT {body} FROM {model.__tablename__} {row} WHERE {row}.id = $1)"
+
     def _job(self, global_id: Any, selection_sets: list[SelectionSetNode]) -> str:
         """``resolvers.jobs.job``: the job by id if the caller may see it, else null (a
         malformed ID or one of another type included, as ``decode_id`` answers)."""
@@ -1376,6 +1412,8 @@ class Compiler:
                 column = self._custom_field_definitions(args, subselections)
             elif name == "sensitiveCustomFields":
                 column = self._sensitive_custom_fields()
+            elif name == "workspace":
+                column = self._workspace(subselections)
             elif name == "job":
                 column = self._job(self._arguments("Query", name, nodes[0])["id"], subselections)
             elif name == "node":

@@ -26,6 +26,10 @@ def email_config(settings: Settings, secret_key: str) -> email.EmailConfig:
             b"crm-graphql email reply addresses\0" + secret_key.encode()
         ).digest(),
         max_mail_bytes=settings.inbound_email_max_bytes,
+        max_attachments=settings.message_attachments_max_count,
+        max_attachment_bytes=settings.message_attachment_max_bytes,
+        max_attachments_total_bytes=settings.message_attachments_max_total_bytes,
+        from_domains=frozenset(settings.mail_from_domains),
     )
 
 

@@ -42,7 +42,9 @@ class MailChannel:
     config: email.EmailConfig
     inbound_secret: str | None
 
-    async def receive(self, raw: bytes, recipients: Sequence[str] = ()) -> email.Received:
+    async def receive(
+        self, raw: bytes, recipients: Sequence[str] = ()
+    ) -> email.Received | email.Bounced:
         """``email.receive`` in a transaction of its own (events published after commit).
         The same mail posted twice at once: the second transaction meets the first's
         unique Message-ID and rolls back; tried again, it finds the mail received."""
@@ -105,9 +107,12 @@ async def inbound_email_endpoint(request: Request) -> Response:
     try:
         received = await channel.receive(raw, envelope)
     except email.MailRejected as rejected:
-        return _error(rejected.status, rejected.message, _CODES.get(rejected.status, "BAD_MAIL"))
+        code = rejected.code or _CODES.get(rejected.status, "BAD_MAIL")
+        return _error(rejected.status, rejected.message, code)
     except DomainError as error:  # a rule of the path the message goes through
         return _error(422, error.message, error.code)
+    if isinstance(received, email.Bounced):
+        return JSONResponse(_bounce_answer(received), 200)
     return JSONResponse(
         {
             "conversationId": to_global_id("Conversation", received.conversation_id),
@@ -117,6 +122,19 @@ async def inbound_email_endpoint(request: Request) -> Response:
         },
         200 if received.duplicate else 201,
     )
+
+
+def _bounce_answer(bounced: email.Bounced) -> dict[str, Any]:
+    """What a delivery status notification did, as ``POST /inbound/email`` answers it."""
+    return {
+        "report": {
+            "conversationId": to_global_id("Conversation", bounced.conversation_id),
+            "messageId": to_global_id("Message", bounced.message_id),
+            "action": bounced.action,
+            "markedFailed": bounced.changed,
+            "reason": bounced.reason,
+        }
+    }
 
 
 async def attachment_endpoint(request: Request) -> Response:
@@ -182,6 +200,8 @@ class _Handler:
         except Exception:  # the database may be away: the sender keeps it and retries
             log.exception("inbound mail not stored")
             return "451 4.3.0 Temporary failure, try again later"
+        if isinstance(received, email.Bounced):
+            return f"250 OK delivery report: {received.action}"
         return f"250 OK {to_global_id('Message', received.message_id)}"
 
 

@@ -35,8 +35,18 @@ class Workspace(Timestamped, Base):
     sensitive_custom_fields: Mapped[list[str]] = mapped_column(
         ARRAY(Text), nullable=False, server_default=text("'{}'")
     )
+    # The From of the workspace's outgoing mail (``setWorkspaceEmailFrom``, admins); NULL:
+    # the server's CRM_MAIL_FROM (docs/decisions/0035-email-channel.md).
+    email_from_address: Mapped[str | None] = mapped_column(String(320))
+    email_from_name: Mapped[str | None] = mapped_column(String(200))
 
-    __table_args__ = (Index("uq_workspaces_lower_name", func.lower(name), unique=True),)
+    __table_args__ = (
+        Index("uq_workspaces_lower_name", func.lower(name), unique=True),
+        CheckConstraint(
+            "email_from_name IS NULL OR email_from_address IS NOT NULL",
+            name="email_from_name_needs_address",
+        ),
+    )
 
 
 class User(WorkspaceScoped, Archivable, Base):

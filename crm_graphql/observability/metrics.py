@@ -76,8 +76,7 @@ WEBSOCKET_CONNECTIONS = Gauge(
 )
 SUBSCRIPTIONS = Gauge(
     "crm_graphql_subscriptions_active",
-    "Operations running on WebSocket connections, by protocol (subscriptions, while "
-    "they last)",
+    "Operations running on WebSocket connections, by protocol (subscriptions, while they last)",
     ["protocol"],
     multiprocess_mode="livesum",
 )
@@ -158,7 +157,7 @@ _described = lru_cache(maxsize=1024)(_describe)
 
 
 def outcome_of(body: dict[str, Any] | bytes, status: int) -> str:
-    """"ok", or the code of the answer's first error."""
+    """ "ok", or the code of the answer's first error."""
     if isinstance(body, bytes):
         # Compiled answers hold data only; an error (never produced there today) counts
         # as one.

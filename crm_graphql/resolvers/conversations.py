@@ -5,6 +5,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql import models
 from crm_graphql.global_ids import decode_id, to_global_id
@@ -15,7 +16,7 @@ from crm_graphql.resolvers.mutations import Payload, create_payload, mutate_payl
 from crm_graphql.services import conversations as conversation_service
 from crm_graphql.services import email as email_service
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.errors import NotFound
+from crm_graphql.services.errors import Invalid, NotFound
 
 # Annotations here are evaluated where they stand (no postponed annotations): Strawberry
 # reads the GraphQL arguments from them, and the schema's types by lazy reference.
@@ -111,11 +112,43 @@ async def _post(info: Info, post: Callable[..., Awaitable[Any]], input: Any) -> 
     )
 
 
+async def _uploaded(info: Info, uploads: list[Any] | None) -> list[email_service.NewAttachment]:
+    """The files of a multipart request, each read up to one byte past the largest file
+    allowed (the service says which is too large; a huge file is never read whole)."""
+    limit = info.context.app.settings.message_attachment_max_bytes
+    files = []
+    for upload in uploads or []:
+        if not hasattr(upload, "read"):
+            raise Invalid(
+                "`attachments` must be uploads (a GraphQL multipart request)", "attachments"
+            )
+        files.append(
+            email_service.NewAttachment(
+                getattr(upload, "filename", None),
+                getattr(upload, "content_type", None),
+                await upload.read(limit + 1),
+            )
+        )
+    return files
+
+
 async def send_message(
     info: Info,
     input: Annotated["SendMessageInput", strawberry.lazy(_conversations)],
 ) -> Payload:
-    return await _post(info, conversation_service.send_message, input)
+    id = decode_id(input.conversation_id, "Conversation")
+
+    async def send(actor: Actor, session: AsyncSession) -> models.Message:
+        return await conversation_service.send_message(
+            actor,
+            session,
+            id,
+            body=input.body,
+            client_message_id=input.client_message_id,
+            attachments=await _uploaded(info, input.attachments),
+        )
+
+    return await mutate_payload(info, "message", send)
 
 
 async def post_customer_message(

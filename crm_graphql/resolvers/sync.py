@@ -87,8 +87,7 @@ async def changes(
     after: Annotated[
         str | None,
         strawberry.argument(
-            description="The `cursor` of the previous page; omitted: from the start of "
-            "the feed."
+            description="The `cursor` of the previous page; omitted: from the start of the feed."
         ),
     ] = None,
     types: Annotated[

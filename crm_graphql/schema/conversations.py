@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
+from strawberry.file_uploads import Upload
 
 from crm_graphql.resolvers import conversations as resolve
 from crm_graphql.resolvers.nodes import rows_of
@@ -109,7 +110,8 @@ class Message(Node):
     attachments = strawberry.field(
         resolver=resolve.attachments,
         graphql_type=list[Annotated["MessageAttachment", strawberry.lazy(__name__)]],
-        description="Files that came with the message (a customer's mail), in their order.",
+        description="Files of the message, in their order: those a customer's mail came "
+        "with, or those the agent attached.",
     )
 
 
@@ -130,6 +132,10 @@ class EmailDelivery:
         description="When the next attempt is made (pending and retrying)."
     )
     sent_at: datetime | None = strawberry.field(description="When the relay accepted it.")
+    bounced_at: datetime | None = strawberry.field(
+        description="When a delivery status notification (a bounce) reported it failed; "
+        "`error` then holds the status code and the receiving server's words."
+    )
     rfc_message_id: str = strawberry.field(
         description="Its Message-ID header (without angle brackets), which replies name."
     )
@@ -138,12 +144,15 @@ class EmailDelivery:
     subject: str | None = strawberry.field(description="The Subject line.")
 
 
-@strawberry.type(description="A file that came with a message.")
+@strawberry.type(description="A file of a message: received with a mail, or attached.")
 class MessageAttachment(Node):
     is_type_of = rows_of("MessageAttachment")
 
     filename: str = strawberry.field(description="Its name, as the sender gave it.")
-    content_type: str = strawberry.field(description="Its MIME type, as the sender gave it.")
+    content_type: str = strawberry.field(
+        description="Its MIME type, as the sender gave it (an upload without one: by its "
+        "name's extension)."
+    )
     size: int = strawberry.field(description="Its size in bytes.")
     url = strawberry.field(
         resolver=resolve.attachment_url,
@@ -266,6 +275,14 @@ class SendMessageInput:
         default=None,
         description="Your own unique ID of the message (a UUID): sending again with it "
         "returns the first message instead of a duplicate.",
+    )
+    attachments: list[Upload] | None = strawberry.field(
+        default=None,
+        description="Files to attach, uploaded in a GraphQL multipart request "
+        "(github.com/jaydenseric/graphql-multipart-request-spec): listed in the message's "
+        "`attachments`, and sent with its mail in an EMAIL conversation. At most 10 files, "
+        "10 MB each and 15 MB together unless the server says otherwise "
+        "(CRM_MESSAGE_ATTACHMENTS_*); over a limit, nothing is sent (VALIDATION).",
     )
 
 

@@ -41,6 +41,7 @@ from crm_graphql.schema.segments import CohortQuery, SegmentMutation, SegmentQue
 from crm_graphql.schema.sync import SyncQuery
 from crm_graphql.schema.users import UserMutation, UserQuery
 from crm_graphql.schema.webhooks import WebhookMutation, WebhookQuery
+from crm_graphql.schema.workspaces import WorkspaceMutation, WorkspaceQuery
 
 
 @strawberry.type(description="Everything a client can read.")
@@ -67,6 +68,7 @@ class Query(
     DuplicateQuery,
     BulkQuery,
     JobQuery,
+    WorkspaceQuery,
 ):
     @strawberry.field(description="Any object by its global ID (null when not visible).")
     async def node(
@@ -111,6 +113,7 @@ class Mutation(
     JobMutation,
     BulkMutation,
     ImportMutation,
+    WorkspaceMutation,
 ):
     pass
 

@@ -694,6 +694,7 @@ async def _append_message(
     client_message_id: str | None,
     action: str,
     visible: bool = True,
+    attachments: Sequence[email.NewAttachment] = (),
 ) -> tuple[Any, Message]:
     """Add a message to a conversation: ``NotFound`` unless it exists (and, with
     ``visible``, the actor may see it). Returns the conversation's row after the change
@@ -705,7 +706,10 @@ async def _append_message(
     are read in that order too. A message does not bump the conversation's ``version``:
     that guards edits of the conversation's own fields (assignee, status), which a busy
     chat must not turn into conflicts; reopening a conversation (``_reopens``) is such an
-    edit and does."""
+    edit and does.
+
+    ``attachments`` (checked by ``email.new_attachments``) are stored with the message,
+    before its mail is queued: the mail carries them."""
     row = (
         await session.execute(
             _advance_statement(actor, author_type, visible=visible),
@@ -760,17 +764,22 @@ async def _append_message(
                 after={"status": row.status},
             )
         )
+    after = audit.snapshot(message)
+    if attachments:
+        after["attachments"] = [file.filename for file in attachments]
     audit_rows.append(
         audit.values(
             actor,
             action=action,
             entity_type="Message",
             entity_id=message.id,
-            after=audit.snapshot(message),
+            after=after,
         )
     )
     await session.execute(_write_message(message, event_rows, audit_rows))
     events.announce(actor, session, TOPIC)
+    if attachments:
+        await email.store_attachments(actor, session, message, attachments)
     if email.mailed(row.channel, author_type):
         await email.queue_outbound(actor, session, row, message)
     return row, message
@@ -834,9 +843,11 @@ async def _post(
     client_message_id: Any,
     action: str,
     visible: bool = True,
+    attachments: Sequence[email.NewAttachment] = (),
 ) -> Message:
     body_text = _body(body)
     client_id = _client_message_id(client_message_id)
+    files = email.new_attachments(email.config_of(session), attachments) if attachments else []
     if client_id is not None:
         # A retry of a message that made it: answer without locking or writing anything.
         existing = await _existing_message(
@@ -872,6 +883,7 @@ async def _post(
         client_message_id=client_id,
         action=action,
         visible=visible,
+        attachments=files,
     )
     return message
 
@@ -883,10 +895,12 @@ async def send_message(
     *,
     body: str,
     client_message_id: str | None = None,
+    attachments: Sequence[email.NewAttachment] = (),
 ) -> Message:
-    """An agent's message (users who may write). A retry with the same
-    ``client_message_id`` returns the first message and writes nothing. Writing into a
-    closed conversation reopens it."""
+    """An agent's message (users who may write), with its files (``attachments``, within
+    the limits of ``email.new_attachments``; in an EMAIL conversation its mail carries
+    them). A retry with the same ``client_message_id`` returns the first message (and
+    its files) and writes nothing. Writing into a closed conversation reopens it."""
     authorize(actor, Action.SEND_AGENT_MESSAGES)
     return await _post(
         actor,
@@ -896,6 +910,7 @@ async def send_message(
         body=body,
         client_message_id=client_message_id,
         action="sendMessage",
+        attachments=attachments,
     )
 
 

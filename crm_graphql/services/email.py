@@ -24,11 +24,14 @@ the workspace the signed address names, so another tenant's Message-IDs never ma
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import html
 import logging
+import mimetypes
 import re
 import uuid
 from collections.abc import Sequence
@@ -38,7 +41,7 @@ from email import policy as email_policy
 from email.headerregistry import Address
 from email.message import EmailMessage as MimeMessage
 from email.message import Message as MimePart
-from email.parser import BytesParser
+from email.parser import BytesParser, HeaderParser
 from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 from html.parser import HTMLParser
 from typing import Any
@@ -64,7 +67,7 @@ from crm_graphql.models import (
 )
 from crm_graphql.services import conversations, customers, events, webhooks
 from crm_graphql.services.actor import Actor, scoped
-from crm_graphql.services.errors import NotFound
+from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.services.policy import (
     CONVERSATIONS_WRITE,
     CUSTOMERS_WRITE,
@@ -93,6 +96,16 @@ class EmailConfig:
     reply_domain: str | None = None  # CRM_MAIL_REPLY_DOMAIN; default: MAIL_FROM's domain
     signing_key: bytes = b""  # derived from CRM_SECRET_KEY
     max_mail_bytes: int = 10_000_000
+    # Files agents attach (CRM_MESSAGE_ATTACHMENTS_MAX_COUNT, ..._MAX_BYTES, ..._TOTAL_BYTES).
+    max_attachments: int = 10
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    max_attachments_total_bytes: int = 15 * 1024 * 1024
+    # CRM_MAIL_FROM_DOMAINS: where a workspace's own From may be (empty: anywhere).
+    from_domains: frozenset[str] = frozenset()
+    # Bytes of files one claim of the dispatcher loads at most (besides its first mail's):
+    # a mail is about six times its files in memory while written (15 MB of files peaked
+    # at 89 MB), and a batch's mails are held until the relay took them.
+    max_batch_file_bytes: int = 50 * 1024 * 1024
 
     @property
     def domain(self) -> str:
@@ -160,26 +173,36 @@ def inbox_address(config: EmailConfig, workspace_id: uuid.UUID) -> str:
     return f"inbox+{token}.{signature}@{config.domain}"
 
 
+def bounce_address(config: EmailConfig, workspace_id: uuid.UUID, email_id: uuid.UUID) -> str:
+    """The envelope sender (Return-Path) of one sent mail: delivery status notifications
+    come back to it, and name the mail by the address alone (VERP)."""
+    token = _b32(email_id.bytes)
+    signature = _b32(_signature(config, "bounce", workspace_id, email_id))
+    return f"bounce+{token}.{signature}@{config.domain}"
+
+
 class MailRejected(Exception):
     """An inbound mail that is not taken: ``status`` is the HTTP answer (the SMTP
-    listener maps it to a reply code), ``message`` says why."""
+    listener maps it to a reply code), ``message`` says why; ``code`` the error's code
+    when the status alone does not say it."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code
 
 
 @dataclass(frozen=True)
 class Route:
     """Where an address sends mail: a conversation (reply address) or a workspace."""
 
-    kind: str  # "reply" or "inbox"
+    kind: str  # "reply", "inbox" or "bounce"
     token: bytes
     signature: bytes
 
 
-_ADDRESS = re.compile(r"^(reply|inbox)\+([a-z2-7]{26})\.([a-z2-7]{16})$")
+_ADDRESS = re.compile(r"^(reply|inbox|bounce)\+([a-z2-7]{26})\.([a-z2-7]{16})$")
 
 
 def route_of(config: EmailConfig, address: str) -> Route | None:
@@ -197,6 +220,98 @@ def route_of(config: EmailConfig, address: str) -> Route | None:
         return None
 
 
+# ---------------------------------------------------------------------- attachments
+
+# A MIME type as RFC 6838 names them (``type/subtype``, restricted names, lower case).
+_MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+@dataclass(frozen=True)
+class NewAttachment:
+    """A file an agent attaches to a message, as uploaded (checked by ``new_attachments``)."""
+
+    filename: str | None
+    content_type: str | None
+    content: bytes
+
+
+def _attachment_name(value: str | None, position: int) -> str:
+    """A file's name without control characters or path separators (a name is never a
+    path), its end kept when too long (the extension)."""
+    name = re.sub(r"[\x00-\x1f\x7f/\\]", "_", value or "").strip()
+    return name[-MAX_FILENAME:] if name else f"attachment-{position}"
+
+
+def _attachment_type(value: str | None, filename: str) -> str:
+    """The MIME type a file is stored and sent with: as uploaded (parameters dropped), or
+    by its name's extension when the upload named none; ``Invalid`` when what was
+    given is no MIME type or a multipart one (a file is one part)."""
+    given = (value or "").split(";", 1)[0].strip().lower()
+    if not given or given == "application/octet-stream":
+        return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
+    if not _MIME_TYPE.match(given):
+        raise Invalid(
+            f"The content type {value!r} of {filename!r} is not a MIME type (type/subtype)",
+            "attachments",
+        )
+    if given.startswith("multipart/"):
+        raise Invalid(
+            f"{filename!r} is declared {given}: attach the files one by one", "attachments"
+        )
+    return given
+
+
+def new_attachments(config: EmailConfig, files: Sequence[NewAttachment]) -> list[NewAttachment]:
+    """Files to attach, checked against the limits (count, each file's size, their total)
+    and with clean names and types; ``Invalid`` naming the first file over a limit. Called
+    before anything is written, so a refused file leaves no message behind."""
+    if len(files) > config.max_attachments:
+        raise Invalid(
+            f"A message carries at most {config.max_attachments} files ({len(files)} given)",
+            "attachments",
+        )
+    checked = []
+    total = 0
+    for position, file in enumerate(files, start=1):
+        name = _attachment_name(file.filename, position)
+        if len(file.content) > config.max_attachment_bytes:
+            raise Invalid(
+                f"{name!r} is larger than {config.max_attachment_bytes:,} bytes, the most "
+                "a file may have",
+                "attachments",
+            )
+        total += len(file.content)
+        if total > config.max_attachments_total_bytes:
+            raise Invalid(
+                f"The files add up to more than {config.max_attachments_total_bytes:,} "
+                "bytes, the most one message may carry",
+                "attachments",
+            )
+        checked.append(NewAttachment(name, _attachment_type(file.content_type, name), file.content))
+    return checked
+
+
+async def store_attachments(
+    actor: Actor, session: AsyncSession, message: Message, files: Sequence[NewAttachment]
+) -> list[MessageAttachment]:
+    """Store checked files (``new_attachments``) with their message, in its transaction."""
+    rows = [
+        MessageAttachment(
+            workspace_id=actor.workspace_id,
+            message_id=message.id,
+            position=position,
+            filename=file.filename or f"attachment-{position}",
+            content_type=file.content_type or "application/octet-stream",
+            size=len(file.content),
+            content=file.content,
+        )
+        for position, file in enumerate(files, start=1)
+    ]
+    session.add_all(rows)
+    await session.flush()
+    return rows
+
+
 # ------------------------------------------------------------------------- outbound
 
 
@@ -212,12 +327,19 @@ async def queue_outbound(
     transaction: sent after commit by the dispatcher. A customer without an email address
     makes it ``failed`` at once, with that reason (the agent sees it)."""
     config = config_of(session)
-    address = await session.scalar(
-        select(Customer.email).where(
-            Customer.id == conversation.customer_id,
-            Customer.workspace_id == actor.workspace_id,
-        )
+    own_from = (
+        select(Workspace.email_from_address)
+        .where(Workspace.id == actor.workspace_id)
+        .scalar_subquery()
     )
+    address, workspace_from = (
+        await session.execute(
+            select(Customer.email, own_from).where(
+                Customer.id == conversation.customer_id,
+                Customer.workspace_id == actor.workspace_id,
+            )
+        )
+    ).one()
     earlier = list(
         (
             await session.execute(
@@ -244,7 +366,7 @@ async def queue_outbound(
         conversation_id=conversation.id,
         direction=EmailDirection.OUTBOUND,
         rfc_message_id=rfc_message_id(config, message.id),
-        sender=parseaddr(config.mail_from or "")[1] or f"support@{config.domain}",
+        sender=workspace_from or server_sender(config),
         recipients=[address] if address else [],
         subject=subject[:MAX_SUBJECT],
         in_reply_to=in_reply_to,
@@ -259,6 +381,11 @@ async def queue_outbound(
     return row
 
 
+def server_sender(config: EmailConfig) -> str:
+    """The server's From address (CRM_MAIL_FROM), for workspaces without their own."""
+    return parseaddr(config.mail_from or "")[1] or f"support@{config.domain}"
+
+
 @dataclass(frozen=True)
 class OutboundJob:
     """A claimed outbox row: the mail to send, to whom."""
@@ -268,7 +395,7 @@ class OutboundJob:
     conversation_id: uuid.UUID
     message_id: uuid.UUID
     attempt: int
-    sender: str
+    sender: str  # the envelope sender: the mail's bounce address
     recipients: list[str]
     content: bytes
 
@@ -277,22 +404,42 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+@dataclass(frozen=True)
+class OutgoingFile:
+    """A file of an agent's message as it goes out: its name, type and bytes."""
+
+    filename: str
+    content_type: str
+    content: bytes
+
+
+def _mime_type(content_type: str) -> tuple[str, str]:
+    """The (maintype, subtype) a stored type is sent as: ``message/*`` and anything odd
+    as ``application/octet-stream`` (a message part must hold a parsed mail, which a file
+    is not known to be; the filename still tells the reader what it is)."""
+    maintype, _, subtype = content_type.partition("/")
+    if maintype in ("message", "multipart") or not _MIME_TYPE.match(content_type):
+        return "application", "octet-stream"
+    return maintype, subtype
+
+
 def outbound_mime(
     config: EmailConfig,
     row: EmailMessage,
     message: Message,
-    workspace_name: str,
+    display_name: str,
     agent_name: str | None,
+    files: Sequence[OutgoingFile] = (),
 ) -> bytes:
-    """The mail of an agent's message: text body, threading headers, a Reply-To that
-    brings the answer back to the conversation."""
+    """The mail of an agent's message: text body, its files as attachments (names in
+    RFC 2231 encoding when they are not ASCII), threading headers, a Reply-To that brings
+    the answer back to the conversation. ``display_name``: who the From names."""
     mail = MimeMessage(policy=email_policy.SMTP)
-    display, address = parseaddr(config.mail_from or "")
-    display = display or workspace_name
+    display = display_name
     if agent_name:
         display = f"{agent_name} ({display})"
     # Names and subjects are people's text: one line each, never a header of their own.
-    mail["From"] = formataddr((_one_line(display), address or row.sender))
+    mail["From"] = formataddr((_one_line(display), row.sender))
     mail["To"] = ", ".join(row.recipients)
     mail["Subject"] = _one_line(row.subject or "")
     mail["Date"] = format_datetime(message.created_at or datetime.now(UTC))
@@ -304,7 +451,55 @@ def outbound_mime(
     mail["Reply-To"] = reply_address(config, row.workspace_id, row.conversation_id)
     mail["Auto-Submitted"] = "no"
     mail.set_content(message.body)
+    for file in files:
+        maintype, subtype = _mime_type(file.content_type)
+        # Bytes always (base64): a text file's charset is not ours to guess.
+        mail.add_attachment(
+            file.content, maintype=maintype, subtype=subtype, filename=file.filename
+        )
     return mail.as_bytes()
+
+
+def display_name_of(config: EmailConfig, workspace: Workspace) -> str:
+    """Who a workspace's mail is from: its own From's name; with its own address but no
+    name, the workspace's name; else CRM_MAIL_FROM's name, else the workspace's name."""
+    if workspace.email_from_address:
+        return workspace.email_from_name or workspace.name
+    return parseaddr(config.mail_from or "")[0] or workspace.name
+
+
+async def _outgoing_files(
+    session: AsyncSession, message_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[OutgoingFile]]:
+    """The files (with their bytes) of messages about to be mailed, in their order."""
+    files: dict[uuid.UUID, list[OutgoingFile]] = {id: [] for id in message_ids}
+    if not message_ids:
+        return files
+    rows = await session.execute(
+        select(
+            MessageAttachment.message_id,
+            MessageAttachment.filename,
+            MessageAttachment.content_type,
+            MessageAttachment.content,
+        )
+        .where(MessageAttachment.message_id.in_(list(message_ids)))
+        .order_by(*ATTACHMENTS_ORDER)
+    )
+    for message_id, filename, content_type, content in rows:
+        files[message_id].append(OutgoingFile(filename, content_type, content))
+    return files
+
+
+def within_budget(sizes: Sequence[int], budget: int) -> list[bool]:
+    """Which of the due mails (their files' bytes, in claiming order) one claim takes:
+    the first always, then each that still fits in ``budget`` with those taken before."""
+    taken: list[bool] = []
+    for size in sizes:
+        take = not taken or size <= budget
+        if take:
+            budget = max(0, budget - size)
+        taken.append(take)
+    return taken
 
 
 async def claim_due(
@@ -312,10 +507,18 @@ async def claim_due(
 ) -> list[OutboundJob]:
     """Claim up to ``limit`` due mails for this process (rows locked by another process
     are skipped; a claimed row is leased, so a process dying mid-send only delays it).
-    The caller commits."""
+    Each goes out from its own bounce address (``bounce_address``). Mails with files are
+    claimed up to ``max_batch_file_bytes`` of them (``within_budget``): the others stay
+    due for the next round, so a batch of large mails does not take the process's
+    memory. The caller commits."""
+    file_bytes = (
+        select(func.coalesce(func.sum(MessageAttachment.size), 0))
+        .where(MessageAttachment.message_id == EmailMessage.message_id)
+        .scalar_subquery()
+    )
     rows = (
         await session.execute(
-            select(EmailMessage, Message, Workspace.name, User.name)
+            select(EmailMessage, Message, Workspace, User.name, file_bytes)
             .join(Message, Message.id == EmailMessage.message_id)
             .join(Workspace, Workspace.id == EmailMessage.workspace_id)
             .outerjoin(User, User.id == Message.author_user_id)
@@ -328,12 +531,26 @@ async def claim_due(
             .with_for_update(of=EmailMessage, skip_locked=True)
         )
     ).all()
+    # The rows left out are not claimed: their locks end with this transaction.
+    taken = within_budget([size for *_, size in rows], config.max_batch_file_bytes)
+    claimed = [found for found, take in zip(rows, taken, strict=True) if take]
+    files = await _outgoing_files(session, [message.id for _, message, _, _, _ in claimed])
     jobs = []
-    for row, message, workspace_name, agent_name in rows:
+    for row, message, workspace, agent_name, size in claimed:
         row.attempts += 1
         row.next_attempt_at = datetime.now(UTC) + lease
+        write = functools.partial(
+            outbound_mime,
+            config,
+            row,
+            message,
+            display_name_of(config, workspace),
+            agent_name,
+            files[message.id],
+        )
         try:
-            content = outbound_mime(config, row, message, workspace_name, agent_name)
+            # Encoding megabytes of files is CPU work: off the event loop.
+            content = await asyncio.to_thread(write) if size else write()
         except (ValueError, TypeError, UnicodeError) as exc:
             # A mail that cannot be written would be claimed again forever: it fails now,
             # with the reason (a defect to report, not something retrying cures).
@@ -349,7 +566,7 @@ async def claim_due(
                 row.conversation_id,
                 row.message_id,
                 row.attempts,
-                row.sender,
+                bounce_address(config, row.workspace_id, row.id),
                 list(row.recipients),
                 content,
             )
@@ -405,23 +622,46 @@ async def record_outcome(
     )
     if changed is None:
         return None
-    conversation = await session.get_one(Conversation, job.conversation_id)
+    await _delivery_changed(
+        actor,
+        session,
+        job.conversation_id,
+        job.message_id,
+        status=values["status"],
+        attempts=job.attempt,
+        error=values["last_error"],
+    )
+    return values["status"]
+
+
+async def _delivery_changed(
+    actor: Actor,
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    status: EmailDeliveryStatus,
+    attempts: int,
+    error: str | None,
+) -> None:
+    """The ``message.delivery_changed`` event of a mail whose state changed (the caller
+    holds the conversation's event lock)."""
+    conversation = await session.get_one(Conversation, conversation_id)
     events.record_event(
         actor,
         session,
         topic=conversations.TOPIC,
         type=DELIVERY_CHANGED,
         entity_type="Conversation",
-        entity_id=job.conversation_id,
+        entity_id=conversation_id,
         payload={
             **conversations.event_payload(conversation),
-            "message_id": job.message_id,
-            "delivery_status": values["status"],
-            "attempts": job.attempt,
-            "error": values["last_error"],
+            "message_id": message_id,
+            "delivery_status": status,
+            "attempts": attempts,
+            "error": error,
         },
     )
-    return values["status"]
 
 
 async def due_count(session: AsyncSession) -> int:
@@ -695,11 +935,19 @@ class Received:
     duplicate: bool
 
 
-async def _route(
-    session: AsyncSession, config: EmailConfig, addresses: Sequence[str]
-) -> tuple[uuid.UUID, uuid.UUID | None]:
-    """(workspace, conversation or None) of the first address of ours; a forged one is
-    refused (403), a mail for none of ours too (422)."""
+@dataclass(frozen=True)
+class Routed:
+    """Where a signed address of ours leads: a workspace; a conversation (a reply or a
+    bounce address); the sent mail (a bounce address)."""
+
+    workspace_id: uuid.UUID
+    conversation_id: uuid.UUID | None = None
+    email_id: uuid.UUID | None = None
+
+
+async def _route(session: AsyncSession, config: EmailConfig, addresses: Sequence[str]) -> Routed:
+    """Where the first address of ours leads; a forged one is refused (403), a mail for
+    none of ours too (422)."""
     for address in addresses:
         route = route_of(config, address)
         if route is None:
@@ -714,7 +962,21 @@ async def _route(
                 raise MailRejected(403, f"The address {address} is not a valid inbox address")
             if await session.get(Workspace, target) is None:
                 raise MailRejected(422, f"No workspace receives mail at {address}")
-            return target, None
+            return Routed(target)
+        if route.kind == "bounce":
+            sent = (
+                await session.execute(
+                    select(EmailMessage.workspace_id, EmailMessage.conversation_id).where(
+                        EmailMessage.id == target,
+                        EmailMessage.direction == EmailDirection.OUTBOUND,
+                    )
+                )
+            ).one_or_none()
+            workspace_id = sent.workspace_id if sent else uuid.UUID(int=0)
+            expected = _signature(config, "bounce", workspace_id, target)
+            if sent is None or not hmac.compare_digest(expected, route.signature):
+                raise MailRejected(403, f"The address {address} is not one this server gave out")
+            return Routed(sent.workspace_id, sent.conversation_id, target)
         workspace_id = await session.scalar(
             select(Conversation.workspace_id).where(Conversation.id == target)
         )
@@ -722,7 +984,7 @@ async def _route(
         expected = _signature(config, "reply", expected_for, target)
         if workspace_id is None or not hmac.compare_digest(expected, route.signature):
             raise MailRejected(403, f"The reply address {address} is not one this server gave out")
-        return workspace_id, target
+        return Routed(workspace_id, target)
     raise MailRejected(
         422,
         "None of the recipients is an address of this CRM "
@@ -794,15 +1056,21 @@ async def receive(
     raw: bytes,
     *,
     envelope_recipients: Sequence[str] = (),
-) -> Received:
-    """Take an inbound mail into its conversation (see the module's docstring). A mail
-    received before (same Message-ID in that workspace) is not posted twice. Raises
-    ``MailRejected`` for mail that cannot be taken. The caller commits."""
+) -> Received | Bounced:
+    """Take an inbound mail into its conversation (see the module's docstring); a
+    delivery status notification is applied to the mail it reports on instead
+    (``receive_report``). A mail received before (same Message-ID in that workspace) is
+    not posted twice. Raises ``MailRejected`` for mail that cannot be taken. The caller
+    commits."""
     if len(raw) > config.max_mail_bytes:
         raise MailRejected(413, f"A mail is at most {config.max_mail_bytes:,} bytes")
     if not raw.strip():
         raise MailRejected(400, "The mail is empty")
     mail = parse_mail(raw)
+    report = delivery_report(raw)
+    if report is not None:  # a bounce: never a customer's message (its From is a daemon)
+        routed = await _route(session, config, [*envelope_recipients, *mail.recipients])
+        return await receive_report(session, config, report, routed)
     if "@" not in mail.sender:
         raise MailRejected(422, "The mail has no sender address (From)")
     try:
@@ -810,9 +1078,8 @@ async def receive(
     except Exception:
         raise MailRejected(422, f"The sender {mail.sender!r} is not an email address") from None
     mail.sender = sender.lower()
-    workspace_id, conversation_id = await _route(
-        session, config, [*envelope_recipients, *mail.recipients]
-    )
+    routed = await _route(session, config, [*envelope_recipients, *mail.recipients])
+    workspace_id, conversation_id = routed.workspace_id, routed.conversation_id
     actor = channel_actor(workspace_id, request_id=f"email:{mail.rfc_message_id[:80]}")
     seen = await session.scalar(
         select(EmailMessage).where(
@@ -898,3 +1165,292 @@ def mailed(channel: Any, author_type: MessageAuthorType) -> bool:
     """Whether a message goes out as mail: an agent's, in an EMAIL conversation (the
     customer's came by mail)."""
     return channel == Channel.EMAIL and author_type is MessageAuthorType.AGENT
+
+
+# -------------------------------------------------------------------------- bounces
+
+# An enhanced status code (RFC 3463): class 2, 4 or 5, subject, detail.
+_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_RETURNED_ID = re.compile(r"^\s*message-id\s*:\s*(<[^<>\s]{1,900}>)", re.I | re.M)
+_RETURNED_REPLY_TO = re.compile(r"^\s*reply-to\s*:\s*(.+)$", re.I | re.M)
+_SMTP_REPLY = re.compile(r"\b[45]\d\d[ -]")
+MAX_REPORTED_IDS = 20
+
+
+@dataclass(frozen=True)
+class RecipientReport:
+    """What a delivery status notification says of one recipient."""
+
+    recipient: str | None
+    action: str  # failed, delayed, delivered, relayed, expanded (lower case)
+    status: str | None  # 5.1.1
+    diagnostic: str | None  # the remote server's words
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """A delivery status notification (RFC 3464, or a bounce carrying
+    ``X-Failed-Recipients``): per recipient what happened, and what names the mail it
+    reports on (Message-IDs of the returned headers, reply addresses)."""
+
+    recipients: list[RecipientReport]
+    message_ids: list[str]
+    reply_addresses: list[str]
+
+    @property
+    def failed(self) -> list[RecipientReport]:
+        return [r for r in self.recipients if r.action == "failed"]
+
+
+def _fields_value(block: MimePart, name: str) -> str:
+    """A DSN field's value after its type (``rfc822; a@b`` -> ``a@b``)."""
+    value = " ".join(_header(block, name).split())
+    return value.split(";", 1)[1].strip() if ";" in value else value
+
+
+def _report_blocks(part: MimePart) -> list[MimePart]:
+    """The field blocks of a ``message/delivery-status`` part: as the parser split them,
+    or (a part it could not split) parsed from the part's text."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [block for block in payload if isinstance(block, MimePart)]
+    text = payload if isinstance(payload, str) else ""
+    if part.get("Content-Transfer-Encoding", "").lower() in ("base64", "quoted-printable"):
+        decoded = part.get_payload(decode=True)
+        text = decoded.decode("utf-8", "replace") if isinstance(decoded, bytes) else text
+    parser = HeaderParser(policy=email_policy.default)
+    return [parser.parsestr(chunk) for chunk in re.split(r"\r?\n\s*\r?\n", text) if chunk.strip()]
+
+
+def _returned(part: MimePart) -> tuple[list[str], list[str]]:
+    """Message-IDs and Reply-To addresses of a returned mail or its headers."""
+    if part.get_content_type() == "message/rfc822":
+        inner = part.get_payload()
+        if isinstance(inner, list) and inner and isinstance(inner[0], MimePart):
+            headers = inner[0]
+            return _ids(_header(headers, "Message-ID")), [_header(headers, "Reply-To")]
+    text = _part_text(part)
+    return (
+        [_ids(found)[0] for found in _RETURNED_ID.findall(text)],
+        _RETURNED_REPLY_TO.findall(text),
+    )
+
+
+def _diagnostic(text: str) -> str | None:
+    """The remote server's reply in a bounce's text: the first line with an SMTP code."""
+    for line in text.splitlines():
+        if _SMTP_REPLY.search(line):
+            return " ".join(line.split())[:MAX_ERROR]
+    return None
+
+
+def delivery_report(raw: bytes) -> DeliveryReport | None:
+    """The delivery status notification ``raw`` is, or None for any other mail. A report
+    whose fields cannot be read has no recipients (the caller refuses it)."""
+    mail = BytesParser(policy=email_policy.default).parsebytes(raw)
+    try:
+        report_type = str(mail.get_param("report-type", "") or "").lower()
+        is_report = mail.get_content_type() == "multipart/report" and (
+            report_type == "delivery-status"
+        )
+    except Exception:  # a Content-Type too broken to read says it is no report
+        is_report = False
+    failed_header = _header(mail, "X-Failed-Recipients")
+    if not is_report and not failed_header:
+        return None
+    recipients: list[RecipientReport] = []
+    message_ids: list[str] = []
+    replies: list[str] = []
+    per_message: list[MimePart] = [mail]
+    text = ""
+    try:
+        for part in mail.walk():
+            kind = part.get_content_type()
+            if kind in ("message/delivery-status", "message/global-delivery-status"):
+                blocks = _report_blocks(part)
+                per_message.extend(blocks[:1])
+                for block in blocks[1:]:
+                    action = _header(block, "Action").lower().split(" ")[0]
+                    if not action:
+                        continue
+                    status = _STATUS.search(_header(block, "Status"))
+                    recipients.append(
+                        RecipientReport(
+                            _fields_value(block, "Final-Recipient").lower()
+                            or _fields_value(block, "Original-Recipient").lower()
+                            or None,
+                            action,
+                            status.group(0) if status else None,
+                            _fields_value(block, "Diagnostic-Code")[:MAX_ERROR] or None,
+                        )
+                    )
+            elif kind in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
+                ids, reply_to = _returned(part)
+                message_ids += ids
+                replies += reply_to
+            elif part.get_content_maintype() == "text" and not text:
+                text = _part_text(part)
+    except Exception:  # MIME too broken to walk: what was read so far stands
+        log.info("a delivery report's MIME is broken", exc_info=True)
+    if not recipients and failed_header:
+        # A non-standard bounce: the failed addresses in the header, the reason in the text.
+        status = _STATUS.search(text)
+        diagnostic = _diagnostic(text)
+        for _, address in getaddresses([failed_header]):
+            if "@" in address:
+                recipients.append(
+                    RecipientReport(
+                        address.lower(),
+                        "failed",
+                        status.group(0) if status else "5.0.0",
+                        diagnostic,
+                    )
+                )
+        if not message_ids:
+            message_ids = [_ids(found)[0] for found in _RETURNED_ID.findall(text)]
+            replies += _RETURNED_REPLY_TO.findall(text)
+    for block in per_message:
+        for name in ("Original-Message-ID", "X-Original-Message-ID"):
+            message_ids += _ids(_header(block, name))
+    unique_ids = list(dict.fromkeys(message_ids))[:MAX_REPORTED_IDS]
+    addresses = [a.lower() for _, a in getaddresses(replies) if "@" in a]
+    return DeliveryReport(recipients, unique_ids, list(dict.fromkeys(addresses)))
+
+
+@dataclass(frozen=True)
+class Bounced:
+    """What a delivery status notification did: the mail it reports on, and whether it
+    is now failed (``changed``: by this report; a report received again changes
+    nothing), or was only delayed."""
+
+    workspace_id: uuid.UUID
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    action: str  # failed or delayed (or what a report of success said)
+    changed: bool
+    reason: str | None
+
+
+def _bounce_reason(failed: RecipientReport) -> str:
+    parts = [f"Bounced by {failed.recipient or 'the recipient'}'s mail server"]
+    if failed.status:
+        parts.append(f"status {failed.status}")
+    text = "; ".join(parts)
+    if failed.diagnostic:
+        text += f": {failed.diagnostic}"
+    return text[:MAX_ERROR]
+
+
+async def _reported_mail(
+    session: AsyncSession, config: EmailConfig, routed: Routed, report: DeliveryReport
+) -> EmailMessage | None:
+    """The sent mail a report is about, in the routed workspace only: the one its bounce
+    address names; else the one whose Message-ID it returns (in the routed conversation
+    if a reply address routed it); else the latest mail of the conversation a reply
+    address names. Without the bounce address (the proof that the report came for that
+    very mail), a recipient it names must be one the mail went to."""
+    outbound = select(EmailMessage).where(
+        EmailMessage.workspace_id == routed.workspace_id,
+        EmailMessage.direction == EmailDirection.OUTBOUND,
+    )
+    if routed.email_id is not None:
+        return await session.scalar(outbound.where(EmailMessage.id == routed.email_id))
+    conversation_ids = [routed.conversation_id] if routed.conversation_id else []
+    found = None
+    if report.message_ids:
+        statement = outbound.where(EmailMessage.rfc_message_id.in_(report.message_ids))
+        if routed.conversation_id is not None:
+            statement = statement.where(EmailMessage.conversation_id == routed.conversation_id)
+        found = (await session.scalars(statement.limit(1))).first()
+    if found is None and not conversation_ids:
+        for address in report.reply_addresses:
+            route = route_of(config, address)
+            if route is None or route.kind != "reply":
+                continue
+            try:
+                target = uuid.UUID(bytes=route.token)
+            except ValueError:
+                continue
+            expected = _signature(config, "reply", routed.workspace_id, target)
+            if hmac.compare_digest(expected, route.signature):
+                conversation_ids.append(target)
+    if found is None and conversation_ids:
+        found = (
+            await session.scalars(
+                outbound.where(EmailMessage.conversation_id.in_(conversation_ids))
+                .order_by(EmailMessage.created_at.desc(), EmailMessage.id.desc())
+                .limit(1)
+            )
+        ).first()
+    if found is None:
+        return None
+    named = {r.recipient for r in report.recipients if r.recipient}
+    if named and not named & {address.lower() for address in found.recipients}:
+        return None
+    return found
+
+
+async def receive_report(
+    session: AsyncSession, config: EmailConfig, report: DeliveryReport, routed: Routed
+) -> Bounced:
+    """Apply a delivery status notification to the mail it reports on: a failed
+    recipient makes the mail ``failed`` with the reason (status code and the remote
+    server's words) and a ``message.delivery_changed`` event; a delayed one changes
+    nothing (the relay keeps trying). Nothing is posted to the conversation. A report
+    that matches no mail of the routed workspace is refused (422); the caller commits."""
+    if not report.recipients:
+        raise MailRejected(
+            400, "The delivery report names no recipient with an Action (RFC 3464)", "BAD_REPORT"
+        )
+    mail = await _reported_mail(session, config, routed, report)
+    if mail is None:
+        log.warning(
+            "delivery report for workspace %s matches none of its mail (Message-IDs %s)",
+            routed.workspace_id,
+            report.message_ids[:3],
+        )
+        raise MailRejected(
+            422,
+            "The delivery report names no mail this workspace sent (by its bounce address, "
+            "Message-ID or reply address): nothing was changed",
+            "UNMATCHED_REPORT",
+        )
+    failed = report.failed
+    actor = channel_actor(routed.workspace_id, request_id=f"bounce:{mail.rfc_message_id[:80]}")
+    if not failed:
+        action = report.recipients[0].action
+        log.info("delivery report %s for mail %s: no change", action, mail.id)
+        return Bounced(
+            mail.workspace_id, mail.conversation_id, mail.message_id, action, False, None
+        )
+    reason = _bounce_reason(failed[0])
+    # The conversation's event lock first (before any write), then the change itself only
+    # if no report changed it before: the same report twice is one change and one event.
+    await conversations.lock_for_events(actor, session, mail.conversation_id)
+    changed = await session.scalar(
+        update(EmailMessage)
+        .where(EmailMessage.id == mail.id, EmailMessage.bounced_at.is_(None))
+        .values(
+            status=EmailDeliveryStatus.FAILED,
+            last_error=reason,
+            next_attempt_at=None,
+            bounced_at=func.now(),
+        )
+        .returning(EmailMessage.id)
+        .execution_options(synchronize_session=False)
+    )
+    if changed is None:
+        return Bounced(
+            mail.workspace_id, mail.conversation_id, mail.message_id, "failed", False, reason
+        )
+    await _delivery_changed(
+        actor,
+        session,
+        mail.conversation_id,
+        mail.message_id,
+        status=EmailDeliveryStatus.FAILED,
+        attempts=mail.attempts,
+        error=reason,
+    )
+    log.info("mail %s bounced: %s", mail.id, reason)
+    return Bounced(mail.workspace_id, mail.conversation_id, mail.message_id, "failed", True, reason)

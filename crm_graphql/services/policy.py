@@ -76,6 +76,7 @@ class Action(enum.StrEnum):
     MANAGE_SHARED_SEGMENTS = "segments.manage_shared"  # change and archive others' shared ones
     READ_JOBS = "jobs.read"  # one's own jobs; admins and managers every job (services.jobs)
     MANAGE_JOBS = "jobs.manage"  # cancel others' jobs
+    MANAGE_WORKSPACE_SETTINGS = "workspace.settings"  # the From of outgoing mail, ...
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ RULES: dict[Action, Rule] = {
     # A job is read and cancelled by whoever started it (any key may start one its scopes
     # allow: an import needs the write scope of what it imports).
     Action.READ_JOBS: Rule(EVERYONE, SCOPES),
+    # What the workspace says to the outside world (its mail's From) is an admin's call.
+    Action.MANAGE_WORKSPACE_SETTINGS: Rule(ADMINS, NO_KEY),
     Action.MANAGE_JOBS: Rule(MANAGERS, NO_KEY),
 }
 
@@ -243,4 +246,5 @@ _VERBS = {
     Action.MANAGE_SHARED_SEGMENTS: "change or archive segments others shared",
     Action.READ_JOBS: "read jobs",
     Action.MANAGE_JOBS: "see or cancel other people's jobs",
+    Action.MANAGE_WORKSPACE_SETTINGS: "read or change the workspace's settings",
 }

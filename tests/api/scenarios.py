@@ -713,6 +713,11 @@ SCENARIOS: dict[str, Scenario] = {
     "setSensitiveCustomFields": workspace_scenario(
         {"keys": ["nationalId"]}, {"keys": [" "]}, "VALIDATION"
     ),
+    "setWorkspaceEmailFrom": workspace_scenario(
+        {"address": "Support@Acme.Example", "name": "Acme"},
+        {"address": "Acme <support@acme.example>"},
+        "VALIDATION",
+    ),
     "createSegment": creating(segment_input, {"filter": {"nmae": {"eq": "x"}}}, "VALIDATION"),
     "updateSegment": changing(
         Env.segment, {"name": "Renamed"}, {"filter": {"name": {"contans": "a"}}}, "VALIDATION"

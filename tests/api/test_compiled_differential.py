@@ -2054,8 +2054,8 @@ async def test_the_audit_log_is_compiled_and_identical(
 
 
 MAIL = """query($m: ID!) { node(id: $m) { id ... on Message { body delivery { direction
-  status attempts error nextAttemptAt sentAt rfcMessageId sender recipients subject
-  __typename } attachments { id __typename filename contentType size url } } } }"""
+  status attempts error nextAttemptAt sentAt bouncedAt rfcMessageId sender recipients
+  subject __typename } attachments { id __typename filename contentType size url } } } }"""
 INBOX_MAIL = """{ conversations(first: 40) { nodes { messages(first: 20) { nodes { id
   delivery { direction status } attachments { filename url } } } } } }"""
 
@@ -2183,6 +2183,49 @@ async def test_sensitive_custom_field_keys_are_compiled_and_identical(
     finally:
         async with sessionmaker() as session, session.begin():
             await session.execute(set_keys, {"k": [], "w": f"Diff {demo_domain}"})
+
+
+async def test_the_workspace_and_its_from_are_compiled_and_identical(
+    pair: Pair, demo_domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """``workspace`` as every identity: its id and name compiled for all; ``emailFrom``
+    (admins only) compiled for admins, unset and then with awkward texts, and the
+    executed path's FORBIDDEN for the others, byte for byte."""
+    identities = await _identities(pair, demo_domain, sessionmaker)
+    plain = "{ workspace { __typename id n: name } me { id } }"
+    settings_query = (
+        "{ workspace { id emailFrom { __typename address name } again: emailFrom { name } } }"
+    )
+    set_from = text(
+        "UPDATE workspaces SET email_from_address = :a, email_from_name = :n WHERE name = :w"
+    )
+    values = [
+        (None, None),
+        ("help@acme.example", None),
+        ("o'hara+x@acme.example", 'Zoë "Support" \\ \u2028'),
+    ]
+    try:
+        for address, name in values:
+            async with sessionmaker() as session, session.begin():
+                await session.execute(
+                    set_from, {"a": address, "n": name, "w": f"Diff {demo_domain}"}
+                )
+            for who, identity in identities:
+                body = await identity.same(plain, compiled=True)
+                assert body["data"]["workspace"]["n"] == f"Diff {demo_domain}", (who, body)
+                body = await identity.same(settings_query, compiled=who == "admin")
+                if who == "admin":
+                    expected = address and {
+                        "__typename": "EmailSender",
+                        "address": address,
+                        "name": name,
+                    }
+                    assert body["data"]["workspace"]["emailFrom"] == expected, body
+                else:
+                    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", (who, body)
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(set_from, {"a": None, "n": None, "w": f"Diff {demo_domain}"})
 
 
 async def _samples(pair: Pair) -> Samples:

@@ -126,6 +126,8 @@ async def query_document(name: str, env: Env) -> str:
         return "{ onlineUsers { id } }"
     if name == "sensitiveCustomFields":
         return "{ sensitiveCustomFields }"
+    if name == "workspace":
+        return "{ workspace { id name } }"
     if name == "duplicateCandidates":
         return "{ duplicateCandidates(first: 1) { candidates { score } } }"
     if name == "bulkCustomerChangePreview":  # the table's row is for adding a tag

@@ -33,6 +33,49 @@ def test_a_reply_address_names_its_conversation_and_survives_case_folding() -> N
     assert email.route_of(CONFIG, "reply+short.sig@acme.test") is None
 
 
+def test_a_claim_takes_mails_with_files_up_to_its_budget_and_always_one() -> None:
+    assert email.within_budget([], 100) == []
+    assert email.within_budget([0, 0, 0], 0) == [True, True, True]
+    # The first always (a mail larger than the budget is still sent, alone) ...
+    assert email.within_budget([500, 10, 0], 100) == [True, False, True]
+    # ... then what still fits, in order; mails without files always fit.
+    assert email.within_budget([60, 50, 40, 0, 1], 100) == [True, False, True, True, False]
+
+
+def test_a_bounce_address_names_its_mail_and_a_report_is_read_defensively() -> None:
+    workspace, mail = uuid.uuid4(), uuid.uuid4()
+    address = email.bounce_address(CONFIG, workspace, mail)
+    assert len(address.split("@")[0]) <= 64
+    route = email.route_of(CONFIG, address.upper())
+    assert route is not None and route.kind == "bounce"
+    assert uuid.UUID(bytes=route.token) == mail
+    # Not a report: an ordinary mail, a report of another kind (read receipts).
+    assert email.delivery_report(_mail(From="a@b.test")) is None
+    mdn = (
+        b"From: a@b.test\r\nContent-Type: multipart/report; report-type=disposition-notification;"
+        b' boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nRead.\r\n--b--\r\n'
+    )
+    assert email.delivery_report(mdn) is None
+    # Broken ones read as far as they go, never raising.
+    for raw in (
+        b"Content-Type: multipart/report; report-type=delivery-status\r\n\r\nno boundary",
+        b'Content-Type: multipart/report; report-type="delivery-status"; boundary="b"\r\n'
+        b"\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n\xff\xfe\x00\r\n",
+        b"X-Failed-Recipients: not an address\r\n\r\nsomething failed",
+    ):
+        report = email.delivery_report(raw)
+        assert report is not None and report.failed == [], raw
+    exim = email.delivery_report(
+        b"X-Failed-Recipients: Ada <ADA@customer.test>\r\n\r\n"
+        b"    SMTP error from remote mail server after RCPT TO:\r\n"
+        b"    550 5.1.1 No such user\r\n\r\nMessage-ID: <M1@mail.test>\r\n"
+    )
+    assert exim is not None and exim.message_ids == ["m1@mail.test"]
+    [failed] = exim.failed
+    assert (failed.recipient, failed.status) == ("ada@customer.test", "5.1.1")
+    assert failed.diagnostic == "550 5.1.1 No such user"
+
+
 def _mail(**headers: str) -> bytes:
     mail = MimeMessage()
     for name, value in headers.items():
