@@ -128,3 +128,108 @@ def test_the_migration_indexes_the_rows_that_exist(server_database_url: str) -> 
         ]
     finally:
         support.drop_database(server_database_url, name)
+
+
+async def test_one_update_statement_reindexes_exactly_the_rows_whose_search_values_changed(
+    sessionmaker: Any, admin: Any
+) -> None:
+    """Updates are indexed per statement (migration 0027): one statement changing many
+    customers and companies leaves each document as a fresh index of its row would, and
+    a change of a custom field no definition makes searchable rebuilds nothing."""
+    from crm_graphql.services import companies, custom_fields, customers
+
+    async with sessionmaker() as session, session.begin():
+        for key, searchable in (("codename", True), ("source", False)):
+            await custom_fields.create_definition(
+                admin,
+                session,
+                {
+                    "entity": "customer",
+                    "key": key,
+                    "label": key,
+                    "type": "text",
+                    "searchable": searchable,
+                },
+            )
+        wombat = await companies.create_company(admin, session, {"name": "Wombat Works"})
+        koala = await companies.create_company(admin, session, {"name": "Koala Kilns"})
+        made = [
+            await customers.create_customer(
+                admin,
+                session,
+                {
+                    "name": name,
+                    "company_id": company.id,
+                    "custom_fields": {"codename": code, "source": "fair"},
+                },
+            )
+            for name, code, company in (
+                ("Ada Alpha", "heron", wombat),
+                ("Bo Beta", "ibis", koala),
+                ("Cy Gamma", "stork", wombat),
+            )
+        ]
+    ada, bo, cy = (c.id for c in made)
+
+    async def documents() -> dict[Any, tuple[str, Any]]:
+        async with sessionmaker() as session:
+            rows = await session.execute(
+                text(
+                    "SELECT id, names::text, updated_at FROM search_documents WHERE id = ANY(:ids)"
+                ),
+                {"ids": [ada, bo, cy, wombat.id, koala.id]},
+            )
+            return {row.id: (row.names, row.updated_at) for row in rows}
+
+    async def terms(id: Any) -> set[str]:
+        async with sessionmaker() as session:
+            found = await session.scalars(
+                text("SELECT term FROM search_terms WHERE id = :id"), {"id": id}
+            )
+            return set(found)
+
+    before = await documents()
+    async with sessionmaker() as session, session.begin():
+        # One statement: a new name, a new searchable value, a new unsearchable value.
+        await session.execute(
+            text(
+                "UPDATE customers c SET name = v.name, custom_fields = v.custom::jsonb "
+                "FROM (VALUES (CAST(:ada AS uuid), 'Ada Renamed', "
+                '\'{"codename": "heron", "source": "fair"}\'), '
+                '(CAST(:bo AS uuid), \'Bo Beta\', \'{"codename": "egret", "source": "fair"}\'), '
+                '(CAST(:cy AS uuid), \'Cy Gamma\', \'{"codename": "stork", "source": "web"}\')'
+                ") AS v(id, name, custom) WHERE c.id = v.id"
+            ),
+            {"ada": ada, "bo": bo, "cy": cy},
+        )
+    after = await documents()
+    assert {"renamed", "ada"} <= await terms(ada)
+    assert "alpha" not in await terms(ada)
+    assert "egret" in await terms(bo) and "ibis" not in await terms(bo)
+    assert after[cy] == before[cy]  # only `source` changed: not searchable, not rebuilt
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "UPDATE companies SET name = CASE id WHEN :w THEN 'Platypus Partners' "
+                "ELSE 'Numbat Nets' END WHERE id IN (:w, :k)"
+            ),
+            {"w": wombat.id, "k": koala.id},
+        )
+    for customer, company in ((ada, "platypus"), (cy, "platypus"), (bo, "numbat")):
+        found = await terms(customer)
+        assert company in found and not {"wombat", "koala"} & found, (customer, found)
+    async with sessionmaker() as session:
+        # Every document equals a fresh index of its row (rebuilt here, then rolled back).
+        kept = (await documents()).items()
+        await session.execute(
+            text("SELECT crm_search_refresh_customers(CAST(:ids AS uuid[]))"),
+            {"ids": [ada, bo, cy]},
+        )
+        rebuilt = await session.execute(
+            text("SELECT id, names::text FROM search_documents WHERE id = ANY(:ids)"),
+            {"ids": [ada, bo, cy]},
+        )
+        assert dict(rebuilt.tuples().all()) == {
+            id: names for id, (names, _) in kept if id in (ada, bo, cy)
+        }
+        await session.rollback()
