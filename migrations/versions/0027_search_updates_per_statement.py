@@ -1,7 +1,7 @@
 """search: updates of customers, companies and deals indexed per statement
 
 Revision ID: 0027
-Revises: 0025 (re-chain onto the previous head at merge)
+Revises: 0026
 Create Date: 2026-12-06 10:30:00
 
 Revision 0010 (and 0016, with custom fields) re-indexed an updated customer, company or
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0027"
-down_revision: str | None = "0025"
+down_revision: str | None = "0026"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
