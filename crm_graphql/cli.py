@@ -625,13 +625,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         fields=tuple(f.strip() for f in args.fields.split(",")) if args.fields else None,
     )
     keyring = crypto.Keyring.from_entries(resolve_encryption_keys(settings))
+    # ``-`` is standard output, as for ``export-schema`` (and the default).
+    target = None if args.out in (None, "-") else args.out
 
     async def work() -> int:
         engine = make_engine(settings.database_url or "", pool_size=2)
         sessionmaker = make_sessionmaker(engine)
         crypto.attach(sessionmaker, keyring)
         # A blocking file, written a chunk at a time between the cursor's round trips.
-        out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: ASYNC230
+        out = open(target, "wb") if target else sys.stdout.buffer  # noqa: ASYNC230
         try:
             async with sessionmaker() as session, session.begin():
                 workspace = await _workspace_named(session, args.workspace)
@@ -643,7 +645,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             out.flush()
             return plan.rows
         finally:
-            if args.out:
+            if target:
                 out.close()
             await engine.dispose()
 
@@ -653,7 +655,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         _say(f"error: {error.field + ': ' if error.field else ''}{error.message}")
         return 1
     print(
-        f"Exported {rows} {args.type} as {args.format}" + (f" to {args.out}" if args.out else ""),
+        f"Exported {rows} {args.type} as {args.format}" + (f" to {target}" if target else ""),
         file=sys.stderr,
         flush=True,
     )
@@ -704,7 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--segment", default=None, help="a segment's ID (customers only)")
     exp.add_argument("--fields", default=None, help="comma-separated API field names")
-    exp.add_argument("--out", default=None, help="file to write (default: standard output)")
+    exp.add_argument(
+        "--out", default=None, help="file to write, or - for standard output (the default)"
+    )
     exp.set_defaults(func=cmd_export)
 
     mig = sub.add_parser(

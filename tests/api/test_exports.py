@@ -334,15 +334,18 @@ def test_cli_export_writes_the_file_and_audits_it(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Exported 1 customers as csv" in done.stderr
     assert [r["name"] for r in _csv(out.read_bytes())] == ["Cli One"]
-    to_stdout = subprocess.run(
-        [*common, "--type", "customers", "--format", "jsonl", "--fields", "name"],
-        env=env, cwd=support.ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert to_stdout.returncode == 0, to_stdout.stderr
-    assert [json.loads(line) for line in to_stdout.stdout.splitlines()] == [
-        {"name": "Cli Two"},
-        {"name": "Cli One"},
-    ]
+    for out_option in ([], ["--out", "-"]):  # standard output, also when named ``-``
+        to_stdout = subprocess.run(
+            [*common, "--type", "customers", "--format", "jsonl", "--fields", "name",
+             *out_option],
+            env=env, cwd=support.ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert to_stdout.returncode == 0, to_stdout.stderr
+        assert [json.loads(line) for line in to_stdout.stdout.splitlines()] == [
+            {"name": "Cli Two"},
+            {"name": "Cli One"},
+        ]
+    assert not (support.ROOT / "-").exists()
     bad = subprocess.run(
         [*common, "--type", "customers", "--filter", '{"nope": 1}'],
         env=env, cwd=support.ROOT, capture_output=True, text=True, timeout=120,
