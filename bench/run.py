@@ -114,7 +114,7 @@ PRESETS = {
     # Quick: fewer subscribers (RT1 400, RT1X 2,000, RT2 400), shorter runs; see
     # 0005-benchmarks.md.
     "quick": Preset(
-        1, 3, 1, 10, 100, 3, 100, 100, 5, 400, (2, 10, 50, 100, 200, 400, 800), 2, 200, True,
+        1, 3, 1, 10, 100, 3, 100, 100, 5, 400, RT2_LADDER[1:-1], 2, 200, True,
         True, 2, 3, rt1x_sockets=2_000,
     ),
     "smoke": Preset(
