@@ -1551,7 +1551,7 @@ def rt1(
             # Per message sent, each process (the first one also runs every send):
             # both share one core, so their sum must stay well under 1000 / rate ms.
             server_cpu_ms_per_message=[
-                round(1000 * (cpu_seconds(s.proc.pid) - c) / max(len(sent), 1), 2)
+                round(1000 * (cpu_seconds(s.proc.pid) - c) / len(sent), 2) if sent else None
                 for s, c in zip(servers, cpu0, strict=True)
             ],
             rss_kib=[rss_kib(s.proc.pid) for s in servers],
