@@ -23,10 +23,11 @@ import asyncio
 import base64
 import hashlib
 import sys
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
+S = TypeVar("S")
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -47,25 +48,36 @@ def unmask(data: bytes, key: bytes) -> bytes:
     return (int.from_bytes(data, "big") ^ mask).to_bytes(len(data), "big")
 
 
-class Hub:
+class Groups(Generic[S]):
+    """Which sockets get which frames, as the bench's subscriptions ask (shared with the raw
+    floor): a subscription naming a ``conversationId`` follows that conversation, one whose
+    document asks for ``inbox`` follows its user's inbox, any other the activity feed."""
+
     def __init__(self) -> None:
-        self.feed: set[asyncio.Transport] = set()
-        self.conversations: dict[str, set[asyncio.Transport]] = {}
-        self.inboxes: dict[str, set[asyncio.Transport]] = {}
-        self.joined: dict[asyncio.Transport, set[asyncio.Transport]] = {}
+        self.feed: set[S] = set()
+        self.conversations: dict[str, set[S]] = {}
+        self.inboxes: dict[str, set[S]] = {}
+        self.joined: dict[S, set[S]] = {}  # a socket's group
 
-    def join(self, group: set[asyncio.Transport], transport: asyncio.Transport) -> None:
-        self.forget(transport)
-        group.add(transport)
-        self.joined[transport] = group
+    def subscribe(self, socket: S, payload: dict[str, Any], user: str) -> None:
+        variables = payload.get("variables") or {}
+        if "conversationId" in variables:
+            group = self.conversations.setdefault(variables["conversationId"], set())
+        elif "inbox" in payload.get("query", ""):
+            group = self.inboxes.setdefault(user, set())
+        else:
+            group = self.feed
+        self.forget(socket)
+        group.add(socket)
+        self.joined[socket] = group
 
-    def forget(self, transport: asyncio.Transport) -> None:
-        group = self.joined.pop(transport, None)
+    def forget(self, socket: S) -> None:
+        group = self.joined.pop(socket, None)
         if group is not None:
-            group.discard(transport)
+            group.discard(socket)
 
 
-HUB = Hub()
+HUB: Groups[asyncio.Transport] = Groups()
 OK = b'{"data":{"createActivity":{"activity":{"id":"0"},"errors":[]}}}'
 
 
@@ -197,15 +209,7 @@ class Connection(asyncio.Protocol):
         elif kind == "ping":
             self.transport.write(frame(b'{"type":"pong"}'))
         elif kind == "subscribe":
-            payload = message.get("payload") or {}
-            variables = payload.get("variables") or {}
-            if "conversationId" in variables:
-                group = HUB.conversations.setdefault(variables["conversationId"], set())
-            elif "inbox" in payload.get("query", ""):
-                group = HUB.inboxes.setdefault(self.token, set())
-            else:
-                group = HUB.feed
-            HUB.join(group, self.transport)
+            HUB.subscribe(self.transport, message.get("payload") or {}, self.token)
         elif kind == "complete":
             HUB.forget(self.transport)
 

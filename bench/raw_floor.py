@@ -49,6 +49,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from bench.null_fanout import Groups
+
 CHANNEL = "bench:raw:activity"
 CHAT_CHANNEL = "bench:raw:chat"
 
@@ -224,10 +226,7 @@ class Floor:
         self.redis: aioredis.Redis | None = None
         self.workspace = uuid.UUID(os.environ["BENCH_WORKSPACE_ID"])
         self.author = uuid.UUID(os.environ["BENCH_AUTHOR_ID"])
-        self.sockets: set[WebSocket] = set()  # the activity feed's
-        self.conversations: dict[str, set[WebSocket]] = {}
-        self.inboxes: dict[str, set[WebSocket]] = {}
-        self.joined: dict[WebSocket, set[WebSocket]] = {}  # a socket's group
+        self.groups: Groups[WebSocket] = Groups()
         self.listener: asyncio.Task[None] | None = None
 
     async def json(self, sql: str, *args: Any) -> Response:
@@ -245,10 +244,10 @@ class Floor:
                 continue
             if message["channel"] == CHAT_CHANNEL.encode():
                 chat = json.loads(message["data"])
-                await self.broadcast(self.conversations.get(chat["c"], ()), chat["m"])
-                await self.broadcast(self.inboxes.get(chat["a"] or "", ()), chat["i"])
+                await self.broadcast(self.groups.conversations.get(chat["c"], ()), chat["m"])
+                await self.broadcast(self.groups.inboxes.get(chat["a"] or "", ()), chat["i"])
                 continue
-            await self.broadcast(self.sockets, message["data"].decode())
+            await self.broadcast(self.groups.feed, message["data"].decode())
 
     @staticmethod
     async def broadcast(sockets: Any, text: str) -> None:
@@ -256,16 +255,6 @@ class Floor:
             # The same pre-encoded frame goes to every socket.
             with contextlib.suppress(Exception):
                 await ws.send_text(text)
-
-    def join(self, group: set[WebSocket], ws: WebSocket) -> None:
-        self.forget(ws)
-        group.add(ws)
-        self.joined[ws] = group
-
-    def forget(self, ws: WebSocket) -> None:
-        group = self.joined.pop(ws, None)
-        if group is not None:
-            group.discard(ws)
 
 
 floor = Floor()
@@ -501,23 +490,15 @@ async def websocket(ws: WebSocket) -> None:
                 user = token.removeprefix("Bearer ")
                 await ws.send_text('{"type":"connection_ack"}')
             elif kind == "subscribe":
-                payload = message.get("payload") or {}
-                variables = payload.get("variables") or {}
-                if "conversationId" in variables:
-                    group = floor.conversations.setdefault(variables["conversationId"], set())
-                elif "inbox" in payload.get("query", ""):
-                    group = floor.inboxes.setdefault(user, set())
-                else:
-                    group = floor.sockets
-                floor.join(group, ws)
+                floor.groups.subscribe(ws, message.get("payload") or {}, user)
             elif kind == "ping":
                 await ws.send_text('{"type":"pong"}')
             elif kind == "complete":
-                floor.forget(ws)
+                floor.groups.forget(ws)
     except WebSocketDisconnect:
         pass
     finally:
-        floor.forget(ws)
+        floor.groups.forget(ws)
 
 
 async def readyz(request: Request) -> Response:
