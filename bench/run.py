@@ -1217,6 +1217,10 @@ class Sender:
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         async with self.freed:
+            # A connection the server closed while idle (its keep-alive timeout) is dropped.
+            while self.idle and (self.idle[-1][0].at_eof() or self.idle[-1][1].is_closing()):
+                self.idle.pop()[1].close()
+                self.open -= 1
             while not self.idle and self.open >= self.most:
                 await self.freed.wait()
             if self.idle:
