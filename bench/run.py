@@ -1589,8 +1589,19 @@ def rt2_plan(server_name: str, ladder: tuple[float, ...], floor: dict[str, Any] 
             steps = sorted({*steps, target})
     if server_name == "null":
         failed = floor.get("first_rate_failed")
-        steps = [r for r in steps if failed is None or r <= failed]
+        steps = [r for r in steps if failed is None or r < failed]
+        steps += [] if failed is None else [failed]
     return steps
+
+
+def halfway(steps: list[dict[str, Any]]) -> float | None:
+    """The floor's one refining step: halfway between its highest held rate and the rate
+    it failed, when the ladder left more than a third of a gap (20 and 50: 35)."""
+    held = [s["rate_per_s"] for s in steps if s["held"]]
+    failed = [s["rate_per_s"] for s in steps if not s["held"]]
+    if not held or not failed or failed[-1] <= max(held) * 1.5:
+        return None
+    return float(round((max(held) + failed[-1]) / 2))
 
 
 def rt2(
@@ -1602,10 +1613,11 @@ def rt2(
     floor: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Broadcast: activityFeed subscribers over two processes, the event rate stepped up
-    the ladder. The raw floor stops at its first failed step (its capacity is the step
-    before); ours stops after two failed steps in a row, a step far past capacity (more
-    than half lost), or the step the floor failed; ``null`` (the load generator's own
-    ceiling) runs up to the step the floor failed."""
+    the ladder. The raw floor stops at its first failed step, after one more step halfway
+    between it and the last held one when the ladder's gap is wide (``halfway``; its
+    capacity is its highest held step); ours stops after two failed steps in a row, a
+    step far past capacity (more than half lost), or the step the floor failed; ``null``
+    (the load generator's own ceiling) runs up to the step the floor failed."""
     servers = start_rt_servers(server_name, facts, db_url, preset, workdir, f"rt2-{server_name}")
     clients = None
     try:
@@ -1649,7 +1661,9 @@ def rt2(
         clients.command("reset", "RESET")
         watch = HorizonWatch(db_url)
         failed_in_a_row = 0
-        for rate in rt2_plan(server_name, preset.rt2_steps, floor):
+        plan = rt2_plan(server_name, preset.rt2_steps, floor)
+        while plan:
+            rate = plan.pop(0)
             cpu0 = [cpu_seconds(s.proc.pid) for s in servers]
             t0 = time.monotonic()
             t0_ns = time.time_ns()
@@ -1704,7 +1718,15 @@ def rt2(
             failed_in_a_row = 0 if step["held"] else failed_in_a_row + 1
             if step["held"]:
                 continue
-            if server_name == "raw" or failed_in_a_row >= 2:
+            if server_name == "raw":
+                # The ladder's gap at the floor's failure is refined once (halfway), then
+                # the floor stops.
+                middle = halfway(steps) if failed_in_a_row == 1 and len(steps) > 1 else None
+                if middle is not None and middle not in [s["rate_per_s"] for s in steps]:
+                    plan = [middle]
+                    continue
+                break
+            if failed_in_a_row >= 2:
                 break
             if step["lost"] > step["deliveries_expected"] * 0.5:
                 break  # far past capacity: higher steps only pile up

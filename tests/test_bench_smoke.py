@@ -105,10 +105,12 @@ def test_bench_runner_measures_ours_and_the_raw_floor(
             _number(step["latency_ms"][p]) and step["latency_ms"][p] > 0 for p in ("p50", "p99")
         )
 
-    # RT2: the raw floor ran first and stopped at its first failed step; ours also ran the
-    # step of 0.8x the floor's highest held rate.
+    # RT2: the raw floor ran first and stopped at its first failed step (after at most one
+    # refining step); ours also ran the step of 0.8x the floor's highest held rate.
     raw = saved["rt2"]["raw"]
-    assert [s["held"] for s in raw["steps"]][:-1] == [True] * (len(raw["steps"]) - 1)
+    held = [s["held"] for s in raw["steps"]]
+    first_failure = held.index(False) if False in held else len(held)
+    assert all(held[:first_failure]) and len(held) - first_failure <= 2, held
     if raw["highest_rate_held"]:
         rates = [s["rate_per_s"] for s in saved["rt2"]["ours"]["steps"]]
         assert run.RT2_SHARE * raw["highest_rate_held"] in rates, rates
