@@ -17,6 +17,12 @@ can at best approach.
 - ``POST /raw/publish``: RT2's event source: insert an activity, then publish its
   pre-encoded ``next`` frame on Redis; every process sends those same bytes to each of its
   sockets on ``/graphql`` (a minimal graphql-transport-ws: init/ack, subscribe, ping/pong).
+- ``POST /raw/send``: RT1's event source: the M1 message transaction (which also reads
+  the conversation's assignee), then one Redis message with the conversation, the
+  assignee and two pre-encoded frames; every process sends the message frame to its
+  sockets following that conversation and the inbox frame to the assignee's inbox
+  sockets. A socket's user is its ``connection_init`` token (the bench passes the user's
+  id: the floor checks no credentials, as it applies no visibility rule here).
 
     BENCH_DATABASE_URL=... BENCH_REDIS_URL=... BENCH_WORKSPACE_ID=... \\
         uvicorn bench.raw_floor:app --port 8100
@@ -43,7 +49,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from bench.null_fanout import Groups
+
 CHANNEL = "bench:raw:activity"
+CHAT_CHANNEL = "bench:raw:chat"
 
 
 def gid(type_name: str, column: str) -> str:
@@ -217,7 +226,7 @@ class Floor:
         self.redis: aioredis.Redis | None = None
         self.workspace = uuid.UUID(os.environ["BENCH_WORKSPACE_ID"])
         self.author = uuid.UUID(os.environ["BENCH_AUTHOR_ID"])
-        self.sockets: set[WebSocket] = set()
+        self.groups: Groups[WebSocket] = Groups()
         self.listener: asyncio.Task[None] | None = None
 
     async def json(self, sql: str, *args: Any) -> Response:
@@ -229,15 +238,23 @@ class Floor:
     async def listen(self) -> None:
         assert self.redis is not None
         pubsub = self.redis.pubsub()
-        await pubsub.subscribe(CHANNEL)
+        await pubsub.subscribe(CHANNEL, CHAT_CHANNEL)
         async for message in pubsub.listen():
             if message["type"] != "message":
                 continue
-            text = message["data"].decode()
-            for ws in list(self.sockets):
-                # The same pre-encoded frame goes to every socket.
-                with contextlib.suppress(Exception):
-                    await ws.send_text(text)
+            if message["channel"] == CHAT_CHANNEL.encode():
+                chat = json.loads(message["data"])
+                await self.broadcast(self.groups.conversations.get(chat["c"], ()), chat["m"])
+                await self.broadcast(self.groups.inboxes.get(chat["a"] or "", ()), chat["i"])
+                continue
+            await self.broadcast(self.groups.feed, message["data"].decode())
+
+    @staticmethod
+    async def broadcast(sockets: Any, text: str) -> None:
+        for ws in list(sockets):
+            # The same pre-encoded frame goes to every socket.
+            with contextlib.suppress(Exception):
+                await ws.send_text(text)
 
 
 floor = Floor()
@@ -412,26 +429,76 @@ async def publish(request: Request) -> Response:
     )
 
 
+async def send(request: Request) -> Response:
+    """RT1's event: the M1 message transaction, then one broadcast of two pre-encoded
+    frames (the conversation's, the assignee's inbox's)."""
+    v = (await request.json())["variables"]
+    assert floor.pool is not None and floor.redis is not None
+    conversation = uuid.UUID(v["conversationId"])
+    async with floor.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE conversations SET last_message_seq = last_message_seq + 1, last_message_at = now()"
+            " WHERE workspace_id = $1 AND id = $2 RETURNING last_message_seq, assignee_id",
+            floor.workspace,
+            conversation,
+        )
+        message_id = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO messages (id, workspace_id, conversation_id, seq, author_type, author_user_id, body)"
+            " VALUES ($1, $2, $3, $4, 'agent', $5, $6)",
+            message_id,
+            floor.workspace,
+            conversation,
+            row["last_message_seq"],
+            floor.author,
+            v["body"],
+        )
+    message = {"id": str(message_id), "seq": row["last_message_seq"], "body": v["body"]}
+    events = {
+        "conversationEvents": {"cursor": str(message_id), "type": "message.created", "message": message},
+    }
+    inbox = {
+        "inbox": {
+            "cursor": str(message_id),
+            "type": "message.created",
+            "conversation": {"id": str(conversation)},
+            "message": message,
+        }
+    }
+    chat = {
+        "c": str(conversation),
+        "a": str(row["assignee_id"]) if row["assignee_id"] else None,
+        "m": json.dumps({"id": "1", "type": "next", "payload": {"data": events}}),
+        "i": json.dumps({"id": "1", "type": "next", "payload": {"data": inbox}}),
+    }
+    await floor.redis.publish(CHAT_CHANNEL, json.dumps(chat))
+    return JSONResponse({"data": {"sendMessage": {"message": {"seq": row["last_message_seq"]}, "errors": []}}})
+
+
 async def websocket(ws: WebSocket) -> None:
-    """graphql-transport-ws, just enough for the bench client: every subscription on this
-    socket gets the activity frames (the bench subscribes with id "1")."""
+    """graphql-transport-ws, just enough for the bench client (it subscribes with id "1"):
+    a subscription naming a ``conversationId`` follows that conversation, one whose
+    document asks for ``inbox`` follows its user's inbox, any other the activity feed."""
     await ws.accept(subprotocol="graphql-transport-ws")
+    user = ""
     try:
         while True:
             message = json.loads(await ws.receive_text())
             kind = message.get("type")
             if kind == "connection_init":
+                token = str((message.get("payload") or {}).get("Authorization", ""))
+                user = token.removeprefix("Bearer ")
                 await ws.send_text('{"type":"connection_ack"}')
             elif kind == "subscribe":
-                floor.sockets.add(ws)
+                floor.groups.subscribe(ws, message.get("payload") or {}, user)
             elif kind == "ping":
                 await ws.send_text('{"type":"pong"}')
             elif kind == "complete":
-                floor.sockets.discard(ws)
+                floor.groups.forget(ws)
     except WebSocketDisconnect:
         pass
     finally:
-        floor.sockets.discard(ws)
+        floor.groups.forget(ws)
 
 
 async def readyz(request: Request) -> Response:
@@ -476,6 +543,7 @@ app = Starlette(
         Route("/raw/m1/move", m1_move, methods=["POST"]),
         Route("/raw/m1/message", m1_message, methods=["POST"]),
         Route("/raw/publish", publish, methods=["POST"]),
+        Route("/raw/send", send, methods=["POST"]),
         Route("/readyz", readyz),
         WebSocketRoute("/graphql", websocket),
     ],

@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -27,7 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,9 +37,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+import uvloop
 from sqlalchemy.engine import make_url
 
-from bench import datagen
+from bench import datagen, ws_clients
 from bench.pgcount import CountingProxy
 from crm_graphql import demo
 from crm_graphql.global_ids import from_global_id, to_global_id
@@ -52,6 +55,9 @@ RESULTS = BENCH / "results"
 VENV_BIN = Path(sys.executable).parent
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
+# The WebSocket client processes may use every core but the servers' (only core 1 on a
+# two-core machine).
+CLIENT_CORES = f"1-{(os.cpu_count() or 2) - 1}" if (os.cpu_count() or 2) > 2 else CLIENT_CORE
 SECRET = "bench-secret-key-not-for-production-0123456789abcdef"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/7"  # a database number of its own
 
@@ -89,15 +95,32 @@ class Preset:
     # to wait for deliveries to stop arriving before counting what is missing as lost.
     drain_seconds: float = 10.0
     max_connections: int = 16  # caps CONNECTIONS (smoke: a request must finish in a run)
+    # RT1X: RT1's subscribers and messages with quiet sockets added up to this many (each
+    # subscribed to a conversation no message is sent to).
+    rt1x_sockets: int = 10_000
+    # bench/ws_clients.py processes the subscribers are dealt out to (on the client cores).
+    client_processes: int = 2
 
+
+# RT2's ladder: the rate doubles (about) until the raw floor fails a step; the last step is
+# the ceiling (a floor that holds it has not been measured to capacity).
+RT2_LADDER = (1, 2, 5, 10, 20, 50, 100, 200, 400, 800, 1600)
+RT2_SHARE = 0.8  # ours holds at least this share of the floor's highest rate (issue 14)
+RT1X_P99_MS = 100
+IDLE_SHARE = 1.2  # our memory per idle socket at most this multiple of the floor's
 
 PRESETS = {
-    "full": Preset(
-        10, 15, 5, 20, 300, 3, 100, 100, 20, 1000, (1, 2, 5, 10, 20, 50), 10, 1000, True
+    "full": Preset(10, 15, 5, 20, 300, 3, 100, 100, 20, 1000, RT2_LADDER, 10, 1000, True),
+    # Quick: fewer subscribers (RT1 400, RT1X 2,000, RT2 400), shorter runs; see
+    # 0005-benchmarks.md.
+    "quick": Preset(
+        1, 3, 1, 10, 100, 3, 100, 100, 5, 400, RT2_LADDER[1:-1], 2, 200, True,
+        True, 2, 3, rt1x_sockets=2_000,
     ),
-    # Quick: fewer subscribers (RT1 400, RT2 400), shorter runs; see 0005-benchmarks.md.
-    "quick": Preset(1, 3, 1, 10, 100, 3, 100, 100, 5, 400, (2, 10, 50), 2, 200, True, True, 2, 3),
-    "smoke": Preset(0.02, 1, 0.2, 3, 6, 2, 4, 10, 1.5, 10, (5,), 1.5, 10, False, False, 1, 1, 2),
+    "smoke": Preset(
+        0.02, 1, 0.2, 3, 6, 2, 4, 10, 1.5, 10, (5,), 1.5, 10, False, False, 1, 1, 2,
+        rt1x_sockets=30, client_processes=1,
+    ),
 }
 
 # Issue 13's scenarios (S1 search, S2 segment page, S3/S4 reports, S5 revenue by owner,
@@ -378,6 +401,9 @@ class Facts:
     admin_email: str
     server_version: str
     pipelines: list[uuid.UUID]  # by position: Sales, Renewals
+    # Every conversation of the workspace (RT1X's quiet sockets follow those RT1 sends
+    # nothing to).
+    conversations: list[uuid.UUID] = dataclasses.field(default_factory=list)
 
 
 async def load_facts(url: str) -> Facts:
@@ -432,8 +458,23 @@ async def load_facts(url: str) -> Facts:
                 "SELECT id FROM pipelines WHERE workspace_id = $1 ORDER BY position, id", ws
             )
         ]
+        conversations = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM conversations WHERE workspace_id = $1 ORDER BY created_at, id", ws
+            )
+        ]
         return Facts(
-            ws, admin["id"], customers, deals, rt, agents, admin["email"], version, pipelines
+            ws,
+            admin["id"],
+            customers,
+            deals,
+            rt,
+            agents,
+            admin["email"],
+            version,
+            pipelines,
+            conversations,
         )
     finally:
         await conn.close()
@@ -1045,47 +1086,73 @@ def compare_answers(http: dict[str, dict[str, Any]]) -> None:
 
 
 class Clients:
-    """A bench/ws_clients.py process pinned to the client core."""
+    """bench/ws_clients.py processes pinned to the client core, the subscriptions dealt
+    out round-robin; commands go to every process and reports are merged."""
 
-    def __init__(self, workdir: Path, tag: str, subscriptions: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, workdir: Path, tag: str, subscriptions: list[dict[str, Any]], processes: int = 1
+    ) -> None:
         self.workdir = workdir
-        config = workdir / f"ws-{tag}.json"
-        config.write_text(json.dumps({"subscriptions": subscriptions}))
-        self.log = workdir / f"ws-{tag}.log"
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", CLIENT_CORE, sys.executable, "-m", "bench.ws_clients", str(config)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log.open("wb"),
-            cwd=ROOT,
-            text=True,
-        )
         self.tag = tag
         self.reports = 0
+        self.procs: list[subprocess.Popen[str]] = []
+        self.logs: list[Path] = []
+        processes = max(1, min(processes, len(subscriptions)))
+        for i in range(processes):
+            name = tag if processes == 1 else f"{tag}-{i}"
+            config = workdir / f"ws-{name}.json"
+            config.write_text(json.dumps({"subscriptions": subscriptions[i::processes]}))
+            log = workdir / f"ws-{name}.log"
+            self.logs.append(log)
+            self.procs.append(
+                subprocess.Popen(
+                    ["taskset", "-c", CLIENT_CORES, sys.executable, "-m", "bench.ws_clients", str(config)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log.open("wb"),
+                    cwd=ROOT,
+                    text=True,
+                )
+            )
+
+    def failure(self, line: Any) -> RuntimeError:
+        tails = " | ".join(log.read_text()[-1000:] for log in self.logs)
+        return RuntimeError(f"ws clients: {line!r} {tails}")
 
     def ready(self) -> tuple[int, int]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().split()
-        if not line or line[0] != "READY":
-            raise RuntimeError(f"ws clients failed: {line} {self.log.read_text()[-2000:]}")
-        return int(line[1]), int(line[2])
+        opened = failed = 0
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().split()
+            if not line or line[0] != "READY":
+                raise self.failure(line)
+            opened, failed = opened + int(line[1]), failed + int(line[2])
+        return opened, failed
+
+    def ask(self, text: str) -> list[str]:
+        """Send ``text`` to every process, then read one answer line of each."""
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(text + "\n")
+            proc.stdin.flush()
+        lines = []
+        for proc in self.procs:
+            assert proc.stdout is not None
+            lines.append(proc.stdout.readline().strip())
+        return lines
 
     def command(self, text: str, expect: str) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline().strip()
-        if line != expect:
-            raise RuntimeError(f"ws clients: {line!r} {self.log.read_text()[-2000:]}")
+        for line in self.ask(text):
+            if line != expect:
+                raise self.failure(line)
 
     def count(self) -> int:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("count\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline().split()
-        if not line or line[0] != "COUNT":
-            raise RuntimeError(f"ws clients: {line!r} {self.log.read_text()[-2000:]}")
-        return int(line[1])
+        total = 0
+        for line in self.ask("count"):
+            if not line.startswith("COUNT "):
+                raise self.failure(line)
+            total += int(line.split()[1])
+        return total
 
     def drain(self, most_seconds: float) -> None:
         """Wait until no delivery arrived for two seconds (at most ``most_seconds``): late
@@ -1103,21 +1170,94 @@ class Clients:
     def report(self, sent: list[dict[str, Any]]) -> dict[str, Any]:
         self.reports += 1
         sent_file = self.workdir / f"sent-{self.tag}-{self.reports}.json"
-        out_file = self.workdir / f"report-{self.tag}-{self.reports}.json"
         sent_file.write_text(json.dumps(sent))
-        self.command(f"report {sent_file} {out_file}", "REPORTED")
-        return dict(json.loads(out_file.read_text()))
+        outs = [
+            self.workdir / f"report-{self.tag}-{self.reports}-{i}.json"
+            for i in range(len(self.procs))
+        ]
+        for proc, out in zip(self.procs, outs, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write(f"report {sent_file} {out}\n")
+            proc.stdin.flush()
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            if line != "REPORTED":
+                raise self.failure(line)
+        return ws_clients.merge([json.loads(out.read_text()) for out in outs])
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                assert self.proc.stdin is not None
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.flush()
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    assert proc.stdin is not None
+                    proc.stdin.write("quit\n")
+                    proc.stdin.flush()
+        for proc in self.procs:
             try:
-                self.proc.wait(20)
+                proc.wait(20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                proc.kill()
+                proc.wait()
+
+
+class Sender:
+    """A minimal HTTP/1.1 keep-alive client for the open-loop sender: httpx cost about a
+    millisecond of the client core per request, which RT2's higher steps (hundreds of
+    events a second, on the core that also receives) cannot afford."""
+
+    def __init__(self, base: str, headers: dict[str, str], connections: int = 64) -> None:
+        url = httpx.URL(base)
+        self.host, self.port = url.host, url.port or 80
+        self.head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.open = 0
+        self.most = connections
+        self.freed = asyncio.Condition()
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        async with self.freed:
+            # A connection the server closed while idle (its keep-alive timeout) is dropped.
+            while self.idle and (self.idle[-1][0].at_eof() or self.idle[-1][1].is_closing()):
+                self.idle.pop()[1].close()
+                self.open -= 1
+            while not self.idle and self.open >= self.most:
+                await self.freed.wait()
+            if self.idle:
+                reader, writer = self.idle.pop()
+            else:
+                self.open += 1
+                try:
+                    reader, writer = await asyncio.open_connection(self.host, self.port)
+                except OSError:
+                    self.open -= 1
+                    raise
+        try:
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.head}"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            if length is None:
+                raise OSError(f"no Content-Length in {head[:200]!r}")
+            answer = await reader.readexactly(int(length.group(1)))
+        except BaseException:
+            writer.close()
+            async with self.freed:
+                self.open -= 1
+                self.freed.notify()
+            raise
+        async with self.freed:
+            self.idle.append((reader, writer))
+            self.freed.notify()
+        return status, answer
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
 
 
 async def send_events(
@@ -1135,47 +1275,43 @@ async def send_events(
     sent: list[dict[str, Any]] = []
     failures: list[str] = []
     headers = {"Content-Type": "application/json", **({"Authorization": auth} if auth else {})}
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(
-        base_url=base, headers=headers, timeout=30, limits=limits
-    ) as client:
+    sender = Sender(base, headers)
 
-        async def one(n: int) -> None:
-            ts = time.time_ns()
-            body, group = make(n, f"bench:{n}:{ts}")
-            try:
-                r = await client.post(path, content=json.dumps(body))
-                answer = r.json()
-                data = answer.get("data") or {}
-                if (
-                    r.status_code != 200
-                    or answer.get("errors")
-                    or any(isinstance(v, dict) and v.get("errors") for v in data.values())
-                ):
-                    failures.append(r.text[:300])
-                    return
-                sent.append({"n": n, "ts": ts, "group": group})
-            except httpx.HTTPError as error:
-                failures.append(repr(error))
+    async def one(n: int) -> None:
+        ts = time.time_ns()
+        body, group = make(n, f"bench:{n}:{ts}")
+        try:
+            status, text = await sender.post(path, json.dumps(body).encode())
+            answer = json.loads(text)
+            data = answer.get("data") or {}
+            if (
+                status != 200
+                or answer.get("errors")
+                or any(isinstance(v, dict) and v.get("errors") for v in data.values())
+            ):
+                failures.append(text[:300].decode(errors="replace"))
+                return
+            sent.append({"n": n, "ts": ts, "group": group})
+        except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+            failures.append(repr(error))
 
-        tasks = []
-        total = max(1, round(rate * seconds))
-        t0 = time.monotonic()
-        for i in range(total):
-            delay = t0 + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(start_n + i)))
-        # Requests still unanswered long after the last send are given up: their events
-        # do not count as sent (the step is then not held).
-        _, pending = await asyncio.wait(tasks, timeout=max_wait) if tasks else (set(), set())
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        if pending:
-            failures.append(
-                f"{len(pending)} requests unanswered {max_wait:.0f} s after the last send"
-            )
+    tasks = []
+    total = max(1, round(rate * seconds))
+    t0 = time.monotonic()
+    for i in range(total):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(start_n + i)))
+    # Requests still unanswered long after the last send are given up: their events
+    # do not count as sent (the step is then not held).
+    _, pending = await asyncio.wait(tasks, timeout=max_wait) if tasks else (set(), set())
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    sender.close()
+    if pending:
+        failures.append(f"{len(pending)} requests unanswered {max_wait:.0f} s after the last send")
     if failures:
         say(f"  {len(failures)} sends failed, e.g. {failures[0]}")
     return sent
@@ -1221,17 +1357,89 @@ class HorizonWatch:
         self.thread.join(5)
 
 
-def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, Any]:
+def raise_open_files(needed: int, what: str) -> int:
+    """Raise this process's RLIMIT_NOFILE (inherited by the servers and clients it spawns)
+    to at least ``needed``; a clear error when the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise SystemExit(
+            f"{what} needs {needed} open files per process but the hard limit is {hard}: "
+            "raise it (`ulimit -Hn`, /etc/security/limits.conf or the container's nofile "
+            "limit) or run a smaller preset"
+        )
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return needed
+
+
+def start_rt_servers(
+    server_name: str, facts: Facts, db_url: str, preset: Preset, workdir: Path, tag: str
+) -> list[Server]:
+    """The real-time scenarios' server processes, started in parallel: ours, the raw
+    floor, or (``null``) the load generator's reference that only broadcasts."""
+    count = 1 if server_name == "null" else preset.rt_processes
+    spawned = []
+    for i in range(count):
+        if server_name == "ours":
+            spawned.append(start_ours(db_url, workdir, f"{tag}-{i}", wait=False))
+        elif server_name == "raw":
+            spawned.append(
+                start_raw(db_url, workdir, f"{tag}-{i}", facts.workspace, facts.admin, wait=False)
+            )
+        else:
+            command = [sys.executable, "-m", "bench.null_fanout", "{port}"]
+            spawned.append(spawn_pinned("null", f"{tag}-{i}", workdir, command, dict(os.environ), ROOT))
+    return started_together(spawned)
+
+
+class Chat:
+    """RT1's subscribers and messages on one kind of server: ours speaks GraphQL with
+    tokens and global ids; the raw floor (and the null server) take the user's id as the
+    token and database ids, and send with ``POST /raw/send``."""
+
+    def __init__(self, server_name: str, servers: list[Server], facts: Facts) -> None:
+        self.ours = server_name == "ours"
+        self.servers = servers
+        self.facts = facts
+        self.tokens: dict[uuid.UUID, str] = {}
+
+    def token(self, user: uuid.UUID, email: str) -> str:
+        if user not in self.tokens:
+            self.tokens[user] = login(self.servers[0].base, email) if self.ours else str(user)
+        return self.tokens[user]
+
+    def conversation(self, conversation: uuid.UUID) -> str:
+        return to_global_id("Conversation", conversation) if self.ours else str(conversation)
+
+    def url(self, k: int) -> str:
+        return f"ws://127.0.0.1:{self.servers[k % len(self.servers)].port}/graphql"
+
+    def sender(self) -> tuple[str, str | None]:
+        if self.ours:
+            return "/graphql", "Bearer " + self.token(self.facts.admin, self.facts.admin_email)
+        return "/raw/send", None
+
+
+def rt1(
+    server_name: str,
+    facts: Facts,
+    db_url: str,
+    preset: Preset,
+    workdir: Path,
+    sockets: int | None = None,
+) -> dict[str, Any]:
     """Live chat: conversationEvents x3 per conversation + inbox subscribers per agent,
-    over two server processes; messages sent through sendMessage at a fixed rate."""
+    over two server processes; messages sent at a fixed rate to the first process.
+    ``sockets`` (RT1X): quiet sockets added up to that many, each following a conversation
+    no message is sent to (as the admin), dealt over the processes like the others."""
+    scenario = "RT1X" if sockets else "RT1"
+    tag = f"{scenario.lower()}-{server_name}"
     convs = facts.rt_conversations[: preset.rt1_conversations]
-    servers = started_together(
-        [start_ours(db_url, workdir, f"rt1-{i}", wait=False) for i in range(preset.rt_processes)]
-    )
+    servers = start_rt_servers(server_name, facts, db_url, preset, workdir, tag)
+    chat = Chat(server_name, servers, facts)
     clients = None
     try:
-        tokens = {a: login(servers[0].base, facts.agent_emails[a]) for a in {a for _, a in convs}}
-        agents = sorted(tokens)
+        agents = sorted({a for _, a in convs})
         subs: list[dict[str, Any]] = []
         conv_doc, inbox_doc = document("rt1_conversation"), document("rt1_inbox")
         k = 0
@@ -1239,10 +1447,10 @@ def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, A
             for _ in range(preset.rt1_subscribers_per_conversation):
                 subs.append(
                     {
-                        "url": f"ws://127.0.0.1:{servers[k % len(servers)].port}/graphql",
-                        "token": tokens[agent],
+                        "url": chat.url(k),
+                        "token": chat.token(agent, facts.agent_emails[agent]),
                         "query": conv_doc,
-                        "variables": {"conversationId": to_global_id("Conversation", conv)},
+                        "variables": {"conversationId": chat.conversation(conv)},
                         "groups": [index],
                     }
                 )
@@ -1252,38 +1460,57 @@ def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, A
             groups = [index for index, (_, a) in enumerate(convs) if a == agent]
             subs.append(
                 {
-                    "url": f"ws://127.0.0.1:{servers[k % len(servers)].port}/graphql",
-                    "token": tokens[agent],
+                    "url": chat.url(k),
+                    "token": chat.token(agent, facts.agent_emails[agent]),
                     "query": inbox_doc,
                     "variables": {},
                     "groups": groups,
                 }
             )
             k += 1
-        clients = Clients(workdir, "rt1", subs)
+        active = len(subs)
+        if sockets:
+            sending = {c for c, _ in convs}
+            quiet = [c for c in facts.conversations if c not in sending]
+            if not quiet:
+                raise RuntimeError("RT1X: the data set has no conversation beyond RT1's")
+            admin = chat.token(facts.admin, facts.admin_email)
+            for i in range(max(0, sockets - active)):
+                subs.append(
+                    {
+                        "url": chat.url(k),
+                        "token": admin,
+                        "query": conv_doc,
+                        "variables": {"conversationId": chat.conversation(quiet[i % len(quiet)])},
+                        "groups": [],
+                    }
+                )
+                k += 1
+        clients = Clients(workdir, tag, subs, preset.client_processes)
         opened, failed = clients.ready()
-        say(f"RT1: {opened} subscribers ready ({failed} failed) on two processes")
+        say(
+            f"{scenario} {server_name}: {opened} subscribers ready ({failed} failed) on "
+            f"{len(servers)} processes, {len(clients.procs)} client processes"
+        )
         rss_before = [rss_kib(s.proc.pid) for s in servers]
+        path, auth = chat.sender()
         doc = document("m1_send_message")
 
         def make(n: int, mark: str) -> tuple[dict[str, Any], int]:
             index = n % len(convs)
-            return {
-                "query": doc,
-                "variables": {
-                    "conversationId": to_global_id("Conversation", convs[index][0]),
-                    "body": f"RT1 {mark}",
-                },
-            }, index
+            variables = {"conversationId": chat.conversation(convs[index][0]), "body": f"RT1 {mark}"}
+            if not chat.ours:
+                variables["assignee"] = str(convs[index][1])  # the null server's inbox
+                return {"variables": variables}, index
+            return {"query": doc, "variables": variables}, index
 
-        admin = "Bearer " + login(servers[0].base, facts.admin_email)
         # Warm-up at the same rate, not counted (like the HTTP runs' warm-up): the first
         # messages of a fresh process prepare statements and fill caches.
-        warm = asyncio.run(
+        warm = uvloop.run(
             send_events(
                 servers[0].base,
-                "/graphql",
-                admin,
+                path,
+                auth,
                 preset.rt1_rate,
                 preset.warmup,
                 make,
@@ -1292,16 +1519,16 @@ def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, A
             )
         )
         clients.drain(preset.drain_seconds)
-        say(f"RT1: warm-up of {preset.warmup:g} s done ({len(warm)} messages, not counted)")
+        say(f"{scenario} {server_name}: warm-up of {preset.warmup:g} s done ({len(warm)} messages, not counted)")
         clients.command("reset", "RESET")
         cpu0 = [cpu_seconds(s.proc.pid) for s in servers]
         t0 = time.monotonic()
         watch = HorizonWatch(db_url)
-        sent = asyncio.run(
+        sent = uvloop.run(
             send_events(
                 servers[0].base,
-                "/graphql",
-                admin,
+                path,
+                auth,
                 preset.rt1_rate,
                 preset.rt1_seconds,
                 make,
@@ -1319,22 +1546,26 @@ def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, A
             seconds=preset.rt1_seconds,
             warmup_seconds=preset.warmup,
             subscribers_failed=failed,
+            active_subscribers=active,
+            server_processes=len(servers),
             server_cpu_percent=[
                 round(100 * (cpu_seconds(s.proc.pid) - c) / wall, 1)
                 for s, c in zip(servers, cpu0, strict=True)
             ],
-            # Per message sent, each process (the first one also runs every sendMessage):
+            # Per message sent, each process (the first one also runs every send):
             # both share one core, so their sum must stay well under 1000 / rate ms.
             server_cpu_ms_per_message=[
-                round(1000 * (cpu_seconds(s.proc.pid) - c) / max(len(sent), 1), 2)
+                round(1000 * (cpu_seconds(s.proc.pid) - c) / len(sent), 2) if sent else None
                 for s, c in zip(servers, cpu0, strict=True)
             ],
             rss_kib=[rss_kib(s.proc.pid) for s in servers],
             rss_before_send_kib=rss_before,
+            loadavg=os.getloadavg()[0],
         )
         say(
-            f"RT1: {result['deliveries']}/{result['deliveries_expected']} delivered, lost {result['lost']}, "
-            f"dup {result['duplicates']}, p99 {result['latency_ms']['p99']} ms, client CPU {result['client_cpu_percent']}%"
+            f"{scenario} {server_name}: {result['deliveries']}/{result['deliveries_expected']} delivered, "
+            f"lost {result['lost']}, dup {result['duplicates']}, p99 {result['latency_ms']['p99']} ms, "
+            f"client CPU {result['client_cpu_percent']}%, load {result['loadavg']:.1f}"
         )
         return result
     finally:
@@ -1344,23 +1575,50 @@ def rt1(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, A
             s.stop()
 
 
+def rt2_plan(server_name: str, ladder: tuple[float, ...], floor: dict[str, Any] | None) -> list[float]:
+    """The rates a server is stepped through: the ladder; for ours also the target step
+    (``RT2_SHARE`` of the floor's highest held rate) when the ladder lacks it; for the
+    null server the ladder up to the step the floor failed (all it has to show is that
+    the load generator holds that step)."""
+    steps = list(ladder)
+    if floor is None:
+        return steps
+    if server_name == "ours" and floor["highest_rate_held"]:
+        target = round(RT2_SHARE * floor["highest_rate_held"], 1)
+        if target not in steps:
+            steps = sorted({*steps, target})
+    if server_name == "null":
+        failed = floor.get("first_rate_failed")
+        steps = [r for r in steps if failed is None or r < failed]
+        steps += [] if failed is None else [failed]
+    return steps
+
+
+def halfway(steps: list[dict[str, Any]]) -> float | None:
+    """The floor's one refining step: halfway between its highest held rate and the rate
+    it failed, when the ladder left more than a third of a gap (20 and 50: 35)."""
+    held = [s["rate_per_s"] for s in steps if s["held"]]
+    failed = [s["rate_per_s"] for s in steps if not s["held"]]
+    if not held or not failed or failed[-1] <= max(held) * 1.5:
+        return None
+    return float(round((max(held) + failed[-1]) / 2))
+
+
 def rt2(
-    server_name: str, facts: Facts, db_url: str, preset: Preset, workdir: Path
+    server_name: str,
+    facts: Facts,
+    db_url: str,
+    preset: Preset,
+    workdir: Path,
+    floor: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Broadcast: activityFeed subscribers over two processes, event rate stepped up."""
-    if server_name == "ours":
-        servers = started_together(
-            [
-                start_ours(db_url, workdir, f"rt2-{i}", wait=False)
-                for i in range(preset.rt_processes)
-            ]
-        )
-    else:
-        spawned = [
-            start_raw(db_url, workdir, f"rt2-{i}", facts.workspace, facts.admin, wait=False)
-            for i in range(preset.rt_processes)
-        ]
-        servers = started_together(spawned)
+    """Broadcast: activityFeed subscribers over two processes, the event rate stepped up
+    the ladder. The raw floor stops at its first failed step, after one more step halfway
+    between it and the last held one when the ladder's gap is wide (``halfway``; its
+    capacity is its highest held step); ours stops after two failed steps in a row, a
+    step far past capacity (more than half lost), or the step the floor failed; ``null``
+    (the load generator's own ceiling) runs up to the step the floor failed."""
+    servers = start_rt_servers(server_name, facts, db_url, preset, workdir, f"rt2-{server_name}")
     clients = None
     try:
         agents = sorted(facts.agent_emails)[: min(10, preset.rt2_subscribers)]
@@ -1380,7 +1638,7 @@ def rt2(
             }
             for i in range(preset.rt2_subscribers)
         ]
-        clients = Clients(workdir, f"rt2-{server_name}", subs)
+        clients = Clients(workdir, f"rt2-{server_name}", subs, preset.client_processes)
         opened, failed = clients.ready()
         say(f"RT2 {server_name}: {opened} subscribers ready ({failed} failed)")
         auth = (
@@ -1402,11 +1660,14 @@ def rt2(
         n = 1
         clients.command("reset", "RESET")
         watch = HorizonWatch(db_url)
-        for rate in preset.rt2_steps:
+        failed_in_a_row = 0
+        plan = rt2_plan(server_name, preset.rt2_steps, floor)
+        while plan:
+            rate = plan.pop(0)
             cpu0 = [cpu_seconds(s.proc.pid) for s in servers]
             t0 = time.monotonic()
             t0_ns = time.time_ns()
-            sent = asyncio.run(
+            sent = uvloop.run(
                 send_events(
                     servers[0].base,
                     path,
@@ -1438,6 +1699,7 @@ def rt2(
                     round(100 * (cpu_seconds(s.proc.pid) - c) / wall, 1)
                     for s, c in zip(servers, cpu0, strict=True)
                 ],
+                loadavg=os.getloadavg()[0],
             )
             p99 = step["latency_ms"]["p99"]
             step["held"] = bool(
@@ -1450,17 +1712,35 @@ def rt2(
             steps.append(step)
             say(
                 f"RT2 {server_name} {rate}/s: {step['deliveries_per_s']} deliveries/s, p50 {step['latency_ms']['p50']} "
-                f"p99 {p99} ms, lost {step['lost']}, held {step['held']}, client CPU {step['client_cpu_percent']}%"
+                f"p99 {p99} ms, lost {step['lost']}, held {step['held']}, client CPU {step['client_cpu_percent']}%, "
+                f"server CPU {step['server_cpu_percent']}%, load {step['loadavg']:.1f}"
             )
-            if not step["held"] and step["lost"] > step["deliveries_expected"] * 0.5:
+            failed_in_a_row = 0 if step["held"] else failed_in_a_row + 1
+            if step["held"]:
+                continue
+            if server_name == "raw":
+                # The ladder's gap at the floor's failure is refined once (halfway), then
+                # the floor stops.
+                middle = halfway(steps) if failed_in_a_row == 1 and len(steps) > 1 else None
+                if middle is not None and middle not in [s["rate_per_s"] for s in steps]:
+                    plan = [middle]
+                    continue
+                break
+            if failed_in_a_row >= 2:
+                break
+            if step["lost"] > step["deliveries_expected"] * 0.5:
                 break  # far past capacity: higher steps only pile up
+            if floor and floor.get("first_rate_failed") and rate >= floor["first_rate_failed"]:
+                break
         watch.close()
         held = [s["rate_per_s"] for s in steps if s["held"]]
+        not_held = [s["rate_per_s"] for s in steps if not s["held"]]
         return {
             "subscribers": opened,
             "subscribers_failed": failed,
             "steps": steps,
             "highest_rate_held": max(held) if held else 0,
+            "first_rate_failed": min(not_held) if not_held else None,
         }
     finally:
         if clients:
@@ -1469,51 +1749,63 @@ def rt2(
             s.stop()
 
 
-def idle_memory(facts: Facts, db_url: str, preset: Preset, workdir: Path) -> dict[str, Any]:
-    server = start_ours(db_url, workdir, "idle")
+def rt2_all(
+    servers: Sequence[str], facts: Facts, db_url: str, preset: Preset, workdir: Path
+) -> dict[str, Any]:
+    """The raw floor first (its capacity decides ours' target step), then ours, then the
+    null server up to the step the floor failed (is the load generator the limit?)."""
+    out: dict[str, Any] = {}
+    if "raw" in servers:
+        out["raw"] = rt2("raw", facts, db_url, preset, workdir)
+    if "ours" in servers:
+        out["ours"] = rt2("ours", facts, db_url, preset, workdir, out.get("raw"))
+    if "raw" in servers and out["raw"]["first_rate_failed"] is not None:
+        out["null"] = rt2("null", facts, db_url, preset, workdir, out["raw"])
+    return out
+
+
+def idle_memory(
+    server_name: str, facts: Facts, db_url: str, preset: Preset, workdir: Path
+) -> dict[str, Any]:
+    """RSS per idle subscribed socket of one server process: ours, or the raw floor."""
+    if server_name == "ours":
+        server = start_ours(db_url, workdir, "idle")
+    else:
+        server = start_raw(db_url, workdir, "idle", facts.workspace, facts.admin)
     clients = None
     try:
-        token = login(server.base, facts.admin_email)
+        token = login(server.base, facts.admin_email) if server_name == "ours" else "-"
+        spec = {
+            "url": f"ws://127.0.0.1:{server.port}/graphql",
+            "token": token,
+            "query": document("rt2_activity_feed"),
+            "variables": {},
+            "groups": [0],
+        }
         # Warm the process first (schema, pools) with one subscriber, then measure N more.
-        warm = Clients(
-            workdir,
-            "idle-warm",
-            [
-                {
-                    "url": f"ws://127.0.0.1:{server.port}/graphql",
-                    "token": token,
-                    "query": document("rt2_activity_feed"),
-                    "variables": {},
-                    "groups": [0],
-                }
-            ],
-        )
+        warm = Clients(workdir, f"idle-warm-{server_name}", [spec])
         warm.ready()
         time.sleep(1)
         before = rss_kib(server.proc.pid)
-        subs = [
-            {
-                "url": f"ws://127.0.0.1:{server.port}/graphql",
-                "token": token,
-                "query": document("rt2_activity_feed"),
-                "variables": {},
-                "groups": [0],
-            }
-            for _ in range(preset.idle_sockets)
-        ]
-        clients = Clients(workdir, "idle", subs)
+        clients = Clients(
+            workdir, f"idle-{server_name}", [spec] * preset.idle_sockets, preset.client_processes
+        )
         opened, failed = clients.ready()
         time.sleep(2)
         after = rss_kib(server.proc.pid)
         warm.close()
         per = (after - before) / max(1, opened)
-        say(f"idle: {opened} subscribed sockets: RSS {before} -> {after} KiB, {per:.1f} KiB each")
+        say(
+            f"idle {server_name}: {opened} subscribed sockets: RSS {before} -> {after} KiB, "
+            f"{per:.1f} KiB each"
+        )
         return {
             "sockets": opened,
             "failed": failed,
             "rss_before_kib": before,
             "rss_after_kib": after,
             "kib_per_connection": round(per, 1),
+            "loadavg": os.getloadavg()[0],
         }
     finally:
         if clients:
@@ -1555,6 +1847,13 @@ def startup(workdir: Path) -> dict[str, Any]:
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
+
+
+def rt_by_server(figures: dict[str, Any] | None) -> dict[str, Any]:
+    """RT1/RT1X figures by server (results before the raw floor ran RT1 held ours' only)."""
+    if not figures:
+        return {}
+    return {"ours": figures} if "latency_ms" in figures else figures
 
 
 def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1649,40 +1948,80 @@ def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
             or f"same answer (names, titles, amounts, counts): "
             f"{'–' if pg_same is None else 'yes' if pg_same else '**no**'}",
         )
-    rt1r = result.get("rt1")
-    if rt1r:
-        p99 = rt1r["latency_ms"]["p99"]
-        attempted = round(rt1r["rate_per_s"] * rt1r["seconds"])
-        add(
-            "RT1 live chat",
-            f"p99 {p99} ms, lost {rt1r['lost']}, dup {rt1r['duplicates']}, "
-            f"{rt1r['events_sent']} of {attempted} sends answered",
-            "p99 < 100 ms, 0 lost, 0 dup, every send answered",
-            p99 is not None
-            and p99 < 100
-            and rt1r["lost"] == 0
-            and rt1r["duplicates"] == 0
-            and rt1r["events_sent"] == attempted,
-            f"sends unanswered {result['preset_values']['drain_seconds']:g} s after the last one "
-            "are given up; lost = not delivered by the end of the drain",
-        )
+    for key, title in (("rt1", "RT1 live chat"), ("rt1x", "RT1X live chat, many sockets")):
+        for name, r in rt_by_server(result.get(key)).items():
+            p99 = r["latency_ms"]["p99"]
+            attempted = round(r["rate_per_s"] * r["seconds"])
+            held = (
+                p99 is not None
+                and p99 < RT1X_P99_MS
+                and r["lost"] == 0
+                and r["duplicates"] == 0
+                and r["events_sent"] == attempted
+                and not r.get("subscribers_failed")
+            )
+            add(
+                f"{title} ({name}, {r['subscribers']} sockets)",
+                f"p99 {p99} ms, lost {r['lost']}, dup {r['duplicates']}, "
+                f"{r['events_sent']} of {attempted} sends answered",
+                f"p99 < {RT1X_P99_MS} ms, 0 lost, 0 dup, every send answered",
+                held if name == "ours" else None,
+                f"load {r['loadavg']:.1f}; " * ("loadavg" in r)
+                + (
+                    "the raw floor, for comparison; "
+                    if name == "raw"
+                    else f"sends unanswered {result['preset_values']['drain_seconds']:g} s after "
+                    "the last one are given up; lost = not delivered by the end of the drain"
+                ),
+            )
     rt2r = result.get("rt2", {})
     if "ours" in rt2r:
-        o, r = rt2r["ours"]["highest_rate_held"], rt2r.get("raw", {}).get("highest_rate_held")
+        o = rt2r["ours"]["highest_rate_held"]
+        floor = rt2r.get("raw")
+        r = floor["highest_rate_held"] if floor else None
+        found = floor is not None and floor.get("first_rate_failed") is not None
+        generator = rt2r.get("null")
+        generator_held = (
+            generator is not None
+            and found
+            and any(s["held"] and s["rate_per_s"] >= floor["first_rate_failed"] for s in generator["steps"])
+        )
+        note = (
+            "the floor held every step up to the ceiling: capacity not found"
+            if floor and not found
+            else f"the floor failed {floor['first_rate_failed']}/s; the load generator alone "
+            f"(null server) {'held' if generator_held else '**did not hold**'} that step"
+            if floor
+            else "no raw floor run"
+        )
         add(
             "RT2 highest rate held vs raw floor",
-            f"{o}/s vs {r}/s",
-            ">= 0.5x, 0 lost",
-            None if not r else o >= 0.5 * r,
+            f"{o}/s vs {r}/s ({fmt(ratio(o, r)) if o and r else '–'}x)",
+            f">= {RT2_SHARE}x, 0 lost, floor stepped until it failed",
+            None if not r or not found else o >= RT2_SHARE * r,
+            note,
         )
-    idle = result.get("idle_memory")
-    if idle:
+    idle = result.get("idle") or (
+        {"ours": result["idle_memory"]} if result.get("idle_memory") else {}
+    )
+    if "ours" in idle:
+        ours_kib = idle["ours"]["kib_per_connection"]
         add(
             "memory per idle subscribed connection",
-            f"{idle['kib_per_connection']} KiB",
+            f"{ours_kib} KiB",
             "<= 100 KiB",
-            idle["kib_per_connection"] <= 100,
+            ours_kib <= 100,
         )
+        raw_kib = idle.get("raw", {}).get("kib_per_connection")
+        if raw_kib is not None:
+            share = round(ours_kib / raw_kib, 2) if raw_kib > 0 else None
+            add(
+                "memory per idle socket vs raw floor",
+                f"{ours_kib} vs {raw_kib} KiB ({fmt(share)}x)",
+                f"<= {IDLE_SHARE}x, same run",
+                None if share is None else share <= IDLE_SHARE,
+                f"{idle['ours']['sockets']} sockets each, one process",
+            )
     st = result.get("startup")
     if st:
         add(
@@ -1740,45 +2079,76 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{fmt(r['server_cpu_percent'])} | {r['errors']} | {fmt(r.get('same_answer_as_ours'))} | "
                 f"{fmt(ratio(ours, rr)) if name == 'ours' else ''} | {fmt(ratio(ours, pg)) if name == 'ours' else ''} |"
             )
-    if result.get("rt1"):
-        r = result["rt1"]
+    for key, title in (("rt1", "RT1 live chat"), ("rt1x", "RT1X live chat, many sockets")):
+        rows = rt_by_server(result.get(key))
+        if not rows:
+            continue
         out += [
             "",
-            "## RT1 live chat",
+            f"## {title}",
             "",
-            "| subscribers | msgs/s | sends answered | deliveries | expected | lost | dup | p50 ms | p95 ms | p99 ms | server CPU % | client CPU % | oldest write tx in cluster |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
-            f"| {r['subscribers']} | {r['rate_per_s']} | {r['events_sent']} of {round(r['rate_per_s'] * r['seconds'])} | "
-            f"{r['deliveries']} | {r['deliveries_expected']} | {r['lost']} | "
-            f"{r['duplicates']} | {fmt(r['latency_ms']['p50'])} | {fmt(r['latency_ms']['p95'])} | "
-            f"{fmt(r['latency_ms']['p99'])} | {r['server_cpu_percent']} | {r['client_cpu_percent']} | {horizon(r)} |",
+            "| server | sockets (active) | msgs/s | sends answered | deliveries | expected | lost | dup | p50 ms | p95 ms | p99 ms | server CPU % | CPU ms/msg | client CPU % | load | oldest write tx in cluster |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
         ]
-        if r.get("warmup_seconds"):
+        for name, r in rows.items():
+            out.append(
+                f"| {name} | {r['subscribers']} ({r.get('active_subscribers', r['subscribers'])}) | "
+                f"{r['rate_per_s']} | {r['events_sent']} of {round(r['rate_per_s'] * r['seconds'])} | "
+                f"{r['deliveries']} | {r['deliveries_expected']} | {r['lost']} | "
+                f"{r['duplicates']} | {fmt(r['latency_ms']['p50'])} | {fmt(r['latency_ms']['p95'])} | "
+                f"{fmt(r['latency_ms']['p99'])} | {r['server_cpu_percent']} | {r.get('server_cpu_ms_per_message')} | "
+                f"{r['client_cpu_percent']} | {fmt(r.get('loadavg'))} | {horizon(r)} |"
+            )
+        first = next(iter(rows.values()))
+        if first.get("warmup_seconds"):
             out += [
                 "",
-                f"Measured after a warm-up of {r['warmup_seconds']:g} s at the same rate (not counted). "
-                f"Server CPU per message sent: {r.get('server_cpu_ms_per_message')} ms "
-                "(first process: every `sendMessage` and its share of the fan-out; both on core 0).",
+                f"Measured after a warm-up of {first['warmup_seconds']:g} s at the same rate (not counted). "
+                "CPU ms/msg: server CPU per message sent, per process (the first one also runs every send; "
+                "both on core 0)."
+                + (
+                    " Active sockets follow the conversations messages are sent to (and the agents' "
+                    "inboxes); the others follow a conversation nothing is sent to."
+                    if key == "rt1x"
+                    else ""
+                ),
             ]
     if result.get("rt2"):
         out += [
             "",
             "## RT2 broadcast capacity",
             "",
-            "| server | events/s | sends answered | deliveries/s | p50 ms | p99 ms | lost | dup | held | server CPU % | client CPU % | oldest write tx in cluster |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|",
+            "| server | events/s | sends answered | deliveries/s | p50 ms | p99 ms | lost | dup | held | server CPU % | client CPU % | load | oldest write tx in cluster |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
         ]
         for name, r in result["rt2"].items():
+            label = "load generator alone (null server)" if name == "null" else name
             for st in r["steps"]:
                 out.append(
-                    f"| {name} ({r['subscribers']} subs) | {st['rate_per_s']} | {st['events_sent']} of "
+                    f"| {label} ({r['subscribers']} subs) | {st['rate_per_s']} | {st['events_sent']} of "
                     f"{round(st['rate_per_s'] * result['preset_values']['rt2_step_seconds'])} | {fmt(st['deliveries_per_s'])} | "
                     f"{fmt(st['latency_ms']['p50'])} | {fmt(st['latency_ms']['p99'])} | {st['lost']} | "
                     f"{st['duplicates']} | {'yes' if st['held'] else 'no'} | {st['server_cpu_percent']} | "
-                    f"{st['client_cpu_percent']} | {horizon(st)} |"
+                    f"{st['client_cpu_percent']} | {fmt(st.get('loadavg'))} | {horizon(st)} |"
                 )
             out.append(
-                f"| {name}: highest rate held | {r['highest_rate_held']} | | | | | | | | | | |"
+                f"| {label}: highest rate held | {r['highest_rate_held']} | | | | | | | | | | | |"
+            )
+    idle = result.get("idle") or (
+        {"ours": result["idle_memory"]} if result.get("idle_memory") else {}
+    )
+    if idle:
+        out += [
+            "",
+            "## Idle subscribed sockets (one process)",
+            "",
+            "| server | sockets | RSS before KiB | RSS after KiB | KiB per socket | load |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, r in idle.items():
+            out.append(
+                f"| {name} | {r['sockets']} | {r['rss_before_kib']} | {r['rss_after_kib']} | "
+                f"{r['kib_per_connection']} | {fmt(r.get('loadavg'))} |"
             )
     out += [
         "",
@@ -1806,7 +2176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--servers", default="ours,raw,postgraphile")
     parser.add_argument(
         "--scenarios",
-        default="Q1,Q2,Q3,Q4,S1,S2,S3,S4,S5,CF1,P1,P2,P3,P4,M1,RT1,RT2,IDLE,STARTUP",
+        default="Q1,Q2,Q3,Q4,S1,S2,S3,S4,S5,CF1,P1,P2,P3,P4,M1,RT1,RT1X,RT2,IDLE,STARTUP",
     )
     parser.add_argument("--scale", type=float, default=None, help="override the preset's scale")
     parser.add_argument("--seed", type=int, default=42, help="data set seed (default 42)")
@@ -1897,16 +2267,30 @@ def run_all(
                 result["http"] = http_scenarios(
                     servers, http_list, facts, db_url, preset, workdir, proxy
                 )
-            if "ours" in servers and "RT1" in scenarios:
-                result["rt1"] = rt1(facts, db_url, preset, workdir)
-            if "RT2" in scenarios:
-                result["rt2"] = {
-                    name: rt2(name, facts, db_url, preset, workdir)
-                    for name in servers
-                    if name in ("ours", "raw")
+            rt_servers = [name for name in ("ours", "raw") if name in servers]
+            if "RT1" in scenarios and rt_servers:
+                result["rt1"] = {
+                    name: rt1(name, facts, db_url, preset, workdir) for name in rt_servers
                 }
-            if "ours" in servers and "IDLE" in scenarios:
-                result["idle_memory"] = idle_memory(facts, db_url, preset, workdir)
+            if "RT1X" in scenarios and rt_servers:
+                # Every socket is a file descriptor in a client process and in a server
+                # process; the runner's limit is inherited by both.
+                result["rt1x_open_files"] = raise_open_files(
+                    preset.rt1x_sockets + 1024, f"RT1X ({preset.rt1x_sockets} sockets)"
+                )
+                result["rt1x"] = {
+                    name: rt1(name, facts, db_url, preset, workdir, preset.rt1x_sockets)
+                    for name in rt_servers
+                }
+            if "RT2" in scenarios and rt_servers:
+                result["rt2"] = rt2_all(rt_servers, facts, db_url, preset, workdir)
+            if "IDLE" in scenarios and rt_servers:
+                raise_open_files(preset.idle_sockets + 1024, f"IDLE ({preset.idle_sockets} sockets)")
+                result["idle"] = {
+                    name: idle_memory(name, facts, db_url, preset, workdir) for name in rt_servers
+                }
+                if "ours" in result["idle"]:  # the key earlier results used
+                    result["idle_memory"] = result["idle"]["ours"]
             if "STARTUP" in scenarios and preset.startup:
                 result["startup"] = startup(workdir)
         except Exception:

@@ -23,10 +23,11 @@ def _number(value: Any) -> bool:
 
 
 # The whole runner on every kind of scenario is a long run (marked slow, `make test-all`);
-# `make test` runs it on one of each kind: a list, a report with its floor, a page, and the
-# real-time sweep.
-ALL_SCENARIOS = ("Q1", "Q3", "S1", "S3", *run.PAGE_SCENARIOS, "RT2")
-BOUNDED_SCENARIOS = ("Q1", "S3", "P2", "RT2")
+# `make test` runs it on one of each kind: a list, a report with its floor, a page, the
+# real-time sweep, live chat with quiet sockets added, and idle sockets.
+ALL_SCENARIOS = ("Q1", "Q3", "S1", "S3", *run.PAGE_SCENARIOS, "RT1", "RT1X", "RT2", "IDLE")
+BOUNDED_SCENARIOS = ("Q1", "S3", "P2", "RT1X", "RT2", "IDLE")
+REALTIME = ("RT1", "RT1X", "RT2", "IDLE")
 
 
 @pytest.mark.parametrize(
@@ -58,7 +59,7 @@ def test_bench_runner_measures_ours_and_the_raw_floor(
     saved = json.loads(files[0].read_text())
     assert saved["targets"] == result["targets"]
     assert saved["machine"]["nproc"] >= 1 and saved["scale"] == run.PRESETS["smoke"].scale
-    http = [s for s in scenarios if s != "RT2"]
+    http = [s for s in scenarios if s not in REALTIME]
     pages = [s for s in http if s in run.PAGE_SCENARIOS]
 
     for server in ("ours", "raw"):
@@ -103,6 +104,39 @@ def test_bench_runner_measures_ours_and_the_raw_floor(
         assert all(
             _number(step["latency_ms"][p]) and step["latency_ms"][p] > 0 for p in ("p50", "p99")
         )
+
+    # RT2: the raw floor ran first and stopped at its first failed step (after at most one
+    # refining step); ours also ran the step of 0.8x the floor's highest held rate.
+    raw = saved["rt2"]["raw"]
+    held = [s["held"] for s in raw["steps"]]
+    first_failure = held.index(False) if False in held else len(held)
+    assert all(held[:first_failure]) and len(held) - first_failure <= 2, held
+    if raw["highest_rate_held"]:
+        rates = [s["rate_per_s"] for s in saved["rt2"]["ours"]["steps"]]
+        assert run.RT2_SHARE * raw["highest_rate_held"] in rates, rates
+    if raw["first_rate_failed"] is not None:  # the load generator alone, up to that step
+        assert saved["rt2"]["null"]["steps"][0]["deliveries"] > 0
+    assert measured["RT2 highest rate held vs raw floor"]["status"] in ("met", "missed", "n/a")
+
+    smoke = run.PRESETS["smoke"]
+    for key in [k for k in ("rt1", "rt1x") if k.upper() in scenarios]:
+        for server in ("ours", "raw"):
+            figures = saved[key][server]
+            sockets = smoke.rt1x_sockets if key == "rt1x" else figures["active_subscribers"]
+            assert figures["subscribers"] == sockets and figures["subscribers_failed"] == 0
+            # Quiet sockets expect nothing: every expected delivery is an active socket's.
+            assert figures["events_sent"] > 0 and figures["deliveries"] > 0, (key, server)
+            assert figures["deliveries"] + figures["lost"] >= figures["deliveries_expected"]
+            assert _number(figures["latency_ms"]["p99"]), (key, server, figures)
+    if "RT1X" in scenarios:
+        target = f"RT1X live chat, many sockets (ours, {smoke.rt1x_sockets} sockets)"
+        assert measured[target]["status"] in ("met", "missed")
+    if "IDLE" in scenarios:
+        for server in ("ours", "raw"):
+            figures = saved["idle"][server]
+            assert figures["sockets"] == smoke.idle_sockets and figures["failed"] == 0
+            assert figures["rss_after_kib"] > 0
+        assert measured["memory per idle socket vs raw floor"]["status"] in ("met", "missed", "n/a")
 
     table = next(tmp_path.glob("*.md")).read_text()
     assert "| Q1 | ours |" in table and "| Q1 | raw |" in table and "## Targets" in table

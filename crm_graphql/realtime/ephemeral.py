@@ -23,7 +23,10 @@ workspace while it is open. Sorted set ``crm:<workspace>:presence`` holds
 ``<user_id>:<connection_id>`` members scored by their last heartbeat (Unix seconds);
 each process refreshes its open connections every ``heartbeat`` seconds and removes them
 on close. A user is online while any of their members is younger than ``stale_after``,
-so a crashed process's connections expire by themselves. Every change runs as one Lua
+so a crashed process's connections expire by themselves. Each user's members are also
+in a sorted set of the user's own (``crm:<workspace>:presence:<user_id>``), from which a
+change decides that user's status without reading the workspace's whole set. Every change
+runs as one Lua
 script that also prunes stale members and publishes ``{user_id, status, at}`` on channel
 ``crm:<workspace>:presence`` when a user's first connection opens or their last one
 closes or expires (best effort; the script makes the decision and the publish atomic,
@@ -292,41 +295,60 @@ def _text(value: Any) -> str:
 # key ttl, at (ISO time for the events), op ("add" | "remove"), members...
 # Publishes "online" for users who had no live member before and have one after,
 # "offline" for users who had one (or only stale ones, pruned here) and have none after.
+# Each user's members are also in a sorted set of their own (``<key>:<user_id>``, same
+# scores), so a change decides who goes online or offline from the users it touches: it
+# reads their own sets, never the workspace's whole set (which read every member twice,
+# per connect and close: O(N^2) in Redis for N sockets opening in one workspace; decision
+# 0031, "Capacity"). Pruning reads only the stale members.
 _PRESENCE_SCRIPT = """
 local key, channel = KEYS[1], ARGV[1]
 local now, cutoff, ttl, at, op = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
-local function users(members)
-  local set = {}
-  for _, m in ipairs(members) do
-    local u = string.match(m, '^([^:]+):')
-    if u then set[u] = true end
+local function user(m) return string.match(m, '^([^:]+):') end
+local function live(u) return redis.call('ZCOUNT', key .. ':' .. u, cutoff, '+inf') > 0 end
+local touched, before, expired = {}, {}, {}
+local function touch(u)
+  if u and not touched[u] then
+    touched[u] = true
+    before[u] = live(u)
   end
-  return set
 end
-local before = users(redis.call('ZRANGEBYSCORE', key, cutoff, '+inf'))
 local stale = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. cutoff)
-for _, m in ipairs(stale) do redis.call('ZREM', key, m) end
-local candidates = users(stale)
-for u in pairs(before) do candidates[u] = true end
+for _, m in ipairs(stale) do
+  local u = user(m)
+  touch(u)
+  if u then expired[u] = true end
+end
+for i = 7, #ARGV do touch(user(ARGV[i])) end
+for _, m in ipairs(stale) do
+  redis.call('ZREM', key, m)
+  local u = user(m)
+  if u then redis.call('ZREM', key .. ':' .. u, m) end
+end
 for i = 7, #ARGV do
+  local m, u = ARGV[i], user(ARGV[i])
   if op == 'add' then
-    redis.call('ZADD', key, now, ARGV[i])
+    redis.call('ZADD', key, now, m)
+    if u then
+      redis.call('ZADD', key .. ':' .. u, now, m)
+      redis.call('EXPIRE', key .. ':' .. u, ttl)
+    end
   else
-    redis.call('ZREM', key, ARGV[i])
+    redis.call('ZREM', key, m)
+    if u then redis.call('ZREM', key .. ':' .. u, m) end
   end
 end
-local after = users(redis.call('ZRANGEBYSCORE', key, cutoff, '+inf'))
 if redis.call('ZCARD', key) > 0 then redis.call('EXPIRE', key, ttl) end
 local published = 0
-for u in pairs(after) do
-  if not before[u] then
-    redis.call('PUBLISH', channel, cjson.encode({user_id = u, status = 'online', at = at}))
-    published = published + 1
+for u in pairs(touched) do
+  local after = live(u)
+  local status = nil
+  if after and not before[u] then
+    status = 'online'
+  elseif not after and (before[u] or expired[u]) then
+    status = 'offline'
   end
-end
-for u in pairs(candidates) do
-  if not after[u] then
-    redis.call('PUBLISH', channel, cjson.encode({user_id = u, status = 'offline', at = at}))
+  if status then
+    redis.call('PUBLISH', channel, cjson.encode({user_id = u, status = status, at = at}))
     published = published + 1
   end
 end

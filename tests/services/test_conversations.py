@@ -944,3 +944,58 @@ async def test_last_used_is_written_at_most_once_a_minute(
         )
     later = await use()
     assert later is not None and later > first - timedelta(minutes=2)
+
+
+def test_a_messages_write_statement_is_compiled_once() -> None:
+    """``sendMessage``'s one write statement (message, read receipt, event, audit row) has
+    a cache key that is the same for every usual message, so SQLAlchemy compiles it once:
+    with a multi-row ``values([...])`` it had none and was compiled for every message
+    (decision 0031, "Capacity"). A reopening message (two events, two audit rows, whose
+    order the log keeps) still takes the multi-row form."""
+    from crm_graphql.models import Role
+    from crm_graphql.models.base import uuid7
+    from crm_graphql.services import audit
+
+    actor = Actor(workspace_id=uuid.uuid4(), role=Role.AGENT, user_id=uuid.uuid4())
+
+    def statement(body: str, reopened: bool) -> Any:
+        now = datetime.now(UTC)
+        message = Message(
+            id=uuid7(),
+            workspace_id=actor.workspace_id,
+            conversation_id=uuid.uuid4(),
+            seq=7,
+            author_type=conversations.MessageAuthorType.AGENT,
+            author_user_id=actor.user_id,
+            body=body,
+            client_message_id=None,
+            created_at=now,
+            updated_at=now,
+        )
+
+        def event(type: str) -> dict[str, Any]:
+            return events.event_values(
+                actor,
+                topic=conversations.TOPIC,
+                type=type,
+                entity_type="Conversation",
+                entity_id=message.conversation_id,
+                payload={"body": body},
+            )
+
+        def row(entity_type: str) -> dict[str, Any]:
+            return audit.values(
+                actor, action="send_message", entity_type=entity_type, entity_id=message.id,
+                after={"body": body},
+            )  # fmt: skip
+
+        kinds = ["message.created", "conversation.status_changed"][: 1 + reopened]
+        audits = ["Conversation", "Message"][1 - reopened :]
+        return conversations._write_message(
+            message, [event(k) for k in kinds], [row(a) for a in audits]
+        )
+
+    first = statement("Hello", False)._generate_cache_key()
+    second = statement("Another body", False)._generate_cache_key()
+    assert first is not None and second is not None
+    assert first.key == second.key
