@@ -39,7 +39,7 @@ from crm_graphql.models import AuditLog, Customer, Job, Role
 from crm_graphql.realtime.bus import Bus
 from crm_graphql.services import auth, imports, jobs
 from crm_graphql.services.actor import Actor
-from crm_graphql.settings import new_encryption_key_entry
+from crm_graphql.settings import Settings, new_encryption_key_entry
 from tests import support
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -80,7 +80,7 @@ async def measure(url: str, redis_url: str, rows: int, update_pass: bool) -> dic
     # The job runs as in a server process (and in `crm-graphql import`): with the server's
     # garbage-collector settings (decision 0009). With Python's defaults the same import
     # took 28.5 s instead of 16.3 s (20,000 rows, back to back; decision 0033).
-    settle_garbage_collector()
+    settle_garbage_collector(Settings().gc_thresholds)
     engine = make_engine(url, pool_size=4)
     bus = Bus.from_url(redis_url)
     try:

@@ -227,6 +227,7 @@ class Options:
     database: str = DATABASE
     scale: float = SCALE
     keep_data: bool = False
+    gc_thresholds: str | None = None  # CRM_GC_THRESHOLDS of the servers (default: theirs)
 
     @property
     def warmup(self) -> float:
@@ -1401,11 +1402,15 @@ def markdown(result: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------ main
 
 
-def start_servers(db_url: str, workdir: Path, redis_url: str) -> list[Server]:
+def start_servers(
+    db_url: str, workdir: Path, redis_url: str, gc_thresholds: str | None = None
+) -> list[Server]:
     servers = []
     for name in ("A", "B"):
         env = ours_env(db_url, workdir / f"crm-data-{name}")
         env.update(CRM_REDIS_URL=redis_url, CRM_DEBUG_RUNTIME="true")
+        if gc_thresholds:
+            env.update(CRM_GC_THRESHOLDS=gc_thresholds)
         command = [
             str(VENV_BIN / "crm-graphql"),
             "serve",
@@ -1494,6 +1499,11 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--redis-url", default=default.redis_url)
     parser.add_argument("--out", type=Path, default=default.out)
     parser.add_argument("--keep-data", action="store_true", help="keep the database")
+    parser.add_argument(
+        "--gc-thresholds",
+        default=None,
+        help="the servers' CRM_GC_THRESHOLDS, e.g. 10000,10,10 (default: the servers' own)",
+    )
     args = parser.parse_args(argv)
     return Options(**{k: getattr(args, k) for k in asdict(default)})
 
@@ -1526,7 +1536,7 @@ def run_soak(options: Options) -> int:
     cursors = asyncio.run(head_cursors(db_url, facts.workspace))
     with tempfile.TemporaryDirectory(prefix="crm-soak-") as tmp:
         workdir = Path(tmp)
-        servers = start_servers(db_url, workdir, options.redis_url)
+        servers = start_servers(db_url, workdir, options.redis_url, options.gc_thresholds)
         try:
             for user in facts.users:
                 user.token = login(servers[0].base, user.email)

@@ -200,7 +200,7 @@ def build_app(settings: Settings) -> Starlette:
         )
         app.state.schema = schema
         restore_signals = close_sockets_before_exit()
-        settle_garbage_collector()
+        settle_garbage_collector(settings.gc_thresholds)
         # Soak runs only (CRM_DEBUG_RUNTIME): GC pauses and loop stalls at /debug/runtime.
         diagnostics = Diagnostics() if settings.debug_runtime else None
         if diagnostics is not None:
@@ -281,23 +281,22 @@ def _trusted_documents(settings: Settings) -> dict[str, str] | None:
         raise ConfigurationError(f"CRM_PERSISTED_QUERIES_MANIFEST: {exc}") from exc
 
 
-# Young collections after 50,000 allocations instead of 700, the middle generation after
-# 20 of them: short-lived objects of a request or a live event die before a collection
-# sees them, so far fewer reach the old generation and full collections become rare.
-GC_THRESHOLDS = (50_000, 20, 10)
+_settled: tuple[int, int, int] | None = None
 
 
-def settle_garbage_collector() -> None:
+def settle_garbage_collector(thresholds: tuple[int, int, int]) -> None:
     """Called once the app has started. What start-up built (modules, the schema, mappers)
     lives as long as the process: frozen out of the collector's reach, a full collection
     no longer walks it. Full collections paused every request and live delivery for
-    75-190 ms, several times a minute under live-chat load (decision 0009). Once per
-    process (tests start many apps in one)."""
-    if gc.get_threshold() == GC_THRESHOLDS:
-        return
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    75-190 ms, several times a minute under live-chat load (decision 0009). Then the
+    collector's ``thresholds`` (``CRM_GC_THRESHOLDS``; decision 0010: a young collection's
+    pause grows with the first). Frozen once per process (tests start many apps in one)."""
+    global _settled
+    if _settled is None:
+        gc.collect()
+        gc.freeze()
+    _settled = thresholds
+    gc.set_threshold(*thresholds)
 
 
 def create_app() -> Any:

@@ -378,7 +378,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         # The server's collector settings (decision 0009): the job builds and drops large
         # chunks of rows, and with Python's default thresholds the collector's passes
         # over them took 40 % of a 20,000-row import (decision 0033).
-        settle_garbage_collector()
+        settle_garbage_collector(settings.gc_thresholds)
 
         engine = make_engine(settings.database_url or "", pool_size=3)
         bus = Bus.from_url(settings.redis_url or "")

@@ -18,6 +18,7 @@ import contextlib
 import gc
 import ipaddress
 import os
+import threading
 import time
 from collections import Counter, deque
 from pathlib import Path
@@ -49,9 +50,21 @@ class GcPauses:
         # (unix s, generation, pause ms, CPU ms)
         self.recent: deque[tuple[float, int, float, float]] = deque(maxlen=KEPT)
         self._started: tuple[float, float] | None = None
+        # ``young``: the next young collection's objects, described at its start.
+        self.young_wanted: asyncio.Future[dict[str, Any]] | None = None
+        self._young: dict[str, Any] | None = None
+        self._young_thread = 0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
+            wanted = self.young_wanted
+            if (
+                wanted is not None
+                and int(info.get("generation", 2)) == 0
+                and not wanted.done()
+                and threading.get_ident() == self._young_thread  # the loop's: its future
+            ):
+                self._young = _describe(gc.get_objects(0))
             self._started = (time.perf_counter(), time.thread_time())
             return
         if self._started is None:
@@ -70,6 +83,27 @@ class GcPauses:
                 self.over[threshold] += 1
         if ms >= LONG_PAUSE_MS:
             self.recent.append((time.time(), generation, round(ms, 2), round(cpu_ms, 2)))
+        if self._young is not None and self.young_wanted is not None:
+            described, self._young = self._young, None
+            if not self.young_wanted.done():
+                described.update(pause_ms=round(ms, 2), cpu_ms=round(cpu_ms, 2))
+                described["collected"] = int(info.get("collected", 0))
+                self.young_wanted.set_result(described)
+
+    async def young(self, seconds: float) -> dict[str, Any] | None:
+        """The young generation at the start of the next young collection within
+        ``seconds`` (None if none came): its objects by type, how many references they
+        hold (what the collector walks), the most referring ones, and that collection's
+        pause. Describing takes a moment of its own, before the pause is timed."""
+        self._young_thread = threading.get_ident()
+        self.young_wanted = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.young_wanted), seconds)
+        except TimeoutError:
+            return None
+        finally:
+            self.young_wanted = None
+            self._young = None
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -182,6 +216,29 @@ def _type_name(cls: type) -> str:
     return f"{module}.{name}"
 
 
+def _describe(objects: list[Any]) -> dict[str, Any]:
+    """Objects by type, with the references each type's objects hold, and the few
+    objects holding the most (a container met by a collection is walked in full)."""
+    counts: Counter[str] = Counter()
+    references: Counter[str] = Counter()
+    largest: list[tuple[int, str]] = []
+    for obj in objects:
+        name = _type_name(type(obj))
+        held = len(gc.get_referents(obj))
+        counts[name] += 1
+        references[name] += held
+        if held >= 1000:
+            largest.append((held, name))
+    largest.sort(reverse=True)
+    return {
+        "objects": len(objects),
+        "references": sum(references.values()),
+        "by_type": dict(counts.most_common(CENSUS_TYPES)),
+        "references_by_type": dict(references.most_common(CENSUS_TYPES)),
+        "largest": largest[:20],
+    }
+
+
 def census(*, collect: bool) -> dict[str, Any]:
     """Objects the collector tracks (containers: what leaks), by type, the most numerous
     first; after a full collection with ``collect`` (a pause of its own: ask only when
@@ -193,6 +250,7 @@ def census(*, collect: bool) -> dict[str, Any]:
 
 
 GARBAGE_WINDOW_MAX_S = 30.0
+YOUNG_WAIT_MAX_S = 300.0
 
 
 async def garbage(seconds: float) -> dict[str, Any]:
@@ -224,7 +282,9 @@ async def garbage(seconds: float) -> dict[str, Any]:
 async def runtime(request: Request) -> Response:
     """``GET /debug/runtime`` (with ``CRM_DEBUG_RUNTIME=true``, loopback clients only);
     ``?census=1`` adds the objects alive by type (``&collect=1``: after a collection);
-    ``?garbage=S`` the cyclic garbage left over the next S seconds, by type."""
+    ``?garbage=S`` the cyclic garbage left over the next S seconds, by type;
+    ``?young=S`` the young generation met by the next young collection within S
+    seconds, by type and references held, with that collection's pause."""
     diagnostics: Diagnostics | None = getattr(request.app.state, "diagnostics", None)
     if diagnostics is None or not _loopback(request):
         return JSONResponse({"error": "not found"}, 404)
@@ -249,4 +309,12 @@ async def runtime(request: Request) -> Response:
                 {"error": f"garbage: seconds in (0, {GARBAGE_WINDOW_MAX_S:g}]"}, 400
             )
         figures["garbage"] = await garbage(seconds)
+    if request.query_params.get("young"):
+        try:
+            seconds = float(request.query_params["young"])
+        except ValueError:
+            seconds = -1.0
+        if not 0 < seconds <= YOUNG_WAIT_MAX_S:
+            return JSONResponse({"error": f"young: seconds in (0, {YOUNG_WAIT_MAX_S:g}]"}, 400)
+        figures["young"] = await diagnostics.gc.young(seconds)
     return JSONResponse(figures)

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     # GET /debug/runtime for soak runs (crm_graphql/diagnostics.py): memory, GC pauses,
     # loop stalls, real-time state; loopback clients only. Off unless set.
     debug_runtime: bool = False
+    # The garbage collector's thresholds (``gc.set_threshold``): young collections after
+    # this many net allocations, the middle generation after so many young ones, the old
+    # after so many middle ones (docs/decisions/0009, 0010). Three integers.
+    gc_thresholds: Annotated[tuple[int, int, int], NoDecode] = (50_000, 20, 10)
     # Answer the reads the compiler knows with one SQL statement (docs/decisions/0006).
     compiled_reads: bool = True
     # Keys encrypting sensitive values at rest, ``kid:base64-of-32-bytes``, current first;
@@ -186,6 +190,22 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [part for part in text.replace(",", " ").split() if part]
+        return value
+
+    @field_validator("gc_thresholds", mode="before")
+    @classmethod
+    def _thresholds(cls, value: Any) -> Any:
+        """``10000,10,10`` (or a JSON list): each at least 1."""
+        if isinstance(value, str):
+            value = cls._split_list(value)
+        if isinstance(value, list | tuple):
+            try:
+                numbers = tuple(int(part) for part in value)
+            except (TypeError, ValueError):
+                numbers = ()
+            if len(numbers) != 3 or min(numbers) < 1:
+                raise ValueError(f"CRM_GC_THRESHOLDS: three integers, each at least 1: {value!r}")
+            return numbers
         return value
 
     @field_validator("mail_from_domains")

@@ -90,3 +90,27 @@ def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CRM_TRUSTED_PROXIES", "10.0.0.7,proxy.internal")
     with pytest.raises(ValueError, match=r"proxy\.internal"):
         Settings()
+
+
+def test_gc_thresholds_are_three_positive_integers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_GC_THRESHOLDS", "10000, 10, 10")
+    assert Settings().gc_thresholds == (10_000, 10, 10)
+    monkeypatch.setenv("CRM_GC_THRESHOLDS", "[20000, 5, 10]")
+    assert Settings().gc_thresholds == (20_000, 5, 10)
+    for wrong in ("10000,10", "10000,0,10", "many,10,10"):
+        monkeypatch.setenv("CRM_GC_THRESHOLDS", wrong)
+        with pytest.raises(ValueError, match="CRM_GC_THRESHOLDS: three integers"):
+            Settings()
+
+
+async def test_a_started_app_sets_its_gc_thresholds(settings: Settings) -> None:
+    import gc
+
+    from tests import support
+
+    before = gc.get_threshold()
+    try:
+        async with support.app_client(settings, gc_thresholds=(12_345, 7, 9)):
+            assert gc.get_threshold() == (12_345, 7, 9)
+    finally:
+        gc.set_threshold(*before)

@@ -111,6 +111,16 @@ class Deal(WorkspaceScoped, Archivable, Base):
         ),
         Index("ix_deals_workspace_company", "workspace_id", "company_id"),
         Index("ix_deals_workspace_stage", "workspace_id", "stage_id"),
+        # A deal board: each stage's live deals, newest first, and how many (revision
+        # 0028). Counted from the index alone, the first page read in order.
+        Index(
+            "ix_deals_workspace_stage_live_created",
+            "workspace_id",
+            "stage_id",
+            "created_at",
+            "id",
+            postgresql_where=text("archived_at IS NULL"),
+        ),
         Index("ix_deals_workspace_pipeline_status", "workspace_id", "pipeline_id", "status"),
         # Win rate, deal size and cycle time of a period read deals closed in it.
         # (covering: the report reads them from the index alone).

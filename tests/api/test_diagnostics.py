@@ -85,3 +85,31 @@ async def test_runtime_figures_are_not_shown_to_other_addresses(settings: Any) -
     ) as client:
         response = await client.http.get("/debug/runtime")
     assert response.status_code == 404
+
+
+async def test_young_describes_what_the_next_young_collection_walks(settings: Any) -> None:
+    import asyncio
+
+    kept: list[Any] = []
+
+    async def collect_young() -> None:
+        await asyncio.sleep(0.05)  # once the request is waiting
+        kept.append([_Marker() for _ in range(3_000)])  # one list holding 3,000
+        gc.collect(0)
+
+    async with support.app_client(settings, debug_runtime=True) as client:
+        task = asyncio.ensure_future(collect_young())
+        answer = (await client.http.get("/debug/runtime?young=10")).json()["young"]
+        await task
+        refused = await client.http.get("/debug/runtime?young=0")
+        gc.disable()  # no collection comes in the window
+        try:
+            none = (await client.http.get("/debug/runtime?young=0.05")).json()["young"]
+        finally:
+            gc.enable()
+    assert answer["by_type"][f"{__name__}._Marker"] == 3_000
+    assert answer["objects"] >= 3_001 and answer["references"] >= 3_000
+    assert [3_000, "builtins.list"] in answer["largest"]
+    assert answer["pause_ms"] >= 0 and answer["collected"] >= 0
+    assert refused.status_code == 400
+    assert none is None
