@@ -385,7 +385,8 @@ class Presence:
         self.settings = settings or PresenceSettings()
         self.connections: dict[str, _Connection] = {}
         self._script = client.register_script(_PRESENCE_SCRIPT)
-        self._lock = asyncio.Lock()  # one presence change at a time (see ``_beat``)
+        self._lock = asyncio.Lock()  # one batch of presence changes at a time (``_change``)
+        self._batch: _Batch | None = None  # the changes waiting for the next turn
         self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -448,25 +449,63 @@ class Presence:
     async def _change(
         self, workspace_id: uuid.UUID, op: str, members: Callable[[], list[str]]
     ) -> None:
-        """Run the presence script; ``members`` is evaluated once the lock is held."""
+        """Run the presence script; ``members`` is evaluated once the lock is held.
+        Changes that come while another batch runs wait together and go out as one batch:
+        one round trip (a pipeline, in the order they came) for all of them, so a burst
+        of connections (a reconnect after a restart: thousands at once) costs a few round
+        trips, not one each behind the lock."""
+        batch = self._batch
+        if batch is not None:  # its first change leads it: wait for its outcome
+            batch.changes.append((workspace_id, op, members))
+            await asyncio.shield(batch.done)
+            return
+        batch = self._batch = _Batch(asyncio.get_running_loop().create_future())
+        batch.changes.append((workspace_id, op, members))
         try:
             async with asyncio.timeout(REDIS_TIMEOUT), self._lock:
-                chosen = members()
-                if not chosen:
-                    return
+                self._batch = None  # changes from now on form the next batch
+                pipe = self.redis.pipeline(transaction=False)
+                queued = 0
                 now = time.time()
-                args: list[str | int | float] = [
-                    presence_channel(workspace_id),
-                    repr(now),
-                    repr(now - self.settings.stale_after),
-                    int(self.settings.stale_after * 2),
-                    now_iso(),
-                    op,
-                    *chosen,
-                ]
-                await self._script(keys=[presence_key(workspace_id)], args=args)
+                for workspace, change, chosen_by in batch.changes:
+                    chosen = chosen_by()
+                    if not chosen:
+                        continue
+                    args: list[str | int | float] = [
+                        presence_channel(workspace),
+                        repr(now),
+                        repr(now - self.settings.stale_after),
+                        int(self.settings.stale_after * 2),
+                        now_iso(),
+                        change,
+                        *chosen,
+                    ]
+                    await self._script(keys=[presence_key(workspace)], args=args, client=pipe)
+                    queued += 1
+                if queued:
+                    await pipe.execute()
         except (RedisError, OSError, TimeoutError):
-            log.warning("presence %s in workspace %s failed", op, workspace_id, exc_info=True)
+            log.warning(
+                "presence changes failed (%d, %s in workspace %s first)",
+                len(batch.changes),
+                op,
+                workspace_id,
+                exc_info=True,
+            )
+        finally:
+            if self._batch is batch:  # given up before its turn (cancelled)
+                self._batch = None
+            if not batch.done.done():
+                batch.done.set_result(None)
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Presence changes sent together, in order; ``done`` once they went out (or failed:
+    best effort, the next heartbeat repairs it)."""
+
+    done: asyncio.Future[None]
+    changes: list[tuple[uuid.UUID, str, Callable[[], list[str]]]] = field(default_factory=list)
 
 
 def _by_workspace(connections: Iterable[_Connection]) -> dict[uuid.UUID, list[str]]:

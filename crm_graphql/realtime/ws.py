@@ -372,7 +372,11 @@ async def close_socket(websocket: WebSocket, code: int, reason: str) -> None:
     if conn is None or not hasattr(conn, "send_close"):
         transport.abort()
         return
-    conn.send_close(code, reason)
+    try:
+        conn.send_close(code, reason)
+    except Exception:  # the connection is closing already (its close frame went out)
+        transport.abort()
+        return
     transport.write(b"".join(conn.data_to_send()))
     protocol.close_sent = True
     protocol.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})

@@ -393,3 +393,43 @@ async def test_presence_of_a_dead_process_expires(redis_url: str) -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_burst_of_connections_leaves_presence_exact(redis_url: str) -> None:
+    """Thousands of connections opening and closing at once (a reconnect storm after a
+    restart) over two workspaces: their presence changes go out in batches, in the
+    order they came, so what Redis holds afterwards is exactly the connections still
+    open, and the offline events name exactly the users whose last connection closed."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    presence = Presence(client, PresenceSettings(heartbeat=3600, stale_after=3600))
+    workspaces = [uuid.uuid4(), uuid.uuid4()]
+    users = [uuid.uuid4() for _ in range(2_500)]  # 5,000 connections: one at a time, behind
+    # a lock, the last of them waited past the 2 s Redis timeout and were never added
+    try:
+        opened = [
+            (workspaces[i % 2], user, presence.register(workspaces[i % 2], user))
+            for i, user in enumerate(users)
+            for _ in range(2)  # two connections each
+        ]
+
+        async def open_then_maybe_close(index: int, connection_id: str) -> None:
+            await presence.opened(connection_id)
+            if index % 3 == 0:  # a third close again at once, racing the others
+                await presence.closed(connection_id)
+
+        await asyncio.gather(*(open_then_maybe_close(i, c) for i, (_, _, c) in enumerate(opened)))
+        for workspace in workspaces:
+            expected = {
+                f"{user}:{c}"
+                for i, (w, user, c) in enumerate(opened)
+                if w == workspace and i % 3 != 0
+            }
+            assert set(await client.zrange(presence_key(workspace), 0, -1)) == expected
+            assert set(await presence.online_user_ids(workspace)) == {
+                uuid.UUID(member.partition(":")[0]) for member in expected
+            }
+    finally:
+        await presence.close()
+        for workspace in workspaces:
+            assert await client.zcard(presence_key(workspace)) == 0
+        await client.aclose()
