@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     # The garbage collector's thresholds (``gc.set_threshold``): young collections after
     # this many net allocations, the middle generation after so many young ones, the old
     # after so many middle ones (docs/decisions/0009, 0010). Three integers.
-    gc_thresholds: Annotated[tuple[int, int, int], NoDecode] = (50_000, 20, 10)
+    gc_thresholds: Annotated[tuple[int, int, int], NoDecode] = (10_000, 10, 10)
     # Answer the reads the compiler knows with one SQL statement (docs/decisions/0006).
     compiled_reads: bool = True
     # Keys encrypting sensitive values at rest, ``kid:base64-of-32-bytes``, current first;
