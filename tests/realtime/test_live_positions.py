@@ -8,10 +8,7 @@ duplicate."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import secrets
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,7 +29,14 @@ from crm_graphql.services.actor import Actor
 from crm_graphql.services.events import Position, record_event
 from tests import support
 from tests.realtime.processes import RedisServer, Spawn, serving_in_process, wait_for
-from tests.realtime.streams import assert_in_order_once, close_code, head_cursor, nothing_more
+from tests.realtime.streams import (
+    assert_in_order_once,
+    close_code,
+    head_cursor,
+    next_event,
+    nothing_more,
+    slow_reader,
+)
 
 CONVERSATION_EVENTS = """subscription($c: ID!, $after: String) {
   conversationEvents(conversationId: $c, after: $after) { cursor type message { body } }
@@ -135,45 +139,8 @@ async def test_a_batch_touches_no_quiet_member_and_the_quiet_one_still_gets_its_
         await busy.close()
 
 
-async def _raw_client(base_url: str, token: str, chat: uuid.UUID, after: str) -> Any:
-    """A client that reads only when told to: a 4-message queue, a small TCP receive
-    buffer and no compression, so the server's writes back up as soon as it stops."""
-    port = int(base_url.rsplit(":", 1)[1])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    ws = await websockets.connect(
-        base_url.replace("http://", "ws://") + "/graphql",
-        sock=sock,
-        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
-        max_queue=4,
-        compression=None,
-        open_timeout=10,
-        close_timeout=1,
-    )
-    await ws.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
-    assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "connection_ack"
-    variables = {"c": to_global_id("Conversation", chat), "after": after}
-    await ws.send(
-        json.dumps(
-            {
-                "id": "1",
-                "type": "subscribe",
-                "payload": {"query": CONVERSATION_EVENTS, "variables": variables},
-            }
-        )
-    )
-    return ws
-
-
 async def _next_event(ws: Any, timeout: float = 10) -> dict[str, Any]:  # noqa: ASYNC109
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if message["type"] == "next":
-            assert not message["payload"].get("errors"), message
-            return message["payload"]["data"]["conversationEvents"]  # type: ignore[no-any-return]
-        assert message["type"] in ("ping", "pong"), message
+    return await next_event(ws, "conversationEvents", timeout)
 
 
 async def _backlog(
@@ -218,7 +185,12 @@ async def test_a_quiet_member_that_stops_reading_catches_up_is_cut_off_and_resum
     channel = channel_name(workspace_id, conversations.TOPIC)
     quiet_chat, busy_chat = await _chats(sessionmaker, bus, manager, 2)
     after = await head_cursor(sessionmaker, workspace_id, conversations.TOPIC)
-    slow = await _raw_client(server.url, token, quiet_chat, after)
+    slow = await slow_reader(
+        server.url,
+        token,
+        CONVERSATION_EVENTS,
+        {"c": to_global_id("Conversation", quiet_chat), "after": after},
+    )
     busy = await support.WSClient.connect(server.url, token)
     try:
         await busy.acknowledged()
