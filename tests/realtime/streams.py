@@ -99,3 +99,13 @@ async def next_event(ws: Any, field: str, timeout: float = 10) -> dict[str, Any]
             assert not message["payload"].get("errors"), message
             return message["payload"]["data"][field]  # type: ignore[no-any-return]
         assert message["type"] in ("ping", "pong"), message
+
+
+async def read_until_closed(ws: Any, field: str) -> tuple[list[dict[str, Any]], int | None]:
+    """What a ``slow_reader`` still finds on the wire, then the close code it ends with."""
+    found: list[dict[str, Any]] = []
+    try:
+        while True:
+            found.append(await next_event(ws, field))
+    except websockets.ConnectionClosed as closed:
+        return found, close_code(closed)

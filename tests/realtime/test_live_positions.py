@@ -8,13 +8,13 @@ duplicate."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import websockets
 from starlette.applications import Starlette
 
 from crm_graphql.global_ids import to_global_id
@@ -31,10 +31,10 @@ from tests import support
 from tests.realtime.processes import RedisServer, Spawn, serving_in_process, wait_for
 from tests.realtime.streams import (
     assert_in_order_once,
-    close_code,
     head_cursor,
     next_event,
     nothing_more,
+    read_until_closed,
     slow_reader,
 )
 
@@ -139,6 +139,51 @@ async def test_a_batch_touches_no_quiet_member_and_the_quiet_one_still_gets_its_
         await busy.close()
 
 
+async def test_an_idle_live_member_is_not_cut_off_while_a_batch_waits_for_its_rendering(
+    settings: Any, tokens: dict[Role, str], actors: dict[Role, Actor]
+) -> None:
+    """A live member that received nothing for longer than ``slow_consumer_after`` has no
+    events waiting for it: while a batch waits for its rendering (a slow database), the
+    slow-consumer watch must not take it for a client that does not read. Before, the
+    watch compared every member's own position with the head: with RT1X's sockets idle
+    through a long connect phase, the first batch closed them all with 4008."""
+    quick_watch = settings.model_copy(update={"slow_consumer_seconds": 1.0})
+    async with serving_in_process(quick_watch, SERVER_WEBSOCKETS) as (base_url, app):
+        crm = app.state.crm
+        hub: Hub = crm.hub
+        manager = actors[Role.MANAGER]
+        [chat] = await _chats(crm.sessionmaker, crm.bus, manager, 1)
+        ws = await support.WSClient.connect(base_url, tokens[Role.MANAGER])
+        try:
+            await ws.acknowledged()
+            await ws.subscribe(CONVERSATION_EVENTS, {"c": to_global_id("Conversation", chat)})
+            await wait_for(
+                lambda: [m.live for m in _members(hub, chat)] == [True], what="member live"
+            )
+            [member] = _members(hub, chat)
+            assert member.group is not None
+            stream = member.group.stream
+            await asyncio.sleep(1.5)  # idle for longer than the watch allows
+            # Every rendering slot taken: the batch is read (the head moves past the
+            # member's own position) and waits for its rendering.
+            slots = [hub.render_slots.acquire() for _ in range(hub.settings.render_concurrency)]
+            for taken in slots:
+                await taken
+            try:
+                await _send(crm.sessionmaker, crm.bus, manager, chat, "after a stall")
+                await wait_for(lambda: stream.head > member.position, what="the batch read")
+                await asyncio.sleep(2.5)  # five turns of the watch
+                assert not member.slow_reported
+            finally:
+                for _ in slots:
+                    hub.render_slots.release()
+            [mine] = await _events(ws, 1)
+            assert mine["message"]["body"] == "after a stall"
+            await nothing_more(ws, 0.3)
+        finally:
+            await ws.close()
+
+
 async def _next_event(ws: Any, timeout: float = 10) -> dict[str, Any]:  # noqa: ASYNC109
     return await next_event(ws, "conversationEvents", timeout)
 
@@ -226,12 +271,8 @@ async def test_a_quiet_member_that_stops_reading_catches_up_is_cut_off_and_resum
             interval=0.1,
             what="the slow client cut off",
         )
-        with_code = None
-        try:
-            while True:
-                processed.append(await _next_event(slow))
-        except websockets.ConnectionClosed as closed:
-            with_code = close_code(closed)
+        on_the_wire, with_code = await read_until_closed(slow, "conversationEvents")
+        processed += on_the_wire
         assert with_code == SLOW_CONSUMER, with_code
         assert len(processed) < 3 + BACKLOG, "nothing was held back: the test proves nothing"
         assert_in_order_once(processed)

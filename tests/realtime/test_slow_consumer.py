@@ -9,8 +9,6 @@ import time
 import uuid
 from typing import Any
 
-import websockets
-
 from crm_graphql.models import ActivityType, Role
 from crm_graphql.realtime.bus import Bus, channel_name
 from crm_graphql.realtime.unit_of_work import unit_of_work
@@ -22,9 +20,9 @@ from tests import support
 from tests.realtime.processes import RedisServer, Spawn, wait_for
 from tests.realtime.streams import (
     assert_in_order_once,
-    close_code,
     head_cursor,
     next_event,
+    read_until_closed,
     slow_reader,
 )
 
@@ -121,12 +119,8 @@ async def test_a_client_that_stops_reading_is_cut_off_with_4008_and_resumes_by_c
         assert peak - rss_before < 50 * 2**20, (rss_before, peak)
 
         # Reading again, the client finds what was already on the wire, then code 4008.
-        with_code = None
-        try:
-            while True:
-                processed.append(await _next_event(ws))
-        except websockets.ConnectionClosed as closed:
-            with_code = close_code(closed)
+        on_the_wire, with_code = await read_until_closed(ws, "activityFeed")
+        processed += on_the_wire
         assert with_code == SLOW_CONSUMER, with_code
         assert len(processed) < 5 + BACKLOG, "nothing was held back: the test proves nothing"
         assert_in_order_once(processed)
