@@ -4,7 +4,10 @@ without a database: ``python -m bench.verdict_cost`` (docs/decisions/0031).
 RT1's shape in one process: 100 agents on one inbox document (one group, rendered as a
 stand-in), 300 ``conversationEvents`` sockets (three agents per conversation, one group
 whose members follow one conversation each) and 10 managers on the inbox; message events
-on random conversations, 30 % of them private. Renderings are constant bytes (kept by
+on random conversations, 30 % of them private. ``--quiet N`` adds RT1X's quiet sockets: N
+admins' ``conversationEvents`` members (one group, stand-in free), each following a
+conversation no event is sent to (docs/decisions/0031, "Positions of live members").
+Renderings are constant bytes (kept by
 the group after the first), sockets are in memory: what is measured is the verdicts, the
 choice of members and variants, and the writes' bookkeeping (``Stream._deliver_batch``).
 """
@@ -69,7 +72,7 @@ def _member(group: Group, actor: Actor, entity: uuid.UUID | None, stand_in: bool
     return member
 
 
-async def measure(events: int, batch: int, seed: int) -> dict[str, Any]:
+async def measure(events: int, batch: int, seed: int, quiet: int = 0) -> dict[str, Any]:
     rng = random.Random(seed)
     workspace = uuid.uuid4()
     hub = Hub(None, None, None)  # type: ignore[arg-type]  # no database or Redis is read
@@ -86,6 +89,10 @@ async def measure(events: int, batch: int, seed: int) -> dict[str, Any]:
     for conversation in conversations:
         followers[conversation] = rng.sample(agents, 3)
         members += [_member(followed, a, conversation, True) for a in followers[conversation]]
+    if quiet:
+        admin = Actor(workspace, Role.ADMIN, user_id=uuid.uuid4())
+        watched = _group(stream, "conversation admins", True, admin)
+        members += [_member(watched, admin, uuid.uuid4(), False) for _ in range(quiet)]
     now = datetime.now(UTC)
     log = []
     for i in range(events):
@@ -116,6 +123,7 @@ async def measure(events: int, batch: int, seed: int) -> dict[str, Any]:
     judged = events - batch
     return {
         "members": len(members),
+        "quiet": quiet,
         "events": judged,
         "frames": frames,
         "verdicts": hub.verdicts,
@@ -129,8 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--quiet", type=int, default=0, help="quiet members (RT1X)")
     args = parser.parse_args(argv)
-    print(asyncio.run(measure(args.events, args.batch, args.seed)))
+    print(asyncio.run(measure(args.events, args.batch, args.seed, args.quiet)))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ Contract (see DESIGN.md, Real time):
   is full) catches up by itself, from the window or from PostgreSQL, with the group's
   kept verdicts and renderings, then joins the live set again. See
   docs/decisions/0007-fanout.md and 0031-realtime-in-one-place.md.
+- Live members share the stream's position (``Stream.seen``): a batch costs the members it
+  writes to, not every member of the stream. A live member's own ``position`` is the last
+  event written to it; it has seen everything up to ``max(position, Stream.seen)``, which
+  becomes its own when it leaves the live set (0031, "Positions of live members").
 - Live dashboards (``dashboards``) hear the workspaces' change notices on the same Redis
   connection (docs/decisions/0018-live-dashboards.md).
 """
@@ -279,7 +283,23 @@ class Member(Subscriber):
             self.leave()
         return True
 
+    def join(self) -> None:
+        """Enter the live set: it is at the stream's head, the reader writes from now on."""
+        assert self.group is not None
+        self.live = True
+        self.last_progress = time.monotonic()
+        self.group.stream.behind.pop(self, None)
+
     def leave(self) -> None:
+        """Leave the live set (its socket is full, a rendering failed, it ended): what the
+        live set was offered so far it has seen, and from here on it keeps its own place."""
+        if self.live:
+            assert self.group is not None
+            stream = self.group.stream
+            if self.position < stream.seen:
+                self.position = stream.seen
+            self.last_progress = max(self.last_progress, stream.seen_at)
+            stream.behind[self] = None
         self.live = False
         if self.wake is not None and not self.wake.done():
             self.wake.set_result(None)
@@ -317,6 +337,14 @@ class Stream:
         self.changed = asyncio.Condition()
         self.wake = asyncio.Event()
         self.subscribers: set[Subscriber] = set()
+        # Subscribers outside the live set (followers, members catching up): the slow-
+        # consumer watch looks at these only. A live member is at the head by construction:
+        # the reader writes to it, or it leaves the set.
+        self.behind: dict[Subscriber, None] = {}
+        # Every live member has been offered every event up to ``seen`` (the last batch
+        # dispatched), at ``seen_at``: its position and progress unless its own are later.
+        self.seen = events.ORIGIN
+        self.seen_at = time.monotonic()
         self.groups: dict[Hashable, Group] = {}
         self.task: asyncio.Task[None] | None = None
 
@@ -445,20 +473,22 @@ class Stream:
         wall = time.time()
         for event in written.values():
             metrics.EVENT_LAG.observe(max(0.0, wall - event.created_at.timestamp()))
-        # Live members have now seen the whole batch (what they accepted was written).
-        last, now = batch[-1].position, time.monotonic()
-        for group in list(self.groups.values()):
-            for member in group.members:
-                if member.live and member.position < last:
-                    member.position = last
-                    member.last_progress = now
+        # Live members have now seen the whole batch (what they accepted was written): one
+        # shared position, made a member's own when it leaves the live set (``leave``).
+        self.seen, self.seen_at = batch[-1].position, time.monotonic()
         return frames
 
     def after(self, position: Position) -> list[StoredEvent] | None:
         """Events after ``position`` from memory, or None when it is below the window."""
         if position < self.floor:
             return None
-        return [e for e in self.window if e.position > position]
+        found = []
+        for event in reversed(self.window):  # from the newest: the cost is what it returns
+            if event.position <= position:
+                break
+            found.append(event)
+        found.reverse()
+        return found
 
     async def close(self) -> None:
         if self.task is not None:
@@ -653,6 +683,7 @@ class Hub:
     async def _release(self, stream: Stream, subscriber: Subscriber) -> None:
         async with self._lock:
             stream.subscribers.discard(subscriber)
+            stream.behind.pop(subscriber, None)
             if not stream.subscribers and self.streams.get(stream.key) is stream:
                 del self.streams[stream.key]
                 self._channels.pop(channel_name(*stream.key), None)
@@ -675,6 +706,7 @@ class Hub:
         stream = await self._stream((workspace_id, topic), since)
         subscriber = Subscriber(start, on_slow, credential=credential, since=since)
         stream.subscribers.add(subscriber)
+        stream.behind[subscriber] = None
         try:
             while True:
                 batch = stream.after(subscriber.position)
@@ -751,6 +783,7 @@ class Hub:
         )
         group.add(member)
         stream.subscribers.add(member)
+        stream.behind[member] = None
         try:
             while not member.finished:
                 if await self._catch_up(stream, member):
@@ -758,8 +791,7 @@ class Hub:
                 if sink.closed or member.ended:
                     await _closing()
                 member.wake = asyncio.get_running_loop().create_future()
-                member.live = True  # at the head: the reader writes from now on
-                member.last_progress = time.monotonic()
+                member.join()  # at the head: the reader writes from now on
                 await member.wake
                 member.wake = None
         finally:
@@ -829,7 +861,7 @@ class Hub:
         # ``on_slow``) and its stream (the window) alive while no stream existed.
         now = time.monotonic()
         for stream in list(self.streams.values()):
-            for subscriber in list(stream.subscribers):
+            for subscriber in list(stream.behind):  # live members are at the head
                 waiting = subscriber.position < stream.head
                 stale = now - subscriber.last_progress > self.settings.slow_consumer_after
                 if waiting and stale and not subscriber.slow_reported and subscriber.on_slow:

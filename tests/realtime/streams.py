@@ -3,7 +3,10 @@ and checking they arrived once each and in order."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
+import socket
 import uuid
 from typing import Any
 
@@ -57,3 +60,52 @@ def assert_in_order_once(received: list[dict[str, Any]]) -> None:
 
 def close_code(error: websockets.ConnectionClosed) -> int | None:
     return error.rcvd.code if error.rcvd is not None else None
+
+
+async def slow_reader(base_url: str, token: str, query: str, variables: dict[str, Any]) -> Any:
+    """A GraphQL-over-WebSocket client that reads only when told to: a 4-message queue, a
+    small TCP receive buffer and no compression, so the server's writes back up as soon
+    as it stops."""
+    port = int(base_url.rsplit(":", 1)[1])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    ws = await websockets.connect(
+        base_url.replace("http://", "ws://") + "/graphql",
+        sock=sock,
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        max_queue=4,
+        compression=None,
+        open_timeout=10,
+        close_timeout=1,
+    )
+    await ws.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "connection_ack"
+    subscribe = {
+        "id": "1",
+        "type": "subscribe",
+        "payload": {"query": query, "variables": variables},
+    }
+    await ws.send(json.dumps(subscribe))
+    return ws
+
+
+async def next_event(ws: Any, field: str, timeout: float = 10) -> dict[str, Any]:  # noqa: ASYNC109
+    """The next event of a ``slow_reader``'s subscription (its root ``field``)."""
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if message["type"] == "next":
+            assert not message["payload"].get("errors"), message
+            return message["payload"]["data"][field]  # type: ignore[no-any-return]
+        assert message["type"] in ("ping", "pong"), message
+
+
+async def read_until_closed(ws: Any, field: str) -> tuple[list[dict[str, Any]], int | None]:
+    """What a ``slow_reader`` still finds on the wire, then the close code it ends with."""
+    found: list[dict[str, Any]] = []
+    try:
+        while True:
+            found.append(await next_event(ws, field))
+    except websockets.ConnectionClosed as closed:
+        return found, close_code(closed)

@@ -4,15 +4,10 @@ resumes by cursor without missing anything."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import secrets
-import socket
 import time
 import uuid
 from typing import Any
-
-import websockets
 
 from crm_graphql.models import ActivityType, Role
 from crm_graphql.realtime.bus import Bus, channel_name
@@ -23,7 +18,13 @@ from crm_graphql.services.actor import Actor
 from crm_graphql.services.events import Position, record_event
 from tests import support
 from tests.realtime.processes import RedisServer, Spawn, wait_for
-from tests.realtime.streams import assert_in_order_once, close_code, head_cursor
+from tests.realtime.streams import (
+    assert_in_order_once,
+    head_cursor,
+    next_event,
+    read_until_closed,
+    slow_reader,
+)
 
 SLOW_AFTER = 2  # CRM_SLOW_CONSUMER_SECONDS of the server under test
 BACKLOG = 2000
@@ -34,44 +35,11 @@ FEED_WITH_BODY = """subscription($after: String) {
 
 
 async def _raw_client(base_url: str, token: str, after: str) -> Any:
-    """A GraphQL-over-WebSocket client that reads only when told to: a 4-message queue, a
-    small TCP receive buffer and no compression, so the server's writes back up as soon
-    as it stops."""
-    port = int(base_url.rsplit(":", 1)[1])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    ws = await websockets.connect(
-        base_url.replace("http://", "ws://") + "/graphql",
-        sock=sock,
-        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
-        max_queue=4,
-        compression=None,
-        open_timeout=10,
-        close_timeout=1,
-    )
-    await ws.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
-    assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "connection_ack"
-    await ws.send(
-        json.dumps(
-            {
-                "id": "1",
-                "type": "subscribe",
-                "payload": {"query": FEED_WITH_BODY, "variables": {"after": after}},
-            }
-        )
-    )
-    return ws
+    return await slow_reader(base_url, token, FEED_WITH_BODY, {"after": after})
 
 
 async def _next_event(ws: Any, timeout: float = 10) -> dict[str, Any]:  # noqa: ASYNC109
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if message["type"] == "next":
-            assert not message["payload"].get("errors"), message
-            return message["payload"]["data"]["activityFeed"]  # type: ignore[no-any-return]
-        assert message["type"] in ("ping", "pong"), message
+    return await next_event(ws, "activityFeed", timeout)
 
 
 async def _write_events(
@@ -151,12 +119,8 @@ async def test_a_client_that_stops_reading_is_cut_off_with_4008_and_resumes_by_c
         assert peak - rss_before < 50 * 2**20, (rss_before, peak)
 
         # Reading again, the client finds what was already on the wire, then code 4008.
-        with_code = None
-        try:
-            while True:
-                processed.append(await _next_event(ws))
-        except websockets.ConnectionClosed as closed:
-            with_code = close_code(closed)
+        on_the_wire, with_code = await read_until_closed(ws, "activityFeed")
+        processed += on_the_wire
         assert with_code == SLOW_CONSUMER, with_code
         assert len(processed) < 5 + BACKLOG, "nothing was held back: the test proves nothing"
         assert_in_order_once(processed)
