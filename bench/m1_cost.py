@@ -1,0 +1,136 @@
+"""Server CPU per mutation of the M1 mix, per kind (issue 14, point 4).
+
+Starts one ``crm-graphql serve`` on the bench data set (as ``bench.run`` starts ours),
+then, for each of M1's three mutations in turn, sends N requests from a few concurrent
+keep-alive clients and divides the server process's CPU time (user + system, from
+``/proc``) by N. CPU time is what the process itself spent, so the figure holds on a busy
+machine (wall throughput would not). Rounds alternate the kinds so that drift hits all.
+
+    python -m bench.m1_cost [--scale 1] [--seed 42] [-n 300] [--rounds 3] [--concurrency 8]
+        [--py-spy DIR]   # also record a py-spy profile of each kind (speedscope JSON)
+
+The requests are M1's own bodies (``bench.run.bodies("ours", "M1")``); the data set is
+``bench.datagen``'s (generated if missing, as ``bench.run`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench import datagen, run
+
+KINDS = ("createActivity", "moveDeal", "sendMessage")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+async def send_all(base: str, token: str, lines: list[str], concurrency: int) -> int:
+    """Send every line (a JSON body) over ``concurrency`` keep-alive connections; the
+    number of answers with errors (in ``errors`` or a payload's ``errors``)."""
+    queue = list(reversed(lines))
+    failed = 0
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal failed
+        while queue:
+            body = queue.pop()
+            r = await client.post("/graphql", content=body, headers=headers)
+            answer = r.json()
+            payload = next(iter((answer.get("data") or {}).values()), None) or {}
+            if r.status_code != 200 or answer.get("errors") or payload.get("errors"):
+                failed += 1
+                if failed <= 3:
+                    print("error:", r.status_code, r.text[:300])
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return failed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--scale", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--server-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis-url", default=run.DEFAULT_REDIS_URL)
+    parser.add_argument("-n", type=int, default=300, help="requests of each kind per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--py-spy", type=Path, default=None, help="profile each kind into DIR")
+    args = parser.parse_args()
+    run.Services.redis_url = args.redis_url
+    url = datagen.ensure_dataset(args.server_url, args.scale, args.seed)
+    facts = asyncio.run(run.load_facts(url))
+    _, lines = run.bodies("ours", "M1", facts)
+    by_kind = {kind: lines[i::3] for i, kind in enumerate(KINDS)}
+    with tempfile.TemporaryDirectory(prefix="m1-cost-") as tmp:
+        server = run.start_ours(url, Path(tmp), "m1cost")
+        try:
+            token = run.login(server.base, facts.admin_email)
+            pid = server.proc.pid
+            # taskset runs the server in its own process (exec): the pid is the server's.
+            for kind, kind_lines in by_kind.items():  # warm-up: statements prepared, caches
+                asyncio.run(send_all(server.base, token, kind_lines[:60], args.concurrency))
+            per: dict[str, list[float]] = {kind: [] for kind in KINDS}
+            for r in range(args.rounds):
+                for kind in KINDS:
+                    batch = [by_kind[kind][i % len(by_kind[kind])] for i in range(args.n)]
+                    spy = None
+                    if args.py_spy is not None and r == args.rounds - 1:
+                        args.py_spy.mkdir(parents=True, exist_ok=True)
+                        spy = subprocess.Popen(
+                            [
+                                str(run.VENV_BIN / "py-spy"),
+                                "record",
+                                "-r",
+                                "200",
+                                "-p",
+                                str(pid),
+                                "--format",
+                                "speedscope",
+                                "-o",
+                                str(args.py_spy / f"{kind}.json"),
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                        time.sleep(1)
+                    c0, w0 = cpu_seconds(pid), time.perf_counter()
+                    failed = asyncio.run(send_all(server.base, token, batch, args.concurrency))
+                    c1, w1 = cpu_seconds(pid), time.perf_counter()
+                    if spy is not None:
+                        spy.send_signal(2)
+                        spy.wait(30)
+                    per[kind].append((c1 - c0) / args.n * 1000)
+                    print(
+                        f"round {r} {kind:15} {per[kind][-1]:6.2f} ms CPU/mutation, "
+                        f"{args.n / (w1 - w0):6.0f} req/s wall, {failed} failed",
+                        flush=True,
+                    )
+        finally:
+            server.stop()
+    print(f"load average: {os.getloadavg()}")
+    print(json.dumps({k: round(statistics.median(v), 3) for k, v in per.items()}))
+    mix = statistics.mean(statistics.median(v) for v in per.values())
+    print(f"M1 mix (1:1:1): {mix:.2f} ms CPU per mutation (medians of {args.rounds} rounds)")
+
+
+if __name__ == "__main__":
+    main()
