@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
-
 from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -109,22 +108,18 @@ async def _touch_customer(
 
 
 # The columns an activity is inserted with: all but the timestamps PostgreSQL sets.
-_INSERTED = tuple(
-    c.key for c in Activity.__table__.c if c.key not in ("created_at", "updated_at")
-)
+_INSERTED = tuple(c.key for c in Activity.__table__.c if c.key not in ("created_at", "updated_at"))
 _record_statements: dict[bool, Any] = {}
 
 
-def record_statement(touches_customer: bool) -> Any:
-    """The statement of ``record_activity`` (built once per shape): moves the customer's
-    ``last_activity_at`` forward (``_touch_customer``'s rule; the customer must be of the
-    workspace, or nothing is written and no row comes back), inserts the activity, its
-    ``activity.created`` event and its audit row, and returns the activity's timestamps.
-    Its parameters: the activity's columns (``a_``), the event's (``e_``) and the audit
-    row's (``au_``), as ``bound`` names them."""
-    found = _record_statements.get(touches_customer)
-    if found is not None:
-        return found
+def record_ctes(touches_customer: bool) -> tuple[Any, list[Any]]:
+    """What ``record_activity`` writes, as parts of one statement: the CTE inserting the
+    activity (returning its timestamps; no row when the customer is not of the
+    workspace), and the data-modifying CTEs to add to the statement (moving the
+    customer's ``last_activity_at`` forward by ``_touch_customer``'s rule, the
+    ``activity.created`` event, the audit row). Parameters: the activity's columns
+    (``a_``), the event's (``e_``) and the audit row's (``au_``), as ``bound`` names
+    them (``record_params``)."""
     table = cast(Table, Activity.__table__)
     values = [bound.selected("a", table.c[name]) for name in _INSERTED]
     source = None
@@ -154,17 +149,25 @@ def record_statement(touches_customer: bool) -> Any:
         .returning(table.c.created_at, table.c.updated_at)
         .cte("activity")
     )
-    event = events.insert_statement("e", source=inserted).cte("event")
-    audit_row = audit.insert_statement("au", source=inserted).cte("audit")
+    event = events.insert_statement("e", source=inserted).cte("activity_event")
+    audit_row = audit.insert_statement("au", source=inserted).cte("activity_audit")
+    return inserted, [event, audit_row]
+
+
+def record_statement(touches_customer: bool) -> Any:
+    """The statement of ``record_activity`` (built once per shape): ``record_ctes``,
+    returning the activity's timestamps."""
+    found = _record_statements.get(touches_customer)
+    if found is not None:
+        return found
+    inserted, ctes = record_ctes(touches_customer)
     statement = _record_statements[touches_customer] = changes.writing(
-        select(inserted.c.created_at, inserted.c.updated_at).add_cte(event, audit_row)
+        select(inserted.c.created_at, inserted.c.updated_at).add_cte(*ctes)
     )
     return statement
 
 
-def record_params(
-    actor: Actor, activity: Activity, *, action: str
-) -> dict[str, Any]:
+def record_params(actor: Actor, activity: Activity, *, action: str) -> dict[str, Any]:
     """The parameters of ``record_statement`` for ``activity`` (every column of
     ``_INSERTED`` set on it): its values, its event's (``events.event_values``) and its
     audit row's (``audit.values``, the same ``after`` snapshot ``records.create`` takes)."""
@@ -185,7 +188,11 @@ def record_params(
         entity_id=activity.id,
         after=audit.snapshot(activity),
     )
-    return {**bound.params("a", values), **bound.params("e", event), **bound.params("au", audit_row)}
+    return {
+        **bound.params("a", values),
+        **bound.params("e", event),
+        **bound.params("au", audit_row),
+    }
 
 
 def prepare(activity: Activity) -> Activity:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import func, literal_column, or_, select
+from sqlalchemy import Integer, Table, bindparam, func, literal_column, or_, select, true, update
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crm_graphql.models import (
     Activity,
@@ -24,11 +25,12 @@ from crm_graphql.models import (
     Stage,
     User,
 )
-from crm_graphql.services import activities, audit, custom_fields, events, fields
+from crm_graphql.models.base import uuid7
+from crm_graphql.services import activities, audit, changes, custom_fields, events, fields
 from crm_graphql.services.actor import Actor, scope_condition, scoped
-from crm_graphql.services.errors import DomainError, Invalid, NotFound
+from crm_graphql.services.errors import Conflict, DomainError, Invalid, NotFound
 from crm_graphql.services.policy import Action, authorize
-from crm_graphql.storage import querying, records
+from crm_graphql.storage import bound, querying, records
 
 PIPELINES = querying.ListSpec(
     model=Pipeline,
@@ -753,8 +755,160 @@ async def move_deal(
     if left is None:  # a deal's stage is in its workspace (foreign key)
         raise NotFound("Stage not found", "stageId")
     source = left
-    await records.update(actor, session, deal, {"stage_id": target.id}, action=action)
     now = datetime.now(UTC)
+    activity = Activity(
+        type=ActivityType.STAGE_CHANGE,
+        subject=f"Moved from {source.name} to {target.name}"[:300],
+        customer_id=deal.customer_id,
+        deal_id=deal.id,
+        author_id=actor.user_id,
+        occurred_at=now,
+        details={"from_stage_id": str(source.id), "to_stage_id": str(target.id)},
+    )
+    if events.coalescing_in(session):
+        await _move_through_session(actor, session, deal, source, target, activity, now, action)
+        return deal
+    # One statement (``_move_statement``): the deal, its stage change, the stage-change
+    # activity (``activities.record_ctes``), both events and both audit rows.
+    activities.prepare(activity)
+    before = audit.snapshot(deal)
+    after = {**before, "stage_id": audit.jsonable(target.id)}
+    version = deal.version + 1
+    moved = {
+        **_deal_payload(deal),
+        "stage_id": target.id,
+        "version": version,
+        "from_stage_id": source.id,
+        "to_stage_id": target.id,
+        "activity_id": activity.id,
+    }
+    parameters = {
+        **activities.record_params(actor, activity, action=action),
+        **bound.params(
+            "d",
+            {"id": deal.id, "workspace_id": actor.workspace_id, "stage_id": target.id},
+        ),
+        "d_expected_version": deal.version,
+        "d_new_version": version,
+        **bound.params(
+            "c",
+            {
+                "id": uuid7(),
+                "workspace_id": actor.workspace_id,
+                "deal_id": deal.id,
+                "from_stage_id": source.id,
+                "to_stage_id": target.id,
+                "changed_at": now,
+            },
+        ),
+        **bound.params(
+            "de",
+            events.event_values(
+                actor,
+                topic=pipeline_topic(deal.pipeline_id),
+                type="deal.moved",
+                entity_type="Deal",
+                entity_id=deal.id,
+                payload=moved,
+            ),
+        ),
+        **bound.params(
+            "da",
+            audit.values(
+                actor,
+                action=action,
+                entity_type="Deal",
+                entity_id=deal.id,
+                before=before,
+                after=after,
+            ),
+        ),
+    }
+    row = (
+        await session.execute(_move_statement(deal.customer_id is not None), parameters)
+    ).one_or_none()
+    if row is None:  # the row is locked: only a writer outside this rule gets here
+        raise Conflict("The deal was changed concurrently; reload and retry")
+    set_committed_value(deal, "stage_id", target.id)
+    set_committed_value(deal, "version", row.version)
+    set_committed_value(deal, "updated_at", row.updated_at)
+    set_committed_value(activity, "created_at", row.activity_created_at)
+    set_committed_value(activity, "updated_at", row.activity_updated_at)
+    events.announce(actor, session, activities.TOPIC)
+    events.announce(actor, session, pipeline_topic(deal.pipeline_id))
+    return deal
+
+
+# The columns a deal's stage change is inserted with (the timestamps are PostgreSQL's).
+_STAGE_CHANGE_COLUMNS = (
+    "id",
+    "workspace_id",
+    "deal_id",
+    "from_stage_id",
+    "to_stage_id",
+    "changed_at",
+)
+_move_statements: dict[bool, Any] = {}
+
+
+def _move_statement(touches_customer: bool) -> Any:
+    """``move_deal``'s writes in one statement, built once per shape: the deal's stage and
+    version (``d_``; the row is locked and its version checked), its stage change
+    (``c_``), the stage-change activity with its event and audit row
+    (``activities.record_ctes``), the ``deal.moved`` event (``de_``) and the deal's audit
+    row (``da_``). Returns the deal's new version and ``updated_at`` and the activity's
+    timestamps."""
+    found = _move_statements.get(touches_customer)
+    if found is not None:
+        return found
+    deals = cast(Table, Deal.__table__)
+    moved = (
+        update(deals)
+        .where(
+            deals.c.id == bound.param("d", deals.c.id),
+            deals.c.workspace_id == bound.param("d", deals.c.workspace_id),
+            deals.c.version == bindparam("d_expected_version", type_=Integer),
+        )
+        .values(
+            stage_id=bound.param("d", deals.c.stage_id),
+            version=bindparam("d_new_version", type_=Integer),
+            updated_at=func.now(),
+        )
+        .returning(deals.c.version, deals.c.updated_at)
+        .cte("deal")
+    )
+    change = bound.insert_row(
+        cast(Table, DealStageChange.__table__), "c", _STAGE_CHANGE_COLUMNS, source=moved
+    ).cte("stage_change")
+    inserted, activity_ctes = activities.record_ctes(touches_customer)
+    event = events.insert_statement("de", source=moved).cte("deal_event")
+    audit_row = audit.insert_statement("da", source=moved).cte("deal_audit")
+    statement = _move_statements[touches_customer] = changes.writing(
+        select(
+            moved.c.version,
+            moved.c.updated_at,
+            inserted.c.created_at.label("activity_created_at"),
+            inserted.c.updated_at.label("activity_updated_at"),
+        )
+        .select_from(moved.join(inserted, true()))  # one row each
+        .add_cte(change, *activity_ctes, event, audit_row)
+    )
+    return statement
+
+
+async def _move_through_session(
+    actor: Actor,
+    session: AsyncSession,
+    deal: Deal,
+    source: Stage,
+    target: Stage,
+    activity: Activity,
+    now: datetime,
+    action: str,
+) -> None:
+    """``move_deal``'s writes as rows of the session: under ``events.coalescing`` (a bulk
+    writer collects the events instead of writing them)."""
+    await records.update(actor, session, deal, {"stage_id": target.id}, action=action)
     session.add(
         DealStageChange(
             workspace_id=actor.workspace_id,
@@ -764,20 +918,7 @@ async def move_deal(
             changed_at=now,
         )
     )
-    activity = await activities.record_activity(
-        actor,
-        session,
-        Activity(
-            type=ActivityType.STAGE_CHANGE,
-            subject=f"Moved from {source.name} to {target.name}"[:300],
-            customer_id=deal.customer_id,
-            deal_id=deal.id,
-            author_id=actor.user_id,
-            occurred_at=now,
-            details={"from_stage_id": str(source.id), "to_stage_id": str(target.id)},
-        ),
-        action=action,
-    )
+    await activities.record_activity(actor, session, activity, action=action)
     _record(
         actor,
         session,
@@ -791,4 +932,3 @@ async def move_deal(
             "activity_id": activity.id,
         },
     )
-    return deal

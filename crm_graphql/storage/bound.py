@@ -31,9 +31,7 @@ def selected(prefix: str, column: Any) -> Any:
     return value if isinstance(column.type, String) else cast(value, column.type)
 
 
-def insert_row(
-    table: Table, prefix: str, names: Iterable[str], *, source: Any = None
-) -> Any:
+def insert_row(table: Table, prefix: str, names: Iterable[str], *, source: Any = None) -> Any:
     """``INSERT INTO table (names) SELECT <the parameters> [FROM source]``: one row of
     bound values, or none when ``source`` (a CTE of the statement) has no row; so rows
     that belong to another row are written only if that one was."""
