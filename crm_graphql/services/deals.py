@@ -7,8 +7,19 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Integer, Table, bindparam, func, literal_column, or_, select, true, update
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import (
+    Integer,
+    Table,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -27,9 +38,9 @@ from crm_graphql.models import (
 )
 from crm_graphql.models.base import uuid7
 from crm_graphql.services import activities, audit, changes, custom_fields, events, fields
-from crm_graphql.services.actor import Actor, scope_condition, scoped
+from crm_graphql.services.actor import Actor, scoped, workspace_condition
 from crm_graphql.services.errors import Conflict, DomainError, Invalid, NotFound
-from crm_graphql.services.policy import Action, authorize
+from crm_graphql.services.policy import Action, authorize, authorize_read
 from crm_graphql.storage import bound, querying, records
 
 PIPELINES = querying.ListSpec(
@@ -197,13 +208,12 @@ async def _get_live_and(
     ``other_id`` of the workspace, held alike, whatever its state (None when absent)."""
     if id is None:
         raise NotFound(f"{model.__name__} not found", field)
-    wanted = {id} if other_id is None else {id, other_id}
+    authorize_read(actor, model)  # what ``scope_condition`` checks
+    wanted = [id] if other_id is None or other_id == id else [id, other_id]
     rows = {
         row.id: row
         for row in await session.scalars(
-            select(model)
-            .where(scope_condition(model, actor), model.id.in_(wanted))
-            .with_for_update(read=True, key_share=True)
+            _live_statement(model), {"workspace": actor.workspace_id, "ids": wanted}
         )
     }
     row = rows.get(id)
@@ -212,6 +222,25 @@ async def _get_live_and(
     if row.archived_at is not None:
         raise Invalid(f"That {model.__name__.lower()} is archived", field)
     return row, rows.get(other_id) if other_id is not None else None
+
+
+_live_statements: dict[type[Any], Any] = {}
+
+
+def _live_statement(model: type[M]) -> Any:
+    """``_get_live_and``'s statement, the workspace and the ids parameters, built once per
+    model (building and keying it per call cost more than running it)."""
+    found = _live_statements.get(model)
+    if found is None:
+        found = _live_statements[model] = (
+            select(model)
+            .where(
+                workspace_condition(model),
+                model.id == any_(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))),
+            )
+            .with_for_update(read=True, key_share=True)
+        )
+    return found
 
 
 def _record(
