@@ -8,6 +8,11 @@ machine (wall throughput would not). Rounds alternate the kinds so that drift hi
 
     python -m bench.m1_cost [--scale 1] [--seed 42] [-n 300] [--rounds 3] [--concurrency 8]
         [--py-spy DIR]   # also record a py-spy profile of each kind (speedscope JSON)
+        [--compare DIR]  # and a server of another checkout's crm_graphql/, rounds alternating
+
+``--compare``: a copy of another version's package (``git archive <commit> crm_graphql |
+tar -x -C DIR``), run by this venv with the editable install set aside, measured in the
+same rounds as this one (A/B on one busy machine: both meet the same load).
 
 The requests are M1's own bodies (``bench.run.bodies("ours", "M1")``); the data set is
 ``bench.datagen``'s (generated if missing, as ``bench.run`` does).
@@ -17,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,7 +57,8 @@ async def send_all(base: str, token: str, lines: list[str], concurrency: int) ->
             body = queue.pop()
             r = await client.post("/graphql", content=body, headers=headers)
             answer = r.json()
-            payload = next(iter((answer.get("data") or {}).values()), None) or {}
+            payload = next(iter((answer.get("data") or {}).values()), None)
+            payload = payload if isinstance(payload, dict) else {}
             if r.status_code != 200 or answer.get("errors") or payload.get("errors"):
                 failed += 1
                 if failed <= 3:
@@ -74,62 +80,81 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--py-spy", type=Path, default=None, help="profile each kind into DIR")
+    parser.add_argument("--compare", type=Path, default=None, help="another crm_graphql copy")
     args = parser.parse_args()
     run.Services.redis_url = args.redis_url
     url = datagen.ensure_dataset(args.server_url, args.scale, args.seed)
     facts = asyncio.run(run.load_facts(url))
     _, lines = run.bodies("ours", "M1", facts)
     by_kind = {kind: lines[i::3] for i, kind in enumerate(KINDS)}
+    servers = {"this": None} if args.compare is None else {"this": None, "compared": args.compare}
     with tempfile.TemporaryDirectory(prefix="m1-cost-") as tmp:
-        server = run.start_ours(url, Path(tmp), "m1cost")
+        started = {name: start(url, Path(tmp), name, other) for name, other in servers.items()}
         try:
-            token = run.login(server.base, facts.admin_email)
-            pid = server.proc.pid
-            # taskset runs the server in its own process (exec): the pid is the server's.
-            for kind_lines in by_kind.values():  # warm-up: statements prepared, caches
-                asyncio.run(send_all(server.base, token, kind_lines[:60], args.concurrency))
-            per: dict[str, list[float]] = {kind: [] for kind in KINDS}
+            tokens = {name: run.login(s.base, facts.admin_email) for name, s in started.items()}
+            for name, server in started.items():  # warm-up: statements prepared, caches
+                for kind_lines in by_kind.values():
+                    asyncio.run(
+                        send_all(server.base, tokens[name], kind_lines[:60], args.concurrency)
+                    )
+            per: dict[tuple[str, str], list[float]] = {
+                (name, kind): [] for name in started for kind in KINDS
+            }
             for r in range(args.rounds):
                 for kind in KINDS:
                     batch = [by_kind[kind][i % len(by_kind[kind])] for i in range(args.n)]
-                    spy = None
-                    if args.py_spy is not None and r == args.rounds - 1:
-                        args.py_spy.mkdir(parents=True, exist_ok=True)
-                        spy = subprocess.Popen(
-                            [
-                                str(run.VENV_BIN / "py-spy"),
-                                "record",
-                                "-r",
-                                "200",
-                                "-p",
-                                str(pid),
-                                "--format",
-                                "speedscope",
-                                "-o",
-                                str(args.py_spy / f"{kind}.json"),
-                            ],
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
+                    for name, server in started.items():
+                        pid = server.proc.pid  # taskset execs the server: its pid
+                        spy = None
+                        if args.py_spy is not None and r == args.rounds - 1:
+                            args.py_spy.mkdir(parents=True, exist_ok=True)
+                            out = args.py_spy / f"{name}-{kind}.json"
+                            spy = subprocess.Popen(
+                                [str(run.VENV_BIN / "py-spy"), "record", "-r", "200", "-p",
+                                 str(pid), "--format", "speedscope", "-o", str(out)],
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL,
+                            )  # fmt: skip
+                            time.sleep(1)
+                        c0, w0 = cpu_seconds(pid), time.perf_counter()
+                        failed = asyncio.run(
+                            send_all(server.base, tokens[name], batch, args.concurrency)
                         )
-                        time.sleep(1)
-                    c0, w0 = cpu_seconds(pid), time.perf_counter()
-                    failed = asyncio.run(send_all(server.base, token, batch, args.concurrency))
-                    c1, w1 = cpu_seconds(pid), time.perf_counter()
-                    if spy is not None:
-                        spy.send_signal(2)
-                        spy.wait(30)
-                    per[kind].append((c1 - c0) / args.n * 1000)
-                    print(
-                        f"round {r} {kind:15} {per[kind][-1]:6.2f} ms CPU/mutation, "
-                        f"{args.n / (w1 - w0):6.0f} req/s wall, {failed} failed",
-                        flush=True,
-                    )
+                        c1, w1 = cpu_seconds(pid), time.perf_counter()
+                        if spy is not None:
+                            spy.send_signal(2)
+                            spy.wait(30)
+                        per[(name, kind)].append((c1 - c0) / args.n * 1000)
+                        print(
+                            f"round {r} {name:8} {kind:15} {per[(name, kind)][-1]:6.2f} ms "
+                            f"CPU/mutation, {args.n / (w1 - w0):6.0f} req/s wall, {failed} failed",
+                            flush=True,
+                        )
         finally:
-            server.stop()
-    print(f"load average: {os.getloadavg()}")
-    print(json.dumps({k: round(statistics.median(v), 3) for k, v in per.items()}))
-    mix = statistics.mean(statistics.median(v) for v in per.values())
-    print(f"M1 mix (1:1:1): {mix:.2f} ms CPU per mutation (medians of {args.rounds} rounds)")
+            for server in started.values():
+                server.stop()
+    print(f"load average at the end: {os.getloadavg()}")
+    for name in started:
+        medians = {kind: statistics.median(per[(name, kind)]) for kind in KINDS}
+        mix = statistics.mean(medians.values())
+        shown = ", ".join(f"{kind} {value:.2f}" for kind, value in medians.items())
+        print(f"{name}: {shown}; M1 mix (1:1:1) {mix:.2f} ms CPU per mutation (medians)")
+
+
+def start(url: str, workdir: Path, tag: str, other: Path | None) -> run.Server:
+    """Our server as ``bench.run`` starts it; with ``other``, that copy's package."""
+    if other is None:
+        return run.start_ours(url, workdir, tag)
+    code = (
+        "import sys; sys.meta_path = [f for f in sys.meta_path if 'editable' not in "
+        f"repr(f).lower()]; sys.path.insert(0, {str(other.resolve())!r}); "
+        "from crm_graphql.cli import main; sys.argv[0] = 'crm-graphql'; main()"
+    )
+    command = [sys.executable, "-c", code, "serve", "--port", "{port}", "--log-level", "warning"]
+    env = run.ours_env(url, workdir / f"crm-data-{tag}")
+    server = run.spawn_pinned("ours", tag, workdir, command, env, run.ROOT)
+    run.wait_ready(server, "/readyz")
+    return server
 
 
 if __name__ == "__main__":
