@@ -16,7 +16,6 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
@@ -797,8 +796,8 @@ async def move_deal(
     if events.coalescing_in(session):
         await _move_through_session(actor, session, deal, source, target, activity, now, action)
         return deal
-    # One statement (``_move_statement``): the deal, its stage change, the stage-change
-    # activity (``activities.record_ctes``), both events and both audit rows.
+    # Two statements: the deal with its event and audit row (``_move_statement``), then
+    # its stage change and the stage-change activity with theirs (``_history_statement``).
     activities.prepare(activity)
     before = audit.snapshot(deal)
     after = {**before, "stage_id": audit.jsonable(target.id)}
@@ -853,16 +852,17 @@ async def move_deal(
             ),
         ),
     }
-    row = (
-        await session.execute(_move_statement(deal.customer_id is not None), parameters)
-    ).one_or_none()
+    row = (await session.execute(_move_statement(), parameters)).one_or_none()
     if row is None:  # the row is locked: only a writer outside this rule gets here
         raise Conflict("The deal was changed concurrently; reload and retry")
+    history = (
+        await session.execute(_history_statement(deal.customer_id is not None), parameters)
+    ).one()
     set_committed_value(deal, "stage_id", target.id)
     set_committed_value(deal, "version", row.version)
     set_committed_value(deal, "updated_at", row.updated_at)
-    set_committed_value(activity, "created_at", row.activity_created_at)
-    set_committed_value(activity, "updated_at", row.activity_updated_at)
+    set_committed_value(activity, "created_at", history.created_at)
+    set_committed_value(activity, "updated_at", history.updated_at)
     events.announce(actor, session, activities.TOPIC)
     events.announce(actor, session, pipeline_topic(deal.pipeline_id))
     return deal
@@ -877,17 +877,17 @@ _STAGE_CHANGE_COLUMNS = (
     "to_stage_id",
     "changed_at",
 )
-_move_statements: dict[bool, Any] = {}
+_built: dict[Any, Any] = {}
 
 
-def _move_statement(touches_customer: bool) -> Any:
-    """``move_deal``'s writes in one statement, built once per shape: the deal's stage and
-    version (``d_``; the row is locked and its version checked), its stage change
-    (``c_``), the stage-change activity with its event and audit row
-    (``activities.record_ctes``), the ``deal.moved`` event (``de_``) and the deal's audit
-    row (``da_``). Returns the deal's new version and ``updated_at`` and the activity's
-    timestamps."""
-    found = _move_statements.get(touches_customer)
+def _move_statement() -> Any:
+    """The deal's move, built once: its stage and version (``d_``; the row is locked and
+    its version checked), the ``deal.moved`` event (``de_``) and the deal's audit row
+    (``da_``); returns the new version and ``updated_at``. Its own statement, before the
+    stage change's: the report summaries' statement triggers (migration 0019) take a
+    deal's moves before the statement from the table, so a deal's UPDATE and its new
+    move in one statement would count the move twice."""
+    found = _built.get("move")
     if found is not None:
         return found
     deals = cast(Table, Deal.__table__)
@@ -906,23 +906,29 @@ def _move_statement(touches_customer: bool) -> Any:
         .returning(deals.c.version, deals.c.updated_at)
         .cte("deal")
     )
-    change = bound.insert_row(
-        cast(Table, DealStageChange.__table__), "c", _STAGE_CHANGE_COLUMNS, source=moved
-    ).cte("stage_change")
-    inserted, activity_ctes = activities.record_ctes(touches_customer)
     event = events.insert_statement("de", source=moved).cte("deal_event")
     audit_row = audit.insert_statement("da", source=moved).cte("deal_audit")
-    statement = _move_statements[touches_customer] = changes.writing(
-        select(
-            moved.c.version,
-            moved.c.updated_at,
-            inserted.c.created_at.label("activity_created_at"),
-            inserted.c.updated_at.label("activity_updated_at"),
-        )
-        .select_from(moved.join(inserted, true()))  # one row each
-        .add_cte(change, *activity_ctes, event, audit_row)
+    found = _built["move"] = changes.writing(
+        select(moved.c.version, moved.c.updated_at).add_cte(event, audit_row)
     )
-    return statement
+    return found
+
+
+def _history_statement(touches_customer: bool) -> Any:
+    """What a move adds to the deal's history, built once per shape: the stage change
+    (``c_``) and the stage-change activity with its event and audit row
+    (``activities.record_ctes``); returns the activity's timestamps."""
+    found = _built.get(("history", touches_customer))
+    if found is not None:
+        return found
+    change = bound.insert_row(
+        cast(Table, DealStageChange.__table__), "c", _STAGE_CHANGE_COLUMNS
+    ).cte("stage_change")
+    inserted, activity_ctes = activities.record_ctes(touches_customer)
+    found = _built[("history", touches_customer)] = changes.writing(
+        select(inserted.c.created_at, inserted.c.updated_at).add_cte(change, *activity_ctes)
+    )
+    return found
 
 
 async def _move_through_session(
