@@ -14,7 +14,9 @@ machine (wall throughput would not). Rounds alternate the kinds so that drift hi
 tar -x -C DIR``), run by this venv with the editable install set aside, measured in the
 same rounds as this one (A/B on one busy machine: both meet the same load).
 
-The requests are M1's own bodies (``bench.run.bodies("ours", "M1")``); the data set is
+The requests are M1's own bodies (``bench.run.bodies("ours", "M1")``), but for moveDeal:
+M1's 200 moves repeat, and a repeated move is to the stage the deal is in already, which
+changes nothing; here every move moves its deal (``real_moves``). The data set is
 ``bench.datagen``'s (generated if missing, as ``bench.run`` does).
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -30,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 from bench import datagen, run
@@ -107,8 +111,11 @@ def main() -> None:
             }
             for r in range(args.rounds):
                 for kind in KINDS:
-                    batch = [by_kind[kind][i % len(by_kind[kind])] for i in range(args.n)]
-                    for name, server in started.items():
+                    for index, (name, server) in enumerate(started.items()):
+                        if kind == "moveDeal":
+                            batch = asyncio.run(real_moves(url, facts, args.n, index, len(started)))
+                        else:
+                            batch = [by_kind[kind][i % len(by_kind[kind])] for i in range(args.n)]
                         pid = server.proc.pid  # taskset execs the server: its pid
                         spy = None
                         if args.py_spy is not None and r == args.rounds - 1:
@@ -145,6 +152,33 @@ def main() -> None:
         mix = statistics.mean(medians.values())
         shown = ", ".join(f"{kind} {value:.2f}" for kind, value in medians.items())
         print(f"{name}: {shown}; M1 mix (1:1:1) {mix:.2f} ms CPU per mutation (medians)")
+
+
+async def real_moves(url: str, facts: run.Facts, n: int, index: int, servers: int) -> list[str]:
+    """``n`` moveDeal bodies that each move a deal (M1's own bodies repeat their (deal,
+    stage) pairs, and a move to the stage a deal is in changes nothing): deals of the
+    ``index``-th of ``servers`` slices of M1's deals, each to an open stage of its
+    pipeline other than the one it is in now, at most one move per deal."""
+    share = facts.deals[index::servers][:n]
+    if len(share) < n:
+        raise SystemExit(f"-n {n} is more than the {len(share)} deals of a server's share")
+    conn = await asyncpg.connect(datagen.asyncpg_dsn(url))
+    try:
+        rows = await conn.fetch(
+            "SELECT id, stage_id FROM deals WHERE id = ANY($1::uuid[])", [d for d, _ in share]
+        )
+    finally:
+        await conn.close()
+    current = {r["id"]: r["stage_id"] for r in rows}
+    bodies = []
+    for deal, stages in share:
+        target = next(s for s in stages if s != current[deal])
+        variables = {
+            "id": run.to_global_id("Deal", deal),
+            "stageId": run.to_global_id("Stage", target),
+        }
+        bodies.append(json.dumps({"query": run.document("m1_move_deal"), "variables": variables}))
+    return bodies
 
 
 def start(url: str, workdir: Path, tag: str, other: Path | None) -> run.Server:

@@ -173,14 +173,7 @@ def record_params(actor: Actor, activity: Activity, *, action: str) -> dict[str,
     audit row's (``audit.values``, the same ``after`` snapshot ``records.create`` takes)."""
     activity.workspace_id = actor.workspace_id
     values = {name: getattr(activity, name) for name in _INSERTED}
-    event = events.event_values(
-        actor,
-        topic=TOPIC,
-        type="activity.created",
-        entity_type="Activity",
-        entity_id=activity.id,
-        payload=_payload(activity),
-    )
+    event = events.event_values(actor, **_created_event(activity))
     audit_row = audit.values(
         actor,
         action=action,
@@ -236,16 +229,19 @@ async def record_activity(
     await records.create(actor, session, activity, action=action)
     if activity.customer_id is not None:
         await _touch_customer(actor, session, activity.customer_id, activity.occurred_at)
-    events.record_event(
-        actor,
-        session,
-        topic=TOPIC,
-        type="activity.created",
-        entity_type="Activity",
-        entity_id=activity.id,
-        payload=_payload(activity),
-    )
+    events.record_event(actor, session, **_created_event(activity))
     return activity
+
+
+def _created_event(activity: Activity) -> dict[str, Any]:
+    """The ``activity.created`` event of ``activity``, however it is written."""
+    return {
+        "topic": TOPIC,
+        "type": "activity.created",
+        "entity_type": "Activity",
+        "entity_id": activity.id,
+        "payload": _payload(activity),
+    }
 
 
 def _type(value: Any) -> ActivityType:
