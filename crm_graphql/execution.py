@@ -9,6 +9,9 @@ lets every sibling finish (their work is bounded: one page of one request) and t
 propagates the first error *in field order*. ``response_order`` lists the errors in the
 order of the fields they belong to, whatever order they happened in.
 
+``resolve_lazy_types_once`` keeps what Strawberry's lazy types resolve to (it resolved
+them for every argument of every call).
+
 Replacing ``graphql.execution.executor.gather_with_cancel`` reaches into graphql-core:
 the version is pinned in ``pyproject.toml`` (``graphql-core>=3.3.2,<3.4``) and
 ``tests/test_execution.py`` fails when the executor no longer goes through that name.
@@ -22,6 +25,7 @@ from typing import Any
 
 from graphql import GraphQLError
 from graphql.execution import executor as graphql_executor
+from strawberry.types.lazy_type import LazyType
 
 
 async def gather_settled(*awaitables: Awaitable[Any]) -> list[Any]:
@@ -37,6 +41,32 @@ async def gather_settled(*awaitables: Awaitable[Any]) -> list[Any]:
 def settle_siblings() -> None:
     """Make graphql-core let sibling fields finish instead of cancelling them."""
     graphql_executor.gather_with_cancel = gather_settled
+
+
+def resolve_lazy_types_once() -> None:
+    """Make Strawberry resolve each ``strawberry.lazy`` type once per process.
+
+    Strawberry converts a field's arguments on every call, and an argument annotated with
+    a lazy type (``Annotated["CreateActivityInput", strawberry.lazy(...)]``, as the
+    resolvers' inputs are, against circular imports) is resolved each time:
+    ``LazyType.resolve_type`` imports the module and compares ``__main__``'s file with
+    it by ``Path.samefile`` (two ``stat`` calls). Under the M1 mix that was 5-8 % of a
+    mutation's CPU (issue 14, point 4). A type, once found, stays what its module
+    defines; a failed lookup (a circular import still running) is not kept.
+    ``tests/test_execution.py`` fails when Strawberry stops resolving through it."""
+    if LazyType.resolve_type is not _resolve_once:
+        LazyType.resolve_type = _resolve_once  # type: ignore[method-assign]
+
+
+_resolve = LazyType.resolve_type
+_resolved: dict[LazyType[Any, Any], type[Any]] = {}
+
+
+def _resolve_once(self: LazyType[Any, Any]) -> type[Any]:
+    found = _resolved.get(self)
+    if found is None:
+        found = _resolved[self] = _resolve(self)
+    return found
 
 
 def response_order(errors: Sequence[GraphQLError], data: Any) -> list[GraphQLError]:

@@ -16,7 +16,9 @@ from typing import Any
 
 import asyncpg
 import httpx
+import sqlalchemy.event
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 PASSWORD = "correct horse battery staple"
 ROOT = Path(__file__).resolve().parent.parent
@@ -416,3 +418,22 @@ async def event_stream(
     body = {"query": query, "variables": variables or {}}
     async with http.stream("POST", "/graphql", json=body, headers=sent) as response:
         yield EventStreamReader(response)
+
+
+class Statements:
+    """The SQL statements an engine sends while counted (transaction control is not a
+    cursor statement: BEGIN and COMMIT are not among them)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[Any]) -> None:
+        self.engine = sessionmaker.kw["bind"].sync_engine
+        self.sent: list[str] = []
+
+    def __enter__(self) -> list[str]:
+        sqlalchemy.event.listen(self.engine, "before_cursor_execute", self._count)
+        return self.sent
+
+    def __exit__(self, *_: Any) -> None:
+        sqlalchemy.event.remove(self.engine, "before_cursor_execute", self._count)
+
+    def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.sent.append(statement)

@@ -83,3 +83,30 @@ def test_errors_come_in_response_order() -> None:
     ]
     ordered = [e.message for e in response_order(errors, data)]
     assert ordered == ["request: second", "request: first", "item", "x", "w", "a", "below a null"]
+
+
+def test_lazy_types_resolve_once(monkeypatch: Any) -> None:
+    """Strawberry converts a lazily typed argument through ``LazyType.resolve_type`` on
+    every call (``Path.samefile`` each time); once the schema is built, a type is looked
+    up once and then kept (issue 14, point 4)."""
+    import pathlib
+
+    from strawberry.types import arguments
+    from strawberry.types.lazy_type import LazyType
+
+    from crm_graphql.execution import resolve_lazy_types_once
+
+    resolve_lazy_types_once()
+    assert arguments.LazyType is LazyType  # convert_argument still resolves through it
+    lazy = LazyType("CreateActivityInput", "crm_graphql.schema.activities")
+    first = lazy.resolve_type()
+    stats: list[str] = []
+    samefile = pathlib.Path.samefile
+
+    def counted(self: pathlib.Path, other: Any) -> bool:
+        stats.append(str(self))
+        return samefile(self, other)
+
+    monkeypatch.setattr(pathlib.Path, "samefile", counted)
+    again = LazyType("CreateActivityInput", "crm_graphql.schema.activities").resolve_type()
+    assert again is first and stats == []

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.types import Info
 
-from crm_graphql.execution import settle_siblings
+from crm_graphql.execution import resolve_lazy_types_once, settle_siblings
 from crm_graphql.limits import OperationLimits
 from crm_graphql.masking import FormatErrors
 from crm_graphql.observability import tracing
@@ -140,6 +140,7 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
     subscription event without leaving state in the subscription's executor;
     ``LaggingReads`` sends a query's reads to the replica when they may lag."""
     settle_siblings()
+    resolve_lazy_types_once()
     built = CrmSchema(
         query=Query,
         mutation=Mutation,

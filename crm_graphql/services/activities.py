@@ -5,17 +5,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crm_graphql.models import Activity, ActivityType, Customer, Deal
-from crm_graphql.services import audit, events, fields
+from crm_graphql.models.base import uuid7
+from crm_graphql.services import audit, changes, events, fields
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.errors import Invalid
+from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.services.policy import Action, authorize
-from crm_graphql.storage import querying, records
+from crm_graphql.storage import bound, querying, records
 
 ACTIVITIES = querying.ListSpec(
     model=Activity,
@@ -105,25 +107,141 @@ async def _touch_customer(
     )
 
 
+# The columns an activity is inserted with: all but the timestamps PostgreSQL sets.
+_INSERTED = tuple(c.key for c in Activity.__table__.c if c.key not in ("created_at", "updated_at"))
+_record_statements: dict[bool, Any] = {}
+
+
+def record_ctes(touches_customer: bool) -> tuple[Any, list[Any]]:
+    """What ``record_activity`` writes, as parts of one statement: the CTE inserting the
+    activity (returning its timestamps; no row when the customer is not of the
+    workspace), and the data-modifying CTEs to add to the statement (moving the
+    customer's ``last_activity_at`` forward by ``_touch_customer``'s rule, the
+    ``activity.created`` event, the audit row). Parameters: the activity's columns
+    (``a_``), the event's (``e_``) and the audit row's (``au_``), as ``bound`` names
+    them (``record_params``)."""
+    table = cast(Table, Activity.__table__)
+    values = [bound.selected("a", table.c[name]) for name in _INSERTED]
+    source = None
+    if touches_customer:
+        customers = cast(Table, Customer.__table__)
+        source = (
+            update(customers)
+            .where(
+                customers.c.workspace_id == bound.param("a", table.c.workspace_id),
+                customers.c.id == bound.param("a", table.c.customer_id),
+            )
+            .values(
+                last_activity_at=func.greatest(
+                    customers.c.last_activity_at, bound.param("a", table.c.occurred_at)
+                ),
+                updated_at=customers.c.updated_at,
+            )
+            .returning(customers.c.id)
+            .cte("customer")
+        )
+    rows = select(*values)
+    if source is not None:
+        rows = rows.select_from(source)
+    inserted = (
+        insert(table)
+        .from_select(list(_INSERTED), rows)
+        .returning(table.c.created_at, table.c.updated_at)
+        .cte("activity")
+    )
+    event = events.insert_statement("e", source=inserted).cte("activity_event")
+    audit_row = audit.insert_statement("au", source=inserted).cte("activity_audit")
+    return inserted, [event, audit_row]
+
+
+def record_statement(touches_customer: bool) -> Any:
+    """The statement of ``record_activity`` (built once per shape): ``record_ctes``,
+    returning the activity's timestamps."""
+    found = _record_statements.get(touches_customer)
+    if found is not None:
+        return found
+    inserted, ctes = record_ctes(touches_customer)
+    statement = _record_statements[touches_customer] = changes.writing(
+        select(inserted.c.created_at, inserted.c.updated_at).add_cte(*ctes)
+    )
+    return statement
+
+
+def record_params(actor: Actor, activity: Activity, *, action: str) -> dict[str, Any]:
+    """The parameters of ``record_statement`` for ``activity`` (every column of
+    ``_INSERTED`` set on it): its values, its event's (``events.event_values``) and its
+    audit row's (``audit.values``, the same ``after`` snapshot ``records.create`` takes)."""
+    activity.workspace_id = actor.workspace_id
+    values = {name: getattr(activity, name) for name in _INSERTED}
+    event = events.event_values(actor, **_created_event(activity))
+    audit_row = audit.values(
+        actor,
+        action=action,
+        entity_type="Activity",
+        entity_id=activity.id,
+        after=audit.snapshot(activity),
+    )
+    return {
+        **bound.params("a", values),
+        **bound.params("e", event),
+        **bound.params("au", audit_row),
+    }
+
+
+def prepare(activity: Activity) -> Activity:
+    """Give a new activity the values PostgreSQL or the ORM would otherwise default, so
+    that it can be written by ``record_statement`` (and audited as ``records.create``
+    does: every column it is inserted with)."""
+    if activity.id is None:
+        activity.id = uuid7()
+    if activity.version is None:
+        activity.version = 1
+    if activity.details is None:
+        activity.details = {}
+    return activity
+
+
 async def record_activity(
     actor: Actor, session: AsyncSession, activity: Activity, *, action: str
 ) -> Activity:
     """Insert a validated activity of any type with its audit row, move its customer's
     ``last_activity_at`` and add the ``activity.created`` event. Other services (a deal's
-    stage change) write their timeline entries through here."""
+    stage change) write their timeline entries through here.
+
+    One statement (``record_statement``), unless a bulk writer collects the events
+    (``events.coalescing``): then the rows go through the session as before. A customer
+    not of the workspace is ``NotFound`` (``customerId``), as ``records.ensure_in_workspace``
+    says it; nothing is written then."""
+    if not events.coalescing_in(session):
+        prepare(activity)
+        touches = activity.customer_id is not None
+        written = (
+            await session.execute(
+                record_statement(touches), record_params(actor, activity, action=action)
+            )
+        ).one_or_none()
+        if written is None:
+            raise NotFound("Customer not found", "customerId")
+        set_committed_value(activity, "created_at", written.created_at)
+        set_committed_value(activity, "updated_at", written.updated_at)
+        events.announce(actor, session, TOPIC)
+        return activity
     await records.create(actor, session, activity, action=action)
     if activity.customer_id is not None:
         await _touch_customer(actor, session, activity.customer_id, activity.occurred_at)
-    events.record_event(
-        actor,
-        session,
-        topic=TOPIC,
-        type="activity.created",
-        entity_type="Activity",
-        entity_id=activity.id,
-        payload=_payload(activity),
-    )
+    events.record_event(actor, session, **_created_event(activity))
     return activity
+
+
+def _created_event(activity: Activity) -> dict[str, Any]:
+    """The ``activity.created`` event of ``activity``, however it is written."""
+    return {
+        "topic": TOPIC,
+        "type": "activity.created",
+        "entity_type": "Activity",
+        "entity_id": activity.id,
+        "payload": _payload(activity),
+    }
 
 
 def _type(value: Any) -> ActivityType:
@@ -191,7 +309,8 @@ async def create_activity(actor: Actor, session: AsyncSession, data: Mapping[str
     deal_id = data.get("deal_id")
     if customer_id is None and deal_id is None:
         raise Invalid("Link the activity to a customer or a deal", "customerId")
-    await records.ensure_in_workspace(actor, session, [(Customer, customer_id, "customerId")])
+    if events.coalescing_in(session):  # else ``record_activity`` checks it as it writes
+        await records.ensure_in_workspace(actor, session, [(Customer, customer_id, "customerId")])
     if deal_id is not None:
         deal = await records.referenced(actor, session, Deal, deal_id, field="dealId")
         if customer_id is None:

@@ -6,8 +6,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, declared_attr
 
 from crm_graphql.models import Role
@@ -53,6 +54,13 @@ def in_workspace(model: type[M], actor: Actor) -> Select[M]:
     rows an input refers to (a conversation's customer), which the caller may use by
     holding the write permission of the referring entity; never to return data."""
     return select(model).where(model.workspace_id == actor.workspace_id)
+
+
+def workspace_condition(model: Any) -> Any:
+    """The tenant predicate with the workspace as the parameter ``workspace``: for a
+    statement built once and run for any actor with ``{"workspace": actor.workspace_id}``
+    (the caller checks reading first, as ``scoped`` does: ``authorize_read``)."""
+    return model.workspace_id == bindparam("workspace", type_=UUID(as_uuid=True))
 
 
 def scope_condition(model: Any, actor: Actor) -> Any:

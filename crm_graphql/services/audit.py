@@ -11,15 +11,15 @@ import enum
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import inspect
+from sqlalchemy import Table, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models import AuditLog
 from crm_graphql.models.base import uuid7
 from crm_graphql.services.actor import Actor
-from crm_graphql.storage import querying
+from crm_graphql.storage import bound, querying
 
 AUDIT_LOG = querying.ListSpec(
     model=AuditLog,
@@ -109,6 +109,29 @@ def values(
         "request_id": actor.request_id,
         "client_ip": actor.client_ip,
     }
+
+
+# The columns an audit row is written with (``values``; ``created_at`` is PostgreSQL's).
+AUDIT_COLUMNS = (
+    "id",
+    "workspace_id",
+    "actor_user_id",
+    "actor_api_key_id",
+    "action",
+    "entity_type",
+    "entity_id",
+    "changes",
+    "request_id",
+    "client_ip",
+)
+
+
+def insert_statement(prefix: str, *, source: Any = None) -> Any:
+    """``INSERT`` of one audit row whose values are parameters under ``prefix``
+    (``bound.params(prefix, values(...))``), written only if ``source`` (a CTE of the same
+    statement) has a row: for a statement that writes a change and its audit row together
+    (built once)."""
+    return bound.insert_row(cast(Table, AuditLog.__table__), prefix, AUDIT_COLUMNS, source=source)
 
 
 def record(

@@ -95,11 +95,25 @@ def _sql(statement: Any) -> str:
     return str(statement.compile(dialect=_DIALECT))
 
 
+# The execution option naming every table a statement writes, for a statement whose
+# writes are not all its own table's (data-modifying CTEs): set by ``writing``.
+WRITES_OPTION = "crm_writes"
+
+
+def writing(statement: Any) -> Any:
+    """``statement`` telling this module every table it writes, its data-modifying CTEs'
+    included (found once, in its SQL): for statements built once and run many times."""
+    return statement.execution_options(**{WRITES_OPTION: written_tables(_sql(statement))})
+
+
 @sa_event.listens_for(Session, "do_orm_execute")
 def _on_execute(state: ORMExecuteState) -> None:
     info = state.session.info
     statement = state.statement
-    if state.is_insert or state.is_update or state.is_delete:
+    declared = state.execution_options.get(WRITES_OPTION)
+    if declared:
+        info.setdefault(WRITTEN_KEY, set()).update(declared)
+    elif state.is_insert or state.is_update or state.is_delete:
         table = getattr(statement, "table", None)
         name = getattr(table, "name", None)
         if name is not None:

@@ -78,11 +78,11 @@ from crm_graphql.models import (
     User,
 )
 from crm_graphql.models.base import uuid7
-from crm_graphql.services import audit, email, events, fields
+from crm_graphql.services import audit, changes, email, events, fields
 from crm_graphql.services.actor import Actor, scoped
 from crm_graphql.services.errors import Conflict, Invalid, NotFound
 from crm_graphql.services.policy import Action, allows, authorize, authorize_read
-from crm_graphql.storage import querying, records
+from crm_graphql.storage import bound, querying, records
 
 TOPIC = "conversations"
 MAX_BODY_LENGTH = 10_000
@@ -561,7 +561,7 @@ def _client_message_id(value: Any) -> str | None:
 _PROPOSED_READ = pg_insert(ConversationRead).excluded
 
 
-def _read_receipt(workspace_id: uuid.UUID, conversation_id: Any, user_id: Any, seq: Any) -> Any:
+def _read_receipt(workspace_id: Any, conversation_id: Any, user_id: Any, seq: Any) -> Any:
     """``INSERT ... ON CONFLICT`` moving a user's read receipt forward to ``seq`` (never
     back), returning its new position."""
     insert = pg_insert(ConversationRead).values(
@@ -605,20 +605,28 @@ def _write_message(
     message: Message,
     event_rows: list[dict[str, Any]],
     audit_rows: list[dict[str, Any]],
-) -> Any:
-    """One statement: the message, its author's read receipt, the events and the audit
-    rows (data-modifying CTEs, in the order given).
+) -> tuple[Any, dict[str, Any]]:
+    """One statement and its parameters: the message, its author's read receipt, the
+    events and the audit rows (data-modifying CTEs, in the order given).
 
-    The events and the audit rows are one INSERT each, rows in the order given (an
-    event's position is the order the log assigns). A single row is inserted as
-    ``values(row)``: SQLAlchemy caches no compiled form of a multi-row
-    ``values([...])``, so the statement of every message was compiled anew (about a fifth
-    of the sending process's CPU in RT1, decision 0031 "Capacity"); the usual message has
-    one event and one audit row, and its statement is now compiled once. A reopening
-    message (two of each) still takes the multi-row form."""
+    The usual message (one event, one audit row) takes a statement built once with
+    bound parameters (``_usual_write``): a statement built per message with its values
+    as literals cost SQLAlchemy about a fifth of ``sendMessage``'s CPU to build, key and
+    coerce (issue 14, point 4); before that, a multi-row ``values([...])`` had no cache
+    key at all and was compiled for every message (decision 0031, "Capacity"). A
+    reopening message (two events, two audit rows, one INSERT each, rows in the order
+    given: an event's position is the order the log assigns) takes the multi-row form,
+    built for it."""
     table = cast(Table, Message.__table__)
     # The attributes the message was made with (the other columns keep their defaults).
     values = {k: v for k, v in inspect(message).dict.items() if k in table.c}
+    if len(event_rows) == 1 and len(audit_rows) == 1 and set(values) == set(_MESSAGE_COLUMNS):
+        parameters = {
+            **bound.params("m", values),
+            **bound.params("e", event_rows[0]),
+            **bound.params("au", audit_rows[0]),
+        }
+        return _usual_write(message.author_user_id is not None), parameters
     ctes = [insert(table).values(values).cte("message")]
     if message.author_user_id is not None:
         receipt = _read_receipt(
@@ -626,7 +634,53 @@ def _write_message(
         )
         ctes.append(receipt.cte("receipt"))
     ctes.append(_rows(insert(cast(Table, Event.__table__)), event_rows).cte("event"))
-    return _rows(insert(cast(Table, AuditLog.__table__)), audit_rows).add_cte(*ctes)
+    statement = _rows(insert(cast(Table, AuditLog.__table__)), audit_rows).add_cte(*ctes)
+    return changes.writing(statement), {}
+
+
+# The columns ``_append_message`` makes a message with (the others keep their defaults).
+_MESSAGE_COLUMNS = (
+    "id",
+    "workspace_id",
+    "conversation_id",
+    "seq",
+    "author_type",
+    "author_user_id",
+    "body",
+    "client_message_id",
+    "created_at",
+    "updated_at",
+)
+_usual_writes: dict[bool, Any] = {}
+
+
+def _usual_write(receipt: bool) -> Any:
+    """``_write_message``'s statement for a message with one event and one audit row,
+    built once per shape (with the author's read receipt or without). Parameters: the
+    message's columns (``m_``), the event's (``e_``) and the audit row's (``au_``)."""
+    found = _usual_writes.get(receipt)
+    if found is not None:
+        return found
+    table = cast(Table, Message.__table__)
+    ctes = [
+        insert(table)
+        .values({name: bound.param("m", table.c[name]) for name in _MESSAGE_COLUMNS})
+        .cte("message")
+    ]
+    if receipt:
+        ctes.append(
+            _read_receipt(
+                bound.param("m", table.c.workspace_id),
+                bound.param("m", table.c.conversation_id),
+                bound.param("m", table.c.author_user_id),
+                bound.param("m", table.c.seq),
+            ).cte("receipt")
+        )
+    ctes.append(events.insert_statement("e").cte("event"))
+    statement = _usual_writes[receipt] = changes.writing(
+        audit.insert_statement("au").add_cte(*ctes)
+    )
+    return statement
 
 
 def _rows(statement: Any, rows: list[dict[str, Any]]) -> Any:
@@ -789,7 +843,7 @@ async def _append_message(
             after=after,
         )
     )
-    await session.execute(_write_message(message, event_rows, audit_rows))
+    await session.execute(*_write_message(message, event_rows, audit_rows))
     events.announce(actor, session, TOPIC)
     if attachments:
         await email.store_attachments(actor, session, message, attachments)

@@ -713,18 +713,7 @@ _STAGING = """
     TRUNCATE crm_import_customers, crm_import_audit;
 """
 _JSON_COLUMNS = frozenset({"address", "preferences", "custom_fields"})
-_AUDIT_COLUMNS = (
-    "id",
-    "workspace_id",
-    "actor_user_id",
-    "actor_api_key_id",
-    "action",
-    "entity_type",
-    "entity_id",
-    "changes",
-    "request_id",
-    "client_ip",
-)
+_AUDIT_COLUMNS = audit.AUDIT_COLUMNS
 _SELECTED = ", ".join(f"{c}::jsonb" if c in _JSON_COLUMNS else c for c in COLUMNS)
 _MOVE_CUSTOMERS = text(
     f"INSERT INTO customers ({', '.join(COLUMNS)}) SELECT {_SELECTED} FROM crm_import_customers "

@@ -9,8 +9,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from sqlalchemy import Table
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from crm_graphql.services.actor import Actor
 from crm_graphql.services.audit import jsonable
 from crm_graphql.services.credentials import COUNTER_SQL
 from crm_graphql.services.errors import Invalid
+from crm_graphql.storage import bound
 
 PENDING_KEY = "crm_pending_events"
 # Set by a bulk writer (``coalescing``): the events its rows' services would write, kept
@@ -84,6 +86,24 @@ def record_event(
     session.add(row)
     announce(actor, session, topic)
     return row
+
+
+# The columns an event is written with (the rest are PostgreSQL's: id, txid, created_at).
+EVENT_COLUMNS = ("workspace_id", "topic", "type", "entity_type", "entity_id", "payload")
+
+
+def insert_statement(prefix: str, *, source: Any = None) -> Any:
+    """``INSERT`` of one event row whose values are parameters under ``prefix``
+    (``bound.params(prefix, event_values(...))``), written only if ``source`` (a CTE of
+    the same statement) has a row: for a statement that writes a change and its event
+    together (built once; the caller ``announce``s the topic)."""
+    return bound.insert_row(cast(Table, Event.__table__), prefix, EVENT_COLUMNS, source=source)
+
+
+def coalescing_in(session: AsyncSession) -> bool:
+    """Whether a bulk writer collects this session's events (``coalescing``): services
+    then write through ``record_event``, which notes them instead."""
+    return COALESCE_KEY in session.info
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from sqlalchemy import JSON
+from sqlalchemy import JSON, bindparam, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_graphql.models.base import Archivable, WorkspaceScoped, load_json
 from crm_graphql.services import audit
-from crm_graphql.services.actor import Actor, in_workspace, scoped
+from crm_graphql.services.actor import Actor, in_workspace, scoped, workspace_condition
 from crm_graphql.services.errors import Conflict, DomainError, Duplicate, Invalid, NotFound
 from crm_graphql.services.policy import authorize_read
 
@@ -47,13 +47,32 @@ async def get(
     workspaces: a caller cannot tell them from unknown ones)."""
     if id is None:
         raise NotFound(f"{entity_name(model)} not found", field)
-    stmt = scoped(model, actor).where(model.id == id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    row = await session.scalar(stmt)
+    authorize_read(actor, model)  # what ``scoped`` checks
+    row = await session.scalar(
+        _by_id_statement(model, for_update), {"workspace": actor.workspace_id, "id": id}
+    )
     if row is None:
         raise NotFound(f"{entity_name(model)} not found", field)
     return row
+
+
+_by_id_statements: dict[tuple[type[Any], bool], Any] = {}
+
+
+def _by_id_statement(model: type[M], for_update: bool) -> Any:
+    """``scoped(model, actor).where(model.id == id)`` (without its read check) with the
+    workspace and the id as parameters, built once per model: building and keying it per
+    call cost more than running it (issue 14, point 4)."""
+    found = _by_id_statements.get((model, for_update))
+    if found is None:
+        column = sa_inspect(model).columns["id"]
+        found = select(model).where(
+            workspace_condition(model), model.id == bindparam("id", type_=column.type)
+        )
+        if for_update:
+            found = found.with_for_update()
+        _by_id_statements[(model, for_update)] = found
+    return found
 
 
 async def referenced(

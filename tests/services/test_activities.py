@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.models import Activity, ActivityType, AuditLog, Customer, Deal, Event
-from crm_graphql.services import customers, deals
+from crm_graphql.services import changes, customers, deals
 from crm_graphql.services.activities import (
     ACTIVITIES,
     archive_activity,
@@ -23,6 +23,7 @@ from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
 from crm_graphql.services.events import CHANGES_TOPIC
 from crm_graphql.storage import querying
+from tests import support
 from tests.factories import make_customer
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -294,3 +295,55 @@ async def test_archived_activities_leave_the_timeline_which_is_newest_first(
         )
     assert [a.id for a in timeline[customer.id].items] == [new.id, old.id]
     assert [a.id for a in root.items] == [new.id, old.id]
+
+
+async def test_an_activity_is_written_with_one_statement_that_names_its_tables(
+    sessionmaker: Sessions, agent: Actor, customer: Customer
+) -> None:
+    """createActivity (M1, issue 14 point 4): the customer's ``last_activity_at``, the
+    activity, its event and its audit row in one statement (five before); the change
+    notices (``services.changes``) still name every table it wrote, the CTEs' included."""
+    occurred = datetime.now(UTC) - timedelta(minutes=3)
+    with support.Statements(sessionmaker) as sent:
+        async with sessionmaker() as s, s.begin():
+            activity = await create_activity(
+                agent,
+                s,
+                {"type": "note", "subject": "One trip", "customer_id": customer.id,
+                 "occurred_at": occurred},
+            )  # fmt: skip
+        written = changes.take_written(s)
+    assert len(sent) == 1, sent
+    assert {"customers", "activities", "events", "audit_log"} <= written
+    # What the payload reads: the row as stored, PostgreSQL's timestamps included.
+    assert activity.created_at is not None and activity.updated_at is not None
+    assert activity.version == 1 and activity.details == {}
+    async with sessionmaker() as s:
+        stored = await s.get(Activity, activity.id)
+        assert stored is not None and stored.created_at == activity.created_at
+        entry = await s.scalar(select(AuditLog).where(AuditLog.entity_id == activity.id))
+        event = await s.scalar(
+            select(Event).where(Event.entity_id == activity.id, Event.topic == "activities")
+        )
+    assert entry is not None and entry.action == "createActivity"
+    # Every column the activity was made with, as ``records.create`` audited it.
+    assert entry.changes["subject"] == {"before": None, "after": "One trip"}
+    assert entry.changes["details"] == {"before": None, "after": {}}
+    assert "body" not in entry.changes and "version" not in entry.changes
+    assert entry.request_id == agent.request_id
+    assert event is not None and event.type == "activity.created"
+    assert event.payload["occurred_at"] == occurred.isoformat()
+    assert event.payload["version"] == 1
+    assert (await reload_customer(sessionmaker, customer.id)).last_activity_at == occurred
+
+
+async def test_an_activity_for_a_customer_of_another_workspace_writes_nothing(
+    sessionmaker: Sessions, agent: Actor, outsider: Actor
+) -> None:
+    foreign = await make_customer(sessionmaker, outsider)
+    with pytest.raises(NotFound) as raised:
+        await log(sessionmaker, agent, customer_id=foreign.id)
+    assert raised.value.field == "customerId"
+    async with sessionmaker() as s:
+        assert await s.scalar(select(Activity.id).where(Activity.customer_id == foreign.id)) is None
+    assert (await reload_customer(sessionmaker, foreign.id)).last_activity_at is None

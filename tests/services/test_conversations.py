@@ -947,11 +947,13 @@ async def test_last_used_is_written_at_most_once_a_minute(
 
 
 def test_a_messages_write_statement_is_compiled_once() -> None:
-    """``sendMessage``'s one write statement (message, read receipt, event, audit row) has
-    a cache key that is the same for every usual message, so SQLAlchemy compiles it once:
-    with a multi-row ``values([...])`` it had none and was compiled for every message
-    (decision 0031, "Capacity"). A reopening message (two events, two audit rows, whose
-    order the log keeps) still takes the multi-row form."""
+    """``sendMessage``'s one write statement (message, read receipt, event, audit row) is
+    built once for every usual message, its values bound parameters, so SQLAlchemy
+    neither builds nor keys it per message and compiles it once: with a multi-row
+    ``values([...])`` it had no cache key and was compiled for every message (decision
+    0031, "Capacity"), then built with literal values per message (issue 14, point 4).
+    A reopening message (two events, two audit rows, whose order the log keeps) still
+    takes the multi-row form."""
     from crm_graphql.models import Role
     from crm_graphql.models.base import uuid7
     from crm_graphql.services import audit
@@ -995,7 +997,12 @@ def test_a_messages_write_statement_is_compiled_once() -> None:
             message, [event(k) for k in kinds], [row(a) for a in audits]
         )
 
-    first = statement("Hello", False)._generate_cache_key()
-    second = statement("Another body", False)._generate_cache_key()
-    assert first is not None and second is not None
-    assert first.key == second.key
+    first, first_values = statement("Hello", False)
+    second, second_values = statement("Another body", False)
+    # Built once: the same statement (so the same cache key, memoised on it and compiled
+    # once); only the parameters differ.
+    assert first is second
+    assert first._generate_cache_key() is not None
+    assert first_values["m_body"] == "Hello" and second_values["m_body"] == "Another body"
+    reopening, reopening_values = statement("Back again", True)
+    assert reopening is not first and reopening_values == {}

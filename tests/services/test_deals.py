@@ -18,17 +18,19 @@ from crm_graphql.models import (
     AuditLog,
     Customer,
     Deal,
+    DealStageChange,
     DealStatus,
     Event,
     Pipeline,
     Role,
     Stage,
 )
-from crm_graphql.services import deals
+from crm_graphql.services import changes, deals
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
 from crm_graphql.services.events import CHANGES_TOPIC
 from crm_graphql.storage import querying
+from tests import support
 from tests.factories import make_customer
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -578,3 +580,38 @@ async def test_deals_by_customer_come_in_per_parent_pages(
     assert counts == {ada.id: 3, bob.id: 1, cyd.id: 0}
     assert [d.id for d in rest[ada.id].items] == [ada_deals[2].id]
     assert not rest[ada.id].has_next_page
+
+
+async def test_a_move_reads_twice_and_writes_twice_naming_its_tables(
+    sessionmaker: Sessions, agent: Actor, board: Board
+) -> None:
+    """moveDeal (M1, issue 14 point 4): the deal (locked) and its two stages are read,
+    then the deal with its event and audit row are written in one statement, and its
+    stage change, the stage-change activity, the customer's ``last_activity_at`` and
+    their event and audit row in another (eight statements before; the deal's UPDATE and
+    its stage change stay apart for the summaries' triggers, test_deal_totals.py); the
+    change notices name every table written."""
+    customer = await make_customer(sessionmaker, agent)
+    deal = await make_deal(sessionmaker, agent, board, customer_id=customer.id)
+    with support.Statements(sessionmaker) as sent:
+        async with sessionmaker() as s, s.begin():
+            moved = await deals.move_deal(agent, s, deal.id, board.stages[1].id)
+        written = changes.take_written(s)
+    assert len(sent) == 4, sent
+    assert "FOR UPDATE" in sent[0] and "FOR KEY SHARE" in sent[1]
+    assert "UPDATE deals" in sent[2] and "INSERT INTO deal_stage_changes" in sent[3]
+    assert {
+        "deals", "deal_stage_changes", "activities", "customers", "events", "audit_log"
+    } <= written  # fmt: skip
+    # The object the payload reads is the row as stored.
+    async with sessionmaker() as s:
+        stored = await s.get(Deal, deal.id)
+        change = await s.scalar(select(DealStageChange).where(DealStageChange.deal_id == deal.id))
+    assert stored is not None
+    assert (moved.stage_id, moved.version, moved.updated_at) == (
+        stored.stage_id, stored.version, stored.updated_at
+    )  # fmt: skip
+    assert moved.version == 2 and moved.updated_at > deal.updated_at
+    assert change is not None
+    assert (change.from_stage_id, change.to_stage_id) == (board.stages[0].id, board.stages[1].id)
+
