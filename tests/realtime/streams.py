@@ -109,3 +109,36 @@ async def read_until_closed(ws: Any, field: str) -> tuple[list[dict[str, Any]], 
             found.append(await next_event(ws, field))
     except websockets.ConnectionClosed as closed:
         return found, close_code(closed)
+
+
+async def resumes_with_the_rest(
+    sessionmaker: Any,
+    base_url: str,
+    token: str,
+    stream: tuple[uuid.UUID, str, uuid.UUID | None],
+    processed: list[dict[str, Any]],
+    subscription: tuple[str, str, dict[str, Any]],
+    written: int,
+) -> int:
+    """A fresh connection after the last ``processed`` cursor gets exactly the rest of
+    the stream (``workspace, topic, entity``: only that entity's events when given), in
+    order, then nothing; with what was processed, ``written`` events in all. The
+    ``subscription`` is its field, document and variables, where the variable ``after``
+    is set to the last cursor. How many it resumed with."""
+    workspace_id, topic, entity = stream
+    last = processed[-1]["cursor"]
+    async with support.log_reader(sessionmaker) as conn:
+        rest, _, _ = await events.read_events(
+            conn, workspace_id, topic, Position.decode(last), limit=10 * written
+        )
+    rest = [e for e in rest if entity is None or e.entity_id == entity]
+    assert len(processed) + len(rest) == written
+    field, query, variables = subscription
+    resumed = await subscribed(base_url, token, query, {**variables, "after": last})
+    try:
+        cursors = [e["cursor"] for e in await take(resumed, field, len(rest))]
+        assert cursors == [e.cursor for e in rest]
+        await nothing_more(resumed, 0.5)
+    finally:
+        await resumed.close()
+    return len(rest)

@@ -35,6 +35,7 @@ from tests.realtime.streams import (
     next_event,
     nothing_more,
     read_until_closed,
+    resumes_with_the_rest,
     slow_reader,
 )
 
@@ -282,21 +283,16 @@ async def test_a_quiet_member_that_stops_reading_catches_up_is_cut_off_and_resum
         await bus.close()
 
     # A fresh connection after the last processed cursor gets exactly the rest of its chat.
-    last = processed[-1]["cursor"]
-    async with support.log_reader(sessionmaker) as conn:
-        rest, _, _ = await events.read_events(
-            conn, workspace_id, conversations.TOPIC, Position.decode(last), limit=10 * BACKLOG
-        )
-    rest = [e for e in rest if e.entity_id == quiet_chat]
-    assert len(processed) + len(rest) == 3 + BACKLOG
-    resumed = await support.WSClient.connect(server.url, token)
-    try:
-        await resumed.acknowledged()
-        await resumed.subscribe(
-            CONVERSATION_EVENTS, {"c": to_global_id("Conversation", quiet_chat), "after": last}
-        )
-        cursors = [e["cursor"] for e in await _events(resumed, len(rest))]
-        assert cursors == [e.cursor for e in rest]
-        await nothing_more(resumed, 0.5)
-    finally:
-        await resumed.close()
+    await resumes_with_the_rest(
+        sessionmaker,
+        server.url,
+        token,
+        (workspace_id, conversations.TOPIC, quiet_chat),
+        processed,
+        (
+            "conversationEvents",
+            CONVERSATION_EVENTS,
+            {"c": to_global_id("Conversation", quiet_chat)},
+        ),
+        3 + BACKLOG,
+    )
