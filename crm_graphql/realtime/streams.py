@@ -71,12 +71,13 @@ async def subscribe(
 
     executor = groups.event_executor(info)
     protocol = websocket.scope.get(PROTOCOL_KEY) if websocket is not None else None
+    operation = fanout.OPERATION.get()
     # A WebSocket of our server, or an event stream (realtime/sse.py): frames pushed.
-    sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get()) or event_stream
+    sink = fanout.SocketSink.attach(protocol, operation) or event_stream
     if sink is not None and executor is not None:
         sink = fanout.owing(sink)  # its first frame with extensions.cost, when asked
         plan = groups.plan(info, executor, actor, rule)
-        await hub.push(
+        pushing = hub.push(
             actor.workspace_id,
             topic,
             start,
@@ -91,6 +92,12 @@ async def subscribe(
             on_slow=on_slow,
             credential=context.credential,
         )
+        if operation is not None and operation.adopt is not None:
+            # The connection runs it from here on (realtime.ws): this generator, the
+            # resolver's and graphql-core's end now and keep nothing of an idle socket.
+            operation.adopt(pushing)
+            return
+        await pushing
         return
 
     judged_as = audience(actor)

@@ -24,11 +24,12 @@ import contextlib
 import logging
 import signal
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
 from typing import Any
 
-from graphql.error import GraphQLFormattedError
+import orjson
+from graphql.error import GraphQLError, GraphQLFormattedError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -112,6 +113,8 @@ class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pushed: dict[str, fanout.Operation] = {}
+        # Operations whose task is ending after handing its subscription over.
+        self.adopting: set[str] = set()
 
     async def handle_async_results(
         self,
@@ -120,12 +123,25 @@ class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
         operation_name: str | None,
         variables: dict[str, object] | None,
     ) -> None:
-        # Runs as the operation's task: subscriptions may push their frames themselves.
-        with (
-            _pushing(self.pushed, fanout.Operation(operation_id, legacy=True)),
-            metrics.SUBSCRIPTIONS.labels(GRAPHQL_WS_PROTOCOL).track_inprogress(),
-        ):
-            await super().handle_async_results(operation_id, query, operation_name, variables)
+        # Runs as the operation's task: subscriptions may push their frames themselves,
+        # and hand their pushing over to a task of the connection's (``_Adopting``).
+        operation = fanout.Operation(operation_id, legacy=True)
+        adopted = _Adopting(self, operation, GRAPHQL_WS_PROTOCOL)
+        try:
+            with (
+                _pushing(self.pushed, operation),
+                metrics.SUBSCRIPTIONS.labels(GRAPHQL_WS_PROTOCOL).track_inprogress(),
+            ):
+                await super().handle_async_results(operation_id, query, operation_name, variables)
+        finally:
+            if (task := adopted.taken_over()) is not None:
+                # Strawberry forgot the operation as its task ended: stopping it
+                # (``stop``, the connection's end) now stops the task that pushes.
+                self.tasks[operation_id] = task
+
+    async def send_message(self, message: Any) -> None:
+        if not _adopted_end(self, message):
+            await super().send_message(message)
 
     async def cleanup_operation(self, operation_id: str) -> None:
         _end_pushed(self.pushed, operation_id)
@@ -136,6 +152,8 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pushed: dict[str, fanout.Operation] = {}
+        # Operations whose task is ending after handing its subscription over.
+        self.adopting: set[str] = set()
 
     async def handle_connection_init(self, message: Any) -> None:
         with _rejection_close(self.websocket, self.context, {}):
@@ -152,17 +170,138 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
             message = {**message, "payload": payload}
         await super().handle_subscribe(message)
 
+    async def handle_connection_init_timeout(self) -> None:
+        try:
+            await super().handle_connection_init_timeout()
+        finally:
+            # Over (timed out, or cancelled by connection_init): the handler need not
+            # keep the finished task (and its exception) for the connection's life.
+            self.connection_init_timeout_task = None
+
     async def run_operation(self, operation: Any) -> None:
-        # Runs as the operation's task: subscriptions may push their frames themselves.
-        with (
-            _pushing(self.pushed, fanout.Operation(operation.id, legacy=False)),
-            metrics.SUBSCRIPTIONS.labels(GRAPHQL_TRANSPORT_WS_PROTOCOL).track_inprogress(),
-        ):
-            await super().run_operation(operation)
+        # Runs as the operation's task: subscriptions may push their frames themselves,
+        # and hand their pushing over to a task of the connection's (``_Adopting``).
+        pushed = fanout.Operation(operation.id, legacy=False)
+        adopted = _Adopting(self, pushed, GRAPHQL_TRANSPORT_WS_PROTOCOL)
+        try:
+            with (
+                _pushing(self.pushed, pushed),
+                metrics.SUBSCRIPTIONS.labels(GRAPHQL_TRANSPORT_WS_PROTOCOL).track_inprogress(),
+            ):
+                await super().run_operation(operation)
+        finally:
+            if (task := adopted.taken_over()) is not None:
+                # Strawberry forgot the operation as its stream ended: it is the adopted
+                # task's now (``complete`` from the client, or the connection's end,
+                # cancels it; a second ``subscribe`` with its id is refused).
+                operation.task = task
+                self.operations[operation.id] = operation
+
+    async def send_message(self, message: Any) -> None:
+        if not _adopted_end(self, message):
+            await super().send_message(message)
 
     async def cleanup_operation(self, operation_id: str) -> None:
         _end_pushed(self.pushed, operation_id)
         await super().cleanup_operation(operation_id)
+
+
+class _Adopting:
+    """Runs an operation's pushed subscription (``Hub.push``) in a task of its own once
+    it has subscribed (``fanout.Operation.adopt``): the operation's task ends, and with it
+    what only served to start the subscription (graphql-core's execution context,
+    Strawberry's operation state and extensions, the resolvers' frames). An idle socket
+    keeps its connection's task and one small task per subscription, waiting for its
+    member to leave the live set.
+
+    As before, for the client: when the subscription ends (the event that ended its
+    access was sent) the operation completes; an error is sent as the operation's data
+    message with the error (masked like every other) and then ``complete``; stopped by
+    the client (or the connection's end), it sends nothing more (the legacy protocol's
+    handler sends ``complete``, as Strawberry's does when an operation is stopped)."""
+
+    __slots__ = ("handler", "operation", "protocol", "task")
+
+    def __init__(self, handler: Any, operation: fanout.Operation, protocol: str) -> None:
+        self.handler = handler
+        self.operation = operation
+        self.protocol = protocol
+        self.task: asyncio.Task[None] | None = None
+        operation.adopt = self.adopt
+
+    def adopt(self, pushing: Coroutine[Any, Any, None]) -> None:
+        operation = self.operation
+        operation.adopt = None
+        operation.adopted = True
+        self.handler.adopting.add(operation.id)
+        gauge = metrics.SUBSCRIPTIONS.labels(self.protocol)
+        gauge.inc()
+        self.task = task = asyncio.ensure_future(self._run(pushing))
+        task.add_done_callback(lambda _: gauge.dec())
+
+    def taken_over(self) -> asyncio.Task[None] | None:
+        """Called as the operation's task ends: the adopted task, which goes on as the
+        operation; None when there is none (or it ended already, or the client stopped
+        the operation meanwhile: then it is cancelled)."""
+        operation = self.operation
+        operation.adopt = None
+        task = self.task
+        if task is None:
+            return None
+        self.handler.adopting.discard(operation.id)
+        if operation.ended:  # stopped (or the connection ended) before it was handed over
+            task.cancel()
+            return None
+        return None if task.done() else task
+
+    async def _run(self, pushing: Coroutine[Any, Any, None]) -> None:
+        handler, operation = self.handler, self.operation
+        try:
+            try:
+                await pushing
+            except asyncio.CancelledError:
+                if operation.legacy:
+                    with contextlib.suppress(Exception):
+                        await handler.websocket.send_json({"type": "complete", "id": operation.id})
+                return
+            except Exception as error:
+                context = handler.context
+                payload = fanout.encode_result(
+                    None,
+                    [GraphQLError(str(error), original_error=error)],
+                    production=context.app.settings.is_production,
+                    request_id=context.request_id,
+                )
+                kind = "data" if operation.legacy else "next"
+                message = {"type": kind, "id": operation.id, "payload": orjson.loads(payload)}
+                with contextlib.suppress(Exception):
+                    await handler.websocket.send_json(message)
+            with contextlib.suppress(Exception):
+                await handler.websocket.send_json({"type": "complete", "id": operation.id})
+        finally:
+            _forget_adopted(handler, operation)
+
+
+def _forget_adopted(handler: Any, operation: fanout.Operation) -> None:
+    """An adopted operation is over: its id is free again."""
+    if handler.pushed.get(operation.id) is operation:
+        del handler.pushed[operation.id]
+    if operation.legacy:
+        task = handler.tasks.get(operation.id)
+        if task is not None and task is asyncio.current_task():
+            del handler.tasks[operation.id]
+    else:
+        running = handler.operations.get(operation.id)
+        if running is not None and running.task is asyncio.current_task():
+            del handler.operations[operation.id]
+
+
+def _adopted_end(handler: Any, message: Any) -> bool:
+    """Whether ``message`` is the ``complete`` Strawberry sends as an operation's task ends
+    after its subscription was adopted: not the operation's end, so not sent."""
+    if not isinstance(message, dict) or message.get("type") != "complete":
+        return False
+    return message.get("id") in handler.adopting
 
 
 @contextlib.contextmanager
@@ -195,7 +334,8 @@ def _pushing(pushed: dict[str, fanout.Operation], operation: fanout.Operation) -
     try:
         yield
     finally:
-        if pushed.get(operation.id) is operation:
+        operation.adopt = None  # too late to hand its subscription over
+        if pushed.get(operation.id) is operation and not operation.adopted:
             del pushed[operation.id]
 
 
