@@ -204,7 +204,7 @@ def drive(args: argparse.Namespace) -> None:
     bench.raise_open_files(args.sockets + 1024, "census")
     reports = []
     with tempfile.TemporaryDirectory(prefix="crm-census-") as tmp:
-        workdir = Path(tmp)
+        workdir = Path(args.keep or tmp)
         for name in args.servers.split(","):
             out = workdir / f"census-{name}.json"
             me = [sys.executable, "-m", "bench.idle_census", "--serve", name, "--to", str(out), "--"]
@@ -253,6 +253,8 @@ def drive(args: argparse.Namespace) -> None:
                     f"{opened} opened, {failed} failed; load {os.getloadavg()[0]:.1f})"
                 )
                 print(text, flush=True)
+                if "Traceback" in server.log.read_text(errors="replace"):
+                    print(f"(the server logged errors: {server.log})", flush=True)
                 reports.append({"server": name, **data})
             finally:
                 for c in (clients, warm):
@@ -275,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/7")
     parser.add_argument("--out")
+    parser.add_argument("--keep", help="a folder for the servers' and clients' logs")
     argv = sys.argv[1:] if argv is None else argv
     rest: list[str] = []
     if "--" in argv:

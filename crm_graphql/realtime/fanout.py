@@ -42,6 +42,7 @@ class Operation:
     # subscription, ends once it has subscribed. None: the subscription awaits it itself.
     adopt: Callable[[Coroutine[Any, Any, None]], None] | None = None
     adopted: bool = False  # its pushed subscription runs in a task of its own
+    handing_over: bool = False  # adopted, and the operation's own task is ending
 
     def end(self) -> None:
         self.ended = True

@@ -113,8 +113,6 @@ class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pushed: dict[str, fanout.Operation] = {}
-        # Operations whose task is ending after handing its subscription over.
-        self.adopting: set[str] = set()
 
     async def handle_async_results(
         self,
@@ -152,8 +150,6 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pushed: dict[str, fanout.Operation] = {}
-        # Operations whose task is ending after handing its subscription over.
-        self.adopting: set[str] = set()
 
     async def handle_connection_init(self, message: Any) -> None:
         with _rejection_close(self.websocket, self.context, {}):
@@ -195,6 +191,7 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
                 # task's now (``complete`` from the client, or the connection's end,
                 # cancels it; a second ``subscribe`` with its id is refused).
                 operation.task = task
+                operation.query, operation.variables = "", None  # used to start it only
                 self.operations[operation.id] = operation
 
     async def send_message(self, message: Any) -> None:
@@ -220,24 +217,21 @@ class _Adopting:
     the client (or the connection's end), it sends nothing more (the legacy protocol's
     handler sends ``complete``, as Strawberry's does when an operation is stopped)."""
 
-    __slots__ = ("handler", "operation", "protocol", "task")
+    __slots__ = ("handler", "operation", "protocol", "quiet", "task")
 
     def __init__(self, handler: Any, operation: fanout.Operation, protocol: str) -> None:
         self.handler = handler
         self.operation = operation
         self.protocol = protocol
         self.task: asyncio.Task[None] | None = None
+        self.quiet = False  # stopped while handed over: Strawberry said what there was
         operation.adopt = self.adopt
 
     def adopt(self, pushing: Coroutine[Any, Any, None]) -> None:
         operation = self.operation
         operation.adopt = None
-        operation.adopted = True
-        self.handler.adopting.add(operation.id)
-        gauge = metrics.SUBSCRIPTIONS.labels(self.protocol)
-        gauge.inc()
-        self.task = task = asyncio.ensure_future(self._run(pushing))
-        task.add_done_callback(lambda _: gauge.dec())
+        operation.adopted = operation.handing_over = True
+        self.task = asyncio.ensure_future(self._run(pushing))
 
     def taken_over(self) -> asyncio.Task[None] | None:
         """Called as the operation's task ends: the adopted task, which goes on as the
@@ -248,19 +242,25 @@ class _Adopting:
         task = self.task
         if task is None:
             return None
-        self.handler.adopting.discard(operation.id)
+        operation.handing_over = False
         if operation.ended:  # stopped (or the connection ended) before it was handed over
+            self.quiet = True
             task.cancel()
             return None
-        return None if task.done() else task
+        if task.done():
+            _forget_adopted(self.handler, operation)
+            return None
+        return task
 
     async def _run(self, pushing: Coroutine[Any, Any, None]) -> None:
         handler, operation = self.handler, self.operation
+        gauge = metrics.SUBSCRIPTIONS.labels(self.protocol)
+        gauge.inc()
         try:
             try:
                 await pushing
             except asyncio.CancelledError:
-                if operation.legacy:
+                if operation.legacy and not self.quiet:
                     with contextlib.suppress(Exception):
                         await handler.websocket.send_json({"type": "complete", "id": operation.id})
                 return
@@ -279,11 +279,14 @@ class _Adopting:
             with contextlib.suppress(Exception):
                 await handler.websocket.send_json({"type": "complete", "id": operation.id})
         finally:
+            gauge.dec()
             _forget_adopted(handler, operation)
 
 
 def _forget_adopted(handler: Any, operation: fanout.Operation) -> None:
-    """An adopted operation is over: its id is free again."""
+    """An adopted operation is over: its id is free again (once its own task is done)."""
+    if operation.handing_over:
+        return  # ``taken_over`` comes back to it
     if handler.pushed.get(operation.id) is operation:
         del handler.pushed[operation.id]
     if operation.legacy:
@@ -301,7 +304,8 @@ def _adopted_end(handler: Any, message: Any) -> bool:
     after its subscription was adopted: not the operation's end, so not sent."""
     if not isinstance(message, dict) or message.get("type") != "complete":
         return False
-    return message.get("id") in handler.adopting
+    operation = handler.pushed.get(message.get("id"))
+    return operation is not None and operation.handing_over
 
 
 @contextlib.contextmanager
@@ -425,6 +429,9 @@ class GraphQLWebSocket(GraphQL[LiveContext, None]):
         context.credential = credential
         # Asked once for the connection, as an HTTP client asks with the header.
         context.cost_wanted = cost_asked(_header(params, COST_HEADER))
+        # Read once: what the connection needs of the payload (credentials, the cost
+        # header) is taken; the socket does not keep it (a token) for its whole life.
+        context.connection_params = None
         await ephemeral.connection_opened(context)  # presence: a user is online
         return None
 
