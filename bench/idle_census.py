@@ -38,6 +38,7 @@ class _Probe:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.first: tuple[tracemalloc.Snapshot, collections.Counter[str]] | None = None
+        self.garbage: collections.Counter[str] = collections.Counter()
 
     @staticmethod
     def census() -> collections.Counter[str]:
@@ -57,7 +58,15 @@ class _Probe:
         return counts
 
     def take(self) -> tuple[tracemalloc.Snapshot, collections.Counter[str]]:
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds, by type, then freed
         gc.collect()
+        garbage = collections.Counter(
+            f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage
+        )
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.collect()
+        self.garbage = garbage
         counted = self.census()  # before the snapshot, whose traces are objects too
         counted.update({f"task {k}": v for k, v in self.tasks().items()})
         snapshot = tracemalloc.take_snapshot().filter_traces(
@@ -77,6 +86,8 @@ class _Probe:
         after, counted_after = self.take()
         self.first = None
         result = {
+            "garbage": dict(self.garbage.most_common(60)),
+            "garbage_objects": sum(self.garbage.values()),
             "by_traceback": [
                 {
                     "size": stat.size_diff,
@@ -182,6 +193,13 @@ def _report(name: str, data: dict[str, Any], sockets: int, top: int) -> str:
     for kind, count in objects[:top]:
         lines.append(f"  {count / sockets:7.2f}  {kind}")
     lines.append("")
+    lines.append(
+        f"Garbage in reference cycles when measured (freed by the census' collection): "
+        f"{data['garbage_objects'] / sockets:.1f} objects per socket; by type:"
+    )
+    for kind, count in list(data["garbage"].items())[:top]:
+        lines.append(f"  {count / sockets:7.2f}  {kind}")
+    lines.append("")
     lines.append("Tasks per socket, by the coroutines they wait in (outermost first):")
     tasks = sorted(
         ((k, v) for k, v in data["objects"].items() if k.startswith("task ")),
@@ -243,13 +261,16 @@ def drive(args: argparse.Namespace) -> None:
                 time.sleep(2)
                 rss_after = bench.rss_kib(server.proc.pid)
                 _signal(server.proc.pid, out, first=False)
+                rss_collected = bench.rss_kib(server.proc.pid)
                 data = json.loads(out.read_text())
                 data["rss_kib_per_socket"] = (rss_after - rss_before) / max(1, opened)
+                data["rss_kib_per_socket_collected"] = (rss_collected - rss_before) / max(1, opened)
                 data["sockets"] = opened
                 data["loadavg"] = os.getloadavg()
                 text = _report(name, data, max(1, opened), args.top)
                 text += (
-                    f"\n(RSS with tracing: {data['rss_kib_per_socket']:.1f} KiB per socket; "
+                    f"\n(RSS with tracing: {data['rss_kib_per_socket']:.1f} KiB per socket, "
+                    f"{data['rss_kib_per_socket_collected']:.1f} after the collection; "
                     f"{opened} opened, {failed} failed; load {os.getloadavg()[0]:.1f})"
                 )
                 print(text, flush=True)
