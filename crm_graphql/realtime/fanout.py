@@ -43,6 +43,9 @@ class Operation:
     adopt: Callable[[Coroutine[Any, Any, None]], None] | None = None
     adopted: bool = False  # its pushed subscription runs in a task of its own
     handing_over: bool = False  # adopted, and the operation's own task is ending
+    # The executor that started an adopted subscription: released (``release()``) once
+    # the operation's own task is over.
+    executor: Any = None
 
     def end(self) -> None:
         self.ended = True

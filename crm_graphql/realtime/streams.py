@@ -95,6 +95,7 @@ async def subscribe(
         if operation is not None and operation.adopt is not None:
             # The connection runs it from here on (realtime.ws): this generator, the
             # resolver's and graphql-core's end now and keep nothing of an idle socket.
+            operation.executor = executor  # released once the operation's task is over
             operation.adopt(pushing)
             return
         await pushing

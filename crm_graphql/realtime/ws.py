@@ -377,6 +377,9 @@ def _pushing(pushed: dict[str, fanout.Operation], operation: fanout.Operation) -
         yield
     finally:
         operation.adopt = None  # too late to hand its subscription over
+        executor, operation.executor = operation.executor, None
+        if executor is not None and hasattr(executor, "release"):
+            executor.release()  # its work is done: freed now, not by a collection
         if pushed.get(operation.id) is operation and not operation.adopted:
             del pushed[operation.id]
 
