@@ -206,6 +206,10 @@ def plan(info: Any, executor: Any, actor: Actor, rule: Rule) -> Plan:
     stand_in = by_user and not per_user and not conversations.sees_every_conversation(actor)
     reader = reading_actor(actor)
     group_key = (document_key(executor), variables, visibility(actor, per_user=per_user), rule)
+    # One tuple per key, however many members hold it (a member keeps its key).
+    group_key = _keys.setdefault(group_key, group_key)
+    if len(_keys) > 10_000:
+        _keys.clear()
     # A member hands its group's rendering and verdict to the hub, which uses them only
     # when this member creates the group, but keeps them while the member lives: members
     # of one key share them (while one is alive), not one executor per idle socket.
@@ -220,6 +224,7 @@ def plan(info: Any, executor: Any, actor: Actor, rule: Rule) -> Plan:
     return Plan(group_key=group_key, render=render, judge=judge, own=reader if stand_in else None)
 
 
+_keys: dict[Hashable, Hashable] = {}
 # The renderings and verdicts of the group keys some member or group still holds.
 _renders: weakref.WeakValueDictionary[Hashable, Render] = weakref.WeakValueDictionary()
 _judges: weakref.WeakValueDictionary[Hashable, Callable[[StoredEvent], Verdict]] = (
