@@ -205,7 +205,12 @@ def plan(info: Any, executor: Any, actor: Actor, rule: Rule) -> Plan:
     by_user = actor.user_id is not None and (shape.conversations or per_user)
     stand_in = by_user and not per_user and not conversations.sees_every_conversation(actor)
     reader = reading_actor(actor)
-    group_key = (document_key(executor), variables, visibility(actor, per_user=per_user), rule)
+    group_key: Hashable = (
+        document_key(executor),
+        variables,
+        visibility(actor, per_user=per_user),
+        rule,
+    )
     # One tuple per key, however many members hold it (a member keeps its key).
     group_key = _keys.setdefault(group_key, group_key)
     if len(_keys) > 10_000:
