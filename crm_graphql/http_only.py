@@ -18,6 +18,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 class HttpOnly:
     __slots__ = ("app", "http")
+    # An ASGI 3 application, though ``__call__`` is no coroutine function (asgiref's
+    # marker, which the OpenTelemetry middleware in front of it reads).
+    _asgi_single_callable = True
 
     def __init__(self, app: ASGIApp, /, middleware: Callable[..., Any], **options: Any) -> None:
         self.app = app

@@ -34,6 +34,10 @@ class RequestIds:
     """ASGI middleware: the request id of each HTTP request and WebSocket connection, set
     for everything that runs inside it and answered in ``X-Request-Id``."""
 
+    # An ASGI 3 application, though ``__call__`` is no coroutine function (asgiref's
+    # marker, for whatever wraps it).
+    _asgi_single_callable = True
+
     def __init__(self, app: Any) -> None:
         self.app = app
 
