@@ -155,9 +155,24 @@ def _short(frame: str) -> str:
     return frame
 
 
-_PLUMBING = ("asyncio/", "contextlib.py", "json/", "_weakrefset.py", "dataclasses.py",
-             "<string>", "typing.py", "functools.py", "<frozen", "linecache.py", "enum.py",
-             "weakref.py", "uuid.py", "copy.py", "abc.py", "collections/")
+_PLUMBING = (
+    "asyncio/",
+    "contextlib.py",
+    "json/",
+    "_weakrefset.py",
+    "dataclasses.py",
+    "<string>",
+    "typing.py",
+    "functools.py",
+    "<frozen",
+    "linecache.py",
+    "enum.py",
+    "weakref.py",
+    "uuid.py",
+    "copy.py",
+    "abc.py",
+    "collections/",
+)
 
 
 def _owner(frames: list[str]) -> str:
@@ -175,13 +190,17 @@ def _report(name: str, data: dict[str, Any], sockets: int, top: int) -> str:
     lines.append("")
     lines.append("By line (innermost frame), bytes per socket:")
     for row in data["by_line"][:top]:
-        lines.append(f"  {row['size'] / sockets:8.0f} B {row['count'] / sockets:6.1f} blocks  {_short(row['at'])}")
+        lines.append(
+            f"  {row['size'] / sockets:8.0f} B {row['count'] / sockets:6.1f} blocks  {_short(row['at'])}"
+        )
     lines.append("")
     owners: collections.Counter[str] = collections.Counter()
     for row in data["by_traceback"]:
         owners[_owner(row["frames"])] += row["size"]
     lines.append("")
-    lines.append("By owner (innermost frame outside asyncio, contextlib, json...), bytes per socket:")
+    lines.append(
+        "By owner (innermost frame outside asyncio, contextlib, json...), bytes per socket:"
+    )
     for at, size in owners.most_common(top):
         lines.append(f"  {size / sockets:8.0f} B  {at}")
     lines.append("")
@@ -225,7 +244,16 @@ def drive(args: argparse.Namespace) -> None:
         workdir = Path(args.keep or tmp)
         for name in args.servers.split(","):
             out = workdir / f"census-{name}.json"
-            me = [sys.executable, "-m", "bench.idle_census", "--serve", name, "--to", str(out), "--"]
+            me = [
+                sys.executable,
+                "-m",
+                "bench.idle_census",
+                "--serve",
+                name,
+                "--to",
+                str(out),
+                "--",
+            ]
             if name == "ours":
                 env = bench.ours_env(db_url, workdir / "crm-data")
                 command = [*me, "serve", "--port", "{port}", "--log-level", "warning"]
