@@ -28,6 +28,7 @@ from crm_graphql.diagnostics import Diagnostics, runtime
 from crm_graphql.downloads import download_routes
 from crm_graphql.explorer import explorer_routes
 from crm_graphql.http import graphql_endpoint
+from crm_graphql.http_only import http_only
 from crm_graphql.job_runner import JobRunner, RunnerSettings
 from crm_graphql.logs import configure_logging
 from crm_graphql.mail.channel import email_config, listen_address, open_channel
@@ -243,9 +244,11 @@ def build_app(settings: Settings) -> Starlette:
     middleware.extend(tracing.middleware())  # a server span per request, when tracing
     # Always there: without an allowlist a preflight is refused by CORS rules (400, no
     # CORS headers) rather than by the router (405).
-    middleware.append(cors_middleware(settings.cors_origins, settings.cors_allow_headers))
+    # Both only act on HTTP: WebSocket connections do not keep a frame of theirs.
+    cors = cors_middleware(settings.cors_origins, settings.cors_allow_headers)
+    middleware.append(http_only(cors))
     if settings.compression:
-        middleware.append(compression_middleware(settings.compression_min_bytes))
+        middleware.append(http_only(compression_middleware(settings.compression_min_bytes)))
     routes: list[Any] = [
         Route("/", root),
         Route("/graphql", graphql_endpoint, methods=["GET", "POST"]),

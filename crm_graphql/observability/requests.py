@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Awaitable
 from contextvars import ContextVar
 from typing import Any
 
@@ -33,24 +34,31 @@ class RequestIds:
     """ASGI middleware: the request id of each HTTP request and WebSocket connection, set
     for everything that runs inside it and answered in ``X-Request-Id``."""
 
+    # An ASGI 3 application, though ``__call__`` is no coroutine function (asgiref's
+    # marker, for whatever wraps it).
+    _asgi_single_callable = True
+
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        given = None
-        for name, value in scope["headers"]:
-            if name == _HEADER:
-                given = value.decode("latin-1")
-                break
-        request_id = request_id_for(given)
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        kind = scope["type"]
+        if kind == "websocket":
+            # Set for the rest of the connection's own task (uvicorn runs each connection
+            # in a task of its own, which ends with it): no frame of this layer is kept
+            # on the stack of a connection that may stay open for hours.
+            REQUEST_ID.set(_given(scope))
+            result: Awaitable[None] = self.app(scope, receive, send)
+            return result
+        if kind != "http":
+            passed: Awaitable[None] = self.app(scope, receive, send)
+            return passed
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: Any, receive: Any, send: Any) -> None:
+        request_id = _given(scope)
         token = REQUEST_ID.set(request_id)
         try:
-            if scope["type"] == "websocket":
-                await self.app(scope, receive, send)
-                return
 
             async def send_with_id(message: Any) -> None:
                 if message["type"] == "http.response.start":
@@ -62,6 +70,16 @@ class RequestIds:
             await self.app(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
+
+
+def _given(scope: Any) -> str:
+    """The request id of a request or connection: its ``X-Request-Id`` or a new one."""
+    given = None
+    for name, value in scope["headers"]:
+        if name == _HEADER:
+            given = value.decode("latin-1")
+            break
+    return request_id_for(given)
 
 
 class RequestIdFilter(logging.Filter):

@@ -355,7 +355,9 @@ end
 return published
 """
 
-SCOPE_KEY = "crm.presence"  # where a WebSocket's ASGI scope keeps its presence entry
+# A WebSocket's presence entry, by the id of its ASGI scope (not a key in the scope: one
+# more key there grows every socket's scope dictionary).
+_OPENED: dict[int, tuple[Presence, str]] = {}
 
 
 @dataclass
@@ -556,13 +558,13 @@ async def connection_opened(context: LiveContext) -> None:
         return
     ephemeral = of(context.app)
     connection_id = ephemeral.presence.register(actor.workspace_id, actor.user_id)
-    websocket.scope[SCOPE_KEY] = (ephemeral.presence, connection_id)  # before any await
+    _OPENED[id(websocket.scope)] = (ephemeral.presence, connection_id)  # before any await
     await ephemeral.presence.opened(connection_id)
 
 
 async def connection_closed(scope: dict[str, Any]) -> None:
     """Called by the WebSocket layer when a connection has ended, however it ended."""
-    entry = scope.pop(SCOPE_KEY, None)
+    entry = _OPENED.pop(id(scope), None)
     if entry is not None:
         presence, connection_id = entry
         await presence.closed(connection_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import struct
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +31,21 @@ OPERATION: contextvars.ContextVar[Operation | None] = contextvars.ContextVar(
 )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Operation:
     id: str
     legacy: bool  # subscriptions-transport-ws ("data" messages) instead of graphql-ws
     ended: bool = False  # the client stopped it: send nothing more for it
+    # Set by the connection's handler (realtime.ws): takes over the pushed subscription's
+    # coroutine (``Hub.push``) and runs it as the operation from then on, so that the
+    # operation's task, and with it graphql-core's and Strawberry's state of the
+    # subscription, ends once it has subscribed. None: the subscription awaits it itself.
+    adopt: Callable[[Coroutine[Any, Any, None]], None] | None = None
+    adopted: bool = False  # its pushed subscription runs in a task of its own
+    handing_over: bool = False  # adopted, and the operation's own task is ending
+    # The executor that started an adopted subscription: released (``release()``) once
+    # the operation's own task is over.
+    executor: Any = None
 
     def end(self) -> None:
         self.ended = True

@@ -24,6 +24,7 @@ import dataclasses
 import inspect
 import logging
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
@@ -204,14 +205,36 @@ def plan(info: Any, executor: Any, actor: Actor, rule: Rule) -> Plan:
     by_user = actor.user_id is not None and (shape.conversations or per_user)
     stand_in = by_user and not per_user and not conversations.sees_every_conversation(actor)
     reader = reading_actor(actor)
-    common = dataclasses.replace(reader, user_id=NOBODY)
-    judged_as = audience(actor)
-    return Plan(
-        group_key=(document_key(executor), variables, visibility(actor, per_user=per_user), rule),
-        render=_renderer(info, executor, common if stand_in else reader),
-        judge=lambda event: rule(event, judged_as),
-        own=reader if stand_in else None,
+    group_key: Hashable = (
+        document_key(executor),
+        variables,
+        visibility(actor, per_user=per_user),
+        rule,
     )
+    # One tuple per key, however many members hold it (a member keeps its key).
+    group_key = _keys.setdefault(group_key, group_key)
+    if len(_keys) > 10_000:
+        _keys.clear()
+    # A member hands its group's rendering and verdict to the hub, which uses them only
+    # when this member creates the group, but keeps them while the member lives: members
+    # of one key share them (while one is alive), not one executor per idle socket.
+    render = _renders.get(group_key)
+    if render is None:
+        common = dataclasses.replace(reader, user_id=NOBODY)
+        render = _renders[group_key] = _renderer(info, executor, common if stand_in else reader)
+    judge = _judges.get(group_key)
+    if judge is None:
+        judged_as = audience(actor)
+        judge = _judges[group_key] = lambda event: rule(event, judged_as)
+    return Plan(group_key=group_key, render=render, judge=judge, own=reader if stand_in else None)
+
+
+_keys: dict[Hashable, Hashable] = {}
+# The renderings and verdicts of the group keys some member or group still holds.
+_renders: weakref.WeakValueDictionary[Hashable, Render] = weakref.WeakValueDictionary()
+_judges: weakref.WeakValueDictionary[Hashable, Callable[[StoredEvent], Verdict]] = (
+    weakref.WeakValueDictionary()
+)
 
 
 def _renderer(info: Any, executor: Any, common: Actor) -> Render:

@@ -104,7 +104,7 @@ class HubSettings:
     rendered_kept: int = 256  # payloads and verdicts a group keeps for members catching up
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscriber:
     """One subscription's place in a stream."""
 
@@ -235,7 +235,7 @@ def _pop(index: dict[uuid.UUID, dict[Member, None]], key: uuid.UUID | None, memb
             del index[key]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Member(Subscriber):
     """A pushed subscription: one operation on one socket, in one group."""
 

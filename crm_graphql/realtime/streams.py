@@ -12,8 +12,9 @@ yielded, and its selection resolved in a scope of its own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from graphql import GraphQLError
@@ -44,6 +45,24 @@ def position(cursor: str | None) -> Position | None:
         raise graphql_error(error) from error
 
 
+def _slow_handler(websocket: Any, event_stream: Any) -> Callable[[], Awaitable[None]]:
+    """What cuts off the subscriber when it does not read (a small object, not a closure
+    over the subscription's frame: a pushed member keeps it while it lives)."""
+    if websocket is not None:
+        return functools.partial(close_slow_consumer, websocket)
+    if event_stream is not None:
+        return functools.partial(_slow_stream, event_stream)
+    return _nothing
+
+
+async def _slow_stream(event_stream: Any) -> None:
+    event_stream.slow()
+
+
+async def _nothing() -> None:
+    return None
+
+
 async def subscribe(
     info: Any,
     topic: str,
@@ -63,20 +82,16 @@ async def subscribe(
     start = position(event_stream.resume_after if event_stream else None) or position(after)
     hub = context.app.hub
 
-    async def on_slow() -> None:
-        if websocket is not None:
-            await close_slow_consumer(websocket)
-        elif event_stream is not None:
-            event_stream.slow()
-
+    on_slow = _slow_handler(websocket, event_stream)
     executor = groups.event_executor(info)
     protocol = websocket.scope.get(PROTOCOL_KEY) if websocket is not None else None
+    operation = fanout.OPERATION.get()
     # A WebSocket of our server, or an event stream (realtime/sse.py): frames pushed.
-    sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get()) or event_stream
+    sink = fanout.SocketSink.attach(protocol, operation) or event_stream
     if sink is not None and executor is not None:
         sink = fanout.owing(sink)  # its first frame with extensions.cost, when asked
         plan = groups.plan(info, executor, actor, rule)
-        await hub.push(
+        pushing = hub.push(
             actor.workspace_id,
             topic,
             start,
@@ -91,6 +106,13 @@ async def subscribe(
             on_slow=on_slow,
             credential=context.credential,
         )
+        if operation is not None and operation.adopt is not None:
+            # The connection runs it from here on (realtime.ws): this generator, the
+            # resolver's and graphql-core's end now and keep nothing of an idle socket.
+            operation.executor = executor  # released once the operation's task is over
+            operation.adopt(pushing)
+            return
+        await pushing
         return
 
     judged_as = audience(actor)

@@ -21,19 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import signal
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from datetime import timedelta
+from json import JSONDecodeError
 from typing import Any
 
-from graphql.error import GraphQLFormattedError
+import orjson
+from graphql.error import GraphQLError, GraphQLFormattedError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -62,15 +67,17 @@ log = logging.getLogger(__name__)
 MISSING_CREDENTIALS = 'Send {"Authorization": "Bearer <token>"} as the connection_init payload'
 SLOW_CONSUMER = 4008
 PROTOCOL_KEY = "crm.ws_protocol"
-CREDENTIAL_KEY = "crm.credential"
 GOING_AWAY = 1001
 CREDENTIALS_EXPIRED = 4440  # like HTTP 440 "login time-out": renew and reconnect
 CREDENTIALS_REVOKED = 4401  # Unauthorized: graphql-ws does not retry it
 TRY_AGAIN_LATER = 1013  # credentials not checkable during an outage: graphql-ws retries it
 REJECTION_KEY = "crm.rejection"  # (code, reason) replacing the protocol's rejection close
 
-# The sockets this process serves, so that shutdown can say goodbye with 1001.
-OPEN_SOCKETS: set[WebSocket] = set()
+# The sockets this process serves, so that shutdown can say goodbye with 1001, by their
+# ASGI scope's id; and the credentials each stands on (kept here rather than in the
+# scope: one more key there grows every socket's scope dictionary).
+OPEN_SOCKETS: dict[int, WebSocket] = {}
+_CREDENTIALS: dict[int, Credential] = {}
 
 
 async def _trusted(context: LiveContext, payload: Any) -> tuple[Any, GraphQLFormattedError | None]:
@@ -112,6 +119,8 @@ class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pushed: dict[str, fanout.Operation] = {}
+        # Made in the connection's task: what adopted subscriptions run in (a copy each).
+        self.connection_context = contextvars.copy_context()
 
     async def handle_async_results(
         self,
@@ -120,12 +129,31 @@ class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
         operation_name: str | None,
         variables: dict[str, object] | None,
     ) -> None:
-        # Runs as the operation's task: subscriptions may push their frames themselves.
-        with (
-            _pushing(self.pushed, fanout.Operation(operation_id, legacy=True)),
-            metrics.SUBSCRIPTIONS.labels(GRAPHQL_WS_PROTOCOL).track_inprogress(),
-        ):
-            await super().handle_async_results(operation_id, query, operation_name, variables)
+        # Runs as the operation's task: subscriptions may push their frames themselves,
+        # and hand their pushing over to a task of the connection's (``_Adopting``).
+        operation = fanout.Operation(operation_id, legacy=True)
+        adopted = _Adopting(self, operation, GRAPHQL_WS_PROTOCOL)
+        try:
+            with (
+                _pushing(self.pushed, operation),
+                metrics.SUBSCRIPTIONS.labels(GRAPHQL_WS_PROTOCOL).track_inprogress(),
+            ):
+                await super().handle_async_results(operation_id, query, operation_name, variables)
+        finally:
+            if (task := adopted.taken_over()) is not None:
+                # Strawberry forgot the operation as its task ended: stopping it
+                # (``stop``, the connection's end) now stops the task that pushes.
+                self.tasks[operation_id] = task
+
+    async def handle_message(self, message: Any) -> None:
+        try:
+            await super().handle_message(message)
+        finally:
+            _handled(message)
+
+    async def send_message(self, message: Any) -> None:
+        if not _adopted_end(self, message):
+            await super().send_message(message)
 
     async def cleanup_operation(self, operation_id: str) -> None:
         _end_pushed(self.pushed, operation_id)
@@ -136,6 +164,8 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pushed: dict[str, fanout.Operation] = {}
+        # Made in the connection's task: what adopted subscriptions run in (a copy each).
+        self.connection_context = contextvars.copy_context()
 
     async def handle_connection_init(self, message: Any) -> None:
         with _rejection_close(self.websocket, self.context, {}):
@@ -152,17 +182,168 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
             message = {**message, "payload": payload}
         await super().handle_subscribe(message)
 
+    async def handle_connection_init_timeout(self) -> None:
+        try:
+            await super().handle_connection_init_timeout()
+        finally:
+            # Over (timed out, or cancelled by connection_init): the handler need not
+            # keep the finished task (and its exception) for the connection's life.
+            self.connection_init_timeout_task = None
+
     async def run_operation(self, operation: Any) -> None:
-        # Runs as the operation's task: subscriptions may push their frames themselves.
-        with (
-            _pushing(self.pushed, fanout.Operation(operation.id, legacy=False)),
-            metrics.SUBSCRIPTIONS.labels(GRAPHQL_TRANSPORT_WS_PROTOCOL).track_inprogress(),
-        ):
-            await super().run_operation(operation)
+        # Runs as the operation's task: subscriptions may push their frames themselves,
+        # and hand their pushing over to a task of the connection's (``_Adopting``).
+        pushed = fanout.Operation(operation.id, legacy=False)
+        adopted = _Adopting(self, pushed, GRAPHQL_TRANSPORT_WS_PROTOCOL)
+        try:
+            with (
+                _pushing(self.pushed, pushed),
+                metrics.SUBSCRIPTIONS.labels(GRAPHQL_TRANSPORT_WS_PROTOCOL).track_inprogress(),
+            ):
+                await super().run_operation(operation)
+        finally:
+            if (task := adopted.taken_over()) is not None:
+                # Strawberry forgot the operation as its stream ended: it is the adopted
+                # task's now (``complete`` from the client, or the connection's end,
+                # cancels it; a second ``subscribe`` with its id is refused).
+                operation.task = task
+                operation.query, operation.variables = "", None  # used to start it only
+                self.operations[operation.id] = operation
+
+    async def handle_message(self, message: Any) -> None:
+        try:
+            await super().handle_message(message)
+        finally:
+            _handled(message)
+
+    async def send_message(self, message: Any) -> None:
+        if not _adopted_end(self, message):
+            await super().send_message(message)
 
     async def cleanup_operation(self, operation_id: str) -> None:
         _end_pushed(self.pushed, operation_id)
         await super().cleanup_operation(operation_id)
+
+
+class _Adopting:
+    """Runs an operation's pushed subscription (``Hub.push``) in a task of its own once
+    it has subscribed (``fanout.Operation.adopt``): the operation's task ends, and with it
+    what only served to start the subscription (graphql-core's execution context,
+    Strawberry's operation state and extensions, the resolvers' frames). An idle socket
+    keeps its connection's task and one small task per subscription, waiting for its
+    member to leave the live set.
+
+    As before, for the client: when the subscription ends (the event that ended its
+    access was sent) the operation completes; an error is sent as the operation's data
+    message with the error (masked like every other) and then ``complete``; stopped by
+    the client (or the connection's end), it sends nothing more (the legacy protocol's
+    handler sends ``complete``, as Strawberry's does when an operation is stopped)."""
+
+    __slots__ = ("handler", "operation", "protocol", "quiet", "task")
+
+    def __init__(self, handler: Any, operation: fanout.Operation, protocol: str) -> None:
+        self.handler = handler
+        self.operation = operation
+        self.protocol = protocol
+        self.task: asyncio.Task[None] | None = None
+        self.quiet = False  # stopped while handed over: Strawberry said what there was
+        operation.adopt = self.adopt
+
+    def adopt(self, pushing: Coroutine[Any, Any, None]) -> None:
+        operation = self.operation
+        operation.adopt = None
+        operation.adopted = operation.handing_over = True
+        metrics.SUBSCRIPTIONS.labels(self.protocol).inc()
+        # The task runs the subscription's coroutine itself (no frame around it), in a
+        # copy of the connection's context: nothing of the operation's task's.
+        context = self.handler.connection_context.copy()
+        self.task = task = asyncio.get_running_loop().create_task(pushing, context=context)
+        task.add_done_callback(self._ended)
+
+    def taken_over(self) -> asyncio.Task[None] | None:
+        """Called as the operation's task ends: the adopted task, which goes on as the
+        operation; None when there is none (or it ended already, or the client stopped
+        the operation meanwhile: then it is cancelled)."""
+        operation = self.operation
+        operation.adopt = None
+        task = self.task
+        if task is None:
+            return None
+        operation.handing_over = False
+        if operation.ended:  # stopped (or the connection ended) before it was handed over
+            self.quiet = True
+            task.cancel()
+            return None
+        if task.done():
+            _forget_adopted(self.handler, operation, task)
+            return None
+        return task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The adopted subscription ended: say so to the client as Strawberry would have
+        (``complete``; an error first as a data message), and free its id."""
+        metrics.SUBSCRIPTIONS.labels(self.protocol).dec()
+        handler, operation = self.handler, self.operation
+        _forget_adopted(handler, operation, task)
+        messages: list[dict[str, Any]] = []
+        if task.cancelled():
+            if operation.legacy and not self.quiet:
+                messages.append({"type": "complete", "id": operation.id})
+        else:
+            error = task.exception()
+            if isinstance(error, Exception):
+                context = handler.context
+                payload = fanout.encode_result(
+                    None,
+                    [GraphQLError(str(error), original_error=error)],
+                    production=context.app.settings.is_production,
+                    request_id=context.request_id,
+                )
+                kind = "data" if operation.legacy else "next"
+                messages.append(
+                    {"type": kind, "id": operation.id, "payload": orjson.loads(payload)}
+                )
+            messages.append({"type": "complete", "id": operation.id})
+        if messages:
+            _spawn(_send_all(handler.websocket, messages))
+
+
+async def _send_all(websocket: Any, messages: list[dict[str, Any]]) -> None:
+    with contextlib.suppress(Exception):  # the connection may be gone
+        for message in messages:
+            await websocket.send_json(message)
+
+
+def _forget_adopted(handler: Any, operation: fanout.Operation, task: asyncio.Task[None]) -> None:
+    """An adopted operation is over: its id is free again (once its own task is done)."""
+    if operation.handing_over:
+        return  # ``taken_over`` comes back to it
+    if handler.pushed.get(operation.id) is operation:
+        del handler.pushed[operation.id]
+    if operation.legacy:
+        if handler.tasks.get(operation.id) is task:
+            del handler.tasks[operation.id]
+    else:
+        running = handler.operations.get(operation.id)
+        if running is not None and running.task is task:
+            del handler.operations[operation.id]
+
+
+def _handled(message: Any) -> None:
+    """A message from the client has been handled: emptied, so that the handler's loop,
+    which holds the last one while it waits for the next, keeps nothing of it (a
+    ``subscribe`` and its document, for as long as the socket is idle)."""
+    if isinstance(message, dict):
+        message.clear()
+
+
+def _adopted_end(handler: Any, message: Any) -> bool:
+    """Whether ``message`` is the ``complete`` Strawberry sends as an operation's task ends
+    after its subscription was adopted: not the operation's end, so not sent."""
+    if not isinstance(message, dict) or message.get("type") != "complete":
+        return False
+    operation = handler.pushed.get(message.get("id"))
+    return operation is not None and operation.handing_over
 
 
 @contextlib.contextmanager
@@ -195,7 +376,11 @@ def _pushing(pushed: dict[str, fanout.Operation], operation: fanout.Operation) -
     try:
         yield
     finally:
-        if pushed.get(operation.id) is operation:
+        operation.adopt = None  # too late to hand its subscription over
+        executor, operation.executor = operation.executor, None
+        if executor is not None and hasattr(executor, "release"):
+            executor.release()  # its work is done: freed now, not by a collection
+        if pushed.get(operation.id) is operation and not operation.adopted:
             del pushed[operation.id]
 
 
@@ -207,12 +392,32 @@ def _end_pushed(pushed: dict[str, fanout.Operation], operation_id: str) -> None:
         operation.end()
 
 
+class _Adapter(ASGIWebSocketAdapter):
+    """Strawberry's ASGI socket adapter whose loop keeps no text of the last message
+    while it waits for the next (Strawberry's keeps it in a local for as long as the
+    socket is idle)."""
+
+    async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object]:
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                try:
+                    yield self.view.decode_json(await self.ws.receive_text())
+                except JSONDecodeError as e:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from e
+        except KeyError as e:
+            raise NonTextMessageReceived from e
+        except WebSocketDisconnect:
+            pass
+
+
 class GraphQLWebSocket(GraphQL[LiveContext, None]):
     """Strawberry's WebSocket handling with our context and authentication (the app's
     ``connections.Connections``)."""
 
     graphql_ws_handler_class = LegacyHandler
     graphql_transport_ws_handler_class = TransportHandler
+    websocket_adapter_class = _Adapter
 
     def __init__(self, schema: Any) -> None:
         super().__init__(
@@ -235,7 +440,7 @@ class GraphQLWebSocket(GraphQL[LiveContext, None]):
         context = new_context(app=app, actor=None, request_id=request_id, client_ip=client_ip)
         if isinstance(request, WebSocket):
             context.websocket = request
-            OPEN_SOCKETS.add(request)
+            OPEN_SOCKETS[id(request.scope)] = request
         return context
 
     async def on_ws_connect(self, context: LiveContext) -> Any:
@@ -267,10 +472,10 @@ class GraphQLWebSocket(GraphQL[LiveContext, None]):
                 {"message": "Invalid credentials", "code": "UNAUTHENTICATED"}
             )
         actor, grant = found
-        credential = Credential(grant, lambda reason: _spawn(close_ended(websocket, reason)))
+        credential = Credential(grant, functools.partial(_close_ended_soon, websocket))
         # Followed before the connection is acknowledged: no operation runs on it before
         # revocations that committed after the check are applied.
-        websocket.scope[CREDENTIAL_KEY] = credential
+        _CREDENTIALS[id(websocket.scope)] = credential
         try:
             await context.app.hub.credentials.register(credential)
         except Exception as exc:
@@ -285,6 +490,9 @@ class GraphQLWebSocket(GraphQL[LiveContext, None]):
         context.credential = credential
         # Asked once for the connection, as an HTTP client asks with the header.
         context.cost_wanted = cost_asked(_header(params, COST_HEADER))
+        # Read once: what the connection needs of the payload (credentials, the cost
+        # header) is taken; the socket does not keep it (a token) for its whole life.
+        context.connection_params = None
         await ephemeral.connection_opened(context)  # presence: a user is online
         return None
 
@@ -297,8 +505,8 @@ class GraphQLWebSocket(GraphQL[LiveContext, None]):
         finally:
             if websocket:
                 metrics.WEBSOCKET_CONNECTIONS.dec()
-            OPEN_SOCKETS.difference_update({s for s in OPEN_SOCKETS if s.scope is scope})
-            credential = scope.get(CREDENTIAL_KEY) if scope.get("type") == "websocket" else None
+            OPEN_SOCKETS.pop(id(scope), None)
+            credential = _CREDENTIALS.pop(id(scope), None) if websocket else None
             if credential is not None:
                 scope["app"].state.crm.hub.credentials.unregister(credential)
             await ephemeral.connection_closed(scope)  # presence: maybe offline
@@ -346,6 +554,10 @@ async def close_slow_consumer(websocket: WebSocket, cursor_hint: str | None = No
     """Cut off a connection that does not read its events (close code 4008)."""
     reason = "slow consumer: reconnect and resume with your last cursor"
     await close_socket(websocket, SLOW_CONSUMER, reason)
+
+
+def _close_ended_soon(websocket: WebSocket, reason: Reason) -> None:
+    _spawn(close_ended(websocket, reason))
 
 
 async def close_ended(websocket: WebSocket, reason: Reason) -> None:
@@ -403,7 +615,7 @@ async def close_all(code: int = GOING_AWAY) -> None:
     from crm_graphql.realtime import sse  # it builds on the HTTP endpoint, which is later
 
     sse.end_all()
-    sockets = list(OPEN_SOCKETS)
+    sockets = list(OPEN_SOCKETS.values())
     OPEN_SOCKETS.clear()
 
     async def close(ws: WebSocket) -> None:

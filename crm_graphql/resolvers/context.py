@@ -66,7 +66,7 @@ class AppState:
     jobs: JobRunner | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     """One request's context. Reads share one session (and connection), serialised by a
     lock because GraphQL resolves sibling fields concurrently and a session is not
@@ -100,7 +100,7 @@ class Context:
     # What the database answered a read on the replica with, if it failed there (the
     # request is then executed again on the primary: ``LaggingReads``).
     replica_failure: BaseException | None = None
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _lock: asyncio.Lock | None = None  # made when first needed (``_reads``)
     _session: AsyncSession | None = None
     _abandoned: list[AsyncSession] = field(default_factory=list)
     _loaders: Loaders | None = None
@@ -170,7 +170,7 @@ class Context:
         from crm_graphql.masking import unavailable_service
 
         active = self._active()
-        async with active._lock:
+        async with active._reads():
             if active._session is None:
                 active._session = (active.sessions or self.app.sessionmaker)()
             session = active._session
@@ -205,8 +205,15 @@ class Context:
             # (BEGIN, SELECT, ROLLBACK) and no ORM around it (issue 14, point 4).
             self.plain_reads = self.app.compiled.pools[PlanCache.AUTO]
 
+    def _reads(self) -> asyncio.Lock:
+        """The lock serialising reads on the session (a socket's context that never
+        reads itself keeps none)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
     async def reset_reads(self) -> None:
-        async with self._lock:
+        async with self._reads():
             if self._session is not None:
                 await self._session.close()
                 self._session = None

@@ -190,10 +190,20 @@ async def dashboard(info: Info) -> AsyncIterator[DashboardValue]:
     websocket = context.websocket
     protocol = websocket.scope.get(PROTOCOL_KEY) if websocket is not None else None
     # A WebSocket of our server, or an event stream (realtime/sse.py): frames pushed.
-    sink = fanout.SocketSink.attach(protocol, fanout.OPERATION.get()) or context.event_stream
+    operation = fanout.OPERATION.get()
+    sink = fanout.SocketSink.attach(protocol, operation) or context.event_stream
     if sink is not None:
         sink = fanout.owing(sink)  # its first frame with extensions.cost, when asked
-        await dashboards.push(actor.workspace_id, key, render, sink, credential=context.credential)
+        pushing = dashboards.push(
+            actor.workspace_id, key, render, sink, credential=context.credential
+        )
+        if operation is not None and operation.adopt is not None:
+            # The connection runs it from here on (realtime.ws), as ``streams.subscribe``
+            # hands over the event subscriptions: nothing of this execution stays.
+            operation.executor = executor
+            operation.adopt(pushing)
+            return
+        await pushing
         return
     async for _ in dashboards.follow(actor.workspace_id, key, render, context.credential):
         scope = context.enter_event_scope()  # fresh loaders and a session, each time

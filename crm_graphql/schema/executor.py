@@ -19,6 +19,7 @@ copy).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, cast
 
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -35,6 +36,15 @@ class EventExecutor(StrawberryGraphQLCoreExecutionContext):
         executor = cast("EventExecutor", super().build_per_event_executor(payload))
         executor._relevant_sub_fields = {}
         return executor
+
+    def release(self) -> None:
+        """The operation is over and nothing executes with this executor any more: drop
+        its helpers, bound methods of itself (``async_helpers``), so that reference
+        counting frees it now instead of the garbage collector some time later (a
+        subscription's executor per socket, until a collection of the older
+        generations: ``app.GC_THRESHOLDS``)."""
+        with contextlib.suppress(AttributeError):
+            del self.async_helpers
 
     def detached(self) -> EventExecutor:
         """An executor of the same validated operation that holds nothing of the request

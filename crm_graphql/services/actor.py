@@ -15,7 +15,7 @@ from crm_graphql.models import Role
 from crm_graphql.services.policy import authorize_read
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Actor:
     """The authenticated caller: a user, or a partner API key, inside one workspace."""
 

@@ -93,7 +93,7 @@ _MESSAGES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Grant:
     """What a live connection's credentials stand on, as checked at counter ``seq``:
     revocations up to ``seq`` were seen by the check, later ones apply to it."""

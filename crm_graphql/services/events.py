@@ -149,7 +149,7 @@ def _forget_pending(session: Session) -> None:
 # ------------------------------------------------------------------ reading the log
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Position:
     """Where an event sits in its stream: ``(txid, id)``. Streams are read in this order
     and only below the oldest transaction of this database still running (``horizon``),
@@ -186,7 +186,7 @@ LAST_ID = 2**63 - 1
 _INT64_MIN = -(2**63)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A PostgreSQL snapshot (``pg_current_snapshot()``): which transactions had ended
     when it was taken. Its rule is ``pg_visible_in_snapshot``'s (tests hold them to each
@@ -208,7 +208,7 @@ class Snapshot:
         return txid < self.xmin or (txid < self.xmax and txid not in self.xip)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Now:
     """Where a subscription without a cursor starts: just below the ``horizon``
     (``position``), skipping the events that ``before`` sees (committed already, yet at
@@ -328,9 +328,20 @@ async def read_events(
 
 
 async def now(conn: LogReader) -> Now:
-    """Where a subscription without a cursor starts (``Now``); one statement."""
+    """Where a subscription without a cursor starts (``Now``); one statement. While no
+    transaction starts or ends, every subscription gets the same (shared) value: each
+    pushed subscription keeps it until an event reaches it."""
+    global _last_now
     below, snapshot = await conn.fetchrow(_NOW_SQL)
-    return Now(int(below), Snapshot.parse(snapshot))
+    last = _last_now
+    if last is not None and last[0] == (below, snapshot):
+        return last[1]
+    found = Now(int(below), Snapshot.parse(snapshot))
+    _last_now = ((below, snapshot), found)
+    return found
+
+
+_last_now: tuple[tuple[Any, str], Now] | None = None
 
 
 async def head(

@@ -13,6 +13,7 @@ import asyncio
 import gc
 from typing import Any
 
+import pytest
 from graphql import build_schema, parse
 from starlette.applications import Starlette
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -308,3 +309,68 @@ def test_a_detached_executor_runs_the_operation_and_holds_no_request() -> None:
     assert not any(value is subscription for value in mine.values())
     result = detached.build_per_event_executor(PAYLOAD).execute_operation(False)
     assert result.data == PAYLOAD and not result.errors
+
+
+def _operation_state() -> tuple[int, int]:
+    """What an operation's execution leaves alive in this process (after a full
+    collection): executors with a request context (a fan-out group's detached executor
+    has none), and tasks still running a WebSocket operation's Strawberry code."""
+    gc.collect()
+    executors = sum(
+        1
+        for o in gc.get_objects()
+        if isinstance(o, StrawberryGraphQLCoreExecutionContext) and o.context_value is not None
+    )
+    names = ("run_operation", "handle_async_results")
+    tasks = sum(
+        1 for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "").endswith(names)
+    )
+    return executors, tasks
+
+
+@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
+async def test_an_idle_pushed_subscription_keeps_no_execution_of_its_operation(
+    served: tuple[str, Starlette],
+    settings: Any,
+    users: dict[Role, User],
+    actors: dict[Role, Actor],
+    protocol: str,
+) -> None:
+    """Once subscribed, a pushed subscription runs in a task of its connection's
+    (realtime/ws.py ``_Adopting``): its operation's task, graphql-core's executor and
+    Strawberry's state of it are gone while the socket is idle (decision 0031, "Memory of
+    an idle socket"). Before, each idle subscription kept them for the socket's life.
+    The operation still behaves as one: events arrive, the client stops it and nothing
+    more comes (the legacy protocol answers ``complete``), and its id can be used again."""
+    base_url, app = served
+    hub = _hub(app)
+    token = _token(settings, users[Role.AGENT])
+    customer = await _customer(app, actors[Role.AGENT])
+    sockets = [await _subscribe(base_url, token, FEED, protocol=protocol) for _ in range(4)]
+    try:
+        await wait_for(lambda: hub.stats()["members"] == 4, what="subscribed")
+        await wait_for(lambda: _operation_state() == (0, 0), what="operations handed over")
+        await _notes(app, actors[Role.AGENT], customer, "after the hand-over")
+        for ws in sockets:
+            frames = _feed(await _frames(ws, 1))
+            assert [e["activity"]["subject"] for e in frames] == ["after the hand-over"]
+        # The client stops the operation: its member leaves, nothing more is sent.
+        stopping = sockets[0]
+        stop = "complete" if protocol == "graphql-transport-ws" else "stop"
+        await stopping.send({"id": "1", "type": stop})
+        if protocol == "graphql-ws":
+            assert await stopping.receive() == {"type": "complete", "id": "1"}
+        await wait_for(lambda: hub.stats()["members"] == 3, what="stopped")
+        # The same id subscribes again (its earlier operation is forgotten).
+        kind = "subscribe" if protocol == "graphql-transport-ws" else "start"
+        await stopping.send({"id": "1", "type": kind, "payload": {"query": FEED}})
+        await wait_for(lambda: hub.stats()["members"] == 4, what="subscribed again")
+        await _notes(app, actors[Role.AGENT], customer, "after the stop")
+        for ws in sockets:
+            frames = _feed(await _frames(ws, 1))
+            assert [e["activity"]["subject"] for e in frames] == ["after the stop"]
+        assert _operation_state() == (0, 0)
+    finally:
+        for ws in sockets:
+            await ws.close()
+    await wait_for(lambda: hub.stats()["members"] == 0, what="closed")
