@@ -108,6 +108,7 @@ RT2_LADDER = (1, 2, 5, 10, 20, 50, 100, 200, 400, 800, 1600)
 RT2_SHARE = 0.8  # ours holds at least this share of the floor's highest rate (issue 14)
 RT1X_P99_MS = 100
 IDLE_SHARE = 1.2  # our memory per idle socket at most this multiple of the floor's
+IDLE_WARM_SOCKETS = 50  # IDLE: subscribed (and kept) before the measured ones, both servers
 
 PRESETS = {
     "full": Preset(10, 15, 5, 20, 300, 3, 100, 100, 20, 1000, RT2_LADDER, 10, 1000, True),
@@ -1782,8 +1783,15 @@ def idle_memory(
             "variables": {},
             "groups": [0],
         }
-        # Warm the process first (schema, pools) with one subscriber, then measure N more.
-        warm = Clients(workdir, f"idle-warm-{server_name}", [spec])
+        # Warm the process first (schema, pools) with a burst of subscribers like the one
+        # measured, so that what grows once (database pools opened to their size by
+        # concurrent connects) is not counted per socket; then measure N more.
+        warm = Clients(
+            workdir,
+            f"idle-warm-{server_name}",
+            [spec] * min(IDLE_WARM_SOCKETS, preset.idle_sockets),
+            preset.client_processes,
+        )
         warm.ready()
         time.sleep(1)
         before = rss_kib(server.proc.pid)
@@ -1802,6 +1810,7 @@ def idle_memory(
         return {
             "sockets": opened,
             "failed": failed,
+            "warm_sockets": min(IDLE_WARM_SOCKETS, preset.idle_sockets),
             "rss_before_kib": before,
             "rss_after_kib": after,
             "kib_per_connection": round(per, 1),
