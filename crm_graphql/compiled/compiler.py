@@ -55,7 +55,13 @@ from crm_graphql.db.engine import PLAN_CACHE_PRECEDENCE, PlanCache
 from crm_graphql.global_ids import MalformedId, from_global_id
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
-from crm_graphql.resolvers.readmodel import OBJECT_TYPES, ROOT_LISTS, ChildList, Visibility
+from crm_graphql.resolvers.readmodel import (
+    OBJECT_TYPES,
+    ROOT_LISTS,
+    ChildCount,
+    ChildList,
+    Visibility,
+)
 from crm_graphql.services import conversations, rfm, segments
 from crm_graphql.services.actor import Actor, scope_condition
 from crm_graphql.services.customers import counted_orders_condition
@@ -1048,6 +1054,20 @@ class Compiler:
             f"WHERE s.customer_id = {alias}.id), 'null')"
         )
 
+    def _summary_count(self, counted: ChildCount, parent_alias: str) -> str:
+        """A parent's number of live children read from their summary (``ChildCount``):
+        the summary's rows of the parent, in the reader's workspace, summed."""
+        model = counted.model
+        self.state.models.add(model)
+        alias = self._alias()
+        where = self._sql(scope_condition(model, self.actor), model, alias)
+        for column, parent_column in counted.keys:
+            where += f' AND {alias}."{column}" = {parent_alias}."{parent_column}"'
+        return (
+            f'(SELECT coalesce(sum({alias}."{counted.column}"), 0) '
+            f"FROM {model.__tablename__} {alias} WHERE {where})::text"
+        )
+
     def _segment_membership(self, segment_id: Any) -> dict[str, Any]:
         """A built-in segment's customers filter (constants, nothing to read); a saved
         segment's filter is read at run time, so it takes the executed path, as does an
@@ -1116,6 +1136,8 @@ class Compiler:
                 # rewritten onto the list's alias here: the executed path answers.
                 raise Unsupported("a filter field computed by a subquery")
             keys = spec.keys(ordering)
+            # What a summary of the list counts: every live row (no filter, no archived).
+            whole_list = not filter and not args.get("include_archived")
             base = spec.statement(
                 self.actor, filter, include_archived=bool(args.get("include_archived"))
             ).whereclause
@@ -1209,6 +1231,8 @@ class Compiler:
                     nonlocal counted_matches
                     counted_matches = True
                     return f"(SELECT count(*) FROM {matched})::text"
+                if parent is not None and parent[0].counted is not None and whole_list:
+                    return self._summary_count(parent[0].counted, parent[1])
                 counted = self._alias()
                 count_where = self._sql(base, model, counted)
                 if parent is not None:

@@ -373,12 +373,56 @@ async def test_an_inbox_page_is_compiled_with_unread_counts_and_last_messages(
 
 
 async def test_a_deal_board_is_compiled_with_its_stages(pair: Pair) -> None:
-    """``Pipeline.stages``: every live stage, by position, as the executed path lists them."""
-    await pair.same(
-        """{ pipelines(first: 5) { nodes { id name stages { id name position probability
-          pipeline { name } deals(first: 3) { totalCount nodes { title amount } } } } } }""",
-        compiled=True,
+    """``Pipeline.stages``: every live stage, by position, as the executed path lists them.
+    A column's ``totalCount`` comes from the deals' summary when unfiltered and from the
+    rows when filtered; both agree with the executed path's count of rows, also after a
+    deal was archived (the summary leaves it out in the same transaction)."""
+    board = """query($f: DealFilter) { pipelines(first: 5) { nodes { id name stages { id name
+      position probability pipeline { name }
+      deals(first: 3, filter: $f) { totalCount nodes { id title amount } } } } } }"""
+    answer = await pair.same(board, compiled=True)
+    await pair.same(board, {"f": {"title": {"contains": "a"}}}, compiled=True)
+    stage = next(
+        s for p in answer["data"]["pipelines"]["nodes"] for s in p["stages"] if s["deals"]["nodes"]
     )
+    archived = await pair.compiled.post(
+        "/graphql",
+        json={
+            "query": "mutation($i: ArchiveInput!) { archiveDeal(input: $i) { errors { code } } }",
+            "variables": {"i": {"id": stage["deals"]["nodes"][0]["id"]}},
+        },
+        headers=pair.headers,
+    )
+    assert archived.json()["data"]["archiveDeal"]["errors"] == [], archived.text
+    after = await pair.same(board, compiled=True)
+    counts = {
+        s["id"]: s["deals"]["totalCount"]
+        for p in after["data"]["pipelines"]["nodes"]
+        for s in p["stages"]
+    }
+    assert counts[stage["id"]] == stage["deals"]["totalCount"] - 1
+
+
+def test_an_unfiltered_column_is_counted_from_the_summary() -> None:
+    """The compiled deal board reads ``deal_stage_totals`` for an unfiltered column's
+    count (a sum over its summary rows) instead of counting the stage's deals; with a
+    filter it counts the rows. (Before, every column counted its deals.)"""
+    from crm_graphql.compiled import CompiledReads
+    from crm_graphql.enums import Role
+    from crm_graphql.models import DealStageTotal
+    from crm_graphql.services.actor import Actor
+    from crm_graphql.settings import Settings
+
+    reads = CompiledReads(schema, Settings(database_url="postgresql://unused@127.0.0.1/x"), {})
+    actor = Actor(workspace_id=uuid.uuid4(), role=Role.ADMIN, user_id=uuid.uuid4())
+    query = """query($f: DealFilter) { pipelines(first: 2) { nodes { stages {
+      deals(first: 20, filter: $f) { totalCount nodes { title } } } } } }"""
+    whole = reads.plan(query, None, None, actor)
+    assert whole is not None and DealStageTotal in whole.models
+    assert "deal_stage_totals" in whole.sql and "count(*) FROM deals" not in whole.sql
+    filtered = reads.plan(query, None, {"f": {"title": {"contains": "x"}}}, actor)
+    assert filtered is not None and "deal_stage_totals" not in filtered.sql
+    assert "count(*) FROM deals" in filtered.sql
 
 
 def _aggregate_selection(field: str) -> str:
