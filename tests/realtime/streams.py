@@ -142,3 +142,37 @@ async def resumes_with_the_rest(
     finally:
         await resumed.close()
     return len(rest)
+
+
+async def write_backlog(
+    sessionmaker: Any,
+    bus: Any,
+    actor: Any,
+    count: int,
+    *,
+    topic: str,
+    type: str,
+    entity_type: str,
+    entity_id: uuid.UUID,
+    payload: dict[str, Any],
+) -> None:
+    """``count`` events of one entity, all with ``payload``, committed in batches of 250
+    and announced on Redis like the services do (a backlog for a slow reader)."""
+    from crm_graphql.realtime.unit_of_work import unit_of_work
+    from crm_graphql.services.events import record_event
+
+    done = 0
+    while done < count:
+        batch = min(250, count - done)
+        async with unit_of_work(sessionmaker, bus, actor.workspace_id) as session:
+            for _ in range(batch):
+                record_event(
+                    actor,
+                    session,
+                    topic=topic,
+                    type=type,
+                    entity_type=entity_type,
+                    entity_id=entity_id,
+                    payload=payload,
+                )
+        done += batch

@@ -26,7 +26,7 @@ from crm_graphql.realtime.unit_of_work import unit_of_work
 from crm_graphql.realtime.ws import SLOW_CONSUMER
 from crm_graphql.services import conversations, customers, events
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.events import Position, record_event
+from crm_graphql.services.events import Position
 from tests import support
 from tests.realtime.processes import RedisServer, Spawn, serving_in_process, wait_for
 from tests.realtime.streams import (
@@ -37,6 +37,7 @@ from tests.realtime.streams import (
     read_until_closed,
     resumes_with_the_rest,
     slow_reader,
+    write_backlog,
 )
 
 CONVERSATION_EVENTS = """subscription($c: ID!, $after: String) {
@@ -199,21 +200,17 @@ async def _backlog(
             conn, manager.workspace_id, conversations.TOPIC, Position.decode(after), limit=1000
         )
     payload = [e for e in logged if e.entity_id == chat and e.type == "message.created"][-1].payload
-    done = 0
-    while done < count:
-        batch = min(250, count - done)
-        async with unit_of_work(sessionmaker, bus, manager.workspace_id) as session:
-            for _ in range(batch):
-                record_event(
-                    manager,
-                    session,
-                    topic=conversations.TOPIC,
-                    type="message.created",
-                    entity_type="Conversation",
-                    entity_id=chat,
-                    payload=payload,
-                )
-        done += batch
+    await write_backlog(
+        sessionmaker,
+        bus,
+        manager,
+        count,
+        topic=conversations.TOPIC,
+        type="message.created",
+        entity_type="Conversation",
+        entity_id=chat,
+        payload=payload,
+    )
 
 
 async def test_a_quiet_member_that_stops_reading_catches_up_is_cut_off_and_resumes(

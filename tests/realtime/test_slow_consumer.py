@@ -11,11 +11,9 @@ from typing import Any
 
 from crm_graphql.models import ActivityType, Role
 from crm_graphql.realtime.bus import Bus, channel_name
-from crm_graphql.realtime.unit_of_work import unit_of_work
 from crm_graphql.realtime.ws import SLOW_CONSUMER
 from crm_graphql.services import activities, customers
 from crm_graphql.services.actor import Actor
-from crm_graphql.services.events import record_event
 from tests.realtime.processes import RedisServer, Spawn, wait_for
 from tests.realtime.streams import (
     assert_in_order_once,
@@ -24,6 +22,7 @@ from tests.realtime.streams import (
     read_until_closed,
     resumes_with_the_rest,
     slow_reader,
+    write_backlog,
 )
 
 SLOW_AFTER = 2  # CRM_SLOW_CONSUMER_SECONDS of the server under test
@@ -47,21 +46,17 @@ async def _write_events(
 ) -> None:
     """``count`` activity events (all showing the same big activity), committed in batches
     and announced on Redis like the services do."""
-    done = 0
-    while done < count:
-        batch = min(250, count - done)
-        async with unit_of_work(sessionmaker, bus, actor.workspace_id) as session:
-            for _ in range(batch):
-                record_event(
-                    actor,
-                    session,
-                    topic=activities.TOPIC,
-                    type="activity.created",
-                    entity_type="Activity",
-                    entity_id=activity_id,
-                    payload={"activity_id": activity_id, "type": "NOTE"},
-                )
-        done += batch
+    await write_backlog(
+        sessionmaker,
+        bus,
+        actor,
+        count,
+        topic=activities.TOPIC,
+        type="activity.created",
+        entity_type="Activity",
+        entity_id=activity_id,
+        payload={"activity_id": activity_id, "type": "NOTE"},
+    )
 
 
 async def big_activity(sessionmaker: Any, agent: Actor) -> uuid.UUID:
