@@ -427,6 +427,9 @@ class Statements:
     def __init__(self, sessionmaker: async_sessionmaker[Any]) -> None:
         self.engine = sessionmaker.kw["bind"].sync_engine
         self.sent: list[str] = []
+        # Per statement: whether it ran in autocommit, so without a BEGIN and COMMIT
+        # round trip around it (the asyncpg adapter begins unless in autocommit).
+        self.autocommit: list[bool] = []
 
     def __enter__(self) -> list[str]:
         sqlalchemy.event.listen(self.engine, "before_cursor_execute", self._count)
@@ -437,3 +440,4 @@ class Statements:
 
     def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         self.sent.append(statement)
+        self.autocommit.append(conn.connection.dbapi_connection.autocommit)

@@ -64,7 +64,7 @@ async def create_activity(
     return await create_payload(
         info,
         "activity",
-        activity_service.create_activity,
+        partial(activity_service.create_activity, alone=True),  # the mutation's only write
         input,
         partial(input_changes, ids=ACTIVITY_IDS),
     )

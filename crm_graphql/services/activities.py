@@ -297,9 +297,13 @@ def _clean_common(
     return cleaned
 
 
-async def create_activity(actor: Actor, session: AsyncSession, data: Mapping[str, Any]) -> Activity:
+async def create_activity(
+    actor: Actor, session: AsyncSession, data: Mapping[str, Any], *, alone: bool = False
+) -> Activity:
     """Log a note, call, email, meeting or task on a customer and/or a deal. A deal's
-    activity is also on the deal's customer's timeline."""
+    activity is also on the deal's customer's timeline. ``alone``: the caller's
+    transaction holds nothing else (the ``createActivity`` mutation), so a customer's
+    activity, one statement, commits by itself (``bound.alone``)."""
     authorize(actor, Action.WRITE_ACTIVITIES)
     unknown = set(data) - set(CREATABLE)
     if unknown:
@@ -311,6 +315,8 @@ async def create_activity(actor: Actor, session: AsyncSession, data: Mapping[str
         raise Invalid("Link the activity to a customer or a deal", "customerId")
     if events.coalescing_in(session):  # else ``record_activity`` checks it as it writes
         await records.ensure_in_workspace(actor, session, [(Customer, customer_id, "customerId")])
+    elif deal_id is None and alone:
+        await bound.alone(session)  # ``record_activity``'s one statement is the transaction
     if deal_id is not None:
         deal = await records.referenced(actor, session, Deal, deal_id, field="dealId")
         if customer_id is None:

@@ -43,6 +43,7 @@ from sqlalchemy import (
     Integer,
     Select,
     Table,
+    Text,
     and_,
     bindparam,
     case,
@@ -55,10 +56,10 @@ from sqlalchemy import (
     null,
     or_,
     select,
-    text,
     true,
     update,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -317,14 +318,23 @@ async def fetch_many_visible(
 # FOR UPDATE`` does): the next holder waits until this one commits, then gets a larger id.
 # The same statement checks that nothing was written before. The key names the workspace
 # too: a caller guessing another workspace's conversation id never waits for its writers.
-_LOCK_FOR_EVENTS = text(
-    "SELECT pg_current_xact_id_if_assigned() IS NULL AS first, pg_advisory_xact_lock("
-    "hashtextextended('conversation:' || CAST(:workspace AS text) || ':' "
-    "|| CAST(:conversation AS text), 0))"
-).bindparams(
-    bindparam("workspace", type_=UUID(as_uuid=True)),
-    bindparam("conversation", type_=UUID(as_uuid=True)),
-)
+def _event_lock() -> Select[Any]:
+    """Taking the event lock of conversation ``:conversation`` of workspace ``:workspace``:
+    ``first`` says whether the transaction had written nothing before."""
+    key = func.hashtextextended(
+        "conversation:"
+        + sql_cast(bindparam("workspace", type_=UUID(as_uuid=True)), Text)
+        + ":"
+        + sql_cast(bindparam("conversation", type_=UUID(as_uuid=True)), Text),
+        0,
+    )
+    return select(
+        func.pg_current_xact_id_if_assigned().is_(None).label("first"),
+        func.pg_advisory_xact_lock(key).label("locked"),
+    )
+
+
+_LOCK_FOR_EVENTS = _event_lock()
 
 
 class WrittenBeforeLock(RuntimeError):
@@ -594,10 +604,11 @@ async def _upsert_read(
     return int((await session.execute(upsert)).scalar_one())
 
 
-# Posting a message is the hot path of live chat: three statements besides BEGIN/COMMIT.
-# ``lock_for_events`` orders the conversation's writers (a small statement, no row read);
-# ``_advance_statement`` locks the conversation (when visible), takes the next ``seq`` and
-# reopens it if needed, returning the row and its status before; ``_write_message`` inserts
+# Posting a message is the hot path of live chat: two statements besides BEGIN/COMMIT.
+# ``_advance_statement`` takes the conversation's event lock (``_event_lock``, which orders
+# its writers; a retry's path takes it apart, before its reads), locks the conversation
+# (when visible), takes the next ``seq`` and reopens it if needed, returning the row and
+# its status before; ``_write_message`` inserts
 # the message, moves the author's read receipt (``_read_receipt``), and writes the event
 # and audit rows, whose values are built by the same functions as every other change's
 # (``events.event_values``, ``audit.values``).
@@ -691,13 +702,21 @@ def _rows(statement: Any, rows: list[dict[str, Any]]) -> Any:
 _advance_statements: dict[tuple[Any, ...], Any] = {}
 
 
-def _advance_statement(actor: Actor, author_type: MessageAuthorType, *, visible: bool) -> Any:
+def _advance_statement(
+    actor: Actor, author_type: MessageAuthorType, *, visible: bool, lock: bool
+) -> Any:
     """``UPDATE conversations`` taking the next ``seq`` (and reopening) of the conversation
     ``:conversation`` of workspace ``:workspace`` if ``visible_condition`` lets ``:viewer``
-    see it, returning the row and its status before. Built once per kind of actor."""
+    see it, returning the row and its status before. Built once per kind of actor.
+
+    ``lock``: the statement takes the conversation's event lock itself (``_event_lock``,
+    returning its ``first``), saving ``lock_for_events``' round trip. The lock is a
+    relation of the row lock's query, so it is held before the row is locked, which is
+    what gives the transaction its id: the order rule above holds."""
     key = (
         author_type,
         visible,
+        lock,
         actor.user_id is None,
         sees_every_conversation(actor),
         allows(actor, Action.READ_CONVERSATIONS),
@@ -706,14 +725,14 @@ def _advance_statement(actor: Actor, author_type: MessageAuthorType, *, visible:
     if statement is not None:
         return statement
     table = cast(Table, Conversation.__table__)
-    locked = (
-        select(table.c.id, table.c.status.label("previous_status"))
-        .where(
-            table.c.id == bindparam("conversation", type_=UUID(as_uuid=True)),
-            table.c.workspace_id == bindparam("workspace", type_=UUID(as_uuid=True)),
-        )
-        .with_for_update()
+    locked = select(table.c.id, table.c.status.label("previous_status")).where(
+        table.c.id == bindparam("conversation", type_=UUID(as_uuid=True)),
+        table.c.workspace_id == bindparam("workspace", type_=UUID(as_uuid=True)),
     )
+    if lock:
+        event_lock = _event_lock().cte("event_lock")
+        locked = locked.add_columns(event_lock.c.first).join_from(table, event_lock, true())
+    locked = locked.with_for_update(of=table)
     if visible:
         viewer = bindparam("viewer", type_=UUID(as_uuid=True))
         locked = locked.where(visible_condition(actor, viewer=viewer))
@@ -746,7 +765,7 @@ def _advance_statement(actor: Actor, author_type: MessageAuthorType, *, visible:
             version=table.c.version + case((reopen, 1), else_=0),
             **service_times,
         )
-        .returning(*table.c, old.c.previous_status)
+        .returning(*table.c, old.c.previous_status, *([old.c.first] if lock else []))
     )
     return statement
 
@@ -762,15 +781,17 @@ async def _append_message(
     action: str,
     visible: bool = True,
     attachments: Sequence[email.NewAttachment] = (),
+    lock: bool = False,
 ) -> tuple[Any, Message]:
     """Add a message to a conversation: ``NotFound`` unless it exists (and, with
     ``visible``, the actor may see it). Returns the conversation's row after the change
     and the new message.
 
     The next ``seq`` comes from the conversation row itself, under its row lock, so
-    concurrent senders get 1, 2, 3 ... without gaps or repeats; the caller took
-    ``lock_for_events`` first (unless it is starting the conversation), so the events
-    are read in that order too. A message does not bump the conversation's ``version``:
+    concurrent senders get 1, 2, 3 ... without gaps or repeats; the conversation's event
+    lock is taken first, by the caller (``lock_for_events``) or with ``lock`` by the
+    statement itself (none when starting the conversation), so the events are read in
+    that order too. A message does not bump the conversation's ``version``:
     that guards edits of the conversation's own fields (assignee, status), which a busy
     chat must not turn into conflicts; reopening a conversation (``_reopens``) is such an
     edit and does.
@@ -779,7 +800,7 @@ async def _append_message(
     before its mail is queued: the mail carries them."""
     row = (
         await session.execute(
-            _advance_statement(actor, author_type, visible=visible),
+            _advance_statement(actor, author_type, visible=visible, lock=lock),
             {
                 "conversation": conversation_id,
                 "workspace": actor.workspace_id,
@@ -789,6 +810,11 @@ async def _append_message(
     ).one_or_none()
     if row is None:
         raise NotFound("Conversation not found", "conversationId")
+    if lock and not row.first:
+        raise WrittenBeforeLock(
+            f"a message's event lock must come before its transaction's first write "
+            f"(conversation {conversation_id})"
+        )
     previous = ConversationStatus(row.previous_status)
     author_user_id = actor.user_id if author_type is MessageAuthorType.AGENT else None
     message = Message(
@@ -925,8 +951,8 @@ async def _post(
     authorize(actor, Action.READ_CONVERSATIONS)
     if conversation_id is None:
         raise NotFound("Conversation not found", "conversationId")
-    await lock_for_events(actor, session, conversation_id)
     if client_id is not None:
+        await lock_for_events(actor, session, conversation_id)
         # Two identical retries racing: the second waits for the first's locks (above
         # and here), and this new statement sees the first's committed message (READ
         # COMMITTED takes a snapshot per statement). Every insert of a message holds
@@ -951,6 +977,7 @@ async def _post(
         action=action,
         visible=visible,
         attachments=files,
+        lock=client_id is None,  # else taken above, before the retry's reads
     )
     return message
 

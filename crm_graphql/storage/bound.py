@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import String, Table, bindparam, cast, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 
 
@@ -45,3 +46,17 @@ def insert_row(table: Table, prefix: str, names: Iterable[str], *, source: Any =
 def params(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` (column key to value) as the parameters of ``insert_row``."""
     return {f"{prefix}_{key}": value for key, value in values.items()}
+
+
+async def alone(session: AsyncSession) -> None:
+    """The transaction's only statement comes next: it runs in autocommit, without the
+    BEGIN and COMMIT round trips around it (two of a one-statement mutation's three).
+    A single statement is atomic by itself, and under READ COMMITTED it sees what it would
+    see in a transaction of its own; the session still "commits" (announcing what the
+    statement wrote), with nothing left to send. Call it before the session's first
+    statement, and send one statement after it: a second would commit apart."""
+    connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    sync = connection.sync_connection
+    raw = sync.connection.dbapi_connection if sync is not None else None
+    if not getattr(raw, "autocommit", False):
+        raise RuntimeError("bound.alone must come before the transaction's first statement")

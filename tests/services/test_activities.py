@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import SAWarning
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.models import Activity, ActivityType, AuditLog, Customer, Deal, Event
@@ -22,7 +23,7 @@ from crm_graphql.services.activities import (
 from crm_graphql.services.actor import Actor
 from crm_graphql.services.errors import Conflict, Forbidden, Invalid, NotFound
 from crm_graphql.services.events import CHANGES_TOPIC
-from crm_graphql.storage import querying
+from crm_graphql.storage import bound, querying
 from tests import support
 from tests.factories import make_customer
 
@@ -335,6 +336,51 @@ async def test_an_activity_is_written_with_one_statement_that_names_its_tables(
     assert event.payload["occurred_at"] == occurred.isoformat()
     assert event.payload["version"] == 1
     assert (await reload_customer(sessionmaker, customer.id)).last_activity_at == occurred
+
+
+async def test_a_lone_activity_commits_by_itself_in_one_round_trip(
+    sessionmaker: Sessions, agent: Actor, customer: Customer, outsider: Actor
+) -> None:
+    """The createActivity mutation's transaction holds only the activity's statement
+    (``alone``): no BEGIN and COMMIT around it (three round trips before). It is written
+    whole, and an activity refused by that statement (a customer of another workspace)
+    leaves nothing behind."""
+    counted = support.Statements(sessionmaker)
+    with counted:
+        async with sessionmaker() as s, s.begin():
+            activity = await create_activity(
+                agent, s, {"type": "note", "subject": "Alone", "customer_id": customer.id},
+                alone=True,
+            )  # fmt: skip
+    assert len(counted.sent) == 1 and "INSERT INTO activities" in counted.sent[0]
+    assert counted.autocommit == [True]
+    async with sessionmaker() as s:
+        assert (await s.get(Activity, activity.id)) is not None
+        assert await s.scalar(select(Event.id).where(Event.entity_id == activity.id))
+        assert await s.scalar(select(AuditLog.id).where(AuditLog.entity_id == activity.id))
+    foreign = await make_customer(sessionmaker, outsider)
+    with pytest.raises(NotFound):
+        async with sessionmaker() as s, s.begin():
+            await create_activity(
+                agent, s, {"type": "note", "subject": "Alone", "customer_id": foreign.id},
+                alone=True,
+            )  # fmt: skip
+    async with sessionmaker() as s:
+        assert await s.scalar(select(Activity.id).where(Activity.customer_id == foreign.id)) is None
+    # Without ``alone`` (an import, a stage change's activity) it is one of a transaction's.
+    counted.autocommit.clear()
+    with counted:
+        await log(sessionmaker, agent, customer_id=customer.id)
+    assert counted.autocommit == [False]
+
+
+async def test_alone_must_come_before_the_first_statement(
+    sessionmaker: Sessions, agent: Actor, customer: Customer
+) -> None:
+    async with sessionmaker() as s, s.begin():
+        await s.execute(select(1))
+        with pytest.warns(SAWarning), pytest.raises(RuntimeError, match="first statement"):
+            await bound.alone(s)
 
 
 async def test_an_activity_for_a_customer_of_another_workspace_writes_nothing(

@@ -193,6 +193,23 @@ async def test_concurrent_senders_get_gap_free_seq(
     assert sorted(e.payload["seq"] for e in created) == list(range(1, 11))
 
 
+async def test_a_message_is_two_statements_the_first_taking_the_event_lock(
+    sessionmaker: Sessions, agent: Actor, customer: Customer
+) -> None:
+    """sendMessage (M1, issue 14 point 4): the conversation's event lock is taken by the
+    statement that advances ``seq`` (it was a statement of its own); a retry's path,
+    which reads before it writes, still takes it first, apart."""
+    conversation = await start(sessionmaker, agent, customer)
+    with support.Statements(sessionmaker) as sent:
+        await send(sessionmaker, agent, conversation.id, "one trip fewer")
+    assert len(sent) == 2, sent
+    assert "pg_advisory_xact_lock" in sent[0] and "UPDATE conversations" in sent[0]
+    with support.Statements(sessionmaker) as sent:
+        await send(sessionmaker, agent, conversation.id, "retried", client_message_id="r-1")
+    assert "pg_advisory_xact_lock" in sent[1] and "UPDATE" not in sent[1], sent
+    assert sum("pg_advisory_xact_lock" in statement for statement in sent) == 1, sent
+
+
 async def test_a_conversations_events_are_stored_in_the_order_of_its_changes(
     sessionmaker: Sessions,
     agent: Actor,
