@@ -12,6 +12,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from crm_graphql.logs import RepeatedWarning
+from crm_graphql.realtime.batches import Batches
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class Bus:
         # While Redis is down every write would log its failure: one line per interval,
         # with how many notifications were lost since the previous one.
         self.publish_failed = RepeatedWarning(log, warn_every, clock)
+        # Notices of commits that come while others are being published go out together.
+        self._batches: Batches[list[tuple[str, str]]] = Batches(self._publish)
 
     @classmethod
     def from_url(cls, url: str) -> Bus:
@@ -48,12 +51,20 @@ class Bus:
         changes: Iterable[tuple[uuid.UUID, Iterable[str]]] = (),
     ) -> None:
         """Tell subscribers that topics have new events, and live dashboards which tables
-        of a workspace changed. Failure is logged, not raised: the change is committed and
-        subscribers catch up from PostgreSQL (dashboards on their next refresh)."""
+        of a workspace changed; returns once they were sent. Failure is logged, not
+        raised: the change is committed and subscribers catch up from PostgreSQL
+        (dashboards on their next refresh).
+
+        Notices of concurrent commits are sent together (``Batches``: one pipeline while
+        the previous one is on its way), and a notice the same batch already holds is sent
+        once: a notice only says "read again", so two equal ones wake nobody twice."""
         messages = [(channel_name(w, topic), topic) for w, topic in topics]
         messages += [(channel_name(w, CHANGES), ",".join(sorted(t))) for w, t in changes]
-        if not messages:
-            return
+        if messages:
+            await self._batches.add(messages)
+
+    async def _publish(self, batch: list[list[tuple[str, str]]]) -> None:
+        messages = list(dict.fromkeys(m for messages in batch for m in messages))
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for channel, message in messages:

@@ -54,6 +54,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from crm_graphql.realtime import wait_until_set
+from crm_graphql.realtime.batches import Batches
 from crm_graphql.realtime.bus import channel_name
 
 if TYPE_CHECKING:
@@ -387,8 +388,8 @@ class Presence:
         self.settings = settings or PresenceSettings()
         self.connections: dict[str, _Connection] = {}
         self._script = client.register_script(_PRESENCE_SCRIPT)
-        self._lock = asyncio.Lock()  # one batch of presence changes at a time (``_change``)
-        self._batch: _Batch | None = None  # the changes waiting for the next turn
+        # Changes that come while a batch of them is sent go out together (``_change``).
+        self._batches: Batches[_Change] = Batches(self._send)
         self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -451,25 +452,21 @@ class Presence:
     async def _change(
         self, workspace_id: uuid.UUID, op: str, members: Callable[[], list[str]]
     ) -> None:
-        """Run the presence script; ``members`` is evaluated once the lock is held.
-        Changes that come while another batch runs wait together and go out as one batch:
-        one round trip (a pipeline, in the order they came) for all of them, so a burst
-        of connections (a reconnect after a restart: thousands at once) costs a few round
-        trips, not one each behind the lock."""
-        batch = self._batch
-        if batch is not None:  # its first change leads it: wait for its outcome
-            batch.changes.append((workspace_id, op, members))
-            await asyncio.shield(batch.done)
-            return
-        batch = self._batch = _Batch(asyncio.get_running_loop().create_future())
-        batch.changes.append((workspace_id, op, members))
+        """Run the presence script; ``members`` is evaluated when its batch is sent.
+        Changes that come while another batch runs wait together and go out as one batch
+        (``Batches``): one round trip (a pipeline, in the order they came) for all of
+        them, so a burst of connections (a reconnect after a restart: thousands at once)
+        costs a few round trips, not one each."""
+        await self._batches.add((workspace_id, op, members))
+
+    async def _send(self, changes: list[_Change]) -> None:
+        workspace_id, op, _ = changes[0]
         try:
-            async with asyncio.timeout(REDIS_TIMEOUT), self._lock:
-                self._batch = None  # changes from now on form the next batch
+            async with asyncio.timeout(REDIS_TIMEOUT):
                 pipe = self.redis.pipeline(transaction=False)
                 queued = 0
                 now = time.time()
-                for workspace, change, chosen_by in batch.changes:
+                for workspace, change, chosen_by in changes:
                     chosen = chosen_by()
                     if not chosen:
                         continue
@@ -489,25 +486,16 @@ class Presence:
         except (RedisError, OSError, TimeoutError):
             log.warning(
                 "presence changes failed (%d, %s in workspace %s first)",
-                len(batch.changes),
+                len(changes),
                 op,
                 workspace_id,
                 exc_info=True,
             )
-        finally:
-            if self._batch is batch:  # given up before its turn (cancelled)
-                self._batch = None
-            if not batch.done.done():
-                batch.done.set_result(None)
 
 
-@dataclass(eq=False)
-class _Batch:
-    """Presence changes sent together, in order; ``done`` once they went out (or failed:
-    best effort, the next heartbeat repairs it)."""
-
-    done: asyncio.Future[None]
-    changes: list[tuple[uuid.UUID, str, Callable[[], list[str]]]] = field(default_factory=list)
+# A presence change: the workspace, "add" or "remove", and its members (evaluated when
+# its batch is sent, so a connection closed meanwhile is not revived by a heartbeat).
+_Change = tuple[uuid.UUID, str, Callable[[], list[str]]]
 
 
 def _by_workspace(connections: Iterable[_Connection]) -> dict[uuid.UUID, list[str]]:
