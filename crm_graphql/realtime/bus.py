@@ -3,6 +3,7 @@ other processes that a topic has new rows, so a lost notification loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -16,6 +17,8 @@ from crm_graphql.realtime.batches import Batches
 
 log = logging.getLogger(__name__)
 
+
+REDIS_TIMEOUT = 2.0  # seconds a best-effort Redis call may take before it is given up
 
 # The channel of a workspace's data changes: the message is the tables a transaction
 # wrote, comma-separated (``realtime.dashboards`` listens).
@@ -64,13 +67,19 @@ class Bus:
             await self._batches.add(messages)
 
     async def _publish(self, batch: list[list[tuple[str, str]]]) -> None:
+        """One batch's notices in one pipeline, given up after ``REDIS_TIMEOUT``: the
+        next batches wait for this one, so a Redis that does not answer must not hold
+        every commit's notice (and answer) of the process."""
         messages = list(dict.fromkeys(m for messages in batch for m in messages))
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
+            async with (
+                asyncio.timeout(REDIS_TIMEOUT),
+                self.client.pipeline(transaction=False) as pipe,
+            ):
                 for channel, message in messages:
                     pipe.publish(channel, message)
                 await pipe.execute()
-        except RedisError:
+        except (RedisError, OSError, TimeoutError):
             self.publish_failed(
                 "could not publish %d notifications to Redis%s",
                 count=len(messages),

@@ -55,14 +55,12 @@ from redis.exceptions import RedisError
 
 from crm_graphql.realtime import wait_until_set
 from crm_graphql.realtime.batches import Batches
-from crm_graphql.realtime.bus import channel_name
+from crm_graphql.realtime.bus import REDIS_TIMEOUT, channel_name
 
 if TYPE_CHECKING:
     from crm_graphql.realtime.connections import LiveContext
 
 log = logging.getLogger(__name__)
-
-REDIS_TIMEOUT = 2.0  # seconds a best-effort Redis call may take before it is given up
 
 
 def typing_channel(workspace_id: uuid.UUID, conversation_id: uuid.UUID) -> str:

@@ -4,8 +4,10 @@ lost notifications are logged once per interval with a count, not once per write
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +20,7 @@ import redis.asyncio as redis
 
 from crm_graphql.app import build_app
 from crm_graphql.models import Role
-from crm_graphql.realtime.bus import Bus
+from crm_graphql.realtime.bus import REDIS_TIMEOUT, Bus
 from tests import support
 from tests.realtime.processes import RedisServer
 
@@ -90,6 +92,29 @@ async def test_lost_notifications_are_logged_once_per_interval_with_a_count(
         own_redis.start()
         await publisher.notify(topics)  # delivered again: no line
         assert len(_publish_lines(caplog)) == 2
+
+
+async def test_a_redis_that_does_not_answer_holds_no_notice_for_long(
+    bus: tuple[Bus, FakeClock], own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Notices go out in batches, each waiting for the one before (``Batches``): a Redis
+    that stops answering (here: stopped, not killed, so the socket stays open) gives a
+    batch up after ``REDIS_TIMEOUT`` rather than holding every later commit's answer."""
+    publisher, _ = bus
+    topics = [(uuid.uuid4(), "activities")]
+    await publisher.notify(topics)  # connected
+    assert own_redis.proc is not None
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            async with asyncio.timeout(10):  # fail, not hang, without the bound
+                await asyncio.gather(*(publisher.notify(topics) for _ in range(5)))
+        elapsed = time.monotonic() - started
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
+    assert elapsed < 3 * REDIS_TIMEOUT, elapsed
+    assert _publish_lines(caplog), "the lost notices are logged"
 
 
 async def test_writes_during_a_redis_outage_succeed_and_log_little(
