@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Integer,
     Table,
+    and_,
     any_,
     bindparam,
     func,
@@ -221,6 +223,79 @@ async def _get_live_and(
     if row.archived_at is not None:
         raise Invalid(f"That {model.__name__.lower()} is archived", field)
     return row, rows.get(other_id) if other_id is not None else None
+
+
+async def _read_move(
+    actor: Actor,
+    session: AsyncSession,
+    deal_id: uuid.UUID | None,
+    stage_id: uuid.UUID | None,
+    expected_version: int | None,
+) -> tuple[Deal, Stage, Stage | None]:
+    """What ``move_deal`` reads, in one statement (``_move_read_statement``): the deal as
+    ``records.get_for_change`` has it (locked, its version checked), not archived; the
+    stage ``stage_id`` as ``_get_live`` has it (held, live); and the deal's stage now,
+    held alike (None if the move names it: then it is the target). The errors and their
+    order are those of reading them one after the other."""
+    if deal_id is None:
+        raise NotFound("Deal not found", "id")
+    authorize_read(actor, Deal)  # what ``scope_condition`` checks
+    rows = (
+        await session.execute(
+            _move_read_statement(),
+            {"workspace": actor.workspace_id, "id": deal_id, "stage": stage_id},
+        )
+    ).all()
+    if not rows:
+        raise NotFound("Deal not found", "id")
+    deal = rows[0][0]
+    if expected_version is not None and deal.version != expected_version:
+        raise Conflict(
+            f"Deal was changed by someone else (version {deal.version}, "
+            f"expected {expected_version}); reload and retry"
+        )
+    if deal.archived_at is not None:
+        raise Invalid("An archived deal is not on the board", "id")
+    if stage_id is None:
+        raise NotFound("Stage not found", "stageId")
+    authorize_read(actor, Stage)
+    stages = {stage.id: stage for _, stage in rows}
+    if deal.stage_id not in stages:
+        # Moved by another transaction while this one waited for the deal's lock: the
+        # join's stages are of the statement's snapshot, the deal's of the commit it
+        # waited for. The stages are read again (a new snapshot, the deal held).
+        target, left = await _get_live_and(
+            actor, session, Stage, stage_id, "stageId", deal.stage_id
+        )
+        return deal, target, left
+    target = stages.get(stage_id)
+    if target is None:
+        raise NotFound("Stage not found", "stageId")
+    if target.archived_at is not None:
+        raise Invalid("That stage is archived", "stageId")
+    return deal, target, stages[deal.stage_id]
+
+
+@cache
+def _move_read_statement() -> Any:
+    """``_read_move``'s statement (built once): the deal of ``:workspace`` with id ``:id``
+    joined to its workspace's stages ``:stage`` and its own, the deal ``FOR UPDATE``
+    (as ``records.get_for_change``) and the stages ``FOR KEY SHARE`` (as ``_get_live``):
+    two locking clauses, which ``with_for_update`` cannot say together."""
+    stage = bindparam("stage", type_=UUID(as_uuid=True))
+    return (
+        select(Deal, Stage)
+        .join(
+            Stage,
+            and_(
+                Stage.workspace_id == Deal.workspace_id,
+                or_(Stage.id == stage, Stage.id == Deal.stage_id),
+            ),
+        )
+        .where(workspace_condition(Deal), Deal.id == bindparam("id", type_=UUID(as_uuid=True)))
+        .with_for_update(of=Deal)
+        .suffix_with(f"FOR KEY SHARE OF {Stage.__tablename__}")
+    )
 
 
 _live_statements: dict[type[Any], Any] = {}
@@ -771,11 +846,8 @@ async def move_deal(
     ``action``), a stage-change activity lands on the deal's and customer's timeline, and
     the board gets a ``deal.moved`` event. Moving to the stage it is in changes nothing."""
     authorize(actor, Action.WRITE_DEALS)
-    deal = await records.get_for_change(actor, session, Deal, deal_id, expected_version)
-    if deal.archived_at is not None:
-        raise Invalid("An archived deal is not on the board", "id")
-    # The stage it leaves is read with the one it enters (one statement).
-    target, left = await _get_live_and(actor, session, Stage, stage_id, "stageId", deal.stage_id)
+    # The deal, locked, with the stage it enters and the one it leaves: one statement.
+    deal, target, left = await _read_move(actor, session, deal_id, stage_id, expected_version)
     if target.pipeline_id != deal.pipeline_id:
         raise Invalid("The stage belongs to another pipeline", "stageId")
     if target.id == deal.stage_id:

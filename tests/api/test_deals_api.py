@@ -158,9 +158,10 @@ async def test_a_move_reads_its_stages_once_and_its_payload_without_a_session(
     )
     assert moved["errors"] == []
     assert moved["deal"]["stage"] == {"id": proposal["id"], "name": proposal["name"]}
-    stage_reads = [s for s in counter.statements if "FROM stages" in s]
+    stage_reads = [s for s in counter.statements if "FROM stages" in s or "JOIN stages" in s]
     assert len(stage_reads) == 1, counter.statements  # 3 before: target, source, payload
-    assert "FOR KEY SHARE" in stage_reads[0]
+    # ... read with the deal itself (one statement, two locking clauses).
+    assert "FOR UPDATE OF deals FOR KEY SHARE OF stages" in stage_reads[0]
 
 
 async def test_board_counts_deals_per_stage(as_role: dict[Role, support.GraphQLClient]) -> None:
