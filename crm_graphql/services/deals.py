@@ -264,11 +264,9 @@ async def _read_move(
         # Moved by another transaction while this one waited for the deal's lock: the
         # join's stages are of the statement's snapshot, the deal's of the commit it
         # waited for. The stages are read again (a new snapshot, the deal held).
-        target, left = await _get_live_and(
-            actor, session, Stage, stage_id, "stageId", deal.stage_id
-        )
-        return deal, target, left
-    target = stages.get(stage_id)
+        again, left = await _get_live_and(actor, session, Stage, stage_id, "stageId", deal.stage_id)
+        return deal, again, left
+    target: Stage | None = stages.get(stage_id)
     if target is None:
         raise NotFound("Stage not found", "stageId")
     if target.archived_at is not None:
