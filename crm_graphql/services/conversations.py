@@ -608,10 +608,10 @@ async def _upsert_read(
 # ``_advance_statement`` takes the conversation's event lock (``_event_lock``, which orders
 # its writers; a retry's path takes it apart, before its reads), locks the conversation
 # (when visible), takes the next ``seq`` and reopens it if needed, returning the row and
-# its status before; ``_write_message`` inserts
-# the message, moves the author's read receipt (``_read_receipt``), and writes the event
-# and audit rows, whose values are built by the same functions as every other change's
-# (``events.event_values``, ``audit.values``).
+# its status before; ``_write_message`` inserts the message, moves the author's read
+# receipt (``_read_receipt``), and writes the event and audit rows, whose values are
+# built by the same functions as every other change's (``events.event_values``,
+# ``audit.values``).
 def _write_message(
     message: Message,
     event_rows: list[dict[str, Any]],

@@ -235,8 +235,8 @@ async def _read_move(
     """What ``move_deal`` reads, in one statement (``_move_read_statement``): the deal as
     ``records.get_for_change`` has it (locked, its version checked), not archived; the
     stage ``stage_id`` as ``_get_live`` has it (held, live); and the deal's stage now,
-    held alike (None if the move names it: then it is the target). The errors and their
-    order are those of reading them one after the other."""
+    held alike (the target itself when the move names it). The errors and their order
+    are those of reading them one after the other."""
     if deal_id is None:
         raise NotFound("Deal not found", "id")
     authorize_read(actor, Deal)  # what ``scope_condition`` checks
