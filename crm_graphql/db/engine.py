@@ -28,16 +28,12 @@ def async_url(url: str) -> str:
 
 
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """Create the process-wide engine: at most twice ``pool_size`` connections, opened as
-    sessions need them and kept (none in "overflow": SQLAlchemy closes an overflow
-    connection when it is returned to a full pool, so a steady load above ``pool_size``
-    opened and closed a connection every few requests, each a new PostgreSQL backend and
-    a TLS attempt, about 7 % of M1's requests; docs/decisions/0005). JIT is off: CRM
-    queries are short and JIT only adds planning latency to them."""
+    """Create the process-wide engine. JIT is off: CRM queries are short and JIT only adds
+    planning latency to them."""
     return create_async_engine(
         async_url(url),
-        pool_size=2 * pool_size,
-        max_overflow=0,
+        pool_size=pool_size,
+        max_overflow=pool_size,
         # No ping per checkout (a round trip per session): a disconnect error invalidates
         # the whole pool, so after a PostgreSQL restart one request answers UNAVAILABLE
         # and the next ones get new connections (docs/decisions/0005, M1).

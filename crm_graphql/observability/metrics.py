@@ -224,7 +224,8 @@ class AppMetrics(Collector):
         )
         sizes = GaugeMetricFamily(
             "crm_graphql_db_pool_size",
-            "Connections each pool of this process keeps at most",
+            "Connections each pool of this process keeps at most (SQLAlchemy pools may "
+            "open their overflow beyond it)",
             labels=["pool"],
         )
         for name, in_use, idle, size in self._pools():

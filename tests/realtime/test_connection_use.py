@@ -14,7 +14,7 @@ from crm_graphql.services import activities
 from tests.realtime.processes import Cluster, Spawn
 from tests.realtime.streams import FEED, head_cursor, subscribed, take
 
-POOL = 2  # CRM_DB_POOL_SIZE: at most 4 connections
+POOL = 2  # CRM_DB_POOL_SIZE: 2 connections plus 2 overflow
 SOCKETS = 6
 
 
