@@ -40,7 +40,7 @@ from crm_graphql.models import (
 from crm_graphql.models.base import uuid7
 from crm_graphql.services import activities, audit, changes, custom_fields, events, fields
 from crm_graphql.services.actor import Actor, scoped, workspace_condition
-from crm_graphql.services.errors import Conflict, DomainError, Invalid, NotFound
+from crm_graphql.services.errors import Conflict, DomainError, Invalid
 from crm_graphql.services.policy import Action, authorize, authorize_read
 from crm_graphql.storage import bound, querying, records
 
@@ -208,7 +208,7 @@ async def _get_live_and(
     """``_get_live`` of ``id``, and in the same statement (one round trip) the row
     ``other_id`` of the workspace, held alike, whatever its state (None when absent)."""
     if id is None:
-        raise NotFound(f"{model.__name__} not found", field)
+        raise records.not_found(model, field)
     authorize_read(actor, model)  # what ``scope_condition`` checks
     wanted = [id] if other_id is None or other_id == id else [id, other_id]
     rows = {
@@ -219,7 +219,7 @@ async def _get_live_and(
     }
     row = rows.get(id)
     if row is None:
-        raise NotFound(f"{model.__name__} not found", field)
+        raise records.not_found(model, field)
     if row.archived_at is not None:
         raise Invalid(f"That {model.__name__.lower()} is archived", field)
     return row, rows.get(other_id) if other_id is not None else None
@@ -238,7 +238,7 @@ async def _read_move(
     held alike (the target itself when the move names it). The errors and their order
     are those of reading them one after the other."""
     if deal_id is None:
-        raise NotFound("Deal not found", "id")
+        raise records.not_found(Deal)
     authorize_read(actor, Deal)  # what ``scope_condition`` checks
     rows = (
         await session.execute(
@@ -247,17 +247,13 @@ async def _read_move(
         )
     ).all()
     if not rows:
-        raise NotFound("Deal not found", "id")
+        raise records.not_found(Deal)
     deal = rows[0][0]
-    if expected_version is not None and deal.version != expected_version:
-        raise Conflict(
-            f"Deal was changed by someone else (version {deal.version}, "
-            f"expected {expected_version}); reload and retry"
-        )
+    records.check_version(deal, expected_version)
     if deal.archived_at is not None:
         raise Invalid("An archived deal is not on the board", "id")
     if stage_id is None:
-        raise NotFound("Stage not found", "stageId")
+        raise records.not_found(Stage, "stageId")
     authorize_read(actor, Stage)
     stages = {stage.id: stage for _, stage in rows}
     if deal.stage_id not in stages:
@@ -268,7 +264,7 @@ async def _read_move(
         return deal, again, left
     target: Stage | None = stages.get(stage_id)
     if target is None:
-        raise NotFound("Stage not found", "stageId")
+        raise records.not_found(Stage, "stageId")
     if target.archived_at is not None:
         raise Invalid("That stage is archived", "stageId")
     return deal, target, stages[deal.stage_id]
@@ -851,7 +847,7 @@ async def move_deal(
     if target.id == deal.stage_id:
         return deal
     if left is None:  # a deal's stage is in its workspace (foreign key)
-        raise NotFound("Stage not found", "stageId")
+        raise records.not_found(Stage, "stageId")
     source = left
     now = datetime.now(UTC)
     activity = Activity(

@@ -34,6 +34,25 @@ def entity_name(model: type[Any]) -> str:
     return model.__name__
 
 
+def not_found(model: type[Any], field: str = "id") -> NotFound:
+    """The error of a row of ``model`` that is not there for the actor (absent, or of
+    another workspace: a caller cannot tell them apart), on input ``field``."""
+    return NotFound(f"{entity_name(model)} not found", field)
+
+
+def check_version(row: Any, expected_version: int | None) -> None:
+    """``Conflict`` unless the client's ``expectedVersion`` (when given) is the row's."""
+    if expected_version is None:
+        return
+    if not isinstance(row, Versioned):
+        raise TypeError(f"{entity_name(type(row))} has no version to check")
+    if row.version != expected_version:
+        raise Conflict(
+            f"{entity_name(type(row))} was changed by someone else (version "
+            f"{row.version}, expected {expected_version}); reload and retry"
+        )
+
+
 async def get(
     actor: Actor,
     session: AsyncSession,
@@ -46,13 +65,13 @@ async def get(
     """The row with ``id`` in the actor's workspace, or ``NotFound`` (also for IDs of other
     workspaces: a caller cannot tell them from unknown ones)."""
     if id is None:
-        raise NotFound(f"{entity_name(model)} not found", field)
+        raise not_found(model, field)
     authorize_read(actor, model)  # what ``scoped`` checks
     row = await session.scalar(
         _by_id_statement(model, for_update), {"workspace": actor.workspace_id, "id": id}
     )
     if row is None:
-        raise NotFound(f"{entity_name(model)} not found", field)
+        raise not_found(model, field)
     return row
 
 
@@ -85,7 +104,7 @@ async def referenced(
         stmt = in_workspace(model, actor).where(model.id == id)
         row = await session.scalar(stmt)
     if row is None:
-        raise NotFound(f"{entity_name(model)} not found", field)
+        raise not_found(model, field)
     return row
 
 
@@ -170,15 +189,7 @@ async def get_for_change(
 ) -> M:
     """Lock the row for this transaction and check the client's ``expectedVersion``."""
     row = await get(actor, session, model, id, for_update=True)
-    if expected_version is None:
-        return row
-    if not isinstance(row, Versioned):
-        raise TypeError(f"{entity_name(model)} has no version to check")
-    if row.version != expected_version:
-        raise Conflict(
-            f"{entity_name(model)} was changed by someone else (version "
-            f"{row.version}, expected {expected_version}); reload and retry"
-        )
+    check_version(row, expected_version)
     return row
 
 
@@ -200,7 +211,7 @@ async def ensure_in_workspace(
             continue
         found = await session.scalar(reference_statement(actor, model, id))
         if found is None:
-            raise NotFound(f"{entity_name(model)} not found", field)
+            raise not_found(model, field)
 
 
 def apply(row: Any, changes: Mapping[str, Any]) -> None:

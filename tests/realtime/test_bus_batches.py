@@ -64,3 +64,24 @@ async def test_a_caller_returns_after_its_own_batch_went_out() -> None:
     gate.set()
     await asyncio.gather(first, *later)
     assert sent == [[0], [1, 2, 3]]  # in the order they came, the waiting ones together
+
+
+async def test_a_batch_holds_at_most_its_limit_and_the_rest_follow_in_order() -> None:
+    """Thousands at once (a reconnect storm) go out as several bounded round trips, each
+    well inside the Redis timeout on a busy machine, not one that outgrows it."""
+    sent: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def send(items: list[int]) -> None:
+        if not sent:
+            await gate.wait()
+        sent.append(list(items))
+
+    batches: Batches[int] = Batches(send, limit=3)
+    first = asyncio.create_task(batches.add(0))
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(batches.add(i)) for i in range(1, 9)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(first, *later)
+    assert sent == [[0], [1, 2, 3], [4, 5, 6], [7, 8]]
