@@ -22,7 +22,12 @@ from crm_graphql.compiled import CompiledReads
 from crm_graphql.compression import compression_middleware
 from crm_graphql.console import console_routes
 from crm_graphql.cors import cors_middleware
-from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
+from crm_graphql.db.engine import (
+    make_engine,
+    make_read_pool,
+    make_sessionmaker,
+    requests_engine,
+)
 from crm_graphql.db.replica import Replica
 from crm_graphql.diagnostics import Diagnostics, runtime
 from crm_graphql.downloads import download_routes
@@ -116,8 +121,8 @@ def build_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = make_engine(
-            settings.database_url or "", pool_size=settings.db_pool_size, echo=settings.sql_echo
+        engine = requests_engine(
+            settings.database_url or "", settings.db_pool_size, echo=settings.sql_echo
         )
         sessionmaker = make_sessionmaker(engine)
         crypto.attach(sessionmaker, keyring)

@@ -27,13 +27,17 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """Create the process-wide engine. JIT is off: CRM queries are short and JIT only adds
-    planning latency to them."""
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int | None = None, echo: bool = False
+) -> AsyncEngine:
+    """An engine keeping up to ``pool_size`` connections, opened as sessions need them;
+    under load it opens ``max_overflow`` more (default: as many again), each closed the
+    moment it is returned to a full pool. JIT is off: CRM queries are short and JIT only
+    adds planning latency to them."""
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         # No ping per checkout (a round trip per session): a disconnect error invalidates
         # the whole pool, so after a PostgreSQL restart one request answers UNAVAILABLE
         # and the next ones get new connections (docs/decisions/0005, M1).
@@ -42,6 +46,18 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
         json_deserializer=load_json,
         connect_args={"server_settings": {"jit": "off", "application_name": "crm_graphql"}},
     )
+
+
+def requests_engine(url: str, pool_size: int, *, echo: bool = False) -> AsyncEngine:
+    """The engine of a process's requests (``CRM_DB_POOL_SIZE``): ``pool_size``
+    connections, opened as requests need them and kept, and no overflow. SQLAlchemy
+    closes an overflow connection the moment it is returned to a full pool, so a steady
+    load a little above the pool's size (M1's 16 writers on 10 + 10: a request holds its
+    connection for a part of its time only, so the number held swings around 10) opened
+    and closed a PostgreSQL backend every few requests, and cost 11 % more server CPU per
+    mutation than a fixed pool (docs/decisions/0005). A request beyond the pool waits for
+    a connection (``pool_timeout``, 30 s), as the raw floor's asyncpg pool of 10 does."""
+    return make_engine(url, pool_size=pool_size, max_overflow=0, echo=echo)
 
 
 def make_sessionmaker(

@@ -42,7 +42,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from crm_graphql.db.engine import make_engine, make_read_pool, make_sessionmaker
+from crm_graphql.db.engine import make_read_pool, make_sessionmaker, requests_engine
 
 if TYPE_CHECKING:
     from crm_graphql.services.actor import Actor
@@ -113,7 +113,7 @@ class Replica:
         self.max_lag = max_lag
         self.poll = poll
         self.clock = clock
-        self.engine: AsyncEngine = make_engine(replica_url, pool_size=pool_size)
+        self.engine: AsyncEngine = requests_engine(replica_url, pool_size)
         # Summaries refreshed from a read on the standby are written to the primary
         # (``services.snapshots.ensure``).
         self.sessionmaker: async_sessionmaker[AsyncSession] = make_sessionmaker(

@@ -212,7 +212,10 @@ def test_explorer_runs_a_subscription(
             short.until(lambda d: "Seen live in GraphiQL" in d.execute_script(JS_RESULT))
             break
         except TimeoutException:
-            assert time.monotonic() < deadline, "no activity reached the explorer"
+            # What the answer pane shows tells a refused or failed subscription (an error
+            # there) from one that runs and receives nothing.
+            pane = browser.execute_script(JS_RESULT)
+            assert time.monotonic() < deadline, f"no activity reached the explorer: {pane!r}"
 
 
 def test_the_default_document_has_an_example_of_each_insight_feature() -> None:
