@@ -4,6 +4,7 @@ per role, an HTTP client over the real ASGI app and a real uvicorn for browser/W
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import tempfile
@@ -187,6 +188,9 @@ def settings(database_url: str, redis_url: str) -> Any:
     )
 
 
+_shared_apps: list[Any] = []  # the session's ``app`` once a test asked for it
+
+
 @pytest.fixture(scope="session")
 async def app(settings: Any) -> AsyncIterator[Any]:
     """The real Starlette app with its lifespan (pools opened and closed)."""
@@ -194,7 +198,26 @@ async def app(settings: Any) -> AsyncIterator[Any]:
 
     application = build_app(settings)
     async with application.router.lifespan_context(application):
-        yield application
+        _shared_apps.append(application)
+        try:
+            yield application
+        finally:
+            _shared_apps.remove(application)
+
+
+@pytest.fixture(autouse=True)
+async def _shared_app_settled() -> None:
+    """Before each test, the shared app's job runner ends the round it is in (a job that
+    an earlier test started). Its loop is the session's, which runs only while an async
+    test or fixture does: a sync test (the browser tests) would otherwise freeze a job
+    in its open transaction, and that transaction holds every live event of the database
+    back for the whole test (the explorer's subscription received nothing for 99 s
+    behind an import left idle in a transaction after its ANALYZE)."""
+    for application in _shared_apps:
+        runner = application.state.crm.jobs
+        if runner is not None:
+            async with asyncio.timeout(120):
+                await runner.settled()
 
 
 @pytest.fixture

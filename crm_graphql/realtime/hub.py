@@ -102,6 +102,10 @@ class HubSettings:
     slow_consumer_after: float = 10.0  # seconds a subscriber may sit on waiting events
     render_concurrency: int = 4  # group renders of one batch run at once (database sessions)
     rendered_kept: int = 256  # payloads and verdicts a group keeps for members catching up
+    # Seconds live events may wait behind one open transaction before the hub warns, naming
+    # its backend (``Hub.held_back``): a session left idle in a transaction that wrote
+    # holds every stream of the database back until it ends.
+    held_back_warning: float = 30.0
 
 
 @dataclass(eq=False, slots=True)
@@ -380,10 +384,13 @@ class Stream:
                     # Everything below an unchanged horizon was in the last read's
                     # snapshot: nothing new is deliverable yet, skip the read.
                     self.hub.skipped_reads += 1
+                    await self.hub.held_back(conn, below)
                     return True
                 batch, held_back, counter = await events.read_events(
                     conn, *self.key, self.head, limit=self.hub.settings.page, below=below
                 )
+                if held_back:
+                    await self.hub.held_back(conn, below)
             # A full page leaves events below this horizon unread: no skipping then.
             self.below = below
             self.held_back = held_back and len(batch) < self.hub.settings.page
@@ -529,6 +536,8 @@ class Hub:
         self.writes = 0  # socket writes of those frames (a live batch's go out at once)
         self.reads = 0  # stream reads of the event log
         self.skipped_reads = 0  # re-reads skipped: held back behind the same horizon
+        # The horizon events were last found waiting behind, since when, whether warned.
+        self._held: tuple[int, float, bool] | None = None
         # Connections' credentials: ended at expiry or revocation, in every process.
         self.credentials = Watch(
             pool,
@@ -540,6 +549,28 @@ class Hub:
             lambda workspace_id, on: self._watch(workspace_id, CHANGES, on),
             redis_up=lambda: self.redis_up,
             settings=dashboards,
+        )
+
+    async def held_back(self, conn: events.LogReader, below: int) -> None:
+        """A stream found committed events waiting behind the horizon ``below`` (an older
+        transaction of the database, still running, that could write an earlier event).
+        Once they have waited behind the same one for ``held_back_warning`` seconds, warn
+        once, naming its backend: nothing is lost (they are delivered when it ends), but
+        no live event of the database moves until then, and an operator must know which
+        session holds them (often one left idle in a transaction)."""
+        now = time.monotonic()
+        held = self._held
+        if held is None or held[0] != below:
+            self._held = (below, now, False)
+            return
+        if held[2] or now - held[1] < self.settings.held_back_warning:
+            return
+        self._held = (below, held[1], True)
+        holder = await events.oldest_writer(conn)
+        log.warning(
+            "live events have waited %.0f s behind an open transaction: %s",
+            now - held[1],
+            holder or "it has ended",
         )
 
     def stats(self) -> dict[str, int]:

@@ -45,6 +45,7 @@ class PollingLoop:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self._idle = asyncio.Event()  # set between rounds, waiting for a poll or a wake
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.name)
@@ -64,6 +65,19 @@ class PollingLoop:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._task, CLOSE_GRACE_SECONDS)
 
+    async def settled(self) -> None:
+        """Return once no round is in progress or due: the loop waits for its next poll
+        and nothing woke it. (A test process pauses its event loop between tests: a round
+        paused in an open transaction that wrote would hold back every live event of the
+        database until the loop runs again.)"""
+        while self._task is not None and not self._task.done():
+            if not self._idle.is_set():
+                await self._idle.wait()
+            elif self._wake.is_set():  # woken, its round not begun yet: let it begin
+                await asyncio.sleep(0.01)
+            else:
+                return
+
     async def run_once(self) -> bool:
         """One round; whether to go again at once."""
         raise NotImplementedError
@@ -79,7 +93,11 @@ class PollingLoop:
                 busy = False
             if not busy and not self._stopping:
                 self._wake.clear()
-                await wait_until_set(self._wake, self._poll_seconds)
+                self._idle.set()
+                try:
+                    await wait_until_set(self._wake, self._poll_seconds)
+                finally:
+                    self._idle.clear()
 
 
 class OutboxDispatcher(PollingLoop):

@@ -273,6 +273,31 @@ class LogReader(Protocol):
     async def fetchrow(self, query: str, *args: Any) -> Any: ...
 
 
+_OLDEST_WRITER_SQL = """
+    SELECT pid, application_name, client_addr, state, xact_start, state_change,
+           left(query, 200) AS query
+    FROM pg_stat_activity
+    WHERE datname = current_database() AND backend_xid IS NOT NULL
+      AND pid <> pg_backend_pid()
+    ORDER BY age(backend_xid) DESC
+    LIMIT 1
+"""
+
+
+async def oldest_writer(conn: LogReader) -> str | None:
+    """The backend of this database's oldest running transaction that holds an xid (what
+    holds the horizon), described for a log line; None when there is none."""
+    row = await conn.fetchrow(_OLDEST_WRITER_SQL)
+    if row is None:
+        return None
+    return (
+        f"backend {row['pid']} ({row['application_name'] or 'no application name'}"
+        f" from {row['client_addr'] or 'a local socket'}), {row['state']}"
+        f" since {row['state_change']}, in a transaction since {row['xact_start']};"
+        f" its last statement: {row['query']!r}"
+    )
+
+
 async def horizon(conn: LogReader) -> int:
     """The txid below which every transaction of this database that could still write an
     event has finished (``crm_event_horizon()``, migration 0006): events below it never

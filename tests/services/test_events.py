@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.db.engine import make_read_pool
-from crm_graphql.realtime.hub import Hub
+from crm_graphql.realtime.hub import Hub, HubSettings
 from crm_graphql.services import events
 from crm_graphql.services.actor import Actor
 from tests import support
@@ -120,6 +121,46 @@ async def test_a_held_back_stream_skips_rereads_until_the_horizon_moves(
             await running.rollback()  # ends without an event: no doorbell rings
         await wait_for(lambda: len(received) == 1, what="the held-back event")
         assert received[0].topic == TOPIC
+
+
+async def test_events_held_back_for_long_are_reported_once_naming_the_open_transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    admin: Actor,
+    redis_url: str,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A session left idle in a transaction that wrote holds every stream back (nothing is
+    lost: its events come when it ends). The hub says so once, naming the backend, so an
+    operator can find it; before, live events just stopped without a word."""
+    client = redis.Redis.from_url(redis_url)
+    pool = await make_read_pool(database_url, 2, "test")
+    hub = Hub(pool, sessionmaker, client, HubSettings(held_back_warning=0.3))
+    await hub.start()
+    idle = await asyncpg.connect(
+        support.asyncpg_dsn(database_url), server_settings={"application_name": "left-open"}
+    )
+    try:
+        async with following(hub, admin) as received:
+            await wait_for(lambda: bool(hub.streams), what="the stream is read")
+            writing = idle.transaction()
+            await writing.start()
+            await idle.fetchval("SELECT pg_current_xact_id()")  # wrote, then went idle
+            with caplog.at_level(logging.WARNING, logger="crm_graphql.realtime.hub"):
+                await commit_event(sessionmaker, admin)
+                await asyncio.sleep(1.0)  # three times the warning's delay
+            warnings = [r.getMessage() for r in caplog.records if "open transaction" in r.message]
+            assert len(warnings) == 1, warnings
+            assert "left-open" in warnings[0] and "idle in transaction" in warnings[0]
+            assert "pg_current_xact_id" in warnings[0]
+            assert received == []
+            await writing.rollback()
+            await wait_for(lambda: len(received) == 1, what="the held-back event")
+    finally:
+        await idle.close()
+        await hub.close()
+        await pool.close()
+        await client.aclose()
 
 
 # ------------------------------------------------- the horizon across epochs (issue 12)
