@@ -164,7 +164,7 @@ def _upsert_record(changes: Changes, input: Any) -> dict[str, Any] | DomainError
 
 
 async def upsert_payload(
-    info: Any,
+    info: Info,
     name: str,
     inputs: Sequence[Any],
     changes: Changes,
