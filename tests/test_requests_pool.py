@@ -9,17 +9,16 @@ import asyncio
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from crm_graphql.db.engine import requests_engine
+from tests import support
 
 SIZE = 3
 
 
 async def _alive(database_url: str, pids: set[int]) -> set[int]:
     """Which of these backends the server still runs."""
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(support.asyncpg_dsn(database_url))
     try:
         rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE pid = any($1)", pids)
     finally:
