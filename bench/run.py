@@ -1358,6 +1358,30 @@ class HorizonWatch:
         self.thread.join(5)
 
 
+class CoreBusy:
+    """How busy a core was between ``__init__`` (or the last ``take``) and ``take``, in
+    percent of its time (``/proc/stat``: everything but idle and iowait). The servers'
+    core near 100 % means the servers (and whatever else ran there) had no time to spare:
+    a latency tail then comes from waiting for the CPU, not from one slow step."""
+
+    def __init__(self, core: str) -> None:
+        self.core = f"cpu{core}"
+        self.last = self._ticks()
+
+    def _ticks(self) -> tuple[int, int]:
+        for line in Path("/proc/stat").read_text().splitlines():
+            fields = line.split()
+            if fields[0] == self.core:
+                ticks = [int(x) for x in fields[1:]]
+                return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+        return 0, 0
+
+    def take(self) -> float | None:
+        (busy0, all0), (busy1, all1) = self.last, self._ticks()
+        self.last = (busy1, all1)
+        return round(100 * (busy1 - busy0) / (all1 - all0), 1) if all1 > all0 else None
+
+
 def raise_open_files(needed: int, what: str) -> int:
     """Raise this process's RLIMIT_NOFILE (inherited by the servers and clients it spawns)
     to at least ``needed``; a clear error when the hard limit is lower."""
@@ -1525,6 +1549,7 @@ def rt1(
         cpu0 = [cpu_seconds(s.proc.pid) for s in servers]
         t0 = time.monotonic()
         watch = HorizonWatch(db_url)
+        core = CoreBusy(SERVER_CORE)
         sent = uvloop.run(
             send_events(
                 servers[0].base,
@@ -1543,6 +1568,7 @@ def rt1(
         result = clients.report(sent)
         result.update(
             **watch.take(),
+            server_core_busy_percent=core.take(),
             rate_per_s=preset.rt1_rate,
             seconds=preset.rt1_seconds,
             warmup_seconds=preset.warmup,
@@ -1566,7 +1592,8 @@ def rt1(
         say(
             f"{scenario} {server_name}: {result['deliveries']}/{result['deliveries_expected']} delivered, "
             f"lost {result['lost']}, dup {result['duplicates']}, p99 {result['latency_ms']['p99']} ms, "
-            f"client CPU {result['client_cpu_percent']}%, load {result['loadavg']:.1f}"
+            f"client CPU {result['client_cpu_percent']}%, servers' core {result['server_core_busy_percent']}% busy, "
+            f"load {result['loadavg']:.1f}"
         )
         return result
     finally:
@@ -1666,6 +1693,7 @@ def rt2(
         while plan:
             rate = plan.pop(0)
             cpu0 = [cpu_seconds(s.proc.pid) for s in servers]
+            core = CoreBusy(SERVER_CORE)
             t0 = time.monotonic()
             t0_ns = time.time_ns()
             sent = uvloop.run(
@@ -1686,6 +1714,7 @@ def rt2(
             step = clients.report(sent)
             step.update(
                 **watch.take(),
+                server_core_busy_percent=core.take(),
                 rate_per_s=rate,
                 # Over the time from the first send to the last delivery (not the send
                 # window: a server that falls behind keeps delivering after it).
@@ -1976,6 +2005,8 @@ def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
                 f"p99 < {RT1X_P99_MS} ms, 0 lost, 0 dup, every send answered",
                 held if name == "ours" else None,
                 f"load {r['loadavg']:.1f}; " * ("loadavg" in r)
+                + f"servers' core {r.get('server_core_busy_percent')} % busy; "
+                * (r.get("server_core_busy_percent") is not None)
                 + (
                     "the raw floor, for comparison; "
                     if name == "raw"
@@ -2096,8 +2127,8 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             f"## {title}",
             "",
-            "| server | sockets (active) | msgs/s | sends answered | deliveries | expected | lost | dup | p50 ms | p95 ms | p99 ms | server CPU % | CPU ms/msg | client CPU % | load | oldest write tx in cluster |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
+            "| server | sockets (active) | msgs/s | sends answered | deliveries | expected | lost | dup | p50 ms | p95 ms | p99 ms | server CPU % | CPU ms/msg | servers' core busy % | client CPU % | load | oldest write tx in cluster |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---|",
         ]
         for name, r in rows.items():
             out.append(
@@ -2106,7 +2137,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{r['deliveries']} | {r['deliveries_expected']} | {r['lost']} | "
                 f"{r['duplicates']} | {fmt(r['latency_ms']['p50'])} | {fmt(r['latency_ms']['p95'])} | "
                 f"{fmt(r['latency_ms']['p99'])} | {r['server_cpu_percent']} | {r.get('server_cpu_ms_per_message')} | "
-                f"{r['client_cpu_percent']} | {fmt(r.get('loadavg'))} | {horizon(r)} |"
+                f"{fmt(r.get('server_core_busy_percent'))} | {r['client_cpu_percent']} | {fmt(r.get('loadavg'))} | {horizon(r)} |"
             )
         first = next(iter(rows.values()))
         if first.get("warmup_seconds"):
@@ -2114,7 +2145,8 @@ def markdown(result: dict[str, Any]) -> str:
                 "",
                 f"Measured after a warm-up of {first['warmup_seconds']:g} s at the same rate (not counted). "
                 "CPU ms/msg: server CPU per message sent, per process (the first one also runs every send; "
-                "both on core 0)."
+                f"both on core {SERVER_CORE}). Servers' core busy: that core's time not idle during the "
+                "measurement, whatever ran there; near 100 %, a latency tail is time spent waiting for the CPU."
                 + (
                     " Active sockets follow the conversations messages are sent to (and the agents' "
                     "inboxes); the others follow a conversation nothing is sent to."
@@ -2127,8 +2159,8 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             "## RT2 broadcast capacity",
             "",
-            "| server | events/s | sends answered | deliveries/s | p50 ms | p99 ms | lost | dup | held | server CPU % | client CPU % | load | oldest write tx in cluster |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
+            "| server | events/s | sends answered | deliveries/s | p50 ms | p99 ms | lost | dup | held | server CPU % | servers' core busy % | client CPU % | load | oldest write tx in cluster |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---|",
         ]
         for name, r in result["rt2"].items():
             label = "load generator alone (null server)" if name == "null" else name
@@ -2138,10 +2170,10 @@ def markdown(result: dict[str, Any]) -> str:
                     f"{round(st['rate_per_s'] * result['preset_values']['rt2_step_seconds'])} | {fmt(st['deliveries_per_s'])} | "
                     f"{fmt(st['latency_ms']['p50'])} | {fmt(st['latency_ms']['p99'])} | {st['lost']} | "
                     f"{st['duplicates']} | {'yes' if st['held'] else 'no'} | {st['server_cpu_percent']} | "
-                    f"{st['client_cpu_percent']} | {fmt(st.get('loadavg'))} | {horizon(st)} |"
+                    f"{fmt(st.get('server_core_busy_percent'))} | {st['client_cpu_percent']} | {fmt(st.get('loadavg'))} | {horizon(st)} |"
                 )
             out.append(
-                f"| {label}: highest rate held | {r['highest_rate_held']} | | | | | | | | | | | |"
+                f"| {label}: highest rate held | {r['highest_rate_held']} | | | | | | | | | | | | |"
             )
     idle = result.get("idle") or (
         {"ours": result["idle_memory"]} if result.get("idle_memory") else {}
