@@ -44,9 +44,23 @@ from email.message import Message as MimePart
 from email.parser import BytesParser, HeaderParser
 from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import (
+    Select,
+    Table,
+    Text,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.enums import (
@@ -65,7 +79,8 @@ from crm_graphql.models import (
     User,
     Workspace,
 )
-from crm_graphql.services import conversations, customers, events, webhooks
+from crm_graphql.models.base import uuid7
+from crm_graphql.services import changes, conversations, customers, events, webhooks
 from crm_graphql.services.actor import Actor, scoped
 from crm_graphql.services.errors import Invalid, NotFound
 from crm_graphql.services.policy import (
@@ -322,63 +337,117 @@ def rfc_message_id(config: EmailConfig, message_id: uuid.UUID) -> str:
 
 async def queue_outbound(
     actor: Actor, session: AsyncSession, conversation: Any, message: Message
-) -> EmailMessage:
+) -> uuid.UUID:
     """Put an agent's message of an EMAIL conversation in the outbox, in the message's
     transaction: sent after commit by the dispatcher. A customer without an email address
-    makes it ``failed`` at once, with that reason (the agent sees it)."""
+    makes it ``failed`` at once, with that reason (the agent sees it). The new mail's id.
+
+    One statement (``_outbound_statement``), built once: the customer's address, the
+    workspace's From, the earlier mails of the conversation (for References and
+    In-Reply-To) and the insert, where it took three queries and an ORM flush: 0.9 ms of
+    server CPU per mail instead of 4.8 (docs/decisions/0038)."""
     config = config_of(session)
-    own_from = (
-        select(Workspace.email_from_address)
-        .where(Workspace.id == actor.workspace_id)
-        .scalar_subquery()
-    )
-    address, workspace_from = (
-        await session.execute(
-            select(Customer.email, own_from).where(
-                Customer.id == conversation.customer_id,
-                Customer.workspace_id == actor.workspace_id,
-            )
-        )
-    ).one()
-    earlier = list(
-        (
-            await session.execute(
-                select(EmailMessage.rfc_message_id, EmailMessage.direction)
-                .where(
-                    EmailMessage.workspace_id == actor.workspace_id,
-                    EmailMessage.conversation_id == conversation.id,
-                )
-                .order_by(EmailMessage.created_at.desc(), EmailMessage.id.desc())
-                .limit(MAX_REFERENCES)
-            )
-        ).all()
-    )
-    earlier.reverse()
-    references = [rfc for rfc, _ in earlier]
-    inbound = [rfc for rfc, direction in earlier if direction == EmailDirection.INBOUND]
-    in_reply_to = inbound[-1] if inbound else (references[-1] if references else None)
     subject = conversation.subject or "Your conversation with us"
-    if references and not subject.lower().startswith("re:"):
-        subject = f"Re: {subject}"
-    row = EmailMessage(
-        workspace_id=actor.workspace_id,
-        message_id=message.id,
-        conversation_id=conversation.id,
-        direction=EmailDirection.OUTBOUND,
-        rfc_message_id=rfc_message_id(config, message.id),
-        sender=workspace_from or server_sender(config),
-        recipients=[address] if address else [],
-        subject=subject[:MAX_SUBJECT],
-        in_reply_to=in_reply_to,
-        references=references,
-        status=EmailDeliveryStatus.PENDING if address else EmailDeliveryStatus.FAILED,
-        attempts=0,
-        next_attempt_at=func.now() if address else None,
-        last_error=None if address else "The customer has no email address",
+    # A reply (the thread has earlier mails) says so, once.
+    reply = subject if subject.lower().startswith("re:") else f"Re: {subject}"
+    email_id = uuid7()
+    result = await session.execute(
+        _outbound_statement(),
+        {
+            "email_id": email_id,
+            "workspace": actor.workspace_id,
+            "message": message.id,
+            "conversation": conversation.id,
+            "customer": conversation.customer_id,
+            "rfc_message_id": rfc_message_id(config, message.id),
+            "server_sender": server_sender(config),
+            "subject": subject[:MAX_SUBJECT],
+            "reply_subject": reply[:MAX_SUBJECT],
+        },
     )
-    session.add(row)
-    await session.flush()
-    return row
+    result.scalar_one()  # the conversation's customer is in the workspace: one row
+    return email_id
+
+
+@functools.cache
+def _outbound_statement() -> Any:
+    """``INSERT INTO email_messages ... SELECT`` of an outbound mail; parameters named as
+    ``queue_outbound`` passes them. References are the Message-IDs of the conversation's
+    last ``MAX_REFERENCES`` mails, oldest first; In-Reply-To is the newest received one's,
+    else the newest one's; the subject is the reply form once there are earlier mails."""
+    table = cast(Table, EmailMessage.__table__)
+    people = cast(Table, Customer.__table__)
+    workspaces = cast(Table, Workspace.__table__)
+    workspace = bindparam("workspace", type_=table.c.workspace_id.type)
+    earlier = (
+        select(table.c.rfc_message_id, table.c.direction, table.c.created_at, table.c.id)
+        .where(
+            table.c.workspace_id == workspace,
+            table.c.conversation_id == bindparam("conversation", type_=table.c.id.type),
+        )
+        .order_by(table.c.created_at.desc(), table.c.id.desc())
+        .limit(MAX_REFERENCES)
+        .cte("earlier")
+    )
+
+    def newest(*where: Any) -> Any:
+        return (
+            select(earlier.c.rfc_message_id)
+            .where(*where)
+            .order_by(earlier.c.created_at.desc(), earlier.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    direction = table.c.direction.type
+    address = func.nullif(people.c.email, "")
+    has_address = address.is_not(None)
+    rows = (
+        select(
+            bindparam("email_id", type_=table.c.id.type),
+            workspace,
+            bindparam("message", type_=table.c.message_id.type),
+            bindparam("conversation", type_=table.c.conversation_id.type),
+            literal(EmailDirection.OUTBOUND, direction),
+            bindparam("rfc_message_id", type_=table.c.rfc_message_id.type),
+            func.coalesce(
+                func.nullif(workspaces.c.email_from_address, ""),
+                bindparam("server_sender", type_=Text),
+            ),
+            case((has_address, array([address])), else_=literal([], table.c.recipients.type)),
+            case(
+                (exists(earlier.select()), bindparam("reply_subject", type_=Text)),
+                else_=bindparam("subject", type_=Text),
+            ),
+            func.coalesce(
+                newest(earlier.c.direction == literal(EmailDirection.INBOUND, direction)),
+                newest(),
+            ),
+            func.array(
+                select(earlier.c.rfc_message_id)
+                .order_by(earlier.c.created_at, earlier.c.id)
+                .scalar_subquery()
+            ),
+            case(
+                (has_address, literal(EmailDeliveryStatus.PENDING, table.c.status.type)),
+                else_=literal(EmailDeliveryStatus.FAILED, table.c.status.type),
+            ),
+            literal(0),
+            case((has_address, func.now())),
+            case((has_address, null()), else_=literal("The customer has no email address")),
+        )
+        .select_from(people.join(workspaces, workspaces.c.id == people.c.workspace_id))
+        .where(
+            people.c.id == bindparam("customer", type_=people.c.id.type),
+            people.c.workspace_id == workspace,
+        )
+    )
+    names = (
+        "id", "workspace_id", "message_id", "conversation_id", "direction", "rfc_message_id",
+        "sender", "recipients", "subject", "in_reply_to", "references", "status", "attempts",
+        "next_attempt_at", "last_error",
+    )  # fmt: skip
+    return changes.writing(insert(table).from_select(list(names), rows).returning(table.c.id))
 
 
 def server_sender(config: EmailConfig) -> str:

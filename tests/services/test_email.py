@@ -6,14 +6,15 @@ conversations)."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage as MimeMessage
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_graphql.enums import EmailDeliveryStatus, EmailDirection
-from crm_graphql.models import EmailMessage, Message, MessageAttachment
+from crm_graphql.models import EmailMessage, Message, MessageAttachment, Workspace
 from crm_graphql.services import conversations, customers, email, privacy
 from crm_graphql.services.actor import Actor
 
@@ -260,3 +261,91 @@ async def test_erasing_the_customer_erases_their_mail_and_stops_what_is_unsent(
     assert all(r.sender == "[erased]" and r.recipients == [] and r.subject is None for r in rows)
     [outbound] = [r for r in rows if r.direction is EmailDirection.OUTBOUND]
     assert outbound.status is EmailDeliveryStatus.FAILED and "erased" in (outbound.last_error or "")
+
+
+async def _outbox(session: AsyncSession, conversation_id: uuid.UUID) -> list[EmailMessage]:
+    """The conversation's mails, oldest first."""
+    return list(
+        await session.scalars(
+            select(EmailMessage)
+            .where(EmailMessage.conversation_id == conversation_id)
+            .order_by(EmailMessage.created_at, EmailMessage.id)
+        )
+    )
+
+
+async def test_a_mail_threads_on_the_last_mails_and_names_the_newest_received_one(
+    sessionmaker: async_sessionmaker[AsyncSession], agent: Actor
+) -> None:
+    """References: the conversation's last ``MAX_REFERENCES`` Message-IDs, oldest first;
+    In-Reply-To: the newest received mail's, even with sent ones after it; a subject that
+    is a reply already is not prefixed again; the workspace's own From is the sender."""
+    count = email.MAX_REFERENCES + 4
+    async with sessionmaker() as session, session.begin():
+        customer = await customers.create_customer(
+            agent, session, {"name": "Cy", "email": "cy@customer.test"}
+        )
+        conversation = await conversations.start_conversation(
+            agent,
+            session,
+            {"customer_id": customer.id, "channel": "email", "subject": "RE: Invoice"},
+        )
+        await session.execute(
+            update(Workspace)
+            .where(Workspace.id == agent.workspace_id)
+            .values(email_from_address="desk@shop.test")
+        )
+    for n in range(count):  # a message's transaction writes that message alone
+        async with sessionmaker() as session, session.begin():
+            await conversations.send_message(agent, session, conversation.id, body=f"m{n}")
+    # The thread so far: a second apart, two of them received from the customer.
+    async with sessionmaker() as session, session.begin():
+        for n, row in enumerate(await _outbox(session, conversation.id)):
+            row.rfc_message_id = f"older-{n}@thread.test"
+            row.created_at = datetime.now(UTC) - timedelta(seconds=100 - n)
+            if n in (3, count - 3):
+                row.direction, row.status = EmailDirection.INBOUND, None
+    async with sessionmaker() as session, session.begin():
+        await conversations.send_message(agent, session, conversation.id, body="The reply")
+    async with sessionmaker() as session:
+        sent = (await _outbox(session, conversation.id))[-1]
+    assert sent.references == [
+        f"older-{n}@thread.test" for n in range(count - email.MAX_REFERENCES, count)
+    ]
+    assert sent.in_reply_to == f"older-{count - 3}@thread.test"
+    assert (sent.subject, sent.sender, sent.recipients) == (
+        "RE: Invoice",
+        "desk@shop.test",
+        ["cy@customer.test"],
+    )
+    assert (sent.direction, sent.status, sent.attempts) == (
+        EmailDirection.OUTBOUND,
+        EmailDeliveryStatus.PENDING,
+        0,
+    )
+    assert sent.next_attempt_at is not None and sent.last_error is None
+
+
+async def test_a_customer_without_an_address_fails_the_mail_at_once(
+    sessionmaker: async_sessionmaker[AsyncSession], agent: Actor
+) -> None:
+    """No address (none, or an empty one): the mail is failed with the reason, never
+    tried; the first mail of a thread names no other and keeps its subject; without a
+    workspace From, the server's is the sender."""
+    async with sessionmaker() as session, session.begin():
+        nobody = await customers.create_customer(agent, session, {"name": "Di"})
+        conversation = await conversations.start_conversation(
+            agent, session, {"customer_id": nobody.id, "channel": "email", "subject": "Hi"}
+        )
+    async with sessionmaker() as session, session.begin():
+        await conversations.send_message(agent, session, conversation.id, body="Hello?")
+    async with sessionmaker() as session:
+        (failed,) = await _outbox(session, conversation.id)
+    assert (failed.status, failed.last_error, failed.next_attempt_at, failed.recipients) == (
+        EmailDeliveryStatus.FAILED,
+        "The customer has no email address",
+        None,
+        [],
+    )
+    assert (failed.subject, failed.in_reply_to, failed.references) == ("Hi", None, [])
+    assert failed.sender == email.server_sender(email.EmailConfig())
