@@ -144,6 +144,7 @@ class LegacyHandler(BaseGraphQLWSHandler[Any, Any]):
                 # Strawberry forgot the operation as its task ended: stopping it
                 # (``stop``, the connection's end) now stops the task that pushes.
                 self.tasks[operation_id] = task
+            await _operation_ended(self.context)
 
     async def handle_message(self, message: Any) -> None:
         try:
@@ -209,6 +210,7 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
                 operation.task = task
                 operation.query, operation.variables = "", None  # used to start it only
                 self.operations[operation.id] = operation
+            await _operation_ended(self.context)
 
     async def handle_message(self, message: Any) -> None:
         try:
@@ -366,6 +368,16 @@ def _rejection_close(websocket: Any, context: LiveContext, codes: dict[int, int]
         yield
     finally:
         websocket.close = original_close
+
+
+async def _operation_ended(context: LiveContext) -> None:
+    """The connection's context gives back the connection its reads took (a query's or
+    a mutation's fields): the context lives as long as the socket, and the requests' pool
+    is fixed, so a socket that kept it after its operation would hold one of the pool's
+    connections while idle, and wait for a second one in its next mutation. Operations
+    still running on the socket read on a new session."""
+    with contextlib.suppress(Exception):  # a dead connection is the pool's problem
+        await context.close()
 
 
 @contextlib.contextmanager

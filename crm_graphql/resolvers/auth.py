@@ -79,7 +79,7 @@ async def refresh(
     input: Annotated["RefreshTokenInput", strawberry.lazy(_auth)],
 ) -> AuthResult:
     context = info.context
-    async with context.app.sessionmaker() as session:
+    async with context.own_session() as session:
         try:
             pair = await auth.refresh(
                 session,

@@ -70,7 +70,15 @@ class AppState:
 class Context:
     """One request's context. Reads share one session (and connection), serialised by a
     lock because GraphQL resolves sibling fields concurrently and a session is not
-    concurrency-safe; every mutation gets its own transaction."""
+    concurrency-safe; every mutation gets its own transaction.
+
+    A request holds at most one connection of the requests' pool at a time: a session
+    keeps its connection from its first statement to its close, and the pool is fixed
+    (``db.engine.requests_engine``), so a request that held the reads' connection while
+    it waited for a second one would, at a full pool of such requests, wait for the
+    others until the pool's timeout. So a session of its own (``unit_of_work``,
+    ``own_session``) is opened only once the reads gave their connection back, and a
+    field that must read the primary reads on the reads' session (``primary_read``)."""
 
     app: AppState
     actor: Actor | None
@@ -188,9 +196,33 @@ class Context:
                 raise
 
     @contextlib.asynccontextmanager
+    async def primary_read(self) -> AsyncIterator[AsyncSession]:
+        """``read``, but on the primary even when this request's reads go to the replica
+        (``LaggingReads``): then a session of its own, on the primary's pool (the
+        replica's session holds a connection of another pool)."""
+        if reads_on_replica(self._active()):
+            async with self.app.sessionmaker() as session:
+                yield session
+            return
+        async with self.read() as session:
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def own_session(self) -> AsyncIterator[AsyncSession]:
+        """A session of its own on the primary, for a mutation that ends its transaction
+        itself; opened once the reads (an earlier mutation's payload) gave their
+        connection back."""
+        await self.reset_reads()
+        async with self.app.sessionmaker() as session:
+            yield session
+
+    @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
         """A transaction of its own; commits on success, then announces its events and
-        the tables it wrote (``realtime.unit_of_work``)."""
+        the tables it wrote (``realtime.unit_of_work``). Opened once the reads (an
+        earlier mutation's payload, another operation on the socket) gave their
+        connection back."""
+        await self.reset_reads()
         workspace_id = self.actor.workspace_id if self.actor else None
         async with unit_of_work(self.app.sessionmaker, self.app.bus, workspace_id) as session:
             yield session

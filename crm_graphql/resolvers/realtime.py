@@ -276,7 +276,7 @@ async def set_typing(
     id = decode_id(input.conversation_id, "Conversation")
     try:
         authorize(actor, Action.SEND_AGENT_MESSAGES)
-        async with context.app.sessionmaker() as session:
+        async with context.own_session() as session:
             await conversations.get_visible(actor, session, id, field="conversationId")
             user = await session.scalar(
                 scoped(models.User, actor).where(models.User.id == actor.user_id)

@@ -110,7 +110,7 @@ async def changes(
         raise Invalid(f"`first` must be between 0 and {most}", "first")
     # The primary, always: the horizon is its running transactions (a replica's would
     # let a late commit slip behind a cursor already handed out).
-    async with context.app.sessionmaker() as session:
+    async with context.primary_read() as session:
         page = await sync_service.read_changes(actor, session, after=after, types=types, first=size)
     values = []
     for change in page.changes:
