@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -902,7 +903,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ValidationError as error:  # CRM_* settings: what is wrong, without a traceback
+        for problem in error.errors():
+            names = [f"CRM_{str(part).upper()}" for part in problem["loc"][:1]]
+            message = problem["msg"].removeprefix("Value error, ")
+            _say(f"error: {names[0] + ': ' if names else ''}{message}")
+        return 2
 
 
 if __name__ == "__main__":

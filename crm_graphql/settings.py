@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IntrospectionPolicy = Literal["on", "off", "authenticated"]
@@ -191,6 +191,20 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part for part in text.replace(",", " ").split() if part]
         return value
+
+    @model_validator(mode="after")
+    def _pool_holds_what_runs(self) -> Settings:
+        """``CRM_DB_POOL_SIZE`` at least 1, and 2 where this process runs background jobs:
+        an all-or-nothing import commits its progress reports on a second connection of
+        the requests' pool while its own transaction holds the first (docs/decisions/0037)."""
+        if self.db_pool_size < 1:
+            raise ValueError("CRM_DB_POOL_SIZE must be at least 1")
+        if self.job_runner and self.db_pool_size < 2:
+            raise ValueError(
+                "CRM_DB_POOL_SIZE must be at least 2 while this process runs background jobs "
+                "(CRM_JOB_RUNNER=true): an import reports its progress on a second connection"
+            )
+        return self
 
     @field_validator("gc_thresholds", mode="before")
     @classmethod

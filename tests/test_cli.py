@@ -190,6 +190,24 @@ def test_no_command_is_a_usage_error(cli: Cli) -> None:
     assert "usage: crm-graphql" in run.stderr
 
 
+def test_a_bad_setting_is_one_line_naming_the_variable(cli: Cli) -> None:
+    """Not a traceback: what is wrong and with which variable, exit code 2."""
+    for value, said in (
+        ("1", "error: CRM_DB_POOL_SIZE must be at least 2 while this process runs background"),
+        ("ten", "error: CRM_DB_POOL_SIZE: Input should be a valid integer"),
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "crm_graphql.cli", "migrate"],
+            cwd=support.ROOT,
+            env={**cli.env(None), "CRM_DB_POOL_SIZE": value},
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert run.stdout.startswith(said) and "Traceback" not in run.stderr, run.stdout
+
+
 # ---------------------------------------------------------------------------- migrate
 
 

@@ -114,3 +114,20 @@ async def test_a_started_app_sets_its_gc_thresholds(settings: Settings) -> None:
             assert gc.get_threshold() == (12_345, 7, 9)
     finally:
         gc.set_threshold(*before)
+
+
+def test_a_pool_too_small_for_what_the_process_runs_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A job's progress report takes a second connection of the requests' pool while the
+    import's transaction holds the first: a pool of one is refused where jobs run, and
+    the error names the variable."""
+    monkeypatch.setenv("CRM_DB_POOL_SIZE", "1")
+    monkeypatch.setenv("CRM_DATA_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="CRM_DB_POOL_SIZE must be at least 2"):
+        Settings()
+    monkeypatch.setenv("CRM_JOB_RUNNER", "false")
+    assert Settings().db_pool_size == 1
+    monkeypatch.setenv("CRM_DB_POOL_SIZE", "0")
+    with pytest.raises(ValueError, match="CRM_DB_POOL_SIZE must be at least 1"):
+        Settings()
