@@ -199,3 +199,48 @@ async def test_operations_over_websockets_give_their_connection_back(
         finally:
             for ws in sockets:
                 await ws.close()
+
+
+# A write whose payload reads, then a mutation that opens a session of its own
+# (``Context.own_session``): typing in a conversation, and exchanging a refresh token.
+WRITE_READ_TYPING = """mutation($a: CreateCustomerInput!, $c: ID!) {
+  a: createCustomer(input: $a) { customer { id deals(first: 2) { totalCount } } errors { code } }
+  t: setTyping(input: { conversationId: $c }) { ok errors { code } }
+}"""
+WRITE_READ_REFRESH = """mutation($a: CreateCustomerInput!, $r: String!) {
+  a: createCustomer(input: $a) { customer { id deals(first: 2) { totalCount } } errors { code } }
+  r: refreshToken(input: { refreshToken: $r }) { accessToken errors { code } }
+}"""
+START = """mutation($c: ID!) {
+  startConversation(input: { customerId: $c, channel: CHAT }) { conversation { id } errors { code } }
+}"""
+LOGIN = """mutation($i: LoginInput!) { login(input: $i) { refreshToken errors { code } } }"""
+
+
+async def test_mutations_with_a_session_of_their_own_wait_for_no_second_connection(
+    settings: Any, tokens: dict[Role, str], users: dict[Role, Any]
+) -> None:
+    async with support.app_client(settings, db_pool_size=POOL, job_runner=False) as client:
+        client.token = tokens[Role.AGENT]
+        made = (await client(WRITE_THEN_READ, {"a": _customer("Typing")})).ok()
+        customer = made["createCustomer"]["customer"]["id"]
+        started = (await client(START, {"c": customer})).ok()["startConversation"]
+        conversation = started["conversation"]["id"]
+        refresh_tokens = []
+        for _ in range(AT_ONCE):
+            login = {"email": users[Role.AGENT].email, "password": support.PASSWORD}
+            answer = (await client(LOGIN, {"i": login})).ok()["login"]
+            refresh_tokens.append(answer["refreshToken"])
+        operations: list[Awaitable[support.GraphQLResponse]] = []
+        for i, refresh in enumerate(refresh_tokens):
+            operations.append(
+                client(WRITE_READ_TYPING, {"a": _customer(f"Typist {i}"), "c": conversation})
+            )
+            operations.append(client(WRITE_READ_REFRESH, {"a": _customer(f"R {i}"), "r": refresh}))
+        responses = await _all_in_time(operations)
+        for response in responses:
+            data = response.ok()
+            assert all(not field.get("errors") for field in data.values()), data
+            assert data.get("t", {"ok": True})["ok"], data
+            assert data.get("r", {"accessToken": "x"})["accessToken"], data
+        assert await _in_use(client.http) == 0
