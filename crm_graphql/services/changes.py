@@ -106,6 +106,20 @@ def writing(statement: Any) -> Any:
     return statement.execution_options(**{WRITES_OPTION: written_tables(_sql(statement))})
 
 
+def writes_of(statement: Any) -> frozenset[str]:
+    """The tables ``statement`` writes: as ``writing`` declared them, else found in its SQL
+    (compiled here: call it once per statement built once)."""
+    declared = statement.get_execution_options().get(WRITES_OPTION)
+    return frozenset(declared) if declared else written_tables(_sql(statement))
+
+
+def wrote(session: Any, tables: frozenset[str]) -> None:
+    """Record ``tables`` as written by the session's transaction, for a statement that ran
+    on its connection without the session seeing it (``storage.bound.run``)."""
+    if tables:
+        session.info.setdefault(WRITTEN_KEY, set()).update(tables)
+
+
 @sa_event.listens_for(Session, "do_orm_execute")
 def _on_execute(state: ORMExecuteState) -> None:
     info = state.session.info

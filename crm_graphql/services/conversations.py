@@ -798,16 +798,17 @@ async def _append_message(
 
     ``attachments`` (checked by ``email.new_attachments``) are stored with the message,
     before its mail is queued: the mail carries them."""
-    row = (
-        await session.execute(
-            _advance_statement(actor, author_type, visible=visible, lock=lock),
-            {
-                "conversation": conversation_id,
-                "workspace": actor.workspace_id,
-                "viewer": actor.user_id,
-            },
-        )
-    ).one_or_none()
+    # Both statements are built once: on the session's connection (``bound.run``).
+    rows = await bound.run(
+        session,
+        _advance_statement(actor, author_type, visible=visible, lock=lock),
+        {
+            "conversation": conversation_id,
+            "workspace": actor.workspace_id,
+            "viewer": actor.user_id,
+        },
+    )
+    row = rows[0] if rows else None
     if row is None:
         raise NotFound("Conversation not found", "conversationId")
     if lock and not row.first:
@@ -869,7 +870,11 @@ async def _append_message(
             after=after,
         )
     )
-    await session.execute(*_write_message(message, event_rows, audit_rows))
+    statement, parameters = _write_message(message, event_rows, audit_rows)
+    if parameters:  # the usual message's statement, built once
+        await bound.run(session, statement, parameters)
+    else:  # built for this message, its values in it
+        await session.execute(statement)
     events.announce(actor, session, TOPIC)
     if attachments:
         await email.store_attachments(actor, session, message, attachments)
