@@ -918,12 +918,14 @@ async def move_deal(
             ),
         ),
     }
-    row = (await session.execute(_move_statement(), parameters)).one_or_none()
+    # Both statements are built once: on the session's connection (``bound.run``).
+    rows = await bound.run(session, _move_statement(), parameters)
+    row = rows[0] if rows else None
     if row is None:  # the row is locked: only a writer outside this rule gets here
         raise Conflict("The deal was changed concurrently; reload and retry")
-    history = (
-        await session.execute(_history_statement(deal.customer_id is not None), parameters)
-    ).one()
+    (history,) = await bound.run(
+        session, _history_statement(deal.customer_id is not None), parameters
+    )
     set_committed_value(deal, "stage_id", target.id)
     set_committed_value(deal, "version", row.version)
     set_committed_value(deal, "updated_at", row.updated_at)
