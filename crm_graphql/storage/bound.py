@@ -100,7 +100,10 @@ async def run(session: AsyncSession, statement: Any, params: Mapping[str, Any]) 
     its first statement, the engine's ``before_cursor_execute`` listeners hear it, the
     tables written are recorded (``changes.wrote``), a driver
     error is raised as SQLAlchemy's (``IntegrityError`` ...), and a lost connection is
-    invalidated, as ``session.execute`` does."""
+    invalidated, as ``session.execute`` does. It reaches into SQLAlchemy's asyncpg adapter
+    (its transaction, lock and error mapping: pyproject pins SQLAlchemy to 2.1), and
+    ``tests/services/test_bound_run.py`` fails if those move. Only for statements built
+    once: each gets a plan kept for the process's life."""
     from crm_graphql.services import changes
 
     connection = await session.connection()
