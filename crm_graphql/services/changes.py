@@ -126,7 +126,7 @@ def _on_execute(state: ORMExecuteState) -> None:
     statement = state.statement
     declared = state.execution_options.get(WRITES_OPTION)
     if declared:
-        info.setdefault(WRITTEN_KEY, set()).update(declared)
+        wrote(state.session, declared)
     elif state.is_insert or state.is_update or state.is_delete:
         table = getattr(statement, "table", None)
         name = getattr(table, "name", None)
