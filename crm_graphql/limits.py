@@ -631,7 +631,8 @@ class OperationLimits(SchemaExtension):
         if not errors:
             rules = tuple(ec.validation_rules)
             if rules not in entry.validation:
-                entry.validation[rules] = validate_document(schema, entry.document, rules)
+                found = validate_document(schema, entry.document, rules)
+                entry.validation[rules] = [_without_frames(error) for error in found]
             errors = list(entry.validation[rules])
         if not errors and entry.shape.introspection:
             errors = _introspection_errors(settings, context)
@@ -673,6 +674,17 @@ class OperationLimits(SchemaExtension):
             report = cost_report(ec.schema._schema, limits, ec.query, ec.variables, throttle)
             self._owed = OwedCost(report)
         return self._owed
+
+
+def _without_frames(error: GraphQLError) -> GraphQLError:
+    """A validation error to cache: without the traceback of a literal's parse that failed
+    (a scalar's ``parse_literal`` raising, as DateTime does on "yesterday") nor the
+    exception it was raised during. Their frames hold the request's context, for a
+    WebSocket its connection: the cache would keep every such connection alive."""
+    error.__traceback__ = None
+    error.__context__ = None
+    error.__cause__ = None
+    return error
 
 
 def _introspection_errors(settings: Settings, context: Context) -> list[GraphQLError]:

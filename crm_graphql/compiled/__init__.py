@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
 from graphql import (
     DocumentNode,
+    FieldNode,
     FragmentDefinitionNode,
     GraphQLError,
     OperationDefinitionNode,
     OperationType,
+    get_named_type,
     parse,
     specified_rules,
 )
-from graphql.execution.values import get_variable_values
+from graphql.execution.values import VariableValues, get_variable_values
 from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
@@ -30,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from strawberry import Schema
 from strawberry.schema.schema import validate_document
 
-from crm_graphql.compiled.compiler import Compiled, Compiler, Unsupported
+from crm_graphql.compiled.compiler import Compiled, CompiledEvent, Compiler, Unsupported
 from crm_graphql.db.engine import PlanCache, make_read_pool
 from crm_graphql.db.replica import Replica
 from crm_graphql.jsonbytes import dumps_kept
@@ -47,7 +50,7 @@ Pools = dict[PlanCache, asyncpg.Pool]
 
 log = logging.getLogger("crm_graphql.compiled")
 
-__all__ = ["CompiledReads", "readable"]
+__all__ = ["CompiledReads", "EventPlan", "readable"]
 
 
 def readable(actor: Actor, model: type[Any]) -> bool:
@@ -145,6 +148,8 @@ class CompiledReads:
         self._plans = _Lru(5000)
         # Plans that differ only in their values share one statement text.
         self._statements: dict[str, str] = {}
+        # Events rendered by a compiled plan (``render_event``) since the process started.
+        self.event_renders = 0
 
     @classmethod
     async def open(
@@ -305,19 +310,13 @@ class CompiledReads:
             and await self.replica.may_lag(actor)
         )
         try:
-            params = compiled.params[1:]
-            if compiled.user_params or compiled.api_key_params or compiled.horizon_params:
-                params = list(params)
-                for index in compiled.user_params:
-                    params[index - 1] = actor.user_id
-                for index in compiled.api_key_params:
-                    params[index - 1] = actor.api_key_id
-                if compiled.horizon_params:
-                    # In its own statement, before the read: the read's snapshot is then
-                    # newer (``services.sync.read_changes``).
-                    below = await events.horizon(self._pool(compiled, False))
-                    for index in compiled.horizon_params:
-                        params[index - 1] = below
+            params = _actor_params(compiled, actor)
+            if compiled.horizon_params:
+                # In its own statement, before the read: the read's snapshot is then
+                # newer (``services.sync.read_changes``).
+                below = await events.horizon(self._pool(compiled, False))
+                for index in compiled.horizon_params:
+                    params[index - 1] = below
             try:
                 with tracing.span("compiled statement", **{"crm.replica": lagging}):
                     row = await self._pool(compiled, lagging).fetchrow(
@@ -351,3 +350,107 @@ class CompiledReads:
             except orjson.JSONDecodeError:  # numbers orjson cannot hold (ints over 64 bits)
                 return None
         return body
+
+    # ------------------------------------------------------------------ live events
+
+    def event_plan(
+        self,
+        operation: OperationDefinitionNode,
+        fragments: dict[str, FragmentDefinitionNode],
+        variables: VariableValues,
+        actor: Actor,
+    ) -> EventPlan | None:
+        """How the events of a subscription (its validated operation, fragments and
+        coerced variables) render for readers like ``actor`` (the same role, API key or
+        not, scopes): compiled once, run per event with its ids (``render_event``); None
+        when the executed path must render them."""
+        selections = operation.selection_set.selections
+        if len(selections) != 1 or not isinstance(selections[0], FieldNode):
+            return None
+        root = selections[0]
+        subscription = self.schema._schema.subscription_type
+        if root.directives or root.selection_set is None or subscription is None:
+            return None
+        field = subscription.fields.get(root.name.value)
+        if field is None:
+            return None
+        event_type = get_named_type(field.type)
+        compiler = Compiler(self.schema, self.settings, actor, fragments, variables)
+        try:
+            compiled = compiler.event(event_type.name, [root.selection_set])
+        except Unsupported as reason:
+            log.debug("executed renderings: %s", str(reason))
+            return None
+        except DomainError as error:  # a read the policy refuses: executed, with its error
+            log.debug("executed renderings: %s", str(error))
+            return None
+        except Exception:  # a compiler defect must cost speed, not the rendering
+            log.exception("cannot compile a subscription's events, executing them instead")
+            return None
+        key = root.alias.value if root.alias else root.name.value
+        return EventPlan(orjson.dumps(key), compiled)
+
+    async def render_event(
+        self, plan: EventPlan, actor: Actor, event: events.StoredEvent, root: Any
+    ) -> bytes | None:
+        """The payload of ``event`` (whose root value is ``root``) rendered by ``plan`` for
+        ``actor``, as one statement on the primary (a live event renders what was just
+        written), byte for byte what the executed rendering encodes; None: the executed
+        path must render it (a row it cannot represent, a statement that failed, a value
+        the executed path answers with an error)."""
+        compiled = plan.event.compiled
+        row: Any = ()
+        if compiled is not None:
+            if not all(readable(actor, m) for m in compiled.models):
+                return None
+            params = _actor_params(compiled, actor)
+            for index, id_of in plan.event.id_params:
+                params[index - 1] = id_of(event)
+            try:
+                row = await self.pools[compiled.plan_cache].fetchrow(
+                    compiled.sql, actor.workspace_id, *params
+                )
+            except _FAILED as error:  # _REFUSED included: a stored value it cannot show
+                log.debug("compiled rendering failed, executing instead: %s", error)
+                return None
+            if row is None or any(value is None for value in row):
+                log.error("compiled rendering returned NULL, executing instead: %s", compiled.sql)
+                return None
+        parts = [b'{"data":{', plan.key, b":{"]
+        for head, member in plan.event.members:
+            parts.append(head)
+            if isinstance(member, int):
+                parts.append(row[member].encode())
+            else:
+                value = member(root)
+                if value is None:
+                    return None
+                parts.append(value)
+        parts.append(b"}}}")
+        body = b"".join(parts)  # a join: an allocation of its own length (``jsonbytes.kept``)
+        if compiled is not None and compiled.reencode:
+            try:
+                body = dumps_kept(orjson.loads(body))
+            except orjson.JSONDecodeError:  # numbers orjson cannot hold (ints over 64 bits)
+                return None
+        self.event_renders += 1
+        return body
+
+
+@dataclass(frozen=True)
+class EventPlan:
+    """A subscription's events as compiled (``CompiledReads.event_plan``)."""
+
+    key: bytes  # the JSON text of the subscription field's response key
+    event: CompiledEvent
+
+
+def _actor_params(compiled: Compiled, actor: Actor) -> list[Any]:
+    """The statement's parameters after the workspace, with the actor's user and API key
+    ids where the plan, shared by the actors of its key, left a place for them."""
+    params = list(compiled.params[1:])
+    for index in compiled.user_params:
+        params[index - 1] = actor.user_id
+    for index in compiled.api_key_params:
+        params[index - 1] = actor.api_key_id
+    return params

@@ -15,6 +15,8 @@ cursor, a malformed ID in a filter) or that this module does not know raises
 from __future__ import annotations
 
 import enum
+import inspect
+import operator
 import re
 import uuid
 from collections.abc import Callable, Iterable
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, cast
 
+import orjson
 from graphql import (
     FieldNode,
     FragmentDefinitionNode,
@@ -38,6 +41,7 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
     Undefined,
+    get_named_type,
     is_abstract_type,
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_directive_values
@@ -56,6 +60,7 @@ from crm_graphql.global_ids import MalformedId, from_global_id
 from crm_graphql.resolvers.arguments import filter_spec, order_spec
 from crm_graphql.resolvers.nodes import LOADED_NODES, NODE_MODELS
 from crm_graphql.resolvers.readmodel import (
+    EVENT_TYPES,
     OBJECT_TYPES,
     ROOT_LISTS,
     ChildCount,
@@ -135,6 +140,29 @@ class Compiled:
     # Reads the RFM scores: the workspace's snapshot is made current first
     # (``rfm.ensure_snapshot``), so that the statement takes its fast branch.
     reads_rfm_scores: bool = False
+
+
+# The JSON of an event's own value (``Compiler._event_value``), from the event's root value.
+EventValueReader = Callable[[Any], bytes | None]
+
+
+def _constant(value: bytes) -> EventValueReader:
+    return lambda _root: value
+
+
+@dataclass(frozen=True)
+class CompiledEvent:
+    """A subscription's selection of one live event type, for any event of it."""
+
+    # The rows the selection reads, one column each; None: it reads none.
+    compiled: Compiled | None
+    # The event object's members in response order: the key's JSON text (with a comma
+    # before every member but the first, and the colon), then the index of its column in
+    # the statement's row or the reader of an event's own value.
+    members: tuple[tuple[bytes, int | EventValueReader], ...]
+    # Indexes in ``compiled.params`` filled in with the id a relation finds in the stored
+    # event (``readmodel.EventRelation.id_of``).
+    id_params: tuple[tuple[int, Callable[[Any], uuid.UUID | None]], ...]
 
 
 def _literal(text: str) -> str:
@@ -1469,6 +1497,89 @@ class Compiler:
             horizon_params=tuple(self.state.horizon_params),
             reads_rfm_scores=self.state.reads_rfm_scores,
         )
+
+    # ---------------------------------------------------------------- live events
+
+    def event(self, type_name: str, selection_sets: list[SelectionSetNode]) -> CompiledEvent:
+        """A subscription's selection of the live event type ``type_name``, for every
+        event of it: the event's own values (cursor, type, ...) are read in Python, each
+        row it names (``readmodel.EVENT_TYPES``) is a column of one statement whose ids
+        are parameters filled in per event (``CompiledEvent.id_params``)."""
+        relations = EVENT_TYPES.get(type_name)
+        gql_type = self.gschema.get_type(type_name)
+        if relations is None or not isinstance(gql_type, GraphQLObjectType):
+            raise Unsupported(f"event type {type_name}")
+        columns: list[str] = []
+        keys: list[str] = []
+        members: list[tuple[bytes, int | EventValueReader]] = []
+        id_params: list[tuple[int, Callable[[Any], uuid.UUID | None]]] = []
+        for index, (key, nodes) in enumerate(self.collect(gql_type, selection_sets).items()):
+            head = ("," if index else "") + _json_string(key) + ":"
+            name = nodes[0].name.value
+            if name == "__typename":
+                members.append((head.encode(), _constant(_json_string(type_name).encode())))
+            elif name in relations:
+                relation = relations[name]
+                slot = self._param(None)
+                id_params.append((len(self.state.params) - 1, relation.id_of))
+                column = self._by_id(relation.target, f"{slot}::uuid", self._subselections(nodes))
+                members.append((head.encode(), len(columns)))
+                columns.append(column)
+                keys.append(key)
+            else:
+                members.append((head.encode(), self._event_value(gql_type, name, nodes)))
+        compiled = None
+        if columns:
+            compiled = Compiled(
+                sql="SELECT " + ", ".join(columns) + " FROM (SELECT $1::uuid AS workspace) event",
+                params=self.state.params,
+                keys=keys,
+                models=frozenset(self.state.models),
+                reencode=self.state.reencode,
+                plan_cache=self.state.plan_cache,
+                user_params=tuple(self.state.user_params),
+                api_key_params=tuple(self.state.api_key_params),
+            )
+        return CompiledEvent(compiled, tuple(members), tuple(id_params))
+
+    def _event_value(
+        self, gql_type: GraphQLObjectType, name: str, nodes: list[FieldNode]
+    ) -> EventValueReader:
+        """The JSON of an event's own value, as the executed path serializes it: a field
+        without a resolver reads the root's attribute, one whose resolver takes only the
+        root calls it (``ConversationEvent.lastReadSeq``). None: a non-null field without
+        a value (the executed path answers that with its error)."""
+        definition = self.schema.get_type_by_name(gql_type.name)
+        assert isinstance(definition, StrawberryObjectDefinition)
+        converter = self.schema.config.name_converter
+        field_ = next((f for f in definition.fields if converter.get_graphql_name(f) == name), None)
+        graphql_field = gql_type.fields.get(name)
+        if field_ is None or graphql_field is None or graphql_field.args or nodes[0].arguments:
+            raise Unsupported(f"{gql_type.name}.{name}")
+        scalar = get_named_type(graphql_field.type)
+        if not isinstance(scalar, GraphQLScalarType):
+            raise Unsupported(f"{gql_type.name}.{name}: not a scalar")
+        resolver = field_.base_resolver
+        read: Callable[[Any], Any]
+        if resolver is None:
+            read = operator.attrgetter(field_.python_name)
+        else:
+            function = resolver.wrapped_func
+            if not callable(function) or list(inspect.signature(function).parameters) != ["root"]:
+                raise Unsupported(f"{gql_type.name}.{name}: resolved with more than its root")
+            if inspect.iscoroutinefunction(function):
+                raise Unsupported(f"{gql_type.name}.{name}: resolved asynchronously")
+            read = function
+        non_null = isinstance(graphql_field.type, GraphQLNonNull)
+        serialize = scalar.serialize
+
+        def value(root: Any) -> bytes | None:
+            found = read(root)
+            if found is None:
+                return None if non_null else b"null"
+            return orjson.dumps(serialize(found))
+
+        return value
 
 
 # Compiled service fragments: (SQLAlchemy cache key, table, IN-list lengths) -> SQL text

@@ -16,6 +16,7 @@ Adding a relation or a nested list is one entry here and one ``declared(...)`` l
 type's schema class (docs/decisions/0006-compiled-reads.md).
 """
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -38,6 +39,7 @@ from crm_graphql.services import (
     users,
     webhooks,
 )
+from crm_graphql.services.events import StoredEvent
 from crm_graphql.storage.querying import ListSpec
 
 
@@ -374,3 +376,91 @@ def list_resolver(nested: ChildList) -> Callable[..., Any]:
         filter=filter_type | None, order_by=generic(list, order_type) | None
     )
     return connection
+
+
+# ------------------------------------------------------------------ live events
+
+
+def _payload_id(event: StoredEvent, key: str) -> uuid.UUID | None:
+    value = event.payload.get(key)
+    return uuid.UUID(value) if value else None
+
+
+def _entity_id(
+    event: StoredEvent, entity_type: str, otherwise: str | None = None
+) -> uuid.UUID | None:
+    """The event's entity if it is of ``entity_type``, else the payload's ``otherwise``."""
+    if event.entity_type == entity_type:
+        return event.entity_id
+    return _payload_id(event, otherwise) if otherwise is not None else None
+
+
+@dataclass(frozen=True)
+class EventRelation:
+    """A field of a live event that is a row read by id (null when the event names none or
+    the reader may not see it): ``id_of`` finds the id in the stored event. Its executed
+    resolver and the compiled rendering of events (``CompiledReads.event_plan``) are both
+    derived from this entry."""
+
+    target: str
+    id_of: Callable[[StoredEvent], uuid.UUID | None]
+    description: str
+
+
+# The relations of each event type (``schema/realtime.py``): its other fields are the
+# event's own values (cursor, type, occurredAt, ...).
+EVENT_TYPES: dict[str, dict[str, EventRelation]] = {
+    "ConversationEvent": {
+        "conversation": EventRelation(
+            "Conversation",
+            lambda e: _payload_id(e, "conversation_id") or e.entity_id,
+            "The conversation as it is now.",
+        ),
+        "message": EventRelation(
+            "Message",
+            lambda e: _payload_id(e, "message_id"),
+            "The new message (message.created), or the message whose email delivery "
+            "changed (message.delivery_changed).",
+        ),
+        "readBy": EventRelation(
+            "User",
+            lambda e: _payload_id(e, "user_id"),
+            "Who read the conversation (conversation.read).",
+        ),
+        "previousAssignee": EventRelation(
+            "User",
+            lambda e: _payload_id(e, "previous_assignee_id"),
+            "The assignee before the change (conversation.assigned).",
+        ),
+    },
+    "ActivityFeedEvent": {
+        "activity": EventRelation(
+            "Activity", lambda e: _entity_id(e, "Activity"), "The activity as it is now."
+        ),
+    },
+    "DealBoardEvent": {
+        "deal": EventRelation(
+            "Deal",
+            lambda e: _entity_id(e, "Deal", "deal_id"),
+            "The deal as it is now (deal events).",
+        ),
+        "stage": EventRelation(
+            "Stage",
+            lambda e: _entity_id(e, "Stage", "stage_id"),
+            "The deal's stage, or the changed stage (stage events).",
+        ),
+        "pipeline": EventRelation(
+            "Pipeline",
+            lambda e: _payload_id(e, "pipeline_id"),
+            "The pipeline of the board the event belongs to.",
+        ),
+    },
+}
+
+
+def event_relation_resolver(relation: EventRelation) -> Callable[..., Any]:
+    async def resolve(root: Any, info: Info) -> Any:
+        model = OBJECT_TYPES[relation.target].model
+        return await by_id(info, model, relation.id_of(root.event))
+
+    return resolve

@@ -23,7 +23,6 @@ from crm_graphql.realtime.groups import EventValue
 from crm_graphql.realtime.streams import graphql_error
 from crm_graphql.resolvers.context import Context
 from crm_graphql.resolvers.info import Info
-from crm_graphql.resolvers.lists import by_id
 from crm_graphql.resolvers.mutations import UserErrorValue, user_errors
 from crm_graphql.services import activities, conversations, deals
 from crm_graphql.services.actor import Actor, scoped
@@ -139,53 +138,9 @@ async def deal_board(
 # ------------------------------------------------------------------ event fields
 
 
-async def event_conversation(root: EventValue, info: Info) -> Any:
-    return await by_id(
-        info, models.Conversation, root.payload_id("conversation_id") or root.event.entity_id
-    )
-
-
-async def event_message(root: EventValue, info: Info) -> Any:
-    return await by_id(info, models.Message, root.payload_id("message_id"))
-
-
-async def event_read_by(root: EventValue, info: Info) -> Any:
-    return await by_id(info, models.User, root.payload_id("user_id"))
-
-
 def event_last_read_seq(root: EventValue) -> int | None:
     value = root.event.payload.get("last_read_seq")
     return None if value is None else int(value)
-
-
-async def event_previous_assignee(root: EventValue, info: Info) -> Any:
-    return await by_id(info, models.User, root.payload_id("previous_assignee_id"))
-
-
-async def event_activity(root: EventValue, info: Info) -> Any:
-    return await by_id(
-        info,
-        models.Activity,
-        root.event.entity_id if root.event.entity_type == "Activity" else None,
-    )
-
-
-async def event_deal(root: EventValue, info: Info) -> Any:
-    deal_id = (
-        root.event.entity_id if root.event.entity_type == "Deal" else root.payload_id("deal_id")
-    )
-    return await by_id(info, models.Deal, deal_id)
-
-
-async def event_stage(root: EventValue, info: Info) -> Any:
-    stage_id = (
-        root.event.entity_id if root.event.entity_type == "Stage" else root.payload_id("stage_id")
-    )
-    return await by_id(info, models.Stage, stage_id)
-
-
-async def event_pipeline(root: EventValue, info: Info) -> Any:
-    return await by_id(info, models.Pipeline, root.payload_id("pipeline_id"))
 
 
 # ------------------------------------------------- ephemeral: typing and presence

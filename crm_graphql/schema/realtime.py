@@ -14,18 +14,12 @@ from crm_graphql.resolvers import jobs as resolve_jobs
 from crm_graphql.resolvers import realtime as resolve
 from crm_graphql.schema.dashboards import Dashboard
 from crm_graphql.schema.jobs import JobProgressEvent
-from crm_graphql.schema.relay import UserError
+from crm_graphql.schema.relay import UserError, declared_event
 from crm_graphql.schema.scalars import ActivityType, exposed
 
 if TYPE_CHECKING:
-    from crm_graphql.schema.activities import Activity
-    from crm_graphql.schema.conversations import Conversation, Message
-    from crm_graphql.schema.deals import Deal, Pipeline, Stage
     from crm_graphql.schema.users import User
 
-_activities = "crm_graphql.schema.activities"
-_conversations = "crm_graphql.schema.conversations"
-_deals = "crm_graphql.schema.deals"
 _users = "crm_graphql.schema.users"
 
 CURSOR_DOC = "Position of this event; pass it as `after` to resume right after it."
@@ -41,24 +35,11 @@ class ConversationEvent:
     )
     occurred_at: datetime = strawberry.field(description="When the change was committed.")
 
-    conversation = strawberry.field(
-        resolver=resolve.event_conversation,
-        graphql_type=Annotated["Conversation", strawberry.lazy(_conversations)] | None,
-        description="The conversation as it is now.",
-    )
+    conversation = declared_event("ConversationEvent", "conversation")
 
-    message = strawberry.field(
-        resolver=resolve.event_message,
-        graphql_type=Annotated["Message", strawberry.lazy(_conversations)] | None,
-        description="The new message (message.created), or the message whose email "
-        "delivery changed (message.delivery_changed).",
-    )
+    message = declared_event("ConversationEvent", "message")
 
-    read_by = strawberry.field(
-        resolver=resolve.event_read_by,
-        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
-        description="Who read the conversation (conversation.read).",
-    )
+    read_by = declared_event("ConversationEvent", "readBy")
 
     last_read_seq = strawberry.field(
         resolver=resolve.event_last_read_seq,
@@ -66,11 +47,7 @@ class ConversationEvent:
         description="Up to which message it was read (conversation.read).",
     )
 
-    previous_assignee = strawberry.field(
-        resolver=resolve.event_previous_assignee,
-        graphql_type=Annotated["User", strawberry.lazy(_users)] | None,
-        description="The assignee before the change (conversation.assigned).",
-    )
+    previous_assignee = declared_event("ConversationEvent", "previousAssignee")
 
 
 @strawberry.type(description="An activity logged, changed or archived.")
@@ -81,11 +58,7 @@ class ActivityFeedEvent:
     )
     occurred_at: datetime = strawberry.field(description="When the change was committed.")
 
-    activity = strawberry.field(
-        resolver=resolve.event_activity,
-        graphql_type=Annotated["Activity", strawberry.lazy(_activities)] | None,
-        description="The activity as it is now.",
-    )
+    activity = declared_event("ActivityFeedEvent", "activity")
 
 
 @strawberry.type(description="A change on a pipeline's deal board.")
@@ -98,23 +71,11 @@ class DealBoardEvent:
     )
     occurred_at: datetime = strawberry.field(description="When the change was committed.")
 
-    deal = strawberry.field(
-        resolver=resolve.event_deal,
-        graphql_type=Annotated["Deal", strawberry.lazy(_deals)] | None,
-        description="The deal as it is now (deal events).",
-    )
+    deal = declared_event("DealBoardEvent", "deal")
 
-    stage = strawberry.field(
-        resolver=resolve.event_stage,
-        graphql_type=Annotated["Stage", strawberry.lazy(_deals)] | None,
-        description="The deal's stage, or the changed stage (stage events).",
-    )
+    stage = declared_event("DealBoardEvent", "stage")
 
-    pipeline = strawberry.field(
-        resolver=resolve.event_pipeline,
-        graphql_type=Annotated["Pipeline", strawberry.lazy(_deals)] | None,
-        description="The pipeline of the board the event belongs to.",
-    )
+    pipeline = declared_event("DealBoardEvent", "pipeline")
 
 
 @strawberry.input(description="Which activities to follow; fields combine with AND.")

@@ -137,3 +137,15 @@ def declared(type_name: str, name: str) -> Any:
         graphql_type=readmodel.generic(list if nested.items else Connection, target),
         description=nested.description,
     )
+
+
+def declared_event(type_name: str, name: str) -> Any:
+    """The row ``name`` of the live event type ``type_name`` as the read model declares it
+    (``resolvers.readmodel.EVENT_TYPES``): its GraphQL type, description and resolver, and
+    the compiled rendering of events, are derived from that one entry."""
+    relation = readmodel.EVENT_TYPES[type_name][name]
+    return strawberry.field(
+        resolver=readmodel.event_relation_resolver(relation),
+        graphql_type=readmodel.lazy_type(relation.target) | None,
+        description=relation.description,
+    )

@@ -159,6 +159,24 @@ class ReadQueries:
         document += "".join(f" {f}" for f in self.fragments.values())
         return document, {name: value for name, (_, value) in self.variables.items()}
 
+    def subscription(self, field: str, arguments: str = "") -> tuple[str, dict[str, Any]]:
+        """A subscription of ``field`` (its arguments as written) with a random selection
+        of its event type: for the differential test of event renderings."""
+        self.variables = {}
+        self.fragments = {}
+        self.aliases = 0
+        self.focused = bool(self.focus) and self.rng.random() < 0.5
+        subscription = self.schema.subscription_type
+        assert subscription is not None
+        selection = self._selection(subscription.fields[field].type, depth=1)
+        alias = "live: " if self.rng.random() < 0.2 else ""
+        header = ""
+        if self.variables:
+            header = "(" + ", ".join(f"${n}: {t}" for n, (t, _) in self.variables.items()) + ")"
+        document = f"subscription{header} {{ {alias}{field}{arguments} {selection} }}"
+        document += "".join(f" {f}" for f in self.fragments.values())
+        return document, {name: value for name, (_, value) in self.variables.items()}
+
     # ---------------------------------------------------------------- selections
 
     def _selection(self, gql_type: Any, depth: int) -> str:

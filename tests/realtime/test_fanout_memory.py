@@ -374,3 +374,25 @@ async def test_an_idle_pushed_subscription_keeps_no_execution_of_its_operation(
         for ws in sockets:
             await ws.close()
     await wait_for(lambda: hub.stats()["members"] == 0, what="closed")
+
+
+async def test_a_document_whose_literal_fails_to_parse_keeps_nothing_of_its_socket(
+    served: tuple[str, Starlette], settings: Any, users: dict[Role, User]
+) -> None:
+    """Validation results are cached by document: an error raised by a scalar's literal
+    parse (DateTime on "yesterday") is cached without its traceback, whose frames hold
+    the request's context, for a WebSocket its connection."""
+    base_url, _ = served
+    token = _token(settings, users[Role.AGENT])
+    document = """subscription { activityFeed { activity { customer { activities(filter:
+      {occurredAt: {gte: "yesterday"}}) { totalCount } } } } }"""
+    before = _socket_contexts()
+    for _ in range(3):
+        ws = await _subscribe(base_url, token, document)
+        try:
+            message = await ws.receive()
+            assert message["type"] == "error", message
+            assert "DateTime" in message["payload"][0]["message"], message
+        finally:
+            await ws.close()
+    await wait_for(lambda: _socket_contexts() == before, what="socket contexts released")
