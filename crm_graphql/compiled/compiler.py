@@ -1483,6 +1483,11 @@ class Compiler:
             columns.append(column)
         if not columns:
             raise Unsupported("empty operation")
+        return self._statement(columns, keys)
+
+    def _statement(self, columns: list[str], keys: list[str]) -> Compiled:
+        """The statement of ``columns`` (one per response key) and what this compilation
+        gathered: parameters, models read, plan cache mode, late parameters."""
         # $1 is always bound (some operations never read the workspace: ``nodes(ids: [])``).
         sql = "SELECT " + ", ".join(columns) + " FROM (SELECT $1::uuid AS workspace) request"
         return Compiled(
@@ -1528,18 +1533,7 @@ class Compiler:
                 keys.append(key)
             else:
                 members.append((head.encode(), self._event_value(gql_type, name, nodes)))
-        compiled = None
-        if columns:
-            compiled = Compiled(
-                sql="SELECT " + ", ".join(columns) + " FROM (SELECT $1::uuid AS workspace) event",
-                params=self.state.params,
-                keys=keys,
-                models=frozenset(self.state.models),
-                reencode=self.state.reencode,
-                plan_cache=self.state.plan_cache,
-                user_params=tuple(self.state.user_params),
-                api_key_params=tuple(self.state.api_key_params),
-            )
+        compiled = self._statement(columns, keys) if columns else None
         return CompiledEvent(compiled, tuple(members), tuple(id_params))
 
     def _event_value(
