@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -152,7 +153,10 @@ class Group:
         self.by_entity: dict[uuid.UUID, dict[Member, None]] = {}
         # Members by user: a verdict that names users reaches their members directly.
         self.by_user: dict[uuid.UUID, dict[Member, None]] = {}
-        self.rendered: OrderedDict[tuple[Position, Hashable], asyncio.Future[bytes]] = OrderedDict()
+        # Renderings in progress (a task), or done (the payload).
+        self.rendered: OrderedDict[tuple[Position, Hashable], asyncio.Future[bytes] | bytes] = (
+            OrderedDict()
+        )
         self.verdicts: OrderedDict[Position, Verdict] = OrderedDict()
 
     def add(self, member: Member) -> None:
@@ -208,14 +212,16 @@ class Group:
         """The event rendered for this group: rendered once, in a task of its own so that
         a member that goes away does not cancel it for the others."""
         key = (event.position, variant)
-        task = self.rendered.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._render(event, variant))
-            task.add_done_callback(lambda done: self._forget_failed(key, done))
-            self.rendered[key] = task
+        found = self.rendered.get(key)
+        if isinstance(found, bytes):
+            return found
+        if found is None:
+            found = asyncio.ensure_future(self._render(event, variant))
+            found.add_done_callback(functools.partial(self._settle, key))
+            self.rendered[key] = found
             while len(self.rendered) > self.stream.hub.settings.rendered_kept:
                 self.rendered.popitem(last=False)
-        return await asyncio.shield(task)
+        return await asyncio.shield(found)
 
     async def _render(self, event: StoredEvent, variant: Hashable) -> bytes:
         hub = self.stream.hub
@@ -224,9 +230,16 @@ class Group:
         hub.renders += 1
         return data
 
-    def _forget_failed(self, key: tuple[Position, Hashable], task: asyncio.Future[bytes]) -> None:
-        if (task.cancelled() or task.exception() is not None) and self.rendered.get(key) is task:
+    def _settle(self, key: tuple[Position, Hashable], task: asyncio.Future[bytes]) -> None:
+        """A rendering done: its payload kept in the task's place (bytes, which the
+        garbage collector does not walk: the task and its coroutine go now, not when the
+        window moves past them), a failed one forgotten (the next member renders again)."""
+        if self.rendered.get(key) is not task:
+            return
+        if task.cancelled() or task.exception() is not None:
             del self.rendered[key]
+        else:
+            self.rendered[key] = task.result()
 
 
 def _pop(index: dict[uuid.UUID, dict[Member, None]], key: uuid.UUID | None, member: Member) -> None:

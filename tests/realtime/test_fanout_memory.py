@@ -92,6 +92,12 @@ async def test_a_long_lived_group_keeps_nothing_per_rendered_event(
         got = [_feed(await _frames(ws, EVENTS, timeout=20)) for ws in sockets]
         grown = _graphql_objects() - before
         assert hub.stats()["renders"] - renders == EVENTS  # one group: once per event
+        # The window keeps payloads (bytes, which the collector does not walk), not the
+        # tasks that rendered them.
+        (group,) = [g for s in hub.streams.values() for g in s.groups.values()]
+        kept = list(group.rendered.values())
+        assert len(kept) == 5 + EVENTS, len(kept)
+        assert all(type(payload) is bytes for payload in kept), {type(p) for p in kept}
     finally:
         for ws in sockets:
             await ws.close()
