@@ -50,21 +50,26 @@ class GcPauses:
         # (unix s, generation, pause ms, CPU ms)
         self.recent: deque[tuple[float, int, float, float]] = deque(maxlen=KEPT)
         self._started: tuple[float, float] | None = None
-        # ``young``: the next young collection's objects, described at its start.
+        # ``walked``: the objects the next collection of a generation walks (that
+        # generation and the younger ones), described at its start.
         self.young_wanted: asyncio.Future[dict[str, Any]] | None = None
         self._young: dict[str, Any] | None = None
         self._young_thread = 0
+        self._young_generation = 0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             wanted = self.young_wanted
             if (
                 wanted is not None
-                and int(info.get("generation", 2)) == 0
+                and int(info.get("generation", 2)) == self._young_generation
                 and not wanted.done()
                 and threading.get_ident() == self._young_thread  # the loop's: its future
             ):
-                self._young = _describe(gc.get_objects(0))
+                walked = [
+                    obj for g in range(self._young_generation + 1) for obj in gc.get_objects(g)
+                ]
+                self._young = _describe(walked)
             self._started = (time.perf_counter(), time.thread_time())
             return
         if self._started is None:
@@ -90,11 +95,13 @@ class GcPauses:
                 described["collected"] = int(info.get("collected", 0))
                 self.young_wanted.set_result(described)
 
-    async def young(self, seconds: float) -> dict[str, Any] | None:
-        """The young generation at the start of the next young collection within
-        ``seconds`` (None if none came): its objects by type, how many references they
-        hold (what the collector walks), the most referring ones, and that collection's
-        pause. Describing takes a moment of its own, before the pause is timed."""
+    async def young(self, seconds: float, generation: int = 0) -> dict[str, Any] | None:
+        """What the next collection of ``generation`` (0: young, 1: middle) within
+        ``seconds`` walks (None if none came), at its start: the objects of that
+        generation and the younger ones, by type, how many references they hold, the most
+        referring ones, and that collection's pause. Describing takes a moment of its
+        own, before the pause is timed."""
+        self._young_generation = generation
         self._young_thread = threading.get_ident()
         self.young_wanted = asyncio.get_running_loop().create_future()
         try:
@@ -284,7 +291,8 @@ async def runtime(request: Request) -> Response:
     ``?census=1`` adds the objects alive by type (``&collect=1``: after a collection);
     ``?garbage=S`` the cyclic garbage left over the next S seconds, by type;
     ``?young=S`` the young generation met by the next young collection within S
-    seconds, by type and references held, with that collection's pause."""
+    seconds, by type and references held, with that collection's pause; ``?middle=S``
+    the same for the next collection of the middle generation (it walks both)."""
     diagnostics: Diagnostics | None = getattr(request.app.state, "diagnostics", None)
     if diagnostics is None or not _loopback(request):
         return JSONResponse({"error": "not found"}, 404)
@@ -309,12 +317,14 @@ async def runtime(request: Request) -> Response:
                 {"error": f"garbage: seconds in (0, {GARBAGE_WINDOW_MAX_S:g}]"}, 400
             )
         figures["garbage"] = await garbage(seconds)
-    if request.query_params.get("young"):
+    for name, generation in (("young", 0), ("middle", 1)):
+        if not request.query_params.get(name):
+            continue
         try:
-            seconds = float(request.query_params["young"])
+            seconds = float(request.query_params[name])
         except ValueError:
             seconds = -1.0
         if not 0 < seconds <= YOUNG_WAIT_MAX_S:
-            return JSONResponse({"error": f"young: seconds in (0, {YOUNG_WAIT_MAX_S:g}]"}, 400)
-        figures["young"] = await diagnostics.gc.young(seconds)
+            return JSONResponse({"error": f"{name}: seconds in (0, {YOUNG_WAIT_MAX_S:g}]"}, 400)
+        figures[name] = await diagnostics.gc.young(seconds, generation)
     return JSONResponse(figures)

@@ -113,3 +113,27 @@ async def test_young_describes_what_the_next_young_collection_walks(settings: An
     assert answer["pause_ms"] >= 0 and answer["collected"] >= 0
     assert refused.status_code == 400
     assert none is None
+
+
+async def test_middle_describes_what_the_next_middle_collection_walks(settings: Any) -> None:
+    """``?middle=S``: the objects of the middle generation and the young one, met by the
+    next collection of the middle generation (not by a young one in between)."""
+    import asyncio
+
+    kept: list[Any] = []
+
+    async def collect() -> None:
+        await asyncio.sleep(0.05)  # once the request is waiting
+        kept.append([_Marker() for _ in range(2_000)])
+        gc.collect(0)  # a young collection: the markers survive into the middle generation
+        kept.append([_Marker() for _ in range(1_000)])  # young ones
+        gc.collect(1)
+
+    async with support.app_client(settings, debug_runtime=True) as client:
+        task = asyncio.ensure_future(collect())
+        answer = (await client.http.get("/debug/runtime?middle=10")).json()["middle"]
+        await task
+        refused = await client.http.get("/debug/runtime?middle=x")
+    assert answer["by_type"][f"{__name__}._Marker"] == 3_000
+    assert answer["pause_ms"] >= 0
+    assert refused.status_code == 400
