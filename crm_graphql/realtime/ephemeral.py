@@ -359,6 +359,11 @@ return published
 _OPENED: dict[int, tuple[Presence, str]] = {}
 
 
+# Connections refreshed by one script call of the heartbeat (``Presence._beat``): with
+# 5,000 connections in a process, one call of them all took about 50 ms of the loop.
+HEARTBEAT_SLICE = 500
+
+
 @dataclass
 class PresenceSettings:
     heartbeat: float = 15.0  # seconds between refreshes of this process's connections
@@ -436,16 +441,28 @@ class Presence:
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat)
-            for workspace_id in {c.workspace_id for c in self.connections.values()}:
+            by_workspace: dict[uuid.UUID, list[str]] = {}
+            for connection in self.connections.values():
+                by_workspace.setdefault(connection.workspace_id, []).append(connection.id)
+            for workspace_id, ids in by_workspace.items():
+                # In slices: one script call (and its packing in Python) per few hundred
+                # connections, each a short turn of the loop, not one for thousands.
+                for start in range(0, len(ids), HEARTBEAT_SLICE):
+                    chosen = ids[start : start + HEARTBEAT_SLICE]
+                    try:
+                        await self._change(workspace_id, "add", self._still_open(chosen))
+                    except Exception:  # never let the heartbeat die
+                        log.exception("presence heartbeat failed")
 
-                def members(workspace_id: uuid.UUID = workspace_id) -> list[str]:
-                    # Taken under the lock: a connection closed meanwhile is not revived.
-                    return _by_workspace(self.connections.values()).get(workspace_id, [])
+    def _still_open(self, ids: list[str]) -> Callable[[], list[str]]:
+        """The members of those of ``ids`` still open when their batch is sent: a
+        connection closed meanwhile is not revived."""
 
-                try:
-                    await self._change(workspace_id, "add", members)
-                except Exception:  # never let the heartbeat die
-                    log.exception("presence heartbeat failed")
+        def members() -> list[str]:
+            connections = self.connections
+            return [connections[i].member for i in ids if i in connections]
+
+        return members
 
     async def _change(
         self, workspace_id: uuid.UUID, op: str, members: Callable[[], list[str]]

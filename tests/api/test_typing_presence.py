@@ -433,3 +433,44 @@ async def test_a_burst_of_connections_leaves_presence_exact(redis_url: str) -> N
         for workspace in workspaces:
             assert await client.zcard(presence_key(workspace)) == 0
         await client.aclose()
+
+
+async def test_a_heartbeat_refreshes_every_connection_in_slices(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat refreshes a process's connections a slice at a time (one script call
+    each, a short turn of the loop each), every one of them, and never revives one that
+    closed before its slice went out."""
+    from crm_graphql.realtime import ephemeral
+
+    monkeypatch.setattr(ephemeral, "HEARTBEAT_SLICE", 3)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    presence = Presence(client, PresenceSettings(heartbeat=0.2, stale_after=3600))
+    workspace = uuid.uuid4()
+    calls: list[int] = []
+    script = presence._script
+
+    users = [uuid.uuid4() for _ in range(8)]
+    ids = [presence.register(workspace, user) for user in users]
+    closed = presence.connections[ids[7]].member
+
+    async def counted(*, keys: Any, args: Any, client: Any = None) -> Any:
+        calls.append(len(args) - 6)  # the members of this call
+        # The last connection closes while the first slice is sent, before its own.
+        presence.connections.pop(ids[7], None)
+        return await script(keys=keys, args=args, client=client)
+
+    presence._script = counted  # type: ignore[assignment]
+    await presence.start()
+    try:
+        await _eventually(lambda: _true(len(calls) >= 3))
+        members = set(await client.zrange(presence_key(workspace), 0, -1))
+    finally:
+        await presence.close()
+        await client.delete(presence_key(workspace))
+        for user in users:
+            await client.delete(f"{presence_key(workspace)}:{user}")
+        await client.aclose()
+    assert calls[:3] == [3, 3, 1]
+    assert members == {f"{user}:{i}" for user, i in zip(users[:7], ids[:7], strict=True)}
+    assert closed not in members
