@@ -381,9 +381,6 @@ class CompiledReads:
         except Unsupported as reason:
             log.debug("executed renderings: %s", str(reason))
             return None
-        except DomainError as error:  # a read the policy refuses: executed, with its error
-            log.debug("executed renderings: %s", str(error))
-            return None
         except Exception:  # a compiler defect must cost speed, not the rendering
             log.exception("cannot compile a subscription's events, executing them instead")
             return None

@@ -1510,6 +1510,12 @@ class Compiler:
         event of it: the event's own values (cursor, type, ...) are read in Python, each
         row it names (``readmodel.EVENT_TYPES``) is a column of one statement whose ids
         are parameters filled in per event (``CompiledEvent.id_params``)."""
+        try:
+            return self._event(type_name, selection_sets)
+        except DomainError as error:  # a read the policy refuses: the executed path says so
+            raise Unsupported(str(error)) from error
+
+    def _event(self, type_name: str, selection_sets: list[SelectionSetNode]) -> CompiledEvent:
         relations = EVENT_TYPES.get(type_name)
         gql_type = self.gschema.get_type(type_name)
         if relations is None or not isinstance(gql_type, GraphQLObjectType):

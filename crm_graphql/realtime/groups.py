@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import inspect
 import logging
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
@@ -61,8 +60,8 @@ PER_USER_TYPES = frozenset(
 
 @dataclass
 class EventValue:
-    """What the event types read (the root of an event's selection): the stored event
-    plus helpers for its payload."""
+    """What the event types read (the root of an event's selection): the stored event.
+    The rows an event names are found in it by ``readmodel.EVENT_TYPES``."""
 
     event: StoredEvent
 
@@ -77,10 +76,6 @@ class EventValue:
     @property
     def occurred_at(self) -> datetime:
         return self.event.created_at
-
-    def payload_id(self, key: str) -> uuid.UUID | None:
-        value = self.event.payload.get(key)
-        return uuid.UUID(value) if value else None
 
 
 @dataclass(frozen=True)

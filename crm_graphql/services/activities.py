@@ -215,10 +215,9 @@ async def record_activity(
     if not events.coalescing_in(session):
         prepare(activity)
         touches = activity.customer_id is not None
-        rows = await bound.run(
+        written = await bound.first(
             session, record_statement(touches), record_params(actor, activity, action=action)
         )
-        written = rows[0] if rows else None
         if written is None:
             raise NotFound("Customer not found", "customerId")
         set_committed_value(activity, "created_at", written.created_at)

@@ -799,7 +799,7 @@ async def _append_message(
     ``attachments`` (checked by ``email.new_attachments``) are stored with the message,
     before its mail is queued: the mail carries them."""
     # Both statements are built once: on the session's connection (``bound.run``).
-    rows = await bound.run(
+    row = await bound.first(
         session,
         _advance_statement(actor, author_type, visible=visible, lock=lock),
         {
@@ -808,7 +808,6 @@ async def _append_message(
             "viewer": actor.user_id,
         },
     )
-    row = rows[0] if rows else None
     if row is None:
         raise NotFound("Conversation not found", "conversationId")
     if lock and not row.first:

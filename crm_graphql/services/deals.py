@@ -919,8 +919,7 @@ async def move_deal(
         ),
     }
     # Both statements are built once: on the session's connection (``bound.run``).
-    rows = await bound.run(session, _move_statement(), parameters)
-    row = rows[0] if rows else None
+    row = await bound.first(session, _move_statement(), parameters)
     if row is None:  # the row is locked: only a writer outside this rule gets here
         raise Conflict("The deal was changed concurrently; reload and retry")
     (history,) = await bound.run(

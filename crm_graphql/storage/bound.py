@@ -154,3 +154,9 @@ async def run(session: AsyncSession, statement: Any, params: Mapping[str, Any]) 
         )
         for record in records
     ]
+
+
+async def first(session: AsyncSession, statement: Any, params: Mapping[str, Any]) -> Any:
+    """``run``'s first row, or None when the statement returned none."""
+    rows = await run(session, statement, params)
+    return rows[0] if rows else None
